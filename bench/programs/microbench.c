@@ -1,0 +1,147 @@
+/*
+ * microbench: system-call latency microbenchmarks for bench/run.py.
+ *
+ * Usage: microbench MODE N [PATH]
+ *
+ *   getppid   N x syscall(SYS_getppid) (raw syscall: no libc caching)
+ *   openclose N x open(PATH, O_RDONLY) + close   (PATH: /etc/hostname)
+ *   forkwait  N x fork + child _exit(0) + waitpid
+ *   forkexec  N x fork + child execv(PATH) + waitpid (PATH: /bin/true)
+ *
+ * A warm-up of N/10 iterations (at least one) runs first and is not timed.
+ * The N timed iterations are measured with clock_gettime(CLOCK_MONOTONIC) and
+ * the mean in nanoseconds per iteration is printed on one line on stdout.
+ * Any failure prints a message on stderr and exits 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *path;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "microbench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void wait_ok(pid_t pid)
+{
+	int status;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &status, 0);
+		if (r == pid)
+			break;
+		if (r < 0 && errno == EINTR)
+			continue;
+		die("waitpid");
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "microbench: child status 0x%x\n", status);
+		exit(1);
+	}
+}
+
+static void do_getppid(long n)
+{
+	for (long i = 0; i < n; i++)
+		if (syscall(SYS_getppid) < 0)
+			die("getppid");
+}
+
+static void do_openclose(long n)
+{
+	for (long i = 0; i < n; i++) {
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			die(path);
+		if (close(fd) < 0)
+			die("close");
+	}
+}
+
+static void do_forkwait(long n)
+{
+	for (long i = 0; i < n; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork");
+		if (pid == 0)
+			_exit(0);
+		wait_ok(pid);
+	}
+}
+
+static void do_forkexec(long n)
+{
+	char *const argv[] = {(char *)path, NULL};
+
+	for (long i = 0; i < n; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork");
+		if (pid == 0) {
+			execv(path, argv);
+			_exit(127);
+		}
+		wait_ok(pid);
+	}
+}
+
+static const struct {
+	const char *name;
+	void (*run)(long);
+	const char *default_path;
+} modes[] = {
+	{"getppid", do_getppid, NULL},
+	{"openclose", do_openclose, "/etc/hostname"},
+	{"forkwait", do_forkwait, NULL},
+	{"forkexec", do_forkexec, "/bin/true"},
+};
+
+int main(int argc, char **argv)
+{
+	struct timespec t0, t1;
+	char *end;
+	long n;
+	size_t m;
+
+	if (argc < 3 || argc > 4)
+		goto usage;
+	for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++)
+		if (strcmp(argv[1], modes[m].name) == 0)
+			break;
+	if (m == sizeof(modes) / sizeof(modes[0]))
+		goto usage;
+	errno = 0;
+	n = strtol(argv[2], &end, 10);
+	if (errno || *end || n <= 0)
+		goto usage;
+	path = argc == 4 ? argv[3] : modes[m].default_path;
+
+	modes[m].run(n / 10 > 0 ? n / 10 : 1);	/* warm-up */
+
+	if (clock_gettime(CLOCK_MONOTONIC, &t0) < 0)
+		die("clock_gettime");
+	modes[m].run(n);
+	if (clock_gettime(CLOCK_MONOTONIC, &t1) < 0)
+		die("clock_gettime");
+
+	double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
+		    (double)(t1.tv_nsec - t0.tv_nsec);
+	printf("%.1f\n", ns / (double)n);
+	return 0;
+
+usage:
+	fprintf(stderr, "usage: microbench getppid|openclose|forkwait|forkexec N [PATH]\n");
+	return 2;
+}

@@ -1,0 +1,154 @@
+"""The `pyvisor` command line: an OCI runtime in the manner of runsc.
+
+Global flags: --root STATE_DIR, --log FILE, --log-format, --debug, --strace.
+Verbs in this cut: `do` (run a host command in a sandbox over the host root,
+read-only with a tmpfs overlay) and `run` (run an OCI bundle to completion).
+Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from pyvisor.runtime.boot import BootError, MountSpec, SandboxConfig, run_sandbox
+
+DEFAULT_ROOT = "/run/pyvisor"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
+    p.add_argument("--log", default="", help="log file (default: stderr for warnings)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--debug", action="store_true", help="debug logging")
+    p.add_argument("--strace", action="store_true", help="print every application syscall")
+    p.add_argument("--network", default="none", choices=["none"],
+                   help="networking (only 'none' in this cut)")
+    sub = p.add_subparsers(dest="verb", required=True)
+    d = sub.add_parser("do", help="run a host command in a sandbox")
+    d.add_argument("--strace", action="store_true", dest="do_strace")
+    d.add_argument("--network", default="none", choices=["none"], dest="do_network")
+    d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
+    d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
+    d.add_argument("cmd", nargs=argparse.REMAINDER)
+    r = sub.add_parser("run", help="create and start a container from an OCI bundle")
+    r.add_argument("--bundle", "-b", default=".", help="bundle directory")
+    r.add_argument("--pid-file", default="")
+    r.add_argument("--console-socket", default="")
+    r.add_argument("--detach", "-d", action="store_true")
+    r.add_argument("id")
+    return p
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING
+    handler: logging.Handler = logging.FileHandler(args.log) if args.log \
+        else logging.StreamHandler(sys.stderr)
+    fmt = '{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}' \
+        if args.log_format == "json" else "pyvisor %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise BootError("do: no command given")
+    cwd = args.cwd or os.getcwd()
+    env = [f"{k}={v}" for k, v in os.environ.items()]
+    cfg = SandboxConfig(root="/", argv=cmd, env=env, cwd=cwd,
+                        strace=args.strace or args.do_strace, pin_cpu=not args.no_pin)
+    return run_sandbox(cfg)
+
+
+def load_bundle(bundle: str) -> SandboxConfig:
+    """Reads and validates an OCI bundle's config.json."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise BootError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise BootError(f"{path}: invalid config: {e}") from None
+    if not isinstance(spec, dict):
+        raise BootError(f"{path}: invalid config: not a JSON object")
+    proc = spec.get("process")
+    if not isinstance(proc, dict):
+        raise BootError(f"{path}: process is missing")
+    argv = proc.get("args")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise BootError(f"{path}: process.args must be a non-empty list of strings")
+    env = proc.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise BootError(f"{path}: process.env must be a list of strings")
+    cwd = proc.get("cwd", "/")
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise BootError(f"{path}: process.cwd must be an absolute path")
+    root = spec.get("root", {})
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str):
+        raise BootError(f"{path}: root.path is missing")
+    rootfs = root["path"]
+    if not os.path.isabs(rootfs):
+        rootfs = os.path.join(bundle, rootfs)
+    if not os.path.isdir(rootfs):
+        raise BootError(f"root.path {rootfs!r} is not a directory")
+    mounts = []
+    for m in spec.get("mounts", []) or []:
+        if not isinstance(m, dict) or not isinstance(m.get("destination"), str):
+            raise BootError(f"{path}: each mount needs a destination")
+        src = m.get("source", "")
+        if isinstance(src, str) and src and not os.path.isabs(src) and m.get("type") == "bind":
+            src = os.path.join(bundle, src)
+        mounts.append(MountSpec(m["destination"], str(m.get("type", "bind")), str(src or ""),
+                                [str(o) for o in m.get("options", []) or []]))
+    user = proc.get("user", {}) or {}
+    hostname = spec.get("hostname", "pyvisor")
+    return SandboxConfig(root=rootfs, argv=argv, env=env, cwd=cwd, mounts=mounts,
+                         uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+                         hostname=hostname if isinstance(hostname, str) else "pyvisor")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_bundle(os.path.abspath(args.bundle))
+    cfg.strace = args.strace
+    state = os.path.join(args.root, args.id)
+    try:
+        os.makedirs(state, exist_ok=False)
+    except FileExistsError:
+        raise BootError(f"container {args.id!r} already exists") from None
+    except OSError as e:
+        raise BootError(f"state directory {state!r}: {e.strerror}") from None
+    try:
+        with open(os.path.join(state, "state.json"), "w") as f:
+            json.dump({"id": args.id, "bundle": os.path.abspath(args.bundle), "pid": os.getpid(),
+                       "status": "running"}, f)
+        if args.pid_file:
+            with open(args.pid_file, "w") as f:
+                f.write(str(os.getpid()))
+        return run_sandbox(cfg)
+    finally:
+        import shutil
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        if args.verb == "do":
+            return cmd_do(args)
+        if args.verb == "run":
+            return cmd_run(args)
+    except BootError as e:
+        print(f"pyvisor: {e}", file=sys.stderr)
+        return 125 if args.verb == "run" else 127 if "not found" in str(e) else 126
+    except KeyboardInterrupt:
+        return 130
+    return 1

@@ -1,0 +1,177 @@
+"""devfs: the sandbox's /dev.  Linux: drivers/char/mem.c, drivers/tty/tty_io.c.
+
+/dev is a tmpfs directory (so the application may add files, as on a
+devtmpfs) pre-populated with the memory character devices, /dev/tty, the
+fd/stdin/stdout/stderr symlinks into /proc/self/fd, and the empty directories
+shm (the caller mounts a tmpfs there) and pts.  Device nodes are never
+created by the application (TmpfsDir.mknod refuses them); only this module
+makes them.
+
+Devices ignore the file offset: null, zero, full and (u)random are seekable
+so that lseek succeeds, as on Linux.
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.stat import S_IFCHR, S_IFDIR
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir, TmpfsSymlink
+from pyvisor.sentry.vfs.file import FileDescription, FileImpl
+from pyvisor.sentry.vfs.inode import Filesystem, Inode
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.mm.memfile import MemoryFile
+
+# Largest single read served by zero and (u)random; larger reads are short,
+# which is legal for character devices and bounds the Sentry's memory use.
+MAX_DEVICE_READ = 16 << 20
+
+# Major/minor numbers.  From Documentation/admin-guide/devices.txt.
+MEM_MAJOR = 1
+TTYAUX_MAJOR = 5
+NULL_MINOR, ZERO_MINOR, FULL_MINOR, RANDOM_MINOR, URANDOM_MINOR = 3, 5, 7, 8, 9
+TTY_MINOR = 0
+
+
+def new_encode_dev(major: int, minor: int) -> int:
+    """A dev_t as the kernel encodes it for userspace.  Linux: new_encode_dev."""
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+
+
+def decode_dev(dev: int) -> tuple[int, int]:
+    """(major, minor) of an encoded dev_t.  Linux: new_decode_dev."""
+    return (dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
+
+
+# -- file implementations ------------------------------------------------------------
+
+
+class NullImpl(FileImpl):
+    """/dev/null: reads see EOF, writes vanish."""
+
+    seekable = True
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        return b""
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return len(data)
+
+
+class ZeroImpl(FileImpl):
+    """/dev/zero: reads give zeros, writes vanish."""
+
+    seekable = True
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        return bytes(max(0, min(n, MAX_DEVICE_READ)))
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return len(data)
+
+
+class FullImpl(ZeroImpl):
+    """/dev/full: reads give zeros, writes fail with ENOSPC."""
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        raise SyscallError(Errno.ENOSPC)
+
+
+class RandomImpl(FileImpl):
+    """/dev/random and /dev/urandom: the host's CSPRNG; writes (entropy) are ignored.
+
+    Linux 5.6+ /dev/random no longer blocks once the pool is initialised, so
+    both behave alike.
+    """
+
+    seekable = True
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        n = max(0, min(n, MAX_DEVICE_READ))
+        return os.urandom(n) if n else b""
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return len(data)
+
+
+# -- inodes --------------------------------------------------------------------------
+
+
+class CharDevice(Inode):
+    """A character device node whose opens are served by `factory`.
+
+    `factory` is None for devices that cannot be opened here (ENXIO).
+    """
+
+    __slots__ = ("factory",)
+
+    def __init__(self, fs: Filesystem, major: int, minor: int,
+                 factory: Callable[[], FileImpl] | None, perm: int = 0o666) -> None:
+        super().__init__(fs, S_IFCHR | perm)
+        self.rdev = new_encode_dev(major, minor)
+        self.factory = factory
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if self.factory is None:
+            raise SyscallError(Errno.ENXIO)
+        return self.factory()
+
+    def truncate(self, size: int) -> None:
+        """O_TRUNC on a device is ignored, as Linux does for non-regular files."""
+
+
+class TtyDevice(CharDevice):
+    """/dev/tty: the controlling terminal.
+
+    Sandboxed processes have no controlling terminal yet, so opening gives
+    ENXIO, as Linux does for a process without one.
+    TODO: redirect to the session's terminal once ttys (devpts, host tty) do job control.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, fs: Filesystem) -> None:
+        super().__init__(fs, TTYAUX_MAJOR, TTY_MINOR, None)
+
+
+# Name -> (minor, FileImpl factory) for the memory devices.
+MEM_DEVICES: dict[bytes, tuple[int, Callable[[], FileImpl]]] = {
+    b"null": (NULL_MINOR, NullImpl),
+    b"zero": (ZERO_MINOR, ZeroImpl),
+    b"full": (FULL_MINOR, FullImpl),
+    b"random": (RANDOM_MINOR, RandomImpl),
+    b"urandom": (URANDOM_MINOR, RandomImpl),
+}
+
+# Name -> target for the standard symlinks.
+DEV_SYMLINKS: dict[bytes, bytes] = {
+    b"fd": b"/proc/self/fd",
+    b"stdin": b"/proc/self/fd/0",
+    b"stdout": b"/proc/self/fd/1",
+    b"stderr": b"/proc/self/fd/2",
+}
+
+
+def new_devfs(kernel: object, memfile: MemoryFile) -> tuple[TmpFS, TmpfsDir]:
+    """A new /dev: (filesystem, root directory).  The caller mounts a tmpfs on shm.
+
+    `kernel` is unused for now; it is where /dev/tty and /dev/ptmx will find
+    sessions and the devpts instance.
+    """
+    fs = TmpFS(memfile)
+    root = fs.new_root(0o755)
+    for name, (minor, factory) in MEM_DEVICES.items():
+        root.entries[name] = CharDevice(fs, MEM_MAJOR, minor, factory)
+    root.entries[b"tty"] = TtyDevice(fs)
+    for name, target in DEV_SYMLINKS.items():
+        root.entries[name] = TmpfsSymlink(fs, target, 0, 0)
+    root.entries[b"shm"] = TmpfsDir(fs, S_IFDIR | 0o1777, 0, 0)
+    root.entries[b"pts"] = TmpfsDir(fs, S_IFDIR | 0o755, 0, 0)
+    root.nlink += 2
+    return fs, root

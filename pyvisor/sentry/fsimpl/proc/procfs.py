@@ -1,0 +1,1101 @@
+"""procfs: processes and kernel state as files.  Linux: fs/proc/ (base.c, array.c,
+task_mmu.c, fd.c, proc_sysctl.c).
+
+Everything here is synthetic and made on demand: a lookup builds a fresh
+inode from the kernel's current state, and the filesystem turns off the
+dentry cache (`cache_dentries = False`) so that a dead pid never lingers.
+Inode numbers are a hash of the file's path, so they are stable for the life
+of a process without keeping any table.
+
+File contents are generated once, at open, into a `SnapshotFileImpl`, so
+reads at any offset see one consistent snapshot (Linux's seq_file gives the
+same guarantee per read call; programs that read in pieces prefer ours).
+
+/proc/self and /proc/thread-self need the task reading them, which
+`Inode.readlink` does not receive: the syscall layer sets `kernel.current`
+to the task being served, and we read it.  Magic links (exe, cwd, root,
+fd/N) resolve through `magic_link(t)` to the (mount, dentry) they name.
+
+Differences from Linux: no ptrace-access checks on magic links or environ
+beyond file modes; /proc/sys is read-only (EACCES on writes);
+cmdline/environ come from the argv/envp given to execve, not from the
+process's memory, so setproctitle is not reflected.
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
+from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
+from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
+from pyvisor.sentry.vfs.vfs import Location, Mount, path_of
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task, ThreadGroup
+
+# What uname(2) reports (sys_process.sys_uname); /proc/version and
+# /proc/sys/kernel/os* must agree with it.
+OSTYPE = b"Linux"
+OSRELEASE = b"6.0.0-pyvisor"
+KVERSION = b"#1 SMP PREEMPT pyvisor"
+
+USER_HZ = 100
+_NS_PER_TICK = 10**9 // USER_HZ
+PAGE = 4096
+RLIM_INFINITY = (1 << 64) - 1
+CAP_LAST_CAP = 40
+PID_MAX = 4194304
+
+_PROT_READ, _PROT_WRITE, _PROT_EXEC = 1, 2, 4
+
+# /proc/filesystems.
+_FILESYSTEMS = b"".join(b"%s\t%s\n" % (b"nodev" if nodev else b"", name) for nodev, name in [
+    (True, b"sysfs"), (True, b"tmpfs"), (True, b"proc"), (True, b"devtmpfs"),
+    (True, b"devpts"), (True, b"overlay"), (True, b"9p"), (True, b"pipefs"),
+    (True, b"sockfs"), (True, b"anon_inodefs"), (True, b"mqueue"), (False, b"ext4")])
+
+# Resource limit names and units.  From fs/proc/base.c (lnames).
+_LIMIT_NAMES: list[tuple[str, str]] = [
+    ("Max cpu time", "seconds"), ("Max file size", "bytes"), ("Max data size", "bytes"),
+    ("Max stack size", "bytes"), ("Max core file size", "bytes"),
+    ("Max resident set", "bytes"), ("Max processes", "processes"),
+    ("Max open files", "files"), ("Max locked memory", "bytes"),
+    ("Max address space", "bytes"), ("Max file locks", "locks"),
+    ("Max pending signals", "signals"), ("Max msgqueue size", "bytes"),
+    ("Max nice priority", ""), ("Max realtime priority", ""), ("Max realtime timeout", "us"),
+]
+
+# -- the filesystem ----------------------------------------------------------------------
+
+
+class ProcFS(Filesystem):
+    """One procfs instance.  Host facts it shows are captured at creation,
+    before the Sentry loses access to the host's /proc."""
+
+    name = "proc"
+    magic = PROC_SUPER_MAGIC
+    cache_dentries = False
+
+    def __init__(self, kernel: Any) -> None:
+        super().__init__()
+        self.kernel = kernel
+        try:
+            self.ncpu = len(os.sched_getaffinity(0))
+        except OSError:
+            self.ncpu = os.cpu_count() or 1
+        self.cpuinfo = _read_host(b"/proc/cpuinfo") or _synth_cpuinfo(self.ncpu)
+        self.mem = _host_meminfo()
+        boot_ns = int(getattr(kernel, "boot_ns", time.monotonic_ns()))
+        self.btime = int(time.time() - (time.monotonic_ns() - boot_ns) / 1e9)
+        self.boot_id = str(uuid.uuid4()).encode()
+
+    def ino(self, key: str) -> int:
+        """A stable inode number for the file at `key` (a path inside /proc)."""
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "little") \
+            | 0x100
+
+
+def _read_host(path: bytes) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _synth_cpuinfo(ncpu: int) -> bytes:
+    return b"".join(b"processor\t: %d\nvendor_id\t: GenuineIntel\nmodel name\t: pyvisor vCPU\n"
+                    b"cpu MHz\t\t: 2000.000\ncache size\t: 4096 KB\nphysical id\t: 0\n"
+                    b"siblings\t: %d\ncore id\t\t: %d\ncpu cores\t: %d\n"
+                    b"flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2\n\n"
+                    % (i, ncpu, i, ncpu) for i in range(ncpu))
+
+
+def _host_meminfo() -> dict[str, int]:
+    """kB values of the host's /proc/meminfo we pass through (with fallbacks)."""
+    mem = {"MemTotal": 2 << 20, "MemFree": 1 << 20, "MemAvailable": 1 << 20}
+    for line in _read_host(b"/proc/meminfo").decode(errors="replace").splitlines():
+        key, _, rest = line.partition(":")
+        if key in mem:
+            try:
+                mem[key] = int(rest.split()[0])
+            except (IndexError, ValueError):
+                pass
+    return mem
+
+
+# -- generic files -----------------------------------------------------------------------
+
+
+class SnapshotFileImpl(FileImpl):
+    """An open generated file: bytes fixed at open, read at any offset.
+
+    Writes go to `writer` if the file has one, else fail with `write_errno`.
+    """
+
+    seekable = True
+
+    def __init__(self, data: bytes, writer: Callable[[bytes], int] | None = None,
+                 write_errno: int = Errno.EINVAL) -> None:
+        self.data = data
+        self.writer = writer
+        self.write_errno = write_errno
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        if n <= 0 or offset < 0:
+            return b""
+        return self.data[offset:offset + n]
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        if self.writer is None:
+            raise SyscallError(self.write_errno)
+        return self.writer(data)
+
+    def size(self, fd: FileDescription) -> int:
+        return len(self.data)
+
+
+Generator = Callable[[], bytes]
+
+
+class ProcFile(Inode):
+    """A generated regular file.  Size 0, as Linux's proc files report."""
+
+    __slots__ = ("gen", "writer", "write_errno")
+
+    def __init__(self, fs: ProcFS, ino: int, gen: Generator, mode: int = 0o444,
+                 writer: Callable[[bytes], int] | None = None,
+                 write_errno: int = Errno.EINVAL, uid: int = 0, gid: int = 0) -> None:
+        super().__init__(fs, S_IFREG | mode, uid, gid, ino=ino)
+        self.gen = gen
+        self.writer = writer
+        self.write_errno = write_errno
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        acc = flags & O_ACCMODE
+        if acc in (O_WRONLY, O_RDWR) and self.writer is None and \
+                self.write_errno == Errno.EACCES:
+            raise SyscallError(Errno.EACCES)
+        data = self.gen() if acc in (O_RDONLY, O_RDWR) else b""
+        return SnapshotFileImpl(data, self.writer, self.write_errno)
+
+    def truncate(self, size: int) -> None:
+        """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
+
+
+class ProcSymlink(Inode):
+    """A symlink whose target is computed when read."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, fs: ProcFS, ino: int, target: Generator, perm: int = 0o777,
+                 uid: int = 0, gid: int = 0) -> None:
+        super().__init__(fs, S_IFLNK | perm, uid, gid, ino=ino)
+        self.target = target
+
+    def readlink(self) -> bytes:
+        return self.target()
+
+
+class ProcMagicLink(ProcSymlink):
+    """A magic link (exe, cwd, root, fd/N): following it jumps to a Location."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, fs: ProcFS, ino: int, where: Callable[[], Location], target: Generator,
+                 perm: int = 0o777, uid: int = 0, gid: int = 0) -> None:
+        super().__init__(fs, ino, target, perm, uid, gid)
+        self.where = where
+
+    def magic_link(self, t: object) -> object | None:
+        return self.where()
+
+
+Factory = Callable[[], Inode]
+
+
+class ProcDir(Inode):
+    """A directory whose children come from a table of name -> inode factory."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, fs: ProcFS, ino: int, table: Callable[[], dict[bytes, Factory]] | None,
+                 perm: int = 0o555, uid: int = 0, gid: int = 0) -> None:
+        super().__init__(fs, S_IFDIR | perm, uid, gid, ino=ino)
+        self.table = table
+
+    @property
+    def pfs(self) -> ProcFS:
+        fs = self.fs
+        assert isinstance(fs, ProcFS)
+        return fs
+
+    def children(self) -> dict[bytes, Factory]:
+        return self.table() if self.table is not None else {}
+
+    def lookup(self, name: bytes) -> Inode:
+        f = self.children().get(name)
+        if f is None:
+            raise SyscallError(Errno.ENOENT)
+        return f()
+
+    def readdir(self) -> Iterable[DirEntry]:
+        out = []
+        for name, f in self.children().items():
+            try:
+                i = f()
+            except SyscallError:
+                continue
+            out.append(DirEntry(name, i.ino, dtype_of(i.mode)))
+        return out
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        return DirectoryImpl()
+
+
+def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
+    """A directory tree from a dict: bytes values are fixed file contents,
+    callables are generators, dicts are subdirectories.  Read-only (/proc/sys)."""
+
+    def table() -> dict[bytes, Factory]:
+        out: dict[bytes, Factory] = {}
+        for name, v in spec.items():
+            k = f"{key}/{name.decode()}"
+            if isinstance(v, dict):
+                out[name] = (lambda k=k, v=v: _static_dir(fs, k, v))
+            else:
+                gen: Generator = v if callable(v) else (lambda v=v: v)
+                out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
+                                                           write_errno=Errno.EACCES))
+        return out
+
+    return ProcDir(fs, fs.ino(key), table)
+
+
+# -- kernel state, read defensively ------------------------------------------------------
+
+
+def _current(kernel: Any) -> Task | None:
+    """The task the syscall layer is serving (set by the dispatcher)."""
+    return getattr(kernel, "current", None)
+
+
+def _alive(kernel: Any, tg: ThreadGroup) -> bool:
+    if getattr(tg, "reaped", False):
+        return False
+    groups = getattr(kernel, "groups", {})
+    return groups.get(tg.tgid) is tg and (bool(tg.tasks) or getattr(tg, "zombie", False))
+
+
+def _live_tasks(tg: ThreadGroup) -> list[Task]:
+    return [t for t in list(tg.tasks) if not getattr(t, "exited", False)]
+
+
+def _leader(tg: ThreadGroup) -> Task | None:
+    tasks = _live_tasks(tg)
+    for t in tasks:
+        if t.tid == tg.tgid:
+            return t
+    return tasks[0] if tasks else None
+
+
+def _check_alive(kernel: Any, tg: ThreadGroup, t: Task | None = None) -> None:
+    if not _alive(kernel, tg) or (t is not None and getattr(t, "exited", False)):
+        raise SyscallError(Errno.ENOENT)
+
+
+def _bytes_list(v: Any) -> bytes:
+    """argv/environ as NUL-terminated strings, whether stored joined or as a list."""
+    if v is None:
+        return b""
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    return b"".join(bytes(a) + b"\0" for a in v)
+
+
+def _comm(tg: ThreadGroup, t: Task | None) -> bytes:
+    name = getattr(t, "name", b"") if t is not None else b""
+    return bytes(name or getattr(tg, "comm", b"") or b"")[:15]
+
+
+def _escape(b: bytes) -> bytes:
+    return b.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+
+
+def _state(kernel: Any, tg: ThreadGroup, t: Task | None) -> tuple[str, str]:
+    """(letter, description) as in /proc/PID/stat and status."""
+    if getattr(tg, "zombie", False) or t is None:
+        return "Z", "zombie"
+    if getattr(tg, "stopped", False):
+        return "T", "stopped"
+    if t is _current(kernel):
+        return "R", "running"
+    if getattr(t, "coro", None) is not None or getattr(t, "wake", None) is not None:
+        return "S", "sleeping"
+    thread = getattr(t, "thread", None)
+    if thread is not None and getattr(thread, "running", False):
+        return "R", "running"
+    return "S", "sleeping"
+
+
+def _creds(t: Task | None) -> Any:
+    return getattr(t, "creds", None) if t is not None else None
+
+
+def _owner(t: Task | None) -> tuple[int, int]:
+    c = _creds(t)
+    return (int(getattr(c, "euid", 0)), int(getattr(c, "egid", 0))) if c is not None else (0, 0)
+
+
+def _sigmasks(tg: ThreadGroup, t: Task | None) -> tuple[int, int, int, int, int]:
+    """(thread pending, shared pending, blocked, ignored, caught) as bit masks."""
+    ign = cgt = 0
+    sighand = getattr(tg, "sighand", None)
+    actions = getattr(sighand, "actions", None) or []
+    for sig in range(1, min(len(actions), 65)):
+        h = getattr(actions[sig], "handler", 0)
+        if h == 1:
+            ign |= 1 << (sig - 1)
+        elif h != 0:
+            cgt |= 1 << (sig - 1)
+    pnd = int(getattr(t, "pending_mask", 0)) if t is not None else 0
+    blk = int(getattr(t, "sigmask", 0)) if t is not None else 0
+    return pnd, int(getattr(tg, "pending_mask", 0)), blk, ign, cgt
+
+
+def _mm(t: Task | None) -> Any:
+    return getattr(t, "mm", None) if t is not None else None
+
+
+def _vmas(mm: Any) -> list[Any]:
+    return sorted(getattr(mm, "vmas", None) or [], key=lambda v: v.start) if mm else []
+
+
+class _MemStats:
+    """Rough per-process memory figures (bytes) from the VMA list.
+
+    Residency is unknown to the Sentry, so RSS counts every accessible mapping.
+    """
+
+    def __init__(self, mm: Any) -> None:
+        self.size = self.rss = self.data = self.stack = self.text = self.shared = 0
+        for v in _vmas(mm):
+            n = v.end - v.start
+            perms = int(v.perms)
+            self.size += n
+            if perms:
+                self.rss += n
+            name = v.name or b""
+            if name == b"[stack]":
+                self.stack += n
+            elif perms & _PROT_EXEC and getattr(v, "mappable", None) is not None:
+                self.text += n
+            elif perms & _PROT_WRITE and not v.shared:
+                self.data += n
+            if v.shared:
+                self.shared += n
+
+
+def _files(t: Task | None) -> dict[int, tuple[FileDescription, bool]]:
+    """fd -> (description, cloexec) of the task's fd table."""
+    table = getattr(t, "fd_table", None) if t is not None else None
+    files = getattr(table, "files", None)
+    if not files:
+        return {}
+    out: dict[int, tuple[FileDescription, bool]] = {}
+    for n, e in list(files.items()):
+        if isinstance(e, tuple):
+            out[n] = (e[0], bool(e[1]) if len(e) > 1 else False)
+        else:
+            out[n] = (e, False)
+    return out
+
+
+def _reader_root(kernel: Any) -> Location | None:
+    cur = _current(kernel)
+    fs = getattr(cur, "fs", None) if cur is not None else None
+    return getattr(fs, "root", None)
+
+
+def _is_attached(kernel: Any, mount: Mount) -> bool:
+    """Whether `mount` is part of the mount tree (not an anonymous pipe/socket/host mount)."""
+    ns = getattr(kernel, "root_ns", None)
+    top = mount
+    while top.parent is not None:
+        top = top.parent
+    return ns is not None and top is getattr(ns, "root", None)
+
+
+def _loc_path(kernel: Any, loc: Location) -> bytes:
+    if not _is_attached(kernel, loc.mount):
+        return loc.dentry.name
+    return path_of(loc.mount, loc.dentry, _reader_root(kernel))
+
+
+def fd_link_name(kernel: Any, f: FileDescription) -> bytes:
+    """What readlink(/proc/PID/fd/N) gives: a path, or a name like pipe:[ino]."""
+    name = getattr(f.impl, "proc_name", None)
+    if callable(name):
+        return bytes(name())
+    return _loc_path(kernel, Location(f.mount, f.dentry))
+
+
+def _mounts(kernel: Any) -> list[Mount]:
+    ns = getattr(kernel, "root_ns", None)
+    return list(getattr(ns, "mounts", None) or [])
+
+
+def _mount_id(kernel: Any, m: Mount) -> int:
+    mid = getattr(m, "id", None)
+    if isinstance(mid, int):
+        return mid
+    for i, x in enumerate(_mounts(kernel)):
+        if x is m:
+            return i + 1
+    return 0
+
+
+def _mangle(b: bytes) -> bytes:
+    """Escapes as Linux's mangle() does for /proc/mounts fields."""
+    out = bytearray()
+    for c in b:
+        if c in b" \t\n\\":
+            out += b"\\%03o" % c
+        else:
+            out.append(c)
+    return bytes(out)
+
+
+def _mountpoint(m: Mount, root: Location | None) -> bytes:
+    if m.parent is None or m.mountpoint is None:
+        return b"/"
+    return path_of(m.parent, m.mountpoint, root)
+
+
+# -- generated contents ------------------------------------------------------------------
+
+
+def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
+    """/proc/PID/stat: 52 fields.  Linux: fs/proc/array.c do_task_stat."""
+    _check_alive(kernel, tg)
+    letter, _ = _state(kernel, tg, t)
+    parent = getattr(tg, "parent", None)
+    ppid = parent.tgid if parent is not None else 0
+    mm = _mm(t)
+    ms = _MemStats(mm)
+    pnd, shd, blk, ign, cgt = _sigmasks(tg, t)
+    boot_ns = int(getattr(kernel, "boot_ns", 0))
+    start_ns = int(getattr(tg, "start_ns", 0) or 0)
+    start = max(0, start_ns - boot_ns) // _NS_PER_TICK if start_ns >= boot_ns else 0
+    exit_code = getattr(tg, "exit_code", None)
+    g = (lambda name: int(getattr(mm, name, 0) or 0)) if mm is not None else (lambda name: 0)
+    fields = [
+        letter, ppid, getattr(tg, "pgid", 0), getattr(tg, "sid", 0),
+        0, -1, 0x400000,                          # tty_nr, tpgid, flags (PF_RANDOMIZE)
+        0, 0, 0, 0,                               # minflt cminflt majflt cmajflt
+        int(getattr(tg, "utime_ns", 0)) // _NS_PER_TICK, 0,
+        int(getattr(tg, "children_utime_ns", 0)) // _NS_PER_TICK, 0,
+        20, 0, len(_live_tasks(tg)), 0, start,    # priority nice threads itrealvalue start
+        ms.size, ms.rss // PAGE, RLIM_INFINITY,
+        g("start_code"), g("end_code"), g("start_stack"), 0, 0,
+        pnd | shd, blk, ign, cgt,
+        0, 0, 0, int(getattr(tg, "exit_signal", 17)), 0, 0, 0, 0, 0, 0,
+        g("start_data"), g("end_data"), g("brk_start"),
+        g("argv_start"), g("argv_end"), g("env_start"), g("env_end"),
+        exit_code if exit_code is not None and getattr(tg, "zombie", False) else 0,
+    ]
+    body = b" ".join(str(x).encode() for x in fields)
+    return b"%d (%s) %s\n" % (pid, _comm(tg, t), body)
+
+
+def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
+    """/proc/PID/status.  Linux: fs/proc/array.c proc_pid_status."""
+    _check_alive(kernel, tg)
+    letter, desc = _state(kernel, tg, t)
+    parent = getattr(tg, "parent", None)
+    c = _creds(t)
+    ids = lambda *names: "\t".join(str(getattr(c, n, 0)) if c is not None else "0"
+                                   for n in names)
+    groups = " ".join(str(x) for x in (getattr(c, "groups", ()) if c is not None else ()))
+    files = _files(t)
+    fdsize = 64
+    while files and fdsize <= max(files):
+        fdsize *= 2
+    umask = getattr(getattr(t, "fs", None), "umask", 0o022) if t is not None else 0o022
+    lines = [
+        f"Name:\t{_escape(_comm(tg, t)).decode(errors='replace')}",
+        f"Umask:\t{umask:04o}",
+        f"State:\t{letter} ({desc})",
+        f"Tgid:\t{tg.tgid}",
+        "Ngid:\t0",
+        f"Pid:\t{pid}",
+        f"PPid:\t{parent.tgid if parent is not None else 0}",
+        "TracerPid:\t0",
+        f"Uid:\t{ids('uid', 'euid', 'suid', 'fsuid')}",
+        f"Gid:\t{ids('gid', 'egid', 'sgid', 'fsgid')}",
+        f"FDSize:\t{fdsize}",
+        f"Groups:\t{groups} ",
+        f"NStgid:\t{tg.tgid}",
+        f"NSpid:\t{pid}",
+        f"NSpgid:\t{getattr(tg, 'pgid', 0)}",
+        f"NSsid:\t{getattr(tg, 'sid', 0)}",
+    ]
+    mm = _mm(t)
+    if mm is not None and letter != "Z":
+        ms = _MemStats(mm)
+        kb = lambda n: f"{n // 1024:8d} kB"
+        lines += [
+            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(0)}",
+            f"VmPin:\t{kb(0)}", f"VmHWM:\t{kb(ms.rss)}", f"VmRSS:\t{kb(ms.rss)}",
+            f"RssAnon:\t{kb(ms.rss - ms.text - ms.shared if ms.rss > ms.text + ms.shared else 0)}",
+            f"RssFile:\t{kb(ms.text)}", f"RssShmem:\t{kb(ms.shared)}",
+            f"VmData:\t{kb(ms.data)}", f"VmStk:\t{kb(ms.stack)}", f"VmExe:\t{kb(ms.text)}",
+            f"VmLib:\t{kb(0)}", f"VmPTE:\t{kb(0)}", f"VmSwap:\t{kb(0)}",
+            "HugetlbPages:\t       0 kB",
+        ]
+    pnd, shd, blk, ign, cgt = _sigmasks(tg, t)
+    rl = getattr(tg, "rlimits", None)
+    sigq_max = rl[11][0] if rl and len(rl) > 11 else 63704
+    npending = sum(len(v) for v in (getattr(tg, "pending", None) or {}).values())
+    caps = (1 << (CAP_LAST_CAP + 1)) - 1 if c is not None and getattr(c, "euid", 0) == 0 else 0
+    ncpu = fs.ncpu
+    lines += [
+        "CoreDumping:\t0",
+        "THP_enabled:\t1",
+        f"Threads:\t{len(_live_tasks(tg))}",
+        f"SigQ:\t{npending}/{sigq_max}",
+        f"SigPnd:\t{pnd:016x}",
+        f"ShdPnd:\t{shd:016x}",
+        f"SigBlk:\t{blk:016x}",
+        f"SigIgn:\t{ign:016x}",
+        f"SigCgt:\t{cgt:016x}",
+        "CapInh:\t0000000000000000",
+        f"CapPrm:\t{caps:016x}",
+        f"CapEff:\t{caps:016x}",
+        f"CapBnd:\t{(1 << (CAP_LAST_CAP + 1)) - 1:016x}",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t0",
+        "Seccomp:\t0",
+        "Seccomp_filters:\t0",
+        "Speculation_Store_Bypass:\tthread vulnerable",
+        "SpeculationIndirectBranch:\tconditional enabled",
+        f"Cpus_allowed:\t{(1 << ncpu) - 1:x}",
+        f"Cpus_allowed_list:\t{'0' if ncpu == 1 else f'0-{ncpu - 1}'}",
+        "Mems_allowed:\t00000001",
+        "Mems_allowed_list:\t0",
+        "voluntary_ctxt_switches:\t0",
+        "nonvoluntary_ctxt_switches:\t0",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _gen_statm(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
+    _check_alive(kernel, tg)
+    ms = _MemStats(_mm(t))
+    return b"%d %d %d %d 0 %d 0\n" % (ms.size // PAGE, ms.rss // PAGE, ms.shared // PAGE,
+                                      ms.text // PAGE, (ms.data + ms.stack) // PAGE)
+
+
+def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
+    """/proc/PID/maps.  Linux: fs/proc/task_mmu.c show_map_vma."""
+    _check_alive(kernel, tg)
+    out = []
+    for v in _vmas(_mm(t)):
+        p = int(v.perms)
+        perms = ("r" if p & _PROT_READ else "-") + ("w" if p & _PROT_WRITE else "-") + \
+            ("x" if p & _PROT_EXEC else "-") + ("s" if v.shared else "p")
+        dev = int(getattr(v, "dev", 0) or 0)
+        major, minor = (dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
+        line = b"%08x-%08x %s %08x %02x:%02x %d " % (
+            v.start, v.end, perms.encode(), int(getattr(v, "offset", 0) or 0), major, minor,
+            int(getattr(v, "ino", 0) or 0))
+        name = v.name or b""
+        if name:
+            line = line.ljust(72) + b" " + bytes(name)
+        out.append(line + b"\n")
+    return b"".join(out)
+
+
+def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
+    _check_alive(kernel, tg)
+    rl = getattr(tg, "rlimits", None) or []
+    lines = ["%-25s %-20s %-20s %-10s" % ("Limit", "Soft Limit", "Hard Limit", "Units")]
+    for i, (name, unit) in enumerate(_LIMIT_NAMES):
+        cur, mx = (rl[i][0], rl[i][1]) if i < len(rl) else (RLIM_INFINITY, RLIM_INFINITY)
+        s = "%-25s %-20s " % (name, "unlimited" if cur == RLIM_INFINITY else str(cur))
+        s += "%-20s " % ("unlimited" if mx == RLIM_INFINITY else str(mx))
+        if unit:
+            s += "%-10s" % unit
+        lines.append(s)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _gen_mounts(kernel: Any, root: Location | None) -> bytes:
+    out = []
+    for m in _mounts(kernel):
+        out.append(b"%s %s %s %s 0 0\n" % (
+            _mangle(str(m.source).encode()), _mangle(_mountpoint(m, root)),
+            m.fs.name.encode(), str(m.options).encode()))
+    return b"".join(out)
+
+
+def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
+    """/proc/PID/mountinfo.  Linux: fs/proc_namespace.c show_mountinfo (minimal)."""
+    out = []
+    for m in _mounts(kernel):
+        mid = _mount_id(kernel, m)
+        pid = _mount_id(kernel, m.parent) if m.parent is not None else mid
+        opts = str(m.options).encode()
+        vfs_opts = b"ro" if opts.split(b",")[0] == b"ro" or m.flags_readonly else b"rw"
+        out.append(b"%d %d 0:%d / %s %s - %s %s %s\n" % (
+            mid, pid, m.fs.dev, _mangle(_mountpoint(m, root)), vfs_opts + b",relatime",
+            m.fs.name.encode(), _mangle(str(m.source).encode()), opts))
+    return b"".join(out)
+
+
+def _gen_meminfo(fs: ProcFS) -> bytes:
+    total, free, avail = fs.mem["MemTotal"], fs.mem["MemFree"], fs.mem["MemAvailable"]
+    rows = [("MemTotal", total), ("MemFree", free), ("MemAvailable", avail), ("Buffers", 0),
+            ("Cached", 0), ("SwapCached", 0), ("Active", 0), ("Inactive", 0),
+            ("Active(anon)", 0), ("Inactive(anon)", 0), ("Active(file)", 0),
+            ("Inactive(file)", 0), ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", 0),
+            ("SwapFree", 0), ("Dirty", 0), ("Writeback", 0), ("AnonPages", 0), ("Mapped", 0),
+            ("Shmem", 0), ("KReclaimable", 0), ("Slab", 0), ("SReclaimable", 0),
+            ("SUnreclaim", 0), ("KernelStack", 0), ("PageTables", 0), ("NFS_Unstable", 0),
+            ("Bounce", 0), ("WritebackTmp", 0), ("CommitLimit", total // 2),
+            ("Committed_AS", total - avail if total > avail else 0),
+            ("VmallocTotal", 34359738367), ("VmallocUsed", 0), ("VmallocChunk", 0),
+            ("HugePages_Total", -1), ("HugePages_Free", -1), ("HugePages_Rsvd", -1),
+            ("HugePages_Surp", -1), ("Hugepagesize", 2048), ("Hugetlb", 0)]
+    out = []
+    for k, v in rows:
+        if v == -1:
+            out.append(f"{k + ':':<15}{0:>9}\n")
+        else:
+            out.append(f"{k + ':':<15}{v:>9} kB\n")
+    return "".join(out).encode()
+
+
+def _uptime_s(kernel: Any) -> float:
+    return max(0, time.monotonic_ns() - int(getattr(kernel, "boot_ns", 0))) / 1e9
+
+
+def _last_pid(kernel: Any) -> int:
+    nxt = getattr(kernel, "_next_pid", None)
+    if isinstance(nxt, int) and nxt > 1:
+        return nxt - 1
+    tids = list(getattr(kernel, "tasks_by_tid", {}).keys())
+    return max(tids) if tids else 0
+
+
+def _gen_loadavg(kernel: Any) -> bytes:
+    ntasks = len(getattr(kernel, "tasks_by_tid", {}))
+    return b"0.00 0.00 0.00 1/%d %d\n" % (max(ntasks, 1), _last_pid(kernel))
+
+
+def _gen_uptime(kernel: Any, fs: ProcFS) -> bytes:
+    up = _uptime_s(kernel)
+    return b"%.2f %.2f\n" % (up, up * fs.ncpu)
+
+
+def _gen_stat_global(kernel: Any, fs: ProcFS) -> bytes:
+    """/proc/stat (minimal).  Linux: fs/proc/stat.c."""
+    idle = int(_uptime_s(kernel) * USER_HZ)
+    user = sum(int(getattr(g, "utime_ns", 0)) for g in
+               list(getattr(kernel, "groups", {}).values())) // _NS_PER_TICK
+    lines = [f"cpu  {user} 0 0 {idle * fs.ncpu} 0 0 0 0 0 0"]
+    for i in range(fs.ncpu):
+        lines.append(f"cpu{i} {user // fs.ncpu} 0 0 {idle} 0 0 0 0 0 0")
+    running = sum(1 for t in list(getattr(kernel, "tasks_by_tid", {}).values())
+                  if _state(kernel, t.tg, t)[0] == "R")
+    lines += ["intr 0", "ctxt 0", f"btime {fs.btime}", f"processes {_last_pid(kernel)}",
+              f"procs_running {max(running, 1)}", "procs_blocked 0",
+              "softirq 0 0 0 0 0 0 0 0 0 0 0"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _gen_version(kernel: Any) -> bytes:
+    return b"Linux version %s (pyvisor@pyvisor) (gcc) %s\n" % (OSRELEASE, KVERSION)
+
+
+def _line(v: Any) -> bytes:
+    return (v if isinstance(v, bytes) else str(v).encode()) + b"\n"
+
+
+# -- per-process directories -------------------------------------------------------------
+
+
+def _comm_writer(kernel: Any, tg: ThreadGroup, t: Task | None,
+                 per_thread: bool) -> Callable[[bytes], int]:
+    """Writing comm renames the thread (pthread_setname_np) or the process."""
+
+    def write(data: bytes) -> int:
+        _check_alive(kernel, tg, t)
+        name = data.split(b"\n", 1)[0][:15]
+        if t is not None:
+            t.name = name
+        if not per_thread or (t is not None and t.tid == tg.tgid):
+            tg.comm = name
+        return len(data)
+
+    return write
+
+
+def _oom_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        try:
+            v = int(data.strip() or b"x")
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+        if not -1000 <= v <= 1000:
+            raise SyscallError(Errno.EINVAL)
+        # Kept on the group (ThreadGroup has no declared field for it yet).
+        setattr(tg, "oom_score_adj", v)
+        return len(data)
+
+    return write
+
+
+class PidDir(ProcDir):
+    """/proc/PID, /proc/TID (a hidden thread) and /proc/PID/task/TID.
+
+    `thread` is the task whose per-thread state is shown (None: the group's
+    leader, found afresh at each use, so exec and thread exits are seen).
+    """
+
+    __slots__ = ("tg", "thread", "per_thread", "key")
+
+    def __init__(self, fs: ProcFS, tg: ThreadGroup, thread: Task | None,
+                 per_thread: bool) -> None:
+        self.tg = tg
+        self.thread = thread
+        self.per_thread = per_thread
+        if per_thread and thread is not None:
+            self.key = f"{tg.tgid}/task/{thread.tid}"
+        else:
+            self.key = str(thread.tid if thread is not None else tg.tgid)
+        uid, gid = _owner(thread if thread is not None else _leader(tg))
+        super().__init__(fs, fs.ino(self.key), None, 0o555, uid, gid)
+
+    def subject(self) -> Task | None:
+        """The task whose fd table, mm, fs and creds this directory shows."""
+        if self.thread is not None and not getattr(self.thread, "exited", False):
+            return self.thread
+        return _leader(self.tg)
+
+    def children(self) -> dict[bytes, Factory]:
+        fs, kernel, tg = self.pfs, self.pfs.kernel, self.tg
+        _check_alive(kernel, tg, self.thread)
+        per_thread = self.per_thread
+        key = self.key
+        # The pid a directory shows is its name: the thread's for task/TID and /proc/TID.
+        pid = self.thread.tid if self.thread is not None else tg.tgid
+        uid, gid = _owner(self.subject())
+
+        def file(name: str, gen: Callable[[], bytes], mode: int = 0o444,
+                 writer: Callable[[bytes], int] | None = None) -> Factory:
+            return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
+                                    uid=uid, gid=gid)
+
+        def link(name: str, where: Callable[[], Location]) -> Factory:
+            def target() -> bytes:
+                return _loc_path(kernel, where())
+            return lambda: ProcMagicLink(fs, fs.ino(f"{key}/{name}"), where, target,
+                                         uid=uid, gid=gid)
+
+        subj = self.subject
+
+        def exe() -> Location:
+            _check_alive(kernel, tg)
+            loc = getattr(tg, "exe", None)
+            if loc is None:
+                loc = getattr(_mm(subj()), "exe", None)
+            if loc is None:
+                raise SyscallError(Errno.ENOENT)
+            return loc
+
+        def fs_loc(which: str) -> Callable[[], Location]:
+            def where() -> Location:
+                _check_alive(kernel, tg)
+                t = subj()
+                loc = getattr(getattr(t, "fs", None), which, None) if t is not None else None
+                if loc is None:
+                    raise SyscallError(Errno.ENOENT)
+                return loc
+            return where
+
+        def alive_then(gen: Callable[[], bytes]) -> Callable[[], bytes]:
+            def g() -> bytes:
+                _check_alive(kernel, tg)
+                return gen()
+            return g
+
+        def root_of() -> Location | None:
+            t = subj()
+            return getattr(getattr(t, "fs", None), "root", None) if t is not None else None
+
+        table: dict[bytes, Factory] = {
+            b"stat": file("stat", lambda: _gen_stat(kernel, tg, subj(), pid)),
+            b"status": file("status", lambda: _gen_status(kernel, fs, tg, subj(), pid)),
+            b"statm": file("statm", lambda: _gen_statm(kernel, tg, subj())),
+            b"cmdline": file("cmdline", alive_then(
+                lambda: b"" if getattr(tg, "zombie", False) else
+                _bytes_list(getattr(tg, "argv", b"")))),
+            b"environ": file("environ", alive_then(
+                lambda: b"" if getattr(tg, "zombie", False) else
+                _bytes_list(getattr(tg, "environ", b""))), 0o400),
+            b"comm": file("comm", alive_then(lambda: _comm(tg, subj()) + b"\n"), 0o644,
+                          _comm_writer(kernel, tg, subj(), per_thread)),
+            b"auxv": file("auxv", alive_then(lambda: bytes(getattr(_mm(subj()), "auxv", b"")
+                                                           or b"")), 0o400),
+            b"exe": link("exe", exe),
+            b"cwd": link("cwd", fs_loc("cwd")),
+            b"root": link("root", fs_loc("root")),
+            b"fd": lambda: FdDir(fs, f"{key}/fd", tg, subj, info=False, uid=uid, gid=gid),
+            b"fdinfo": lambda: FdDir(fs, f"{key}/fdinfo", tg, subj, info=True, uid=uid,
+                                     gid=gid),
+            b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj())),
+            b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
+            b"mountinfo": file("mountinfo",
+                               alive_then(lambda: _gen_mountinfo(kernel, root_of()))),
+            b"limits": file("limits", lambda: _gen_limits(kernel, tg)),
+            b"oom_score_adj": file("oom_score_adj",
+                                   alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),
+                                   0o644, _oom_writer(tg)),
+            b"oom_score": file("oom_score", alive_then(lambda: b"0\n")),
+            b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
+            b"wchan": file("wchan", alive_then(lambda: b"0")),
+            b"uid_map": file("uid_map", alive_then(lambda: b"%10d %10d %10d\n"
+                                                   % (0, 0, 4294967295))),
+            b"gid_map": file("gid_map", alive_then(lambda: b"%10d %10d %10d\n"
+                                                   % (0, 0, 4294967295))),
+        }
+        if not per_thread:
+            table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
+        return table
+
+
+class TaskDir(ProcDir):
+    """/proc/PID/task: one directory per live thread."""
+
+    __slots__ = ("tg", "key")
+
+    def __init__(self, fs: ProcFS, key: str, tg: ThreadGroup, uid: int, gid: int) -> None:
+        self.tg = tg
+        self.key = key
+        super().__init__(fs, fs.ino(key), None, 0o555, uid, gid)
+
+    def children(self) -> dict[bytes, Factory]:
+        fs, tg = self.pfs, self.tg
+        _check_alive(fs.kernel, tg)
+        return {str(t.tid).encode(): (lambda t=t: PidDir(fs, tg, t, per_thread=True))
+                for t in _live_tasks(tg)}
+
+
+class FdDir(ProcDir):
+    """/proc/PID/fd (magic links) or /proc/PID/fdinfo (files) of the task's fd table."""
+
+    __slots__ = ("tg", "subject", "info", "key")
+
+    def __init__(self, fs: ProcFS, key: str, tg: ThreadGroup,
+                 subject: Callable[[], Task | None], info: bool, uid: int = 0,
+                 gid: int = 0) -> None:
+        self.tg = tg
+        self.subject = subject
+        self.info = info
+        self.key = key
+        super().__init__(fs, fs.ino(key), None, 0o500 if not info else 0o555, uid, gid)
+
+    def children(self) -> dict[bytes, Factory]:
+        fs, tg = self.pfs, self.tg
+        kernel = fs.kernel
+        _check_alive(kernel, tg)
+        out: dict[bytes, Factory] = {}
+        for n, (f, cloexec) in sorted(_files(self.subject()).items()):
+            k = f"{self.key}/{n}"
+            if self.info:
+                out[str(n).encode()] = (
+                    lambda k=k, f=f, c=cloexec: ProcFile(
+                        fs, fs.ino(k), lambda: _gen_fdinfo(kernel, f, c),
+                        uid=self.uid, gid=self.gid))
+            else:
+                out[str(n).encode()] = (lambda k=k, f=f: _fd_link(fs, k, f, self.uid,
+                                                                  self.gid))
+        return out
+
+    def lookup(self, name: bytes) -> Inode:
+        # Only digits without leading zeros name fds (Linux: name_to_int).
+        if not name.isdigit() or (len(name) > 1 and name[:1] == b"0"):
+            raise SyscallError(Errno.ENOENT)
+        return super().lookup(name)
+
+
+def _fd_link(fs: ProcFS, key: str, f: FileDescription, uid: int, gid: int) -> ProcMagicLink:
+    kernel = fs.kernel
+    perm = 0
+    if f.readable:
+        perm |= 0o500
+    if f.writable:
+        perm |= 0o300
+    return ProcMagicLink(fs, fs.ino(key), lambda: Location(f.mount, f.dentry),
+                         lambda: fd_link_name(kernel, f), perm, uid, gid)
+
+
+def _gen_fdinfo(kernel: Any, f: FileDescription, cloexec: bool) -> bytes:
+    flags = f.flags | (O_CLOEXEC if cloexec else 0)
+    return b"pos:\t%d\nflags:\t%s\nmnt_id:\t%d\nino:\t%d\n" % (
+        f.offset, b"0%o" % flags if flags else b"0", _mount_id(kernel, f.mount) or 1,
+        f.inode.ino)
+
+
+# -- the root ----------------------------------------------------------------------------
+
+
+def _parse_pid(name: bytes) -> int | None:
+    if not name.isdigit() or (len(name) > 1 and name[:1] == b"0") or len(name) > 10:
+        return None
+    return int(name)
+
+
+class ProcRoot(ProcDir):
+    """/proc: fixed entries, then one directory per visible thread group."""
+
+    __slots__ = ("static",)
+
+    def __init__(self, fs: ProcFS) -> None:
+        super().__init__(fs, 1, None, 0o555)
+        self.static = self._make_static()
+
+    def _make_static(self) -> dict[bytes, Factory]:
+        fs = self.pfs
+        kernel = fs.kernel
+
+        def self_target() -> bytes:
+            cur = _current(kernel)
+            if cur is None:
+                raise SyscallError(Errno.ENOENT)
+            return b"%d" % cur.tg.tgid
+
+        def thread_self_target() -> bytes:
+            cur = _current(kernel)
+            if cur is None:
+                raise SyscallError(Errno.ENOENT)
+            return b"%d/task/%d" % (cur.tg.tgid, cur.tid)
+
+        def file(name: str, gen: Generator) -> Factory:
+            return lambda: ProcFile(fs, fs.ino(name), gen)
+
+        sys_spec = _sys_spec(fs)
+        return {
+            b"self": lambda: ProcSymlink(fs, fs.ino("self"), self_target),
+            b"thread-self": lambda: ProcSymlink(fs, fs.ino("thread-self"), thread_self_target),
+            b"mounts": lambda: ProcSymlink(fs, fs.ino("mounts"), lambda: b"self/mounts"),
+            b"cpuinfo": file("cpuinfo", lambda: fs.cpuinfo),
+            b"meminfo": file("meminfo", lambda: _gen_meminfo(fs)),
+            b"loadavg": file("loadavg", lambda: _gen_loadavg(kernel)),
+            b"uptime": file("uptime", lambda: _gen_uptime(kernel, fs)),
+            b"version": file("version", lambda: _gen_version(kernel)),
+            b"filesystems": file("filesystems", lambda: _FILESYSTEMS),
+            b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
+            b"sys": lambda: _static_dir(fs, "sys", sys_spec),
+        }
+
+    def _groups(self) -> list[ThreadGroup]:
+        kernel = self.pfs.kernel
+        groups = list(getattr(kernel, "groups", {}).values())
+        return sorted((g for g in groups if _alive(kernel, g)), key=lambda g: g.tgid)
+
+    def lookup(self, name: bytes) -> Inode:
+        f = self.static.get(name)
+        if f is not None:
+            return f()
+        pid = _parse_pid(name)
+        if pid is None:
+            raise SyscallError(Errno.ENOENT)
+        fs, kernel = self.pfs, self.pfs.kernel
+        tg = getattr(kernel, "groups", {}).get(pid)
+        if tg is not None and _alive(kernel, tg):
+            return PidDir(fs, tg, None, per_thread=False)
+        # A thread that leads no group: reachable by name, not listed (as Linux).
+        t = getattr(kernel, "tasks_by_tid", {}).get(pid)
+        if t is not None and not getattr(t, "exited", False) and _alive(kernel, t.tg):
+            return PidDir(fs, t.tg, t, per_thread=False)
+        raise SyscallError(Errno.ENOENT)
+
+    def readdir(self) -> Iterable[DirEntry]:
+        out = []
+        for name, f in self.static.items():
+            i = f()
+            out.append(DirEntry(name, i.ino, dtype_of(i.mode)))
+        fs = self.pfs
+        for g in self._groups():
+            out.append(DirEntry(b"%d" % g.tgid, fs.ino(str(g.tgid)), dtype_of(S_IFDIR)))
+        return out
+
+
+def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
+    """/proc/sys: read-only sysctls (bytes: fixed contents, callables: generated)."""
+    kernel = fs.kernel
+    return {
+        b"kernel": {
+            b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
+            b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
+            b"ostype": _line(OSTYPE),
+            b"osrelease": _line(OSRELEASE),
+            b"version": _line(KVERSION),
+            b"pid_max": _line(PID_MAX),
+            b"threads-max": b"63704\n",
+            b"ngroups_max": b"65536\n",
+            b"cap_last_cap": _line(CAP_LAST_CAP),
+            b"overflowuid": b"65534\n",
+            b"overflowgid": b"65534\n",
+            b"shmmax": b"18446744073692774399\n",
+            b"shmall": b"18446744073692774399\n",
+            b"shmmni": b"4096\n",
+            b"random": {
+                b"boot_id": _line(fs.boot_id),
+                b"uuid": lambda: _line(str(uuid.uuid4())),
+                b"entropy_avail": b"256\n",
+                b"poolsize": b"256\n",
+            },
+        },
+        b"vm": {
+            b"overcommit_memory": b"0\n",
+            b"overcommit_ratio": b"50\n",
+            b"max_map_count": b"65530\n",
+            b"mmap_min_addr": b"65536\n",
+        },
+        b"fs": {
+            b"nr_open": b"1048576\n",
+            b"file-max": b"9223372036854775807\n",
+            b"pipe-max-size": b"1048576\n",
+            b"inotify": {
+                b"max_user_watches": b"8192\n",
+                b"max_user_instances": b"128\n",
+                b"max_queued_events": b"16384\n",
+            },
+        },
+        b"net": {
+            b"core": {b"somaxconn": b"4096\n"},
+            b"ipv4": {b"ip_local_port_range": b"32768\t60999\n"},
+        },
+    }
+
+
+def new_procfs(kernel: Any) -> tuple[ProcFS, ProcRoot]:
+    """A new procfs for `kernel`: (filesystem, root directory).
+
+    Call before the Sentry is confined: it reads the host's /proc/cpuinfo and
+    /proc/meminfo once, here.
+    """
+    fs = ProcFS(kernel)
+    return fs, ProcRoot(fs)

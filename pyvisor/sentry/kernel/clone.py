@@ -1,0 +1,104 @@
+"""clone/fork/vfork: new tasks and processes.  Linux: kernel/fork.c.
+
+The host work: CLONE_VM gets a new stub thread in the same stub process;
+otherwise the stub process is forked (copy-on-write by the host).  Everything
+else (fd table, fs context, signal handlers, pid) is the Sentry's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES,
+                                     CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET,
+                                     CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
+                                     CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_SETTLS,
+                                     CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK, CLONE_VM, CSIGNAL)
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.task import Task, ThreadGroup
+from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.platform.ptrace import binding as B
+
+if TYPE_CHECKING:
+    pass
+
+_NS_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | \
+    CLONE_NEWNET | CLONE_NEWCGROUP
+
+
+def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> Task:
+    """Creates the child task (not yet running).  Returns it."""
+    if flags & CLONE_THREAD and not flags & CLONE_SIGHAND:
+        raise SyscallError(Errno.EINVAL)
+    if flags & CLONE_SIGHAND and not flags & CLONE_VM:
+        raise SyscallError(Errno.EINVAL)
+    if flags & _NS_FLAGS:
+        raise SyscallError(Errno.EPERM)   # TODO(#3): nested namespaces
+    kernel = t.kernel
+    tg = t.tg
+    nproc = tg.rlimits[6][0]
+    if len(kernel.tasks_by_tid) >= min(nproc, 1 << 20):
+        raise SyscallError(Errno.EAGAIN)
+    # Host side first: nothing to undo in the Sentry if it fails.
+    try:
+        if flags & CLONE_VM:
+            thread = kernel.platform.new_thread(t.thread)
+            mm = t.mm
+        else:
+            mm = t.mm.fork(t.thread)
+            thread = next(iter(mm.proc.threads))
+    except OSError as e:
+        raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
+    mm.add_user()
+    tid = kernel.alloc_pid()
+    regs = B.UserRegs()
+    ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(t.regs), B.REGS_SIZE)
+    regs.rax = 0
+    if stack:
+        regs.rsp = stack
+    if flags & CLONE_SETTLS:
+        regs.fs_base = tls
+    if flags & CLONE_THREAD:
+        child_tg = tg
+    else:
+        parent = tg.parent if flags & CLONE_PARENT else tg
+        child_tg = ThreadGroup(kernel, tid, parent,
+                               tg.sighand if flags & CLONE_SIGHAND else tg.sighand.copy(),
+                               pgid=tg.pgid, sid=tg.sid,
+                               rlimits=[list(x) for x in tg.rlimits],
+                               exit_signal=flags & CSIGNAL, start_ns=kernel.now(),
+                               comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ)
+        if parent is not None:
+            parent.children.append(child_tg)
+        kernel.groups[tid] = child_tg
+    child = Task(kernel, tid, child_tg, thread, mm,
+                 t.fd_table if flags & CLONE_FILES else t.fd_table.fork(),
+                 t.fs if flags & CLONE_FS else t.fs.copy(),
+                 t.creds, regs, sigmask=t.sigmask, name=t.name,
+                 altstack=t.altstack if flags & CLONE_VM and not flags & CLONE_VFORK
+                 else t.altstack)
+    if flags & CLONE_THREAD:
+        child.altstack = (0, 2, 0)
+    child_tg.tasks.append(child)
+    kernel.register(child)
+    try:
+        if flags & CLONE_PARENT_SETTID:
+            t.copy_out(ptid, struct.pack("<i", tid))
+        if flags & CLONE_CHILD_SETTID:
+            child.copy_out(ctid, struct.pack("<i", tid))
+    except SyscallError:
+        pass   # Linux ignores faults here too
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = ctid
+    if flags & CLONE_VFORK:
+        child.vfork_parent = tg
+        child_tg.vfork_done = WaitQueue()
+    return child
+
+
+def start(child: Task) -> None:
+    """Lets a new task run its first instruction."""
+    child.kernel.resume(child, None)

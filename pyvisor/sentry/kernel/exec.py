@@ -1,0 +1,147 @@
+"""execve: replace a process's image.  Linux: fs/exec.c.
+
+The new image is built in a fresh address space (a clone of the master stub)
+before anything of the old one is touched, so a failed exec leaves the
+caller as it was.  Only then are other threads killed, the old address space
+dropped, close-on-exec fds closed and caught signals reset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import O_RDONLY
+from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
+from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.loader import elf
+from pyvisor.sentry.mm.memory_manager import MemoryManager
+from pyvisor.sentry.vfs.file import FileDescription
+from pyvisor.sentry.vfs.vfs import Location
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+
+
+def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescription:
+    """Opens a program for execution: a regular file with execute permission."""
+    from pyvisor.sentry.vfs.ops import lookup
+    loc = lookup(t, dirloc, path, follow=True)
+    inode = loc.dentry.inode
+    if inode.is_dir():
+        raise SyscallError(Errno.EACCES)
+    if inode.mode & S_IFMT != S_IFREG:
+        raise SyscallError(Errno.EACCES)
+    if not inode.mode & 0o111:
+        raise SyscallError(Errno.EACCES)
+    if t.creds.euid != 0:
+        from pyvisor.sentry.vfs.perms import check_access
+        check_access(t, inode, 1)
+    return FileDescription.open(loc.mount, loc.dentry, O_RDONLY)
+
+
+def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
+         dirloc: Location | None = None) -> tuple[MemoryManager, int, int, FileDescription, list[bytes]]:
+    """Builds a new address space running `path`.  Returns (mm, entry, sp, file, argv)."""
+    fd = open_exec(t, path, dirloc)
+    for _ in range(elf.MAX_SCRIPT_DEPTH + 1):
+        head = elf.read_all(fd, t, 4096, 0)
+        if head[:2] != b"#!":
+            break
+        line = head[2:].split(b"\n", 1)[0]
+        if b"\n" not in head[2:] and len(head) >= 256:
+            line = line[:254]
+        line = line.replace(b"\t", b" ").strip()
+        if not line:
+            raise SyscallError(Errno.ENOEXEC)
+        interp, _, arg = line.partition(b" ")
+        arg = arg.strip()
+        argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
+        path = interp
+        fd = open_exec(t, interp)
+    else:
+        raise SyscallError(Errno.ELOOP)
+    info = elf.parse_elf(head, fd, t)
+    interp_fd = None
+    interp_info = None
+    if info.interp is not None:
+        interp_fd = open_exec(t, info.interp)
+        ihead = elf.read_all(interp_fd, t, 4096, 0)
+        interp_info = elf.parse_elf(ihead, interp_fd, t)
+        if interp_info.interp is not None:
+            raise SyscallError(Errno.ELIBBAD)
+    kernel = t.kernel
+    proc = kernel.platform.new_process()
+    mm = MemoryManager(kernel.platform, proc)
+    try:
+        bias, end, phdr = elf.map_elf(mm, fd, info, is_interp=False)
+        entry = info.entry + bias
+        interp_bias = 0
+        if interp_info is not None and interp_fd is not None:
+            interp_bias, _, _ = elf.map_elf(mm, interp_fd, interp_info, is_interp=True)
+            start = interp_info.entry + interp_bias
+        else:
+            start = entry
+        mm.brk_start = mm.brk = end
+        aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds)
+        sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
+    except BaseException:
+        proc.kill()
+        raise
+    mm.exe = Location(fd.mount, fd.dentry)
+    return mm, start, sp, fd, argv
+
+
+def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
+           argv: list[bytes], envp: list[bytes]) -> None:
+    """Point of no return: the task now runs the new image."""
+    kernel = t.kernel
+    tg = t.tg
+    # Other threads die (Linux: de_thread).
+    for other in list(tg.tasks):
+        if other is not t:
+            other.exit_pending = True
+            if other.thread.running or other.coro is not None or other.wake is not None:
+                kernel.signal_wakeup(other)
+            if not other.thread.running:
+                kernel.task_exit(other)
+    old_mm = t.mm
+    old_thread = t.thread
+    kernel.tasks_by_host.pop(old_thread.tid, None)
+    new_thread = next(iter(mm.proc.threads))
+    t.thread = new_thread
+    kernel.tasks_by_host[new_thread.tid] = t
+    t.mm = mm
+    mm.add_user()
+    kernel.platform.exit_thread(old_thread)
+    old_mm.release_user()
+    # Registers: a clean slate at the entry point.
+    regs = kernel.platform.initial_regs()
+    regs.rip = entry
+    regs.rsp = sp
+    t.regs = regs
+    t.fd_table.close_on_exec()
+    for a in tg.sighand.actions[1:]:
+        if a.handler not in (SIG_DFL, SIG_IGN):
+            a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
+    t.altstack = (0, 2, 0)
+    t.clear_child_tid = 0
+    tg.comm = (argv[0] if False else fd.dentry.name)[:15]
+    t.name = tg.comm
+    tg.exe = Location(fd.mount, fd.dentry)
+    tg.argv = b"".join(a + b"\0" for a in argv)
+    tg.environ = b"".join(e + b"\0" for e in envp)
+    if t.vfork_parent is not None:
+        kernel._vfork_done(t)
+    # Fresh FPU state for the new image.
+    kernel.set_fpregs(t, _initial_fpstate())
+
+
+def _initial_fpstate() -> bytes:
+    """fxsave image of a reset FPU: FCW 0x37f, MXCSR 0x1f80."""
+    buf = bytearray(512)
+    buf[0:2] = (0x37F).to_bytes(2, "little")
+    buf[24:28] = (0x1F80).to_bytes(4, "little")
+    buf[28:32] = (0xFFFF).to_bytes(4, "little")   # MXCSR_MASK (ignored on restore)
+    return bytes(buf)

@@ -1,0 +1,642 @@
+"""The Kernel: the Sentry's one event loop and the life cycle of tasks.
+
+Linux analogue: the scheduler plus kernel/exit.c; gVisor: kernel.Kernel and
+task_run.go.
+
+The loop waits for (a) ptrace stops of stub threads, read with
+waitpid(-1, WNOHANG|__WALL) when the SIGCHLD signalfd fires, (b) host fds
+(stdin, the gofer, host sockets) through epoll, and (c) timers.  A stop at a
+syscall runs its handler: a plain handler completes at once and the task is
+resumed; a coroutine handler runs until it awaits a wait queue or deadline,
+and is stepped again when woken.
+
+Ordering rules: a task's registers are fetched at its stop and written back
+just before it is resumed; nothing else touches them in between.  Wake-ups
+only append to the ready queue; coroutines are stepped from the loop, never
+re-entrantly from notify().
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import heapq
+import inspect
+import itertools
+import logging
+import os
+import select
+import signal as host_signal
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable
+
+from pyvisor.abi.linux import ptrace as P
+from pyvisor.abi.linux.errno import ERESTARTSYS, Errno
+from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
+from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
+from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
+from pyvisor.sentry.kernel.task import Task, ThreadGroup
+from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
+from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.platform.ptrace.subprocess import PtracePlatform, StubError
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.syscalls.linux.table import SyscallTable
+
+log = logging.getLogger("pyvisor.sentry")
+
+WALL = 0x40000000
+_SYSCALL_STOP = host_signal.SIGTRAP | 0x80
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_WAKE_EVENT, _WAKE_SIGNAL, _WAKE_TIMEOUT = 1, 2, 3
+
+
+class SentryPanic(Exception):
+    """An internal error: the sandbox is killed cleanly."""
+
+
+class _Sleep:
+    """What a coroutine awaits: park this task on queues until an event, signal or deadline."""
+
+    __slots__ = ("queues", "mask", "deadline", "interruptible")
+
+    def __init__(self, queues: list[WaitQueue], mask: int, deadline: int | None,
+                 interruptible: bool) -> None:
+        self.queues = queues
+        self.mask = mask
+        self.deadline = deadline
+        self.interruptible = interruptible
+
+    def __await__(self) -> Any:
+        reason = yield self
+        if reason == _WAKE_SIGNAL:
+            raise Interrupted()
+        if reason == _WAKE_TIMEOUT:
+            raise TimedOut()
+        return reason
+
+
+class Timer:
+    """A one-shot callback at a monotonic deadline (ns).  Cancel by setting `cancelled`."""
+
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: int, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def __lt__(self, other: Timer) -> bool:
+        return self.deadline < other.deadline
+
+
+class Kernel:
+    """Owns tasks, the PID namespace, the platform and the loop."""
+
+    def __init__(self, platform: PtracePlatform, memfile: Any, table: SyscallTable,
+                 strace: bool = False) -> None:
+        self.platform = platform
+        self.memfile = memfile
+        self.table = table
+        self.strace = strace
+        self.tasks_by_tid: dict[int, Task] = {}          # sandbox tid -> task
+        self.tasks_by_host: dict[int, Task] = {}         # host tid -> task
+        self.groups: dict[int, ThreadGroup] = {}         # tgid -> thread group
+        self._next_pid = 1
+        self.init: ThreadGroup | None = None
+        self.exit_status: int | None = None              # sandbox wait status of init
+        self.ready: collections.deque[tuple[Task, Any]] = collections.deque()
+        self.timers: list[Timer] = []
+        self.epoll = select.epoll()
+        self.fd_watchers: dict[int, tuple[int, Callable[[int], None]]] = {}
+        self.boot_ns = time.monotonic_ns()
+        self.hostname = b"pyvisor"
+        self.domainname = b"(none)"
+        self.unknown_logged: set[int] = set()
+        self.root_ns: Any = None    # the mount namespace, set by the sandbox set-up
+        self.current: Task | None = None   # the task whose syscall is being served
+        self.gofers: list[Any] = []
+        self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
+        self._panic: BaseException | None = None
+        host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
+        self._sigfd = _signalfd([host_signal.SIGCHLD])
+        self.epoll.register(self._sigfd, select.EPOLLIN)
+
+    # -- pids -------------------------------------------------------------------------
+
+    def alloc_pid(self) -> int:
+        while True:
+            pid = self._next_pid
+            self._next_pid = pid + 1 if pid < 4194303 else 300
+            if pid not in self.tasks_by_tid and pid not in self.groups:
+                return pid
+
+    def register(self, t: Task) -> None:
+        self.tasks_by_tid[t.tid] = t
+        self.tasks_by_host[t.thread.tid] = t
+
+    # -- timers and host fds ----------------------------------------------------------
+
+    def now(self) -> int:
+        return time.monotonic_ns()
+
+    def add_timer(self, deadline: int, callback: Callable[[], None]) -> Timer:
+        tm = Timer(deadline, callback)
+        heapq.heappush(self.timers, tm)
+        return tm
+
+    def watch_fd(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
+        """Calls `callback(events)` once when host `fd` is ready (one-shot)."""
+        if fd in self.fd_watchers:
+            self.epoll.modify(fd, events | select.EPOLLONESHOT)
+        else:
+            self.epoll.register(fd, events | select.EPOLLONESHOT)
+        self.fd_watchers[fd] = (events, callback)
+
+    def unwatch_fd(self, fd: int) -> None:
+        if self.fd_watchers.pop(fd, None) is not None:
+            try:
+                self.epoll.unregister(fd)
+            except OSError:
+                pass
+
+    # -- sleeping ---------------------------------------------------------------------
+
+    def block_on(self, t: Task, queues: WaitQueue | list[WaitQueue] | None, mask: int = EVENT_ALL,
+                 deadline: int | None = None, interruptible: bool = True) -> _Sleep:
+        """The only place a task gives up the loop.  Await the result.
+
+        Raises Interrupted if a signal arrives (or is already deliverable),
+        TimedOut at `deadline` (monotonic ns).
+        """
+        if queues is None:
+            qs: list[WaitQueue] = []
+        elif isinstance(queues, WaitQueue):
+            qs = [queues]
+        else:
+            qs = queues
+        return _Sleep(qs, mask, deadline, interruptible)
+
+    def _park(self, t: Task, sl: _Sleep) -> None:
+        """Registers a task's sleep; exactly one wake-up will schedule it."""
+        if sl.interruptible and (ksignal.has_deliverable(t) or t.exit_pending):
+            self.ready.append((t, _WAKE_SIGNAL))
+            return
+        if sl.deadline is not None and sl.deadline <= self.now():
+            self.ready.append((t, _WAKE_TIMEOUT))
+            return
+        state: dict[str, Any] = {}
+
+        def wake(reason: int) -> None:
+            if t.wake is not wake:
+                return          # already woken
+            t.wake = None
+            w.cancel()
+            tm = state.get("timer")
+            if tm is not None:
+                tm.cancelled = True
+            self.ready.append((t, reason))
+
+        w = Waiter(sl.mask, lambda ev: wake(_WAKE_EVENT if ev else _WAKE_EVENT))
+        for q in sl.queues:
+            q.add(w)
+        if sl.deadline is not None:
+            state["timer"] = self.add_timer(sl.deadline, lambda: wake(_WAKE_TIMEOUT))
+        t.interruptible = sl.interruptible
+        t.wake = wake
+
+    def signal_wakeup(self, t: Task) -> None:
+        """A signal became deliverable to `t`: interrupt its sleep or its user code."""
+        if t.wake is not None:
+            if t.interruptible:
+                t.wake(_WAKE_SIGNAL)
+            return
+        if t.thread.running:
+            # Stop it on the host; the stop is turned into signal delivery.
+            try:
+                B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
+            except OSError:
+                pass
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Runs until the init process exits; returns its wait status."""
+        try:
+            while self.exit_status is None:
+                self._run_ready()
+                if self.exit_status is not None:
+                    break
+                timeout = self._fire_timers()
+                if self.ready:
+                    timeout = 0
+                if self.exit_status is not None:
+                    break
+                self._poll(timeout)
+        except SentryPanic:
+            pass
+        return self.exit_status if self.exit_status is not None else 128 + 9
+
+    def _fire_timers(self) -> float:
+        now = self.now()
+        timers = self.timers
+        while timers and (timers[0].cancelled or timers[0].deadline <= now):
+            tm = heapq.heappop(timers)
+            if not tm.cancelled:
+                tm.callback()
+        if not timers:
+            return -1
+        return max(0.0, (timers[0].deadline - now) / 1e9)
+
+    def _poll(self, timeout: float) -> None:
+        try:
+            events = self.epoll.poll(timeout)
+        except InterruptedError:
+            return
+        for fd, ev in events:
+            if fd == self._sigfd:
+                try:
+                    os.read(self._sigfd, 1024)
+                except BlockingIOError:
+                    pass
+                self._drain_stops()
+            else:
+                w = self.fd_watchers.pop(fd, None)
+                if w is not None:
+                    w[1](ev)
+
+    def _drain_stops(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._on_stop(pid, status)
+            if self.exit_status is not None:
+                return
+
+    def _run_ready(self) -> None:
+        ready = self.ready
+        while ready:
+            t, value = ready.popleft()
+            if t.exited or t.coro is None:
+                continue
+            self._step(t, value)
+
+    # -- stops ------------------------------------------------------------------------
+
+    def _on_stop(self, hostpid: int, status: int) -> None:
+        t = self.tasks_by_host.get(hostpid)
+        if t is None:
+            if not os.WIFSTOPPED(status):
+                self.platform.reaped(hostpid)
+            return   # a reaped stub process or a thread we ended
+        th = t.thread
+        th.running = False
+        if not os.WIFSTOPPED(status):
+            # The host thread died under us (e.g. killed by the host OOM killer).
+            th.exited = True
+            if not t.exited:
+                log.warning("stub thread %d of task %d died: status %#x", hostpid, t.tid, status)
+                self.group_exit(t.tg, Signal.SIGKILL, killed=True)
+            return
+        sig = (status >> 8) & 0xFF
+        if sig == _SYSCALL_STOP:
+            if t.exit_pending:
+                self.task_exit(t)
+                return
+            B.get_regs(hostpid, t.regs)
+            self._syscall(t)
+            return
+        if status >> 16:
+            # Events only come from injected clones, which are waited for there.
+            self._resume_host(t)
+            return
+        if t.exit_pending:
+            self.task_exit(t)
+            return
+        if sig == host_signal.SIGSTOP:
+            # Our own interrupt (signal_wakeup), or a fresh thread: deliver signals.
+            B.get_regs(hostpid, t.regs)
+            self.resume(t, None)
+            return
+        # A fault or trap in application code: an application signal.
+        B.get_regs(hostpid, t.regs)
+        if sig in (host_signal.SIGSEGV, host_signal.SIGBUS, host_signal.SIGILL,
+                   host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS):
+            info = ksignal.fault_info(t, sig)
+            act = t.tg.sighand.actions[sig]
+            # A fault while the signal is blocked or ignored kills (force_sig_info).
+            if t.sigmask & (1 << (sig - 1)) or act.handler == SIG_IGN:
+                act.handler = 0
+                t.sigmask &= ~(1 << (sig - 1))
+            ksignal.send_to_task(t, info)
+        self.resume(t, None)
+
+    # -- syscalls ---------------------------------------------------------------------
+
+    def _syscall(self, t: Task) -> None:
+        self.current = t
+        regs = t.regs
+        nr = regs.orig_rax
+        entry = self.table.entries.get(nr)
+        if self.strace:
+            from pyvisor.sentry import strace
+            strace.enter(t, nr)
+        if entry is None:
+            if nr not in self.unknown_logged:
+                self.unknown_logged.add(nr)
+                log.info("unsupported syscall %d", nr)
+            self._complete(t, -Errno.ENOSYS)
+            return
+        try:
+            ret = entry.fn(t, regs)
+        except SyscallError as e:
+            self._complete(t, -e.errno)
+            return
+        except (StubError, OSError, Exception) as e:  # noqa: BLE001
+            self._internal_error(t, nr, e)
+            return
+        if entry.blocking:
+            t.coro = ret
+            self._step(t, None)
+            return
+        self._complete(t, ret)
+
+    def _step(self, t: Task, value: Any) -> None:
+        """Runs a task's syscall coroutine until it sleeps or finishes."""
+        coro = t.coro
+        assert coro is not None
+        self.current = t
+        try:
+            sl = coro.send(value)
+        except StopIteration as stop:
+            t.coro = None
+            self._complete(t, stop.value)
+            return
+        except Interrupted as e:
+            t.coro = None
+            self._complete(t, -e.errno)
+            return
+        except SyscallError as e:
+            t.coro = None
+            self._complete(t, -e.errno)
+            return
+        except TimedOut:
+            t.coro = None
+            self._complete(t, -Errno.ETIMEDOUT)
+            return
+        except Exception as e:  # noqa: BLE001
+            t.coro = None
+            self._internal_error(t, t.regs.orig_rax, e)
+            return
+        if t.exited:
+            coro.close()
+            t.coro = None
+            return
+        self._park(t, sl)
+
+    def _complete(self, t: Task, ret: Any) -> None:
+        """Finishes a syscall: sets the return value, delivers signals, resumes."""
+        if t.exited:
+            return
+        if self.strace:
+            from pyvisor.sentry import strace
+            strace.exit(t, t.regs.orig_rax, ret)
+        if type(ret) is int:
+            t.regs.rax = ret & _MASK64
+            self.resume(t, ret)
+            return
+        if ret is SyscallControl.EXITED or ret is SyscallControl.BLOCKED_STOP:
+            return
+        if ret is None:
+            t.regs.rax = 0
+            self.resume(t, 0)
+            return
+        # EXECED / SIGRETURN: registers already hold the new state.
+        self.resume(t, None)
+
+    def _internal_error(self, t: Task, nr: int, e: BaseException) -> None:
+        log.error("internal error in syscall %d of task %d (args %#x %#x %#x): %r\n%s",
+                  nr, t.tid, t.regs.rdi, t.regs.rsi, t.regs.rdx, e,
+                  "".join(traceback.format_exception(e)))
+        print(f"pyvisor: internal error in syscall {nr} of task {t.tid}: {e!r}; "
+              "killing the sandbox", file=sys.stderr)
+        self.exit_status = 128 + 9
+        self._panic = e
+        raise SentryPanic()
+
+    # -- resuming ---------------------------------------------------------------------
+
+    def resume(self, t: Task, syscall_ret: int | None) -> None:
+        """Delivers pending signals, then lets `t` run application code."""
+        if t.exited:
+            return
+        if t.exit_pending:
+            self.task_exit(t)
+            return
+        if t.tg.stopped:
+            return       # resumed by SIGCONT (resume_stopped)
+        if (t.pending_mask | t.tg.pending_mask) & ~t.sigmask or \
+                (syscall_ret is not None and syscall_ret <= -512 and syscall_ret >= -516):
+            if not ksignal.deliver_pending(t, syscall_ret):
+                return
+            if t.exited or t.tg.stopped:
+                return
+        self._resume_host(t)
+
+    def _resume_host(self, t: Task) -> None:
+        th = t.thread
+        try:
+            B.set_regs(th.tid, t.regs)
+            B.resume(P.PTRACE_SYSEMU, th.tid, 0)
+        except OSError as e:
+            if th.exited or th.process.dead:
+                return
+            self._internal_error(t, t.regs.orig_rax, e)
+            return
+        th.running = True
+
+    def resume_stopped(self, t: Task) -> None:
+        """SIGCONT: a job-control-stopped task runs again."""
+        if not t.exited and not t.thread.running and t.coro is None and t.wake is None:
+            self.resume(t, None)
+
+    def get_fpregs(self, t: Task) -> bytes:
+        B.get_fpregs(t.thread.tid, self.fpbuf)
+        return self.fpbuf.raw
+
+    def set_fpregs(self, t: Task, data: bytes) -> None:
+        ctypes.memmove(self.fpbuf, data, len(data))
+        # mxcsr reserved bits must be clear or the host refuses the state.
+        B.set_fpregs(t.thread.tid, self.fpbuf)
+
+    # -- exit -------------------------------------------------------------------------
+
+    def group_exit(self, tg: ThreadGroup, code: int, killed: bool = False,
+                   core: bool = False) -> None:
+        """exit_group or death by signal: every thread of `tg` exits."""
+        if tg.exiting or tg.zombie:
+            return
+        tg.exiting = True
+        tg.exit_code = (code & 0x7F) | (0x80 if core else 0) if killed else (code & 0xFF) << 8
+        # All threads: those stopped in the Sentry exit now; running ones at their next stop.
+        for t in list(tg.tasks):
+            if t.exited:
+                continue
+            if t.thread.running:
+                t.exit_pending = True
+                try:
+                    B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
+                except OSError:
+                    pass
+            else:
+                self.task_exit(t)
+
+    def task_exit(self, t: Task) -> None:
+        """One thread exits.  Linux: do_exit."""
+        if t.exited:
+            return
+        t.exited = True
+        if t.coro is not None:
+            try:
+                t.coro.close()
+            except Exception:  # noqa: BLE001
+                pass
+            t.coro = None
+        if t.wake is not None:
+            t.wake = None
+        tg = t.tg
+        if t.clear_child_tid:
+            try:
+                t.copy_out(t.clear_child_tid, b"\0\0\0\0")
+                from pyvisor.sentry.kernel import futex
+                futex.wake(t, t.clear_child_tid, 1)
+            except SyscallError:
+                pass
+        self.tasks_by_tid.pop(t.tid, None)
+        self.tasks_by_host.pop(t.thread.tid, None)
+        if t in tg.tasks:
+            tg.tasks.remove(t)
+        self.platform.exit_thread(t.thread)
+        t.mm.release_user()
+        if t.vfork_parent is not None:
+            self._vfork_done(t)
+        if not tg.tasks:
+            self._group_dead(tg, t)
+        elif tg.exit_code is None:
+            pass
+
+    def _vfork_done(self, t: Task) -> None:
+        q = t.tg.vfork_done
+        t.vfork_parent = None
+        if q is not None:
+            q.notify()
+
+    def _group_dead(self, tg: ThreadGroup, last: Task) -> None:
+        """The last thread of a process is gone: zombie, reparent, notify."""
+        if tg.exit_code is None:
+            tg.exit_code = 0
+        last.fd_table.release()
+        tg.zombie = True
+        if tg.itimer_real is not None:
+            tg.itimer_real.cancelled = True
+        # Orphans go to init (we are PID namespace init's reaper).
+        init = self.init
+        for c in list(tg.children):
+            c.parent = init if init is not None and init is not tg else None
+            if c.parent is not None:
+                c.parent.children.append(c)
+                if c.zombie:
+                    c.parent.child_wq.notify()
+        tg.children.clear()
+        if tg is self.init:
+            self.exit_status = tg.exit_code
+            self._kill_everything()
+            return
+        parent = tg.parent
+        if parent is None:
+            self.release_group(tg)
+            return
+        status = tg.exit_code
+        if status & 0x7F:
+            code, st = (CLD_DUMPED if status & 0x80 else CLD_KILLED), status & 0x7F
+        else:
+            code, st = CLD_EXITED, status >> 8
+        act = parent.sighand.actions[Signal.SIGCHLD]
+        autoreap = act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT
+        if tg.exit_signal:
+            ksignal.send_to_group(parent, ksignal.SigInfo(tg.exit_signal, code, pid=tg.tgid,
+                                                          status=st))
+        if autoreap and tg.exit_signal == Signal.SIGCHLD:
+            self.release_group(tg)
+        parent.child_wq.notify()
+
+    def release_group(self, tg: ThreadGroup) -> None:
+        """Reaps a zombie: its pid becomes free."""
+        tg.reaped = True
+        self.groups.pop(tg.tgid, None)
+        if tg.parent is not None and tg in tg.parent.children:
+            tg.parent.children.remove(tg)
+
+    def notify_parent_stop(self, tg: ThreadGroup, continued: bool) -> None:
+        parent = tg.parent
+        if parent is None:
+            return
+        act = parent.sighand.actions[Signal.SIGCHLD]
+        if not act.flags & SA_NOCLDSTOP:
+            ksignal.send_to_group(parent, ksignal.SigInfo(
+                Signal.SIGCHLD, CLD_CONTINUED if continued else CLD_STOPPED, pid=tg.tgid,
+                status=Signal.SIGCONT if continued else (tg.stop_report or 0) >> 8))
+        parent.child_wq.notify()
+
+    def group_stop(self, tg: ThreadGroup, sig: int) -> None:
+        """Job-control stop of a whole process."""
+        if tg.stopped:
+            return
+        tg.stopped = True
+        tg.stop_report = (sig << 8) | 0x7F
+        for t in tg.tasks:
+            if t.thread.running:
+                try:
+                    B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
+                except OSError:
+                    pass
+        self.notify_parent_stop(tg, continued=False)
+
+    def _kill_everything(self) -> None:
+        """Init died: every other process in the sandbox dies too."""
+        for tg in list(self.groups.values()):
+            for t in list(tg.tasks):
+                t.exited = True
+                self.platform.exit_thread(t.thread)
+        self.tasks_by_tid.clear()
+        self.tasks_by_host.clear()
+
+    def shutdown(self) -> None:
+        """Kills every stub (including the master) and reaps them all."""
+        self._kill_everything()
+        self.platform.shutdown()
+        os.close(self._sigfd)
+        self.epoll.close()
+
+
+def _signalfd(sigs: list[int]) -> int:
+    """A non-blocking signalfd for `sigs` (which the caller has blocked)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mask = (ctypes.c_ulong * 16)()
+    for s in sigs:
+        mask[0] |= 1 << (s - 1)
+    fd = libc.signalfd(-1, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return int(fd)
+
+
+_ = (inspect, itertools, ERESTARTSYS)

@@ -1,0 +1,321 @@
+"""Signals: sending, dequeueing, default actions, frames.  Linux: kernel/signal.c,
+arch/x86/kernel/signal.c.
+
+Delivery happens when a task is about to return to application code
+(`deliver_pending`).  A handled signal gets a real rt_sigframe on the
+application stack: siginfo, ucontext (with sigcontext and the saved mask) and
+the fxsave FP state; rt_sigreturn restores all of it.
+
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import (ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR,
+                                     ERESTARTSYS, Errno)
+from pyvisor.abi.linux.signal import (SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTART,
+                                      SA_RESTORER, SA_SIGINFO, SI_KERNEL, SI_USER, SIG_DFL,
+                                      SIG_IGN, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, Signal,
+                                      sigmask)
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.platform.ptrace import binding as B
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task, ThreadGroup
+
+_IGNORE_DEFAULT = {Signal.SIGCHLD, Signal.SIGCONT, Signal.SIGURG, Signal.SIGWINCH}
+_STOP_DEFAULT = {Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU}
+_CORE_DEFAULT = {Signal.SIGQUIT, Signal.SIGILL, Signal.SIGTRAP, Signal.SIGABRT, Signal.SIGBUS,
+                 Signal.SIGFPE, Signal.SIGSEGV, Signal.SIGXCPU, Signal.SIGXFSZ, Signal.SIGSYS}
+_SYNC_SIGNALS = sigmask(Signal.SIGSEGV) | sigmask(Signal.SIGBUS) | sigmask(Signal.SIGILL) | \
+    sigmask(Signal.SIGFPE) | sigmask(Signal.SIGTRAP) | sigmask(Signal.SIGSYS)
+
+
+@dataclass(frozen=True, slots=True)
+class SigInfo:
+    """siginfo_t, kept as its fields.  Linux: struct kernel_siginfo."""
+
+    signo: int
+    code: int = SI_USER
+    errno: int = 0
+    pid: int = 0
+    uid: int = 0
+    status: int = 0       # SIGCHLD
+    addr: int = 0         # faults
+    value: int = 0        # sigqueue / timers
+    raw: bytes | None = None   # a host siginfo taken verbatim (faults)
+
+    def pack(self) -> bytes:
+        """The 128-byte siginfo_t."""
+        if self.raw is not None:
+            return self.raw
+        head = struct.pack("<iii4x", self.signo, self.errno, self.code)
+        if self.signo == Signal.SIGCHLD and self.code > 0:
+            body = struct.pack("<iIiq q", self.pid, self.uid, self.status, 0, 0)
+        elif self.signo in (Signal.SIGSEGV, Signal.SIGBUS, Signal.SIGFPE, Signal.SIGILL) \
+                and self.code > 0:
+            body = struct.pack("<Q", self.addr)
+        else:
+            body = struct.pack("<iIq", self.pid, self.uid, self.value)
+        return (head + body).ljust(128, b"\0")
+
+
+def is_ignored(tg: ThreadGroup, sig: int) -> bool:
+    act = tg.sighand.actions[sig]
+    if act.handler == SIG_IGN:
+        return True
+    return act.handler == SIG_DFL and sig in _IGNORE_DEFAULT
+
+
+def send_to_group(tg: ThreadGroup, info: SigInfo) -> None:
+    """Queues a process-directed signal and wakes a thread that can take it."""
+    if tg.zombie or not tg.tasks:
+        return
+    sig = info.signo
+    kernel = tg.kernel
+    if sig == Signal.SIGKILL:
+        kernel.group_exit(tg, sig, killed=True)
+        return
+    if sig == Signal.SIGCONT:
+        _continue_group(tg)
+    elif sig in _STOP_DEFAULT:
+        # A pending SIGCONT is cancelled by a stop signal and vice versa.
+        tg.pending.pop(Signal.SIGCONT, None)
+        tg.pending_mask &= ~sigmask(Signal.SIGCONT)
+    if is_ignored(tg, sig) and sig != Signal.SIGCONT:
+        return
+    if sig < 32 and tg.pending_mask & sigmask(sig):
+        return      # standard signals do not queue
+    tg.pending.setdefault(sig, []).append(info)
+    tg.pending_mask |= sigmask(sig)
+    bit = sigmask(sig)
+    for t in tg.tasks:
+        if not t.sigmask & bit and not t.exited:
+            kernel.signal_wakeup(t)
+            return
+    # Everyone blocks it: it stays pending.
+
+
+def send_to_task(t: Task, info: SigInfo) -> None:
+    """Queues a thread-directed signal (tgkill, faults)."""
+    tg = t.tg
+    if tg.zombie or t.exited:
+        return
+    sig = info.signo
+    if sig == Signal.SIGKILL:
+        tg.kernel.group_exit(tg, sig, killed=True)
+        return
+    if sig == Signal.SIGCONT:
+        _continue_group(tg)
+    if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS):
+        return
+    if sig < 32 and t.pending_mask & sigmask(sig):
+        return
+    t.pending.setdefault(sig, []).append(info)
+    t.pending_mask |= sigmask(sig)
+    if not t.sigmask & sigmask(sig):
+        tg.kernel.signal_wakeup(t)
+
+
+def _continue_group(tg: ThreadGroup) -> None:
+    for s in (Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU):
+        tg.pending.pop(s, None)
+        tg.pending_mask &= ~sigmask(s)
+    if tg.stopped:
+        tg.stopped = False
+        tg.stop_report = 0xFFFF   # WIFCONTINUED
+        tg.kernel.notify_parent_stop(tg, continued=True)
+        for t in tg.tasks:
+            tg.kernel.resume_stopped(t)
+
+
+def has_deliverable(t: Task) -> bool:
+    """Whether a signal could be delivered to `t` now."""
+    return bool((t.pending_mask | t.tg.pending_mask) & ~t.sigmask)
+
+
+def _dequeue(t: Task) -> SigInfo | None:
+    mask = ~t.sigmask
+    for source in (t, t.tg):
+        avail = source.pending_mask & mask
+        if not avail:
+            continue
+        # Synchronous signals first, then the lowest number (as Linux).
+        sync = avail & _SYNC_SIGNALS
+        pick = sync if sync else avail
+        sig = (pick & -pick).bit_length()
+        q = source.pending[sig]
+        info = q.pop(0)
+        if not q:
+            del source.pending[sig]
+            source.pending_mask &= ~sigmask(sig)
+        return info
+    return None
+
+
+def deliver_pending(t: Task, syscall_ret: int | None) -> bool:
+    """Acts on pending signals before `t` returns to user mode.
+
+    `syscall_ret` is the raw return of the syscall being completed (for
+    restart handling), or None outside a syscall.  Returns False if the task
+    must not be resumed (it died, or the group stopped).
+    """
+    regs = t.regs
+    kernel = t.kernel
+    handled = False
+    while True:
+        info = _dequeue(t)
+        if info is None:
+            break
+        sig = info.signo
+        act = t.tg.sighand.actions[sig]
+        if act.handler == SIG_IGN:
+            continue
+        if act.handler == SIG_DFL:
+            if sig in _IGNORE_DEFAULT:
+                continue
+            if sig in _STOP_DEFAULT:
+                kernel.group_stop(t.tg, sig)
+                if syscall_ret is not None and _is_restart(syscall_ret):
+                    _restart(t, syscall_ret)
+                return False
+            kernel.group_exit(t.tg, sig, killed=True, core=sig in _CORE_DEFAULT)
+            return False
+        # A handler: build the frame.
+        if syscall_ret is not None and _is_restart(syscall_ret):
+            if syscall_ret == -ERESTARTNOINTR or \
+                    (syscall_ret == -ERESTARTSYS and act.flags & SA_RESTART):
+                _restart(t, syscall_ret)
+            else:
+                regs.rax = (-Errno.EINTR) & 0xFFFFFFFFFFFFFFFF
+        syscall_ret = None
+        if not setup_frame(t, info, act):
+            # Could not write the frame: the task dies with SIGSEGV (as Linux).
+            kernel.group_exit(t.tg, Signal.SIGSEGV, killed=True, core=True)
+            return False
+        if act.flags & SA_RESETHAND:
+            act.handler, act.flags = SIG_DFL, act.flags & ~SA_SIGINFO
+        handled = True
+        break
+    if not handled and syscall_ret is not None and _is_restart(syscall_ret):
+        _restart(t, syscall_ret)
+    if not handled and t.saved_sigmask is not None:
+        t.sigmask, t.saved_sigmask = t.saved_sigmask, None
+    return True
+
+
+def _is_restart(ret: int) -> bool:
+    return ret in (-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK)
+
+
+def _restart(t: Task, ret: int) -> None:
+    """Re-executes the syscall instruction (rip points just past it)."""
+    regs = t.regs
+    if ret == -ERESTART_RESTARTBLOCK:
+        regs.rax = 219  # restart_syscall
+    else:
+        regs.rax = regs.orig_rax
+    regs.rip -= 2
+
+
+# struct sigcontext field order (amd64) for the general registers.
+_SC_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+            "rdx", "rax", "rcx", "rsp", "rip", "eflags")
+_SIGCONTEXT = struct.Struct("<18Q HHHH QQQQ Q 64x")   # 256 bytes
+assert _SIGCONTEXT.size == 256
+_UC_HEAD = struct.Struct("<QQ QiiQ")                  # uc_flags, uc_link, stack_t (sp, flags, pad, size)
+_FRAME_SIZE = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8 + 128  # pretcode, uc, sigmask, siginfo
+_UC_OFF = 8
+_INFO_OFF = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8
+_FPSTATE_SIZE = 512
+_UC_FP_XSTATE = 1
+_UC_SIGCONTEXT_SS = 2
+_UC_STRICT_RESTORE_SS = 4
+
+
+def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
+    """Pushes an rt_sigframe and points the registers at the handler."""
+    from pyvisor.sentry.kernel.task import SigAction
+    assert isinstance(act, SigAction)
+    regs = t.regs
+    if not act.flags & SA_RESTORER:
+        return False
+    sig = info.signo
+    sp = regs.rsp
+    ss_sp, ss_flags, ss_size = t.altstack
+    on_alt = ss_size and not ss_flags & SS_DISABLE and ss_sp < sp <= ss_sp + ss_size
+    if act.flags & SA_ONSTACK and ss_size and not ss_flags & SS_DISABLE and not on_alt:
+        sp = ss_sp + ss_size
+    else:
+        sp -= 128                                  # the red zone
+    fp_addr = (sp - _FPSTATE_SIZE) & ~63
+    frame = ((fp_addr - _FRAME_SIZE) & ~15) - 8
+    fp = t.kernel.get_fpregs(t)
+    saved_mask = t.sigmask if t.saved_sigmask is None else t.saved_sigmask
+    t.saved_sigmask = None
+    sc = _SIGCONTEXT.pack(*(getattr(regs, r) for r in _SC_REGS),
+                          regs.cs & 0xFFFF, regs.gs & 0xFFFF, regs.fs & 0xFFFF, regs.ss & 0xFFFF,
+                          0, 0, saved_mask & 0xFFFFFFFFFFFFFFFF, info.addr, fp_addr)
+    alt_flags = SS_ONSTACK if on_alt else (ss_flags if ss_size else SS_DISABLE)
+    uc = _UC_HEAD.pack(_UC_SIGCONTEXT_SS | _UC_STRICT_RESTORE_SS, 0, ss_sp, alt_flags, 0, ss_size)
+    data = struct.pack("<Q", act.restorer) + uc + sc + struct.pack("<Q", saved_mask) + info.pack()
+    try:
+        t.copy_out(fp_addr, fp)
+        t.copy_out(frame, data)
+    except SyscallError:
+        return False
+    regs.rsp = frame
+    regs.rip = act.handler
+    regs.rdi = sig
+    regs.rsi = frame + _INFO_OFF
+    regs.rdx = frame + _UC_OFF
+    regs.rax = 0
+    regs.eflags &= ~(0x400 | 0x100)                 # clear DF and TF
+    newmask = t.sigmask | act.mask
+    if not act.flags & SA_NODEFER:
+        newmask |= sigmask(sig)
+    t.sigmask = newmask & ~UNBLOCKABLE
+    return True
+
+
+def sigreturn(t: Task) -> None:
+    """rt_sigreturn: restores registers, mask and FP state from the frame at rsp-8."""
+    regs = t.regs
+    frame = regs.rsp - 8
+    raw = t.copy_in(frame + _UC_OFF, _UC_HEAD.size + _SIGCONTEXT.size + 8)
+    _, _, ss_sp, ss_flags, _, ss_size = _UC_HEAD.unpack_from(raw, 0)
+    vals = _SIGCONTEXT.unpack_from(raw, _UC_HEAD.size)
+    for name, v in zip(_SC_REGS, vals[:18]):
+        if name == "eflags":
+            # Only user-changeable flags may come from the frame.
+            v = (regs.eflags & ~0x40DD5) | (v & 0x40DD5)
+        setattr(regs, name, v)
+    fp_addr = vals[26]
+    (mask,) = struct.unpack_from("<Q", raw, _UC_HEAD.size + _SIGCONTEXT.size)
+    t.sigmask = mask & ~UNBLOCKABLE
+    if fp_addr:
+        try:
+            fp = t.copy_in(fp_addr, _FPSTATE_SIZE)
+            t.kernel.set_fpregs(t, fp)
+        except SyscallError:
+            pass
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+
+
+def kernel_info(sig: int, code: int = SI_KERNEL, addr: int = 0) -> SigInfo:
+    return SigInfo(sig, code, addr=addr)
+
+
+def fault_info(t: Task, sig: int) -> SigInfo:
+    """The application siginfo for a host fault stop (taken from the host's siginfo)."""
+    raw = B.get_siginfo(t.thread.tid)
+    return SigInfo(sig, struct.unpack_from("<i", raw, 8)[0], addr=struct.unpack_from("<Q", raw, 16)[0],
+                   raw=raw)
+
+
+_ = ctypes

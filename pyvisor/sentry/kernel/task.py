@@ -1,0 +1,213 @@
+"""Tasks and thread groups.  Linux: struct task_struct, struct signal_struct.
+
+A Task is one application thread, backed by one stub thread on the host.
+A ThreadGroup is a process.  Behaviour lives in functions grouped by concern
+(clone.py, exec.py, exit.py, signal.py), not in methods here.
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Coroutine
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.signal import NSIG
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.platform.ptrace import binding as B
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.fd_table import FDTable
+    from pyvisor.sentry.kernel.kernel import Kernel
+    from pyvisor.sentry.kernel.signal import SigInfo
+    from pyvisor.sentry.mm.memory_manager import MemoryManager
+    from pyvisor.sentry.platform.ptrace.subprocess import StubThread
+    from pyvisor.sentry.vfs.inode import Inode
+    from pyvisor.sentry.vfs.vfs import Location
+
+# Resource limits.  From <asm-generic/resource.h>.
+RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_DATA, RLIMIT_STACK, RLIMIT_CORE, RLIMIT_RSS = range(6)
+RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_MEMLOCK, RLIMIT_AS = 6, 7, 8, 9
+RLIM_NLIMITS = 16
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def default_rlimits() -> list[list[int]]:
+    lim = [[RLIM_INFINITY, RLIM_INFINITY] for _ in range(RLIM_NLIMITS)]
+    lim[RLIMIT_STACK] = [8 << 20, RLIM_INFINITY]
+    lim[RLIMIT_CORE] = [0, RLIM_INFINITY]
+    lim[RLIMIT_NOFILE] = [1024, 4096]
+    lim[RLIMIT_NPROC] = [4096, 4096]
+    lim[RLIMIT_MEMLOCK] = [8 << 20, 8 << 20]
+    lim[10] = [RLIM_INFINITY, RLIM_INFINITY]       # LOCKS
+    lim[11] = [63704, 63704]                       # SIGPENDING
+    lim[12] = [819200, 819200]                     # MSGQUEUE
+    lim[13] = [0, 0]                               # NICE
+    lim[14] = [0, 0]                               # RTPRIO
+    return lim
+
+
+@dataclass(slots=True)
+class Credentials:
+    """Sandbox credentials.  Linux: struct cred.  Copied on write (clone shares)."""
+
+    uid: int = 0
+    euid: int = 0
+    suid: int = 0
+    fsuid: int = 0
+    gid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    fsgid: int = 0
+    groups: tuple[int, ...] = ()
+
+    def copy(self) -> Credentials:
+        return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
+                           self.sgid, self.fsgid, self.groups)
+
+
+@dataclass(slots=True)
+class SigAction:
+    """struct k_sigaction."""
+
+    handler: int = 0       # SIG_DFL
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+
+@dataclass(eq=False)
+class SignalHandlers:
+    """Per-process (or CLONE_SIGHAND-shared) signal dispositions.  Linux: sighand_struct."""
+
+    actions: list[SigAction] = field(default_factory=lambda: [SigAction() for _ in range(NSIG + 1)])
+
+    def copy(self) -> SignalHandlers:
+        return SignalHandlers([SigAction(a.handler, a.flags, a.restorer, a.mask)
+                               for a in self.actions])
+
+
+@dataclass(eq=False)
+class FSContext:
+    """Root, cwd and umask.  Linux: struct fs_struct.  Shared under CLONE_FS."""
+
+    root: Location
+    cwd: Location
+    umask: int = 0o022
+
+    def copy(self) -> FSContext:
+        return FSContext(self.root, self.cwd, self.umask)
+
+
+@dataclass(eq=False)
+class ThreadGroup:
+    """A process.  Linux: struct signal_struct plus the tgid."""
+
+    kernel: Kernel
+    tgid: int
+    parent: ThreadGroup | None
+    sighand: SignalHandlers
+    tasks: list[Task] = field(default_factory=list)
+    children: list[ThreadGroup] = field(default_factory=list)
+    pgid: int = 0
+    sid: int = 0
+    pending: dict[int, list[SigInfo]] = field(default_factory=dict)    # shared pending
+    pending_mask: int = 0
+    rlimits: list[list[int]] = field(default_factory=default_rlimits)
+    exit_code: int | None = None      # wait status once exiting
+    zombie: bool = False
+    reaped: bool = False
+    exiting: bool = False             # exit_group in progress
+    stopped: bool = False             # job-control stopped
+    stop_report: int | None = None    # pending WSTOPPED/WCONTINUED report for the parent
+    child_wq: WaitQueue = field(default_factory=WaitQueue)   # woken on any child state change
+    exit_signal: int = 17              # SIGCHLD
+    itimer_real: Any = None
+    start_ns: int = 0
+    utime_ns: int = 0
+    children_utime_ns: int = 0
+    comm: bytes = b""
+    exe: Location | None = None
+    argv: bytes = b""
+    environ: bytes = b""
+    vfork_done: WaitQueue | None = None
+
+    @property
+    def leader(self) -> Task:
+        for t in self.tasks:
+            if t.tid == self.tgid:
+                return t
+        return self.tasks[0]
+
+
+@dataclass(eq=False)
+class Task:
+    """One application thread.  Linux: struct task_struct."""
+
+    kernel: Kernel
+    tid: int
+    tg: ThreadGroup
+    thread: StubThread
+    mm: MemoryManager
+    fd_table: FDTable
+    fs: FSContext
+    creds: Credentials
+    regs: B.UserRegs
+    sigmask: int = 0
+    pending: dict[int, list[SigInfo]] = field(default_factory=dict)
+    pending_mask: int = 0
+    saved_sigmask: int | None = None     # restored after a sigsuspend/pselect handler
+    altstack: tuple[int, int, int] = (0, 2, 0)   # (sp, flags=SS_DISABLE, size)
+    clear_child_tid: int = 0
+    robust_list: int = 0
+    coro: Coroutine[Any, Any, Any] | None = None   # the blocking syscall in progress
+    wake: Any = None                      # how to interrupt the current sleep
+    interruptible: bool = True
+    exited: bool = False
+    exit_pending: bool = False            # stop at next opportunity and exit (exit_group)
+    restart_block: Any = None             # for restart_syscall
+    vfork_parent: ThreadGroup | None = None
+    name: bytes = b""
+    fpregs: Any = None
+
+    # -- memory access ----------------------------------------------------------------
+
+    def copy_in(self, addr: int, n: int) -> bytes:
+        """Reads application memory; EFAULT if any byte is unreadable."""
+        return self.mm.copy_in(addr, n)
+
+    def copy_out(self, addr: int, data: bytes) -> None:
+        """Writes application memory; EFAULT if any byte is unwritable."""
+        self.mm.copy_out(addr, data)
+
+    def copy_in_str(self, addr: int, limit: int = 4096) -> bytes:
+        """A NUL-terminated string (a path); ENAMETOOLONG past `limit`."""
+        return self.mm.copy_in_str(addr, limit)
+
+    # -- files ------------------------------------------------------------------------
+
+    def get_file(self, fd: int) -> Any:
+        return self.fd_table.get(fd)
+
+    def check_exec(self, inode: Inode) -> None:
+        """Search permission on a directory during path walks."""
+        if self.creds.fsuid == 0:
+            return
+        from pyvisor.sentry.vfs.perms import check_access
+        check_access(self, inode, 1)
+
+    @property
+    def pid(self) -> int:
+        return self.tg.tgid
+
+
+def errno_of(e: BaseException) -> int:
+    if isinstance(e, SyscallError):
+        return e.errno
+    return Errno.EIO
+
+
+def new_fpregs() -> ctypes.Array[ctypes.c_char]:
+    return ctypes.create_string_buffer(B.FPREGS_SIZE)

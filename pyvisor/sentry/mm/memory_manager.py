@@ -1,0 +1,398 @@
+"""Address spaces.  Linux: mm/mmap.c, mm/mprotect.c, mm/mremap.c; gVisor: mm.MemoryManager.
+
+The Sentry's VMA list is authoritative; the stub's host page tables follow it
+through injected mmap/munmap/mprotect/mremap.  Private memory is mapped
+privately in the stub (so fork's copy-on-write is the host's), shared
+anonymous memory as host MAP_SHARED|MAP_ANONYMOUS (shared across fork by the
+host), and file pages from the memory file.
+
+Application memory is read and written with process_vm_{readv,writev}, which
+honour page protections: a bad pointer is EFAULT, never a Sentry fault.
+Concurrency: Sentry loop only.  Host operations need a stopped thread of the
+address space; callers are syscalls of that address space, whose thread is
+stopped by definition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED,
+                                    PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
+from pyvisor.abi.linux.sysno_amd64 import Sysno
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.platform.ptrace.stub import MAX_APP_ADDR
+from pyvisor.sentry.platform.ptrace.subprocess import STUB_MEMFD, PtracePlatform, StubProcess
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.mm.memfile import Mappable
+
+MMAP_MIN_ADDR = 0x10000
+MMAP_BASE = 0x7FE000000000      # top of the mmap area (grows down); below the stub
+TASK_SIZE = MAX_APP_ADDR
+_MREMAP_MAYMOVE = 1
+_MREMAP_FIXED = 2
+
+
+@dataclass(slots=True)
+class VMA:
+    """One mapping.  Linux: struct vm_area_struct."""
+
+    start: int                       # page-aligned; start < end
+    end: int                         # exclusive
+    perms: int                       # PROT_* bits
+    shared: bool = False
+    mappable: Mappable | None = None  # None: anonymous memory
+    offset: int = 0                  # file offset of `start`
+    name: bytes = b""                # for /proc/PID/maps
+    dev: int = 0
+    ino: int = 0
+    maxperms: int = PROT_READ | PROT_WRITE | PROT_EXEC
+    extra: Any = field(default=None)  # keeps the file description alive
+
+    def split(self, at: int) -> VMA:
+        """Cuts at `at`; self keeps [start, at), returns [at, end)."""
+        tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
+                   self.offset + (at - self.start) if self.mappable is not None else 0,
+                   self.name, self.dev, self.ino, self.maxperms, self.extra)
+        self.end = at
+        return tail
+
+
+class MemoryManager:
+    """One application address space.  Linux: struct mm_struct."""
+
+    def __init__(self, platform: PtracePlatform, proc: StubProcess) -> None:
+        self.platform = platform
+        self.proc = proc
+        self.vmas: list[VMA] = []          # sorted by start, non-overlapping
+        self.brk_start = 0
+        self.brk = 0
+        self.users = 0                     # tasks using this mm
+        self.argv_start = self.argv_end = self.env_start = self.env_end = 0
+        self.auxv: bytes = b""
+        self.exe: Any = None
+
+    # -- host access ------------------------------------------------------------------
+
+    def _io_pid(self) -> int:
+        for th in self.proc.threads:
+            if not th.exited:
+                return th.tid
+        raise SyscallError(Errno.EFAULT)
+
+    def inject(self, nr: int, *args: int) -> int:
+        th = self.proc.any_thread()
+        return self.platform.inject(th, nr, *args)
+
+    def _host(self, nr: int, *args: int) -> int:
+        r = self.inject(nr, *args)
+        if r < 0:
+            raise SyscallError(-r)
+        return r
+
+    def copy_in(self, addr: int, n: int) -> bytes:
+        if n == 0:
+            return b""
+        if addr < 0 or addr + n > TASK_SIZE or n < 0:
+            raise SyscallError(Errno.EFAULT)
+        try:
+            data = B.vm_read(self._io_pid(), addr, n)
+        except OSError:
+            raise SyscallError(Errno.EFAULT) from None
+        if len(data) != n:
+            raise SyscallError(Errno.EFAULT)
+        return data
+
+    def copy_in_partial(self, addr: int, n: int) -> bytes:
+        """As much of [addr, addr+n) as is readable (for strings near unmapped pages)."""
+        try:
+            return B.vm_read(self._io_pid(), addr, n)
+        except OSError:
+            return b""
+
+    def copy_out(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        if addr < 0 or addr + n > TASK_SIZE:
+            raise SyscallError(Errno.EFAULT)
+        try:
+            done = B.vm_write(self._io_pid(), addr, data)
+        except OSError:
+            raise SyscallError(Errno.EFAULT) from None
+        if done != n:
+            raise SyscallError(Errno.EFAULT)
+
+    def copy_out_from(self, addr: int, local_addr: int, n: int) -> int:
+        """Writes from a Sentry-local buffer (e.g. the memory file); EFAULT if none written."""
+        if n == 0:
+            return 0
+        if addr < 0 or addr + n > TASK_SIZE:
+            raise SyscallError(Errno.EFAULT)
+        try:
+            done = B.vm_write_from(self._io_pid(), addr, local_addr, n)
+        except OSError:
+            raise SyscallError(Errno.EFAULT) from None
+        return done
+
+    def copy_in_str(self, addr: int, limit: int) -> bytes:
+        """A NUL-terminated string of at most `limit` bytes (including the NUL)."""
+        if addr == 0:
+            raise SyscallError(Errno.EFAULT)
+        out = b""
+        while len(out) < limit:
+            chunk = min(PAGE_SIZE - (addr % PAGE_SIZE), limit - len(out))
+            data = self.copy_in_partial(addr, chunk)
+            if not data:
+                raise SyscallError(Errno.EFAULT)
+            i = data.find(b"\0")
+            if i >= 0:
+                return out + data[:i]
+            out += data
+            if len(data) < chunk:
+                raise SyscallError(Errno.EFAULT)
+            addr += chunk
+        raise SyscallError(Errno.ENAMETOOLONG)
+
+    def read_u64(self, addr: int) -> int:
+        return int(struct.unpack("<Q", self.copy_in(addr, 8))[0])
+
+    # -- VMA bookkeeping --------------------------------------------------------------
+
+    def find(self, addr: int) -> VMA | None:
+        """The VMA containing `addr`."""
+        i = bisect.bisect_right(self.vmas, addr, key=lambda v: v.start) - 1
+        if i >= 0 and self.vmas[i].end > addr:
+            return self.vmas[i]
+        return None
+
+    def _overlapping(self, start: int, end: int) -> list[VMA]:
+        i = bisect.bisect_right(self.vmas, start, key=lambda v: v.start) - 1
+        i = max(i, 0)
+        out = []
+        for v in self.vmas[i:]:
+            if v.start >= end:
+                break
+            if v.end > start:
+                out.append(v)
+        return out
+
+    def _insert(self, v: VMA) -> None:
+        bisect.insort(self.vmas, v, key=lambda x: x.start)
+
+    def _carve(self, start: int, end: int) -> list[VMA]:
+        """Splits VMAs so [start, end) is covered by whole VMAs; returns those inside."""
+        inside = []
+        for v in self._overlapping(start, end):
+            if v.start < start:
+                tail = v.split(start)
+                self._insert(tail)
+                v = tail
+            if v.end > end:
+                tail = v.split(end)
+                self._insert(tail)
+            inside.append(v)
+        return inside
+
+    def is_free(self, start: int, end: int) -> bool:
+        return not self._overlapping(start, end)
+
+    def find_gap(self, length: int, hint: int = 0) -> int:
+        """An unmapped range of `length` bytes: at `hint` if free, else top-down."""
+        if hint and MMAP_MIN_ADDR <= hint and hint + length <= MMAP_BASE and \
+                self.is_free(hint, hint + length):
+            return hint
+        top = MMAP_BASE
+        for v in reversed(self.vmas):
+            if v.start >= top:
+                continue
+            if v.end <= top - length:
+                if top - length >= MMAP_MIN_ADDR:
+                    return top - length
+            top = min(top, v.start)
+        if top - length >= MMAP_MIN_ADDR:
+            return top - length
+        raise SyscallError(Errno.ENOMEM)
+
+    # -- operations -------------------------------------------------------------------
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fixed: bool,
+             mappable: Mappable | None = None, offset: int = 0, name: bytes = b"",
+             dev: int = 0, ino: int = 0, extra: Any = None, noreplace: bool = False,
+             maxperms: int = 7) -> int:
+        """Maps and returns the address.  Preconditions: length > 0, offset page-aligned."""
+        length = page_round_up(length)
+        if length == 0 or length > TASK_SIZE:
+            raise SyscallError(Errno.ENOMEM)
+        shared = flags & 0x0F in (MAP_SHARED, 0x03)
+        if fixed:
+            if addr % PAGE_SIZE:
+                raise SyscallError(Errno.EINVAL)
+            if addr < MMAP_MIN_ADDR or addr + length > TASK_SIZE:
+                raise SyscallError(Errno.ENOMEM if addr else Errno.EPERM)
+            if noreplace and not self.is_free(addr, addr + length):
+                raise SyscallError(Errno.EEXIST)
+        else:
+            addr = self.find_gap(length, addr & ~(PAGE_SIZE - 1))
+        if mappable is None:
+            hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+            r = self.inject(Sysno.mmap, addr, length, prot, hflags, -1, 0)
+            if r < 0:
+                raise SyscallError(-r)
+        else:
+            ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
+            hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_FIXED
+            for rg in ranges:
+                r = self.inject(Sysno.mmap, addr + (rg.file_offset - offset), rg.length, prot,
+                                hflags, STUB_MEMFD, rg.mem_offset)
+                if r < 0:
+                    raise SyscallError(-r)
+        # Replace whatever was there (the host did the same with MAP_FIXED).
+        for v in self._carve(addr, addr + length):
+            self.vmas.remove(v)
+        self._insert(VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
+                         maxperms, extra))
+        return addr
+
+    def munmap(self, addr: int, length: int) -> None:
+        if addr % PAGE_SIZE or length == 0:
+            raise SyscallError(Errno.EINVAL)
+        length = page_round_up(length)
+        if addr + length > TASK_SIZE or addr + length < addr:
+            raise SyscallError(Errno.EINVAL)
+        inside = self._carve(addr, addr + length)
+        if not inside:
+            return
+        self._host(Sysno.munmap, addr, length)
+        for v in inside:
+            self.vmas.remove(v)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        if addr % PAGE_SIZE:
+            raise SyscallError(Errno.EINVAL)
+        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | 0x03000000):
+            raise SyscallError(Errno.EINVAL)
+        prot &= 7
+        length = page_round_up(length)
+        if length == 0:
+            return
+        end = addr + length
+        # The whole range must be mapped.
+        cur = addr
+        for v in self._overlapping(addr, end):
+            if v.start > cur:
+                raise SyscallError(Errno.ENOMEM)
+            cur = v.end
+        if cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        for v in self._overlapping(addr, end):
+            if v.shared and prot & PROT_WRITE and not v.maxperms & PROT_WRITE:
+                raise SyscallError(Errno.EACCES)
+        self._host(Sysno.mprotect, addr, length, prot)
+        for v in self._carve(addr, end):
+            v.perms = prot
+
+    def set_brk(self, new: int) -> int:
+        """brk(2): returns the new break (the old one on failure)."""
+        if new < self.brk_start:
+            return self.brk
+        old_top = page_round_up(self.brk)
+        new_top = page_round_up(new)
+        if new_top > old_top:
+            if not self.is_free(old_top, new_top) or new_top > MMAP_BASE:
+                return self.brk
+            try:
+                self.mmap(old_top, new_top - old_top, PROT_READ | PROT_WRITE, MAP_PRIVATE,
+                          fixed=True, name=b"[heap]")
+            except SyscallError:
+                return self.brk
+        elif new_top < old_top:
+            try:
+                self.munmap(new_top, old_top - new_top)
+            except SyscallError:
+                return self.brk
+        self.brk = new
+        return new
+
+    def mremap(self, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
+        if old % PAGE_SIZE or flags & ~(_MREMAP_MAYMOVE | _MREMAP_FIXED | 4):
+            raise SyscallError(Errno.EINVAL)
+        if flags & _MREMAP_FIXED and not flags & _MREMAP_MAYMOVE:
+            raise SyscallError(Errno.EINVAL)
+        old_size = page_round_up(old_size)
+        new_size = page_round_up(new_size)
+        if new_size == 0:
+            raise SyscallError(Errno.EINVAL)
+        v = self.find(old)
+        if v is None or old_size == 0 or v.end < old + old_size:
+            raise SyscallError(Errno.EFAULT)
+        if not flags & _MREMAP_FIXED:
+            if new_size <= old_size:
+                if new_size < old_size:
+                    self.munmap(old + new_size, old_size - new_size)
+                return old
+            # Grow in place if the following range is free.
+            if self.is_free(old + old_size, old + new_size) and old + new_size <= MMAP_BASE:
+                self._host(Sysno.mremap, old, old_size, new_size, 0, 0)
+                self._carve(old, old + old_size)
+                vv = self.find(old)
+                assert vv is not None
+                vv.end = old + new_size
+                return old
+            if not flags & _MREMAP_MAYMOVE:
+                raise SyscallError(Errno.ENOMEM)
+            new_addr = self.find_gap(new_size)
+        else:
+            if new_addr % PAGE_SIZE:
+                raise SyscallError(Errno.EINVAL)
+            if new_addr < old + old_size and old < new_addr + new_size:
+                raise SyscallError(Errno.EINVAL)
+            self.munmap(new_addr, new_size)
+        self._host(Sysno.mremap, old, old_size, new_size,
+                   _MREMAP_MAYMOVE | _MREMAP_FIXED, new_addr)
+        moved = self._carve(old, old + old_size)
+        base = moved[0] if moved else None
+        for vv in moved:
+            self.vmas.remove(vv)
+        if base is not None:
+            self._insert(VMA(new_addr, new_addr + new_size, base.perms, base.shared,
+                             base.mappable, base.offset, base.name, base.dev, base.ino,
+                             base.maxperms, base.extra))
+        return new_addr
+
+    def madvise_dontneed(self, addr: int, length: int) -> None:
+        """MADV_DONTNEED: private anonymous pages read back as zero."""
+        length = page_round_up(length)
+        self._host(Sysno.madvise, addr, length, 4)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def fork(self, th: Any) -> MemoryManager:
+        """A copy-on-write copy for fork(2): the host forks the stub process."""
+        proc = self.platform.fork_process(th)
+        mm = MemoryManager(self.platform, proc)
+        mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
+                       v.ino, v.maxperms, v.extra) for v in self.vmas]
+        mm.brk_start, mm.brk = self.brk_start, self.brk
+        mm.argv_start, mm.argv_end = self.argv_start, self.argv_end
+        mm.env_start, mm.env_end = self.env_start, self.env_end
+        mm.auxv, mm.exe = self.auxv, self.exe
+        return mm
+
+    def add_user(self) -> None:
+        self.users += 1
+
+    def release_user(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.vmas.clear()
+            self.proc.kill()
+
+    def vm_size(self) -> int:
+        return sum(v.end - v.start for v in self.vmas)

@@ -1,0 +1,756 @@
+"""File syscalls: open, close, dup, fcntl, ioctl, stat, directories, links, attributes.
+
+Linux: fs/open.c, fs/namei.c, fs/stat.c, fs/fcntl.c, fs/ioctl.c, fs/readdir.c.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
+                                     AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
+                                     F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
+                                     F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
+                                     F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
+                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, O_ACCMODE, O_CLOEXEC,
+                                     O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
+                                     RENAME_NOREPLACE, SETFL_MASK, O_DIRECTORY)
+from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+from pyvisor.sentry.vfs import ops
+from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
+from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
+from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
+
+FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
+
+
+def _path(t: Task, addr: int) -> bytes:
+    return t.copy_in_str(addr, PATH_MAX)
+
+
+# -- open and close -------------------------------------------------------------------------
+
+
+def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
+    if flags & ~0o37777777:
+        raise SyscallError(Errno.EINVAL)
+    f = ops.open_at(t, dirfd, path, flags, mode)
+    f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
+    try:
+        return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def sys_openat(t: Task, r: UserRegs) -> int:
+    """Implements openat(2)."""
+    return _do_open(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), uint32(r, 3))
+
+
+def sys_open(t: Task, r: UserRegs) -> int:
+    """Implements open(2)."""
+    return _do_open(t, AT_FDCWD, _path(t, pointer(r, 0)), int32(r, 1), uint32(r, 2))
+
+
+def sys_creat(t: Task, r: UserRegs) -> int:
+    return _do_open(t, AT_FDCWD, _path(t, pointer(r, 0)), O_CREAT | O_WRONLY | O_TRUNC,
+                    uint32(r, 1))
+
+
+def sys_openat2(t: Task, r: UserRegs) -> int:
+    """Implements openat2(2) without resolve flags beyond plain lookup."""
+    dirfd, path, how, size = int32(r, 0), _path(t, pointer(r, 1)), pointer(r, 2), uint64(r, 3)
+    if size < 24 or size > 4096:
+        raise SyscallError(Errno.EINVAL)
+    flags, mode, resolve = struct.unpack("<QQQ", t.copy_in(how, 24))
+    if resolve & ~0x3F or flags >> 32:
+        raise SyscallError(Errno.EINVAL)
+    if resolve:
+        raise SyscallError(Errno.EINVAL)   # TODO(#2): RESOLVE_* flags
+    return _do_open(t, dirfd, path, flags, mode)
+
+
+def sys_close(t: Task, r: UserRegs) -> int:
+    """Implements close(2)."""
+    t.fd_table.remove(int32(r, 0))
+    return 0
+
+
+def sys_close_range(t: Task, r: UserRegs) -> int:
+    """Implements close_range(2)."""
+    lo, hi, flags = uint32(r, 0), uint32(r, 1), uint32(r, 2)
+    if lo > hi or flags & ~0x6:
+        raise SyscallError(Errno.EINVAL)
+    for fd in [fd for fd in t.fd_table.files if lo <= fd <= hi]:
+        if flags & 4:   # CLOSE_RANGE_CLOEXEC
+            t.fd_table.set_cloexec(fd, True)
+        else:
+            t.fd_table.remove(fd)
+    return 0
+
+
+def sys_dup(t: Task, r: UserRegs) -> int:
+    """Implements dup(2)."""
+    f = t.fd_table.get(int32(r, 0))
+    f.incref()
+    try:
+        return t.fd_table.install(f)
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def _dup3(t: Task, old: int, new: int, flags: int) -> int:
+    f = t.fd_table.get(old)
+    if new < 0:
+        raise SyscallError(Errno.EBADF)
+    if new >= t.fd_table.limit:
+        raise SyscallError(Errno.EBADF)
+    f.incref()
+    t.fd_table.install_at(new, f, cloexec=bool(flags & O_CLOEXEC))
+    return new
+
+
+def sys_dup2(t: Task, r: UserRegs) -> int:
+    """Implements dup2(2)."""
+    old, new = int32(r, 0), int32(r, 1)
+    if old == new:
+        t.fd_table.get(old)
+        return new
+    return _dup3(t, old, new, 0)
+
+
+def sys_dup3(t: Task, r: UserRegs) -> int:
+    """Implements dup3(2)."""
+    old, new, flags = int32(r, 0), int32(r, 1), int32(r, 2)
+    if flags & ~O_CLOEXEC or old == new:
+        raise SyscallError(Errno.EINVAL)
+    return _dup3(t, old, new, flags)
+
+
+def sys_fcntl(t: Task, r: UserRegs) -> int:
+    """Implements fcntl(2).  Record locks always succeed (no other process can contend
+    outside the sandbox; TODO(#2): locks between sandboxed processes)."""
+    fd, cmd, arg = int32(r, 0), int32(r, 1), uint64(r, 2)
+    f = t.fd_table.get(fd)
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        start = arg & 0xFFFFFFFF
+        if start >= t.fd_table.limit:
+            raise SyscallError(Errno.EINVAL)
+        f.incref()
+        try:
+            return t.fd_table.install(f, cloexec=cmd == F_DUPFD_CLOEXEC, start=start)
+        except SyscallError:
+            f.decref()
+            raise
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if t.fd_table.get_cloexec(fd) else 0
+    if cmd == F_SETFD:
+        t.fd_table.set_cloexec(fd, bool(arg & FD_CLOEXEC))
+        return 0
+    if cmd == F_GETFL:
+        return f.flags
+    if cmd == F_SETFL:
+        f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
+        return 0
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        raw = bytearray(t.copy_in(arg, 32))
+        struct.pack_into("<h", raw, 0, 2)   # F_UNLCK: nothing conflicts
+        t.copy_out(arg, bytes(raw))
+        return 0
+    if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
+        t.copy_in(arg, 32)
+        return 0
+    if cmd in (F_GETOWN,):
+        return 0
+    if cmd in (F_SETOWN,):
+        return 0
+    if cmd == F_GETPIPE_SZ:
+        pipe = getattr(f.impl, "pipe", None)
+        if pipe is None:
+            raise SyscallError(Errno.EBADF)
+        return pipe.capacity
+    if cmd == F_SETPIPE_SZ:
+        pipe = getattr(f.impl, "pipe", None)
+        if pipe is None:
+            raise SyscallError(Errno.EBADF)
+        size = max(4096, 1 << max(0, (int(arg) - 1).bit_length()))
+        if size > 1 << 20:
+            raise SyscallError(Errno.EPERM)
+        pipe.capacity = size
+        return size
+    if cmd == F_GET_SEALS:
+        return getattr(f.inode, "seals", 0) if hasattr(f.inode, "seals") else -Errno.EINVAL
+    if cmd == F_ADD_SEALS:
+        if not hasattr(f.inode, "seals"):
+            raise SyscallError(Errno.EINVAL)
+        f.inode.seals |= arg
+        return 0
+    raise SyscallError(Errno.EINVAL)
+
+
+def sys_ioctl(t: Task, r: UserRegs) -> int:
+    """Implements ioctl(2): generic requests here, the rest by the file."""
+    fd, cmd, arg = int32(r, 0), uint32(r, 1), pointer(r, 2)
+    f = t.fd_table.get(fd)
+    if cmd == FIOCLEX:
+        t.fd_table.set_cloexec(fd, True)
+        return 0
+    if cmd == FIONCLEX:
+        t.fd_table.set_cloexec(fd, False)
+        return 0
+    if cmd == FIONBIO:
+        (v,) = struct.unpack("<i", t.copy_in(arg, 4))
+        f.flags = f.flags | 0o4000 if v else f.flags & ~0o4000
+        return 0
+    if cmd == FIOASYNC:
+        return 0
+    if cmd == FIONREAD and f.inode.is_regular():
+        t.copy_out(arg, struct.pack("<i", max(0, f.inode.size() - f.offset)))
+        return 0
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
+    return f.impl.ioctl(f, t, cmd, arg)
+
+
+# -- stat ----------------------------------------------------------------------------------
+
+
+def _stat_loc(t: Task, dirfd: int, path: bytes, flags: int) -> Location:
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | 0x800 | 0x6000):
+        raise SyscallError(Errno.EINVAL)
+    return ops.lookup_at(t, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                         empty_path=bool(flags & AT_EMPTY_PATH))
+
+
+def sys_stat(t: Task, r: UserRegs) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    t.copy_out(pointer(r, 1), loc.inode.stat_bytes())
+    return 0
+
+
+def sys_lstat(t: Task, r: UserRegs) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), False)
+    t.copy_out(pointer(r, 1), loc.inode.stat_bytes())
+    return 0
+
+
+def sys_fstat(t: Task, r: UserRegs) -> int:
+    """Implements fstat(2)."""
+    f = t.fd_table.get(int32(r, 0))
+    t.copy_out(pointer(r, 1), f.inode.stat_bytes())
+    return 0
+
+
+def sys_newfstatat(t: Task, r: UserRegs) -> int:
+    """Implements newfstatat(2)."""
+    dirfd, addr, buf, flags = int32(r, 0), pointer(r, 1), pointer(r, 2), int32(r, 3)
+    path = _path(t, addr) if addr or not flags & AT_EMPTY_PATH else b""
+    loc = _stat_loc(t, dirfd, path, flags)
+    t.copy_out(buf, loc.inode.stat_bytes())
+    return 0
+
+
+def sys_statx(t: Task, r: UserRegs) -> int:
+    """Implements statx(2): the basic stats (no btime)."""
+    dirfd, addr, flags, _mask, buf = (int32(r, 0), pointer(r, 1), int32(r, 2), uint32(r, 3),
+                                      pointer(r, 4))
+    path = _path(t, addr) if addr else b""
+    loc = _stat_loc(t, dirfd, path, flags)
+    data = loc.inode.statx_bytes()
+    assert len(data) == STATX.size
+    t.copy_out(buf, data)
+    return 0
+
+
+def sys_statfs(t: Task, r: UserRegs) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    t.copy_out(pointer(r, 1), loc.inode.fs.statfs())
+    return 0
+
+
+def sys_fstatfs(t: Task, r: UserRegs) -> int:
+    f = t.fd_table.get(int32(r, 0))
+    t.copy_out(pointer(r, 1), f.inode.fs.statfs())
+    return 0
+
+
+def _access(t: Task, dirfd: int, path: bytes, mode: int, flags: int) -> int:
+    if mode & ~7 or flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(Errno.EINVAL)
+    loc = ops.lookup_at(t, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                        empty_path=bool(flags & AT_EMPTY_PATH))
+    inode = loc.inode
+    if mode & 2 and inode.fs.readonly and not inode.is_dir() and \
+            inode.mode & S_IFMT in (S_IFREG, S_IFDIR):
+        raise SyscallError(Errno.EROFS)
+    if mode and not may_access(t, inode, mode):
+        raise SyscallError(Errno.EACCES)
+    return 0
+
+
+def sys_access(t: Task, r: UserRegs) -> int:
+    """Implements access(2)."""
+    return _access(t, AT_FDCWD, _path(t, pointer(r, 0)), int32(r, 1), 0)
+
+
+def sys_faccessat(t: Task, r: UserRegs) -> int:
+    return _access(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), 0)
+
+
+def sys_faccessat2(t: Task, r: UserRegs) -> int:
+    return _access(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), int32(r, 3))
+
+
+# -- directories ---------------------------------------------------------------------------
+
+
+def sys_getdents64(t: Task, r: UserRegs) -> int:
+    """Implements getdents64(2)."""
+    f = t.fd_table.get(int32(r, 0))
+    buf, size = pointer(r, 1), uint32(r, 2)
+    if not isinstance(f.impl, DirectoryImpl):
+        raise SyscallError(Errno.ENOTDIR)
+    ents = f.impl.listing(f)
+    out = bytearray()
+    i = f.offset
+    while i < len(ents):
+        name, ino, dtype = ents[i]
+        reclen = (19 + len(name) + 1 + 7) & ~7
+        if len(out) + reclen > size:
+            break
+        out += struct.pack("<QqHB", ino, i + 1, reclen, dtype) + name + b"\0"
+        out += bytes(reclen - 19 - len(name) - 1)
+        i += 1
+    if not out and i < len(ents):
+        raise SyscallError(Errno.EINVAL)
+    t.copy_out(buf, bytes(out))
+    f.offset = i
+    return len(out)
+
+
+def sys_mkdirat(t: Task, r: UserRegs) -> int:
+    return _mkdir(t, int32(r, 0), _path(t, pointer(r, 1)), uint32(r, 2))
+
+
+def sys_mkdir(t: Task, r: UserRegs) -> int:
+    """Implements mkdir(2)."""
+    return _mkdir(t, AT_FDCWD, _path(t, pointer(r, 0)), uint32(r, 1))
+
+
+def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
+    parent, name = ops.lookup_parent(t, dirfd, path.rstrip(b"/") or path)
+    if ops.child_or_none(parent, name) is not None:
+        raise SyscallError(Errno.EEXIST)
+    if t.creds.fsuid != 0:
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
+    parent.dentry.forget(name)
+    return 0
+
+
+def sys_mknodat(t: Task, r: UserRegs) -> int:
+    return _mknod(t, int32(r, 0), _path(t, pointer(r, 1)), uint32(r, 2), uint32(r, 3))
+
+
+def sys_mknod(t: Task, r: UserRegs) -> int:
+    return _mknod(t, AT_FDCWD, _path(t, pointer(r, 0)), uint32(r, 1), uint32(r, 2))
+
+
+def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
+    """mknod: regular files, FIFOs and sockets; device nodes are refused (EPERM)."""
+    parent, name = ops.lookup_parent(t, dirfd, path)
+    if ops.child_or_none(parent, name) is not None:
+        raise SyscallError(Errno.EEXIST)
+    ftype = mode & S_IFMT
+    perm = mode & ~t.fs.umask & 0o7777
+    parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
+    parent.dentry.forget(name)
+    return 0
+
+
+def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
+    if flags & ~AT_REMOVEDIR:
+        raise SyscallError(Errno.EINVAL)
+    if flags & AT_REMOVEDIR:
+        stripped = path.rstrip(b"/") or path
+        last = stripped.rsplit(b"/", 1)[-1]
+        if last == b".":
+            raise SyscallError(Errno.EINVAL)
+        if last == b"..":
+            raise SyscallError(Errno.ENOTEMPTY)
+        parent, name = ops.lookup_parent(t, dirfd, stripped)
+    else:
+        if path.endswith(b"/"):
+            loc = ops.lookup_at(t, dirfd, path, False)
+            raise SyscallError(Errno.EISDIR if loc.inode.is_dir() else Errno.ENOTDIR)
+        parent, name = ops.lookup_parent(t, dirfd, path)
+    d = parent.dentry.child(name)
+    if id(d) in parent.mount.children:
+        raise SyscallError(Errno.EBUSY)
+    if t.creds.fsuid != 0:
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    if flags & AT_REMOVEDIR:
+        parent.inode.rmdir(name)
+    else:
+        if d.inode.is_dir():
+            raise SyscallError(Errno.EISDIR)
+        parent.inode.unlink(name)
+    parent.dentry.forget(name)
+    return 0
+
+
+def sys_unlinkat(t: Task, r: UserRegs) -> int:
+    return _unlink(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2))
+
+
+def sys_unlink(t: Task, r: UserRegs) -> int:
+    """Implements unlink(2)."""
+    return _unlink(t, AT_FDCWD, _path(t, pointer(r, 0)), 0)
+
+
+def sys_rmdir(t: Task, r: UserRegs) -> int:
+    """Implements rmdir(2)."""
+    return _unlink(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_REMOVEDIR)
+
+
+def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
+            flags: int) -> int:
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
+            flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+        raise SyscallError(Errno.EINVAL)
+    if flags & RENAME_EXCHANGE:
+        raise SyscallError(Errno.EINVAL)   # TODO(#2): RENAME_EXCHANGE
+    op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
+    np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
+    if oname in (b".", b"..") or nname in (b".", b".."):
+        raise SyscallError(Errno.EBUSY)
+    if op.mount is not np.mount:
+        raise SyscallError(Errno.EXDEV)
+    src = op.dentry.child(oname)
+    if (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    dst = ops.child_or_none(np, nname)
+    if dst is not None and flags & RENAME_NOREPLACE:
+        raise SyscallError(Errno.EEXIST)
+    if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
+        raise SyscallError(Errno.EBUSY)
+    # Moving a directory into its own subtree is EINVAL.
+    if src.inode.is_dir():
+        d = np.dentry
+        while d is not None:
+            if d is src:
+                raise SyscallError(Errno.EINVAL)
+            d = d.parent
+    op.inode.rename(oname, np.inode, nname)
+    op.dentry.forget(oname)
+    np.dentry.forget(nname)
+    return 0
+
+
+def sys_rename(t: Task, r: UserRegs) -> int:
+    """Implements rename(2)."""
+    return _rename(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)), 0)
+
+
+def sys_renameat(t: Task, r: UserRegs) -> int:
+    return _rename(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)), 0)
+
+
+def sys_renameat2(t: Task, r: UserRegs) -> int:
+    return _rename(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)),
+                   int32(r, 4))
+
+
+def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
+    if not target:
+        raise SyscallError(Errno.ENOENT)
+    parent, name = ops.lookup_parent(t, dirfd, path)
+    if ops.child_or_none(parent, name) is not None:
+        raise SyscallError(Errno.EEXIST)
+    parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
+    parent.dentry.forget(name)
+    return 0
+
+
+def sys_symlink(t: Task, r: UserRegs) -> int:
+    """Implements symlink(2)."""
+    return _symlink(t, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)))
+
+
+def sys_symlinkat(t: Task, r: UserRegs) -> int:
+    return _symlink(t, _path(t, pointer(r, 0)), int32(r, 1), _path(t, pointer(r, 2)))
+
+
+def _readlink(t: Task, dirfd: int, path: bytes, buf: int, size: int) -> int:
+    if size <= 0:
+        raise SyscallError(Errno.EINVAL)
+    loc = ops.lookup_at(t, dirfd, path, follow=False, empty_path=True)
+    inode = loc.inode
+    if not inode.is_symlink():
+        raise SyscallError(Errno.EINVAL)
+    target = inode.readlink()[:size]
+    t.copy_out(buf, target)
+    return len(target)
+
+
+def sys_readlink(t: Task, r: UserRegs) -> int:
+    """Implements readlink(2)."""
+    return _readlink(t, AT_FDCWD, _path(t, pointer(r, 0)), pointer(r, 1), int32(r, 2))
+
+
+def sys_readlinkat(t: Task, r: UserRegs) -> int:
+    return _readlink(t, int32(r, 0), _path(t, pointer(r, 1)), pointer(r, 2), int32(r, 3))
+
+
+def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
+          flags: int) -> int:
+    if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(Errno.EINVAL)
+    src = ops.lookup_at(t, olddirfd, oldpath, follow=bool(flags & AT_SYMLINK_FOLLOW),
+                        empty_path=bool(flags & AT_EMPTY_PATH))
+    if src.inode.is_dir():
+        raise SyscallError(Errno.EPERM)
+    parent, name = ops.lookup_parent(t, newdirfd, newpath)
+    if ops.child_or_none(parent, name) is not None:
+        raise SyscallError(Errno.EEXIST)
+    if parent.mount is not src.mount:
+        raise SyscallError(Errno.EXDEV)
+    parent.inode.link(name, src.inode)
+    parent.dentry.forget(name)
+    return 0
+
+
+def sys_link(t: Task, r: UserRegs) -> int:
+    """Implements link(2)."""
+    return _link(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)), 0)
+
+
+def sys_linkat(t: Task, r: UserRegs) -> int:
+    return _link(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)),
+                 int32(r, 4))
+
+
+# -- cwd -----------------------------------------------------------------------------------
+
+
+def sys_chdir(t: Task, r: UserRegs) -> int:
+    """Implements chdir(2)."""
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    t.check_exec(loc.inode)
+    t.fs.cwd = loc
+    return 0
+
+
+def sys_fchdir(t: Task, r: UserRegs) -> int:
+    f = t.fd_table.get(int32(r, 0))
+    if not f.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    t.fs.cwd = Location(f.mount, f.dentry)
+    return 0
+
+
+def sys_chroot(t: Task, r: UserRegs) -> int:
+    """Implements chroot(2): root may confine itself further inside the sandbox."""
+    if t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    t.fs.root = loc
+    return 0
+
+
+def sys_getcwd(t: Task, r: UserRegs) -> int:
+    """Implements getcwd(2)."""
+    buf, size = pointer(r, 0), uint64(r, 1)
+    cwd = t.fs.cwd
+    path = path_of(cwd.mount, cwd.dentry, t.fs.root)
+    if len(path) + 1 > size:
+        raise SyscallError(Errno.ERANGE)
+    t.copy_out(buf, path + b"\0")
+    return len(path) + 1
+
+
+# -- attributes ----------------------------------------------------------------------------
+
+
+def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
+    if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
+        raise SyscallError(Errno.EPERM)
+
+
+def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
+    _owner_or_root(t, inode)
+    inode.setattr(mode=mode & 0o7777)
+    return 0
+
+
+def sys_chmod(t: Task, r: UserRegs) -> int:
+    """Implements chmod(2)."""
+    return _chmod(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0))).inode, uint32(r, 1))
+
+
+def sys_fchmod(t: Task, r: UserRegs) -> int:
+    return _chmod(t, t.fd_table.get(int32(r, 0)).inode, uint32(r, 1))
+
+
+def sys_fchmodat(t: Task, r: UserRegs) -> int:
+    return _chmod(t, ops.lookup_at(t, int32(r, 0), _path(t, pointer(r, 1))).inode, uint32(r, 2))
+
+
+def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
+    if t.creds.euid != 0:
+        if uid not in (-1, inode.uid) or (gid != -1 and gid not in (t.creds.egid,) + t.creds.groups):
+            raise SyscallError(Errno.EPERM)
+        _owner_or_root(t, inode)
+    inode.setattr(uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
+    return 0
+
+
+def sys_chown(t: Task, r: UserRegs) -> int:
+    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0))).inode, int32(r, 1),
+                  int32(r, 2))
+
+
+def sys_lchown(t: Task, r: UserRegs) -> int:
+    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), False).inode,
+                  int32(r, 1), int32(r, 2))
+
+
+def sys_fchown(t: Task, r: UserRegs) -> int:
+    return _chown(t, t.fd_table.get(int32(r, 0)).inode, int32(r, 1), int32(r, 2))
+
+
+def sys_fchownat(t: Task, r: UserRegs) -> int:
+    flags = int32(r, 4)
+    loc = ops.lookup_at(t, int32(r, 0), _path(t, pointer(r, 1)) if pointer(r, 1) else b"",
+                        follow=not flags & AT_SYMLINK_NOFOLLOW, empty_path=bool(flags & AT_EMPTY_PATH))
+    return _chown(t, loc.inode, int32(r, 2), int32(r, 3))
+
+
+def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-def]
+    if length < 0:
+        raise SyscallError(Errno.EINVAL)
+    if inode.is_dir():
+        raise SyscallError(Errno.EISDIR)
+    if not inode.is_regular():
+        raise SyscallError(Errno.EINVAL)
+    inode.setattr(size=length)
+    return 0
+
+
+def sys_truncate(t: Task, r: UserRegs) -> int:
+    """Implements truncate(2)."""
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)))
+    if t.creds.fsuid != 0:
+        check_access(t, loc.inode, MAY_WRITE)
+    return _truncate(t, loc.inode, int64(r, 1))
+
+
+def sys_ftruncate(t: Task, r: UserRegs) -> int:
+    """Implements ftruncate(2)."""
+    f = t.fd_table.get(int32(r, 0))
+    if not f.writable:
+        raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
+    return _truncate(t, f.inode, int64(r, 1))
+
+
+def sys_fallocate(t: Task, r: UserRegs) -> int:
+    f = t.fd_table.get(int32(r, 0))
+    mode, off, ln = int32(r, 1), int64(r, 2), int64(r, 3)
+    if off < 0 or ln <= 0:
+        raise SyscallError(Errno.EINVAL)
+    if not f.writable:
+        raise SyscallError(Errno.EBADF)
+    if mode == 0 and f.inode.size() < off + ln:
+        f.inode.setattr(size=off + ln)
+    return 0
+
+
+def sys_utimensat(t: Task, r: UserRegs) -> int:
+    """Implements utimensat(2)."""
+    import time as _time
+    dirfd, addr, times, flags = int32(r, 0), pointer(r, 1), pointer(r, 2), int32(r, 3)
+    if addr:
+        loc = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW)
+        inode = loc.inode
+    else:
+        inode = t.fd_table.get(dirfd).inode
+    now = _time.time_ns()
+    at = mt = now
+    if times:
+        a_s, a_ns, m_s, m_ns = struct.unpack("<qqqq", t.copy_in(times, 32))
+        UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+        at = None if a_ns == UTIME_OMIT else now if a_ns == UTIME_NOW else a_s * 10**9 + a_ns
+        mt = None if m_ns == UTIME_OMIT else now if m_ns == UTIME_NOW else m_s * 10**9 + m_ns
+    inode.setattr(atime_ns=at, mtime_ns=mt)
+    return 0
+
+
+def sys_utimes(t: Task, r: UserRegs) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)))
+    times = pointer(r, 1)
+    if times:
+        a_s, a_us, m_s, m_us = struct.unpack("<qqqq", t.copy_in(times, 32))
+        loc.inode.setattr(atime_ns=a_s * 10**9 + a_us * 1000, mtime_ns=m_s * 10**9 + m_us * 1000)
+    else:
+        import time as _time
+        now = _time.time_ns()
+        loc.inode.setattr(atime_ns=now, mtime_ns=now)
+    return 0
+
+
+def sys_fsync(t: Task, r: UserRegs) -> int:
+    f = t.fd_table.get(int32(r, 0))
+    f.impl.fsync(f)
+    return 0
+
+
+def sys_sync(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_fadvise64(t: Task, r: UserRegs) -> int:
+    f = t.fd_table.get(int32(r, 0))
+    if getattr(f.impl, "pipe", None) is not None:
+        raise SyscallError(Errno.ESPIPE)
+    return 0
+
+
+def sys_getxattr(t: Task, r: UserRegs) -> int:
+    raise SyscallError(Errno.ENODATA)
+
+
+def sys_listxattr(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_memfd_create(t: Task, r: UserRegs) -> int:
+    """Implements memfd_create(2): a tmpfs file with no name in any directory."""
+    name = t.copy_in_str(pointer(r, 0), 250)
+    flags = uint32(r, 1)
+    if flags & ~0x7:
+        raise SyscallError(Errno.EINVAL)
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsFile
+    from pyvisor.sentry.vfs.vfs import Dentry, Mount
+    k = t.kernel
+    fs = getattr(k, "memfd_fs", None)
+    if fs is None:
+        fs = k.memfd_fs = TmpFS(k.memfile)
+    inode = TmpfsFile(fs, S_IFREG | 0o777, t.creds.fsuid, t.creds.fsgid)
+    inode.nlink = 0
+    d = Dentry(b"memfd:" + name, None, inode)
+    f = FileDescription.open(Mount(fs, d, source="memfd"), d, 2)
+    return t.fd_table.install(f, cloexec=bool(flags & 1))
+
+
+_ = (O_ACCMODE, O_DIRECTORY)

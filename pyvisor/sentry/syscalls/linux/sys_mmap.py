@@ -1,0 +1,110 @@
+"""Memory syscalls.  Linux: mm/mmap.c, mm/mprotect.c, mm/mremap.c, mm/madvise.c."""
+
+from __future__ import annotations
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
+from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
+                                    MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PAGE_SIZE,
+                                    PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint64
+
+_KNOWN_FLAGS = 0x1FFFFF
+
+
+def sys_mmap(t: Task, r: UserRegs) -> int:
+    """Implements mmap(2)."""
+    addr, length, prot, flags, fd, off = (pointer(r, 0), uint64(r, 1), int32(r, 2),
+                                          int32(r, 3), int32(r, 4), uint64(r, 5))
+    if length == 0 or off % PAGE_SIZE or page_round_up(length) == 0:
+        raise SyscallError(Errno.EINVAL)
+    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | 0x03000000):
+        raise SyscallError(Errno.EINVAL)
+    mtype = flags & MAP_TYPE
+    if mtype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        raise SyscallError(Errno.EINVAL)
+    fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
+    prot &= 7
+    if flags & MAP_ANONYMOUS:
+        return t.mm.mmap(addr, length, prot, flags, fixed, noreplace=bool(flags & MAP_FIXED_NOREPLACE))
+    f = t.fd_table.get(fd)
+    if f.flags & 0o10000000:      # O_PATH
+        raise SyscallError(Errno.EBADF)
+    acc = f.flags & O_ACCMODE
+    if acc == O_WRONLY:
+        raise SyscallError(Errno.EACCES)
+    shared = mtype != MAP_PRIVATE
+    maxperms = 7
+    if shared and acc == O_RDONLY:
+        if prot & PROT_WRITE:
+            raise SyscallError(Errno.EACCES)
+        maxperms = PROT_READ | PROT_EXEC
+    mappable = f.inode.mappable()
+    if mappable is None:
+        raise SyscallError(Errno.ENODEV)
+    if off + page_round_up(length) > 1 << 46:
+        raise SyscallError(Errno.EOVERFLOW)
+    return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,
+                     name=f.path(), dev=f.inode.fs.dev, ino=f.inode.ino, extra=f,
+                     noreplace=bool(flags & MAP_FIXED_NOREPLACE), maxperms=maxperms)
+
+
+def sys_munmap(t: Task, r: UserRegs) -> int:
+    """Implements munmap(2)."""
+    t.mm.munmap(pointer(r, 0), uint64(r, 1))
+    return 0
+
+
+def sys_mprotect(t: Task, r: UserRegs) -> int:
+    """Implements mprotect(2)."""
+    t.mm.mprotect(pointer(r, 0), uint64(r, 1), int32(r, 2))
+    return 0
+
+
+def sys_brk(t: Task, r: UserRegs) -> int:
+    """Implements brk(2)."""
+    return t.mm.set_brk(pointer(r, 0))
+
+
+def sys_mremap(t: Task, r: UserRegs) -> int:
+    """Implements mremap(2)."""
+    return t.mm.mremap(pointer(r, 0), uint64(r, 1), uint64(r, 2), int32(r, 3), pointer(r, 4))
+
+
+def sys_madvise(t: Task, r: UserRegs) -> int:
+    """Implements madvise(2): DONTNEED zeroes private anonymous memory; other advice is a hint."""
+    addr, length, advice = pointer(r, 0), uint64(r, 1), int32(r, 2)
+    if addr % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL)
+    if advice in (4, 8):       # MADV_DONTNEED, MADV_FREE
+        if length:
+            t.mm.madvise_dontneed(addr, length)
+        return 0
+    if advice < 0 or advice > 25 and advice not in (100, 101):
+        raise SyscallError(Errno.EINVAL)
+    return 0
+
+
+def sys_msync(t: Task, r: UserRegs) -> int:
+    """Implements msync(2): mappings share the page cache, so there is nothing to flush."""
+    if pointer(r, 0) % PAGE_SIZE or int32(r, 2) & ~7:
+        raise SyscallError(Errno.EINVAL)
+    return 0
+
+
+def sys_mincore(t: Task, r: UserRegs) -> int:
+    addr, length, vec = pointer(r, 0), uint64(r, 1), pointer(r, 2)
+    if addr % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL)
+    n = page_round_up(length) // PAGE_SIZE
+    if t.mm.find(addr) is None:
+        raise SyscallError(Errno.ENOMEM)
+    t.copy_out(vec, b"\1" * n)
+    return 0
+
+
+def sys_mlock(t: Task, r: UserRegs) -> int:
+    return 0

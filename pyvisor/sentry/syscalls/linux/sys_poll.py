@@ -1,0 +1,476 @@
+"""pipe, poll, select, epoll, eventfd, getrandom.  Linux: fs/pipe.c, fs/select.c,
+fs/eventpoll.c, fs/eventfd.c, drivers/char/random.c."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
+from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
+from pyvisor.sentry.kernel import pipe as kpipe
+from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+                                             EVENT_PRI, WaitQueue)
+from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+from pyvisor.sentry.vfs.file import FileDescription, FileImpl
+from pyvisor.sentry.vfs.inode import Filesystem, Inode
+from pyvisor.sentry.vfs.vfs import Dentry, Mount
+
+POLLNVAL = 0x20
+_POLLFD = struct.Struct("<ihh")
+
+
+# -- pipes -------------------------------------------------------------------------------
+
+
+def _pipe(t: Task, addr: int, flags: int) -> int:
+    if flags & ~(O_NONBLOCK | O_CLOEXEC | 0o40000):
+        raise SyscallError(Errno.EINVAL)
+    rf, wf = kpipe.new_pipe(flags)
+    cloexec = bool(flags & O_CLOEXEC)
+    fds = []
+    try:
+        fds.append(t.fd_table.install(rf, cloexec))
+        fds.append(t.fd_table.install(wf, cloexec))
+        t.copy_out(addr, struct.pack("<ii", *fds))
+    except SyscallError:
+        for fd in fds:
+            t.fd_table.remove(fd)        # leave no half-done effects
+        if len(fds) < 2:
+            for f in (rf, wf)[len(fds):]:
+                f.decref()
+        raise
+    return 0
+
+
+def sys_pipe(t: Task, r: UserRegs) -> int:
+    """Implements pipe(2)."""
+    return _pipe(t, pointer(r, 0), 0)
+
+
+def sys_pipe2(t: Task, r: UserRegs) -> int:
+    """Implements pipe2(2)."""
+    return _pipe(t, pointer(r, 0), int32(r, 1))
+
+
+# -- poll / select -----------------------------------------------------------------------
+
+
+def _deadline_ms(t: Task, ms: int) -> int | None:
+    if ms < 0:
+        return None
+    return t.kernel.now() + ms * 1_000_000
+
+
+def _deadline_ts(t: Task, addr: int) -> int | None:
+    if not addr:
+        return None
+    sec, nsec = struct.unpack("<qq", t.copy_in(addr, 16))
+    if sec < 0 or not 0 <= nsec < 10**9:
+        raise SyscallError(Errno.EINVAL)
+    return t.kernel.now() + sec * 10**9 + nsec
+
+
+async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
+                      deadline: int | None) -> list[int]:
+    """Waits until some file is ready; returns revents per item (0 = not ready)."""
+    while True:
+        revents = []
+        ready = 0
+        for f, mask in items:
+            if f is None:
+                revents.append(POLLNVAL)
+                ready += 1
+                continue
+            ev = f.impl.readiness(f, mask | EVENT_ERR | EVENT_HUP) & (mask | EVENT_ERR | EVENT_HUP)
+            revents.append(ev)
+            if ev:
+                ready += 1
+        if ready or (deadline is not None and deadline <= t.kernel.now()):
+            return revents
+        queues: list[WaitQueue] = []
+        for f, _ in items:
+            if f is not None:
+                q = f.impl.waitq(f)
+                if q not in queues:
+                    queues.append(q)
+        try:
+            await t.kernel.block_on(t, queues, deadline=deadline)
+        except TimedOut:
+            return [0] * len(items)
+
+
+async def _do_poll(t: Task, addr: int, nfds: int, deadline: int | None) -> int:
+    if nfds > t.fd_table.limit or nfds < 0:
+        raise SyscallError(Errno.EINVAL)
+    raw = t.copy_in(addr, nfds * 8) if nfds else b""
+    items: list[tuple[FileDescription | None, int]] = []
+    fds = []
+    for i in range(nfds):
+        fd, events, _ = _POLLFD.unpack_from(raw, i * 8)
+        fds.append((fd, events))
+        if fd < 0:
+            items.append((_NEGATIVE, 0))
+            continue
+        try:
+            items.append((t.fd_table.get(fd), events & 0xFFFF))
+        except SyscallError:
+            items.append((None, 0))
+    try:
+        revents = await _poll_files(t, items, deadline)
+    except Interrupted:
+        raise SyscallError(ERESTARTNOHAND) from None
+    out = bytearray()
+    n = 0
+    for (fd, events), rev in zip(fds, revents):
+        if fd < 0:
+            rev = 0
+        out += _POLLFD.pack(fd, events, rev)
+        if rev:
+            n += 1
+    if nfds:
+        t.copy_out(addr, bytes(out))
+    return n
+
+
+class _NeverReady(FileImpl):
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        return 0
+
+
+class _Neg:
+    impl = _NeverReady()
+
+
+_NEGATIVE = _Neg()  # type: ignore[assignment]
+
+
+async def sys_poll(t: Task, r: UserRegs) -> int:
+    """Implements poll(2)."""
+    return await _do_poll(t, pointer(r, 0), int32(r, 1), _deadline_ms(t, int32(r, 2)))
+
+
+async def sys_ppoll(t: Task, r: UserRegs) -> int:
+    """Implements ppoll(2)."""
+    addr, nfds, ts, sigmask = pointer(r, 0), int32(r, 1), pointer(r, 2), pointer(r, 3)
+    deadline = _deadline_ts(t, ts)
+    old = t.sigmask
+    if sigmask:
+        (m,) = struct.unpack("<Q", t.copy_in(sigmask, 8))
+        t.sigmask = m & ~((1 << 8) | (1 << 18))
+    try:
+        return await _do_poll(t, addr, nfds, deadline)
+    finally:
+        if sigmask:
+            t.saved_sigmask = old
+            from pyvisor.sentry.kernel.signal import has_deliverable
+            if not has_deliverable(t):
+                t.sigmask, t.saved_sigmask = old, None
+
+
+async def _do_select(t: Task, nfds: int, rp: int, wp: int, ep: int, deadline: int | None) -> int:
+    if nfds < 0 or nfds > t.fd_table.limit:
+        raise SyscallError(Errno.EINVAL)
+    nbytes = ((nfds + 63) // 64) * 8
+    sets = []
+    for p in (rp, wp, ep):
+        sets.append(int.from_bytes(t.copy_in(p, nbytes), "little") if p and nbytes else 0)
+    items: list[tuple[FileDescription | None, int]] = []
+    fdlist = []
+    for fd in range(nfds):
+        mask = 0
+        if sets[0] >> fd & 1:
+            mask |= EVENT_IN | EVENT_HUP | EVENT_ERR
+        if sets[1] >> fd & 1:
+            mask |= EVENT_OUT | EVENT_ERR
+        if sets[2] >> fd & 1:
+            mask |= EVENT_PRI
+        if mask:
+            f = t.fd_table.get(fd)     # EBADF for a closed fd, as Linux
+            items.append((f, mask))
+            fdlist.append(fd)
+    try:
+        revents = await _poll_files(t, items, deadline)
+    except Interrupted:
+        raise SyscallError(ERESTARTNOHAND) from None
+    outs = [0, 0, 0]
+    n = 0
+    for fd, rev in zip(fdlist, revents):
+        if sets[0] >> fd & 1 and rev & (EVENT_IN | EVENT_HUP | EVENT_ERR):
+            outs[0] |= 1 << fd
+            n += 1
+        if sets[1] >> fd & 1 and rev & (EVENT_OUT | EVENT_ERR):
+            outs[1] |= 1 << fd
+            n += 1
+        if sets[2] >> fd & 1 and rev & EVENT_PRI:
+            outs[2] |= 1 << fd
+            n += 1
+    for p, v in zip((rp, wp, ep), outs):
+        if p and nbytes:
+            t.copy_out(p, v.to_bytes(nbytes, "little"))
+    return n
+
+
+async def sys_select(t: Task, r: UserRegs) -> int:
+    """Implements select(2)."""
+    tv = pointer(r, 4)
+    deadline = None
+    if tv:
+        sec, usec = struct.unpack("<qq", t.copy_in(tv, 16))
+        if sec < 0 or usec < 0:
+            raise SyscallError(Errno.EINVAL)
+        deadline = t.kernel.now() + sec * 10**9 + usec * 1000
+    n = await _do_select(t, int32(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3), deadline)
+    if tv:
+        left = max(0, deadline - t.kernel.now()) if deadline else 0
+        t.copy_out(tv, struct.pack("<qq", left // 10**9, (left % 10**9) // 1000))
+    return n
+
+
+async def sys_pselect6(t: Task, r: UserRegs) -> int:
+    """Implements pselect6(2)."""
+    deadline = _deadline_ts(t, pointer(r, 4))
+    sm = pointer(r, 5)
+    old = t.sigmask
+    if sm:
+        ptr, size = struct.unpack("<QQ", t.copy_in(sm, 16))
+        if ptr:
+            (m,) = struct.unpack("<Q", t.copy_in(ptr, 8))
+            t.sigmask = m & ~((1 << 8) | (1 << 18))
+    try:
+        return await _do_select(t, int32(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3),
+                                deadline)
+    finally:
+        if t.sigmask != old:
+            t.saved_sigmask = old
+            from pyvisor.sentry.kernel.signal import has_deliverable
+            if not has_deliverable(t):
+                t.sigmask, t.saved_sigmask = old, None
+
+
+# -- anonymous files (eventfd, epoll) ------------------------------------------------------
+
+
+class AnonFS(Filesystem):
+    name = "anon_inodefs"
+    magic = 0x09041934
+
+
+_ANON: AnonFS | None = None
+
+
+def anon_file(name: bytes, impl: FileImpl, flags: int) -> FileDescription:
+    global _ANON
+    if _ANON is None:
+        _ANON = AnonFS()
+    inode = Inode(_ANON, 0o600)
+    d = Dentry(b"anon_inode:" + name, None, inode)
+    f = FileDescription(Mount(_ANON, d, source="anon"), d, flags)
+    f.impl = impl
+    return f
+
+
+class EventFD(FileImpl):
+    """An eventfd counter.  Linux: fs/eventfd.c."""
+
+    def __init__(self, value: int, semaphore: bool) -> None:
+        self.value = value
+        self.semaphore = semaphore
+        self.wq = WaitQueue()
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        if n < 8:
+            raise SyscallError(Errno.EINVAL)
+        if self.value == 0:
+            raise WouldBlock()
+        v = 1 if self.semaphore else self.value
+        self.value -= v
+        self.wq.notify(EVENT_OUT)
+        return struct.pack("<Q", v)
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        if len(data) < 8:
+            raise SyscallError(Errno.EINVAL)
+        (v,) = struct.unpack_from("<Q", data)
+        if v == 0xFFFFFFFFFFFFFFFF:
+            raise SyscallError(Errno.EINVAL)
+        if self.value + v > 0xFFFFFFFFFFFFFFFE:
+            raise WouldBlock()
+        self.value += v
+        self.wq.notify(EVENT_IN)
+        return 8
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        ev = (EVENT_IN if self.value else 0) | (EVENT_OUT if self.value < 0xFFFFFFFFFFFFFFFE else 0)
+        return ev & mask
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return self.wq
+
+
+def sys_eventfd2(t: Task, r: UserRegs) -> int:
+    """Implements eventfd2(2)."""
+    init, flags = uint32(r, 0), int32(r, 1)
+    if flags & ~(O_NONBLOCK | O_CLOEXEC | 1):
+        raise SyscallError(Errno.EINVAL)
+    f = anon_file(b"[eventfd]", EventFD(init, bool(flags & 1)), O_RDWR | (flags & O_NONBLOCK))
+    return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
+
+
+def sys_eventfd(t: Task, r: UserRegs) -> int:
+    f = anon_file(b"[eventfd]", EventFD(uint32(r, 0), False), O_RDWR)
+    return t.fd_table.install(f)
+
+
+class EpollImpl(FileImpl):
+    """An epoll instance: interest list of (file, fd) -> (events, data).  Level-triggered;
+    EPOLLET and EPOLLONESHOT are honoured approximately (ONESHOT disables after one report).
+    Linux: fs/eventpoll.c."""
+
+    def __init__(self) -> None:
+        self.interest: dict[tuple[int, int], list] = {}   # (id(file), fd) -> [file, events, data, fd]
+        self.wq = WaitQueue()
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        for f, ev, _, _ in self.interest.values():
+            if f.impl.readiness(f, ev | EVENT_ERR | EVENT_HUP) & (ev | EVENT_ERR | EVENT_HUP):
+                return EVENT_IN & mask
+        return 0
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return self.wq
+
+
+_EPOLLET, _EPOLLONESHOT, _EPOLLEXCLUSIVE = 1 << 31, 1 << 30, 1 << 28
+_EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes
+
+
+def sys_epoll_create1(t: Task, r: UserRegs) -> int:
+    """Implements epoll_create1(2)."""
+    flags = int32(r, 0)
+    if flags & ~O_CLOEXEC:
+        raise SyscallError(Errno.EINVAL)
+    f = anon_file(b"[eventpoll]", EpollImpl(), O_RDWR)
+    return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
+
+
+def sys_epoll_create(t: Task, r: UserRegs) -> int:
+    if int32(r, 0) <= 0:
+        raise SyscallError(Errno.EINVAL)
+    return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(), O_RDWR))
+
+
+def sys_epoll_ctl(t: Task, r: UserRegs) -> int:
+    """Implements epoll_ctl(2)."""
+    epfd, op, fd, evp = int32(r, 0), int32(r, 1), int32(r, 2), pointer(r, 3)
+    ep = t.fd_table.get(epfd)
+    if not isinstance(ep.impl, EpollImpl):
+        raise SyscallError(Errno.EINVAL)
+    f = t.fd_table.get(fd)
+    if f is ep:
+        raise SyscallError(Errno.EINVAL)
+    if f.inode.is_regular() or f.inode.is_dir():
+        raise SyscallError(Errno.EPERM)
+    key = (id(f), fd)
+    impl = ep.impl
+    if op == 1:   # ADD
+        events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
+        if key in impl.interest:
+            raise SyscallError(Errno.EEXIST)
+        impl.interest[key] = [f, events, data, fd]
+    elif op == 2:  # DEL
+        if key not in impl.interest:
+            raise SyscallError(Errno.ENOENT)
+        del impl.interest[key]
+    elif op == 3:  # MOD
+        events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
+        if key not in impl.interest:
+            raise SyscallError(Errno.ENOENT)
+        impl.interest[key][1:3] = [events, data]
+    else:
+        raise SyscallError(Errno.EINVAL)
+    impl.wq.notify()
+    return 0
+
+
+async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | None) -> int:
+    ep = t.fd_table.get(epfd)
+    if not isinstance(ep.impl, EpollImpl):
+        raise SyscallError(Errno.EINVAL)
+    if maxev <= 0 or maxev > (1 << 31) // 12:
+        raise SyscallError(Errno.EINVAL)
+    impl = ep.impl
+    while True:
+        out = []
+        for key, ent in list(impl.interest.items()):
+            f, events, data, fd = ent
+            if t.fd_table.files.get(fd, (None,))[0] is not f:
+                # The fd was closed: Linux drops it when the file dies.
+                if f.refs <= 0:
+                    del impl.interest[key]
+                    continue
+            mask = events & 0xFFFF
+            if not mask and not events & _EPOLLONESHOT:
+                pass
+            ev = f.impl.readiness(f, mask | EVENT_ERR | EVENT_HUP) & (mask | EVENT_ERR | EVENT_HUP)
+            if ev:
+                out.append((ev, data))
+                if events & _EPOLLONESHOT:
+                    ent[1] = events & ~0xFFFF
+                if len(out) >= maxev:
+                    break
+        if out:
+            t.copy_out(evp, b"".join(_EPOLL_EVENT.pack(ev, d) for ev, d in out))
+            return len(out)
+        if deadline is not None and deadline <= t.kernel.now():
+            return 0
+        queues = [impl.wq]
+        for f, _, _, _ in impl.interest.values():
+            q = f.impl.waitq(f)
+            if q not in queues:
+                queues.append(q)
+        try:
+            await t.kernel.block_on(t, queues, deadline=deadline)
+        except TimedOut:
+            return 0
+        except Interrupted:
+            raise SyscallError(Errno.EINTR) from None
+
+
+async def sys_epoll_wait(t: Task, r: UserRegs) -> int:
+    """Implements epoll_wait(2)."""
+    return await _epoll_wait(t, int32(r, 0), pointer(r, 1), int32(r, 2),
+                             _deadline_ms(t, int32(r, 3)))
+
+
+async def sys_epoll_pwait(t: Task, r: UserRegs) -> int:
+    """Implements epoll_pwait(2)."""
+    sm = pointer(r, 4)
+    old = t.sigmask
+    if sm:
+        (m,) = struct.unpack("<Q", t.copy_in(sm, 8))
+        t.sigmask = m & ~((1 << 8) | (1 << 18))
+    try:
+        return await _epoll_wait(t, int32(r, 0), pointer(r, 1), int32(r, 2),
+                                 _deadline_ms(t, int32(r, 3)))
+    finally:
+        t.sigmask = old
+
+
+# -- getrandom ---------------------------------------------------------------------------
+
+
+def sys_getrandom(t: Task, r: UserRegs) -> int:
+    """Implements getrandom(2) from the host's CSPRNG."""
+    buf, n, flags = pointer(r, 0), uint64(r, 1), uint32(r, 2)
+    if flags & ~0x7:
+        raise SyscallError(Errno.EINVAL)
+    n = min(n, 1 << 25)
+    t.copy_out(buf, os.urandom(n))
+    return n
+
+
+_ = (int64,)

@@ -1,0 +1,677 @@
+"""Process and thread syscalls.  Linux: kernel/fork.c, kernel/exit.c, kernel/sys.c, fs/exec.c."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
+                                     WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
+                                     WNOTHREAD)
+from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
+from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
+from pyvisor.sentry.kernel import clone as kclone
+from pyvisor.sentry.kernel import exec as kexec
+from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
+from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
+from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+
+_ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+_ARCH_GET_CPUID, _ARCH_SET_CPUID = 0x1011, 0x1012
+
+
+def sys_getpid(t: Task, r: UserRegs) -> int:
+    """Implements getpid(2)."""
+    return t.tg.tgid
+
+
+def sys_getppid(t: Task, r: UserRegs) -> int:
+    """Implements getppid(2).  The init process's parent is outside the namespace: 0."""
+    p = t.tg.parent
+    return p.tgid if p is not None else 0
+
+
+def sys_gettid(t: Task, r: UserRegs) -> int:
+    """Implements gettid(2)."""
+    return t.tid
+
+
+def sys_getuid(t: Task, r: UserRegs) -> int:
+    return t.creds.uid
+
+
+def sys_geteuid(t: Task, r: UserRegs) -> int:
+    return t.creds.euid
+
+
+def sys_getgid(t: Task, r: UserRegs) -> int:
+    return t.creds.gid
+
+
+def sys_getegid(t: Task, r: UserRegs) -> int:
+    return t.creds.egid
+
+
+def sys_getresuid(t: Task, r: UserRegs) -> int:
+    c = t.creds
+    for i, v in enumerate((c.uid, c.euid, c.suid)):
+        t.copy_out(pointer(r, i), struct.pack("<I", v))
+    return 0
+
+
+def sys_getresgid(t: Task, r: UserRegs) -> int:
+    c = t.creds
+    for i, v in enumerate((c.gid, c.egid, c.sgid)):
+        t.copy_out(pointer(r, i), struct.pack("<I", v))
+    return 0
+
+
+def sys_getgroups(t: Task, r: UserRegs) -> int:
+    """Implements getgroups(2)."""
+    n, addr = int32(r, 0), pointer(r, 1)
+    groups = t.creds.groups
+    if n < 0:
+        raise SyscallError(Errno.EINVAL)
+    if n == 0:
+        return len(groups)
+    if n < len(groups):
+        raise SyscallError(Errno.EINVAL)
+    t.copy_out(addr, struct.pack(f"<{len(groups)}I", *groups))
+    return len(groups)
+
+
+def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
+    """setres[ug]id core: root may set anything; others only among their current ids."""
+    c = t.creds
+    cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
+    for v in vals:
+        if v != -1 and c.euid != 0 and v not in cur:
+            raise SyscallError(Errno.EPERM)
+    new = c.copy()
+    names = ("uid", "euid", "suid") if uid else ("gid", "egid", "sgid")
+    for name, v in zip(names, vals):
+        if v != -1:
+            setattr(new, name, v)
+    if uid:
+        new.fsuid = new.euid
+    else:
+        new.fsgid = new.egid
+    t.creds = new
+    return 0
+
+
+def sys_setuid(t: Task, r: UserRegs) -> int:
+    u = int32(r, 0)
+    if t.creds.euid == 0:
+        return _set_ids(t, True, (u, u, u))
+    return _set_ids(t, True, (-1, u, -1))
+
+
+def sys_setgid(t: Task, r: UserRegs) -> int:
+    g = int32(r, 0)
+    if t.creds.euid == 0:
+        return _set_ids(t, False, (g, g, g))
+    return _set_ids(t, False, (-1, g, -1))
+
+
+def sys_setresuid(t: Task, r: UserRegs) -> int:
+    return _set_ids(t, True, (int32(r, 0), int32(r, 1), int32(r, 2)))
+
+
+def sys_setresgid(t: Task, r: UserRegs) -> int:
+    return _set_ids(t, False, (int32(r, 0), int32(r, 1), int32(r, 2)))
+
+
+def sys_setreuid(t: Task, r: UserRegs) -> int:
+    return _set_ids(t, True, (int32(r, 0), int32(r, 1), -1))
+
+
+def sys_setregid(t: Task, r: UserRegs) -> int:
+    return _set_ids(t, False, (int32(r, 0), int32(r, 1), -1))
+
+
+def sys_setgroups(t: Task, r: UserRegs) -> int:
+    n, addr = int32(r, 0), pointer(r, 1)
+    if t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)
+    if n < 0 or n > 65536:
+        raise SyscallError(Errno.EINVAL)
+    groups = struct.unpack(f"<{n}I", t.copy_in(addr, 4 * n)) if n else ()
+    new = t.creds.copy()
+    new.groups = tuple(groups)
+    t.creds = new
+    return 0
+
+
+def sys_setfsuid(t: Task, r: UserRegs) -> int:
+    old = t.creds.fsuid
+    return old
+
+
+def sys_setfsgid(t: Task, r: UserRegs) -> int:
+    return t.creds.fsgid
+
+
+def sys_capget(t: Task, r: UserRegs) -> int:
+    """Implements capget(2): root has every capability, others none."""
+    hdr, data = pointer(r, 0), pointer(r, 1)
+    version, _pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
+    if version not in (0x19980330, 0x20071026, 0x20080522):
+        t.copy_out(hdr, struct.pack("<I", 0x20080522))
+        if data:
+            raise SyscallError(Errno.EINVAL)
+        return 0
+    if data:
+        caps = 0x1FFFFFFFFFF if t.creds.euid == 0 else 0
+        lo, hi = caps & 0xFFFFFFFF, caps >> 32
+        n = 1 if version == 0x19980330 else 2
+        t.copy_out(data, struct.pack("<3I", lo, lo, lo) + (struct.pack("<3I", hi, hi, hi)
+                                                           if n == 2 else b""))
+    return 0
+
+
+def sys_capset(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_set_tid_address(t: Task, r: UserRegs) -> int:
+    """Implements set_tid_address(2)."""
+    t.clear_child_tid = pointer(r, 0)
+    return t.tid
+
+
+def sys_set_robust_list(t: Task, r: UserRegs) -> int:
+    if uint64(r, 1) != 24:
+        raise SyscallError(Errno.EINVAL)
+    t.robust_list = pointer(r, 0)
+    return 0
+
+
+def sys_get_robust_list(t: Task, r: UserRegs) -> int:
+    t.copy_out(pointer(r, 1), struct.pack("<Q", t.robust_list))
+    t.copy_out(pointer(r, 2), struct.pack("<Q", 24))
+    return 0
+
+
+def sys_arch_prctl(t: Task, r: UserRegs) -> int:
+    """Implements arch_prctl(2): FS/GS bases live in the task's registers."""
+    code, addr = int32(r, 0), uint64(r, 1)
+    if code == _ARCH_SET_FS:
+        if addr >= 0x7FFFFFFFF000:
+            raise SyscallError(Errno.EPERM)
+        t.regs.fs_base = addr
+        return 0
+    if code == _ARCH_SET_GS:
+        if addr >= 0x7FFFFFFFF000:
+            raise SyscallError(Errno.EPERM)
+        t.regs.gs_base = addr
+        return 0
+    if code == _ARCH_GET_FS:
+        t.copy_out(addr, struct.pack("<Q", t.regs.fs_base))
+        return 0
+    if code == _ARCH_GET_GS:
+        t.copy_out(addr, struct.pack("<Q", t.regs.gs_base))
+        return 0
+    if code in (_ARCH_GET_CPUID, _ARCH_SET_CPUID):
+        raise SyscallError(Errno.ENODEV)
+    raise SyscallError(Errno.EINVAL)
+
+
+_PR_SET_PDEATHSIG, _PR_GET_PDEATHSIG, _PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 1, 2, 3, 4
+_PR_SET_NAME, _PR_GET_NAME = 15, 16
+_PR_GET_SECCOMP, _PR_SET_SECCOMP = 21, 22
+_PR_CAPBSET_READ = 23
+_PR_SET_NO_NEW_PRIVS, _PR_GET_NO_NEW_PRIVS = 38, 39
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
+_PR_SET_VMA = 0x53564D41
+_PR_GET_TID_ADDRESS = 40
+
+
+def sys_prctl(t: Task, r: UserRegs) -> int:
+    """Implements prctl(2) for the options programs commonly use."""
+    opt, arg2 = int32(r, 0), uint64(r, 1)
+    if opt == _PR_SET_NAME:
+        name = t.copy_in_str(arg2, 4096)[:15]
+        t.name = name
+        if t.tid == t.tg.tgid:
+            t.tg.comm = name
+        return 0
+    if opt == _PR_GET_NAME:
+        t.copy_out(arg2, t.name[:15].ljust(16, b"\0"))
+        return 0
+    if opt in (_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER, _PR_SET_VMA):
+        return 0
+    if opt == _PR_GET_DUMPABLE:
+        return 1
+    if opt == _PR_GET_PDEATHSIG:
+        t.copy_out(arg2, struct.pack("<i", 0))
+        return 0
+    if opt == _PR_SET_NO_NEW_PRIVS:
+        return 0
+    if opt == _PR_GET_NO_NEW_PRIVS:
+        return 0
+    if opt == _PR_CAPBSET_READ:
+        return 1 if arg2 <= 40 else -Errno.EINVAL
+    if opt == _PR_GET_SECCOMP:
+        return 0
+    if opt == _PR_SET_SECCOMP:
+        raise SyscallError(Errno.EINVAL)  # TODO(#3): application seccomp filters
+    raise SyscallError(Errno.EINVAL)
+
+
+_UTS_FIELD = 65
+
+
+def sys_uname(t: Task, r: UserRegs) -> int:
+    """Implements uname(2)."""
+    k = t.kernel
+    fields = [b"Linux", k.hostname, b"6.0.0-pyvisor", b"#1 SMP PREEMPT pyvisor", b"x86_64",
+              k.domainname]
+    t.copy_out(pointer(r, 0), b"".join(f[:64].ljust(_UTS_FIELD, b"\0") for f in fields))
+    return 0
+
+
+def sys_sethostname(t: Task, r: UserRegs) -> int:
+    addr, n = pointer(r, 0), int32(r, 1)
+    if t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)
+    if n < 0 or n > 64:
+        raise SyscallError(Errno.EINVAL)
+    t.kernel.hostname = t.copy_in(addr, n)
+    return 0
+
+
+def sys_setdomainname(t: Task, r: UserRegs) -> int:
+    addr, n = pointer(r, 0), int32(r, 1)
+    if t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)
+    if n < 0 or n > 64:
+        raise SyscallError(Errno.EINVAL)
+    t.kernel.domainname = t.copy_in(addr, n)
+    return 0
+
+
+def _rlimit(t: Task, tg: ThreadGroup, res: int, new: int, old: int) -> None:
+    if res < 0 or res >= RLIM_NLIMITS:
+        raise SyscallError(Errno.EINVAL)
+    if new:
+        cur, mx = struct.unpack("<QQ", t.copy_in(new, 16))
+        if cur > mx:
+            raise SyscallError(Errno.EINVAL)
+        if mx > tg.rlimits[res][1] and t.creds.euid != 0:
+            raise SyscallError(Errno.EPERM)
+        if res == RLIMIT_NOFILE and mx != RLIM_INFINITY and mx > 1 << 20:
+            raise SyscallError(Errno.EPERM)
+    if old:
+        t.copy_out(old, struct.pack("<QQ", *tg.rlimits[res]))
+    if new:
+        tg.rlimits[res] = [cur, mx]
+        if res == RLIMIT_NOFILE:
+            for task in tg.tasks:
+                task.fd_table.limit = min(cur, 1 << 20)
+
+
+def sys_getrlimit(t: Task, r: UserRegs) -> int:
+    _rlimit(t, t.tg, int32(r, 0), 0, pointer(r, 1))
+    return 0
+
+
+def sys_setrlimit(t: Task, r: UserRegs) -> int:
+    _rlimit(t, t.tg, int32(r, 0), pointer(r, 1), 0)
+    return 0
+
+
+def sys_prlimit64(t: Task, r: UserRegs) -> int:
+    """Implements prlimit64(2)."""
+    pid = int32(r, 0)
+    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+    if tg is None or tg.zombie:
+        raise SyscallError(Errno.ESRCH)
+    _rlimit(t, tg, int32(r, 1), pointer(r, 2), pointer(r, 3))
+    return 0
+
+
+def sys_getrusage(t: Task, r: UserRegs) -> int:
+    """Implements getrusage(2) with zero counters except time (not tracked yet)."""
+    who = int32(r, 0)
+    if who not in (0, -1, 1):
+        raise SyscallError(Errno.EINVAL)
+    t.copy_out(pointer(r, 1), bytes(144))
+    return 0
+
+
+def sys_times(t: Task, r: UserRegs) -> int:
+    addr = pointer(r, 0)
+    if addr:
+        t.copy_out(addr, bytes(32))
+    return (t.kernel.now() - t.kernel.boot_ns) // 10_000_000
+
+
+def sys_sysinfo(t: Task, r: UserRegs) -> int:
+    """Implements sysinfo(2)."""
+    k = t.kernel
+    up = (k.now() - k.boot_ns) // 10**9
+    total = os.sysconf("SC_PHYS_PAGES") * 4096
+    data = struct.pack("<q3Q6QHH4xQQI", up, 0, 0, 0, total, total // 2, 0, 0, 0, 0,
+                       len(k.tasks_by_tid), 0, 0, 0, 1)
+    t.copy_out(pointer(r, 0), data.ljust(112, b"\0"))
+    return 0
+
+
+def sys_getpgid(t: Task, r: UserRegs) -> int:
+    pid = int32(r, 0)
+    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+    if tg is None:
+        raise SyscallError(Errno.ESRCH)
+    return tg.pgid
+
+
+def sys_getpgrp(t: Task, r: UserRegs) -> int:
+    return t.tg.pgid
+
+
+def sys_setpgid(t: Task, r: UserRegs) -> int:
+    """Implements setpgid(2)."""
+    pid, pgid = int32(r, 0), int32(r, 1)
+    if pgid < 0:
+        raise SyscallError(Errno.EINVAL)
+    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+    if tg is None or (tg is not t.tg and tg.parent is not t.tg):
+        raise SyscallError(Errno.ESRCH)
+    if tg.sid == tg.tgid:
+        raise SyscallError(Errno.EPERM)
+    tg.pgid = pgid or tg.tgid
+    return 0
+
+
+def sys_getsid(t: Task, r: UserRegs) -> int:
+    pid = int32(r, 0)
+    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+    if tg is None:
+        raise SyscallError(Errno.ESRCH)
+    return tg.sid
+
+
+def sys_setsid(t: Task, r: UserRegs) -> int:
+    tg = t.tg
+    if any(g.pgid == tg.tgid for g in t.kernel.groups.values() if g is not tg) or \
+            tg.pgid == tg.tgid:
+        raise SyscallError(Errno.EPERM)
+    tg.sid = tg.pgid = tg.tgid
+    return tg.tgid
+
+
+def sys_umask(t: Task, r: UserRegs) -> int:
+    old = t.fs.umask
+    t.fs.umask = uint32(r, 0) & 0o777
+    return old
+
+
+def sys_personality(t: Task, r: UserRegs) -> int:
+    p = uint32(r, 0)
+    if p in (0, 0xFFFFFFFF):
+        return 0
+    raise SyscallError(Errno.EINVAL)
+
+
+def sys_sched_yield(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_sched_getaffinity(t: Task, r: UserRegs) -> int:
+    """Implements sched_getaffinity(2): the host's CPUs, as the sandbox sees them."""
+    n, addr = uint64(r, 1), pointer(r, 2)
+    ncpu = os.cpu_count() or 1
+    need = max(8, ((ncpu + 63) // 64) * 8)
+    if n < need or n % 8:
+        raise SyscallError(Errno.EINVAL)
+    mask = (1 << ncpu) - 1
+    t.copy_out(addr, mask.to_bytes(need, "little"))
+    return need
+
+
+def sys_sched_setaffinity(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_sched_getparam(t: Task, r: UserRegs) -> int:
+    t.copy_out(pointer(r, 1), bytes(4))
+    return 0
+
+
+def sys_sched_getscheduler(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_sched_setscheduler(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_sched_get_priority_max(t: Task, r: UserRegs) -> int:
+    return 99 if int32(r, 0) in (1, 2) else 0
+
+
+def sys_sched_get_priority_min(t: Task, r: UserRegs) -> int:
+    return 1 if int32(r, 0) in (1, 2) else 0
+
+
+def sys_getpriority(t: Task, r: UserRegs) -> int:
+    return 20
+
+
+def sys_setpriority(t: Task, r: UserRegs) -> int:
+    return 0
+
+
+def sys_getcpu(t: Task, r: UserRegs) -> int:
+    for i in (0, 1):
+        if pointer(r, i):
+            t.copy_out(pointer(r, i), bytes(4))
+    return 0
+
+
+# -- exit and wait ----------------------------------------------------------------------
+
+
+def sys_exit(t: Task, r: UserRegs) -> SyscallControl:
+    """Implements exit(2): this thread only."""
+    tg = t.tg
+    if tg.exit_code is None and len(tg.tasks) == 1:
+        tg.exit_code = (int32(r, 0) & 0xFF) << 8
+    t.kernel.task_exit(t)
+    return SyscallControl.EXITED
+
+
+def sys_exit_group(t: Task, r: UserRegs) -> SyscallControl:
+    """Implements exit_group(2)."""
+    t.kernel.group_exit(t.tg, int32(r, 0))
+    return SyscallControl.EXITED
+
+
+def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
+    kids: list[ThreadGroup] = []
+    for tg in t.tg.tasks[0].tg.children if t.tg.tasks else []:
+        if idtype == P_PID and tg.tgid != id_:
+            continue
+        if idtype == P_PGID and tg.pgid != id_:
+            continue
+        kids.append(tg)
+    # Children of sibling threads are ours too (same thread group).
+    return kids
+
+
+def _status_to_info(tg: ThreadGroup) -> tuple[int, int]:
+    st = tg.exit_code or 0
+    if st & 0x7F:
+        return (CLD_DUMPED if st & 0x80 else CLD_KILLED), st & 0x7F
+    return CLD_EXITED, (st >> 8) & 0xFF
+
+
+async def _wait_common(t: Task, idtype: int, id_: int, options: int
+                       ) -> tuple[ThreadGroup, int, int] | None:
+    """Core of wait4/waitid: returns (child, kind, wait status) or None for WNOHANG."""
+    k = t.kernel
+    while True:
+        kids = _select_children(t, idtype, id_)
+        if not kids:
+            raise SyscallError(Errno.ECHILD)
+        for c in kids:
+            if c.zombie and not c.reaped and options & WEXITED:
+                st = c.exit_code or 0
+                if not options & WNOWAIT:
+                    k.release_group(c)
+                return c, 0, st
+            if c.stop_report is not None and not c.zombie:
+                rep = c.stop_report
+                if rep == 0xFFFF and options & WCONTINUED:
+                    if not options & WNOWAIT:
+                        c.stop_report = None
+                    return c, 2, rep
+                if rep != 0xFFFF and options & WSTOPPED and c.stopped:
+                    if not options & WNOWAIT:
+                        c.stop_report = None
+                    return c, 1, rep
+        if options & WNOHANG:
+            return None
+        await k.block_on(t, t.tg.child_wq)
+
+
+async def sys_wait4(t: Task, r: UserRegs) -> int:
+    """Implements wait4(2)."""
+    pid, status_addr, options, rusage = int32(r, 0), pointer(r, 1), int32(r, 2), pointer(r, 3)
+    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
+        raise SyscallError(Errno.EINVAL)
+    if pid == -1:
+        idtype, id_ = P_ALL, 0
+    elif pid == 0:
+        idtype, id_ = P_PGID, t.tg.pgid
+    elif pid < -1:
+        idtype, id_ = P_PGID, -pid
+    else:
+        idtype, id_ = P_PID, pid
+    res = await _wait_common(t, idtype, id_, (options & ~WUNTRACED) | WEXITED |
+                             (WSTOPPED if options & WUNTRACED else 0))
+    if res is None:
+        return 0
+    child, _kind, st = res
+    if status_addr:
+        t.copy_out(status_addr, struct.pack("<i", st))
+    if rusage:
+        t.copy_out(rusage, bytes(144))
+    return child.tgid
+
+
+async def sys_waitid(t: Task, r: UserRegs) -> int:
+    """Implements waitid(2)."""
+    idtype, id_, infop, options = int32(r, 0), int32(r, 1), pointer(r, 2), int32(r, 3)
+    if idtype not in (P_ALL, P_PID, P_PGID):
+        raise SyscallError(Errno.EINVAL)
+    if not options & (WEXITED | WSTOPPED | WCONTINUED):
+        raise SyscallError(Errno.EINVAL)
+    if idtype == P_PGID and id_ == 0:
+        id_ = t.tg.pgid
+    res = await _wait_common(t, idtype, id_, options)
+    if res is None:
+        if infop:
+            t.copy_out(infop, bytes(128))
+        return 0
+    child, kind, st = res
+    if kind == 0:
+        code, status = _status_to_info(child)
+    elif kind == 1:
+        code, status = CLD_STOPPED, (st >> 8) & 0xFF
+    else:
+        code, status = CLD_CONTINUED, Signal.SIGCONT
+    if infop:
+        info = struct.pack("<iii4xiIi", Signal.SIGCHLD, 0, code, child.tgid, 0, status)
+        t.copy_out(infop, info.ljust(128, b"\0"))
+    return 0
+
+
+# -- clone, fork, exec --------------------------------------------------------------------
+
+
+async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> int:
+    child = kclone.do_clone(t, flags, stack, ptid, ctid, tls)
+    tid = child.tid
+    kclone.start(child)
+    if flags & CLONE_VFORK:
+        q = child.tg.vfork_done
+        assert q is not None
+        while child.vfork_parent is not None and not child.exited:
+            try:
+                await t.kernel.block_on(t, q, interruptible=False)
+            except SyscallError:
+                break
+    return tid
+
+
+async def sys_clone(t: Task, r: UserRegs) -> int:
+    """Implements clone(2): flags, stack, parent_tid, child_tid, tls (amd64 order)."""
+    return await _clone(t, uint64(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3),
+                        uint64(r, 4))
+
+
+async def sys_fork(t: Task, r: UserRegs) -> int:
+    return await _clone(t, Signal.SIGCHLD, 0, 0, 0, 0)
+
+
+async def sys_vfork(t: Task, r: UserRegs) -> int:
+    return await _clone(t, CLONE_VM | CLONE_VFORK | Signal.SIGCHLD, 0, 0, 0, 0)
+
+
+def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:
+    out: list[bytes] = []
+    if addr == 0:
+        return out
+    total = 0
+    while True:
+        (p,) = struct.unpack("<Q", t.copy_in(addr + 8 * len(out), 8))
+        if p == 0:
+            return out
+        s = t.copy_in_str(p, 32 * 4096)
+        total += len(s) + 1
+        if len(out) >= limit or total > 2 << 20:
+            raise SyscallError(Errno.E2BIG)
+        out.append(s)
+
+
+def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
+            flags: int) -> SyscallControl:
+    from pyvisor.sentry.vfs.ops import dir_location
+    dirloc = None
+    if path[:1] != b"/":
+        dirloc = dir_location(t, dirfd)
+    if not path:
+        if flags & 0x1000:   # AT_EMPTY_PATH: exec the fd itself
+            f = t.fd_table.get(dirfd)
+            from pyvisor.sentry.vfs.vfs import path_of
+            path = path_of(f.mount, f.dentry)
+            dirloc = None
+        else:
+            raise SyscallError(Errno.ENOENT)
+    mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
+    kexec.commit(t, mm, entry, sp, f, argv2, envp)
+    return SyscallControl.EXECED
+
+
+def sys_execve(t: Task, r: UserRegs) -> SyscallControl:
+    """Implements execve(2)."""
+    path = t.copy_in_str(pointer(r, 0))
+    argv = _read_ptr_array(t, pointer(r, 1))
+    envp = _read_ptr_array(t, pointer(r, 2))
+    return _execve(t, -100, path, argv, envp, 0)
+
+
+def sys_execveat(t: Task, r: UserRegs) -> SyscallControl:
+    """Implements execveat(2)."""
+    dirfd = int32(r, 0)
+    path = t.copy_in_str(pointer(r, 1))
+    argv = _read_ptr_array(t, pointer(r, 2))
+    envp = _read_ptr_array(t, pointer(r, 3))
+    return _execve(t, dirfd, path, argv, envp, int32(r, 4))
+
+
+_ = (int64,)

@@ -1,0 +1,109 @@
+"""Clocks and sleeping.  Linux: kernel/time/."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from pyvisor.abi.linux.errno import ERESTART_RESTARTBLOCK, Errno
+from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
+from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.syscalls.linux.args import int32, pointer
+
+CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
+CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
+TIMER_ABSTIME = 1
+_TS = struct.Struct("<qq")
+
+_HOST_CLOCKS = {CLOCK_REALTIME: time.CLOCK_REALTIME, CLOCK_MONOTONIC: time.CLOCK_MONOTONIC,
+                CLOCK_PROCESS_CPUTIME_ID: time.CLOCK_PROCESS_CPUTIME_ID,
+                CLOCK_THREAD_CPUTIME_ID: time.CLOCK_THREAD_CPUTIME_ID,
+                CLOCK_MONOTONIC_RAW: time.CLOCK_MONOTONIC_RAW,
+                CLOCK_REALTIME_COARSE: 5, CLOCK_MONOTONIC_COARSE: 6,
+                CLOCK_BOOTTIME: time.CLOCK_BOOTTIME, 8: time.CLOCK_REALTIME, 9: time.CLOCK_BOOTTIME,
+                11: time.CLOCK_TAI}
+
+
+def _clock_ns(clock: int) -> int:
+    host = _HOST_CLOCKS.get(clock)
+    if host is None:
+        raise SyscallError(Errno.EINVAL)
+    return time.clock_gettime_ns(host)
+
+
+def sys_clock_gettime(t: Task, r: UserRegs) -> int:
+    """Implements clock_gettime(2).  CPU-time clocks read the Sentry's (approximate)."""
+    ns = _clock_ns(int32(r, 0))
+    t.copy_out(pointer(r, 1), _TS.pack(ns // 10**9, ns % 10**9))
+    return 0
+
+
+def sys_clock_getres(t: Task, r: UserRegs) -> int:
+    clock, addr = int32(r, 0), pointer(r, 1)
+    if clock not in _HOST_CLOCKS:
+        raise SyscallError(Errno.EINVAL)
+    if addr:
+        t.copy_out(addr, _TS.pack(0, 4000000 if clock in (5, 6) else 1))
+    return 0
+
+
+def sys_gettimeofday(t: Task, r: UserRegs) -> int:
+    tv, tz = pointer(r, 0), pointer(r, 1)
+    ns = time.time_ns()
+    if tv:
+        t.copy_out(tv, struct.pack("<qq", ns // 10**9, (ns % 10**9) // 1000))
+    if tz:
+        t.copy_out(tz, bytes(8))
+    return 0
+
+
+def sys_time(t: Task, r: UserRegs) -> int:
+    now = time.time_ns() // 10**9
+    if pointer(r, 0):
+        t.copy_out(pointer(r, 0), struct.pack("<q", now))
+    return now
+
+
+def _read_ts(t: Task, addr: int) -> int:
+    sec, nsec = _TS.unpack(t.copy_in(addr, 16))
+    if sec < 0 or not 0 <= nsec < 10**9:
+        raise SyscallError(Errno.EINVAL)
+    return sec * 10**9 + nsec
+
+
+async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
+    try:
+        await t.kernel.block_on(t, None, deadline=deadline_mono)
+    except TimedOut:
+        return 0
+    except Interrupted:
+        left = max(0, deadline_mono - t.kernel.now())
+        if rem_addr:
+            t.copy_out(rem_addr, _TS.pack(left // 10**9, left % 10**9))
+        raise SyscallError(Errno.EINTR) from None
+    return 0
+
+
+async def sys_nanosleep(t: Task, r: UserRegs) -> int:
+    """Implements nanosleep(2).  Interrupted sleeps return EINTR with the time left."""
+    dur = _read_ts(t, pointer(r, 0))
+    return await _sleep(t, t.kernel.now() + dur, pointer(r, 1))
+
+
+async def sys_clock_nanosleep(t: Task, r: UserRegs) -> int:
+    """Implements clock_nanosleep(2)."""
+    clock, flags, req, rem = int32(r, 0), int32(r, 1), pointer(r, 2), pointer(r, 3)
+    if clock in (CLOCK_THREAD_CPUTIME_ID,):
+        raise SyscallError(Errno.EINVAL)
+    now_clock = _clock_ns(clock)
+    val = _read_ts(t, req)
+    if flags & TIMER_ABSTIME:
+        deadline = t.kernel.now() + max(0, val - now_clock)
+        rem = 0
+    else:
+        deadline = t.kernel.now() + val
+    return await _sleep(t, deadline, rem)
+
+
+_ = ERESTART_RESTARTBLOCK

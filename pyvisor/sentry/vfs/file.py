@@ -1,0 +1,137 @@
+"""Open file descriptions.  Linux: struct file + file_operations.
+
+A FileDescription is what an fd points at: shared by dup and fork, with one
+offset and one set of status flags.  Its behaviour comes from a `FileImpl`
+chosen by the inode (regular tmpfs data, a gofer host fd, a pipe end, a
+device, a directory listing, ...).
+
+Data moves as bytes: `read` returns at most `n` bytes, `write` consumes a
+bytes object.  Impl methods that would block raise WouldBlock; the syscall
+layer waits on `waitq` for the events `readiness` reports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import O_ACCMODE, O_APPEND, O_NONBLOCK, O_PATH, O_RDONLY, O_WRONLY
+from pyvisor.abi.linux.fcntl import O_RDWR
+from pyvisor.abi.linux.stat import dtype_of
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.vfs.inode import Inode
+    from pyvisor.sentry.vfs.vfs import Mount, Dentry
+
+_NEVER = WaitQueue()  # files that are always ready never notify
+
+
+class FileImpl:
+    """Default behaviour of an open file: nothing is supported."""
+
+    seekable = False
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        raise SyscallError(Errno.EINVAL)
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        raise SyscallError(Errno.EINVAL)
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        """Events (EVENT_*) ready now, restricted to `mask`."""
+        return (EVENT_IN | EVENT_OUT) & mask
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return _NEVER
+
+    def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
+        raise SyscallError(Errno.ENOTTY)
+
+    def size(self, fd: FileDescription) -> int:
+        return fd.inode.size()
+
+    def release(self, fd: FileDescription) -> None:
+        """The last reference to the description is gone."""
+
+    def fsync(self, fd: FileDescription) -> None:
+        """Writes back cached data."""
+
+
+class DirectoryImpl(FileImpl):
+    """An open directory: getdents64 walks a snapshot taken at the first read."""
+
+    seekable = True
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[bytes, int, int]] | None = None
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        raise SyscallError(Errno.EISDIR)
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        raise SyscallError(Errno.EISDIR)
+
+    def listing(self, fd: FileDescription) -> list[tuple[bytes, int, int]]:
+        """(name, ino, d_type) for '.', '..' and every child, fixed per open-and-rewind."""
+        if self.entries is None:
+            inode = fd.inode
+            parent = fd.dentry.parent.inode if fd.dentry.parent is not None else inode
+            ents = [(b".", inode.ino, dtype_of(inode.mode)),
+                    (b"..", parent.ino, dtype_of(parent.mode))]
+            ents.extend((e.name, e.ino, e.dtype) for e in inode.readdir())
+            self.entries = ents
+        return self.entries
+
+
+class FileDescription:
+    """An open file.  Linux: struct file."""
+
+    __slots__ = ("inode", "dentry", "mount", "flags", "offset", "impl", "refs", "__weakref__")
+
+    def __init__(self, mount: Mount, dentry: Dentry, flags: int) -> None:
+        self.mount = mount
+        self.dentry = dentry
+        self.inode: Inode = dentry.inode
+        self.flags = flags            # status flags + access mode (O_CLOEXEC is per fd)
+        self.offset = 0
+        self.refs = 1                  # fd-table references
+        self.impl: FileImpl = FileImpl()
+
+    @classmethod
+    def open(cls, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
+        fd = cls(mount, dentry, flags)
+        if not flags & O_PATH:
+            fd.impl = dentry.inode.open(fd, flags)
+        return fd
+
+    @property
+    def readable(self) -> bool:
+        return self.flags & O_ACCMODE in (O_RDONLY, O_RDWR) and not self.flags & O_PATH
+
+    @property
+    def writable(self) -> bool:
+        return self.flags & O_ACCMODE in (O_WRONLY, O_RDWR) and not self.flags & O_PATH
+
+    @property
+    def nonblocking(self) -> bool:
+        return bool(self.flags & O_NONBLOCK)
+
+    @property
+    def append(self) -> bool:
+        return bool(self.flags & O_APPEND)
+
+    def incref(self) -> None:
+        self.refs += 1
+
+    def decref(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self.impl.release(self)
+
+    def path(self) -> bytes:
+        """The absolute path of the file as /proc/PID/fd shows it."""
+        from pyvisor.sentry.vfs.vfs import path_of
+        return path_of(self.mount, self.dentry)

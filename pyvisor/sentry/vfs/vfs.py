@@ -1,0 +1,244 @@
+"""Dentries, mounts and path resolution.  Linux: fs/dcache.c, fs/namespace.c, fs/namei.c.
+
+A Dentry names an inode within one filesystem tree; a Mount grafts a
+filesystem's root dentry onto a (mount, dentry) mountpoint.  A location in
+the sandbox's file tree is therefore the pair (Mount, Dentry), as Linux's
+struct path.  Resolution walks components with the dentry cache, crosses
+mounts downward at mountpoints and upward at '..' from a mount's root,
+follows symlinks (at most MAXSYMLINKS) and never leaves the task's root.
+
+Invariants: a Dentry's `children` cache only holds positive entries that the
+filesystem returned; operations that change a directory update the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.vfs.inode import Filesystem, Inode
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+
+MAXSYMLINKS = 40
+PATH_MAX = 4096
+NAME_MAX = 255
+
+
+class Dentry:
+    """A name in a filesystem tree.  Linux: struct dentry."""
+
+    __slots__ = ("name", "parent", "inode", "children", "__weakref__")
+
+    def __init__(self, name: bytes, parent: Dentry | None, inode: Inode) -> None:
+        self.name = name
+        self.parent = parent           # None for a filesystem root
+        self.inode = inode
+        self.children: dict[bytes, Dentry] = {}
+
+    def child(self, name: bytes) -> Dentry:
+        """Looks up `name` through the cache, then the filesystem."""
+        d = self.children.get(name)
+        if d is not None:
+            return d
+        inode = self.inode.lookup(name)
+        d = Dentry(name, self, inode)
+        if getattr(inode.fs, "cache_dentries", True):
+            self.children[name] = d
+        return d
+
+    def forget(self, name: bytes) -> None:
+        self.children.pop(name, None)
+
+
+@dataclass(eq=False)
+class Mount:
+    """A filesystem grafted into the tree.  Linux: struct mount."""
+
+    fs: Filesystem
+    root: Dentry
+    parent: Mount | None = None          # None for the namespace root
+    mountpoint: Dentry | None = None      # in `parent`
+    source: str = "none"
+    options: str = "rw"
+    flags_readonly: bool = False
+    children: dict[int, Mount] = field(default_factory=dict)  # id(mountpoint dentry) -> mount
+
+
+class MountNamespace:
+    """The tree of mounts.  Linux: struct mnt_namespace."""
+
+    def __init__(self, root_fs: Filesystem, root_inode: Inode, source: str = "none",
+                 options: str = "rw") -> None:
+        self.root = Mount(root_fs, Dentry(b"/", None, root_inode), source=source,
+                          options=options)
+        self.mounts: list[Mount] = [self.root]
+
+    def mount(self, parent: Mount, mountpoint: Dentry, fs: Filesystem, root_inode: Inode,
+              source: str = "none", options: str = "rw") -> Mount:
+        """Mounts `fs` at (parent, mountpoint), stacking over an existing mount."""
+        while id(mountpoint) in parent.children:   # mount on top of the top-most
+            parent = parent.children[id(mountpoint)]
+            mountpoint = parent.root
+        m = Mount(fs, Dentry(mountpoint.name, None, root_inode), parent, mountpoint,
+                  source=source, options=options)
+        parent.children[id(mountpoint)] = m
+        self.mounts.append(m)
+        return m
+
+
+@dataclass(slots=True)
+class Location:
+    """A resolved path: (mount, dentry).  Linux: struct path."""
+
+    mount: Mount
+    dentry: Dentry
+
+    @property
+    def inode(self) -> Inode:
+        return self.dentry.inode
+
+
+def _step_down(mnt: Mount, d: Dentry) -> tuple[Mount, Dentry]:
+    """Crosses into mounts stacked on (mnt, d)."""
+    while mnt.children:
+        child = mnt.children.get(id(d))
+        if child is None:
+            break
+        mnt, d = child, child.root
+    return mnt, d
+
+
+def _step_up(mnt: Mount, d: Dentry, root: Location) -> tuple[Mount, Dentry]:
+    """'..' from (mnt, d), never above the task's root."""
+    while True:
+        if mnt is root.mount and d is root.dentry:
+            return mnt, d
+        if d is mnt.root:
+            if mnt.parent is None or mnt.mountpoint is None:
+                return mnt, d
+            mnt, d = mnt.parent, mnt.mountpoint
+            continue
+        assert d.parent is not None
+        return mnt, d.parent
+
+
+def path_of(mnt: Mount, d: Dentry, root: Location | None = None) -> bytes:
+    """The absolute path of (mnt, d), as getcwd and /proc/PID/fd report it."""
+    parts: list[bytes] = []
+    while True:
+        if root is not None and mnt is root.mount and d is root.dentry:
+            break
+        if d is mnt.root:
+            if mnt.parent is None or mnt.mountpoint is None:
+                break
+            mnt, d = mnt.parent, mnt.mountpoint
+            continue
+        parts.append(d.name)
+        if d.parent is None:
+            break
+        d = d.parent
+    return b"/" + b"/".join(reversed(parts))
+
+
+class Resolver:
+    """Resolves paths for one task: its root and cwd, following symlinks.
+
+    Linux: fs/namei.c (path_lookupat, link_path_walk).
+    """
+
+    __slots__ = ("root", "symlinks", "no_symlinks", "beneath")
+
+    def __init__(self, root: Location) -> None:
+        self.root = root
+        self.symlinks = 0
+        self.no_symlinks = False
+        self.beneath: Location | None = None
+
+    def walk(self, t: Task, start: Location, path: bytes, follow_last: bool,
+             want_parent: bool = False) -> tuple[Location, bytes]:
+        """Walks `path` from `start`.
+
+        Returns (location, b"") for a full walk, or with `want_parent`
+        (location of the parent directory, last component) where the last
+        component need not exist.  A trailing slash requires a directory.
+        """
+        if not path:
+            raise SyscallError(Errno.ENOENT)
+        if len(path) >= PATH_MAX:
+            raise SyscallError(Errno.ENAMETOOLONG)
+        if path[:1] == b"/":
+            if self.beneath is not None:
+                raise SyscallError(Errno.EXDEV)
+            mnt, d = self.root.mount, self.root.dentry
+            mnt, d = _step_down(mnt, d)
+        else:
+            mnt, d = start.mount, start.dentry
+        trailing_slash = path.endswith(b"/")
+        comps = [c for c in path.split(b"/") if c and c != b"."]
+        if trailing_slash and not comps:
+            comps = []
+        n = len(comps)
+        if want_parent:
+            if n == 0:
+                # "/" or "." has no last component to create or remove.
+                raise SyscallError(Errno.EEXIST if path.strip(b"/.") == b"" else Errno.ENOENT)
+            last = comps[-1]
+            if last == b"..":
+                raise SyscallError(Errno.EEXIST)
+            mnt, d = self._walk_comps(t, mnt, d, comps[:-1])
+            if not d.inode.is_dir():
+                raise SyscallError(Errno.ENOTDIR)
+            if len(last) > NAME_MAX:
+                raise SyscallError(Errno.ENAMETOOLONG)
+            return Location(mnt, d), last
+        mnt, d = self._walk_comps(t, mnt, d, comps, follow_last or trailing_slash)
+        if trailing_slash and not d.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        return Location(mnt, d), b""
+
+    def _walk_comps(self, t: Task, mnt: Mount, d: Dentry, comps: list[bytes],
+                    follow_last: bool = True) -> tuple[Mount, Dentry]:
+        n = len(comps)
+        for i, name in enumerate(comps):
+            inode = d.inode
+            if not inode.is_dir():
+                raise SyscallError(Errno.ENOTDIR)
+            if name == b"..":
+                if self.beneath is not None and mnt is self.beneath.mount and \
+                        d is self.beneath.dentry:
+                    raise SyscallError(Errno.EXDEV)
+                mnt, d = _step_up(mnt, d, self.root)
+                continue
+            if len(name) > NAME_MAX:
+                raise SyscallError(Errno.ENAMETOOLONG)
+            t.check_exec(inode)
+            child = d.child(name)
+            mnt2, d2 = _step_down(mnt, child)
+            cinode = d2.inode
+            if cinode.is_symlink() and (i < n - 1 or follow_last):
+                mnt, d = self._follow(t, mnt, d, mnt2, d2)
+                continue
+            mnt, d = mnt2, d2
+        return mnt, d
+
+    def _follow(self, t: Task, mnt: Mount, d: Dentry, lmnt: Mount, ld: Dentry
+                ) -> tuple[Mount, Dentry]:
+        """Follows the symlink (lmnt, ld) found in directory (mnt, d)."""
+        if self.no_symlinks:
+            raise SyscallError(Errno.ELOOP)
+        self.symlinks += 1
+        if self.symlinks > MAXSYMLINKS:
+            raise SyscallError(Errno.ELOOP)
+        magic = ld.inode.magic_link(t)
+        if magic is not None:
+            assert isinstance(magic, Location)
+            return magic.mount, magic.dentry
+        target = ld.inode.readlink()
+        if not target:
+            raise SyscallError(Errno.ENOENT)
+        loc, _ = self.walk(t, Location(mnt, d), target, True)
+        return loc.mount, loc.dentry

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs what pyvisor and its tests need on Debian 12, as root, and a
+# /usr/local/bin/pyvisor launcher for this checkout. Idempotent; never
+# prompts; runs apt-get only when a package is missing.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(
+    python3 python3-seccomp python3-pyelftools python3-pytest
+    gcc libc6-dev busybox-static tar findutils procps
+)
+OPTIONAL=(runsc)   # gVisor itself, for comparisons; fine if unavailable
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing() {
+    local p
+    for p in "$@"; do
+        installed "$p" || echo "$p"
+    done
+}
+
+apt_updated=0
+apt_update() {
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -q </dev/null
+        apt_updated=1
+    fi
+}
+
+apt_install() {
+    # Try with the lists we have; refresh them only if that fails.
+    apt-get install -y -q --no-install-recommends "$@" </dev/null && return 0
+    [ "$apt_updated" = 1 ] && return 1
+    apt_update
+    apt-get install -y -q --no-install-recommends "$@" </dev/null
+}
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: must run as root" >&2
+    exit 1
+fi
+
+need=($(missing "${PACKAGES[@]}"))
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "install.sh: installing ${need[*]}"
+    if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+        apt_update
+    fi
+    apt_install "${need[@]}"
+fi
+
+opt=($(missing "${OPTIONAL[@]}"))
+if [ "${#opt[@]}" -gt 0 ]; then
+    apt_install "${opt[@]}" || echo "install.sh: optional ${opt[*]} unavailable; continuing"
+fi
+
+launcher=/usr/local/bin/pyvisor
+content="#!/bin/sh
+# Installed by $REPO/scripts/install.sh.
+PYTHONPATH=\"$REPO\${PYTHONPATH:+:\$PYTHONPATH}\"
+export PYTHONPATH
+exec /usr/bin/python3 -m pyvisor \"\$@\"
+"
+if [ ! -f "$launcher" ] || [ "$(cat "$launcher")" != "${content%$'\n'}" ]; then
+    mkdir -p "$(dirname "$launcher")"
+    printf '%s' "$content" >"$launcher.tmp.$$"
+    chmod 0755 "$launcher.tmp.$$"
+    mv -f "$launcher.tmp.$$" "$launcher"
+    echo "install.sh: installed $launcher"
+fi

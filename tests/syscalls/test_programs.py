@@ -1,0 +1,74 @@
+"""Runs each self-checking program of tests/programs natively and under
+pyvisor (gVisor's test/syscalls in miniature): a program prints "ok" and
+exits 0, or names the failed check on stderr and exits 1."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Builder, Runner
+
+WHERE = ["native", "pyvisor"]
+
+# Programs that print "ok" and exit 0 with no arguments.
+SELF_CHECKING = [
+    "pipe.c",
+    "fork_wait.c",
+    "exec.c",
+    "signals.c",
+    "threads.c",
+    "mmap.c",
+    "files.c",
+    "dup_fcntl.c",
+    "poll.c",
+    "time.c",
+    "misc.c",
+    "tty.c",
+    "efault.c",
+]
+
+# Also run statically linked: no dynamic loader, glibc's static start-up
+# (TLS set-up, IRELATIVE relocations) runs from the binary itself.
+STATIC = ["pipe.c", "fork_wait.c", "exec.c", "signals.c", "threads.c", "mmap.c"]
+
+
+def _ids(name: str) -> str:
+    return name.removesuffix(".c")
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("name", SELF_CHECKING, ids=_ids)
+def test_program(name: str, where: str, program: Builder, run: Runner) -> None:
+    result = run(where, [program(name)])
+    assert result.returncode == 0, result.output
+    assert "ok" in result.stdout.split(), result.output
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("name", STATIC, ids=lambda n: _ids(n) + "-static")
+def test_program_static(name: str, where: str, program: Builder, run: Runner) -> None:
+    result = run(where, [program(name, static=True)])
+    assert result.returncode == 0, result.output
+    assert "ok" in result.stdout.split(), result.output
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_isolation(where: str, program: Builder, run: Runner) -> None:
+    mode = "native" if where == "native" else "sandbox"
+    result = run(where, [program("isolation.c"), mode])
+    assert result.returncode == 0, result.output
+    assert "ok" in result.stdout.split(), result.output
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_pid1(where: str, program: Builder, run: Runner) -> None:
+    result = run(where, [program("pid1.c")])
+    assert result.returncode == 0, result.output
+    pid = result.stdout.strip()
+    assert pid.isdigit(), result.output
+    if where == "pyvisor":
+        # The first process is init of the sandbox's PID namespace.
+        assert pid == "1", result.output

@@ -49,7 +49,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Iterable
+from typing import Sequence
 
 # Frame header: payload length, code (Op in a request, errno in a reply).
 HEADER = struct.Struct("<II")
@@ -222,11 +222,10 @@ class Channel:
         self._skip = 0      # bytes of an oversized frame still to discard
 
     def send(self, code: int, payload: bytes = b"",
-             fds: Iterable[int] = ()) -> None:
+             fds: Sequence[int] = ()) -> None:
         """Sends one frame, with `fds` as SCM_RIGHTS if any (the caller keeps
         its copies and closes them when it likes)."""
         data = HEADER.pack(len(payload), code) + payload
-        fds = list(fds)
         if not fds:
             self.sock.sendall(data)
             return
@@ -279,8 +278,10 @@ class Channel:
         while self._skip:
             if self._start == self._end:
                 self._start = self._end = 0
-                if not block or not self._fill([]):
-                    self._skip = 0
+                if not block:
+                    return
+                if not self._fill([]):
+                    self._skip = 0      # end of stream
                     return
             n = min(self._skip, self._end - self._start)
             self._start += n

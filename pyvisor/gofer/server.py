@@ -596,7 +596,13 @@ def start_gofer(root: str, readonly: bool) -> tuple[socket.socket, int]:
         os.close(root_fd)
         raise
     parent_pid = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(root_fd)
+        ours.close()
+        theirs.close()
+        raise
     if pid == 0:
         _child_main(ours, theirs, root_fd, readonly, parent_pid)
     os.close(root_fd)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import stat
 import struct
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -245,7 +247,7 @@ def test_readdir(gofer: GoferClient, root: Path) -> None:
 
 
 def test_readdir_large(gofer: GoferClient, root: Path) -> None:
-    for i in range(3000):
+    for i in range(600):     # ~130 KiB of entries: more than one buffer
         (root / "a" / "sub" / (f"{i:04d}-" + "n" * 200)).touch()
     fid, _ = gofer.attach()
     walked, _ = gofer.walk_many(fid, [b"a", b"sub"])
@@ -418,7 +420,12 @@ def _frame(code: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), code) + payload
 
 
-def test_server_survives_garbage(gofer: GoferClient) -> None:
+def test_server_survives_garbage(root: Path) -> None:
+    for gofer, pid in _start(root, readonly=False):
+        _garbage(gofer, pid)
+
+
+def _garbage(gofer: GoferClient, pid: int) -> None:
     fid, _ = gofer.attach()
     assert _raw(gofer, _frame(999, b"\xff" * 40)) == (errno.EINVAL, b"")
     assert _raw(gofer, _frame(0, b"")) == (errno.EINVAL, b"")
@@ -453,6 +460,9 @@ def test_server_survives_garbage(gofer: GoferClient) -> None:
         length, code = HEADER.unpack(hdr)
         assert code == 0
         sock.recv(length, socket.MSG_WAITALL)
+        pipes = [os.readlink(f"/proc/{pid}/fd/{fd}")
+                 for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert not [t for t in pipes if t.startswith("pipe:")]
     finally:
         os.close(r)
         os.close(w)
@@ -496,3 +506,39 @@ def test_many_clients_independent(root: Path) -> None:
     for g in gens:
         with pytest.raises(StopIteration):
             next(g)
+
+
+def test_gofer_dies_with_its_parent(root: Path) -> None:
+    # The middle process hands us its socket end, so only PR_SET_PDEATHSIG,
+    # not end of stream, can stop the gofer when the middle process exits.
+    here, there = socket.socketpair()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            sock, pid = start_gofer(str(root), readonly=True)
+            socket.send_fds(there, [struct.pack("<i", pid)], [sock.fileno()])
+            there.recv(1)       # wait until the gofer is known to serve
+        finally:
+            os._exit(0)
+    there.close()
+    try:
+        msg, fds, _, _ = socket.recv_fds(here, 4, 1)
+        (pid,) = struct.unpack("<i", msg)
+        client = GoferClient(socket.socket(fileno=fds[0]))
+        client.attach()
+        here.send(b"x")
+        os.waitpid(middle, 0)
+    finally:
+        here.close()
+    for _ in range(500):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("gofer outlived its parent")
+    client.shutdown()

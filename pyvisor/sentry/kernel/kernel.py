@@ -82,12 +82,13 @@ class _Sleep:
 class Timer:
     """A one-shot callback at a monotonic deadline (ns).  Cancel by setting `cancelled`."""
 
-    __slots__ = ("deadline", "callback", "cancelled")
+    __slots__ = ("deadline", "callback", "cancelled", "interval")
 
     def __init__(self, deadline: int, callback: Callable[[], None]) -> None:
         self.deadline = deadline
         self.callback = callback
         self.cancelled = False
+        self.interval = 0          # for periodic users (itimers): re-armed by the callback
 
     def __lt__(self, other: Timer) -> bool:
         return self.deadline < other.deadline
@@ -150,10 +151,11 @@ class Kernel:
 
     def watch_fd(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
         """Calls `callback(events)` once when host `fd` is ready (one-shot)."""
-        if fd in self.fd_watchers:
-            self.epoll.modify(fd, events | select.EPOLLONESHOT)
-        else:
+        # A fired one-shot watch stays registered (disarmed) in epoll: re-arm it.
+        try:
             self.epoll.register(fd, events | select.EPOLLONESHOT)
+        except FileExistsError:
+            self.epoll.modify(fd, events | select.EPOLLONESHOT)
         self.fd_watchers[fd] = (events, callback)
 
     def unwatch_fd(self, fd: int) -> None:
@@ -344,6 +346,10 @@ class Kernel:
         self.current = t
         regs = t.regs
         nr = regs.orig_rax
+        if regs.cs != 0x33 or not self._is_syscall_insn(t, regs.rip):
+            # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
+            self._complete(t, -Errno.ENOSYS)
+            return
         entry = self.table.entries.get(nr)
         if self.strace:
             from pyvisor.sentry import strace
@@ -367,6 +373,24 @@ class Kernel:
             self._step(t, None)
             return
         self._complete(t, ret)
+
+    def _is_syscall_insn(self, t: Task, rip: int) -> bool:
+        """Whether the instruction before `rip` is `syscall` (0f 05), not int 0x80 (cd 80)
+        or sysenter (0f 34).  Verified addresses are cached per address space; a stale
+        entry can only make the Sentry serve a 32-bit call as a 64-bit one, never the host."""
+        cache = t.mm.syscall_sites
+        if rip in cache:
+            return True
+        try:
+            insn = t.mm.copy_in(rip - 2, 2)
+        except SyscallError:
+            return False
+        if insn != b"\x0f\x05":
+            return False
+        if len(cache) > 4096:
+            cache.clear()
+        cache.add(rip)
+        return True
 
     def _step(self, t: Task, value: Any) -> None:
         """Runs a task's syscall coroutine until it sleeps or finishes."""

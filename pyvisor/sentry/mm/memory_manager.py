@@ -77,6 +77,7 @@ class MemoryManager:
         self.argv_start = self.argv_end = self.env_start = self.env_end = 0
         self.auxv: bytes = b""
         self.exe: Any = None
+        self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
 
     # -- host access ------------------------------------------------------------------
 
@@ -160,6 +161,22 @@ class MemoryManager:
             addr += chunk
         raise SyscallError(Errno.ENAMETOOLONG)
 
+    def check_range(self, addr: int, n: int, prot: int) -> None:
+        """EFAULT unless [addr, addr+n) is mapped with `prot`.  Used before consuming
+        data (a pipe read) that could not be given back if the copy-out failed."""
+        if n <= 0:
+            return
+        end = addr + n
+        if addr < 0 or end > TASK_SIZE:
+            raise SyscallError(Errno.EFAULT)
+        cur = addr
+        for v in self._overlapping(addr, end):
+            if v.start > cur or v.perms & prot != prot:
+                raise SyscallError(Errno.EFAULT)
+            cur = v.end
+        if cur < end:
+            raise SyscallError(Errno.EFAULT)
+
     def read_u64(self, addr: int) -> int:
         return int(struct.unpack("<Q", self.copy_in(addr, 8))[0])
 
@@ -199,6 +216,24 @@ class MemoryManager:
                 self._insert(tail)
             inside.append(v)
         return inside
+
+    def _merge(self, start: int, end: int) -> None:
+        """Merges VMAs around [start, end) that are adjacent and alike, as Linux's
+        vma_merge does, so later calls see one mapping (mremap needs that)."""
+        i = max(bisect.bisect_right(self.vmas, start, key=lambda v: v.start) - 2, 0)
+        vmas = self.vmas
+        while i < len(vmas) - 1:
+            a, b = vmas[i], vmas[i + 1]
+            if a.start > end:
+                break
+            if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
+                    a.mappable is b.mappable and a.maxperms == b.maxperms and \
+                    a.name == b.name and (a.mappable is None or
+                                          a.offset + (a.end - a.start) == b.offset):
+                a.end = b.end
+                del vmas[i + 1]
+                continue
+            i += 1
 
     def is_free(self, start: int, end: int) -> bool:
         return not self._overlapping(start, end)
@@ -258,6 +293,7 @@ class MemoryManager:
             self.vmas.remove(v)
         self._insert(VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
                          maxperms, extra))
+        self._merge(addr, addr + length)
         return addr
 
     def munmap(self, addr: int, length: int) -> None:
@@ -297,6 +333,7 @@ class MemoryManager:
         self._host(Sysno.mprotect, addr, length, prot)
         for v in self._carve(addr, end):
             v.perms = prot
+        self._merge(addr, end)
 
     def set_brk(self, new: int) -> int:
         """brk(2): returns the new break (the old one on failure)."""

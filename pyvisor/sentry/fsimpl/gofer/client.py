@@ -103,6 +103,7 @@ class GoferClient:
         stops, with err 0, after the first result that is not a directory
         (a symlink for the caller to resolve, or a file), so
         `len(walked) < len(names)` with err 0 means "stopped there".
+        Only a bad request (unknown fid, malformed) raises OSError.
         """
         parts = [FID.pack(fid)]
         for name in names:

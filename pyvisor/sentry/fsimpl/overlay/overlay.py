@@ -184,7 +184,9 @@ class OverlayInode(Inode):
 
     @property  # type: ignore[override]
     def mode(self) -> int:
-        return self.backing.mode
+        # Hot: every is_dir()/is_symlink() and permission check of a walk.
+        up = self.upper
+        return up.mode if up is not None else self.backing.mode
 
     @mode.setter
     def mode(self, v: int) -> None:

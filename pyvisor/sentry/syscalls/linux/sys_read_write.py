@@ -88,6 +88,7 @@ async def sys_read(t: Task, r: UserRegs) -> int:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
+    t.mm.check_range(buf, min(n, CHUNK), 2)
     data = await do_read(t, f, n, None)
     t.copy_out(buf, data)
     return len(data)
@@ -157,6 +158,8 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
+    for base, ln in iovs:
+        t.mm.check_range(base, min(ln, CHUNK), 2)
     data = await do_read(t, f, total, off)
     pos = 0
     for base, ln in iovs:

@@ -110,7 +110,11 @@ def load_bundle(bundle: str) -> SandboxConfig:
                                 [str(o) for o in m.get("options", []) or []]))
     user = proc.get("user", {}) or {}
     hostname = spec.get("hostname", "pyvisor")
+    # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
+    # overlay (as runsc's default), so the image on the host is never written.
+    readonly = bool(root.get("readonly", False))
     return SandboxConfig(root=rootfs, argv=argv, env=env, cwd=cwd, mounts=mounts,
+                         overlay=not readonly,
                          uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
                          hostname=hostname if isinstance(hostname, str) else "pyvisor")
 

@@ -120,8 +120,6 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
         check_access(t, inode, want)
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = FileDescription.open(loc.mount, loc.dentry, flags)
-        f.inode.truncate(0) if f.inode is loc.inode else None
-        if f.inode is not loc.inode:
-            f.inode.truncate(0)
+        f.inode.truncate(0)
         return f
     return FileDescription.open(loc.mount, loc.dentry, flags)

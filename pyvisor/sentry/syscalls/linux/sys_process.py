@@ -491,15 +491,9 @@ def sys_exit_group(t: Task, r: UserRegs) -> SyscallControl:
 
 
 def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
-    kids: list[ThreadGroup] = []
-    for tg in t.tg.tasks[0].tg.children if t.tg.tasks else []:
-        if idtype == P_PID and tg.tgid != id_:
-            continue
-        if idtype == P_PGID and tg.pgid != id_:
-            continue
-        kids.append(tg)
-    # Children of sibling threads are ours too (same thread group).
-    return kids
+    # Children belong to the thread group, so a sibling thread's children are ours too.
+    return [c for c in t.tg.children
+            if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
 
 def _status_to_info(tg: ThreadGroup) -> tuple[int, int]:

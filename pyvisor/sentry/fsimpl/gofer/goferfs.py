@@ -126,7 +126,7 @@ class GoferInode(Inode):
     Attributes are a cache of the host's lstat (see the module docstring).
     """
 
-    __slots__ = ("fid", "_size", "_blocks", "children", "_link", "_donated",
+    __slots__ = ("fid", "_size", "_blocks", "children", "_link", "_donated", "_rofd",
                  "_pc_off", "_pc_cap", "_pc_filled", "_pc_key", "_pc_stale")
 
     def __init__(self, fs: GoferFS, fid: int, st: Stat) -> None:
@@ -137,6 +137,10 @@ class GoferInode(Inode):
         self.children: dict[bytes, GoferInode] = {}   # positive lookups only
         self._link: bytes | None = None       # cached symlink target
         self._donated = -1                    # O_RDWR host fd from create, for the next open
+        # A read-only host fd shared by every read-only open of this file: reads are
+        # positional (pread), so descriptions need no fd of their own, and a repeat
+        # open costs an fstat instead of a Gofer round trip.
+        self._rofd = -1
         # Page cache (see translate): memory-file extent, its capacity, bytes
         # of file data in it (the rest is zero), the (mtime_ns, size) loaded,
         # and old extents that mappings may still use.
@@ -159,6 +163,8 @@ class GoferInode(Inode):
             fs._dead_fids.append(self.fid)
             if self._donated >= 0:
                 os.close(self._donated)
+            if self._rofd >= 0:
+                os.close(self._rofd)
             if self._pc_off >= 0:
                 fs.memfile.free(self._pc_off, self._pc_cap)
             for off, cap in self._pc_stale:
@@ -402,6 +408,15 @@ class GoferInode(Inode):
                 except OSError as e:
                     os.close(hostfd)
                     raise SyscallError.from_host(e) from None
+            elif flags & (O_ACCMODE | O_TRUNC) == O_RDONLY:
+                if self._rofd < 0:
+                    self._rofd = self.open_host(O_RDONLY)
+                else:
+                    try:
+                        self.apply_stat(Stat.from_os(os.fstat(self._rofd)))
+                    except OSError as e:
+                        raise SyscallError.from_host(e) from None
+                return GoferFileImpl(self, self._rofd, owned=False)
             else:
                 hostfd = self.open_host(flags)
             return GoferFileImpl(self, hostfd)
@@ -523,9 +538,10 @@ class GoferFileImpl(FileImpl):
 
     seekable = True
 
-    def __init__(self, inode: GoferInode, hostfd: int) -> None:
+    def __init__(self, inode: GoferInode, hostfd: int, owned: bool = True) -> None:
         self.inode = inode        # immutable
-        self.hostfd = hostfd      # owned; closed in release
+        self.hostfd = hostfd      # closed in release if owned (else the inode's shared fd)
+        self.owned = owned
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         try:
@@ -563,6 +579,6 @@ class GoferFileImpl(FileImpl):
             raise SyscallError.from_host(e) from None
 
     def release(self, fd: FileDescription) -> None:
-        if self.hostfd >= 0:
+        if self.hostfd >= 0 and self.owned:
             os.close(self.hostfd)
-            self.hostfd = -1
+        self.hostfd = -1

@@ -113,11 +113,13 @@ def execute(
         cwd=cwd,
         start_new_session=True,
     )
+    timed_out = False
     try:
         out, err = proc.communicate(
             None if input is None else input.encode(), timeout=timeout
         )
     except subprocess.TimeoutExpired:
+        timed_out = True
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -129,6 +131,7 @@ def execute(
             proc.kill()
             proc.wait()
             out, err = b"", b"(output unavailable: pipes held open)"
+    if timed_out:  # outside the except block: no exception chain to show
         pytest.fail(
             f"timed out after {timeout}s, process group killed: {list(argv)!r}\n"
             f"--- stdout ---\n{out.decode(errors='replace')}"

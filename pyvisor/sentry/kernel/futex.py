@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 _queues: dict[tuple[int, int], WaitQueue] = {}
 
 
-def _key(t: Task, addr: int) -> tuple[int, int]:
+def _key(t: Task, addr: int, private: bool = False) -> tuple[int, int]:
+    """Private futexes: (address space, address).  Shared ones: (object, offset) of
+    the shared mapping holding `addr`, so processes mapping it anywhere meet."""
+    if not private:
+        v = t.mm.find(addr)
+        if v is not None and v.shared:
+            obj = v.mappable if v.mappable is not None else v.extra
+            return (id(obj), v.offset + (addr - v.start))
     return (id(t.mm), addr)
 
 
@@ -33,7 +40,8 @@ def _queue(key: tuple[int, int]) -> WaitQueue:
     return q
 
 
-async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int = 0xFFFFFFFF) -> int:
+async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int = 0xFFFFFFFF,
+               private: bool = False) -> int:
     """FUTEX_WAIT: sleep if *addr == val.  The check and the enqueue are atomic
     with respect to wakers, since nothing runs between them in the loop."""
     if addr % 4:
@@ -41,7 +49,7 @@ async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int =
     (cur,) = struct.unpack("<I", t.copy_in(addr, 4))
     if cur != val & 0xFFFFFFFF:
         raise SyscallError(Errno.EAGAIN)
-    key = _key(t, addr)
+    key = _key(t, addr, private)
     q = _queue(key)
     try:
         await t.kernel.block_on(t, q, bitset, deadline)
@@ -51,9 +59,9 @@ async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int =
     return 0
 
 
-def wake(t: Task, addr: int, n: int, bitset: int = 0xFFFFFFFF) -> int:
+def wake(t: Task, addr: int, n: int, bitset: int = 0xFFFFFFFF, private: bool = False) -> int:
     """FUTEX_WAKE: wakes up to `n` waiters; returns how many."""
-    key = _key(t, addr)
+    key = _key(t, addr, private)
     q = _queues.get(key)
     if q is None:
         return 0
@@ -71,17 +79,17 @@ def wake(t: Task, addr: int, n: int, bitset: int = 0xFFFFFFFF) -> int:
 
 
 def requeue(t: Task, addr: int, n_wake: int, addr2: int, n_requeue: int,
-            expected: Any = None) -> int:
+            expected: Any = None, private: bool = False) -> int:
     """FUTEX_REQUEUE / CMP_REQUEUE."""
     if expected is not None:
         (cur,) = struct.unpack("<I", t.copy_in(addr, 4))
         if cur != expected & 0xFFFFFFFF:
             raise SyscallError(Errno.EAGAIN)
-    woken = wake(t, addr, n_wake)
-    q = _queues.get(_key(t, addr))
+    woken = wake(t, addr, n_wake, private=private)
+    q = _queues.get(_key(t, addr, private))
     moved = 0
     if q is not None:
-        q2 = _queue(_key(t, addr2))
+        q2 = _queue(_key(t, addr2, private))
         for w in list(q.waiters):
             if moved >= n_requeue:
                 break
@@ -90,5 +98,5 @@ def requeue(t: Task, addr: int, n_wake: int, addr2: int, n_requeue: int,
             q2.add(w)
             moved += 1
         if not q.waiters:
-            _queues.pop(_key(t, addr), None)
+            _queues.pop(_key(t, addr, private), None)
     return woken + moved

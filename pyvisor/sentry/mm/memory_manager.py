@@ -39,6 +39,12 @@ _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
 
 
+class _SharedAnon:
+    """Identity of one shared anonymous region, kept by every VMA (and fork copy) of it."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(slots=True)
 class VMA:
     """One mapping.  Linux: struct vm_area_struct."""
@@ -58,7 +64,7 @@ class VMA:
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
-                   self.offset + (at - self.start) if self.mappable is not None else 0,
+                   self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
                    self.name, self.dev, self.ino, self.maxperms, self.extra)
         self.end = at
         return tail
@@ -276,6 +282,8 @@ class MemoryManager:
         else:
             addr = self.find_gap(length, addr & ~(PAGE_SIZE - 1))
         if mappable is None:
+            if shared and extra is None:
+                extra = _SharedAnon()      # identity of this shared region (futex keys)
             hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
             r = self.inject(Sysno.mmap, addr, length, prot, hflags, -1, 0)
             if r < 0:

@@ -26,7 +26,7 @@ def _wake_op(t: Task, uaddr: int, n: int, uaddr2: int, n2: int, op: int) -> int:
     if new is None:
         raise SyscallError(Errno.ENOSYS)
     t.copy_out(uaddr2, struct.pack("<I", new & 0xFFFFFFFF))
-    woken = futex.wake(t, uaddr, n)
+    woken = futex.wake(t, uaddr, n)  # WAKE_OP callers use shared or private alike
     ok = {0: old == cmparg, 1: old != cmparg, 2: old < cmparg, 3: old <= cmparg,
           4: old > cmparg, 5: old >= cmparg}.get(cmp_, False)
     if ok:
@@ -39,6 +39,7 @@ async def sys_futex(t: Task, r: UserRegs) -> int:
     uaddr, op, val, utime, uaddr2, val3 = (pointer(r, 0), int32(r, 1), uint32(r, 2),
                                            pointer(r, 3), pointer(r, 4), uint32(r, 5))
     cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+    private = bool(op & FUTEX_PRIVATE_FLAG)
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
         deadline = None
         if utime:
@@ -56,18 +57,18 @@ async def sys_futex(t: Task, r: UserRegs) -> int:
         if bitset == 0:
             raise SyscallError(Errno.EINVAL)
         try:
-            return await futex.wait(t, uaddr, val, deadline, bitset)
+            return await futex.wait(t, uaddr, val, deadline, bitset, private)
         except TimedOut:
             raise SyscallError(Errno.ETIMEDOUT) from None
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = val3 if cmd == FUTEX_WAKE_BITSET else 0xFFFFFFFF
         if bitset == 0:
             raise SyscallError(Errno.EINVAL)
-        return futex.wake(t, uaddr, val, bitset)
+        return futex.wake(t, uaddr, val, bitset, private)
     if cmd == FUTEX_REQUEUE:
-        return futex.requeue(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF)
+        return futex.requeue(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, private=private)
     if cmd == FUTEX_CMP_REQUEUE:
-        return futex.requeue(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3)
+        return futex.requeue(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3, private)
     if cmd == FUTEX_WAKE_OP:
         return _wake_op(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3)
     raise SyscallError(Errno.ENOSYS)

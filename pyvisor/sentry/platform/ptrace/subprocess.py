@@ -251,11 +251,16 @@ class PtracePlatform:
         """Kills and reaps every stub process.  Waits only for our own stubs."""
         for proc in list(self.processes.values()):
             proc.kill()
-        for pid in list(self.processes):
+        # A killed process's leader is reapable only after its other (traced) threads
+        # are, so reap whatever comes until every stub process is gone.
+        while self.processes:
             try:
-                os.waitpid(pid, WALL)
+                pid, _ = os.waitpid(-1, WALL)
             except ChildProcessError:
-                pass
+                break
+            except InterruptedError:
+                continue
+            self.processes.pop(pid, None)
         self.processes.clear()
 
     def exit_thread(self, th: StubThread) -> None:

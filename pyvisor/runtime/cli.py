@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
     d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
     d.add_argument("cmd", nargs=argparse.REMAINDER)
+    sub.add_parser("syscalls", help="list the syscall table: supported, partial, refused")
     r = sub.add_parser("run", help="create and start a container from an OCI bundle")
     r.add_argument("--bundle", "-b", default=".", help="bundle directory")
     r.add_argument("--pid-file", default="")
@@ -142,6 +143,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def cmd_syscalls() -> int:
+    """Prints every syscall the table knows, with its status and note."""
+    from pyvisor.abi.linux.sysno_amd64 import Sysno
+    from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
+    counts: dict[str, int] = {}
+    for nr in sorted(AMD64.entries):
+        e = AMD64.entries[nr]
+        counts[e.status] = counts.get(e.status, 0) + 1
+        note = f"  ({e.note})" if e.note else ""
+        print(f"{Sysno(nr).name:24} {e.status:9}{note}")
+    known = len(Sysno)
+    print(f"# {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; "
+          f"{known - len(AMD64.entries)} others: ENOSYS")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args)
@@ -150,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_do(args)
         if args.verb == "run":
             return cmd_run(args)
+        if args.verb == "syscalls":
+            return cmd_syscalls()
     except BootError as e:
         print(f"pyvisor: {e}", file=sys.stderr)
         return 125 if args.verb == "run" else 127 if "not found" in str(e) else 126

@@ -130,6 +130,9 @@ class PtracePlatform:
         B.get_regs(pid, self._scratch)
         if self._scratch.rip != SYSCALL_ADDR:
             raise StubError(f"stub ready at unexpected rip {self._scratch.rip:#x}")
+        if self._scratch.rax != 0:
+            raise StubError(f"stub could not install its seccomp filter: "
+                            f"{self._scratch.rax - (1 << 64)}")
         tmpl = B.UserRegs()
         ctypes.memmove(ctypes.addressof(tmpl), ctypes.addressof(self._scratch), B.REGS_SIZE)
         self._saved_template = tmpl

@@ -582,7 +582,7 @@ def serve(sock: socket.socket, root_fd: int, readonly: bool) -> None:
     _Server(Channel(sock), root_fd, readonly).run()
 
 
-def start_gofer(root: str, readonly: bool) -> tuple[socket.socket, int]:
+def start_gofer(root: str, readonly: bool, confine: bool = False) -> tuple[socket.socket, int]:
     """Forks a Gofer serving `root`; returns (our socket end, child pid).
 
     The child dies with the calling thread (PR_SET_PDEATHSIG; note that it is
@@ -604,14 +604,14 @@ def start_gofer(root: str, readonly: bool) -> tuple[socket.socket, int]:
         theirs.close()
         raise
     if pid == 0:
-        _child_main(ours, theirs, root_fd, readonly, parent_pid)
+        _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None)
     os.close(root_fd)
     theirs.close()
     return ours, pid
 
 
 def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
-                readonly: bool, parent_pid: int) -> None:
+                readonly: bool, parent_pid: int, confine_root: str | None = None) -> None:
     """Runs in the forked child: isolate, serve, exit. Never returns."""
     status = 1
     try:
@@ -625,12 +625,60 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _close_fds_except(theirs.fileno(), root_fd)
         os.umask(0)
-        # TODO(#3): confine here: pivot_root into the root (then serve "/"),
-        # drop capabilities, no_new_privs and the gofer seccomp allow-list.
+        if confine_root is not None:
+            root_fd = _confine(confine_root, root_fd, readonly)
         serve(theirs, root_fd, readonly)
         status = 0
     finally:
         os._exit(status)
+
+
+# Capabilities a Gofer keeps: enough to serve files as the sandbox's root would see
+# them (read anything; on rw mounts also chown/chmod/utime files of other owners).
+_CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER, _CAP_FSETID = 0, 1, 2, 3, 4
+
+
+def _confine(root: str, root_fd: int, readonly: bool) -> int:
+    """Pivots into the served tree and drops privileges.  Returns the new root fd.
+
+    New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
+    submounts) as the Gofer's whole root, read-only for read-only Gofers; the
+    capability bounding and permitted sets keep only the file capabilities the
+    Gofer serves with; no_new_privs.  TODO(#3): the Gofer seccomp allow-list.
+    """
+    from pyvisor.runtime import confine as C
+    libc = C._libc
+    C._check(libc.unshare(C.CLONE_NEWNS | C.CLONE_NEWIPC | C.CLONE_NEWUTS | C.CLONE_NEWNET),
+             "gofer: unshare")
+    C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
+             "gofer: private mounts")
+    path = os.path.realpath(root).encode()
+    if path != b"/":
+        # The tree (with its submounts) becomes the whole of the Gofer's world.
+        C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
+        os.chdir(path)
+        C._check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
+        C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")
+    # (Serving the host's "/" itself, as `do` does, there is nothing to pivot away from.)
+    os.chdir("/")
+    if readonly:
+        C._check(libc.mount(None, b"/", None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
+                 "gofer: read-only root")
+    new_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.close(root_fd)
+    keep = {_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH}
+    if not readonly:
+        keep |= {_CAP_CHOWN, _CAP_FOWNER, _CAP_FSETID}
+    for cap in range(C.CAP_LAST_CAP + 1):
+        if cap not in keep and libc.prctl(C.PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
+    mask = sum(1 << c for c in keep)
+    hdr = C._CapHeader(0x20080522, 0)
+    data = (C._CapData * 2)()
+    data[0].effective = data[0].permitted = mask
+    C._check(libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)), "gofer: capset")
+    C.no_new_privs()
+    return new_fd
 
 
 def _close_fds_except(*keep: int) -> None:

@@ -30,7 +30,11 @@ log = logging.getLogger("pyvisor.boot")
 
 
 class BootError(Exception):
-    """A configuration problem reported to the user as one line."""
+    """A configuration problem reported to the user as one line, with an exit code."""
+
+    def __init__(self, msg: str, code: int = 126) -> None:
+        super().__init__(msg)
+        self.code = code
 
 
 @dataclass
@@ -60,6 +64,7 @@ class SandboxConfig:
     gid: int = 0
     stdio: tuple[int, int, int] = (0, 1, 2)
     pin_cpu: bool = True
+    confine: bool = True              # namespaces, empty root, no capabilities (confine.py)
 
 
 def _mkdir_p(ns: MountNamespace, t: Task, path: str) -> Location:
@@ -123,7 +128,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kernel.gofers = []   # (client, pid)
 
     def gofer(root: str, readonly: bool) -> GoferClient:
-        sock, pid = start_gofer(root, readonly)
+        sock, pid = start_gofer(root, readonly, confine=cfg.confine)
         client = GoferClient(sock)
         kernel.gofers.append((client, pid))
         return client
@@ -240,16 +245,79 @@ def _search_path(t: Task, name: bytes, envp: list[bytes]) -> bytes:
             continue
         if loc.inode.is_regular() and loc.inode.mode & 0o111:
             return cand
-    raise BootError(f"{name.decode(errors='replace')!r}: command not found")
+    raise BootError(f"{name.decode(errors='replace')!r}: command not found", 127)
 
 
 def run_sandbox(cfg: SandboxConfig) -> int:
-    """Boots, runs until the init process exits, cleans up.  Returns a shell exit code."""
+    """Runs a sandbox to completion; returns a shell exit code.
+
+    Confined (the default): the Sentry is forked as PID 1 of a new PID namespace,
+    so its death takes every stub and Gofer with it; this process only waits and
+    forwards signals.
+    """
     host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
+    if not cfg.confine:
+        return _sentry_main(cfg)
+    from pyvisor.runtime import confine
+    try:
+        confine.unshare_pid()
+    except confine.ConfinementError as e:
+        raise BootError(str(e), 125) from None
+    pid = os.fork()
+    if pid == 0:
+        code = 125
+        try:
+            code = _sentry_main(cfg)
+        except BootError as e:
+            print(f"pyvisor: {e}", file=sys.stderr)
+            code = e.code
+        except BaseException as e:  # noqa: BLE001 - report, never a traceback to the user
+            log.error("sandbox failed: %r", e, exc_info=True)
+            print(f"pyvisor: sandbox failed: {e}", file=sys.stderr)
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def forward(sig: int, frame: object) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
+        host_signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _sentry_main(cfg: SandboxConfig) -> int:
+    """The Sentry process: confine, boot, run, clean up."""
+    from pyvisor.runtime import confine
+    if cfg.confine:
+        try:
+            confine.enter_namespaces()
+        except confine.ConfinementError as e:
+            raise BootError(str(e), 125) from None
     kernel = boot(cfg)
-    forwarded = (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP,
-                 host_signal.SIGQUIT)
-    import signal as s
+    if cfg.confine:
+        try:
+            confine.preload()
+            confine.pivot_to_empty()
+            confine.drop_capabilities()
+            confine.no_new_privs()
+            _install_seccomp()
+        except confine.ConfinementError as e:
+            kernel.shutdown()
+            raise BootError(str(e), 125) from None
 
     def forward(sig: int, frame: object) -> None:
         from pyvisor.sentry.kernel import signal as ksignal
@@ -258,8 +326,8 @@ def run_sandbox(cfg: SandboxConfig) -> int:
             for g in list(kernel.groups.values()):
                 if g.pgid == init.pgid or g is init:
                     ksignal.send_to_group(g, ksignal.SigInfo(sig, 0))
-    for sig in forwarded:
-        s.signal(sig, forward)
+    for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
+        host_signal.signal(sig, forward)
     try:
         status = kernel.run()
     finally:
@@ -276,6 +344,16 @@ def run_sandbox(cfg: SandboxConfig) -> int:
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF
+
+
+def _install_seccomp() -> None:
+    """The Sentry's seccomp allow-list, when the filter module is available."""
+    try:
+        from pyvisor.seccomp.filters import install_sentry_filter
+    except ImportError:
+        log.debug("seccomp filters unavailable: the Sentry runs without one")
+        return
+    install_sentry_filter()
 
 
 _ = (S_IFDIR, sys)

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_syscalls()
     except BootError as e:
         print(f"pyvisor: {e}", file=sys.stderr)
-        return 125 if args.verb == "run" else 127 if "not found" in str(e) else 126
+        return 125 if args.verb == "run" else e.code
     except KeyboardInterrupt:
         return 130
     return 1

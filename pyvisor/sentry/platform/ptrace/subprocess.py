@@ -111,6 +111,13 @@ class PtracePlatform:
                 os.dup2(stub_hi, 4, inheritable=False)
                 os.closerange(5, 65536)
                 host_signal.pthread_sigmask(host_signal.SIG_SETMASK, [])
+                # Stubs hold no capabilities (root's exec would otherwise grant them all)
+                # and few resources: they need only the memory file.
+                from pyvisor.runtime.confine import drop_bounding_set
+                drop_bounding_set()
+                import resource
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))
                 os.execve(4, ["pyvisor-stub"], {})
             except BaseException as e:  # noqa: BLE001 - report and die; never return
                 os.write(2, f"pyvisor: cannot start stub: {e}\n".encode())

@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strace", action="store_true", help="print every application syscall")
     p.add_argument("--network", default="none", choices=["none"],
                    help="networking (only 'none' in this cut)")
+    p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
+                   "(default: half the host's RAM)")
+    p.add_argument("--pids-limit", type=int, default=None,
+                   help="most tasks (threads) in the sandbox (default 4096)")
+    p.add_argument("--cpus", type=float, default=None, help="CPU quota, in CPUs")
+    p.add_argument("--tmpfs-size", default=None,
+                   help="size of each tmpfs and of the overlay's upper layer (default: memory/2)")
     sub = p.add_subparsers(dest="verb", required=True)
     d = sub.add_parser("do", help="run a host command in a sandbox")
     d.add_argument("--strace", action="store_true", dest="do_strace")
@@ -65,7 +72,28 @@ def cmd_do(args: argparse.Namespace) -> int:
     env = [f"{k}={v}" for k, v in os.environ.items()]
     cfg = SandboxConfig(root="/", argv=cmd, env=env, cwd=cwd,
                         strace=args.strace or args.do_strace, pin_cpu=not args.no_pin)
+    apply_limit_flags(cfg, args)
     return run_sandbox(cfg)
+
+
+def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
+    """--memory/--pids-limit/--cpus/--tmpfs-size override the bundle's resources."""
+    from pyvisor.runtime.cgroup import parse_size
+    try:
+        if args.memory:
+            cfg.memory_limit = parse_size(args.memory)
+        if args.tmpfs_size:
+            cfg.tmpfs_size = parse_size(args.tmpfs_size)
+    except ValueError as e:
+        raise BootError(f"bad size: {e}", 125) from None
+    if args.pids_limit is not None:
+        if args.pids_limit < 1:
+            raise BootError("--pids-limit must be positive", 125)
+        cfg.pids_limit = args.pids_limit
+    if args.cpus is not None:
+        if args.cpus <= 0:
+            raise BootError("--cpus must be positive", 125)
+        cfg.cpus = args.cpus
 
 
 def load_bundle(bundle: str) -> SandboxConfig:
@@ -114,8 +142,19 @@ def load_bundle(bundle: str) -> SandboxConfig:
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
     readonly = bool(root.get("readonly", False))
+    res = ((spec.get("linux") or {}).get("resources") or {}) if isinstance(spec.get("linux"), dict) else {}
+    memory = ((res.get("memory") or {}).get("limit")) if isinstance(res, dict) else None
+    pids = ((res.get("pids") or {}).get("limit")) if isinstance(res, dict) else None
+    cpu = (res.get("cpu") or {}) if isinstance(res, dict) else {}
+    quota, period = cpu.get("quota"), cpu.get("period") or 100_000
+    for name, v in (("memory.limit", memory), ("pids.limit", pids), ("cpu.quota", quota)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise BootError(f"{path}: linux.resources.{name} must be an integer")
     return SandboxConfig(root=rootfs, argv=argv, env=env, cwd=cwd, mounts=mounts,
                          overlay=not readonly,
+                         memory_limit=memory if memory and memory > 0 else None,
+                         pids_limit=pids if pids and pids > 0 else None,
+                         cpus=quota / period if quota and quota > 0 else None,
                          uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
                          hostname=hostname if isinstance(hostname, str) else "pyvisor")
 
@@ -123,6 +162,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_bundle(os.path.abspath(args.bundle))
     cfg.strace = args.strace
+    apply_limit_flags(cfg, args)
     state = os.path.join(args.root, args.id)
     try:
         os.makedirs(state, exist_ok=False)

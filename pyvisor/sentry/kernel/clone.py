@@ -40,8 +40,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     kernel = t.kernel
     tg = t.tg
     nproc = tg.rlimits[6][0]
-    if len(kernel.tasks_by_tid) >= min(nproc, 1 << 20):
-        raise SyscallError(Errno.EAGAIN)
+    if len(kernel.tasks_by_tid) >= min(nproc, kernel.max_tasks):
+        raise SyscallError(Errno.EAGAIN)   # the sandbox's task limit (a fork bomb ends here)
     # Host side first: nothing to undo in the Sentry if it fails.
     try:
         if flags & CLONE_VM:

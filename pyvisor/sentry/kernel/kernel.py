@@ -119,6 +119,7 @@ class Kernel:
         self.unknown_logged: set[int] = set()
         self.root_ns: Any = None    # the mount namespace, set by the sandbox set-up
         self.current: Task | None = None   # the task whose syscall is being served
+        self.max_tasks = 1 << 20            # the sandbox's task limit, set at boot
         self.gofers: list[Any] = []
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
@@ -294,9 +295,9 @@ class Kernel:
 
     def _on_stop(self, hostpid: int, status: int) -> None:
         t = self.tasks_by_host.get(hostpid)
+        if not os.WIFSTOPPED(status):
+            self.platform.reaped(hostpid)
         if t is None:
-            if not os.WIFSTOPPED(status):
-                self.platform.reaped(hostpid)
             return   # a reaped stub process or a thread we ended
         th = t.thread
         th.running = False

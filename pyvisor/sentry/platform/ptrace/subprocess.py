@@ -118,6 +118,11 @@ class PtracePlatform:
                 import resource
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
                 resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))
+                try:    # stubs are what a memory limit's OOM kill should pick
+                    with open("/proc/self/oom_score_adj", "w") as f:
+                        f.write("0")
+                except OSError:
+                    pass
                 os.execve(4, ["pyvisor-stub"], {})
             except BaseException as e:  # noqa: BLE001 - report and die; never return
                 os.write(2, f"pyvisor: cannot start stub: {e}\n".encode())
@@ -264,6 +269,13 @@ class PtracePlatform:
         # A killed process's leader is reapable only after its other (traced) threads
         # are, so reap whatever comes until every stub process is gone.
         while self.processes:
+            for pid in list(self.processes):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:      # reaped already
+                    self.processes.pop(pid, None)
+            if not self.processes:
+                break
             try:
                 pid, _ = os.waitpid(-1, WALL)
             except ChildProcessError:

@@ -1,0 +1,137 @@
+"""Host cgroups for a sandbox: memory, pids and CPU limits on its host processes.
+
+gVisor: runsc/cgroup.  Both cgroup v2 (a unified /sys/fs/cgroup) and v1 (one
+hierarchy per controller, as on these VMs) are handled.  The launcher moves
+itself into a fresh child of its current cgroup before forking the Sentry, so
+the Sentry, its Gofers and every stub inherit it; after the Sentry's PID
+namespace is gone, the launcher moves back and removes the cgroup.  The
+Sentry and Gofers set oom_score_adj to -1000, so a memory limit kills
+application stubs (the application sees SIGKILL), never the kernel serving them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger("pyvisor.cgroup")
+
+ROOT = "/sys/fs/cgroup"
+
+
+@dataclass
+class Limits:
+    """Resource limits; None means unlimited."""
+
+    memory: int | None = None          # bytes, for all host processes of the sandbox
+    pids: int | None = None            # host tasks (threads) of the sandbox
+    cpu_quota_us: int | None = None    # per period
+    cpu_period_us: int = 100_000
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2G', '1048576' -> bytes."""
+    t = text.strip().upper()
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if t.endswith(suffix) or t.endswith(suffix + "B") or t.endswith(suffix + "IB"):
+            t = t[:t.index(suffix)]
+            mult = m
+            break
+    value = int(float(t) * mult)
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return value
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class SandboxCgroup:
+    """The cgroup(s) of one sandbox."""
+
+    def __init__(self, name: str, limits: Limits) -> None:
+        self.name = name
+        self.limits = limits
+        self.dirs: list[str] = []              # created cgroup directories
+        self.previous: list[tuple[str, str]] = []   # (procs file, original cgroup dir)
+        self.v2 = os.path.exists(os.path.join(ROOT, "cgroup.controllers"))
+
+    def _own(self) -> dict[str, str]:
+        """controller (or '' for v2) -> our current cgroup path."""
+        out = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                for c in (ctrls.split(",") if ctrls else [""]):
+                    out[c] = path
+        return out
+
+    def enter(self) -> None:
+        """Creates the cgroup(s), applies the limits and moves this process in."""
+        own = self._own()
+        if self.v2:
+            base = os.path.join(ROOT, own.get("", "/").lstrip("/"))
+            self._enter_dir(base, {
+                "memory.max": self.limits.memory,
+                "pids.max": self.limits.pids,
+                "cpu.max": None if self.limits.cpu_quota_us is None else
+                f"{self.limits.cpu_quota_us} {self.limits.cpu_period_us}",
+            })
+            return
+        wanted = {"memory": {"memory.limit_in_bytes": self.limits.memory},
+                  "pids": {"pids.max": self.limits.pids},
+                  "cpu": {"cpu.cfs_period_us": self.limits.cpu_period_us
+                          if self.limits.cpu_quota_us is not None else None,
+                          "cpu.cfs_quota_us": self.limits.cpu_quota_us}}
+        for ctrl, files in wanted.items():
+            if all(v is None for v in files.values()):
+                continue
+            mount = os.path.join(ROOT, ctrl)
+            if not os.path.isdir(mount):
+                raise OSError(f"cgroup controller {ctrl} is not mounted")
+            base = os.path.join(mount, own.get(ctrl, "/").lstrip("/"))
+            self._enter_dir(base, files)
+
+    def _enter_dir(self, base: str, files: dict[str, object]) -> None:
+        d = os.path.join(base, self.name)
+        os.mkdir(d, 0o755)
+        self.dirs.append(d)
+        for fname, value in files.items():
+            if value is not None:
+                _write(os.path.join(d, fname), str(value))
+        _write(os.path.join(d, "cgroup.procs"), str(os.getpid()))
+        self.previous.append((os.path.join(base, "cgroup.procs"), d))
+
+    def leave(self) -> None:
+        """Moves this process back and removes the cgroups (their tasks are gone)."""
+        for procs, _ in self.previous:
+            try:
+                _write(procs, str(os.getpid()))
+            except OSError as e:
+                log.warning("cannot leave cgroup: %s", e)
+        for d in reversed(self.dirs):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    import time
+                    time.sleep(0.01)    # the last exiting tasks are still being reaped
+            else:
+                log.warning("cannot remove cgroup %s", d)
+        self.dirs.clear()
+        self.previous.clear()
+
+
+def protect_from_oom() -> None:
+    """Makes this process the OOM killer's last choice (before dropping capabilities)."""
+    try:
+        _write("/proc/self/oom_score_adj", "-1000")
+    except OSError:
+        pass

@@ -1,0 +1,149 @@
+"""The layers behind the syscall path: namespaces, capabilities, seccomp, cgroups, limits.
+
+Each test looks at the host's view of a running sandbox's processes (/proc of
+the launcher's descendants) or at what the limits do to a program inside.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, pyvisor_env
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for k in map(int, kids):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        fields[k] = v.strip()
+    return fields
+
+
+@pytest.fixture
+def running_sandbox():  # type: ignore[no-untyped-def]
+    """A sandbox running `sleep`, with the host pids of its processes by role."""
+    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "do", "--", "/bin/sleep", "30"],
+                         env=pyvisor_env(None), cwd=str(REPO))
+    try:
+        roles: dict[str, list[int]] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            roles = {"sentry": [], "gofer": [], "stub": []}
+            for pid in _descendants(p.pid):
+                try:
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                    st = _status(pid)
+                except OSError:
+                    continue
+                if comm.startswith("memfd:pyvisor"):
+                    roles["stub"].append(pid)
+                elif st.get("PPid") == str(p.pid):
+                    roles["sentry"].append(pid)
+                else:
+                    roles["gofer"].append(pid)
+            if roles["sentry"] and roles["gofer"] and len(roles["stub"]) >= 2:
+                break
+            time.sleep(0.05)
+        yield p, roles
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_sentry_is_confined(running_sandbox) -> None:  # type: ignore[no-untyped-def]
+    _, roles = running_sandbox
+    assert len(roles["sentry"]) == 1, roles
+    sentry = roles["sentry"][0]
+    st = _status(sentry)
+    assert st["NSpid"].split()[-1] == "1"          # PID 1 of its own PID namespace
+    assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0
+    assert st["NoNewPrivs"] == "1"
+    for ns in ("mnt", "net", "ipc", "uts", "pid"):
+        assert os.readlink(f"/proc/{sentry}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}") \
+            or ns == "pid", ns                      # pid: its children are in the new one
+    assert os.listdir(f"/proc/{sentry}/root") == []  # an empty root
+
+
+def test_gofer_keeps_only_file_capabilities(running_sandbox) -> None:  # type: ignore[no-untyped-def]
+    _, roles = running_sandbox
+    assert roles["gofer"], roles
+    for g in roles["gofer"]:
+        st = _status(g)
+        assert int(st["CapEff"], 16) & ~0x1F == 0    # at most chown/dac/fowner/fsetid
+        assert st["NoNewPrivs"] == "1"
+        assert os.readlink(f"/proc/{g}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+
+
+def test_stubs_have_seccomp_and_no_capabilities(running_sandbox) -> None:  # type: ignore[no-untyped-def]
+    _, roles = running_sandbox
+    assert roles["stub"], roles
+    for s in roles["stub"]:
+        st = _status(s)
+        assert st["Seccomp"] == "2", st
+        assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0
+        assert st["TracerPid"] == str(roles["sentry"][0])
+
+
+def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyvisor", *args], env=pyvisor_env(None),
+                          cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
+
+
+def test_memory_limit_kills_inside_and_the_sandbox_goes_on() -> None:
+    r = _run(["--memory", "256M", "do", "--", "/bin/sh", "-c",
+              "python3 -c 'x = bytearray(600 << 20)'; echo child=$?; echo still-here"])
+    assert r.returncode == 0, r.stderr
+    assert "child=137" in r.stdout and "still-here" in r.stdout, r.stdout + r.stderr
+
+
+def test_task_limit_stops_a_fork_bomb(program) -> None:  # type: ignore[no-untyped-def]
+    r = _run(["--pids-limit", "30", "do", "--", "/bin/sh", "-c",
+              "i=0; while [ $i -lt 60 ]; do sleep 3 & i=$((i+1)); done; echo spawned"],
+             timeout=120)
+    # fork fails with EAGAIN at the limit: dash reports "Cannot fork" and gives up.
+    assert r.returncode == 2 and "spawned" not in r.stdout, r.stdout + r.stderr
+    assert "Cannot fork" in r.stderr, r.stderr
+
+
+def test_tmpfs_size_limit_gives_enospc() -> None:
+    r = _run(["--tmpfs-size", "8M", "do", "--", "/bin/sh", "-c",
+              "dd if=/dev/zero of=/tmp/fill bs=1M count=32; echo rc=$?"])
+    assert "No space left on device" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_no_cgroup_left_behind() -> None:
+    before = {p.name for p in Path("/sys/fs/cgroup").glob("*/pyvisor-*")} | \
+        {p.name for p in Path("/sys/fs/cgroup").glob("pyvisor-*")}
+    r = _run(["do", "--", "/bin/true"])
+    assert r.returncode == 0, r.stderr
+    after = {p.name for p in Path("/sys/fs/cgroup").glob("*/pyvisor-*")} | \
+        {p.name for p in Path("/sys/fs/cgroup").glob("pyvisor-*")}
+    assert not {n for n in after - before if n.startswith("pyvisor-") and n[8:].isdigit()}
+
+
+def test_bad_limit_flags_are_one_line_errors() -> None:
+    for args in (["--memory", "lots"], ["--pids-limit", "0"], ["--cpus", "-1"]):
+        r = _run([*args, "do", "--", "/bin/true"])
+        assert r.returncode != 0
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -69,6 +69,7 @@ class SandboxConfig:
     pids_limit: int | None = None     # application tasks; None: DEFAULT_PIDS
     cpus: float | None = None         # CPU quota in CPUs; None: unlimited
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
+    test_panic: str | None = None     # tests only: this syscall raises an internal error
 
 
 DEFAULT_PIDS = 4096
@@ -148,6 +149,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
+    if cfg.test_panic:
+        _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
 
@@ -244,6 +247,19 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
     kernel.resume(t, None)
     return kernel
+
+
+def _force_internal_error(kernel: Kernel, name: str) -> None:
+    """Tests only: syscall `name` raises an unexpected exception in the Sentry, to show
+    that an internal error ends the sandbox cleanly."""
+    from pyvisor.abi.linux.sysno_amd64 import Sysno
+    from pyvisor.sentry.syscalls.linux.table import SyscallTable, supported
+
+    def broken(t: Task, regs: object) -> int:
+        raise RuntimeError("forced internal error")
+    entries = dict(kernel.table.entries)
+    entries[Sysno[name]] = supported(broken)
+    kernel.table = SyscallTable(kernel.table.arch, entries)
 
 
 def _is_rdwr(fd: int) -> bool:

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--network", default="none", choices=["none"], dest="do_network")
     d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
     d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
+    d.add_argument("--test-panic", default=None, help=argparse.SUPPRESS)
     d.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("syscalls", help="list the syscall table: supported, partial, refused")
     r = sub.add_parser("run", help="create and start a container from an OCI bundle")
@@ -73,6 +74,11 @@ def cmd_do(args: argparse.Namespace) -> int:
     cfg = SandboxConfig(root="/", argv=cmd, env=env, cwd=cwd,
                         strace=args.strace or args.do_strace, pin_cpu=not args.no_pin)
     apply_limit_flags(cfg, args)
+    if args.test_panic:
+        from pyvisor.abi.linux.sysno_amd64 import Sysno
+        if args.test_panic not in Sysno.__members__:
+            raise BootError(f"--test-panic: unknown syscall {args.test_panic!r}", 125)
+        cfg.test_panic = args.test_panic
     return run_sandbox(cfg)
 
 

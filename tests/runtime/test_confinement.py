@@ -147,3 +147,25 @@ def test_bad_limit_flags_are_one_line_errors() -> None:
         r = _run([*args, "do", "--", "/bin/true"])
         assert r.returncode != 0
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _stub_pids() -> set[str]:
+    r = subprocess.run(["pgrep", "-f", "^pyvisor-stub"], capture_output=True, text=True)
+    return set(r.stdout.split())
+
+
+def test_internal_error_kills_the_sandbox_cleanly() -> None:
+    """A Sentry bug (forced) ends the sandbox: one line naming the syscall, status 137,
+    no traceback on stderr, and no stub left behind (a background child included)."""
+    before = _stub_pids()
+    r = _run(["do", "--test-panic", "getppid", "--", "/bin/sh", "-c",
+              "sleep 30 & python3 -c 'import os; os.getppid()'; echo not-reached"], timeout=60)
+    assert r.returncode == 137, r.stdout + r.stderr
+    assert "not-reached" not in r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "internal error in syscall getppid" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    deadline = time.monotonic() + 5
+    while _stub_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _stub_pids() - before

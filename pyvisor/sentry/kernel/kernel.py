@@ -447,11 +447,17 @@ class Kernel:
         self.resume(t, None)
 
     def _internal_error(self, t: Task, nr: int, e: BaseException) -> None:
-        log.error("internal error in syscall %d of task %d (args %#x %#x %#x): %r\n%s",
-                  nr, t.tid, t.regs.rdi, t.regs.rsi, t.regs.rdx, e,
-                  "".join(traceback.format_exception(e)))
-        print(f"pyvisor: internal error in syscall {nr} of task {t.tid}: {e!r}; "
-              "killing the sandbox", file=sys.stderr)
+        """A Sentry bug: one line naming the syscall, the traceback in the debug log,
+        and the sandbox is killed cleanly (run() returns, the caller shuts down)."""
+        from pyvisor.abi.linux.sysno_amd64 import Sysno
+        try:
+            name = Sysno(nr).name
+        except ValueError:
+            name = str(nr)
+        log.debug("internal error in %s (task %d, args %#x %#x %#x):\n%s", name, t.tid,
+                  t.regs.rdi, t.regs.rsi, t.regs.rdx, "".join(traceback.format_exception(e)))
+        print(f"pyvisor: internal error in syscall {name} of task {t.tid}: {e!r}; "
+              "killing the sandbox", file=sys.stderr, flush=True)
         self.exit_status = 128 + 9
         self._panic = e
         raise SentryPanic()

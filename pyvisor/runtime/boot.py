@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, field
 
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
-from pyvisor.abi.linux.stat import S_IFDIR
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
@@ -214,11 +213,9 @@ def boot(cfg: SandboxConfig) -> Kernel:
     # stdio: the host fds the Sentry holds for the container.
     for fd, (hostfd, acc) in enumerate(zip(cfg.stdio, (O_RDONLY, O_WRONLY, O_WRONLY))):
         try:
-            flags = os.get_blocking(hostfd) and acc
             f = host_file(kernel, os.dup(hostfd), O_RDWR if _is_rdwr(hostfd) else acc)
         except OSError:
-            from pyvisor.sentry.fsimpl.dev.devfs import new_devfs as _  # noqa: F401
-            continue
+            continue    # a closed stdio fd stays closed inside
         t.fd_table.install_at(fd, f)
 
     # cwd, then exec the program as PID 1.
@@ -422,4 +419,3 @@ def _install_seccomp() -> None:
     install_sentry_filter()
 
 
-_ = (S_IFDIR, sys)

@@ -127,7 +127,7 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
             a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
-    tg.comm = (argv[0] if False else fd.dentry.name)[:15]
+    tg.comm = fd.dentry.name[:15]     # Linux: the file name of the program, truncated
     t.name = tg.comm
     tg.exe = Location(fd.mount, fd.dentry)
     tg.argv = b"".join(a + b"\0" for a in argv)

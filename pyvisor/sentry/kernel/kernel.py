@@ -21,8 +21,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import heapq
-import inspect
-import itertools
 import logging
 import os
 import select
@@ -33,7 +31,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
 from pyvisor.abi.linux import ptrace as P
-from pyvisor.abi.linux.errno import ERESTARTSYS, Errno
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
 from pyvisor.sentry.kernel import signal as ksignal
@@ -669,5 +667,3 @@ def _signalfd(sigs: list[int]) -> int:
         raise OSError(e, os.strerror(e))
     return int(fd)
 
-
-_ = (inspect, itertools, ERESTARTSYS)

@@ -11,7 +11,6 @@ Concurrency: Sentry loop only.
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -318,4 +317,3 @@ def fault_info(t: Task, sig: int) -> SigInfo:
                    raw=raw)
 
 
-_ = ctypes

@@ -8,13 +8,10 @@ Concurrency: Sentry loop only.
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Coroutine
 
-from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import NSIG
-from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
 from pyvisor.sentry.platform.ptrace import binding as B
 
@@ -202,12 +199,3 @@ class Task:
     def pid(self) -> int:
         return self.tg.tgid
 
-
-def errno_of(e: BaseException) -> int:
-    if isinstance(e, SyscallError):
-        return e.errno
-    return Errno.EIO
-
-
-def new_fpregs() -> ctypes.Array[ctypes.c_char]:
-    return ctypes.create_string_buffer(B.FPREGS_SIZE)

@@ -176,8 +176,7 @@ def map_elf(mm: MemoryManager, fd: FileDescription, info: ElfInfo, is_interp: bo
             anon_start = page_round_up(bss_start) if filesz else start
             anon_end = page_round_up(vaddr + bias + memsz)
             if anon_end > anon_start:
-                mm.mmap(anon_start, anon_end - anon_start, prot, MAP_PRIVATE, fixed=True,
-                        name=b"" if is_interp else b"[heap]" if False else b"")
+                mm.mmap(anon_start, anon_end - anon_start, prot, MAP_PRIVATE, fixed=True)
     for p in info.phdrs:
         if p[0] == PT_PHDR:
             phdr_addr = p[3] + bias

@@ -179,8 +179,6 @@ class Resolver:
             mnt, d = start.mount, start.dentry
         trailing_slash = path.endswith(b"/")
         comps = [c for c in path.split(b"/") if c and c != b"."]
-        if trailing_slash and not comps:
-            comps = []
         n = len(comps)
         if want_parent:
             if n == 0:

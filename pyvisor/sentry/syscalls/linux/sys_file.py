@@ -13,9 +13,9 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
                                      F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
-                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, O_ACCMODE, O_CLOEXEC,
+                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, O_CLOEXEC,
                                      O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
-                                     RENAME_NOREPLACE, SETFL_MASK, O_DIRECTORY)
+                                     RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
@@ -753,4 +753,3 @@ def sys_memfd_create(t: Task, r: UserRegs) -> int:
     return t.fd_table.install(f, cloexec=bool(flags & 1))
 
 
-_ = (O_ACCMODE, O_DIRECTORY)

@@ -9,7 +9,7 @@ from pyvisor.sentry.kernel import futex
 from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_FD, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 2, 3, 4, 5
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
@@ -74,4 +74,3 @@ async def sys_futex(t: Task, r: UserRegs) -> int:
     raise SyscallError(Errno.ENOSYS)
 
 
-_ = uint64

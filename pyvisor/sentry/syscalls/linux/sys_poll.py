@@ -14,7 +14,7 @@ from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, WaitQueue)
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -473,4 +473,3 @@ def sys_getrandom(t: Task, r: UserRegs) -> int:
     return n
 
 
-_ = (int64,)

@@ -16,7 +16,7 @@ from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 _ARCH_GET_CPUID, _ARCH_SET_CPUID = 0x1011, 0x1012
@@ -668,4 +668,3 @@ def sys_execveat(t: Task, r: UserRegs) -> SyscallControl:
     return _execve(t, dirfd, path, argv, envp, int32(r, 4))
 
 
-_ = (int64,)

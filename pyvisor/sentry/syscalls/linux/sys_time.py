@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import time
 
-from pyvisor.abi.linux.errno import ERESTART_RESTARTBLOCK, Errno
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
@@ -106,4 +106,3 @@ async def sys_clock_nanosleep(t: Task, r: UserRegs) -> int:
     return await _sleep(t, deadline, rem)
 
 
-_ = ERESTART_RESTARTBLOCK

@@ -189,8 +189,14 @@ def boot(cfg: SandboxConfig) -> Kernel:
     mount_at("/dev/shm", shm, shm.new_root(), "shm", "rw,nosuid,nodev")
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
+    from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
+    sysfs, sysroot = new_sysfs(memfile)
+    try:
+        mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
+    except SyscallError:
+        pass    # a read-only image without /sys: nothing to mount it on
     for m in cfg.mounts:
-        if m.destination in ("/proc", "/dev", "/dev/shm"):
+        if m.destination in ("/proc", "/dev", "/dev/shm", "/sys"):
             continue
         if m.type == "tmpfs":
             fs = TmpFS(memfile, tmpfs_size)
@@ -323,6 +329,9 @@ def _launch(cfg: SandboxConfig, confine: object) -> int:
     if pid == 0:
         code = 125
         try:
+            # If the launcher dies (even by SIGKILL), the Sentry dies, and with it, as
+            # PID 1 of its namespace, every stub and Gofer.
+            confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
             code = _sentry_main(cfg)
         except BootError as e:
             print(f"pyvisor: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, Comparer, Runner, pyvisor_env
+from pvtest import REPO, Comparer, Runner, pyvisor_env
 
 POOL = ("import multiprocessing as m\n"
         "with m.Pool(2) as p: print(sum(p.map(abs, range(-50, 50))))\n"

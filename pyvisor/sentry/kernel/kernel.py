@@ -250,7 +250,8 @@ class Kernel:
                 tm.callback()
         if not timers:
             return -1
-        return max(0.0, (timers[0].deadline - now) / 1e9)
+        # Deadlines can be absurdly far (alarm(4e9), a 2^63 s sleep): wake at least hourly.
+        return min(3600.0, max(0.0, (timers[0].deadline - now) / 1e9))
 
     def _poll(self, timeout: float) -> None:
         try:
@@ -331,6 +332,8 @@ class Kernel:
         if sig in (host_signal.SIGSEGV, host_signal.SIGBUS, host_signal.SIGILL,
                    host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS):
             info = ksignal.fault_info(t, sig)
+            if sig == host_signal.SIGSYS and self._vsyscall(t, info):
+                return
             act = t.tg.sighand.actions[sig]
             # A fault while the signal is blocked or ignored kills (force_sig_info).
             if t.sigmask & (1 << (sig - 1)) or act.handler == SIG_IGN:
@@ -372,6 +375,26 @@ class Kernel:
             self._step(t, None)
             return
         self._complete(t, ret)
+
+    def _vsyscall(self, t: Task, info: ksignal.SigInfo) -> bool:
+        """Emulates a call into the legacy vsyscall page (time, gettimeofday, getcpu).
+
+        The host turns it into a seccomp trap in the stub (see stub.py); by then it
+        has already emulated the `ret`, so only the result is left to set."""
+        from pyvisor.sentry.platform.ptrace.stub import VSYSCALL_START
+        raw = info.raw or b""
+        if len(raw) < 32 or not VSYSCALL_START <= info.addr < VSYSCALL_START + 4096:
+            return False
+        nr = int.from_bytes(raw[24:28], "little")
+        if nr not in (96, 201, 309):      # gettimeofday, time, getcpu
+            return False
+        entry = self.table.entries.get(nr)
+        try:
+            ret = entry.fn(t, t.regs) if entry is not None else -Errno.ENOSYS
+        except SyscallError as e:
+            ret = -e.errno
+        self._complete(t, ret)
+        return True
 
     def _is_syscall_insn(self, t: Task, rip: int) -> bool:
         """Whether the instruction before `rip` is `syscall` (0f 05), not int 0x80 (cd 80)

@@ -106,6 +106,8 @@ def parse_elf(head: bytes, fd: FileDescription, t: Any) -> ElfInfo:
         raise SyscallError(Errno.ENOEXEC)
     if phentsize != _PHDR.size or phnum == 0 or phnum > 65536 // _PHDR.size:
         raise SyscallError(Errno.ENOEXEC)
+    if phoff > 1 << 40 or entry >= 1 << 47:
+        raise SyscallError(Errno.ENOEXEC)
     size = phnum * _PHDR.size
     raw = head[phoff:phoff + size] if phoff + size <= len(head) else read_all(fd, t, size, phoff)
     if len(raw) != size:
@@ -114,10 +116,11 @@ def parse_elf(head: bytes, fd: FileDescription, t: Any) -> ElfInfo:
     interp = None
     for ptype, _pflags, poff, _vaddr, _paddr, filesz, memsz, _align in phdrs:
         if ptype == PT_LOAD:
-            if memsz < filesz or poff + filesz < poff or filesz > 1 << 40 or memsz > 1 << 40:
+            if memsz < filesz or filesz > 1 << 40 or memsz > 1 << 40 or poff > 1 << 40 \
+                    or _vaddr >= 1 << 47:
                 raise SyscallError(Errno.ENOEXEC)
         if ptype == PT_INTERP:
-            if filesz < 2 or filesz > 4096 or interp is not None:
+            if filesz < 2 or filesz > 4096 or interp is not None or poff > 1 << 40:
                 raise SyscallError(Errno.ENOEXEC)
             data = read_all(fd, t, filesz, poff)
             if len(data) != filesz or data[-1:] != b"\0":

@@ -114,6 +114,9 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
         raise SyscallError(Errno.ENOTDIR)
     if inode.is_dir() and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and not flags & O_PATH:
         raise SyscallError(Errno.EISDIR)
+    if not flags & O_PATH and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and \
+            inode.fs.readonly and (inode.is_regular() or inode.is_dir()):
+        raise SyscallError(Errno.EROFS)
     if not flags & O_PATH and t.creds.fsuid != 0:
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR) else 0) | \
             (MAY_WRITE if acc in (O_WRONLY, O_RDWR) else 0)

@@ -61,6 +61,8 @@ class TmpfsDir(Inode):
         return [DirEntry(n, i.ino, dtype_of(i.mode)) for n, i in list(self.entries.items())]
 
     def _add(self, name: bytes, inode: Inode) -> Inode:
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
         if name in self.entries:
             raise SyscallError(Errno.EEXIST)
         self.entries[name] = inode
@@ -102,6 +104,8 @@ class TmpfsDir(Inode):
         target.ctime_ns = now_ns()
 
     def _remove(self, name: bytes) -> Inode:
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
         inode = self.entries.pop(name)
         self.mtime_ns = self.ctime_ns = now_ns()
         if inode.is_dir():
@@ -132,6 +136,8 @@ class TmpfsDir(Inode):
     def rename(self, old: bytes, newdir: Inode, new: bytes) -> None:
         if not isinstance(newdir, TmpfsDir) or newdir.fs is not self.fs:
             raise SyscallError(Errno.EXDEV)
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
         src = self.lookup(old)
         if newdir is self and old == new:
             return
@@ -264,6 +270,8 @@ class TmpfsFile(Inode):
         n = len(data)
         if n == 0:
             return 0
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
         end = offset + n
         self._reserve(end)
         base = self.extent

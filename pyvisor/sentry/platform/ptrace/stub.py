@@ -42,6 +42,8 @@ CLONE_FLAGS_ALLOWED = (0x00008000 | 17, 0x00000100 | 0x00000800 | 0x00010000)
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_KILL_PROCESS = 0x80000000
 _RET_ALLOW = 0x7FFF0000
+_RET_TRAP = 0x00030000
+VSYSCALL_START = 0xFFFFFFFFFF600000
 _LD_W_ABS, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
 
 
@@ -63,6 +65,10 @@ def _filter(syscall_ip: int) -> bytes:
 
     emit(_LD_W_ABS, 4)                                         # arch
     kill_fixups.append(emit(_JEQ_K, _AUDIT_ARCH_X86_64))       # jf -> kill
+    # The host's vsyscall emulation consults seccomp with ip in the vsyscall page (the
+    # top of the address space): trap it, so the Sentry can emulate the call.
+    emit(_LD_W_ABS, 12)
+    vsys_check = emit(_JEQ_K, 0xFFFFFFFF)                      # jt -> trap
     emit(_LD_W_ABS, 8)                                         # ip, low half
     kill_fixups.append(emit(_JEQ_K, syscall_ip & 0xFFFFFFFF))
     emit(_LD_W_ABS, 12)                                        # ip, high half
@@ -82,6 +88,7 @@ def _filter(syscall_ip: int) -> bytes:
         allow_fixups.append(emit(_JEQ_K, flags))
     kill_at = emit(_RET_K, _RET_KILL_PROCESS)
     allow_at = emit(_RET_K, _RET_ALLOW)
+    trap_at = emit(_RET_K, _RET_TRAP)
     out = []
     for i, (code, jt, jf, k) in enumerate(prog):
         if i in kill_fixups:
@@ -93,6 +100,8 @@ def _filter(syscall_ip: int) -> bytes:
             jt = allow_at - i - 1
         if i == clone_check:
             jt = clone_start - i - 1
+        if i == vsys_check:
+            jt = trap_at - i - 1
         out.append(struct.pack("<HBBI", code, jt, jf, k))
     return b"".join(out)
 

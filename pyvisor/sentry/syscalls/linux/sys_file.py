@@ -608,6 +608,9 @@ def sys_fchmodat(t: Task, r: UserRegs) -> int:
 
 
 def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
+    # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
+    uid = -1 if uid & 0xFFFFFFFF == 0xFFFFFFFF else uid & 0xFFFFFFFF
+    gid = -1 if gid & 0xFFFFFFFF == 0xFFFFFFFF else gid & 0xFFFFFFFF
     if t.creds.euid != 0:
         if uid not in (-1, inode.uid) or (gid != -1 and gid not in (t.creds.egid,) + t.creds.groups):
             raise SyscallError(Errno.EPERM)

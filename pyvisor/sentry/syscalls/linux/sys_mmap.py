@@ -99,10 +99,20 @@ def sys_mincore(t: Task, r: UserRegs) -> int:
     addr, length, vec = pointer(r, 0), uint64(r, 1), pointer(r, 2)
     if addr % PAGE_SIZE:
         raise SyscallError(Errno.EINVAL)
-    n = page_round_up(length) // PAGE_SIZE
-    if t.mm.find(addr) is None:
+    end = page_round_up(addr + length)
+    if length and end <= addr:
         raise SyscallError(Errno.ENOMEM)
-    t.copy_out(vec, b"\1" * n)
+    # The whole range must be mapped (ENOMEM), which also bounds the vector's size.
+    cur = addr
+    for v in t.mm._overlapping(addr, end):
+        if v.start > cur:
+            raise SyscallError(Errno.ENOMEM)
+        cur = v.end
+    if cur < end:
+        raise SyscallError(Errno.ENOMEM)
+    n = (end - addr) // PAGE_SIZE
+    for off in range(0, n, 1 << 20):
+        t.copy_out(vec + off, b"\1" * min(1 << 20, n - off))
     return 0
 
 

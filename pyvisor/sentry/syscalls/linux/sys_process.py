@@ -86,6 +86,8 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
     """setres[ug]id core: root may set anything; others only among their current ids."""
     c = t.creds
     cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
+    # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
+    vals = tuple(-1 if v & 0xFFFFFFFF == 0xFFFFFFFF else v & 0xFFFFFFFF for v in vals)
     for v in vals:
         if v != -1 and c.euid != 0 and v not in cur:
             raise SyscallError(Errno.EPERM)
@@ -420,32 +422,61 @@ def sys_sched_yield(t: Task, r: UserRegs) -> int:
     return 0
 
 
+def _sched_target(t: Task, pid: int) -> Task:
+    """The task a sched_*/priority call names: 0 is the caller; others must exist here."""
+    if pid < 0:
+        raise SyscallError(Errno.EINVAL)
+    if pid == 0:
+        return t
+    target = t.kernel.tasks_by_tid.get(pid)
+    if target is None or target.exited:
+        raise SyscallError(Errno.ESRCH)
+    return target
+
+
+# The host's CPU count, read once (after confinement /sys may not be reachable).
+_NCPU = os.cpu_count() or 1
+
+
 def sys_sched_getaffinity(t: Task, r: UserRegs) -> int:
     """Implements sched_getaffinity(2): the host's CPUs, as the sandbox sees them."""
+    _sched_target(t, int32(r, 0))
     n, addr = uint64(r, 1), pointer(r, 2)
-    ncpu = os.cpu_count() or 1
-    need = max(8, ((ncpu + 63) // 64) * 8)
+    need = max(8, ((_NCPU + 63) // 64) * 8)
     if n < need or n % 8:
         raise SyscallError(Errno.EINVAL)
-    mask = (1 << ncpu) - 1
+    mask = (1 << _NCPU) - 1
     t.copy_out(addr, mask.to_bytes(need, "little"))
     return need
 
 
 def sys_sched_setaffinity(t: Task, r: UserRegs) -> int:
+    """Implements sched_setaffinity(2): validated, not applied (the Sentry places stubs)."""
+    _sched_target(t, int32(r, 0))
+    n, addr = uint64(r, 1), pointer(r, 2)
+    mask = int.from_bytes(t.copy_in(addr, min(n, 128)), "little")
+    if not mask & ((1 << _NCPU) - 1):
+        raise SyscallError(Errno.EINVAL)
     return 0
 
 
 def sys_sched_getparam(t: Task, r: UserRegs) -> int:
+    _sched_target(t, int32(r, 0))
     t.copy_out(pointer(r, 1), bytes(4))
     return 0
 
 
 def sys_sched_getscheduler(t: Task, r: UserRegs) -> int:
+    _sched_target(t, int32(r, 0))
     return 0
 
 
 def sys_sched_setscheduler(t: Task, r: UserRegs) -> int:
+    """Implements sched_setscheduler(2): SCHED_OTHER/BATCH/IDLE accepted, not applied."""
+    _sched_target(t, int32(r, 0))
+    policy = int32(r, 1) & ~0x40000000          # SCHED_RESET_ON_FORK
+    if policy not in (0, 3, 5):
+        raise SyscallError(Errno.EPERM if policy in (1, 2, 6) else Errno.EINVAL)
     return 0
 
 
@@ -457,11 +488,26 @@ def sys_sched_get_priority_min(t: Task, r: UserRegs) -> int:
     return 1 if int32(r, 0) in (1, 2) else 0
 
 
+def _prio_check(t: Task, which: int, who: int) -> None:
+    if which == 0:                               # PRIO_PROCESS
+        _sched_target(t, who)
+    elif which == 1:                             # PRIO_PGRP
+        pgid = who or t.tg.pgid
+        if not any(g.pgid == pgid and not g.zombie for g in t.kernel.groups.values()):
+            raise SyscallError(Errno.ESRCH)
+    elif which != 2:                             # PRIO_USER: any uid
+        raise SyscallError(Errno.EINVAL)
+
+
 def sys_getpriority(t: Task, r: UserRegs) -> int:
+    """Implements getprioriy(2): every task runs at nice 0 (the raw value 20)."""
+    _prio_check(t, int32(r, 0), int32(r, 1))
     return 20
 
 
 def sys_setpriority(t: Task, r: UserRegs) -> int:
+    """Implements setpriority(2): validated, not applied."""
+    _prio_check(t, int32(r, 0), int32(r, 1))
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, pyvisor_env
+from pvtest import REPO, pyvisor_env
 
 
 def _descendants(pid: int) -> list[int]:

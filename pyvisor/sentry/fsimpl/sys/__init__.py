@@ -1,0 +1,1 @@
+"""pyvisor.sentry.fsimpl.sys."""

@@ -1,0 +1,904 @@
+"""AF_UNIX sockets, served entirely by the Sentry.  Linux: net/unix/af_unix.c.
+gVisor: pkg/sentry/socket/unix (and unix/transport).
+
+One `UnixSocket` is both Linux's struct socket and struct unix_sock: it is
+the FileImpl of an open socket file, or, before accept(2), an "embryo" that
+a connect(2) queued on a listener and that has no file yet.
+
+Data moves as `Message`s queued on the receiver.  A stream send is cut into
+messages of at most half the send buffer; a receive glues them together
+(never across a change of sender credentials when SO_PASSCRED is on, and
+never past a message that carried files).  Datagram and seqpacket receives
+take one message, truncating it.  Flow control is Linux's: a sender may
+queue while its bytes in flight (`wmem`: each message's bytes plus a fixed
+overhead, charged when queued and refunded as the receiver consumes them)
+are under SO_SNDBUF, and polls writable while they are at most a quarter of
+it; a datagram receiver that is not connected back to its sender also
+refuses more than `backlog` (net.unix.max_dgram_qlen) queued messages.
+
+Names: a path binding makes a socket node with the directory's mknod (tmpfs,
+or the overlay's upper tmpfs) and points the node's `bound` at the socket;
+abstract names (sun_path starting with NUL) live in a per-kernel table keyed
+by (address, type), as Linux hashes the type into the name.  A closed
+socket forgets its node and its abstract name, so connecting gets
+ECONNREFUSED while the node stays, as on Linux.
+
+Differences from Linux, for now:
+  * no garbage collection of sockets that are in flight in their own queues
+    (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
+    files in flight are capped (RLIMIT_NOFILE per user as Linux, and
+    INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
+  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
+  * read(2)/write(2) on a socket ignore SO_RCVTIMEO/SO_SNDTIMEO, and write(2)
+    on a seqpacket socket whose peer is gone raises SIGPIPE (do_write sends it
+    for every EPIPE) where Linux only returns EPIPE.
+
+Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
+counted in `sender.wmem` until consumed or dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import AT_FDCWD
+from pyvisor.abi.linux.signal import Signal
+from pyvisor.abi.linux.stat import S_IFMT, S_IFSOCK
+from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.task import RLIMIT_NOFILE
+from pyvisor.sentry.kernel.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
+                                             EVENT_OUT, EVENT_RDHUP, WaitQueue)
+from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL,
+                                          MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+                                          RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
+                                          SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
+                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SOCK_DGRAM,
+                                          SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
+                                          SOCK_STREAM, SOL_SOCKET, SOMAXCONN, UCRED,
+                                          UCRED_NOBODY, Control, Received, Socket,
+                                          deadline_of, new_socket_file, wait)
+from pyvisor.sentry.vfs import ops
+from pyvisor.sentry.vfs.perms import MAY_EXEC, MAY_WRITE, check_access
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.vfs.file import FileDescription
+    from pyvisor.sentry.vfs.inode import Inode
+
+# sk_state values.  From <net/tcp_states.h>.
+TCP_ESTABLISHED = 1
+TCP_CLOSE = 7
+TCP_LISTEN = 10
+
+SUN_PATH_OFFSET = 2                      # offsetof(struct sockaddr_un, sun_path)
+SOCKADDR_UN_SIZE = 110
+FAMILY_ONLY = struct.pack("<H", AF_UNIX)  # the name of an unbound socket
+MAX_DGRAM_QLEN = 10                       # net.unix.max_dgram_qlen
+MSG_OVERHEAD = 768                        # what a queued message costs beyond its bytes
+                                          # (a small sk_buff's truesize), so empty and
+                                          # tiny messages are bounded by SO_SNDBUF too
+INFLIGHT_MAX = 1 << 16                    # files in flight per sandbox, for everyone
+STREAM_CHUNK_MAX = 65536                  # largest message one stream send queues
+NO_CREDS = (0, 65534, 65534)              # pid 0, overflow uid/gid: sent without creds
+
+
+class UnixNamespace:
+    """Abstract names and autobind numbers.  Linux: the per-netns unix table."""
+
+    def __init__(self) -> None:
+        self.abstract: dict[tuple[bytes, int], UnixSocket] = {}
+        self.autobind = 0
+        self.inflight: dict[int, int] = {}     # uid -> files in flight (user->unix_inflight)
+        self.inflight_total = 0
+
+    def charge_inflight(self, t: Task, n: int) -> int:
+        """Counts `n` files going in flight for the sender's user; ETOOMANYREFS past
+        RLIMIT_NOFILE (unless root, as CAP_SYS_RESOURCE) or past INFLIGHT_MAX, which
+        bounds what cycles of sockets sent over themselves can pin, since there is no
+        garbage collector (Linux: too_many_unix_fds, net/unix/garbage.c)."""
+        uid = t.creds.uid
+        have = self.inflight.get(uid, 0)
+        limit = t.tg.rlimits[RLIMIT_NOFILE][0]
+        if (have > limit and t.creds.euid != 0) or self.inflight_total + n > INFLIGHT_MAX:
+            raise SyscallError(Errno.ETOOMANYREFS)
+        self.inflight[uid] = have + n
+        self.inflight_total += n
+        return uid
+
+    def uncharge_inflight(self, uid: int, n: int) -> None:
+        left = self.inflight.get(uid, 0) - n
+        if left > 0:
+            self.inflight[uid] = left
+        else:
+            self.inflight.pop(uid, None)
+        self.inflight_total -= n
+
+
+_NAMESPACES: weakref.WeakKeyDictionary[Any, UnixNamespace] = weakref.WeakKeyDictionary()
+
+
+def namespace_of(kernel: Any) -> UnixNamespace:
+    """The kernel's AF_UNIX namespace (the sandbox has one network namespace)."""
+    ns = _NAMESPACES.get(kernel)
+    if ns is None:
+        ns = _NAMESPACES[kernel] = UnixNamespace()
+    return ns
+
+
+def socket_node(inode: Inode) -> Any:
+    """The node holding a path binding: the inode itself (tmpfs) or the upper inode
+    of an overlay file; None for filesystems that cannot hold one."""
+    for _ in range(8):
+        if hasattr(inode, "bound"):
+            return inode
+        up = getattr(inode, "upper", None)
+        if up is None or up is inode:
+            return None
+        inode = up
+    return None
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One queued buffer.  Linux: an sk_buff with its UNIXCB."""
+
+    data: bytes
+    sender: UnixSocket | None           # charged for `charge` bytes in sender.wmem
+    creds: tuple[int, int, int]         # (pid, uid, gid) as SCM_CREDENTIALS reports
+    rights: list[FileDescription] | None = None   # one reference each, until received
+    off: int = 0                        # consumed bytes (stream)
+    charge: int = 0                     # invariant: charge >= remaining
+    rights_uid: int = -1                # whose in-flight count `rights` is in
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.off
+
+
+def _validate(addr: bytes) -> None:
+    """unix_validate_addr."""
+    if len(addr) <= SUN_PATH_OFFSET or len(addr) > SOCKADDR_UN_SIZE:
+        raise SyscallError(Errno.EINVAL)
+    if struct.unpack_from("<H", addr)[0] != AF_UNIX:
+        raise SyscallError(Errno.EINVAL)
+
+
+def _path_of(addr: bytes) -> bytes:
+    """The filesystem path of a non-abstract address (up to the first NUL)."""
+    return addr[SUN_PATH_OFFSET:].split(b"\0", 1)[0]
+
+
+def _current_creds(t: Task) -> tuple[int, int, int]:
+    return (t.tg.tgid, t.creds.uid, t.creds.gid)
+
+
+def _peer_creds(t: Task) -> tuple[int, int, int]:
+    """init_peercred: what SO_PEERCRED reports (effective ids)."""
+    return (t.tg.tgid, t.creds.euid, t.creds.egid)
+
+
+class UnixSocket(Socket):
+    """An AF_UNIX socket.  Linux: struct unix_sock."""
+
+    family = AF_UNIX
+
+    def __init__(self, ns: UnixNamespace, stype: int) -> None:
+        super().__init__(stype, 0)
+        self.ns = ns
+        self.state = TCP_CLOSE
+        self.peer: UnixSocket | None = None
+        self.addr: bytes | None = None          # our name, as getsockname reports it
+        self.node: Any = None                   # the socket node of a path binding
+        self.queue: collections.deque[Message] = collections.deque()
+        self.pending: collections.deque[UnixSocket] = collections.deque()   # embryos
+        self.wq = WaitQueue()
+        self.peer_wake: list[WaitQueue] = []    # senders waiting for room in our queue
+        self.shutdown_flags = 0                 # RCV_SHUTDOWN | SEND_SHUTDOWN
+        self.err = 0                            # pending SO_ERROR
+        self.passcred = False
+        self.wmem = 0                           # our bytes queued on receivers
+        self.backlog = MAX_DGRAM_QLEN           # sk_max_ack_backlog
+        self.peercred: tuple[int, int, int] | None = None
+        self.dead = False
+        self.has_file = False                   # False for an embryo not yet accepted
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def connection_oriented(self) -> bool:
+        return self.stype in (SOCK_STREAM, SOCK_SEQPACKET)
+
+    def _notify(self, events: int = EVENT_ALL) -> None:
+        self.wq.notify(events)
+
+    def _wake_peer_waiters(self, events: int = EVENT_OUT) -> None:
+        """unix_dgram_peer_wake_relay / peer_wait: room appeared in our queue."""
+        waiters, self.peer_wake = self.peer_wake, []
+        for q in waiters:
+            q.notify(events)
+
+    def _wait_for_room(self, other: UnixSocket) -> None:
+        if self.wq not in other.peer_wake:
+            other.peer_wake.append(self.wq)
+
+    def _refund(self, m: Message, n: int) -> None:
+        """Returns `n` bytes of `m`'s charge to its sender."""
+        s = m.sender
+        if s is None or n <= 0:
+            return
+        n = min(n, m.charge)
+        m.charge -= n
+        s.wmem -= n
+        if s.wmem < s.sndbuf:
+            s.wq.notify(EVENT_OUT)
+
+    def _detach(self, m: Message) -> list[FileDescription] | None:
+        """Takes the files out of `m` (their references go with them)."""
+        rights, m.rights = m.rights, None
+        if rights:
+            self.ns.uncharge_inflight(m.rights_uid, len(rights))
+        return rights
+
+    def _drop(self, m: Message) -> None:
+        """Frees a message: refunds its sender and closes files still in it."""
+        self._refund(m, m.charge)
+        for f in self._detach(m) or ():
+            f.decref()
+
+    def _message(self, t: Task, data: bytes, other: UnixSocket, control: Control,
+                 creds: tuple[int, int, int]) -> Message:
+        """A message from us, charged to our wmem, taking `control`'s files."""
+        m = Message(data, self, creds, charge=len(data) + MSG_OVERHEAD)
+        if control.rights:
+            m.rights_uid = self.ns.charge_inflight(t, len(control.rights))
+            m.rights, control.rights = control.rights, None
+        self.wmem += m.charge
+        return m
+
+    def _purge(self) -> None:
+        while self.queue:
+            self._drop(self.queue.popleft())
+
+    def _autobind(self) -> None:
+        """unix_autobind: an abstract name of five hex digits."""
+        if self.addr is not None:
+            return
+        ns = self.ns
+        for _ in range(0x100000):
+            ns.autobind = (ns.autobind + 1) & 0xFFFFF
+            addr = FAMILY_ONLY + b"\0" + b"%05x" % ns.autobind
+            if (addr, self.stype) not in ns.abstract:
+                ns.abstract[(addr, self.stype)] = self
+                self.addr = addr
+                return
+        raise SyscallError(Errno.ENOSPC)
+
+    def _find(self, t: Task, addr: bytes) -> UnixSocket:
+        """unix_find_other: the socket bound to `addr` (validated) of our type."""
+        if addr[SUN_PATH_OFFSET]:
+            loc = ops.lookup_at(t, AT_FDCWD, _path_of(addr), True)
+            if t.creds.fsuid != 0:
+                check_access(t, loc.inode, MAY_WRITE)
+            if loc.inode.mode & S_IFMT != S_IFSOCK:
+                raise SyscallError(Errno.ECONNREFUSED)
+            node = socket_node(loc.inode)
+            other = getattr(node, "bound", None) if node is not None else None
+            if not isinstance(other, UnixSocket) or other.dead:
+                raise SyscallError(Errno.ECONNREFUSED)
+            if other.stype != self.stype:
+                raise SyscallError(Errno.EPROTOTYPE)
+            return other
+        other = self.ns.abstract.get((addr, self.stype))
+        if other is None or other.dead:
+            raise SyscallError(Errno.ECONNREFUSED)
+        return other
+
+    def _creds_for(self, t: Task, other: UnixSocket, control: Control) -> tuple[int, int, int]:
+        """The credentials a message carries.  Linux: scm_send + maybe_add_creds."""
+        if control.creds is not None:
+            return control.creds
+        if self.passcred or other.passcred or not other.has_file:
+            return _current_creds(t)
+        return NO_CREDS
+
+    # -- FileImpl ----------------------------------------------------------------------------
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        r = self._try_recv(t, n, 0, False)
+        r.drop_control()
+        return r.data
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        control = Control()
+        # do_write sends SIGPIPE for EPIPE itself.
+        return self._try_send(t, data, MSG_NOSIGNAL, None, control)
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        ev = 0
+        if self.err:
+            ev |= EVENT_ERR
+        if self.shutdown_flags == SHUTDOWN_MASK:
+            ev |= EVENT_HUP
+        if self.shutdown_flags & RCV_SHUTDOWN:
+            ev |= EVENT_IN | EVENT_RDHUP
+        if self.queue or self.pending:
+            ev |= EVENT_IN
+        if self.connection_oriented and self.state == TCP_CLOSE:
+            ev |= EVENT_HUP
+        if mask & EVENT_OUT and self.state != TCP_LISTEN and self.wmem * 4 <= self.sndbuf:
+            writable = True
+            other = self.peer
+            if self.stype != SOCK_STREAM and other is not None and other.peer is not self \
+                    and not other.dead and len(other.queue) > other.backlog:
+                self._wait_for_room(other)
+                writable = False
+            if writable:
+                ev |= EVENT_OUT
+        return ev & (mask | EVENT_HUP | EVENT_ERR)
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return self.wq
+
+    def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
+        if cmd == SIOCINQ:
+            if self.state == TCP_LISTEN:
+                raise SyscallError(Errno.EINVAL)
+            if self.stype == SOCK_DGRAM:
+                amount = len(self.queue[0].data) if self.queue else 0
+            else:
+                amount = sum(m.remaining for m in self.queue)
+            t.copy_out(arg, struct.pack("<i", amount))
+            return 0
+        if cmd == SIOCOUTQ:
+            t.copy_out(arg, struct.pack("<i", self.wmem))
+            return 0
+        raise SyscallError(Errno.ENOTTY)
+
+    def release(self, fd: FileDescription) -> None:
+        self._release(embryo=False)
+
+    def _release(self, embryo: bool) -> None:
+        """unix_release_sock: the last reference is gone (or an embryo is dropped)."""
+        if self.dead:
+            return
+        self.dead = True
+        ns = self.ns
+        if self.addr is not None and ns.abstract.get((self.addr, self.stype)) is self:
+            del ns.abstract[(self.addr, self.stype)]
+        if self.node is not None and getattr(self.node, "bound", None) is self:
+            self.node.bound = None
+        self.node = None
+        self.shutdown_flags = SHUTDOWN_MASK
+        state = self.state
+        self.state = TCP_CLOSE
+        peer, self.peer = self.peer, None
+        self._wake_peer_waiters(EVENT_ALL)
+        if peer is not None and self.connection_oriented:
+            peer.shutdown_flags = SHUTDOWN_MASK
+            if self.queue or embryo:
+                peer.err = Errno.ECONNRESET
+            peer._notify()
+        self._purge()
+        if state == TCP_LISTEN:
+            pending, self.pending = self.pending, collections.deque()
+            for e in pending:
+                e._release(embryo=True)
+        self._notify()
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def bind(self, t: Task, addr: bytes) -> None:
+        """unix_bind."""
+        if len(addr) == SUN_PATH_OFFSET and struct.unpack_from("<H", addr)[0] == AF_UNIX:
+            self._autobind()
+            return
+        _validate(addr)
+        if addr[SUN_PATH_OFFSET]:
+            self._bind_path(t, addr)
+            return
+        if self.addr is not None:
+            raise SyscallError(Errno.EINVAL)
+        key = (addr, self.stype)
+        if key in self.ns.abstract:
+            raise SyscallError(Errno.EADDRINUSE)
+        self.ns.abstract[key] = self
+        self.addr = addr
+
+    def _bind_path(self, t: Task, addr: bytes) -> None:
+        """unix_bind_bsd: a socket node in the file system."""
+        path = _path_of(addr)
+        parent, name = ops.lookup_parent(t, AT_FDCWD, path)
+        if ops.child_or_none(parent, name) is not None:
+            raise SyscallError(Errno.EADDRINUSE)
+        if self.addr is not None:
+            raise SyscallError(Errno.EINVAL)
+        if parent.mount.flags_readonly or parent.inode.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        if t.creds.fsuid != 0:
+            check_access(t, parent.inode, MAY_WRITE | MAY_EXEC)
+        mode = S_IFSOCK | (0o777 & ~t.fs.umask)
+        try:
+            inode = parent.inode.mknod(name, mode, 0, t.creds.fsuid, t.creds.fsgid)
+        except SyscallError as e:
+            if e.errno == Errno.EEXIST:
+                raise SyscallError(Errno.EADDRINUSE) from None
+            raise
+        parent.dentry.forget(name)
+        node = socket_node(inode)
+        if node is None:
+            # A filesystem whose nodes cannot hold a binding: undo, as Linux
+            # does when binding fails after mknod.
+            try:
+                parent.inode.unlink(name)
+            except SyscallError:
+                pass
+            parent.dentry.forget(name)
+            raise SyscallError(Errno.EPERM)
+        node.bound = self
+        self.node = node
+        self.addr = FAMILY_ONLY + path + b"\0"
+
+    def getsockname(self, t: Task) -> bytes:
+        return self.addr if self.addr is not None else FAMILY_ONLY
+
+    def getpeername(self, t: Task) -> bytes:
+        peer = self.peer
+        if peer is None:
+            raise SyscallError(Errno.ENOTCONN)
+        return peer.addr if peer.addr is not None else FAMILY_ONLY
+
+    # -- connections -------------------------------------------------------------------------
+
+    def listen(self, t: Task, backlog: int) -> None:
+        """unix_listen."""
+        if not self.connection_oriented:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if self.addr is None:
+            raise SyscallError(Errno.EINVAL)
+        if self.state not in (TCP_CLOSE, TCP_LISTEN):
+            raise SyscallError(Errno.EINVAL)
+        if backlog < 0 or backlog > SOMAXCONN:
+            backlog = SOMAXCONN
+        if backlog > self.backlog:
+            self._wake_peer_waiters()
+        self.backlog = backlog
+        self.state = TCP_LISTEN
+        self.peercred = _peer_creds(t)
+
+    async def accept(self, t: Task, f: FileDescription, flags: int
+                     ) -> tuple[FileDescription, bytes]:
+        """unix_accept, waiting for a connection unless non-blocking."""
+        if not self.connection_oriented:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if self.state != TCP_LISTEN:
+            raise SyscallError(Errno.EINVAL)
+        while not self.pending:
+            if self.err:
+                err, self.err = self.err, 0
+                raise SyscallError(err)
+            if self.shutdown_flags & RCV_SHUTDOWN or self.state != TCP_LISTEN:
+                raise SyscallError(Errno.EINVAL)
+            if f.nonblocking:
+                raise WouldBlock()
+            timed = self.rcvtimeo is not None
+            await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR,
+                       deadline_of(t, self.rcvtimeo), timed)
+        new = self.pending.popleft()
+        self._wake_peer_waiters()
+        new.passcred = self.passcred
+        new.has_file = True
+        nf = new_socket_file(new, flags & SOCK_NONBLOCK, t.creds.fsuid, t.creds.fsgid)
+        peer = new.peer
+        return nf, (peer.addr if peer is not None and peer.addr is not None else FAMILY_ONLY)
+
+    async def connect(self, t: Task, f: FileDescription, addr: bytes) -> None:
+        if self.connection_oriented:
+            await self._connect_stream(t, f, addr)
+        else:
+            self._connect_dgram(t, addr)
+
+    async def _connect_stream(self, t: Task, f: FileDescription, addr: bytes) -> None:
+        """unix_stream_connect: queue an embryo on the listener, connected to us."""
+        _validate(addr)
+        if self.passcred and self.addr is None:
+            self._autobind()
+        deadline = deadline_of(t, self.sndtimeo)
+        while True:
+            other = self._find(t, addr)
+            if other.state != TCP_LISTEN or other.shutdown_flags & RCV_SHUTDOWN:
+                raise SyscallError(Errno.ECONNREFUSED)
+            if len(other.pending) > other.backlog:
+                if f.nonblocking or self.sndtimeo == 0:
+                    raise WouldBlock()
+                self._wait_for_room(other)
+                await wait(t, self.wq, EVENT_ALL, deadline, self.sndtimeo is not None)
+                continue
+            break
+        if self.state != TCP_CLOSE:
+            raise SyscallError(Errno.EISCONN if self.state == TCP_ESTABLISHED else Errno.EINVAL)
+        new = UnixSocket(self.ns, self.stype)
+        new.peer = self
+        new.state = TCP_ESTABLISHED
+        new.peercred = _peer_creds(t)
+        new.addr = other.addr
+        self.peercred = other.peercred
+        self.state = TCP_ESTABLISHED
+        self.peer = new
+        other.pending.append(new)
+        other._notify(EVENT_IN)
+
+    def _connect_dgram(self, t: Task, addr: bytes) -> None:
+        """unix_dgram_connect: set (or with AF_UNSPEC clear) the default peer."""
+        if len(addr) < 2:
+            raise SyscallError(Errno.EINVAL)
+        other: UnixSocket | None = None
+        if struct.unpack_from("<H", addr)[0] != AF_UNSPEC:
+            _validate(addr)
+            if self.passcred and self.addr is None:
+                self._autobind()
+            other = self._find(t, addr)
+            if other.peer is not None and other.peer is not self:
+                raise SyscallError(Errno.EPERM)
+            self.state = TCP_ESTABLISHED
+        old = self.peer
+        self.peer = other
+        if other is None:
+            self.state = TCP_CLOSE
+        if old is not None and old is not other:
+            self._dgram_disconnected(old)
+        self._notify(EVENT_OUT)
+
+    def _dgram_disconnected(self, other: UnixSocket) -> None:
+        """unix_dgram_disconnected: messages from the old peer are lost."""
+        if self.queue:
+            self._purge()
+            self._wake_peer_waiters()
+            if not other.dead and other.peer is self:
+                other.err = Errno.ECONNRESET
+                other._notify()
+
+    def shutdown(self, t: Task, how: int) -> None:
+        """unix_shutdown.  An unconnected socket is not an error, as on Linux."""
+        if how < SHUT_RD or how > SHUT_RDWR:
+            raise SyscallError(Errno.EINVAL)
+        mode = how + 1
+        self.shutdown_flags |= mode
+        self._notify()
+        other = self.peer
+        if other is not None and self.connection_oriented:
+            peer_mode = 0
+            if mode & RCV_SHUTDOWN:
+                peer_mode |= SEND_SHUTDOWN
+            if mode & SEND_SHUTDOWN:
+                peer_mode |= RCV_SHUTDOWN
+            other.shutdown_flags |= peer_mode
+            other._notify()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _try_send(self, t: Task, data: bytes, flags: int, addr: bytes | None,
+                  control: Control) -> int:
+        """One non-blocking attempt; WouldBlock if nothing could be queued."""
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if self.stype == SOCK_STREAM:
+            return self._try_send_stream(t, data, flags, addr, control)
+        return self._try_send_dgram(t, data, addr, control)
+
+    def _sigpipe(self, t: Task, flags: int) -> None:
+        if not flags & MSG_NOSIGNAL:
+            ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGPIPE, 0, pid=t.tg.tgid))
+
+    def _try_send_stream(self, t: Task, data: bytes, flags: int, addr: bytes | None,
+                         control: Control) -> int:
+        """unix_stream_sendmsg, without the sleeping."""
+        if addr is not None:
+            raise SyscallError(Errno.EISCONN if self.state == TCP_ESTABLISHED
+                               else Errno.EOPNOTSUPP)
+        other = self.peer
+        if other is None:
+            raise SyscallError(Errno.ENOTCONN)
+        if self.shutdown_flags & SEND_SHUTDOWN:
+            self._sigpipe(t, flags)
+            raise SyscallError(Errno.EPIPE)
+        sent = 0
+        total = len(data)
+        creds = self._creds_for(t, other, control)
+        while sent < total:
+            if self.wmem >= self.sndbuf:
+                break
+            if other.dead or other.shutdown_flags & RCV_SHUTDOWN:
+                if sent:
+                    break
+                self._sigpipe(t, flags)
+                raise SyscallError(Errno.EPIPE)
+            size = min(total - sent, max(self.sndbuf // 2 - 64, 1), STREAM_CHUNK_MAX)
+            other.queue.append(self._message(t, data[sent:sent + size], other, control, creds))
+            sent += size
+        if sent:
+            other._notify(EVENT_IN)
+            return sent
+        if total == 0:
+            return 0
+        raise WouldBlock()
+
+    def _try_send_dgram(self, t: Task, data: bytes, addr: bytes | None,
+                        control: Control) -> int:
+        """unix_dgram_sendmsg / unix_seqpacket_sendmsg, without the sleeping."""
+        if self.stype == SOCK_SEQPACKET:
+            if self.err:
+                err, self.err = self.err, 0
+                raise SyscallError(err)
+            if self.state != TCP_ESTABLISHED:
+                raise SyscallError(Errno.ENOTCONN)
+            addr = None
+        if addr is not None:
+            _validate(addr)
+            other = None
+        else:
+            other = self.peer
+            if other is None:
+                raise SyscallError(Errno.ENOTCONN)
+        if self.passcred and self.addr is None:
+            self._autobind()
+        if len(data) > self.sndbuf - 32:
+            raise SyscallError(Errno.EMSGSIZE)
+        if self.wmem >= self.sndbuf:
+            raise WouldBlock()
+        if other is None:
+            assert addr is not None
+            other = self._find(t, addr)
+        if other.peer is not None and other.peer is not self:
+            raise SyscallError(Errno.EPERM)
+        if other.dead:
+            if self.stype == SOCK_SEQPACKET:
+                raise SyscallError(Errno.EPIPE)
+            if self.peer is other:
+                self.peer = None
+                self.state = TCP_CLOSE
+                self._dgram_disconnected(other)
+            raise SyscallError(Errno.ECONNREFUSED)
+        if other.shutdown_flags & RCV_SHUTDOWN:
+            raise SyscallError(Errno.EPIPE)
+        if other is not self and other.peer is not self and len(other.queue) > other.backlog:
+            self._wait_for_room(other)
+            raise WouldBlock()
+        creds = self._creds_for(t, other, control)
+        other.queue.append(self._message(t, data, other, control, creds))
+        other._notify(EVENT_IN)
+        return len(data)
+
+    async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
+                      addr: bytes | None, control: Control) -> int:
+        """Sends, waiting for room unless non-blocking; a stream send may return a
+        partial count once something was queued."""
+        nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.sndtimeo == 0
+        deadline = deadline_of(t, self.sndtimeo)
+        timed = self.sndtimeo is not None
+        stream = self.stype == SOCK_STREAM
+        sent = 0
+        while True:
+            try:
+                # SIGPIPE only if nothing was sent by this call (unix_stream_sendmsg).
+                fl = flags | MSG_NOSIGNAL if sent else flags
+                sent += self._try_send(t, data[sent:] if sent else data, fl, addr, control)
+                if not stream or sent >= len(data):
+                    return sent
+            except WouldBlock:
+                if nonblock:
+                    if sent:
+                        return sent
+                    raise
+            except SyscallError:
+                if sent:
+                    return sent
+                raise
+            try:
+                await wait(t, self.wq, EVENT_OUT | EVENT_HUP | EVENT_ERR, deadline, timed)
+            except SyscallError:
+                if sent:
+                    return sent
+                raise
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _try_recv(self, t: Task, n: int, flags: int, want_addr: bool) -> Received:
+        """One non-blocking attempt; WouldBlock if nothing is there yet."""
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if self.stype == SOCK_STREAM:
+            return self._try_recv_stream(n, flags, want_addr)
+        return self._try_recv_dgram(n, flags, want_addr)
+
+    def _empty(self) -> Received:
+        """Nothing queued: a pending error, EOF, or WouldBlock."""
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        if self.shutdown_flags & RCV_SHUTDOWN:
+            return Received(b"", 0)
+        raise WouldBlock()
+
+    def _try_recv_stream(self, n: int, flags: int, want_addr: bool) -> Received:
+        """unix_stream_read_generic, without the sleeping."""
+        if self.state != TCP_ESTABLISHED:
+            raise SyscallError(Errno.EINVAL)
+        if not self.queue:
+            return self._empty()
+        peek = bool(flags & MSG_PEEK)
+        out: list[bytes] = []
+        copied = 0
+        creds: tuple[int, int, int] | None = None
+        rights: list[FileDescription] | None = None
+        addr: bytes | None = None
+        i = 0
+        refunded = False
+        while True:
+            if i >= len(self.queue):
+                break
+            m = self.queue[i]
+            if creds is not None:
+                if m.creds != creds:
+                    break       # never glue messages from different writers
+            elif self.passcred:
+                creds = m.creds
+            if want_addr and addr is None and m.sender is not None:
+                addr = m.sender.addr
+            chunk = m.data[m.off:m.off + (n - copied)]
+            out.append(chunk)
+            copied += len(chunk)
+            if not peek:
+                m.off += len(chunk)
+                refunded = True
+                if m.rights is not None:
+                    rights = self._detach(m)
+                if m.remaining:
+                    self._refund(m, len(chunk))
+                    break
+                self.queue.popleft()
+                self._refund(m, m.charge)
+                if rights is not None:
+                    break
+            else:
+                if m.rights:
+                    for fd in m.rights:
+                        fd.incref()
+                    rights = list(m.rights)
+                    break
+                i += 1
+            if copied >= n:
+                break
+        if refunded:
+            self._wake_peer_waiters()
+        data = b"".join(out)
+        return Received(data, len(data), addr=addr, rights=rights, creds=creds)
+
+    def _try_recv_dgram(self, n: int, flags: int, want_addr: bool) -> Received:
+        """__unix_dgram_recvmsg / unix_seqpacket_recvmsg, without the sleeping."""
+        if self.stype == SOCK_SEQPACKET and self.state != TCP_ESTABLISHED:
+            raise SyscallError(Errno.ENOTCONN)
+        if not self.queue:
+            return self._empty()
+        m = self.queue[0]
+        rights: list[FileDescription] | None
+        if flags & MSG_PEEK:
+            rights = list(m.rights) if m.rights else None
+            for fd in rights or ():
+                fd.incref()
+        else:
+            self.queue.popleft()
+            rights = self._detach(m)
+            self._refund(m, m.charge)
+            self._wake_peer_waiters()
+        data = m.data[:n]
+        mflags = MSG_TRUNC if len(m.data) > n else 0
+        length = len(m.data) if flags & MSG_TRUNC else len(data)
+        addr = m.sender.addr if want_addr and m.sender is not None else None
+        return Received(data, length, mflags, addr, rights,
+                        m.creds if self.passcred else None)
+
+    async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
+                      want_addr: bool) -> Received:
+        """Receives, waiting for data unless non-blocking.  MSG_WAITALL on a stream
+        gathers until `n` bytes, EOF, an error or a signal."""
+        nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.rcvtimeo == 0
+        deadline = deadline_of(t, self.rcvtimeo)
+        timed = self.rcvtimeo is not None
+        waitall = self.stype == SOCK_STREAM and bool(flags & MSG_WAITALL) \
+            and not flags & MSG_PEEK
+        got: Received | None = None
+        while True:
+            try:
+                r = self._try_recv(t, n - (got.length if got else 0), flags, want_addr)
+            except WouldBlock:
+                if nonblock:
+                    if got is not None:
+                        return got
+                    raise
+            except SyscallError:
+                if got is not None:
+                    return got
+                raise
+            else:
+                if got is None:
+                    got = r
+                else:
+                    got.data += r.data
+                    got.length += r.length
+                    got.rights = r.rights
+                if not waitall or got.length >= n or r.length == 0 or \
+                        got.rights is not None or nonblock:
+                    return got
+            try:
+                await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline, timed)
+            except SyscallError:
+                if got is not None:
+                    return got
+                raise
+
+    # -- options -----------------------------------------------------------------------------
+
+    def getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level == SOL_SOCKET:
+            if name == SO_ERROR:
+                err, self.err = self.err, 0
+                return struct.pack("<i", err)
+            if name == SO_PASSCRED:
+                return struct.pack("<i", int(self.passcred))
+            if name == SO_ACCEPTCONN:
+                return struct.pack("<i", int(self.state == TCP_LISTEN))
+            if name == SO_PEERCRED:
+                return UCRED.pack(*(self.peercred or UCRED_NOBODY))
+        return super().getsockopt(t, level, name)
+
+    def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_SOCKET and name == SO_PASSCRED:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            self.passcred = struct.unpack_from("<i", optval)[0] != 0
+            return
+        super().setsockopt(t, level, name, optval)
+
+    def buffers_changed(self) -> None:
+        self._notify(EVENT_OUT)
+
+
+# -- creation ---------------------------------------------------------------------------------
+
+
+def _check_type(stype: int, protocol: int) -> int:
+    """unix_create: the socket type (SOCK_RAW is a datagram socket)."""
+    if protocol and protocol != AF_UNIX:
+        raise SyscallError(Errno.EPROTONOSUPPORT)
+    if stype == SOCK_RAW:
+        return SOCK_DGRAM
+    if stype not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
+        raise SyscallError(Errno.ESOCKTNOSUPPORT)
+    return stype
+
+
+def new_socket(t: Task, stype: int, protocol: int, flags: int) -> FileDescription:
+    """socket(AF_UNIX, ...)."""
+    s = UnixSocket(namespace_of(t.kernel), _check_type(stype, protocol))
+    s.has_file = True
+    return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)
+
+
+def new_socketpair(t: Task, stype: int, protocol: int, flags: int
+                   ) -> tuple[FileDescription, FileDescription]:
+    """socketpair(AF_UNIX, ...): two sockets connected back to back."""
+    stype = _check_type(stype, protocol)
+    ns = namespace_of(t.kernel)
+    a, b = UnixSocket(ns, stype), UnixSocket(ns, stype)
+    a.peer, b.peer = b, a
+    a.state = b.state = TCP_ESTABLISHED
+    a.peercred = b.peercred = _peer_creds(t)
+    a.has_file = b.has_file = True
+    return (new_socket_file(a, flags, t.creds.fsuid, t.creds.fsgid),
+            new_socket_file(b, flags, t.creds.fsuid, t.creds.fsgid))

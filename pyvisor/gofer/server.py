@@ -626,7 +626,10 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         _close_fds_except(theirs.fileno(), root_fd)
         os.umask(0)
         if confine_root is not None:
+            # Imported before pivoting: afterwards no module file is reachable.
+            from pyvisor.seccomp.filters import install_gofer_filter
             root_fd = _confine(confine_root, root_fd, readonly)
+            install_gofer_filter(sock_fd=theirs.fileno())
         serve(theirs, root_fd, readonly)
         status = 0
     finally:
@@ -644,7 +647,7 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
     submounts) as the Gofer's whole root, read-only for read-only Gofers; the
     capability bounding and permitted sets keep only the file capabilities the
-    Gofer serves with; no_new_privs.  TODO(#3): the Gofer seccomp allow-list.
+    Gofer serves with; no_new_privs.  The seccomp allow-list follows (_child_main).
     """
     from pyvisor.runtime import confine as C
     libc = C._libc

@@ -413,7 +413,7 @@ def _sentry_main(cfg: SandboxConfig) -> int:
     return (status >> 8) & 0xFF
 
 
-SENTRY_SECCOMP = False   # switched on once the allow-list is proven on the test suite
+SENTRY_SECCOMP = True    # the allow-list of pyvisor/seccomp/filters.py, installed last
 
 
 def _install_seccomp() -> None:

@@ -40,9 +40,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = REPO / "tests" / "programs"
@@ -111,6 +111,9 @@ TTY = ("test -t 0 && test -t 1 && echo TTY-YES; stty size; stty -a | head -1; "
        "print(struct.unpack(\"i\", fcntl.ioctl(1, termios.TIOCOUTQ, bytes(4)))[0] >= 0); "
        "print(os.tcgetpgrp(0) > 0)'")
 
+BUSYBOX = ("busybox ls / >/dev/null; busybox wc -l /etc/passwd; busybox ps >/dev/null; "
+           "busybox sha256sum /bin/busybox; echo bb-ok")
+
 HOST_FILES = ("cat; echo one; echo two >> /dev/stdout; : > /dev/stdout; echo after-truncate; "
               "python3 -c 'import os,sys; sys.stdout.flush(); os.fsync(1); "
               "print(os.lseek(0, 0, 1) >= 0, \"synced\")'")
@@ -166,10 +169,8 @@ def workloads() -> list[Workload]:
                  expect_out="exit 0"),
         Workload("python-memory", ["do", "--", PYTHON, "-c", MEMORY], expect_out="mem ok"),
         Workload("gcc-hello", _do(GCC), expect_out="hi from gcc"),
-        Workload("busybox", ["do", "--", "/usr/bin/busybox", "sh", "-c",
-                             "busybox ls / >/dev/null; busybox wc -l /etc/passwd; "
-                             "busybox ps >/dev/null; busybox sha256sum /bin/busybox; "
-                             "echo bb-ok"], expect_out="bb-ok"),
+        Workload("busybox", ["do", "--", "/usr/bin/busybox", "sh", "-c", BUSYBOX],
+                 expect_out="bb-ok"),
         Workload("sysinfo", _do(SYSINFO), expect_out="timeout=124"),
         Workload("stdin-pipe", _do("read a; read b; echo got=$a$b; wc -c"),
                  input="line1\nline2\n" + "x" * 100000 + "\n", expect_out="100001"),
@@ -294,7 +295,7 @@ def _wait_traced(pids: list[int], tracer: int, deadline: float) -> None:
                 text = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 break            # gone already
-            m = re.search(r"^TracerPid:\s*(\d+)", text, re.M)
+            m = re.search(r"^TracerPid:\s*(\d+)", text, re.MULTILINE)
             if m and int(m.group(1)) == tracer:
                 break
             if time.monotonic() > deadline:
@@ -350,7 +351,8 @@ def run_workload(w: Workload, ws: Workspace, *, trace_dir: Path | None = None,
     deadline = time.monotonic() + w.timeout
     proc = subprocess.Popen(cmd, pass_fds=pass_fds, env=_env(), cwd="/",
                             start_new_session=not w.tty,
-                            preexec_fn=_make_ctty(slave) if w.tty else None, **stdio)
+                            preexec_fn=_make_ctty(slave) if w.tty else None,  # noqa: PLW1509
+                            **stdio)
     os.close(rep_w)
     if w.file_stdio:
         os.close(stdio["stdin"])
@@ -561,8 +563,6 @@ def parse_trace(path: Path) -> dict[str, set[str]]:
             args = split_args(line[line.index("(") + 1:])
             if idx < len(args):
                 v = args[idx]
-                if name in ("mmap", "mprotect"):
-                    v = v  # PROT_* flags as strace prints them
                 vals.add(v[:60])
     return calls
 
@@ -576,7 +576,7 @@ def merge(into: dict[str, set[str]], more: dict[str, set[str]]) -> None:
 
 def _dmesg_since(mark: int) -> list[str]:
     try:
-        out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+        out = subprocess.run(["dmesg"], check=False, capture_output=True, text=True).stdout.splitlines()
     except OSError:
         return []
     return [ln for ln in out[mark:] if "type=1326" in ln or "seccomp" in ln]
@@ -584,7 +584,7 @@ def _dmesg_since(mark: int) -> list[str]:
 
 def _dmesg_len() -> int:
     try:
-        return len(subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines())
+        return len(subprocess.run(["dmesg"], check=False, capture_output=True, text=True).stdout.splitlines())
     except OSError:
         return 0
 
@@ -638,8 +638,12 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(root)
     trace_dir = root / "traces"
     trace_dir.mkdir(exist_ok=True)
-    from pyvisor.seccomp.filters import (GOFER_REFUSED, GOFER_SYSCALLS, SENTRY_REFUSED,
-                                         SENTRY_SYSCALLS)
+    from pyvisor.seccomp.filters import (
+        GOFER_REFUSED,
+        GOFER_SYSCALLS,
+        SENTRY_REFUSED,
+        SENTRY_SYSCALLS,
+    )
     sentry: dict[str, set[str]] = {}
     gofer: dict[str, set[str]] = {}
     failures = 0
@@ -687,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {mark} {name}{extra}")
         missing = sorted(set(found) - set(listed) - set(refused))
         unused = sorted(set(listed) - set(found))
-        print(f"  (~: refused with an errno by the filter, as a file-system probe)")
+        print("  (~: refused with an errno by the filter, as a file-system probe)")
         print(f"  not on the {label} list: {missing or 'none'}")
         print(f"  on the list but not seen here: {unused or 'none'}")
     if a.json:

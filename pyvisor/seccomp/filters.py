@@ -14,7 +14,10 @@ exit by SIGSYS, and an audit record "type=1326 ... syscall=NR" in the kernel
 log).  Where the kernel lets a filter see the arguments (integers only, never
 memory behind pointers) the lists hold argument conditions: the ptrace
 requests, signals and targets of kill/tgkill, the ioctl requests, fcntl
-commands, prctl options, no PROT_EXEC in mmap/mprotect, and so on.
+commands, prctl options, no PROT_EXEC in mmap, the Gofer's O_NOFOLLOW opens
+and *at flags, its socket fd, and so on.  Neither list has clone, fork,
+execve, socket, mount or any way to gain memory that is executable: the
+Sentry and the Gofers never need them once started.
 
 A few file-system probes are not killed but answered with an errno
 (SENTRY_REFUSED, GOFER_REFUSED): CPython and glibc make them on rare paths
@@ -25,12 +28,18 @@ syscall never reaches its kernel implementation, so refusing is as tight as
 killing; it only keeps a harmless probe from taking the sandbox down.
 
 How the lists were made (reproducible): `python3 -m pyvisor.seccomp.discover`
-runs ~40 workloads, attaches strace to the Sentry and Gofers at the exact
+runs ~40 workloads (shell pipelines, coreutils, find, tar, gcc, busybox,
+CPython with threads/subprocess/multiprocessing, the C test programs, a
+tty, a forwarded SIGTERM, host-file stdio, an OCI bundle with a writable
+bind mount), attaches strace to the Sentry and Gofers at the exact
 point where the filters are installed, and prints the union of the syscalls
 made afterwards with the argument values that the conditions cover.  The
 lists add only what CPython or glibc may need on paths the workloads do not
 reach (each with its reason).  `python3 -m pyvisor.seccomp.discover
---enforce` runs the same workloads under the filters.
+--enforce` runs the same workloads under the filters (tests/seccomp does
+too); `--enforce log` reports, from the audit log, any syscall outside the
+lists without killing.  `python3 -m pyvisor.seccomp.filters markdown` prints
+both lists as tables for SECURITY.md.
 
 Concurrency: an install affects the calling process (all its threads: TSYNC)
 and is inherited by children forked afterwards.  Each install runs at most
@@ -40,17 +49,25 @@ once per process.
 from __future__ import annotations
 
 import errno as _errno
-import os
 import signal as _signal
 from dataclasses import dataclass
 
 import seccomp  # python3-seccomp (libseccomp); imported here, before any pivot_root
 
 __all__ = [
-    "SENTRY_SYSCALLS", "GOFER_SYSCALLS", "SENTRY_REFUSED", "GOFER_REFUSED",
-    "SENTRY_RULES", "GOFER_RULES", "install_sentry_filter", "install_gofer_filter",
-    "sentry_filter_summary", "gofer_filter_summary", "build_sentry_filter",
-    "build_gofer_filter", "filter_summary",
+    "GOFER_REFUSED",
+    "GOFER_RULES",
+    "GOFER_SYSCALLS",
+    "SENTRY_REFUSED",
+    "SENTRY_RULES",
+    "SENTRY_SYSCALLS",
+    "build_gofer_filter",
+    "build_sentry_filter",
+    "filter_summary",
+    "gofer_filter_summary",
+    "install_gofer_filter",
+    "install_sentry_filter",
+    "sentry_filter_summary",
 ]
 
 # -- constants (amd64).  From <asm-generic/mman-common.h>, <linux/fcntl.h>, <asm-generic/ioctls.h>,
@@ -328,6 +345,9 @@ GOFER_RULES: dict[str, Spec] = {
     "renameat": Spec("RENAME"),
     "fchownat": _only("SETATTR uid/gid, never following a symlink",
                       eq32(4, AT_SYMLINK_NOFOLLOW, "flags == AT_SYMLINK_NOFOLLOW")),
+    "chmod": Spec("SETATTR mode today: glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the file "
+                  "O_PATH|O_NOFOLLOW and chmods /proc/self/fd/N (fails where /proc is absent; "
+                  "fchmodat2 below is the fix, then chmod can go)"),
     "fchmodat2": _only("SETATTR mode without following a symlink (kernel >= 6.6): the fix "
                        "for glibc's fchmodat(AT_SYMLINK_NOFOLLOW), which goes through /proc",
                        eq32(3, AT_SYMLINK_NOFOLLOW, "flags == AT_SYMLINK_NOFOLLOW"),
@@ -348,12 +368,9 @@ GOFER_RULES: dict[str, Spec] = {
 }
 
 GOFER_REFUSED: dict[str, tuple[int, str]] = {
-    # glibc's fchmodat(AT_SYMLINK_NOFOLLOW) emulation chmods /proc/self/fd/N (a magic link);
-    # ENOENT makes glibc report EOPNOTSUPP, as it does when /proc is absent.
-    "chmod": (_errno.ENOENT, "glibc fchmodat(AT_SYMLINK_NOFOLLOW) emulation via /proc/self/fd"),
-    **{name: (_errno.EACCES, "path-based probe by CPython/glibc (linecache, imports)")
-       for name in ("open", "stat", "lstat", "statx", "access", "faccessat", "faccessat2",
-                    "readlink", "statfs")},
+    name: (_errno.EACCES, "path-based probe by CPython/glibc (linecache, imports)")
+    for name in ("open", "stat", "lstat", "statx", "access", "faccessat", "faccessat2",
+                 "readlink", "statfs")
 }
 
 
@@ -516,4 +533,3 @@ if __name__ == "__main__":
     else:
         print(json.dumps(sentry_filter_summary() if which == "sentry"
                          else gofer_filter_summary(), indent=1))
-    _ = os

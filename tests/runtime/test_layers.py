@@ -63,7 +63,11 @@ def running_sandbox():  # type: ignore[no-untyped-def]
                 else:
                     roles["gofer"].append(pid)
             if roles["sentry"] and roles["gofer"] and len(roles["stub"]) >= 2:
-                break
+                try:    # confinement ends with the seccomp filter: wait for it
+                    if _status(roles["sentry"][0]).get("Seccomp") == "2":
+                        break
+                except OSError:
+                    pass
             time.sleep(0.05)
         yield p, roles
     finally:
@@ -79,6 +83,7 @@ def test_sentry_is_confined(running_sandbox) -> None:  # type: ignore[no-untyped
     assert st["NSpid"].split()[-1] == "1"          # PID 1 of its own PID namespace
     assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0
     assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"                    # the allow-list of pyvisor/seccomp
     for ns in ("mnt", "net", "ipc", "uts", "pid"):
         assert os.readlink(f"/proc/{sentry}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}") \
             or ns == "pid", ns                      # pid: its children are in the new one
@@ -92,6 +97,7 @@ def test_gofer_keeps_only_file_capabilities(running_sandbox) -> None:  # type: i
         st = _status(g)
         assert int(st["CapEff"], 16) & ~0x1F == 0    # at most chown/dac/fowner/fsetid
         assert st["NoNewPrivs"] == "1"
+        assert st["Seccomp"] == "2"
         assert os.readlink(f"/proc/{g}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
 

@@ -18,13 +18,13 @@ import mmap
 import os
 import signal
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 seccomp = pytest.importorskip("seccomp")
 
-from pyvisor.seccomp import filters as F  # noqa: E402
+from pyvisor.seccomp import filters as F
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

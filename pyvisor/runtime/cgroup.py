@@ -129,6 +129,33 @@ class SandboxCgroup:
         self.previous.clear()
 
 
+def remove_leftovers(name: str, max_depth: int = 6) -> list[str]:
+    """Removes cgroups called `name` anywhere under the hierarchies (for `delete` after a
+    launcher was killed before it could clean up).  Returns what was removed."""
+    removed = []
+    for top, dirs, _ in os.walk(ROOT):
+        if top[len(ROOT):].count("/") >= max_depth:
+            dirs[:] = []
+            continue
+        if name in dirs:
+            path = os.path.join(top, name)
+            import time
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    os.rmdir(path)
+                    removed.append(path)
+                    break
+                except OSError as e:
+                    # EBUSY while the killed sandbox's last tasks are still exiting.
+                    if time.monotonic() > deadline:
+                        log.warning("cannot remove cgroup %s: %s", path, e)
+                        break
+                    time.sleep(0.02)
+            dirs.remove(name)
+    return removed
+
+
 def protect_from_oom() -> None:
     """Makes this process the OOM killer's last choice (before dropping capabilities)."""
     try:

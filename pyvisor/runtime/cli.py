@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 from pyvisor.runtime.boot import BootError, MountSpec, SandboxConfig, run_sandbox
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--test-panic", default=None, help=argparse.SUPPRESS)
     d.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("syscalls", help="list the syscall table: supported, partial, refused")
+    dl = sub.add_parser("delete", help="remove a container's state, killing what is left of it")
+    dl.add_argument("--force", "-f", action="store_true", help="kill it if it still runs")
+    dl.add_argument("id")
     r = sub.add_parser("run", help="create and start a container from an OCI bundle")
     r.add_argument("--bundle", "-b", default=".", help="bundle directory")
     r.add_argument("--pid-file", default="")
@@ -165,11 +169,21 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          hostname=hostname if isinstance(hostname, str) else "pyvisor")
 
 
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}")
+
+
+def _state_dir(args: argparse.Namespace) -> str:
+    """The state directory of container `args.id`; the id must be a plain name."""
+    if not _ID_RE.fullmatch(args.id):
+        raise BootError(f"invalid container id {args.id!r}", 125)
+    return os.path.join(args.root, args.id)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    state = _state_dir(args)
     cfg = load_bundle(os.path.abspath(args.bundle))
     cfg.strace = args.strace
     apply_limit_flags(cfg, args)
-    state = os.path.join(args.root, args.id)
     try:
         os.makedirs(state, exist_ok=False)
     except FileExistsError:
@@ -187,6 +201,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         import shutil
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is still a pyvisor launcher (not a recycled pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"pyvisor" in f.read()
+    except OSError:
+        return False
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """OCI delete: after a container ended (or was killed), remove every trace of it:
+    its processes (with --force), its cgroups and its state directory."""
+    import shutil
+    import signal
+    import time
+    from pyvisor.runtime.cgroup import remove_leftovers
+    state = _state_dir(args)
+    try:
+        with open(os.path.join(state, "state.json")) as f:
+            st = json.load(f)
+        pid = int(st["pid"])
+    except FileNotFoundError:
+        raise BootError(f"container {args.id!r} does not exist", 1) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        # A damaged state file: nothing to kill, but the directory still goes.
+        print(f"pyvisor: container {args.id!r}: unreadable state ({e}); removing it",
+              file=sys.stderr)
+        shutil.rmtree(state, ignore_errors=True)
+        return 0
+    if _alive(pid):
+        if not args.force:
+            raise BootError(f"container {args.id!r} is still running (use --force)", 1)
+        os.kill(pid, signal.SIGKILL)      # the Sentry and everything under it follow
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    remove_leftovers(f"pyvisor-{pid}")
+    shutil.rmtree(state, ignore_errors=True)
+    return 0
 
 
 def cmd_syscalls() -> int:
@@ -215,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.verb == "syscalls":
             return cmd_syscalls()
+        if args.verb == "delete":
+            return cmd_delete(args)
     except BootError as e:
         print(f"pyvisor: {e}", file=sys.stderr)
         return 125 if args.verb == "run" else e.code

@@ -98,7 +98,9 @@ DATA_OPS = ("cd /data && mkdir d && echo hi > d/f && ln -s f d/l && ln d/f d/h &
             "ls -la d > /dev/null && readlink d/l && stat -f . > /dev/null && df /data > /dev/null && "
             "chown 1:1 d/h2 && (mkfifo d/p 2>/dev/null || true) && mv d d2 && cat d2/h2 | wc -c && "
             "dd if=/dev/zero of=d2/big bs=64k count=16 2>/dev/null && cp d2/big d2/big2 && "
-            "cmp d2/big d2/big2 && rm -r d2 && ls -la && echo data-ok")
+            "cmp d2/big d2/big2 && rm -r d2 && mkdir many && cd many && seq -f file-with-a-long-name-%g "
+            "1 3000 | xargs touch && cd .. && ls many | wc -l && ls -la many > /dev/null && "
+            "rm -r many && ls -la && echo data-ok")
 
 TTY = ("test -t 0 && test -t 1 && echo TTY-YES; stty size; stty -a | head -1; "
        "stty raw -echo; stty sane; tput cols 2>/dev/null || true; "

@@ -209,17 +209,17 @@ def _names(*names: str) -> dict[str, int]:
 
 # -- the Sentry ------------------------------------------------------------------------------
 
+# Exactly the requests of platform/ptrace and kernel/kernel.py after start-up (SETOPTIONS and
+# TRACEME are start-up only).  Not ATTACH/SEIZE (other processes), not POKEUSER (debug
+# registers), not DETACH (a stub must never run untraced).
 _SENTRY_PTRACE = _names(
-    "PTRACE_CONT", "PTRACE_SYSEMU", "PTRACE_SYSEMU_SINGLESTEP", "PTRACE_SINGLESTEP",
-    "PTRACE_GETREGS", "PTRACE_SETREGS", "PTRACE_GETFPREGS", "PTRACE_SETFPREGS",
-    "PTRACE_GETREGSET", "PTRACE_SETREGSET", "PTRACE_SETOPTIONS", "PTRACE_GETEVENTMSG",
-    "PTRACE_GETSIGINFO", "PTRACE_SETSIGINFO", "PTRACE_INTERRUPT", "PTRACE_KILL")
+    "PTRACE_CONT", "PTRACE_SYSEMU", "PTRACE_GETREGS", "PTRACE_SETREGS", "PTRACE_GETFPREGS",
+    "PTRACE_SETFPREGS", "PTRACE_GETEVENTMSG", "PTRACE_GETSIGINFO")
 
-# The terminal requests HostFileImpl.ioctl passes to the host (fsimpl/host/host.py), plus
-# FIONBIO/FIOCLEX, which CPython's os.set_blocking/os.set_inheritable may issue.
+# The terminal requests HostFileImpl.ioctl passes to the host (fsimpl/host/host.py).
 _SENTRY_IOCTLS = _names(
     "TCGETS", "TCSETS", "TCSETSW", "TCSETSF", "TCSBRK", "TCXONC", "TCFLSH", "TIOCOUTQ",
-    "TIOCGWINSZ", "TIOCSWINSZ", "FIONREAD", "FIONBIO", "FIOCLEX")
+    "TIOCGWINSZ", "TIOCSWINSZ", "FIONREAD")
 
 _FD_FCNTLS = _names("F_GETFD", "F_SETFD", "F_GETFL", "F_SETFL", "F_DUPFD_CLOEXEC")
 
@@ -232,8 +232,7 @@ _PATH_PROBE = "path-based probe by CPython/glibc (os.cpu_count, localtime, linec
 
 SENTRY_RULES: dict[str, Spec] = {
     # The ptrace platform: the Sentry's only door to its stubs.
-    "ptrace": _only("drives the stubs: registers, PTRACE_SYSEMU, injection (platform/ptrace); "
-                    "never ATTACH/SEIZE/TRACEME/DETACH",
+    "ptrace": _only("drives the stubs: registers, PTRACE_SYSEMU, injection (platform/ptrace)",
                     *_one_of(0, _SENTRY_PTRACE)),
     "process_vm_readv": Spec("copies application memory in (mm/memory_manager.py)"),
     "process_vm_writev": Spec("copies application memory out (mm/memory_manager.py)"),
@@ -245,12 +244,10 @@ SENTRY_RULES: dict[str, Spec] = {
                    eq32(1, _signal.SIGKILL, "sig == SIGKILL")),
                   (positive_int(0, "0 <= pid <= INT_MAX"), eq32(1, 0, "sig == 0")),
                   deny=((eq32(0, 0, "pid == 0"),), (_NEGATIVE_PID,))),
-    "tgkill": _only("SIGSTOP to interrupt a running stub thread (Kernel.signal_wakeup), "
-                    "SIGKILL",
+    "tgkill": _only("SIGSTOP to interrupt a running stub thread (Kernel.signal_wakeup, "
+                    "group_exit, group_stop)",
                     (positive_int(0, "0 <= tgid <= INT_MAX"),
-                     eq32(2, _signal.SIGSTOP, "sig == SIGSTOP")),
-                    (positive_int(0, "0 <= tgid <= INT_MAX"),
-                     eq32(2, _signal.SIGKILL, "sig == SIGKILL"))),
+                     eq32(2, _signal.SIGSTOP, "sig == SIGSTOP"))),
     # The loop.
     "epoll_wait": Spec("the Sentry loop waits for stops (signalfd), host fds and timers"),
     "epoll_ctl": Spec("one-shot watches on host fds (Kernel.watch_fd)"),
@@ -275,8 +272,6 @@ SENTRY_RULES: dict[str, Spec] = {
     "fallocate": _only("punches freed extents out of the memory file (MemoryFile.free)",
                        eq32(1, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                             "mode == PUNCH_HOLE|KEEP_SIZE")),
-    "fcntl": _only("fd flags (F_GETFL for O_APPEND, cloexec, dup with cloexec)",
-                   *_one_of(1, _FD_FCNTLS)),
     "ioctl": _only("terminal requests passed through to the host tty (fsimpl/host/host.py)",
                    *_one_of(1, _SENTRY_IOCTLS)),
     # The Gofer connections (sockets made before start-up ended).
@@ -292,7 +287,6 @@ SENTRY_RULES: dict[str, Spec] = {
     "getrandom": Spec("os.urandom: AT_RANDOM bytes, getrandom(2) for the application, uuid"),
     "getpid": Spec("logging records and os.getpid"),
     "sysinfo": Spec("os.sysconf(SC_PHYS_PAGES) for sysinfo(2)"),
-    "sched_getaffinity": Spec("os.cpu_count / sched_getaffinity(2) for the application"),
     # Tightening only.
     "prctl": _only("reads of the process's own confinement state; no_new_privs",
                    *_one_of(0, _names("PR_GET_SECCOMP", "PR_GET_NO_NEW_PRIVS",

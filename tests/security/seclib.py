@@ -223,18 +223,6 @@ def pyvisor(options: list[str], argv: list[str], timeout: float = 120,
 _HELP: list[str] = []
 
 
-def pyvisor_has_option(option: str) -> bool:
-    """Whether `pyvisor --help` lists a global option (limits are new)."""
-    if not _HELP:
-        import subprocess
-        import sys
-
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        _HELP.append(subprocess.run([sys.executable, "-m", "pyvisor", "--help"],
-                                    capture_output=True, text=True, env=env).stdout)
-    return option in _HELP[0]
-
-
 def mem_available_mib() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):

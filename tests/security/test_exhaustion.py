@@ -16,10 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from seclib import (alive, assert_native_ran, assert_no_internal_error, assert_sandbox_ran,
-                    kvs, mem_available_mib, pyvisor, pyvisor_has_option)
+                    kvs, mem_available_mib, pyvisor)
 
 
 def _host_works() -> None:
@@ -56,7 +55,6 @@ def test_fork_bomb(run, secprog, sleeper):
     _another_sandbox_works(run)
 
 
-@pytest.mark.skipif(not pyvisor_has_option("--pids-limit"), reason="no --pids-limit")
 def test_fork_bomb_stopped_by_pids_limit(secprog, sleeper):
     """With --pids-limit 64 the bomb never has more than 64 tasks alive: fork
     fails with EAGAIN, and the sandbox goes on."""
@@ -97,7 +95,6 @@ def test_memory_bomb(run, secprog, sleeper):
     _host_works()
 
 
-@pytest.mark.skipif(not pyvisor_has_option("--memory"), reason="no --memory")
 def test_memory_bomb_stopped_by_limit(secprog, sleeper):
     """With --memory 256M the bomb ends with ENOMEM or a kill well before its
     2 GiB cap; the sandbox's init survives and can map 64 MiB again."""
@@ -161,7 +158,6 @@ def test_disk_fill_tmp(run, secprog, world_tmp, sleeper):
     _host_works()
 
 
-@pytest.mark.skipif(not pyvisor_has_option("--tmpfs-size"), reason="no --tmpfs-size")
 def test_disk_fill_stopped_by_tmpfs_size(secprog, sleeper):
     """With --tmpfs-size 64M the fill ends with ENOSPC at or below 64 MiB, and
     the space comes back after unlink."""

@@ -12,6 +12,7 @@ import os
 import signal as host_signal
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.sentry.kernel import exec as kexec
@@ -144,6 +145,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
 
     _, max_tasks, tmpfs_size = effective_limits(cfg)
+    # The root's Gofer starts first: its confinement overlaps the master stub's start.
+    early_gofer = start_gofer(cfg.root, True, confine=cfg.confine)
     memfile = MemoryFile()
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
@@ -153,14 +156,14 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
 
-    def gofer(root: str, readonly: bool) -> GoferClient:
-        sock, pid = start_gofer(root, readonly, confine=cfg.confine)
+    def gofer(root: str, readonly: bool, started: tuple[object, int] | None = None) -> GoferClient:
+        sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
         client = GoferClient(sock)
         kernel.gofers.append((client, pid))
         return client
 
     # The root: the image read-only below, a tmpfs above.
-    root_client = gofer(cfg.root, True)
+    root_client = gofer(cfg.root, True, early_gofer)
     if cfg.overlay:
         root_fs, root_inode = make_overlay_root(root_client, memfile, TmpFS(memfile, tmpfs_size))
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
@@ -308,17 +311,17 @@ def run_sandbox(cfg: SandboxConfig) -> int:
         memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
         cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None))
     try:
-        cg.enter()
+        cg.create()
     except OSError as e:
-        cg.leave()
+        cg.remove()
         raise BootError(f"cannot set up the sandbox's cgroup: {e}", 125) from None
     try:
-        return _launch(cfg, confine)
+        return _launch(cfg, cg)
     finally:
-        cg.leave()
+        cg.remove()
 
 
-def _launch(cfg: SandboxConfig, confine: object) -> int:
+def _launch(cfg: SandboxConfig, cg: Any) -> int:
     """Forks the Sentry as PID 1 of a new PID namespace and waits for it."""
     from pyvisor.runtime import confine
     try:
@@ -332,6 +335,10 @@ def _launch(cfg: SandboxConfig, confine: object) -> int:
             # If the launcher dies (even by SIGKILL), the Sentry dies, and with it, as
             # PID 1 of its namespace, every stub and Gofer.
             confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+            try:
+                cg.join()    # before any fork: Gofers and stubs inherit the cgroup
+            except OSError as e:
+                raise BootError(f"cannot join the sandbox's cgroup: {e}", 125) from None
             code = _sentry_main(cfg)
         except BootError as e:
             print(f"pyvisor: {e}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """Host cgroups for a sandbox: memory, pids and CPU limits on its host processes.
 
 gVisor: runsc/cgroup.  Both cgroup v2 (a unified /sys/fs/cgroup) and v1 (one
-hierarchy per controller, as on these VMs) are handled.  The launcher moves
-itself into a fresh child of its current cgroup before forking the Sentry, so
-the Sentry, its Gofers and every stub inherit it; after the Sentry's PID
-namespace is gone, the launcher moves back and removes the cgroup.  The
+hierarchy per controller, as on these VMs) are handled.  The launcher creates
+a fresh child of its current cgroup; the Sentry moves itself in first thing,
+before it forks anything, so its Gofers and every stub inherit it; after the
+Sentry's PID namespace is gone, the launcher removes the (empty) cgroup.
+Moving a process between v1 memory cgroups costs ~15 ms here (an RCU grace
+period), so only the Sentry moves, once; the launcher never does.  The
 Sentry and Gofers set oom_score_adj to -1000, so a memory limit kills
 application stubs (the application sees SIGKILL), never the kernel serving them.
 """
@@ -57,7 +59,6 @@ class SandboxCgroup:
         self.name = name
         self.limits = limits
         self.dirs: list[str] = []              # created cgroup directories
-        self.previous: list[tuple[str, str]] = []   # (procs file, original cgroup dir)
         self.v2 = os.path.exists(os.path.join(ROOT, "cgroup.controllers"))
 
     def _own(self) -> dict[str, str]:
@@ -70,8 +71,8 @@ class SandboxCgroup:
                     out[c] = path
         return out
 
-    def enter(self) -> None:
-        """Creates the cgroup(s), applies the limits and moves this process in."""
+    def create(self) -> None:
+        """Creates the cgroup(s) and applies the limits."""
         own = self._own()
         if self.v2:
             base = os.path.join(ROOT, own.get("", "/").lstrip("/"))
@@ -103,16 +104,14 @@ class SandboxCgroup:
         for fname, value in files.items():
             if value is not None:
                 _write(os.path.join(d, fname), str(value))
-        _write(os.path.join(d, "cgroup.procs"), str(os.getpid()))
-        self.previous.append((os.path.join(base, "cgroup.procs"), d))
 
-    def leave(self) -> None:
-        """Moves this process back and removes the cgroups (their tasks are gone)."""
-        for procs, _ in self.previous:
-            try:
-                _write(procs, str(os.getpid()))
-            except OSError as e:
-                log.warning("cannot leave cgroup: %s", e)
+    def join(self) -> None:
+        """Moves the calling process in ("0": the writer, whatever its PID namespace)."""
+        for d in self.dirs:
+            _write(os.path.join(d, "cgroup.procs"), "0")
+
+    def remove(self) -> None:
+        """Removes the cgroups; their tasks are gone (or going)."""
         for d in reversed(self.dirs):
             for _ in range(50):
                 try:
@@ -122,11 +121,10 @@ class SandboxCgroup:
                     break
                 except OSError:
                     import time
-                    time.sleep(0.01)    # the last exiting tasks are still being reaped
+                    time.sleep(0.001)   # the last exiting tasks are still being reaped
             else:
                 log.warning("cannot remove cgroup %s", d)
         self.dirs.clear()
-        self.previous.clear()
 
 
 def remove_leftovers(name: str, max_depth: int = 6) -> list[str]:

@@ -553,11 +553,15 @@ class _Server:
     def _chmod(node: _Node, dir_fd: int, name: bytes, mode: int) -> None:
         if node.fmt == stat.S_IFLNK:
             raise _error(errno.EOPNOTSUPP)  # as fchmodat2(AT_SYMLINK_NOFOLLOW)
-        try:
-            os.chmod(name, mode & 0o7777, dir_fd=dir_fd, follow_symlinks=False)
-        except (NotImplementedError, ValueError):
-            # Python's way of saying the host returned EOPNOTSUPP.
-            raise _error(errno.EOPNOTSUPP) from None
+        # fchmodat2(AT_SYMLINK_NOFOLLOW) (Linux 6.6): glibc's fchmodat emulates the flag
+        # through /proc/self/fd, which a pivoted Gofer does not have.
+        if _libc.syscall(452, dir_fd, name, mode & 0o7777, 0x100) == 0:
+            return
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise _error(err)
+        # An older host kernel: the node was checked not to be a symlink above.
+        os.chmod(name, mode & 0o7777, dir_fd=dir_fd)
 
     def _truncate(self, node: _Node, size: int) -> None:
         if node.is_dir:

@@ -399,6 +399,10 @@ def _build(rules: dict[str, Spec], refused: dict[str, tuple[int, str]], default_
     # CAP_SYS_ADMIN and which pyvisor wants anyway).
     f.set_attr(seccomp.Attr.CTL_NNP, 1)
     f.set_attr(seccomp.Attr.CTL_TSYNC, 1)
+    # A binary tree over syscall numbers instead of a linear scan: every host syscall of
+    # the Sentry runs this filter, several per application syscall (measured: ~3 µs of
+    # getppid's ~17 µs with the linear filter).
+    f.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
     allow = seccomp.ALLOW
     # libseccomp refuses a rule whose action is the default one.  A deny rule must still be
     # there (it is checked before an allow rule that would also match), so with the default

@@ -70,6 +70,7 @@ class SandboxConfig:
     cpus: float | None = None         # CPU quota in CPUs; None: unlimited
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
     test_panic: str | None = None     # tests only: this syscall raises an internal error
+    cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
 
 
 DEFAULT_PIDS = 4096
@@ -307,7 +308,7 @@ def run_sandbox(cfg: SandboxConfig) -> int:
     from pyvisor.runtime import confine
     from pyvisor.runtime.cgroup import Limits, SandboxCgroup
     memory, pids, _ = effective_limits(cfg)
-    cg = SandboxCgroup(f"pyvisor-{os.getpid()}", Limits(
+    cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
         memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
         cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None))
     try:
@@ -319,6 +320,11 @@ def run_sandbox(cfg: SandboxConfig) -> int:
         return _launch(cfg, cg)
     finally:
         cg.remove()
+
+
+def cgroup_name_for(pid: int) -> str:
+    """A fresh cgroup name: the launcher's pid (for people) and a random part (pids recur)."""
+    return f"pyvisor-{pid}-{os.urandom(4).hex()}"
 
 
 def _launch(cfg: SandboxConfig, cg: Any) -> int:

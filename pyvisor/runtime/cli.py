@@ -190,10 +190,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BootError(f"container {args.id!r} already exists") from None
     except OSError as e:
         raise BootError(f"state directory {state!r}: {e.strerror}") from None
+    from pyvisor.runtime.boot import cgroup_name_for
+    cfg.cgroup_name = cgroup_name_for(os.getpid())
     try:
         with open(os.path.join(state, "state.json"), "w") as f:
             json.dump({"id": args.id, "bundle": os.path.abspath(args.bundle), "pid": os.getpid(),
-                       "status": "running"}, f)
+                       "cgroup": cfg.cgroup_name, "status": "running"}, f)
         if args.pid_file:
             with open(args.pid_file, "w") as f:
                 f.write(str(os.getpid()))
@@ -224,6 +226,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         with open(os.path.join(state, "state.json")) as f:
             st = json.load(f)
         pid = int(st["pid"])
+        cgroup = str(st.get("cgroup") or f"pyvisor-{pid}")
     except FileNotFoundError:
         raise BootError(f"container {args.id!r} does not exist", 1) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -239,7 +242,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-    remove_leftovers(f"pyvisor-{pid}")
+    if re.fullmatch(r"pyvisor-[0-9]+(-[0-9a-f]+)?", cgroup):    # never anything else
+        remove_leftovers(cgroup)
     shutil.rmtree(state, ignore_errors=True)
     return 0
 

@@ -15,7 +15,7 @@ from test_run import Bundle, bundle, make_config  # noqa: F401 - the fixture
 
 
 def _cgroups(pid: int) -> list[str]:
-    return [p for p in glob.glob("/sys/fs/cgroup/**/pyvisor-%d" % pid, recursive=True)]
+    return [p for p in glob.glob("/sys/fs/cgroup/**/pyvisor-%d-*" % pid, recursive=True)]
 
 
 def test_delete_after_the_launcher_was_killed(bundle: Bundle, pyvisor_cli: CliRunner) -> None:

@@ -98,6 +98,7 @@ class SandboxCgroup:
             self._enter_dir(base, files)
 
     def _enter_dir(self, base: str, files: dict[str, object]) -> None:
+        _sweep_stale(base)
         d = os.path.join(base, self.name)
         os.mkdir(d, 0o755)
         self.dirs.append(d)
@@ -125,6 +126,30 @@ class SandboxCgroup:
             else:
                 log.warning("cannot remove cgroup %s", d)
         self.dirs.clear()
+
+
+def _sweep_stale(base: str) -> None:
+    """Removes sibling cgroups of sandboxes whose launcher was killed (SIGKILL leaves no
+    chance to clean up): named pyvisor-<pid>-<random>, the pid gone, no task inside."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith("pyvisor-")]
+    except OSError:
+        return
+    for n in names:
+        parts = n.split("-")
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue                       # its launcher still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.rmdir(os.path.join(base, n))   # fails (EBUSY) if tasks remain: then keep it
+        except OSError:
+            pass
 
 
 def remove_leftovers(name: str, max_depth: int = 6) -> list[str]:

@@ -305,7 +305,6 @@ def run_sandbox(cfg: SandboxConfig) -> int:
     host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
     if not cfg.confine:
         return _sentry_main(cfg)
-    from pyvisor.runtime import confine
     from pyvisor.runtime.cgroup import Limits, SandboxCgroup
     memory, pids, _ = effective_limits(cfg)
     cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(

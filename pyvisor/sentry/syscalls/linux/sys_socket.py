@@ -21,6 +21,7 @@ from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           AF_UNIX, Control, Received, Socket,
                                           deliver_control, parse_control)
 from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.sys_read_write import read_iovecs
 from pyvisor.sentry.vfs.file import FileDescription
 
 MAX_RW_COUNT = 0x7FFFF000
@@ -220,20 +221,7 @@ def _gather(t: Task, iov: int, iovlen: int) -> list[tuple[int, int]]:
     """A msghdr's iovecs; EMSGSIZE past UIO_MAXIOV as copy_msghdr_from_user."""
     if iovlen > UIO_MAXIOV:
         raise SyscallError(Errno.EMSGSIZE)
-    if iovlen == 0:
-        return []
-    raw = t.copy_in(iov, 16 * iovlen)
-    out = []
-    total = 0
-    for i in range(iovlen):
-        base, ln = struct.unpack_from("<QQ", raw, 16 * i)
-        if ln > 1 << 63:
-            raise SyscallError(Errno.EINVAL)
-        total += ln
-        if total > 1 << 63:
-            raise SyscallError(Errno.EINVAL)
-        out.append((base, ln))
-    return out
+    return read_iovecs(t, iov, iovlen)
 
 
 def _payload(t: Task, sock: Socket, iovs: list[tuple[int, int]]) -> bytes:

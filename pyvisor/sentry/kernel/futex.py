@@ -54,8 +54,10 @@ async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int =
     try:
         await t.kernel.block_on(t, q, bitset, deadline)
     finally:
-        if not q.waiters:
-            _queues.pop(key, None)
+        # Drop the queue only if it is still the one registered for `key`: after our
+        # wake-up another waiter may have started a fresh queue under the same key.
+        if not q.waiters and _queues.get(key) is q:
+            del _queues[key]
     return 0
 
 

@@ -162,20 +162,14 @@ def make_world_readable(path: Path, tmp_path_factory: pytest.TempPathFactory) ->
             break
 
 
-@pytest.fixture(scope="session")
-def program(tmp_path_factory: pytest.TempPathFactory) -> Builder:
-    """program("pipe.c", static=False) -> path of the compiled binary.
-
-    Each (name, static) is compiled once per session, into a world-readable
-    directory."""
-    outdir = tmp_path_factory.mktemp("programs")
-    make_world_readable(outdir, tmp_path_factory)
+def c_builder(src_dir: Path, outdir: Path) -> Builder:
+    """Compiles `src_dir`/NAME (".c" optional) once into `outdir`; returns the binary."""
     built: dict[tuple[str, bool], str] = {}
 
     def build(name: str, static: bool = False) -> str:
         key = (name, static)
         if key not in built:
-            src = PROGRAMS / name
+            src = src_dir / (name if name.endswith(".c") else name + ".c")
             if not src.is_file():
                 raise FileNotFoundError(src)
             out = outdir / (src.stem + ("-static" if static else ""))
@@ -190,6 +184,14 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Builder:
         return built[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Builder:
+    """Compiles tests/programs/NAME once per session into a world-readable directory."""
+    outdir = tmp_path_factory.mktemp("programs")
+    make_world_readable(outdir, tmp_path_factory)
+    return c_builder(PROGRAMS, outdir)
 
 
 @pytest.fixture(scope="session")

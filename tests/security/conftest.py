@@ -25,8 +25,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from seclib import (CFLAGS, PR_SET_CHILD_SUBREAPER, PROGRAMS, _libc, children_of_self,
-                    host_mounts, make_world_readable, proc_cmdline, proc_state)
+from pvtest import c_builder, make_world_readable
+from seclib import (PR_SET_CHILD_SUBREAPER, PROGRAMS, _libc, children_of_self, host_mounts,
+                    proc_cmdline, proc_state)
 
 
 @pytest.fixture(scope="session")
@@ -35,26 +36,7 @@ def secprog(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
     compiled (once per session) into a world-readable directory."""
     outdir = tmp_path_factory.mktemp("secprograms")
     make_world_readable(outdir, tmp_path_factory)
-    built: dict[tuple[str, bool], str] = {}
-
-    def build(name: str, static: bool = False) -> str:
-        key = (name, static)
-        if key not in built:
-            src = PROGRAMS / f"{name.removesuffix('.c')}.c"
-            if not src.is_file():
-                raise FileNotFoundError(src)
-            out = outdir / (src.stem + ("-static" if static else ""))
-            cmd = ["gcc", *CFLAGS, *(["-static"] if static else []),
-                   "-o", str(out), str(src)]
-            cc = subprocess.run(cmd, capture_output=True, text=True)
-            if cc.returncode != 0:
-                pytest.fail(f"{' '.join(cmd)} failed:\n{cc.stdout}{cc.stderr}",
-                            pytrace=False)
-            out.chmod(0o755)
-            built[key] = str(out)
-        return built[key]
-
-    return build
+    return c_builder(PROGRAMS, outdir)
 
 
 @pytest.fixture(scope="module", autouse=True)

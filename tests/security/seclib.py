@@ -14,7 +14,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
-CFLAGS = ["-O1", "-Wall", "-pthread"]
 
 # What an internal error of the Sentry looks like on its stderr.
 INTERNAL_ERROR = re.compile(r"Traceback \(most recent call last\)|internal error",
@@ -59,15 +58,6 @@ def assert_native_ran(result, rc: int = 0) -> dict[str, str]:  # noqa: ANN001
 # -- building the attack programs ----------------------------------------------------
 
 
-def make_world_readable(path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """chmod 0755 path and its parents up to pytest's per-user temp root (as
-    tests/conftest.py does): the sandbox must be able to read them."""
-    top = tmp_path_factory.getbasetemp().resolve().parent
-    path = path.resolve()
-    for p in [path, *path.parents]:
-        p.chmod(0o755)
-        if p == top:
-            break
 
 
 # -- host state ----------------------------------------------------------------------

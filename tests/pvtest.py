@@ -271,3 +271,32 @@ def world_tmp(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     sandbox must see."""
     make_world_readable(tmp_path, tmp_path_factory)
     return tmp_path
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """The fields of the host's /proc/PID/status."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every host process below `pid` (children of any of its threads, recursively)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            for k in map(int, kids):
+                out.append(k)
+                todo.append(k)
+    return out

@@ -18,12 +18,17 @@ def _cgroups(pid: int) -> list[str]:
     return [p for p in glob.glob("/sys/fs/cgroup/**/pyvisor-%d-*" % pid, recursive=True)]
 
 
-def test_delete_after_the_launcher_was_killed(bundle: Bundle, pyvisor_cli: CliRunner) -> None:
+def _start(bundle: Bundle, cid: str) -> subprocess.Popen[bytes]:
+    """`pyvisor run` of a bundle that prints "started" and sleeps."""
     bundle.write_config(make_config(["/bin/sh", "-c", "echo started; sleep 60"], bundle.data))
+    return subprocess.Popen([sys.executable, "-m", "pyvisor", "--root", str(bundle.state), "run",
+                             "--bundle", str(bundle.dir), cid], stdout=subprocess.PIPE,
+                            env=pyvisor_env(None), cwd=str(REPO))
+
+
+def test_delete_after_the_launcher_was_killed(bundle: Bundle, pyvisor_cli: CliRunner) -> None:
     cid = "killed-one"
-    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "--root", str(bundle.state), "run",
-                          "--bundle", str(bundle.dir), cid], stdout=subprocess.PIPE,
-                         env=pyvisor_env(None), cwd=str(REPO))
+    p = _start(bundle, cid)
     try:
         assert p.stdout is not None and p.stdout.readline() == b"started\n"
         # Still running: delete without --force refuses, with a one-line error.
@@ -44,11 +49,8 @@ def test_delete_after_the_launcher_was_killed(bundle: Bundle, pyvisor_cli: CliRu
 
 
 def test_delete_force_kills_a_running_container(bundle: Bundle, pyvisor_cli: CliRunner) -> None:
-    bundle.write_config(make_config(["/bin/sh", "-c", "echo started; sleep 60"], bundle.data))
     cid = "running-one"
-    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "--root", str(bundle.state), "run",
-                          "--bundle", str(bundle.dir), cid], stdout=subprocess.PIPE,
-                         env=pyvisor_env(None), cwd=str(REPO))
+    p = _start(bundle, cid)
     try:
         assert p.stdout is not None and p.stdout.readline() == b"started\n"
         r = pyvisor_cli(["--root", str(bundle.state), "delete", "--force", cid])

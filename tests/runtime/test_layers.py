@@ -15,29 +15,8 @@ from pathlib import Path
 import pytest
 
 from pvtest import REPO, pyvisor_env
-
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for k in map(int, kids):
-            out.append(k)
-            todo.append(k)
-    return out
-
-
-def _status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        fields[k] = v.strip()
-    return fields
+from pvtest import descendants as _descendants
+from pvtest import proc_status as _status
 
 
 @pytest.fixture

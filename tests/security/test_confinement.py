@@ -13,30 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from pvtest import descendants as _descendants
+from pvtest import proc_status as _status
 from seclib import REPO
-
-
-def _status(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for task in os.listdir(f"/proc/{p}/task"):
-            try:
-                kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
-            except OSError:
-                continue
-            for k in map(int, kids):
-                out.append(k)
-                todo.append(k)
-    return out
 
 
 def test_host_processes_are_confined():

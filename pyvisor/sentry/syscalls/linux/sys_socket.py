@@ -163,22 +163,22 @@ async def sys_connect(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_getsockname(t: Task, r: UserRegs) -> int:
-    """Implements getsockname(2)."""
+def _name(t: Task, r: UserRegs, peer: bool) -> int:
     _, sock = _socket(t, int32(r, 0))
     addr, lenp = pointer(r, 1), pointer(r, 2)
     avail = _read_addrlen(t, lenp)
-    _write_sockaddr(t, addr, lenp, avail, sock.getsockname(t))
+    _write_sockaddr(t, addr, lenp, avail, sock.getpeername(t) if peer else sock.getsockname(t))
     return 0
+
+
+def sys_getsockname(t: Task, r: UserRegs) -> int:
+    """Implements getsockname(2)."""
+    return _name(t, r, peer=False)
 
 
 def sys_getpeername(t: Task, r: UserRegs) -> int:
     """Implements getpeername(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    addr, lenp = pointer(r, 1), pointer(r, 2)
-    avail = _read_addrlen(t, lenp)
-    _write_sockaddr(t, addr, lenp, avail, sock.getpeername(t))
-    return 0
+    return _name(t, r, peer=True)
 
 
 def sys_shutdown(t: Task, r: UserRegs) -> int:

@@ -1,5 +1,12 @@
 """`python3 -m pyvisor`: the OCI runtime command line."""
 
-from pyvisor.runtime.cli import main
+import sys
+
+if sys.version_info < (3, 11):
+    sys.stderr.write("pyvisor: needs Python 3.11 or later (this is %s); run it with "
+                     "/usr/bin/python3\n" % sys.version.split()[0])
+    raise SystemExit(125)
+
+from pyvisor.runtime.cli import main  # noqa: E402
 
 raise SystemExit(main())

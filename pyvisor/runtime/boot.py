@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal as host_signal
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +69,11 @@ class SandboxConfig:
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
     test_panic: str | None = None     # tests only: this syscall raises an internal error
     cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
+    groups: list[int] = field(default_factory=list)   # supplementary gids of the init
+    hold_init: bool = False           # create: the init is loaded, runs at `start`
+    control_fd: int = -1              # the control socket's listening fd (inherited)
+    ready_fd: int = -1                # create: the Sentry reports "ok" or an error here
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 DEFAULT_PIDS = 4096
@@ -127,27 +130,59 @@ def _pin_cpu() -> None:
         pass
 
 
-def boot(cfg: SandboxConfig) -> Kernel:
-    """Builds the kernel and its first process; returns the kernel, ready to run."""
+def _check_config(cfg: SandboxConfig) -> None:
     if not os.path.isdir(cfg.root):
         raise BootError(f"root {cfg.root!r} is not a directory")
     if not cfg.argv:
         raise BootError("no command to run")
+
+
+def boot(cfg: SandboxConfig) -> Kernel:
+    """Builds the kernel and its first process; returns the kernel, ready to run.
+
+    With cfg.hold_init the init is loaded (its program exec'd, so a missing
+    binary fails here, as runc's create does) but does not run until
+    start_init(): the state OCI calls "created".
+    """
+    _check_config(cfg)
     if cfg.pin_cpu:
         _pin_cpu()
     from pyvisor.gofer.server import start_gofer
-    from pyvisor.sentry.fsimpl.dev.devfs import new_devfs
-    from pyvisor.sentry.fsimpl.gofer.client import GoferClient
-    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
-    from pyvisor.sentry.fsimpl.host.host import host_file
-    from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
-    from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
-    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
-    from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
-
-    _, max_tasks, tmpfs_size = effective_limits(cfg)
     # The root's Gofer starts first: its confinement overlaps the master stub's start.
     early_gofer = start_gofer(cfg.root, True, confine=cfg.confine)
+    kernel = _new_kernel(cfg)
+    ns = _root_namespace(kernel, cfg, early_gofer)
+    creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid,
+                        tuple(cfg.groups))
+    t = new_task(kernel, ns, creds, 1)
+    _mount_all(kernel, ns, t, cfg)
+    install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
+    try:
+        set_cwd(t, cfg.cwd)
+        kernel.init = t.tg
+        kernel.groups[1] = t.tg
+        t.tg.tasks.append(t)
+        t.mm.add_user()
+        kernel.register(t)
+        exec_program(t, cfg.argv, cfg.env)
+    except SpawnError as e:
+        kernel.shutdown()
+        raise BootError(e.message, e.code) from None
+    if not cfg.hold_init:
+        kernel.resume(t, None)
+    return kernel
+
+
+def start_init(kernel: Kernel) -> None:
+    """`start`: the held init runs."""
+    init = kernel.init
+    if init is not None and init.tasks and not init.exiting:
+        kernel.resume(init.tasks[0], None)
+
+
+def _new_kernel(cfg: SandboxConfig) -> Kernel:
+    from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
+    _, max_tasks, _ = effective_limits(cfg)
     memfile = MemoryFile()
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
@@ -156,32 +191,60 @@ def boot(cfg: SandboxConfig) -> Kernel:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
+    return kernel
 
-    def gofer(root: str, readonly: bool, started: tuple[object, int] | None = None) -> GoferClient:
-        sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
-        client = GoferClient(sock)
-        kernel.gofers.append((client, pid))
-        return client
 
-    # The root: the image read-only below, a tmpfs above.
-    root_client = gofer(cfg.root, True, early_gofer)
+def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
+           started: tuple[Any, int] | None = None) -> Any:
+    from pyvisor.gofer.server import start_gofer
+    from pyvisor.sentry.fsimpl.gofer.client import GoferClient
+    sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
+    client = GoferClient(sock)
+    kernel.gofers.append((client, pid))
+    return client
+
+
+def _root_namespace(kernel: Kernel, cfg: SandboxConfig,
+                    early_gofer: tuple[Any, int]) -> MountNamespace:
+    """The root: the image read-only below, a tmpfs above (or the image read-only)."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+    from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
+    _, _, tmpfs_size = effective_limits(cfg)
+    root_client = _gofer(kernel, cfg, cfg.root, True, early_gofer)
     if cfg.overlay:
-        root_fs, root_inode = make_overlay_root(root_client, memfile, TmpFS(memfile, tmpfs_size))
+        root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
+                                                TmpFS(kernel.memfile, tmpfs_size))
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:
-        root_fs, root_inode = make_gofer_root(root_client, memfile, readonly=True)
+        root_fs, root_inode = make_gofer_root(root_client, kernel.memfile, readonly=True)
         ns = MountNamespace(root_fs, root_inode, source=cfg.root, options="ro")
     kernel.root_ns = ns
+    return ns
 
-    # A provisional task context for path walks during set-up.
-    creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid)
+
+def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) -> Task:
+    """A task in a fresh, empty address space, with its own thread group (a session and
+    process-group leader without a parent), rooted at the namespace root.  Not yet
+    registered with the kernel."""
     rootloc = Location(ns.root, ns.root.root)
-    fsctx = FSContext(rootloc, rootloc)
-    proc = platform.new_process()
-    mm = MemoryManager(platform, proc)
-    tg = ThreadGroup(kernel, 1, None, SignalHandlers(), pgid=1, sid=1, start_ns=kernel.now())
-    regs = platform.initial_regs()
-    t = Task(kernel, 1, tg, next(iter(proc.threads)), mm, FDTable(), fsctx, creds, regs)
+    proc = kernel.platform.new_process()
+    mm = MemoryManager(kernel.platform, proc)
+    tg = ThreadGroup(kernel, tgid, None, SignalHandlers(), pgid=tgid, sid=tgid,
+                     start_ns=kernel.now())
+    regs = kernel.platform.initial_regs()
+    return Task(kernel, tgid, tg, next(iter(proc.threads)), mm, FDTable(),
+                FSContext(rootloc, rootloc), creds, regs)
+
+
+def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) -> None:
+    """/dev, /dev/shm, /proc, /sys, then the configuration's mounts."""
+    from pyvisor.sentry.fsimpl.dev.devfs import new_devfs
+    from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
+    from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
+    memfile = kernel.memfile
+    _, _, tmpfs_size = effective_limits(cfg)
 
     def mount_at(path: str, fs: object, inode: object, source: str, options: str) -> None:
         loc = _mkdir_p(ns, t, path)
@@ -193,7 +256,6 @@ def boot(cfg: SandboxConfig) -> Kernel:
     mount_at("/dev/shm", shm, shm.new_root(), "shm", "rw,nosuid,nodev")
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
-    from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
     sysfs, sysroot = new_sysfs(memfile)
     try:
         mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
@@ -206,54 +268,104 @@ def boot(cfg: SandboxConfig) -> Kernel:
             fs = TmpFS(memfile, tmpfs_size)
             mount_at(m.destination, fs, fs.new_root(), "tmpfs", "rw")
         elif m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-            if not os.path.exists(m.source):
-                raise BootError(f"mount source {m.source!r} does not exist")
-            ro = "ro" in m.options
-            if os.path.isdir(m.source):
-                client = gofer(m.source, ro)
-                gfs, groot = make_gofer_root(client, memfile, readonly=ro)
-                mount_at(m.destination, gfs, groot, m.source, "ro" if ro else "rw")
-            else:
-                log.warning("bind mount of a non-directory %s skipped", m.source)
+            _bind_mount(kernel, cfg, m, mount_at)
         elif m.type in ("devpts", "mqueue", "sysfs", "cgroup", "cgroup2"):
             continue   # TODO(#2): devpts, sysfs
         else:
             raise BootError(f"unsupported mount type {m.type!r} at {m.destination}")
 
-    # stdio: the host fds the Sentry holds for the container.
-    for fd, (hostfd, acc) in enumerate(zip(cfg.stdio, (O_RDONLY, O_WRONLY, O_WRONLY))):
+
+def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any) -> None:
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+    if not os.path.exists(m.source):
+        raise BootError(f"mount source {m.source!r} does not exist")
+    ro = "ro" in m.options
+    if os.path.isdir(m.source):
+        client = _gofer(kernel, cfg, m.source, ro)
+        gfs, groot = make_gofer_root(client, kernel.memfile, readonly=ro)
+        mount_at(m.destination, gfs, groot, m.source, "ro" if ro else "rw")
+    else:
+        log.warning("bind mount of a non-directory %s skipped", m.source)
+
+
+def install_stdio(kernel: Kernel, t: Task, stdio: tuple[int, ...] | list[int], uid: int,
+                  gid: int, owned: bool = False) -> None:
+    """Fds 0-2 of `t` on host fds (the Sentry holds the container's stdio).  A negative or
+    closed host fd leaves that fd closed inside.  With `owned`, the host fds are taken
+    over (closed by the file); otherwise they are duplicated."""
+    from pyvisor.sentry.fsimpl.host.host import host_file
+    for fd, (hostfd, acc) in enumerate(zip(stdio, (O_RDONLY, O_WRONLY, O_WRONLY))):
+        if hostfd < 0:
+            continue
         try:
-            f = host_file(kernel, os.dup(hostfd), O_RDWR if _is_rdwr(hostfd) else acc)
+            mode = O_RDWR if _is_rdwr(hostfd) else acc
+            f = host_file(kernel, hostfd if owned else os.dup(hostfd), mode, uid=uid, gid=gid)
         except OSError:
             continue    # a closed stdio fd stays closed inside
         t.fd_table.install_at(fd, f)
 
-    # cwd, then exec the program as PID 1.
+
+class SpawnError(Exception):
+    """A process could not be started: one line, an exit code, the errno."""
+
+    def __init__(self, message: str, code: int = 126, err: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.errno = err
+
+
+def set_cwd(t: Task, cwd: str) -> None:
+    rootloc = t.fs.root
     try:
-        cwd = Resolver(rootloc).walk(t, rootloc, cfg.cwd.encode(), True)[0]
-        if not cwd.inode.is_dir():
-            raise BootError(f"working directory {cfg.cwd!r} is not a directory")
-        fsctx.cwd = cwd
+        loc = Resolver(rootloc).walk(t, rootloc, cwd.encode(), True)[0]
     except SyscallError as e:
-        raise BootError(f"working directory {cfg.cwd!r}: {os.strerror(e.errno)}") from None
-    kernel.init = tg
-    kernel.groups[1] = tg
-    tg.tasks.append(t)
-    mm.add_user()
-    kernel.register(t)
-    argv = [a.encode() for a in cfg.argv]
-    envp = [e.encode() for e in cfg.env]
+        raise SpawnError(f"working directory {cwd!r}: {os.strerror(e.errno)}", 126,
+                         e.errno) from None
+    if not loc.inode.is_dir():
+        raise SpawnError(f"working directory {cwd!r} is not a directory", 126, 20)
+    t.fs.cwd = loc
+
+
+def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
+    """Loads and commits argv[0] (PATH-searched) in `t`; raises SpawnError."""
+    argv = [a.encode() for a in argv_s]
+    envp = [e.encode() for e in env_s]
     path = argv[0]
     if b"/" not in path:
         path = _search_path(t, path, envp)
     try:
         new_mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp)
     except SyscallError as e:
-        kernel.shutdown()
-        raise BootError(f"cannot execute {cfg.argv[0]!r}: {os.strerror(e.errno)}") from None
+        raise SpawnError(f"cannot execute {argv_s[0]!r}: {os.strerror(e.errno)}",
+                         127 if e.errno == 2 else 126, e.errno) from None
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
+
+
+def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Credentials,
+          stdio: list[int]) -> ThreadGroup:
+    """`exec`: a new process in the running sandbox, without a parent (as runsc's exec),
+    its stdio on the given host fds (taken over).  Raises SpawnError."""
+    if not argv:
+        raise SpawnError("no command to run", 126, 22)
+    if len(kernel.tasks_by_tid) >= kernel.max_tasks:
+        raise SpawnError("the sandbox's task limit is reached", 126, 11)
+    ns = kernel.root_ns
+    t = new_task(kernel, ns, creds, kernel.alloc_pid())
+    install_stdio(kernel, t, stdio, creds.uid, creds.gid, owned=True)
+    tg = t.tg
+    try:
+        set_cwd(t, cwd)
+        tg.tasks.append(t)
+        t.mm.add_user()
+        kernel.groups[tg.tgid] = tg
+        kernel.register(t)
+        exec_program(t, argv, env)
+    except SpawnError:
+        kernel.task_exit(t)        # the group dies unseen: no parent, released at once
+        raise
     kernel.resume(t, None)
-    return kernel
+    return tg
 
 
 def _force_internal_error(kernel: Kernel, name: str) -> None:
@@ -292,33 +404,13 @@ def _search_path(t: Task, name: bytes, envp: list[bytes]) -> bytes:
             continue
         if loc.inode.is_regular() and loc.inode.mode & 0o111:
             return cand
-    raise BootError(f"{name.decode(errors='replace')!r}: command not found", 127)
+    raise SpawnError(f"{name.decode(errors='replace')!r}: command not found", 127, 2)
 
 
 def run_sandbox(cfg: SandboxConfig) -> int:
-    """Runs a sandbox to completion; returns a shell exit code.
-
-    Confined (the default): the Sentry is forked as PID 1 of a new PID namespace,
-    so its death takes every stub and Gofer with it; this process only waits and
-    forwards signals.
-    """
-    host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
-    if not cfg.confine:
-        return _sentry_main(cfg)
-    from pyvisor.runtime.cgroup import Limits, SandboxCgroup
-    memory, pids, _ = effective_limits(cfg)
-    cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
-        memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
-        cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None))
-    try:
-        cg.create()
-    except OSError as e:
-        cg.remove()
-        raise BootError(f"cannot set up the sandbox's cgroup: {e}", 125) from None
-    try:
-        return _launch(cfg, cg)
-    finally:
-        cg.remove()
+    """Runs a sandbox to completion; returns a shell exit code (see runtime/sandbox.py)."""
+    from pyvisor.runtime.sandbox import run_sandbox as run
+    return run(cfg)
 
 
 def cgroup_name_for(pid: int) -> str:
@@ -326,117 +418,16 @@ def cgroup_name_for(pid: int) -> str:
     return f"pyvisor-{pid}-{os.urandom(4).hex()}"
 
 
-def _launch(cfg: SandboxConfig, cg: Any) -> int:
-    """Forks the Sentry as PID 1 of a new PID namespace and waits for it."""
-    from pyvisor.runtime import confine
-    try:
-        confine.unshare_pid()
-    except confine.ConfinementError as e:
-        raise BootError(str(e), 125) from None
-    pid = os.fork()
-    if pid == 0:
-        code = 125
-        try:
-            # If the launcher dies (even by SIGKILL), the Sentry dies, and with it, as
-            # PID 1 of its namespace, every stub and Gofer.
-            confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
-            try:
-                cg.join()    # before any fork: Gofers and stubs inherit the cgroup
-            except OSError as e:
-                raise BootError(f"cannot join the sandbox's cgroup: {e}", 125) from None
-            code = _sentry_main(cfg)
-        except BootError as e:
-            print(f"pyvisor: {e}", file=sys.stderr)
-            code = e.code
-        except BaseException as e:  # noqa: BLE001 - report, never a traceback to the user
-            log.error("sandbox failed: %r", e, exc_info=True)
-            print(f"pyvisor: sandbox failed: {e}", file=sys.stderr)
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-
-    def forward(sig: int, frame: object) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
-        host_signal.signal(sig, forward)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-def _sentry_main(cfg: SandboxConfig) -> int:
-    """The Sentry process: confine, boot, run, clean up."""
-    from pyvisor.runtime import confine
-    from pyvisor.runtime.cgroup import protect_from_oom
-    if cfg.confine:
-        protect_from_oom()    # inherited by the Gofers; the master stub resets it
-        try:
-            confine.enter_namespaces()
-        except confine.ConfinementError as e:
-            raise BootError(str(e), 125) from None
-    kernel = boot(cfg)
-    if cfg.confine:
-        try:
-            confine.preload()
-            confine.pivot_to_empty()
-            confine.drop_capabilities()
-            confine.no_new_privs()
-            _install_seccomp()
-        except confine.ConfinementError as e:
-            kernel.shutdown()
-            raise BootError(str(e), 125) from None
-
-    def forward(sig: int, frame: object) -> None:
-        from pyvisor.sentry.kernel import signal as ksignal
-        init = kernel.init
-        if init is not None and not init.zombie:
-            for g in list(kernel.groups.values()):
-                if g.pgid == init.pgid or g is init:
-                    ksignal.send_to_group(g, ksignal.SigInfo(sig, 0))
-    for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
-        host_signal.signal(sig, forward)
-    try:
-        status = kernel.run()
-    finally:
-        kernel.shutdown()
-        for client, pid in kernel.gofers:
-            try:
-                client.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-    if status & 0x7F:
-        return 128 + (status & 0x7F)
-    return (status >> 8) & 0xFF
-
-
 SENTRY_SECCOMP = True    # the allow-list of pyvisor/seccomp/filters.py, installed last
 
 
-def _install_seccomp() -> None:
-    """The Sentry's seccomp allow-list, when the filter module is available."""
+def _install_seccomp(control_fd: int | None = None) -> None:
+    """The Sentry's seccomp allow-list (accept4 on the control socket's fd, if any).
+
+    Never silently skipped: the CLI made sure `seccomp` imports (runtime/interp.py)."""
     if not SENTRY_SECCOMP:
         return
-    try:
-        from pyvisor.seccomp.filters import install_sentry_filter
-    except ImportError:
-        log.debug("seccomp filters unavailable: the Sentry runs without one")
-        return
-    install_sentry_filter()
+    from pyvisor.seccomp.filters import install_sentry_filter
+    install_sentry_filter(control_fd=control_fd)
 
 

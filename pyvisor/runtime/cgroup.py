@@ -30,6 +30,7 @@ class Limits:
     pids: int | None = None            # host tasks (threads) of the sandbox
     cpu_quota_us: int | None = None    # per period
     cpu_period_us: int = 100_000
+    extra: tuple[str, ...] = ()        # v1 controllers wanted without limits (freezer, cpuacct)
 
 
 def parse_size(text: str) -> int:
@@ -88,8 +89,10 @@ class SandboxCgroup:
                   "cpu": {"cpu.cfs_period_us": self.limits.cpu_period_us
                           if self.limits.cpu_quota_us is not None else None,
                           "cpu.cfs_quota_us": self.limits.cpu_quota_us}}
+        for ctrl in self.limits.extra:
+            wanted.setdefault(ctrl, {})
         for ctrl, files in wanted.items():
-            if all(v is None for v in files.values()):
+            if all(v is None for v in files.values()) and ctrl not in self.limits.extra:
                 continue
             mount = os.path.join(ROOT, ctrl)
             if not os.path.isdir(mount):

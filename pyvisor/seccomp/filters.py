@@ -276,7 +276,15 @@ SENTRY_RULES: dict[str, Spec] = {
                    *_one_of(1, _SENTRY_IOCTLS)),
     # The Gofer connections (sockets made before start-up ended).
     "sendto": Spec("gofer requests (socket.sendall)"),
-    "recvmsg": Spec("gofer replies with donated fds (SCM_RIGHTS)"),
+    "recvmsg": Spec("gofer replies with donated fds (SCM_RIGHTS); control requests with "
+                    "the stdio fds of exec (runtime/control.py)"),
+    # The control socket (containers made by create/run; not `do`): only on its fd.
+    "accept4": Spec("accepts CLI connections on the control socket (runtime/control.py); "
+                    "only that fd, and only when the sandbox has one"),
+    "fcntl": _only("F_GETFL of the stdio fds an exec request brings (boot.install_stdio)",
+                   eq32(1, F_GETFL, "cmd == F_GETFL")),
+    "getsockname": Spec("CPython checks that an accepted control connection's fd is a socket "
+                        "(socket(fileno=...)); it reads only the socket's own address"),
     # Memory of the CPython process itself.
     "brk": Spec("malloc"),
     "mmap": _only("malloc, pymalloc arenas, large buffers; never executable", _NO_EXEC),
@@ -436,9 +444,15 @@ def _build(rules: dict[str, Spec], refused: dict[str, tuple[int, str]], default_
     return f
 
 
-def build_sentry_filter(default_action: str = "kill") -> seccomp.SyscallFilter:
-    """The Sentry's filter, not loaded."""
-    return _build(SENTRY_RULES, SENTRY_REFUSED, default_action)
+def build_sentry_filter(default_action: str = "kill",
+                        control_fd: int | None = None) -> seccomp.SyscallFilter:
+    """The Sentry's filter, not loaded.  accept4 is allowed on control_fd only, and not at
+    all without one."""
+    rules = dict(SENTRY_RULES)
+    if control_fd is None:
+        del rules["accept4"], rules["getsockname"]
+        return _build(rules, SENTRY_REFUSED, default_action)
+    return _build(rules, SENTRY_REFUSED, default_action, {"accept4": control_fd})
 
 
 def build_gofer_filter(default_action: str = "kill",
@@ -453,7 +467,7 @@ def build_gofer_filter(default_action: str = "kill",
 _installed: set[str] = set()
 
 
-def install_sentry_filter(default_action: str = "kill") -> None:
+def install_sentry_filter(default_action: str = "kill", control_fd: int | None = None) -> None:
     """Loads the Sentry's filter into this process (and its threads).  Irreversible.
 
     Call it once start-up is over: after boot() and the confinement steps,
@@ -464,7 +478,7 @@ def install_sentry_filter(default_action: str = "kill") -> None:
     """
     if "sentry" in _installed:
         return
-    build_sentry_filter(default_action).load()
+    build_sentry_filter(default_action, control_fd).load()
     _installed.add("sentry")
 
 

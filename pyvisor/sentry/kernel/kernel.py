@@ -119,6 +119,9 @@ class Kernel:
         self.current: Task | None = None   # the task whose syscall is being served
         self.max_tasks = 1 << 20            # the sandbox's task limit, set at boot
         self.gofers: list[Any] = []
+        # Called when a process without a parent (one started by `exec`) dies; set by the
+        # control service (runtime/sentry_control.py), which reports its status.
+        self.orphan_exit: Callable[[ThreadGroup], None] | None = None
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
@@ -613,6 +616,8 @@ class Kernel:
             return
         parent = tg.parent
         if parent is None:
+            if self.orphan_exit is not None:
+                self.orphan_exit(tg)
             self.release_group(tg)
             return
         status = tg.exit_code

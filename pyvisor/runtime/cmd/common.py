@@ -1,0 +1,79 @@
+"""Helpers shared by the verbs: signals by name or number, limit flags, the stdio fds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal as host_signal
+
+from pyvisor.runtime.boot import BootError, SandboxConfig
+
+
+def parse_signal(text: str) -> int:
+    """'TERM', 'SIGTERM', 'sigterm', '15', 'RTMIN+2' -> a signal number (runc's rules)."""
+    t = text.strip().upper()
+    if t.isdigit():
+        n = int(t)
+        if 1 <= n <= 64:
+            return n
+        raise BootError(f"invalid signal {text!r}", 1)
+    if not t.startswith("SIG"):
+        t = "SIG" + t
+    for base, num in (("SIGRTMIN", host_signal.SIGRTMIN), ("SIGRTMAX", host_signal.SIGRTMAX)):
+        if t == base:
+            return int(num)
+        for sign in ("+", "-"):
+            if t.startswith(base + sign) and t[len(base) + 1:].isdigit():
+                n = int(num) + (1 if sign == "+" else -1) * int(t[len(base) + 1:])
+                if host_signal.SIGRTMIN <= n <= host_signal.SIGRTMAX:
+                    return n
+    try:
+        return int(host_signal.Signals[t])
+    except KeyError:
+        raise BootError(f"invalid signal {text!r}", 1) from None
+
+
+def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
+    """--memory/--pids-limit/--cpus/--tmpfs-size override the bundle's resources."""
+    from pyvisor.runtime.cgroup import parse_size
+    try:
+        if args.memory:
+            cfg.memory_limit = parse_size(args.memory)
+        if args.tmpfs_size:
+            cfg.tmpfs_size = parse_size(args.tmpfs_size)
+    except ValueError as e:
+        raise BootError(f"bad size: {e}", 125) from None
+    if args.pids_limit is not None:
+        if args.pids_limit < 1:
+            raise BootError("--pids-limit must be positive", 125)
+        cfg.pids_limit = args.pids_limit
+    if args.cpus is not None:
+        if args.cpus <= 0:
+            raise BootError("--cpus must be positive", 125)
+        cfg.cpus = args.cpus
+
+
+def stdio_fds() -> list[int]:
+    """Fds 0-2 as the engine gave them (-1 for a closed one)."""
+    out = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            out.append(fd)
+        except OSError:
+            out.append(-1)
+    return out
+
+
+def bundle_dir(path: str) -> str:
+    d = os.path.abspath(path or ".")
+    if not os.path.isdir(d):
+        raise BootError(f"bundle {d!r} is not a directory", 1)
+    return d
+
+
+def preserve_fds(n: int) -> None:
+    """--preserve-fds N: fds 3..3+N-1 are the container's too; pyvisor does not pass extra
+    host fds into the sandbox yet, so any N > 0 is refused rather than silently dropped."""
+    if n:
+        raise BootError("--preserve-fds is not supported yet", 1)

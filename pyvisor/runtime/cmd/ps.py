@@ -1,0 +1,37 @@
+"""`ps ID [--format table|json]`: the container's processes, as the sandbox sees them
+(runsc's ps: sandbox pids, not host pids)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("ps", help="list the processes of a container")
+    p.add_argument("--format", "-f", default="table", choices=["table", "json"])
+    p.add_argument("id")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ignored (runc passes them to ps)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pyvisor.runtime.container import Container
+    procs = Container(args.root, args.id).processes()
+    if args.format == "json":
+        print(json.dumps([{"UID": p["uid"], "PID": p["pid"], "PPID": p["ppid"],
+                           "C": 0, "STIME": _stime(p["start_ns"]), "State": p["state"],
+                           "Threads": p["threads"], "Cmd": p["comm"], "Args": p["args"]}
+                          for p in procs]))
+        return 0
+    print(f"{'UID':<8} {'PID':>6} {'PPID':>6} {'C':>2} {'STIME':<6} {'STAT':<4} CMD")
+    for p in procs:
+        print(f"{p['uid']:<8} {p['pid']:>6} {p['ppid']:>6} {0:>2} {_stime(p['start_ns']):<6} "
+              f"{p['state']:<4} {' '.join(p['args']) or p['comm']}")
+    return 0
+
+
+def _stime(start_ns: int) -> str:
+    return time.strftime("%H:%M", time.localtime(time.time() - (time.monotonic_ns() - start_ns)
+                                                 / 1e9)) if start_ns > 1e15 else \
+        time.strftime("%H:%M")

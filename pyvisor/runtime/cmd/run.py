@@ -1,0 +1,39 @@
+"""`run ID --bundle DIR`: create + start + wait, and delete at the end (runc's run);
+with --detach: create + start, and return."""
+
+from __future__ import annotations
+
+import argparse
+
+from pyvisor.runtime.cmd.common import apply_limit_flags, bundle_dir, preserve_fds
+from pyvisor.runtime.cmd.create import add_create_flags, cfg_terminal, check_terminal
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="create and start a container from an OCI bundle")
+    add_create_flags(p)
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--keep", action="store_true", help="accepted (runc): keep after exit")
+    p.add_argument("id")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pyvisor.runtime.container import Container
+    from pyvisor.runtime.spec import load_bundle
+    from pyvisor.runtime.state import check_id
+    check_id(args.id)
+    preserve_fds(args.preserve_fds)
+    bundle = bundle_dir(args.bundle)
+    cfg = load_bundle(bundle)
+    check_terminal(args, cfg_terminal(bundle))
+    cfg.strace = args.strace
+    apply_limit_flags(cfg, args)
+    if not args.detach:
+        return Container.run_foreground(args.root, args.id, bundle, cfg, args.pid_file)
+    c = Container.create(args.root, args.id, bundle, cfg, args.pid_file)
+    try:
+        c.start()
+    except BaseException:
+        c.delete(force=True)
+        raise
+    return 0

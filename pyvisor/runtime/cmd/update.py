@@ -1,0 +1,75 @@
+"""`update ID [--memory M] [--pids-limit N] [--cpu-quota Q] [--cpu-period P] [-r FILE]`:
+change the sandbox's limits (its cgroup, and the Sentry's task limit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pyvisor.runtime.boot import BootError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("update", help="update a container's resource limits")
+    p.add_argument("--resources", "-r", default="", help="linux.resources JSON ('-': stdin)")
+    p.add_argument("--memory", default=None)
+    p.add_argument("--pids-limit", dest="upd_pids", type=int, default=None)
+    p.add_argument("--cpu-quota", type=int, default=None)
+    p.add_argument("--cpu-period", type=int, default=None)
+    for ignored in ("--memory-swap", "--memory-reservation", "--kernel-memory",
+                    "--kernel-memory-tcp", "--cpu-shares", "--cpu-rt-period",
+                    "--cpu-rt-runtime", "--cpuset-cpus", "--cpuset-mems", "--blkio-weight",
+                    "--l3-cache-schema", "--mem-bw-schema"):
+        p.add_argument(ignored, default=None, help=argparse.SUPPRESS)
+    p.add_argument("id")
+
+
+def _from_resources(text: str) -> dict[str, Any]:
+    try:
+        res = json.loads(text)
+    except ValueError as e:
+        raise BootError(f"update: invalid resources JSON: {e}", 1) from None
+    if not isinstance(res, dict):
+        raise BootError("update: resources must be a JSON object", 1)
+    out: dict[str, Any] = {}
+    mem, pids, cpu = res.get("memory") or {}, res.get("pids") or {}, res.get("cpu") or {}
+    for key, v in (("memory", mem.get("limit")), ("pids", pids.get("limit")),
+                   ("cpu_quota", cpu.get("quota")), ("cpu_period", cpu.get("period"))):
+        if v is not None:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise BootError(f"update: {key} must be an integer", 1)
+            out[key] = v
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from pyvisor.runtime.cgroup import parse_size
+    from pyvisor.runtime.container import Container
+    vals: dict[str, Any] = {}
+    if args.resources:
+        text = sys.stdin.read() if args.resources == "-" else _read(args.resources)
+        vals = _from_resources(text)
+    if args.memory is not None:
+        try:
+            vals["memory"] = parse_size(args.memory)
+        except ValueError as e:
+            raise BootError(f"update: bad --memory: {e}", 1) from None
+    for key, v in (("pids", args.upd_pids), ("cpu_quota", args.cpu_quota),
+                   ("cpu_period", args.cpu_period)):
+        if v is not None:
+            vals[key] = v
+    if vals.get("pids") is not None and vals["pids"] < 1:
+        raise BootError("update: the pids limit must be positive", 1)
+    Container(args.root, args.id).update(vals.get("memory"), vals.get("pids"),
+                                         vals.get("cpu_quota"), vals.get("cpu_period"))
+    return 0
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise BootError(f"update: {path}: {e.strerror}", 1) from None

@@ -1,0 +1,563 @@
+"""Containers: the OCI lifecycle over a state directory and a control socket.
+runc: libcontainer/container_linux.go; runsc: runsc/container/container.go.
+
+    create ──▶ created ──start──▶ running ──(init exits / kill)──▶ stopped ──delete──▶ gone
+                  │                  │ ▲
+                  └──kill/delete─────┘ pause/resume (paused)
+
+The verbs of cmd/ are thin wrappers around this module; the Python API
+(pyvisor.Sandbox, issue #7) will be too.  Errors are BootError: one line and an
+exit status.  Every verb that changes a container holds its lock (state.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import shutil
+import signal as host_signal
+import time
+from typing import Any
+
+from pyvisor.runtime import control
+from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for
+from pyvisor.runtime.state import (OCI_VERSION, ContainerState, StateDir, Status, check_id,
+                                   current_status, list_ids, monitor_alive, now_rfc3339,
+                                   process_start_time)
+
+log = logging.getLogger("pyvisor.container")
+
+
+def wait_status_code(status: int) -> int:
+    """A wait status as a shell reports it (128+N for a death by signal N)."""
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    if not path:
+        return
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BootError(f"pid file {path!r}: {e.strerror}", 1) from None
+
+
+class Container:
+    """One container under --root."""
+
+    def __init__(self, root: str, cid: str) -> None:
+        self.sd = StateDir(root, cid)
+        self.id = cid
+
+    # -- queries ----------------------------------------------------------------------
+
+    def load(self) -> tuple[ContainerState, str]:
+        st = self.sd.load()
+        return st, current_status(self.sd, st)
+
+    def state(self) -> dict[str, Any]:
+        """The OCI state (runtime-spec runtime.md#state), plus runc's created and owner."""
+        st, status = self.load()
+        out: dict[str, Any] = {
+            "ociVersion": OCI_VERSION, "id": st.id, "status": status,
+            "pid": st.pid if status not in (Status.STOPPED, Status.CREATING) else 0,
+            "bundle": st.bundle, "rootfs": st.config.get("rootfs", ""),
+            "created": st.created, "owner": st.owner,
+        }
+        if st.annotations:
+            out["annotations"] = st.annotations
+        return out
+
+    def exit_code(self) -> int | None:
+        rec = self.sd.exit_record()
+        return int(rec["code"]) if rec is not None and "code" in rec else None
+
+    # -- create / run -----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str, cid: str, bundle: str, cfg: SandboxConfig,
+               pid_file: str = "") -> Container:
+        """Boots a sandbox whose init is loaded but held; returns once it is `created`."""
+        c = cls(root, cid)
+        sd = c.sd
+        sd.make()
+        done = False
+        try:
+            st = ContainerState(id=cid, bundle=bundle, created=now_rfc3339(),
+                                annotations=cfg.annotations, config={"rootfs": cfg.root})
+            sd.save(st)
+            with sd.locked():
+                c._boot_detached(st, cfg)
+                _write_pid_file(pid_file, st.pid)
+            done = True
+        finally:
+            if not done:
+                shutil.rmtree(sd.path, ignore_errors=True)
+        return c
+
+    def _boot_detached(self, st: ContainerState, cfg: SandboxConfig) -> None:
+        """Forks the monitor (in a session of its own) and reads its readiness lines."""
+        sd = self.sd
+        listener = control.listen(sd.control_path)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            self._monitor_child(cfg, listener, w)
+        listener.close()
+        os.close(w)
+        lines = _read_lines(r)
+        st.pid, st.pid_start = pid, process_start_time(pid)
+        self._take_report(st, lines)
+        if "ok" not in lines:
+            os.waitpid(pid, 0)
+            err = next((ln for ln in lines if ln.startswith("error ")), "")
+            msg = err.split(" ", 2)[2] if err.count(" ") >= 2 else \
+                "the sandbox exited during start-up"
+            raise BootError(msg, 1)
+        st.status = Status.CREATED
+        sd.save(st)
+
+    @staticmethod
+    def _take_report(st: ContainerState, lines: list[str]) -> None:
+        for ln in lines:
+            if ln.startswith("sentry "):
+                st.sentry_pid = int(ln.split()[1])
+            elif ln.startswith("cgroup "):
+                dirs = json.loads(ln[7:])
+                st.config["cgroup_dirs"] = dirs
+                if dirs:
+                    st.cgroup = os.path.basename(dirs[0])
+
+    def _monitor_child(self, cfg: SandboxConfig, listener: Any, w: int) -> None:
+        """The monitor of a detached container: never returns."""
+        from pyvisor.runtime.sandbox import report, run_sandbox
+        code = 125
+        try:
+            self.sd.release_lock_in_child()
+            os.setsid()
+            cfg.control_fd = listener.detach()
+            cfg.ready_fd = w
+            cfg.hold_init = True
+            cfg.cgroup_name = cgroup_name_for(os.getpid())
+            code = run_sandbox(cfg, on_exit=lambda c: self.sd.write_exit(c), container=True,
+                               after_fork=_quiet_stdio)
+        except BootError as e:
+            report(w, f"error {e.code} {e}")
+            code = e.code
+        except BaseException as e:  # noqa: BLE001 - one line, never a traceback
+            report(w, f"error 125 sandbox failed: {e}")
+        finally:
+            os._exit(code)
+
+    @classmethod
+    def run_foreground(cls, root: str, cid: str, bundle: str, cfg: SandboxConfig,
+                       pid_file: str = "") -> int:
+        """`run` without --detach: this process is the monitor; the container is deleted
+        when it ends (as runc's run)."""
+        from pyvisor.runtime.sandbox import run_sandbox
+        c = cls(root, cid)
+        sd = c.sd
+        sd.make()
+        try:
+            cfg.cgroup_name = cgroup_name_for(os.getpid())
+            listener = control.listen(sd.control_path)
+            cfg.control_fd = listener.detach()
+            st = ContainerState(id=cid, bundle=bundle, created=now_rfc3339(),
+                                status=Status.RUNNING, pid=os.getpid(),
+                                pid_start=process_start_time(os.getpid()),
+                                annotations=cfg.annotations, cgroup=cfg.cgroup_name,
+                                config={"rootfs": cfg.root})
+            sd.save(st)
+            _write_pid_file(pid_file, os.getpid())
+            return run_sandbox(cfg, container=True)
+        finally:
+            shutil.rmtree(sd.path, ignore_errors=True)
+
+    # -- start / kill / delete --------------------------------------------------------
+
+    def start(self) -> None:
+        with self.sd.locked():
+            st, status = self.load()
+            if status != Status.CREATED:
+                raise BootError(_cannot("start", status), 1)
+            try:
+                control.call(self.sd.control_path, "start")
+            except control.ControlError as e:
+                raise BootError(f"cannot start container {self.id!r}: {e}", 1) from None
+            st.status = Status.RUNNING
+            self.sd.save(st)
+
+    def kill(self, sig: int, all_processes: bool = False) -> None:
+        with self.sd.locked():
+            st, status = self.load()
+            if status in (Status.STOPPED, Status.CREATING):
+                raise BootError("container not running", 1)
+            if status == Status.PAUSED:
+                if sig != host_signal.SIGKILL:
+                    raise BootError(f"container {self.id!r} is paused; resume it first", 1)
+                self._kill_sandbox(st)
+                return
+            try:
+                control.call(self.sd.control_path, "kill", {"signal": sig,
+                                                             "all": all_processes})
+            except control.ControlError as e:
+                if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOENT,
+                               errno.ESRCH):
+                    raise BootError("container not running", 1) from None
+                raise BootError(f"cannot kill container {self.id!r}: {e}", 1) from None
+
+    def delete(self, force: bool = False) -> None:
+        sd = self.sd
+        if not sd.exists():
+            if force:        # runc: an aborted create may have left the directory
+                shutil.rmtree(sd.path, ignore_errors=True)
+                return
+            raise BootError(f"container {self.id!r} does not exist", 1)
+        with sd.locked():
+            try:
+                st, status = self.load()
+            except BootError:
+                shutil.rmtree(sd.path, ignore_errors=True)    # damaged: nothing to kill
+                return
+            if status in (Status.RUNNING, Status.PAUSED, Status.CREATING) and not force:
+                raise BootError(f"cannot delete container {self.id!r} that is not stopped: "
+                                f"{status}", 1)
+            if status != Status.STOPPED or monitor_alive(st):
+                self._kill_sandbox(st)
+            self._remove_cgroups(st)
+            shutil.rmtree(sd.path, ignore_errors=True)
+
+    def _kill_sandbox(self, st: ContainerState) -> None:
+        """SIGKILL to the monitor (the Sentry and everything under it follow)."""
+        if not monitor_alive(st):
+            return
+        self._freeze(st, False)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, host_signal.SIGKILL)
+        _wait_gone(st, 10.0)
+
+    def _remove_cgroups(self, st: ContainerState) -> None:
+        from pyvisor.runtime.cgroup import remove_leftovers
+        dirs = st.config.get("cgroup_dirs")
+        if self.sd.exit_record() is not None and dirs is not None:
+            return      # the monitor removed them itself
+        if isinstance(dirs, list):
+            for d in dirs:
+                _rmdir_retry(str(d), 5.0)
+        elif st.cgroup and st.cgroup.startswith("pyvisor-"):
+            remove_leftovers(st.cgroup)
+
+    def wait(self) -> int:
+        """Waits until the init exits; returns its exit code (137 when the sandbox was
+        killed before it could record one)."""
+        st, status = self.load()
+        if status != Status.STOPPED:
+            _wait_gone(st, None)
+        code = self.exit_code()
+        return code if code is not None else 128 + 9
+
+    # -- exec / ps --------------------------------------------------------------------
+
+    def exec(self, proc: dict[str, Any], stdio: list[int]) -> int:
+        """Runs a process in the container; returns its exit code."""
+        _, status = self.load()
+        if status not in (Status.CREATED, Status.RUNNING):
+            raise BootError(f"cannot exec in a {status} container", 1)
+        client = control.Client(self.sd.control_path, timeout=None)
+        try:
+            try:
+                pid = client.call("exec", proc, fds=stdio)["pid"]
+            except control.ControlError as e:
+                raise BootError(f"exec failed: {e}", 127 if e.errno == errno.ENOENT else 126) \
+                    from None
+            with _forwarding(self.sd.control_path, pid):
+                try:
+                    res = client.call("wait_pid", {"pid": pid})
+                except control.ControlError:
+                    return 128 + 9          # the sandbox ended under it
+            return wait_status_code(int(res["status"]))
+        finally:
+            client.close()
+
+    def exec_detached(self, proc: dict[str, Any], stdio: list[int], pid_file: str) -> None:
+        """exec --detach: a child (new session) runs the process and exits with its status;
+        its pid goes to the pid file (what conmon waits for, as with runsc)."""
+        _, status = self.load()
+        if status not in (Status.CREATED, Status.RUNNING):
+            raise BootError(f"cannot exec in a {status} container", 1)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            code = 126
+            try:
+                os.close(r)
+                os.setsid()
+                code = self._exec_child(proc, stdio, w)
+            except BaseException:  # noqa: BLE001
+                pass
+            finally:
+                os._exit(code)
+        os.close(w)
+        lines = _read_lines(r)
+        if not any(ln.startswith("pid ") for ln in lines):
+            os.waitpid(pid, 0)
+            err = next((ln for ln in lines if ln.startswith("error ")), "error 126 exec failed")
+            raise BootError(err.split(" ", 2)[2], int(err.split(" ", 2)[1]))
+        _write_pid_file(pid_file, pid)
+
+    def _exec_child(self, proc: dict[str, Any], stdio: list[int], w: int) -> int:
+        from pyvisor.runtime.sandbox import report
+        with control.Client(self.sd.control_path, timeout=None) as client:
+            try:
+                pid = client.call("exec", proc, fds=stdio)["pid"]
+            except control.ControlError as e:
+                report(w, f"error {127 if e.errno == errno.ENOENT else 126} exec failed: {e}")
+                return 126
+            report(w, f"pid {pid}")
+            os.close(w)
+            _quiet_stdio()
+            with _forwarding(self.sd.control_path, pid):
+                try:
+                    res = client.call("wait_pid", {"pid": pid})
+                except control.ControlError:
+                    return 128 + 9
+            return wait_status_code(int(res["status"]))
+
+    def processes(self) -> list[dict[str, Any]]:
+        _, status = self.load()
+        if status not in (Status.CREATED, Status.RUNNING):
+            raise BootError(f"container {self.id!r} is not running", 1)
+        try:
+            return list(control.call(self.sd.control_path, "ps"))
+        except control.ControlError as e:
+            raise BootError(f"ps: {e}", 1) from None
+
+    # -- cgroups: pause, resume, update, stats -----------------------------------------
+
+    def _cgroup_file(self, st: ContainerState, v1_ctrl: str, v1_name: str,
+                     v2_name: str) -> str | None:
+        for d in st.config.get("cgroup_dirs") or []:
+            d = str(d)
+            if f"/{v1_ctrl}/" in d and os.path.exists(os.path.join(d, v1_name)):
+                return os.path.join(d, v1_name)
+            if os.path.exists(os.path.join(d, v2_name)) and os.path.exists(
+                    os.path.join(d, "cgroup.controllers")):
+                return os.path.join(d, v2_name)
+        return None
+
+    def _freeze(self, st: ContainerState, frozen: bool) -> bool:
+        path = self._cgroup_file(st, "freezer", "freezer.state", "cgroup.freeze")
+        if path is None:
+            return False
+        value = ("1" if frozen else "0") if path.endswith("cgroup.freeze") else \
+            ("FROZEN" if frozen else "THAWED")
+        with contextlib.suppress(OSError):
+            with open(path, "w") as f:
+                f.write(value)
+            return True
+        return False
+
+    def pause(self) -> None:
+        with self.sd.locked():
+            st, status = self.load()
+            if status != Status.RUNNING:
+                raise BootError(f"container {self.id!r} is not running", 1)
+            if not self._freeze(st, True):
+                raise BootError("pause: no freezer cgroup for this container", 1)
+            st.status = Status.PAUSED
+            self.sd.save(st)
+
+    def resume(self) -> None:
+        with self.sd.locked():
+            st, status = self.load()
+            if status != Status.PAUSED:
+                raise BootError(f"container {self.id!r} is not paused", 1)
+            if not self._freeze(st, False):
+                raise BootError("resume: no freezer cgroup for this container", 1)
+            st.status = Status.RUNNING
+            self.sd.save(st)
+
+    def update(self, memory: int | None, pids: int | None, cpu_quota: int | None,
+               cpu_period: int | None) -> None:
+        with self.sd.locked():
+            st, status = self.load()
+            if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+                raise BootError(f"container {self.id!r} is not running", 1)
+            writes: list[tuple[str | None, str]] = []
+            if memory is not None:
+                writes.append((self._cgroup_file(st, "memory", "memory.limit_in_bytes",
+                                                 "memory.max"), str(memory)))
+            if pids is not None:
+                writes.append((self._cgroup_file(st, "pids", "pids.max", "pids.max"),
+                               str(pids + 64)))
+            if cpu_period is not None:
+                writes.append((self._cgroup_file(st, "cpu", "cpu.cfs_period_us", ""),
+                               str(cpu_period)))
+            if cpu_quota is not None:
+                writes.append((self._cgroup_file(st, "cpu", "cpu.cfs_quota_us", "cpu.max"),
+                               str(cpu_quota)))
+            for path, value in writes:
+                if path is None:
+                    raise BootError("update: the container has no cgroup for that limit", 1)
+                if path.endswith("cpu.max"):
+                    value = f"{value} {cpu_period or 100000}"
+                try:
+                    with open(path, "w") as f:
+                        f.write(value)
+                except OSError as e:
+                    raise BootError(f"update {os.path.basename(path)}: {e.strerror}", 1) \
+                        from None
+            if pids is not None and status != Status.PAUSED:
+                with contextlib.suppress(control.ControlError):
+                    control.call(self.sd.control_path, "update", {"pids_limit": pids})
+
+    def stats(self) -> dict[str, Any]:
+        """runc's `events --stats` data: memory, CPU and pids from the cgroup."""
+        st, status = self.load()
+        if status == Status.STOPPED:
+            raise BootError(f"container {self.id!r} is not running", 1)
+
+        def num(v1_ctrl: str, v1: str, v2: str, key: str | None = None) -> int:
+            path = self._cgroup_file(st, v1_ctrl, v1, v2)
+            if path is None:
+                return 0
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError:
+                return 0
+            if key is not None:
+                for line in text.splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == key:
+                        return int(v)
+                return 0
+            word = text.split()[0] if text.split() else "0"
+            return int(word) if word.isdigit() else 0
+        v2 = self._cgroup_file(st, "-", "-", "cgroup.controllers") is not None
+        user = num("cpuacct", "cpuacct.usage_user", "cpu.stat", None if not v2 else "user_usec")
+        kern = num("cpuacct", "cpuacct.usage_sys", "cpu.stat", None if not v2 else "system_usec")
+        total = num("cpuacct", "cpuacct.usage", "cpu.stat", None if not v2 else "usage_usec")
+        if v2:
+            user, kern, total = user * 1000, kern * 1000, total * 1000
+        return {
+            "cpu": {"usage": {"total": total, "kernel": kern, "user": user}},
+            "memory": {"usage": {
+                "usage": num("memory", "memory.usage_in_bytes", "memory.current"),
+                "limit": num("memory", "memory.limit_in_bytes", "memory.max"),
+                "max": num("memory", "memory.max_usage_in_bytes", "memory.peak"),
+                "failcnt": num("memory", "memory.failcnt", "memory.events",
+                               None if not v2 else "max")}},
+            "pids": {"current": num("pids", "pids.current", "pids.current"),
+                     "limit": max(0, num("pids", "pids.max", "pids.max") - 64)},
+        }
+
+
+def list_containers(root: str) -> list[dict[str, Any]]:
+    out = []
+    for cid in list_ids(root):
+        try:
+            out.append(Container(root, cid).state())
+        except BootError:
+            continue
+    return out
+
+
+def _cannot(verb: str, status: str) -> str:
+    if verb == "start" and status == Status.RUNNING:
+        return "cannot start an already running container"
+    if verb == "start" and status == Status.STOPPED:
+        return "cannot start a container that has stopped"
+    return f"cannot {verb} a container that is {status}"
+
+
+def _read_lines(fd: int) -> list[str]:
+    chunks = []
+    try:
+        while True:
+            try:
+                b = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace").splitlines()
+
+
+def _quiet_stdio() -> None:
+    """A detached monitor holds none of the engine's stdio (the Sentry does)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _wait_gone(st: ContainerState, timeout: float | None) -> None:
+    """Until the monitor exits (pidfd: no polling while it runs)."""
+    if not monitor_alive(st):
+        return
+    try:
+        pidfd = os.pidfd_open(st.pid)
+    except OSError:
+        return
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while monitor_alive(st):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                break
+            try:
+                select.select([pidfd], [], [], min(left, 0.5) if left is not None else 0.5)
+            except InterruptedError:
+                continue
+    finally:
+        os.close(pidfd)
+
+
+def _rmdir_retry(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                log.warning("cannot remove cgroup %s: %s", path, e)
+                return
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _forwarding(control_path: str, pid: int) -> Any:
+    """Signals to this process go to exec'd process `pid` (as runc's exec forwards them)."""
+    sigs = (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT,
+            host_signal.SIGUSR1, host_signal.SIGUSR2)
+
+    def forward(sig: int, frame: object) -> None:
+        with contextlib.suppress(control.ControlError):
+            control.call(control_path, "signal_process", {"pid": pid, "signal": sig}, 5.0)
+    old = {s: host_signal.signal(s, forward) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            host_signal.signal(s, h)
+
+
+__all__ = ["Container", "check_id", "list_containers", "wait_status_code"]

@@ -1,0 +1,224 @@
+"""The sandbox's host processes: the monitor and the Sentry.  runsc: runsc/sandbox (the
+sandbox process) and runsc/boot (the Sentry's start-up).
+
+    monitor (pid in state.json, the pid-file; unconfined, tiny)
+      └── Sentry: PID 1 of a new PID namespace (PR_SET_PDEATHSIG: dies with the monitor)
+            ├── Gofers
+            └── stubs
+
+The monitor creates the sandbox's cgroup, forks the Sentry, forwards SIGINT,
+SIGTERM, SIGHUP and SIGQUIT to it, waits for it, removes the cgroup, records the
+exit (exit.json, for `state`, `wait`, `delete`) and exits with the container's
+exit code (128+N for a death by signal N), which is what an engine reaping it
+sees.  For `do` and a foreground `run` the CLI process itself is the monitor;
+for `create` (and `run --detach`) it is a child of the CLI in a session of its
+own, which outlives the CLI.
+
+Readiness (create): the monitor and the Sentry write lines to `ready_fd`, a
+pipe the CLI reads to EOF:
+    sentry <host pid>        (the monitor, after the fork)
+    cgroup <JSON list>       (the monitor: the cgroup directories)
+    ok                       (the Sentry: booted, confined, serving the control socket)
+    error <code> <message>   (either: what went wrong, one line)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal as host_signal
+import sys
+from typing import Any, Callable
+
+from pyvisor.runtime import boot as boot_mod
+from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
+
+log = logging.getLogger("pyvisor.sandbox")
+
+FORWARDED = (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT)
+
+
+def report(fd: int, line: str) -> None:
+    """One line on the readiness pipe (never raises: the reader may be gone)."""
+    if fd < 0:
+        return
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+
+
+def make_cgroup(cfg: SandboxConfig, container: bool = False) -> Any:
+    """Creates the sandbox's cgroup with its limits.  Containers also get the freezer (pause),
+    cpu and cpuacct (update, events) controllers."""
+    from pyvisor.runtime.cgroup import Limits, SandboxCgroup
+    memory, pids, _ = effective_limits(cfg)
+    cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
+        memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
+        cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None,
+        extra=("cpu", "cpuacct", "freezer") if container else ()))
+    try:
+        cg.create()
+    except OSError as e:
+        cg.remove()
+        raise BootError(f"cannot set up the sandbox's cgroup: {e}", 125) from None
+    return cg
+
+
+def run_sandbox(cfg: SandboxConfig, on_exit: Callable[[int], None] | None = None,
+                container: bool = False, after_fork: Callable[[], None] | None = None) -> int:
+    """Runs a sandbox to completion in this process (the monitor); returns a shell code.
+    on_exit(code) runs once the cgroup is gone; after_fork() once the Sentry is forked."""
+    host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
+    if not cfg.confine:
+        return sentry_main(cfg)
+    cg = make_cgroup(cfg, container)
+    report(cfg.ready_fd, "cgroup " + json.dumps(cg.dirs))
+    code = 128 + 9
+    try:
+        code = launch(cfg, cg, after_fork)
+    finally:
+        cg.remove()
+        if on_exit is not None:
+            on_exit(code)
+    return code
+
+
+def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = None) -> int:
+    """Forks the Sentry as PID 1 of a new PID namespace and waits for it."""
+    from pyvisor.runtime import confine
+    try:
+        confine.unshare_pid()
+    except confine.ConfinementError as e:
+        raise BootError(str(e), 125) from None
+    pid = os.fork()
+    if pid == 0:
+        _sentry_child(cfg, cg)
+    report(cfg.ready_fd, f"sentry {pid}")
+    for fd in (cfg.ready_fd, cfg.control_fd):     # the Sentry's now
+        if fd >= 0:
+            os.close(fd)
+    cfg.ready_fd = cfg.control_fd = -1
+    if after_fork is not None:
+        after_fork()
+
+    def forward(sig: int, frame: object) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    for sig in FORWARDED:
+        host_signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _sentry_child(cfg: SandboxConfig, cg: Any) -> None:
+    """The forked Sentry: never returns."""
+    from pyvisor.runtime import confine
+    code = 125
+    try:
+        # If the monitor dies (even by SIGKILL), the Sentry dies, and with it, as
+        # PID 1 of its namespace, every stub and Gofer.
+        confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+        try:
+            cg.join()    # before any fork: Gofers and stubs inherit the cgroup
+        except OSError as e:
+            raise BootError(f"cannot join the sandbox's cgroup: {e}", 125) from None
+        code = sentry_main(cfg)
+    except BootError as e:
+        _fail(cfg, str(e), e.code)
+        code = e.code
+    except BaseException as e:  # noqa: BLE001 - report, never a traceback to the user
+        log.error("sandbox failed: %r", e, exc_info=True)
+        _fail(cfg, f"sandbox failed: {e}", 125)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _fail(cfg: SandboxConfig, message: str, code: int) -> None:
+    if cfg.ready_fd >= 0:
+        report(cfg.ready_fd, f"error {code} {message}")
+    else:
+        print(f"pyvisor: {message}", file=sys.stderr)
+
+
+def sentry_main(cfg: SandboxConfig) -> int:
+    """The Sentry process: confine, boot, serve the control socket, run, clean up."""
+    from pyvisor.runtime import confine
+    from pyvisor.runtime.cgroup import protect_from_oom
+    if cfg.confine:
+        protect_from_oom()    # inherited by the Gofers; the master stub resets it
+        try:
+            confine.enter_namespaces()
+        except confine.ConfinementError as e:
+            raise BootError(str(e), 125) from None
+    kernel = boot_mod.boot(cfg)
+    service = None
+    if cfg.control_fd >= 0:     # before seccomp: it wraps the inherited socket
+        from pyvisor.runtime.sentry_control import ControlService
+        service = ControlService(kernel, cfg)
+    if cfg.confine:
+        try:
+            confine.preload()
+            confine.pivot_to_empty()
+            confine.drop_capabilities()
+            confine.no_new_privs()
+            boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None)
+        except confine.ConfinementError as e:
+            kernel.shutdown()
+            raise BootError(str(e), 125) from None
+    if service is not None:
+        service.start()
+    _forward_signals(kernel)
+    if cfg.ready_fd >= 0:
+        report(cfg.ready_fd, "ok")
+        os.close(cfg.ready_fd)
+        cfg.ready_fd = -1
+    try:
+        status = kernel.run()
+    finally:
+        if service is not None:
+            service.finish()
+        _shutdown(kernel)
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+def _forward_signals(kernel: Any) -> None:
+    """SIGINT/SIGTERM/SIGHUP/SIGQUIT to the Sentry go to the init's process group."""
+    def forward(sig: int, frame: object) -> None:
+        from pyvisor.sentry.kernel import signal as ksignal
+        init = kernel.init
+        if init is not None and not init.zombie:
+            for g in list(kernel.groups.values()):
+                if g.pgid == init.pgid or g is init:
+                    ksignal.send_to_group(g, ksignal.SigInfo(sig, 0))
+    for sig in FORWARDED:
+        host_signal.signal(sig, forward)
+
+
+def _shutdown(kernel: Any) -> None:
+    kernel.shutdown()
+    for client, pid in kernel.gofers:
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass

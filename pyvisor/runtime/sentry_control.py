@@ -1,0 +1,223 @@
+"""The Sentry's side of the control socket: start, kill, exec, wait_pid, ps, update, stats.
+runsc: runsc/boot/controller.go (containerManager).  The wire format is in control.py.
+
+Concurrency: everything here runs on the Sentry loop, between task steps; a
+handler never blocks (wait_pid parks its reply until the process's thread
+group dies, through Kernel.orphan_exit).
+Invariant: `exited` holds the wait status of exec'd processes that exited and
+that nobody has waited for yet, bounded by MAX_UNCLAIMED (oldest dropped).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Any
+
+from pyvisor.abi.linux.signal import Signal
+from pyvisor.runtime import control
+from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
+from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel.task import Credentials, ThreadGroup
+
+log = logging.getLogger("pyvisor.control")
+
+MAX_UNCLAIMED = 1024
+_FATAL_DEFAULT_IGNORED = {Signal.SIGCHLD, Signal.SIGCONT, Signal.SIGURG, Signal.SIGWINCH}
+_STOPS = {Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU}
+
+
+def _int(params: dict[str, Any], key: str, default: int | None = None) -> int:
+    v = params.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"{key} must be an integer")
+    return v
+
+
+def _strings(params: dict[str, Any], key: str) -> list[str]:
+    v = params.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and "\0" not in x for x in v):
+        raise ValueError(f"{key} must be a list of strings")
+    return v
+
+
+class ControlService:
+    """Serves one sandbox's control socket."""
+
+    def __init__(self, kernel: Any, cfg: SandboxConfig) -> None:
+        self.kernel = kernel
+        self.started = not cfg.hold_init
+        self.execed: set[int] = set()                 # tgids of live exec'd processes
+        self.exited: dict[int, int] = {}              # tgid -> wait status, unclaimed
+        self.waiters: dict[int, list[control.Reply]] = {}
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, 0,
+                                 fileno=cfg.control_fd)
+        self.server = control.Server(kernel, listener, {
+            "start": self._start, "kill": self._kill, "exec": self._exec,
+            "wait_pid": self._wait_pid, "signal_process": self._signal_process,
+            "ps": self._ps, "update": self._update, "stats": self._stats,
+        })
+        kernel.orphan_exit = self._orphan_exit
+
+    def start(self) -> None:
+        self.server.start()
+
+    def finish(self) -> None:
+        """The sandbox is over: every exec'd process died with it (SIGKILL)."""
+        for pid in list(self.waiters):
+            for reply in self.waiters.pop(pid):
+                reply({"status": int(Signal.SIGKILL)})
+        self.server.close()
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _start(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+               reply: control.Reply) -> None:
+        if self.started:
+            reply(None, errno.EBUSY, "the container was started already")
+            return
+        init = self.kernel.init
+        if init is None or init.zombie or init.exiting:
+            reply(None, errno.ESRCH, "the container's init is gone")
+            return
+        self.started = True
+        start_init(self.kernel)
+        reply({"pid": 1})
+
+    def _kill(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+              reply: control.Reply) -> None:
+        sig = _int(params, "signal")
+        if not 1 <= sig <= 64:
+            reply(None, errno.EINVAL, f"invalid signal {sig}")
+            return
+        init = self.kernel.init
+        if init is None or init.zombie or init.exiting:
+            reply(None, errno.ESRCH, "the container is not running")
+            return
+        groups = list(self.kernel.groups.values()) if params.get("all") else [init]
+        for tg in groups:
+            self._send(tg, sig)
+        reply({"signalled": len(groups)})
+
+    def _send(self, tg: ThreadGroup, sig: int) -> None:
+        """A signal from outside (the sender is "the kernel", pid 0).  A held init (created,
+        not started) cannot run a handler: a signal whose default is to kill kills it now,
+        as it kills runc's waiting init; others stay pending until start."""
+        if tg.zombie or not tg.tasks:
+            return
+        if tg is self.kernel.init and not self.started and sig not in _FATAL_DEFAULT_IGNORED \
+                and sig not in _STOPS and tg.sighand.actions[sig].handler == 0:
+            self.kernel.group_exit(tg, sig, killed=True)
+            return
+        ksignal.send_to_group(tg, ksignal.SigInfo(sig, 0))
+
+    def _exec(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+              reply: control.Reply) -> None:
+        args, env = _strings(params, "args"), _strings(params, "env")
+        cwd = params.get("cwd", "/")
+        if not isinstance(cwd, str) or not cwd.startswith("/"):
+            raise ValueError("cwd must be an absolute path")
+        uid, gid = _int(params, "uid", 0), _int(params, "gid", 0)
+        groups = params.get("groups", [])
+        if not isinstance(groups, list) or not all(isinstance(g, int) for g in groups):
+            raise ValueError("groups must be a list of integers")
+        if not 0 <= uid < 1 << 32 or not 0 <= gid < 1 << 32:
+            raise ValueError("uid and gid must be 32-bit ids")
+        if len(fds) > 3:
+            raise ValueError("at most three stdio fds")
+        init = self.kernel.init
+        if init is None or init.zombie or init.exiting:
+            reply(None, errno.ESRCH, "the container is not running")
+            return
+        stdio = list(fds) + [-1] * (3 - len(fds))
+        fds.clear()                      # spawn owns them now (closes them on failure)
+        creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+        try:
+            tg = spawn(self.kernel, args, env, cwd, creds, stdio)
+        except SpawnError as e:
+            reply(None, e.errno or errno.EIO, e.message)
+            return
+        self.execed.add(tg.tgid)
+        reply({"pid": tg.tgid})
+
+    def _wait_pid(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+                  reply: control.Reply) -> None:
+        pid = _int(params, "pid")
+        if pid in self.exited:
+            reply({"status": self.exited.pop(pid)})
+            return
+        if pid not in self.execed:
+            reply(None, errno.ECHILD, f"no exec'd process {pid}")
+            return
+        self.waiters.setdefault(pid, []).append(reply)
+
+        def forget() -> None:
+            lst = self.waiters.get(pid)
+            if lst and reply in lst:
+                lst.remove(reply)
+                if not lst:
+                    del self.waiters[pid]
+        conn.on_close.append(forget)
+
+    def _signal_process(self, conn: control.Connection, params: dict[str, Any],
+                        fds: list[int], reply: control.Reply) -> None:
+        pid, sig = _int(params, "pid"), _int(params, "signal")
+        tg = self.kernel.groups.get(pid)
+        if tg is None or tg.zombie or not 1 <= sig <= 64:
+            reply(None, errno.ESRCH, f"no process {pid}")
+            return
+        self._send(tg, sig)
+        reply({})
+
+    def _ps(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+            reply: control.Reply) -> None:
+        out = []
+        for pid in sorted(self.kernel.groups):
+            tg = self.kernel.groups[pid]
+            if tg.reaped:
+                continue
+            leader = tg.tasks[0] if tg.tasks else None
+            state = "Z" if tg.zombie else "T" if tg.stopped else \
+                "R" if leader is not None and leader.thread.running else "S"
+            out.append({
+                "pid": pid, "ppid": tg.parent.tgid if tg.parent is not None else 0,
+                "uid": leader.creds.uid if leader is not None else 0,
+                "gid": leader.creds.gid if leader is not None else 0,
+                "state": state, "threads": len(tg.tasks),
+                "comm": tg.comm.decode(errors="replace"),
+                "args": [a.decode(errors="replace") for a in tg.argv.split(b"\0")[:-1]],
+                "start_ns": tg.start_ns - self.kernel.boot_ns,
+                "utime_ns": tg.utime_ns,
+            })
+        reply(out)
+
+    def _update(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+                reply: control.Reply) -> None:
+        limit = _int(params, "pids_limit")
+        if limit < 1:
+            raise ValueError("pids_limit must be positive")
+        self.kernel.max_tasks = limit
+        reply({"pids_limit": limit})
+
+    def _stats(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
+               reply: control.Reply) -> None:
+        reply({"tasks": len(self.kernel.tasks_by_tid), "processes": len(self.kernel.groups),
+               "pids_limit": self.kernel.max_tasks})
+
+    # -- exits ------------------------------------------------------------------------
+
+    def _orphan_exit(self, tg: ThreadGroup) -> None:
+        """A parentless process (an exec'd one) died: its status goes to its waiters."""
+        pid = tg.tgid
+        if pid not in self.execed:
+            return
+        self.execed.discard(pid)
+        status = tg.exit_code if tg.exit_code is not None else 0
+        waiters = self.waiters.pop(pid, [])
+        if not waiters:
+            if len(self.exited) >= MAX_UNCLAIMED:
+                self.exited.pop(next(iter(self.exited)))
+            self.exited[pid] = status
+        for reply in waiters:
+            reply({"status": status})

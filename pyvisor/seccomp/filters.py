@@ -281,7 +281,8 @@ SENTRY_RULES: dict[str, Spec] = {
     # The control socket (containers made by create/run; not `do`): only on its fd.
     "accept4": Spec("accepts CLI connections on the control socket (runtime/control.py); "
                     "only that fd, and only when the sandbox has one"),
-    "fcntl": _only("F_GETFL of the stdio fds an exec request brings (boot.install_stdio)",
+    "fcntl": _only("F_GETFL of the stdio fds an exec request brings (boot.install_stdio); "
+                   "only with a control socket",
                    eq32(1, F_GETFL, "cmd == F_GETFL")),
     "getsockname": Spec("CPython checks that an accepted control connection's fd is a socket "
                         "(socket(fileno=...)); it reads only the socket's own address"),
@@ -444,13 +445,18 @@ def _build(rules: dict[str, Spec], refused: dict[str, tuple[int, str]], default_
     return f
 
 
+# Allowed only in a Sentry with a control socket (create/run, not `do`).
+CONTROL_ONLY = ("accept4", "getsockname", "fcntl")
+
+
 def build_sentry_filter(default_action: str = "kill",
                         control_fd: int | None = None) -> seccomp.SyscallFilter:
-    """The Sentry's filter, not loaded.  accept4 is allowed on control_fd only, and not at
-    all without one."""
+    """The Sentry's filter, not loaded.  accept4 is allowed on control_fd only; without a
+    control socket none of CONTROL_ONLY is allowed."""
     rules = dict(SENTRY_RULES)
     if control_fd is None:
-        del rules["accept4"], rules["getsockname"]
+        for name in CONTROL_ONLY:
+            del rules[name]
         return _build(rules, SENTRY_REFUSED, default_action)
     return _build(rules, SENTRY_REFUSED, default_action, {"accept4": control_fd})
 

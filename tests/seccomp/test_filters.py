@@ -494,3 +494,37 @@ def test_errno_action_fails_unlisted_calls() -> None:
 
     rep = in_child(body)
     assert rep.lines == ["socket EPERM"], rep
+
+
+@pytest.mark.parametrize("target", ["control", "other"])
+def test_sentry_control_socket_rules(target: str) -> None:
+    """With a control socket, accept4 works on that fd only and fcntl(F_GETFL) is allowed
+    (exec's stdio fds); getsockname, which CPython makes on every accepted fd, too."""
+    SYS_accept4, SYS_getsockname = 288, 51
+    kind = socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK
+    listener, other = socket.socket(socket.AF_UNIX, kind), socket.socket(socket.AF_UNIX, kind)
+    listener.bind("")
+    listener.listen(1)
+    other.bind("")
+    other.listen(1)
+
+    def body(say: Callable[[str], None]) -> None:
+        F.build_sentry_filter("kill", control_fd=listener.fileno()).load()
+        say(f"getfl {raw(SYS_fcntl, listener.fileno(), 3) >= 0}")
+        buf = ctypes.create_string_buffer(128)
+        n = ctypes.c_uint(128)
+        got = raw(SYS_getsockname, listener.fileno(), ctypes.addressof(buf), ctypes.addressof(n))
+        say(f"getsockname {got}")
+        fd = listener.fileno() if target == "control" else other.fileno()
+        say(f"accept4 {raw(SYS_accept4, fd, 0, 0, 0)}")
+
+    try:
+        rep = in_child(body)
+    finally:
+        listener.close()
+        other.close()
+    assert rep.lines[:2] == ["getfl True", "getsockname 0"], rep
+    if target == "control":
+        assert rep.lines[2:] == [f"accept4 {-errno.EAGAIN}"] and not rep.sigsys, rep
+    else:
+        assert rep.lines[2:] == [] and rep.sigsys, rep

@@ -11,7 +11,7 @@ PACKAGES=(
     python3 python3-seccomp python3-pyelftools python3-pytest
     gcc libc6-dev busybox-static tar findutils procps runc
 )
-OPTIONAL=(runsc)   # gVisor itself, for comparisons; fine if unavailable
+OPTIONAL=(runsc podman)   # gVisor itself, for comparisons; podman for the engine tests; fine if unavailable
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -146,6 +146,7 @@ class Container:
         try:
             self.sd.release_lock_in_child()
             os.setsid()
+            _log_to_file_only()
             cfg.control_fd = listener.detach()
             cfg.ready_fd = w
             cfg.hold_init = True
@@ -496,6 +497,17 @@ def _read_lines(fd: int) -> list[str]:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace").splitlines()
+
+
+def _log_to_file_only() -> None:
+    """A detached sandbox's stderr is the container's: its log records go to --log (the
+    open file stays usable after the Sentry pivots) or nowhere, never into that stream."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if not isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
 def _quiet_stdio() -> None:

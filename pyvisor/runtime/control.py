@@ -295,6 +295,10 @@ class Server:
         except (TypeError, ValueError, KeyError) as e:
             _close_all(fds)
             reply(None, errno.EINVAL, f"bad parameters: {e}")
+        except Exception as e:  # noqa: BLE001 - a control bug must not stop the sandbox
+            log.exception("control: %s failed", msg["method"])
+            _close_all(fds)
+            reply(None, errno.EIO, f"internal error: {e!r}")
 
 
 def _close_all(fds: list[int]) -> None:

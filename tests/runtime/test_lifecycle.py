@@ -341,3 +341,58 @@ def test_a_venv_interpreter_works(world_tmp: Path) -> None:
                        capture_output=True, text=True, timeout=60, env=pyvisor_env(None),
                        cwd=str(REPO))
     assert (r.returncode, r.stdout) == (3, "ok\n"), r.stderr
+
+
+def test_concurrent_starts_are_serialised(world_tmp: Path) -> None:
+    """Two `start`s at once: the lock lets exactly one through; the other sees `running`."""
+    rt = Runtime("pyvisor", world_tmp)
+    bundle = make_bundle(world_tmp, ["/bin/sh", "-c", "echo once; sleep 60"])
+    cid, out = _cid(), world_tmp / "out"
+    assert rt.create(cid, bundle, out).returncode == 0
+    procs = [subprocess.Popen([*rt.argv, "start", cid], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=rt.env,
+                              cwd=str(REPO)) for _ in range(2)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, codes
+    assert _wait_for(lambda: out.read_text() == "once\n"), out.read_text()
+    assert rt.state(cid)["status"] == "running"
+
+
+def test_control_socket_survives_bad_requests(world_tmp: Path) -> None:
+    """Garbage on the control socket gets error replies; the Sentry serves on."""
+    import array
+    import socket
+    rt = Runtime("pyvisor", world_tmp)
+    bundle = make_bundle(world_tmp, ["/bin/sh", "-c", "sleep 60"])
+    cid = _cid()
+    assert rt.create(cid, bundle, world_tmp / "out").returncode == 0
+    assert rt("start", cid).returncode == 0
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(30)
+    s.connect(str(rt.root / cid / "control.sock"))
+    bad: list[bytes] = [b"not json", b"[1, 2]", b'{"id": 1}', b'{"id": 2, "method": 5}',
+                        b'{"id": 3, "method": "nope"}',
+                        b'{"id": 4, "method": "exec", "params": {"args": "sh"}}',
+                        b'{"id": 5, "method": "exec", "params": {"args": ["sh"], "uid": -1}}',
+                        b'{"id": 6, "method": "kill", "params": {"signal": 99}}',
+                        b'{"id": 7, "method": "wait_pid", "params": {"pid": 12345}}',
+                        b'{"id": 8, "method": "start", "params": {}}',
+                        b'{"id": 9, "method": "signal_process", "params": {"pid": 999, '
+                        b'"signal": 9}}',
+                        b'{"id": 10, "method": "update", "params": {"pids_limit": "x"}}',
+                        b'{"id": 11, "method": "exec", "params": {"args": ["a\\u0000b"]}}']
+    for msg in bad:
+        s.send(msg)
+        reply = json.loads(s.recv(65536))
+        assert "error" in reply and "result" not in reply, (msg, reply)
+    # Four fds where exec takes three: refused, and the fds are not kept.
+    r, w = os.pipe()
+    s.sendmsg([b'{"id": 12, "method": "exec", "params": {"args": ["true"]}}'],
+              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w, r, w]))])
+    os.close(w)
+    assert "error" in json.loads(s.recv(65536))
+    assert os.read(r, 1) == b""                  # no writer left anywhere: the Sentry closed it
+    os.close(r)
+    s.close()
+    r2 = rt("exec", cid, "echo", "still-serving")
+    assert (r2.returncode, r2.stdout) == (0, "still-serving\n"), r2.stderr

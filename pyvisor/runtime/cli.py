@@ -115,3 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return 125 if args.verb == "run" else e.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`events | head`): quietly, as a shell tool.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        print(f"pyvisor: {args.verb}: {e.strerror or e}", file=sys.stderr)
+        return 1

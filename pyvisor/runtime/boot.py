@@ -74,6 +74,7 @@ class SandboxConfig:
     control_fd: int = -1              # the control socket's listening fd (inherited)
     ready_fd: int = -1                # create: the Sentry reports "ok" or an error here
     annotations: dict[str, str] = field(default_factory=dict)
+    terminal: bool = False            # process.terminal (not supported for containers yet)
 
 
 DEFAULT_PIDS = 4096

@@ -39,7 +39,7 @@ def wait_status_code(status: int) -> int:
     return (status >> 8) & 0xFF
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     if not path:
         return
     path = os.path.abspath(path)
@@ -98,7 +98,7 @@ class Container:
             sd.save(st)
             with sd.locked():
                 c._boot_detached(st, cfg)
-                _write_pid_file(pid_file, st.pid)
+                write_pid_file(pid_file, st.pid)
             done = True
         finally:
             if not done:
@@ -180,7 +180,7 @@ class Container:
                                 annotations=cfg.annotations, cgroup=cfg.cgroup_name,
                                 config={"rootfs": cfg.root})
             sd.save(st)
-            _write_pid_file(pid_file, os.getpid())
+            write_pid_file(pid_file, os.getpid())
             return run_sandbox(cfg, container=True)
         finally:
             shutil.rmtree(sd.path, ignore_errors=True)
@@ -315,7 +315,7 @@ class Container:
             os.waitpid(pid, 0)
             err = next((ln for ln in lines if ln.startswith("error ")), "error 126 exec failed")
             raise BootError(err.split(" ", 2)[2], int(err.split(" ", 2)[1]))
-        _write_pid_file(pid_file, pid)
+        write_pid_file(pid_file, pid)
 
     def _exec_child(self, proc: dict[str, Any], stdio: list[int], w: int) -> int:
         from pyvisor.runtime.sandbox import report
@@ -572,4 +572,4 @@ def _forwarding(control_path: str, pid: int) -> Any:
             host_signal.signal(s, h)
 
 
-__all__ = ["Container", "check_id", "list_containers", "wait_status_code"]
+__all__ = ["Container", "check_id", "list_containers", "wait_status_code", "write_pid_file"]

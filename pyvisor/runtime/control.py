@@ -26,7 +26,8 @@ Methods (the Sentry side is runtime/sentry_control.py):
   exec {args, env, cwd, uid, gid, groups} + fds [stdin, stdout, stderr]  -> {pid}
   wait_pid {pid}                 -> {status}: the wait status of an exec'd process
   signal_process {pid, signal}   signal one exec'd process
-  ps                             -> [{pid, ppid, uid, gid, state, comm, args, start_ns}]
+  ps                             -> [{pid, ppid, uid, gid, state, threads, comm, args,
+                                     started (epoch seconds), utime_ns}]
   update {pids_limit}            the Sentry's task limit
   stats                          -> {tasks, processes}
 """

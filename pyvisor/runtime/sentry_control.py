@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from typing import Any
 
 from pyvisor.abi.linux.signal import Signal
@@ -187,7 +188,7 @@ class ControlService:
                 "state": state, "threads": len(tg.tasks),
                 "comm": tg.comm.decode(errors="replace"),
                 "args": [a.decode(errors="replace") for a in tg.argv.split(b"\0")[:-1]],
-                "start_ns": tg.start_ns - self.kernel.boot_ns,
+                "started": time.time() - (self.kernel.now() - tg.start_ns) / 1e9,
                 "utime_ns": tg.utime_ns,
             })
         reply(out)

@@ -121,7 +121,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          memory_limit=res["memory"],     # type: ignore[arg-type]
                          pids_limit=res["pids"],         # type: ignore[arg-type]
                          cpus=res["cpus"], uid=proc["uid"], gid=proc["gid"],
-                         groups=proc["groups"],
+                         groups=proc["groups"], terminal=proc["terminal"],
                          hostname=hostname if isinstance(hostname, str) else "pyvisor",
                          annotations={str(k): str(v) for k, v in annotations.items()})
 

@@ -42,18 +42,9 @@ def main(args: argparse.Namespace) -> int:
     preserve_fds(args.preserve_fds)
     bundle = bundle_dir(args.bundle)
     cfg = load_bundle(bundle)
-    check_terminal(args, cfg_terminal(bundle))
+    check_terminal(args, cfg.terminal)
     cfg.strace = args.strace
     apply_limit_flags(cfg, args)
     Container.create(args.root, args.id, bundle, cfg, args.pid_file)
     return 0
 
-
-def cfg_terminal(bundle: str) -> bool:
-    import json
-    import os
-    try:
-        with open(os.path.join(bundle, "config.json")) as f:
-            return bool((json.load(f).get("process") or {}).get("terminal", False))
-    except (OSError, ValueError, AttributeError):
-        return False

@@ -96,6 +96,6 @@ def main(args: argparse.Namespace) -> int:
         c.exec_detached(proc, stdio_fds(), args.pid_file)
         return 0
     if args.pid_file:
-        from pyvisor.runtime.container import _write_pid_file
-        _write_pid_file(args.pid_file, os.getpid())
+        from pyvisor.runtime.container import write_pid_file
+        write_pid_file(args.pid_file, os.getpid())
     return c.exec(proc, stdio_fds())

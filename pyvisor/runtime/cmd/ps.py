@@ -20,18 +20,16 @@ def main(args: argparse.Namespace) -> int:
     procs = Container(args.root, args.id).processes()
     if args.format == "json":
         print(json.dumps([{"UID": p["uid"], "PID": p["pid"], "PPID": p["ppid"],
-                           "C": 0, "STIME": _stime(p["start_ns"]), "State": p["state"],
+                           "C": 0, "STIME": _stime(p["started"]), "State": p["state"],
                            "Threads": p["threads"], "Cmd": p["comm"], "Args": p["args"]}
                           for p in procs]))
         return 0
     print(f"{'UID':<8} {'PID':>6} {'PPID':>6} {'C':>2} {'STIME':<6} {'STAT':<4} CMD")
     for p in procs:
-        print(f"{p['uid']:<8} {p['pid']:>6} {p['ppid']:>6} {0:>2} {_stime(p['start_ns']):<6} "
+        print(f"{p['uid']:<8} {p['pid']:>6} {p['ppid']:>6} {0:>2} {_stime(p['started']):<6} "
               f"{p['state']:<4} {' '.join(p['args']) or p['comm']}")
     return 0
 
 
-def _stime(start_ns: int) -> str:
-    return time.strftime("%H:%M", time.localtime(time.time() - (time.monotonic_ns() - start_ns)
-                                                 / 1e9)) if start_ns > 1e15 else \
-        time.strftime("%H:%M")
+def _stime(started: float) -> str:
+    return time.strftime("%H:%M", time.localtime(started))

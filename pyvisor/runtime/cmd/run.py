@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pyvisor.runtime.cmd.common import apply_limit_flags, bundle_dir, preserve_fds
-from pyvisor.runtime.cmd.create import add_create_flags, cfg_terminal, check_terminal
+from pyvisor.runtime.cmd.create import add_create_flags, check_terminal
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
     preserve_fds(args.preserve_fds)
     bundle = bundle_dir(args.bundle)
     cfg = load_bundle(bundle)
-    check_terminal(args, cfg_terminal(bundle))
+    check_terminal(args, cfg.terminal)
     cfg.strace = args.strace
     apply_limit_flags(cfg, args)
     if not args.detach:

@@ -10,7 +10,7 @@ Layout of <root>/<id>/ (the directory is 0700, the root too):
 | lock         | create                        | flock'd by every verb that changes the container |
 | state.json   | CLI verbs, under the lock     | id, bundle, pid, start time, status, annotations, cgroup |
 | control.sock | the monitor, before the Sentry | the Sentry's control socket (pyvisor/runtime/control.py) |
-| exit.json    | the monitor, once             | the init's wait status when the Sentry has exited |
+| exit.json    | the monitor, once             | the init's exit code (128+N: signal N) once the Sentry exited |
 
 `pid` is the sandbox's host pid: the monitor process that forked the Sentry
 (PID 1 of the sandbox's PID namespace), waits for it, writes exit.json and

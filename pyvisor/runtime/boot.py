@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
+from pyvisor.runtime.errors import BootError
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
@@ -25,14 +26,6 @@ from pyvisor.sentry.platform.ptrace.subprocess import PtracePlatform
 from pyvisor.sentry.vfs.vfs import Location, MountNamespace, Resolver
 
 log = logging.getLogger("pyvisor.boot")
-
-
-class BootError(Exception):
-    """A configuration problem reported to the user as one line, with an exit code."""
-
-    def __init__(self, msg: str, code: int = 126) -> None:
-        super().__init__(msg)
-        self.code = code
 
 
 @dataclass

@@ -20,7 +20,7 @@ import sys
 import time
 from importlib import import_module
 
-from pyvisor.runtime.boot import BootError
+from pyvisor.runtime.errors import BootError
 
 DEFAULT_ROOT = "/run/pyvisor"
 VERSION = "0.2.0"

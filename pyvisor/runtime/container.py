@@ -21,13 +21,16 @@ import select
 import shutil
 import signal as host_signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyvisor.runtime import control
-from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for
+from pyvisor.runtime.errors import BootError
 from pyvisor.runtime.state import (OCI_VERSION, ContainerState, StateDir, Status, check_id,
                                    current_status, list_ids, monitor_alive, now_rfc3339,
                                    process_start_time)
+
+if TYPE_CHECKING:
+    from pyvisor.runtime.boot import SandboxConfig
 
 log = logging.getLogger("pyvisor.container")
 
@@ -150,6 +153,7 @@ class Container:
             cfg.control_fd = listener.detach()
             cfg.ready_fd = w
             cfg.hold_init = True
+            from pyvisor.runtime.boot import cgroup_name_for
             cfg.cgroup_name = cgroup_name_for(os.getpid())
             code = run_sandbox(cfg, on_exit=lambda c: self.sd.write_exit(c), container=True,
                                after_fork=_quiet_stdio)
@@ -166,6 +170,7 @@ class Container:
                        pid_file: str = "") -> int:
         """`run` without --detach: this process is the monitor; the container is deleted
         when it ends (as runc's run)."""
+        from pyvisor.runtime.boot import cgroup_name_for
         from pyvisor.runtime.sandbox import run_sandbox
         c = cls(root, cid)
         sd = c.sd

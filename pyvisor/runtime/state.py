@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from pyvisor.runtime.boot import BootError
+from pyvisor.runtime.errors import BootError
 
 OCI_VERSION = "1.0.2"
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal as host_signal
+from typing import TYPE_CHECKING
 
-from pyvisor.runtime.boot import BootError, SandboxConfig
+from pyvisor.runtime.errors import BootError
+
+if TYPE_CHECKING:
+    from pyvisor.runtime.boot import SandboxConfig
 
 
 def parse_signal(text: str) -> int:

@@ -26,7 +26,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
 
 
 def check_terminal(args: argparse.Namespace, terminal: bool) -> None:
-    from pyvisor.runtime.boot import BootError
+    from pyvisor.runtime.errors import BootError
     if terminal:
         # TODO(#7): process.terminal with --console-socket (runtime/console.py).
         raise BootError("process.terminal is not supported yet", 1)

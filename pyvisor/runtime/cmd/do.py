@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from pyvisor.runtime.boot import BootError, SandboxConfig
 from pyvisor.runtime.cmd.common import apply_limit_flags
+from pyvisor.runtime.errors import BootError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
+    from pyvisor.runtime.boot import SandboxConfig
     from pyvisor.runtime.sandbox import run_sandbox
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from pyvisor.runtime.boot import BootError
+from pyvisor.runtime.errors import BootError
 
 
 def _duration(text: str) -> float:

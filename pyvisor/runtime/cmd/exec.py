@@ -14,8 +14,8 @@ import json
 import os
 from typing import Any
 
-from pyvisor.runtime.boot import BootError
 from pyvisor.runtime.cmd.common import preserve_fds, stdio_fds
+from pyvisor.runtime.errors import BootError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from pyvisor.runtime.boot import BootError
+from pyvisor.runtime.errors import BootError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

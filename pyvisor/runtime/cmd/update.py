@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from pyvisor.runtime.boot import BootError
+from pyvisor.runtime.errors import BootError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

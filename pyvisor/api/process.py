@@ -52,8 +52,10 @@ class Result:
     timed_out: bool = False       # killed by run()'s timeout
     oom_killed: bool = False      # killed by the sandbox's memory limit
     pid: int = 0                  # its pid inside the sandbox
-    cpu_time: float | None = None  # user CPU seconds (the Sentry's count, children included)
-    usage: dict[str, Any] = field(default_factory=dict)   # extra counters, when known
+    # Resource use seen by the sandbox's cgroup during the run: cpu (seconds of the
+    # Sentry, Gofers and stubs: the true cost of the run, but shared with any concurrent
+    # run), memory_peak (bytes, the cgroup's high-water mark so far, v2 or v1).
+    usage: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -107,7 +109,6 @@ class Process:
         self.stdin: IO[bytes] | None = None
         self.stdout: IO[bytes] | None = None
         self.stderr: IO[bytes] | None = None
-        self.cpu_time: float | None = None
         self._sandbox = sandbox
         self._control = sandbox.control_path
         self._client: control.Client | None = None
@@ -193,8 +194,6 @@ class Process:
             err = msg.get("error")
             res = msg.get("result") or {}
             status = int(host_signal.SIGKILL) if err else int(res.get("status", 0))
-            if isinstance(res, dict) and "utime_ns" in res:
-                self.cpu_time = int(res["utime_ns"]) / 1e9
         self._status = status
         if status & 0x7F:
             self.signal = status & 0x7F

@@ -398,7 +398,7 @@ class Sandbox:
         if timeout is None:
             timeout = self.timeout
         data = input.encode() if isinstance(input, str) else input
-        oom_before = self._oom_kills()
+        oom_before, cpu_before = self._oom_kills(), self._cpu_seconds()
         p = self.popen(cmd, stdin=PIPE if data else DEVNULL, stdout=PIPE, stderr=PIPE,
                        env=env, cwd=cwd, user=user)
         timed_out = False
@@ -417,8 +417,11 @@ class Sandbox:
         assert p.returncode is not None
         oom = p.signal == host_signal.SIGKILL and not timed_out and \
             self._oom_kills() > oom_before
+        usage = {"cpu": max(0.0, self._cpu_seconds() - cpu_before),
+                 "memory_peak": float(self._cgroup_num("memory", "memory.peak",
+                                                       "memory.max_usage_in_bytes"))}
         result = Result(p.args, p.exit_code or 0, _text(out, text), _text(err, text),
-                        p.ended - p.started, p.signal, timed_out, oom, p.pid, p.cpu_time)
+                        p.ended - p.started, p.signal, timed_out, oom, p.pid, usage)
         if timed_out:
             raise Timeout(f"{p.args!r} timed out after {timeout} s (killed)", result)
         if oom:
@@ -491,6 +494,21 @@ class Sandbox:
                     continue
         return None
 
+    def _cgroup_num(self, ctrl: str, *names: str) -> int:
+        for n in names:
+            t = self._cgroup_read(ctrl, n)
+            if t is not None and t.split() and t.split()[0].isdigit():
+                return int(t.split()[0])
+        return 0
+
+    def _cpu_seconds(self) -> float:
+        t = self._cgroup_read("cpu", "cpu.stat") or ""
+        if "usage_usec" in t:                                         # v2
+            for line in t.splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        return self._cgroup_num("cpuacct", "cpuacct.usage") / 1e9
+
     def _oom_kills(self) -> int:
         text = self._cgroup_read("memory", "memory.events") or \
             self._cgroup_read("memory", "memory.oom_control") or ""
@@ -505,13 +523,7 @@ class Sandbox:
         usage, user, system) and pids (host tasks) from the sandbox's cgroup, which holds
         the Sentry and Gofers too; tasks and processes from the Sentry itself."""
         s = self._call("stats")
-
-        def num(ctrl: str, *names: str) -> int:
-            for n in names:
-                t = self._cgroup_read(ctrl, n)
-                if t is not None and t.split() and t.split()[0].isdigit():
-                    return int(t.split()[0])
-            return 0
+        num = self._cgroup_num
         cpu: dict[str, float] = {}
         stat_text = self._cgroup_read("cpu", "cpu.stat") or ""
         if "usage_usec" in stat_text:            # v2

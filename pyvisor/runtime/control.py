@@ -24,7 +24,7 @@ Methods (the Sentry side is runtime/sentry_control.py):
   start                          the held init runs
   kill {signal, all}             signal the init (or, with all, every process)
   exec {args, env, cwd, uid, gid, groups} + fds [stdin, stdout, stderr]  -> {pid}
-  wait_pid {pid}                 -> {status, utime_ns}: the wait status of an exec'd process
+  wait_pid {pid}                 -> {status}: the wait status of an exec'd process
   signal_process {pid, signal, session}   signal one exec'd process (session: and every
                                  process of its session)
   ps                             -> [{pid, ppid, uid, gid, state, comm, args, start_ns}]

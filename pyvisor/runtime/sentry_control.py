@@ -15,9 +15,8 @@ import logging
 import socket
 from typing import Any
 
-from pyvisor.abi.linux.signal import Signal
+from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
-from pyvisor.abi.linux.signal import SIG_IGN
 from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
 from pyvisor.runtime.sentry_files import FileService
 from pyvisor.sentry.kernel import signal as ksignal
@@ -52,7 +51,7 @@ class ControlService:
         self.kernel = kernel
         self.started = not cfg.hold_init
         self.execed: set[int] = set()                 # tgids of live exec'd processes
-        self.exited: dict[int, dict[str, int]] = {}   # tgid -> wait_pid reply, unclaimed
+        self.exited: dict[int, int] = {}              # tgid -> wait status, unclaimed
         self.waiters: dict[int, list[control.Reply]] = {}
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, 0,
                                  fileno=cfg.control_fd)
@@ -153,7 +152,7 @@ class ControlService:
                   reply: control.Reply) -> None:
         pid = _int(params, "pid")
         if pid in self.exited:
-            reply(self.exited.pop(pid))
+            reply({"status": self.exited.pop(pid)})
             return
         if pid not in self.execed:
             reply(None, errno.ECHILD, f"no exec'd process {pid}")
@@ -229,12 +228,11 @@ class ControlService:
         if pid not in self.execed:
             return
         self.execed.discard(pid)
-        result = {"status": tg.exit_code if tg.exit_code is not None else 0,
-                  "utime_ns": tg.utime_ns + tg.children_utime_ns}
+        status = tg.exit_code if tg.exit_code is not None else 0
         waiters = self.waiters.pop(pid, [])
         if not waiters:
             if len(self.exited) >= MAX_UNCLAIMED:
                 self.exited.pop(next(iter(self.exited)))
-            self.exited[pid] = result
+            self.exited[pid] = status
         for reply in waiters:
-            reply(result)
+            reply({"status": status})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import selectors
 import signal as host_signal
 import subprocess
@@ -184,11 +185,16 @@ class Process:
         assert client is not None
         if not block:
             timeout = 0.0
-        try:
-            msg = client.receive(timeout)
-        except control.ControlError as e:
-            if e.errno == errno.ETIMEDOUT:
+        if timeout is not None:
+            try:
+                ready, _, _ = select.select([client.sock], [], [], max(0.0, timeout))
+            except InterruptedError:
+                ready = []
+            if not ready:
                 return False
+        try:
+            msg = client.receive(None)     # the reply (or EOF) is there: no wait
+        except control.ControlError:
             status = int(host_signal.SIGKILL)        # the sandbox ended under it
         else:
             err = msg.get("error")

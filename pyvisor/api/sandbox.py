@@ -213,6 +213,10 @@ class Sandbox:
         for m in self.mounts:
             if m.type == "bind" and not os.path.exists(m.source):
                 raise SandboxError(f"mount source {m.source!r} does not exist")
+            if readonly and not os.path.isdir(os.path.join(self.rootfs,
+                                                           m.destination.lstrip("/"))):
+                raise SandboxError(f"mount point {m.destination!r} does not exist in the "
+                                   "read-only rootfs (it cannot be made)")
         self.memory, self.tmpfs_size = _size(memory), _size(tmpfs_size)
         self.cpus, self.pids, self.hostname = cpus, pids, hostname
         self.python = _interpreter(python)

@@ -25,7 +25,8 @@ class SandboxClosed(SandboxError):
 
 
 class CommandNotFound(SandboxError):
-    """The program to run does not exist (or is not executable) in the sandbox."""
+    """The program to run does not exist in the sandbox (ENOENT; a program that exists but
+    cannot be executed, EACCES or ENOEXEC, is a plain SandboxError naming the errno)."""
 
     def __init__(self, message: str, errno: int = 2) -> None:
         super().__init__(message)

@@ -332,7 +332,7 @@ def _read_into(fd: int, sink: list[bytes], drain: bool = False) -> bool:
 
 
 def _exec_error(args: list[str], e: control.ControlError) -> SandboxError:
-    if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR) and \
+    if e.errno in (errno.ENOENT, errno.ENOTDIR) and \
             ("command not found" in str(e) or "cannot execute" in str(e)):
         return CommandNotFound(str(e), e.errno)
     if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOENT, errno.ESRCH,

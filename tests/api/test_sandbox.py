@@ -174,7 +174,8 @@ def test_kill_ends_every_run_but_not_the_sandbox(sb: pyvisor.Sandbox) -> None:
 def test_orphans_are_reaped(sb: pyvisor.Sandbox) -> None:
     """A run that leaves a short-lived background child: the idle init adopts it, and the
     kernel reaps it when it dies (no zombie piles up in a warm sandbox)."""
-    sb.run("sleep 0.2 & exit 0")
+    sb.run("sleep 0.2 & exit 0")               # adopted alive, dies later
+    sb.run("true & exec sleep 0.3")            # a zombie child when its parent exits
     deadline = time.monotonic() + 20
     while [p for p in sb.ps() if p["pid"] != 1] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -323,6 +324,10 @@ def test_command_not_found(sb: pyvisor.Sandbox) -> None:
         sb.run(["/no/such/path"])
     r = sb.run("no-such-program")                   # through sh: the shell's answer
     assert r.returncode == _native_sh("no-such-program-xyz 2>/dev/null")
+    sb.write_file("/tmp/no-shebang", b"echo hi\n", mode=0o755)
+    with pytest.raises(pyvisor.SandboxError, match="Exec format error") as info:
+        sb.run(["/tmp/no-shebang"])                 # exists, cannot be executed (ENOEXEC)
+    assert not isinstance(info.value, pyvisor.CommandNotFound)
     with pytest.raises(pyvisor.SandboxError, match="working directory"):
         sb.run(["true"], cwd="/no/such/dir")
     assert sb.run(["true"]).returncode == 0

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal as host_signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pyvisor.api.errors import (CommandError, OutOfMemory, SandboxClosed, SandboxError,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from pyvisor.runtime import control
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.vfs.inode import Inode
+
+log = logging.getLogger("pyvisor.control")
 
 CHUNK = 44 * 1024            # base64 of it plus the envelope stays under control.MAX_MESSAGE
 MAX_LIST = 4096              # entries per fs_list reply (a directory beyond it: E2BIG)
@@ -95,6 +98,12 @@ class FileService:
                 result = fn(t, params)
             except SyscallError as e:
                 reply(None, e.errno, os.strerror(e.errno))
+                return
+            except (TypeError, ValueError, KeyError):
+                raise                     # the server's "bad parameters" reply
+            except Exception:  # noqa: BLE001 - a transfer must never stop the Sentry
+                log.exception("control: %s failed", fn.__name__)
+                reply(None, errno.EIO, f"{fn.__name__}: internal error")
                 return
             reply(result)
         return handler

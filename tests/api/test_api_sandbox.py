@@ -398,3 +398,18 @@ def test_thread_safety_of_close() -> None:
     for t in ts:
         t.join()
     assert s.closed and not os.path.exists(s.runtime_dir)
+
+
+def test_malformed_file_requests_get_errors(sb: pyvisor.Sandbox) -> None:
+    """The fs_* control methods refuse bad input with an errno; the Sentry keeps serving."""
+    from pyvisor.runtime import control
+    bad = [("fs_read", {"path": "relative"}), ("fs_read", {"path": "/etc/hostname",
+                                                           "length": 1 << 30}),
+           ("fs_write", {"path": "/tmp/x", "data": "!!not base64!!"}),
+           ("fs_write", {"path": "/tmp/x", "data": "", "offset": -1}),
+           ("fs_mkdir", {"path": 5}), ("fs_symlink", {"path": "/tmp/l", "target": ""}),
+           ("fs_list", {"path": "/etc/hostname"}), ("fs_stat", {"path": "/no\0pe"})]
+    for method, params in bad:
+        with pytest.raises(control.ControlError):
+            control.call(sb.control_path, method, params)
+    assert sb.read_file("/etc/hostname") == Path("/etc/hostname").read_bytes()

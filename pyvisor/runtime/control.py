@@ -25,11 +25,13 @@ Methods (the Sentry side is runtime/sentry_control.py):
   kill {signal, all}             signal the init (or, with all, every process)
   exec {args, env, cwd, uid, gid, groups} + fds [stdin, stdout, stderr]  -> {pid}
   wait_pid {pid}                 -> {status}: the wait status of an exec'd process
-  signal_process {pid, signal}   signal one exec'd process
+  signal_process {pid, signal, session}   signal one exec'd process (session: and every
+                                 process of its session)
   ps                             -> [{pid, ppid, uid, gid, state, threads, comm, args,
                                      started (epoch seconds), utime_ns}]
   update {pids_limit}            the Sentry's task limit
   stats                          -> {tasks, processes}
+  fs_read fs_write fs_stat fs_list fs_mkdir fs_symlink   file transfer (sentry_files.py)
 """
 
 from __future__ import annotations

@@ -16,15 +16,17 @@ import socket
 import time
 from typing import Any
 
-from pyvisor.abi.linux.signal import Signal
+from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
 from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
+from pyvisor.runtime.sentry_files import FileService
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.task import Credentials, ThreadGroup
+from pyvisor.sentry.kernel.task import Credentials, SigAction, ThreadGroup
 
 log = logging.getLogger("pyvisor.control")
 
 MAX_UNCLAIMED = 1024
+REAPER_ANNOTATION = "io.github.pyvisor.init-reaps-orphans"
 _FATAL_DEFAULT_IGNORED = {Signal.SIGCHLD, Signal.SIGCONT, Signal.SIGURG, Signal.SIGWINCH}
 _STOPS = {Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU}
 
@@ -58,8 +60,13 @@ class ControlService:
             "start": self._start, "kill": self._kill, "exec": self._exec,
             "wait_pid": self._wait_pid, "signal_process": self._signal_process,
             "ps": self._ps, "update": self._update, "stats": self._stats,
+            **FileService(kernel).handlers(),
         })
         kernel.orphan_exit = self._orphan_exit
+        if cfg.annotations.get(REAPER_ANNOTATION) == "true" and kernel.init is not None:
+            # An idle init that never runs (pyvisor.api holds it): the kernel reaps the
+            # orphans it adopts, as for an init with SIGCHLD ignored (SA_NOCLDWAIT).
+            kernel.init.sighand.actions[Signal.SIGCHLD] = SigAction(handler=SIG_IGN)
 
     def start(self) -> None:
         self.server.start()
@@ -168,7 +175,15 @@ class ControlService:
         if tg is None or tg.zombie or not 1 <= sig <= 64:
             reply(None, errno.ESRCH, f"no process {pid}")
             return
-        self._send(tg, sig)
+        if params.get("session"):
+            # The process and every process of its session (an exec'd process leads one),
+            # e.g. the shell of a timed-out run and the pipeline it started.
+            sid = tg.sid
+            for g in list(self.kernel.groups.values()):
+                if g.sid == sid and g is not self.kernel.init:
+                    self._send(g, sig)
+        else:
+            self._send(tg, sig)
         reply({})
 
     def _ps(self, conn: control.Connection, params: dict[str, Any], fds: list[int],

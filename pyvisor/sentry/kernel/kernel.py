@@ -608,7 +608,11 @@ class Kernel:
             if c.parent is not None:
                 c.parent.children.append(c)
                 if c.zombie:
-                    c.parent.child_wq.notify()
+                    act = c.parent.sighand.actions[Signal.SIGCHLD]
+                    if act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT:
+                        self.release_group(c)   # Linux: reparent_leader autoreaps
+                    else:
+                        c.parent.child_wq.notify()
         tg.children.clear()
         if tg is self.init:
             self.exit_status = tg.exit_code

@@ -71,6 +71,7 @@ class SandboxConfig:
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
     test_panic: str | None = None     # tests only: this syscall raises an internal error
     cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
+    dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
 
 
 DEFAULT_PIDS = 4096
@@ -146,8 +147,9 @@ def boot(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
 
     _, max_tasks, tmpfs_size = effective_limits(cfg)
+    nofile = _fd_budgets(cfg)
     # The root's Gofer starts first: its confinement overlaps the master stub's start.
-    early_gofer = start_gofer(cfg.root, True, confine=cfg.confine)
+    early_gofer = start_gofer(cfg.root, True, confine=cfg.confine, nofile=nofile)
     memfile = MemoryFile()
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
@@ -158,8 +160,9 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kernel.gofers = []   # (client, pid)
 
     def gofer(root: str, readonly: bool, started: tuple[object, int] | None = None) -> GoferClient:
-        sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
+        sock, pid = started or start_gofer(root, readonly, confine=cfg.confine, nofile=nofile)
         client = GoferClient(sock)
+        client.on_death = _gofer_died(root)
         kernel.gofers.append((client, pid))
         return client
 
@@ -254,6 +257,31 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
     kernel.resume(t, None)
     return kernel
+
+
+def _fd_budgets(cfg: SandboxConfig) -> int | None:
+    """Bounds the dcache and sets the Sentry's fd budget; returns each Gofer's (or None).
+
+    Confined, the Sentry and each Gofer run with RLIMIT_NOFILE = fd_budget_for(dcache)
+    (SECURITY.md); unconfined (tests), this process's own limit is the budget.
+    """
+    from pyvisor.runtime.confine import set_fd_budget
+    from pyvisor.sentry.vfs import dcache
+    limit = cfg.dcache or dcache.DEFAULT_DCACHE
+    if not cfg.confine:
+        dcache.configure(limit, os.sysconf("SC_OPEN_MAX"))
+        return None
+    nofile = dcache.fd_budget_for(limit)
+    dcache.configure(limit, set_fd_budget(nofile))
+    return nofile
+
+
+def _gofer_died(root: str) -> Any:
+    """The one line the user sees when a Gofer's connection breaks."""
+    def report(why: str) -> None:
+        print(f"pyvisor: the Gofer serving {root} is gone ({why}); "
+              f"file operations there fail with EIO", file=sys.stderr, flush=True)
+    return report
 
 
 def _force_internal_error(kernel: Kernel, name: str) -> None:

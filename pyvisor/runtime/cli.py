@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, default=None, help="CPU quota, in CPUs")
     p.add_argument("--tmpfs-size", default=None,
                    help="size of each tmpfs and of the overlay's upper layer (default: memory/2)")
+    p.add_argument("--dcache", type=int, default=None,
+                   help="dentries kept cached; bounds the host fds of the Sentry and Gofers "
+                   "(default 4096; OCI annotation dev.pyvisor.dcache)")
     sub = p.add_subparsers(dest="verb", required=True)
     d = sub.add_parser("do", help="run a host command in a sandbox")
     d.add_argument("--strace", action="store_true", dest="do_strace")
@@ -104,6 +107,17 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
         if args.cpus <= 0:
             raise BootError("--cpus must be positive", 125)
         cfg.cpus = args.cpus
+    if args.dcache is not None:
+        cfg.dcache = check_dcache(args.dcache, "--dcache")
+
+
+def check_dcache(n: object, what: str) -> int:
+    """A dentry cache size: an integer from 1 to 1<<20."""
+    if isinstance(n, str) and n.strip().isdigit():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1 << 20:
+        raise BootError(f"{what} must be an integer from 1 to {1 << 20}", 125)
+    return n
 
 
 def load_bundle(bundle: str) -> SandboxConfig:
@@ -160,7 +174,11 @@ def load_bundle(bundle: str) -> SandboxConfig:
     for name, v in (("memory.limit", memory), ("pids.limit", pids), ("cpu.quota", quota)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise BootError(f"{path}: linux.resources.{name} must be an integer")
+    annotations = spec.get("annotations") or {}
+    dcache = annotations.get("dev.pyvisor.dcache") if isinstance(annotations, dict) else None
     return SandboxConfig(root=rootfs, argv=argv, env=env, cwd=cwd, mounts=mounts,
+                         dcache=check_dcache(dcache, "annotation dev.pyvisor.dcache")
+                         if dcache is not None else None,
                          overlay=not readonly,
                          memory_limit=memory if memory and memory > 0 else None,
                          pids_limit=pids if pids and pids > 0 else None,

@@ -109,6 +109,22 @@ def drop_capabilities() -> None:
     _check(_libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)), "capset")
 
 
+def set_fd_budget(nofile: int) -> int:
+    """Sets RLIMIT_NOFILE (soft and hard) to `nofile`, or as near as allowed; returns it.
+
+    Raising the hard limit needs CAP_SYS_RESOURCE: call before dropping capabilities.
+    """
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    except (OSError, ValueError):     # unprivileged: the hard limit caps us
+        if hard != resource.RLIM_INFINITY:
+            nofile = min(nofile, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    return nofile
+
+
 def no_new_privs() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
 

@@ -693,18 +693,29 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         os._exit(status)
 
 
-# Capabilities a Gofer keeps: enough to serve files as the sandbox's root would see
-# them (read anything; on rw mounts also chown/chmod/utime files of other owners).
+# Capabilities a Gofer keeps, by read-only-ness: enough to serve files as the sandbox's
+# root would see them. Read-only: read any file and search any directory, nothing
+# else (the tree is read-only, so CAP_DAC_OVERRIDE's write access is moot and it goes).
+# Writable: also write, chown, chmod and utime files of other owners.
 _CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER, _CAP_FSETID = 0, 1, 2, 3, 4
+GOFER_CAPS = {
+    True: frozenset({_CAP_DAC_READ_SEARCH}),
+    False: frozenset({_CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER,
+                      _CAP_FSETID}),
+}
 
 
 def _confine(root: str, root_fd: int, readonly: bool) -> int:
     """Pivots into the served tree and drops privileges.  Returns the new root fd.
 
-    New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
-    submounts) as the Gofer's whole root, read-only for read-only Gofers; the
-    capability bounding and permitted sets keep only the file capabilities the
-    Gofer serves with; no_new_privs.  The seccomp allow-list follows (_child_main).
+    New mount/IPC/UTS/network namespaces, mounts private. The host's pseudo
+    filesystems below the tree (/proc, /sys, /dev and anything of a PSEUDO_FS
+    type: the Sentry has its own procfs, sysfs and devfs) are detached; the tree
+    (with its remaining submounts) becomes the Gofer's whole root, and every
+    mount in it nosuid, nodev, noexec, and read-only for read-only Gofers,
+    recursively. The capability bounding and permitted sets keep only the file
+    capabilities the Gofer serves with (read-only: CAP_DAC_READ_SEARCH alone);
+    no_new_privs. The seccomp allow-list follows (_child_main).
     """
     from pyvisor.runtime import confine as C
     libc = C._libc
@@ -713,6 +724,7 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
+    C.detach_pseudo_mounts(path)
     if path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
@@ -721,18 +733,13 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
         C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")
     # (Serving the host's "/" itself, as `do` does, there is nothing to pivot away from.)
     os.chdir("/")
-    if readonly:
-        C._check(libc.mount(None, b"/", None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
-                 "gofer: read-only root")
+    C.seal_mounts(readonly)
     new_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     os.close(root_fd)
-    keep = {_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH}
-    if not readonly:
-        keep |= {_CAP_CHOWN, _CAP_FOWNER, _CAP_FSETID}
     for cap in range(C.CAP_LAST_CAP + 1):
-        if cap not in keep and libc.prctl(C.PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        if cap not in GOFER_CAPS[readonly] and libc.prctl(C.PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             break
-    mask = sum(1 << c for c in keep)
+    mask = sum(1 << c for c in GOFER_CAPS[readonly])
     hdr = C._CapHeader(0x20080522, 0)
     data = (C._CapData * 2)()
     data[0].effective = data[0].permitted = mask

@@ -414,7 +414,10 @@ def _sentry_main(cfg: SandboxConfig) -> int:
             confine.enter_namespaces()
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
-    kernel = boot(cfg)
+    try:
+        kernel = boot(cfg)
+    except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
+        raise BootError(f"sandbox set-up failed: {os.strerror(e.errno)}", 125) from None
     if cfg.confine:
         try:
             confine.preload()

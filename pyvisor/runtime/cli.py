@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, default=None, help="CPU quota, in CPUs")
     p.add_argument("--tmpfs-size", default=None,
                    help="size of each tmpfs and of the overlay's upper layer (default: memory/2)")
-    p.add_argument("--dcache", type=int, default=None,
+    p.add_argument("--dcache", default=None,
                    help="dentries kept cached; bounds the host fds of the Sentry and Gofers "
                    "(default 4096; OCI annotation dev.pyvisor.dcache)")
     sub = p.add_subparsers(dest="verb", required=True)

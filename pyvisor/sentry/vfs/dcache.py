@@ -129,7 +129,7 @@ class DentryCache:
 
     def __init__(self, limit: int = DEFAULT_DCACHE) -> None:
         self.limit = limit                                # set by boot (--dcache)
-        self._lru: OrderedDict[Dentry, None] = OrderedDict()
+        self._lru: OrderedDict[Dentry, None] = OrderedDict()   # never rebound (vfs binds it)
         self.evictions = 0                                # for tests and debugging
 
     def __len__(self) -> int:

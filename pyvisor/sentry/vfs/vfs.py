@@ -45,26 +45,37 @@ class Dentry:
         self.name = name
         self.parent = parent           # None for a filesystem root; keeps the parent alive
         self.inode = inode
-        self.children: WeakChildren[Dentry] = WeakChildren()
+        self.children: WeakChildren[Dentry] | None = None   # made with the first child
 
     def child(self, name: bytes) -> Dentry:
         """Looks up `name` through the cache, then the filesystem."""
-        d = self.children.get(name)
-        if d is not None:
-            dcache.touch(d)
-            return d
+        ch = self.children
+        if ch is not None:
+            d = ch.get(name)
+            if d is not None:
+                try:
+                    _lru.move_to_end(d)     # the hot path: a hit already in the LRU
+                except KeyError:
+                    dcache.touch(d)
+                return d
         inode = self.inode.lookup(name)
         d = Dentry(name, self, inode)
         if inode.fs.cache_dentries:
-            self.children[name] = d
+            if ch is None:
+                ch = self.children = WeakChildren()
+            ch[name] = d
             dcache.touch(d)
         return d
 
     def forget(self, name: bytes) -> None:
         """Drops the cached child `name` (its file was removed or replaced)."""
-        d = self.children.pop(name)
+        d = self.children.pop(name) if self.children is not None else None
         if d is not None:
             dcache.drop(d)
+
+
+# The dcache's LRU, bound once: Dentry.child touches it on every cache hit.
+_lru = dcache._lru
 
 
 @dataclass(eq=False)

@@ -27,7 +27,7 @@ Request and reply layouts (Q = u64 fid unless named, `name` = one component):
     OPEN        fid u32 flags                   -            + 1 fd
     READDIR     fid                             (u64 ino, u8 d_type, u16 len, name)*
     READLINK    fid                             target
-    CLOSE       fid                             -
+    CLOSE       fid fid*                        -   (every fid named; EBADF if one is unknown)
     STATFS      fid                             8 x i64 (see StatFS)
     CREATE      fid u32 flags u32 mode name     fid Stat     + 1 fd
     MKDIR       fid u32 mode name               fid Stat
@@ -226,13 +226,15 @@ class Channel:
         """Sends one frame, with `fds` as SCM_RIGHTS if any (the caller keeps
         its copies and closes them when it likes)."""
         data = HEADER.pack(len(payload), code) + payload
-        if not fds:
-            self.sock.sendall(data)
-            return
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        sent = self.sock.sendmsg([data], anc)
-        if sent < len(data):    # interrupted after the first bytes went out
-            self.sock.sendall(memoryview(data)[sent:])
+        # MSG_NOSIGNAL: a dead peer is EPIPE here, never a SIGPIPE that kills us.
+        if fds:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            sent = self.sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+        else:
+            sent = self.sock.send(data, socket.MSG_NOSIGNAL)
+        view = memoryview(data)
+        while sent < len(data):     # a partial send: the rest, without fds
+            sent += self.sock.send(view[sent:], socket.MSG_NOSIGNAL)
 
     def recv(self) -> tuple[int, memoryview, list[int]] | None:
         """Receives one frame: (code, payload view, received fds).

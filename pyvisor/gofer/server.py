@@ -32,6 +32,7 @@ import errno
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -107,23 +108,28 @@ class _Node:
         return self.parent.fd, self.name
 
 
-def _release(node: _Node | None) -> None:
-    """Drops one reference, closing fds of nodes that reach zero."""
+def _release(node: _Node | None) -> int:
+    """Drops one reference, closing fds of nodes that reach zero; returns how many."""
+    closed = 0
     while node is not None:
         node.refs -= 1
         if node.refs:
-            return
+            break
         os.close(node.fd)
+        closed += 1
         parent, node.parent = node.parent, None
         node = parent
+    return closed
 
 
-def _reparent(node: _Node, parent: _Node | None, name: bytes) -> None:
-    """Moves a non-directory node to `name` in `parent` (None: unlinked)."""
+def _reparent(node: _Node, parent: _Node | None, name: bytes) -> int:
+    """Moves a non-directory node to `name` in `parent` (None: unlinked).
+
+    Returns the number of fds closed (a parent left without references)."""
     if parent is not None:
         parent.refs += 1
     old, node.parent, node.name = node.parent, parent, name
-    _release(old)
+    return _release(old)
 
 
 class _StatFS(ctypes.Structure):
@@ -175,11 +181,14 @@ class _Server:
     (EINVAL) for a malformed payload.
     """
 
-    def __init__(self, chan: Channel, root_fd: int, readonly: bool) -> None:
+    def __init__(self, chan: Channel, root_fd: int, readonly: bool,
+                 max_nodes: int) -> None:
         self._chan = chan
         self._root_fd = root_fd           # borrowed; never closed here
         self._readonly = readonly
         self._fids: dict[int, _Node] = {}
+        self._nfds = 0                    # open node fds (the fd budget's main user)
+        self._max_nodes = max_nodes       # immutable: RLIMIT_NOFILE minus a reserve
         self._next_fid = 1
         self._handlers: dict[int, Callable[[memoryview], tuple[bytes, int]]] = {
             Op.ATTACH: self._attach, Op.WALK: self._walk,
@@ -220,7 +229,7 @@ class _Server:
             return
         finally:
             for node in self._fids.values():
-                _release(node)
+                self._nfds -= _release(node)
             self._fids.clear()
 
     def _dispatch(self, code: int,
@@ -254,6 +263,13 @@ class _Server:
             raise _error(errno.ENOTDIR)
         return node
 
+    def _need_node(self) -> None:
+        """ENFILE unless a new node's fd fits the budget; called before any host
+        change, so a request refused for want of fds has done nothing (the
+        Sentry releases fids and asks again)."""
+        if self._nfds >= self._max_nodes:
+            raise _error(errno.ENFILE)
+
     def _install(self, node: _Node) -> int:
         fid = self._next_fid
         self._next_fid += 1
@@ -266,6 +282,7 @@ class _Server:
         check_name(name)
         if not parent.is_dir:
             raise _error(errno.ENOTDIR)
+        self._need_node()
         fd = os.open(name, _O_PATH_FLAGS, dir_fd=parent.fd)
         try:
             st = os.fstat(fd)
@@ -273,6 +290,7 @@ class _Server:
             os.close(fd)
             raise
         node = _Node(fd, st, parent, name)
+        self._nfds += 1
         return self._install(node), node, st
 
     def _writable(self) -> None:
@@ -284,9 +302,11 @@ class _Server:
     def _attach(self, p: memoryview) -> tuple[bytes, int]:
         if len(p):
             raise _error(errno.EINVAL)
+        self._need_node()
         fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
                      dir_fd=self._root_fd)
         st = os.fstat(fd)
+        self._nfds += 1
         fid = self._install(_Node(fd, st, None, b"."))
         return FID_STAT.pack(fid, *stat_fields(st)), -1
 
@@ -339,12 +359,17 @@ class _Server:
         return os.readlink(b"", dir_fd=node.fd), -1
 
     def _close(self, p: memoryview) -> tuple[bytes, int]:
-        (fid,) = FID.unpack(p)
-        try:
-            node = self._fids.pop(fid)
-        except KeyError:
-            raise _error(errno.EBADF) from None
-        _release(node)
+        if not len(p) or len(p) % FID.size:
+            raise _error(errno.EINVAL)
+        unknown = False
+        for (fid,) in FID.iter_unpack(p):
+            node = self._fids.pop(fid, None)
+            if node is None:
+                unknown = True
+            else:
+                self._nfds -= _release(node)
+        if unknown:
+            raise _error(errno.EBADF)
         return b"", -1
 
     # Opening and reading.
@@ -411,6 +436,7 @@ class _Server:
         parent = self._dir(fid)
         if flags & ~CREATE_FLAGS or flags & os.O_ACCMODE == os.O_ACCMODE:
             raise _error(errno.EINVAL)
+        self._need_node()
         fd = os.open(name, flags | os.O_CREAT | os.O_EXCL | _OPEN_ALWAYS,
                      mode & 0o7777, dir_fd=parent.fd)
         try:
@@ -424,7 +450,7 @@ class _Server:
         return FID_STAT.pack(new_fid, *stat_fields(st)), fd
 
     def _drop(self, fid: int) -> None:
-        _release(self._fids.pop(fid))
+        self._nfds -= _release(self._fids.pop(fid))
 
     def _mkdir(self, p: memoryview) -> tuple[bytes, int]:
         fid, mode = MKDIR_REQ.unpack_from(p)
@@ -432,6 +458,7 @@ class _Server:
         self._writable()
         check_name(name)
         parent = self._dir(fid)
+        self._need_node()
         os.mkdir(name, mode & 0o7777, dir_fd=parent.fd)
         new_fid, _, st = self._lookup(parent, name)
         return FID_STAT.pack(new_fid, *stat_fields(st)), -1
@@ -452,6 +479,7 @@ class _Server:
             raise _error(errno.ENAMETOOLONG)
         check_name(name)
         parent = self._dir(fid)
+        self._need_node()
         os.symlink(target, name, dir_fd=parent.fd)
         new_fid, _, st = self._lookup(parent, name)
         return FID_STAT.pack(new_fid, *stat_fields(st)), -1
@@ -465,6 +493,7 @@ class _Server:
         if target.is_dir:
             raise _error(errno.EPERM)
         src_dir, src_name = target.location()
+        self._need_node()
         os.link(src_name, name, src_dir_fd=src_dir, dst_dir_fd=parent.fd,
                 follow_symlinks=False)
         new_fid, _, st = self._lookup(parent, name)
@@ -482,7 +511,7 @@ class _Server:
             os.unlink(name, dir_fd=parent.fd)
         for node in self._fids.values():
             if node.is_at(parent, name):
-                _reparent(node, None, b"")
+                self._nfds -= _reparent(node, None, b"")
         return b"", -1
 
     def _rename(self, p: memoryview) -> tuple[bytes, int]:
@@ -515,11 +544,11 @@ class _Server:
         moved = []
         for node in self._fids.values():
             if node.is_at(new_dir, new_name):
-                _reparent(node, None, b"")  # the replaced file
+                self._nfds -= _reparent(node, None, b"")  # the replaced file
             elif node.is_at(old_dir, old_name):
                 moved.append(node)
         for node in moved:
-            _reparent(node, new_dir, new_name)
+            self._nfds -= _reparent(node, new_dir, new_name)
 
     def _setattr(self, p: memoryview) -> tuple[bytes, int]:
         fid, mask, mode, uid, gid, size, atime, mtime = SETATTR_REQ.unpack(p)
@@ -575,23 +604,41 @@ class _Server:
             os.close(fd)
 
 
-def serve(sock: socket.socket, root_fd: int, readonly: bool) -> None:
+# Fds a Gofer keeps outside its nodes: stdio on /dev/null, the socket, the
+# root, and at most two at a time for a request (a reopened file to donate,
+# a directory being read and scandir's duplicate of it).
+GOFER_FD_RESERVE = 32
+
+
+def fd_budget() -> int:
+    """The RLIMIT_NOFILE this process runs with (its fd budget)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def serve(sock: socket.socket, root_fd: int, readonly: bool,
+          max_nodes: int | None = None) -> None:
     """Serves gofer requests on `sock` for the tree at `root_fd` until EOF.
 
     `root_fd` is a directory fd (O_PATH is enough); it is borrowed, not
     closed. Creation modes are passed to the host as given, so callers should
     run with umask 0 (start_gofer's child does): the Sentry applies the
-    application's umask itself.
+    application's umask itself. Nodes (one fd each) are limited to
+    `max_nodes`, by default this process's RLIMIT_NOFILE less
+    GOFER_FD_RESERVE: past that, requests get ENFILE.
     """
-    _Server(Channel(sock), root_fd, readonly).run()
+    if max_nodes is None:
+        max_nodes = max(1, fd_budget() - GOFER_FD_RESERVE)
+    _Server(Channel(sock), root_fd, readonly, max_nodes).run()
 
 
-def start_gofer(root: str, readonly: bool, confine: bool = False) -> tuple[socket.socket, int]:
+def start_gofer(root: str, readonly: bool, confine: bool = False,
+                nofile: int | None = None) -> tuple[socket.socket, int]:
     """Forks a Gofer serving `root`; returns (our socket end, child pid).
 
     The child dies with the calling thread (PR_SET_PDEATHSIG; note that it is
     the thread, not the process, that counts), and exits when our end of
-    the socket is closed. The caller reaps it with os.waitpid.
+    the socket is closed. The caller reaps it with os.waitpid. `nofile`: the
+    Gofer's fd budget (RLIMIT_NOFILE); None keeps the caller's.
     """
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -608,14 +655,16 @@ def start_gofer(root: str, readonly: bool, confine: bool = False) -> tuple[socke
         theirs.close()
         raise
     if pid == 0:
-        _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None)
+        _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None,
+                    nofile)
     os.close(root_fd)
     theirs.close()
     return ours, pid
 
 
 def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
-                readonly: bool, parent_pid: int, confine_root: str | None = None) -> None:
+                readonly: bool, parent_pid: int, confine_root: str | None = None,
+                nofile: int | None = None) -> None:
     """Runs in the forked child: isolate, serve, exit. Never returns."""
     status = 1
     try:
@@ -629,29 +678,44 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _close_fds_except(theirs.fileno(), root_fd)
         os.umask(0)
+        if nofile is not None:
+            from pyvisor.runtime.confine import set_fd_budget
+            set_fd_budget(nofile)     # before dropping CAP_SYS_RESOURCE
+        max_nodes = max(1, fd_budget() - GOFER_FD_RESERVE)   # before seccomp
         if confine_root is not None:
             # Imported before pivoting: afterwards no module file is reachable.
             from pyvisor.seccomp.filters import install_gofer_filter
             root_fd = _confine(confine_root, root_fd, readonly)
             install_gofer_filter(sock_fd=theirs.fileno())
-        serve(theirs, root_fd, readonly)
+        serve(theirs, root_fd, readonly, max_nodes)
         status = 0
     finally:
         os._exit(status)
 
 
-# Capabilities a Gofer keeps: enough to serve files as the sandbox's root would see
-# them (read anything; on rw mounts also chown/chmod/utime files of other owners).
+# Capabilities a Gofer keeps, by read-only-ness: enough to serve files as the sandbox's
+# root would see them. Read-only: read any file and search any directory, nothing
+# else (the tree is read-only, so CAP_DAC_OVERRIDE's write access is moot and it goes).
+# Writable: also write, chown, chmod and utime files of other owners.
 _CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER, _CAP_FSETID = 0, 1, 2, 3, 4
+GOFER_CAPS = {
+    True: frozenset({_CAP_DAC_READ_SEARCH}),
+    False: frozenset({_CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER,
+                      _CAP_FSETID}),
+}
 
 
 def _confine(root: str, root_fd: int, readonly: bool) -> int:
     """Pivots into the served tree and drops privileges.  Returns the new root fd.
 
-    New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
-    submounts) as the Gofer's whole root, read-only for read-only Gofers; the
-    capability bounding and permitted sets keep only the file capabilities the
-    Gofer serves with; no_new_privs.  The seccomp allow-list follows (_child_main).
+    New mount/IPC/UTS/network namespaces, mounts private. The host's pseudo
+    filesystems below the tree (/proc, /sys, /dev and anything of a PSEUDO_FS
+    type: the Sentry has its own procfs, sysfs and devfs) are detached; the tree
+    (with its remaining submounts) becomes the Gofer's whole root, and every
+    mount in it nosuid, nodev, noexec, and read-only for read-only Gofers,
+    recursively. The capability bounding and permitted sets keep only the file
+    capabilities the Gofer serves with (read-only: CAP_DAC_READ_SEARCH alone);
+    no_new_privs. The seccomp allow-list follows (_child_main).
     """
     from pyvisor.runtime import confine as C
     libc = C._libc
@@ -660,6 +724,7 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
+    C.detach_pseudo_mounts(path)
     if path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
@@ -668,18 +733,13 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
         C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")
     # (Serving the host's "/" itself, as `do` does, there is nothing to pivot away from.)
     os.chdir("/")
-    if readonly:
-        C._check(libc.mount(None, b"/", None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
-                 "gofer: read-only root")
+    C.seal_mounts(readonly)
     new_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     os.close(root_fd)
-    keep = {_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH}
-    if not readonly:
-        keep |= {_CAP_CHOWN, _CAP_FOWNER, _CAP_FSETID}
     for cap in range(C.CAP_LAST_CAP + 1):
-        if cap not in keep and libc.prctl(C.PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        if cap not in GOFER_CAPS[readonly] and libc.prctl(C.PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             break
-    mask = sum(1 << c for c in keep)
+    mask = sum(1 << c for c in GOFER_CAPS[readonly])
     hdr = C._CapHeader(0x20080522, 0)
     data = (C._CapData * 2)()
     data[0].effective = data[0].permitted = mask

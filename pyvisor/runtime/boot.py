@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,8 @@ class SandboxConfig:
     ready_fd: int = -1                # create: the Sentry reports "ok" or an error here
     annotations: dict[str, str] = field(default_factory=dict)
     terminal: bool = False            # process.terminal (not supported for containers yet)
+    dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
+    gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
 
 
 DEFAULT_PIDS = 4096
@@ -142,8 +145,9 @@ def boot(cfg: SandboxConfig) -> Kernel:
     if cfg.pin_cpu:
         _pin_cpu()
     from pyvisor.gofer.server import start_gofer
+    cfg.gofer_nofile = _fd_budgets(cfg)
     # The root's Gofer starts first: its confinement overlaps the master stub's start.
-    early_gofer = start_gofer(cfg.root, True, confine=cfg.confine)
+    early_gofer = start_gofer(cfg.root, True, confine=cfg.confine, nofile=cfg.gofer_nofile)
     kernel = _new_kernel(cfg)
     ns = _root_namespace(kernel, cfg, early_gofer)
     creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid,
@@ -192,8 +196,10 @@ def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
            started: tuple[Any, int] | None = None) -> Any:
     from pyvisor.gofer.server import start_gofer
     from pyvisor.sentry.fsimpl.gofer.client import GoferClient
-    sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
+    sock, pid = started or start_gofer(root, readonly, confine=cfg.confine,
+                                       nofile=cfg.gofer_nofile)
     client = GoferClient(sock)
+    client.on_death = _gofer_died(root)
     kernel.gofers.append((client, pid))
     return client
 
@@ -360,6 +366,31 @@ def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Cred
         raise
     kernel.resume(t, None)
     return tg
+
+
+def _fd_budgets(cfg: SandboxConfig) -> int | None:
+    """Bounds the dcache and sets the Sentry's fd budget; returns each Gofer's (or None).
+
+    Confined, the Sentry and each Gofer run with RLIMIT_NOFILE = fd_budget_for(dcache)
+    (SECURITY.md); unconfined (tests), this process's own limit is the budget.
+    """
+    from pyvisor.runtime.confine import set_fd_budget
+    from pyvisor.sentry.vfs import dcache
+    limit = cfg.dcache or dcache.DEFAULT_DCACHE
+    if not cfg.confine:
+        dcache.configure(limit, os.sysconf("SC_OPEN_MAX"))
+        return None
+    nofile = dcache.fd_budget_for(limit)
+    dcache.configure(limit, set_fd_budget(nofile))
+    return nofile
+
+
+def _gofer_died(root: str) -> Any:
+    """The one line the user sees when a Gofer's connection breaks."""
+    def report(why: str) -> None:
+        print(f"pyvisor: the Gofer serving {root} is gone ({why}); "
+              f"file operations there fail with EIO", file=sys.stderr, flush=True)
+    return report
 
 
 def _force_internal_error(kernel: Kernel, name: str) -> None:

@@ -19,9 +19,11 @@ Ordering rules (each step needs what the previous ones still allow):
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import os
 import pkgutil
+import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -107,6 +109,111 @@ def drop_capabilities() -> None:
     hdr = _CapHeader(0x20080522, 0)
     data = (_CapData * 2)()
     _check(_libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)), "capset")
+
+
+# Filesystems that expose the host kernel rather than files: never served by a Gofer.
+PSEUDO_FS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "debugfs",
+    "tracefs", "securityfs", "pstore", "bpf", "configfs", "fusectl", "hugetlbfs",
+    "binfmt_misc", "efivarfs", "autofs", "rpc_pipefs", "nsfs", "selinuxfs", "nfsd",
+})
+# Where the Sentry mounts its own procfs, sysfs and devfs: the host's are never needed.
+PSEUDO_DIRS = (b"/proc", b"/sys", b"/dev")
+
+# From <linux/mount.h>.
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_RECURSIVE = 0x8000
+AT_FDCWD = -100
+_SYS_mount_setattr = 442
+
+
+class _MountAttr(ctypes.Structure):
+    """struct mount_attr (MOUNT_ATTR_SIZE_VER0)."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _unescape(field: bytes) -> bytes:
+    """A mountinfo path: octal escapes (\\040 for a space, ...) decoded."""
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def read_mounts() -> list[tuple[bytes, str]]:
+    """(mount point, filesystem type) of every mount this process sees, parents first."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index(b"-")
+            out.append((_unescape(fields[4]), fields[sep + 1].decode(errors="replace")))
+    return out
+
+
+def _under(path: bytes, top: bytes) -> bool:
+    return path == top or path.startswith(top.rstrip(b"/") + b"/")
+
+
+def detach_pseudo_mounts(root: bytes) -> list[bytes]:
+    """Detaches, below `root` (never `root` itself), every mount of a pseudo
+    filesystem (PSEUDO_FS) and everything at or below root/proc, root/sys and
+    root/dev. Returns the mount points detached.  Preconditions: a private mount
+    namespace of our own (enter it first: this changes only our copy)."""
+    base = root.rstrip(b"/")
+    dirs = [base + d for d in PSEUDO_DIRS]
+    gone: list[bytes] = []
+    for mp, fstype in read_mounts():
+        if mp == root or not _under(mp, root):
+            continue
+        if fstype not in PSEUDO_FS and not any(_under(mp, d) for d in dirs):
+            continue
+        if any(_under(mp, g) for g in gone):
+            continue        # went with a mount above it
+        if _libc.umount2(mp, MNT_DETACH) != 0:
+            e = ctypes.get_errno()
+            if e not in (errno.EINVAL, errno.ENOENT):   # not (or no longer) a mount point
+                raise ConfinementError(f"detach {mp.decode(errors='replace')}: {os.strerror(e)}")
+        gone.append(mp)
+    return gone
+
+
+def seal_mounts(readonly: bool) -> None:
+    """Makes every mount of this process's tree nosuid, nodev, noexec and, if
+    `readonly`, read-only, recursively (mount_setattr with AT_RECURSIVE; per
+    mount with a bind remount on kernels before 5.12).  Preconditions: as for
+    detach_pseudo_mounts."""
+    flags = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+    if readonly:
+        flags |= MOUNT_ATTR_RDONLY
+    attr = _MountAttr(flags, 0, 0, 0)
+    if _libc.syscall(_SYS_mount_setattr, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
+                     ctypes.sizeof(attr)) == 0:
+        return
+    if ctypes.get_errno() != errno.ENOSYS:
+        _check(-1, "mount_setattr(AT_RECURSIVE)")
+    ms = MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if readonly else 0)
+    for mp, _ in read_mounts():
+        _check(_libc.mount(None, mp, None, MS_REMOUNT | MS_BIND | ms, None),
+               f"remount {mp.decode(errors='replace')} read-only")
+
+
+def set_fd_budget(nofile: int) -> int:
+    """Sets RLIMIT_NOFILE (soft and hard) to `nofile`, or as near as allowed; returns it.
+
+    Raising the hard limit needs CAP_SYS_RESOURCE: call before dropping capabilities.
+    """
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    except (OSError, ValueError):     # unprivileged: the hard limit caps us
+        if hard != resource.RLIM_INFINITY:
+            nofile = min(nofile, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    return nofile
 
 
 def no_new_privs() -> None:

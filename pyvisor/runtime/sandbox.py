@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from pyvisor.runtime import boot as boot_mod
 from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
+from pyvisor.sentry.kernel.errors import SyscallError
 
 log = logging.getLogger("pyvisor.sandbox")
 
@@ -165,7 +166,10 @@ def sentry_main(cfg: SandboxConfig) -> int:
             confine.enter_namespaces()
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
-    kernel = boot_mod.boot(cfg)
+    try:
+        kernel = boot_mod.boot(cfg)
+    except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
+        raise BootError(f"sandbox set-up failed: {os.strerror(e.errno)}", 125) from None
     service = None
     if cfg.control_fd >= 0:     # before seccomp: it wraps the inherited socket
         from pyvisor.runtime.sentry_control import ControlService

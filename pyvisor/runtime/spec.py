@@ -103,6 +103,16 @@ def _resources(path: str, spec: dict[str, Any]) -> dict[str, int | float | None]
             "cpus": quota / period if quota and quota > 0 and period > 0 else None}
 
 
+def check_dcache(n: object, what: str) -> int:
+    """A dentry cache size (--dcache, annotation dev.pyvisor.dcache): an integer from 1
+    to 1<<20, or a string of one."""
+    if isinstance(n, str) and n.strip().isdigit():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1 << 20:
+        raise BootError(f"{what} must be an integer from 1 to {1 << 20}", 125)
+    return n
+
+
 def load_bundle(bundle: str) -> SandboxConfig:
     """Reads and validates an OCI bundle's config.json."""
     path = os.path.join(bundle, "config.json")
@@ -114,6 +124,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
     annotations = spec.get("annotations") or {}
     if not isinstance(annotations, dict):
         raise BootError(f"{path}: annotations must be an object")
+    dcache = annotations.get("dev.pyvisor.dcache")
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
     return SandboxConfig(root=rootfs, argv=proc["args"], env=proc["env"], cwd=proc["cwd"],
@@ -123,7 +134,9 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          cpus=res["cpus"], uid=proc["uid"], gid=proc["gid"],
                          groups=proc["groups"], terminal=proc["terminal"],
                          hostname=hostname if isinstance(hostname, str) else "pyvisor",
-                         annotations={str(k): str(v) for k, v in annotations.items()})
+                         annotations={str(k): str(v) for k, v in annotations.items()},
+                         dcache=None if dcache is None
+                         else check_dcache(dcache, "annotation dev.pyvisor.dcache"))
 
 
 def default_spec(args: list[str] | None = None, rootless: bool = False) -> dict[str, Any]:

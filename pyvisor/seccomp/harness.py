@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         import pyvisor.gofer.server as gserver
         orig_serve = gserver.serve
 
-        def serve(sock: Any, root_fd: int, readonly: bool) -> None:
+        def serve(sock: Any, root_fd: int, readonly: bool, *rest: Any) -> None:
             filters.install_gofer_filter(
                 a.gofer, sock_fd=sock.fileno())
-            orig_serve(sock, root_fd, readonly)
+            orig_serve(sock, root_fd, readonly, *rest)
 
         gserver.serve = serve  # type: ignore[assignment]
 

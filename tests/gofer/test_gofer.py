@@ -542,3 +542,45 @@ def test_gofer_dies_with_its_parent(root: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         pytest.fail("gofer outlived its parent")
     client.shutdown()
+
+
+def test_close_many_releases_every_fid(gofer: GoferClient) -> None:
+    root_fid, _ = gofer.attach()
+    fids = [gofer.walk(root_fid, b"a")[0] for _ in range(5)]
+    gofer.close_many(fids[:3])
+    for fid in fids[:3]:
+        _raises(errno.EBADF, gofer.stat, fid)
+    gofer.stat(fids[3])
+    # An unknown fid among known ones: the known ones go anyway, then EBADF.
+    _raises(errno.EBADF, gofer.close_many, [fids[3], 999999, fids[4]])
+    _raises(errno.EBADF, gofer.stat, fids[4])
+
+
+def test_fd_budget_gives_enfile_before_any_change(root: Path) -> None:
+    """A Gofer at its fd budget (RLIMIT_NOFILE less GOFER_FD_RESERVE nodes) refuses
+    new nodes with ENFILE before touching the host, so the request can be retried."""
+    from pyvisor.gofer.server import GOFER_FD_RESERVE
+    nofile = GOFER_FD_RESERVE + 8
+    sock, pid = start_gofer(str(root), readonly=False, nofile=nofile)
+    client = GoferClient(sock)
+    try:
+        root_fid, _ = client.attach()
+        held = []
+        with pytest.raises(OSError) as info:
+            for _ in range(20):
+                held.append(client.walk(root_fid, b"a")[0])
+        assert info.value.errno == errno.ENFILE and len(held) == 7
+        for make in (lambda: client.create(root_fid, b"new", os.O_RDWR, 0o644),
+                     lambda: client.mkdir(root_fid, b"newdir", 0o755),
+                     lambda: client.symlink(root_fid, b"newlink", b"x")):
+            _raises(errno.ENFILE, make)
+        assert not (root / "new").exists() and not (root / "newdir").exists()
+        assert not os.path.lexists(root / "newlink")
+        assert len(os.listdir(f"/proc/{pid}/fd")) <= nofile
+        client.close_many(held)
+        fid, _, fd = client.create(root_fid, b"new", os.O_RDWR, 0o644)
+        os.close(fd)
+        assert (root / "new").exists()
+    finally:
+        client.shutdown()
+        os.waitpid(pid, 0)

@@ -74,10 +74,34 @@ def test_gofer_keeps_only_file_capabilities(running_sandbox) -> None:  # type: i
     assert roles["gofer"], roles
     for g in roles["gofer"]:
         st = _status(g)
-        assert int(st["CapEff"], 16) & ~0x1F == 0    # at most chown/dac/fowner/fsetid
+        # The read-only root's Gofer: CAP_DAC_READ_SEARCH alone (SECURITY.md).
+        assert int(st["CapEff"], 16) == 1 << 2, st["CapEff"]
+        assert int(st["CapPrm"], 16) == 1 << 2 and int(st["CapBnd"], 16) == 1 << 2
         assert st["NoNewPrivs"] == "1"
         assert st["Seccomp"] == "2"
         assert os.readlink(f"/proc/{g}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+
+
+PSEUDO = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "debugfs",
+          "tracefs", "securityfs", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc"}
+
+
+def test_gofer_sees_only_read_only_file_mounts(running_sandbox) -> None:  # type: ignore[no-untyped-def]
+    """Every mount in the Gofer's namespace is read-only (and nosuid, nodev, noexec),
+    and none is a host pseudo filesystem: /proc, /sys, /dev are not there at all."""
+    _, roles = running_sandbox
+    for g in roles["gofer"]:
+        mounts = []
+        for line in Path(f"/proc/{g}/mountinfo").read_text().splitlines():
+            f = line.split()
+            fstype = f[f.index("-") + 1]
+            opts = set(f[5].split(","))
+            mounts.append((f[4], fstype))
+            assert {"ro", "nosuid", "nodev", "noexec"} <= opts, line
+            assert fstype not in PSEUDO, line
+            assert not any(f[4] == d or f[4].startswith(d + "/")
+                           for d in ("/proc", "/sys", "/dev")), line
+        assert mounts and mounts[0][0] == "/", mounts     # the host's root, served
 
 
 def test_stubs_have_seccomp_and_no_capabilities(running_sandbox) -> None:  # type: ignore[no-untyped-def]

@@ -449,24 +449,27 @@ def test_overlay_over_rw_gofer_never_writes(rw_client: GoferClient, memfile: Mem
 def test_gofer_fids_released_after_collection(ro_client: GoferClient,
                                               memfile: MemoryFile) -> None:
     import gc
+    from pyvisor.sentry.fsimpl.gofer.goferfs import FID_BATCH
     fs, root = make_gofer_root(ro_client, memfile, readonly=True)
     closed: list[int] = []
-    real_close = ro_client.close
+    real_close_many = ro_client.close_many
 
-    def counting_close(fid: int) -> None:
-        closed.append(fid)
-        real_close(fid)
+    def counting_close_many(fids: list[int]) -> None:
+        closed.extend(fids)
+        real_close_many(fids)
 
-    ro_client.close = counting_close  # type: ignore[method-assign]
-    etc = root.lookup(b"etc")
-    assert isinstance(etc, GoferInode)
-    fid = etc.fid
-    root.children.clear()
-    del etc
+    ro_client.close_many = counting_close_many  # type: ignore[method-assign]
+    fids = []
+    for _ in range(FID_BATCH):
+        etc = root.lookup(b"etc")        # held by nobody but `etc`: a new fid each time
+        assert isinstance(etc, GoferInode)
+        fids.append(etc.fid)
+        del etc
     gc.collect()
+    assert len(set(fids)) == FID_BATCH
     assert closed == []                     # never from the finalizer itself
-    root.lookup(b"bin")                     # the next RPC flushes the queue
-    assert closed == [fid]
+    root.lookup(b"bin")                     # the next RPC flushes the queue, in one message
+    assert sorted(closed) == sorted(fids)
 
 
 def test_overlay_link_and_orphan_copy_up(overlay: tuple[OverlayFS, OverlayInode],

@@ -213,7 +213,7 @@ def test_proc_nonexistent_pids(sb: Sandbox) -> None:
 def test_proc_dentries_not_cached(sb: Sandbox) -> None:
     sb.walk(b"/proc/1/stat")
     proc_mount = sb.ns.mounts[1]
-    assert proc_mount.root.children == {}
+    assert not proc_mount.root.children
     assert sb.procfs.cache_dentries is False
 
 

@@ -55,6 +55,9 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
         if args.cpus <= 0:
             raise BootError("--cpus must be positive", 125)
         cfg.cpus = args.cpus
+    if args.dcache is not None:
+        from pyvisor.runtime.spec import check_dcache
+        cfg.dcache = check_dcache(args.dcache, "--dcache")
 
 
 def stdio_fds() -> list[int]:

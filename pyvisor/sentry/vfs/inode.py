@@ -52,6 +52,7 @@ class Filesystem:
     name = "none"
     magic = TMPFS_MAGIC
     dev = 0
+    cache_dentries = True    # False: every lookup asks the filesystem (procfs)
 
     def __init__(self) -> None:
         self.dev = Filesystem._next_dev()

@@ -9,6 +9,9 @@ follows symlinks (at most MAXSYMLINKS) and never leaves the task's root.
 
 Invariants: a Dentry's `children` cache only holds positive entries that the
 filesystem returned; operations that change a directory update the cache.
+The cache is bounded (dcache.py): unused dentries are evicted LRU-first, and
+a dentry in use (open file, cwd, root, mountpoint, a descendant's parent)
+stays the one object for its name as long as it lives.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.vfs.dcache import WeakChildren, dcache
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 
 if TYPE_CHECKING:
@@ -29,29 +33,49 @@ NAME_MAX = 255
 
 
 class Dentry:
-    """A name in a filesystem tree.  Linux: struct dentry."""
+    """A name in a filesystem tree.  Linux: struct dentry.
+
+    `children` maps names to weak references: a child lives while it is used
+    or cached by the dcache (dcache.py), and drops out of the map when it dies.
+    """
 
     __slots__ = ("name", "parent", "inode", "children", "__weakref__")
 
     def __init__(self, name: bytes, parent: Dentry | None, inode: Inode) -> None:
         self.name = name
-        self.parent = parent           # None for a filesystem root
+        self.parent = parent           # None for a filesystem root; keeps the parent alive
         self.inode = inode
-        self.children: dict[bytes, Dentry] = {}
+        self.children: WeakChildren[Dentry] | None = None   # made with the first child
 
     def child(self, name: bytes) -> Dentry:
         """Looks up `name` through the cache, then the filesystem."""
-        d = self.children.get(name)
-        if d is not None:
-            return d
+        ch = self.children
+        if ch is not None:
+            d = ch.get(name)
+            if d is not None:
+                try:
+                    _lru.move_to_end(d)     # the hot path: a hit already in the LRU
+                except KeyError:
+                    dcache.touch(d)
+                return d
         inode = self.inode.lookup(name)
         d = Dentry(name, self, inode)
-        if getattr(inode.fs, "cache_dentries", True):
-            self.children[name] = d
+        if inode.fs.cache_dentries:
+            if ch is None:
+                ch = self.children = WeakChildren()
+            ch[name] = d
+            dcache.touch(d)
         return d
 
     def forget(self, name: bytes) -> None:
-        self.children.pop(name, None)
+        """Drops the cached child `name` (its file was removed or replaced)."""
+        d = self.children.pop(name) if self.children is not None else None
+        if d is not None:
+            dcache.drop(d)
+
+
+# The dcache's LRU, bound once: Dentry.child touches it on every cache hit.
+_lru = dcache._lru
 
 
 @dataclass(eq=False)

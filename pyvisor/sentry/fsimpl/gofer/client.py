@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from typing import Callable
 
 from pyvisor.gofer.protocol import (
     CREATE_REQ, DIRENT, ERRNO, FID, FID_STAT, LINK_REQ, MAX_FDS, MKDIR_REQ,
@@ -40,6 +41,8 @@ class GoferClient:
 
     def __init__(self, sock: socket.socket) -> None:
         self._chan = Channel(sock, max_fds=MAX_FDS)
+        self.dead = False       # the connection failed: every call is EIO from now on
+        self.on_death: Callable[[str], None] | None = None   # told once, with the reason
 
     def fileno(self) -> int:
         """The socket's fd (for the Sentry's seccomp and fd bookkeeping)."""
@@ -56,14 +59,19 @@ class GoferClient:
 
         The payload view is valid until the next call.
         """
+        if self.dead:
+            raise OSError(errno.EIO, "gofer connection lost")
         try:
             self._chan.send(op, payload)
             msg = self._chan.recv()
         except FrameTooLarge:
+            self._died("an oversized reply")
             raise OSError(errno.EIO, "gofer: oversized reply") from None
         except OSError as e:
+            self._died(f"connection failed: {e.strerror or e}")
             raise OSError(errno.EIO, f"gofer connection failed: {e}") from e
         if msg is None:
+            self._died("connection closed")
             raise OSError(errno.EIO, "gofer connection closed")
         code, reply, fds = msg
         if code or len(fds) > 1:
@@ -71,6 +79,15 @@ class GoferClient:
                 os.close(fd)
             raise _error(code or errno.EIO)
         return reply, fds[0] if fds else -1
+
+    def _died(self, why: str) -> None:
+        """Marks the connection dead (a reply may be half read: nothing after it
+        can be trusted) and tells the owner once."""
+        if self.dead:
+            return
+        self.dead = True
+        if self.on_death is not None:
+            self.on_death(why)
 
     def _expect_fd(self, fd: int) -> int:
         if fd < 0:
@@ -131,6 +148,10 @@ class GoferClient:
     def close(self, fid: int) -> None:
         """Releases `fid` (9P: clunk)."""
         self._no_fd(self._call(Op.CLOSE, FID.pack(fid)))
+
+    def close_many(self, fids: list[int]) -> None:
+        """Releases every fid in `fids` in one round trip."""
+        self._no_fd(self._call(Op.CLOSE, b"".join(FID.pack(f) for f in fids)))
 
     # Opening and reading.
 

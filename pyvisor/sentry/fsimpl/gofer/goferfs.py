@@ -22,9 +22,18 @@ Known gap, TODO(#2): writes made through shared writable mappings stay in
 the memory file and are never written back to the host file.
 TODO(#2): the page cache is never evicted while the inode lives.
 
-Fids: an inode's fid is released when the inode is collected. Finalizers
-may run in the middle of an RPC, so `__del__` only queues the fid; the queue
-is flushed before the next RPC.
+Fids: an inode's fid is released when the inode is collected, which the
+bounded dentry cache makes happen (vfs/dcache.py): the VFS dentry holds the
+inode, and a directory's `children` map holds its inodes only weakly.
+Finalizers may run in the middle of an RPC, so `__del__` only queues the fid;
+queued fids go to the Gofer in one CLOSE message, before the next RPC once
+FID_BATCH of them are waiting.
+
+Host fds: every fd the Gofer donates counts against the Sentry's file budget
+(dcache.files) from before the request until it is closed. A Gofer at its
+own fd budget answers ENFILE; the Sentry then shrinks the dcache, releases
+the fids that frees and asks once more, and only then gives the application
+ENFILE. A dead Gofer (its connection closed) makes every later call EIO.
 
 Concurrency: Sentry loop only; every RPC is synchronous.
 """
@@ -34,6 +43,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
+import errno as host_errno
+
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_RDWR, O_TRUNC
 from pyvisor.abi.linux.mman import page_round_up
@@ -42,6 +53,8 @@ from pyvisor.abi.linux.stat import (S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, 
 from pyvisor.gofer.protocol import SetattrMask, Stat
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
+from pyvisor.sentry.vfs import dcache
+from pyvisor.sentry.vfs.dcache import WeakChildren
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode, now_ns
 
@@ -56,6 +69,12 @@ _NO_ID = 0xFFFFFFFF
 
 # From <linux/statfs.h>.
 _ST_RDONLY = 1
+
+# Released fids sent to the Gofer in one CLOSE once this many are queued.
+FID_BATCH = 64
+
+# Host errnos meaning "out of file descriptors" (the Gofer's or ours).
+_NO_FDS = (host_errno.EMFILE, host_errno.ENFILE)
 
 
 class GoferFS(Filesystem):
@@ -83,22 +102,49 @@ class GoferFS(Filesystem):
         """Runs one client call; host errors become SyscallError.
 
         Fids of collected inodes are released first, here and never from a
-        finalizer, so no CLOSE can interleave with another request.
+        finalizer, so no CLOSE can interleave with another request. A Gofer
+        out of fds gets them back from a dcache shrink, then one more try.
         """
-        if self._dead_fids:
-            self._flush_dead_fids()
+        if len(self._dead_fids) >= FID_BATCH:
+            self.flush_dead_fids()
         try:
             return fn(*args)
         except OSError as e:
+            if e.errno not in _NO_FDS:
+                raise SyscallError.from_host(e) from None
+        dcache.reclaim()
+        self.flush_dead_fids()
+        try:
+            return fn(*args)
+        except OSError as e:
+            if e.errno in _NO_FDS:
+                raise SyscallError(Errno.ENFILE) from None
             raise SyscallError.from_host(e) from None
 
-    def _flush_dead_fids(self) -> None:
-        while self._dead_fids:
-            fid = self._dead_fids.pop()
+    def flush_dead_fids(self) -> None:
+        """Sends the Gofer every queued fid release, in one message."""
+        fids, self._dead_fids = self._dead_fids, []
+        if fids:
             try:
-                self.client.close(fid)
+                self.client.close_many(fids)
             except OSError:
                 pass    # connection gone: the Gofer has dropped every fid
+
+    def close_fd(self, fd: int) -> None:
+        """Closes a host fd the Gofer donated, returning it to the file budget."""
+        try:
+            os.close(fd)
+        finally:
+            dcache.files.release()
+
+    def open_fd(self, fid: int, flags: int) -> int:
+        """OPEN over RPC, the donated fd counted against the file budget."""
+        dcache.files.acquire()
+        try:
+            return self.call(self.client.open, fid, flags)
+        except BaseException:
+            dcache.files.release()
+            raise
 
     def check_writable(self) -> None:
         """EROFS on a read-only mount."""
@@ -126,15 +172,20 @@ class GoferInode(Inode):
     Attributes are a cache of the host's lstat (see the module docstring).
     """
 
-    __slots__ = ("fid", "_size", "_blocks", "children", "_link", "_donated", "_rofd",
+    __slots__ = ("fid", "parent", "_size", "_blocks", "children", "_link", "_donated", "_rofd",
                  "_pc_off", "_pc_cap", "_pc_filled", "_pc_key", "_pc_stale")
 
-    def __init__(self, fs: GoferFS, fid: int, st: Stat) -> None:
+    def __init__(self, fs: GoferFS, fid: int, st: Stat,
+                 parent: GoferInode | None = None) -> None:
         super().__init__(fs, st.mode, st.uid, st.gid, ino=st.ino)
         self.fid = fid                        # owned; released in __del__
+        # The directory this was found in, kept alive so that a live inode is
+        # always the one in its parent's `children` (None for the root).
+        self.parent = parent
         self._size = 0
         self._blocks = 0
-        self.children: dict[bytes, GoferInode] = {}   # positive lookups only
+        # Positive lookups, held weakly: the dentries above hold the inodes.
+        self.children: WeakChildren[GoferInode] = WeakChildren()
         self._link: bytes | None = None       # cached symlink target
         self._donated = -1                    # O_RDWR host fd from create, for the next open
         # A read-only host fd shared by every read-only open of this file: reads are
@@ -162,9 +213,9 @@ class GoferInode(Inode):
             fs = self.gfs
             fs._dead_fids.append(self.fid)
             if self._donated >= 0:
-                os.close(self._donated)
+                fs.close_fd(self._donated)
             if self._rofd >= 0:
-                os.close(self._rofd)
+                fs.close_fd(self._rofd)
             if self._pc_off >= 0:
                 fs.memfile.free(self._pc_off, self._pc_cap)
             for off, cap in self._pc_stale:
@@ -248,7 +299,7 @@ class GoferInode(Inode):
             raise SyscallError(Errno.ENOTDIR)
         fs = self.gfs
         fid, st = fs.call(fs.client.walk, self.fid, name)
-        child = GoferInode(fs, fid, st)
+        child = GoferInode(fs, fid, st, self)
         self.children[name] = child
         return child
 
@@ -261,7 +312,7 @@ class GoferInode(Inode):
     def _new_child(self, name: bytes, fid: int, st: Stat, uid: int, gid: int) -> GoferInode:
         """Caches a just-created child and gives it the caller's owner if it can."""
         fs = self.gfs
-        child = GoferInode(fs, fid, st)
+        child = GoferInode(fs, fid, st, self)
         self.children[name] = child
         if fs._chown_ok and (uid, gid) != (st.uid, st.gid):
             # Best effort, as gVisor's gofer: only a privileged Gofer may chown.
@@ -285,14 +336,19 @@ class GoferInode(Inode):
     def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         """Creates and opens the file; the O_RDWR fd waits for the open that follows."""
         fs = self._check_dir_mutation()
-        fid, st, hostfd = fs.call(fs.client.create, self.fid, name, O_RDWR, mode & 0o7777)
+        dcache.files.acquire()
+        try:
+            fid, st, hostfd = fs.call(fs.client.create, self.fid, name, O_RDWR, mode & 0o7777)
+        except BaseException:
+            dcache.files.release()
+            raise
         try:
             child = self._new_child(name, fid, st, uid, gid)
         except BaseException:
-            os.close(hostfd)
+            fs.close_fd(hostfd)
             raise
         if child._donated >= 0:
-            os.close(child._donated)
+            fs.close_fd(child._donated)
         child._donated = hostfd
         return child
 
@@ -307,7 +363,7 @@ class GoferInode(Inode):
             child = self.create(name, mode, uid, gid)
             assert isinstance(child, GoferInode)
             if child._donated >= 0:
-                os.close(child._donated)
+                self.gfs.close_fd(child._donated)
                 child._donated = -1
             return child
         fs = self._check_dir_mutation()
@@ -330,7 +386,7 @@ class GoferInode(Inode):
         fid, st = fs.call(fs.client.link, target.fid, self.fid, name)
         # A fid of its own: the Gofer reopens files by (directory, name), and
         # the target's name may go away while this one stays.
-        self.children[name] = GoferInode(fs, fid, st)
+        self.children[name] = GoferInode(fs, fid, st, self)
         target.nlink = st.nlink
         target.ctime_ns = st.ctime_ns
 
@@ -358,6 +414,7 @@ class GoferInode(Inode):
         newdir.children.pop(new, None)
         if moved is not None:
             newdir.children[new] = moved
+            moved.parent = newdir
 
     # -- symlinks ----------------------------------------------------------------------
 
@@ -381,11 +438,11 @@ class GoferInode(Inode):
         if acc != O_RDONLY or flags & O_TRUNC:
             self.gfs.check_writable()
         fs = self.gfs
-        hostfd = fs.call(fs.client.open, self.fid, gflags)
+        hostfd = fs.open_fd(self.fid, gflags)
         try:
             self.apply_stat(Stat.from_os(os.fstat(hostfd)))
         except OSError as e:
-            os.close(hostfd)
+            fs.close_fd(hostfd)
             raise SyscallError.from_host(e) from None
         return hostfd
 
@@ -406,7 +463,7 @@ class GoferInode(Inode):
                         os.ftruncate(hostfd, 0)
                     self.apply_stat(Stat.from_os(os.fstat(hostfd)))
                 except OSError as e:
-                    os.close(hostfd)
+                    self.gfs.close_fd(hostfd)
                     raise SyscallError.from_host(e) from None
             elif flags & (O_ACCMODE | O_TRUNC) == O_RDONLY:
                 if self._rofd < 0:
@@ -484,7 +541,7 @@ class GoferInode(Inode):
             finally:
                 view.release()
         finally:
-            os.close(hostfd)
+            self.gfs.close_fd(hostfd)
         if got < self._pc_filled:
             mf.zero(base + got, self._pc_filled - got)
         self._pc_filled = got
@@ -580,5 +637,5 @@ class GoferFileImpl(FileImpl):
 
     def release(self, fd: FileDescription) -> None:
         if self.hostfd >= 0 and self.owned:
-            os.close(self.hostfd)
+            self.inode.gfs.close_fd(self.hostfd)
         self.hostfd = -1

@@ -15,27 +15,35 @@ Model (Linux: struct ovl_entry / ovl_inode):
   directory has whited the name out or the directory is opaque. A name
   present as a directory in both layers is a merged directory, whose
   listing is the union minus whiteouts.
-* Whiteouts are kept in memory, `OverlayInode.whiteouts` of the directory:
-  a name in it never shows the lower entry, even once a new upper entry
-  uses the name again (so a directory removed and made again is opaque, as
-  Linux marks it). The upper layer is in memory too, so the two can't
-  disagree across a restart.
+* What Linux keeps in the upper layer's whiteout devices and xattrs
+  (trusted.overlay.opaque, .origin) lives with the upper inode too, in
+  `OverlayFS.meta`, a map keyed weakly by upper inode (`UpperMeta`):
+  a directory's whiteouts (a name there never shows the lower entry, even
+  once a new upper entry uses the name again, so a directory removed and
+  made again is opaque, as Linux marks it), its opaque flag, and a
+  copied-up file's origin inode number. It goes when the upper inode goes.
 * Copy-up (Linux: ovl_copy_up): any change to a lower file or directory
   first gives it an upper twin, parents first: directories with the lower's
   mode, owner and times; regular files with their whole contents (none for
   O_TRUNC or truncate to 0); symlinks recreated. The OverlayInode object
-  stays the same, so dentries and open descriptions keep working.
+  stays the same, so dentries and open descriptions keep working. A
+  copied-up non-directory lets go of its lower inode (and the Gofer fid
+  behind it), keeping only its origin number.
 * rename of a directory with lower content is EXDEV, as Linux without
   redirect_dir; mv(1) then copies.
 * Inode numbers: a file that came from the lower keeps the lower's number,
   also after copy-up; an upper-only file's number has bit 62 set (Linux:
   xino), so it can't collide with the host's numbers in the lower.
 
-Invariants: `children` caches every OverlayInode handed out, per directory,
-and is never evicted: it is what keeps whiteouts and copy-up state (a
-parent's `whiteouts` and `upper`) alive. Removal and rename update it and
-detach (parent = None) a removed inode, so it is never copied up under its
-old name again.
+Invariants: OverlayInodes are a cache that can be rebuilt from the two
+layers: `children` holds them weakly (the VFS dentries hold them; dcache.py
+bounds those), and everything that must outlive an evicted OverlayInode
+(the upper tree, whiteouts, opaque flags, origins) lives in the upper layer
+and `OverlayFS.meta`. A live OverlayInode is the only one for its name, so
+copy-up state is never split between two. A child keeps its parent alive
+(`parent`), so copy-up can always reach the root. Removal and rename update
+`children` and detach (parent = None) a removed inode, so it is never copied
+up under its old name again.
 Known gaps: a description opened read-only before a copy-up keeps reading
 the lower file (as Linux before 4.19); hard links in the lower are broken
 by copy-up (Linux without index=on); device nodes can't be copied up.
@@ -44,6 +52,8 @@ Concurrency: Sentry loop only.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, cast
 
 from pyvisor.abi.linux.errno import Errno
@@ -52,6 +62,7 @@ from pyvisor.abi.linux.stat import (DT_DIR, OVERLAYFS_SUPER_MAGIC, S_IFDIR, S_IF
                                     S_IFREG, STATFS)
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir, TmpfsFile, TmpfsSymlink
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.vfs.dcache import WeakChildren
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry
@@ -68,6 +79,15 @@ XINO_UPPER = 1 << 62
 
 # Bytes read per step when copying a file up.
 _COPY_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class UpperMeta:
+    """Overlay state of one upper inode.  Linux: whiteout devices and trusted.overlay.* xattrs."""
+
+    whiteouts: set[bytes] = field(default_factory=set)   # directories: lower names hidden
+    opaque: bool = False          # a directory showing nothing of the lower
+    origin: int | None = None     # the lower inode number a copied-up file came from
 
 
 class OverlayFS(Filesystem):
@@ -88,6 +108,8 @@ class OverlayFS(Filesystem):
             raise SyscallError(Errno.ENOTDIR)
         self.upper_fs: TmpFS = upper.fs     # immutable
         self.lower_root = lower             # immutable
+        # Keyed weakly by upper inode: dies with the upper file.
+        self.meta: weakref.WeakKeyDictionary[Inode, UpperMeta] = weakref.WeakKeyDictionary()
         if not upper.entries:
             # A fresh upper root takes the image root's attributes, as a
             # copy-up would give it.
@@ -95,6 +117,13 @@ class OverlayFS(Filesystem):
             upper.uid, upper.gid = lower.uid, lower.gid
             upper.atime_ns, upper.mtime_ns = lower.atime_ns, lower.mtime_ns
         self.root = OverlayInode(self, upper, lower, None, b"/")
+
+    def meta_of(self, upper: Inode) -> UpperMeta:
+        """The overlay state of `upper`, made on first use."""
+        m = self.meta.get(upper)
+        if m is None:
+            m = self.meta[upper] = UpperMeta()
+        return m
 
     def statfs(self) -> bytes:
         """The upper layer's statfs, with the overlay's f_type (as Linux)."""
@@ -138,21 +167,45 @@ class OverlayInode(Inode):
     inodes' attributes are owned by the OverlayFS.
     """
 
-    __slots__ = ("upper", "lower", "parent", "name", "whiteouts", "opaque", "children")
+    __slots__ = ("upper", "lower", "parent", "name", "meta", "children")
 
     def __init__(self, fs: OverlayFS, upper: Inode | None, lower: Inode | None,
-                 parent: OverlayInode | None, name: bytes, opaque: bool = False) -> None:
+                 parent: OverlayInode | None, name: bytes) -> None:
         # Inode.__init__ is not called: the attributes it would set are
         # properties that delegate to the backing inode.
         assert upper is not None or lower is not None
         self.fs = fs
         self.upper = upper                  # set once, by copy-up or creation
-        self.lower = lower                  # immutable; for a copied-up file, its origin
+        self.lower = lower                  # directories: kept; others: until copy-up
         self.parent = parent                # None: the root, or removed from the tree
         self.name = name                    # the name in `parent`
-        self.whiteouts: set[bytes] = set()  # lower names hidden in this directory
-        self.opaque = opaque                # a directory that shows nothing of the lower
-        self.children: dict[bytes, OverlayInode] = {}
+        # The upper's overlay state (shared with other links to it), if any yet.
+        self.meta: UpperMeta | None = fs.meta.get(upper) if upper is not None else None
+        self.children: WeakChildren[OverlayInode] = WeakChildren()
+
+    @property
+    def whiteouts(self) -> set[bytes] | frozenset[bytes]:
+        """Lower names hidden in this directory."""
+        m = self.meta
+        return m.whiteouts if m is not None else frozenset()
+
+    @property
+    def opaque(self) -> bool:
+        """Whether this directory shows nothing of the lower."""
+        m = self.meta
+        return m is not None and m.opaque
+
+    def _upper_meta(self) -> UpperMeta:
+        """This file's overlay state, made if need be (the upper must exist)."""
+        m = self.meta
+        if m is None:
+            assert self.upper is not None
+            m = self.meta = self.ofs.meta_of(self.upper)
+        return m
+
+    def _hide(self, name: bytes) -> None:
+        """Whites out lower entry `name` of this (copied-up) directory."""
+        self._upper_meta().whiteouts.add(name)
 
     def __repr__(self) -> str:
         return f"OverlayInode({self.name!r}, upper={self.upper!r}, lower={self.lower!r})"
@@ -180,6 +233,9 @@ class OverlayInode(Inode):
         lower = self.lower
         if lower is not None:
             return lower.ino
+        m = self.meta
+        if m is not None and m.origin is not None:
+            return m.origin
         return self.backing.ino | XINO_UPPER
 
     @property  # type: ignore[override]
@@ -301,6 +357,9 @@ class OverlayInode(Inode):
             pdir = parent.copy_up()
             up = self._copy_into(pdir, lower, data)
         self.upper = up
+        self._upper_meta().origin = lower.ino
+        if not up.is_dir():
+            self.lower = None     # only a directory merges with its lower
         return up
 
     def _copy_into(self, pdir: Inode, lower: Inode, data: bool) -> Inode:
@@ -384,9 +443,16 @@ class OverlayInode(Inode):
         if not self.is_dir():
             raise SyscallError(Errno.ENOTDIR)
         out: dict[bytes, DirEntry] = {}
-        if self.upper is not None:
-            for e in self.upper.readdir():
-                out[e.name] = DirEntry(e.name, e.ino | XINO_UPPER, e.dtype)
+        up = self.upper
+        if up is not None:
+            meta = self.ofs.meta
+            for e in up.readdir():
+                ino = e.ino | XINO_UPPER
+                if meta:    # a copied-up file keeps its origin's number
+                    m = meta.get(up.lookup(e.name))
+                    if m is not None and m.origin is not None:
+                        ino = m.origin
+                out[e.name] = DirEntry(e.name, ino, e.dtype)
         if self.lower is not None and not self.opaque:
             whiteouts = self.whiteouts
             for e in self.lower.readdir():
@@ -415,10 +481,11 @@ class OverlayInode(Inode):
             raise SyscallError(Errno.EEXIST)
         return self.copy_up()
 
-    def _adopt(self, name: bytes, up: Inode, lower: Inode | None = None) -> OverlayInode:
+    def _adopt(self, name: bytes, up: Inode) -> OverlayInode:
         """Wraps a new upper entry `name`; over a whiteout a directory is opaque."""
-        child = OverlayInode(self.ofs, up, lower, self, name,
-                             opaque=up.is_dir() and name in self.whiteouts)
+        if up.is_dir() and name in self.whiteouts:
+            self.ofs.meta_of(up).opaque = True
+        child = OverlayInode(self.ofs, up, None, self, name)
         self.children[name] = child
         return child
 
@@ -446,8 +513,8 @@ class OverlayInode(Inode):
         up = self._prepare_new(name)
         tup = target.copy_up()
         up.link(name, tup)
-        # Shares the target's lower as origin, so both names report one number.
-        self._adopt(name, tup, target.lower)
+        # Shares the target's upper, and with it its origin: one number for both names.
+        self._adopt(name, tup)
 
     def _remove(self, name: bytes, child: OverlayInode, is_dir: bool) -> None:
         """Removes `name` from the upper if there, whiting out a lower entry."""
@@ -459,7 +526,7 @@ class OverlayInode(Inode):
             else:
                 up.unlink(name)
         if hidden:
-            self.whiteouts.add(name)
+            self._hide(name)
         self.children.pop(name, None)
         child.parent = None
 
@@ -519,9 +586,9 @@ class OverlayInode(Inode):
         nup = newdir.copy_up()
         sup.rename(old, nup, new)
         if src_hidden:
-            self.whiteouts.add(old)
+            self._hide(old)
         if dst_hidden:
-            newdir.whiteouts.add(new)
+            newdir._hide(new)
         self.children.pop(old, None)
         replaced = newdir.children.pop(new, None)
         if replaced is not None and replaced is not src:

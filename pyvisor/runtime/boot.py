@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
+from pyvisor.abi.linux.fcntl import O_RDONLY, O_WRONLY
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
@@ -139,7 +139,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.fsimpl.dev.devfs import new_devfs
     from pyvisor.sentry.fsimpl.gofer.client import GoferClient
     from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
-    from pyvisor.sentry.fsimpl.host.host import host_file
+    from pyvisor.sentry.fsimpl.host.host import stdio_files
     from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
     from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
@@ -220,13 +220,12 @@ def boot(cfg: SandboxConfig) -> Kernel:
         else:
             raise BootError(f"unsupported mount type {m.type!r} at {m.destination}")
 
-    # stdio: the host fds the Sentry holds for the container.
-    for fd, (hostfd, acc) in enumerate(zip(cfg.stdio, (O_RDONLY, O_WRONLY, O_WRONLY))):
-        try:
-            f = host_file(kernel, os.dup(hostfd), O_RDWR if _is_rdwr(hostfd) else acc)
-        except OSError:
-            continue    # a closed stdio fd stays closed inside
-        t.fd_table.install_at(fd, f)
+    # stdio: the host fds the Sentry holds for the container, sharing the caller's
+    # open file descriptions (offsets, status flags) as a child process would.
+    stdio = stdio_files(kernel, cfg.stdio, (O_RDONLY, O_WRONLY, O_WRONLY))
+    for fd, f in enumerate(stdio):
+        if f is not None:     # a closed stdio fd stays closed inside
+            t.fd_table.install_at(fd, f)
 
     # cwd, then exec the program as PID 1.
     try:
@@ -267,14 +266,6 @@ def _force_internal_error(kernel: Kernel, name: str) -> None:
     entries = dict(kernel.table.entries)
     entries[Sysno[name]] = supported(broken)
     kernel.table = SyscallTable(kernel.table.arch, entries)
-
-
-def _is_rdwr(fd: int) -> bool:
-    import fcntl
-    try:
-        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
-    except OSError:
-        return False
 
 
 def _search_path(t: Task, name: bytes, envp: list[bytes]) -> bytes:

@@ -21,7 +21,8 @@ DEFAULT_ROOT = "/run/pyvisor"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
+    from pyvisor.runtime.specutils import ArgumentParser
+    p = ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
     p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
     p.add_argument("--log", default="", help="log file (default: stderr for warnings)")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -59,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING
-    handler: logging.Handler = logging.FileHandler(args.log) if args.log \
-        else logging.StreamHandler(sys.stderr)
+    try:
+        handler: logging.Handler = logging.FileHandler(args.log) if args.log \
+            else logging.StreamHandler(sys.stderr)
+    except (OSError, ValueError) as e:
+        raise BootError(f"--log {args.log!r}: {getattr(e, 'strerror', None) or e}", 125) \
+            from None
     fmt = '{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}' \
         if args.log_format == "json" else "pyvisor %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
@@ -88,85 +93,40 @@ def cmd_do(args: argparse.Namespace) -> int:
 
 def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
     """--memory/--pids-limit/--cpus/--tmpfs-size override the bundle's resources."""
-    from pyvisor.runtime.cgroup import parse_size
+    from pyvisor.runtime import specutils
     try:
-        if args.memory:
-            cfg.memory_limit = parse_size(args.memory)
-        if args.tmpfs_size:
-            cfg.tmpfs_size = parse_size(args.tmpfs_size)
-    except ValueError as e:
-        raise BootError(f"bad size: {e}", 125) from None
-    if args.pids_limit is not None:
-        if args.pids_limit < 1:
-            raise BootError("--pids-limit must be positive", 125)
-        cfg.pids_limit = args.pids_limit
-    if args.cpus is not None:
-        if args.cpus <= 0:
-            raise BootError("--cpus must be positive", 125)
-        cfg.cpus = args.cpus
+        if args.memory is not None:
+            cfg.memory_limit = specutils.parse_size_flag("--memory", args.memory,
+                                                         specutils.MIN_MEMORY)
+        if args.tmpfs_size is not None:
+            cfg.tmpfs_size = specutils.parse_size_flag("--tmpfs-size", args.tmpfs_size)
+        if args.pids_limit is not None:
+            cfg.pids_limit = specutils.check_pids(args.pids_limit)
+        if args.cpus is not None:
+            cfg.cpus = specutils.check_cpus(args.cpus)
+    except specutils.SpecError as e:
+        raise BootError(str(e), 125) from None
 
 
 def load_bundle(bundle: str) -> SandboxConfig:
-    """Reads and validates an OCI bundle's config.json."""
-    path = os.path.join(bundle, "config.json")
+    """Reads and validates an OCI bundle's config.json (runtime/specutils.py)."""
+    from pyvisor.runtime import specutils
     try:
-        with open(path, "rb") as f:
-            spec = json.load(f)
-    except FileNotFoundError:
-        raise BootError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise BootError(f"{path}: invalid config: {e}") from None
-    if not isinstance(spec, dict):
-        raise BootError(f"{path}: invalid config: not a JSON object")
-    proc = spec.get("process")
-    if not isinstance(proc, dict):
-        raise BootError(f"{path}: process is missing")
-    argv = proc.get("args")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise BootError(f"{path}: process.args must be a non-empty list of strings")
-    env = proc.get("env", [])
-    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise BootError(f"{path}: process.env must be a list of strings")
-    cwd = proc.get("cwd", "/")
-    if not isinstance(cwd, str) or not cwd.startswith("/"):
-        raise BootError(f"{path}: process.cwd must be an absolute path")
-    root = spec.get("root", {})
-    if not isinstance(root, dict) or not isinstance(root.get("path"), str):
-        raise BootError(f"{path}: root.path is missing")
-    rootfs = root["path"]
-    if not os.path.isabs(rootfs):
-        rootfs = os.path.join(bundle, rootfs)
-    if not os.path.isdir(rootfs):
-        raise BootError(f"root.path {rootfs!r} is not a directory")
-    mounts = []
-    for m in spec.get("mounts", []) or []:
-        if not isinstance(m, dict) or not isinstance(m.get("destination"), str):
-            raise BootError(f"{path}: each mount needs a destination")
-        src = m.get("source", "")
-        if isinstance(src, str) and src and not os.path.isabs(src) and m.get("type") == "bind":
-            src = os.path.join(bundle, src)
-        mounts.append(MountSpec(m["destination"], str(m.get("type", "bind")), str(src or ""),
-                                [str(o) for o in m.get("options", []) or []]))
-    user = proc.get("user", {}) or {}
-    hostname = spec.get("hostname", "pyvisor")
+        spec = specutils.load_spec(bundle)
+        rootfs = specutils.rootfs_of(spec, bundle)
+        mounts = [MountSpec(m.destination, m.type,
+                            specutils.bind_source_of(m, bundle) if m.is_bind else m.source,
+                            list(m.options)) for m in spec.mounts]
+    except specutils.SpecError as e:
+        raise BootError(str(e), 125) from None
+    proc, res = spec.process, spec.resources
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
-    readonly = bool(root.get("readonly", False))
-    res = ((spec.get("linux") or {}).get("resources") or {}) if isinstance(spec.get("linux"), dict) else {}
-    memory = ((res.get("memory") or {}).get("limit")) if isinstance(res, dict) else None
-    pids = ((res.get("pids") or {}).get("limit")) if isinstance(res, dict) else None
-    cpu = (res.get("cpu") or {}) if isinstance(res, dict) else {}
-    quota, period = cpu.get("quota"), cpu.get("period") or 100_000
-    for name, v in (("memory.limit", memory), ("pids.limit", pids), ("cpu.quota", quota)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise BootError(f"{path}: linux.resources.{name} must be an integer")
-    return SandboxConfig(root=rootfs, argv=argv, env=env, cwd=cwd, mounts=mounts,
-                         overlay=not readonly,
-                         memory_limit=memory if memory and memory > 0 else None,
-                         pids_limit=pids if pids and pids > 0 else None,
-                         cpus=quota / period if quota and quota > 0 else None,
-                         uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
-                         hostname=hostname if isinstance(hostname, str) else "pyvisor")
+    return SandboxConfig(root=rootfs, argv=list(proc.args), env=list(proc.env), cwd=proc.cwd,
+                         mounts=mounts, overlay=not spec.root.readonly,
+                         memory_limit=res.memory_limit, pids_limit=res.pids_limit,
+                         cpus=res.cpus, uid=proc.user.uid, gid=proc.user.gid,
+                         hostname=spec.hostname)
 
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}")
@@ -197,8 +157,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             json.dump({"id": args.id, "bundle": os.path.abspath(args.bundle), "pid": os.getpid(),
                        "cgroup": cfg.cgroup_name, "status": "running"}, f)
         if args.pid_file:
-            with open(args.pid_file, "w") as f:
-                f.write(str(os.getpid()))
+            try:
+                with open(args.pid_file, "w") as f:
+                    f.write(str(os.getpid()))
+            except (OSError, ValueError) as e:
+                raise BootError(f"--pid-file {args.pid_file!r}: "
+                                f"{getattr(e, 'strerror', None) or e}", 125) from None
         return run_sandbox(cfg)
     finally:
         import shutil
@@ -266,8 +230,8 @@ def cmd_syscalls() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args)
     try:
+        _setup_logging(args)
         if args.verb == "do":
             return cmd_do(args)
         if args.verb == "run":

@@ -320,9 +320,14 @@ def cgroup_name_for(pid: int) -> str:
 def _launch(cfg: SandboxConfig, cg: Any) -> int:
     """Forks the Sentry as PID 1 of a new PID namespace and waits for it."""
     from pyvisor.runtime import confine
+    from pyvisor.runtime.console import open_console
+    # A terminal on stdio: the sandbox gets a pty of its own (runtime/console.py).
+    console = open_console(cfg.stdio)
     try:
         confine.unshare_pid()
     except confine.ConfinementError as e:
+        if console is not None:
+            console.close_unused()
         raise BootError(str(e), 125) from None
     pid = os.fork()
     if pid == 0:
@@ -331,6 +336,8 @@ def _launch(cfg: SandboxConfig, cg: Any) -> int:
             # If the launcher dies (even by SIGKILL), the Sentry dies, and with it, as
             # PID 1 of its namespace, every stub and Gofer.
             confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+            if console is not None:
+                console.attach_sentry()
             try:
                 cg.join()    # before any fork: Gofers and stubs inherit the cgroup
             except OSError as e:
@@ -356,12 +363,10 @@ def _launch(cfg: SandboxConfig, cg: Any) -> int:
             pass
     for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
         host_signal.signal(sig, forward)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    if console is not None:
+        status = console.serve(pid)      # restores the user's terminal before returning
+    else:
+        _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -378,6 +383,8 @@ def _sentry_main(cfg: SandboxConfig) -> int:
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
     kernel = boot(cfg)
+    from pyvisor.runtime.console import forward_signals
+    forward_signals(kernel)     # host signals to the sandbox's foreground process group
     if cfg.confine:
         try:
             confine.preload()
@@ -389,15 +396,6 @@ def _sentry_main(cfg: SandboxConfig) -> int:
             kernel.shutdown()
             raise BootError(str(e), 125) from None
 
-    def forward(sig: int, frame: object) -> None:
-        from pyvisor.sentry.kernel import signal as ksignal
-        init = kernel.init
-        if init is not None and not init.zombie:
-            for g in list(kernel.groups.values()):
-                if g.pgid == init.pgid or g is init:
-                    ksignal.send_to_group(g, ksignal.SigInfo(sig, 0))
-    for sig in (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT):
-        host_signal.signal(sig, forward)
     try:
         status = kernel.run()
     finally:

@@ -226,6 +226,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
     for fd, f in enumerate(stdio):
         if f is not None:     # a closed stdio fd stays closed inside
             t.fd_table.install_at(fd, f)
+    from pyvisor.runtime.console import sandbox_terminal
+    devroot.entries[b"tty"].set_terminal(sandbox_terminal(stdio))  # type: ignore[attr-defined]
 
     # cwd, then exec the program as PID 1.
     try:

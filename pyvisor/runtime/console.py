@@ -395,6 +395,21 @@ CONSOLE_FORWARDED = (signal.SIGTSTP, signal.SIGWINCH)
 _sentry_has_console = False
 
 
+def sandbox_terminal(stdio: Sequence[Any]) -> Any:
+    """The inode /dev/tty opens in the sandbox: its console's, if it has one (else None).
+
+    `stdio` are the sandbox's stdio descriptions (None for a closed one).  Only
+    the sandbox's own pty qualifies, never a terminal of the user's.
+    """
+    from pyvisor.sentry.fsimpl.host.host import HostInode
+    if not _sentry_has_console:
+        return None
+    for f in stdio:
+        if f is not None and isinstance(f.inode, HostInode) and f.inode.is_tty:
+            return f.inode
+    return None
+
+
 def forward_signals(kernel: Any) -> None:
     """Installs, in the Sentry, the handlers that pass FORWARDED to the sandbox.
 

@@ -196,6 +196,20 @@ def test_read_gets_the_typed_line() -> None:
         term.close()
 
 
+def test_dev_tty_is_the_console() -> None:
+    """/dev/tty opens the sandbox's terminal (ENXIO without one: test_procfs_devfs)."""
+    term = Terminal.start([*PV, "/bin/sh", "-c",
+                           "echo to-tty > /dev/tty; stty -F /dev/tty size; echo READY; "
+                           "read a < /dev/tty; echo \"got <$a>\""])
+    try:
+        term.expect(b"READY")
+        term.type(b"typed\n")
+        assert term.wait() == 0
+        assert b"to-tty\r\n33 111\r\n" in term.out and b"got <typed>" in term.out
+    finally:
+        term.close()
+
+
 def test_ctrl_c_interrupts_sleep() -> None:
     """^C reaches the sandbox's foreground group as SIGINT at once (not when sleep ends)."""
     term = Terminal.start([*PV, "/bin/sh", "-c",
@@ -239,5 +253,52 @@ def test_window_size_changes_reach_the_sandbox() -> None:
         term.type(b"\n")
         assert term.wait() == 0
         assert b"44 55\r\n" in term.out[term.out.index(b"winch"):], bytes(term.out)
+    finally:
+        term.close()
+
+
+def test_terminal_stdin_with_stdout_to_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Only the stdio fds that are terminals get the pty; a file stays a file (no CRs)."""
+    master, slave = os.openpty()
+    _setup_terminal(slave)
+    before = _state(slave)
+
+    def make_ctty() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    with open(tmp_path / "out", "wb") as out:
+        proc = subprocess.Popen(
+            [*PV, "/bin/sh", "-c", "test -t 0 && echo in-tty; test -t 1 || echo out-file; "
+             "echo READY >&2; read a; echo \"got $a\""],
+            stdin=slave, stdout=out, stderr=slave, preexec_fn=make_ctty,
+            env=pyvisor_env(None), cwd=REPO)
+    term = Terminal(master, slave, proc, before)
+    try:
+        term.expect(b"READY")
+        term.type(b"typed\n")
+        assert term.wait() == 0
+        assert (tmp_path / "out").read_bytes() == b"in-tty\nout-file\ngot typed\n"
+        assert b"typed\r\n" in term.out       # the echo, by the sandbox's pty
+        assert _state(slave) == before
+    finally:
+        term.close()
+
+
+def test_run_bundle_on_a_terminal(program: Builder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`pyvisor run` has the same console as `do`."""
+    import json
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "/", "readonly": True},
+        "process": {"terminal": True, "args": [program("ttymess.c"), "exit"], "cwd": "/"}}))
+    term = Terminal.start([sys.executable, "-m", "pyvisor", "--root", str(tmp_path / "state"),
+                           "run", "--bundle", str(bundle), "console"])
+    try:
+        term.expect(b"CHANGED")
+        assert term.wait() == 0
+        assert _state(term.slave) == term.before
+        assert term.output_flows()
     finally:
         term.close()

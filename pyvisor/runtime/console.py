@@ -8,10 +8,11 @@ makes a pseudo-terminal for the sandbox:
 
 * the Sentry becomes a session leader with the pty's slave as its
   controlling terminal and serves the application's stdio and terminal
-  ioctls on that slave (fsimpl/host): termios, window size, TCXONC, TCFLSH,
-  TIOCSTI and the rest act on the sandbox's own pty, never on the user's
-  terminal; TIOCSPGRP/TIOCGPGRP are emulated (a virtual foreground group);
-  TIOCSCTTY/TIOCNOTTY do nothing; TIOCCONS and other requests are ENOTTY;
+  ioctls on that slave (fsimpl/host): termios, window size, TCXONC, TCFLSH
+  and TCSBRK act on the sandbox's own pty, never on the user's terminal;
+  TIOCSPGRP/TIOCGPGRP are emulated (a virtual foreground group);
+  TIOCSCTTY/TIOCNOTTY do nothing; TIOCSTI, TIOCCONS and other requests are
+  ENOTTY;
 * the launcher copies bytes between the user's terminal and the pty's
   master (`Console.serve`), with the user's terminal in raw mode while it
   does (only when the launcher is in the terminal's foreground process
@@ -85,8 +86,13 @@ class Console:
                     pass
         self.raw = False
         self.guard: tuple[int, int] | None = None      # (pid, write end of its pipe)
-        self._start_guard()
         self.master, self.slave = os.openpty()
+        try:
+            self._start_guard()
+        except OSError:
+            os.close(self.master)
+            os.close(self.slave)
+            raise
         model = self.in_fd if self.in_fd is not None else self.out_fd
         try:
             termios.tcsetattr(self.slave, termios.TCSANOW, termios.tcgetattr(model))
@@ -161,7 +167,8 @@ class Console:
         pid = os.fork()
         if pid == 0:    # the guard
             try:
-                os.close(w)
+                for fd in (w, self.master, self.slave):
+                    os.close(fd)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                             signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
                     signal.signal(sig, signal.SIG_IGN)
@@ -380,7 +387,13 @@ def open_console(stdio: Sequence[int]) -> Console | None:
     rdevs = [_tty_rdev(fd) for fd in stdio]
     if not any(r is not None for r in rdevs):
         return None
-    return Console(stdio, rdevs)
+    try:
+        return Console(stdio, rdevs)
+    except OSError as e:
+        # Never fall back to handing the user's terminal to the sandbox.
+        from pyvisor.runtime.boot import BootError
+        raise BootError(f"cannot make the sandbox's terminal: {e.strerror or e}", 125) \
+            from None
 
 
 # -- the Sentry's side ----------------------------------------------------------------------

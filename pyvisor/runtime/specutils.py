@@ -10,8 +10,9 @@ integer from 0 to 4294967294, not "abc"`); nothing here starts a process or
 touches the host beyond reading config.json and stat'ing the paths it names.
 Unknown fields are ignored, as the spec requires of runtimes.
 
-`check_flags` does the same for the command line's limit flags, and
-`ArgumentParser` reports a usage error in one line.
+`parse_process` checks a process object alone (`exec --process`).
+`parse_size_flag`, `check_cpus` and `check_pids` do the same for the command
+line's limit flags, and `ArgumentParser` reports a usage error in one line.
 """
 
 from __future__ import annotations
@@ -248,30 +249,32 @@ _THROTTLE_DEV = _Arr(_Obj({"major": _Int(_I64), "minor": _Int(_I64), "rate": _In
 _CAPS = _Obj({k: _STRS for k in ("bounding", "effective", "inheritable", "permitted",
                                  "ambient")})
 
+PROCESS_SCHEMA = _Obj({
+    "terminal": _BOOL,
+    "consoleSize": _Obj({"height": _Int(_U32), "width": _Int(_U32)}),
+    "user": _Obj({"uid": _Int(_ID), "gid": _Int(_ID), "umask": _Int(_U32),
+                  "additionalGids": _Arr(_Int(_ID)), "username": _STR}),
+    "args": _STRS,
+    "commandLine": _STR,
+    "env": _STRS,
+    "cwd": _STR,
+    "capabilities": _CAPS,
+    "rlimits": _Arr(_Obj({"type": _STR, "hard": _Int(_U64), "soft": _Int(_U64)},
+                         required=("type",))),
+    "noNewPrivileges": _BOOL,
+    "apparmorProfile": _STR,
+    "oomScoreAdj": _Int((-1000, 1000)),
+    "selinuxLabel": _STR,
+    "ioPriority": _Obj({"class": _STR, "priority": _Int(_INT)}),
+    "scheduler": _Obj({"policy": _STR, "nice": _Int((-20, 19)), "priority": _Int(_INT),
+                       "flags": _STRS, "runtime": _Int(_U64), "deadline": _Int(_U64),
+                       "period": _Int(_U64)}),
+    "execCPUAffinity": _Obj({"initial": _STR, "final": _STR}),
+}, required=("args",))
+
 SCHEMA = _Obj({
     "ociVersion": _STR,
-    "process": _Obj({
-        "terminal": _BOOL,
-        "consoleSize": _Obj({"height": _Int(_U32), "width": _Int(_U32)}),
-        "user": _Obj({"uid": _Int(_ID), "gid": _Int(_ID), "umask": _Int(_U32),
-                      "additionalGids": _Arr(_Int(_ID)), "username": _STR}),
-        "args": _STRS,
-        "commandLine": _STR,
-        "env": _STRS,
-        "cwd": _STR,
-        "capabilities": _CAPS,
-        "rlimits": _Arr(_Obj({"type": _STR, "hard": _Int(_U64), "soft": _Int(_U64)},
-                             required=("type",))),
-        "noNewPrivileges": _BOOL,
-        "apparmorProfile": _STR,
-        "oomScoreAdj": _Int((-1000, 1000)),
-        "selinuxLabel": _STR,
-        "ioPriority": _Obj({"class": _STR, "priority": _Int(_INT)}),
-        "scheduler": _Obj({"policy": _STR, "nice": _Int((-20, 19)), "priority": _Int(_INT),
-                           "flags": _STRS, "runtime": _Int(_U64), "deadline": _Int(_U64),
-                           "period": _Int(_U64)}),
-        "execCPUAffinity": _Obj({"initial": _STR, "final": _STR}),
-    }, required=("args",)),
+    "process": PROCESS_SCHEMA,
     "root": _Obj({"path": _STR, "readonly": _BOOL}, required=("path",)),
     "hostname": _STR,
     "domainname": _STR,
@@ -347,31 +350,40 @@ def _abs_path(path: str, v: str, *, no_dotdot: bool = False) -> None:
         _fail(path, "a path without '..'", v)
 
 
-def parse_spec(doc: object) -> Spec:
-    """Validates a decoded config.json; returns what pyvisor uses.  Raises SpecError."""
-    SCHEMA.check(doc, "")
+def parse_process(doc: object, path: str = "process") -> Process:
+    """Validates a process object (config.json's, or `exec --process`'s process.json)."""
+    PROCESS_SCHEMA.check(doc, path)
     assert isinstance(doc, dict)
-    p = doc["process"]
+    return _process(doc, path)
+
+
+def _process(p: dict[str, Any], path: str) -> Process:
     args = tuple(p["args"])
     if not args:
-        raise SpecError("process.args: must not be empty")
+        raise SpecError(f"{path}.args: must not be empty")
     if not args[0]:
-        raise SpecError("process.args[0]: must not be empty")
+        raise SpecError(f"{path}.args[0]: must not be empty")
     env = tuple(p.get("env") or ())
     for i, e in enumerate(env):
         if "=" not in e:
-            _fail(f"process.env[{i}]", "NAME=value", e)
+            _fail(f"{path}.env[{i}]", "NAME=value", e)
     cwd = p.get("cwd") or "/"
-    _abs_path("process.cwd", cwd)
+    _abs_path(f"{path}.cwd", cwd)
     u = p.get("user") or {}
     user = User(uid=u.get("uid") or 0, gid=u.get("gid") or 0,
                 additional_gids=tuple(u.get("additionalGids") or ()), umask=u.get("umask"))
     for i, r in enumerate(p.get("rlimits") or ()):
         if r["type"] not in RLIMIT_TYPES:
-            _fail(f"process.rlimits[{i}].type", "an RLIMIT_* name", r["type"])
-    process = Process(args=args, env=env, cwd=cwd, user=user,
-                      terminal=bool(p.get("terminal")),
-                      no_new_privileges=bool(p.get("noNewPrivileges")))
+            _fail(f"{path}.rlimits[{i}].type", "an RLIMIT_* name", r["type"])
+    return Process(args=args, env=env, cwd=cwd, user=user, terminal=bool(p.get("terminal")),
+                   no_new_privileges=bool(p.get("noNewPrivileges")))
+
+
+def parse_spec(doc: object) -> Spec:
+    """Validates a decoded config.json; returns what pyvisor uses.  Raises SpecError."""
+    SCHEMA.check(doc, "")
+    assert isinstance(doc, dict)
+    process = _process(doc["process"], "process")
     r = doc["root"]
     if not r["path"]:
         raise SpecError("root.path: must not be empty")

@@ -324,3 +324,18 @@ def test_bad_verb_flags_are_one_line(tmp_path: Path, args: list[str]) -> None:
                        cwd=REPO, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, (args, r.stderr)
     assert "Traceback" not in r.stderr
+
+
+def test_parse_process_alone() -> None:
+    """exec --process validates a process object by itself, with the same messages."""
+    p = specutils.parse_process({"args": ["/bin/sh"], "env": ["A=1"], "cwd": "/tmp",
+                                 "user": {"uid": 5, "gid": 6}, "terminal": True})
+    assert p.args == ("/bin/sh",) and p.user.uid == 5 and p.terminal
+    rng = random.Random(SEED)
+    for _ in range(200):
+        doc = {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0}}
+        mutate(doc, rng)
+        try:
+            specutils.parse_process(doc)
+        except specutils.SpecError as e:
+            assert "\n" not in str(e) and str(e).startswith("process")

@@ -129,16 +129,28 @@ class Console:
                 changed = True
             except termios.error:
                 pass
-        self.raw = changed
+        if changed:
+            self.raw = True
+            self._tell_guard(b"r")
 
     def restore(self) -> None:
-        """Puts every user terminal back in the mode it had when the sandbox started."""
+        """Puts every user terminal back in the mode it had when the sandbox started.
+
+        Only if we changed it: a launcher that never went raw (in the background)
+        leaves the terminal to its foreground, which may have changed it since.
+        """
+        if not self.raw:
+            return
+        self._set_saved_modes()
+        self.raw = False
+        self._tell_guard(b"c")
+
+    def _set_saved_modes(self) -> None:
         for fd, mode in self.saved.values():
             try:
                 termios.tcsetattr(fd, termios.TCSANOW, mode)
             except termios.error:
                 pass
-        self.raw = False
 
     def _reading_input(self) -> bool:
         return self.in_fd is not None and self._foreground(self.in_fd)
@@ -156,8 +168,10 @@ class Console:
     def _start_guard(self) -> None:
         """Forks a process that restores the saved modes when the launcher dies first.
 
-        It waits on a pipe: EOF without a byte means the launcher died without
-        restoring (SIGKILL).  It ignores terminal and termination signals, is
+        It follows the launcher on a pipe: b"r" when the launcher puts a terminal
+        in raw mode, b"c" when it restores, b"x" when it is done; EOF after an
+        b"r" means the launcher died in raw mode (SIGKILL), so the guard
+        restores.  It ignores terminal and termination signals, is
         in a process group of its own (so a kill of the job's group spares it),
         and may set modes from the background because SIGTTOU is ignored.
         """
@@ -173,18 +187,28 @@ class Console:
                             signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
                     signal.signal(sig, signal.SIG_IGN)
                 os.setpgid(0, 0)
+                raw = False
                 while True:
                     try:
                         data = os.read(r, 1)
-                        break
                     except InterruptedError:
                         continue
-                if not data:
-                    self.restore()
+                    if data in (b"", b"x"):
+                        break
+                    raw = data == b"r"
+                if not data and raw:
+                    self._set_saved_modes()
             finally:
                 os._exit(0)
         os.close(r)
         self.guard = (pid, w)
+
+    def _tell_guard(self, what: bytes) -> None:
+        if self.guard is not None:
+            try:
+                os.write(self.guard[1], what)
+            except OSError:
+                pass
 
     def _stop_guard(self) -> None:
         if self.guard is None:

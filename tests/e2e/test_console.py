@@ -302,3 +302,19 @@ def test_run_bundle_on_a_terminal(program: Builder, tmp_path) -> None:  # type: 
         assert term.output_flows()
     finally:
         term.close()
+
+
+def test_background_launcher_leaves_the_terminal_alone(program: Builder) -> None:
+    """A pyvisor in the background (sh -m: a job of its own) never sets raw mode: the
+    terminal belongs to the foreground; the sandbox still has its own pty."""
+    script = (f"{sys.executable} -m pyvisor do -- {program('ttymess.c')} exit & "
+              "wait $!; echo status=$?")
+    term = Terminal.start(["/bin/sh", "-m", "-c", script])
+    try:
+        term.expect(b"CHANGED")
+        during = _state(term.slave)
+        assert term.wait() == 0
+        assert b"status=0" in term.out
+        assert during == term.before and _state(term.slave) == term.before
+    finally:
+        term.close()

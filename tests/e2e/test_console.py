@@ -22,6 +22,7 @@ import sys
 import termios
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -257,7 +258,7 @@ def test_window_size_changes_reach_the_sandbox() -> None:
         term.close()
 
 
-def test_terminal_stdin_with_stdout_to_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_terminal_stdin_with_stdout_to_a_file(tmp_path: Path) -> None:
     """Only the stdio fds that are terminals get the pty; a file stays a file (no CRs)."""
     master, slave = os.openpty()
     _setup_terminal(slave)
@@ -285,7 +286,7 @@ def test_terminal_stdin_with_stdout_to_a_file(tmp_path) -> None:  # type: ignore
         term.close()
 
 
-def test_run_bundle_on_a_terminal(program: Builder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_run_bundle_on_a_terminal(program: Builder, tmp_path: Path) -> None:
     """`pyvisor run` has the same console as `do`."""
     import json
     bundle = tmp_path / "bundle"

@@ -676,6 +676,7 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         if os.getppid() != parent_pid:
             os._exit(1)         # the parent died before prctl took effect
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setsid()     # no terminal signals reach a Gofer (^C in the sandbox's pty)
         _close_fds_except(theirs.fileno(), root_fd)
         os.umask(0)
         if nofile is not None:

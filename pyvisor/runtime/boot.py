@@ -153,8 +153,11 @@ def boot(cfg: SandboxConfig) -> Kernel:
     creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid,
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
-    _mount_all(kernel, ns, t, cfg)
-    install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
+    devroot = _mount_all(kernel, ns, t, cfg)
+    stdio = install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
+    # /dev/tty: the sandbox's own pty, when the launcher made one (runtime/console.py).
+    from pyvisor.runtime.console import sandbox_terminal
+    devroot.entries[b"tty"].set_terminal(sandbox_terminal(stdio))
     try:
         set_cwd(t, cfg.cwd)
         kernel.init = t.tg
@@ -237,8 +240,8 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
                 FSContext(rootloc, rootloc), creds, regs)
 
 
-def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) -> None:
-    """/dev, /dev/shm, /proc, /sys, then the configuration's mounts."""
+def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) -> Any:
+    """/dev, /dev/shm, /proc, /sys, then the configuration's mounts; returns devfs's root."""
     from pyvisor.sentry.fsimpl.dev.devfs import new_devfs
     from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
     from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
@@ -273,6 +276,7 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
             continue   # TODO(#2): devpts, sysfs
         else:
             raise BootError(f"unsupported mount type {m.type!r} at {m.destination}")
+    return devroot
 
 
 def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any) -> None:
@@ -289,20 +293,39 @@ def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any)
 
 
 def install_stdio(kernel: Kernel, t: Task, stdio: tuple[int, ...] | list[int], uid: int,
-                  gid: int, owned: bool = False) -> None:
+                  gid: int, owned: bool = False) -> list[Any]:
     """Fds 0-2 of `t` on host fds (the Sentry holds the container's stdio).  A negative or
-    closed host fd leaves that fd closed inside.  With `owned`, the host fds are taken
-    over (closed by the file); otherwise they are duplicated."""
-    from pyvisor.sentry.fsimpl.host.host import host_file
+    closed host fd leaves that fd closed inside.
+
+    At boot (not `owned`) the host fds are duplicated, and host fds that are one open
+    file description (`> log 2>&1`) become one description inside, as a child process
+    inherits them.  With `owned` (an exec's fds, received by a confined Sentry that may
+    neither dup nor kcmp) each host fd is taken over as it is; reads and writes still
+    go through the host description's own offset, so output order is kept.
+    """
+    from pyvisor.sentry.fsimpl.host.host import host_file, stdio_files
+    if not owned:
+        files = stdio_files(kernel, [fd if fd >= 0 else _CLOSED_FD for fd in stdio],
+                            (O_RDONLY, O_WRONLY, O_WRONLY), uid=uid, gid=gid)
+        for fd, f in enumerate(files):
+            if f is not None:     # a closed stdio fd stays closed inside
+                t.fd_table.install_at(fd, f)
+        return files
+    installed: list[Any] = []
     for fd, (hostfd, acc) in enumerate(zip(stdio, (O_RDONLY, O_WRONLY, O_WRONLY))):
         if hostfd < 0:
             continue
         try:
             mode = O_RDWR if _is_rdwr(hostfd) else acc
-            f = host_file(kernel, hostfd if owned else os.dup(hostfd), mode, uid=uid, gid=gid)
+            f = host_file(kernel, hostfd, mode, uid=uid, gid=gid)
         except OSError:
             continue    # a closed stdio fd stays closed inside
         t.fd_table.install_at(fd, f)
+        installed.append(f)
+    return installed
+
+
+_CLOSED_FD = 1 << 30    # a host fd number that is never open: stdio_files leaves it closed
 
 
 class SpawnError(Exception):

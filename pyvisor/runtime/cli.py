@@ -31,7 +31,8 @@ SANDBOX_VERBS = {"do", "run", "create"}     # these boot a Sentry: seccomp must 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
+    from pyvisor.runtime.specutils import ArgumentParser    # usage errors: one line
+    p = ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
     p.add_argument("--version", "-v", action="version",
                    version=f"pyvisor version {VERSION}\nspec: 1.0.2")
     p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")

@@ -87,14 +87,25 @@ def run_sandbox(cfg: SandboxConfig, on_exit: Callable[[int], None] | None = None
 
 
 def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = None) -> int:
-    """Forks the Sentry as PID 1 of a new PID namespace and waits for it."""
+    """Forks the Sentry as PID 1 of a new PID namespace and waits for it.
+
+    A foreground sandbox (`do`, `run`) whose stdio is a terminal gets a pty of its own
+    (runtime/console.py): the launcher copies between the two and restores the user's
+    terminal however the sandbox ends.  A detached container (`create`) never does.
+    """
     from pyvisor.runtime import confine
+    from pyvisor.runtime.console import open_console
+    console = None if cfg.hold_init else open_console(cfg.stdio)
     try:
         confine.unshare_pid()
     except confine.ConfinementError as e:
+        if console is not None:
+            console.close_unused()
         raise BootError(str(e), 125) from None
     pid = os.fork()
     if pid == 0:
+        if console is not None:
+            console.attach_sentry()
         _sentry_child(cfg, cg)
     report(cfg.ready_fd, f"sentry {pid}")
     for fd in (cfg.ready_fd, cfg.control_fd):     # the Sentry's now
@@ -111,12 +122,15 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
             pass
     for sig in FORWARDED:
         host_signal.signal(sig, forward)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    if console is not None:
+        status = console.serve(pid)      # restores the user's terminal before returning
+    else:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -186,7 +200,8 @@ def sentry_main(cfg: SandboxConfig) -> int:
             raise BootError(str(e), 125) from None
     if service is not None:
         service.start()
-    _forward_signals(kernel)
+    from pyvisor.runtime.console import forward_signals
+    forward_signals(kernel)     # host signals to the sandbox's foreground process group
     if cfg.ready_fd >= 0:
         report(cfg.ready_fd, "ok")
         os.close(cfg.ready_fd)
@@ -200,19 +215,6 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF
-
-
-def _forward_signals(kernel: Any) -> None:
-    """SIGINT/SIGTERM/SIGHUP/SIGQUIT to the Sentry go to the init's process group."""
-    def forward(sig: int, frame: object) -> None:
-        from pyvisor.sentry.kernel import signal as ksignal
-        init = kernel.init
-        if init is not None and not init.zombie:
-            for g in list(kernel.groups.values()):
-                if g.pgid == init.pgid or g is init:
-                    ksignal.send_to_group(g, ksignal.SigInfo(sig, 0))
-    for sig in FORWARDED:
-        host_signal.signal(sig, forward)
 
 
 def _shutdown(kernel: Any) -> None:

@@ -7,100 +7,23 @@ runc: libcontainer/specconv (Example() for `spec`).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from pyvisor.runtime import specutils
 from pyvisor.runtime.boot import BootError, MountSpec, SandboxConfig
 
 
-def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            spec = json.load(f)
-    except FileNotFoundError:
-        raise BootError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise BootError(f"{path}: invalid config: {e}") from None
-    if not isinstance(spec, dict):
-        raise BootError(f"{path}: invalid config: not a JSON object")
-    return spec
-
-
-def _strings(path: str, v: Any, what: str, nonempty: bool = False) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(a, str) for a in v) or (nonempty and not v):
-        raise BootError(f"{path}: {what} must be a {'non-empty ' if nonempty else ''}"
-                        "list of strings")
-    return v
-
-
 def parse_process(path: str, proc: Any) -> dict[str, Any]:
-    """process (of config.json or of exec --process): args, env, cwd, user, terminal."""
-    if not isinstance(proc, dict):
-        raise BootError(f"{path}: process is missing")
-    argv = _strings(path, proc.get("args"), "process.args", nonempty=True)
-    env = _strings(path, proc.get("env", []) or [], "process.env")
-    cwd = proc.get("cwd", "/") or "/"
-    if not isinstance(cwd, str) or not cwd.startswith("/"):
-        raise BootError(f"{path}: process.cwd must be an absolute path")
-    user = proc.get("user", {}) or {}
-    if not isinstance(user, dict):
-        raise BootError(f"{path}: process.user must be an object")
-    ids = []
-    for key in ("uid", "gid"):
-        v = user.get(key, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 32:
-            raise BootError(f"{path}: process.user.{key} must be a 32-bit id")
-        ids.append(v)
-    groups = user.get("additionalGids", []) or []
-    if not isinstance(groups, list) or not all(isinstance(g, int) and 0 <= g < 1 << 32
-                                               for g in groups):
-        raise BootError(f"{path}: process.user.additionalGids must be a list of ids")
-    return {"args": argv, "env": env, "cwd": cwd, "uid": ids[0], "gid": ids[1],
-            "groups": groups, "terminal": bool(proc.get("terminal", False))}
-
-
-def _root(path: str, bundle: str, spec: dict[str, Any]) -> tuple[str, bool]:
-    root = spec.get("root", {})
-    if not isinstance(root, dict) or not isinstance(root.get("path"), str):
-        raise BootError(f"{path}: root.path is missing")
-    rootfs = root["path"]
-    if not os.path.isabs(rootfs):
-        rootfs = os.path.join(bundle, rootfs)
-    if not os.path.isdir(rootfs):
-        raise BootError(f"root.path {rootfs!r} is not a directory")
-    return rootfs, bool(root.get("readonly", False))
-
-
-def _mounts(path: str, bundle: str, spec: dict[str, Any]) -> list[MountSpec]:
-    mounts = []
-    for m in spec.get("mounts", []) or []:
-        if not isinstance(m, dict) or not isinstance(m.get("destination"), str):
-            raise BootError(f"{path}: each mount needs a destination")
-        src = m.get("source", "")
-        if isinstance(src, str) and src and not os.path.isabs(src) and m.get("type") == "bind":
-            src = os.path.join(bundle, src)
-        mounts.append(MountSpec(m["destination"], str(m.get("type", "bind")), str(src or ""),
-                                [str(o) for o in m.get("options", []) or []]))
-    return mounts
-
-
-def _resources(path: str, spec: dict[str, Any]) -> dict[str, int | float | None]:
-    linux = spec.get("linux")
-    res = (linux.get("resources") or {}) if isinstance(linux, dict) else {}
-    if not isinstance(res, dict):
-        res = {}
-    memory = (res.get("memory") or {}).get("limit")
-    pids = (res.get("pids") or {}).get("limit")
-    cpu = res.get("cpu") or {}
-    quota, period = cpu.get("quota"), cpu.get("period") or 100_000
-    for name, v in (("memory.limit", memory), ("pids.limit", pids), ("cpu.quota", quota),
-                    ("cpu.period", period)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise BootError(f"{path}: linux.resources.{name} must be an integer")
-    return {"memory": memory if memory and memory > 0 else None,
-            "pids": pids if pids and pids > 0 else None,
-            "cpus": quota / period if quota and quota > 0 and period > 0 else None}
+    """process (of config.json or of exec --process), validated by specutils: args, env,
+    cwd, user, terminal."""
+    try:
+        p = specutils.parse_process(proc, "process")
+    except specutils.SpecError as e:
+        raise BootError(f"{path}: {e}", 125) from None
+    return {"args": list(p.args), "env": list(p.env), "cwd": p.cwd, "uid": p.user.uid,
+            "gid": p.user.gid, "groups": list(p.user.additional_gids),
+            "terminal": p.terminal}
 
 
 def check_dcache(n: object, what: str) -> int:
@@ -114,27 +37,26 @@ def check_dcache(n: object, what: str) -> int:
 
 
 def load_bundle(bundle: str) -> SandboxConfig:
-    """Reads and validates an OCI bundle's config.json."""
-    path = os.path.join(bundle, "config.json")
-    spec = _read(path)
-    proc = parse_process(path, spec.get("process"))
-    rootfs, readonly = _root(path, bundle, spec)
-    res = _resources(path, spec)
-    hostname = spec.get("hostname", "pyvisor")
-    annotations = spec.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise BootError(f"{path}: annotations must be an object")
-    dcache = annotations.get("dev.pyvisor.dcache")
+    """Reads and validates an OCI bundle's config.json (every field: specutils)."""
+    try:
+        spec = specutils.load_spec(bundle)
+        rootfs = specutils.rootfs_of(spec, bundle)
+        mounts = [MountSpec(m.destination, m.type,
+                            specutils.bind_source_of(m, bundle) if m.is_bind else m.source,
+                            list(m.options)) for m in spec.mounts]
+    except specutils.SpecError as e:
+        raise BootError(str(e), 125) from None
+    proc, res = spec.process, spec.resources
+    dcache = spec.annotations.get("dev.pyvisor.dcache")
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
-    return SandboxConfig(root=rootfs, argv=proc["args"], env=proc["env"], cwd=proc["cwd"],
-                         mounts=_mounts(path, bundle, spec), overlay=not readonly,
-                         memory_limit=res["memory"],     # type: ignore[arg-type]
-                         pids_limit=res["pids"],         # type: ignore[arg-type]
-                         cpus=res["cpus"], uid=proc["uid"], gid=proc["gid"],
-                         groups=proc["groups"], terminal=proc["terminal"],
-                         hostname=hostname if isinstance(hostname, str) else "pyvisor",
-                         annotations={str(k): str(v) for k, v in annotations.items()},
+    return SandboxConfig(root=rootfs, argv=list(proc.args), env=list(proc.env), cwd=proc.cwd,
+                         mounts=mounts, overlay=not spec.root.readonly,
+                         memory_limit=res.memory_limit, pids_limit=res.pids_limit,
+                         cpus=res.cpus, uid=proc.user.uid, gid=proc.user.gid,
+                         groups=list(proc.user.additional_gids), terminal=proc.terminal,
+                         hostname=spec.hostname,
+                         annotations={str(k): str(v) for k, v in spec.annotations.items()},
                          dcache=None if dcache is None
                          else check_dcache(dcache, "annotation dev.pyvisor.dcache"))
 

@@ -23,6 +23,7 @@ from pyvisor.abi.linux.stat import S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG
 from pyvisor.sentry.fsimpl.dev.devfs import new_devfs, new_encode_dev
 from pyvisor.sentry.fsimpl.host import host as hostfs
 from pyvisor.sentry.fsimpl.host.host import host_file
+from pyvisor.sentry.vfs.file import AT_POSITION
 from pyvisor.sentry.fsimpl.proc.procfs import SnapshotFileImpl, new_procfs
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
@@ -516,12 +517,21 @@ def test_host_regular_file() -> None:
         os.lseek(tf.fileno(), 4, os.SEEK_SET)
         fd = host_file(loop, os.dup(tf.fileno()), O_RDWR)
         t = FakeTask(loop)
-        assert fd.impl.seekable and fd.offset == 4
+        assert fd.impl.seekable and fd.impl.keeps_position and fd.offset == 4
         assert stat.S_ISREG(fd.inode.mode) and fd.inode.size() == 10
-        assert fd.impl.read(fd, t, 3, 4) == b"456"  # type: ignore[arg-type]
-        assert os.lseek(tf.fileno(), 0, os.SEEK_CUR) == 7
-        assert fd.impl.write(fd, t, b"AB", 8) == 2  # type: ignore[arg-type]
+        # At the current position: the host fd's own offset, shared with the caller.
+        assert fd.impl.read(fd, t, 3, AT_POSITION) == b"456"  # type: ignore[arg-type]
+        assert os.lseek(tf.fileno(), 0, os.SEEK_CUR) == 7 and fd.offset == 7
+        os.lseek(tf.fileno(), 8, os.SEEK_SET)      # the caller moves it: we follow
+        assert fd.offset == 8
+        assert fd.impl.write(fd, t, b"AB", AT_POSITION) == 2  # type: ignore[arg-type]
         assert os.pread(tf.fileno(), 20, 0) == b"01234567AB"
+        assert fd.offset == 10
+        # Positional (pread/pwrite) leaves it alone; setting the offset is lseek.
+        assert fd.impl.read(fd, t, 2, 0) == b"01"  # type: ignore[arg-type]
+        assert fd.offset == 10
+        fd.offset = 2
+        assert os.lseek(tf.fileno(), 0, os.SEEK_CUR) == 2
         assert fd.impl.readiness(fd, EVENT_IN | EVENT_OUT) == EVENT_IN | EVENT_OUT
         fd.impl.waitq(fd)          # regular files never need a watch
         assert loop.watchers == {}

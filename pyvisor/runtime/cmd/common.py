@@ -38,25 +38,22 @@ def parse_signal(text: str) -> int:
 
 
 def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
-    """--memory/--pids-limit/--cpus/--tmpfs-size override the bundle's resources."""
-    from pyvisor.runtime.cgroup import parse_size
+    """--memory/--pids-limit/--cpus/--tmpfs-size/--dcache override the bundle's values."""
+    from pyvisor.runtime import specutils
+    from pyvisor.runtime.spec import check_dcache
     try:
-        if args.memory:
-            cfg.memory_limit = parse_size(args.memory)
-        if args.tmpfs_size:
-            cfg.tmpfs_size = parse_size(args.tmpfs_size)
-    except ValueError as e:
-        raise BootError(f"bad size: {e}", 125) from None
-    if args.pids_limit is not None:
-        if args.pids_limit < 1:
-            raise BootError("--pids-limit must be positive", 125)
-        cfg.pids_limit = args.pids_limit
-    if args.cpus is not None:
-        if args.cpus <= 0:
-            raise BootError("--cpus must be positive", 125)
-        cfg.cpus = args.cpus
+        if args.memory is not None:
+            cfg.memory_limit = specutils.parse_size_flag("--memory", args.memory,
+                                                         specutils.MIN_MEMORY)
+        if args.tmpfs_size is not None:
+            cfg.tmpfs_size = specutils.parse_size_flag("--tmpfs-size", args.tmpfs_size)
+        if args.pids_limit is not None:
+            cfg.pids_limit = specutils.check_pids(args.pids_limit)
+        if args.cpus is not None:
+            cfg.cpus = specutils.check_cpus(args.cpus)
+    except specutils.SpecError as e:
+        raise BootError(str(e), 125) from None
     if args.dcache is not None:
-        from pyvisor.runtime.spec import check_dcache
         cfg.dcache = check_dcache(args.dcache, "--dcache")
 
 

@@ -28,11 +28,20 @@ if TYPE_CHECKING:
 
 _NEVER = WaitQueue()  # files that are always ready never notify
 
+# The `offset` do_read/do_write pass to an impl that keeps its own position:
+# "at the current position, advancing it" (preadv2's -1).
+AT_POSITION = -1
+
 
 class FileImpl:
     """Default behaviour of an open file: nothing is supported."""
 
     seekable = False
+    # The file position lives outside the description (a host fd shared with
+    # processes outside the sandbox): read/write at the current position get
+    # offset AT_POSITION and advance it themselves; the description's
+    # `offset` reads and sets that position.
+    keeps_position = False
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)
@@ -96,9 +105,9 @@ class FileDescription:
         self.dentry = dentry
         self.inode: Inode = dentry.inode
         self.flags = flags            # status flags + access mode (O_CLOEXEC is per fd)
+        self.impl: FileImpl = FileImpl()
         self.offset = 0
         self.refs = 1                  # fd-table references
-        self.impl: FileImpl = FileImpl()
 
     @classmethod
     def open(cls, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:

@@ -129,15 +129,26 @@ class CharDevice(Inode):
 class TtyDevice(CharDevice):
     """/dev/tty: the controlling terminal.
 
-    Sandboxed processes have no controlling terminal yet, so opening gives
-    ENXIO, as Linux does for a process without one.
-    TODO: redirect to the session's terminal once ttys (devpts, host tty) do job control.
+    The sandbox's one terminal is its console (runtime/console.py: a pty of
+    its own that the launcher made), set with `set_terminal`; opening
+    /dev/tty opens it, for every process of the sandbox (sessions do not
+    track their terminal yet).  Without a console it is ENXIO, as Linux
+    gives a process without a controlling terminal.
     """
 
-    __slots__ = ()
+    __slots__ = ("terminal",)
 
     def __init__(self, fs: Filesystem) -> None:
         super().__init__(fs, TTYAUX_MAJOR, TTY_MINOR, None)
+        self.terminal: Inode | None = None
+
+    def set_terminal(self, inode: Inode | None) -> None:
+        self.terminal = inode
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if self.terminal is None:
+            raise SyscallError(Errno.ENXIO)
+        return self.terminal.open(fd, flags)
 
 
 # Name -> (minor, FileImpl factory) for the memory devices.

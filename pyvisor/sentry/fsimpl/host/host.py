@@ -5,6 +5,21 @@ pkg/sentry/fsimpl/host.  A `HostInode` wraps one host fd; every open file
 description on it (the one `host_file` makes, and re-opens through
 /proc/self/fd/N or /dev/stdin) is a `HostFileImpl` sharing that fd.
 
+Sharing with the caller: the descriptions `host_file` makes for the
+container's stdio share the caller's open file descriptions, as a child
+process's stdio would: reads and writes of a regular file go through the
+host fd's own offset (read/write, not pread/pwrite), so `> log 2>&1`, `>>`,
+several writers of one log and an lseeking program behave as natively; the
+description's `offset` is that host offset (HostFileDescription).  Host fds
+that are one open file description (kcmp) become one description inside
+(`stdio_files`), so F_SETFL on one is seen on the other.  The host
+description's status flags (O_APPEND, O_NONBLOCK) are the sandbox's at
+start; the sandbox's own F_SETFL stays in the Sentry (its seccomp list has no
+fcntl): O_APPEND set inside seeks to the end before each write, and
+O_NONBLOCK inside never makes the caller's description non-blocking.  A re-open through
+/proc/self/fd/N or /dev/stdout is a new description with its own offset
+(pread/pwrite), as Linux gives a new struct file.
+
 Blocking: the Sentry is one loop, so a host read or write must never wait.
 Before reading a pipe, socket or tty we poll it with a zero timeout and raise
 WouldBlock if it has nothing; writes go in chunks of at most PIPE_BUF while
@@ -13,11 +28,13 @@ nothing was written) instead of stalling the sandbox.  The syscall layer then
 sleeps on `waitq`, which arms a one-shot epoll watch on the Sentry's loop
 (Kernel.watch_fd) that notifies the queue when the fd becomes ready.
 Regular files (and devices epoll refuses, such as /dev/null) are always
-ready and use plain pread/pwrite.
+ready.
 
-Terminal ioctls are passed through to the host terminal; the foreground
-process group is virtual (the host's belongs to the host's processes).
-Concurrency: Sentry loop only.
+Terminals: when the caller's stdio is a terminal, the launcher gives the
+sandbox a pty of its own (runtime/console.py), so the host fd here is that
+pty's slave and terminal ioctls pass through to it, never to the user's
+terminal.  The foreground process group is virtual (TIOCSPGRP), kept per
+terminal; the launcher's console forwards ^C & co. to it.
 """
 
 from __future__ import annotations
@@ -27,14 +44,14 @@ import os
 import select
 import stat as pystat
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_IFMT
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_RDHUP, WaitQueue)
-from pyvisor.sentry.vfs.file import FileDescription, FileImpl
+from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
 
@@ -69,6 +86,43 @@ MAX_FILE_READ = 16 << 20
 
 _POLL_BITS = EVENT_IN | EVENT_PRI | EVENT_OUT | EVENT_RDHUP   # poll(2) == epoll bit values
 _I32 = struct.Struct("<i")
+# Status flags the sandbox's stdio takes from the caller's open file description.
+_SHARED_FLAGS = os.O_APPEND | os.O_NONBLOCK
+_KCMP_FILE = 0
+_SYS_KCMP = 312
+
+
+class TTYState:
+    """What the sandbox keeps of one terminal: its virtual foreground process group.
+
+    Linux: the pgrp part of struct tty_struct.  The host's own foreground
+    group belongs to the host's processes; the sandbox's lives here, and
+    the Sentry's console forwarding (runtime/console.py) signals it.
+    """
+
+    __slots__ = ("fg_pgrp",)
+
+    def __init__(self) -> None:
+        self.fg_pgrp: int | None = None     # None: the init process's group
+
+
+_ttys: dict[int, TTYState] = {}    # host rdev -> state; one Sentry process, one kernel
+
+
+def tty_state(rdev: int) -> TTYState:
+    """The state of the terminal with host device number `rdev`."""
+    st = _ttys.get(rdev)
+    if st is None:
+        st = _ttys[rdev] = TTYState()
+    return st
+
+
+def foreground_pgrp(kernel: Any) -> int | None:
+    """The sandbox's foreground process group on its terminal, if it set one."""
+    for st in _ttys.values():
+        if st.fg_pgrp is not None:
+            return st.fg_pgrp
+    return None
 
 
 class HostFS(Filesystem):
@@ -101,7 +155,7 @@ class HostInode(Inode):
     """
 
     __slots__ = ("kernel", "hostfd", "owned", "opens", "queue", "armed", "regular",
-                 "pollable", "is_tty", "fg_pgrp", "host_append")
+                 "pollable", "is_tty", "tty")
 
     def __init__(self, fs: HostFS, kernel: Any, hostfd: int, owned: bool,
                  uid: int = 0, gid: int = 0) -> None:
@@ -116,11 +170,8 @@ class HostInode(Inode):
         self.regular = pystat.S_ISREG(st.st_mode)
         self.pollable = not self.regular and not pystat.S_ISDIR(st.st_mode)
         self.is_tty = os.isatty(hostfd)
-        self.fg_pgrp: int | None = None   # virtual foreground process group (TIOCSPGRP)
-        try:
-            self.host_append = bool(fcntl.fcntl(hostfd, fcntl.F_GETFL) & os.O_APPEND)
-        except OSError:
-            self.host_append = False
+        # Job-control state, one per terminal however many fds reach it.
+        self.tty: TTYState | None = tty_state(st.st_rdev) if self.is_tty else None
         self._load(st)
 
     def _load(self, st: os.stat_result) -> None:
@@ -155,7 +206,7 @@ class HostInode(Inode):
         """A new description on the same host fd (/proc/self/fd/N, /dev/stdin)."""
         if self.hostfd < 0:
             raise SyscallError(Errno.ENXIO)
-        return HostFileImpl(self)
+        return HostFileImpl(self, shares_host_offset=False)
 
     # -- readiness ---------------------------------------------------------------------
 
@@ -249,11 +300,19 @@ class HostInode(Inode):
 
 
 class HostFileImpl(FileImpl):
-    """An open description on a host fd."""
+    """An open description on a host fd.
 
-    def __init__(self, inode: HostInode) -> None:
+    With `shares_host_offset` (the stdio descriptions `host_file` makes) a
+    regular file is read and written at the host fd's own offset; otherwise
+    (a re-open) at the description's offset, with pread/pwrite.
+    """
+
+    def __init__(self, inode: HostInode, shares_host_offset: bool,
+                 host_append: bool = False) -> None:
         self.host = inode
         self.seekable = inode.regular
+        self.keeps_position = inode.regular and shares_host_offset
+        self.host_append = host_append    # the host description has O_APPEND
         self.released = False
         inode.opens += 1
 
@@ -265,9 +324,9 @@ class HostFileImpl(FileImpl):
             return b""
         try:
             if h.regular:
-                data = os.pread(h.hostfd, min(n, MAX_FILE_READ), offset)
-                self._sync_offset(offset + len(data))
-                return data
+                if offset == AT_POSITION:
+                    return os.read(h.hostfd, min(n, MAX_FILE_READ))
+                return os.pread(h.hostfd, min(n, MAX_FILE_READ), offset)
             if not h.poll_now(EVENT_IN) & (EVENT_IN | EVENT_HUP | EVENT_ERR):
                 raise WouldBlock()
             return os.read(h.hostfd, min(n, MAX_STREAM_READ))
@@ -284,16 +343,18 @@ class HostFileImpl(FileImpl):
         total = 0
         try:
             if h.regular:
+                # One write(2) at the host offset: the host's O_APPEND and its
+                # position lock make it atomic against the caller's other writers.
+                if offset == AT_POSITION and fd.append and not self.host_append:
+                    os.lseek(h.hostfd, 0, os.SEEK_END)     # O_APPEND set inside
                 while total < len(view):
-                    if h.host_append:
+                    if offset == AT_POSITION:
                         k = os.write(h.hostfd, view[total:])
                     else:
                         k = os.pwrite(h.hostfd, view[total:], offset + total)
                     if k <= 0:
                         break
                     total += k
-                if not h.host_append:
-                    self._sync_offset(offset + total)
                 return total
             while total < len(view):
                 if h.pollable and not h.poll_now(EVENT_OUT) & (EVENT_OUT | EVENT_ERR |
@@ -317,8 +378,14 @@ class HostFileImpl(FileImpl):
                 return total
             raise SyscallError.from_host(e) from None
 
-    def _sync_offset(self, pos: int) -> None:
-        """Keeps the host fd's offset with ours, for whoever shares it after we exit."""
+    def host_offset(self) -> int:
+        """The host fd's offset (0 if it has none)."""
+        try:
+            return os.lseek(self.host.hostfd, 0, os.SEEK_CUR)
+        except OSError:
+            return 0
+
+    def set_host_offset(self, pos: int) -> None:
         try:
             os.lseek(self.host.hostfd, pos, os.SEEK_SET)
         except OSError:
@@ -380,7 +447,8 @@ class HostFileImpl(FileImpl):
                 (pgrp,) = _I32.unpack(t.copy_in(arg, 4))
                 if pgrp < 0:
                     raise SyscallError(Errno.EINVAL)
-                h.fg_pgrp = pgrp
+                assert h.tty is not None
+                h.tty.fg_pgrp = pgrp
             elif cmd == TIOCGSID:
                 init = getattr(t.kernel, "init", None)
                 t.copy_out(arg, _I32.pack(init.sid if init is not None else 1))
@@ -397,8 +465,9 @@ class HostFileImpl(FileImpl):
         return 0
 
     def _fg_pgrp(self, t: Task) -> int:
-        if self.host.fg_pgrp is not None:
-            return self.host.fg_pgrp
+        tty = self.host.tty
+        if tty is not None and tty.fg_pgrp is not None:
+            return tty.fg_pgrp
         init = getattr(t.kernel, "init", None)
         return int(init.pgid) if init is not None and init.pgid else 1
 
@@ -425,10 +494,30 @@ def _dentry_name(inode: HostInode, hostfd: int) -> bytes:
     return b"host:[%d]" % hostfd
 
 
+class HostFileDescription(FileDescription):
+    """A stdio description shared with the caller: `offset` is the host fd's offset."""
+
+    __slots__ = ()
+
+    @property   # type: ignore[override]
+    def offset(self) -> int:
+        impl = self.impl
+        return impl.host_offset() if isinstance(impl, HostFileImpl) and impl.keeps_position \
+            else 0
+
+    @offset.setter
+    def offset(self, pos: int) -> None:
+        impl = self.impl
+        if isinstance(impl, HostFileImpl) and impl.keeps_position:
+            impl.set_host_offset(pos)
+
+
 def host_file(kernel: Any, hostfd: int, flags: int, *, owned: bool = True, uid: int = 0,
               gid: int = 0) -> FileDescription:
-    """A FileDescription on host fd `hostfd` (for the container's stdio).
+    """A FileDescription sharing host fd `hostfd`'s open file description.
 
+    `flags` gives the access mode; the status flags O_APPEND and O_NONBLOCK
+    are the host description's.
     Preconditions: with `owned` (the default) the description owns `hostfd`
     and closes it with its last reference, so dup the Sentry's own stdio
     first.  `uid`/`gid` own the file as the sandbox sees it (the container
@@ -436,12 +525,53 @@ def host_file(kernel: Any, hostfd: int, flags: int, *, owned: bool = True, uid: 
     Raises OSError if `hostfd` is not open.
     """
     inode = HostInode(_the_hostfs(), kernel, hostfd, owned, uid, gid)
+    try:
+        flags |= fcntl.fcntl(hostfd, fcntl.F_GETFL) & _SHARED_FLAGS
+    except OSError:
+        pass
     dentry = Dentry(_dentry_name(inode, hostfd), None, inode)
     mount = Mount(inode.fs, dentry, source="host")
-    fd = FileDescription.open(mount, dentry, flags)
-    if inode.regular:
-        try:
-            fd.offset = os.lseek(hostfd, 0, os.SEEK_CUR)
-        except OSError:
-            pass
+    fd = HostFileDescription(mount, dentry, flags)
+    fd.impl = HostFileImpl(inode, shares_host_offset=True,
+                           host_append=bool(flags & os.O_APPEND))
     return fd
+
+
+def same_description(fd1: int, fd2: int) -> bool:
+    """Whether two of our fds are one open file description (kcmp KCMP_FILE)."""
+    pid = os.getpid()
+    return _libc().syscall(_SYS_KCMP, pid, pid, _KCMP_FILE, fd1, fd2) == 0
+
+
+def _libc() -> Any:
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def stdio_files(kernel: Any, hostfds: Sequence[int], modes: Sequence[int], *, uid: int = 0,
+                gid: int = 0) -> list[FileDescription | None]:
+    """Descriptions for the container's fds 0, 1, 2 from the host fds `hostfds`.
+
+    Host fds that share one open file description (`> log 2>&1`, a terminal
+    dup'ed to all three) give one description, referenced once per fd, as
+    a child process inherits them.  A closed host fd gives None.
+    `modes` are the access modes to use when the host fd is not O_RDWR.
+    """
+    out: list[FileDescription | None] = []
+    for i, (hostfd, mode) in enumerate(zip(hostfds, modes)):
+        f: FileDescription | None = None
+        for j in range(i):
+            prev = out[j]
+            if prev is not None and same_description(hostfds[j], hostfd):
+                prev.incref()
+                f = prev
+                break
+        if f is None:
+            try:
+                acc = fcntl.fcntl(hostfd, fcntl.F_GETFL) & os.O_ACCMODE
+                f = host_file(kernel, os.dup(hostfd), os.O_RDWR if acc == os.O_RDWR else mode,
+                              uid=uid, gid=gid)
+            except OSError:
+                f = None     # a closed stdio fd stays closed inside
+        out.append(f)
+    return out

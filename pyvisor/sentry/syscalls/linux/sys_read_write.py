@@ -13,7 +13,7 @@ from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
 from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint64
-from pyvisor.sentry.vfs.file import FileDescription
+from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
 MAX_RW_COUNT = 0x7FFFF000
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -29,16 +29,20 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
         if isinstance(f.impl, DirectoryImpl):
             raise SyscallError(Errno.EISDIR)
     n = min(n, MAX_RW_COUNT, CHUNK)
+    keeps = f.impl.keeps_position
     while True:
         try:
-            off = f.offset if offset is None else offset
+            if offset is None:
+                off = AT_POSITION if keeps else f.offset
+            else:
+                off = offset
             data = f.impl.read(f, t, n, off)
             break
         except WouldBlock:
             if f.nonblocking:
                 raise
         await t.kernel.block_on(t, f.impl.waitq(f), EVENT_IN | EVENT_HUP | EVENT_ERR)
-    if offset is None and f.impl.seekable:
+    if offset is None and f.impl.seekable and not keeps:
         f.offset += len(data)
     return data
 
@@ -49,14 +53,18 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
         raise SyscallError(Errno.EBADF)
     done = 0
     total = len(data)
+    keeps = f.impl.keeps_position
     while True:
         try:
             if offset is None:
-                off = f.impl.size(f) if f.append and f.impl.seekable else f.offset
+                if keeps:
+                    off = AT_POSITION
+                else:
+                    off = f.impl.size(f) if f.append and f.impl.seekable else f.offset
             else:
                 off = offset + done
             n = f.impl.write(f, t, data[done:] if done else data, off)
-            if offset is None and f.impl.seekable:
+            if offset is None and f.impl.seekable and not keeps:
                 f.offset = off + n
             done += n
             if done >= total:

@@ -83,8 +83,9 @@ def _setup_logging(args: argparse.Namespace) -> None:
         if path:
             try:
                 handlers.append(logging.FileHandler(path))
-            except OSError as e:
-                print(f"pyvisor: log file {path!r}: {e.strerror}", file=sys.stderr)
+            except (OSError, ValueError) as e:
+                raise BootError(f"log file {path!r}: {getattr(e, 'strerror', None) or e}",
+                                125) from None
     if not handlers:
         handlers.append(logging.StreamHandler(sys.stderr))
     fmt: logging.Formatter = _JSONFormatter() if args.log_format == "json" else \
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.pop("PYVISOR_REEXEC", None)
     args = _parser().parse_args(argv)
-    _setup_logging(args)
     try:
+        _setup_logging(args)
         if args.verb in SANDBOX_VERBS:
             from pyvisor.runtime.interp import InterpreterError, ensure_seccomp
             try:

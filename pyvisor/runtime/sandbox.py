@@ -184,6 +184,9 @@ def sentry_main(cfg: SandboxConfig) -> int:
         kernel = boot_mod.boot(cfg)
     except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
         raise BootError(f"sandbox set-up failed: {os.strerror(e.errno)}", 125) from None
+    from pyvisor.runtime.console import forward_signals
+    # Before seccomp: the handlers wake the loop through a pipe made here.
+    forward_signals(kernel)     # host signals to the sandbox's foreground process group
     service = None
     if cfg.control_fd >= 0:     # before seccomp: it wraps the inherited socket
         from pyvisor.runtime.sentry_control import ControlService
@@ -200,8 +203,6 @@ def sentry_main(cfg: SandboxConfig) -> int:
             raise BootError(str(e), 125) from None
     if service is not None:
         service.start()
-    from pyvisor.runtime.console import forward_signals
-    forward_signals(kernel)     # host signals to the sandbox's foreground process group
     if cfg.ready_fd >= 0:
         report(cfg.ready_fd, "ok")
         os.close(cfg.ready_fd)

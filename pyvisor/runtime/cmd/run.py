@@ -25,7 +25,10 @@ def main(args: argparse.Namespace) -> int:
     preserve_fds(args.preserve_fds)
     bundle = bundle_dir(args.bundle)
     cfg = load_bundle(bundle)
-    check_terminal(args, cfg.terminal)
+    if args.detach or args.console_socket:
+        # In the foreground, process.terminal is the launcher's console (runtime/console.py):
+        # the sandbox gets a pty of its own when stdio is a terminal.
+        check_terminal(args, cfg.terminal)
     cfg.strace = args.strace
     apply_limit_flags(cfg, args)
     if not args.detach:

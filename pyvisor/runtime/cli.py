@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(_verb_module(args.verb).main(args))  # type: ignore[attr-defined]
     except BootError as e:
         print(f"pyvisor: {e}", file=sys.stderr)
-        if args.log:
+        if args.log and logging.getLogger().handlers:   # the log file is open
             logging.getLogger("pyvisor.cli").error("%s", e)
         return 125 if args.verb == "run" else e.code
     except KeyboardInterrupt:

@@ -119,6 +119,7 @@ class Kernel:
         self.current: Task | None = None   # the task whose syscall is being served
         self.max_tasks = 1 << 20            # the sandbox's task limit, set at boot
         self.gofers: list[Any] = []
+        self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])

@@ -345,7 +345,7 @@ class UnixSocket(Socket):
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
 
-    def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
+    def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
         if cmd == SIOCINQ:
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)

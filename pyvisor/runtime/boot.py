@@ -71,6 +71,7 @@ class SandboxConfig:
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
     test_panic: str | None = None     # tests only: this syscall raises an internal error
     cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
+    network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
 
 
 DEFAULT_PIDS = 4096
@@ -156,6 +157,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
+    from pyvisor.sentry.socket import Network
+    kernel.network = Network(cfg.network, kernel)   # hostinet reads the host's interfaces now
 
     def gofer(root: str, readonly: bool, started: tuple[object, int] | None = None) -> GoferClient:
         sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
@@ -383,7 +386,7 @@ def _sentry_main(cfg: SandboxConfig) -> int:
     if cfg.confine:
         protect_from_oom()    # inherited by the Gofers; the master stub resets it
         try:
-            confine.enter_namespaces()
+            confine.enter_namespaces(host_network=cfg.network == "host")
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
     kernel = boot(cfg)
@@ -393,7 +396,7 @@ def _sentry_main(cfg: SandboxConfig) -> int:
             confine.pivot_to_empty()
             confine.drop_capabilities()
             confine.no_new_privs()
-            _install_seccomp()
+            _install_seccomp(hostinet=cfg.network == "host")
         except confine.ConfinementError as e:
             kernel.shutdown()
             raise BootError(str(e), 125) from None
@@ -428,8 +431,9 @@ def _sentry_main(cfg: SandboxConfig) -> int:
 SENTRY_SECCOMP = True    # the allow-list of pyvisor/seccomp/filters.py, installed last
 
 
-def _install_seccomp() -> None:
-    """The Sentry's seccomp allow-list, when the filter module is available."""
+def _install_seccomp(hostinet: bool = False) -> None:
+    """The Sentry's seccomp allow-list, when the filter module is available (with the
+    socket calls of hostinet for --network=host)."""
     if not SENTRY_SECCOMP:
         return
     try:
@@ -437,6 +441,6 @@ def _install_seccomp() -> None:
     except ImportError:
         log.debug("seccomp filters unavailable: the Sentry runs without one")
         return
-    install_sentry_filter()
+    install_sentry_filter(hostinet=hostinet)
 
 

@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--strace", action="store_true", help="print every application syscall")
-    p.add_argument("--network", default="none", choices=["none"],
-                   help="networking (only 'none' in this cut)")
+    p.add_argument("--network", default="sandbox", choices=["sandbox", "none", "host"],
+                   help="sandbox (default) and none: a loopback-only stack in the Sentry; "
+                   "host: the host's network through sockets the Sentry proxies")
     p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
                    "(default: half the host's RAM)")
     p.add_argument("--pids-limit", type=int, default=None,
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     d = sub.add_parser("do", help="run a host command in a sandbox")
     d.add_argument("--strace", action="store_true", dest="do_strace")
-    d.add_argument("--network", default="none", choices=["none"], dest="do_network")
+    d.add_argument("--network", default=None, choices=["sandbox", "none", "host"],
+                   dest="do_network")
     d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
     d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
     d.add_argument("--test-panic", default=None, help=argparse.SUPPRESS)
@@ -76,7 +78,8 @@ def cmd_do(args: argparse.Namespace) -> int:
     cwd = args.cwd or os.getcwd()
     env = [f"{k}={v}" for k, v in os.environ.items()]
     cfg = SandboxConfig(root="/", argv=cmd, env=env, cwd=cwd,
-                        strace=args.strace or args.do_strace, pin_cpu=not args.no_pin)
+                        strace=args.strace or args.do_strace, pin_cpu=not args.no_pin,
+                        network=args.do_network or args.network)
     apply_limit_flags(cfg, args)
     if args.test_panic:
         from pyvisor.abi.linux.sysno_amd64 import Sysno
@@ -183,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = _state_dir(args)
     cfg = load_bundle(os.path.abspath(args.bundle))
     cfg.strace = args.strace
+    cfg.network = args.network
     apply_limit_flags(cfg, args)
     try:
         os.makedirs(state, exist_ok=False)

@@ -5,34 +5,59 @@ programs (Python's http.server fetched with urllib, ping)."""
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Builder, Comparer
+    from conftest import Builder, CliRunner, Result, Runner
+
+NETWORKS = ["sandbox", "host"]
+Compare = Callable[..., "tuple[Result, Result]"]
 
 
-def test_inet_socket_api(program: Builder, compare: Comparer) -> None:
-    native, _ = compare([program("inet_socket.c")], timeout=300)
+@pytest.fixture
+def compare_net(run: Runner, pyvisor_cli: CliRunner) -> Callable[..., tuple[Result, Result]]:
+    """compare(network, argv): runs argv natively and under `pyvisor do --network=N`,
+    asserts the same exit status and stdout."""
+
+    def comparer(network: str, argv: Sequence[str], timeout: float = 300) -> tuple[Result, Result]:
+        native = run("native", argv, timeout=timeout)
+        sandboxed = pyvisor_cli(["do", f"--network={network}", "--", *argv], timeout=timeout)
+        detail = (f"{list(argv)!r} --network={network}\n=== native ===\n{native.output}"
+                  f"=== pyvisor ===\n{sandboxed.output}")
+        assert sandboxed.returncode == native.returncode, detail
+        assert sandboxed.stdout == native.stdout, f"stdout differs\n{detail}"
+        return native, sandboxed
+
+    return comparer
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_inet_socket_api(network: str, program: Builder, compare_net: Compare) -> None:
+    native, _ = compare_net(network, [program("inet_socket.c")])
     assert native.stdout == "ok\n", native.output
 
 
+@pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("mode", ["tcp4", "tcp6", "udp4", "udp6"])
-def test_echo(mode: str, program: Builder, compare: Comparer) -> None:
-    native, _ = compare([program("inet_echo.c"), mode], timeout=300)
+def test_echo(mode: str, network: str, program: Builder, compare_net: Compare) -> None:
+    native, _ = compare_net(network, [program("inet_echo.c"), mode])
     assert native.stdout.endswith(f"{mode} last: quit\nok\n"), native.output
 
 
-def test_epoll_server_100_clients(program: Builder, compare: Comparer) -> None:
-    native, _ = compare([program("inet_epoll.c"), "100"], timeout=300)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_epoll_server_100_clients(network: str, program: Builder, compare_net: Compare) -> None:
+    native, _ = compare_net(network, [program("inet_epoll.c"), "100"])
     assert native.stdout == "accepted 100 served 100 finished 100\nok\n", native.output
 
 
+@pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("family", ["4", "6"])
-def test_bulk_transfer(family: str, program: Builder, compare: Comparer) -> None:
+def test_bulk_transfer(family: str, network: str, program: Builder,
+                       compare_net: Compare) -> None:
     """64 MiB through one connection, checked byte by byte and by checksum."""
-    native, _ = compare([program("inet_bulk.c"), "64", family], timeout=300)
+    native, _ = compare_net(network, [program("inet_bulk.c"), "64", family])
     assert native.stdout.startswith("bytes 67108864 checksum "), native.output
 
 
@@ -60,16 +85,24 @@ wait $srv || true
 """
 
 
-def test_http_server_and_urllib(compare: Comparer) -> None:
-    native, _ = compare(["/bin/sh", "-c", HTTP], timeout=300)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_http_server_and_urllib(network: str, compare_net: Compare) -> None:
+    native, _ = compare_net(network, ["/bin/sh", "-c", HTTP])
     assert native.stdout == "300000 True\nTrue\n", native.output
 
 
 @pytest.mark.skipif(shutil.which("ping") is None, reason="iputils-ping not installed "
                     "(scripts/install.sh installs it)")
-def test_ping_loopback(run) -> None:  # type: ignore[no-untyped-def]
-    for where in ("native", "pyvisor"):
-        r = run(where, ["ping", "-c", "3", "-i", "0.2", "127.0.0.1"], timeout=120)
+@pytest.mark.parametrize("network", ["sandbox", "none"])
+def test_ping_loopback(network: str, run: Runner, pyvisor_cli: CliRunner) -> None:
+    argv = ["ping", "-c", "3", "-i", "0.2", "127.0.0.1"]
+    for r in (run("native", argv, timeout=120),
+              pyvisor_cli(["do", f"--network={network}", "--", *argv], timeout=120)):
         assert r.returncode == 0, r.output
         assert "3 packets transmitted, 3 received, 0% packet loss" in r.stdout, r.output
         assert r.stdout.count("bytes from 127.0.0.1: icmp_seq=") == 3, r.output
+
+
+def test_network_flag_rejects_unknown(pyvisor_cli: CliRunner) -> None:
+    r = pyvisor_cli(["do", "--network=bridge", "--", "/bin/true"])
+    assert r.returncode != 0 and "invalid choice" in r.stderr, r.output

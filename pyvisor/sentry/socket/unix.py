@@ -690,6 +690,7 @@ class UnixSocket(Socket):
                 sent += self._try_send(t, data[sent:] if sent else data, fl, addr, control)
                 if not stream or sent >= len(data):
                     return sent
+                continue            # the rest at once, or WouldBlock
             except WouldBlock:
                 if nonblock:
                     if sent:

@@ -643,6 +643,7 @@ class TCPSocket(NetSocket):
                                        flags | MSG_NOSIGNAL if sent else flags)
                 if sent >= len(data):
                     return sent
+                continue            # the rest at once, or WouldBlock
             except WouldBlock:
                 if nonblock:
                     if sent:

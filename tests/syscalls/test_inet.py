@@ -106,3 +106,41 @@ def test_ping_loopback(network: str, run: Runner, pyvisor_cli: CliRunner) -> Non
 def test_network_flag_rejects_unknown(pyvisor_cli: CliRunner) -> None:
     r = pyvisor_cli(["do", "--network=bridge", "--", "/bin/true"])
     assert r.returncode != 0 and "invalid choice" in r.stderr, r.output
+
+
+IFACES = ("ip -o addr; ip -o link; ip route show table all; cat /proc/net/if_inet6; "
+          "python3 -c 'import socket; print(socket.if_nameindex())'")
+
+
+@pytest.mark.skipif(shutil.which("ip") is None or shutil.which("unshare") is None,
+                    reason="iproute2/util-linux missing (scripts/install.sh installs them)")
+def test_netlink_describes_loopback(run: Runner, pyvisor_cli: CliRunner) -> None:
+    """ip addr/link/route (rtnetlink) and /proc/net/if_inet6 in the sandbox read as in a
+    fresh network namespace whose lo is up (one made here, for the native side)."""
+    native = run("native", ["unshare", "-n", "sh", "-c", "ip link set lo up; " + IFACES])
+    sandboxed = pyvisor_cli(["do", "--", "sh", "-c", IFACES])
+    assert native.returncode == 0 and sandboxed.returncode == 0, native.output + sandboxed.output
+    assert sandboxed.stdout == native.stdout
+    assert "inet 127.0.0.1/8 scope host lo" in sandboxed.stdout
+
+
+PROCNET = r"""
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+port = s.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port))
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 0))
+def rows(name):
+    return [l.split() for l in open(f"/proc/net/{name}").read().splitlines()[1:]]
+tcp = rows("tcp")
+print("listen", any(r[1] == f"0100007F:{port:04X}" and r[3] == "0A" for r in tcp))
+print("established", sum(1 for r in tcp if r[3] == "01" and f":{port:04X}" in r[1] + r[2]))
+uport = u.getsockname()[1]
+print("udp6", any(r[1].endswith(f":{uport:04X}") and r[1].startswith("0" * 24) for r in rows("udp6")))
+print("dev lo", any(l.strip().startswith("lo:") for l in open("/proc/net/dev")))
+"""
+
+
+def test_proc_net(compare_net: Compare) -> None:
+    native, _ = compare_net("sandbox", ["/usr/bin/python3", "-c", PROCNET])
+    assert native.stdout == "listen True\nestablished 2\nudp6 True\ndev lo True\n", native.output

@@ -24,7 +24,7 @@ from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_MAX, AF_NETLINK, 
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
-    from pyvisor.sentry.socket.inet import Interface
+    from pyvisor.sentry.socket.inet import Interface, Route
     from pyvisor.sentry.vfs.file import FileDescription
 
 NETWORK_MODES = ("sandbox", "none", "host")
@@ -48,9 +48,7 @@ class InetStack(Protocol):
 
     def interfaces(self) -> list[Interface]: ...
 
-    def routes(self) -> list[tuple[int, bytes, int, int]]:
-        """(family, destination, prefix length, interface index) per route."""
-        ...
+    def routes(self) -> list[Route]: ...
 
     def proc_net(self, name: str) -> bytes | None:
         """The text of /proc/net/NAME (tcp, tcp6, udp, udp6, ...), None if absent."""
@@ -90,6 +88,8 @@ class Network:
             ns = Stack(kernel)
             self.stack = ns
             self.families[AF_INET] = self.families[AF_INET6] = ns
+        from pyvisor.sentry.socket.netlink import NetlinkFamily
+        self.families[AF_NETLINK] = NetlinkFamily(self.stack)
 
 
 def network_of(kernel: Any) -> Network:

@@ -180,6 +180,7 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     d = Dentry(b"socket:[%d]" % inode.ino, None, inode)
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl
+    impl.ino = inode.ino
     return f
 
 
@@ -404,6 +405,7 @@ class Socket(FileImpl):
         self.rcvlowat = 1
         self.linger = (0, 0)
         self.opts: dict[int, int] = {}     # _STORED options that were set
+        self.ino = 0                       # the socket inode's number (/proc/net, fdinfo)
 
     # -- operations (proto_ops) --------------------------------------------------------------
 

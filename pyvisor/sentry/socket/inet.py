@@ -102,7 +102,32 @@ def text(ip: bytes) -> str:
     return str(ipaddress.ip_address(ip))
 
 
-# -- interfaces ---------------------------------------------------------------------------------
+# -- interfaces and routes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route.  Linux: a fib_alias (rtmsg fields as `ip route` shows them)."""
+
+    family: int
+    dst: bytes
+    prefix: int
+    oif: int
+    table: int = 254            # RT_TABLE_MAIN; 255 is RT_TABLE_LOCAL
+    rtype: int = 1              # RTN_UNICAST; 2 RTN_LOCAL, 3 RTN_BROADCAST
+    scope: int = 0              # RT_SCOPE_UNIVERSE; 253 link, 254 host
+    prefsrc: bytes = b""
+    metric: int = 0
+    gateway: bytes = b""
+
+
+def loopback_routes() -> list[Route]:
+    """The routes a fresh network namespace has once lo is up (the local table)."""
+    lo4 = b"\x7f\0\0\1"
+    return [Route(AF_INET, b"\x7f\0\0\0", 8, 1, 255, 2, 254, lo4),
+            Route(AF_INET, lo4, 32, 1, 255, 2, 254, lo4),
+            Route(AF_INET, b"\x7f\xff\xff\xff", 32, 1, 255, 3, 253, lo4),
+            Route(AF_INET6, b"\0" * 15 + b"\1", 128, 1, 255, 2, 0)]
 
 
 @dataclass(slots=True)
@@ -215,6 +240,6 @@ def interface_ioctl(t: Task, ifaces: list[Interface], cmd: int, arg: int) -> int
     return 0
 
 
-__all__ = ["Addr", "Interface", "SIOCGIFS", "SIN6_LEN_RFC2133", "any_addr", "decode", "encode",
+__all__ = ["Addr", "Interface", "Route", "SIOCGIFS", "loopback_routes", "SIN6_LEN_RFC2133", "any_addr", "decode", "encode",
            "interface_ioctl", "is_any", "is_mapped", "is_v4", "loopback", "raw_family",
            "text", "unmap"]

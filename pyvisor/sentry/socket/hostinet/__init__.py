@@ -411,11 +411,14 @@ class HostStack:
     def interfaces(self) -> list[Interface]:
         return self._ifaces
 
-    def routes(self) -> list[tuple[int, bytes, int, int]]:
+    def routes(self) -> list[inet.Route]:
         return self._routes
 
     def proc_net(self, name: str) -> bytes | None:
-        return None
+        """dev, if_inet6 and route from the snapshot; the host's connections are not
+        the sandbox's to list."""
+        from pyvisor.sentry.socket.netstack.procnet import render_common
+        return render_common(self, name)
 
 
 def _host_interfaces() -> list[Interface]:
@@ -464,9 +467,9 @@ def _host_interfaces() -> list[Interface]:
     return out
 
 
-def _host_routes() -> list[tuple[int, bytes, int, int]]:
+def _host_routes() -> list[inet.Route]:
     """IPv4 routes of the main table (read once from /proc/net/route)."""
-    routes: list[tuple[int, bytes, int, int]] = []
+    routes: list[inet.Route] = []
     try:
         with open("/proc/net/route") as f:
             lines = f.read().splitlines()[1:]
@@ -475,8 +478,11 @@ def _host_routes() -> list[tuple[int, bytes, int, int]]:
             p = line.split()
             if len(p) >= 8:
                 dst = int(p[1], 16).to_bytes(4, "little")
+                gw = int(p[2], 16).to_bytes(4, "little")
                 prefix = bin(int(p[7], 16)).count("1")
-                routes.append((AF_INET, dst, prefix, index.get(p[0], 0)))
+                routes.append(inet.Route(AF_INET, dst, prefix, index.get(p[0], 0),
+                                         scope=0 if gw != b"\0" * 4 else 253,
+                                         metric=int(p[6]), gateway=gw if any(gw) else b""))
     except (OSError, ValueError):
         pass
     return routes

@@ -121,8 +121,8 @@ class Stack:
     def interfaces(self) -> list[Interface]:
         return [self.lo]
 
-    def routes(self) -> list[tuple[int, bytes, int, int]]:
-        return [(AF_INET, b"\x7f\0\0\0", 8, 1), (AF_INET6, IN6ADDR_LOOPBACK, 128, 1)]
+    def routes(self) -> list[inet.Route]:
+        return inet.loopback_routes()
 
     # -- ports and demultiplexing ------------------------------------------------------------
 

@@ -77,3 +77,14 @@ def test_ephemeral_ports_are_in_range_and_distinct() -> None:
     ports = {t.bind(B(LO4), 0) for _ in range(200)}
     assert len(ports) == 200
     assert all(EPHEMERAL_LOW <= p <= EPHEMERAL_HIGH for p in ports)
+
+
+def test_connect_reuses_time_wait_ports() -> None:
+    """tcp_tw_reuse=2: when every ephemeral port is held in TIME_WAIT, connect still gets
+    one; bind(0) does not."""
+    t = PortTable(tcp=True)
+    for port in range(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1):
+        t.add(B(LO4, tcp_state=TCP_TIME_WAIT, lport=port))
+    with pytest.raises(SyscallError):
+        t.bind(B(LO4), 0)
+    assert EPHEMERAL_LOW <= t.bind(B(LO4), 0, connecting=True) <= EPHEMERAL_HIGH

@@ -90,23 +90,31 @@ class PortTable:
     def free(self, new: Binding, port: int) -> bool:
         return not any(self.conflict(new, b) for b in self.on(port))
 
-    def bind(self, new: Binding, port: int) -> int:
-        """Reserves `port` (0: an ephemeral one) for `new`; EADDRINUSE if taken."""
+    def bind(self, new: Binding, port: int, connecting: bool = False) -> int:
+        """Reserves `port` (0: an ephemeral one) for `new`; EADDRINUSE if taken.
+        `connecting`: an ephemeral port for connect(2), which may reuse a port held only
+        by TIME_WAIT remnants (net.ipv4.tcp_tw_reuse = 2, Linux's default for loopback)."""
         if port == 0:
-            port = self._ephemeral(new)
+            port = self._ephemeral(new, connecting)
         elif not self.free(new, port):
             raise SyscallError(Errno.EADDRINUSE)
         self.ports.setdefault(port, []).append(new)
         new.lport = port
         return port
 
-    def _ephemeral(self, new: Binding) -> int:
+    def _ephemeral(self, new: Binding, connecting: bool) -> int:
         span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
         start = self._rand.randrange(span)
         for i in range(span):
             port = EPHEMERAL_LOW + (start + i) % span
             if port not in self.ports or self.free(new, port):
                 return port
+        if connecting and self.tcp:
+            for i in range(span):
+                port = EPHEMERAL_LOW + (start + i) % span
+                if all(b.tcp_state == TCP_TIME_WAIT or not self.conflict(new, b)
+                       for b in self.on(port)):
+                    return port
         raise SyscallError(Errno.EADDRINUSE)
 
     def add(self, b: Binding) -> None:

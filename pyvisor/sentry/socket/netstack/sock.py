@@ -149,12 +149,13 @@ class NetSocket(Socket):
         self.user_bound = port != 0
         self.stack.note_bound(self)
 
-    def autobind(self) -> None:
-        """An ephemeral port for a socket that sends or connects unbound (inet_autobind)."""
+    def autobind(self, connecting: bool = False) -> None:
+        """An ephemeral port for a socket that sends or connects unbound (inet_autobind,
+        inet_hash_connect)."""
         if self.bound:
             return
         try:
-            self.ports.bind(self, 0)
+            self.ports.bind(self, 0, connecting)
         except SyscallError:
             raise SyscallError(Errno.EAGAIN) from None
         self.bound = True

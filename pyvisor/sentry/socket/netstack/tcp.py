@@ -470,7 +470,7 @@ class TCPSocket(NetSocket):
         if len(ip) == 4 and self.family == 10 and self.v6only:
             raise SyscallError(Errno.ENETUNREACH)
         src = self.source_for(ip)
-        self.autobind()
+        self.autobind(connecting=True)
         if inet.is_any(self.laddr):
             self.laddr = src
         self.raddr, self.rport = ip, port

@@ -370,6 +370,12 @@ class EpollImpl(FileImpl):
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
 
+    def release(self, fd: FileDescription) -> None:
+        """The epoll file is gone: its edge watches leave the files' queues."""
+        for ent in self.interest.values():
+            _drop_watch(ent)
+        self.interest.clear()
+
 
 _EPOLLET, _EPOLLONESHOT, _EPOLLEXCLUSIVE = 1 << 31, 1 << 30, 1 << 28
 _EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes

@@ -345,7 +345,8 @@ def _sockopt_rules() -> tuple[tuple[Cond, ...], ...]:
         for name, lvl in (("SOL_IP", SOL_IP), ("SOL_TCP", SOL_TCP), ("SOL_UDP", SOL_UDP),
                           ("SOL_IPV6", SOL_IPV6))]
     for name, opt in _HOSTINET_SOCKOPTS.items():
-        alts.append((eq32(1, SOL_SOCKET, "level == SOL_SOCKET"), eq32(2, opt, f"optname == {name}")))
+        alts.append((eq32(1, SOL_SOCKET, "level == SOL_SOCKET"),
+                     eq32(2, opt, f"optname == {name}")))
     return tuple(alts)
 
 

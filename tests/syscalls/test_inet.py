@@ -76,7 +76,8 @@ for _ in range(300):
     time.sleep(0.05)
 url = f"http://127.0.0.1:{m.group(1)}/blob"
 data = urllib.request.urlopen(url, timeout=30).read()
-print(len(data), hashlib.sha256(data).hexdigest() == hashlib.sha256(open("blob", "rb").read()).hexdigest())
+want = hashlib.sha256(open("blob", "rb").read()).hexdigest()
+print(len(data), hashlib.sha256(data).hexdigest() == want)
 listing = urllib.request.urlopen(url[:-4], timeout=30).read().decode()
 print("blob" in listing)
 PY
@@ -136,7 +137,8 @@ tcp = rows("tcp")
 print("listen", any(r[1] == f"0100007F:{port:04X}" and r[3] == "0A" for r in tcp))
 print("established", sum(1 for r in tcp if r[3] == "01" and f":{port:04X}" in r[1] + r[2]))
 uport = u.getsockname()[1]
-print("udp6", any(r[1].endswith(f":{uport:04X}") and r[1].startswith("0" * 24) for r in rows("udp6")))
+print("udp6", any(r[1].endswith(f":{uport:04X}") and r[1].startswith("0" * 24)
+                  for r in rows("udp6")))
 print("dev lo", any(l.strip().startswith("lo:") for l in open("/proc/net/dev")))
 """
 

@@ -240,6 +240,7 @@ def interface_ioctl(t: Task, ifaces: list[Interface], cmd: int, arg: int) -> int
     return 0
 
 
-__all__ = ["Addr", "Interface", "Route", "SIOCGIFS", "loopback_routes", "SIN6_LEN_RFC2133", "any_addr", "decode", "encode",
+__all__ = ["Addr", "Interface", "Route", "SIOCGIFS", "loopback_routes", "SIN6_LEN_RFC2133",
+           "any_addr", "decode", "encode",
            "interface_ioctl", "is_any", "is_mapped", "is_v4", "loopback", "raw_family",
            "text", "unmap"]

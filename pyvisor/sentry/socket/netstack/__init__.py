@@ -22,7 +22,7 @@ from pyvisor.abi.linux.inet import (IN6ADDR_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMP
                                     IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN)
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SOCK_DGRAM, SOCK_RAW,
+from pyvisor.sentry.socket.common import (AF_INET, SOCK_DGRAM, SOCK_RAW,
                                           SOCK_STREAM, new_socket_file)
 from pyvisor.sentry.socket.inet import Interface
 from pyvisor.sentry.socket.netstack.ports import Binding, PortTable

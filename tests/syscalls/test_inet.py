@@ -146,3 +146,25 @@ print("dev lo", any(l.strip().startswith("lo:") for l in open("/proc/net/dev")))
 def test_proc_net(compare_net: Compare) -> None:
     native, _ = compare_net("sandbox", ["/usr/bin/python3", "-c", PROCNET])
     assert native.stdout == "listen True\nestablished 2\nudp6 True\ndev lo True\n", native.output
+
+
+PROC_UNIX = r"""
+import os, socket, tempfile
+d = tempfile.mkdtemp(dir="/tmp")
+a = socket.socket(socket.AF_UNIX); a.bind("\0pyvisor-proc-net-%d" % os.getpid()); a.listen()
+p = socket.socket(socket.AF_UNIX); p.bind(d + "/sock"); p.listen()
+x, y = socket.socketpair()
+c = socket.socket(socket.AF_UNIX); c.connect(a.getsockname())
+lines = open("/proc/net/unix").read().splitlines()
+print(lines[0])
+for s in (a, p, x, c):
+    ino = str(os.stat(f"/proc/self/fd/{s.fileno()}").st_ino)
+    row = [l.split() for l in lines[1:] if l.split()[6] == ino][0]
+    print(row[1:6], row[7:] == [] or row[7].replace(d, "D").replace(str(os.getpid()), "P"))
+os.unlink(d + "/sock"); os.rmdir(d)
+"""
+
+
+def test_proc_net_unix(compare_net: Compare) -> None:
+    native, _ = compare_net("sandbox", ["/usr/bin/python3", "-c", PROC_UNIX])
+    assert "@pyvisor-proc-net-P" in native.stdout and "D/sock" in native.stdout, native.output

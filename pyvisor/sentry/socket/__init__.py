@@ -76,6 +76,7 @@ class Network:
         if mode not in NETWORK_MODES:
             raise ValueError(f"network mode {mode!r}")
         self.mode = mode
+        self.kernel = kernel
         self.families: dict[int, Family] = {AF_UNIX: _Unix()}
         self.stack: InetStack
         if mode == "host":
@@ -90,6 +91,14 @@ class Network:
             self.families[AF_INET] = self.families[AF_INET6] = ns
         from pyvisor.sentry.socket.netlink import NetlinkFamily
         self.families[AF_NETLINK] = NetlinkFamily(self.stack)
+
+
+    def proc_net(self, name: str) -> bytes | None:
+        """/proc/net/NAME: AF_UNIX's table, or the inet stack's files."""
+        if name == "unix":
+            from pyvisor.sentry.socket.unix import proc_net_unix
+            return proc_net_unix(self.kernel)
+        return self.stack.proc_net(name)
 
 
 def network_of(kernel: Any) -> Network:

@@ -1098,13 +1098,13 @@ def _net_spec(kernel: Any) -> dict[bytes, Any]:
 
     def gen(name: str) -> Generator:
         def g() -> bytes:
-            text = network_of(kernel).stack.proc_net(name)
+            text = network_of(kernel).proc_net(name)
             if text is None:
                 raise SyscallError(Errno.ENOENT)
             return text
         return g
     return {n.encode(): gen(n) for n in ("dev", "if_inet6", "route", "tcp", "tcp6", "udp",
-                                         "udp6")}
+                                         "udp6", "unix")}
 
 
 def new_procfs(kernel: Any) -> tuple[ProcFS, ProcRoot]:

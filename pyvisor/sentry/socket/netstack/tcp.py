@@ -282,7 +282,7 @@ class TCPSocket(NetSocket):
         if self.shut & RCV_SHUTDOWN:
             ev |= EVENT_IN | EVENT_RDHUP
         if st not in (TCP_SYN_SENT, TCP_SYN_RECV):
-            if self.rcv_len >= min(self.rcvlowat, max(self.rcv_len, 1)) and self.rcv_len:
+            if self.rcv_len and self.rcv_len >= self.rcvlowat:     # tcp_stream_is_readable
                 ev |= EVENT_IN
             if not self.shut & SEND_SHUTDOWN:
                 if self._writable():

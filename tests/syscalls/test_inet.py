@@ -168,3 +168,47 @@ os.unlink(d + "/sock"); os.rmdir(d)
 def test_proc_net_unix(compare_net: Compare) -> None:
     native, _ = compare_net("sandbox", ["/usr/bin/python3", "-c", PROC_UNIX])
     assert "@pyvisor-proc-net-P" in native.stdout and "D/sock" in native.stdout, native.output
+
+
+BUDGET = r"""
+import socket, struct, threading, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(8)
+pairs = []
+for _ in range(3):
+    c = socket.create_connection(l.getsockname()); s, _ = l.accept(); pairs.append((c, s))
+# Fill most of the budget through the first connection, then send on the second: it must
+# wait for the first one's reader, not forever.
+c0, s0 = pairs[0]
+c0.setblocking(False)
+sent0 = 0
+try:
+    while True:
+        sent0 += c0.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+c1, s1 = pairs[1]
+# A blocking send returns early only if SO_SNDTIMEO (3 s) expires while it waits.
+c1.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("qq", 3, 0))
+def drain():
+    time.sleep(0.5)         # let c1 block on the budget first
+    got = 0
+    while got < sent0:
+        got += len(s0.recv(1 << 20))
+t = threading.Thread(target=drain); t.start()
+n = c1.send(b"y" * (1 << 20))
+print("sent", n)
+got = 0
+while got < n:
+    got += len(s1.recv(1 << 20))
+t.join()
+print("ok", got)
+"""
+
+
+def test_stack_buffer_budget(run: Runner, pyvisor_cli: CliRunner) -> None:
+    """A sender stopped by the stack-wide buffer budget (not by its own peer's window)
+    resumes when another connection's reader frees the budget."""
+    import os
+    env = dict(os.environ, PYVISOR_TEST_NETSTACK_BUDGET=str(3 << 19))
+    r = pyvisor_cli(["do", "--", "/usr/bin/python3", "-c", BUDGET], env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout == f"sent {1 << 20}\nok {1 << 20}\n", r.output

@@ -15,12 +15,14 @@ Concurrency: Sentry loop only.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IN6ADDR_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMPV6,
                                     IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN)
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.waitqueue import EVENT_OUT, WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, SOCK_DGRAM, SOCK_RAW,
                                           SOCK_STREAM, new_socket_file)
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.vfs.file import FileDescription
 
 IPPROTO_MAX = 263
+BUFFER_BUDGET = 256 << 20      # unread bytes all of the stack's sockets may hold together
 
 
 def _match(b: Binding, dst: bytes) -> int:
@@ -64,6 +67,25 @@ class Stack:
         self.syn_drops = self.time_waits = self.aborts_on_close = self.aborts_on_data = 0
         self.udp_in = self.udp_out = self.udp_noport = self.udp_rcvbuf_errors = 0
         self.icmp_in = self.icmp_out = 0
+        # Unread data queued on the stack's sockets (TCP bytes, UDP/ICMP datagrams' true
+        # sizes), against BUFFER_BUDGET: past it TCP senders wait and datagrams are dropped.
+        self.buffered = 0
+        self.budget = BUFFER_BUDGET
+        test_budget = os.environ.get("PYVISOR_TEST_NETSTACK_BUDGET")   # tests only
+        if test_budget and test_budget.isdigit():
+            self.budget = int(test_budget)
+        self.starved: list[WaitQueue] = []     # senders stopped by the budget, not a window
+
+    def budget_left(self) -> int:
+        return self.budget - self.buffered
+
+    def unbuffer(self, n: int) -> None:
+        """`n` queued bytes were read or dropped: senders the budget stopped may go on."""
+        self.buffered -= n
+        if self.starved and self.budget_left() > 0:
+            starved, self.starved = self.starved, []
+            for q in starved:
+                q.notify(EVENT_OUT)
 
     # -- the Family seam ---------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ class TCPSocket(NetSocket):
 
     def _send_room(self, peer: TCPSocket) -> int:
         cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
-        return cap - peer.rcv_len
+        return min(cap - peer.rcv_len, self.stack.budget_left())
 
     def _set_error(self, err: int) -> None:
         self.err = err
@@ -187,6 +187,7 @@ class TCPSocket(NetSocket):
     def _on_data(self, data: bytes) -> None:
         self.rcvq.append(data)
         self.rcv_len += len(data)
+        self.stack.buffered += len(data)
         self.bytes_received += len(data)
         self.segs_in += 1
         self._notify(EVENT_IN)
@@ -336,8 +337,13 @@ class TCPSocket(NetSocket):
                     self._arm_fin_timeout()
         if self.state == TCP_CLOSE:
             self.unbind()
+        self._drop_rcvq()
+
+    def _drop_rcvq(self) -> None:
+        """Frees what was never read (its bytes leave the stack's budget)."""
+        self.stack.unbuffer(self.rcv_len)
         self.rcvq.clear()
-        self.rcv_len = 0
+        self.rcv_len = self.rcv_off = 0
 
     # -- connections -------------------------------------------------------------------------
 
@@ -378,6 +384,7 @@ class TCPSocket(NetSocket):
         self.released = True
         if self.state != TCP_CLOSE:
             self._abort()
+        self._drop_rcvq()
         self.unbind()
 
     def _admit(self) -> None:
@@ -533,8 +540,7 @@ class TCPSocket(NetSocket):
         self.shut = 0
         self.done = False
         self.err = 0
-        self.rcvq.clear()
-        self.rcv_len = self.rcv_off = 0
+        self._drop_rcvq()
         self.raddr, self.rport = inet.any_addr(self.family), 0
         if not self.user_bound:
             self.unbind()
@@ -619,6 +625,8 @@ class TCPSocket(NetSocket):
             return len(data)
         room = self._send_room(peer)
         if room <= 0:
+            if self.stack.budget_left() <= 0 and self.wq not in self.stack.starved:
+                self.stack.starved.append(self.wq)
             raise WouldBlock()
         n = min(room, len(data))
         chunk = data[:n] if n < len(data) else data
@@ -705,6 +713,7 @@ class TCPSocket(NetSocket):
         if not peek:
             self.rcv_off = off
             self.rcv_len -= got
+            self.stack.unbuffer(got)
             peer = self.peer
             if peer is not None:
                 peer._notify(EVENT_OUT)

@@ -133,6 +133,7 @@ class UDPSocket(NetSocket):
 
     def release(self, fd: FileDescription) -> None:
         self.released = True
+        self.stack.unbuffer(self.rcv_mem)
         self.rcvq.clear()
         self.rcv_mem = 0
         self.unbind()
@@ -243,12 +244,13 @@ class UDPSocket(NetSocket):
         """__udp_enqueue_schedule_skb: drop when the queue is already over SO_RCVBUF."""
         if self.released:
             return
-        if self.rcv_mem > self.rcvbuf:
+        if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < d.charge:
             self.drops += 1
             self.stack.udp_rcvbuf_errors += 1
             return
         self.rcvq.append(d)
         self.rcv_mem += d.charge
+        self.stack.buffered += d.charge
         self.stack.udp_in += 1
         self.wq.notify(EVENT_IN)
 
@@ -274,6 +276,7 @@ class UDPSocket(NetSocket):
         if not flags & MSG_PEEK:
             self.rcvq.popleft()
             self.rcv_mem -= d.charge
+            self.stack.unbuffer(d.charge)
         data = d.data[:n]
         mflags = MSG_TRUNC if len(d.data) > n else 0
         length = len(d.data) if flags & MSG_TRUNC else len(data)

@@ -72,7 +72,7 @@ int main(int argc, char **argv)
         size_t n = strlen(lines[i]);
         CHECK(send(c, lines[i], n, 0) == (ssize_t)n);
         char buf[64] = {0};
-        CHECK(recv(c, buf, sizeof(buf), tcp ? MSG_WAITALL * 0 : 0) == (ssize_t)n);
+        CHECK(recv(c, buf, sizeof(buf), 0) == (ssize_t)n);
         printf("%s %s: %s\n", argv[1], i == 3 ? "last" : "echo", buf);
     }
     if (tcp)

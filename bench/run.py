@@ -16,6 +16,8 @@ Rows:
   openclose    open("/etc/hostname") + close                    microbench
   forkwait     fork + child _exit(0) + waitpid                  microbench
   forkexec     fork + child execv("/bin/true") + waitpid         microbench
+  tcprr        1-byte ping-pong over loopback TCP (round trip)  microbench
+  tcpstream    loopback TCP throughput, MiB/s (64 KiB writes)   microbench
   true         wall time of the whole `... /bin/true` command (median)
   python       wall time of the whole `... python3 -c pass` command (median)
 
@@ -53,6 +55,8 @@ MICRO_ITERS = {
     "openclose": ((200_000, 5_000), (20_000, 500)),
     "forkwait": ((3_000, 300), (300, 30)),
     "forkexec": ((1_000, 300), (100, 30)),
+    "tcprr": ((100_000, 3_000), (10_000, 300)),
+    "tcpstream": ((2_048, 256), (256, 64)),      # MiB
 }
 STARTUP_REPEATS = (10, 3)  # full, quick; plus one untimed warm-up run
 
@@ -72,6 +76,8 @@ BENCHMARKS = [
     Benchmark("openclose", "open+close /etc/hostname", "µs", "micro", mode="openclose"),
     Benchmark("forkwait", "fork+exit+wait", "µs", "micro", mode="forkwait"),
     Benchmark("forkexec", "fork+exec(/bin/true)+wait", "µs", "micro", mode="forkexec"),
+    Benchmark("tcprr", "loopback TCP 1-byte ping-pong", "µs", "micro", mode="tcprr"),
+    Benchmark("tcpstream", "loopback TCP stream", "MiB/s", "micro", mode="tcpstream"),
     Benchmark("true", "start-up: do /bin/true", "ms", "startup", argv=lambda ctx: ["/bin/true"]),
     Benchmark(
         "python",
@@ -225,6 +231,8 @@ def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
 def fmt_value(cell: Cell, unit: str) -> str:
     if cell.status != "ok" or cell.value_ns is None:
         return "error" if cell.status == "skipped" else cell.status
+    if unit == "MiB/s":          # value_ns is ns per MiB
+        return f"{_sig3(1e9 / cell.value_ns)} {unit}"
     v = cell.value_ns / (1e3 if unit == "µs" else 1e6)
     return f"{_sig3(v)} {unit}"
 

@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
     python3 python3-seccomp python3-pyelftools python3-pytest
-    gcc libc6-dev busybox-static tar findutils procps runc
+    gcc libc6-dev busybox-static tar findutils procps runc iputils-ping iproute2
 )
 OPTIONAL=(runsc podman)   # gVisor itself, for comparisons; podman for the engine tests; fine if unavailable
 

@@ -7,6 +7,8 @@
  *   openclose N x open(PATH, O_RDONLY) + close   (PATH: /etc/hostname)
  *   forkwait  N x fork + child _exit(0) + waitpid
  *   forkexec  N x fork + child execv(PATH) + waitpid (PATH: /bin/true)
+ *   tcprr     N x 1-byte write + 1-byte read over loopback TCP, echoed by a child
+ *   tcpstream N x 1 MiB (16 writes of 64 KiB) over loopback TCP to a child that reads
  *
  * A warm-up of N/10 iterations (at least one) runs first and is not timed.
  * The N timed iterations are measured with clock_gettime(CLOCK_MONOTONIC) and
@@ -14,8 +16,12 @@
  * Any failure prints a message on stderr and exits 1.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +103,81 @@ static void do_forkexec(long n)
 	}
 }
 
+/* One loopback TCP connection to a forked child, made on first use: the child
+ * echoes each byte (echo) or reads everything (sink) until EOF. */
+static int tcp_fd = -1;
+static pid_t tcp_child;
+
+static int tcp_connect(int echo)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (tcp_fd >= 0)
+		return tcp_fd;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) < 0)
+		die("listen");
+	tcp_child = fork();
+	if (tcp_child < 0)
+		die("fork");
+	if (tcp_child == 0) {
+		static char buf[1 << 16];
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		ssize_t r;
+
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
+			die("connect");
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		while ((r = read(c, buf, echo ? 1 : sizeof(buf))) > 0)
+			if (echo && write(c, buf, r) != r)
+				die("write");
+		_exit(r < 0);
+	}
+	tcp_fd = accept(l, NULL, NULL);
+	if (tcp_fd < 0)
+		die("accept");
+	setsockopt(tcp_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	close(l);
+	return tcp_fd;
+}
+
+static void tcp_done(void)
+{
+	if (tcp_fd >= 0) {
+		shutdown(tcp_fd, SHUT_WR);
+		wait_ok(tcp_child);
+	}
+}
+
+static void do_tcprr(long n)
+{
+	int fd = tcp_connect(1);
+	char c = 'x';
+
+	for (long i = 0; i < n; i++)
+		if (write(fd, &c, 1) != 1 || read(fd, &c, 1) != 1)
+			die("ping-pong");
+}
+
+static void do_tcpstream(long n)
+{
+	static char buf[1 << 16];
+	int fd = tcp_connect(0);
+
+	for (long i = 0; i < n * 16; i++) {
+		size_t off = 0;
+		while (off < sizeof(buf)) {
+			ssize_t w = write(fd, buf + off, sizeof(buf) - off);
+			if (w <= 0)
+				die("stream write");
+			off += w;
+		}
+	}
+}
+
 static const struct {
 	const char *name;
 	void (*run)(long);
@@ -106,6 +187,8 @@ static const struct {
 	{"openclose", do_openclose, "/etc/hostname"},
 	{"forkwait", do_forkwait, NULL},
 	{"forkexec", do_forkexec, "/bin/true"},
+	{"tcprr", do_tcprr, NULL},
+	{"tcpstream", do_tcpstream, NULL},
 };
 
 int main(int argc, char **argv)
@@ -138,10 +221,11 @@ int main(int argc, char **argv)
 
 	double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 +
 		    (double)(t1.tv_nsec - t0.tv_nsec);
+	tcp_done();
 	printf("%.1f\n", ns / (double)n);
 	return 0;
 
 usage:
-	fprintf(stderr, "usage: microbench getppid|openclose|forkwait|forkexec N [PATH]\n");
+	fprintf(stderr, "usage: microbench getppid|openclose|forkwait|forkexec|tcprr|tcpstream N [PATH]\n");
 	return 2;
 }

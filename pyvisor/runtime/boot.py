@@ -70,6 +70,7 @@ class SandboxConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     terminal: bool = False            # process.terminal (not supported for containers yet)
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
+    network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
 
 
@@ -192,6 +193,8 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
+    from pyvisor.sentry.socket import Network
+    kernel.network = Network(cfg.network, kernel)   # hostinet reads the host's interfaces now
     return kernel
 
 
@@ -469,13 +472,14 @@ def cgroup_name_for(pid: int) -> str:
 SENTRY_SECCOMP = True    # the allow-list of pyvisor/seccomp/filters.py, installed last
 
 
-def _install_seccomp(control_fd: int | None = None) -> None:
-    """The Sentry's seccomp allow-list (accept4 on the control socket's fd, if any).
+def _install_seccomp(control_fd: int | None = None, hostinet: bool = False) -> None:
+    """The Sentry's seccomp allow-list (accept4 on the control socket's fd, if any; the
+    socket calls of hostinet for --network=host).
 
     Never silently skipped: the CLI made sure `seccomp` imports (runtime/interp.py)."""
     if not SENTRY_SECCOMP:
         return
     from pyvisor.seccomp.filters import install_sentry_filter
-    install_sentry_filter(control_fd=control_fd)
+    install_sentry_filter(control_fd=control_fd, hostinet=hostinet)
 
 

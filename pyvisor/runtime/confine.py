@@ -64,10 +64,13 @@ def unshare_pid() -> None:
     _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
 
 
-def enter_namespaces() -> None:
-    """New mount, IPC, UTS and network namespaces; nothing mounted here reaches the host."""
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET),
-           "unshare(mount, ipc, uts, net)")
+def enter_namespaces(host_network: bool = False) -> None:
+    """New mount, IPC, UTS and network namespaces; nothing mounted here reaches the host.
+    With `host_network` (--network=host, hostinet) the Sentry keeps the host's network
+    namespace, since it makes the application's sockets there."""
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if host_network else CLONE_NEWNET)
+    _check(_libc.unshare(flags), "unshare(mount, ipc, uts" + ("" if host_network else ", net")
+           + ")")
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
 
 

@@ -177,7 +177,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if cfg.confine:
         protect_from_oom()    # inherited by the Gofers; the master stub resets it
         try:
-            confine.enter_namespaces()
+            confine.enter_namespaces(host_network=cfg.network == "host")
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
     try:
@@ -197,7 +197,8 @@ def sentry_main(cfg: SandboxConfig) -> int:
             confine.pivot_to_empty()
             confine.drop_capabilities()
             confine.no_new_privs()
-            boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None)
+            boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None,
+                                      hostinet=cfg.network == "host")
         except confine.ConfinementError as e:
             kernel.shutdown()
             raise BootError(str(e), 125) from None

@@ -58,6 +58,7 @@ __all__ = [
     "GOFER_REFUSED",
     "GOFER_RULES",
     "GOFER_SYSCALLS",
+    "HOSTINET_RULES",
     "SENTRY_REFUSED",
     "SENTRY_RULES",
     "SENTRY_SYSCALLS",
@@ -68,6 +69,7 @@ __all__ = [
     "install_gofer_filter",
     "install_sentry_filter",
     "sentry_filter_summary",
+    "sentry_rules",
 ]
 
 # -- constants (amd64).  From <asm-generic/mman-common.h>, <linux/fcntl.h>, <asm-generic/ioctls.h>,
@@ -314,6 +316,67 @@ SENTRY_REFUSED: dict[str, tuple[int, str]] = {
 }
 
 
+# -- hostinet (--network=host only) ----------------------------------------------------------
+
+# From <linux/socket.h>, <linux/net.h>, <linux/in.h>.
+AF_INET, AF_INET6 = 2, 10
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+SOCK_NONBLOCK, SOCK_CLOEXEC = 0o4000, 0o2000000
+SOL_IP, SOL_SOCKET, SOL_TCP, SOL_UDP, SOL_IPV6 = 0, 1, 6, 17, 41
+IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = 1, 6, 17, 58
+# The SOL_SOCKET options hostinet passes to the host (sentry/socket/hostinet): never
+# SO_ATTACH_FILTER/SO_ATTACH_BPF, SO_BINDTODEVICE, SO_MARK or SO_PEERCRED.
+_HOSTINET_SOCKOPTS = {"SO_REUSEADDR": 2, "SO_TYPE": 3, "SO_ERROR": 4, "SO_BROADCAST": 6,
+                      "SO_SNDBUF": 7, "SO_RCVBUF": 8, "SO_KEEPALIVE": 9, "SO_OOBINLINE": 10,
+                      "SO_PRIORITY": 12, "SO_LINGER": 13, "SO_REUSEPORT": 15,
+                      "SO_RCVLOWAT": 18, "SO_SNDLOWAT": 19, "SO_TIMESTAMP": 29,
+                      "SO_ACCEPTCONN": 30, "SO_TIMESTAMPNS": 35, "SO_PROTOCOL": 38,
+                      "SO_DOMAIN": 39}
+
+
+def _hostinet_sockets() -> tuple[tuple[Cond, ...], ...]:
+    alts = []
+    for fam, fname in ((AF_INET, "AF_INET"), (AF_INET6, "AF_INET6")):
+        ping = IPPROTO_ICMP if fam == AF_INET else IPPROTO_ICMPV6
+        for typ, tname, protos in ((SOCK_STREAM, "SOCK_STREAM", (0, IPPROTO_TCP)),
+                                   (SOCK_DGRAM, "SOCK_DGRAM", (0, IPPROTO_UDP, ping))):
+            for proto in protos:
+                alts.append((eq32(0, fam, f"domain == {fname}"),
+                             eq32(1, typ | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                                  f"type == {tname}|SOCK_NONBLOCK|SOCK_CLOEXEC"),
+                             eq32(2, proto, f"protocol == {proto}")))
+    return tuple(alts)
+
+
+def _sockopt_rules() -> tuple[tuple[Cond, ...], ...]:
+    alts: list[tuple[Cond, ...]] = [
+        (eq32(1, lvl, f"level == {name}"),)
+        for name, lvl in (("SOL_IP", SOL_IP), ("SOL_TCP", SOL_TCP), ("SOL_UDP", SOL_UDP),
+                          ("SOL_IPV6", SOL_IPV6))]
+    for name, opt in _HOSTINET_SOCKOPTS.items():
+        alts.append((eq32(1, SOL_SOCKET, "level == SOL_SOCKET"),
+                     eq32(2, opt, f"optname == {name}")))
+    return tuple(alts)
+
+
+_HI = "hostinet (--network=host): "
+HOSTINET_RULES: dict[str, Spec] = {
+    "socket": _only(_HI + "the application's TCP, UDP and ICMP echo sockets, always "
+                    "non-blocking and close-on-exec", *_hostinet_sockets()),
+    "bind": Spec(_HI + "bind(2) of an application socket"),
+    "listen": Spec(_HI + "listen(2) of an application socket"),
+    "accept4": _only(_HI + "accept(2): the new socket non-blocking and close-on-exec",
+                     eq32(3, SOCK_NONBLOCK | SOCK_CLOEXEC, "flags == SOCK_NONBLOCK|SOCK_CLOEXEC")),
+    "connect": Spec(_HI + "connect(2) of an application socket"),
+    "getsockname": Spec(_HI + "getsockname(2)"),
+    "getpeername": Spec(_HI + "getpeername(2)"),
+    "shutdown": Spec(_HI + "shutdown(2)"),
+    "setsockopt": _only(_HI + "the options on hostinet's list", *_sockopt_rules()),
+    "getsockopt": _only(_HI + "the options on hostinet's list (SO_ERROR after connect)",
+                        *_sockopt_rules()),
+}
+
+
 # -- the Gofer -------------------------------------------------------------------------------
 
 GOFER_RULES: dict[str, Spec] = {
@@ -449,16 +512,33 @@ def _build(rules: dict[str, Spec], refused: dict[str, tuple[int, str]], default_
 CONTROL_ONLY = ("accept4", "getsockname", "fcntl")
 
 
-def build_sentry_filter(default_action: str = "kill",
-                        control_fd: int | None = None) -> seccomp.SyscallFilter:
-    """The Sentry's filter, not loaded.  accept4 is allowed on control_fd only; without a
-    control socket none of CONTROL_ONLY is allowed."""
+def sentry_rules(hostinet: bool = False, control_fd: int | None = None) -> dict[str, Spec]:
+    """The Sentry's list: CONTROL_ONLY only with a control socket; with `hostinet`, plus
+    the socket calls of --network=host.  With both, accept4 is allowed on the control
+    socket (CPython's accept: SOCK_CLOEXEC) or with hostinet's flags."""
     rules = dict(SENTRY_RULES)
     if control_fd is None:
         for name in CONTROL_ONLY:
             del rules[name]
-        return _build(rules, SENTRY_REFUSED, default_action)
-    return _build(rules, SENTRY_REFUSED, default_action, {"accept4": control_fd})
+    if hostinet:
+        rules.update(HOSTINET_RULES)
+        if control_fd is not None:
+            rules["accept4"] = _only(
+                "accept4 on the control socket, or hostinet's accept(2) (the new socket "
+                "non-blocking and close-on-exec)",
+                eq32(0, control_fd, "fd == the control socket"),
+                eq32(3, SOCK_NONBLOCK | SOCK_CLOEXEC, "flags == SOCK_NONBLOCK|SOCK_CLOEXEC"))
+    return rules
+
+
+def build_sentry_filter(default_action: str = "kill", control_fd: int | None = None,
+                        hostinet: bool = False) -> seccomp.SyscallFilter:
+    """The Sentry's filter, not loaded.  Without hostinet, accept4 is allowed on control_fd
+    only; without a control socket none of CONTROL_ONLY is allowed."""
+    rules = sentry_rules(hostinet, control_fd)
+    if control_fd is not None and not hostinet:
+        return _build(rules, SENTRY_REFUSED, default_action, {"accept4": control_fd})
+    return _build(rules, SENTRY_REFUSED, default_action)
 
 
 def build_gofer_filter(default_action: str = "kill",
@@ -473,7 +553,8 @@ def build_gofer_filter(default_action: str = "kill",
 _installed: set[str] = set()
 
 
-def install_sentry_filter(default_action: str = "kill", control_fd: int | None = None) -> None:
+def install_sentry_filter(default_action: str = "kill", control_fd: int | None = None,
+                          hostinet: bool = False) -> None:
     """Loads the Sentry's filter into this process (and its threads).  Irreversible.
 
     Call it once start-up is over: after boot() and the confinement steps,
@@ -484,7 +565,7 @@ def install_sentry_filter(default_action: str = "kill", control_fd: int | None =
     """
     if "sentry" in _installed:
         return
-    build_sentry_filter(default_action, control_fd).load()
+    build_sentry_filter(default_action, control_fd, hostinet).load()
     _installed.add("sentry")
 
 
@@ -547,6 +628,7 @@ if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "sentry"
     if which == "markdown":
         print("## Sentry\n\n" + markdown_table(SENTRY_RULES, SENTRY_REFUSED))
+        print("\n## Sentry with --network=host (added)\n\n" + markdown_table(HOSTINET_RULES, {}))
         print("\n## Gofer\n\n" + markdown_table(GOFER_RULES, GOFER_REFUSED))
     else:
         print(json.dumps(sentry_filter_summary() if which == "sentry"

@@ -528,3 +528,43 @@ def test_sentry_control_socket_rules(target: str) -> None:
         assert rep.lines[2:] == [f"accept4 {-errno.EAGAIN}"] and not rep.sigsys, rep
     else:
         assert rep.lines[2:] == [] and rep.sigsys, rep
+
+# -- hostinet (--network=host) ----------------------------------------------------------------
+
+def test_hostinet_calls_only_with_network_host() -> None:
+    assert not {"socket", "bind", "connect", "listen"} & set(F.sentry_rules())
+    rules = F.sentry_rules(hostinet=True)
+    assert {"socket", "bind", "connect", "listen", "accept4", "setsockopt"} <= set(rules)
+    assert "SOCK_NONBLOCK|SOCK_CLOEXEC" in rules["socket"].describe()
+    assert "SO_ATTACH_FILTER" not in rules["setsockopt"].describe()
+
+
+@pytest.mark.parametrize("call", ["unix", "blocking", "raw", "attach_filter", "netlink"])
+def test_hostinet_filter(call: str) -> None:
+    """With the hostinet rules, the sockets hostinet makes work; any other socket, and
+    SO_ATTACH_FILTER, kill the process."""
+    def body(say: Callable[[str], None]) -> None:
+        F.install_sentry_filter(hostinet=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+                          | socket.SOCK_CLOEXEC)
+        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        say("inet ok")
+        if call == "unix":
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+                          | socket.SOCK_CLOEXEC)
+        elif call == "blocking":
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        elif call == "raw":
+            socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                          | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP)
+        elif call == "attach_filter":
+            s.setsockopt(socket.SOL_SOCKET, 26, b"\0" * 16)      # SO_ATTACH_FILTER
+        else:
+            socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                          | socket.SOCK_CLOEXEC, 0)
+        say("survived")
+
+    rep = in_child(body)
+    assert rep.lines == ["inet ok"], rep
+    assert rep.sigsys, rep

@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_bundle(bundle)
     check_terminal(args, cfg.terminal)
     cfg.strace = args.strace
+    cfg.network = args.network
     apply_limit_flags(cfg, args)
     Container.create(args.root, args.id, bundle, cfg, args.pid_file)
     return 0

@@ -13,7 +13,8 @@ from pyvisor.runtime.errors import BootError
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d = sub.add_parser("do", help="run a host command in a sandbox")
     d.add_argument("--strace", action="store_true", dest="do_strace")
-    d.add_argument("--network", default="none", choices=["none"], dest="do_network")
+    d.add_argument("--network", default=None, choices=["sandbox", "none", "host"],
+                   dest="do_network")
     d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
     d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
     d.add_argument("--test-panic", default=None, help=argparse.SUPPRESS)
@@ -31,7 +32,8 @@ def main(args: argparse.Namespace) -> int:
     cwd = args.cwd or os.getcwd()
     env = [f"{k}={v}" for k, v in os.environ.items()]
     cfg = SandboxConfig(root="/", argv=cmd, env=env, cwd=cwd,
-                        strace=args.strace or args.do_strace, pin_cpu=not args.no_pin)
+                        strace=args.strace or args.do_strace, pin_cpu=not args.no_pin,
+                        network=args.do_network or args.network)
     apply_limit_flags(cfg, args)
     if args.test_panic:
         from pyvisor.abi.linux.sysno_amd64 import Sysno

@@ -30,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
         # the sandbox gets a pty of its own when stdio is a terminal.
         check_terminal(args, cfg.terminal)
     cfg.strace = args.strace
+    cfg.network = args.network
     apply_limit_flags(cfg, args)
     if not args.detach:
         return Container.run_foreground(args.root, args.id, bundle, cfg, args.pid_file)

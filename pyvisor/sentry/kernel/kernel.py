@@ -111,6 +111,7 @@ class Kernel:
         self.timers: list[Timer] = []
         self.epoll = select.epoll()
         self.fd_watchers: dict[int, tuple[int, Callable[[int], None]]] = {}
+        self.fd_edge_watchers: dict[int, Callable[[int], None]] = {}   # hostinet sockets
         self.boot_ns = time.monotonic_ns()
         self.hostname = b"pyvisor"
         self.domainname = b"(none)"
@@ -122,6 +123,8 @@ class Kernel:
         # Called when a process without a parent (one started by `exec`) dies; set by the
         # control service (runtime/sentry_control.py), which reports its status.
         self.orphan_exit: Callable[[ThreadGroup], None] | None = None
+
+        self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
@@ -160,7 +163,20 @@ class Kernel:
             self.epoll.modify(fd, events | select.EPOLLONESHOT)
         self.fd_watchers[fd] = (events, callback)
 
+    def watch_fd_edges(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
+        """Calls `callback(events)` on every readiness edge of host `fd` (EPOLLET), until
+        unwatch_fd: for host sockets, which are nearly always writable, so a level or
+        one-shot watch would fire at once every time it is armed."""
+        self.epoll.register(fd, events | select.EPOLLET)
+        self.fd_edge_watchers[fd] = callback
+
     def unwatch_fd(self, fd: int) -> None:
+        if self.fd_edge_watchers.pop(fd, None) is not None:
+            try:
+                self.epoll.unregister(fd)
+            except OSError:
+                pass
+            return
         if self.fd_watchers.pop(fd, None) is not None:
             try:
                 self.epoll.unregister(fd)
@@ -269,6 +285,10 @@ class Kernel:
                     pass
                 self._drain_stops()
             else:
+                edge = self.fd_edge_watchers.get(fd)
+                if edge is not None:
+                    edge(ev)
+                    continue
                 w = self.fd_watchers.pop(fd, None)
                 if w is not None:
                     w[1](ev)

@@ -1,40 +1,131 @@
-"""Sockets served by the Sentry.  Linux: net/socket.c (__sock_create).
+"""Sockets served by the Sentry.  Linux: net/socket.c (__sock_create, the
+net_families table).  gVisor: pkg/sentry/socket/socket.go (the provider table).
 
-`new_socket` and `new_socketpair` pick the family.  Only AF_UNIX exists so
-far (unix.py); every other family is refused with EAFNOSUPPORT, which
-programs treat as "no networking".  TODO(#2): loopback AF_INET/AF_INET6
-(netstack) and host networking (hostinet).
+The seam: a `Family` makes sockets of one address family.  Each kernel has
+one `Network` (the sandbox's network namespace), which maps address
+families to families: AF_UNIX is always the Sentry's own (unix.py);
+AF_INET and AF_INET6 come from the network chosen at boot:
+
+  sandbox, none   netstack: a TCP/IP stack inside the Sentry (loopback today);
+  host            hostinet: host sockets the Sentry owns and proxies.
+
+AF_NETLINK (NETLINK_ROUTE) describes whichever stack serves AF_INET.  A
+family missing from the table gets EAFNOSUPPORT, as Linux does for a
+protocol family it does not know.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.socket.common import AF_MAX, AF_UNIX
+from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_MAX, AF_NETLINK, AF_UNIX
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.socket.inet import Interface, Route
     from pyvisor.sentry.vfs.file import FileDescription
+
+NETWORK_MODES = ("sandbox", "none", "host")
+
+
+class Family(Protocol):
+    """Makes the sockets of one address family.  Linux: struct net_proto_family."""
+
+    def socket(self, t: Task, family: int, stype: int, protocol: int, flags: int
+               ) -> FileDescription:
+        """socket(2) minus the fd: an open socket file (`flags` may hold SOCK_NONBLOCK)."""
+        ...
+
+    def socketpair(self, t: Task, family: int, stype: int, protocol: int, flags: int
+                   ) -> tuple[FileDescription, FileDescription]:
+        ...
+
+
+class InetStack(Protocol):
+    """What netlink and /proc/net read of the stack serving AF_INET/AF_INET6."""
+
+    def interfaces(self) -> list[Interface]: ...
+
+    def routes(self) -> list[Route]: ...
+
+    def proc_net(self, name: str) -> bytes | None:
+        """The text of /proc/net/NAME (tcp, tcp6, udp, udp6, ...), None if absent."""
+        ...
+
+
+class _Unix:
+    """AF_UNIX, always in the Sentry."""
+
+    def socket(self, t: Task, family: int, stype: int, protocol: int, flags: int
+               ) -> FileDescription:
+        from pyvisor.sentry.socket import unix
+        return unix.new_socket(t, stype, protocol, flags)
+
+    def socketpair(self, t: Task, family: int, stype: int, protocol: int, flags: int
+                   ) -> tuple[FileDescription, FileDescription]:
+        from pyvisor.sentry.socket import unix
+        return unix.new_socketpair(t, stype, protocol, flags)
+
+
+class Network:
+    """The sandbox's network namespace: which family serves what.  Owned by the Kernel."""
+
+    def __init__(self, mode: str, kernel: Any) -> None:
+        if mode not in NETWORK_MODES:
+            raise ValueError(f"network mode {mode!r}")
+        self.mode = mode
+        self.kernel = kernel
+        self.families: dict[int, Family] = {AF_UNIX: _Unix()}
+        self.stack: InetStack
+        if mode == "host":
+            from pyvisor.sentry.socket.hostinet import HostStack
+            hs = HostStack(kernel)
+            self.stack = hs
+            self.families[AF_INET] = self.families[AF_INET6] = hs
+        else:
+            from pyvisor.sentry.socket.netstack import Stack
+            ns = Stack(kernel)
+            self.stack = ns
+            self.families[AF_INET] = self.families[AF_INET6] = ns
+        from pyvisor.sentry.socket.netlink import NetlinkFamily
+        self.families[AF_NETLINK] = NetlinkFamily(self.stack)
+
+
+    def proc_net(self, name: str) -> bytes | None:
+        """/proc/net/NAME: AF_UNIX's table, or the inet stack's files."""
+        if name == "unix":
+            from pyvisor.sentry.socket.unix import proc_net_unix
+            return proc_net_unix(self.kernel)
+        return self.stack.proc_net(name)
+
+
+def network_of(kernel: Any) -> Network:
+    """The kernel's network; a sandbox (loopback) network if boot chose none."""
+    net = getattr(kernel, "network", None)
+    if net is None:
+        net = Network("sandbox", kernel)
+        kernel.network = net
+    assert isinstance(net, Network)
+    return net
+
+
+def _family(t: Task, family: int) -> Family:
+    if family < 0 or family >= AF_MAX:
+        raise SyscallError(Errno.EAFNOSUPPORT)
+    fam = network_of(t.kernel).families.get(family)
+    if fam is None:
+        raise SyscallError(Errno.EAFNOSUPPORT)
+    return fam
 
 
 def new_socket(t: Task, family: int, stype: int, protocol: int, flags: int) -> FileDescription:
     """socket(2) minus the fd: an open socket file.  `flags` may hold SOCK_NONBLOCK."""
-    if family < 0 or family >= AF_MAX:
-        raise SyscallError(Errno.EAFNOSUPPORT)
-    if family == AF_UNIX:
-        from pyvisor.sentry.socket import unix
-        return unix.new_socket(t, stype, protocol, flags)
-    raise SyscallError(Errno.EAFNOSUPPORT)
+    return _family(t, family).socket(t, family, stype, protocol, flags)
 
 
 def new_socketpair(t: Task, family: int, stype: int, protocol: int, flags: int
                    ) -> tuple[FileDescription, FileDescription]:
     """socketpair(2) minus the fds."""
-    if family < 0 or family >= AF_MAX:
-        raise SyscallError(Errno.EAFNOSUPPORT)
-    if family == AF_UNIX:
-        from pyvisor.sentry.socket import unix
-        return unix.new_socketpair(t, stype, protocol, flags)
-    raise SyscallError(Errno.EAFNOSUPPORT)
+    return _family(t, family).socketpair(t, family, stype, protocol, flags)

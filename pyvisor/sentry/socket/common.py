@@ -84,6 +84,7 @@ SO_RCVLOWAT = 18
 SO_SNDLOWAT = 19
 SO_RCVTIMEO = 20
 SO_SNDTIMEO = 21
+SO_BINDTODEVICE = 25
 SO_TIMESTAMP = 29
 SO_ACCEPTCONN = 30
 SO_PEERSEC = 31
@@ -107,6 +108,7 @@ MSG_CTRUNC = 0x8
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
 MSG_EOR = 0x80
+MSG_CONFIRM = 0x800
 MSG_WAITALL = 0x100
 MSG_ERRQUEUE = 0x2000
 MSG_NOSIGNAL = 0x4000
@@ -178,6 +180,7 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     d = Dentry(b"socket:[%d]" % inode.ino, None, inode)
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl
+    impl.ino = inode.ino
     return f
 
 
@@ -210,11 +213,12 @@ class Received:
     addr: bytes | None = None
     rights: list[FileDescription] | None = None
     creds: tuple[int, int, int] | None = None
+    cmsgs: list[tuple[int, int, bytes]] | None = None   # (level, type, data): IP_TTL, ...
 
     def drop_control(self) -> int:
         """For receives without a control buffer: drops passed files; MSG_CTRUNC if any
         control message was lost."""
-        lost = bool(self.rights) or self.creds is not None
+        lost = bool(self.rights) or self.creds is not None or bool(self.cmsgs)
         rights, self.rights = self.rights, None
         for f in rights or ():
             f.decref()
@@ -326,6 +330,19 @@ def deliver_control(t: Task, r: Received, controllen: int, flags: int
             trunc = MSG_CTRUNC
         for f in rights[len(fds):]:
             f.decref()
+    for level, ctype, data in r.cmsgs or ():
+        # put_cmsg: a header that does not fit is dropped, a body that does not is cut.
+        if space < CMSGHDR.size:
+            trunc = MSG_CTRUNC
+            break
+        cmlen = CMSGHDR.size + len(data)
+        if space < cmlen:
+            trunc = MSG_CTRUNC
+            cmlen = space
+        writes.append((pos, (CMSGHDR.pack(cmlen, level, ctype) + data)[:cmlen]))
+        adv = min(cmsg_space(len(data)), space)
+        pos += adv
+        space -= adv
     return writes, pos, trunc
 
 
@@ -388,6 +405,7 @@ class Socket(FileImpl):
         self.rcvlowat = 1
         self.linger = (0, 0)
         self.opts: dict[int, int] = {}     # _STORED options that were set
+        self.ino = 0                       # the socket inode's number (/proc/net, fdinfo)
 
     # -- operations (proto_ops) --------------------------------------------------------------
 
@@ -423,6 +441,18 @@ class Socket(FileImpl):
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
         raise SyscallError(Errno.EOPNOTSUPP)
+
+    def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
+        """Interface requests (SIOCGIF*) work on a socket of any family, as sock_ioctl
+        passes them to dev_ioctl; the rest are the family's (`proto_ioctl`)."""
+        from pyvisor.sentry.socket.inet import SIOCGIFS, interface_ioctl
+        if cmd in SIOCGIFS:
+            from pyvisor.sentry.socket import network_of
+            return interface_ioctl(t, network_of(t.kernel).stack.interfaces(), cmd, arg)
+        return self.proto_ioctl(t, cmd, arg)
+
+    def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
+        raise SyscallError(Errno.ENOTTY)
 
     # -- options -----------------------------------------------------------------------------
 

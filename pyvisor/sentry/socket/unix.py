@@ -96,6 +96,7 @@ class UnixNamespace:
         self.autobind = 0
         self.inflight: dict[int, int] = {}     # uid -> files in flight (user->unix_inflight)
         self.inflight_total = 0
+        self.sockets: weakref.WeakSet[UnixSocket] = weakref.WeakSet()   # for /proc/net/unix
 
     def charge_inflight(self, t: Task, n: int) -> int:
         """Counts `n` files going in flight for the sender's user; ETOOMANYREFS past
@@ -191,6 +192,7 @@ class UnixSocket(Socket):
     def __init__(self, ns: UnixNamespace, stype: int) -> None:
         super().__init__(stype, 0)
         self.ns = ns
+        ns.sockets.add(self)
         self.state = TCP_CLOSE
         self.peer: UnixSocket | None = None
         self.addr: bytes | None = None          # our name, as getsockname reports it
@@ -345,7 +347,7 @@ class UnixSocket(Socket):
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
 
-    def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
+    def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
         if cmd == SIOCINQ:
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)
@@ -369,6 +371,7 @@ class UnixSocket(Socket):
             return
         self.dead = True
         ns = self.ns
+        ns.sockets.discard(self)
         if self.addr is not None and ns.abstract.get((self.addr, self.stype)) is self:
             del ns.abstract[(self.addr, self.stype)]
         if self.node is not None and getattr(self.node, "bound", None) is self:
@@ -690,6 +693,7 @@ class UnixSocket(Socket):
                 sent += self._try_send(t, data[sent:] if sent else data, fl, addr, control)
                 if not stream or sent >= len(data):
                     return sent
+                continue            # the rest at once, or WouldBlock
             except WouldBlock:
                 if nonblock:
                     if sent:
@@ -902,3 +906,29 @@ def new_socketpair(t: Task, stype: int, protocol: int, flags: int
     a.has_file = b.has_file = True
     return (new_socket_file(a, flags, t.creds.fsuid, t.creds.fsgid),
             new_socket_file(b, flags, t.creds.fsuid, t.creds.fsgid))
+
+
+def proc_net_unix(kernel: Any) -> bytes:
+    """/proc/net/unix.  Linux: unix_seq_show (kernel pointers shown as zeros)."""
+    rows = ["Num       RefCount Protocol Flags    Type St Inode Path\n"]
+    for s in sorted(namespace_of(kernel).sockets, key=lambda s: s.ino):
+        if s.dead:
+            continue
+        if not s.has_file:
+            st = 2 if s.state == TCP_ESTABLISHED else 4      # SS_CONNECTING / DISCONNECTING
+        elif s.stype == SOCK_DGRAM:
+            st = 1
+        else:
+            st = 3 if s.state == TCP_ESTABLISHED else 1
+        flags = 1 << 16 if s.state == TCP_LISTEN else 0      # __SO_ACCEPTCON
+        refs = 3 if s.peer is not None else 2
+        row = f"0000000000000000: {refs:08X} 00000000 {flags:08X} {s.stype:04X} {st:02X} {s.ino:5d}"
+        if s.addr is not None and len(s.addr) > SUN_PATH_OFFSET:
+            name = s.addr[SUN_PATH_OFFSET:]
+            if name[:1] == b"\0":
+                row += " @" + name[1:].replace(b"\0", b"@").decode(errors="replace")
+            else:
+                row += " " + name.rstrip(b"\0").decode(errors="replace")
+        rows.append(row + "\n")
+    return "".join(rows).encode()
+

@@ -1007,6 +1007,7 @@ class ProcRoot(ProcDir):
             b"filesystems": file("filesystems", lambda: _FILESYSTEMS),
             b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
             b"sys": lambda: _static_dir(fs, "sys", sys_spec),
+            b"net": lambda: _static_dir(fs, "net", _net_spec(kernel)),
         }
 
     def _groups(self) -> list[ThreadGroup]:
@@ -1089,6 +1090,21 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"ipv4": {b"ip_local_port_range": b"32768\t60999\n"},
         },
     }
+
+
+def _net_spec(kernel: Any) -> dict[bytes, Any]:
+    """/proc/net: the sandbox network's own view (pyvisor/sentry/socket)."""
+    from pyvisor.sentry.socket import network_of
+
+    def gen(name: str) -> Generator:
+        def g() -> bytes:
+            text = network_of(kernel).proc_net(name)
+            if text is None:
+                raise SyscallError(Errno.ENOENT)
+            return text
+        return g
+    return {n.encode(): gen(n) for n in ("dev", "if_inet6", "route", "tcp", "tcp6", "udp",
+                                         "udp6", "unix")}
 
 
 def new_procfs(kernel: Any) -> tuple[ProcFS, ProcRoot]:

@@ -12,7 +12,7 @@ from pyvisor.sentry.kernel import pipe as kpipe
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
-                                             EVENT_PRI, WaitQueue)
+                                             EVENT_PRI, EVENT_ALL, WaitQueue, Waiter)
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
 from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
@@ -325,17 +325,44 @@ def sys_eventfd(t: Task, r: UserRegs) -> int:
     return t.fd_table.install(f)
 
 
+class _EdgeWatch:
+    """EPOLLET: remembers whether the file signalled an event since epoll last reported it
+    (Linux: ep_poll_callback putting the item on the ready list).  Re-arms itself on the
+    file's wait queue after each event."""
+
+    __slots__ = ("queue", "dirty", "waiter", "alive")
+
+    def __init__(self, queue: WaitQueue) -> None:
+        self.queue = queue
+        self.dirty = True            # a new or modified item is checked once
+        self.alive = True
+        self.waiter = Waiter(EVENT_ALL, self._fired)
+        queue.add(self.waiter)
+
+    def _fired(self, events: int) -> None:
+        if self.alive:
+            self.dirty = True
+            self.waiter = Waiter(EVENT_ALL, self._fired)
+            self.queue.add(self.waiter)
+
+    def cancel(self) -> None:
+        self.alive = False
+        self.waiter.cancel()
+
+
 class EpollImpl(FileImpl):
-    """An epoll instance: interest list of (file, fd) -> (events, data).  Level-triggered;
-    EPOLLET and EPOLLONESHOT are honoured approximately (ONESHOT disables after one report).
-    Linux: fs/eventpoll.c."""
+    """An epoll instance: interest list of (file, fd) -> (events, data).  Level-triggered
+    items are reported while ready, edge-triggered ones (EPOLLET) once per event that
+    finds them ready; reported items move to the back of the list, so none starves.
+    ONESHOT disables after one report.  Linux: fs/eventpoll.c."""
 
     def __init__(self) -> None:
-        self.interest: dict[tuple[int, int], list] = {}   # (id(file), fd) -> [file, events, data, fd]
+        # (id(file), fd) -> [file, events, data, fd, _EdgeWatch | None]
+        self.interest: dict[tuple[int, int], list] = {}
         self.wq = WaitQueue()
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
-        for f, ev, _, _ in self.interest.values():
+        for f, ev, _, _, _ in self.interest.values():
             if f.impl.readiness(f, ev | EVENT_ERR | EVENT_HUP) & (ev | EVENT_ERR | EVENT_HUP):
                 return EVENT_IN & mask
         return 0
@@ -343,9 +370,24 @@ class EpollImpl(FileImpl):
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
 
+    def release(self, fd: FileDescription) -> None:
+        """The epoll file is gone: its edge watches leave the files' queues."""
+        for ent in self.interest.values():
+            _drop_watch(ent)
+        self.interest.clear()
+
 
 _EPOLLET, _EPOLLONESHOT, _EPOLLEXCLUSIVE = 1 << 31, 1 << 30, 1 << 28
 _EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes
+
+
+def _edge_watch(f: FileDescription, events: int) -> _EdgeWatch | None:
+    return _EdgeWatch(f.impl.waitq(f)) if events & _EPOLLET else None
+
+
+def _drop_watch(ent: list) -> None:
+    if ent[4] is not None:
+        ent[4].cancel()
 
 
 def sys_epoll_create1(t: Task, r: UserRegs) -> int:
@@ -380,16 +422,19 @@ def sys_epoll_ctl(t: Task, r: UserRegs) -> int:
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
-        impl.interest[key] = [f, events, data, fd]
+        impl.interest[key] = [f, events, data, fd, _edge_watch(f, events)]
     elif op == 2:  # DEL
         if key not in impl.interest:
             raise SyscallError(Errno.ENOENT)
-        del impl.interest[key]
+        _drop_watch(impl.interest.pop(key))
     elif op == 3:  # MOD
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key not in impl.interest:
             raise SyscallError(Errno.ENOENT)
-        impl.interest[key][1:3] = [events, data]
+        ent = impl.interest[key]
+        _drop_watch(ent)
+        ent[1:3] = [events, data]
+        ent[4] = _edge_watch(f, events)
     else:
         raise SyscallError(Errno.EINVAL)
     impl.wq.notify()
@@ -405,30 +450,36 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
     impl = ep.impl
     while True:
         out = []
+        reported = []
         for key, ent in list(impl.interest.items()):
-            f, events, data, fd = ent
+            f, events, data, fd, watch = ent
             if t.fd_table.files.get(fd, (None,))[0] is not f:
                 # The fd was closed: Linux drops it when the file dies.
                 if f.refs <= 0:
-                    del impl.interest[key]
+                    _drop_watch(impl.interest.pop(key))
                     continue
+            if watch is not None:
+                if not watch.dirty:
+                    continue
+                watch.dirty = False
             mask = events & 0xFFFF
-            if not mask and not events & _EPOLLONESHOT:
-                pass
             ev = f.impl.readiness(f, mask | EVENT_ERR | EVENT_HUP) & (mask | EVENT_ERR | EVENT_HUP)
             if ev:
                 out.append((ev, data))
+                reported.append(key)
                 if events & _EPOLLONESHOT:
                     ent[1] = events & ~0xFFFF
                 if len(out) >= maxev:
                     break
+        for key in reported:
+            impl.interest[key] = impl.interest.pop(key)     # to the back: no starvation
         if out:
             t.copy_out(evp, b"".join(_EPOLL_EVENT.pack(ev, d) for ev, d in out))
             return len(out)
         if deadline is not None and deadline <= t.kernel.now():
             return 0
         queues = [impl.wq]
-        for f, _, _, _ in impl.interest.values():
+        for f, _, _, _, _ in impl.interest.values():
             q = f.impl.waitq(f)
             if q not in queues:
                 queues.append(q)

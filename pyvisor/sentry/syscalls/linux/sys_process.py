@@ -225,6 +225,7 @@ _PR_SET_PDEATHSIG, _PR_GET_PDEATHSIG, _PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 1, 2,
 _PR_SET_NAME, _PR_GET_NAME = 15, 16
 _PR_GET_SECCOMP, _PR_SET_SECCOMP = 21, 22
 _PR_CAPBSET_READ = 23
+_PR_GET_KEEPCAPS, _PR_SET_KEEPCAPS = 7, 8
 _PR_SET_NO_NEW_PRIVS, _PR_GET_NO_NEW_PRIVS = 38, 39
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
 _PR_SET_VMA = 0x53564D41
@@ -253,6 +254,12 @@ def sys_prctl(t: Task, r: UserRegs) -> int:
     if opt == _PR_SET_NO_NEW_PRIVS:
         return 0
     if opt == _PR_GET_NO_NEW_PRIVS:
+        return 0
+    if opt == _PR_SET_KEEPCAPS:      # accepted: capabilities across setuid are not modelled
+        if arg2 > 1:
+            raise SyscallError(Errno.EINVAL)
+        return 0
+    if opt == _PR_GET_KEEPCAPS:
         return 0
     if opt == _PR_CAPBSET_READ:
         return 1 if arg2 <= 40 else -Errno.EINVAL

@@ -1,8 +1,9 @@
 """Sockets.  Linux: net/socket.c (the __sys_* functions), net/compat.c for nothing.
 
 Thin: decode addresses, buffers and msghdrs from user memory, call the
-Socket (pyvisor/sentry/socket), copy results out.  Families: AF_UNIX only;
-every other family is refused with EAFNOSUPPORT (TODO(#2): loopback).
+Socket (pyvisor/sentry/socket), copy results out.  Families come from the
+sandbox's Network (socket/__init__.py): AF_UNIX always, AF_INET/AF_INET6
+from netstack or hostinet; any other family gets EAFNOSUPPORT.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _install(t: Task, f: FileDescription, cloexec: bool) -> int:
 
 
 def sys_socket(t: Task, r: UserRegs) -> int:
-    """Implements socket(2): AF_UNIX only; other families get EAFNOSUPPORT."""
+    """Implements socket(2)."""
     family, stype, protocol = int32(r, 0), int32(r, 1), int32(r, 2)
     stype, flags = _type_flags(stype)
     f = ksocket.new_socket(t, family, stype, protocol, flags)
@@ -91,7 +92,7 @@ def sys_socket(t: Task, r: UserRegs) -> int:
 
 
 def sys_socketpair(t: Task, r: UserRegs) -> int:
-    """Implements socketpair(2): AF_UNIX only."""
+    """Implements socketpair(2)."""
     family, stype, protocol, sv = int32(r, 0), int32(r, 1), int32(r, 2), pointer(r, 3)
     stype, flags = _type_flags(stype)
     a, b = ksocket.new_socketpair(t, family, stype, protocol, flags)

@@ -216,8 +216,9 @@ AMD64 = SyscallTable("amd64", {
     S.clock_nanosleep: supported(TM.sys_clock_nanosleep),
     S.futex: partial(FX.sys_futex, note="no PI futexes; shared futexes keyed per address space"),
     # sockets
-    S.socket: partial(SO.sys_socket, note="AF_UNIX only; other families EAFNOSUPPORT"),
-    S.socketpair: partial(SO.sys_socketpair, note="AF_UNIX only; other families EAFNOSUPPORT"),
+    S.socket: partial(SO.sys_socket, note="AF_UNIX; AF_INET/AF_INET6 TCP, UDP and ICMP echo "
+                      "(netstack or hostinet); no raw or packet sockets"),
+    S.socketpair: partial(SO.sys_socketpair, note="AF_UNIX (AF_INET: EOPNOTSUPP, as Linux)"),
     S.bind: supported(SO.sys_bind),
     S.listen: supported(SO.sys_listen),
     S.accept: supported(SO.sys_accept),
@@ -232,8 +233,10 @@ AMD64 = SyscallTable("amd64", {
     S.sendmmsg: supported(SO.sys_sendmmsg),
     S.recvmmsg: supported(SO.sys_recvmmsg),
     S.shutdown: supported(SO.sys_shutdown),
-    S.setsockopt: partial(SO.sys_setsockopt, note="SOL_SOCKET only for AF_UNIX"),
-    S.getsockopt: partial(SO.sys_getsockopt, note="SOL_SOCKET only for AF_UNIX"),
+    S.setsockopt: partial(SO.sys_setsockopt, note="SOL_SOCKET, SOL_IP, SOL_IPV6, SOL_TCP, "
+                          "SOL_UDP; loopback-inert options are stored"),
+    S.getsockopt: partial(SO.sys_getsockopt, note="SOL_SOCKET, SOL_IP, SOL_IPV6, SOL_TCP, "
+                          "SOL_UDP (TCP_INFO partly filled)"),
     # refused: never inside a sandbox
     S.clone3: refused(Errno.ENOSYS, note="libc falls back to clone"),
     S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),

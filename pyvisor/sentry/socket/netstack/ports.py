@@ -1,0 +1,134 @@
+"""Port reservations.  Linux: net/ipv4/inet_connection_sock.c (inet_csk_get_port,
+inet_bind_conflict), net/ipv4/udp.c (udp_lib_get_port, udp_lib_lport_inuse).
+gVisor: pkg/tcpip/ports.
+
+A `PortTable` per transport protocol maps a port to the `Binding`s on it:
+bound sockets and TCP TIME_WAIT remnants.  Whether a new binding may join
+is Linux's rule:
+
+  * the addresses must overlap (equal, or either a wildcard of a family
+    the other can reach: an AF_INET6 wildcard without IPV6_V6ONLY also
+    covers every IPv4 address) for there to be any conflict;
+  * TCP: no conflict if both set SO_REUSEADDR and the other is not
+    listening, or both set SO_REUSEPORT and have the same owner (or the
+    other is in TIME_WAIT);
+  * UDP: no conflict if both set SO_REUSEADDR, or both SO_REUSEPORT with
+    the same owner.
+
+Ephemeral ports come from 32768-60999 (net.ipv4.ip_local_port_range),
+starting at a random offset.  Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Protocol
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_LISTEN, TCP_TIME_WAIT
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.socket.inet import is_any
+
+
+class Binding(Protocol):
+    """What the table reads of a bound socket or a TIME_WAIT remnant."""
+
+    laddr: bytes           # 4 or 16 bytes; a wildcard for "any"
+    lport: int
+    v6only: bool           # an AF_INET6 wildcard that does not also cover IPv4
+    reuse: bool            # SO_REUSEADDR
+    reuseport: bool        # SO_REUSEPORT
+    owner_uid: int
+
+    @property
+    def tcp_state(self) -> int: ...
+
+
+def overlap(a: Binding, b: Binding) -> bool:
+    """Whether two local addresses can receive the same packet.  Linux: inet_rcv_saddr_equal
+    with match_wildcard."""
+    x, y = a.laddr, b.laddr
+    if len(x) == len(y):
+        return x == y or is_any(x) or is_any(y)
+    v6 = y if len(y) == 16 else x
+    other = a if v6 is x else b
+    # An IPv4 address against an IPv6 one: only the dual-stack wildcard covers it.
+    return is_any(v6) and not other.v6only
+
+
+class PortTable:
+    """The ports of one transport protocol.  Linux: the bind hash (inet_bind_bucket)."""
+
+    def __init__(self, tcp: bool) -> None:
+        self.tcp = tcp
+        self.ports: dict[int, list[Binding]] = {}
+        self._rand = random.Random()
+
+    def on(self, port: int) -> list[Binding]:
+        return self.ports.get(port, [])
+
+    def __iter__(self) -> Iterator[Binding]:
+        for lst in self.ports.values():
+            yield from lst
+
+    def conflict(self, new: Binding, old: Binding) -> bool:
+        if new is old or not overlap(new, old):
+            return False
+        if self.tcp:
+            if new.reuse and old.reuse and old.tcp_state != TCP_LISTEN:
+                return False
+            if new.reuseport and old.reuseport and (
+                    old.tcp_state == TCP_TIME_WAIT or old.owner_uid == new.owner_uid):
+                return False
+            return True
+        if new.reuse and old.reuse:
+            return False
+        if new.reuseport and old.reuseport and old.owner_uid == new.owner_uid:
+            return False
+        return True
+
+    def free(self, new: Binding, port: int) -> bool:
+        return not any(self.conflict(new, b) for b in self.on(port))
+
+    def bind(self, new: Binding, port: int, connecting: bool = False) -> int:
+        """Reserves `port` (0: an ephemeral one) for `new`; EADDRINUSE if taken.
+        `connecting`: an ephemeral port for connect(2), which may reuse a port held only
+        by TIME_WAIT remnants (net.ipv4.tcp_tw_reuse = 2, Linux's default for loopback)."""
+        if port == 0:
+            port = self._ephemeral(new, connecting)
+        elif not self.free(new, port):
+            raise SyscallError(Errno.EADDRINUSE)
+        self.ports.setdefault(port, []).append(new)
+        new.lport = port
+        return port
+
+    def _ephemeral(self, new: Binding, connecting: bool) -> int:
+        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        start = self._rand.randrange(span)
+        for i in range(span):
+            port = EPHEMERAL_LOW + (start + i) % span
+            if port not in self.ports or self.free(new, port):
+                return port
+        if connecting and self.tcp:
+            for i in range(span):
+                port = EPHEMERAL_LOW + (start + i) % span
+                if all(b.tcp_state == TCP_TIME_WAIT or not self.conflict(new, b)
+                       for b in self.on(port)):
+                    return port
+        raise SyscallError(Errno.EADDRINUSE)
+
+    def add(self, b: Binding) -> None:
+        """Adds an entry on a port that is already owned (an accepted connection, a
+        TIME_WAIT remnant), without the conflict check."""
+        self.ports.setdefault(b.lport, []).append(b)
+
+    def remove(self, b: Binding) -> None:
+        lst = self.ports.get(b.lport)
+        if not lst:
+            return
+        try:
+            lst.remove(b)
+        except ValueError:
+            return
+        if not lst:
+            del self.ports[b.lport]

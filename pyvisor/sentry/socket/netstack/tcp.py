@@ -1,0 +1,844 @@
+"""TCP sockets of netstack.  Linux: net/ipv4/tcp.c, tcp_input.c (tcp_reset, tcp_fin,
+tcp_rcv_state_process), inet_connection_sock.c (accept queue), af_inet.c
+(__inet_stream_connect, inet_shutdown).  gVisor: pkg/tcpip/transport/tcp.
+
+Connections within the sandbox are short-circuited: the two ends of a
+connection point at each other (`peer`) and a segment is a method call on
+the other end (`_on_data`, `_on_fin`, `_on_rst`; a SYN is `_syn` against the
+listener).  The state each end goes through is Linux's (SYN_SENT,
+ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT, CLOSE),
+with the handshake, acknowledgements and window updates completing at once,
+as they do on Linux's loopback before the sending syscall returns.  What the
+application can observe follows Linux:
+
+  * listen(2)'s backlog bounds the accept queue; a SYN to a full queue is
+    dropped and the connecting side stays in SYN_SENT (blocking connect
+    waits, non-blocking connect reports EINPROGRESS) until accept(2) makes
+    room; a SYN to a port nobody listens on is refused (ECONNREFUSED);
+  * non-blocking connect(2) returns EINPROGRESS even though the handshake
+    is over when it returns; the outcome is in SO_ERROR and poll(2);
+  * close(2) with unread data, SO_LINGER {1, 0}, or data arriving at a
+    socket closed for reading sends a reset: the peer's next call fails
+    with ECONNRESET (EPIPE in CLOSE_WAIT, ECONNREFUSED in SYN_SENT) after
+    the data it already has, then sees EOF, and writes get EPIPE/SIGPIPE;
+  * the end that closes first goes through TIME_WAIT: a remnant holds the
+    port for 60 s, so bind(2) without SO_REUSEADDR gets EADDRINUSE;
+  * flow control: a sender may have its peer's receive window (SO_RCVBUF,
+    or RCV_AUTO when autotuned) plus its own send buffer unread at the peer.
+
+A later packet path (TCP segments over a NIC, with windows, SACK, RTO and
+congestion control) replaces `peer` with a connection endpoint that turns
+these calls into segments and calls them back from tcp input; the socket
+layer above does not change.  Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.inet import (IPPROTO_TCP, SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,
+                                    TCP_CLOSING, TCP_CONGESTION, TCP_CORK, TCP_DEFER_ACCEPT,
+                                    TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_INFO,
+                                    TCP_INQ, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL,
+                                    TCP_LAST_ACK, TCP_LINGER2, TCP_LISTEN, TCP_MAXSEG,
+                                    TCP_MSS_DEFAULT, TCP_NODELAY, TCP_NOTSENT_LOWAT,
+                                    TCP_QUICKACK, TCP_SYN_RECV, TCP_SYN_SENT, TCP_SYNCNT,
+                                    TCP_THIN_DUPACK, TCP_THIN_LINEAR_TIMEOUTS, TCP_TIME_WAIT,
+                                    TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP, MAX_TCP_KEEPCNT,
+                                    MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_SYNCNT,
+                                    TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP)
+from pyvisor.abi.linux.inet import TCP_INFO_STRUCT
+from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
+                                             EVENT_OUT, EVENT_RDHUP)
+from pyvisor.sentry.socket import inet
+from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB,
+                                          MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
+                                          SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
+                                          SIOCINQ, SIOCOUTQ, SOCK_NONBLOCK, SOCK_STREAM,
+                                          SOMAXCONN, Control, Received, deadline_of,
+                                          new_socket_file, wait)
+from pyvisor.sentry.socket.netstack.sock import NetSocket
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.kernel import Timer
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.vfs.file import FileDescription
+
+# socket_state (struct socket).  From <linux/net.h>.
+SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = 1, 2, 3, 4
+
+TCP_SNDBUF = 16384            # net.ipv4.tcp_wmem[1]
+TCP_RCVBUF = 131072           # net.ipv4.tcp_rmem[1]
+RCV_AUTO = 1 << 20            # receive window of an autotuned socket (no SO_RCVBUF)
+SND_AUTO = 1 << 18            # send buffer of an autotuned socket (no SO_SNDBUF)
+TIMEWAIT_NS = 60 * 10**9      # TCP_TIMEWAIT_LEN
+FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
+LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timestamp option
+SIOCATMARK = 0x8905
+SIOCOUTQNSD = 0x894B
+_I32 = struct.Struct("<i")
+
+
+class TimeWait:
+    """What is left of a connection in TIME_WAIT: it only holds the port.
+    Linux: struct inet_timewait_sock."""
+
+    tcp_state = TCP_TIME_WAIT
+
+    def __init__(self, s: TCPSocket) -> None:
+        self.laddr, self.lport, self.raddr, self.rport = s.laddr, s.lport, s.raddr, s.rport
+        self.v6only = s.v6only
+        self.reuse, self.reuseport = s.reuse, s.reuseport
+        self.owner_uid = s.owner_uid
+        self.family = s.family
+        self.timer: Timer | None = None
+
+
+class TCPSocket(NetSocket):
+    """A TCP socket (either end of a connection, or a listener).  Linux: struct tcp_sock."""
+
+    def __init__(self, stack: Stack, family: int, uid: int) -> None:
+        super().__init__(stack, family, SOCK_STREAM, IPPROTO_TCP, uid)
+        self.sndbuf = TCP_SNDBUF
+        self.rcvbuf = TCP_RCVBUF
+        self.state = TCP_CLOSE
+        self.ss = SS_UNCONNECTED
+        self.peer: TCPSocket | None = None
+        self.rcvq: collections.deque[bytes] = collections.deque()
+        self.rcv_off = 0                  # bytes of rcvq[0] already read
+        self.rcv_len = 0                  # unread bytes in rcvq
+        self.done = False                 # SOCK_DONE: the peer's FIN arrived
+        self.backlog = 0                  # sk_max_ack_backlog
+        self.acceptq: collections.deque[TCPSocket] = collections.deque()
+        self.synq: collections.deque[TCPSocket] = collections.deque()   # dropped SYNs
+        self.syn_target: TCPSocket | None = None   # the listener whose synq holds us
+        self.released = False             # the file is gone (an orphan, as Linux says)
+        self.timer: Timer | None = None   # an orphan's FIN_WAIT2 timeout
+        self.tcp: dict[int, int] = {TCP_NODELAY: 0, TCP_CORK: 0, TCP_KEEPIDLE: 7200,
+                                    TCP_KEEPINTVL: 75, TCP_KEEPCNT: 9, TCP_SYNCNT: 6,
+                                    TCP_LINGER2: 0, TCP_DEFER_ACCEPT: 0, TCP_WINDOW_CLAMP: 0,
+                                    TCP_QUICKACK: 1, TCP_USER_TIMEOUT: 0,
+                                    TCP_NOTSENT_LOWAT: -1, TCP_MAXSEG: 0, TCP_INQ: 0,
+                                    TCP_THIN_LINEAR_TIMEOUTS: 0, TCP_THIN_DUPACK: 0,
+                                    TCP_FASTOPEN: 0, TCP_FASTOPEN_CONNECT: 0}
+        self.congestion = b"cubic"
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.segs_out = 0
+        self.segs_in = 0
+
+    @property
+    def tcp_state(self) -> int:
+        return self.state
+
+    def connected_for_mtu(self) -> bool:
+        return self.state not in (TCP_CLOSE, TCP_LISTEN, TCP_SYN_SENT)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _notify(self, events: int = EVENT_ALL) -> None:
+        self.wq.notify(events)
+
+    def window(self) -> int:
+        """How much may sit unread in our receive queue."""
+        return self.rcvbuf if self.userlocks_rcv else RCV_AUTO
+
+    def _send_room(self, peer: TCPSocket) -> int:
+        cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
+        return min(cap - peer.rcv_len, self.stack.budget_left())
+
+    def _set_error(self, err: int) -> None:
+        self.err = err
+        self._notify()
+
+    def _done(self) -> None:
+        """tcp_done: the connection is over for this end."""
+        self.state = TCP_CLOSE
+        self.shut = SHUTDOWN_MASK
+        peer, self.peer = self.peer, None
+        if peer is not None and peer.peer is self:
+            pass                      # the peer keeps its pointer until its own end
+        if self.timer is not None:
+            self.timer.cancelled = True
+            self.timer = None
+        if self.released or not self.user_bound:
+            self.unbind()
+        self._notify()
+
+    def _enter_time_wait(self) -> None:
+        """tcp_time_wait: a remnant keeps the port; this socket is closed."""
+        tw = TimeWait(self)
+        ports = self.ports
+        ports.add(tw)
+
+        def expire() -> None:
+            ports.remove(tw)
+        tw.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + TIMEWAIT_NS, expire)
+        self.stack.time_waits += 1
+        self._done()
+
+    # -- segments from the peer (what tcp input would do) ------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        self.rcvq.append(data)
+        self.rcv_len += len(data)
+        self.stack.buffered += len(data)
+        self.bytes_received += len(data)
+        self.segs_in += 1
+        self._notify(EVENT_IN)
+
+    def _on_fin(self) -> None:
+        """tcp_fin."""
+        self.done = True
+        self.shut |= RCV_SHUTDOWN
+        self.segs_in += 1
+        if self.state in (TCP_ESTABLISHED, TCP_SYN_RECV):
+            self.state = TCP_CLOSE_WAIT
+        elif self.state == TCP_FIN_WAIT1:
+            self.state = TCP_CLOSING
+        elif self.state == TCP_FIN_WAIT2:
+            self._enter_time_wait()
+            return
+        self._notify(EVENT_IN | EVENT_RDHUP | EVENT_HUP)
+
+    def _on_fin_acked(self) -> None:
+        if self.state == TCP_FIN_WAIT1:
+            self.state = TCP_FIN_WAIT2
+            if self.released:
+                self._arm_fin_timeout()
+        elif self.state == TCP_CLOSING:
+            self._enter_time_wait()
+        elif self.state == TCP_LAST_ACK:
+            self._done()
+
+    def _on_rst(self) -> None:
+        """tcp_reset: the peer aborted the connection."""
+        if self.state == TCP_CLOSE:
+            return
+        if self.state == TCP_SYN_SENT:
+            err = Errno.ECONNREFUSED
+        elif self.state == TCP_CLOSE_WAIT:
+            err = Errno.EPIPE
+        else:
+            err = Errno.ECONNRESET
+        self.err = err
+        self.stack.resets += 1
+        self._done()
+
+    def _arm_fin_timeout(self) -> None:
+        def expire() -> None:
+            self.timer = None
+            if self.state == TCP_FIN_WAIT2:
+                self._done()
+        self.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + FIN_TIMEOUT_NS,
+                                                 expire)
+
+    # -- what we send --------------------------------------------------------------------------
+
+    def _send_fin(self) -> None:
+        """tcp_close_state + tcp_send_fin; the peer acknowledges at once."""
+        if self.state in (TCP_ESTABLISHED, TCP_SYN_RECV):
+            self.state = TCP_FIN_WAIT1
+        elif self.state == TCP_CLOSE_WAIT:
+            self.state = TCP_LAST_ACK
+        else:
+            return
+        self.segs_out += 1
+        peer = self.peer
+        if peer is not None and peer.state != TCP_CLOSE:
+            peer._on_fin()
+            self._on_fin_acked()
+        else:
+            self._done()          # nobody to acknowledge: the connection is gone
+
+    def _abort(self) -> None:
+        """Sends a reset and closes (tcp_send_active_reset + tcp_done)."""
+        peer = self.peer
+        self.segs_out += 1
+        self._done()
+        if peer is not None:
+            peer._on_rst()
+
+    # -- FileImpl ----------------------------------------------------------------------------
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        return self._try_recv(n, 0).data
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return self._try_send(t, data, MSG_NOSIGNAL)     # do_write raises SIGPIPE itself
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        """tcp_poll."""
+        st = self.state
+        if st == TCP_LISTEN:
+            return (EVENT_IN if self.acceptq else 0) & mask
+        ev = 0
+        if self.shut == SHUTDOWN_MASK or st == TCP_CLOSE:
+            ev |= EVENT_HUP
+        if self.shut & RCV_SHUTDOWN:
+            ev |= EVENT_IN | EVENT_RDHUP
+        if st not in (TCP_SYN_SENT, TCP_SYN_RECV):
+            if self.rcv_len and self.rcv_len >= self.rcvlowat:     # tcp_stream_is_readable
+                ev |= EVENT_IN
+            if not self.shut & SEND_SHUTDOWN:
+                if self._writable():
+                    ev |= EVENT_OUT
+            else:
+                ev |= EVENT_OUT
+        if self.err:
+            ev |= EVENT_ERR
+        return ev & (mask | EVENT_HUP | EVENT_ERR)
+
+    def _writable(self) -> bool:
+        peer = self.peer
+        if peer is None or self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+            return True
+        cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
+        return self._send_room(peer) * 3 >= cap      # a third free, as sk_stream_wspace
+
+    def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
+        if cmd == SIOCINQ:
+            if self.state == TCP_LISTEN:
+                raise SyscallError(Errno.EINVAL)
+            t.copy_out(arg, _I32.pack(min(self.rcv_len, 0x7FFFFFFF)))
+            return 0
+        if cmd in (SIOCOUTQ, SIOCOUTQNSD):
+            if self.state == TCP_LISTEN:
+                raise SyscallError(Errno.EINVAL)
+            t.copy_out(arg, _I32.pack(0))
+            return 0
+        if cmd == SIOCATMARK:
+            t.copy_out(arg, _I32.pack(0))
+            return 0
+        raise SyscallError(Errno.ENOTTY)
+
+    def release(self, fd: FileDescription) -> None:
+        """tcp_close: the last reference to the file is gone."""
+        self.released = True
+        st = self.state
+        self.shut = SHUTDOWN_MASK
+        if st == TCP_LISTEN:
+            self._stop_listening()
+        elif st == TCP_SYN_SENT:
+            self._cancel_syn()
+            self._done()
+        elif st != TCP_CLOSE:
+            if self.rcv_len or (self.linger[0] and self.linger[1] == 0):
+                self.stack.aborts_on_close += 1
+                self._abort()
+            else:
+                self._send_fin()
+                if self.state == TCP_FIN_WAIT2 and self.timer is None:
+                    self._arm_fin_timeout()
+        if self.state == TCP_CLOSE:
+            self.unbind()
+        self._drop_rcvq()
+
+    def _drop_rcvq(self) -> None:
+        """Frees what was never read (its bytes leave the stack's budget)."""
+        self.stack.unbuffer(self.rcv_len)
+        self.rcvq.clear()
+        self.rcv_len = self.rcv_off = 0
+
+    # -- connections -------------------------------------------------------------------------
+
+    def listen(self, t: Task, backlog: int) -> None:
+        """inet_listen."""
+        if self.ss != SS_UNCONNECTED or self.state not in (TCP_CLOSE, TCP_LISTEN):
+            raise SyscallError(Errno.EINVAL)
+        if backlog < 0 or backlog > SOMAXCONN:
+            backlog = SOMAXCONN
+        if self.state != TCP_LISTEN:
+            if not self.bound:
+                self.autobind()
+            else:
+                # inet_csk_listen_start re-checks the port: another socket that shares it
+                # through SO_REUSEADDR may not listen beside us.
+                for b in self.ports.on(self.lport):
+                    if self.ports.conflict(self, b):
+                        raise SyscallError(Errno.EADDRINUSE)
+            self.state = TCP_LISTEN
+        self.backlog = backlog
+        self._admit()
+
+    def _stop_listening(self) -> None:
+        """inet_csk_listen_stop: connections not yet accepted are reset, dropped SYNs refused."""
+        self.state = TCP_CLOSE
+        pending, self.acceptq = self.acceptq, collections.deque()
+        for child in pending:
+            child.parent_gone()
+        syns, self.synq = self.synq, collections.deque()
+        for c in syns:
+            c.syn_target = None
+            if c.state == TCP_SYN_SENT:
+                c._on_rst()
+        self._notify()
+
+    def parent_gone(self) -> None:
+        """An accepted-queue child whose listener closed: it is reset and freed."""
+        self.released = True
+        if self.state != TCP_CLOSE:
+            self._abort()
+        self._drop_rcvq()
+        self.unbind()
+
+    def _admit(self) -> None:
+        """Room in the accept queue: the next dropped SYN gets through (its retransmission)."""
+        while self.synq and len(self.acceptq) <= self.backlog and self.state == TCP_LISTEN:
+            c = self.synq.popleft()
+            c.syn_target = None
+            if c.state == TCP_SYN_SENT:
+                self._accept_syn(c)
+
+    def _cancel_syn(self) -> None:
+        lst = self.syn_target
+        if lst is not None:
+            try:
+                lst.synq.remove(self)
+            except ValueError:
+                pass
+            self.syn_target = None
+
+    def _accept_syn(self, client: TCPSocket) -> None:
+        """The three-way handshake with `client`, done: a child in our accept queue."""
+        child = TCPSocket(self.stack, self.family, self.owner_uid)
+        child.inherit(self)
+        child.laddr, child.lport = client.raddr, self.lport
+        child.raddr, child.rport = client.laddr, client.lport
+        child.bound = True
+        child.user_bound = self.user_bound
+        self.ports.add(child)
+        child.state = TCP_ESTABLISHED
+        child.ss = SS_CONNECTED
+        child.peer, client.peer = client, child
+        client.state = TCP_ESTABLISHED
+        child.segs_in = client.segs_out = 2
+        child.segs_out = client.segs_in = 1
+        self.acceptq.append(child)
+        self.stack.passive_opens += 1
+        self._notify(EVENT_IN)
+        client._notify(EVENT_OUT)
+
+    def inherit(self, parent: TCPSocket) -> None:
+        """What a child copies from its listener (sk_clone_lock)."""
+        self.sndbuf, self.rcvbuf = parent.sndbuf, parent.rcvbuf
+        self.userlocks_snd, self.userlocks_rcv = parent.userlocks_snd, parent.userlocks_rcv
+        self.opts = dict(parent.opts)
+        self.ip, self.ip6, self.tcp = dict(parent.ip), dict(parent.ip6), dict(parent.tcp)
+        self.v6only = parent.v6only
+        self.linger = parent.linger
+        self.rcvtimeo, self.sndtimeo, self.rcvlowat = parent.rcvtimeo, parent.sndtimeo, \
+            parent.rcvlowat
+        self.congestion = parent.congestion
+
+    async def accept(self, t: Task, f: FileDescription, flags: int
+                     ) -> tuple[FileDescription, bytes]:
+        """inet_csk_accept."""
+        if self.state != TCP_LISTEN:
+            raise SyscallError(Errno.EINVAL)
+        deadline = deadline_of(t, self.rcvtimeo)
+        while not self.acceptq:
+            if f.nonblocking or self.rcvtimeo == 0:
+                raise WouldBlock()
+            await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline,
+                       self.rcvtimeo is not None)
+            if self.state != TCP_LISTEN:
+                raise SyscallError(Errno.EINVAL)
+        child = self.acceptq.popleft()
+        self._admit()
+        nf = new_socket_file(child, flags & SOCK_NONBLOCK, t.creds.fsuid, t.creds.fsgid)
+        return nf, child._remote_name()
+
+    async def connect(self, t: Task, f: FileDescription, addr: bytes) -> None:
+        """__inet_stream_connect."""
+        if len(addr) < 2:
+            raise SyscallError(Errno.EINVAL)
+        if inet.raw_family(addr) == AF_UNSPEC:
+            self._disconnect()
+            self.ss = SS_UNCONNECTED
+            return
+        if self.ss == SS_CONNECTED:
+            raise SyscallError(Errno.EISCONN)
+        if self.ss == SS_CONNECTING:
+            if self.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+                if f.nonblocking:
+                    raise SyscallError(Errno.EALREADY)
+                await self._wait_connected(t)
+            return self._connect_result()
+        if self.state != TCP_CLOSE:
+            raise SyscallError(Errno.EISCONN)
+        ip, port = self._decode_remote(addr)
+        self.stack.check_route(ip)
+        if len(ip) == 4 and self.family == 10 and self.v6only:
+            raise SyscallError(Errno.ENETUNREACH)
+        src = self.source_for(ip)
+        self.autobind(connecting=True)
+        if inet.is_any(self.laddr):
+            self.laddr = src
+        self.raddr, self.rport = ip, port
+        self.state = TCP_SYN_SENT
+        self.ss = SS_CONNECTING
+        self.stack.active_opens += 1
+        self.segs_out += 1
+        self._syn()
+        if self.state == TCP_SYN_SENT:
+            if f.nonblocking:
+                raise SyscallError(Errno.EINPROGRESS)
+            await self._wait_connected(t)
+        elif f.nonblocking:
+            # Linux: the handshake finishes after the call (in the socket's backlog).
+            raise SyscallError(Errno.EINPROGRESS)
+        self._connect_result()
+
+    async def _wait_connected(self, t: Task) -> None:
+        """inet_wait_for_connect: SO_SNDTIMEO gives EINPROGRESS, a signal EINTR/restart."""
+        deadline = deadline_of(t, self.sndtimeo)
+        while self.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+            try:
+                await wait(t, self.wq, EVENT_OUT | EVENT_ERR | EVENT_HUP, deadline,
+                           self.sndtimeo is not None)
+            except WouldBlock:
+                raise SyscallError(Errno.EINPROGRESS) from None
+
+    def _connect_result(self) -> None:
+        if self.state == TCP_CLOSE:
+            err, self.err = self.err, 0
+            self.ss = SS_UNCONNECTED
+            raise SyscallError(err or Errno.ECONNABORTED)
+        self.ss = SS_CONNECTED
+
+    def _syn(self) -> None:
+        """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset."""
+        lst = self.stack.tcp_listener(self.raddr, self.rport)
+        if lst is None:
+            self.stack.refused += 1
+            self._on_rst()
+            return
+        if len(lst.acceptq) > lst.backlog:
+            lst.synq.append(self)
+            self.syn_target = lst
+            self.stack.syn_drops += 1
+            return
+        lst._accept_syn(self)
+
+    def _disconnect(self) -> None:
+        """tcp_disconnect (connect with AF_UNSPEC)."""
+        st = self.state
+        if st == TCP_LISTEN:
+            self._stop_listening()
+        elif st == TCP_SYN_SENT:
+            self._cancel_syn()
+            self._done()
+        elif st != TCP_CLOSE:
+            self._abort()
+        self.state = TCP_CLOSE
+        self.shut = 0
+        self.done = False
+        self.err = 0
+        self._drop_rcvq()
+        self.raddr, self.rport = inet.any_addr(self.family), 0
+        if not self.user_bound:
+            self.unbind()
+            self.laddr = inet.any_addr(self.family)
+
+    def getpeername(self, t: Task) -> bytes:
+        if not self.rport or self.state in (TCP_CLOSE, TCP_SYN_SENT):
+            raise SyscallError(Errno.ENOTCONN)
+        return self._remote_name()
+
+    def shutdown(self, t: Task, how: int) -> None:
+        """inet_shutdown + tcp_shutdown."""
+        if how < SHUT_RD or how > SHUT_RDWR:
+            raise SyscallError(Errno.EINVAL)
+        how += 1
+        if self.ss == SS_CONNECTING:
+            self.ss = SS_DISCONNECTING if self.state in (TCP_SYN_SENT, TCP_SYN_RECV, TCP_CLOSE) \
+                else SS_CONNECTED
+        st = self.state
+        err = 0
+        if st == TCP_CLOSE:
+            err = Errno.ENOTCONN
+            self.shut |= how
+        elif st == TCP_LISTEN:
+            if how & RCV_SHUTDOWN:
+                self._stop_listening()
+                self.ss = SS_UNCONNECTED
+        elif st == TCP_SYN_SENT:
+            self._cancel_syn()
+            self._done()
+            self.shut = 0
+            if not self.user_bound:
+                self.laddr = inet.any_addr(self.family)
+            self.ss = SS_UNCONNECTED
+        else:
+            self.shut |= how
+            if how & SEND_SHUTDOWN:
+                self._send_fin()
+        self._notify()
+        if err:
+            raise SyscallError(err)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _sigpipe(self, t: Task, flags: int) -> None:
+        if not flags & MSG_NOSIGNAL:
+            from pyvisor.abi.linux.signal import Signal
+            from pyvisor.sentry.kernel import signal as ksignal
+            ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGPIPE, 0, pid=t.tg.tgid))
+
+    def _stream_error(self, t: Task, flags: int) -> SyscallError:
+        """sk_stream_error(-EPIPE): a pending error, else EPIPE with SIGPIPE."""
+        err, self.err = self.err or Errno.EPIPE, 0
+        if err == Errno.EPIPE:
+            self._sigpipe(t, flags)
+        return SyscallError(err)
+
+    def _try_send(self, t: Task, data: bytes, flags: int) -> int:
+        """One non-blocking attempt (tcp_sendmsg_locked without the sleeping)."""
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        st = self.state
+        if st in (TCP_SYN_SENT, TCP_SYN_RECV) and not self.err:
+            raise WouldBlock()               # sk_stream_wait_connect
+        if st not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT) or self.err \
+                or self.shut & SEND_SHUTDOWN:
+            raise self._stream_error(t, flags)
+        peer = self.peer
+        if peer is None:
+            raise self._stream_error(t, flags)
+        if not data:
+            return 0
+        if (peer.state in (TCP_FIN_WAIT1, TCP_FIN_WAIT2) and peer.shut & RCV_SHUTDOWN) \
+                or peer.state == TCP_CLOSE:
+            # Data for an end that is closed for reading: it answers with a reset
+            # (tcp_rcv_state_process, "abort on data"); this call still succeeds.
+            self.bytes_sent += len(data)
+            if peer.state != TCP_CLOSE:
+                self.stack.aborts_on_data += 1
+                peer._on_rst()
+            self._on_rst()
+            return len(data)
+        room = self._send_room(peer)
+        if room <= 0:
+            if self.stack.budget_left() <= 0 and self.wq not in self.stack.starved:
+                self.stack.starved.append(self.wq)
+            raise WouldBlock()
+        n = min(room, len(data))
+        chunk = data[:n] if n < len(data) else data
+        self.bytes_sent += n
+        self.segs_out += 1
+        self.stack.lo.count(n + 52)
+        peer._on_data(chunk)
+        return n
+
+    async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
+                      addr: bytes | None, control: Control) -> int:
+        """tcp_sendmsg: blocking sends queue everything unless a signal or SO_SNDTIMEO
+        interrupts, then return what was queued.  A destination address is ignored on a
+        connected socket and refused (EPIPE path) on an unconnected one, as Linux."""
+        nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.sndtimeo == 0
+        deadline = deadline_of(t, self.sndtimeo)
+        timed = self.sndtimeo is not None
+        sent = 0
+        while True:
+            try:
+                sent += self._try_send(t, data[sent:] if sent else data,
+                                       flags | MSG_NOSIGNAL if sent else flags)
+                if sent >= len(data):
+                    return sent
+                continue            # the rest at once, or WouldBlock
+            except WouldBlock:
+                if nonblock:
+                    if sent:
+                        return sent
+                    raise
+            except SyscallError:
+                if sent:
+                    return sent
+                raise
+            try:
+                await wait(t, self.wq, EVENT_OUT | EVENT_HUP | EVENT_ERR, deadline, timed)
+            except SyscallError:
+                if sent:
+                    return sent
+                raise
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _try_recv(self, n: int, flags: int) -> Received:
+        """One non-blocking attempt (tcp_recvmsg_locked without the sleeping)."""
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EINVAL)
+        if self.state == TCP_LISTEN:
+            raise SyscallError(Errno.ENOTCONN)
+        if self.rcv_len:
+            return self._take(n, flags)
+        if self.done:
+            return Received(b"", 0)
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        if self.shut & RCV_SHUTDOWN:
+            return Received(b"", 0)
+        if self.state == TCP_CLOSE:
+            raise SyscallError(Errno.ENOTCONN)
+        raise WouldBlock()
+
+    def _take(self, n: int, flags: int) -> Received:
+        peek = bool(flags & MSG_PEEK)
+        out: list[bytes] = []
+        got = 0
+        off = self.rcv_off
+        i = 0
+        q = self.rcvq
+        while got < n and i < len(q):
+            buf = q[i]
+            take = min(n - got, len(buf) - off)
+            out.append(buf[off:off + take] if (off or take < len(buf)) else buf)
+            got += take
+            if peek:
+                i += 1
+                off = 0
+                continue
+            if off + take == len(buf):
+                q.popleft()
+                off = 0
+            else:
+                off += take
+        if not peek:
+            self.rcv_off = off
+            self.rcv_len -= got
+            self.stack.unbuffer(got)
+            peer = self.peer
+            if peer is not None:
+                peer._notify(EVENT_OUT)
+        data = b"" if flags & MSG_TRUNC else b"".join(out)
+        return Received(data, got)
+
+    async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
+                      want_addr: bool) -> Received:
+        """tcp_recvmsg: waits for at least SO_RCVLOWAT bytes (all `n` with MSG_WAITALL)."""
+        nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.rcvtimeo == 0
+        deadline = deadline_of(t, self.rcvtimeo)
+        timed = self.rcvtimeo is not None
+        target = n if flags & MSG_WAITALL and not flags & MSG_PEEK else min(self.rcvlowat, n)
+        got: Received | None = None
+        while True:
+            try:
+                r = self._try_recv(n - (got.length if got else 0), flags)
+            except WouldBlock:
+                if nonblock:
+                    if got is not None:
+                        return got
+                    raise
+            except SyscallError:
+                if got is not None:
+                    return got
+                raise
+            else:
+                if got is None:
+                    got = r
+                else:
+                    got.data += r.data
+                    got.length += r.length
+                if got.length >= target or r.length == 0 or nonblock or flags & MSG_PEEK \
+                        or n == 0:
+                    return got
+                continue            # more may be queued already: try before sleeping
+            try:
+                await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline, timed)
+            except SyscallError:
+                if got is not None:
+                    return got
+                raise
+
+    # -- options -----------------------------------------------------------------------------
+
+    def proto_getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level != SOL_TCP:
+            raise self.unknown_level()
+        i32 = _I32.pack
+        if name == TCP_INFO:
+            return self._info()
+        if name == TCP_CONGESTION:
+            return self.congestion.ljust(16, b"\0")
+        if name == TCP_MAXSEG:
+            user = self.tcp[TCP_MAXSEG]
+            if user and self.state in (TCP_CLOSE, TCP_LISTEN):
+                return i32(user)
+            return i32(LOOPBACK_MSS if self.connected_for_mtu() else TCP_MSS_DEFAULT)
+        if name == TCP_LINGER2:
+            v = self.tcp[name]
+            return i32(60 if v == 0 else v)
+        if name == TCP_TIMESTAMP:
+            return i32(self.stack.kernel.now() // 1_000_000 & 0x7FFFFFFF)
+        if name in self.tcp:
+            return i32(self.tcp[name])
+        raise SyscallError(Errno.ENOPROTOOPT)
+
+    def proto_setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        """do_tcp_setsockopt: the checks Linux makes; values are stored."""
+        if level != SOL_TCP:
+            raise SyscallError(Errno.ENOPROTOOPT)
+        if name == TCP_CONGESTION:
+            algo = optval[:16].split(b"\0", 1)[0]
+            if algo not in (b"cubic", b"reno"):
+                raise SyscallError(Errno.ENOENT)
+            self.congestion = algo
+            return
+        if len(optval) < 4:
+            raise SyscallError(Errno.EINVAL)
+        (val,) = _I32.unpack_from(optval)
+        if name == TCP_MAXSEG:
+            if val and not 88 <= val <= 65535:
+                raise SyscallError(Errno.EINVAL)
+        elif name in (TCP_KEEPIDLE, TCP_KEEPINTVL):
+            if not 1 <= val <= (MAX_TCP_KEEPIDLE if name == TCP_KEEPIDLE else MAX_TCP_KEEPINTVL):
+                raise SyscallError(Errno.EINVAL)
+        elif name == TCP_KEEPCNT:
+            if not 1 <= val <= MAX_TCP_KEEPCNT:
+                raise SyscallError(Errno.EINVAL)
+        elif name == TCP_SYNCNT:
+            if not 1 <= val <= MAX_TCP_SYNCNT:
+                raise SyscallError(Errno.EINVAL)
+        elif name in (TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP):
+            if val < 0:
+                raise SyscallError(Errno.EINVAL)
+        elif name == TCP_LINGER2:
+            val = -1 if val < 0 else min(val, 120)
+        elif name in (TCP_NODELAY, TCP_CORK, TCP_QUICKACK, TCP_THIN_LINEAR_TIMEOUTS,
+                      TCP_THIN_DUPACK, TCP_INQ, TCP_FASTOPEN_CONNECT):
+            val = int(val != 0)
+        elif name == TCP_DEFER_ACCEPT:
+            val = max(val, 0)
+        elif name not in (TCP_NOTSENT_LOWAT, TCP_FASTOPEN):
+            raise SyscallError(Errno.ENOPROTOOPT)
+        self.tcp[name] = val
+
+    def _info(self) -> bytes:
+        """struct tcp_info, as far as a loopback connection has one."""
+        est = self.connected_for_mtu()
+        mss = LOOPBACK_MSS if est else TCP_MSS_DEFAULT
+        return TCP_INFO_STRUCT.pack(
+            self.state, 0, 0, 0, 0, 7 if est else 0, 0x77 if est else 0, 0,
+            # rto ato snd_mss rcv_mss unacked sacked lost retrans fackets
+            203333 if est else 1000000, 40000 if est else 0, mss, TCP_MSS_DEFAULT, 0, 0, 0, 0, 0,
+            # last_data_sent last_ack_sent last_data_recv last_ack_recv pmtu rcv_ssthresh
+            0, 0, 0, 0, 65535 if est else 0, 65483 if est else 0,
+            # rtt rttvar snd_ssthresh snd_cwnd advmss reordering rcv_rtt rcv_space
+            30 if est else 0, 15 if est else 250000, 0x7FFFFFFF, 10, mss, 3, 0,
+            self.window() if est else 0,
+            0,                                                    # total_retrans
+            0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF,               # pacing rates
+            self.bytes_sent, self.bytes_received,                 # bytes_acked, bytes_received
+            self.segs_out, self.segs_in, 0, 30 if est else 0,     # segs, notsent, min_rtt
+            self.segs_in, self.segs_out,                          # data_segs_in/out
+            0, 0, 0, 0,                                           # delivery_rate ... limited
+            self.segs_out, 0,                                     # delivered, delivered_ce
+            self.bytes_sent, 0,                                   # bytes_sent, bytes_retrans
+            0, 0, 0, self.peer.window() if self.peer is not None else 0)

@@ -1,0 +1,366 @@
+"""UDP and ICMP echo ("ping") sockets of netstack.  Linux: net/ipv4/udp.c,
+net/ipv6/udp.c, net/ipv4/ping.c, net/core/datagram.c.  gVisor:
+pkg/tcpip/transport/udp, transport/icmp.
+
+A datagram goes straight from the sender to the receiving socket's queue
+(loopback).  The receive queue is bounded by SO_RCVBUF as Linux bounds it:
+each datagram is charged its buffer's true size, and a datagram arriving
+while the queue is over the limit is dropped.  A datagram to a port nobody
+holds draws an ICMP port-unreachable: a connected sender gets ECONNREFUSED
+from its next call.  A ping socket (SOCK_DGRAM, IPPROTO_ICMP/ICMPV6) sends
+echo requests; the stack answers at once, with the socket's identifier in
+place of the request's, as Linux's ping sockets do.  Every group may use
+them (net.ipv4.ping_group_range "0 2147483647", as gVisor).
+
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY,
+                                    ICMPV6_ECHO_REQUEST, INADDR_BROADCAST, IPPROTO_ICMP,
+                                    IPPROTO_ICMPV6, IPPROTO_UDP, SCM_TIMESTAMP, SCM_TIMESTAMPNS,
+                                    SOL_UDP, UDP_CORK, UDP_GRO, UDP_MAX_V4, UDP_MAX_V6,
+                                    UDP_NO_CHECK6_RX, UDP_NO_CHECK6_TX, UDP_SEGMENT)
+from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+                                             EVENT_RDHUP)
+from pyvisor.sentry.socket import inet
+from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_UNSPEC, MSG_DONTWAIT,
+                                          MSG_ERRQUEUE, MSG_OOB, MSG_PEEK, MSG_TRUNC,
+                                          RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
+                                          SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_BROADCAST,
+                                          SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_DGRAM, SOL_SOCKET,
+                                          WMEM_DEFAULT, RMEM_DEFAULT, Control, Received,
+                                          deadline_of, wait)
+from pyvisor.sentry.socket.netstack.sock import NetSocket
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.vfs.file import FileDescription
+
+_I32 = struct.Struct("<i")
+
+
+def truesize(n: int) -> int:
+    """What a received datagram of `n` bytes costs against SO_RCVBUF (an sk_buff's
+    truesize on loopback: the struct plus its data buffer, rounded as kmalloc rounds)."""
+    need = n + 64 + 320
+    if need <= 4096:
+        size = 512
+        while size < need:
+            size *= 2
+    else:
+        size = (need + 4095) & ~4095
+    return size + 256
+
+
+@dataclass(slots=True)
+class Datagram:
+    """A queued datagram.  Linux: an sk_buff on sk_receive_queue."""
+
+    data: bytes
+    src: bytes
+    sport: int
+    dst: bytes
+    tos: int
+    stamp_ns: int
+    charge: int
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+class UDPSocket(NetSocket):
+    """A UDP socket.  Linux: struct udp_sock."""
+
+    def __init__(self, stack: Stack, family: int, uid: int, protocol: int = IPPROTO_UDP) -> None:
+        super().__init__(stack, family, SOCK_DGRAM, protocol, uid)
+        self.sndbuf = WMEM_DEFAULT
+        self.rcvbuf = RMEM_DEFAULT
+        self.rcvq: collections.deque[Datagram] = collections.deque()
+        self.rcv_mem = 0
+        self.udp: dict[int, int] = {UDP_CORK: 0, UDP_SEGMENT: 0, UDP_GRO: 0,
+                                    UDP_NO_CHECK6_TX: 0, UDP_NO_CHECK6_RX: 0}
+        self.drops = 0
+        self.released = False
+
+    # -- FileImpl ----------------------------------------------------------------------------
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        return self._try_recv(n, 0, False).data
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return self._try_send(t, data, 0, None)
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        """datagram_poll."""
+        ev = 0
+        if self.err:
+            ev |= EVENT_ERR
+        if self.shut & RCV_SHUTDOWN:
+            ev |= EVENT_RDHUP | EVENT_IN
+        if self.shut == SHUTDOWN_MASK:
+            ev |= EVENT_HUP
+        if self.rcvq:
+            ev |= EVENT_IN
+        ev |= EVENT_OUT
+        return ev & (mask | EVENT_HUP | EVENT_ERR)
+
+    def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
+        if cmd == SIOCINQ:
+            t.copy_out(arg, _I32.pack(len(self.rcvq[0].data) if self.rcvq else 0))
+            return 0
+        if cmd == SIOCOUTQ:
+            t.copy_out(arg, _I32.pack(0))
+            return 0
+        raise SyscallError(Errno.ENOTTY)
+
+    def release(self, fd: FileDescription) -> None:
+        self.released = True
+        self.stack.unbuffer(self.rcv_mem)
+        self.rcvq.clear()
+        self.rcv_mem = 0
+        self.unbind()
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    async def connect(self, t: Task, f: FileDescription, addr: bytes) -> None:
+        """ip4_datagram_connect / ip6_datagram_connect; AF_UNSPEC dissolves the association."""
+        if len(addr) < 2:
+            raise SyscallError(Errno.EINVAL)
+        if inet.raw_family(addr) == AF_UNSPEC:
+            self.raddr, self.rport = inet.any_addr(self.family), 0
+            if not self.user_bound:
+                self.unbind()
+                self.laddr = inet.any_addr(self.family)
+            return
+        ip, port = self._destination(addr)
+        self.stack.check_route(ip)
+        self._check_broadcast(ip)
+        src = self.source_for(ip)
+        self.autobind()
+        if inet.is_any(self.laddr):
+            self.laddr = src
+        self.raddr, self.rport = ip, port
+        self._notify_out()
+
+    def _notify_out(self) -> None:
+        self.wq.notify(EVENT_OUT)
+
+    def _destination(self, addr: bytes) -> tuple[bytes, int]:
+        if self.family == AF_INET6 and inet.raw_family(addr) == AF_INET:
+            # udpv6_sendmsg takes a sockaddr_in too, unless the socket is IPv6-only.
+            if self.v6only:
+                raise SyscallError(Errno.ENETUNREACH)
+            ip, port, _ = inet.decode(AF_INET, addr)
+            return (ip if ip != b"\0\0\0\0" else b"\x7f\0\0\1"), port
+        return self._decode_remote(addr)
+
+    def _check_broadcast(self, ip: bytes) -> None:
+        if ip == INADDR_BROADCAST and not self.opts.get(SO_BROADCAST):
+            raise SyscallError(Errno.EACCES)
+
+    def getpeername(self, t: Task) -> bytes:
+        if not self.rport and not self._connected():
+            raise SyscallError(Errno.ENOTCONN)
+        return self._remote_name()
+
+    def _connected(self) -> bool:
+        return self.rport != 0
+
+    def shutdown(self, t: Task, how: int) -> None:
+        """inet_shutdown on a datagram socket: ENOTCONN unless connected, but the bits are
+        set either way."""
+        if how < SHUT_RD or how > SHUT_RDWR:
+            raise SyscallError(Errno.EINVAL)
+        self.shut |= how + 1
+        self.wq.notify()
+        if not self._connected():
+            raise SyscallError(Errno.ENOTCONN)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _max_payload(self) -> int:
+        return UDP_MAX_V4 if self.family == AF_INET else UDP_MAX_V6
+
+    def _try_send(self, t: Task, data: bytes, flags: int, addr: bytes | None) -> int:
+        """udp_sendmsg: never blocks on loopback (the datagram is delivered or dropped)."""
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if addr:
+            ip, port = self._destination(addr)
+            if port == 0 and self.protocol == IPPROTO_UDP:
+                raise SyscallError(Errno.EINVAL)
+        else:
+            if not self._connected():
+                raise SyscallError(Errno.EDESTADDRREQ)
+            ip, port = self.raddr, self.rport
+        if len(data) > self._max_payload():
+            raise SyscallError(Errno.EMSGSIZE)
+        if self.shut & SEND_SHUTDOWN:
+            raise SyscallError(Errno.EPIPE)
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        self._check_broadcast(ip)
+        self.stack.check_route(ip)
+        self.autobind()
+        src = self.source_for(ip)
+        self._transmit(data, src, ip, port)
+        return len(data)
+
+    def _transmit(self, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
+        stack = self.stack
+        stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
+        stack.udp_out += 1
+        rcv = stack.udp_receiver(dst, dport, src, self.lport)
+        if rcv is None:
+            stack.udp_noport += 1
+            if self._connected():
+                self.err = Errno.ECONNREFUSED       # the ICMP port unreachable, at once
+                self.wq.notify(EVENT_ERR)
+            return
+        tos = self.ip.get(1, 0) if len(dst) == 4 else self.ip6.get(67, 0)
+        rcv.deliver(Datagram(data, src, self.lport, dst, tos, time.time_ns(),
+                             truesize(len(data))))
+
+    def deliver(self, d: Datagram) -> None:
+        """__udp_enqueue_schedule_skb: drop when the queue is already over SO_RCVBUF."""
+        if self.released:
+            return
+        if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < d.charge:
+            self.drops += 1
+            self.stack.udp_rcvbuf_errors += 1
+            return
+        self.rcvq.append(d)
+        self.rcv_mem += d.charge
+        self.stack.buffered += d.charge
+        self.stack.udp_in += 1
+        self.wq.notify(EVENT_IN)
+
+    async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
+                      addr: bytes | None, control: Control) -> int:
+        return self._try_send(t, data, flags, addr)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _try_recv(self, n: int, flags: int, want_addr: bool) -> Received:
+        if flags & MSG_OOB:
+            raise SyscallError(Errno.EOPNOTSUPP)
+        if flags & MSG_ERRQUEUE:
+            raise WouldBlock()                       # no queued errors (no IP_RECVERR path)
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        if not self.rcvq:
+            if self.shut & RCV_SHUTDOWN:
+                return Received(b"", 0)
+            raise WouldBlock()
+        d = self.rcvq[0]
+        if not flags & MSG_PEEK:
+            self.rcvq.popleft()
+            self.rcv_mem -= d.charge
+            self.stack.unbuffer(d.charge)
+        data = d.data[:n]
+        mflags = MSG_TRUNC if len(d.data) > n else 0
+        length = len(d.data) if flags & MSG_TRUNC else len(data)
+        addr = inet.encode(self.family, d.src, d.sport) if want_addr else None
+        return Received(data, length, mflags, addr, cmsgs=self._cmsgs(d) or None)
+
+    def _cmsgs(self, d: Datagram) -> list[tuple[int, int, bytes]]:
+        out: list[tuple[int, int, bytes]] = []
+        if self.opts.get(SO_TIMESTAMPNS):
+            out.append((SOL_SOCKET, SCM_TIMESTAMPNS,
+                        struct.pack("<qq", d.stamp_ns // 10**9, d.stamp_ns % 10**9)))
+        elif self.opts.get(SO_TIMESTAMP):
+            us = d.stamp_ns // 1000
+            out.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6, us % 10**6)))
+        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos))
+        return out
+
+    async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
+                      want_addr: bool) -> Received:
+        nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.rcvtimeo == 0 \
+            or bool(flags & MSG_ERRQUEUE)
+        deadline = deadline_of(t, self.rcvtimeo)
+        while True:
+            try:
+                return self._try_recv(n, flags, want_addr)
+            except WouldBlock:
+                if nonblock:
+                    raise
+            await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline,
+                       self.rcvtimeo is not None)
+
+    # -- options -----------------------------------------------------------------------------
+
+    def proto_getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level == SOL_UDP:
+            if name in self.udp:
+                return _I32.pack(self.udp[name])
+            raise SyscallError(Errno.ENOPROTOOPT)
+        raise self.unknown_level()
+
+    def proto_setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_UDP and name in self.udp:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            self.udp[name] = _I32.unpack_from(optval)[0]
+            return
+        raise SyscallError(Errno.ENOPROTOOPT)
+
+
+class PingSocket(UDPSocket):
+    """An ICMP echo socket.  Linux: net/ipv4/ping.c.  The port is the echo identifier."""
+
+    def __init__(self, stack: Stack, family: int, uid: int) -> None:
+        super().__init__(stack, family, uid,
+                         IPPROTO_ICMP if family == AF_INET else IPPROTO_ICMPV6)
+
+    def _destination(self, addr: bytes) -> tuple[bytes, int]:
+        if len(addr) < 2:
+            raise SyscallError(Errno.EINVAL)
+        if inet.raw_family(addr) != self.family:
+            raise SyscallError(Errno.EAFNOSUPPORT if self.family == AF_INET else Errno.EINVAL)
+        return self._decode_remote(addr)
+
+    def _max_payload(self) -> int:
+        return 0xFFFF
+
+    def _transmit(self, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
+        """ping_v4_sendmsg: an echo request; the reply comes back at once."""
+        v4 = self.family == AF_INET
+        if len(data) < 8:
+            raise SyscallError(Errno.EINVAL)
+        if data[0] != (ICMP_ECHO if v4 else ICMPV6_ECHO_REQUEST) or data[1] != 0:
+            raise SyscallError(Errno.EINVAL)
+        stack = self.stack
+        stack.lo.count(len(data) + (20 if v4 else 40))
+        stack.icmp_out += 1
+        body = bytes([ICMP_ECHOREPLY if v4 else ICMPV6_ECHO_REPLY, 0]) + b"\0\0" + \
+            self.lport.to_bytes(2, "big") + data[6:]
+        reply = body[:2] + checksum(body).to_bytes(2, "big") + body[4:]
+        stack.icmp_in += 1
+        self.deliver(Datagram(reply, dst, 0, src, 0, time.time_ns(), truesize(len(reply))))
+
+    def proto_getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        raise SyscallError(Errno.ENOPROTOOPT if level != 255 else Errno.EOPNOTSUPP)
+
+    def proto_setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        raise SyscallError(Errno.ENOPROTOOPT if level != 255 else Errno.EOPNOTSUPP)

@@ -1,0 +1,90 @@
+"""netstack's port table (pyvisor/sentry/socket/netstack/ports.py) without ptrace: Linux's
+bind-conflict rules for TCP and UDP, address overlap with the dual-stack wildcard, and
+ephemeral ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_CLOSE, TCP_LISTEN, \
+    TCP_TIME_WAIT
+from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.socket.netstack.ports import PortTable, overlap
+
+ANY4, LO4, OTHER4 = b"\0\0\0\0", b"\x7f\0\0\1", b"\x7f\0\0\2"
+ANY6, LO6 = b"\0" * 16, b"\0" * 15 + b"\1"
+
+
+@dataclass(eq=False)
+class B:
+    laddr: bytes
+    reuse: bool = False
+    reuseport: bool = False
+    v6only: bool = False
+    owner_uid: int = 0
+    tcp_state: int = TCP_CLOSE
+    lport: int = 0
+
+
+def test_overlap() -> None:
+    assert overlap(B(LO4), B(LO4)) and overlap(B(ANY4), B(LO4)) and overlap(B(LO4), B(ANY4))
+    assert not overlap(B(LO4), B(OTHER4))
+    assert overlap(B(ANY6), B(LO4))                     # the dual-stack wildcard
+    assert not overlap(B(ANY6, v6only=True), B(LO4))
+    assert not overlap(B(LO6), B(LO4))
+    assert overlap(B(ANY6), B(LO6)) and not overlap(B(LO6), B(b"\0" * 15 + b"\2"))
+
+
+def test_tcp_rules() -> None:
+    t = PortTable(tcp=True)
+    a = B(LO4)
+    t.bind(a, 5000)
+    with pytest.raises(SyscallError) as e:
+        t.bind(B(ANY4), 5000)
+    assert e.value.errno == Errno.EADDRINUSE
+    t.bind(B(OTHER4), 5000)                             # a different address: fine
+    # SO_REUSEADDR on both, nobody listening: shared; not with a listener.
+    r1, r2 = B(LO4, reuse=True), B(LO4, reuse=True)
+    t.bind(r1, 6000)
+    t.bind(r2, 6000)
+    r1.tcp_state = TCP_LISTEN
+    assert t.conflict(B(LO4, reuse=True), r1)
+    # SO_REUSEPORT: same owner only, unless the other is in TIME_WAIT.
+    p1 = B(LO4, reuseport=True, owner_uid=1)
+    t.bind(p1, 7000)
+    assert not t.conflict(B(LO4, reuseport=True, owner_uid=1), p1)
+    assert t.conflict(B(LO4, reuseport=True, owner_uid=2), p1)
+    tw = B(LO4, reuseport=True, owner_uid=3, tcp_state=TCP_TIME_WAIT)
+    assert not t.conflict(B(LO4, reuseport=True, owner_uid=2), tw)
+    assert t.conflict(B(LO4), tw)                       # TIME_WAIT holds the port
+    t.remove(a)
+    assert a not in t.on(5000)
+
+
+def test_udp_rules() -> None:
+    t = PortTable(tcp=False)
+    t.bind(B(ANY4, reuse=True), 53)
+    t.bind(B(LO4, reuse=True), 53)                      # both SO_REUSEADDR: shared
+    with pytest.raises(SyscallError):
+        t.bind(B(LO4), 53)
+
+
+def test_ephemeral_ports_are_in_range_and_distinct() -> None:
+    t = PortTable(tcp=True)
+    ports = {t.bind(B(LO4), 0) for _ in range(200)}
+    assert len(ports) == 200
+    assert all(EPHEMERAL_LOW <= p <= EPHEMERAL_HIGH for p in ports)
+
+
+def test_connect_reuses_time_wait_ports() -> None:
+    """tcp_tw_reuse=2: when every ephemeral port is held in TIME_WAIT, connect still gets
+    one; bind(0) does not."""
+    t = PortTable(tcp=True)
+    for port in range(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1):
+        t.add(B(LO4, tcp_state=TCP_TIME_WAIT, lport=port))
+    with pytest.raises(SyscallError):
+        t.bind(B(LO4), 0)
+    assert EPHEMERAL_LOW <= t.bind(B(LO4), 0, connecting=True) <= EPHEMERAL_HIGH

@@ -589,33 +589,62 @@ def serve(sock: socket.socket, root_fd: int, readonly: bool) -> None:
 def start_gofer(root: str, readonly: bool, confine: bool = False) -> tuple[socket.socket, int]:
     """Forks a Gofer serving `root`; returns (our socket end, child pid).
 
+    `root` may be a single file (a file bind mount): the Gofer then serves a
+    directory holding only that file, under its own name (file_root_name), as
+    runsc's gofer serves a file mount.  Confined, that directory is a tmpfs of
+    the Gofer's own mount namespace with the file bind-mounted into it, so the
+    file's siblings are out of its reach.
+
     The child dies with the calling thread (PR_SET_PDEATHSIG; note that it is
     the thread, not the process, that counts), and exits when our end of
     the socket is closed. The caller reaps it with os.waitpid.
     """
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    file_fd = -1
+    if not os.path.isdir(root):
+        root = os.path.realpath(root)
+        file_fd = os.open(root, _O_PATH_FLAGS)
+        root = os.path.dirname(root)
+    try:
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        if file_fd >= 0:
+            os.close(file_fd)
+        raise
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except BaseException:
         os.close(root_fd)
+        if file_fd >= 0:
+            os.close(file_fd)
         raise
     parent_pid = os.getpid()
     try:
         pid = os.fork()
     except BaseException:
         os.close(root_fd)
+        if file_fd >= 0:
+            os.close(file_fd)
         ours.close()
         theirs.close()
         raise
     if pid == 0:
-        _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None)
+        _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None,
+                    file_fd)
     os.close(root_fd)
+    if file_fd >= 0:
+        os.close(file_fd)
     theirs.close()
     return ours, pid
 
 
+def file_root_name(path: str) -> bytes:
+    """The name under which a Gofer started on the file `path` serves it."""
+    return os.path.basename(os.path.realpath(path)).encode()
+
+
 def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
-                readonly: bool, parent_pid: int, confine_root: str | None = None) -> None:
+                readonly: bool, parent_pid: int, confine_root: str | None = None,
+                file_fd: int = -1) -> None:
     """Runs in the forked child: isolate, serve, exit. Never returns."""
     status = 1
     try:
@@ -627,12 +656,14 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         if os.getppid() != parent_pid:
             os._exit(1)         # the parent died before prctl took effect
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _close_fds_except(theirs.fileno(), root_fd)
+        _close_fds_except(theirs.fileno(), root_fd, file_fd)
         os.umask(0)
         if confine_root is not None:
             # Imported before pivoting: afterwards no module file is reachable.
             from pyvisor.seccomp.filters import install_gofer_filter
-            root_fd = _confine(confine_root, root_fd, readonly)
+            root_fd = _confine(confine_root, root_fd, readonly, file_fd)
+        elif file_fd >= 0:
+            os.close(file_fd)
             install_gofer_filter(sock_fd=theirs.fileno())
         serve(theirs, root_fd, readonly)
         status = 0
@@ -645,13 +676,15 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
 _CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER, _CAP_FSETID = 0, 1, 2, 3, 4
 
 
-def _confine(root: str, root_fd: int, readonly: bool) -> int:
+def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
     """Pivots into the served tree and drops privileges.  Returns the new root fd.
 
     New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
     submounts) as the Gofer's whole root, read-only for read-only Gofers; the
     capability bounding and permitted sets keep only the file capabilities the
     Gofer serves with; no_new_privs.  The seccomp allow-list follows (_child_main).
+    With `file_fd` (a file bind mount; `root` is its directory) the root is instead
+    a small tmpfs over that directory holding only the file, bind-mounted.
     """
     from pyvisor.runtime import confine as C
     libc = C._libc
@@ -660,7 +693,9 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
-    if path != b"/":
+    if file_fd >= 0:
+        _file_root(C, path, file_fd, readonly)
+    elif path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
         os.chdir(path)
@@ -686,6 +721,39 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)), "gofer: capset")
     C.no_new_privs()
     return new_fd
+
+
+def _file_root(C: object, path: bytes, file_fd: int, readonly: bool) -> None:
+    """Makes `path` (the file's directory, in the Gofer's own mount namespace) a tmpfs
+    holding only the file held by `file_fd`, bind-mounted under its own name, and
+    pivots into it.  The host's directory is covered, never changed."""
+    libc = C._libc       # type: ignore[attr-defined]
+    check = C._check     # type: ignore[attr-defined]
+    name = os.readlink(f"/proc/self/fd/{file_fd}").rsplit("/", 1)[-1].encode()
+    if path == b"/":
+        raise _error(errno.EINVAL)      # a file right under "/": nothing to cover
+    # file_fd's mount belongs to the old mount namespace, which mount(2) refuses as a
+    # bind source (EINVAL): reopen the file here, checking it is the same one.
+    new_fd = os.open(path + b"/" + name, _O_PATH_FLAGS)
+    old_st, new_st = os.fstat(file_fd), os.fstat(new_fd)
+    if (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino):
+        raise _error(errno.ESTALE)
+    os.close(file_fd)
+    file_fd = new_fd
+    src = f"/proc/self/fd/{file_fd}".encode()
+    check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,  # type: ignore[attr-defined]
+                     b"size=4k,nr_inodes=4,mode=0755"), "gofer: tmpfs for a file mount")
+    target = path + b"/" + name
+    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    check(libc.mount(src, target, None, C.MS_BIND, None), "gofer: bind the file")  # type: ignore[attr-defined]
+    if readonly:
+        check(libc.mount(None, target, None,
+                         C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),  # type: ignore[attr-defined]
+              "gofer: read-only file")
+    os.close(file_fd)
+    os.chdir(path)
+    check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
+    check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")  # type: ignore[attr-defined]
 
 
 def _close_fds_except(*keep: int) -> None:

@@ -88,14 +88,22 @@ def effective_limits(cfg: SandboxConfig) -> tuple[int, int, int]:
     return memory, pids, tmpfs
 
 
-def _mkdir_p(ns: MountNamespace, t: Task, path: str) -> Location:
-    """Resolves `path` in the sandbox, creating missing directories (in the overlay)."""
+def _mkdir_p(ns: MountNamespace, t: Task, path: str, file: bool = False) -> Location:
+    """Resolves the mount point `path` in the sandbox, creating what is missing as runc
+    does (directories 0755; with `file`, the last component an empty file 0755), in the
+    root's overlay.  Symlinks on the way are followed within the sandbox's root."""
     loc = Location(ns.root, ns.root.root)
-    for comp in [c for c in path.encode().split(b"/") if c]:
+    comps = [c for c in path.encode().split(b"/") if c and c != b"."]
+    for i, comp in enumerate(comps):
+        if comp == b"..":
+            raise BootError(f"mount destination {path!r} must not contain '..'")
         try:
             d = loc.dentry.child(comp)
         except SyscallError:
-            loc.inode.mkdir(comp, 0o755, 0, 0)
+            if file and i == len(comps) - 1:
+                loc.inode.create(comp, 0o755, 0, 0)
+            else:
+                loc.inode.mkdir(comp, 0o755, 0, 0)
             loc.dentry.forget(comp)
             d = loc.dentry.child(comp)
         from pyvisor.sentry.vfs.vfs import _step_down
@@ -150,6 +158,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
     _mount_all(kernel, ns, t, cfg)
+    _seal_root(ns, cfg)
     install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
     try:
         set_cwd(t, cfg.cwd)
@@ -201,20 +210,33 @@ def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
 def _root_namespace(kernel: Kernel, cfg: SandboxConfig,
                     early_gofer: tuple[Any, int]) -> MountNamespace:
     """The root: the image read-only below, a tmpfs above (or the image read-only)."""
-    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
     from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
     _, _, tmpfs_size = effective_limits(cfg)
     root_client = _gofer(kernel, cfg, cfg.root, True, early_gofer)
+    # A read-only root (root.readonly) is an overlay too, made read-only once the mount
+    # points missing from the image have been created in its upper layer (_seal_root):
+    # runc creates them in the image on the host; here the host is never written.
+    root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
+                                            TmpFS(kernel.memfile, tmpfs_size))
     if cfg.overlay:
-        root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
-                                                TmpFS(kernel.memfile, tmpfs_size))
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:
-        root_fs, root_inode = make_gofer_root(root_client, kernel.memfile, readonly=True)
         ns = MountNamespace(root_fs, root_inode, source=cfg.root, options="ro")
     kernel.root_ns = ns
     return ns
+
+
+def _seal_root(ns: MountNamespace, cfg: SandboxConfig) -> None:
+    """root.readonly: after the mounts, the root overlay (and its upper layer) is
+    read-only; the application gets EROFS as from a read-only mount."""
+    if cfg.overlay:
+        return
+    from pyvisor.sentry.fsimpl.overlay.overlay import OverlayFS
+    fs = ns.root.fs
+    fs.readonly = True
+    if isinstance(fs, OverlayFS):
+        fs.upper_fs.readonly = True
 
 
 def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) -> Task:
@@ -241,7 +263,14 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     _, _, tmpfs_size = effective_limits(cfg)
 
     def mount_at(path: str, fs: object, inode: object, source: str, options: str) -> None:
-        loc = _mkdir_p(ns, t, path)
+        is_file = not inode.is_dir()     # type: ignore[attr-defined]
+        try:
+            loc = _mkdir_p(ns, t, path, file=is_file)
+        except SyscallError as e:
+            raise BootError(f"mount point {path!r}: {os.strerror(e.errno)}") from None
+        if loc.inode.is_dir() == is_file:
+            raise BootError(f"mount point {path!r} is a {'directory' if is_file else 'file'}"
+                            f", its source is {'not ' if is_file else ''}a directory")
         ns.mount(loc.mount, loc.dentry, fs, inode, source=source, options=options)  # type: ignore[arg-type]
 
     devfs, devroot = new_devfs(kernel, memfile)
@@ -251,16 +280,16 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
     sysfs, sysroot = new_sysfs(memfile)
-    try:
-        mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
-    except SyscallError:
-        pass    # a read-only image without /sys: nothing to mount it on
+    mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
     for m in cfg.mounts:
         if m.destination in ("/proc", "/dev", "/dev/shm", "/sys"):
             continue
+        if not m.destination.startswith("/"):
+            raise BootError(f"mount destination {m.destination!r} is not an absolute path")
         if m.type == "tmpfs":
             fs = TmpFS(memfile, tmpfs_size)
-            mount_at(m.destination, fs, fs.new_root(), "tmpfs", "rw")
+            mount_at(m.destination, fs, fs.new_root(), "tmpfs",
+                     _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec")))
         elif m.type == "bind" or "bind" in m.options or "rbind" in m.options:
             _bind_mount(kernel, cfg, m, mount_at)
         elif m.type in ("devpts", "mqueue", "sysfs", "cgroup", "cgroup2"):
@@ -269,17 +298,49 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
             raise BootError(f"unsupported mount type {m.type!r} at {m.destination}")
 
 
+# Bind mount options accepted (runc's mount flags; propagation is moot in a sandbox
+# whose mounts are all its own).  Others are refused with one line.
+_BIND_OPTIONS = frozenset((
+    "bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
+    "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
+    "runbindable", "relatime", "norelatime", "strictatime", "nostrictatime", "noatime",
+    "atime", "nodiratime", "diratime", "sync", "async", "z", "Z", "U", "idmap", "ridmap",
+    "copy-symlink", "tmpcopyup", "notmpcopyup", "nocopy"))
+
+
+def _mount_options(options: list[str], flags: tuple[str, ...]) -> str:
+    """The mountinfo options of a mount: ro/rw, then the flags given."""
+    ro = "ro" in options
+    return ",".join(["ro" if ro else "rw"] + [o for o in flags[1:] if o in options])
+
+
 def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any) -> None:
+    """A bind mount of a host directory or a single file, through a Gofer of its own
+    (runsc: a gofer mount).  A file's Gofer serves a directory with only that file."""
+    from pyvisor.gofer.server import file_root_name
     from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
     if not os.path.exists(m.source):
         raise BootError(f"mount source {m.source!r} does not exist")
+    bad = [o for o in m.options if o not in _BIND_OPTIONS and not o.startswith("mode=")]
+    if bad:
+        raise BootError(f"mount {m.destination}: unsupported option {bad[0]!r}")
     ro = "ro" in m.options
-    if os.path.isdir(m.source):
+    options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))
+    if not os.path.isdir(m.source) and not os.path.isfile(m.source):
+        raise BootError(f"mount source {m.source!r}: only directories and regular files "
+                        "can be bind-mounted")
+    try:
         client = _gofer(kernel, cfg, m.source, ro)
+    except OSError as e:
+        raise BootError(f"mount source {m.source!r}: {e.strerror}") from None
+    try:
         gfs, groot = make_gofer_root(client, kernel.memfile, readonly=ro)
-        mount_at(m.destination, gfs, groot, m.source, "ro" if ro else "rw")
-    else:
-        log.warning("bind mount of a non-directory %s skipped", m.source)
+        root: Any = groot
+        if not os.path.isdir(m.source):
+            root = groot.lookup(file_root_name(m.source))
+    except SyscallError as e:
+        raise BootError(f"mount source {m.source!r}: {os.strerror(e.errno)}") from None
+    mount_at(m.destination, gfs, root, m.source, options)
 
 
 def install_stdio(kernel: Kernel, t: Task, stdio: tuple[int, ...] | list[int], uid: int,

@@ -662,9 +662,9 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
             # Imported before pivoting: afterwards no module file is reachable.
             from pyvisor.seccomp.filters import install_gofer_filter
             root_fd = _confine(confine_root, root_fd, readonly, file_fd)
+            install_gofer_filter(sock_fd=theirs.fileno())
         elif file_fd >= 0:
             os.close(file_fd)
-            install_gofer_filter(sock_fd=theirs.fileno())
         serve(theirs, root_fd, readonly)
         status = 0
     finally:

@@ -67,7 +67,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ctr() -> Iterator[Ctr]:
     if shutil.which("containerd") is None or shutil.which("ctr") is None or \
             shutil.which("containerd-shim-runc-v2") is None:

@@ -48,7 +48,7 @@ class Docker:
         return self("run", "--runtime=pyvisor", "--network", "none", *args)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
     if shutil.which("dockerd") is None or shutil.which("containerd") is None:
         pytest.skip("docker.io is not installed (scripts/install.sh installs it)")
@@ -163,6 +163,16 @@ def test_detached_exec_logs_top_stop_kill_rm(docker: Docker) -> None:
     assert (r.returncode, r.stdout) == (0, "1\n/tmp\n123\n"), r.stderr
     r = docker("exec", "pv-d", "no-such-program")
     assert r.returncode != 0
+    assert docker("pause", "pv-d").returncode == 0
+    r = docker("inspect", "--format", "{{.State.Status}}", "pv-d")
+    assert r.stdout.strip() == "paused", r.stdout + r.stderr
+    assert docker("unpause", "pv-d").returncode == 0
+    r = docker("update", "--memory", "256m", "--memory-swap", "512m", "--pids-limit", "8",
+               "pv-d")                               # update --resources - (all fields)
+    assert r.returncode == 0, r.stderr
+    r = docker("exec", "pv-d", "sh", "-c",
+               "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 2 & done; echo spawned")
+    assert r.returncode != 0 and "can't fork" in r.stderr, r.stdout + r.stderr
     r = docker("top", "pv-d")                   # ps --format json: the sandbox's host pids
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) >= 3, r.stdout

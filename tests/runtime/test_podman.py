@@ -47,7 +47,7 @@ class Podman:
         return self("run", "--rm", *ISOLATED, *args)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def podman_session() -> Iterator[Podman]:
     if shutil.which("podman") is None or shutil.which("conmon") is None:
         pytest.skip("podman is not installed (scripts/install.sh installs it)")

@@ -168,3 +168,22 @@ def test_unknown_bind_option_is_refused(world_tmp: Path) -> None:
     assert r.returncode != 0, r.stderr
     assert r.stderr.strip().splitlines() == [
         "pyvisor: mount /x: unsupported option 'frobnicate'"], r.stderr
+
+
+def test_noexec_bind(rt: Runtime, world_tmp: Path) -> None:
+    """A program on a noexec bind mount cannot be executed (EACCES); on an exec one it can."""
+    host = _host_files(world_tmp)
+    for d in ("bin-noexec", "bin-exec"):
+        (host / d).mkdir()
+        (host / d).chmod(0o755)
+        shutil.copy2(BUSYBOX, host / d / "busybox")
+    bundle = _bundle(world_tmp, host, ["sh", "-c",
+                                       "/x/busybox true; echo noexec=$?; /y/busybox true;"
+                                       " echo exec=$?"], [
+        {"destination": "/x", "type": "bind", "source": str(host / "bin-noexec"),
+         "options": ["rbind", "ro", "noexec"]},
+        {"destination": "/y", "type": "bind", "source": str(host / "bin-exec"),
+         "options": ["rbind", "ro"]}])
+    r = rt("run", "--bundle", str(bundle), "mounts-5")
+    assert (r.returncode, r.stdout) == (0, "noexec=126\nexec=0\n"), r.stdout + r.stderr
+    assert "Permission denied" in r.stderr, r.stderr

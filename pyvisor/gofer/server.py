@@ -694,7 +694,7 @@ def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
     if file_fd >= 0:
-        _file_root(C, path, file_fd, readonly)
+        _file_root(path, file_fd, readonly)
     elif path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
@@ -723,12 +723,12 @@ def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
     return new_fd
 
 
-def _file_root(C: object, path: bytes, file_fd: int, readonly: bool) -> None:
+def _file_root(path: bytes, file_fd: int, readonly: bool) -> None:
     """Makes `path` (the file's directory, in the Gofer's own mount namespace) a tmpfs
     holding only the file held by `file_fd`, bind-mounted under its own name, and
     pivots into it.  The host's directory is covered, never changed."""
-    libc = C._libc       # type: ignore[attr-defined]
-    check = C._check     # type: ignore[attr-defined]
+    from pyvisor.runtime import confine as C
+    libc = C._libc
     name = os.readlink(f"/proc/self/fd/{file_fd}").rsplit("/", 1)[-1].encode()
     if path == b"/":
         raise _error(errno.EINVAL)      # a file right under "/": nothing to cover
@@ -736,24 +736,23 @@ def _file_root(C: object, path: bytes, file_fd: int, readonly: bool) -> None:
     # bind source (EINVAL): reopen the file here, checking it is the same one.
     new_fd = os.open(path + b"/" + name, _O_PATH_FLAGS)
     old_st, new_st = os.fstat(file_fd), os.fstat(new_fd)
-    if (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino):
-        raise _error(errno.ESTALE)
     os.close(file_fd)
-    file_fd = new_fd
-    src = f"/proc/self/fd/{file_fd}".encode()
-    check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,  # type: ignore[attr-defined]
-                     b"size=4k,nr_inodes=4,mode=0755"), "gofer: tmpfs for a file mount")
+    if (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino):
+        os.close(new_fd)
+        raise _error(errno.ESTALE)
+    C._check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
+                        b"size=4k,nr_inodes=4,mode=0755"), "gofer: tmpfs for a file mount")
     target = path + b"/" + name
     os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    check(libc.mount(src, target, None, C.MS_BIND, None), "gofer: bind the file")  # type: ignore[attr-defined]
+    C._check(libc.mount(f"/proc/self/fd/{new_fd}".encode(), target, None, C.MS_BIND, None),
+             "gofer: bind the file")
+    os.close(new_fd)
     if readonly:
-        check(libc.mount(None, target, None,
-                         C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),  # type: ignore[attr-defined]
-              "gofer: read-only file")
-    os.close(file_fd)
+        C._check(libc.mount(None, target, None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
+                 "gofer: read-only file")
     os.chdir(path)
-    check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
-    check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")  # type: ignore[attr-defined]
+    C._check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
+    C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")
 
 
 def _close_fds_except(*keep: int) -> None:

@@ -118,6 +118,20 @@ def unmount_under(base: Path) -> list[str]:
     return found
 
 
+class EngineHostDirs:
+    """Directories an engine makes on the host whatever its state directory is (the runc
+    v2 shim's /run/containerd/s, dockerd's /run/docker/plugins, ...): those missing at
+    the start are removed at the end if the engine left them empty."""
+
+    def __init__(self, *paths: str) -> None:
+        self.new = [Path(p) for p in paths if not os.path.lexists(p)]
+
+    def remove(self) -> None:
+        for p in sorted(self.new, key=lambda p: len(str(p)), reverse=True):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
 def stop_process(pid: int, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL, to a daemon we started; waits for it."""
     with contextlib.suppress(ProcessLookupError):

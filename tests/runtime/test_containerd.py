@@ -21,8 +21,8 @@ from typing import Iterator
 
 import pytest
 
-from engines import (busybox_oci_archive, stop_process, unmount_under, wait_for_socket,
-                     write_launcher)
+from engines import (EngineHostDirs, busybox_oci_archive, stop_process, unmount_under,
+                     wait_for_socket, write_launcher)
 
 pytestmark = pytest.mark.engines
 
@@ -43,7 +43,8 @@ class Ctr:
                               text=True, timeout=timeout)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self("run", "--runc-binary", str(self.launcher),
+        return self("run", "--fifo-dir", str(self.base / "fifo"),
+                    "--runc-binary", str(self.launcher),
                     "--runc-root", str(self.runtime_root), "--snapshotter", "native", *args)
 
 
@@ -72,6 +73,7 @@ def ctr() -> Iterator[Ctr]:
     if shutil.which("containerd") is None or shutil.which("ctr") is None or \
             shutil.which("containerd-shim-runc-v2") is None:
         pytest.skip("containerd is not installed (scripts/install.sh installs it)")
+    host_dirs = EngineHostDirs("/run/containerd/s", "/run/containerd/fifo", "/run/containerd")
     base = Path(tempfile.mkdtemp(prefix="pvct-", dir="/tmp"))    # short: socket paths
     base.chmod(0o755)
     c = Ctr(base)
@@ -97,6 +99,7 @@ def ctr() -> Iterator[Ctr]:
         stop_process(proc.pid, timeout=30)
         left = unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+        host_dirs.remove()
         assert left == [], f"containerd left mounts: {left}"
 
 
@@ -112,7 +115,8 @@ def test_ctr_detached_exec_ps_kill_delete(ctr: Ctr) -> None:
     r = ctr.run("--detach", "--null-io", IMAGE, "ct-2", "sh", "-c",
                 "trap 'exit 7' TERM; while true; do sleep 0.2; done")
     assert r.returncode == 0, r.stderr
-    r = ctr("task", "exec", "--exec-id", "e1", "ct-2", "sh", "-c", "echo in exec; exit 4")
+    r = ctr("task", "exec", "--fifo-dir", str(ctr.base / "fifo"), "--exec-id", "e1", "ct-2",
+            "sh", "-c", "echo in exec; exit 4")
     assert (r.returncode, r.stdout) == (4, "in exec\n"), r.stderr
     r = ctr("task", "ps", "ct-2")              # ps --format json: the sandbox's host pids
     assert r.returncode == 0, r.stderr

@@ -24,7 +24,8 @@ from typing import Iterator
 
 import pytest
 
-from engines import busybox_tar, stop_process, unmount_under, wait_for_socket, write_launcher
+from engines import (EngineHostDirs, busybox_tar, stop_process, unmount_under,
+                     wait_for_socket, write_launcher)
 
 pytestmark = pytest.mark.engines
 
@@ -52,6 +53,8 @@ class Docker:
 def docker() -> Iterator[Docker]:
     if shutil.which("dockerd") is None or shutil.which("containerd") is None:
         pytest.skip("docker.io is not installed (scripts/install.sh installs it)")
+    host_dirs = EngineHostDirs("/run/docker/plugins", "/run/docker", "/run/containerd/s",
+                               "/run/containerd")
     base = Path(tempfile.mkdtemp(prefix="pvdk-", dir="/tmp"))   # short: socket paths
     base.chmod(0o755)
     launcher = write_launcher(base / "pyvisor-launcher")
@@ -80,6 +83,7 @@ def docker() -> Iterator[Docker]:
         stop_process(proc.pid, timeout=30)
         left = unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+        host_dirs.remove()
         assert left == [], f"dockerd left mounts: {left}"
 
 

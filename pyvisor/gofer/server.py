@@ -36,7 +36,7 @@ import signal
 import socket
 import stat
 import struct
-from typing import Callable
+from typing import Callable, Sequence
 
 from pyvisor.gofer import protocol
 from pyvisor.gofer.protocol import (
@@ -586,65 +586,56 @@ def serve(sock: socket.socket, root_fd: int, readonly: bool) -> None:
     _Server(Channel(sock), root_fd, readonly).run()
 
 
-def start_gofer(root: str, readonly: bool, confine: bool = False) -> tuple[socket.socket, int]:
+def start_gofer(root: str, readonly: bool, confine: bool = False,
+                files: Sequence[str] = ()) -> tuple[socket.socket, int]:
     """Forks a Gofer serving `root`; returns (our socket end, child pid).
 
-    `root` may be a single file (a file bind mount): the Gofer then serves a
-    directory holding only that file, under its own name (file_root_name), as
-    runsc's gofer serves a file mount.  Confined, that directory is a tmpfs of
-    the Gofer's own mount namespace with the file bind-mounted into it, so the
-    file's siblings are out of its reach.
+    With `files` (file bind mounts; confined Gofers only) it serves instead a
+    directory holding just those files, named "0", "1", ... in order: a tmpfs of
+    the Gofer's own mount namespace (mounted over `root`, any existing directory,
+    which it covers and never changes) with each file bind-mounted into it, so
+    the files' siblings are out of its reach.  runsc's gofer serves file mounts
+    one by one; one Gofer for all of a sandbox's read-only (or read-write) files
+    saves a process and its ~0.1 s of confinement per file.
 
     The child dies with the calling thread (PR_SET_PDEATHSIG; note that it is
     the thread, not the process, that counts), and exits when our end of
     the socket is closed. The caller reaps it with os.waitpid.
     """
-    file_fd = -1
-    if not os.path.isdir(root):
-        root = os.path.realpath(root)
-        file_fd = os.open(root, _O_PATH_FLAGS)
-        root = os.path.dirname(root)
+    if files and not confine:
+        raise ValueError("a Gofer of single files needs a mount namespace (confine)")
+    fds: list[int] = []
     try:
+        for f in files:
+            fds.append(os.open(os.path.realpath(f), _O_PATH_FLAGS))
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except BaseException:
-        if file_fd >= 0:
-            os.close(file_fd)
-        raise
-    try:
+        fds.append(root_fd)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except BaseException:
-        os.close(root_fd)
-        if file_fd >= 0:
-            os.close(file_fd)
+        for fd in fds:
+            os.close(fd)
         raise
     parent_pid = os.getpid()
     try:
         pid = os.fork()
     except BaseException:
-        os.close(root_fd)
-        if file_fd >= 0:
-            os.close(file_fd)
+        for fd in fds:
+            os.close(fd)
         ours.close()
         theirs.close()
         raise
     if pid == 0:
         _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None,
-                    file_fd)
-    os.close(root_fd)
-    if file_fd >= 0:
-        os.close(file_fd)
+                    [(os.path.realpath(f), fd) for f, fd in zip(files, fds)])
+    for fd in fds:
+        os.close(fd)
     theirs.close()
     return ours, pid
 
 
-def file_root_name(path: str) -> bytes:
-    """The name under which a Gofer started on the file `path` serves it."""
-    return os.path.basename(os.path.realpath(path)).encode()
-
-
 def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
                 readonly: bool, parent_pid: int, confine_root: str | None = None,
-                file_fd: int = -1) -> None:
+                files: Sequence[tuple[str, int]] = ()) -> None:
     """Runs in the forked child: isolate, serve, exit. Never returns."""
     status = 1
     try:
@@ -656,15 +647,13 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         if os.getppid() != parent_pid:
             os._exit(1)         # the parent died before prctl took effect
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _close_fds_except(theirs.fileno(), root_fd, file_fd)
+        _close_fds_except(theirs.fileno(), root_fd, *(fd for _, fd in files))
         os.umask(0)
         if confine_root is not None:
             # Imported before pivoting: afterwards no module file is reachable.
             from pyvisor.seccomp.filters import install_gofer_filter
-            root_fd = _confine(confine_root, root_fd, readonly, file_fd)
+            root_fd = _confine(confine_root, root_fd, readonly, files)
             install_gofer_filter(sock_fd=theirs.fileno())
-        elif file_fd >= 0:
-            os.close(file_fd)
         serve(theirs, root_fd, readonly)
         status = 0
     finally:
@@ -676,15 +665,16 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
 _CAP_CHOWN, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER, _CAP_FSETID = 0, 1, 2, 3, 4
 
 
-def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
+def _confine(root: str, root_fd: int, readonly: bool,
+             files: Sequence[tuple[str, int]] = ()) -> int:
     """Pivots into the served tree and drops privileges.  Returns the new root fd.
 
     New mount/IPC/UTS/network namespaces; the tree is bind-mounted (with its
     submounts) as the Gofer's whole root, read-only for read-only Gofers; the
     capability bounding and permitted sets keep only the file capabilities the
     Gofer serves with; no_new_privs.  The seccomp allow-list follows (_child_main).
-    With `file_fd` (a file bind mount; `root` is its directory) the root is instead
-    a small tmpfs over that directory holding only the file, bind-mounted.
+    With `files` ((host path, O_PATH fd) of file bind mounts) the root is instead a
+    small tmpfs over `root` holding only those files, bind-mounted (_files_root).
     """
     from pyvisor.runtime import confine as C
     libc = C._libc
@@ -693,8 +683,8 @@ def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
     C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
-    if file_fd >= 0:
-        _file_root(path, file_fd, readonly)
+    if files:
+        _files_root(path, files, readonly)
     elif path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
@@ -723,33 +713,37 @@ def _confine(root: str, root_fd: int, readonly: bool, file_fd: int = -1) -> int:
     return new_fd
 
 
-def _file_root(path: bytes, file_fd: int, readonly: bool) -> None:
-    """Makes `path` (the file's directory, in the Gofer's own mount namespace) a tmpfs
-    holding only the file held by `file_fd`, bind-mounted under its own name, and
-    pivots into it.  The host's directory is covered, never changed."""
+def _files_root(path: bytes, files: Sequence[tuple[str, int]], readonly: bool) -> None:
+    """Mounts a tmpfs on `path` (in the Gofer's own mount namespace) holding the files
+    (host path, O_PATH fd) bind-mounted as "0", "1", ..., and pivots into it."""
     from pyvisor.runtime import confine as C
     libc = C._libc
-    name = os.readlink(f"/proc/self/fd/{file_fd}").rsplit("/", 1)[-1].encode()
-    if path == b"/":
-        raise _error(errno.EINVAL)      # a file right under "/": nothing to cover
-    # file_fd's mount belongs to the old mount namespace, which mount(2) refuses as a
-    # bind source (EINVAL): reopen the file here, checking it is the same one.
-    new_fd = os.open(path + b"/" + name, _O_PATH_FLAGS)
-    old_st, new_st = os.fstat(file_fd), os.fstat(new_fd)
-    os.close(file_fd)
-    if (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino):
-        os.close(new_fd)
-        raise _error(errno.ESTALE)
-    C._check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
-                        b"size=4k,nr_inodes=4,mode=0755"), "gofer: tmpfs for a file mount")
-    target = path + b"/" + name
-    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    C._check(libc.mount(f"/proc/self/fd/{new_fd}".encode(), target, None, C.MS_BIND, None),
-             "gofer: bind the file")
-    os.close(new_fd)
-    if readonly:
-        C._check(libc.mount(None, target, None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
-                 "gofer: read-only file")
+    # The fds' mounts belong to the old mount namespace, which mount(2) refuses as a
+    # bind source (EINVAL): reopen each file here, checking it is the same one.
+    fresh = []
+    try:
+        for host_path, old_fd in files:
+            fd = os.open(host_path, _O_PATH_FLAGS)
+            fresh.append(fd)
+            a, b = os.fstat(old_fd), os.fstat(fd)
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                raise _error(errno.ESTALE)      # replaced on the host meanwhile
+            os.close(old_fd)
+        C._check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
+                            f"size=4k,nr_inodes={len(files) + 2},mode=0755".encode()),
+                 "gofer: tmpfs for file mounts")
+        for i, fd in enumerate(fresh):
+            target = path + b"/" + str(i).encode()
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            C._check(libc.mount(f"/proc/self/fd/{fd}".encode(), target, None, C.MS_BIND,
+                                None), "gofer: bind a file")
+            if readonly:
+                C._check(libc.mount(None, target, None,
+                                    C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
+                         "gofer: read-only file")
+    finally:
+        for fd in fresh:
+            os.close(fd)
     os.chdir(path)
     C._check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
     C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")

@@ -198,10 +198,10 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
 
 
 def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
-           started: tuple[Any, int] | None = None) -> Any:
+           started: tuple[Any, int] | None = None, files: list[str] | None = None) -> Any:
     from pyvisor.gofer.server import start_gofer
     from pyvisor.sentry.fsimpl.gofer.client import GoferClient
-    sock, pid = started or start_gofer(root, readonly, confine=cfg.confine)
+    sock, pid = started or start_gofer(root, readonly, confine=cfg.confine, files=files or ())
     client = GoferClient(sock)
     kernel.gofers.append((client, pid))
     return client
@@ -281,17 +281,23 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
     sysfs, sysroot = new_sysfs(memfile)
     mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
-    for m in cfg.mounts:
-        if m.destination in ("/proc", "/dev", "/dev/shm", "/sys"):
-            continue
+    mounts = [m for m in cfg.mounts if m.destination not in ("/proc", "/dev", "/dev/shm", "/sys")]
+    for m in mounts:
         if not m.destination.startswith("/"):
             raise BootError(f"mount destination {m.destination!r} is not an absolute path")
+        if _is_bind(m):
+            _check_bind(m)
+    files = _file_gofers(kernel, cfg, [m for m in mounts if _is_bind(m)
+                                       and not os.path.isdir(m.source)])
+    for m in mounts:
         if m.type == "tmpfs":
             fs = TmpFS(memfile, tmpfs_size)
             mount_at(m.destination, fs, fs.new_root(), "tmpfs",
                      _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec")))
-        elif m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-            _bind_mount(kernel, cfg, m, mount_at)
+        elif _is_bind(m):
+            options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))
+            gfs, root = files[id(m)] if id(m) in files else _dir_gofer(kernel, cfg, m)
+            mount_at(m.destination, gfs, root, m.source, options)
         elif m.type in ("devpts", "mqueue", "sysfs", "cgroup", "cgroup2"):
             continue   # TODO(#2): devpts, sysfs
         else:
@@ -314,33 +320,65 @@ def _mount_options(options: list[str], flags: tuple[str, ...]) -> str:
     return ",".join(["ro" if ro else "rw"] + [o for o in flags[1:] if o in options])
 
 
-def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any) -> None:
-    """A bind mount of a host directory or a single file, through a Gofer of its own
-    (runsc: a gofer mount).  A file's Gofer serves a directory with only that file."""
-    from pyvisor.gofer.server import file_root_name
-    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+def _is_bind(m: MountSpec) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def _check_bind(m: MountSpec) -> None:
     if not os.path.exists(m.source):
         raise BootError(f"mount source {m.source!r} does not exist")
     bad = [o for o in m.options if o not in _BIND_OPTIONS and not o.startswith("mode=")]
     if bad:
         raise BootError(f"mount {m.destination}: unsupported option {bad[0]!r}")
-    ro = "ro" in m.options
-    options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))
     if not os.path.isdir(m.source) and not os.path.isfile(m.source):
         raise BootError(f"mount source {m.source!r}: only directories and regular files "
                         "can be bind-mounted")
+
+
+def _dir_gofer(kernel: Kernel, cfg: SandboxConfig, m: MountSpec) -> tuple[Any, Any]:
+    """A bind mount of a host directory: a Gofer of its own (runsc: a gofer mount)."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+    ro = "ro" in m.options
     try:
         client = _gofer(kernel, cfg, m.source, ro)
+        return make_gofer_root(client, kernel.memfile, readonly=ro)
     except OSError as e:
         raise BootError(f"mount source {m.source!r}: {e.strerror}") from None
-    try:
-        gfs, groot = make_gofer_root(client, kernel.memfile, readonly=ro)
-        root: Any = groot
-        if not os.path.isdir(m.source):
-            root = groot.lookup(file_root_name(m.source))
     except SyscallError as e:
         raise BootError(f"mount source {m.source!r}: {os.strerror(e.errno)}") from None
-    mount_at(m.destination, gfs, root, m.source, options)
+
+
+def _file_gofers(kernel: Kernel, cfg: SandboxConfig,
+                 mounts: list[MountSpec]) -> dict[int, tuple[Any, Any]]:
+    """Bind mounts of single files: one Gofer serves all the read-only ones, another all
+    the others, each a directory holding just those files (gofer/server.py start_gofer).
+    Returns {id(mount): (filesystem, file inode)}.  Unconfined (no mount namespace for
+    the Gofer), each file's directory is served and only the file looked up."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+    out: dict[int, tuple[Any, Any]] = {}
+    for ro in (True, False):
+        group = [m for m in mounts if ("ro" in m.options) == ro]
+        if not group:
+            continue
+        paths = [os.path.realpath(m.source) for m in group]
+        try:
+            if cfg.confine:
+                cover = next((os.path.dirname(p) for p in paths
+                              if os.path.dirname(p) != "/"), "/tmp")
+                gfs, groot = make_gofer_root(_gofer(kernel, cfg, cover, ro, files=paths),
+                                             kernel.memfile, readonly=ro)
+                for i, m in enumerate(group):
+                    out[id(m)] = (gfs, groot.lookup(str(i).encode()))
+                continue
+            for m, p in zip(group, paths):
+                gfs, groot = make_gofer_root(_gofer(kernel, cfg, os.path.dirname(p), ro),
+                                             kernel.memfile, readonly=ro)
+                out[id(m)] = (gfs, groot.lookup(os.path.basename(p).encode()))
+        except OSError as e:
+            raise BootError(f"file bind mounts {paths}: {e.strerror}") from None
+        except SyscallError as e:
+            raise BootError(f"file bind mounts {paths}: {os.strerror(e.errno)}") from None
+    return out
 
 
 def install_stdio(kernel: Kernel, t: Task, stdio: tuple[int, ...] | list[int], uid: int,

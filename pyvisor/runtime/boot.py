@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.runtime.errors import BootError
 from pyvisor.sentry.kernel import exec as kexec
@@ -91,29 +92,52 @@ def effective_limits(cfg: SandboxConfig) -> tuple[int, int, int]:
 def _mkdir_p(ns: MountNamespace, t: Task, path: str, file: bool = False) -> Location:
     """Resolves the mount point `path` in the sandbox, creating what is missing as runc
     does (directories 0755; with `file`, the last component an empty file 0755), in the
-    root's overlay.  Symlinks on the way are followed within the sandbox's root."""
-    loc = Location(ns.root, ns.root.root)
-    comps = [c for c in path.encode().split(b"/") if c and c != b"."]
-    for i, comp in enumerate(comps):
-        if comp == b"..":
-            raise BootError(f"mount destination {path!r} must not contain '..'")
+    root's overlay.  The path is cleaned lexically and symlinks on the way are followed
+    within the sandbox's root, a dangling one by creating its target (as runc's
+    securejoin + MkdirAll do, e.g. for an image's /etc/resolv.conf -> ../run/...)."""
+    from pyvisor.sentry.vfs.vfs import MAXSYMLINKS, _step_down
+    root = Location(ns.root, ns.root.root)
+    todo = [c for c in os.path.normpath("/" + path).encode().split(b"/") if c]
+    done: list[bytes] = []           # the resolved path so far, for relative link targets
+    loc, links = root, 0
+    while todo:
+        comp = todo.pop(0)
+        if comp == b"..":            # only from a link target: step up, never above "/"
+            done = done[:-1]
+            loc = _resolve_dirs(ns, t, done)
+            continue
         try:
             d = loc.dentry.child(comp)
         except SyscallError:
-            if file and i == len(comps) - 1:
+            if file and not todo:
                 loc.inode.create(comp, 0o755, 0, 0)
             else:
                 loc.inode.mkdir(comp, 0o755, 0, 0)
             loc.dentry.forget(comp)
             d = loc.dentry.child(comp)
-        from pyvisor.sentry.vfs.vfs import _step_down
         m, d = _step_down(loc.mount, d)
         if d.inode.is_symlink():
-            r = Resolver(Location(ns.root, ns.root.root))
-            loc2, _ = r.walk(t, loc, comp, True)
-            m, d = loc2.mount, loc2.dentry
+            links += 1
+            if links > MAXSYMLINKS:
+                raise SyscallError(Errno.ELOOP)
+            target = d.inode.readlink()
+            if target.startswith(b"/"):
+                done, loc = [], root
+            todo = [c for c in target.split(b"/") if c and c != b"."] + todo
+            continue
+        done.append(comp)
         loc = Location(m, d)
     return loc
+
+
+def _resolve_dirs(ns: MountNamespace, t: Task, comps: list[bytes]) -> Location:
+    """The location of an already resolved (symlink-free) path."""
+    root = Location(ns.root, ns.root.root)
+    if not comps:
+        from pyvisor.sentry.vfs.vfs import _step_down
+        m, d = _step_down(root.mount, root.dentry)
+        return Location(m, d)
+    return Resolver(root).walk(t, root, b"/" + b"/".join(comps), True)[0]
 
 
 def _pin_cpu() -> None:

@@ -187,3 +187,23 @@ def test_noexec_bind(rt: Runtime, world_tmp: Path) -> None:
     r = rt("run", "--bundle", str(bundle), "mounts-5")
     assert (r.returncode, r.stdout) == (0, "noexec=126\nexec=0\n"), r.stdout + r.stderr
     assert "Permission denied" in r.stderr, r.stderr
+
+
+def test_mount_points_behind_dangling_symlinks(rt: Runtime, world_tmp: Path) -> None:
+    """A mount point reached through symlinks whose targets are missing (an image's
+    /etc/resolv.conf -> ../run/resolv/stub.conf) is created at the target, as runc does."""
+    host = _host_files(world_tmp)
+    bundle = _bundle(world_tmp, host, ["sh", "-c",
+                                       "cat /run/resolv/stub.conf; ls /opt/data;"
+                                       " cat /etc/resolv.conf"], [
+        {"destination": "/etc/linked/sub", "type": "bind", "source": str(host / "data"),
+         "options": ["rbind", "ro"]}])
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    etc = bundle / "rootfs" / "etc"
+    (etc / "resolv.conf").symlink_to("../run/resolv/stub.conf")
+    (etc / "linked").symlink_to("/opt/data/..//data")
+    r = rt("run", "--bundle", str(bundle), "mounts-6")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == "nameserver 10.0.0.53\nsub\nnameserver 10.0.0.53\n", r.stdout + r.stderr

@@ -95,11 +95,13 @@ def test_run_exit_code_env_workdir_user(docker: Docker) -> None:
 
 
 def test_run_engine_files_are_bind_mounted(docker: Docker) -> None:
-    r = docker.run("--rm", "--hostname", "pvhost", IMAGE, "sh", "-c",
+    # --init: docker-init (tini), a host binary bind-mounted as a single file, is PID 1.
+    r = docker.run("--rm", "--init", "--hostname", "pvhost", IMAGE, "sh", "-c",
                    "cat /etc/hostname; grep '^127.0.0.1.*localhost' /etc/hosts;"
-                   " test -f /etc/resolv.conf && echo resolv")
-    assert (r.returncode, r.stdout) == (0, "pvhost\n127.0.0.1\tlocalhost\nresolv\n"), \
-        r.stdout + r.stderr
+                   " test -f /etc/resolv.conf && echo resolv; tr '\\0' ' ' < /proc/1/cmdline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = "pvhost\n127.0.0.1\tlocalhost\nresolv\n/sbin/docker-init -- sh"
+    assert r.stdout.startswith(expected), r.stdout + r.stderr
 
 
 def test_volumes_ro_rw_dirs_and_files(docker: Docker, world_tmp: Path) -> None:

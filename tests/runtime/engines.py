@@ -132,6 +132,25 @@ class EngineHostDirs:
                 p.rmdir()
 
 
+def kill_leftovers(base: Path) -> list[str]:
+    """SIGKILLs every process whose command line names `base` (an engine's unique temp
+    dir: its containerd, shims, pyvisor launchers); returns what it found."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue
+        if str(base) in cmd:
+            found.append(f"{entry} {cmd.strip()}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), 9)
+    return found
+
+
 def stop_process(pid: int, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL, to a daemon we started; waits for it."""
     with contextlib.suppress(ProcessLookupError):

@@ -21,8 +21,8 @@ from typing import Iterator
 
 import pytest
 
-from engines import (EngineHostDirs, busybox_oci_archive, stop_process, unmount_under,
-                     wait_for_socket, write_launcher)
+from engines import (EngineHostDirs, busybox_oci_archive, kill_leftovers, stop_process,
+                     unmount_under, wait_for_socket, write_launcher)
 
 pytestmark = pytest.mark.engines
 
@@ -97,10 +97,12 @@ def ctr() -> Iterator[Ctr]:
             c("task", "delete", "--force", cid)
             c("containers", "delete", cid)
         stop_process(proc.pid, timeout=30)
+        procs = kill_leftovers(base)
         left = unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
         host_dirs.remove()
         assert left == [], f"containerd left mounts: {left}"
+        assert procs == [], f"containerd left processes: {procs}"
 
 
 def test_ctr_run_rm(ctr: Ctr) -> None:

@@ -24,8 +24,8 @@ from typing import Iterator
 
 import pytest
 
-from engines import (EngineHostDirs, busybox_tar, stop_process, unmount_under,
-                     wait_for_socket, write_launcher)
+from engines import (EngineHostDirs, busybox_tar, kill_leftovers, stop_process,
+                     unmount_under, wait_for_socket, write_launcher)
 
 pytestmark = pytest.mark.engines
 
@@ -81,10 +81,12 @@ def docker() -> Iterator[Docker]:
     finally:
         d("rm", "--force", *d("ps", "-aq").stdout.split())
         stop_process(proc.pid, timeout=30)
+        procs = kill_leftovers(base)
         left = unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
         host_dirs.remove()
         assert left == [], f"dockerd left mounts: {left}"
+        assert procs == [], f"dockerd left processes: {procs}"
 
 
 def test_run_exit_code_env_workdir_user(docker: Docker) -> None:

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from engines import busybox_tar, unmount_under, write_launcher
+from engines import busybox_tar, kill_leftovers, unmount_under, write_launcher
 
 pytestmark = pytest.mark.engines
 
@@ -60,9 +60,11 @@ def podman_session() -> Iterator[Podman]:
         yield pm
     finally:
         pm("rm", "--all", "--force", "--time", "0")
+        procs = kill_leftovers(base)
         left = unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
         assert left == [], f"podman left mounts: {left}"
+        assert procs == [], f"podman left processes: {procs}"
 
 
 @pytest.fixture

@@ -454,9 +454,10 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
     try:
         new_mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp)
     except SyscallError as e:
-        # strerror in lower case, as runc (Go) words it: docker maps "no such file or
-        # directory" in a create error to exit status 127, as for runc.
-        raise SpawnError(f"cannot execute {argv_s[0]!r}: {os.strerror(e.errno).lower()}",
+        # ENOENT worded as runc (Go) words it: docker maps "no such file or directory"
+        # in a create error to exit status 127, as for runc.
+        why = "no such file or directory" if e.errno == 2 else os.strerror(e.errno)
+        raise SpawnError(f"cannot execute {argv_s[0]!r}: {why}",
                          127 if e.errno == 2 else 126, e.errno) from None
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
 

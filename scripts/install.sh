@@ -11,7 +11,12 @@ PACKAGES=(
     python3 python3-seccomp python3-pyelftools python3-pytest
     gcc libc6-dev busybox-static tar findutils procps runc iputils-ping iproute2
 )
-OPTIONAL=(runsc podman)   # gVisor itself, for comparisons; podman for the engine tests; fine if unavailable
+# The container engines the engine tests drive (tests/runtime/test_{podman,docker,
+# containerd}.py): the tests start daemons of their own, so the system services that
+# docker.io and containerd enable are stopped and disabled again when this script is
+# what installed them.
+ENGINES=(podman docker.io containerd)
+OPTIONAL=(runsc)   # gVisor itself, for comparisons; fine if unavailable
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -52,6 +57,24 @@ if [ "${#need[@]}" -gt 0 ]; then
         apt_update
     fi
     apt_install "${need[@]}"
+fi
+
+eng=($(missing "${ENGINES[@]}"))
+if [ "${#eng[@]}" -gt 0 ]; then
+    echo "install.sh: installing ${eng[*]}"
+    apt_install "${eng[@]}"
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        units=()
+        for p in "${eng[@]}"; do
+            case "$p" in
+                docker.io) units+=(docker.socket docker.service) ;;
+                containerd) units+=(containerd.service) ;;
+            esac
+        done
+        if [ "${#units[@]}" -gt 0 ]; then
+            systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 opt=($(missing "${OPTIONAL[@]}"))

@@ -37,7 +37,7 @@ import signal
 import socket
 import stat
 import struct
-from typing import Callable
+from typing import Callable, Sequence
 
 from pyvisor.gofer import protocol
 from pyvisor.gofer.protocol import (
@@ -632,39 +632,57 @@ def serve(sock: socket.socket, root_fd: int, readonly: bool,
 
 
 def start_gofer(root: str, readonly: bool, confine: bool = False,
-                nofile: int | None = None) -> tuple[socket.socket, int]:
+                nofile: int | None = None, files: Sequence[str] = ()
+                ) -> tuple[socket.socket, int]:
     """Forks a Gofer serving `root`; returns (our socket end, child pid).
+
+    With `files` (file bind mounts; confined Gofers only) it serves instead a
+    directory holding just those files, named "0", "1", ... in order: a tmpfs of
+    the Gofer's own mount namespace (mounted over `root`, any existing directory,
+    which it covers and never changes) with each file bind-mounted into it, so
+    the files' siblings are out of its reach.  runsc's gofer serves file mounts
+    one by one; one Gofer for all of a sandbox's read-only (or read-write) files
+    saves a process and its ~0.1 s of confinement per file.
 
     The child dies with the calling thread (PR_SET_PDEATHSIG; note that it is
     the thread, not the process, that counts), and exits when our end of
     the socket is closed. The caller reaps it with os.waitpid. `nofile`: the
     Gofer's fd budget (RLIMIT_NOFILE); None keeps the caller's.
     """
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if files and not confine:
+        raise ValueError("a Gofer of single files needs a mount namespace (confine)")
+    fds: list[int] = []
     try:
+        for f in files:
+            fds.append(os.open(os.path.realpath(f), _O_PATH_FLAGS))
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(root_fd)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except BaseException:
-        os.close(root_fd)
+        for fd in fds:
+            os.close(fd)
         raise
     parent_pid = os.getpid()
     try:
         pid = os.fork()
     except BaseException:
-        os.close(root_fd)
+        for fd in fds:
+            os.close(fd)
         ours.close()
         theirs.close()
         raise
     if pid == 0:
         _child_main(ours, theirs, root_fd, readonly, parent_pid, root if confine else None,
-                    nofile)
-    os.close(root_fd)
+                    nofile, [(os.path.realpath(f), fd) for f, fd in zip(files, fds)])
+    for fd in fds:
+        os.close(fd)
     theirs.close()
     return ours, pid
 
 
 def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
                 readonly: bool, parent_pid: int, confine_root: str | None = None,
-                nofile: int | None = None) -> None:
+                nofile: int | None = None, files: Sequence[tuple[str, int]] = ()) -> None:
     """Runs in the forked child: isolate, serve, exit. Never returns."""
     status = 1
     try:
@@ -677,7 +695,7 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
             os._exit(1)         # the parent died before prctl took effect
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.setsid()     # no terminal signals reach a Gofer (^C in the sandbox's pty)
-        _close_fds_except(theirs.fileno(), root_fd)
+        _close_fds_except(theirs.fileno(), root_fd, *(fd for _, fd in files))
         os.umask(0)
         if nofile is not None:
             from pyvisor.runtime.confine import set_fd_budget
@@ -686,7 +704,7 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         if confine_root is not None:
             # Imported before pivoting: afterwards no module file is reachable.
             from pyvisor.seccomp.filters import install_gofer_filter
-            root_fd = _confine(confine_root, root_fd, readonly)
+            root_fd = _confine(confine_root, root_fd, readonly, files)
             install_gofer_filter(sock_fd=theirs.fileno())
         serve(theirs, root_fd, readonly, max_nodes)
         status = 0
@@ -706,7 +724,8 @@ GOFER_CAPS = {
 }
 
 
-def _confine(root: str, root_fd: int, readonly: bool) -> int:
+def _confine(root: str, root_fd: int, readonly: bool,
+             files: Sequence[tuple[str, int]] = ()) -> int:
     """Pivots into the served tree and drops privileges.  Returns the new root fd.
 
     New mount/IPC/UTS/network namespaces, mounts private. The host's pseudo
@@ -717,6 +736,8 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     recursively. The capability bounding and permitted sets keep only the file
     capabilities the Gofer serves with (read-only: CAP_DAC_READ_SEARCH alone);
     no_new_privs. The seccomp allow-list follows (_child_main).
+    With `files` ((host path, O_PATH fd) of file bind mounts) the root is instead a
+    small tmpfs over `root` holding only those files, bind-mounted (_files_root).
     """
     from pyvisor.runtime import confine as C
     libc = C._libc
@@ -725,8 +746,11 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.mount(b"none", b"/", None, C.MS_REC | C.MS_PRIVATE, None),
              "gofer: private mounts")
     path = os.path.realpath(root).encode()
-    C.detach_pseudo_mounts(path)
-    if path != b"/":
+    if not files:
+        C.detach_pseudo_mounts(path)
+    if files:
+        _files_root(path, files, readonly)
+    elif path != b"/":
         # The tree (with its submounts) becomes the whole of the Gofer's world.
         C._check(libc.mount(path, path, None, C.MS_BIND | C.MS_REC, None), "gofer: bind the root")
         os.chdir(path)
@@ -747,6 +771,42 @@ def _confine(root: str, root_fd: int, readonly: bool) -> int:
     C._check(libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)), "gofer: capset")
     C.no_new_privs()
     return new_fd
+
+
+def _files_root(path: bytes, files: Sequence[tuple[str, int]], readonly: bool) -> None:
+    """Mounts a tmpfs on `path` (in the Gofer's own mount namespace) holding the files
+    (host path, O_PATH fd) bind-mounted as "0", "1", ..., and pivots into it."""
+    from pyvisor.runtime import confine as C
+    libc = C._libc
+    # The fds' mounts belong to the old mount namespace, which mount(2) refuses as a
+    # bind source (EINVAL): reopen each file here, checking it is the same one.
+    fresh = []
+    try:
+        for host_path, old_fd in files:
+            fd = os.open(host_path, _O_PATH_FLAGS)
+            fresh.append(fd)
+            a, b = os.fstat(old_fd), os.fstat(fd)
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                raise _error(errno.ESTALE)      # replaced on the host meanwhile
+            os.close(old_fd)
+        C._check(libc.mount(b"none", path, b"tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
+                            f"size=4k,nr_inodes={len(files) + 2},mode=0755".encode()),
+                 "gofer: tmpfs for file mounts")
+        for i, fd in enumerate(fresh):
+            target = path + b"/" + str(i).encode()
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            C._check(libc.mount(f"/proc/self/fd/{fd}".encode(), target, None, C.MS_BIND,
+                                None), "gofer: bind a file")
+            if readonly:
+                C._check(libc.mount(None, target, None,
+                                    C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
+                         "gofer: read-only file")
+    finally:
+        for fd in fresh:
+            os.close(fd)
+    os.chdir(path)
+    C._check(libc.syscall(155, b".", b"."), "gofer: pivot_root")
+    C._check(libc.umount2(b".", C.MNT_DETACH), "gofer: detach the old root")
 
 
 def _close_fds_except(*keep: int) -> None:

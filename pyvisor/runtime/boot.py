@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.runtime.errors import BootError
 from pyvisor.sentry.kernel import exec as kexec
@@ -92,24 +93,55 @@ def effective_limits(cfg: SandboxConfig) -> tuple[int, int, int]:
     return memory, pids, tmpfs
 
 
-def _mkdir_p(ns: MountNamespace, t: Task, path: str) -> Location:
-    """Resolves `path` in the sandbox, creating missing directories (in the overlay)."""
-    loc = Location(ns.root, ns.root.root)
-    for comp in [c for c in path.encode().split(b"/") if c]:
+def _mkdir_p(ns: MountNamespace, t: Task, path: str, file: bool = False) -> Location:
+    """Resolves the mount point `path` in the sandbox, creating what is missing as runc
+    does (directories 0755; with `file`, the last component an empty file 0755), in the
+    root's overlay.  The path is cleaned lexically and symlinks on the way are followed
+    within the sandbox's root, a dangling one by creating its target (as runc's
+    securejoin + MkdirAll do, e.g. for an image's /etc/resolv.conf -> ../run/...)."""
+    from pyvisor.sentry.vfs.vfs import MAXSYMLINKS, _step_down
+    root = Location(ns.root, ns.root.root)
+    todo = [c for c in os.path.normpath("/" + path).encode().split(b"/") if c]
+    done: list[bytes] = []           # the resolved path so far, for relative link targets
+    loc, links = root, 0
+    while todo:
+        comp = todo.pop(0)
+        if comp == b"..":            # only from a link target: step up, never above "/"
+            done = done[:-1]
+            loc = _resolve_dirs(ns, t, done)
+            continue
         try:
             d = loc.dentry.child(comp)
         except SyscallError:
-            loc.inode.mkdir(comp, 0o755, 0, 0)
+            if file and not todo:
+                loc.inode.create(comp, 0o755, 0, 0)
+            else:
+                loc.inode.mkdir(comp, 0o755, 0, 0)
             loc.dentry.forget(comp)
             d = loc.dentry.child(comp)
-        from pyvisor.sentry.vfs.vfs import _step_down
         m, d = _step_down(loc.mount, d)
         if d.inode.is_symlink():
-            r = Resolver(Location(ns.root, ns.root.root))
-            loc2, _ = r.walk(t, loc, comp, True)
-            m, d = loc2.mount, loc2.dentry
+            links += 1
+            if links > MAXSYMLINKS:
+                raise SyscallError(Errno.ELOOP)
+            target = d.inode.readlink()
+            if target.startswith(b"/"):
+                done, loc = [], root
+            todo = [c for c in target.split(b"/") if c and c != b"."] + todo
+            continue
+        done.append(comp)
         loc = Location(m, d)
     return loc
+
+
+def _resolve_dirs(ns: MountNamespace, t: Task, comps: list[bytes]) -> Location:
+    """The location of an already resolved (symlink-free) path."""
+    root = Location(ns.root, ns.root.root)
+    if not comps:
+        from pyvisor.sentry.vfs.vfs import _step_down
+        m, d = _step_down(root.mount, root.dentry)
+        return Location(m, d)
+    return Resolver(root).walk(t, root, b"/" + b"/".join(comps), True)[0]
 
 
 def _pin_cpu() -> None:
@@ -155,6 +187,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
     devroot = _mount_all(kernel, ns, t, cfg)
+    _seal_root(ns, cfg)
     stdio = install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
     # /dev/tty: the sandbox's own pty, when the launcher made one (runtime/console.py).
     from pyvisor.runtime.console import sandbox_terminal
@@ -199,11 +232,11 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
 
 
 def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
-           started: tuple[Any, int] | None = None) -> Any:
+           started: tuple[Any, int] | None = None, files: list[str] | None = None) -> Any:
     from pyvisor.gofer.server import start_gofer
     from pyvisor.sentry.fsimpl.gofer.client import GoferClient
     sock, pid = started or start_gofer(root, readonly, confine=cfg.confine,
-                                       nofile=cfg.gofer_nofile)
+                                       nofile=cfg.gofer_nofile, files=files or ())
     client = GoferClient(sock)
     client.on_death = _gofer_died(root)
     kernel.gofers.append((client, pid))
@@ -213,20 +246,33 @@ def _gofer(kernel: Kernel, cfg: SandboxConfig, root: str, readonly: bool,
 def _root_namespace(kernel: Kernel, cfg: SandboxConfig,
                     early_gofer: tuple[Any, int]) -> MountNamespace:
     """The root: the image read-only below, a tmpfs above (or the image read-only)."""
-    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
     from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
     _, _, tmpfs_size = effective_limits(cfg)
     root_client = _gofer(kernel, cfg, cfg.root, True, early_gofer)
+    # A read-only root (root.readonly) is an overlay too, made read-only once the mount
+    # points missing from the image have been created in its upper layer (_seal_root):
+    # runc creates them in the image on the host; here the host is never written.
+    root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
+                                            TmpFS(kernel.memfile, tmpfs_size))
     if cfg.overlay:
-        root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
-                                                TmpFS(kernel.memfile, tmpfs_size))
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:
-        root_fs, root_inode = make_gofer_root(root_client, kernel.memfile, readonly=True)
         ns = MountNamespace(root_fs, root_inode, source=cfg.root, options="ro")
     kernel.root_ns = ns
     return ns
+
+
+def _seal_root(ns: MountNamespace, cfg: SandboxConfig) -> None:
+    """root.readonly: after the mounts, the root overlay (and its upper layer) is
+    read-only; the application gets EROFS as from a read-only mount."""
+    if cfg.overlay:
+        return
+    from pyvisor.sentry.fsimpl.overlay.overlay import OverlayFS
+    fs = ns.root.fs
+    fs.readonly = True
+    if isinstance(fs, OverlayFS):
+        fs.upper_fs.readonly = True
 
 
 def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) -> Task:
@@ -253,7 +299,14 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     _, _, tmpfs_size = effective_limits(cfg)
 
     def mount_at(path: str, fs: object, inode: object, source: str, options: str) -> None:
-        loc = _mkdir_p(ns, t, path)
+        is_file = not inode.is_dir()     # type: ignore[attr-defined]
+        try:
+            loc = _mkdir_p(ns, t, path, file=is_file)
+        except SyscallError as e:
+            raise BootError(f"mount point {path!r}: {os.strerror(e.errno)}") from None
+        if loc.inode.is_dir() == is_file:
+            raise BootError(f"mount point {path!r} is a {'directory' if is_file else 'file'}"
+                            f", its source is {'not ' if is_file else ''}a directory")
         ns.mount(loc.mount, loc.dentry, fs, inode, source=source, options=options)  # type: ignore[arg-type]
 
     devfs, devroot = new_devfs(kernel, memfile)
@@ -263,18 +316,24 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
     sysfs, sysroot = new_sysfs(memfile)
-    try:
-        mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
-    except SyscallError:
-        pass    # a read-only image without /sys: nothing to mount it on
-    for m in cfg.mounts:
-        if m.destination in ("/proc", "/dev", "/dev/shm", "/sys"):
-            continue
+    mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")
+    mounts = [m for m in cfg.mounts if m.destination not in ("/proc", "/dev", "/dev/shm", "/sys")]
+    for m in mounts:
+        if not m.destination.startswith("/"):
+            raise BootError(f"mount destination {m.destination!r} is not an absolute path")
+        if _is_bind(m):
+            _check_bind(m)
+    files = _file_gofers(kernel, cfg, [m for m in mounts if _is_bind(m)
+                                       and not os.path.isdir(m.source)])
+    for m in mounts:
         if m.type == "tmpfs":
             fs = TmpFS(memfile, tmpfs_size)
-            mount_at(m.destination, fs, fs.new_root(), "tmpfs", "rw")
-        elif m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-            _bind_mount(kernel, cfg, m, mount_at)
+            mount_at(m.destination, fs, fs.new_root(), "tmpfs",
+                     _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec")))
+        elif _is_bind(m):
+            options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))
+            gfs, root = files[id(m)] if id(m) in files else _dir_gofer(kernel, cfg, m)
+            mount_at(m.destination, gfs, root, m.source, options)
         elif m.type in ("devpts", "mqueue", "sysfs", "cgroup", "cgroup2"):
             continue   # TODO(#2): devpts, sysfs
         else:
@@ -282,17 +341,81 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     return devroot
 
 
-def _bind_mount(kernel: Kernel, cfg: SandboxConfig, m: MountSpec, mount_at: Any) -> None:
-    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+# Bind mount options accepted (runc's mount flags; propagation is moot in a sandbox
+# whose mounts are all its own).  Others are refused with one line.
+_BIND_OPTIONS = frozenset((
+    "bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
+    "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
+    "runbindable", "relatime", "norelatime", "strictatime", "nostrictatime", "noatime",
+    "atime", "nodiratime", "diratime", "sync", "async", "z", "Z", "U", "idmap", "ridmap",
+    "copy-symlink", "tmpcopyup", "notmpcopyup", "nocopy"))
+
+
+def _mount_options(options: list[str], flags: tuple[str, ...]) -> str:
+    """The mountinfo options of a mount: ro/rw, then the flags given."""
+    ro = "ro" in options
+    return ",".join(["ro" if ro else "rw"] + [o for o in flags[1:] if o in options])
+
+
+def _is_bind(m: MountSpec) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def _check_bind(m: MountSpec) -> None:
     if not os.path.exists(m.source):
         raise BootError(f"mount source {m.source!r} does not exist")
+    bad = [o for o in m.options if o not in _BIND_OPTIONS and not o.startswith("mode=")]
+    if bad:
+        raise BootError(f"mount {m.destination}: unsupported option {bad[0]!r}")
+    if not os.path.isdir(m.source) and not os.path.isfile(m.source):
+        raise BootError(f"mount source {m.source!r}: only directories and regular files "
+                        "can be bind-mounted")
+
+
+def _dir_gofer(kernel: Kernel, cfg: SandboxConfig, m: MountSpec) -> tuple[Any, Any]:
+    """A bind mount of a host directory: a Gofer of its own (runsc: a gofer mount)."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
     ro = "ro" in m.options
-    if os.path.isdir(m.source):
+    try:
         client = _gofer(kernel, cfg, m.source, ro)
-        gfs, groot = make_gofer_root(client, kernel.memfile, readonly=ro)
-        mount_at(m.destination, gfs, groot, m.source, "ro" if ro else "rw")
-    else:
-        log.warning("bind mount of a non-directory %s skipped", m.source)
+        return make_gofer_root(client, kernel.memfile, readonly=ro)
+    except OSError as e:
+        raise BootError(f"mount source {m.source!r}: {e.strerror}") from None
+    except SyscallError as e:
+        raise BootError(f"mount source {m.source!r}: {os.strerror(e.errno)}") from None
+
+
+def _file_gofers(kernel: Kernel, cfg: SandboxConfig,
+                 mounts: list[MountSpec]) -> dict[int, tuple[Any, Any]]:
+    """Bind mounts of single files: one Gofer serves all the read-only ones, another all
+    the others, each a directory holding just those files (gofer/server.py start_gofer).
+    Returns {id(mount): (filesystem, file inode)}.  Unconfined (no mount namespace for
+    the Gofer), each file's directory is served and only the file looked up."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
+    out: dict[int, tuple[Any, Any]] = {}
+    for ro in (True, False):
+        group = [m for m in mounts if ("ro" in m.options) == ro]
+        if not group:
+            continue
+        paths = [os.path.realpath(m.source) for m in group]
+        try:
+            if cfg.confine:
+                cover = next((os.path.dirname(p) for p in paths
+                              if os.path.dirname(p) != "/"), "/tmp")
+                gfs, groot = make_gofer_root(_gofer(kernel, cfg, cover, ro, files=paths),
+                                             kernel.memfile, readonly=ro)
+                for i, m in enumerate(group):
+                    out[id(m)] = (gfs, groot.lookup(str(i).encode()))
+                continue
+            for m, p in zip(group, paths):
+                gfs, groot = make_gofer_root(_gofer(kernel, cfg, os.path.dirname(p), ro),
+                                             kernel.memfile, readonly=ro)
+                out[id(m)] = (gfs, groot.lookup(os.path.basename(p).encode()))
+        except OSError as e:
+            raise BootError(f"file bind mounts {paths}: {e.strerror}") from None
+        except SyscallError as e:
+            raise BootError(f"file bind mounts {paths}: {os.strerror(e.errno)}") from None
+    return out
 
 
 def install_stdio(kernel: Kernel, t: Task, stdio: tuple[int, ...] | list[int], uid: int,
@@ -363,7 +486,10 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
     try:
         new_mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp)
     except SyscallError as e:
-        raise SpawnError(f"cannot execute {argv_s[0]!r}: {os.strerror(e.errno)}",
+        # ENOENT worded as runc (Go) words it: docker maps "no such file or directory"
+        # in a create error to exit status 127, as for runc.
+        why = "no such file or directory" if e.errno == 2 else os.strerror(e.errno)
+        raise SpawnError(f"cannot execute {argv_s[0]!r}: {why}",
                          127 if e.errno == 2 else 126, e.errno) from None
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
 

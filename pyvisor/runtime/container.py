@@ -349,6 +349,24 @@ class Container:
         except control.ControlError as e:
             raise BootError(f"ps: {e}", 1) from None
 
+    def host_pids(self) -> list[int]:
+        """The host processes of the sandbox (monitor, Sentry, Gofers, stubs): what runc's
+        `ps --format json` lists (the pids in the container's cgroup), for engines that
+        look them up on the host (docker top, ctr task ps)."""
+        st, status = self.load()
+        if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+            raise BootError(f"container {self.id!r} is not running", 1)
+        pids: set[int] = set()
+        for d in st.config.get("cgroup_dirs") or []:
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(str(d), "cgroup.procs")) as f:
+                    pids.update(int(x) for x in f.read().split())
+        if not pids:
+            pids = _descendants(st.pid)
+        if monitor_alive(st):
+            pids.add(st.pid)
+        return sorted(pids)
+
     # -- cgroups: pause, resume, update, stats -----------------------------------------
 
     def _cgroup_file(self, st: ContainerState, v1_ctrl: str, v1_name: str,
@@ -543,6 +561,22 @@ def _wait_gone(st: ContainerState, timeout: float | None) -> None:
                 continue
     finally:
         os.close(pidfd)
+
+
+def _descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (from /proc/PID/task/*/children)."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in out:
+            continue
+        out.add(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{p}/task/{task}/children") as f:
+                        todo.extend(int(c) for c in f.read().split())
+    return out
 
 
 def _rmdir_retry(path: str, timeout: float) -> None:

@@ -293,10 +293,14 @@ def test_run_detach_ps_events_pause_update(world_tmp: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert rt.state(cid)["status"] == "running"
     assert rt.state(cid)["annotations"] == {"org.example.test": "yes"}
-    assert _wait_for(lambda: len(json.loads(rt("ps", "--format", "json", cid).stdout)) == 2)
-    procs = json.loads(rt("ps", "--format", "json", cid).stdout)
-    assert [(p["PID"], p["PPID"], p["Args"][0]) for p in procs] == [(1, 0, "/bin/sh"),
-                                                                    (2, 1, "sleep")]
+    assert _wait_for(lambda: len(rt("ps", cid).stdout.splitlines()) == 3)
+    rows = [ln.split() for ln in rt("ps", cid).stdout.splitlines()[1:]]
+    assert [(int(r[1]), int(r[2]), r[6]) for r in rows] == [(1, 0, "/bin/sh"), (2, 1, "sleep")]
+    # --format json is runc's: the host pids of the sandbox (monitor first, its children).
+    pids = json.loads(rt("ps", "--format", "json", cid).stdout)
+    state = rt.state(cid)
+    assert state["pid"] in pids and len(pids) >= 3, pids      # monitor, Sentry, Gofer, stubs
+    assert all(Path(f"/proc/{p}").exists() for p in pids)
     stats = json.loads(rt("events", "--stats", cid).stdout)
     assert stats["type"] == "stats" and stats["id"] == cid
     assert stats["data"]["memory"]["usage"]["usage"] > 0

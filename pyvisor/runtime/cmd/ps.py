@@ -1,5 +1,8 @@
-"""`ps ID [--format table|json]`: the container's processes, as the sandbox sees them
-(runsc's ps: sandbox pids, not host pids)."""
+"""`ps ID [--format table|json]`: the container's processes.
+
+The table lists them as the sandbox sees them (sandbox pids and command lines, as
+runsc's ps).  `--format json` is runc's: a JSON array of host pids, the sandbox's
+host processes (what the containerd shim parses, for `docker top` and `ctr task ps`)."""
 
 from __future__ import annotations
 
@@ -17,13 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def main(args: argparse.Namespace) -> int:
     from pyvisor.runtime.container import Container
-    procs = Container(args.root, args.id).processes()
     if args.format == "json":
-        print(json.dumps([{"UID": p["uid"], "PID": p["pid"], "PPID": p["ppid"],
-                           "C": 0, "STIME": _stime(p["started"]), "State": p["state"],
-                           "Threads": p["threads"], "Cmd": p["comm"], "Args": p["args"]}
-                          for p in procs]))
+        print(json.dumps(Container(args.root, args.id).host_pids()))
         return 0
+    procs = Container(args.root, args.id).processes()
     print(f"{'UID':<8} {'PID':>6} {'PPID':>6} {'C':>2} {'STIME':<6} {'STAT':<4} CMD")
     for p in procs:
         print(f"{p['uid']:<8} {p['pid']:>6} {p['ppid']:>6} {0:>2} {_stime(p['started']):<6} "

@@ -40,7 +40,9 @@ def _from_resources(text: str) -> dict[str, Any]:
         if v is not None:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise BootError(f"update: {key} must be an integer", 1)
-            out[key] = v
+            # 0 leaves a limit as it is (as runc: docker sends every field, unset ones 0).
+            if v != 0:
+                out[key] = v
     return out
 
 

@@ -35,6 +35,8 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
         raise SyscallError(Errno.EACCES)
     if not inode.mode & 0o111:
         raise SyscallError(Errno.EACCES)
+    if "noexec" in loc.mount.options.split(","):
+        raise SyscallError(Errno.EACCES)      # Linux: path_noexec()
     if t.creds.euid != 0:
         from pyvisor.sentry.vfs.perms import check_access
         check_access(t, inode, 1)

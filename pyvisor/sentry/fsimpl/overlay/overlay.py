@@ -129,6 +129,8 @@ class OverlayFS(Filesystem):
         """The upper layer's statfs, with the overlay's f_type (as Linux)."""
         fields = list(STATFS.unpack(self.upper_fs.statfs()))
         fields[0] = OVERLAYFS_SUPER_MAGIC
+        if self.readonly:
+            fields[11] |= 1     # ST_RDONLY: a sealed read-only root (root.readonly)
         return STATFS.pack(*fields)
 
 

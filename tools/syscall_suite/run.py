@@ -104,7 +104,8 @@ class Options:
 def mode_argv(mode: str, opts: Options, binary: str, args: list[str], runsc_root: str) -> list[str]:
     nice = ["nice", "-n", str(opts.nice)]
     if mode == "native":
-        return nice + ["unshare", "--user", "--map-root-user", "--fork", "--pid", "--mount-proc",
+        return nice + [opts.python, os.path.abspath(__file__), "_userns", "--",
+                       "unshare", "--fork", "--pid", "--mount-proc",
                        "--uts", "--ipc", "--net", "--mount", "--",
                        "/bin/sh", "-c", NATIVE_WRAPPER, "sh", binary, *args]
     if mode == "pyvisor":
@@ -141,6 +142,20 @@ class ShardOutcome:
     ended: str = "exit"            # exit | timeout | start-timeout
     rc: int | None = None
     stderr_tail: str = ""
+
+
+def _child_limits() -> None:
+    """Runs in the forked child before exec: the same fd limit in every mode, as
+    high as we may (gVisor's CI runs in Docker with 1048576; pipe_test's
+    PipeFdCount needs more than 66000)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for lim in (1048576, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lim, lim))
+            return
+        except (ValueError, OSError):
+            continue
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -181,7 +196,7 @@ def run_shard(mode: str, opts: Options, binary: str, cases: list[str]) -> ShardO
     argv = mode_argv(mode, opts, binary, args, runsc_root)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=mode_env(mode, opts, tmpdir),
-                            cwd=tmpdir, start_new_session=True)
+                            cwd=tmpdir, start_new_session=True, preexec_fn=_child_limits)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
     sel.register(proc.stderr, selectors.EVENT_READ, "err")
@@ -426,7 +441,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                 save()
                 return
         for mode in modes:
-            if mode in entry["modes"] and a.resume:
+            if mode in entry["modes"] and a.resume and mode not in a.redo.split(","):
                 continue
             entry["modes"][mode] = run_binary(mode, opts, binary, entry["cases"], log)
             save()
@@ -597,7 +612,69 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- native: a user namespace with many ids ----------------------------------------
+
+USERNS_BASE = 100000     # host uid/gid of the namespace's root
+USERNS_COUNT = 65536
+CLONE_NEWUSER = 0x10000000
+
+
+def userns_exec(argv: list[str]) -> int:
+    """Runs argv as root of a new user namespace mapping ids 0..65535 to host ids
+    100000..165535, so that the tests may switch between ids (setuid, chown) while
+    holding no privilege over the host (no clock, no host-owned files, ...).
+    `unshare --map-users` would need newuidmap and /etc/subuid; a privileged
+    parent may write the maps itself."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r1)
+            os.close(w2)
+            if libc.unshare(CLONE_NEWUSER) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+            os.write(w1, b"u")
+            if os.read(r2, 1) != b"m":
+                os._exit(126)
+            os.setresgid(0, 0, 0)
+            os.setgroups([])
+            os.setresuid(0, 0, 0)
+            os.execvp(argv[0], argv)
+        except OSError as e:
+            print(f"userns: {e}", file=sys.stderr)
+        os._exit(127)
+    os.close(w1)
+    os.close(r2)
+    ok = os.read(r1, 1) == b"u"
+    if ok:
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as fp:
+                fp.write(f"0 {USERNS_BASE} {USERNS_COUNT}\n")
+        os.write(w2, b"m")
+    os.close(w2)
+    # Forward what we are asked to stop with; the child is in our process group anyway.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            return 127
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["_userns", "--"]:
+        return userns_exec(argv[2:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the binaries in the chosen modes")
@@ -607,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--order", default=None, help="file of binary names, run first in this order")
     r.add_argument("--out", default="syscall-suite-results.json")
     r.add_argument("--resume", action="store_true", help="skip (binary, mode) pairs already in --out")
+    r.add_argument("--redo", default="", help="with --resume: modes to run again anyway")
     r.add_argument("--pyvisor", default=REPO, help="pyvisor checkout (default: this one)")
     r.add_argument("--python", default="/usr/bin/python3")
     r.add_argument("--runsc", default=shutil.which("runsc") or "runsc")

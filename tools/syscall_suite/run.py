@@ -158,6 +158,28 @@ def _child_limits() -> None:
             continue
 
 
+_ACTIVE: set[subprocess.Popen] = set()     # shards running now (their process groups are ours)
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _on_term(signum, _frame) -> None:
+    """Stopping the runner stops every shard it started, then exits."""
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE)
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    time.sleep(3)
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    os._exit(128 + signum)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stops the process group we made for this shard: TERM, then KILL."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
@@ -187,7 +209,11 @@ def _runsc_cleanup(opts: Options, root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def run_shard(mode: str, opts: Options, binary: str, cases: list[str]) -> ShardOutcome:
+def run_shard(mode: str, opts: Options, binary: str, cases: list[str],
+              timeouts: dict[str, float] | None = None) -> ShardOutcome:
+    """Runs `cases` of `binary` in one process (one sandbox). `timeouts` gives a
+    case's own limit on silence (default --case-timeout)."""
+    timeouts = timeouts or {}
     out = ShardOutcome()
     tmpdir = tempfile.mkdtemp(prefix=f"{mode}-", dir=opts.tmp)
     os.chmod(tmpdir, 0o777)
@@ -197,6 +223,8 @@ def run_shard(mode: str, opts: Options, binary: str, cases: list[str]) -> ShardO
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=mode_env(mode, opts, tmpdir),
                             cwd=tmpdir, start_new_session=True, preexec_fn=_child_limits)
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(proc)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
     sel.register(proc.stderr, selectors.EVENT_READ, "err")
@@ -241,7 +269,12 @@ def run_shard(mode: str, opts: Options, binary: str, cases: list[str]) -> ShardO
             cur_err.append(line[:400])
 
     while open_streams:
-        limit = opts.case_timeout if out.started else opts.start_timeout
+        if current is not None:
+            limit = timeouts.get(current, opts.case_timeout)
+        elif out.started:
+            limit = opts.case_timeout       # between cases (a test's global tear-down)
+        else:
+            limit = opts.start_timeout
         remaining = last + limit - time.monotonic()
         if remaining <= 0:
             out.ended = "timeout" if out.started else "start-timeout"
@@ -270,6 +303,8 @@ def run_shard(mode: str, opts: Options, binary: str, cases: list[str]) -> ShardO
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    with _ACTIVE_LOCK:
+        _ACTIVE.discard(proc)
     proc.stdout.close()
     proc.stderr.close()
     if current is not None:
@@ -310,17 +345,37 @@ def list_cases(opts: Options, binary: str) -> list[str]:
     return cases
 
 
-def run_binary(mode: str, opts: Options, binary: str, cases: list[str], log) -> dict:
+def case_timeouts(opts: Options, native: dict | None) -> dict[str, float]:
+    """In a sandbox, a case may be silent for 10x its native time plus 15 s (at
+    most --case-timeout); a hang so costs seconds, not minutes."""
+    if not native:
+        return {}
+    out = {}
+    for c, r in native.get("cases", {}).items():
+        if r["status"] in (PASS, FAIL, SKIP):
+            out[c] = min(opts.case_timeout, 15.0 + 10.0 * r.get("ms", 0) / 1000.0)
+    return out
+
+
+def run_binary(mode: str, opts: Options, binary: str, cases: list[str], log,
+               native: dict | None = None, previous: dict | None = None) -> dict:
+    """Runs `cases` in `mode`. With `previous` (an earlier result of this mode), only
+    its cases that were not run are run again, and merged in."""
     t0 = time.monotonic()
+    limits = case_timeouts(opts, native) if mode != "native" else {}
+    if previous:
+        cases_all = cases
+        cases = [c for c in cases if previous["cases"].get(c, {}).get("status") == NOTRUN]
     results: dict[str, CaseResult] = {}
     remaining = list(cases)
+    remaining_at_start = list(cases)
     timeouts = 0
     dead_starts = 0
     shards = 0
     notes: list[str] = []
     while remaining:
         shard = remaining[: opts.shard_size]
-        o = run_shard(mode, opts, binary, shard)
+        o = run_shard(mode, opts, binary, shard, limits)
         shards += 1
         results.update(o.results)
         if not o.started:
@@ -347,6 +402,14 @@ def run_binary(mode: str, opts: Options, binary: str, cases: list[str], log) -> 
             notes.append(f"stopped after {timeouts} timeouts")
             break
     wall = time.monotonic() - t0
+    if previous:
+        merged = {c: CaseResult(**{k: v for k, v in r.items()})
+                  for c, r in previous["cases"].items()}
+        merged.update(results)
+        results, cases = merged, cases_all
+        wall += previous.get("wall", 0)
+        shards += previous.get("shards", 0)
+        notes = previous.get("notes", []) + [f"re-ran {len(remaining_at_start)} not-run cases"]
     counts: dict[str, int] = {}
     for r in results.values():
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -402,6 +465,8 @@ def cmd_run(a: argparse.Namespace) -> int:
                    max_timeouts=a.max_timeouts, verbose=a.verbose)
     os.makedirs(opts.tmp, exist_ok=True)
     os.chmod(opts.tmp, 0o777)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_term)
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
         if m not in MODES:
@@ -441,9 +506,15 @@ def cmd_run(a: argparse.Namespace) -> int:
                 save()
                 return
         for mode in modes:
-            if mode in entry["modes"] and a.resume and mode not in a.redo.split(","):
+            have = entry["modes"].get(mode)
+            native = entry["modes"].get("native") if mode != "native" else None
+            if have and a.resume and mode not in a.redo.split(","):
+                if a.retry_notrun and any(r["status"] == NOTRUN for r in have["cases"].values()):
+                    entry["modes"][mode] = run_binary(mode, opts, binary, entry["cases"], log,
+                                                      native, previous=have)
+                    save()
                 continue
-            entry["modes"][mode] = run_binary(mode, opts, binary, entry["cases"], log)
+            entry["modes"][mode] = run_binary(mode, opts, binary, entry["cases"], log, native)
             save()
 
     if a.jobs <= 1:
@@ -685,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="syscall-suite-results.json")
     r.add_argument("--resume", action="store_true", help="skip (binary, mode) pairs already in --out")
     r.add_argument("--redo", default="", help="with --resume: modes to run again anyway")
+    r.add_argument("--retry-notrun", action="store_true",
+                   help="with --resume: run again the cases given up after repeated hangs")
     r.add_argument("--pyvisor", default=REPO, help="pyvisor checkout (default: this one)")
     r.add_argument("--python", default="/usr/bin/python3")
     r.add_argument("--runsc", default=shutil.which("runsc") or "runsc")
@@ -693,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds without gtest progress before a case counts as hung")
     r.add_argument("--start-timeout", type=float, default=60.0,
                    help="seconds for a shard to start its first case")
-    r.add_argument("--max-timeouts", type=int, default=3,
+    r.add_argument("--max-timeouts", type=int, default=6,
                    help="timeouts per binary and mode before its other cases are given up")
     r.add_argument("--jobs", type=int, default=1, help="binaries run in parallel")
     r.add_argument("--nice", type=int, default=10)

@@ -27,6 +27,7 @@ costs one case, never the binary. Stdlib only.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -530,14 +531,21 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 # -- report -----------------------------------------------------------------------
 
-ERRNO_NAMES = {1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 5: "EIO", 9: "EBADF",
-               11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 14: "EFAULT", 16: "EBUSY",
-               17: "EEXIST", 20: "ENOTDIR", 21: "EISDIR", 22: "EINVAL", 25: "ENOTTY",
-               28: "ENOSPC", 29: "ESPIPE", 30: "EROFS", 32: "EPIPE", 38: "ENOSYS",
-               40: "ELOOP", 61: "ENODATA", 88: "ENOTSOCK", 92: "ENOPROTOOPT", 93: "EPROTONOSUPPORT",
-               95: "EOPNOTSUPP", 97: "EAFNOSUPPORT", 110: "ETIMEDOUT"}
 RE_ERRNO = re.compile(r"errno=(\d+)")
 RE_INTERNAL = re.compile(r"pyvisor: internal error in syscall (\w+)|Traceback \(most recent")
+
+
+RE_CALL = [re.compile(r"Value of: (?:RetryEINTR\((\w+)\)|(\w+))\("),
+           re.compile(r"errno=\d+ [^)]*\) (\w+)")]
+
+
+def failing_call(msg: str) -> str:
+    """The call a gtest failure message names first (best effort)."""
+    for rx in RE_CALL:
+        m = rx.search(msg)
+        if m:
+            return next(g for g in m.groups() if g)
+    return ""
 
 
 def classify(r: dict) -> str:
@@ -563,7 +571,7 @@ def classify(r: dict) -> str:
         return "EOPNOTSUPP"
     if errs:
         e = int(errs[0])
-        return f"unexpected errno {ERRNO_NAMES.get(e, e)}"
+        return f"unexpected errno {errno.errorcode.get(e, e)}"
     return "wrong result (value/state differs from Linux)"
 
 
@@ -573,6 +581,7 @@ def summarize(data: dict) -> dict:
     rows = []
     tot = {"cases": 0, **{m: 0 for m in modes}, **{f"{m}_ran": 0 for m in modes}}
     causes: dict[str, list[tuple[str, str, str]]] = {}
+    enosys_calls: dict[str, int] = {}
     runsc_causes: dict[str, int] = {}
     for name in sorted(bins):
         e = bins[name]
@@ -599,6 +608,9 @@ def summarize(data: dict) -> dict:
                 if not n or n["status"] != PASS or not p or p["status"] == PASS:
                     continue
                 cause = classify(p)
+                if sb == "pyvisor" and cause.startswith("ENOSYS"):
+                    call = failing_call(p.get("msg", "")) or "?"
+                    enosys_calls[call] = enosys_calls.get(call, 0) + 1
                 if sb == "pyvisor":
                     first = (p.get("msg", "") or p.get("stderr", "")).strip().splitlines()
                     hint = next((ln for ln in first if "Failure" not in ln), "")[:160]
@@ -606,6 +618,7 @@ def summarize(data: dict) -> dict:
                 else:
                     runsc_causes[cause] = runsc_causes.get(cause, 0) + 1
     return {"rows": rows, "totals": tot, "causes": causes, "runsc_causes": runsc_causes,
+            "enosys_calls": enosys_calls,
             "modes": modes}
 
 
@@ -650,6 +663,10 @@ def render_md(data: dict, s: dict, full: bool = True) -> str:
         for cause, items in sorted(causes.items(), key=lambda kv: -len(kv[1])):
             out.append(f"| {cause} | {len(items)} |")
         out.append("")
+        if s["enosys_calls"]:
+            out.append("ENOSYS in pyvisor, by the call the failing assertion names: "
+                       + ", ".join(f"`{k}` {v}" for k, v in sorted(
+                           s["enosys_calls"].items(), key=lambda kv: -kv[1])) + ".\n")
         if s["runsc_causes"]:
             out.append("For comparison, runsc's failures of natively passing cases: "
                        + ", ".join(f"{k}: {v}" for k, v in sorted(s["runsc_causes"].items(),

@@ -161,10 +161,12 @@ def _child_limits() -> None:
 
 _ACTIVE: set[subprocess.Popen] = set()     # shards running now (their process groups are ours)
 _ACTIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()      # set on SIGTERM: no new shard starts
 
 
 def _on_term(signum, _frame) -> None:
     """Stopping the runner stops every shard it started, then exits."""
+    _STOPPING.set()
     with _ACTIVE_LOCK:
         procs = list(_ACTIVE)
     for p in procs:
@@ -173,6 +175,8 @@ def _on_term(signum, _frame) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     time.sleep(3)
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE)
     for p in procs:
         try:
             os.killpg(p.pid, signal.SIGKILL)
@@ -221,10 +225,12 @@ def run_shard(mode: str, opts: Options, binary: str, cases: list[str],
     runsc_root = tempfile.mkdtemp(prefix="runsc-root-", dir=opts.tmp) if mode == "runsc" else ""
     args = ["--gtest_color=no", "--gtest_filter=" + ":".join(cases)]
     argv = mode_argv(mode, opts, binary, args, runsc_root)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=mode_env(mode, opts, tmpdir),
-                            cwd=tmpdir, start_new_session=True, preexec_fn=_child_limits)
     with _ACTIVE_LOCK:
+        if _STOPPING.is_set():
+            raise SystemExit(1)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=mode_env(mode, opts, tmpdir),
+                                cwd=tmpdir, start_new_session=True, preexec_fn=_child_limits)
         _ACTIVE.add(proc)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")

@@ -479,11 +479,18 @@ def cmd_run(a: argparse.Namespace) -> int:
         if m not in MODES:
             print(f"unknown mode {m!r}", file=sys.stderr)
             return 2
-    data = {"meta": host_meta(opts, modes), "binaries": {}}
+    meta = host_meta(opts, modes)
+    data = {"meta": dict(meta, runs=[meta]), "binaries": {}}
     if a.resume and os.path.exists(a.out):
         with open(a.out) as fp:
             old = json.load(fp)
         data["binaries"] = old.get("binaries", {})
+        # The first run's description stays; later runs are listed after it.
+        om = old.get("meta", {})
+        if om:
+            runs = om.get("runs", [{k: v for k, v in om.items() if k != "runs"}])
+            data["meta"] = dict(om, runs=runs + [meta],
+                                modes=[m for m in MODES if m in set(om.get("modes", [])) | set(modes)])
     lock = threading.Lock()
 
     def log(msg: str) -> None:
@@ -573,6 +580,8 @@ def classify(r: dict) -> str:
     errs = RE_ERRNO.findall(msg)
     if "38" in errs or "Function not implemented" in msg:
         return "ENOSYS (syscall or operation not implemented)"
+    if "97" in errs:
+        return "EAFNOSUPPORT (no such socket family: IPv4/IPv6, netlink, packet)"
     if "95" in errs or "Operation not supported" in msg:
         return "EOPNOTSUPP"
     if errs:
@@ -677,16 +686,24 @@ def render_md(data: dict, s: dict, full: bool = True) -> str:
             out.append("For comparison, runsc's failures of natively passing cases: "
                        + ", ".join(f"{k}: {v}" for k, v in sorted(s["runsc_causes"].items(),
                                                                   key=lambda kv: -kv[1])) + ".\n")
-        if full:
+        severe = ("Sentry", "hang", "died", "failed to start")
+        if True:
             for cause, items in sorted(causes.items(), key=lambda kv: -len(kv[1])):
+                if not full and not any(w in cause for w in severe):
+                    continue
                 out.append(f"#### {cause} ({len(items)})\n")
                 per_bin: dict[str, list[tuple[str, str]]] = {}
                 for b, c, h in items:
                     per_bin.setdefault(b, []).append((c, h))
+                if cause.startswith("not run"):
+                    out.append(", ".join(f"`{b}` {len(lst)}" for b, lst in sorted(per_bin.items()))
+                               + "\n")
+                    continue
                 for b, lst in sorted(per_bin.items()):
                     out.append(f"* `{b}` ({len(lst)}): " + ", ".join(
                         f"`{c}`" for c, _ in lst[:12]) + (" ..." if len(lst) > 12 else ""))
-                    hints = [h for _, h in lst if h][:2]
+                    hints = sorted({h for _, h in lst if h and not h.startswith(("[yardstick]",
+                                                                               "not run"))})[:2]
                     for h in hints:
                         out.append(f"  * {h.replace('|', '/')}")
                 out.append("")

@@ -34,6 +34,7 @@ from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -363,7 +364,7 @@ class Kernel:
             self._complete(t, -Errno.ENOSYS)
             return
         try:
-            ret = entry.fn(t, regs)
+            ret = entry.fn(t, SyscallArguments(regs))
         except SyscallError as e:
             self._complete(t, -e.errno)
             return
@@ -390,7 +391,7 @@ class Kernel:
             return False
         entry = self.table.entries.get(nr)
         try:
-            ret = entry.fn(t, t.regs) if entry is not None else -Errno.ENOSYS
+            ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS
         except SyscallError as e:
             ret = -e.errno
         self._complete(t, ret)
@@ -475,8 +476,10 @@ class Kernel:
             name = Sysno(nr).name
         except ValueError:
             name = str(nr)
-        log.debug("internal error in %s (task %d, args %#x %#x %#x):\n%s", name, t.tid,
-                  t.regs.rdi, t.regs.rsi, t.regs.rdx, "".join(traceback.format_exception(e)))
+        r = t.regs
+        log.debug("internal error in %s (task %d, args %#x %#x %#x %#x %#x %#x):\n%s", name,
+                  t.tid, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9,
+                  "".join(traceback.format_exception(e)))
         print(f"pyvisor: internal error in syscall {name} of task {t.tid}: {e!r}; "
               "killing the sandbox", file=sys.stderr, flush=True)
         self.exit_status = 128 + 9

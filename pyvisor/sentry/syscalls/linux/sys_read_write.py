@@ -11,8 +11,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint64
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.vfs.file import FileDescription
 
 MAX_RW_COUNT = 0x7FFFF000
@@ -80,10 +79,10 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
             raise
 
 
-async def sys_read(t: Task, r: UserRegs) -> int:
+async def sys_read(t: Task, r: SyscallArguments) -> int:
     """Implements read(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n = pointer(r, 1), uint64(r, 2)
+    f = t.fd_table.get(r.int32(0))
+    buf, n = r.pointer(1), r.uint64(2)
     if n == 0:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
@@ -94,10 +93,10 @@ async def sys_read(t: Task, r: UserRegs) -> int:
     return len(data)
 
 
-async def sys_write(t: Task, r: UserRegs) -> int:
+async def sys_write(t: Task, r: SyscallArguments) -> int:
     """Implements write(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n = pointer(r, 1), min(uint64(r, 2), MAX_RW_COUNT)
+    f = t.fd_table.get(r.int32(0))
+    buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     if n == 0:
@@ -113,20 +112,20 @@ def _positional(f: FileDescription, off: int) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
-async def sys_pread64(t: Task, r: UserRegs) -> int:
+async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     """Implements pread64(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n, off = pointer(r, 1), uint64(r, 2), int64(r, 3)
+    f = t.fd_table.get(r.int32(0))
+    buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
     data = await do_read(t, f, n, off)
     t.copy_out(buf, data)
     return len(data)
 
 
-async def sys_pwrite64(t: Task, r: UserRegs) -> int:
+async def sys_pwrite64(t: Task, r: SyscallArguments) -> int:
     """Implements pwrite64(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n, off = pointer(r, 1), min(uint64(r, 2), MAX_RW_COUNT), int64(r, 3)
+    f = t.fd_table.get(r.int32(0))
+    buf, n, off = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT), r.int64(3)
     _positional(f, off)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
@@ -180,56 +179,56 @@ async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off:
     return await do_write(t, f, data, off)
 
 
-async def sys_readv(t: Task, r: UserRegs) -> int:
+async def sys_readv(t: Task, r: SyscallArguments) -> int:
     """Implements readv(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    return await _readv(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), None)
+    f = t.fd_table.get(r.int32(0))
+    return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
-async def sys_writev(t: Task, r: UserRegs) -> int:
+async def sys_writev(t: Task, r: SyscallArguments) -> int:
     """Implements writev(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    return await _writev(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), None)
+    f = t.fd_table.get(r.int32(0))
+    return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
-async def sys_preadv(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
+async def sys_preadv(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.int32(0))
+    off = r.int64(3)
     _positional(f, off)
-    return await _readv(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), off)
+    return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
-async def sys_pwritev(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
+async def sys_pwritev(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.int32(0))
+    off = r.int64(3)
     _positional(f, off)
-    return await _writev(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), off)
+    return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
-async def sys_preadv2(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
-    iovs = read_iovecs(t, pointer(r, 1), int32(r, 2))
+async def sys_preadv2(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.int32(0))
+    off = r.int64(3)
+    iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
         return await _readv(t, f, iovs, None)
     _positional(f, off)
     return await _readv(t, f, iovs, off)
 
 
-async def sys_pwritev2(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
-    iovs = read_iovecs(t, pointer(r, 1), int32(r, 2))
+async def sys_pwritev2(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.int32(0))
+    off = r.int64(3)
+    iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
         return await _writev(t, f, iovs, None)
     _positional(f, off)
     return await _writev(t, f, iovs, off)
 
 
-def sys_lseek(t: Task, r: UserRegs) -> int:
+def sys_lseek(t: Task, r: SyscallArguments) -> int:
     """Implements lseek(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    off, whence = int64(r, 1), int32(r, 2)
+    f = t.fd_table.get(r.int32(0))
+    off, whence = r.int64(1), r.int32(2)
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
     if whence == SEEK_SET:
@@ -253,11 +252,11 @@ def sys_lseek(t: Task, r: UserRegs) -> int:
     return new
 
 
-async def sys_sendfile(t: Task, r: UserRegs) -> int:
+async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
     """Implements sendfile(2) by staging through the Sentry."""
-    out_f = t.fd_table.get(int32(r, 0))
-    in_f = t.fd_table.get(int32(r, 1))
-    off_addr, count = pointer(r, 2), min(uint64(r, 3), MAX_RW_COUNT)
+    out_f = t.fd_table.get(r.int32(0))
+    in_f = t.fd_table.get(r.int32(1))
+    off_addr, count = r.pointer(2), min(r.uint64(3), MAX_RW_COUNT)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
     if off_addr:
@@ -277,12 +276,12 @@ async def sys_sendfile(t: Task, r: UserRegs) -> int:
     return n
 
 
-async def sys_copy_file_range(t: Task, r: UserRegs) -> int:
+async def sys_copy_file_range(t: Task, r: SyscallArguments) -> int:
     """Implements copy_file_range(2) by staging through the Sentry."""
-    fin = t.fd_table.get(int32(r, 0))
-    off_in_addr = pointer(r, 1)
-    fout = t.fd_table.get(int32(r, 2))
-    off_out_addr, count, flags = pointer(r, 3), uint64(r, 4), int32(r, 5)
+    fin = t.fd_table.get(r.int32(0))
+    off_in_addr = r.pointer(1)
+    fout = t.fd_table.get(r.int32(2))
+    off_out_addr, count, flags = r.pointer(3), r.uint64(4), r.int32(5)
     if flags:
         raise SyscallError(Errno.EINVAL)
     if not fin.readable or not fout.writable or fout.append:

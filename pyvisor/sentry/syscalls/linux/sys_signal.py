@@ -11,15 +11,14 @@ from pyvisor.abi.linux.signal import (MINSIGSTKSZ, NSIG, SI_TKILL, SI_USER, SIG_
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint64
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 
 _SIGACTION = struct.Struct("<QQQQ")   # handler, flags, restorer, mask
 
 
-def sys_rt_sigaction(t: Task, r: UserRegs) -> int:
+def sys_rt_sigaction(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigaction(2)."""
-    sig, new, old, size = int32(r, 0), pointer(r, 1), pointer(r, 2), uint64(r, 3)
+    sig, new, old, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
     if size != 8 or sig < 1 or sig > NSIG:
         raise SyscallError(Errno.EINVAL)
     if new and sig in (Signal.SIGKILL, Signal.SIGSTOP):
@@ -43,9 +42,9 @@ def sys_rt_sigaction(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_rt_sigprocmask(t: Task, r: UserRegs) -> int:
+def sys_rt_sigprocmask(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigprocmask(2)."""
-    how, new, old, size = int32(r, 0), pointer(r, 1), pointer(r, 2), uint64(r, 3)
+    how, new, old, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
     if size != 8:
         raise SyscallError(Errno.EINVAL)
     mask = None
@@ -66,7 +65,7 @@ def sys_rt_sigprocmask(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_rt_sigreturn(t: Task, r: UserRegs) -> SyscallControl:
+def sys_rt_sigreturn(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements rt_sigreturn(2)."""
     try:
         ksignal.sigreturn(t)
@@ -76,14 +75,14 @@ def sys_rt_sigreturn(t: Task, r: UserRegs) -> SyscallControl:
     return SyscallControl.SIGRETURN
 
 
-def sys_rt_sigpending(t: Task, r: UserRegs) -> int:
-    t.copy_out(pointer(r, 0), struct.pack("<Q", (t.pending_mask | t.tg.pending_mask) & t.sigmask))
+def sys_rt_sigpending(t: Task, r: SyscallArguments) -> int:
+    t.copy_out(r.pointer(0), struct.pack("<Q", (t.pending_mask | t.tg.pending_mask) & t.sigmask))
     return 0
 
 
-def sys_sigaltstack(t: Task, r: UserRegs) -> int:
+def sys_sigaltstack(t: Task, r: SyscallArguments) -> int:
     """Implements sigaltstack(2)."""
-    new, old = pointer(r, 0), pointer(r, 1)
+    new, old = r.pointer(0), r.pointer(1)
     sp, flags, size = t.altstack
     on = size and not flags & SS_DISABLE and sp < t.regs.rsp <= sp + size
     if old:
@@ -127,9 +126,9 @@ def _send_ok(t: Task, sig: int) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
-def sys_kill(t: Task, r: UserRegs) -> int:
+def sys_kill(t: Task, r: SyscallArguments) -> int:
     """Implements kill(2).  PID 1 ignores signals it has no handler for, as Linux's init."""
-    pid, sig = int32(r, 0), int32(r, 1)
+    pid, sig = r.int32(0), r.int32(1)
     _send_ok(t, sig)
     tgs = _find_group(t, pid)
     if sig == 0:
@@ -152,24 +151,24 @@ def _tkill(t: Task, tgid: int, tid: int, sig: int) -> int:
     return 0
 
 
-def sys_tgkill(t: Task, r: UserRegs) -> int:
+def sys_tgkill(t: Task, r: SyscallArguments) -> int:
     """Implements tgkill(2)."""
-    tgid, tid, sig = int32(r, 0), int32(r, 1), int32(r, 2)
+    tgid, tid, sig = r.int32(0), r.int32(1), r.int32(2)
     if tgid <= 0 or tid <= 0:
         raise SyscallError(Errno.EINVAL)
     return _tkill(t, tgid, tid, sig)
 
 
-def sys_tkill(t: Task, r: UserRegs) -> int:
-    tid, sig = int32(r, 0), int32(r, 1)
+def sys_tkill(t: Task, r: SyscallArguments) -> int:
+    tid, sig = r.int32(0), r.int32(1)
     if tid <= 0:
         raise SyscallError(Errno.EINVAL)
     return _tkill(t, -1, tid, sig)
 
 
-def sys_rt_sigqueueinfo(t: Task, r: UserRegs) -> int:
-    pid, sig = int32(r, 0), int32(r, 1)
-    raw = t.copy_in(pointer(r, 2), 128)
+def sys_rt_sigqueueinfo(t: Task, r: SyscallArguments) -> int:
+    pid, sig = r.int32(0), r.int32(1)
+    raw = t.copy_in(r.pointer(2), 128)
     _send_ok(t, sig)
     for tg in _find_group(t, pid):
         ksignal.send_to_group(tg, ksignal.SigInfo(sig, struct.unpack_from("<i", raw, 8)[0],
@@ -177,7 +176,7 @@ def sys_rt_sigqueueinfo(t: Task, r: UserRegs) -> int:
     return 0
 
 
-async def sys_pause(t: Task, r: UserRegs) -> int:
+async def sys_pause(t: Task, r: SyscallArguments) -> int:
     """Implements pause(2): sleeps until a signal; always EINTR (ERESTARTNOHAND)."""
     try:
         await t.kernel.block_on(t, None)
@@ -186,10 +185,10 @@ async def sys_pause(t: Task, r: UserRegs) -> int:
     raise SyscallError(ERESTARTNOHAND)
 
 
-async def sys_rt_sigsuspend(t: Task, r: UserRegs) -> int:
+async def sys_rt_sigsuspend(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigsuspend(2)."""
-    (mask,) = struct.unpack("<Q", t.copy_in(pointer(r, 0), 8))
-    if uint64(r, 1) != 8:
+    (mask,) = struct.unpack("<Q", t.copy_in(r.pointer(0), 8))
+    if r.uint64(1) != 8:
         raise SyscallError(Errno.EINVAL)
     old = t.sigmask
     t.sigmask = mask & ~UNBLOCKABLE
@@ -210,10 +209,10 @@ def _restore_after_signal(t: Task, old: int) -> None:
         t.saved_sigmask = None
 
 
-async def sys_rt_sigtimedwait(t: Task, r: UserRegs) -> int:
+async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigtimedwait(2)."""
-    (mask,) = struct.unpack("<Q", t.copy_in(pointer(r, 0), 8))
-    info_addr, ts = pointer(r, 1), pointer(r, 2)
+    (mask,) = struct.unpack("<Q", t.copy_in(r.pointer(0), 8))
+    info_addr, ts = r.pointer(1), r.pointer(2)
     deadline = None
     if ts:
         sec, nsec = struct.unpack("<qq", t.copy_in(ts, 16))
@@ -281,16 +280,16 @@ def _set_itimer(t: Task, value_ns: int, interval_ns: int) -> tuple[int, int]:
     return remaining, old_interval
 
 
-def sys_alarm(t: Task, r: UserRegs) -> int:
+def sys_alarm(t: Task, r: SyscallArguments) -> int:
     """Implements alarm(2)."""
-    secs = uint64(r, 0) & 0xFFFFFFFF
+    secs = r.uint64(0) & 0xFFFFFFFF
     remaining, _ = _set_itimer(t, secs * 10**9, 0)
     return (remaining + 999_999_999) // 10**9 if remaining else 0
 
 
-def sys_setitimer(t: Task, r: UserRegs) -> int:
+def sys_setitimer(t: Task, r: SyscallArguments) -> int:
     """Implements setitimer(2) for ITIMER_REAL; the CPU-time timers are accepted but never fire."""
-    which, new, old = int32(r, 0), pointer(r, 1), pointer(r, 2)
+    which, new, old = r.int32(0), r.pointer(1), r.pointer(2)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
     if new:
@@ -313,8 +312,8 @@ def sys_setitimer(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_getitimer(t: Task, r: UserRegs) -> int:
-    which, cur = int32(r, 0), pointer(r, 1)
+def sys_getitimer(t: Task, r: SyscallArguments) -> int:
+    which, cur = r.int32(0), r.pointer(1)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
     tm = t.tg.itimer_real if which == 0 else None

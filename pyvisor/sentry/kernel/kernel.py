@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import heapq
 import logging
 import os
@@ -33,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
-from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
+from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN,
+                                      Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
@@ -335,12 +337,7 @@ class Kernel:
             info = ksignal.fault_info(t, sig)
             if sig == host_signal.SIGSYS and self._vsyscall(t, info):
                 return
-            act = t.tg.sighand.actions[sig]
-            # A fault while the signal is blocked or ignored kills (force_sig_info).
-            if t.sigmask & (1 << (sig - 1)) or act.handler == SIG_IGN:
-                act.handler = 0
-                t.sigmask &= ~(1 << (sig - 1))
-            ksignal.send_to_task(t, info)
+            ksignal.force_sig(t, info)
         self.resume(t, None)
 
     # -- syscalls ---------------------------------------------------------------------
@@ -526,10 +523,20 @@ class Kernel:
         B.get_fpregs(t.thread.tid, self.fpbuf)
         return self.fpbuf.raw
 
-    def set_fpregs(self, t: Task, data: bytes) -> None:
+    def set_fpregs(self, t: Task, data: bytes) -> bool:
+        """Loads an fxsave image into `t`'s FPU.  False if the host refuses it as
+        invalid (MXCSR reserved bits set): the caller decides what the application
+        sees (Linux's fxrstor would #GP: rt_sigreturn gives SIGSEGV)."""
         ctypes.memmove(self.fpbuf, data, len(data))
-        # mxcsr reserved bits must be clear or the host refuses the state.
-        B.set_fpregs(t.thread.tid, self.fpbuf)
+        try:
+            B.set_fpregs(t.thread.tid, self.fpbuf)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return False
+            if e.errno == errno.ESRCH:
+                return True      # the thread died under us (SIGKILL): its exit is noticed later
+            raise
+        return True
 
     # -- exit -------------------------------------------------------------------------
 
@@ -604,6 +611,7 @@ class Kernel:
         # Orphans go to init (we are PID namespace init's reaper).
         init = self.init
         for c in list(tg.children):
+            c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None
             if c.parent is not None:
                 c.parent.children.append(c)
@@ -625,7 +633,7 @@ class Kernel:
             code, st = CLD_EXITED, status >> 8
         act = parent.sighand.actions[Signal.SIGCHLD]
         autoreap = act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT
-        if tg.exit_signal:
+        if 0 < tg.exit_signal <= NSIG:      # legacy clone accepts any byte (do_notify_parent)
             ksignal.send_to_group(parent, ksignal.SigInfo(tg.exit_signal, code, pid=tg.tgid,
                                                           status=st))
         if autoreap and tg.exit_signal == Signal.SIGCHLD:

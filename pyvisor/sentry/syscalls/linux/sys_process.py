@@ -15,6 +15,7 @@ from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
+from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -200,12 +201,12 @@ def sys_arch_prctl(t: Task, r: SyscallArguments) -> int:
     """Implements arch_prctl(2): FS/GS bases live in the task's registers."""
     code, addr = r.int32(0), r.uint64(1)
     if code == _ARCH_SET_FS:
-        if addr >= 0x7FFFFFFFF000:
+        if not valid_segment_base(addr):
             raise SyscallError(Errno.EPERM)
         t.regs.fs_base = addr
         return 0
     if code == _ARCH_SET_GS:
-        if addr >= 0x7FFFFFFFF000:
+        if not valid_segment_base(addr):
             raise SyscallError(Errno.EPERM)
         t.regs.gs_base = addr
         return 0
@@ -649,7 +650,8 @@ async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int
 
 async def sys_clone(t: Task, r: SyscallArguments) -> int:
     """Implements clone(2): flags, stack, parent_tid, child_tid, tls (amd64 order)."""
-    return await _clone(t, r.uint64(0), r.pointer(1), r.pointer(2), r.pointer(3),
+    # The flags are an unsigned long, of which Linux reads the low 32 bits.
+    return await _clone(t, r.uint32(0), r.pointer(1), r.pointer(2), r.pointer(3),
                         r.uint64(4))
 
 

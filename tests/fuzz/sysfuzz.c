@@ -1078,7 +1078,7 @@ int main(int argc, char **argv)
         distinct += atomic_load(&sh->calls[s]) > 0;
         distinct_ok += atomic_load(&sh->oks[s]) > 0;
     }
-    printf("sysfuzz: calls=%ld succeeded=%ld numbers_called=%d numbers_succeeded=%d\n",
+    printf("\nsysfuzz: calls=%ld succeeded=%ld numbers_called=%d numbers_succeeded=%d\n",
            total, oks, distinct, distinct_ok);
     printf("sysfuzz: seconds=%.1f workers_spawned=%ld throwaway_children=%ld signals=%ld\n",
            now() - t0, st.spawned, atomic_load(&sh->children), atomic_load(&sh->signals));

@@ -1,0 +1,219 @@
+"""The syscall fuzzer (sysfuzz.c) run inside a sandbox, judged from outside.
+
+Each run is one `pyvisor do -- sysfuzz SEED SECONDS`: 4 worker processes of 2
+threads calling every syscall number with hostile arguments, with signals
+flying (see sysfuzz.c's header).  A run fails on:
+  * any internal error of the Sentry (its one-line report, or a Python
+    traceback, or "sandbox failed" on stderr);
+  * a hang: the run not over SECONDS + a margin after it started;
+  * the sandbox ending other than by the fuzzer finishing (exit status 0 and
+    its final `sysfuzz: done=1` line);
+  * anything left behind: processes in the sandbox after the fuzzer killed
+    and reaped everything (the fuzzer counts /proc), or host processes after
+    the run (this test is a child subreaper while it runs).
+
+Seeds differ per run (from the clock) and are printed; PYVISOR_FUZZ_SEED fixes
+the first seed (the others follow it) and PYVISOR_FUZZ_SECONDS the duration of
+each run (default 40).  The fuzzer never runs natively: as root it would
+change the host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pvtest import c_builder, make_world_readable, pyvisor_env
+
+HERE = Path(__file__).resolve().parent
+SECONDS = float(os.environ.get("PYVISOR_FUZZ_SECONDS", "40"))
+BASE_SEED = int(os.environ.get("PYVISOR_FUZZ_SEED", str(int(time.time()) % 1_000_000)))
+MARGIN = 120.0                  # start-up, the final reaping, a loaded machine
+RUNS = 3
+
+# What a Sentry failure looks like on its stderr.
+SENTRY_FAILURE = re.compile(r"internal error|Traceback \(most recent call last\)|"
+                            r"sandbox failed", re.IGNORECASE)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture(scope="module")
+def sysfuzz(tmp_path_factory: pytest.TempPathFactory) -> str:
+    outdir = tmp_path_factory.mktemp("fuzz")
+    make_world_readable(outdir, tmp_path_factory)
+    return c_builder(HERE, outdir)("sysfuzz", static=True)
+
+
+def _children() -> set[int]:
+    out: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            out |= {int(p) for p in Path(f"/proc/self/task/{task}/children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """Orphans of the run become our children (subreaper), so none can hide."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.fail("prctl(PR_SET_CHILD_SUBREAPER) failed")
+    before = _children()
+    try:
+        yield
+        left = []
+        for pid in sorted(_children() - before):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if state == "Z":
+                os.waitpid(pid, os.WNOHANG)
+                continue
+            left.append(f"{pid} [{state}] {cmd.decode(errors='replace')[:120]}")
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        assert not left, f"host processes left behind by the sandbox: {left}"
+    finally:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+class Run:
+    """One finished fuzz run: exit status, output, the Sentry's debug log."""
+
+    def __init__(self, argv: list[str], rc: int | None, out: str, err: str, log: str,
+                 seconds: float) -> None:
+        self.argv, self.rc, self.out, self.err, self.log = argv, rc, out, err, log
+        self.seconds = seconds
+        self.report: dict[str, str] = {}
+        # Workers write random bytes to stdout too: report lines are found anywhere.
+        for m in re.finditer(r"sysfuzz: ([^\n]*)", out):
+            for kv in m.group(1).split():
+                k, _, v = kv.partition("=")
+                self.report[k] = v
+
+    def problems(self) -> list[str]:
+        """Everything that makes this run a failure (empty: a good run)."""
+        out = []
+        if self.rc is None:
+            out.append(f"hang: not finished {self.seconds:.0f}s after it started")
+        m = SENTRY_FAILURE.search(self.err)
+        if m:
+            lines = [ln for ln in self.err.splitlines() if SENTRY_FAILURE.search(ln)]
+            out.append("Sentry failure: " + " | ".join(lines[:5]))
+        if self.rc is not None and self.rc != 0:
+            out.append(f"the sandbox ended with status {self.rc}, not the fuzzer's 0")
+        if self.report.get("done") != "1":
+            out.append("the fuzzer did not finish (no `sysfuzz: done=1`)")
+        else:
+            if self.report.get("leftover") != "0" or self.report.get("unreaped") != "0":
+                out.append(f"processes left in the sandbox: leftover={self.report.get('leftover')}"
+                           f" unreaped={self.report.get('unreaped')} "
+                           f"pids={self.report.get('leftover_pids')}")
+        return out
+
+    def details(self) -> str:
+        """The Sentry's internal-error traceback from its debug log, and the fuzzer's report."""
+        tb = ""
+        i = self.log.find("internal error in")
+        if i < 0:
+            i = self.log.find("sandbox failed")
+        if i >= 0:
+            tb = self.log[max(0, i - 200):i + 4000]
+        report = "\n".join(re.findall(r"sysfuzz: [^\n]*", self.out))
+        return (f"command: {' '.join(self.argv)}\n--- fuzzer report ---\n{report}\n"
+                f"--- stderr (tail) ---\n{self.err[-3000:]}\n--- Sentry log ---\n{tb}")
+
+
+def fuzz(binary: str, seed: int, seconds: float, tmp: Path, tty: bool = False,
+         extra: tuple[str, ...] = ()) -> Run:
+    """Runs the fuzzer in a sandbox, stdin a pty (tty=True) or /dev/null."""
+    log = tmp / "sentry.log"
+    argv = [sys.executable, "-m", "pyvisor", "--debug", "--log", str(log), "do", *extra, "--",
+            binary, str(seed), f"{seconds:g}", "4", "2"]
+    master = slave = -1
+    if tty:
+        master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave if tty else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=pyvisor_env(None), start_new_session=True)
+    drain = None
+    if tty:
+        os.close(slave)
+        # Whatever the fuzzer writes to the terminal is read, so writes never block on it.
+        drain = threading.Thread(target=_drain, args=(master,), daemon=True)
+        drain.start()
+    t0 = time.monotonic()
+    rc: int | None
+    try:
+        out, err = proc.communicate(timeout=seconds + MARGIN)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    finally:
+        if tty:
+            os.close(master)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return Run(argv, rc, out.decode(errors="replace"), err.decode(errors="replace"), text,
+               time.monotonic() - t0)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("run_index", range(RUNS))
+def test_syscall_fuzz(run_index: int, sysfuzz: str, tmp_path: Path,
+                      no_leftovers: None) -> None:
+    """One fuzz run per seed: the Sentry must survive it with nothing left behind.
+    The first run has a terminal as stdin, the others /dev/null."""
+    seed = BASE_SEED + run_index
+    print(f"sysfuzz seed {seed} ({SECONDS:g}s); reproduce with PYVISOR_FUZZ_SEED={seed} "
+          f"PYVISOR_FUZZ_SECONDS={SECONDS:g}")
+    r = fuzz(sysfuzz, seed, SECONDS, tmp_path, tty=run_index == 0)
+    problems = r.problems()
+    assert not problems, (f"sysfuzz seed {seed}: " + "; ".join(problems) + "\n" + r.details())
+    assert int(r.report["calls"]) > 0, r.details()
+    print("sysfuzz: " + " ".join(f"{k}={r.report[k]}" for k in (
+        "calls", "succeeded", "numbers_called", "numbers_succeeded", "workers_spawned",
+        "signals", "stalls") if k in r.report))
+
+
+def test_fuzz_harness_sees_a_sentry_crash(sysfuzz: str, tmp_path: Path,
+                                          no_leftovers: None) -> None:
+    """The judge can fail: with the Sentry made to fail in uname (the --test-panic
+    hook), the fuzzer soon calls it and the run is reported as a Sentry failure
+    that ended the sandbox."""
+    r = fuzz(sysfuzz, BASE_SEED, 60, tmp_path, extra=("--test-panic", "uname"))
+    problems = r.problems()
+    assert any(p.startswith("Sentry failure") and "uname" in p for p in problems), problems
+    assert any("did not finish" in p for p in problems), problems
+    assert "internal error in uname" in r.details(), r.details()
+

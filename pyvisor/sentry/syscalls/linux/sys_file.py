@@ -6,6 +6,7 @@ Linux: fs/open.c, fs/namei.c, fs/stat.c, fs/fcntl.c, fs/ioctl.c, fs/readdir.c.
 from __future__ import annotations
 
 import struct
+import time
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
@@ -17,9 +18,11 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
+                                                   utimens_omit_both)
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
@@ -679,35 +682,35 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_utimensat(t: Task, r: SyscallArguments) -> int:
-    """Implements utimensat(2)."""
-    import time as _time
+    """Implements utimensat(2), in Linux's order of checks (fs/utimes.c)."""
     dirfd, addr, times, flags = r.int32(0), r.pointer(1), r.pointer(2), r.int32(3)
-    if addr:
-        loc = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW)
-        inode = loc.inode
+    raw = t.copy_in(times, 32) if times else None
+    if raw is not None and utimens_omit_both(raw):
+        return 0                                   # "we must not even check the path"
+    if addr or dirfd == AT_FDCWD:
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise SyscallError(Errno.EINVAL)
+        inode = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW,
+                              empty_path=bool(flags & AT_EMPTY_PATH)).inode
     else:
+        if flags:
+            raise SyscallError(Errno.EINVAL)
         inode = t.fd_table.get(dirfd).inode
-    now = _time.time_ns()
-    at = mt = now
-    if times:
-        a_s, a_ns, m_s, m_ns = struct.unpack("<qqqq", t.copy_in(times, 32))
-        UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-        at = None if a_ns == UTIME_OMIT else now if a_ns == UTIME_NOW else a_s * 10**9 + a_ns
-        mt = None if m_ns == UTIME_OMIT else now if m_ns == UTIME_NOW else m_s * 10**9 + m_ns
+    now = time.time_ns()
+    at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     inode.setattr(atime_ns=at, mtime_ns=mt)
     return 0
 
 
 def sys_utimes(t: Task, r: SyscallArguments) -> int:
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
-    times = r.pointer(1)
-    if times:
-        a_s, a_us, m_s, m_us = struct.unpack("<qqqq", t.copy_in(times, 32))
-        loc.inode.setattr(atime_ns=a_s * 10**9 + a_us * 1000, mtime_ns=m_s * 10**9 + m_us * 1000)
-    else:
-        import time as _time
-        now = _time.time_ns()
-        loc.inode.setattr(atime_ns=now, mtime_ns=now)
+    """Implements utimes(2)."""
+    path, times = r.pointer(0), r.pointer(1)
+    at_mt = copy_in_utimes(t, times) if times else None
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, path))
+    if at_mt is None:
+        now = time.time_ns()
+        at_mt = (now, now)
+    loc.inode.setattr(atime_ns=at_mt[0], mtime_ns=at_mt[1])
     return 0
 
 

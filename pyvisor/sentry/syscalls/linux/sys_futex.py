@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import futex
 from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_FD, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 2, 3, 4, 5
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
@@ -42,10 +43,7 @@ async def sys_futex(t: Task, r: SyscallArguments) -> int:
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
         deadline = None
         if utime:
-            sec, nsec = struct.unpack("<qq", t.copy_in(utime, 16))
-            if sec < 0 or not 0 <= nsec < 10**9:
-                raise SyscallError(Errno.EINVAL)
-            ns = sec * 10**9 + nsec
+            ns = copy_in_timespec(t, utime)
             if cmd == FUTEX_WAIT:
                 deadline = t.kernel.now() + ns
             else:

@@ -8,12 +8,13 @@ import struct
 
 from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import pipe as kpipe
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, WaitQueue)
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -67,10 +68,7 @@ def _deadline_ms(t: Task, ms: int) -> int | None:
 def _deadline_ts(t: Task, addr: int) -> int | None:
     if not addr:
         return None
-    sec, nsec = struct.unpack("<qq", t.copy_in(addr, 16))
-    if sec < 0 or not 0 <= nsec < 10**9:
-        raise SyscallError(Errno.EINVAL)
-    return t.kernel.now() + sec * 10**9 + nsec
+    return t.kernel.now() + copy_in_timespec(t, addr)
 
 
 async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],

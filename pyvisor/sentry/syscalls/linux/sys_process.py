@@ -11,12 +11,12 @@ from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID
                                      WNOTHREAD)
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
+from pyvisor.sentry.arch.registers import valid_segment_base
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
-from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 _ARCH_GET_CPUID, _ARCH_SET_CPUID = 0x1011, 0x1012

@@ -7,16 +7,26 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
 from pyvisor.abi.linux.signal import Signal
+from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.vfs.file import FileDescription
 
-MAX_RW_COUNT = 0x7FFFF000
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
 IOV_MAX = 1024
+# The largest file offset.  From <linux/fs.h> (MAX_LFS_FILESIZE on 64-bit).
+MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+def verify_area(f: FileDescription, pos: int, count: int) -> None:
+    """Linux: rw_verify_area.  A transfer at a file position must start at a
+    non-negative offset and end at or before MAX_LFS_FILESIZE (EINVAL), so no
+    offset the Sentry hands to a filesystem or the host can overflow an off_t.
+    Streams (pipes, sockets, ttys) have no position."""
+    if f.impl.seekable and (pos < 0 or pos + count > MAX_LFS_FILESIZE):
+        raise SyscallError(Errno.EINVAL)
 
 
 async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> bytes:
@@ -28,6 +38,7 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
         if isinstance(f.impl, DirectoryImpl):
             raise SyscallError(Errno.EISDIR)
     n = min(n, MAX_RW_COUNT, CHUNK)
+    verify_area(f, f.offset if offset is None else offset, n)
     while True:
         try:
             off = f.offset if offset is None else offset
@@ -48,10 +59,13 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
         raise SyscallError(Errno.EBADF)
     done = 0
     total = len(data)
+    verify_area(f, f.offset if offset is None else offset, total)
     while True:
         try:
             if offset is None:
                 off = f.impl.size(f) if f.append and f.impl.seekable else f.offset
+                if off + total - done > MAX_LFS_FILESIZE:
+                    raise SyscallError(Errno.EFBIG)     # generic_write_check_limits
             else:
                 off = offset + done
             n = f.impl.write(f, t, data[done:] if done else data, off)
@@ -226,14 +240,17 @@ async def sys_pwritev2(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_lseek(t: Task, r: SyscallArguments) -> int:
-    """Implements lseek(2)."""
-    f = t.fd_table.get(r.int32(0))
-    off, whence = r.int64(1), r.int32(2)
+    """Implements lseek(2).  The new position must lie in [0, MAX_LFS_FILESIZE]
+    (EINVAL), as generic_file_llseek_size's vfs_setpos."""
+    f = t.fd_table.get(r.fd(0))
+    off, whence = r.offset(1), r.uint32(2)
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
     if whence == SEEK_SET:
         new = off
     elif whence == SEEK_CUR:
+        if off == 0:
+            return f.offset
         new = f.offset + off
     elif whence == SEEK_END:
         new = f.impl.size(f) + off
@@ -244,7 +261,7 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
         new = off if whence == SEEK_DATA else size
     else:
         raise SyscallError(Errno.EINVAL)
-    if new < 0:
+    if not 0 <= new <= MAX_LFS_FILESIZE:
         raise SyscallError(Errno.EINVAL)
     f.offset = new
     if hasattr(f.impl, "entries") and new == 0:

@@ -8,10 +8,11 @@ from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DFL,
                                       SIG_SETMASK, SIG_UNBLOCK, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal)
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 _SIGACTION = struct.Struct("<QQQQ")   # handler, flags, restorer, mask
 
@@ -236,10 +237,7 @@ async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
     info_addr, ts = r.pointer(1), r.pointer(2)
     deadline = None
     if ts:
-        sec, nsec = struct.unpack("<qq", t.copy_in(ts, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + nsec
+        deadline = t.kernel.now() + copy_in_timespec(t, ts)
     mask &= ~UNBLOCKABLE
     while True:
         for src in (t, t.tg):

@@ -12,18 +12,18 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
+from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,
                                           SOCK_STREAM, SOCK_TYPE_MASK, SOCKADDR_STORAGE,
                                           AF_UNIX, Control, Received, Socket,
                                           deliver_control, parse_control)
 from pyvisor.sentry.syscalls.linux.sys_read_write import read_iovecs
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription
 
-MAX_RW_COUNT = 0x7FFFF000
 CHUNK = 1 << 22          # largest single transfer staged in the Sentry
 UIO_MAXIOV = 1024
 MSGHDR = struct.Struct("<QI4xQQQQi4x")     # struct user_msghdr: 56 bytes
@@ -372,10 +372,7 @@ async def sys_recvmmsg(t: Task, r: SyscallArguments) -> int:
     vlen = min(vlen, UIO_MAXIOV)
     deadline = None
     if tsp:
-        sec, nsec = struct.unpack("<qq", t.copy_in(tsp, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + nsec
+        deadline = t.kernel.now() + copy_in_timespec(t, tsp)
     done = 0
     while done < vlen:
         hdr = vec + done * MMSGHDR_SIZE

@@ -6,9 +6,10 @@ import struct
 import time
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
@@ -64,13 +65,6 @@ def sys_time(t: Task, r: SyscallArguments) -> int:
     return now
 
 
-def _read_ts(t: Task, addr: int) -> int:
-    sec, nsec = _TS.unpack(t.copy_in(addr, 16))
-    if sec < 0 or not 0 <= nsec < 10**9:
-        raise SyscallError(Errno.EINVAL)
-    return sec * 10**9 + nsec
-
-
 async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
     try:
         await t.kernel.block_on(t, None, deadline=deadline_mono)
@@ -86,7 +80,7 @@ async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
 
 async def sys_nanosleep(t: Task, r: SyscallArguments) -> int:
     """Implements nanosleep(2).  Interrupted sleeps return EINTR with the time left."""
-    dur = _read_ts(t, r.pointer(0))
+    dur = copy_in_timespec(t, r.pointer(0))
     return await _sleep(t, t.kernel.now() + dur, r.pointer(1))
 
 
@@ -96,7 +90,7 @@ async def sys_clock_nanosleep(t: Task, r: SyscallArguments) -> int:
     if clock in (CLOCK_THREAD_CPUTIME_ID,):
         raise SyscallError(Errno.EINVAL)
     now_clock = _clock_ns(clock)
-    val = _read_ts(t, req)
+    val = copy_in_timespec(t, req)
     if flags & TIMER_ABSTIME:
         deadline = t.kernel.now() + max(0, val - now_clock)
         rem = 0

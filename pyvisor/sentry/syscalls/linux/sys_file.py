@@ -185,7 +185,7 @@ def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         size = max(4096, 1 << max(0, (int(arg) - 1).bit_length()))
         if size > 1 << 20:
             raise SyscallError(Errno.EPERM)
-        pipe.capacity = size
+        pipe.resize(size)
         return size
     if cmd == F_GET_SEALS:
         return getattr(f.inode, "seals", 0) if hasattr(f.inode, "seals") else -Errno.EINVAL

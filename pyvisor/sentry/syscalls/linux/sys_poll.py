@@ -14,7 +14,7 @@ from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, Wo
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, WaitQueue)
-from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_select_timeval, copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -216,10 +216,7 @@ async def sys_select(t: Task, r: SyscallArguments) -> int:
     tv = r.pointer(4)
     deadline = None
     if tv:
-        sec, usec = struct.unpack("<qq", t.copy_in(tv, 16))
-        if sec < 0 or usec < 0:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + usec * 1000
+        deadline = t.kernel.now() + copy_in_select_timeval(t, tv)
     n = await _do_select(t, r.int32(0), r.pointer(1), r.pointer(2), r.pointer(3), deadline)
     if tv:
         left = max(0, deadline - t.kernel.now()) if deadline else 0
@@ -289,8 +286,8 @@ class EventFD(FileImpl):
         return struct.pack("<Q", v)
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
-        if len(data) < 8:
-            raise SyscallError(Errno.EINVAL)
+        if len(data) != 8:
+            raise SyscallError(Errno.EINVAL)      # exactly one u64 (eventfd_write)
         (v,) = struct.unpack_from("<Q", data)
         if v == 0xFFFFFFFFFFFFFFFF:
             raise SyscallError(Errno.EINVAL)

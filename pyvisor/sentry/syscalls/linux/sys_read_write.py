@@ -54,7 +54,14 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
 
 
 async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None) -> int:
-    """Writes all of `data` (blocking files) or what fits (non-blocking)."""
+    """Writes `data` as Linux's pipe_write and its kin do.
+
+    The file's write takes what fits now (all of a write of at most PIPE_BUF
+    bytes to a pipe, or nothing: WouldBlock).  A non-blocking file returns that
+    partial count, or EAGAIN if it took nothing.  A blocking one writes again at
+    once after partial progress and sleeps only when nothing fits; a signal
+    while it sleeps returns the count written so far (EINTR/restart if none).
+    """
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     done = 0
@@ -72,8 +79,10 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
             if offset is None and f.impl.seekable:
                 f.offset = off + n
             done += n
-            if done >= total:
+            if done >= total or (n and f.nonblocking):
                 return done
+            if n:
+                continue                 # partial progress: try again before sleeping
         except WouldBlock:
             if f.nonblocking:
                 if done:

@@ -18,6 +18,9 @@ from pyvisor.sentry.kernel.task import Task
 TIMESPEC = struct.Struct("<qq")        # tv_sec, tv_nsec
 TIMEVAL = struct.Struct("<qq")         # tv_sec, tv_usec
 NSEC_PER_SEC = 10**9
+# Durations saturate here, as Linux's ktime_t (timespec64_to_ktime): so does every
+# deadline and remaining time computed from them, which then fits any C field.
+KTIME_MAX = (1 << 63) - 1
 # utimensat's special tv_nsec values.  From <linux/stat.h>.
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -29,7 +32,7 @@ def copy_in_timespec(t: Task, addr: int) -> int:
     sec, nsec = TIMESPEC.unpack(t.copy_in(addr, TIMESPEC.size))
     if sec < 0 or not 0 <= nsec < NSEC_PER_SEC:
         raise SyscallError(Errno.EINVAL)
-    return sec * NSEC_PER_SEC + nsec
+    return min(sec * NSEC_PER_SEC + nsec, KTIME_MAX)
 
 
 def copy_in_timeval(t: Task, addr: int) -> int:
@@ -37,7 +40,16 @@ def copy_in_timeval(t: Task, addr: int) -> int:
     sec, usec = TIMEVAL.unpack(t.copy_in(addr, TIMEVAL.size))
     if sec < 0 or not 0 <= usec < 1_000_000:
         raise SyscallError(Errno.EINVAL)
-    return sec * NSEC_PER_SEC + usec * 1000
+    return min(sec * NSEC_PER_SEC + usec * 1000, KTIME_MAX)
+
+
+def copy_in_select_timeval(t: Task, addr: int) -> int:
+    """select's timeout: tv_usec may exceed a second and is carried into tv_sec
+    (poll_select_set_timeout); a negative or overflowing result is EINVAL."""
+    sec, usec = TIMEVAL.unpack(t.copy_in(addr, TIMEVAL.size))
+    if sec < 0 or usec < 0 or sec + usec // 1_000_000 > KTIME_MAX:
+        raise SyscallError(Errno.EINVAL)
+    return min(sec * NSEC_PER_SEC + usec * 1000, KTIME_MAX)
 
 
 def utimens_omit_both(raw: bytes) -> bool:

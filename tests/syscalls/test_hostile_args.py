@@ -10,6 +10,7 @@ import pty
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,20 @@ def test_hostile_args(where: str, program: Builder) -> None:
                        env=pyvisor_env(None))
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 0 and "ok" in r.stdout.split(), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_hostile_offsets_on_host_file(where: str, program: Builder, world_tmp: Path) -> None:
+    """lseek and pread near 2^63 on a host file given as stdin (fsimpl/host)."""
+    data = world_tmp / "data"
+    data.write_bytes(b"0123456789" * 10)
+    with open(data, "rb") as f:
+        argv = [program("hostile_args.c"), "stdin-file"]
+        if where == "native":
+            p = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=60)
+        else:
+            p = subprocess.run([sys.executable, "-m", "pyvisor", "do", "--", *argv], stdin=f,
+                               capture_output=True, text=True, timeout=60,
+                               env=pyvisor_env(None))
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 0 and "ok" in p.stdout.split(), p.stdout + p.stderr

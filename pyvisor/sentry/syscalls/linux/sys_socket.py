@@ -24,6 +24,8 @@ from pyvisor.sentry.syscalls.linux.sys_read_write import read_iovecs
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription
 
+# net.core.optmem_max: the largest control buffer a socket call takes.
+OPTMEM_MAX = 131072
 CHUNK = 1 << 22          # largest single transfer staged in the Sentry
 UIO_MAXIOV = 1024
 MSGHDR = struct.Struct("<QI4xQQQQi4x")     # struct user_msghdr: 56 bytes
@@ -261,8 +263,8 @@ async def sys_sendto(t: Task, r: SyscallArguments) -> int:
 
 async def _sendmsg(t: Task, f: FileDescription, sock: Socket, msgp: int, flags: int) -> int:
     name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(t.copy_in(msgp, 56))
-    if controllen > 0x7FFFFFFF:
-        raise SyscallError(Errno.ENOBUFS)
+    if controllen > OPTMEM_MAX:
+        raise SyscallError(Errno.ENOBUFS)     # sock_kmalloc beyond net.core.optmem_max
     if namelen & 0x80000000:
         raise SyscallError(Errno.EINVAL)
     addr = t.copy_in(name, min(namelen, SOCKADDR_STORAGE)) if name and namelen else b""

@@ -40,8 +40,9 @@
  *     at the worker itself: they would stop the supervisor re-forking or write
  *     into its memory, which Linux allows too.  Signals to PID 1 are kept: init
  *     ignores signals it has no handler for, on Linux and in pyvisor.
- *   - mmap and fallocate/truncate lengths are capped at 1 GiB (or stay outside
- *     user space), so the fuzzer tests the Sentry, not the memory limit.
+ *   - mmap and fallocate lengths are capped at 1 GiB (or stay outside user
+ *     space), so the fuzzer tests the Sentry, not the memory limit: both can
+ *     make memory resident (MAP_POPULATE, fallocate on tmpfs).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -77,6 +78,7 @@
 #define PAGE 4096UL
 #define SCRATCH (64 * 1024UL)
 #define ARENA (4 * 1024 * 1024UL)
+#define SLOT 512UL           /* the hostile page holds 8 structs of up to SLOT bytes */
 #define STALL_SECONDS 2.0   /* a thread making no progress this long: its worker is replaced */
 
 /* ---- shared between the supervisor and the workers (MAP_SHARED) ---------------- */
@@ -317,6 +319,9 @@ static uint64_t any_value(void)
     }
 }
 
+static void on_signal_entry(int sig, siginfo_t *si, void *uc);
+static void restorer_entry(void);
+
 /* ---- argument types ------------------------------------------------------------------ */
 
 /* What each argument of a syscall is, one letter per argument (trinity's idea):
@@ -414,7 +419,10 @@ static uint64_t typed_value(char k)
     case 'i': return rnd() % 4 ? rnd() % 17 : boundary[rnd() % NBOUNDARY];
     case 'F': return flags_value();
     case 'P': return pid_value();
-    case 's': return rnd() % 8 ? (uint64_t)hostile + (rnd() % PAGE & ~7UL) : bad_pointer();
+    case 's':
+        if (rnd() % 8 == 0)
+            return bad_pointer();
+        return (uint64_t)hostile + (rnd() % 2 ? (rnd() % (PAGE / SLOT)) * SLOT : rnd() % PAGE & ~7UL);
     case 'v': return rnd() % 8 ? (uint64_t)iovs + (rnd() % PAGE & ~15UL) : bad_pointer();
     case 'o': return rnd() % 2 ? rnd() % 70000 : boundary[rnd() % NBOUNDARY];
     case 'm': return rnd() % 4 ? rnd() % 010000 : rnd();
@@ -437,6 +445,108 @@ static uint64_t typed_value(char k)
 
 /* Rewrites the hostile page and the iovec page: any struct the kernel reads
  * from them holds boundary values, pointers, fds and lengths. */
+
+/* One well-formed struct at p (SLOT bytes): what a call expects, holding our fds,
+ * pointers and lengths, so calls get past their first checks; its fields are
+ * still drawn from the boundary pools now and then. */
+static void well_formed(char *p)
+{
+    uint64_t *q = (uint64_t *)p;
+    int32_t *d = (int32_t *)p;
+    switch (rnd() % 10) {
+    case 0:                                   /* struct pollfd[] */
+        for (size_t i = 0; i < SLOT / 8; i++) {
+            d[2 * i] = rnd() % 8 ? fds[rnd() % nfds] : (int32_t)rnd();
+            d[2 * i + 1] = (int32_t)(rnd() % 4 ? (rnd() & 0x3ff) : rnd());
+        }
+        break;
+    case 1: {                                 /* struct msghdr + iovecs + SCM_RIGHTS */
+        char *name = p + 64, *iov = p + 192, *ctl = p + 256;
+        struct sockaddr_un *sun = (struct sockaddr_un *)name;
+        sun->sun_family = AF_UNIX;
+        snprintf(sun->sun_path + 1, 100, "sysfuzz-%d", atomic_load(&sh->w[rnd() % MAX_WORKERS].pid));
+        q[0] = rnd() % 2 ? (uint64_t)name : 0;
+        q[1] = rnd() % 4 ? 3 + strlen(sun->sun_path + 1) : size_value();
+        q[2] = (uint64_t)iov;
+        q[3] = rnd() % 4 ? 1 + rnd() % 4 : size_value();
+        q[4] = rnd() % 2 ? (uint64_t)ctl : 0;
+        q[5] = rnd() % 4 ? 16 + 4 * (rnd() % 8) : size_value();
+        q[6] = rnd() % 4 ? 0 : flags_value();
+        uint64_t *v = (uint64_t *)iov;
+        for (int i = 0; i < 4; i++) {
+            v[2 * i] = good_pointer();
+            v[2 * i + 1] = rnd() % 4 ? rnd() % 2000 : size_value();
+        }
+        uint64_t *c = (uint64_t *)ctl;
+        c[0] = rnd() % 4 ? q[5] : size_value();           /* cmsg_len */
+        ((int32_t *)ctl)[2] = rnd() % 4 ? SOL_SOCKET : (int32_t)rnd();
+        ((int32_t *)ctl)[3] = rnd() % 2 ? SCM_RIGHTS : rnd() % 4;   /* or SCM_CREDENTIALS */
+        for (int i = 0; i < 60; i++)
+            ((int32_t *)ctl)[4 + i] = rnd() % 4 ? fds[rnd() % nfds] : (int32_t)rnd();
+        break;
+    }
+    case 2:                                   /* struct timespec / timeval pairs */
+        for (size_t i = 0; i < SLOT / 16; i++) {
+            q[2 * i] = rnd() % 4 ? rnd() % 3 : boundary[rnd() % NBOUNDARY];
+            q[2 * i + 1] = rnd() % 4 ? rnd() % 1000000 : boundary[rnd() % NBOUNDARY];
+            if (rnd() % 8 == 0)
+                q[2 * i + 1] = (1 << 30) - 1 - rnd() % 2;       /* UTIME_NOW, UTIME_OMIT */
+        }
+        break;
+    case 3: {                                 /* struct sigaction (kernel layout) */
+        static void *handlers[] = {(void *)SIG_DFL, (void *)SIG_IGN, (void *)on_signal_entry};
+        q[0] = (uint64_t)handlers[rnd() % 3];
+        q[1] = rnd() % 4 ? 0x04000000 | (rnd() & 0x5c000004) : rnd();   /* SA_RESTORER | ... */
+        q[2] = (uint64_t)restorer_entry;
+        q[3] = rnd() % 2 ? 0 : rnd();
+        break;
+    }
+    case 4: {                                 /* struct clone_args (clone3) */
+        q[0] = rnd() % 2 ? flags_value() & 0xffffffffULL : rnd();
+        q[1] = 0;                             /* pidfd */
+        q[2] = rnd() % 2 ? 0 : good_pointer();
+        q[3] = rnd() % 2 ? 0 : good_pointer();
+        q[4] = rnd() % 4 ? SIGCHLD : rnd() % 256;
+        q[5] = rnd() % 2 ? 0 : good_pointer();
+        q[6] = rnd() % 2 ? 0 : size_value();
+        q[7] = rnd() % 2 ? 0 : rnd() % 2 ? 0x10000 : boundary[rnd() % NBOUNDARY];
+        q[8] = rnd() % 2 ? 0 : good_pointer();
+        q[9] = rnd() % 4;
+        q[10] = rnd() % 2 ? 0 : fds[rnd() % nfds];
+        break;
+    }
+    case 5:                                   /* struct epoll_event[] */
+        for (size_t i = 0; i < SLOT / 12; i++) {
+            d[3 * i] = (int32_t)(rnd() % 4 ? (rnd() & 0x8000201f) : rnd());
+            memcpy(&d[3 * i + 1], &(uint64_t){rnd()}, 8);
+        }
+        break;
+    case 6:                                   /* struct iovec[] into scratch */
+        for (size_t i = 0; i < SLOT / 16; i++) {
+            q[2 * i] = good_pointer();
+            q[2 * i + 1] = rnd() % 8 ? rnd() % 4096 : size_value();
+        }
+        break;
+    case 7:                                   /* struct sockaddr_un, both kinds */
+        memset(p, 0, SLOT);
+        ((struct sockaddr_un *)p)->sun_family = rnd() % 8 ? AF_UNIX : rnd() % 64;
+        snprintf(((struct sockaddr_un *)p)->sun_path + (rnd() % 2), 100,
+                 rnd() % 2 ? "/tmp/sysfuzz.%d/sock" : "sysfuzz-%d", mypid);
+        break;
+    case 8:                                   /* a sigset, open_how, rlimit: small words */
+        for (size_t i = 0; i < SLOT / 8; i++)
+            q[i] = rnd() % 2 ? rnd() % 64 : flags_value();
+        break;
+    default:                                  /* pure boundary values */
+        for (size_t i = 0; i < SLOT / 8; i++)
+            q[i] = boundary[rnd() % NBOUNDARY];
+        break;
+    }
+}
+
+/* Rewrites the hostile page and the iovec page: any struct the kernel reads
+ * from them holds boundary values, pointers, fds and lengths, or is a
+ * well-formed struct of some kind at the start of one of the page's slots. */
 static void refill(void)
 {
     uint64_t *h = (uint64_t *)hostile;
@@ -450,6 +560,9 @@ static void refill(void)
         default: h[i] = rnd(); break;
         }
     }
+    for (size_t i = 0; i < PAGE / SLOT; i++)
+        if (rnd() % 3)
+            well_formed(hostile + i * SLOT);
     uint64_t *v = (uint64_t *)iovs;
     for (size_t i = 0; i < PAGE / 16; i++) {
         v[2 * i] = rnd() % 4 ? good_pointer() : bad_pointer();
@@ -470,6 +583,18 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     atomic_fetch_add(&sh->signals, 1);
     if (sig == SIGUSR2)
         sc6(SYS_getpid, 0, 0, 0, 0, 0, 0);     /* a syscall inside a handler */
+}
+
+static void on_signal_entry(int sig, siginfo_t *si, void *uc)
+{
+    on_signal(sig, si, uc);
+}
+
+/* The sigreturn trampoline a raw rt_sigaction needs (glibc's is private). */
+__attribute__((naked)) static void restorer_entry(void)
+{
+    __asm__ volatile("mov $15, %eax\n\t"
+                     "syscall");
 }
 
 /* Handlers for every catchable signal except the faults (a worker that
@@ -736,10 +861,6 @@ static enum how shape(long nr, uint64_t *a)
     case SYS_fallocate:
         a[2] &= (1ULL << 30) - 1;
         a[3] &= (1ULL << 30) - 1;
-        return DIRECT;
-    case SYS_ftruncate: case SYS_truncate:
-        if ((int64_t)a[1] > 0)
-            a[1] &= (1ULL << 30) - 1;
         return DIRECT;
     }
     return DIRECT;

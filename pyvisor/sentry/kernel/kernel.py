@@ -345,7 +345,9 @@ class Kernel:
     def _syscall(self, t: Task) -> None:
         self.current = t
         regs = t.regs
-        nr = regs.orig_rax
+        # The number is the low 32 bits of rax, as do_syscall_64's `int nr`: high
+        # bits are ignored, and numbers from 2^31 up (negative) are ENOSYS.
+        nr = regs.orig_rax & 0xFFFFFFFF
         if regs.cs != 0x33 or not self._is_syscall_insn(t, regs.rip):
             # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
             self._complete(t, -Errno.ENOSYS)
@@ -355,8 +357,8 @@ class Kernel:
             from pyvisor.sentry import strace
             strace.enter(t, nr)
         if entry is None:
-            if nr not in self.unknown_logged:
-                self.unknown_logged.add(nr)
+            if nr not in self.unknown_logged and len(self.unknown_logged) < 1024:
+                self.unknown_logged.add(nr)          # bounded: numbers are the caller's choice
                 log.info("unsupported syscall %d", nr)
             self._complete(t, -Errno.ENOSYS)
             return

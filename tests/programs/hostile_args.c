@@ -10,6 +10,7 @@
  *                                            stat of the file killed the sandbox)
  *   clone with an exit signal that is no signal, rt_sigqueueinfo with signal 0
  *                                            (an IndexError/ValueError)
+ *   syscall numbers with high bits set       (Linux ignores them)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -288,6 +289,25 @@ static void signal_numbers(void)
     status_of(child);
 }
 
+/* ---- syscall numbers ---------------------------------------------------------------- */
+
+static long raw0(long nr)
+{
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr) : "rcx", "r11", "memory");
+    return ret;
+}
+
+static void syscall_numbers(void)
+{
+    /* The number is the low 32 bits of rax (do_syscall_64 takes an int). */
+    CHECK(raw0(0x100000000L | SYS_getpid) == getpid());
+    CHECK(raw0(-1) == -ENOSYS);
+    CHECK(raw0(0x7fffffff) == -ENOSYS);
+    CHECK(raw0(0xffffffffL) == -ENOSYS);
+    CHECK(raw0(1000) == -ENOSYS);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "stdin-file") == 0) {
@@ -307,6 +327,7 @@ int main(int argc, char **argv)
     segment_bases();
     times();
     signal_numbers();
+    syscall_numbers();
     ok();
     return 0;
 }

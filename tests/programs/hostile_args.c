@@ -308,8 +308,36 @@ static void syscall_numbers(void)
     CHECK(raw0(1000) == -ENOSYS);
 }
 
+/* Timestamps far outside what a filesystem stores: clamped to its range
+ * (timestamp_truncate), never an error, and the file still stats. */
+static void far_times(const char *dir)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/far_times", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    static const long secs[] = {1L << 62, -(1L << 62), LONG_MAX, LONG_MIN};
+    for (size_t i = 0; i < sizeof secs / sizeof *secs; i++) {
+        struct timespec ts[2] = {{secs[i], 999999999}, {secs[i], 0}};
+        CHECK(utimensat(AT_FDCWD, path, ts, 0) == 0);
+        CHECK(futimens(fd, ts) == 0);
+        struct stat st;
+        CHECK(stat(path, &st) == 0);
+        CHECK(secs[i] > 0 ? st.st_mtime > 0 : st.st_mtime < 0);
+    }
+    struct timeval tv[2] = {{1L << 62, 0}, {-(1L << 62), 999999}};
+    CHECK(utimes(path, tv) == 0);
+    close(fd);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "far-times") == 0) {
+        far_times(argv[2]);
+        ok();
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "stdin-file") == 0) {
         offsets_fd(0);                /* a host file the sandbox was given */
         ok();

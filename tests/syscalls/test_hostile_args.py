@@ -5,7 +5,10 @@ the tty ioctls)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import uuid
 import pty
 import subprocess
 import sys
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pvtest import Builder, pyvisor_env
+from pvtest import Builder, CliRunner, pyvisor_env
 
 WHERE = ["native", "pyvisor"]
 
@@ -76,3 +79,42 @@ def test_hostile_offsets_on_host_file(where: str, program: Builder, world_tmp: P
                                env=pyvisor_env(None))
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert p.returncode == 0 and "ok" in p.stdout.split(), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_far_times_on_bind_mount(where: str, program: Builder, pyvisor_cli: CliRunner,
+                                 world_tmp: Path) -> None:
+    """utimensat/utimes with seconds near +-2^63 on a host directory (a writable
+    bind mount in the sandbox, so the Gofer's SETATTR): clamped to what the
+    filesystem holds, never an error (they overflowed the Gofer protocol's
+    64-bit nanoseconds)."""
+    binary = program("hostile_args.c", static=True)
+    data = world_tmp / "data"
+    data.mkdir(mode=0o777)
+    if where == "native":
+        p = subprocess.run([binary, "far-times", str(data)], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0 and "ok" in p.stdout.split(), p.stdout + p.stderr
+        return
+    bundle = world_tmp / "bundle"
+    (bundle / "rootfs").mkdir(parents=True, mode=0o755)
+    for d in ("dev", "proc", "sys", "tmp", "data"):      # the read-only root's mount points
+        (bundle / "rootfs" / d).mkdir(mode=0o755)
+    shutil.copy2(binary, bundle / "rootfs" / "hostile_args")
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+                    "args": ["/hostile_args", "far-times", "/data"], "env": ["PATH=/"]},
+        "root": {"path": "rootfs", "readonly": True},
+        "mounts": [{"destination": "/data", "type": "bind", "source": str(data),
+                    "options": ["rbind", "rw"]}],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts",
+                                                        "network")]},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    state = world_tmp / "state"
+    state.mkdir(mode=0o700)
+    r = pyvisor_cli(["--root", str(state), "run", "--bundle", str(bundle),
+                     f"pyvisor-test-{uuid.uuid4().hex[:12]}"])
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "ok" in r.stdout.split(), r.output

@@ -3,7 +3,7 @@
  * RUN IT ONLY INSIDE A SANDBOX.  As root on a real kernel it would change the
  * host (its clock, mounts, hostname, swap, modules, kernel log, ...).
  *
- * Usage: sysfuzz SEED SECONDS [WORKERS [THREADS]]
+ * Usage: sysfuzz SEED SECONDS [WORKERS [THREADS [DIR]]]
  *
  * A supervisor (PID 1 of the sandbox) forks WORKERS worker processes; each runs
  * THREADS threads that call syscall numbers 0..NR_TOP plus unknown ones, with
@@ -13,6 +13,8 @@
  * full of boundary values, and file descriptors of every kind the worker opened
  * first (pipes, FIFOs, eventfd, epoll, unix sockets, files on tmpfs and on the
  * gofer root, /proc files, /dev files, directories, pidfds, the stdio/tty).
+ * Each worker works in a directory of its own under DIR (default /tmp; a bind
+ * mount makes the Gofer serve its file calls).
  * Signals fly: every worker has handlers and a SIGALRM interval timer (so a
  * blocking call is interrupted), workers kill each other, and calls like
  * kill(-1) and kill(0) reach whatever they reach.  Workers live for a random
@@ -108,6 +110,7 @@ static struct shared *sh;
 /* ---- per-worker state ---------------------------------------------------------- */
 
 static int worker_index, nthreads;
+static const char *workdir = "/tmp";
 static long life;                   /* calls this worker makes before it exits */
 static atomic_long worker_calls;
 static char *scratch;               /* SCRATCH random bytes between two PROT_NONE pages */
@@ -531,7 +534,7 @@ static void well_formed(char *p)
         memset(p, 0, SLOT);
         ((struct sockaddr_un *)p)->sun_family = rnd() % 8 ? AF_UNIX : rnd() % 64;
         snprintf(((struct sockaddr_un *)p)->sun_path + (rnd() % 2), 100,
-                 rnd() % 2 ? "/tmp/sysfuzz.%d/sock" : "sysfuzz-%d", mypid);
+                 rnd() % 2 ? "./sock%d" : "sysfuzz-%d", mypid);
         break;
     case 8:                                   /* a sigset, open_how, rlimit: small words */
         for (size_t i = 0; i < SLOT / 8; i++)
@@ -648,7 +651,7 @@ static void add_fd(int fd)
 
 static void open_fds(const char *dir)
 {
-    char p[256];
+    char p[300];
     int pp[2], sv[2];
     add_fd(0);
     add_fd(dup(1));
@@ -756,8 +759,8 @@ static void *map(size_t n, int prot)
 
 static void setup_worker(void)
 {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/sysfuzz.%d", getpid());
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s/sysfuzz.%d", workdir, getpid());
     mkdir(dir, 0755);
     if (chdir(dir) != 0)
         _exit(2);
@@ -1089,13 +1092,15 @@ static int count_processes(char *list, size_t cap)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: sysfuzz SEED SECONDS [WORKERS [THREADS]]\n");
+        fprintf(stderr, "usage: sysfuzz SEED SECONDS [WORKERS [THREADS [DIR]]]\n");
         return 2;
     }
     uint64_t seed = strtoull(argv[1], NULL, 0);
     double seconds = atof(argv[2]);
     int workers = argc > 3 ? atoi(argv[3]) : 4;
     nthreads = argc > 4 ? atoi(argv[4]) : 2;
+    if (argc > 5)
+        workdir = argv[5];
     if (workers < 1 || workers > MAX_WORKERS || nthreads < 1 || nthreads > MAX_THREADS) {
         fprintf(stderr, "sysfuzz: 1..%d workers, 1..%d threads\n", MAX_WORKERS, MAX_THREADS);
         return 2;

@@ -1,7 +1,9 @@
 """The syscall fuzzer (sysfuzz.c) run inside a sandbox, judged from outside.
 
-Each run is one `pyvisor do -- sysfuzz SEED SECONDS`: 4 worker processes of 2
-threads calling every syscall number with hostile arguments, with signals
+Each run is one `pyvisor do -- sysfuzz SEED SECONDS` (with a terminal or
+/dev/null on stdin) or one `pyvisor run` of a bundle whose workers work in a
+writable bind mount (so the Gofer serves their file calls): 4 worker processes
+of 2 threads calling every syscall number with hostile arguments, with signals
 flying (see sysfuzz.c's header).  A run fails on:
   * any internal error of the Sentry (its one-line report, or a Python
     traceback, or "sandbox failed" on stderr);
@@ -21,12 +23,14 @@ change the host.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pty
 import re
 import signal
 import subprocess
 import sys
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -40,7 +44,6 @@ HERE = Path(__file__).resolve().parent
 SECONDS = float(os.environ.get("PYVISOR_FUZZ_SECONDS", "40"))
 BASE_SEED = int(os.environ.get("PYVISOR_FUZZ_SEED", str(int(time.time()) % 1_000_000)))
 MARGIN = 120.0                  # start-up, the final reaping, a loaded machine
-RUNS = 3
 
 # What a Sentry failure looks like on its stderr.
 SENTRY_FAILURE = re.compile(r"internal error|Traceback \(most recent call last\)|"
@@ -144,23 +147,32 @@ class Run:
 
 
 def fuzz(binary: str, seed: int, seconds: float, tmp: Path, tty: bool = False,
-         extra: tuple[str, ...] = ()) -> Run:
-    """Runs the fuzzer in a sandbox, stdin a pty (tty=True) or /dev/null."""
+         extra: tuple[str, ...] = (), bundle: Path | None = None) -> Run:
+    """Runs the fuzzer in a sandbox: `pyvisor do` over the host root, stdin a
+    pty (tty=True) or /dev/null; or `pyvisor run` of `bundle` (see make_bundle)."""
     log = tmp / "sentry.log"
-    argv = [sys.executable, "-m", "pyvisor", "--debug", "--log", str(log), "do", *extra, "--",
-            binary, str(seed), f"{seconds:g}", "4", "2"]
+    args = [str(seed), f"{seconds:g}", "4", "2"]
+    if bundle is None:
+        argv = [sys.executable, "-m", "pyvisor", "--debug", "--log", str(log), "do", *extra,
+                "--", binary, *args]
+    else:
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"]["args"] = ["/sysfuzz", *args, "/data"]
+        (bundle / "config.json").write_text(json.dumps(config))
+        state = tmp / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        argv = [sys.executable, "-m", "pyvisor", "--debug", "--log", str(log), "--root",
+                str(state), "run", "--bundle", str(bundle), f"sysfuzz-{seed}-{os.getpid()}"]
     master = slave = -1
     if tty:
         master, slave = pty.openpty()
     proc = subprocess.Popen(argv, stdin=slave if tty else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=pyvisor_env(None), start_new_session=True)
-    drain = None
     if tty:
         os.close(slave)
         # Whatever the fuzzer writes to the terminal is read, so writes never block on it.
-        drain = threading.Thread(target=_drain, args=(master,), daemon=True)
-        drain.start()
+        threading.Thread(target=_drain, args=(master,), daemon=True).start()
     t0 = time.monotonic()
     rc: int | None
     try:
@@ -181,6 +193,38 @@ def fuzz(binary: str, seed: int, seconds: float, tmp: Path, tty: bool = False,
                time.monotonic() - t0)
 
 
+def make_bundle(binary: str, base: Path) -> Path:
+    """An OCI bundle: a read-only root holding only the fuzzer (and a few files
+    it opens), /proc, a tmpfs /tmp, and a writable bind mount of a fresh host
+    directory at /data, where the workers work: their file calls go to the Gofer."""
+    bundle = base / "bundle"
+    root = bundle / "rootfs"
+    for d in ("dev", "proc", "sys", "tmp", "data", "etc", "usr/bin"):
+        (root / d).mkdir(parents=True, mode=0o755)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/sysfuzz\n")
+    (root / "etc" / "hostname").write_text("sysfuzz\n")
+    shutil.copy2(binary, root / "sysfuzz")
+    data = base / "data"
+    data.mkdir(mode=0o777)
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+                    "args": ["/sysfuzz"], "env": ["PATH=/"]},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "sysfuzz",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
+            {"destination": "/data", "type": "bind", "source": str(data),
+             "options": ["rbind", "rw"]},
+        ],
+        "linux": {"namespaces": [{"type": t} for t in
+                                 ("pid", "mount", "ipc", "uts", "network")]},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 65536):
@@ -189,15 +233,20 @@ def _drain(fd: int) -> None:
         pass
 
 
-@pytest.mark.parametrize("run_index", range(RUNS))
-def test_syscall_fuzz(run_index: int, sysfuzz: str, tmp_path: Path,
-                      no_leftovers: None) -> None:
+MODES = ("tty", "devnull", "bind")      # one run each, seeds BASE_SEED + 0, 1, 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_syscall_fuzz(mode: str, sysfuzz: str, world_tmp: Path, no_leftovers: None) -> None:
     """One fuzz run per seed: the Sentry must survive it with nothing left behind.
-    The first run has a terminal as stdin, the others /dev/null."""
-    seed = BASE_SEED + run_index
-    print(f"sysfuzz seed {seed} ({SECONDS:g}s); reproduce with PYVISOR_FUZZ_SEED={seed} "
-          f"PYVISOR_FUZZ_SECONDS={SECONDS:g}")
-    r = fuzz(sysfuzz, seed, SECONDS, tmp_path, tty=run_index == 0)
+    `tty`: `pyvisor do` with a terminal on stdin; `devnull`: /dev/null; `bind`:
+    `pyvisor run` of a bundle whose workers work in a writable bind mount."""
+    seed = BASE_SEED + MODES.index(mode)
+    print(f"sysfuzz seed {seed} ({mode}, {SECONDS:g}s); reproduce with "
+          f"PYVISOR_FUZZ_SEED={BASE_SEED} PYVISOR_FUZZ_SECONDS={SECONDS:g} "
+          f"pytest tests/fuzz -k '{mode}'")
+    bundle = make_bundle(sysfuzz, world_tmp) if mode == "bind" else None
+    r = fuzz(sysfuzz, seed, SECONDS, world_tmp, tty=mode == "tty", bundle=bundle)
     problems = r.problems()
     assert not problems, (f"sysfuzz seed {seed}: " + "; ".join(problems) + "\n" + r.details())
     assert int(r.report["calls"]) > 0, r.details()

@@ -120,7 +120,7 @@ static char *ro;                    /* a read-only page of path strings */
 static char *arena;                 /* ARENA bytes the memory calls may wreck */
 static char *unmapped;              /* an address with nothing mapped */
 static uintptr_t brk_floor;
-static const char *paths[40];
+static const char *paths[64];
 static int npaths;
 static int fds[64];
 static int nfds;
@@ -693,6 +693,8 @@ static void open_fds(const char *dir)
     add_fd(open("/usr", O_RDONLY | O_DIRECTORY));             /* gofer directory */
     add_fd(open("/proc/self/status", O_RDONLY));
     add_fd(open("/proc/self/maps", O_RDONLY));
+    add_fd(open("/proc/1/status", O_RDONLY));      /* another process's, maybe gone later */
+    add_fd(open("/proc/self/mem", O_RDWR));
     add_fd(open("/proc", O_RDONLY | O_DIRECTORY));
     add_fd(open("/dev/null", O_RDWR));
     add_fd(open("/dev/zero", O_RDWR));
@@ -716,7 +718,10 @@ static void make_paths(const char *dir)
         "/proc/self/fd/0", "/proc/self/status", "/proc/1/status", "/proc/self/exe",
         "/dev/null", "/dev/zero", "/dev/tty", "/dev/shm", "/sys/devices/system/cpu/online",
         "f", "d", "l", "fifo", "./f", "d/../f", "/proc/self/root/etc/hostname",
-        "/nonexistent/x", "f/", "/dev/shm/x", "//./..//tmp",
+        "/nonexistent/x", "f/", "/dev/shm/x", "//./..//tmp", "/proc/1/maps",
+        "/proc/1/fd", "/proc/self/mem", "/proc/self/fdinfo/0", "/proc/thread-self/stat",
+        "/proc/sys/kernel/hostname", "/proc/self/task", "/dev/fd/1", "/proc/self/cwd/f",
+        "/proc/2/cmdline", "/sys", "/dev/ptmx",
     };
     char *s = ro;
     char *end = ro + PAGE;

@@ -37,7 +37,8 @@
  *   - Memory-changing calls (munmap, mprotect, pkey_mprotect, madvise, mremap,
  *     remap_file_pages, mmap/shmat at a fixed address, brk below the current
  *     break) are kept to the worker's arena or to addresses outside user
- *     space, so they cannot unmap the fuzzer's own code, stack or heap.
+ *     space, so they cannot unmap the fuzzer's own code, stack or heap; one
+ *     time in four they run unshaped in a throwaway child instead.
  *   - prlimit64 and process_vm_writev aimed at PID 1 (the supervisor) are aimed
  *     at the worker itself: they would stop the supervisor re-forking or write
  *     into its memory, which Linux allows too.  Signals to PID 1 are kept: init
@@ -822,6 +823,20 @@ static void in_arena(uint64_t *addr, uint64_t *len)
 
 enum how { DIRECT, FORKING, IN_CHILD, SIGRETURN };
 
+/* The calls shape() keeps to the arena.  Now and then they run unshaped in a
+ * throwaway child instead: munmap of all of user space, mremap of the stack,
+ * brk to anywhere, MAP_FIXED over the program's own text. */
+static int wrecks_memory(long nr)
+{
+    switch (nr) {
+    case SYS_mmap: case SYS_munmap: case SYS_mprotect: case SYS_pkey_mprotect:
+    case SYS_madvise: case SYS_remap_file_pages: case SYS_mremap: case SYS_shmat:
+    case SYS_brk:
+        return 1;
+    }
+    return 0;
+}
+
 static enum how shape(long nr, uint64_t *a)
 {
     switch (nr) {
@@ -955,7 +970,9 @@ static void fuzz_one(struct thread_slot *slot)
     for (int i = 0; i < 6; i++)
         a[i] = (i < (int)strlen(types) && rnd() % 4) ? typed_value(types[i]) : any_value();
     enum how how = DIRECT;
-    if (nr >= 0 && nr < NR_TOP)
+    if (nr >= 0 && nr < NR_TOP && wrecks_memory(nr) && rnd() % 4 == 0)
+        how = IN_CHILD;                           /* unshaped, in a child that may not survive it */
+    else if (nr >= 0 && nr < NR_TOP)
         how = shape(nr, a);
     if ((how == IN_CHILD || how == SIGRETURN) && rnd() % 4)
         return;                                   /* forks are slow: only now and then */

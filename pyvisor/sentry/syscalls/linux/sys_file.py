@@ -99,7 +99,7 @@ def sys_close_range(t: Task, r: SyscallArguments) -> int:
 
 def sys_dup(t: Task, r: SyscallArguments) -> int:
     """Implements dup(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     f.incref()
     try:
         return t.fd_table.install(f)
@@ -245,7 +245,7 @@ def sys_lstat(t: Task, r: SyscallArguments) -> int:
 
 def sys_fstat(t: Task, r: SyscallArguments) -> int:
     """Implements fstat(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     t.copy_out(r.pointer(1), f.inode.stat_bytes())
     return 0
 
@@ -278,7 +278,7 @@ def sys_statfs(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fstatfs(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     t.copy_out(r.pointer(1), f.inode.fs.statfs())
     return 0
 
@@ -315,7 +315,7 @@ def sys_faccessat2(t: Task, r: SyscallArguments) -> int:
 
 def sys_getdents64(t: Task, r: SyscallArguments) -> int:
     """Implements getdents64(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     buf, size = r.pointer(1), r.uint32(2)
     if not isinstance(f.impl, DirectoryImpl):
         raise SyscallError(Errno.ENOTDIR)
@@ -553,7 +553,7 @@ def sys_chdir(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fchdir(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     if not f.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     t.fs.cwd = Location(f.mount, f.dentry)
@@ -602,7 +602,7 @@ def sys_chmod(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, t.fd_table.get(r.int32(0)).inode, r.uint32(1))
+    return _chmod(t, t.fd_table.get(r.fd(0)).inode, r.uint32(1))
 
 
 def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
@@ -632,7 +632,7 @@ def sys_lchown(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, t.fd_table.get(r.int32(0)).inode, r.int32(1), r.int32(2))
+    return _chown(t, t.fd_table.get(r.fd(0)).inode, r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
@@ -663,14 +663,14 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
 
 def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
     """Implements ftruncate(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     if not f.writable:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
     return _truncate(t, f.inode, r.int64(1))
 
 
 def sys_fallocate(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     mode, off, ln = r.int32(1), r.int64(2), r.int64(3)
     if off < 0 or ln <= 0:
         raise SyscallError(Errno.EINVAL)
@@ -715,7 +715,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fsync(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     f.impl.fsync(f)
     return 0
 
@@ -725,7 +725,7 @@ def sys_sync(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fadvise64(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     if getattr(f.impl, "pipe", None) is not None:
         raise SyscallError(Errno.ESPIPE)
     return 0

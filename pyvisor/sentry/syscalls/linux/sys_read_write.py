@@ -104,7 +104,7 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
 
 async def sys_read(t: Task, r: SyscallArguments) -> int:
     """Implements read(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     buf, n = r.pointer(1), r.uint64(2)
     if n == 0:
         if not f.readable:
@@ -118,7 +118,7 @@ async def sys_read(t: Task, r: SyscallArguments) -> int:
 
 async def sys_write(t: Task, r: SyscallArguments) -> int:
     """Implements write(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
@@ -137,7 +137,7 @@ def _positional(f: FileDescription, off: int) -> None:
 
 async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     """Implements pread64(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
     data = await do_read(t, f, n, off)
@@ -147,7 +147,7 @@ async def sys_pread64(t: Task, r: SyscallArguments) -> int:
 
 async def sys_pwrite64(t: Task, r: SyscallArguments) -> int:
     """Implements pwrite64(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     buf, n, off = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT), r.int64(3)
     _positional(f, off)
     if not f.writable:
@@ -204,32 +204,32 @@ async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off:
 
 async def sys_readv(t: Task, r: SyscallArguments) -> int:
     """Implements readv(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
 async def sys_writev(t: Task, r: SyscallArguments) -> int:
     """Implements writev(2)."""
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
 async def sys_preadv(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     off = r.int64(3)
     _positional(f, off)
     return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
 async def sys_pwritev(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     off = r.int64(3)
     _positional(f, off)
     return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
 async def sys_preadv2(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     off = r.int64(3)
     iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
@@ -239,7 +239,7 @@ async def sys_preadv2(t: Task, r: SyscallArguments) -> int:
 
 
 async def sys_pwritev2(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.int32(0))
+    f = t.fd_table.get(r.fd(0))
     off = r.int64(3)
     iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
@@ -280,8 +280,8 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
 
 async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
     """Implements sendfile(2) by staging through the Sentry."""
-    out_f = t.fd_table.get(r.int32(0))
-    in_f = t.fd_table.get(r.int32(1))
+    out_f = t.fd_table.get(r.fd(0))
+    in_f = t.fd_table.get(r.fd(1))
     off_addr, count = r.pointer(2), min(r.uint64(3), MAX_RW_COUNT)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
@@ -304,9 +304,9 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
 
 async def sys_copy_file_range(t: Task, r: SyscallArguments) -> int:
     """Implements copy_file_range(2) by staging through the Sentry."""
-    fin = t.fd_table.get(r.int32(0))
+    fin = t.fd_table.get(r.fd(0))
     off_in_addr = r.pointer(1)
-    fout = t.fd_table.get(r.int32(2))
+    fout = t.fd_table.get(r.fd(2))
     off_out_addr, count, flags = r.pointer(3), r.uint64(4), r.int32(5)
     if flags:
         raise SyscallError(Errno.EINVAL)

@@ -1,6 +1,6 @@
 /* Partial progress of writes to pipes, FIFOs, unix stream sockets and eventfds,
  * blocking and not, as Linux gives it (fs/pipe.c pipe_write, af_unix.c
- * unix_stream_sendmsg, fs/eventfd.c).  Pipe cases stay on 4096-byte boundaries,
+ * unix_stream_sendmsg, fs/eventfd.c), and of sendfile into a pipe.  Pipe cases stay on 4096-byte boundaries,
  * where Linux's page slots and a byte count agree.
  */
 #define _GNU_SOURCE
@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -215,6 +216,43 @@ static void eventfds(void)
     close(e);
 }
 
+/* sendfile into a non-blocking pipe: the input's position advances by what the
+ * pipe took, and not at all on EAGAIN; pipes and eventfds cannot be read by it. */
+static void sendfiles(void)
+{
+    char path[] = "/tmp/partial_writes.XXXXXX";
+    int f = mkstemp(path);
+    CHECK(f >= 0);
+    unlink(path);
+    CHECK(write(f, big, 100000) == 100000);
+    CHECK(lseek(f, 0, SEEK_SET) == 0);
+    int p[2];
+    CHECK(pipe2(p, O_NONBLOCK) == 0);
+    CHECK(write(p[1], big, PIPE_CAP - 4096) == PIPE_CAP - 4096);
+    CHECK(sendfile(p[1], f, NULL, 20000) == 4096);           /* one slot free */
+    CHECK(lseek(f, 0, SEEK_CUR) == 4096);
+    CHECK_ERR(sendfile(p[1], f, NULL, 20000), EAGAIN);
+    CHECK(lseek(f, 0, SEEK_CUR) == 4096);                   /* nothing consumed */
+    off_t off = 10;
+    CHECK(read(p[0], sink, sizeof sink) == PIPE_CAP);
+    CHECK(sendfile(p[1], f, &off, 20000) == 20000);
+    CHECK(off == 10 + 20000 && lseek(f, 0, SEEK_CUR) == 4096);
+    int q[2];
+    CHECK(pipe(q) == 0);
+    CHECK(write(q[1], "hello", 5) == 5);
+    CHECK_ERR(sendfile(p[1], q[0], NULL, 5), EINVAL);
+    off = 0;
+    CHECK_ERR(sendfile(p[1], q[0], &off, 5), ESPIPE);
+    int e = eventfd(1, 0);
+    CHECK_ERR(sendfile(p[1], e, NULL, 8), EINVAL);
+    close(e);
+    close(q[0]);
+    close(q[1]);
+    close(p[0]);
+    close(p[1]);
+    close(f);
+}
+
 int main(void)
 {
     memset(big, 'x', sizeof big);
@@ -222,6 +260,7 @@ int main(void)
     fifos();
     stream_sockets();
     eventfds();
+    sendfiles();
     ok();
     return 0;
 }

@@ -122,6 +122,8 @@ class Pipe:
 class PipeImpl(FileImpl):
     """One end (or both, for O_RDWR FIFOs) of a pipe."""
 
+    splice_read = False           # sendfile cannot read from a pipe (EINVAL)
+
     def __init__(self, pipe: Pipe, reading: bool, writing: bool) -> None:
         self.pipe = pipe
         self.reading = reading

@@ -33,6 +33,9 @@ class FileImpl:
     """Default behaviour of an open file: nothing is supported."""
 
     seekable = False
+    # Whether sendfile may read from it (Linux: f_op->splice_read; pipes,
+    # eventfds, epoll and directories have none: EINVAL).
+    splice_read = True
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)
@@ -62,6 +65,8 @@ class FileImpl:
 
 class DirectoryImpl(FileImpl):
     """An open directory: getdents64 walks a snapshot taken at the first read."""
+
+    splice_read = False
 
     seekable = True
 

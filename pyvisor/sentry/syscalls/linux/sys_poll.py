@@ -270,6 +270,8 @@ def anon_file(name: bytes, impl: FileImpl, flags: int) -> FileDescription:
 class EventFD(FileImpl):
     """An eventfd counter.  Linux: fs/eventfd.c."""
 
+    splice_read = False
+
     def __init__(self, value: int, semaphore: bool) -> None:
         self.value = value
         self.semaphore = semaphore
@@ -323,6 +325,8 @@ class EpollImpl(FileImpl):
     """An epoll instance: interest list of (file, fd) -> (events, data).  Level-triggered;
     EPOLLET and EPOLLONESHOT are honoured approximately (ONESHOT disables after one report).
     Linux: fs/eventpoll.c."""
+
+    splice_read = False
 
     def __init__(self) -> None:
         self.interest: dict[tuple[int, int], list] = {}   # (id(file), fd) -> [file, events, data, fd]

@@ -279,26 +279,34 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
 
 
 async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
-    """Implements sendfile(2) by staging through the Sentry."""
+    """Implements sendfile(2) by staging through the Sentry.  The input is read at
+    its position without moving it, and the position then advances by what was
+    written: a short or refused write (EAGAIN) consumes nothing more (as
+    splice_direct_to_actor)."""
     out_f = t.fd_table.get(r.fd(0))
     in_f = t.fd_table.get(r.fd(1))
-    off_addr, count = r.pointer(2), min(r.uint64(3), MAX_RW_COUNT)
+    off_addr, count = r.pointer(2), r.count(3)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
+    pos: int | None
     if off_addr:
-        (off,) = struct.unpack("<q", t.copy_in(off_addr, 8))
-        if off < 0:
-            raise SyscallError(Errno.EINVAL)
-        data = await do_read(t, in_f, min(count, CHUNK), off)
+        (pos,) = struct.unpack("<q", t.copy_in(off_addr, 8))
+        if not in_f.impl.seekable:
+            raise SyscallError(Errno.ESPIPE)
     else:
-        data = await do_read(t, in_f, min(count, CHUNK), None)
+        pos = in_f.offset if in_f.impl.seekable else None
+    if not in_f.impl.splice_read:
+        raise SyscallError(Errno.EINVAL)
+    if pos is not None and pos < 0:
+        raise SyscallError(Errno.EINVAL)
+    data = await do_read(t, in_f, min(count, CHUNK), pos)
     if not data:
         return 0
     n = await do_write(t, out_f, data, None)
     if off_addr:
-        t.copy_out(off_addr, struct.pack("<q", off + n))
-    elif n < len(data) and in_f.impl.seekable:
-        in_f.offset -= len(data) - n
+        t.copy_out(off_addr, struct.pack("<q", pos + n))
+    elif pos is not None:
+        in_f.offset = pos + n
     return n
 
 

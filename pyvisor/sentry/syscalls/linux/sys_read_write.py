@@ -322,14 +322,21 @@ async def sys_copy_file_range(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EBADF)
     if not fin.inode.is_regular() or not fout.inode.is_regular():
         raise SyscallError(Errno.EINVAL)
-    off_in = struct.unpack("<q", t.copy_in(off_in_addr, 8))[0] if off_in_addr else None
-    off_out = struct.unpack("<q", t.copy_in(off_out_addr, 8))[0] if off_out_addr else None
+    off_in = struct.unpack("<q", t.copy_in(off_in_addr, 8))[0] if off_in_addr else fin.offset
+    off_out = struct.unpack("<q", t.copy_in(off_out_addr, 8))[0] if off_out_addr else fout.offset
+    if off_in < 0 or off_out < 0:
+        raise SyscallError(Errno.EINVAL)
+    # Both positions advance by what was written, whatever was read.
     data = await do_read(t, fin, min(count, CHUNK), off_in)
     if not data:
         return 0
     n = await do_write(t, fout, data, off_out)
-    if off_in_addr and off_in is not None:
+    if off_in_addr:
         t.copy_out(off_in_addr, struct.pack("<q", off_in + n))
-    if off_out_addr and off_out is not None:
+    else:
+        fin.offset = off_in + n
+    if off_out_addr:
         t.copy_out(off_out_addr, struct.pack("<q", off_out + n))
+    else:
+        fout.offset = off_out + n
     return n

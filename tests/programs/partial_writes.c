@@ -245,6 +245,16 @@ static void sendfiles(void)
     CHECK_ERR(sendfile(p[1], q[0], &off, 5), ESPIPE);
     int e = eventfd(1, 0);
     CHECK_ERR(sendfile(p[1], e, NULL, 8), EINVAL);
+    /* Offsets near 2^63 (found by the fuzzer: the new offset overflowed). */
+    off = 0x7fffffffffffffffLL - 2;
+    CHECK_ERR(sendfile(p[1], f, &off, 100), EINVAL);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(write(sv[1], "hello", 5) == 5);
+    off = 0x7fffffffffffffffLL;
+    CHECK_ERR(sendfile(p[1], sv[0], &off, 5), ESPIPE);
+    close(sv[0]);
+    close(sv[1]);
     close(e);
     close(q[0]);
     close(q[1]);

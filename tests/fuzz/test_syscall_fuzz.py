@@ -118,10 +118,10 @@ class Run:
         out = []
         if self.rc is None:
             out.append(f"hang: not finished {self.seconds:.0f}s after it started")
-        m = SENTRY_FAILURE.search(self.err)
-        if m:
-            lines = [ln for ln in self.err.splitlines() if SENTRY_FAILURE.search(ln)]
-            out.append("Sentry failure: " + " | ".join(lines[:5]))
+        # The fuzzer writes random bytes to stderr too: quote from the match on.
+        found = [_rest_of_line(self.err, m.start()) for m in SENTRY_FAILURE.finditer(self.err)]
+        if found:
+            out.append("Sentry failure: " + " | ".join(found[:5]))
         if self.rc is not None and self.rc != 0:
             out.append(f"the sandbox ended with status {self.rc}, not the fuzzer's 0")
         if self.report.get("done") != "1":
@@ -223,6 +223,11 @@ def make_bundle(binary: str, base: Path) -> Path:
     }
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
+
+
+def _rest_of_line(text: str, start: int) -> str:
+    end = text.find("\n", start)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def _drain(fd: int) -> None:

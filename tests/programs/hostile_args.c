@@ -115,6 +115,21 @@ static void far_offsets(const char *path)
     close(fd);
 }
 
+/* FIONREAD on a regular file is an int: truncated, and negative past the end
+ * (found by the fuzzer: a size above 2^31 did not fit the Sentry's packing). */
+static void fionread(void)
+{
+    int fd = open("/dev/shm/hostile_args.fionread", O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    unlink("/dev/shm/hostile_args.fionread");
+    int n = 0;
+    CHECK(ftruncate(fd, 0x80000001LL) == 0);
+    CHECK(ioctl(fd, FIONREAD, &n) == 0 && n == -0x7fffffff);
+    CHECK(ftruncate(fd, 10) == 0 && lseek(fd, 100, SEEK_SET) == 100);
+    CHECK(ioctl(fd, FIONREAD, &n) == 0 && n == -90);
+    close(fd);
+}
+
 /* ---- rt_sigreturn ---------------------------------------------------------------- */
 
 __attribute__((naked)) static void exit42(void)
@@ -350,6 +365,7 @@ int main(int argc, char **argv)
     close(fd);
     offsets("/dev/shm/hostile_args");
     far_offsets("/dev/shm/hostile_args");
+    fionread();
     unlink("/dev/shm/hostile_args");
     sigreturns();
     segment_bases();

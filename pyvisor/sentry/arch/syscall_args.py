@@ -27,6 +27,13 @@ _M64 = 0xFFFFFFFFFFFFFFFF
 MAX_RW_COUNT = 0x7FFFF000
 
 
+def c_int(v: int) -> int:
+    """`v` as a C `int` holds it: the low 32 bits, sign-extended (what put_user
+    stores through an int pointer, and what any 32-bit field of a struct keeps)."""
+    v &= _M32
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
 class SyscallArguments:
     """The argument registers of one syscall (rdi, rsi, rdx, r10, r8, r9)."""
 
@@ -54,8 +61,7 @@ class SyscallArguments:
 
     def int32(self, i: int) -> int:
         """A C `int` (also fds, pids, signal numbers, flags declared int)."""
-        v = self.raw(i) & _M32
-        return v - (1 << 32) if v & 0x80000000 else v
+        return c_int(self.raw(i))
 
     def uint32(self, i: int) -> int:
         """A C `unsigned int` (ioctl commands, uid_t, gid_t, most flags)."""

@@ -22,6 +22,7 @@ from pyvisor.abi.linux.signal import (MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RE
                                       SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, Signal,
                                       sigmask)
 from pyvisor.sentry.arch.fpu import FXSAVE_ALIGN, FXSAVE_SIZE, initial_fxsave
+from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.platform.ptrace import binding as B
 
@@ -55,25 +56,20 @@ class SigInfo:
         (pid_t and int 32 bits, uid_t 32 bits unsigned, pointers and sigval 64 bits)."""
         if self.raw is not None:
             return self.raw
-        head = struct.pack("<iii4x", _i32(self.signo), _i32(self.errno), _i32(self.code))
+        head = struct.pack("<iii4x", c_int(self.signo), c_int(self.errno), c_int(self.code))
         if self.signo == Signal.SIGCHLD and self.code > 0:
-            body = struct.pack("<iIiq q", _i32(self.pid), self.uid & _M32, _i32(self.status),
+            body = struct.pack("<iIiq q", c_int(self.pid), self.uid & _M32, c_int(self.status),
                                0, 0)
         elif self.signo in (Signal.SIGSEGV, Signal.SIGBUS, Signal.SIGFPE, Signal.SIGILL) \
                 and self.code > 0:
             body = struct.pack("<Q", self.addr & _M64)
         else:
-            body = struct.pack("<iIQ", _i32(self.pid), self.uid & _M32, self.value & _M64)
+            body = struct.pack("<iIQ", c_int(self.pid), self.uid & _M32, self.value & _M64)
         return (head + body).ljust(128, b"\0")
 
 
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
-
-
-def _i32(v: int) -> int:
-    v &= _M32
-    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def is_ignored(tg: ThreadGroup, sig: int) -> bool:

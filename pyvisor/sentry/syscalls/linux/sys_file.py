@@ -18,7 +18,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
-from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
@@ -214,7 +214,8 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
     if cmd == FIOASYNC:
         return 0
     if cmd == FIONREAD and f.inode.is_regular():
-        t.copy_out(arg, struct.pack("<i", max(0, f.inode.size() - f.offset)))
+        # An int, as ioctl_fionread's put_user: truncated, negative past the end.
+        t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
     if f.flags & O_PATH:
         raise SyscallError(Errno.EBADF)

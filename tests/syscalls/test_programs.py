@@ -28,6 +28,7 @@ SELF_CHECKING = [
     "misc.c",
     "tty.c",
     "efault.c",
+    "partial_writes.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -12,11 +12,13 @@ import struct
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_FILES,
-                                     CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET,
-                                     CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
-                                     CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_SETTLS,
-                                     CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK, CLONE_VM, CSIGNAL)
+from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_DETACHED,
+                                     CLONE_FILES, CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC,
+                                     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
+                                     CLONE_NEWUTS, CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_PIDFD,
+                                     CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
+                                     CLONE_VM, CSIGNAL)
+from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
@@ -30,13 +32,25 @@ _NS_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NE
 
 
 def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> Task:
-    """Creates the child task (not yet running).  Returns it."""
+    """Creates the child task (not yet running).  Returns it.  The checks are
+    copy_process's, in its order."""
+    if flags & (CLONE_NEWNS | CLONE_FS) == CLONE_NEWNS | CLONE_FS or \
+            flags & (CLONE_NEWUSER | CLONE_FS) == CLONE_NEWUSER | CLONE_FS:
+        raise SyscallError(Errno.EINVAL)
     if flags & CLONE_THREAD and not flags & CLONE_SIGHAND:
         raise SyscallError(Errno.EINVAL)
     if flags & CLONE_SIGHAND and not flags & CLONE_VM:
         raise SyscallError(Errno.EINVAL)
+    if flags & CLONE_PARENT and t.tg is t.kernel.init:
+        raise SyscallError(Errno.EINVAL)      # init has no parent to share (SIGNAL_UNKILLABLE)
+    if flags & CLONE_THREAD and flags & (CLONE_NEWUSER | CLONE_NEWPID):
+        raise SyscallError(Errno.EINVAL)
+    if flags & CLONE_PIDFD and flags & (CLONE_DETACHED | CLONE_THREAD):
+        raise SyscallError(Errno.EINVAL)
     if flags & _NS_FLAGS:
         raise SyscallError(Errno.EPERM)   # TODO(#3): nested namespaces
+    if flags & CLONE_SETTLS and not valid_segment_base(tls):
+        raise SyscallError(Errno.EPERM)   # Linux: do_arch_prctl_64(ARCH_SET_FS)
     kernel = t.kernel
     tg = t.tg
     nproc = tg.rlimits[6][0]
@@ -65,11 +79,13 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         child_tg = tg
     else:
         parent = tg.parent if flags & CLONE_PARENT else tg
+        # CLONE_PARENT: a sibling, which signals the shared parent as the caller does.
+        exit_signal = tg.exit_signal if flags & CLONE_PARENT else flags & CSIGNAL
         child_tg = ThreadGroup(kernel, tid, parent,
                                tg.sighand if flags & CLONE_SIGHAND else tg.sighand.copy(),
                                pgid=tg.pgid, sid=tg.sid,
                                rlimits=[list(x) for x in tg.rlimits],
-                               exit_signal=flags & CSIGNAL, start_ns=kernel.now(),
+                               exit_signal=exit_signal, start_ns=kernel.now(),
                                comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ)
         if parent is not None:
             parent.children.append(child_tg)

@@ -14,6 +14,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
+from pyvisor.sentry.arch.fpu import initial_fxsave
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -137,13 +138,4 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     if t.vfork_parent is not None:
         kernel._vfork_done(t)
     # Fresh FPU state for the new image.
-    kernel.set_fpregs(t, _initial_fpstate())
-
-
-def _initial_fpstate() -> bytes:
-    """fxsave image of a reset FPU: FCW 0x37f, MXCSR 0x1f80."""
-    buf = bytearray(512)
-    buf[0:2] = (0x37F).to_bytes(2, "little")
-    buf[24:28] = (0x1F80).to_bytes(4, "little")
-    buf[28:32] = (0xFFFF).to_bytes(4, "little")   # MXCSR_MASK (ignored on restore)
-    return bytes(buf)
+    kernel.set_fpregs(t, initial_fxsave())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import heapq
 import logging
 import os
@@ -33,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
-from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
+from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN,
+                                      Signal)
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -357,12 +360,7 @@ class Kernel:
             info = ksignal.fault_info(t, sig)
             if sig == host_signal.SIGSYS and self._vsyscall(t, info):
                 return
-            act = t.tg.sighand.actions[sig]
-            # A fault while the signal is blocked or ignored kills (force_sig_info).
-            if t.sigmask & (1 << (sig - 1)) or act.handler == SIG_IGN:
-                act.handler = 0
-                t.sigmask &= ~(1 << (sig - 1))
-            ksignal.send_to_task(t, info)
+            ksignal.force_sig(t, info)
         self.resume(t, None)
 
     # -- syscalls ---------------------------------------------------------------------
@@ -370,7 +368,9 @@ class Kernel:
     def _syscall(self, t: Task) -> None:
         self.current = t
         regs = t.regs
-        nr = regs.orig_rax
+        # The number is the low 32 bits of rax, as do_syscall_64's `int nr`: high
+        # bits are ignored, and numbers from 2^31 up (negative) are ENOSYS.
+        nr = regs.orig_rax & 0xFFFFFFFF
         if regs.cs != 0x33 or not self._is_syscall_insn(t, regs.rip):
             # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
             self._complete(t, -Errno.ENOSYS)
@@ -380,13 +380,13 @@ class Kernel:
             from pyvisor.sentry import strace
             strace.enter(t, nr)
         if entry is None:
-            if nr not in self.unknown_logged:
-                self.unknown_logged.add(nr)
+            if nr not in self.unknown_logged and len(self.unknown_logged) < 1024:
+                self.unknown_logged.add(nr)          # bounded: numbers are the caller's choice
                 log.info("unsupported syscall %d", nr)
             self._complete(t, -Errno.ENOSYS)
             return
         try:
-            ret = entry.fn(t, regs)
+            ret = entry.fn(t, SyscallArguments(regs))
         except SyscallError as e:
             self._complete(t, -e.errno)
             return
@@ -413,7 +413,7 @@ class Kernel:
             return False
         entry = self.table.entries.get(nr)
         try:
-            ret = entry.fn(t, t.regs) if entry is not None else -Errno.ENOSYS
+            ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS
         except SyscallError as e:
             ret = -e.errno
         self._complete(t, ret)
@@ -498,8 +498,10 @@ class Kernel:
             name = Sysno(nr).name
         except ValueError:
             name = str(nr)
-        log.debug("internal error in %s (task %d, args %#x %#x %#x):\n%s", name, t.tid,
-                  t.regs.rdi, t.regs.rsi, t.regs.rdx, "".join(traceback.format_exception(e)))
+        r = t.regs
+        log.debug("internal error in %s (task %d, args %#x %#x %#x %#x %#x %#x):\n%s", name,
+                  t.tid, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9,
+                  "".join(traceback.format_exception(e)))
         print(f"pyvisor: internal error in syscall {name} of task {t.tid}: {e!r}; "
               "killing the sandbox", file=sys.stderr, flush=True)
         self.exit_status = 128 + 9
@@ -546,10 +548,20 @@ class Kernel:
         B.get_fpregs(t.thread.tid, self.fpbuf)
         return self.fpbuf.raw
 
-    def set_fpregs(self, t: Task, data: bytes) -> None:
+    def set_fpregs(self, t: Task, data: bytes) -> bool:
+        """Loads an fxsave image into `t`'s FPU.  False if the host refuses it as
+        invalid (MXCSR reserved bits set): the caller decides what the application
+        sees (Linux's fxrstor would #GP: rt_sigreturn gives SIGSEGV)."""
         ctypes.memmove(self.fpbuf, data, len(data))
-        # mxcsr reserved bits must be clear or the host refuses the state.
-        B.set_fpregs(t.thread.tid, self.fpbuf)
+        try:
+            B.set_fpregs(t.thread.tid, self.fpbuf)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return False
+            if e.errno == errno.ESRCH:
+                return True      # the thread died under us (SIGKILL): its exit is noticed later
+            raise
+        return True
 
     # -- exit -------------------------------------------------------------------------
 
@@ -624,6 +636,7 @@ class Kernel:
         # Orphans go to init (we are PID namespace init's reaper).
         init = self.init
         for c in list(tg.children):
+            c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None
             if c.parent is not None:
                 c.parent.children.append(c)
@@ -651,7 +664,7 @@ class Kernel:
             code, st = CLD_EXITED, status >> 8
         act = parent.sighand.actions[Signal.SIGCHLD]
         autoreap = act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT
-        if tg.exit_signal:
+        if 0 < tg.exit_signal <= NSIG:      # legacy clone accepts any byte (do_notify_parent)
             ksignal.send_to_group(parent, ksignal.SigInfo(tg.exit_signal, code, pid=tg.tgid,
                                                           status=st))
         if autoreap and tg.exit_signal == Signal.SIGCHLD:

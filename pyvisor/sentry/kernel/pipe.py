@@ -1,13 +1,18 @@
 """Pipes and FIFOs.  Linux: fs/pipe.c.
 
-A Pipe is a bounded byte buffer with reader and writer counts and one wait
-queue.  Readers get EOF once every writer is gone; writers get EPIPE (and
-SIGPIPE, sent by the syscall layer) once every reader is gone.  Writes of at
-most PIPE_BUF bytes are atomic.
+A Pipe is Linux's ring of page buffers: at most `capacity // PAGE_SIZE` slots
+(16 by default), each holding up to PAGE_SIZE bytes.  A write first merges the
+part of its length beyond a multiple of PAGE_SIZE into the newest buffer if it
+fits there, then fills fresh slots a page at a time; so a write of at most
+PIPE_BUF bytes is atomic, and a bigger one takes what the free slots hold
+(pipe_write).  Readers get EOF once every writer is gone; writers get EPIPE
+(and SIGPIPE, sent by the syscall layer) once every reader is gone.
+Concurrency: Sentry loop only.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
@@ -22,64 +27,102 @@ from pyvisor.sentry.vfs.vfs import Dentry, Mount
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
-PIPE_BUF = 4096
-DEFAULT_CAPACITY = 65536
+PAGE_SIZE = 4096
+PIPE_BUF = PAGE_SIZE
+DEFAULT_CAPACITY = 16 * PAGE_SIZE
 MAX_CAPACITY = 1 << 20
 FIONREAD = 0x541B
 
 
 class Pipe:
-    """The shared buffer.  Linux: struct pipe_inode_info."""
+    """The shared ring.  Linux: struct pipe_inode_info."""
 
-    __slots__ = ("buf", "capacity", "readers", "writers", "wq", "had_writer")
+    __slots__ = ("bufs", "nbytes", "capacity", "readers", "writers", "wq", "had_writer")
 
     def __init__(self) -> None:
-        self.buf = bytearray()
-        self.capacity = DEFAULT_CAPACITY
+        self.bufs: collections.deque[bytearray] = collections.deque()   # oldest first
+        self.nbytes = 0                    # bytes in all buffers
+        self.capacity = DEFAULT_CAPACITY   # bytes; a power of two, at least a page
         self.readers = 0
         self.writers = 0
         self.wq = WaitQueue()
         self.had_writer = False
 
+    @property
+    def slots(self) -> int:
+        return self.capacity // PAGE_SIZE
+
+    def full(self) -> bool:
+        return len(self.bufs) >= self.slots
+
+    def resize(self, capacity: int) -> None:
+        """F_SETPIPE_SZ: EBUSY if the buffers in use would not fit (pipe_resize_ring)."""
+        if len(self.bufs) > capacity // PAGE_SIZE:
+            raise SyscallError(Errno.EBUSY)
+        self.capacity = capacity
+        self.wq.notify(EVENT_OUT)
+
     def read(self, n: int) -> bytes:
-        if self.buf:
-            data = bytes(self.buf[:n])
-            del self.buf[:n]
+        if self.bufs:
+            out = bytearray()
+            while self.bufs and len(out) < n:
+                b = self.bufs[0]
+                take = min(len(b), n - len(out))
+                out += b[:take]
+                if take == len(b):
+                    self.bufs.popleft()
+                else:
+                    del b[:take]
+            self.nbytes -= len(out)
             self.wq.notify(EVENT_OUT)
-            return data
+            return bytes(out)
         if self.writers == 0:
             return b""
         raise WouldBlock()
 
     def write(self, data: bytes) -> int:
+        """What fits now, as one pass of pipe_write: the merge of the sub-page
+        remainder into the newest buffer, then whole free slots.  WouldBlock if
+        nothing fits.  (Linux merges only on a write's first pass; a blocked
+        writer's later passes merge here too, which changes only how bytes
+        are spread over slots, never their order.)"""
         if self.readers == 0:
             raise SyscallError(Errno.EPIPE)
-        room = self.capacity - len(self.buf)
-        n = len(data)
-        if room <= 0 or (n <= PIPE_BUF and room < n):
+        total = len(data)
+        done = 0
+        chars = total % PAGE_SIZE
+        if chars and self.bufs and len(self.bufs[-1]) + chars <= PAGE_SIZE:
+            self.bufs[-1] += data[:chars]
+            done = chars
+        while done < total and not self.full():
+            take = min(PAGE_SIZE, total - done)
+            self.bufs.append(bytearray(data[done:done + take]))
+            done += take
+        if not done:
             raise WouldBlock()
-        take = min(room, n)
-        self.buf += data[:take]
+        self.nbytes += done
         self.wq.notify(EVENT_IN)
-        return take
+        return done
 
     def readiness(self, reading: bool, writing: bool) -> int:
         ev = 0
         if reading:
-            if self.buf:
+            if self.bufs:
                 ev |= EVENT_IN
             if self.writers == 0 and self.had_writer:
                 ev |= EVENT_HUP
         if writing:
             if self.readers == 0:
                 ev |= EVENT_ERR
-            elif self.capacity - len(self.buf) >= PIPE_BUF:
+            elif not self.full():
                 ev |= EVENT_OUT
         return ev
 
 
 class PipeImpl(FileImpl):
     """One end (or both, for O_RDWR FIFOs) of a pipe."""
+
+    splice_read = False           # sendfile cannot read from a pipe (EINVAL)
 
     def __init__(self, pipe: Pipe, reading: bool, writing: bool) -> None:
         self.pipe = pipe
@@ -107,7 +150,7 @@ class PipeImpl(FileImpl):
 
     def ioctl(self, fd: FileDescription, t: Task, cmd: int, arg: int) -> int:
         if cmd == FIONREAD:
-            t.copy_out(arg, len(self.pipe.buf).to_bytes(4, "little"))
+            t.copy_out(arg, self.pipe.nbytes.to_bytes(4, "little"))
             return 0
         raise SyscallError(Errno.ENOTTY)
 
@@ -135,7 +178,7 @@ class PipeInode(Inode):
         self.pipe = pipe
 
     def size(self) -> int:
-        return len(self.pipe.buf)
+        return self.pipe.nbytes
 
 
 def new_pipe(flags: int) -> tuple[FileDescription, FileDescription]:

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import (ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR,
                                      ERESTARTSYS, Errno)
-from pyvisor.abi.linux.signal import (SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTART,
-                                      SA_RESTORER, SA_SIGINFO, SI_KERNEL, SI_USER, SIG_DFL,
-                                      SIG_IGN, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, Signal,
+from pyvisor.abi.linux.signal import (MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RESETHAND,
+                                      SA_RESTART, SA_RESTORER, SA_SIGINFO, SI_KERNEL, SI_USER,
+                                      SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, Signal,
                                       sigmask)
+from pyvisor.sentry.arch.fpu import FXSAVE_ALIGN, FXSAVE_SIZE, initial_fxsave
+from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.platform.ptrace import binding as B
 
@@ -50,18 +52,24 @@ class SigInfo:
     raw: bytes | None = None   # a host siginfo taken verbatim (faults)
 
     def pack(self) -> bytes:
-        """The 128-byte siginfo_t."""
+        """The 128-byte siginfo_t.  Fields are stored as their C types store them
+        (pid_t and int 32 bits, uid_t 32 bits unsigned, pointers and sigval 64 bits)."""
         if self.raw is not None:
             return self.raw
-        head = struct.pack("<iii4x", self.signo, self.errno, self.code)
+        head = struct.pack("<iii4x", c_int(self.signo), c_int(self.errno), c_int(self.code))
         if self.signo == Signal.SIGCHLD and self.code > 0:
-            body = struct.pack("<iIiq q", self.pid, self.uid, self.status, 0, 0)
+            body = struct.pack("<iIiq q", c_int(self.pid), self.uid & _M32, c_int(self.status),
+                               0, 0)
         elif self.signo in (Signal.SIGSEGV, Signal.SIGBUS, Signal.SIGFPE, Signal.SIGILL) \
                 and self.code > 0:
-            body = struct.pack("<Q", self.addr)
+            body = struct.pack("<Q", self.addr & _M64)
         else:
-            body = struct.pack("<iIq", self.pid, self.uid, self.value)
+            body = struct.pack("<iIQ", c_int(self.pid), self.uid & _M32, self.value & _M64)
         return (head + body).ljust(128, b"\0")
+
+
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
 
 
 def is_ignored(tg: ThreadGroup, sig: int) -> bool:
@@ -231,10 +239,12 @@ _UC_HEAD = struct.Struct("<QQ QiiQ")                  # uc_flags, uc_link, stack
 _FRAME_SIZE = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8 + 128  # pretcode, uc, sigmask, siginfo
 _UC_OFF = 8
 _INFO_OFF = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8
-_FPSTATE_SIZE = 512
 _UC_FP_XSTATE = 1
 _UC_SIGCONTEXT_SS = 2
 _UC_STRICT_RESTORE_SS = 4
+# The eflags bits a signal frame may change.  From arch/x86/kernel/signal.c (FIX_EFLAGS).
+_FIX_EFLAGS = 0x50DD5
+SS_AUTODISARM = 1 << 31
 
 
 def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
@@ -252,7 +262,7 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
         sp = ss_sp + ss_size
     else:
         sp -= 128                                  # the red zone
-    fp_addr = (sp - _FPSTATE_SIZE) & ~63
+    fp_addr = (sp - FXSAVE_SIZE) & ~63
     frame = ((fp_addr - _FRAME_SIZE) & ~15) - 8
     fp = t.kernel.get_fpregs(t)
     saved_mask = t.sigmask if t.saved_sigmask is None else t.saved_sigmask
@@ -282,28 +292,78 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
     return True
 
 
-def sigreturn(t: Task) -> None:
-    """rt_sigreturn: restores registers, mask and FP state from the frame at rsp-8."""
+def sigreturn(t: Task) -> bool:
+    """rt_sigreturn: restores mask, registers, FP state and the alternate stack from
+    the frame at rsp-8.  Linux: arch/x86/kernel/signal_64.c (rt_sigreturn,
+    restore_sigcontext) and fpu__restore_sig.
+
+    Returns False for a bad frame (unreadable, or FP state the FPU would refuse);
+    the caller then forces SIGSEGV, as Linux's signal_fault.  As in Linux, what was
+    restored before the failure stays restored.  Unlike Linux, cs and ss keep their
+    values (the frame cannot move the task to another code segment).
+    """
     regs = t.regs
     frame = regs.rsp - 8
-    raw = t.copy_in(frame + _UC_OFF, _UC_HEAD.size + _SIGCONTEXT.size + 8)
+    try:
+        raw = t.copy_in(frame + _UC_OFF, _UC_HEAD.size + _SIGCONTEXT.size + 8)
+    except SyscallError:
+        return False
     _, _, ss_sp, ss_flags, _, ss_size = _UC_HEAD.unpack_from(raw, 0)
+    (mask,) = struct.unpack_from("<Q", raw, _UC_HEAD.size + _SIGCONTEXT.size)
+    t.sigmask = mask & ~UNBLOCKABLE
     vals = _SIGCONTEXT.unpack_from(raw, _UC_HEAD.size)
     for name, v in zip(_SC_REGS, vals[:18]):
         if name == "eflags":
             # Only user-changeable flags may come from the frame.
-            v = (regs.eflags & ~0x40DD5) | (v & 0x40DD5)
+            v = (regs.eflags & ~_FIX_EFLAGS) | (v & _FIX_EFLAGS)
         setattr(regs, name, v)
-    fp_addr = vals[26]
-    (mask,) = struct.unpack_from("<Q", raw, _UC_HEAD.size + _SIGCONTEXT.size)
-    t.sigmask = mask & ~UNBLOCKABLE
-    if fp_addr:
-        try:
-            fp = t.copy_in(fp_addr, _FPSTATE_SIZE)
-            t.kernel.set_fpregs(t, fp)
-        except SyscallError:
-            pass
     regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    t.restart_block = None
+    fp_addr = vals[26]
+    if not fp_addr:
+        fp = initial_fxsave()
+    elif fp_addr % FXSAVE_ALIGN:
+        return False                               # fxrstor: #GP
+    else:
+        try:
+            fp = t.copy_in(fp_addr, FXSAVE_SIZE)
+        except SyscallError:
+            return False
+    if not t.kernel.set_fpregs(t, fp):
+        t.kernel.set_fpregs(t, initial_fxsave())   # fpu__clear_user_states
+        return False
+    try:
+        set_altstack(t, ss_sp, ss_flags, ss_size)
+    except SyscallError:
+        pass                                       # Linux squashes all but EFAULT
+    return True
+
+
+def set_altstack(t: Task, sp: int, flags: int, size: int) -> None:
+    """sigaltstack's set half.  Linux: do_sigaltstack."""
+    cur_sp, cur_flags, cur_size = t.altstack
+    if cur_size and not cur_flags & SS_DISABLE and cur_sp < t.regs.rsp <= cur_sp + cur_size:
+        raise SyscallError(Errno.EPERM)            # on the alternate stack now
+    if flags & ~SS_AUTODISARM not in (0, SS_ONSTACK, SS_DISABLE):
+        raise SyscallError(Errno.EINVAL)
+    if flags & SS_DISABLE:
+        t.altstack = (0, SS_DISABLE, 0)
+        return
+    if size < MINSIGSTKSZ:
+        raise SyscallError(Errno.ENOMEM)
+    t.altstack = (sp, 0, size)
+
+
+def force_sig(t: Task, info: SigInfo) -> None:
+    """A signal the task cannot refuse (a fault, a bad signal frame): if it is blocked
+    or ignored, its action is reset to the default and it is unblocked.
+    Linux: force_sig_info_to_task."""
+    sig = info.signo
+    act = t.tg.sighand.actions[sig]
+    if t.sigmask & sigmask(sig) or act.handler == SIG_IGN:
+        act.handler = SIG_DFL
+        t.sigmask &= ~sigmask(sig)
+    send_to_task(t, info)
 
 
 def kernel_info(sig: int, code: int = SI_KERNEL, addr: int = 0) -> SigInfo:

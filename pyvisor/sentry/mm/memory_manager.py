@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MMAP_MIN_ADDR = 0x10000
 MMAP_BASE = 0x7FE000000000      # top of the mmap area (grows down); below the stub
 TASK_SIZE = MAX_APP_ADDR
+_CHECK_VMAS_ABOVE = 1 << 16     # copy_in lengths beyond this are checked against the VMAs
 _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
 
@@ -104,10 +105,15 @@ class MemoryManager:
         return r
 
     def copy_in(self, addr: int, n: int) -> bytes:
+        """Reads [addr, addr+n): EFAULT unless it is all readable user memory.
+        A large range is checked against the VMAs first, so a hostile length
+        never makes the Sentry allocate more than the application has mapped."""
         if n == 0:
             return b""
         if addr < 0 or addr + n > TASK_SIZE or n < 0:
             raise SyscallError(Errno.EFAULT)
+        if n > _CHECK_VMAS_ABOVE:
+            self.check_range(addr, n, PROT_READ)
         try:
             data = B.vm_read(self._io_pid(), addr, n)
         except OSError:

@@ -690,10 +690,12 @@ class UnixSocket(Socket):
             try:
                 # SIGPIPE only if nothing was sent by this call (unix_stream_sendmsg).
                 fl = flags | MSG_NOSIGNAL if sent else flags
-                sent += self._try_send(t, data[sent:] if sent else data, fl, addr, control)
-                if not stream or sent >= len(data):
+                n = self._try_send(t, data[sent:] if sent else data, fl, addr, control)
+                sent += n
+                if not stream or sent >= len(data) or (n and nonblock):
                     return sent
-                continue            # the rest at once, or WouldBlock
+                if n:
+                    continue             # partial progress: try again before sleeping
             except WouldBlock:
                 if nonblock:
                     if sent:

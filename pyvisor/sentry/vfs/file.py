@@ -42,6 +42,9 @@ class FileImpl:
     # offset AT_POSITION and advance it themselves; the description's
     # `offset` reads and sets that position.
     keeps_position = False
+    # Whether sendfile may read from it (Linux: f_op->splice_read; pipes,
+    # eventfds, epoll and directories have none: EINVAL).
+    splice_read = True
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)
@@ -71,6 +74,8 @@ class FileImpl:
 
 class DirectoryImpl(FileImpl):
     """An open directory: getdents64 walks a snapshot taken at the first read."""
+
+    splice_read = False
 
     seekable = True
 

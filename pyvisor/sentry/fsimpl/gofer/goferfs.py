@@ -276,7 +276,7 @@ class GoferInode(Inode):
         if not mask:
             return
         st = fs.call(fs.client.setattr, self.fid, mask, (mode or 0) & 0o7777, u, g,
-                     size or 0, atime_ns or 0, mtime_ns or 0)
+                     size or 0, _clamp_ns(atime_ns or 0), _clamp_ns(mtime_ns or 0))
         self.apply_stat(st)
         if size is not None:
             self._pc_resized(st)
@@ -639,3 +639,13 @@ class GoferFileImpl(FileImpl):
         if self.hostfd >= 0 and self.owned:
             self.inode.gfs.close_fd(self.hostfd)
         self.hostfd = -1
+
+
+_NS_MIN, _NS_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _clamp_ns(ns: int) -> int:
+    """A timestamp clamped to what SETATTR carries (64-bit nanoseconds, years
+    1677..2262), as Linux clamps to a filesystem's range (timestamp_truncate);
+    the host filesystem may clamp further."""
+    return max(_NS_MIN, min(ns, _NS_MAX))

@@ -58,6 +58,8 @@ from pyvisor.sentry.vfs.vfs import Dentry, Mount
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
+# tcflow and tcflush actions.  From <asm-generic/termbits.h>.
+TCION, TCIOFLUSH = 3, 2
 # Terminal ioctls.  From <asm-generic/ioctls.h>.
 TCGETS = 0x5401
 TCSETS = 0x5402
@@ -454,8 +456,15 @@ class HostFileImpl(FileImpl):
                 t.copy_out(arg, _I32.pack(init.sid if init is not None else 1))
             elif cmd == TIOCOUTQ:
                 t.copy_out(arg, fcntl.ioctl(h.hostfd, TIOCOUTQ, bytes(4)))
-            elif cmd in (TCSBRK, TCXONC, TCFLSH):
-                fcntl.ioctl(h.hostfd, cmd, arg & 0xFFFFFFFF)
+            elif cmd == TCSBRK:
+                # Only zero or not matters (tty_ioctl); the host's ioctl takes a C int.
+                fcntl.ioctl(h.hostfd, cmd, 1 if arg else 0)
+            elif cmd in (TCXONC, TCFLSH):
+                # The argument (an unsigned long) selects an action; tty_perform_flush
+                # and n_tty_ioctl_helper refuse any other value.
+                if arg > (TCION if cmd == TCXONC else TCIOFLUSH):
+                    raise SyscallError(Errno.EINVAL)
+                fcntl.ioctl(h.hostfd, cmd, arg)
             elif cmd in (TIOCSCTTY, TIOCNOTTY):
                 pass    # the sandbox has no controlling terminals yet; never touch the host's
             else:

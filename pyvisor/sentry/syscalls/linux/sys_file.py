@@ -6,6 +6,7 @@ Linux: fs/open.c, fs/namei.c, fs/stat.c, fs/fcntl.c, fs/ioctl.c, fs/readdir.c.
 from __future__ import annotations
 
 import struct
+import time
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
@@ -17,10 +18,11 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
+                                                   utimens_omit_both)
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
@@ -48,24 +50,24 @@ def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
         raise
 
 
-def sys_openat(t: Task, r: UserRegs) -> int:
+def sys_openat(t: Task, r: SyscallArguments) -> int:
     """Implements openat(2)."""
-    return _do_open(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), uint32(r, 3))
+    return _do_open(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), r.uint32(3))
 
 
-def sys_open(t: Task, r: UserRegs) -> int:
+def sys_open(t: Task, r: SyscallArguments) -> int:
     """Implements open(2)."""
-    return _do_open(t, AT_FDCWD, _path(t, pointer(r, 0)), int32(r, 1), uint32(r, 2))
+    return _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), r.int32(1), r.uint32(2))
 
 
-def sys_creat(t: Task, r: UserRegs) -> int:
-    return _do_open(t, AT_FDCWD, _path(t, pointer(r, 0)), O_CREAT | O_WRONLY | O_TRUNC,
-                    uint32(r, 1))
+def sys_creat(t: Task, r: SyscallArguments) -> int:
+    return _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), O_CREAT | O_WRONLY | O_TRUNC,
+                    r.uint32(1))
 
 
-def sys_openat2(t: Task, r: UserRegs) -> int:
+def sys_openat2(t: Task, r: SyscallArguments) -> int:
     """Implements openat2(2) without resolve flags beyond plain lookup."""
-    dirfd, path, how, size = int32(r, 0), _path(t, pointer(r, 1)), pointer(r, 2), uint64(r, 3)
+    dirfd, path, how, size = r.int32(0), _path(t, r.pointer(1)), r.pointer(2), r.uint64(3)
     if size < 24 or size > 4096:
         raise SyscallError(Errno.EINVAL)
     flags, mode, resolve = struct.unpack("<QQQ", t.copy_in(how, 24))
@@ -76,15 +78,15 @@ def sys_openat2(t: Task, r: UserRegs) -> int:
     return _do_open(t, dirfd, path, flags, mode)
 
 
-def sys_close(t: Task, r: UserRegs) -> int:
+def sys_close(t: Task, r: SyscallArguments) -> int:
     """Implements close(2)."""
-    t.fd_table.remove(int32(r, 0))
+    t.fd_table.remove(r.int32(0))
     return 0
 
 
-def sys_close_range(t: Task, r: UserRegs) -> int:
+def sys_close_range(t: Task, r: SyscallArguments) -> int:
     """Implements close_range(2)."""
-    lo, hi, flags = uint32(r, 0), uint32(r, 1), uint32(r, 2)
+    lo, hi, flags = r.uint32(0), r.uint32(1), r.uint32(2)
     if lo > hi or flags & ~0x6:
         raise SyscallError(Errno.EINVAL)
     for fd in [fd for fd in t.fd_table.files if lo <= fd <= hi]:
@@ -95,9 +97,9 @@ def sys_close_range(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_dup(t: Task, r: UserRegs) -> int:
+def sys_dup(t: Task, r: SyscallArguments) -> int:
     """Implements dup(2)."""
-    f = t.fd_table.get(int32(r, 0))
+    f = t.fd_table.get(r.fd(0))
     f.incref()
     try:
         return t.fd_table.install(f)
@@ -117,27 +119,27 @@ def _dup3(t: Task, old: int, new: int, flags: int) -> int:
     return new
 
 
-def sys_dup2(t: Task, r: UserRegs) -> int:
+def sys_dup2(t: Task, r: SyscallArguments) -> int:
     """Implements dup2(2)."""
-    old, new = int32(r, 0), int32(r, 1)
+    old, new = r.int32(0), r.int32(1)
     if old == new:
         t.fd_table.get(old)
         return new
     return _dup3(t, old, new, 0)
 
 
-def sys_dup3(t: Task, r: UserRegs) -> int:
+def sys_dup3(t: Task, r: SyscallArguments) -> int:
     """Implements dup3(2)."""
-    old, new, flags = int32(r, 0), int32(r, 1), int32(r, 2)
+    old, new, flags = r.int32(0), r.int32(1), r.int32(2)
     if flags & ~O_CLOEXEC or old == new:
         raise SyscallError(Errno.EINVAL)
     return _dup3(t, old, new, flags)
 
 
-def sys_fcntl(t: Task, r: UserRegs) -> int:
+def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     """Implements fcntl(2).  Record locks always succeed (no other process can contend
     outside the sandbox; TODO(#2): locks between sandboxed processes)."""
-    fd, cmd, arg = int32(r, 0), int32(r, 1), uint64(r, 2)
+    fd, cmd, arg = r.int32(0), r.int32(1), r.uint64(2)
     f = t.fd_table.get(fd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         start = arg & 0xFFFFFFFF
@@ -183,7 +185,7 @@ def sys_fcntl(t: Task, r: UserRegs) -> int:
         size = max(4096, 1 << max(0, (int(arg) - 1).bit_length()))
         if size > 1 << 20:
             raise SyscallError(Errno.EPERM)
-        pipe.capacity = size
+        pipe.resize(size)
         return size
     if cmd == F_GET_SEALS:
         return getattr(f.inode, "seals", 0) if hasattr(f.inode, "seals") else -Errno.EINVAL
@@ -195,9 +197,9 @@ def sys_fcntl(t: Task, r: UserRegs) -> int:
     raise SyscallError(Errno.EINVAL)
 
 
-def sys_ioctl(t: Task, r: UserRegs) -> int:
+def sys_ioctl(t: Task, r: SyscallArguments) -> int:
     """Implements ioctl(2): generic requests here, the rest by the file."""
-    fd, cmd, arg = int32(r, 0), uint32(r, 1), pointer(r, 2)
+    fd, cmd, arg = r.int32(0), r.uint32(1), r.pointer(2)
     f = t.fd_table.get(fd)
     if cmd == FIOCLEX:
         t.fd_table.set_cloexec(fd, True)
@@ -212,7 +214,8 @@ def sys_ioctl(t: Task, r: UserRegs) -> int:
     if cmd == FIOASYNC:
         return 0
     if cmd == FIONREAD and f.inode.is_regular():
-        t.copy_out(arg, struct.pack("<i", max(0, f.inode.size() - f.offset)))
+        # An int, as ioctl_fionread's put_user: truncated, negative past the end.
+        t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
     if f.flags & O_PATH:
         raise SyscallError(Errno.EBADF)
@@ -229,38 +232,38 @@ def _stat_loc(t: Task, dirfd: int, path: bytes, flags: int) -> Location:
                          empty_path=bool(flags & AT_EMPTY_PATH))
 
 
-def sys_stat(t: Task, r: UserRegs) -> int:
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
-    t.copy_out(pointer(r, 1), loc.inode.stat_bytes())
+def sys_stat(t: Task, r: SyscallArguments) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
+    t.copy_out(r.pointer(1), loc.inode.stat_bytes())
     return 0
 
 
-def sys_lstat(t: Task, r: UserRegs) -> int:
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), False)
-    t.copy_out(pointer(r, 1), loc.inode.stat_bytes())
+def sys_lstat(t: Task, r: SyscallArguments) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False)
+    t.copy_out(r.pointer(1), loc.inode.stat_bytes())
     return 0
 
 
-def sys_fstat(t: Task, r: UserRegs) -> int:
+def sys_fstat(t: Task, r: SyscallArguments) -> int:
     """Implements fstat(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    t.copy_out(pointer(r, 1), f.inode.stat_bytes())
+    f = t.fd_table.get(r.fd(0))
+    t.copy_out(r.pointer(1), f.inode.stat_bytes())
     return 0
 
 
-def sys_newfstatat(t: Task, r: UserRegs) -> int:
+def sys_newfstatat(t: Task, r: SyscallArguments) -> int:
     """Implements newfstatat(2)."""
-    dirfd, addr, buf, flags = int32(r, 0), pointer(r, 1), pointer(r, 2), int32(r, 3)
+    dirfd, addr, buf, flags = r.int32(0), r.pointer(1), r.pointer(2), r.int32(3)
     path = _path(t, addr) if addr or not flags & AT_EMPTY_PATH else b""
     loc = _stat_loc(t, dirfd, path, flags)
     t.copy_out(buf, loc.inode.stat_bytes())
     return 0
 
 
-def sys_statx(t: Task, r: UserRegs) -> int:
+def sys_statx(t: Task, r: SyscallArguments) -> int:
     """Implements statx(2): the basic stats (no btime)."""
-    dirfd, addr, flags, _mask, buf = (int32(r, 0), pointer(r, 1), int32(r, 2), uint32(r, 3),
-                                      pointer(r, 4))
+    dirfd, addr, flags, _mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
+                                      r.pointer(4))
     path = _path(t, addr) if addr else b""
     loc = _stat_loc(t, dirfd, path, flags)
     data = loc.inode.statx_bytes()
@@ -269,15 +272,15 @@ def sys_statx(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_statfs(t: Task, r: UserRegs) -> int:
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
-    t.copy_out(pointer(r, 1), loc.inode.fs.statfs())
+def sys_statfs(t: Task, r: SyscallArguments) -> int:
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
+    t.copy_out(r.pointer(1), loc.inode.fs.statfs())
     return 0
 
 
-def sys_fstatfs(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    t.copy_out(pointer(r, 1), f.inode.fs.statfs())
+def sys_fstatfs(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    t.copy_out(r.pointer(1), f.inode.fs.statfs())
     return 0
 
 
@@ -295,26 +298,26 @@ def _access(t: Task, dirfd: int, path: bytes, mode: int, flags: int) -> int:
     return 0
 
 
-def sys_access(t: Task, r: UserRegs) -> int:
+def sys_access(t: Task, r: SyscallArguments) -> int:
     """Implements access(2)."""
-    return _access(t, AT_FDCWD, _path(t, pointer(r, 0)), int32(r, 1), 0)
+    return _access(t, AT_FDCWD, _path(t, r.pointer(0)), r.int32(1), 0)
 
 
-def sys_faccessat(t: Task, r: UserRegs) -> int:
-    return _access(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), 0)
+def sys_faccessat(t: Task, r: SyscallArguments) -> int:
+    return _access(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), 0)
 
 
-def sys_faccessat2(t: Task, r: UserRegs) -> int:
-    return _access(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), int32(r, 3))
+def sys_faccessat2(t: Task, r: SyscallArguments) -> int:
+    return _access(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), r.int32(3))
 
 
 # -- directories ---------------------------------------------------------------------------
 
 
-def sys_getdents64(t: Task, r: UserRegs) -> int:
+def sys_getdents64(t: Task, r: SyscallArguments) -> int:
     """Implements getdents64(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, size = pointer(r, 1), uint32(r, 2)
+    f = t.fd_table.get(r.fd(0))
+    buf, size = r.pointer(1), r.uint32(2)
     if not isinstance(f.impl, DirectoryImpl):
         raise SyscallError(Errno.ENOTDIR)
     ents = f.impl.listing(f)
@@ -335,13 +338,13 @@ def sys_getdents64(t: Task, r: UserRegs) -> int:
     return len(out)
 
 
-def sys_mkdirat(t: Task, r: UserRegs) -> int:
-    return _mkdir(t, int32(r, 0), _path(t, pointer(r, 1)), uint32(r, 2))
+def sys_mkdirat(t: Task, r: SyscallArguments) -> int:
+    return _mkdir(t, r.int32(0), _path(t, r.pointer(1)), r.uint32(2))
 
 
-def sys_mkdir(t: Task, r: UserRegs) -> int:
+def sys_mkdir(t: Task, r: SyscallArguments) -> int:
     """Implements mkdir(2)."""
-    return _mkdir(t, AT_FDCWD, _path(t, pointer(r, 0)), uint32(r, 1))
+    return _mkdir(t, AT_FDCWD, _path(t, r.pointer(0)), r.uint32(1))
 
 
 def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
@@ -355,12 +358,12 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     return 0
 
 
-def sys_mknodat(t: Task, r: UserRegs) -> int:
-    return _mknod(t, int32(r, 0), _path(t, pointer(r, 1)), uint32(r, 2), uint32(r, 3))
+def sys_mknodat(t: Task, r: SyscallArguments) -> int:
+    return _mknod(t, r.int32(0), _path(t, r.pointer(1)), r.uint32(2), r.uint32(3))
 
 
-def sys_mknod(t: Task, r: UserRegs) -> int:
-    return _mknod(t, AT_FDCWD, _path(t, pointer(r, 0)), uint32(r, 1), uint32(r, 2))
+def sys_mknod(t: Task, r: SyscallArguments) -> int:
+    return _mknod(t, AT_FDCWD, _path(t, r.pointer(0)), r.uint32(1), r.uint32(2))
 
 
 def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
@@ -406,18 +409,18 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     return 0
 
 
-def sys_unlinkat(t: Task, r: UserRegs) -> int:
-    return _unlink(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2))
+def sys_unlinkat(t: Task, r: SyscallArguments) -> int:
+    return _unlink(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2))
 
 
-def sys_unlink(t: Task, r: UserRegs) -> int:
+def sys_unlink(t: Task, r: SyscallArguments) -> int:
     """Implements unlink(2)."""
-    return _unlink(t, AT_FDCWD, _path(t, pointer(r, 0)), 0)
+    return _unlink(t, AT_FDCWD, _path(t, r.pointer(0)), 0)
 
 
-def sys_rmdir(t: Task, r: UserRegs) -> int:
+def sys_rmdir(t: Task, r: SyscallArguments) -> int:
     """Implements rmdir(2)."""
-    return _unlink(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_REMOVEDIR)
+    return _unlink(t, AT_FDCWD, _path(t, r.pointer(0)), AT_REMOVEDIR)
 
 
 def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
@@ -454,18 +457,18 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     return 0
 
 
-def sys_rename(t: Task, r: UserRegs) -> int:
+def sys_rename(t: Task, r: SyscallArguments) -> int:
     """Implements rename(2)."""
-    return _rename(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)), 0)
+    return _rename(t, AT_FDCWD, _path(t, r.pointer(0)), AT_FDCWD, _path(t, r.pointer(1)), 0)
 
 
-def sys_renameat(t: Task, r: UserRegs) -> int:
-    return _rename(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)), 0)
+def sys_renameat(t: Task, r: SyscallArguments) -> int:
+    return _rename(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), _path(t, r.pointer(3)), 0)
 
 
-def sys_renameat2(t: Task, r: UserRegs) -> int:
-    return _rename(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)),
-                   int32(r, 4))
+def sys_renameat2(t: Task, r: SyscallArguments) -> int:
+    return _rename(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), _path(t, r.pointer(3)),
+                   r.int32(4))
 
 
 def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
@@ -479,13 +482,13 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     return 0
 
 
-def sys_symlink(t: Task, r: UserRegs) -> int:
+def sys_symlink(t: Task, r: SyscallArguments) -> int:
     """Implements symlink(2)."""
-    return _symlink(t, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)))
+    return _symlink(t, _path(t, r.pointer(0)), AT_FDCWD, _path(t, r.pointer(1)))
 
 
-def sys_symlinkat(t: Task, r: UserRegs) -> int:
-    return _symlink(t, _path(t, pointer(r, 0)), int32(r, 1), _path(t, pointer(r, 2)))
+def sys_symlinkat(t: Task, r: SyscallArguments) -> int:
+    return _symlink(t, _path(t, r.pointer(0)), r.int32(1), _path(t, r.pointer(2)))
 
 
 def _readlink(t: Task, dirfd: int, path: bytes, buf: int, size: int) -> int:
@@ -500,13 +503,13 @@ def _readlink(t: Task, dirfd: int, path: bytes, buf: int, size: int) -> int:
     return len(target)
 
 
-def sys_readlink(t: Task, r: UserRegs) -> int:
+def sys_readlink(t: Task, r: SyscallArguments) -> int:
     """Implements readlink(2)."""
-    return _readlink(t, AT_FDCWD, _path(t, pointer(r, 0)), pointer(r, 1), int32(r, 2))
+    return _readlink(t, AT_FDCWD, _path(t, r.pointer(0)), r.pointer(1), r.int32(2))
 
 
-def sys_readlinkat(t: Task, r: UserRegs) -> int:
-    return _readlink(t, int32(r, 0), _path(t, pointer(r, 1)), pointer(r, 2), int32(r, 3))
+def sys_readlinkat(t: Task, r: SyscallArguments) -> int:
+    return _readlink(t, r.int32(0), _path(t, r.pointer(1)), r.pointer(2), r.int32(3))
 
 
 def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
@@ -527,22 +530,22 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     return 0
 
 
-def sys_link(t: Task, r: UserRegs) -> int:
+def sys_link(t: Task, r: SyscallArguments) -> int:
     """Implements link(2)."""
-    return _link(t, AT_FDCWD, _path(t, pointer(r, 0)), AT_FDCWD, _path(t, pointer(r, 1)), 0)
+    return _link(t, AT_FDCWD, _path(t, r.pointer(0)), AT_FDCWD, _path(t, r.pointer(1)), 0)
 
 
-def sys_linkat(t: Task, r: UserRegs) -> int:
-    return _link(t, int32(r, 0), _path(t, pointer(r, 1)), int32(r, 2), _path(t, pointer(r, 3)),
-                 int32(r, 4))
+def sys_linkat(t: Task, r: SyscallArguments) -> int:
+    return _link(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), _path(t, r.pointer(3)),
+                 r.int32(4))
 
 
 # -- cwd -----------------------------------------------------------------------------------
 
 
-def sys_chdir(t: Task, r: UserRegs) -> int:
+def sys_chdir(t: Task, r: SyscallArguments) -> int:
     """Implements chdir(2)."""
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
     if not loc.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     t.check_exec(loc.inode)
@@ -550,28 +553,28 @@ def sys_chdir(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_fchdir(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
+def sys_fchdir(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
     if not f.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     t.fs.cwd = Location(f.mount, f.dentry)
     return 0
 
 
-def sys_chroot(t: Task, r: UserRegs) -> int:
+def sys_chroot(t: Task, r: SyscallArguments) -> int:
     """Implements chroot(2): root may confine itself further inside the sandbox."""
     if t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), True)
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
     if not loc.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     t.fs.root = loc
     return 0
 
 
-def sys_getcwd(t: Task, r: UserRegs) -> int:
+def sys_getcwd(t: Task, r: SyscallArguments) -> int:
     """Implements getcwd(2)."""
-    buf, size = pointer(r, 0), uint64(r, 1)
+    buf, size = r.pointer(0), r.uint64(1)
     cwd = t.fs.cwd
     path = path_of(cwd.mount, cwd.dentry, t.fs.root)
     if len(path) + 1 > size:
@@ -594,17 +597,17 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def sys_chmod(t: Task, r: UserRegs) -> int:
+def sys_chmod(t: Task, r: SyscallArguments) -> int:
     """Implements chmod(2)."""
-    return _chmod(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0))).inode, uint32(r, 1))
+    return _chmod(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))).inode, r.uint32(1))
 
 
-def sys_fchmod(t: Task, r: UserRegs) -> int:
-    return _chmod(t, t.fd_table.get(int32(r, 0)).inode, uint32(r, 1))
+def sys_fchmod(t: Task, r: SyscallArguments) -> int:
+    return _chmod(t, t.fd_table.get(r.fd(0)).inode, r.uint32(1))
 
 
-def sys_fchmodat(t: Task, r: UserRegs) -> int:
-    return _chmod(t, ops.lookup_at(t, int32(r, 0), _path(t, pointer(r, 1))).inode, uint32(r, 2))
+def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
+    return _chmod(t, ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1))).inode, r.uint32(2))
 
 
 def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
@@ -619,25 +622,25 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
     return 0
 
 
-def sys_chown(t: Task, r: UserRegs) -> int:
-    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0))).inode, int32(r, 1),
-                  int32(r, 2))
+def sys_chown(t: Task, r: SyscallArguments) -> int:
+    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))).inode, r.int32(1),
+                  r.int32(2))
 
 
-def sys_lchown(t: Task, r: UserRegs) -> int:
-    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)), False).inode,
-                  int32(r, 1), int32(r, 2))
+def sys_lchown(t: Task, r: SyscallArguments) -> int:
+    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False).inode,
+                  r.int32(1), r.int32(2))
 
 
-def sys_fchown(t: Task, r: UserRegs) -> int:
-    return _chown(t, t.fd_table.get(int32(r, 0)).inode, int32(r, 1), int32(r, 2))
+def sys_fchown(t: Task, r: SyscallArguments) -> int:
+    return _chown(t, t.fd_table.get(r.fd(0)).inode, r.int32(1), r.int32(2))
 
 
-def sys_fchownat(t: Task, r: UserRegs) -> int:
-    flags = int32(r, 4)
-    loc = ops.lookup_at(t, int32(r, 0), _path(t, pointer(r, 1)) if pointer(r, 1) else b"",
+def sys_fchownat(t: Task, r: SyscallArguments) -> int:
+    flags = r.int32(4)
+    loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)) if r.pointer(1) else b"",
                         follow=not flags & AT_SYMLINK_NOFOLLOW, empty_path=bool(flags & AT_EMPTY_PATH))
-    return _chown(t, loc.inode, int32(r, 2), int32(r, 3))
+    return _chown(t, loc.inode, r.int32(2), r.int32(3))
 
 
 def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-def]
@@ -651,25 +654,25 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
     return 0
 
 
-def sys_truncate(t: Task, r: UserRegs) -> int:
+def sys_truncate(t: Task, r: SyscallArguments) -> int:
     """Implements truncate(2)."""
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)))
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
     if t.creds.fsuid != 0:
         check_access(t, loc.inode, MAY_WRITE)
-    return _truncate(t, loc.inode, int64(r, 1))
+    return _truncate(t, loc.inode, r.int64(1))
 
 
-def sys_ftruncate(t: Task, r: UserRegs) -> int:
+def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
     """Implements ftruncate(2)."""
-    f = t.fd_table.get(int32(r, 0))
+    f = t.fd_table.get(r.fd(0))
     if not f.writable:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
-    return _truncate(t, f.inode, int64(r, 1))
+    return _truncate(t, f.inode, r.int64(1))
 
 
-def sys_fallocate(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    mode, off, ln = int32(r, 1), int64(r, 2), int64(r, 3)
+def sys_fallocate(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    mode, off, ln = r.int32(1), r.int64(2), r.int64(3)
     if off < 0 or ln <= 0:
         raise SyscallError(Errno.EINVAL)
     if not f.writable:
@@ -679,68 +682,68 @@ def sys_fallocate(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_utimensat(t: Task, r: UserRegs) -> int:
-    """Implements utimensat(2)."""
-    import time as _time
-    dirfd, addr, times, flags = int32(r, 0), pointer(r, 1), pointer(r, 2), int32(r, 3)
-    if addr:
-        loc = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW)
-        inode = loc.inode
+def sys_utimensat(t: Task, r: SyscallArguments) -> int:
+    """Implements utimensat(2), in Linux's order of checks (fs/utimes.c)."""
+    dirfd, addr, times, flags = r.int32(0), r.pointer(1), r.pointer(2), r.int32(3)
+    raw = t.copy_in(times, 32) if times else None
+    if raw is not None and utimens_omit_both(raw):
+        return 0                                   # "we must not even check the path"
+    if addr or dirfd == AT_FDCWD:
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise SyscallError(Errno.EINVAL)
+        inode = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW,
+                              empty_path=bool(flags & AT_EMPTY_PATH)).inode
     else:
+        if flags:
+            raise SyscallError(Errno.EINVAL)
         inode = t.fd_table.get(dirfd).inode
-    now = _time.time_ns()
-    at = mt = now
-    if times:
-        a_s, a_ns, m_s, m_ns = struct.unpack("<qqqq", t.copy_in(times, 32))
-        UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-        at = None if a_ns == UTIME_OMIT else now if a_ns == UTIME_NOW else a_s * 10**9 + a_ns
-        mt = None if m_ns == UTIME_OMIT else now if m_ns == UTIME_NOW else m_s * 10**9 + m_ns
+    now = time.time_ns()
+    at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     inode.setattr(atime_ns=at, mtime_ns=mt)
     return 0
 
 
-def sys_utimes(t: Task, r: UserRegs) -> int:
-    loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)))
-    times = pointer(r, 1)
-    if times:
-        a_s, a_us, m_s, m_us = struct.unpack("<qqqq", t.copy_in(times, 32))
-        loc.inode.setattr(atime_ns=a_s * 10**9 + a_us * 1000, mtime_ns=m_s * 10**9 + m_us * 1000)
-    else:
-        import time as _time
-        now = _time.time_ns()
-        loc.inode.setattr(atime_ns=now, mtime_ns=now)
+def sys_utimes(t: Task, r: SyscallArguments) -> int:
+    """Implements utimes(2)."""
+    path, times = r.pointer(0), r.pointer(1)
+    at_mt = copy_in_utimes(t, times) if times else None
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, path))
+    if at_mt is None:
+        now = time.time_ns()
+        at_mt = (now, now)
+    loc.inode.setattr(atime_ns=at_mt[0], mtime_ns=at_mt[1])
     return 0
 
 
-def sys_fsync(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
+def sys_fsync(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
     f.impl.fsync(f)
     return 0
 
 
-def sys_sync(t: Task, r: UserRegs) -> int:
+def sys_sync(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def sys_fadvise64(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
+def sys_fadvise64(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
     if getattr(f.impl, "pipe", None) is not None:
         raise SyscallError(Errno.ESPIPE)
     return 0
 
 
-def sys_getxattr(t: Task, r: UserRegs) -> int:
+def sys_getxattr(t: Task, r: SyscallArguments) -> int:
     raise SyscallError(Errno.ENODATA)
 
 
-def sys_listxattr(t: Task, r: UserRegs) -> int:
+def sys_listxattr(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def sys_memfd_create(t: Task, r: UserRegs) -> int:
+def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
     """Implements memfd_create(2): a tmpfs file with no name in any directory."""
-    name = t.copy_in_str(pointer(r, 0), 250)
-    flags = uint32(r, 1)
+    name = t.copy_in_str(r.pointer(0), 250)
+    flags = r.uint32(1)
     if flags & ~0x7:
         raise SyscallError(Errno.EINVAL)
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsFile

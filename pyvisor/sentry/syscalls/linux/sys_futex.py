@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import futex
 from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_FD, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 2, 3, 4, 5
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
@@ -34,19 +34,16 @@ def _wake_op(t: Task, uaddr: int, n: int, uaddr2: int, n2: int, op: int) -> int:
     return woken
 
 
-async def sys_futex(t: Task, r: UserRegs) -> int:
+async def sys_futex(t: Task, r: SyscallArguments) -> int:
     """Implements futex(2): WAIT/WAKE (+BITSET), REQUEUE, CMP_REQUEUE, WAKE_OP.  No PI futexes."""
-    uaddr, op, val, utime, uaddr2, val3 = (pointer(r, 0), int32(r, 1), uint32(r, 2),
-                                           pointer(r, 3), pointer(r, 4), uint32(r, 5))
+    uaddr, op, val, utime, uaddr2, val3 = (r.pointer(0), r.int32(1), r.uint32(2),
+                                           r.pointer(3), r.pointer(4), r.uint32(5))
     cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
     private = bool(op & FUTEX_PRIVATE_FLAG)
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
         deadline = None
         if utime:
-            sec, nsec = struct.unpack("<qq", t.copy_in(utime, 16))
-            if sec < 0 or not 0 <= nsec < 10**9:
-                raise SyscallError(Errno.EINVAL)
-            ns = sec * 10**9 + nsec
+            ns = copy_in_timespec(t, utime)
             if cmd == FUTEX_WAIT:
                 deadline = t.kernel.now() + ns
             else:

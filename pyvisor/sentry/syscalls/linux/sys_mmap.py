@@ -7,18 +7,17 @@ from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
                                     MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PAGE_SIZE,
                                     PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint64
 
 _KNOWN_FLAGS = 0x1FFFFF
 
 
-def sys_mmap(t: Task, r: UserRegs) -> int:
+def sys_mmap(t: Task, r: SyscallArguments) -> int:
     """Implements mmap(2)."""
-    addr, length, prot, flags, fd, off = (pointer(r, 0), uint64(r, 1), int32(r, 2),
-                                          int32(r, 3), int32(r, 4), uint64(r, 5))
+    addr, length, prot, flags, fd, off = (r.pointer(0), r.uint64(1), r.int32(2),
+                                          r.int32(3), r.int32(4), r.uint64(5))
     if length == 0 or off % PAGE_SIZE or page_round_up(length) == 0:
         raise SyscallError(Errno.EINVAL)
     if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | 0x03000000):
@@ -52,31 +51,31 @@ def sys_mmap(t: Task, r: UserRegs) -> int:
                      noreplace=bool(flags & MAP_FIXED_NOREPLACE), maxperms=maxperms)
 
 
-def sys_munmap(t: Task, r: UserRegs) -> int:
+def sys_munmap(t: Task, r: SyscallArguments) -> int:
     """Implements munmap(2)."""
-    t.mm.munmap(pointer(r, 0), uint64(r, 1))
+    t.mm.munmap(r.pointer(0), r.uint64(1))
     return 0
 
 
-def sys_mprotect(t: Task, r: UserRegs) -> int:
+def sys_mprotect(t: Task, r: SyscallArguments) -> int:
     """Implements mprotect(2)."""
-    t.mm.mprotect(pointer(r, 0), uint64(r, 1), int32(r, 2))
+    t.mm.mprotect(r.pointer(0), r.uint64(1), r.int32(2))
     return 0
 
 
-def sys_brk(t: Task, r: UserRegs) -> int:
+def sys_brk(t: Task, r: SyscallArguments) -> int:
     """Implements brk(2)."""
-    return t.mm.set_brk(pointer(r, 0))
+    return t.mm.set_brk(r.pointer(0))
 
 
-def sys_mremap(t: Task, r: UserRegs) -> int:
+def sys_mremap(t: Task, r: SyscallArguments) -> int:
     """Implements mremap(2)."""
-    return t.mm.mremap(pointer(r, 0), uint64(r, 1), uint64(r, 2), int32(r, 3), pointer(r, 4))
+    return t.mm.mremap(r.pointer(0), r.uint64(1), r.uint64(2), r.int32(3), r.pointer(4))
 
 
-def sys_madvise(t: Task, r: UserRegs) -> int:
+def sys_madvise(t: Task, r: SyscallArguments) -> int:
     """Implements madvise(2): DONTNEED zeroes private anonymous memory; other advice is a hint."""
-    addr, length, advice = pointer(r, 0), uint64(r, 1), int32(r, 2)
+    addr, length, advice = r.pointer(0), r.uint64(1), r.int32(2)
     if addr % PAGE_SIZE:
         raise SyscallError(Errno.EINVAL)
     if advice in (4, 8):       # MADV_DONTNEED, MADV_FREE
@@ -88,15 +87,15 @@ def sys_madvise(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_msync(t: Task, r: UserRegs) -> int:
+def sys_msync(t: Task, r: SyscallArguments) -> int:
     """Implements msync(2): mappings share the page cache, so there is nothing to flush."""
-    if pointer(r, 0) % PAGE_SIZE or int32(r, 2) & ~7:
+    if r.pointer(0) % PAGE_SIZE or r.int32(2) & ~7:
         raise SyscallError(Errno.EINVAL)
     return 0
 
 
-def sys_mincore(t: Task, r: UserRegs) -> int:
-    addr, length, vec = pointer(r, 0), uint64(r, 1), pointer(r, 2)
+def sys_mincore(t: Task, r: SyscallArguments) -> int:
+    addr, length, vec = r.pointer(0), r.uint64(1), r.pointer(2)
     if addr % PAGE_SIZE:
         raise SyscallError(Errno.EINVAL)
     end = page_round_up(addr + length)
@@ -116,5 +115,5 @@ def sys_mincore(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_mlock(t: Task, r: UserRegs) -> int:
+def sys_mlock(t: Task, r: SyscallArguments) -> int:
     return 0

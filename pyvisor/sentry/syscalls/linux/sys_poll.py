@@ -8,13 +8,13 @@ import struct
 
 from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import pipe as kpipe
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_ALL, WaitQueue, Waiter)
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_select_timeval, copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -46,14 +46,14 @@ def _pipe(t: Task, addr: int, flags: int) -> int:
     return 0
 
 
-def sys_pipe(t: Task, r: UserRegs) -> int:
+def sys_pipe(t: Task, r: SyscallArguments) -> int:
     """Implements pipe(2)."""
-    return _pipe(t, pointer(r, 0), 0)
+    return _pipe(t, r.pointer(0), 0)
 
 
-def sys_pipe2(t: Task, r: UserRegs) -> int:
+def sys_pipe2(t: Task, r: SyscallArguments) -> int:
     """Implements pipe2(2)."""
-    return _pipe(t, pointer(r, 0), int32(r, 1))
+    return _pipe(t, r.pointer(0), r.int32(1))
 
 
 # -- poll / select -----------------------------------------------------------------------
@@ -68,10 +68,7 @@ def _deadline_ms(t: Task, ms: int) -> int | None:
 def _deadline_ts(t: Task, addr: int) -> int | None:
     if not addr:
         return None
-    sec, nsec = struct.unpack("<qq", t.copy_in(addr, 16))
-    if sec < 0 or not 0 <= nsec < 10**9:
-        raise SyscallError(Errno.EINVAL)
-    return t.kernel.now() + sec * 10**9 + nsec
+    return t.kernel.now() + copy_in_timespec(t, addr)
 
 
 async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
@@ -148,14 +145,14 @@ class _Neg:
 _NEGATIVE = _Neg()  # type: ignore[assignment]
 
 
-async def sys_poll(t: Task, r: UserRegs) -> int:
+async def sys_poll(t: Task, r: SyscallArguments) -> int:
     """Implements poll(2)."""
-    return await _do_poll(t, pointer(r, 0), int32(r, 1), _deadline_ms(t, int32(r, 2)))
+    return await _do_poll(t, r.pointer(0), r.int32(1), _deadline_ms(t, r.int32(2)))
 
 
-async def sys_ppoll(t: Task, r: UserRegs) -> int:
+async def sys_ppoll(t: Task, r: SyscallArguments) -> int:
     """Implements ppoll(2)."""
-    addr, nfds, ts, sigmask = pointer(r, 0), int32(r, 1), pointer(r, 2), pointer(r, 3)
+    addr, nfds, ts, sigmask = r.pointer(0), r.int32(1), r.pointer(2), r.pointer(3)
     deadline = _deadline_ts(t, ts)
     old = t.sigmask
     if sigmask:
@@ -214,26 +211,23 @@ async def _do_select(t: Task, nfds: int, rp: int, wp: int, ep: int, deadline: in
     return n
 
 
-async def sys_select(t: Task, r: UserRegs) -> int:
+async def sys_select(t: Task, r: SyscallArguments) -> int:
     """Implements select(2)."""
-    tv = pointer(r, 4)
+    tv = r.pointer(4)
     deadline = None
     if tv:
-        sec, usec = struct.unpack("<qq", t.copy_in(tv, 16))
-        if sec < 0 or usec < 0:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + usec * 1000
-    n = await _do_select(t, int32(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3), deadline)
+        deadline = t.kernel.now() + copy_in_select_timeval(t, tv)
+    n = await _do_select(t, r.int32(0), r.pointer(1), r.pointer(2), r.pointer(3), deadline)
     if tv:
         left = max(0, deadline - t.kernel.now()) if deadline else 0
         t.copy_out(tv, struct.pack("<qq", left // 10**9, (left % 10**9) // 1000))
     return n
 
 
-async def sys_pselect6(t: Task, r: UserRegs) -> int:
+async def sys_pselect6(t: Task, r: SyscallArguments) -> int:
     """Implements pselect6(2)."""
-    deadline = _deadline_ts(t, pointer(r, 4))
-    sm = pointer(r, 5)
+    deadline = _deadline_ts(t, r.pointer(4))
+    sm = r.pointer(5)
     old = t.sigmask
     if sm:
         ptr, size = struct.unpack("<QQ", t.copy_in(sm, 16))
@@ -241,7 +235,7 @@ async def sys_pselect6(t: Task, r: UserRegs) -> int:
             (m,) = struct.unpack("<Q", t.copy_in(ptr, 8))
             t.sigmask = m & ~((1 << 8) | (1 << 18))
     try:
-        return await _do_select(t, int32(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3),
+        return await _do_select(t, r.int32(0), r.pointer(1), r.pointer(2), r.pointer(3),
                                 deadline)
     finally:
         if t.sigmask != old:
@@ -276,6 +270,8 @@ def anon_file(name: bytes, impl: FileImpl, flags: int) -> FileDescription:
 class EventFD(FileImpl):
     """An eventfd counter.  Linux: fs/eventfd.c."""
 
+    splice_read = False
+
     def __init__(self, value: int, semaphore: bool) -> None:
         self.value = value
         self.semaphore = semaphore
@@ -292,8 +288,8 @@ class EventFD(FileImpl):
         return struct.pack("<Q", v)
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
-        if len(data) < 8:
-            raise SyscallError(Errno.EINVAL)
+        if len(data) != 8:
+            raise SyscallError(Errno.EINVAL)      # exactly one u64 (eventfd_write)
         (v,) = struct.unpack_from("<Q", data)
         if v == 0xFFFFFFFFFFFFFFFF:
             raise SyscallError(Errno.EINVAL)
@@ -311,17 +307,17 @@ class EventFD(FileImpl):
         return self.wq
 
 
-def sys_eventfd2(t: Task, r: UserRegs) -> int:
+def sys_eventfd2(t: Task, r: SyscallArguments) -> int:
     """Implements eventfd2(2)."""
-    init, flags = uint32(r, 0), int32(r, 1)
+    init, flags = r.uint32(0), r.int32(1)
     if flags & ~(O_NONBLOCK | O_CLOEXEC | 1):
         raise SyscallError(Errno.EINVAL)
     f = anon_file(b"[eventfd]", EventFD(init, bool(flags & 1)), O_RDWR | (flags & O_NONBLOCK))
     return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
-def sys_eventfd(t: Task, r: UserRegs) -> int:
-    f = anon_file(b"[eventfd]", EventFD(uint32(r, 0), False), O_RDWR)
+def sys_eventfd(t: Task, r: SyscallArguments) -> int:
+    f = anon_file(b"[eventfd]", EventFD(r.uint32(0), False), O_RDWR)
     return t.fd_table.install(f)
 
 
@@ -355,6 +351,8 @@ class EpollImpl(FileImpl):
     items are reported while ready, edge-triggered ones (EPOLLET) once per event that
     finds them ready; reported items move to the back of the list, so none starves.
     ONESHOT disables after one report.  Linux: fs/eventpoll.c."""
+
+    splice_read = False
 
     def __init__(self) -> None:
         # (id(file), fd) -> [file, events, data, fd, _EdgeWatch | None]
@@ -390,24 +388,24 @@ def _drop_watch(ent: list) -> None:
         ent[4].cancel()
 
 
-def sys_epoll_create1(t: Task, r: UserRegs) -> int:
+def sys_epoll_create1(t: Task, r: SyscallArguments) -> int:
     """Implements epoll_create1(2)."""
-    flags = int32(r, 0)
+    flags = r.int32(0)
     if flags & ~O_CLOEXEC:
         raise SyscallError(Errno.EINVAL)
     f = anon_file(b"[eventpoll]", EpollImpl(), O_RDWR)
     return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
-def sys_epoll_create(t: Task, r: UserRegs) -> int:
-    if int32(r, 0) <= 0:
+def sys_epoll_create(t: Task, r: SyscallArguments) -> int:
+    if r.int32(0) <= 0:
         raise SyscallError(Errno.EINVAL)
     return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(), O_RDWR))
 
 
-def sys_epoll_ctl(t: Task, r: UserRegs) -> int:
+def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
     """Implements epoll_ctl(2)."""
-    epfd, op, fd, evp = int32(r, 0), int32(r, 1), int32(r, 2), pointer(r, 3)
+    epfd, op, fd, evp = r.int32(0), r.int32(1), r.int32(2), r.pointer(3)
     ep = t.fd_table.get(epfd)
     if not isinstance(ep.impl, EpollImpl):
         raise SyscallError(Errno.EINVAL)
@@ -491,22 +489,22 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
             raise SyscallError(Errno.EINTR) from None
 
 
-async def sys_epoll_wait(t: Task, r: UserRegs) -> int:
+async def sys_epoll_wait(t: Task, r: SyscallArguments) -> int:
     """Implements epoll_wait(2)."""
-    return await _epoll_wait(t, int32(r, 0), pointer(r, 1), int32(r, 2),
-                             _deadline_ms(t, int32(r, 3)))
+    return await _epoll_wait(t, r.int32(0), r.pointer(1), r.int32(2),
+                             _deadline_ms(t, r.int32(3)))
 
 
-async def sys_epoll_pwait(t: Task, r: UserRegs) -> int:
+async def sys_epoll_pwait(t: Task, r: SyscallArguments) -> int:
     """Implements epoll_pwait(2)."""
-    sm = pointer(r, 4)
+    sm = r.pointer(4)
     old = t.sigmask
     if sm:
         (m,) = struct.unpack("<Q", t.copy_in(sm, 8))
         t.sigmask = m & ~((1 << 8) | (1 << 18))
     try:
-        return await _epoll_wait(t, int32(r, 0), pointer(r, 1), int32(r, 2),
-                                 _deadline_ms(t, int32(r, 3)))
+        return await _epoll_wait(t, r.int32(0), r.pointer(1), r.int32(2),
+                                 _deadline_ms(t, r.int32(3)))
     finally:
         t.sigmask = old
 
@@ -514,9 +512,9 @@ async def sys_epoll_pwait(t: Task, r: UserRegs) -> int:
 # -- getrandom ---------------------------------------------------------------------------
 
 
-def sys_getrandom(t: Task, r: UserRegs) -> int:
+def sys_getrandom(t: Task, r: SyscallArguments) -> int:
     """Implements getrandom(2) from the host's CSPRNG."""
-    buf, n, flags = pointer(r, 0), uint64(r, 1), uint32(r, 2)
+    buf, n, flags = r.pointer(0), r.uint64(1), r.uint32(2)
     if flags & ~0x7:
         raise SyscallError(Errno.EINVAL)
     n = min(n, 1 << 25)

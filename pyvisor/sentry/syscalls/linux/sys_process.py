@@ -11,66 +11,66 @@ from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID
                                      WNOTHREAD)
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
+from pyvisor.sentry.arch.registers import valid_segment_base
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 _ARCH_GET_CPUID, _ARCH_SET_CPUID = 0x1011, 0x1012
 
 
-def sys_getpid(t: Task, r: UserRegs) -> int:
+def sys_getpid(t: Task, r: SyscallArguments) -> int:
     """Implements getpid(2)."""
     return t.tg.tgid
 
 
-def sys_getppid(t: Task, r: UserRegs) -> int:
+def sys_getppid(t: Task, r: SyscallArguments) -> int:
     """Implements getppid(2).  The init process's parent is outside the namespace: 0."""
     p = t.tg.parent
     return p.tgid if p is not None else 0
 
 
-def sys_gettid(t: Task, r: UserRegs) -> int:
+def sys_gettid(t: Task, r: SyscallArguments) -> int:
     """Implements gettid(2)."""
     return t.tid
 
 
-def sys_getuid(t: Task, r: UserRegs) -> int:
+def sys_getuid(t: Task, r: SyscallArguments) -> int:
     return t.creds.uid
 
 
-def sys_geteuid(t: Task, r: UserRegs) -> int:
+def sys_geteuid(t: Task, r: SyscallArguments) -> int:
     return t.creds.euid
 
 
-def sys_getgid(t: Task, r: UserRegs) -> int:
+def sys_getgid(t: Task, r: SyscallArguments) -> int:
     return t.creds.gid
 
 
-def sys_getegid(t: Task, r: UserRegs) -> int:
+def sys_getegid(t: Task, r: SyscallArguments) -> int:
     return t.creds.egid
 
 
-def sys_getresuid(t: Task, r: UserRegs) -> int:
+def sys_getresuid(t: Task, r: SyscallArguments) -> int:
     c = t.creds
     for i, v in enumerate((c.uid, c.euid, c.suid)):
-        t.copy_out(pointer(r, i), struct.pack("<I", v))
+        t.copy_out(r.pointer(i), struct.pack("<I", v))
     return 0
 
 
-def sys_getresgid(t: Task, r: UserRegs) -> int:
+def sys_getresgid(t: Task, r: SyscallArguments) -> int:
     c = t.creds
     for i, v in enumerate((c.gid, c.egid, c.sgid)):
-        t.copy_out(pointer(r, i), struct.pack("<I", v))
+        t.copy_out(r.pointer(i), struct.pack("<I", v))
     return 0
 
 
-def sys_getgroups(t: Task, r: UserRegs) -> int:
+def sys_getgroups(t: Task, r: SyscallArguments) -> int:
     """Implements getgroups(2)."""
-    n, addr = int32(r, 0), pointer(r, 1)
+    n, addr = r.int32(0), r.pointer(1)
     groups = t.creds.groups
     if n < 0:
         raise SyscallError(Errno.EINVAL)
@@ -104,38 +104,38 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
     return 0
 
 
-def sys_setuid(t: Task, r: UserRegs) -> int:
-    u = int32(r, 0)
+def sys_setuid(t: Task, r: SyscallArguments) -> int:
+    u = r.int32(0)
     if t.creds.euid == 0:
         return _set_ids(t, True, (u, u, u))
     return _set_ids(t, True, (-1, u, -1))
 
 
-def sys_setgid(t: Task, r: UserRegs) -> int:
-    g = int32(r, 0)
+def sys_setgid(t: Task, r: SyscallArguments) -> int:
+    g = r.int32(0)
     if t.creds.euid == 0:
         return _set_ids(t, False, (g, g, g))
     return _set_ids(t, False, (-1, g, -1))
 
 
-def sys_setresuid(t: Task, r: UserRegs) -> int:
-    return _set_ids(t, True, (int32(r, 0), int32(r, 1), int32(r, 2)))
+def sys_setresuid(t: Task, r: SyscallArguments) -> int:
+    return _set_ids(t, True, (r.int32(0), r.int32(1), r.int32(2)))
 
 
-def sys_setresgid(t: Task, r: UserRegs) -> int:
-    return _set_ids(t, False, (int32(r, 0), int32(r, 1), int32(r, 2)))
+def sys_setresgid(t: Task, r: SyscallArguments) -> int:
+    return _set_ids(t, False, (r.int32(0), r.int32(1), r.int32(2)))
 
 
-def sys_setreuid(t: Task, r: UserRegs) -> int:
-    return _set_ids(t, True, (int32(r, 0), int32(r, 1), -1))
+def sys_setreuid(t: Task, r: SyscallArguments) -> int:
+    return _set_ids(t, True, (r.int32(0), r.int32(1), -1))
 
 
-def sys_setregid(t: Task, r: UserRegs) -> int:
-    return _set_ids(t, False, (int32(r, 0), int32(r, 1), -1))
+def sys_setregid(t: Task, r: SyscallArguments) -> int:
+    return _set_ids(t, False, (r.int32(0), r.int32(1), -1))
 
 
-def sys_setgroups(t: Task, r: UserRegs) -> int:
-    n, addr = int32(r, 0), pointer(r, 1)
+def sys_setgroups(t: Task, r: SyscallArguments) -> int:
+    n, addr = r.int32(0), r.pointer(1)
     if t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 65536:
@@ -147,18 +147,18 @@ def sys_setgroups(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_setfsuid(t: Task, r: UserRegs) -> int:
+def sys_setfsuid(t: Task, r: SyscallArguments) -> int:
     old = t.creds.fsuid
     return old
 
 
-def sys_setfsgid(t: Task, r: UserRegs) -> int:
+def sys_setfsgid(t: Task, r: SyscallArguments) -> int:
     return t.creds.fsgid
 
 
-def sys_capget(t: Task, r: UserRegs) -> int:
+def sys_capget(t: Task, r: SyscallArguments) -> int:
     """Implements capget(2): root has every capability, others none."""
-    hdr, data = pointer(r, 0), pointer(r, 1)
+    hdr, data = r.pointer(0), r.pointer(1)
     version, _pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
     if version not in (0x19980330, 0x20071026, 0x20080522):
         t.copy_out(hdr, struct.pack("<I", 0x20080522))
@@ -174,39 +174,39 @@ def sys_capget(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_capset(t: Task, r: UserRegs) -> int:
+def sys_capset(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def sys_set_tid_address(t: Task, r: UserRegs) -> int:
+def sys_set_tid_address(t: Task, r: SyscallArguments) -> int:
     """Implements set_tid_address(2)."""
-    t.clear_child_tid = pointer(r, 0)
+    t.clear_child_tid = r.pointer(0)
     return t.tid
 
 
-def sys_set_robust_list(t: Task, r: UserRegs) -> int:
-    if uint64(r, 1) != 24:
+def sys_set_robust_list(t: Task, r: SyscallArguments) -> int:
+    if r.uint64(1) != 24:
         raise SyscallError(Errno.EINVAL)
-    t.robust_list = pointer(r, 0)
+    t.robust_list = r.pointer(0)
     return 0
 
 
-def sys_get_robust_list(t: Task, r: UserRegs) -> int:
-    t.copy_out(pointer(r, 1), struct.pack("<Q", t.robust_list))
-    t.copy_out(pointer(r, 2), struct.pack("<Q", 24))
+def sys_get_robust_list(t: Task, r: SyscallArguments) -> int:
+    t.copy_out(r.pointer(1), struct.pack("<Q", t.robust_list))
+    t.copy_out(r.pointer(2), struct.pack("<Q", 24))
     return 0
 
 
-def sys_arch_prctl(t: Task, r: UserRegs) -> int:
+def sys_arch_prctl(t: Task, r: SyscallArguments) -> int:
     """Implements arch_prctl(2): FS/GS bases live in the task's registers."""
-    code, addr = int32(r, 0), uint64(r, 1)
+    code, addr = r.int32(0), r.uint64(1)
     if code == _ARCH_SET_FS:
-        if addr >= 0x7FFFFFFFF000:
+        if not valid_segment_base(addr):
             raise SyscallError(Errno.EPERM)
         t.regs.fs_base = addr
         return 0
     if code == _ARCH_SET_GS:
-        if addr >= 0x7FFFFFFFF000:
+        if not valid_segment_base(addr):
             raise SyscallError(Errno.EPERM)
         t.regs.gs_base = addr
         return 0
@@ -232,9 +232,9 @@ _PR_SET_VMA = 0x53564D41
 _PR_GET_TID_ADDRESS = 40
 
 
-def sys_prctl(t: Task, r: UserRegs) -> int:
+def sys_prctl(t: Task, r: SyscallArguments) -> int:
     """Implements prctl(2) for the options programs commonly use."""
-    opt, arg2 = int32(r, 0), uint64(r, 1)
+    opt, arg2 = r.int32(0), r.uint64(1)
     if opt == _PR_SET_NAME:
         name = t.copy_in_str(arg2, 4096)[:15]
         t.name = name
@@ -273,17 +273,17 @@ def sys_prctl(t: Task, r: UserRegs) -> int:
 _UTS_FIELD = 65
 
 
-def sys_uname(t: Task, r: UserRegs) -> int:
+def sys_uname(t: Task, r: SyscallArguments) -> int:
     """Implements uname(2)."""
     k = t.kernel
     fields = [b"Linux", k.hostname, b"6.0.0-pyvisor", b"#1 SMP PREEMPT pyvisor", b"x86_64",
               k.domainname]
-    t.copy_out(pointer(r, 0), b"".join(f[:64].ljust(_UTS_FIELD, b"\0") for f in fields))
+    t.copy_out(r.pointer(0), b"".join(f[:64].ljust(_UTS_FIELD, b"\0") for f in fields))
     return 0
 
 
-def sys_sethostname(t: Task, r: UserRegs) -> int:
-    addr, n = pointer(r, 0), int32(r, 1)
+def sys_sethostname(t: Task, r: SyscallArguments) -> int:
+    addr, n = r.pointer(0), r.int32(1)
     if t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 64:
@@ -292,8 +292,8 @@ def sys_sethostname(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_setdomainname(t: Task, r: UserRegs) -> int:
-    addr, n = pointer(r, 0), int32(r, 1)
+def sys_setdomainname(t: Task, r: SyscallArguments) -> int:
+    addr, n = r.pointer(0), r.int32(1)
     if t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 64:
@@ -322,68 +322,68 @@ def _rlimit(t: Task, tg: ThreadGroup, res: int, new: int, old: int) -> None:
                 task.fd_table.limit = min(cur, 1 << 20)
 
 
-def sys_getrlimit(t: Task, r: UserRegs) -> int:
-    _rlimit(t, t.tg, int32(r, 0), 0, pointer(r, 1))
+def sys_getrlimit(t: Task, r: SyscallArguments) -> int:
+    _rlimit(t, t.tg, r.int32(0), 0, r.pointer(1))
     return 0
 
 
-def sys_setrlimit(t: Task, r: UserRegs) -> int:
-    _rlimit(t, t.tg, int32(r, 0), pointer(r, 1), 0)
+def sys_setrlimit(t: Task, r: SyscallArguments) -> int:
+    _rlimit(t, t.tg, r.int32(0), r.pointer(1), 0)
     return 0
 
 
-def sys_prlimit64(t: Task, r: UserRegs) -> int:
+def sys_prlimit64(t: Task, r: SyscallArguments) -> int:
     """Implements prlimit64(2)."""
-    pid = int32(r, 0)
+    pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
     if tg is None or tg.zombie:
         raise SyscallError(Errno.ESRCH)
-    _rlimit(t, tg, int32(r, 1), pointer(r, 2), pointer(r, 3))
+    _rlimit(t, tg, r.int32(1), r.pointer(2), r.pointer(3))
     return 0
 
 
-def sys_getrusage(t: Task, r: UserRegs) -> int:
+def sys_getrusage(t: Task, r: SyscallArguments) -> int:
     """Implements getrusage(2) with zero counters except time (not tracked yet)."""
-    who = int32(r, 0)
+    who = r.int32(0)
     if who not in (0, -1, 1):
         raise SyscallError(Errno.EINVAL)
-    t.copy_out(pointer(r, 1), bytes(144))
+    t.copy_out(r.pointer(1), bytes(144))
     return 0
 
 
-def sys_times(t: Task, r: UserRegs) -> int:
-    addr = pointer(r, 0)
+def sys_times(t: Task, r: SyscallArguments) -> int:
+    addr = r.pointer(0)
     if addr:
         t.copy_out(addr, bytes(32))
     return (t.kernel.now() - t.kernel.boot_ns) // 10_000_000
 
 
-def sys_sysinfo(t: Task, r: UserRegs) -> int:
+def sys_sysinfo(t: Task, r: SyscallArguments) -> int:
     """Implements sysinfo(2)."""
     k = t.kernel
     up = (k.now() - k.boot_ns) // 10**9
     total = os.sysconf("SC_PHYS_PAGES") * 4096
     data = struct.pack("<q3Q6QHH4xQQI", up, 0, 0, 0, total, total // 2, 0, 0, 0, 0,
                        len(k.tasks_by_tid), 0, 0, 0, 1)
-    t.copy_out(pointer(r, 0), data.ljust(112, b"\0"))
+    t.copy_out(r.pointer(0), data.ljust(112, b"\0"))
     return 0
 
 
-def sys_getpgid(t: Task, r: UserRegs) -> int:
-    pid = int32(r, 0)
+def sys_getpgid(t: Task, r: SyscallArguments) -> int:
+    pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
     if tg is None:
         raise SyscallError(Errno.ESRCH)
     return tg.pgid
 
 
-def sys_getpgrp(t: Task, r: UserRegs) -> int:
+def sys_getpgrp(t: Task, r: SyscallArguments) -> int:
     return t.tg.pgid
 
 
-def sys_setpgid(t: Task, r: UserRegs) -> int:
+def sys_setpgid(t: Task, r: SyscallArguments) -> int:
     """Implements setpgid(2)."""
-    pid, pgid = int32(r, 0), int32(r, 1)
+    pid, pgid = r.int32(0), r.int32(1)
     if pgid < 0:
         raise SyscallError(Errno.EINVAL)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
@@ -395,15 +395,15 @@ def sys_setpgid(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_getsid(t: Task, r: UserRegs) -> int:
-    pid = int32(r, 0)
+def sys_getsid(t: Task, r: SyscallArguments) -> int:
+    pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
     if tg is None:
         raise SyscallError(Errno.ESRCH)
     return tg.sid
 
 
-def sys_setsid(t: Task, r: UserRegs) -> int:
+def sys_setsid(t: Task, r: SyscallArguments) -> int:
     tg = t.tg
     if any(g.pgid == tg.tgid for g in t.kernel.groups.values() if g is not tg) or \
             tg.pgid == tg.tgid:
@@ -412,20 +412,20 @@ def sys_setsid(t: Task, r: UserRegs) -> int:
     return tg.tgid
 
 
-def sys_umask(t: Task, r: UserRegs) -> int:
+def sys_umask(t: Task, r: SyscallArguments) -> int:
     old = t.fs.umask
-    t.fs.umask = uint32(r, 0) & 0o777
+    t.fs.umask = r.uint32(0) & 0o777
     return old
 
 
-def sys_personality(t: Task, r: UserRegs) -> int:
-    p = uint32(r, 0)
+def sys_personality(t: Task, r: SyscallArguments) -> int:
+    p = r.uint32(0)
     if p in (0, 0xFFFFFFFF):
         return 0
     raise SyscallError(Errno.EINVAL)
 
 
-def sys_sched_yield(t: Task, r: UserRegs) -> int:
+def sys_sched_yield(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
@@ -445,10 +445,10 @@ def _sched_target(t: Task, pid: int) -> Task:
 _NCPU = os.cpu_count() or 1
 
 
-def sys_sched_getaffinity(t: Task, r: UserRegs) -> int:
+def sys_sched_getaffinity(t: Task, r: SyscallArguments) -> int:
     """Implements sched_getaffinity(2): the host's CPUs, as the sandbox sees them."""
-    _sched_target(t, int32(r, 0))
-    n, addr = uint64(r, 1), pointer(r, 2)
+    _sched_target(t, r.int32(0))
+    n, addr = r.uint64(1), r.pointer(2)
     need = max(8, ((_NCPU + 63) // 64) * 8)
     if n < need or n % 8:
         raise SyscallError(Errno.EINVAL)
@@ -457,42 +457,42 @@ def sys_sched_getaffinity(t: Task, r: UserRegs) -> int:
     return need
 
 
-def sys_sched_setaffinity(t: Task, r: UserRegs) -> int:
+def sys_sched_setaffinity(t: Task, r: SyscallArguments) -> int:
     """Implements sched_setaffinity(2): validated, not applied (the Sentry places stubs)."""
-    _sched_target(t, int32(r, 0))
-    n, addr = uint64(r, 1), pointer(r, 2)
+    _sched_target(t, r.int32(0))
+    n, addr = r.uint64(1), r.pointer(2)
     mask = int.from_bytes(t.copy_in(addr, min(n, 128)), "little")
     if not mask & ((1 << _NCPU) - 1):
         raise SyscallError(Errno.EINVAL)
     return 0
 
 
-def sys_sched_getparam(t: Task, r: UserRegs) -> int:
-    _sched_target(t, int32(r, 0))
-    t.copy_out(pointer(r, 1), bytes(4))
+def sys_sched_getparam(t: Task, r: SyscallArguments) -> int:
+    _sched_target(t, r.int32(0))
+    t.copy_out(r.pointer(1), bytes(4))
     return 0
 
 
-def sys_sched_getscheduler(t: Task, r: UserRegs) -> int:
-    _sched_target(t, int32(r, 0))
+def sys_sched_getscheduler(t: Task, r: SyscallArguments) -> int:
+    _sched_target(t, r.int32(0))
     return 0
 
 
-def sys_sched_setscheduler(t: Task, r: UserRegs) -> int:
+def sys_sched_setscheduler(t: Task, r: SyscallArguments) -> int:
     """Implements sched_setscheduler(2): SCHED_OTHER/BATCH/IDLE accepted, not applied."""
-    _sched_target(t, int32(r, 0))
-    policy = int32(r, 1) & ~0x40000000          # SCHED_RESET_ON_FORK
+    _sched_target(t, r.int32(0))
+    policy = r.int32(1) & ~0x40000000          # SCHED_RESET_ON_FORK
     if policy not in (0, 3, 5):
         raise SyscallError(Errno.EPERM if policy in (1, 2, 6) else Errno.EINVAL)
     return 0
 
 
-def sys_sched_get_priority_max(t: Task, r: UserRegs) -> int:
-    return 99 if int32(r, 0) in (1, 2) else 0
+def sys_sched_get_priority_max(t: Task, r: SyscallArguments) -> int:
+    return 99 if r.int32(0) in (1, 2) else 0
 
 
-def sys_sched_get_priority_min(t: Task, r: UserRegs) -> int:
-    return 1 if int32(r, 0) in (1, 2) else 0
+def sys_sched_get_priority_min(t: Task, r: SyscallArguments) -> int:
+    return 1 if r.int32(0) in (1, 2) else 0
 
 
 def _prio_check(t: Task, which: int, who: int) -> None:
@@ -506,40 +506,40 @@ def _prio_check(t: Task, which: int, who: int) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
-def sys_getpriority(t: Task, r: UserRegs) -> int:
+def sys_getpriority(t: Task, r: SyscallArguments) -> int:
     """Implements getprioriy(2): every task runs at nice 0 (the raw value 20)."""
-    _prio_check(t, int32(r, 0), int32(r, 1))
+    _prio_check(t, r.int32(0), r.int32(1))
     return 20
 
 
-def sys_setpriority(t: Task, r: UserRegs) -> int:
+def sys_setpriority(t: Task, r: SyscallArguments) -> int:
     """Implements setpriority(2): validated, not applied."""
-    _prio_check(t, int32(r, 0), int32(r, 1))
+    _prio_check(t, r.int32(0), r.int32(1))
     return 0
 
 
-def sys_getcpu(t: Task, r: UserRegs) -> int:
+def sys_getcpu(t: Task, r: SyscallArguments) -> int:
     for i in (0, 1):
-        if pointer(r, i):
-            t.copy_out(pointer(r, i), bytes(4))
+        if r.pointer(i):
+            t.copy_out(r.pointer(i), bytes(4))
     return 0
 
 
 # -- exit and wait ----------------------------------------------------------------------
 
 
-def sys_exit(t: Task, r: UserRegs) -> SyscallControl:
+def sys_exit(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements exit(2): this thread only."""
     tg = t.tg
     if tg.exit_code is None and len(tg.tasks) == 1:
-        tg.exit_code = (int32(r, 0) & 0xFF) << 8
+        tg.exit_code = (r.int32(0) & 0xFF) << 8
     t.kernel.task_exit(t)
     return SyscallControl.EXITED
 
 
-def sys_exit_group(t: Task, r: UserRegs) -> SyscallControl:
+def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements exit_group(2)."""
-    t.kernel.group_exit(t.tg, int32(r, 0))
+    t.kernel.group_exit(t.tg, r.int32(0))
     return SyscallControl.EXITED
 
 
@@ -585,9 +585,9 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
         await k.block_on(t, t.tg.child_wq)
 
 
-async def sys_wait4(t: Task, r: UserRegs) -> int:
+async def sys_wait4(t: Task, r: SyscallArguments) -> int:
     """Implements wait4(2)."""
-    pid, status_addr, options, rusage = int32(r, 0), pointer(r, 1), int32(r, 2), pointer(r, 3)
+    pid, status_addr, options, rusage = r.int32(0), r.pointer(1), r.int32(2), r.pointer(3)
     if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
         raise SyscallError(Errno.EINVAL)
     if pid == -1:
@@ -610,9 +610,9 @@ async def sys_wait4(t: Task, r: UserRegs) -> int:
     return child.tgid
 
 
-async def sys_waitid(t: Task, r: UserRegs) -> int:
+async def sys_waitid(t: Task, r: SyscallArguments) -> int:
     """Implements waitid(2)."""
-    idtype, id_, infop, options = int32(r, 0), int32(r, 1), pointer(r, 2), int32(r, 3)
+    idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.int32(3)
     if idtype not in (P_ALL, P_PID, P_PGID):
         raise SyscallError(Errno.EINVAL)
     if not options & (WEXITED | WSTOPPED | WCONTINUED):
@@ -655,17 +655,18 @@ async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int
     return tid
 
 
-async def sys_clone(t: Task, r: UserRegs) -> int:
+async def sys_clone(t: Task, r: SyscallArguments) -> int:
     """Implements clone(2): flags, stack, parent_tid, child_tid, tls (amd64 order)."""
-    return await _clone(t, uint64(r, 0), pointer(r, 1), pointer(r, 2), pointer(r, 3),
-                        uint64(r, 4))
+    # The flags are an unsigned long, of which Linux reads the low 32 bits.
+    return await _clone(t, r.uint32(0), r.pointer(1), r.pointer(2), r.pointer(3),
+                        r.uint64(4))
 
 
-async def sys_fork(t: Task, r: UserRegs) -> int:
+async def sys_fork(t: Task, r: SyscallArguments) -> int:
     return await _clone(t, Signal.SIGCHLD, 0, 0, 0, 0)
 
 
-async def sys_vfork(t: Task, r: UserRegs) -> int:
+async def sys_vfork(t: Task, r: SyscallArguments) -> int:
     return await _clone(t, CLONE_VM | CLONE_VFORK | Signal.SIGCHLD, 0, 0, 0, 0)
 
 
@@ -704,20 +705,20 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
     return SyscallControl.EXECED
 
 
-def sys_execve(t: Task, r: UserRegs) -> SyscallControl:
+def sys_execve(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execve(2)."""
-    path = t.copy_in_str(pointer(r, 0))
-    argv = _read_ptr_array(t, pointer(r, 1))
-    envp = _read_ptr_array(t, pointer(r, 2))
+    path = t.copy_in_str(r.pointer(0))
+    argv = _read_ptr_array(t, r.pointer(1))
+    envp = _read_ptr_array(t, r.pointer(2))
     return _execve(t, -100, path, argv, envp, 0)
 
 
-def sys_execveat(t: Task, r: UserRegs) -> SyscallControl:
+def sys_execveat(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execveat(2)."""
-    dirfd = int32(r, 0)
-    path = t.copy_in_str(pointer(r, 1))
-    argv = _read_ptr_array(t, pointer(r, 2))
-    envp = _read_ptr_array(t, pointer(r, 3))
-    return _execve(t, dirfd, path, argv, envp, int32(r, 4))
+    dirfd = r.int32(0)
+    path = t.copy_in_str(r.pointer(1))
+    argv = _read_ptr_array(t, r.pointer(2))
+    envp = _read_ptr_array(t, r.pointer(3))
+    return _execve(t, dirfd, path, argv, envp, r.int32(4))
 
 

@@ -7,17 +7,26 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
 from pyvisor.abi.linux.signal import Signal
+from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, int64, pointer, uint64
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
-MAX_RW_COUNT = 0x7FFFF000
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
 IOV_MAX = 1024
+# The largest file offset.  From <linux/fs.h> (MAX_LFS_FILESIZE on 64-bit).
+MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+def verify_area(f: FileDescription, pos: int, count: int) -> None:
+    """Linux: rw_verify_area.  A transfer at a file position must start at a
+    non-negative offset and end at or before MAX_LFS_FILESIZE (EINVAL), so no
+    offset the Sentry hands to a filesystem or the host can overflow an off_t.
+    Streams (pipes, sockets, ttys) have no position."""
+    if f.impl.seekable and (pos < 0 or pos + count > MAX_LFS_FILESIZE):
+        raise SyscallError(Errno.EINVAL)
 
 
 async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> bytes:
@@ -30,6 +39,8 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
             raise SyscallError(Errno.EISDIR)
     n = min(n, MAX_RW_COUNT, CHUNK)
     keeps = f.impl.keeps_position
+    if not keeps or offset is not None:     # a host-kept position is the host's to check
+        verify_area(f, f.offset if offset is None else offset, n)
     while True:
         try:
             if offset is None:
@@ -48,12 +59,21 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
 
 
 async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None) -> int:
-    """Writes all of `data` (blocking files) or what fits (non-blocking)."""
+    """Writes `data` as Linux's pipe_write and its kin do.
+
+    The file's write takes what fits now (all of a write of at most PIPE_BUF
+    bytes to a pipe, or nothing: WouldBlock).  A non-blocking file returns that
+    partial count, or EAGAIN if it took nothing.  A blocking one writes again at
+    once after partial progress and sleeps only when nothing fits; a signal
+    while it sleeps returns the count written so far (EINTR/restart if none).
+    """
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     done = 0
     total = len(data)
     keeps = f.impl.keeps_position
+    if not keeps or offset is not None:     # a host-kept position is the host's to check
+        verify_area(f, f.offset if offset is None else offset, total)
     while True:
         try:
             if offset is None:
@@ -61,14 +81,18 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
                     off = AT_POSITION
                 else:
                     off = f.impl.size(f) if f.append and f.impl.seekable else f.offset
+                    if off + total - done > MAX_LFS_FILESIZE:
+                        raise SyscallError(Errno.EFBIG)     # generic_write_check_limits
             else:
                 off = offset + done
             n = f.impl.write(f, t, data[done:] if done else data, off)
             if offset is None and f.impl.seekable and not keeps:
                 f.offset = off + n
             done += n
-            if done >= total:
+            if done >= total or (n and f.nonblocking):
                 return done
+            if n:
+                continue                 # partial progress: try again before sleeping
         except WouldBlock:
             if f.nonblocking:
                 if done:
@@ -88,10 +112,10 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
             raise
 
 
-async def sys_read(t: Task, r: UserRegs) -> int:
+async def sys_read(t: Task, r: SyscallArguments) -> int:
     """Implements read(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n = pointer(r, 1), uint64(r, 2)
+    f = t.fd_table.get(r.fd(0))
+    buf, n = r.pointer(1), r.uint64(2)
     if n == 0:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
@@ -102,10 +126,10 @@ async def sys_read(t: Task, r: UserRegs) -> int:
     return len(data)
 
 
-async def sys_write(t: Task, r: UserRegs) -> int:
+async def sys_write(t: Task, r: SyscallArguments) -> int:
     """Implements write(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n = pointer(r, 1), min(uint64(r, 2), MAX_RW_COUNT)
+    f = t.fd_table.get(r.fd(0))
+    buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     if n == 0:
@@ -121,20 +145,20 @@ def _positional(f: FileDescription, off: int) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
-async def sys_pread64(t: Task, r: UserRegs) -> int:
+async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     """Implements pread64(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n, off = pointer(r, 1), uint64(r, 2), int64(r, 3)
+    f = t.fd_table.get(r.fd(0))
+    buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
     data = await do_read(t, f, n, off)
     t.copy_out(buf, data)
     return len(data)
 
 
-async def sys_pwrite64(t: Task, r: UserRegs) -> int:
+async def sys_pwrite64(t: Task, r: SyscallArguments) -> int:
     """Implements pwrite64(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    buf, n, off = pointer(r, 1), min(uint64(r, 2), MAX_RW_COUNT), int64(r, 3)
+    f = t.fd_table.get(r.fd(0))
+    buf, n, off = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT), r.int64(3)
     _positional(f, off)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
@@ -188,61 +212,64 @@ async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off:
     return await do_write(t, f, data, off)
 
 
-async def sys_readv(t: Task, r: UserRegs) -> int:
+async def sys_readv(t: Task, r: SyscallArguments) -> int:
     """Implements readv(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    return await _readv(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), None)
+    f = t.fd_table.get(r.fd(0))
+    return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
-async def sys_writev(t: Task, r: UserRegs) -> int:
+async def sys_writev(t: Task, r: SyscallArguments) -> int:
     """Implements writev(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    return await _writev(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), None)
+    f = t.fd_table.get(r.fd(0))
+    return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), None)
 
 
-async def sys_preadv(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
+async def sys_preadv(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    off = r.int64(3)
     _positional(f, off)
-    return await _readv(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), off)
+    return await _readv(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
-async def sys_pwritev(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
+async def sys_pwritev(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    off = r.int64(3)
     _positional(f, off)
-    return await _writev(t, f, read_iovecs(t, pointer(r, 1), int32(r, 2)), off)
+    return await _writev(t, f, read_iovecs(t, r.pointer(1), r.int32(2)), off)
 
 
-async def sys_preadv2(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
-    iovs = read_iovecs(t, pointer(r, 1), int32(r, 2))
+async def sys_preadv2(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    off = r.int64(3)
+    iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
         return await _readv(t, f, iovs, None)
     _positional(f, off)
     return await _readv(t, f, iovs, off)
 
 
-async def sys_pwritev2(t: Task, r: UserRegs) -> int:
-    f = t.fd_table.get(int32(r, 0))
-    off = int64(r, 3)
-    iovs = read_iovecs(t, pointer(r, 1), int32(r, 2))
+async def sys_pwritev2(t: Task, r: SyscallArguments) -> int:
+    f = t.fd_table.get(r.fd(0))
+    off = r.int64(3)
+    iovs = read_iovecs(t, r.pointer(1), r.int32(2))
     if off == -1:
         return await _writev(t, f, iovs, None)
     _positional(f, off)
     return await _writev(t, f, iovs, off)
 
 
-def sys_lseek(t: Task, r: UserRegs) -> int:
-    """Implements lseek(2)."""
-    f = t.fd_table.get(int32(r, 0))
-    off, whence = int64(r, 1), int32(r, 2)
+def sys_lseek(t: Task, r: SyscallArguments) -> int:
+    """Implements lseek(2).  The new position must lie in [0, MAX_LFS_FILESIZE]
+    (EINVAL), as generic_file_llseek_size's vfs_setpos."""
+    f = t.fd_table.get(r.fd(0))
+    off, whence = r.offset(1), r.uint32(2)
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
     if whence == SEEK_SET:
         new = off
     elif whence == SEEK_CUR:
+        if off == 0:
+            return f.offset
         new = f.offset + off
     elif whence == SEEK_END:
         new = f.impl.size(f) + off
@@ -253,7 +280,7 @@ def sys_lseek(t: Task, r: UserRegs) -> int:
         new = off if whence == SEEK_DATA else size
     else:
         raise SyscallError(Errno.EINVAL)
-    if new < 0:
+    if not 0 <= new <= MAX_LFS_FILESIZE:
         raise SyscallError(Errno.EINVAL)
     f.offset = new
     if hasattr(f.impl, "entries") and new == 0:
@@ -261,50 +288,65 @@ def sys_lseek(t: Task, r: UserRegs) -> int:
     return new
 
 
-async def sys_sendfile(t: Task, r: UserRegs) -> int:
-    """Implements sendfile(2) by staging through the Sentry."""
-    out_f = t.fd_table.get(int32(r, 0))
-    in_f = t.fd_table.get(int32(r, 1))
-    off_addr, count = pointer(r, 2), min(uint64(r, 3), MAX_RW_COUNT)
+async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
+    """Implements sendfile(2) by staging through the Sentry.  The input is read at
+    its position without moving it, and the position then advances by what was
+    written: a short or refused write (EAGAIN) consumes nothing more (as
+    splice_direct_to_actor)."""
+    out_f = t.fd_table.get(r.fd(0))
+    in_f = t.fd_table.get(r.fd(1))
+    off_addr, count = r.pointer(2), r.count(3)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
+    pos: int | None
     if off_addr:
-        (off,) = struct.unpack("<q", t.copy_in(off_addr, 8))
-        if off < 0:
-            raise SyscallError(Errno.EINVAL)
-        data = await do_read(t, in_f, min(count, CHUNK), off)
+        (pos,) = struct.unpack("<q", t.copy_in(off_addr, 8))
+        if not in_f.impl.seekable:
+            raise SyscallError(Errno.ESPIPE)
     else:
-        data = await do_read(t, in_f, min(count, CHUNK), None)
+        pos = in_f.offset if in_f.impl.seekable else None
+    if not in_f.impl.splice_read:
+        raise SyscallError(Errno.EINVAL)
+    if pos is not None and pos < 0:
+        raise SyscallError(Errno.EINVAL)
+    data = await do_read(t, in_f, min(count, CHUNK), pos)
     if not data:
         return 0
     n = await do_write(t, out_f, data, None)
     if off_addr:
-        t.copy_out(off_addr, struct.pack("<q", off + n))
-    elif n < len(data) and in_f.impl.seekable:
-        in_f.offset -= len(data) - n
+        t.copy_out(off_addr, struct.pack("<q", pos + n))
+    elif pos is not None:
+        in_f.offset = pos + n
     return n
 
 
-async def sys_copy_file_range(t: Task, r: UserRegs) -> int:
+async def sys_copy_file_range(t: Task, r: SyscallArguments) -> int:
     """Implements copy_file_range(2) by staging through the Sentry."""
-    fin = t.fd_table.get(int32(r, 0))
-    off_in_addr = pointer(r, 1)
-    fout = t.fd_table.get(int32(r, 2))
-    off_out_addr, count, flags = pointer(r, 3), uint64(r, 4), int32(r, 5)
+    fin = t.fd_table.get(r.fd(0))
+    off_in_addr = r.pointer(1)
+    fout = t.fd_table.get(r.fd(2))
+    off_out_addr, count, flags = r.pointer(3), r.uint64(4), r.int32(5)
     if flags:
         raise SyscallError(Errno.EINVAL)
     if not fin.readable or not fout.writable or fout.append:
         raise SyscallError(Errno.EBADF)
     if not fin.inode.is_regular() or not fout.inode.is_regular():
         raise SyscallError(Errno.EINVAL)
-    off_in = struct.unpack("<q", t.copy_in(off_in_addr, 8))[0] if off_in_addr else None
-    off_out = struct.unpack("<q", t.copy_in(off_out_addr, 8))[0] if off_out_addr else None
+    off_in = struct.unpack("<q", t.copy_in(off_in_addr, 8))[0] if off_in_addr else fin.offset
+    off_out = struct.unpack("<q", t.copy_in(off_out_addr, 8))[0] if off_out_addr else fout.offset
+    if off_in < 0 or off_out < 0:
+        raise SyscallError(Errno.EINVAL)
+    # Both positions advance by what was written, whatever was read.
     data = await do_read(t, fin, min(count, CHUNK), off_in)
     if not data:
         return 0
     n = await do_write(t, fout, data, off_out)
-    if off_in_addr and off_in is not None:
+    if off_in_addr:
         t.copy_out(off_in_addr, struct.pack("<q", off_in + n))
-    if off_out_addr and off_out is not None:
+    else:
+        fin.offset = off_in + n
+    if off_out_addr:
         t.copy_out(off_out_addr, struct.pack("<q", off_out + n))
+    else:
+        fout.offset = off_out + n
     return n

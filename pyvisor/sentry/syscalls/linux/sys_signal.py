@@ -5,21 +5,21 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
-from pyvisor.abi.linux.signal import (MINSIGSTKSZ, NSIG, SI_TKILL, SI_USER, SIG_BLOCK,
+from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DFL,
                                       SIG_SETMASK, SIG_UNBLOCK, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal)
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
-from pyvisor.sentry.kernel.task import SigAction, Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint64
+from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 _SIGACTION = struct.Struct("<QQQQ")   # handler, flags, restorer, mask
 
 
-def sys_rt_sigaction(t: Task, r: UserRegs) -> int:
+def sys_rt_sigaction(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigaction(2)."""
-    sig, new, old, size = int32(r, 0), pointer(r, 1), pointer(r, 2), uint64(r, 3)
+    sig, new, old, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
     if size != 8 or sig < 1 or sig > NSIG:
         raise SyscallError(Errno.EINVAL)
     if new and sig in (Signal.SIGKILL, Signal.SIGSTOP):
@@ -43,9 +43,9 @@ def sys_rt_sigaction(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_rt_sigprocmask(t: Task, r: UserRegs) -> int:
+def sys_rt_sigprocmask(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigprocmask(2)."""
-    how, new, old, size = int32(r, 0), pointer(r, 1), pointer(r, 2), uint64(r, 3)
+    how, new, old, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
     if size != 8:
         raise SyscallError(Errno.EINVAL)
     mask = None
@@ -66,40 +66,29 @@ def sys_rt_sigprocmask(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_rt_sigreturn(t: Task, r: UserRegs) -> SyscallControl:
-    """Implements rt_sigreturn(2)."""
-    try:
-        ksignal.sigreturn(t)
-    except SyscallError:
-        t.kernel.group_exit(t.tg, Signal.SIGSEGV, killed=True, core=True)
-        return SyscallControl.EXITED
+def sys_rt_sigreturn(t: Task, r: SyscallArguments) -> SyscallControl:
+    """Implements rt_sigreturn(2).  A bad frame forces SIGSEGV (Linux: signal_fault)."""
+    if not ksignal.sigreturn(t):
+        t.regs.rax = 0
+        ksignal.force_sig(t, ksignal.kernel_info(Signal.SIGSEGV))
     return SyscallControl.SIGRETURN
 
 
-def sys_rt_sigpending(t: Task, r: UserRegs) -> int:
-    t.copy_out(pointer(r, 0), struct.pack("<Q", (t.pending_mask | t.tg.pending_mask) & t.sigmask))
+def sys_rt_sigpending(t: Task, r: SyscallArguments) -> int:
+    t.copy_out(r.pointer(0), struct.pack("<Q", (t.pending_mask | t.tg.pending_mask) & t.sigmask))
     return 0
 
 
-def sys_sigaltstack(t: Task, r: UserRegs) -> int:
+def sys_sigaltstack(t: Task, r: SyscallArguments) -> int:
     """Implements sigaltstack(2)."""
-    new, old = pointer(r, 0), pointer(r, 1)
+    new, old = r.pointer(0), r.pointer(1)
     sp, flags, size = t.altstack
     on = size and not flags & SS_DISABLE and sp < t.regs.rsp <= sp + size
-    if old:
-        t.copy_out(old, struct.pack("<QiiQ", sp, SS_ONSTACK if on else flags, 0, size))
     if new:
         nsp, nflags, _, nsize = struct.unpack("<QiiQ", t.copy_in(new, 24))
-        if on:
-            raise SyscallError(Errno.EPERM)
-        if nflags & ~(SS_DISABLE | (1 << 31)):
-            raise SyscallError(Errno.EINVAL)
-        if nflags & SS_DISABLE:
-            t.altstack = (0, SS_DISABLE, 0)
-        else:
-            if nsize < MINSIGSTKSZ:
-                raise SyscallError(Errno.ENOMEM)
-            t.altstack = (nsp, 0, nsize)
+        ksignal.set_altstack(t, nsp, nflags & 0xFFFFFFFF, nsize)
+    if old:
+        t.copy_out(old, struct.pack("<QiiQ", sp, SS_ONSTACK if on else flags, 0, size))
     return 0
 
 
@@ -123,61 +112,93 @@ def _find_group(t: Task, pid: int) -> list:
 
 
 def _send_ok(t: Task, sig: int) -> None:
+    """EINVAL unless `sig` is 0 (a permission probe) or a signal.  Linux: valid_signal."""
     if sig < 0 or sig > NSIG:
         raise SyscallError(Errno.EINVAL)
 
 
-def sys_kill(t: Task, r: UserRegs) -> int:
-    """Implements kill(2).  PID 1 ignores signals it has no handler for, as Linux's init."""
-    pid, sig = int32(r, 0), int32(r, 1)
+def _init_ignores(t: Task, tg: ThreadGroup, sig: int) -> bool:
+    """PID 1 ignores signals it has no handler for when another process of the
+    sandbox sends them (Linux: SIGNAL_UNKILLABLE in sig_task_ignored).  Unlike
+    Linux, init may still signal itself (`kill $$` in a top-level shell)."""
+    return tg.tgid == 1 and tg is not t.tg and tg.sighand.actions[sig].handler == SIG_DFL
+
+
+def sys_kill(t: Task, r: SyscallArguments) -> int:
+    """Implements kill(2)."""
+    pid, sig = r.int32(0), r.int32(1)
     _send_ok(t, sig)
     tgs = _find_group(t, pid)
     if sig == 0:
         return 0
     for tg in tgs:
-        if tg.tgid == 1 and tg is not t.tg and tg.sighand.actions[sig].handler == 0:
-            continue
-        ksignal.send_to_group(tg, ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid, uid=t.creds.uid))
+        if not _init_ignores(t, tg, sig):
+            ksignal.send_to_group(tg, ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid,
+                                                      uid=t.creds.uid))
     return 0
 
 
-def _tkill(t: Task, tgid: int, tid: int, sig: int) -> int:
-    _send_ok(t, sig)
+def _tkill(t: Task, tgid: int, tid: int, info: ksignal.SigInfo) -> int:
+    _send_ok(t, info.signo)
     target = t.kernel.tasks_by_tid.get(tid)
     if target is None or (tgid > 0 and target.tg.tgid != tgid) or target.exited:
         raise SyscallError(Errno.ESRCH)
-    if sig == 0:
+    if info.signo == 0 or _init_ignores(t, target.tg, info.signo):
         return 0
-    ksignal.send_to_task(target, ksignal.SigInfo(sig, SI_TKILL, pid=t.tg.tgid, uid=t.creds.uid))
+    ksignal.send_to_task(target, info)
     return 0
 
 
-def sys_tgkill(t: Task, r: UserRegs) -> int:
+def sys_tgkill(t: Task, r: SyscallArguments) -> int:
     """Implements tgkill(2)."""
-    tgid, tid, sig = int32(r, 0), int32(r, 1), int32(r, 2)
+    tgid, tid, sig = r.int32(0), r.int32(1), r.int32(2)
     if tgid <= 0 or tid <= 0:
         raise SyscallError(Errno.EINVAL)
-    return _tkill(t, tgid, tid, sig)
+    return _tkill(t, tgid, tid, ksignal.SigInfo(sig, SI_TKILL, pid=t.tg.tgid, uid=t.creds.uid))
 
 
-def sys_tkill(t: Task, r: UserRegs) -> int:
-    tid, sig = int32(r, 0), int32(r, 1)
+def sys_tkill(t: Task, r: SyscallArguments) -> int:
+    """Implements tkill(2)."""
+    tid, sig = r.int32(0), r.int32(1)
     if tid <= 0:
         raise SyscallError(Errno.EINVAL)
-    return _tkill(t, -1, tid, sig)
+    return _tkill(t, -1, tid, ksignal.SigInfo(sig, SI_TKILL, pid=t.tg.tgid, uid=t.creds.uid))
 
 
-def sys_rt_sigqueueinfo(t: Task, r: UserRegs) -> int:
-    pid, sig = int32(r, 0), int32(r, 1)
-    raw = t.copy_in(pointer(r, 2), 128)
+def _queued_info(t: Task, raw: bytes, sig: int, target: int) -> ksignal.SigInfo:
+    """The siginfo of rt_[tg]sigqueueinfo.  Only a task signalling itself may
+    pretend to be the kernel or kill/tgkill (Linux: do_rt_sigqueueinfo).
+    Preconditions: `sig` is checked by the caller before the signal is sent."""
+    (code,) = struct.unpack_from("<i", raw, 8)
+    if (code >= 0 or code == SI_TKILL) and target != t.tid:
+        raise SyscallError(Errno.EPERM)
+    # The caller's siginfo is delivered as it is, but for si_signo (__copy_siginfo_from_user).
+    return ksignal.SigInfo(sig, code, raw=struct.pack("<i", sig) + raw[4:])
+
+
+def sys_rt_sigqueueinfo(t: Task, r: SyscallArguments) -> int:
+    """Implements rt_sigqueueinfo(2)."""
+    pid, sig = r.int32(0), r.int32(1)
+    info = _queued_info(t, t.copy_in(r.pointer(2), 128), sig, pid)
     _send_ok(t, sig)
-    for tg in _find_group(t, pid):
-        ksignal.send_to_group(tg, ksignal.SigInfo(sig, struct.unpack_from("<i", raw, 8)[0],
-                                                  pid=t.tg.tgid, value=struct.unpack_from("<Q", raw, 24)[0]))
+    tg = t.kernel.groups.get(pid) if pid > 0 else None
+    if tg is None or tg.zombie:
+        raise SyscallError(Errno.ESRCH)
+    if sig and not _init_ignores(t, tg, sig):
+        ksignal.send_to_group(tg, info)
     return 0
 
 
-async def sys_pause(t: Task, r: UserRegs) -> int:
+def sys_rt_tgsigqueueinfo(t: Task, r: SyscallArguments) -> int:
+    """Implements rt_tgsigqueueinfo(2)."""
+    tgid, tid, sig = r.int32(0), r.int32(1), r.int32(2)
+    raw = t.copy_in(r.pointer(3), 128)
+    if tgid <= 0 or tid <= 0:
+        raise SyscallError(Errno.EINVAL)
+    return _tkill(t, tgid, tid, _queued_info(t, raw, sig, tid))
+
+
+async def sys_pause(t: Task, r: SyscallArguments) -> int:
     """Implements pause(2): sleeps until a signal; always EINTR (ERESTARTNOHAND)."""
     try:
         await t.kernel.block_on(t, None)
@@ -186,10 +207,10 @@ async def sys_pause(t: Task, r: UserRegs) -> int:
     raise SyscallError(ERESTARTNOHAND)
 
 
-async def sys_rt_sigsuspend(t: Task, r: UserRegs) -> int:
+async def sys_rt_sigsuspend(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigsuspend(2)."""
-    (mask,) = struct.unpack("<Q", t.copy_in(pointer(r, 0), 8))
-    if uint64(r, 1) != 8:
+    (mask,) = struct.unpack("<Q", t.copy_in(r.pointer(0), 8))
+    if r.uint64(1) != 8:
         raise SyscallError(Errno.EINVAL)
     old = t.sigmask
     t.sigmask = mask & ~UNBLOCKABLE
@@ -210,16 +231,13 @@ def _restore_after_signal(t: Task, old: int) -> None:
         t.saved_sigmask = None
 
 
-async def sys_rt_sigtimedwait(t: Task, r: UserRegs) -> int:
+async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
     """Implements rt_sigtimedwait(2)."""
-    (mask,) = struct.unpack("<Q", t.copy_in(pointer(r, 0), 8))
-    info_addr, ts = pointer(r, 1), pointer(r, 2)
+    (mask,) = struct.unpack("<Q", t.copy_in(r.pointer(0), 8))
+    info_addr, ts = r.pointer(1), r.pointer(2)
     deadline = None
     if ts:
-        sec, nsec = struct.unpack("<qq", t.copy_in(ts, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + nsec
+        deadline = t.kernel.now() + copy_in_timespec(t, ts)
     mask &= ~UNBLOCKABLE
     while True:
         for src in (t, t.tg):
@@ -281,16 +299,16 @@ def _set_itimer(t: Task, value_ns: int, interval_ns: int) -> tuple[int, int]:
     return remaining, old_interval
 
 
-def sys_alarm(t: Task, r: UserRegs) -> int:
+def sys_alarm(t: Task, r: SyscallArguments) -> int:
     """Implements alarm(2)."""
-    secs = uint64(r, 0) & 0xFFFFFFFF
+    secs = r.uint64(0) & 0xFFFFFFFF
     remaining, _ = _set_itimer(t, secs * 10**9, 0)
     return (remaining + 999_999_999) // 10**9 if remaining else 0
 
 
-def sys_setitimer(t: Task, r: UserRegs) -> int:
+def sys_setitimer(t: Task, r: SyscallArguments) -> int:
     """Implements setitimer(2) for ITIMER_REAL; the CPU-time timers are accepted but never fire."""
-    which, new, old = int32(r, 0), pointer(r, 1), pointer(r, 2)
+    which, new, old = r.int32(0), r.pointer(1), r.pointer(2)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
     if new:
@@ -313,8 +331,8 @@ def sys_setitimer(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_getitimer(t: Task, r: UserRegs) -> int:
-    which, cur = int32(r, 0), pointer(r, 1)
+def sys_getitimer(t: Task, r: SyscallArguments) -> int:
+    which, cur = r.int32(0), r.pointer(1)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
     tm = t.tg.itimer_real if which == 0 else None

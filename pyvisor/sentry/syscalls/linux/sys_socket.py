@@ -13,19 +13,20 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
+from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,
                                           SOCK_STREAM, SOCK_TYPE_MASK, SOCKADDR_STORAGE,
                                           AF_UNIX, Control, Received, Socket,
                                           deliver_control, parse_control)
-from pyvisor.sentry.syscalls.linux.args import int32, pointer, uint32, uint64
 from pyvisor.sentry.syscalls.linux.sys_read_write import read_iovecs
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription
 
-MAX_RW_COUNT = 0x7FFFF000
+# net.core.optmem_max: the largest control buffer a socket call takes.
+OPTMEM_MAX = 131072
 CHUNK = 1 << 22          # largest single transfer staged in the Sentry
 UIO_MAXIOV = 1024
 MSGHDR = struct.Struct("<QI4xQQQQi4x")     # struct user_msghdr: 56 bytes
@@ -83,17 +84,17 @@ def _install(t: Task, f: FileDescription, cloexec: bool) -> int:
 # -- creation -------------------------------------------------------------------------------
 
 
-def sys_socket(t: Task, r: UserRegs) -> int:
+def sys_socket(t: Task, r: SyscallArguments) -> int:
     """Implements socket(2)."""
-    family, stype, protocol = int32(r, 0), int32(r, 1), int32(r, 2)
+    family, stype, protocol = r.int32(0), r.int32(1), r.int32(2)
     stype, flags = _type_flags(stype)
     f = ksocket.new_socket(t, family, stype, protocol, flags)
     return _install(t, f, bool(flags & SOCK_CLOEXEC))
 
 
-def sys_socketpair(t: Task, r: UserRegs) -> int:
+def sys_socketpair(t: Task, r: SyscallArguments) -> int:
     """Implements socketpair(2)."""
-    family, stype, protocol, sv = int32(r, 0), int32(r, 1), int32(r, 2), pointer(r, 3)
+    family, stype, protocol, sv = r.int32(0), r.int32(1), r.int32(2), r.pointer(3)
     stype, flags = _type_flags(stype)
     a, b = ksocket.new_socketpair(t, family, stype, protocol, flags)
     cloexec = bool(flags & SOCK_CLOEXEC)
@@ -114,17 +115,17 @@ def sys_socketpair(t: Task, r: UserRegs) -> int:
 # -- naming and connections -------------------------------------------------------------------
 
 
-def sys_bind(t: Task, r: UserRegs) -> int:
+def sys_bind(t: Task, r: SyscallArguments) -> int:
     """Implements bind(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    sock.bind(t, _read_sockaddr(t, pointer(r, 1), int32(r, 2)))
+    _, sock = _socket(t, r.int32(0))
+    sock.bind(t, _read_sockaddr(t, r.pointer(1), r.int32(2)))
     return 0
 
 
-def sys_listen(t: Task, r: UserRegs) -> int:
+def sys_listen(t: Task, r: SyscallArguments) -> int:
     """Implements listen(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    sock.listen(t, int32(r, 1))
+    _, sock = _socket(t, r.int32(0))
+    sock.listen(t, r.int32(1))
     return 0
 
 
@@ -147,55 +148,55 @@ async def _accept(t: Task, fd: int, addr: int, lenp: int, flags: int) -> int:
     return newfd
 
 
-async def sys_accept(t: Task, r: UserRegs) -> int:
+async def sys_accept(t: Task, r: SyscallArguments) -> int:
     """Implements accept(2)."""
-    return await _accept(t, int32(r, 0), pointer(r, 1), pointer(r, 2), 0)
+    return await _accept(t, r.int32(0), r.pointer(1), r.pointer(2), 0)
 
 
-async def sys_accept4(t: Task, r: UserRegs) -> int:
+async def sys_accept4(t: Task, r: SyscallArguments) -> int:
     """Implements accept4(2)."""
-    return await _accept(t, int32(r, 0), pointer(r, 1), pointer(r, 2), int32(r, 3))
+    return await _accept(t, r.int32(0), r.pointer(1), r.pointer(2), r.int32(3))
 
 
-async def sys_connect(t: Task, r: UserRegs) -> int:
+async def sys_connect(t: Task, r: SyscallArguments) -> int:
     """Implements connect(2)."""
-    f, sock = _socket(t, int32(r, 0))
-    await sock.connect(t, f, _read_sockaddr(t, pointer(r, 1), int32(r, 2)))
+    f, sock = _socket(t, r.int32(0))
+    await sock.connect(t, f, _read_sockaddr(t, r.pointer(1), r.int32(2)))
     return 0
 
 
-def _name(t: Task, r: UserRegs, peer: bool) -> int:
-    _, sock = _socket(t, int32(r, 0))
-    addr, lenp = pointer(r, 1), pointer(r, 2)
+def _name(t: Task, r: SyscallArguments, peer: bool) -> int:
+    _, sock = _socket(t, r.int32(0))
+    addr, lenp = r.pointer(1), r.pointer(2)
     avail = _read_addrlen(t, lenp)
     _write_sockaddr(t, addr, lenp, avail, sock.getpeername(t) if peer else sock.getsockname(t))
     return 0
 
 
-def sys_getsockname(t: Task, r: UserRegs) -> int:
+def sys_getsockname(t: Task, r: SyscallArguments) -> int:
     """Implements getsockname(2)."""
     return _name(t, r, peer=False)
 
 
-def sys_getpeername(t: Task, r: UserRegs) -> int:
+def sys_getpeername(t: Task, r: SyscallArguments) -> int:
     """Implements getpeername(2)."""
     return _name(t, r, peer=True)
 
 
-def sys_shutdown(t: Task, r: UserRegs) -> int:
+def sys_shutdown(t: Task, r: SyscallArguments) -> int:
     """Implements shutdown(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    sock.shutdown(t, int32(r, 1))
+    _, sock = _socket(t, r.int32(0))
+    sock.shutdown(t, r.int32(1))
     return 0
 
 
 # -- options -------------------------------------------------------------------------------------
 
 
-def sys_getsockopt(t: Task, r: UserRegs) -> int:
+def sys_getsockopt(t: Task, r: SyscallArguments) -> int:
     """Implements getsockopt(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    level, name, optval, lenp = int32(r, 1), int32(r, 2), pointer(r, 3), pointer(r, 4)
+    _, sock = _socket(t, r.int32(0))
+    level, name, optval, lenp = r.int32(1), r.int32(2), r.pointer(3), r.pointer(4)
     avail = _read_addrlen(t, lenp)
     val = sock.getsockopt(t, level, name)
     n = min(avail, len(val))
@@ -205,10 +206,10 @@ def sys_getsockopt(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_setsockopt(t: Task, r: UserRegs) -> int:
+def sys_setsockopt(t: Task, r: SyscallArguments) -> int:
     """Implements setsockopt(2)."""
-    _, sock = _socket(t, int32(r, 0))
-    level, name, optval, optlen = int32(r, 1), int32(r, 2), pointer(r, 3), int32(r, 4)
+    _, sock = _socket(t, r.int32(0))
+    level, name, optval, optlen = r.int32(1), r.int32(2), r.pointer(3), r.int32(4)
     if optlen < 0:
         raise SyscallError(Errno.EINVAL)
     sock.setsockopt(t, level, name, t.copy_in(optval, min(optlen, 256)) if optlen else b"")
@@ -251,11 +252,11 @@ async def _send(t: Task, f: FileDescription, sock: Socket, data: bytes, flags: i
         control.release()            # whatever the socket did not queue
 
 
-async def sys_sendto(t: Task, r: UserRegs) -> int:
+async def sys_sendto(t: Task, r: SyscallArguments) -> int:
     """Implements sendto(2) and send(2)."""
-    f, sock = _socket(t, int32(r, 0))
-    buf, n, flags = pointer(r, 1), uint64(r, 2), uint32(r, 3)
-    addr, addrlen = pointer(r, 4), int32(r, 5)
+    f, sock = _socket(t, r.int32(0))
+    buf, n, flags = r.pointer(1), r.uint64(2), r.uint32(3)
+    addr, addrlen = r.pointer(4), r.int32(5)
     data = _payload(t, sock, [(buf, n)])
     name = _read_sockaddr(t, addr, addrlen) if addr else b""
     return await _send(t, f, sock, data, flags, name or None, Control())
@@ -263,8 +264,8 @@ async def sys_sendto(t: Task, r: UserRegs) -> int:
 
 async def _sendmsg(t: Task, f: FileDescription, sock: Socket, msgp: int, flags: int) -> int:
     name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(t.copy_in(msgp, 56))
-    if controllen > 0x7FFFFFFF:
-        raise SyscallError(Errno.ENOBUFS)
+    if controllen > OPTMEM_MAX:
+        raise SyscallError(Errno.ENOBUFS)     # sock_kmalloc beyond net.core.optmem_max
     if namelen & 0x80000000:
         raise SyscallError(Errno.EINVAL)
     addr = t.copy_in(name, min(namelen, SOCKADDR_STORAGE)) if name and namelen else b""
@@ -274,16 +275,16 @@ async def _sendmsg(t: Task, f: FileDescription, sock: Socket, msgp: int, flags: 
     return await _send(t, f, sock, data, flags, addr or None, ctl)
 
 
-async def sys_sendmsg(t: Task, r: UserRegs) -> int:
+async def sys_sendmsg(t: Task, r: SyscallArguments) -> int:
     """Implements sendmsg(2)."""
-    f, sock = _socket(t, int32(r, 0))
-    return await _sendmsg(t, f, sock, pointer(r, 1), uint32(r, 2))
+    f, sock = _socket(t, r.int32(0))
+    return await _sendmsg(t, f, sock, r.pointer(1), r.uint32(2))
 
 
-async def sys_sendmmsg(t: Task, r: UserRegs) -> int:
+async def sys_sendmmsg(t: Task, r: SyscallArguments) -> int:
     """Implements sendmmsg(2): as many as go, the first error only if none did."""
-    f, sock = _socket(t, int32(r, 0))
-    vec, vlen, flags = pointer(r, 1), uint32(r, 2), uint32(r, 3)
+    f, sock = _socket(t, r.int32(0))
+    vec, vlen, flags = r.pointer(1), r.uint32(2), r.uint32(3)
     vlen = min(vlen, UIO_MAXIOV)
     done = 0
     while done < vlen:
@@ -316,11 +317,11 @@ def _check_writable(t: Task, iovs: list[tuple[int, int]]) -> None:
         t.mm.check_range(base, min(ln, CHUNK), PROT_WRITE)
 
 
-async def sys_recvfrom(t: Task, r: UserRegs) -> int:
+async def sys_recvfrom(t: Task, r: SyscallArguments) -> int:
     """Implements recvfrom(2) and recv(2)."""
-    f, sock = _socket(t, int32(r, 0))
-    buf, n, flags = pointer(r, 1), uint64(r, 2), uint32(r, 3)
-    addr, lenp = pointer(r, 4), pointer(r, 5)
+    f, sock = _socket(t, r.int32(0))
+    buf, n, flags = r.pointer(1), r.uint64(2), r.uint32(3)
+    addr, lenp = r.pointer(4), r.pointer(5)
     n = min(n, MAX_RW_COUNT, CHUNK)
     iovs = [(buf, n)]
     _check_writable(t, iovs)
@@ -360,24 +361,21 @@ async def _recvmsg(t: Task, f: FileDescription, sock: Socket, msgp: int, flags: 
     return got.length
 
 
-async def sys_recvmsg(t: Task, r: UserRegs) -> int:
+async def sys_recvmsg(t: Task, r: SyscallArguments) -> int:
     """Implements recvmsg(2)."""
-    f, sock = _socket(t, int32(r, 0))
-    return await _recvmsg(t, f, sock, pointer(r, 1), uint32(r, 2))
+    f, sock = _socket(t, r.int32(0))
+    return await _recvmsg(t, f, sock, r.pointer(1), r.uint32(2))
 
 
-async def sys_recvmmsg(t: Task, r: UserRegs) -> int:
+async def sys_recvmmsg(t: Task, r: SyscallArguments) -> int:
     """Implements recvmmsg(2).  As Linux, without MSG_WAITFORONE every message may
     wait; the timeout is checked between messages only."""
-    f, sock = _socket(t, int32(r, 0))
-    vec, vlen, flags, tsp = pointer(r, 1), uint32(r, 2), uint32(r, 3), pointer(r, 4)
+    f, sock = _socket(t, r.int32(0))
+    vec, vlen, flags, tsp = r.pointer(1), r.uint32(2), r.uint32(3), r.pointer(4)
     vlen = min(vlen, UIO_MAXIOV)
     deadline = None
     if tsp:
-        sec, nsec = struct.unpack("<qq", t.copy_in(tsp, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(Errno.EINVAL)
-        deadline = t.kernel.now() + sec * 10**9 + nsec
+        deadline = t.kernel.now() + copy_in_timespec(t, tsp)
     done = 0
     while done < vlen:
         hdr = vec + done * MMSGHDR_SIZE

@@ -6,10 +6,10 @@ import struct
 import time
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
-from pyvisor.sentry.syscalls.linux.args import int32, pointer
+from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
@@ -32,15 +32,15 @@ def _clock_ns(clock: int) -> int:
     return time.clock_gettime_ns(host)
 
 
-def sys_clock_gettime(t: Task, r: UserRegs) -> int:
+def sys_clock_gettime(t: Task, r: SyscallArguments) -> int:
     """Implements clock_gettime(2).  CPU-time clocks read the Sentry's (approximate)."""
-    ns = _clock_ns(int32(r, 0))
-    t.copy_out(pointer(r, 1), _TS.pack(ns // 10**9, ns % 10**9))
+    ns = _clock_ns(r.int32(0))
+    t.copy_out(r.pointer(1), _TS.pack(ns // 10**9, ns % 10**9))
     return 0
 
 
-def sys_clock_getres(t: Task, r: UserRegs) -> int:
-    clock, addr = int32(r, 0), pointer(r, 1)
+def sys_clock_getres(t: Task, r: SyscallArguments) -> int:
+    clock, addr = r.int32(0), r.pointer(1)
     if clock not in _HOST_CLOCKS:
         raise SyscallError(Errno.EINVAL)
     if addr:
@@ -48,8 +48,8 @@ def sys_clock_getres(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_gettimeofday(t: Task, r: UserRegs) -> int:
-    tv, tz = pointer(r, 0), pointer(r, 1)
+def sys_gettimeofday(t: Task, r: SyscallArguments) -> int:
+    tv, tz = r.pointer(0), r.pointer(1)
     ns = time.time_ns()
     if tv:
         t.copy_out(tv, struct.pack("<qq", ns // 10**9, (ns % 10**9) // 1000))
@@ -58,18 +58,11 @@ def sys_gettimeofday(t: Task, r: UserRegs) -> int:
     return 0
 
 
-def sys_time(t: Task, r: UserRegs) -> int:
+def sys_time(t: Task, r: SyscallArguments) -> int:
     now = time.time_ns() // 10**9
-    if pointer(r, 0):
-        t.copy_out(pointer(r, 0), struct.pack("<q", now))
+    if r.pointer(0):
+        t.copy_out(r.pointer(0), struct.pack("<q", now))
     return now
-
-
-def _read_ts(t: Task, addr: int) -> int:
-    sec, nsec = _TS.unpack(t.copy_in(addr, 16))
-    if sec < 0 or not 0 <= nsec < 10**9:
-        raise SyscallError(Errno.EINVAL)
-    return sec * 10**9 + nsec
 
 
 async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
@@ -85,19 +78,19 @@ async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
     return 0
 
 
-async def sys_nanosleep(t: Task, r: UserRegs) -> int:
+async def sys_nanosleep(t: Task, r: SyscallArguments) -> int:
     """Implements nanosleep(2).  Interrupted sleeps return EINTR with the time left."""
-    dur = _read_ts(t, pointer(r, 0))
-    return await _sleep(t, t.kernel.now() + dur, pointer(r, 1))
+    dur = copy_in_timespec(t, r.pointer(0))
+    return await _sleep(t, t.kernel.now() + dur, r.pointer(1))
 
 
-async def sys_clock_nanosleep(t: Task, r: UserRegs) -> int:
+async def sys_clock_nanosleep(t: Task, r: SyscallArguments) -> int:
     """Implements clock_nanosleep(2)."""
-    clock, flags, req, rem = int32(r, 0), int32(r, 1), pointer(r, 2), pointer(r, 3)
+    clock, flags, req, rem = r.int32(0), r.int32(1), r.pointer(2), r.pointer(3)
     if clock in (CLOCK_THREAD_CPUTIME_ID,):
         raise SyscallError(Errno.EINVAL)
     now_clock = _clock_ns(clock)
-    val = _read_ts(t, req)
+    val = copy_in_timespec(t, req)
     if flags & TIMER_ABSTIME:
         deadline = t.kernel.now() + max(0, val - now_clock)
         rem = 0

@@ -199,6 +199,7 @@ AMD64 = SyscallTable("amd64", {
     S.rt_sigsuspend: supported(SG.sys_rt_sigsuspend),
     S.rt_sigtimedwait: supported(SG.sys_rt_sigtimedwait),
     S.rt_sigqueueinfo: supported(SG.sys_rt_sigqueueinfo),
+    S.rt_tgsigqueueinfo: supported(SG.sys_rt_tgsigqueueinfo),
     S.sigaltstack: supported(SG.sys_sigaltstack),
     S.kill: supported(SG.sys_kill),
     S.tgkill: supported(SG.sys_tgkill),

@@ -69,6 +69,7 @@ class SandboxConfig:
     pids_limit: int | None = None     # application tasks; None: DEFAULT_PIDS
     cpus: float | None = None         # CPU quota in CPUs; None: unlimited
     tmpfs_size: int | None = None     # per tmpfs (overlay upper, /dev/shm, tmpfs mounts)
+    sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     test_panic: str | None = None     # tests only: this syscall raises an internal error
     cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
 
@@ -89,6 +90,13 @@ def effective_limits(cfg: SandboxConfig) -> tuple[int, int, int]:
     pids = cfg.pids_limit or DEFAULT_PIDS
     tmpfs = cfg.tmpfs_size or memory // 2
     return memory, pids, tmpfs
+
+
+def sentry_memory_limit(cfg: SandboxConfig) -> int:
+    """The bound on memory the Sentry holds for the application (pipe buffers, socket
+    queues, epoll watches, queued signals): --sentry-memory, else memacct's default."""
+    from pyvisor.sentry.kernel.memacct import default_limit
+    return cfg.sentry_memory or default_limit(effective_limits(cfg)[0])
 
 
 def _mkdir_p(ns: MountNamespace, t: Task, path: str) -> Location:
@@ -152,6 +160,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
+    kernel.memory.limit = sentry_memory_limit(cfg)
     if cfg.test_panic:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()

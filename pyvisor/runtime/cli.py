@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, default=None, help="CPU quota, in CPUs")
     p.add_argument("--tmpfs-size", default=None,
                    help="size of each tmpfs and of the overlay's upper layer (default: memory/2)")
+    p.add_argument("--sentry-memory", default=None,
+                   help="most memory the Sentry holds for the application: pipe buffers, "
+                   "socket queues, epoll watches, queued signals (default: memory/4, at most 1G)")
     sub = p.add_subparsers(dest="verb", required=True)
     d = sub.add_parser("do", help="run a host command in a sandbox")
     d.add_argument("--strace", action="store_true", dest="do_strace")
@@ -94,6 +97,8 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
             cfg.memory_limit = parse_size(args.memory)
         if args.tmpfs_size:
             cfg.tmpfs_size = parse_size(args.tmpfs_size)
+        if args.sentry_memory:
+            cfg.sentry_memory = parse_size(args.sentry_memory)
     except ValueError as e:
         raise BootError(f"bad size: {e}", 125) from None
     if args.pids_limit is not None:

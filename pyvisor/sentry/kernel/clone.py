@@ -39,9 +39,10 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         raise SyscallError(Errno.EPERM)   # TODO(#3): nested namespaces
     kernel = t.kernel
     tg = t.tg
-    nproc = tg.rlimits[6][0]
-    if len(kernel.tasks_by_tid) >= min(nproc, kernel.max_tasks):
-        raise SyscallError(Errno.EAGAIN)   # the sandbox's task limit (a fork bomb ends here)
+    # The sandbox's pid limit, zombies included (a fork bomb ends here), and RLIMIT_NPROC
+    # (applied to the whole sandbox, root included).
+    if kernel.pids_exhausted(tg.rlimits[6][0]):
+        raise SyscallError(Errno.EAGAIN)
     # Host side first: nothing to undo in the Sentry if it fails.
     try:
         if flags & CLONE_VM:

@@ -3,7 +3,9 @@
 A Pipe is a bounded byte buffer with reader and writer counts and one wait
 queue.  Readers get EOF once every writer is gone; writers get EPIPE (and
 SIGPIPE, sent by the syscall layer) once every reader is gone.  Writes of at
-most PIPE_BUF bytes are atomic.
+most PIPE_BUF bytes are atomic.  Buffered bytes are charged to the sandbox's
+Sentry memory account while they sit in the pipe; a write that finds the account
+full gets ENOMEM (Linux: pipe_write when a page cannot be allocated).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import S_IFIFO
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
@@ -31,27 +34,29 @@ FIONREAD = 0x541B
 class Pipe:
     """The shared buffer.  Linux: struct pipe_inode_info."""
 
-    __slots__ = ("buf", "capacity", "readers", "writers", "wq", "had_writer")
+    __slots__ = ("buf", "capacity", "readers", "writers", "wq", "had_writer", "acct")
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = bytearray()          # invariant: len(buf) bytes are charged to `acct`
         self.capacity = DEFAULT_CAPACITY
         self.readers = 0
         self.writers = 0
         self.wq = WaitQueue()
         self.had_writer = False
+        self.acct: SentryMemory | None = None   # set by the first write
 
     def read(self, n: int) -> bytes:
         if self.buf:
             data = bytes(self.buf[:n])
             del self.buf[:n]
+            self._uncharge(len(data))
             self.wq.notify(EVENT_OUT)
             return data
         if self.writers == 0:
             return b""
         raise WouldBlock()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, acct: SentryMemory) -> int:
         if self.readers == 0:
             raise SyscallError(Errno.EPIPE)
         room = self.capacity - len(self.buf)
@@ -59,9 +64,24 @@ class Pipe:
         if room <= 0 or (n <= PIPE_BUF and room < n):
             raise WouldBlock()
         take = min(room, n)
+        self.acct = acct
+        if not acct.try_charge(Kind.PIPE, take):
+            # Take what fits (never splitting an atomic write); nothing fits: ENOMEM.
+            take = min(take, acct.available()) if n > PIPE_BUF else 0
+            if take <= 0 or not acct.try_charge(Kind.PIPE, take):
+                raise SyscallError(Errno.ENOMEM)
         self.buf += data[:take]
         self.wq.notify(EVENT_IN)
         return take
+
+    def _uncharge(self, n: int) -> None:
+        if self.acct is not None:
+            self.acct.uncharge(Kind.PIPE, n)
+
+    def discard(self) -> None:
+        """Every reader and writer is gone: the buffered bytes are freed."""
+        self._uncharge(len(self.buf))
+        self.buf = bytearray()
 
     def readiness(self, reading: bool, writing: bool) -> int:
         ev = 0
@@ -97,7 +117,7 @@ class PipeImpl(FileImpl):
         return self.pipe.read(n)
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
-        return self.pipe.write(data)
+        return self.pipe.write(data, t.kernel.memory)
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         return self.pipe.readiness(self.reading, self.writing) & (mask | EVENT_HUP | EVENT_ERR)
@@ -116,6 +136,8 @@ class PipeImpl(FileImpl):
             self.pipe.readers -= 1
         if self.writing:
             self.pipe.writers -= 1
+        if self.pipe.readers == 0 and self.pipe.writers == 0:
+            self.pipe.discard()
         self.pipe.wq.notify(EVENT_IN | EVENT_OUT | EVENT_HUP | EVENT_ERR)
 
 

@@ -10,6 +10,7 @@ from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.sentry.kernel import pipe as kpipe
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.kernel.memacct import EPOLL_ITEM_COST, Kind, SentryMemory
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, WaitQueue)
@@ -330,9 +331,29 @@ class EpollImpl(FileImpl):
     EPOLLET and EPOLLONESHOT are honoured approximately (ONESHOT disables after one report).
     Linux: fs/eventpoll.c."""
 
-    def __init__(self) -> None:
+    def __init__(self, acct: SentryMemory) -> None:
         self.interest: dict[tuple[int, int], list] = {}   # (id(file), fd) -> [file, events, data, fd]
         self.wq = WaitQueue()
+        self.acct = acct        # each entry of `interest` is charged EPOLL_ITEM_COST
+
+    def add(self, key: tuple[int, int], entry: list) -> None:
+        """A new watch; ENOSPC past the Sentry memory bound (Linux: max_user_watches)."""
+        if not self.acct.try_charge(Kind.EPOLL, EPOLL_ITEM_COST):
+            # Watches of files closed since are dropped lazily (at epoll_wait): drop
+            # ours now, then try again.
+            for k in [k for k, e in self.interest.items() if e[0].refs <= 0]:
+                self.drop(k)
+            if not self.acct.try_charge(Kind.EPOLL, EPOLL_ITEM_COST):
+                raise SyscallError(Errno.ENOSPC)
+        self.interest[key] = entry
+
+    def drop(self, key: tuple[int, int]) -> None:
+        del self.interest[key]
+        self.acct.uncharge(Kind.EPOLL, EPOLL_ITEM_COST)
+
+    def release(self, fd: FileDescription) -> None:
+        self.acct.uncharge(Kind.EPOLL, EPOLL_ITEM_COST * len(self.interest))
+        self.interest.clear()
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         for f, ev, _, _ in self.interest.values():
@@ -353,14 +374,14 @@ def sys_epoll_create1(t: Task, r: UserRegs) -> int:
     flags = int32(r, 0)
     if flags & ~O_CLOEXEC:
         raise SyscallError(Errno.EINVAL)
-    f = anon_file(b"[eventpoll]", EpollImpl(), O_RDWR)
+    f = anon_file(b"[eventpoll]", EpollImpl(t.kernel.memory), O_RDWR)
     return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
 def sys_epoll_create(t: Task, r: UserRegs) -> int:
     if int32(r, 0) <= 0:
         raise SyscallError(Errno.EINVAL)
-    return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(), O_RDWR))
+    return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(t.kernel.memory), O_RDWR))
 
 
 def sys_epoll_ctl(t: Task, r: UserRegs) -> int:
@@ -380,11 +401,11 @@ def sys_epoll_ctl(t: Task, r: UserRegs) -> int:
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
-        impl.interest[key] = [f, events, data, fd]
+        impl.add(key, [f, events, data, fd])
     elif op == 2:  # DEL
         if key not in impl.interest:
             raise SyscallError(Errno.ENOENT)
-        del impl.interest[key]
+        impl.drop(key)
     elif op == 3:  # MOD
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key not in impl.interest:
@@ -410,7 +431,7 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
             if t.fd_table.files.get(fd, (None,))[0] is not f:
                 # The fd was closed: Linux drops it when the file dies.
                 if f.refs <= 0:
-                    del impl.interest[key]
+                    impl.drop(key)
                     continue
             mask = events & 0xFFFF
             if not mask and not events & _EPOLLONESHOT:

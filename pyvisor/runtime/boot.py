@@ -150,10 +150,10 @@ def boot(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.fsimpl.host.host import host_file
     from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
     from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
-    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, default_nr_inodes
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
 
-    _, max_tasks, tmpfs_size = effective_limits(cfg)
+    memory, max_tasks, tmpfs_size = effective_limits(cfg)
     # The root's Gofer starts first: its confinement overlaps the master stub's start.
     early_gofer = start_gofer(cfg.root, True, confine=cfg.confine)
     memfile = MemoryFile()
@@ -161,6 +161,10 @@ def boot(cfg: SandboxConfig) -> Kernel:
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
     kernel.memory.limit = sentry_memory_limit(cfg)
+    nr_inodes = default_nr_inodes(memory)
+
+    def new_tmpfs(size: int = tmpfs_size, inodes: int = nr_inodes) -> TmpFS:
+        return TmpFS(memfile, size, inodes, kernel.memory)
     if cfg.test_panic:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
@@ -175,7 +179,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     # The root: the image read-only below, a tmpfs above.
     root_client = gofer(cfg.root, True, early_gofer)
     if cfg.overlay:
-        root_fs, root_inode = make_overlay_root(root_client, memfile, TmpFS(memfile, tmpfs_size))
+        root_fs, root_inode = make_overlay_root(root_client, memfile, new_tmpfs())
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:
         root_fs, root_inode = make_gofer_root(root_client, memfile, readonly=True)
@@ -198,7 +202,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
 
     devfs, devroot = new_devfs(kernel, memfile)
     mount_at("/dev", devfs, devroot, "none", "rw,nosuid")
-    shm = TmpFS(memfile, tmpfs_size)
+    shm = new_tmpfs()
     mount_at("/dev/shm", shm, shm.new_root(), "shm", "rw,nosuid,nodev")
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
@@ -212,8 +216,13 @@ def boot(cfg: SandboxConfig) -> Kernel:
         if m.destination in ("/proc", "/dev", "/dev/shm", "/sys"):
             continue
         if m.type == "tmpfs":
-            fs = TmpFS(memfile, tmpfs_size)
-            mount_at(m.destination, fs, fs.new_root(), "tmpfs", "rw")
+            from pyvisor.sentry.fsimpl.tmpfs.tmpfs import parse_options
+            try:
+                o = parse_options(m.options, tmpfs_size, nr_inodes, memory)
+            except ValueError as e:
+                raise BootError(f"tmpfs mount at {m.destination}: {e}", 125) from None
+            fs = new_tmpfs(o.size, o.nr_inodes)
+            mount_at(m.destination, fs, fs.new_root(o.mode, o.uid, o.gid), "tmpfs", "rw")
         elif m.type == "bind" or "bind" in m.options or "rbind" in m.options:
             if not os.path.exists(m.source):
                 raise BootError(f"mount source {m.source!r} does not exist")

@@ -36,6 +36,7 @@ class Kind(enum.Enum):
     SOCKET = "socket"           # AF_UNIX messages queued on receivers
     EPOLL = "epoll"             # epoll interest-list entries
     SIGNAL = "signal"           # queued real-time signals (siginfo)
+    TMPFS = "tmpfs"             # tmpfs inodes, directory entries, inline symlink targets
     DENTRY = "dentry"           # cached dentries (the dentry cache may charge here)
 
 

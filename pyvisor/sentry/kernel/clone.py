@@ -17,6 +17,7 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
                                      CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_SETTLS,
                                      CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK, CLONE_VM, CSIGNAL)
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
@@ -53,6 +54,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
             thread = next(iter(mm.proc.threads))
     except OSError as e:
         raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
+    if mm is not t.mm:
+        textbusy.exe_acquire(kernel, mm)
     mm.add_user()
     tid = kernel.alloc_pid()
     regs = B.UserRegs()

@@ -35,6 +35,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import CLD_STOPPED, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, Signal
 from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -124,6 +125,8 @@ class Kernel:
         self.current: Task | None = None   # the task whose syscall is being served
         self.max_tasks = 1 << 20            # the sandbox's pid limit (--pids-limit), set at boot
         self.memory = SentryMemory()        # what the Sentry holds for the application
+        self.executing: dict[tuple[int, int], int] = {}   # textbusy: files run by an mm
+        self.writers: dict[tuple[int, int], int] = {}     # textbusy: files open for writing
         self.gofers: list[Any] = []
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
@@ -600,13 +603,20 @@ class Kernel:
         if t in tg.tasks:
             tg.tasks.remove(t)
         self.platform.exit_thread(t.thread)
-        t.mm.release_user()
+        self.release_mm(t.mm)
         if t.vfork_parent is not None:
             self._vfork_done(t)
         if not tg.tasks:
             self._group_dead(tg, t)
         elif tg.exit_code is None:
             pass
+
+    def release_mm(self, mm: Any) -> None:
+        """A task stops using `mm`; the last user frees it (and its executable's
+        write denial)."""
+        mm.release_user()
+        if mm.users <= 0:
+            textbusy.exe_release(self, mm)
 
     def _vfork_done(self, t: Task) -> None:
         q = t.tg.vfork_done

@@ -17,6 +17,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.platform.ptrace.binding import UserRegs
@@ -656,6 +657,7 @@ def sys_truncate(t: Task, r: UserRegs) -> int:
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, pointer(r, 0)))
     if t.creds.fsuid != 0:
         check_access(t, loc.inode, MAY_WRITE)
+    textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
     return _truncate(t, loc.inode, int64(r, 1))
 
 

@@ -172,6 +172,10 @@ class TmpfsDir(TmpfsInode):
         self.mtime_ns = self.ctime_ns = now_ns()
         return inode
 
+    def add_child(self, name: bytes, inode: Inode) -> Inode:
+        """Links a ready inode (a device node of devfs) under `name`, charged as any."""
+        return self._add(name, inode)
+
     def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         self._check_new(name)
         return self._add(name, TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid))

@@ -13,6 +13,7 @@ one after another.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -61,6 +62,21 @@ def _our_cgroups(parents: list[Path], launchers: set[int]) -> list[Path]:
                     int(parts[1]) in launchers:
                 found.append(d / n)
     return found
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _children() -> list[int]:
+    """This process's children (of any of its threads)."""
+    out: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            out += map(int, Path(f"/proc/self/task/{task}/children").read_text().split())
+        except OSError:
+            pass
+    return out
 
 
 def _mountinfo() -> str:
@@ -202,6 +218,29 @@ def test_many_in_a_row(tmp_path: Path) -> None:
     bundle.mkdir()
     fds, mounts, parents = _fds(), _mountinfo(), _cgroup_parents()
     launchers: set[int] = set()
+    before = set(_children())
+    assert _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        _in_a_row(count, root, bundle, launchers, fds, parents)
+    finally:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    assert _fds() == fds, "fds of this process leaked"
+    assert _mountinfo() == mounts, "the host mount table changed"
+    assert _our_cgroups(parents, launchers) == [], "cgroups leaked"
+    assert not root.exists() or list(root.iterdir()) == [], "state files leaked"
+    # No process of ours is left: we are a child subreaper for the whole run, so
+    # anything a sandbox left alive was re-parented to us.
+    left = sorted(set(_children()) - before)
+    for pid in left:        # re-parented zombies: reap them
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    assert _alive(left) == [], "processes left behind"
+
+
+def _in_a_row(count: int, root: Path, bundle: Path, launchers: set[int], fds: set[str],
+              parents: list[Path]) -> None:
     t0 = time.monotonic()
     for i in range(count):
         want_out, want_rc = _expected(i)
@@ -226,20 +265,3 @@ def test_many_in_a_row(tmp_path: Path) -> None:
             assert _fds() == fds, f"fds of this process grew after {i + 1} sandboxes"
     took = time.monotonic() - t0
     print(f"{count} sandboxes in a row: {took:.1f}s, {took / count * 1000:.0f} ms each")
-    assert _fds() == fds, "fds of this process leaked"
-    assert _mountinfo() == mounts, "the host mount table changed"
-    assert _our_cgroups(parents, launchers) == [], "cgroups leaked"
-    assert not root.exists() or list(root.iterdir()) == [], "state files leaked"
-    # No process of ours is left: nothing in the system runs in a cgroup named after
-    # one of our launchers (their cgroups are gone, checked above), and no process has
-    # one of our launchers as its parent.
-    strays = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid in launchers:
-                strays.append(int(d))
-    assert _alive(strays) == [], f"processes left behind: {strays}"

@@ -50,12 +50,14 @@ def test_zombies_count_against_pids_limit(pyvisor_cli: CliRunner, program: Build
 
 
 def test_pipe_buffers_bounded(pyvisor_cli: CliRunner, program: Builder) -> None:
-    """Filling 64 KiB pipes one after another: with --sentry-memory 16M the write that
-    finds the bound full gets ENOMEM (pipe_write's failed page allocation) after 16 MiB
-    in all; closing the pipes gives it back and a new pipe fills completely."""
+    """Filling 64 KiB non-blocking pipes one after another: with --sentry-memory 16M the
+    write that reaches the bound writes what fits (and returns at once: it once slept
+    after a partial write), the next gets ENOMEM (pipe_write's failed page allocation)
+    after 16 MiB in all; closing the pipes gives it back and a new pipe fills."""
     kv = _bounds(pyvisor_cli, program, ["--sentry-memory", "16M"], "pipes")
     assert kv["write_errno"] == "ENOMEM" and kv["pipe_errno"] == "0", kv
-    assert int(kv["filled_kb"]) == 16384, kv
+    # All of the bound but what the sandbox's own tmpfs roots and /dev hold (a few kB).
+    assert 16384 - 64 <= int(kv["filled_kb"]) <= 16384, kv
     _released(kv, 16384)
     assert kv["after"] == "65536", kv
 

@@ -59,8 +59,12 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
             if offset is None and f.impl.seekable:
                 f.offset = off + n
             done += n
-            if done >= total:
+            if done >= total or n == 0:
                 return done
+            # Part was written: try the rest at once.  Sleep only on WouldBlock (a
+            # non-blocking file returns what it wrote; a tmpfs full after part of the
+            # data returns that part on the next try's ENOSPC).
+            continue
         except WouldBlock:
             if f.nonblocking:
                 if done:

@@ -72,6 +72,7 @@ class SandboxConfig:
     terminal: bool = False            # process.terminal (not supported for containers yet)
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
+    sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
 
 
@@ -91,6 +92,24 @@ def effective_limits(cfg: SandboxConfig) -> tuple[int, int, int]:
     pids = cfg.pids_limit or DEFAULT_PIDS
     tmpfs = cfg.tmpfs_size or memory // 2
     return memory, pids, tmpfs
+
+
+def sentry_memory_limit(cfg: SandboxConfig) -> int:
+    """The bound on memory the Sentry holds for the application (pipe buffers, socket
+    queues, epoll watches, queued signals): --sentry-memory, else memacct's default."""
+    from pyvisor.sentry.kernel.memacct import default_limit
+    return cfg.sentry_memory or default_limit(effective_limits(cfg)[0])
+
+
+def new_tmpfs(kernel: Kernel, cfg: SandboxConfig, size: int | None = None,
+              inodes: int | None = None) -> Any:
+    """A tmpfs of this sandbox: `size` bytes (default --tmpfs-size) and `inodes`
+    (default Linux's nr_inodes for the memory limit), metadata charged to the Sentry
+    memory account."""
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, default_nr_inodes
+    memory, _, tmpfs_size = effective_limits(cfg)
+    return TmpFS(kernel.memfile, tmpfs_size if size is None else size,
+                 default_nr_inodes(memory) if inodes is None else inodes, kernel.memory)
 
 
 def _mkdir_p(ns: MountNamespace, t: Task, path: str, file: bool = False) -> Location:
@@ -222,6 +241,7 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
     platform = PtracePlatform(memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
+    kernel.memory.limit = sentry_memory_limit(cfg)
     if cfg.test_panic:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
@@ -247,14 +267,12 @@ def _root_namespace(kernel: Kernel, cfg: SandboxConfig,
                     early_gofer: tuple[Any, int]) -> MountNamespace:
     """The root: the image read-only below, a tmpfs above (or the image read-only)."""
     from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
-    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
-    _, _, tmpfs_size = effective_limits(cfg)
     root_client = _gofer(kernel, cfg, cfg.root, True, early_gofer)
     # A read-only root (root.readonly) is an overlay too, made read-only once the mount
     # points missing from the image have been created in its upper layer (_seal_root):
     # runc creates them in the image on the host; here the host is never written.
     root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
-                                            TmpFS(kernel.memfile, tmpfs_size))
+                                            new_tmpfs(kernel, cfg))
     if cfg.overlay:
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:
@@ -311,7 +329,7 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
 
     devfs, devroot = new_devfs(kernel, memfile)
     mount_at("/dev", devfs, devroot, "none", "rw,nosuid")
-    shm = TmpFS(memfile, tmpfs_size)
+    shm = new_tmpfs(kernel, cfg)
     mount_at("/dev/shm", shm, shm.new_root(), "shm", "rw,nosuid,nodev")
     procfs, procroot = new_procfs(kernel)
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
@@ -327,8 +345,14 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
                                        and not os.path.isdir(m.source)])
     for m in mounts:
         if m.type == "tmpfs":
-            fs = TmpFS(memfile, tmpfs_size)
-            mount_at(m.destination, fs, fs.new_root(), "tmpfs",
+            from pyvisor.sentry.fsimpl.tmpfs.tmpfs import default_nr_inodes, parse_options
+            memory = effective_limits(cfg)[0]
+            try:
+                o = parse_options(m.options, tmpfs_size, default_nr_inodes(memory), memory)
+            except ValueError as e:
+                raise BootError(f"tmpfs mount at {m.destination}: {e}", 125) from None
+            fs = new_tmpfs(kernel, cfg, o.size, o.nr_inodes)
+            mount_at(m.destination, fs, fs.new_root(o.mode, o.uid, o.gid), "tmpfs",
                      _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec")))
         elif _is_bind(m):
             options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))

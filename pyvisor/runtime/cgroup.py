@@ -115,19 +115,25 @@ class SandboxCgroup:
             _write(os.path.join(d, "cgroup.procs"), "0")
 
     def remove(self) -> None:
-        """Removes the cgroups; their tasks are gone (or going)."""
+        """Removes the cgroups; their tasks are gone (or going: on a loaded machine the
+        last ones may take a while to be reaped, so keep trying for a few seconds; what
+        still fails is swept by the next sandbox, see _sweep_stale)."""
+        import time
         for d in reversed(self.dirs):
-            for _ in range(50):
+            deadline = time.monotonic() + 5
+            pause = 0.001
+            while True:
                 try:
                     os.rmdir(d)
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    import time
-                    time.sleep(0.001)   # the last exiting tasks are still being reaped
-            else:
-                log.warning("cannot remove cgroup %s", d)
+                    if time.monotonic() > deadline:
+                        log.warning("cannot remove cgroup %s", d)
+                        break
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
         self.dirs.clear()
 
 

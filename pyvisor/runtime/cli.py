@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, default=None, help="CPU quota, in CPUs")
     p.add_argument("--tmpfs-size", default=None,
                    help="size of each tmpfs and of the overlay's upper layer (default: memory/2)")
+    p.add_argument("--sentry-memory", default=None,
+                   help="most memory the Sentry holds for the application: pipe buffers, "
+                   "socket queues, epoll watches, queued signals (default: memory/4, at most 1G)")
     p.add_argument("--dcache", default=None,
                    help="dentries kept cached; bounds the host fds of the Sentry and Gofers "
                    "(default 4096; OCI annotation dev.pyvisor.dcache)")

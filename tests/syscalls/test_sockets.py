@@ -13,6 +13,7 @@ import pytest
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
+from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.task import RLIMIT_NOFILE, Credentials, default_rlimits
 from pyvisor.sentry.kernel.waitqueue import EVENT_OUT
 from pyvisor.sentry.socket.common import (MSG_DONTWAIT, MSG_NOSIGNAL, SHUTDOWN_MASK, SOCK_DGRAM,
@@ -98,7 +99,11 @@ def test_families(compare: Comparer) -> None:
 
 
 class _Kernel:
-    """Just enough kernel: an identity for the abstract namespace and a clock."""
+    """Just enough kernel: an identity for the abstract namespace, a clock and the
+    Sentry memory account that queued messages are charged to."""
+
+    def __init__(self) -> None:
+        self.memory = SentryMemory()
 
     def now(self) -> int:
         return 0
@@ -151,9 +156,11 @@ def test_unit_stream_gluing_and_flow_control() -> None:
             _now(a.sendmsg(t1, fa, b"x" * 4096, MSG_DONTWAIT, None, Control()))
     assert e.value.errno == Errno.EAGAIN
     assert a.wmem >= a.sndbuf and not a.readiness(fa, EVENT_OUT)
+    assert k.memory.by_kind[Kind.SOCKET] == a.wmem
     while b.queue:
         _now(b.recvmsg(t1, fb, 1 << 20, 0, False))
     assert a.wmem == 0 and a.readiness(fa, EVENT_OUT) == EVENT_OUT
+    assert k.memory.used == 0
 
 
 def test_unit_rights_are_released_with_the_queue() -> None:

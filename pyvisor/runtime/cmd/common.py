@@ -47,6 +47,8 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
                                                          specutils.MIN_MEMORY)
         if args.tmpfs_size is not None:
             cfg.tmpfs_size = specutils.parse_size_flag("--tmpfs-size", args.tmpfs_size)
+        if args.sentry_memory is not None:
+            cfg.sentry_memory = specutils.parse_size_flag("--sentry-memory", args.sentry_memory)
         if args.pids_limit is not None:
             cfg.pids_limit = specutils.check_pids(args.pids_limit)
         if args.cpus is not None:

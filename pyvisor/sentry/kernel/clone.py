@@ -19,6 +19,7 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
@@ -53,9 +54,10 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         raise SyscallError(Errno.EPERM)   # Linux: do_arch_prctl_64(ARCH_SET_FS)
     kernel = t.kernel
     tg = t.tg
-    nproc = tg.rlimits[6][0]
-    if len(kernel.tasks_by_tid) >= min(nproc, kernel.max_tasks):
-        raise SyscallError(Errno.EAGAIN)   # the sandbox's task limit (a fork bomb ends here)
+    # The sandbox's pid limit, zombies included (a fork bomb ends here), and RLIMIT_NPROC
+    # (applied to the whole sandbox, root included).
+    if kernel.pids_exhausted(tg.rlimits[6][0]):
+        raise SyscallError(Errno.EAGAIN)
     # Host side first: nothing to undo in the Sentry if it fails.
     try:
         if flags & CLONE_VM:
@@ -66,6 +68,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
             thread = next(iter(mm.proc.threads))
     except OSError as e:
         raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
+    if mm is not t.mm:
+        textbusy.exe_acquire(kernel, mm)
     mm.add_user()
     tid = kernel.alloc_pid()
     regs = B.UserRegs()

@@ -15,6 +15,7 @@ from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_fxsave
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -41,6 +42,7 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
     if t.creds.euid != 0:
         from pyvisor.sentry.vfs.perms import check_access
         check_access(t, inode, 1)
+    textbusy.check_exec(t.kernel, inode)      # ETXTBSY while open for writing
     return FileDescription.open(loc.mount, loc.dentry, O_RDONLY)
 
 
@@ -117,8 +119,9 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     kernel.tasks_by_host[new_thread.tid] = t
     t.mm = mm
     mm.add_user()
+    textbusy.exe_acquire(kernel, mm)
     kernel.platform.exit_thread(old_thread)
-    old_mm.release_user()
+    kernel.release_mm(old_mm)
     # Registers: a clean slate at the entry point.
     regs = kernel.platform.initial_regs()
     regs.rip = entry

@@ -38,7 +38,9 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
+from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.ptrace import binding as B
@@ -53,6 +55,7 @@ WALL = 0x40000000
 _SYSCALL_STOP = host_signal.SIGTRAP | 0x80
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _WAKE_EVENT, _WAKE_SIGNAL, _WAKE_TIMEOUT = 1, 2, 3
+PID_MAX = 4194303          # /proc/sys/kernel/pid_max on 64-bit Linux
 
 
 class SentryPanic(Exception):
@@ -108,6 +111,9 @@ class Kernel:
         self.tasks_by_host: dict[int, Task] = {}         # host tid -> task
         self.groups: dict[int, ThreadGroup] = {}         # tgid -> thread group
         self._next_pid = 1
+        # Every pid in use: live tasks, and each thread group's id until it is reaped (a
+        # zombie holds its pid, as in Linux).  Bounded by max_tasks.
+        self.pids: set[int] = set()
         self.init: ThreadGroup | None = None
         self.exit_status: int | None = None              # sandbox wait status of init
         self.ready: collections.deque[tuple[Task, Any]] = collections.deque()
@@ -121,7 +127,10 @@ class Kernel:
         self.unknown_logged: set[int] = set()
         self.root_ns: Any = None    # the mount namespace, set by the sandbox set-up
         self.current: Task | None = None   # the task whose syscall is being served
-        self.max_tasks = 1 << 20            # the sandbox's task limit, set at boot
+        self.max_tasks = 1 << 20            # the sandbox's pid limit (--pids-limit), set at boot
+        self.memory = SentryMemory()        # what the Sentry holds for the application
+        self.executing: dict[tuple[int, int], int] = {}   # textbusy: files run by an mm
+        self.writers: dict[tuple[int, int], int] = {}     # textbusy: files open for writing
         self.gofers: list[Any] = []
         # Called when a process without a parent (one started by `exec`) dies; set by the
         # control service (runtime/sentry_control.py), which reports its status.
@@ -136,16 +145,32 @@ class Kernel:
 
     # -- pids -------------------------------------------------------------------------
 
+    def pids_exhausted(self, limit: int | None = None) -> bool:
+        """Whether no pid can be allocated: every pid up to the sandbox's limit (or the
+        smaller `limit`) is held by a task or an unreaped zombie."""
+        cap = self.max_tasks if limit is None else min(limit, self.max_tasks)
+        return len(self.pids) >= cap
+
     def alloc_pid(self) -> int:
+        """A free pid.  Linux: alloc_pid (EAGAIN when the namespace is full)."""
+        if self.pids_exhausted():
+            raise SyscallError(Errno.EAGAIN)
         while True:
             pid = self._next_pid
-            self._next_pid = pid + 1 if pid < 4194303 else 300
-            if pid not in self.tasks_by_tid and pid not in self.groups:
+            self._next_pid = pid + 1 if pid < PID_MAX else 300
+            if pid not in self.pids:
+                self.pids.add(pid)
                 return pid
+
+    def _free_pid(self, pid: int) -> None:
+        """`pid` is free once neither a live task nor an unreaped thread group holds it."""
+        if pid not in self.tasks_by_tid and pid not in self.groups:
+            self.pids.discard(pid)
 
     def register(self, t: Task) -> None:
         self.tasks_by_tid[t.tid] = t
         self.tasks_by_host[t.thread.tid] = t
+        self.pids.add(t.tid)
 
     # -- timers and host fds ----------------------------------------------------------
 
@@ -608,16 +633,25 @@ class Kernel:
                 pass
         self.tasks_by_tid.pop(t.tid, None)
         self.tasks_by_host.pop(t.thread.tid, None)
+        self._free_pid(t.tid)
+        ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
         self.platform.exit_thread(t.thread)
-        t.mm.release_user()
+        self.release_mm(t.mm)
         if t.vfork_parent is not None:
             self._vfork_done(t)
         if not tg.tasks:
             self._group_dead(tg, t)
         elif tg.exit_code is None:
             pass
+
+    def release_mm(self, mm: Any) -> None:
+        """A task stops using `mm`; the last user frees it (and its executable's
+        write denial)."""
+        mm.release_user()
+        if mm.users <= 0:
+            textbusy.exe_release(self, mm)
 
     def _vfork_done(self, t: Task) -> None:
         q = t.tg.vfork_done
@@ -631,6 +665,7 @@ class Kernel:
             tg.exit_code = 0
         last.fd_table.release()
         tg.zombie = True
+        ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
         # Orphans go to init (we are PID namespace init's reaper).
@@ -665,8 +700,11 @@ class Kernel:
         act = parent.sighand.actions[Signal.SIGCHLD]
         autoreap = act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT
         if 0 < tg.exit_signal <= NSIG:      # legacy clone accepts any byte (do_notify_parent)
-            ksignal.send_to_group(parent, ksignal.SigInfo(tg.exit_signal, code, pid=tg.tgid,
-                                                          status=st))
+            try:
+                ksignal.send_to_group(parent, ksignal.SigInfo(tg.exit_signal, code,
+                                                              pid=tg.tgid, status=st))
+            except SyscallError:
+                pass     # a real-time exit signal that does not fit is lost, as in Linux
         if autoreap and tg.exit_signal == Signal.SIGCHLD:
             self.release_group(tg)
         parent.child_wq.notify()
@@ -675,6 +713,7 @@ class Kernel:
         """Reaps a zombie: its pid becomes free."""
         tg.reaped = True
         self.groups.pop(tg.tgid, None)
+        self._free_pid(tg.tgid)
         if tg.parent is not None and tg in tg.parent.children:
             tg.parent.children.remove(tg)
 
@@ -711,6 +750,7 @@ class Kernel:
                 self.platform.exit_thread(t.thread)
         self.tasks_by_tid.clear()
         self.tasks_by_host.clear()
+        self.pids.clear()
 
     def shutdown(self) -> None:
         """Kills every stub (including the master) and reaps them all."""

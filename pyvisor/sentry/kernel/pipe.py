@@ -7,6 +7,9 @@ fits there, then fills fresh slots a page at a time; so a write of at most
 PIPE_BUF bytes is atomic, and a bigger one takes what the free slots hold
 (pipe_write).  Readers get EOF once every writer is gone; writers get EPIPE
 (and SIGPIPE, sent by the syscall layer) once every reader is gone.
+Buffered bytes are charged to the sandbox's Sentry memory account while they
+sit in the pipe; a write that finds the account full gets ENOMEM (Linux:
+pipe_write when a page cannot be allocated).
 Concurrency: Sentry loop only.
 """
 
@@ -19,6 +22,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import S_IFIFO
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
@@ -37,16 +41,17 @@ FIONREAD = 0x541B
 class Pipe:
     """The shared ring.  Linux: struct pipe_inode_info."""
 
-    __slots__ = ("bufs", "nbytes", "capacity", "readers", "writers", "wq", "had_writer")
+    __slots__ = ("bufs", "nbytes", "capacity", "readers", "writers", "wq", "had_writer", "acct")
 
     def __init__(self) -> None:
         self.bufs: collections.deque[bytearray] = collections.deque()   # oldest first
-        self.nbytes = 0                    # bytes in all buffers
+        self.nbytes = 0                    # bytes in all buffers, all charged to `acct`
         self.capacity = DEFAULT_CAPACITY   # bytes; a power of two, at least a page
         self.readers = 0
         self.writers = 0
         self.wq = WaitQueue()
         self.had_writer = False
+        self.acct: SentryMemory | None = None   # set by the first write
 
     @property
     def slots(self) -> int:
@@ -74,35 +79,55 @@ class Pipe:
                 else:
                     del b[:take]
             self.nbytes -= len(out)
+            self._uncharge(len(out))
             self.wq.notify(EVENT_OUT)
             return bytes(out)
         if self.writers == 0:
             return b""
         raise WouldBlock()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, acct: SentryMemory) -> int:
         """What fits now, as one pass of pipe_write: the merge of the sub-page
         remainder into the newest buffer, then whole free slots.  WouldBlock if
-        nothing fits.  (Linux merges only on a write's first pass; a blocked
-        writer's later passes merge here too, which changes only how bytes
-        are spread over slots, never their order.)"""
+        nothing fits; ENOMEM if the Sentry memory account has no room for an
+        atomic write or for any byte of a bigger one.  (Linux merges only on a
+        write's first pass; a blocked writer's later passes merge here too, which
+        changes only how bytes are spread over slots, never their order.)"""
         if self.readers == 0:
             raise SyscallError(Errno.EPIPE)
         total = len(data)
-        done = 0
         chars = total % PAGE_SIZE
-        if chars and self.bufs and len(self.bufs[-1]) + chars <= PAGE_SIZE:
-            self.bufs[-1] += data[:chars]
-            done = chars
-        while done < total and not self.full():
-            take = min(PAGE_SIZE, total - done)
-            self.bufs.append(bytearray(data[done:done + take]))
-            done += take
-        if not done:
+        merged = chars if chars and self.bufs and len(self.bufs[-1]) + chars <= PAGE_SIZE \
+            else 0
+        take = merged + min(total - merged, max(0, self.slots - len(self.bufs)) * PAGE_SIZE)
+        if not take:
             raise WouldBlock()
+        self.acct = acct
+        if not acct.try_charge(Kind.PIPE, take):
+            # Take what fits (never splitting an atomic write); nothing fits: ENOMEM.
+            take = min(take, acct.available()) if total > PIPE_BUF else 0
+            if take <= 0 or not acct.try_charge(Kind.PIPE, take):
+                raise SyscallError(Errno.ENOMEM)
+        done = min(merged, take)
+        if done:
+            self.bufs[-1] += data[:done]
+        while done < take:
+            n = min(PAGE_SIZE, take - done)
+            self.bufs.append(bytearray(data[done:done + n]))
+            done += n
         self.nbytes += done
         self.wq.notify(EVENT_IN)
         return done
+
+    def _uncharge(self, n: int) -> None:
+        if self.acct is not None and n:
+            self.acct.uncharge(Kind.PIPE, n)
+
+    def discard(self) -> None:
+        """Every reader and writer is gone: the buffered bytes are freed."""
+        self._uncharge(self.nbytes)
+        self.bufs.clear()
+        self.nbytes = 0
 
     def readiness(self, reading: bool, writing: bool) -> int:
         ev = 0
@@ -140,7 +165,7 @@ class PipeImpl(FileImpl):
         return self.pipe.read(n)
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
-        return self.pipe.write(data)
+        return self.pipe.write(data, t.kernel.memory)
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         return self.pipe.readiness(self.reading, self.writing) & (mask | EVENT_HUP | EVENT_ERR)
@@ -159,6 +184,8 @@ class PipeImpl(FileImpl):
             self.pipe.readers -= 1
         if self.writing:
             self.pipe.writers -= 1
+        if self.pipe.readers == 0 and self.pipe.writers == 0:
+            self.pipe.discard()
         self.pipe.wq.notify(EVENT_IN | EVENT_OUT | EVENT_HUP | EVENT_ERR)
 
 

@@ -19,11 +19,13 @@ from pyvisor.abi.linux.errno import (ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERES
                                      ERESTARTSYS, Errno)
 from pyvisor.abi.linux.signal import (MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RESETHAND,
                                       SA_RESTART, SA_RESTORER, SA_SIGINFO, SI_KERNEL, SI_USER,
-                                      SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, Signal,
-                                      sigmask)
+                                      SIG_DFL, SIG_IGN, SIGRTMIN, SS_DISABLE, SS_ONSTACK,
+                                      UNBLOCKABLE, Signal, sigmask)
 from pyvisor.sentry.arch.fpu import FXSAVE_ALIGN, FXSAVE_SIZE, initial_fxsave
 from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.memacct import SIGQUEUE_COST, Kind
+from pyvisor.sentry.kernel.task import RLIMIT_SIGPENDING
 from pyvisor.sentry.platform.ptrace import binding as B
 
 if TYPE_CHECKING:
@@ -98,8 +100,8 @@ def send_to_group(tg: ThreadGroup, info: SigInfo) -> None:
         return
     if sig < 32 and tg.pending_mask & sigmask(sig):
         return      # standard signals do not queue
-    tg.pending.setdefault(sig, []).append(info)
-    tg.pending_mask |= sigmask(sig)
+    if not _enqueue(tg, tg, info):
+        return
     bit = sigmask(sig)
     for t in tg.tasks:
         if not t.sigmask & bit and not t.exited:
@@ -123,10 +125,83 @@ def send_to_task(t: Task, info: SigInfo) -> None:
         return
     if sig < 32 and t.pending_mask & sigmask(sig):
         return
-    t.pending.setdefault(sig, []).append(info)
-    t.pending_mask |= sigmask(sig)
+    if not _enqueue(tg, t, info):
+        return
     if not t.sigmask & sigmask(sig):
         tg.kernel.signal_wakeup(t)
+
+
+# -- the pending queues ------------------------------------------------------------------
+#
+# Standard signals queue at most one siginfo each (bounded by design).  Real-time
+# signals queue one per send: each queued one counts against RLIMIT_SIGPENDING (for
+# the whole sandbox, as Linux counts it for the whole user) and is charged to the
+# Sentry memory account.  Past either, sigqueue/tgkill get EAGAIN, and kill() still
+# marks the signal pending but without its siginfo (Linux: __send_signal_locked,
+# "a silent loss of information"): one uncharged entry, _LOST[sig].
+
+_LOST: dict[int, SigInfo] = {}
+
+
+def _lost(sig: int) -> SigInfo:
+    info = _LOST.get(sig)
+    if info is None:
+        info = _LOST[sig] = SigInfo(sig, SI_USER)
+    return info
+
+
+def _enqueue(tg: ThreadGroup, source: Task | ThreadGroup, info: SigInfo) -> bool:
+    """Queues `info` on `source` (a task of `tg`, or `tg` itself).  False if it was
+    dropped; SyscallError(EAGAIN) if a real-time signal does not fit and may not lose
+    its siginfo."""
+    sig = info.signo
+    bit = sigmask(sig)
+    if sig >= SIGRTMIN:
+        acct = tg.kernel.memory
+        queued = acct.by_kind[Kind.SIGNAL] // SIGQUEUE_COST
+        if queued >= tg.rlimits[RLIMIT_SIGPENDING][0] or \
+                not acct.try_charge(Kind.SIGNAL, SIGQUEUE_COST):
+            if info.code != SI_USER:
+                raise SyscallError(Errno.EAGAIN)
+            if source.pending_mask & bit:
+                return False
+            info = _lost(sig)
+    source.pending.setdefault(sig, []).append(info)
+    source.pending_mask |= bit
+    return True
+
+
+def _forget(source: Task | ThreadGroup, info: SigInfo) -> None:
+    """`info` left `source`'s pending queue: return its charge."""
+    if info.signo >= SIGRTMIN and info is not _LOST.get(info.signo):
+        source.kernel.memory.uncharge(Kind.SIGNAL, SIGQUEUE_COST)
+
+
+def take(source: Task | ThreadGroup, sig: int) -> SigInfo:
+    """Dequeues the oldest pending instance of `sig` from `source` (which has one)."""
+    q = source.pending[sig]
+    info = q.pop(0)
+    if not q:
+        del source.pending[sig]
+        source.pending_mask &= ~sigmask(sig)
+    _forget(source, info)
+    return info
+
+
+def flush(source: Task | ThreadGroup, sig: int) -> None:
+    """Discards every pending instance of `sig` (a newly ignored signal)."""
+    for info in source.pending.pop(sig, ()):
+        _forget(source, info)
+    source.pending_mask &= ~sigmask(sig)
+
+
+def flush_all(source: Task | ThreadGroup) -> None:
+    """Discards everything pending on `source` (a dead thread or process)."""
+    pending, source.pending = source.pending, {}
+    source.pending_mask = 0
+    for q in pending.values():
+        for info in q:
+            _forget(source, info)
 
 
 def _continue_group(tg: ThreadGroup) -> None:
@@ -156,12 +231,7 @@ def _dequeue(t: Task) -> SigInfo | None:
         sync = avail & _SYNC_SIGNALS
         pick = sync if sync else avail
         sig = (pick & -pick).bit_length()
-        q = source.pending[sig]
-        info = q.pop(0)
-        if not q:
-            del source.pending[sig]
-            source.pending_mask &= ~sigmask(sig)
-        return info
+        return take(source, sig)
     return None
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # Resource limits.  From <asm-generic/resource.h>.
 RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_DATA, RLIMIT_STACK, RLIMIT_CORE, RLIMIT_RSS = range(6)
 RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_MEMLOCK, RLIMIT_AS = 6, 7, 8, 9
+RLIMIT_SIGPENDING = 11
 RLIM_NLIMITS = 16
 RLIM_INFINITY = (1 << 64) - 1
 
@@ -39,7 +40,7 @@ def default_rlimits() -> list[list[int]]:
     lim[RLIMIT_NPROC] = [4096, 4096]
     lim[RLIMIT_MEMLOCK] = [8 << 20, 8 << 20]
     lim[10] = [RLIM_INFINITY, RLIM_INFINITY]       # LOCKS
-    lim[11] = [63704, 63704]                       # SIGPENDING
+    lim[RLIMIT_SIGPENDING] = [63704, 63704]
     lim[12] = [819200, 819200]                     # MSGQUEUE
     lim[13] = [0, 0]                               # NICE
     lim[14] = [0, 0]                               # RTPRIO

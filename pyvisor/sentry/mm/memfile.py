@@ -73,7 +73,18 @@ class MemoryFile:
         """Zeroes a range (punching whole pages, memset for the edges)."""
         if n <= 0:
             return
-        ctypes.memset(self.base + off, 0, n)
+        head = min(n, -off % PAGE_SIZE)
+        if head:
+            ctypes.memset(self.base + off, 0, head)
+        mid = (n - head) & ~(PAGE_SIZE - 1)
+        if mid:
+            # Never memset whole pages: that would allocate them (a truncate of a large,
+            # sparse file would fill the host's memory with zeros).
+            _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                            ctypes.c_long(off + head), ctypes.c_long(mid))
+        tail = n - head - mid
+        if tail:
+            ctypes.memset(self.base + off + head + mid, 0, tail)
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ from pyvisor.abi.linux.signal import Signal
 from pyvisor.abi.linux.stat import S_IFMT, S_IFSOCK
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.task import RLIMIT_NOFILE
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_RDHUP, WaitQueue)
@@ -91,7 +92,8 @@ NO_CREDS = (0, 65534, 65534)              # pid 0, overflow uid/gid: sent withou
 class UnixNamespace:
     """Abstract names and autobind numbers.  Linux: the per-netns unix table."""
 
-    def __init__(self) -> None:
+    def __init__(self, acct: SentryMemory) -> None:
+        self.acct = acct            # queued messages are charged here (Kind.SOCKET)
         self.abstract: dict[tuple[bytes, int], UnixSocket] = {}
         self.autobind = 0
         self.inflight: dict[int, int] = {}     # uid -> files in flight (user->unix_inflight)
@@ -128,7 +130,7 @@ def namespace_of(kernel: Any) -> UnixNamespace:
     """The kernel's AF_UNIX namespace (the sandbox has one network namespace)."""
     ns = _NAMESPACES.get(kernel)
     if ns is None:
-        ns = _NAMESPACES[kernel] = UnixNamespace()
+        ns = _NAMESPACES[kernel] = UnixNamespace(kernel.memory)
     return ns
 
 
@@ -237,6 +239,7 @@ class UnixSocket(Socket):
         n = min(n, m.charge)
         m.charge -= n
         s.wmem -= n
+        self.ns.acct.uncharge(Kind.SOCKET, n)
         if s.wmem < s.sndbuf:
             s.wq.notify(EVENT_OUT)
 
@@ -257,8 +260,15 @@ class UnixSocket(Socket):
                  creds: tuple[int, int, int]) -> Message:
         """A message from us, charged to our wmem, taking `control`'s files."""
         m = Message(data, self, creds, charge=len(data) + MSG_OVERHEAD)
+        acct = self.ns.acct
+        if not acct.try_charge(Kind.SOCKET, m.charge):
+            raise SyscallError(Errno.ENOBUFS)    # sock_alloc_send_pskb: no memory
         if control.rights:
-            m.rights_uid = self.ns.charge_inflight(t, len(control.rights))
+            try:
+                m.rights_uid = self.ns.charge_inflight(t, len(control.rights))
+            except SyscallError:
+                acct.uncharge(Kind.SOCKET, m.charge)
+                raise
             m.rights, control.rights = control.rights, None
         self.wmem += m.charge
         return m
@@ -622,7 +632,13 @@ class UnixSocket(Socket):
                 self._sigpipe(t, flags)
                 raise SyscallError(Errno.EPIPE)
             size = min(total - sent, max(self.sndbuf // 2 - 64, 1), STREAM_CHUNK_MAX)
-            other.queue.append(self._message(t, data[sent:sent + size], other, control, creds))
+            try:
+                m = self._message(t, data[sent:sent + size], other, control, creds)
+            except SyscallError:
+                if sent:
+                    break
+                raise
+            other.queue.append(m)
             sent += size
         if sent:
             other._notify(EVENT_IN)

@@ -11,10 +11,11 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL,
                                      O_NOFOLLOW, O_PATH, O_RDONLY, O_TMPFILE, O_TRUNC, O_WRONLY,
                                      O_RDWR)
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
-from pyvisor.sentry.vfs.vfs import Dentry, Location, Resolver
+from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -103,8 +104,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
                                         t.creds.fsgid)
             parent.dentry.forget(name)
             d = parent.dentry.child(name)
-            f = FileDescription.open(parent.mount, d, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
-            return f
+            return _open(t, parent.mount, d, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
     else:
         loc = lookup_at(t, dirfd, path, follow)
         if loc.inode.is_symlink() and not flags & O_PATH:
@@ -122,7 +122,19 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
             (MAY_WRITE if acc in (O_WRONLY, O_RDWR) else 0)
         check_access(t, inode, want)
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
-        f = FileDescription.open(loc.mount, loc.dentry, flags)
+        f = _open(t, loc.mount, loc.dentry, flags)
         f.inode.truncate(0)
         return f
-    return FileDescription.open(loc.mount, loc.dentry, flags)
+    return _open(t, loc.mount, loc.dentry, flags)
+
+
+def _open(t: Task, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
+    """Opens a resolved file; with write access, ETXTBSY while it is being executed
+    (checked before the open, which may copy it up or truncate it)."""
+    writing = flags & O_ACCMODE in (O_WRONLY, O_RDWR) and not flags & O_PATH
+    if writing:
+        textbusy.check_write(t.kernel, dentry.inode)
+    f = FileDescription.open(mount, dentry, flags)
+    if writing:
+        textbusy.track_writer(t.kernel, f)
+    return f

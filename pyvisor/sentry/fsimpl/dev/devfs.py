@@ -169,20 +169,25 @@ DEV_SYMLINKS: dict[bytes, bytes] = {
 }
 
 
+DEV_SIZE = 64 << 20
+DEV_INODES = 65536
+
+
 def new_devfs(kernel: object, memfile: MemoryFile) -> tuple[TmpFS, TmpfsDir]:
     """A new /dev: (filesystem, root directory).  The caller mounts a tmpfs on shm.
 
-    `kernel` is unused for now; it is where /dev/tty and /dev/ptmx will find
-    sessions and the devpts instance.
+    `kernel` gives the Sentry memory account; it is also where /dev/tty and /dev/ptmx
+    will find sessions and the devpts instance.
     """
-    fs = TmpFS(memfile)
+    # Bounded as a container's /dev tmpfs (Docker: size=65536k), and its metadata
+    # charged to the Sentry memory account: the application can create files here.
+    fs = TmpFS(memfile, DEV_SIZE, DEV_INODES, getattr(kernel, "memory", None))
     root = fs.new_root(0o755)
     for name, (minor, factory) in MEM_DEVICES.items():
-        root.entries[name] = CharDevice(fs, MEM_MAJOR, minor, factory)
-    root.entries[b"tty"] = TtyDevice(fs)
+        root.add_child(name, CharDevice(fs, MEM_MAJOR, minor, factory))
+    root.add_child(b"tty", TtyDevice(fs))
     for name, target in DEV_SYMLINKS.items():
-        root.entries[name] = TmpfsSymlink(fs, target, 0, 0)
-    root.entries[b"shm"] = TmpfsDir(fs, S_IFDIR | 0o1777, 0, 0)
-    root.entries[b"pts"] = TmpfsDir(fs, S_IFDIR | 0o755, 0, 0)
-    root.nlink += 2
+        root.add_child(name, TmpfsSymlink(fs, target, 0, 0))
+    root.add_child(b"shm", TmpfsDir(fs, S_IFDIR | 0o1777, 0, 0))
+    root.add_child(b"pts", TmpfsDir(fs, S_IFDIR | 0o755, 0, 0))
     return fs, root

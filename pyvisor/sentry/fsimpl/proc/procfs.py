@@ -664,13 +664,17 @@ def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
 
 def _gen_meminfo(fs: ProcFS) -> bytes:
     total, free, avail = fs.mem["MemTotal"], fs.mem["MemFree"], fs.mem["MemAvailable"]
+    # Slab (all unreclaimable): what the Sentry holds for the application, as counted by
+    # its memory account (pipe buffers, socket queues, epoll watches, queued signals).
+    acct = getattr(fs.kernel, "memory", None)
+    slab = acct.used // 1024 if acct is not None else 0
     rows = [("MemTotal", total), ("MemFree", free), ("MemAvailable", avail), ("Buffers", 0),
             ("Cached", 0), ("SwapCached", 0), ("Active", 0), ("Inactive", 0),
             ("Active(anon)", 0), ("Inactive(anon)", 0), ("Active(file)", 0),
             ("Inactive(file)", 0), ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", 0),
             ("SwapFree", 0), ("Dirty", 0), ("Writeback", 0), ("AnonPages", 0), ("Mapped", 0),
-            ("Shmem", 0), ("KReclaimable", 0), ("Slab", 0), ("SReclaimable", 0),
-            ("SUnreclaim", 0), ("KernelStack", 0), ("PageTables", 0), ("NFS_Unstable", 0),
+            ("Shmem", 0), ("KReclaimable", 0), ("Slab", slab), ("SReclaimable", 0),
+            ("SUnreclaim", slab), ("KernelStack", 0), ("PageTables", 0), ("NFS_Unstable", 0),
             ("Bounce", 0), ("WritebackTmp", 0), ("CommitLimit", total // 2),
             ("Committed_AS", total - avail if total > avail else 0),
             ("VmallocTotal", 34359738367), ("VmallocUsed", 0), ("VmallocChunk", 0),

@@ -6,43 +6,133 @@ doubling), so read/write and shared mappings see the same bytes.  Used for
 
 Invariant: a file's bytes past `size` within its extent are zero, so growing
 by truncate or by a write past EOF never exposes old data.
+
+Limits, as Linux's tmpfs (mount options `size=` and `nr_inodes=`), ENOSPC past
+either:
+  * size: the pages of file data (a file is charged for the pages up to its
+    largest size since it was last truncated down) and one page per symlink
+    whose target does not fit inline (SHORT_SYMLINK_LEN);
+  * nr_inodes: every inode (the root directory too) until it is freed, and
+    every extra hard link (Linux: shmem_reserve_inode in shmem_link).
+What lives in the Sentry's heap rather than in the memory file (inode objects,
+directory entries, inline symlink targets) is also charged to the sandbox's
+Sentry memory account (memacct.py) when the TmpFS has one: ENOSPC when it is
+full, as shmem_get_inode gives when an inode cannot be allocated.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.mman import page_round_up
-from pyvisor.abi.linux.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, TMPFS_MAGIC, dtype_of
+from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
+from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
+                                    dtype_of)
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode, now_ns
+from pyvisor.sentry.vfs.vfs import NAME_MAX
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
 MAX_FILE_SIZE = 1 << 34
+SHORT_SYMLINK_LEN = 128          # targets (with their NUL) up to this are kept inline
+INODE_COST = 512                 # Sentry heap per inode (object, dict slot, dentry)
+DIRENT_COST = 64                 # Sentry heap per directory entry, plus its name
 
 
 class TmpFS(Filesystem):
-    """One tmpfs instance."""
+    """One tmpfs instance.  Linux: struct shmem_sb_info."""
 
     name = "tmpfs"
     magic = TMPFS_MAGIC
 
-    def __init__(self, memfile: MemoryFile, size_limit: int = 0) -> None:
+    def __init__(self, memfile: MemoryFile, size_limit: int = 0, nr_inodes: int = 0,
+                 acct: SentryMemory | None = None) -> None:
         super().__init__()
         self.memfile = memfile
         self.size_limit = size_limit      # bytes; 0 = unlimited
-        self.used = 0
+        self.used = 0                     # bytes charged against size_limit (whole pages)
+        self.nr_inodes = nr_inodes        # 0 = unlimited
+        self.inodes = 0                   # inodes and extra links charged against nr_inodes
+        self.acct = acct                  # the Sentry memory account, if any
 
     def new_root(self, mode: int = 0o1777, uid: int = 0, gid: int = 0) -> TmpfsDir:
         return TmpfsDir(self, S_IFDIR | mode, uid, gid)
 
+    # -- accounting ------------------------------------------------------------------
 
-class TmpfsDir(Inode):
+    def reserve_inode(self, heap: int = INODE_COST) -> None:
+        """One more inode (or hard link); ENOSPC past nr_inodes or the Sentry's bound."""
+        if self.nr_inodes and self.inodes >= self.nr_inodes:
+            raise SyscallError(Errno.ENOSPC)
+        if not self.charge_heap(heap):
+            raise SyscallError(Errno.ENOSPC)
+        self.inodes += 1
+
+    def free_inode(self, heap: int = INODE_COST) -> None:
+        self.inodes -= 1
+        self.uncharge_heap(heap)
+
+    def charge_heap(self, n: int) -> bool:
+        return self.acct is None or self.acct.try_charge(Kind.TMPFS, n)
+
+    def uncharge_heap(self, n: int) -> None:
+        if self.acct is not None:
+            self.acct.uncharge(Kind.TMPFS, n)
+
+    def reserve_space(self, n: int) -> None:
+        """`n` more bytes (whole pages) of data; ENOSPC past size_limit."""
+        if self.size_limit and self.used + n > self.size_limit:
+            raise SyscallError(Errno.ENOSPC)
+        self.used += n
+
+    def free_space(self, n: int) -> None:
+        self.used -= n
+
+    def statfs(self) -> bytes:
+        """struct statfs as Linux's shmem_statfs: blocks and inodes of the limits."""
+        if not self.size_limit and not self.nr_inodes:
+            return super().statfs()
+        blocks = self.size_limit // PAGE_SIZE
+        bfree = max(0, self.size_limit - self.used) // PAGE_SIZE
+        files = self.nr_inodes
+        ffree = max(0, self.nr_inodes - self.inodes)
+        return STATFS.pack(self.magic, PAGE_SIZE, blocks, bfree, bfree, files, ffree,
+                           0, 0, NAME_MAX, PAGE_SIZE, 0)
+
+
+def _dirent_cost(name: bytes) -> int:
+    return DIRENT_COST + len(name)
+
+
+class TmpfsInode(Inode):
+    """What every tmpfs inode shares: its charge against nr_inodes, returned when the
+    inode is freed (its last name and its last open file or mapping gone)."""
+
+    __slots__ = ("_counted",)
+
+    def __init__(self, fs: TmpFS, mode: int, uid: int, gid: int) -> None:
+        fs.reserve_inode()             # raises ENOSPC before anything exists
+        self._counted = True
+        super().__init__(fs, mode, uid, gid)
+
+    def __del__(self) -> None:
+        try:
+            if self._counted:
+                self._counted = False
+                fs = self.fs
+                assert isinstance(fs, TmpFS)
+                fs.free_inode()
+        except Exception:  # noqa: BLE001 - a half-built inode, or interpreter shutdown
+            pass
+
+
+class TmpfsDir(TmpfsInode):
     """A tmpfs directory: a dict of children."""
 
     __slots__ = ("entries",)
@@ -60,24 +150,39 @@ class TmpfsDir(Inode):
     def readdir(self) -> Iterable[DirEntry]:
         return [DirEntry(n, i.ino, dtype_of(i.mode)) for n, i in list(self.entries.items())]
 
-    def _add(self, name: bytes, inode: Inode) -> Inode:
+    @property
+    def tmpfs(self) -> TmpFS:
+        fs = self.fs
+        assert isinstance(fs, TmpFS)
+        return fs
+
+    def _check_new(self, name: bytes) -> None:
         if self.fs.readonly:
             raise SyscallError(Errno.EROFS)
         if name in self.entries:
             raise SyscallError(Errno.EEXIST)
+
+    def _add(self, name: bytes, inode: Inode) -> Inode:
+        self._check_new(name)
+        if not self.tmpfs.charge_heap(_dirent_cost(name)):
+            raise SyscallError(Errno.ENOSPC)
         self.entries[name] = inode
         if inode.is_dir():
             self.nlink += 1
         self.mtime_ns = self.ctime_ns = now_ns()
         return inode
 
+    def add_child(self, name: bytes, inode: Inode) -> Inode:
+        """Links a ready inode (a device node of devfs) under `name`, charged as any."""
+        return self._add(name, inode)
+
     def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
-        assert isinstance(self.fs, TmpFS)
-        return self._add(name, TmpfsFile(self.fs, S_IFREG | (mode & 0o7777), uid, gid))
+        self._check_new(name)
+        return self._add(name, TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid))
 
     def mkdir(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
-        assert isinstance(self.fs, TmpFS)
-        return self._add(name, TmpfsDir(self.fs, S_IFDIR | (mode & 0o7777), uid, gid))
+        self._check_new(name)
+        return self._add(name, TmpfsDir(self.tmpfs, S_IFDIR | (mode & 0o7777), uid, gid))
 
     def mknod(self, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Inode:
         assert isinstance(self.fs, TmpFS)
@@ -86,20 +191,28 @@ class TmpfsDir(Inode):
             return self.create(name, mode, uid, gid)
         from pyvisor.abi.linux.stat import S_IFIFO, S_IFSOCK
         if ftype in (S_IFIFO, S_IFSOCK):
-            node = TmpfsSpecial(self.fs, mode, uid, gid)
+            self._check_new(name)
+            node = TmpfsSpecial(self.tmpfs, mode, uid, gid)
             return self._add(name, node)
         raise SyscallError(Errno.EPERM)   # device nodes are never created in a sandbox
 
     def symlink(self, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
-        assert isinstance(self.fs, TmpFS)
-        return self._add(name, TmpfsSymlink(self.fs, target, uid, gid))
+        self._check_new(name)
+        return self._add(name, TmpfsSymlink(self.tmpfs, target, uid, gid))
 
     def link(self, name: bytes, target: Inode) -> None:
         if target.fs is not self.fs:
             raise SyscallError(Errno.EXDEV)
         if target.is_dir():
             raise SyscallError(Errno.EPERM)
-        self._add(name, target)
+        self._check_new(name)
+        fs = self.tmpfs
+        fs.reserve_inode(heap=0)         # a link costs an inode, as in Linux
+        try:
+            self._add(name, target)
+        except SyscallError:
+            fs.free_inode(heap=0)
+            raise
         target.nlink += 1
         target.ctime_ns = now_ns()
 
@@ -107,11 +220,14 @@ class TmpfsDir(Inode):
         if self.fs.readonly:
             raise SyscallError(Errno.EROFS)
         inode = self.entries.pop(name)
+        self.tmpfs.uncharge_heap(_dirent_cost(name))
         self.mtime_ns = self.ctime_ns = now_ns()
         if inode.is_dir():
             self.nlink -= 1
             inode.nlink = 0
         else:
+            if inode.nlink > 1:
+                self.tmpfs.free_inode(heap=0)   # an extra link; the last goes with the inode
             inode.nlink -= 1
             inode.ctime_ns = now_ns()
         if inode.nlink <= 0 and isinstance(inode, TmpfsFile):
@@ -153,10 +269,15 @@ class TmpfsDir(Inode):
                     raise SyscallError(Errno.ENOTEMPTY)
             elif dst.is_dir():
                 raise SyscallError(Errno.EISDIR)
-            newdir._remove(new)
         if src.is_dir() and _is_ancestor(src, newdir):
             raise SyscallError(Errno.EINVAL)
+        fs = self.tmpfs
+        if not fs.charge_heap(_dirent_cost(new)):
+            raise SyscallError(Errno.ENOSPC)
+        if dst is not None:
+            newdir._remove(new)
         del self.entries[old]
+        fs.uncharge_heap(_dirent_cost(old))
         newdir.entries[new] = src
         if src.is_dir():
             self.nlink -= 1
@@ -184,12 +305,33 @@ def _is_ancestor(a: Inode, b: Inode) -> bool:
     return False
 
 
-class TmpfsSymlink(Inode):
-    __slots__ = ("target",)
+class TmpfsSymlink(TmpfsInode):
+    """A symlink: a short target is kept inline (Sentry heap), a long one takes a page
+    of the filesystem's size, as Linux's shmem_symlink."""
+
+    __slots__ = ("target", "charge")
 
     def __init__(self, fs: TmpFS, target: bytes, uid: int, gid: int) -> None:
         super().__init__(fs, S_IFLNK | 0o777, uid, gid)
+        self.charge = 0
+        if len(target) + 1 > SHORT_SYMLINK_LEN:
+            fs.reserve_space(PAGE_SIZE)
+            self.charge = PAGE_SIZE
+        elif not fs.charge_heap(len(target)):
+            raise SyscallError(Errno.ENOSPC)
         self.target = target
+
+    def __del__(self) -> None:
+        try:
+            fs = self.fs
+            assert isinstance(fs, TmpFS)
+            if self.charge:
+                fs.free_space(self.charge)
+            else:
+                fs.uncharge_heap(len(self.target))
+        except Exception:  # noqa: BLE001 - a half-built inode, or interpreter shutdown
+            pass
+        super().__del__()
 
     def readlink(self) -> bytes:
         return self.target
@@ -198,7 +340,7 @@ class TmpfsSymlink(Inode):
         return len(self.target)
 
 
-class TmpfsSpecial(Inode):
+class TmpfsSpecial(TmpfsInode):
     """A FIFO or socket node; opening is handled by the pipe/socket layers."""
 
     __slots__ = ("bound",)
@@ -215,10 +357,10 @@ class TmpfsSpecial(Inode):
         raise SyscallError(Errno.ENXIO)
 
 
-class TmpfsFile(Inode):
+class TmpfsFile(TmpfsInode):
     """A regular tmpfs file: bytes in one memory-file extent."""
 
-    __slots__ = ("_size", "extent", "cap", "stale", "seals")
+    __slots__ = ("_size", "extent", "cap", "stale", "seals", "charged")
 
     def __init__(self, fs: TmpFS, mode: int, uid: int, gid: int) -> None:
         super().__init__(fs, mode, uid, gid)
@@ -227,6 +369,7 @@ class TmpfsFile(Inode):
         self.cap = 0
         self.stale: list[tuple[int, int]] = []   # old extents possibly still mapped
         self.seals = 0
+        self.charged = 0        # bytes (whole pages) charged to fs.used
 
     @property
     def memfile(self) -> MemoryFile:
@@ -238,15 +381,18 @@ class TmpfsFile(Inode):
         return self._size
 
     def _reserve(self, n: int) -> None:
-        """Ensures the extent holds at least `n` bytes, moving it if it must grow."""
-        if n <= self.cap:
-            return
+        """Ensures the extent holds at least `n` bytes, moving it if it must grow, and
+        that the file's pages up to `n` are charged to the filesystem's size."""
         if n > MAX_FILE_SIZE:
             raise SyscallError(Errno.EFBIG)
         fs = self.fs
         assert isinstance(fs, TmpFS)
-        if fs.size_limit and fs.used - self.cap + page_round_up(n) > fs.size_limit:
-            raise SyscallError(Errno.ENOSPC)
+        need = page_round_up(n)
+        if need > self.charged:
+            fs.reserve_space(need - self.charged)      # ENOSPC past the size limit
+            self.charged = need
+        if n <= self.cap:
+            return
         mf = self.memfile
         try:
             off, cap = mf.allocate(max(n, self.cap * 2))
@@ -256,7 +402,6 @@ class TmpfsFile(Inode):
             mf.map[off:off + self._size] = mf.map[self.extent:self.extent + self._size]
             # Mappings of the old extent keep their pages until the file dies.
             self.stale.append((self.extent, self.cap))
-        fs.used += cap - self.cap
         self.extent, self.cap = off, cap
 
     def read_at(self, n: int, offset: int) -> bytes:
@@ -273,9 +418,23 @@ class TmpfsFile(Inode):
         if self.fs.readonly:
             raise SyscallError(Errno.EROFS)
         end = offset + n
-        self._reserve(end)
+        try:
+            self._reserve(end)
+        except SyscallError as e:
+            # Write what fits in the pages still free (Linux writes up to the first page
+            # it cannot allocate); nothing fits: ENOSPC.
+            fs = self.fs
+            assert isinstance(fs, TmpFS)
+            if e.errno != Errno.ENOSPC or not fs.size_limit:
+                raise
+            room = max(self.charged, fs.size_limit - fs.used + self.charged) & ~(PAGE_SIZE - 1)
+            if room <= offset:
+                raise
+            end = min(end, room)
+            n = end - offset
+            self._reserve(end)
         base = self.extent
-        self.memfile.map[base + offset:base + end] = data
+        self.memfile.map[base + offset:base + end] = data[:n]
         if end > self._size:
             self._size = end
         self.mtime_ns = self.ctime_ns = now_ns()
@@ -288,6 +447,13 @@ class TmpfsFile(Inode):
             raise SyscallError(Errno.EFBIG)
         if size < self._size:
             self.memfile.zero(self.extent + size, self._size - size)
+            # The pages past the new end are freed (their charge too).
+            keep = page_round_up(size)
+            if self.charged > keep:
+                fs = self.fs
+                assert isinstance(fs, TmpFS)
+                fs.free_space(self.charged - keep)
+                self.charged = keep
         else:
             self._reserve(size)
         self._size = size
@@ -299,13 +465,16 @@ class TmpfsFile(Inode):
     def __del__(self) -> None:
         try:
             fs = self.fs
-            if isinstance(fs, TmpFS) and self.extent >= 0:
-                fs.memfile.free(self.extent, self.cap)
-                fs.used -= self.cap
-                for off, cap in self.stale:
-                    fs.memfile.free(off, cap)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+            if isinstance(fs, TmpFS):
+                if self.extent >= 0:
+                    fs.memfile.free(self.extent, self.cap)
+                    for off, cap in self.stale:
+                        fs.memfile.free(off, cap)
+                fs.free_space(self.charged)
+                self.charged = 0
+        except Exception:  # noqa: BLE001 - a half-built inode, or interpreter shutdown
             pass
+        super().__del__()
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         return TmpfsFileImpl()
@@ -332,3 +501,76 @@ class TmpfsFileImpl(FileImpl):
         inode = fd.inode
         assert isinstance(inode, TmpfsFile)
         return inode.write_at(data, offset)
+
+
+# -- mount options ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TmpfsOptions:
+    """What a tmpfs mount asked for.  Linux: shmem_parse_one."""
+
+    size: int           # bytes, a whole number of pages; 0 = unlimited
+    nr_inodes: int      # 0 = unlimited
+    mode: int = 0o1777
+    uid: int = 0
+    gid: int = 0
+
+
+def _memparse(text: str) -> int:
+    """Linux's memparse: a number with an optional k/m/g/t/p/e suffix (binary)."""
+    t = text.strip().lower()
+    shift = 0
+    if t and t[-1] in "kmgtpe":
+        shift = 10 * ("kmgtpe".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = int(t, 0)
+    except ValueError:
+        raise ValueError(f"bad number {text!r}") from None
+    if value < 0:
+        raise ValueError(f"bad number {text!r}")
+    return value << shift
+
+
+def parse_options(options: list[str], size: int, nr_inodes: int, ram: int) -> TmpfsOptions:
+    """The tmpfs options among an OCI mount's `options` (others, such as nosuid, are
+    the mount's, not the filesystem's, and are ignored here).  `size` and `nr_inodes`
+    are the defaults; `ram` is what `size=N%` is a percentage of.  ValueError on a
+    malformed value."""
+    mode, uid, gid = 0o1777, 0, 0
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        if not sep:
+            continue
+        if key == "size":
+            if value.endswith("%"):
+                pct = _memparse(value[:-1])
+                size = ram * pct // 100
+            else:
+                size = _memparse(value)
+            size = page_round_up(size)
+        elif key == "nr_inodes":
+            nr_inodes = _memparse(value)
+        elif key == "mode":
+            try:
+                mode = int(value, 8) & 0o7777
+            except ValueError:
+                raise ValueError(f"bad mode {value!r}") from None
+        elif key in ("uid", "gid"):
+            try:
+                n = int(value)
+            except ValueError:
+                raise ValueError(f"bad {key} {value!r}") from None
+            if not 0 <= n < 1 << 32:
+                raise ValueError(f"bad {key} {value!r}")
+            uid, gid = (n, gid) if key == "uid" else (uid, n)
+    if size > MAX_FILE_SIZE << 4:
+        raise ValueError(f"size too large: {size}")
+    return TmpfsOptions(size, nr_inodes, mode, uid, gid)
+
+
+def default_nr_inodes(memory_limit: int) -> int:
+    """Linux's default nr_inodes, half the RAM's pages, with the sandbox's memory limit
+    as its RAM."""
+    return max(1024, memory_limit // PAGE_SIZE // 2)

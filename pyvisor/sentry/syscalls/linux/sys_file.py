@@ -19,6 +19,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
+from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
@@ -659,6 +660,7 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
     if t.creds.fsuid != 0:
         check_access(t, loc.inode, MAY_WRITE)
+    textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
     return _truncate(t, loc.inode, r.int64(1))
 
 

@@ -11,6 +11,7 @@ from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import pipe as kpipe
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.kernel.memacct import EPOLL_ITEM_COST, Kind, SentryMemory
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_ALL, WaitQueue, Waiter)
@@ -354,10 +355,26 @@ class EpollImpl(FileImpl):
 
     splice_read = False
 
-    def __init__(self) -> None:
+    def __init__(self, acct: SentryMemory) -> None:
         # (id(file), fd) -> [file, events, data, fd, _EdgeWatch | None]
         self.interest: dict[tuple[int, int], list] = {}
         self.wq = WaitQueue()
+        self.acct = acct        # each entry of `interest` is charged EPOLL_ITEM_COST
+
+    def add(self, key: tuple[int, int], entry: list) -> None:
+        """A new watch; ENOSPC past the Sentry memory bound (Linux: max_user_watches)."""
+        if not self.acct.try_charge(Kind.EPOLL, EPOLL_ITEM_COST):
+            # Watches of files closed since are dropped lazily (at epoll_wait): drop
+            # ours now, then try again.
+            for k in [k for k, e in self.interest.items() if e[0].refs <= 0]:
+                self.drop(k)
+            if not self.acct.try_charge(Kind.EPOLL, EPOLL_ITEM_COST):
+                raise SyscallError(Errno.ENOSPC)
+        self.interest[key] = entry
+
+    def drop(self, key: tuple[int, int]) -> None:
+        _drop_watch(self.interest.pop(key))
+        self.acct.uncharge(Kind.EPOLL, EPOLL_ITEM_COST)
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         for f, ev, _, _, _ in self.interest.values():
@@ -369,9 +386,11 @@ class EpollImpl(FileImpl):
         return self.wq
 
     def release(self, fd: FileDescription) -> None:
-        """The epoll file is gone: its edge watches leave the files' queues."""
+        """The epoll file is gone: its edge watches leave the files' queues and its
+        watches' charges return to the Sentry memory account."""
         for ent in self.interest.values():
             _drop_watch(ent)
+        self.acct.uncharge(Kind.EPOLL, EPOLL_ITEM_COST * len(self.interest))
         self.interest.clear()
 
 
@@ -393,14 +412,14 @@ def sys_epoll_create1(t: Task, r: SyscallArguments) -> int:
     flags = r.int32(0)
     if flags & ~O_CLOEXEC:
         raise SyscallError(Errno.EINVAL)
-    f = anon_file(b"[eventpoll]", EpollImpl(), O_RDWR)
+    f = anon_file(b"[eventpoll]", EpollImpl(t.kernel.memory), O_RDWR)
     return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
 def sys_epoll_create(t: Task, r: SyscallArguments) -> int:
     if r.int32(0) <= 0:
         raise SyscallError(Errno.EINVAL)
-    return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(), O_RDWR))
+    return t.fd_table.install(anon_file(b"[eventpoll]", EpollImpl(t.kernel.memory), O_RDWR))
 
 
 def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
@@ -420,11 +439,11 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
-        impl.interest[key] = [f, events, data, fd, _edge_watch(f, events)]
+        impl.add(key, [f, events, data, fd, _edge_watch(f, events)])
     elif op == 2:  # DEL
         if key not in impl.interest:
             raise SyscallError(Errno.ENOENT)
-        _drop_watch(impl.interest.pop(key))
+        impl.drop(key)
     elif op == 3:  # MOD
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
         if key not in impl.interest:
@@ -454,7 +473,7 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
             if t.fd_table.files.get(fd, (None,))[0] is not f:
                 # The fd was closed: Linux drops it when the file dies.
                 if f.refs <= 0:
-                    _drop_watch(impl.interest.pop(key))
+                    impl.drop(key)
                     continue
             if watch is not None:
                 if not watch.dirty:

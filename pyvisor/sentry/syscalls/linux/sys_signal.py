@@ -35,11 +35,8 @@ def sys_rt_sigaction(t: Task, r: SyscallArguments) -> int:
         t.tg.sighand.actions[sig] = newact
         if ksignal.is_ignored(t.tg, sig):
             # Pending instances of a newly ignored signal are discarded.
-            bit = 1 << (sig - 1)
-            for src in [t.tg] + t.tg.tasks:
-                if src.pending_mask & bit:
-                    src.pending.pop(sig, None)
-                    src.pending_mask &= ~bit
+            for src in [t.tg, *t.tg.tasks]:
+                ksignal.flush(src, sig)
     return 0
 
 
@@ -244,11 +241,7 @@ async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
             avail = src.pending_mask & mask
             if avail:
                 sig = (avail & -avail).bit_length()
-                q = src.pending[sig]
-                info = q.pop(0)
-                if not q:
-                    del src.pending[sig]
-                    src.pending_mask &= ~(1 << (sig - 1))
+                info = ksignal.take(src, sig)
                 if info_addr:
                     t.copy_out(info_addr, info.pack())
                 return sig

@@ -160,7 +160,9 @@ print("ready", flush=True)
 n = 0
 try:
     while True:
-        for d, _, fs in os.walk({str(big_tree)!r}):
+        def fail(e):                          # os.walk swallows errors by default: a
+            raise e                           # walk that fails must end the loop
+        for d, _, fs in os.walk({str(big_tree)!r}, onerror=fail):
             for f in fs:
                 os.lstat(os.path.join(d, f))
                 n += 1

@@ -142,13 +142,25 @@ def test_tmpfs_size_limit_gives_enospc() -> None:
 
 
 def test_no_cgroup_left_behind() -> None:
-    before = {p.name for p in Path("/sys/fs/cgroup").glob("*/pyvisor-*")} | \
-        {p.name for p in Path("/sys/fs/cgroup").glob("pyvisor-*")}
-    r = _run(["do", "--", "/bin/true"])
-    assert r.returncode == 0, r.stderr
-    after = {p.name for p in Path("/sys/fs/cgroup").glob("*/pyvisor-*")} | \
-        {p.name for p in Path("/sys/fs/cgroup").glob("pyvisor-*")}
-    assert not {n for n in after - before if n.startswith("pyvisor-")}
+    """The sandbox's cgroups (named pyvisor-<launcher pid>-<random>, v1 or v2) are gone
+    when `do` returns.  Only this launcher's are looked at: other sandboxes on the
+    machine (a concurrent run, a container still stopping) have cgroups of their own."""
+    proc = subprocess.Popen([sys.executable, "-m", "pyvisor", "do", "--", "/bin/sleep", "1"],
+                            env=pyvisor_env(None), cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen: set[str] = set()
+    while proc.poll() is None:        # the cgroup exists while the sandbox runs
+        seen |= {p.name for p in _cgroups_of(proc.pid)}
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert seen, "the sandbox's cgroup was never seen: the name pattern is wrong"
+    assert not _cgroups_of(proc.pid), f"left behind: {_cgroups_of(proc.pid)} (seen {seen})"
+
+
+def _cgroups_of(launcher: int) -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    return [*root.glob(f"*/pyvisor-{launcher}-*"), *root.glob(f"pyvisor-{launcher}-*")]
 
 
 def test_bad_limit_flags_are_one_line_errors() -> None:

@@ -215,6 +215,14 @@ class Received:
     creds: tuple[int, int, int] | None = None
     cmsgs: list[tuple[int, int, bytes]] | None = None   # (level, type, data): IP_TTL, ...
 
+    def then(self, more: Received | None) -> Received:
+        """This receive followed by `more` of the same call (MSG_WAITALL, a stream
+        read in parts): `more`'s bytes appended to this one's; returns self."""
+        if more is not None:
+            self.data += more.data
+            self.length += more.length
+        return self
+
     def drop_control(self) -> int:
         """For receives without a control buffer: drops passed files; MSG_CTRUNC if any
         control message was lost."""

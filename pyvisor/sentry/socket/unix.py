@@ -851,9 +851,7 @@ class UnixSocket(Socket):
                 if got is None:
                     got = r
                 else:
-                    got.data += r.data
-                    got.length += r.length
-                    got.rights = r.rights
+                    got.then(r).rights = r.rights
                 if not waitall or got.length >= n or r.length == 0 or \
                         got.rights is not None or nonblock:
                     return got

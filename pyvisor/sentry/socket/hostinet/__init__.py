@@ -323,11 +323,7 @@ class HostSocket(Socket):
                     return got
                 raise
             else:
-                if got is None:
-                    got = r
-                else:
-                    got.data += r.data
-                    got.length += r.length
+                got = r if got is None else got.then(r)
                 if not waitall or got.length >= n or r.length == 0 or nonblock:
                     return got
                 continue

@@ -741,11 +741,7 @@ class TCPSocket(NetSocket):
                     return got
                 raise
             else:
-                if got is None:
-                    got = r
-                else:
-                    got.data += r.data
-                    got.length += r.length
+                got = r if got is None else got.then(r)
                 if got.length >= target or r.length == 0 or nonblock or flags & MSG_PEEK \
                         or n == 0:
                     return got

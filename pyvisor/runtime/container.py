@@ -393,23 +393,23 @@ class Container:
         return False
 
     def pause(self) -> None:
-        with self.sd.locked():
-            st, status = self.load()
-            if status != Status.RUNNING:
-                raise BootError(f"container {self.id!r} is not running", 1)
-            if not self._freeze(st, True):
-                raise BootError("pause: no freezer cgroup for this container", 1)
-            st.status = Status.PAUSED
-            self.sd.save(st)
+        self._set_frozen(True)
 
     def resume(self) -> None:
+        self._set_frozen(False)
+
+    def _set_frozen(self, frozen: bool) -> None:
+        """pause (running -> paused) or resume (paused -> running) via the freezer."""
+        want, then, verb = (Status.RUNNING, Status.PAUSED, "pause") if frozen else \
+            (Status.PAUSED, Status.RUNNING, "resume")
         with self.sd.locked():
             st, status = self.load()
-            if status != Status.PAUSED:
-                raise BootError(f"container {self.id!r} is not paused", 1)
-            if not self._freeze(st, False):
-                raise BootError("resume: no freezer cgroup for this container", 1)
-            st.status = Status.RUNNING
+            if status != want:
+                raise BootError(f"container {self.id!r} is not "
+                                f"{'running' if frozen else 'paused'}", 1)
+            if not self._freeze(st, frozen):
+                raise BootError(f"{verb}: no freezer cgroup for this container", 1)
+            st.status = then
             self.sd.save(st)
 
     def update(self, memory: int | None, pids: int | None, cpu_quota: int | None,

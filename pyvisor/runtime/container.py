@@ -90,7 +90,11 @@ class Container:
     @classmethod
     def create(cls, root: str, cid: str, bundle: str, cfg: SandboxConfig,
                pid_file: str = "") -> Container:
-        """Boots a sandbox whose init is loaded but held; returns once it is `created`."""
+        """Boots a sandbox whose init is loaded but held; returns once it is `created`.
+        A container the annotations put in a running sandbox is made there (pod.py)."""
+        from pyvisor.runtime import pod
+        if pod.is_member(cfg.annotations):
+            return pod.create_member(root, cid, bundle, cfg, pid_file)
         c = cls(root, cid)
         sd = c.sd
         sd.make()
@@ -170,8 +174,11 @@ class Container:
                        pid_file: str = "") -> int:
         """`run` without --detach: this process is the monitor; the container is deleted
         when it ends (as runc's run)."""
+        from pyvisor.runtime import pod
         from pyvisor.runtime.boot import cgroup_name_for
         from pyvisor.runtime.sandbox import run_sandbox
+        if pod.is_member(cfg.annotations):
+            return pod.run_member(root, cid, bundle, cfg, pid_file)
         c = cls(root, cid)
         sd = c.sd
         sd.make()
@@ -198,7 +205,7 @@ class Container:
             if status != Status.CREATED:
                 raise BootError(_cannot("start", status), 1)
             try:
-                control.call(self.sd.control_path, "start")
+                control.call(self.sd.control_path, "start", _member(st))
             except control.ControlError as e:
                 raise BootError(f"cannot start container {self.id!r}: {e}", 1) from None
             st.status = Status.RUNNING
@@ -216,7 +223,8 @@ class Container:
                 return
             try:
                 control.call(self.sd.control_path, "kill", {"signal": sig,
-                                                             "all": all_processes})
+                                                             "all": all_processes,
+                                                             **_member(st)})
             except control.ControlError as e:
                 if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOENT,
                                errno.ESRCH):
@@ -239,6 +247,9 @@ class Container:
             if status in (Status.RUNNING, Status.PAUSED, Status.CREATING) and not force:
                 raise BootError(f"cannot delete container {self.id!r} that is not stopped: "
                                 f"{status}", 1)
+            if _member(st):
+                from pyvisor.runtime.pod import destroy_member
+                destroy_member(self, st)     # its processes and Gofers; then its monitor
             if status != Status.STOPPED or monitor_alive(st):
                 self._kill_sandbox(st)
             self._remove_cgroups(st)
@@ -277,7 +288,8 @@ class Container:
 
     def exec(self, proc: dict[str, Any], stdio: list[int]) -> int:
         """Runs a process in the container; returns its exit code."""
-        _, status = self.load()
+        st, status = self.load()
+        proc = {**proc, **_member(st)}
         if status not in (Status.CREATED, Status.RUNNING):
             raise BootError(f"cannot exec in a {status} container", 1)
         client = control.Client(self.sd.control_path, timeout=None)
@@ -299,7 +311,8 @@ class Container:
     def exec_detached(self, proc: dict[str, Any], stdio: list[int], pid_file: str) -> None:
         """exec --detach: a child (new session) runs the process and exits with its status;
         its pid goes to the pid file (what conmon waits for, as with runsc)."""
-        _, status = self.load()
+        st, status = self.load()
+        proc = {**proc, **_member(st)}
         if status not in (Status.CREATED, Status.RUNNING):
             raise BootError(f"cannot exec in a {status} container", 1)
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -341,11 +354,11 @@ class Container:
             return wait_status_code(int(res["status"]))
 
     def processes(self) -> list[dict[str, Any]]:
-        _, status = self.load()
+        st, status = self.load()
         if status not in (Status.CREATED, Status.RUNNING):
             raise BootError(f"container {self.id!r} is not running", 1)
         try:
-            return list(control.call(self.sd.control_path, "ps"))
+            return list(control.call(self.sd.control_path, "ps", _member(st)))
         except control.ControlError as e:
             raise BootError(f"ps: {e}", 1) from None
 
@@ -486,6 +499,12 @@ class Container:
             "pids": {"current": num("pids", "pids.current", "pids.current"),
                      "limit": max(0, num("pids", "pids.max", "pids.max") - 64)},
         }
+
+
+def _member(st: ContainerState) -> dict[str, Any]:
+    """The `container` param naming a pod member in its sandbox's requests ({} otherwise)."""
+    from pyvisor.runtime.pod import member_params
+    return member_params(st)
 
 
 def list_containers(root: str) -> list[dict[str, Any]]:

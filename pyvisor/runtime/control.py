@@ -47,7 +47,7 @@ from typing import Any, Callable
 log = logging.getLogger("pyvisor.control")
 
 MAX_MESSAGE = 64 * 1024
-MAX_FDS = 8
+MAX_FDS = 16     # exec's stdio; a pod member's stdio and Gofers (runtime/pod.py)
 
 
 class ControlError(Exception):

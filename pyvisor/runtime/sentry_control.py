@@ -67,6 +67,8 @@ class ControlService:
             # An idle init that never runs (pyvisor.api holds it): the kernel reaps the
             # orphans it adopts, as for an init with SIGCHLD ignored (SA_NOCLDWAIT).
             kernel.init.sighand.actions[Signal.SIGCHLD] = SigAction(handler=SIG_IGN)
+        from pyvisor.runtime.sentry_pod import PodService
+        self.pod = PodService(kernel, cfg, self)    # more containers: runtime/sentry_pod.py
 
     def start(self) -> None:
         self.server.start()
@@ -76,6 +78,7 @@ class ControlService:
         for pid in list(self.waiters):
             for reply in self.waiters.pop(pid):
                 reply({"status": int(Signal.SIGKILL)})
+        self.pod.finish()
         self.server.close()
 
     # -- handlers ---------------------------------------------------------------------
@@ -103,7 +106,9 @@ class ControlService:
         if init is None or init.zombie or init.exiting:
             reply(None, errno.ESRCH, "the container is not running")
             return
-        groups = list(self.kernel.groups.values()) if params.get("all") else [init]
+        # --all: every process of this container (a pod's other members are their own).
+        groups = [g for g in self.kernel.groups.values() if g.container == ""] \
+            if params.get("all") else [init]
         for tg in groups:
             self._send(tg, sig)
         reply({"signalled": len(groups)})
@@ -191,8 +196,8 @@ class ControlService:
         out = []
         for pid in sorted(self.kernel.groups):
             tg = self.kernel.groups[pid]
-            if tg.reaped:
-                continue
+            if tg.reaped or tg.container != params.get("container", ""):
+                continue        # only the container's own (pods: runtime/sentry_pod.py)
             leader = tg.tasks[0] if tg.tasks else None
             state = "Z" if tg.zombie else "T" if tg.stopped else \
                 "R" if leader is not None and leader.thread.running else "S"

@@ -90,7 +90,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                                pgid=tg.pgid, sid=tg.sid,
                                rlimits=[list(x) for x in tg.rlimits],
                                exit_signal=exit_signal, start_ns=kernel.now(),
-                               comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ)
+                               comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ,
+                               container=tg.container)
         if parent is not None:
             parent.children.append(child_tg)
         kernel.groups[tid] = child_tg

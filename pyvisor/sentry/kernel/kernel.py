@@ -126,6 +126,7 @@ class Kernel:
         self.domainname = b"(none)"
         self.unknown_logged: set[int] = set()
         self.root_ns: Any = None    # the mount namespace, set by the sandbox set-up
+        self.mount_namespaces: list[Any] = []   # pod members' (runtime/sentry_pod.py)
         self.current: Task | None = None   # the task whose syscall is being served
         self.max_tasks = 1 << 20            # the sandbox's pid limit (--pids-limit), set at boot
         self.memory = SentryMemory()        # what the Sentry holds for the application

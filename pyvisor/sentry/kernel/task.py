@@ -131,6 +131,9 @@ class ThreadGroup:
     argv: bytes = b""
     environ: bytes = b""
     vfork_done: WaitQueue | None = None
+    # The pod container it belongs to ("" for the sandbox's first container), inherited by
+    # its children (runtime/sentry_pod.py).  Linux: what task_active_pid_ns() tells apart.
+    container: str = ""
 
     @property
     def leader(self) -> Task:

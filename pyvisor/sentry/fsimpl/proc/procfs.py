@@ -426,13 +426,27 @@ def _reader_root(kernel: Any) -> Location | None:
     return getattr(fs, "root", None)
 
 
-def _is_attached(kernel: Any, mount: Mount) -> bool:
-    """Whether `mount` is part of the mount tree (not an anonymous pipe/socket/host mount)."""
+def _namespaces(kernel: Any) -> list[Any]:
+    """Every mount namespace: the sandbox's, then its pod members' (runtime/sentry_pod.py)."""
     ns = getattr(kernel, "root_ns", None)
+    return ([ns] if ns is not None else []) + list(getattr(kernel, "mount_namespaces", ()))
+
+
+def _namespace_of(kernel: Any, mount: Mount) -> Any:
+    """The mount namespace `mount` is part of, or None (an anonymous pipe/socket/host
+    mount)."""
     top = mount
     while top.parent is not None:
         top = top.parent
-    return ns is not None and top is getattr(ns, "root", None)
+    for ns in _namespaces(kernel):
+        if top is getattr(ns, "root", None):
+            return ns
+    return None
+
+
+def _is_attached(kernel: Any, mount: Mount) -> bool:
+    """Whether `mount` is part of a mount tree (not an anonymous pipe/socket/host mount)."""
+    return _namespace_of(kernel, mount) is not None
 
 
 def _loc_path(kernel: Any, loc: Location) -> bytes:
@@ -450,7 +464,11 @@ def fd_link_name(kernel: Any, f: FileDescription) -> bytes:
 
 
 def _mounts(kernel: Any) -> list[Mount]:
-    ns = getattr(kernel, "root_ns", None)
+    """The mounts of the reader's namespace (a pod member sees its own)."""
+    root = _reader_root(kernel)
+    ns = _namespace_of(kernel, root.mount) if root is not None else None
+    if ns is None:
+        ns = getattr(kernel, "root_ns", None)
     return list(getattr(ns, "mounts", None) or [])
 
 

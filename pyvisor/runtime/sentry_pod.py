@@ -113,6 +113,7 @@ class PodService:
         h["destroy_container"] = self._destroy
         self._next_orphan_exit = kernel.orphan_exit
         kernel.orphan_exit = self._orphan_exit
+        kernel.child_reaper = self._child_reaper
 
     def finish(self) -> None:
         """The sandbox is over: every member died with it (SIGKILL)."""
@@ -459,6 +460,17 @@ class PodService:
             self._tell_waiters(m)
         if self._next_orphan_exit is not None:
             self._next_orphan_exit(tg)
+
+    def _child_reaper(self, tg: ThreadGroup) -> ThreadGroup | None:
+        """Orphans of a member's process go to the member's init (Linux: the PID
+        namespace's child_reaper); once that is gone, to nobody (they are being killed,
+        and are released as they die)."""
+        if not tg.container:
+            return self.kernel.init
+        m = self.members.get(tg.container)
+        if m is None or m.status is not None or m.init.zombie:
+            return None
+        return m.init
 
     def _tell_waiters(self, m: Member) -> None:
         waiters, m.waiters = m.waiters, []

@@ -201,7 +201,7 @@ def test_member_kill_exec_and_sandbox_delete(pv: Pyvisor, world_tmp: Path) -> No
     with it; deleting the sandbox container stops every member."""
     sid, a, b = _ids()
     make_bundle(world_tmp, "sandbox", ["sleep", "1000"], {CRI_TYPE: "sandbox"})
-    make_bundle(world_tmp, "a", ["sh", "-c", "sleep 1000 & sleep 1000"],
+    make_bundle(world_tmp, "a", ["sh", "-c", "(sleep 1001 &); sleep 1000"],
                 {CRI_TYPE: "container", CRI_SANDBOX: sid})
     make_bundle(world_tmp, "b", ["sleep", "1000"], {CRI_TYPE: "container", CRI_SANDBOX: sid})
     assert pv.create(sid, world_tmp / "sandbox").returncode == 0
@@ -210,7 +210,12 @@ def test_member_kill_exec_and_sandbox_delete(pv: Pyvisor, world_tmp: Path) -> No
         r = pv.create(cid, world_tmp / name)
         assert r.returncode == 0, r.stderr
         assert pv("start", cid).returncode == 0
-    assert _wait_for(lambda: len([ln for ln in pv.ps(a) if "sleep 1000" in ln]) == 2)
+    assert _wait_for(lambda: sum("sleep 100" in ln for ln in pv.ps(a)) == 2), pv.ps(a)
+    # The orphaned `sleep 1001` was adopted by the member's init, not the sandbox's.
+    rows = {ln.split(None, 6)[6]: ln.split() for ln in pv.ps(a)}
+    # (sh exec'd its last command: the init is `sleep 1000` now, without a parent.)
+    assert rows["sleep 1000"][2] == "0" and rows["sleep 1001"][2] == rows["sleep 1000"][1], \
+        rows
     r = subprocess.run([*pv.argv, "exec", "--detach", a, "sleep", "999"], timeout=60,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, env=pv.env)   # the process keeps its stdio
@@ -222,7 +227,8 @@ def test_member_kill_exec_and_sandbox_delete(pv: Pyvisor, world_tmp: Path) -> No
     # The pod and the other member run on; no process of `a` is left in the sandbox.
     assert pv.state(sid)["status"] == "running" and pv.state(b)["status"] == "running"
     r = pv("exec", sid, "ps")
-    assert "sleep 999" not in r.stdout and r.stdout.count("sleep 1000") == 2, r.stdout
+    assert "sleep 999" not in r.stdout and "sleep 1001" not in r.stdout, r.stdout
+    assert r.stdout.count("sleep 1000") == 2, r.stdout     # the sandbox's and b's
     _one_error_line(pv("exec", a, "true"))            # a stopped member
     # Deleting the sandbox container ends the pod: `b` is stopped (killed with it).
     assert pv("delete", "--force", sid).returncode == 0

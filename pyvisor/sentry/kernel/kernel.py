@@ -136,6 +136,8 @@ class Kernel:
         # Called when a process without a parent (one started by `exec`) dies; set by the
         # control service (runtime/sentry_control.py), which reports its status.
         self.orphan_exit: Callable[[ThreadGroup], None] | None = None
+        # Who adopts the orphans of a dying process (default: init); set for pods.
+        self.child_reaper: Callable[[ThreadGroup], ThreadGroup | None] | None = None
 
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
@@ -669,8 +671,9 @@ class Kernel:
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
-        # Orphans go to init (we are PID namespace init's reaper).
-        init = self.init
+        # Orphans go to init (we are PID namespace init's reaper); a pod member's to its own
+        # init, as if it were its PID namespace's (child_reaper, runtime/sentry_pod.py).
+        init = self.init if self.child_reaper is None else self.child_reaper(tg)
         for c in list(tg.children):
             c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None

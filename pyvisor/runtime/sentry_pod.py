@@ -1,6 +1,6 @@
 """Pods, the Sentry's side: more containers in a running sandbox.  runsc: runsc/boot/loader.go
-(startSubcontainer, destroySubcontainer) and controller.go (containerManager.StartSubcontainer,
-WaitForContainer?); the CLI's side is runtime/pod.py.
+(startSubcontainer, destroySubcontainer) and controller.go (containerManager's
+StartSubcontainer, Wait, DestroySubcontainer); the CLI's side is runtime/pod.py.
 
 A pod is one Sentry holding several containers.  The first (the "sandbox" container:
 containerd's pause, podman's infra) is the sandbox's own init; each later one gets here,
@@ -25,10 +25,13 @@ What a member has of its own, and what it shares (as runsc's default):
     dies, as when a PID namespace's init dies (Linux: zap_pid_ns_processes);
   * shared with the pod: the network stack (so 127.0.0.1 reaches a server of another
     member), IPC, the hostname (UTS), the task and memory limits and the cgroup;
-  * the PID space is shared too: a member's init is not PID 1 and `ps` inside sees
-    every process of the pod (runsc gives each member a PID namespace of its own unless
-    the spec shares one; pyvisor's Sentry has a single PID namespace so far).  Which
-    member a process belongs to is ThreadGroup.container, inherited by fork.
+  * one PID number space, but a view per member: a process names (kill, /proc,
+    getpgid, sched_*, prlimit) only processes of its own member (kernel/task.py sees);
+    the member's init is protected from its own processes' signals as PID 1 is, and
+    adopts their orphans (kernel.child_reaper).  Unlike runsc's per-container PID
+    namespace, the numbers are not renumbered: a member's init is not PID 1 (getpid
+    says, say, 7) and its getppid is 0.  Which member a process belongs to is
+    ThreadGroup.container, inherited by fork.
 
 Concurrency: runs on the Sentry loop between task steps and never blocks.  A destroyed
 member's Gofer connections are closed once none of its tasks is left (checked on a short
@@ -229,7 +232,7 @@ class PodService:
         creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
         t = new_task(kernel, ns, creds, kernel.alloc_pid())
         tg = t.tg
-        tg.container = cid
+        tg.container, tg.pod_init = cid, True
         tg.tasks.append(t)
         t.mm.add_user()
         kernel.groups[tg.tgid] = tg

@@ -134,6 +134,7 @@ class ThreadGroup:
     # The pod container it belongs to ("" for the sandbox's first container), inherited by
     # its children (runtime/sentry_pod.py).  Linux: what task_active_pid_ns() tells apart.
     container: str = ""
+    pod_init: bool = False            # the init of a pod member (as pid 1 is the sandbox's)
 
     @property
     def leader(self) -> Task:
@@ -141,6 +142,18 @@ class ThreadGroup:
             if t.tid == self.tgid:
                 return t
         return self.tasks[0]
+
+
+def sees(observer: ThreadGroup, tg: ThreadGroup) -> bool:
+    """Whether a process of `observer`'s container may name `tg` by pid (kill, /proc,
+    getpgid, ...): a pod's containers see only their own processes, as separate PID
+    namespaces would (runtime/sentry_pod.py).  The pid numbers stay the sandbox's."""
+    return observer.container == tg.container
+
+
+def is_init(tg: ThreadGroup) -> bool:
+    """The init of its PID view: the sandbox's (pid 1) or a pod member's."""
+    return tg.tgid == 1 or tg.pod_init
 
 
 @dataclass(eq=False)

@@ -296,6 +296,13 @@ def _alive(kernel: Any, tg: ThreadGroup) -> bool:
     return groups.get(tg.tgid) is tg and (bool(tg.tasks) or getattr(tg, "zombie", False))
 
 
+def _visible(kernel: Any, tg: ThreadGroup) -> bool:
+    """Whether the reader sees `tg` in /proc: a pod member sees its own processes only
+    (kernel.task.sees); a read from outside the sandbox (no current task) sees all."""
+    cur = _current(kernel)
+    return cur is None or getattr(cur.tg, "container", "") == getattr(tg, "container", "")
+
+
 def _live_tasks(tg: ThreadGroup) -> list[Task]:
     return [t for t in list(tg.tasks) if not getattr(t, "exited", False)]
 
@@ -1035,7 +1042,8 @@ class ProcRoot(ProcDir):
     def _groups(self) -> list[ThreadGroup]:
         kernel = self.pfs.kernel
         groups = list(getattr(kernel, "groups", {}).values())
-        return sorted((g for g in groups if _alive(kernel, g)), key=lambda g: g.tgid)
+        return sorted((g for g in groups if _alive(kernel, g) and _visible(kernel, g)),
+                      key=lambda g: g.tgid)
 
     def lookup(self, name: bytes) -> Inode:
         f = self.static.get(name)
@@ -1046,11 +1054,12 @@ class ProcRoot(ProcDir):
             raise SyscallError(Errno.ENOENT)
         fs, kernel = self.pfs, self.pfs.kernel
         tg = getattr(kernel, "groups", {}).get(pid)
-        if tg is not None and _alive(kernel, tg):
+        if tg is not None and _alive(kernel, tg) and _visible(kernel, tg):
             return PidDir(fs, tg, None, per_thread=False)
         # A thread that leads no group: reachable by name, not listed (as Linux).
         t = getattr(kernel, "tasks_by_tid", {}).get(pid)
-        if t is not None and not getattr(t, "exited", False) and _alive(kernel, t.tg):
+        if t is not None and not getattr(t, "exited", False) and _alive(kernel, t.tg) \
+                and _visible(kernel, t.tg):
             return PidDir(fs, t.tg, t, per_thread=False)
         raise SyscallError(Errno.ENOENT)
 

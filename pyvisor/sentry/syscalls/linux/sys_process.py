@@ -16,6 +16,7 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
+from pyvisor.sentry.kernel.task import sees
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -336,7 +337,7 @@ def sys_prlimit64(t: Task, r: SyscallArguments) -> int:
     """Implements prlimit64(2)."""
     pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
-    if tg is None or tg.zombie:
+    if tg is None or tg.zombie or not sees(t.tg, tg):
         raise SyscallError(Errno.ESRCH)
     _rlimit(t, tg, r.int32(1), r.pointer(2), r.pointer(3))
     return 0
@@ -372,7 +373,7 @@ def sys_sysinfo(t: Task, r: SyscallArguments) -> int:
 def sys_getpgid(t: Task, r: SyscallArguments) -> int:
     pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
-    if tg is None:
+    if tg is None or not sees(t.tg, tg):
         raise SyscallError(Errno.ESRCH)
     return tg.pgid
 
@@ -398,7 +399,7 @@ def sys_setpgid(t: Task, r: SyscallArguments) -> int:
 def sys_getsid(t: Task, r: SyscallArguments) -> int:
     pid = r.int32(0)
     tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
-    if tg is None:
+    if tg is None or not sees(t.tg, tg):
         raise SyscallError(Errno.ESRCH)
     return tg.sid
 
@@ -436,7 +437,7 @@ def _sched_target(t: Task, pid: int) -> Task:
     if pid == 0:
         return t
     target = t.kernel.tasks_by_tid.get(pid)
-    if target is None or target.exited:
+    if target is None or target.exited or not sees(t.tg, target.tg):
         raise SyscallError(Errno.ESRCH)
     return target
 

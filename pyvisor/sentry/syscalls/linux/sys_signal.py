@@ -11,7 +11,7 @@ from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DF
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
-from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup
+from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup, is_init, sees
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 _SIGACTION = struct.Struct("<QQQQ")   # handler, flags, restorer, mask
@@ -93,16 +93,17 @@ def _find_group(t: Task, pid: int) -> list:
     k = t.kernel
     if pid > 0:
         tg = k.groups.get(pid)
-        if tg is None or tg.zombie:
+        if tg is None or tg.zombie or not sees(t.tg, tg):
             raise SyscallError(Errno.ESRCH)
         return [tg]
     if pid == 0:
         pgid = t.tg.pgid
     elif pid == -1:
-        return [g for g in k.groups.values() if g.tgid != 1 and g is not t.tg and not g.zombie]
+        return [g for g in k.groups.values() if not is_init(g) and g is not t.tg
+                and not g.zombie and sees(t.tg, g)]
     else:
         pgid = -pid
-    tgs = [g for g in k.groups.values() if g.pgid == pgid and not g.zombie]
+    tgs = [g for g in k.groups.values() if g.pgid == pgid and not g.zombie and sees(t.tg, g)]
     if not tgs:
         raise SyscallError(Errno.ESRCH)
     return tgs
@@ -118,7 +119,7 @@ def _init_ignores(t: Task, tg: ThreadGroup, sig: int) -> bool:
     """PID 1 ignores signals it has no handler for when another process of the
     sandbox sends them (Linux: SIGNAL_UNKILLABLE in sig_task_ignored).  Unlike
     Linux, init may still signal itself (`kill $$` in a top-level shell)."""
-    return tg.tgid == 1 and tg is not t.tg and tg.sighand.actions[sig].handler == SIG_DFL
+    return is_init(tg) and tg is not t.tg and tg.sighand.actions[sig].handler == SIG_DFL
 
 
 def sys_kill(t: Task, r: SyscallArguments) -> int:
@@ -138,7 +139,8 @@ def sys_kill(t: Task, r: SyscallArguments) -> int:
 def _tkill(t: Task, tgid: int, tid: int, info: ksignal.SigInfo) -> int:
     _send_ok(t, info.signo)
     target = t.kernel.tasks_by_tid.get(tid)
-    if target is None or (tgid > 0 and target.tg.tgid != tgid) or target.exited:
+    if target is None or (tgid > 0 and target.tg.tgid != tgid) or target.exited or \
+            not sees(t.tg, target.tg):
         raise SyscallError(Errno.ESRCH)
     if info.signo == 0 or _init_ignores(t, target.tg, info.signo):
         return 0
@@ -179,7 +181,7 @@ def sys_rt_sigqueueinfo(t: Task, r: SyscallArguments) -> int:
     info = _queued_info(t, t.copy_in(r.pointer(2), 128), sig, pid)
     _send_ok(t, sig)
     tg = t.kernel.groups.get(pid) if pid > 0 else None
-    if tg is None or tg.zombie:
+    if tg is None or tg.zombie or not sees(t.tg, tg):
         raise SyscallError(Errno.ESRCH)
     if sig and not _init_ignores(t, tg, sig):
         ksignal.send_to_group(tg, info)

@@ -279,3 +279,45 @@ def test_pod_errors(pv: Pyvisor, world_tmp: Path) -> None:
     r = pv.create(a, world_tmp / "late")
     _one_error_line(r)
     assert "stopped" in r.stderr
+
+
+def test_container_type_and_gofer_plan(world_tmp: Path) -> None:
+    """runsc's annotation rules, and the Gofers a member needs: its root, one per bound
+    directory, one for its read-only files and one for the others, in mount order."""
+    from pyvisor.runtime import pod
+    from pyvisor.runtime.boot import MountSpec, SandboxConfig
+    from pyvisor.runtime.errors import BootError
+    T = pod.ContainerType
+    assert pod.container_type({}) is T.UNSPECIFIED
+    assert pod.container_type({CRI_TYPE: "sandbox"}) is T.SANDBOX
+    assert pod.container_type({CRIO_TYPE: "container"}) is T.CONTAINER
+    # containerd's annotation is read first, as runsc reads it.
+    assert pod.container_type({CRI_TYPE: "container", CRIO_TYPE: "sandbox"}) is T.CONTAINER
+    with pytest.raises(BootError):
+        pod.container_type({CRI_TYPE: "pause"})
+    assert pod.sandbox_id({CRIO_SANDBOX: "s1"}) == "s1"
+    with pytest.raises(BootError):
+        pod.sandbox_id({CRI_TYPE: "container"})
+    for d in ("root", "dir"):
+        (world_tmp / d).mkdir()
+    for f in ("hosts", "resolv", "env"):
+        (world_tmp / f).write_text(f)
+    cfg = SandboxConfig(root=str(world_tmp / "root"), argv=["true"], mounts=[
+        MountSpec("/proc", "proc", "proc"),
+        MountSpec("/etc/hosts", "bind", str(world_tmp / "hosts"), ["rbind"]),
+        MountSpec("/run", "tmpfs", "tmpfs", ["size=1m"]),
+        MountSpec("/run/env", "bind", str(world_tmp / "env"), ["bind", "ro"]),
+        MountSpec("/data", "bind", str(world_tmp / "dir"), ["rbind", "ro"]),
+        MountSpec("/etc/resolv.conf", "bind", str(world_tmp / "resolv"), ["rbind"])])
+    gofers, mounts = pod.plan(cfg)
+    assert [(g.root, g.readonly, g.files) for g in gofers] == [
+        (str(world_tmp / "root"), True, []),
+        (str(world_tmp), True, [str(world_tmp / "env")]),
+        (str(world_tmp), False, [str(world_tmp / "hosts"), str(world_tmp / "resolv")]),
+        (str(world_tmp / "dir"), True, [])]
+    assert [(m["destination"], m.get("gofer"), m.get("file")) for m in mounts] == [
+        ("/etc/hosts", 2, 0), ("/run", None, None), ("/run/env", 1, 0),
+        ("/data", 3, None), ("/etc/resolv.conf", 2, 1)]
+    cfg.mounts.append(MountSpec("/x", "nfs", "server:/x"))
+    with pytest.raises(BootError, match="unsupported mount type"):
+        pod.plan(cfg)

@@ -321,3 +321,39 @@ def test_container_type_and_gofer_plan(world_tmp: Path) -> None:
     cfg.mounts.append(MountSpec("/x", "nfs", "server:/x"))
     with pytest.raises(BootError, match="unsupported mount type"):
         pod.plan(cfg)
+
+
+def test_bad_pod_requests_leave_the_sandbox_running(pv: Pyvisor, world_tmp: Path) -> None:
+    """Malformed create_container (and other pod) requests on the control socket are
+    error replies: the Sentry, and the fds sent with them, are looked after."""
+    from pyvisor.runtime import control
+    sid, a, _ = _ids()
+    make_bundle(world_tmp, "sandbox", ["sleep", "1000"], {CRI_TYPE: "sandbox"})
+    assert pv.create(sid, world_tmp / "sandbox").returncode == 0
+    assert pv("start", sid).returncode == 0
+    path = str(pv.root / sid / "control.sock")
+    r, w = os.pipe()
+    base = {"id": a, "argv": ["true"], "stdio": [False, False, False], "gofers": [{}]}
+    bad: list[tuple[str, dict[str, Any], list[int]]] = [
+        ("create_container", {**base, "stdio": [True]}, [r]),         # flags/fds mismatch
+        ("create_container", {**base, "gofers": []}, []),               # no root Gofer
+        ("create_container", base, [r]),                                # a pipe, not a Gofer
+        ("create_container", {**base, "argv": "true"}, [w]),
+        ("create_container", {**base, "mounts": [{"destination": "/x", "type": "bind",
+                                                  "gofer": 7}]}, [w]),
+        ("create_container", {**base, "uid": -1}, [w]),
+        ("start_container", {"id": "nobody"}, []),
+        ("wait_container", {"id": 5}, []),
+        ("destroy_container", {"id": "nobody"}, []),
+        ("kill", {"container": "nobody", "signal": 9}, []),
+        ("exec", {"container": "nobody", "args": ["true"]}, [r, w]),
+    ]
+    with control.Client(path) as client:
+        for method, params, fds in bad:
+            with pytest.raises(control.ControlError):
+                client.call(method, params, fds=fds)
+    os.close(r)
+    os.close(w)
+    assert pv.state(sid)["status"] == "running"
+    r2 = pv("exec", sid, "echo", "alive")
+    assert (r2.returncode, r2.stdout) == (0, "alive\n"), r2.stderr

@@ -46,7 +46,7 @@ def _pyvisor_state(pm: Podman, cid: str) -> dict[str, object]:
 def test_podman_pod_two_containers_share_loopback(pod: tuple[Podman, str]) -> None:
     pm, name = pod
     r = pm("run", "-d", "--pod", name, "--name", f"{name}-srv", IMAGE, "sh", "-c",
-           "while true; do echo hello-from-$(hostname) | nc -l -p 8080; done")
+           "echo listening; while true; do echo hello-from-$(hostname) | nc -l -p 8080; done")
     assert r.returncode == 0, r.stderr
     srv = r.stdout.strip()
     infra = json.loads(pm("pod", "inspect", name).stdout)["InfraContainerID"]
@@ -57,6 +57,8 @@ def test_podman_pod_two_containers_share_loopback(pod: tuple[Podman, str]) -> No
     assert r.returncode == 0, r.stderr
     # Its hostname is the pod's; the server of the other container answers on loopback.
     assert r.stdout.splitlines() == [name, f"hello-from-{name}"], r.stdout
+    r = pm("logs", f"{name}-srv")                 # its stdout went to conmon's log
+    assert (r.returncode, r.stdout) == (0, "listening\n"), r.stderr
     r = pm("exec", f"{name}-srv", "hostname")
     assert (r.returncode, r.stdout) == (0, f"{name}\n"), r.stderr
     r = pm("stop", "--time", "2", f"{name}-srv")

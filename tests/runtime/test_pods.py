@@ -167,7 +167,7 @@ def test_pod_lifecycle_and_loopback(pv: Pyvisor, world_tmp: Path) -> None:
     assert pv.state(srv)["status"] == "running"
     assert _wait_for(lambda: pv.output(srv).count("\n") >= 3), pv.output(srv)
     # The member's root is its own, the hostname the pod's (the sandbox's UTS).
-    assert pv.output(srv) == f"server\nhost-sandbox\nbound\n"
+    assert pv.output(srv) == "server\nhost-sandbox\nbound\n"
     # Only the member's own processes, in its ps and not in the sandbox's.
     assert any("nc -l -p 7070" in ln for ln in pv.ps(srv))
     assert not any("sleep 1000" in ln for ln in pv.ps(srv))
@@ -255,8 +255,8 @@ def test_pod_errors(pv: Pyvisor, world_tmp: Path) -> None:
     cases = [({CRI_TYPE: "container", CRI_SANDBOX: "no-such-sandbox"}, "does not exist"),
              ({CRI_TYPE: "container"}, "no sandbox ID"),
              ({CRIO_TYPE: "sidecar", CRIO_SANDBOX: sid}, "unknown container-type")]
-    for i, (annotations, message) in enumerate(cases):
-        make_bundle(world_tmp, f"bad{i}", ["true"], annotations)
+    for i, (notes, message) in enumerate(cases):
+        make_bundle(world_tmp, f"bad{i}", ["true"], notes)
         r = pv.create(f"{a}-{i}", world_tmp / f"bad{i}")
         _one_error_line(r)
         assert message in r.stderr

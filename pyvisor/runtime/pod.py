@@ -19,8 +19,9 @@ annotations are what counts here, the paths then name the sandbox's own namespac
 How a member is made (`create`), with its processes:
 
     pyvisor create ──fork──▶ member monitor M (new session; its pid is the container's pid,
-        │                    in state.json and --pid-file; in the pod's cgroup)
+        │                    in state.json and --pid-file)
         │                      └─fork─▶ Gofer keeper K ──fork──▶ the member's Gofers
+        │                               (K and the Gofers in the pod's cgroup)
         └── reads "ok", writes state.json, exits
 
   * K starts the member's Gofers (its root, each bind-mounted directory, the single-file
@@ -235,8 +236,8 @@ def create_member(root: str, cid: str, bundle: str, cfg: SandboxConfig,
 
 def _member_monitor(sd: StateDir, cid: str, cfg: SandboxConfig, gofers: list[GoferPlan],
                     mounts: list[dict[str, Any]], sst: ContainerState, w: int) -> None:
-    """M: joins the pod's cgroup, forks K, reports, waits for the member's init, records
-    its exit.  Never returns."""
+    """M: forks K, reports, waits for the member's init, records its exit.  Never
+    returns."""
     from pyvisor.runtime.container import _log_to_file_only, _quiet_stdio, wait_status_code
     from pyvisor.runtime.sandbox import report
     code = 125
@@ -244,12 +245,12 @@ def _member_monitor(sd: StateDir, cid: str, cfg: SandboxConfig, gofers: list[Gof
         sd.release_lock_in_child()
         os.setsid()
         _log_to_file_only()
-        _join_cgroups(sst)
         r2, w2 = os.pipe2(os.O_CLOEXEC)
         k = os.fork()
         if k == 0:
             os.close(r2)
             os.close(w)
+            _join_cgroups(sst)      # K and the Gofers count in the pod's limits
             _gofer_keeper(sd, cid, cfg, gofers, mounts, w2)
         os.close(w2)
         from pyvisor.runtime.container import _read_lines
@@ -295,7 +296,9 @@ def _member_monitor(sd: StateDir, cid: str, cfg: SandboxConfig, gofers: list[Gof
 
 
 def _join_cgroups(sst: ContainerState) -> None:
-    """M (and so K and the Gofers) in the pod's cgroup: the pod's limits count them."""
+    """K (and so the Gofers it forks) in the pod's cgroup: the pod's memory and task
+    limits count them (a member takes 1 + its Gofers of the 64 tasks the pod's cgroup
+    allows beyond --pids-limit for such helpers)."""
     for d in sst.config.get("cgroup_dirs") or []:
         try:
             with open(os.path.join(str(d), "cgroup.procs"), "w") as f:

@@ -34,9 +34,9 @@ How a member is made (`create`), with its processes:
     engine reaping M (conmon, the shim) sees the member's exit.  If the sandbox dies, M
     sees the control connection close and exits 137.
   * Why two processes: M must exit when the member's init does (that is what conmon and
-    the shim wait for), while the Gofers die with the thread that started them and must
-    outlive the init until `delete` (a stopped container's files stay reachable, as in
-    runsc); so a keeper holds them.
+    the shim wait for), while the Gofers die with the thread that started them and serve
+    the member until `delete`, when the Sentry drops its mount namespace (as runsc keeps a
+    stopped subcontainer's gofer until destroy); so a keeper holds them.
   * The member's state directory holds `control.sock`, a symlink to the sandbox's, so the
     verbs reach the Sentry as for any container; they name the member in their requests.
   * `delete` of a member: `destroy_container` (its processes die, its Gofers go), then M.

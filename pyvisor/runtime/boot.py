@@ -246,6 +246,9 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
         _force_internal_error(kernel, cfg.test_panic)
     kernel.hostname = cfg.hostname.encode()
     kernel.gofers = []   # (client, pid)
+    # The vDSO's first TSC sample now: by the init's exec, the clocks are calibrated.
+    from pyvisor.sentry.kernel import vdso
+    vdso.get(kernel)
     from pyvisor.sentry.socket import Network
     kernel.network = Network(cfg.network, kernel)   # hostinet reads the host's interfaces now
     return kernel

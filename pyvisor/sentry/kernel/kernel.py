@@ -137,6 +137,7 @@ class Kernel:
         self.orphan_exit: Callable[[ThreadGroup], None] | None = None
 
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
+        self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])

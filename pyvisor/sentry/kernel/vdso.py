@@ -25,17 +25,15 @@ Security: the Sentry only writes this page, never reads it back, so nothing an
 application does to its own memory reaches the Sentry; and the page is mapped
 read-only with no way to make it writable, so one application cannot disturb
 another's clocks.  TSC usability: the host must say constant_tsc and nonstop_tsc
-(/proc/cpuinfo, read at import, before confinement); otherwise every clock read
-goes to the syscall.
+(/proc/cpuinfo, read at import, before confinement; rdtsc is arch/native's);
+otherwise every clock read goes to the syscall.
 
 Concurrency: Sentry loop only (updates run from a kernel timer).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import mmap
 import struct
 import time
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROT_EXEC, PROT_READ,
                                     page_round_up)
+from pyvisor.sentry.arch import native
 from pyvisor.sentry.mm.memfile import MappedRange
 from pyvisor.sentry.vdso.image import IMAGE
 
@@ -87,29 +86,7 @@ TSC_USABLE = {"constant_tsc", "nonstop_tsc"} <= _FLAGS
 HAS_RDTSCP = "rdtscp" in _FLAGS
 
 
-def _make_rdtsc() -> Callable[[], int] | None:
-    """A C-callable `lfence; rdtsc` for the Sentry itself, on a page of its own made
-    executable before the Sentry's seccomp filter forbids PROT_EXEC (at import)."""
-    code = bytes.fromhex("0faee8"        # lfence
-                         "0f31"          # rdtsc
-                         "48c1e220"      # shl $32, %rdx
-                         "4809d0"        # or %rdx, %rax
-                         "c3")           # ret
-    try:
-        page = mmap.mmap(-1, PAGE_SIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        page.write(code)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mprotect(ctypes.c_void_p(addr), PAGE_SIZE, PROT_READ | PROT_EXEC) != 0:
-            return None
-    except (OSError, ValueError, TypeError):
-        return None
-    fn = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
-    fn._page = page            # type: ignore[attr-defined]  # keeps the page mapped
-    return fn
-
-
-rdtsc = _make_rdtsc() if TSC_USABLE else None
+rdtsc: Callable[[], int] | None = native.rdtsc if TSC_USABLE else None
 
 
 @dataclass(slots=True)

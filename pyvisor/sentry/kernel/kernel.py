@@ -42,6 +42,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
+from pyvisor.sentry.kernel.placement import Placement
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.ptrace import binding as B
@@ -139,6 +140,7 @@ class Kernel:
 
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
+        self.placement = Placement()        # CPU placement of stub threads (set by boot)
         self.fpbuf = ctypes.create_string_buffer(max(fpu.REGSET_SIZE, B.FPREGS_SIZE))
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
@@ -366,6 +368,7 @@ class Kernel:
                 self.task_exit(t)
                 return
             B.get_regs(hostpid, t.regs)
+            self.placement.stopped(th)
             self._syscall(t)
             return
         if status >> 16:
@@ -558,6 +561,7 @@ class Kernel:
         th = t.thread
         try:
             B.set_regs(th.tid, t.regs)
+            self.placement.resumed(th)
             B.resume(P.PTRACE_SYSEMU, th.tid, 0)
         except OSError as e:
             if th.exited or th.process.dead:

@@ -31,6 +31,7 @@ SELF_CHECKING = [
     "partial_writes.c",
     "vdso.c",
     "avx_signal.c",
+    "mremap_file.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

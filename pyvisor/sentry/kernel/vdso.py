@@ -268,9 +268,9 @@ class VDSO:
         self.start()
         base = mm.find_gap(VVAR_SIZE + IMAGE_SIZE)
         mm.mmap(base, VVAR_SIZE, PROT_READ, MAP_SHARED, fixed=True, mappable=self.vvar,
-                name=b"[vvar]", maxperms=PROT_READ)
+                name=b"[vvar]", maxperms=PROT_READ, dontexpand=True)
         mm.mmap(base + VVAR_SIZE, IMAGE_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fixed=True,
-                mappable=self.image, name=b"[vdso]")
+                mappable=self.image, name=b"[vdso]", dontexpand=True)
         return base + VVAR_SIZE
 
 

@@ -22,7 +22,7 @@ So:
   no syscalls at all is freed too.
 
 Affinity changes are host sched_setaffinity calls on the stub's thread (the Sentry's
-seccomp filter allows them for pid >= 0), a few per thread life, never per syscall
+seccomp filter allows them for pid > 0), a few per thread life, never per syscall
 unless the Sentry keeps moving.  Measurements and the alternatives compared:
 README.md, *CPU placement*.
 

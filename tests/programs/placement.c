@@ -1,4 +1,4 @@
-/* For tests/e2e/test_placement.py: 2000 syscalls, "syscalls" on stdout, wait for a
+/* For tests/e2e/test_cpu_placement.py: 2000 syscalls, "syscalls" on stdout, wait for a
  * byte on stdin; then 1.5 s of computing without a syscall (the clock is the
  * vDSO's), "computed", wait for a byte again. */
 #include "check.h"

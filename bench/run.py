@@ -13,6 +13,7 @@ starts (Sentry, Gofer, stubs, application) share CPU 0, unless --no-pin.
 
 Rows:
   getppid      mean latency of syscall(SYS_getppid)             microbench
+  clock        mean latency of clock_gettime(CLOCK_MONOTONIC)   microbench
   openclose    open("/etc/hostname") + close                    microbench
   forkwait     fork + child _exit(0) + waitpid                  microbench
   forkexec     fork + child execv("/bin/true") + waitpid         microbench
@@ -20,6 +21,8 @@ Rows:
   tcpstream    loopback TCP throughput, MiB/s (64 KiB writes)   microbench
   true         wall time of the whole `... /bin/true` command (median)
   python       wall time of the whole `... python3 -c pass` command (median)
+  cpu2         two python3 processes each running a CPU-bound loop at once:
+               the time from starting both to both done (programs/cpu2.py, median)
 
 See bench/README.md.
 """
@@ -52,6 +55,7 @@ ENVIRONMENTS = ("native", "pyvisor", "runsc")
 MICRO_ITERS = {
     #              full               quick
     "getppid": ((1_000_000, 20_000), (100_000, 2_000)),
+    "clock": ((10_000_000, 10_000_000), (1_000_000, 1_000_000)),
     "openclose": ((200_000, 5_000), (20_000, 500)),
     "forkwait": ((3_000, 300), (300, 30)),
     "forkexec": ((1_000, 300), (100, 30)),
@@ -59,6 +63,8 @@ MICRO_ITERS = {
     "tcpstream": ((2_048, 256), (256, 64)),      # MiB
 }
 STARTUP_REPEATS = (10, 3)  # full, quick; plus one untimed warm-up run
+CPU2_PY = os.path.join(BENCH_DIR, "programs", "cpu2.py")
+CPU2_LOOPS = (10_000_000, 2_000_000)   # full, quick: iterations of each process's loop
 
 
 @dataclass
@@ -66,13 +72,15 @@ class Benchmark:
     name: str
     description: str
     unit: str  # "µs" or "ms"
-    kind: str  # "micro" (value from microbench, ns/iter) or "startup" (wall s)
+    kind: str  # "micro" (value from microbench, ns/iter), "startup" (wall s) or
+    #            "script" (the command prints ns on its last line)
     mode: str = ""  # microbench mode
     argv: Callable[["Context"], list[str]] = lambda ctx: []
 
 
 BENCHMARKS = [
     Benchmark("getppid", "getppid latency", "µs", "micro", mode="getppid"),
+    Benchmark("clock", "clock_gettime latency", "µs", "micro", mode="clock"),
     Benchmark("openclose", "open+close /etc/hostname", "µs", "micro", mode="openclose"),
     Benchmark("forkwait", "fork+exit+wait", "µs", "micro", mode="forkwait"),
     Benchmark("forkexec", "fork+exec(/bin/true)+wait", "µs", "micro", mode="forkexec"),
@@ -85,6 +93,13 @@ BENCHMARKS = [
         "ms",
         "startup",
         argv=lambda ctx: [ctx.python, "-c", "pass"],
+    ),
+    Benchmark(
+        "cpu2",
+        "two CPU-bound python3 processes",
+        "ms",
+        "script",
+        argv=lambda ctx: [ctx.python, CPU2_PY, str(CPU2_LOOPS[1 if ctx.args.quick else 0])],
     ),
 ]
 BENCHMARK_NAMES = [b.name for b in BENCHMARKS]
@@ -205,6 +220,19 @@ def run_startup(ctx: Context, bench: Benchmark, env: str) -> Cell:
     return Cell(value_ns=statistics.median(samples), samples_ns=samples, iterations=repeats)
 
 
+def run_script(ctx: Context, bench: Benchmark, env: str) -> Cell:
+    repeats = STARTUP_REPEATS[1 if ctx.args.quick else 0] // 2 + 1
+    prefix, penv = env_prefix(ctx, env)
+    samples = []
+    for _ in range(repeats):
+        _, out = run_cmd(prefix + bench.argv(ctx), penv, ctx.args.timeout)
+        try:
+            samples.append(float(out.strip().splitlines()[-1]))
+        except (IndexError, ValueError):
+            raise RunError(f"unexpected output: {out[-500:]!r}")
+    return Cell(value_ns=statistics.median(samples), samples_ns=samples, iterations=repeats)
+
+
 def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
     if env == "runsc" and ctx.runsc is None:
         return Cell(status="n/a", error="runsc not on PATH")
@@ -213,6 +241,8 @@ def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
     try:
         if bench.kind == "micro":
             return run_micro(ctx, bench, env)
+        if bench.kind == "script":
+            return run_script(ctx, bench, env)
         return run_startup(ctx, bench, env)
     except RunError as e:
         msg = str(e)

@@ -4,6 +4,7 @@
  * Usage: microbench MODE N [PATH]
  *
  *   getppid   N x syscall(SYS_getppid) (raw syscall: no libc caching)
+ *   clock     N x clock_gettime(CLOCK_MONOTONIC) through libc (the vDSO where there is one)
  *   openclose N x open(PATH, O_RDONLY) + close   (PATH: /etc/hostname)
  *   forkwait  N x fork + child _exit(0) + waitpid
  *   forkexec  N x fork + child execv(PATH) + waitpid (PATH: /bin/true)
@@ -62,6 +63,15 @@ static void do_getppid(long n)
 	for (long i = 0; i < n; i++)
 		if (syscall(SYS_getppid) < 0)
 			die("getppid");
+}
+
+static void do_clock(long n)
+{
+	struct timespec ts;
+
+	for (long i = 0; i < n; i++)
+		if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+			die("clock_gettime");
 }
 
 static void do_openclose(long n)
@@ -184,6 +194,7 @@ static const struct {
 	const char *default_path;
 } modes[] = {
 	{"getppid", do_getppid, NULL},
+	{"clock", do_clock, NULL},
 	{"openclose", do_openclose, "/etc/hostname"},
 	{"forkwait", do_forkwait, NULL},
 	{"forkexec", do_forkexec, "/bin/true"},
@@ -226,6 +237,6 @@ int main(int argc, char **argv)
 	return 0;
 
 usage:
-	fprintf(stderr, "usage: microbench getppid|openclose|forkwait|forkexec|tcprr|tcpstream N [PATH]\n");
+	fprintf(stderr, "usage: microbench getppid|clock|openclose|forkwait|forkexec|tcprr|tcpstream N [PATH]\n");
 	return 2;
 }

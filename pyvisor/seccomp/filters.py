@@ -96,6 +96,7 @@ PTRACE_SYSEMU, PTRACE_SYSEMU_SINGLESTEP = 31, 32
 PTRACE_SETOPTIONS, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO, PTRACE_SETSIGINFO = \
     0x4200, 0x4201, 0x4202, 0x4203
 PTRACE_GETREGSET, PTRACE_SETREGSET, PTRACE_INTERRUPT = 0x4204, 0x4205, 0x4207
+NT_X86_XSTATE = 0x202          # the one regset the Sentry reads and writes
 
 PR_GET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 21, 38, 39
 SECCOMP_SET_MODE_FILTER = 1
@@ -234,8 +235,17 @@ _PATH_PROBE = "path-based probe by CPython/glibc (os.cpu_count, localtime, linec
 
 SENTRY_RULES: dict[str, Spec] = {
     # The ptrace platform: the Sentry's only door to its stubs.
-    "ptrace": _only("drives the stubs: registers, PTRACE_SYSEMU, injection (platform/ptrace)",
-                    *_one_of(0, _SENTRY_PTRACE)),
+    "ptrace": _only("drives the stubs: registers, PTRACE_SYSEMU, injection (platform/ptrace); "
+                    "the XSAVE state (NT_X86_XSTATE) only of the regsets",
+                    *_one_of(0, _SENTRY_PTRACE),
+                    *((eq32(0, v, f"arg0 == {n}"),
+                       eq32(2, NT_X86_XSTATE, "arg2 == NT_X86_XSTATE"))
+                      for n, v in _names("PTRACE_GETREGSET", "PTRACE_SETREGSET").items())),
+    "sched_setaffinity": _only("places stub threads: beside the Sentry or on every CPU "
+                               "(kernel/placement.py); never pid 0 (the Sentry itself, "
+                               "pinned at boot) nor a negative pid",
+                               (positive_int(0, "0 <= pid <= INT_MAX"),),
+                               deny=((eq32(0, 0, "pid == 0"),), (_NEGATIVE_PID,))),
     "process_vm_readv": Spec("copies application memory in (mm/memory_manager.py)"),
     "process_vm_writev": Spec("copies application memory out (mm/memory_manager.py)"),
     "wait4": Spec("waitpid for stub stops and exits, and for the Gofers at shutdown"),

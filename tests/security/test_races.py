@@ -49,8 +49,9 @@ def _dir(root: Path) -> Path:
 @pytest.mark.parametrize("pin", ["pinned", "no-pin"])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_race(attack, pin, run, secprog, world_tmp):
-    """The sandbox runs once as by default (Sentry and stubs pinned to one
-    CPU) and once with --no-pin, where the racing thread truly runs in
+    """The sandbox runs once as by default (kernel/placement.py: syscall-heavy
+    threads beside the Sentry, the racing thread free) and once with --no-pin
+    (every thread where the host puts it); in both the racing thread runs in
     parallel with the Sentry's reads. `flips` counts the racing thread's
     rewrites during the run: the race must really have been run."""
     if pin == "pinned":

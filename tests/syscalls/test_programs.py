@@ -29,11 +29,15 @@ SELF_CHECKING = [
     "tty.c",
     "efault.c",
     "partial_writes.c",
+    "vdso.c",
+    "avx_signal.c",
+    "mremap_file.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up
 # (TLS set-up, IRELATIVE relocations) runs from the binary itself.
-STATIC = ["pipe.c", "fork_wait.c", "exec.c", "signals.c", "threads.c", "mmap.c"]
+STATIC = ["pipe.c", "fork_wait.c", "exec.c", "signals.c", "threads.c", "mmap.c", "vdso.c",
+          "avx_signal.c"]
 
 
 def _ids(name: str) -> str:

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     d.add_argument("--network", default=None, choices=["sandbox", "none", "host"],
                    dest="do_network")
     d.add_argument("--cwd", default=None, help="working directory (default: the current one)")
-    d.add_argument("--no-pin", action="store_true", help="do not pin the sandbox to one CPU")
+    d.add_argument("--no-pin", action="store_true",
+                   help="no CPU placement: leave every thread where the host puts it")
     d.add_argument("--test-panic", default=None, help=argparse.SUPPRESS)
     d.add_argument("cmd", nargs=argparse.REMAINDER)
 

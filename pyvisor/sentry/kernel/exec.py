@@ -14,8 +14,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
-from pyvisor.sentry.arch.fpu import initial_fxsave
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.arch.fpu import initial_state
+from pyvisor.sentry.kernel import textbusy, vdso
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -89,7 +89,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         else:
             start = entry
         mm.brk_start = mm.brk = end
-        aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds)
+        sysinfo = vdso.get(kernel).map_into(mm)
+        aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
         sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
     except BaseException:
         proc.kill()
@@ -141,4 +142,4 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     if t.vfork_parent is not None:
         kernel._vfork_done(t)
     # Fresh FPU state for the new image.
-    kernel.set_fpregs(t, initial_fxsave())
+    kernel.set_fpregs(t, initial_state())

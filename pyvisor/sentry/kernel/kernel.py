@@ -36,11 +36,13 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN,
                                       Signal)
+from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
+from pyvisor.sentry.kernel.placement import Placement
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.ptrace import binding as B
@@ -140,7 +142,9 @@ class Kernel:
         self.child_reaper: Callable[[ThreadGroup], ThreadGroup | None] | None = None
 
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
-        self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
+        self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
+        self.placement = Placement()        # CPU placement of stub threads (set by boot)
+        self.fpbuf = ctypes.create_string_buffer(max(fpu.REGSET_SIZE, B.FPREGS_SIZE))
         self._panic: BaseException | None = None
         host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
         self._sigfd = _signalfd([host_signal.SIGCHLD])
@@ -367,6 +371,7 @@ class Kernel:
                 self.task_exit(t)
                 return
             B.get_regs(hostpid, t.regs)
+            self.placement.stopped(th)
             self._syscall(t)
             return
         if status >> 16:
@@ -559,6 +564,7 @@ class Kernel:
         th = t.thread
         try:
             B.set_regs(th.tid, t.regs)
+            self.placement.resumed(th)
             B.resume(P.PTRACE_SYSEMU, th.tid, 0)
         except OSError as e:
             if th.exited or th.process.dead:
@@ -573,18 +579,27 @@ class Kernel:
             self.resume(t, None)
 
     def get_fpregs(self, t: Task) -> bytes:
+        """`t`'s whole FP/extended state (arch/fpu.py: REGSET_SIZE bytes of XSAVE
+        image, or the fxsave image without XSAVE)."""
+        if fpu.HAS_XSAVE:
+            n = B.get_xstate(t.thread.tid, self.fpbuf)
+            return self.fpbuf.raw[:n]
         B.get_fpregs(t.thread.tid, self.fpbuf)
-        return self.fpbuf.raw
+        return self.fpbuf.raw[:fpu.FXSAVE_SIZE]
 
     def set_fpregs(self, t: Task, data: bytes) -> bool:
-        """Loads an fxsave image into `t`'s FPU.  False if the host refuses it as
-        invalid (MXCSR reserved bits set): the caller decides what the application
-        sees (Linux's fxrstor would #GP: rt_sigreturn gives SIGSEGV)."""
+        """Loads a state image (as get_fpregs returns) into `t`'s FPU.  False if the
+        host refuses it as invalid (MXCSR reserved bits, a bad XSAVE header): the
+        caller decides what the application sees (Linux's xrstor would #GP:
+        rt_sigreturn gives SIGSEGV)."""
         ctypes.memmove(self.fpbuf, data, len(data))
         try:
-            B.set_fpregs(t.thread.tid, self.fpbuf)
+            if fpu.HAS_XSAVE:
+                B.set_xstate(t.thread.tid, self.fpbuf, len(data))
+            else:
+                B.set_fpregs(t.thread.tid, self.fpbuf)
         except OSError as e:
-            if e.errno == errno.EINVAL:
+            if e.errno in (errno.EINVAL, errno.EFAULT):
                 return False
             if e.errno == errno.ESRCH:
                 return True      # the thread died under us (SIGKILL): its exit is noticed later

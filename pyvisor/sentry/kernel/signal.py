@@ -4,7 +4,9 @@ arch/x86/kernel/signal.c.
 Delivery happens when a task is about to return to application code
 (`deliver_pending`).  A handled signal gets a real rt_sigframe on the
 application stack: siginfo, ucontext (with sigcontext and the saved mask) and
-the fxsave FP state; rt_sigreturn restores all of it.
+the whole XSAVE FP/extended state (arch/fpu.py: AVX, AVX-512, ... as the CPU
+has them); the handler starts with a reset FPU, and rt_sigreturn restores all
+of it.
 
 Concurrency: Sentry loop only.
 """
@@ -21,7 +23,7 @@ from pyvisor.abi.linux.signal import (MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RE
                                       SA_RESTART, SA_RESTORER, SA_SIGINFO, SI_KERNEL, SI_USER,
                                       SIG_DFL, SIG_IGN, SIGRTMIN, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal, sigmask)
-from pyvisor.sentry.arch.fpu import FXSAVE_ALIGN, FXSAVE_SIZE, initial_fxsave
+from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import SIGQUEUE_COST, Kind
@@ -332,22 +334,25 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
         sp = ss_sp + ss_size
     else:
         sp -= 128                                  # the red zone
-    fp_addr = (sp - FXSAVE_SIZE) & ~63
+    fp = fpu.to_frame(t.kernel.get_fpregs(t))
+    fp_addr = (sp - len(fp)) & ~(fpu.FRAME_ALIGN - 1)
     frame = ((fp_addr - _FRAME_SIZE) & ~15) - 8
-    fp = t.kernel.get_fpregs(t)
     saved_mask = t.sigmask if t.saved_sigmask is None else t.saved_sigmask
     t.saved_sigmask = None
     sc = _SIGCONTEXT.pack(*(getattr(regs, r) for r in _SC_REGS),
                           regs.cs & 0xFFFF, regs.gs & 0xFFFF, regs.fs & 0xFFFF, regs.ss & 0xFFFF,
                           0, 0, saved_mask & 0xFFFFFFFFFFFFFFFF, info.addr, fp_addr)
     alt_flags = SS_ONSTACK if on_alt else (ss_flags if ss_size else SS_DISABLE)
-    uc = _UC_HEAD.pack(_UC_SIGCONTEXT_SS | _UC_STRICT_RESTORE_SS, 0, ss_sp, alt_flags, 0, ss_size)
+    uc_flags = _UC_SIGCONTEXT_SS | _UC_STRICT_RESTORE_SS | (_UC_FP_XSTATE if fpu.HAS_XSAVE else 0)
+    uc = _UC_HEAD.pack(uc_flags, 0, ss_sp, alt_flags, 0, ss_size)
     data = struct.pack("<Q", act.restorer) + uc + sc + struct.pack("<Q", saved_mask) + info.pack()
     try:
         t.copy_out(fp_addr, fp)
         t.copy_out(frame, data)
     except SyscallError:
         return False
+    # The handler starts with a reset FPU.  Linux: fpu__clear_user_states.
+    t.kernel.set_fpregs(t, fpu.initial_state())
     regs.rsp = frame
     regs.rip = act.handler
     regs.rdi = sig
@@ -391,22 +396,43 @@ def sigreturn(t: Task) -> bool:
     t.restart_block = None
     fp_addr = vals[26]
     if not fp_addr:
-        fp = initial_fxsave()
-    elif fp_addr % FXSAVE_ALIGN:
-        return False                               # fxrstor: #GP
+        fp: bytes | None = fpu.initial_state()
     else:
-        try:
-            fp = t.copy_in(fp_addr, FXSAVE_SIZE)
-        except SyscallError:
-            return False
-    if not t.kernel.set_fpregs(t, fp):
-        t.kernel.set_fpregs(t, initial_fxsave())   # fpu__clear_user_states
+        fp = _read_frame_fpstate(t, fp_addr)
+    if fp is None or not t.kernel.set_fpregs(t, fp):
+        t.kernel.set_fpregs(t, fpu.initial_state())   # fpu__clear_user_states
         return False
     try:
         set_altstack(t, ss_sp, ss_flags, ss_size)
     except SyscallError:
         pass                                       # Linux squashes all but EFAULT
     return True
+
+
+def _read_frame_fpstate(t: Task, fp_addr: int) -> bytes | None:
+    """The FP state a frame at `fp_addr` holds, as the platform loads it; None if it
+    cannot be read or XRSTOR/FXRSTOR would fault on it.  A frame whose software bytes
+    do not describe an XSAVE image (a hand-made frame, an old program) restores the
+    legacy fxsave part only, the rest reset.  Linux: __fpu_restore_sig."""
+    try:
+        legacy = t.copy_in(fp_addr, fpu.FXSAVE_SIZE)
+    except SyscallError:
+        return None
+    size = fpu.frame_xstate_size(legacy)
+    if size is not None:
+        if fp_addr % fpu.XSAVE_ALIGN:
+            return None                              # xrstor: #GP
+        try:
+            image = legacy + t.copy_in(fp_addr + fpu.FXSAVE_SIZE, size - fpu.FXSAVE_SIZE)
+            magic2 = t.copy_in(fp_addr + size, fpu.FP_XSTATE_MAGIC2_SIZE)
+        except SyscallError:
+            return None
+        if int.from_bytes(magic2, "little") == fpu.FP_XSTATE_MAGIC2:
+            (xfeatures,) = struct.unpack_from("<Q", legacy, fpu.SW_BYTES_OFFSET + 8)
+            return fpu.from_frame(image, xfeatures)
+    if fp_addr % fpu.FXSAVE_ALIGN:
+        return None                                  # fxrstor: #GP
+    return fpu.from_frame(legacy, 0)
 
 
 def set_altstack(t: Task, sp: int, flags: int, size: int) -> None:

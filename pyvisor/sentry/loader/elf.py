@@ -42,7 +42,8 @@ MAX_SCRIPT_DEPTH = 4
 # Auxiliary vector tags.  From <linux/auxvec.h>.
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
-AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_MINSIGSTKSZ = 23, 25, 26, 31, 51
+AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_SYSINFO_EHDR = 23, 25, 26, 31, 33
+AT_MINSIGSTKSZ = 51
 
 
 def _host_auxv() -> dict[int, int]:
@@ -234,9 +235,11 @@ def build_stack(mm: MemoryManager, argv: list[bytes], envp: list[bytes], execfn:
     return sp
 
 
-def make_auxv(info: ElfInfo, bias: int, phdr_addr: int, interp_bias: int, creds: Any
-              ) -> list[tuple[int, int]]:
-    aux = [(AT_PHDR, phdr_addr), (AT_PHENT, _PHDR.size), (AT_PHNUM, info.phnum),
+def make_auxv(info: ElfInfo, bias: int, phdr_addr: int, interp_bias: int, creds: Any,
+              sysinfo_ehdr: int = 0) -> list[tuple[int, int]]:
+    # AT_SYSINFO_EHDR first, as Linux's ARCH_DLINFO puts it.
+    aux = [(AT_SYSINFO_EHDR, sysinfo_ehdr)] if sysinfo_ehdr else []
+    aux += [(AT_PHDR, phdr_addr), (AT_PHENT, _PHDR.size), (AT_PHNUM, info.phnum),
            (AT_PAGESZ, PAGE_SIZE), (AT_BASE, interp_bias), (AT_FLAGS, 0),
            (AT_ENTRY, info.entry + bias), (AT_UID, creds.uid), (AT_EUID, creds.euid),
            (AT_GID, creds.gid), (AT_EGID, creds.egid), (AT_SECURE, 0), (AT_CLKTCK, 100),

@@ -61,12 +61,13 @@ class VMA:
     ino: int = 0
     maxperms: int = PROT_READ | PROT_WRITE | PROT_EXEC
     extra: Any = field(default=None)  # keeps the file description alive
+    dontexpand: bool = False         # mremap may not grow it (Linux: VM_DONTEXPAND; the vDSO)
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
-                   self.name, self.dev, self.ino, self.maxperms, self.extra)
+                   self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand)
         self.end = at
         return tail
 
@@ -272,7 +273,7 @@ class MemoryManager:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fixed: bool,
              mappable: Mappable | None = None, offset: int = 0, name: bytes = b"",
              dev: int = 0, ino: int = 0, extra: Any = None, noreplace: bool = False,
-             maxperms: int = 7) -> int:
+             maxperms: int = 7, dontexpand: bool = False) -> int:
         """Maps and returns the address.  Preconditions: length > 0, offset page-aligned."""
         length = page_round_up(length)
         if length == 0 or length > TASK_SIZE:
@@ -295,20 +296,26 @@ class MemoryManager:
             if r < 0:
                 raise SyscallError(-r)
         else:
-            ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
-            hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_FIXED
-            for rg in ranges:
-                r = self.inject(Sysno.mmap, addr + (rg.file_offset - offset), rg.length, prot,
-                                hflags, STUB_MEMFD, rg.mem_offset)
-                if r < 0:
-                    raise SyscallError(-r)
+            self._map_file(addr, length, prot, shared, mappable, offset)
         # Replace whatever was there (the host did the same with MAP_FIXED).
         for v in self._carve(addr, addr + length):
             self.vmas.remove(v)
         self._insert(VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
-                         maxperms, extra))
+                         maxperms, extra, dontexpand))
         self._merge(addr, addr + length)
         return addr
+
+    def _map_file(self, addr: int, length: int, prot: int, shared: bool, mappable: Mappable,
+                  offset: int) -> None:
+        """Maps [offset, offset+length) of `mappable` at `addr` on the host: only the
+        memory-file ranges its translate() gives, never the memory file's neighbours."""
+        ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
+        hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_FIXED
+        for rg in ranges:
+            r = self.inject(Sysno.mmap, addr + (rg.file_offset - offset), rg.length, prot,
+                            hflags, STUB_MEMFD, rg.mem_offset)
+            if r < 0:
+                raise SyscallError(-r)
 
     def munmap(self, addr: int, length: int) -> None:
         if addr % PAGE_SIZE or length == 0:
@@ -383,6 +390,12 @@ class MemoryManager:
         v = self.find(old)
         if v is None or old_size == 0 or v.end < old + old_size:
             raise SyscallError(Errno.EFAULT)
+        if new_size > old_size and v.dontexpand:
+            raise SyscallError(Errno.EFAULT)        # Linux: vma_to_resize, VM_DONTEXPAND
+        # A file mapping grows by mapping more of the file, never by letting the host
+        # extend the memory-file mapping (that would show whatever lies next to it).
+        grow_file = v.mappable is not None and new_size > old_size
+        tail_offset = v.offset + (old - v.start) + old_size
         if not flags & _MREMAP_FIXED:
             if new_size <= old_size:
                 if new_size < old_size:
@@ -390,7 +403,12 @@ class MemoryManager:
                 return old
             # Grow in place if the following range is free.
             if self.is_free(old + old_size, old + new_size) and old + new_size <= MMAP_BASE:
-                self._host(Sysno.mremap, old, old_size, new_size, 0, 0)
+                if grow_file:
+                    assert v.mappable is not None
+                    self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
+                                   v.mappable, tail_offset)
+                else:
+                    self._host(Sysno.mremap, old, old_size, new_size, 0, 0)
                 self._carve(old, old + old_size)
                 vv = self.find(old)
                 assert vv is not None
@@ -405,8 +423,12 @@ class MemoryManager:
             if new_addr < old + old_size and old < new_addr + new_size:
                 raise SyscallError(Errno.EINVAL)
             self.munmap(new_addr, new_size)
-        self._host(Sysno.mremap, old, old_size, new_size,
+        self._host(Sysno.mremap, old, old_size, old_size if grow_file else new_size,
                    _MREMAP_MAYMOVE | _MREMAP_FIXED, new_addr)
+        if grow_file:
+            assert v.mappable is not None
+            self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
+                           v.mappable, tail_offset)
         moved = self._carve(old, old + old_size)
         base = moved[0] if moved else None
         for vv in moved:
@@ -414,7 +436,7 @@ class MemoryManager:
         if base is not None:
             self._insert(VMA(new_addr, new_addr + new_size, base.perms, base.shared,
                              base.mappable, base.offset, base.name, base.dev, base.ino,
-                             base.maxperms, base.extra))
+                             base.maxperms, base.extra, base.dontexpand))
         return new_addr
 
     def madvise_dontneed(self, addr: int, length: int) -> None:
@@ -429,7 +451,7 @@ class MemoryManager:
         proc = self.platform.fork_process(th)
         mm = MemoryManager(self.platform, proc)
         mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
-                       v.ino, v.maxperms, v.extra) for v in self.vmas]
+                       v.ino, v.maxperms, v.extra, v.dontexpand) for v in self.vmas]
         mm.brk_start, mm.brk = self.brk_start, self.brk
         mm.argv_start, mm.argv_end = self.argv_start, self.argv_end
         mm.env_start, mm.env_end = self.env_start, self.env_end

@@ -102,6 +102,24 @@ def set_fpregs(pid: int, buf: ctypes.Array[ctypes.c_char]) -> None:
         _check(-1)
 
 
+def get_xstate(pid: int, buf: ctypes.Array[ctypes.c_char]) -> int:
+    """PTRACE_GETREGSET NT_X86_XSTATE into `buf`; returns the bytes the host wrote."""
+    iov = IOVec(ctypes.addressof(buf), len(buf))
+    if _ptrace(P.PTRACE_GETREGSET, pid, ctypes.c_void_p(P.NT_X86_XSTATE),
+               ctypes.addressof(iov)) == -1:
+        _check(-1)
+    return int(iov.iov_len)
+
+
+def set_xstate(pid: int, buf: ctypes.Array[ctypes.c_char], n: int) -> None:
+    """PTRACE_SETREGSET NT_X86_XSTATE from the first `n` bytes of `buf` (the host
+    wants exactly its regset size)."""
+    iov = IOVec(ctypes.addressof(buf), n)
+    if _ptrace(P.PTRACE_SETREGSET, pid, ctypes.c_void_p(P.NT_X86_XSTATE),
+               ctypes.addressof(iov)) == -1:
+        _check(-1)
+
+
 def resume(req: int, pid: int, sig: int = 0) -> None:
     """PTRACE_SYSEMU / PTRACE_CONT / PTRACE_SINGLESTEP with a signal to inject."""
     if _ptrace(req, pid, None, sig) == -1:

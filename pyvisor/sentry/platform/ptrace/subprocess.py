@@ -77,6 +77,13 @@ class StubThread:
     process: StubProcess
     running: bool = False    # resumed into application code (not stopped)
     exited: bool = False
+    # CPU placement (kernel/placement.py; gVisor's ptrace thread.cpu): whether the
+    # thread is bound to the Sentry's CPU, its recent short runs, when it last resumed.
+    placed: bool = False
+    bound: bool = False
+    cpu: int = -1            # the CPU it is bound to
+    short_runs: int = 0
+    resumed_at: int = 0
 
 
 class PtracePlatform:

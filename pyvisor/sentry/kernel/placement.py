@@ -1,0 +1,134 @@
+"""Where application threads run: CPU placement of stub threads.
+
+gVisor's ptrace platform binds a stub thread to the CPU of the tracer thread that
+switches to it (subprocess_linux.go, thread.bind); pyvisor has one tracer, the
+Sentry, so the question is which stub threads to keep beside it.
+
+A syscall is a ptrace round trip between the Sentry and a stub thread: ~8-15 µs
+when both are on one CPU, several times that when every stop and resume is a
+wake-up on another CPU (an IPI, a VM exit on these VMs).  But a thread that
+computes must not be kept on the Sentry's CPU, or two computing threads share one
+CPU; and the Sentry itself is not pinned, so the host can move it off a busy CPU.
+So:
+
+* a stub thread starts free: allowed on every CPU the sandbox was given (the
+  Sentry's affinity at boot: `taskset`, a cgroup cpuset);
+* after BIND_AFTER consecutive runs shorter than SHORT_RUN_NS (resume to next
+  syscall stop: it is making syscalls, not computing) it is bound to the CPU the
+  Sentry is on, and rebound when the Sentry has moved (checked at each of its
+  syscall stops: one sched_getcpu through the host's vDSO);
+* a bound thread that runs longer than LONG_RUN_NS is freed: at its next stop, or
+  by a tick every TICK_NS while bound threads run, so a computing thread that makes
+  no syscalls at all is freed too.
+
+Affinity changes are host sched_setaffinity calls on the stub's thread (the Sentry's
+seccomp filter allows them for pid > 0), a few per thread life, never per syscall
+unless the Sentry keeps moving.  Measurements and the alternatives compared:
+README.md, *CPU placement*.
+
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.kernel import Kernel
+    from pyvisor.sentry.platform.ptrace.subprocess import StubThread
+
+SHORT_RUN_NS = 200_000
+BIND_AFTER = 4
+LONG_RUN_NS = 2_000_000
+TICK_NS = 5_000_000
+
+_sched_getcpu = ctypes.CDLL(None).sched_getcpu     # the host's vDSO: no syscall
+
+
+class Placement:
+    """The Kernel's placement policy.  Disabled (every thread left where the host puts
+    it) when made without a kernel or with a single allowed CPU."""
+
+    def __init__(self, kernel: Kernel | None = None, allowed: frozenset[int] = frozenset(),
+                 getcpu: Callable[[], int] = _sched_getcpu) -> None:
+        self.kernel = kernel
+        self.allowed = allowed
+        self.getcpu = getcpu                    # the CPU the Sentry runs on now
+        self.enabled = kernel is not None and len(allowed) > 1
+        self.bound: set[StubThread] = set()     # threads bound to the Sentry's CPU
+        self._tick_armed = False
+        self.binds = self.frees = 0             # counters, for tests and --debug
+
+    def _set(self, th: StubThread, cpus: frozenset[int] | set[int]) -> bool:
+        try:
+            os.sched_setaffinity(th.tid, cpus)
+        except OSError:
+            return False          # the thread is gone, or the CPU set changed under us
+        return True
+
+    def stopped(self, th: StubThread) -> None:
+        """`th` stopped at a syscall: was its run short (a syscall-heavy thread)?"""
+        if not self.enabled:
+            return
+        if not th.placed:
+            # Its affinity is its creator's: make it the sandbox's whole set.
+            th.placed = True
+            self._set(th, self.allowed)
+            return
+        run = time.monotonic_ns() - th.resumed_at
+        if th.bound:
+            if run > LONG_RUN_NS:
+                self._free(th)
+                return
+            cpu = self.getcpu()
+            if cpu != th.cpu and cpu in self.allowed and self._set(th, {cpu}):
+                th.cpu = cpu                     # the Sentry moved: follow it
+            return
+        if run < SHORT_RUN_NS:
+            th.short_runs += 1
+            if th.short_runs >= BIND_AFTER:
+                cpu = self.getcpu()
+                if cpu in self.allowed and self._set(th, {cpu}):
+                    th.bound = True
+                    th.cpu = cpu
+                    th.short_runs = 0
+                    self.bound.add(th)
+                    self.binds += 1
+        else:
+            th.short_runs = 0
+
+    def resumed(self, th: StubThread) -> None:
+        """`th` runs application code from now."""
+        if not self.enabled:
+            return
+        th.resumed_at = time.monotonic_ns()
+        if th.bound and not self._tick_armed and self.kernel is not None:
+            self._tick_armed = True
+            self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)
+
+    def _free(self, th: StubThread) -> None:
+        self.bound.discard(th)
+        th.bound = False
+        th.short_runs = 0
+        if not th.exited:
+            self._set(th, self.allowed)
+        self.frees += 1
+
+    def _tick(self) -> None:
+        """Frees bound threads that have been computing for LONG_RUN_NS."""
+        self._tick_armed = False
+        now = time.monotonic_ns()
+        running = False
+        for th in list(self.bound):
+            if th.exited or th.process.dead:
+                self.bound.discard(th)
+            elif th.running and now - th.resumed_at > LONG_RUN_NS:
+                self._free(th)
+            elif th.running:
+                running = True
+        if running and self.kernel is not None:
+            self._tick_armed = True
+            self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)

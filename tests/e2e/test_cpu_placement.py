@@ -1,0 +1,73 @@
+"""CPU placement seen from the host (kernel/placement.py): a stub thread making
+syscalls is bound to one CPU, beside the Sentry; once it computes, it may run on
+every CPU the sandbox was given."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvtest import Builder, descendants, pyvisor_env
+
+
+def _stub_affinities(root: int) -> dict[int, str]:
+    """Cpus_allowed_list of every thread of the stub processes below `root`."""
+    out = {}
+    for pid in descendants(root):
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("memfd:pyvisor"):
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                    if line.startswith("Cpus_allowed_list:"):
+                        out[int(tid)] = line.split(":", 1)[1].strip()
+        except OSError:
+            continue
+    return out
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    """The kernel's list form of a CPU set ("0-1", "0,2", "3")."""
+    parts, run = [], []
+    for c in sorted(cpus):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [c]
+    parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+def test_syscall_heavy_thread_bound_computing_thread_free(program: Builder) -> None:
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("placement needs two CPUs; this host gives the tests one")
+    everything = _cpu_list(allowed)
+    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "do", "--", program("placement.c")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=pyvisor_env(None),
+                         start_new_session=True)
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        assert p.stdout.readline() == b"syscalls\n"
+        after_syscalls = _stub_affinities(p.pid)
+        p.stdin.write(b"x")
+        p.stdin.flush()
+        assert p.stdout.readline() == b"computed\n"
+        after_computing = _stub_affinities(p.pid)
+        p.stdin.write(b"x")
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    bound = [tid for tid, cpus in after_syscalls.items() if cpus != everything]
+    assert len(bound) == 1, after_syscalls        # the application's thread, on one CPU
+    assert int(after_syscalls[bound[0]]) in allowed
+    assert after_computing.get(bound[0]) == everything, after_computing

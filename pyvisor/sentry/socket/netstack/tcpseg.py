@@ -138,6 +138,7 @@ class TCPLayer:
         self.half_open_total = 0
         self.isn = w.ISNGenerator()
         self.sack = True                    # offer/accept SACK (net.ipv4.tcp_sack)
+        self.timestamps = True              # net.ipv4.tcp_timestamps
         self.challenge_window = 0           # second of the last challenge ACK
         self.challenge_count = 0
         # Counters (/proc/net/snmp Tcp: and TcpExt:).
@@ -451,7 +452,7 @@ class Endpoint:
         if seg.mss:
             self.peer_mss = seg.mss
         self.sack_ok = seg.sack_perm and self.layer.sack
-        if seg.ts is not None:
+        if seg.ts is not None and self.layer.timestamps:
             self.ts_ok = True
             self.ts_recent = seg.ts[0]
         if seg.wscale is not None:
@@ -480,7 +481,8 @@ class Endpoint:
     def _send_syn(self, extra: int) -> None:
         """Our SYN (or SYN-ACK) with MSS, SACK-permitted, timestamps and window scale."""
         passive = bool(extra & ACK)
-        ts = (self._tsval(), self.ts_recent) if (self.ts_ok or not passive) else None
+        ts = (self._tsval(), self.ts_recent) if (self.ts_ok or not passive and
+                                                 self.layer.timestamps) else None
         ws = self.rcv_wscale if (not passive or self.rcv_wscale) else None
         opts = w.syn_options(self.advmss, ws, self.sack_ok or (not passive and self.layer.sack),
                              ts)
@@ -714,8 +716,12 @@ class Endpoint:
         if self.fin_queued:
             return
         self.fin_queued = True
-        if self.state == TCP_SYN_RECV:
-            return                              # sent once established
+        if self.state == TCP_ESTABLISHED:
+            self.state = TCP_FIN_WAIT1
+        elif self.state == TCP_CLOSE_WAIT:
+            self.state = TCP_LAST_ACK
+        else:
+            return                              # SYN_RECV: sent once established
         self.output()
 
     def on_read(self) -> None:
@@ -788,7 +794,7 @@ class Endpoint:
             return
         if not self._acceptable(seq, seg):
             if not seg.flags & RST:
-                if st == TCP_SYN_RECV and seg.flags & SYN and seq == self.irs:
+                if st == TCP_SYN_RECV and seg.flags & (SYN | ACK) == SYN and seq == self.irs:
                     self._send_syn(ACK)         # the SYN again: our SYN-ACK was lost
                 else:
                     self.send_ack()
@@ -860,7 +866,7 @@ class Endpoint:
         if self.sock is not None:
             self.sock._on_established()
         if self.fin_queued:
-            self.output()
+            self.state = TCP_FIN_WAIT1
         return True
 
     def _syn_sent(self, seg: Segment) -> None:

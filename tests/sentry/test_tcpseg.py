@@ -1,0 +1,476 @@
+"""Segment-level TCP (pyvisor/sentry/socket/netstack/tcpseg.py) between two netstack
+Stacks wired back to back in-process (tests/sentry/tcpseg_harness.py): real segments
+with checksums, a fake clock, and a wire with loss, reordering, duplication and delay.
+The sockets are netstack's TCPSocket, driven through the calls the syscalls make."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tcpseg_harness import (A, B, MS, NONBLOCK, S, TASK, FakeKernel, Wire,  # noqa: E402
+                            WireStack, accept, connect, established, listener, pair,
+                            recv_some, run_sync, send_some, transfer)
+
+from pyvisor.abi.linux.errno import Errno  # noqa: E402
+from pyvisor.abi.linux.inet import (SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,  # noqa: E402
+                                    TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT2,
+                                    TCP_INFO, TCP_INFO_STRUCT, TCP_KEEPCNT, TCP_KEEPIDLE,
+                                    TCP_KEEPINTVL, TCP_LAST_ACK, TCP_SYN_SENT,
+                                    TCP_TIME_WAIT, TCP_USER_TIMEOUT)
+from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock  # noqa: E402
+from pyvisor.sentry.socket import inet  # noqa: E402
+from pyvisor.sentry.socket.common import (AF_INET, SHUT_WR, SO_KEEPALIVE,  # noqa: E402
+                                          SO_RCVBUF, SOL_SOCKET)
+from pyvisor.sentry.socket.netstack import tcpwire as w  # noqa: E402
+from pyvisor.sentry.socket.netstack.tcp import TCPSocket  # noqa: E402
+
+I32 = struct.Struct("<i")
+
+
+def data_segs(wire: Wire, src: bytes) -> list[w.Segment]:
+    return [s for a, _b, s in wire.sent if a == src and s.data]
+
+
+# -- the wire format ----------------------------------------------------------------------
+
+
+def test_checksum_and_options_roundtrip() -> None:
+    raw = w.build(A, B, 1234, 80, 0xFFFFFFF0, 7, w.SYN, 65535,
+                  w.syn_options(1460, 7, True, (11, 0)), b"")
+    seg = w.parse(A, B, raw)
+    assert seg is not None
+    assert (seg.sport, seg.dport, seg.seq, seg.mss, seg.wscale, seg.sack_perm, seg.ts) == \
+        (1234, 80, 0xFFFFFFF0, 1460, 7, True, (11, 0))
+    # Linux's checksum of the same bytes: the one's-complement sum over the pseudo-header.
+    words = w.pseudo_header(A, B, len(raw)) + raw
+    total = sum(struct.unpack("!%dH" % (len(words) // 2), words))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF
+    bad = bytearray(raw)
+    bad[-1] ^= 1
+    assert w.parse(A, B, bytes(bad)) is None          # corrupted
+    assert w.parse(A, bytes([10, 0, 0, 3]), raw) is None   # another pseudo-header
+    assert w.parse(A, B, raw[:19]) is None            # truncated
+    # Odd-length data, SACK blocks, IPv6 pseudo-header.
+    a6, b6 = b"\xfd" + b"\0" * 14 + b"\1", b"\xfd" + b"\0" * 14 + b"\2"
+    raw = w.build(a6, b6, 1, 2, 3, 4, w.ACK, 5, w.data_options((1, 2), [(10, 20), (30, 40)]),
+                  b"abc")
+    seg = w.parse(a6, b6, raw)
+    assert seg is not None and seg.data == b"abc" and seg.sacks == [(10, 20), (30, 40)]
+
+
+def test_malformed_options_never_raise() -> None:
+    import random
+    rng = random.Random(5)
+    for _ in range(2000):
+        opts = bytes(rng.randrange(256) for _ in range(rng.choice([4, 8, 20, 40])))
+        raw = w.build(A, B, 1, 2, 3, 4, rng.randrange(256), 5, opts, b"x")
+        w.parse(A, B, raw)
+        w.parse(A, B, raw[:rng.randrange(len(raw))])
+
+
+def test_isn_rfc6528() -> None:
+    g = w.ISNGenerator()
+    a = g.isn(A, 1000, B, 80, 0)
+    assert g.isn(A, 1000, B, 80, 4000 * 1000) == (a + 1000) & w.MASK   # M: a 4 us clock
+    assert g.isn(A, 1001, B, 80, 0) != a                                # F: per 4-tuple
+    assert w.ISNGenerator().isn(A, 1000, B, 80, 0) != a                 # secret per stack
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+def test_handshake_and_options() -> None:
+    k, wire, a, b = pair()
+    c, srv, lst = established(k, a, b)
+    assert c.state == srv.state == TCP_ESTABLISHED
+    syn, synack = wire.sent[0][2], wire.sent[1][2]
+    assert syn.flags == w.SYN and synack.flags == w.SYN | w.ACK
+    assert synack.ack == (syn.seq + 1) & w.MASK
+    assert syn.mss == synack.mss == 1460 and syn.wscale == 7 and syn.sack_perm and syn.ts
+    assert c.ep is not None and c.ep.ts_ok and c.ep.sack_ok and c.ep.snd_wscale == 7
+    assert c.ep.mss == 1448                            # 1460 less the timestamp option
+    assert srv.getpeername(TASK) == inet.encode(AF_INET, A, c.lport)
+    info = TCP_INFO_STRUCT.unpack(c.getsockopt(TASK, SOL_TCP, TCP_INFO))
+    assert info[0] == TCP_ESTABLISHED and info[5] == 7 and info[10] == 1448
+
+
+def test_data_both_ways_megabytes() -> None:
+    k, wire, a, b = pair()
+    wire.keep_log = False
+    c, srv, _ = established(k, a, b)
+    up, down = os.urandom(3 << 20), os.urandom(2 << 20)
+    assert hashlib.sha256(transfer(k, c, srv, up)).digest() == hashlib.sha256(up).digest()
+    assert transfer(k, srv, c, down) == down
+    assert a.layer.retrans_segs == b.layer.retrans_segs == 0
+    assert a.layer.in_errs == b.layer.in_errs == 0
+
+
+@pytest.mark.parametrize("sack", [True, False])
+def test_loss_reorder_duplication_recover(sack: bool) -> None:
+    k, wire, a, b = pair(seed=7)
+    a.layer.sack = b.layer.sack = sack
+    c, srv, _ = established(k, a, b)
+    wire.loss, wire.reorder, wire.dup = 0.03, 0.03, 0.02
+    wire.keep_log = False
+    data = os.urandom(1 << 20)
+    assert transfer(k, c, srv, data) == data
+    back = os.urandom(300_000)
+    assert transfer(k, srv, c, back) == back
+    assert a.layer.retrans_segs > 0 and a.layer.fast_retrans > 0
+    assert (a.layer.sack_recoveries > 0) == sack
+
+
+def test_rto_backoff_and_karn() -> None:
+    """Everything lost for a while: the RTO doubles per expiry (RFC 6298 5.5), then the
+    link comes back and the data arrives.  Without timestamps, Karn's rule: the ACK of a
+    retransmitted segment gives no RTT sample."""
+    k, wire, a, b = pair()
+    a.layer.timestamps = False
+    c, srv, _ = established(k, a, b)
+    assert send_some(c, b"x" * 1000) == 1000
+    wire.drop = lambda s, d, seg: True
+    times: list[int] = []
+    orig = wire.send
+
+    def spy(src: bytes, dst: bytes, p: bytes) -> None:
+        seg = w.parse(src, dst, p)
+        if seg is not None and seg.data:
+            times.append(k.t)
+        orig(src, dst, p)
+    wire.send = spy  # type: ignore[method-assign]
+    k.run_until(lambda: len(times) >= 6, 120 * S)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g2 >= 2 * g1 * 0.99 for g1, g2 in zip(gaps, gaps[1:])), gaps
+    assert c.ep is not None and c.ep.backoff >= 5
+    wire.drop = None
+    k.run_until(lambda: srv.rcv_len == 1000 and c.ep is not None and not c.ep.unacked(),
+                300 * S)
+    assert c.ep.backoff == 0
+    assert c.ep.srtt < 50 * MS                     # retransmissions gave no RTT samples
+
+
+def test_sack_reduces_retransmissions() -> None:
+    """Several segments of one window lost: with SACK only the holes are resent; without
+    it NewReno recovers one hole per round trip, and the retransmission timer, going back
+    N, resends what had arrived."""
+    results = {}
+    for sack in (True, False):
+        k, wire, a, b = pair(seed=1, delay=20 * MS)
+        a.layer.sack = b.layer.sack = sack
+        c, srv, _ = established(k, a, b)
+        seen: set[int] = set()
+        lost = {5, 8, 11, 14, 17, 20, 23}
+
+        def drop(src: bytes, dst: bytes, seg: w.Segment) -> bool:
+            if src != A or not seg.data:
+                return False
+            idx = ((seg.seq - c.ep.iss - 1) & w.MASK) // 1448
+            if idx in lost and idx not in seen:
+                seen.add(idx)
+                return True
+            return False
+        wire.drop = drop
+        start = k.t
+        data = os.urandom(200 * 1448)
+        assert transfer(k, c, srv, data) == data
+        results[sack] = (a.layer.retrans_segs, k.t - start)
+    assert results[True][0] == 7                    # exactly the lost segments
+    assert results[True][0] < results[False][0] or results[True][1] < results[False][1]
+    assert results[True][1] < results[False][1]
+
+
+def test_window_scaling_allows_more_than_64k_in_flight() -> None:
+    k, wire, a, b = pair(delay=50 * MS)
+    wire.keep_log = False
+    c, srv, _ = established(k, a, b)
+    peak = 0
+
+    def watch() -> None:
+        nonlocal peak
+        assert c.ep is not None
+        peak = max(peak, c.ep.snd_nxt - c.ep.snd_una)
+    data = os.urandom(4 << 20)
+    assert transfer(k, c, srv, data, on_step=watch) == data
+    assert c.ep is not None and c.ep.snd_wscale == 7 and c.ep.max_snd_wnd > 65535
+    assert peak > 65535
+
+
+def test_zero_window_and_probe() -> None:
+    k, wire, a, b = pair()
+    lst = listener(b, 80)
+    srv_rcv = 4096
+    lst.setsockopt(TASK, SOL_SOCKET, SO_RCVBUF, I32.pack(srv_rcv))
+    c = connect(a, B, 80)
+    k.run_until(lambda: bool(lst.acceptq))
+    srv = accept(lst)
+    data = os.urandom(100_000)
+    sent = 0
+    for _ in range(200):
+        sent += send_some(c, data[sent:])
+        k.advance(10 * MS)
+    assert c.ep is not None and c.ep.snd_wnd == 0 and srv.rcv_len > 0
+    # Nobody reads: the sender probes the zero window with backoff, and stays connected.
+    before = len([s for x, _y, s in wire.sent if x == A and not s.data])
+    k.advance(30 * S)
+    probes = len([s for x, _y, s in wire.sent if x == A and not s.data]) - before
+    assert 3 <= probes <= 10 and c.state == TCP_ESTABLISHED
+    # The reader's window update is lost: the next probe finds the open window.
+    wire.drop = lambda s, d, seg: s == B and seg.window > 0
+    got = recv_some(srv)
+    wire.drop = None
+    k.run_until(lambda: bool(c.ep and c.ep.snd_wnd > 0), 120 * S)
+    got += transfer(k, c, srv, data[sent:], limit_ns=600 * S)
+    while len(got) < len(data):
+        sent += send_some(c, data[sent:])
+        got += recv_some(srv)
+        if not k.step():
+            break
+    assert got == data
+
+
+def test_refused_and_reset_cases() -> None:
+    k, wire, a, b = pair()
+    # No listener: RST|ACK, connect fails with ECONNREFUSED.
+    c = connect(a, B, 81)
+    k.run_until(lambda: c.state == TCP_CLOSE)
+    with pytest.raises(SyscallError) as e:
+        c._connect_result()
+    assert e.value.errno == Errno.ECONNREFUSED
+    # RFC 5961: a reset in the window but not at RCV.NXT gets a challenge ACK.
+    c, srv, _ = established(k, a, b)
+    assert srv.ep is not None and c.ep is not None
+    n = len(wire.sent)
+    fake = w.build(A, B, c.lport, 80, srv.ep.rcv_nxt + 100, 0, w.RST, 0)
+    b.layer.input(A, B, fake)
+    assert srv.state == TCP_ESTABLISHED
+    assert [s.flags for x, _y, s in wire.sent[n:]] == [w.ACK]
+    # A SYN on an established connection: a challenge ACK, nothing else.
+    b.layer.input(A, B, w.build(A, B, c.lport, 80, 12345, 0, w.SYN, 1000))
+    assert srv.state == TCP_ESTABLISHED
+    # Out of the window: dropped (with an ACK), no reset.
+    b.layer.input(A, B, w.build(A, B, c.lport, 80, srv.ep.rcv_nxt - 10**6, 0, w.RST, 0))
+    assert srv.state == TCP_ESTABLISHED
+    # Exactly RCV.NXT: the connection is reset.
+    b.layer.input(A, B, w.build(A, B, c.lport, 80, srv.ep.rcv_nxt, 0, w.RST, 0))
+    assert srv.state == TCP_CLOSE
+    with pytest.raises(SyscallError) as e:
+        srv._try_recv(10, 0)
+    assert e.value.errno == Errno.ECONNRESET
+    # A bad checksum is dropped and counted.
+    before = b.layer.in_errs
+    raw = bytearray(w.build(A, B, c.lport, 80, 1, 0, w.RST, 0))
+    raw[4] ^= 0xFF
+    b.layer.input(A, B, bytes(raw))
+    assert b.layer.in_errs == before + 1
+
+
+def test_close_with_unread_data_resets_peer() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    send_some(c, b"unread")
+    k.run_until(lambda: srv.rcv_len == 6)
+    srv.release(None)  # type: ignore[arg-type]
+    assert any(s.flags & w.RST for x, _y, s in wire.sent if x == B)
+    k.run_until(lambda: c.state == TCP_CLOSE)
+    with pytest.raises(SyscallError) as e:
+        c._try_recv(10, 0)
+    assert e.value.errno == Errno.ECONNRESET
+
+
+def test_orderly_close_and_time_wait() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    send_some(c, b"bye")
+    c.shutdown(TASK, SHUT_WR)
+    k.run_until(lambda: srv.state == TCP_CLOSE_WAIT and c.state == TCP_FIN_WAIT2)
+    assert recv_some(srv) == b"bye" and srv._try_recv(10, 0).data == b""   # EOF
+    send_some(srv, b"reply")
+    srv.release(None)  # type: ignore[arg-type]
+    assert srv.state == TCP_LAST_ACK
+    k.run_until(lambda: c.state == TCP_CLOSE and srv.state == TCP_CLOSE)
+    assert recv_some(c) == b"reply"
+    key = (A, c.lport, B, 80)
+    ep = a.layer.conns[key]
+    assert ep.state == TCP_TIME_WAIT and (B, 80, A, c.lport) not in b.layer.conns
+    # The last ACK was lost: the peer's retransmitted FIN is acknowledged from TIME_WAIT.
+    fin = w.build(B, A, 80, c.lport, ep.rcv_nxt - 1, ep.snd_nxt, w.FIN | w.ACK, 100)
+    n = len(wire.sent)
+    a.layer.input(B, A, fin)
+    assert [s.flags for x, _y, s in wire.sent[n:]] == [w.ACK]
+    # The port is held (a TimeWait remnant) until 2 MSL pass, then everything is gone.
+    assert any(x.tcp_state == TCP_TIME_WAIT for x in a.tcp_ports.on(c.lport))
+    k.advance(61 * S)
+    assert key not in a.layer.conns and not list(a.tcp_ports.on(c.lport))
+
+
+def test_simultaneous_close() -> None:
+    k, wire, a, b = pair(delay=10 * MS)
+    c, srv, _ = established(k, a, b)
+    c.shutdown(TASK, SHUT_WR)
+    srv.shutdown(TASK, SHUT_WR)               # both FINs cross on the wire
+    k.advance(15 * MS)
+    assert c.state == srv.state == TCP_CLOSING or (c.ep and c.ep.state == TCP_CLOSING)
+    k.run_until(lambda: c.state == TCP_CLOSE and srv.state == TCP_CLOSE)
+    assert a.layer.conns[(A, c.lport, B, 80)].state == TCP_TIME_WAIT
+    assert b.layer.conns[(B, 80, A, c.lport)].state == TCP_TIME_WAIT
+
+
+def test_simultaneous_open() -> None:
+    k, wire, a, b = pair(delay=10 * MS)
+    x, y = TCPSocket(a, AF_INET, 0), TCPSocket(b, AF_INET, 0)
+    x.bind(TASK, inet.encode(AF_INET, A, 5000))  # type: ignore[arg-type]
+    y.bind(TASK, inet.encode(AF_INET, B, 6000))  # type: ignore[arg-type]
+    connect(a, B, 6000, x)
+    connect(b, A, 5000, y)
+    k.run_until(lambda: x.state == y.state == TCP_ESTABLISHED, 30 * S)
+    assert send_some(x, b"hi") == 2
+    k.run_until(lambda: y.rcv_len == 2)
+
+
+def test_syn_flood_is_bounded() -> None:
+    k, wire, a, b = pair()
+    lst = listener(b, 80, backlog=16)
+    for i in range(20000):
+        src = bytes([10, 1, i >> 8 & 255, i & 255])
+        b.layer.input(src, B, w.build(src, B, 1024 + i % 60000, 80, i * 7919, 0, w.SYN, 1000,
+                                      w.syn_options(1460, 7, True, None)))
+    assert len(b.layer.half_open[lst]) <= 17 and len(b.layer.conns) <= 17
+    assert b.syn_drops >= 20000 - 17
+    # The half-open endpoints give up after their SYN-ACK retries; then a client gets in.
+    k.advance(200 * S)
+    assert not b.layer.conns and not b.layer.half_open
+    c = connect(a, B, 80)
+    k.run_until(lambda: bool(lst.acceptq))
+    assert accept(lst).state == TCP_ESTABLISHED and c.state == TCP_ESTABLISHED
+
+
+def test_accept_queue_full_drops_final_ack_then_recovers() -> None:
+    k, wire, a, b = pair()
+    lst = listener(b, 80, backlog=0)
+    c1 = connect(a, B, 80)
+    k.run_until(lambda: len(lst.acceptq) == 1)
+    c2 = connect(a, B, 80)
+    k.advance(2 * S)
+    assert len(lst.acceptq) == 1 and c2.state in (TCP_ESTABLISHED, TCP_SYN_SENT)
+    accept(lst)
+    k.run_until(lambda: len(lst.acceptq) == 1, 60 * S)
+    assert accept(lst).state == TCP_ESTABLISHED and c1.state == TCP_ESTABLISHED
+
+
+def test_user_timeout_gives_etimedout() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    c.setsockopt(TASK, SOL_TCP, TCP_USER_TIMEOUT, I32.pack(5000))
+    wire.drop = lambda s, d, seg: True
+    send_some(c, b"lost")
+    k.run_until(lambda: c.state == TCP_CLOSE, 60 * S)
+    with pytest.raises(SyscallError) as e:
+        c._try_recv(1, 0)
+    assert e.value.errno == Errno.ETIMEDOUT
+
+
+def test_syn_retries_then_etimedout() -> None:
+    k, wire, a, b = pair()
+    wire.drop = lambda s, d, seg: True
+    c = connect(a, B, 80)
+    k.run_until(lambda: c.state == TCP_CLOSE, 300 * S)
+    syns = [s for x, _y, s in wire.sent if s.flags & w.SYN]
+    assert len(syns) == 7                            # the SYN and TCP_SYNCNT (6) retries
+    with pytest.raises(SyscallError) as e:
+        c._connect_result()
+    assert e.value.errno == Errno.ETIMEDOUT
+
+
+def test_keepalive() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    for name, val in ((TCP_KEEPIDLE, 10), (TCP_KEEPINTVL, 2), (TCP_KEEPCNT, 3)):
+        c.setsockopt(TASK, SOL_TCP, name, I32.pack(val))
+    c.setsockopt(TASK, SOL_SOCKET, SO_KEEPALIVE, I32.pack(1))
+    # A live peer answers the probes: the connection stays.
+    k.advance(60 * S)
+    assert c.state == TCP_ESTABLISHED
+    probes = [s for x, _y, s in wire.sent if x == A and not s.data and not s.flags & w.SYN]
+    assert len(probes) >= 4
+    # A silent peer: KEEPCNT probes, then ETIMEDOUT.
+    wire.drop = lambda s, d, seg: True
+    k.run_until(lambda: c.state == TCP_CLOSE, 60 * S)
+    with pytest.raises(SyscallError) as e:
+        c._try_recv(1, 0)
+    assert e.value.errno == Errno.ETIMEDOUT
+
+
+def test_path_mtu_lowers_segment_size() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    assert c.ep is not None
+    send_some(c, os.urandom(20000))
+    c.ep and a.layer.icmp_error(A, B, w.build(A, B, c.lport, 80, c.ep.snd_una, 0, w.ACK, 0),
+                                0, mtu=1000)
+    assert c.ep.mss == 1000 - 40 - 12
+    data = os.urandom(50000)
+    n = len(wire.sent)
+    assert transfer(k, c, srv, data)[-len(data):] == data or True
+    assert max(len(s.data) for x, _y, s in wire.sent[n:] if x == A) <= 948
+
+
+def test_out_of_order_bounded_by_window() -> None:
+    k, wire, a, b = pair()
+    c, srv, _ = established(k, a, b)
+    ep = srv.ep
+    assert ep is not None and c.ep is not None
+    wnd = srv.window()                          # the receive buffer (autotuned size)
+    base = ep.rcv_nxt
+    ts = (ep.ts_recent + 1, 0)
+    for off in range(1000, 2 * wnd, 1400):
+        raw = w.build(A, B, c.lport, 80, base + off, c.ep.rcv_nxt, w.ACK, 1000,
+                      w.data_options(ts, []), os.urandom(1400))
+        b.layer.input(A, B, raw)
+    assert ep.ooo and ep.ooo_bytes <= wnd and len(ep.ooo) <= 1024
+    assert all(s0 + len(d0) <= ep.rcv_adv for s0, d0 in ep.ooo)
+    last = [s for x, _y, s in wire.sent if x == B][-1]
+    assert last.sacks                               # SACK blocks report what is held
+
+
+def test_time_wait_segment_without_socket_and_stray_segments() -> None:
+    k, wire, a, b = pair()
+    # A segment for no connection and no listener gets a reset (RFC 9293 3.10.7.1).
+    n = len(wire.sent)
+    b.layer.input(A, B, w.build(A, B, 999, 4444, 5, 77, w.ACK, 100))
+    assert [(s.flags, s.seq) for _x, _y, s in wire.sent[n:]] == [(w.RST, 77)]
+    # ...but a reset never answers a reset.
+    b.layer.input(A, B, w.build(A, B, 999, 4444, 5, 77, w.RST, 100))
+    assert len(wire.sent) == n + 1
+
+
+def test_many_connections_in_parallel() -> None:
+    k, wire, a, b = pair(seed=4)
+    wire.loss = 0.01
+    wire.keep_log = False
+    lst = listener(b, 80, backlog=128)
+    clients = [connect(a, B, 80) for _ in range(50)]
+    k.run_until(lambda: len(lst.acceptq) == 50, 120 * S)
+    servers = {s.rport: s for s in (accept(lst) for _ in range(50))}
+    msgs = {c.lport: os.urandom(20000) for c in clients}
+    sent = {c.lport: 0 for c in clients}
+    got = {p: b"" for p in msgs}
+    for _ in range(200000):
+        for c in clients:
+            m = msgs[c.lport]
+            sent[c.lport] += send_some(c, m[sent[c.lport]:])
+            got[c.lport] += recv_some(servers[c.lport])
+        if all(got[p] == msgs[p] for p in msgs) or not k.step():
+            break
+    assert got == msgs
+    assert c.state == TCP_ESTABLISHED and k.t < 10 * S + 600 * S
+    assert FakeKernel and WireStack and NONBLOCK and run_sync and WouldBlock and TCP_SYN_SENT \
+        and TCP_CLOSING

@@ -14,9 +14,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tcpseg_harness import (A, B, MS, NONBLOCK, S, TASK, FakeKernel, Wire,  # noqa: E402
-                            WireStack, accept, connect, established, listener, pair,
-                            recv_some, run_sync, send_some, transfer)
+from tcpseg_harness import (A, B, MS, S, TASK, Wire, accept, connect,  # noqa: E402
+                            established, listener, pair, recv_some, send_some, transfer)
 
 from pyvisor.abi.linux.errno import Errno  # noqa: E402
 from pyvisor.abi.linux.inet import (SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,  # noqa: E402
@@ -24,7 +23,7 @@ from pyvisor.abi.linux.inet import (SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,  # noqa:
                                     TCP_INFO, TCP_INFO_STRUCT, TCP_KEEPCNT, TCP_KEEPIDLE,
                                     TCP_KEEPINTVL, TCP_LAST_ACK, TCP_SYN_SENT,
                                     TCP_TIME_WAIT, TCP_USER_TIMEOUT)
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock  # noqa: E402
+from pyvisor.sentry.kernel.errors import SyscallError  # noqa: E402
 from pyvisor.sentry.socket import inet  # noqa: E402
 from pyvisor.sentry.socket.common import (AF_INET, SHUT_WR, SO_KEEPALIVE,  # noqa: E402
                                           SO_RCVBUF, SOL_SOCKET)
@@ -318,7 +317,7 @@ def test_simultaneous_close() -> None:
     c.shutdown(TASK, SHUT_WR)
     srv.shutdown(TASK, SHUT_WR)               # both FINs cross on the wire
     k.advance(15 * MS)
-    assert c.state == srv.state == TCP_CLOSING or (c.ep and c.ep.state == TCP_CLOSING)
+    assert c.state == srv.state == TCP_CLOSING
     k.run_until(lambda: c.state == TCP_CLOSE and srv.state == TCP_CLOSE)
     assert a.layer.conns[(A, c.lport, B, 80)].state == TCP_TIME_WAIT
     assert b.layer.conns[(B, 80, A, c.lport)].state == TCP_TIME_WAIT
@@ -410,17 +409,22 @@ def test_keepalive() -> None:
 
 
 def test_path_mtu_lowers_segment_size() -> None:
-    k, wire, a, b = pair()
+    """ICMP fragmentation-needed (as the IP layer reports it): smaller segments from
+    then on, and what was in flight is resent in the new size."""
+    k, wire, a, b = pair(delay=5 * MS)
     c, srv, _ = established(k, a, b)
     assert c.ep is not None
-    send_some(c, os.urandom(20000))
-    c.ep and a.layer.icmp_error(A, B, w.build(A, B, c.lport, 80, c.ep.snd_una, 0, w.ACK, 0),
-                                0, mtu=1000)
-    assert c.ep.mss == 1000 - 40 - 12
-    data = os.urandom(50000)
+    first = os.urandom(20000)
+    assert send_some(c, first) == 20000
     n = len(wire.sent)
-    assert transfer(k, c, srv, data)[-len(data):] == data or True
-    assert max(len(s.data) for x, _y, s in wire.sent[n:] if x == A) <= 948
+    a.layer.icmp_error(A, B, w.build(A, B, c.lport, 80, c.ep.snd_una, 0, w.ACK, 0), 0,
+                       mtu=1000)
+    assert c.ep.mss == 1000 - 40 - 12
+    k.run_until(lambda: srv.rcv_len == 20000)
+    assert recv_some(srv) == first
+    data = os.urandom(50000)
+    assert transfer(k, c, srv, data) == data
+    assert max(len(s.data) for x, _y, s in wire.sent[n:] if x == A) == 948
 
 
 def test_out_of_order_bounded_by_window() -> None:
@@ -471,6 +475,4 @@ def test_many_connections_in_parallel() -> None:
         if all(got[p] == msgs[p] for p in msgs) or not k.step():
             break
     assert got == msgs
-    assert c.state == TCP_ESTABLISHED and k.t < 10 * S + 600 * S
-    assert FakeKernel and WireStack and NONBLOCK and run_sync and WouldBlock and TCP_SYN_SENT \
-        and TCP_CLOSING
+    assert all(c.state == TCP_ESTABLISHED for c in clients)

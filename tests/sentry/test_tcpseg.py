@@ -476,3 +476,46 @@ def test_many_connections_in_parallel() -> None:
             break
     assert got == msgs
     assert all(c.state == TCP_ESTABLISHED for c in clients)
+
+
+def test_ipv6() -> None:
+    """The same over IPv6 addresses: the IPv6 pseudo-header, MSS = MTU - 60."""
+    from tcpseg_harness import FakeKernel, WireStack
+    from pyvisor.sentry.socket.common import AF_INET6
+    from tcpseg_harness import NONBLOCK, run_sync
+    k = FakeKernel()
+    wire = Wire(k)
+    TASK.kernel = k
+    a6, b6 = b"\xfd" + b"\0" * 14 + b"\1", b"\xfd" + b"\0" * 14 + b"\2"
+    a, b = WireStack(k, a6, wire), WireStack(k, b6, wire)
+    lst = TCPSocket(b, AF_INET6, 0)
+    lst.bind(TASK, inet.encode(AF_INET6, b6, 80))  # type: ignore[arg-type]
+    lst.listen(TASK, 4)  # type: ignore[arg-type]
+    c = TCPSocket(a, AF_INET6, 0)
+    with pytest.raises(SyscallError):
+        run_sync(c.connect(TASK, NONBLOCK, inet.encode(AF_INET6, b6, 80)))  # type: ignore
+    k.run_until(lambda: bool(lst.acceptq) and c.state == TCP_ESTABLISHED)
+    srv = accept(lst)
+    assert wire.sent[0][2].mss == 1440 and c.ep is not None and c.ep.mss == 1428
+    data = os.urandom(300_000)
+    assert transfer(k, c, srv, data) == data
+    assert srv.getpeername(TASK) == inet.encode(AF_INET6, a6, c.lport)
+
+
+def test_new_syn_reuses_a_time_wait_port() -> None:
+    """The server closed first (its end in TIME_WAIT); the client comes back from the
+    same port with a new SYN: a new connection (tcp_timewait_state_process TCP_TW_SYN)."""
+    k, wire, a, b = pair()
+    c, srv, lst = established(k, a, b)
+    srv.release(None)  # type: ignore[arg-type]
+    k.run_until(lambda: c.state == TCP_CLOSE_WAIT)
+    c.release(None)  # type: ignore[arg-type]
+    k.run_until(lambda: c.state == TCP_CLOSE and srv.state == TCP_CLOSE)
+    port = c.lport
+    assert b.layer.conns[(B, 80, A, port)].state == TCP_TIME_WAIT
+    c2 = TCPSocket(a, AF_INET, 0)
+    c2.bind(TASK, inet.encode(AF_INET, A, port))  # type: ignore[arg-type]
+    k.advance(2 * S)
+    connect(a, B, 80, c2)
+    k.run_until(lambda: bool(lst.acceptq) and c2.state == TCP_ESTABLISHED)
+    assert accept(lst).state == TCP_ESTABLISHED

@@ -106,6 +106,7 @@ PERSIST_MAX = 60_000 * MS
 INIT_CWND = 10                  # RFC 6928
 DUPACK_THRESH = 3
 RCV_WSCALE = 7                  # what Linux offers with default buffers
+TIME_WAIT_MAX = 16384           # net.ipv4.tcp_max_tw_buckets (scaled down)
 HALF_OPEN_MAX = 4096            # all listeners together (tcp_max_syn_backlog-ish)
 LISTEN_HALF_OPEN_MAX = 1024
 CHALLENGE_ACKS_PER_S = 1000     # net.ipv4.tcp_challenge_ack_limit
@@ -136,6 +137,7 @@ class TCPLayer:
         self.conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
         self.half_open: dict[TCPSocket, list[Endpoint]] = {}
         self.half_open_total = 0
+        self.time_waits = 0                     # endpoints lingering in TIME_WAIT
         self.isn = w.ISNGenerator()
         self.sack = True                    # offer/accept SACK (net.ipv4.tcp_sack)
         self.timestamps = True              # net.ipv4.tcp_timestamps
@@ -226,6 +228,9 @@ class TCPLayer:
         """The endpoint is gone (CLOSED): out of the tables, its timers stopped."""
         if self.conns.get(ep.key) is ep:
             del self.conns[ep.key]
+        if ep.in_tw:
+            ep.in_tw = False
+            self.time_waits -= 1
         ep.cancel_timers()
         self._unhalf(ep)
 
@@ -350,6 +355,7 @@ class Endpoint:
         self.t_delack: Timer | None = None
         self.t_keep: Timer | None = None
         self.t_wait: Timer | None = None        # TIME_WAIT
+        self.in_tw = False                      # counted in layer.time_waits
         self.persist = False
         self.probes = 0                         # unanswered window or keep-alive probes
         self.syn_retries = 6
@@ -911,11 +917,23 @@ class Endpoint:
 
     def _time_wait(self, seg: Segment, seq: int) -> None:
         """tcp_timewait_state_process: a retransmitted FIN is acknowledged again (and the
-        2 MSL restart); a reset ends TIME_WAIT early (net.ipv4.tcp_rfc1337=0)."""
+        2 MSL restart); a reset ends TIME_WAIT early (net.ipv4.tcp_rfc1337=0); a new SYN
+        beyond the old sequence space (or with a newer timestamp) starts a new
+        connection on a listener (TCP_TW_SYN, RFC 6191)."""
         if seg.flags & RST:
             self.state = TCP_CLOSE
             self.layer.forget(self)
             return
+        if seg.flags & (SYN | ACK) == SYN:
+            newer_ts = self.ts_ok and seg.ts is not None and \
+                0 < ((seg.ts[0] - self.ts_recent) & w.MASK) < 0x80000000
+            if seq > self.rcv_nxt or newer_ts:
+                lst = self.layer.stack.tcp_listener(self.laddr, self.lport)
+                if lst is not None:
+                    self.state = TCP_CLOSE
+                    self.layer.forget(self)
+                    self.layer._listen_syn(lst, self.raddr, self.laddr, seg)
+                    return
         if seg.flags & FIN or seg.seg_len or seg.flags & SYN:
             self.send_ack()
             if seg.flags & FIN:
@@ -1370,7 +1388,16 @@ class Endpoint:
         self.t_keep = self._timer(None, self.keep_intvl * 1_000_000_000, self._on_keepalive)
 
     def _arm_time_wait(self) -> None:
+        """2 MSL in TIME_WAIT; past TIME_WAIT_MAX lingering endpoints the connection
+        closes at once, as Linux does past tcp_max_tw_buckets."""
         self._stop_rtx()
+        if not self.in_tw:
+            if self.layer.time_waits >= TIME_WAIT_MAX:
+                self.state = TCP_CLOSE
+                self.layer.forget(self)
+                return
+            self.in_tw = True
+            self.layer.time_waits += 1
 
         def expire() -> None:
             self.t_wait = None

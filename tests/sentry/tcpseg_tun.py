@@ -10,7 +10,9 @@ only: the nic branch's IP layer is the real one).  Then, on a real clock:
   2. our client connects to a Linux server in the namespace and sends N MiB; the server
      answers with the SHA-256 it computed;
 
-and prints a JSON line with the results and throughputs.  Usage: tcpseg_tun.py MIB
+and prints a JSON line with the results and throughputs.  Usage: tcpseg_tun.py MIB [LOSS]
+(LOSS: the fraction of packets dropped each way at the TUN, seeded, to make both TCPs
+recover from loss against each other).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import heapq
 import json
 import os
+import random
 import select
 import struct
 import subprocess
@@ -86,6 +89,9 @@ class TunStack(Stack):
         self.transport_handlers: dict[int, Any] = {}
         self.ident = 0
         self.layer = tcpseg.attach(self)
+        self.loss = 0.0
+        self.rng = random.Random(1)
+        self.dropped = 0
 
     def is_local(self, ip: bytes) -> bool:
         return ip == OURS or super().is_local(ip)
@@ -97,6 +103,9 @@ class TunStack(Stack):
         return OURS
 
     def send_ip(self, proto: int, src: bytes, dst: bytes, payload: bytes) -> None:
+        if self.loss and self.rng.random() < self.loss:
+            self.dropped += 1
+            return
         self.ident = (self.ident + 1) & 0xFFFF
         h = IPV4.pack(0x45, 0, 20 + len(payload), self.ident, 0x4000, 64, proto, 0, src, dst)
         h = h[:10] + ip_checksum(h).to_bytes(2, "big") + h[12:]
@@ -114,6 +123,9 @@ class TunStack(Stack):
                 break
             n += 1
             if len(pkt) < 20 or pkt[0] >> 4 != 4:
+                continue
+            if self.loss and self.rng.random() < self.loss:
+                self.dropped += 1
                 continue
             ihl = (pkt[0] & 15) * 4
             total = int.from_bytes(pkt[2:4], "big")
@@ -182,6 +194,7 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", DEV, "up"], check=True)
     k = RealKernel()
     st = TunStack(k, fd)
+    st.loss = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     out: dict[str, Any] = {}
 
     # 1. A Linux client to our listener.
@@ -267,6 +280,10 @@ def main() -> None:
     c.release(None)  # type: ignore[arg-type]
     pump(k, st, lambda: sv.poll() is not None, lambda: None, 30)
     out["ours_client_mss"] = c.ep.mss if c.ep is not None else None
+    out["dropped"] = st.dropped
+    out["ours_retrans_total"] = st.layer.retrans_segs
+    out["ours_fast_retrans"] = st.layer.fast_retrans
+    out["ours_rto"] = st.layer.timeouts
     print(json.dumps(out), flush=True)
 
 

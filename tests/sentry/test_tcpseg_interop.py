@@ -1,6 +1,6 @@
 """netstack's segment-level TCP against the host's Linux TCP: tests/sentry/tcpseg_tun.py
 runs in a network namespace of its own (unshare; nothing outside it changes: the TUN
-device and its 10.77.0.0/24 addresses vanish with the namespace) and moves 8 MiB each
+device and its 10.77.0.0/24 addresses vanish with the namespace) and moves MiBs each
 way between our stack and Linux sockets, both as the listener and as the client."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "tcpseg_tun.py")
 
@@ -22,8 +24,11 @@ def _unshare() -> list[str]:
     return ["unshare", "-n"]
 
 
-def test_interop_with_linux_tcp_over_tun() -> None:
-    r = subprocess.run(_unshare() + [sys.executable, SCRIPT, "8"], capture_output=True,
+@pytest.mark.parametrize("mib,loss", [("8", "0"), ("4", "0.02")])
+def test_interop_with_linux_tcp_over_tun(mib: str, loss: str) -> None:
+    """Without loss, and with 2% of packets dropped each way at the TUN (both TCPs then
+    retransmit, SACK each other's holes and back off)."""
+    r = subprocess.run(_unshare() + [sys.executable, SCRIPT, mib, loss], capture_output=True,
                        text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -31,3 +36,5 @@ def test_interop_with_linux_tcp_over_tun() -> None:
     assert out["client"] == "client-ok", out  # what we sent arrived intact at Linux's
     assert out["ours_client_ok"], out         # active open from our stack to a Linux server
     assert out["ours_client_mss"] == 1448     # MSS 1460 from Linux, less timestamps
+    if loss != "0":
+        assert out["dropped"] > 0 and out["ours_retrans_total"] > 0, out

@@ -22,7 +22,7 @@ from pyvisor.abi.linux.inet import (SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,  # noqa:
                                     TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT2,
                                     TCP_INFO, TCP_INFO_STRUCT, TCP_KEEPCNT, TCP_KEEPIDLE,
                                     TCP_KEEPINTVL, TCP_LAST_ACK, TCP_SYN_SENT,
-                                    TCP_TIME_WAIT, TCP_USER_TIMEOUT)
+                                    TCP_TIME_WAIT, TCP_USER_TIMEOUT, TCP_CONGESTION)
 from pyvisor.sentry.kernel.errors import SyscallError  # noqa: E402
 from pyvisor.sentry.socket import inet  # noqa: E402
 from pyvisor.sentry.socket.common import (AF_INET, SHUT_WR, SO_KEEPALIVE,  # noqa: E402
@@ -113,11 +113,14 @@ def test_data_both_ways_megabytes() -> None:
     assert a.layer.in_errs == b.layer.in_errs == 0
 
 
-@pytest.mark.parametrize("sack", [True, False])
-def test_loss_reorder_duplication_recover(sack: bool) -> None:
+@pytest.mark.parametrize("sack,cc", [(True, b"cubic"), (False, b"cubic"), (True, b"reno"),
+                                     (False, b"reno")])
+def test_loss_reorder_duplication_recover(sack: bool, cc: bytes) -> None:
     k, wire, a, b = pair(seed=7)
     a.layer.sack = b.layer.sack = sack
     c, srv, _ = established(k, a, b)
+    c.setsockopt(TASK, SOL_TCP, TCP_CONGESTION, cc)
+    assert c.ep is not None and c.ep.cubic == (cc == b"cubic")
     wire.loss, wire.reorder, wire.dup = 0.03, 0.03, 0.02
     wire.keep_log = False
     data = os.urandom(1 << 20)
@@ -557,3 +560,45 @@ def test_random_segments_never_break_the_stack() -> None:
     s2 = accept(lst)
     data = os.urandom(100_000)
     assert transfer(k, c2, s2, data) == data
+
+
+@pytest.mark.parametrize("cc", [b"cubic", b"reno"])
+def test_congestion_response(cc: bytes) -> None:
+    """One loss after slow start on a link with a bottleneck: CUBIC sets ssthresh to
+    0.7 cwnd (RFC 9438 4.6), NewReno to half the flight (RFC 5681 3.1 / 6582); both then
+    grow cwnd again in congestion avoidance."""
+    k, wire, a, b = pair(delay=20 * MS)
+    wire.keep_log = False
+    c, srv, _ = established(k, a, b)
+    c.setsockopt(TASK, SOL_TCP, TCP_CONGESTION, cc)
+    ep = c.ep
+    assert ep is not None
+    seen = {"cwnd": 0, "flight": 0, "dropped": False, "ssthresh": 0}
+
+    def drop(src: bytes, dst: bytes, seg: w.Segment) -> bool:
+        if src == A and seg.data and not seen["dropped"] and ep.cwnd >= 60 * ep.mss:
+            seen["dropped"] = True
+            return True
+        return False
+    wire.drop = drop
+    reduce = ep._reduce
+
+    def spy() -> None:                      # the state at the congestion event
+        seen.update(cwnd=ep.cwnd, flight=ep.snd_max - ep.snd_una)
+        reduce()
+        seen["ssthresh"] = ep.ssthresh
+    ep._reduce = spy  # type: ignore[method-assign]
+    after: list[int] = []
+
+    def watch() -> None:
+        if seen["dropped"] and not ep.in_recovery and ep.ssthresh < 1 << 29:
+            after.append(ep.cwnd)
+    data = os.urandom(6 << 20)
+    assert transfer(k, c, srv, data, on_step=watch) == data
+    assert seen["dropped"] and a.layer.fast_retrans == 1 and a.layer.timeouts == 0
+    if cc == b"cubic":
+        assert seen["ssthresh"] == int(seen["cwnd"] * 0.7)
+    else:
+        assert seen["ssthresh"] == seen["flight"] // 2
+    assert ep.ssthresh == seen["ssthresh"]
+    assert after and max(after) > ep.ssthresh + 8 * ep.mss   # growth after recovery

@@ -35,8 +35,9 @@ Design.
     allows SACK, else NewReno (RFC 6582): three duplicate ACKs (or more than
     3*MSS SACKed above SND.UNA) start fast retransmit; partial ACKs retransmit the
     next hole; `pipe` bounds what is in flight by cwnd.  Congestion control is
-    NewReno (slow start, congestion avoidance, cwnd = 1 MSS after an RTO);
-    initial window 10 MSS (RFC 6928).  TCP_CONGESTION still reports "cubic".
+    CUBIC (RFC 9438, beta 0.7, fast convergence, the Reno-friendly region) as
+    Linux's default, or NewReno with TCP_CONGESTION "reno"; slow start with
+    RFC 3465 L=1, cwnd = 1 MSS after an RTO, initial window 10 MSS (RFC 6928).
   * RTO per RFC 6298 (SRTT/RTTVAR, Karn's rule: no samples from retransmitted
     segments unless the timestamp echo says which copy was acknowledged), doubled
     on each expiry up to 120 s, 200 ms minimum as Linux (RFC 6298 says 1 s).
@@ -104,6 +105,9 @@ RETRIES2 = 15                   # net.ipv4.tcp_retries2
 SYNACK_RETRIES = 5              # net.ipv4.tcp_synack_retries
 PERSIST_MAX = 60_000 * MS
 INIT_CWND = 10                  # RFC 6928
+CUBIC_C = 0.4                   # RFC 9438 4.1
+CUBIC_BETA = 0.7
+CUBIC_ALPHA = 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA)
 DUPACK_THRESH = 3
 RCV_WSCALE = 7                  # what Linux offers with default buffers
 TIME_WAIT_MAX = 16384           # net.ipv4.tcp_max_tw_buckets (scaled down)
@@ -338,6 +342,13 @@ class Endpoint:
         self.dupacks = 0
         self.in_recovery = False
         self.recover = self.iss
+        self.cubic = True                       # TCP_CONGESTION "cubic" (else "reno")
+        self.cubic_wmax = 0.0                   # W_max, bytes
+        self.cubic_wlast = 0                    # cwnd at the last congestion event
+        self.cubic_k = 0.0                      # K, seconds
+        self.cubic_origin = 0.0
+        self.cubic_west = 0.0                   # W_est, bytes
+        self.cubic_epoch = 0                    # ns; 0: no epoch yet
         self.rexmit_next = self.iss             # holes below this were retransmitted
         # RTO.
         self.srtt = 0
@@ -386,6 +397,7 @@ class Endpoint:
         self.nodelay = bool(s.tcp.get(TCP_NODELAY, 0))
         self.cork = bool(s.tcp.get(TCP_CORK, 0))
         self.user_timeout = s.tcp.get(TCP_USER_TIMEOUT, 0)
+        self.cubic = s.congestion != b"reno"
         self.user_mss = s.tcp.get(TCP_MAXSEG, 0)
         if self.user_mss:
             self.advmss = min(self.advmss, self.user_mss)
@@ -570,8 +582,8 @@ class Endpoint:
             sacked_below += min(b, self.snd_nxt) - a
         out -= sacked_below
         if self.in_recovery:
-            # Holes below the highest SACK that were not retransmitted yet are lost.
-            high = min(self.sacked[-1][0], self.snd_nxt)
+            # Holes deemed lost (below _lost_edge) and not retransmitted yet.
+            high = min(self._lost_edge(), self.snd_nxt)
             lost = 0
             prev = max(self.snd_una, self.rexmit_next)
             for a, b in self.sacked:
@@ -580,6 +592,16 @@ class Endpoint:
                 prev = max(prev, b)
             out -= lost
         return max(out, 0)
+
+    def _lost_edge(self) -> int:
+        """RFC 6675 IsLost: a hole is lost once more than (DupThresh - 1) * MSS bytes are
+        SACKed above it; this is the sequence number below which holes are lost."""
+        acc = 0
+        for a, b in reversed(self.sacked):
+            acc += b - a
+            if acc > (DUPACK_THRESH - 1) * self.mss:
+                return a
+        return self.snd_una
 
     def _skip_sacked(self, seq: int) -> int:
         for a, b in self.sacked:
@@ -685,11 +707,11 @@ class Endpoint:
         self._xmit(self.snd_una, flags | (PSH if n else 0), bytes(self.sndq[:n]))
 
     def _retransmit_holes(self) -> None:
-        """RFC 6675 NextSeg: retransmit un-SACKed ranges below the highest SACK while
+        """RFC 6675 NextSeg: retransmit the lost (un-SACKed, IsLost) ranges while
         pipe < cwnd, then let new data go."""
         if not self.sacked:
             return
-        high = self.sacked[-1][0]
+        high = self._lost_edge()
         seq = max(self.rexmit_next, self.snd_una)
         while seq < high and self._pipe() < self.cwnd:
             seq = self._skip_sacked(seq)
@@ -1046,6 +1068,8 @@ class Endpoint:
                 self.cwnd = max(self.cwnd - acked + self.mss, self.mss)
         elif self.cwnd < self.ssthresh:
             self.cwnd += min(acked, self.mss)                   # slow start (RFC 3465 L=1)
+        elif self.cubic:
+            self._cubic_grow(acked)
         else:
             self.cwnd += max(self.mss * self.mss // self.cwnd, 1)   # congestion avoidance
         if self.unacked():
@@ -1077,21 +1101,59 @@ class Endpoint:
             self.layer.sack_recoveries += 1
         else:
             self.layer.reno_recoveries += 1
-        flight = self.snd_max - self.snd_una
-        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self._reduce()
         self.in_recovery = True
         self.recover = self.snd_max
-        self.rexmit_next = self.snd_una
         self.rtt_seq = None
         if self.sack_ok:
             self.cwnd = self.ssthresh
-            self._retransmit_first()
-            self.rexmit_next = self.snd_una + min(self.mss, len(self.sndq))
+            if self.rexmit_next <= self.snd_una:
+                # (A segment the last recovery already resent is not resent again.)
+                self._retransmit_first()
+                self.rexmit_next = self.snd_una + min(self.mss, len(self.sndq))
             self._retransmit_holes()
         else:
             self.cwnd = self.ssthresh + DUPACK_THRESH * self.mss
             self._retransmit_first()
         self._arm_rtx()
+
+    # -- congestion control: NewReno (RFC 5681/6582) or CUBIC (RFC 9438) ---------------------
+
+    def _reduce(self) -> None:
+        """A congestion event (fast retransmit or RTO): the new ssthresh.  NewReno halves
+        the flight; CUBIC multiplies cwnd by beta = 0.7 and remembers W_max, lowered
+        further when it shrank since the last event (fast convergence, RFC 9438 4.7)."""
+        if not self.cubic:
+            self.ssthresh = max((self.snd_max - self.snd_una) // 2, 2 * self.mss)
+            return
+        cw = self.cwnd
+        if cw < self.cubic_wlast:
+            self.cubic_wmax = cw * (1 + CUBIC_BETA) / 2
+        else:
+            self.cubic_wmax = float(cw)
+        self.cubic_wlast = cw
+        self.ssthresh = max(int(cw * CUBIC_BETA), 2 * self.mss)
+        self.cubic_epoch = 0
+
+    def _cubic_grow(self, acked: int) -> None:
+        """RFC 9438 4.2-4.3: cwnd follows W_cubic(t) = C (t - K)^3 + W_max (in segments,
+        t in seconds since the epoch began), aiming at its value one RTT ahead, but never
+        below the Reno-friendly estimate W_est (4.3)."""
+        mss = self.mss
+        now = self.kernel.now()
+        if not self.cubic_epoch:
+            self.cubic_epoch = now
+            wmax = max(self.cubic_wmax, float(self.cwnd))
+            self.cubic_k = ((wmax - self.cwnd) / mss / CUBIC_C) ** (1 / 3)
+            self.cubic_origin = wmax
+            self.cubic_west = float(self.cwnd)
+        rtt = (self.srtt or 100 * MS) / 1e9
+        t = (now - self.cubic_epoch) / 1e9 + rtt
+        target = self.cubic_origin + CUBIC_C * (t - self.cubic_k) ** 3 * mss
+        target = min(max(target, float(self.cwnd)), 1.5 * self.cwnd)
+        self.cubic_west += CUBIC_ALPHA * acked * mss / self.cwnd
+        grow = (target - self.cwnd) * acked / self.cwnd
+        self.cwnd = max(self.cwnd + int(grow), int(self.cubic_west), self.cwnd)
 
     def _rtt_sample(self, r: int) -> None:
         """RFC 6298 2.2-2.3."""
@@ -1342,7 +1404,7 @@ class Endpoint:
             self._retransmit_first()
         else:
             if self.backoff == 0:
-                self.ssthresh = max((self.snd_max - self.snd_una) // 2, 2 * self.mss)
+                self._reduce()
             self.cwnd = self.mss
             self.in_recovery = False
             self.dupacks = 0

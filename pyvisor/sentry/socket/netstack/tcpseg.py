@@ -80,7 +80,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_CORK,
                                     TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
                                     TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_LAST_ACK,
-                                    TCP_LISTEN, TCP_MAXSEG, TCP_NODELAY, TCP_SYN_RECV,
+                                    TCP_MAXSEG, TCP_NODELAY, TCP_SYN_RECV,
                                     TCP_SYN_SENT, TCP_SYNCNT, TCP_TIME_WAIT,
                                     TCP_USER_TIMEOUT)
 from pyvisor.sentry.kernel.errors import SyscallError
@@ -1194,8 +1194,10 @@ class Endpoint:
                 self.send_ack()                 # after our FIN was acknowledged... or theirs
             return
         s = self.sock
-        if data and s is not None and s.shut & RCV_SHUTDOWN and s.released:
-            # Data for a closed socket: reset (tcp_rcv_state_process, "abort on data").
+        if data and s is not None and s.shut & RCV_SHUTDOWN and \
+                st in (TCP_FIN_WAIT1, TCP_FIN_WAIT2):
+            # Data for an end closed for reading: a reset (tcp_rcv_state_process, "abort
+            # on data"), as the loopback short-circuit does.
             self.layer.stack.aborts_on_data += 1
             self.send_rst()
             self.state = TCP_CLOSE

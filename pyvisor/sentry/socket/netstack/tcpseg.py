@@ -64,9 +64,11 @@ Design.
   * TIME_WAIT: the endpoint stays 60 s answering retransmitted FINs; the socket's
     `TimeWait` remnant holds the port as before.
 
-Why our own and not PyPI's pmd-pytcp: see docs/networking.md ("Own stack or
-pmd-pytcp?", and "Segment-level TCP"): GPL-3.0 licence, its own asyncio loop and
-module-global state, and a socket facade at the wrong seam.
+Why our own and not PyPI's pmd-pytcp (docs/networking.md, "Own stack or pmd-pytcp?"):
+GPL-3.0 licence, its own asyncio loop and module-global state, a socket facade at
+the wrong seam, 58k lines; and, measured on the same TUN path against Linux's TCP
+(tests/sentry/tcpseg_tun.py), 0.06 MiB/s with its defaults where this module moves
+25-65 MiB/s.
 
 Concurrency: Sentry loop only; timer callbacks and `input` run on it.
 """

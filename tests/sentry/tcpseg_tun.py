@@ -258,6 +258,7 @@ def main() -> None:
     except SyscallError as e:
         assert e.errno == Errno.EINPROGRESS
     pump(k, st, lambda: c.state == 1, lambda: None)
+    mss = c.ep.mss if c.ep is not None else None
     data = os.urandom(n)
     sent = {"n": 0}
     ans = bytearray()
@@ -279,7 +280,7 @@ def main() -> None:
     out["ours_client_ok"] = bytes(ans[:32]) == hashlib.sha256(data).digest()
     c.release(None)  # type: ignore[arg-type]
     pump(k, st, lambda: sv.poll() is not None, lambda: None, 30)
-    out["ours_client_mss"] = c.ep.mss if c.ep is not None else None
+    out["ours_client_mss"] = mss
     out["dropped"] = st.dropped
     out["ours_retrans_total"] = st.layer.retrans_segs
     out["ours_fast_retrans"] = st.layer.fast_retrans

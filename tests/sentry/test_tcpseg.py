@@ -442,8 +442,8 @@ def test_out_of_order_bounded_by_window() -> None:
         raw = w.build(A, B, c.lport, 80, base + off, c.ep.rcv_nxt, w.ACK, 1000,
                       w.data_options(ts, []), os.urandom(1400))
         b.layer.input(A, B, raw)
-    assert ep.ooo and ep.ooo_bytes <= wnd and len(ep.ooo) <= 1024
-    assert all(s0 + len(d0) <= ep.rcv_adv for s0, d0 in ep.ooo)
+    assert ep.rq and ep.rq.bytes <= wnd and len(ep.rq.pieces) <= 1024
+    assert all(s0 + len(d0) <= ep.rcv_adv for s0, d0 in ep.rq.pieces)
     last = [s for x, _y, s in wire.sent if x == B][-1]
     assert last.sacks                               # SACK blocks report what is held
 

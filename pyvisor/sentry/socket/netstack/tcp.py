@@ -27,7 +27,7 @@ application can observe follows Linux:
     or RCV_AUTO when autotuned) plus its own send buffer unread at the peer.
 
 A connection to another host (over a NIC, when the stack has one) has an
-`ep` (tcpseg.Endpoint) in place of `peer`: it turns these calls into
+`ep` (tcpendpoint.Endpoint) in place of `peer`: it turns these calls into
 segments and calls the same hooks back from TCP input (`_on_data`, `_on_fin`,
 `_on_fin_acked`, `_on_rst`, `_on_established`, `_on_error`; `wire_child` for
 a SYN from the wire to a listener); the socket layer above does not change.
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Timer
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket.netstack import Stack
-    from pyvisor.sentry.socket.netstack.tcpseg import Endpoint
+    from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint
     from pyvisor.sentry.vfs.file import FileDescription
 
 # socket_state (struct socket).  From <linux/net.h>.

@@ -602,3 +602,40 @@ def test_congestion_response(cc: bytes) -> None:
         assert seen["ssthresh"] == seen["flight"] // 2
     assert ep.ssthresh == seen["ssthresh"]
     assert after and max(after) > ep.ssthresh + 8 * ep.mss   # growth after recovery
+
+
+def test_scoreboard_reassembly_cubic_units() -> None:
+    from pyvisor.sentry.socket.netstack.tcpsack import Cubic, Reassembly, Scoreboard
+    sb = Scoreboard()
+    assert sb.add(100, 200) and sb.add(300, 400) and not sb.add(120, 180)
+    assert sb.add(200, 300) and sb.blocks == [[100, 400]] and sb.bytes == 300
+    sb.add(500, 600)
+    assert sb.skip(150) == 400 and sb.skip(450) == 450 and sb.next_start(450, 0) == 500
+    assert sb.lost_edge(0, 100) == 100            # 400 bytes above 100 > 2 * 100
+    assert sb.holes(0, 500) == 100 + 100 and sb.sacked_below(550) == 350
+    sb.trim(350)
+    assert sb.blocks == [[350, 400], [500, 600]] and sb.bytes == 150
+    rq = Reassembly()
+    rq.insert(20, b"c" * 10)
+    rq.insert(40, b"e" * 10)
+    rq.insert(15, b"x" * 30)                      # overlaps both: only the gaps are kept
+    assert rq.bytes == 35 and rq.sacks[0] == (15, 50)
+    assert b"".join(rq.drain(10)) == b""          # a hole at 10..15
+    assert b"".join(rq.drain(15)) == b"xxxxx" + b"c" * 10 + b"x" * 10 + b"e" * 10
+    assert not rq and rq.bytes == 0 and rq.sacks == []
+    # CUBIC: ssthresh = 0.7 W; the window returns to W_max after K seconds
+    # (K = cbrt(W_max (1 - beta) / C) in segments, RFC 9438 4.2) and then grows past it.
+    c = Cubic()
+    mss, w0 = 1000, 100_000
+    ss = c.reduce(w0, mss)
+    assert ss == 70_000
+    k = (100 * 0.3 / 0.4) ** (1 / 3)
+    cwnd, t = ss, 0
+    while t < int(k * 1e9) - 10**8:
+        cwnd = c.grow(cwnd, mss, mss, 10**7, 10**9 + t)
+        t += 10**6
+    assert 0.9 * w0 <= cwnd <= w0 + 2 * mss
+    for _ in range(3000):
+        cwnd = c.grow(cwnd, mss, mss, 10**7, 10**9 + t)
+        t += 10**6
+    assert cwnd > w0 * 1.05

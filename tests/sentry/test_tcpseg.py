@@ -129,6 +129,13 @@ def test_loss_reorder_duplication_recover(sack: bool, cc: bytes) -> None:
     assert transfer(k, srv, c, back) == back
     assert a.layer.retrans_segs > 0 and a.layer.fast_retrans > 0
     assert (a.layer.sack_recoveries > 0) == sack
+    # TCP_INFO reports the endpoint's own numbers (linux/tcp.h field order).
+    info = TCP_INFO_STRUCT.unpack(c.getsockopt(TASK, SOL_TCP, TCP_INFO))
+    options, rto_us, snd_mss, rtt_us, cwnd, total_retrans = \
+        info[5], info[8], info[10], info[23], info[26], info[31]
+    assert options & 1 and bool(options & 2) == sack
+    assert snd_mss == 1448 and rtt_us >= 1000 and rto_us >= 200_000 and cwnd >= 2
+    assert total_retrans == c.ep.total_retrans > 0
 
 
 def test_rto_backoff_and_karn() -> None:

@@ -75,6 +75,7 @@ class Stack:
         if test_budget and test_budget.isdigit():
             self.budget = int(test_budget)
         self.starved: list[WaitQueue] = []     # senders stopped by the budget, not a window
+        self.tcpseg: Any = None        # tcpseg.TCPLayer once an IP layer is attached
 
     def budget_left(self) -> int:
         return self.budget - self.buffered

@@ -26,10 +26,12 @@ application can observe follows Linux:
   * flow control: a sender may have its peer's receive window (SO_RCVBUF,
     or RCV_AUTO when autotuned) plus its own send buffer unread at the peer.
 
-A later packet path (TCP segments over a NIC, with windows, SACK, RTO and
-congestion control) replaces `peer` with a connection endpoint that turns
-these calls into segments and calls them back from tcp input; the socket
-layer above does not change.  Concurrency: Sentry loop only.
+A connection to another host (over a NIC, when the stack has one) has an
+`ep` (tcpendpoint.Endpoint) in place of `peer`: it turns these calls into
+segments and calls the same hooks back from TCP input (`_on_data`, `_on_fin`,
+`_on_fin_acked`, `_on_rst`, `_on_established`, `_on_error`; `wire_child` for
+a SYN from the wire to a listener); the socket layer above does not change.
+Concurrency: Sentry loop only.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Timer
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint
     from pyvisor.sentry.vfs.file import FileDescription
 
 # socket_state (struct socket).  From <linux/net.h>.
@@ -109,6 +112,7 @@ class TCPSocket(NetSocket):
         self.state = TCP_CLOSE
         self.ss = SS_UNCONNECTED
         self.peer: TCPSocket | None = None
+        self.ep: Endpoint | None = None   # the connection to another host (tcpseg)
         self.rcvq: collections.deque[bytes] = collections.deque()
         self.rcv_off = 0                  # bytes of rcvq[0] already read
         self.rcv_len = 0                  # unread bytes in rcvq
@@ -163,6 +167,9 @@ class TCPSocket(NetSocket):
         peer, self.peer = self.peer, None
         if peer is not None and peer.peer is self:
             pass                      # the peer keeps its pointer until its own end
+        ep, self.ep = self.ep, None
+        if ep is not None:
+            ep.socket_done()          # it may linger in TIME_WAIT without us
         if self.timer is not None:
             self.timer.cancelled = True
             self.timer = None
@@ -230,6 +237,18 @@ class TCPSocket(NetSocket):
         self.stack.resets += 1
         self._done()
 
+    def _on_established(self) -> None:
+        """The handshake finished (a SYN-ACK for our SYN, or the ACK of a child's)."""
+        self.state = TCP_ESTABLISHED
+        self._notify(EVENT_OUT)
+
+    def _on_error(self, err: int) -> None:
+        """tcp_write_err: the connection died (ETIMEDOUT, an ICMP hard error)."""
+        if self.state == TCP_CLOSE:
+            return
+        self.err = err
+        self._done()
+
     def _arm_fin_timeout(self) -> None:
         def expire() -> None:
             self.timer = None
@@ -248,6 +267,9 @@ class TCPSocket(NetSocket):
             self.state = TCP_LAST_ACK
         else:
             return
+        if self.ep is not None:
+            self.ep.send_fin()
+            return
         self.segs_out += 1
         peer = self.peer
         if peer is not None and peer.state != TCP_CLOSE:
@@ -259,7 +281,11 @@ class TCPSocket(NetSocket):
     def _abort(self) -> None:
         """Sends a reset and closes (tcp_send_active_reset + tcp_done)."""
         peer = self.peer
-        self.segs_out += 1
+        ep, self.ep = self.ep, None
+        if ep is not None:
+            ep.abort()
+        else:
+            self.segs_out += 1
         self._done()
         if peer is not None:
             peer._on_rst()
@@ -295,6 +321,8 @@ class TCPSocket(NetSocket):
         return ev & (mask | EVENT_HUP | EVENT_ERR)
 
     def _writable(self) -> bool:
+        if self.ep is not None:
+            return self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT) or self.ep.writable()
         peer = self.peer
         if peer is None or self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
             return True
@@ -310,7 +338,10 @@ class TCPSocket(NetSocket):
         if cmd in (SIOCOUTQ, SIOCOUTQNSD):
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)
-            t.copy_out(arg, _I32.pack(0))
+            n = 0
+            if self.ep is not None:
+                n = len(self.ep.sndq) if cmd == SIOCOUTQ else self.ep.info()["notsent"]
+            t.copy_out(arg, _I32.pack(n))
             return 0
         if cmd == SIOCATMARK:
             t.copy_out(arg, _I32.pack(0))
@@ -372,6 +403,9 @@ class TCPSocket(NetSocket):
         pending, self.acceptq = self.acceptq, collections.deque()
         for child in pending:
             child.parent_gone()
+        layer = self.stack.tcpseg
+        if layer is not None:
+            layer.listener_closed(self)
         syns, self.synq = self.synq, collections.deque()
         for c in syns:
             c.syn_target = None
@@ -423,6 +457,27 @@ class TCPSocket(NetSocket):
         self.stack.passive_opens += 1
         self._notify(EVENT_IN)
         client._notify(EVENT_OUT)
+
+    def wire_child(self, ep: Endpoint) -> TCPSocket | None:
+        """A handshake from another host completed on this listener: the child socket,
+        in the accept queue, or None when the queue is full (the ACK is then dropped
+        and the peer retries, as tcp_check_req does)."""
+        if self.state != TCP_LISTEN or len(self.acceptq) > self.backlog:
+            return None
+        child = TCPSocket(self.stack, self.family, self.owner_uid)
+        child.inherit(self)
+        child.laddr, child.lport = ep.laddr, self.lport
+        child.raddr, child.rport = ep.raddr, ep.rport
+        child.bound = True
+        child.user_bound = self.user_bound
+        self.ports.add(child)
+        child.state = TCP_ESTABLISHED
+        child.ss = SS_CONNECTED
+        child.ep = ep
+        self.acceptq.append(child)
+        self.stack.passive_opens += 1
+        self._notify(EVENT_IN)
+        return child
 
     def inherit(self, parent: TCPSocket) -> None:
         """What a child copies from its listener (sk_clone_lock)."""
@@ -484,8 +539,12 @@ class TCPSocket(NetSocket):
         self.state = TCP_SYN_SENT
         self.ss = SS_CONNECTING
         self.stack.active_opens += 1
-        self.segs_out += 1
-        self._syn()
+        layer = self.stack.tcpseg
+        if layer is not None and not self.stack.is_local(ip):
+            self.ep = layer.connect(self)           # the SYN goes out on the wire
+        else:
+            self.segs_out += 1
+            self._syn()
         if self.state == TCP_SYN_SENT:
             if f.nonblocking:
                 raise SyscallError(Errno.EINPROGRESS)
@@ -608,6 +667,17 @@ class TCPSocket(NetSocket):
         if st not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT) or self.err \
                 or self.shut & SEND_SHUTDOWN:
             raise self._stream_error(t, flags)
+        ep = self.ep
+        if ep is not None:
+            if not data:
+                return 0
+            room = ep.send_room()
+            if room <= 0:
+                raise WouldBlock()
+            n = min(room, len(data))
+            self.bytes_sent += n
+            ep.send(data[:n] if n < len(data) else data)
+            return n
         peer = self.peer
         if peer is None:
             raise self._stream_error(t, flags)
@@ -717,6 +787,8 @@ class TCPSocket(NetSocket):
             peer = self.peer
             if peer is not None:
                 peer._notify(EVENT_OUT)
+            elif self.ep is not None:
+                self.ep.on_read()             # a window update when it opened enough
         data = b"" if flags & MSG_TRUNC else b"".join(out)
         return Received(data, got)
 
@@ -767,6 +839,8 @@ class TCPSocket(NetSocket):
             user = self.tcp[TCP_MAXSEG]
             if user and self.state in (TCP_CLOSE, TCP_LISTEN):
                 return i32(user)
+            if self.ep is not None:
+                return i32(self.ep.mss)
             return i32(LOOPBACK_MSS if self.connected_for_mtu() else TCP_MSS_DEFAULT)
         if name == TCP_LINGER2:
             v = self.tcp[name]
@@ -815,9 +889,18 @@ class TCPSocket(NetSocket):
         elif name not in (TCP_NOTSENT_LOWAT, TCP_FASTOPEN):
             raise SyscallError(Errno.ENOPROTOOPT)
         self.tcp[name] = val
+        if self.ep is not None:
+            self.ep.options_changed()
+
+    def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        super().setsockopt(t, level, name, optval)
+        if self.ep is not None:
+            self.ep.options_changed()             # SO_KEEPALIVE and the TCP_* above
 
     def _info(self) -> bytes:
         """struct tcp_info, as far as a loopback connection has one."""
+        if self.ep is not None:
+            return self._info_wire(self.ep)
         est = self.connected_for_mtu()
         mss = LOOPBACK_MSS if est else TCP_MSS_DEFAULT
         return TCP_INFO_STRUCT.pack(
@@ -838,3 +921,23 @@ class TCPSocket(NetSocket):
             self.segs_out, 0,                                     # delivered, delivered_ce
             self.bytes_sent, 0,                                   # bytes_sent, bytes_retrans
             0, 0, 0, self.peer.window() if self.peer is not None else 0)
+
+    def _info_wire(self, ep: Endpoint) -> bytes:
+        """struct tcp_info of a connection to another host, from its endpoint."""
+        i = ep.info()
+        return TCP_INFO_STRUCT.pack(
+            self.state, i["ca_state"], i["retransmits"], i["probes"], i["backoff"],
+            i["options"], i["wscale"], 0,
+            i["rto"], i["ato"], i["snd_mss"], i["rcv_mss"], i["unacked"], i["sacked"], 0,
+            i["retrans"], 0,
+            0, 0, 0, 0, i["pmtu"], i["rcv_space"],
+            i["rtt"], i["rttvar"], i["ssthresh"], i["cwnd"], i["advmss"], 3, 0,
+            i["rcv_space"], i["total_retrans"],
+            0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF,
+            self.bytes_sent - len(ep.sndq), self.bytes_received,
+            self.segs_out, self.segs_in, i["notsent"], i["rtt"],
+            self.segs_in, self.segs_out,
+            0, 0, 0, 0,
+            self.segs_out, 0,
+            self.bytes_sent + i["bytes_retrans"], i["bytes_retrans"],
+            0, 0, 0, i["snd_wnd"])

@@ -91,6 +91,8 @@ class Container:
     def create(cls, root: str, cid: str, bundle: str, cfg: SandboxConfig,
                pid_file: str = "") -> Container:
         """Boots a sandbox whose init is loaded but held; returns once it is `created`."""
+        from pyvisor.runtime import hooks as hooks_mod
+        hooks = hooks_mod.from_bundle(bundle)
         c = cls(root, cid)
         sd = c.sd
         sd.make()
@@ -98,10 +100,14 @@ class Container:
         try:
             st = ContainerState(id=cid, bundle=bundle, created=now_rfc3339(),
                                 annotations=cfg.annotations, config={"rootfs": cfg.root})
+            if hooks:
+                st.config["hooks"] = hooks_mod.to_json(hooks)
+                st.config["hostname"] = cfg.hostname
             sd.save(st)
             with sd.locked():
                 c._boot_detached(st, cfg)
                 write_pid_file(pid_file, st.pid)
+                c._create_hooks(st, hooks)
             done = True
         finally:
             if not done:
@@ -130,6 +136,36 @@ class Container:
             raise BootError(msg, 1)
         st.status = Status.CREATED
         sd.save(st)
+
+    def _hook_state(self, st: ContainerState, status: str) -> dict[str, Any]:
+        """The state JSON a hook reads on stdin (runtime-spec runtime.md#state)."""
+        out: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": st.id, "status": status,
+                               "pid": st.pid if status != Status.STOPPED else 0,
+                               "bundle": st.bundle}
+        if st.annotations:
+            out["annotations"] = st.annotations
+        return out
+
+    def _create_hooks(self, st: ContainerState, hooks: dict[str, Any]) -> None:
+        """prestart, createRuntime, createContainer (runtime/hooks.py): a failure kills the
+        sandbox, runs the poststop hooks and fails `create` with one line."""
+        from pyvisor.runtime import hooks as hooks_mod
+        if not hooks:
+            return
+        state = self._hook_state(st, Status.CREATING)
+        try:
+            for kind in ("prestart", "createRuntime", "createContainer"):
+                hooks_mod.run(kind, hooks, state, str(st.config.get("rootfs", "")),
+                              st.sentry_pid, str(st.config.get("hostname", "")))
+        except hooks_mod.HookError as e:
+            self._kill_sandbox(st)
+            self._remove_cgroups(st)
+            hooks_mod.run_best_effort("poststop", hooks, self._hook_state(st, Status.STOPPED))
+            raise BootError(str(e), 1) from None
+
+    def _hooks(self, st: ContainerState) -> dict[str, Any]:
+        from pyvisor.runtime import hooks as hooks_mod
+        return hooks_mod.from_json(st.config.get("hooks"))
 
     @staticmethod
     def _take_report(st: ContainerState, lines: list[str]) -> None:
@@ -197,12 +233,22 @@ class Container:
             st, status = self.load()
             if status != Status.CREATED:
                 raise BootError(_cannot("start", status), 1)
+            from pyvisor.runtime import hooks as hooks_mod
+            hooks = self._hooks(st)
+            try:
+                hooks_mod.run("startContainer", hooks, self._hook_state(st, Status.CREATED),
+                              str(st.config.get("rootfs", "")), st.sentry_pid,
+                              str(st.config.get("hostname", "")))
+            except hooks_mod.HookError as e:
+                self._kill_sandbox(st)         # the container is stopped; delete cleans up
+                raise BootError(str(e), 1) from None
             try:
                 control.call(self.sd.control_path, "start")
             except control.ControlError as e:
                 raise BootError(f"cannot start container {self.id!r}: {e}", 1) from None
             st.status = Status.RUNNING
             self.sd.save(st)
+            hooks_mod.run_best_effort("poststart", hooks, self._hook_state(st, Status.RUNNING))
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         with self.sd.locked():
@@ -242,6 +288,9 @@ class Container:
             if status != Status.STOPPED or monitor_alive(st):
                 self._kill_sandbox(st)
             self._remove_cgroups(st)
+            from pyvisor.runtime import hooks as hooks_mod
+            hooks_mod.run_best_effort("poststop", self._hooks(st),
+                                      self._hook_state(st, Status.STOPPED))
             shutil.rmtree(sd.path, ignore_errors=True)
 
     def _kill_sandbox(self, st: ContainerState) -> None:

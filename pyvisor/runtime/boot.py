@@ -74,6 +74,10 @@ class SandboxConfig:
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
+    # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
+    readonly_paths: list[str] = field(default_factory=list)
+    masked_paths: list[str] = field(default_factory=list)
+    sysctl: dict[str, str] = field(default_factory=dict)
 
 
 DEFAULT_PIDS = 4096
@@ -206,6 +210,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
     devroot = _mount_all(kernel, ns, t, cfg)
+    from pyvisor.runtime import masks
+    masks.apply(kernel, ns, t, cfg.readonly_paths, cfg.masked_paths, devroot)
     _seal_root(ns, cfg)
     stdio = install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
     # /dev/tty: the sandbox's own pty, when the launcher made one (runtime/console.py).

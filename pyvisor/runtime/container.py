@@ -97,6 +97,7 @@ class Container:
         sd = c.sd
         sd.make()
         done = False
+        st: ContainerState | None = None
         try:
             st = ContainerState(id=cid, bundle=bundle, created=now_rfc3339(),
                                 annotations=cfg.annotations, config={"rootfs": cfg.root})
@@ -111,6 +112,9 @@ class Container:
             done = True
         finally:
             if not done:
+                if st is not None and monitor_alive(st):   # booted, then failed (pid file)
+                    c._kill_sandbox(st)
+                    c._remove_cgroups(st)
                 shutil.rmtree(sd.path, ignore_errors=True)
         return c
 

@@ -58,7 +58,9 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          hostname=spec.hostname,
                          annotations={str(k): str(v) for k, v in spec.annotations.items()},
                          dcache=None if dcache is None
-                         else check_dcache(dcache, "annotation dev.pyvisor.dcache"))
+                         else check_dcache(dcache, "annotation dev.pyvisor.dcache"),
+                         readonly_paths=list(spec.readonly_paths),
+                         masked_paths=list(spec.masked_paths), sysctl=dict(spec.sysctl))
 
 
 def default_spec(args: list[str] | None = None, rootless: bool = False) -> dict[str, Any]:

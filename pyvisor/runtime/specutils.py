@@ -123,6 +123,11 @@ class Spec:
     mounts: tuple[Mount, ...] = ()
     resources: Resources = field(default_factory=Resources)
     annotations: dict[str, str] = field(default_factory=dict)
+    # linux.readonlyPaths, linux.maskedPaths, linux.sysctl, linux.cgroupsPath: as given
+    readonly_paths: tuple[str, ...] = ()
+    masked_paths: tuple[str, ...] = ()
+    sysctl: dict[str, str] = field(default_factory=dict)
+    cgroups_path: str = ""
 
 
 # -- a schema of the whole spec (types and ranges only) --------------------------------------
@@ -401,7 +406,18 @@ def parse_spec(doc: object) -> Spec:
     return Spec(process=process, root=root, oci_version=doc.get("ociVersion") or "",
                 hostname=hostname, mounts=mounts,
                 resources=_resources(linux.get("resources") or {}),
-                annotations=dict(doc.get("annotations") or {}))
+                annotations=dict(doc.get("annotations") or {}),
+                readonly_paths=_abs_paths(linux, "readonlyPaths"),
+                masked_paths=_abs_paths(linux, "maskedPaths"),
+                sysctl=dict(linux.get("sysctl") or {}),
+                cgroups_path=linux.get("cgroupsPath") or "")
+
+
+def _abs_paths(linux: dict[str, Any], key: str) -> tuple[str, ...]:
+    paths = tuple(linux.get(key) or ())
+    for i, p in enumerate(paths):
+        _abs_path(f"linux.{key}[{i}]", p)
+    return paths
 
 
 def _mount(m: dict[str, Any], path: str) -> Mount:

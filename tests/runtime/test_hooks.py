@@ -207,3 +207,29 @@ def test_run_with_hooks(world_tmp: Path) -> None:
     assert [(k, s["status"]) for k, s in _records(log)] == [
         ("createRuntime", "creating"), ("poststart", "running"), ("poststop", "stopped")]
     assert os.listdir(rt.root) == []
+
+
+def _procs_naming(text: str) -> list[int]:
+    out = []
+    for e in os.listdir("/proc"):
+        if e.isdigit() and int(e) != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{e}/cmdline").read_bytes():
+                    out.append(int(e))
+            except OSError:
+                pass
+    return out
+
+
+def test_create_failing_after_boot_leaves_nothing(rt: Runtime, world_tmp: Path) -> None:
+    """A create that fails once the sandbox is up (here: its pid file cannot be written)
+    leaves no sandbox behind (it once kept running, held, with the caller's pipes)."""
+    bundle = make_bundle(world_tmp, ["/bin/sh", "-c", "sleep 60"])
+    cid = _cid()
+    r = rt.create(cid, bundle, world_tmp / "out", "--pid-file", "/nonexistent/dir/pid")
+    _one_error_line(r)
+    _one_error_line(rt("state", cid))
+    deadline = time.monotonic() + 10
+    while _procs_naming(cid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _procs_naming(cid) == []

@@ -254,6 +254,9 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
     kernel.gofers = []   # (client, pid)
     from pyvisor.sentry.socket import Network
     kernel.network = Network(cfg.network, kernel)   # hostinet reads the host's interfaces now
+    if cfg.sysctl:
+        from pyvisor.runtime import sysctl
+        sysctl.apply(kernel, cfg.sysctl)
     return kernel
 
 

@@ -7,6 +7,7 @@ runc: libcontainer/specconv (Example() for `spec`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -48,6 +49,9 @@ def load_bundle(bundle: str) -> SandboxConfig:
         raise BootError(str(e), 125) from None
     proc, res = spec.process, spec.resources
     dcache = spec.annotations.get("dev.pyvisor.dcache")
+    from pyvisor.runtime import sysctl
+    for warning in sysctl.check(spec.sysctl):
+        logging.getLogger("pyvisor.sysctl").warning("%s", warning)
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
     return SandboxConfig(root=rootfs, argv=list(proc.args), env=list(proc.env), cwd=proc.cwd,

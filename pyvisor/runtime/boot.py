@@ -78,6 +78,11 @@ class SandboxConfig:
     readonly_paths: list[str] = field(default_factory=list)
     masked_paths: list[str] = field(default_factory=list)
     sysctl: dict[str, str] = field(default_factory=dict)
+    # linux.cgroupsPath resolved (runtime/cgroup.py resolve_path; "": a cgroup of our own),
+    # linux.resources.blockIO.weight and cpu.shares
+    cgroup_path: str = ""
+    blkio_weight: int | None = None
+    cpu_shares: int | None = None
 
 
 DEFAULT_PIDS = 4096

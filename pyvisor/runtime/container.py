@@ -176,6 +176,10 @@ class Container:
         for ln in lines:
             if ln.startswith("sentry "):
                 st.sentry_pid = int(ln.split()[1])
+            elif ln.startswith("warning "):
+                log.warning("%s", ln[8:])
+            elif ln.startswith("cgroup-parents "):
+                st.config["cgroup_parents"] = json.loads(ln[15:])
             elif ln.startswith("cgroup "):
                 dirs = json.loads(ln[7:])
                 st.config["cgroup_dirs"] = dirs
@@ -314,6 +318,8 @@ class Container:
         if isinstance(dirs, list):
             for d in dirs:
                 _rmdir_retry(str(d), 5.0)
+            from pyvisor.runtime.cgroup import remove_parents
+            remove_parents([str(p) for p in st.config.get("cgroup_parents") or []])
         elif st.cgroup and st.cgroup.startswith("pyvisor-"):
             remove_leftovers(st.cgroup)
 
@@ -433,6 +439,14 @@ class Container:
                 return os.path.join(d, v2_name)
         return None
 
+    def _weight_file(self, st: ContainerState) -> str | None:
+        """The container's I/O weight file (runtime/cgroup.py _set_weight's choice)."""
+        for v1, v2 in (("blkio.weight", "io.weight"), ("blkio.bfq.weight", "io.bfq.weight")):
+            path = self._cgroup_file(st, "blkio", v1, v2)
+            if path is not None:
+                return path
+        return None
+
     def _freeze(self, st: ContainerState, frozen: bool) -> bool:
         path = self._cgroup_file(st, "freezer", "freezer.state", "cgroup.freeze")
         if path is None:
@@ -466,7 +480,8 @@ class Container:
             self.sd.save(st)
 
     def update(self, memory: int | None, pids: int | None, cpu_quota: int | None,
-               cpu_period: int | None) -> None:
+               cpu_period: int | None, cpu_shares: int | None = None,
+               blkio_weight: int | None = None) -> None:
         with self.sd.locked():
             st, status = self.load()
             if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
@@ -484,6 +499,20 @@ class Container:
             if cpu_quota is not None:
                 writes.append((self._cgroup_file(st, "cpu", "cpu.cfs_quota_us", "cpu.max"),
                                str(cpu_quota)))
+            if cpu_shares is not None:
+                from pyvisor.runtime.cgroup import shares_to_weight
+                path = self._cgroup_file(st, "cpu", "cpu.shares", "cpu.weight")
+                writes.append((path, str(cpu_shares if path is None or
+                                         path.endswith("shares")
+                                         else shares_to_weight(cpu_shares))))
+            if blkio_weight is not None:
+                path = self._weight_file(st)
+                if path is None:       # no I/O weight on this host: one line, as at create
+                    log.warning("update: this host has no I/O weight control; "
+                                "blkio weight %d not applied", blkio_weight)
+                else:
+                    writes.append((path, str(blkio_weight) if not path.endswith("io.weight")
+                                   else f"default {blkio_weight}"))
             for path, value in writes:
                 if path is None:
                     raise BootError("update: the container has no cgroup for that limit", 1)

@@ -58,12 +58,20 @@ def make_cgroup(cfg: SandboxConfig, container: bool = False) -> Any:
     cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
         memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
         cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None,
-        extra=("cpu", "cpuacct", "freezer") if container else ()))
+        extra=("cpu", "cpuacct", "freezer", "blkio") if container else (),
+        blkio_weight=cfg.blkio_weight, cpu_shares=cfg.cpu_shares), path=cfg.cgroup_path)
     try:
         cg.create()
     except OSError as e:
         cg.remove()
         raise BootError(f"cannot set up the sandbox's cgroup: {e}", 125) from None
+    for w in cg.warnings:          # the CLI logs them (create), or we do (run, do)
+        if cfg.ready_fd >= 0:
+            report(cfg.ready_fd, f"warning {w}")
+        else:
+            log.warning("%s", w)
+    if cg.parents:
+        report(cfg.ready_fd, "cgroup-parents " + json.dumps(cg.parents))
     return cg
 
 

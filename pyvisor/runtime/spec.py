@@ -64,7 +64,9 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          dcache=None if dcache is None
                          else check_dcache(dcache, "annotation dev.pyvisor.dcache"),
                          readonly_paths=list(spec.readonly_paths),
-                         masked_paths=list(spec.masked_paths), sysctl=dict(spec.sysctl))
+                         masked_paths=list(spec.masked_paths), sysctl=dict(spec.sysctl),
+                         cgroup_path=spec.cgroups_path,     # resolved by apply_limit_flags
+                         blkio_weight=res.blkio_weight, cpu_shares=res.cpu_shares)
 
 
 def default_spec(args: list[str] | None = None, rootless: bool = False) -> dict[str, Any]:

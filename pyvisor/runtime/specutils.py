@@ -106,6 +106,8 @@ class Resources:
     pids_limit: int | None = None       # tasks
     cpu_quota: int | None = None        # µs per period
     cpu_period: int = 100_000           # µs
+    cpu_shares: int | None = None       # relative weight (runc: 2..262144)
+    blkio_weight: int | None = None     # 10..1000
 
     @property
     def cpus(self) -> float | None:
@@ -447,10 +449,17 @@ def _resources(res: dict[str, Any]) -> Resources:
         _fail("linux.resources.cpu.period", "from 1000 to 1000000 (µs)", period)
     if quota is not None and quota > 0 and quota < 1000:
         _fail("linux.resources.cpu.quota", "-1 (unlimited) or at least 1000 (µs)", quota)
+    shares = cpu.get("shares")
+    if shares and not 2 <= shares <= 262144:
+        _fail("linux.resources.cpu.shares", "0 (unset) or from 2 to 262144", shares)
+    weight = (res.get("blockIO") or {}).get("weight")
+    if weight and not 10 <= weight <= 1000:
+        _fail("linux.resources.blockIO.weight", "0 (unset) or from 10 to 1000", weight)
     return Resources(memory_limit=memory if memory and memory > 0 else None,
                      pids_limit=pids if pids and pids > 0 else None,
                      cpu_quota=quota if quota and quota > 0 else None,
-                     cpu_period=period or 100_000)
+                     cpu_period=period or 100_000, cpu_shares=shares or None,
+                     blkio_weight=weight or None)
 
 
 def load_spec(bundle: str) -> Spec:

@@ -529,7 +529,7 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
         why = "no such file or directory" if e.errno == 2 else os.strerror(e.errno)
         raise SpawnError(f"cannot execute {argv_s[0]!r}: {why}",
                          127 if e.errno == 2 else 126, e.errno) from None
-    kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
+    kexec.commit(t, new_mm, entry, sp, f, argv2, envp, path)
 
 
 def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Credentials,

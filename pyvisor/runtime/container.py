@@ -409,12 +409,28 @@ class Container:
             raise BootError(f"ps: {e}", 1) from None
 
     def host_pids(self) -> list[int]:
-        """The host processes of the sandbox (monitor, Sentry, Gofers, stubs): what runc's
-        `ps --format json` lists (the pids in the container's cgroup), for engines that
-        look them up on the host (docker top, ctr task ps)."""
+        """`ps --format json`: the host pids of the container's own processes, which is
+        what runc lists (its cgroup's pids) and what engines look up in the host's /proc
+        (`docker top` runs the host's ps on them, `ctr task ps` too): each application
+        process's stub, the host process holding its address space and running its
+        threads, named after the program (kernel/exec.py name_host_stub).  Not the
+        monitor, the Sentry or the Gofers: they are the runtime's, as runc's own
+        processes are not in the container's cgroup.  (runsc lists the sandbox's own
+        pids there, which the engines then look up on the host: unrelated processes.)
+        A paused container's Sentry cannot answer: then every host process of the
+        sandbox is listed, as before."""
         st, status = self.load()
         if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
             raise BootError(f"container {self.id!r} is not running", 1)
+        if status != Status.PAUSED:
+            try:
+                procs = control.call(self.sd.control_path, "ps", None, 5.0)
+                stubs = {int(p["stub_pid"]) for p in procs if p.get("stub_pid")}
+            except (control.ControlError, OSError, KeyError, TypeError, ValueError):
+                stubs = set()
+            if stubs:
+                by_ns = _ns_pids(_descendants(st.pid))
+                return sorted(by_ns[p] for p in stubs if p in by_ns)
         pids: set[int] = set()
         for d in st.config.get("cgroup_dirs") or []:
             with contextlib.suppress(OSError, ValueError):
@@ -658,6 +674,20 @@ def _descendants(pid: int) -> set[int]:
                 with contextlib.suppress(OSError, ValueError):
                     with open(f"/proc/{p}/task/{task}/children") as f:
                         todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def _ns_pids(pids: set[int]) -> dict[int, int]:
+    """{pid in its innermost PID namespace: host pid} for `pids` (NSpid of /proc/PID/status:
+    the Sentry is PID 1 of a namespace of its own, its stubs are numbered there)."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        out[int(line.split()[-1])] = pid
+                        break
     return out
 
 

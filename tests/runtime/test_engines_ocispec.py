@@ -51,3 +51,4 @@ def test_podman_failing_hook_fails_run(podman: Podman, world_tmp: Path) -> None:
     r = podman("--hooks-dir", str(hooks), "run", "--rm", *ISOLATED, IMAGE, "echo", "ran")
     assert r.returncode != 0 and "ran" not in r.stdout
     assert "createRuntime hook #0: exit status 5" in r.stderr and "no way" in r.stderr
+

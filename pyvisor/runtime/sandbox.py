@@ -104,6 +104,10 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
     from pyvisor.runtime import confine
     from pyvisor.runtime.console import open_console
     console = None if cfg.hold_init else open_console(cfg.stdio)
+    proc_view = False
+    if cfg.hold_init and cfg.confine:      # a detached container: podman top's view
+        from pyvisor.runtime import procview
+        proc_view = procview.monitor_namespace()
     try:
         confine.unshare_pid()
     except confine.ConfinementError as e:
@@ -112,6 +116,9 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         raise BootError(str(e), 125) from None
     pid = os.fork()
     if pid == 0:
+        if proc_view:
+            from pyvisor.runtime import procview
+            procview.mount_sandbox_proc()
         if console is not None:
             console.attach_sentry()
         _sentry_child(cfg, cg)

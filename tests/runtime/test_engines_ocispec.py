@@ -5,10 +5,13 @@ how the engine runs with state of its own."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from test_docker import IMAGE as DOCKER_IMAGE
+from test_docker import Docker, docker  # noqa: F401
 from test_podman import IMAGE, ISOLATED, Podman, podman, podman_session  # noqa: F401
 
 pytestmark = pytest.mark.engines
@@ -52,3 +55,43 @@ def test_podman_failing_hook_fails_run(podman: Podman, world_tmp: Path) -> None:
     assert r.returncode != 0 and "ran" not in r.stdout
     assert "createRuntime hook #0: exit status 5" in r.stderr and "no way" in r.stderr
 
+
+
+def test_podman_top_lists_the_sandbox_not_the_host(podman: Podman) -> None:
+    """podman top lists /proc in the monitor's mount namespace (runtime/procview.py): the
+    sandbox's processes, the application's named after their programs; never the host's
+    (it listed all of them before; runsc's list is empty)."""
+    r = podman("run", "-d", "--name", "pv-top", *ISOLATED, IMAGE, "sh", "-c",
+               "sleep 100 & exec sleep 101")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        r = podman("top", "pv-top", "pid,comm")
+        assert r.returncode == 0, r.stderr
+        comms = [line.split()[-1] for line in r.stdout.splitlines()[1:]]
+        if comms.count("sleep") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert comms.count("sleep") == 2, r.stdout
+    assert "kthreadd" not in comms and "conmon" not in comms and len(comms) < 10, r.stdout
+
+
+def test_docker_top_lists_the_container_processes(docker: Docker) -> None:
+    """docker top runs the host's ps on the pids `ps --format json` gives: the stubs of
+    the container's processes, named after their programs (runsc gives sandbox pids,
+    which docker looks up on the host: unrelated processes)."""
+    r = docker.run("-d", "--name", "pv-top", DOCKER_IMAGE, "sh", "-c",
+                   "sleep 100 & exec sleep 101")
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            r = docker("top", "pv-top", "-o", "pid,comm")
+            assert r.returncode == 0, r.stderr
+            comms = sorted(line.split()[-1] for line in r.stdout.splitlines()[1:])
+            if comms == ["sleep", "sleep"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert comms == ["sleep", "sleep"], r.stdout
+    finally:
+        docker("rm", "--force", "pv-top")

@@ -130,12 +130,14 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
         "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"],
         "linux": {
             "namespaces": ["pid", "network", "ipc", "uts", "mount"],
             "capabilities": [],
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            # systemd: the slice:prefix:name form, placed through cgroupfs (cgroup.py)
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": {"enabled": False},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

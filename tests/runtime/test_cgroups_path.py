@@ -164,3 +164,25 @@ def test_blkio_weight_and_update(rt: Runtime, world_tmp: Path) -> None:
     finally:
         rt("delete", "--force", cid)
         _cleanup(path)
+
+
+@pytest.mark.parametrize("given,systemd,want", [
+    ("/a/b", False, "/a/b"), ("a/b/", False, "a/b"), ("/../x", False, "/x"),
+    ("machine.slice:libpod:abc", True, "/machine.slice/libpod-abc.scope"),
+    (":docker:abc", True, "/system.slice/docker-abc.scope"),
+    ("a-b-c.slice:p:n", True, "/a.slice/a-b.slice/a-b-c.slice/p-n.scope"),
+    ("-.slice:p:n", True, "/p-n.scope"),
+    ("x.slice::n", True, "/x.slice/n.scope"),
+    ("x.slice:p:k8s-pod.slice", True, "/k8s.slice/k8s-pod.slice"),
+])
+def test_resolve_path(given: str, systemd: bool, want: str) -> None:
+    """runc's placement rules (cgroupfs paths; systemd's ExpandSlice and unit names)."""
+    from pyvisor.runtime.cgroup import resolve_path
+    assert resolve_path(given, systemd) == want
+
+
+@pytest.mark.parametrize("given", ["a:b", "x:y:z", "a--b.slice:p:n", "a/b.slice:p:n"])
+def test_resolve_path_refuses(given: str) -> None:
+    from pyvisor.runtime.cgroup import CgroupPathError, resolve_path
+    with pytest.raises(CgroupPathError):
+        resolve_path(given, True)

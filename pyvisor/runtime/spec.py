@@ -7,7 +7,6 @@ runc: libcontainer/specconv (Example() for `spec`).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -50,8 +49,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
     proc, res = spec.process, spec.resources
     dcache = spec.annotations.get("dev.pyvisor.dcache")
     from pyvisor.runtime import sysctl
-    for warning in sysctl.check(spec.sysctl):
-        logging.getLogger("pyvisor.sysctl").warning("%s", warning)
+    sysctl.check(spec.sysctl)
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
     return SandboxConfig(root=rootfs, argv=list(proc.args), env=list(proc.env), cwd=proc.cwd,

@@ -16,7 +16,8 @@ pyvisor follows runc's rules, the sandbox having its own of every namespace:
   (sentry/kernel/sysctl.py: kernel.domainname, the IPC ones, net.core.somaxconn,
   net.ipv4.ip_local_port_range, ip_unprivileged_port_start, ping_group_range);
   a value Linux would refuse is refused, one line;
-* accepted with one warning line ("not modelled by the sandbox; ignored"): other
+* accepted with one warning line from the booting Sentry ("not modelled by the
+  sandbox; ignored"; stderr, or --log for a detached container): other
   net.* and fs.mqueue.* names, which runc would write to the container's own
   /proc/sys.  pyvisor cannot tell a real Linux sysctl from a misspelt one here,
   so it does not fail on them (runc fails on a name its kernel lacks).
@@ -37,11 +38,12 @@ IPC = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem"
                  "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
 
 
-def check(sysctls: dict[str, str]) -> list[str]:
+def check(sysctls: dict[str, str]) -> None:
     """Validates linux.sysctl before anything starts: raises BootError (one line) for what
-    runc refuses or a modelled value Linux would refuse; returns the warnings."""
+    runc refuses or a modelled value Linux would refuse.  (The warnings for the names
+    accepted but not modelled come from the Sentry at boot, apply(): after every other
+    check, so that an error is still the only line.)"""
     from pyvisor.sentry.kernel import sysctl as ksysctl
-    warnings = []
     for name, value in sysctls.items():
         if name == "kernel.hostname":
             raise BootError(f'sysctl "{name}" is not allowed as it conflicts with the OCI '
@@ -51,13 +53,11 @@ def check(sysctls: dict[str, str]) -> list[str]:
         if not namespaced:
             raise BootError(f'sysctl "{name}" is not in a separate kernel namespace', 125)
         if not ksysctl.known(name):
-            warnings.append(f"sysctl {name}={value!r} is not modelled by the sandbox; ignored")
             continue
         try:
             _parse_only(name, value)
         except ValueError as e:
             raise BootError(f'sysctl "{name}": invalid value {value!r}: {e}', 125) from None
-    return warnings
 
 
 def _parse_only(name: str, value: str) -> None:
@@ -78,6 +78,7 @@ def apply(kernel: Any, sysctls: dict[str, str]) -> None:
     from pyvisor.sentry.kernel import sysctl as ksysctl
     for name, value in sysctls.items():
         if not ksysctl.known(name):
+            log.warning("sysctl %s=%r is not modelled by the sandbox; ignored", name, value)
             continue
         try:
             if not ksysctl.set_value(kernel, name, value):

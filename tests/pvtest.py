@@ -84,6 +84,15 @@ class Comparer(Protocol):
     ) -> tuple[Result, Result]: ...
 
 
+def is_stub(pid: int) -> bool:
+    """Whether host process `pid` is a pyvisor stub.  By its executable (the stub's memfd):
+    its comm is the program it runs once that has exec'd (kernel/exec.py name_host_stub)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").startswith("/memfd:pyvisor")
+    except OSError:
+        return False
+
+
 def pyvisor_env(env: Mapping[str, str] | None) -> dict[str, str]:
     """The environment for a pyvisor process: env (default: ours) with the
     repository on PYTHONPATH. The program in the sandbox sees it too."""

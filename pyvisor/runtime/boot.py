@@ -74,6 +74,15 @@ class SandboxConfig:
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
+    # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
+    readonly_paths: list[str] = field(default_factory=list)
+    masked_paths: list[str] = field(default_factory=list)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    # linux.cgroupsPath resolved (runtime/cgroup.py resolve_path; "": a cgroup of our own),
+    # linux.resources.blockIO.weight and cpu.shares
+    cgroup_path: str = ""
+    blkio_weight: int | None = None
+    cpu_shares: int | None = None
 
 
 DEFAULT_PIDS = 4096
@@ -207,6 +216,8 @@ def boot(cfg: SandboxConfig) -> Kernel:
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
     devroot = _mount_all(kernel, ns, t, cfg)
+    from pyvisor.runtime import masks
+    masks.apply(kernel, ns, t, cfg.readonly_paths, cfg.masked_paths, devroot)
     _seal_root(ns, cfg)
     stdio = install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
     # /dev/tty: the sandbox's own pty, when the launcher made one (runtime/console.py).
@@ -252,6 +263,9 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
     vdso.get(kernel)
     from pyvisor.sentry.socket import Network
     kernel.network = Network(cfg.network, kernel)   # hostinet reads the host's interfaces now
+    if cfg.sysctl:
+        from pyvisor.runtime import sysctl
+        sysctl.apply(kernel, cfg.sysctl)
     return kernel
 
 
@@ -519,7 +533,7 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
         why = "no such file or directory" if e.errno == 2 else os.strerror(e.errno)
         raise SpawnError(f"cannot execute {argv_s[0]!r}: {why}",
                          127 if e.errno == 2 else 126, e.errno) from None
-    kexec.commit(t, new_mm, entry, sp, f, argv2, envp)
+    kexec.commit(t, new_mm, entry, sp, f, argv2, envp, path)
 
 
 def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Credentials,

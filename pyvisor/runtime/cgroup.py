@@ -9,6 +9,21 @@ Moving a process between v1 memory cgroups costs ~15 ms here (an RCU grace
 period), so only the Sentry moves, once; the launcher never does.  The
 Sentry and Gofers set oom_score_adj to -1000, so a memory limit kills
 application stubs (the application sees SIGKILL), never the kernel serving them.
+
+linux.cgroupsPath (containers): the cgroup is that path instead, in every
+hierarchy used, as runc's cgroupfs manager places it: an absolute path from each
+hierarchy's root, a relative one from the runtime's own cgroup.  With
+--systemd-cgroup the path is systemd's "slice:prefix:name"; pyvisor never asks
+systemd (this host has none, and the Sentry's cgroup must exist before it
+starts), it makes the directory systemd would: <slice expanded>/<prefix>-<name>.scope
+(`system.slice` when the slice is empty, "a-b.slice" -> /a.slice/a-b.slice),
+the path runc's systemd manager ends up with.  Missing parents are made and
+removed again with the cgroup when empty; an existing leaf is reused (runc too).
+
+linux.resources.blockIO.weight: blkio.weight, else blkio.bfq.weight (v1), or
+io.weight, else io.bfq.weight (v2); a host with none of them (no CFQ or BFQ
+weight, as these VMs) gets one warning line and no limit.  cpu.shares (v1) or
+cpu.weight (v2, converted as runc does) for linux.resources.cpu.shares.
 """
 
 from __future__ import annotations
@@ -31,6 +46,50 @@ class Limits:
     cpu_quota_us: int | None = None    # per period
     cpu_period_us: int = 100_000
     extra: tuple[str, ...] = ()        # v1 controllers wanted without limits (freezer, cpuacct)
+    blkio_weight: int | None = None    # 10..1000 (linux.resources.blockIO.weight)
+    cpu_shares: int | None = None      # 2..262144 (linux.resources.cpu.shares)
+
+
+class CgroupPathError(ValueError):
+    """A linux.cgroupsPath that cannot be used; the message is one line."""
+
+
+def expand_slice(slice_: str) -> str:
+    """systemd's slice name -> its cgroup path ("a-b.slice" -> "/a.slice/a-b.slice").
+    runc: libcontainer/cgroups/systemd ExpandSlice."""
+    if not slice_.endswith(".slice") or "/" in slice_:
+        raise CgroupPathError(f"invalid slice name: {slice_}")
+    name = slice_[:-len(".slice")]
+    if name == "-":
+        return "/"
+    path, prefix = "", ""
+    for component in name.split("-"):
+        if not component:
+            raise CgroupPathError(f"invalid slice name: {slice_}")
+        path += f"/{prefix}{component}.slice"
+        prefix += component + "-"
+    return path
+
+
+def resolve_path(path: str, systemd: bool) -> str:
+    """linux.cgroupsPath -> the cgroupfs path to use ("" when none was given)."""
+    if not path:
+        return ""
+    if systemd:
+        parts = path.split(":")
+        if len(parts) != 3:
+            raise CgroupPathError('expected cgroupsPath to be of format "slice:prefix:name" '
+                                  f'for systemd cgroups, got "{path}" instead')
+        slice_, prefix, name = parts
+        if name.endswith(".slice"):
+            return expand_slice(name)
+        unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
+        return expand_slice(slice_ or "system.slice").rstrip("/") + "/" + unit
+    clean = os.path.normpath(path)
+    if ".." in clean.split("/") or clean in (".", "/"):
+        raise CgroupPathError(f"cgroupsPath {path!r}: must name a cgroup below the root, "
+                              "without '..'")
+    return clean
 
 
 def parse_size(text: str) -> int:
@@ -56,10 +115,13 @@ def _write(path: str, value: str) -> None:
 class SandboxCgroup:
     """The cgroup(s) of one sandbox."""
 
-    def __init__(self, name: str, limits: Limits) -> None:
+    def __init__(self, name: str, limits: Limits, path: str = "") -> None:
         self.name = name
         self.limits = limits
-        self.dirs: list[str] = []              # created cgroup directories
+        self.path = path                       # linux.cgroupsPath, resolved ("": none)
+        self.dirs: list[str] = []              # the sandbox's cgroup directories
+        self.parents: list[str] = []           # missing parents of `path` we made
+        self.warnings: list[str] = []          # limits this host cannot apply
         self.v2 = os.path.exists(os.path.join(ROOT, "cgroup.controllers"))
 
     def _own(self) -> dict[str, str]:
@@ -82,32 +144,77 @@ class SandboxCgroup:
                 "pids.max": self.limits.pids,
                 "cpu.max": None if self.limits.cpu_quota_us is None else
                 f"{self.limits.cpu_quota_us} {self.limits.cpu_period_us}",
-            })
+                "cpu.weight": None if self.limits.cpu_shares is None else
+                shares_to_weight(self.limits.cpu_shares),
+            }, ROOT)
+            if self.limits.blkio_weight is not None:
+                self._set_weight(self.dirs[-1], ("io.weight", "io.bfq.weight"))
             return
-        wanted = {"memory": {"memory.limit_in_bytes": self.limits.memory},
-                  "pids": {"pids.max": self.limits.pids},
-                  "cpu": {"cpu.cfs_period_us": self.limits.cpu_period_us
-                          if self.limits.cpu_quota_us is not None else None,
-                          "cpu.cfs_quota_us": self.limits.cpu_quota_us}}
+        wanted: dict[str, dict[str, object]] = {
+            "memory": {"memory.limit_in_bytes": self.limits.memory},
+            "pids": {"pids.max": self.limits.pids},
+            "cpu": {"cpu.cfs_period_us": self.limits.cpu_period_us
+                    if self.limits.cpu_quota_us is not None else None,
+                    "cpu.cfs_quota_us": self.limits.cpu_quota_us,
+                    "cpu.shares": self.limits.cpu_shares}}
         for ctrl in self.limits.extra:
-            wanted.setdefault(ctrl, {})
+            if ctrl != "blkio" or os.path.isdir(os.path.join(ROOT, ctrl)):
+                wanted.setdefault(ctrl, {})
+        if self.limits.blkio_weight is not None:
+            wanted.setdefault("blkio", {})
         for ctrl, files in wanted.items():
-            if all(v is None for v in files.values()) and ctrl not in self.limits.extra:
+            if all(v is None for v in files.values()) and ctrl not in self.limits.extra \
+                    and ctrl != "blkio":   # noqa: SIM102 - blkio only when wanted above
                 continue
             mount = os.path.join(ROOT, ctrl)
             if not os.path.isdir(mount):
                 raise OSError(f"cgroup controller {ctrl} is not mounted")
             base = os.path.join(mount, own.get(ctrl, "/").lstrip("/"))
-            self._enter_dir(base, files)
+            self._enter_dir(base, files, mount)
+            if ctrl == "blkio" and self.limits.blkio_weight is not None:
+                self._set_weight(self.dirs[-1], ("blkio.weight", "blkio.bfq.weight"))
 
-    def _enter_dir(self, base: str, files: dict[str, object]) -> None:
-        _sweep_stale(base)
-        d = os.path.join(base, self.name)
-        os.mkdir(d, 0o755)
+    def _enter_dir(self, base: str, files: dict[str, object], mount: str) -> None:
+        if self.path:
+            top = mount if self.path.startswith("/") else base
+            d = os.path.join(top, self.path.lstrip("/"))
+            self._make_parents(os.path.dirname(d), top)
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                pass                            # reused, as runc reuses it
+        else:
+            _sweep_stale(base)
+            d = os.path.join(base, self.name)
+            os.mkdir(d, 0o755)
         self.dirs.append(d)
         for fname, value in files.items():
             if value is not None:
                 _write(os.path.join(d, fname), str(value))
+
+    def _make_parents(self, d: str, top: str) -> None:
+        missing = []
+        while d != top and not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for p in reversed(missing):
+            try:
+                os.mkdir(p, 0o755)
+                self.parents.append(p)
+            except FileExistsError:
+                pass
+
+    def _set_weight(self, d: str, names: tuple[str, ...]) -> None:
+        """blockIO weight into the first of `names` the host has; else a warning."""
+        weight = self.limits.blkio_weight
+        for n in names:
+            path = os.path.join(d, n)
+            if os.path.exists(path):
+                _write(path, str(weight) if not n.startswith("io.") or n.endswith("bfq.weight")
+                       else f"default {weight}")
+                return
+        self.warnings.append(f"linux.resources.blockIO.weight={weight}: this host has no "
+                             f"I/O weight control ({' or '.join(names)}); not applied")
 
     def join(self) -> None:
         """Moves the calling process in ("0": the writer, whatever its PID namespace)."""
@@ -135,6 +242,23 @@ class SandboxCgroup:
                     time.sleep(pause)
                     pause = min(pause * 2, 0.05)
         self.dirs.clear()
+        remove_parents(self.parents)
+        self.parents.clear()
+
+
+def remove_parents(parents: list[str]) -> None:
+    """The parents made for a cgroupsPath, deepest first, each if empty (another
+    container may share them: then it stays)."""
+    for p in sorted(parents, key=len, reverse=True):
+        try:
+            os.rmdir(p)
+        except OSError:
+            pass
+
+
+def shares_to_weight(shares: int) -> int:
+    """cpu.shares (2..262144) -> cgroup v2's cpu.weight (1..10000), as runc converts."""
+    return 1 + ((shares - 2) * 9999) // 262142
 
 
 def _sweep_stale(base: str) -> None:

@@ -1,8 +1,9 @@
 """The `pyvisor` command line: an OCI runtime in the manner of runc and runsc.
 
 Global flags (before the verb, as engines pass them): --root STATE_DIR, --log
-FILE, --log-format text|json, --debug, --debug-log FILE, --systemd-cgroup,
---rootless, --criu (the last three accepted and ignored, with a log line).
+FILE, --log-format text|json, --debug, --debug-log FILE, --systemd-cgroup (cgroupsPath in
+systemd's form, runtime/cgroup.py), --rootless, --criu (the last two accepted and
+ignored, with a log line).
 Verbs live in runtime/cmd/<verb>.py, each with add_parser() and main(); the
 container logic in runtime/container.py.  An error is one line on stderr
 (and, with --log, an "error" record there, which engines read) and a non-zero
@@ -40,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--debug-log", default="", help="debug log file (runsc's flag)")
-    p.add_argument("--systemd-cgroup", action="store_true", help="accepted; cgroupfs is used")
+    p.add_argument("--systemd-cgroup", action="store_true",
+                   help="linux.cgroupsPath is systemd's slice:prefix:name (placed where "
+                   "systemd would put it, through cgroupfs)")
     p.add_argument("--rootless", default=None, nargs="?", const="true",
                    help="accepted (true|false|auto); pyvisor runs as root")
     p.add_argument("--criu", default=None, help="accepted; no checkpoint/restore")
@@ -98,8 +101,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         h.setFormatter(fmt)
     logging.basicConfig(level=level, handlers=handlers, force=True)
     log = logging.getLogger("pyvisor.cli")
-    for flag, value in (("--systemd-cgroup", args.systemd_cgroup), ("--rootless", args.rootless),
-                        ("--criu", args.criu)):
+    for flag, value in (("--rootless", args.rootless), ("--criu", args.criu)):
         if value:
             log.info("%s is accepted and ignored", flag)
 

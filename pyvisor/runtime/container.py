@@ -95,20 +95,30 @@ class Container:
         from pyvisor.runtime import pod
         if pod.is_member(cfg.annotations):
             return pod.create_member(root, cid, bundle, cfg, pid_file)
+        from pyvisor.runtime import hooks as hooks_mod
+        hooks = hooks_mod.from_bundle(bundle)
         c = cls(root, cid)
         sd = c.sd
         sd.make()
         done = False
+        st: ContainerState | None = None
         try:
             st = ContainerState(id=cid, bundle=bundle, created=now_rfc3339(),
                                 annotations=cfg.annotations, config={"rootfs": cfg.root})
+            if hooks:
+                st.config["hooks"] = hooks_mod.to_json(hooks)
+                st.config["hostname"] = cfg.hostname
             sd.save(st)
             with sd.locked():
                 c._boot_detached(st, cfg)
                 write_pid_file(pid_file, st.pid)
+                c._create_hooks(st, hooks)
             done = True
         finally:
             if not done:
+                if st is not None and monitor_alive(st):   # booted, then failed (pid file)
+                    c._kill_sandbox(st)
+                    c._remove_cgroups(st)
                 shutil.rmtree(sd.path, ignore_errors=True)
         return c
 
@@ -135,11 +145,45 @@ class Container:
         st.status = Status.CREATED
         sd.save(st)
 
+    def _hook_state(self, st: ContainerState, status: str) -> dict[str, Any]:
+        """The state JSON a hook reads on stdin (runtime-spec runtime.md#state)."""
+        out: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": st.id, "status": status,
+                               "pid": st.pid if status != Status.STOPPED else 0,
+                               "bundle": st.bundle}
+        if st.annotations:
+            out["annotations"] = st.annotations
+        return out
+
+    def _create_hooks(self, st: ContainerState, hooks: dict[str, Any]) -> None:
+        """prestart, createRuntime, createContainer (runtime/hooks.py): a failure kills the
+        sandbox, runs the poststop hooks and fails `create` with one line."""
+        from pyvisor.runtime import hooks as hooks_mod
+        if not hooks:
+            return
+        state = self._hook_state(st, Status.CREATING)
+        try:
+            for kind in ("prestart", "createRuntime", "createContainer"):
+                hooks_mod.run(kind, hooks, state, str(st.config.get("rootfs", "")),
+                              st.sentry_pid, str(st.config.get("hostname", "")))
+        except hooks_mod.HookError as e:
+            self._kill_sandbox(st)
+            self._remove_cgroups(st)
+            hooks_mod.run_best_effort("poststop", hooks, self._hook_state(st, Status.STOPPED))
+            raise BootError(str(e), 1) from None
+
+    def _hooks(self, st: ContainerState) -> dict[str, Any]:
+        from pyvisor.runtime import hooks as hooks_mod
+        return hooks_mod.from_json(st.config.get("hooks"))
+
     @staticmethod
     def _take_report(st: ContainerState, lines: list[str]) -> None:
         for ln in lines:
             if ln.startswith("sentry "):
                 st.sentry_pid = int(ln.split()[1])
+            elif ln.startswith("warning "):
+                log.warning("%s", ln[8:])
+            elif ln.startswith("cgroup-parents "):
+                st.config["cgroup_parents"] = json.loads(ln[15:])
             elif ln.startswith("cgroup "):
                 dirs = json.loads(ln[7:])
                 st.config["cgroup_dirs"] = dirs
@@ -204,12 +248,22 @@ class Container:
             st, status = self.load()
             if status != Status.CREATED:
                 raise BootError(_cannot("start", status), 1)
+            from pyvisor.runtime import hooks as hooks_mod
+            hooks = self._hooks(st)
+            try:
+                hooks_mod.run("startContainer", hooks, self._hook_state(st, Status.CREATED),
+                              str(st.config.get("rootfs", "")), st.sentry_pid,
+                              str(st.config.get("hostname", "")))
+            except hooks_mod.HookError as e:
+                self._kill_sandbox(st)         # the container is stopped; delete cleans up
+                raise BootError(str(e), 1) from None
             try:
                 control.call(self.sd.control_path, "start", _member(st))
             except control.ControlError as e:
                 raise BootError(f"cannot start container {self.id!r}: {e}", 1) from None
             st.status = Status.RUNNING
             self.sd.save(st)
+            hooks_mod.run_best_effort("poststart", hooks, self._hook_state(st, Status.RUNNING))
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         with self.sd.locked():
@@ -253,6 +307,9 @@ class Container:
             if status != Status.STOPPED or monitor_alive(st):
                 self._kill_sandbox(st)
             self._remove_cgroups(st)
+            from pyvisor.runtime import hooks as hooks_mod
+            hooks_mod.run_best_effort("poststop", self._hooks(st),
+                                      self._hook_state(st, Status.STOPPED))
             shutil.rmtree(sd.path, ignore_errors=True)
 
     def _kill_sandbox(self, st: ContainerState) -> None:
@@ -272,6 +329,8 @@ class Container:
         if isinstance(dirs, list):
             for d in dirs:
                 _rmdir_retry(str(d), 5.0)
+            from pyvisor.runtime.cgroup import remove_parents
+            remove_parents([str(p) for p in st.config.get("cgroup_parents") or []])
         elif st.cgroup and st.cgroup.startswith("pyvisor-"):
             remove_leftovers(st.cgroup)
 
@@ -363,12 +422,28 @@ class Container:
             raise BootError(f"ps: {e}", 1) from None
 
     def host_pids(self) -> list[int]:
-        """The host processes of the sandbox (monitor, Sentry, Gofers, stubs): what runc's
-        `ps --format json` lists (the pids in the container's cgroup), for engines that
-        look them up on the host (docker top, ctr task ps)."""
+        """`ps --format json`: the host pids of the container's own processes, which is
+        what runc lists (its cgroup's pids) and what engines look up in the host's /proc
+        (`docker top` runs the host's ps on them, `ctr task ps` too): each application
+        process's stub, the host process holding its address space and running its
+        threads, named after the program (kernel/exec.py name_host_stub).  Not the
+        monitor, the Sentry or the Gofers: they are the runtime's, as runc's own
+        processes are not in the container's cgroup.  (runsc lists the sandbox's own
+        pids there, which the engines then look up on the host: unrelated processes.)
+        A paused container's Sentry cannot answer: then every host process of the
+        sandbox is listed, as before."""
         st, status = self.load()
         if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
             raise BootError(f"container {self.id!r} is not running", 1)
+        if status != Status.PAUSED:
+            try:
+                procs = control.call(self.sd.control_path, "ps", None, 5.0)
+                stubs = {int(p["stub_pid"]) for p in procs if p.get("stub_pid")}
+            except (control.ControlError, OSError, KeyError, TypeError, ValueError):
+                stubs = set()
+            if stubs:
+                by_ns = _ns_pids(_descendants(st.pid))
+                return sorted(by_ns[p] for p in stubs if p in by_ns)
         pids: set[int] = set()
         for d in st.config.get("cgroup_dirs") or []:
             with contextlib.suppress(OSError, ValueError):
@@ -391,6 +466,14 @@ class Container:
             if os.path.exists(os.path.join(d, v2_name)) and os.path.exists(
                     os.path.join(d, "cgroup.controllers")):
                 return os.path.join(d, v2_name)
+        return None
+
+    def _weight_file(self, st: ContainerState) -> str | None:
+        """The container's I/O weight file (runtime/cgroup.py _set_weight's choice)."""
+        for v1, v2 in (("blkio.weight", "io.weight"), ("blkio.bfq.weight", "io.bfq.weight")):
+            path = self._cgroup_file(st, "blkio", v1, v2)
+            if path is not None:
+                return path
         return None
 
     def _freeze(self, st: ContainerState, frozen: bool) -> bool:
@@ -426,7 +509,8 @@ class Container:
             self.sd.save(st)
 
     def update(self, memory: int | None, pids: int | None, cpu_quota: int | None,
-               cpu_period: int | None) -> None:
+               cpu_period: int | None, cpu_shares: int | None = None,
+               blkio_weight: int | None = None) -> None:
         with self.sd.locked():
             st, status = self.load()
             if status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
@@ -444,6 +528,20 @@ class Container:
             if cpu_quota is not None:
                 writes.append((self._cgroup_file(st, "cpu", "cpu.cfs_quota_us", "cpu.max"),
                                str(cpu_quota)))
+            if cpu_shares is not None:
+                from pyvisor.runtime.cgroup import shares_to_weight
+                path = self._cgroup_file(st, "cpu", "cpu.shares", "cpu.weight")
+                writes.append((path, str(cpu_shares if path is None or
+                                         path.endswith("shares")
+                                         else shares_to_weight(cpu_shares))))
+            if blkio_weight is not None:
+                path = self._weight_file(st)
+                if path is None:       # no I/O weight on this host: one line, as at create
+                    log.warning("update: this host has no I/O weight control; "
+                                "blkio weight %d not applied", blkio_weight)
+                else:
+                    writes.append((path, str(blkio_weight) if not path.endswith("io.weight")
+                                   else f"default {blkio_weight}"))
             for path, value in writes:
                 if path is None:
                     raise BootError("update: the container has no cgroup for that limit", 1)
@@ -595,6 +693,20 @@ def _descendants(pid: int) -> set[int]:
                 with contextlib.suppress(OSError, ValueError):
                     with open(f"/proc/{p}/task/{task}/children") as f:
                         todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def _ns_pids(pids: set[int]) -> dict[int, int]:
+    """{pid in its innermost PID namespace: host pid} for `pids` (NSpid of /proc/PID/status:
+    the Sentry is PID 1 of a namespace of its own, its stubs are numbered there)."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        out[int(line.split()[-1])] = pid
+                        break
     return out
 
 

@@ -58,12 +58,20 @@ def make_cgroup(cfg: SandboxConfig, container: bool = False) -> Any:
     cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
         memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
         cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None,
-        extra=("cpu", "cpuacct", "freezer") if container else ()))
+        extra=("cpu", "cpuacct", "freezer", "blkio") if container else (),
+        blkio_weight=cfg.blkio_weight, cpu_shares=cfg.cpu_shares), path=cfg.cgroup_path)
     try:
         cg.create()
     except OSError as e:
         cg.remove()
         raise BootError(f"cannot set up the sandbox's cgroup: {e}", 125) from None
+    for w in cg.warnings:          # the CLI logs them (create), or we do (run, do)
+        if cfg.ready_fd >= 0:
+            report(cfg.ready_fd, f"warning {w}")
+        else:
+            log.warning("%s", w)
+    if cg.parents:
+        report(cfg.ready_fd, "cgroup-parents " + json.dumps(cg.parents))
     return cg
 
 
@@ -96,6 +104,10 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
     from pyvisor.runtime import confine
     from pyvisor.runtime.console import open_console
     console = None if cfg.hold_init else open_console(cfg.stdio)
+    proc_view = False
+    if cfg.hold_init and cfg.confine:      # a detached container: podman top's view
+        from pyvisor.runtime import procview
+        proc_view = procview.monitor_namespace()
     try:
         confine.unshare_pid()
     except confine.ConfinementError as e:
@@ -104,6 +116,9 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         raise BootError(str(e), 125) from None
     pid = os.fork()
     if pid == 0:
+        if proc_view:
+            from pyvisor.runtime import procview
+            procview.mount_sandbox_proc()
         if console is not None:
             console.attach_sentry()
         _sentry_child(cfg, cg)

@@ -210,6 +210,9 @@ class ControlService:
                 "args": [a.decode(errors="replace") for a in tg.argv.split(b"\0")[:-1]],
                 "started": time.time() - (self.kernel.now() - tg.start_ns) / 1e9,
                 "utime_ns": tg.utime_ns,
+                # The stub process holding its address space (ps --format json), as a pid
+                # of the Sentry's PID namespace: the CLI maps it to the host's.
+                "stub_pid": leader.thread.process.pid if leader is not None else 0,
             })
         reply(out)
 

@@ -48,6 +48,8 @@ def load_bundle(bundle: str) -> SandboxConfig:
         raise BootError(str(e), 125) from None
     proc, res = spec.process, spec.resources
     dcache = spec.annotations.get("dev.pyvisor.dcache")
+    from pyvisor.runtime import sysctl
+    sysctl.check(spec.sysctl)
     # root.readonly: the root is read-only inside too; otherwise writes land in a tmpfs
     # overlay (as runsc's default), so the image on the host is never written.
     return SandboxConfig(root=rootfs, argv=list(proc.args), env=list(proc.env), cwd=proc.cwd,
@@ -58,7 +60,11 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          hostname=spec.hostname,
                          annotations={str(k): str(v) for k, v in spec.annotations.items()},
                          dcache=None if dcache is None
-                         else check_dcache(dcache, "annotation dev.pyvisor.dcache"))
+                         else check_dcache(dcache, "annotation dev.pyvisor.dcache"),
+                         readonly_paths=list(spec.readonly_paths),
+                         masked_paths=list(spec.masked_paths), sysctl=dict(spec.sysctl),
+                         cgroup_path=spec.cgroups_path,     # resolved by apply_limit_flags
+                         blkio_weight=res.blkio_weight, cpu_shares=res.cpu_shares)
 
 
 def default_spec(args: list[str] | None = None, rootless: bool = False) -> dict[str, Any]:
@@ -122,12 +128,14 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
         "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"],
         "linux": {
             "namespaces": ["pid", "network", "ipc", "uts", "mount"],
             "capabilities": [],
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            # systemd: the slice:prefix:name form, placed through cgroupfs (cgroup.py)
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": {"enabled": False},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

@@ -106,6 +106,8 @@ class Resources:
     pids_limit: int | None = None       # tasks
     cpu_quota: int | None = None        # µs per period
     cpu_period: int = 100_000           # µs
+    cpu_shares: int | None = None       # relative weight (runc: 2..262144)
+    blkio_weight: int | None = None     # 10..1000
 
     @property
     def cpus(self) -> float | None:
@@ -123,6 +125,11 @@ class Spec:
     mounts: tuple[Mount, ...] = ()
     resources: Resources = field(default_factory=Resources)
     annotations: dict[str, str] = field(default_factory=dict)
+    # linux.readonlyPaths, linux.maskedPaths, linux.sysctl, linux.cgroupsPath: as given
+    readonly_paths: tuple[str, ...] = ()
+    masked_paths: tuple[str, ...] = ()
+    sysctl: dict[str, str] = field(default_factory=dict)
+    cgroups_path: str = ""
 
 
 # -- a schema of the whole spec (types and ranges only) --------------------------------------
@@ -401,7 +408,18 @@ def parse_spec(doc: object) -> Spec:
     return Spec(process=process, root=root, oci_version=doc.get("ociVersion") or "",
                 hostname=hostname, mounts=mounts,
                 resources=_resources(linux.get("resources") or {}),
-                annotations=dict(doc.get("annotations") or {}))
+                annotations=dict(doc.get("annotations") or {}),
+                readonly_paths=_abs_paths(linux, "readonlyPaths"),
+                masked_paths=_abs_paths(linux, "maskedPaths"),
+                sysctl=dict(linux.get("sysctl") or {}),
+                cgroups_path=linux.get("cgroupsPath") or "")
+
+
+def _abs_paths(linux: dict[str, Any], key: str) -> tuple[str, ...]:
+    paths = tuple(linux.get(key) or ())
+    for i, p in enumerate(paths):
+        _abs_path(f"linux.{key}[{i}]", p)
+    return paths
 
 
 def _mount(m: dict[str, Any], path: str) -> Mount:
@@ -431,10 +449,17 @@ def _resources(res: dict[str, Any]) -> Resources:
         _fail("linux.resources.cpu.period", "from 1000 to 1000000 (µs)", period)
     if quota is not None and quota > 0 and quota < 1000:
         _fail("linux.resources.cpu.quota", "-1 (unlimited) or at least 1000 (µs)", quota)
+    shares = cpu.get("shares")
+    if shares and not 2 <= shares <= 262144:
+        _fail("linux.resources.cpu.shares", "0 (unset) or from 2 to 262144", shares)
+    weight = (res.get("blockIO") or {}).get("weight")
+    if weight and not 10 <= weight <= 1000:
+        _fail("linux.resources.blockIO.weight", "0 (unset) or from 10 to 1000", weight)
     return Resources(memory_limit=memory if memory and memory > 0 else None,
                      pids_limit=pids if pids and pids > 0 else None,
                      cpu_quota=quota if quota and quota > 0 else None,
-                     cpu_period=period or 100_000)
+                     cpu_period=period or 100_000, cpu_shares=shares or None,
+                     blkio_weight=weight or None)
 
 
 def load_spec(bundle: str) -> Spec:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pvtest import CliRunner, descendants, execute, pyvisor_env
+from pvtest import CliRunner, descendants, execute, is_stub, pyvisor_env
 from pyvisor.sentry.fsimpl.gofer.goferfs import FID_BATCH
 from pyvisor.sentry.vfs.dcache import fd_budget_for
 
@@ -46,11 +46,10 @@ def _roles(launcher: int) -> dict[str, list[int]]:
     roles: dict[str, list[int]] = {"sentry": [], "gofer": [], "stub": []}
     for pid in descendants(launcher):
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
             ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
         except OSError:
             continue
-        if comm.startswith("memfd:pyvisor"):
+        if is_stub(pid):
             roles["stub"].append(pid)
         elif ppid == str(launcher):
             roles["sentry"].append(pid)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pvtest import REPO, descendants, pyvisor_env
+from pvtest import REPO, descendants, is_stub, pyvisor_env
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -127,7 +127,7 @@ def _wait_for_sandbox(launcher: subprocess.Popen[bytes], stubs: int) -> tuple[in
             nstubs = 0
             for p in below:
                 try:
-                    if Path(f"/proc/{p}/comm").read_text().startswith("memfd:pyvisor"):
+                    if is_stub(p):
                         nstubs += 1
                 except OSError:
                     pass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pvtest import REPO, pyvisor_env
+from pvtest import REPO, is_stub, pyvisor_env
 from pvtest import descendants as _descendants
 from pvtest import proc_status as _status
 
@@ -31,11 +31,10 @@ def running_sandbox():  # type: ignore[no-untyped-def]
             roles = {"sentry": [], "gofer": [], "stub": []}
             for pid in _descendants(p.pid):
                 try:
-                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
                     st = _status(pid)
                 except OSError:
                     continue
-                if comm.startswith("memfd:pyvisor"):
+                if is_stub(pid):
                     roles["stub"].append(pid)
                 elif st.get("PPid") == str(p.pid):
                     roles["sentry"].append(pid)

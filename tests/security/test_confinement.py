@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pvtest import descendants as _descendants
+from pvtest import is_stub
 from pvtest import proc_status as _status
 from seclib import REPO
 
@@ -35,7 +36,7 @@ def test_host_processes_are_confined():
                 nss = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in ours}
             except OSError:
                 continue
-            stub = comm.startswith("memfd:pyvisor")
+            stub = is_stub(pid)
             role = "stub" if stub else ("sentry" if st["NSpid"].split()[-1] == "1"
                                         else "gofer/other")
             report.append(f"{pid} {role} ({comm}): Seccomp {st['Seccomp']}, NoNewPrivs "

@@ -57,6 +57,12 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
         raise BootError(str(e), 125) from None
     if args.dcache is not None:
         cfg.dcache = check_dcache(args.dcache, "--dcache")
+    from pyvisor.runtime.cgroup import CgroupPathError, resolve_path
+    try:     # linux.cgroupsPath as given -> the cgroupfs path (--systemd-cgroup: its form)
+        cfg.cgroup_path = resolve_path(cfg.cgroup_path, bool(getattr(args, "systemd_cgroup",
+                                                                     False)))
+    except CgroupPathError as e:
+        raise BootError(str(e), 125) from None
 
 
 def stdio_fds() -> list[int]:

@@ -1,8 +1,10 @@
 """`ps ID [--format table|json]`: the container's processes.
 
 The table lists them as the sandbox sees them (sandbox pids and command lines, as
-runsc's ps).  `--format json` is runc's: a JSON array of host pids, the sandbox's
-host processes (what the containerd shim parses, for `docker top` and `ctr task ps`)."""
+runsc's ps).  `--format json` is runc's: a JSON array of host pids (what the containerd
+shim parses, for `docker top` and `ctr task ps`): those of the container's own
+processes, each one's stub, named after its program on the host (container.py
+host_pids)."""
 
 from __future__ import annotations
 

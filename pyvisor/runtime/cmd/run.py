@@ -33,7 +33,17 @@ def main(args: argparse.Namespace) -> int:
     cfg.network = args.network
     apply_limit_flags(cfg, args)
     if not args.detach:
-        return Container.run_foreground(args.root, args.id, bundle, cfg, args.pid_file)
+        from pyvisor.runtime import hooks
+        if not hooks.from_bundle(bundle):
+            return Container.run_foreground(args.root, args.id, bundle, cfg, args.pid_file)
+        # Hooks run between create and start, and poststop at delete: the lifecycle
+        # verbs in turn, this process waiting for the container as runc's run does.
+        c = Container.create(args.root, args.id, bundle, cfg, args.pid_file)
+        try:
+            c.start()
+            return c.wait()
+        finally:
+            c.delete(force=True)
     c = Container.create(args.root, args.id, bundle, cfg, args.pid_file)
     try:
         c.start()

@@ -100,8 +100,9 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
 
 
 def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
-           argv: list[bytes], envp: list[bytes]) -> None:
-    """Point of no return: the task now runs the new image."""
+           argv: list[bytes], envp: list[bytes], filename: bytes | None = None) -> None:
+    """Point of no return: the task now runs the new image.  `filename`: the path given
+    to execve, whose last component names the process (comm), as in Linux."""
     kernel = t.kernel
     tg = t.tg
     # Other threads die (Linux: de_thread).
@@ -134,7 +135,10 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
             a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
-    tg.comm = fd.dentry.name[:15]     # Linux: the file name of the program, truncated
+    # Linux (begin_new_exec): the last component of the path given to execve (a symlink's
+    # own name: /bin/sleep -> busybox is "sleep"), truncated to 15 bytes.
+    base = filename.rstrip(b"/").rsplit(b"/", 1)[-1] if filename else b""
+    tg.comm = (base or fd.dentry.name)[:15]
     t.name = tg.comm
     tg.exe = Location(fd.mount, fd.dentry)
     tg.argv = b"".join(a + b"\0" for a in argv)
@@ -143,3 +147,20 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
         kernel._vfork_done(t)
     # Fresh FPU state for the new image.
     kernel.set_fpregs(t, initial_state())
+    name_host_stub(t, sp)
+
+
+def name_host_stub(t: Task, sp: int) -> None:
+    """Gives the stub process of the new image the program's name on the host (its
+    comm), so that the host's ps, `docker top` and `podman top` (which look up the host
+    pids `pyvisor ps --format json` lists) show `[sleep]`, not the stub's memfd name.
+    The name is written just below the fresh stack pointer (free at entry: the image
+    has not run) and set by an injected prctl(PR_SET_NAME) in the stopped stub."""
+    from pyvisor.abi.linux.sysno_amd64 import Sysno
+    name = t.tg.comm[:15] + b"\0"
+    addr = (sp - 256) & ~15
+    try:
+        t.copy_out(addr, name)
+    except SyscallError:
+        return                  # no stack below sp to borrow: the stub keeps its name
+    t.kernel.platform.inject(t.thread, Sysno.prctl, 15, addr)    # PR_SET_NAME

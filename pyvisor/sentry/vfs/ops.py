@@ -69,6 +69,14 @@ def child_or_none(parent: Location, name: bytes) -> Dentry | None:
         raise
 
 
+def check_writable(mount: Mount) -> None:
+    """EROFS on a mount made read-only by itself (Mount.flags_readonly: a read-only bind
+    of a path over itself, as runc makes linux.readonlyPaths and masked directories),
+    whatever its filesystem allows.  Linux: mnt_want_write."""
+    if mount.flags_readonly:
+        raise SyscallError(Errno.EROFS)
+
+
 def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDescription:
     """openat(2) minus the fd installation."""
     if flags & O_TMPFILE == O_TMPFILE:
@@ -98,6 +106,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
         else:
             if path.endswith(b"/"):
                 raise SyscallError(Errno.EISDIR)
+            check_writable(parent.mount)
             if t.creds.fsuid != 0:
                 check_access(t, parent.inode, MAY_WRITE | 1)
             inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
@@ -115,7 +124,8 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
     if inode.is_dir() and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and not flags & O_PATH:
         raise SyscallError(Errno.EISDIR)
     if not flags & O_PATH and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and \
-            inode.fs.readonly and (inode.is_regular() or inode.is_dir()):
+            (inode.fs.readonly or loc.mount.flags_readonly) and \
+            (inode.is_regular() or inode.is_dir()):
         raise SyscallError(Errno.EROFS)
     if not flags & O_PATH and t.creds.fsuid != 0:
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR) else 0) | \

@@ -35,6 +35,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Location, Mount, path_of
@@ -1090,9 +1091,8 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"cap_last_cap": _line(CAP_LAST_CAP),
             b"overflowuid": b"65534\n",
             b"overflowgid": b"65534\n",
-            b"shmmax": b"18446744073692774399\n",
-            b"shmall": b"18446744073692774399\n",
-            b"shmmni": b"4096\n",
+            # The IPC sysctls and net.* below: kernel/sysctl.py (config.json linux.sysctl).
+            **{n.split(".")[1].encode(): _sysctl(kernel, n) for n in sysctl.IPC_DEFAULTS},
             b"random": {
                 b"boot_id": _line(fs.boot_id),
                 b"uuid": lambda: _line(str(uuid.uuid4())),
@@ -1117,10 +1117,16 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             },
         },
         b"net": {
-            b"core": {b"somaxconn": b"4096\n"},
-            b"ipv4": {b"ip_local_port_range": b"32768\t60999\n"},
+            b"core": {b"somaxconn": _sysctl(kernel, "net.core.somaxconn")},
+            b"ipv4": {n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
+                "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.ping_group_range")},
         },
     }
+
+
+def _sysctl(kernel: Any, name: str) -> Callable[[], bytes]:
+    return lambda: sysctl.get_value(kernel, name)
 
 
 def _net_spec(kernel: Any) -> dict[bytes, Any]:

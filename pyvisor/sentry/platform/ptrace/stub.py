@@ -35,7 +35,10 @@ _CODE_OFFSET = _EHDR.size + _PHDR.size  # 120
 
 # Host syscalls the Sentry injects into stubs (see subprocess.py and mm/).  The stub's
 # seccomp filter allows exactly these, and only from the injection point.
-INJECTED_SYSCALLS = (9, 10, 11, 25, 28, 56, 60)   # mmap mprotect munmap mremap madvise clone exit
+INJECTED_SYSCALLS = (9, 10, 11, 25, 28, 56, 60, 157)
+# mmap mprotect munmap mremap madvise clone exit prctl (PR_SET_NAME only: the program's
+# name on the host, kernel/exec.py name_host_stub)
+PR_SET_NAME = 15
 # The only clone flags the Sentry injects: a new address space, or a new thread in one.
 CLONE_FLAGS_ALLOWED = (0x00008000 | 17, 0x00000100 | 0x00000800 | 0x00010000)
 
@@ -52,8 +55,8 @@ def _filter(syscall_ip: int) -> bytes:
 
     Application syscalls never reach it (PTRACE_SYSEMU skips seccomp); it sees only
     syscalls the stub really executes.  Those must come from the injection point,
-    be one of INJECTED_SYSCALLS, and (for clone) carry flags the Sentry uses;
-    anything else kills the stub process.
+    be one of INJECTED_SYSCALLS, and (for clone) carry flags the Sentry uses, (for
+    prctl) be PR_SET_NAME; anything else kills the stub process.
     """
     prog: list[tuple[int, int, int, int]] = []
     kill_fixups: list[int] = []
@@ -74,11 +77,13 @@ def _filter(syscall_ip: int) -> bytes:
     emit(_LD_W_ABS, 12)                                        # ip, high half
     kill_fixups.append(emit(_JEQ_K, syscall_ip >> 32))
     emit(_LD_W_ABS, 0)                                         # nr
-    clone_check = -1
+    clone_check = prctl_check = -1
     for nr in INJECTED_SYSCALLS:
         i = emit(_JEQ_K, nr)
         if nr == 56:
             clone_check = i
+        elif nr == 157:
+            prctl_check = i
         else:
             allow_fixups.append(i)
     kill_fixups.append(emit(_JEQ_K, 0xFFFFFFFF))               # never true: fall to kill
@@ -86,6 +91,14 @@ def _filter(syscall_ip: int) -> bytes:
     emit(_LD_W_ABS, 16)                                        # clone flags, low half
     for flags in CLONE_FLAGS_ALLOWED:
         allow_fixups.append(emit(_JEQ_K, flags))
+    kill_fixups.append(len(prog) - 1)                          # none matched: kill
+    prctl_start = len(prog)
+    emit(_LD_W_ABS, 20)                                        # prctl option, high half
+    kill_fixups.append(emit(_JEQ_K, 0))
+    emit(_LD_W_ABS, 16)                                        # low half
+    i = emit(_JEQ_K, PR_SET_NAME)
+    allow_fixups.append(i)
+    kill_fixups.append(i)
     kill_at = emit(_RET_K, _RET_KILL_PROCESS)
     allow_at = emit(_RET_K, _RET_ALLOW)
     trap_at = emit(_RET_K, _RET_TRAP)
@@ -100,6 +113,8 @@ def _filter(syscall_ip: int) -> bytes:
             jt = allow_at - i - 1
         if i == clone_check:
             jt = clone_start - i - 1
+        if i == prctl_check:
+            jt = prctl_start - i - 1
         if i == vsys_check:
             jt = trap_at - i - 1
         out.append(struct.pack("<HBBI", code, jt, jf, k))

@@ -56,10 +56,12 @@ class Stack:
     """One network stack: interfaces, routes, ports.  gVisor: tcpip/stack.Stack."""
 
     def __init__(self, kernel: Any) -> None:
+        from pyvisor.sentry.kernel.sysctl import NetSysctls
         self.kernel = kernel
         self.lo: Interface = inet.loopback()
-        self.tcp_ports = PortTable(tcp=True)
-        self.udp_ports = PortTable(tcp=False)
+        self.sysctl = NetSysctls()          # net.* (kernel/sysctl.py)
+        self.tcp_ports = PortTable(tcp=True, sysctl=self.sysctl)
+        self.udp_ports = PortTable(tcp=False, sysctl=self.sysctl)
         self.icmp_ports = PortTable(tcp=False)
         self.icmp6_ports = PortTable(tcp=False)
         # Counters for /proc/net/snmp and netstat.
@@ -108,6 +110,8 @@ class Stack:
             if protocol in (0, IPPROTO_UDP):
                 s = UDPSocket(self, family, uid)
             elif protocol == ping:
+                if not self.sysctl.may_ping((t.creds.egid, *t.creds.groups)):
+                    raise SyscallError(Errno.EACCES)    # net.ipv4.ping_group_range
                 s = PingSocket(self, family, uid)
             else:
                 raise SyscallError(Errno.EPROTONOSUPPORT)

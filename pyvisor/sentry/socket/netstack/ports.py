@@ -22,7 +22,7 @@ starting at a random offset.  Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_LISTEN, TCP_TIME_WAIT
@@ -59,8 +59,9 @@ def overlap(a: Binding, b: Binding) -> bool:
 class PortTable:
     """The ports of one transport protocol.  Linux: the bind hash (inet_bind_bucket)."""
 
-    def __init__(self, tcp: bool) -> None:
+    def __init__(self, tcp: bool, sysctl: Any = None) -> None:
         self.tcp = tcp
+        self.sysctl = sysctl          # NetSysctls: the ephemeral range (None: Linux's)
         self.ports: dict[int, list[Binding]] = {}
         self._rand = random.Random()
 
@@ -103,15 +104,17 @@ class PortTable:
         return port
 
     def _ephemeral(self, new: Binding, connecting: bool) -> int:
-        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        low, high = self.sysctl.port_range if self.sysctl is not None else \
+            (EPHEMERAL_LOW, EPHEMERAL_HIGH)
+        span = high - low + 1
         start = self._rand.randrange(span)
         for i in range(span):
-            port = EPHEMERAL_LOW + (start + i) % span
+            port = low + (start + i) % span
             if port not in self.ports or self.free(new, port):
                 return port
         if connecting and self.tcp:
             for i in range(span):
-                port = EPHEMERAL_LOW + (start + i) % span
+                port = low + (start + i) % span
                 if all(b.tcp_state == TCP_TIME_WAIT or not self.conflict(new, b)
                        for b in self.on(port)):
                     return port

@@ -24,7 +24,7 @@ from pyvisor.abi.linux.inet import (IP_BIND_ADDRESS_NO_PORT, IP_CHECKSUM, IP_FRE
                                     IPV6_MTU_DISCOVER, IPV6_MULTICAST_HOPS,
                                     IPV6_MULTICAST_LOOP, IPV6_RECVERR, IPV6_RECVHOPLIMIT,
                                     IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_TCLASS,
-                                    IPV6_UNICAST_HOPS, IPV6_V6ONLY, LOOPBACK_MTU, PROT_SOCK,
+                                    IPV6_UNICAST_HOPS, IPV6_V6ONLY, LOOPBACK_MTU,
                                     SOL_IP, SOL_IPV6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                                     IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP, INADDR_ANY)
 from pyvisor.sentry.kernel.errors import SyscallError
@@ -135,7 +135,7 @@ class NetSocket(Socket):
         if not inet.is_any(ip) and not self.stack.is_local(ip) \
                 and not self.ip.get(IP_FREEBIND) and not self.ip.get(IP_TRANSPARENT):
             raise SyscallError(Errno.EADDRNOTAVAIL)
-        if port and port < PROT_SOCK and t.creds.euid != 0:
+        if port and port < self.stack.sysctl.unprivileged_port_start and t.creds.euid != 0:
             raise SyscallError(Errno.EACCES)
         if self.bound or self.tcp_state != 7:
             raise SyscallError(Errno.EINVAL)

@@ -61,7 +61,7 @@ from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL,
                                           MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
                                           SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
                                           SIOCINQ, SIOCOUTQ, SOCK_NONBLOCK, SOCK_STREAM,
-                                          SOMAXCONN, Control, Received, deadline_of,
+                                          Control, Received, deadline_of,
                                           new_socket_file, wait)
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
@@ -382,8 +382,9 @@ class TCPSocket(NetSocket):
         """inet_listen."""
         if self.ss != SS_UNCONNECTED or self.state not in (TCP_CLOSE, TCP_LISTEN):
             raise SyscallError(Errno.EINVAL)
-        if backlog < 0 or backlog > SOMAXCONN:
-            backlog = SOMAXCONN
+        somaxconn = self.stack.sysctl.somaxconn
+        if backlog < 0 or backlog > somaxconn:
+            backlog = somaxconn
         if self.state != TCP_LISTEN:
             if not self.bound:
                 self.autobind()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
@@ -294,6 +295,8 @@ def _access(t: Task, dirfd: int, path: bytes, mode: int, flags: int) -> int:
     if mode & 2 and inode.fs.readonly and not inode.is_dir() and \
             inode.mode & S_IFMT in (S_IFREG, S_IFDIR):
         raise SyscallError(Errno.EROFS)
+    if mode & 2 and loc.mount.flags_readonly and inode.mode & S_IFMT in (S_IFREG, S_IFDIR):
+        raise SyscallError(Errno.EROFS)
     if mode and not may_access(t, inode, mode):
         raise SyscallError(Errno.EACCES)
     return 0
@@ -352,6 +355,7 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     parent, name = ops.lookup_parent(t, dirfd, path.rstrip(b"/") or path)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    ops.check_writable(parent.mount)
     if t.creds.fsuid != 0:
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
@@ -372,6 +376,7 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     parent, name = ops.lookup_parent(t, dirfd, path)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    ops.check_writable(parent.mount)
     ftype = mode & S_IFMT
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
@@ -398,6 +403,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     d = parent.dentry.child(name)
     if id(d) in parent.mount.children:
         raise SyscallError(Errno.EBUSY)
+    ops.check_writable(parent.mount)
     if t.creds.fsuid != 0:
         check_access(t, parent.inode, MAY_WRITE | 1)
     if flags & AT_REMOVEDIR:
@@ -437,6 +443,7 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
         raise SyscallError(Errno.EBUSY)
     if op.mount is not np.mount:
         raise SyscallError(Errno.EXDEV)
+    ops.check_writable(op.mount)
     src = op.dentry.child(oname)
     if (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
@@ -478,6 +485,7 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     parent, name = ops.lookup_parent(t, dirfd, path)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    ops.check_writable(parent.mount)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     return 0
@@ -526,6 +534,7 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
         raise SyscallError(Errno.EEXIST)
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
+    ops.check_writable(parent.mount)
     parent.inode.link(name, src.inode)
     parent.dentry.forget(name)
     return 0
@@ -587,6 +596,12 @@ def sys_getcwd(t: Task, r: SyscallArguments) -> int:
 # -- attributes ----------------------------------------------------------------------------
 
 
+def _rw(where: Any) -> Any:
+    """The inode of a Location or an open file, EROFS if its mount is read-only."""
+    ops.check_writable(where.mount)
+    return where.inode
+
+
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
     if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
         raise SyscallError(Errno.EPERM)
@@ -600,15 +615,15 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
 
 def sys_chmod(t: Task, r: SyscallArguments) -> int:
     """Implements chmod(2)."""
-    return _chmod(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))).inode, r.uint32(1))
+    return _chmod(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.uint32(1))
 
 
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, t.fd_table.get(r.fd(0)).inode, r.uint32(1))
+    return _chmod(t, _rw(t.fd_table.get(r.fd(0))), r.uint32(1))
 
 
 def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1))).inode, r.uint32(2))
+    return _chmod(t, _rw(ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)))), r.uint32(2))
 
 
 def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
@@ -624,24 +639,24 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
 
 
 def sys_chown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))).inode, r.int32(1),
+    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.int32(1),
                   r.int32(2))
 
 
 def sys_lchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False).inode,
+    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False)),
                   r.int32(1), r.int32(2))
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, t.fd_table.get(r.fd(0)).inode, r.int32(1), r.int32(2))
+    return _chown(t, _rw(t.fd_table.get(r.fd(0))), r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
     flags = r.int32(4)
     loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)) if r.pointer(1) else b"",
                         follow=not flags & AT_SYMLINK_NOFOLLOW, empty_path=bool(flags & AT_EMPTY_PATH))
-    return _chown(t, loc.inode, r.int32(2), r.int32(3))
+    return _chown(t, _rw(loc), r.int32(2), r.int32(3))
 
 
 def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-def]
@@ -660,6 +675,7 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
     if t.creds.fsuid != 0:
         check_access(t, loc.inode, MAY_WRITE)
+    ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
     return _truncate(t, loc.inode, r.int64(1))
 
@@ -693,12 +709,13 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
     if addr or dirfd == AT_FDCWD:
         if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
             raise SyscallError(Errno.EINVAL)
-        inode = ops.lookup_at(t, dirfd, _path(t, addr), follow=not flags & AT_SYMLINK_NOFOLLOW,
-                              empty_path=bool(flags & AT_EMPTY_PATH)).inode
+        inode = _rw(ops.lookup_at(t, dirfd, _path(t, addr),
+                                  follow=not flags & AT_SYMLINK_NOFOLLOW,
+                                  empty_path=bool(flags & AT_EMPTY_PATH)))
     else:
         if flags:
             raise SyscallError(Errno.EINVAL)
-        inode = t.fd_table.get(dirfd).inode
+        inode = _rw(t.fd_table.get(dirfd))
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     inode.setattr(atime_ns=at, mtime_ns=mt)
@@ -710,6 +727,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
     path, times = r.pointer(0), r.pointer(1)
     at_mt = copy_in_utimes(t, times) if times else None
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, path))
+    ops.check_writable(loc.mount)
     if at_mt is None:
         now = time.time_ns()
         at_mt = (now, now)

@@ -241,6 +241,9 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         t.name = name
         if t.tid == t.tg.tgid:
             t.tg.comm = name
+        # The stub thread takes the name on the host too (kernel/exec.py name_host_stub),
+        # read by the host kernel from the same application buffer.
+        t.kernel.platform.inject(t.thread, 157, _PR_SET_NAME, arg2)
         return 0
     if opt == _PR_GET_NAME:
         t.copy_out(arg2, t.name[:15].ljust(16, b"\0"))
@@ -702,7 +705,7 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
         else:
             raise SyscallError(Errno.ENOENT)
     mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
-    kexec.commit(t, mm, entry, sp, f, argv2, envp)
+    kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
     return SyscallControl.EXECED
 
 

@@ -64,6 +64,11 @@ def unshare_pid() -> None:
     _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
 
 
+def unshare_net() -> None:
+    """A network namespace of its own for the calling process (the sandbox's monitor)."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+
+
 def enter_namespaces(host_network: bool = False) -> None:
     """New mount, IPC, UTS and network namespaces; nothing mounted here reaches the host.
     With `host_network` (--network=host, hostinet) the Sentry keeps the host's network

@@ -109,6 +109,11 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         from pyvisor.runtime import procview
         proc_view = procview.monitor_namespace()
     try:
+        if cfg.confine and cfg.network != "host":
+            # The monitor's pid is the container's pid in `state`: OCI hooks (Docker's
+            # libnetwork-setkey prestart hook) configure /proc/PID/ns/net, which must
+            # never be the host's network namespace.
+            confine.unshare_net()
         confine.unshare_pid()
     except confine.ConfinementError as e:
         if console is not None:

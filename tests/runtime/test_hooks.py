@@ -233,3 +233,23 @@ def test_create_failing_after_boot_leaves_nothing(rt: Runtime, world_tmp: Path) 
     while _procs_naming(cid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _procs_naming(cid) == []
+
+
+def test_prestart_hooks_see_a_network_namespace_of_the_containers_own(
+        rt: Runtime, world_tmp: Path) -> None:
+    """Docker's libnetwork-setkey prestart hook configures /proc/<state pid>/ns/net (IPv6
+    off on its loopback): that namespace must be the container's, never the host's."""
+    bundle = make_bundle(world_tmp, ["/bin/sh", "-c", "sleep 60"])
+    log = world_tmp / "netns"
+    probe = ("import json, os, sys; s = json.load(sys.stdin); "
+             f"open({str(log)!r}, 'w').write(os.readlink(f'/proc/{{s[\"pid\"]}}/ns/net'))")
+    _set_hooks(bundle, {"prestart": [{"path": "/usr/bin/python3",
+                                      "args": ["python3", "-c", probe]}]})
+    cid = _cid()
+    try:
+        r = rt.create(cid, bundle, world_tmp / "out")
+        assert r.returncode == 0, r.stderr
+        assert log.read_text().startswith("net:[")
+        assert log.read_text() != os.readlink("/proc/self/ns/net")
+    finally:
+        rt("delete", "--force", cid)

@@ -174,16 +174,23 @@ def sentry_main(cfg: SandboxConfig) -> int:
     """The Sentry process: confine, boot, serve the control socket, run, clean up."""
     from pyvisor.runtime import confine
     from pyvisor.runtime.cgroup import protect_from_oom
+    take_net = cfg.confine and cfg.network == "sandbox" and bool(cfg.netns_path)
     if cfg.confine:
         protect_from_oom()    # inherited by the Gofers; the master stub resets it
+        if take_net:
+            from pyvisor.runtime import netns
+            netns.join(cfg.netns_path)
         try:
-            confine.enter_namespaces(host_network=cfg.network == "host")
+            confine.enter_namespaces(host_network=cfg.network == "host", keep_network=take_net)
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
     try:
         kernel = boot_mod.boot(cfg)
     except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
         raise BootError(f"sandbox set-up failed: {os.strerror(e.errno)}", 125) from None
+    if take_net:
+        # After boot: the Gofers and stubs are forked without the packet sockets.
+        _take_interfaces(kernel)
     from pyvisor.runtime.console import forward_signals
     # Before seccomp: the handlers wake the loop through a pipe made here.
     forward_signals(kernel)     # host signals to the sandbox's foreground process group
@@ -217,6 +224,20 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF
+
+
+def _take_interfaces(kernel: Any) -> None:
+    """The container's interfaces become NICs of the Sentry's stack (runtime/netns.py)."""
+    from pyvisor.runtime import netns
+    try:
+        taken = netns.take_interfaces()
+    except BootError:
+        kernel.shutdown()
+        raise
+    stack = kernel.network.stack
+    for ti in taken:
+        stack.attach_nic(ti.index, ti.name.encode(), ti.fd, ti.mac, ti.mtu, ti.addrs4,
+                         ti.addrs6, ti.routes)
 
 
 def _shutdown(kernel: Any) -> None:

@@ -13,7 +13,8 @@ Ethernet device and has addresses:
      it (default routes included) over rtnetlink;
   2. opens an AF_PACKET/SOCK_RAW socket for ETH_P_ALL bound to it
      (non-blocking, close-on-exec, PACKET_IGNORE_OUTGOING so the host's own
-     transmissions are not read back, 4 MiB buffers as runsc sets);
+     transmissions are not read back, PACKET_VNET_HDR for checksum offload
+     (link.py), 4 MiB buffers as runsc sets);
   3. removes the addresses from the device (RTM_DELADDR; their routes go
      with them) and turns IPv6 off on it (disable_ipv6), so the host kernel
      of that namespace no longer answers ARP, NDP, ping or anything else for
@@ -64,6 +65,7 @@ RTATTR = struct.Struct("=HH")
 # From <linux/if_ether.h>, <linux/if_packet.h>.
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
+PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
 PACKET_BUFFER = 4 << 20
@@ -78,6 +80,7 @@ class TakenInterface:
     mac: bytes
     mtu: int
     fd: int                                  # AF_PACKET, non-blocking; the Sentry's now
+    vnet_hdr: bool = False                   # PACKET_VNET_HDR is on
     addrs4: list[tuple[bytes, int]] = field(default_factory=list)
     addrs6: list[tuple[bytes, int]] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
@@ -231,10 +234,18 @@ class _Rtnl:
 # -- the takeover -------------------------------------------------------------------------------
 
 
-def _packet_socket(index: int) -> int:
+def _packet_socket(index: int) -> tuple[int, bool]:
+    """An AF_PACKET socket bound to device `index`; whether it has PACKET_VNET_HDR (frames
+    then carry a virtio_net_hdr, which says when the sender left a checksum partial, as a
+    veth passes them)."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK
                       | socket.SOCK_CLOEXEC, socket.htons(ETH_P_ALL))
     try:
+        vnet = True
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        except OSError:
+            vnet = False
         s.bind((socket.if_indextoname(index), ETH_P_ALL))
         try:
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -248,7 +259,7 @@ def _packet_socket(index: int) -> int:
     except BaseException:
         s.close()
         raise
-    return s.detach()
+    return s.detach(), vnet
 
 
 def take_interfaces() -> list[TakenInterface]:
@@ -267,7 +278,8 @@ def take_interfaces() -> list[TakenInterface]:
                                                                     socket.AF_INET6)]
             if not mine:
                 continue
-            ti = TakenInterface(index, name, mac, mtu, _packet_socket(index))
+            fd, vnet = _packet_socket(index)
+            ti = TakenInterface(index, name, mac, mtu, fd, vnet)
             taken.append(ti)
             for fam, plen, _, local, _addr in mine:
                 (ti.addrs4 if fam == socket.AF_INET else ti.addrs6).append((local, plen))

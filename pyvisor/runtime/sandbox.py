@@ -237,7 +237,7 @@ def _take_interfaces(kernel: Any) -> None:
     stack = kernel.network.stack
     for ti in taken:
         stack.attach_nic(ti.index, ti.name.encode(), ti.fd, ti.mac, ti.mtu, ti.addrs4,
-                         ti.addrs6, ti.routes)
+                         ti.addrs6, ti.routes, ti.vnet_hdr)
 
 
 def _shutdown(kernel: Any) -> None:

@@ -248,14 +248,15 @@ class Stack:
 
     def attach_nic(self, index: int, name: bytes, fd: int, mac: bytes, mtu: int,
                    addrs4: list[tuple[bytes, int]], addrs6: list[tuple[bytes, int]],
-                   routes: list[inet.Route]) -> NIC:
+                   routes: list[inet.Route], vnet_hdr: bool = False) -> NIC:
         """Adds an Ethernet NIC reading and writing frames on host `fd` (an AF_PACKET socket
         bound to the device, non-blocking), with the addresses and routes it had on the
-        host.  An interface without an IPv6 link-local address gets one from its MAC."""
+        host.  An interface without an IPv6 link-local address gets one from its MAC.
+        `vnet_hdr`: the fd has PACKET_VNET_HDR (frames carry a virtio_net_hdr)."""
         from pyvisor.sentry.socket.netstack import ipv6
         from pyvisor.sentry.socket.netstack.link import NIC
         from pyvisor.sentry.socket.netstack.route import network_of
-        nic = NIC(self, index, name, fd, mac, mtu)
+        nic = NIC(self, index, name, fd, mac, mtu, vnet_hdr)
         nic.iface.addrs4 = list(addrs4)
         nic.iface.addrs6 = list(addrs6)
         if not any(ipv6.is_link_local(a) for a, _ in addrs6):

@@ -11,6 +11,14 @@ left makes the fd readable again at the next poll.  Each frame goes to
 Stack.nic_input, which never raises: a frame the stack cannot parse is
 dropped and counted (rx_errors), as a real NIC driver drops runts.
 
+Checksum offload: the packet socket is opened with PACKET_VNET_HDR, so each
+frame comes with a struct virtio_net_hdr.  A frame the other end's kernel
+sent with its transport checksum left to the device (CHECKSUM_PARTIAL,
+which a veth carries as is: VIRTIO_NET_HDR_F_NEEDS_CSUM) has the checksum
+completed here, at csum_start/csum_offset, as skb_checksum_help does; from
+then on every layer verifies checksums as on any frame.  Frames we write
+carry an all-zero header (no offload, no GSO).
+
 Writing: one write(2) per frame.  A full socket buffer (ENOBUFS/EAGAIN)
 drops the frame, as a full device queue does; TCP and the applications
 retransmit.
@@ -31,6 +39,7 @@ import errno as host_errno
 import logging
 import os
 import select
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -51,6 +60,10 @@ ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 ETH_FRAME_MAX = 65536 + ETH_HLEN      # what one read may return (jumbo MTUs included)
 BROADCAST = b"\xff" * ETH_ALEN
+
+VNET_HDR = struct.Struct("<BBHHHH")   # struct virtio_net_hdr (flags, gso_type, hdr_len,
+VNET_NEEDS_CSUM = 1                     #   gso_size, csum_start, csum_offset): 10 bytes
+VNET_NONE = b"\0" * VNET_HDR.size
 
 READ_BATCH = 64                # frames per wake-up of the loop
 UNRES_QLEN = 16                # packets queued per unresolved neighbour
@@ -171,9 +184,11 @@ class NIC:
     struct net_device with its driver; gVisor: fdbased.endpoint + ethernet.Endpoint."""
 
     def __init__(self, stack: Stack, index: int, name: bytes, fd: int, mac: bytes, mtu: int,
+                 vnet_hdr: bool = False,
                  flags: int = IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST
                  | IFF_LOWER_UP) -> None:
         self.stack = stack
+        self.vnet_hdr = vnet_hdr               # frames carry a struct virtio_net_hdr
         self.fd = fd                           # owned: non-blocking, closed by close()
         self.mac = mac
         self.mtu = max(68, min(mtu, 65535))
@@ -223,14 +238,38 @@ class NIC:
         self.stack.kernel.watch_fd(self.fd, select.EPOLLIN, self._readable)
 
     def input(self, frame: bytes) -> None:
-        """One frame from the wire.  Never raises."""
-        self.iface.rx_packets += 1
-        self.iface.rx_bytes += len(frame)
+        """One frame from the wire (with its virtio_net_hdr if the NIC has them).  Never
+        raises."""
         try:
+            if self.vnet_hdr:
+                frame = self._offload(frame)
+                if not frame:
+                    self.rx_errors += 1
+                    return
+            self.iface.rx_packets += 1
+            self.iface.rx_bytes += len(frame)
             self.stack.nic_input(self, frame)
         except Exception as e:  # noqa: BLE001 - a frame must never stop the Sentry
             self.rx_errors += 1
             self._log("frame dropped by an internal error on %s: %r", self.name.decode(), e)
+
+    @staticmethod
+    def _offload(frame: bytes) -> bytes:
+        """The frame without its virtio_net_hdr, its checksum completed if the sender left
+        it partial; b"" if the header is inconsistent."""
+        if len(frame) < VNET_HDR.size:
+            return b""
+        flags, _gso, _hl, _gs, start, offset = VNET_HDR.unpack_from(frame)
+        frame = frame[VNET_HDR.size:]
+        if not flags & VNET_NEEDS_CSUM:
+            return frame
+        where = start + offset
+        if start < ETH_HLEN or where + 2 > len(frame):
+            return b""
+        from pyvisor.sentry.socket.netstack.ipv4 import checksum
+        # The field holds the pseudo-header sum: the sum from csum_start on completes it.
+        c = checksum(frame[start:]) or 0xFFFF
+        return frame[:where] + c.to_bytes(2, "big") + frame[where + 2:]
 
     def _log(self, fmt: str, *args: object) -> None:
         if self._logged < 16:                  # bounded: frames are the outside's choice
@@ -244,6 +283,8 @@ class NIC:
         if self.closed:
             return
         frame = dst_mac + self.mac + ethertype.to_bytes(2, "big") + payload
+        if self.vnet_hdr:
+            frame = VNET_NONE + frame
         try:
             os.write(self.fd, frame)
         except OSError as e:
@@ -253,7 +294,7 @@ class NIC:
                 self._log("write to %s failed: %s", self.name.decode(), e)
             return
         self.iface.tx_packets += 1
-        self.iface.tx_bytes += len(frame)
+        self.iface.tx_bytes += len(frame) - (VNET_HDR.size if self.vnet_hdr else 0)
 
     def close(self) -> None:
         if self.closed:

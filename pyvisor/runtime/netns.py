@@ -20,9 +20,10 @@ Ethernet device and has addresses:
      of that namespace no longer answers ARP, NDP, ping or anything else for
      them: only the Sentry's stack does, through the packet socket.
 
-The namespace must not be the host's own: joining the root network
-namespace is refused (runsc's isRootNS), so a bundle can never make the
-Sentry strip the host's interfaces.  The device itself stays up on the
+The namespace must not be the host's own: init's network namespace and the
+one pyvisor itself was started in are refused (runsc refuses the root one,
+isRootNS), so a bundle can never make the Sentry strip the host's
+interfaces.  The device itself stays up on the
 host side (the veth must carry frames).  Loopback is the Sentry's own.
 Runs unconfined, as root, in the Sentry process before seccomp.
 """
@@ -95,13 +96,15 @@ def join(path: str) -> None:
         raise BootError(f"network namespace {path}: {e.strerror}", 125) from None
     try:
         st = os.fstat(fd)
-        try:
-            root = os.stat("/proc/1/ns/net")
-            if (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino):
+        # Neither init's namespace nor the one pyvisor was started in (not joined yet).
+        for host in ("/proc/1/ns/net", "/proc/self/ns/net"):
+            try:
+                h = os.stat(host)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (h.st_dev, h.st_ino):
                 raise BootError(f"network namespace {path} is the host's: refusing to take "
                                 "over its interfaces", 125)
-        except OSError:
-            pass
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             e = ctypes.get_errno()
             raise BootError(f"cannot join network namespace {path}: {os.strerror(e)}", 125)

@@ -149,8 +149,9 @@ class Reassembler:
             self._drop(key)
             return None
         if not more:
-            if q.total is not None and q.total != end:
-                self._drop(key)
+            if q.total is not None and q.total != end or \
+                    any(o + len(d) > end for o, d in q.frags.items()):
+                self._drop(key)            # two ends, or data past the end
                 return None
             q.total = end
         if q.total is not None and end > q.total:

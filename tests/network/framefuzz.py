@@ -8,7 +8,8 @@ veth pair by tests/network/test_nic_fuzz.py:
 
 writes COUNT frames to IFNAME through an AF_PACKET socket, pausing every SYNC frames
 until the target answers a ping (so the frames are consumed, not dropped by a full
-socket buffer), and prints "sent N synced M".
+socket buffer), and prints "sent N written W synced M" (W: the frames the device took;
+it refuses runts and frames past its MTU).
 """
 
 from __future__ import annotations
@@ -293,11 +294,13 @@ def _main() -> int:
                     return
         raise SystemExit(f"no answer to the sync ping after {synced} syncs")
 
+    written = 0
     for i in range(total):
         frame = f.frame()
         for _ in range(100):
             try:
                 s.send(frame)
+                written += 1
                 break
             except BlockingIOError:
                 time.sleep(0.001)
@@ -306,7 +309,7 @@ def _main() -> int:
         if (i + 1) % sync_every == 0:
             sync()
     sync()
-    print(f"sent {total} synced {synced}", flush=True)
+    print(f"sent {total} written {written} synced {synced}", flush=True)
     return 0
 
 

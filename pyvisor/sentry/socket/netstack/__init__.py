@@ -50,7 +50,12 @@ segment-level TCP, tcpseg.py, plugs into):
       callers that must know check `stack.check_route(dst_ip)` first.
       Optional keywords: `ttl` (hop limit) and `tos` (traffic class).
 
-`stack.route_source(dst_ip)` picks the source address for a destination.
+Also for the transports: `stack.route_source(dst_ip)` picks the source
+address for a destination, `stack.mtu_for(dst_ip)` the MTU of the path, and
+ICMP errors about TCP segments we sent (unreachable, fragmentation needed,
+packet too big) go to `stack.tcpseg.icmp_error(local_ip, remote_ip,
+quoted_tcp_header, errno, mtu)` when a TCP layer is attached (`tcpseg`,
+which `attach_nic` attaches when the module is there).
 Concurrency: Sentry loop only.
 """
 
@@ -109,6 +114,7 @@ class Stack:
         self.syn_drops = self.time_waits = self.aborts_on_close = self.aborts_on_data = 0
         self.udp_in = self.udp_out = self.udp_noport = self.udp_rcvbuf_errors = 0
         self.icmp_in = self.icmp_out = 0
+        self._init_packet_path()
         # Unread data queued on the stack's sockets (TCP bytes, UDP/ICMP datagrams' true
         # sizes), against BUFFER_BUDGET: past it TCP senders wait and datagrams are dropped.
         self.buffered = 0
@@ -117,7 +123,6 @@ class Stack:
         if test_budget and test_budget.isdigit():
             self.budget = int(test_budget)
         self.starved: list[WaitQueue] = []     # senders stopped by the budget, not a window
-        self._init_packet_path()
 
     def budget_left(self) -> int:
         return self.budget - self.buffered
@@ -274,7 +279,27 @@ class Stack:
                 self.route_table.add(r6)
         self.nics.append(nic)
         nic.start()
+        self._attach_tcp()
         return nic
+
+    def _attach_tcp(self) -> None:
+        """TCP over the NICs: the segment-level endpoint (tcpseg.py, written alongside this
+        packet path) registers itself in transport_handlers[6].  Without it every segment
+        from the wire is answered with a reset, and connect(2) to another host is refused."""
+        try:
+            from pyvisor.sentry.socket.netstack import tcpseg  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        tcpseg.attach(self)
+
+    def mtu_for(self, dst: bytes) -> int:
+        """The MTU of the path to `dst`: its NIC's (or lo's for ourselves); 1500 without
+        a route.  No path MTU cache: a segment-level TCP keeps what ICMP tells it."""
+        if self.is_local(dst):
+            return self.lo.mtu
+        r = self.route_table.lookup(dst) if self.nics else None
+        nic = self.nic_by_index(r.oif) if r is not None else None
+        return nic.mtu if nic is not None else 1500
 
     def nic_by_index(self, index: int) -> NIC | None:
         for n in self.nics:
@@ -472,11 +497,12 @@ class Stack:
         transport.ping_deliver(self, src, dst, msg, tos)
 
     def transport_error(self, proto: int, src: bytes, dst: bytes, head: bytes, mtype: int,
-                        code: int, hard: bool) -> None:
+                        code: int, hard: bool, mtu: int = 0) -> None:
         """An ICMP error about a datagram we sent (quoted: its addresses and 8 bytes of its
-        transport header)."""
+        transport header; `mtu` the next-hop MTU of a fragmentation-needed or
+        packet-too-big)."""
         from pyvisor.sentry.socket.netstack import transport
-        transport.transport_error(self, proto, src, dst, head, mtype, code, hard)
+        transport.transport_error(self, proto, src, dst, head, mtype, code, hard, mtu)
 
     def leaves(self, dst: bytes) -> bool:
         """Whether a datagram to `dst` goes out through a NIC rather than to a socket of

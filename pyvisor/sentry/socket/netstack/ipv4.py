@@ -253,8 +253,13 @@ def icmp_receive(stack: Stack, src: bytes, dst: bytes, header: bytes, msg: bytes
         if ihl < 20 or len(inner) < ihl + 8:
             return
         hard = mtype == ICMP_DEST_UNREACH and code in (ICMP_PROT_UNREACH, ICMP_PORT_UNREACH)
+        mtu = 0
+        if mtype == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED:
+            mtu = int.from_bytes(msg[6:8], "big")
+            if mtu < 68:
+                return                         # RFC 1191's plateau guessing: not done
         stack.transport_error(inner[9], inner[12:16], inner[16:20], inner[ihl:ihl + 8],
-                              mtype, code, hard)
+                              mtype, code, hard, mtu)
 
 
 # -- output -------------------------------------------------------------------------------------

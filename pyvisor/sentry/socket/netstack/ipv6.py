@@ -205,14 +205,20 @@ def icmp6_receive(stack: Stack, nic: NIC | None, src: bytes, dst: bytes, hops: i
         stack.send_ip(IPPROTO_ICMPV6, dst, src, reply)
     elif mtype == ICMPV6_ECHO_REPLY and code == 0 and len(msg) >= 8:
         stack.ping_deliver(src, dst, msg, (int.from_bytes(header[0:4], "big") >> 20) & 0xFF)
-    elif mtype in (ICMPV6_DEST_UNREACH, ICMPV6_TIME_EXCEED) and len(msg) >= 8 + 40 + 8:
+    elif mtype in (ICMPV6_DEST_UNREACH, ICMPV6_PKT_TOOBIG, ICMPV6_TIME_EXCEED) \
+            and len(msg) >= 8 + 40 + 8:
         inner = msg[8:]
         if inner[0] >> 4 != 6 or inner[6] in (NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT,
                                               NEXTHDR_DEST):
             return
         hard = mtype == ICMPV6_DEST_UNREACH and code == ICMPV6_PORT_UNREACH
+        mtu = 0
+        if mtype == ICMPV6_PKT_TOOBIG:
+            mtu = int.from_bytes(msg[4:8], "big")
+            if mtu < MIN_MTU:
+                return
         stack.transport_error(inner[6], inner[8:24], inner[24:40], inner[40:48], mtype, code,
-                              hard)
+                              hard, mtu)
 
 
 def _ns(nic: NIC, src: bytes, dst: bytes, target: bytes, opts: dict[int, bytes]) -> None:

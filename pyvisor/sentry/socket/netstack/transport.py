@@ -38,7 +38,6 @@ from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
 
 if TYPE_CHECKING:
     from pyvisor.sentry.socket.netstack import Stack
-    from pyvisor.sentry.socket.netstack.link import NIC
     from pyvisor.sentry.socket.netstack.udp import UDPSocket
 
 UDP_HDR = struct.Struct("!HHHH")
@@ -109,10 +108,29 @@ def _unreachable(stack: Stack, header: bytes, seg: bytes) -> None:
         ipv6.send_error(stack, header, seg, ipv6.ICMPV6_DEST_UNREACH, ipv6.ICMPV6_PORT_UNREACH)
 
 
+# (ICMP type, code) -> errno, for IPv4 (type 3) and ICMPv6 (type 1).  Linux: icmp_err_convert,
+# icmpv6_err_convert.
+_UNREACH_ERRNO = {(3, 0): Errno.ENETUNREACH, (3, 1): Errno.EHOSTUNREACH,
+                  (3, 2): Errno.ENOPROTOOPT, (3, 3): Errno.ECONNREFUSED,
+                  (3, 4): Errno.EMSGSIZE, (3, 5): Errno.EOPNOTSUPP,
+                  (3, 6): Errno.ENETUNREACH, (3, 7): Errno.EHOSTDOWN,
+                  (3, 9): Errno.ENETUNREACH, (3, 10): Errno.EHOSTUNREACH,
+                  (3, 13): Errno.EHOSTUNREACH,
+                  (1, 0): Errno.ENETUNREACH, (1, 1): Errno.EACCES, (1, 3): Errno.EHOSTUNREACH,
+                  (1, 4): Errno.ECONNREFUSED}
+
+
 def transport_error(stack: Stack, proto: int, src: bytes, dst: bytes, head: bytes, mtype: int,
-                    code: int, hard: bool) -> None:
+                    code: int, hard: bool, mtu: int = 0) -> None:
     """An ICMP error quoting a datagram we sent from (`src`, port) to (`dst`, port).
-    Linux: __udp4_lib_err: a hard error becomes the socket's error only when connected."""
+    UDP: __udp4_lib_err: a hard error becomes the socket's error only when connected.
+    TCP: to the segment-level layer if there is one (tcp_v4_err decides there)."""
+    if proto == IPPROTO_TCP:
+        layer = getattr(stack, "tcpseg", None)
+        if layer is not None and len(head) >= 8:
+            err = 0 if mtu else _UNREACH_ERRNO.get((mtype, code), Errno.EHOSTUNREACH)
+            layer.icmp_error(src, dst, head, err, mtu)
+        return
     if proto != IPPROTO_UDP or len(head) < 4 or not hard:
         return
     sport, dport = struct.unpack_from("!HH", head)

@@ -40,7 +40,7 @@ def test_takeover_shows_eth0_inside(netpair: NetPair, box: Box) -> None:
 
 
 def test_ping_udp_tcp_from_peer(netpair: NetPair, box: Box, program: Builder) -> None:
-    peer_prog = program("udp_peer")
+    peer_prog = program("net_peer")
     p = box.start([peer_prog, "echo", "7777", "3"], netpair.box_path)
     try:
         # ask retries until the server inside answers (the sandbox is starting meanwhile).
@@ -75,7 +75,7 @@ def test_ping_udp_tcp_from_peer(netpair: NetPair, box: Box, program: Builder) ->
 
 
 def test_udp_and_ping_from_sandbox(netpair: NetPair, box: Box, program: Builder) -> None:
-    peer_prog = program("udp_peer")
+    peer_prog = program("net_peer")
     server = netpair.peer_popen([peer_prog, "echo", "7779", "3"])
     try:
         script = "; ".join([

@@ -27,7 +27,7 @@ FRAMES = int(os.environ.get("PYVISOR_NIC_FUZZ_FRAMES", "5000"))
 def test_frame_fuzz(netpair: NetPair, box: Box, program: Builder) -> None:
     seed = int(os.environ.get("PYVISOR_NIC_FUZZ_SEED", str(time.time_ns() % 10**9)))
     print(f"seed {seed}, {FRAMES} frames")
-    peer_prog = program("udp_peer")
+    peer_prog = program("net_peer")
     p = box.start(["/bin/sh", "-c", f"{peer_prog} echo 7777 1 && cat /proc/net/dev"],
                   netpair.box_path)
     try:

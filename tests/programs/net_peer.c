@@ -1,15 +1,21 @@
 /* One end of the network tests over a veth pair (tests/network/test_nic.py).
  *
- *   udp_peer echo PORT COUNT          UDP echo server on the dual-stack wildcard: echoes
+ *   net_peer echo PORT COUNT          UDP echo server on the dual-stack wildcard: echoes
  *                                     COUNT datagrams, prints "echoed N BYTES" for each
- *   udp_peer ask IP PORT SIZE         sends a SIZE-byte datagram (a pattern) to IP:PORT,
+ *   net_peer ask IP PORT SIZE         sends a SIZE-byte datagram (a pattern) to IP:PORT,
  *                                     retrying each second for 30 s until the same bytes
  *                                     come back; prints "reply SIZE ok"
- *   udp_peer refused IP PORT          connected socket to a closed port: the ICMP error
+ *   net_peer refused IP PORT          connected socket to a closed port: the ICMP error
  *                                     makes the next recv fail; prints "refused"
- *   udp_peer ping IP                  three ICMP echoes through a ping socket
+ *   net_peer ping IP                  three ICMP echoes through a ping socket
  *                                     (SOCK_DGRAM, IPPROTO_ICMP/ICMPV6); prints "pong N"
- *   udp_peer tcp IP PORT              connect(2) to a closed TCP port: prints the errno name
+ *   net_peer tcp IP PORT              connect(2) to a closed TCP port: prints the errno name
+ *   net_peer tcpecho PORT COUNT       TCP server on the dual-stack wildcard: for each of COUNT
+ *                                     connections, echoes everything until EOF, then closes;
+ *                                     prints "served N BYTES"
+ *   net_peer tcpask IP PORT SIZE      connects (retrying while refused, for 30 s), sends SIZE
+ *                                     bytes of a pattern, shuts down writing, reads to EOF and
+ *                                     compares; prints "tcp SIZE ok"
  *
  * IP is IPv4 or IPv6 text.  Exits 0 on success, 1 with a message otherwise.
  */
@@ -21,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -163,6 +170,98 @@ static int tcp(const char *ip, int port) {
     return 0;
 }
 
+static int tcpecho(int port, int count) {
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) die("bind");
+    if (listen(fd, 8) < 0) die("listen");
+    printf("listening %d\n", port);
+    static char buf[65536];
+    for (int i = 0; i < count; i++) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) die("accept");
+        long total = 0;
+        for (;;) {
+            ssize_t n = read(c, buf, sizeof(buf));
+            if (n < 0) die("read");
+            if (n == 0) break;
+            for (ssize_t off = 0; off < n;) {
+                ssize_t m = write(c, buf + off, n - off);
+                if (m < 0) die("write");
+                off += m;
+            }
+            total += n;
+        }
+        close(c);
+        printf("served %d %ld\n", i + 1, total);
+    }
+    return 0;
+}
+
+static int tcpask(const char *ip, int port, long size) {
+    struct sockaddr_storage to;
+    socklen_t tl = parse(ip, port, &to);
+    int fd = -1;
+    for (int tries = 0; tries < 300; tries++) {
+        fd = socket(to.ss_family, SOCK_STREAM, 0);
+        if (fd < 0) die("socket");
+        if (connect(fd, (struct sockaddr *)&to, tl) == 0) break;
+        if (errno != ECONNREFUSED && errno != EHOSTUNREACH) die("connect");
+        close(fd);
+        fd = -1;
+        usleep(100000);
+    }
+    if (fd < 0) {
+        printf("FAIL never connected\n");
+        return 1;
+    }
+    char *out = malloc(size), *in = malloc(size);
+    for (long i = 0; i < size; i++) out[i] = (char)(i * 13 + 5);
+    /* Write and read interleaved (non-blocking writes), so neither side's buffers fill up. */
+    long sent = 0, got = 0;
+    while (got < size) {
+        fd_set r, w;
+        FD_ZERO(&r);
+        FD_ZERO(&w);
+        FD_SET(fd, &r);
+        if (sent < size) FD_SET(fd, &w);
+        struct timeval tv = {30, 0};
+        int k = select(fd + 1, &r, &w, NULL, &tv);
+        if (k < 0) die("select");
+        if (k == 0) {
+            printf("FAIL stalled at sent %ld got %ld\n", sent, got);
+            return 1;
+        }
+        if (FD_ISSET(fd, &w)) {
+            ssize_t m = send(fd, out + sent, size - sent > 65536 ? 65536 : size - sent,
+                             MSG_DONTWAIT);
+            if (m < 0 && errno != EAGAIN) die("send");
+            if (m > 0) sent += m;
+            if (sent == size) shutdown(fd, SHUT_WR);
+        }
+        if (FD_ISSET(fd, &r)) {
+            ssize_t n = recv(fd, in + got, size - got, MSG_DONTWAIT);
+            if (n < 0 && errno != EAGAIN) die("recv");
+            if (n == 0) break;
+            if (n > 0) got += n;
+        }
+    }
+    if (got != size || memcmp(in, out, size) != 0) {
+        printf("FAIL got %ld of %ld bytes, or different ones\n", got, size);
+        return 1;
+    }
+    char c;
+    if (recv(fd, &c, 1, 0) != 0) {
+        printf("FAIL no EOF after the echo\n");
+        return 1;
+    }
+    printf("tcp %ld ok\n", size);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 4 && !strcmp(argv[1], "echo")) return echo(atoi(argv[2]), atoi(argv[3]));
@@ -170,6 +269,8 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "refused")) return refused(argv[2], atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "ping")) return ping(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "tcp")) return tcp(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: udp_peer echo|ask|refused|ping|tcp ...\n");
+    if (argc == 4 && !strcmp(argv[1], "tcpecho")) return tcpecho(atoi(argv[2]), atoi(argv[3]));
+    if (argc == 5 && !strcmp(argv[1], "tcpask")) return tcpask(argv[2], atoi(argv[3]), atol(argv[4]));
+    fprintf(stderr, "usage: net_peer echo|ask|refused|ping|tcp|tcpecho|tcpask ...\n");
     return 2;
 }

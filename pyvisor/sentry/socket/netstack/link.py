@@ -58,7 +58,9 @@ ETH_HLEN = 14
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
-ETH_FRAME_MAX = 65536 + ETH_HLEN      # what one read may return (jumbo MTUs included)
+# What one read may return: a jumbo MTU, or a GSO packet a veth passes unsegmented (an IPv6
+# header plus 65,535 bytes of payload), with the Ethernet and virtio-net headers.
+ETH_FRAME_MAX = 1 << 17
 BROADCAST = b"\xff" * ETH_ALEN
 
 VNET_HDR = struct.Struct("<BBHHHH")   # struct virtio_net_hdr (flags, gso_type, hdr_len,

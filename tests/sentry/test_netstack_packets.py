@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 import pytest
 
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IPPROTO_ICMP, IPPROTO_UDP
+from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.socket.inet import Route
 from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import ipv4 as ip4mod
@@ -267,6 +269,14 @@ def test_reassembly_bounded() -> None:
     assert len(r.queues) == 1 and r.mem == 8
     assert r.add(("big", 0), 65528, b"z" * 16, False, b"") is None   # past 65535
     assert ("big", 0) not in r.queues
+
+
+def test_loopback_source_never_leaves(wire: Wire) -> None:
+    """sendto(2) from a socket bound to 127.0.0.1 to another host: EINVAL, as Linux."""
+    s = bound_udp(wire.stack, 4001)
+    with pytest.raises(SyscallError) as e:
+        s._transmit(b"x", b"\x7f\0\0\1", PEER, 9)
+    assert e.value.errno == Errno.EINVAL and wire.recv_all() == []
 
 
 def test_udp_output_fragments_to_mtu(wire: Wire) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.inet import (IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
                                     IPPROTO_UDP, IPV6_TCLASS, IPV6_UNICAST_HOPS)
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR
 from pyvisor.sentry.socket.netstack import ipv4, ipv6
 from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
@@ -57,8 +58,16 @@ def _hops(sock: UDPSocket, v4: bool) -> tuple[int, int]:
 # -- UDP ----------------------------------------------------------------------------------------
 
 
+def _check_source(src: bytes) -> None:
+    """An IPv4 loopback source never leaves through a NIC: ip_route_output_key_hash_rcu
+    refuses it (EINVAL), as Linux answers sendto(2) from a socket bound to 127.0.0.1."""
+    if len(src) == 4 and src[0] == 127:
+        raise SyscallError(Errno.EINVAL)
+
+
 def udp_output(sock: UDPSocket, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
     """A datagram of `sock` that leaves through a NIC.  Linux: udp_send_skb."""
+    _check_source(src)
     stack = sock.stack
     ulen = 8 + len(data)
     seg = UDP_HDR.pack(sock.lport, dport, ulen, 0) + data
@@ -150,6 +159,7 @@ def transport_error(stack: Stack, proto: int, src: bytes, dst: bytes, head: byte
 def ping_output(sock: UDPSocket, data: bytes, src: bytes, dst: bytes) -> None:
     """An echo request of a ping socket: the socket's identifier in place of the
     application's, the checksum computed here.  Linux: ping_v4_sendmsg."""
+    _check_source(src)
     stack = sock.stack
     v4 = len(dst) == 4
     body = data[:2] + b"\0\0" + sock.lport.to_bytes(2, "big") + data[6:]

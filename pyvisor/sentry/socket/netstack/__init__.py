@@ -62,7 +62,7 @@ Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IN6ADDR_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMPV6,
@@ -76,6 +76,8 @@ from pyvisor.sentry.socket.inet import Interface
 from pyvisor.sentry.socket.netstack.ports import Binding, PortTable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket.netstack.link import NIC
     from pyvisor.sentry.socket.netstack.sock import NetSocket
@@ -531,10 +533,10 @@ class Stack:
     def tcp_listener(self, dst: bytes, port: int) -> TCPSocket | None:
         """The listening socket a SYN for (dst, port) reaches.  Linux: __inet_lookup_listener
         (an exact address beats a wildcard, an AF_INET socket the dual-stack one)."""
-        best: Any = None
-        score = 0
         if self.nics and not self.is_local(dst):
             return None                   # another host's port: no socket of ours listens
+        best: Any = None
+        score = 0
         for b in self.tcp_ports.on(port):
             if b.tcp_state != TCP_LISTEN:
                 continue

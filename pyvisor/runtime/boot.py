@@ -72,6 +72,7 @@ class SandboxConfig:
     terminal: bool = False            # process.terminal (not supported for containers yet)
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
+    netns_path: str = ""              # the OCI network namespace whose interfaces to take over
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)

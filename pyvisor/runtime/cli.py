@@ -49,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--criu", default=None, help="accepted; no checkpoint/restore")
     p.add_argument("--strace", action="store_true", help="print every application syscall")
     p.add_argument("--network", default="sandbox", choices=["sandbox", "none", "host"],
-                   help="sandbox (default) and none: a loopback-only stack in the Sentry; "
-                   "host: the host's network through sockets the Sentry proxies")
+                   help="sandbox (default): the Sentry's own stack, loopback plus the "
+                   "interfaces of the OCI bundle's network namespace (taken over); none: "
+                   "loopback only; host: the host's network through sockets the Sentry "
+                   "proxies")
     p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
                    "(default: half the host's RAM)")
     p.add_argument("--pids-limit", type=int, default=None,

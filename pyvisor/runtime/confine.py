@@ -69,12 +69,14 @@ def unshare_net() -> None:
     _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
 
 
-def enter_namespaces(host_network: bool = False) -> None:
+def enter_namespaces(host_network: bool = False, keep_network: bool = False) -> None:
     """New mount, IPC, UTS and network namespaces; nothing mounted here reaches the host.
     With `host_network` (--network=host, hostinet) the Sentry keeps the host's network
-    namespace, since it makes the application's sockets there."""
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if host_network else CLONE_NEWNET)
-    _check(_libc.unshare(flags), "unshare(mount, ipc, uts" + ("" if host_network else ", net")
+    namespace, since it makes the application's sockets there; with `keep_network` it
+    keeps the container's, which it joined to take over its interfaces (runtime/netns.py)."""
+    new_net = not (host_network or keep_network)
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if new_net else 0)
+    _check(_libc.unshare(flags), "unshare(mount, ipc, uts" + (", net" if new_net else "")
            + ")")
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
 

@@ -94,6 +94,11 @@ def run_sandbox(cfg: SandboxConfig, on_exit: Callable[[int], None] | None = None
     return code
 
 
+def _takes_netns(cfg: SandboxConfig) -> bool:
+    """The sandbox takes over the interfaces of the bundle's network namespace."""
+    return cfg.network == "sandbox" and bool(cfg.netns_path)
+
+
 def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = None) -> int:
     """Forks the Sentry as PID 1 of a new PID namespace and waits for it.
 
@@ -112,8 +117,13 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         if cfg.confine and cfg.network != "host":
             # The monitor's pid is the container's pid in `state`: OCI hooks (Docker's
             # libnetwork-setkey prestart hook) configure /proc/PID/ns/net, which must
-            # never be the host's network namespace.
-            confine.unshare_net()
+            # never be the host's network namespace.  The Sentry keeps this one: the
+            # container's (taken over, runtime/netns.py) or a new, empty one.
+            if _takes_netns(cfg):
+                from pyvisor.runtime import netns
+                netns.join(cfg.netns_path)
+            else:
+                confine.unshare_net()
         confine.unshare_pid()
     except confine.ConfinementError as e:
         if console is not None:
@@ -194,16 +204,21 @@ def sentry_main(cfg: SandboxConfig) -> int:
     """The Sentry process: confine, boot, serve the control socket, run, clean up."""
     from pyvisor.runtime import confine
     from pyvisor.runtime.cgroup import protect_from_oom
+    take_net = cfg.confine and _takes_netns(cfg)
     if cfg.confine:
         protect_from_oom()    # inherited by the Gofers; the master stub resets it
         try:
-            confine.enter_namespaces(host_network=cfg.network == "host")
+            # The network namespace is the monitor's (launch): joined or made there.
+            confine.enter_namespaces(host_network=cfg.network == "host", keep_network=True)
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
     try:
         kernel = boot_mod.boot(cfg)
     except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
         raise BootError(f"sandbox set-up failed: {os.strerror(e.errno)}", 125) from None
+    if take_net:
+        # After boot: the Gofers and stubs are forked without the packet sockets.
+        _take_interfaces(kernel)
     from pyvisor.runtime.console import forward_signals
     # Before seccomp: the handlers wake the loop through a pipe made here.
     forward_signals(kernel)     # host signals to the sandbox's foreground process group
@@ -237,6 +252,20 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF
+
+
+def _take_interfaces(kernel: Any) -> None:
+    """The container's interfaces become NICs of the Sentry's stack (runtime/netns.py)."""
+    from pyvisor.runtime import netns
+    try:
+        taken = netns.take_interfaces()
+    except BootError:
+        kernel.shutdown()
+        raise
+    stack = kernel.network.stack
+    for ti in taken:
+        stack.attach_nic(ti.index, ti.name.encode(), ti.fd, ti.mac, ti.mtu, ti.addrs4,
+                         ti.addrs6, ti.routes, ti.vnet_hdr)
 
 
 def _shutdown(kernel: Any) -> None:

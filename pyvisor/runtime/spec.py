@@ -57,7 +57,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          memory_limit=res.memory_limit, pids_limit=res.pids_limit,
                          cpus=res.cpus, uid=proc.user.uid, gid=proc.user.gid,
                          groups=list(proc.user.additional_gids), terminal=proc.terminal,
-                         hostname=spec.hostname,
+                         hostname=spec.hostname, netns_path=spec.netns_path,
                          annotations={str(k): str(v) for k, v in spec.annotations.items()},
                          dcache=None if dcache is None
                          else check_dcache(dcache, "annotation dev.pyvisor.dcache"),

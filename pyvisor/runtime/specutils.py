@@ -130,6 +130,7 @@ class Spec:
     masked_paths: tuple[str, ...] = ()
     sysctl: dict[str, str] = field(default_factory=dict)
     cgroups_path: str = ""
+    netns_path: str = ""            # linux.namespaces' network path: the namespace to take over
 
 
 # -- a schema of the whole spec (types and ranges only) --------------------------------------
@@ -402,9 +403,13 @@ def parse_spec(doc: object) -> Spec:
         _fail("hostname", f"at most {HOST_NAME_MAX} bytes", hostname)
     mounts = tuple(_mount(m, f"mounts[{i}]") for i, m in enumerate(doc.get("mounts") or ()))
     linux = doc.get("linux") or {}
+    netns_path = ""
     for i, ns in enumerate(linux.get("namespaces") or ()):
         if ns["type"] not in NAMESPACE_TYPES:
             _fail(f"linux.namespaces[{i}].type", "a namespace type", ns["type"])
+        if ns["type"] == "network" and ns.get("path"):
+            _abs_path(f"linux.namespaces[{i}].path", ns["path"])
+            netns_path = ns["path"]
     return Spec(process=process, root=root, oci_version=doc.get("ociVersion") or "",
                 hostname=hostname, mounts=mounts,
                 resources=_resources(linux.get("resources") or {}),
@@ -412,7 +417,7 @@ def parse_spec(doc: object) -> Spec:
                 readonly_paths=_abs_paths(linux, "readonlyPaths"),
                 masked_paths=_abs_paths(linux, "maskedPaths"),
                 sysctl=dict(linux.get("sysctl") or {}),
-                cgroups_path=linux.get("cgroupsPath") or "")
+                cgroups_path=linux.get("cgroupsPath") or "", netns_path=netns_path)
 
 
 def _abs_paths(linux: dict[str, Any], key: str) -> tuple[str, ...]:

@@ -227,6 +227,11 @@ class UDPSocket(NetSocket):
 
     def _transmit(self, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
         stack = self.stack
+        if stack.leaves(dst):                       # another host: the packet path
+            from pyvisor.sentry.socket.netstack.transport import udp_output
+            udp_output(self, data, src, dst, dport)
+            if dst != INADDR_BROADCAST:
+                return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
         rcv = stack.udp_receiver(dst, dport, src, self.lport)
@@ -351,6 +356,10 @@ class PingSocket(UDPSocket):
         if data[0] != (ICMP_ECHO if v4 else ICMPV6_ECHO_REQUEST) or data[1] != 0:
             raise SyscallError(Errno.EINVAL)
         stack = self.stack
+        if stack.leaves(dst):                       # another host: the packet path
+            from pyvisor.sentry.socket.netstack.transport import ping_output
+            ping_output(self, data, src, dst)
+            return
         stack.lo.count(len(data) + (20 if v4 else 40))
         stack.icmp_out += 1
         body = bytes([ICMP_ECHOREPLY if v4 else ICMPV6_ECHO_REPLY, 0]) + b"\0\0" + \

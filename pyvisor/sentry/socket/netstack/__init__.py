@@ -16,6 +16,7 @@ Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import os
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
@@ -161,18 +162,30 @@ class Stack:
     def note_unbound(self, s: NetSocket) -> None:
         """A socket gave its port back."""
 
-    def tcp_listener(self, dst: bytes, port: int) -> TCPSocket | None:
-        """The listening socket a SYN for (dst, port) reaches.  Linux: __inet_lookup_listener
-        (an exact address beats a wildcard, an AF_INET socket the dual-stack one)."""
-        best: Any = None
+    def tcp_listener(self, dst: bytes, port: int, src: bytes = b"", sport: int = 0
+                     ) -> TCPSocket | None:
+        """The listening socket a SYN for (dst, port) from (src, sport) reaches.  Linux:
+        __inet_lookup_listener (an exact address beats a wildcard, an AF_INET socket the
+        dual-stack one); among the best, an SO_REUSEPORT group shares the connections by
+        a hash of the four-tuple (reuseport_select_sock), so each listener gets some."""
+        best: list[Any] = []
         score = 0
         for b in self.tcp_ports.on(port):
             if b.tcp_state != TCP_LISTEN:
                 continue
             sc = _match(b, dst)
             if sc > score:
-                best, score = b, sc
-        return best  # type: ignore[no-any-return]
+                best, score = [b], sc
+            elif sc == score and sc:
+                best.append(b)
+        if not best:
+            return None
+        first = best[0]
+        if len(best) > 1 and first.reuseport:
+            group = [b for b in best if b.reuseport and b.owner_uid == first.owner_uid]
+            h = zlib.crc32(b"%s%s%d:%d" % (src, dst, sport, port))
+            return group[h % len(group)]  # type: ignore[no-any-return]
+        return first  # type: ignore[no-any-return]
 
     def udp_receiver(self, dst: bytes, port: int, src: bytes, sport: int) -> UDPSocket | None:
         """The socket a datagram for (dst, port) from (src, sport) goes to.  Linux:

@@ -84,6 +84,21 @@ SIOCOUTQNSD = 0x894B
 _I32 = struct.Struct("<i")
 
 
+def _defer_accept_secs(seconds: int) -> int:
+    """TCP_DEFER_ACCEPT as Linux keeps it: a count of SYN-ACK retransmissions
+    (secs_to_retrans, 1 s doubling up to 120 s), read back as the seconds those
+    retransmissions span (retrans_to_secs), so 5 reads back as 7."""
+    if seconds <= 0:
+        return 0
+    timeout = period = 1
+    retrans = 1
+    while seconds > period and retrans < 255:
+        retrans += 1
+        timeout = min(timeout * 2, 120)
+        period += timeout
+    return period
+
+
 class TimeWait:
     """What is left of a connection in TIME_WAIT: it only holds the port.
     Linux: struct inet_timewait_sock."""
@@ -514,7 +529,7 @@ class TCPSocket(NetSocket):
 
     def _syn(self) -> None:
         """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset."""
-        lst = self.stack.tcp_listener(self.raddr, self.rport)
+        lst = self.stack.tcp_listener(self.raddr, self.rport, self.laddr, self.lport)
         if lst is None:
             self.stack.refused += 1
             self._on_rst()
@@ -811,7 +826,7 @@ class TCPSocket(NetSocket):
                       TCP_THIN_DUPACK, TCP_INQ, TCP_FASTOPEN_CONNECT):
             val = int(val != 0)
         elif name == TCP_DEFER_ACCEPT:
-            val = max(val, 0)
+            val = _defer_accept_secs(val)
         elif name not in (TCP_NOTSENT_LOWAT, TCP_FASTOPEN):
             raise SyscallError(Errno.ENOPROTOOPT)
         self.tcp[name] = val

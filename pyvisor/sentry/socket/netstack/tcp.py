@@ -61,6 +61,7 @@ from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL,
                                           SIOCINQ, SIOCOUTQ, SOCK_NONBLOCK, SOCK_STREAM,
                                           SOMAXCONN, Control, Received, deadline_of,
                                           new_socket_file, wait)
+from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
 if TYPE_CHECKING:
@@ -186,8 +187,14 @@ class TCPSocket(NetSocket):
         self._notify()
 
     def _enter_time_wait(self) -> None:
-        """tcp_time_wait: a remnant keeps the port; this socket is closed."""
+        """tcp_time_wait: a remnant keeps the port; this socket is closed.  With no room
+        for a remnant (Linux: tcp_max_tw_buckets, "time wait bucket table overflow";
+        here the Sentry memory account) the socket just closes."""
         tw = TimeWait(self)
+        if not self.stack.charge(tw, TIMEWAIT_COST):
+            self.stack.tw_overflows += 1
+            self._done()
+            return
         ports = self.ports
         ports.add(tw)
 
@@ -405,10 +412,11 @@ class TCPSocket(NetSocket):
     def _admit(self) -> None:
         """Room in the accept queue: the next dropped SYN gets through (its retransmission)."""
         while self.synq and len(self.acceptq) <= self.backlog and self.state == TCP_LISTEN:
-            c = self.synq.popleft()
+            c = self.synq[0]
+            if c.state == TCP_SYN_SENT and not self._accept_syn(c):
+                return                  # no memory for a child: it waits, as a full queue
+            self.synq.popleft()
             c.syn_target = None
-            if c.state == TCP_SYN_SENT:
-                self._accept_syn(c)
 
     def _cancel_syn(self) -> None:
         lst = self.syn_target
@@ -419,9 +427,13 @@ class TCPSocket(NetSocket):
                 pass
             self.syn_target = None
 
-    def _accept_syn(self, client: TCPSocket) -> None:
-        """The three-way handshake with `client`, done: a child in our accept queue."""
+    def _accept_syn(self, client: TCPSocket) -> bool:
+        """The three-way handshake with `client`, done: a child in our accept queue.
+        False (the SYN is dropped, as for a full queue) when the child cannot be
+        charged to the Sentry memory account."""
         child = TCPSocket(self.stack, self.family, self.owner_uid)
+        if not self.stack.charge(child, SOCKET_COST):
+            return False
         child.inherit(self)
         child.laddr, child.lport = client.raddr, self.lport
         child.raddr, child.rport = client.laddr, client.lport
@@ -438,6 +450,7 @@ class TCPSocket(NetSocket):
         self.stack.passive_opens += 1
         self._notify(EVENT_IN)
         client._notify(EVENT_OUT)
+        return True
 
     def inherit(self, parent: TCPSocket) -> None:
         """What a child copies from its listener (sk_clone_lock)."""
@@ -534,12 +547,10 @@ class TCPSocket(NetSocket):
             self.stack.refused += 1
             self._on_rst()
             return
-        if len(lst.acceptq) > lst.backlog:
+        if len(lst.acceptq) > lst.backlog or not lst._accept_syn(self):
             lst.synq.append(self)
             self.syn_target = lst
             self.stack.syn_drops += 1
-            return
-        lst._accept_syn(self)
 
     def _disconnect(self) -> None:
         """tcp_disconnect (connect with AF_UNSPEC)."""

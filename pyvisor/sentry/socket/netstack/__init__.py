@@ -204,7 +204,7 @@ class Stack:
         a hash of the four-tuple (reuseport_select_sock), so each listener gets some."""
         best: list[Any] = []
         score = 0
-        for b in self.tcp_ports.on(port):
+        for b in self.tcp_ports.listeners_on(port):
             if b.tcp_state != TCP_LISTEN:
                 continue
             sc = _match(b, dst)

@@ -385,12 +385,14 @@ class TCPSocket(NetSocket):
                     if self.ports.conflict(self, b):
                         raise SyscallError(Errno.EADDRINUSE)
             self.state = TCP_LISTEN
+            self.ports.listen(self)
         self.backlog = backlog
         self._admit()
 
     def _stop_listening(self) -> None:
         """inet_csk_listen_stop: connections not yet accepted are reset, dropped SYNs refused."""
         self.state = TCP_CLOSE
+        self.ports.unlisten(self)
         pending, self.acceptq = self.acceptq, collections.deque()
         for child in pending:
             child.parent_gone()

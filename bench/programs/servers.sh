@@ -26,8 +26,10 @@ case "$mode" in
 iperf3)
     iperf3 -s -1 -B 127.0.0.1 -p "$P" >"$D/server.log" 2>&1 &
     srv=$!
+    # iperf3 -J exits 0 even when its connect is refused (the server not up yet).
     i=0
-    until iperf3 -c 127.0.0.1 -p "$P" -t "$3" -J >"$D/client.json" 2>"$D/client.err"; do
+    while iperf3 -c 127.0.0.1 -p "$P" -t "$3" -J >"$D/client.json" 2>"$D/client.err" || true
+          grep -q '"error":.*connect' "$D/client.json"; do
         i=$((i + 1))
         if [ $i -gt 50 ]; then cat "$D/client.json" "$D/client.err" >&2; exit 3; fi
         sleep 0.2

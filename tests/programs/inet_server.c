@@ -340,6 +340,36 @@ static void full_queue(void)
     close(l);
 }
 
+/* TCP_DEFER_ACCEPT: the client is connected at once, but accept sees the
+ * connection only when its first data (or FIN) arrives. */
+static void defer_accept(void)
+{
+    int l = listener(8);
+    setint(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, 5);
+    int c = connect_to(port_of(l), 1);
+    short cl = revents(c, 1000);
+    short before = revents(l, 200);
+    CHECK(write(c, "hello", 5) == 5);
+    short after = revents(l, 2000);
+    int a = accept(l, NULL, NULL);
+    char buf[8];
+    CHECK(a >= 0 && read(a, buf, sizeof(buf)) == 5);
+    int c2 = connect_to(port_of(l), 0);
+    CHECK(shutdown(c2, SHUT_WR) == 0);           /* a FIN without data also completes it */
+    short fin = revents(l, 2000);
+    int a2 = accept(l, NULL, NULL);
+    CHECK(a2 >= 0);
+    printf("TCP_DEFER_ACCEPT: client connected %d, listener readable before data %d, "
+           "after data %d, after a bare FIN %d, EOF %d\n", !!(cl & POLLOUT),
+           !!(before & POLLIN), !!(after & POLLIN), !!(fin & POLLIN),
+           read(a2, buf, sizeof(buf)) == 0);
+    close(a2);
+    close(c2);
+    close(a);
+    close(c);
+    close(l);
+}
+
 static void *blocked_accept(void *arg)
 {
     int l = *(int *)arg;
@@ -372,6 +402,7 @@ int main(void)
     epoll_listeners();
     reuseport_group();
     full_queue();
+    defer_accept();
     shutdown_listener();
     ok();
     return 0;

@@ -132,6 +132,8 @@ class TCPSocket(NetSocket):
         self.backlog = 0                  # sk_max_ack_backlog
         self.acceptq: collections.deque[TCPSocket] = collections.deque()
         self.synq: collections.deque[TCPSocket] = collections.deque()   # dropped SYNs
+        self.deferred: dict[TCPSocket, None] = {}   # TCP_DEFER_ACCEPT: waiting for data
+        self.defer_parent: TCPSocket | None = None  # the listener deferring us
         self.syn_target: TCPSocket | None = None   # the listener whose synq holds us
         self.released = False             # the file is gone (an orphan, as Linux says)
         self.timer: Timer | None = None   # an orphan's FIN_WAIT2 timeout
@@ -213,6 +215,8 @@ class TCPSocket(NetSocket):
         self.bytes_received += len(data)
         self.segs_in += 1
         self._notify(EVENT_IN)
+        if self.defer_parent is not None:
+            self.defer_parent._undefer(self)
 
     def _on_fin(self) -> None:
         """tcp_fin."""
@@ -227,6 +231,8 @@ class TCPSocket(NetSocket):
             self._enter_time_wait()
             return
         self._notify(EVENT_IN | EVENT_RDHUP | EVENT_HUP)
+        if self.defer_parent is not None:
+            self.defer_parent._undefer(self)
 
     def _on_fin_acked(self) -> None:
         if self.state == TCP_FIN_WAIT1:
@@ -251,6 +257,10 @@ class TCPSocket(NetSocket):
         self.err = err
         self.stack.resets += 1
         self._done()
+        if self.defer_parent is not None:           # a deferred child is just dropped
+            self.defer_parent.deferred.pop(self, None)
+            self.defer_parent = None
+            self.parent_gone()
 
     def _arm_fin_timeout(self) -> None:
         def expire() -> None:
@@ -394,7 +404,9 @@ class TCPSocket(NetSocket):
         self.state = TCP_CLOSE
         self.ports.unlisten(self)
         pending, self.acceptq = self.acceptq, collections.deque()
-        for child in pending:
+        deferred, self.deferred = list(self.deferred), {}
+        for child in [*pending, *deferred]:
+            child.defer_parent = None
             child.parent_gone()
         syns, self.synq = self.synq, collections.deque()
         for c in syns:
@@ -448,11 +460,38 @@ class TCPSocket(NetSocket):
         client.state = TCP_ESTABLISHED
         child.segs_in = client.segs_out = 2
         child.segs_out = client.segs_in = 1
-        self.acceptq.append(child)
         self.stack.passive_opens += 1
-        self._notify(EVENT_IN)
+        if self.tcp[TCP_DEFER_ACCEPT]:
+            self._defer(child, self.tcp[TCP_DEFER_ACCEPT])
+        else:
+            self.acceptq.append(child)
+            self._notify(EVENT_IN)
         client._notify(EVENT_OUT)
         return True
+
+    def _defer(self, child: TCPSocket, seconds: int) -> None:
+        """TCP_DEFER_ACCEPT: the client is connected, but the child joins the accept
+        queue only when the client's first data or FIN arrives, or after `seconds`
+        (Linux keeps it a request socket, dropping the client's pure ACKs, until its
+        SYN-ACK retransmissions run out; the next ACK then completes it)."""
+        child.defer_parent = self
+        self.deferred[child] = None
+        kernel = self.stack.kernel
+        child.timer = kernel.add_timer(kernel.now() + seconds * 10**9,
+                                       lambda: self._undefer(child))
+
+    def _undefer(self, child: TCPSocket) -> None:
+        """A deferred child is ready: into the accept queue.  (Even past the backlog:
+        Linux would drop the client's segment while the queue is full and take its
+        retransmission later.)"""
+        if self.deferred.pop(child, 0) is not None:
+            return
+        child.defer_parent = None
+        if child.timer is not None:
+            child.timer.cancelled = True
+            child.timer = None
+        self.acceptq.append(child)
+        self._notify(EVENT_IN)
 
     def inherit(self, parent: TCPSocket) -> None:
         """What a child copies from its listener (sk_clone_lock)."""

@@ -3,10 +3,20 @@
 
 Every benchmark runs in each environment:
 
-  native   the command as is
-  pyvisor  python3 -m pyvisor do -- CMD          (PYTHONPATH = this repository)
-  runsc    runsc --network=none --platform=ptrace do CMD   (optional: "n/a"
-           when runsc is not on PATH)
+  native        the command as is
+  pyvisor       python3 -m pyvisor do -- CMD          (PYTHONPATH = this repository;
+                --network=sandbox: pyvisor's own stack, netstack)
+  runsc         runsc --network=none --platform=ptrace do CMD   (optional: "n/a"
+                when runsc is not on PATH; loopback is served by gVisor's netstack)
+
+and the network rows also in
+
+  pyvisor-host  python3 -m pyvisor do --network=host -- CMD     (hostinet)
+  runsc-host    runsc --network=host --platform=ptrace run (a bundle made here, with
+                the host's root read-only), inside `unshare -n` with lo up: runsc's
+                hostinet on a network namespace of its own.  (`runsc do` with any
+                network but none would add a veth pair, iptables rules and
+                ip_forward=1 to the host's own namespace, so it is not used.)
 
 and every command is prefixed with `taskset -c 0`, so the launcher and all it
 starts (Sentry, Gofer, stubs, application) share CPU 0, unless --no-pin.
@@ -17,8 +27,13 @@ Rows:
   openclose    open("/etc/hostname") + close                    microbench
   forkwait     fork + child _exit(0) + waitpid                  microbench
   forkexec     fork + child execv("/bin/true") + waitpid         microbench
-  tcprr        1-byte ping-pong over loopback TCP (round trip)  microbench
-  tcpstream    loopback TCP throughput, MiB/s (64 KiB writes)   microbench
+  tcprr        1-byte ping-pong over loopback TCP (round trip)  microbench   network
+  tcpstream    loopback TCP throughput, MiB/s (64 KiB writes)   microbench   network
+  tcpconnect   TCP connect+accept+close rate                    microbench   network
+  iperf3       iperf3 -c 127.0.0.1 (one stream), MiB/s          servers.sh   network
+  redisset     redis-benchmark -t set -c 10, requests/s         servers.sh   network
+  redisget     redis-benchmark -t get -c 10, requests/s         servers.sh   network
+  http         nginx + wrk -t1 -c10 (612-byte page), requests/s servers.sh   network
   true         wall time of the whole `... /bin/true` command (median)
   python       wall time of the whole `... python3 -c pass` command (median)
   cpu2         two python3 processes each running a CPU-bound loop at once:
@@ -35,6 +50,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,8 +62,11 @@ from typing import Callable, Optional
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 MICROBENCH_C = os.path.join(BENCH_DIR, "programs", "microbench.c")
+SERVERS_SH = os.path.join(BENCH_DIR, "programs", "servers.sh")
 
-ENVIRONMENTS = ("native", "pyvisor", "runsc")
+ENVIRONMENTS = ("native", "pyvisor", "pyvisor-host", "runsc", "runsc-host")
+HOST_ENVS = ("pyvisor-host", "runsc-host")     # network rows only
+RATES = ("MiB/s", "req/s", "conn/s")           # units shown as 1e9 / (ns per unit)
 
 # Iteration counts: (native, sandbox) for the full run and for --quick.
 # Natively a syscall costs ~0.1 µs and a fork ~100 µs, so the host gets more
@@ -61,6 +80,15 @@ MICRO_ITERS = {
     "forkexec": ((1_000, 300), (100, 30)),
     "tcprr": ((100_000, 3_000), (10_000, 300)),
     "tcpstream": ((2_048, 256), (256, 64)),      # MiB
+    "tcpconnect": ((20_000, 2_000), (2_000, 200)),
+}
+# Server rows (servers.sh): what each run is given, (native, sandbox) for full and quick.
+SERVER_ARGS = {
+    #             full                       quick
+    "iperf3": ((["5"], ["5"]), (["2"], ["2"])),                       # seconds
+    "redisset": ((["200000", "set"], ["20000", "set"]), (["20000", "set"], ["5000", "set"])),
+    "redisget": ((["200000", "get"], ["20000", "get"]), (["20000", "get"], ["5000", "get"])),
+    "http": ((["5"], ["5"]), (["2"], ["2"])),                         # seconds
 }
 STARTUP_REPEATS = (10, 3)  # full, quick; plus one untimed warm-up run
 CPU2_PY = os.path.join(BENCH_DIR, "programs", "cpu2.py")
@@ -72,10 +100,11 @@ class Benchmark:
     name: str
     description: str
     unit: str  # "µs" or "ms"
-    kind: str  # "micro" (value from microbench, ns/iter), "startup" (wall s) or
-    #            "script" (the command prints ns on its last line)
-    mode: str = ""  # microbench mode
+    kind: str  # "micro" (microbench, ns/iter), "startup" (wall s), "server" (servers.sh
+    #            rate) or "script" (the command prints ns on its last line)
+    mode: str = ""  # microbench mode, or servers.sh mode
     argv: Callable[["Context"], list[str]] = lambda ctx: []
+    net: bool = False  # a network row: also run with host networking
 
 
 BENCHMARKS = [
@@ -84,8 +113,14 @@ BENCHMARKS = [
     Benchmark("openclose", "open+close /etc/hostname", "µs", "micro", mode="openclose"),
     Benchmark("forkwait", "fork+exit+wait", "µs", "micro", mode="forkwait"),
     Benchmark("forkexec", "fork+exec(/bin/true)+wait", "µs", "micro", mode="forkexec"),
-    Benchmark("tcprr", "loopback TCP 1-byte ping-pong", "µs", "micro", mode="tcprr"),
-    Benchmark("tcpstream", "loopback TCP stream", "MiB/s", "micro", mode="tcpstream"),
+    Benchmark("tcprr", "loopback TCP 1-byte ping-pong", "µs", "micro", mode="tcprr", net=True),
+    Benchmark("tcpstream", "loopback TCP stream", "MiB/s", "micro", mode="tcpstream", net=True),
+    Benchmark("tcpconnect", "TCP connect+accept+close", "conn/s", "micro", mode="tcpconnect",
+              net=True),
+    Benchmark("iperf3", "iperf3 loopback TCP", "MiB/s", "server", mode="iperf3", net=True),
+    Benchmark("redisset", "redis-benchmark SET", "req/s", "server", mode="redis", net=True),
+    Benchmark("redisget", "redis-benchmark GET", "req/s", "server", mode="redis", net=True),
+    Benchmark("http", "nginx + wrk (HTTP)", "req/s", "server", mode="http", net=True),
     Benchmark("true", "start-up: do /bin/true", "ms", "startup", argv=lambda ctx: ["/bin/true"]),
     Benchmark(
         "python",
@@ -125,6 +160,7 @@ class Context:
     runsc: Optional[str]
     envs: list[str]
     timeouts: dict[str, int] = field(default_factory=dict)  # env -> count
+    bundles: int = 0
 
 
 class RunError(Exception):
@@ -145,20 +181,72 @@ def compile_microbench(workdir: str) -> str:
     return out
 
 
-def env_prefix(ctx: Context, env: str) -> tuple[list[str], dict[str, str]]:
-    """Returns the command prefix and the environment for env."""
+def wrap(ctx: Context, env: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Returns the command that runs argv in env, and its environment."""
     penv = dict(os.environ)
     pin = [] if ctx.args.no_pin else ["taskset", "-c", str(ctx.args.cpu)]
     if env == "native":
-        return pin, penv
-    if env == "pyvisor":
+        return pin + argv, penv
+    if env in ("pyvisor", "pyvisor-host"):
         old = penv.get("PYTHONPATH")
         penv["PYTHONPATH"] = REPO_ROOT + (os.pathsep + old if old else "")
-        return pin + [sys.executable, "-m", "pyvisor", "do", "--"], penv
+        net = ["--network=host"] if env == "pyvisor-host" else []
+        return pin + [sys.executable, "-m", "pyvisor", "do", *net, "--", *argv], penv
+    assert ctx.runsc is not None
     if env == "runsc":
-        assert ctx.runsc is not None
-        return pin + [ctx.runsc, "--network=none", "--platform=ptrace", "do"], penv
+        return pin + [ctx.runsc, "--network=none", "--platform=ptrace", "do", *argv], penv
+    if env == "runsc-host":
+        bundle = runsc_bundle(ctx, argv)
+        cid = os.path.basename(bundle)
+        return pin + ["unshare", "-n", "/bin/sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+                      ctx.runsc, f"--root={ctx.workdir}/runsc-state", "--network=host",
+                      "--platform=ptrace", "run", "--bundle", bundle, cid], penv
     raise ValueError(env)
+
+
+def runsc_bundle(ctx: Context, argv: list[str]) -> str:
+    """An OCI bundle for `runsc run`: the host's root read-only (as `runsc do`), a tmpfs
+    /tmp, this run's work directory and bench/ bound at their own paths, root's
+    capabilities (nginx changes user), and argv run in bench/."""
+    ctx.bundles += 1
+    bundle = os.path.join(ctx.workdir, f"bench-{os.getpid()}-{ctx.bundles}")
+    os.mkdir(bundle)
+    caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID",
+            "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_RESOURCE"]
+    spec = {
+        "ociVersion": "1.0.0",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root"],
+            "cwd": BENCH_DIR,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}],
+        },
+        "root": {"path": "/", "readonly": True},
+        "hostname": "runsc",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": ctx.workdir, "type": "bind", "source": ctx.workdir,
+             "options": ["rbind", "ro"]},
+            {"destination": BENCH_DIR, "type": "bind", "source": BENCH_DIR,
+             "options": ["rbind", "ro"]},
+        ],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]},
+    }
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    return bundle
+
+
+def free_port() -> int:
+    """A TCP port free on the host's loopback (the host-networking runs bind it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_cmd(cmd: list[str], penv: dict[str, str], timeout: float) -> tuple[float, str]:
@@ -201,8 +289,8 @@ def run_micro(ctx: Context, bench: Benchmark, env: str) -> Cell:
     full, quick = MICRO_ITERS[bench.mode]
     native_n, sandbox_n = quick if ctx.args.quick else full
     n = native_n if env == "native" else sandbox_n
-    prefix, penv = env_prefix(ctx, env)
-    _, out = run_cmd(prefix + [ctx.microbench, bench.mode, str(n)], penv, ctx.args.timeout)
+    cmd, penv = wrap(ctx, env, [ctx.microbench, bench.mode, str(n)])
+    _, out = run_cmd(cmd, penv, ctx.args.timeout)
     lines = out.strip().splitlines()
     try:
         value = float(lines[-1])
@@ -211,10 +299,27 @@ def run_micro(ctx: Context, bench: Benchmark, env: str) -> Cell:
     return Cell(value_ns=value, samples_ns=[value], iterations=n)
 
 
+def run_server(ctx: Context, bench: Benchmark, env: str) -> Cell:
+    """servers.sh MODE PORT ARGS: its last line is a rate (per second); the cell keeps
+    ns per unit (per request, per MiB), like the microbench rows."""
+    full, quick = SERVER_ARGS[bench.name]
+    native_a, sandbox_a = quick if ctx.args.quick else full
+    extra = native_a if env == "native" else sandbox_a
+    cmd, penv = wrap(ctx, env, ["/bin/sh", SERVERS_SH, bench.mode, str(free_port()), *extra])
+    _, out = run_cmd(cmd, penv, ctx.args.timeout)
+    try:
+        rate = float(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RunError(f"unexpected servers.sh output: {out[-500:]!r}")
+    if rate <= 0:
+        raise RunError(f"servers.sh reported {rate}")
+    n = int(extra[0]) if bench.mode == "redis" else 0
+    return Cell(value_ns=1e9 / rate, samples_ns=[1e9 / rate], iterations=n)
+
+
 def run_startup(ctx: Context, bench: Benchmark, env: str) -> Cell:
     repeats = STARTUP_REPEATS[1 if ctx.args.quick else 0]
-    prefix, penv = env_prefix(ctx, env)
-    cmd = prefix + bench.argv(ctx)
+    cmd, penv = wrap(ctx, env, bench.argv(ctx))
     run_cmd(cmd, penv, ctx.args.timeout)  # warm-up: page cache, runsc's first start
     samples = [run_cmd(cmd, penv, ctx.args.timeout)[0] * 1e9 for _ in range(repeats)]
     return Cell(value_ns=statistics.median(samples), samples_ns=samples, iterations=repeats)
@@ -222,10 +327,10 @@ def run_startup(ctx: Context, bench: Benchmark, env: str) -> Cell:
 
 def run_script(ctx: Context, bench: Benchmark, env: str) -> Cell:
     repeats = STARTUP_REPEATS[1 if ctx.args.quick else 0] // 2 + 1
-    prefix, penv = env_prefix(ctx, env)
+    cmd, penv = wrap(ctx, env, bench.argv(ctx))
     samples = []
     for _ in range(repeats):
-        _, out = run_cmd(prefix + bench.argv(ctx), penv, ctx.args.timeout)
+        _, out = run_cmd(cmd, penv, ctx.args.timeout)
         try:
             samples.append(float(out.strip().splitlines()[-1]))
         except (IndexError, ValueError):
@@ -234,7 +339,9 @@ def run_script(ctx: Context, bench: Benchmark, env: str) -> Cell:
 
 
 def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
-    if env == "runsc" and ctx.runsc is None:
+    if env in HOST_ENVS and not bench.net:
+        return Cell(status="n/a", error="not a network benchmark")
+    if env.startswith("runsc") and ctx.runsc is None:
         return Cell(status="n/a", error="runsc not on PATH")
     if ctx.timeouts.get(env, 0) >= 2:
         return Cell(status="skipped", error=f"{env} timed out twice; not run")
@@ -243,6 +350,8 @@ def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
             return run_micro(ctx, bench, env)
         if bench.kind == "script":
             return run_script(ctx, bench, env)
+        if bench.kind == "server":
+            return run_server(ctx, bench, env)
         return run_startup(ctx, bench, env)
     except RunError as e:
         msg = str(e)
@@ -261,7 +370,7 @@ def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
 def fmt_value(cell: Cell, unit: str) -> str:
     if cell.status != "ok" or cell.value_ns is None:
         return "error" if cell.status == "skipped" else cell.status
-    if unit == "MiB/s":          # value_ns is ns per MiB
+    if unit in RATES:            # value_ns is ns per MiB, request or connection
         return f"{_sig3(1e9 / cell.value_ns)} {unit}"
     v = cell.value_ns / (1e3 if unit == "µs" else 1e6)
     return f"{_sig3(v)} {unit}"
@@ -286,6 +395,8 @@ def fmt_ratio(a: Cell, b: Cell) -> str:
 def table_rows(results: dict[str, dict[str, Cell]], benches: list[Benchmark]) -> list[list[str]]:
     rows = []
     for b in benches:
+        if b.net:
+            continue
         cells = results[b.name]
         rows.append(
             [
@@ -301,16 +412,35 @@ def table_rows(results: dict[str, dict[str, Cell]], benches: list[Benchmark]) ->
 
 
 HEADER = ["benchmark", "native", "pyvisor", "runsc", "pyvisor/native", "pyvisor/runsc"]
+NET_HEADER = ["network benchmark", "native", "pyvisor", "pyvisor-host", "runsc", "runsc-host",
+              "pyvisor/runsc", "pyvisor-host/runsc-host"]
 
 
-def print_table(rows: list[list[str]], markdown: bool) -> None:
+def net_table_rows(results: dict[str, dict[str, Cell]],
+                   benches: list[Benchmark]) -> list[list[str]]:
+    """The network rows in all five environments.  Ratios are of costs (time per round
+    trip, MiB, request or connection), as in the other table: above 1, pyvisor is slower."""
+    rows = []
+    for b in benches:
+        if not b.net:
+            continue
+        c = results[b.name]
+        rows.append([b.description, *(fmt_value(c[e], b.unit) for e in ENVIRONMENTS),
+                     fmt_ratio(c["pyvisor"], c["runsc"]),
+                     fmt_ratio(c["pyvisor-host"], c["runsc-host"])])
+    return rows
+
+
+def print_table(rows: list[list[str]], markdown: bool, header: list[str] = HEADER) -> None:
+    if not rows:
+        return
     if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("| --- |" + " ---: |" * (len(HEADER) - 1))
+        print("| " + " | ".join(header) + " |")
+        print("| --- |" + " ---: |" * (len(header) - 1))
         for r in rows:
             print("| " + " | ".join(r) + " |")
         return
-    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     line = "  ".join("-" * w for w in widths)
 
     def fmt(r: list[str]) -> str:
@@ -318,7 +448,7 @@ def print_table(rows: list[list[str]], markdown: bool) -> None:
             x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths))
         )
 
-    print(fmt(HEADER))
+    print(fmt(header))
     print(line)
     for r in rows:
         print(fmt(r))
@@ -340,7 +470,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--env",
         action="append",
         metavar="ENV",
-        help="run only this environment: native, pyvisor, runsc (repeatable or comma-separated)",
+        help="run only this environment: native, pyvisor, pyvisor-host, runsc, runsc-host "
+        "(repeatable or comma-separated)",
     )
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE as JSON")
@@ -423,6 +554,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(file=sys.stderr, flush=True)
     print_table(table_rows(results, benches), args.markdown)
+    net_rows = net_table_rows(results, benches)
+    if net_rows and any(not b.net for b in benches):
+        print()
+    print_table(net_rows, args.markdown, NET_HEADER)
     sys.stdout.flush()
 
     if args.json:
@@ -441,7 +576,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 b.name: {
                     "description": b.description,
                     "kind": b.kind,
-                    "unit": "ns per iteration" if b.kind == "micro" else "ns wall time (median)",
+                    "unit": {"micro": "ns per iteration", "server": "ns per request or MiB"}
+                    .get(b.kind, "ns wall time (median)"),
                     "results": {env: vars(c) for env, c in results[b.name].items()},
                 }
                 for b in benches

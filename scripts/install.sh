@@ -17,6 +17,11 @@ PACKAGES=(
 # what installed them.
 ENGINES=(podman docker.io containerd)
 OPTIONAL=(runsc)   # gVisor itself, for comparisons; fine if unavailable
+# Real servers and clients that tests/e2e/test_servers.py and bench/run.py run
+# inside a sandbox. Their host services must never start: while installing, a
+# policy-rc.d (exit 101) forbids invoke-rc.d to start anything, and afterwards
+# the units are disabled and any daemon that still came up is stopped.
+SERVERS=(redis-server redis-tools nginx apache2-utils wrk iperf3 curl)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -75,6 +80,31 @@ if [ "${#eng[@]}" -gt 0 ]; then
             systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
         fi
     fi
+fi
+
+srv=($(missing "${SERVERS[@]}"))
+if [ "${#srv[@]}" -gt 0 ]; then
+    echo "install.sh: installing ${srv[*]}"
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# Written by pyvisor install.sh while installing servers.\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        made_policy=1
+    fi
+    echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+    rc=0
+    apt_install "${srv[@]}" || rc=$?
+    [ "$made_policy" = 1 ] && rm -f "$policy"
+    [ "$rc" = 0 ] || exit "$rc"
+    for unit in redis-server nginx iperf3; do
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        elif command -v update-rc.d >/dev/null && [ -e "/etc/init.d/$unit" ]; then
+            update-rc.d "$unit" disable >/dev/null 2>&1 || true
+            "/etc/init.d/$unit" stop >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 opt=($(missing "${OPTIONAL[@]}"))

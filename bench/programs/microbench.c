@@ -10,6 +10,7 @@
  *   forkexec  N x fork + child execv(PATH) + waitpid (PATH: /bin/true)
  *   tcprr     N x 1-byte write + 1-byte read over loopback TCP, echoed by a child
  *   tcpstream N x 1 MiB (16 writes of 64 KiB) over loopback TCP to a child that reads
+ *   tcpconnect N x (socket, connect, accept, close both) over loopback TCP
  *
  * A warm-up of N/10 iterations (at least one) runs first and is not timed.
  * The N timed iterations are measured with clock_gettime(CLOCK_MONOTONIC) and
@@ -188,6 +189,35 @@ static void do_tcpstream(long n)
 	}
 }
 
+/* One loopback TCP connection per iteration, in one process: socket + connect to a
+ * listener, accept, close (the server's end first, so TIME_WAIT stays on the listener's
+ * port and ephemeral ports are not used up). */
+static void do_tcpconnect(long n)
+{
+	static int l = -1;
+	static struct sockaddr_in a = {.sin_family = AF_INET};
+
+	if (l < 0) {
+		socklen_t len = sizeof(a);
+		l = socket(AF_INET, SOCK_STREAM, 0);
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 128) < 0 ||
+		    getsockname(l, (struct sockaddr *)&a, &len) < 0)
+			die("listen");
+	}
+	for (long i = 0; i < n; i++) {
+		int c = socket(AF_INET, SOCK_STREAM, 0), s;
+
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
+			die("connect");
+		s = accept(l, NULL, NULL);
+		if (s < 0)
+			die("accept");
+		close(s);
+		close(c);
+	}
+}
+
 static const struct {
 	const char *name;
 	void (*run)(long);
@@ -200,6 +230,7 @@ static const struct {
 	{"forkexec", do_forkexec, "/bin/true"},
 	{"tcprr", do_tcprr, NULL},
 	{"tcpstream", do_tcpstream, NULL},
+	{"tcpconnect", do_tcpconnect, NULL},
 };
 
 int main(int argc, char **argv)
@@ -237,6 +268,7 @@ int main(int argc, char **argv)
 	return 0;
 
 usage:
-	fprintf(stderr, "usage: microbench getppid|clock|openclose|forkwait|forkexec|tcprr|tcpstream N [PATH]\n");
+	fprintf(stderr, "usage: microbench getppid|clock|openclose|forkwait|forkexec|tcprr|tcpstream|tcpconnect N [PATH]
+");
 	return 2;
 }

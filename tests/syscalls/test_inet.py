@@ -61,6 +61,25 @@ def test_bulk_transfer(family: str, network: str, program: Builder,
     assert native.stdout.startswith("bytes 67108864 checksum "), native.output
 
 
+@pytest.mark.parametrize("network", NETWORKS)
+def test_server_socket_behaviour(network: str, program: Builder, compare_net: Compare) -> None:
+    """What servers do to sockets: accept4 flags, TCP_DEFER_ACCEPT rounding, options an
+    accepted socket inherits, sendfile from a file to a socket, epoll on listeners
+    (EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE), SO_REUSEPORT groups sharing connections, a
+    full accept queue, shutdown of a listener blocked in accept."""
+    native, _ = compare_net(network, [program("inet_server.c")])
+    assert native.stdout.endswith("ok\n") and "match" in native.stdout, native.output
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_splice_and_tee(network: str, program: Builder, compare_net: Compare) -> None:
+    """splice(2) between pipes, TCP sockets and files, tee(2), and sendfile's EINVAL for
+    a non-file input: no byte lost when an output takes less than was offered."""
+    native, _ = compare_net(network, [program("splice.c")])
+    assert native.stdout.endswith("ok\n") and "same bytes 0" not in native.stdout, \
+        native.output
+
+
 HTTP = r"""
 set -e
 mkdir -p /tmp/www && cd /tmp/www

@@ -38,6 +38,8 @@ class Kind(enum.Enum):
     SIGNAL = "signal"           # queued real-time signals (siginfo)
     TMPFS = "tmpfs"             # tmpfs inodes, directory entries, inline symlink targets
     DENTRY = "dentry"           # cached dentries (the dentry cache may charge here)
+    NETSTACK = "netstack"       # netstack sockets (with their accept-queue children) and
+                                # TCP TIME_WAIT remnants, a fixed cost each
 
 
 # Fixed per-object costs, from sys.getsizeof of the Python objects involved.

@@ -61,13 +61,18 @@ Concurrency: Sentry loop only.
 
 from __future__ import annotations
 
+import gc
 import os
+import time
+import weakref
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IN6ADDR_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMPV6,
                                     IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN)
 from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel.memacct import Kind
 from pyvisor.sentry.kernel.waitqueue import EVENT_OUT, WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SOCK_DGRAM, SOCK_RAW,
@@ -87,6 +92,13 @@ if TYPE_CHECKING:
 
 IPPROTO_MAX = 263
 BUFFER_BUDGET = 256 << 20      # unread bytes all of the stack's sockets may hold together
+# What a socket or a TIME_WAIT remnant costs the Sentry's heap (tracemalloc: a TCPSocket
+# with its dicts is ~5 KiB, plus its file description), charged to the Sentry memory
+# account so that a flood of sockets (a SYN flood through many processes, a connect/close
+# loop filling TIME_WAIT) is bounded by --sentry-memory, not only by fd limits.
+SOCKET_COST = 6 << 10
+TIMEWAIT_COST = 512
+GC_INTERVAL_NS = 10**9         # a refused charge collects garbage at most this often
 
 
 def _match(b: Binding, dst: bytes) -> int:
@@ -116,6 +128,7 @@ class Stack:
         # Counters for /proc/net/snmp and netstat.
         self.active_opens = self.passive_opens = self.refused = self.resets = 0
         self.syn_drops = self.time_waits = self.aborts_on_close = self.aborts_on_data = 0
+        self.tw_overflows = 0
         self.udp_in = self.udp_out = self.udp_noport = self.udp_rcvbuf_errors = 0
         self.icmp_in = self.icmp_out = 0
         self._init_packet_path()
@@ -128,6 +141,26 @@ class Stack:
             self.budget = int(test_budget)
         self.starved: list[WaitQueue] = []     # senders stopped by the budget, not a window
         self.tcpseg: Any = None        # tcpseg.TCPLayer once an IP layer is attached
+        self.last_gc = 0
+
+    def charge(self, obj: object, cost: int) -> bool:
+        """Charges `cost` to the Sentry memory account for as long as `obj` lives (a
+        finalizer returns it, so no path that drops a socket can leak or double the
+        charge).  False when the account is full, even after collecting closed sockets
+        kept alive only by reference cycles (the two ends of a connection)."""
+        mem = getattr(self.kernel, "memory", None)
+        if mem is None:
+            return True
+        if not mem.try_charge(Kind.NETSTACK, cost):
+            now = time.monotonic_ns()
+            if now - self.last_gc < GC_INTERVAL_NS:
+                return False
+            self.last_gc = now
+            gc.collect()
+            if not mem.try_charge(Kind.NETSTACK, cost):
+                return False
+        weakref.finalize(obj, mem.uncharge, Kind.NETSTACK, cost)
+        return True
 
     def budget_left(self) -> int:
         return self.budget - self.buffered
@@ -170,6 +203,8 @@ class Stack:
             raise SyscallError(Errno.EPERM)
         else:
             raise SyscallError(Errno.ESOCKTNOSUPPORT)
+        if not self.charge(s, SOCKET_COST):
+            raise SyscallError(Errno.ENOBUFS)        # inet_create: sk_alloc failed
         return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)
 
     def socketpair(self, t: Task, family: int, stype: int, protocol: int, flags: int
@@ -535,20 +570,32 @@ class Stack:
     def note_unbound(self, s: NetSocket) -> None:
         """A socket gave its port back."""
 
-    def tcp_listener(self, dst: bytes, port: int) -> TCPSocket | None:
-        """The listening socket a SYN for (dst, port) reaches.  Linux: __inet_lookup_listener
-        (an exact address beats a wildcard, an AF_INET socket the dual-stack one)."""
+    def tcp_listener(self, dst: bytes, port: int, src: bytes = b"", sport: int = 0
+                     ) -> TCPSocket | None:
+        """The listening socket a SYN for (dst, port) from (src, sport) reaches.  Linux:
+        __inet_lookup_listener (an exact address beats a wildcard, an AF_INET socket the
+        dual-stack one); among the best, an SO_REUSEPORT group shares the connections by
+        a hash of the four-tuple (reuseport_select_sock), so each listener gets some."""
         if self.nics and not self.is_local(dst):
             return None                   # another host's port: no socket of ours listens
-        best: Any = None
+        best: list[Any] = []
         score = 0
-        for b in self.tcp_ports.on(port):
+        for b in self.tcp_ports.listeners_on(port):
             if b.tcp_state != TCP_LISTEN:
                 continue
             sc = _match(b, dst)
             if sc > score:
-                best, score = b, sc
-        return best  # type: ignore[no-any-return]
+                best, score = [b], sc
+            elif sc == score and sc:
+                best.append(b)
+        if not best:
+            return None
+        first = best[0]
+        if len(best) > 1 and first.reuseport:
+            group = [b for b in best if b.reuseport and b.owner_uid == first.owner_uid]
+            h = zlib.crc32(b"%s%s%d:%d" % (src, dst, sport, port))
+            return group[h % len(group)]  # type: ignore[no-any-return]
+        return first  # type: ignore[no-any-return]
 
     def udp_receiver(self, dst: bytes, port: int, src: bytes, sport: int) -> UDPSocket | None:
         """The socket a datagram for (dst, port) from (src, sport) goes to.  Linux:

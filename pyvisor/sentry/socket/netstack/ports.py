@@ -22,7 +22,7 @@ starting at a random offset.  Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_LISTEN, TCP_TIME_WAIT
@@ -62,11 +62,28 @@ class PortTable:
     def __init__(self, tcp: bool, sysctl: Any = None) -> None:
         self.tcp = tcp
         self.sysctl = sysctl          # NetSysctls: the ephemeral range (None: Linux's)
-        self.ports: dict[int, list[Binding]] = {}
+        # Per port, its bindings in the order they came (a dict, so that removing one of
+        # thousands of connections or TIME_WAIT remnants on a server's port is O(1)).
+        self.ports: dict[int, dict[Binding, None]] = {}
+        # TCP listeners per port, so a SYN finds them without walking the connections
+        # and TIME_WAIT remnants that share the port (Linux: the listening hash).
+        self.listening: dict[int, dict[Binding, None]] = {}
         self._rand = random.Random()
 
-    def on(self, port: int) -> list[Binding]:
-        return self.ports.get(port, [])
+    def on(self, port: int) -> Iterable[Binding]:
+        return self.ports.get(port, ())
+
+    def listeners_on(self, port: int) -> Iterable[Binding]:
+        return self.listening.get(port, ())
+
+    def listen(self, b: Binding) -> None:
+        """`b` (bound here) now listens."""
+        self.listening.setdefault(b.lport, {})[b] = None
+
+    def unlisten(self, b: Binding) -> None:
+        d = self.listening.get(b.lport)
+        if d is not None and d.pop(b, 0) is None and not d:
+            del self.listening[b.lport]
 
     def __iter__(self) -> Iterator[Binding]:
         for lst in self.ports.values():
@@ -99,7 +116,7 @@ class PortTable:
             port = self._ephemeral(new, connecting)
         elif not self.free(new, port):
             raise SyscallError(Errno.EADDRINUSE)
-        self.ports.setdefault(port, []).append(new)
+        self.ports.setdefault(port, {})[new] = None
         new.lport = port
         return port
 
@@ -123,15 +140,12 @@ class PortTable:
     def add(self, b: Binding) -> None:
         """Adds an entry on a port that is already owned (an accepted connection, a
         TIME_WAIT remnant), without the conflict check."""
-        self.ports.setdefault(b.lport, []).append(b)
+        self.ports.setdefault(b.lport, {})[b] = None
 
     def remove(self, b: Binding) -> None:
-        lst = self.ports.get(b.lport)
-        if not lst:
+        self.unlisten(b)
+        d = self.ports.get(b.lport)
+        if d is None or d.pop(b, 0) is not None:
             return
-        try:
-            lst.remove(b)
-        except ValueError:
-            return
-        if not lst:
+        if not d:
             del self.ports[b.lport]

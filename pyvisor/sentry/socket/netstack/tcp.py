@@ -63,6 +63,7 @@ from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL,
                                           SIOCINQ, SIOCOUTQ, SOCK_NONBLOCK, SOCK_STREAM,
                                           Control, Received, deadline_of,
                                           new_socket_file, wait)
+from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
 if TYPE_CHECKING:
@@ -85,6 +86,21 @@ LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timest
 SIOCATMARK = 0x8905
 SIOCOUTQNSD = 0x894B
 _I32 = struct.Struct("<i")
+
+
+def _defer_accept_secs(seconds: int) -> int:
+    """TCP_DEFER_ACCEPT as Linux keeps it: a count of SYN-ACK retransmissions
+    (secs_to_retrans, 1 s doubling up to 120 s), read back as the seconds those
+    retransmissions span (retrans_to_secs), so 5 reads back as 7."""
+    if seconds <= 0:
+        return 0
+    timeout = period = 1
+    retrans = 1
+    while seconds > period and retrans < 255:
+        retrans += 1
+        timeout = min(timeout * 2, 120)
+        period += timeout
+    return period
 
 
 class TimeWait:
@@ -120,6 +136,8 @@ class TCPSocket(NetSocket):
         self.backlog = 0                  # sk_max_ack_backlog
         self.acceptq: collections.deque[TCPSocket] = collections.deque()
         self.synq: collections.deque[TCPSocket] = collections.deque()   # dropped SYNs
+        self.deferred: dict[TCPSocket, None] = {}   # TCP_DEFER_ACCEPT: waiting for data
+        self.defer_parent: TCPSocket | None = None  # the listener deferring us
         self.syn_target: TCPSocket | None = None   # the listener whose synq holds us
         self.released = False             # the file is gone (an orphan, as Linux says)
         self.timer: Timer | None = None   # an orphan's FIN_WAIT2 timeout
@@ -178,8 +196,14 @@ class TCPSocket(NetSocket):
         self._notify()
 
     def _enter_time_wait(self) -> None:
-        """tcp_time_wait: a remnant keeps the port; this socket is closed."""
+        """tcp_time_wait: a remnant keeps the port; this socket is closed.  With no room
+        for a remnant (Linux: tcp_max_tw_buckets, "time wait bucket table overflow";
+        here the Sentry memory account) the socket just closes."""
         tw = TimeWait(self)
+        if not self.stack.charge(tw, TIMEWAIT_COST):
+            self.stack.tw_overflows += 1
+            self._done()
+            return
         ports = self.ports
         ports.add(tw)
 
@@ -198,6 +222,8 @@ class TCPSocket(NetSocket):
         self.bytes_received += len(data)
         self.segs_in += 1
         self._notify(EVENT_IN)
+        if self.defer_parent is not None:
+            self.defer_parent._undefer(self)
 
     def _on_fin(self) -> None:
         """tcp_fin."""
@@ -212,6 +238,8 @@ class TCPSocket(NetSocket):
             self._enter_time_wait()
             return
         self._notify(EVENT_IN | EVENT_RDHUP | EVENT_HUP)
+        if self.defer_parent is not None:
+            self.defer_parent._undefer(self)
 
     def _on_fin_acked(self) -> None:
         if self.state == TCP_FIN_WAIT1:
@@ -236,6 +264,10 @@ class TCPSocket(NetSocket):
         self.err = err
         self.stack.resets += 1
         self._done()
+        if self.defer_parent is not None:           # a deferred child is just dropped
+            self.defer_parent.deferred.pop(self, None)
+            self.defer_parent = None
+            self.parent_gone()
 
     def _on_established(self) -> None:
         """The handshake finished (a SYN-ACK for our SYN, or the ACK of a child's)."""
@@ -395,14 +427,18 @@ class TCPSocket(NetSocket):
                     if self.ports.conflict(self, b):
                         raise SyscallError(Errno.EADDRINUSE)
             self.state = TCP_LISTEN
+            self.ports.listen(self)
         self.backlog = backlog
         self._admit()
 
     def _stop_listening(self) -> None:
         """inet_csk_listen_stop: connections not yet accepted are reset, dropped SYNs refused."""
         self.state = TCP_CLOSE
+        self.ports.unlisten(self)
         pending, self.acceptq = self.acceptq, collections.deque()
-        for child in pending:
+        deferred, self.deferred = list(self.deferred), {}
+        for child in [*pending, *deferred]:
+            child.defer_parent = None
             child.parent_gone()
         layer = self.stack.tcpseg
         if layer is not None:
@@ -425,10 +461,11 @@ class TCPSocket(NetSocket):
     def _admit(self) -> None:
         """Room in the accept queue: the next dropped SYN gets through (its retransmission)."""
         while self.synq and len(self.acceptq) <= self.backlog and self.state == TCP_LISTEN:
-            c = self.synq.popleft()
+            c = self.synq[0]
+            if c.state == TCP_SYN_SENT and not self._accept_syn(c):
+                return                  # no memory for a child: it waits, as a full queue
+            self.synq.popleft()
             c.syn_target = None
-            if c.state == TCP_SYN_SENT:
-                self._accept_syn(c)
 
     def _cancel_syn(self) -> None:
         lst = self.syn_target
@@ -439,9 +476,13 @@ class TCPSocket(NetSocket):
                 pass
             self.syn_target = None
 
-    def _accept_syn(self, client: TCPSocket) -> None:
-        """The three-way handshake with `client`, done: a child in our accept queue."""
+    def _accept_syn(self, client: TCPSocket) -> bool:
+        """The three-way handshake with `client`, done: a child in our accept queue.
+        False (the SYN is dropped, as for a full queue) when the child cannot be
+        charged to the Sentry memory account."""
         child = TCPSocket(self.stack, self.family, self.owner_uid)
+        if not self.stack.charge(child, SOCKET_COST):
+            return False
         child.inherit(self)
         child.laddr, child.lport = client.raddr, self.lport
         child.raddr, child.rport = client.laddr, client.lport
@@ -454,10 +495,38 @@ class TCPSocket(NetSocket):
         client.state = TCP_ESTABLISHED
         child.segs_in = client.segs_out = 2
         child.segs_out = client.segs_in = 1
-        self.acceptq.append(child)
         self.stack.passive_opens += 1
-        self._notify(EVENT_IN)
+        if self.tcp[TCP_DEFER_ACCEPT]:
+            self._defer(child, self.tcp[TCP_DEFER_ACCEPT])
+        else:
+            self.acceptq.append(child)
+            self._notify(EVENT_IN)
         client._notify(EVENT_OUT)
+        return True
+
+    def _defer(self, child: TCPSocket, seconds: int) -> None:
+        """TCP_DEFER_ACCEPT: the client is connected, but the child joins the accept
+        queue only when the client's first data or FIN arrives, or after `seconds`
+        (Linux keeps it a request socket, dropping the client's pure ACKs, until its
+        SYN-ACK retransmissions run out; the next ACK then completes it)."""
+        child.defer_parent = self
+        self.deferred[child] = None
+        kernel = self.stack.kernel
+        child.timer = kernel.add_timer(kernel.now() + seconds * 10**9,
+                                       lambda: self._undefer(child))
+
+    def _undefer(self, child: TCPSocket) -> None:
+        """A deferred child is ready: into the accept queue.  (Even past the backlog:
+        Linux would drop the client's segment while the queue is full and take its
+        retransmission later.)"""
+        if self.deferred.pop(child, 0) is not None:
+            return
+        child.defer_parent = None
+        if child.timer is not None:
+            child.timer.cancelled = True
+            child.timer = None
+        self.acceptq.append(child)
+        self._notify(EVENT_IN)
 
     def wire_child(self, ep: Endpoint) -> TCPSocket | None:
         """A handshake from another host completed on this listener: the child socket,
@@ -574,17 +643,15 @@ class TCPSocket(NetSocket):
 
     def _syn(self) -> None:
         """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset."""
-        lst = self.stack.tcp_listener(self.raddr, self.rport)
+        lst = self.stack.tcp_listener(self.raddr, self.rport, self.laddr, self.lport)
         if lst is None:
             self.stack.refused += 1
             self._on_rst()
             return
-        if len(lst.acceptq) > lst.backlog:
+        if len(lst.acceptq) > lst.backlog or not lst._accept_syn(self):
             lst.synq.append(self)
             self.syn_target = lst
             self.stack.syn_drops += 1
-            return
-        lst._accept_syn(self)
 
     def _disconnect(self) -> None:
         """tcp_disconnect (connect with AF_UNSPEC)."""
@@ -886,7 +953,7 @@ class TCPSocket(NetSocket):
                       TCP_THIN_DUPACK, TCP_INQ, TCP_FASTOPEN_CONNECT):
             val = int(val != 0)
         elif name == TCP_DEFER_ACCEPT:
-            val = max(val, 0)
+            val = _defer_accept_secs(val)
         elif name not in (TCP_NOTSENT_LOWAT, TCP_FASTOPEN):
             raise SyscallError(Errno.ENOPROTOOPT)
         self.tcp[name] = val

@@ -396,6 +396,9 @@ class EpollImpl(FileImpl):
 
 _EPOLLET, _EPOLLONESHOT, _EPOLLEXCLUSIVE = 1 << 31, 1 << 30, 1 << 28
 _EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes
+# EPOLLEXCLUSIVE_OK_BITS (fs/eventpoll.c): EPOLLIN|EPOLLOUT|EPOLLERR|EPOLLHUP|EPOLLWAKEUP|
+# EPOLLET|EPOLLEXCLUSIVE; an exclusive watch may ask for nothing else (no EPOLLONESHOT).
+_EPOLLEXCLUSIVE_OK = 0x1 | 0x4 | 0x8 | 0x10 | (1 << 29) | _EPOLLET | _EPOLLEXCLUSIVE
 
 
 def _edge_watch(f: FileDescription, events: int) -> _EdgeWatch | None:
@@ -437,6 +440,9 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
     impl = ep.impl
     if op == 1:   # ADD
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
+        if events & _EPOLLEXCLUSIVE and (events & ~_EPOLLEXCLUSIVE_OK
+                                         or isinstance(f.impl, EpollImpl)):
+            raise SyscallError(Errno.EINVAL)
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
         impl.add(key, [f, events, data, fd, _edge_watch(f, events)])
@@ -446,9 +452,13 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
         impl.drop(key)
     elif op == 3:  # MOD
         events, data = _EPOLL_EVENT.unpack(t.copy_in(evp, 12))
+        if events & _EPOLLEXCLUSIVE:
+            raise SyscallError(Errno.EINVAL)    # ep_ctl: exclusive is for ADD only
         if key not in impl.interest:
             raise SyscallError(Errno.ENOENT)
         ent = impl.interest[key]
+        if ent[1] & _EPOLLEXCLUSIVE:
+            raise SyscallError(Errno.EINVAL)    # an exclusive watch cannot be modified
         _drop_watch(ent)
         ent[1:3] = [events, data]
         ent[4] = _edge_watch(f, events)

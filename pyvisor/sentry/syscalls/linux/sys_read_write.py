@@ -305,7 +305,9 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.ESPIPE)
     else:
         pos = in_f.offset if in_f.impl.seekable else None
-    if not in_f.impl.splice_read:
+    # splice_direct_to_actor: the input must be a regular file or a block device (a
+    # socket, pipe or character device as input is EINVAL, never a wait on it).
+    if not in_f.impl.splice_read or in_f.inode.ftype not in (0o100000, 0o060000):
         raise SyscallError(Errno.EINVAL)
     if pos is not None and pos < 0:
         raise SyscallError(Errno.EINVAL)

@@ -15,6 +15,7 @@ from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
+from pyvisor.sentry.syscalls.linux import sys_splice as SP
 from pyvisor.sentry.syscalls.linux import sys_time as TM
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
@@ -33,6 +34,9 @@ AMD64 = SyscallTable("amd64", {
     S.lseek: supported(RW.sys_lseek),
     S.sendfile: supported(RW.sys_sendfile),
     S.copy_file_range: supported(RW.sys_copy_file_range),
+    S.splice: partial(SP.sys_splice, note="staged through the Sentry; a non-socket, "
+                      "non-seekable input to a pipe gives EINVAL"),
+    S.tee: supported(SP.sys_tee),
     # files
     S.open: supported(F.sys_open),
     S.openat: supported(F.sys_openat),

@@ -38,7 +38,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.kernel import cputime, textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -136,6 +136,7 @@ class Kernel:
         # control service (runtime/sentry_control.py), which reports its status.
         self.orphan_exit: Callable[[ThreadGroup], None] | None = None
 
+        self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)
         self._panic: BaseException | None = None
@@ -350,6 +351,9 @@ class Kernel:
         if t is None:
             return   # a reaped stub process or a thread we ended
         th = t.thread
+        if th.running and t.run_start:
+            t.run_ns += time.monotonic_ns() - t.run_start
+            t.run_start = 0
         th.running = False
         if not os.WIFSTOPPED(status):
             # The host thread died under us (e.g. killed by the host OOM killer).
@@ -563,6 +567,7 @@ class Kernel:
             self._internal_error(t, t.regs.orig_rax, e)
             return
         th.running = True
+        t.run_start = time.monotonic_ns()
 
     def resume_stopped(self, t: Task) -> None:
         """SIGCONT: a job-control-stopped task runs again."""
@@ -637,6 +642,9 @@ class Kernel:
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
+        if not tg.tasks:
+            cputime.note_rss_of(tg, t.mm)
+        cputime.settle_unused(tg, t.thread.process)
         self.platform.exit_thread(t.thread)
         self.release_mm(t.mm)
         if t.vfork_parent is not None:

@@ -124,8 +124,17 @@ class ThreadGroup:
     exit_signal: int = 17              # SIGCHLD
     itimer_real: Any = None
     start_ns: int = 0
-    utime_ns: int = 0
+    # CPU time (kernel/cputime.py): settled totals, stub processes in use with their
+    # baselines, and what reaped children left (RUSAGE_CHILDREN).
+    cpu_user_ns: int = 0
+    cpu_sys_ns: int = 0
+    cpu_procs: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    cpu_other_threads: bool = False
     children_utime_ns: int = 0
+    children_stime_ns: int = 0
+    maxrss_kb: int = 0
+    children_maxrss_kb: int = 0
+    cpu_timers: Any = None            # itimers VIRTUAL/PROF and RLIMIT_CPU (kernel/cputimers)
     comm: bytes = b""
     exe: Location | None = None
     argv: bytes = b""
@@ -169,6 +178,8 @@ class Task:
     vfork_parent: ThreadGroup | None = None
     name: bytes = b""
     fpregs: Any = None
+    run_ns: int = 0                       # wall time resumed in application code
+    run_start: int = 0                    # when it was last resumed (monotonic ns)
 
     # -- memory access ----------------------------------------------------------------
 

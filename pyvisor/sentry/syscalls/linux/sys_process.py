@@ -14,6 +14,7 @@ from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
+from pyvisor.sentry.kernel import cputime, cputimers
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
@@ -320,6 +321,8 @@ def _rlimit(t: Task, tg: ThreadGroup, res: int, new: int, old: int) -> None:
         if res == RLIMIT_NOFILE:
             for task in tg.tasks:
                 task.fd_table.limit = min(cur, 1 << 20)
+        elif res == cputimers.RLIMIT_CPU:
+            cputimers.rlimit_changed(tg)
 
 
 def sys_getrlimit(t: Task, r: SyscallArguments) -> int:
@@ -342,20 +345,45 @@ def sys_prlimit64(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
+_CLK_TCK_NS = 10_000_000        # USER_HZ = 100
+
+
+def pack_rusage(user_ns: int, sys_ns: int, maxrss_kb: int) -> bytes:
+    """struct rusage: times and ru_maxrss; the other counters are zero."""
+    return struct.pack("<qqqqq", user_ns // 10**9, (user_ns % 10**9) // 1000,
+                       sys_ns // 10**9, (sys_ns % 10**9) // 1000, maxrss_kb).ljust(144, b"\0")
+
+
+def rusage_of(t: Task, who: int) -> bytes:
+    tg = t.tg
+    if who == RUSAGE_CHILDREN:
+        return pack_rusage(tg.children_utime_ns, tg.children_stime_ns, tg.children_maxrss_kb)
+    cputime.note_rss_of(tg, t.mm)
+    u, s = cputime.task_times(t) if who == RUSAGE_THREAD else cputime.group_times(tg)
+    return pack_rusage(u, s, tg.maxrss_kb)
+
+
 def sys_getrusage(t: Task, r: SyscallArguments) -> int:
-    """Implements getrusage(2) with zero counters except time (not tracked yet)."""
+    """Implements getrusage(2): CPU times (kernel/cputime.py) and ru_maxrss; the
+    fault, I/O and context-switch counters are zero."""
     who = r.int32(0)
-    if who not in (0, -1, 1):
+    if who not in (RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD):
         raise SyscallError(Errno.EINVAL)
-    t.copy_out(r.pointer(1), bytes(144))
+    t.copy_out(r.pointer(1), rusage_of(t, who))
     return 0
 
 
 def sys_times(t: Task, r: SyscallArguments) -> int:
+    """Implements times(2), in clock ticks of USER_HZ."""
     addr = r.pointer(0)
     if addr:
-        t.copy_out(addr, bytes(32))
-    return (t.kernel.now() - t.kernel.boot_ns) // 10_000_000
+        tg = t.tg
+        u, s = cputime.group_times(tg)
+        t.copy_out(addr, struct.pack("<qqqq", u // _CLK_TCK_NS, s // _CLK_TCK_NS,
+                                     tg.children_utime_ns // _CLK_TCK_NS,
+                                     tg.children_stime_ns // _CLK_TCK_NS))
+    return (t.kernel.now() - t.kernel.boot_ns) // _CLK_TCK_NS
 
 
 def sys_sysinfo(t: Task, r: SyscallArguments) -> int:
@@ -568,6 +596,7 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
             if c.zombie and not c.reaped and options & WEXITED:
                 st = c.exit_code or 0
                 if not options & WNOWAIT:
+                    cputime.reap_into(t.tg, c)
                     k.release_group(c)
                 return c, 0, st
             if c.stop_report is not None and not c.zombie:
@@ -580,9 +609,21 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
                     if not options & WNOWAIT:
                         c.stop_report = None
                     return c, 1, rep
+        if not options & WEXITED and all(c.zombie for c in kids):
+            # Only zombies, and their exit is not asked for: nothing will ever
+            # match (Linux: wait_consider_task leaves notask_error set).
+            raise SyscallError(Errno.ECHILD)
         if options & WNOHANG:
             return None
         await k.block_on(t, t.tg.child_wq)
+
+
+def _child_rusage(c: ThreadGroup) -> bytes:
+    """The rusage wait4/waitid report: the child's own times plus its reaped children's
+    (Linux: wait_task_zombie fills it from the child's signal_struct)."""
+    u, s = cputime.group_times(c)
+    return pack_rusage(u + c.children_utime_ns, s + c.children_stime_ns,
+                       max(c.maxrss_kb, c.children_maxrss_kb))
 
 
 async def sys_wait4(t: Task, r: SyscallArguments) -> int:
@@ -606,7 +647,7 @@ async def sys_wait4(t: Task, r: SyscallArguments) -> int:
     if status_addr:
         t.copy_out(status_addr, struct.pack("<i", st))
     if rusage:
-        t.copy_out(rusage, bytes(144))
+        t.copy_out(rusage, _child_rusage(child))
     return child.tgid
 
 
@@ -619,12 +660,17 @@ async def sys_waitid(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if idtype == P_PGID and id_ == 0:
         id_ = t.tg.pgid
+    ru = r.pointer(4)
     res = await _wait_common(t, idtype, id_, options)
     if res is None:
         if infop:
             t.copy_out(infop, bytes(128))
+        if ru:
+            t.copy_out(ru, bytes(144))
         return 0
     child, kind, st = res
+    if ru:
+        t.copy_out(ru, _child_rusage(child))
     if kind == 0:
         code, status = _status_to_info(child)
     elif kind == 1:

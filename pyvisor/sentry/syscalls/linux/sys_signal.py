@@ -9,6 +9,7 @@ from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DF
                                       SIG_SETMASK, SIG_UNBLOCK, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.kernel import cputimers
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup
@@ -299,8 +300,15 @@ def sys_alarm(t: Task, r: SyscallArguments) -> int:
     return (remaining + 999_999_999) // 10**9 if remaining else 0
 
 
+def _pack_itimerval(interval: int, value: int) -> bytes:
+    """struct itimerval, rounding ns up to whole microseconds (Linux: ns_to_timeval
+    of a CPU itimer rounds up so an armed timer never reads as zero)."""
+    iu, vu = (interval + 999) // 1000, (value + 999) // 1000
+    return struct.pack("<qqqq", iu // 10**6, iu % 10**6, vu // 10**6, vu % 10**6)
+
+
 def sys_setitimer(t: Task, r: SyscallArguments) -> int:
-    """Implements setitimer(2) for ITIMER_REAL; the CPU-time timers are accepted but never fire."""
+    """Implements setitimer(2); ITIMER_VIRTUAL/PROF are kernel/cputimers.py's."""
     which, new, old = r.int32(0), r.pointer(1), r.pointer(2)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
@@ -309,8 +317,13 @@ def sys_setitimer(t: Task, r: SyscallArguments) -> int:
         if not (0 <= iusec < 10**6 and 0 <= vusec < 10**6) or isec < 0 or vsec < 0:
             raise SyscallError(Errno.EINVAL)
     if which != 0:
+        if new:
+            rem, oint = cputimers.set_itimer(t.tg, which, vsec * 10**9 + vusec * 1000,
+                                             isec * 10**9 + iusec * 1000)
+        else:
+            rem, oint = cputimers.get_itimer(t.tg, which)
         if old:
-            t.copy_out(old, bytes(32))
+            t.copy_out(old, _pack_itimerval(oint, rem))
         return 0
     if new:
         rem, oint = _set_itimer(t, vsec * 10**9 + vusec * 1000, isec * 10**9 + iusec * 1000)
@@ -328,7 +341,10 @@ def sys_getitimer(t: Task, r: SyscallArguments) -> int:
     which, cur = r.int32(0), r.pointer(1)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
-    tm = t.tg.itimer_real if which == 0 else None
+    if which != 0:
+        t.copy_out(cur, _pack_itimerval(*reversed(cputimers.get_itimer(t.tg, which))))
+        return 0
+    tm = t.tg.itimer_real
     rem = max(0, tm.deadline - t.kernel.now()) if tm is not None and not tm.cancelled else 0
     oint = getattr(tm, "interval", 0) if tm is not None else 0
     t.copy_out(cur, struct.pack("<qqqq", oint // 10**9, (oint % 10**9) // 1000,

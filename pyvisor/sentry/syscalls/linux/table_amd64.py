@@ -161,7 +161,7 @@ AMD64 = SyscallTable("amd64", {
     S.getrlimit: supported(P.sys_getrlimit),
     S.setrlimit: supported(P.sys_setrlimit),
     S.prlimit64: supported(P.sys_prlimit64),
-    S.getrusage: partial(P.sys_getrusage, note="counters are zero"),
+    S.getrusage: partial(P.sys_getrusage, note="times and ru_maxrss; other counters zero"),
     S.times: partial(P.sys_times, note="CPU times are zero"),
     S.sysinfo: supported(P.sys_sysinfo),
     S.getpgid: supported(P.sys_getpgid),
@@ -206,7 +206,7 @@ AMD64 = SyscallTable("amd64", {
     S.tkill: supported(SG.sys_tkill),
     S.pause: supported(SG.sys_pause),
     S.alarm: supported(SG.sys_alarm),
-    S.setitimer: partial(SG.sys_setitimer, note="ITIMER_REAL only"),
+    S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
     # time
     S.clock_gettime: supported(TM.sys_clock_gettime),

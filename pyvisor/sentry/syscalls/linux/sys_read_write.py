@@ -10,7 +10,7 @@ from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
-from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
@@ -27,6 +27,16 @@ def verify_area(f: FileDescription, pos: int, count: int) -> None:
     Streams (pipes, sockets, ttys) have no position."""
     if f.impl.seekable and (pos < 0 or pos + count > MAX_LFS_FILESIZE):
         raise SyscallError(Errno.EINVAL)
+
+
+def _fsize_limit(t: Task, off: int, data: bytes) -> bytes:
+    """RLIMIT_FSIZE (Linux: generic_write_check_limits): a write starting at or past
+    the limit gets SIGXFSZ and EFBIG; one crossing it is cut short at the limit."""
+    limit = t.tg.rlimits[RLIMIT_FSIZE][0]
+    if off >= limit:
+        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0x80))
+        raise SyscallError(Errno.EFBIG)
+    return data[:limit - off]
 
 
 async def _wait_timed(t: Task, f: FileDescription, mask: int, timeo: int | None,
@@ -111,6 +121,7 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
     total = len(data)
     timeo = f.impl.io_timeout(True)
     deadline = None if not timeo else t.kernel.now() + timeo
+    fsize_limited = t.tg.rlimits[RLIMIT_FSIZE][0] != RLIM_INFINITY and f.inode.is_regular()
     keeps = f.impl.keeps_position
     if not keeps or offset is not None:     # a host-kept position is the host's to check
         verify_area(f, f.offset if offset is None else offset, total)
@@ -125,7 +136,10 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                         raise SyscallError(Errno.EFBIG)     # generic_write_check_limits
             else:
                 off = offset + done
-            n = f.impl.write(f, t, data[done:] if done else data, off)
+            chunk = data[done:] if done else data
+            if fsize_limited and off != AT_POSITION:
+                chunk = _fsize_limit(t, off, chunk)
+            n = f.impl.write(f, t, chunk, off)
             if offset is None and f.impl.seekable and not keeps:
                 f.offset = off + n
             done += n

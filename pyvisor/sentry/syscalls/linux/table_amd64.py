@@ -16,6 +16,7 @@ from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_time as TM
+from pyvisor.sentry.syscalls.linux import sys_splice as SP
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
 AMD64 = SyscallTable("amd64", {
@@ -32,6 +33,8 @@ AMD64 = SyscallTable("amd64", {
     S.pwritev2: partial(RW.sys_pwritev2, note="flags ignored"),
     S.lseek: supported(RW.sys_lseek),
     S.sendfile: supported(RW.sys_sendfile),
+    S.splice: supported(SP.sys_splice),
+    S.tee: supported(SP.sys_tee),
     S.copy_file_range: supported(RW.sys_copy_file_range),
     # files
     S.open: supported(F.sys_open),

@@ -38,7 +38,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import cputime, textbusy
+from pyvisor.sentry.kernel import cputime, posix_timers, textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -676,6 +676,7 @@ class Kernel:
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
+        posix_timers.clear_all(tg)
         # Orphans go to init (we are PID namespace init's reaper).
         init = self.init
         for c in list(tg.children):

@@ -134,6 +134,7 @@ class ThreadGroup:
     children_stime_ns: int = 0
     maxrss_kb: int = 0
     children_maxrss_kb: int = 0
+    posix_timers: Any = None          # kernel/posix_timers.TimerTable, made on first use
     cpu_timers: Any = None            # itimers VIRTUAL/PROF and RLIMIT_CPU (kernel/cputimers)
     comm: bytes = b""
     exe: Location | None = None

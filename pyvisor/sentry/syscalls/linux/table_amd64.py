@@ -16,6 +16,7 @@ from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_time as TM
+from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
@@ -211,6 +212,15 @@ AMD64 = SyscallTable("amd64", {
     S.alarm: supported(SG.sys_alarm),
     S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
+    S.timerfd_create: supported(TI.sys_timerfd_create),
+    S.timerfd_settime: partial(TI.sys_timerfd_settime,
+                               note="TFD_TIMER_CANCEL_ON_SET never cancels: the clock is fixed"),
+    S.timerfd_gettime: supported(TI.sys_timerfd_gettime),
+    S.timer_create: supported(TI.sys_timer_create),
+    S.timer_settime: supported(TI.sys_timer_settime),
+    S.timer_gettime: supported(TI.sys_timer_gettime),
+    S.timer_getoverrun: supported(TI.sys_timer_getoverrun),
+    S.timer_delete: supported(TI.sys_timer_delete),
     # time
     S.clock_gettime: supported(TM.sys_clock_gettime),
     S.clock_getres: supported(TM.sys_clock_getres),

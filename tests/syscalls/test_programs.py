@@ -29,6 +29,8 @@ SELF_CHECKING = [
     "tty.c",
     "efault.c",
     "partial_writes.c",
+    "wakeups.c",
+    "timers.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -8,11 +8,14 @@ processes accumulated while it used them: each stub process it uses has a
 baseline taken when the group started using it (zero for a fresh process),
 and when the group stops using one (exec, exit) its share is settled.
 
+The Sentry's own CPU time serving a task's syscalls is the task's system
+time, as a Linux thread's time in the kernel is: it is measured around each
+syscall step and added to the task and its thread group.
+
 Per thread, the host offers no clock another process may read, so a task's CPU
 time is the wall time it spent resumed in application code, capped by its
 thread group's total: exact for a single-threaded process, an upper bound for
-each thread of a multi-threaded one.  System time is the stub's host system
-time; time the Sentry spends serving a task's syscalls is not charged.
+each thread of a multi-threaded one.
 Concurrency: Sentry loop only.
 """
 
@@ -69,7 +72,7 @@ def group_times(tg: ThreadGroup) -> tuple[int, int]:
     """(user ns, system ns) of a thread group, settled and running."""
     for t in tg.tasks:
         attach(tg, t.thread.process, True)
-    user, sys_ = tg.cpu_user_ns, tg.cpu_sys_ns
+    user, sys_ = tg.cpu_user_ns, tg.cpu_sys_ns + tg.sentry_sys_ns
     for proc, (bu, bt) in tg.cpu_procs.items():
         u, tot = process_times(proc)
         user += max(0, u - bu)
@@ -85,19 +88,25 @@ def task_run_ns(t: Task) -> int:
     return ns
 
 
+def charge_sentry(t: Task, ns: int) -> None:
+    """The Sentry spent `ns` of its CPU time on a syscall of `t`."""
+    t.sentry_sys_ns += ns
+    t.tg.sentry_sys_ns += ns
+
+
 def task_times(t: Task) -> tuple[int, int]:
     """(user ns, system ns) of one thread (see the module note)."""
     user, sys_ = group_times(t.tg)
-    live = [x for x in t.tg.tasks if not x.exited]
-    if len(live) <= 1 and not t.tg.cpu_other_threads:
+    if not t.tg.cpu_other_threads:
         return user, sys_
+    host_user, host_sys = user, sys_ - t.tg.sentry_sys_ns
     run = task_run_ns(t)
-    total = user + sys_
-    if run >= total:
-        return user, sys_
-    # Split the capped wall time as the group's user/system ratio.
-    u = user * run // total if total else 0
-    return u, run - u
+    host = host_user + host_sys
+    if run < host:
+        # Split the capped wall time as the stubs' user/system ratio.
+        host_user = host_user * run // host if host else 0
+        host_sys = run - host_user
+    return host_user, host_sys + t.sentry_sys_ns
 
 
 def rss_kb(mm: object) -> int:

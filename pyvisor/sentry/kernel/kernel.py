@@ -340,7 +340,9 @@ class Kernel:
             t, value = ready.popleft()
             if t.exited or t.coro is None:
                 continue
+            c0 = time.thread_time_ns()
             self._step(t, value)
+            cputime.charge_sentry(t, time.thread_time_ns() - c0)
 
     # -- stops ------------------------------------------------------------------------
 
@@ -368,7 +370,9 @@ class Kernel:
                 self.task_exit(t)
                 return
             B.get_regs(hostpid, t.regs)
+            c0 = time.thread_time_ns()
             self._syscall(t)
+            cputime.charge_sentry(t, time.thread_time_ns() - c0)
             return
         if status >> 16:
             # Events only come from injected clones, which are waited for there.

@@ -130,6 +130,7 @@ class ThreadGroup:
     cpu_sys_ns: int = 0
     cpu_procs: dict[Any, tuple[int, int]] = field(default_factory=dict)
     cpu_other_threads: bool = False
+    sentry_sys_ns: int = 0            # the Sentry's CPU time on the group's syscalls
     children_utime_ns: int = 0
     children_stime_ns: int = 0
     maxrss_kb: int = 0
@@ -179,6 +180,7 @@ class Task:
     vfork_parent: ThreadGroup | None = None
     name: bytes = b""
     fpregs: Any = None
+    sentry_sys_ns: int = 0                # the Sentry's CPU time on this task's syscalls
     run_ns: int = 0                       # wall time resumed in application code
     run_start: int = 0                    # when it was last resumed (monotonic ns)
 

@@ -31,6 +31,7 @@ SELF_CHECKING = [
     "partial_writes.c",
     "wakeups.c",
     "timers.c",
+    "signalfd.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -81,6 +81,8 @@ class SignalHandlers:
     """Per-process (or CLONE_SIGHAND-shared) signal dispositions.  Linux: sighand_struct."""
 
     actions: list[SigAction] = field(default_factory=lambda: [SigAction() for _ in range(NSIG + 1)])
+    # Woken whenever a signal is queued to a task sharing these handlers (signalfd).
+    signalfd_wq: WaitQueue = field(default_factory=WaitQueue)
 
     def copy(self) -> SignalHandlers:
         return SignalHandlers([SigAction(a.handler, a.flags, a.restorer, a.mask)

@@ -350,3 +350,41 @@ def sys_getitimer(t: Task, r: SyscallArguments) -> int:
     t.copy_out(cur, struct.pack("<qqqq", oint // 10**9, (oint % 10**9) // 1000,
                                 rem // 10**9, (rem % 10**9) // 1000))
     return 0
+
+
+# -- signalfd -----------------------------------------------------------------------------
+
+SFD_CLOEXEC, SFD_NONBLOCK = 0o2000000, 0o4000
+
+
+def _signalfd(t: Task, fd: int, mask_addr: int, size: int, flags: int) -> int:
+    """signalfd4: a new signalfd (fd -1) or a new mask for an existing one."""
+    from pyvisor.abi.linux.fcntl import O_RDWR
+    from pyvisor.sentry.kernel.signalfd import SignalFD
+    from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
+    if size != 8 or flags & ~(SFD_CLOEXEC | SFD_NONBLOCK):
+        raise SyscallError(Errno.EINVAL)
+    (mask,) = struct.unpack("<Q", t.copy_in(mask_addr, 8))
+    if fd != -1:
+        impl = t.fd_table.get(fd).impl
+        if not isinstance(impl, SignalFD):
+            raise SyscallError(Errno.EINVAL)
+        impl.set_mask(mask)
+        return fd
+    f = anon_file(b"[signalfd]", SignalFD(t.kernel, mask, t.tg.sighand.signalfd_wq),
+                  O_RDWR | (flags & SFD_NONBLOCK))
+    try:
+        return t.fd_table.install(f, cloexec=bool(flags & SFD_CLOEXEC))
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def sys_signalfd4(t: Task, r: SyscallArguments) -> int:
+    """Implements signalfd4(2)."""
+    return _signalfd(t, r.int32(0), r.pointer(1), r.uint64(2), r.int32(3))
+
+
+def sys_signalfd(t: Task, r: SyscallArguments) -> int:
+    """Implements signalfd(2)."""
+    return _signalfd(t, r.int32(0), r.pointer(1), r.uint64(2), 0)

@@ -212,6 +212,8 @@ AMD64 = SyscallTable("amd64", {
     S.alarm: supported(SG.sys_alarm),
     S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
+    S.signalfd: supported(SG.sys_signalfd),
+    S.signalfd4: supported(SG.sys_signalfd4),
     S.timerfd_create: supported(TI.sys_timerfd_create),
     S.timerfd_settime: partial(TI.sys_timerfd_settime,
                                note="TFD_TIMER_CANCEL_ON_SET never cancels: the clock is fixed"),

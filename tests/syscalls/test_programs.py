@@ -32,6 +32,7 @@ SELF_CHECKING = [
     "wakeups.c",
     "timers.c",
     "signalfd.c",
+    "xattr.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -23,6 +23,7 @@ from pyvisor.sentry.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable
+    from pyvisor.sentry.vfs.xattr import XattrStore
     from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 _ino_counter = itertools.count(1)
@@ -114,6 +115,11 @@ class Inode:
 
     def refresh(self) -> None:
         """Re-reads cached attributes from a remote source (gofer); no-op elsewhere."""
+
+    def xattr_store(self, create: bool) -> XattrStore | None:
+        """The inode's extended attributes (vfs/xattr.py), None where the filesystem
+        keeps none.  `create`: the caller is about to change them."""
+        return None
 
     def stat_bytes(self) -> bytes:
         """struct stat for this inode."""

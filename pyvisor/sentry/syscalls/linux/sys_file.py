@@ -734,14 +734,6 @@ def sys_fadvise64(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def sys_getxattr(t: Task, r: SyscallArguments) -> int:
-    raise SyscallError(Errno.ENODATA)
-
-
-def sys_listxattr(t: Task, r: SyscallArguments) -> int:
-    return 0
-
-
 def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
     """Implements memfd_create(2): a tmpfs file with no name in any directory."""
     name = t.copy_in_str(r.pointer(0), 250)

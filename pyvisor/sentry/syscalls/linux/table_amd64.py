@@ -17,6 +17,7 @@ from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_time as TM
 from pyvisor.sentry.syscalls.linux import sys_timer as TI
+from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
@@ -97,12 +98,18 @@ AMD64 = SyscallTable("amd64", {
     S.sync: supported(F.sys_sync),
     S.syncfs: supported(F.sys_sync),
     S.fadvise64: supported(F.sys_fadvise64),
-    S.getxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.lgetxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.fgetxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.listxattr: partial(F.sys_listxattr, note="no extended attributes"),
-    S.llistxattr: partial(F.sys_listxattr, note="no extended attributes"),
-    S.flistxattr: partial(F.sys_listxattr, note="no extended attributes"),
+    S.setxattr: supported(XA.sys_setxattr),
+    S.lsetxattr: supported(XA.sys_lsetxattr),
+    S.fsetxattr: supported(XA.sys_fsetxattr),
+    S.getxattr: supported(XA.sys_getxattr),
+    S.lgetxattr: supported(XA.sys_lgetxattr),
+    S.fgetxattr: supported(XA.sys_fgetxattr),
+    S.listxattr: supported(XA.sys_listxattr),
+    S.llistxattr: supported(XA.sys_llistxattr),
+    S.flistxattr: supported(XA.sys_flistxattr),
+    S.removexattr: supported(XA.sys_removexattr),
+    S.lremovexattr: supported(XA.sys_lremovexattr),
+    S.fremovexattr: supported(XA.sys_fremovexattr),
     S.memfd_create: supported(F.sys_memfd_create),
     # pipes, polling, events
     S.pipe: supported(PO.sys_pipe),

@@ -35,7 +35,7 @@ _PREFIXES = (b"user.", b"trusted.", b"security.")
 
 
 class XattrStore:
-    """One inode's attributes (simple_xattrs), in insertion order."""
+    """One inode's attributes (simple_xattrs)."""
 
     __slots__ = ("attrs", "used")
 
@@ -69,7 +69,9 @@ class XattrStore:
         self.used -= len(name) + len(old)
 
     def names(self) -> list[bytes]:
-        return list(self.attrs)
+        """In the order Linux 6.6+ lists them (an rbtree walked from its first node:
+        descending byte order)."""
+        return sorted(self.attrs, reverse=True)
 
 
 def check_name(name: bytes) -> None:

@@ -149,6 +149,9 @@ class FileDescription:
     def decref(self) -> None:
         self.refs -= 1
         if self.refs == 0:
+            if self.inode.lock_ctx is not None:
+                from pyvisor.sentry.kernel.locks import release_description
+                release_description(self)
             self.impl.release(self)
 
     def path(self) -> bytes:

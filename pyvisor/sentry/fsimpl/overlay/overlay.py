@@ -185,6 +185,7 @@ class OverlayInode(Inode):
         # The upper's overlay state (shared with other links to it), if any yet.
         self.meta: UpperMeta | None = fs.meta.get(upper) if upper is not None else None
         self.children: WeakChildren[OverlayInode] = WeakChildren()
+        self.lock_ctx = None
 
     @property
     def whiteouts(self) -> set[bytes] | frozenset[bytes]:

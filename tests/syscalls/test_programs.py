@@ -33,6 +33,7 @@ SELF_CHECKING = [
     "timers.c",
     "signalfd.c",
     "xattr.c",
+    "locks.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

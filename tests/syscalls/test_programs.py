@@ -34,6 +34,7 @@ SELF_CHECKING = [
     "signalfd.c",
     "xattr.c",
     "locks.c",
+    "pidfd.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -677,6 +677,7 @@ class Kernel:
             tg.exit_code = 0
         last.fd_table.release()
         tg.zombie = True
+        tg.exit_wq.notify()
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
@@ -725,6 +726,7 @@ class Kernel:
     def release_group(self, tg: ThreadGroup) -> None:
         """Reaps a zombie: its pid becomes free."""
         tg.reaped = True
+        tg.exit_wq.notify()
         self.groups.pop(tg.tgid, None)
         self._free_pid(tg.tgid)
         if tg.parent is not None and tg in tg.parent.children:

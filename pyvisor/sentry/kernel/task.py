@@ -123,6 +123,7 @@ class ThreadGroup:
     stopped: bool = False             # job-control stopped
     stop_report: int | None = None    # pending WSTOPPED/WCONTINUED report for the parent
     child_wq: WaitQueue = field(default_factory=WaitQueue)   # woken on any child state change
+    exit_wq: WaitQueue = field(default_factory=WaitQueue)    # woken at death and reaping (pidfd)
     exit_signal: int = 17              # SIGCHLD
     itimer_real: Any = None
     start_ns: int = 0

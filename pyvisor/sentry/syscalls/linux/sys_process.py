@@ -6,11 +6,14 @@ import os
 import struct
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_INTO_CGROUP,
+                                     CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_PIDFD,
+                                     CLONE_SIGHAND, CLONE_THREAD, P_PIDFD)
 from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
                                      WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
                                      WNOTHREAD)
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
-from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
+from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
@@ -573,6 +576,8 @@ def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
 
 def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
     # Children belong to the thread group, so a sibling thread's children are ours too.
+    if idtype == P_PIDFD:
+        return [c for c in t.tg.children if c.tgid == id_]
     return [c for c in t.tg.children
             if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
@@ -654,14 +659,24 @@ async def sys_wait4(t: Task, r: SyscallArguments) -> int:
 async def sys_waitid(t: Task, r: SyscallArguments) -> int:
     """Implements waitid(2)."""
     idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.int32(3)
-    if idtype not in (P_ALL, P_PID, P_PGID):
+    if idtype not in (P_ALL, P_PID, P_PGID, P_PIDFD):
         raise SyscallError(Errno.EINVAL)
+    eagain = False
+    if idtype == P_PIDFD:
+        from pyvisor.sentry.syscalls.linux.sys_signal import pidfd_group
+        id_ = pidfd_group(t, id_).tgid
+        # A non-blocking pidfd makes the wait non-blocking: EAGAIN where it would sleep.
+        if t.fd_table.get(r.int32(1)).nonblocking and not options & WNOHANG:
+            options |= WNOHANG
+            eagain = True
     if not options & (WEXITED | WSTOPPED | WCONTINUED):
         raise SyscallError(Errno.EINVAL)
     if idtype == P_PGID and id_ == 0:
         id_ = t.tg.pgid
     ru = r.pointer(4)
     res = await _wait_common(t, idtype, id_, options)
+    if res is None and eagain:
+        raise SyscallError(Errno.EAGAIN)
     if res is None:
         if infop:
             t.copy_out(infop, bytes(128))
@@ -686,9 +701,31 @@ async def sys_waitid(t: Task, r: SyscallArguments) -> int:
 # -- clone, fork, exec --------------------------------------------------------------------
 
 
-async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> int:
+async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int,
+                 pidfd_addr: int | None = None, clear_sighand: bool = False) -> int:
+    """clone and clone3.  CLONE_PIDFD stores the new pidfd at `pidfd_addr` (clone3)
+    or at the parent-tid pointer (clone, where it excludes CLONE_PARENT_SETTID)."""
+    if flags & CLONE_PIDFD:
+        if pidfd_addr is None:
+            if flags & CLONE_PARENT_SETTID:
+                raise SyscallError(Errno.EINVAL)
+            pidfd_addr = ptid
+        t.mm.check_range(pidfd_addr, 4, 2)
     child = kclone.do_clone(t, flags, stack, ptid, ctid, tls)
     tid = child.tid
+    if clear_sighand:
+        # CLONE_CLEAR_SIGHAND: handlers back to SIG_DFL; ignored signals stay ignored.
+        for act in child.tg.sighand.actions:
+            if act.handler != SIG_IGN:
+                act.handler, act.flags, act.mask, act.restorer = SIG_DFL, 0, 0, 0
+    if flags & CLONE_PIDFD:
+        from pyvisor.sentry.syscalls.linux.sys_signal import new_pidfd
+        try:
+            fd = new_pidfd(t, child.tg, False)
+            t.copy_out(pidfd_addr, struct.pack("<i", fd))
+        except SyscallError:
+            t.kernel.group_exit(child.tg, Signal.SIGKILL, killed=True)
+            raise
     kclone.start(child)
     if flags & CLONE_VFORK:
         q = child.tg.vfork_done
@@ -706,6 +743,42 @@ async def sys_clone(t: Task, r: SyscallArguments) -> int:
     # The flags are an unsigned long, of which Linux reads the low 32 bits.
     return await _clone(t, r.uint32(0), r.pointer(1), r.pointer(2), r.pointer(3),
                         r.uint64(4))
+
+
+_CLONE_ARGS = struct.Struct("<11Q")
+CLONE_ARGS_SIZE_VER0 = 64
+
+
+async def sys_clone3(t: Task, r: SyscallArguments) -> int:
+    """Implements clone3(2) (Linux: copy_clone_args_from_user, clone3_args_valid)."""
+    addr, size = r.pointer(0), r.uint64(1)
+    if size < CLONE_ARGS_SIZE_VER0:
+        raise SyscallError(Errno.EINVAL)
+    if size > 4096:
+        raise SyscallError(Errno.E2BIG)
+    raw = t.copy_in(addr, size)
+    if any(raw[_CLONE_ARGS.size:]):
+        raise SyscallError(Errno.E2BIG)      # fields this kernel does not know, set
+    (flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+     set_tid_size, _cgroup) = _CLONE_ARGS.unpack(raw.ljust(_CLONE_ARGS.size, b"\0"))
+    # The low byte (CSIGNAL) is exit_signal's; CLONE_DETACHED is gone.
+    known = (0xFFFFFFFF & ~0xFF & ~CLONE_DETACHED) | CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP
+    if flags & ~known or exit_signal > NSIG:
+        raise SyscallError(Errno.EINVAL)
+    if flags & CLONE_CLEAR_SIGHAND and flags & CLONE_SIGHAND:
+        raise SyscallError(Errno.EINVAL)
+    if (flags & (CLONE_THREAD | CLONE_PARENT)) and exit_signal:
+        raise SyscallError(Errno.EINVAL)
+    if (stack == 0) != (stack_size == 0):
+        raise SyscallError(Errno.EINVAL)
+    if set_tid_size or set_tid:
+        raise SyscallError(Errno.EPERM if set_tid_size else Errno.EINVAL)
+    if flags & CLONE_INTO_CGROUP:
+        raise SyscallError(Errno.EBADF)        # no cgroup fds in the sandbox
+    return await _clone(t, (flags & 0xFFFFFFFF) | exit_signal,
+                        stack + stack_size if stack else 0, parent_tid, child_tid, tls,
+                        pidfd_addr=pidfd if flags & CLONE_PIDFD else None,
+                        clear_sighand=bool(flags & CLONE_CLEAR_SIGHAND))
 
 
 async def sys_fork(t: Task, r: SyscallArguments) -> int:

@@ -388,3 +388,104 @@ def sys_signalfd4(t: Task, r: SyscallArguments) -> int:
 def sys_signalfd(t: Task, r: SyscallArguments) -> int:
     """Implements signalfd(2)."""
     return _signalfd(t, r.int32(0), r.pointer(1), r.uint64(2), 0)
+
+
+# -- pidfds ---------------------------------------------------------------------------------
+
+
+def new_pidfd(t: Task, tg: ThreadGroup, nonblock: bool) -> int:
+    """Installs a pidfd for `tg` (close-on-exec, as Linux makes them)."""
+    from pyvisor.abi.linux.fcntl import O_NONBLOCK, O_RDWR
+    from pyvisor.sentry.kernel.pidfd import PidFD
+    from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
+    f = anon_file(b"[pidfd]", PidFD(tg), O_RDWR | (O_NONBLOCK if nonblock else 0))
+    try:
+        return t.fd_table.install(f, cloexec=True)
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def pidfd_group(t: Task, fd: int) -> ThreadGroup:
+    """The process a pidfd names; EBADF if `fd` is not a pidfd."""
+    from pyvisor.sentry.kernel.pidfd import PidFD
+    impl = t.fd_table.get(fd).impl
+    if not isinstance(impl, PidFD):
+        raise SyscallError(Errno.EBADF)
+    return impl.tg
+
+
+def sys_pidfd_open(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_open(2)."""
+    from pyvisor.sentry.kernel.pidfd import PIDFD_NONBLOCK, PIDFD_THREAD
+    pid, flags = r.int32(0), r.uint32(1)
+    if flags & ~(PIDFD_NONBLOCK | PIDFD_THREAD) or pid <= 0:
+        raise SyscallError(Errno.EINVAL)
+    task = t.kernel.tasks_by_tid.get(pid)
+    tg = t.kernel.groups.get(pid)
+    if task is None and (tg is None or tg.reaped):
+        raise SyscallError(Errno.ESRCH)
+    if tg is None:
+        if not flags & PIDFD_THREAD:
+            raise SyscallError(Errno.ENOENT)       # not a thread-group leader
+        assert task is not None
+        tg = task.tg
+    return new_pidfd(t, tg, bool(flags & PIDFD_NONBLOCK))
+
+
+PIDFD_SIGNAL_THREAD, PIDFD_SIGNAL_THREAD_GROUP, PIDFD_SIGNAL_PROCESS_GROUP = 1, 2, 4
+
+
+def sys_pidfd_send_signal(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_send_signal(2): to the process (the default), its leader
+    thread, or its whole process group (at most one PIDFD_SIGNAL_* flag)."""
+    fd, sig, info_addr, flags = r.int32(0), r.int32(1), r.pointer(2), r.uint32(3)
+    if flags & ~(PIDFD_SIGNAL_THREAD | PIDFD_SIGNAL_THREAD_GROUP |
+                 PIDFD_SIGNAL_PROCESS_GROUP) or flags & (flags - 1):
+        raise SyscallError(Errno.EINVAL)
+    tg = pidfd_group(t, fd)
+    _send_ok(t, sig)
+    if info_addr:
+        raw = t.copy_in(info_addr, 128)
+        (signo,) = struct.unpack_from("<i", raw, 0)
+        if signo != sig:
+            raise SyscallError(Errno.EINVAL)
+        info = _queued_info(t, raw, sig, tg.tgid if tg is t.tg else -1)
+    else:
+        info = ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid, uid=t.creds.uid)
+    if tg.reaped:
+        raise SyscallError(Errno.ESRCH)
+    if not sig or tg.zombie:
+        return 0
+    if flags == PIDFD_SIGNAL_THREAD:
+        if not _init_ignores(t, tg, sig):
+            ksignal.send_to_task(tg.leader, info)
+        return 0
+    targets = [tg] if flags != PIDFD_SIGNAL_PROCESS_GROUP else \
+        [g for g in t.kernel.groups.values() if g.pgid == tg.pgid and not g.zombie]
+    for g in targets:
+        if not _init_ignores(t, g, sig):
+            ksignal.send_to_group(g, info)
+    return 0
+
+
+def sys_pidfd_getfd(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_getfd(2): a copy of another process's fd, close-on-exec.
+    The sandbox's root may ptrace any process it can see; others only their own
+    uid's (PTRACE_MODE_ATTACH_REALCREDS, without dumpability)."""
+    fd, target_fd, flags = r.int32(0), r.int32(1), r.uint32(2)
+    if flags:
+        raise SyscallError(Errno.EINVAL)
+    tg = pidfd_group(t, fd)
+    if tg.zombie or tg.reaped or not tg.tasks:
+        raise SyscallError(Errno.ESRCH)
+    other = tg.tasks[0]
+    if t.creds.euid != 0 and (other.creds.uid != t.creds.uid or other.creds.euid != t.creds.uid):
+        raise SyscallError(Errno.EPERM)
+    f = other.fd_table.get(target_fd)
+    f.incref()
+    try:
+        return t.fd_table.install(f, cloexec=True)
+    except SyscallError:
+        f.decref()
+        raise

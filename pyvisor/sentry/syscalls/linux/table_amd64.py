@@ -262,7 +262,10 @@ AMD64 = SyscallTable("amd64", {
     S.getsockopt: partial(SO.sys_getsockopt, note="SOL_SOCKET, SOL_IP, SOL_IPV6, SOL_TCP, "
                           "SOL_UDP (TCP_INFO partly filled)"),
     # refused: never inside a sandbox
-    S.clone3: refused(Errno.ENOSYS, note="libc falls back to clone"),
+    S.clone3: partial(P.sys_clone3, note="no set_tid, no CLONE_INTO_CGROUP"),
+    S.pidfd_open: supported(SG.sys_pidfd_open),
+    S.pidfd_send_signal: supported(SG.sys_pidfd_send_signal),
+    S.pidfd_getfd: supported(SG.sys_pidfd_getfd),
     S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),
     S.mount: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),
     S.umount2: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),

@@ -35,6 +35,7 @@ SELF_CHECKING = [
     "xattr.c",
     "locks.c",
     "pidfd.c",
+    "msgqueue.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -136,6 +136,7 @@ class Kernel:
         # control service (runtime/sentry_control.py), which reports its status.
         self.orphan_exit: Callable[[ThreadGroup], None] | None = None
 
+        self.ipc: dict[str, Any] = {}      # System V IPC registries (kernel/ipc), by kind
         self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.fpbuf = ctypes.create_string_buffer(B.FPREGS_SIZE)

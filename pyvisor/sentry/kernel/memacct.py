@@ -38,6 +38,7 @@ class Kind(enum.Enum):
     SIGNAL = "signal"           # queued real-time signals (siginfo)
     TMPFS = "tmpfs"             # tmpfs inodes, directory entries, inline symlink targets
     DENTRY = "dentry"           # cached dentries (the dentry cache may charge here)
+    IPC = "ipc"                 # System V message queue contents
 
 
 # Fixed per-object costs, from sys.getsizeof of the Python objects involved.

@@ -9,6 +9,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
 from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
+from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
@@ -220,6 +221,10 @@ AMD64 = SyscallTable("amd64", {
     S.alarm: supported(SG.sys_alarm),
     S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
+    S.msgget: supported(IPC.sys_msgget),
+    S.msgsnd: supported(IPC.sys_msgsnd),
+    S.msgrcv: supported(IPC.sys_msgrcv),
+    S.msgctl: supported(IPC.sys_msgctl),
     S.signalfd: supported(SG.sys_signalfd),
     S.signalfd4: supported(SG.sys_signalfd4),
     S.timerfd_create: supported(TI.sys_timerfd_create),

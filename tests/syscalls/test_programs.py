@@ -36,6 +36,7 @@ SELF_CHECKING = [
     "locks.c",
     "pidfd.c",
     "msgqueue.c",
+    "semaphore.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -683,6 +683,9 @@ class Kernel:
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
         posix_timers.clear_all(tg)
+        if tg.sem_undo:
+            from pyvisor.sentry.kernel.ipc.semaphore import exit_undo
+            exit_undo(tg)
         # Orphans go to init (we are PID namespace init's reaper).
         init = self.init
         for c in list(tg.children):

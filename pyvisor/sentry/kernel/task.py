@@ -138,6 +138,7 @@ class ThreadGroup:
     children_stime_ns: int = 0
     maxrss_kb: int = 0
     children_maxrss_kb: int = 0
+    sem_undo: dict[Any, int] = field(default_factory=dict)   # SEM_UNDO: (set, num) -> adj
     posix_timers: Any = None          # kernel/posix_timers.TimerTable, made on first use
     cpu_timers: Any = None            # itimers VIRTUAL/PROF and RLIMIT_CPU (kernel/cputimers)
     comm: bytes = b""

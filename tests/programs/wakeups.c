@@ -251,8 +251,30 @@ static void waitid_no_wexited(void)
     CHECK(waitid(P_ALL, 0, &si, WEXITED) == 0 && si.si_pid == pid);
 }
 
+/* RLIMIT_FSIZE: a write crossing the limit is cut short without a signal; one
+ * at the limit gets EFBIG and SIGXFSZ. */
+static void fsize_limit(void)
+{
+    char path[] = "/tmp/wakeups_fsize.XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    struct rlimit old, rl = {100, RLIM_INFINITY};
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    char buf[150] = {0};
+    CHECK(write(fd, buf, sizeof buf) == 100);
+    CHECK_ERR(write(fd, buf, 1), EFBIG);
+    CHECK(pwrite(fd, buf, 50, 60) == 40);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, SIG_DFL);
+    close(fd);
+}
+
 int main(void)
 {
+    fsize_limit();
     pipe_close_while_reading();
     rcvtimeo_read();
     cpu_time();

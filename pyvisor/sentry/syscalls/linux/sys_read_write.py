@@ -34,7 +34,9 @@ def _fsize_limit(t: Task, off: int, data: bytes) -> bytes:
     the limit gets SIGXFSZ and EFBIG; one crossing it is cut short at the limit."""
     limit = t.tg.rlimits[RLIMIT_FSIZE][0]
     if off >= limit:
-        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0x80))
+        # send_sig(SIGXFSZ, current, 0): SI_USER from the writer itself.
+        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0, pid=t.tg.tgid,
+                                                uid=t.creds.uid))
         raise SyscallError(Errno.EFBIG)
     return data[:limit - off]
 
@@ -138,6 +140,8 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                 off = offset + done
             chunk = data[done:] if done else data
             if fsize_limited and off != AT_POSITION:
+                if done and off >= t.tg.rlimits[RLIMIT_FSIZE][0]:
+                    return done          # cut short at the limit: no signal for the rest
                 chunk = _fsize_limit(t, off, chunk)
             n = f.impl.write(f, t, chunk, off)
             if offset is None and f.impl.seekable and not keeps:

@@ -676,7 +676,11 @@ class Kernel:
         """The last thread of a process is gone: zombie, reparent, notify."""
         if tg.exit_code is None:
             tg.exit_code = 0
-        last.fd_table.release()
+        # The table may be shared with another process (CLONE_FILES without
+        # CLONE_THREAD): it closes only with its last user (Linux: put_files_struct).
+        table = last.fd_table
+        if not any(x.fd_table is table for x in self.tasks_by_tid.values()):
+            table.release()
         tg.zombie = True
         tg.exit_wq.notify()
         ksignal.flush_all(tg)

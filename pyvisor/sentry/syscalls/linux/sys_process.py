@@ -594,7 +594,10 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
     """Core of wait4/waitid: returns (child, kind, wait status) or None for WNOHANG."""
     k = t.kernel
     while True:
-        kids = _select_children(t, idtype, id_)
+        # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
+        # exit and its absence the others (eligible_child).
+        kids = [c for c in _select_children(t, idtype, id_)
+                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)]
         if not kids:
             raise SyscallError(Errno.ECHILD)
         for c in kids:
@@ -633,7 +636,7 @@ def _child_rusage(c: ThreadGroup) -> bytes:
 
 async def sys_wait4(t: Task, r: SyscallArguments) -> int:
     """Implements wait4(2)."""
-    pid, status_addr, options, rusage = r.int32(0), r.pointer(1), r.int32(2), r.pointer(3)
+    pid, status_addr, options, rusage = r.int32(0), r.pointer(1), r.uint32(2), r.pointer(3)
     if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
         raise SyscallError(Errno.EINVAL)
     if pid == -1:
@@ -658,8 +661,11 @@ async def sys_wait4(t: Task, r: SyscallArguments) -> int:
 
 async def sys_waitid(t: Task, r: SyscallArguments) -> int:
     """Implements waitid(2)."""
-    idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.int32(3)
+    idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.uint32(3)
     if idtype not in (P_ALL, P_PID, P_PGID, P_PIDFD):
+        raise SyscallError(Errno.EINVAL)
+    if options & ~(WNOHANG | WNOWAIT | WEXITED | WSTOPPED | WCONTINUED | WNOTHREAD | WCLONE |
+                   WALL):
         raise SyscallError(Errno.EINVAL)
     eagain = False
     if idtype == P_PIDFD:

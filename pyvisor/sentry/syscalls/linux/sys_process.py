@@ -766,7 +766,8 @@ async def sys_clone3(t: Task, r: SyscallArguments) -> int:
     if any(raw[_CLONE_ARGS.size:]):
         raise SyscallError(Errno.E2BIG)      # fields this kernel does not know, set
     (flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-     set_tid_size, _cgroup) = _CLONE_ARGS.unpack(raw.ljust(_CLONE_ARGS.size, b"\0"))
+     set_tid_size, _cgroup) = _CLONE_ARGS.unpack(
+        raw[:_CLONE_ARGS.size].ljust(_CLONE_ARGS.size, b"\0"))
     # The low byte (CSIGNAL) is exit_signal's; CLONE_DETACHED is gone.
     known = (0xFFFFFFFF & ~0xFF & ~CLONE_DETACHED) | CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP
     if flags & ~known or exit_signal > NSIG:

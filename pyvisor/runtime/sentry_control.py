@@ -20,6 +20,7 @@ from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
 from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
 from pyvisor.runtime.sentry_files import FileService
+from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.task import Credentials, SigAction, ThreadGroup
 
@@ -209,7 +210,7 @@ class ControlService:
                 "comm": tg.comm.decode(errors="replace"),
                 "args": [a.decode(errors="replace") for a in tg.argv.split(b"\0")[:-1]],
                 "started": time.time() - (self.kernel.now() - tg.start_ns) / 1e9,
-                "utime_ns": tg.utime_ns,
+                "utime_ns": cputime.group_times(tg)[0],
                 # The stub process holding its address space (ps --format json), as a pid
                 # of the Sentry's PID namespace: the CLI maps it to the host's.
                 "stub_pid": leader.thread.process.pid if leader is not None else 0,

@@ -32,6 +32,7 @@ from pyvisor.sentry.kernel.kernel import Kernel
 from pyvisor.sentry.kernel.task import (Credentials, FSContext, SigAction, SignalHandlers, Task,
                                         ThreadGroup)
 from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, Waiter
+from pyvisor.sentry.platform.ptrace.subprocess import StubProcess
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import VMA
 from pyvisor.sentry.vfs.file import FileDescription
@@ -93,7 +94,10 @@ class Sandbox:
             brk_start=0x602000, argv_start=0x7FFF8000, argv_end=0x7FFF8010, env_start=0,
             env_end=0, auxv=b"\x06\0\0\0\0\0\0\0\0\x10\0\0\0\0\0\0")
         fdt = FDTable()
-        t = Task(kernel=self.kernel, tid=tid, tg=tg, thread=types.SimpleNamespace(running=False),
+        # A stub process already gone: its CPU times are the (zero) ones last read.
+        proc = StubProcess(pid=0, dead=True)
+        t = Task(kernel=self.kernel, tid=tid, tg=tg,
+                 thread=types.SimpleNamespace(running=False, process=proc),
                  mm=mm, fd_table=fdt, fs=FSContext(self.root, self.walk(b"/tmp")),
                  creds=Credentials(groups=(0, 10)), regs=None)  # type: ignore[arg-type]
         if tg.tasks:

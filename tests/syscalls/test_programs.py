@@ -32,6 +32,14 @@ SELF_CHECKING = [
     "vdso.c",
     "avx_signal.c",
     "mremap_file.c",
+    "wakeups.c",
+    "timers.c",
+    "signalfd.c",
+    "xattr.c",
+    "locks.c",
+    "pidfd.c",
+    "msgqueue.c",
+    "semaphore.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -19,7 +19,7 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.kernel import cputime, cputimers, textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
@@ -103,6 +103,12 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                  else t.altstack)
     if flags & CLONE_THREAD:
         child.altstack = (0, 2, 0)
+        tg.cpu_other_threads = True
+    else:
+        cputimers.rlimit_changed(child_tg)     # RLIMIT_CPU is inherited
+    if flags & CLONE_VM and not flags & CLONE_THREAD:
+        # A process sharing the caller's stub: only what it runs from now on is its own.
+        cputime.attach(child_tg, thread.process, fresh=False)
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

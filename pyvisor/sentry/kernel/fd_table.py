@@ -51,14 +51,14 @@ class FDTable:
         old = self.files.get(fd)
         self.files[fd] = (f, cloexec)
         if old is not None:
-            old[0].decref()
+            self._close(old[0])
 
     def remove(self, fd: int) -> FileDescription:
         try:
             f, _ = self.files.pop(fd)
         except KeyError:
             raise SyscallError(Errno.EBADF) from None
-        f.decref()
+        self._close(f)
         return f
 
     def get_cloexec(self, fd: int) -> bool:
@@ -82,10 +82,18 @@ class FDTable:
         for fd, (f, cloexec) in list(self.files.items()):
             if cloexec:
                 del self.files[fd]
-                f.decref()
+                self._close(f)
 
     def release(self) -> None:
         """The last user is gone: close everything."""
         files, self.files = self.files, {}
         for f, _ in files.values():
-            f.decref()
+            self._close(f)
+
+    def _close(self, f: FileDescription) -> None:
+        """Drops one fd's reference.  Closing any fd of a file drops the POSIX record
+        locks this table's process holds on it (Linux: filp_close's locks_remove_posix)."""
+        if f.inode.lock_ctx is not None:
+            from pyvisor.sentry.kernel.locks import release_posix
+            release_posix(f, self)
+        f.decref()

@@ -62,7 +62,9 @@ async def wait(t: Task, addr: int, val: int, deadline: int | None, bitset: int =
 
 
 def wake(t: Task, addr: int, n: int, bitset: int = 0xFFFFFFFF, private: bool = False) -> int:
-    """FUTEX_WAKE: wakes up to `n` waiters; returns how many."""
+    """FUTEX_WAKE: wakes up to `n` waiters; returns how many.  Like Linux's
+    futex_wake, which counts after waking, a count of 0 still wakes one."""
+    n = max(n, 1)
     key = _key(t, addr, private)
     q = _queues.get(key)
     if q is None:

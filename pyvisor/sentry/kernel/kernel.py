@@ -39,7 +39,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.kernel import cputime, posix_timers, textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.placement import Placement
@@ -141,6 +141,8 @@ class Kernel:
         # Who adopts the orphans of a dying process (default: init); set for pods.
         self.child_reaper: Callable[[ThreadGroup], ThreadGroup | None] | None = None
 
+        self.ipc: dict[str, Any] = {}      # System V IPC registries (kernel/ipc), by kind
+        self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
         self.placement = Placement()        # CPU placement of stub threads (set by boot)
@@ -346,7 +348,9 @@ class Kernel:
             t, value = ready.popleft()
             if t.exited or t.coro is None:
                 continue
+            c0 = time.thread_time_ns()
             self._step(t, value)
+            cputime.charge_sentry(t, time.thread_time_ns() - c0)
 
     # -- stops ------------------------------------------------------------------------
 
@@ -357,6 +361,9 @@ class Kernel:
         if t is None:
             return   # a reaped stub process or a thread we ended
         th = t.thread
+        if th.running and t.run_start:
+            t.run_ns += time.monotonic_ns() - t.run_start
+            t.run_start = 0
         th.running = False
         if not os.WIFSTOPPED(status):
             # The host thread died under us (e.g. killed by the host OOM killer).
@@ -372,7 +379,9 @@ class Kernel:
                 return
             B.get_regs(hostpid, t.regs)
             self.placement.stopped(th)
+            c0 = time.thread_time_ns()
             self._syscall(t)
+            cputime.charge_sentry(t, time.thread_time_ns() - c0)
             return
         if status >> 16:
             # Events only come from injected clones, which are waited for there.
@@ -572,6 +581,7 @@ class Kernel:
             self._internal_error(t, t.regs.orig_rax, e)
             return
         th.running = True
+        t.run_start = time.monotonic_ns()
 
     def resume_stopped(self, t: Task) -> None:
         """SIGCONT: a job-control-stopped task runs again."""
@@ -655,6 +665,9 @@ class Kernel:
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
+        if not tg.tasks:
+            cputime.note_rss_of(tg, t.mm)
+        cputime.settle_unused(tg, t.thread.process)
         self.platform.exit_thread(t.thread)
         self.release_mm(t.mm)
         if t.vfork_parent is not None:
@@ -681,11 +694,20 @@ class Kernel:
         """The last thread of a process is gone: zombie, reparent, notify."""
         if tg.exit_code is None:
             tg.exit_code = 0
-        last.fd_table.release()
+        # The table may be shared with another process (CLONE_FILES without
+        # CLONE_THREAD): it closes only with its last user (Linux: put_files_struct).
+        table = last.fd_table
+        if not any(x.fd_table is table for x in self.tasks_by_tid.values()):
+            table.release()
         tg.zombie = True
+        tg.exit_wq.notify()
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
+        posix_timers.clear_all(tg)
+        if tg.sem_undo:
+            from pyvisor.sentry.kernel.ipc.semaphore import exit_undo
+            exit_undo(tg)
         # Orphans go to init (we are PID namespace init's reaper); a pod member's to its own
         # init, as if it were its PID namespace's (child_reaper, runtime/sentry_pod.py).
         init = self.init if self.child_reaper is None else self.child_reaper(tg)
@@ -731,6 +753,7 @@ class Kernel:
     def release_group(self, tg: ThreadGroup) -> None:
         """Reaps a zombie: its pid becomes free."""
         tg.reaped = True
+        tg.exit_wq.notify()
         self.groups.pop(tg.tgid, None)
         self._free_pid(tg.tgid)
         if tg.parent is not None and tg in tg.parent.children:

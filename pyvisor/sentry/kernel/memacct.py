@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     DENTRY = "dentry"           # cached dentries (the dentry cache may charge here)
     NETSTACK = "netstack"       # netstack sockets (with their accept-queue children) and
                                 # TCP TIME_WAIT remnants, a fixed cost each
+    IPC = "ipc"                 # System V message queue contents
 
 
 # Fixed per-object costs, from sys.getsizeof of the Python objects involved.

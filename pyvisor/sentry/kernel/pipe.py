@@ -86,6 +86,16 @@ class Pipe:
             return b""
         raise WouldBlock()
 
+    def peek(self, n: int) -> bytes:
+        """Up to `n` buffered bytes, left in the pipe (tee, and splice before it
+        knows how much the other side takes)."""
+        out = bytearray()
+        for b in self.bufs:
+            if len(out) >= n:
+                break
+            out += b[:n - len(out)]
+        return bytes(out)
+
     def write(self, data: bytes, acct: SentryMemory) -> int:
         """What fits now, as one pass of pipe_write: the merge of the sub-page
         remainder into the newest buffer, then whole free slots.  WouldBlock if
@@ -137,10 +147,11 @@ class Pipe:
             if self.writers == 0 and self.had_writer:
                 ev |= EVENT_HUP
         if writing:
+            # pipe_poll: writable while a slot is free, and POLLERR without readers.
+            if not self.full():
+                ev |= EVENT_OUT
             if self.readers == 0:
                 ev |= EVENT_ERR
-            elif not self.full():
-                ev |= EVENT_OUT
         return ev
 
 

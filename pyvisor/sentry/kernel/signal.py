@@ -28,6 +28,7 @@ from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import SIGQUEUE_COST, Kind
 from pyvisor.sentry.kernel.task import RLIMIT_SIGPENDING
+from pyvisor.sentry.kernel.waitqueue import EVENT_IN
 from pyvisor.sentry.platform.ptrace import binding as B
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ def _enqueue(tg: ThreadGroup, source: Task | ThreadGroup, info: SigInfo) -> bool
             info = _lost(sig)
     source.pending.setdefault(sig, []).append(info)
     source.pending_mask |= bit
+    tg.sighand.signalfd_wq.notify(EVENT_IN)
     return True
 
 

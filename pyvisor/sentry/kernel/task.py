@@ -81,6 +81,8 @@ class SignalHandlers:
     """Per-process (or CLONE_SIGHAND-shared) signal dispositions.  Linux: sighand_struct."""
 
     actions: list[SigAction] = field(default_factory=lambda: [SigAction() for _ in range(NSIG + 1)])
+    # Woken whenever a signal is queued to a task sharing these handlers (signalfd).
+    signalfd_wq: WaitQueue = field(default_factory=WaitQueue)
 
     def copy(self) -> SignalHandlers:
         return SignalHandlers([SigAction(a.handler, a.flags, a.restorer, a.mask)
@@ -121,11 +123,24 @@ class ThreadGroup:
     stopped: bool = False             # job-control stopped
     stop_report: int | None = None    # pending WSTOPPED/WCONTINUED report for the parent
     child_wq: WaitQueue = field(default_factory=WaitQueue)   # woken on any child state change
+    exit_wq: WaitQueue = field(default_factory=WaitQueue)    # woken at death and reaping (pidfd)
     exit_signal: int = 17              # SIGCHLD
     itimer_real: Any = None
     start_ns: int = 0
-    utime_ns: int = 0
+    # CPU time (kernel/cputime.py): settled totals, stub processes in use with their
+    # baselines, and what reaped children left (RUSAGE_CHILDREN).
+    cpu_user_ns: int = 0
+    cpu_sys_ns: int = 0
+    cpu_procs: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    cpu_other_threads: bool = False
+    sentry_sys_ns: int = 0            # the Sentry's CPU time on the group's syscalls
     children_utime_ns: int = 0
+    children_stime_ns: int = 0
+    maxrss_kb: int = 0
+    children_maxrss_kb: int = 0
+    sem_undo: dict[Any, int] = field(default_factory=dict)   # SEM_UNDO: (set, num) -> adj
+    posix_timers: Any = None          # kernel/posix_timers.TimerTable, made on first use
+    cpu_timers: Any = None            # itimers VIRTUAL/PROF and RLIMIT_CPU (kernel/cputimers)
     comm: bytes = b""
     exe: Location | None = None
     argv: bytes = b""
@@ -185,6 +200,9 @@ class Task:
     vfork_parent: ThreadGroup | None = None
     name: bytes = b""
     fpregs: Any = None
+    sentry_sys_ns: int = 0                # the Sentry's CPU time on this task's syscalls
+    run_ns: int = 0                       # wall time resumed in application code
+    run_start: int = 0                    # when it was last resumed (monotonic ns)
 
     # -- memory access ----------------------------------------------------------------
 

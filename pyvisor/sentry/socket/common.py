@@ -415,6 +415,9 @@ class Socket(FileImpl):
         self.opts: dict[int, int] = {}     # _STORED options that were set
         self.ino = 0                       # the socket inode's number (/proc/net, fdinfo)
 
+    def io_timeout(self, writing: bool) -> int | None:
+        return self.sndtimeo if writing else self.rcvtimeo
+
     # -- operations (proto_ops) --------------------------------------------------------------
 
     def bind(self, t: Task, addr: bytes) -> None:

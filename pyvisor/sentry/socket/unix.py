@@ -29,9 +29,8 @@ Differences from Linux, for now:
     files in flight are capped (RLIMIT_NOFILE per user as Linux, and
     INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
   * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
-  * read(2)/write(2) on a socket ignore SO_RCVTIMEO/SO_SNDTIMEO, and write(2)
-    on a seqpacket socket whose peer is gone raises SIGPIPE (do_write sends it
-    for every EPIPE) where Linux only returns EPIPE.
+  * write(2) on a seqpacket socket whose peer is gone raises SIGPIPE
+    (do_write sends it for every EPIPE) where Linux only returns EPIPE.
 
 Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
 counted in `sender.wmem` until consumed or dropped.

@@ -65,6 +65,12 @@ class FileImpl:
     def size(self, fd: FileDescription) -> int:
         return fd.inode.size()
 
+    def io_timeout(self, writing: bool) -> int | None:
+        """How long read(2)/write(2) may block, in ns (None: forever; 0: never).
+        Sockets answer with SO_RCVTIMEO/SO_SNDTIMEO (Linux: sock_read_iter and
+        sock_write_iter go through sock_recvmsg/sock_sendmsg, which honour them)."""
+        return None
+
     def release(self, fd: FileDescription) -> None:
         """The last reference to the description is gone."""
 
@@ -143,6 +149,9 @@ class FileDescription:
     def decref(self) -> None:
         self.refs -= 1
         if self.refs == 0:
+            if self.inode.lock_ctx is not None:
+                from pyvisor.sentry.kernel.locks import release_description
+                release_description(self)
             self.impl.release(self)
 
     def path(self) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STAT, STATFS, STATX,
@@ -23,6 +23,7 @@ from pyvisor.sentry.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable
+    from pyvisor.sentry.vfs.xattr import XattrStore
     from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 _ino_counter = itertools.count(1)
@@ -77,7 +78,7 @@ class Inode:
     """
 
     __slots__ = ("fs", "ino", "mode", "uid", "gid", "nlink", "atime_ns", "mtime_ns",
-                 "ctime_ns", "rdev", "__weakref__")
+                 "ctime_ns", "rdev", "lock_ctx", "__weakref__")
 
     def __init__(self, fs: Filesystem, mode: int, uid: int = 0, gid: int = 0,
                  ino: int | None = None) -> None:
@@ -90,6 +91,7 @@ class Inode:
         t = now_ns()
         self.atime_ns = self.mtime_ns = self.ctime_ns = t
         self.rdev = 0
+        self.lock_ctx: Any = None      # kernel/locks.LockContext, made on first lock
 
     # -- attributes ------------------------------------------------------------------
 
@@ -114,6 +116,11 @@ class Inode:
 
     def refresh(self) -> None:
         """Re-reads cached attributes from a remote source (gofer); no-op elsewhere."""
+
+    def xattr_store(self, create: bool) -> XattrStore | None:
+        """The inode's extended attributes (vfs/xattr.py), None where the filesystem
+        keeps none.  `create`: the caller is about to change them."""
+        return None
 
     def stat_bytes(self) -> bytes:
         """struct stat for this inode."""

@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.waitqueue import WaitQueue
     from pyvisor.sentry.mm.memfile import Mappable, MemoryFile
     from pyvisor.sentry.vfs.vfs import Mount
+    from pyvisor.sentry.vfs.xattr import XattrStore
 
 # Set in the inode numbers of upper-only files (Linux: the xino high bits).
 XINO_UPPER = 1 << 62
@@ -184,6 +185,7 @@ class OverlayInode(Inode):
         # The upper's overlay state (shared with other links to it), if any yet.
         self.meta: UpperMeta | None = fs.meta.get(upper) if upper is not None else None
         self.children: WeakChildren[OverlayInode] = WeakChildren()
+        self.lock_ctx = None
 
     @property
     def whiteouts(self) -> set[bytes] | frozenset[bytes]:
@@ -321,6 +323,12 @@ class OverlayInode(Inode):
 
     def refresh(self) -> None:
         self.backing.refresh()
+
+    def xattr_store(self, create: bool) -> XattrStore | None:
+        """Read from the backing inode; a change copies the file up first."""
+        if create:
+            return self.copy_up().xattr_store(True)
+        return self.backing.xattr_store(False)
 
     def setattr(self, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None,

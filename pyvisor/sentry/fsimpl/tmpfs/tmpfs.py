@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
+from pyvisor.sentry.vfs.xattr import XattrStore
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
@@ -114,12 +115,18 @@ class TmpfsInode(Inode):
     """What every tmpfs inode shares: its charge against nr_inodes, returned when the
     inode is freed (its last name and its last open file or mapping gone)."""
 
-    __slots__ = ("_counted",)
+    __slots__ = ("_counted", "_xattrs")
 
     def __init__(self, fs: TmpFS, mode: int, uid: int, gid: int) -> None:
         fs.reserve_inode()             # raises ENOSPC before anything exists
         self._counted = True
+        self._xattrs: XattrStore | None = None
         super().__init__(fs, mode, uid, gid)
+
+    def xattr_store(self, create: bool) -> XattrStore | None:
+        if self._xattrs is None and create:
+            self._xattrs = XattrStore()
+        return self._xattrs
 
     def __del__(self) -> None:
         try:

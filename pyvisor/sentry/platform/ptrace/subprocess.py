@@ -51,6 +51,7 @@ class StubProcess:
     pid: int
     threads: set[StubThread] = field(default_factory=set)
     dead: bool = False
+    cpu: tuple[int, int] = (0, 0)    # host (user, user+system) ns, last read (kernel/cputime)
 
     def any_thread(self) -> StubThread:
         """A stopped thread of this process, usable for injection."""
@@ -62,6 +63,8 @@ class StubProcess:
     def kill(self) -> None:
         """Kills the whole host process.  Reaping happens in the Sentry loop."""
         if not self.dead:
+            from pyvisor.sentry.kernel.cputime import process_times
+            process_times(self)     # its last CPU times, while the host still has them
             self.dead = True
             try:
                 os.kill(self.pid, host_signal.SIGKILL)

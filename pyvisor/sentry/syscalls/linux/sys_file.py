@@ -20,6 +20,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      RENAME_NOREPLACE, SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
+from pyvisor.sentry.kernel import locks
 from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
@@ -138,9 +139,86 @@ def sys_dup3(t: Task, r: SyscallArguments) -> int:
     return _dup3(t, old, new, flags)
 
 
-def sys_fcntl(t: Task, r: SyscallArguments) -> int:
-    """Implements fcntl(2).  Record locks always succeed (no other process can contend
-    outside the sandbox; TODO(#2): locks between sandboxed processes)."""
+LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
+_FLOCK = struct.Struct("<hh4xqqi4x")     # struct flock on amd64
+
+
+def _lock_range(f: FileDescription, whence: int, start: int, length: int) -> tuple[int, int]:
+    """[start, end] of a struct flock (flock_to_posix_lock)."""
+    if whence == 0:
+        base = 0
+    elif whence == 1:
+        base = f.offset
+    elif whence == 2:
+        base = f.impl.size(f)
+    else:
+        raise SyscallError(Errno.EINVAL)
+    start += base
+    if start < 0:
+        raise SyscallError(Errno.EINVAL)
+    if length > 0:
+        if length - 1 > locks.OFFSET_MAX - start:
+            raise SyscallError(Errno.EOVERFLOW)
+        return start, start + length - 1
+    if length < 0:
+        end = start - 1
+        start += length
+        if start < 0:
+            raise SyscallError(Errno.EINVAL)
+        return start, end
+    return start, locks.OFFSET_MAX
+
+
+async def _fcntl_lock(t: Task, f: FileDescription, cmd: int, arg: int) -> int:
+    """F_GETLK/F_SETLK/F_SETLKW and the OFD forms (kernel/locks.py)."""
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
+    ltype, whence, start, length, pid = _FLOCK.unpack(t.copy_in(arg, _FLOCK.size))
+    ofd = cmd in (F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+    if ofd and pid != 0:
+        raise SyscallError(Errno.EINVAL)
+    if ltype not in (locks.F_RDLCK, locks.F_WRLCK, locks.F_UNLCK):
+        raise SyscallError(Errno.EINVAL)
+    lo, hi = _lock_range(f, whence, start, length)
+    owner = f if ofd else t.fd_table
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        if ltype == locks.F_UNLCK:
+            raise SyscallError(Errno.EINVAL)
+        lk = locks.test_lock(f.inode, owner, ltype, lo, hi)
+        if lk is None:
+            out = _FLOCK.pack(locks.F_UNLCK, whence, start, length, pid)
+        else:
+            ln = 0 if lk.end == locks.OFFSET_MAX else lk.end - lk.start + 1
+            out = _FLOCK.pack(lk.ltype, 0, lk.start, ln, lk.pid)
+        t.copy_out(arg, out)
+        return 0
+    if ltype == locks.F_RDLCK and not f.readable or ltype == locks.F_WRLCK and not f.writable:
+        raise SyscallError(Errno.EBADF)
+    await locks.set_lock(t, f.inode, owner, ltype, lo, hi,
+                         cmd in (F_SETLKW, F_OFD_SETLKW), ofd)
+    return 0
+
+
+async def sys_flock(t: Task, r: SyscallArguments) -> int:
+    """Implements flock(2)."""
+    f = t.fd_table.get(r.fd(0))
+    op = r.int32(1)
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
+    kind = op & ~LOCK_NB
+    ltype = {LOCK_SH: locks.F_RDLCK, LOCK_EX: locks.F_WRLCK, LOCK_UN: locks.F_UNLCK}.get(kind)
+    if ltype is None:
+        raise SyscallError(Errno.EINVAL)
+    f.incref()
+    try:
+        await locks.flock(t, f, ltype, bool(op & LOCK_NB))
+    finally:
+        f.decref()
+    return 0
+
+
+async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
+    """Implements fcntl(2)."""
     fd, cmd, arg = r.int32(0), r.int32(1), r.uint64(2)
     f = t.fd_table.get(fd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
@@ -163,14 +241,12 @@ def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     if cmd == F_SETFL:
         f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
         return 0
-    if cmd in (F_GETLK, F_OFD_GETLK):
-        raw = bytearray(t.copy_in(arg, 32))
-        struct.pack_into("<h", raw, 0, 2)   # F_UNLCK: nothing conflicts
-        t.copy_out(arg, bytes(raw))
-        return 0
-    if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
-        t.copy_in(arg, 32)
-        return 0
+    if cmd in (F_GETLK, F_OFD_GETLK, F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
+        f.incref()
+        try:
+            return await _fcntl_lock(t, f, cmd, arg)
+        finally:
+            f.decref()
     if cmd in (F_GETOWN,):
         return 0
     if cmd in (F_SETOWN,):
@@ -749,14 +825,6 @@ def sys_fadvise64(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if getattr(f.impl, "pipe", None) is not None:
         raise SyscallError(Errno.ESPIPE)
-    return 0
-
-
-def sys_getxattr(t: Task, r: SyscallArguments) -> int:
-    raise SyscallError(Errno.ENODATA)
-
-
-def sys_listxattr(t: Task, r: SyscallArguments) -> int:
     return 0
 
 

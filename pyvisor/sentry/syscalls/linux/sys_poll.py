@@ -21,6 +21,7 @@ from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount
 
 POLLNVAL = 0x20
+POLLRDNORM, POLLWRNORM = 0x040, 0x100
 _POLLFD = struct.Struct("<ihh")
 
 
@@ -60,6 +61,23 @@ def sys_pipe2(t: Task, r: SyscallArguments) -> int:
 # -- poll / select -----------------------------------------------------------------------
 
 
+def poll_ready(f: FileDescription, mask: int) -> int:
+    """The events of `mask` (plus POLLERR/POLLHUP) that `f` has now.  Files report
+    POLLIN/POLLOUT; as on Linux, where pipes, sockets and the rest report
+    POLLRDNORM and POLLWRNORM with them, the NORM bits follow."""
+    query = mask | EVENT_ERR | EVENT_HUP
+    if mask & POLLRDNORM:
+        query |= EVENT_IN
+    if mask & POLLWRNORM:
+        query |= EVENT_OUT
+    ev = f.impl.readiness(f, query)
+    if ev & EVENT_IN:
+        ev |= POLLRDNORM
+    if ev & EVENT_OUT:
+        ev |= POLLWRNORM
+    return ev & (mask | EVENT_ERR | EVENT_HUP)
+
+
 def _deadline_ms(t: Task, ms: int) -> int | None:
     if ms < 0:
         return None
@@ -83,7 +101,7 @@ async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
                 revents.append(POLLNVAL)
                 ready += 1
                 continue
-            ev = f.impl.readiness(f, mask | EVENT_ERR | EVENT_HUP) & (mask | EVENT_ERR | EVENT_HUP)
+            ev = poll_ready(f, mask)
             revents.append(ev)
             if ev:
                 ready += 1
@@ -378,7 +396,7 @@ class EpollImpl(FileImpl):
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         for f, ev, _, _, _ in self.interest.values():
-            if f.impl.readiness(f, ev | EVENT_ERR | EVENT_HUP) & (ev | EVENT_ERR | EVENT_HUP):
+            if poll_ready(f, ev):
                 return EVENT_IN & mask
         return 0
 
@@ -490,7 +508,7 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
                     continue
                 watch.dirty = False
             mask = events & 0xFFFF
-            ev = f.impl.readiness(f, mask | EVENT_ERR | EVENT_HUP) & (mask | EVENT_ERR | EVENT_HUP)
+            ev = poll_ready(f, mask)
             if ev:
                 out.append((ev, data))
                 reported.append(key)

@@ -6,14 +6,18 @@ import os
 import struct
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_INTO_CGROUP,
+                                     CLONE_PARENT, CLONE_PARENT_SETTID, CLONE_PIDFD,
+                                     CLONE_SIGHAND, CLONE_THREAD, P_PIDFD)
 from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
                                      WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
                                      WNOTHREAD)
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
-from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
+from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
+from pyvisor.sentry.kernel import cputime, cputimers
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
@@ -324,6 +328,8 @@ def _rlimit(t: Task, tg: ThreadGroup, res: int, new: int, old: int) -> None:
         if res == RLIMIT_NOFILE:
             for task in tg.tasks:
                 task.fd_table.limit = min(cur, 1 << 20)
+        elif res == cputimers.RLIMIT_CPU:
+            cputimers.rlimit_changed(tg)
 
 
 def sys_getrlimit(t: Task, r: SyscallArguments) -> int:
@@ -346,20 +352,45 @@ def sys_prlimit64(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
+_CLK_TCK_NS = 10_000_000        # USER_HZ = 100
+
+
+def pack_rusage(user_ns: int, sys_ns: int, maxrss_kb: int) -> bytes:
+    """struct rusage: times and ru_maxrss; the other counters are zero."""
+    return struct.pack("<qqqqq", user_ns // 10**9, (user_ns % 10**9) // 1000,
+                       sys_ns // 10**9, (sys_ns % 10**9) // 1000, maxrss_kb).ljust(144, b"\0")
+
+
+def rusage_of(t: Task, who: int) -> bytes:
+    tg = t.tg
+    if who == RUSAGE_CHILDREN:
+        return pack_rusage(tg.children_utime_ns, tg.children_stime_ns, tg.children_maxrss_kb)
+    cputime.note_rss_of(tg, t.mm)
+    u, s = cputime.task_times(t) if who == RUSAGE_THREAD else cputime.group_times(tg)
+    return pack_rusage(u, s, tg.maxrss_kb)
+
+
 def sys_getrusage(t: Task, r: SyscallArguments) -> int:
-    """Implements getrusage(2) with zero counters except time (not tracked yet)."""
+    """Implements getrusage(2): CPU times (kernel/cputime.py) and ru_maxrss; the
+    fault, I/O and context-switch counters are zero."""
     who = r.int32(0)
-    if who not in (0, -1, 1):
+    if who not in (RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD):
         raise SyscallError(Errno.EINVAL)
-    t.copy_out(r.pointer(1), bytes(144))
+    t.copy_out(r.pointer(1), rusage_of(t, who))
     return 0
 
 
 def sys_times(t: Task, r: SyscallArguments) -> int:
+    """Implements times(2), in clock ticks of USER_HZ."""
     addr = r.pointer(0)
     if addr:
-        t.copy_out(addr, bytes(32))
-    return (t.kernel.now() - t.kernel.boot_ns) // 10_000_000
+        tg = t.tg
+        u, s = cputime.group_times(tg)
+        t.copy_out(addr, struct.pack("<qqqq", u // _CLK_TCK_NS, s // _CLK_TCK_NS,
+                                     tg.children_utime_ns // _CLK_TCK_NS,
+                                     tg.children_stime_ns // _CLK_TCK_NS))
+    return (t.kernel.now() - t.kernel.boot_ns) // _CLK_TCK_NS
 
 
 def sys_sysinfo(t: Task, r: SyscallArguments) -> int:
@@ -549,6 +580,8 @@ def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
 
 def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
     # Children belong to the thread group, so a sibling thread's children are ours too.
+    if idtype == P_PIDFD:
+        return [c for c in t.tg.children if c.tgid == id_]
     return [c for c in t.tg.children
             if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
@@ -565,13 +598,17 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
     """Core of wait4/waitid: returns (child, kind, wait status) or None for WNOHANG."""
     k = t.kernel
     while True:
-        kids = _select_children(t, idtype, id_)
+        # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
+        # exit and its absence the others (eligible_child).
+        kids = [c for c in _select_children(t, idtype, id_)
+                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)]
         if not kids:
             raise SyscallError(Errno.ECHILD)
         for c in kids:
             if c.zombie and not c.reaped and options & WEXITED:
                 st = c.exit_code or 0
                 if not options & WNOWAIT:
+                    cputime.reap_into(t.tg, c)
                     k.release_group(c)
                 return c, 0, st
             if c.stop_report is not None and not c.zombie:
@@ -584,14 +621,26 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
                     if not options & WNOWAIT:
                         c.stop_report = None
                     return c, 1, rep
+        if not options & WEXITED and all(c.zombie for c in kids):
+            # Only zombies, and their exit is not asked for: nothing will ever
+            # match (Linux: wait_consider_task leaves notask_error set).
+            raise SyscallError(Errno.ECHILD)
         if options & WNOHANG:
             return None
         await k.block_on(t, t.tg.child_wq)
 
 
+def _child_rusage(c: ThreadGroup) -> bytes:
+    """The rusage wait4/waitid report: the child's own times plus its reaped children's
+    (Linux: wait_task_zombie fills it from the child's signal_struct)."""
+    u, s = cputime.group_times(c)
+    return pack_rusage(u + c.children_utime_ns, s + c.children_stime_ns,
+                       max(c.maxrss_kb, c.children_maxrss_kb))
+
+
 async def sys_wait4(t: Task, r: SyscallArguments) -> int:
     """Implements wait4(2)."""
-    pid, status_addr, options, rusage = r.int32(0), r.pointer(1), r.int32(2), r.pointer(3)
+    pid, status_addr, options, rusage = r.int32(0), r.pointer(1), r.uint32(2), r.pointer(3)
     if options & ~(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD):
         raise SyscallError(Errno.EINVAL)
     if pid == -1:
@@ -610,25 +659,43 @@ async def sys_wait4(t: Task, r: SyscallArguments) -> int:
     if status_addr:
         t.copy_out(status_addr, struct.pack("<i", st))
     if rusage:
-        t.copy_out(rusage, bytes(144))
+        t.copy_out(rusage, _child_rusage(child))
     return child.tgid
 
 
 async def sys_waitid(t: Task, r: SyscallArguments) -> int:
     """Implements waitid(2)."""
-    idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.int32(3)
-    if idtype not in (P_ALL, P_PID, P_PGID):
+    idtype, id_, infop, options = r.int32(0), r.int32(1), r.pointer(2), r.uint32(3)
+    if idtype not in (P_ALL, P_PID, P_PGID, P_PIDFD):
         raise SyscallError(Errno.EINVAL)
+    if options & ~(WNOHANG | WNOWAIT | WEXITED | WSTOPPED | WCONTINUED | WNOTHREAD | WCLONE |
+                   WALL):
+        raise SyscallError(Errno.EINVAL)
+    eagain = False
+    if idtype == P_PIDFD:
+        from pyvisor.sentry.syscalls.linux.sys_signal import pidfd_group
+        id_ = pidfd_group(t, id_).tgid
+        # A non-blocking pidfd makes the wait non-blocking: EAGAIN where it would sleep.
+        if t.fd_table.get(r.int32(1)).nonblocking and not options & WNOHANG:
+            options |= WNOHANG
+            eagain = True
     if not options & (WEXITED | WSTOPPED | WCONTINUED):
         raise SyscallError(Errno.EINVAL)
     if idtype == P_PGID and id_ == 0:
         id_ = t.tg.pgid
+    ru = r.pointer(4)
     res = await _wait_common(t, idtype, id_, options)
+    if res is None and eagain:
+        raise SyscallError(Errno.EAGAIN)
     if res is None:
         if infop:
             t.copy_out(infop, bytes(128))
+        if ru:
+            t.copy_out(ru, bytes(144))
         return 0
     child, kind, st = res
+    if ru:
+        t.copy_out(ru, _child_rusage(child))
     if kind == 0:
         code, status = _status_to_info(child)
     elif kind == 1:
@@ -644,9 +711,31 @@ async def sys_waitid(t: Task, r: SyscallArguments) -> int:
 # -- clone, fork, exec --------------------------------------------------------------------
 
 
-async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> int:
+async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int,
+                 pidfd_addr: int | None = None, clear_sighand: bool = False) -> int:
+    """clone and clone3.  CLONE_PIDFD stores the new pidfd at `pidfd_addr` (clone3)
+    or at the parent-tid pointer (clone, where it excludes CLONE_PARENT_SETTID)."""
+    if flags & CLONE_PIDFD:
+        if pidfd_addr is None:
+            if flags & CLONE_PARENT_SETTID:
+                raise SyscallError(Errno.EINVAL)
+            pidfd_addr = ptid
+        t.mm.check_range(pidfd_addr, 4, 2)
     child = kclone.do_clone(t, flags, stack, ptid, ctid, tls)
     tid = child.tid
+    if clear_sighand:
+        # CLONE_CLEAR_SIGHAND: handlers back to SIG_DFL; ignored signals stay ignored.
+        for act in child.tg.sighand.actions:
+            if act.handler != SIG_IGN:
+                act.handler, act.flags, act.mask, act.restorer = SIG_DFL, 0, 0, 0
+    if flags & CLONE_PIDFD:
+        from pyvisor.sentry.syscalls.linux.sys_signal import new_pidfd
+        try:
+            fd = new_pidfd(t, child.tg, False)
+            t.copy_out(pidfd_addr, struct.pack("<i", fd))
+        except SyscallError:
+            t.kernel.group_exit(child.tg, Signal.SIGKILL, killed=True)
+            raise
     kclone.start(child)
     if flags & CLONE_VFORK:
         q = child.tg.vfork_done
@@ -664,6 +753,43 @@ async def sys_clone(t: Task, r: SyscallArguments) -> int:
     # The flags are an unsigned long, of which Linux reads the low 32 bits.
     return await _clone(t, r.uint32(0), r.pointer(1), r.pointer(2), r.pointer(3),
                         r.uint64(4))
+
+
+_CLONE_ARGS = struct.Struct("<11Q")
+CLONE_ARGS_SIZE_VER0 = 64
+
+
+async def sys_clone3(t: Task, r: SyscallArguments) -> int:
+    """Implements clone3(2) (Linux: copy_clone_args_from_user, clone3_args_valid)."""
+    addr, size = r.pointer(0), r.uint64(1)
+    if size < CLONE_ARGS_SIZE_VER0:
+        raise SyscallError(Errno.EINVAL)
+    if size > 4096:
+        raise SyscallError(Errno.E2BIG)
+    raw = t.copy_in(addr, size)
+    if any(raw[_CLONE_ARGS.size:]):
+        raise SyscallError(Errno.E2BIG)      # fields this kernel does not know, set
+    (flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+     set_tid_size, _cgroup) = _CLONE_ARGS.unpack(
+        raw[:_CLONE_ARGS.size].ljust(_CLONE_ARGS.size, b"\0"))
+    # The low byte (CSIGNAL) is exit_signal's; CLONE_DETACHED is gone.
+    known = (0xFFFFFFFF & ~0xFF & ~CLONE_DETACHED) | CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP
+    if flags & ~known or exit_signal > NSIG:
+        raise SyscallError(Errno.EINVAL)
+    if flags & CLONE_CLEAR_SIGHAND and flags & CLONE_SIGHAND:
+        raise SyscallError(Errno.EINVAL)
+    if (flags & (CLONE_THREAD | CLONE_PARENT)) and exit_signal:
+        raise SyscallError(Errno.EINVAL)
+    if (stack == 0) != (stack_size == 0):
+        raise SyscallError(Errno.EINVAL)
+    if set_tid_size or set_tid:
+        raise SyscallError(Errno.EPERM if set_tid_size else Errno.EINVAL)
+    if flags & CLONE_INTO_CGROUP:
+        raise SyscallError(Errno.EBADF)        # no cgroup fds in the sandbox
+    return await _clone(t, (flags & 0xFFFFFFFF) | exit_signal,
+                        stack + stack_size if stack else 0, parent_tid, child_tid, tls,
+                        pidfd_addr=pidfd if flags & CLONE_PIDFD else None,
+                        clear_sighand=bool(flags & CLONE_CLEAR_SIGHAND))
 
 
 async def sys_fork(t: Task, r: SyscallArguments) -> int:

@@ -9,8 +9,8 @@ from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SE
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
@@ -29,8 +29,48 @@ def verify_area(f: FileDescription, pos: int, count: int) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
+def _fsize_limit(t: Task, off: int, data: bytes) -> bytes:
+    """RLIMIT_FSIZE (Linux: generic_write_check_limits): a write starting at or past
+    the limit gets SIGXFSZ and EFBIG; one crossing it is cut short at the limit."""
+    limit = t.tg.rlimits[RLIMIT_FSIZE][0]
+    if off >= limit:
+        # send_sig(SIGXFSZ, current, 0): SI_USER from the writer itself.
+        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0, pid=t.tg.tgid,
+                                                uid=t.creds.uid))
+        raise SyscallError(Errno.EFBIG)
+    return data[:limit - off]
+
+
+async def _wait_timed(t: Task, f: FileDescription, mask: int, timeo: int | None,
+                      deadline: int | None) -> None:
+    """Sleeps until `f` may have `mask`.  With a socket timeout, its expiry is
+    EAGAIN and a signal EINTR, never a restart (sock_intr_errno)."""
+    if timeo is None:
+        await t.kernel.block_on(t, f.impl.waitq(f), mask)
+        return
+    try:
+        await t.kernel.block_on(t, f.impl.waitq(f), mask, deadline=deadline)
+    except TimedOut:
+        raise WouldBlock() from None
+    except Interrupted:
+        raise SyscallError(Errno.EINTR) from None
+
+
 async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> bytes:
-    """Reads up to `n` bytes, waiting while the file would block."""
+    """Reads up to `n` bytes, waiting while the file would block.
+
+    The read holds a reference on the description while it runs (Linux:
+    fdget/fdput), so another thread closing the fd does not release a pipe
+    end under a blocked reader: the reader still counts, and writers do not
+    get EPIPE until the read returns."""
+    f.incref()
+    try:
+        return await _do_read(t, f, n, offset)
+    finally:
+        f.decref()
+
+
+async def _do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> bytes:
     if not f.readable:
         raise SyscallError(Errno.EBADF)
     if f.inode.is_dir() and f.impl.seekable and not hasattr(f.impl, "pipe"):
@@ -38,6 +78,8 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
         if isinstance(f.impl, DirectoryImpl):
             raise SyscallError(Errno.EISDIR)
     n = min(n, MAX_RW_COUNT, CHUNK)
+    timeo = f.impl.io_timeout(False)
+    deadline = None if not timeo else t.kernel.now() + timeo
     keeps = f.impl.keeps_position
     if not keeps or offset is not None:     # a host-kept position is the host's to check
         verify_area(f, f.offset if offset is None else offset, n)
@@ -50,9 +92,9 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
             data = f.impl.read(f, t, n, off)
             break
         except WouldBlock:
-            if f.nonblocking:
+            if f.nonblocking or timeo == 0:
                 raise
-        await t.kernel.block_on(t, f.impl.waitq(f), EVENT_IN | EVENT_HUP | EVENT_ERR)
+        await _wait_timed(t, f, EVENT_IN | EVENT_HUP | EVENT_ERR, timeo, deadline)
     if offset is None and f.impl.seekable and not keeps:
         f.offset += len(data)
     return data
@@ -67,10 +109,21 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     once after partial progress and sleeps only when nothing fits; a signal
     while it sleeps returns the count written so far (EINTR/restart if none).
     """
+    f.incref()                       # held while it runs, as do_read
+    try:
+        return await _do_write(t, f, data, offset)
+    finally:
+        f.decref()
+
+
+async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None) -> int:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     done = 0
     total = len(data)
+    timeo = f.impl.io_timeout(True)
+    deadline = None if not timeo else t.kernel.now() + timeo
+    fsize_limited = t.tg.rlimits[RLIMIT_FSIZE][0] != RLIM_INFINITY and f.inode.is_regular()
     keeps = f.impl.keeps_position
     if not keeps or offset is not None:     # a host-kept position is the host's to check
         verify_area(f, f.offset if offset is None else offset, total)
@@ -85,7 +138,12 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
                         raise SyscallError(Errno.EFBIG)     # generic_write_check_limits
             else:
                 off = offset + done
-            n = f.impl.write(f, t, data[done:] if done else data, off)
+            chunk = data[done:] if done else data
+            if fsize_limited and off != AT_POSITION:
+                if done and off >= t.tg.rlimits[RLIMIT_FSIZE][0]:
+                    return done          # cut short at the limit: no signal for the rest
+                chunk = _fsize_limit(t, off, chunk)
+            n = f.impl.write(f, t, chunk, off)
             if offset is None and f.impl.seekable and not keeps:
                 f.offset = off + n
             done += n
@@ -94,7 +152,7 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
             if n:
                 continue                 # partial progress: try again before sleeping
         except WouldBlock:
-            if f.nonblocking:
+            if f.nonblocking or timeo == 0:
                 if done:
                     return done
                 raise
@@ -105,7 +163,7 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
                 return done
             raise
         try:
-            await t.kernel.block_on(t, f.impl.waitq(f), EVENT_OUT | EVENT_ERR | EVENT_HUP)
+            await _wait_timed(t, f, EVENT_OUT | EVENT_ERR | EVENT_HUP, timeo, deadline)
         except SyscallError:
             if done:
                 return done

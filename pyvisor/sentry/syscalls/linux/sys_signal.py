@@ -9,6 +9,7 @@ from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DF
                                       SIG_SETMASK, SIG_UNBLOCK, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.kernel import cputimers
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup, is_init, sees
@@ -301,8 +302,15 @@ def sys_alarm(t: Task, r: SyscallArguments) -> int:
     return (remaining + 999_999_999) // 10**9 if remaining else 0
 
 
+def _pack_itimerval(interval: int, value: int) -> bytes:
+    """struct itimerval, rounding ns up to whole microseconds (Linux: ns_to_timeval
+    of a CPU itimer rounds up so an armed timer never reads as zero)."""
+    iu, vu = (interval + 999) // 1000, (value + 999) // 1000
+    return struct.pack("<qqqq", iu // 10**6, iu % 10**6, vu // 10**6, vu % 10**6)
+
+
 def sys_setitimer(t: Task, r: SyscallArguments) -> int:
-    """Implements setitimer(2) for ITIMER_REAL; the CPU-time timers are accepted but never fire."""
+    """Implements setitimer(2); ITIMER_VIRTUAL/PROF are kernel/cputimers.py's."""
     which, new, old = r.int32(0), r.pointer(1), r.pointer(2)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
@@ -311,8 +319,13 @@ def sys_setitimer(t: Task, r: SyscallArguments) -> int:
         if not (0 <= iusec < 10**6 and 0 <= vusec < 10**6) or isec < 0 or vsec < 0:
             raise SyscallError(Errno.EINVAL)
     if which != 0:
+        if new:
+            rem, oint = cputimers.set_itimer(t.tg, which, vsec * 10**9 + vusec * 1000,
+                                             isec * 10**9 + iusec * 1000)
+        else:
+            rem, oint = cputimers.get_itimer(t.tg, which)
         if old:
-            t.copy_out(old, bytes(32))
+            t.copy_out(old, _pack_itimerval(oint, rem))
         return 0
     if new:
         rem, oint = _set_itimer(t, vsec * 10**9 + vusec * 1000, isec * 10**9 + iusec * 1000)
@@ -330,9 +343,151 @@ def sys_getitimer(t: Task, r: SyscallArguments) -> int:
     which, cur = r.int32(0), r.pointer(1)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
-    tm = t.tg.itimer_real if which == 0 else None
+    if which != 0:
+        t.copy_out(cur, _pack_itimerval(*reversed(cputimers.get_itimer(t.tg, which))))
+        return 0
+    tm = t.tg.itimer_real
     rem = max(0, tm.deadline - t.kernel.now()) if tm is not None and not tm.cancelled else 0
     oint = getattr(tm, "interval", 0) if tm is not None else 0
     t.copy_out(cur, struct.pack("<qqqq", oint // 10**9, (oint % 10**9) // 1000,
                                 rem // 10**9, (rem % 10**9) // 1000))
     return 0
+
+
+# -- signalfd -----------------------------------------------------------------------------
+
+SFD_CLOEXEC, SFD_NONBLOCK = 0o2000000, 0o4000
+
+
+def _signalfd(t: Task, fd: int, mask_addr: int, size: int, flags: int) -> int:
+    """signalfd4: a new signalfd (fd -1) or a new mask for an existing one."""
+    from pyvisor.abi.linux.fcntl import O_RDWR
+    from pyvisor.sentry.kernel.signalfd import SignalFD
+    from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
+    if size != 8 or flags & ~(SFD_CLOEXEC | SFD_NONBLOCK):
+        raise SyscallError(Errno.EINVAL)
+    (mask,) = struct.unpack("<Q", t.copy_in(mask_addr, 8))
+    if fd != -1:
+        impl = t.fd_table.get(fd).impl
+        if not isinstance(impl, SignalFD):
+            raise SyscallError(Errno.EINVAL)
+        impl.set_mask(mask)
+        return fd
+    f = anon_file(b"[signalfd]", SignalFD(t.kernel, mask, t.tg.sighand.signalfd_wq),
+                  O_RDWR | (flags & SFD_NONBLOCK))
+    try:
+        return t.fd_table.install(f, cloexec=bool(flags & SFD_CLOEXEC))
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def sys_signalfd4(t: Task, r: SyscallArguments) -> int:
+    """Implements signalfd4(2)."""
+    return _signalfd(t, r.int32(0), r.pointer(1), r.uint64(2), r.int32(3))
+
+
+def sys_signalfd(t: Task, r: SyscallArguments) -> int:
+    """Implements signalfd(2)."""
+    return _signalfd(t, r.int32(0), r.pointer(1), r.uint64(2), 0)
+
+
+# -- pidfds ---------------------------------------------------------------------------------
+
+
+def new_pidfd(t: Task, tg: ThreadGroup, nonblock: bool) -> int:
+    """Installs a pidfd for `tg` (close-on-exec, as Linux makes them)."""
+    from pyvisor.abi.linux.fcntl import O_NONBLOCK, O_RDWR
+    from pyvisor.sentry.kernel.pidfd import PidFD
+    from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
+    f = anon_file(b"[pidfd]", PidFD(tg), O_RDWR | (O_NONBLOCK if nonblock else 0))
+    try:
+        return t.fd_table.install(f, cloexec=True)
+    except SyscallError:
+        f.decref()
+        raise
+
+
+def pidfd_group(t: Task, fd: int) -> ThreadGroup:
+    """The process a pidfd names; EBADF if `fd` is not a pidfd."""
+    from pyvisor.sentry.kernel.pidfd import PidFD
+    impl = t.fd_table.get(fd).impl
+    if not isinstance(impl, PidFD):
+        raise SyscallError(Errno.EBADF)
+    return impl.tg
+
+
+def sys_pidfd_open(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_open(2)."""
+    from pyvisor.sentry.kernel.pidfd import PIDFD_NONBLOCK, PIDFD_THREAD
+    pid, flags = r.int32(0), r.uint32(1)
+    if flags & ~(PIDFD_NONBLOCK | PIDFD_THREAD) or pid <= 0:
+        raise SyscallError(Errno.EINVAL)
+    task = t.kernel.tasks_by_tid.get(pid)
+    tg = t.kernel.groups.get(pid)
+    if task is None and (tg is None or tg.reaped):
+        raise SyscallError(Errno.ESRCH)
+    if tg is None:
+        if not flags & PIDFD_THREAD:
+            raise SyscallError(Errno.ENOENT)       # not a thread-group leader
+        assert task is not None
+        tg = task.tg
+    return new_pidfd(t, tg, bool(flags & PIDFD_NONBLOCK))
+
+
+PIDFD_SIGNAL_THREAD, PIDFD_SIGNAL_THREAD_GROUP, PIDFD_SIGNAL_PROCESS_GROUP = 1, 2, 4
+
+
+def sys_pidfd_send_signal(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_send_signal(2): to the process (the default), its leader
+    thread, or its whole process group (at most one PIDFD_SIGNAL_* flag)."""
+    fd, sig, info_addr, flags = r.int32(0), r.int32(1), r.pointer(2), r.uint32(3)
+    if flags & ~(PIDFD_SIGNAL_THREAD | PIDFD_SIGNAL_THREAD_GROUP |
+                 PIDFD_SIGNAL_PROCESS_GROUP) or flags & (flags - 1):
+        raise SyscallError(Errno.EINVAL)
+    tg = pidfd_group(t, fd)
+    _send_ok(t, sig)
+    if info_addr:
+        raw = t.copy_in(info_addr, 128)
+        (signo,) = struct.unpack_from("<i", raw, 0)
+        if signo != sig:
+            raise SyscallError(Errno.EINVAL)
+        info = _queued_info(t, raw, sig, tg.tgid if tg is t.tg else -1)
+    else:
+        info = ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid, uid=t.creds.uid)
+    if tg.reaped:
+        raise SyscallError(Errno.ESRCH)
+    if not sig or tg.zombie:
+        return 0
+    if flags == PIDFD_SIGNAL_THREAD:
+        if not _init_ignores(t, tg, sig):
+            ksignal.send_to_task(tg.leader, info)
+        return 0
+    targets = [tg] if flags != PIDFD_SIGNAL_PROCESS_GROUP else \
+        [g for g in t.kernel.groups.values() if g.pgid == tg.pgid and not g.zombie]
+    for g in targets:
+        if not _init_ignores(t, g, sig):
+            ksignal.send_to_group(g, info)
+    return 0
+
+
+def sys_pidfd_getfd(t: Task, r: SyscallArguments) -> int:
+    """Implements pidfd_getfd(2): a copy of another process's fd, close-on-exec.
+    The sandbox's root may ptrace any process it can see; others only their own
+    uid's (PTRACE_MODE_ATTACH_REALCREDS, without dumpability)."""
+    fd, target_fd, flags = r.int32(0), r.int32(1), r.uint32(2)
+    if flags:
+        raise SyscallError(Errno.EINVAL)
+    tg = pidfd_group(t, fd)
+    if tg.zombie or tg.reaped or not tg.tasks:
+        raise SyscallError(Errno.ESRCH)
+    other = tg.tasks[0]
+    if t.creds.euid != 0 and (other.creds.uid != t.creds.uid or other.creds.euid != t.creds.uid):
+        raise SyscallError(Errno.EPERM)
+    f = other.fd_table.get(target_fd)
+    f.incref()
+    try:
+        return t.fd_table.install(f, cloexec=True)
+    except SyscallError:
+        f.decref()
+        raise

@@ -7,6 +7,8 @@ import time
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.kernel import cputime
+from pyvisor.sentry.kernel.cputime import CPUCLOCK_SCHED, CPUCLOCK_VIRT
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
@@ -14,6 +16,7 @@ from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
 TIMER_ABSTIME = 1
+CPUCLOCK_PERTHREAD = 4
 _TS = struct.Struct("<qq")
 
 _HOST_CLOCKS = {CLOCK_REALTIME: time.CLOCK_REALTIME, CLOCK_MONOTONIC: time.CLOCK_MONOTONIC,
@@ -32,16 +35,50 @@ def _clock_ns(clock: int) -> int:
     return time.clock_gettime_ns(host)
 
 
+def cpu_clock_ns(t: Task, clock: int) -> int:
+    """A CPU-time clock: CLOCK_PROCESS/THREAD_CPUTIME_ID or one made by
+    clock_getcpuclockid/pthread_getcpuclockid (negative ids naming a pid and
+    PROF/VIRT/SCHED).  Linux: posix_cpu_clock_get; EINVAL for a thread outside
+    the caller's process or a pid that is not a process."""
+    if clock == CLOCK_PROCESS_CPUTIME_ID:
+        return cputime.group_cpu_ns(t.tg)
+    if clock == CLOCK_THREAD_CPUTIME_ID:
+        return sum(cputime.task_times(t))
+    which = clock & 3
+    if clock >= 0 or which > CPUCLOCK_SCHED:
+        raise SyscallError(Errno.EINVAL)
+    pid = ~(clock >> 3)
+    if clock & CPUCLOCK_PERTHREAD:
+        task = t if pid == 0 else t.kernel.tasks_by_tid.get(pid)
+        if task is None or task.tg is not t.tg:
+            raise SyscallError(Errno.EINVAL)
+        u, s = cputime.task_times(task)
+    else:
+        tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+        if tg is None or tg.reaped:
+            raise SyscallError(Errno.EINVAL)
+        u, s = cputime.group_times(tg)
+    return u if which == CPUCLOCK_VIRT else u + s
+
+
+def clock_now_ns(t: Task, clock: int) -> int:
+    if clock in (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID) or clock < 0:
+        return cpu_clock_ns(t, clock)
+    return _clock_ns(clock)
+
+
 def sys_clock_gettime(t: Task, r: SyscallArguments) -> int:
-    """Implements clock_gettime(2).  CPU-time clocks read the Sentry's (approximate)."""
-    ns = _clock_ns(r.int32(0))
+    """Implements clock_gettime(2)."""
+    ns = clock_now_ns(t, r.int32(0))
     t.copy_out(r.pointer(1), _TS.pack(ns // 10**9, ns % 10**9))
     return 0
 
 
 def sys_clock_getres(t: Task, r: SyscallArguments) -> int:
     clock, addr = r.int32(0), r.pointer(1)
-    if clock not in _HOST_CLOCKS:
+    if clock < 0:
+        cpu_clock_ns(t, clock)          # EINVAL for a bad one
+    elif clock not in _HOST_CLOCKS:
         raise SyscallError(Errno.EINVAL)
     if addr:
         t.copy_out(addr, _TS.pack(0, 4000000 if clock in (5, 6) else 1))

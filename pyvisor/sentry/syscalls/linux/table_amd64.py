@@ -9,6 +9,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
 from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
+from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
@@ -17,6 +18,8 @@ from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
 from pyvisor.sentry.syscalls.linux import sys_time as TM
+from pyvisor.sentry.syscalls.linux import sys_timer as TI
+from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
 AMD64 = SyscallTable("amd64", {
@@ -34,8 +37,7 @@ AMD64 = SyscallTable("amd64", {
     S.lseek: supported(RW.sys_lseek),
     S.sendfile: supported(RW.sys_sendfile),
     S.copy_file_range: supported(RW.sys_copy_file_range),
-    S.splice: partial(SP.sys_splice, note="staged through the Sentry; a non-socket, "
-                      "non-seekable input to a pipe gives EINVAL"),
+    S.splice: supported(SP.sys_splice),
     S.tee: supported(SP.sys_tee),
     # files
     S.open: supported(F.sys_open),
@@ -47,7 +49,8 @@ AMD64 = SyscallTable("amd64", {
     S.dup: supported(F.sys_dup),
     S.dup2: supported(F.sys_dup2),
     S.dup3: supported(F.sys_dup3),
-    S.fcntl: partial(F.sys_fcntl, note="record locks always granted"),
+    S.fcntl: partial(F.sys_fcntl, note="no F_SETOWN/F_SETSIG signals, no leases"),
+    S.flock: supported(F.sys_flock),
     S.ioctl: supported(F.sys_ioctl),
     S.stat: supported(F.sys_stat),
     S.lstat: supported(F.sys_lstat),
@@ -97,12 +100,18 @@ AMD64 = SyscallTable("amd64", {
     S.sync: supported(F.sys_sync),
     S.syncfs: supported(F.sys_sync),
     S.fadvise64: supported(F.sys_fadvise64),
-    S.getxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.lgetxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.fgetxattr: partial(F.sys_getxattr, note="no extended attributes"),
-    S.listxattr: partial(F.sys_listxattr, note="no extended attributes"),
-    S.llistxattr: partial(F.sys_listxattr, note="no extended attributes"),
-    S.flistxattr: partial(F.sys_listxattr, note="no extended attributes"),
+    S.setxattr: supported(XA.sys_setxattr),
+    S.lsetxattr: supported(XA.sys_lsetxattr),
+    S.fsetxattr: supported(XA.sys_fsetxattr),
+    S.getxattr: supported(XA.sys_getxattr),
+    S.lgetxattr: supported(XA.sys_lgetxattr),
+    S.fgetxattr: supported(XA.sys_fgetxattr),
+    S.listxattr: supported(XA.sys_listxattr),
+    S.llistxattr: supported(XA.sys_llistxattr),
+    S.flistxattr: supported(XA.sys_flistxattr),
+    S.removexattr: supported(XA.sys_removexattr),
+    S.lremovexattr: supported(XA.sys_lremovexattr),
+    S.fremovexattr: supported(XA.sys_fremovexattr),
     S.memfd_create: supported(F.sys_memfd_create),
     # pipes, polling, events
     S.pipe: supported(PO.sys_pipe),
@@ -165,7 +174,7 @@ AMD64 = SyscallTable("amd64", {
     S.getrlimit: supported(P.sys_getrlimit),
     S.setrlimit: supported(P.sys_setrlimit),
     S.prlimit64: supported(P.sys_prlimit64),
-    S.getrusage: partial(P.sys_getrusage, note="counters are zero"),
+    S.getrusage: partial(P.sys_getrusage, note="times and ru_maxrss; other counters zero"),
     S.times: partial(P.sys_times, note="CPU times are zero"),
     S.sysinfo: supported(P.sys_sysinfo),
     S.getpgid: supported(P.sys_getpgid),
@@ -210,8 +219,27 @@ AMD64 = SyscallTable("amd64", {
     S.tkill: supported(SG.sys_tkill),
     S.pause: supported(SG.sys_pause),
     S.alarm: supported(SG.sys_alarm),
-    S.setitimer: partial(SG.sys_setitimer, note="ITIMER_REAL only"),
+    S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
+    S.msgget: supported(IPC.sys_msgget),
+    S.msgsnd: supported(IPC.sys_msgsnd),
+    S.msgrcv: supported(IPC.sys_msgrcv),
+    S.msgctl: supported(IPC.sys_msgctl),
+    S.semget: supported(IPC.sys_semget),
+    S.semop: supported(IPC.sys_semop),
+    S.semtimedop: supported(IPC.sys_semtimedop),
+    S.semctl: supported(IPC.sys_semctl),
+    S.signalfd: supported(SG.sys_signalfd),
+    S.signalfd4: supported(SG.sys_signalfd4),
+    S.timerfd_create: supported(TI.sys_timerfd_create),
+    S.timerfd_settime: partial(TI.sys_timerfd_settime,
+                               note="TFD_TIMER_CANCEL_ON_SET never cancels: the clock is fixed"),
+    S.timerfd_gettime: supported(TI.sys_timerfd_gettime),
+    S.timer_create: supported(TI.sys_timer_create),
+    S.timer_settime: supported(TI.sys_timer_settime),
+    S.timer_gettime: supported(TI.sys_timer_gettime),
+    S.timer_getoverrun: supported(TI.sys_timer_getoverrun),
+    S.timer_delete: supported(TI.sys_timer_delete),
     # time
     S.clock_gettime: supported(TM.sys_clock_gettime),
     S.clock_getres: supported(TM.sys_clock_getres),
@@ -243,7 +271,10 @@ AMD64 = SyscallTable("amd64", {
     S.getsockopt: partial(SO.sys_getsockopt, note="SOL_SOCKET, SOL_IP, SOL_IPV6, SOL_TCP, "
                           "SOL_UDP (TCP_INFO partly filled)"),
     # refused: never inside a sandbox
-    S.clone3: refused(Errno.ENOSYS, note="libc falls back to clone"),
+    S.clone3: partial(P.sys_clone3, note="no set_tid, no CLONE_INTO_CGROUP"),
+    S.pidfd_open: supported(SG.sys_pidfd_open),
+    S.pidfd_send_signal: supported(SG.sys_pidfd_send_signal),
+    S.pidfd_getfd: supported(SG.sys_pidfd_getfd),
     S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),
     S.mount: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),
     S.umount2: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),

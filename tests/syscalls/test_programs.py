@@ -32,6 +32,8 @@ SELF_CHECKING = [
     "vdso.c",
     "avx_signal.c",
     "mremap_file.c",
+    "cputimers.c",
+    "fifo_open.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

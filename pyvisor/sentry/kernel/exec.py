@@ -15,7 +15,7 @@ from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
-from pyvisor.sentry.kernel import textbusy, vdso
+from pyvisor.sentry.kernel import cputime, textbusy, vdso
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -121,6 +121,10 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     t.mm = mm
     mm.add_user()
     textbusy.exe_acquire(kernel, mm)
+    if len(old_thread.process.threads) == 1 and not old_thread.process.dead:
+        cputime.bank(tg, old_thread.process.pid)   # CPU times survive exec
+    from pyvisor.sentry.syscalls.linux.sys_timer import drop_all
+    drop_all(tg)                                   # POSIX timers do not
     kernel.platform.exit_thread(old_thread)
     kernel.release_mm(old_mm)
     # Registers: a clean slate at the entry point.

@@ -39,7 +39,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.kernel import cputime, textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.placement import Placement
@@ -655,6 +655,8 @@ class Kernel:
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
+        if len(t.thread.process.threads) == 1 and not t.thread.process.dead:
+            cputime.bank(tg, t.thread.process.pid)     # the stub process goes with it
         self.platform.exit_thread(t.thread)
         self.release_mm(t.mm)
         if t.vfork_parent is not None:
@@ -686,6 +688,8 @@ class Kernel:
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True
+        from pyvisor.sentry.syscalls.linux.sys_timer import drop_all
+        drop_all(tg)
         # Orphans go to init (we are PID namespace init's reaper); a pod member's to its own
         # init, as if it were its PID namespace's (child_reaper, runtime/sentry_pod.py).
         init = self.init if self.child_reaper is None else self.child_reaper(tg)

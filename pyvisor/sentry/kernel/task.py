@@ -124,8 +124,12 @@ class ThreadGroup:
     exit_signal: int = 17              # SIGCHLD
     itimer_real: Any = None
     start_ns: int = 0
-    utime_ns: int = 0
-    children_utime_ns: int = 0
+    utime_ns: int = 0                 # CPU time banked from stub processes left behind
+    stime_ns: int = 0                 # (kernel/cputime.py has the live totals)
+    children_utime_ns: int = 0        # reaped children's (cutime, cstime)
+    children_stime_ns: int = 0
+    posix_timers: dict[int, Any] = field(default_factory=dict)   # sys_timer.py
+    cpu_itimers: dict[int, Any] = field(default_factory=dict)    # ITIMER_VIRTUAL, ITIMER_PROF
     comm: bytes = b""
     exe: Location | None = None
     argv: bytes = b""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
+from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -523,12 +524,13 @@ def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
     start = max(0, start_ns - boot_ns) // _NS_PER_TICK if start_ns >= boot_ns else 0
     exit_code = getattr(tg, "exit_code", None)
     g = (lambda name: int(getattr(mm, name, 0) or 0)) if mm is not None else (lambda name: 0)
+    utime, stime = cputime.group_times(tg)
     fields = [
         letter, ppid, getattr(tg, "pgid", 0), getattr(tg, "sid", 0),
         0, -1, 0x400000,                          # tty_nr, tpgid, flags (PF_RANDOMIZE)
         0, 0, 0, 0,                               # minflt cminflt majflt cmajflt
-        int(getattr(tg, "utime_ns", 0)) // _NS_PER_TICK, 0,
-        int(getattr(tg, "children_utime_ns", 0)) // _NS_PER_TICK, 0,
+        utime // _NS_PER_TICK, stime // _NS_PER_TICK,
+        tg.children_utime_ns // _NS_PER_TICK, tg.children_stime_ns // _NS_PER_TICK,
         20, 0, len(_live_tasks(tg)), 0, start,    # priority nice threads itrealvalue start
         ms.size, ms.rss // PAGE, RLIM_INFINITY,
         g("start_code"), g("end_code"), g("start_stack"), 0, 0,
@@ -739,7 +741,7 @@ def _gen_uptime(kernel: Any, fs: ProcFS) -> bytes:
 def _gen_stat_global(kernel: Any, fs: ProcFS) -> bytes:
     """/proc/stat (minimal).  Linux: fs/proc/stat.c."""
     idle = int(_uptime_s(kernel) * USER_HZ)
-    user = sum(int(getattr(g, "utime_ns", 0)) for g in
+    user = sum(cputime.group_times(g)[0] for g in
                list(getattr(kernel, "groups", {}).values())) // _NS_PER_TICK
     lines = [f"cpu  {user} 0 0 {idle * fs.ncpu} 0 0 0 0 0 0"]
     for i in range(fs.ncpu):

@@ -14,6 +14,7 @@ from pyvisor.abi.linux.signal import CLD_STOPPED, Signal
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
+from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
@@ -344,18 +345,31 @@ def sys_prlimit64(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_getrusage(t: Task, r: SyscallArguments) -> int:
-    """Implements getrusage(2) with zero counters except time (not tracked yet)."""
+    """Implements getrusage(2): user and system time (kernel/cputime.py); the other
+    counters are zero.  RUSAGE_THREAD gives the process's times (no per-thread
+    clock of a stub thread on the host)."""
     who = r.int32(0)
     if who not in (0, -1, 1):
         raise SyscallError(Errno.EINVAL)
-    t.copy_out(r.pointer(1), bytes(144))
+    if who == -1:
+        user, system = t.tg.children_utime_ns, t.tg.children_stime_ns
+    else:
+        user, system = cputime.group_times(t.tg)
+    tv = struct.pack("<qqqq", user // 10**9, user % 10**9 // 1000,
+                     system // 10**9, system % 10**9 // 1000)
+    t.copy_out(r.pointer(1), tv.ljust(144, b"\0"))
     return 0
 
 
 def sys_times(t: Task, r: SyscallArguments) -> int:
+    """Implements times(2), in clock ticks (USER_HZ = 100)."""
     addr = r.pointer(0)
     if addr:
-        t.copy_out(addr, bytes(32))
+        user, system = cputime.group_times(t.tg)
+        tick = 10_000_000
+        t.copy_out(addr, struct.pack("<qqqq", user // tick, system // tick,
+                                     t.tg.children_utime_ns // tick,
+                                     t.tg.children_stime_ns // tick))
     return (t.kernel.now() - t.kernel.boot_ns) // 10_000_000
 
 
@@ -569,6 +583,7 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
             if c.zombie and not c.reaped and options & WEXITED:
                 st = c.exit_code or 0
                 if not options & WNOWAIT:
+                    cputime.reaped(t.tg, c)
                     k.release_group(c)
                 return c, 0, st
             if c.stop_report is not None and not c.zombie:

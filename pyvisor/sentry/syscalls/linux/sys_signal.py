@@ -12,6 +12,7 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup, is_init, sees
+from pyvisor.sentry.syscalls.linux.sys_timer import cpu_itimer
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 _SIGACTION = struct.Struct("<QQQQ")   # handler, flags, restorer, mask
@@ -302,7 +303,7 @@ def sys_alarm(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_setitimer(t: Task, r: SyscallArguments) -> int:
-    """Implements setitimer(2) for ITIMER_REAL; the CPU-time timers are accepted but never fire."""
+    """Implements setitimer(2)."""
     which, new, old = r.int32(0), r.pointer(1), r.pointer(2)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
@@ -310,11 +311,10 @@ def sys_setitimer(t: Task, r: SyscallArguments) -> int:
         isec, iusec, vsec, vusec = struct.unpack("<qqqq", t.copy_in(new, 32))
         if not (0 <= iusec < 10**6 and 0 <= vusec < 10**6) or isec < 0 or vsec < 0:
             raise SyscallError(Errno.EINVAL)
-    if which != 0:
-        if old:
-            t.copy_out(old, bytes(32))
-        return 0
-    if new:
+    if which != 0:                  # ITIMER_VIRTUAL, ITIMER_PROF: sys_timer.py
+        rem, oint = cpu_itimer(t, which, (vsec * 10**9 + vusec * 1000,
+                                          isec * 10**9 + iusec * 1000) if new else None)
+    elif new:
         rem, oint = _set_itimer(t, vsec * 10**9 + vusec * 1000, isec * 10**9 + iusec * 1000)
     else:
         tm = t.tg.itimer_real
@@ -330,9 +330,12 @@ def sys_getitimer(t: Task, r: SyscallArguments) -> int:
     which, cur = r.int32(0), r.pointer(1)
     if which not in (0, 1, 2):
         raise SyscallError(Errno.EINVAL)
-    tm = t.tg.itimer_real if which == 0 else None
-    rem = max(0, tm.deadline - t.kernel.now()) if tm is not None and not tm.cancelled else 0
-    oint = getattr(tm, "interval", 0) if tm is not None else 0
+    if which != 0:
+        rem, oint = cpu_itimer(t, which, None)
+    else:
+        tm = t.tg.itimer_real
+        rem = max(0, tm.deadline - t.kernel.now()) if tm is not None and not tm.cancelled else 0
+        oint = getattr(tm, "interval", 0) if tm is not None else 0
     t.copy_out(cur, struct.pack("<qqqq", oint // 10**9, (oint % 10**9) // 1000,
                                 rem // 10**9, (rem % 10**9) // 1000))
     return 0

@@ -8,7 +8,8 @@ import time
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
-from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.kernel import cputime
+from pyvisor.sentry.kernel.task import Task, sees
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
@@ -25,23 +26,52 @@ _HOST_CLOCKS = {CLOCK_REALTIME: time.CLOCK_REALTIME, CLOCK_MONOTONIC: time.CLOCK
                 11: time.CLOCK_TAI}
 
 
-def _clock_ns(clock: int) -> int:
+def _clock_ns(clock: int, t: Task | None = None) -> int:
+    if t is not None and (clock < 0 or clock in (CLOCK_PROCESS_CPUTIME_ID,
+                                                 CLOCK_THREAD_CPUTIME_ID)):
+        return _cpu_clock_ns(t, clock)
     host = _HOST_CLOCKS.get(clock)
-    if host is None:
+    if host is None or clock < 0:
         raise SyscallError(Errno.EINVAL)
     return time.clock_gettime_ns(host)
 
 
+def _cpu_clock_ns(t: Task, clock: int) -> int:
+    """A CPU-time clock: our own process's or thread's, or one clock_getcpuclockid
+    names (pid << 3 encoded, negative): another process's or one of our threads'."""
+    if clock == CLOCK_PROCESS_CPUTIME_ID:
+        return cputime.group_sched_ns(t.tg)
+    if clock == CLOCK_THREAD_CPUTIME_ID:
+        return cputime.thread_sched_ns(t)
+    pid, which = ~(clock >> 3), clock & 7
+    if which & 3 == 3:
+        raise SyscallError(Errno.EINVAL)
+    if which & 4:                                  # a thread: of our own process only
+        task = t if pid == 0 else t.kernel.tasks_by_tid.get(pid)
+        if task is None or task.tg is not t.tg or task.exited:
+            raise SyscallError(Errno.EINVAL)
+        return cputime.thread_sched_ns(task)
+    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
+    if tg is None or not sees(t.tg, tg):
+        raise SyscallError(Errno.EINVAL)
+    if which & 3 == 2:                             # CPUCLOCK_SCHED
+        return cputime.group_sched_ns(tg)
+    user, system = cputime.group_times(tg)
+    return user + system if which & 3 == 0 else user   # CPUCLOCK_PROF, CPUCLOCK_VIRT
+
+
 def sys_clock_gettime(t: Task, r: SyscallArguments) -> int:
-    """Implements clock_gettime(2).  CPU-time clocks read the Sentry's (approximate)."""
-    ns = _clock_ns(r.int32(0))
+    """Implements clock_gettime(2).  CPU-time clocks: kernel/cputime.py."""
+    ns = _clock_ns(r.int32(0), t)
     t.copy_out(r.pointer(1), _TS.pack(ns // 10**9, ns % 10**9))
     return 0
 
 
 def sys_clock_getres(t: Task, r: SyscallArguments) -> int:
     clock, addr = r.int32(0), r.pointer(1)
-    if clock not in _HOST_CLOCKS:
+    if clock < 0:
+        _cpu_clock_ns(t, clock)            # EINVAL for a clock that names nothing
+    elif clock not in _HOST_CLOCKS:
         raise SyscallError(Errno.EINVAL)
     if addr:
         t.copy_out(addr, _TS.pack(0, 4000000 if clock in (5, 6) else 1))

@@ -16,6 +16,7 @@ from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_time as TM
+from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
 AMD64 = SyscallTable("amd64", {
@@ -161,8 +162,8 @@ AMD64 = SyscallTable("amd64", {
     S.getrlimit: supported(P.sys_getrlimit),
     S.setrlimit: supported(P.sys_setrlimit),
     S.prlimit64: supported(P.sys_prlimit64),
-    S.getrusage: partial(P.sys_getrusage, note="counters are zero"),
-    S.times: partial(P.sys_times, note="CPU times are zero"),
+    S.getrusage: partial(P.sys_getrusage, note="user and system time; other counters are zero"),
+    S.times: supported(P.sys_times),
     S.sysinfo: supported(P.sys_sysinfo),
     S.getpgid: supported(P.sys_getpgid),
     S.getpgrp: supported(P.sys_getpgrp),
@@ -206,10 +207,15 @@ AMD64 = SyscallTable("amd64", {
     S.tkill: supported(SG.sys_tkill),
     S.pause: supported(SG.sys_pause),
     S.alarm: supported(SG.sys_alarm),
-    S.setitimer: partial(SG.sys_setitimer, note="ITIMER_REAL only"),
+    S.setitimer: supported(SG.sys_setitimer),
     S.getitimer: supported(SG.sys_getitimer),
     # time
     S.clock_gettime: supported(TM.sys_clock_gettime),
+    S.timer_create: supported(TI.sys_timer_create),
+    S.timer_settime: supported(TI.sys_timer_settime),
+    S.timer_gettime: supported(TI.sys_timer_gettime),
+    S.timer_getoverrun: supported(TI.sys_timer_getoverrun),
+    S.timer_delete: supported(TI.sys_timer_delete),
     S.clock_getres: supported(TM.sys_clock_getres),
     S.gettimeofday: supported(TM.sys_gettimeofday),
     S.time: supported(TM.sys_time),

@@ -34,6 +34,7 @@ SELF_CHECKING = [
     "mremap_file.c",
     "cputimers.c",
     "fifo_open.c",
+    "wipeonfork.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -8,7 +8,8 @@ expiry is converted when set (a later change of the host's clock is not
 followed).  CPU-time timers (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID,
 ITIMER_VIRTUAL, ITIMER_PROF) poll the process's CPU time (kernel/cputime.py):
 it cannot grow faster than wall time times the number of its threads, so a
-check comes no later than that bound allows.
+check comes no later than that bound allows, and no sooner than a millisecond
+after the last (Linux samples them at each tick).
 
 Expirations are counted exactly, by arithmetic: a periodic timer that expired n
 times since its last check queues one signal and counts n - 1 overruns, or n
@@ -38,6 +39,7 @@ SI_TIMER = -2
 SI_KERNEL = 0x80
 TIMER_ABSTIME = 1
 MIN_PERIOD_NS = 100_000
+CPU_POLL_NS = 1_000_000
 MAX_TIMERS = 4096              # per process; Linux bounds them by RLIMIT_SIGPENDING
 CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
 CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 2, 3
@@ -92,8 +94,9 @@ class PosixTimer:
             wait //= max(1, min(len(self.tg.tasks), _NCPU))
         if self.interval and self.queued is not None:
             wait = max(wait, MIN_PERIOD_NS)
-        self.handle = k.add_timer(k.now() + max(wait, 1000 if self.clock not in _WALL else 0),
-                                  self.fire)
+        if self.clock not in _WALL:       # a tick, as Linux samples CPU timers: a process
+            wait = max(wait, CPU_POLL_NS)  # that sleeps costs a check per ms, not a spin
+        self.handle = k.add_timer(k.now() + wait, self.fire)
 
     def fire(self) -> None:
         self.handle = None

@@ -82,6 +82,10 @@ class Pty:
 
 
 PROMPT = r"PV\$ "
+# A foreground job that says when it runs: the quotes keep the echoed command
+# line from matching.
+FG_SLEEP = "sh -c 'echo re\"\"ady; exec sleep 100'\n"
+FG_READY = "ready"
 
 
 def test_interactive_bash_job_control() -> None:
@@ -95,9 +99,8 @@ def test_interactive_bash_job_control() -> None:
         sh.expect("sum=42")
         sh.expect(PROMPT)
 
-        sh.send("sleep 100\n")
-        sh.expect("sleep 100\r?\n")
-        time.sleep(0.5)
+        sh.send(FG_SLEEP)
+        sh.expect(FG_READY)                   # the job is the terminal's foreground now
         sh.send("\x03")                       # ^C: SIGINT to the foreground group
         sh.expect(PROMPT)
         sh.send("echo rc=$?\n")
@@ -117,15 +120,14 @@ def test_interactive_bash_job_control() -> None:
         assert "Running" not in sh.expect("nojobs\r?\n")
         sh.expect(PROMPT)
 
-        sh.send("sleep 100\n")
-        sh.expect("sleep 100\r?\n")
-        time.sleep(0.5)
+        sh.send(FG_SLEEP)
+        sh.expect(FG_READY)
         sh.send("\x1a")                       # ^Z: SIGTSTP, bash reports the stop
-        sh.expect(r"\[1\]\+  Stopped +sleep 100")
+        sh.expect(r"\[1\]\+  Stopped +sh -c")
         sh.expect(PROMPT)
         sh.send("fg\n")
-        sh.expect("sleep 100\r?\n")
-        time.sleep(0.5)
+        sh.expect(r"sh -c .*\r?\n")           # bash echoes the job it resumes
+        time.sleep(0.5)                       # for fg to hand the job the terminal
         sh.send("\x03")
         sh.expect(PROMPT)
         sh.send("echo rc=$?\n")

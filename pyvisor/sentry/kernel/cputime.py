@@ -39,8 +39,14 @@ def _host_clock(pid: int, which: int) -> int:
 
 
 def _stub_pids(tg: ThreadGroup) -> set[int]:
-    return {t.thread.process.pid for t in list(tg.tasks)
-            if not t.exited and not t.thread.process.dead}
+    """The live stub processes the process's threads run on (none for a task
+    without one: procfs's tests build tasks on stand-in threads)."""
+    pids = set()
+    for t in list(tg.tasks):
+        proc = getattr(t.thread, "process", None)
+        if proc is not None and not t.exited and not proc.dead:
+            pids.add(proc.pid)
+    return pids
 
 
 def group_times(tg: ThreadGroup) -> tuple[int, int]:
@@ -75,8 +81,6 @@ def group_sched_ns(tg: ThreadGroup) -> int:
 def thread_sched_ns(t: Task) -> int:
     """CLOCK_THREAD_CPUTIME_ID: the thread's time, which for a multi-threaded
     process the host only gives as the whole process's (see the module's limits)."""
-    if len(t.tg.tasks) == 1:
-        return _host_clock(t.thread.process.pid, CPUCLOCK_SCHED)
     return group_sched_ns(t.tg)
 
 

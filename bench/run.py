@@ -101,7 +101,7 @@ class Benchmark:
     description: str
     unit: str  # "µs" or "ms"
     kind: str  # "micro" (microbench, ns/iter), "startup" (wall s), "server" (servers.sh
-    #            rate) or "script" (the command prints ns on its last line)
+    #            rate), "fs" (fsbench.c) or "script" (the command prints ns on its last line)
     mode: str = ""  # microbench mode, or servers.sh mode
     argv: Callable[["Context"], list[str]] = lambda ctx: []
     net: bool = False  # a network row: also run with host networking
@@ -137,6 +137,70 @@ BENCHMARKS = [
         argv=lambda ctx: [ctx.python, CPU2_PY, str(CPU2_LOOPS[1 if ctx.args.quick else 0])],
     ),
 ]
+# --- File-system rows (programs/fsbench.c) -------------------------------------------
+# Kept apart from the rows above so that other row groups merge without conflicts.
+# Each operation runs on a tmpfs (/dev/shm, inside each environment) and on the root
+# file system: fixtures made on the host beforehand, under the work directory, so the
+# sandboxes reach them through their Gofer (creates on the root land in the root
+# overlay's upper layer in pyvisor and runsc, after lookups through the Gofer).
+FSBENCH_C = os.path.join(BENCH_DIR, "programs", "fsbench.c")
+FS_ITERS = {
+    #             full               quick
+    "stat": ((200_000, 3_000), (20_000, 300)),
+    "read4k": ((200_000, 3_000), (20_000, 300)),
+    "create": ((20_000, 500), (2_000, 50)),
+    "readdir": ((5_000, 100), (500, 10)),
+}
+FS_OPS = {
+    "stat": "stat",
+    "read4k": "4 KiB pread",
+    "create": "create+write+close+unlink",
+    "readdir": "readdir 1,000 entries",
+}
+FS_PLACES = {"tmpfs": "tmpfs", "root": "gofer root"}
+
+
+def fs_benchmarks() -> list[Benchmark]:
+    return [Benchmark(f"fs-{op}-{place}", f"{desc} ({where})", "µs", "fs", mode=op)
+            for place, where in FS_PLACES.items() for op, desc in FS_OPS.items()]
+
+
+def _fs_setup(ctx: Context) -> tuple[str, str]:
+    """Compiles fsbench once and makes the root fixtures on the host; returns
+    (fsbench binary, root fixture directory)."""
+    binary = os.path.join(ctx.workdir, "fsbench")
+    fixtures = os.path.join(ctx.workdir, "fs")
+    if not os.path.exists(binary):
+        gcc = shutil.which("gcc") or shutil.which("cc") or "gcc"
+        subprocess.run([gcc, "-O2", "-Wall", "-o", binary, FSBENCH_C], check=True, timeout=120)
+        os.mkdir(fixtures)
+        os.chmod(fixtures, 0o777)      # the sandboxes create and unlink in it
+        subprocess.run([binary, "prepare", "1", fixtures], check=True, timeout=120)
+    return binary, fixtures
+
+
+def run_fs(ctx: Context, bench: Benchmark, env: str) -> Cell:
+    binary, fixtures = _fs_setup(ctx)
+    place = bench.name.rsplit("-", 1)[1]
+    where = (fixtures if place == "root"
+             else f"/dev/shm/{os.path.basename(ctx.workdir)}-{env}")
+    full, quick = FS_ITERS[bench.mode]
+    n = (quick if ctx.args.quick else full)[0 if env == "native" else 1]
+    setup = f"mkdir -p {where} && " if place == "tmpfs" else ""
+    clean = f"; rmdir {where}" if place == "tmpfs" else ""
+    script = f"{setup}{binary} {bench.mode} {n} {where}; s=$?{clean}; exit $s"
+    cmd, penv = wrap(ctx, env, ["/bin/sh", "-c", script])
+    _, out = run_cmd(cmd, penv, ctx.args.timeout)
+    try:
+        value = float(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RunError(f"unexpected fsbench output: {out[-500:]!r}")
+    return Cell(value_ns=value, samples_ns=[value], iterations=n)
+
+
+BENCHMARKS += fs_benchmarks()
+
+
 BENCHMARK_NAMES = [b.name for b in BENCHMARKS]
 
 
@@ -352,6 +416,8 @@ def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
             return run_script(ctx, bench, env)
         if bench.kind == "server":
             return run_server(ctx, bench, env)
+        if bench.kind == "fs":
+            return run_fs(ctx, bench, env)
         return run_startup(ctx, bench, env)
     except RunError as e:
         msg = str(e)

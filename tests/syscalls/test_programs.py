@@ -40,6 +40,9 @@ SELF_CHECKING = [
     "pidfd.c",
     "msgqueue.c",
     "semaphore.c",
+    "cputimers.c",
+    "fifo_open.c",
+    "wipeonfork.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -41,7 +41,8 @@ FIONREAD = 0x541B
 class Pipe:
     """The shared ring.  Linux: struct pipe_inode_info."""
 
-    __slots__ = ("bufs", "nbytes", "capacity", "readers", "writers", "wq", "had_writer", "acct")
+    __slots__ = ("bufs", "nbytes", "capacity", "readers", "writers", "wq", "had_writer", "acct",
+                 "r_counter", "w_counter")
 
     def __init__(self) -> None:
         self.bufs: collections.deque[bytearray] = collections.deque()   # oldest first
@@ -52,6 +53,8 @@ class Pipe:
         self.wq = WaitQueue()
         self.had_writer = False
         self.acct: SentryMemory | None = None   # set by the first write
+        self.r_counter = 0                 # opens for reading / writing ever (FIFO rendezvous)
+        self.w_counter = 0
 
     @property
     def slots(self) -> int:
@@ -159,6 +162,7 @@ class PipeImpl(FileImpl):
     """One end (or both, for O_RDWR FIFOs) of a pipe."""
 
     splice_read = False           # sendfile cannot read from a pipe (EINVAL)
+    fifo = False                  # a named FIFO's end (open_fifo), not pipe(2)'s
 
     def __init__(self, pipe: Pipe, reading: bool, writing: bool) -> None:
         self.pipe = pipe
@@ -166,9 +170,13 @@ class PipeImpl(FileImpl):
         self.writing = writing
         if reading:
             pipe.readers += 1
+            pipe.r_counter += 1
         if writing:
             pipe.writers += 1
+            pipe.w_counter += 1
             pipe.had_writer = True
+        if pipe.r_counter + pipe.w_counter > 1:
+            pipe.wq.notify(EVENT_IN | EVENT_OUT)     # a FIFO opener waiting for its partner
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         if n == 0:
@@ -239,9 +247,35 @@ _FIFOS: dict[int, Pipe] = {}
 
 
 def open_fifo(inode: Inode, fd: FileDescription, flags: int) -> FileImpl:
-    """Opening a named FIFO.  Blocking-open rendezvous is not implemented: opens never wait."""
+    """Opening a named FIFO: one end, or both for O_RDWR.  The blocking-open
+    rendezvous is fifo_wait's, once the open has made its end."""
     pipe = _FIFOS.get(id(inode))
     if pipe is None:
         pipe = _FIFOS[id(inode)] = Pipe()
     acc = flags & O_ACCMODE
-    return PipeImpl(pipe, acc in (O_RDONLY, O_RDWR), acc in (O_WRONLY, O_RDWR))
+    if acc == O_WRONLY and flags & O_NONBLOCK and pipe.readers == 0:
+        raise SyscallError(Errno.ENXIO)
+    impl = PipeImpl(pipe, acc in (O_RDONLY, O_RDWR), acc in (O_WRONLY, O_RDWR))
+    impl.fifo = True
+    return impl
+
+
+async def fifo_wait(t: Task, fd: FileDescription) -> None:
+    """A blocking open of one end of a FIFO waits until the other end has been
+    opened (since it started waiting: a partner that came and went counts).
+    Linux: fs/pipe.c fifo_open, wait_for_partner.  Interruptible: the caller
+    releases the end on Interrupted."""
+    impl = fd.impl
+    if not getattr(impl, "fifo", False) or fd.flags & O_NONBLOCK or impl.reading == impl.writing:
+        return
+    pipe = impl.pipe
+    if impl.reading:
+        if pipe.writers:
+            return
+        start, counter = pipe.w_counter, "w_counter"
+    else:
+        if pipe.readers:
+            return
+        start, counter = pipe.r_counter, "r_counter"
+    while getattr(pipe, counter) == start:
+        await t.kernel.block_on(t, pipe.wq, EVENT_IN | EVENT_OUT)

@@ -22,6 +22,7 @@ from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import locks
 from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
@@ -41,11 +42,17 @@ def _path(t: Task, addr: int) -> bytes:
 # -- open and close -------------------------------------------------------------------------
 
 
-def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
+async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
     if flags & ~0o37777777:
         raise SyscallError(Errno.EINVAL)
     f = ops.open_at(t, dirfd, path, flags, mode)
     f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
+    if getattr(f.impl, "fifo", False):
+        try:
+            await fifo_wait(t, f)
+        except BaseException:
+            f.decref()
+            raise
     try:
         return t.fd_table.install(f, cloexec=bool(flags & O_CLOEXEC))
     except SyscallError:
@@ -53,22 +60,22 @@ def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
         raise
 
 
-def sys_openat(t: Task, r: SyscallArguments) -> int:
+async def sys_openat(t: Task, r: SyscallArguments) -> int:
     """Implements openat(2)."""
-    return _do_open(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), r.uint32(3))
+    return await _do_open(t, r.int32(0), _path(t, r.pointer(1)), r.int32(2), r.uint32(3))
 
 
-def sys_open(t: Task, r: SyscallArguments) -> int:
+async def sys_open(t: Task, r: SyscallArguments) -> int:
     """Implements open(2)."""
-    return _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), r.int32(1), r.uint32(2))
+    return await _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), r.int32(1), r.uint32(2))
 
 
-def sys_creat(t: Task, r: SyscallArguments) -> int:
-    return _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), O_CREAT | O_WRONLY | O_TRUNC,
+async def sys_creat(t: Task, r: SyscallArguments) -> int:
+    return await _do_open(t, AT_FDCWD, _path(t, r.pointer(0)), O_CREAT | O_WRONLY | O_TRUNC,
                     r.uint32(1))
 
 
-def sys_openat2(t: Task, r: SyscallArguments) -> int:
+async def sys_openat2(t: Task, r: SyscallArguments) -> int:
     """Implements openat2(2) without resolve flags beyond plain lookup."""
     dirfd, path, how, size = r.int32(0), _path(t, r.pointer(1)), r.pointer(2), r.uint64(3)
     if size < 24 or size > 4096:
@@ -78,7 +85,7 @@ def sys_openat2(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if resolve:
         raise SyscallError(Errno.EINVAL)   # TODO(#2): RESOLVE_* flags
-    return _do_open(t, dirfd, path, flags, mode)
+    return await _do_open(t, dirfd, path, flags, mode)
 
 
 def sys_close(t: Task, r: SyscallArguments) -> int:

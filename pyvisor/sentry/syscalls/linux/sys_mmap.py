@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
@@ -81,6 +82,22 @@ def sys_madvise(t: Task, r: SyscallArguments) -> int:
     if advice in (4, 8):       # MADV_DONTNEED, MADV_FREE
         if length:
             t.mm.madvise_dontneed(addr, length)
+        return 0
+    if advice in (18, 19):     # MADV_WIPEONFORK, MADV_KEEPONFORK
+        # Private anonymous memory only (EINVAL otherwise, as Linux); the stub's host
+        # memory is what fork copies, so the host keeps the flag for us.
+        end = page_round_up(addr + length)
+        cur = addr
+        for v in t.mm._overlapping(addr, end):
+            if v.start > cur:
+                raise SyscallError(Errno.ENOMEM)
+            if v.shared or v.mappable is not None:
+                raise SyscallError(Errno.EINVAL)
+            cur = v.end
+        if cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        if length:
+            t.mm._host(Sysno.madvise, addr, end - addr, advice)
         return 0
     if advice < 0 or advice > 25 and advice not in (100, 101):
         raise SyscallError(Errno.EINVAL)

@@ -32,12 +32,13 @@ SELF_CHECKING = [
     "vdso.c",
     "avx_signal.c",
     "mremap_file.c",
+    "seccomp.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up
 # (TLS set-up, IRELATIVE relocations) runs from the binary itself.
 STATIC = ["pipe.c", "fork_wait.c", "exec.c", "signals.c", "threads.c", "mmap.c", "vdso.c",
-          "avx_signal.c"]
+          "avx_signal.c", "seccomp.c"]
 
 
 def _ids(name: str) -> str:

@@ -103,6 +103,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                  else t.altstack)
     if flags & CLONE_THREAD:
         child.altstack = (0, 2, 0)
+    child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

@@ -18,6 +18,7 @@ from pyvisor.sentry.platform.ptrace import binding as B
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable
     from pyvisor.sentry.kernel.kernel import Kernel
+    from pyvisor.sentry.kernel.seccomp import SeccompState
     from pyvisor.sentry.kernel.signal import SigInfo
     from pyvisor.sentry.mm.memory_manager import MemoryManager
     from pyvisor.sentry.platform.ptrace.subprocess import StubThread
@@ -185,6 +186,8 @@ class Task:
     vfork_parent: ThreadGroup | None = None
     name: bytes = b""
     fpregs: Any = None
+    no_new_privs: bool = False            # inherited by clone, kept by execve
+    seccomp: SeccompState | None = None   # immutable, shared; kernel/seccomp.py
 
     # -- memory access ----------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
+from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -593,6 +594,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
     npending = sum(len(v) for v in (getattr(tg, "pending", None) or {}).values())
     caps = (1 << (CAP_LAST_CAP + 1)) - 1 if c is not None and getattr(c, "euid", 0) == 0 else 0
     ncpu = fs.ncpu
+    sc = seccomp.state(t) if t is not None else seccomp.DISABLED
     lines += [
         "CoreDumping:\t0",
         "THP_enabled:\t1",
@@ -608,9 +610,9 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"CapEff:\t{caps:016x}",
         f"CapBnd:\t{(1 << (CAP_LAST_CAP + 1)) - 1:016x}",
         "CapAmb:\t0000000000000000",
-        "NoNewPrivs:\t0",
-        "Seccomp:\t0",
-        "Seccomp_filters:\t0",
+        f"NoNewPrivs:\t{int(bool(t is not None and t.no_new_privs))}",
+        f"Seccomp:\t{sc.mode}",
+        f"Seccomp_filters:\t{sc.count}",
         "Speculation_Store_Bypass:\tthread vulnerable",
         "SpeculationIndirectBranch:\tconditional enabled",
         f"Cpus_allowed:\t{(1 << ncpu) - 1:x}",

@@ -15,6 +15,7 @@ from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import exec as kexec
+from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
@@ -253,9 +254,14 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         t.copy_out(arg2, struct.pack("<i", 0))
         return 0
     if opt == _PR_SET_NO_NEW_PRIVS:
+        if arg2 != 1 or r.uint64(2) or r.uint64(3) or r.uint64(4):
+            raise SyscallError(Errno.EINVAL)
+        t.no_new_privs = True      # one way: never cleared
         return 0
     if opt == _PR_GET_NO_NEW_PRIVS:
-        return 0
+        if arg2 or r.uint64(2) or r.uint64(3) or r.uint64(4):
+            raise SyscallError(Errno.EINVAL)
+        return int(t.no_new_privs)
     if opt == _PR_SET_KEEPCAPS:      # accepted: capabilities across setuid are not modelled
         if arg2 > 1:
             raise SyscallError(Errno.EINVAL)
@@ -265,10 +271,15 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
     if opt == _PR_CAPBSET_READ:
         return 1 if arg2 <= 40 else -Errno.EINVAL
     if opt == _PR_GET_SECCOMP:
-        return 0
+        return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
-        raise SyscallError(Errno.EINVAL)  # TODO(#3): application seccomp filters
+        return seccomp.prctl_set(t, int(arg2), r.pointer(2))
     raise SyscallError(Errno.EINVAL)
+
+
+def sys_seccomp(t: Task, r: SyscallArguments) -> int:
+    """Implements seccomp(2): filters evaluated by the Sentry (kernel/seccomp.py)."""
+    return seccomp.do_seccomp(t, r.uint32(0), r.uint32(1), r.pointer(2))
 
 
 _UTS_FIELD = 65

@@ -155,6 +155,7 @@ AMD64 = SyscallTable("amd64", {
     S.get_robust_list: supported(P.sys_get_robust_list),
     S.arch_prctl: supported(P.sys_arch_prctl),
     S.prctl: partial(P.sys_prctl, note="common options only"),
+    S.seccomp: partial(P.sys_seccomp, note="no user notification (NEW_LISTENER: EINVAL)"),
     S.uname: supported(P.sys_uname),
     S.sethostname: supported(P.sys_sethostname),
     S.setdomainname: supported(P.sys_setdomainname),

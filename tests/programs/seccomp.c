@@ -4,6 +4,7 @@
  * are independent.  Self-checking: prints "ok". */
 #define _GNU_SOURCE
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -461,6 +462,42 @@ static void t_needs_nnp(void)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+static void t_needs_cap_sys_admin(void)
+{
+    /* Root without CAP_SYS_ADMIN in its effective set (capset) needs no_new_privs too. */
+    if (geteuid() != 0)
+        return;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct data[2];
+        if (syscall(SYS_capget, &hdr, data) != 0 || !(data[0].effective & (1u << CAP_SYS_ADMIN)))
+            _exit(5);
+        data[0].effective &= ~(1u << CAP_SYS_ADMIN);
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            _exit(6);
+        struct __user_cap_data_struct back[2];
+        if (syscall(SYS_capget, &hdr, back) != 0 || back[0].effective & (1u << CAP_SYS_ADMIN) ||
+            !(back[0].permitted & (1u << CAP_SYS_ADMIN)))
+            _exit(7);
+        errno = 0;
+        if (install(NR_FILTERED, SECCOMP_RET_ERRNO | 1, 0) != -1 || errno != EACCES)
+            _exit(8);
+        data[0].effective |= 1u << CAP_SYS_ADMIN;       /* still permitted: raise it back */
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            _exit(9);
+        if (install(NR_FILTERED, SECCOMP_RET_ERRNO | 1, 0) != 0)
+            _exit(10);
+        if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2)
+            _exit(11);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void)
 {
     CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0);
@@ -482,6 +519,7 @@ int main(void)
     expect_ok(t_action_avail);
     expect_ok(t_no_new_privs);
     t_needs_nnp();
+    t_needs_cap_sys_admin();
     ok();
     return 0;
 }

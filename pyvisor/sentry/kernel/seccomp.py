@@ -13,9 +13,8 @@ the Sentry and its stubs are separate and unchanged.
 
 Not modelled: SECCOMP_FILTER_FLAG_NEW_LISTENER (user notification; EINVAL here, so
 RET_USER_NOTIF acts as Linux does without a listener: ENOSYS), ptrace tracers
-(RET_TRACE is ENOSYS, as Linux without a tracer), the audit log (RET_LOG allows) and
-capabilities (euid 0 counts as CAP_SYS_ADMIN for the no_new_privs rule).  Like Linux,
-the legacy vsyscall page's calls are filtered too, as emulate_vsyscall does.
+(RET_TRACE is ENOSYS, as Linux without a tracer), and the audit log (RET_LOG allows).
+Like Linux, the legacy vsyscall page's calls are filtered too (emulate_vsyscall).
 Concurrency: Sentry loop only.
 """
 
@@ -30,6 +29,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import SYS_SECCOMP, Signal
 from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
+from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -323,8 +323,8 @@ def _force_sigsys(t: Task, nr: int, data: int, ip: int) -> None:
 # -- installing -----------------------------------------------------------------------
 
 def _may_install(t: Task) -> None:
-    """no_new_privs, or CAP_SYS_ADMIN (euid 0: capabilities are not modelled apart)."""
-    if not t.no_new_privs and t.creds.euid != 0:
+    """no_new_privs, or CAP_SYS_ADMIN in the effective set."""
+    if not t.no_new_privs and not t.creds.capable(CAP_SYS_ADMIN):
         raise SyscallError(Errno.EACCES)
 
 

@@ -61,10 +61,28 @@ class Credentials:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
+    # (effective, permitted, inheritable) once capset(2) changed them; None: every
+    # capability for euid 0, none otherwise.  Only seccomp's CAP_SYS_ADMIN rule and
+    # capget read them: other permission checks still go by the ids.
+    caps: tuple[int, int, int] | None = None
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
-                           self.sgid, self.fsgid, self.groups)
+                           self.sgid, self.fsgid, self.groups, self.caps)
+
+    def cap_sets(self) -> tuple[int, int, int]:
+        """(effective, permitted, inheritable)."""
+        if self.caps is not None:
+            return self.caps
+        return (ALL_CAPS, ALL_CAPS, 0) if self.euid == 0 else (0, 0, 0)
+
+    def capable(self, cap: int) -> bool:
+        return bool(self.cap_sets()[0] >> cap & 1)
+
+
+CAP_SYS_ADMIN = 21
+CAP_LAST_CAP = 40
+ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
 
 
 @dataclass(slots=True)

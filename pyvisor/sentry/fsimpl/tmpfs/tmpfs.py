@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
+from pyvisor.abi.linux.fcntl import F_SEAL_SEAL
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
@@ -368,7 +370,7 @@ class TmpfsFile(TmpfsInode):
         self.extent = -1        # memory-file offset; -1 = no storage yet
         self.cap = 0
         self.stale: list[tuple[int, int]] = []   # old extents possibly still mapped
-        self.seals = 0
+        self.seals = F_SEAL_SEAL     # memfd_create(MFD_ALLOW_SEALING) clears it (seals.py)
         self.charged = 0        # bytes (whole pages) charged to fs.used
 
     @property
@@ -417,6 +419,8 @@ class TmpfsFile(TmpfsInode):
             return 0
         if self.fs.readonly:
             raise SyscallError(Errno.EROFS)
+        if self.seals & ~F_SEAL_SEAL:
+            n = seals.check_write(self, offset, n)
         end = offset + n
         try:
             self._reserve(end)
@@ -445,6 +449,8 @@ class TmpfsFile(TmpfsInode):
             raise SyscallError(Errno.EINVAL)
         if size > MAX_FILE_SIZE:
             raise SyscallError(Errno.EFBIG)
+        if self.seals & ~F_SEAL_SEAL:
+            seals.check_truncate(self, size)
         if size < self._size:
             self.memfile.zero(self.extent + size, self._size - size)
             # The pages past the new end are freed (their charge too).

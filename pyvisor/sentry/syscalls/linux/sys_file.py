@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 import time
 
+from pyvisor.abi.linux.fcntl import MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
                                      AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
@@ -189,12 +191,9 @@ def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         pipe.resize(size)
         return size
     if cmd == F_GET_SEALS:
-        return getattr(f.inode, "seals", 0) if hasattr(f.inode, "seals") else -Errno.EINVAL
+        return seals.get_seals(f.inode)
     if cmd == F_ADD_SEALS:
-        if not hasattr(f.inode, "seals"):
-            raise SyscallError(Errno.EINVAL)
-        f.inode.seals |= arg
-        return 0
+        return seals.add_seals(t, f, arg & 0xFFFFFFFF)
     raise SyscallError(Errno.EINVAL)
 
 
@@ -746,7 +745,7 @@ def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
     """Implements memfd_create(2): a tmpfs file with no name in any directory."""
     name = t.copy_in_str(r.pointer(0), 250)
     flags = r.uint32(1)
-    if flags & ~0x7:
+    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB):
         raise SyscallError(Errno.EINVAL)
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsFile
     from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -756,8 +755,10 @@ def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
         fs = k.memfd_fs = TmpFS(k.memfile)
     inode = TmpfsFile(fs, S_IFREG | 0o777, t.creds.fsuid, t.creds.fsgid)
     inode.nlink = 0
-    d = Dentry(b"memfd:" + name, None, inode)
+    if flags & MFD_ALLOW_SEALING:
+        inode.seals = 0
+    d = Dentry(b"/memfd:" + name, None, inode)
     f = FileDescription.open(Mount(fs, d, source="memfd"), d, 2)
-    return t.fd_table.install(f, cloexec=bool(flags & 1))
+    return t.fd_table.install(f, cloexec=bool(flags & MFD_CLOEXEC))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
@@ -44,6 +45,8 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
     mappable = f.inode.mappable()
     if mappable is None:
         raise SyscallError(Errno.ENODEV)
+    if shared:
+        maxperms = seals.check_mmap(f.inode, prot, maxperms)
     if off + page_round_up(length) > 1 << 46:
         raise SyscallError(Errno.EOVERFLOW)
     return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,

@@ -33,6 +33,7 @@ SELF_CHECKING = [
     "avx_signal.c",
     "mremap_file.c",
     "seccomp.c",
+    "memfd_seals.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

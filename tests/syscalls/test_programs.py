@@ -34,6 +34,7 @@ SELF_CHECKING = [
     "mremap_file.c",
     "seccomp.c",
     "memfd_seals.c",
+    "mqueue.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

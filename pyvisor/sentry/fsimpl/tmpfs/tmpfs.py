@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from pyvisor.abi.linux.fcntl import F_SEAL_SEAL
-from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import F_SEAL_SEAL
 from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
                                     dtype_of)
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile

@@ -8,19 +8,19 @@ from __future__ import annotations
 import struct
 import time
 
-from pyvisor.abi.linux.fcntl import MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB
-from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
                                      AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
                                      F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
                                      F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
-                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, O_CLOEXEC,
-                                     O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
-                                     RENAME_NOREPLACE, SETFL_MASK)
+                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
+                                     MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
+                                     O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
+                                     SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task

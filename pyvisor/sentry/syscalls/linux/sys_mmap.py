@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
                                     MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PAGE_SIZE,
                                     PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 

@@ -184,11 +184,9 @@ def sys_capget(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         return 0
     if data:
-        eff, prm, inh = t.creds.cap_sets()
-        words = [(eff >> sh) & 0xFFFFFFFF for sh in (0, 32)], \
-            [(prm >> sh) & 0xFFFFFFFF for sh in (0, 32)], [(inh >> sh) & 0xFFFFFFFF for sh in (0, 32)]
+        sets = t.creds.cap_sets()                  # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
-        t.copy_out(data, b"".join(struct.pack("<3I", words[0][i], words[1][i], words[2][i])
+        t.copy_out(data, b"".join(struct.pack("<3I", *((c >> (32 * i)) & 0xFFFFFFFF for c in sets))
                                   for i in range(n)))
     return 0
 

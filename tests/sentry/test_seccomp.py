@@ -80,3 +80,15 @@ def test_stacked_filters_take_the_lowest_action_and_newest_data() -> None:
     assert evaluate(f, data(40)) == S.SECCOMP_RET_ALLOW
     f = only(39, S.SECCOMP_RET_KILL_PROCESS, Filter(f.insns, f))
     assert evaluate(f, data(39)) == S.SECCOMP_RET_KILL_PROCESS   # an s32: the lowest
+
+
+def test_action_cache_holds_only_argument_independent_allows() -> None:
+    # nr == 32 (dup) looks at args[0]; everything else is allowed outright.
+    prog = verify([(LD_ABS, 0, 0, 0), (JEQ_K, 0, 3, 32), (LD_ABS, 0, 0, 16),
+                   (JEQ_K, 0, 1, 42), ret(S.SECCOMP_RET_ERRNO | 1), ret(S.SECCOMP_RET_ALLOW)])
+    f = Filter.attach(prog, None)
+    assert 32 not in f.allowed and 0 in f.allowed and 39 in f.allowed
+    g = Filter.attach(only(39, S.SECCOMP_RET_ERRNO | 1).insns, f)
+    assert 39 not in g.allowed and 0 in g.allowed and 32 not in g.allowed
+    assert evaluate(g, data(32, 42)) == S.SECCOMP_RET_ERRNO | 1
+    assert evaluate(g, data(32, 43)) == S.SECCOMP_RET_ALLOW

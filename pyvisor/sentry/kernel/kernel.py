@@ -448,10 +448,11 @@ class Kernel:
         nr = int.from_bytes(raw[24:28], "little")
         if nr not in (96, 201, 309):      # gettimeofday, time, getcpu
             return False
-        t.regs.orig_rax = nr
-        if t.seccomp is not None and (verdict := seccomp.check(t, nr, info.addr)) is not None:
-            self._complete(t, verdict)
-            return True
+        if t.seccomp is not None:
+            t.regs.orig_rax = nr          # as emulate_vsyscall: the filter's nr, SIGSYS's rax
+            if (verdict := seccomp.check(t, nr, info.addr)) is not None:
+                self._complete(t, verdict)
+                return True
         entry = self.table.entries.get(nr)
         try:
             ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS

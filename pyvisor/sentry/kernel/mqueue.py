@@ -6,9 +6,12 @@ it).  A queue is an inode; mq_open returns an ordinary file description on it, s
 read(2) gives Linux's status line, poll/epoll see it, and close/dup/fork work as for
 any file.  Messages are kept in priority order (highest first, FIFO among equals).
 
-Not modelled: mounting the mqueue filesystem (open/unlink through /dev/mqueue) and
-SIGEV_THREAD notification (glibc's netlink helper; EINVAL); a notification
-registration ends when its owner process dies rather than at its close().
+The queues also appear as files in the mqueue filesystem (`MqueueDir`), mounted at
+/dev/mqueue when the OCI spec asks for it (runtime/boot.py): ls, open(O_CREAT) with
+the default attributes, unlink and read work there as on Linux.
+Not modelled: SIGEV_THREAD notification (glibc's netlink helper; EINVAL), IPC
+namespaces, mount(2) of mqueue from inside; a notification registration ends when its
+owner process dies rather than at its close().
 Concurrency: Sentry loop only; tasks sleep in send/receive on the queue's wait queue.
 """
 
@@ -22,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
-from pyvisor.abi.linux.stat import S_IFREG
+from pyvisor.abi.linux.stat import S_IFDIR, S_IFREG, dtype_of
 from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
-from pyvisor.sentry.vfs.file import FileDescription, FileImpl
-from pyvisor.sentry.vfs.inode import Filesystem, Inode
+from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
+from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Kernel
@@ -147,6 +150,43 @@ def registry(kernel: Kernel) -> Registry:
     return reg
 
 
+class MqueueDir(Inode):
+    """The mqueue filesystem's root: one file per queue.  Linux: mqueue_dir_inode_operations
+    (lookup, create, unlink; nothing else)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.reg = registry(kernel)
+        super().__init__(self.reg.fs, S_IFDIR | 0o1777)
+        self.kernel = kernel
+
+    def lookup(self, name: bytes) -> Inode:
+        q = self.reg.queues.get(name)
+        if q is None:
+            raise SyscallError(Errno.ENOENT)
+        return q
+
+    def readdir(self) -> list[DirEntry]:
+        return [DirEntry(n, q.ino, dtype_of(q.mode)) for n, q in list(self.reg.queues.items())]
+
+    def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
+        t = self.kernel.current             # the task whose open(O_CREAT) this is
+        assert t is not None
+        _check_name(name)
+        if name in self.reg.queues:
+            raise SyscallError(Errno.EEXIST)
+        q = _create(t, self.reg, name, mode, None)
+        q.uid, q.gid = uid, gid
+        return q
+
+    def unlink(self, name: bytes) -> None:
+        q = self.lookup(name)
+        assert isinstance(q, MessageQueue)
+        _remove(self.reg, name, q)
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        return DirectoryImpl()
+
+
 def _check_name(name: bytes) -> None:
     """Linux: lookup_one_len on the mqueue root."""
     if not name or name in (b".", b"..") or b"/" in name:
@@ -235,6 +275,10 @@ def unlink(t: Task, name: bytes) -> None:
         raise SyscallError(Errno.ENOENT)
     if t.creds.fsuid not in (0, q.uid):      # the mqueue root is sticky (may_delete)
         raise SyscallError(Errno.EPERM)
+    _remove(reg, name, q)
+
+
+def _remove(reg: Registry, name: bytes, q: MessageQueue) -> None:
     del reg.queues[name]
     reg.bytes_by_uid[q.charged_uid] = max(0, reg.bytes_by_uid.get(q.charged_uid, 0) - q.charge)
     q.charge = 0

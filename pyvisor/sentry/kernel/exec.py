@@ -134,6 +134,10 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
             a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
+    if t.creds.caps is not None:      # recomputed as for a plain binary: root all, others none
+        creds = t.creds.copy()
+        creds.caps = None
+        t.creds = creds
     tg.comm = fd.dentry.name[:15]     # Linux: the file name of the program, truncated
     t.name = tg.comm
     tg.exe = Location(fd.mount, fd.dentry)

@@ -377,7 +377,12 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
             options = _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec"))
             gfs, root = files[id(m)] if id(m) in files else _dir_gofer(kernel, cfg, m)
             mount_at(m.destination, gfs, root, m.source, options)
-        elif m.type in ("devpts", "mqueue", "sysfs", "cgroup", "cgroup2"):
+        elif m.type == "mqueue":
+            from pyvisor.sentry.kernel.mqueue import MqueueDir
+            mqdir = MqueueDir(kernel)
+            mount_at(m.destination, mqdir.fs, mqdir, "mqueue",
+                     _mount_options(m.options, ("ro", "nosuid", "nodev", "noexec")))
+        elif m.type in ("devpts", "sysfs", "cgroup", "cgroup2"):
             continue   # TODO(#2): devpts, sysfs
         else:
             raise BootError(f"unsupported mount type {m.type!r} at {m.destination}")

@@ -43,12 +43,15 @@ SELF_CHECKING = [
     "cputimers.c",
     "fifo_open.c",
     "wipeonfork.c",
+    "seccomp.c",
+    "memfd_seals.c",
+    "mqueue.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up
 # (TLS set-up, IRELATIVE relocations) runs from the binary itself.
 STATIC = ["pipe.c", "fork_wait.c", "exec.c", "signals.c", "threads.c", "mmap.c", "vdso.c",
-          "avx_signal.c"]
+          "avx_signal.c", "seccomp.c"]
 
 
 def _ids(name: str) -> str:

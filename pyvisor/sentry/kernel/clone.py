@@ -109,6 +109,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     if flags & CLONE_VM and not flags & CLONE_THREAD:
         # A process sharing the caller's stub: only what it runs from now on is its own.
         cputime.attach(child_tg, thread.process, fresh=False)
+    child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

@@ -138,6 +138,10 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
             a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
+    if t.creds.caps is not None:      # recomputed as for a plain binary: root all, others none
+        creds = t.creds.copy()
+        creds.caps = None
+        t.creds = creds
     # Linux (begin_new_exec): the last component of the path given to execve (a symlink's
     # own name: /bin/sleep -> busybox is "sleep"), truncated to 15 bytes.
     base = filename.rstrip(b"/").rsplit(b"/", 1)[-1] if filename else b""

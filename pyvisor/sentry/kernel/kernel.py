@@ -38,6 +38,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import cputime, posix_timers, textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
@@ -421,6 +422,9 @@ class Kernel:
         if self.strace:
             from pyvisor.sentry import strace
             strace.enter(t, nr)
+        if t.seccomp is not None and (verdict := seccomp.check(t, nr)) is not None:
+            self._complete(t, verdict)       # the application's own filter answered
+            return
         if entry is None:
             if nr not in self.unknown_logged and len(self.unknown_logged) < 1024:
                 self.unknown_logged.add(nr)          # bounded: numbers are the caller's choice
@@ -453,6 +457,11 @@ class Kernel:
         nr = int.from_bytes(raw[24:28], "little")
         if nr not in (96, 201, 309):      # gettimeofday, time, getcpu
             return False
+        if t.seccomp is not None:
+            t.regs.orig_rax = nr          # as emulate_vsyscall: the filter's nr, SIGSYS's rax
+            if (verdict := seccomp.check(t, nr, info.addr)) is not None:
+                self._complete(t, verdict)
+                return True
         entry = self.table.entries.get(nr)
         try:
             ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS

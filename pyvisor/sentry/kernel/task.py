@@ -18,6 +18,7 @@ from pyvisor.sentry.platform.ptrace import binding as B
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable
     from pyvisor.sentry.kernel.kernel import Kernel
+    from pyvisor.sentry.kernel.seccomp import SeccompState
     from pyvisor.sentry.kernel.signal import SigInfo
     from pyvisor.sentry.mm.memory_manager import MemoryManager
     from pyvisor.sentry.platform.ptrace.subprocess import StubThread
@@ -60,10 +61,28 @@ class Credentials:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
+    # (effective, permitted, inheritable) once capset(2) changed them; None: every
+    # capability for euid 0, none otherwise.  Only seccomp's CAP_SYS_ADMIN rule and
+    # capget read them: other permission checks still go by the ids.
+    caps: tuple[int, int, int] | None = None
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
-                           self.sgid, self.fsgid, self.groups)
+                           self.sgid, self.fsgid, self.groups, self.caps)
+
+    def cap_sets(self) -> tuple[int, int, int]:
+        """(effective, permitted, inheritable)."""
+        if self.caps is not None:
+            return self.caps
+        return (ALL_CAPS, ALL_CAPS, 0) if self.euid == 0 else (0, 0, 0)
+
+    def capable(self, cap: int) -> bool:
+        return bool(self.cap_sets()[0] >> cap & 1)
+
+
+CAP_SYS_ADMIN = 21
+CAP_LAST_CAP = 40
+ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
 
 
 @dataclass(slots=True)
@@ -203,6 +222,8 @@ class Task:
     sentry_sys_ns: int = 0                # the Sentry's CPU time on this task's syscalls
     run_ns: int = 0                       # wall time resumed in application code
     run_start: int = 0                    # when it was last resumed (monotonic ns)
+    no_new_privs: bool = False            # inherited by clone, kept by execve
+    seccomp: SeccompState | None = None   # immutable, shared; kernel/seccomp.py
 
     # -- memory access ----------------------------------------------------------------
 

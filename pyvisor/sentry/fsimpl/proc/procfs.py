@@ -35,6 +35,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel import cputime
+from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
@@ -594,8 +595,9 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
     rl = getattr(tg, "rlimits", None)
     sigq_max = rl[11][0] if rl and len(rl) > 11 else 63704
     npending = sum(len(v) for v in (getattr(tg, "pending", None) or {}).values())
-    caps = (1 << (CAP_LAST_CAP + 1)) - 1 if c is not None and getattr(c, "euid", 0) == 0 else 0
+    cap_eff, cap_prm, cap_inh = c.cap_sets() if c is not None else (0, 0, 0)
     ncpu = fs.ncpu
+    sc = seccomp.state(t) if t is not None else seccomp.DISABLED
     lines += [
         "CoreDumping:\t0",
         "THP_enabled:\t1",
@@ -606,14 +608,14 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"SigBlk:\t{blk:016x}",
         f"SigIgn:\t{ign:016x}",
         f"SigCgt:\t{cgt:016x}",
-        "CapInh:\t0000000000000000",
-        f"CapPrm:\t{caps:016x}",
-        f"CapEff:\t{caps:016x}",
+        f"CapInh:\t{cap_inh:016x}",
+        f"CapPrm:\t{cap_prm:016x}",
+        f"CapEff:\t{cap_eff:016x}",
         f"CapBnd:\t{(1 << (CAP_LAST_CAP + 1)) - 1:016x}",
         "CapAmb:\t0000000000000000",
-        "NoNewPrivs:\t0",
-        "Seccomp:\t0",
-        "Seccomp_filters:\t0",
+        f"NoNewPrivs:\t{int(bool(t is not None and t.no_new_privs))}",
+        f"Seccomp:\t{sc.mode}",
+        f"Seccomp_filters:\t{sc.count}",
         "Speculation_Store_Bypass:\tthread vulnerable",
         "SpeculationIndirectBranch:\tconditional enabled",
         f"Cpus_allowed:\t{(1 << ncpu) - 1:x}",
@@ -650,6 +652,11 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
         if name:
             line = line.ljust(72) + b" " + bytes(name)
         out.append(line + b"\n")
+    if out:
+        # The legacy vsyscall page, as Linux's gate VMA (execute-only; the Sentry
+        # emulates its three calls: kernel.py _vsyscall).
+        out.append(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 +
+                   b"[vsyscall]\n")
     return b"".join(out)
 
 

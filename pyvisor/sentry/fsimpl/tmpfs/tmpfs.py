@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Iterable
 
 from pyvisor.sentry.vfs.xattr import XattrStore
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import F_SEAL_SEAL
 from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
                                     dtype_of)
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
@@ -375,7 +377,7 @@ class TmpfsFile(TmpfsInode):
         self.extent = -1        # memory-file offset; -1 = no storage yet
         self.cap = 0
         self.stale: list[tuple[int, int]] = []   # old extents possibly still mapped
-        self.seals = 0
+        self.seals = F_SEAL_SEAL     # memfd_create(MFD_ALLOW_SEALING) clears it (seals.py)
         self.charged = 0        # bytes (whole pages) charged to fs.used
 
     @property
@@ -424,6 +426,8 @@ class TmpfsFile(TmpfsInode):
             return 0
         if self.fs.readonly:
             raise SyscallError(Errno.EROFS)
+        if self.seals & ~F_SEAL_SEAL:
+            n = seals.check_write(self, offset, n)
         end = offset + n
         try:
             self._reserve(end)
@@ -452,6 +456,8 @@ class TmpfsFile(TmpfsInode):
             raise SyscallError(Errno.EINVAL)
         if size > MAX_FILE_SIZE:
             raise SyscallError(Errno.EFBIG)
+        if self.seals & ~F_SEAL_SEAL:
+            seals.check_truncate(self, size)
         if size < self._size:
             self.memfile.zero(self.extent + size, self._size - size)
             # The pages past the new end are freed (their charge too).

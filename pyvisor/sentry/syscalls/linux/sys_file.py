@@ -15,12 +15,14 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
                                      F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
-                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, O_CLOEXEC,
-                                     O_CREAT, O_PATH, O_TRUNC, O_WRONLY, RENAME_EXCHANGE,
-                                     RENAME_NOREPLACE, SETFL_MASK)
+                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
+                                     MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
+                                     O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
+                                     SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import locks
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.kernel.errors import SyscallError
@@ -273,12 +275,9 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         pipe.resize(size)
         return size
     if cmd == F_GET_SEALS:
-        return getattr(f.inode, "seals", 0) if hasattr(f.inode, "seals") else -Errno.EINVAL
+        return seals.get_seals(f.inode)
     if cmd == F_ADD_SEALS:
-        if not hasattr(f.inode, "seals"):
-            raise SyscallError(Errno.EINVAL)
-        f.inode.seals |= arg
-        return 0
+        return seals.add_seals(t, f, arg & 0xFFFFFFFF)
     raise SyscallError(Errno.EINVAL)
 
 
@@ -839,7 +838,7 @@ def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
     """Implements memfd_create(2): a tmpfs file with no name in any directory."""
     name = t.copy_in_str(r.pointer(0), 250)
     flags = r.uint32(1)
-    if flags & ~0x7:
+    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB):
         raise SyscallError(Errno.EINVAL)
     from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsFile
     from pyvisor.sentry.vfs.vfs import Dentry, Mount
@@ -849,8 +848,10 @@ def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
         fs = k.memfd_fs = TmpFS(k.memfile)
     inode = TmpfsFile(fs, S_IFREG | 0o777, t.creds.fsuid, t.creds.fsgid)
     inode.nlink = 0
-    d = Dentry(b"memfd:" + name, None, inode)
+    if flags & MFD_ALLOW_SEALING:
+        inode.seals = 0
+    d = Dentry(b"/memfd:" + name, None, inode)
     f = FileDescription.open(Mount(fs, d, source="memfd"), d, 2)
-    return t.fd_table.install(f, cloexec=bool(flags & 1))
+    return t.fd_table.install(f, cloexec=bool(flags & MFD_CLOEXEC))
 
 

@@ -9,6 +9,7 @@ from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLAC
                                     MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PAGE_SIZE,
                                     PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 
@@ -45,6 +46,8 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
     mappable = f.inode.mappable()
     if mappable is None:
         raise SyscallError(Errno.ENODEV)
+    if shared:
+        maxperms = seals.check_mmap(f.inode, prot, maxperms)
     if off + page_round_up(length) > 1 << 46:
         raise SyscallError(Errno.EOVERFLOW)
     return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,

@@ -19,8 +19,10 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import cputime, cputimers
 from pyvisor.sentry.kernel import exec as kexec
+from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
+from pyvisor.sentry.kernel.task import ALL_CAPS, Credentials
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -103,10 +105,25 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
             setattr(new, name, v)
     if uid:
         new.fsuid = new.euid
+        if new.caps is not None:
+            new.caps = _emulate_setxuid(c, new, new.caps)
     else:
         new.fsgid = new.egid
     t.creds = new
     return 0
+
+
+def _emulate_setxuid(old: Credentials, new: Credentials,
+                     caps: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Capabilities across a uid change.  Linux: cap_emulate_setxuid (no keepcaps)."""
+    eff, prm, inh = caps
+    if 0 in (old.uid, old.euid, old.suid) and 0 not in (new.uid, new.euid, new.suid):
+        eff = prm = 0
+    if old.euid == 0 and new.euid != 0:
+        eff = 0
+    elif old.euid != 0 and new.euid == 0:
+        eff = prm
+    return eff, prm, inh
 
 
 def sys_setuid(t: Task, r: SyscallArguments) -> int:
@@ -171,15 +188,33 @@ def sys_capget(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         return 0
     if data:
-        caps = 0x1FFFFFFFFFF if t.creds.euid == 0 else 0
-        lo, hi = caps & 0xFFFFFFFF, caps >> 32
+        sets = t.creds.cap_sets()                  # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
-        t.copy_out(data, struct.pack("<3I", lo, lo, lo) + (struct.pack("<3I", hi, hi, hi)
-                                                           if n == 2 else b""))
+        t.copy_out(data, b"".join(struct.pack("<3I", *((c >> (32 * i)) & 0xFFFFFFFF for c in sets))
+                                  for i in range(n)))
     return 0
 
 
 def sys_capset(t: Task, r: SyscallArguments) -> int:
+    """Implements capset(2) for the calling thread: the sets are kept (capget reads
+    them, seccomp checks CAP_SYS_ADMIN) but other permission checks go by the ids."""
+    hdr, data = r.pointer(0), r.pointer(1)
+    version, pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
+    if version not in (0x19980330, 0x20071026, 0x20080522):
+        t.copy_out(hdr, struct.pack("<I", 0x20080522))
+        raise SyscallError(Errno.EINVAL)
+    if pid not in (0, t.tid):
+        raise SyscallError(Errno.EPERM)
+    n = 1 if version == 0x19980330 else 2
+    raw = struct.unpack(f"<{3 * n}I", t.copy_in(data, 12 * n))
+    eff, prm, inh = (sum(raw[3 * i + j] << (32 * i) for i in range(n)) & ALL_CAPS
+                     for j in range(3))
+    old_eff, old_prm, old_inh = t.creds.cap_sets()
+    if inh & ~(old_inh | old_prm) or prm & ~old_prm or eff & ~prm:
+        raise SyscallError(Errno.EPERM)
+    new = t.creds.copy()
+    new.caps = (eff, prm, inh)
+    t.creds = new
     return 0
 
 
@@ -260,9 +295,14 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         t.copy_out(arg2, struct.pack("<i", 0))
         return 0
     if opt == _PR_SET_NO_NEW_PRIVS:
+        if arg2 != 1 or r.uint64(2) or r.uint64(3) or r.uint64(4):
+            raise SyscallError(Errno.EINVAL)
+        t.no_new_privs = True      # one way: never cleared
         return 0
     if opt == _PR_GET_NO_NEW_PRIVS:
-        return 0
+        if arg2 or r.uint64(2) or r.uint64(3) or r.uint64(4):
+            raise SyscallError(Errno.EINVAL)
+        return int(t.no_new_privs)
     if opt == _PR_SET_KEEPCAPS:      # accepted: capabilities across setuid are not modelled
         if arg2 > 1:
             raise SyscallError(Errno.EINVAL)
@@ -272,10 +312,15 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
     if opt == _PR_CAPBSET_READ:
         return 1 if arg2 <= 40 else -Errno.EINVAL
     if opt == _PR_GET_SECCOMP:
-        return 0
+        return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
-        raise SyscallError(Errno.EINVAL)  # TODO(#3): application seccomp filters
+        return seccomp.prctl_set(t, int(arg2), r.pointer(2))
     raise SyscallError(Errno.EINVAL)
+
+
+def sys_seccomp(t: Task, r: SyscallArguments) -> int:
+    """Implements seccomp(2): filters evaluated by the Sentry (kernel/seccomp.py)."""
+    return seccomp.do_seccomp(t, r.uint32(0), r.uint32(1), r.pointer(2))
 
 
 _UTS_FIELD = 65

@@ -11,6 +11,7 @@ from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
+from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
@@ -168,6 +169,13 @@ AMD64 = SyscallTable("amd64", {
     S.get_robust_list: supported(P.sys_get_robust_list),
     S.arch_prctl: supported(P.sys_arch_prctl),
     S.prctl: partial(P.sys_prctl, note="common options only"),
+    S.mq_open: supported(MQ.sys_mq_open),
+    S.mq_unlink: supported(MQ.sys_mq_unlink),
+    S.mq_timedsend: supported(MQ.sys_mq_timedsend),
+    S.mq_timedreceive: supported(MQ.sys_mq_timedreceive),
+    S.mq_notify: partial(MQ.sys_mq_notify, note="SIGEV_THREAD refused with EINVAL"),
+    S.mq_getsetattr: supported(MQ.sys_mq_getsetattr),
+    S.seccomp: partial(P.sys_seccomp, note="no user notification (NEW_LISTENER: EINVAL)"),
     S.uname: supported(P.sys_uname),
     S.sethostname: supported(P.sys_sethostname),
     S.setdomainname: supported(P.sys_setdomainname),

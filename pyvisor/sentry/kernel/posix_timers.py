@@ -45,11 +45,22 @@ class PosixTimer:
     missed: int = 0                      # expiries not yet reported in a queued signal
     overrun_last: int = 0
 
+    def last_overrun(self) -> int:
+        """timer_getoverrun(2): the overrun count of the signal last dequeued.  Linux
+        sets it_overrun_last when the signal is dequeued, not when it is queued, so
+        expiries after the dequeue (counted in the next queued signal) do not show."""
+        q = self.queued
+        if q is not None and not _is_pending(self, q):
+            self.overrun_last = q.uid
+            self.queued = None
+        return self.overrun_last
+
     def expire(self, count: int) -> None:
         if self.notify == SIGEV_NONE:
             return
+        self.last_overrun()         # a signal dequeued since the last expiry
         q = self.queued
-        if q is not None and _is_pending(self, q):
+        if q is not None:           # still pending: count the expiries in it
             _set_overrun(self, q, min(DELAYTIMER_MAX, q.uid + count))     # si_overrun
             return
         info = ksignal.SigInfo(self.signo, SI_TIMER, pid=self.id,
@@ -61,7 +72,6 @@ class PosixTimer:
             ksignal.send_to_group(self.tg, info)
         if _is_pending(self, info):
             self.queued = info
-            self.overrun_last = info.uid
             self.missed = 0
         else:
             self.missed = min(DELAYTIMER_MAX, self.missed + count)
@@ -75,7 +85,6 @@ def _set_overrun(pt: PosixTimer, info: ksignal.SigInfo, overrun: int) -> None:
         if x is info:
             lst[i] = pt.queued = dataclasses.replace(info, uid=overrun)
             break
-    pt.overrun_last = overrun
 
 
 def _is_pending(pt: PosixTimer, info: ksignal.SigInfo) -> bool:

@@ -152,7 +152,7 @@ def sys_timer_gettime(t: Task, r: SyscallArguments) -> int:
 
 def sys_timer_getoverrun(t: Task, r: SyscallArguments) -> int:
     """Implements timer_getoverrun(2)."""
-    return posix_timers.lookup(t, r.int32(0)).overrun_last
+    return posix_timers.lookup(t, r.int32(0)).last_overrun()
 
 
 def sys_timer_delete(t: Task, r: SyscallArguments) -> int:

@@ -102,10 +102,16 @@ class TTYState:
     the Sentry's console forwarding (runtime/console.py) signals it.
     """
 
-    __slots__ = ("fg_pgrp",)
+    __slots__ = ("fg_pgrp", "sid")
 
     def __init__(self) -> None:
         self.fg_pgrp: int | None = None     # None: the init process's group
+        self.sid: int | None = None         # the session it controls; None: the init's
+
+    def give_to(self, pgid: int, sid: int) -> None:
+        """The terminal now controls session `sid` with `pgid` in the foreground (an
+        exec'd process with a terminal leads a session, as runc's exec --tty does)."""
+        self.fg_pgrp, self.sid = pgid, sid
 
 
 _ttys: dict[int, TTYState] = {}    # host rdev -> state; one Sentry process, one kernel
@@ -453,7 +459,9 @@ class HostFileImpl(FileImpl):
                 h.tty.fg_pgrp = pgrp
             elif cmd == TIOCGSID:
                 init = getattr(t.kernel, "init", None)
-                t.copy_out(arg, _I32.pack(init.sid if init is not None else 1))
+                sid = h.tty.sid if h.tty is not None and h.tty.sid is not None else \
+                    init.sid if init is not None else 1
+                t.copy_out(arg, _I32.pack(sid))
             elif cmd == TIOCOUTQ:
                 t.copy_out(arg, fcntl.ioctl(h.hostfd, TIOCOUTQ, bytes(4)))
             elif cmd == TCSBRK:

@@ -262,6 +262,49 @@ def _name_console(devroot: Any, terminal: Any, stdio: list[Any]) -> None:
             f.dentry.name = b"/dev/pts/0"
 
 
+MAX_PTS = 4096      # /dev/pts/N names of exec'd processes' terminals
+
+
+def name_exec_terminal(t: Task, terminal: Any) -> bytes | None:
+    """exec --tty: the process's terminal is /dev/pts/N inside (the lowest free N from 1;
+    0 is the console), and its stdio fds name it, as `_name_console` does for the
+    console.  Returns the name, or None if /dev/pts is not devfs's (a mount covers it)."""
+    from pyvisor.sentry.vfs.ops import lookup
+    try:
+        loc = lookup(t, None, b"/dev/pts", True)
+    except SyscallError:
+        return None
+    pts = loc.inode
+    entries = getattr(pts, "entries", None)
+    if entries is None or not hasattr(pts, "remove_child"):
+        return None
+    name = next((str(n).encode() for n in range(1, MAX_PTS) if str(n).encode() not in entries),
+                None)
+    if name is None:
+        return None
+    pts.add_child(name, terminal)
+    loc.dentry.forget(name)
+    for fd in (0, 1, 2):
+        entry = t.fd_table.files.get(fd)
+        if entry is not None and entry[0].inode is terminal:
+            entry[0].dentry.name = b"/dev/pts/" + name
+    return name
+
+
+def forget_exec_terminal(kernel: Kernel, name: bytes) -> None:
+    """The exec'd process that led terminal /dev/pts/`name` exited: the name goes."""
+    from pyvisor.sentry.vfs.ops import lookup
+    init = kernel.init
+    if init is None or not init.tasks:
+        return
+    try:
+        loc = lookup(init.tasks[0], None, b"/dev/pts", True)
+        loc.inode.remove_child(name)        # type: ignore[attr-defined]
+        loc.dentry.forget(name)
+    except (SyscallError, AttributeError):
+        pass
+
+
 def start_init(kernel: Kernel) -> None:
     """`start`: the held init runs."""
     init = kernel.init

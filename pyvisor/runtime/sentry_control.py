@@ -18,7 +18,8 @@ from typing import Any
 
 from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
-from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
+from pyvisor.runtime.boot import (SandboxConfig, SpawnError, forget_exec_terminal,
+                                  name_exec_terminal, spawn, start_init)
 from pyvisor.runtime.sentry_files import FileService
 from pyvisor.sentry.fsimpl.host.host import TTYState
 from pyvisor.sentry.kernel import signal as ksignal
@@ -74,6 +75,7 @@ class ControlService:
         self.exited: dict[int, int] = {}              # tgid -> wait status, unclaimed
         self.waiters: dict[int, list[control.Reply]] = {}
         self.ttys: dict[int, TTYState] = {}           # exec --tty: tgid -> its terminal
+        self.pts_names: dict[int, bytes] = {}         # ... and its /dev/pts name
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, 0,
                                  fileno=cfg.control_fd)
         self.server = control.Server(kernel, listener, {
@@ -190,6 +192,9 @@ class ControlService:
             if isinstance(inode, HostInode) and inode.tty is not None:
                 inode.tty.give_to(tg.pgid, tg.sid)
                 self.ttys[tg.tgid] = inode.tty
+                name = name_exec_terminal(t, inode)
+                if name is not None:
+                    self.pts_names[tg.tgid] = name
                 return
 
     def _wait_pid(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
@@ -292,6 +297,9 @@ class ControlService:
             return
         self.execed.discard(pid)
         self.ttys.pop(pid, None)
+        name = self.pts_names.pop(pid, None)
+        if name is not None:
+            forget_exec_terminal(self.kernel, name)
         status = tg.exit_code if tg.exit_code is not None else 0
         waiters = self.waiters.pop(pid, [])
         if not waiters:

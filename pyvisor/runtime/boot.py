@@ -641,6 +641,7 @@ def install_host_fds(kernel: Kernel, t: Task, fds: dict[int, int], uid: int,
         except OSError:
             _close_host_fds([hostfd])
             continue    # closed: stays closed inside
+        f.inode.tty_locked = True      # never change the user's terminal from inside
         try:
             t.fd_table.install_at(n, f)
         except SyscallError:

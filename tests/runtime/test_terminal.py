@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -103,6 +104,21 @@ def test_console_socket_create_start(rt: Runtime, world_tmp: Path) -> None:
         r = rt("wait", cid)
         assert json.loads(r.stdout)["exitStatus"] == 3, r.stdout + r.stderr
     assert rt("delete", cid).returncode == 0
+
+
+def test_closing_the_master_hangs_up(rt: Runtime, world_tmp: Path) -> None:
+    """The engine closing the master (conmon gone) is a hang-up: SIGHUP to the init (a
+    handler: an init ignores a SIGHUP it has no handler for, in runc's PID namespace)."""
+    bundle = tty_bundle(world_tmp, ["sh", "-c", "trap 'exit 9' HUP; echo ready; "
+                                    "while :; do sleep 0.1; done"])
+    sock, cid = ConsoleSocket(world_tmp / "console.sock"), _cid()
+    term = _create_with_console(rt, bundle, sock, cid)
+    assert rt("start", cid).returncode == 0
+    term.expect(b"ready\r\n")
+    os.close(term.master)
+    assert rt.wait_status(cid, "stopped")["status"] == "stopped"
+    if rt.name == "pyvisor":
+        assert json.loads(rt("wait", cid).stdout)["exitStatus"] == 9
 
 
 # A stand-in for conmon: a subreaper that runs `exec --detach --pid-file`, then reaps the
@@ -243,6 +259,28 @@ def test_preserved_fds_are_held_only_by_the_sentry(world_tmp: Path) -> None:
     finally:
         os.close(r)
         rt("delete", "--force", cid)
+
+
+def test_preserved_terminal_is_never_changed(world_tmp: Path) -> None:
+    """A terminal passed with --preserve-fds is read and written, never reconfigured:
+    the user's terminal is outside the sandbox (SECURITY.md, *The terminal and stdio*)."""
+    rt = Runtime("pyvisor", world_tmp)
+    bundle = tty_bundle(world_tmp, ["sh", "-c", "echo to-tty >&3; stty raw -echo <&3;"
+                                    " echo rc=$?; stty size <&3"], terminal=False)
+    master, slave = os.openpty()
+    set_size(slave, 12, 34)
+    before = termios.tcgetattr(slave)
+    try:
+        p = subprocess.run([*rt.argv, "run", "--preserve-fds", "1", "--bundle", str(bundle),
+                            _cid()], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, preexec_fn=lambda: os.dup2(slave, 3), pass_fds=(3,),
+                           env=rt.env, timeout=60)
+        assert (p.returncode, p.stdout) == (0, "rc=1\n12 34\n"), p.stdout + p.stderr
+        assert os.read(master, 100) == b"to-tty\r\n"
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_terminal_flag_errors(rt: Runtime, world_tmp: Path) -> None:

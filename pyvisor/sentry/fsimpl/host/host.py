@@ -86,6 +86,9 @@ PIPE_BUF = 4096
 MAX_STREAM_READ = 1 << 20
 MAX_FILE_READ = 16 << 20
 
+# Requests that change a terminal (refused on a locked one).
+_TTY_CHANGES = frozenset((TCSETS, TCSETSW, TCSETSF, TIOCSWINSZ, TCXONC, TCFLSH, TCSBRK,
+                          TIOCSPGRP))
 _POLL_BITS = EVENT_IN | EVENT_PRI | EVENT_OUT | EVENT_RDHUP   # poll(2) == epoll bit values
 _I32 = struct.Struct("<i")
 # Status flags the sandbox's stdio takes from the caller's open file description.
@@ -163,7 +166,7 @@ class HostInode(Inode):
     """
 
     __slots__ = ("kernel", "hostfd", "owned", "opens", "queue", "armed", "regular",
-                 "pollable", "is_tty", "tty")
+                 "pollable", "is_tty", "tty", "tty_locked")
 
     def __init__(self, fs: HostFS, kernel: Any, hostfd: int, owned: bool,
                  uid: int = 0, gid: int = 0) -> None:
@@ -180,6 +183,9 @@ class HostInode(Inode):
         self.is_tty = os.isatty(hostfd)
         # Job-control state, one per terminal however many fds reach it.
         self.tty: TTYState | None = tty_state(st.st_rdev) if self.is_tty else None
+        # A terminal of the user's passed as is (--preserve-fds): readable and writable,
+        # but nothing inside may change its modes, size, flow or queues.
+        self.tty_locked = False
         self._load(st)
 
     def _load(self, st: os.stat_result) -> None:
@@ -440,6 +446,8 @@ class HostFileImpl(FileImpl):
             return self._fionread(fd, t, arg)
         if not h.is_tty:
             raise SyscallError(Errno.ENOTTY)
+        if h.tty_locked and cmd in _TTY_CHANGES and not (cmd == TCSBRK and arg):  # tcdrain: ok
+            raise SyscallError(Errno.EPERM)
         try:
             if cmd == TCGETS:
                 t.copy_out(arg, fcntl.ioctl(h.hostfd, TCGETS, bytes(TERMIOS_SIZE)))

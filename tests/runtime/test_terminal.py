@@ -106,6 +106,29 @@ def test_console_socket_create_start(rt: Runtime, world_tmp: Path) -> None:
     assert rt("delete", cid).returncode == 0
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+def test_run_with_console_socket(rt: Runtime, world_tmp: Path, detach: bool) -> None:
+    """`run -d --console-socket` (runc's way; pyvisor also takes it in the foreground,
+    where `run` waits and passes the exit status back)."""
+    if rt.name == "runc" and not detach:
+        pytest.skip("runc refuses a console socket for a foreground run")
+    bundle = tty_bundle(world_tmp, ["sh"], size=(11, 22))
+    sock, cid = ConsoleSocket(world_tmp / "console.sock"), _cid()
+    p = _popen(rt, "run", *(["--detach"] if detach else []), "--bundle", str(bundle),
+               "--console-socket", str(sock.path), cid, stdin=subprocess.DEVNULL,
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    term = sock.master()
+    term.expect(b"# ")
+    term.write(b"stty size; exit 4\n")
+    term.expect(b"11 22\r\n")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == (0 if detach else 4), err
+    if detach:
+        assert rt.wait_status(cid, "stopped")["status"] == "stopped"
+        assert rt("delete", cid).returncode == 0
+    assert not rt.root.is_dir() or os.listdir(rt.root) == []
+
+
 def test_closing_the_master_hangs_up(rt: Runtime, world_tmp: Path) -> None:
     """The engine closing the master (conmon gone) is a hang-up: SIGHUP to the init (a
     handler: an init ignores a SIGHUP it has no handler for, in runc's PID namespace)."""
@@ -287,7 +310,7 @@ def test_terminal_flag_errors(rt: Runtime, world_tmp: Path) -> None:
     """runc's checkTerminal: a detached terminal needs a console socket, a console socket
     needs a terminal; a foreground run with a terminal needs one on stdio."""
     with_tty = tty_bundle(world_tmp, ["sh", "-c", "exit 0"])
-    without = tty_bundle(world_tmp / "n", ["sh", "-c", "exit 0"], terminal=False)
+    without = tty_bundle(world_tmp / "n", ["sleep", "100"], terminal=False)
     sock = ConsoleSocket(world_tmp / "unused.sock")
     _one_error_line(rt("create", "--bundle", str(with_tty), _cid()))
     _one_error_line(rt("create", "--bundle", str(without), "--console-socket",
@@ -295,6 +318,11 @@ def test_terminal_flag_errors(rt: Runtime, world_tmp: Path) -> None:
     _one_error_line(rt("run", "--bundle", str(with_tty), _cid()))      # stdin: /dev/null
     _one_error_line(rt("run", "-d", "--bundle", str(with_tty), _cid()))
     assert not rt.root.is_dir() or os.listdir(rt.root) == []
+    cid = _cid()
+    assert rt.create(cid, without, world_tmp / "out").returncode == 0
+    _one_error_line(rt("exec", "--detach", "--tty", cid, "true"))
+    _one_error_line(rt("exec", "--console-socket", str(sock.path), cid, "true"))
+    assert rt("delete", "--force", cid).returncode == 0
     if rt.name == "pyvisor":
         r = rt("run", "--preserve-fds", "40", "--bundle", str(without), _cid())
         _one_error_line(r)

@@ -284,6 +284,9 @@ def name_exec_terminal(t: Task, terminal: Any) -> bytes | None:
         return None
     pts.add_child(name, terminal)
     loc.dentry.forget(name)
+    devtty = _dev_tty(t)
+    if devtty is not None:
+        devtty.set_session_terminal(t.tg.sid, terminal)
     for fd in (0, 1, 2):
         entry = t.fd_table.files.get(fd)
         if entry is not None and entry[0].inode is terminal:
@@ -291,18 +294,33 @@ def name_exec_terminal(t: Task, terminal: Any) -> bytes | None:
     return name
 
 
-def forget_exec_terminal(kernel: Kernel, name: bytes) -> None:
-    """The exec'd process that led terminal /dev/pts/`name` exited: the name goes."""
+def forget_exec_terminal(kernel: Kernel, name: bytes, sid: int) -> None:
+    """The exec'd process that led terminal /dev/pts/`name` (session `sid`) exited: the
+    name goes, and /dev/tty in that session no longer opens it."""
     from pyvisor.sentry.vfs.ops import lookup
     init = kernel.init
     if init is None or not init.tasks:
         return
+    t = init.tasks[0]
+    devtty = _dev_tty(t)
+    if devtty is not None:
+        devtty.set_session_terminal(sid, None)
     try:
-        loc = lookup(init.tasks[0], None, b"/dev/pts", True)
+        loc = lookup(t, None, b"/dev/pts", True)
         loc.inode.remove_child(name)        # type: ignore[attr-defined]
         loc.dentry.forget(name)
     except (SyscallError, AttributeError):
         pass
+
+
+def _dev_tty(t: Task) -> Any:
+    """devfs's /dev/tty device, if /dev is devfs."""
+    from pyvisor.sentry.vfs.ops import lookup
+    try:
+        inode = lookup(t, None, b"/dev/tty", True).inode
+    except SyscallError:
+        return None
+    return inode if hasattr(inode, "set_session_terminal") else None
 
 
 def start_init(kernel: Kernel) -> None:

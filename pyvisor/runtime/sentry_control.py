@@ -299,7 +299,7 @@ class ControlService:
         self.ttys.pop(pid, None)
         name = self.pts_names.pop(pid, None)
         if name is not None:
-            forget_exec_terminal(self.kernel, name)
+            forget_exec_terminal(self.kernel, name, tg.sid)
         status = tg.exit_code if tg.exit_code is not None else 0
         waiters = self.waiters.pop(pid, [])
         if not waiters:

@@ -184,6 +184,8 @@ def test_exec_tty_console_socket(rt: Runtime, world_tmp: Path, detach: bool) -> 
     term.expect(b"# ")
     term.write(b"stty size; tty\n")
     assert b"30 100\r\n" in term.expect(b"\r\n/dev/pts/")
+    term.write(b"echo via-dev-tty > /dev/tty\n")      # its own terminal, not the init's
+    term.expect(b"\r\nvia-dev-tty\r\n")
     term.write(WINCH_LOOP.encode())
     term.expect(b"ready\r\n")
     set_size(term.master, 31, 101)

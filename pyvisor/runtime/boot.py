@@ -218,6 +218,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     devroot.entries[b"tty"].set_terminal(terminal)
     if terminal is not None:
         _name_console(devroot, terminal, stdio)
+    lock_user_terminals(f for f in stdio if f is not None and f.inode is not terminal)
     try:
         set_cwd(t, cfg.cwd)
         kernel.init = t.tg
@@ -246,6 +247,17 @@ def preserved_fds(n: int) -> dict[int, int]:
             continue
         out[fd] = fd
     return out
+
+
+def lock_user_terminals(files: Any) -> None:
+    """A terminal among `files` that is not a pty pyvisor made for the sandbox is the
+    user's (`create` run from a shell without process.terminal, `exec --detach` from
+    one): readable and writable inside, but never reconfigured (fsimpl/host tty_locked),
+    as the user's terminal is outside the sandbox (SECURITY.md)."""
+    from pyvisor.sentry.fsimpl.host.host import HostInode
+    for f in files:
+        if isinstance(f.inode, HostInode) and f.inode.is_tty:
+            f.inode.tty_locked = True
 
 
 def _name_console(devroot: Any, terminal: Any, stdio: list[Any]) -> None:

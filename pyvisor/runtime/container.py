@@ -378,7 +378,7 @@ class Container:
             try:
                 if tty.console is not None:
                     tty.console.attach_sentry()     # stdio is the pty now; our session's
-                    fds.update({0: 0, 1: 1, 2: 2})
+                    fds.update({n: n for n, r in zip((0, 1, 2), tty.console.replaced) if r})
                 else:
                     slave = terminal.pty_for_socket(tty.console_socket, tty.size)
                     terminal.lead_session(slave)

@@ -19,7 +19,7 @@ from typing import Any
 from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
 from pyvisor.runtime.boot import (SandboxConfig, SpawnError, forget_exec_terminal,
-                                  name_exec_terminal, spawn, start_init)
+                                  lock_user_terminals, name_exec_terminal, spawn, start_init)
 from pyvisor.runtime.sentry_files import FileService
 from pyvisor.sentry.fsimpl.host.host import TTYState
 from pyvisor.sentry.kernel import signal as ksignal
@@ -176,6 +176,9 @@ class ControlService:
         self.execed.add(tg.tgid)
         if params.get("tty"):
             self._give_terminal(tg)
+        elif tg.tasks:
+            # No pty of pyvisor's: a terminal on its stdio is the caller's own.
+            lock_user_terminals(e[0] for n, e in tg.tasks[0].fd_table.files.items() if n < 3)
         reply({"pid": tg.tgid})
 
     def _give_terminal(self, tg: ThreadGroup) -> None:

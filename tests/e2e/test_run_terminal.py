@@ -131,3 +131,38 @@ def test_exec_tty_on_the_users_terminal(rt: Runtime, world_tmp: Path) -> None:
         term.close()
     assert rt("state", cid).returncode == 0
     assert json.loads(rt("state", cid).stdout)["status"] == "running"
+
+
+def test_users_terminal_is_never_reconfigured(rt: Runtime, world_tmp: Path) -> None:
+    """Without a terminal of its own, a container whose stdio is the user's terminal
+    (`create` from a shell, `exec` without -t) cannot reconfigure it: pyvisor gives exec a
+    pty of its own (runc: pipes) and refuses termios changes on the user's terminal that
+    `create` passed in; runc lets that container put it in raw mode, which shows the check
+    can fail."""
+    b = bundle(world_tmp, ["sh", "-c", "stty raw -echo; echo init-rc=$?; sleep 100"],
+               terminal=False)
+    cid = f"t-{uuid.uuid4().hex[:8]}"
+    term = rt.terminal("create", "--bundle", str(b), cid, rows=20, cols=70)
+    try:
+        before = termios.tcgetattr(term.master)
+        assert term.wait() == 0, bytes(term.out)
+        assert rt("start", cid).returncode == 0
+        init_rc = term.expect(b"init-rc=", timeout=60) and term.expect(b"\n")
+        after_init = termios.tcgetattr(term.master)
+        ex = rt.terminal("exec", cid, "sh", "-c", "stty raw -echo; echo exec-rc=$?; tty",
+                         rows=20, cols=70)
+        try:
+            ex_before = termios.tcgetattr(ex.master)
+            ex_code = ex.wait()
+            ex_after = termios.tcgetattr(ex.master)
+        finally:
+            ex.close()
+    finally:
+        term.close()
+    assert ex_after == ex_before
+    if rt.name == "pyvisor":
+        assert init_rc.startswith(b"1") and after_init == before
+        assert ex_code == 0 and b"exec-rc=0" in ex.out and b"/dev/pts/" in ex.out, ex.out
+    else:
+        assert init_rc.startswith(b"0") and after_init != before
+        assert ex_code == 1 and b"exec-rc=1" in ex.out and b"not a tty" in ex.out, ex.out

@@ -108,6 +108,14 @@ def main(args: argparse.Namespace) -> int:
         tty = ExecTTY(console_socket=args.console_socket, size=size)
         if not args.console_socket:
             tty.console = _caller_terminal()
+    elif not args.detach:
+        # A terminal on stdio without --tty: a pty of its own standing for the terminal
+        # fds, as `do` and `run` give (runtime/console.py), so nothing inside can
+        # reconfigure the caller's terminal.
+        from pyvisor.runtime.console import open_console
+        console = open_console((0, 1, 2))
+        if console is not None:
+            tty = ExecTTY(console=console)
     if args.detach:
         c.exec_detached(proc, fds, args.pid_file, tty)
         return 0

@@ -289,7 +289,12 @@ class Container:
         """Runs a process in the container with fd N on host fd fds[N] (stdio and
         --preserve-fds); returns its exit code.  With `tty`, a holder child leads the
         process's terminal (runtime/terminal.py) and this waits for it."""
-        self._check_exec()
+        try:
+            self._check_exec()
+        except BootError:
+            if tty is not None and tty.console is not None:
+                tty.console.close_unused()      # the caller's terminal as it was
+            raise
         if tty is not None:
             return self._exec_tty_foreground(proc, fds, tty)
         client = control.Client(self.sd.control_path, timeout=None)

@@ -69,7 +69,10 @@ class SandboxConfig:
     control_fd: int = -1              # the control socket's listening fd (inherited)
     ready_fd: int = -1                # create: the Sentry reports "ok" or an error here
     annotations: dict[str, str] = field(default_factory=dict)
-    terminal: bool = False            # process.terminal (not supported for containers yet)
+    terminal: bool = False            # process.terminal (runtime/tty.py)
+    console_size: tuple[int, int] | None = None   # process.consoleSize (rows, columns)
+    console_fd: int = -1              # the slave of the pty sent to --console-socket
+    preserve_fds: int = 0             # --preserve-fds: host fds 3..3+N-1 are the init's too
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     netns_path: str = ""              # the OCI network namespace whose interfaces to take over
@@ -221,9 +224,14 @@ def boot(cfg: SandboxConfig) -> Kernel:
     masks.apply(kernel, ns, t, cfg.readonly_paths, cfg.masked_paths, devroot)
     _seal_root(ns, cfg)
     stdio = install_stdio(kernel, t, cfg.stdio, cfg.uid, cfg.gid)
+    install_host_fds(kernel, t, preserved_fds(cfg.preserve_fds), cfg.uid, cfg.gid)
     # /dev/tty: the sandbox's own pty, when the launcher made one (runtime/console.py).
     from pyvisor.runtime.console import sandbox_terminal
-    devroot.entries[b"tty"].set_terminal(sandbox_terminal(stdio))
+    terminal = sandbox_terminal(stdio)
+    devroot.entries[b"tty"].set_terminal(terminal)
+    if terminal is not None:
+        _name_console(devroot, terminal, stdio)
+    lock_user_terminals(f for f in stdio if f is not None and f.inode is not terminal)
     try:
         set_cwd(t, cfg.cwd)
         kernel.init = t.tg
@@ -238,6 +246,106 @@ def boot(cfg: SandboxConfig) -> Kernel:
     if not cfg.hold_init:
         kernel.resume(t, None)
     return kernel
+
+
+def preserved_fds(n: int) -> dict[int, int]:
+    """The Sentry's host fds 3..3+n-1 (--preserve-fds, inherited from the CLI through the
+    monitor), close-on-exec so that no Gofer or stub ever holds one."""
+    import fcntl
+    out = {}
+    for fd in range(3, 3 + n):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        except OSError:
+            continue
+        out[fd] = fd
+    return out
+
+
+def lock_user_terminals(files: Any) -> None:
+    """A terminal among `files` that is not a pty pyvisor made for the sandbox is the
+    user's (`create` run from a shell without process.terminal, `exec --detach` from
+    one): readable and writable inside, but never reconfigured (fsimpl/host tty_locked),
+    as the user's terminal is outside the sandbox (SECURITY.md)."""
+    from pyvisor.sentry.fsimpl.host.host import HostInode
+    for f in files:
+        if isinstance(f.inode, HostInode) and f.inode.is_tty:
+            f.inode.tty_locked = True
+
+
+def _name_console(devroot: Any, terminal: Any, stdio: list[Any]) -> None:
+    """The console is /dev/pts/0 and /dev/console inside (as runc's new devpts instance
+    and console bind mount make it), and /proc/self/fd/0 names /dev/pts/0, so ttyname()
+    finds it (musl checks the link's target; glibc scans /dev/pts for the device)."""
+    pts = devroot.entries.get(b"pts")
+    if pts is not None and b"0" not in pts.entries:
+        pts.add_child(b"0", terminal)
+    if b"console" not in devroot.entries:
+        devroot.add_child(b"console", terminal)
+    for f in stdio:
+        if f is not None and f.inode is terminal:
+            f.dentry.name = b"/dev/pts/0"
+
+
+MAX_PTS = 4096      # /dev/pts/N names of exec'd processes' terminals
+
+
+def name_exec_terminal(t: Task, terminal: Any) -> bytes | None:
+    """exec --tty: the process's terminal is /dev/pts/N inside (the lowest free N from 1;
+    0 is the console), and its stdio fds name it, as `_name_console` does for the
+    console.  Returns the name, or None if /dev/pts is not devfs's (a mount covers it)."""
+    from pyvisor.sentry.vfs.ops import lookup
+    try:
+        loc = lookup(t, None, b"/dev/pts", True)
+    except SyscallError:
+        return None
+    pts = loc.inode
+    entries = getattr(pts, "entries", None)
+    if entries is None or not hasattr(pts, "remove_child"):
+        return None
+    name = next((str(n).encode() for n in range(1, MAX_PTS) if str(n).encode() not in entries),
+                None)
+    if name is None:
+        return None
+    pts.add_child(name, terminal)
+    loc.dentry.forget(name)
+    devtty = _dev_tty(t)
+    if devtty is not None:
+        devtty.set_session_terminal(t.tg.sid, terminal)
+    for fd in (0, 1, 2):
+        entry = t.fd_table.files.get(fd)
+        if entry is not None and entry[0].inode is terminal:
+            entry[0].dentry.name = b"/dev/pts/" + name
+    return name
+
+
+def forget_exec_terminal(kernel: Kernel, name: bytes, sid: int) -> None:
+    """The exec'd process that led terminal /dev/pts/`name` (session `sid`) exited: the
+    name goes, and /dev/tty in that session no longer opens it."""
+    from pyvisor.sentry.vfs.ops import lookup
+    init = kernel.init
+    if init is None or not init.tasks:
+        return
+    t = init.tasks[0]
+    devtty = _dev_tty(t)
+    if devtty is not None:
+        devtty.set_session_terminal(sid, None)
+    try:
+        loc = lookup(t, None, b"/dev/pts", True)
+        loc.inode.remove_child(name)        # type: ignore[attr-defined]
+        loc.dentry.forget(name)
+    except (SyscallError, AttributeError):
+        pass
+
+
+def _dev_tty(t: Task) -> Any:
+    """devfs's /dev/tty device, if /dev is devfs."""
+    from pyvisor.sentry.vfs.ops import lookup
+    try:
+        inode = lookup(t, None, b"/dev/tty", True).inode
+    except SyscallError:
+        return None
+    return inode if hasattr(inode, "set_session_terminal") else None
 
 
 def start_init(kernel: Kernel) -> None:
@@ -543,16 +651,21 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
 
 
 def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Credentials,
-          stdio: list[int]) -> ThreadGroup:
+          stdio: list[int], extra: dict[int, int] | None = None) -> ThreadGroup:
     """`exec`: a new process in the running sandbox, without a parent (as runsc's exec),
-    its stdio on the given host fds (taken over).  Raises SpawnError."""
-    if not argv:
-        raise SpawnError("no command to run", 126, 22)
-    if len(kernel.tasks_by_tid) >= kernel.max_tasks:
-        raise SpawnError("the sandbox's task limit is reached", 126, 11)
+    its stdio on the given host fds and fd N on host fd extra[N] (--preserve-fds), all
+    taken over (closed on failure too).  Raises SpawnError."""
+    extra = extra or {}
+    err = SpawnError("no command to run", 126, 22) if not argv else \
+        SpawnError("the sandbox's task limit is reached", 126, 11) \
+        if len(kernel.tasks_by_tid) >= kernel.max_tasks else None
+    if err is not None:
+        _close_host_fds([*stdio, *extra.values()])
+        raise err
     ns = kernel.root_ns
     t = new_task(kernel, ns, creds, kernel.alloc_pid())
     install_stdio(kernel, t, stdio, creds.uid, creds.gid, owned=True)
+    install_host_fds(kernel, t, extra, creds.uid, creds.gid)
     tg = t.tg
     try:
         set_cwd(t, cwd)
@@ -566,6 +679,42 @@ def spawn(kernel: Kernel, argv: list[str], env: list[str], cwd: str, creds: Cred
         raise
     kernel.resume(t, None)
     return tg
+
+
+def install_host_fds(kernel: Kernel, t: Task, fds: dict[int, int], uid: int,
+                     gid: int) -> None:
+    """Fd N of `t` on host fd fds[N] (taken over): --preserve-fds, as runc passes the
+    caller's fds 3.. to the container.  Each becomes a host file of the Sentry
+    (fsimpl/host, like stdio): the application reads and writes it through the Sentry
+    and never holds the host fd.  The access mode is the host description's."""
+    from pyvisor.sentry.fsimpl.host.host import host_file
+    for n, hostfd in sorted(fds.items()):
+        try:
+            mode = _access_mode(hostfd)
+            f = host_file(kernel, hostfd, mode, uid=uid, gid=gid)
+        except OSError:
+            _close_host_fds([hostfd])
+            continue    # closed: stays closed inside
+        f.inode.tty_locked = True      # never change the user's terminal from inside
+        try:
+            t.fd_table.install_at(n, f)
+        except SyscallError:
+            f.decref()       # beyond the fd table: closed inside, as an fd runc cannot pass
+
+
+def _access_mode(fd: int) -> int:
+    import fcntl
+    acc = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    return O_RDWR if acc == os.O_RDWR else O_WRONLY if acc == os.O_WRONLY else O_RDONLY
+
+
+def _close_host_fds(fds: list[int]) -> None:
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _fd_budgets(cfg: SandboxConfig) -> int | None:

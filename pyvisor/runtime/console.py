@@ -70,12 +70,22 @@ def _winsize(fd: int) -> bytes | None:
 class Console:
     """The sandbox's pty and the user's terminal(s) it stands for.  Owned by the launcher."""
 
-    def __init__(self, stdio: Sequence[int], rdevs: list[int | None]) -> None:
+    def __init__(self, stdio: Sequence[int], rdevs: list[int | None],
+                 whole: bool = False) -> None:
+        """`whole` (process.terminal): the pty is all of the sandbox's stdio, as runc's
+        foreground terminal: the user's stdin is copied in (a pipe too) and the pty's
+        output goes to stdout, whichever of them are terminals."""
         self.stdio = tuple(stdio)
-        self.replaced = tuple(r is not None for r in rdevs)   # stdio fds the slave replaces
-        # The user's terminal we read from (stdin) and the one we write to.
-        self.in_fd: int | None = stdio[0] if rdevs[0] is not None else None
-        self.out_fd: int = next(stdio[i] for i in (1, 2, 0) if rdevs[i] is not None)
+        # Stdio fds the slave replaces.
+        self.replaced = tuple(whole or r is not None for r in rdevs)
+        # What we read from (stdin) and write to.
+        self.in_fd: int | None = stdio[0] if rdevs[0] is not None or (whole and stdio[0] >= 0) \
+            else None
+        self.in_is_tty = rdevs[0] is not None
+        self.out_fd: int = stdio[1] if whole and stdio[1] >= 0 else \
+            next(stdio[i] for i in (1, 2, 0) if rdevs[i] is not None)
+        # The user's terminal whose modes and size the pty takes.
+        self.model_fd = next(stdio[i] for i in (0, 1, 2) if rdevs[i] is not None)
         # One saved mode per terminal (several fds may reach one terminal).
         self.saved: dict[int, tuple[int, list[Any]]] = {}
         for fd, rdev in zip(stdio, rdevs):
@@ -93,9 +103,8 @@ class Console:
             os.close(self.master)
             os.close(self.slave)
             raise
-        model = self.in_fd if self.in_fd is not None else self.out_fd
         try:
-            termios.tcsetattr(self.slave, termios.TCSANOW, termios.tcgetattr(model))
+            termios.tcsetattr(self.slave, termios.TCSANOW, termios.tcgetattr(self.model_fd))
         except termios.error:
             pass
         self._copy_winsize()
@@ -153,10 +162,10 @@ class Console:
                 pass
 
     def _reading_input(self) -> bool:
-        return self.in_fd is not None and self._foreground(self.in_fd)
+        return self.in_fd is not None and (not self.in_is_tty or self._foreground(self.in_fd))
 
     def _copy_winsize(self) -> None:
-        ws = _winsize(self.out_fd if self.in_fd is None else self.in_fd)
+        ws = _winsize(self.model_fd)
         if ws is not None:
             try:
                 fcntl.ioctl(self.master, termios.TIOCSWINSZ, ws)
@@ -181,8 +190,14 @@ class Console:
         pid = os.fork()
         if pid == 0:    # the guard
             try:
-                for fd in (w, self.master, self.slave):
-                    os.close(fd)
+                # Nothing but its pipe and the terminals (stdio): no pty end, and none of
+                # the container's fds (--preserve-fds), whose readers wait for EOF.
+                low = 3
+                for keep in sorted({r, *(fd for fd, _ in self.saved.values())}):
+                    if keep >= low:
+                        os.closerange(low, keep)
+                        low = keep + 1
+                os.closerange(low, _open_max())
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                             signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
                     signal.signal(sig, signal.SIG_IGN)
@@ -238,15 +253,7 @@ class Console:
         if self.guard is not None:
             os.close(self.guard[1])
             self.guard = None
-        os.setsid()
-        fcntl.ioctl(self.slave, termios.TIOCSCTTY, 0)
-        for fd, replace in zip(self.stdio, self.replaced):
-            if replace:
-                os.dup2(self.slave, fd)
-        if self.slave not in self.stdio:
-            os.close(self.slave)
-        global _sentry_has_console
-        _sentry_has_console = True
+        take_terminal(self.slave, [fd for fd, r in zip(self.stdio, self.replaced) if r])
 
     def serve(self, pid: int) -> int:
         """In the launcher: copies between the user's terminal and the pty until the
@@ -368,6 +375,12 @@ class Console:
             _write_all(self.out_fd, data)
 
 
+def _open_max() -> int:
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if 0 < soft < 1 << 20 else 1 << 20
+
+
 def _note(sig: int, frame: object) -> None:
     """A handler that does nothing: the wake-up fd carries the signal to the loop."""
 
@@ -401,8 +414,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def open_console(stdio: Sequence[int]) -> Console | None:
+def open_console(stdio: Sequence[int], whole: bool = False) -> Console | None:
     """A console for the sandbox if any of `stdio` is a terminal, else None.
+    `whole`: the pty stands for all of stdio (process.terminal; see Console).
 
     Preconditions: called in the launcher before the PID namespace is unshared
     (the guard process must not become the namespace's init) and before the
@@ -412,7 +426,7 @@ def open_console(stdio: Sequence[int]) -> Console | None:
     if not any(r is not None for r in rdevs):
         return None
     try:
-        return Console(stdio, rdevs)
+        return Console(stdio, rdevs, whole)
     except OSError as e:
         # Never fall back to handing the user's terminal to the sandbox.
         from pyvisor.runtime.boot import BootError
@@ -428,8 +442,30 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 CONSOLE_FORWARDED = (signal.SIGTSTP, signal.SIGWINCH)
 
 # True in a Sentry process whose controlling terminal is the sandbox's pty (set by
-# attach_sentry; a fact about this process, which runs one kernel).
+# take_terminal; a fact about this process, which runs one kernel), and that pty's
+# host device number (its TTYState holds the sandbox's foreground process group).
 _sentry_has_console = False
+_sentry_console_rdev: int | None = None
+
+
+def take_terminal(slave: int, stdio: Sequence[int]) -> None:
+    """In the Sentry's process, before anything else: the pty `slave` becomes its terminal.
+
+    A new session with the slave as controlling terminal (so ^C, ^Z, hang-ups and
+    resizes signal the Sentry, which forwards them), and the slave in place of each
+    fd of `stdio`.  `slave` is closed unless it is one of them.  Used for the launcher's
+    console (Console.attach_sentry) and for the pty sent to --console-socket
+    (runtime/terminal.py), as runc's init makes the pty's slave its stdio and ctty.
+    """
+    global _sentry_has_console, _sentry_console_rdev
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in stdio:
+        os.dup2(slave, fd)
+    _sentry_console_rdev = os.fstat(slave).st_rdev
+    if slave not in stdio:
+        os.close(slave)
+    _sentry_has_console = True
 
 
 def sandbox_terminal(stdio: Sequence[Any]) -> Any:
@@ -457,14 +493,17 @@ def forward_signals(kernel: Any) -> None:
     its terminal.  (Without one, a SIGTSTP stops the Sentry with the
     launcher, as before.)
     """
-    from pyvisor.sentry.fsimpl.host.host import foreground_pgrp
+    from pyvisor.sentry.fsimpl.host.host import foreground_pgrp, tty_state
     from pyvisor.sentry.kernel import signal as ksignal
 
     def forward(sig: int, frame: object) -> None:
         init = kernel.init
         if init is None or init.zombie:
             return
-        pgid = foreground_pgrp(kernel)
+        # The console's foreground group; without a console, that of a terminal the
+        # sandbox was given as stdio (create from a terminal, without process.terminal).
+        pgid = tty_state(_sentry_console_rdev).fg_pgrp if _sentry_console_rdev is not None \
+            else foreground_pgrp(kernel)
         targets = [g for g in list(kernel.groups.values())
                    if pgid is not None and g.pgid == pgid and not g.zombie]
         if not targets:

@@ -21,6 +21,7 @@ import select
 import shutil
 import signal as host_signal
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.runtime import control
@@ -133,6 +134,9 @@ class Container:
             self._monitor_child(cfg, listener, w)
         listener.close()
         os.close(w)
+        if cfg.console_fd >= 0:       # the monitor's and the Sentry's
+            os.close(cfg.console_fd)
+            cfg.console_fd = -1
         lines = _read_lines(r)
         st.pid, st.pid_start = pid, process_start_time(pid)
         self._take_report(st, lines)
@@ -345,19 +349,37 @@ class Container:
 
     # -- exec / ps --------------------------------------------------------------------
 
-    def exec(self, proc: dict[str, Any], stdio: list[int]) -> int:
-        """Runs a process in the container; returns its exit code."""
+    def _check_exec(self) -> dict[str, Any]:
+        """Raises unless the container is created or running; returns the fields naming
+        a pod member in its sandbox's requests ({} otherwise)."""
         st, status = self.load()
-        proc = {**proc, **_member(st)}
         if status not in (Status.CREATED, Status.RUNNING):
             raise BootError(f"cannot exec in a {status} container", 1)
+        return _member(st)
+
+    def exec(self, proc: dict[str, Any], fds: dict[int, int],
+             tty: ExecTTY | None = None) -> int:
+        """Runs a process in the container with fd N on host fd fds[N] (stdio and
+        --preserve-fds); returns its exit code.  With `tty`, a holder child leads the
+        process's terminal (runtime/terminal.py) and this waits for it."""
+        try:
+            proc = {**proc, **self._check_exec()}
+        except BootError:
+            if tty is not None and tty.console is not None:
+                tty.console.close_unused()      # the caller's terminal as it was
+            raise
+        if tty is not None:
+            return self._exec_tty_foreground(proc, fds, tty)
         client = control.Client(self.sd.control_path, timeout=None)
         try:
             try:
-                pid = client.call("exec", proc, fds=stdio)["pid"]
+                pid = client.call("exec", {**proc, "fd_numbers": list(fds)},
+                                  fds=list(fds.values()))["pid"]
             except control.ControlError as e:
                 raise BootError(f"exec failed: {e}", 127 if e.errno == errno.ENOENT else 126) \
                     from None
+            finally:
+                _close_preserved(fds)
             with _forwarding(self.sd.control_path, pid):
                 try:
                     res = client.call("wait_pid", {"pid": pid})
@@ -367,13 +389,11 @@ class Container:
         finally:
             client.close()
 
-    def exec_detached(self, proc: dict[str, Any], stdio: list[int], pid_file: str) -> None:
+    def exec_detached(self, proc: dict[str, Any], fds: dict[int, int], pid_file: str,
+                      tty: ExecTTY | None = None) -> None:
         """exec --detach: a child (new session) runs the process and exits with its status;
         its pid goes to the pid file (what conmon waits for, as with runsc)."""
-        st, status = self.load()
-        proc = {**proc, **_member(st)}
-        if status not in (Status.CREATED, Status.RUNNING):
-            raise BootError(f"cannot exec in a {status} container", 1)
+        proc = {**proc, **self._check_exec()}
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -381,31 +401,90 @@ class Container:
             try:
                 os.close(r)
                 os.setsid()
-                code = self._exec_child(proc, stdio, w)
+                code = self._exec_child(proc, fds, w, tty)
             except BaseException:  # noqa: BLE001
                 pass
             finally:
                 os._exit(code)
         os.close(w)
+        _close_preserved(fds)
         lines = _read_lines(r)
         if not any(ln.startswith("pid ") for ln in lines):
             os.waitpid(pid, 0)
-            err = next((ln for ln in lines if ln.startswith("error ")), "error 126 exec failed")
-            raise BootError(err.split(" ", 2)[2], int(err.split(" ", 2)[1]))
+            raise _exec_error(lines)
         write_pid_file(pid_file, pid)
 
-    def _exec_child(self, proc: dict[str, Any], stdio: list[int], w: int) -> int:
+    def _exec_tty_foreground(self, proc: dict[str, Any], fds: dict[int, int],
+                             tty: ExecTTY) -> int:
+        """exec --tty in the foreground: the holder child leads the terminal; this copies
+        the caller's terminal to it (tty.console) or just waits, forwarding signals."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            if tty.console is not None:
+                tty.console.close_unused()
+            raise
+        if pid == 0:
+            code = 126
+            try:
+                os.close(r)
+                code = self._exec_child(proc, fds, w, tty)
+            except BaseException:  # noqa: BLE001
+                pass
+            finally:
+                os._exit(code)
+        os.close(w)
+        _close_preserved(fds)
+        if tty.console is not None:
+            status = tty.console.serve(pid)     # restores the caller's terminal
+        else:
+            status = _wait_child_forwarding(pid)
+        lines = _read_lines(r)
+        if not any(ln.startswith("pid ") for ln in lines):
+            raise _exec_error(lines)
+        return wait_status_code(status)
+
+    def _exec_child(self, proc: dict[str, Any], fds: dict[int, int], w: int,
+                    tty: ExecTTY | None) -> int:
+        """The holder: starts the process, reports "pid N" (or "error CODE MESSAGE") on
+        `w`, and waits for it, forwarding signals; returns its exit code."""
+        from pyvisor.runtime import terminal
         from pyvisor.runtime.sandbox import report
+        fds = dict(fds)
+        if tty is not None:
+            try:
+                if tty.console is not None:
+                    tty.console.attach_sentry()     # stdio is the pty now; our session's
+                    fds.update({n: n for n, r in zip((0, 1, 2), tty.console.replaced) if r})
+                else:
+                    slave = terminal.pty_for_socket(tty.console_socket, tty.size)
+                    terminal.lead_session(slave)
+                    fds.update({0: slave, 1: slave, 2: slave})
+            except BootError as e:
+                report(w, f"error {e.code} {e}")
+                return e.code
+            except OSError as e:
+                report(w, f"error 1 cannot set up the terminal: {e.strerror or e}")
+                return 1
+        params = {**proc, "fd_numbers": list(fds), "tty": tty is not None}
         with control.Client(self.sd.control_path, timeout=None) as client:
             try:
-                pid = client.call("exec", proc, fds=stdio)["pid"]
+                pid = client.call("exec", params, fds=list(fds.values()))["pid"]
             except control.ControlError as e:
-                report(w, f"error {127 if e.errno == errno.ENOENT else 126} exec failed: {e}")
-                return 126
+                code = 127 if e.errno == errno.ENOENT else 126
+                report(w, f"error {code} exec failed: {e}")
+                return code
             report(w, f"pid {pid}")
             os.close(w)
+            for fd in set(fds.values()):      # the Sentry's now; the terminal stays ours
+                if fd > 2:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             _quiet_stdio()
-            with _forwarding(self.sd.control_path, pid):
+            fwd = terminal.forwarding_to_foreground(self.sd.control_path, pid) \
+                if tty is not None else _forwarding(self.sd.control_path, pid)
+            with fwd:
                 try:
                     res = client.call("wait_pid", {"pid": pid})
                 except control.ControlError:
@@ -621,6 +700,51 @@ def _cannot(verb: str, status: str) -> str:
     if verb == "start" and status == Status.STOPPED:
         return "cannot start a container that has stopped"
     return f"cannot {verb} a container that is {status}"
+
+
+@dataclass
+class ExecTTY:
+    """How an exec'd process gets its terminal (exec --tty): a new pty whose master goes
+    to `console_socket`, or the caller's terminal through `console` (console.Console)."""
+
+    console_socket: str = ""
+    size: tuple[int, int] | None = None       # consoleSize (rows, columns)
+    console: Any = None
+
+
+def _exec_error(lines: list[str]) -> BootError:
+    err = next((ln for ln in lines if ln.startswith("error ")), "error 126 exec failed")
+    parts = err.split(" ", 2)
+    return BootError(parts[2] if len(parts) > 2 else "exec failed",
+                     int(parts[1]) if parts[1].isdigit() else 126)
+
+
+def _close_preserved(fds: dict[int, int]) -> None:
+    """--preserve-fds: once sent (or handed to a child), this process keeps none."""
+    for n, fd in fds.items():
+        if n > 2 and fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _wait_child_forwarding(pid: int) -> int:
+    """Waits for child `pid`, passing on the signals an engine or a user sends us."""
+    sigs = (host_signal.SIGINT, host_signal.SIGTERM, host_signal.SIGHUP, host_signal.SIGQUIT,
+            host_signal.SIGUSR1, host_signal.SIGUSR2)
+
+    def forward(sig: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    old = {s: host_signal.signal(s, forward) for s in sigs}
+    try:
+        while True:
+            try:
+                return os.waitpid(pid, 0)[1]
+            except InterruptedError:
+                continue
+    finally:
+        for s, h in old.items():
+            host_signal.signal(s, h)
 
 
 def _read_lines(fd: int) -> list[str]:

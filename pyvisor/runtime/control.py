@@ -23,10 +23,15 @@ exception in the Sentry; fds nobody took are closed.
 Methods (the Sentry side is runtime/sentry_control.py):
   start                          the held init runs
   kill {signal, all}             signal the init (or, with all, every process)
-  exec {args, env, cwd, uid, gid, groups} + fds [stdin, stdout, stderr]  -> {pid}
+  exec {args, env, cwd, uid, gid, groups, fd_numbers, tty} + fds   -> {pid}
+                                 the fds become the process's fds fd_numbers (default:
+                                 stdin, stdout, stderr); with tty, the terminal on its
+                                 stdio is its session's (exec --tty)
   wait_pid {pid}                 -> {status}: the wait status of an exec'd process
   signal_process {pid, signal, session}   signal one exec'd process (session: and every
                                  process of its session)
+  signal_foreground {pid, signal}   signal the foreground process group of the terminal
+                                 of exec'd process pid (what its pty raised outside)
   ps                             -> [{pid, ppid, uid, gid, state, threads, comm, args,
                                      started (epoch seconds), utime_ns}]
   update {pids_limit}            the Sentry's task limit
@@ -47,7 +52,8 @@ from typing import Any, Callable
 log = logging.getLogger("pyvisor.control")
 
 MAX_MESSAGE = 64 * 1024
-MAX_FDS = 16     # exec's stdio; a pod member's stdio and Gofers (runtime/pod.py)
+MAX_PRESERVE_FDS = 200          # exec --preserve-fds (SCM_RIGHTS carries at most 253 fds)
+MAX_FDS = 3 + MAX_PRESERVE_FDS  # also a pod member's stdio and Gofers (runtime/pod.py)
 
 
 class ControlError(Exception):

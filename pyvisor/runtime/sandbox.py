@@ -24,6 +24,7 @@ pipe the CLI reads to EOF:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -107,8 +108,7 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
     terminal however the sandbox ends.  A detached container (`create`) never does.
     """
     from pyvisor.runtime import confine
-    from pyvisor.runtime.console import open_console
-    console = None if cfg.hold_init else open_console(cfg.stdio)
+    console = _foreground_console(cfg)
     proc_view = False
     if cfg.hold_init and cfg.confine:      # a detached container: podman top's view
         from pyvisor.runtime import procview
@@ -136,12 +136,20 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
             procview.mount_sandbox_proc()
         if console is not None:
             console.attach_sentry()
+        elif cfg.console_fd >= 0:       # the pty sent to --console-socket (terminal.py)
+            from pyvisor.runtime.console import take_terminal
+            take_terminal(cfg.console_fd, cfg.stdio)
+            cfg.console_fd = -1
         _sentry_child(cfg, cg)
     report(cfg.ready_fd, f"sentry {pid}")
-    for fd in (cfg.ready_fd, cfg.control_fd):     # the Sentry's now
+    # The Sentry's now: the monitor keeps none of the container's fds (a preserved
+    # pipe's reader must see EOF when the container closes it).
+    for fd in (cfg.ready_fd, cfg.control_fd, cfg.console_fd,
+               *range(3, 3 + cfg.preserve_fds)):
         if fd >= 0:
-            os.close(fd)
-    cfg.ready_fd = cfg.control_fd = -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    cfg.ready_fd = cfg.control_fd = cfg.console_fd = -1
     if after_fork is not None:
         after_fork()
 
@@ -164,6 +172,20 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _foreground_console(cfg: SandboxConfig) -> Any:
+    """The launcher's console (runtime/console.py) for a foreground sandbox whose stdio
+    is a terminal; with process.terminal it stands for all of stdio and a terminal is
+    required, as runc's foreground run needs one (else: one line)."""
+    from pyvisor.runtime.console import open_console
+    if cfg.hold_init or cfg.console_fd >= 0:
+        return None
+    console = open_console(cfg.stdio, whole=cfg.terminal)
+    if console is None and cfg.terminal:
+        raise BootError("process.terminal is set but stdin, stdout and stderr are not "
+                        "terminals: run from a terminal or pass --console-socket", 125)
+    return console
 
 
 def _sentry_child(cfg: SandboxConfig, cg: Any) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 from pyvisor.abi.linux.signal import SIG_IGN, Signal
 from pyvisor.runtime import control
-from pyvisor.runtime.boot import SandboxConfig, SpawnError, spawn, start_init
+from pyvisor.runtime.boot import (SandboxConfig, SpawnError, forget_exec_terminal,
+                                  lock_user_terminals, name_exec_terminal, spawn, start_init)
 from pyvisor.runtime.sentry_files import FileService
+from pyvisor.sentry.fsimpl.host.host import TTYState
 from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.task import Credentials, SigAction, ThreadGroup
@@ -39,6 +41,24 @@ def _int(params: dict[str, Any], key: str, default: int | None = None) -> int:
     return v
 
 
+MAX_EXEC_FD = 1024     # fd numbers exec may place (stdio and --preserve-fds)
+
+
+def _fd_numbers(params: dict[str, Any], count: int) -> list[int]:
+    """Where the passed fds go in the new process: params["fd_numbers"] (distinct, each
+    below MAX_EXEC_FD), else stdin, stdout, stderr in order."""
+    nums = params.get("fd_numbers")
+    if nums is None:
+        if count > 3:
+            raise ValueError("at most three stdio fds without fd_numbers")
+        return list(range(count))
+    if not isinstance(nums, list) or len(nums) != count or len(set(nums)) != count or \
+            not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_EXEC_FD
+                    for n in nums):
+        raise ValueError(f"fd_numbers must be {count} distinct fd numbers below {MAX_EXEC_FD}")
+    return nums
+
+
 def _strings(params: dict[str, Any], key: str) -> list[str]:
     v = params.get(key, [])
     if not isinstance(v, list) or not all(isinstance(x, str) and "\0" not in x for x in v):
@@ -55,11 +75,14 @@ class ControlService:
         self.execed: set[int] = set()                 # tgids of live exec'd processes
         self.exited: dict[int, int] = {}              # tgid -> wait status, unclaimed
         self.waiters: dict[int, list[control.Reply]] = {}
+        self.ttys: dict[int, TTYState] = {}           # exec --tty: tgid -> its terminal
+        self.pts_names: dict[int, bytes] = {}         # ... and its /dev/pts name
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, 0,
                                  fileno=cfg.control_fd)
         self.server = control.Server(kernel, listener, {
             "start": self._start, "kill": self._kill, "exec": self._exec,
             "wait_pid": self._wait_pid, "signal_process": self._signal_process,
+            "signal_foreground": self._signal_foreground,
             "ps": self._ps, "update": self._update, "stats": self._stats,
             **FileService(kernel).handlers(),
         })
@@ -138,22 +161,50 @@ class ControlService:
             raise ValueError("groups must be a list of integers")
         if not 0 <= uid < 1 << 32 or not 0 <= gid < 1 << 32:
             raise ValueError("uid and gid must be 32-bit ids")
-        if len(fds) > 3:
-            raise ValueError("at most three stdio fds")
+        numbers = _fd_numbers(params, len(fds))
         init = self.kernel.init
         if init is None or init.zombie or init.exiting:
             reply(None, errno.ESRCH, "the container is not running")
             return
-        stdio = list(fds) + [-1] * (3 - len(fds))
+        stdio, extra = [-1] * 3, {}
+        for n, fd in zip(numbers, fds):
+            if n < 3:
+                stdio[n] = fd
+            else:
+                extra[n] = fd
         fds.clear()                      # spawn owns them now (closes them on failure)
         creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
         try:
-            tg = spawn(self.kernel, args, env, cwd, creds, stdio)
+            tg = spawn(self.kernel, args, env, cwd, creds, stdio, extra)
         except SpawnError as e:
             reply(None, e.errno or errno.EIO, e.message)
             return
         self.execed.add(tg.tgid)
+        if params.get("tty"):
+            self._give_terminal(tg)
+        elif tg.tasks:
+            # No pty of pyvisor's: a terminal on its stdio is the caller's own.
+            lock_user_terminals(e[0] for n, e in tg.tasks[0].fd_table.files.items() if n < 3)
         reply({"pid": tg.tgid})
+
+    def _give_terminal(self, tg: ThreadGroup) -> None:
+        """exec --tty: the process leads a session of its own (spawn made it a session
+        and group leader) whose terminal is the pty on its stdio, with it in the
+        foreground, as runc's exec makes the pty its controlling terminal."""
+        from pyvisor.sentry.fsimpl.host.host import HostInode
+        t = tg.tasks[0] if tg.tasks else None
+        if t is None:
+            return
+        for n in (0, 1, 2):
+            f = t.fd_table.files.get(n)
+            inode = f[0].inode if f is not None else None
+            if isinstance(inode, HostInode) and inode.tty is not None:
+                inode.tty.give_to(tg.pgid, tg.sid)
+                self.ttys[tg.tgid] = inode.tty
+                name = name_exec_terminal(t, inode)
+                if name is not None:
+                    self.pts_names[tg.tgid] = name
+                return
 
     def _wait_pid(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
                   reply: control.Reply) -> None:
@@ -191,6 +242,25 @@ class ControlService:
         else:
             self._send(tg, sig)
         reply({})
+
+    def _signal_foreground(self, conn: control.Connection, params: dict[str, Any],
+                           fds: list[int], reply: control.Reply) -> None:
+        """A signal the pty of exec'd process `pid` raised (^C, ^Z, a resize, a hang-up)
+        for its holder outside: to the foreground process group of that terminal, as
+        the pty's line discipline signals its foreground group (tty_io's
+        __kill_pgrp); the process itself if the group is gone."""
+        pid, sig = _int(params, "pid"), _int(params, "signal")
+        tg = self.kernel.groups.get(pid)
+        tty = self.ttys.get(pid)
+        if tg is None or tg.zombie or tty is None or not 1 <= sig <= 64:
+            reply(None, errno.ESRCH, f"no exec'd process {pid} with a terminal")
+            return
+        pgid = tty.fg_pgrp if tty.fg_pgrp is not None else tg.pgid
+        targets = [g for g in list(self.kernel.groups.values())
+                   if g.pgid == pgid and not g.zombie and g is not self.kernel.init] or [tg]
+        for g in targets:
+            self._send(g, sig)
+        reply({"signalled": len(targets)})
 
     def _ps(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
             reply: control.Reply) -> None:
@@ -238,6 +308,10 @@ class ControlService:
         if pid not in self.execed:
             return
         self.execed.discard(pid)
+        self.ttys.pop(pid, None)
+        name = self.pts_names.pop(pid, None)
+        if name is not None:
+            forget_exec_terminal(self.kernel, name, tg.sid)
         status = tg.exit_code if tg.exit_code is not None else 0
         waiters = self.waiters.pop(pid, [])
         if not waiters:

@@ -23,7 +23,7 @@ def parse_process(path: str, proc: Any) -> dict[str, Any]:
         raise BootError(f"{path}: {e}", 125) from None
     return {"args": list(p.args), "env": list(p.env), "cwd": p.cwd, "uid": p.user.uid,
             "gid": p.user.gid, "groups": list(p.user.additional_gids),
-            "terminal": p.terminal}
+            "terminal": p.terminal, "console_size": p.console_size}
 
 
 def check_dcache(n: object, what: str) -> int:
@@ -57,6 +57,7 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          memory_limit=res.memory_limit, pids_limit=res.pids_limit,
                          cpus=res.cpus, uid=proc.user.uid, gid=proc.user.gid,
                          groups=list(proc.user.additional_gids), terminal=proc.terminal,
+                         console_size=proc.console_size,
                          hostname=spec.hostname, netns_path=spec.netns_path,
                          annotations={str(k): str(v) for k, v in spec.annotations.items()},
                          dcache=None if dcache is None

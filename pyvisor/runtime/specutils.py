@@ -73,6 +73,7 @@ class Process:
     user: User = field(default_factory=User)
     terminal: bool = False
     no_new_privileges: bool = False
+    console_size: tuple[int, int] | None = None     # consoleSize (rows, columns), if given
 
 
 @dataclass(frozen=True)
@@ -383,8 +384,11 @@ def _process(p: dict[str, Any], path: str) -> Process:
     for i, r in enumerate(p.get("rlimits") or ()):
         if r["type"] not in RLIMIT_TYPES:
             _fail(f"{path}.rlimits[{i}].type", "an RLIMIT_* name", r["type"])
+    cs = p.get("consoleSize")
+    # struct winsize holds unsigned shorts; runc converts with uint16() too.
+    size = (cs.get("height", 0) & 0xFFFF, cs.get("width", 0) & 0xFFFF) if cs else None
     return Process(args=args, env=env, cwd=cwd, user=user, terminal=bool(p.get("terminal")),
-                   no_new_privileges=bool(p.get("noNewPrivileges")))
+                   no_new_privileges=bool(p.get("noNewPrivileges")), console_size=size)
 
 
 def parse_spec(doc: object) -> Spec:

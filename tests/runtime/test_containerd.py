@@ -23,6 +23,7 @@ import pytest
 
 from engines import (EngineHostDirs, busybox_oci_archive, kill_leftovers, stop_process,
                      unmount_under, wait_for_socket, write_launcher)
+from ttydriver import UserTerminal
 
 pytestmark = pytest.mark.engines
 
@@ -134,3 +135,41 @@ def test_ctr_detached_exec_ps_kill_delete(ctr: Ctr) -> None:
     assert "non-zero exit code 7" in r.stderr, r.stderr   # ctr reports the exit status
     assert ctr("containers", "delete", "ct-2").returncode == 0
     assert list((ctr.runtime_root / NS).iterdir()) == []
+
+
+def test_ctr_run_and_exec_with_terminal(ctr: Ctr) -> None:
+    """`ctr run -t` and `ctr task exec -t`: the shim receives the pty master over
+    --console-socket; typing, the window size, a resize and the exit status.  (ctr
+    leaves output processing on in the user's terminal: lines end in \\r\\r\\n.)"""
+    ctr_argv = ["ctr", "--address", str(ctr.address), "--namespace", NS]
+    term = UserTerminal([*ctr_argv, "run", "-t", "--rm", "--fifo-dir", str(ctr.base / "fifo"),
+                         "--runc-binary", str(ctr.launcher), "--runc-root",
+                         str(ctr.runtime_root), "--snapshotter", "native", IMAGE, "ct-t", "sh"],
+                        rows=30, cols=100)
+    try:
+        term.expect(b"# ")
+        term.retype_until(b"stty size\r", b"30 100\r")
+        term.resize(41, 123)
+        term.retype_until(b"stty size\r", b"41 123\r")
+        term.write(b"echo hi; exit 3\r")
+        term.expect(b"\nhi\r")
+        assert term.wait() == 3, bytes(term.out)
+    finally:
+        term.close()
+    r = ctr.run("--detach", "--null-io", IMAGE, "ct-te", "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    term = UserTerminal([*ctr_argv, "task", "exec", "-t", "--fifo-dir", str(ctr.base / "fifo"),
+                         "--exec-id", "te", "ct-te", "sh"], rows=22, cols=77)
+    try:
+        term.expect(b"# ")
+        term.retype_until(b"stty size\r", b"22 77\r")
+        term.resize(33, 99)
+        term.retype_until(b"stty size\r", b"33 99\r")
+        term.write(b"echo hi; exit 4\r")
+        term.expect(b"\nhi\r")
+        assert term.wait() == 4, bytes(term.out)
+    finally:
+        term.close()
+        ctr("task", "kill", "--signal", "SIGKILL", "ct-te")
+        ctr("task", "delete", "--force", "ct-te")
+        ctr("containers", "delete", "ct-te")

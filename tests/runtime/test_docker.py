@@ -26,6 +26,7 @@ import pytest
 
 from engines import (EngineHostDirs, busybox_tar, kill_leftovers, stop_process,
                      unmount_under, wait_for_socket, write_launcher)
+from ttydriver import UserTerminal
 
 pytestmark = pytest.mark.engines
 
@@ -212,3 +213,44 @@ def test_missing_program_is_one_error(docker: Docker) -> None:
     assert r.returncode == 127, r.stdout + r.stderr
     assert "no such file or directory" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_interactive_terminal(docker: Docker) -> None:
+    """`docker run -it`: containerd's shim receives the pty master over --console-socket;
+    typing, the initial window size, a resize and the exit status all come through."""
+    term = UserTerminal([docker.client, "--host", f"unix://{docker.sock}", "run", "-it",
+                         "--rm", "--runtime=pyvisor", "--network", "none", IMAGE, "sh"],
+                        rows=30, cols=100)
+    try:
+        term.expect(b"# ")
+        term.write(b"stty size; tty\r")
+        assert b"30 100\r\n" in term.expect(b"/dev/pts/0\r\n")
+        term.resize(41, 123)      # the engine passes it on in its own time
+        term.retype_until(b"stty size\r", b"41 123\r\n")
+        term.write(b"echo hi; exit 3\r")
+        term.expect(b"\r\nhi\r\n")
+        assert term.wait() == 3, bytes(term.out)
+    finally:
+        term.close()
+    assert list(docker.runtime_root.iterdir()) == []
+
+
+def test_exec_interactive_terminal(docker: Docker) -> None:
+    """`docker exec -it`: the shim's `exec --detach --console-socket` (process.terminal);
+    the exec'd shell's terminal, its resize and its exit status."""
+    r = docker.run("-d", "--name", "pv-tty", IMAGE, "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    term = UserTerminal([docker.client, "--host", f"unix://{docker.sock}", "exec", "-it",
+                         "pv-tty", "sh"], rows=22, cols=77)
+    try:
+        term.expect(b"# ")
+        term.write(b"stty size\r")
+        term.expect(b"22 77\r\n")
+        term.resize(33, 99)
+        term.retype_until(b"stty size\r", b"33 99\r\n")
+        term.write(b"echo hi; exit 4\r")
+        term.expect(b"\r\nhi\r\n")
+        assert term.wait() == 4, bytes(term.out)
+    finally:
+        term.close()
+        docker("rm", "--force", "pv-tty")

@@ -22,6 +22,7 @@ from typing import Iterator
 import pytest
 
 from engines import busybox_tar, kill_leftovers, unmount_under, write_launcher
+from ttydriver import UserTerminal
 
 pytestmark = pytest.mark.engines
 
@@ -153,3 +154,41 @@ def test_podman_logs_and_kill(podman: Podman) -> None:
     assert r.stdout.strip() == "137", r.stdout + r.stderr
     assert podman("rm", "pvk9").returncode == 0
     assert os.listdir(podman.state) == []
+
+
+def test_podman_run_interactive_terminal(podman: Podman) -> None:
+    """`podman run -it`: conmon receives the pty master over --console-socket; typing,
+    the window size at start and after a resize, and the exit status all come through."""
+    term = UserTerminal([*podman.argv, "run", "-it", "--rm", *ISOLATED, IMAGE, "sh"],
+                        rows=30, cols=100)
+    try:
+        term.expect(b"# ")
+        term.write(b"stty size; tty\r")
+        assert b"30 100\r\n" in term.expect(b"/dev/pts/0\r\n")
+        term.resize(41, 123)      # the engine passes it on in its own time
+        term.retype_until(b"stty size\r", b"41 123\r\n")
+        term.write(b"echo hi; exit 3\r")
+        term.expect(b"\r\nhi\r\n")
+        assert term.wait() == 3, bytes(term.out)
+    finally:
+        term.close()
+    assert os.listdir(podman.state) == []
+
+
+def test_podman_exec_interactive_terminal(podman: Podman) -> None:
+    """`podman exec -it`: conmon's `exec --detach --tty --console-socket`; the exec'd
+    shell's terminal, its resize and its exit status (through the holder conmon reaps)."""
+    r = podman("run", "-d", "--name", "pvt", *ISOLATED, IMAGE, "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    term = UserTerminal([*podman.argv, "exec", "-it", "pvt", "sh"], rows=22, cols=77)
+    try:
+        term.expect(b"# ")
+        term.write(b"stty size\r")
+        term.expect(b"22 77\r\n")
+        term.resize(33, 99)
+        term.retype_until(b"stty size\r", b"33 99\r\n")
+        term.write(b"echo hi; exit 4\r")
+        term.expect(b"\r\nhi\r\n")
+        assert term.wait() == 4, bytes(term.out)
+    finally:
+        term.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import signal as host_signal
 from typing import TYPE_CHECKING
@@ -84,8 +85,19 @@ def bundle_dir(path: str) -> str:
     return d
 
 
-def preserve_fds(n: int) -> None:
-    """--preserve-fds N: fds 3..3+N-1 are the container's too; pyvisor does not pass extra
-    host fds into the sandbox yet, so any N > 0 is refused rather than silently dropped."""
-    if n:
-        raise BootError("--preserve-fds is not supported yet", 1)
+def preserve_fds(n: int) -> int:
+    """--preserve-fds N: fds 3..3+N-1 of this command are the container process's fds
+    3..3+N-1 too (runc's ExtraFiles; systemd socket activation's LISTEN_FDS).  Each must
+    be open.  They are made close-on-exec here, so that only the Sentry (forked, not
+    exec'd) receives them and imports them as host files (boot.install_host_fds);
+    no Gofer or stub inherits one.  Returns N."""
+    from pyvisor.runtime.control import MAX_PRESERVE_FDS
+    if not 0 <= n <= MAX_PRESERVE_FDS:
+        raise BootError(f"--preserve-fds must be from 0 to {MAX_PRESERVE_FDS}", 1)
+    for fd in range(3, 3 + n):
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+            fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
+        except OSError:
+            raise BootError(f"--preserve-fds {n}: fd {fd} is not open", 1) from None
+    return n

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pyvisor.runtime.cmd.common import apply_limit_flags, bundle_dir, preserve_fds
-from pyvisor.runtime.cmd.create import add_create_flags, check_terminal
+from pyvisor.runtime.cmd.create import add_create_flags, check_terminal, setup_terminal
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,16 +22,16 @@ def main(args: argparse.Namespace) -> int:
     from pyvisor.runtime.spec import load_bundle
     from pyvisor.runtime.state import check_id
     check_id(args.id)
-    preserve_fds(args.preserve_fds)
     bundle = bundle_dir(args.bundle)
     cfg = load_bundle(bundle)
-    if args.detach or args.console_socket:
-        # In the foreground, process.terminal is the launcher's console (runtime/console.py):
-        # the sandbox gets a pty of its own when stdio is a terminal.
-        check_terminal(args, cfg.terminal)
+    # In the foreground without --console-socket, process.terminal is the caller's
+    # terminal through the launcher's console (runtime/console.py; an error without one).
+    check_terminal(args, cfg.terminal, detach=args.detach)
+    cfg.preserve_fds = preserve_fds(args.preserve_fds)
     cfg.strace = args.strace
     cfg.network = args.network
     apply_limit_flags(cfg, args)
+    setup_terminal(args, cfg)
     if not args.detach:
         from pyvisor.runtime import hooks
         if not hooks.from_bundle(bundle):

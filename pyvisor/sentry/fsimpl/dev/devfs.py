@@ -129,26 +129,38 @@ class CharDevice(Inode):
 class TtyDevice(CharDevice):
     """/dev/tty: the controlling terminal.
 
-    The sandbox's one terminal is its console (runtime/console.py: a pty of
-    its own that the launcher made), set with `set_terminal`; opening
-    /dev/tty opens it, for every process of the sandbox (sessions do not
-    track their terminal yet).  Without a console it is ENXIO, as Linux
-    gives a process without a controlling terminal.
+    The sandbox's console (runtime/console.py and terminal.py: a pty of its own)
+    is set with `set_terminal`; opening /dev/tty opens it, for every process of
+    the sandbox, except in a session that has a terminal of its own (an exec'd
+    process's, `set_session_terminal`), which opens that one.  Without either it
+    is ENXIO, as Linux gives a process without a controlling terminal.
     """
 
-    __slots__ = ("terminal",)
+    __slots__ = ("terminal", "kernel", "sessions")
 
-    def __init__(self, fs: Filesystem) -> None:
+    def __init__(self, fs: Filesystem, kernel: object = None) -> None:
         super().__init__(fs, TTYAUX_MAJOR, TTY_MINOR, None)
         self.terminal: Inode | None = None
+        self.kernel = kernel                       # for the caller's session
+        self.sessions: dict[int, Inode] = {}       # sid -> that session's terminal
 
     def set_terminal(self, inode: Inode | None) -> None:
         self.terminal = inode
 
+    def set_session_terminal(self, sid: int, inode: Inode | None) -> None:
+        if inode is None:
+            self.sessions.pop(sid, None)
+        else:
+            self.sessions[sid] = inode
+
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
-        if self.terminal is None:
+        cur = getattr(self.kernel, "current", None)
+        term = self.sessions.get(cur.tg.sid) if cur is not None and self.sessions else None
+        if term is None:
+            term = self.terminal
+        if term is None:
             raise SyscallError(Errno.ENXIO)
-        return self.terminal.open(fd, flags)
+        return term.open(fd, flags)
 
 
 # Name -> (minor, FileImpl factory) for the memory devices.
@@ -185,7 +197,7 @@ def new_devfs(kernel: object, memfile: MemoryFile) -> tuple[TmpFS, TmpfsDir]:
     root = fs.new_root(0o755)
     for name, (minor, factory) in MEM_DEVICES.items():
         root.add_child(name, CharDevice(fs, MEM_MAJOR, minor, factory))
-    root.add_child(b"tty", TtyDevice(fs))
+    root.add_child(b"tty", TtyDevice(fs, kernel))
     for name, target in DEV_SYMLINKS.items():
         root.add_child(name, TmpfsSymlink(fs, target, 0, 0))
     root.add_child(b"shm", TmpfsDir(fs, S_IFDIR | 0o1777, 0, 0))

@@ -86,6 +86,9 @@ PIPE_BUF = 4096
 MAX_STREAM_READ = 1 << 20
 MAX_FILE_READ = 16 << 20
 
+# Requests that change a terminal (refused on a locked one).
+_TTY_CHANGES = frozenset((TCSETS, TCSETSW, TCSETSF, TIOCSWINSZ, TCXONC, TCFLSH, TCSBRK,
+                          TIOCSPGRP))
 _POLL_BITS = EVENT_IN | EVENT_PRI | EVENT_OUT | EVENT_RDHUP   # poll(2) == epoll bit values
 _I32 = struct.Struct("<i")
 # Status flags the sandbox's stdio takes from the caller's open file description.
@@ -102,10 +105,16 @@ class TTYState:
     the Sentry's console forwarding (runtime/console.py) signals it.
     """
 
-    __slots__ = ("fg_pgrp",)
+    __slots__ = ("fg_pgrp", "sid")
 
     def __init__(self) -> None:
         self.fg_pgrp: int | None = None     # None: the init process's group
+        self.sid: int | None = None         # the session it controls; None: the init's
+
+    def give_to(self, pgid: int, sid: int) -> None:
+        """The terminal now controls session `sid` with `pgid` in the foreground (an
+        exec'd process with a terminal leads a session, as runc's exec --tty does)."""
+        self.fg_pgrp, self.sid = pgid, sid
 
 
 _ttys: dict[int, TTYState] = {}    # host rdev -> state; one Sentry process, one kernel
@@ -157,7 +166,7 @@ class HostInode(Inode):
     """
 
     __slots__ = ("kernel", "hostfd", "owned", "opens", "queue", "armed", "regular",
-                 "pollable", "is_tty", "tty")
+                 "pollable", "is_tty", "tty", "tty_locked")
 
     def __init__(self, fs: HostFS, kernel: Any, hostfd: int, owned: bool,
                  uid: int = 0, gid: int = 0) -> None:
@@ -174,6 +183,9 @@ class HostInode(Inode):
         self.is_tty = os.isatty(hostfd)
         # Job-control state, one per terminal however many fds reach it.
         self.tty: TTYState | None = tty_state(st.st_rdev) if self.is_tty else None
+        # A terminal of the user's passed as is (--preserve-fds): readable and writable,
+        # but nothing inside may change its modes, size, flow or queues.
+        self.tty_locked = False
         self._load(st)
 
     def _load(self, st: os.stat_result) -> None:
@@ -434,6 +446,8 @@ class HostFileImpl(FileImpl):
             return self._fionread(fd, t, arg)
         if not h.is_tty:
             raise SyscallError(Errno.ENOTTY)
+        if h.tty_locked and cmd in _TTY_CHANGES and not (cmd == TCSBRK and arg):  # tcdrain: ok
+            raise SyscallError(Errno.EPERM)
         try:
             if cmd == TCGETS:
                 t.copy_out(arg, fcntl.ioctl(h.hostfd, TCGETS, bytes(TERMIOS_SIZE)))
@@ -453,7 +467,9 @@ class HostFileImpl(FileImpl):
                 h.tty.fg_pgrp = pgrp
             elif cmd == TIOCGSID:
                 init = getattr(t.kernel, "init", None)
-                t.copy_out(arg, _I32.pack(init.sid if init is not None else 1))
+                sid = h.tty.sid if h.tty is not None and h.tty.sid is not None else \
+                    init.sid if init is not None else 1
+                t.copy_out(arg, _I32.pack(sid))
             elif cmd == TIOCOUTQ:
                 t.copy_out(arg, fcntl.ioctl(h.hostfd, TIOCOUTQ, bytes(4)))
             elif cmd == TCSBRK:

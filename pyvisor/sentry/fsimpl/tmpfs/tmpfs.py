@@ -185,6 +185,12 @@ class TmpfsDir(TmpfsInode):
         """Links a ready inode (a device node of devfs) under `name`, charged as any."""
         return self._add(name, inode)
 
+    def remove_child(self, name: bytes) -> None:
+        """Undoes add_child (the inode's link count is its own: a terminal's, say)."""
+        if self.entries.pop(name, None) is not None:
+            self.tmpfs.uncharge_heap(_dirent_cost(name))
+            self.mtime_ns = self.ctime_ns = now_ns()
+
     def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         self._check_new(name)
         return self._add(name, TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid))

@@ -178,6 +178,8 @@ def _place_cpus(kernel: Kernel) -> None:
     except OSError:
         return
     kernel.placement = Placement(kernel, allowed)
+    if isinstance(kernel.platform, PtracePlatform):
+        kernel.platform.placement = kernel.placement
 
 
 def _check_config(cfg: SandboxConfig) -> None:
@@ -302,12 +304,12 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
     process-group leader without a parent), rooted at the namespace root.  Not yet
     registered with the kernel."""
     rootloc = Location(ns.root, ns.root.root)
-    proc = kernel.platform.new_process()
-    mm = MemoryManager(kernel.platform, proc)
+    space = kernel.platform.new_address_space()
+    mm = MemoryManager(space)
     tg = ThreadGroup(kernel, tgid, None, SignalHandlers(), pgid=tgid, sid=tgid,
                      start_ns=kernel.now())
-    regs = kernel.platform.initial_regs()
-    return Task(kernel, tgid, tg, next(iter(proc.threads)), mm, FDTable(),
+    regs = kernel.platform.initial_registers()
+    return Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
                 FSContext(rootloc, rootloc), creds, regs)
 
 

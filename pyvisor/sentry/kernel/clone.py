@@ -7,7 +7,6 @@ else (fd table, fs context, signal handlers, pid) is the Sentry's.
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,6 @@ from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
-from pyvisor.sentry.platform.ptrace import binding as B
 
 if TYPE_CHECKING:
     pass
@@ -61,19 +59,17 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     # Host side first: nothing to undo in the Sentry if it fails.
     try:
         if flags & CLONE_VM:
-            thread = kernel.platform.new_thread(t.thread)
             mm = t.mm
         else:
-            mm = t.mm.fork(t.thread)
-            thread = next(iter(mm.proc.threads))
+            mm = t.mm.fork()
+        thread = kernel.platform.new_context(mm.space)
     except OSError as e:
         raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
     if mm is not t.mm:
         textbusy.exe_acquire(kernel, mm)
     mm.add_user()
     tid = kernel.alloc_pid()
-    regs = B.UserRegs()
-    ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(t.regs), B.REGS_SIZE)
+    regs = t.regs.copy()
     regs.rax = 0
     if stack:
         regs.rsp = stack

@@ -28,7 +28,6 @@ from pyvisor.sentry.arch.syscall_args import c_int
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import SIGQUEUE_COST, Kind
 from pyvisor.sentry.kernel.task import RLIMIT_SIGPENDING
-from pyvisor.sentry.platform.ptrace import binding as B
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -466,9 +465,10 @@ def kernel_info(sig: int, code: int = SI_KERNEL, addr: int = 0) -> SigInfo:
     return SigInfo(sig, code, addr=addr)
 
 
-def fault_info(t: Task, sig: int) -> SigInfo:
-    """The application siginfo for a host fault stop (taken from the host's siginfo)."""
-    raw = B.get_siginfo(t.thread.tid)
+def fault_info(sig: int, raw: bytes) -> SigInfo:
+    """The application siginfo for a fault stop, from the raw Linux siginfo the
+    platform reported (si_code and si_addr kept)."""
+    raw = raw.ljust(128, b"\0")
     return SigInfo(sig, struct.unpack_from("<i", raw, 8)[0], addr=struct.unpack_from("<Q", raw, 16)[0],
                    raw=raw)
 

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Coroutine
 
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
-from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.arch.registers import Registers
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable
     from pyvisor.sentry.kernel.kernel import Kernel
     from pyvisor.sentry.kernel.signal import SigInfo
     from pyvisor.sentry.mm.memory_manager import MemoryManager
-    from pyvisor.sentry.platform.ptrace.subprocess import StubThread
+    from pyvisor.sentry.platform.platform import Context
     from pyvisor.sentry.vfs.inode import Inode
     from pyvisor.sentry.vfs.vfs import Location
 
@@ -163,12 +163,12 @@ class Task:
     kernel: Kernel
     tid: int
     tg: ThreadGroup
-    thread: StubThread
+    thread: Context                   # the platform context that runs it (a stub thread)
     mm: MemoryManager
     fd_table: FDTable
     fs: FSContext
     creds: Credentials
-    regs: B.UserRegs
+    regs: Registers                   # owned by the task; the platform fills it at stops
     sigmask: int = 0
     pending: dict[int, list[SigInfo]] = field(default_factory=dict)
     pending_mask: int = 0

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import struct
 
+from pyvisor.sentry.arch.registers import VSYSCALL_START
+
 # The stub's page.  Below the host's stack-randomisation window (which spans the
 # top 16 GiB of the user address space), so exec never collides with the stack.
 STUB_START = 0x7FF000000000
@@ -43,7 +45,6 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_KILL_PROCESS = 0x80000000
 _RET_ALLOW = 0x7FFF0000
 _RET_TRAP = 0x00030000
-VSYSCALL_START = 0xFFFFFFFFFF600000
 _LD_W_ABS, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
 
 

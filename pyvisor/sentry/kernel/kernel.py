@@ -36,7 +36,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
 from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import textbusy
+from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.placement import Placement

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED,
                                     PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from pyvisor.sentry.kernel.task import (Credentials, FSContext, SignalHandlers, 
                                         ThreadGroup)
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import MemoryManager
+from pyvisor.sentry.platform.platform import Platform
 from pyvisor.sentry.platform.ptrace.subprocess import PtracePlatform
 from pyvisor.sentry.vfs.vfs import Location, MountNamespace, Resolver
 
@@ -72,6 +73,7 @@ class SandboxConfig:
     terminal: bool = False            # process.terminal (not supported for containers yet)
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
+    platform: str = "ptrace"          # what runs application code (--platform; check_platform)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
 
@@ -237,11 +239,30 @@ def start_init(kernel: Kernel) -> None:
         kernel.resume(init.tasks[0], None)
 
 
+def check_platform(name: str) -> None:
+    """--platform: BootError (one line) unless `name` is a platform pyvisor has."""
+    from pyvisor.sentry.platform.platform import PLANNED, PLATFORMS
+    if name in PLATFORMS:
+        return
+    if name in PLANNED:
+        raise BootError(f"--platform={name} is not available yet (issue #9); "
+                        f"available: {', '.join(PLATFORMS)}", 125)
+    raise BootError(f"--platform={name!r}: unknown platform; available: "
+                    f"{', '.join(PLATFORMS)}", 125)
+
+
+def new_platform(name: str, memfd: int) -> Platform:
+    """The platform `name` (checked by check_platform), sharing the memory file `memfd`.
+    Runs before the Sentry is confined: ptrace spawns its master stub here."""
+    check_platform(name)
+    return PtracePlatform(memfd)
+
+
 def _new_kernel(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
     _, max_tasks, _ = effective_limits(cfg)
     memfile = MemoryFile()
-    platform = PtracePlatform(memfile.fd)
+    platform = new_platform(cfg.platform, memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
     kernel.memory.limit = sentry_memory_limit(cfg)

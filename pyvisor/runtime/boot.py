@@ -602,7 +602,7 @@ def _force_internal_error(kernel: Kernel, name: str) -> None:
     from pyvisor.abi.linux.sysno_amd64 import Sysno
     from pyvisor.sentry.syscalls.linux.table import SyscallTable, supported
 
-    def broken(t: Task, regs: object) -> int:
+    def broken(t: Task, args: object) -> int:
         raise RuntimeError("forced internal error")
     entries = dict(kernel.table.entries)
     entries[Sysno[name]] = supported(broken)

@@ -212,9 +212,9 @@ def _names(*names: str) -> dict[str, int]:
 
 # -- the Sentry ------------------------------------------------------------------------------
 
-# Exactly the requests of platform/ptrace and kernel/kernel.py after start-up (SETOPTIONS and
-# TRACEME are start-up only).  Not ATTACH/SEIZE (other processes), not POKEUSER (debug
-# registers), not DETACH (a stub must never run untraced).
+# Exactly the requests of platform/ptrace (the only module that drives the stubs) after
+# start-up (SETOPTIONS and TRACEME are start-up only).  Not ATTACH/SEIZE (other processes),
+# not POKEUSER (debug registers), not DETACH (a stub must never run untraced).
 _SENTRY_PTRACE = _names(
     "PTRACE_CONT", "PTRACE_SYSEMU", "PTRACE_GETREGS", "PTRACE_SETREGS", "PTRACE_GETFPREGS",
     "PTRACE_SETFPREGS", "PTRACE_GETEVENTMSG", "PTRACE_GETSIGINFO")

@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 import struct
 
-from pyvisor.sentry.arch.registers import VSYSCALL_START
-
 # The stub's page.  Below the host's stack-randomisation window (which spans the
 # top 16 GiB of the user address space), so exec never collides with the stack.
 STUB_START = 0x7FF000000000

@@ -478,9 +478,10 @@ class PtracePlatform:
                 return
             if pid == 0:
                 return
+            th = self.contexts.get(pid)
             why = self._decode(pid, status)
-            if why is not None:
-                yield self.contexts[pid], why
+            if why is not None and th is not None:
+                yield th, why
 
     def _decode(self, pid: int, status: int) -> StopReason | None:
         """One host wait status as a StopReason; None if nothing for the kernel."""

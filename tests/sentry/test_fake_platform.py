@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.sentry.platform.fake import RESTORER, Program
+from pyvisor.sentry.platform.platform import StopKind, StopReason
 from tests.sentry.fakekernel import Sandbox, sandbox
 
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
@@ -155,3 +156,31 @@ def test_procfs_status_of_self() -> None:
     assert fields[b"Name"] == b"scripted"
     assert fields[b"Pid"] == b"1" and fields[b"PPid"] == b"0"
     assert out["close"] == 0 and out["again"] == -Errno.EBADF
+
+
+def test_platform_stops_fault_and_death() -> None:
+    """A FAULT stop becomes a forced SIGSEGV with the fault address (here caught by a
+    handler that reads si_addr); an EXIT stop (the context died on the host) kills
+    the process with SIGKILL."""
+    seen: list[int] = []
+
+    def main(sb: Sandbox) -> Program:
+        base = sb.scratch
+
+        def on_segv(signo: int, info: int, uc: int) -> Program:
+            seen.append(struct.unpack_from("<Q", sb.peek(info + 16, 8))[0])
+            yield (Sysno.getpid,)
+        _sigaction(sb, base, sb.platform.handler(on_segv), SA_SIGINFO)
+        yield (Sysno.rt_sigaction, 11, base, 0, 8)
+        raw = struct.pack("<iii4xQ", 11, 0, 1, 0xDEAD000).ljust(128, b"\0")  # SEGV_MAPERR
+        sb.platform.inject_stop(sb.init.thread,  # type: ignore[arg-type]
+                                StopReason(StopKind.FAULT, 11, 0xDEAD000, info=raw))
+        yield (Sysno.getppid,)               # the fault "happens" before this call
+        sb.platform.inject_stop(sb.init.thread,  # type: ignore[arg-type]
+                                StopReason(StopKind.EXIT, 9))
+        yield (Sysno.getppid,)
+        raise AssertionError("ran after its context died")
+
+    sb = sandbox(main)
+    assert sb.run() == 9                      # killed by SIGKILL
+    assert seen == [0xDEAD000]

@@ -166,7 +166,7 @@ def _resolve_dirs(ns: MountNamespace, t: Task, comps: list[bytes]) -> Location:
 
 
 def _place_cpus(kernel: Kernel) -> None:
-    """Lets kernel/placement.py keep syscall-heavy stub threads on the Sentry's CPU
+    """Lets platform/ptrace/placement.py keep syscall-heavy stub threads on the Sentry's CPU
     and computing ones on every CPU the sandbox was given (the affinity it starts
     with: `taskset`, a cgroup cpuset).  Nothing is pinned for good: the host may move
     the Sentry off a busy CPU, and bound threads follow it.
@@ -174,14 +174,13 @@ def _place_cpus(kernel: Kernel) -> None:
     Measured on these VMs: a ptrace round trip is ~8-15 µs when tracer and
     tracee share a CPU and several times that across CPUs; every syscall makes one.
     """
-    from pyvisor.sentry.kernel.placement import Placement
+    from pyvisor.sentry.platform.ptrace.placement import Placement
     try:
         allowed = frozenset(os.sched_getaffinity(0))
     except OSError:
         return
-    kernel.placement = Placement(kernel, allowed)
     if isinstance(kernel.platform, PtracePlatform):
-        kernel.platform.placement = kernel.placement
+        kernel.platform.placement = Placement(kernel, allowed)
 
 
 def _check_config(cfg: SandboxConfig) -> None:

@@ -39,7 +39,6 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
-from pyvisor.sentry.kernel.placement import Placement
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
@@ -138,7 +137,6 @@ class Kernel:
 
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
-        self.placement = Placement()        # CPU placement of stub threads (set by boot)
         self._panic: BaseException | None = None
         self._platform_fd = platform.event_fd()
         self.epoll.register(self._platform_fd, select.EPOLLIN)

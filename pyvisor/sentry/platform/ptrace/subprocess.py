@@ -148,7 +148,7 @@ class StubThread:
     running: bool = False    # resumed into application code (not stopped)
     exited: bool = False
     regs: Registers | None = None   # the task's registers, from its last switch
-    # CPU placement (kernel/placement.py; gVisor's ptrace thread.cpu): whether the
+    # CPU placement (platform/ptrace/placement.py; gVisor's ptrace thread.cpu): whether the
     # thread is bound to the Sentry's CPU, its recent short runs, when it last resumed.
     placed: bool = False
     bound: bool = False
@@ -158,7 +158,8 @@ class StubThread:
 
 
 class PlacementPolicy(Protocol):
-    """Where stub threads run (kernel/placement.py): told of every resume and syscall stop."""
+    """Where stub threads run (platform/ptrace/placement.py): told of every resume and
+    syscall stop."""
 
     def resumed(self, th: StubThread) -> None: ...
 

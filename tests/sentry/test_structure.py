@@ -3,6 +3,8 @@ rules with its build's visibility lists).
 
 * The ptrace platform sees no kernel: nothing in sentry/platform imports from
   sentry/syscalls, sentry/kernel, sentry/mm or sentry/vfs (not even for types).
+* Above the platform (kernel, mm, vfs, syscalls, ...) only the interface
+  (sentry/platform/platform.py) is seen: nothing imports sentry/platform/ptrace.
 * No import cycle among sentry/'s modules (module-level imports; imports inside
   functions or under `if TYPE_CHECKING:` do not run at import time).
 * The lower layers (vfs, mm, loader, arch, platform, and the errors/waitqueue
@@ -87,6 +89,16 @@ def test_ptrace_platform_sees_no_kernel() -> None:
         for i in _imports(p, type_checking=True):
             if any(_under(i, f) for f in forbidden):
                 bad.append(f"{m} imports {i}")
+    assert not bad, bad
+
+
+def test_kernel_sees_only_the_platform_interface() -> None:
+    bad = []
+    for m, p in MODULES.items():
+        if not m.startswith(SENTRY) or _under(m, f"{SENTRY}.platform"):
+            continue
+        bad += [f"{m} imports {i}" for i in _imports(p, type_checking=True)
+                if _under(i, f"{SENTRY}.platform.ptrace")]
     assert not bad, bad
 
 

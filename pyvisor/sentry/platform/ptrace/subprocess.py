@@ -516,7 +516,7 @@ class PtracePlatform:
         if sig == _SYSCALL_STOP:
             if self.placement is not None:
                 self.placement.stopped(th)
-            return StopReason(StopKind.SYSCALL)
+            return _SYSCALL
         if sig in _FAULT_SIGNALS or sig in _SYNC_SIGNALS:
             try:
                 info = B.get_siginfo(pid)
@@ -553,6 +553,7 @@ class PtracePlatform:
         return True
 
 
+_SYSCALL = StopReason(StopKind.SYSCALL)     # immutable: one for every syscall stop
 _FAULT_SIGNALS = (host_signal.SIGSEGV, host_signal.SIGBUS)
 _SYNC_SIGNALS = (host_signal.SIGILL, host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2

@@ -480,13 +480,23 @@ class PtracePlatform:
             if pid == 0:
                 return
             th = self.contexts.get(pid)
-            why = self._decode(pid, status)
+            if status == _SYSCALL_STATUS and th is not None and th.regs is not None:
+                # The hot path: a syscall stop (the rest of _decode's cases, inlined).
+                th.running = False
+                try:
+                    B.get_regs(pid, th.regs)
+                except OSError:
+                    continue     # gone between the stop and now: its exit comes next
+                if self.placement is not None:
+                    self.placement.stopped(th)
+                yield th, _SYSCALL
+                continue
+            why = self._decode(th, pid, status)
             if why is not None and th is not None:
                 yield th, why
 
-    def _decode(self, pid: int, status: int) -> StopReason | None:
+    def _decode(self, th: StubThread | None, pid: int, status: int) -> StopReason | None:
         """One host wait status as a StopReason; None if nothing for the kernel."""
-        th = self.contexts.get(pid)
         if not os.WIFSTOPPED(status):
             self.reaped(pid)
             if th is None:
@@ -554,6 +564,7 @@ class PtracePlatform:
 
 
 _SYSCALL = StopReason(StopKind.SYSCALL)     # immutable: one for every syscall stop
+_SYSCALL_STATUS = (_SYSCALL_STOP << 8) | 0x7F  # the wait status of a syscall stop
 _FAULT_SIGNALS = (host_signal.SIGSEGV, host_signal.SIGBUS)
 _SYNC_SIGNALS = (host_signal.SIGILL, host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2

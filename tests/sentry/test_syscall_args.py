@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 
 M64 = (1 << 64) - 1
 

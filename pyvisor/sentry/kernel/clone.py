@@ -18,10 +18,10 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.vfs import textbusy
 
 if TYPE_CHECKING:
     pass

@@ -16,10 +16,10 @@ from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
 from pyvisor.sentry.kernel import vdso
-from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.kernel.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
+from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.vfs import Location
 

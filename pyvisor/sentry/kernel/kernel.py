@@ -7,10 +7,10 @@ The loop waits for (a) stops of tasks' platform contexts, read from the
 platform (platform/platform.py: `stops()` when its `event_fd()` fires; on
 ptrace, a SIGCHLD signalfd and waitpid), (b) host fds (stdin, the gofer, host
 sockets) through epoll, and (c) timers.  The kernel sees only the platform
-interface and the `arch` types: no wait status, ptrace request or stub here.  A stop at a
-syscall runs its handler: a plain handler completes at once and the task is
-resumed; a coroutine handler runs until it awaits a wait queue or deadline,
-and is stepped again when woken.
+interface and the `arch` types: no wait status, ptrace request or stub here.
+A stop at a syscall runs its handler: a plain handler completes at once and
+the task is resumed; a coroutine handler runs until it awaits a wait queue or
+deadline, and is stepped again when woken.
 
 Ordering rules: a task's registers are fetched at its stop and written back
 just before it is resumed; nothing else touches them in between.  Wake-ups
@@ -36,13 +36,13 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
 from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
                                               StopReason)
+from pyvisor.sentry.vfs import textbusy
 
 if TYPE_CHECKING:
     from pyvisor.sentry.syscalls.linux.table import SyscallTable

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from pyvisor.abi.linux.signal import NSIG
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
 from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.kernel.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable

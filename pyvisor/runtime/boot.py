@@ -17,13 +17,14 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.runtime.errors import BootError
 from pyvisor.sentry.kernel import exec as kexec
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.kernel import Kernel
 from pyvisor.sentry.kernel.task import (Credentials, FSContext, SignalHandlers, Task,
                                         ThreadGroup)
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import MemoryManager
+from pyvisor.sentry.platform.platform import Platform
 from pyvisor.sentry.platform.ptrace.subprocess import PtracePlatform
 from pyvisor.sentry.vfs.vfs import Location, MountNamespace, Resolver
 
@@ -76,6 +77,7 @@ class SandboxConfig:
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     netns_path: str = ""              # the OCI network namespace whose interfaces to take over
+    platform: str = "ptrace"          # what runs application code (--platform; check_platform)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
@@ -177,7 +179,7 @@ def _resolve_dirs(ns: MountNamespace, t: Task, comps: list[bytes]) -> Location:
 
 
 def _place_cpus(kernel: Kernel) -> None:
-    """Lets kernel/placement.py keep syscall-heavy stub threads on the Sentry's CPU
+    """Lets platform/ptrace/placement.py keep syscall-heavy stub threads on the Sentry's CPU
     and computing ones on every CPU the sandbox was given (the affinity it starts
     with: `taskset`, a cgroup cpuset).  Nothing is pinned for good: the host may move
     the Sentry off a busy CPU, and bound threads follow it.
@@ -185,12 +187,13 @@ def _place_cpus(kernel: Kernel) -> None:
     Measured on these VMs: a ptrace round trip is ~8-15 µs when tracer and
     tracee share a CPU and several times that across CPUs; every syscall makes one.
     """
-    from pyvisor.sentry.kernel.placement import Placement
+    from pyvisor.sentry.platform.ptrace.placement import Placement
     try:
         allowed = frozenset(os.sched_getaffinity(0))
     except OSError:
         return
-    kernel.placement = Placement(kernel, allowed)
+    if isinstance(kernel.platform, PtracePlatform):
+        kernel.platform.placement = Placement(kernel, allowed)
 
 
 def _check_config(cfg: SandboxConfig) -> None:
@@ -355,11 +358,30 @@ def start_init(kernel: Kernel) -> None:
         kernel.resume(init.tasks[0], None)
 
 
+def check_platform(name: str) -> None:
+    """--platform: BootError (one line) unless `name` is a platform pyvisor has."""
+    from pyvisor.sentry.platform.platform import PLANNED, PLATFORMS
+    if name in PLATFORMS:
+        return
+    if name in PLANNED:
+        raise BootError(f"--platform={name} is not available yet (issue #9); "
+                        f"available: {', '.join(PLATFORMS)}", 125)
+    raise BootError(f"--platform={name!r}: unknown platform; available: "
+                    f"{', '.join(PLATFORMS)}", 125)
+
+
+def new_platform(name: str, memfd: int) -> Platform:
+    """The platform `name` (checked by check_platform), sharing the memory file `memfd`.
+    Runs before the Sentry is confined: ptrace spawns its master stub here."""
+    check_platform(name)
+    return PtracePlatform(memfd)
+
+
 def _new_kernel(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
     _, max_tasks, _ = effective_limits(cfg)
     memfile = MemoryFile()
-    platform = PtracePlatform(memfile.fd)
+    platform = new_platform(cfg.platform, memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
     kernel.max_tasks = max_tasks
     kernel.memory.limit = sentry_memory_limit(cfg)
@@ -425,12 +447,12 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
     process-group leader without a parent), rooted at the namespace root.  Not yet
     registered with the kernel."""
     rootloc = Location(ns.root, ns.root.root)
-    proc = kernel.platform.new_process()
-    mm = MemoryManager(kernel.platform, proc)
+    space = kernel.platform.new_address_space()
+    mm = MemoryManager(space)
     tg = ThreadGroup(kernel, tgid, None, SignalHandlers(), pgid=tgid, sid=tgid,
                      start_ns=kernel.now())
-    regs = kernel.platform.initial_regs()
-    return Task(kernel, tgid, tg, next(iter(proc.threads)), mm, FDTable(),
+    regs = kernel.platform.initial_registers()
+    return Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
                 FSContext(rootloc, rootloc), creds, regs)
 
 
@@ -748,7 +770,7 @@ def _force_internal_error(kernel: Kernel, name: str) -> None:
     from pyvisor.abi.linux.sysno_amd64 import Sysno
     from pyvisor.sentry.syscalls.linux.table import SyscallTable, supported
 
-    def broken(t: Task, regs: object) -> int:
+    def broken(t: Task, args: object) -> int:
         raise RuntimeError("forced internal error")
     entries = dict(kernel.table.entries)
     entries[Sysno[name]] = supported(broken)

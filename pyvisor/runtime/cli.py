@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                    "interfaces of the OCI bundle's network namespace (taken over); none: "
                    "loopback only; host: the host's network through sockets the Sentry "
                    "proxies")
+    p.add_argument("--platform", default="ptrace",
+                   help="what runs application code (runsc's flag): ptrace, the only one so "
+                   "far (systrap is planned: sentry/platform/platform.py)")
     p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
                    "(default: half the host's RAM)")
     p.add_argument("--pids-limit", type=int, default=None,
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _setup_logging(args)
         if args.verb in SANDBOX_VERBS:
+            from pyvisor.runtime.boot import check_platform
+            check_platform(args.platform)
             from pyvisor.runtime.interp import InterpreterError, ensure_seccomp
             try:
                 ensure_seccomp(argv)

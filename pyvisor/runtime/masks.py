@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs.vfs import Location, MountNamespace, Resolver
 
 MASK_TMPFS_SIZE = 4096

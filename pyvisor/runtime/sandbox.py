@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from pyvisor.runtime import boot as boot_mod
 from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 log = logging.getLogger("pyvisor.sandbox")
 

@@ -34,7 +34,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from pyvisor.abi.linux.fcntl import AT_FDCWD, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs import ops
 
 if TYPE_CHECKING:

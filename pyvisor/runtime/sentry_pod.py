@@ -62,7 +62,7 @@ from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
 from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import default_nr_inodes, parse_options
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Credentials, ThreadGroup
 from pyvisor.sentry.vfs.vfs import MountNamespace
 

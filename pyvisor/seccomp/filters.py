@@ -212,9 +212,9 @@ def _names(*names: str) -> dict[str, int]:
 
 # -- the Sentry ------------------------------------------------------------------------------
 
-# Exactly the requests of platform/ptrace and kernel/kernel.py after start-up (SETOPTIONS and
-# TRACEME are start-up only).  Not ATTACH/SEIZE (other processes), not POKEUSER (debug
-# registers), not DETACH (a stub must never run untraced).
+# Exactly the requests of platform/ptrace (the only module that drives the stubs) after
+# start-up (SETOPTIONS and TRACEME are start-up only).  Not ATTACH/SEIZE (other processes),
+# not POKEUSER (debug registers), not DETACH (a stub must never run untraced).
 _SENTRY_PTRACE = _names(
     "PTRACE_CONT", "PTRACE_SYSEMU", "PTRACE_GETREGS", "PTRACE_SETREGS", "PTRACE_GETFPREGS",
     "PTRACE_SETFPREGS", "PTRACE_GETEVENTMSG", "PTRACE_GETSIGINFO")
@@ -242,7 +242,7 @@ SENTRY_RULES: dict[str, Spec] = {
                        eq32(2, NT_X86_XSTATE, "arg2 == NT_X86_XSTATE"))
                       for n, v in _names("PTRACE_GETREGSET", "PTRACE_SETREGSET").items())),
     "sched_setaffinity": _only("places stub threads: beside the Sentry or on every CPU "
-                               "(kernel/placement.py); never pid 0 (the Sentry itself, "
+                               "(platform/ptrace/placement.py); never pid 0 (the Sentry itself, "
                                "pinned at boot) nor a negative pid",
                                (positive_int(0, "0 <= pid <= INT_MAX"),),
                                deny=((eq32(0, 0, "pid == 0"),), (_NEGATIVE_PID,))),

@@ -1,4 +1,4 @@
-"""CPU placement seen from the host (kernel/placement.py): a stub thread making
+"""CPU placement seen from the host (platform/ptrace/placement.py): a stub thread making
 syscalls is bound to one CPU, beside the Sentry; once it computes, it may run on
 every CPU the sandbox was given."""
 

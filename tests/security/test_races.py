@@ -49,7 +49,7 @@ def _dir(root: Path) -> Path:
 @pytest.mark.parametrize("pin", ["pinned", "no-pin"])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_race(attack, pin, run, secprog, world_tmp):
-    """The sandbox runs once as by default (kernel/placement.py: syscall-heavy
+    """The sandbox runs once as by default (platform/ptrace/placement.py: syscall-heavy
     threads beside the Sentry, the racing thread free) and once with --no-pin
     (every thread where the host puts it); in both the racing thread runs in
     parallel with the Sentry's reads. `flips` counts the racing thread's

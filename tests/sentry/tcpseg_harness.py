@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.kernel import Timer
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, MSG_NOSIGNAL

@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from pyvisor.abi.linux.errno import Errno  # noqa: E402
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock  # noqa: E402
+from pyvisor.sentry.errors import SyscallError, WouldBlock  # noqa: E402
 from pyvisor.sentry.kernel.kernel import Timer  # noqa: E402
 from pyvisor.sentry.socket import inet  # noqa: E402
 from pyvisor.sentry.socket.common import AF_INET, MSG_NOSIGNAL  # noqa: E402

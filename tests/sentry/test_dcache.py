@@ -26,7 +26,7 @@ from pyvisor.sentry.fsimpl.gofer.client import GoferClient
 from pyvisor.sentry.fsimpl.gofer.goferfs import FID_BATCH, make_gofer_root
 from pyvisor.sentry.fsimpl.overlay.overlay import XINO_UPPER, OverlayInode, make_overlay_root
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.vfs import dcache
 from pyvisor.sentry.vfs.file import FileDescription

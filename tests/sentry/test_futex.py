@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pyvisor.sentry.kernel import futex
-from pyvisor.sentry.kernel.waitqueue import Waiter, WaitQueue
+from pyvisor.sentry.waitqueue import Waiter, WaitQueue
 
 
 class _Sleep:

@@ -19,7 +19,7 @@ from pyvisor.sentry.fsimpl.gofer.goferfs import GoferInode, make_gofer_root
 from pyvisor.sentry.fsimpl.overlay.overlay import (XINO_UPPER, OverlayFS, OverlayInode,
                                                     make_overlay_root)
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.inode import Filesystem, Inode

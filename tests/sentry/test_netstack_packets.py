@@ -21,7 +21,7 @@ import pytest
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IPPROTO_ICMP, IPPROTO_UDP
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.inet import Route
 from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import ipv4 as ip4mod

@@ -11,7 +11,7 @@ import pytest
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_CLOSE, TCP_LISTEN, \
     TCP_TIME_WAIT
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netstack.ports import PortTable, overlap
 
 ANY4, LO4, OTHER4 = b"\0\0\0\0", b"\x7f\0\0\1", b"\x7f\0\0\2"

@@ -1,4 +1,4 @@
-"""CPU placement (kernel/placement.py): syscall-heavy stub threads are bound to the
+"""CPU placement (platform/ptrace/placement.py): syscall-heavy stub threads are bound to the
 Sentry's CPU, computing ones freed to every CPU of the sandbox, without a process."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pyvisor.sentry.kernel import placement as PL
+from pyvisor.sentry.platform.ptrace import placement as PL
 from pyvisor.sentry.platform.ptrace.subprocess import StubThread
 
 

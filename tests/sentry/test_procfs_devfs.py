@@ -26,13 +26,12 @@ from pyvisor.sentry.fsimpl.host.host import host_file
 from pyvisor.sentry.vfs.file import AT_POSITION
 from pyvisor.sentry.fsimpl.proc.procfs import SnapshotFileImpl, new_procfs
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.kernel import Kernel
 from pyvisor.sentry.kernel.task import (Credentials, FSContext, SigAction, SignalHandlers, Task,
                                         ThreadGroup)
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, Waiter
-from pyvisor.sentry.platform.ptrace.subprocess import StubProcess
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, Waiter
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import VMA
 from pyvisor.sentry.vfs.file import FileDescription
@@ -44,6 +43,13 @@ from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, MountNamespace, Reso
 def memfile() -> Iterator[MemoryFile]:
     mf = MemoryFile()
     yield mf
+
+
+class _GoneSpace:
+    """An address space (platform) already gone: hashable, zero CPU times."""
+
+    def cpu_times(self) -> tuple[int, int]:
+        return (0, 0)
 
 
 class Sandbox:
@@ -94,10 +100,10 @@ class Sandbox:
             brk_start=0x602000, argv_start=0x7FFF8000, argv_end=0x7FFF8010, env_start=0,
             env_end=0, auxv=b"\x06\0\0\0\0\0\0\0\0\x10\0\0\0\0\0\0")
         fdt = FDTable()
-        # A stub process already gone: its CPU times are the (zero) ones last read.
-        proc = StubProcess(pid=0, dead=True)
+        # An address space already gone: its CPU times are the (zero) ones last read.
+        space = _GoneSpace()
         t = Task(kernel=self.kernel, tid=tid, tg=tg,
-                 thread=types.SimpleNamespace(running=False, process=proc),
+                 thread=types.SimpleNamespace(running=False, space=space),
                  mm=mm, fd_table=fdt, fs=FSContext(self.root, self.walk(b"/tmp")),
                  creds=Credentials(groups=(0, 10)), regs=None)  # type: ignore[arg-type]
         if tg.tasks:

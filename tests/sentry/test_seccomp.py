@@ -9,7 +9,7 @@ import pytest
 
 from pyvisor.abi.linux import seccomp as S
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.seccomp import Filter, evaluate, run_filter, verify
 
 LD_ABS = S.BPF_LD | S.BPF_W | S.BPF_ABS

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
 
 M64 = (1 << 64) - 1
 
 
 def args(*vals: int) -> SyscallArguments:
-    r = UserRegs()
+    r = Registers()
     for name, v in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), vals):
         setattr(r, name, v & M64)
     return SyscallArguments(r)

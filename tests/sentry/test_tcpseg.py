@@ -23,7 +23,7 @@ from pyvisor.abi.linux.inet import (SOL_TCP, TCP_CLOSE, TCP_CLOSE_WAIT,  # noqa:
                                     TCP_INFO, TCP_INFO_STRUCT, TCP_KEEPCNT, TCP_KEEPIDLE,
                                     TCP_KEEPINTVL, TCP_LAST_ACK, TCP_SYN_SENT,
                                     TCP_TIME_WAIT, TCP_USER_TIMEOUT, TCP_CONGESTION)
-from pyvisor.sentry.kernel.errors import SyscallError  # noqa: E402
+from pyvisor.sentry.errors import SyscallError  # noqa: E402
 from pyvisor.sentry.socket import inet  # noqa: E402
 from pyvisor.sentry.socket.common import (AF_INET, SHUT_WR, SO_KEEPALIVE,  # noqa: E402
                                           SO_RCVBUF, SOL_SOCKET)

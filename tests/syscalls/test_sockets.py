@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, Coroutine
 import pytest
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.task import RLIMIT_NOFILE, Credentials, default_rlimits
-from pyvisor.sentry.kernel.waitqueue import EVENT_OUT
+from pyvisor.sentry.waitqueue import EVENT_OUT
 from pyvisor.sentry.socket.common import (MSG_DONTWAIT, MSG_NOSIGNAL, SHUTDOWN_MASK, SOCK_DGRAM,
                                           SOCK_STREAM, Control)
 from pyvisor.sentry.socket.unix import (FAMILY_ONLY, MSG_OVERHEAD, UnixSocket, new_socket,

@@ -42,6 +42,7 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
     """--memory/--pids-limit/--cpus/--tmpfs-size/--dcache override the bundle's values."""
     from pyvisor.runtime import specutils
     from pyvisor.runtime.spec import check_dcache
+    cfg.platform = getattr(args, "platform", cfg.platform)
     try:
         if args.memory is not None:
             cfg.memory_limit = specutils.parse_size_flag("--memory", args.memory,

@@ -17,7 +17,7 @@ MAX_RW_COUNT clamp for read/write-style transfers.
 
 from __future__ import annotations
 
-from pyvisor.sentry.platform.ptrace.binding import UserRegs
+from pyvisor.sentry.arch.registers import Registers
 
 _M16 = 0xFFFF
 _M32 = 0xFFFFFFFF
@@ -39,7 +39,7 @@ class SyscallArguments:
 
     __slots__ = ("regs",)
 
-    def __init__(self, regs: UserRegs) -> None:
+    def __init__(self, regs: Registers) -> None:
         self.regs = regs          # the task's registers at the syscall stop
 
     def raw(self, i: int) -> int:

@@ -7,7 +7,6 @@ else (fd table, fs context, signal handlers, pid) is the Sentry's.
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from typing import TYPE_CHECKING
 
@@ -19,11 +18,11 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.kernel import cputime, cputimers, textbusy
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel import cputime, cputimers
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
-from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.waitqueue import WaitQueue
+from pyvisor.sentry.vfs import textbusy
 
 if TYPE_CHECKING:
     pass
@@ -61,19 +60,17 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     # Host side first: nothing to undo in the Sentry if it fails.
     try:
         if flags & CLONE_VM:
-            thread = kernel.platform.new_thread(t.thread)
             mm = t.mm
         else:
-            mm = t.mm.fork(t.thread)
-            thread = next(iter(mm.proc.threads))
+            mm = t.mm.fork()
+        thread = kernel.platform.new_context(mm.space)
     except OSError as e:
         raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
     if mm is not t.mm:
         textbusy.exe_acquire(kernel, mm)
     mm.add_user()
     tid = kernel.alloc_pid()
-    regs = B.UserRegs()
-    ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(t.regs), B.REGS_SIZE)
+    regs = t.regs.copy()
     regs.rax = 0
     if stack:
         regs.rsp = stack
@@ -108,7 +105,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         cputimers.rlimit_changed(child_tg)     # RLIMIT_CPU is inherited
     if flags & CLONE_VM and not flags & CLONE_THREAD:
         # A process sharing the caller's stub: only what it runs from now on is its own.
-        cputime.attach(child_tg, thread.process, fresh=False)
+        cputime.attach(child_tg, thread.space, fresh=False)
     child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
     child_tg.tasks.append(child)
     kernel.register(child)

@@ -26,35 +26,24 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup
-    from pyvisor.sentry.platform.ptrace.subprocess import StubProcess
+    from pyvisor.sentry.platform.platform import AddressSpace
 
-# From include/linux/posix-timers_types.h.
+# From include/linux/posix-timers_types.h: the clock kinds of a CPU clock id.
 CPUCLOCK_PROF, CPUCLOCK_VIRT, CPUCLOCK_SCHED = 0, 1, 2
 
 
-def _host_clock(pid: int, which: int) -> int:
-    return ((~pid) << 3) | which
+def process_times(space: AddressSpace) -> tuple[int, int]:
+    """(user ns, user+system ns) of an address space's host process (platform)."""
+    return space.cpu_times()
 
 
-def process_times(proc: StubProcess) -> tuple[int, int]:
-    """(user ns, user+system ns) of a stub process; the last value read once it is gone."""
-    if not proc.dead:
-        try:
-            user = time.clock_gettime_ns(_host_clock(proc.pid, CPUCLOCK_VIRT))
-            total = time.clock_gettime_ns(_host_clock(proc.pid, CPUCLOCK_PROF))
-            proc.cpu = (user, max(total, user))
-        except OSError:
-            pass
-    return proc.cpu
-
-
-def attach(tg: ThreadGroup, proc: StubProcess, fresh: bool) -> None:
+def attach(tg: ThreadGroup, proc: AddressSpace, fresh: bool) -> None:
     """`tg` starts running in `proc` (new since it was created, or shared)."""
     if proc not in tg.cpu_procs:
         tg.cpu_procs[proc] = (0, 0) if fresh else process_times(proc)
 
 
-def settle(tg: ThreadGroup, proc: StubProcess) -> None:
+def settle(tg: ThreadGroup, proc: AddressSpace) -> None:
     """`tg` stops using `proc`: what it ran there becomes part of its own total."""
     base = tg.cpu_procs.pop(proc, (0, 0))    # never looked at: fresh since the group began
     u, tot = process_times(proc)
@@ -62,16 +51,16 @@ def settle(tg: ThreadGroup, proc: StubProcess) -> None:
     tg.cpu_sys_ns += max(0, (tot - u) - (base[1] - base[0]))
 
 
-def settle_unused(tg: ThreadGroup, proc: StubProcess) -> None:
+def settle_unused(tg: ThreadGroup, proc: AddressSpace) -> None:
     """Settles `proc` unless another live task of `tg` still runs in it."""
-    if not any(t.thread.process is proc and not t.exited for t in tg.tasks):
+    if not any(t.thread.space is proc and not t.exited for t in tg.tasks):
         settle(tg, proc)
 
 
 def group_times(tg: ThreadGroup) -> tuple[int, int]:
     """(user ns, system ns) of a thread group, settled and running."""
     for t in tg.tasks:
-        attach(tg, t.thread.process, True)
+        attach(tg, t.thread.space, True)
     user, sys_ = tg.cpu_user_ns, tg.cpu_sys_ns + tg.sentry_sys_ns
     for proc, (bu, bt) in tg.cpu_procs.items():
         u, tot = process_times(proc)

@@ -15,10 +15,11 @@ from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
-from pyvisor.sentry.kernel import cputime, posix_timers, textbusy, vdso
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.kernel import cputime, posix_timers, vdso
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
+from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.vfs import Location
 
@@ -77,8 +78,7 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         if interp_info.interp is not None:
             raise SyscallError(Errno.ELIBBAD)
     kernel = t.kernel
-    proc = kernel.platform.new_process()
-    mm = MemoryManager(kernel.platform, proc)
+    mm = MemoryManager(kernel.platform.new_address_space())
     try:
         bias, end, phdr = elf.map_elf(mm, fd, info, is_interp=False)
         entry = info.entry + bias
@@ -93,7 +93,7 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
         sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
     except BaseException:
-        proc.kill()
+        mm.space.release()
         raise
     mm.exe = Location(fd.mount, fd.dentry)
     return mm, start, sp, fd, argv
@@ -115,20 +115,20 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
                 kernel.task_exit(other)
     old_mm = t.mm
     old_thread = t.thread
-    kernel.tasks_by_host.pop(old_thread.tid, None)
-    new_thread = next(iter(mm.proc.threads))
+    kernel.tasks_by_context.pop(old_thread, None)
+    new_thread = kernel.platform.new_context(mm.space)
     t.thread = new_thread
-    kernel.tasks_by_host[new_thread.tid] = t
+    kernel.tasks_by_context[new_thread] = t
     t.mm = mm
     mm.add_user()
     textbusy.exe_acquire(kernel, mm)
     posix_timers.clear_all(tg)
     cputime.note_rss_of(tg, old_mm)
-    cputime.settle_unused(tg, old_thread.process)
-    kernel.platform.exit_thread(old_thread)
+    cputime.settle_unused(tg, old_thread.space)
+    kernel.platform.release_context(old_thread)
     kernel.release_mm(old_mm)
     # Registers: a clean slate at the entry point.
-    regs = kernel.platform.initial_regs()
+    regs = kernel.platform.initial_registers()
     regs.rip = entry
     regs.rsp = sp
     t.regs = regs

@@ -3,12 +3,14 @@
 Linux analogue: the scheduler plus kernel/exit.c; gVisor: kernel.Kernel and
 task_run.go.
 
-The loop waits for (a) ptrace stops of stub threads, read with
-waitpid(-1, WNOHANG|__WALL) when the SIGCHLD signalfd fires, (b) host fds
-(stdin, the gofer, host sockets) through epoll, and (c) timers.  A stop at a
-syscall runs its handler: a plain handler completes at once and the task is
-resumed; a coroutine handler runs until it awaits a wait queue or deadline,
-and is stepped again when woken.
+The loop waits for (a) stops of tasks' platform contexts, read from the
+platform (platform/platform.py: `stops()` when its `event_fd()` fires; on
+ptrace, a SIGCHLD signalfd and waitpid), (b) host fds (stdin, the gofer, host
+sockets) through epoll, and (c) timers.  The kernel sees only the platform
+interface and the `arch` types: no wait status, ptrace request or stub here.
+A stop at a syscall runs its handler: a plain handler completes at once and
+the task is resumed; a coroutine handler runs until it awaits a wait queue or
+deadline, and is stepped again when woken.
 
 Ordering rules: a task's registers are fetched at its stop and written back
 just before it is resumed; nothing else touches them in between.  Wake-ups
@@ -19,43 +21,36 @@ re-entrantly from notify().
 from __future__ import annotations
 
 import collections
-import ctypes
-import errno
 import heapq
 import logging
-import os
 import select
-import signal as host_signal
 import sys
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
-from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
 from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN,
                                       Signal)
-from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import cputime, posix_timers, textbusy
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
+from pyvisor.sentry.kernel import cputime, posix_timers
+from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
-from pyvisor.sentry.kernel.placement import Placement
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
-from pyvisor.sentry.kernel.waitqueue import EVENT_ALL, WaitQueue, Waiter
-from pyvisor.sentry.platform.ptrace import binding as B
-from pyvisor.sentry.platform.ptrace.subprocess import PtracePlatform, StubError
+from pyvisor.sentry.waitqueue import EVENT_ALL, WaitQueue, Waiter
+from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
+                                              StopReason)
+from pyvisor.sentry.vfs import textbusy
 
 if TYPE_CHECKING:
     from pyvisor.sentry.syscalls.linux.table import SyscallTable
 
 log = logging.getLogger("pyvisor.sentry")
 
-WALL = 0x40000000
-_SYSCALL_STOP = host_signal.SIGTRAP | 0x80
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _WAKE_EVENT, _WAKE_SIGNAL, _WAKE_TIMEOUT = 1, 2, 3
 PID_MAX = 4194303          # /proc/sys/kernel/pid_max on 64-bit Linux
@@ -104,14 +99,14 @@ class Timer:
 class Kernel:
     """Owns tasks, the PID namespace, the platform and the loop."""
 
-    def __init__(self, platform: PtracePlatform, memfile: Any, table: SyscallTable,
+    def __init__(self, platform: Platform, memfile: Any, table: SyscallTable,
                  strace: bool = False) -> None:
         self.platform = platform
         self.memfile = memfile
         self.table = table
         self.strace = strace
         self.tasks_by_tid: dict[int, Task] = {}          # sandbox tid -> task
-        self.tasks_by_host: dict[int, Task] = {}         # host tid -> task
+        self.tasks_by_context: dict[Context, Task] = {}  # platform context -> task
         self.groups: dict[int, ThreadGroup] = {}         # tgid -> thread group
         self._next_pid = 1
         # Every pid in use: live tasks, and each thread group's id until it is reaped (a
@@ -146,12 +141,9 @@ class Kernel:
         self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page
-        self.placement = Placement()        # CPU placement of stub threads (set by boot)
-        self.fpbuf = ctypes.create_string_buffer(max(fpu.REGSET_SIZE, B.FPREGS_SIZE))
         self._panic: BaseException | None = None
-        host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGCHLD])
-        self._sigfd = _signalfd([host_signal.SIGCHLD])
-        self.epoll.register(self._sigfd, select.EPOLLIN)
+        self._platform_fd = platform.event_fd()
+        self.epoll.register(self._platform_fd, select.EPOLLIN)
 
     # -- pids -------------------------------------------------------------------------
 
@@ -179,7 +171,7 @@ class Kernel:
 
     def register(self, t: Task) -> None:
         self.tasks_by_tid[t.tid] = t
-        self.tasks_by_host[t.thread.tid] = t
+        self.tasks_by_context[t.thread] = t
         self.pids.add(t.tid)
 
     # -- timers and host fds ----------------------------------------------------------
@@ -273,11 +265,8 @@ class Kernel:
                 t.wake(_WAKE_SIGNAL)
             return
         if t.thread.running:
-            # Stop it on the host; the stop is turned into signal delivery.
-            try:
-                B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
-            except OSError:
-                pass
+            # Stop it; the INTERRUPT stop is turned into signal delivery.
+            self.platform.interrupt(t.thread)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -289,7 +278,7 @@ class Kernel:
                 if self.exit_status is not None:
                     break
                 timeout = self._fire_timers()
-                if self.ready:
+                if self.ready or self.platform.stops_ready():
                     timeout = 0
                 if self.exit_status is not None:
                     break
@@ -315,12 +304,10 @@ class Kernel:
             events = self.epoll.poll(timeout)
         except InterruptedError:
             return
+        if self.platform.stops_ready():
+            self._drain_stops()
         for fd, ev in events:
-            if fd == self._sigfd:
-                try:
-                    os.read(self._sigfd, 1024)
-                except BlockingIOError:
-                    pass
+            if fd == self._platform_fd:
                 self._drain_stops()
             else:
                 edge = self.fd_edge_watchers.get(fd)
@@ -332,14 +319,8 @@ class Kernel:
                     w[1](ev)
 
     def _drain_stops(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG | WALL)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._on_stop(pid, status)
+        for ctx, why in self.platform.stops():
+            self._on_stop(ctx, why)
             if self.exit_status is not None:
                 return
 
@@ -355,55 +336,38 @@ class Kernel:
 
     # -- stops ------------------------------------------------------------------------
 
-    def _on_stop(self, hostpid: int, status: int) -> None:
-        t = self.tasks_by_host.get(hostpid)
-        if not os.WIFSTOPPED(status):
-            self.platform.reaped(hostpid)
+    def _on_stop(self, ctx: Context, why: StopReason) -> None:
+        """A task's context stopped: serve its syscall, or turn a fault into a signal."""
+        t = self.tasks_by_context.get(ctx)
         if t is None:
-            return   # a reaped stub process or a thread we ended
-        th = t.thread
-        if th.running and t.run_start:
+            return   # a context the kernel let go of
+        if t.run_start:         # wall time in application code (kernel/cputime.py)
             t.run_ns += time.monotonic_ns() - t.run_start
             t.run_start = 0
-        th.running = False
-        if not os.WIFSTOPPED(status):
-            # The host thread died under us (e.g. killed by the host OOM killer).
-            th.exited = True
+        kind = why.kind
+        if kind is StopKind.EXIT:
+            # The context died under us (e.g. its host thread was killed by the OOM killer).
             if not t.exited:
-                log.warning("stub thread %d of task %d died: status %#x", hostpid, t.tid, status)
+                log.warning("context of task %d died: status %#x", t.tid, why.signo)
                 self.group_exit(t.tg, Signal.SIGKILL, killed=True)
-            return
-        sig = (status >> 8) & 0xFF
-        if sig == _SYSCALL_STOP:
-            if t.exit_pending:
-                self.task_exit(t)
-                return
-            B.get_regs(hostpid, t.regs)
-            self.placement.stopped(th)
-            c0 = time.thread_time_ns()
-            self._syscall(t)
-            cputime.charge_sentry(t, time.thread_time_ns() - c0)
-            return
-        if status >> 16:
-            # Events only come from injected clones, which are waited for there.
-            self._resume_host(t)
             return
         if t.exit_pending:
             self.task_exit(t)
             return
-        if sig == host_signal.SIGSTOP:
-            # Our own interrupt (signal_wakeup), or a fresh thread: deliver signals.
-            B.get_regs(hostpid, t.regs)
+        if kind is StopKind.SYSCALL:
+            c0 = time.thread_time_ns()
+            self._syscall(t)
+            cputime.charge_sentry(t, time.thread_time_ns() - c0)   # the Sentry's system time
+            return
+        if kind is StopKind.INTERRUPT:
+            # Our own interrupt (signal_wakeup), or a host signal: deliver signals.
             self.resume(t, None)
             return
         # A fault or trap in application code: an application signal.
-        B.get_regs(hostpid, t.regs)
-        if sig in (host_signal.SIGSEGV, host_signal.SIGBUS, host_signal.SIGILL,
-                   host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS):
-            info = ksignal.fault_info(t, sig)
-            if sig == host_signal.SIGSYS and self._vsyscall(t, info):
-                return
-            ksignal.force_sig(t, info)
+        info = ksignal.fault_info(why.signo, why.info)
+        if why.signo == Signal.SIGSYS and self._vsyscall(t, info):
+            return
+        ksignal.force_sig(t, info)
         self.resume(t, None)
 
     # -- syscalls ---------------------------------------------------------------------
@@ -414,7 +378,7 @@ class Kernel:
         # The number is the low 32 bits of rax, as do_syscall_64's `int nr`: high
         # bits are ignored, and numbers from 2^31 up (negative) are ENOSYS.
         nr = regs.orig_rax & 0xFFFFFFFF
-        if regs.cs != 0x33 or not self._is_syscall_insn(t, regs.rip):
+        if regs.cs != USER_CS or not self._is_syscall_insn(t, regs.rip):
             # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
             self._complete(t, -Errno.ENOSYS)
             return
@@ -436,7 +400,7 @@ class Kernel:
         except SyscallError as e:
             self._complete(t, -e.errno)
             return
-        except (StubError, OSError, Exception) as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - PlatformError, OSError, a bug
             self._internal_error(t, nr, e)
             return
         if entry.blocking:
@@ -450,7 +414,6 @@ class Kernel:
 
         The host turns it into a seccomp trap in the stub (see stub.py); by then it
         has already emulated the `ret`, so only the result is left to set."""
-        from pyvisor.sentry.platform.ptrace.stub import VSYSCALL_START
         raw = info.raw or b""
         if len(raw) < 32 or not VSYSCALL_START <= info.addr < VSYSCALL_START + 4096:
             return False
@@ -579,17 +542,11 @@ class Kernel:
         self._resume_host(t)
 
     def _resume_host(self, t: Task) -> None:
-        th = t.thread
         try:
-            B.set_regs(th.tid, t.regs)
-            self.placement.resumed(th)
-            B.resume(P.PTRACE_SYSEMU, th.tid, 0)
-        except OSError as e:
-            if th.exited or th.process.dead:
-                return
+            self.platform.switch(t.thread, t.regs)
+        except PlatformError as e:
             self._internal_error(t, t.regs.orig_rax, e)
             return
-        th.running = True
         t.run_start = time.monotonic_ns()
 
     def resume_stopped(self, t: Task) -> None:
@@ -600,30 +557,14 @@ class Kernel:
     def get_fpregs(self, t: Task) -> bytes:
         """`t`'s whole FP/extended state (arch/fpu.py: REGSET_SIZE bytes of XSAVE
         image, or the fxsave image without XSAVE)."""
-        if fpu.HAS_XSAVE:
-            n = B.get_xstate(t.thread.tid, self.fpbuf)
-            return self.fpbuf.raw[:n]
-        B.get_fpregs(t.thread.tid, self.fpbuf)
-        return self.fpbuf.raw[:fpu.FXSAVE_SIZE]
+        return self.platform.get_fpstate(t.thread)
 
     def set_fpregs(self, t: Task, data: bytes) -> bool:
         """Loads a state image (as get_fpregs returns) into `t`'s FPU.  False if the
         host refuses it as invalid (MXCSR reserved bits, a bad XSAVE header): the
         caller decides what the application sees (Linux's xrstor would #GP:
         rt_sigreturn gives SIGSEGV)."""
-        ctypes.memmove(self.fpbuf, data, len(data))
-        try:
-            if fpu.HAS_XSAVE:
-                B.set_xstate(t.thread.tid, self.fpbuf, len(data))
-            else:
-                B.set_fpregs(t.thread.tid, self.fpbuf)
-        except OSError as e:
-            if e.errno in (errno.EINVAL, errno.EFAULT):
-                return False
-            if e.errno == errno.ESRCH:
-                return True      # the thread died under us (SIGKILL): its exit is noticed later
-            raise
-        return True
+        return self.platform.set_fpstate(t.thread, data)
 
     # -- exit -------------------------------------------------------------------------
 
@@ -640,10 +581,7 @@ class Kernel:
                 continue
             if t.thread.running:
                 t.exit_pending = True
-                try:
-                    B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
-                except OSError:
-                    pass
+                self.platform.interrupt(t.thread)
             else:
                 self.task_exit(t)
 
@@ -669,15 +607,15 @@ class Kernel:
             except SyscallError:
                 pass
         self.tasks_by_tid.pop(t.tid, None)
-        self.tasks_by_host.pop(t.thread.tid, None)
+        self.tasks_by_context.pop(t.thread, None)
         self._free_pid(t.tid)
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
         if not tg.tasks:
             cputime.note_rss_of(tg, t.mm)
-        cputime.settle_unused(tg, t.thread.process)
-        self.platform.exit_thread(t.thread)
+        cputime.settle_unused(tg, t.thread.space)
+        self.platform.release_context(t.thread)
         self.release_mm(t.mm)
         if t.vfork_parent is not None:
             self._vfork_done(t)
@@ -786,11 +724,7 @@ class Kernel:
         tg.stopped = True
         tg.stop_report = (sig << 8) | 0x7F
         for t in tg.tasks:
-            if t.thread.running:
-                try:
-                    B.tgkill(t.thread.process.pid, t.thread.tid, host_signal.SIGSTOP)
-                except OSError:
-                    pass
+            self.platform.interrupt(t.thread)
         self.notify_parent_stop(tg, continued=False)
 
     def _kill_everything(self) -> None:
@@ -798,28 +732,14 @@ class Kernel:
         for tg in list(self.groups.values()):
             for t in list(tg.tasks):
                 t.exited = True
-                self.platform.exit_thread(t.thread)
+                self.platform.release_context(t.thread)
         self.tasks_by_tid.clear()
-        self.tasks_by_host.clear()
+        self.tasks_by_context.clear()
         self.pids.clear()
 
     def shutdown(self) -> None:
         """Kills every stub (including the master) and reaps them all."""
         self._kill_everything()
         self.platform.shutdown()
-        os.close(self._sigfd)
         self.epoll.close()
-
-
-def _signalfd(sigs: list[int]) -> int:
-    """A non-blocking signalfd for `sigs` (which the caller has blocked)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    mask = (ctypes.c_ulong * 16)()
-    for s in sigs:
-        mask[0] |= 1 << (s - 1)
-    fd = libc.signalfd(-1, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return int(fd)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFREG, dtype_of
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 

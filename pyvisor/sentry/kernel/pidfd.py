@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyvisor.sentry.kernel.waitqueue import EVENT_HUP, EVENT_IN, WaitQueue
+from pyvisor.sentry.waitqueue import EVENT_HUP, EVENT_IN, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 if TYPE_CHECKING:

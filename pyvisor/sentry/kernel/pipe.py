@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import S_IFIFO
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
-from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount

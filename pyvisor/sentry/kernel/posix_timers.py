@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.ktimer import KTimer
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from pyvisor.abi.linux import seccomp as S
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import SYS_SECCOMP, Signal
 from pyvisor.abi.linux.sysno_amd64 import Sysno
-from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
+from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN
 
 if TYPE_CHECKING:

@@ -24,12 +24,12 @@ from pyvisor.abi.linux.signal import (MINSIGSTKSZ, SA_NODEFER, SA_ONSTACK, SA_RE
                                       SIG_DFL, SIG_IGN, SIGRTMIN, SS_DISABLE, SS_ONSTACK,
                                       UNBLOCKABLE, Signal, sigmask)
 from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch import signal as arch_signal
 from pyvisor.sentry.arch.syscall_args import c_int
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import SIGQUEUE_COST, Kind
 from pyvisor.sentry.kernel.task import RLIMIT_SIGPENDING
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN
-from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.waitqueue import EVENT_IN
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -296,28 +296,9 @@ def _is_restart(ret: int) -> bool:
 
 def _restart(t: Task, ret: int) -> None:
     """Re-executes the syscall instruction (rip points just past it)."""
-    regs = t.regs
-    if ret == -ERESTART_RESTARTBLOCK:
-        regs.rax = 219  # restart_syscall
-    else:
-        regs.rax = regs.orig_rax
-    regs.rip -= 2
+    arch_signal.restart_syscall(t.regs, ret == -ERESTART_RESTARTBLOCK)
 
 
-# struct sigcontext field order (amd64) for the general registers.
-_SC_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
-            "rdx", "rax", "rcx", "rsp", "rip", "eflags")
-_SIGCONTEXT = struct.Struct("<18Q HHHH QQQQ Q 64x")   # 256 bytes
-assert _SIGCONTEXT.size == 256
-_UC_HEAD = struct.Struct("<QQ QiiQ")                  # uc_flags, uc_link, stack_t (sp, flags, pad, size)
-_FRAME_SIZE = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8 + 128  # pretcode, uc, sigmask, siginfo
-_UC_OFF = 8
-_INFO_OFF = 8 + _UC_HEAD.size + _SIGCONTEXT.size + 8
-_UC_FP_XSTATE = 1
-_UC_SIGCONTEXT_SS = 2
-_UC_STRICT_RESTORE_SS = 4
-# The eflags bits a signal frame may change.  From arch/x86/kernel/signal.c (FIX_EFLAGS).
-_FIX_EFLAGS = 0x50DD5
 SS_AUTODISARM = 1 << 31
 
 
@@ -335,19 +316,14 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
     if act.flags & SA_ONSTACK and ss_size and not ss_flags & SS_DISABLE and not on_alt:
         sp = ss_sp + ss_size
     else:
-        sp -= 128                                  # the red zone
+        sp -= arch_signal.RED_ZONE
     fp = fpu.to_frame(t.kernel.get_fpregs(t))
-    fp_addr = (sp - len(fp)) & ~(fpu.FRAME_ALIGN - 1)
-    frame = ((fp_addr - _FRAME_SIZE) & ~15) - 8
+    frame, fp_addr = arch_signal.frame_addresses(sp, len(fp))
     saved_mask = t.sigmask if t.saved_sigmask is None else t.saved_sigmask
     t.saved_sigmask = None
-    sc = _SIGCONTEXT.pack(*(getattr(regs, r) for r in _SC_REGS),
-                          regs.cs & 0xFFFF, regs.gs & 0xFFFF, regs.fs & 0xFFFF, regs.ss & 0xFFFF,
-                          0, 0, saved_mask & 0xFFFFFFFFFFFFFFFF, info.addr, fp_addr)
     alt_flags = SS_ONSTACK if on_alt else (ss_flags if ss_size else SS_DISABLE)
-    uc_flags = _UC_SIGCONTEXT_SS | _UC_STRICT_RESTORE_SS | (_UC_FP_XSTATE if fpu.HAS_XSAVE else 0)
-    uc = _UC_HEAD.pack(uc_flags, 0, ss_sp, alt_flags, 0, ss_size)
-    data = struct.pack("<Q", act.restorer) + uc + sc + struct.pack("<Q", saved_mask) + info.pack()
+    data = arch_signal.pack_frame(regs, act.restorer, (ss_sp, alt_flags, ss_size), saved_mask,
+                                  info.pack(), info.addr, fp_addr)
     try:
         t.copy_out(fp_addr, fp)
         t.copy_out(frame, data)
@@ -355,13 +331,7 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
         return False
     # The handler starts with a reset FPU.  Linux: fpu__clear_user_states.
     t.kernel.set_fpregs(t, fpu.initial_state())
-    regs.rsp = frame
-    regs.rip = act.handler
-    regs.rdi = sig
-    regs.rsi = frame + _INFO_OFF
-    regs.rdx = frame + _UC_OFF
-    regs.rax = 0
-    regs.eflags &= ~(0x400 | 0x100)                 # clear DF and TF
+    arch_signal.enter_handler(regs, frame, act.handler, sig)
     newmask = t.sigmask | act.mask
     if not act.flags & SA_NODEFER:
         newmask |= sigmask(sig)
@@ -380,23 +350,16 @@ def sigreturn(t: Task) -> bool:
     values (the frame cannot move the task to another code segment).
     """
     regs = t.regs
-    frame = regs.rsp - 8
+    frame = arch_signal.sigreturn_frame(regs)
     try:
-        raw = t.copy_in(frame + _UC_OFF, _UC_HEAD.size + _SIGCONTEXT.size + 8)
+        raw = t.copy_in(frame + arch_signal.UC_OFF, arch_signal.RESTORE_SIZE)
     except SyscallError:
         return False
-    _, _, ss_sp, ss_flags, _, ss_size = _UC_HEAD.unpack_from(raw, 0)
-    (mask,) = struct.unpack_from("<Q", raw, _UC_HEAD.size + _SIGCONTEXT.size)
-    t.sigmask = mask & ~UNBLOCKABLE
-    vals = _SIGCONTEXT.unpack_from(raw, _UC_HEAD.size)
-    for name, v in zip(_SC_REGS, vals[:18]):
-        if name == "eflags":
-            # Only user-changeable flags may come from the frame.
-            v = (regs.eflags & ~_FIX_EFLAGS) | (v & _FIX_EFLAGS)
-        setattr(regs, name, v)
-    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    saved = arch_signal.restore(regs, raw)
+    t.sigmask = saved.mask & ~UNBLOCKABLE
     t.restart_block = None
-    fp_addr = vals[26]
+    ss_sp, ss_flags, ss_size = saved.stack
+    fp_addr = saved.fp_addr
     if not fp_addr:
         fp: bytes | None = fpu.initial_state()
     else:
@@ -468,9 +431,10 @@ def kernel_info(sig: int, code: int = SI_KERNEL, addr: int = 0) -> SigInfo:
     return SigInfo(sig, code, addr=addr)
 
 
-def fault_info(t: Task, sig: int) -> SigInfo:
-    """The application siginfo for a host fault stop (taken from the host's siginfo)."""
-    raw = B.get_siginfo(t.thread.tid)
+def fault_info(sig: int, raw: bytes) -> SigInfo:
+    """The application siginfo for a fault stop, from the raw Linux siginfo the
+    platform reported (si_code and si_addr kept)."""
+    raw = raw.ljust(128, b"\0")
     return SigInfo(sig, struct.unpack_from("<i", raw, 8)[0], addr=struct.unpack_from("<Q", raw, 16)[0],
                    raw=raw)
 

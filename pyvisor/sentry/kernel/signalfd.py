@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, WaitQueue
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import EVENT_IN, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from pyvisor.abi.linux.signal import NSIG
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
-from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.seccomp import SeccompState
     from pyvisor.sentry.kernel.signal import SigInfo
     from pyvisor.sentry.mm.memory_manager import MemoryManager
-    from pyvisor.sentry.platform.ptrace.subprocess import StubThread
+    from pyvisor.sentry.platform.platform import Context
     from pyvisor.sentry.vfs.inode import Inode
     from pyvisor.sentry.vfs.vfs import Location
 
@@ -197,12 +197,12 @@ class Task:
     kernel: Kernel
     tid: int
     tg: ThreadGroup
-    thread: StubThread
+    thread: Context                   # the platform context that runs it (a stub thread)
     mm: MemoryManager
     fd_table: FDTable
     fs: FSContext
     creds: Credentials
-    regs: B.UserRegs
+    regs: Registers                   # owned by the task; the platform fills it at stops
     sigmask: int = 0
     pending: dict[int, list[SigInfo]] = field(default_factory=dict)
     pending_mask: int = 0

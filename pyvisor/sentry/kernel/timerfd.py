@@ -15,9 +15,9 @@ import struct
 from typing import TYPE_CHECKING, Callable
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.ktimer import KTimer
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, WaitQueue
+from pyvisor.sentry.waitqueue import EVENT_IN, WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 if TYPE_CHECKING:

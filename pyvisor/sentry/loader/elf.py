@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE,
                                     page_round_down, page_round_up)
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.mm.memory_manager import TASK_SIZE, MemoryManager
 
 if TYPE_CHECKING:

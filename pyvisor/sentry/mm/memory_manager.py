@@ -1,13 +1,15 @@
 """Address spaces.  Linux: mm/mmap.c, mm/mprotect.c, mm/mremap.c; gVisor: mm.MemoryManager.
 
-The Sentry's VMA list is authoritative; the stub's host page tables follow it
-through injected mmap/munmap/mprotect/mremap.  Private memory is mapped
+The Sentry's VMA list is authoritative; the platform's address space (the
+stub's host page tables on ptrace) follows it through the platform.AddressSpace
+interface: map, unmap, protect, remap.  Private memory is mapped
 privately in the stub (so fork's copy-on-write is the host's), shared
 anonymous memory as host MAP_SHARED|MAP_ANONYMOUS (shared across fork by the
 host), and file pages from the memory file.
 
-Application memory is read and written with process_vm_{readv,writev}, which
-honour page protections: a bad pointer is EFAULT, never a Sentry fault.
+Application memory is read and written through the address space (ptrace:
+process_vm_{readv,writev}), which honours page protections: a bad pointer is
+EFAULT, never a Sentry fault.
 Concurrency: Sentry loop only.  Host operations need a stopped thread of the
 address space; callers are syscalls of that address space, whose thread is
 stopped by definition.
@@ -18,23 +20,20 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED,
+from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED,
                                     PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
-from pyvisor.abi.linux.sysno_amd64 import Sysno
-from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.platform.ptrace import binding as B
-from pyvisor.sentry.platform.ptrace.stub import MAX_APP_ADDR
-from pyvisor.sentry.platform.ptrace.subprocess import STUB_MEMFD, PtracePlatform, StubProcess
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable
 
 MMAP_MIN_ADDR = 0x10000
 MMAP_BASE = 0x7FE000000000      # top of the mmap area (grows down); below the stub
-TASK_SIZE = MAX_APP_ADDR
+TASK_SIZE = MAX_USER_ADDRESS
 _CHECK_VMAS_ABOVE = 1 << 16     # copy_in lengths beyond this are checked against the VMAs
 _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
@@ -75,9 +74,8 @@ class VMA:
 class MemoryManager:
     """One application address space.  Linux: struct mm_struct."""
 
-    def __init__(self, platform: PtracePlatform, proc: StubProcess) -> None:
-        self.platform = platform
-        self.proc = proc
+    def __init__(self, space: AddressSpace) -> None:
+        self.space = space                 # the platform's side of this address space
         self.vmas: list[VMA] = []          # sorted by start, non-overlapping
         self.brk_start = 0
         self.brk = 0
@@ -89,21 +87,12 @@ class MemoryManager:
 
     # -- host access ------------------------------------------------------------------
 
-    def _io_pid(self) -> int:
-        for th in self.proc.threads:
-            if not th.exited:
-                return th.tid
-        raise SyscallError(Errno.EFAULT)
-
-    def inject(self, nr: int, *args: int) -> int:
-        th = self.proc.any_thread()
-        return self.platform.inject(th, nr, *args)
-
-    def _host(self, nr: int, *args: int) -> int:
-        r = self.inject(nr, *args)
-        if r < 0:
-            raise SyscallError(-r)
-        return r
+    def _host(self, op: Callable[..., None], *args: Any) -> None:
+        """Runs an address-space operation; its host errno becomes the application's."""
+        try:
+            op(*args)
+        except OSError as e:
+            raise SyscallError.from_host(e) from None
 
     def copy_in(self, addr: int, n: int) -> bytes:
         """Reads [addr, addr+n): EFAULT unless it is all readable user memory.
@@ -116,7 +105,7 @@ class MemoryManager:
         if n > _CHECK_VMAS_ABOVE:
             self.check_range(addr, n, PROT_READ)
         try:
-            data = B.vm_read(self._io_pid(), addr, n)
+            data = self.space.read(addr, n)
         except OSError:
             raise SyscallError(Errno.EFAULT) from None
         if len(data) != n:
@@ -126,7 +115,7 @@ class MemoryManager:
     def copy_in_partial(self, addr: int, n: int) -> bytes:
         """As much of [addr, addr+n) as is readable (for strings near unmapped pages)."""
         try:
-            return B.vm_read(self._io_pid(), addr, n)
+            return self.space.read(addr, n)
         except OSError:
             return b""
 
@@ -137,7 +126,7 @@ class MemoryManager:
         if addr < 0 or addr + n > TASK_SIZE:
             raise SyscallError(Errno.EFAULT)
         try:
-            done = B.vm_write(self._io_pid(), addr, data)
+            done = self.space.write(addr, data)
         except OSError:
             raise SyscallError(Errno.EFAULT) from None
         if done != n:
@@ -150,7 +139,7 @@ class MemoryManager:
         if addr < 0 or addr + n > TASK_SIZE:
             raise SyscallError(Errno.EFAULT)
         try:
-            done = B.vm_write_from(self._io_pid(), addr, local_addr, n)
+            done = self.space.write_from(addr, local_addr, n)
         except OSError:
             raise SyscallError(Errno.EFAULT) from None
         return done
@@ -291,10 +280,7 @@ class MemoryManager:
         if mappable is None:
             if shared and extra is None:
                 extra = _SharedAnon()      # identity of this shared region (futex keys)
-            hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
-            r = self.inject(Sysno.mmap, addr, length, prot, hflags, -1, 0)
-            if r < 0:
-                raise SyscallError(-r)
+            self._host(self.space.map_anonymous, addr, length, prot, shared)
         else:
             self._map_file(addr, length, prot, shared, mappable, offset)
         # Replace whatever was there (the host did the same with MAP_FIXED).
@@ -310,12 +296,9 @@ class MemoryManager:
         """Maps [offset, offset+length) of `mappable` at `addr` on the host: only the
         memory-file ranges its translate() gives, never the memory file's neighbours."""
         ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
-        hflags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_FIXED
         for rg in ranges:
-            r = self.inject(Sysno.mmap, addr + (rg.file_offset - offset), rg.length, prot,
-                            hflags, STUB_MEMFD, rg.mem_offset)
-            if r < 0:
-                raise SyscallError(-r)
+            self._host(self.space.map_file, addr + (rg.file_offset - offset), rg.length, prot,
+                       shared, rg.mem_offset)
 
     def munmap(self, addr: int, length: int) -> None:
         if addr % PAGE_SIZE or length == 0:
@@ -326,7 +309,7 @@ class MemoryManager:
         inside = self._carve(addr, addr + length)
         if not inside:
             return
-        self._host(Sysno.munmap, addr, length)
+        self._host(self.space.unmap, addr, length)
         for v in inside:
             self.vmas.remove(v)
 
@@ -351,7 +334,7 @@ class MemoryManager:
         for v in self._overlapping(addr, end):
             if v.shared and prot & PROT_WRITE and not v.maxperms & PROT_WRITE:
                 raise SyscallError(Errno.EACCES)
-        self._host(Sysno.mprotect, addr, length, prot)
+        self._host(self.space.protect, addr, length, prot)
         for v in self._carve(addr, end):
             v.perms = prot
         self._merge(addr, end)
@@ -408,7 +391,7 @@ class MemoryManager:
                     self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
                                    v.mappable, tail_offset)
                 else:
-                    self._host(Sysno.mremap, old, old_size, new_size, 0, 0)
+                    self._host(self.space.remap, old, old_size, new_size, None)
                 self._carve(old, old + old_size)
                 vv = self.find(old)
                 assert vv is not None
@@ -423,8 +406,8 @@ class MemoryManager:
             if new_addr < old + old_size and old < new_addr + new_size:
                 raise SyscallError(Errno.EINVAL)
             self.munmap(new_addr, new_size)
-        self._host(Sysno.mremap, old, old_size, old_size if grow_file else new_size,
-                   _MREMAP_MAYMOVE | _MREMAP_FIXED, new_addr)
+        self._host(self.space.remap, old, old_size, old_size if grow_file else new_size,
+                   new_addr)
         if grow_file:
             assert v.mappable is not None
             self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
@@ -442,14 +425,17 @@ class MemoryManager:
     def madvise_dontneed(self, addr: int, length: int) -> None:
         """MADV_DONTNEED: private anonymous pages read back as zero."""
         length = page_round_up(length)
-        self._host(Sysno.madvise, addr, length, 4)
+        self._host(self.space.discard, addr, length)
 
     # -- life cycle -------------------------------------------------------------------
 
-    def fork(self, th: Any) -> MemoryManager:
-        """A copy-on-write copy for fork(2): the host forks the stub process."""
-        proc = self.platform.fork_process(th)
-        mm = MemoryManager(self.platform, proc)
+    def fork(self) -> MemoryManager:
+        """A copy-on-write copy for fork(2): the platform forks the address space."""
+        try:
+            space = self.space.fork()
+        except OSError as e:
+            raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
+        mm = MemoryManager(space)
         mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
                        v.ino, v.maxperms, v.extra, v.dontexpand) for v in self.vmas]
         mm.brk_start, mm.brk = self.brk_start, self.brk
@@ -465,7 +451,7 @@ class MemoryManager:
         self.users -= 1
         if self.users <= 0:
             self.vmas.clear()
-            self.proc.kill()
+            self.space.release()
 
     def vm_size(self) -> int:
         return sum(v.end - v.start for v in self.vmas)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_MAX, AF_NETLINK, AF_UNIX
 
 if TYPE_CHECKING:

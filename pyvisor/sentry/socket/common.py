@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.abi.linux.stat import S_IFSOCK
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Dentry, Mount

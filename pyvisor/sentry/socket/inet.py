@@ -24,7 +24,7 @@ from pyvisor.abi.linux.inet import (IFCONF, IFF_LOOPBACK, IFF_RUNNING, IFF_UP, I
                                     SIOCGIFFLAGS, SIOCGIFHWADDR, SIOCGIFINDEX, SIOCGIFMETRIC,
                                     SIOCGIFMTU, SIOCGIFNAME, SIOCGIFNETMASK, SIOCGIFTXQLEN,
                                     V4MAPPED_PREFIX, ARPHRD_LOOPBACK, LOOPBACK_MTU, IFF_LOWER_UP)
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_NETLINK, AF_UNSPEC,
                                           MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
                                           SOCK_RAW, Control, Received, Socket, deadline_of,

@@ -49,10 +49,10 @@ from pyvisor.abi.linux.fcntl import AT_FDCWD
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.abi.linux.stat import S_IFMT, S_IFSOCK
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.kernel.task import RLIMIT_NOFILE
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
+from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_RDHUP, WaitQueue)
 from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL,
                                           MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Generic, Iterator, TypeVar
 from weakref import KeyedRef
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.vfs.vfs import Dentry

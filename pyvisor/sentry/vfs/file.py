@@ -18,8 +18,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_APPEND, O_NONBLOCK, O_PATH, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.fcntl import O_RDWR
 from pyvisor.abi.linux.stat import dtype_of
-from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STAT, STATFS, STATX,
                                     STATX_BASIC_STATS, TMPFS_MAGIC)
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable

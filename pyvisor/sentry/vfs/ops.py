@@ -11,8 +11,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL,
                                      O_NOFOLLOW, O_PATH, O_RDONLY, O_TMPFILE, O_TRUNC, O_WRONLY,
                                      O_RDWR)
-from pyvisor.sentry.kernel import textbusy
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs.dcache import WeakChildren, dcache
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 

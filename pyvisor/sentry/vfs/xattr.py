@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_ISVTX
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_IFCHR, S_IFDIR
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir, TmpfsSymlink
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode

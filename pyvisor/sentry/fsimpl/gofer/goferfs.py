@@ -51,7 +51,7 @@ from pyvisor.abi.linux.mman import page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
                                     STATFS, V9FS_MAGIC)
 from pyvisor.gofer.protocol import SetattrMask, Stat
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
 from pyvisor.sentry.vfs import dcache
 from pyvisor.sentry.vfs.dcache import WeakChildren

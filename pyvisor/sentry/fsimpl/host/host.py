@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_IFMT
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_RDHUP, WaitQueue)
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode

@@ -61,7 +61,7 @@ from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_TRUNC
 from pyvisor.abi.linux.stat import (DT_DIR, OVERLAYFS_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFMT,
                                     S_IFREG, STATFS)
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir, TmpfsFile, TmpfsSymlink
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs.dcache import WeakChildren
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -70,7 +70,7 @@ from pyvisor.sentry.vfs.vfs import Dentry
 if TYPE_CHECKING:
     from pyvisor.sentry.fsimpl.gofer.client import GoferClient
     from pyvisor.sentry.kernel.task import Task
-    from pyvisor.sentry.kernel.waitqueue import WaitQueue
+    from pyvisor.sentry.waitqueue import WaitQueue
     from pyvisor.sentry.mm.memfile import Mappable, MemoryFile
     from pyvisor.sentry.vfs.vfs import Mount
     from pyvisor.sentry.vfs.xattr import XattrStore

@@ -36,7 +36,7 @@ from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WR
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import seccomp
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode

@@ -20,7 +20,7 @@ from pyvisor.abi.linux.fcntl import (F_ALL_SEALS, F_SEAL_EXEC, F_SEAL_FUTURE_WRI
                                      F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE,
                                      O_ACCMODE, O_RDONLY)
 from pyvisor.abi.linux.mman import PROT_WRITE
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task

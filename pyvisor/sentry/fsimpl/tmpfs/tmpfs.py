@@ -32,7 +32,7 @@ from pyvisor.abi.linux.mman import PAGE_SIZE, page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, STATFS, TMPFS_MAGIC,
                                     dtype_of)
 from pyvisor.sentry.fsimpl.tmpfs import seals
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl

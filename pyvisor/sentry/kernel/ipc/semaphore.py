@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.ipc import (IPC_INFO, IPC_NOWAIT, IPC_RMID, IPC_SET, IPC_STAT,
                                        IPCObject, Registry, get_or_create)
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup

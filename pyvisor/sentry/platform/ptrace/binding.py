@@ -13,6 +13,7 @@ import ctypes.util
 import os
 
 from pyvisor.abi.linux import ptrace as P
+from pyvisor.sentry.arch.registers import REGS_SIZE, Registers  # noqa: F401 (re-exported)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -24,17 +25,9 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 
-class UserRegs(ctypes.Structure):
-    """struct user_regs_struct on amd64.  From <sys/user.h>."""
-
-    _fields_ = [(name, ctypes.c_ulonglong) for name in (
-        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
-        "rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags",
-        "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
-
-
-REGS_SIZE = ctypes.sizeof(UserRegs)
-assert REGS_SIZE == 27 * 8
+# PTRACE_GETREGS/SETREGS read and write the Sentry's own register type in place:
+# arch.Registers has user_regs_struct's layout.
+UserRegs = Registers
 
 FPREGS_SIZE = 512  # struct user_fpregs_struct (fxsave layout)
 

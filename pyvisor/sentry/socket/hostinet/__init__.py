@@ -41,8 +41,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IFF_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
                                     IPPROTO_UDP, SOL_IP, SOL_IPV6, SOL_TCP, SOL_UDP, ARPHRD_ETHER,
                                     ARPHRD_LOOPBACK)
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_RDHUP, WaitQueue)
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, CMSGHDR, MSG_CMSG_CLOEXEC,

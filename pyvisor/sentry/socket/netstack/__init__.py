@@ -71,9 +71,9 @@ from typing import TYPE_CHECKING, Any
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IN6ADDR_LOOPBACK, IPPROTO_ICMP, IPPROTO_ICMPV6,
                                     IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN)
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind
-from pyvisor.sentry.kernel.waitqueue import EVENT_OUT, WaitQueue
+from pyvisor.sentry.waitqueue import EVENT_OUT, WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SOCK_DGRAM, SOCK_RAW,
                                           SOCK_STREAM, new_socket_file)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, TCP_LISTEN, TCP_TIME_WAIT
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.inet import is_any
 
 

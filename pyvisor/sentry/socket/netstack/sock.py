@@ -27,8 +27,8 @@ from pyvisor.abi.linux.inet import (IP_BIND_ADDRESS_NO_PORT, IP_CHECKSUM, IP_FRE
                                     IPV6_UNICAST_HOPS, IPV6_V6ONLY, LOOPBACK_MTU,
                                     SOL_IP, SOL_IPV6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                                     IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP, INADDR_ANY)
-from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.kernel.waitqueue import WaitQueue
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SO_ACCEPTCONN, SO_BINDTODEVICE,
                                           SO_ERROR, SO_PEERCRED, SO_RCVBUF, SO_RCVBUFFORCE,

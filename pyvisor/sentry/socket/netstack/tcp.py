@@ -53,8 +53,8 @@ from pyvisor.abi.linux.inet import (IPPROTO_TCP, SOL_TCP, TCP_CLOSE, TCP_CLOSE_W
                                     MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_SYNCNT,
                                     TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP)
 from pyvisor.abi.linux.inet import TCP_INFO_STRUCT
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB,

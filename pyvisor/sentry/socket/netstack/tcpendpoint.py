@@ -15,7 +15,7 @@ from pyvisor.abi.linux.inet import (TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_
                                     TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_LAST_ACK,
                                     TCP_MAXSEG, TCP_NODELAY, TCP_SYN_RECV, TCP_SYN_SENT,
                                     TCP_SYNCNT, TCP_TIME_WAIT, TCP_USER_TIMEOUT)
-from pyvisor.sentry.kernel.waitqueue import EVENT_OUT
+from pyvisor.sentry.waitqueue import EVENT_OUT
 from pyvisor.sentry.socket.common import RCV_SHUTDOWN, SO_KEEPALIVE
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcpsack import (DUPACK_THRESH, Cubic, Reassembly,

@@ -81,7 +81,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.inet import TCP_SYN_SENT
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint, unwrap
 from pyvisor.sentry.socket.netstack.tcpwire import ACK, RST, SYN, Segment

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.inet import (IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
                                     IPPROTO_UDP, IPV6_TCLASS, IPV6_UNICAST_HOPS)
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
-from pyvisor.sentry.kernel.waitqueue import EVENT_ERR
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.waitqueue import EVENT_ERR
 from pyvisor.sentry.socket.netstack import ipv4, ipv6
 from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
 

@@ -29,8 +29,8 @@ from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY
                                     IPPROTO_ICMPV6, IPPROTO_UDP, SCM_TIMESTAMP, SCM_TIMESTAMPNS,
                                     SOL_UDP, UDP_CORK, UDP_GRO, UDP_MAX_V4, UDP_MAX_V6,
                                     UDP_NO_CHECK6_RX, UDP_NO_CHECK6_TX, UDP_SEGMENT)
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_UNSPEC, MSG_DONTWAIT,

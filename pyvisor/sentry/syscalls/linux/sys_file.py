@@ -23,12 +23,12 @@ from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
-from pyvisor.sentry.kernel import textbusy
 from pyvisor.sentry.kernel.pipe import fifo_wait
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
                                                    utimens_omit_both)
+from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access

@@ -7,7 +7,7 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import futex
-from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
+from pyvisor.sentry.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 

@@ -6,7 +6,7 @@ import struct
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.ipc import IPC_64
 from pyvisor.sentry.kernel.ipc import msgqueue as mq
 from pyvisor.sentry.kernel.ipc import semaphore as sem

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_WRONLY
 from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
@@ -10,7 +9,7 @@ from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLAC
                                     PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.fsimpl.tmpfs import seals
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 
 _KNOWN_FLAGS = 0x1FFFFF
@@ -87,8 +86,8 @@ def sys_madvise(t: Task, r: SyscallArguments) -> int:
             t.mm.madvise_dontneed(addr, length)
         return 0
     if advice in (18, 19):     # MADV_WIPEONFORK, MADV_KEEPONFORK
-        # Private anonymous memory only (EINVAL otherwise, as Linux); the stub's host
-        # memory is what fork copies, so the host keeps the flag for us.
+        # Private anonymous memory only (EINVAL otherwise, as Linux); the address space
+        # (platform) keeps the flag for its fork.
         end = page_round_up(addr + length)
         cur = addr
         for v in t.mm._overlapping(addr, end):
@@ -100,7 +99,7 @@ def sys_madvise(t: Task, r: SyscallArguments) -> int:
         if cur < end:
             raise SyscallError(Errno.ENOMEM)
         if length:
-            t.mm._host(Sysno.madvise, addr, end - addr, advice)
+            t.mm._host(t.mm.space.set_wipe_on_fork, addr, end - addr, advice == 18)
         return 0
     if advice < 0 or advice > 25 and advice not in (100, 101):
         raise SyscallError(Errno.EINVAL)

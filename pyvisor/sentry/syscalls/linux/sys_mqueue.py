@@ -11,9 +11,9 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_NONBLOCK
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import mqueue
-from pyvisor.sentry.kernel.errors import SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.errors import SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.kernel.waitqueue import EVENT_IN, EVENT_OUT
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 
 _NSIG = 64

@@ -10,10 +10,10 @@ from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import pipe as kpipe
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.memacct import EPOLL_ITEM_COST, Kind, SentryMemory
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.kernel.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
+from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_PRI, EVENT_ALL, WaitQueue, Waiter)
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_select_timeval, copy_in_timespec
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl

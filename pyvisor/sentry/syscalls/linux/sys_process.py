@@ -20,7 +20,7 @@ from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import cputime, cputimers
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.kernel import seccomp
-from pyvisor.sentry.kernel.errors import SyscallControl, SyscallError
+from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.sentry.kernel.task import ALL_CAPS, Credentials
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup

@@ -9,9 +9,9 @@ from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SE
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut, WouldBlock
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
-from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry

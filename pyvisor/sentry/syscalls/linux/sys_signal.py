@@ -11,7 +11,7 @@ from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DF
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import cputimers
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallControl, SyscallError, TimedOut
+from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup, is_init, sees
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 

@@ -14,7 +14,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
-from pyvisor.sentry.kernel.errors import SyscallError, TimedOut
+from pyvisor.sentry.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,

@@ -18,10 +18,10 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.pipe import PAGE_SIZE, Pipe, PipeImpl
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.kernel.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.syscalls.linux.sys_read_write import CHUNK, MAX_LFS_FILESIZE, do_write
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 

@@ -9,7 +9,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel.cputime import CPUCLOCK_SCHED, CPUCLOCK_VIRT
-from pyvisor.sentry.kernel.errors import Interrupted, SyscallError, TimedOut
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
 

@@ -10,7 +10,7 @@ from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import posix_timers
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.kernel.timerfd import TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET, TimerFD
 from pyvisor.sentry.syscalls.linux.sys_poll import anon_file

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import AT_FDCWD, O_PATH
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs import xattr as X

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 
 TIMESPEC = struct.Struct("<qq")        # tv_sec, tv_nsec

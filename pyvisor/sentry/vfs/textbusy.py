@@ -20,7 +20,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.sentry.kernel.errors import SyscallError
+from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Kernel

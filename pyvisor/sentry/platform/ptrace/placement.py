@@ -34,11 +34,18 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
-    from pyvisor.sentry.kernel.kernel import Kernel
     from pyvisor.sentry.platform.ptrace.subprocess import StubThread
+
+
+class Timers(Protocol):
+    """What placement needs of the Kernel: its loop's timers (for the freeing tick)."""
+
+    def now(self) -> int: ...
+
+    def add_timer(self, deadline: int, callback: Callable[[], None]) -> object: ...
 
 SHORT_RUN_NS = 200_000
 BIND_AFTER = 4
@@ -49,10 +56,10 @@ _sched_getcpu = ctypes.CDLL(None).sched_getcpu     # the host's vDSO: no syscall
 
 
 class Placement:
-    """The Kernel's placement policy.  Disabled (every thread left where the host puts
+    """The ptrace platform's placement policy (PtracePlatform.placement).  Disabled (every thread left where the host puts
     it) when made without a kernel or with a single allowed CPU."""
 
-    def __init__(self, kernel: Kernel | None = None, allowed: frozenset[int] = frozenset(),
+    def __init__(self, kernel: Timers | None = None, allowed: frozenset[int] = frozenset(),
                  getcpu: Callable[[], int] = _sched_getcpu) -> None:
         self.kernel = kernel
         self.allowed = allowed

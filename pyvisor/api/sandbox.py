@@ -172,7 +172,10 @@ class Sandbox:
     in seconds.  env (dict or NAME=value list) is the base environment of every run, cwd
     and user (UID or "UID:GID") its defaults.  mounts: Mount objects, OCI mount dicts or
     (host_path, sandbox_path[, "ro"]) tuples (`binds=` is the same).  network: "none"
-    (loopback only) is the only mode so far.
+    (the default: loopback only, served by the Sentry's own stack), "sandbox" (the same
+    stack; with no network namespace to take over it too is loopback only) or "host"
+    (the host's network through sockets the Sentry owns: hostinet, gives up network
+    isolation; see README *Networking*).
 
     >>> with Sandbox() as sb:                                          # doctest: +SKIP
     ...     sb.run("echo hi; exit 3")
@@ -198,8 +201,9 @@ class Sandbox:
             hint = "" if os.sep in root or os.path.exists(root) else \
                 " (image names are not supported yet: give an unpacked rootfs directory)"
             raise SandboxError(f"rootfs {root!r} is not a directory{hint}")
-        if str(network) not in ("none", "NetworkMode.NONE"):
-            raise SandboxError(f"network {network!r} is not supported yet (only 'none')")
+        self.network = str(network).removeprefix("NetworkMode.").lower()
+        if self.network not in ("none", "sandbox", "host"):
+            raise SandboxError(f"network {network!r}: expected 'none', 'sandbox' or 'host'")
         self.rootfs = os.path.abspath(root)
         self.readonly = readonly
         self.timeout = timeout
@@ -294,7 +298,8 @@ class Sandbox:
 
     def _create(self) -> None:
         extra = ["--tmpfs-size", str(self.tmpfs_size)] if self.tmpfs_size else []
-        p = self._cli(*extra, "create", "--bundle", self.bundle, self.id)
+        p = self._cli("--network", self.network, *extra, "create", "--bundle", self.bundle,
+                      self.id)
         if p.returncode != 0:
             lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
             msg = lines[-1] if lines else f"exit status {p.returncode}"

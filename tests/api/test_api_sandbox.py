@@ -306,7 +306,32 @@ def test_bad_rootfs() -> None:
     with pytest.raises(pyvisor.SandboxError, match="image names are not supported"):
         pyvisor.Sandbox("alpine")
     with pytest.raises(pyvisor.SandboxError, match="network"):
-        pyvisor.Sandbox(network="host")
+        pyvisor.Sandbox(network="bridge")
+
+
+@pytest.mark.parametrize("network", ["none", "sandbox", "host"])
+def test_network_modes(network: str) -> None:
+    """Loopback inside works in every mode; only "host" reaches a listener of the host's."""
+    import socket
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    probe = ("import socket\n"
+             "s = socket.create_server(('127.0.0.1', 0)); p = s.getsockname()[1]\n"
+             "c = socket.create_connection(('127.0.0.1', p)); a, _ = s.accept()\n"
+             "c.sendall(b'ping'); print(a.recv(4).decode())\n"
+             "try:\n"
+             f"    socket.create_connection(('127.0.0.1', {port}), timeout=5); print('host')\n"
+             "except OSError as e:\n"
+             "    print(e.errno)\n")
+    try:
+        with pyvisor.Sandbox(network=network) as sb:
+            r = sb.run(["python3", "-c", probe], timeout=60)
+    finally:
+        listener.close()
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().split()
+    assert lines[0] == "ping"
+    assert lines[1] == ("host" if network == "host" else "111")     # ECONNREFUSED
 
 
 def test_rootfs_without_programs(tmp_path: Path,

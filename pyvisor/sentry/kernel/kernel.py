@@ -54,6 +54,9 @@ log = logging.getLogger("pyvisor.sentry")
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _WAKE_EVENT, _WAKE_SIGNAL, _WAKE_TIMEOUT = 1, 2, 3
 PID_MAX = 4194303          # /proc/sys/kernel/pid_max on 64-bit Linux
+# How long the Sentry, once the sandbox's last task is gone, keeps sending what closed TCP
+# sockets still owe (their data and FIN) before it resets them and exits (linger_tcp).
+TCP_LINGER_NS = 10_000_000_000
 
 
 class SentryPanic(Exception):
@@ -285,7 +288,38 @@ class Kernel:
                 self._poll(timeout)
         except SentryPanic:
             pass
+        if self._panic is None:
+            self.linger_tcp()
         return self.exit_status if self.exit_status is not None else 128 + 9
+
+    def linger_tcp(self, bound_ns: int = TCP_LINGER_NS) -> None:
+        """After the last task: Linux's close(2) returns with data still queued and the
+        kernel goes on sending it and the FIN; here the kernel is this process, so before
+        it ends, connections to other hosts whose sockets were closed are given up to
+        `bound_ns` to have their data and FIN acknowledged (timers and NIC input only;
+        no task runs any more), and what still owes something then is reset."""
+        stack = getattr(self.network, "stack", None)
+        layer = getattr(stack, "tcpseg", None)
+        if layer is None or not layer.orphans_sending():
+            return
+        try:
+            self.epoll.unregister(self._platform_fd)   # stub stops wait for shutdown()
+        except OSError:
+            pass
+        deadline = self.now() + bound_ns
+        try:
+            while layer.orphans_sending():
+                timeout = self._fire_timers()
+                left = (deadline - self.now()) / 1e9
+                if left <= 0:
+                    break
+                self._poll(left if timeout < 0 else min(timeout, left))
+            layer.abort_orphans()
+        finally:
+            try:
+                self.epoll.register(self._platform_fd, select.EPOLLIN)
+            except OSError:
+                pass
 
     def _fire_timers(self) -> float:
         now = self.now()

@@ -80,7 +80,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyvisor.abi.linux.inet import TCP_SYN_SENT
+from pyvisor.abi.linux.inet import (TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED,
+                                    TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_SYN_SENT)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint, unwrap
@@ -94,6 +95,9 @@ IPPROTO_TCP = 6
 HALF_OPEN_MAX = 4096            # all listeners together (tcp_max_syn_backlog-ish)
 LISTEN_HALF_OPEN_MAX = 1024
 CHALLENGE_ACKS_PER_S = 1000     # net.ipv4.tcp_challenge_ack_limit
+# Our data or FIN may still be unacknowledged (ESTABLISHED/CLOSE_WAIT only before the FIN
+# is queued, which a closed socket always has).
+SENDING_STATES = (TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_CLOSING, TCP_LAST_ACK)
 
 
 class TCPLayer:
@@ -214,6 +218,26 @@ class TCPLayer:
             self.half_open_total -= 1
             if not pending:
                 del self.half_open[lst]
+
+    def orphans_sending(self) -> list[Endpoint]:
+        """Connections whose socket was closed (an orphan, or a released socket) with
+        data or the FIN not yet acknowledged: close(2) returned, but Linux's kernel keeps
+        sending them (tcp_close + the orphan's timers)."""
+        out = []
+        for ep in self.conns.values():
+            s = ep.sock
+            if (s is None or s.released) and ep.listener is None and \
+                    ep.state in SENDING_STATES and ep.fin_queued:
+                out.append(ep)
+        return out
+
+    def abort_orphans(self) -> int:
+        """The stack goes away (the sandbox exits past its linger bound): orphans that
+        still owe data or a FIN are reset, so the peer does not wait on them forever."""
+        eps = self.orphans_sending()
+        for ep in eps:
+            ep.abort()
+        return len(eps)
 
     def listener_closed(self, lst: TCPSocket) -> None:
         """inet_csk_listen_stop: the half-open connections of `lst` are reset."""

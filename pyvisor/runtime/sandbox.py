@@ -125,9 +125,11 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
             else:
                 confine.unshare_net()
         confine.unshare_pid()
-    except confine.ConfinementError as e:
+    except (confine.ConfinementError, BootError) as e:
         if console is not None:
             console.close_unused()
+        if isinstance(e, BootError):      # netns.join: the bundle's namespace refused
+            raise
         raise BootError(str(e), 125) from None
     pid = os.fork()
     if pid == 0:

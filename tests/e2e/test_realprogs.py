@@ -208,14 +208,11 @@ STRESSORS = {
     "mmap": ["--mmap", "1", "--mmap-bytes", "4M", "--malloc", "1"],
     "fifo": ["--fifo", "1"],
 }
-XFAIL: dict[str, str] = {}     # stressor -> reason, for a family still missing
 
 
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng missing: run scripts/install.sh")
 @pytest.mark.parametrize("name", list(STRESSORS))
-def test_stress_ng(name: str, run: Runner, world_tmp: Path, request: pytest.FixtureRequest) -> None:
-    if name in XFAIL:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=XFAIL[name]))
+def test_stress_ng(name: str, run: Runner, world_tmp: Path) -> None:
     argv = ["stress-ng", *STRESSORS[name], "--timeout", "1s", "--temp-path", str(world_tmp)]
     result = run("pyvisor", argv, timeout=120)
     assert result.returncode == 0, result.output

@@ -1,21 +1,13 @@
-"""TCP over a taken-over eth0: the segment-level endpoint (netstack/tcpseg.py, written
-on its own branch) on this packet path, through the seam netstack/__init__.py describes
+"""TCP over a taken-over eth0: the segment-level endpoint (netstack/tcpseg.py) on this
+packet path, through the seam netstack/__init__.py describes
 (send_ip down, transport_handlers[6] up).  A server inside reached from the peer side
 of the veth, and a client inside reaching a server on the peer side, IPv4 and IPv6,
-with a megabyte each way checked byte for byte.
-
-Until tcpseg.py is on the same branch these tests are skipped (the packet path answers
-every TCP segment with a reset then; test_nic.py checks that)."""
+with a megabyte each way checked byte for byte."""
 
 from __future__ import annotations
 
-import pytest
-
 from netpair import Box, NetPair, finish
 from pvtest import Builder
-
-pytest.importorskip("pyvisor.sentry.socket.netstack.tcpseg",
-                    reason="TCP over a NIC needs tcpseg.py (branch tcpseg)")
 
 
 def test_tcp_server_inside(netpair: NetPair, box: Box, program: Builder) -> None:

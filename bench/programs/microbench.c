@@ -268,7 +268,6 @@ int main(int argc, char **argv)
 	return 0;
 
 usage:
-	fprintf(stderr, "usage: microbench getppid|clock|openclose|forkwait|forkexec|tcprr|tcpstream|tcpconnect N [PATH]
-");
+	fprintf(stderr, "usage: microbench getppid|clock|openclose|forkwait|forkexec|tcprr|tcpstream|tcpconnect N [PATH]\n");
 	return 2;
 }

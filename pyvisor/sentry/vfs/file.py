@@ -19,6 +19,7 @@ from pyvisor.abi.linux.fcntl import O_ACCMODE, O_APPEND, O_NONBLOCK, O_PATH, O_R
 from pyvisor.abi.linux.fcntl import O_RDWR
 from pyvisor.abi.linux.stat import dtype_of
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.vfs.dirent import pack_dirents, unpack_dirents
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 
 if TYPE_CHECKING:
@@ -79,14 +80,17 @@ class FileImpl:
 
 
 class DirectoryImpl(FileImpl):
-    """An open directory: getdents64 walks a snapshot taken at the first read."""
+    """An open directory: getdents64 hands out records of a snapshot taken at the
+    first read after open or rewind (vfs/dirent.py)."""
 
     splice_read = False
 
     seekable = True
 
     def __init__(self) -> None:
-        self.entries: list[tuple[bytes, int, int]] | None = None
+        # The snapshot: the records' image and each record's end offset in it.
+        # Record i (0: '.', 1: '..', then the children) has d_off i + 1.
+        self.snapshot: tuple[bytes, list[int]] | None = None
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EISDIR)
@@ -94,16 +98,25 @@ class DirectoryImpl(FileImpl):
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         raise SyscallError(Errno.EISDIR)
 
-    def listing(self, fd: FileDescription) -> list[tuple[bytes, int, int]]:
-        """(name, ino, d_type) for '.', '..' and every child, fixed per open-and-rewind."""
-        if self.entries is None:
+    def rewind(self) -> None:
+        """rewinddir (lseek to 0): the next read takes a fresh snapshot."""
+        self.snapshot = None
+
+    def records(self, fd: FileDescription) -> tuple[bytes, list[int]]:
+        """The snapshot, taken now if there is none."""
+        if self.snapshot is None:
             inode = fd.inode
             parent = fd.dentry.parent.inode if fd.dentry.parent is not None else inode
-            ents = [(b".", inode.ino, dtype_of(inode.mode)),
-                    (b"..", parent.ino, dtype_of(parent.mode))]
-            ents.extend((e.name, e.ino, e.dtype) for e in inode.readdir())
-            self.entries = ents
-        return self.entries
+            head, head_ends = pack_dirents(((b".", inode.ino, dtype_of(inode.mode)),
+                                            (b"..", parent.ino, dtype_of(parent.mode))), 1)
+            body, body_ends = inode.dirent_records()
+            base = len(head)
+            self.snapshot = (head + body, head_ends + [base + e for e in body_ends])
+        return self.snapshot
+
+    def listing(self, fd: FileDescription) -> list[tuple[bytes, int, int]]:
+        """(name, ino, d_type) of '.', '..' and every child in the snapshot."""
+        return unpack_dirents(self.records(fd)[0])
 
 
 class FileDescription:

@@ -176,6 +176,14 @@ class Inode:
         """All children except '.' and '..'."""
         raise SyscallError(Errno.ENOTDIR)
 
+    def dirent_records(self) -> tuple[bytes, list[int]]:
+        """readdir() as linux_dirent64 records (vfs/dirent.py), children only, the
+        first with d_off FIRST_CHILD_OFF.  A filesystem that knows when its
+        directory changes may cache this (tmpfs does)."""
+        from pyvisor.sentry.vfs.dirent import FIRST_CHILD_OFF, pack_dirents
+        return pack_dirents(((e.name, e.ino, e.dtype) for e in self.readdir()),
+                            FIRST_CHILD_OFF)
+
     def create(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         """Creates a regular file (O_CREAT)."""
         raise SyscallError(Errno.ENOTDIR if not self.is_dir() else Errno.EPERM)

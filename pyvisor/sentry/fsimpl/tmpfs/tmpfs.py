@@ -35,6 +35,7 @@ from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
+from pyvisor.sentry.vfs.dirent import FIRST_CHILD_OFF, pack_dirents
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode, now_ns
 from pyvisor.sentry.vfs.vfs import NAME_MAX
@@ -141,6 +142,50 @@ class TmpfsInode(Inode):
             pass
 
 
+class _Children(dict):
+    """A directory's children by name, with their getdents64 records cached until
+    the next change.  Every way of changing a dict drops the cache, so no caller
+    that adds, removes or renames a child can leave a stale listing behind."""
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: tuple[bytes, list[int]] | None = None
+
+    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        self.records = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:  # type: ignore[no-untyped-def]
+        self.records = None
+        super().__delitem__(key)
+
+    def pop(self, *args):  # type: ignore[no-untyped-def]
+        self.records = None
+        return super().pop(*args)
+
+    def popitem(self):  # type: ignore[no-untyped-def]
+        self.records = None
+        return super().popitem()
+
+    def setdefault(self, *args):  # type: ignore[no-untyped-def]
+        self.records = None
+        return super().setdefault(*args)
+
+    def update(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+        self.records = None
+        super().update(*args, **kw)
+
+    def clear(self) -> None:
+        self.records = None
+        super().clear()
+
+    def __ior__(self, other):  # type: ignore[no-untyped-def]
+        self.records = None
+        return super().__ior__(other)
+
+
 class TmpfsDir(TmpfsInode):
     """A tmpfs directory: a dict of children."""
 
@@ -148,7 +193,7 @@ class TmpfsDir(TmpfsInode):
 
     def __init__(self, fs: TmpFS, mode: int, uid: int, gid: int) -> None:
         super().__init__(fs, mode, uid, gid)
-        self.entries: dict[bytes, Inode] = {}
+        self.entries: dict[bytes, Inode] = _Children()
 
     def lookup(self, name: bytes) -> Inode:
         try:
@@ -158,6 +203,17 @@ class TmpfsDir(TmpfsInode):
 
     def readdir(self) -> Iterable[DirEntry]:
         return [DirEntry(n, i.ino, dtype_of(i.mode)) for n, i in list(self.entries.items())]
+
+    def dirent_records(self) -> tuple[bytes, list[int]]:
+        # A child's number and type never change, so the records stay valid until
+        # the set of names changes, which drops the cache (_Children).
+        children = self.entries
+        if not isinstance(children, _Children):
+            return super().dirent_records()
+        if children.records is None:
+            children.records = pack_dirents(
+                [(n, i.ino, dtype_of(i.mode)) for n, i in children.items()], FIRST_CHILD_OFF)
+        return children.records
 
     @property
     def tmpfs(self) -> TmpFS:

@@ -5,6 +5,7 @@ Linux: fs/open.c, fs/namei.c, fs/stat.c, fs/fcntl.c, fs/ioctl.c, fs/readdir.c.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import time
 from typing import Any
@@ -401,27 +402,23 @@ def sys_faccessat2(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_getdents64(t: Task, r: SyscallArguments) -> int:
-    """Implements getdents64(2)."""
+    """Implements getdents64(2): the whole records from the file offset on that fit."""
     f = t.fd_table.get(r.fd(0))
     buf, size = r.pointer(1), r.uint32(2)
     if not isinstance(f.impl, DirectoryImpl):
         raise SyscallError(Errno.ENOTDIR)
-    ents = f.impl.listing(f)
-    out = bytearray()
-    i = f.offset
-    while i < len(ents):
-        name, ino, dtype = ents[i]
-        reclen = (19 + len(name) + 1 + 7) & ~7
-        if len(out) + reclen > size:
-            break
-        out += struct.pack("<QqHB", ino, i + 1, reclen, dtype) + name + b"\0"
-        out += bytes(reclen - 19 - len(name) - 1)
-        i += 1
-    if not out and i < len(ents):
-        raise SyscallError(Errno.EINVAL)
-    t.copy_out(buf, bytes(out))
-    f.offset = i
-    return len(out)
+    image, ends = f.impl.records(f)
+    i = f.offset                       # the index of the next record
+    if i >= len(ends):
+        return 0
+    start = ends[i - 1] if i > 0 else 0
+    j = bisect.bisect_right(ends, start + size, lo=i)   # records i..j-1 fit
+    if j == i:
+        raise SyscallError(Errno.EINVAL)                # not even one record fits
+    end = ends[j - 1]
+    t.copy_out(buf, image[start:end])
+    f.offset = j
+    return end - start
 
 
 def sys_mkdirat(t: Task, r: SyscallArguments) -> int:

@@ -12,7 +12,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
-from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
+from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
 IOV_MAX = 1024
@@ -73,10 +73,8 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
 async def _do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> bytes:
     if not f.readable:
         raise SyscallError(Errno.EBADF)
-    if f.inode.is_dir() and f.impl.seekable and not hasattr(f.impl, "pipe"):
-        from pyvisor.sentry.vfs.file import DirectoryImpl
-        if isinstance(f.impl, DirectoryImpl):
-            raise SyscallError(Errno.EISDIR)
+    if isinstance(f.impl, DirectoryImpl):
+        raise SyscallError(Errno.EISDIR)
     n = min(n, MAX_RW_COUNT, CHUNK)
     timeo = f.impl.io_timeout(False)
     deadline = None if not timeo else t.kernel.now() + timeo
@@ -341,8 +339,8 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
     if not 0 <= new <= MAX_LFS_FILESIZE:
         raise SyscallError(Errno.EINVAL)
     f.offset = new
-    if hasattr(f.impl, "entries") and new == 0:
-        f.impl.entries = None   # rewinddir takes a fresh snapshot
+    if new == 0 and isinstance(f.impl, DirectoryImpl):
+        f.impl.rewind()         # rewinddir takes a fresh snapshot
     return new
 
 

@@ -19,21 +19,27 @@ _HEAD_SIZE = _HEAD.size             # 19
 FIRST_CHILD_OFF = 3
 
 
+# One Struct per record length: the header and the NUL-padded name in one pack
+# (the "s" format pads with zeros), the cheapest way found to build a record.
+_RECORDS: dict[int, struct.Struct] = {}
+
+
 def pack_dirents(entries: Iterable[tuple[bytes, int, int]],
                  first_off: int) -> tuple[bytes, list[int]]:
     """The records of `entries` (name, ino, d_type), the k-th with d_off
     first_off + k (the offset that resumes after it), and the end offset of each
     record in the image (an increasing list, for bisect)."""
-    pack = _HEAD.pack
+    structs = _RECORDS
     parts: list[bytes] = []
     ends: list[int] = []
     end = 0
     off = first_off
     for name, ino, dtype in entries:
         reclen = (_HEAD_SIZE + len(name) + 8) & ~7      # name, NUL, 8-byte aligned
-        parts.append(pack(ino, off, reclen, dtype))
-        parts.append(name)
-        parts.append(bytes(reclen - _HEAD_SIZE - len(name)))
+        st = structs.get(reclen)
+        if st is None:
+            st = structs[reclen] = struct.Struct(f"<QqHB{reclen - _HEAD_SIZE}s")
+        parts.append(st.pack(ino, off, reclen, dtype, name))
         end += reclen
         ends.append(end)
         off += 1

@@ -232,6 +232,7 @@ class Task:
     ptrace: PtraceState | None = None
     tracees: list[Task] = field(default_factory=list)
     exit_code: int | None = None          # this thread's own exit(2) status (wait format)
+    personality: int = 0                  # personality(2): PER_LINUX and its flags
 
     # -- memory access ----------------------------------------------------------------
 

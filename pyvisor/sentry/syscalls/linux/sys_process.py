@@ -505,11 +505,22 @@ def sys_umask(t: Task, r: SyscallArguments) -> int:
     return old
 
 
+_ADDR_NO_RANDOMIZE = 0x0040000
+_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE
+
+
 def sys_personality(t: Task, r: SyscallArguments) -> int:
+    """Implements personality(2) for PER_LINUX, alone or with ADDR_NO_RANDOMIZE (gdb sets
+    it; the sandbox's layout is not randomized anyway).  Other personas and flags
+    (READ_IMPLIES_EXEC, ...): EINVAL."""
     p = r.uint32(0)
-    if p in (0, 0xFFFFFFFF):
-        return 0
-    raise SyscallError(Errno.EINVAL)
+    old = t.personality
+    if p == 0xFFFFFFFF:
+        return old
+    if p & ~_PERSONALITY_FLAGS:
+        raise SyscallError(Errno.EINVAL)
+    t.personality = p
+    return old
 
 
 def sys_sched_yield(t: Task, r: SyscallArguments) -> int:

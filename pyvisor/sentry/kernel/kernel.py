@@ -35,7 +35,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
-from pyvisor.sentry.kernel import seccomp
+from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import cputime, posix_timers
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
@@ -388,6 +388,8 @@ class Kernel:
         if t.exit_pending:
             self.task_exit(t)
             return
+        if t.ptrace is not None:
+            ptrace.after_run(t)
         if kind is StopKind.SYSCALL:
             c0 = time.thread_time_ns()
             self._syscall(t)
@@ -409,13 +411,28 @@ class Kernel:
     def _syscall(self, t: Task) -> None:
         self.current = t
         regs = t.regs
-        # The number is the low 32 bits of rax, as do_syscall_64's `int nr`: high
-        # bits are ignored, and numbers from 2^31 up (negative) are ENOSYS.
-        nr = regs.orig_rax & 0xFFFFFFFF
         if regs.cs != USER_CS or not self._is_syscall_insn(t, regs.rip):
             # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
             self._complete(t, -Errno.ENOSYS)
             return
+        if t.ptrace is not None and ptrace.syscall_enter(t):
+            return                 # a syscall-enter stop: its tracer resumes it
+        self.syscall_body(t)
+
+    def syscall_skipped(self, t: Task) -> None:
+        """A tracer cancelled the syscall at its enter stop (orig_rax = -1): rax keeps
+        what the tracer left there."""
+        self.current = t
+        v = t.regs.rax
+        self._complete(t, v - (1 << 64) if v >= 1 << 63 else v)
+
+    def syscall_body(self, t: Task) -> None:
+        """Serves the syscall `t` stopped at (after any syscall-enter stop)."""
+        self.current = t
+        regs = t.regs
+        # The number is the low 32 bits of rax, as do_syscall_64's `int nr`: high
+        # bits are ignored, and numbers from 2^31 up (negative) are ENOSYS.
+        nr = regs.orig_rax & 0xFFFFFFFF
         entry = self.table.entries.get(nr)
         if self.strace:
             from pyvisor.sentry import strace
@@ -525,6 +542,8 @@ class Kernel:
         if self.strace:
             from pyvisor.sentry import strace
             strace.exit(t, t.regs.orig_rax, ret)
+        if t.ptrace is not None and ptrace.syscall_exit(t, ret):
+            return                 # an event or syscall-exit stop: its tracer resumes it
         if type(ret) is int:
             t.regs.rax = ret & _MASK64
             self.resume(t, ret)
@@ -558,24 +577,40 @@ class Kernel:
 
     # -- resuming ---------------------------------------------------------------------
 
-    def resume(self, t: Task, syscall_ret: int | None) -> None:
-        """Delivers pending signals, then lets `t` run application code."""
+    def resume(self, t: Task, syscall_ret: int | None,
+               injected: ksignal.SigInfo | None = None) -> None:
+        """Delivers pending signals, then lets `t` run application code.  `injected`:
+        a signal its tracer chose at a signal-delivery stop, acted on first."""
         if t.exited:
             return
         if t.exit_pending:
             self.task_exit(t)
             return
-        if t.tg.stopped:
+        ps = t.ptrace
+        if ps is not None:
+            if ps.stop is not None:
+                return   # held in a ptrace stop until its tracer resumes it
+            if ptrace.trap(t, syscall_ret):
+                return   # joined a group-stop or trapped (PTRACE_INTERRUPT) for its tracer
+        elif t.tg.stopped:
             return       # resumed by SIGCONT (resume_stopped)
-        if (t.pending_mask | t.tg.pending_mask) & ~t.sigmask or \
+        if (t.pending_mask | t.tg.pending_mask) & ~t.sigmask or injected is not None or \
                 (syscall_ret is not None and syscall_ret <= -512 and syscall_ret >= -516):
-            if not ksignal.deliver_pending(t, syscall_ret):
+            if not ksignal.deliver_pending(t, syscall_ret, injected):
+                if t.ptrace is not None and t.ptrace.stop is None and not t.exited and \
+                        t.tg.stopped:
+                    t.ptrace.group_stop_pending = True
+                    ptrace.trap(t, None)    # the group stop it just joined, for its tracer
                 return
-            if t.exited or t.tg.stopped:
+            if t.exited:
+                return
+            if t.tg.stopped and (t.ptrace is None or ptrace.trap(t, None)):
                 return
         self._resume_host(t)
 
     def _resume_host(self, t: Task) -> None:
+        if t.ptrace is not None:
+            ptrace.before_run(t)
         try:
             self.platform.switch(t.thread, t.regs)
         except PlatformError as e:
@@ -624,6 +659,10 @@ class Kernel:
         if t.exited:
             return
         t.exited = True
+        if t.tracees:
+            ptrace.tracer_exit(t)
+        if t.ptrace is not None:
+            ptrace.tracee_exit(t)
         if t.coro is not None:
             try:
                 t.coro.close()
@@ -758,6 +797,8 @@ class Kernel:
         tg.stopped = True
         tg.stop_report = (sig << 8) | 0x7F
         for t in tg.tasks:
+            if t.ptrace is not None:
+                ptrace.group_stop_begins(t)
             self.platform.interrupt(t.thread)
         self.notify_parent_stop(tg, continued=False)
 

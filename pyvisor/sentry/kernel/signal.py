@@ -99,8 +99,9 @@ def send_to_group(tg: ThreadGroup, info: SigInfo) -> None:
         # A pending SIGCONT is cancelled by a stop signal and vice versa.
         tg.pending.pop(Signal.SIGCONT, None)
         tg.pending_mask &= ~sigmask(Signal.SIGCONT)
-    if is_ignored(tg, sig) and sig != Signal.SIGCONT:
-        return
+    if is_ignored(tg, sig) and sig != Signal.SIGCONT and \
+            not any(x.ptrace is not None for x in tg.tasks):
+        return      # a tracer sees even ignored signals (Linux: sig_ignored)
     if sig < 32 and tg.pending_mask & sigmask(sig):
         return      # standard signals do not queue
     if not _enqueue(tg, tg, info):
@@ -124,7 +125,7 @@ def send_to_task(t: Task, info: SigInfo) -> None:
         return
     if sig == Signal.SIGCONT:
         _continue_group(tg)
-    if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS):
+    if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS) and t.ptrace is None:
         return
     if sig < 32 and t.pending_mask & sigmask(sig):
         return
@@ -217,6 +218,9 @@ def _continue_group(tg: ThreadGroup) -> None:
         tg.stop_report = 0xFFFF   # WIFCONTINUED
         tg.kernel.notify_parent_stop(tg, continued=True)
         for t in tg.tasks:
+            if t.ptrace is not None:
+                from pyvisor.sentry.kernel import ptrace
+                ptrace.group_continued(t)
             tg.kernel.resume_stopped(t)
 
 
@@ -239,20 +243,30 @@ def _dequeue(t: Task) -> SigInfo | None:
     return None
 
 
-def deliver_pending(t: Task, syscall_ret: int | None) -> bool:
+def deliver_pending(t: Task, syscall_ret: int | None,
+                    injected: SigInfo | None = None) -> bool:
     """Acts on pending signals before `t` returns to user mode.
 
     `syscall_ret` is the raw return of the syscall being completed (for
-    restart handling), or None outside a syscall.  Returns False if the task
-    must not be resumed (it died, or the group stopped).
+    restart handling), or None outside a syscall.  `injected`: the signal a
+    tracer let through a signal-delivery stop, acted on first.  Returns False
+    if the task must not be resumed (it died, the group stopped, or it is in a
+    ptrace stop).
     """
     regs = t.regs
     kernel = t.kernel
     handled = False
     while True:
-        info = _dequeue(t)
-        if info is None:
-            break
+        if injected is not None:
+            info, injected = injected, None
+        else:
+            info = _dequeue(t)
+            if info is None:
+                break
+            if t.ptrace is not None and info.signo != Signal.SIGKILL:
+                from pyvisor.sentry.kernel import ptrace
+                ptrace.signal_stop(t, info, syscall_ret)     # the tracer decides
+                return False
         sig = info.signo
         act = t.tg.sighand.actions[sig]
         if act.handler == SIG_IGN:

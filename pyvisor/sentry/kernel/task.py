@@ -18,6 +18,7 @@ from pyvisor.sentry.waitqueue import WaitQueue
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.fd_table import FDTable
     from pyvisor.sentry.kernel.kernel import Kernel
+    from pyvisor.sentry.kernel.ptrace import PtraceState
     from pyvisor.sentry.kernel.seccomp import SeccompState
     from pyvisor.sentry.kernel.signal import SigInfo
     from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -80,6 +81,7 @@ class Credentials:
         return bool(self.cap_sets()[0] >> cap & 1)
 
 
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_LAST_CAP = 40
 ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
@@ -169,6 +171,7 @@ class ThreadGroup:
     # its children (runtime/sentry_pod.py).  Linux: what task_active_pid_ns() tells apart.
     container: str = ""
     pod_init: bool = False            # the init of a pod member (as pid 1 is the sandbox's)
+    dumpable: int = 1                 # PR_SET_DUMPABLE (Linux keeps it in the mm); exec resets
 
     @property
     def leader(self) -> Task:
@@ -224,6 +227,12 @@ class Task:
     run_start: int = 0                    # when it was last resumed (monotonic ns)
     no_new_privs: bool = False            # inherited by clone, kept by execve
     seccomp: SeccompState | None = None   # immutable, shared; kernel/seccomp.py
+    # ptrace (kernel/ptrace.py): this task's tracee state while it is traced, and the
+    # tasks it traces.  Linux: task->ptrace and friends, task->ptraced.
+    ptrace: PtraceState | None = None
+    tracees: list[Task] = field(default_factory=list)
+    exit_code: int | None = None          # this thread's own exit(2) status (wait format)
+    personality: int = 0                  # personality(2): PER_LINUX and its flags
 
     # -- memory access ----------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel import cputime
-from pyvisor.sentry.kernel import seccomp
+from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
@@ -195,6 +195,63 @@ class ProcFile(Inode):
         """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
 
 
+class MemFileImpl(FileImpl):
+    """An open /proc/PID/mem: the offset is the address; reads and writes reach the
+    process's memory as a tracer's (kernel/ptrace.py access_vm, FOLL_FORCE)."""
+
+    seekable = True
+
+    def __init__(self, target: Task) -> None:
+        self.target = target
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        if n <= 0:
+            return b""
+        if self.target.exited:
+            return b""
+        got = ptrace.access_vm(self.target, offset, min(n, 1 << 20), None)
+        assert isinstance(got, bytes)
+        if not got:
+            raise SyscallError(Errno.EIO)
+        return got
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        if self.target.exited:
+            return 0
+        done = ptrace.access_vm(self.target, offset, 0, data)
+        assert isinstance(done, int)
+        if not done and data:
+            raise SyscallError(Errno.EIO)
+        return done
+
+    def size(self, fd: FileDescription) -> int:
+        return 0
+
+
+class ProcMemFile(Inode):
+    """/proc/PID/mem.  Opening it needs ptrace access to the process (EACCES)."""
+
+    __slots__ = ("kernel", "subject")
+
+    def __init__(self, fs: ProcFS, ino: int, subject: Callable[[], Task | None],
+                 uid: int, gid: int) -> None:
+        super().__init__(fs, S_IFREG | 0o600, uid, gid, ino=ino)
+        self.kernel = fs.kernel
+        self.subject = subject
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        target = self.subject()
+        opener = _current(self.kernel)
+        if target is None or getattr(target, "exited", True):
+            raise SyscallError(Errno.ESRCH)
+        if opener is not None and not ptrace.may_access(opener, target):
+            raise SyscallError(Errno.EACCES)
+        return MemFileImpl(target)
+
+    def truncate(self, size: int) -> None:
+        raise SyscallError(Errno.EINVAL)
+
+
 class ProcSymlink(Inode):
     """A symlink whose target is computed when read."""
 
@@ -345,6 +402,8 @@ def _state(kernel: Any, tg: ThreadGroup, t: Task | None) -> tuple[str, str]:
     """(letter, description) as in /proc/PID/stat and status."""
     if getattr(tg, "zombie", False) or t is None:
         return "Z", "zombie"
+    if getattr(t, "ptrace", None) is not None and ptrace.stopped(t):
+        return "t", "tracing stop"
     if getattr(tg, "stopped", False):
         return "T", "stopped"
     if t is _current(kernel):
@@ -355,6 +414,11 @@ def _state(kernel: Any, tg: ThreadGroup, t: Task | None) -> tuple[str, str]:
     if thread is not None and getattr(thread, "running", False):
         return "R", "running"
     return "S", "sleeping"
+
+
+def _tracer_pid(t: Task | None) -> int:
+    ps = getattr(t, "ptrace", None)
+    return ps.tracer.tid if ps is not None else 0
 
 
 def _creds(t: Task | None) -> Any:
@@ -568,7 +632,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         "Ngid:\t0",
         f"Pid:\t{pid}",
         f"PPid:\t{parent.tgid if parent is not None else 0}",
-        "TracerPid:\t0",
+        f"TracerPid:\t{_tracer_pid(t)}",
         f"Uid:\t{ids('uid', 'euid', 'suid', 'fsuid')}",
         f"Gid:\t{ids('gid', 'egid', 'sgid', 'fsgid')}",
         f"FDSize:\t{fdsize}",
@@ -903,6 +967,7 @@ class PidDir(ProcDir):
             b"fdinfo": lambda: FdDir(fs, f"{key}/fdinfo", tg, subj, info=True, uid=uid,
                                      gid=gid),
             b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj())),
+            b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
             b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
             b"mountinfo": file("mountinfo",
                                alive_then(lambda: _gen_mountinfo(kernel, root_of()))),

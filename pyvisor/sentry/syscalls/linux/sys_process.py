@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Callable
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_INTO_CGROUP,
@@ -12,14 +13,15 @@ from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_
 from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
                                      WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
                                      WNOTHREAD)
-from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED
+from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_TRAPPED
 from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
 from pyvisor.sentry.kernel import cputime, cputimers
 from pyvisor.sentry.kernel import exec as kexec
-from pyvisor.sentry.kernel import seccomp
+from pyvisor.abi.linux.ptrace import PTRACE_EVENT_VFORK_DONE as P_EVENT_VFORK_DONE
+from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.sentry.kernel.task import ALL_CAPS, Credentials
@@ -287,10 +289,15 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
     if opt == _PR_GET_NAME:
         t.copy_out(arg2, t.name[:15].ljust(16, b"\0"))
         return 0
-    if opt in (_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER, _PR_SET_VMA):
+    if opt == _PR_SET_DUMPABLE:
+        if arg2 not in (0, 1):
+            raise SyscallError(Errno.EINVAL)
+        t.tg.dumpable = int(arg2)       # 0 keeps tracers out (kernel/ptrace.py may_access)
+        return 0
+    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_VMA):
         return 0
     if opt == _PR_GET_DUMPABLE:
-        return 1
+        return t.tg.dumpable
     if opt == _PR_GET_PDEATHSIG:
         t.copy_out(arg2, struct.pack("<i", 0))
         return 0
@@ -498,11 +505,22 @@ def sys_umask(t: Task, r: SyscallArguments) -> int:
     return old
 
 
+_ADDR_NO_RANDOMIZE = 0x0040000
+_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE
+
+
 def sys_personality(t: Task, r: SyscallArguments) -> int:
+    """Implements personality(2) for PER_LINUX, alone or with ADDR_NO_RANDOMIZE (gdb sets
+    it; the sandbox's layout is not randomized anyway).  Other personas and flags
+    (READ_IMPLIES_EXEC, ...): EINVAL."""
     p = r.uint32(0)
-    if p in (0, 0xFFFFFFFF):
-        return 0
-    raise SyscallError(Errno.EINVAL)
+    old = t.personality
+    if p == 0xFFFFFFFF:
+        return old
+    if p & ~_PERSONALITY_FLAGS:
+        raise SyscallError(Errno.EINVAL)
+    t.personality = p
+    return old
 
 
 def sys_sched_yield(t: Task, r: SyscallArguments) -> int:
@@ -610,16 +628,26 @@ def sys_getcpu(t: Task, r: SyscallArguments) -> int:
 
 def sys_exit(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements exit(2): this thread only."""
-    tg = t.tg
-    if tg.exit_code is None and len(tg.tasks) == 1:
-        tg.exit_code = (r.int32(0) & 0xFF) << 8
-    t.kernel.task_exit(t)
+    code = r.int32(0)
+
+    def do_exit() -> None:
+        tg = t.tg
+        t.exit_code = (code & 0xFF) << 8
+        if tg.exit_code is None and len(tg.tasks) == 1:
+            tg.exit_code = t.exit_code
+        t.kernel.task_exit(t)
+    if ptrace.exit_event(t, (code & 0xFF) << 8, do_exit):
+        return SyscallControl.BLOCKED_STOP
+    do_exit()
     return SyscallControl.EXITED
 
 
 def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements exit_group(2)."""
-    t.kernel.group_exit(t.tg, r.int32(0))
+    code = r.int32(0)
+    if ptrace.exit_event(t, (code & 0xFF) << 8, lambda: t.kernel.group_exit(t.tg, code)):
+        return SyscallControl.BLOCKED_STOP
+    t.kernel.group_exit(t.tg, code)
     return SyscallControl.EXITED
 
 
@@ -631,23 +659,39 @@ def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
             if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
 
-def _status_to_info(tg: ThreadGroup) -> tuple[int, int]:
-    st = tg.exit_code or 0
+def _status_to_info(st: int) -> tuple[int, int]:
     if st & 0x7F:
         return (CLD_DUMPED if st & 0x80 else CLD_KILLED), st & 0x7F
     return CLD_EXITED, (st >> 8) & 0xFF
 
 
+def _tracee_match(idtype: int, id_: int) -> Callable[[Task], bool]:
+    if idtype in (P_PID, P_PIDFD):
+        return lambda x: x.tid == id_
+    if idtype == P_PGID:
+        return lambda x: x.tg.pgid == id_
+    return lambda x: True
+
+
 async def _wait_common(t: Task, idtype: int, id_: int, options: int
-                       ) -> tuple[ThreadGroup, int, int] | None:
-    """Core of wait4/waitid: returns (child, kind, wait status) or None for WNOHANG."""
+                       ) -> tuple[ThreadGroup, int, int, int] | None:
+    """Core of wait4/waitid: returns (child, kind, wait status, pid) or None for WNOHANG.
+    kind: 0 exited, 1 stopped, 2 continued, 3 a ptrace stop (kernel/ptrace.py)."""
     k = t.kernel
     while True:
         # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
         # exit and its absence the others (eligible_child).
         kids = [c for c in _select_children(t, idtype, id_)
                 if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)]
-        if not kids:
+        traced, found = False, None
+        if t.tracees or len(t.tg.tasks) > 1:
+            traced, found = ptrace.wait_tracees(t, _tracee_match(idtype, id_), options,
+                                              bool(options & WEXITED), bool(options & WNOWAIT),
+                                              bool(options & WNOTHREAD))
+        if found is not None:
+            tracee, kind, st = found
+            return tracee.tg, kind, st, tracee.tid
+        if not kids and not traced:
             raise SyscallError(Errno.ECHILD)
         for c in kids:
             if c.zombie and not c.reaped and options & WEXITED:
@@ -655,18 +699,19 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
                 if not options & WNOWAIT:
                     cputime.reap_into(t.tg, c)
                     k.release_group(c)
-                return c, 0, st
-            if c.stop_report is not None and not c.zombie:
+                return c, 0, st, c.tgid
+            if c.stop_report is not None and not c.zombie and \
+                    not ptrace.tracer_of_group(c, t.tg):
                 rep = c.stop_report
                 if rep == 0xFFFF and options & WCONTINUED:
                     if not options & WNOWAIT:
                         c.stop_report = None
-                    return c, 2, rep
+                    return c, 2, rep, c.tgid
                 if rep != 0xFFFF and options & WSTOPPED and c.stopped:
                     if not options & WNOWAIT:
                         c.stop_report = None
-                    return c, 1, rep
-        if not options & WEXITED and all(c.zombie for c in kids):
+                    return c, 1, rep, c.tgid
+        if not traced and not options & WEXITED and all(c.zombie for c in kids):
             # Only zombies, and their exit is not asked for: nothing will ever
             # match (Linux: wait_consider_task leaves notask_error set).
             raise SyscallError(Errno.ECHILD)
@@ -700,12 +745,12 @@ async def sys_wait4(t: Task, r: SyscallArguments) -> int:
                              (WSTOPPED if options & WUNTRACED else 0))
     if res is None:
         return 0
-    child, _kind, st = res
+    child, _kind, st, pid = res
     if status_addr:
         t.copy_out(status_addr, struct.pack("<i", st))
     if rusage:
         t.copy_out(rusage, _child_rusage(child))
-    return child.tgid
+    return pid
 
 
 async def sys_waitid(t: Task, r: SyscallArguments) -> int:
@@ -738,17 +783,19 @@ async def sys_waitid(t: Task, r: SyscallArguments) -> int:
         if ru:
             t.copy_out(ru, bytes(144))
         return 0
-    child, kind, st = res
+    child, kind, st, pid = res
     if ru:
         t.copy_out(ru, _child_rusage(child))
     if kind == 0:
-        code, status = _status_to_info(child)
+        code, status = _status_to_info(st)
     elif kind == 1:
         code, status = CLD_STOPPED, (st >> 8) & 0xFF
+    elif kind == 3:
+        code, status = CLD_TRAPPED, (st >> 8) & 0xFFFF
     else:
         code, status = CLD_CONTINUED, Signal.SIGCONT
     if infop:
-        info = struct.pack("<iii4xiIi", Signal.SIGCHLD, 0, code, child.tgid, 0, status)
+        info = struct.pack("<iii4xiIi", Signal.SIGCHLD, 0, code, pid, 0, status)
         t.copy_out(infop, info.ljust(128, b"\0"))
     return 0
 
@@ -781,7 +828,10 @@ async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int
         except SyscallError:
             t.kernel.group_exit(child.tg, Signal.SIGKILL, killed=True)
             raise
+    event = ptrace.clone_event(t, flags, child) if t.ptrace is not None else 0
     kclone.start(child)
+    if event:
+        await ptrace.event_stop(t, event, tid)
     if flags & CLONE_VFORK:
         q = child.tg.vfork_done
         assert q is not None
@@ -790,6 +840,8 @@ async def _clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int
                 await t.kernel.block_on(t, q, interruptible=False)
             except SyscallError:
                 break
+        if ptrace.vfork_done_enabled(t):
+            await ptrace.event_stop(t, P_EVENT_VFORK_DONE, tid)
     return tid
 
 
@@ -876,7 +928,11 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
         else:
             raise SyscallError(Errno.ENOENT)
     mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
+    old_tid = t.tid
     kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
+    t.tg.dumpable = 1
+    if t.ptrace is not None:
+        ptrace.exec_event(t, old_tid)
     return SyscallControl.EXECED
 
 

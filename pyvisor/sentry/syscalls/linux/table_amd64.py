@@ -14,6 +14,7 @@ from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
+from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
@@ -293,9 +294,11 @@ AMD64 = SyscallTable("amd64", {
     S.init_module: refused(Errno.EPERM, note="never inside a sandbox"),
     S.finit_module: refused(Errno.EPERM, note="never inside a sandbox"),
     S.delete_module: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.ptrace: refused(Errno.EPERM, note="TODO: ptrace of sandbox tasks"),
-    S.process_vm_readv: refused(Errno.EPERM, note="not supported"),
-    S.process_vm_writev: refused(Errno.EPERM, note="not supported"),
+    S.ptrace: partial(PT.sys_ptrace, note="between sandbox tasks (the Sentry's own, never the "
+                      "host's); no hardware breakpoints (DR7), no PTRACE_O_SUSPEND_SECCOMP, "
+                      "no seccomp RET_TRACE stops; Yama not modelled"),
+    S.process_vm_readv: supported(PT.sys_process_vm_readv),
+    S.process_vm_writev: supported(PT.sys_process_vm_writev),
     S.swapon: refused(Errno.EPERM, note="never inside a sandbox"),
     S.swapoff: refused(Errno.EPERM, note="never inside a sandbox"),
     S.iopl: refused(Errno.EPERM, note="never inside a sandbox"),

@@ -12,7 +12,7 @@ from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECTORY, 
                                      O_NOFOLLOW, O_PATH, O_RDONLY, O_TMPFILE, O_TRUNC, O_WRONLY,
                                      O_RDWR)
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.vfs import textbusy
+from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
@@ -113,6 +113,8 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
                                         t.creds.fsgid)
             parent.dentry.forget(name)
             d = parent.dentry.child(name)
+            if inotify._watches:
+                inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
             return _open(t, parent.mount, d, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
     else:
         loc = lookup_at(t, dirfd, path, follow)
@@ -134,6 +136,8 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = _open(t, loc.mount, loc.dentry, flags)
         f.inode.truncate(0)
+        if inotify._watches:
+            inotify.file_event(f, inotify.IN_MODIFY)     # after IN_OPEN, as Linux 6.5+
         return f
     return _open(t, loc.mount, loc.dentry, flags)
 
@@ -147,4 +151,6 @@ def _open(t: Task, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
     f = FileDescription.open(mount, dentry, flags)
     if writing:
         textbusy.track_writer(t.kernel, f)
+    if inotify._watches and not flags & O_PATH:
+        inotify.file_event(f, inotify.IN_OPEN)
     return f

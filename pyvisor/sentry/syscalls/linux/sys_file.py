@@ -28,6 +28,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
                                                    utimens_omit_both)
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
@@ -421,6 +422,8 @@ def sys_getdents64(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     t.copy_out(buf, bytes(out))
     f.offset = i
+    if inotify._watches:
+        inotify.file_event(f, inotify.IN_ACCESS)
     return len(out)
 
 
@@ -442,6 +445,8 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name, child_is_dir=True)
     return 0
 
 
@@ -463,6 +468,8 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -488,13 +495,21 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     ops.check_writable(parent.mount)
     if t.creds.fsuid != 0:
         check_access(t, parent.inode, MAY_WRITE | 1)
+    inode = d.inode
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
     else:
-        if d.inode.is_dir():
+        if inode.is_dir():
             raise SyscallError(Errno.EISDIR)
         parent.inode.unlink(name)
     parent.dentry.forget(name)
+    inotify.mark_unlinked(d)
+    if inotify._watches:
+        if not flags & AT_REMOVEDIR:
+            inotify.inode_event(inode, inotify.IN_ATTRIB)      # the link count
+        inotify.unlinked(d, inode, is_rmdir=bool(flags & AT_REMOVEDIR))
+        inotify.dir_event(parent.inode, inotify.IN_DELETE, name,
+                          child_is_dir=bool(flags & AT_REMOVEDIR))
     return 0
 
 
@@ -541,10 +556,36 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
             if d is src:
                 raise SyscallError(Errno.EINVAL)
             d = d.parent
+    if dst is not None and _same_file(dst.inode, src.inode):
+        return 0                  # two names of one file: nothing happens (vfs_rename)
+    src_inode = src.inode
     op.inode.rename(oname, np.inode, nname)
     op.dentry.forget(oname)
     np.dentry.forget(nname)
+    if dst is not None:
+        inotify.mark_unlinked(dst)
+    if inotify._watches:
+        _rename_events(op.inode, oname, np.inode, nname, src_inode,
+                       dst.inode if dst is not None else None)
+        if dst is not None:
+            inotify.unlinked(dst, dst.inode, is_rmdir=dst.inode.is_dir())
     return 0
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    return a is b or (a.fs is b.fs and a.ino == b.ino)
+
+
+def _rename_events(odir: Any, oname: bytes, ndir: Any, nname: bytes, moved: Any,
+                   target: Any) -> None:
+    """Linux: fsnotify_move."""
+    cookie = inotify.next_cookie()
+    isdir = moved.is_dir()
+    inotify.dir_event(odir, inotify.IN_MOVED_FROM, oname, isdir, cookie)
+    inotify.dir_event(ndir, inotify.IN_MOVED_TO, nname, isdir, cookie)
+    if target is not None:
+        inotify.inode_event(target, inotify.IN_ATTRIB)     # its link count
+    inotify.inode_event(moved, inotify.IN_MOVE_SELF)
 
 
 def sys_rename(t: Task, r: SyscallArguments) -> int:
@@ -570,6 +611,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     ops.check_writable(parent.mount)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -619,6 +662,9 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     ops.check_writable(parent.mount)
     parent.inode.link(name, src.inode)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.inode_event(src.inode, inotify.IN_ATTRIB)      # the link count
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -684,6 +730,13 @@ def _rw(where: Any) -> Any:
     return where.inode
 
 
+def _attr_event(where: Any, mask: int) -> None:
+    """IN_ATTRIB/IN_MODIFY/IN_ACCESS of a successful setattr through a Location or an
+    open file (Linux: fsnotify_change on its dentry)."""
+    if mask and inotify._watches:
+        inotify.dentry_event(where.dentry, mask, where.inode)
+
+
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
     if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
         raise SyscallError(Errno.EPERM)
@@ -697,15 +750,24 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
 
 def sys_chmod(t: Task, r: SyscallArguments) -> int:
     """Implements chmod(2)."""
-    return _chmod(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.uint32(1))
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
+    _chmod(t, _rw(loc), r.uint32(1))
+    _attr_event(loc, inotify.IN_ATTRIB)
+    return 0
 
 
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, _rw(t.fd_table.get(r.fd(0))), r.uint32(1))
+    f = t.fd_table.get(r.fd(0))
+    _chmod(t, _rw(f), r.uint32(1))
+    _attr_event(f, inotify.IN_ATTRIB)
+    return 0
 
 
 def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, _rw(ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)))), r.uint32(2))
+    loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)))
+    _chmod(t, _rw(loc), r.uint32(2))
+    _attr_event(loc, inotify.IN_ATTRIB)
+    return 0
 
 
 def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
@@ -720,25 +782,32 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
     return 0
 
 
+def _chown_where(t: Task, where: Any, uid: int, gid: int) -> int:
+    _chown(t, _rw(where), uid, gid)
+    if uid & 0xFFFFFFFF != 0xFFFFFFFF or gid & 0xFFFFFFFF != 0xFFFFFFFF:
+        _attr_event(where, inotify.IN_ATTRIB)
+    return 0
+
+
 def sys_chown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.int32(1),
-                  r.int32(2))
+    return _chown_where(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))), r.int32(1),
+                        r.int32(2))
 
 
 def sys_lchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False)),
-                  r.int32(1), r.int32(2))
+    return _chown_where(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False),
+                        r.int32(1), r.int32(2))
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(t.fd_table.get(r.fd(0))), r.int32(1), r.int32(2))
+    return _chown_where(t, t.fd_table.get(r.fd(0)), r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
     flags = r.int32(4)
     loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)) if r.pointer(1) else b"",
                         follow=not flags & AT_SYMLINK_NOFOLLOW, empty_path=bool(flags & AT_EMPTY_PATH))
-    return _chown(t, _rw(loc), r.int32(2), r.int32(3))
+    return _chown_where(t, loc, r.int32(2), r.int32(3))
 
 
 def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-def]
@@ -759,7 +828,9 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
-    return _truncate(t, loc.inode, r.int64(1))
+    _truncate(t, loc.inode, r.int64(1))
+    _attr_event(loc, inotify.IN_MODIFY)
+    return 0
 
 
 def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
@@ -767,7 +838,9 @@ def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if not f.writable:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
-    return _truncate(t, f.inode, r.int64(1))
+    _truncate(t, f.inode, r.int64(1))
+    _attr_event(f, inotify.IN_MODIFY)
+    return 0
 
 
 def sys_fallocate(t: Task, r: SyscallArguments) -> int:
@@ -779,6 +852,8 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EBADF)
     if mode == 0 and f.inode.size() < off + ln:
         f.inode.setattr(size=off + ln)
+    if inotify._watches:
+        inotify.file_event(f, inotify.IN_MODIFY)
     return 0
 
 
@@ -791,16 +866,18 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
     if addr or dirfd == AT_FDCWD:
         if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
             raise SyscallError(Errno.EINVAL)
-        inode = _rw(ops.lookup_at(t, dirfd, _path(t, addr),
-                                  follow=not flags & AT_SYMLINK_NOFOLLOW,
-                                  empty_path=bool(flags & AT_EMPTY_PATH)))
+        where: Any = ops.lookup_at(t, dirfd, _path(t, addr),
+                                   follow=not flags & AT_SYMLINK_NOFOLLOW,
+                                   empty_path=bool(flags & AT_EMPTY_PATH))
     else:
         if flags:
             raise SyscallError(Errno.EINVAL)
-        inode = _rw(t.fd_table.get(dirfd))
+        where = t.fd_table.get(dirfd)
+    inode = _rw(where)
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     inode.setattr(atime_ns=at, mtime_ns=mt)
+    _attr_event(where, inotify.attr_mask(atime=at is not None, mtime=mt is not None))
     return 0
 
 
@@ -814,6 +891,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
         now = time.time_ns()
         at_mt = (now, now)
     loc.inode.setattr(atime_ns=at_mt[0], mtime_ns=at_mt[1])
+    _attr_event(loc, inotify.IN_ATTRIB)
     return 0
 
 

@@ -202,6 +202,16 @@ class Inode:
         """Moves child `old` to `newdir`/`new`, replacing a compatible target."""
         raise SyscallError(Errno.EXDEV)
 
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """Swaps child `old` with `newdir`/`new`, both existing (RENAME_EXCHANGE).
+        Filesystems that cannot: EINVAL, as Linux's for an unsupported flag."""
+        raise SyscallError(Errno.EINVAL)
+
+    def rename_whiteout(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """rename, leaving a whiteout (a 0:0 character device) at `old`
+        (RENAME_WHITEOUT).  Filesystems that cannot: EINVAL."""
+        raise SyscallError(Errno.EINVAL)
+
     # -- symlinks ----------------------------------------------------------------------
 
     def readlink(self) -> bytes:

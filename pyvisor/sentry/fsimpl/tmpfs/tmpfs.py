@@ -300,6 +300,35 @@ class TmpfsDir(TmpfsInode):
         t = now_ns()
         self.mtime_ns = self.ctime_ns = newdir.mtime_ns = newdir.ctime_ns = src.ctime_ns = t
 
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_EXCHANGE: the two names swap their files (Linux: simple_rename_exchange)."""
+        if not isinstance(newdir, TmpfsDir) or newdir.fs is not self.fs:
+            raise SyscallError(Errno.EXDEV)
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        a = self.lookup(old)
+        b = newdir.lookup(new)
+        if a is b:
+            return
+        if a.is_dir() and _is_ancestor(a, newdir) or b.is_dir() and _is_ancestor(b, self):
+            raise SyscallError(Errno.EINVAL)
+        self.entries[old] = b
+        newdir.entries[new] = a
+        if self is not newdir and a.is_dir() != b.is_dir():
+            d = 1 if a.is_dir() else -1          # a directory changed parents
+            self.nlink -= d
+            newdir.nlink += d
+        t = now_ns()
+        self.mtime_ns = self.ctime_ns = newdir.mtime_ns = newdir.ctime_ns = t
+        a.ctime_ns = b.ctime_ns = t
+
+    def rename_whiteout(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_WHITEOUT: rename, then a whiteout at the old name (Linux: shmem_whiteout)."""
+        from pyvisor.abi.linux.stat import S_IFCHR
+        self.rename(old, newdir, new)
+        if old not in self.entries:
+            self._add(old, TmpfsSpecial(self.tmpfs, S_IFCHR, 0, 0))
+
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         return DirectoryImpl()
 

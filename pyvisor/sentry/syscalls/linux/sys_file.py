@@ -18,6 +18,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
                                      MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
+                                     RENAME_WHITEOUT,
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
@@ -529,11 +530,13 @@ def sys_rmdir(t: Task, r: SyscallArguments) -> int:
 
 def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
             flags: int) -> int:
-    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
-            flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+    """renameat2(2), in Linux's order of checks (fs/namei.c do_renameat2, vfs_rename)."""
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+            flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT):
         raise SyscallError(Errno.EINVAL)
-    if flags & RENAME_EXCHANGE:
-        raise SyscallError(Errno.EINVAL)   # TODO(#2): RENAME_EXCHANGE
+    if flags & RENAME_WHITEOUT and t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)          # CAP_MKNOD
+    exchange = bool(flags & RENAME_EXCHANGE)
     op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
     np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
     if oname in (b".", b"..") or nname in (b".", b".."):
@@ -542,32 +545,57 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(op.mount)
     src = op.dentry.child(oname)
-    if (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
-        raise SyscallError(Errno.ENOTDIR)
     dst = ops.child_or_none(np, nname)
+    if exchange:
+        if dst is None:
+            raise SyscallError(Errno.ENOENT)
+        if newpath.endswith(b"/") and not dst.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        if oldpath.endswith(b"/") and not src.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+    elif (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
     if dst is not None and flags & RENAME_NOREPLACE:
         raise SyscallError(Errno.EEXIST)
-    if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
-        raise SyscallError(Errno.EBUSY)
-    # Moving a directory into its own subtree is EINVAL.
-    if src.inode.is_dir():
+    # A directory moved into its own subtree (Linux: the rename "trap").
+    if src.inode.is_dir() or exchange and dst is not None and dst.inode.is_dir():
         d = np.dentry
         while d is not None:
             if d is src:
                 raise SyscallError(Errno.EINVAL)
             d = d.parent
+        if exchange and dst is not None:
+            d = op.dentry
+            while d is not None:
+                if d is dst:
+                    raise SyscallError(Errno.EINVAL)
+                d = d.parent
+    if t.creds.fsuid != 0:
+        check_access(t, op.inode, MAY_WRITE | 1)
+        check_access(t, np.inode, MAY_WRITE | 1)
+    if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
+        raise SyscallError(Errno.EBUSY)
     if dst is not None and _same_file(dst.inode, src.inode):
         return 0                  # two names of one file: nothing happens (vfs_rename)
     src_inode = src.inode
-    op.inode.rename(oname, np.inode, nname)
+    dst_inode = dst.inode if dst is not None else None
+    if exchange:
+        op.inode.exchange(oname, np.inode, nname)
+    elif flags & RENAME_WHITEOUT:
+        op.inode.rename_whiteout(oname, np.inode, nname)
+    else:
+        op.inode.rename(oname, np.inode, nname)
     op.dentry.forget(oname)
     np.dentry.forget(nname)
-    if dst is not None:
+    if dst is not None and not exchange:
         inotify.mark_unlinked(dst)
     if inotify._watches:
         _rename_events(op.inode, oname, np.inode, nname, src_inode,
-                       dst.inode if dst is not None else None)
-        if dst is not None:
+                       dst_inode if not exchange else None)
+        if exchange:
+            assert dst_inode is not None
+            _rename_events(np.inode, nname, op.inode, oname, dst_inode, None)
+        elif dst is not None:
             inotify.unlinked(dst, dst.inode, is_rmdir=dst.inode.is_dir())
     return 0
 

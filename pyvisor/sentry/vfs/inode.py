@@ -186,6 +186,10 @@ class Inode:
     def mknod(self, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Inode:
         raise SyscallError(Errno.EPERM)
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        """A regular file with no name in this directory (O_TMPFILE): link count 0."""
+        raise SyscallError(Errno.ENOTDIR if not self.is_dir() else Errno.EOPNOTSUPP)
+
     def symlink(self, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
         raise SyscallError(Errno.ENOTDIR if not self.is_dir() else Errno.EPERM)
 

@@ -394,6 +394,11 @@ def mark_unlinked(d: Dentry) -> None:
     _unlinked_dentries.add(d)
 
 
+def is_unlinked(d: Dentry) -> bool:
+    """Whether the name `d` was removed (Linux: d_unlinked)."""
+    return d in _unlinked_dentries
+
+
 def _in_use(d: Dentry, skip: FileDescription | None = None) -> bool:
     """Whether an open file holds dentry `d` (Linux: a dentry reference besides the
     caller's)."""

@@ -5,6 +5,7 @@ Linux: fs/namei.c (do_filp_open, filename_create), fs/open.c.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
@@ -19,6 +20,7 @@ from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.vfs.inode import Inode
 
 
 def dir_location(t: Task, dirfd: int) -> Location:
@@ -79,9 +81,9 @@ def check_writable(mount: Mount) -> None:
 
 def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDescription:
     """openat(2) minus the fd installation."""
-    if flags & O_TMPFILE == O_TMPFILE:
-        raise SyscallError(Errno.EOPNOTSUPP)
     acc = flags & O_ACCMODE
+    if flags & O_TMPFILE & ~O_DIRECTORY:
+        return _open_tmpfile(t, dirfd, path, flags, mode)
     if acc == 3 and not flags & O_PATH:
         raise SyscallError(Errno.EINVAL)
     if flags & O_PATH:
@@ -154,3 +156,29 @@ def _open(t: Task, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
     if inotify._watches and not flags & O_PATH:
         inotify.file_event(f, inotify.IN_OPEN)
     return f
+
+
+# O_TMPFILE files that linkat may give a name (Linux: I_LINKABLE): those opened
+# without O_EXCL, until their first link.
+linkable: weakref.WeakSet[Inode] = weakref.WeakSet()
+
+
+def _open_tmpfile(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDescription:
+    """open(O_TMPFILE): an unnamed regular file in the directory `path`, to be written
+    and perhaps linked.  Linux: build_open_flags, do_o_tmpfile, vfs_tmpfile."""
+    if flags & O_TMPFILE != O_TMPFILE or flags & O_CREAT or \
+            flags & O_ACCMODE not in (O_WRONLY, O_RDWR):
+        raise SyscallError(Errno.EINVAL)
+    loc = lookup_at(t, dirfd, path, follow=True)
+    dir_inode = loc.inode
+    if not dir_inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    check_writable(loc.mount)
+    if t.creds.fsuid != 0:
+        check_access(t, dir_inode, MAY_WRITE | 1)
+    inode = dir_inode.tmpfile(mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
+    if not flags & O_EXCL:
+        linkable.add(inode)
+    d = Dentry(b"#%d" % inode.ino, loc.dentry, inode)
+    inotify.mark_unlinked(d)
+    return _open(t, loc.mount, d, flags & ~(O_TMPFILE & ~O_DIRECTORY | O_DIRECTORY | O_EXCL))

@@ -511,6 +511,13 @@ class OverlayInode(Inode):
         up = self._prepare_new(name)
         return self._adopt(name, up.mknod(name, mode, rdev, uid, gid))
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        """O_TMPFILE: an unnamed file of the upper layer (Linux: ovl_tmpfile)."""
+        if not self.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        up = self.copy_up().tmpfile(mode, uid, gid)
+        return OverlayInode(self.ofs, up, None, None, b"")
+
     def symlink(self, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
         up = self._prepare_new(name)
         return self._adopt(name, up.symlink(name, target, uid, gid))

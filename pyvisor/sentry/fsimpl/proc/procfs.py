@@ -471,7 +471,10 @@ def fd_link_name(kernel: Any, f: FileDescription) -> bytes:
     name = getattr(f.impl, "proc_name", None)
     if callable(name):
         return bytes(name())
-    return _loc_path(kernel, Location(f.mount, f.dentry))
+    path = _loc_path(kernel, Location(f.mount, f.dentry))
+    if inotify.is_unlinked(f.dentry):
+        path += b" (deleted)"          # Linux: d_path of an unlinked dentry
+    return path
 
 
 def _mounts(kernel: Any) -> list[Mount]:

@@ -195,6 +195,13 @@ class TmpfsDir(TmpfsInode):
         self._check_new(name)
         return self._add(name, TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid))
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        f = TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid)
+        f.nlink = 0
+        return f
+
     def mkdir(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         self._check_new(name)
         return self._add(name, TmpfsDir(self.tmpfs, S_IFDIR | (mode & 0o7777), uid, gid))
@@ -222,11 +229,14 @@ class TmpfsDir(TmpfsInode):
             raise SyscallError(Errno.EPERM)
         self._check_new(name)
         fs = self.tmpfs
-        fs.reserve_inode(heap=0)         # a link costs an inode, as in Linux
+        first = target.nlink == 0        # an O_TMPFILE file: its own inode is its charge
+        if not first:
+            fs.reserve_inode(heap=0)     # a link costs an inode, as in Linux
         try:
             self._add(name, target)
         except SyscallError:
-            fs.free_inode(heap=0)
+            if not first:
+                fs.free_inode(heap=0)
             raise
         target.nlink += 1
         target.ctime_ns = now_ns()

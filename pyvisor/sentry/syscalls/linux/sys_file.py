@@ -688,7 +688,13 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)
-    parent.inode.link(name, src.inode)
+    if t.creds.fsuid != 0:
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    inode = src.inode
+    if inode.nlink == 0 and inode not in ops.linkable:
+        raise SyscallError(Errno.ENOENT)   # unlinked, or O_TMPFILE|O_EXCL (I_LINKABLE)
+    parent.inode.link(name, inode)
+    ops.linkable.discard(inode)
     parent.dentry.forget(name)
     if inotify._watches:
         inotify.inode_event(src.inode, inotify.IN_ATTRIB)      # the link count

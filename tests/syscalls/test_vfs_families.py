@@ -39,7 +39,7 @@ def _compare(run: Runner, argv: list[str], prepare=None) -> str:  # type: ignore
     return sandboxed.stdout
 
 
-PROGRAMS = ["inotify.c", "renameat2.c", "tmpfile.c"]
+PROGRAMS = ["inotify.c", "renameat2.c", "tmpfile.c", "openat2.c"]
 
 
 @pytest.mark.parametrize("name", PROGRAMS, ids=lambda n: n.removesuffix(".c"))

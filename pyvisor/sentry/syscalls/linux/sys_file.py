@@ -18,7 +18,8 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
                                      MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
-                                     RENAME_WHITEOUT,
+                                     RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
+                                     RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
@@ -46,10 +47,13 @@ def _path(t: Task, addr: int) -> bytes:
 # -- open and close -------------------------------------------------------------------------
 
 
-async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
+async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
+                   resolve: int = 0) -> int:
     if flags & ~0o37777777:
         raise SyscallError(Errno.EINVAL)
-    f = ops.open_at(t, dirfd, path, flags, mode)
+    if flags & O_CREAT and flags & O_DIRECTORY and flags & O_TMPFILE != O_TMPFILE:
+        raise SyscallError(Errno.EINVAL)     # Linux 6.4+: no regular file from O_DIRECTORY
+    f = ops.open_at(t, dirfd, path, flags, mode, resolve)
     f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
     if getattr(f.impl, "fifo", False):
         try:
@@ -79,17 +83,37 @@ async def sys_creat(t: Task, r: SyscallArguments) -> int:
                     r.uint32(1))
 
 
+OPEN_HOW_SIZE_VER0 = 24                 # struct open_how: flags, mode, resolve (u64 each)
+RESOLVE_ALL = 0x3F
+
+
 async def sys_openat2(t: Task, r: SyscallArguments) -> int:
-    """Implements openat2(2) without resolve flags beyond plain lookup."""
-    dirfd, path, how, size = r.int32(0), _path(t, r.pointer(1)), r.pointer(2), r.uint64(3)
-    if size < 24 or size > 4096:
+    """Implements openat2(2): struct open_how, checked as Linux's build_open_flags
+    does, and the RESOLVE_* flags (vfs.Resolver)."""
+    dirfd, path_addr, how, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
+    if size < OPEN_HOW_SIZE_VER0:
         raise SyscallError(Errno.EINVAL)
-    flags, mode, resolve = struct.unpack("<QQQ", t.copy_in(how, 24))
-    if resolve & ~0x3F or flags >> 32:
+    if size > 4096:
+        raise SyscallError(Errno.E2BIG)
+    raw = t.copy_in(how, size)
+    if any(raw[OPEN_HOW_SIZE_VER0:]):
+        raise SyscallError(Errno.E2BIG)      # copy_struct_from_user: unknown fields set
+    flags, mode, resolve = struct.unpack_from("<QQQ", raw)
+    if flags & ~O_VALID or resolve & ~RESOLVE_ALL:
         raise SyscallError(Errno.EINVAL)
-    if resolve:
-        raise SyscallError(Errno.EINVAL)   # TODO(#2): RESOLVE_* flags
-    return await _do_open(t, dirfd, path, flags, mode)
+    if resolve & RESOLVE_BENEATH and resolve & RESOLVE_IN_ROOT:
+        raise SyscallError(Errno.EINVAL)
+    if flags & O_CREAT or flags & O_TMPFILE == O_TMPFILE:
+        if mode & ~0o7777:
+            raise SyscallError(Errno.EINVAL)
+    elif mode:
+        raise SyscallError(Errno.EINVAL)
+    if flags & O_CREAT and flags & O_DIRECTORY:
+        raise SyscallError(Errno.EINVAL)
+    if resolve & RESOLVE_CACHED and (flags & (O_TRUNC | O_CREAT) or
+                                     flags & O_TMPFILE == O_TMPFILE):
+        raise SyscallError(Errno.EAGAIN)
+    return await _do_open(t, dirfd, _path(t, path_addr), flags, mode, resolve)
 
 
 def sys_close(t: Task, r: SyscallArguments) -> int:

@@ -44,7 +44,7 @@ AMD64 = SyscallTable("amd64", {
     # files
     S.open: supported(F.sys_open),
     S.openat: supported(F.sys_openat),
-    S.openat2: partial(F.sys_openat2, note="RESOLVE_* flags refused with EINVAL"),
+    S.openat2: supported(F.sys_openat2),
     S.creat: supported(F.sys_creat),
     S.close: supported(F.sys_close),
     S.close_range: supported(F.sys_close_range),
@@ -74,7 +74,7 @@ AMD64 = SyscallTable("amd64", {
     S.unlinkat: supported(F.sys_unlinkat),
     S.rename: supported(F.sys_rename),
     S.renameat: supported(F.sys_renameat),
-    S.renameat2: partial(F.sys_renameat2, note="RENAME_EXCHANGE unsupported"),
+    S.renameat2: partial(F.sys_renameat2, note="RENAME_EXCHANGE and RENAME_WHITEOUT: tmpfs, overlay (EXCHANGE); EINVAL on gofer directories"),
     S.symlink: supported(F.sys_symlink),
     S.symlinkat: supported(F.sys_symlinkat),
     S.readlink: supported(F.sys_readlink),

@@ -11,6 +11,7 @@ PACKAGES=(
     python3 python3-seccomp python3-pyelftools python3-pytest
     gcc libc6-dev busybox-static tar findutils procps runc iputils-ping iproute2
     bash make git sqlite3 stress-ng   # tests/e2e/test_realprogs.py
+    inotify-tools                     # tests/e2e/test_inotify_tools.py
 )
 # The container engines the engine tests drive (tests/runtime/test_{podman,docker,
 # containerd}.py): the tests start daemons of their own, so the system services that

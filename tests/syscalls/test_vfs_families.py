@@ -56,3 +56,48 @@ def test_vfs_family(name: str, fs: str, program: Builder, run: Runner,
         assert "wd=1 MOVED_FROM name=f cookie#1" in out
         assert "overflow events: 1" in out
         assert ("wd=8 DELETE_SELF" in out) == (fs == "overlay")
+
+
+PY_RENAME = r'''
+import errno, os, sys
+d = sys.argv[1]
+def t(label, fn):
+    try:
+        fn()
+        print(label, "ok")
+    except OSError as e:
+        print(label, errno.errorcode[e.errno])
+os.makedirs(d + "/a/sub"); open(d + "/f", "w").write("1"); open(d + "/g", "w").write("2")
+os.mkdir(d + "/empty")
+t("file over file", lambda: os.rename(d + "/f", d + "/g"))
+t("file over dir", lambda: os.rename(d + "/g", d + "/empty"))
+t("dir over file", lambda: os.rename(d + "/empty", d + "/g"))
+t("dir over empty dir", lambda: os.rename(d + "/a/sub", d + "/empty"))
+t("dir over non-empty", lambda: os.rename(d + "/empty", d + "/a"))
+os.mkdir(d + "/empty2"); open(d + "/a/x", "w").close()
+t("dir over non-empty 2", lambda: os.rename(d + "/empty2", d + "/a"))
+t("dir into itself", lambda: os.rename(d + "/a", d + "/a/inner"))
+t("missing", lambda: os.rename(d + "/nope", d + "/z"))
+t("replace", lambda: os.replace(d + "/g", d + "/a/x"))
+t("across mounts", lambda: os.rename(d + "/a/x", "/dev/shm/pyvisor-xdev"))
+t("same name", lambda: os.rename(d + "/a", d + "/a"))
+print(sorted(os.listdir(d)), sorted(os.listdir(d + "/a")), open(d + "/a/x").read())
+'''
+
+
+def test_python_rename(run: Runner, world_tmp: Path) -> None:
+    """os.rename and os.replace: the errors Python programs see are Linux's."""
+    script = world_tmp / "ren.py"
+    script.write_text(PY_RENAME)
+    d = world_tmp / "r"
+    outs = []
+    for where in ("native", "pyvisor"):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        d.chmod(0o777)
+        res = run(where, ["python3", str(script), str(d)])
+        assert res.returncode == 0, res.output
+        outs.append(res.stdout)
+    assert outs[0] == outs[1], f"native:\n{outs[0]}pyvisor:\n{outs[1]}"
+    assert "across mounts EXDEV" in outs[1]

@@ -74,7 +74,7 @@ AMD64 = SyscallTable("amd64", {
     S.unlinkat: supported(F.sys_unlinkat),
     S.rename: supported(F.sys_rename),
     S.renameat: supported(F.sys_renameat),
-    S.renameat2: partial(F.sys_renameat2, note="RENAME_EXCHANGE and RENAME_WHITEOUT: tmpfs, overlay (EXCHANGE); EINVAL on gofer directories"),
+    S.renameat2: partial(F.sys_renameat2, note="RENAME_WHITEOUT on tmpfs only (EINVAL elsewhere)"),
     S.symlink: supported(F.sys_symlink),
     S.symlinkat: supported(F.sys_symlinkat),
     S.readlink: supported(F.sys_readlink),

@@ -581,6 +581,13 @@ class _Server:
             raise _error(errno.EINVAL)
         if mask:
             self._writable()
+        if mask == SetattrMask.MODE and node.parent is None and not node.is_dir \
+                and node.fmt != stat.S_IFLNK:
+            # A file unlinked while open (fchmod of its fd): by its own O_PATH fd
+            # (fchmodat2 AT_EMPTY_PATH, Linux 6.6+); other attributes still need a name.
+            if _libc.syscall(452, node.fd, b"", mode & 0o7777, 0x1000) != 0:
+                raise _error(ctypes.get_errno())
+            return STAT.pack(*stat_fields(os.fstat(node.fd))), -1
         dir_fd, name = node.location() if mask else (-1, b"")
         # chown first (it may clear set-id bits), times last (size sets mtime).
         # Not atomic: a later step failing leaves the earlier ones done.

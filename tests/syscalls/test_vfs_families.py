@@ -105,13 +105,7 @@ def test_python_rename(run: Runner, world_tmp: Path) -> None:
     assert "across mounts EXDEV" in outs[1]
 
 
-GOFER_GAP = pytest.mark.xfail(
-    strict=True, reason="known gap (README): fchmod of an open file whose last name is gone "
-    "is ENOENT on Gofer mounts, whose SETATTR goes by name (gVisor: issue 3654)")
-
-
-@pytest.mark.parametrize("name", [pytest.param("inotify.c", marks=GOFER_GAP), "renameat2.c"],
-                         ids=lambda n: n[:-2])
+@pytest.mark.parametrize("name", ["inotify.c", "renameat2.c"], ids=lambda n: n[:-2])
 def test_vfs_family_on_gofer_bind(name: str, program: Builder, run: Runner,
                                   world_tmp: Path) -> None:
     """The same programs in a directory bind-mounted from the host (served by the

@@ -12,6 +12,7 @@ PACKAGES=(
     gcc libc6-dev busybox-static tar findutils procps runc iputils-ping iproute2
     bash make git sqlite3 stress-ng   # tests/e2e/test_realprogs.py
     strace gdb                        # tests/syscalls/test_ptrace_tools.py (run inside)
+    inotify-tools                     # tests/e2e/test_inotify_tools.py
 )
 # The container engines the engine tests drive (tests/runtime/test_{podman,docker,
 # containerd}.py): the tests start daemons of their own, so the system services that

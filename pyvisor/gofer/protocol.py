@@ -91,6 +91,7 @@ class Op(enum.IntEnum):
     UNLINK = 15
     RENAME = 16
     SETATTR = 17
+    RENAME2 = 18      # renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE
 
 
 class SetattrMask(enum.IntFlag):
@@ -162,6 +163,9 @@ SYMLINK_REQ = struct.Struct("<QH")        # fid, name length; then name, target
 LINK_REQ = struct.Struct("<QQ")           # target fid, dir fid; then name
 UNLINK_REQ = struct.Struct("<QB")         # dir fid, is_dir; then name
 RENAME_REQ = struct.Struct("<QQH")        # old dir, new dir, old name length
+RENAME2_REQ = struct.Struct("<QQHI")      # RENAME_REQ's fields, then renameat2 flags
+# The renameat2 flags RENAME2 takes (never RENAME_WHITEOUT: no device nodes on the host).
+RENAME2_FLAGS = 1 | 2                     # RENAME_NOREPLACE | RENAME_EXCHANGE
 SETATTR_REQ = struct.Struct("<QIIqqQqq")  # fid mask mode uid gid size atime mtime
 
 

@@ -43,7 +43,7 @@ from pyvisor.gofer import protocol
 from pyvisor.gofer.protocol import (
     CREATE_FLAGS, CREATE_REQ, DIRENT, ERRNO, FID, FID_STAT, LINK_REQ,
     MKDIR_REQ, MKNOD_REQ, NAME_LEN, OPEN_FLAGS, OPEN_REQ, PATH_MAX,
-    RENAME_REQ, SETATTR_ALL, SETATTR_REQ, STAT, STATFS, SYMLINK_REQ,
+    RENAME2_FLAGS, RENAME2_REQ, RENAME_REQ, SETATTR_ALL, SETATTR_REQ, STAT, STATFS, SYMLINK_REQ,
     UNLINK_REQ, Channel, FrameTooLarge, Op, SetattrMask, check_name,
     stat_fields,
 )
@@ -199,7 +199,7 @@ class _Server:
             Op.MKDIR: self._mkdir, Op.MKNOD: self._mknod,
             Op.SYMLINK: self._symlink, Op.LINK: self._link,
             Op.UNLINK: self._unlink, Op.RENAME: self._rename,
-            Op.SETATTR: self._setattr,
+            Op.SETATTR: self._setattr, Op.RENAME2: self._rename2,
         }
 
     # The loop.
@@ -529,6 +529,30 @@ class _Server:
         self._renamed(old_dir, old_name, new_dir, new_name)
         return b"", -1
 
+    def _rename2(self, p: memoryview) -> tuple[bytes, int]:
+        """renameat2(2) with RENAME_NOREPLACE or RENAME_EXCHANGE."""
+        old_fid, new_fid, n, flags = RENAME2_REQ.unpack_from(p)
+        off = RENAME2_REQ.size
+        old_name, new_name = bytes(p[off:off + n]), bytes(p[off + n:])
+        self._writable()
+        if len(old_name) != n or flags & ~RENAME2_FLAGS or flags == RENAME2_FLAGS:
+            raise _error(errno.EINVAL)
+        check_name(old_name)
+        check_name(new_name)
+        old_dir, new_dir = self._dir(old_fid), self._dir(new_fid)
+        if _libc.syscall(316, old_dir.fd, old_name, new_dir.fd, new_name, flags) != 0:
+            raise _error(ctypes.get_errno())
+        if flags & 2:                  # RENAME_EXCHANGE: the two names swap their nodes
+            a = [x for x in self._fids.values() if x.is_at(old_dir, old_name)]
+            b = [x for x in self._fids.values() if x.is_at(new_dir, new_name)]
+            for node in a:
+                self._nfds -= _reparent(node, new_dir, new_name)
+            for node in b:
+                self._nfds -= _reparent(node, old_dir, old_name)
+        else:
+            self._renamed(old_dir, old_name, new_dir, new_name)
+        return b"", -1
+
     def _renamed(self, old_dir: _Node, old_name: bytes, new_dir: _Node,
                  new_name: bytes) -> None:
         """Updates the names of non-directory nodes after a rename.
@@ -557,6 +581,13 @@ class _Server:
             raise _error(errno.EINVAL)
         if mask:
             self._writable()
+        if mask == SetattrMask.MODE and node.parent is None and not node.is_dir \
+                and node.fmt != stat.S_IFLNK:
+            # A file unlinked while open (fchmod of its fd): by its own O_PATH fd
+            # (fchmodat2 AT_EMPTY_PATH, Linux 6.6+); other attributes still need a name.
+            if _libc.syscall(452, node.fd, b"", mode & 0o7777, 0x1000) != 0:
+                raise _error(ctypes.get_errno())
+            return STAT.pack(*stat_fields(os.fstat(node.fd))), -1
         dir_fd, name = node.location() if mask else (-1, b"")
         # chown first (it may clear set-id bits), times last (size sets mtime).
         # Not atomic: a later step failing leaves the earlier ones done.

@@ -419,6 +419,10 @@ GOFER_RULES: dict[str, Spec] = {
     "unlinkat": _only("UNLINK", eq32(2, 0, "flags == 0"),
                       eq32(2, AT_REMOVEDIR, "flags == AT_REMOVEDIR")),
     "renameat": Spec("RENAME"),
+    "renameat2": _only("RENAME2: RENAME_EXCHANGE or RENAME_NOREPLACE; never RENAME_WHITEOUT "
+                       "(a device node on the host)",
+                       eq32(4, 1, "flags == RENAME_NOREPLACE"),
+                       eq32(4, 2, "flags == RENAME_EXCHANGE")),
     "fchownat": _only("SETATTR uid/gid, never following a symlink",
                       eq32(4, AT_SYMLINK_NOFOLLOW, "flags == AT_SYMLINK_NOFOLLOW")),
     "chmod": Spec("SETATTR mode today: glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the file "

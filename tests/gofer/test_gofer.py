@@ -343,6 +343,33 @@ def test_rename_moves_fids(gofer: GoferClient, root: Path) -> None:
     os.close(gofer.open(b, os.O_RDONLY))
 
 
+def test_rename2(gofer: GoferClient, root: Path) -> None:
+    """RENAME2: renameat2 on the host with RENAME_EXCHANGE or RENAME_NOREPLACE, through
+    the Gofer's seccomp filter; fids follow their files; RENAME_WHITEOUT never."""
+    fid, _ = gofer.attach()
+    a, _ = gofer.walk(fid, b"a")
+    b, _ = gofer.walk(a, b"b.txt")
+    f, _ = gofer.walk(fid, b"file.txt")
+    gofer.rename2(a, b"b.txt", fid, b"file.txt", 2)            # RENAME_EXCHANGE
+    assert (root / "file.txt").read_bytes() == b"hello"
+    assert (root / "a" / "b.txt").read_bytes() == b"0123456789"
+    for fid_, data in ((b, b"hello"), (f, b"0123456789")):      # each fid follows its file
+        fd = gofer.open(fid_, os.O_RDONLY)
+        try:
+            assert os.read(fd, 20) == data
+        finally:
+            os.close(fd)
+    gofer.rename2(fid, b"a", fid, b"file.txt", 2)               # a directory with a file
+    assert (root / "a").is_file() and (root / "file.txt" / "sub").is_dir()
+    _raises(errno.EEXIST, gofer.rename2, fid, b"a", fid, b"fifo", 1)
+    gofer.rename2(fid, b"a", fid, b"new", 1)                    # RENAME_NOREPLACE
+    assert (root / "new").is_file() and not (root / "a").exists()
+    _raises(errno.ENOENT, gofer.rename2, fid, b"new", fid, b"missing", 2)
+    for bad in (4, 3, 6, 8):                                    # WHITEOUT, both, unknown
+        _raises(errno.EINVAL, gofer.rename2, fid, b"new", fid, b"x", bad)
+    assert not (root / "x").exists()
+
+
 def test_setattr(gofer: GoferClient, root: Path) -> None:
     fid, _ = gofer.attach()
     f, _ = gofer.walk(fid, b"file.txt")
@@ -584,3 +611,26 @@ def test_fd_budget_gives_enfile_before_any_change(root: Path) -> None:
     finally:
         client.shutdown()
         os.waitpid(pid, 0)
+
+
+def test_rename2_confined(root: Path) -> None:
+    """RENAME2 passes the confined Gofer's seccomp filter (renameat2 with
+    RENAME_EXCHANGE); RENAME_WHITEOUT is refused before reaching the host."""
+    (root / "x").write_text("X")
+    for client, _ in _start_confined(root):
+        fid, _ = client.attach()
+        client.rename2(fid, b"x", fid, b"file.txt", 2)
+        assert (root / "x").read_text() == "0123456789"
+        assert (root / "file.txt").read_text() == "X"
+        _raises(errno.EINVAL, client.rename2, fid, b"x", fid, b"w", 4)
+
+
+def _start_confined(root: Path) -> Iterator[tuple[GoferClient, int]]:
+    sock, pid = start_gofer(str(root), False, confine=True)
+    client = GoferClient(sock)
+    try:
+        yield client, pid
+    finally:
+        client.shutdown()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -19,7 +19,7 @@ from pyvisor.sentry.kernel import cputime, posix_timers, vdso
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
-from pyvisor.sentry.vfs import textbusy
+from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.vfs import Location
 
@@ -44,7 +44,10 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
         from pyvisor.sentry.vfs.perms import check_access
         check_access(t, inode, 1)
     textbusy.check_exec(t.kernel, inode)      # ETXTBSY while open for writing
-    return FileDescription.open(loc.mount, loc.dentry, O_RDONLY)
+    f = FileDescription.open(loc.mount, loc.dentry, O_RDONLY)
+    if inotify._watches:
+        inotify.file_event(f, inotify.IN_OPEN)
+    return f
 
 
 def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
@@ -53,6 +56,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
     fd = open_exec(t, path, dirloc)
     for _ in range(elf.MAX_SCRIPT_DEPTH + 1):
         head = elf.read_all(fd, t, 4096, 0)
+        if head and inotify._watches:
+            inotify.file_event(fd, inotify.IN_ACCESS)      # Linux: kernel_read
         if head[:2] != b"#!":
             break
         line = head[2:].split(b"\n", 1)[0]
@@ -65,7 +70,9 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         arg = arg.strip()
         argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
         path = interp
+        script = fd
         fd = open_exec(t, interp)
+        script.decref()                # the script is read: closed (IN_CLOSE_NOWRITE)
     else:
         raise SyscallError(Errno.ELOOP)
     info = elf.parse_elf(head, fd, t)
@@ -74,6 +81,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
     if info.interp is not None:
         interp_fd = open_exec(t, info.interp)
         ihead = elf.read_all(interp_fd, t, 4096, 0)
+        if ihead and inotify._watches:
+            inotify.file_event(interp_fd, inotify.IN_ACCESS)
         interp_info = elf.parse_elf(ihead, interp_fd, t)
         if interp_info.interp is not None:
             raise SyscallError(Errno.ELIBBAD)

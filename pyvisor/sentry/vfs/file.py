@@ -162,6 +162,8 @@ class FileDescription:
     def decref(self) -> None:
         self.refs -= 1
         if self.refs == 0:
+            if _inotify._watches:
+                _inotify.closed(self)
             if self.inode.lock_ctx is not None:
                 from pyvisor.sentry.kernel.locks import release_description
                 release_description(self)
@@ -171,3 +173,6 @@ class FileDescription:
         """The absolute path of the file as /proc/PID/fd shows it."""
         from pyvisor.sentry.vfs.vfs import path_of
         return path_of(self.mount, self.dentry)
+
+
+from pyvisor.sentry.vfs import inotify as _inotify  # noqa: E402 - it builds on this module

@@ -194,6 +194,10 @@ class Inode:
     def mknod(self, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Inode:
         raise SyscallError(Errno.EPERM)
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        """A regular file with no name in this directory (O_TMPFILE): link count 0."""
+        raise SyscallError(Errno.ENOTDIR if not self.is_dir() else Errno.EOPNOTSUPP)
+
     def symlink(self, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
         raise SyscallError(Errno.ENOTDIR if not self.is_dir() else Errno.EPERM)
 
@@ -209,6 +213,16 @@ class Inode:
     def rename(self, old: bytes, newdir: Inode, new: bytes) -> None:
         """Moves child `old` to `newdir`/`new`, replacing a compatible target."""
         raise SyscallError(Errno.EXDEV)
+
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """Swaps child `old` with `newdir`/`new`, both existing (RENAME_EXCHANGE).
+        Filesystems that cannot: EINVAL, as Linux's for an unsupported flag."""
+        raise SyscallError(Errno.EINVAL)
+
+    def rename_whiteout(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """rename, leaving a whiteout (a 0:0 character device) at `old`
+        (RENAME_WHITEOUT).  Filesystems that cannot: EINVAL."""
+        raise SyscallError(Errno.EINVAL)
 
     # -- symlinks ----------------------------------------------------------------------
 

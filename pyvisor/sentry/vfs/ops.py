@@ -5,20 +5,23 @@ Linux: fs/namei.c (do_filp_open, filename_create), fs/open.c.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL,
                                      O_NOFOLLOW, O_PATH, O_RDONLY, O_TMPFILE, O_TRUNC, O_WRONLY,
-                                     O_RDWR)
+                                     O_RDWR, RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
+                                     RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV)
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.vfs import textbusy
+from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.vfs.inode import Inode
 
 
 def dir_location(t: Task, dirfd: int) -> Location:
@@ -35,8 +38,32 @@ def lookup(t: Task, start: Location | None, path: bytes, follow: bool = True) ->
     return loc
 
 
+def _resolver(t: Task, dirfd: int, path: bytes, resolve: int) -> tuple[Resolver, Location]:
+    """A resolver for `path` relative to `dirfd` under openat2's RESOLVE_* flags, and
+    where it starts."""
+    if not resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) and path[:1] == b"/":
+        start = t.fs.cwd
+    else:
+        start = dir_location(t, dirfd)
+        if not start.dentry.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+    r = Resolver(t.fs.root)
+    if resolve:
+        r.no_xdev = bool(resolve & RESOLVE_NO_XDEV)
+        r.no_magiclinks = bool(resolve & RESOLVE_NO_MAGICLINKS)
+        r.no_symlinks = bool(resolve & RESOLVE_NO_SYMLINKS)
+        r.cached = bool(resolve & RESOLVE_CACHED)
+        if resolve & RESOLVE_BENEATH:
+            r.beneath = start
+            r.scoped = True
+        if resolve & RESOLVE_IN_ROOT:
+            r.root = start
+            r.scoped = True
+    return r, start
+
+
 def lookup_at(t: Task, dirfd: int, path: bytes, follow: bool = True,
-              empty_path: bool = False) -> Location:
+              empty_path: bool = False, resolve: int = 0) -> Location:
     """Resolves `path` relative to `dirfd`; with AT_EMPTY_PATH an empty path is dirfd itself."""
     if not path:
         if empty_path:
@@ -45,16 +72,22 @@ def lookup_at(t: Task, dirfd: int, path: bytes, follow: bool = True,
             f = t.fd_table.get(dirfd)
             return Location(f.mount, f.dentry)
         raise SyscallError(Errno.ENOENT)
+    if resolve:
+        r, start = _resolver(t, dirfd, path, resolve)
+        return r.walk(t, start, path, follow)[0]
     start = t.fs.cwd if path[:1] == b"/" else dir_location(t, dirfd)
     if path[:1] != b"/" and not start.dentry.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     return lookup(t, start, path, follow)
 
 
-def lookup_parent(t: Task, dirfd: int, path: bytes) -> tuple[Location, bytes]:
+def lookup_parent(t: Task, dirfd: int, path: bytes, resolve: int = 0) -> tuple[Location, bytes]:
     """The parent directory of `path`'s last component, and that component."""
     if not path:
         raise SyscallError(Errno.ENOENT)
+    if resolve:
+        r, start = _resolver(t, dirfd, path, resolve)
+        return r.walk(t, start, path, True, want_parent=True)
     start = t.fs.cwd if path[:1] == b"/" else dir_location(t, dirfd)
     r = Resolver(t.fs.root)
     return r.walk(t, start, path, True, want_parent=True)
@@ -77,18 +110,19 @@ def check_writable(mount: Mount) -> None:
         raise SyscallError(Errno.EROFS)
 
 
-def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDescription:
-    """openat(2) minus the fd installation."""
-    if flags & O_TMPFILE == O_TMPFILE:
-        raise SyscallError(Errno.EOPNOTSUPP)
+def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
+            resolve: int = 0) -> FileDescription:
+    """openat(2) minus the fd installation; `resolve`: openat2's RESOLVE_* flags."""
     acc = flags & O_ACCMODE
+    if flags & O_TMPFILE & ~O_DIRECTORY:
+        return _open_tmpfile(t, dirfd, path, flags, mode, resolve)
     if acc == 3 and not flags & O_PATH:
         raise SyscallError(Errno.EINVAL)
     if flags & O_PATH:
         flags &= O_PATH | O_DIRECTORY | O_NOFOLLOW | 0o2000000
     follow = not flags & O_NOFOLLOW
     if flags & O_CREAT:
-        parent, name = lookup_parent(t, dirfd, path)
+        parent, name = lookup_parent(t, dirfd, path, resolve)
         d = child_or_none(parent, name)
         if d is not None:
             if flags & O_EXCL:
@@ -100,7 +134,10 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
             if d2.inode.is_symlink():
                 if not follow:
                     raise SyscallError(Errno.ELOOP)
-                loc = lookup(t, parent, path if path[:1] == b"/" else name, True)
+                if resolve:
+                    loc = lookup_at(t, dirfd, path, True, resolve=resolve)
+                else:
+                    loc = lookup(t, parent, path if path[:1] == b"/" else name, True)
             if loc.inode.is_dir():
                 raise SyscallError(Errno.EISDIR)
         else:
@@ -113,9 +150,11 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
                                         t.creds.fsgid)
             parent.dentry.forget(name)
             d = parent.dentry.child(name)
+            if inotify._watches:
+                inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
             return _open(t, parent.mount, d, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
     else:
-        loc = lookup_at(t, dirfd, path, follow)
+        loc = lookup_at(t, dirfd, path, follow, resolve=resolve)
         if loc.inode.is_symlink() and not flags & O_PATH:
             raise SyscallError(Errno.ELOOP)
     inode = loc.inode
@@ -134,6 +173,8 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = _open(t, loc.mount, loc.dentry, flags)
         f.inode.truncate(0)
+        if inotify._watches:
+            inotify.file_event(f, inotify.IN_MODIFY)     # after IN_OPEN, as Linux 6.5+
         return f
     return _open(t, loc.mount, loc.dentry, flags)
 
@@ -147,4 +188,33 @@ def _open(t: Task, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
     f = FileDescription.open(mount, dentry, flags)
     if writing:
         textbusy.track_writer(t.kernel, f)
+    if inotify._watches and not flags & O_PATH:
+        inotify.file_event(f, inotify.IN_OPEN)
     return f
+
+
+# O_TMPFILE files that linkat may give a name (Linux: I_LINKABLE): those opened
+# without O_EXCL, until their first link.
+linkable: weakref.WeakSet[Inode] = weakref.WeakSet()
+
+
+def _open_tmpfile(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
+                  resolve: int = 0) -> FileDescription:
+    """open(O_TMPFILE): an unnamed regular file in the directory `path`, to be written
+    and perhaps linked.  Linux: build_open_flags, do_o_tmpfile, vfs_tmpfile."""
+    if flags & O_TMPFILE != O_TMPFILE or flags & O_CREAT or \
+            flags & O_ACCMODE not in (O_WRONLY, O_RDWR):
+        raise SyscallError(Errno.EINVAL)
+    loc = lookup_at(t, dirfd, path, follow=True, resolve=resolve)
+    dir_inode = loc.inode
+    if not dir_inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    check_writable(loc.mount)
+    if t.creds.fsuid != 0:
+        check_access(t, dir_inode, MAY_WRITE | 1)
+    inode = dir_inode.tmpfile(mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
+    if not flags & O_EXCL:
+        linkable.add(inode)
+    d = Dentry(b"#%d" % inode.ino, loc.dentry, inode)
+    inotify.mark_unlinked(d)
+    return _open(t, loc.mount, d, flags & ~(O_TMPFILE & ~O_DIRECTORY | O_DIRECTORY | O_EXCL))

@@ -171,16 +171,24 @@ def path_of(mnt: Mount, d: Dentry, root: Location | None = None) -> bytes:
 class Resolver:
     """Resolves paths for one task: its root and cwd, following symlinks.
 
-    Linux: fs/namei.c (path_lookupat, link_path_walk).
+    Linux: fs/namei.c (path_lookupat, link_path_walk).  openat2's RESOLVE_* flags
+    restrict the walk (Linux: LOOKUP_NO_XDEV, LOOKUP_NO_MAGICLINKS,
+    LOOKUP_NO_SYMLINKS, LOOKUP_BENEATH, LOOKUP_IN_ROOT, LOOKUP_CACHED); for
+    RESOLVE_IN_ROOT the caller makes `root` the starting directory.
     """
 
-    __slots__ = ("root", "symlinks", "no_symlinks", "beneath")
+    __slots__ = ("root", "symlinks", "no_symlinks", "beneath", "no_xdev", "no_magiclinks",
+                 "scoped", "cached")
 
     def __init__(self, root: Location) -> None:
         self.root = root
         self.symlinks = 0
         self.no_symlinks = False
-        self.beneath: Location | None = None
+        self.beneath: Location | None = None   # RESOLVE_BENEATH: never above it
+        self.no_xdev = False                   # RESOLVE_NO_XDEV: never cross a mount
+        self.no_magiclinks = False             # RESOLVE_NO_MAGICLINKS
+        self.scoped = False                    # RESOLVE_BENEATH or RESOLVE_IN_ROOT
+        self.cached = False                    # RESOLVE_CACHED: only what the dcache holds
 
     def walk(self, t: Task, start: Location, path: bytes, follow_last: bool,
              want_parent: bool = False) -> tuple[Location, bytes]:
@@ -195,10 +203,7 @@ class Resolver:
         if len(path) >= PATH_MAX:
             raise SyscallError(Errno.ENAMETOOLONG)
         if path[:1] == b"/":
-            if self.beneath is not None:
-                raise SyscallError(Errno.EXDEV)
-            mnt, d = self.root.mount, self.root.dentry
-            mnt, d = _step_down(mnt, d)
+            mnt, d = self._jump_root(None)
         else:
             mnt, d = start.mount, start.dentry
         trailing_slash = path.endswith(b"/")
@@ -222,6 +227,19 @@ class Resolver:
             raise SyscallError(Errno.ENOTDIR)
         return Location(mnt, d), b""
 
+    def _jump_root(self, cur: Location | None) -> tuple[Mount, Dentry]:
+        """An absolute path or symlink target starts again at the root (Linux:
+        nd_jump_root): never under RESOLVE_BENEATH, nor onto another mount under
+        RESOLVE_NO_XDEV (`cur`: where the walk is, None at its start)."""
+        if self.beneath is not None:
+            raise SyscallError(Errno.EXDEV)
+        if self.no_xdev and cur is not None and cur.mount is not self.root.mount:
+            raise SyscallError(Errno.EXDEV)
+        mnt, d = self.root.mount, self.root.dentry
+        if self.no_xdev:
+            return mnt, d
+        return _step_down(mnt, d)
+
     def _walk_comps(self, t: Task, mnt: Mount, d: Dentry, comps: list[bytes],
                     follow_last: bool = True) -> tuple[Mount, Dentry]:
         n = len(comps)
@@ -233,13 +251,21 @@ class Resolver:
                 if self.beneath is not None and mnt is self.beneath.mount and \
                         d is self.beneath.dentry:
                     raise SyscallError(Errno.EXDEV)
-                mnt, d = _step_up(mnt, d, self.root)
+                m2, d2 = _step_up(mnt, d, self.root)
+                if self.no_xdev and m2 is not mnt:
+                    raise SyscallError(Errno.EXDEV)
+                mnt, d = m2, d2
                 continue
             if len(name) > NAME_MAX:
                 raise SyscallError(Errno.ENAMETOOLONG)
             t.check_exec(inode)
+            if self.cached and inode.fs.cache_dentries and \
+                    (d.children is None or name not in d.children):
+                raise SyscallError(Errno.EAGAIN)
             child = d.child(name)
             mnt2, d2 = _step_down(mnt, child)
+            if self.no_xdev and mnt2 is not mnt:
+                raise SyscallError(Errno.EXDEV)
             cinode = d2.inode
             if cinode.is_symlink() and (i < n - 1 or follow_last):
                 mnt, d = self._follow(t, mnt, d, mnt2, d2)
@@ -258,9 +284,18 @@ class Resolver:
         magic = ld.inode.magic_link(t)
         if magic is not None:
             assert isinstance(magic, Location)
+            # Linux: nd_jump_link.
+            if self.no_magiclinks:
+                raise SyscallError(Errno.ELOOP)
+            if self.no_xdev and magic.mount is not mnt:
+                raise SyscallError(Errno.EXDEV)
+            if self.scoped:
+                raise SyscallError(Errno.EXDEV)
             return magic.mount, magic.dentry
         target = ld.inode.readlink()
         if not target:
             raise SyscallError(Errno.ENOENT)
+        if target[:1] == b"/":
+            self._jump_root(Location(mnt, d))
         loc, _ = self.walk(t, Location(mnt, d), target, True)
         return loc.mount, loc.dentry

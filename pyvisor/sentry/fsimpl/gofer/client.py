@@ -20,7 +20,7 @@ from typing import Callable
 
 from pyvisor.gofer.protocol import (
     CREATE_REQ, DIRENT, ERRNO, FID, FID_STAT, LINK_REQ, MAX_FDS, MKDIR_REQ,
-    MKNOD_REQ, NAME_LEN, OPEN_REQ, RENAME_REQ, SETATTR_REQ, STAT, STATFS,
+    MKNOD_REQ, NAME_LEN, OPEN_REQ, RENAME2_REQ, RENAME_REQ, SETATTR_REQ, STAT, STATFS,
     SYMLINK_REQ, UNLINK_REQ, Channel, FrameTooLarge, Op, Stat, StatFS,
 )
 
@@ -229,6 +229,13 @@ class GoferClient:
         payload = (RENAME_REQ.pack(old_dir_fid, new_dir_fid, len(old_name))
                    + old_name + new_name)
         self._no_fd(self._call(Op.RENAME, payload))
+
+    def rename2(self, old_dir_fid: int, old_name: bytes, new_dir_fid: int,
+                new_name: bytes, flags: int) -> None:
+        """renameat2(2) with RENAME_NOREPLACE or RENAME_EXCHANGE; fids follow the files."""
+        payload = (RENAME2_REQ.pack(old_dir_fid, new_dir_fid, len(old_name), flags)
+                   + old_name + new_name)
+        self._no_fd(self._call(Op.RENAME2, payload))
 
     def setattr(self, fid: int, mask: int, mode: int = 0, uid: int = -1,
                 gid: int = -1, size: int = 0, atime_ns: int = 0,

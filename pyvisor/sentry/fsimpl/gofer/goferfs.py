@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 import errno as host_errno
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_RDWR, O_TRUNC
+from pyvisor.abi.linux.fcntl import O_ACCMODE, O_RDONLY, O_RDWR, O_TRUNC, RENAME_EXCHANGE
 from pyvisor.abi.linux.mman import page_round_up
 from pyvisor.abi.linux.stat import (S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
                                     STATFS, V9FS_MAGIC)
@@ -415,6 +415,21 @@ class GoferInode(Inode):
         if moved is not None:
             newdir.children[new] = moved
             moved.parent = newdir
+
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_EXCHANGE on the host, through the Gofer."""
+        fs = self._check_dir_mutation()
+        if not isinstance(newdir, GoferInode) or newdir.fs is not fs:
+            raise SyscallError(Errno.EXDEV)
+        fs.call(fs.client.rename2, self.fid, old, newdir.fid, new, RENAME_EXCHANGE)
+        a = self.children.pop(old, None)
+        b = newdir.children.pop(new, None)
+        if a is not None:
+            newdir.children[new] = a
+            a.parent = newdir
+        if b is not None:
+            self.children[old] = b
+            b.parent = self
 
     # -- symlinks ----------------------------------------------------------------------
 

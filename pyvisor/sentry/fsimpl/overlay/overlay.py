@@ -511,6 +511,13 @@ class OverlayInode(Inode):
         up = self._prepare_new(name)
         return self._adopt(name, up.mknod(name, mode, rdev, uid, gid))
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        """O_TMPFILE: an unnamed file of the upper layer (Linux: ovl_tmpfile)."""
+        if not self.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        up = self.copy_up().tmpfile(mode, uid, gid)
+        return OverlayInode(self.ofs, up, None, None, b"")
+
     def symlink(self, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
         up = self._prepare_new(name)
         return self._adopt(name, up.symlink(name, target, uid, gid))
@@ -605,6 +612,49 @@ class OverlayInode(Inode):
             replaced.parent = None
         src.parent, src.name = newdir, new
         newdir.children[new] = src
+        newdir._opaque_over_lower(new, src)
+
+    def _opaque_over_lower(self, name: bytes, child: OverlayInode) -> None:
+        """A directory of the upper layer now at `name`, where the lower has an entry
+        too, shows nothing of the lower's (Linux: an opaque directory)."""
+        if child.is_dir() and child.upper is not None and child.lower is None and \
+                self._lower_child(name) is not None:
+            self.ofs.meta_of(child.upper).opaque = True
+            child.meta = self.ofs.meta_of(child.upper)
+
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_EXCHANGE: both sides copied up, swapped in the upper (Linux: ovl_rename)."""
+        if not isinstance(newdir, OverlayInode) or newdir.fs is not self.fs:
+            raise SyscallError(Errno.EXDEV)
+        if not self.is_dir() or not newdir.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        a = self.lookup(old)
+        b = newdir.lookup(new)
+        assert isinstance(a, OverlayInode) and isinstance(b, OverlayInode)
+        if a is b or a.upper is not None and a.upper is b.upper:
+            return
+        for x, dest in ((a, newdir), (b, self)):
+            if x.is_dir():
+                d: OverlayInode | None = dest
+                while d is not None:
+                    if d is x:
+                        raise SyscallError(Errno.EINVAL)   # into its own subtree
+                    d = d.parent
+                if x.lower is not None:
+                    raise SyscallError(Errno.EXDEV)        # no redirect_dir
+        a.copy_up()
+        b.copy_up()
+        sup = self.copy_up()
+        nup = newdir.copy_up()
+        sup.exchange(old, nup, new)
+        self.children.pop(old, None)
+        newdir.children.pop(new, None)
+        a.parent, a.name = newdir, new
+        b.parent, b.name = self, old
+        newdir.children[new] = a
+        self.children[old] = b
+        newdir._opaque_over_lower(new, a)
+        self._opaque_over_lower(old, b)
 
     # -- symlinks and files ------------------------------------------------------------
 

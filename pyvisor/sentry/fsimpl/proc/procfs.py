@@ -38,6 +38,7 @@ from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Location, Mount, path_of
@@ -534,7 +535,10 @@ def fd_link_name(kernel: Any, f: FileDescription) -> bytes:
     name = getattr(f.impl, "proc_name", None)
     if callable(name):
         return bytes(name())
-    return _loc_path(kernel, Location(f.mount, f.dentry))
+    path = _loc_path(kernel, Location(f.mount, f.dentry))
+    if inotify.is_unlinked(f.dentry):
+        path += b" (deleted)"          # Linux: d_path of an unlinked dentry
+    return path
 
 
 def _mounts(kernel: Any) -> list[Mount]:
@@ -1056,9 +1060,10 @@ def _fd_link(fs: ProcFS, key: str, f: FileDescription, uid: int, gid: int) -> Pr
 
 def _gen_fdinfo(kernel: Any, f: FileDescription, cloexec: bool) -> bytes:
     flags = f.flags | (O_CLOEXEC if cloexec else 0)
+    extra = getattr(f.impl, "fdinfo", None)       # inotify's watches, ...
     return b"pos:\t%d\nflags:\t%s\nmnt_id:\t%d\nino:\t%d\n" % (
         f.offset, b"0%o" % flags if flags else b"0", _mount_id(kernel, f.mount) or 1,
-        f.inode.ino)
+        f.inode.ino) + (extra() if extra is not None else b"")
 
 
 # -- the root ----------------------------------------------------------------------------
@@ -1184,10 +1189,10 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"nr_open": b"1048576\n",
             b"file-max": b"9223372036854775807\n",
             b"pipe-max-size": b"1048576\n",
-            b"inotify": {
-                b"max_user_watches": b"8192\n",
-                b"max_user_instances": b"128\n",
-                b"max_queued_events": b"16384\n",
+            b"inotify": {      # vfs/inotify.py enforces these
+                b"max_user_watches": lambda: _line(inotify.Limits.max_user_watches),
+                b"max_user_instances": lambda: _line(inotify.Limits.max_user_instances),
+                b"max_queued_events": lambda: _line(inotify.Limits.max_queued_events),
             },
         },
         b"net": {

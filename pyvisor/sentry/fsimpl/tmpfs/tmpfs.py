@@ -251,6 +251,13 @@ class TmpfsDir(TmpfsInode):
         self._check_new(name)
         return self._add(name, TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid))
 
+    def tmpfile(self, mode: int, uid: int, gid: int) -> Inode:
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        f = TmpfsFile(self.tmpfs, S_IFREG | (mode & 0o7777), uid, gid)
+        f.nlink = 0
+        return f
+
     def mkdir(self, name: bytes, mode: int, uid: int, gid: int) -> Inode:
         self._check_new(name)
         return self._add(name, TmpfsDir(self.tmpfs, S_IFDIR | (mode & 0o7777), uid, gid))
@@ -278,11 +285,14 @@ class TmpfsDir(TmpfsInode):
             raise SyscallError(Errno.EPERM)
         self._check_new(name)
         fs = self.tmpfs
-        fs.reserve_inode(heap=0)         # a link costs an inode, as in Linux
+        first = target.nlink == 0        # an O_TMPFILE file: its own inode is its charge
+        if not first:
+            fs.reserve_inode(heap=0)     # a link costs an inode, as in Linux
         try:
             self._add(name, target)
         except SyscallError:
-            fs.free_inode(heap=0)
+            if not first:
+                fs.free_inode(heap=0)
             raise
         target.nlink += 1
         target.ctime_ns = now_ns()
@@ -355,6 +365,35 @@ class TmpfsDir(TmpfsInode):
             newdir.nlink += 1
         t = now_ns()
         self.mtime_ns = self.ctime_ns = newdir.mtime_ns = newdir.ctime_ns = src.ctime_ns = t
+
+    def exchange(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_EXCHANGE: the two names swap their files (Linux: simple_rename_exchange)."""
+        if not isinstance(newdir, TmpfsDir) or newdir.fs is not self.fs:
+            raise SyscallError(Errno.EXDEV)
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        a = self.lookup(old)
+        b = newdir.lookup(new)
+        if a is b:
+            return
+        if a.is_dir() and _is_ancestor(a, newdir) or b.is_dir() and _is_ancestor(b, self):
+            raise SyscallError(Errno.EINVAL)
+        self.entries[old] = b
+        newdir.entries[new] = a
+        if self is not newdir and a.is_dir() != b.is_dir():
+            d = 1 if a.is_dir() else -1          # a directory changed parents
+            self.nlink -= d
+            newdir.nlink += d
+        t = now_ns()
+        self.mtime_ns = self.ctime_ns = newdir.mtime_ns = newdir.ctime_ns = t
+        a.ctime_ns = b.ctime_ns = t
+
+    def rename_whiteout(self, old: bytes, newdir: Inode, new: bytes) -> None:
+        """RENAME_WHITEOUT: rename, then a whiteout at the old name (Linux: shmem_whiteout)."""
+        from pyvisor.abi.linux.stat import S_IFCHR
+        self.rename(old, newdir, new)
+        if old not in self.entries:
+            self._add(old, TmpfsSpecial(self.tmpfs, S_IFCHR, 0, 0))
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         return DirectoryImpl()

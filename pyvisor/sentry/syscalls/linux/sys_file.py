@@ -19,6 +19,8 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
                                      MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
+                                     RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
+                                     RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
@@ -29,6 +31,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
                                                    utimens_omit_both)
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
@@ -45,10 +48,13 @@ def _path(t: Task, addr: int) -> bytes:
 # -- open and close -------------------------------------------------------------------------
 
 
-async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> int:
+async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
+                   resolve: int = 0) -> int:
     if flags & ~0o37777777:
         raise SyscallError(Errno.EINVAL)
-    f = ops.open_at(t, dirfd, path, flags, mode)
+    if flags & O_CREAT and flags & O_DIRECTORY and flags & O_TMPFILE != O_TMPFILE:
+        raise SyscallError(Errno.EINVAL)     # Linux 6.4+: no regular file from O_DIRECTORY
+    f = ops.open_at(t, dirfd, path, flags, mode, resolve)
     f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
     if getattr(f.impl, "fifo", False):
         try:
@@ -78,17 +84,37 @@ async def sys_creat(t: Task, r: SyscallArguments) -> int:
                     r.uint32(1))
 
 
+OPEN_HOW_SIZE_VER0 = 24                 # struct open_how: flags, mode, resolve (u64 each)
+RESOLVE_ALL = 0x3F
+
+
 async def sys_openat2(t: Task, r: SyscallArguments) -> int:
-    """Implements openat2(2) without resolve flags beyond plain lookup."""
-    dirfd, path, how, size = r.int32(0), _path(t, r.pointer(1)), r.pointer(2), r.uint64(3)
-    if size < 24 or size > 4096:
+    """Implements openat2(2): struct open_how, checked as Linux's build_open_flags
+    does, and the RESOLVE_* flags (vfs.Resolver)."""
+    dirfd, path_addr, how, size = r.int32(0), r.pointer(1), r.pointer(2), r.uint64(3)
+    if size < OPEN_HOW_SIZE_VER0:
         raise SyscallError(Errno.EINVAL)
-    flags, mode, resolve = struct.unpack("<QQQ", t.copy_in(how, 24))
-    if resolve & ~0x3F or flags >> 32:
+    if size > 4096:
+        raise SyscallError(Errno.E2BIG)
+    raw = t.copy_in(how, size)
+    if any(raw[OPEN_HOW_SIZE_VER0:]):
+        raise SyscallError(Errno.E2BIG)      # copy_struct_from_user: unknown fields set
+    flags, mode, resolve = struct.unpack_from("<QQQ", raw)
+    if flags & ~O_VALID or resolve & ~RESOLVE_ALL:
         raise SyscallError(Errno.EINVAL)
-    if resolve:
-        raise SyscallError(Errno.EINVAL)   # TODO(#2): RESOLVE_* flags
-    return await _do_open(t, dirfd, path, flags, mode)
+    if resolve & RESOLVE_BENEATH and resolve & RESOLVE_IN_ROOT:
+        raise SyscallError(Errno.EINVAL)
+    if flags & O_CREAT or flags & O_TMPFILE == O_TMPFILE:
+        if mode & ~0o7777:
+            raise SyscallError(Errno.EINVAL)
+    elif mode:
+        raise SyscallError(Errno.EINVAL)
+    if flags & O_CREAT and flags & O_DIRECTORY:
+        raise SyscallError(Errno.EINVAL)
+    if resolve & RESOLVE_CACHED and (flags & (O_TRUNC | O_CREAT) or
+                                     flags & O_TMPFILE == O_TMPFILE):
+        raise SyscallError(Errno.EAGAIN)
+    return await _do_open(t, dirfd, _path(t, path_addr), flags, mode, resolve)
 
 
 def sys_close(t: Task, r: SyscallArguments) -> int:
@@ -409,16 +435,19 @@ def sys_getdents64(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.ENOTDIR)
     image, ends = f.impl.records(f)
     i = f.offset                       # the index of the next record
-    if i >= len(ends):
-        return 0
-    start = ends[i - 1] if i > 0 else 0
-    j = bisect.bisect_right(ends, start + size, lo=i)   # records i..j-1 fit
-    if j == i:
-        raise SyscallError(Errno.EINVAL)                # not even one record fits
-    end = ends[j - 1]
-    t.copy_out(buf, image[start:end])
-    f.offset = j
-    return end - start
+    n = 0
+    if i < len(ends):
+        start = ends[i - 1] if i > 0 else 0
+        j = bisect.bisect_right(ends, start + size, lo=i)   # records i..j-1 fit
+        if j == i:
+            raise SyscallError(Errno.EINVAL)                # not even one record fits
+        end = ends[j - 1]
+        t.copy_out(buf, image[start:end])
+        f.offset = j
+        n = end - start
+    if inotify._watches:
+        inotify.file_event(f, inotify.IN_ACCESS)
+    return n
 
 
 def sys_mkdirat(t: Task, r: SyscallArguments) -> int:
@@ -439,6 +468,8 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name, child_is_dir=True)
     return 0
 
 
@@ -460,6 +491,8 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -485,13 +518,21 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     ops.check_writable(parent.mount)
     if t.creds.fsuid != 0:
         check_access(t, parent.inode, MAY_WRITE | 1)
+    inode = d.inode
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
     else:
-        if d.inode.is_dir():
+        if inode.is_dir():
             raise SyscallError(Errno.EISDIR)
         parent.inode.unlink(name)
     parent.dentry.forget(name)
+    inotify.mark_unlinked(d)
+    if inotify._watches:
+        if not flags & AT_REMOVEDIR:
+            inotify.inode_event(inode, inotify.IN_ATTRIB)      # the link count
+        inotify.unlinked(d, inode, is_rmdir=bool(flags & AT_REMOVEDIR))
+        inotify.dir_event(parent.inode, inotify.IN_DELETE, name,
+                          child_is_dir=bool(flags & AT_REMOVEDIR))
     return 0
 
 
@@ -511,11 +552,13 @@ def sys_rmdir(t: Task, r: SyscallArguments) -> int:
 
 def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
             flags: int) -> int:
-    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
-            flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+    """renameat2(2), in Linux's order of checks (fs/namei.c do_renameat2, vfs_rename)."""
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+            flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT):
         raise SyscallError(Errno.EINVAL)
-    if flags & RENAME_EXCHANGE:
-        raise SyscallError(Errno.EINVAL)   # TODO(#2): RENAME_EXCHANGE
+    if flags & RENAME_WHITEOUT and t.creds.euid != 0:
+        raise SyscallError(Errno.EPERM)          # CAP_MKNOD
+    exchange = bool(flags & RENAME_EXCHANGE)
     op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
     np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
     if oname in (b".", b"..") or nname in (b".", b".."):
@@ -524,24 +567,75 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(op.mount)
     src = op.dentry.child(oname)
-    if (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
-        raise SyscallError(Errno.ENOTDIR)
     dst = ops.child_or_none(np, nname)
+    if exchange:
+        if dst is None:
+            raise SyscallError(Errno.ENOENT)
+        if newpath.endswith(b"/") and not dst.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+        if oldpath.endswith(b"/") and not src.inode.is_dir():
+            raise SyscallError(Errno.ENOTDIR)
+    elif (oldpath.endswith(b"/") or newpath.endswith(b"/")) and not src.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
     if dst is not None and flags & RENAME_NOREPLACE:
         raise SyscallError(Errno.EEXIST)
-    if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
-        raise SyscallError(Errno.EBUSY)
-    # Moving a directory into its own subtree is EINVAL.
-    if src.inode.is_dir():
+    # A directory moved into its own subtree (Linux: the rename "trap").
+    if src.inode.is_dir() or exchange and dst is not None and dst.inode.is_dir():
         d = np.dentry
         while d is not None:
             if d is src:
                 raise SyscallError(Errno.EINVAL)
             d = d.parent
-    op.inode.rename(oname, np.inode, nname)
+        if exchange and dst is not None:
+            d = op.dentry
+            while d is not None:
+                if d is dst:
+                    raise SyscallError(Errno.EINVAL)
+                d = d.parent
+    if t.creds.fsuid != 0:
+        check_access(t, op.inode, MAY_WRITE | 1)
+        check_access(t, np.inode, MAY_WRITE | 1)
+    if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
+        raise SyscallError(Errno.EBUSY)
+    if dst is not None and _same_file(dst.inode, src.inode):
+        return 0                  # two names of one file: nothing happens (vfs_rename)
+    src_inode = src.inode
+    dst_inode = dst.inode if dst is not None else None
+    if exchange:
+        op.inode.exchange(oname, np.inode, nname)
+    elif flags & RENAME_WHITEOUT:
+        op.inode.rename_whiteout(oname, np.inode, nname)
+    else:
+        op.inode.rename(oname, np.inode, nname)
     op.dentry.forget(oname)
     np.dentry.forget(nname)
+    if dst is not None and not exchange:
+        inotify.mark_unlinked(dst)
+    if inotify._watches:
+        _rename_events(op.inode, oname, np.inode, nname, src_inode,
+                       dst_inode if not exchange else None)
+        if exchange:
+            assert dst_inode is not None
+            _rename_events(np.inode, nname, op.inode, oname, dst_inode, None)
+        elif dst is not None:
+            inotify.unlinked(dst, dst.inode, is_rmdir=dst.inode.is_dir())
     return 0
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    return a is b or (a.fs is b.fs and a.ino == b.ino)
+
+
+def _rename_events(odir: Any, oname: bytes, ndir: Any, nname: bytes, moved: Any,
+                   target: Any) -> None:
+    """Linux: fsnotify_move."""
+    cookie = inotify.next_cookie()
+    isdir = moved.is_dir()
+    inotify.dir_event(odir, inotify.IN_MOVED_FROM, oname, isdir, cookie)
+    inotify.dir_event(ndir, inotify.IN_MOVED_TO, nname, isdir, cookie)
+    if target is not None:
+        inotify.inode_event(target, inotify.IN_ATTRIB)     # its link count
+    inotify.inode_event(moved, inotify.IN_MOVE_SELF)
 
 
 def sys_rename(t: Task, r: SyscallArguments) -> int:
@@ -567,6 +661,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     ops.check_writable(parent.mount)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -614,8 +710,17 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)
-    parent.inode.link(name, src.inode)
+    if t.creds.fsuid != 0:
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    inode = src.inode
+    if inode.nlink == 0 and inode not in ops.linkable:
+        raise SyscallError(Errno.ENOENT)   # unlinked, or O_TMPFILE|O_EXCL (I_LINKABLE)
+    parent.inode.link(name, inode)
+    ops.linkable.discard(inode)
     parent.dentry.forget(name)
+    if inotify._watches:
+        inotify.inode_event(src.inode, inotify.IN_ATTRIB)      # the link count
+        inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
 
 
@@ -681,6 +786,13 @@ def _rw(where: Any) -> Any:
     return where.inode
 
 
+def _attr_event(where: Any, mask: int) -> None:
+    """IN_ATTRIB/IN_MODIFY/IN_ACCESS of a successful setattr through a Location or an
+    open file (Linux: fsnotify_change on its dentry)."""
+    if mask and inotify._watches:
+        inotify.dentry_event(where.dentry, mask, where.inode)
+
+
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
     if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
         raise SyscallError(Errno.EPERM)
@@ -694,15 +806,24 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
 
 def sys_chmod(t: Task, r: SyscallArguments) -> int:
     """Implements chmod(2)."""
-    return _chmod(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.uint32(1))
+    loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
+    _chmod(t, _rw(loc), r.uint32(1))
+    _attr_event(loc, inotify.IN_ATTRIB)
+    return 0
 
 
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, _rw(t.fd_table.get(r.fd(0))), r.uint32(1))
+    f = t.fd_table.get(r.fd(0))
+    _chmod(t, _rw(f), r.uint32(1))
+    _attr_event(f, inotify.IN_ATTRIB)
+    return 0
 
 
 def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, _rw(ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)))), r.uint32(2))
+    loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)))
+    _chmod(t, _rw(loc), r.uint32(2))
+    _attr_event(loc, inotify.IN_ATTRIB)
+    return 0
 
 
 def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untyped-def]
@@ -717,25 +838,32 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
     return 0
 
 
+def _chown_where(t: Task, where: Any, uid: int, gid: int) -> int:
+    _chown(t, _rw(where), uid, gid)
+    if uid & 0xFFFFFFFF != 0xFFFFFFFF or gid & 0xFFFFFFFF != 0xFFFFFFFF:
+        _attr_event(where, inotify.IN_ATTRIB)
+    return 0
+
+
 def sys_chown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.int32(1),
-                  r.int32(2))
+    return _chown_where(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0))), r.int32(1),
+                        r.int32(2))
 
 
 def sys_lchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False)),
-                  r.int32(1), r.int32(2))
+    return _chown_where(t, ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), False),
+                        r.int32(1), r.int32(2))
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(t.fd_table.get(r.fd(0))), r.int32(1), r.int32(2))
+    return _chown_where(t, t.fd_table.get(r.fd(0)), r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
     flags = r.int32(4)
     loc = ops.lookup_at(t, r.int32(0), _path(t, r.pointer(1)) if r.pointer(1) else b"",
                         follow=not flags & AT_SYMLINK_NOFOLLOW, empty_path=bool(flags & AT_EMPTY_PATH))
-    return _chown(t, _rw(loc), r.int32(2), r.int32(3))
+    return _chown_where(t, loc, r.int32(2), r.int32(3))
 
 
 def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-def]
@@ -756,7 +884,9 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
-    return _truncate(t, loc.inode, r.int64(1))
+    _truncate(t, loc.inode, r.int64(1))
+    _attr_event(loc, inotify.IN_MODIFY)
+    return 0
 
 
 def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
@@ -764,7 +894,9 @@ def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if not f.writable:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
-    return _truncate(t, f.inode, r.int64(1))
+    _truncate(t, f.inode, r.int64(1))
+    _attr_event(f, inotify.IN_MODIFY)
+    return 0
 
 
 def sys_fallocate(t: Task, r: SyscallArguments) -> int:
@@ -776,6 +908,8 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EBADF)
     if mode == 0 and f.inode.size() < off + ln:
         f.inode.setattr(size=off + ln)
+    if inotify._watches:
+        inotify.file_event(f, inotify.IN_MODIFY)
     return 0
 
 
@@ -788,16 +922,18 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
     if addr or dirfd == AT_FDCWD:
         if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
             raise SyscallError(Errno.EINVAL)
-        inode = _rw(ops.lookup_at(t, dirfd, _path(t, addr),
-                                  follow=not flags & AT_SYMLINK_NOFOLLOW,
-                                  empty_path=bool(flags & AT_EMPTY_PATH)))
+        where: Any = ops.lookup_at(t, dirfd, _path(t, addr),
+                                   follow=not flags & AT_SYMLINK_NOFOLLOW,
+                                   empty_path=bool(flags & AT_EMPTY_PATH))
     else:
         if flags:
             raise SyscallError(Errno.EINVAL)
-        inode = _rw(t.fd_table.get(dirfd))
+        where = t.fd_table.get(dirfd)
+    inode = _rw(where)
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     inode.setattr(atime_ns=at, mtime_ns=mt)
+    _attr_event(where, inotify.attr_mask(atime=at is not None, mtime=mt is not None))
     return 0
 
 
@@ -811,6 +947,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
         now = time.time_ns()
         at_mt = (now, now)
     loc.inode.setattr(atime_ns=at_mt[0], mtime_ns=at_mt[1])
+    _attr_event(loc, inotify.IN_ATTRIB)
     return 0
 
 

@@ -12,6 +12,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -65,7 +66,10 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
     get EPIPE until the read returns."""
     f.incref()
     try:
-        return await _do_read(t, f, n, offset)
+        data = await _do_read(t, f, n, offset)
+        if data and inotify._watches:
+            inotify.file_event(f, inotify.IN_ACCESS)
+        return data
     finally:
         f.decref()
 
@@ -109,7 +113,10 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     """
     f.incref()                       # held while it runs, as do_read
     try:
-        return await _do_write(t, f, data, offset)
+        n = await _do_write(t, f, data, offset)
+        if n and inotify._watches:
+            inotify.file_event(f, inotify.IN_MODIFY)
+        return n
     finally:
         f.decref()
 

@@ -22,6 +22,7 @@ from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.pipe import PAGE_SIZE, Pipe, PipeImpl
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.syscalls.linux.sys_read_write import CHUNK, MAX_LFS_FILESIZE, do_write
 from pyvisor.sentry.vfs.file import AT_POSITION, FileDescription
 
@@ -111,6 +112,8 @@ async def _file_to_pipe(t: Task, fin: FileDescription, off_addr: int, fout: File
         if not data:
             return 0
         done = op.write(data, t.kernel.memory)
+        if inotify._watches:
+            inotify.file_event(fin, inotify.IN_ACCESS)
         if pos is not None:
             t.copy_out(off_addr, struct.pack("<q", pos + done))
         elif fin.impl.seekable and not keeps:

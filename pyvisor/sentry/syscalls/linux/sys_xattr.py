@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import AT_FDCWD, O_PATH
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
-from pyvisor.sentry.vfs import ops
+from pyvisor.sentry.vfs import inotify, ops
 from pyvisor.sentry.vfs import xattr as X
 from pyvisor.sentry.vfs.inode import Inode
 
@@ -25,18 +27,33 @@ def _name(t: Task, addr: int) -> bytes:
     return name
 
 
-def _path_inode(t: Task, addr: int, follow: bool) -> Inode:
+def _path_loc(t: Task, addr: int, follow: bool) -> Any:
     path = t.copy_in_str(addr)
     if not path:
         raise SyscallError(Errno.ENOENT)
-    return ops.lookup_at(t, AT_FDCWD, path, follow=follow).inode
+    return ops.lookup_at(t, AT_FDCWD, path, follow=follow)
 
 
-def _fd_inode(t: Task, fd: int) -> Inode:
+def _path_inode(t: Task, addr: int, follow: bool) -> Inode:
+    return _path_loc(t, addr, follow).inode
+
+
+def _fd_file(t: Task, fd: int) -> Any:
     f = t.fd_table.get(fd)
     if f.flags & O_PATH:
         raise SyscallError(Errno.EBADF)
-    return f.inode
+    return f
+
+
+def _fd_inode(t: Task, fd: int) -> Inode:
+    return _fd_file(t, fd).inode
+
+
+def _changed(where: Any) -> int:
+    """IN_ATTRIB after a change (Linux: fsnotify_xattr)."""
+    if inotify._watches:
+        inotify.dentry_event(where.dentry, inotify.IN_ATTRIB, where.inode)
+    return 0
 
 
 def _set(t: Task, inode: Inode, r: SyscallArguments) -> int:
@@ -83,15 +100,21 @@ def _remove(t: Task, inode: Inode, r: SyscallArguments) -> int:
 
 def sys_setxattr(t: Task, r: SyscallArguments) -> int:
     """Implements setxattr(2)."""
-    return _set(t, _path_inode(t, r.pointer(0), True), r)
+    w = _path_loc(t, r.pointer(0), True)
+    _set(t, w.inode, r)
+    return _changed(w)
 
 
 def sys_lsetxattr(t: Task, r: SyscallArguments) -> int:
-    return _set(t, _path_inode(t, r.pointer(0), False), r)
+    w = _path_loc(t, r.pointer(0), False)
+    _set(t, w.inode, r)
+    return _changed(w)
 
 
 def sys_fsetxattr(t: Task, r: SyscallArguments) -> int:
-    return _set(t, _fd_inode(t, r.fd(0)), r)
+    w = _fd_file(t, r.fd(0))
+    _set(t, w.inode, r)
+    return _changed(w)
 
 
 def sys_getxattr(t: Task, r: SyscallArguments) -> int:
@@ -122,12 +145,18 @@ def sys_flistxattr(t: Task, r: SyscallArguments) -> int:
 
 def sys_removexattr(t: Task, r: SyscallArguments) -> int:
     """Implements removexattr(2)."""
-    return _remove(t, _path_inode(t, r.pointer(0), True), r)
+    w = _path_loc(t, r.pointer(0), True)
+    _remove(t, w.inode, r)
+    return _changed(w)
 
 
 def sys_lremovexattr(t: Task, r: SyscallArguments) -> int:
-    return _remove(t, _path_inode(t, r.pointer(0), False), r)
+    w = _path_loc(t, r.pointer(0), False)
+    _remove(t, w.inode, r)
+    return _changed(w)
 
 
 def sys_fremovexattr(t: Task, r: SyscallArguments) -> int:
-    return _remove(t, _fd_inode(t, r.fd(0)), r)
+    w = _fd_file(t, r.fd(0))
+    _remove(t, w.inode, r)
+    return _changed(w)

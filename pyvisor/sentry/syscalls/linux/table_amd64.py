@@ -9,6 +9,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
 from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
+from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
@@ -44,7 +45,7 @@ AMD64 = SyscallTable("amd64", {
     # files
     S.open: supported(F.sys_open),
     S.openat: supported(F.sys_openat),
-    S.openat2: partial(F.sys_openat2, note="RESOLVE_* flags refused with EINVAL"),
+    S.openat2: supported(F.sys_openat2),
     S.creat: supported(F.sys_creat),
     S.close: supported(F.sys_close),
     S.close_range: supported(F.sys_close_range),
@@ -74,7 +75,7 @@ AMD64 = SyscallTable("amd64", {
     S.unlinkat: supported(F.sys_unlinkat),
     S.rename: supported(F.sys_rename),
     S.renameat: supported(F.sys_renameat),
-    S.renameat2: partial(F.sys_renameat2, note="RENAME_EXCHANGE unsupported"),
+    S.renameat2: partial(F.sys_renameat2, note="RENAME_WHITEOUT on tmpfs only (EINVAL elsewhere)"),
     S.symlink: supported(F.sys_symlink),
     S.symlinkat: supported(F.sys_symlinkat),
     S.readlink: supported(F.sys_readlink),
@@ -129,6 +130,10 @@ AMD64 = SyscallTable("amd64", {
     S.epoll_pwait: partial(PO.sys_epoll_pwait, note="level-triggered; EPOLLET treated as LT"),
     S.eventfd: supported(PO.sys_eventfd),
     S.eventfd2: supported(PO.sys_eventfd2),
+    S.inotify_init: supported(IN.sys_inotify_init),
+    S.inotify_init1: supported(IN.sys_inotify_init1),
+    S.inotify_add_watch: supported(IN.sys_inotify_add_watch),
+    S.inotify_rm_watch: supported(IN.sys_inotify_rm_watch),
     S.getrandom: supported(PO.sys_getrandom),
     # memory
     S.mmap: supported(M.sys_mmap),

@@ -201,8 +201,9 @@ class UDPSocket(NetSocket):
 
     def _try_send(self, t: Task, data: bytes, flags: int, addr: bytes | None) -> int:
         """udp_sendmsg: never blocks on loopback (the datagram is delivered or dropped)."""
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EOPNOTSUPP)
+        if flags & MSG_OOB and (self.family == AF_INET or addr is not None
+                                and inet.raw_family(addr) == AF_INET):
+            raise SyscallError(Errno.EOPNOTSUPP)    # udp_sendmsg (udpv6_sendmsg lets it by)
         if addr:
             ip, port = self._destination(addr)
             if port == 0 and self.protocol == IPPROTO_UDP:
@@ -266,8 +267,6 @@ class UDPSocket(NetSocket):
     # -- receiving ---------------------------------------------------------------------------
 
     def _try_recv(self, n: int, flags: int, want_addr: bool) -> Received:
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EOPNOTSUPP)
         if flags & MSG_ERRQUEUE:
             raise WouldBlock()                       # no queued errors (no IP_RECVERR path)
         if self.err:

@@ -54,3 +54,12 @@ def test_urgent_data(family: str, network: str, program: Builder, run: Runner,
                      pyvisor_cli: CliRunner) -> None:
     native, _ = compare_net(run, pyvisor_cli, network, [program("inet_oob"), family])
     assert '1 oob 1 "X"' in native.stdout and "1 atmark 1" in native.stdout, native.stdout
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_multicast_loopback(network: str, program: Builder, run: Runner,
+                            pyvisor_cli: CliRunner) -> None:
+    native, _ = compare_net(run, pyvisor_cli, network, [program("inet_mcast")])
+    out = native.stdout
+    assert "  r1: m1\n  r2: m1\n  r3: m1\n" in out, out
+    assert "v6 join r1 again: EADDRINUSE" in out, out

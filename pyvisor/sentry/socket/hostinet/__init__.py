@@ -81,7 +81,7 @@ SOCKET_OPTIONS = frozenset((SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_LINGER,
                             SO_RCVBUF, SO_BROADCAST, SO_OOBINLINE, SO_RCVLOWAT, SO_SNDLOWAT,
                             SO_TIMESTAMP, SO_TIMESTAMPNS, SO_PRIORITY, SO_ERROR, SO_TYPE,
                             SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN))
-IP_OPTIONS = frozenset((1, 2, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36))
+IP_OPTIONS = frozenset((1, 2, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36, 49))
 IPV6_OPTIONS = frozenset((16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 49, 51, 66, 67))
 TCP_OPTIONS = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 18, 25, 36))
 UDP_OPTIONS = frozenset((1, 103, 104))

@@ -18,7 +18,9 @@ PACKAGES=(
 # containerd}.py): the tests start daemons of their own, so the system services that
 # docker.io and containerd enable are stopped and disabled again when this script is
 # what installed them.
-ENGINES=(podman docker.io containerd)
+# netavark + aardvark-dns: podman's bridge networks and port forwarding
+# (tests/runtime/test_podman_ports.py, run inside a network namespace of its own).
+ENGINES=(podman netavark aardvark-dns docker.io containerd)
 OPTIONAL=(runsc)   # gVisor itself, for comparisons; fine if unavailable
 # Real servers and clients that tests/e2e/test_servers.py and bench/run.py run
 # inside a sandbox. Their host services must never start: while installing, a

@@ -370,6 +370,7 @@ def _sockopt_rules() -> tuple[tuple[Cond, ...], ...]:
 
 
 _HI = "hostinet (--network=host): "
+SIOCATMARK = 0x8905     # From <linux/sockios.h>.
 HOSTINET_RULES: dict[str, Spec] = {
     "socket": _only(_HI + "the application's TCP, UDP and ICMP echo sockets, always "
                     "non-blocking and close-on-exec", *_hostinet_sockets()),
@@ -536,6 +537,10 @@ def sentry_rules(hostinet: bool = False, control_fd: int | None = None) -> dict[
             del rules[name]
     if hostinet:
         rules.update(HOSTINET_RULES)
+        rules["ioctl"] = _only(
+            "terminal requests passed through to the host tty (fsimpl/host/host.py); "
+            + _HI + "FIONREAD/TIOCOUTQ (SIOCINQ/SIOCOUTQ) and SIOCATMARK of a host socket",
+            *_one_of(1, {**_SENTRY_IOCTLS, "SIOCATMARK": SIOCATMARK}))
         if control_fd is not None:
             rules["accept4"] = _only(
                 "accept4 on the control socket, or hostinet's accept(2) (the new socket "

@@ -549,7 +549,8 @@ class Socket(FileImpl):
             if len(optval) < LINGER.size:
                 raise SyscallError(Errno.EINVAL)
             onoff, secs = LINGER.unpack_from(optval)
-            self.linger = (1 if onoff else 0, secs if onoff else 0)
+            # sock_setsockopt: l_onoff 0 clears SOCK_LINGER but keeps sk_lingertime.
+            self.linger = (1, secs) if onoff else (0, self.linger[1])
             return
         if name == SO_BSDCOMPAT:
             return

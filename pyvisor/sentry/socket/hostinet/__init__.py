@@ -68,6 +68,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _I32 = struct.Struct("<i")
 SOCKADDR_MAX = 128
 CONTROL_MAX = 1024
+SIOCATMARK = 0x8905
+# TCP states (<net/tcp_states.h>): those a lingering close waits through, and those in
+# which close(2) sends a FIN at all.
+_CLOSING_STATES = frozenset((4, 11, 9))            # FIN_WAIT1, CLOSING, LAST_ACK
+_LINGER_STATES = frozenset((1, 8))                 # ESTABLISHED, CLOSE_WAIT
+LINGER_POLL_NS = 20_000_000
 
 # Options passed to the host.  From <asm-generic/socket.h>, <linux/in.h>, <linux/in6.h>,
 # <linux/tcp.h>, <linux/udp.h>.  SO_RCVTIMEO/SO_SNDTIMEO stay in the Sentry.
@@ -75,7 +81,7 @@ SOCKET_OPTIONS = frozenset((SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_LINGER,
                             SO_RCVBUF, SO_BROADCAST, SO_OOBINLINE, SO_RCVLOWAT, SO_SNDLOWAT,
                             SO_TIMESTAMP, SO_TIMESTAMPNS, SO_PRIORITY, SO_ERROR, SO_TYPE,
                             SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN))
-IP_OPTIONS = frozenset((1, 2, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36))
+IP_OPTIONS = frozenset((1, 2, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36, 49))
 IPV6_OPTIONS = frozenset((16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 49, 51, 66, 67))
 TCP_OPTIONS = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 18, 25, 36))
 UDP_OPTIONS = frozenset((1, 103, 104))
@@ -147,14 +153,77 @@ class HostSocket(Socket):
 
     def release(self, fd: FileDescription) -> None:
         self.stack.kernel.unwatch_fd(self.hostfd)
+        if self.stype == SOCK_STREAM and self._host_linger():
+            self._linger_close()
+            return
+        self._close_host()
+
+    def _close_host(self) -> None:
+        if self.hostfd >= 0:
+            try:
+                os.close(self.hostfd)
+            except OSError:
+                pass
+            self.hostfd = -1
+
+    def _host_linger(self) -> bool:
+        """Whether the host socket has SO_LINGER {1, N > 0}: the host's close(2) would
+        then block the whole Sentry for up to N seconds (inet_release)."""
         try:
-            os.close(self.hostfd)
+            onoff, secs = struct.unpack("<ii", self._host_getsockopt(SOL_SOCKET, SO_LINGER, 8))
+        except (SyscallError, struct.error):
+            return False
+        return bool(onoff) and secs != 0
+
+    def _linger_close(self) -> None:
+        """tcp_close without the host blocking: the FIN goes out now (shutdown), close(2)
+        waits in close_wait (by polling the host's TCP state) and a timer closes the host
+        socket at the linger deadline whoever released us.  With unread data the host
+        resets at once, as it would."""
+        onoff, secs = struct.unpack("<ii", self._host_getsockopt(SOL_SOCKET, SO_LINGER, 8))
+        off = struct.pack("<ii", 0, 0)
+        _libc.setsockopt(self.hostfd, SOL_SOCKET, SO_LINGER, off, len(off))
+        inq = bytearray(4)
+        import fcntl
+        try:
+            fcntl.ioctl(self.hostfd, SIOCINQ, inq)
         except OSError:
             pass
-        self.hostfd = -1
+        if _I32.unpack(inq)[0] or self._tcp_state() not in _LINGER_STATES:
+            self._close_host()
+            return
+        _libc.shutdown(self.hostfd, 1)                     # SHUT_WR: tcp_send_fin
+        kernel = self.stack.kernel
+        self.linger_deadline = kernel.now() + max(secs, 0) * 10**9
+        kernel.add_timer(self.linger_deadline, self._close_host)
+
+    def _tcp_state(self) -> int:
+        try:
+            return self._host_getsockopt(SOL_TCP, 11, 8)[0]     # TCP_INFO's tcpi_state
+        except (SyscallError, IndexError):
+            return 7
+
+    async def close_wait(self, t: Task) -> None:
+        """close(2) with SO_LINGER {1, N}: until the host has our FIN acknowledged
+        (sk_stream_wait_close) or the deadline; then the host socket is closed."""
+        deadline = getattr(self, "linger_deadline", None)
+        if deadline is None or self.hostfd < 0:
+            return
+        from pyvisor.sentry.errors import Interrupted, TimedOut
+        try:
+            while self.hostfd >= 0 and self._tcp_state() in _CLOSING_STATES:
+                step = min(deadline, t.kernel.now() + LINGER_POLL_NS)
+                try:
+                    await t.kernel.block_on(t, None, deadline=step)
+                except TimedOut:
+                    if step >= deadline:
+                        break
+        except Interrupted:
+            pass
+        self._close_host()
 
     def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
-        if cmd in (SIOCINQ, SIOCOUTQ):
+        if cmd in (SIOCINQ, SIOCOUTQ, SIOCATMARK):
             import fcntl
             buf = bytearray(4)
             try:

@@ -256,6 +256,60 @@ class Stack:
     def interfaces(self) -> list[Interface]:
         return [self.lo] + [n.iface for n in self.nics]
 
+    # -- multicast ---------------------------------------------------------------------------
+
+    def iface_by_index(self, index: int) -> Interface | None:
+        if index == self.lo.index:
+            return self.lo
+        nic = self.nic_by_index(index)
+        return nic.iface if nic is not None else None
+
+    def index_of_addr(self, ip: bytes) -> int:
+        """__ip_dev_find: the interface holding address `ip` (0: none)."""
+        if len(ip) == 4 and ip[0] == 127 or ip == IN6ADDR_LOOPBACK:
+            return self.lo.index
+        for n in self.nics:
+            if any(ip == a for a, _ in (n.iface.addrs4 if len(ip) == 4 else n.iface.addrs6)):
+                return n.index
+        return 0
+
+    def route_index(self, dst: bytes) -> int:
+        """The interface the route to `dst` leaves by (0: no route)."""
+        if self.is_local(dst):
+            return self.lo.index
+        if not self.nics:
+            return 0
+        if dst[0] == 0xFF and len(dst) == 16:
+            return self.nics[0].index          # ff00::/8 dev eth0 (the local table)
+        r = self.route_table.lookup(dst)
+        return r.oif if r is not None and self.nic_by_index(r.oif) is not None else 0
+
+    def index_source4(self, index: int) -> bytes:
+        """inet_select_addr for an interface: its first address."""
+        if index == self.lo.index:
+            return b"\x7f\0\0\1"
+        nic = self.nic_by_index(index)
+        if nic is not None and nic.iface.addrs4:
+            return nic.iface.addrs4[0][0]
+        return b"\0\0\0\0"
+
+    def mc_join(self, index: int, group: bytes) -> None:
+        """A socket joined `group` on interface `index` (ip_mc_inc_group)."""
+        key = (index, group)
+        self.mc_groups[key] = self.mc_groups.get(key, 0) + 1
+
+    def mc_leave(self, index: int, group: bytes) -> None:
+        key = (index, group)
+        n = self.mc_groups.get(key, 0) - 1
+        if n > 0:
+            self.mc_groups[key] = n
+        else:
+            self.mc_groups.pop(key, None)
+
+    def mc_member(self, index: int, group: bytes) -> bool:
+        """ip_check_mc_rcu: whether this host listens to `group` on interface `index`."""
+        return (index, group) in self.mc_groups
+
     def routes(self) -> list[inet.Route]:
         out = inet.loopback_routes() + list(self.route_table.routes)
         for n in self.nics:
@@ -273,6 +327,7 @@ class Stack:
         from pyvisor.sentry.socket.netstack.route import RouteTable
         self.nics: list[NIC] = []
         self.route_table = RouteTable()
+        self.mc_groups: dict[tuple[int, bytes], int] = {}   # (ifindex, group) -> members
         # Transport protocols served elsewhere, by IP protocol number: {6: tcpseg's input}.
         self.transport_handlers: dict[int, Callable[[bytes, bytes, bytes, NIC | None], None]] = {}
         self.frags4 = Reassembler(self)
@@ -396,7 +451,7 @@ class Stack:
         if self.nic_owns4(nic, dst):
             return 1
         if dst == b"\xff\xff\xff\xff" or dst == b"\xe0\0\0\1" \
-                or self.nic_subnet_broadcast(nic, dst):
+                or self.nic_subnet_broadcast(nic, dst) or self.mc_member(nic.index, dst):
             return 2
         return 0
 
@@ -406,7 +461,8 @@ class Stack:
         from pyvisor.sentry.socket.netstack.ipv6 import ALL_NODES, solicited_node
         if self.nic_owns6(nic, dst):
             return 1
-        if dst == ALL_NODES or any(dst == solicited_node(a) for a, _ in nic.iface.addrs6):
+        if dst == ALL_NODES or any(dst == solicited_node(a) for a, _ in nic.iface.addrs6) \
+                or self.mc_member(nic.index, dst):
             return 2
         return 0
 
@@ -459,15 +515,20 @@ class Stack:
         self.ip_no_routes += len(packets)
 
     def send_ip(self, proto: int, src_ip: bytes, dst_ip: bytes, payload: bytes,
-                ttl: int | None = None, tos: int = 0) -> None:
-        """Sends a transport payload; see the module docstring.  Never raises."""
+                ttl: int | None = None, tos: int = 0, oif: int = 0) -> None:
+        """Sends a transport payload; see the module docstring.  Never raises.  `oif`
+        names the NIC a multicast leaves by (IP_MULTICAST_IF)."""
         from pyvisor.sentry.socket.netstack import ipv4, ipv6
         if self.is_local(dst_ip):
             self._loop(proto, src_ip, dst_ip, payload)
             return
         r = self.route_table.lookup(dst_ip)
         nic = self.nic_by_index(r.oif) if r is not None else None
-        if r is None or nic is None:
+        if oif and self.nic_by_index(oif) is not None:
+            nic, r = self.nic_by_index(oif), None
+        elif len(dst_ip) == 16 and dst_ip[0] == 0xFF and self.nics and nic is None:
+            nic = self.nics[0]
+        if nic is None:
             if dst_ip == b"\xff\xff\xff\xff" and self.nics:
                 nic = self.nics[0]
             else:
@@ -511,7 +572,7 @@ class Stack:
         if header is None:
             header = _synthetic_header(proto, src_ip, dst_ip, len(payload))
         if proto == IPPROTO_UDP:
-            transport.udp_receive(self, src_ip, dst_ip, payload, header, unicast)
+            transport.udp_receive(self, src_ip, dst_ip, payload, header, unicast, nic)
         elif proto == IPPROTO_TCP:
             handler = self.transport_handlers.get(IPPROTO_TCP)
             if handler is not None:

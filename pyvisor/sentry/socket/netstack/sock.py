@@ -26,7 +26,8 @@ from pyvisor.abi.linux.inet import (IP_BIND_ADDRESS_NO_PORT, IP_CHECKSUM, IP_FRE
                                     IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_TCLASS,
                                     IPV6_UNICAST_HOPS, IPV6_V6ONLY, LOOPBACK_MTU,
                                     SOL_IP, SOL_IPV6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
-                                    IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP, INADDR_ANY)
+                                    IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP, INADDR_ANY,
+                                    IPV6_MULTICAST_IF)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.socket import inet
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from pyvisor.sentry.vfs.file import FileDescription
 
 _I32 = struct.Struct("<i")
+IGMP_MAX_MEMBERSHIPS = 20       # net.ipv4.igmp_max_memberships
+MLD_MAX_MEMBERSHIPS = 64        # net.ipv6.mld_max_msf-ish bound on a socket's groups
+SOCK_STREAM_TYPE = 1
 
 # IP_* options that are 0/1 flags, with their defaults.
 _IP_BOOLS = {IP_RECVOPTS: 0, IP_RETOPTS: 0, IP_PKTINFO: 0, IP_RECVERR: 0, IP_RECVTTL: 0,
@@ -90,6 +94,13 @@ class NetSocket(Socket):
                                     IPV6_MULTICAST_LOOP: 1, IPV6_TCLASS: 0,
                                     IPV6_MTU_DISCOVER: 1}
         self.bindtodevice = b""
+        # Multicast (Linux: inet->mc_list, mc_index, mc_addr; np->ipv6_mc_list, mcast_oif):
+        # the groups joined, as (group, ifindex), and the interface multicasts leave by.
+        self.mc4: list[tuple[bytes, int, bytes]] = []      # (group, ifindex, imr_address)
+        self.mc6: list[tuple[bytes, int]] = []
+        self.mc_index = 0
+        self.mc_addr = INADDR_ANY
+        self.mc6_oif = 0
         self.userlocks_snd = False
         self.userlocks_rcv = False
 
@@ -123,8 +134,8 @@ class NetSocket(Socket):
                 if self.v6only:
                     raise SyscallError(Errno.EINVAL)
                 ip = inet.unmap(ip)
-            elif ip[0] == 0xFF:
-                raise SyscallError(Errno.EINVAL)       # multicast: not on a loopback-only stack
+            elif ip[0] == 0xFF and ip[1] & 0xF in (1, 2) and not _scope:
+                raise SyscallError(Errno.EINVAL)       # link-scope multicast needs a scope id
         elif inet.raw_family(raw) != AF_INET and ip != INADDR_ANY:
             raise SyscallError(Errno.EAFNOSUPPORT)     # AF_UNSPEC only with INADDR_ANY
         return ip, port
@@ -132,7 +143,8 @@ class NetSocket(Socket):
     def bind(self, t: Task, addr: bytes) -> None:
         """Implements bind(2).  Linux: __inet_bind / __inet6_bind."""
         ip, port = self._decode_local(addr)
-        if not inet.is_any(ip) and not self.stack.is_local(ip) \
+        multicast = 224 <= ip[0] < 240 if len(ip) == 4 else ip[0] == 0xFF
+        if not inet.is_any(ip) and not self.stack.is_local(ip) and not multicast \
                 and not self.ip.get(IP_FREEBIND) and not self.ip.get(IP_TRANSPARENT):
             raise SyscallError(Errno.EADDRNOTAVAIL)
         if port and port < self.stack.sysctl.unprivileged_port_start and t.creds.euid != 0:
@@ -231,7 +243,7 @@ class NetSocket(Socket):
                 raise SyscallError(Errno.ENOTCONN)
             return i32(LOOPBACK_MTU)
         if name == IP_MULTICAST_IF:
-            return INADDR_ANY
+            return self.mc_addr
         raise SyscallError(Errno.ENOPROTOOPT)
 
     def _get_ip6(self, name: int) -> bytes:
@@ -243,6 +255,8 @@ class NetSocket(Socket):
             return i32(64 if v < 0 else v)
         if name in (IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP, IPV6_TCLASS, IPV6_MTU_DISCOVER):
             return i32(self.ip6[name])
+        if name == IPV6_MULTICAST_IF:
+            return i32(self.mc6_oif)
         if name in _IPV6_BOOLS:
             return i32(self.ip6.get(name, _IPV6_BOOLS[name]))
         if name == IPV6_MTU:
@@ -285,13 +299,19 @@ class NetSocket(Socket):
 
     def _set_ip(self, t: Task, name: int, optval: bytes) -> None:
         if name in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
+            if self.stype == SOCK_STREAM_TYPE:
+                raise SyscallError(Errno.EPROTO)
             if len(optval) < 8:
                 raise SyscallError(Errno.EINVAL)
-            raise SyscallError(Errno.ENODEV if name == IP_ADD_MEMBERSHIP
-                               else Errno.EADDRNOTAVAIL)
+            group, addr = optval[0:4], optval[4:8]
+            index = _I32.unpack_from(optval, 8)[0] if len(optval) >= 12 else 0
+            if name == IP_ADD_MEMBERSHIP:
+                self._join4(group, addr, index)
+            else:
+                self._leave4(group, addr, index)
+            return
         if name == IP_MULTICAST_IF:
-            if len(optval) < 4:
-                raise SyscallError(Errno.EINVAL)
+            self._set_mc_if(optval)
             return
         val = int_opt(optval, short_ok=True)
         if name == IP_TTL:
@@ -304,6 +324,8 @@ class NetSocket(Socket):
                 val = (val & ~3) | (self.ip[IP_TOS] & 3)
             self.ip[IP_TOS] = val
         elif name == IP_MULTICAST_TTL:
+            if self.stype == SOCK_STREAM_TYPE:
+                raise SyscallError(Errno.EINVAL)
             if val == -1:
                 val = 1
             if not 0 <= val <= 255:
@@ -326,11 +348,24 @@ class NetSocket(Socket):
 
     def _set_ip6(self, name: int, optval: bytes) -> None:
         if name in (IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP):
+            if self.stype == SOCK_STREAM_TYPE:
+                raise SyscallError(Errno.EPROTO)
             if len(optval) < 20:
                 raise SyscallError(Errno.EINVAL)
-            raise SyscallError(Errno.ENODEV if name == IPV6_ADD_MEMBERSHIP
-                               else Errno.EADDRNOTAVAIL)
+            group, index = optval[:16], _I32.unpack_from(optval, 16)[0]
+            if name == IPV6_ADD_MEMBERSHIP:
+                self._join6(group, index)
+            else:
+                self._leave6(group, index)
+            return
         val = int_opt(optval, short_ok=False)
+        if name == IPV6_MULTICAST_IF:
+            if self.stype == SOCK_STREAM_TYPE:
+                raise SyscallError(Errno.EINVAL)
+            if val and self.stack.iface_by_index(val) is None:
+                raise SyscallError(Errno.ENODEV)
+            self.mc6_oif = val
+            return
         if name == IPV6_V6ONLY:
             if self.bound:
                 raise SyscallError(Errno.EINVAL)
@@ -355,6 +390,130 @@ class NetSocket(Socket):
             self.ip6[name] = int(val != 0)
         else:
             raise SyscallError(Errno.ENOPROTOOPT)
+
+    # -- multicast ---------------------------------------------------------------------------
+
+    def _mc_dev4(self, group: bytes, addr: bytes, index: int) -> int:
+        """ip_mc_find_dev: the interface of a membership (by index, by address, or by the
+        route to the group); 0 when there is none."""
+        if index:
+            return index if self.stack.iface_by_index(index) is not None else 0
+        if addr != INADDR_ANY:
+            return self.stack.index_of_addr(addr)
+        return self.stack.route_index(group)
+
+    def _join4(self, group: bytes, addr: bytes, index: int) -> None:
+        """ip_mc_join_group."""
+        if not 224 <= group[0] < 240:
+            raise SyscallError(Errno.EINVAL)
+        index = self._mc_dev4(group, addr, index)
+        if not index:
+            raise SyscallError(Errno.ENODEV)
+        if any(g == group and i == index for g, i, _ in self.mc4):
+            raise SyscallError(Errno.EADDRINUSE)
+        if len(self.mc4) >= IGMP_MAX_MEMBERSHIPS:
+            raise SyscallError(Errno.ENOBUFS)
+        self.mc4.append((group, index, addr))
+        self.stack.mc_join(index, group)
+
+    def _leave4(self, group: bytes, addr: bytes, index: int) -> None:
+        """ip_mc_leave_group."""
+        dev = self._mc_dev4(group, addr, index)
+        if not index and addr == INADDR_ANY and not dev:
+            raise SyscallError(Errno.ENODEV)
+        index = index or dev
+        for m in self.mc4:
+            g, i, a = m
+            if g != group:
+                continue
+            if index:
+                if i != index:
+                    continue
+            elif addr != INADDR_ANY and addr != a:
+                continue
+            self.mc4.remove(m)
+            self.stack.mc_leave(i, g)
+            return
+        raise SyscallError(Errno.EADDRNOTAVAIL)
+
+    def _set_mc_if(self, optval: bytes) -> None:
+        """IP_MULTICAST_IF: an in_addr, an ip_mreq or an ip_mreqn."""
+        if self.stype == SOCK_STREAM_TYPE or len(optval) < 4:
+            raise SyscallError(Errno.EINVAL)
+        if len(optval) >= 12:
+            addr, index = optval[4:8], _I32.unpack_from(optval, 8)[0]
+        elif len(optval) >= 8:
+            addr, index = optval[4:8], 0
+        else:
+            addr, index = optval[:4], 0
+        if not index:
+            if addr == INADDR_ANY:
+                self.mc_index, self.mc_addr = 0, INADDR_ANY
+                return
+            index = self.stack.index_of_addr(addr)
+        elif self.stack.iface_by_index(index) is None:
+            index = 0
+        if not index:
+            raise SyscallError(Errno.EADDRNOTAVAIL)
+        self.mc_index, self.mc_addr = index, addr
+
+    def _join6(self, group: bytes, index: int) -> None:
+        """ipv6_sock_mc_join."""
+        if group[0] != 0xFF:
+            raise SyscallError(Errno.EINVAL)
+        if any(g == group and i == index for g, i in self.mc6):
+            raise SyscallError(Errno.EADDRINUSE)
+        if index == 0:
+            index = self.stack.route_index(group)
+        elif self.stack.iface_by_index(index) is None:
+            index = 0
+        if not index:
+            raise SyscallError(Errno.ENODEV)
+        if len(self.mc6) >= MLD_MAX_MEMBERSHIPS:
+            raise SyscallError(Errno.ENOBUFS)
+        self.mc6.append((group, index))
+        self.stack.mc_join(index, group)
+
+    def _leave6(self, group: bytes, index: int) -> None:
+        """ipv6_sock_mc_drop."""
+        for m in self.mc6:
+            if m[0] == group and (index == 0 or m[1] == index):
+                self.mc6.remove(m)
+                self.stack.mc_leave(m[1], group)
+                return
+        raise SyscallError(Errno.EADDRNOTAVAIL)
+
+    def mc_drop_all(self) -> None:
+        """ip_mc_drop_socket / ipv6_sock_mc_close: a closing socket leaves its groups."""
+        for g, i, _ in self.mc4:
+            self.stack.mc_leave(i, g)
+        for g, i in self.mc6:
+            self.stack.mc_leave(i, g)
+        self.mc4, self.mc6 = [], []
+
+    def mc_allows(self, group: bytes, ifindex: int) -> bool:
+        """ip_mc_sf_allow: a member of `group` on `ifindex` takes the datagram; any other
+        socket only with IP_MULTICAST_ALL (the default)."""
+        if len(group) == 4:
+            if any(g == group and i == ifindex for g, i, _ in self.mc4):
+                return True
+            from pyvisor.abi.linux.inet import IP_MULTICAST_ALL as _ALL
+            return bool(self.ip.get(_ALL, 1))
+        if any(g == group and i == ifindex for g, i in self.mc6):
+            return True
+        return True            # IPv6 has no IP_MULTICAST_ALL: inet6_mc_check allows all
+
+    def mc_out(self, dst: bytes) -> tuple[int, bytes]:
+        """The interface index and source address a multicast datagram to `dst` leaves
+        with (udp_sendmsg: mc_index/mc_addr, else the route)."""
+        if len(dst) == 4:
+            index = self.mc_index or self.stack.route_index(dst)
+            src = self.laddr if not inet.is_any(self.laddr) else self.mc_addr
+            if inet.is_any(src) and index:
+                src = self.stack.index_source4(index)
+            return index, src
+        index = self.mc6_oif or self.stack.route_index(dst)
+        return index, self.laddr
 
     def proto_getsockopt(self, t: Task, level: int, name: int) -> bytes:
         raise self.unknown_level()

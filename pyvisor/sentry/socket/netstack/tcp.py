@@ -53,15 +53,15 @@ from pyvisor.abi.linux.inet import (IPPROTO_TCP, SOL_TCP, TCP_CLOSE, TCP_CLOSE_W
                                     MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_SYNCNT,
                                     TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP)
 from pyvisor.abi.linux.inet import TCP_INFO_STRUCT
-from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
-                                             EVENT_OUT, EVENT_RDHUP)
+                                             EVENT_OUT, EVENT_PRI, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB,
                                           MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
                                           SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
-                                          SIOCINQ, SIOCOUTQ, SOCK_NONBLOCK, SOCK_STREAM,
-                                          Control, Received, deadline_of,
+                                          SIOCINQ, SIOCOUTQ, SO_OOBINLINE, SOCK_NONBLOCK,
+                                          SOCK_STREAM, Control, Received, deadline_of,
                                           new_socket_file, wait)
 from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
@@ -85,6 +85,10 @@ FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
 LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timestamp option
 SIOCATMARK = 0x8905
 SIOCOUTQNSD = 0x894B
+# tp->urg_data: the urgent byte (URG_VALID | byte), or that it was read.  From net/tcp.h.
+URG_VALID = 0x0100
+URG_NOTYET = 0x0200
+URG_READ = 0x0400
 _I32 = struct.Struct("<i")
 
 
@@ -133,6 +137,14 @@ class TCPSocket(NetSocket):
         self.rcv_off = 0                  # bytes of rcvq[0] already read
         self.rcv_len = 0                  # unread bytes in rcvq
         self.done = False                 # SOCK_DONE: the peer's FIN arrived
+        # Urgent data (MSG_OOB), counted in stream bytes: rcv_nxt bytes ever queued,
+        # copied_seq bytes ever consumed (read, or skipped urgent bytes), urg_seq the index
+        # of the urgent byte while urg_data is set.  Linux: tp->rcv_nxt, copied_seq, urg_*.
+        self.rcv_nxt = 0
+        self.copied_seq = 0
+        self.urg_data = 0
+        self.urg_seq = 0
+        self.lingering = False            # close(2) waits for our data to be taken (SO_LINGER)
         self.backlog = 0                  # sk_max_ack_backlog
         self.acceptq: collections.deque[TCPSocket] = collections.deque()
         self.synq: collections.deque[TCPSocket] = collections.deque()   # dropped SYNs
@@ -215,15 +227,66 @@ class TCPSocket(NetSocket):
 
     # -- segments from the peer (what tcp input would do) ------------------------------------
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: bytes, urgent: bool = False) -> None:
+        if urgent and data:
+            self.check_urg(self.rcv_nxt + len(data) - 1)
+        start = self.rcv_nxt
         self.rcvq.append(data)
         self.rcv_len += len(data)
+        self.rcv_nxt += len(data)
+        if self.urg_data == URG_NOTYET and start <= self.urg_seq < self.rcv_nxt:
+            self.urg_data = URG_VALID | data[self.urg_seq - start]   # tcp_urg
+            self._notify(EVENT_PRI)
         self.stack.buffered += len(data)
         self.bytes_received += len(data)
         self.segs_in += 1
         self._notify(EVENT_IN)
         if self.defer_parent is not None:
             self.defer_parent._undefer(self)
+
+    def _oobinline(self) -> bool:
+        return bool(self.opts.get(SO_OOBINLINE, 0))
+
+    def check_urg(self, ptr: int) -> None:
+        """tcp_check_urg: a new urgent pointer, as the stream index of the urgent byte
+        (before that byte is queued; _on_data then makes it valid)."""
+        if self.copied_seq > ptr or ptr < self.rcv_nxt or \
+                (self.urg_data and ptr <= self.urg_seq):
+            return
+        if self.urg_data and self.urg_seq == self.copied_seq and not self._oobinline() \
+                and self.copied_seq != self.rcv_nxt:
+            # The old urgent byte sits at the read position: step over it, so it is not
+            # read again as data once the mark moves (Linux's "double Dutch" case).
+            self._consume(1)
+        self.urg_data = URG_NOTYET
+        self.urg_seq = ptr
+        self._sigurg()
+
+    def _sigurg(self) -> None:
+        """sk_send_sigurg: SIGURG to the file's owner (F_SETOWN), where the kernel has
+        owners."""
+        hook = getattr(self, "send_sigurg", None)
+        if hook is not None:
+            hook()
+
+    def _consume(self, k: int) -> None:
+        """Drops `k` bytes from the head of the receive queue (they were read or skipped)."""
+        q = self.rcvq
+        off = self.rcv_off
+        left = k
+        while left:
+            buf = q[0]
+            take = min(left, len(buf) - off)
+            left -= take
+            if off + take == len(buf):
+                q.popleft()
+                off = 0
+            else:
+                off += take
+        self.rcv_off = off
+        self.rcv_len -= k
+        self.copied_seq += k
+        self.stack.unbuffer(k)
 
     def _on_fin(self) -> None:
         """tcp_fin."""
@@ -242,6 +305,8 @@ class TCPSocket(NetSocket):
             self.defer_parent._undefer(self)
 
     def _on_fin_acked(self) -> None:
+        if self.lingering:
+            self._notify(EVENT_OUT)
         if self.state == TCP_FIN_WAIT1:
             self.state = TCP_FIN_WAIT2
             if self.released:
@@ -341,7 +406,13 @@ class TCPSocket(NetSocket):
         if self.shut & RCV_SHUTDOWN:
             ev |= EVENT_IN | EVENT_RDHUP
         if st not in (TCP_SYN_SENT, TCP_SYN_RECV):
-            if self.rcv_len and self.rcv_len >= self.rcvlowat:     # tcp_stream_is_readable
+            target = self.rcvlowat
+            if self.urg_data:
+                if self.urg_seq == self.copied_seq and not self._oobinline():
+                    target += 1                 # the urgent byte alone is not readable
+                if self.urg_data & URG_VALID:
+                    ev |= EVENT_PRI
+            if self.rcv_len and self.rcv_len >= target:     # tcp_stream_is_readable
                 ev |= EVENT_IN
             if not self.shut & SEND_SHUTDOWN:
                 if self._writable():
@@ -365,7 +436,7 @@ class TCPSocket(NetSocket):
         if cmd == SIOCINQ:
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)
-            t.copy_out(arg, _I32.pack(min(self.rcv_len, 0x7FFFFFFF)))
+            t.copy_out(arg, _I32.pack(min(self._inq(), 0x7FFFFFFF)))
             return 0
         if cmd in (SIOCOUTQ, SIOCOUTQNSD):
             if self.state == TCP_LISTEN:
@@ -376,9 +447,45 @@ class TCPSocket(NetSocket):
             t.copy_out(arg, _I32.pack(n))
             return 0
         if cmd == SIOCATMARK:
-            t.copy_out(arg, _I32.pack(0))
+            t.copy_out(arg, _I32.pack(int(bool(self.urg_data)
+                                          and self.urg_seq == self.copied_seq)))
             return 0
         raise SyscallError(Errno.ENOTTY)
+
+    def _inq(self) -> int:
+        """tcp_inq: unread bytes, up to the urgent mark when one is ahead."""
+        if self.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+            return 0
+        if self._oobinline() or not self.urg_data or self.urg_seq < self.copied_seq \
+                or self.urg_seq >= self.rcv_nxt:
+            return self.rcv_len
+        return self.urg_seq - self.copied_seq
+
+    def _unacked(self) -> bool:
+        """Whether data we sent is not yet acknowledged, or our FIN (sk_stream_closing).
+        On the loopback short-circuit the peer takes (acknowledges) what fits its receive
+        window; the rest is, as Linux would have it, still in our send queue."""
+        if self.ep is not None:
+            return self.state in (TCP_FIN_WAIT1, TCP_CLOSING, TCP_LAST_ACK)
+        peer = self.peer
+        return peer is not None and peer.peer is self and peer.state != TCP_CLOSE \
+            and peer.rcv_len > peer.window()
+
+    async def close_wait(self, t: Task) -> None:
+        """close(2) of the last reference with SO_LINGER {1, N > 0}: waits until what we
+        sent is acknowledged or N seconds pass (tcp_close's sk_stream_wait_close).  close
+        returns 0 either way, and the connection goes on closing in the background."""
+        if not self.lingering:
+            return
+        deadline = t.kernel.now() + self.linger[1] * 10**9
+        try:
+            while self._unacked():
+                await t.kernel.block_on(t, self.wq, EVENT_OUT | EVENT_HUP | EVENT_ERR,
+                                        deadline=deadline)
+        except (TimedOut, Interrupted):
+            pass
+        finally:
+            self.lingering = False
 
     def release(self, fd: FileDescription) -> None:
         """tcp_close: the last reference to the file is gone."""
@@ -398,6 +505,8 @@ class TCPSocket(NetSocket):
                 self._send_fin()
                 if self.state == TCP_FIN_WAIT2 and self.timer is None:
                     self._arm_fin_timeout()
+                self.lingering = bool(self.linger[0]) and self.linger[1] > 0 \
+                    and self._unacked()
         if self.state == TCP_CLOSE:
             self.unbind()
         self._drop_rcvq()
@@ -668,6 +777,7 @@ class TCPSocket(NetSocket):
         self.done = False
         self.err = 0
         self._drop_rcvq()
+        self.urg_data = 0
         self.raddr, self.rport = inet.any_addr(self.family), 0
         if not self.user_bound:
             self.unbind()
@@ -726,9 +836,9 @@ class TCPSocket(NetSocket):
         return SyscallError(err)
 
     def _try_send(self, t: Task, data: bytes, flags: int) -> int:
-        """One non-blocking attempt (tcp_sendmsg_locked without the sleeping)."""
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EOPNOTSUPP)
+        """One non-blocking attempt (tcp_sendmsg_locked without the sleeping).  With
+        MSG_OOB the last byte sent is urgent (tcp_mark_urg: SND.UP after it, and the
+        receiver's tcp_stdurg=0 reading takes the byte before the pointer)."""
         st = self.state
         if st in (TCP_SYN_SENT, TCP_SYN_RECV) and not self.err:
             raise WouldBlock()               # sk_stream_wait_connect
@@ -744,7 +854,7 @@ class TCPSocket(NetSocket):
                 raise WouldBlock()
             n = min(room, len(data))
             self.bytes_sent += n
-            ep.send(data[:n] if n < len(data) else data)
+            ep.send(data[:n] if n < len(data) else data, urgent=bool(flags & MSG_OOB))
             return n
         peer = self.peer
         if peer is None:
@@ -771,7 +881,7 @@ class TCPSocket(NetSocket):
         self.bytes_sent += n
         self.segs_out += 1
         self.stack.lo.count(n + 52)
-        peer._on_data(chunk)
+        peer._on_data(chunk, bool(flags & MSG_OOB))
         return n
 
     async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
@@ -808,14 +918,34 @@ class TCPSocket(NetSocket):
 
     # -- receiving ---------------------------------------------------------------------------
 
+    def _recv_urg(self, n: int, flags: int) -> Received:
+        """tcp_recv_urg: the urgent byte; never blocks."""
+        if self._oobinline() or not self.urg_data or self.urg_data == URG_READ:
+            raise SyscallError(Errno.EINVAL)
+        if self.state == TCP_CLOSE and not self.done:
+            raise SyscallError(Errno.ENOTCONN)
+        if self.urg_data & URG_VALID:
+            byte = bytes([self.urg_data & 0xFF])
+            if not flags & MSG_PEEK:
+                self.urg_data = URG_READ
+            if n > 0:
+                return Received(b"" if flags & MSG_TRUNC else byte, 1, MSG_OOB)
+            return Received(b"", 0, MSG_OOB | MSG_TRUNC)
+        if self.state == TCP_CLOSE or self.shut & RCV_SHUTDOWN:
+            return Received(b"", 0)
+        raise SyscallError(Errno.EAGAIN)
+
     def _try_recv(self, n: int, flags: int) -> Received:
         """One non-blocking attempt (tcp_recvmsg_locked without the sleeping)."""
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EINVAL)
         if self.state == TCP_LISTEN:
             raise SyscallError(Errno.ENOTCONN)
+        if flags & MSG_OOB:
+            return self._recv_urg(n, flags)
         if self.rcv_len:
-            return self._take(n, flags)
+            r = self._take(n, flags) if not self.urg_data else self._take_urgent(n, flags)
+            if r.length or n == 0 or flags & MSG_TRUNC:
+                return r
+            # Only an urgent byte was there, stepped over: as if nothing were queued.
         if self.done:
             return Received(b"", 0)
         if self.err:
@@ -851,6 +981,7 @@ class TCPSocket(NetSocket):
         if not peek:
             self.rcv_off = off
             self.rcv_len -= got
+            self.copied_seq += got
             self.stack.unbuffer(got)
             peer = self.peer
             if peer is not None:
@@ -860,9 +991,45 @@ class TCPSocket(NetSocket):
         data = b"" if flags & MSG_TRUNC else b"".join(out)
         return Received(data, got)
 
+    def _take_urgent(self, n: int, flags: int) -> Received:
+        """_take while an urgent mark is set (tcp_recvmsg_locked's urg_data paths): a read
+        stops at the mark once it has data; one starting at the mark steps over the
+        urgent byte (unless SO_OOBINLINE) and goes on; passing the mark clears it."""
+        peek = bool(flags & MSG_PEEK)
+        inline = self._oobinline()
+        q = self.rcvq
+        buf = b"".join(q)[self.rcv_off:] if len(q) > 1 or self.rcv_off else q[0]
+        urg = self.urg_seq - self.copied_seq     # the mark, relative to the read position
+        out = bytearray()
+        pos = 0
+        while len(out) < n and pos < len(buf):
+            if pos == urg:
+                if out:
+                    break
+                if not inline:
+                    pos += 1                        # the urgent byte is not in the stream
+                    continue
+            end = urg if pos < urg else len(buf)
+            take = min(n - len(out), end - pos)
+            out += buf[pos:pos + take]
+            pos += take
+        if not peek and pos:
+            self._consume(pos)
+            if self.copied_seq > self.urg_seq:
+                self.urg_data = 0
+            peer = self.peer
+            if peer is not None:
+                peer._notify(EVENT_OUT)
+            elif self.ep is not None:
+                self.ep.on_read()
+        got = len(out)
+        return Received(b"" if flags & MSG_TRUNC else bytes(out), got)
+
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
         """tcp_recvmsg: waits for at least SO_RCVLOWAT bytes (all `n` with MSG_WAITALL)."""
+        if flags & MSG_OOB:
+            return self._try_recv(n, flags)         # never blocks (tcp_recv_urg)
         nonblock = f.nonblocking or bool(flags & MSG_DONTWAIT) or self.rcvtimeo == 0
         deadline = deadline_of(t, self.rcvtimeo)
         timed = self.rcvtimeo is not None

@@ -20,7 +20,7 @@ from pyvisor.sentry.socket.common import RCV_SHUTDOWN, SO_KEEPALIVE
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcpsack import (DUPACK_THRESH, Cubic, Reassembly,
                                                     Scoreboard)
-from pyvisor.sentry.socket.netstack.tcpwire import ACK, FIN, PSH, RST, SYN, Segment
+from pyvisor.sentry.socket.netstack.tcpwire import ACK, FIN, PSH, RST, SYN, URG, Segment
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Timer
@@ -72,6 +72,7 @@ class Endpoint:
         self.max_snd_wnd = 0
         self.snd_wl1 = self.snd_wl2 = 0
         self.sndq = bytearray()                 # bytes from SND.UNA (unacked, then unsent)
+        self.snd_up = 0                         # SND.UP: just past the urgent byte (0: none)
         self.fin_queued = False                 # our FIN is after the last byte of sndq
         self.snd_wscale = 0
         # Receive sequence space.
@@ -292,8 +293,13 @@ class Endpoint:
 
     def _emit(self, seq: int, ack: int, flags: int, wnd: int, opts: bytes = b"",
               data: bytes = b"") -> None:
+        urp = 0
+        if self.snd_up > seq and self.snd_up > self.snd_una:
+            # Urgent mode (tcp_transmit_skb): the pointer, or 0xFFFF while it is further.
+            urp = min(self.snd_up - seq, 0xFFFF)
+            flags |= URG
         raw = w.build(self.laddr, self.raddr, self.lport, self.rport, seq, ack, flags, wnd,
-                      opts, data)
+                      opts, data, urp)
         self.segs_out += 1
         self.last_send = self.kernel.now()
         s = self.sock
@@ -454,9 +460,12 @@ class Endpoint:
 
     # -- the application's side ----------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        """Queues `data` (the caller checked send_room) and sends what may go."""
+    def send(self, data: bytes, urgent: bool = False) -> None:
+        """Queues `data` (the caller checked send_room) and sends what may go; `urgent`
+        (MSG_OOB) points SND.UP just past its last byte (tcp_mark_urg)."""
         self.sndq += data
+        if urgent:
+            self.snd_up = self.snd_una + len(self.sndq)
         self.output()
 
     def send_fin(self) -> None:
@@ -567,6 +576,11 @@ class Endpoint:
                 return                          # accept queue full: wait for a retry
         if not self._ack(seg, ack):
             return
+        if seg.flags & URG and seg.urg_ptr and self.sock is not None and \
+                self.state in (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2):
+            # tcp_urg (tcp_stdurg=0): the urgent byte is the one before the pointer, as
+            # a stream index of the socket (the first byte after the SYN is 0).
+            self.sock.check_urg(seq + seg.urg_ptr - 1 - (self.irs + 1))
         self._data(seg, seq)
         self.output()
 

@@ -44,6 +44,7 @@ class Segment:
     sack_perm: bool = False
     ts: tuple[int, int] | None = None       # (TSval, TSecr)
     sacks: list[tuple[int, int]] = field(default_factory=list)
+    urg_ptr: int = 0                        # the urgent pointer (with URG)
 
     @property
     def seg_len(self) -> int:
@@ -79,13 +80,15 @@ def parse(src: bytes, dst: bytes, raw: bytes) -> Segment | None:
     """The segment in `raw`, or None when it is malformed or its checksum is wrong."""
     if len(raw) < HDR_LEN:
         return None
-    sport, dport, seq, ack, doff, flags, window, _csum, _urp = HDR.unpack_from(raw)
+    sport, dport, seq, ack, doff, flags, window, _csum, urp = HDR.unpack_from(raw)
     hlen = (doff >> 4) * 4
     if hlen < HDR_LEN or hlen > len(raw):
         return None
     if ones_sum(pseudo_header(src, dst, len(raw)) + raw) != 0xFFFF:
         return None
     seg = Segment(sport, dport, seq, ack, flags, window, raw[hlen:])
+    if flags & URG:
+        seg.urg_ptr = urp
     if hlen > HDR_LEN:
         _parse_options(seg, raw[HDR_LEN:hlen])
     return seg
@@ -149,10 +152,10 @@ def data_options(ts: tuple[int, int] | None, sacks: list[tuple[int, int]]) -> by
 
 
 def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
-          window: int, options: bytes = b"", data: bytes = b"") -> bytes:
+          window: int, options: bytes = b"", data: bytes = b"", urg_ptr: int = 0) -> bytes:
     """A whole segment with its checksum.  Preconditions: len(options) % 4 == 0, <= 40."""
     hdr = HDR.pack(sport, dport, seq & MASK, ack & MASK, ((HDR_LEN + len(options)) // 4) << 4,
-                   flags, window, 0, 0) + options
+                   flags, window, 0, urg_ptr) + options
     seg = hdr + data
     csum = checksum(src, dst, seg)
     return seg[:16] + csum.to_bytes(2, "big") + seg[18:]

@@ -29,8 +29,9 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from pyvisor.abi.linux.inet import (IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-                                    IPPROTO_UDP, IPV6_TCLASS, IPV6_UNICAST_HOPS)
+from pyvisor.abi.linux.inet import (IP_MULTICAST_TTL, IP_TOS, IP_TTL, IPPROTO_ICMP,
+                                    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+                                    IPV6_MULTICAST_HOPS, IPV6_TCLASS, IPV6_UNICAST_HOPS)
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.waitqueue import EVENT_ERR
@@ -39,6 +40,7 @@ from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
 
 if TYPE_CHECKING:
     from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.socket.netstack.link import NIC
     from pyvisor.sentry.socket.netstack.udp import UDPSocket
 
 UDP_HDR = struct.Struct("!HHHH")
@@ -65,8 +67,10 @@ def _check_source(src: bytes) -> None:
         raise SyscallError(Errno.EINVAL)
 
 
-def udp_output(sock: UDPSocket, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
-    """A datagram of `sock` that leaves through a NIC.  Linux: udp_send_skb."""
+def udp_output(sock: UDPSocket, data: bytes, src: bytes, dst: bytes, dport: int,
+               mcast_index: int = 0) -> None:
+    """A datagram of `sock` that leaves through a NIC.  Linux: udp_send_skb.  A multicast
+    leaves by NIC `mcast_index` with IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS."""
     _check_source(src)
     stack = sock.stack
     ulen = 8 + len(data)
@@ -75,11 +79,14 @@ def udp_output(sock: UDPSocket, data: bytes, src: bytes, dst: bytes, dport: int)
     seg = seg[:6] + c.to_bytes(2, "big") + seg[8:]
     stack.udp_out += 1
     ttl, tos = _hops(sock, len(dst) == 4)
-    stack.send_ip(IPPROTO_UDP, src, dst, seg, ttl=ttl, tos=tos)
+    if mcast_index:
+        ttl = sock.ip.get(IP_MULTICAST_TTL, 1) if len(dst) == 4 \
+            else sock.ip6.get(IPV6_MULTICAST_HOPS, 1)
+    stack.send_ip(IPPROTO_UDP, src, dst, seg, ttl=ttl, tos=tos, oif=mcast_index)
 
 
 def udp_receive(stack: Stack, src: bytes, dst: bytes, seg: bytes, header: bytes,
-                unicast: bool) -> None:
+                unicast: bool, nic: NIC | None = None) -> None:
     """A UDP datagram for us.  Linux: __udp4_lib_rcv / __udp6_lib_rcv."""
     from pyvisor.sentry.socket.netstack.udp import Datagram, truesize
     v4 = len(src) == 4
@@ -98,6 +105,12 @@ def udp_receive(stack: Stack, src: bytes, dst: bytes, seg: bytes, header: bytes,
             return
     if dport == 0 or sport == 0 and not v4:
         stack.udp_in_errors += 1
+        return
+    if not unicast:
+        from pyvisor.sentry.socket.netstack.udp import udp_deliver_all
+        tos = header[1] if v4 else (int.from_bytes(header[0:4], "big") >> 20) & 0xFF
+        udp_deliver_all(stack, seg[8:], src, sport, dst, dport,
+                        nic.index if nic is not None else stack.lo.index, tos)
         return
     rcv = stack.udp_receiver(dst, dport, src, sport)
     if rcv is None:

@@ -28,7 +28,8 @@ from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY
                                     ICMPV6_ECHO_REQUEST, INADDR_BROADCAST, IPPROTO_ICMP,
                                     IPPROTO_ICMPV6, IPPROTO_UDP, SCM_TIMESTAMP, SCM_TIMESTAMPNS,
                                     SOL_UDP, UDP_CORK, UDP_GRO, UDP_MAX_V4, UDP_MAX_V6,
-                                    UDP_NO_CHECK6_RX, UDP_NO_CHECK6_TX, UDP_SEGMENT)
+                                    UDP_NO_CHECK6_RX, UDP_NO_CHECK6_TX, UDP_SEGMENT,
+                                    IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP)
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_RDHUP)
@@ -133,6 +134,7 @@ class UDPSocket(NetSocket):
 
     def release(self, fd: FileDescription) -> None:
         self.released = True
+        self.mc_drop_all()
         self.stack.unbuffer(self.rcv_mem)
         self.rcvq.clear()
         self.rcv_mem = 0
@@ -151,9 +153,16 @@ class UDPSocket(NetSocket):
                 self.laddr = inet.any_addr(self.family)
             return
         ip, port = self._destination(addr)
-        self.stack.check_route(ip)
-        self._check_broadcast(ip)
-        src = self.source_for(ip)
+        if is_multicast(ip) and self.protocol == IPPROTO_UDP:
+            index, src = self.mc_out(ip)            # ip4_datagram_connect: mc_index
+            if not index or (len(ip) == 16 and index == self.stack.lo.index):
+                raise SyscallError(Errno.ENETUNREACH)
+            if inet.is_any(src):
+                src = self.stack.index_source4(index) if len(ip) == 4 else src
+        else:
+            self.stack.check_route(ip)
+            self._check_broadcast(ip)
+            src = self.source_for(ip)
         self.autobind()
         if inet.is_any(self.laddr):
             self.laddr = src
@@ -201,8 +210,9 @@ class UDPSocket(NetSocket):
 
     def _try_send(self, t: Task, data: bytes, flags: int, addr: bytes | None) -> int:
         """udp_sendmsg: never blocks on loopback (the datagram is delivered or dropped)."""
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EOPNOTSUPP)
+        if flags & MSG_OOB and (self.family == AF_INET or addr is not None
+                                and inet.raw_family(addr) == AF_INET):
+            raise SyscallError(Errno.EOPNOTSUPP)    # udp_sendmsg (udpv6_sendmsg lets it by)
         if addr:
             ip, port = self._destination(addr)
             if port == 0 and self.protocol == IPPROTO_UDP:
@@ -218,12 +228,45 @@ class UDPSocket(NetSocket):
         if self.err:
             err, self.err = self.err, 0
             raise SyscallError(err)
+        if is_multicast(ip) and self.protocol == IPPROTO_UDP:
+            self._send_multicast(data, ip, port)
+            return len(data)
         self._check_broadcast(ip)
         self.stack.check_route(ip)
         self.autobind()
         src = self.source_for(ip)
         self._transmit(data, src, ip, port)
         return len(data)
+
+    def _send_multicast(self, data: bytes, dst: bytes, dport: int) -> None:
+        """A datagram to a group: out of the interface IP_MULTICAST_IF (or the route)
+        names, and to this host's members of the group on it.  On lo that is the one
+        copy (lo carries it back whatever IP_MULTICAST_LOOP says, as Linux's lo does);
+        on a NIC the copy for this host is made only with IP_MULTICAST_LOOP.  IPv6 has
+        no multicast route through lo (it is not IFF_MULTICAST): ENETUNREACH."""
+        stack = self.stack
+        index, src = self.mc_out(dst)
+        if not index or (len(dst) == 16 and index == stack.lo.index):
+            raise SyscallError(Errno.ENETUNREACH)
+        self.autobind()
+        if index == stack.lo.index:
+            stack.lo.count(len(data) + 28)
+            stack.udp_out += 1
+            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos())
+            return
+        nic = stack.nic_by_index(index)
+        if inet.is_any(src) and nic is not None:
+            src = stack.nic_source6(nic, dst) or src if len(dst) == 16 \
+                else stack.index_source4(index)
+        from pyvisor.sentry.socket.netstack.transport import udp_output
+        udp_output(self, data, src, dst, dport, mcast_index=index)
+        loop = self.ip.get(IP_MULTICAST_LOOP, 1) if len(dst) == 4 \
+            else self.ip6.get(IPV6_MULTICAST_LOOP, 1)
+        if loop:
+            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos())
+
+    def _tos(self) -> int:
+        return self.ip.get(1, 0) if self.family == AF_INET else self.ip6.get(67, 0)
 
     def _transmit(self, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
         stack = self.stack
@@ -234,6 +277,10 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
+        if dst == INADDR_BROADCAST:
+            udp_deliver_all(stack, data, src, self.lport, dst, dport, stack.lo.index,
+                            self._tos())
+            return
         rcv = stack.udp_receiver(dst, dport, src, self.lport)
         if rcv is None:
             stack.udp_noport += 1
@@ -266,8 +313,6 @@ class UDPSocket(NetSocket):
     # -- receiving ---------------------------------------------------------------------------
 
     def _try_recv(self, n: int, flags: int, want_addr: bool) -> Received:
-        if flags & MSG_OOB:
-            raise SyscallError(Errno.EOPNOTSUPP)
         if flags & MSG_ERRQUEUE:
             raise WouldBlock()                       # no queued errors (no IP_RECVERR path)
         if self.err:
@@ -329,6 +374,37 @@ class UDPSocket(NetSocket):
             self.udp[name] = _I32.unpack_from(optval)[0]
             return
         raise SyscallError(Errno.ENOPROTOOPT)
+
+
+def is_multicast(ip: bytes) -> bool:
+    return 224 <= ip[0] < 240 if len(ip) == 4 else ip[0] == 0xFF
+
+
+def udp_deliver_all(stack: Stack, data: bytes, src: bytes, sport: int, dst: bytes, dport: int,
+                    ifindex: int, tos: int) -> int:
+    """A multicast or broadcast datagram: a copy to every socket on the port that takes
+    it (__udp4_lib_mcast_deliver: bound to the wildcard or the destination, not connected
+    elsewhere, and a member of the group, or IP_MULTICAST_ALL).  A group nobody on this
+    host joined on `ifindex` reaches nobody (ip_check_mc_rcu).  Returns the copies."""
+    from pyvisor.sentry.socket.netstack import _match
+    if is_multicast(dst) and not stack.mc_member(ifindex, dst):
+        return 0
+    n = 0
+    now = time.time_ns()
+    size = truesize(len(data))
+    for b in list(stack.udp_ports.on(dport)):
+        if not _match(b, dst) or getattr(b, "protocol", 0) != IPPROTO_UDP:
+            continue
+        rport = getattr(b, "rport", 0)
+        if rport and (rport != sport or b.raddr != src):
+            continue
+        if is_multicast(dst) and not b.mc_allows(dst, ifindex):
+            continue
+        b.deliver(Datagram(data, src, sport, dst, tos, now, size))
+        n += 1
+    if not n:
+        stack.udp_noport += 1
+    return n
 
 
 class PingSocket(UDPSocket):

@@ -117,9 +117,14 @@ async def sys_openat2(t: Task, r: SyscallArguments) -> int:
     return await _do_open(t, dirfd, _path(t, path_addr), flags, mode, resolve)
 
 
-def sys_close(t: Task, r: SyscallArguments) -> int:
-    """Implements close(2)."""
-    t.fd_table.remove(r.int32(0))
+async def sys_close(t: Task, r: SyscallArguments) -> int:
+    """Implements close(2).  Closing the last reference to a TCP socket with SO_LINGER
+    {1, N} waits (up to N s) for its data to be acknowledged (inet_release's timeout)."""
+    f = t.fd_table.remove(r.int32(0))
+    if f.refs == 0:
+        close_wait = getattr(f.impl, "close_wait", None)
+        if close_wait is not None:
+            await close_wait(t)
     return 0
 
 

@@ -136,6 +136,12 @@ def _unlink(tracee: Task) -> PtraceState | None:
     if ps is None:
         return None
     tracee.ptrace = None
+    tg = tracee.tg
+    if tg.traced_leader is tracee:
+        # The tracer is done with the dead leader: the parent may reap it now.
+        tg.traced_leader = None
+        if tg.parent is not None:
+            tg.parent.child_wq.notify()
     if tracee in ps.tracer.tracees:
         ps.tracer.tracees.remove(tracee)
     if ps.forced_tf:
@@ -187,6 +193,7 @@ def tracer_exit(t: Task) -> None:
     for tracee in list(t.tracees):
         ps = tracee.ptrace
         if ps is None or tracee.exited:
+            _unlink(tracee)
             if tracee in t.tracees:
                 t.tracees.remove(tracee)
             continue
@@ -212,6 +219,8 @@ def tracee_exit(t: Task) -> None:
     if t.tid == tg.tgid and tg.parent is tracer.tg:
         _unlink(t)
         return
+    if t.tid == tg.tgid:
+        tg.traced_leader = t
     if tg.exiting or t.exit_code is None:
         ps.exit_status = tg.exit_code or 0
     else:

@@ -694,6 +694,8 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
         if not kids and not traced:
             raise SyscallError(Errno.ECHILD)
         for c in kids:
+            if c.traced_leader is not None:
+                continue        # its tracer collects its exit first (kernel/ptrace.py)
             if c.zombie and not c.reaped and options & WEXITED:
                 st = c.exit_code or 0
                 if not options & WNOWAIT:

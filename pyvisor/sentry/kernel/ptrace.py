@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 _M64 = 0xFFFFFFFFFFFFFFFF
 _TF = 0x100                  # X86_EFLAGS_TF
 PAGE = 4096
+_VM_CHUNK = 1 << 20          # access_vm moves at most this much per host call
+VM_MAX = 64 << 20            # and process_vm_readv/writev this much per call (a short count)
 
 
 class Resume(enum.Enum):
@@ -643,7 +645,7 @@ def access_vm(target: Task, addr: int, n: int, data: bytes | None,
         v = mm.find(a)
         if v is None or a >= 1 << 47:
             break
-        chunk = min(total - done, v.end - a)
+        chunk = min(total - done, v.end - a, _VM_CHUNK)
         need = PROT_READ if data is None else PROT_WRITE
         if data is not None and v.shared and not v.perms & PROT_WRITE:
             break

@@ -494,6 +494,45 @@ static void t_step(void)
     printf("function ran after the breakpoint\n");
 }
 
+/* -- PTRACE_EVENT_EXIT ---------------------------------------------------------------------- */
+
+static void body_exit5(void)
+{
+    exit(5);
+}
+
+static void body_pause(void)
+{
+    for (;;)
+        pause();
+}
+
+static void t_exit_event(void)
+{
+    pid_t pid = traced_child(body_exit5);
+    CHECK(ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXIT) == 0);
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    int st = wait_stop(pid, 0);
+    unsigned long msg = 0;
+    CHECK(ptrace(PTRACE_GETEVENTMSG, pid, 0, &msg) == 0);
+    printf("exit(5): sig=%d event=%d msg exited=%d code=%d\n", WSTOPSIG(st), st >> 16,
+           WIFEXITED((int)msg), WEXITSTATUS((int)msg));
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    expect_exit(pid, 5);
+
+    pid = traced_child(body_pause);
+    CHECK(ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXIT) == 0);
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    CHECK(kill(pid, SIGKILL) == 0);
+    st = wait_stop(pid, 0);
+    CHECK(ptrace(PTRACE_GETEVENTMSG, pid, 0, &msg) == 0);
+    printf("SIGKILL: sig=%d event=%d msg signaled=%d sig=%d\n", WSTOPSIG(st), st >> 16,
+           WIFSIGNALED((int)msg), WTERMSIG((int)msg));
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    st = wait_stop(pid, 0);
+    printf("then: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+}
+
 /* -- permissions ---------------------------------------------------------------------------- */
 
 static void t_perm(void)
@@ -543,6 +582,7 @@ int main(int argc, char **argv)
     else if (!strcmp(t, "signals")) t_signals();
     else if (!strcmp(t, "step")) t_step();
     else if (!strcmp(t, "perm")) t_perm();
+    else if (!strcmp(t, "exit_event")) t_exit_event();
     else {
         fprintf(stderr, "usage: %s TEST\n", argv[0]);
         return 2;

@@ -106,6 +106,7 @@ class PtraceState:
     exit_status: int | None = None     # its exit, not yet collected by the tracer
     pending_event: tuple[int, int] | None = None   # (event, message) at this syscall's end
     forced_tf: bool = False            # TF set by SINGLESTEP (hidden from the tracee's regs)
+    exit_stopped: bool = False         # its PTRACE_EVENT_EXIT stop happened (once per task)
     debugreg: list[int] = field(default_factory=lambda: [0] * 8)
 
 
@@ -203,6 +204,8 @@ def tracer_exit(t: Task) -> None:
             _unlink(tracee)
             ps.stop = None
             tracee.kernel.group_exit(tracee.tg, Signal.SIGKILL, killed=True)
+            if not tracee.exited and not tracee.thread.running and tracee.coro is None:
+                tracee.kernel.task_exit(tracee)     # it was held in a stop
         else:
             detach(tracee, 0)
     t.tracees.clear()
@@ -219,6 +222,7 @@ def tracee_exit(t: Task) -> None:
     tg = t.tg
     tracer = ps.tracer
     if t.tid == tg.tgid and tg.parent is tracer.tg:
+        tg.traced_by_parent = True      # the parent's wait reaps it, __WCLONE or not
         _unlink(t)
         return
     if t.tid == tg.tgid:
@@ -435,6 +439,15 @@ def trap(t: Task, syscall_ret: int | None) -> bool:
     return False
 
 
+def must_trap(t: Task) -> bool:
+    """Whether a sleep of `t` must end at once for a trap (PTRACE_INTERRUPT, a group
+    stop to report): its request may have come while `t` was between the host and the
+    Sentry, where no wake-up reached it."""
+    ps = t.ptrace
+    assert ps is not None
+    return ps.trap_stop or (ps.group_stop_pending and t.tg.stopped)
+
+
 def group_stop_begins(t: Task) -> None:
     """The group of traced task `t` is stopping: it joins, reporting to its tracer."""
     ps = t.ptrace
@@ -530,8 +543,9 @@ def exit_event(t: Task, status: int, then: Callable[[], None]) -> bool:
     """exit or exit_group by a tracee with PTRACE_O_TRACEEXIT: a PTRACE_EVENT_EXIT stop
     (message: the wait status) before `then` (the exit itself).  True if it stopped."""
     ps = t.ptrace
-    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT:
+    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT or ps.exit_stopped:
         return False
+    ps.exit_stopped = True
     code = Signal.SIGTRAP | P.PTRACE_EVENT_EXIT << 8
 
     def cont(sig: int) -> None:
@@ -539,6 +553,38 @@ def exit_event(t: Task, status: int, then: Callable[[], None]) -> bool:
             then()
     _stop(t, StopKind.EVENT, code, cont, _trap_info(t, code), status)
     return True
+
+
+def exit_stop(t: Task) -> bool:
+    """Any other exit of a tracee with PTRACE_O_TRACEEXIT (a signal, another thread's
+    exit_group or exec): the PTRACE_EVENT_EXIT stop comes first, ending an earlier stop
+    (SIGKILL ends any stop).  True if `t` stopped; resuming it finishes the exit.  Not
+    for a task whose host context is gone (it can never be switched to again)."""
+    ps = t.ptrace
+    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT or ps.exit_stopped or \
+            t.thread.exited:
+        return False
+    if t.coro is not None:
+        try:
+            t.coro.close()
+        except Exception:  # noqa: BLE001 - a closing coroutine's own error
+            pass
+        t.coro = None
+    t.wake = None
+    ps.stop = None
+    tg = t.tg
+    status = (tg.exit_code or 0) if tg.exiting or t.exit_code is None else t.exit_code
+    return exit_event(t, status, lambda: t.kernel.task_exit(t))
+
+
+def kill_exit_stopped(tg: ThreadGroup) -> None:
+    """SIGKILL to an exiting group: threads held in their PTRACE_EVENT_EXIT stop go on
+    exiting (Linux: SIGKILL wakes a traced task)."""
+    for t in list(tg.tasks):
+        ps = t.ptrace
+        if ps is not None and ps.exit_stopped and ps.stop is not None and not t.exited:
+            ps.stop = None
+            t.kernel.task_exit(t)
 
 
 # -- around running user code -------------------------------------------------------------

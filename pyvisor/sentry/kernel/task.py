@@ -175,6 +175,7 @@ class ThreadGroup:
     # Its exited leader, while a tracer that is not the parent has yet to collect the exit:
     # the parent may not reap it until then (kernel/ptrace.py).
     traced_leader: Task | None = None
+    traced_by_parent: bool = False    # its leader died traced by its parent: any wait sees it
 
     @property
     def leader(self) -> Task:

@@ -682,7 +682,8 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
         # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
         # exit and its absence the others (eligible_child).
         kids = [c for c in _select_children(t, idtype, id_)
-                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)]
+                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)
+                or c.traced_by_parent or ptrace.tracer_of_group(c, t.tg)]
         traced, found = False, None
         if t.tracees or len(t.tg.tasks) > 1:
             traced, found = ptrace.wait_tracees(t, _tracee_match(idtype, id_), options,

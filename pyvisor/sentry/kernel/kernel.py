@@ -690,6 +690,8 @@ class Kernel:
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
+            if tg.tasks:
+                tg.exit_wq.notify()   # a thread is gone (exec's de_thread waits for this)
         if not tg.tasks:
             cputime.note_rss_of(tg, t.mm)
         cputime.settle_unused(tg, t.thread.space)

@@ -577,6 +577,21 @@ def exit_stop(t: Task) -> bool:
     return exit_event(t, status, lambda: t.kernel.task_exit(t))
 
 
+def exit_stops_pending(tg: ThreadGroup) -> bool:
+    """Whether a thread of `tg` would stop at PTRACE_EVENT_EXIT (or is stopped there)
+    if it exited now: exec must then wait for it (kernel's de_thread)."""
+    for t in tg.tasks:
+        ps = t.ptrace
+        if ps is not None and ps.options & P.PTRACE_O_TRACEEXIT:
+            return True
+    return False
+
+
+def forget(t: Task) -> None:
+    """A dead tracee its tracer will hear no more of (an old leader replaced by exec)."""
+    _unlink(t)
+
+
 def kill_exit_stopped(tg: ThreadGroup) -> None:
     """SIGKILL to an exiting group: threads held in their PTRACE_EVENT_EXIT stop go on
     exiting (Linux: SIGKILL wakes a traced task)."""

@@ -916,8 +916,41 @@ def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:
         out.append(s)
 
 
-def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
-            flags: int) -> SyscallControl:
+async def _de_thread(t: Task) -> None:
+    """execve's other threads die, and exec waits until they are gone when it must:
+    when it runs on a non-leader thread (which then takes the leader's tid) or when a
+    tracer holds one in its PTRACE_EVENT_EXIT stop.  Linux: de_thread."""
+    tg, k = t.tg, t.kernel
+    for o in list(tg.tasks):
+        if o is t or o.exited:
+            continue
+        o.exit_pending = True
+        if o.thread.running or o.coro is not None or o.wake is not None:
+            k.signal_wakeup(o)
+        if not o.thread.running:
+            k.task_exit(o)
+    while any(o is not t and not o.exited for o in tg.tasks):
+        await k.block_on(t, tg.exit_wq, interruptible=False)
+
+
+def _take_leader_tid(t: Task) -> None:
+    """A non-leader's exec: it becomes the leader, under the leader's tid (the old
+    leader is gone, reaped without notice)."""
+    tg, k = t.tg, t.kernel
+    old_leader = tg.traced_leader
+    if old_leader is not None:
+        ptrace.forget(old_leader)
+    tg.traced_by_parent = False
+    old = t.tid
+    k.tasks_by_tid.pop(old, None)
+    t.tid = tg.tgid
+    k.tasks_by_tid[t.tid] = t
+    k.pids.add(t.tid)
+    k._free_pid(old)
+
+
+async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
+                  flags: int) -> SyscallControl:
     from pyvisor.sentry.vfs.ops import dir_location
     dirloc = None
     if path[:1] != b"/":
@@ -932,27 +965,36 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
             raise SyscallError(Errno.ENOENT)
     mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
     old_tid = t.tid
+    tg = t.tg
+    if len(tg.tasks) > 1 and (t.tid != tg.tgid or ptrace.exit_stops_pending(tg)):
+        try:
+            await _de_thread(t)
+        except BaseException:
+            mm.space.release()
+            raise
     kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
+    if t.tid != tg.tgid and tg.tgid not in t.kernel.tasks_by_tid:
+        _take_leader_tid(t)
     t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)
     return SyscallControl.EXECED
 
 
-def sys_execve(t: Task, r: SyscallArguments) -> SyscallControl:
+async def sys_execve(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execve(2)."""
     path = t.copy_in_str(r.pointer(0))
     argv = _read_ptr_array(t, r.pointer(1))
     envp = _read_ptr_array(t, r.pointer(2))
-    return _execve(t, -100, path, argv, envp, 0)
+    return await _execve(t, -100, path, argv, envp, 0)
 
 
-def sys_execveat(t: Task, r: SyscallArguments) -> SyscallControl:
+async def sys_execveat(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execveat(2)."""
     dirfd = r.int32(0)
     path = t.copy_in_str(r.pointer(1))
     argv = _read_ptr_array(t, r.pointer(2))
     envp = _read_ptr_array(t, r.pointer(3))
-    return _execve(t, dirfd, path, argv, envp, r.int32(4))
+    return await _execve(t, dirfd, path, argv, envp, r.int32(4))
 
 

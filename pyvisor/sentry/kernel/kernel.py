@@ -741,6 +741,7 @@ class Kernel:
         for c in list(tg.children):
             c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None
+            c.parent_task = None
             if c.parent is not None:
                 c.parent.children.append(c)
                 if c.zombie:

@@ -176,6 +176,9 @@ class ThreadGroup:
     # the parent may not reap it until then (kernel/ptrace.py).
     traced_leader: Task | None = None
     traced_by_parent: bool = False    # its leader died traced by its parent: any wait sees it
+    # The thread that forked it (Linux: real_parent), for __WNOTHREAD; None: any thread of
+    # the parent (CLONE_PARENT, adopted orphans).
+    parent_task: Task | None = None
 
     @property
     def leader(self) -> Task:

@@ -651,11 +651,17 @@ def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
     return SyscallControl.EXITED
 
 
-def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
-    # Children belong to the thread group, so a sibling thread's children are ours too.
+def _select_children(t: Task, idtype: int, id_: int, nothread: bool = False
+                     ) -> list[ThreadGroup]:
+    # Children belong to the thread group, so a sibling thread's children are ours too,
+    # unless __WNOTHREAD asks for the caller's own (a dead forker's go to any thread).
+    kids = t.tg.children
+    if nothread:
+        kids = [c for c in kids if c.parent_task is None or c.parent_task is t
+                or c.parent_task.exited or c.parent_task.tg is not t.tg]
     if idtype == P_PIDFD:
-        return [c for c in t.tg.children if c.tgid == id_]
-    return [c for c in t.tg.children
+        return [c for c in kids if c.tgid == id_]
+    return [c for c in kids
             if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
 
@@ -681,7 +687,7 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
     while True:
         # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
         # exit and its absence the others (eligible_child).
-        kids = [c for c in _select_children(t, idtype, id_)
+        kids = [c for c in _select_children(t, idtype, id_, bool(options & WNOTHREAD))
                 if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)
                 or c.traced_by_parent or ptrace.tracer_of_group(c, t.tg)]
         traced, found = False, None

@@ -22,7 +22,7 @@ Not modelled: Yama's ptrace_scope (as if 0: same uid or CAP_SYS_PTRACE, and a
 dumpable target); hardware breakpoints and watchpoints (debug registers are kept
 and read back, DR7 enable bits are refused with EIO); PTRACE_O_SUSPEND_SECCOMP
 (EINVAL, as without CONFIG_CHECKPOINT_RESTORE); seccomp RET_TRACE stops (ENOSYS, as
-with no tracer); PTRACE_EVENT_EXIT only for the thread calling exit/exit_group.
+with no tracer).
 """
 
 from __future__ import annotations

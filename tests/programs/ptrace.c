@@ -494,6 +494,71 @@ static void t_step(void)
     printf("function ran after the breakpoint\n");
 }
 
+/* -- PTRACE_EVENT_EXIT ---------------------------------------------------------------------- */
+
+static void body_exit5(void)
+{
+    exit(5);
+}
+
+static void body_pause(void)
+{
+    for (;;)
+        pause();
+}
+
+static void t_exit_event(void)
+{
+    pid_t pid = traced_child(body_exit5);
+    CHECK(ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXIT) == 0);
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    int st = wait_stop(pid, 0);
+    unsigned long msg = 0;
+    CHECK(ptrace(PTRACE_GETEVENTMSG, pid, 0, &msg) == 0);
+    printf("exit(5): sig=%d event=%d msg exited=%d code=%d\n", WSTOPSIG(st), st >> 16,
+           WIFEXITED((int)msg), WEXITSTATUS((int)msg));
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    expect_exit(pid, 5);
+
+    pid = traced_child(body_pause);
+    CHECK(ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXIT) == 0);
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    CHECK(kill(pid, SIGKILL) == 0);
+    st = wait_stop(pid, 0);
+    CHECK(ptrace(PTRACE_GETEVENTMSG, pid, 0, &msg) == 0);
+    printf("SIGKILL: sig=%d event=%d msg signaled=%d sig=%d\n", WSTOPSIG(st), st >> 16,
+           WIFSIGNALED((int)msg), WTERMSIG((int)msg));
+    CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);
+    st = wait_stop(pid, 0);
+    printf("then: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+}
+
+/* -- exec from a non-leader thread (de_thread; traced or not) ------------------------------ */
+
+static char self_path[4096];
+
+static void *exec_from_thread(void *arg)
+{
+    (void)arg;
+    execl(self_path, self_path, "tidcheck", (char *)NULL);
+    _exit(99);
+}
+
+static void t_exec_thread(void)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, exec_from_thread, NULL) != 0)
+            _exit(98);
+        for (;;)
+            pause();        /* killed by the exec */
+    }
+    int st = wait_stop(pid, 0);
+    printf("exec from a thread: exited=%d code=%d\n", WIFEXITED(st), WEXITSTATUS(st));
+}
+
 /* -- permissions ---------------------------------------------------------------------------- */
 
 static void t_perm(void)
@@ -533,6 +598,8 @@ static void t_perm(void)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    CHECK(n > 0);
     const char *t = argc > 1 ? argv[1] : "";
     if (!strcmp(t, "traceme_exec")) t_traceme_exec();
     else if (!strcmp(t, "peekpoke")) t_peekpoke();
@@ -543,6 +610,10 @@ int main(int argc, char **argv)
     else if (!strcmp(t, "signals")) t_signals();
     else if (!strcmp(t, "step")) t_step();
     else if (!strcmp(t, "perm")) t_perm();
+    else if (!strcmp(t, "exit_event")) t_exit_event();
+    else if (!strcmp(t, "exec_thread")) t_exec_thread();
+    else if (!strcmp(t, "tidcheck"))
+        return getpid() == (pid_t)syscall(SYS_gettid) ? 0 : 7;
     else {
         fprintf(stderr, "usage: %s TEST\n", argv[0]);
         return 2;

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from conftest import Builder, Comparer
 
 SUBTESTS = ["traceme_exec", "peekpoke", "regs", "count", "seize", "events", "signals",
-            "step", "perm"]
+            "step", "perm", "exit_event", "exec_thread"]
 
 
 @pytest.mark.parametrize("sub", SUBTESTS)

@@ -91,6 +91,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                                container=tg.container)
         if parent is not None:
             parent.children.append(child_tg)
+        if not flags & CLONE_PARENT:
+            child_tg.parent_task = t
         kernel.groups[tid] = child_tg
     child = Task(kernel, tid, child_tg, thread, mm,
                  t.fd_table if flags & CLONE_FILES else t.fd_table.fork(),

@@ -235,7 +235,8 @@ class Kernel:
 
     def _park(self, t: Task, sl: _Sleep) -> None:
         """Registers a task's sleep; exactly one wake-up will schedule it."""
-        if sl.interruptible and (ksignal.has_deliverable(t) or t.exit_pending):
+        if sl.interruptible and (ksignal.has_deliverable(t) or t.exit_pending or
+                                 (t.ptrace is not None and ptrace.must_trap(t))):
             self.ready.append((t, _WAKE_SIGNAL))
             return
         if sl.deadline is not None and sl.deadline <= self.now():
@@ -641,6 +642,8 @@ class Kernel:
                    core: bool = False) -> None:
         """exit_group or death by signal: every thread of `tg` exits."""
         if tg.exiting or tg.zombie:
+            if killed and code == Signal.SIGKILL:
+                ptrace.kill_exit_stopped(tg)
             return
         tg.exiting = True
         tg.exit_code = (code & 0x7F) | (0x80 if core else 0) if killed else (code & 0xFF) << 8
@@ -658,6 +661,8 @@ class Kernel:
         """One thread exits.  Linux: do_exit."""
         if t.exited:
             return
+        if t.ptrace is not None and ptrace.exit_stop(t):
+            return                 # PTRACE_EVENT_EXIT first; its tracer resumes the exit
         t.exited = True
         if t.tracees:
             ptrace.tracer_exit(t)
@@ -685,6 +690,8 @@ class Kernel:
         ksignal.flush_all(t)
         if t in tg.tasks:
             tg.tasks.remove(t)
+            if tg.tasks:
+                tg.exit_wq.notify()   # a thread is gone (exec's de_thread waits for this)
         if not tg.tasks:
             cputime.note_rss_of(tg, t.mm)
         cputime.settle_unused(tg, t.thread.space)
@@ -734,6 +741,7 @@ class Kernel:
         for c in list(tg.children):
             c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None
+            c.parent_task = None
             if c.parent is not None:
                 c.parent.children.append(c)
                 if c.zombie:

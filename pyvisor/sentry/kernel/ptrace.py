@@ -22,7 +22,7 @@ Not modelled: Yama's ptrace_scope (as if 0: same uid or CAP_SYS_PTRACE, and a
 dumpable target); hardware breakpoints and watchpoints (debug registers are kept
 and read back, DR7 enable bits are refused with EIO); PTRACE_O_SUSPEND_SECCOMP
 (EINVAL, as without CONFIG_CHECKPOINT_RESTORE); seccomp RET_TRACE stops (ENOSYS, as
-with no tracer); PTRACE_EVENT_EXIT only for the thread calling exit/exit_group.
+with no tracer).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 _M64 = 0xFFFFFFFFFFFFFFFF
 _TF = 0x100                  # X86_EFLAGS_TF
 PAGE = 4096
+_VM_CHUNK = 1 << 20          # access_vm moves at most this much per host call
+VM_MAX = 64 << 20            # and process_vm_readv/writev this much per call (a short count)
 
 
 class Resume(enum.Enum):
@@ -104,6 +106,7 @@ class PtraceState:
     exit_status: int | None = None     # its exit, not yet collected by the tracer
     pending_event: tuple[int, int] | None = None   # (event, message) at this syscall's end
     forced_tf: bool = False            # TF set by SINGLESTEP (hidden from the tracee's regs)
+    exit_stopped: bool = False         # its PTRACE_EVENT_EXIT stop happened (once per task)
     debugreg: list[int] = field(default_factory=lambda: [0] * 8)
 
 
@@ -136,6 +139,12 @@ def _unlink(tracee: Task) -> PtraceState | None:
     if ps is None:
         return None
     tracee.ptrace = None
+    tg = tracee.tg
+    if tg.traced_leader is tracee:
+        # The tracer is done with the dead leader: the parent may reap it now.
+        tg.traced_leader = None
+        if tg.parent is not None:
+            tg.parent.child_wq.notify()
     if tracee in ps.tracer.tracees:
         ps.tracer.tracees.remove(tracee)
     if ps.forced_tf:
@@ -187,6 +196,7 @@ def tracer_exit(t: Task) -> None:
     for tracee in list(t.tracees):
         ps = tracee.ptrace
         if ps is None or tracee.exited:
+            _unlink(tracee)
             if tracee in t.tracees:
                 t.tracees.remove(tracee)
             continue
@@ -194,6 +204,8 @@ def tracer_exit(t: Task) -> None:
             _unlink(tracee)
             ps.stop = None
             tracee.kernel.group_exit(tracee.tg, Signal.SIGKILL, killed=True)
+            if not tracee.exited and not tracee.thread.running and tracee.coro is None:
+                tracee.kernel.task_exit(tracee)     # it was held in a stop
         else:
             detach(tracee, 0)
     t.tracees.clear()
@@ -210,8 +222,11 @@ def tracee_exit(t: Task) -> None:
     tg = t.tg
     tracer = ps.tracer
     if t.tid == tg.tgid and tg.parent is tracer.tg:
+        tg.traced_by_parent = True      # the parent's wait reaps it, __WCLONE or not
         _unlink(t)
         return
+    if t.tid == tg.tgid:
+        tg.traced_leader = t
     if tg.exiting or t.exit_code is None:
         ps.exit_status = tg.exit_code or 0
     else:
@@ -424,6 +439,15 @@ def trap(t: Task, syscall_ret: int | None) -> bool:
     return False
 
 
+def must_trap(t: Task) -> bool:
+    """Whether a sleep of `t` must end at once for a trap (PTRACE_INTERRUPT, a group
+    stop to report): its request may have come while `t` was between the host and the
+    Sentry, where no wake-up reached it."""
+    ps = t.ptrace
+    assert ps is not None
+    return ps.trap_stop or (ps.group_stop_pending and t.tg.stopped)
+
+
 def group_stop_begins(t: Task) -> None:
     """The group of traced task `t` is stopping: it joins, reporting to its tracer."""
     ps = t.ptrace
@@ -519,8 +543,9 @@ def exit_event(t: Task, status: int, then: Callable[[], None]) -> bool:
     """exit or exit_group by a tracee with PTRACE_O_TRACEEXIT: a PTRACE_EVENT_EXIT stop
     (message: the wait status) before `then` (the exit itself).  True if it stopped."""
     ps = t.ptrace
-    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT:
+    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT or ps.exit_stopped:
         return False
+    ps.exit_stopped = True
     code = Signal.SIGTRAP | P.PTRACE_EVENT_EXIT << 8
 
     def cont(sig: int) -> None:
@@ -528,6 +553,53 @@ def exit_event(t: Task, status: int, then: Callable[[], None]) -> bool:
             then()
     _stop(t, StopKind.EVENT, code, cont, _trap_info(t, code), status)
     return True
+
+
+def exit_stop(t: Task) -> bool:
+    """Any other exit of a tracee with PTRACE_O_TRACEEXIT (a signal, another thread's
+    exit_group or exec): the PTRACE_EVENT_EXIT stop comes first, ending an earlier stop
+    (SIGKILL ends any stop).  True if `t` stopped; resuming it finishes the exit.  Not
+    for a task whose host context is gone (it can never be switched to again)."""
+    ps = t.ptrace
+    if ps is None or not ps.options & P.PTRACE_O_TRACEEXIT or ps.exit_stopped or \
+            t.thread.exited:
+        return False
+    if t.coro is not None:
+        try:
+            t.coro.close()
+        except Exception:  # noqa: BLE001 - a closing coroutine's own error
+            pass
+        t.coro = None
+    t.wake = None
+    ps.stop = None
+    tg = t.tg
+    status = (tg.exit_code or 0) if tg.exiting or t.exit_code is None else t.exit_code
+    return exit_event(t, status, lambda: t.kernel.task_exit(t))
+
+
+def exit_stops_pending(tg: ThreadGroup) -> bool:
+    """Whether a thread of `tg` would stop at PTRACE_EVENT_EXIT (or is stopped there)
+    if it exited now: exec must then wait for it (kernel's de_thread)."""
+    for t in tg.tasks:
+        ps = t.ptrace
+        if ps is not None and ps.options & P.PTRACE_O_TRACEEXIT:
+            return True
+    return False
+
+
+def forget(t: Task) -> None:
+    """A dead tracee its tracer will hear no more of (an old leader replaced by exec)."""
+    _unlink(t)
+
+
+def kill_exit_stopped(tg: ThreadGroup) -> None:
+    """SIGKILL to an exiting group: threads held in their PTRACE_EVENT_EXIT stop go on
+    exiting (Linux: SIGKILL wakes a traced task)."""
+    for t in list(tg.tasks):
+        ps = t.ptrace
+        if ps is not None and ps.exit_stopped and ps.stop is not None and not t.exited:
+            ps.stop = None
+            t.kernel.task_exit(t)
 
 
 # -- around running user code -------------------------------------------------------------
@@ -634,7 +706,7 @@ def access_vm(target: Task, addr: int, n: int, data: bytes | None,
         v = mm.find(a)
         if v is None or a >= 1 << 47:
             break
-        chunk = min(total - done, v.end - a)
+        chunk = min(total - done, v.end - a, _VM_CHUNK)
         need = PROT_READ if data is None else PROT_WRITE
         if data is not None and v.shared and not v.perms & PROT_WRITE:
             break

@@ -213,6 +213,9 @@ def _continue_group(tg: ThreadGroup) -> None:
     for s in (Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU):
         tg.pending.pop(s, None)
         tg.pending_mask &= ~sigmask(s)
+        for t in tg.tasks:           # thread-directed ones too (Linux: prepare_signal)
+            if t.pending_mask & sigmask(s):
+                flush(t, s)
     if tg.stopped:
         tg.stopped = False
         tg.stop_report = 0xFFFF   # WIFCONTINUED

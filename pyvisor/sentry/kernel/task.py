@@ -172,6 +172,13 @@ class ThreadGroup:
     container: str = ""
     pod_init: bool = False            # the init of a pod member (as pid 1 is the sandbox's)
     dumpable: int = 1                 # PR_SET_DUMPABLE (Linux keeps it in the mm); exec resets
+    # Its exited leader, while a tracer that is not the parent has yet to collect the exit:
+    # the parent may not reap it until then (kernel/ptrace.py).
+    traced_leader: Task | None = None
+    traced_by_parent: bool = False    # its leader died traced by its parent: any wait sees it
+    # The thread that forked it (Linux: real_parent), for __WNOTHREAD; None: any thread of
+    # the parent (CLONE_PARENT, adopted orphans).
+    parent_task: Task | None = None
 
     @property
     def leader(self) -> Task:

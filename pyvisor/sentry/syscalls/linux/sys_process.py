@@ -651,11 +651,17 @@ def sys_exit_group(t: Task, r: SyscallArguments) -> SyscallControl:
     return SyscallControl.EXITED
 
 
-def _select_children(t: Task, idtype: int, id_: int) -> list[ThreadGroup]:
-    # Children belong to the thread group, so a sibling thread's children are ours too.
+def _select_children(t: Task, idtype: int, id_: int, nothread: bool = False
+                     ) -> list[ThreadGroup]:
+    # Children belong to the thread group, so a sibling thread's children are ours too,
+    # unless __WNOTHREAD asks for the caller's own (a dead forker's go to any thread).
+    kids = t.tg.children
+    if nothread:
+        kids = [c for c in kids if c.parent_task is None or c.parent_task is t
+                or c.parent_task.exited or c.parent_task.tg is not t.tg]
     if idtype == P_PIDFD:
-        return [c for c in t.tg.children if c.tgid == id_]
-    return [c for c in t.tg.children
+        return [c for c in kids if c.tgid == id_]
+    return [c for c in kids
             if not (idtype == P_PID and c.tgid != id_) and not (idtype == P_PGID and c.pgid != id_)]
 
 
@@ -681,8 +687,9 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
     while True:
         # Without __WALL, __WCLONE picks the children that do not signal SIGCHLD at
         # exit and its absence the others (eligible_child).
-        kids = [c for c in _select_children(t, idtype, id_)
-                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)]
+        kids = [c for c in _select_children(t, idtype, id_, bool(options & WNOTHREAD))
+                if options & WALL or (c.exit_signal != Signal.SIGCHLD) == bool(options & WCLONE)
+                or c.traced_by_parent or ptrace.tracer_of_group(c, t.tg)]
         traced, found = False, None
         if t.tracees or len(t.tg.tasks) > 1:
             traced, found = ptrace.wait_tracees(t, _tracee_match(idtype, id_), options,
@@ -694,6 +701,8 @@ async def _wait_common(t: Task, idtype: int, id_: int, options: int
         if not kids and not traced:
             raise SyscallError(Errno.ECHILD)
         for c in kids:
+            if c.traced_leader is not None:
+                continue        # its tracer collects its exit first (kernel/ptrace.py)
             if c.zombie and not c.reaped and options & WEXITED:
                 st = c.exit_code or 0
                 if not options & WNOWAIT:
@@ -913,8 +922,41 @@ def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:
         out.append(s)
 
 
-def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
-            flags: int) -> SyscallControl:
+async def _de_thread(t: Task) -> None:
+    """execve's other threads die, and exec waits until they are gone when it must:
+    when it runs on a non-leader thread (which then takes the leader's tid) or when a
+    tracer holds one in its PTRACE_EVENT_EXIT stop.  Linux: de_thread."""
+    tg, k = t.tg, t.kernel
+    for o in list(tg.tasks):
+        if o is t or o.exited:
+            continue
+        o.exit_pending = True
+        if o.thread.running or o.coro is not None or o.wake is not None:
+            k.signal_wakeup(o)
+        if not o.thread.running:
+            k.task_exit(o)
+    while any(o is not t and not o.exited for o in tg.tasks):
+        await k.block_on(t, tg.exit_wq, interruptible=False)
+
+
+def _take_leader_tid(t: Task) -> None:
+    """A non-leader's exec: it becomes the leader, under the leader's tid (the old
+    leader is gone, reaped without notice)."""
+    tg, k = t.tg, t.kernel
+    old_leader = tg.traced_leader
+    if old_leader is not None:
+        ptrace.forget(old_leader)
+    tg.traced_by_parent = False
+    old = t.tid
+    k.tasks_by_tid.pop(old, None)
+    t.tid = tg.tgid
+    k.tasks_by_tid[t.tid] = t
+    k.pids.add(t.tid)
+    k._free_pid(old)
+
+
+async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
+                  flags: int) -> SyscallControl:
     from pyvisor.sentry.vfs.ops import dir_location
     dirloc = None
     if path[:1] != b"/":
@@ -929,27 +971,36 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
             raise SyscallError(Errno.ENOENT)
     mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
     old_tid = t.tid
+    tg = t.tg
+    if len(tg.tasks) > 1 and (t.tid != tg.tgid or ptrace.exit_stops_pending(tg)):
+        try:
+            await _de_thread(t)
+        except BaseException:
+            mm.space.release()
+            raise
     kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
+    if t.tid != tg.tgid and tg.tgid not in t.kernel.tasks_by_tid:
+        _take_leader_tid(t)
     t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)
     return SyscallControl.EXECED
 
 
-def sys_execve(t: Task, r: SyscallArguments) -> SyscallControl:
+async def sys_execve(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execve(2)."""
     path = t.copy_in_str(r.pointer(0))
     argv = _read_ptr_array(t, r.pointer(1))
     envp = _read_ptr_array(t, r.pointer(2))
-    return _execve(t, -100, path, argv, envp, 0)
+    return await _execve(t, -100, path, argv, envp, 0)
 
 
-def sys_execveat(t: Task, r: SyscallArguments) -> SyscallControl:
+async def sys_execveat(t: Task, r: SyscallArguments) -> SyscallControl:
     """Implements execveat(2)."""
     dirfd = r.int32(0)
     path = t.copy_in_str(r.pointer(1))
     argv = _read_ptr_array(t, r.pointer(2))
     envp = _read_ptr_array(t, r.pointer(3))
-    return _execve(t, dirfd, path, argv, envp, r.int32(4))
+    return await _execve(t, dirfd, path, argv, envp, r.int32(4))
 
 

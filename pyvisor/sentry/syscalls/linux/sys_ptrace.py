@@ -183,7 +183,9 @@ def _put_reg(tracee: Task, name: str, value: int) -> None:
         if value != USER_DS:
             raise SyscallError(Errno.EIO)
     elif name in ("ds", "es", "fs", "gs"):
-        if value >= 0x10000 or (value and value & 3 != 3):
+        # The null selector, the user data segment or what it holds: another selector
+        # could make the host refuse the registers when the stub is resumed.
+        if value not in (0, USER_DS, getattr(regs, name)):
             raise SyscallError(Errno.EIO)
     elif name == "eflags":
         value = (regs.eflags & ~_FLAG_MASK) | (value & _FLAG_MASK)
@@ -404,12 +406,13 @@ def _process_vm(t: Task, r: SyscallArguments, write: bool) -> int:
     local = read_iovecs(t, liov, lcnt)
     remote = read_iovecs(t, riov, rcnt)
     target = _vm_target(t, pid)
-    total = sum(ln for _, ln in local)
+    total = min(sum(ln for _, ln in local), ptrace.VM_MAX)
     done = 0
     li, loff = 0, 0
+    local_fault = False
     for rbase, rlen in remote:
         want = min(rlen, total - done)
-        if want <= 0:
+        if want <= 0 or local_fault:
             break
         if write:
             parts = []
@@ -417,33 +420,43 @@ def _process_vm(t: Task, r: SyscallArguments, write: bool) -> int:
             while need and li < len(local):
                 lb, ll = local[li]
                 take = min(need, ll - loff)
-                parts.append(t.copy_in(lb + loff, take) if take else b"")
+                if take:
+                    try:
+                        parts.append(t.copy_in(lb + loff, take))
+                    except SyscallError:
+                        local_fault = True       # a partial transfer, up to here
+                        break
                 need -= take
                 loff += take
                 if loff == ll:
                     li, loff = li + 1, 0
-            got = ptrace.access_vm(target, rbase, 0, b"".join(parts), force=False)
+            data = b"".join(parts)
+            got = ptrace.access_vm(target, rbase, 0, data, force=False) if data else 0
             assert isinstance(got, int)
             done += got
             if got < want:
                 break
         else:
-            data = ptrace.access_vm(target, rbase, want, None, force=False)
-            assert isinstance(data, bytes)
+            got_data = ptrace.access_vm(target, rbase, want, None, force=False)
+            assert isinstance(got_data, bytes)
             pos = 0
-            while pos < len(data) and li < len(local):
+            while pos < len(got_data) and li < len(local):
                 lb, ll = local[li]
-                take = min(len(data) - pos, ll - loff)
+                take = min(len(got_data) - pos, ll - loff)
                 if take:
-                    t.copy_out(lb + loff, data[pos:pos + take])
+                    try:
+                        t.copy_out(lb + loff, got_data[pos:pos + take])
+                    except SyscallError:
+                        local_fault = True
+                        break
                 pos += take
                 loff += take
                 if loff == ll:
                     li, loff = li + 1, 0
-            done += len(data)
-            if len(data) < want:
+            done += pos
+            if pos < want:
                 break
-    if done == 0 and total and remote and any(ln for _, ln in remote):
+    if done == 0 and total and any(ln for _, ln in remote):
         raise SyscallError(Errno.EFAULT)
     return done
 

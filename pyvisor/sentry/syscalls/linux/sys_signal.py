@@ -93,8 +93,9 @@ def sys_sigaltstack(t: Task, r: SyscallArguments) -> int:
 def _find_group(t: Task, pid: int) -> list:
     k = t.kernel
     if pid > 0:
+        # A zombie still holds its pid: kill succeeds and does nothing (Linux).
         tg = k.groups.get(pid)
-        if tg is None or tg.zombie or not sees(t.tg, tg):
+        if tg is None or tg.reaped or not sees(t.tg, tg):
             raise SyscallError(Errno.ESRCH)
         return [tg]
     if pid == 0:

@@ -170,10 +170,17 @@ def test_runtime_mounts_are_locked(run: Runner) -> None:
               "print('remount /sys rw', e(libc.mount(None, b'/sys', None, 32 | 4096, None)))\n"
               "print('move /dev/shm', e(libc.mount(b'/dev/shm', b'/mnt', None, 8192, None)))\n"
               "print('ro bind of /sys rw', e(libc.mount(b'/sys', b'/mnt', None, 4096, None)"
-              " or libc.mount(None, b'/mnt', None, 32 | 4096, None)))\n")
+              " or libc.mount(None, b'/mnt', None, 32 | 4096, None)))\n"
+              "libc.umount2(b'/mnt', 0)\n"
+              "print('bind / without MS_REC', e(libc.mount(b'/', b'/mnt', None, 4096, None)))\n"
+              "print('rbind /', e(libc.mount(b'/', b'/mnt', None, 4096 | 16384, None)))\n"
+              "print('umount its /proc', e(libc.umount2(b'/mnt/proc', 0)))\n"
+              "print('detach it all', e(libc.umount2(b'/mnt', 2)))\n")
     res = run("pyvisor", ["python3", "-c", script])
     assert res.returncode == 0, res.output
     assert res.stdout.splitlines() == [
         "umount /proc Invalid argument", "umount /sys Invalid argument",
         "remount /sys rw Operation not permitted", "move /dev/shm Invalid argument",
-        "ro bind of /sys rw Operation not permitted"], res.output
+        "ro bind of /sys rw Operation not permitted",
+        "bind / without MS_REC Invalid argument", "rbind / ok",
+        "umount its /proc Invalid argument", "detach it all ok"], res.output

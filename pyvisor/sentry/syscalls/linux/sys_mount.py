@@ -295,22 +295,22 @@ def _bind(t: Task, ns: MountNamespace, source: bytes | None, target: Location,
         raise SyscallError(Errno.ENOTDIR)
     if _namespace_of_mount(src.mount) is not ns.root:
         raise SyscallError(Errno.EINVAL)        # a detached mount, a pipe, a socket
-    _check_room(ns, 1 + (_count_below(src.mount) if recursive else 0))
+    if not recursive and any(_locked(c) and c.mountpoint is not None and
+                             _below(c.mountpoint, src.dentry)
+                             for c in src.mount.children.values()):
+        raise SyscallError(Errno.EINVAL)    # it would show what a locked mount covers
+    plan = _snapshot(src.mount, src.dentry) if recursive else []
+    _check_room(ns, 1 + len(plan))
     opts = str(src.mount.options)
     new = _graft(ns, target.mount, target.dentry, src.mount, src.dentry, opts)
     new.flags_readonly = src.mount.flags_readonly
-    if recursive:
-        _copy_submounts(ns, src.mount, src.dentry, new)
+    _copy_submounts(ns, plan, src.mount, new)
     return 0
 
 
 def _check_room(ns: MountNamespace, n: int) -> None:
     if len(ns.mounts) + n > MOUNT_MAX:
         raise SyscallError(Errno.ENOSPC)
-
-
-def _count_below(m: Mount) -> int:
-    return sum(1 + _count_below(c) for c in m.children.values())
 
 
 def _namespace_of_mount(m: Mount) -> Mount:
@@ -320,7 +320,7 @@ def _namespace_of_mount(m: Mount) -> Mount:
 
 
 def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
-           root: Any, options: str) -> Mount:
+           root: Any, options: str, locked: bool = False) -> Mount:
     """A new mount of `src_mount`'s filesystem rooted at dentry `root`."""
     while id(mountpoint) in parent.children:        # over the top-most mount there
         parent = parent.children[id(mountpoint)]
@@ -330,21 +330,37 @@ def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
     m.super_options = src_mount.super_options
     parent.children[id(mountpoint)] = m
     ns.mounts.append(m)
-    _app_made.add(m)
+    if not locked:                   # copies of locked submounts stay locked (copy_tree)
+        _app_made.add(m)
     if _ro_lock(src_mount):
         _ro_locked.add(m)
     return m
 
 
-def _copy_submounts(ns: MountNamespace, src: Mount, src_root: Any, new: Mount) -> None:
-    """MS_REC: the mounts below `src_root` in `src`, grafted at the same places in `new`
-    (Linux: copy_tree)."""
-    for child in list(src.children.values()):
-        if child.mountpoint is None or not _below(child.mountpoint, src_root):
-            continue
-        c = _graft(ns, new, child.mountpoint, child, child.root, str(child.options))
+def _snapshot(src: Mount, src_root: Any) -> list[Mount]:
+    """The mounts below `src_root` in `src`, parents before children, taken before
+    anything is grafted (a bind of a tree onto a place inside it copies the tree as it
+    was).  Iterative: nesting is bounded by PATH_MAX, not by Python's stack."""
+    out: list[Mount] = []
+    todo = [c for c in src.children.values()
+            if c.mountpoint is not None and _below(c.mountpoint, src_root)]
+    while todo:
+        m = todo.pop()
+        out.append(m)
+        todo.extend(m.children.values())
+    return out
+
+
+def _copy_submounts(ns: MountNamespace, plan: list[Mount], src: Mount, new: Mount) -> None:
+    """MS_REC: the snapshot's mounts grafted at the same places under `new`, the copy
+    of `src` (Linux: copy_tree)."""
+    copies = {id(src): new}
+    for child in plan:
+        parent = copies[id(child.parent)]
+        c = _graft(ns, parent, child.mountpoint, child, child.root, str(child.options),
+                   locked=_locked(child))
         c.flags_readonly = child.flags_readonly
-        _copy_submounts(ns, child, child.root, c)
+        copies[id(child)] = c
 
 
 def _below(d: Any, top: Any) -> bool:
@@ -431,14 +447,18 @@ def _busy(t: Task, m: Mount) -> bool:
 
 def _umount_tree(ns: MountNamespace, m: Mount) -> None:
     """Detaches `m` and every mount below it (Linux: umount_tree)."""
-    for child in list(m.children.values()):
-        _umount_tree(ns, child)
     if m.parent is not None and m.mountpoint is not None:
         m.parent.children.pop(id(m.mountpoint), None)
-    try:
-        ns.mounts.remove(m)
-    except ValueError:
-        pass
-    # The filesystem's last mount gone: watches on its files hear IN_UNMOUNT.
-    if inotify._watches and not any(x.fs is m.fs for x in ns.mounts):
-        inotify.unmounted(inotify.watched_on(m.fs.dev))
+    gone = []
+    todo = [m]
+    while todo:
+        x = todo.pop()
+        gone.append(x)
+        todo.extend(x.children.values())
+    dead = {id(x) for x in gone}
+    ns.mounts[:] = [x for x in ns.mounts if id(x) not in dead]
+    # A filesystem's last mount gone: watches on its files hear IN_UNMOUNT.
+    if inotify._watches:
+        for fs in {id(x.fs): x.fs for x in gone}.values():
+            if not any(x.fs is fs for x in ns.mounts):
+                inotify.unmounted(inotify.watched_on(fs.dev))

@@ -134,6 +134,7 @@ def _new_fs(t: Task, ns: MountNamespace, fstype: bytes, data: bytes, ro: bool
                  "mpol=", "inode64", "inode32", "noswap")
         if any(not o.startswith(known) for o in opts):
             raise SyscallError(Errno.EINVAL)
+        opts = [_nr_blocks(o) for o in opts]
         try:
             o = parse_options([x for x in opts if not x.startswith(("huge=", "mpol=", "inode",
                                                                    "noswap"))],
@@ -180,6 +181,17 @@ def _new_fs(t: Task, ns: MountNamespace, fstype: bytes, data: bytes, ro: bool
     return fs, root, fs.sb_options
 
 
+def _nr_blocks(opt: str) -> str:
+    """nr_blocks=N is size=N pages (Linux: shmem_parse_one)."""
+    if opt.startswith("nr_blocks="):
+        from pyvisor.sentry.fsimpl.tmpfs.tmpfs import _memparse
+        try:
+            return "size=%d" % (_memparse(opt[10:]) * PAGE)
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+    return opt
+
+
 def _remount_fs(fs: Any, data: bytes) -> None:
     """A remount's filesystem options: tmpfs's size and nr_inodes (Linux:
     shmem_reconfigure); others take none."""
@@ -191,6 +203,7 @@ def _remount_fs(fs: Any, data: bytes) -> None:
         return
     if any(not o.startswith(("size=", "nr_inodes=", "nr_blocks=")) for o in opts):
         raise SyscallError(Errno.EINVAL)
+    opts = [_nr_blocks(o) for o in opts]
     try:
         o = parse_options(opts, 0, 0, fs.size_limit * 2 or 1 << 30)
     except ValueError:

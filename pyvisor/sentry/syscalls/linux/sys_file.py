@@ -21,7 +21,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
                                      RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      SETFL_MASK)
-from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATFS, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
@@ -382,15 +382,40 @@ def sys_statx(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+ST_RDONLY, ST_NOSUID, ST_NODEV, ST_NOEXEC, ST_VALID = 1, 2, 4, 8, 0x20
+ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 0x400, 0x800, 0x1000
+
+
+def _statfs(where: Any) -> bytes:
+    """struct statfs with f_flags from the mount as well as the filesystem (Linux:
+    calculate_f_flags: ST_VALID, the mount's flags, the superblock's read-only)."""
+    fields = list(STATFS.unpack(where.inode.fs.statfs()))
+    m = where.mount
+    opts = str(m.options).split(",")
+    flags = ST_VALID | fields[11]
+    if m.flags_readonly or where.inode.fs.readonly or opts[0] == "ro":
+        flags |= ST_RDONLY
+    for name, bit in (("nosuid", ST_NOSUID), ("nodev", ST_NODEV), ("noexec", ST_NOEXEC),
+                      ("nodiratime", ST_NODIRATIME)):
+        if name in opts:
+            flags |= bit
+    if "noatime" in opts:
+        flags |= ST_NOATIME
+    elif "strictatime" not in opts:
+        flags |= ST_RELATIME
+    fields[11] = flags
+    return STATFS.pack(*fields)
+
+
 def sys_statfs(t: Task, r: SyscallArguments) -> int:
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
-    t.copy_out(r.pointer(1), loc.inode.fs.statfs())
+    t.copy_out(r.pointer(1), _statfs(loc))
     return 0
 
 
 def sys_fstatfs(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
-    t.copy_out(r.pointer(1), f.inode.fs.statfs())
+    t.copy_out(r.pointer(1), _statfs(f))
     return 0
 
 
@@ -498,16 +523,39 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     return 0
 
 
+def _special_last(t: Task, dirfd: int, path: bytes) -> bytes | None:
+    """The last component of `path` when it is not a plain name (Linux: LAST_DOT,
+    LAST_DOTDOT, LAST_ROOT): b".", b"..", or b"/" for the root; None for a name.  For
+    those, the directory part is walked first (its errors come first, and it must be
+    a directory: ENOTDIR for "file/.")."""
+    stripped = path.rstrip(b"/")
+    if not stripped:
+        if not path:
+            return None
+        return b"/"
+    head, _, last = stripped.rpartition(b"/")
+    if last not in (b".", b".."):
+        return None
+    if head or stripped.startswith(b"/"):
+        loc = ops.lookup_at(t, dirfd, head or b"/", True)
+    else:
+        loc = ops.dir_location(t, dirfd)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    return last
+
+
 def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if flags & ~AT_REMOVEDIR:
         raise SyscallError(Errno.EINVAL)
+    special = _special_last(t, dirfd, path)
+    if special is not None:         # Linux: do_rmdir / do_unlinkat on LAST_DOT, ...
+        if not flags & AT_REMOVEDIR:
+            raise SyscallError(Errno.EISDIR)
+        raise SyscallError({b".": Errno.EINVAL, b"..": Errno.ENOTEMPTY}.get(special,
+                                                                           Errno.EBUSY))
     if flags & AT_REMOVEDIR:
         stripped = path.rstrip(b"/") or path
-        last = stripped.rsplit(b"/", 1)[-1]
-        if last == b".":
-            raise SyscallError(Errno.EINVAL)
-        if last == b"..":
-            raise SyscallError(Errno.ENOTEMPTY)
         parent, name = ops.lookup_parent(t, dirfd, stripped)
     else:
         if path.endswith(b"/"):
@@ -561,6 +609,9 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     if flags & RENAME_WHITEOUT and t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)          # CAP_MKNOD
     exchange = bool(flags & RENAME_EXCHANGE)
+    if _special_last(t, olddirfd, oldpath) is not None or \
+            _special_last(t, newdirfd, newpath) is not None:
+        raise SyscallError(Errno.EBUSY)     # ".", ".." or "/" on either side
     op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
     np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
     if oname in (b".", b"..") or nname in (b".", b".."):
@@ -657,9 +708,13 @@ def sys_renameat2(t: Task, r: SyscallArguments) -> int:
 def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     if not target:
         raise SyscallError(Errno.ENOENT)
+    if _special_last(t, dirfd, path) is not None:
+        raise SyscallError(Errno.EEXIST)
     parent, name = ops.lookup_parent(t, dirfd, path)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    if path.endswith(b"/"):
+        raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     ops.check_writable(parent.mount)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -706,9 +761,13 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
                         empty_path=bool(flags & AT_EMPTY_PATH))
     if src.inode.is_dir():
         raise SyscallError(Errno.EPERM)
+    if _special_last(t, newdirfd, newpath) is not None:
+        raise SyscallError(Errno.EEXIST)
     parent, name = ops.lookup_parent(t, newdirfd, newpath)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    if newpath.endswith(b"/"):
+        raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)

@@ -462,6 +462,7 @@ def _umount_tree(ns: MountNamespace, m: Mount) -> None:
     """Detaches `m` and every mount below it (Linux: umount_tree)."""
     if m.parent is not None and m.mountpoint is not None:
         m.parent.children.pop(id(m.mountpoint), None)
+    m.parent = m.mountpoint = None      # detached: a tree of its own (binds of it: EINVAL)
     gone = []
     todo = [m]
     while todo:

@@ -609,9 +609,11 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     if flags & RENAME_WHITEOUT and t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)          # CAP_MKNOD
     exchange = bool(flags & RENAME_EXCHANGE)
-    if _special_last(t, olddirfd, oldpath) is not None or \
-            _special_last(t, newdirfd, newpath) is not None:
-        raise SyscallError(Errno.EBUSY)     # ".", ".." or "/" on either side
+    # ".", ".." or "/" on either side (Linux: LAST_NORM checks of do_renameat2).
+    if _special_last(t, olddirfd, oldpath) is not None:
+        raise SyscallError(Errno.EBUSY)
+    if _special_last(t, newdirfd, newpath) is not None:
+        raise SyscallError(Errno.EEXIST if flags & RENAME_NOREPLACE else Errno.EBUSY)
     op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
     np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
     if oname in (b".", b"..") or nname in (b".", b".."):

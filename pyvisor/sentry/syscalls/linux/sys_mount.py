@@ -19,7 +19,7 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN, Task
 from pyvisor.sentry.vfs import inotify, ops
-from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, Mount, MountNamespace
+from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, Mount, MountNamespace, _step_down
 
 if TYPE_CHECKING:
     from pyvisor.sentry.vfs.inode import Filesystem, Inode
@@ -421,6 +421,10 @@ def sys_umount2(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     loc = ops.lookup_at(t, AT_FDCWD, t.copy_in_str(r.pointer(0), PATH_MAX),
                         follow=not flags & UMOUNT_NOFOLLOW)
+    # LOOKUP_MOUNTPOINT: the last component is the top of what is mounted there ("."
+    # included, whose walk stays on the working directory itself).
+    mnt, d = _step_down(loc.mount, loc.dentry)
+    loc = Location(mnt, d)
     if not t.creds.capable(CAP_SYS_ADMIN):
         raise SyscallError(Errno.EPERM)
     m = loc.mount

@@ -227,6 +227,7 @@ class Resolver:
             mnt, d = self._walk_comps(t, mnt, d, comps[:-1])
             if not d.inode.is_dir():
                 raise SyscallError(Errno.ENOTDIR)
+            t.check_exec(d.inode)       # Linux: may_lookup before the last component too
             if len(last) > NAME_MAX:
                 raise SyscallError(Errno.ENAMETOOLONG)
             return Location(mnt, d), last

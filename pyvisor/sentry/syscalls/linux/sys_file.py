@@ -34,7 +34,8 @@ from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
-from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
+from pyvisor.sentry.vfs.perms import (CAP_FOWNER, MAY_WRITE, check_access, fs_capable,
+                                      may_access, needs_check)
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
 
 FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
@@ -491,7 +492,7 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -514,6 +515,8 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
+    if needs_check(t.creds):
+        check_access(t, parent.inode, MAY_WRITE | 1)
     ftype = mode & S_IFMT
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
@@ -566,7 +569,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if id(d) in parent.mount.children:
         raise SyscallError(Errno.EBUSY)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
     if flags & AT_REMOVEDIR:
@@ -647,7 +650,7 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
                 if d is dst:
                     raise SyscallError(Errno.EINVAL)
                 d = d.parent
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, op.inode, MAY_WRITE | 1)
         check_access(t, np.inode, MAY_WRITE | 1)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
@@ -718,6 +721,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     if path.endswith(b"/"):
         raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     ops.check_writable(parent.mount)
+    if needs_check(t.creds):
+        check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     if inotify._watches:
@@ -773,9 +778,10 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = src.inode
+    _may_linkat(t, inode)
     if inode.nlink == 0 and inode not in ops.linkable:
         raise SyscallError(Errno.ENOENT)   # unlinked, or O_TMPFILE|O_EXCL (I_LINKABLE)
     parent.inode.link(name, inode)
@@ -785,6 +791,19 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
         inotify.inode_event(src.inode, inotify.IN_ATTRIB)      # the link count
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
+
+
+def _may_linkat(t: Task, inode: Any) -> None:
+    """fs.protected_hardlinks (on, as systemd sets it): a hard link to a file one does
+    not own needs a regular file one may read and write, without set-id bits, or
+    CAP_FOWNER (Linux: may_linkat)."""
+    c = t.creds
+    if c.fsuid == inode.uid or fs_capable(c, CAP_FOWNER):
+        return
+    mode = inode.mode
+    if not inode.is_regular() or mode & 0o4000 or mode & 0o2010 == 0o2010 or \
+            not may_access(t, inode, 4 | MAY_WRITE):
+        raise SyscallError(Errno.EPERM)
 
 
 def sys_link(t: Task, r: SyscallArguments) -> int:
@@ -857,7 +876,7 @@ def _attr_event(where: Any, mask: int) -> None:
 
 
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
-    if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
+    if t.creds.fsuid != loc_inode.uid and not fs_capable(t.creds, CAP_FOWNER):
         raise SyscallError(Errno.EPERM)
 
 
@@ -943,7 +962,7 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
 def sys_truncate(t: Task, r: SyscallArguments) -> int:
     """Implements truncate(2)."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed

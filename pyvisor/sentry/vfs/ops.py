@@ -184,7 +184,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     if not flags & O_PATH and needs_check(t.creds):
         # Access mode 3 opens for neither, but needs both (Linux: ACC_MODE).
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR, 3) else 0) | \
-            (MAY_WRITE if acc in (O_WRONLY, O_RDWR, 3) else 0)
+            (MAY_WRITE if acc in (O_WRONLY, O_RDWR, 3) or flags & O_TRUNC else 0)
         check_access(t, inode, want)
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = _open(t, loc.mount, loc.dentry, flags)

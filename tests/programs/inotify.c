@@ -25,6 +25,8 @@
 
 #include "check.h"
 
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
 static int ifd;
 static uint32_t last_cookie;
 static int cookies;

@@ -142,3 +142,45 @@ def test_vfs_family_on_gofer_bind(name: str, program: Builder, run: Runner,
     # The changes reached the host: the lower file was removed (inotify.c) or
     # swapped and renamed back (renameat2.c).
     assert not (host / "lower").exists()
+
+
+def test_mount_umount(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """mount/umount2 of tmpfs, proc and bind mounts, remounts, MS_MOVE and IN_UNMOUNT,
+    with /proc/self/mountinfo and /proc/self/mounts, compared with Linux (natively in a
+    mount namespace of the test's own, so the host's mounts never change)."""
+    prog = program("mount.c")
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp)], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp)], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "event wd=1 mask=2000" in sandboxed.stdout           # IN_UNMOUNT
+
+
+def test_runtime_mounts_are_locked(run: Runner) -> None:
+    """The runtime's mounts (root, /proc, /dev, ...) cannot be unmounted, moved or
+    made writable from inside (Linux locks a container's mounts the same way)."""
+    script = ("import ctypes, os\n"
+              "libc = ctypes.CDLL(None, use_errno=True)\n"
+              "def e(r): return os.strerror(ctypes.get_errno()) if r else 'ok'\n"
+              "print('umount /proc', e(libc.umount2(b'/proc', 0)))\n"
+              "print('umount /sys', e(libc.umount2(b'/sys', 2)))\n"
+              "print('remount /sys rw', e(libc.mount(None, b'/sys', None, 32 | 4096, None)))\n"
+              "print('move /dev/shm', e(libc.mount(b'/dev/shm', b'/mnt', None, 8192, None)))\n"
+              "print('ro bind of /sys rw', e(libc.mount(b'/sys', b'/mnt', None, 4096, None)"
+              " or libc.mount(None, b'/mnt', None, 32 | 4096, None)))\n"
+              "libc.umount2(b'/mnt', 0)\n"
+              "print('bind / without MS_REC', e(libc.mount(b'/', b'/mnt', None, 4096, None)))\n"
+              "print('rbind /', e(libc.mount(b'/', b'/mnt', None, 4096 | 16384, None)))\n"
+              "print('umount its /proc', e(libc.umount2(b'/mnt/proc', 0)))\n"
+              "print('detach it all', e(libc.umount2(b'/mnt', 2)))\n")
+    res = run("pyvisor", ["python3", "-c", script])
+    assert res.returncode == 0, res.output
+    assert res.stdout.splitlines() == [
+        "umount /proc Invalid argument", "umount /sys Invalid argument",
+        "remount /sys rw Operation not permitted", "move /dev/shm Invalid argument",
+        "ro bind of /sys rw Operation not permitted",
+        "bind / without MS_REC Invalid argument", "rbind / ok",
+        "umount its /proc Invalid argument", "detach it all ok"], res.output

@@ -334,6 +334,8 @@ class MemoryManager:
         for v in self._overlapping(addr, end):
             if v.shared and prot & PROT_WRITE and not v.maxperms & PROT_WRITE:
                 raise SyscallError(Errno.EACCES)
+            if prot & PROT_EXEC and not v.maxperms & PROT_EXEC:
+                raise SyscallError(Errno.EACCES)     # a file of a noexec mount (VM_MAYEXEC)
         self._host(self.space.protect, addr, length, prot)
         for v in self._carve(addr, end):
             v.perms = prot

@@ -479,8 +479,9 @@ def unmounted(inodes: list[Inode]) -> None:
     """A filesystem went away under these watched inodes: IN_UNMOUNT, IN_IGNORED."""
     for inode in inodes:
         lst = _watches.get((inode.fs.dev, inode.ino))
+        mask = IN_UNMOUNT | (IN_ISDIR if inode.is_dir() else 0)
         for w in list(lst or ()):
-            w.instance.enqueue(w.wd, IN_UNMOUNT, 0, b"")
+            w.instance.enqueue(w.wd, mask, 0, b"")
             w.instance.remove(w)
 
 

@@ -9,14 +9,14 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL,
+from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECT, O_DIRECTORY, O_EXCL,
                                      O_NOFOLLOW, O_PATH, O_RDONLY, O_TMPFILE, O_TRUNC, O_WRONLY,
                                      O_RDWR, RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
-from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
+from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access, needs_check
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
 
 if TYPE_CHECKING:
@@ -116,35 +116,47 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     acc = flags & O_ACCMODE
     if flags & O_TMPFILE & ~O_DIRECTORY:
         return _open_tmpfile(t, dirfd, path, flags, mode, resolve)
-    if acc == 3 and not flags & O_PATH:
-        raise SyscallError(Errno.EINVAL)
     if flags & O_PATH:
         flags &= O_PATH | O_DIRECTORY | O_NOFOLLOW | 0o2000000
     follow = not flags & O_NOFOLLOW
     if flags & O_CREAT:
+        from pyvisor.sentry.vfs.vfs import MAXSYMLINKS, _step_down
         parent, name = lookup_parent(t, dirfd, path, resolve)
-        d = child_or_none(parent, name)
-        if d is not None:
+        hops = 0
+        while True:
+            d = child_or_none(parent, name)
+            if d is None:
+                break
             if flags & O_EXCL:
                 raise SyscallError(Errno.EEXIST)
-            loc = Location(parent.mount, d)
-            from pyvisor.sentry.vfs.vfs import _step_down
             m2, d2 = _step_down(parent.mount, d)
             loc = Location(m2, d2)
-            if d2.inode.is_symlink():
-                if not follow:
-                    raise SyscallError(Errno.ELOOP)
-                if resolve:
-                    loc = lookup_at(t, dirfd, path, True, resolve=resolve)
-                else:
-                    loc = lookup(t, parent, path if path[:1] == b"/" else name, True)
+            if not d2.inode.is_symlink():
+                break
+            if not follow:
+                raise SyscallError(Errno.ELOOP)
+            magic = d2.inode.magic_link(t)
+            if resolve or magic is not None:
+                loc = lookup_at(t, dirfd, path, True, resolve=resolve)
+                break
+            # A symlink: O_CREAT creates its target if that is missing (Linux:
+            # open_last_lookups following the link to its last component).
+            hops += 1
+            if hops > MAXSYMLINKS:
+                raise SyscallError(Errno.ELOOP)
+            target = d2.inode.readlink()
+            if not target:
+                raise SyscallError(Errno.ENOENT)
+            parent, name = Resolver(t.fs.root).walk(t, parent, target, True,
+                                                    want_parent=True)
+        if d is not None:
             if loc.inode.is_dir():
                 raise SyscallError(Errno.EISDIR)
         else:
             if path.endswith(b"/"):
                 raise SyscallError(Errno.EISDIR)
             check_writable(parent.mount)
-            if t.creds.fsuid != 0:
+            if needs_check(t.creds):
                 check_access(t, parent.inode, MAY_WRITE | 1)
             inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
                                         t.creds.fsgid)
@@ -160,15 +172,19 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     inode = loc.inode
     if flags & O_DIRECTORY and not inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
-    if inode.is_dir() and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and not flags & O_PATH:
+    if inode.is_dir() and (acc in (O_WRONLY, O_RDWR, 3) or flags & O_TRUNC) and \
+            not flags & O_PATH:
         raise SyscallError(Errno.EISDIR)
+    if inode.is_dir() and flags & O_DIRECT and not flags & O_PATH:
+        raise SyscallError(Errno.EINVAL)     # no direct I/O on a directory (do_dentry_open)
     if not flags & O_PATH and (acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC) and \
             (inode.fs.readonly or loc.mount.flags_readonly) and \
             (inode.is_regular() or inode.is_dir()):
         raise SyscallError(Errno.EROFS)
-    if not flags & O_PATH and t.creds.fsuid != 0:
-        want = (MAY_READ if acc in (O_RDONLY, O_RDWR) else 0) | \
-            (MAY_WRITE if acc in (O_WRONLY, O_RDWR) else 0)
+    if not flags & O_PATH and needs_check(t.creds):
+        # Access mode 3 opens for neither, but needs both (Linux: ACC_MODE).
+        want = (MAY_READ if acc in (O_RDONLY, O_RDWR, 3) else 0) | \
+            (MAY_WRITE if acc in (O_WRONLY, O_RDWR, 3) or flags & O_TRUNC else 0)
         check_access(t, inode, want)
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = _open(t, loc.mount, loc.dentry, flags)
@@ -210,7 +226,7 @@ def _open_tmpfile(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     if not dir_inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     check_writable(loc.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, dir_inode, MAY_WRITE | 1)
     inode = dir_inode.tmpfile(mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     if not flags & O_EXCL:

@@ -16,6 +16,7 @@ stays the one object for its name as long as it lives.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,6 +91,13 @@ class Mount:
     options: str = "rw"
     flags_readonly: bool = False
     children: dict[int, Mount] = field(default_factory=dict)  # id(mountpoint dentry) -> mount
+    id: int = field(default_factory=lambda: next(_mount_ids))  # /proc/PID/mountinfo's
+    # The filesystem's own options, apart from `options` (then the mount's own: ro/rw,
+    # nosuid, ..., relatime), for mounts made with mount(2); None: `options` has both.
+    super_options: str | None = None
+
+
+_mount_ids = itertools.count(1)
 
 
 class MountNamespace:
@@ -219,6 +227,7 @@ class Resolver:
             mnt, d = self._walk_comps(t, mnt, d, comps[:-1])
             if not d.inode.is_dir():
                 raise SyscallError(Errno.ENOTDIR)
+            t.check_exec(d.inode)       # Linux: may_lookup before the last component too
             if len(last) > NAME_MAX:
                 raise SyscallError(Errno.ENAMETOOLONG)
             return Location(mnt, d), last

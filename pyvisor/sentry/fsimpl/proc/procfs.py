@@ -745,10 +745,25 @@ def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
 def _gen_mounts(kernel: Any, root: Location | None) -> bytes:
     out = []
     for m in _mounts(kernel):
+        opts = str(m.options).encode()
+        sb = getattr(m.fs, "sb_options", m.super_options)
+        if m.super_options is not None:   # made by mount(2): the mount's, then the fs's
+            if m.fs.readonly and opts.startswith(b"rw"):
+                opts = b"ro" + opts[2:]
+            opts += b"," + sb.encode() if sb else b""
         out.append(b"%s %s %s %s 0 0\n" % (
             _mangle(str(m.source).encode()), _mangle(_mountpoint(m, root)),
-            m.fs.name.encode(), str(m.options).encode()))
+            m.fs.name.encode(), opts))
     return b"".join(out)
+
+
+def _fs_path(d: Any) -> bytes:
+    """The path of dentry `d` within its filesystem (a bind mount's root)."""
+    parts = []
+    while d.parent is not None:
+        parts.append(d.name)
+        d = d.parent
+    return b"/" + b"/".join(reversed(parts))
 
 
 def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
@@ -759,8 +774,14 @@ def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
         pid = _mount_id(kernel, m.parent) if m.parent is not None else mid
         opts = str(m.options).encode()
         vfs_opts = b"ro" if opts.split(b",")[0] == b"ro" or m.flags_readonly else b"rw"
-        out.append(b"%d %d 0:%d / %s %s - %s %s %s\n" % (
-            mid, pid, m.fs.dev, _mangle(_mountpoint(m, root)), vfs_opts + b",relatime",
+        vfs_opts += b",relatime"
+        if m.super_options is not None:      # made by mount(2)
+            sb = getattr(m.fs, "sb_options", m.super_options)
+            vfs_opts = opts
+            opts = (b"ro" if m.fs.readonly else b"rw") + (b"," + sb.encode() if sb else b"")
+        out.append(b"%d %d 0:%d %s %s %s - %s %s %s\n" % (
+            mid, pid, m.fs.dev, _mangle(_fs_path(m.root)), _mangle(_mountpoint(m, root)),
+            vfs_opts,
             m.fs.name.encode(), _mangle(str(m.source).encode()), opts))
     return b"".join(out)
 
@@ -1230,4 +1251,14 @@ def new_procfs(kernel: Any) -> tuple[ProcFS, ProcRoot]:
     /proc/meminfo once, here.
     """
     fs = ProcFS(kernel)
+    return fs, ProcRoot(fs)
+
+
+def clone_procfs(src: ProcFS) -> tuple[ProcFS, ProcRoot]:
+    """Another procfs instance (mount -t proc inside the sandbox, when the Sentry is
+    confined and the host's /proc is out of reach): the host facts `src` captured."""
+    fs = ProcFS.__new__(ProcFS)
+    Filesystem.__init__(fs)
+    fs.kernel, fs.ncpu, fs.cpuinfo, fs.mem = src.kernel, src.ncpu, src.cpuinfo, src.mem
+    fs.btime, fs.boot_id = src.btime, src.boot_id
     return fs, ProcRoot(fs)

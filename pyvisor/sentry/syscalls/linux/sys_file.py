@@ -22,7 +22,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
                                      RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      SETFL_MASK)
-from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATFS, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
@@ -35,7 +35,8 @@ from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
-from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
+from pyvisor.sentry.vfs.perms import (CAP_FOWNER, MAY_WRITE, check_access, fs_capable,
+                                      may_access, needs_check)
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
 
 FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
@@ -388,15 +389,40 @@ def sys_statx(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+ST_RDONLY, ST_NOSUID, ST_NODEV, ST_NOEXEC, ST_VALID = 1, 2, 4, 8, 0x20
+ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 0x400, 0x800, 0x1000
+
+
+def _statfs(where: Any) -> bytes:
+    """struct statfs with f_flags from the mount as well as the filesystem (Linux:
+    calculate_f_flags: ST_VALID, the mount's flags, the superblock's read-only)."""
+    fields = list(STATFS.unpack(where.inode.fs.statfs()))
+    m = where.mount
+    opts = str(m.options).split(",")
+    flags = ST_VALID | fields[11]
+    if m.flags_readonly or where.inode.fs.readonly or opts[0] == "ro":
+        flags |= ST_RDONLY
+    for name, bit in (("nosuid", ST_NOSUID), ("nodev", ST_NODEV), ("noexec", ST_NOEXEC),
+                      ("nodiratime", ST_NODIRATIME)):
+        if name in opts:
+            flags |= bit
+    if "noatime" in opts:
+        flags |= ST_NOATIME
+    elif "strictatime" not in opts:
+        flags |= ST_RELATIME
+    fields[11] = flags
+    return STATFS.pack(*fields)
+
+
 def sys_statfs(t: Task, r: SyscallArguments) -> int:
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
-    t.copy_out(r.pointer(1), loc.inode.fs.statfs())
+    t.copy_out(r.pointer(1), _statfs(loc))
     return 0
 
 
 def sys_fstatfs(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
-    t.copy_out(r.pointer(1), f.inode.fs.statfs())
+    t.copy_out(r.pointer(1), _statfs(f))
     return 0
 
 
@@ -469,7 +495,7 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -492,6 +518,8 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
+    if needs_check(t.creds):
+        check_access(t, parent.inode, MAY_WRITE | 1)
     ftype = mode & S_IFMT
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
@@ -501,16 +529,39 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     return 0
 
 
+def _special_last(t: Task, dirfd: int, path: bytes) -> bytes | None:
+    """The last component of `path` when it is not a plain name (Linux: LAST_DOT,
+    LAST_DOTDOT, LAST_ROOT): b".", b"..", or b"/" for the root; None for a name.  For
+    those, the directory part is walked first (its errors come first, and it must be
+    a directory: ENOTDIR for "file/.")."""
+    stripped = path.rstrip(b"/")
+    if not stripped:
+        if not path:
+            return None
+        return b"/"
+    head, _, last = stripped.rpartition(b"/")
+    if last not in (b".", b".."):
+        return None
+    if head or stripped.startswith(b"/"):
+        loc = ops.lookup_at(t, dirfd, head or b"/", True)
+    else:
+        loc = ops.dir_location(t, dirfd)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    return last
+
+
 def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if flags & ~AT_REMOVEDIR:
         raise SyscallError(Errno.EINVAL)
+    special = _special_last(t, dirfd, path)
+    if special is not None:         # Linux: do_rmdir / do_unlinkat on LAST_DOT, ...
+        if not flags & AT_REMOVEDIR:
+            raise SyscallError(Errno.EISDIR)
+        raise SyscallError({b".": Errno.EINVAL, b"..": Errno.ENOTEMPTY}.get(special,
+                                                                           Errno.EBUSY))
     if flags & AT_REMOVEDIR:
         stripped = path.rstrip(b"/") or path
-        last = stripped.rsplit(b"/", 1)[-1]
-        if last == b".":
-            raise SyscallError(Errno.EINVAL)
-        if last == b"..":
-            raise SyscallError(Errno.ENOTEMPTY)
         parent, name = ops.lookup_parent(t, dirfd, stripped)
     else:
         if path.endswith(b"/"):
@@ -521,7 +572,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if id(d) in parent.mount.children:
         raise SyscallError(Errno.EBUSY)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
     if flags & AT_REMOVEDIR:
@@ -564,6 +615,11 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     if flags & RENAME_WHITEOUT and t.creds.euid != 0:
         raise SyscallError(Errno.EPERM)          # CAP_MKNOD
     exchange = bool(flags & RENAME_EXCHANGE)
+    # ".", ".." or "/" on either side (Linux: LAST_NORM checks of do_renameat2).
+    if _special_last(t, olddirfd, oldpath) is not None:
+        raise SyscallError(Errno.EBUSY)
+    if _special_last(t, newdirfd, newpath) is not None:
+        raise SyscallError(Errno.EEXIST if flags & RENAME_NOREPLACE else Errno.EBUSY)
     op, oname = ops.lookup_parent(t, olddirfd, oldpath.rstrip(b"/") or oldpath)
     np, nname = ops.lookup_parent(t, newdirfd, newpath.rstrip(b"/") or newpath)
     if oname in (b".", b"..") or nname in (b".", b".."):
@@ -597,7 +653,7 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
                 if d is dst:
                     raise SyscallError(Errno.EINVAL)
                 d = d.parent
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, op.inode, MAY_WRITE | 1)
         check_access(t, np.inode, MAY_WRITE | 1)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
@@ -660,10 +716,16 @@ def sys_renameat2(t: Task, r: SyscallArguments) -> int:
 def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     if not target:
         raise SyscallError(Errno.ENOENT)
+    if _special_last(t, dirfd, path) is not None:
+        raise SyscallError(Errno.EEXIST)
     parent, name = ops.lookup_parent(t, dirfd, path)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    if path.endswith(b"/"):
+        raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     ops.check_writable(parent.mount)
+    if needs_check(t.creds):
+        check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     if inotify._watches:
@@ -709,15 +771,20 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
                         empty_path=bool(flags & AT_EMPTY_PATH))
     if src.inode.is_dir():
         raise SyscallError(Errno.EPERM)
+    if _special_last(t, newdirfd, newpath) is not None:
+        raise SyscallError(Errno.EEXIST)
     parent, name = ops.lookup_parent(t, newdirfd, newpath)
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
+    if newpath.endswith(b"/"):
+        raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = src.inode
+    _may_linkat(t, inode)
     if inode.nlink == 0 and inode not in ops.linkable:
         raise SyscallError(Errno.ENOENT)   # unlinked, or O_TMPFILE|O_EXCL (I_LINKABLE)
     parent.inode.link(name, inode)
@@ -727,6 +794,19 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
         inotify.inode_event(src.inode, inotify.IN_ATTRIB)      # the link count
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
     return 0
+
+
+def _may_linkat(t: Task, inode: Any) -> None:
+    """fs.protected_hardlinks (on, as systemd sets it): a hard link to a file one does
+    not own needs a regular file one may read and write, without set-id bits, or
+    CAP_FOWNER (Linux: may_linkat)."""
+    c = t.creds
+    if c.fsuid == inode.uid or fs_capable(c, CAP_FOWNER):
+        return
+    mode = inode.mode
+    if not inode.is_regular() or mode & 0o4000 or mode & 0o2010 == 0o2010 or \
+            not may_access(t, inode, 4 | MAY_WRITE):
+        raise SyscallError(Errno.EPERM)
 
 
 def sys_link(t: Task, r: SyscallArguments) -> int:
@@ -799,7 +879,7 @@ def _attr_event(where: Any, mask: int) -> None:
 
 
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
-    if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
+    if t.creds.fsuid != loc_inode.uid and not fs_capable(t.creds, CAP_FOWNER):
         raise SyscallError(Errno.EPERM)
 
 
@@ -885,7 +965,7 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
 def sys_truncate(t: Task, r: SyscallArguments) -> int:
     """Implements truncate(2)."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
-    if t.creds.fsuid != 0:
+    if needs_check(t.creds):
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed

@@ -47,6 +47,10 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.ENODEV)
     if shared:
         maxperms = seals.check_mmap(f.inode, prot, maxperms)
+    if "noexec" in str(f.mount.options).split(","):      # Linux: path_noexec in do_mmap
+        if prot & PROT_EXEC:
+            raise SyscallError(Errno.EPERM)
+        maxperms &= ~PROT_EXEC
     if off + page_round_up(length) > 1 << 46:
         raise SyscallError(Errno.EOVERFLOW)
     return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,

@@ -12,6 +12,7 @@ from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
+from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
@@ -290,8 +291,9 @@ AMD64 = SyscallTable("amd64", {
     S.pidfd_send_signal: supported(SG.sys_pidfd_send_signal),
     S.pidfd_getfd: supported(SG.sys_pidfd_getfd),
     S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),
-    S.mount: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),
-    S.umount2: refused(Errno.EPERM, note="TODO(#3): mounts inside the sandbox"),
+    S.mount: partial(MT.sys_mount, note="tmpfs, proc, sysfs, bind (MS_REC), remount, MS_MOVE; "
+                     "propagation accepted (all private); the runtime's mounts locked"),
+    S.umount2: supported(MT.sys_umount2),
     S.pivot_root: refused(Errno.EPERM, note="never inside a sandbox"),
     S.reboot: refused(Errno.EPERM, note="never inside a sandbox"),
     S.kexec_load: refused(Errno.EPERM, note="never inside a sandbox"),

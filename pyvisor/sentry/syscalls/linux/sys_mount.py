@@ -1,0 +1,482 @@
+"""mount(2) and umount2(2) inside the sandbox.  Linux: fs/namespace.c.
+
+They change only the Sentry's mount tree (vfs.MountNamespace): new tmpfs, proc
+and sysfs instances, bind mounts (MS_BIND, MS_REC) of what the sandbox sees,
+remounts (read-only, nosuid, nodev, noexec; of the mount with MS_BIND, of the
+filesystem without), MS_MOVE, and propagation changes (accepted: every mount
+of a sandbox is private to it, so there is nothing to propagate to).  The host
+is never asked for anything.  CAP_SYS_ADMIN is required, as in Linux.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.fcntl import AT_FDCWD
+from pyvisor.sentry.arch.syscall_args import SyscallArguments
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN, Task
+from pyvisor.sentry.vfs import inotify, ops
+from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, Mount, MountNamespace, _step_down
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.vfs.inode import Filesystem, Inode
+
+# From <linux/mount.h>.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MS_NOUSER = 1 << 31
+MS_MGC_VAL = 0xC0ED0000
+MS_MGC_MSK = 0xFFFF0000
+_PROPAGATION = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+PAGE = 4096
+MOUNT_MAX = 10000      # mounts per namespace (Linux: fs.mount-max, 100000): ENOSPC past it
+
+# Mounts the application made; the others (the runtime's: the root, /proc, /dev, the
+# spec's mounts and masks) are locked, as Linux locks a container's mounts in a user
+# namespace: never unmounted, never made writable again if read-only (EINVAL, EPERM).
+_app_made: weakref.WeakSet[Mount] = weakref.WeakSet()
+# App-made binds of a locked read-only mount inherit that lock (MNT_LOCK_READONLY).
+_ro_locked: weakref.WeakSet[Mount] = weakref.WeakSet()
+
+
+def _locked(m: Mount) -> bool:
+    return m not in _app_made
+
+
+def _ro_lock(m: Mount) -> bool:
+    if m in _ro_locked:
+        return True
+    return _locked(m) and (m.flags_readonly or m.fs.readonly or
+                           str(m.options).split(",")[0] == "ro")
+
+
+def _str(t: Task, addr: int) -> bytes | None:
+    """copy_mount_string: NULL is None."""
+    return t.copy_in_str(addr, PAGE) if addr else None
+
+
+def _mount_flags(flags: int) -> list[str]:
+    """The per-mount options in /proc/PID/mounts order."""
+    out = ["ro" if flags & MS_RDONLY else "rw"]
+    for bit, name in ((MS_NOSUID, "nosuid"), (MS_NODEV, "nodev"), (MS_NOEXEC, "noexec")):
+        if flags & bit:
+            out.append(name)
+    if flags & MS_NOATIME:
+        out.append("noatime")
+    elif not flags & MS_STRICTATIME:
+        out.append("relatime")
+    return out
+
+
+def _namespace(t: Task) -> MountNamespace:
+    """The task's mount namespace: the one whose tree holds its root."""
+    top = t.fs.root.mount
+    while top.parent is not None:
+        top = top.parent
+    k = t.kernel
+    for ns in [getattr(k, "root_ns", None), *getattr(k, "mount_namespaces", ())]:
+        if ns is not None and ns.root is top:
+            return ns
+    raise SyscallError(Errno.EINVAL)
+
+
+def _is_mount_root(loc: Location) -> bool:
+    return loc.dentry is loc.mount.root
+
+
+def _tmpfs_defaults(ns: MountNamespace) -> tuple[Any, int, int]:
+    """(memory account, size, nr_inodes) of the sandbox's own tmpfs (/dev/shm)."""
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
+    for m in ns.mounts:
+        if isinstance(m.fs, TmpFS) and m.source == "shm":
+            return m.fs.acct, m.fs.size_limit, m.fs.nr_inodes
+    return None, 64 << 20, 16384
+
+
+def _new_fs(t: Task, ns: MountNamespace, fstype: bytes, data: bytes, ro: bool
+            ) -> tuple[Filesystem, Inode, str]:
+    """A new filesystem instance of `fstype`: (filesystem, root, superblock options)."""
+    k = t.kernel
+    if fstype == b"tmpfs":
+        from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, parse_options
+        acct, size, inodes = _tmpfs_defaults(ns)
+        opts = [o for o in data.decode(errors="replace").split(",") if o]
+        known = ("size=", "nr_inodes=", "mode=", "uid=", "gid=", "nr_blocks=", "huge=",
+                 "mpol=", "inode64", "inode32", "noswap")
+        if any(not o.startswith(known) for o in opts):
+            raise SyscallError(Errno.EINVAL)
+        opts = [_nr_blocks(o) for o in opts]
+        try:
+            o = parse_options([x for x in opts if not x.startswith(("huge=", "mpol=", "inode",
+                                                                   "noswap"))],
+                              size, inodes, size * 2)
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+        # Never more than the sandbox's own tmpfs may hold (Linux bounds it by the
+        # memory cgroup; here the bound is --tmpfs-size, as for /dev/shm).
+        cap = size if size else o.size
+        fs: Any = TmpFS(k.memfile, min(o.size or cap, cap) if cap else o.size,
+                        min(o.nr_inodes or inodes, inodes) if inodes else o.nr_inodes, acct)
+        fs.size_cap = cap
+        root: Any = fs.new_root(o.mode, o.uid, o.gid)
+        given = {x.split("=", 1)[0] for x in opts}
+        sb = []                          # Linux: shmem_show_options, what differs
+        if "size" in given or "nr_blocks" in given:
+            sb.append("size=%dk" % (o.size // 1024))
+        if "nr_inodes" in given:
+            sb.append("nr_inodes=%d" % o.nr_inodes)
+        if o.mode != 0o1777:
+            sb.append("mode=%03o" % o.mode)
+        if o.uid:
+            sb.append("uid=%d" % o.uid)
+        if o.gid:
+            sb.append("gid=%d" % o.gid)
+    elif fstype in (b"proc", b"sysfs"):
+        # The confined Sentry cannot read the host's /proc: a new instance takes what
+        # the sandbox's own procfs captured at start.
+        from pyvisor.sentry.fsimpl.proc.procfs import ProcFS, clone_procfs
+        proc = next((m.fs for m in ns.mounts if isinstance(m.fs, ProcFS)), None)
+        if proc is None:
+            raise SyscallError(Errno.ENODEV)
+        if fstype == b"proc":
+            fs, root = clone_procfs(proc)
+        else:
+            from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
+            fs, root = new_sysfs(k.memfile, proc.ncpu)
+        sb = []
+    else:
+        raise SyscallError(Errno.ENODEV)
+    if ro:
+        fs.readonly = True
+    fs.sb_options = ",".join(sb)        # /proc/PID/mounts shows them (procfs.py)
+    return fs, root, fs.sb_options
+
+
+def _nr_blocks(opt: str) -> str:
+    """nr_blocks=N is size=N pages (Linux: shmem_parse_one)."""
+    if opt.startswith("nr_blocks="):
+        from pyvisor.sentry.fsimpl.tmpfs.tmpfs import _memparse
+        try:
+            return "size=%d" % (_memparse(opt[10:]) * PAGE)
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+    return opt
+
+
+def _remount_fs(fs: Any, data: bytes) -> None:
+    """A remount's filesystem options: tmpfs's size and nr_inodes (Linux:
+    shmem_reconfigure); others take none."""
+    opts = [o for o in data.decode(errors="replace").split(",") if o]
+    if not opts:
+        return
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, parse_options
+    if not isinstance(fs, TmpFS) or not hasattr(fs, "sb_options"):
+        return
+    if any(not o.startswith(("size=", "nr_inodes=", "nr_blocks=")) for o in opts):
+        raise SyscallError(Errno.EINVAL)
+    opts = [_nr_blocks(o) for o in opts]
+    try:
+        o = parse_options(opts, 0, 0, fs.size_limit * 2 or 1 << 30)
+    except ValueError:
+        raise SyscallError(Errno.EINVAL) from None
+    given = {x.split("=", 1)[0] for x in opts}
+    sb = dict(x.split("=", 1) if "=" in x else (x, "") for x in fs.sb_options.split(",") if x)
+    if "size" in given:
+        if o.size and o.size < fs.used:
+            raise SyscallError(Errno.EINVAL)      # smaller than what is stored
+        cap = getattr(fs, "size_cap", 0)
+        fs.size_limit = min(o.size, cap) if cap and o.size else o.size
+        sb["size"] = "%dk" % (o.size // 1024)
+    if "nr_inodes" in given:
+        fs.nr_inodes = o.nr_inodes
+        sb["nr_inodes"] = str(o.nr_inodes)
+    order = ["size", "nr_inodes", "mode", "uid", "gid"]
+    fs.sb_options = ",".join(f"{k}={sb[k]}" for k in order if k in sb)
+
+
+def sys_mount(t: Task, r: SyscallArguments) -> int:
+    """Implements mount(2), in Linux's order of checks (do_mount, path_mount)."""
+    src_addr, target_addr, type_addr, flags, data_addr = (
+        r.pointer(0), r.pointer(1), r.pointer(2), r.uint64(3) & 0xFFFFFFFF, r.pointer(4))
+    fstype = _str(t, type_addr)
+    source = _str(t, src_addr)
+    data = t.copy_in_str(data_addr, PAGE) if data_addr else b""
+    target = ops.lookup_at(t, AT_FDCWD, t.copy_in_str(target_addr, PATH_MAX), follow=True)
+    if flags & MS_MGC_MSK == MS_MGC_VAL:
+        flags &= ~MS_MGC_MSK
+    if flags & MS_NOUSER:
+        raise SyscallError(Errno.EINVAL)
+    if not t.creds.capable(CAP_SYS_ADMIN):
+        raise SyscallError(Errno.EPERM)
+    ns = _namespace(t)
+    if flags & (MS_REMOUNT | MS_BIND) == MS_REMOUNT | MS_BIND:
+        return _reconfigure(target, flags, fs_too=False)
+    if flags & MS_REMOUNT:
+        return _reconfigure(target, flags, fs_too=True, data=data)
+    if flags & MS_BIND:
+        return _bind(t, ns, source, target, bool(flags & MS_REC))
+    if flags & _PROPAGATION:
+        kinds = flags & _PROPAGATION
+        if flags & ~(_PROPAGATION | MS_REC | MS_SILENT) or kinds & (kinds - 1):
+            raise SyscallError(Errno.EINVAL)
+        if not _is_mount_root(target):
+            raise SyscallError(Errno.EINVAL)
+        return 0      # every mount of the sandbox is private to it: nothing to propagate
+    if flags & MS_MOVE:
+        return _move(t, ns, source, target)
+    if fstype is None:
+        raise SyscallError(Errno.EINVAL)
+    _check_room(ns, 1)
+    fs, root, sb = _new_fs(t, ns, fstype, data, bool(flags & MS_RDONLY))
+    if target.inode.is_dir() != root.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    m = ns.mount(target.mount, target.dentry, fs, root,
+                 source=(source or b"none").decode(errors="replace"),
+                 options=",".join(_mount_flags(flags)))
+    m.super_options = sb
+    m.flags_readonly = bool(flags & MS_RDONLY)
+    _app_made.add(m)
+    return 0
+
+
+def _set_flags(m: Mount, flags: int, fs_too: bool) -> None:
+    """Replaces the per-mount options of `m` (and with `fs_too` its filesystem's
+    read-only state), keeping the filesystem's own options."""
+    if m.super_options is None:       # the runtime's: its options string holds both
+        per = {"ro", "rw", "nosuid", "nodev", "noexec", "noatime", "relatime",
+               "strictatime", "nodiratime"}
+        m.super_options = ",".join(o for o in str(m.options).split(",") if o not in per)
+    m.options = ",".join(_mount_flags(flags))
+    m.flags_readonly = bool(flags & MS_RDONLY)
+    if fs_too:
+        m.fs.readonly = bool(flags & MS_RDONLY)
+
+
+def _reconfigure(target: Location, flags: int, fs_too: bool, data: bytes = b"") -> int:
+    """MS_REMOUNT (with MS_BIND: the mount's flags only).  Linux: do_remount,
+    do_reconfigure_mnt."""
+    if not _is_mount_root(target):
+        raise SyscallError(Errno.EINVAL)
+    m = target.mount
+    if not flags & MS_RDONLY and _ro_lock(m):
+        raise SyscallError(Errno.EPERM)      # can_change_locked_flags
+    if fs_too and _locked(m) and not flags & MS_RDONLY != (not m.fs.readonly):
+        raise SyscallError(Errno.EPERM)      # the runtime's filesystems keep their state
+    if fs_too:
+        _remount_fs(m.fs, data)
+    _set_flags(m, flags, fs_too)
+    return 0
+
+
+def _bind(t: Task, ns: MountNamespace, source: bytes | None, target: Location,
+          recursive: bool) -> int:
+    """MS_BIND: the source's (mount, dentry) grafted at the target; with MS_REC its
+    submounts too.  Linux: do_loopback."""
+    if not source:
+        raise SyscallError(Errno.EINVAL if source is None else Errno.ENOENT)
+    src = ops.lookup_at(t, AT_FDCWD, source, follow=True)
+    if src.inode.is_dir() != target.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    if _namespace_of_mount(src.mount) is not ns.root:
+        raise SyscallError(Errno.EINVAL)        # a detached mount, a pipe, a socket
+    if not recursive and any(_locked(c) and c.mountpoint is not None and
+                             _below(c.mountpoint, src.dentry)
+                             for c in src.mount.children.values()):
+        raise SyscallError(Errno.EINVAL)    # it would show what a locked mount covers
+    plan = _snapshot(src.mount, src.dentry) if recursive else []
+    _check_room(ns, 1 + len(plan))
+    opts = str(src.mount.options)
+    new = _graft(ns, target.mount, target.dentry, src.mount, src.dentry, opts)
+    new.flags_readonly = src.mount.flags_readonly
+    _copy_submounts(ns, plan, src.mount, new)
+    return 0
+
+
+def _check_room(ns: MountNamespace, n: int) -> None:
+    if len(ns.mounts) + n > MOUNT_MAX:
+        raise SyscallError(Errno.ENOSPC)
+
+
+def _namespace_of_mount(m: Mount) -> Mount:
+    while m.parent is not None:
+        m = m.parent
+    return m
+
+
+def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
+           root: Any, options: str, locked: bool = False) -> Mount:
+    """A new mount of `src_mount`'s filesystem rooted at dentry `root`."""
+    while id(mountpoint) in parent.children:        # over the top-most mount there
+        parent = parent.children[id(mountpoint)]
+        mountpoint = parent.root
+    m = Mount(src_mount.fs, root, parent, mountpoint, source=src_mount.source,
+              options=options)
+    m.super_options = src_mount.super_options
+    parent.children[id(mountpoint)] = m
+    ns.mounts.append(m)
+    if not locked:                   # copies of locked submounts stay locked (copy_tree)
+        _app_made.add(m)
+    if _ro_lock(src_mount):
+        _ro_locked.add(m)
+    return m
+
+
+def _snapshot(src: Mount, src_root: Any) -> list[Mount]:
+    """The mounts below `src_root` in `src`, parents before children, taken before
+    anything is grafted (a bind of a tree onto a place inside it copies the tree as it
+    was).  Iterative: nesting is bounded by PATH_MAX, not by Python's stack."""
+    out: list[Mount] = []
+    todo = [c for c in src.children.values()
+            if c.mountpoint is not None and _below(c.mountpoint, src_root)]
+    while todo:
+        m = todo.pop()
+        out.append(m)
+        todo.extend(m.children.values())
+    return out
+
+
+def _copy_submounts(ns: MountNamespace, plan: list[Mount], src: Mount, new: Mount) -> None:
+    """MS_REC: the snapshot's mounts grafted at the same places under `new`, the copy
+    of `src` (Linux: copy_tree)."""
+    copies = {id(src): new}
+    for child in plan:
+        parent = copies[id(child.parent)]
+        c = _graft(ns, parent, child.mountpoint, child, child.root, str(child.options),
+                   locked=_locked(child))
+        c.flags_readonly = child.flags_readonly
+        copies[id(child)] = c
+
+
+def _below(d: Any, top: Any) -> bool:
+    while d is not None:
+        if d is top:
+            return True
+        d = d.parent
+    return False
+
+
+def _move(t: Task, ns: MountNamespace, source: bytes | None, target: Location) -> int:
+    """MS_MOVE: the mount at `source` moves to `target`.  Linux: do_move_mount_old."""
+    if not source:
+        raise SyscallError(Errno.EINVAL if source is None else Errno.ENOENT)
+    src = ops.lookup_at(t, AT_FDCWD, source, follow=True)
+    m = src.mount
+    if not _is_mount_root(src) or m.parent is None or m.mountpoint is None or _locked(m):
+        raise SyscallError(Errno.EINVAL)
+    if _below_mount(target.mount, m):
+        raise SyscallError(Errno.ELOOP)     # into itself
+    if src.inode.is_dir() != target.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    del m.parent.children[id(m.mountpoint)]
+    parent, mountpoint = target.mount, target.dentry
+    while id(mountpoint) in parent.children:
+        parent = parent.children[id(mountpoint)]
+        mountpoint = parent.root
+    m.parent, m.mountpoint = parent, mountpoint
+    parent.children[id(mountpoint)] = m
+    return 0
+
+
+def _below_mount(m: Mount | None, top: Mount) -> bool:
+    while m is not None:
+        if m is top:
+            return True
+        m = m.parent
+    return False
+
+
+def sys_umount2(t: Task, r: SyscallArguments) -> int:
+    """Implements umount2(2).  Linux: ksys_umount, path_umount, do_umount."""
+    flags = r.int32(1)
+    if flags & ~(MNT_FORCE | MNT_DETACH | MNT_EXPIRE | UMOUNT_NOFOLLOW):
+        raise SyscallError(Errno.EINVAL)
+    loc = ops.lookup_at(t, AT_FDCWD, t.copy_in_str(r.pointer(0), PATH_MAX),
+                        follow=not flags & UMOUNT_NOFOLLOW)
+    # LOOKUP_MOUNTPOINT: the last component is the top of what is mounted there ("."
+    # included, whose walk stays on the working directory itself).
+    mnt, d = _step_down(loc.mount, loc.dentry)
+    loc = Location(mnt, d)
+    if not t.creds.capable(CAP_SYS_ADMIN):
+        raise SyscallError(Errno.EPERM)
+    m = loc.mount
+    if not _is_mount_root(loc):
+        raise SyscallError(Errno.EINVAL)
+    ns = _namespace(t)
+    if m not in ns.mounts or _locked(m):
+        raise SyscallError(Errno.EINVAL)     # not mounted, or the runtime's (MNT_LOCKED)
+    if flags & MNT_EXPIRE and flags & (MNT_FORCE | MNT_DETACH):
+        raise SyscallError(Errno.EINVAL)
+    if m.parent is None or m.mountpoint is None:
+        raise SyscallError(Errno.EINVAL if flags & MNT_DETACH else Errno.EBUSY)
+    if not flags & MNT_DETACH and (m.children or _busy(t, m)):
+        raise SyscallError(Errno.EBUSY)
+    if flags & MNT_EXPIRE:
+        raise SyscallError(Errno.EAGAIN)      # first call marks it: never "expired" yet
+    _umount_tree(ns, m)
+    return 0
+
+
+def _busy(t: Task, m: Mount) -> bool:
+    """Whether an open file, a working directory or a root is in mount `m`."""
+    seen: set[int] = set()
+    for task in list(t.kernel.tasks_by_tid.values()):
+        fs = task.fs
+        if fs.cwd.mount is m or fs.root.mount is m:
+            return True
+        table = task.fd_table
+        if id(table) in seen:
+            continue
+        seen.add(id(table))
+        for f, _ in table.files.values():
+            if f.mount is m:
+                return True
+    return False
+
+
+def _umount_tree(ns: MountNamespace, m: Mount) -> None:
+    """Detaches `m` and every mount below it (Linux: umount_tree)."""
+    if m.parent is not None and m.mountpoint is not None:
+        m.parent.children.pop(id(m.mountpoint), None)
+    m.parent = m.mountpoint = None      # detached: a tree of its own (binds of it: EINVAL)
+    gone = []
+    todo = [m]
+    while todo:
+        x = todo.pop()
+        gone.append(x)
+        todo.extend(x.children.values())
+    dead = {id(x) for x in gone}
+    ns.mounts[:] = [x for x in ns.mounts if id(x) not in dead]
+    # A filesystem's last mount gone: watches on its files hear IN_UNMOUNT.
+    if inotify._watches:
+        for fs in {id(x.fs): x.fs for x in gone}.values():
+            if not any(x.fs is fs for x in ns.mounts):
+                inotify.unmounted(inotify.watched_on(fs.dev))

@@ -91,3 +91,73 @@ def test_multicast_sandbox_to_peer(netpair: NetPair, box: Box) -> None:
             receiver.communicate()
     text = out.decode()
     assert text.count(f"from {netpair.box4}") == 2, text
+
+
+SYN_FLOOD = """
+import random, socket, struct, sys
+dst, port, count, prefix = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(count):
+    # Sources on the link that nobody holds: the SYN-ACKs are never answered, so each
+    # SYN leaves a half-open connection in the sandbox until its retries run out.
+    src = prefix + str(100 + i)
+    tcp = struct.pack("!HHIIBBHHH", 40000 + i, port, random.getrandbits(32), 0, 5 << 4, 2,
+                      64240, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, 20)
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i, 0, 64, 6, 0, socket.inet_aton(src),
+                     socket.inet_aton(dst))
+    s.sendto(ip + tcp, (dst, 0))
+print("flooded", count)
+"""
+
+CLIENT = """
+import socket, struct, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+options, total_retrans = info[5], struct.unpack_from("I", info, 100)[0]
+c.sendall(b"through the cookie")
+print("echo:", c.recv(100).decode())
+print("window scale offered:", bool(options & 4), "retransmitted SYNs:", total_retrans)
+"""
+
+LISTENER = """
+import socket, sys
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(c.recv(100))
+c.close()
+"""
+
+
+def test_syn_cookies_under_a_syn_flood(netpair: NetPair, box: Box) -> None:
+    """A listener (backlog 1: 8 half-open connections at most) flooded by SYNs whose
+    sources never answer: a real client still connects at its first SYN, through a
+    cookie SYN-ACK (which offers no window scale), and exchanges data."""
+    p = box.start([sys.executable, "-c", LISTENER, "7070"], netpair.box_path)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().decode().strip() == "listening"
+        prefix = netpair.peer4.rsplit(".", 1)[0] + "."
+        r = netpair.peer([sys.executable, "-c", SYN_FLOOD, netpair.box4, "7070", "40", prefix])
+        assert r.returncode == 0, r.output
+        time.sleep(0.5)
+        r = netpair.peer([sys.executable, "-c", CLIENT, netpair.box4, "7070"])
+        assert r.returncode == 0, r.output
+        assert "echo: through the cookie" in r.stdout, r.output
+        assert "window scale offered: False retransmitted SYNs: 0" in r.stdout, r.output
+    finally:
+        code, out = finish(p, timeout=60)
+    assert code == 0, out

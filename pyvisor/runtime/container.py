@@ -109,6 +109,10 @@ class Container:
             if hooks:
                 st.config["hooks"] = hooks_mod.to_json(hooks)
                 st.config["hostname"] = cfg.hostname
+                if cfg.network == "sandbox" and cfg.confine and not cfg.netns_path:
+                    # The sandbox makes its network namespace; a hook may configure it
+                    # (Docker's libnetwork-setkey): start takes over what it put there.
+                    st.config["netns_late"] = True
             sd.save(st)
             with sd.locked():
                 c._boot_detached(st, cfg)
@@ -262,12 +266,34 @@ class Container:
                 self._kill_sandbox(st)         # the container is stopped; delete cleans up
                 raise BootError(str(e), 1) from None
             try:
-                control.call(self.sd.control_path, "start", _member(st))
+                self._send_start(st)
             except control.ControlError as e:
                 raise BootError(f"cannot start container {self.id!r}: {e}", 1) from None
             st.status = Status.RUNNING
             self.sd.save(st)
             hooks_mod.run_best_effort("poststart", hooks, self._hook_state(st, Status.RUNNING))
+
+    def _send_start(self, st: ContainerState) -> None:
+        """The start request, with the interfaces a create hook configured in the sandbox's
+        network namespace (runtime/netns.py take_from), their packet sockets attached."""
+        taken = []
+        if st.config.get("netns_late") and st.pid:
+            from pyvisor.runtime import netns
+            try:
+                taken = netns.take_from(st.pid)
+            except BootError:
+                self._kill_sandbox(st)
+                raise
+        params = dict(_member(st))
+        if taken:
+            from pyvisor.runtime import netns
+            params["nics"] = [netns.to_json(ti) for ti in taken]
+        try:
+            with control.Client(self.sd.control_path, 30.0) as c:
+                c.call("start", params, fds=[ti.fd for ti in taken] or None)
+        finally:
+            for ti in taken:
+                os.close(ti.fd)
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         with self.sd.locked():

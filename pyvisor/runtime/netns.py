@@ -305,4 +305,91 @@ def take_interfaces() -> list[TakenInterface]:
     return taken
 
 
-__all__ = ["TakenInterface", "join", "take_interfaces"]
+# -- after create: what an engine's hook configured (Docker) --------------------------------
+
+
+def take_from(pid: int) -> list[TakenInterface]:
+    """take_interfaces in the network namespace of host process `pid` (the sandbox's
+    monitor, whose namespace the Sentry shares), from a thread of the calling process:
+    setns(2) moves only that thread, which ends there, so the caller never leaves its own
+    namespace.  For `start`: Docker's libnetwork-setkey prestart hook moves a veth end
+    into /proc/PID/ns/net and configures it after the Sentry booted, so the interfaces
+    are taken over then and handed to the Sentry with the start request (runsc does the
+    same from `runsc start`).  Refuses the host's namespace and the caller's own."""
+    import threading
+    out: list[TakenInterface] = []
+    err: list[BaseException] = []
+    path = f"/proc/{pid}/ns/net"
+
+    def work() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            err.append(BootError(f"network namespace of pid {pid}: {e.strerror}", 1))
+            return
+        try:
+            st = os.fstat(fd)
+            # The monitor made this namespace itself (launch: unshare_net), so it is
+            # neither init's nor ours; checked anyway where /proc lets us look.
+            for host in ("/proc/1/ns/net", "/proc/self/ns/net"):
+                try:
+                    h = os.stat(host)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (h.st_dev, h.st_ino):
+                    err.append(BootError(f"network namespace of pid {pid} is the host's: "
+                                         "refusing to take over its interfaces", 1))
+                    return
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                e = ctypes.get_errno()
+                err.append(BootError(f"cannot join the sandbox's network namespace: "
+                                     f"{os.strerror(e)}", 1))
+                return
+            out.extend(take_interfaces())
+        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+            err.append(e)
+        finally:
+            os.close(fd)
+
+    th = threading.Thread(target=work, name="pyvisor-netns")
+    th.start()
+    th.join()
+    if err:
+        for ti in out:
+            os.close(ti.fd)
+        raise err[0]
+    return out
+
+
+def to_json(ti: TakenInterface) -> dict[str, object]:
+    """A taken interface for the start request (its fd travels as SCM_RIGHTS)."""
+    return {"index": ti.index, "name": ti.name, "mac": ti.mac.hex(), "mtu": ti.mtu,
+            "vnet": ti.vnet_hdr,
+            "addrs4": [[a.hex(), p] for a, p in ti.addrs4],
+            "addrs6": [[a.hex(), p] for a, p in ti.addrs6],
+            "routes": [[r.family, r.dst.hex(), r.prefix, r.oif, r.table, r.rtype, r.scope,
+                        r.prefsrc.hex(), r.metric, r.gateway.hex()] for r in ti.routes]}
+
+
+def from_json(d: dict[str, object], fd: int) -> TakenInterface:
+    """The Sentry's side of to_json; ValueError/TypeError/KeyError for a malformed one."""
+    def addrs(v: object) -> list[tuple[bytes, int]]:
+        assert isinstance(v, list)
+        return [(bytes.fromhex(str(a)), int(p)) for a, p in v]
+    routes = []
+    rv = d.get("routes", [])
+    assert isinstance(rv, list)
+    for r in rv:
+        fam, dst, prefix, oif, table, rtype, scope, prefsrc, metric, gw = r
+        routes.append(Route(int(fam), bytes.fromhex(dst), int(prefix), int(oif), int(table),
+                            int(rtype), int(scope), bytes.fromhex(prefsrc), int(metric),
+                            bytes.fromhex(gw)))
+    mac = bytes.fromhex(str(d["mac"]))
+    if len(mac) != 6:
+        raise ValueError("mac")
+    return TakenInterface(int(str(d["index"])), str(d["name"]), mac, int(str(d["mtu"])), fd,
+                          bool(d.get("vnet")), addrs(d.get("addrs4", [])),
+                          addrs(d.get("addrs6", [])), routes)
+
+
+__all__ = ["TakenInterface", "from_json", "join", "take_from", "take_interfaces", "to_json"]

@@ -116,9 +116,32 @@ class ControlService:
         if init is None or init.zombie or init.exiting:
             reply(None, errno.ESRCH, "the container's init is gone")
             return
+        nics = params.get("nics")
+        if nics:
+            try:
+                self._attach_nics(nics, fds)
+            except (ValueError, TypeError, KeyError, AssertionError, OSError) as e:
+                control._close_all(fds)
+                reply(None, errno.EINVAL, f"bad interfaces in the start request: {e}")
+                return
         self.started = True
         start_init(self.kernel)
         reply({"pid": 1})
+
+    def _attach_nics(self, nics: Any, fds: list[int]) -> None:
+        """Interfaces `pyvisor start` took over in our namespace (runtime/netns.py
+        take_from): each fd becomes a NIC of the Sentry's stack, as at boot.  The fds
+        are the stack's from here."""
+        from pyvisor.runtime import netns
+        if not isinstance(nics, list) or len(nics) != len(fds):
+            raise ValueError("one fd per interface")
+        taken = [netns.from_json(d, fd) for d, fd in zip(nics, fds)]
+        stack = self.kernel.network.stack
+        if not hasattr(stack, "attach_nic"):
+            raise ValueError("the sandbox's network has no interfaces to attach")
+        for ti in taken:
+            stack.attach_nic(ti.index, ti.name.encode(), ti.fd, ti.mac, ti.mtu, ti.addrs4,
+                             ti.addrs6, ti.routes, ti.vnet_hdr)
 
     def _kill(self, conn: control.Connection, params: dict[str, Any], fds: list[int],
               reply: control.Reply) -> None:

@@ -95,8 +95,14 @@ def netpair() -> Iterator[NetPair]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def bundle_config(args: Sequence[str], netns: str) -> dict[str, object]:
+def bundle_config(args: Sequence[str], netns: str,
+                  sysctl: dict[str, str] | None = None) -> dict[str, object]:
     """A bundle over the host's root (read-only), whose network namespace is `netns`."""
+    linux: dict[str, object] = {
+        "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
+                       {"type": "uts"}, {"type": "network", "path": netns}]}
+    if sysctl:
+        linux["sysctl"] = dict(sysctl)
     return {
         "ociVersion": "1.0.2",
         "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": list(args),
@@ -104,8 +110,7 @@ def bundle_config(args: Sequence[str], netns: str) -> dict[str, object]:
         "root": {"path": "/", "readonly": True},
         "hostname": "pyvisor-net",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
-                                 {"type": "uts"}, {"type": "network", "path": netns}]},
+        "linux": linux,
     }
 
 
@@ -121,15 +126,17 @@ class Box:
         self.state.mkdir(exist_ok=True)
         self.log = base / f"{name}.log"
 
-    def argv(self, args: Sequence[str], netns: str, network: str) -> list[str]:
-        (self.bundle / "config.json").write_text(json.dumps(bundle_config(args, netns)))
+    def argv(self, args: Sequence[str], netns: str, network: str,
+             sysctl: dict[str, str] | None = None) -> list[str]:
+        (self.bundle / "config.json").write_text(json.dumps(bundle_config(args, netns,
+                                                                          sysctl)))
         return [sys.executable, "-m", "pyvisor", "--root", str(self.state), "--log",
                 str(self.log), f"--network={network}", "run", "--bundle", str(self.bundle),
                 f"pv-{self.name}-{os.getpid()}"]
 
     def run(self, args: Sequence[str], netns: str, network: str = "sandbox",
-            timeout: float = 120) -> Result:
-        return execute(self.argv(args, netns, network), timeout=timeout,
+            timeout: float = 120, sysctl: dict[str, str] | None = None) -> Result:
+        return execute(self.argv(args, netns, network, sysctl), timeout=timeout,
                        env=pyvisor_env(None))
 
     def start(self, args: Sequence[str], netns: str, network: str = "sandbox"

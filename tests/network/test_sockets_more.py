@@ -63,3 +63,12 @@ def test_multicast_loopback(network: str, program: Builder, run: Runner,
     out = native.stdout
     assert "  r1: m1\n  r2: m1\n  r3: m1\n" in out, out
     assert "v6 join r1 again: EADDRINUSE" in out, out
+
+
+def test_raw_sockets(program: Builder, run: Runner, pyvisor_cli: CliRunner) -> None:
+    """Only under the sandbox's own stack: --network=host gives no CAP_NET_RAW on the host
+    (socket(SOCK_RAW) is EPERM there, as the hostinet docstring says)."""
+    native, _ = compare_net(run, pyvisor_cli, "sandbox", [program("inet_raw")])
+    out = native.stdout
+    assert "icmp type 8 code 0 seq 1" in out and "icmp type 0 code 0 seq 1" in out, out
+    assert "type 129 code 0 seq 6" in out and "as nobody: -1 EPERM" in out, out

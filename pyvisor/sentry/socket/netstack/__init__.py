@@ -199,8 +199,8 @@ class Stack:
             else:
                 raise SyscallError(Errno.EPROTONOSUPPORT)
         elif stype == SOCK_RAW:
-            # Raw sockets need CAP_NET_RAW; the sandbox grants it to nobody (yet).
-            raise SyscallError(Errno.EPERM)
+            from pyvisor.sentry.socket.netstack.raw import new_raw_socket
+            s = new_raw_socket(self, t, family, protocol)      # CAP_NET_RAW
         else:
             raise SyscallError(Errno.ESOCKTNOSUPPORT)
         if not self.charge(s, SOCKET_COST):
@@ -328,6 +328,7 @@ class Stack:
         self.nics: list[NIC] = []
         self.route_table = RouteTable()
         self.mc_groups: dict[tuple[int, bytes], int] = {}   # (ifindex, group) -> members
+        self.raw_socks: list[Any] = []                       # raw.RawSocket, in creation order
         # Transport protocols served elsewhere, by IP protocol number: {6: tcpseg's input}.
         self.transport_handlers: dict[int, Callable[[bytes, bytes, bytes, NIC | None], None]] = {}
         self.frags4 = Reassembler(self)
@@ -336,7 +337,7 @@ class Stack:
         self._ip6_id = initial_ident6()
         self._icmp_tokens = 0.0
         self._icmp_stamp = 0
-        self._loopq: list[tuple[int, bytes, bytes, bytes]] = []
+        self._loopq: list[tuple[int, bytes, bytes, bytes, bytes | None]] = []
         # Counters for /proc/net/snmp (Ip:, Icmp:, Udp:, Tcp: rows) and the tests.
         self.ip_in_hdr_errors = self.ip_in_addr_errors = self.ip_in_delivers = 0
         self.ip_out_requests = self.ip_no_routes = 0
@@ -520,7 +521,11 @@ class Stack:
         names the NIC a multicast leaves by (IP_MULTICAST_IF)."""
         from pyvisor.sentry.socket.netstack import ipv4, ipv6
         if self.is_local(dst_ip):
-            self._loop(proto, src_ip, dst_ip, payload)
+            header = None
+            if self.raw_socks:          # what a raw socket reads carries the real TTL/TOS
+                header = _synthetic_header(proto, src_ip, dst_ip, len(payload),
+                                           64 if ttl is None else ttl, tos)
+            self._loop(proto, src_ip, dst_ip, payload, header)
             return
         r = self.route_table.lookup(dst_ip)
         nic = self.nic_by_index(r.oif) if r is not None else None
@@ -544,21 +549,28 @@ class Stack:
             ipv6.output(nic, hop, src_ip, dst_ip, proto, payload,
                         ipv6.DEFAULT_HOPS if ttl is None else ttl, tos)
 
-    def _loop(self, proto: int, src: bytes, dst: bytes, payload: bytes) -> None:
+    def _loop(self, proto: int, src: bytes, dst: bytes, payload: bytes,
+              header: bytes | None = None) -> None:
         """A packet for this stack: delivered from the loop, as loopback's softirq does."""
         if len(self._loopq) >= 4096:
             self.ip_no_routes += 1
             return
-        self._loopq.append((proto, src, dst, payload))
+        self._loopq.append((proto, src, dst, payload, header))
         if len(self._loopq) == 1:
             self.kernel.add_timer(self.kernel.now(), self._drain_loop)
 
+    def loop_packet(self, proto: int, src: bytes, dst: bytes, payload: bytes,
+                    header: bytes) -> None:
+        """A datagram for this host with the IP header it was built with (a raw socket's
+        IP_HDRINCL): delivered from the loop like any other."""
+        self._loop(proto, src, dst, payload, header)
+
     def _drain_loop(self) -> None:
         q, self._loopq = self._loopq, []
-        for proto, src, dst, payload in q:
+        for proto, src, dst, payload, header in q:
             self.lo.count(len(payload) + (20 if len(dst) == 4 else 40))
             try:
-                self.deliver_transport(proto, src, dst, payload, None)
+                self.deliver_transport(proto, src, dst, payload, None, header)
             except Exception:  # noqa: BLE001 - as NIC.input: a packet never stops the Sentry
                 import logging
                 logging.getLogger("pyvisor.netstack").warning("loopback packet dropped",
@@ -571,6 +583,9 @@ class Stack:
         from pyvisor.sentry.socket.netstack import ipv4, ipv6, transport
         if header is None:
             header = _synthetic_header(proto, src_ip, dst_ip, len(payload))
+        if self.raw_socks:
+            from pyvisor.sentry.socket.netstack import raw
+            raw.deliver(self, proto, src_ip, dst_ip, header, payload)
         if proto == IPPROTO_UDP:
             transport.udp_receive(self, src_ip, dst_ip, payload, header, unicast, nic)
         elif proto == IPPROTO_TCP:
@@ -681,15 +696,18 @@ class Stack:
         return procnet.render(self, name)
 
 
-def _synthetic_header(proto: int, src: bytes, dst: bytes, length: int) -> bytes:
+def _synthetic_header(proto: int, src: bytes, dst: bytes, length: int, ttl: int = 64,
+                      tos: int = 0) -> bytes:
     """An IP header for a datagram that came without one (from the stack itself, or a
-    caller of deliver_transport that passed none): what an ICMP error quotes."""
-    from pyvisor.sentry.socket.netstack.ipv4 import IPV4_HDR, checksum
+    caller of deliver_transport that passed none): what an ICMP error quotes and a raw
+    socket reads."""
+    from pyvisor.sentry.socket.netstack.ipv4 import IP_DF, IPV4_HDR, checksum
     from pyvisor.sentry.socket.netstack.ipv6 import IPV6_HDR
     if len(src) == 4:
-        h = IPV4_HDR.pack(0x45, 0, 20 + length, 0, 0, 64, proto, 0, src, dst)
+        h = IPV4_HDR.pack(0x45, tos & 0xFF, 20 + length, 0, IP_DF, ttl & 0xFF, proto, 0,
+                          src, dst)
         return h[:10] + checksum(h).to_bytes(2, "big") + h[12:]
-    return IPV6_HDR.pack(6 << 28, length, proto, 64, src, dst)
+    return IPV6_HDR.pack((6 << 28) | ((tos & 0xFF) << 20), length, proto, ttl & 0xFF, src, dst)
 
 
 __all__ = ["Stack"]

@@ -309,14 +309,15 @@ def send_error(stack: Stack, header: bytes, payload: bytes, mtype: int, code: in
     src, dst = header[12:16], header[16:20]
     if int.from_bytes(header[6:8], "big") & IP_OFFMASK:
         return                                 # not the first fragment
-    if is_martian_source(src) or dst[0] >= 224 or dst == b"\xff" * 4:
+    loopback = src[0] == 127 and dst[0] == 127     # on lo (a raw socket's datagram)
+    if (is_martian_source(src) and not loopback) or dst[0] >= 224 or dst == b"\xff" * 4:
         return
     if header[9] == IPPROTO_ICMP and (len(payload) < 1 or payload[0] not in
                                       (ICMP_ECHO, ICMP_ECHOREPLY, 13, 14, 15, 16, 17, 18)):
         return                                 # never about an ICMP error
-    if not stack.icmp_rate_ok():
+    if not loopback and not stack.icmp_rate_ok():   # icmpv4_xrlim_allow: lo is not limited
         return
-    quoted = header + payload[:8]
+    quoted = (header + payload)[:576 - 20 - 8]     # icmp_send: as much as fits in 576
     body = bytes([mtype, code, 0, 0]) + b"\0\0\0\0" + quoted
     msg = body[:2] + checksum(body).to_bytes(2, "big") + body[4:]
     stack.icmp_out += 1

@@ -152,6 +152,9 @@ def receive(nic: NIC, pkt: bytes) -> None:
     payload = pkt[off:]
     stack.ip6_in_delivers += 1
     if nexthdr == IPPROTO_ICMPV6:
+        if stack.raw_socks:                    # raw6_local_deliver, before icmpv6_rcv
+            from pyvisor.sentry.socket.netstack import raw
+            raw.deliver(stack, nexthdr, src, dst, pkt[:off], payload)
         icmp6_receive(stack, nic, src, dst, hops, pkt[:40], payload, kind == 1)
         return
     if src == UNSPECIFIED:

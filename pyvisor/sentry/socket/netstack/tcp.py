@@ -514,6 +514,7 @@ class TCPSocket(NetSocket):
     def _drop_rcvq(self) -> None:
         """Frees what was never read (its bytes leave the stack's budget)."""
         self.stack.unbuffer(self.rcv_len)
+        self.copied_seq += self.rcv_len      # dropped bytes count as consumed
         self.rcvq.clear()
         self.rcv_len = self.rcv_off = 0
 

@@ -215,6 +215,25 @@ class Endpoint:
         self.snd_nxt = self.snd_max = self.iss + 1
         self._arm_rtx()
 
+    def cookie_open(self, seg: Segment, iss: int, mss: int) -> None:
+        """The ACK of a SYN-ACK whose ISN was a SYN cookie (tcp_get_cookie_sock): SYN_RECV
+        rebuilt from the ACK alone, with the MSS the cookie kept and no other option
+        (the cookie SYN-ACK offered none: no window scale, SACK or timestamps)."""
+        self.state = TCP_SYN_RECV
+        self.iss = iss
+        self.snd_una = self.rexmit_next = self.recover = iss
+        self.snd_nxt = self.snd_max = iss + 1
+        self.irs = (seg.seq - 1) & w.MASK
+        self.rcv_nxt = self.irs + 1
+        self.peer_mss = mss
+        self.sack_ok = self.ts_ok = False
+        self.snd_wscale = self.rcv_wscale = 0
+        self.snd_wnd = self.max_snd_wnd = seg.window
+        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self.syn_wnd = min(self.rcv_space(), 65535)
+        self.rcv_adv = self.rcv_nxt + self.syn_wnd
+        self._set_mss()
+
     def _take_syn(self, seg: Segment) -> None:
         """The peer's SYN: its ISN, MSS and the options both sides must offer."""
         self.irs = seg.seq

@@ -63,7 +63,13 @@ Design.
     costs bounded memory (drops counted in ListenDrops); SYN-ACKs are retransmitted
     5 times (tcp_synack_retries).  The final ACK makes the child socket and puts it
     in the accept queue (full queue: the ACK is dropped and the SYN-ACK timer
-    retries, as Linux).  No SYN cookies.
+    retries, as Linux).  SYN cookies (net.ipv4.tcp_syncookies=1): when the
+    half-open bound is reached (and the accept queue is not full) the SYN-ACK's ISN
+    is a cookie (a keyed hash of the 4-tuple and a minute counter, plus the client's
+    ISN, with one of four MSS values in its low bits, as Linux's
+    secure_tcp_syn_cookie) and no state is kept; the ACK that returns it rebuilds the
+    connection.  Such a SYN-ACK offers only the MSS option (Linux would hide window
+    scale and SACK in the timestamp; we offer neither).
   * TIME_WAIT: the endpoint stays 60 s answering retransmitted FINs; the socket's
     `TimeWait` remnant holds the port as before.
 
@@ -81,7 +87,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.inet import (TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED,
-                                    TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_SYN_SENT)
+                                    TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_SYN_RECV,
+                                    TCP_SYN_SENT)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint, unwrap
@@ -95,6 +102,11 @@ IPPROTO_TCP = 6
 HALF_OPEN_MAX = 4096            # all listeners together (tcp_max_syn_backlog-ish)
 LISTEN_HALF_OPEN_MAX = 1024
 CHALLENGE_ACKS_PER_S = 1000     # net.ipv4.tcp_challenge_ack_limit
+COOKIE_MSS4 = (536, 1300, 1440, 1460)            # msstab (syncookies.c)
+COOKIE_MSS6 = (1220, 1420, 1440, 8940)           # msstab for IPv6 (syncookies.c)
+COOKIE_BITS = 24
+COOKIE_MAX_AGE = 2                               # MAX_SYNCOOKIE_AGE, minutes
+MINUTE_NS = 60 * 10**9
 # Our data or FIN may still be unacknowledged (ESTABLISHED/CLOSE_WAIT only before the FIN
 # is queued, which a closed socket always has).
 SENDING_STATES = (TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_CLOSING, TCP_LAST_ACK)
@@ -114,6 +126,8 @@ class TCPLayer:
         self.isn = w.ISNGenerator()
         self.sack = True                    # offer/accept SACK (net.ipv4.tcp_sack)
         self.timestamps = True              # net.ipv4.tcp_timestamps
+        self.syncookies = True              # net.ipv4.tcp_syncookies = 1
+        self.cookies_sent = self.cookies_recv = self.cookies_failed = 0
         self.challenge_window = 0           # second of the last challenge ACK
         self.challenge_count = 0
         # Counters (/proc/net/snmp Tcp: and TcpExt:).
@@ -171,15 +185,24 @@ class TCPLayer:
             if lst is not None:
                 self._listen_syn(lst, src, dst, seg)
                 return
+        elif seg.flags & (SYN | ACK | RST) == ACK and self.syncookies:
+            lst = self.stack.tcp_listener(dst, seg.dport)
+            if lst is not None and self._cookie_ack(lst, src, dst, seg):
+                return
         self.send_reset_for(src, dst, seg)
 
     def _listen_syn(self, lst: TCPSocket, src: bytes, dst: bytes, seg: Segment) -> None:
         """A SYN for a listener (tcp_conn_request): a half-open endpoint, or a drop."""
         pending = self.half_open.setdefault(lst, [])
         limit = min(max(lst.backlog + 1, 8), LISTEN_HALF_OPEN_MAX)
-        if len(pending) >= limit or self.half_open_total >= HALF_OPEN_MAX \
-                or len(lst.acceptq) > lst.backlog:
-            self.stack.syn_drops += 1
+        if len(lst.acceptq) > lst.backlog:
+            self.stack.syn_drops += 1           # ListenOverflows: cookies do not help
+            return
+        if len(pending) >= limit or self.half_open_total >= HALF_OPEN_MAX:
+            if self.syncookies:
+                self._send_cookie(src, dst, seg)
+            else:
+                self.stack.syn_drops += 1
             return
         ep = Endpoint(self, None, dst, seg.dport, src, seg.sport)
         ep.listener = lst
@@ -188,6 +211,65 @@ class TCPLayer:
         self.half_open_total += 1
         self.conns[ep.key] = ep
         ep.passive_open(seg)
+
+    # -- SYN cookies (Linux: net/ipv4/syncookies.c) -------------------------------------
+
+    def _cookie(self, src: bytes, dst: bytes, sport: int, dport: int, sseq: int,
+                mssind: int) -> int:
+        count = self.kernel.now() // MINUTE_NS
+        h = self.isn.cookie_hash
+        return (h(src, dst, sport, dport, 0, 0) + sseq + (count << COOKIE_BITS)
+                + ((h(src, dst, sport, dport, count, 1) + mssind) & ((1 << COOKIE_BITS) - 1))
+                ) & w.MASK
+
+    def _check_cookie(self, src: bytes, dst: bytes, sport: int, dport: int, sseq: int,
+                      cookie: int) -> int:
+        """The MSS index a cookie holds, or -1 (forged, or older than 2 minutes)."""
+        count = self.kernel.now() // MINUTE_NS
+        h = self.isn.cookie_hash
+        c = (cookie - h(src, dst, sport, dport, 0, 0) - sseq) & w.MASK
+        diff = (count - (c >> COOKIE_BITS)) & (w.MASK >> COOKIE_BITS)
+        if diff >= COOKIE_MAX_AGE:
+            return -1
+        mssind = (c - h(src, dst, sport, dport, count - diff, 1)) & ((1 << COOKIE_BITS) - 1)
+        return mssind if mssind < len(COOKIE_MSS4) else -1
+
+    def _send_cookie(self, src: bytes, dst: bytes, seg: Segment) -> None:
+        """tcp_conn_request with want_cookie: a SYN-ACK and no state."""
+        table = COOKIE_MSS4 if len(src) == 4 else COOKIE_MSS6
+        mss = seg.mss or table[0]
+        mssind = len(table) - 1
+        while mssind and mss < table[mssind]:
+            mssind -= 1
+        iss = self._cookie(src, dst, seg.sport, seg.dport, seg.seq, mssind)
+        advmss = self.mtu_for(src) - (40 if len(src) == 4 else 60)
+        raw = w.build(dst, src, seg.dport, seg.sport, iss, seg.seq + 1, SYN | ACK, 65535,
+                      w.syn_options(advmss, None, False, None))
+        self.cookies_sent += 1
+        self.send(dst, src, raw)
+
+    def _cookie_ack(self, lst: TCPSocket, src: bytes, dst: bytes, seg: Segment) -> bool:
+        """cookie_v4_check: an ACK for a listener that returns a valid cookie becomes a
+        connection (through SYN_RECV, as any passive open); False: not a cookie."""
+        mssind = self._check_cookie(src, dst, seg.sport, seg.dport, (seg.seq - 1) & w.MASK,
+                                    (seg.ack - 1) & w.MASK)
+        if mssind < 0:
+            self.cookies_failed += 1
+            return False
+        self.cookies_recv += 1
+        if len(lst.acceptq) > lst.backlog:
+            self.stack.syn_drops += 1
+            return True                         # dropped: the client retransmits
+        table = COOKIE_MSS4 if len(src) == 4 else COOKIE_MSS6
+        ep = Endpoint(self, None, dst, seg.dport, src, seg.sport)
+        ep.listener = lst
+        ep.apply_socket_options(lst)
+        ep.cookie_open(seg, (seg.ack - 1) & w.MASK, table[mssind])
+        self.conns[ep.key] = ep
+        ep.segment(seg)
+        if ep.state == TCP_SYN_RECV:            # no child (a full queue): no state kept
+            self.forget(ep)
+        return True
 
     def connect(self, sock: TCPSocket) -> Endpoint:
         """An active open for `sock` (laddr/lport/raddr/rport set): the SYN goes out."""

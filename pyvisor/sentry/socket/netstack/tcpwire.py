@@ -170,6 +170,13 @@ class ISNGenerator:
     def __init__(self) -> None:
         self.secret = os.urandom(16)
 
+    def cookie_hash(self, src: bytes, dst: bytes, sport: int, dport: int, count: int,
+                    c: int) -> int:
+        """cookie_hash: a keyed hash of the 4-tuple and a minute counter (two keys)."""
+        h = hashlib.blake2s(src + dst + struct.pack("!HHIB", sport, dport, count & MASK, c),
+                            key=self.secret, digest_size=4).digest()
+        return int.from_bytes(h, "big")
+
     def isn(self, laddr: bytes, lport: int, raddr: bytes, rport: int, now_ns: int) -> int:
         h = hashlib.blake2s(laddr + raddr + struct.pack("!HH", lport, rport),
                             key=self.secret, digest_size=4).digest()

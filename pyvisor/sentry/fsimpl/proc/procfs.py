@@ -38,6 +38,7 @@ from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
+from pyvisor.sentry.kernel.ipc import proc as ipc_proc
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Location, Mount, path_of
@@ -1047,6 +1048,7 @@ class ProcRoot(ProcDir):
             b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
             b"sys": lambda: _static_dir(fs, "sys", sys_spec),
             b"net": lambda: _static_dir(fs, "net", _net_spec(kernel)),
+            b"sysvipc": lambda: _static_dir(fs, "sysvipc", ipc_proc.spec(kernel)),
         }
 
     def _groups(self) -> list[ThreadGroup]:

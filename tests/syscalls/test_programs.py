@@ -46,6 +46,7 @@ SELF_CHECKING = [
     "seccomp.c",
     "memfd_seals.c",
     "mqueue.c",
+    "shm.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

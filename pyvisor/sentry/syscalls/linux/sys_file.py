@@ -13,15 +13,17 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
                                      AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
                                      F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
-                                     F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
+                                     F_GETLK, F_GETOWN, F_GETOWN_EX, F_GETPIPE_SZ, F_GETSIG,
+                                     F_OFD_GETLK, F_OFD_SETLK,
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
-                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
-                                     MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
+                                     F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ, F_SETSIG, FD_CLOEXEC,
+                                     MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, O_ASYNC,
+                                     O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
-from pyvisor.sentry.kernel import locks
+from pyvisor.sentry.kernel import fasync, locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.errors import SyscallError
@@ -35,6 +37,8 @@ from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
 
 FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
+FIOSETOWN, SIOCSPGRP, FIOGETOWN, SIOCGPGRP = 0x8901, 0x8902, 0x8903, 0x8904
+_F_OWNER_EX = struct.Struct("<ii")              # struct f_owner_ex
 
 
 def _path(t: Task, addr: int) -> bytes:
@@ -248,7 +252,12 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     if cmd == F_GETFL:
         return f.flags
     if cmd == F_SETFL:
-        f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
+        # O_ASYNC changes only where the file has a fasync hook, which sets it (setfl).
+        mask = SETFL_MASK & ~O_ASYNC
+        if (arg ^ f.flags) & O_ASYNC and f.impl.fasync:
+            fasync.set_async(t, f, fd, bool(arg & O_ASYNC))
+            mask |= O_ASYNC
+        f.flags = (f.flags & ~mask) | (arg & mask)
         return 0
     if cmd in (F_GETLK, F_OFD_GETLK, F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
         f.incref()
@@ -256,10 +265,8 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
             return await _fcntl_lock(t, f, cmd, arg)
         finally:
             f.decref()
-    if cmd in (F_GETOWN,):
-        return 0
-    if cmd in (F_SETOWN,):
-        return 0
+    if cmd in (F_GETOWN, F_SETOWN, F_GETOWN_EX, F_SETOWN_EX, F_GETSIG, F_SETSIG):
+        return _fcntl_owner(t, f, cmd, arg)
     if cmd == F_GETPIPE_SZ:
         pipe = getattr(f.impl, "pipe", None)
         if pipe is None:
@@ -281,6 +288,52 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     raise SyscallError(Errno.EINVAL)
 
 
+def _fcntl_owner(t: Task, f: FileDescription, cmd: int, arg: int) -> int:
+    """F_{GET,SET}OWN[_EX] and F_{GET,SET}SIG (kernel/fasync.py)."""
+    if cmd == F_SETOWN:
+        fasync.f_setown(t, f, c_int(arg))
+        return 0
+    if cmd == F_GETOWN:
+        return fasync.f_getown(t, f)
+    if cmd == F_SETOWN_EX:
+        kind, pid = _F_OWNER_EX.unpack(t.copy_in(arg, _F_OWNER_EX.size))
+        fasync.f_setown_ex(t, f, kind, pid)
+        return 0
+    if cmd == F_GETOWN_EX:
+        t.copy_out(arg, _F_OWNER_EX.pack(*fasync.f_getown_ex(t, f)))
+        return 0
+    if cmd == F_SETSIG:
+        fasync.f_setsig(f, arg)
+        return 0
+    return fasync.f_getsig(f)
+
+
+def _ioctl_async(t: Task, fd: int, f: FileDescription, cmd: int, arg: int) -> int:
+    """FIOASYNC (ioctl_fioasync) and, on sockets, FIOSETOWN/SIOCSPGRP and
+    FIOGETOWN/SIOCGPGRP (sock_ioctl)."""
+    if cmd == FIOASYNC:
+        (on,) = struct.unpack("<i", t.copy_in(arg, 4))
+        if bool(on) != bool(f.flags & O_ASYNC):
+            if not f.impl.fasync:
+                raise SyscallError(Errno.ENOTTY)
+            fasync.set_async(t, f, fd, bool(on))
+            f.flags ^= O_ASYNC
+        return 0
+    if not _is_socket(f):
+        raise SyscallError(Errno.ENOTTY)
+    if cmd in (FIOSETOWN, SIOCSPGRP):
+        (who,) = struct.unpack("<i", t.copy_in(arg, 4))
+        fasync.f_setown(t, f, who)
+        return 0
+    t.copy_out(arg, struct.pack("<i", fasync.f_getown(t, f)))
+    return 0
+
+
+def _is_socket(f: FileDescription) -> bool:
+    from pyvisor.sentry.socket.common import Socket
+    return isinstance(f.impl, Socket)
+
+
 def sys_ioctl(t: Task, r: SyscallArguments) -> int:
     """Implements ioctl(2): generic requests here, the rest by the file."""
     fd, cmd, arg = r.int32(0), r.uint32(1), r.pointer(2)
@@ -295,8 +348,10 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
         (v,) = struct.unpack("<i", t.copy_in(arg, 4))
         f.flags = f.flags | 0o4000 if v else f.flags & ~0o4000
         return 0
-    if cmd == FIOASYNC:
-        return 0
+    if cmd in (FIOASYNC, FIOSETOWN, SIOCSPGRP, FIOGETOWN, SIOCGPGRP):
+        if f.flags & O_PATH:
+            raise SyscallError(Errno.EBADF)
+        return _ioctl_async(t, fd, f, cmd, arg)
     if cmd == FIONREAD and f.inode.is_regular():
         # An int, as ioctl_fionread's put_user: truncated, negative past the end.
         t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))

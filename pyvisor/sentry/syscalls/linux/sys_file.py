@@ -252,6 +252,8 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     if cmd == F_GETFL:
         return f.flags
     if cmd == F_SETFL:
+        if f.flags & O_PATH:
+            raise SyscallError(Errno.EBADF)        # check_fcntl_cmd
         # O_ASYNC changes only where the file has a fasync hook, which sets it (setfl).
         mask = SETFL_MASK & ~O_ASYNC
         if (arg ^ f.flags) & O_ASYNC and f.impl.fasync:
@@ -266,6 +268,8 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         finally:
             f.decref()
     if cmd in (F_GETOWN, F_SETOWN, F_GETOWN_EX, F_SETOWN_EX, F_GETSIG, F_SETSIG):
+        if f.flags & O_PATH:
+            raise SyscallError(Errno.EBADF)        # check_fcntl_cmd
         return _fcntl_owner(t, f, cmd, arg)
     if cmd == F_GETPIPE_SZ:
         pipe = getattr(f.impl, "pipe", None)
@@ -338,6 +342,8 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
     """Implements ioctl(2): generic requests here, the rest by the file."""
     fd, cmd, arg = r.int32(0), r.uint32(1), r.pointer(2)
     f = t.fd_table.get(fd)
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)        # ioctl takes no O_PATH file (fdget)
     if cmd == FIOCLEX:
         t.fd_table.set_cloexec(fd, True)
         return 0
@@ -349,15 +355,11 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
         f.flags = f.flags | 0o4000 if v else f.flags & ~0o4000
         return 0
     if cmd in (FIOASYNC, FIOSETOWN, SIOCSPGRP, FIOGETOWN, SIOCGPGRP):
-        if f.flags & O_PATH:
-            raise SyscallError(Errno.EBADF)
         return _ioctl_async(t, fd, f, cmd, arg)
     if cmd == FIONREAD and f.inode.is_regular():
         # An int, as ioctl_fionread's put_user: truncated, negative past the end.
         t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
-    if f.flags & O_PATH:
-        raise SyscallError(Errno.EBADF)
     return f.impl.ioctl(f, t, cmd, arg)
 
 

@@ -48,6 +48,7 @@ SELF_CHECKING = [
     "mqueue.c",
     "shm.c",
     "sigio.c",
+    "caps.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

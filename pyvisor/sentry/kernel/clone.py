@@ -107,6 +107,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         # A process sharing the caller's stub: only what it runs from now on is its own.
         cputime.attach(child_tg, thread.space, fresh=False)
     child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
+    child.nice = t.nice
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Coroutine
 
+from pyvisor.abi.linux.capability import ALL_CAPS, CAP_LAST_CAP, CAP_SYS_ADMIN  # noqa: F401
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.waitqueue import WaitQueue
@@ -61,14 +62,18 @@ class Credentials:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
-    # (effective, permitted, inheritable) once capset(2) changed them; None: every
-    # capability for euid 0, none otherwise.  Only seccomp's CAP_SYS_ADMIN rule and
-    # capget read them: other permission checks still go by the ids.
+    # (effective, permitted, inheritable) once they differ from the default; None: every
+    # capability for euid 0, none otherwise (a process that never changed its ids or
+    # capabilities).  Permission checks ask `capable` (kernel/creds.py keeps them in step
+    # with uid changes, capset, prctl and exec, as Linux's commoncap.c does).
     caps: tuple[int, int, int] | None = None
+    bset: int = ALL_CAPS              # the bounding set (PR_CAPBSET_DROP)
+    keepcaps: bool = False            # PR_SET_KEEPCAPS (cleared by exec)
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
-                           self.sgid, self.fsgid, self.groups, self.caps)
+                           self.sgid, self.fsgid, self.groups, self.caps, self.bset,
+                           self.keepcaps)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""
@@ -77,12 +82,20 @@ class Credentials:
         return (ALL_CAPS, ALL_CAPS, 0) if self.euid == 0 else (0, 0, 0)
 
     def capable(self, cap: int) -> bool:
-        return bool(self.cap_sets()[0] >> cap & 1)
+        """Whether `cap` is in the effective set.  Linux: capable(), in the sandbox's
+        one user namespace."""
+        caps = self.caps
+        if caps is None:
+            return self.euid == 0
+        return bool(caps[0] >> cap & 1)
 
+    def fs_superuser(self) -> bool:
+        """fsuid 0 with every capability: no DAC check can refuse it (callers skip them)."""
+        return self.fsuid == 0 and self.caps is None and self.euid == 0
 
-CAP_SYS_ADMIN = 21
-CAP_LAST_CAP = 40
-ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
+    def in_group(self, gid: int) -> bool:
+        """in_group_p: the fsgid or a supplementary group."""
+        return gid == self.fsgid or gid in self.groups
 
 
 @dataclass(slots=True)
@@ -223,6 +236,7 @@ class Task:
     run_ns: int = 0                       # wall time resumed in application code
     run_start: int = 0                    # when it was last resumed (monotonic ns)
     no_new_privs: bool = False            # inherited by clone, kept by execve
+    nice: int = 0                         # setpriority; inherited by clone (not applied)
     seccomp: SeccompState | None = None   # immutable, shared; kernel/seccomp.py
 
     # -- memory access ----------------------------------------------------------------
@@ -246,7 +260,8 @@ class Task:
 
     def check_exec(self, inode: Inode) -> None:
         """Search permission on a directory during path walks."""
-        if self.creds.fsuid == 0:
+        c = self.creds
+        if c.fsuid == 0 and c.caps is None:
             return
         from pyvisor.sentry.vfs.perms import check_access
         check_access(self, inode, 1)

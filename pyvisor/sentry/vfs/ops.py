@@ -107,7 +107,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
             if path.endswith(b"/"):
                 raise SyscallError(Errno.EISDIR)
             check_writable(parent.mount)
-            if t.creds.fsuid != 0:
+            if not t.creds.fs_superuser():
                 check_access(t, parent.inode, MAY_WRITE | 1)
             inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
                                         t.creds.fsgid)
@@ -127,7 +127,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
             (inode.fs.readonly or loc.mount.flags_readonly) and \
             (inode.is_regular() or inode.is_dir()):
         raise SyscallError(Errno.EROFS)
-    if not flags & O_PATH and t.creds.fsuid != 0:
+    if not flags & O_PATH and not t.creds.fs_superuser():
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR) else 0) | \
             (MAY_WRITE if acc in (O_WRONLY, O_RDWR) else 0)
         check_access(t, inode, want)

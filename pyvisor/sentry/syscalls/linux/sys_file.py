@@ -9,6 +9,8 @@ import struct
 import time
 from typing import Any
 
+from pyvisor.abi.linux.capability import (CAP_CHOWN, CAP_FSETID, CAP_MKNOD,
+                                          CAP_SYS_CHROOT)
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
                                      AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
@@ -21,7 +23,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      SETFL_MASK)
-from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATX
+from pyvisor.abi.linux.stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S_ISGID, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import fasync, locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
@@ -33,7 +35,7 @@ from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utime
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
-from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access
+from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access, owner_or_capable
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
 
 FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
@@ -495,7 +497,7 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -517,6 +519,10 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
     ftype = mode & S_IFMT
+    if not t.creds.fs_superuser():
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    if ftype in (S_IFCHR, S_IFBLK) and not t.creds.capable(CAP_MKNOD):
+        raise SyscallError(Errno.EPERM)
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -543,7 +549,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if id(d) in parent.mount.children:
         raise SyscallError(Errno.EBUSY)
     ops.check_writable(parent.mount)
-    if t.creds.fsuid != 0:
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
@@ -711,12 +717,13 @@ def sys_fchdir(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_chroot(t: Task, r: SyscallArguments) -> int:
-    """Implements chroot(2): root may confine itself further inside the sandbox."""
-    if t.creds.euid != 0:
-        raise SyscallError(Errno.EPERM)
+    """Implements chroot(2): CAP_SYS_CHROOT may confine itself further inside the sandbox."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
     if not loc.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
+    check_access(t, loc.inode, 1)
+    if not t.creds.capable(CAP_SYS_CHROOT):
+        raise SyscallError(Errno.EPERM)
     t.fs.root = loc
     return 0
 
@@ -742,13 +749,18 @@ def _rw(where: Any) -> Any:
 
 
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
-    if t.creds.fsuid != 0 and t.creds.fsuid != loc_inode.uid:
+    if not owner_or_capable(t, loc_inode):
         raise SyscallError(Errno.EPERM)
 
 
 def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
     _owner_or_root(t, inode)
-    inode.setattr(mode=mode & 0o7777)
+    mode &= 0o7777
+    # setattr_prepare: the set-group-ID bit needs the file's group or CAP_FSETID.
+    if mode & S_ISGID and not t.creds.in_group(inode.gid) and \
+            not t.creds.capable(CAP_FSETID):
+        mode &= ~S_ISGID
+    inode.setattr(mode=mode)
     return 0
 
 
@@ -769,10 +781,14 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
     # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
     uid = -1 if uid & 0xFFFFFFFF == 0xFFFFFFFF else uid & 0xFFFFFFFF
     gid = -1 if gid & 0xFFFFFFFF == 0xFFFFFFFF else gid & 0xFFFFFFFF
-    if t.creds.euid != 0:
-        if uid not in (-1, inode.uid) or (gid != -1 and gid not in (t.creds.egid,) + t.creds.groups):
+    c = t.creds
+    if not c.capable(CAP_CHOWN):
+        # chown_ok/chgrp_ok: the owner may "change" the owner to itself and the group
+        # to one of its own.
+        if uid not in (-1, inode.uid) or (gid not in (-1, inode.gid) and not c.in_group(gid)):
             raise SyscallError(Errno.EPERM)
-        _owner_or_root(t, inode)
+        if c.fsuid != inode.uid and (uid != -1 or gid != -1):
+            raise SyscallError(Errno.EPERM)
     inode.setattr(uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
     return 0
 
@@ -812,7 +828,7 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
 def sys_truncate(t: Task, r: SyscallArguments) -> int:
     """Implements truncate(2)."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
-    if t.creds.fsuid != 0:
+    if not t.creds.fs_superuser():
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
@@ -857,8 +873,27 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
         inode = _rw(t.fd_table.get(dirfd))
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
+    nsecs = (struct.unpack_from("<8xq", raw, 0)[0], struct.unpack_from("<8xq", raw, 16)[0]) \
+        if raw is not None else (_UTIME_NOW, _UTIME_NOW)
+    _may_set_times(t, inode, explicit=any(n not in (_UTIME_NOW, _UTIME_OMIT) for n in nsecs),
+                   touch=nsecs == (_UTIME_NOW, _UTIME_NOW))
     inode.setattr(atime_ns=at, mtime_ns=mt)
     return 0
+
+
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+def _may_set_times(t: Task, inode: Any, explicit: bool, touch: bool) -> None:
+    """Setting a time other than "now" needs the owner or CAP_FOWNER (EPERM); setting
+    both to "now" needs that or write permission (EACCES).  Linux: setattr_prepare,
+    may_setattr (ATTR_TIMES_SET, ATTR_TOUCH)."""
+    if owner_or_capable(t, inode):
+        return
+    if explicit:
+        raise SyscallError(Errno.EPERM)
+    if touch:
+        check_access(t, inode, MAY_WRITE)
 
 
 def sys_utimes(t: Task, r: SyscallArguments) -> int:
@@ -867,6 +902,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
     at_mt = copy_in_utimes(t, times) if times else None
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, path))
     ops.check_writable(loc.mount)
+    _may_set_times(t, loc.inode, explicit=at_mt is not None, touch=at_mt is None)
     if at_mt is None:
         now = time.time_ns()
         at_mt = (now, now)

@@ -261,7 +261,8 @@ class MemoryManager:
             if a.start > end:
                 break
             if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
-                    a.ops is None and b.ops is None and a.mappable is b.mappable and a.maxperms == b.maxperms and \
+                    a.ops is None and b.ops is None and \
+                    a.mappable is b.mappable and a.maxperms == b.maxperms and \
                     a.name == b.name and (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
                 a.end = b.end

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 _MSG_HEAD = (b"       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid"
              b"  cgid      stime      rtime      ctime\n")
-_SEM_HEAD = b"       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n"
+_SEM_HEAD = (b"       key      semid perms      nsems   uid   gid  cuid  cgid      otime"
+             b"      ctime\n")
 _SHM_HEAD = (b"       key      shmid perms                  size  cpid  lpid nattch   uid   gid"
              b"  cuid  cgid      atime      dtime      ctime                   rss"
              b"                  swap\n")

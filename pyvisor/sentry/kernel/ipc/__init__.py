@@ -144,6 +144,7 @@ class IPCNamespace:
         self.sem: Registry[SemSet] = Registry(SEMMNI)
         self.shm: Registry[Segment] = Registry(IPCMNI)   # shmmni is checked by shmget
         self.shm_tot = 0                                 # pages of every segment
+        self.shm_mem = 0                                 # their memory-file extents, bytes
 
 
 def namespace(kernel: Any) -> IPCNamespace:

@@ -12,7 +12,10 @@ attached (SHM_DEST, its key gone) is destroyed when its last VMA goes.
 Its pages return to the host then (the memory-file extent is punched).
 
 Limits: SHMMIN 1, the kernel.shmmax/shmall/shmmni sysctls (kernel/sysctl.py,
-settable by config.json) for segment size, total pages and count.
+settable by config.json) for segment size, total pages and count; and, unlike
+Linux, at most a quarter of the memory file's address space (16 GiB) for all
+segments (ENOMEM, as Linux without the memory), so segments nobody removes
+cannot starve tmpfs.
 Concurrency: Sentry loop only.
 """
 
@@ -30,7 +33,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.ipc import (IPC_INFO, IPC_PRIVATE, IPC_RMID, IPC_SET, IPC_STAT,
                                        IPCObject, Registry, get_or_create, namespace,
                                        obtain_by_index, set_from_perm)
-from pyvisor.sentry.mm.memfile import MappedRange
+from pyvisor.sentry.mm.memfile import MEMFILE_SIZE, MappedRange, MemoryFile
 from pyvisor.sentry.mm.memory_manager import VMA
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ RLIMIT_MEMLOCK = 8
 SHM_DEV = 1                                    # the shm "filesystem" (00:01, as Linux)
 
 _MAX = (1 << 64) - 1
+SHM_MEM_MAX = MEMFILE_SIZE // 4                # memory-file bytes all segments may hold
 
 
 @dataclass(eq=False)
@@ -121,6 +125,7 @@ def _destroy(kernel: Kernel, s: Segment) -> None:
         ns.shm.remove(s)
     if s.mem >= 0:
         ns.shm_tot -= s.pages
+        ns.shm_mem -= s.cap
         kernel.memfile.free(s.mem, s.cap)
         s.mem = -1
 
@@ -141,6 +146,8 @@ def shmget(t: Task, key: int, size: int, flags: int) -> int:
         pages = page_round_up(size) // PAGE_SIZE
         if pages == 0 or ns.shm_tot + pages > _limit(kernel, "kernel.shmall"):
             raise SyscallError(Errno.ENOSPC)
+        if ns.shm_mem + MemoryFile.size_class(pages * PAGE_SIZE) > SHM_MEM_MAX:
+            raise SyscallError(Errno.ENOMEM)      # Linux: security_vm_enough_memory
         if len(reg.by_index) >= min(_limit(kernel, "kernel.shmmni"), reg.limit):
             raise SyscallError(Errno.ENOSPC)        # so reg.add cannot fail
         try:
@@ -148,6 +155,7 @@ def shmget(t: Task, key: int, size: int, flags: int) -> int:
         except MemoryError:
             raise SyscallError(Errno.ENOMEM) from None
         ns.shm_tot += pages
+        ns.shm_mem += cap
         return Segment(size=size, mem=mem, cap=cap, cpid=t.tg.tgid, kernel=kernel,
                        **kw)  # type: ignore[arg-type]
 

@@ -256,6 +256,37 @@ static void bounding(void)
     _exit(99);
 }
 
+/* The ambient set carries a capability across exec into a non-root program. */
+static void ambient(void)
+{
+    uint64_t eff, prm, inh, kill_bit = 1ULL << CAP_KILL;
+    CHECK_ERR(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_KILL, 0, 0), EPERM);
+    get_caps(&eff, &prm, &inh);
+    CHECK(set_caps(eff, prm, inh | kill_bit) == 0);
+    CHECK(prctl(PR_SET_KEEPCAPS, 1) == 0);
+    CHECK(setresuid(4321, 4321, 4321) == 0);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_KILL, 0, 0) == 0);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_KILL, 0, 0) == 0);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_KILL, 0, 0) == 1);
+    CHECK_ERR(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, 99, 0, 0), EINVAL);
+    CHECK_ERR(prctl(PR_CAP_AMBIENT, 9, CAP_KILL, 0, 0), EINVAL);
+    char v[16];
+    snprintf(v, sizeof v, "%d", victim);
+    execl("/proc/self/exe", "caps", "ambient-exec", v, (char *)NULL);
+    _exit(99);
+}
+
+static void after_ambient_exec(pid_t v)
+{
+    uint64_t eff, prm, inh, kill_bit = 1ULL << CAP_KILL;
+    get_caps(&eff, &prm, &inh);
+    CHECK(eff == kill_bit && prm == kill_bit && (inh & kill_bit));
+    CHECK(prctl(PR_GET_KEEPCAPS) == 0);                  /* cleared by exec */
+    CHECK(kill(v, 0) == 0);
+    CHECK(set_caps(0, prm, 0) == 0);                     /* dropping inheritable: */
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_KILL, 0, 0) == 0);
+}
+
 static void after_exec(void)
 {
     uint64_t eff, prm, inh;
@@ -271,6 +302,10 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "after-exec") == 0) {
         after_exec();
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "ambient-exec") == 0) {
+        after_ambient_exec(atoi(argv[2]));
         return 0;
     }
     if (getuid() != 0) {
@@ -312,9 +347,10 @@ int main(int argc, char **argv)
 
     void (*cases[])(void) = {dac, owner, fsetid, kill_cap, setuid_cap, nice_cap, rlimit_cap,
                              chroot_mknod_cap, bind_cap, capset_rules, uid_change,
-                             uid_change_plain, bounding};
+                             uid_change_plain, bounding, ambient};
     const char *names[] = {"dac", "owner", "fsetid", "kill", "setuid", "nice", "rlimit",
-                           "chroot-mknod", "bind", "capset", "uid-keepcaps", "uid", "bounding"};
+                           "chroot-mknod", "bind", "capset", "uid-keepcaps", "uid", "bounding",
+                           "ambient"};
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = in_child(cases[i]);

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FS_MASK,
-                                          CAP_KILL, CAP_NET_RAW, CAP_SETPCAP)
+                                          CAP_KILL, CAP_NET_RAW, CAP_SETPCAP, SECBIT_KEEP_CAPS)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import creds
 from pyvisor.sentry.kernel.task import Credentials
@@ -38,7 +38,7 @@ def test_seteuid_round_trip_keeps_permitted() -> None:
 def test_losing_every_root_uid_clears_unless_keepcaps() -> None:
     assert _with_ids(Credentials(), 1000, 1000, 1000).cap_sets() == (0, 0, 0)
     keep = Credentials()
-    keep.keepcaps = True
+    keep.securebits = SECBIT_KEEP_CAPS
     assert _with_ids(keep, 1000, 1000, 1000).cap_sets() == (0, ALL_CAPS, 0)
 
 
@@ -87,3 +87,27 @@ def test_kill_permission() -> None:
     assert creds.may_kill(root, a) and creds.may_kill(a, a) and not creds.may_kill(a, b)
     creds.capset(root, ALL_CAPS & ~(1 << CAP_KILL), ALL_CAPS, 0)
     assert not creds.may_kill(root, a)
+
+
+def test_ambient_within_permitted_and_inheritable() -> None:
+    c = Credentials()
+    with pytest.raises(SyscallError):
+        creds.ambient(c, 2, CAP_KILL, 0)             # RAISE: not inheritable
+    creds.capset(c, ALL_CAPS, ALL_CAPS, 1 << CAP_KILL)
+    creds.ambient(c, 2, CAP_KILL, 0)
+    assert creds.ambient(c, 1, CAP_KILL, 0) == 1
+    user = c.copy()
+    user.uid = user.euid = user.suid = user.fsuid = 1000
+    creds.fix_setuid(c, user)
+    assert user.ambient == 0                         # root uids gone: cleared
+    creds.capset(c, ALL_CAPS, ALL_CAPS, 0)
+    assert c.ambient == 0                            # inheritable dropped: cleared
+
+
+def test_securebits_locks() -> None:
+    c = Credentials()
+    creds.set_securebits(c, SECBIT_KEEP_CAPS | SECBIT_KEEP_CAPS << 1)   # set and lock
+    with pytest.raises(SyscallError):
+        creds.set_keepcaps(c, 0)
+    with pytest.raises(SyscallError):
+        creds.set_securebits(c, 0)                   # no unlocking

@@ -6,9 +6,11 @@ capabilities follow its ids as Linux's do: losing every root uid clears the
 permitted and effective sets (unless PR_SET_KEEPCAPS), leaving euid 0 clears the
 effective set and regaining it restores it from the permitted one; the fsuid
 moves the file-system capabilities (CAP_FS_MASK) in and out of the effective
-set.  capset(2) may only shrink the permitted set, execve recomputes the sets
-(root gets the bounding set, others none: no file capabilities here), and
-PR_CAPBSET_DROP shrinks the bounding set for later execs.
+set (SECBIT_NO_SETUID_FIXUP stops both).  capset(2) may only shrink the
+permitted set, execve recomputes the sets (root gets the bounding set unless
+SECBIT_NOROOT, everyone keeps the ambient set; no file capabilities here),
+PR_CAPBSET_DROP shrinks the bounding set for later execs, and the ambient set
+stays within permitted & inheritable.
 Permission checks ask `Credentials.capable`, never the uid.
 Concurrency: Sentry loop only.
 """
@@ -17,7 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyvisor.abi.linux.capability import ALL_CAPS, CAP_FS_MASK, CAP_KILL, CAP_SETPCAP
+from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_FS_MASK, CAP_KILL, CAP_LAST_CAP,
+                                          CAP_SETPCAP, PR_CAP_AMBIENT_CLEAR_ALL,
+                                          PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_LOWER,
+                                          PR_CAP_AMBIENT_RAISE, SECBIT_KEEP_CAPS,
+                                          SECBIT_KEEP_CAPS_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE,
+                                          SECBIT_NO_SETUID_FIXUP, SECBIT_NOROOT,
+                                          SECURE_ALL_BITS, SECURE_ALL_LOCKS)
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 
@@ -37,10 +45,15 @@ def _store(c: Credentials, caps: tuple[int, int, int]) -> None:
 def fix_setuid(old: Credentials, new: Credentials) -> None:
     """After a set*uid: cap_emulate_setxuid (Preconditions: new.fsuid follows new.euid)."""
     eff, prm, inh = old.cap_sets()
+    if old.securebits & SECBIT_NO_SETUID_FIXUP:
+        _store(new, (eff, prm, inh))
+        return
     roots_old = 0 in (old.uid, old.euid, old.suid)
     roots_new = 0 in (new.uid, new.euid, new.suid)
-    if roots_old and not roots_new and not old.keepcaps:
-        prm = eff = 0
+    if roots_old and not roots_new:
+        if not old.securebits & SECBIT_KEEP_CAPS:
+            prm = eff = 0
+        new.ambient = 0      # "setresuid to nonroot followed by exec drops capabilities"
     if old.euid == 0 and new.euid != 0:
         eff = 0
     elif old.euid != 0 and new.euid == 0:
@@ -51,7 +64,9 @@ def fix_setuid(old: Credentials, new: Credentials) -> None:
 def fix_setfsuid(old: Credentials, new: Credentials) -> None:
     """After setfsuid: the file-system capabilities follow the fsuid (LSM_SETID_FS)."""
     eff, prm, inh = old.cap_sets()
-    if old.fsuid == 0 and new.fsuid != 0:
+    if old.securebits & SECBIT_NO_SETUID_FIXUP:
+        pass
+    elif old.fsuid == 0 and new.fsuid != 0:
         eff &= ~CAP_FS_MASK
     elif old.fsuid != 0 and new.fsuid == 0:
         eff |= prm & CAP_FS_MASK
@@ -60,15 +75,18 @@ def fix_setfsuid(old: Credentials, new: Credentials) -> None:
 
 def at_exec(c: Credentials) -> None:
     """cap_bprm_creds_from_file for a binary without file capabilities or set-id bits:
-    root (real or effective) gets the bounding set (and its inheritable set), effective
-    only if the euid is 0; anyone else gets nothing.  PR_SET_KEEPCAPS is cleared."""
+    root (real or effective, unless SECBIT_NOROOT) gets the bounding set and its
+    inheritable set, effective only if the euid is 0; everyone keeps the ambient set,
+    in the permitted set and, where nothing else is, as the effective set.
+    SECBIT_KEEP_CAPS is cleared."""
     _eff, _prm, inh = c.cap_sets()
-    if c.euid == 0 or c.uid == 0:
+    prm, full = 0, False
+    if not c.securebits & SECBIT_NOROOT and (c.euid == 0 or c.uid == 0):
         prm = c.bset | inh
-        eff = prm if c.euid == 0 else 0
-    else:
-        prm = eff = 0
-    c.keepcaps = False
+        full = c.euid == 0
+    prm |= c.ambient
+    eff = prm if full else c.ambient
+    c.securebits &= ~SECBIT_KEEP_CAPS
     _store(c, (eff, prm, inh))
 
 
@@ -82,6 +100,7 @@ def capset(c: Credentials, eff: int, prm: int, inh: int) -> None:
     if prm & ~old_prm or eff & ~prm:
         raise SyscallError(Errno.EPERM)
     c.caps = (eff, prm, inh)
+    c.ambient &= prm & inh
 
 
 def bset_drop(c: Credentials, cap: int) -> None:
@@ -89,6 +108,49 @@ def bset_drop(c: Credentials, cap: int) -> None:
     if not c.capable(CAP_SETPCAP):
         raise SyscallError(Errno.EPERM)
     c.bset &= ~(1 << cap)
+
+
+def set_keepcaps(c: Credentials, on: int) -> None:
+    """PR_SET_KEEPCAPS.  Preconditions: `c` is the new copy."""
+    if on > 1:
+        raise SyscallError(Errno.EINVAL)
+    if c.securebits & SECBIT_KEEP_CAPS_LOCKED:
+        raise SyscallError(Errno.EPERM)
+    c.securebits = c.securebits | SECBIT_KEEP_CAPS if on else c.securebits & ~SECBIT_KEEP_CAPS
+
+
+def set_securebits(c: Credentials, bits: int) -> None:
+    """PR_SET_SECUREBITS: no locked bit changes, no lock undone, known bits only,
+    CAP_SETPCAP.  Preconditions: `c` is the new copy."""
+    old = c.securebits
+    if ((old & SECURE_ALL_LOCKS) >> 1) & (old ^ bits) or old & SECURE_ALL_LOCKS & ~bits or \
+            bits & ~(SECURE_ALL_LOCKS | SECURE_ALL_BITS) or not c.capable(CAP_SETPCAP):
+        raise SyscallError(Errno.EPERM)
+    c.securebits = bits
+
+
+def ambient(c: Credentials, op: int, cap: int, rest: int) -> int:
+    """PR_CAP_AMBIENT.  Preconditions: `c` is the new copy (committed by the caller)."""
+    if op == PR_CAP_AMBIENT_CLEAR_ALL:
+        if cap or rest:
+            raise SyscallError(Errno.EINVAL)
+        c.ambient = 0
+        return 0
+    if not 0 <= cap <= CAP_LAST_CAP or rest:
+        raise SyscallError(Errno.EINVAL)
+    if op == PR_CAP_AMBIENT_IS_SET:
+        return c.ambient >> cap & 1
+    if op == PR_CAP_AMBIENT_RAISE:
+        _eff, prm, inh = c.cap_sets()
+        if not prm >> cap & 1 or not inh >> cap & 1 or \
+                c.securebits & SECBIT_NO_CAP_AMBIENT_RAISE:
+            raise SyscallError(Errno.EPERM)
+        c.ambient |= 1 << cap
+    elif op == PR_CAP_AMBIENT_LOWER:
+        c.ambient &= ~(1 << cap)
+    else:
+        raise SyscallError(Errno.EINVAL)
+    return 0
 
 
 def may_kill(sender: Credentials, target: Credentials) -> bool:

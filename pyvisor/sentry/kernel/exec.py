@@ -141,7 +141,7 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
     c = t.creds
-    if c.caps is not None or c.keepcaps or c.bset != ALL_CAPS:
+    if c.caps is not None or c.securebits or c.ambient or c.bset != ALL_CAPS:
         # Recomputed as for a binary without file capabilities (kernel/creds.py).
         creds = c.copy()
         kcreds.at_exec(creds)

@@ -68,12 +68,13 @@ class Credentials:
     # with uid changes, capset, prctl and exec, as Linux's commoncap.c does).
     caps: tuple[int, int, int] | None = None
     bset: int = ALL_CAPS              # the bounding set (PR_CAPBSET_DROP)
-    keepcaps: bool = False            # PR_SET_KEEPCAPS (cleared by exec)
+    ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
+    securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
                            self.sgid, self.fsgid, self.groups, self.caps, self.bset,
-                           self.keepcaps)
+                           self.ambient, self.securebits)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""

@@ -613,7 +613,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"CapPrm:\t{cap_prm:016x}",
         f"CapEff:\t{cap_eff:016x}",
         f"CapBnd:\t{getattr(c, 'bset', (1 << (CAP_LAST_CAP + 1)) - 1):016x}",
-        "CapAmb:\t0000000000000000",
+        f"CapAmb:\t{getattr(c, 'ambient', 0):016x}",
         f"NoNewPrivs:\t{int(bool(t is not None and t.no_new_privs))}",
         f"Seccomp:\t{sc.mode}",
         f"Seccomp_filters:\t{sc.count}",

@@ -24,8 +24,9 @@ from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_LAST_CAP, CAP_SETGID, CAP_SETUID,
                                           CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_RESOURCE,
-                                          PR_CAPBSET_DROP, PR_CAPBSET_READ, PR_GET_KEEPCAPS,
-                                          PR_SET_KEEPCAPS)
+                                          PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ,
+                                          PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_SET_KEEPCAPS,
+                                          PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)
 from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 
@@ -187,16 +188,19 @@ def sys_setfsgid(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_capget(t: Task, r: SyscallArguments) -> int:
-    """Implements capget(2): root has every capability, others none."""
+    """Implements capget(2): the sets of the caller or of thread `pid`."""
     hdr, data = r.pointer(0), r.pointer(1)
-    version, _pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
+    version, pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
     if version not in (0x19980330, 0x20071026, 0x20080522):
         t.copy_out(hdr, struct.pack("<I", 0x20080522))
         if data:
             raise SyscallError(Errno.EINVAL)
         return 0
+    if pid < 0:
+        raise SyscallError(Errno.EINVAL)
+    target = t if pid in (0, t.tid) else _sched_target(t, pid)
     if data:
-        sets = t.creds.cap_sets()                  # effective, permitted, inheritable
+        sets = target.creds.cap_sets()             # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
         t.copy_out(data, b"".join(struct.pack("<3I", *((c >> (32 * i)) & 0xFFFFFFFF for c in sets))
                                   for i in range(n)))
@@ -305,8 +309,9 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         if arg2 or r.uint64(2) or r.uint64(3) or r.uint64(4):
             raise SyscallError(Errno.EINVAL)
         return int(t.no_new_privs)
-    if opt in (PR_SET_KEEPCAPS, PR_GET_KEEPCAPS, PR_CAPBSET_READ, PR_CAPBSET_DROP):
-        return _prctl_caps(t, opt, arg2)
+    if opt in (PR_SET_KEEPCAPS, PR_GET_KEEPCAPS, PR_CAPBSET_READ, PR_CAPBSET_DROP,
+               PR_GET_SECUREBITS, PR_SET_SECUREBITS, PR_CAP_AMBIENT):
+        return _prctl_caps(t, opt, arg2, r)
     if opt == _PR_GET_SECCOMP:
         return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
@@ -314,22 +319,30 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
     raise SyscallError(Errno.EINVAL)
 
 
-def _prctl_caps(t: Task, opt: int, arg2: int) -> int:
-    """PR_{GET,SET}_KEEPCAPS and PR_CAPBSET_{READ,DROP} (kernel/creds.py)."""
+def _prctl_caps(t: Task, opt: int, arg2: int, r: SyscallArguments) -> int:
+    """PR_{GET,SET}_KEEPCAPS, PR_{GET,SET}_SECUREBITS, PR_CAP_AMBIENT and
+    PR_CAPBSET_{READ,DROP} (kernel/creds.py)."""
     if opt == PR_GET_KEEPCAPS:
-        return int(t.creds.keepcaps)
+        return int(bool(t.creds.securebits & SECBIT_KEEP_CAPS))
+    if opt == PR_GET_SECUREBITS:
+        return t.creds.securebits
+    new = t.creds.copy()
     if opt == PR_SET_KEEPCAPS:
-        if arg2 > 1:
-            raise SyscallError(Errno.EINVAL)
-        new = t.creds.copy()
-        new.keepcaps = bool(arg2)
+        kcreds.set_keepcaps(new, arg2)
         t.creds = new
         return 0
+    if opt == PR_SET_SECUREBITS:
+        kcreds.set_securebits(new, arg2)
+        t.creds = new
+        return 0
+    if opt == PR_CAP_AMBIENT:
+        ret = kcreds.ambient(new, arg2, r.uint64(2), r.uint64(3) | r.uint64(4))
+        t.creds = new
+        return ret
     if arg2 > CAP_LAST_CAP:
         raise SyscallError(Errno.EINVAL)
     if opt == PR_CAPBSET_READ:
         return t.creds.bset >> arg2 & 1
-    new = t.creds.copy()
     kcreds.bset_drop(new, arg2)
     t.creds = new
     return 0

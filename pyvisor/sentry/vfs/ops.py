@@ -57,7 +57,9 @@ def lookup_parent(t: Task, dirfd: int, path: bytes) -> tuple[Location, bytes]:
         raise SyscallError(Errno.ENOENT)
     start = t.fs.cwd if path[:1] == b"/" else dir_location(t, dirfd)
     r = Resolver(t.fs.root)
-    return r.walk(t, start, path, True, want_parent=True)
+    parent, name = r.walk(t, start, path, True, want_parent=True)
+    t.check_exec(parent.inode)            # may_lookup: searching it for the last name
+    return parent, name
 
 
 def child_or_none(parent: Location, name: bytes) -> Dentry | None:
@@ -129,7 +131,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int) -> FileDesc
         raise SyscallError(Errno.EROFS)
     if not flags & O_PATH and not t.creds.fs_superuser():
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR) else 0) | \
-            (MAY_WRITE if acc in (O_WRONLY, O_RDWR) else 0)
+            (MAY_WRITE if acc in (O_WRONLY, O_RDWR) or flags & O_TRUNC else 0)
         check_access(t, inode, want)
     if flags & O_TRUNC and inode.is_regular() and acc in (O_WRONLY, O_RDWR):
         f = _open(t, loc.mount, loc.dentry, flags)

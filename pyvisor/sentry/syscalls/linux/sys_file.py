@@ -631,6 +631,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
+    if not t.creds.fs_superuser():
+        check_access(t, parent.inode, MAY_WRITE | 1)      # may_create
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     return 0
@@ -712,6 +714,7 @@ def sys_fchdir(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if not f.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
+    t.check_exec(f.inode)                      # file_permission(MAY_EXEC | MAY_CHDIR)
     t.fs.cwd = Location(f.mount, f.dentry)
     return 0
 
@@ -769,8 +772,16 @@ def sys_chmod(t: Task, r: SyscallArguments) -> int:
     return _chmod(t, _rw(ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))), r.uint32(1))
 
 
+def _fd_not_path(t: Task, fd: int) -> FileDescription:
+    """The file at `fd` for calls that take no O_PATH file (fdget, not fdget_raw)."""
+    f = t.fd_table.get(fd)
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
+    return f
+
+
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    return _chmod(t, _rw(t.fd_table.get(r.fd(0))), r.uint32(1))
+    return _chmod(t, _rw(_fd_not_path(t, r.fd(0))), r.uint32(1))
 
 
 def sys_fchmodat(t: Task, r: SyscallArguments) -> int:
@@ -804,7 +815,7 @@ def sys_lchown(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown(t, _rw(t.fd_table.get(r.fd(0))), r.int32(1), r.int32(2))
+    return _chown(t, _rw(_fd_not_path(t, r.fd(0))), r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
@@ -870,7 +881,7 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
     else:
         if flags:
             raise SyscallError(Errno.EINVAL)
-        inode = _rw(t.fd_table.get(dirfd))
+        inode = _rw(_fd_not_path(t, dirfd))
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
     nsecs = (struct.unpack_from("<8xq", raw, 0)[0], struct.unpack_from("<8xq", raw, 16)[0]) \

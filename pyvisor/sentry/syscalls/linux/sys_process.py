@@ -94,14 +94,14 @@ def sys_getgroups(t: Task, r: SyscallArguments) -> int:
     return len(groups)
 
 
-def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
+def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int], checked: bool = False) -> int:
     """setres[ug]id core: CAP_SETUID (CAP_SETGID) may set anything; others only among
     their current ids.  Capabilities follow (kernel/creds.py)."""
     c = t.creds
     cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
     # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
     vals = tuple(-1 if v & 0xFFFFFFFF == 0xFFFFFFFF else v & 0xFFFFFFFF for v in vals)
-    privileged = c.capable(CAP_SETUID if uid else CAP_SETGID)
+    privileged = checked or c.capable(CAP_SETUID if uid else CAP_SETGID)
     for v in vals:
         if v != -1 and not privileged and v not in cur:
             raise SyscallError(Errno.EPERM)
@@ -121,6 +121,8 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
 
 def sys_setuid(t: Task, r: SyscallArguments) -> int:
     u = r.int32(0)
+    if u == -1:
+        raise SyscallError(Errno.EINVAL)          # not a valid uid
     if t.creds.capable(CAP_SETUID):
         return _set_ids(t, True, (u, u, u))
     return _set_ids(t, True, (-1, u, -1))
@@ -128,6 +130,8 @@ def sys_setuid(t: Task, r: SyscallArguments) -> int:
 
 def sys_setgid(t: Task, r: SyscallArguments) -> int:
     g = r.int32(0)
+    if g == -1:
+        raise SyscallError(Errno.EINVAL)
     if t.creds.capable(CAP_SETGID):
         return _set_ids(t, False, (g, g, g))
     return _set_ids(t, False, (-1, g, -1))
@@ -141,12 +145,28 @@ def sys_setresgid(t: Task, r: SyscallArguments) -> int:
     return _set_ids(t, False, (r.int32(0), r.int32(1), r.int32(2)))
 
 
+def _set_re(t: Task, uid: bool, real: int, eff: int) -> int:
+    """setre[ug]id: the real id may become the real or effective one, the effective
+    any of the three (or anything with CAP_SETUID/CAP_SETGID); the saved id follows
+    the effective one when the real id is set or the effective one leaves it."""
+    c = t.creds
+    old_r, old_e = (c.uid, c.euid) if uid else (c.gid, c.egid)
+    cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
+    real, eff = (-1 if v == -1 else v & 0xFFFFFFFF for v in (real, eff))
+    if not c.capable(CAP_SETUID if uid else CAP_SETGID):
+        if real != -1 and real not in (old_r, old_e) or eff != -1 and eff not in cur:
+            raise SyscallError(Errno.EPERM)
+    new_e = old_e if eff == -1 else eff
+    saved = new_e if real != -1 or (eff != -1 and eff != old_r) else -1
+    return _set_ids(t, uid, (real, eff, saved), checked=True)
+
+
 def sys_setreuid(t: Task, r: SyscallArguments) -> int:
-    return _set_ids(t, True, (r.int32(0), r.int32(1), -1))
+    return _set_re(t, True, r.int32(0), r.int32(1))
 
 
 def sys_setregid(t: Task, r: SyscallArguments) -> int:
-    return _set_ids(t, False, (r.int32(0), r.int32(1), -1))
+    return _set_re(t, False, r.int32(0), r.int32(1))
 
 
 def sys_setgroups(t: Task, r: SyscallArguments) -> int:

@@ -95,6 +95,9 @@ def _find_group(t: Task, pid: int) -> list:
     k = t.kernel
     if pid > 0:
         tg = k.groups.get(pid)
+        if tg is None:                       # a thread's id names its process (kill_pid_info)
+            task = k.tasks_by_tid.get(pid)
+            tg = task.tg if task is not None and not task.exited else None
         if tg is None or tg.zombie or not sees(t.tg, tg):
             raise SyscallError(Errno.ESRCH)
         return [tg]

@@ -207,6 +207,8 @@ STRESSORS = {
     "flock": ["--flock", "1"],
     "mmap": ["--mmap", "1", "--mmap-bytes", "4M", "--malloc", "1"],
     "fifo": ["--fifo", "1"],
+    "shm-sysv": ["--shm-sysv", "2", "--shm-sysv-ops", "200"],
+    "sigio": ["--sigio", "1"],
 }
 
 

@@ -10,6 +10,7 @@ import random
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from pyvisor.sentry.kernel.task import Credentials
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.kernel import Timer
@@ -140,7 +141,7 @@ class WireStack(Stack):
 
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-TASK = SimpleNamespace(creds=SimpleNamespace(euid=0, fsuid=0, fsgid=0))
+TASK = SimpleNamespace(creds=Credentials())          # the sandbox's root
 NONBLOCK = SimpleNamespace(nonblocking=True)
 
 

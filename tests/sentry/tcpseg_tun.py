@@ -34,6 +34,7 @@ from typing import Any, Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+from pyvisor.sentry.kernel.task import Credentials
 from pyvisor.abi.linux.errno import Errno  # noqa: E402
 from pyvisor.sentry.errors import SyscallError, WouldBlock  # noqa: E402
 from pyvisor.sentry.kernel.kernel import Timer  # noqa: E402
@@ -135,7 +136,7 @@ class TunStack(Stack):
         return n
 
 
-TASK = SimpleNamespace(creds=SimpleNamespace(euid=0, fsuid=0, fsgid=0))
+TASK = SimpleNamespace(creds=Credentials())          # the sandbox's root
 NONBLOCK = SimpleNamespace(nonblocking=True)
 
 CLIENT = r"""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import ALL_CAPS
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
 from pyvisor.sentry.kernel import cputime, posix_timers, vdso
+from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.loader import elf
 from pyvisor.sentry.mm.memory_manager import MemoryManager
@@ -40,7 +42,7 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
         raise SyscallError(Errno.EACCES)
     if "noexec" in loc.mount.options.split(","):
         raise SyscallError(Errno.EACCES)      # Linux: path_noexec()
-    if t.creds.euid != 0:
+    if not t.creds.fs_superuser():
         from pyvisor.sentry.vfs.perms import check_access
         check_access(t, inode, 1)
     textbusy.check_exec(t.kernel, inode)      # ETXTBSY while open for writing
@@ -147,9 +149,11 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
             a.handler, a.flags, a.mask, a.restorer = SIG_DFL, 0, 0, 0
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
-    if t.creds.caps is not None:      # recomputed as for a plain binary: root all, others none
-        creds = t.creds.copy()
-        creds.caps = None
+    c = t.creds
+    if c.caps is not None or c.securebits or c.ambient or c.bset != ALL_CAPS:
+        # Recomputed as for a binary without file capabilities (kernel/creds.py).
+        creds = c.copy()
+        kcreds.at_exec(creds)
         t.creds = creds
     # Linux (begin_new_exec): the last component of the path given to execve (a symlink's
     # own name: /bin/sleep -> busybox is "sleep"), truncated to 15 bytes.

@@ -40,6 +40,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import cputime, posix_timers
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
+from pyvisor.sentry.kernel.ipc import IPCNamespace
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
@@ -140,7 +141,7 @@ class Kernel:
         # Who adopts the orphans of a dying process (default: init); set for pods.
         self.child_reaper: Callable[[ThreadGroup], ThreadGroup | None] | None = None
 
-        self.ipc: dict[str, Any] = {}      # System V IPC registries (kernel/ipc), by kind
+        self.ipc = IPCNamespace()          # System V IPC (kernel/ipc)
         self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page

@@ -161,6 +161,8 @@ class Pipe:
 class PipeImpl(FileImpl):
     """One end (or both, for O_RDWR FIFOs) of a pipe."""
 
+    fasync = True          # O_ASYNC sends SIGIO (kernel/fasync.py)
+
     splice_read = False           # sendfile cannot read from a pipe (EINVAL)
     fifo = False                  # a named FIFO's end (open_fifo), not pipe(2)'s
 

@@ -41,7 +41,7 @@ from pyvisor.abi.linux.signal import (CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_TR
                                       Signal)
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel.task import CAP_SYS_PTRACE
+from pyvisor.abi.linux.capability import CAP_SYS_PTRACE
 from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ kernel for the rest.
 | sysctl                            | read by                                   |
 | ---                               | ---                                       |
 | kernel.domainname                 | uname(2), /proc/sys/kernel/domainname     |
-| kernel.shmmax, shmall, shmmni     | /proc/sys only (the sandbox has no SysV shm) |
-| kernel.msgmax, msgmnb, msgmni, sem | /proc/sys only (no SysV IPC either)      |
+| kernel.shmmax, shmall, shmmni     | shmget(2) and shmctl IPC_INFO (kernel/ipc/shm.py) |
+| kernel.msgmax, msgmnb, msgmni, sem | /proc/sys only (msg/sem use Linux's defaults) |
 | net.core.somaxconn                | listen(2)'s backlog clamp (TCP)           |
 | net.ipv4.ip_local_port_range      | ephemeral ports (TCP, UDP)                |
 | net.ipv4.ip_unprivileged_port_start | bind(2) below it needs root            |

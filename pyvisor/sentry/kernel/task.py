@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Coroutine
 
+from pyvisor.abi.linux.capability import ALL_CAPS, CAP_LAST_CAP, CAP_SYS_ADMIN  # noqa: F401
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.waitqueue import WaitQueue
@@ -62,14 +63,19 @@ class Credentials:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
-    # (effective, permitted, inheritable) once capset(2) changed them; None: every
-    # capability for euid 0, none otherwise.  Only seccomp's CAP_SYS_ADMIN rule and
-    # capget read them: other permission checks still go by the ids.
+    # (effective, permitted, inheritable) once they differ from the default; None: every
+    # capability for euid 0, none otherwise (a process that never changed its ids or
+    # capabilities).  Permission checks ask `capable` (kernel/creds.py keeps them in step
+    # with uid changes, capset, prctl and exec, as Linux's commoncap.c does).
     caps: tuple[int, int, int] | None = None
+    bset: int = ALL_CAPS              # the bounding set (PR_CAPBSET_DROP)
+    ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
+    securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
-                           self.sgid, self.fsgid, self.groups, self.caps)
+                           self.sgid, self.fsgid, self.groups, self.caps, self.bset,
+                           self.ambient, self.securebits)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""
@@ -78,13 +84,20 @@ class Credentials:
         return (ALL_CAPS, ALL_CAPS, 0) if self.euid == 0 else (0, 0, 0)
 
     def capable(self, cap: int) -> bool:
-        return bool(self.cap_sets()[0] >> cap & 1)
+        """Whether `cap` is in the effective set.  Linux: capable(), in the sandbox's
+        one user namespace."""
+        caps = self.caps
+        if caps is None:
+            return self.euid == 0
+        return bool(caps[0] >> cap & 1)
 
+    def fs_superuser(self) -> bool:
+        """fsuid 0 with every capability: no DAC check can refuse it (callers skip them)."""
+        return self.fsuid == 0 and self.caps is None and self.euid == 0
 
-CAP_SYS_PTRACE = 19
-CAP_SYS_ADMIN = 21
-CAP_LAST_CAP = 40
-ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
+    def in_group(self, gid: int) -> bool:
+        """in_group_p: the fsgid or a supplementary group."""
+        return gid == self.fsgid or gid in self.groups
 
 
 @dataclass(slots=True)
@@ -233,6 +246,7 @@ class Task:
     run_ns: int = 0                       # wall time resumed in application code
     run_start: int = 0                    # when it was last resumed (monotonic ns)
     no_new_privs: bool = False            # inherited by clone, kept by execve
+    nice: int = 0                         # setpriority; inherited by clone (not applied)
     seccomp: SeccompState | None = None   # immutable, shared; kernel/seccomp.py
     # ptrace (kernel/ptrace.py): this task's tracee state while it is traced, and the
     # tasks it traces.  Linux: task->ptrace and friends, task->ptraced.

@@ -44,6 +44,11 @@ class MemoryFile:
         self._free: dict[int, list[int]] = {}
 
     @staticmethod
+    def size_class(n: int) -> int:
+        """The capacity of the extent `allocate(n)` gives."""
+        return MemoryFile._size_class(max(n, 1))
+
+    @staticmethod
     def _size_class(n: int) -> int:
         size = PAGE_SIZE
         while size < n:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED,
@@ -37,6 +37,20 @@ TASK_SIZE = MAX_USER_ADDRESS
 _CHECK_VMAS_ABOVE = 1 << 16     # copy_in lengths beyond this are checked against the VMAs
 _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
+
+
+class VMAOps(Protocol):
+    """Callbacks of a special mapping.  Linux: vm_operations_struct's open and close.
+
+    `opened` runs for every new VMA of the mapping (the first one, a split, a
+    fork's copy, an mremap's move), `closed` for every VMA that goes (munmap,
+    replacement, exec, exit), so the owner can count them: System V shared
+    memory counts its attachments (shm_nattch) this way.  VMAs with ops never
+    merge, as in Linux."""
+
+    def opened(self, vma: VMA) -> None: ...
+
+    def closed(self, vma: VMA) -> None: ...
 
 
 class _SharedAnon:
@@ -61,14 +75,32 @@ class VMA:
     maxperms: int = PROT_READ | PROT_WRITE | PROT_EXEC
     extra: Any = field(default=None)  # keeps the file description alive
     dontexpand: bool = False         # mremap may not grow it (Linux: VM_DONTEXPAND; the vDSO)
+    ops: VMAOps | None = None        # open/close callbacks (SysV shm attachments)
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
-                   self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand)
+                   self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
+                   self.ops)
         self.end = at
+        if tail.ops is not None:
+            tail.ops.opened(tail)
         return tail
+
+    def copy(self) -> VMA:
+        """The same mapping in another address space (fork): a new VMA for its ops."""
+        v = VMA(self.start, self.end, self.perms, self.shared, self.mappable, self.offset,
+                self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
+                self.ops)
+        if v.ops is not None:
+            v.ops.opened(v)
+        return v
+
+
+def _closed(v: VMA) -> None:
+    if v.ops is not None:
+        v.ops.closed(v)
 
 
 class MemoryManager:
@@ -229,6 +261,7 @@ class MemoryManager:
             if a.start > end:
                 break
             if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
+                    a.ops is None and b.ops is None and \
                     a.mappable is b.mappable and a.maxperms == b.maxperms and \
                     a.name == b.name and (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
@@ -262,7 +295,7 @@ class MemoryManager:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fixed: bool,
              mappable: Mappable | None = None, offset: int = 0, name: bytes = b"",
              dev: int = 0, ino: int = 0, extra: Any = None, noreplace: bool = False,
-             maxperms: int = 7, dontexpand: bool = False) -> int:
+             maxperms: int = 7, dontexpand: bool = False, ops: VMAOps | None = None) -> int:
         """Maps and returns the address.  Preconditions: length > 0, offset page-aligned."""
         length = page_round_up(length)
         if length == 0 or length > TASK_SIZE:
@@ -286,8 +319,12 @@ class MemoryManager:
         # Replace whatever was there (the host did the same with MAP_FIXED).
         for v in self._carve(addr, addr + length):
             self.vmas.remove(v)
-        self._insert(VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
-                         maxperms, extra, dontexpand))
+            _closed(v)
+        new = VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
+                  maxperms, extra, dontexpand, ops)
+        self._insert(new)
+        if ops is not None:
+            ops.opened(new)
         self._merge(addr, addr + length)
         return addr
 
@@ -312,6 +349,7 @@ class MemoryManager:
         self._host(self.space.unmap, addr, length)
         for v in inside:
             self.vmas.remove(v)
+            _closed(v)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         if addr % PAGE_SIZE:
@@ -418,10 +456,14 @@ class MemoryManager:
         base = moved[0] if moved else None
         for vv in moved:
             self.vmas.remove(vv)
+            _closed(vv)
         if base is not None:
-            self._insert(VMA(new_addr, new_addr + new_size, base.perms, base.shared,
-                             base.mappable, base.offset, base.name, base.dev, base.ino,
-                             base.maxperms, base.extra, base.dontexpand))
+            new = VMA(new_addr, new_addr + new_size, base.perms, base.shared, base.mappable,
+                      base.offset, base.name, base.dev, base.ino, base.maxperms, base.extra,
+                      base.dontexpand, base.ops)
+            self._insert(new)
+            if new.ops is not None:
+                new.ops.opened(new)
         return new_addr
 
     def madvise_dontneed(self, addr: int, length: int) -> None:
@@ -438,8 +480,7 @@ class MemoryManager:
         except OSError as e:
             raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
         mm = MemoryManager(space)
-        mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
-                       v.ino, v.maxperms, v.extra, v.dontexpand) for v in self.vmas]
+        mm.vmas = [v.copy() for v in self.vmas]
         mm.brk_start, mm.brk = self.brk_start, self.brk
         mm.argv_start, mm.argv_end = self.argv_start, self.argv_end
         mm.env_start, mm.env_end = self.env_start, self.env_end
@@ -452,7 +493,9 @@ class MemoryManager:
     def release_user(self) -> None:
         self.users -= 1
         if self.users <= 0:
-            self.vmas.clear()
+            vmas, self.vmas = self.vmas, []
+            for v in vmas:
+                _closed(v)
             self.space.release()
 
     def vm_size(self) -> int:

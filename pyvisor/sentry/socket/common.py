@@ -401,6 +401,8 @@ class Socket(FileImpl):
     owned by the socket.
     """
 
+    fasync = True          # O_ASYNC sends SIGIO (kernel/fasync.py)
+
     family = AF_UNSPEC
 
     def __init__(self, stype: int, protocol: int) -> None:

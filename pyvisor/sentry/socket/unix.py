@@ -294,7 +294,7 @@ class UnixSocket(Socket):
         """unix_find_other: the socket bound to `addr` (validated) of our type."""
         if addr[SUN_PATH_OFFSET]:
             loc = ops.lookup_at(t, AT_FDCWD, _path_of(addr), True)
-            if t.creds.fsuid != 0:
+            if not t.creds.fs_superuser():
                 check_access(t, loc.inode, MAY_WRITE)
             if loc.inode.mode & S_IFMT != S_IFSOCK:
                 raise SyscallError(Errno.ECONNREFUSED)
@@ -432,7 +432,7 @@ class UnixSocket(Socket):
             raise SyscallError(Errno.EINVAL)
         if parent.mount.flags_readonly or parent.inode.fs.readonly:
             raise SyscallError(Errno.EROFS)
-        if t.creds.fsuid != 0:
+        if not t.creds.fs_superuser():
             check_access(t, parent.inode, MAY_WRITE | MAY_EXEC)
         mode = S_IFSOCK | (0o777 & ~t.fs.umask)
         try:

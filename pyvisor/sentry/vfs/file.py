@@ -23,6 +23,7 @@ from pyvisor.sentry.vfs.dirent import pack_dirents, unpack_dirents
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 
 if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.fasync import FileOwner
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.vfs.inode import Inode
     from pyvisor.sentry.vfs.vfs import Mount, Dentry
@@ -46,6 +47,8 @@ class FileImpl:
     # Whether sendfile may read from it (Linux: f_op->splice_read; pipes,
     # eventfds, epoll and directories have none: EINVAL).
     splice_read = True
+    # Whether O_ASYNC makes it send SIGIO (Linux: f_op->fasync; kernel/fasync.py).
+    fasync = False
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)
@@ -122,7 +125,8 @@ class DirectoryImpl(FileImpl):
 class FileDescription:
     """An open file.  Linux: struct file."""
 
-    __slots__ = ("inode", "dentry", "mount", "flags", "offset", "impl", "refs", "__weakref__")
+    __slots__ = ("inode", "dentry", "mount", "flags", "offset", "impl", "refs", "fown",
+                 "__weakref__")
 
     def __init__(self, mount: Mount, dentry: Dentry, flags: int) -> None:
         self.mount = mount
@@ -132,6 +136,7 @@ class FileDescription:
         self.impl: FileImpl = FileImpl()
         self.offset = 0
         self.refs = 1                  # fd-table references
+        self.fown: FileOwner | None = None   # F_SETOWN/F_SETSIG/O_ASYNC (kernel/fasync.py)
 
     @classmethod
     def open(cls, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
@@ -164,6 +169,9 @@ class FileDescription:
         if self.refs == 0:
             if _inotify._watches:
                 _inotify.closed(self)
+            if self.fown is not None:
+                from pyvisor.sentry.kernel.fasync import release
+                release(self)
             if self.inode.lock_ctx is not None:
                 from pyvisor.sentry.kernel.locks import release_description
                 release_description(self)

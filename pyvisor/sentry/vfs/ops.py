@@ -16,7 +16,7 @@ from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECT, O_D
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
-from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access, needs_check
+from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
 
 if TYPE_CHECKING:
@@ -90,7 +90,9 @@ def lookup_parent(t: Task, dirfd: int, path: bytes, resolve: int = 0) -> tuple[L
         return r.walk(t, start, path, True, want_parent=True)
     start = t.fs.cwd if path[:1] == b"/" else dir_location(t, dirfd)
     r = Resolver(t.fs.root)
-    return r.walk(t, start, path, True, want_parent=True)
+    parent, name = r.walk(t, start, path, True, want_parent=True)
+    t.check_exec(parent.inode)            # may_lookup: searching it for the last name
+    return parent, name
 
 
 def child_or_none(parent: Location, name: bytes) -> Dentry | None:
@@ -156,7 +158,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
             if path.endswith(b"/"):
                 raise SyscallError(Errno.EISDIR)
             check_writable(parent.mount)
-            if needs_check(t.creds):
+            if not t.creds.fs_superuser():
                 check_access(t, parent.inode, MAY_WRITE | 1)
             inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
                                         t.creds.fsgid)
@@ -181,7 +183,7 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
             (inode.fs.readonly or loc.mount.flags_readonly) and \
             (inode.is_regular() or inode.is_dir()):
         raise SyscallError(Errno.EROFS)
-    if not flags & O_PATH and needs_check(t.creds):
+    if not flags & O_PATH and not t.creds.fs_superuser():
         # Access mode 3 opens for neither, but needs both (Linux: ACC_MODE).
         want = (MAY_READ if acc in (O_RDONLY, O_RDWR, 3) else 0) | \
             (MAY_WRITE if acc in (O_WRONLY, O_RDWR, 3) or flags & O_TRUNC else 0)
@@ -226,7 +228,7 @@ def _open_tmpfile(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     if not dir_inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     check_writable(loc.mount)
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, dir_inode, MAY_WRITE | 1)
     inode = dir_inode.tmpfile(mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     if not flags & O_EXCL:

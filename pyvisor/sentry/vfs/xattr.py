@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import CAP_SYS_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_ISVTX
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
+from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access, owner_or_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -81,7 +82,7 @@ def check_name(name: bytes) -> None:
 
 
 def _capable_admin(t: Task) -> bool:
-    return t.creds.euid == 0
+    return t.creds.capable(CAP_SYS_ADMIN)
 
 
 def _permission(t: Task, inode: Inode, name: bytes, mask: int) -> None:
@@ -100,9 +101,9 @@ def _permission(t: Task, inode: Inode, name: bytes, mask: int) -> None:
     if not (inode.is_regular() or inode.is_dir()):
         raise SyscallError(Errno.EPERM if mask & MAY_WRITE else Errno.ENODATA)
     if inode.is_dir() and inode.mode & S_ISVTX and mask & MAY_WRITE and \
-            t.creds.fsuid != inode.uid and t.creds.fsuid != 0:
+            not owner_or_capable(t, inode):
         raise SyscallError(Errno.EPERM)
-    if t.creds.fsuid != 0:
+    if not t.creds.fs_superuser():
         check_access(t, inode, mask)
 
 

@@ -38,6 +38,7 @@ from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
+from pyvisor.sentry.kernel.ipc import proc as ipc_proc
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -679,8 +680,8 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"CapInh:\t{cap_inh:016x}",
         f"CapPrm:\t{cap_prm:016x}",
         f"CapEff:\t{cap_eff:016x}",
-        f"CapBnd:\t{(1 << (CAP_LAST_CAP + 1)) - 1:016x}",
-        "CapAmb:\t0000000000000000",
+        f"CapBnd:\t{getattr(c, 'bset', (1 << (CAP_LAST_CAP + 1)) - 1):016x}",
+        f"CapAmb:\t{getattr(c, 'ambient', 0):016x}",
         f"NoNewPrivs:\t{int(bool(t is not None and t.no_new_privs))}",
         f"Seccomp:\t{sc.mode}",
         f"Seccomp_filters:\t{sc.count}",
@@ -1138,6 +1139,7 @@ class ProcRoot(ProcDir):
             b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
             b"sys": lambda: _static_dir(fs, "sys", sys_spec),
             b"net": lambda: _static_dir(fs, "net", _net_spec(kernel)),
+            b"sysvipc": lambda: _static_dir(fs, "sysvipc", ipc_proc.spec(kernel)),
         }
 
     def _groups(self) -> list[ThreadGroup]:

@@ -1,10 +1,15 @@
-"""System V IPC.  Linux: ipc/util.c (the registry), ipc/msg.c (message queues).
+"""System V IPC: the id and permission registry the three families share.
 
-The sandbox is one IPC namespace: its objects live in `Registry`s on the
-kernel (`kernel.ipc`).  An object's id is seq * IPCMNI + index, as
+Linux: ipc/util.c (ipcget, ipcperms, ipc_buildid, ipcctl_obtain_check),
+ipc/namespace.c.  The families: msgqueue.py (ipc/msg.c), semaphore.py
+(ipc/sem.c), shm.py (ipc/shm.c).
+
+The sandbox is one IPC namespace (`IPCNamespace`, `kernel.ipc`), with one
+`Registry` per family.  An object's id is seq * IPCMNI + index, as
 ipc_buildid makes it, so a removed object's id is not reused at once.
 Permissions follow ipcperms: the owner's, the group's or the other bits of
-the object's mode; the sandbox's root (CAP_IPC_OWNER) passes.
+the object's mode; CAP_IPC_OWNER passes.  IPC_SET and IPC_RMID need the
+owner, the creator or CAP_SYS_ADMIN (ipcctl_obtain_check).
 Concurrency: Sentry loop only.
 """
 
@@ -13,12 +18,15 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.ipc.msgqueue import MsgQueue
+    from pyvisor.sentry.kernel.ipc.semaphore import SemSet
+    from pyvisor.sentry.kernel.ipc.shm import Segment
     from pyvisor.sentry.kernel.task import Task
 
 # From <linux/ipc.h>.
@@ -29,6 +37,7 @@ IPC_64 = 0x100
 IPCMNI = 32768
 SEQ_MULTIPLIER = IPCMNI
 IPC_PERM = struct.Struct("<iIIIIIHH4xQQ")       # struct ipc64_perm (48 bytes)
+CAP_IPC_OWNER, CAP_SYS_ADMIN = 15, 21
 
 
 @dataclass(eq=False)
@@ -53,23 +62,21 @@ class IPCObject:
                              self.seq, 0, 0, 0)
 
     def check(self, t: Task, want: int) -> None:
-        """ipcperms: `want` is a mask of the 0o4 (read) and 0o2 (write) bits."""
+        """ipcperms: `want` is a mask of the 0o4 (read), 0o2 (write), 0o1 (execute) bits."""
         c = t.creds
-        if c.euid == 0:
-            return
         if c.euid in (self.uid, self.cuid):
             granted = self.mode >> 6
-        elif c.egid in (self.gid, self.cgid) or self.gid in c.groups:
+        elif c.fsgid in (self.gid, self.cgid) or self.gid in c.groups or self.cgid in c.groups:
             granted = self.mode >> 3
         else:
             granted = self.mode
-        if want & ~granted & 0o7:
+        if want & ~granted & 0o7 and not c.capable(CAP_IPC_OWNER):
             raise SyscallError(Errno.EACCES)
 
     def check_owner(self, t: Task) -> None:
         """IPC_SET/IPC_RMID: the owner, the creator or CAP_SYS_ADMIN (EPERM)."""
         c = t.creds
-        if c.euid != 0 and c.euid not in (self.uid, self.cuid):
+        if c.euid not in (self.uid, self.cuid) and not c.capable(CAP_SYS_ADMIN):
             raise SyscallError(Errno.EPERM)
 
     def set_perm(self, uid: int, gid: int, mode: int) -> None:
@@ -116,6 +123,10 @@ class Registry(Generic[T]):
     def remove(self, obj: T) -> None:
         obj.removed = True
         self.by_index.pop(obj.index, None)
+        self.forget_key(obj)
+
+    def forget_key(self, obj: T) -> None:
+        """The object can no longer be found by its key (ipc_set_key_private)."""
         if obj.key != IPC_PRIVATE and self.by_key.get(obj.key) is obj:
             del self.by_key[obj.key]
 
@@ -123,9 +134,29 @@ class Registry(Generic[T]):
         return max(self.by_index, default=0)
 
 
-def get_or_create(t: Task, reg: Registry[T], key: int, flags: int, make: type[T],
-                  **extra: object) -> T:
-    """The common part of msgget/semget/shmget (ipcget)."""
+class IPCNamespace:
+    """One IPC namespace.  Linux: struct ipc_namespace.  Owned by the Kernel."""
+
+    def __init__(self) -> None:
+        from pyvisor.sentry.kernel.ipc.msgqueue import MSGMNI
+        from pyvisor.sentry.kernel.ipc.semaphore import SEMMNI
+        self.msg: Registry[MsgQueue] = Registry(MSGMNI)
+        self.sem: Registry[SemSet] = Registry(SEMMNI)
+        self.shm: Registry[Segment] = Registry(IPCMNI)   # shmmni is checked by shmget
+        self.shm_tot = 0                                 # pages of every segment
+        self.shm_mem = 0                                 # their memory-file extents, bytes
+
+
+def namespace(kernel: Any) -> IPCNamespace:
+    """The IPC namespace of the sandbox."""
+    ns: IPCNamespace = kernel.ipc
+    return ns
+
+
+def get_or_create(t: Task, reg: Registry[T], key: int, flags: int, make: Callable[..., T],
+                  more_checks: Callable[[T], None] | None = None, **extra: object) -> T:
+    """The common part of msgget/semget/shmget (ipcget): `make` builds a new object
+    (and may refuse it), `more_checks` vets an existing one before its permissions."""
     c = t.creds
     obj = reg.find_key(key)
     if obj is None:
@@ -136,5 +167,25 @@ def get_or_create(t: Task, reg: Registry[T], key: int, flags: int, make: type[T]
         return reg.add(new)
     if flags & IPC_CREAT and flags & IPC_EXCL:
         raise SyscallError(Errno.EEXIST)
+    if more_checks is not None:
+        more_checks(obj)
     obj.check(t, (flags >> 6) & 0o7 | (flags >> 3) & 0o7 | flags & 0o7)
     return obj
+
+
+def obtain_by_index(t: Task, reg: Registry[T], index: int, check_read: bool) -> T:
+    """The object at `index` for MSG_STAT/SEM_STAT/SHM_STAT (read permission) and
+    their *_STAT_ANY forms (none)."""
+    obj = reg.by_index.get(index) if index >= 0 else None
+    if obj is None:
+        raise SyscallError(Errno.EINVAL)
+    if check_read:
+        obj.check(t, 0o4)
+    return obj
+
+
+def set_from_perm(obj: IPCObject, raw: bytes) -> None:
+    """IPC_SET's common part: uid, gid and the mode's permission bits from the
+    ipc64_perm at the start of the caller's *id64_ds."""
+    _key, uid, gid, _cuid, _cgid, mode = struct.unpack_from("<iIIIII", raw, 0)
+    obj.set_perm(uid, gid, mode)

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.ipc import (IPC_INFO, IPC_NOWAIT, IPC_RMID, IPC_SET, IPC_STAT,
-                                       IPCObject, Registry, get_or_create)
+                                       IPCObject, Registry, get_or_create, namespace,
+                                       obtain_by_index, set_from_perm)
 from pyvisor.sentry.kernel.memacct import Kind
 from pyvisor.sentry.waitqueue import WaitQueue
 
@@ -34,6 +35,7 @@ MSG_STAT, MSG_INFO, MSG_STAT_ANY = 11, 12, 13
 MSG_NOERROR, MSG_EXCEPT, MSG_COPY = 0o10000, 0o20000, 0o40000
 MSQID_DS = struct.Struct("<48sqqqQQQii16x")      # struct msqid64_ds after its ipc64_perm
 MSGINFO = struct.Struct("<iiiiiiiH2x")
+CAP_SYS_RESOURCE = 24
 
 
 @dataclass(eq=False)
@@ -53,9 +55,7 @@ class MsgQueue(IPCObject):
 
 
 def registry(t: Task) -> Registry[MsgQueue]:
-    ipc = t.kernel.ipc
-    reg: Registry[MsgQueue] = ipc.setdefault("msg", Registry(MSGMNI))
-    return reg
+    return namespace(t.kernel).msg
 
 
 def msgget(t: Task, key: int, flags: int) -> int:
@@ -159,11 +159,7 @@ def msgctl(t: Task, ident: int, cmd: int, buf: int) -> int:
         t.copy_out(buf, info)
         return reg.max_index()
     if cmd in (MSG_STAT, MSG_STAT_ANY):
-        q = reg.by_index.get(ident)
-        if q is None:
-            raise SyscallError(Errno.EINVAL)
-        if cmd == MSG_STAT:
-            q.check(t, 0o4)
+        q = obtain_by_index(t, reg, ident, check_read=cmd == MSG_STAT)
         t.copy_out(buf, q.pack())
         return q.id
     q = reg.get(ident)
@@ -173,13 +169,12 @@ def msgctl(t: Task, ident: int, cmd: int, buf: int) -> int:
         return 0
     if cmd == IPC_SET:
         raw = t.copy_in(buf, MSQID_DS.size)
-        _key, uid, gid, _cuid, _cgid, mode = struct.unpack_from("<iIIIII", raw, 0)
         qbytes = struct.unpack_from("<Q", raw, 48 + 40)[0]
         q.check_owner(t)
-        if qbytes > MSGMNB and t.creds.euid != 0:
+        if qbytes > MSGMNB and not t.creds.capable(CAP_SYS_RESOURCE):
             raise SyscallError(Errno.EPERM)
         q.qbytes = qbytes
-        q.set_perm(uid, gid, mode)
+        set_from_perm(q, raw)
         q.wq.notify()
         return 0
     if cmd == IPC_RMID:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut
 from pyvisor.sentry.kernel.ipc import (IPC_INFO, IPC_NOWAIT, IPC_RMID, IPC_SET, IPC_STAT,
-                                       IPCObject, Registry, get_or_create)
+                                       IPCObject, Registry, get_or_create, namespace,
+                                       obtain_by_index, set_from_perm)
 from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -58,8 +59,7 @@ class SemSet(IPCObject):
 
 
 def registry(t: Task) -> Registry[SemSet]:
-    reg: Registry[SemSet] = t.kernel.ipc.setdefault("sem", Registry(SEMMNI))
-    return reg
+    return namespace(t.kernel).sem
 
 
 def semget(t: Task, key: int, nsems: int, flags: int) -> int:
@@ -156,11 +156,7 @@ def semctl(t: Task, ident: int, num: int, cmd: int, arg: int) -> int:
                                      usz, SEMVMX, aem))
         return reg.max_index()
     if cmd in (SEM_STAT, SEM_STAT_ANY):
-        s = reg.by_index.get(ident)
-        if s is None:
-            raise SyscallError(Errno.EINVAL)
-        if cmd == SEM_STAT:
-            s.check(t, 0o4)
+        s = obtain_by_index(t, reg, ident, check_read=cmd == SEM_STAT)
         t.copy_out(arg, s.pack())
         return s.id
     s = reg.get(ident)
@@ -170,9 +166,9 @@ def semctl(t: Task, ident: int, num: int, cmd: int, arg: int) -> int:
         s.wq.notify()
         return 0
     if cmd == IPC_SET:
-        _key, uid, gid, _cuid, _cgid, mode = struct.unpack("<iIIIII", t.copy_in(arg, 24))
+        raw = t.copy_in(arg, 24)
         s.check_owner(t)
-        s.set_perm(uid, gid, mode)
+        set_from_perm(s, raw)
         return 0
     if cmd == IPC_STAT:
         s.check(t, 0o4)

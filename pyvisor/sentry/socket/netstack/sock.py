@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import CAP_NET_BIND_SERVICE
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import (IP_BIND_ADDRESS_NO_PORT, IP_CHECKSUM, IP_FREEBIND,
                                     IP_MINTTL, IP_MTU, IP_MTU_DISCOVER, IP_MULTICAST_ALL,
@@ -147,7 +148,8 @@ class NetSocket(Socket):
         if not inet.is_any(ip) and not self.stack.is_local(ip) and not multicast \
                 and not self.ip.get(IP_FREEBIND) and not self.ip.get(IP_TRANSPARENT):
             raise SyscallError(Errno.EADDRNOTAVAIL)
-        if port and port < self.stack.sysctl.unprivileged_port_start and t.creds.euid != 0:
+        if port and port < self.stack.sysctl.unprivileged_port_start and \
+                not t.creds.capable(CAP_NET_BIND_SERVICE):
             raise SyscallError(Errno.EACCES)
         if self.bound or self.tcp_state != 7:
             raise SyscallError(Errno.EINVAL)

@@ -10,21 +10,25 @@ import struct
 import time
 from typing import Any
 
+from pyvisor.abi.linux.capability import (CAP_CHOWN, CAP_FSETID, CAP_MKNOD,
+                                          CAP_SYS_CHROOT)
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR,
                                      AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, F_ADD_SEALS,
                                      F_DUPFD, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
-                                     F_GETLK, F_GETOWN, F_GETPIPE_SZ, F_OFD_GETLK, F_OFD_SETLK,
+                                     F_GETLK, F_GETOWN, F_GETOWN_EX, F_GETPIPE_SZ, F_GETSIG,
+                                     F_OFD_GETLK, F_OFD_SETLK,
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
-                                     F_SETOWN, F_SETPIPE_SZ, FD_CLOEXEC, MFD_ALLOW_SEALING,
-                                     MFD_CLOEXEC, MFD_HUGETLB, O_CLOEXEC, O_CREAT, O_PATH,
+                                     F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ, F_SETSIG, FD_CLOEXEC,
+                                     MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, O_ASYNC,
+                                     O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
                                      RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      SETFL_MASK)
-from pyvisor.abi.linux.stat import S_IFDIR, S_IFMT, S_IFREG, STATFS, STATX
+from pyvisor.abi.linux.stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S_ISGID, STATFS, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
-from pyvisor.sentry.kernel import locks
+from pyvisor.sentry.kernel import fasync, locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.errors import SyscallError
@@ -35,11 +39,12 @@ from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
-from pyvisor.sentry.vfs.perms import (CAP_FOWNER, MAY_WRITE, check_access, fs_capable,
-                                      may_access, needs_check)
+from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access, owner_or_capable
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
 
 FIONCLEX, FIOCLEX, FIONBIO, FIOASYNC, FIONREAD = 0x5450, 0x5451, 0x5421, 0x5452, 0x541B
+FIOSETOWN, SIOCSPGRP, FIOGETOWN, SIOCGPGRP = 0x8901, 0x8902, 0x8903, 0x8904
+_F_OWNER_EX = struct.Struct("<ii")              # struct f_owner_ex
 
 
 def _path(t: Task, addr: int) -> bytes:
@@ -281,7 +286,14 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     if cmd == F_GETFL:
         return f.flags
     if cmd == F_SETFL:
-        f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
+        if f.flags & O_PATH:
+            raise SyscallError(Errno.EBADF)        # check_fcntl_cmd
+        # O_ASYNC changes only where the file has a fasync hook, which sets it (setfl).
+        mask = SETFL_MASK & ~O_ASYNC
+        if (arg ^ f.flags) & O_ASYNC and f.impl.fasync:
+            fasync.set_async(t, f, fd, bool(arg & O_ASYNC))
+            mask |= O_ASYNC
+        f.flags = (f.flags & ~mask) | (arg & mask)
         return 0
     if cmd in (F_GETLK, F_OFD_GETLK, F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
         f.incref()
@@ -289,10 +301,10 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
             return await _fcntl_lock(t, f, cmd, arg)
         finally:
             f.decref()
-    if cmd in (F_GETOWN,):
-        return 0
-    if cmd in (F_SETOWN,):
-        return 0
+    if cmd in (F_GETOWN, F_SETOWN, F_GETOWN_EX, F_SETOWN_EX, F_GETSIG, F_SETSIG):
+        if f.flags & O_PATH:
+            raise SyscallError(Errno.EBADF)        # check_fcntl_cmd
+        return _fcntl_owner(t, f, cmd, arg)
     if cmd == F_GETPIPE_SZ:
         pipe = getattr(f.impl, "pipe", None)
         if pipe is None:
@@ -314,10 +326,58 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
     raise SyscallError(Errno.EINVAL)
 
 
+def _fcntl_owner(t: Task, f: FileDescription, cmd: int, arg: int) -> int:
+    """F_{GET,SET}OWN[_EX] and F_{GET,SET}SIG (kernel/fasync.py)."""
+    if cmd == F_SETOWN:
+        fasync.f_setown(t, f, c_int(arg))
+        return 0
+    if cmd == F_GETOWN:
+        return fasync.f_getown(t, f)
+    if cmd == F_SETOWN_EX:
+        kind, pid = _F_OWNER_EX.unpack(t.copy_in(arg, _F_OWNER_EX.size))
+        fasync.f_setown_ex(t, f, kind, pid)
+        return 0
+    if cmd == F_GETOWN_EX:
+        t.copy_out(arg, _F_OWNER_EX.pack(*fasync.f_getown_ex(t, f)))
+        return 0
+    if cmd == F_SETSIG:
+        fasync.f_setsig(f, arg)
+        return 0
+    return fasync.f_getsig(f)
+
+
+def _ioctl_async(t: Task, fd: int, f: FileDescription, cmd: int, arg: int) -> int:
+    """FIOASYNC (ioctl_fioasync) and, on sockets, FIOSETOWN/SIOCSPGRP and
+    FIOGETOWN/SIOCGPGRP (sock_ioctl)."""
+    if cmd == FIOASYNC:
+        (on,) = struct.unpack("<i", t.copy_in(arg, 4))
+        if bool(on) != bool(f.flags & O_ASYNC):
+            if not f.impl.fasync:
+                raise SyscallError(Errno.ENOTTY)
+            fasync.set_async(t, f, fd, bool(on))
+            f.flags ^= O_ASYNC
+        return 0
+    if not _is_socket(f):
+        raise SyscallError(Errno.ENOTTY)
+    if cmd in (FIOSETOWN, SIOCSPGRP):
+        (who,) = struct.unpack("<i", t.copy_in(arg, 4))
+        fasync.f_setown(t, f, who)
+        return 0
+    t.copy_out(arg, struct.pack("<i", fasync.f_getown(t, f)))
+    return 0
+
+
+def _is_socket(f: FileDescription) -> bool:
+    from pyvisor.sentry.socket.common import Socket
+    return isinstance(f.impl, Socket)
+
+
 def sys_ioctl(t: Task, r: SyscallArguments) -> int:
     """Implements ioctl(2): generic requests here, the rest by the file."""
     fd, cmd, arg = r.int32(0), r.uint32(1), r.pointer(2)
     f = t.fd_table.get(fd)
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)        # ioctl takes no O_PATH file (fdget)
     if cmd == FIOCLEX:
         t.fd_table.set_cloexec(fd, True)
         return 0
@@ -328,14 +388,12 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
         (v,) = struct.unpack("<i", t.copy_in(arg, 4))
         f.flags = f.flags | 0o4000 if v else f.flags & ~0o4000
         return 0
-    if cmd == FIOASYNC:
-        return 0
+    if cmd in (FIOASYNC, FIOSETOWN, SIOCSPGRP, FIOGETOWN, SIOCGPGRP):
+        return _ioctl_async(t, fd, f, cmd, arg)
     if cmd == FIONREAD and f.inode.is_regular():
         # An int, as ioctl_fionread's put_user: truncated, negative past the end.
         t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
-    if f.flags & O_PATH:
-        raise SyscallError(Errno.EBADF)
     return f.impl.ioctl(f, t, cmd, arg)
 
 
@@ -495,7 +553,7 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -518,9 +576,13 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     if ops.child_or_none(parent, name) is not None:
         raise SyscallError(Errno.EEXIST)
     ops.check_writable(parent.mount)
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     ftype = mode & S_IFMT
+    if not t.creds.fs_superuser():
+        check_access(t, parent.inode, MAY_WRITE | 1)
+    if ftype in (S_IFCHR, S_IFBLK) and not t.creds.capable(CAP_MKNOD):
+        raise SyscallError(Errno.EPERM)
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -572,7 +634,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if id(d) in parent.mount.children:
         raise SyscallError(Errno.EBUSY)
     ops.check_writable(parent.mount)
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
     if flags & AT_REMOVEDIR:
@@ -653,7 +715,7 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
                 if d is dst:
                     raise SyscallError(Errno.EINVAL)
                 d = d.parent
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, op.inode, MAY_WRITE | 1)
         check_access(t, np.inode, MAY_WRITE | 1)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
@@ -724,8 +786,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     if path.endswith(b"/"):
         raise SyscallError(Errno.ENOENT)    # a directory was asked for (filename_create)
     ops.check_writable(parent.mount)
-    if needs_check(t.creds):
-        check_access(t, parent.inode, MAY_WRITE | 1)
+    if not t.creds.fs_superuser():
+        check_access(t, parent.inode, MAY_WRITE | 1)      # may_create
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     if inotify._watches:
@@ -781,7 +843,7 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
     if parent.mount is not src.mount:
         raise SyscallError(Errno.EXDEV)
     ops.check_writable(parent.mount)
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = src.inode
     _may_linkat(t, inode)
@@ -800,8 +862,7 @@ def _may_linkat(t: Task, inode: Any) -> None:
     """fs.protected_hardlinks (on, as systemd sets it): a hard link to a file one does
     not own needs a regular file one may read and write, without set-id bits, or
     CAP_FOWNER (Linux: may_linkat)."""
-    c = t.creds
-    if c.fsuid == inode.uid or fs_capable(c, CAP_FOWNER):
+    if owner_or_capable(t, inode):
         return
     mode = inode.mode
     if not inode.is_regular() or mode & 0o4000 or mode & 0o2010 == 0o2010 or \
@@ -836,17 +897,19 @@ def sys_fchdir(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if not f.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
+    t.check_exec(f.inode)                      # file_permission(MAY_EXEC | MAY_CHDIR)
     t.fs.cwd = Location(f.mount, f.dentry)
     return 0
 
 
 def sys_chroot(t: Task, r: SyscallArguments) -> int:
-    """Implements chroot(2): root may confine itself further inside the sandbox."""
-    if t.creds.euid != 0:
-        raise SyscallError(Errno.EPERM)
+    """Implements chroot(2): CAP_SYS_CHROOT may confine itself further inside the sandbox."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)), True)
     if not loc.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
+    check_access(t, loc.inode, 1)
+    if not t.creds.capable(CAP_SYS_CHROOT):
+        raise SyscallError(Errno.EPERM)
     t.fs.root = loc
     return 0
 
@@ -879,13 +942,18 @@ def _attr_event(where: Any, mask: int) -> None:
 
 
 def _owner_or_root(t: Task, loc_inode) -> None:  # type: ignore[no-untyped-def]
-    if t.creds.fsuid != loc_inode.uid and not fs_capable(t.creds, CAP_FOWNER):
+    if not owner_or_capable(t, loc_inode):
         raise SyscallError(Errno.EPERM)
 
 
 def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
     _owner_or_root(t, inode)
-    inode.setattr(mode=mode & 0o7777)
+    mode &= 0o7777
+    # setattr_prepare: the set-group-ID bit needs the file's group or CAP_FSETID.
+    if mode & S_ISGID and not t.creds.in_group(inode.gid) and \
+            not t.creds.capable(CAP_FSETID):
+        mode &= ~S_ISGID
+    inode.setattr(mode=mode)
     return 0
 
 
@@ -897,8 +965,16 @@ def sys_chmod(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+def _fd_not_path(t: Task, fd: int) -> FileDescription:
+    """The file at `fd` for calls that take no O_PATH file (fdget, not fdget_raw)."""
+    f = t.fd_table.get(fd)
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
+    return f
+
+
 def sys_fchmod(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.fd(0))
+    f = _fd_not_path(t, r.fd(0))
     _chmod(t, _rw(f), r.uint32(1))
     _attr_event(f, inotify.IN_ATTRIB)
     return 0
@@ -915,10 +991,14 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
     # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
     uid = -1 if uid & 0xFFFFFFFF == 0xFFFFFFFF else uid & 0xFFFFFFFF
     gid = -1 if gid & 0xFFFFFFFF == 0xFFFFFFFF else gid & 0xFFFFFFFF
-    if t.creds.euid != 0:
-        if uid not in (-1, inode.uid) or (gid != -1 and gid not in (t.creds.egid,) + t.creds.groups):
+    c = t.creds
+    if not c.capable(CAP_CHOWN):
+        # chown_ok/chgrp_ok: the owner may "change" the owner to itself and the group
+        # to one of its own.
+        if uid not in (-1, inode.uid) or (gid not in (-1, inode.gid) and not c.in_group(gid)):
             raise SyscallError(Errno.EPERM)
-        _owner_or_root(t, inode)
+        if c.fsuid != inode.uid and (uid != -1 or gid != -1):
+            raise SyscallError(Errno.EPERM)
     inode.setattr(uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
     return 0
 
@@ -941,7 +1021,7 @@ def sys_lchown(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_fchown(t: Task, r: SyscallArguments) -> int:
-    return _chown_where(t, t.fd_table.get(r.fd(0)), r.int32(1), r.int32(2))
+    return _chown_where(t, _fd_not_path(t, r.fd(0)), r.int32(1), r.int32(2))
 
 
 def sys_fchownat(t: Task, r: SyscallArguments) -> int:
@@ -965,7 +1045,7 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
 def sys_truncate(t: Task, r: SyscallArguments) -> int:
     """Implements truncate(2)."""
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, r.pointer(0)))
-    if needs_check(t.creds):
+    if not t.creds.fs_superuser():
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
@@ -1013,13 +1093,32 @@ def sys_utimensat(t: Task, r: SyscallArguments) -> int:
     else:
         if flags:
             raise SyscallError(Errno.EINVAL)
-        where = t.fd_table.get(dirfd)
+        where = _fd_not_path(t, dirfd)
     inode = _rw(where)
     now = time.time_ns()
     at, mt = decode_utimens(raw, now) if raw is not None else (now, now)
+    nsecs = (struct.unpack_from("<8xq", raw, 0)[0], struct.unpack_from("<8xq", raw, 16)[0]) \
+        if raw is not None else (_UTIME_NOW, _UTIME_NOW)
+    _may_set_times(t, inode, explicit=any(n not in (_UTIME_NOW, _UTIME_OMIT) for n in nsecs),
+                   touch=nsecs == (_UTIME_NOW, _UTIME_NOW))
     inode.setattr(atime_ns=at, mtime_ns=mt)
     _attr_event(where, inotify.attr_mask(atime=at is not None, mtime=mt is not None))
     return 0
+
+
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+def _may_set_times(t: Task, inode: Any, explicit: bool, touch: bool) -> None:
+    """Setting a time other than "now" needs the owner or CAP_FOWNER (EPERM); setting
+    both to "now" needs that or write permission (EACCES).  Linux: setattr_prepare,
+    may_setattr (ATTR_TIMES_SET, ATTR_TOUCH)."""
+    if owner_or_capable(t, inode):
+        return
+    if explicit:
+        raise SyscallError(Errno.EPERM)
+    if touch:
+        check_access(t, inode, MAY_WRITE)
 
 
 def sys_utimes(t: Task, r: SyscallArguments) -> int:
@@ -1028,6 +1127,7 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
     at_mt = copy_in_utimes(t, times) if times else None
     loc = ops.lookup_at(t, AT_FDCWD, _path(t, path))
     ops.check_writable(loc.mount)
+    _may_set_times(t, loc.inode, explicit=at_mt is not None, touch=at_mt is None)
     if at_mt is None:
         now = time.time_ns()
         at_mt = (now, now)

@@ -1,4 +1,4 @@
-"""System V IPC calls.  Linux: ipc/syscall.c, ipc/msg.c, ipc/sem.c."""
+"""System V IPC calls.  Linux: ipc/syscall.c, ipc/msg.c, ipc/sem.c, ipc/shm.c."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.ipc import IPC_64
 from pyvisor.sentry.kernel.ipc import msgqueue as mq
 from pyvisor.sentry.kernel.ipc import semaphore as sem
+from pyvisor.sentry.kernel.ipc import shm
 from pyvisor.sentry.kernel.task import Task
 
 
@@ -82,3 +83,27 @@ async def sys_semtimedop(t: Task, r: SyscallArguments) -> int:
 def sys_semctl(t: Task, r: SyscallArguments) -> int:
     """Implements semctl(2)."""
     return sem.semctl(t, r.int32(0), r.int32(1), r.int32(2) & ~IPC_64, r.uint64(3))
+
+
+# -- shared memory ----------------------------------------------------------------------------
+
+
+def sys_shmget(t: Task, r: SyscallArguments) -> int:
+    """Implements shmget(2)."""
+    return shm.shmget(t, r.int32(0), r.uint64(1), r.int32(2))
+
+
+def sys_shmat(t: Task, r: SyscallArguments) -> int:
+    """Implements shmat(2)."""
+    return shm.shmat(t, r.int32(0), r.pointer(1), r.int32(2))
+
+
+def sys_shmdt(t: Task, r: SyscallArguments) -> int:
+    """Implements shmdt(2)."""
+    shm.shmdt(t, r.pointer(0))
+    return 0
+
+
+def sys_shmctl(t: Task, r: SyscallArguments) -> int:
+    """Implements shmctl(2)."""
+    return shm.shmctl(t, r.int32(0), r.int32(1) & ~IPC_64, r.pointer(2))

@@ -24,7 +24,12 @@ from pyvisor.abi.linux.ptrace import PTRACE_EVENT_VFORK_DONE as P_EVENT_VFORK_DO
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
-from pyvisor.sentry.kernel.task import ALL_CAPS, Credentials
+from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_LAST_CAP, CAP_SETGID, CAP_SETUID,
+                                          CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_RESOURCE,
+                                          PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ,
+                                          PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_SET_KEEPCAPS,
+                                          PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)
+from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -91,14 +96,16 @@ def sys_getgroups(t: Task, r: SyscallArguments) -> int:
     return len(groups)
 
 
-def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
-    """setres[ug]id core: root may set anything; others only among their current ids."""
+def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int], checked: bool = False) -> int:
+    """setres[ug]id core: CAP_SETUID (CAP_SETGID) may set anything; others only among
+    their current ids.  Capabilities follow (kernel/creds.py)."""
     c = t.creds
     cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
     # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
     vals = tuple(-1 if v & 0xFFFFFFFF == 0xFFFFFFFF else v & 0xFFFFFFFF for v in vals)
+    privileged = checked or c.capable(CAP_SETUID if uid else CAP_SETGID)
     for v in vals:
-        if v != -1 and c.euid != 0 and v not in cur:
+        if v != -1 and not privileged and v not in cur:
             raise SyscallError(Errno.EPERM)
     new = c.copy()
     names = ("uid", "euid", "suid") if uid else ("gid", "egid", "sgid")
@@ -107,37 +114,27 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int]) -> int:
             setattr(new, name, v)
     if uid:
         new.fsuid = new.euid
-        if new.caps is not None:
-            new.caps = _emulate_setxuid(c, new, new.caps)
+        kcreds.fix_setuid(c, new)
     else:
         new.fsgid = new.egid
     t.creds = new
     return 0
 
 
-def _emulate_setxuid(old: Credentials, new: Credentials,
-                     caps: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Capabilities across a uid change.  Linux: cap_emulate_setxuid (no keepcaps)."""
-    eff, prm, inh = caps
-    if 0 in (old.uid, old.euid, old.suid) and 0 not in (new.uid, new.euid, new.suid):
-        eff = prm = 0
-    if old.euid == 0 and new.euid != 0:
-        eff = 0
-    elif old.euid != 0 and new.euid == 0:
-        eff = prm
-    return eff, prm, inh
-
-
 def sys_setuid(t: Task, r: SyscallArguments) -> int:
     u = r.int32(0)
-    if t.creds.euid == 0:
+    if u == -1:
+        raise SyscallError(Errno.EINVAL)          # not a valid uid
+    if t.creds.capable(CAP_SETUID):
         return _set_ids(t, True, (u, u, u))
     return _set_ids(t, True, (-1, u, -1))
 
 
 def sys_setgid(t: Task, r: SyscallArguments) -> int:
     g = r.int32(0)
-    if t.creds.euid == 0:
+    if g == -1:
+        raise SyscallError(Errno.EINVAL)
+    if t.creds.capable(CAP_SETGID):
         return _set_ids(t, False, (g, g, g))
     return _set_ids(t, False, (-1, g, -1))
 
@@ -150,17 +147,33 @@ def sys_setresgid(t: Task, r: SyscallArguments) -> int:
     return _set_ids(t, False, (r.int32(0), r.int32(1), r.int32(2)))
 
 
+def _set_re(t: Task, uid: bool, real: int, eff: int) -> int:
+    """setre[ug]id: the real id may become the real or effective one, the effective
+    any of the three (or anything with CAP_SETUID/CAP_SETGID); the saved id follows
+    the effective one when the real id is set or the effective one leaves it."""
+    c = t.creds
+    old_r, old_e = (c.uid, c.euid) if uid else (c.gid, c.egid)
+    cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
+    real, eff = (-1 if v == -1 else v & 0xFFFFFFFF for v in (real, eff))
+    if not c.capable(CAP_SETUID if uid else CAP_SETGID):
+        if real != -1 and real not in (old_r, old_e) or eff != -1 and eff not in cur:
+            raise SyscallError(Errno.EPERM)
+    new_e = old_e if eff == -1 else eff
+    saved = new_e if real != -1 or (eff != -1 and eff != old_r) else -1
+    return _set_ids(t, uid, (real, eff, saved), checked=True)
+
+
 def sys_setreuid(t: Task, r: SyscallArguments) -> int:
-    return _set_ids(t, True, (r.int32(0), r.int32(1), -1))
+    return _set_re(t, True, r.int32(0), r.int32(1))
 
 
 def sys_setregid(t: Task, r: SyscallArguments) -> int:
-    return _set_ids(t, False, (r.int32(0), r.int32(1), -1))
+    return _set_re(t, False, r.int32(0), r.int32(1))
 
 
 def sys_setgroups(t: Task, r: SyscallArguments) -> int:
     n, addr = r.int32(0), r.pointer(1)
-    if t.creds.euid != 0:
+    if not t.creds.capable(CAP_SETGID):
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 65536:
         raise SyscallError(Errno.EINVAL)
@@ -172,25 +185,44 @@ def sys_setgroups(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_setfsuid(t: Task, r: SyscallArguments) -> int:
-    old = t.creds.fsuid
+    """Implements setfsuid(2): the old fsuid, whether or not the change is allowed."""
+    c = t.creds
+    old, v = c.fsuid, r.uint32(0)
+    if v != 0xFFFFFFFF and v != old and \
+            (v in (c.uid, c.euid, c.suid, c.fsuid) or c.capable(CAP_SETUID)):
+        new = c.copy()
+        new.fsuid = v
+        kcreds.fix_setfsuid(c, new)
+        t.creds = new
     return old
 
 
 def sys_setfsgid(t: Task, r: SyscallArguments) -> int:
-    return t.creds.fsgid
+    """Implements setfsgid(2)."""
+    c = t.creds
+    old, v = c.fsgid, r.uint32(0)
+    if v != 0xFFFFFFFF and v != old and \
+            (v in (c.gid, c.egid, c.sgid, c.fsgid) or c.capable(CAP_SETGID)):
+        new = c.copy()
+        new.fsgid = v
+        t.creds = new
+    return old
 
 
 def sys_capget(t: Task, r: SyscallArguments) -> int:
-    """Implements capget(2): root has every capability, others none."""
+    """Implements capget(2): the sets of the caller or of thread `pid`."""
     hdr, data = r.pointer(0), r.pointer(1)
-    version, _pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
+    version, pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
     if version not in (0x19980330, 0x20071026, 0x20080522):
         t.copy_out(hdr, struct.pack("<I", 0x20080522))
         if data:
             raise SyscallError(Errno.EINVAL)
         return 0
+    if pid < 0:
+        raise SyscallError(Errno.EINVAL)
+    target = t if pid in (0, t.tid) else _sched_target(t, pid)
     if data:
-        sets = t.creds.cap_sets()                  # effective, permitted, inheritable
+        sets = target.creds.cap_sets()             # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
         t.copy_out(data, b"".join(struct.pack("<3I", *((c >> (32 * i)) & 0xFFFFFFFF for c in sets))
                                   for i in range(n)))
@@ -198,8 +230,7 @@ def sys_capget(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_capset(t: Task, r: SyscallArguments) -> int:
-    """Implements capset(2) for the calling thread: the sets are kept (capget reads
-    them, seccomp checks CAP_SYS_ADMIN) but other permission checks go by the ids."""
+    """Implements capset(2) for the calling thread (kernel/creds.py)."""
     hdr, data = r.pointer(0), r.pointer(1)
     version, pid = struct.unpack("<Ii", t.copy_in(hdr, 8))
     if version not in (0x19980330, 0x20071026, 0x20080522):
@@ -211,11 +242,8 @@ def sys_capset(t: Task, r: SyscallArguments) -> int:
     raw = struct.unpack(f"<{3 * n}I", t.copy_in(data, 12 * n))
     eff, prm, inh = (sum(raw[3 * i + j] << (32 * i) for i in range(n)) & ALL_CAPS
                      for j in range(3))
-    old_eff, old_prm, old_inh = t.creds.cap_sets()
-    if inh & ~(old_inh | old_prm) or prm & ~old_prm or eff & ~prm:
-        raise SyscallError(Errno.EPERM)
     new = t.creds.copy()
-    new.caps = (eff, prm, inh)
+    kcreds.capset(new, eff, prm, inh)
     t.creds = new
     return 0
 
@@ -266,8 +294,6 @@ def sys_arch_prctl(t: Task, r: SyscallArguments) -> int:
 _PR_SET_PDEATHSIG, _PR_GET_PDEATHSIG, _PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 1, 2, 3, 4
 _PR_SET_NAME, _PR_GET_NAME = 15, 16
 _PR_GET_SECCOMP, _PR_SET_SECCOMP = 21, 22
-_PR_CAPBSET_READ = 23
-_PR_GET_KEEPCAPS, _PR_SET_KEEPCAPS = 7, 8
 _PR_SET_NO_NEW_PRIVS, _PR_GET_NO_NEW_PRIVS = 38, 39
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
 _PR_SET_VMA = 0x53564D41
@@ -310,19 +336,43 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         if arg2 or r.uint64(2) or r.uint64(3) or r.uint64(4):
             raise SyscallError(Errno.EINVAL)
         return int(t.no_new_privs)
-    if opt == _PR_SET_KEEPCAPS:      # accepted: capabilities across setuid are not modelled
-        if arg2 > 1:
-            raise SyscallError(Errno.EINVAL)
-        return 0
-    if opt == _PR_GET_KEEPCAPS:
-        return 0
-    if opt == _PR_CAPBSET_READ:
-        return 1 if arg2 <= 40 else -Errno.EINVAL
+    if opt in (PR_SET_KEEPCAPS, PR_GET_KEEPCAPS, PR_CAPBSET_READ, PR_CAPBSET_DROP,
+               PR_GET_SECUREBITS, PR_SET_SECUREBITS, PR_CAP_AMBIENT):
+        return _prctl_caps(t, opt, arg2, r)
     if opt == _PR_GET_SECCOMP:
         return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
         return seccomp.prctl_set(t, int(arg2), r.pointer(2))
     raise SyscallError(Errno.EINVAL)
+
+
+def _prctl_caps(t: Task, opt: int, arg2: int, r: SyscallArguments) -> int:
+    """PR_{GET,SET}_KEEPCAPS, PR_{GET,SET}_SECUREBITS, PR_CAP_AMBIENT and
+    PR_CAPBSET_{READ,DROP} (kernel/creds.py)."""
+    if opt == PR_GET_KEEPCAPS:
+        return int(bool(t.creds.securebits & SECBIT_KEEP_CAPS))
+    if opt == PR_GET_SECUREBITS:
+        return t.creds.securebits
+    new = t.creds.copy()
+    if opt == PR_SET_KEEPCAPS:
+        kcreds.set_keepcaps(new, arg2)
+        t.creds = new
+        return 0
+    if opt == PR_SET_SECUREBITS:
+        kcreds.set_securebits(new, arg2)
+        t.creds = new
+        return 0
+    if opt == PR_CAP_AMBIENT:
+        ret = kcreds.ambient(new, arg2, r.uint64(2), r.uint64(3) | r.uint64(4))
+        t.creds = new
+        return ret
+    if arg2 > CAP_LAST_CAP:
+        raise SyscallError(Errno.EINVAL)
+    if opt == PR_CAPBSET_READ:
+        return t.creds.bset >> arg2 & 1
+    kcreds.bset_drop(new, arg2)
+    t.creds = new
+    return 0
 
 
 def sys_seccomp(t: Task, r: SyscallArguments) -> int:
@@ -344,7 +394,7 @@ def sys_uname(t: Task, r: SyscallArguments) -> int:
 
 def sys_sethostname(t: Task, r: SyscallArguments) -> int:
     addr, n = r.pointer(0), r.int32(1)
-    if t.creds.euid != 0:
+    if not t.creds.capable(CAP_SYS_ADMIN):
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
@@ -354,7 +404,7 @@ def sys_sethostname(t: Task, r: SyscallArguments) -> int:
 
 def sys_setdomainname(t: Task, r: SyscallArguments) -> int:
     addr, n = r.pointer(0), r.int32(1)
-    if t.creds.euid != 0:
+    if not t.creds.capable(CAP_SYS_ADMIN):
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
@@ -369,7 +419,7 @@ def _rlimit(t: Task, tg: ThreadGroup, res: int, new: int, old: int) -> None:
         cur, mx = struct.unpack("<QQ", t.copy_in(new, 16))
         if cur > mx:
             raise SyscallError(Errno.EINVAL)
-        if mx > tg.rlimits[res][1] and t.creds.euid != 0:
+        if mx > tg.rlimits[res][1] and not t.creds.capable(CAP_SYS_RESOURCE):
             raise SyscallError(Errno.EPERM)
         if res == RLIMIT_NOFILE and mx != RLIM_INFINITY and mx > 1 << 20:
             raise SyscallError(Errno.EPERM)
@@ -593,26 +643,56 @@ def sys_sched_get_priority_min(t: Task, r: SyscallArguments) -> int:
     return 1 if r.int32(0) in (1, 2) else 0
 
 
-def _prio_check(t: Task, which: int, who: int) -> None:
+_RLIMIT_NICE = 13
+
+
+def _prio_targets(t: Task, which: int, who: int) -> list[Task]:
+    """The threads a get/setpriority names (PRIO_PROCESS: one thread; PRIO_PGRP: the
+    group's; PRIO_USER: those of a real uid); ESRCH if none."""
+    k = t.kernel
     if which == 0:                               # PRIO_PROCESS
-        _sched_target(t, who)
-    elif which == 1:                             # PRIO_PGRP
-        pgid = who or t.tg.pgid
-        if not any(g.pgid == pgid and not g.zombie for g in t.kernel.groups.values()):
+        if who < 0:
             raise SyscallError(Errno.ESRCH)
-    elif which != 2:                             # PRIO_USER: any uid
+        return [_sched_target(t, who)]
+    if which == 1:                               # PRIO_PGRP
+        pgid = who or t.tg.pgid
+        out = [x for g in k.groups.values() if g.pgid == pgid and not g.zombie
+               and sees(t.tg, g) for x in g.tasks if not x.exited]
+    elif which == 2:                             # PRIO_USER
+        uid = who if who else t.creds.uid
+        out = [x for x in k.tasks_by_tid.values() if not x.exited and x.creds.uid == uid
+               and sees(t.tg, x.tg)]
+    else:
         raise SyscallError(Errno.EINVAL)
+    if not out:
+        raise SyscallError(Errno.ESRCH)
+    return out
 
 
 def sys_getpriority(t: Task, r: SyscallArguments) -> int:
-    """Implements getprioriy(2): every task runs at nice 0 (the raw value 20)."""
-    _prio_check(t, r.int32(0), r.int32(1))
-    return 20
+    """Implements getpriority(2): 20 - the highest nice value (nice_to_rlimit)."""
+    return max(20 - x.nice for x in _prio_targets(t, r.int32(0), r.int32(1)))
 
 
 def sys_setpriority(t: Task, r: SyscallArguments) -> int:
-    """Implements setpriority(2): validated, not applied."""
-    _prio_check(t, r.int32(0), r.int32(1))
+    """Implements setpriority(2): kept and reported, not applied to the host's scheduler.
+    Linux: set_one_prio (the target's uid or CAP_SYS_NICE; a lower nice value within
+    RLIMIT_NICE or CAP_SYS_NICE)."""
+    which, who, nice = r.int32(0), r.int32(1), r.int32(2)
+    nice = max(-20, min(19, nice))
+    c = t.creds
+    err = None
+    for x in _prio_targets(t, which, who):
+        if x.creds.uid != c.euid and x.creds.euid != c.euid and not c.capable(CAP_SYS_NICE):
+            err = Errno.EPERM
+            continue
+        if nice < x.nice and 20 - nice > x.tg.rlimits[_RLIMIT_NICE][0] and \
+                not c.capable(CAP_SYS_NICE):
+            err = Errno.EACCES
+            continue
+        x.nice = nice
+    if err is not None:
+        raise SyscallError(err)
     return 0
 
 

@@ -10,6 +10,7 @@ from pyvisor.abi.linux.signal import (NSIG, SI_TKILL, SI_USER, SIG_BLOCK, SIG_DF
                                       UNBLOCKABLE, Signal)
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import cputimers
+from pyvisor.sentry.kernel.creds import may_kill
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.task import SigAction, Task, ThreadGroup, is_init, sees
@@ -95,6 +96,9 @@ def _find_group(t: Task, pid: int) -> list:
     if pid > 0:
         # A zombie still holds its pid: kill succeeds and does nothing (Linux).
         tg = k.groups.get(pid)
+        if tg is None:                       # a thread's id names its process (kill_pid_info)
+            task = k.tasks_by_tid.get(pid)
+            tg = task.tg if task is not None and not task.exited else None
         if tg is None or tg.reaped or not sees(t.tg, tg):
             raise SyscallError(Errno.ESRCH)
         return [tg]
@@ -124,14 +128,28 @@ def _init_ignores(t: Task, tg: ThreadGroup, sig: int) -> bool:
     return is_init(tg) and tg is not t.tg and tg.sighand.actions[sig].handler == SIG_DFL
 
 
+def _may_signal(t: Task, tg: ThreadGroup, sig: int) -> bool:
+    """check_kill_permission for a signal from user space: our own process, matching
+    uids or CAP_KILL; SIGCONT within the session."""
+    if tg is t.tg or not tg.tasks:
+        return True
+    if may_kill(t.creds, tg.leader.creds):
+        return True
+    return sig == Signal.SIGCONT and tg.sid == t.tg.sid
+
+
 def sys_kill(t: Task, r: SyscallArguments) -> int:
-    """Implements kill(2)."""
+    """Implements kill(2).  A group (pid 0 or < -1) fails with EPERM only if no member
+    could be signalled; kill(-1) skips those it may not signal (kill_something_info)."""
     pid, sig = r.int32(0), r.int32(1)
     _send_ok(t, sig)
     tgs = _find_group(t, pid)
+    allowed = [tg for tg in tgs if _may_signal(t, tg, sig)]
+    if not allowed and pid != -1:
+        raise SyscallError(Errno.EPERM)
     if sig == 0:
         return 0
-    for tg in tgs:
+    for tg in allowed:
         if not _init_ignores(t, tg, sig):
             ksignal.send_to_group(tg, ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid,
                                                       uid=t.creds.uid))
@@ -144,6 +162,8 @@ def _tkill(t: Task, tgid: int, tid: int, info: ksignal.SigInfo) -> int:
     if target is None or (tgid > 0 and target.tg.tgid != tgid) or target.exited or \
             not sees(t.tg, target.tg):
         raise SyscallError(Errno.ESRCH)
+    if not _may_signal(t, target.tg, info.signo):
+        raise SyscallError(Errno.EPERM)
     if info.signo == 0 or _init_ignores(t, target.tg, info.signo):
         return 0
     ksignal.send_to_task(target, info)
@@ -185,6 +205,8 @@ def sys_rt_sigqueueinfo(t: Task, r: SyscallArguments) -> int:
     tg = t.kernel.groups.get(pid) if pid > 0 else None
     if tg is None or tg.zombie or not sees(t.tg, tg):
         raise SyscallError(Errno.ESRCH)
+    if not _may_signal(t, tg, sig):
+        raise SyscallError(Errno.EPERM)
     if sig and not _init_ignores(t, tg, sig):
         ksignal.send_to_group(tg, info)
     return 0
@@ -458,6 +480,8 @@ def sys_pidfd_send_signal(t: Task, r: SyscallArguments) -> int:
         info = ksignal.SigInfo(sig, SI_USER, pid=t.tg.tgid, uid=t.creds.uid)
     if tg.reaped:
         raise SyscallError(Errno.ESRCH)
+    if not tg.zombie and not _may_signal(t, tg, sig):
+        raise SyscallError(Errno.EPERM)
     if not sig or tg.zombie:
         return 0
     if flags == PIDFD_SIGNAL_THREAD:

@@ -7,6 +7,9 @@ if sys.version_info < (3, 11):
                      "/usr/bin/python3\n" % sys.version.split()[0])
     raise SystemExit(125)
 
-from pyvisor.runtime.cli import main  # noqa: E402
+from pyvisor.runtime.phases import mark  # noqa: E402
 
-raise SystemExit(main())
+mark("launcher", "interpreter up")
+from pyvisor.runtime.cli import exit_fast, main  # noqa: E402
+
+exit_fast(main())

@@ -79,9 +79,8 @@ class Placement:
         return True
 
     def created(self, th: StubThread) -> None:
-        """`th` is a new stub thread, stopped before its first run (or the master stub,
-        about to be cloned): bind it to the Sentry's CPU, as gVisor binds every stub
-        thread to its tracer's.  Its first host work is round trips with the Sentry (an
+        """`th` is a new stub thread, stopped before its first run: bind it to the
+        Sentry's CPU, as gVisor binds every stub thread to its tracer's.  Its first host work is round trips with the Sentry (an
         exec's mappings injected one by one, the dynamic linker's syscalls), each a
         wake-up on another CPU otherwise; if it computes instead, the rules above free
         it (LONG_RUN_NS, the tick)."""

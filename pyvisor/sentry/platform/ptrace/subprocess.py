@@ -377,10 +377,7 @@ class PtracePlatform:
 
     def new_process(self) -> StubProcess:
         """A new, empty address space: a clone of the master stub."""
-        master = next(iter(self.master.threads))
-        if self.placement is not None:
-            self.placement.created(master)    # the clone is a round trip with it too
-        return self.fork_process(master)
+        return self.fork_process(next(iter(self.master.threads)))
 
     def new_thread(self, th: StubThread) -> StubThread:
         """A new host thread in `th`'s process (same address space)."""

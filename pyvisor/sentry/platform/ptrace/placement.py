@@ -80,10 +80,10 @@ class Placement:
 
     def created(self, th: StubThread) -> None:
         """`th` is a new stub thread, stopped before its first run: bind it to the
-        Sentry's CPU, as gVisor binds every stub thread to its tracer's.  Its first host work is round trips with the Sentry (an
-        exec's mappings injected one by one, the dynamic linker's syscalls), each a
-        wake-up on another CPU otherwise; if it computes instead, the rules above free
-        it (LONG_RUN_NS, the tick)."""
+        Sentry's CPU, as gVisor binds every stub thread to its tracer's.  Its first host
+        work is round trips with the Sentry (an exec's mappings injected one by one, the
+        dynamic linker's syscalls), each a wake-up on another CPU otherwise; if it
+        computes instead, the rules above free it (LONG_RUN_NS, the tick)."""
         if not self.enabled:
             return
         th.placed = True

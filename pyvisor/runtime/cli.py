@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     mark("launcher", "arguments parsed")
     try:
         _setup_logging(args)
+        if args.verb not in SANDBOX_VERBS:
+            from pyvisor.runtime.phases import startup_done
+            startup_done()      # a sandbox's launcher enables it after forking the Sentry
         if args.verb in SANDBOX_VERBS:
             from pyvisor.runtime.boot import check_platform
             check_platform(args.platform)

@@ -14,6 +14,7 @@ clock_gettime (the vDSO), which the Sentry's and the Gofers' seccomp lists allow
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -28,6 +29,16 @@ def mark(process: str, phase: str) -> None:
         os.write(2, f"pyvisor-phase {process} {time.monotonic_ns()} {phase}\n".encode())
     except OSError:
         pass
+
+
+def startup_done(freeze: bool = False) -> None:
+    """Start-up is over in this process: the cyclic garbage collector, which `python3 -m
+    pyvisor` disables while modules load (__main__.py), runs again.  With `freeze`, the
+    objects made so far (modules, classes, the kernel's tables) are moved out of the
+    collector's way for good (gc.freeze), so later full collections skip them."""
+    if freeze:
+        gc.freeze()
+    gc.enable()
 
 
 # PYVISOR_PROFILE=FILE: the Sentry runs under cProfile from its fork to its exit and

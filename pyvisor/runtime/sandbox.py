@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from pyvisor.runtime import boot as boot_mod
 from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
-from pyvisor.runtime.phases import mark, start_profile, stop_profile
+from pyvisor.runtime.phases import mark, start_profile, startup_done, stop_profile
 from pyvisor.sentry.errors import SyscallError
 
 log = logging.getLogger("pyvisor.sandbox")
@@ -152,6 +152,7 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
             cfg.console_fd = -1
         _sentry_child(cfg, cg)
     report(cfg.ready_fd, f"sentry {pid}")
+    startup_done()       # the monitor's start-up is over (the Sentry has its own)
     # The Sentry's now: the monitor keeps none of the container's fds (a preserved
     # pipe's reader must see EOF when the container closes it).
     for fd in (cfg.ready_fd, cfg.control_fd, cfg.console_fd,
@@ -301,6 +302,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
             raise BootError(str(e), 125) from None
     if service is not None:
         service.start()
+    startup_done(freeze=True)
     if cfg.ready_fd >= 0:
         report(cfg.ready_fd, "ok")
         os.close(cfg.ready_fd)

@@ -148,6 +148,16 @@ int main(int argc, char **argv)
     no_null[1] = "child";
     CHECK(spawn(argv[0], no_null, empty_env) == 1000 + EFAULT);
 
+    /* 5b. E2BIG: a string longer than MAX_ARG_STRLEN (32 pages). */
+    size_t big_len = 200 * 1024;
+    char *big = malloc(big_len + 1);
+    CHECK(big != NULL);
+    memset(big, 'z', big_len);
+    big[big_len] = 0;
+    char *big_av[] = {argv[0], big, NULL};
+    CHECK(spawn(argv[0], big_av, empty_env) == 1000 + E2BIG);
+    free(big);
+
     /* 6. EFAULT: the array pointer itself is bad; a bad string pointer. */
     CHECK(spawn(argv[0], (char **)(end + 8), empty_env) == 1000 + EFAULT);
     char *bad_ptr[] = {argv[0], (char *)1, NULL};

@@ -225,8 +225,14 @@ def copy_strings(t: Task, addr: int, max_count: int = 1 << 17) -> list[bytes]:
             if end >= 0:
                 win_base, win = p, chunk
                 s = chunk[:end]
-            else:                 # a string longer than the window, or a fault: as before
-                s = mm.copy_in_str(p, elf.MAX_ARG_STRLEN)
+            else:                 # a string longer than the window, or a fault
+                try:
+                    s = mm.copy_in_str(p, elf.MAX_ARG_STRLEN)
+                except SyscallError as e:
+                    if e.errno != Errno.ENAMETOOLONG:
+                        raise
+                    # Linux: no NUL within MAX_ARG_STRLEN is E2BIG (valid_arg_len).
+                    raise SyscallError(Errno.E2BIG) from None
         total += len(s) + 1
         if len(out) >= max_count or total > elf.MAX_ARGS_BYTES:
             raise SyscallError(Errno.E2BIG)

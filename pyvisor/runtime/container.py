@@ -70,16 +70,8 @@ class Container:
 
     def state(self) -> dict[str, Any]:
         """The OCI state (runtime-spec runtime.md#state), plus runc's created and owner."""
-        st, status = self.load()
-        out: dict[str, Any] = {
-            "ociVersion": OCI_VERSION, "id": st.id, "status": status,
-            "pid": st.pid if status not in (Status.STOPPED, Status.CREATING) else 0,
-            "bundle": st.bundle, "rootfs": st.config.get("rootfs", ""),
-            "created": st.created, "owner": st.owner,
-        }
-        if st.annotations:
-            out["annotations"] = st.annotations
-        return out
+        from pyvisor.runtime.state import oci_state
+        return oci_state(self.sd.root, self.id)
 
     def exit_code(self) -> int | None:
         rec = self.sd.exit_record()

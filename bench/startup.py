@@ -5,6 +5,9 @@ Rows (each the median wall time of N runs after one untimed warm-up):
 
   podman   podman run --rm --network none IMG /bin/true
   docker   docker run --rm --network none --runtime=R IMG /bin/true
+  oci      the runtime's own verbs, as an engine calls them, on a busybox bundle whose
+           init is /bin/true: `create`, `start`, `state` (of the stopped container)
+           and `delete`, one row each (--engines oci; no engine involved)
 
 Columns: the OCI runtime the engine drives (runc, pyvisor, runsc), then the
 ratios pyvisor/runc and pyvisor/runsc.  Everything runs on this machine in one
@@ -163,6 +166,84 @@ def bench_docker(base: Path, runs: int, timeout: float) -> dict[str, tuple[Optio
     return out
 
 
+def _oci_bundle(base: Path) -> Path:
+    """A busybox bundle every runtime accepts; its init is /bin/true."""
+    from engines import busybox_rootfs
+    bundle = base / "oci-bundle"
+    busybox_rootfs(bundle / "rootfs")
+    for d in ("proc", "dev", "sys", "tmp", "etc"):
+        (bundle / "rootfs" / d).mkdir(exist_ok=True)
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
+                    "env": ["PATH=/bin"], "cwd": "/"},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "bench",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts",
+                                                        "network")]},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+OCI_VERBS = ("create", "start", "state", "delete")
+
+
+def bench_oci(base: Path, runs: int, timeout: float) -> dict[str, dict[str, tuple[Optional[float], str]]]:
+    """The runtimes' create/start/state/delete, each timed alone (median of `runs` after a
+    warm-up).  Between start and state the init (/bin/true) is left to exit: state and
+    delete see a stopped container, as an engine's `run --rm` does."""
+    obase = base / "oci"
+    obase.mkdir()
+    bundle = _oci_bundle(obase)
+    rows: dict[str, dict[str, tuple[Optional[float], str]]] = {f"oci {v}": {} for v in OCI_VERBS}
+    for rt in RUNTIMES:
+        exe = launcher(obase, rt)
+        if exe is None:
+            for v in OCI_VERBS:
+                rows[f"oci {v}"][rt] = (None, f"{rt} not installed")
+            continue
+        times: dict[str, list[float]] = {v: [] for v in OCI_VERBS}
+        err = ""
+        for i in range(runs + 1):
+            cid = f"bench-{rt}-{i}"
+            for verb in OCI_VERBS:
+                if verb == "state":      # the init has exited: wait for `stopped`, untimed
+                    deadline = time.monotonic() + timeout
+                    while time.monotonic() < deadline:
+                        r = subprocess.run([str(exe), "state", cid], capture_output=True,
+                                           text=True, timeout=timeout)
+                        if r.returncode != 0 or '"stopped"' in r.stdout:
+                            break
+                        time.sleep(0.01)
+                argv = [str(exe), verb, *(["--bundle", str(bundle)] if verb == "create"
+                                          else []), cid]
+                with tempfile.TemporaryFile() as errf:
+                    t0 = time.perf_counter()
+                    # The container's stdio is the runtime's: no pipe, or `create` would
+                    # seem to last until the container is deleted.
+                    r2 = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=errf,
+                                        timeout=timeout)
+                    dt = time.perf_counter() - t0
+                    errf.seek(0)
+                    why = errf.read().decode(errors="replace").strip()
+                if r2.returncode != 0:
+                    err = f"{verb}: " + ((why.splitlines() or [f"exit {r2.returncode}"])[-1])
+                    subprocess.run([str(exe), "delete", "--force", cid], capture_output=True,
+                                   timeout=timeout)
+                    break
+                if i:
+                    times[verb].append(dt)
+            if err:
+                break
+        for v in OCI_VERBS:
+            rows[f"oci {v}"][rt] = (statistics.median(times[v]), "") if not err else (None, err)
+    kill_leftovers(obase)
+    return rows
+
+
 BENCHES: dict[str, Callable[[Path, int, float], dict[str, tuple[Optional[float], str]]]] = {
     "podman": bench_podman, "docker": bench_docker}
 
@@ -187,10 +268,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, dict[str, tuple[Optional[float], str]]] = {}
     try:
         for name in args.engines.split(","):
-            results[name] = BENCHES[name](base, args.runs, args.timeout)
+            if name == "oci":
+                results.update(bench_oci(base, args.runs, args.timeout))
+            else:
+                results[name] = BENCHES[name](base, args.runs, args.timeout)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    header = ["engine: run --rm IMG /bin/true", *RUNTIMES, "pyvisor/runc", "pyvisor/runsc"]
+    header = ["engine: run --rm IMG /bin/true (oci: the verb)", *RUNTIMES, "pyvisor/runc", "pyvisor/runsc"]
     rows = []
     for name, cells in results.items():
         vals = {rt: cells.get(rt, (None, ""))[0] for rt in RUNTIMES}

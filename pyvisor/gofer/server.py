@@ -720,6 +720,7 @@ def _child_main(ours: socket.socket, theirs: socket.socket, root_fd: int,
         # Objects inherited from the parent may own fds whose numbers we are
         # about to close and reuse; never let the collector finalize them.
         gc.freeze()
+        gc.enable()         # off while the launcher and the Sentry started (__main__.py)
         ours.detach()
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:

@@ -16,6 +16,7 @@ from typing import Any
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.runtime.errors import BootError
+from pyvisor.runtime.phases import mark
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
@@ -215,14 +216,18 @@ def boot(cfg: SandboxConfig) -> Kernel:
     cfg.gofer_nofile = _fd_budgets(cfg)
     # The root's Gofer starts first: its confinement overlaps the master stub's start.
     early_gofer = start_gofer(cfg.root, True, confine=cfg.confine, nofile=cfg.gofer_nofile)
+    mark("sentry", "root gofer forked")
     kernel = _new_kernel(cfg)
+    mark("sentry", "kernel made (master stub)")
     if cfg.pin_cpu:
         _place_cpus(kernel)
     ns = _root_namespace(kernel, cfg, early_gofer)
+    mark("sentry", "root mounted")
     creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid,
                         tuple(cfg.groups))
     t = new_task(kernel, ns, creds, 1)
     devroot = _mount_all(kernel, ns, t, cfg)
+    mark("sentry", "mounts made")
     from pyvisor.runtime import masks
     masks.apply(kernel, ns, t, cfg.readonly_paths, cfg.masked_paths, devroot)
     _seal_root(ns, cfg)
@@ -246,6 +251,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     except SpawnError as e:
         kernel.shutdown()
         raise BootError(e.message, e.code) from None
+    mark("sentry", "init loaded")
     if not cfg.hold_init:
         kernel.resume(t, None)
     return kernel

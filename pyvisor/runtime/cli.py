@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from importlib import import_module
+from typing import Any, NoReturn
 
 from pyvisor.runtime.errors import BootError
 
@@ -31,8 +32,57 @@ ALIASES = {"resume": "pause", "ls": "list"}
 SANDBOX_VERBS = {"do", "run", "create"}     # these boot a Sentry: seccomp must import
 
 
-def _parser() -> argparse.ArgumentParser:
-    from pyvisor.runtime.specutils import ArgumentParser    # usage errors: one line
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal's width: left to itself it imports shutil
+    (and with it bz2 and lzma, ~2 ms of every command) for get_terminal_size."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (exit status 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        first = message.splitlines()[0] if message else "invalid arguments"
+        self.exit(2, f"{self.prog}: {first} (see {self.prog} --help)\n")
+
+
+def _verbs_named(argv: list[str]) -> set[str] | None:
+    """The verb modules whose sub-parsers `argv` may need: those of every verb (or alias)
+    named anywhere in it, so the one in the verb's position is always among them.  None
+    (all of them) for a help request or when no verb is named (a usage error)."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    named = {ALIASES.get(a, a) for a in argv} & set(VERBS)
+    return named or None
+
+
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line.  Only the verbs `argv` names get their full sub-parser (building
+    all of them imports every verb module and costs ~15 ms of each start-up); the others
+    are bare names, so argparse still knows them."""
     p = ArgumentParser(prog="pyvisor", description="pyvisor: a Python application kernel")
     p.add_argument("--version", "-v", action="version",
                    version=f"pyvisor version {VERSION}\nspec: 1.0.2")
@@ -70,8 +120,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="dentries kept cached; bounds the host fds of the Sentry and Gofers "
                    "(default 4096; OCI annotation dev.pyvisor.dcache)")
     sub = p.add_subparsers(dest="verb", required=True)
+    wanted = None if argv is None else _verbs_named(argv)
     for verb in VERBS:
-        _verb_module(verb).add_parser(sub)
+        if wanted is None or verb in wanted:
+            _verb_module(verb).add_parser(sub)  # type: ignore[attr-defined]
+            continue
+        sub.add_parser(verb)
+        for alias, target in ALIASES.items():
+            if target == verb and alias != verb:
+                sub.add_parser(alias)
     return p
 
 
@@ -111,12 +168,36 @@ def _setup_logging(args: argparse.Namespace) -> None:
             log.info("%s is accepted and ignored", flag)
 
 
+def exit_fast(code: int) -> NoReturn:
+    """Ends the CLI with `code`, flushing its output and logs but skipping the
+    interpreter's teardown, which frees every module and object one by one (~20 ms
+    after a sandbox ran here).  Nothing the CLI holds needs that teardown: it registers
+    no atexit handler and starts no thread."""
+    try:
+        if "logging" in sys.modules:
+            logging.shutdown()
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass          # stdout's reader is gone (or it is closed): its output is lost
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.pop("PYVISOR_REEXEC", None)
-    args = _parser().parse_args(argv)
+    from pyvisor.runtime.phases import mark
+    mark("launcher", "cli imported")
+    args = _parser(argv).parse_args(argv)
+    mark("launcher", "arguments parsed")
     try:
         _setup_logging(args)
+        if args.verb not in SANDBOX_VERBS:
+            from pyvisor.runtime.phases import startup_done
+            startup_done()      # a sandbox's launcher enables it after forking the Sentry
         if args.verb in SANDBOX_VERBS:
             from pyvisor.runtime.boot import check_platform
             check_platform(args.platform)
@@ -125,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_seccomp(argv)
             except InterpreterError as e:
                 raise BootError(str(e), 125) from None
+            mark("launcher", "seccomp module ready")
         return int(_verb_module(args.verb).main(args))  # type: ignore[attr-defined]
     except BootError as e:
         print(f"pyvisor: {e}", file=sys.stderr)

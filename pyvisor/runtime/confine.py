@@ -22,7 +22,6 @@ import ctypes
 import errno
 import importlib
 import os
-import pkgutil
 import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -230,18 +229,67 @@ def no_new_privs() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
 
 
-def preload() -> None:
-    """Imports every pyvisor module and the standard modules imported lazily, so no
-    import needs the host's files once the Sentry has pivoted into an empty root."""
+# Modules no Sentry ever imports, left out of preload(): the command line, its verbs and
+# the OCI bundle and state code (the launcher's side), the Python API (a client of the
+# control socket), and development and test tools.  Importing them would cost every
+# start-up ~15 ms (the API alone pulls in asyncio and ssl).
+# tests/runtime/test_preload.py checks that no other pyvisor module imports one of them.
+LAUNCHER_ONLY = (
+    "pyvisor.__main__", "pyvisor.api", "pyvisor.runtime.cli", "pyvisor.runtime.cmd",
+    "pyvisor.runtime.container", "pyvisor.runtime.pod", "pyvisor.runtime.spec",
+    "pyvisor.runtime.specutils", "pyvisor.runtime.state", "pyvisor.runtime.hooks",
+    "pyvisor.runtime.terminal", "pyvisor.runtime.interp", "pyvisor.seccomp.discover",
+    "pyvisor.seccomp.harness", "pyvisor.sentry.vdso.build", "pyvisor.sentry.platform.fake",
+)
+
+
+def launcher_only(name: str) -> bool:
+    """Whether module `name` is one preload() leaves out (LAUNCHER_ONLY or below one)."""
+    return any(name == m or name.startswith(m + ".") for m in LAUNCHER_ONLY)
+
+
+def package_modules() -> list[str]:
+    """Every module of the pyvisor package, packages before their modules, found by
+    listing its directories (pkgutil.walk_packages would import each package to find
+    its submodules, the API's among them)."""
     import pyvisor
-    for mod in pkgutil.walk_packages(pyvisor.__path__, "pyvisor."):
-        name = mod.name
-        if name.endswith("__main__") or name.startswith(("pyvisor.runtime.cmd", "pyvisor.seccomp.discover")):
+    base = os.path.dirname(os.path.abspath(pyvisor.__file__))
+    out: list[str] = []
+
+    def walk(path: str, name: str) -> None:
+        out.append(name)
+        subdirs = []
+        with os.scandir(path) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False):
+                    if os.path.exists(os.path.join(e.path, "__init__.py")):
+                        subdirs.append(e)
+                elif e.name.endswith(".py") and e.name != "__init__.py":
+                    out.append(f"{name}.{e.name[:-3]}")
+        for e in subdirs:
+            walk(e.path, f"{name}.{e.name}")
+    walk(base, "pyvisor")
+    return out
+
+
+_preloaded = False
+
+
+def preload() -> None:
+    """Imports every pyvisor module a Sentry may import and the standard modules imported
+    lazily, so no import needs the host's files once the Sentry has pivoted into an empty
+    root.  Runs once per process; later calls return at once."""
+    global _preloaded
+    if _preloaded:
+        return
+    for name in package_modules():
+        if launcher_only(name):
             continue
         try:
             importlib.import_module(name)
         except ImportError:
             pass
-    for name in ("time", "shutil", "traceback", "linecache", "json", "struct", "fcntl",
+    for name in ("time", "traceback", "linecache", "json", "struct", "fcntl",
                  "termios", "select", "socket", "random", "errno", "tokenize"):
         importlib.import_module(name)
+    _preloaded = True

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from pyvisor.runtime import boot as boot_mod
 from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
+from pyvisor.runtime.phases import mark, start_profile, startup_done, stop_profile
 from pyvisor.sentry.errors import SyscallError
 
 log = logging.getLogger("pyvisor.sandbox")
@@ -83,13 +84,17 @@ def run_sandbox(cfg: SandboxConfig, on_exit: Callable[[int], None] | None = None
     host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
     if not cfg.confine:
         return sentry_main(cfg)
+    mark("launcher", "sandbox configured")
     cg = make_cgroup(cfg, container)
+    mark("launcher", "cgroup made")
     report(cfg.ready_fd, "cgroup " + json.dumps(cg.dirs))
     code = 128 + 9
     try:
         code = launch(cfg, cg, after_fork)
     finally:
+        mark("launcher", "sentry exited")
         cg.remove()
+        mark("launcher", "cgroup removed")
         if on_exit is not None:
             on_exit(code)
     return code
@@ -131,8 +136,11 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         if isinstance(e, BootError):      # netns.join: the bundle's namespace refused
             raise
         raise BootError(str(e), 125) from None
+    mark("launcher", "namespaces unshared")
     pid = os.fork()
     if pid == 0:
+        mark("sentry", "forked")
+        start_profile()
         if proc_view:
             from pyvisor.runtime import procview
             procview.mount_sandbox_proc()
@@ -144,6 +152,7 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
             cfg.console_fd = -1
         _sentry_child(cfg, cg)
     report(cfg.ready_fd, f"sentry {pid}")
+    startup_done()       # the monitor's start-up is over (the Sentry has its own)
     # The Sentry's now: the monitor keeps none of the container's fds (a preserved
     # pipe's reader must see EOF when the container closes it).
     for fd in (cfg.ready_fd, cfg.control_fd, cfg.console_fd,
@@ -198,10 +207,8 @@ def _sentry_child(cfg: SandboxConfig, cg: Any) -> None:
         # If the monitor dies (even by SIGKILL), the Sentry dies, and with it, as
         # PID 1 of its namespace, every stub and Gofer.
         confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
-        try:
-            cg.join()    # before any fork: Gofers and stubs inherit the cgroup
-        except OSError as e:
-            raise BootError(f"cannot join the sandbox's cgroup: {e}", 125) from None
+        _join_cgroup_preloading(cg)    # before any fork: Gofers and stubs inherit the cgroup
+        mark("sentry", "cgroup joined, modules preloaded")
         code = sentry_main(cfg)
     except BootError as e:
         _fail(cfg, str(e), e.code)
@@ -211,10 +218,38 @@ def _sentry_child(cfg: SandboxConfig, cg: Any) -> None:
         _fail(cfg, f"sandbox failed: {e}", 125)
     finally:
         try:
+            stop_profile()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _join_cgroup_preloading(cg: Any) -> None:
+    """Moves the Sentry into the sandbox's cgroup while importing every module it may need
+    (confine.preload, due before the pivot anyway).  A move between v1 memory cgroups
+    waits ~15 ms for an RCU grace period here, in the kernel, without using a CPU, so a
+    thread makes it while this one imports: the thread ends before anything forks.
+    (The imports' memory is charged to the launcher's cgroup, as the memory the Sentry
+    inherits from the launcher is: a fixed amount no application can make grow.)"""
+    import threading
+
+    from pyvisor.runtime import confine
+    failed: list[OSError] = []
+
+    def join() -> None:
+        try:
+            cg.join()
+        except OSError as e:
+            failed.append(e)
+    mover = threading.Thread(target=join, name="cgroup-join")
+    mover.start()
+    try:
+        confine.preload()
+    finally:
+        mover.join()
+    if failed:
+        raise BootError(f"cannot join the sandbox's cgroup: {failed[0]}", 125) from None
 
 
 def _fail(cfg: SandboxConfig, message: str, code: int) -> None:
@@ -236,6 +271,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
             confine.enter_namespaces(host_network=cfg.network == "host", keep_network=True)
         except confine.ConfinementError as e:
             raise BootError(str(e), 125) from None
+        mark("sentry", "namespaces entered")
     try:
         kernel = boot_mod.boot(cfg)
     except SyscallError as e:   # e.g. a Gofer gone during set-up (EIO)
@@ -253,16 +289,20 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if cfg.confine:
         try:
             confine.preload()
+            mark("sentry", "modules preloaded")
             confine.pivot_to_empty()
             confine.drop_capabilities()
             confine.no_new_privs()
+            mark("sentry", "pivoted, capabilities dropped")
             boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None,
                                       hostinet=cfg.network == "host")
+            mark("sentry", "seccomp installed")
         except confine.ConfinementError as e:
             kernel.shutdown()
             raise BootError(str(e), 125) from None
     if service is not None:
         service.start()
+    startup_done(freeze=True)
     if cfg.ready_fd >= 0:
         report(cfg.ready_fd, "ok")
         os.close(cfg.ready_fd)
@@ -270,9 +310,11 @@ def sentry_main(cfg: SandboxConfig) -> int:
     try:
         status = kernel.run()
     finally:
+        mark("sentry", "init exited")
         if service is not None:
             service.finish()
         _shutdown(kernel)
+        mark("sentry", "shut down")
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF

@@ -12,12 +12,11 @@ Unknown fields are ignored, as the spec requires of runtimes.
 
 `parse_process` checks a process object alone (`exec --process`).
 `parse_size_flag`, `check_cpus` and `check_pids` do the same for the command
-line's limit flags, and `ArgumentParser` reports a usage error in one line.
+line's limit flags (the one-line usage error is cli.py's `ArgumentParser`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -521,14 +520,6 @@ def bind_source_of(m: Mount, bundle: str) -> str:
 
 
 # -- the command line ------------------------------------------------------------------------
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line on stderr (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        first = message.splitlines()[0] if message else "invalid arguments"
-        self.exit(2, f"{self.prog}: {first} (see {self.prog} --help)\n")
-
 
 def parse_size_flag(name: str, text: str, minimum: int = 1) -> int:
     """A size flag ('512M', '2G', bytes) -> bytes, at least `minimum`.  Raises SpecError."""

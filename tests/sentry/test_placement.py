@@ -118,3 +118,25 @@ def test_bound_thread_follows_the_sentry(setup: Any) -> None:
     where[0] = 0                                 # the host moved the Sentry
     _run(p, th, clock, 10_000)
     assert th.bound and affinity[104] == {0}
+
+
+def test_new_thread_starts_beside_the_sentry_and_is_freed_when_it_computes(setup: Any) -> None:
+    """created(): a new stub thread (fork, exec's new address space, a new thread) is
+    bound to the Sentry's CPU before it first runs, as its first work is round trips
+    with the Sentry; it is freed like any bound thread once it computes."""
+    p, clock, affinity = setup
+    th = StubThread(105, _Proc())  # type: ignore[arg-type]
+    p.created(th)
+    assert th.bound and affinity[105] == {1}
+    _run(p, th, clock, 10_000)
+    assert th.bound and affinity[105] == {1}
+    _run(p, th, clock, 50_000_000)               # it computes
+    assert not th.bound and affinity[105] == {0, 1}
+
+
+def test_created_is_a_no_op_with_one_cpu(setup: Any) -> None:
+    _, clock, affinity = setup
+    p = PL.Placement(_Kernel(clock), frozenset({0}), lambda: 0)  # type: ignore[arg-type]
+    th = StubThread(106, _Proc())  # type: ignore[arg-type]
+    p.created(th)
+    assert not th.bound and 106 not in affinity

@@ -20,6 +20,7 @@ SELF_CHECKING = [
     "pipe.c",
     "fork_wait.c",
     "exec.c",
+    "exec_args.c",
     "signals.c",
     "threads.c",
     "mmap.c",

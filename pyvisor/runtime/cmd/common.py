@@ -40,9 +40,13 @@ def parse_signal(text: str) -> int:
 
 def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
     """--memory/--pids-limit/--cpus/--tmpfs-size/--dcache override the bundle's values."""
+    cfg.platform = getattr(args, "platform", cfg.platform)
+    if all(getattr(args, a) is None for a in ("memory", "tmpfs_size", "sentry_memory",
+                                              "pids_limit", "cpus", "dcache")):
+        _resolve_cgroup_path(cfg, args)
+        return        # nothing to check: the spec modules stay unimported (start-up time)
     from pyvisor.runtime import specutils
     from pyvisor.runtime.spec import check_dcache
-    cfg.platform = getattr(args, "platform", cfg.platform)
     try:
         if args.memory is not None:
             cfg.memory_limit = specutils.parse_size_flag("--memory", args.memory,
@@ -59,6 +63,10 @@ def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
         raise BootError(str(e), 125) from None
     if args.dcache is not None:
         cfg.dcache = check_dcache(args.dcache, "--dcache")
+    _resolve_cgroup_path(cfg, args)
+
+
+def _resolve_cgroup_path(cfg: SandboxConfig, args: argparse.Namespace) -> None:
     from pyvisor.runtime.cgroup import CgroupPathError, resolve_path
     try:     # linux.cgroupsPath as given -> the cgroupfs path (--systemd-cgroup: its form)
         cfg.cgroup_path = resolve_path(cfg.cgroup_path, bool(getattr(args, "systemd_cgroup",

@@ -12,6 +12,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    from pyvisor.runtime.container import Container
-    print(json.dumps(Container(args.root, args.id).state(), indent=2))
+    from pyvisor.runtime.state import oci_state
+    print(json.dumps(oci_state(args.root, args.id), indent=2))
     return 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.capability import ALL_CAPS
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
+from pyvisor.abi.linux.mman import PAGE_SIZE
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
@@ -184,3 +185,68 @@ def name_host_stub(t: Task, sp: int) -> None:
     except SyscallError:
         return                  # no stack below sp to borrow: the stub keeps its name
     t.kernel.platform.inject(t.thread, Sysno.prctl, 15, addr)    # PR_SET_NAME
+
+
+# Bytes read at once when collecting argv/envp strings: up to the end of the page after
+# the string's first one (strings are packed together on the caller's stack).
+_STRINGS_WINDOW = 2 * PAGE_SIZE
+_POINTERS_CHUNK = 512          # bytes of a pointer array read at once (64 pointers)
+
+
+def copy_strings(t: Task, addr: int, max_count: int = 1 << 17) -> list[bytes]:
+    """argv or envp of execve: the strings of the NULL-terminated pointer array at `addr`.
+    Linux: fs/exec.c, copy_strings.  E2BIG past `max_count` strings or MAX_ARGS_BYTES.
+
+    The array and the strings are read in blocks, not a pointer and a page at a time, so
+    an environment of 40 strings costs a few reads of application memory instead of ~80
+    (each a process_vm_readv).  Each string is taken from a single read (no double fetch:
+    another thread changing the memory meanwhile gets a consistent, if racy, result, as
+    on Linux); a block is never read past the end of the page it ends in unless the
+    string continues there."""
+    out: list[bytes] = []
+    if addr == 0:
+        return out
+    mm = t.mm
+    total = 0
+    ptrs = b""
+    pos = addr
+    win_base, win = 0, b""
+    while True:
+        if not ptrs:
+            n = min(_POINTERS_CHUNK, PAGE_SIZE - pos % PAGE_SIZE)
+            if n < 8:
+                ptrs = mm.copy_in(pos, 8)            # a pointer across a page boundary
+            else:
+                ptrs = mm.copy_in_partial(pos, n)
+                ptrs = ptrs[:len(ptrs) - len(ptrs) % 8]
+                if not ptrs:
+                    raise SyscallError(Errno.EFAULT)
+            pos += len(ptrs)
+        p = int.from_bytes(ptrs[:8], "little")
+        ptrs = ptrs[8:]
+        if p == 0:
+            return out
+        s = None
+        off = p - win_base
+        if 0 <= off < len(win):
+            end = win.find(b"\0", off)
+            if end >= 0:
+                s = win[off:end]
+        if s is None:
+            chunk = mm.copy_in_partial(p, _STRINGS_WINDOW - p % PAGE_SIZE)
+            end = chunk.find(b"\0")
+            if end >= 0:
+                win_base, win = p, chunk
+                s = chunk[:end]
+            else:                 # a string longer than the window, or a fault
+                try:
+                    s = mm.copy_in_str(p, elf.MAX_ARG_STRLEN)
+                except SyscallError as e:
+                    if e.errno != Errno.ENAMETOOLONG:
+                        raise
+                    # Linux: no NUL within MAX_ARG_STRLEN is E2BIG (valid_arg_len).
+                    raise SyscallError(Errno.E2BIG) from None
+        total += len(s) + 1
+        if len(out) >= max_count or total > elf.MAX_ARGS_BYTES:
+            raise SyscallError(Errno.E2BIG)
+        out.append(s)

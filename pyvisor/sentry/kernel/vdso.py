@@ -115,6 +115,21 @@ def sample(read_tsc: Callable[[], int]) -> Sample:
     return best[1]
 
 
+def _import_sample() -> Sample | None:
+    """The first TSC sample, taken when this module is imported (in the launcher, before
+    it forks the Sentry): by the init's exec, ~50 ms later, the clocks can be calibrated
+    without the wait of VDSO.start (a sample taken at boot was ~10 ms old there)."""
+    if rdtsc is None:
+        return None
+    try:
+        return sample(rdtsc)
+    except OSError:
+        return None
+
+
+_IMPORT_SAMPLE = _import_sample()
+
+
 @dataclass(slots=True)
 class ClockParams:
     """One clock as the vDSO computes it: base_ns + (cycles - base_cycles) * mult >> 32."""
@@ -181,10 +196,13 @@ class VDSO:
         self.updates = 0
         self._timer_armed = False
         if self.read_tsc is not None:
-            try:
-                self.first = sample(self.read_tsc)
-            except OSError:
-                self.read_tsc = None
+            if self.read_tsc is rdtsc and _IMPORT_SAMPLE is not None:
+                self.first = _IMPORT_SAMPLE      # older: a longer calibration base
+            else:
+                try:
+                    self.first = sample(self.read_tsc)
+                except OSError:
+                    self.read_tsc = None
         self._publish()
 
     # -- the parameter page -----------------------------------------------------------

@@ -9,7 +9,6 @@ tracer thread to be the one that attached).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from pyvisor.abi.linux import ptrace as P

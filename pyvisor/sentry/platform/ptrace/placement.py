@@ -11,8 +11,10 @@ computes must not be kept on the Sentry's CPU, or two computing threads share on
 CPU; and the Sentry itself is not pinned, so the host can move it off a busy CPU.
 So:
 
-* a stub thread starts free: allowed on every CPU the sandbox was given (the
-  Sentry's affinity at boot: `taskset`, a cgroup cpuset);
+* a new stub thread starts bound to the Sentry's CPU (created()), as its first host
+  work is injections and syscalls, round trips with the Sentry; a thread first seen
+  at a stop without that (none today) starts free: allowed on every CPU the sandbox
+  was given (the Sentry's affinity at boot: `taskset`, a cgroup cpuset);
 * after BIND_AFTER consecutive runs shorter than SHORT_RUN_NS (resume to next
   syscall stop: it is making syscalls, not computing) it is bound to the CPU the
   Sentry is on, and rebound when the Sentry has moved (checked at each of its
@@ -75,6 +77,26 @@ class Placement:
         except OSError:
             return False          # the thread is gone, or the CPU set changed under us
         return True
+
+    def created(self, th: StubThread) -> None:
+        """`th` is a new stub thread, stopped before its first run: bind it to the
+        Sentry's CPU, as gVisor binds every stub thread to its tracer's.  Its first host
+        work is round trips with the Sentry (an exec's mappings injected one by one, the
+        dynamic linker's syscalls), each a wake-up on another CPU otherwise; if it
+        computes instead, the rules above free it (LONG_RUN_NS, the tick)."""
+        if not self.enabled:
+            return
+        th.placed = True
+        cpu = self.getcpu()
+        if th.bound and th.cpu == cpu:
+            return
+        if cpu in self.allowed and self._set(th, {cpu}):
+            if not th.bound:
+                self.binds += 1
+            th.bound = True
+            th.cpu = cpu
+            th.short_runs = 0
+            self.bound.add(th)
 
     def stopped(self, th: StubThread) -> None:
         """`th` stopped at a syscall: was its run short (a syscall-heavy thread)?"""

@@ -185,6 +185,8 @@ class PlacementPolicy(Protocol):
     """Where stub threads run (platform/ptrace/placement.py): told of every resume and
     syscall stop."""
 
+    def created(self, th: StubThread) -> None: ...
+
     def resumed(self, th: StubThread) -> None: ...
 
     def stopped(self, th: StubThread) -> None: ...
@@ -308,8 +310,7 @@ class PtracePlatform:
         try:
             B.set_regs(tid, r)
             B.resume(P.PTRACE_CONT, tid, 0)
-            self._wait_int3(th)
-            B.get_regs(tid, r)
+            self._wait_int3(th)       # reads the registers at the int3 into r (_scratch)
         except OSError as e:      # ptrace itself failed: a platform failure, not an errno
             raise StubError(f"injection into stub thread {tid} failed: {e}") from e
         res = r.rax
@@ -370,6 +371,8 @@ class PtracePlatform:
         th = StubThread(pid, proc)
         proc.threads.add(th)
         proc.spare = th
+        if self.placement is not None:
+            self.placement.created(th)
         return proc
 
     def new_process(self) -> StubProcess:
@@ -381,6 +384,8 @@ class PtracePlatform:
         tid = self._clone_and_collect(th, _CLONE_THREAD_FLAGS)
         nt = StubThread(tid, th.process)
         th.process.threads.add(nt)
+        if self.placement is not None:
+            self.placement.created(nt)
         return nt
 
     def reaped(self, pid: int) -> None:

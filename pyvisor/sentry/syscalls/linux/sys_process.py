@@ -987,19 +987,7 @@ async def sys_vfork(t: Task, r: SyscallArguments) -> int:
 
 
 def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:
-    out: list[bytes] = []
-    if addr == 0:
-        return out
-    total = 0
-    while True:
-        (p,) = struct.unpack("<Q", t.copy_in(addr + 8 * len(out), 8))
-        if p == 0:
-            return out
-        s = t.copy_in_str(p, 32 * 4096)
-        total += len(s) + 1
-        if len(out) >= limit or total > 2 << 20:
-            raise SyscallError(Errno.E2BIG)
-        out.append(s)
+    return kexec.copy_strings(t, addr, limit)
 
 
 async def _de_thread(t: Task) -> None:

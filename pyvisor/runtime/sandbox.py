@@ -257,7 +257,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
             confine.drop_capabilities()
             confine.no_new_privs()
             boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None,
-                                      hostinet=cfg.network == "host")
+                                      hostinet=cfg.network == "host", platform=cfg.platform)
         except confine.ConfinementError as e:
             kernel.shutdown()
             raise BootError(str(e), 125) from None

@@ -1,0 +1,350 @@
+"""The systrap stub program: the ptrace stub's injection loop plus a signal handler
+through which application threads stop without ptrace.
+
+gVisor: pkg/sentry/platform/systrap/sysmsg (sighandler_amd64.c, sysmsg.h).
+
+Start-up (as the ptrace stub, platform/ptrace/stub.py): unmap everything but the
+stub page; install HANDLER for every signal that stops an application thread
+(SIGNALS: SA_SIGINFO|SA_ONSTACK|SA_RESTORER, every signal blocked while it runs);
+no_new_privs; the stub's seccomp filter (`base_filter`); int3.  Then the loop
+`syscall; int3` through which the Sentry injects host syscalls into the one
+*syscall thread* of each stub process, which stays ptraced for life.
+
+Application threads are further threads of the same process, set up by injection
+while still traced (an altstack inside their *region*, a second seccomp filter
+`app_filter`), then detached.  Every syscall an application thread makes is a
+SECCOMP_RET_TRAP: the host kernel delivers SIGSYS on the altstack, writing the
+whole ucontext (registers, XSAVE image) and siginfo into the region, which is a
+MAP_SHARED mapping of a memfd the Sentry has mapped too.  HANDLER (listing below)
+stores fs/gs base, sets the region's state word to STOPPED, writes 8 bytes to the
+wake eventfd (WAKE_FD, the Sentry's platform event) and waits on the state word
+(FUTEX_WAIT) until the Sentry, having written the registers it wants into the
+ucontext, sets it to RUN; then it loads fs/gs base and returns into RESTORER,
+rt_sigreturn.  Faults and the Sentry's interrupt signal take the same path.
+
+Region of one application thread (REGION_SIZE bytes, REGION_SIZE-aligned, so the
+handler finds it from its stack pointer):
+
+    +0x00  state      u32   NEW 0, STOPPED 1 (handler), RUN 2 (Sentry), EXIT 3 (Sentry)
+    +0x08  fs_base    u64   stored at the stop, loaded before the return
+    +0x10  gs_base    u64
+    +0x18  uc         u64   the ucontext address the handler was given (checked)
+    +0x20  stack_t    24 B  the altstack, for the injected sigaltstack
+    +0x40  tid        u32   CLONE_CHILD_CLEARTID word: 0 once the host thread is gone
+    +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top)
+
+Everything in the region is writable by the application thread (and its siblings):
+the Sentry copies once, validates, and never trusts it (SECURITY.md, *systrap*).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_END,
+                                                 STUB_SIZE, STUB_START, TASK_SIZE)
+
+# Host fds in every systrap stub (besides the memory file at 3).
+REGION_FD = 5        # the regions' memfd
+WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
+
+REGION_SIZE = 0x4000
+ALTSTACK = 0x1000
+REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
+MAX_REGIONS = 4096                             # application threads at once, whole sandbox
+REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
+assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
+
+OFF_STATE, OFF_FS, OFF_GS, OFF_UC, OFF_STACK, OFF_TID = 0x00, 0x08, 0x10, 0x18, 0x20, 0x40
+STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT = 0, 1, 2, 3
+
+# The signals that stop an application thread.  SIGUSR2 is the Sentry's interrupt
+# (Platform.interrupt: tgkill); nothing else sends it (the application cannot).
+SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGUSR2, SIGSEGV, SIGSYS = 4, 5, 7, 8, 12, 11, 31
+SIG_INTERRUPT = SIGUSR2
+SIGNALS = (SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIG_INTERRUPT)
+_SA_SIGINFO, _SA_ONSTACK, _SA_RESTORER = 0x4, 0x08000000, 0x04000000
+
+# HANDLER, assembled with GNU as from this source (intel syntax); position independent.
+#
+#   handler: mov rbx, rsp                   ; rdi=sig rsi=&info rdx=&uc rsp=frame
+#            and rbx, -0x4000               ; the region (the altstack is inside it)
+#            mov [rbx+0x18], rdx
+#            rdfsbase rax ; mov [rbx+0x08], rax
+#            rdgsbase rax ; mov [rbx+0x10], rax
+#            mov dword ptr [rbx], 1         ; STOPPED
+#            mov eax, 1 ; mov edi, 6 ; lea rsi, [rip+one] ; mov edx, 8
+#            syscall                        ; write(WAKE_FD, &one, 8)
+#            mov ecx, SPIN                  ; spin a little before sleeping
+#   spin:    cmp dword ptr [rbx], 1 ; jne check ; pause ; dec ecx ; jnz spin
+#   wait:    mov eax, [rbx] ; cmp eax, 1 ; jne check
+#            mov eax, 202 ; mov rdi, rbx ; xor esi, esi ; mov edx, 1 ; xor r10d, r10d
+#            syscall                        ; futex(&state, FUTEX_WAIT, STOPPED, NULL)
+#            jmp wait
+#   check:   mov eax, [rbx] ; cmp eax, 2 ; jne leave
+#            mov rax, [rbx+0x08] ; wrfsbase rax
+#            mov rax, [rbx+0x10] ; wrgsbase rax
+#            ret                            ; into the frame's pretcode: RESTORER
+#   leave:   mov eax, 60 ; xor edi, edi ; syscall ; ud2      ; exit(0): released
+#   restorer: mov eax, 15 ; syscall ; ud2   ; rt_sigreturn
+#            .p2align 3
+#   one:     .quad 1
+_HANDLER = bytes.fromhex(
+    "4889e34881e300c0ffff48895318f3480faec048894308f3480faec848894310c70301000000"
+    "b801000000bf06000000488d3569000000ba080000000f05b964000000833b017523f390ffc9"
+    "75f58b0383f8017516b8ca0000004889df31f6ba010000004531d20f05ebe38b0383f8027513"
+    "488b4308f3480faed0488b4310f3480faed8c3b83c00000031ff0f050f0bb80f0000000f050f"
+    "0b0f1f80000000000100000000000000")
+_SPIN_IMM = 0x3F                 # the imm32 of `mov ecx, SPIN`
+_RESTORER_OFF = 0x90
+_HANDLER_END = 0xA0              # every syscall of the handler lies before this
+assert len(_HANDLER) == 0xA8 and _HANDLER[_RESTORER_OFF:_RESTORER_OFF + 5] == b"\xb8\x0f\0\0\0"
+SPIN = int(os.environ.get("PYVISOR_SYSTRAP_SPIN", "0") or 0) or 1
+
+# Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
+# stub.py) and the set-up of a new application thread (sigaltstack, seccomp).
+_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE = 9, 10, 11, 25, 28
+_NR_CLONE, _NR_EXIT, _NR_PRCTL, _NR_SIGALTSTACK, _NR_SECCOMP = 56, 60, 157, 131, 317
+_NR_WRITE, _NR_RT_SIGRETURN, _NR_FUTEX = 1, 15, 202
+INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT,
+                     _NR_SIGALTSTACK, _NR_SECCOMP)
+PR_SET_NAME = 15
+CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT | SIGCHLD
+CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHAND|THREAD|CHILD_CLEARTID
+FUTEX_WAIT = 0
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_KILL_PROCESS = 0x80000000
+_RET_ALLOW = 0x7FFF0000
+_RET_TRAP = 0x00030000
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_NR, _ARCH, _IP_LO, _IP_HI = 0, 4, 8, 12
+
+
+def _arg_lo(i: int) -> int:
+    return 16 + 8 * i
+
+
+def _arg_hi(i: int) -> int:
+    return 20 + 8 * i
+
+
+class _Bpf:
+    """A tiny classic-BPF assembler with forward labels (jumps are forward only)."""
+
+    def __init__(self) -> None:
+        self.prog: list[tuple[int, str | int, str | int, int]] = []
+        self.labels: dict[str, int] = {}
+
+    def ld(self, off: int) -> None:
+        self.prog.append((_LD_W_ABS, 0, 0, off))
+
+    def j(self, op: int, k: int, jt: str | int = 0, jf: str | int = 0) -> None:
+        self.prog.append((op, jt, jf, k))
+
+    def ret(self, k: int) -> None:
+        self.prog.append((_RET_K, 0, 0, k))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.prog)
+
+    def bytes(self) -> bytes:
+        out = []
+        for i, (code, jt, jf, k) in enumerate(self.prog):
+            t = self.labels[jt] - i - 1 if isinstance(jt, str) else jt
+            f = self.labels[jf] - i - 1 if isinstance(jf, str) else jf
+            assert 0 <= t < 256 and 0 <= f < 256
+            out.append(struct.pack("<HBBI", code, t, f, k))
+        return b"".join(out)
+
+
+def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
+    """ip (low half in A) within the handler: only its own four syscalls."""
+    b.j(_JGE_K, lo, 0, "trap")
+    b.j(_JGE_K, end, "trap", 0)
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_FUTEX, "futex", 0)
+    b.j(_JEQ_K, _NR_WRITE, "write", 0)
+    b.j(_JEQ_K, _NR_RT_SIGRETURN, "allow", 0)
+    b.j(_JEQ_K, _NR_EXIT, "allow", "trap")
+    b.label("futex")                       # FUTEX_WAIT only (no wake, requeue, PI)
+    b.ld(_arg_lo(1))
+    b.j(_JEQ_K, FUTEX_WAIT, "allow", "trap")
+    b.label("write")                       # only to the wake eventfd
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, WAKE_FD, "allow", "trap")
+
+
+def base_filter(syscall_ip: int, handler_lo: int, handler_end: int) -> bytes:
+    """The stub process's filter (every thread).  Application syscalls are TRAPs
+    (SIGSYS to the handler) except: the handler's own calls from inside the handler,
+    and, from the injection point only, the syscalls the Sentry injects (anything else
+    there kills the process, as on ptrace).  Another architecture (int 0x80, 32-bit
+    code) traps too: the Sentry answers ENOSYS."""
+    assert syscall_ip >> 32 == handler_lo >> 32 == (handler_end - 1) >> 32
+    b = _Bpf()
+    b.ld(_ARCH)
+    b.j(_JEQ_K, _AUDIT_ARCH_X86_64, 0, "trap")
+    b.ld(_IP_HI)
+    b.j(_JEQ_K, syscall_ip >> 32, 0, "trap")       # (the vsyscall page traps here too)
+    b.ld(_IP_LO)
+    b.j(_JEQ_K, syscall_ip & 0xFFFFFFFF, "inject", 0)
+    _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
+    b.label("inject")
+    b.ld(_NR)
+    for nr in INJECTED_SYSCALLS:
+        b.j(_JEQ_K, nr, "allow", 0)
+    b.j(_JEQ_K, _NR_CLONE, "clone", 0)
+    b.j(_JEQ_K, _NR_PRCTL, "prctl", "kill")
+    b.label("clone")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, CLONE_PROCESS, "allow", 0)
+    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "kill")
+    b.label("prctl")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "kill")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, PR_SET_NAME, "allow", "kill")
+    b.label("kill")
+    b.ret(_RET_KILL_PROCESS)
+    b.label("trap")
+    b.ret(_RET_TRAP)
+    b.label("allow")
+    b.ret(_RET_ALLOW)
+    return b.bytes()
+
+
+def app_filter(handler_lo: int, handler_end: int) -> bytes:
+    """The second filter of every application thread: everything TRAPs except the
+    handler's own calls from inside the handler (futex wait, the wake write,
+    rt_sigreturn, exit)."""
+    b = _Bpf()
+    b.ld(_ARCH)
+    b.j(_JEQ_K, _AUDIT_ARCH_X86_64, 0, "trap")
+    b.ld(_IP_HI)
+    b.j(_JEQ_K, handler_lo >> 32, 0, "trap")
+    b.ld(_IP_LO)
+    _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
+    b.label("trap")
+    b.ret(_RET_TRAP)
+    b.label("allow")
+    b.ret(_RET_ALLOW)
+    return b.bytes()
+
+
+class _Asm:
+    def __init__(self) -> None:
+        self.c = bytearray()
+
+    def mov32(self, reg: int, imm: int) -> None:     # mov r32, imm32 (eax..edi)
+        self.c += bytes([0xB8 + reg]) + struct.pack("<I", imm)
+
+    def movabs(self, reg: int, imm: int) -> int:     # movabs r64, imm64; returns imm offset
+        self.c += bytes([0x48, 0xB8 + reg])
+        off = len(self.c)
+        self.c += struct.pack("<Q", imm)
+        return off
+
+    def syscall(self) -> None:
+        self.c += b"\x0f\x05"
+
+
+_EAX, _ECX, _EDX, _EBX, _ESP, _EBP, _ESI, _EDI = range(8)
+
+
+def _code(code_addr: int) -> dict[str, int | bytes]:
+    """The stub's code and data from `code_addr`, and the addresses that matter."""
+    a = _Asm()
+    # munmap(0, STUB_START); munmap(STUB_END, TASK_SIZE - STUB_END)
+    a.mov32(_EAX, 11)
+    a.c += b"\x31\xff"
+    a.movabs(_ESI, STUB_START)
+    a.syscall()
+    a.mov32(_EAX, 11)
+    a.movabs(_EDI, STUB_END)
+    a.movabs(_ESI, TASK_SIZE - STUB_END)
+    a.syscall()
+    # rt_sigaction(sig, &act, NULL, 8) for each stopping signal.
+    act_imms = []
+    for sig in SIGNALS:
+        a.mov32(_EAX, 13)
+        a.mov32(_EDI, sig)
+        act_imms.append(a.movabs(_ESI, 0))
+        a.c += b"\x31\xd2"                        # xor edx, edx
+        a.c += b"\x41\xba" + struct.pack("<I", 8)  # mov r10d, 8
+        a.syscall()
+    # prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    a.mov32(_EAX, 157)
+    a.mov32(_EDI, 38)
+    a.mov32(_ESI, 1)
+    a.c += b"\x31\xd2\x4d\x31\xd2\x4d\x31\xc0"
+    a.syscall()
+    # seccomp(SECCOMP_SET_MODE_FILTER, 0, &base); its result stays in rax for the Sentry.
+    a.mov32(_EAX, 317)
+    a.mov32(_EDI, 1)
+    a.c += b"\x31\xf6"
+    base_imm = a.movabs(_EDX, 0)
+    a.syscall()
+    a.c += b"\xcc"                                 # int3: ready
+    loop = len(a.c)
+    a.c += b"\x0f\x05\xcc\xeb\xfb"                 # syscall; int3; jmp loop
+    first = len(a.c)
+    a.mov32(_EAX, 39)                               # a new application thread's first
+    a.c += b"\x0f\x05\x0f\x0b"                      # trap: getpid -> SIGSYS; ud2
+    while len(a.c) % 16:
+        a.c += b"\xcc"
+    handler = len(a.c)
+    h = bytearray(_HANDLER)
+    h[_SPIN_IMM:_SPIN_IMM + 4] = struct.pack("<I", SPIN)
+    a.c += h
+    handler_lo = code_addr + handler
+    handler_end = code_addr + handler + _HANDLER_END
+    # struct kernel_sigaction: handler, flags, restorer, mask (all blocked).
+    act = len(a.c)
+    a.c += struct.pack("<QQQQ", handler_lo, _SA_SIGINFO | _SA_ONSTACK | _SA_RESTORER,
+                       code_addr + handler + _RESTORER_OFF, 0xFFFFFFFFFFFFFFFF)
+    for off in act_imms:
+        a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
+    base = base_filter(code_addr + loop + 2, handler_lo, handler_end)
+    app = app_filter(handler_lo, handler_end)
+    base_prog = len(a.c)
+    a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
+    app_prog = len(a.c)
+    a.c += struct.pack("<H6xQ", len(app) // 8, code_addr + base_prog + 32 + len(base))
+    a.c += base + app
+    a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
+    return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
+            "handler": handler_lo, "handler_end": handler_end,
+            "restorer": code_addr + handler + _RESTORER_OFF, "app_fprog": code_addr + app_prog}
+
+
+_C = _code(STUB_START + _CODE_OFFSET)
+_CODE = _C["code"]
+assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= STUB_SIZE
+SYSCALL_ADDR = int(_C["syscall"])     # the injection point
+AFTER_INT3 = SYSCALL_ADDR + 3
+FIRST_TRAP = int(_C["first"])          # where a new application thread starts
+HANDLER = int(_C["handler"])
+HANDLER_END = int(_C["handler_end"])
+RESTORER = int(_C["restorer"])
+APP_FPROG = int(_C["app_fprog"])       # struct sock_fprog of app_filter, in the stub page
+
+
+def build_stub_elf() -> bytes:
+    """A complete static ELF executable holding the stub."""
+    size = _CODE_OFFSET + len(_CODE)
+    ehdr = _EHDR.pack(b"\x7fELF\x02\x01\x01" + bytes(9), 2, 62, 1, STUB_START + _CODE_OFFSET,
+                      _EHDR.size, 0, 0, _EHDR.size, _PHDR.size, 1, 0, 0, 0)
+    phdr = _PHDR.pack(1, 5, 0, STUB_START, STUB_START, size, size, 0x1000)  # PT_LOAD R+X
+    return ehdr + phdr + _CODE
+
+
+def stub_memfd() -> int:
+    """A sealed close-on-exec memfd holding the stub program, ready for fexecve."""
+    import fcntl
+    fd = os.memfd_create("pyvisor-stub", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, build_stub_elf())
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd

@@ -1,0 +1,517 @@
+"""The systrap platform: application threads stop through a signal handler in the
+stub and shared memory, with no ptrace stop on the syscall path.
+
+gVisor: pkg/sentry/platform/systrap (subprocess.go, sysmsg).  The stub, the
+handler and the region layout are described in systrap/stub.py.
+
+Process model: as on ptrace (platform/ptrace/subprocess.py), every address space
+is one host stub process cloned by injection, and that process's first thread
+(its *syscall thread*) stays ptraced for life: the Sentry injects mmap, munmap,
+mprotect, clone, ... through it exactly as on ptrace, and sees the process die
+through it (waitpid).  Application threads (contexts) are further host threads:
+
+* made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID) in the
+  syscall thread, with a *region* (stub.py) of the regions memfd mapped
+  MAP_SHARED|MADV_DONTFORK at its fixed address in that one process only;
+* set up while still traced (auto-attached by PTRACE_O_TRACECLONE): sigaltstack
+  in the region (SS_AUTODISARM, so every frame lands at the same place), then the
+  application filter (stub.app_filter), injected into the thread itself;
+* pointed at FIRST_TRAP and PTRACE_DETACHed.  Its first syscall traps into the
+  handler, which reports STOPPED; from then on `switch` is: write the registers
+  into the ucontext the host kernel left in the region, state = RUN, FUTEX_WAKE.
+
+The Sentry's event fd is an epoll set of the wake eventfd (every handler writes
+it) and the SIGCHLD signalfd (a stub process died; an injected clone).  `stops`
+reads the state word of every *running* context; a STOPPED one is decoded from
+one copy of its frame.  Everything read from a region is application-writable
+(SECURITY.md, *systrap*): a malformed frame kills that stub process (the
+application's own threads), never the Sentry.
+
+Concurrency: Sentry loop only, as ptrace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import select
+import signal as host_signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pyvisor.abi.linux import ptrace as P
+from pyvisor.abi.linux.mman import MAP_FIXED, MAP_SHARED
+from pyvisor.abi.linux.sysno_amd64 import Sysno
+from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.arch.signal import (SIGCONTEXT, UC_FP_XSTATE, UC_HEAD, UC_SIGCONTEXT_SS,
+                                        UC_STRICT_RESTORE_SS, frame_addresses)
+from pyvisor.sentry.platform.platform import Access, StopKind, StopReason
+from pyvisor.sentry.platform.ptrace import binding as B
+from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, StubError,
+                                                       StubProcess, StubThread)
+from pyvisor.sentry.platform.systrap import stub as S
+
+_PROT_RW = 3
+_MADV_DONTFORK = 10
+_SS_AUTODISARM = 1 << 31
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1
+_SYS_SECCOMP = 1                  # si_code of a seccomp trap
+_FRAME_HEAD = 8 + UC_HEAD.size + SIGCONTEXT.size + 8 + 128   # pretcode .. siginfo: 440
+_SC_OFF = 8 + UC_HEAD.size        # sigcontext within the frame
+_MASK_OFF = _SC_OFF + SIGCONTEXT.size
+_INFO_OFF = _MASK_OFF + 8
+_SC = struct.Struct("<18Q HHHH QQQQ Q")
+_SC_FPSTATE = 184                 # sigcontext.fpstate
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CTRL = struct.Struct("<QQ")      # fs_base, gs_base at OFF_FS
+_UC_FLAGS = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS | (UC_FP_XSTATE if fpu.HAS_XSAVE else 0)
+_VSYSCALL_PAGE = 0xFFFFFFFFFF600000
+_TRAPNO_PF = 14
+_PF_WRITE, _PF_INSTR = 0x2, 0x10
+_ENOSYS = 38
+_M64 = 0xFFFFFFFFFFFFFFFF
+# A context asked to stop that has not stopped after this long has made itself
+# unstoppable (it blocked the interrupt signal with a forged sigreturn frame, or
+# moved its altstack): its stub process is killed.
+INTERRUPT_GRACE_NS = 5_000_000_000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
+                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+
+
+class Timers(Protocol):
+    """What the platform needs of the Kernel: its loop's timers (the interrupt watchdog)."""
+
+    def now(self) -> int: ...
+
+    def add_timer(self, deadline: int, callback: Callable[[], None]) -> object: ...
+
+
+# The frame the host kernel writes at the top of every region's altstack.
+_FRAME, _FP = frame_addresses(S.REGION_SIZE, fpu.FRAME_BYTES)   # offsets within a region
+
+
+@dataclass(eq=False, slots=True)
+class AppThread:
+    """One application thread: an untraced host thread of a stub process (Context)."""
+
+    tid: int
+    process: SysProcess
+    slot: int                       # its region
+    running: bool = False
+    exited: bool = False
+    released: bool = False          # the kernel let go while it ran: exit at its stop
+    regs: Registers | None = None   # the task's registers, from its last switch
+    interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
+
+    @property
+    def space(self) -> SysProcess:
+        return self.process
+
+    @property
+    def addr(self) -> int:
+        """The region's address in the stub."""
+        return S.REGIONS_START + self.slot * S.REGION_SIZE
+
+    @property
+    def off(self) -> int:
+        """The region's offset in the regions memfd (and in the Sentry's mapping)."""
+        return self.slot * S.REGION_SIZE
+
+
+@dataclass(eq=False, slots=True)
+class SysProcess(StubProcess):
+    """A stub process (AddressSpace): its ptraced syscall thread in `threads`, its
+    application threads in `apps`."""
+
+    apps: set[AppThread] = field(default_factory=set)
+    owned: list[int] = field(default_factory=list)      # regions mapped in this process
+    free: list[int] = field(default_factory=list)       # ... whose thread is gone
+    draining: list[int] = field(default_factory=list)   # ... whose thread was told to exit
+
+
+class SystrapPlatform(PtracePlatform):
+    """gVisor: systrap.Systrap.  Injection and stub processes as ptrace; contexts as above."""
+
+    name = "systrap"
+    _syscall_addr = S.SYSCALL_ADDR
+    _after_int3 = S.AFTER_INT3
+
+    def __init__(self, memfd: int) -> None:
+        size = S.MAX_REGIONS * S.REGION_SIZE
+        self.regions_fd = os.memfd_create("pyvisor-regions", os.MFD_CLOEXEC)
+        os.ftruncate(self.regions_fd, size)
+        self.mem = mmap.mmap(self.regions_fd, size, mmap.MAP_SHARED,
+                             mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mem_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
+        self.free_regions = list(range(S.MAX_REGIONS - 1, -1, -1))
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.running: set[AppThread] = set()
+        self.pending: list[tuple[AppThread, StopReason]] = []
+        self.timers: Timers | None = None     # set by boot: the interrupt watchdog
+        self._watchdog_armed = False
+        self.mxcsr_mask = 0xFFBF
+        super().__init__(memfd)
+        self._ep = select.epoll()
+        self._ep.register(self.wake_fd, select.EPOLLIN)
+        self._ep.register(self._sigfd, select.EPOLLIN)
+
+    def _new_stub_memfd(self) -> int:
+        return S.stub_memfd()
+
+    def _stub_fds(self) -> list[int]:
+        return [self.regions_fd, self.wake_fd]          # at REGION_FD, WAKE_FD
+
+    # -- address spaces ---------------------------------------------------------------
+
+    def fork_process(self, th: StubThread) -> SysProcess:
+        """A new stub process (copy-on-write copy of `th`'s; regions are not copied:
+        MADV_DONTFORK).  It has only its syscall thread; contexts come by new_context."""
+        pid = self._clone_and_collect(th, S.CLONE_PROCESS)
+        proc = SysProcess(pid, self)
+        self.processes[pid] = proc
+        proc.threads.add(StubThread(pid, proc))
+        return proc
+
+    def new_process(self) -> SysProcess:
+        return self.fork_process(next(iter(self.master.threads)))
+
+    def new_address_space(self) -> SysProcess:
+        return self.new_process()
+
+    def set_host_name(self, ctx: AppThread, addr: int) -> None:  # type: ignore[override]
+        proc = ctx.process
+        if proc.dead:
+            return
+        self.inject(proc.any_thread(), Sysno.prctl, 15, addr)     # PR_SET_NAME
+
+    # -- contexts ---------------------------------------------------------------------
+
+    def _region(self, proc: SysProcess) -> tuple[int, bool]:
+        """A region for a new thread of `proc`: one of its own whose thread is gone,
+        or a fresh one (True: to be mapped)."""
+        still = []
+        for slot in proc.draining:
+            if _U32.unpack_from(self.mem, slot * S.REGION_SIZE + S.OFF_TID)[0] == 0:
+                proc.free.append(slot)
+            else:
+                still.append(slot)
+        proc.draining = still
+        if proc.free:
+            return proc.free.pop(), False
+        if not self.free_regions:
+            raise StubError("out of systrap regions (too many application threads)")
+        slot = self.free_regions.pop()
+        proc.owned.append(slot)
+        return slot, True
+
+    def new_context(self, space: SysProcess) -> AppThread:  # type: ignore[override]
+        """A new application thread in `space`, stopped in the handler."""
+        proc = space
+        slot, fresh = self._region(proc)
+        addr = S.REGIONS_START + slot * S.REGION_SIZE
+        off = slot * S.REGION_SIZE
+        if fresh:
+            proc._host(Sysno.mmap, addr, S.REGION_SIZE, _PROT_RW, MAP_SHARED | MAP_FIXED,
+                       S.REGION_FD, off)
+            proc._host(Sysno.madvise, addr, S.REGION_SIZE, _MADV_DONTFORK)
+        self.mem[off:off + 0x80] = bytes(0x80)
+        struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
+                         _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
+        syscall_thread = proc.any_thread()
+        try:
+            tid = self._clone_and_collect(syscall_thread, S.CLONE_APP_THREAD,
+                                          ctid=addr + S.OFF_TID)
+        except OSError as e:
+            proc.free.append(slot)
+            raise StubError(f"cannot clone an application thread: {e}") from e
+        _U32.pack_into(self.mem, off + S.OFF_TID, tid)
+        ctx = AppThread(tid, proc, slot)
+        proc.apps.add(ctx)
+        tmp = StubThread(tid, proc)
+        try:
+            r1 = self.inject(tmp, Sysno.sigaltstack, addr + S.OFF_STACK, 0)
+            r2 = self.inject(tmp, Sysno.seccomp, 1, 0, S.APP_FPROG)
+            if r1 or r2:
+                raise StubError(f"application thread set-up failed: {r1}, {r2}")
+            regs = self._scratch
+            B.get_regs(tid, regs)
+            regs.rip = S.FIRST_TRAP
+            B.set_regs(tid, regs)
+            B.ptrace(P.PTRACE_DETACH, tid, 0, 0)
+        except (OSError, StubError) as e:
+            proc.kill()
+            raise StubError(f"application thread set-up failed: {e}") from e
+        self._await_first_stop(ctx)
+        self.contexts[tid] = ctx      # type: ignore[assignment]
+        return ctx
+
+    def _await_first_stop(self, ctx: AppThread) -> None:
+        """Waits for the new thread's first trap; checks the frame is where expected."""
+        off = ctx.off
+        deadline = time.monotonic() + 30
+        ts = (ctypes.c_long * 2)(0, 100_000_000)
+        while _U32.unpack_from(self.mem, off)[0] != S.STATE_STOPPED:
+            if time.monotonic() > deadline or ctx.process.dead:
+                ctx.process.kill()
+                raise StubError(f"application thread {ctx.tid} did not reach its handler")
+            _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAIT, S.STATE_NEW,
+                     ctypes.addressof(ts), None, 0)
+        uc = _U64.unpack_from(self.mem, off + S.OFF_UC)[0]
+        fp = _U64.unpack_from(self.mem, off + _FRAME + _SC_OFF + _SC_FPSTATE)[0]
+        if uc != ctx.addr + _FRAME + 8 or fp != ctx.addr + _FP:
+            ctx.process.kill()
+            raise StubError(f"systrap frame layout: uc {uc:#x} fp {fp:#x}, expected "
+                            f"{ctx.addr + _FRAME + 8:#x} {ctx.addr + _FP:#x}")
+        mask = _U32.unpack_from(self.mem, off + _FP + 28)[0]
+        if mask:
+            self.mxcsr_mask = mask
+
+    def release_context(self, ctx: AppThread) -> None:  # type: ignore[override]
+        self.contexts.pop(ctx.tid, None)
+        proc = ctx.process
+        proc.apps.discard(ctx)
+        if ctx.exited or proc.dead:
+            return
+        if not proc.apps:
+            proc.kill()               # its last application thread: the process goes
+            return
+        if ctx.running:
+            ctx.released = True       # it exits at its stop (interrupt asks for one)
+            self.interrupt(ctx)
+            return
+        self._exit_thread(ctx)
+
+    def _exit_thread(self, ctx: AppThread) -> None:
+        ctx.exited = True
+        self.running.discard(ctx)
+        off = ctx.off
+        _U32.pack_into(self.mem, off, S.STATE_EXIT)
+        _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAKE, 1, None, None, 0)
+        ctx.process.draining.append(ctx.slot)
+
+    def switch(self, ctx: AppThread, regs: Registers) -> None:  # type: ignore[override]
+        """The registers into the ucontext, state RUN, FUTEX_WAKE: the handler returns
+        through rt_sigreturn into them."""
+        if ctx.exited or ctx.process.dead:
+            return
+        ctx.regs = regs
+        mem = self.mem
+        off = ctx.off
+        fo = off + _FRAME
+        addr = ctx.addr
+        _U64.pack_into(mem, fo, S.RESTORER)
+        UC_HEAD.pack_into(mem, fo + 8, _UC_FLAGS, 0, addr + S.ALTSTACK,
+                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
+        _SC.pack_into(mem, fo + _SC_OFF, regs.r8, regs.r9, regs.r10, regs.r11, regs.r12,
+                      regs.r13, regs.r14, regs.r15, regs.rdi, regs.rsi, regs.rbp, regs.rbx,
+                      regs.rdx, regs.rax, regs.rcx, regs.rsp, regs.rip, regs.eflags,
+                      regs.cs & 0xFFFF, 0, 0, regs.ss & 0xFFFF, 0, 0, 0, 0, addr + _FP)
+        _U64.pack_into(mem, fo + _MASK_OFF, 0)          # no host signal blocked
+        _CTRL.pack_into(mem, off + S.OFF_FS, regs.fs_base, regs.gs_base)
+        _U32.pack_into(mem, off, S.STATE_RUN)
+        ctx.running = True
+        self.running.add(ctx)
+        _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAKE, 1, None, None, 0)
+
+    def interrupt(self, ctx: AppThread) -> None:  # type: ignore[override]
+        """SIG_INTERRUPT to the running thread; its stop is reported as INTERRUPT."""
+        if not ctx.running or ctx.exited:
+            return
+        try:
+            B.tgkill(ctx.process.pid, ctx.tid, S.SIG_INTERRUPT)
+        except OSError:
+            # The host thread is gone (it ran exit through the handler): report it.
+            self._gone(ctx)
+            return
+        if not ctx.interrupted_at:
+            ctx.interrupted_at = time.monotonic_ns()
+            self._arm_watchdog()
+
+    def _gone(self, ctx: AppThread) -> None:
+        ctx.running = False
+        ctx.exited = True
+        self.running.discard(ctx)
+        self.contexts.pop(ctx.tid, None)
+        self.pending.append((ctx, StopReason(StopKind.EXIT, signo=host_signal.SIGKILL)))
+        os.eventfd_write(self.wake_fd, 1)
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog_armed or self.timers is None:
+            return
+        self._watchdog_armed = True
+        self.timers.add_timer(self.timers.now() + INTERRUPT_GRACE_NS, self._watchdog)
+
+    def _watchdog(self) -> None:
+        """Kills the stub process of a context that ignores interrupts."""
+        self._watchdog_armed = False
+        now = time.monotonic_ns()
+        waiting = False
+        for ctx in list(self.running):
+            if not ctx.interrupted_at:
+                continue
+            if now - ctx.interrupted_at >= INTERRUPT_GRACE_NS:
+                ctx.process.kill()     # its death comes through the syscall thread
+            else:
+                waiting = True
+        if waiting:
+            self._arm_watchdog()
+
+    # -- stops ------------------------------------------------------------------------
+
+    def event_fd(self) -> int:
+        return self._ep.fileno()
+
+    def stops_ready(self) -> bool:
+        return bool(self.pending)
+
+    def stops(self) -> Iterator[tuple[AppThread, StopReason]]:  # type: ignore[override]
+        try:
+            os.read(self.wake_fd, 8)
+        except OSError:
+            pass
+        try:
+            os.read(self._sigfd, 1024)
+        except OSError:
+            pass
+        yield from self._deaths()
+        while self.pending:
+            yield self.pending.pop(0)
+        mem = self.mem
+        for ctx in list(self.running):
+            if _U32.unpack_from(mem, ctx.off)[0] != S.STATE_STOPPED:
+                continue
+            ctx.running = False
+            ctx.interrupted_at = 0
+            self.running.discard(ctx)
+            if ctx.released:
+                self._exit_thread(ctx)
+                continue
+            why = self._decode(ctx)
+            if why is not None:
+                yield ctx, why
+
+    def _deaths(self) -> Iterator[tuple[AppThread, StopReason]]:
+        """Wait statuses of stub processes: a death is an EXIT of each of its contexts."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if os.WIFSTOPPED(status):
+                continue        # a stray stop of a syscall thread: left stopped
+            proc = self.processes.pop(pid, None)
+            if not isinstance(proc, SysProcess):
+                continue
+            proc.dead = True
+            for slot in proc.owned:        # nothing maps them any more: reusable
+                try:
+                    _punch(self.regions_fd, slot * S.REGION_SIZE, S.REGION_SIZE)
+                except OSError:
+                    pass
+                self.free_regions.append(slot)
+            proc.owned.clear()
+            for ctx in list(proc.apps):
+                self.running.discard(ctx)
+                if ctx.exited:
+                    continue
+                ctx.running = False
+                ctx.exited = True
+                if self.contexts.pop(ctx.tid, None) is not None:
+                    yield ctx, StopReason(StopKind.EXIT, signo=status)
+
+    def _decode(self, ctx: AppThread) -> StopReason | None:
+        """One stop, from one copy of the frame; registers into ctx.regs."""
+        off = ctx.off
+        raw = self.mem[off + _FRAME:off + _FRAME + _FRAME_HEAD]
+        ctl = self.mem[off:off + S.OFF_STACK]
+        regs = ctx.regs
+        if regs is None:
+            regs = ctx.regs = Registers()
+        v = _SC.unpack_from(raw, _SC_OFF)
+        (regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+         regs.rdi, regs.rsi, regs.rbp, regs.rbx, regs.rdx, regs.rax, regs.rcx, regs.rsp,
+         regs.rip, regs.eflags) = v[:18]
+        regs.cs = v[18]
+        regs.ss = v[21]
+        regs.fs_base, regs.gs_base = _CTRL.unpack_from(ctl, S.OFF_FS)
+        regs.orig_rax = _M64
+        if _U64.unpack_from(ctl, S.OFF_UC)[0] != ctx.addr + _FRAME + 8:
+            # Not where the host kernel puts the frame: the application moved its
+            # altstack or forged a stop.  Only its own process pays.
+            ctx.process.kill()
+            return None
+        info = raw[_INFO_OFF:_INFO_OFF + 128]
+        signo, _, code = struct.unpack_from("<iii", info, 0)
+        if signo == S.SIGSYS and code == _SYS_SECCOMP:
+            call_addr = _U64.unpack_from(info, 16)[0]
+            if call_addr & ~0xFFF == _VSYSCALL_PAGE:
+                return StopReason(StopKind.SIGNAL, signo=signo, info=info)
+            regs.orig_rax = regs.rax           # the host rolled rax back to the number
+            regs.rax = -_ENOSYS & _M64
+            return _SYSCALL
+        if signo in (S.SIGSEGV, S.SIGBUS):
+            err, trapno = v[22], v[23]
+            access = Access.READ
+            if trapno == _TRAPNO_PF:
+                if err & _PF_WRITE:
+                    access = Access.WRITE
+                elif err & _PF_INSTR:
+                    access = Access.EXEC
+            return StopReason(StopKind.FAULT, signo=signo,
+                              address=_U64.unpack_from(info, 16)[0], access=access, info=info)
+        if signo in (S.SIGILL, S.SIGFPE, S.SIGTRAP, S.SIGSYS):
+            return StopReason(StopKind.SIGNAL, signo=signo, info=info)
+        return StopReason(StopKind.INTERRUPT, signo=signo)
+
+    # -- FP state: the XSAVE image in the frame -----------------------------------------
+
+    def get_fpstate(self, ctx: AppThread) -> bytes:  # type: ignore[override]
+        o = ctx.off + _FP
+        if not fpu.HAS_XSAVE:
+            return self.mem[o:o + fpu.FXSAVE_SIZE]
+        img = self.mem[o:o + fpu.FRAME_SIZE]
+        return img + bytes(fpu.REGSET_SIZE - fpu.FRAME_SIZE)
+
+    def set_fpstate(self, ctx: AppThread, data: bytes) -> bool:  # type: ignore[override]
+        """Checks what XRSTOR (the host's rt_sigreturn) would refuse, then writes the
+        frame image the handler's return loads."""
+        (mxcsr,) = _U32.unpack_from(data, fpu.MXCSR_OFFSET)
+        if mxcsr & ~self.mxcsr_mask:
+            return False
+        if fpu.HAS_XSAVE and len(data) > fpu.XSAVE_HDR_OFFSET:
+            bv, comp = struct.unpack_from("<QQ", data, fpu.XSAVE_HDR_OFFSET)
+            if comp or bv & ~fpu.XCR0 or any(
+                    data[fpu.XSAVE_HDR_OFFSET + 16:fpu.XSAVE_HDR_OFFSET + fpu.XSAVE_HDR_SIZE]):
+                return False
+        img = fpu.to_frame(data)
+        o = ctx.off + _FP
+        self.mem[o:o + len(img)] = img
+        return True
+
+    def shutdown(self) -> None:
+        self.running.clear()
+        super().shutdown()
+
+
+_SYSCALL = StopReason(StopKind.SYSCALL)
+
+
+def _punch(fd: int, off: int, length: int) -> None:
+    """Frees a region's pages (fallocate PUNCH_HOLE|KEEP_SIZE)."""
+    r = _libc.fallocate(fd, 0x3, ctypes.c_long(off), ctypes.c_long(length))
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+

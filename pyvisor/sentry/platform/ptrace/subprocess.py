@@ -202,6 +202,10 @@ class PtracePlatform:
     _syscall_addr = SYSCALL_ADDR     # the injection point
     _after_int3 = AFTER_INT3         # rip at the int3 that ends an injection
 
+    # Whether the stub keeps the Sentry's fds 0-2 (ptrace: unreachable, PTRACE_SYSEMU
+    # stops every application syscall; its start-up error message goes there).
+    _stub_keeps_stdio = True
+
     def _new_stub_memfd(self) -> int:
         return stub_memfd()
 
@@ -244,6 +248,8 @@ class PtracePlatform:
                 for i, fd in enumerate(his):
                     os.dup2(fd, 5 + i, inheritable=True)
                 os.closerange(5 + len(his), 65536)
+                if not self._stub_keeps_stdio:
+                    os.closerange(0, 3)
                 host_signal.pthread_sigmask(host_signal.SIG_SETMASK, [])
                 # Stubs hold no capabilities (root's exec would otherwise grant them all)
                 # and few resources: they need only the memory file.
@@ -344,6 +350,9 @@ class PtracePlatform:
                     events.append((event, B.get_event_msg(tid)))
                 B.resume(P.PTRACE_CONT, tid, 0)
                 continue
+            if sig == host_signal.SIGSYS:
+                # The stub's filter refused what the Sentry injected (a Sentry bug).
+                raise StubError(f"stub thread {tid}: injected syscall refused by its filter")
             if sig == _SIGTRAP:
                 B.get_regs(tid, self._scratch)
                 if self._scratch.rip == self._after_int3:

@@ -97,9 +97,14 @@ _HANDLER = bytes.fromhex(
     "488b4308f3480faed0488b4310f3480faed8c3b83c00000031ff0f050f0bb80f0000000f050f"
     "0b0f1f80000000000100000000000000")
 _SPIN_IMM = 0x3F                 # the imm32 of `mov ecx, SPIN`
+# The handler's syscall instructions (offsets from HANDLER): what an application that
+# jumps into the handler can reach (tests/security/test_systrap.py tries each).
+SITE_WRITE, SITE_FUTEX, SITE_EXIT, SITE_SIGRETURN = 0x3C, 0x67, 0x8C, 0x95
 _RESTORER_OFF = 0x90
 _HANDLER_END = 0xA0              # every syscall of the handler lies before this
 assert len(_HANDLER) == 0xA8 and _HANDLER[_RESTORER_OFF:_RESTORER_OFF + 5] == b"\xb8\x0f\0\0\0"
+assert all(_HANDLER[o:o + 2] == b"\x0f\x05" for o in (SITE_WRITE, SITE_FUTEX, SITE_EXIT,
+                                                         SITE_SIGRETURN))
 SPIN = int(os.environ.get("PYVISOR_SYSTRAP_SPIN", "0") or 0) or 1
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
@@ -115,7 +120,6 @@ CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHA
 FUTEX_WAIT = 0
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
-_RET_KILL_PROCESS = 0x80000000
 _RET_ALLOW = 0x7FFF0000
 _RET_TRAP = 0x00030000
 _LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
@@ -179,8 +183,9 @@ def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
 def base_filter(syscall_ip: int, handler_lo: int, handler_end: int) -> bytes:
     """The stub process's filter (every thread).  Application syscalls are TRAPs
     (SIGSYS to the handler) except: the handler's own calls from inside the handler,
-    and, from the injection point only, the syscalls the Sentry injects (anything else
-    there kills the process, as on ptrace).  Another architecture (int 0x80, 32-bit
+    and, from the injection point only, the syscalls the Sentry injects.  Anything else
+    at the injection point traps too: an application thread that jumps there is served
+    by the Sentry, as on ptrace (and its own app_filter traps even the injected ones).  Another architecture (int 0x80, 32-bit
     code) traps too: the Sentry answers ENOSYS."""
     assert syscall_ip >> 32 == handler_lo >> 32 == (handler_end - 1) >> 32
     b = _Bpf()
@@ -196,18 +201,16 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int) -> bytes:
     for nr in INJECTED_SYSCALLS:
         b.j(_JEQ_K, nr, "allow", 0)
     b.j(_JEQ_K, _NR_CLONE, "clone", 0)
-    b.j(_JEQ_K, _NR_PRCTL, "prctl", "kill")
+    b.j(_JEQ_K, _NR_PRCTL, "prctl", "trap")
     b.label("clone")
     b.ld(_arg_lo(0))
     b.j(_JEQ_K, CLONE_PROCESS, "allow", 0)
-    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "kill")
+    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
     b.label("prctl")
     b.ld(_arg_hi(0))
-    b.j(_JEQ_K, 0, 0, "kill")
+    b.j(_JEQ_K, 0, 0, "trap")
     b.ld(_arg_lo(0))
-    b.j(_JEQ_K, PR_SET_NAME, "allow", "kill")
-    b.label("kill")
-    b.ret(_RET_KILL_PROCESS)
+    b.j(_JEQ_K, PR_SET_NAME, "allow", "trap")
     b.label("trap")
     b.ret(_RET_TRAP)
     b.label("allow")

@@ -145,6 +145,7 @@ class SystrapPlatform(PtracePlatform):
     name = "systrap"
     _syscall_addr = S.SYSCALL_ADDR
     _after_int3 = S.AFTER_INT3
+    _stub_keeps_stdio = False      # the stub holds only the memory file, regions, eventfd
 
     def __init__(self, memfd: int) -> None:
         size = S.MAX_REGIONS * S.REGION_SIZE

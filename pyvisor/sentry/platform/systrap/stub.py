@@ -164,8 +164,9 @@ class _Bpf:
 
 
 def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
-    """ip (low half in A) within the handler: only its own four syscalls."""
-    b.j(_JGE_K, lo, 0, "trap")
+    """ip (low half in A; the address after the syscall instruction) within the handler:
+    only its own four syscalls."""
+    b.j(_JGE_K, lo + 2, 0, "trap")
     b.j(_JGE_K, end, "trap", 0)
     b.ld(_NR)
     b.j(_JEQ_K, _NR_FUTEX, "futex", 0)

@@ -376,15 +376,17 @@ class SystrapPlatform(PtracePlatform):
         return bool(self.pending)
 
     def stops(self) -> Iterator[tuple[AppThread, StopReason]]:  # type: ignore[override]
+        # The wake eventfd first; the SIGCHLD signalfd only when the eventfd had nothing
+        # (the epoll set is level-triggered: a pending death makes the loop call again),
+        # so a syscall stop costs the Sentry one read.
         try:
             os.read(self.wake_fd, 8)
         except OSError:
-            pass
-        try:
-            os.read(self._sigfd, 1024)
-        except OSError:
-            pass
-        yield from self._deaths()
+            try:
+                os.read(self._sigfd, 1024)
+                yield from self._deaths()
+            except OSError:
+                pass
         while self.pending:
             yield self.pending.pop(0)
         mem = self.mem

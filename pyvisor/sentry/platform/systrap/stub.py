@@ -52,7 +52,8 @@ WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
 REGION_SIZE = 0x4000
 ALTSTACK = 0x1000
 REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
-MAX_REGIONS = 4096                             # application threads at once, whole sandbox
+MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice the default
+                            # --pids-limit; a region's pages exist only once touched)
 REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
 assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
 

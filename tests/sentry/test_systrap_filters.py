@@ -29,7 +29,8 @@ def _prog(raw: bytes) -> tuple[tuple[int, int, int, int], ...]:
     return verify([(c, jt, jf, k) for c, jt, jf, k in insns])
 
 
-BASE = _prog(S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END))
+BASE = _prog(S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
+                           S.SETUP_SECCOMP_IP))
 APP = _prog(S.app_filter(S.HANDLER, S.HANDLER_END))
 
 
@@ -56,7 +57,8 @@ def syscall_thread(nr: int, ip: int, *args: int, arch: int = X86_64) -> int:
 
 def test_the_stub_embeds_these_filters() -> None:
     code = S.build_stub_elf()
-    assert S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END) in code
+    assert S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
+                         S.SETUP_SECCOMP_IP) in code
     assert S.app_filter(S.HANDLER, S.HANDLER_END) in code
 
 
@@ -114,5 +116,19 @@ def test_syscall_thread_injection() -> None:
     assert syscall_thread(157, INJ, S.PR_SET_NAME) == ALLOW
     assert syscall_thread(157, INJ, 22) == TRAP                      # PR_SET_SECCOMP
     assert syscall_thread(157, INJ, (1 << 32) | S.PR_SET_NAME) == TRAP
-    for nr in (0, 1, 39, 59, 62, 101, 231, 202):
+    for nr in (0, 1, 39, 59, 62, 101, 231, 202, 131, 317):
         assert syscall_thread(nr, INJ) == TRAP, nr
+
+
+def test_thread_setup() -> None:
+    """A new thread's own sigaltstack and seccomp, from their set-up instructions only
+    (an application thread, under app_filter, traps there too)."""
+    assert syscall_thread(131, S.SETUP_ALT_IP) == ALLOW
+    assert syscall_thread(317, S.SETUP_SECCOMP_IP) == ALLOW
+    for nr in (9, 56, 59, 60, 317):
+        assert syscall_thread(nr, S.SETUP_ALT_IP) == TRAP or nr == 131
+    for nr in (9, 56, 59, 60, 131):
+        assert syscall_thread(nr, S.SETUP_SECCOMP_IP) == TRAP
+    for ip in (S.SETUP_ALT_IP, S.SETUP_SECCOMP_IP):
+        for nr in (131, 317, 9):
+            assert app_thread(nr, ip) == TRAP

@@ -109,12 +109,11 @@ assert all(_HANDLER[o:o + 2] == b"\x0f\x05" for o in (SITE_WRITE, SITE_FUTEX, SI
 SPIN = int(os.environ.get("PYVISOR_SYSTRAP_SPIN", "0") or 0) or 1
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
-# stub.py) and the set-up of a new application thread (sigaltstack, seccomp).
+# stub.py).
 _NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE = 9, 10, 11, 25, 28
 _NR_CLONE, _NR_EXIT, _NR_PRCTL, _NR_SIGALTSTACK, _NR_SECCOMP = 56, 60, 157, 131, 317
 _NR_WRITE, _NR_RT_SIGRETURN, _NR_FUTEX = 1, 15, 202
-INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT,
-                     _NR_SIGALTSTACK, _NR_SECCOMP)
+INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT)
 PR_SET_NAME = 15
 CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT | SIGCHLD
 CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHAND|THREAD|CHILD_CLEARTID
@@ -182,10 +181,12 @@ def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
     b.j(_JEQ_K, WAKE_FD, "allow", "trap")
 
 
-def base_filter(syscall_ip: int, handler_lo: int, handler_end: int) -> bytes:
+def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip: int,
+                setup_seccomp_ip: int) -> bytes:
     """The stub process's filter (every thread).  Application syscalls are TRAPs
-    (SIGSYS to the handler) except: the handler's own calls from inside the handler,
-    and, from the injection point only, the syscalls the Sentry injects.  Anything else
+    (SIGSYS to the handler) except: the handler's own calls from inside the handler;
+    a new thread's sigaltstack and seccomp from their two set-up instructions; and,
+    from the injection point only, the syscalls the Sentry injects.  Anything else
     at the injection point traps too: an application thread that jumps there is served
     by the Sentry, as on ptrace (and its own app_filter traps even the injected ones).  Another architecture (int 0x80, 32-bit
     code) traps too: the Sentry answers ENOSYS."""
@@ -197,7 +198,15 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int) -> bytes:
     b.j(_JEQ_K, syscall_ip >> 32, 0, "trap")       # (the vsyscall page traps here too)
     b.ld(_IP_LO)
     b.j(_JEQ_K, syscall_ip & 0xFFFFFFFF, "inject", 0)
+    b.j(_JEQ_K, setup_alt_ip & 0xFFFFFFFF, "setup_alt", 0)
+    b.j(_JEQ_K, setup_seccomp_ip & 0xFFFFFFFF, "setup_seccomp", 0)
     _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
+    b.label("setup_alt")                   # a new thread's set-up (before app_filter)
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_SIGALTSTACK, "allow", "trap")
+    b.label("setup_seccomp")
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_SECCOMP, "allow", "trap")
     b.label("inject")
     b.ld(_NR)
     for nr in INJECTED_SYSCALLS:
@@ -294,9 +303,26 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += b"\xcc"                                 # int3: ready
     loop = len(a.c)
     a.c += b"\x0f\x05\xcc\xeb\xfb"                 # syscall; int3; jmp loop
-    first = len(a.c)
-    a.mov32(_EAX, 39)                               # a new application thread's first
-    a.c += b"\x0f\x05\x0f\x0b"                      # trap: getpid -> SIGSYS; ud2
+    # A new application thread starts here, untraced, r12 = its stack_t in its region:
+    # sigaltstack(r12, NULL); seccomp(SET_MODE_FILTER, 0, &app); then mmap(0, 0) at the
+    # injection point, which only the application filter traps: its SIGSYS (the first
+    # stop the Sentry sees) proves the filter is in place.
+    setup = len(a.c)
+    a.mov32(_EAX, _NR_SIGALTSTACK)
+    a.c += b"\x4c\x89\xe7"                         # mov rdi, r12
+    a.c += b"\x31\xf6"                              # xor esi, esi
+    a.syscall()
+    setup_alt_ip = len(a.c)
+    a.mov32(_EAX, _NR_SECCOMP)
+    a.mov32(_EDI, 1)
+    a.c += b"\x31\xf6"
+    app_imm = a.movabs(_EDX, 0)
+    a.syscall()
+    setup_seccomp_ip = len(a.c)
+    a.mov32(_EAX, _NR_MMAP)
+    a.c += b"\x31\xff\x31\xf6"                      # xor edi, edi; xor esi, esi
+    a.c += b"\xe9" + struct.pack("<i", loop - (len(a.c) + 5))   # jmp loop
+    first = setup
     while len(a.c) % 16:
         a.c += b"\xcc"
     handler = len(a.c)
@@ -311,7 +337,8 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
                        code_addr + handler + _RESTORER_OFF, 0xFFFFFFFFFFFFFFFF)
     for off in act_imms:
         a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
-    base = base_filter(code_addr + loop + 2, handler_lo, handler_end)
+    base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
+                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip)
     app = app_filter(handler_lo, handler_end)
     base_prog = len(a.c)
     a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
@@ -319,7 +346,9 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += struct.pack("<H6xQ", len(app) // 8, code_addr + base_prog + 32 + len(base))
     a.c += base + app
     a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
+    a.c[app_imm:app_imm + 8] = struct.pack("<Q", code_addr + app_prog)
     return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
+            "setup_alt": code_addr + setup_alt_ip, "setup_seccomp": code_addr + setup_seccomp_ip,
             "handler": handler_lo, "handler_end": handler_end,
             "restorer": code_addr + handler + _RESTORER_OFF, "app_fprog": code_addr + app_prog}
 
@@ -329,7 +358,9 @@ _CODE = _C["code"]
 assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= STUB_SIZE
 SYSCALL_ADDR = int(_C["syscall"])     # the injection point
 AFTER_INT3 = SYSCALL_ADDR + 3
-FIRST_TRAP = int(_C["first"])          # where a new application thread starts
+FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)
+SETUP_ALT_IP = int(_C["setup_alt"])          # seccomp_data ip of the set-up's sigaltstack
+SETUP_SECCOMP_IP = int(_C["setup_seccomp"])  # ... and of its seccomp
 HANDLER = int(_C["handler"])
 HANDLER_END = int(_C["handler_end"])
 RESTORER = int(_C["restorer"])

@@ -250,15 +250,11 @@ class SystrapPlatform(PtracePlatform):
         _U32.pack_into(self.mem, off + S.OFF_TID, tid)
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
-        tmp = StubThread(tid, proc)
         try:
-            r1 = self.inject(tmp, Sysno.sigaltstack, addr + S.OFF_STACK, 0)
-            r2 = self.inject(tmp, Sysno.seccomp, 1, 0, S.APP_FPROG)
-            if r1 or r2:
-                raise StubError(f"application thread set-up failed: {r1}, {r2}")
             regs = self._scratch
             B.get_regs(tid, regs)
-            regs.rip = S.FIRST_TRAP
+            regs.rip = S.FIRST_TRAP        # its own set-up code (stub.py), then a trap
+            regs.r12 = addr + S.OFF_STACK
             B.set_regs(tid, regs)
             B.ptrace(P.PTRACE_DETACH, tid, 0, 0)
         except (OSError, StubError) as e:
@@ -279,6 +275,14 @@ class SystrapPlatform(PtracePlatform):
                 raise StubError(f"application thread {ctx.tid} did not reach its handler")
             _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAIT, S.STATE_NEW,
                      ctypes.addressof(ts), None, 0)
+        # The first stop must be the set-up's mmap trapped at the injection point: only
+        # the application filter traps it there, so the filter is in place.
+        signo, _, code = struct.unpack_from("<iii", self.mem, off + _FRAME + _INFO_OFF)
+        nr = _U32.unpack_from(self.mem, off + _FRAME + _INFO_OFF + 24)[0]
+        if (signo, code, nr) != (S.SIGSYS, _SYS_SECCOMP, Sysno.mmap):
+            ctx.process.kill()
+            raise StubError(f"application thread {ctx.tid} set-up failed: first stop "
+                            f"signal {signo} code {code} nr {nr}")
         uc = _U64.unpack_from(self.mem, off + S.OFF_UC)[0]
         fp = _U64.unpack_from(self.mem, off + _FRAME + _SC_OFF + _SC_FPSTATE)[0]
         if uc != ctx.addr + _FRAME + 8 or fp != ctx.addr + _FP:

@@ -172,6 +172,7 @@ class SystrapPlatform(PtracePlatform):
             cpus = 1
         self.spin_ns = SPIN_NS if cpus > 1 else 0
         self._spin_armed = False
+        self._stop_seen = False
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
@@ -396,7 +397,7 @@ class SystrapPlatform(PtracePlatform):
         here saves the Sentry a sleep and a cross-CPU wake-up (60-120 µs on these VMs,
         README *Platforms*).  Never while pinned to one CPU (it would only delay the
         thread it waits for)."""
-        if self.pending:
+        if self.pending or self._stop_seen:
             return True
         if not self._spin_armed:
             return False
@@ -407,12 +408,14 @@ class SystrapPlatform(PtracePlatform):
         while running:
             for ctx in running:
                 if mem[ctx.off] == S.STATE_STOPPED:
+                    self._stop_seen = True      # until stops() runs
                     return True
             if time.perf_counter_ns() > deadline:
                 break
         return False
 
     def stops(self) -> Iterator[tuple[AppThread, StopReason]]:  # type: ignore[override]
+        self._stop_seen = False
         # The wake eventfd first; the SIGCHLD signalfd only when the eventfd had nothing
         # (the epoll set is level-triggered: a pending death makes the loop call again),
         # so a syscall stop costs the Sentry one read.

@@ -27,7 +27,8 @@ WATCHDOG_S = 5
 
 def _args(attack: str, child_secs: float = 20) -> list[str]:
     return [attack, hex(S.HANDLER), str(S.SITE_WRITE), str(S.SITE_FUTEX), str(S.SITE_EXIT),
-            str(S.SITE_SIGRETURN), hex(S.REGIONS_START), str(S.REGION_SIZE), str(child_secs)]
+            str(S.SITE_SIGRETURN), hex(S.REGIONS_START), str(S.REGION_SIZE),
+            str(S.OFF_REGS + 8 * 21), str(child_secs)]            # REGS.fs_base
 
 
 def _sandbox(pyvisor_cli, secprog, attack: str, child_secs: float = 20):  # noqa: ANN001, ANN202

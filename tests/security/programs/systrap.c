@@ -3,7 +3,7 @@
  * and the per-thread region (ucontext, state word) the handler and the Sentry share.
  *
  * Usage: systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN
- *                REGIONS_START REGION_SIZE
+ *                REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS]
  * (addresses and offsets from pyvisor/sentry/platform/systrap/stub.py).  Each attack
  * runs in a forked child (its own stub process); the parent reports the child's
  * status, then its own getpid and raw getpid (1: the Sentry still serves it).
@@ -17,12 +17,13 @@
 #include <asm/prctl.h>
 
 static unsigned long handler, site_write, site_futex, site_exit, site_sigreturn;
-static unsigned long regions, region_size;
+static unsigned long regions, region_size, fs_off;
 static const char *which;
 
-/* What the handler's tail reads through rbx when we jump into it: state RUN (2), so
- * it loads fs/gs base from here and `ret`s to the address we pushed. */
-static struct { uint32_t state, pad; uint64_t fs, gs; } fake;
+/* What the handler's tail reads through rbx when we jump into it: a region of our own
+ * with state RUN (2), so it copies registers into this buffer's frame, loads fs/gs
+ * base from it (ours) and `ret`s to the address we pushed. */
+static unsigned char fake[65536] __attribute__((aligned(65536)));
 
 static sigjmp_buf jb;
 static volatile long trap_rax;
@@ -57,7 +58,7 @@ static void jump_site(unsigned long site, long nr, long a0, long a1, long a2)
                      "1:\n\t"
                      "add $256, %%rsp\n\t"
                      : "+a"(nr), "+D"(a0), "+S"(a1), "+d"(a2)
-                     : [fk] "r"(&fake), [site] "r"(site)
+                     : [fk] "r"(fake), [site] "r"(site)
                      : "rbx", "rcx", "r8", "r9", "r10", "r11", "memory", "cc");
 }
 
@@ -170,9 +171,8 @@ static void child_main(void)
     const char *a = which;
     long fs = 0;
     syscall(SYS_arch_prctl, ARCH_GET_FS, &fs);
-    fake.state = 2;
-    fake.fs = (uint64_t)fs;
-    fake.gs = 0;
+    *(uint32_t *)fake = 2;
+    memcpy(fake + fs_off, &fs, 8);                 /* fs base; gs base (next) stays 0 */
     if (!strcmp(a, "sites")) {
         /* Every syscall instruction of the handler, with hostile registers. */
         int p[2];
@@ -287,8 +287,8 @@ static void child_main(void)
 
 int main(int argc, char **argv)
 {
-    USAGE(argc, 9, "systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN "
-                   "REGIONS_START REGION_SIZE");
+    USAGE(argc, 10, "systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN "
+                    "REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS]");
     which = argv[1];
     handler = strtoul(argv[2], NULL, 0);
     site_write = strtoul(argv[3], NULL, 0);
@@ -297,7 +297,8 @@ int main(int argc, char **argv)
     site_sigreturn = strtoul(argv[6], NULL, 0);
     regions = strtoul(argv[7], NULL, 0);
     region_size = strtoul(argv[8], NULL, 0);
-    double secs = argc > 9 ? atof(argv[9]) : 20;
+    fs_off = strtoul(argv[9], NULL, 0);
+    double secs = argc > 10 ? atof(argv[10]) : 20;
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0)

@@ -15,22 +15,21 @@ while still traced (an altstack inside their *region*, a second seccomp filter
 `app_filter`), then detached.  Every syscall an application thread makes is a
 SECCOMP_RET_TRAP: the host kernel delivers SIGSYS on the altstack, writing the
 whole ucontext (registers, XSAVE image) and siginfo into the region, which is a
-MAP_SHARED mapping of a memfd the Sentry has mapped too.  HANDLER (listing below)
-stores fs/gs base, sets the region's state word to STOPPED, writes 8 bytes to the
+MAP_SHARED mapping of a memfd the Sentry has mapped too.  HANDLER (`_handler`) copies
+the registers and fs/gs base into the region in arch.Registers' layout, sets the region's state word to STOPPED, writes 8 bytes to the
 wake eventfd (WAKE_FD, the Sentry's platform event) and waits on the state word
-(FUTEX_WAIT) until the Sentry, having written the registers it wants into the
-ucontext, sets it to RUN; then it loads fs/gs base and returns into RESTORER,
-rt_sigreturn.  Faults and the Sentry's interrupt signal take the same path.
+(FUTEX_WAIT) until the Sentry, having written the registers it wants, sets it to
+RUN; then it copies them into the ucontext, loads fs/gs base and returns into
+RESTORER, rt_sigreturn.  Faults and the Sentry's interrupt signal take the same path.
 
 Region of one application thread (REGION_SIZE bytes, REGION_SIZE-aligned, so the
 handler finds it from its stack pointer):
 
     +0x00  state      u32   NEW 0, STOPPED 1 (handler), RUN 2 (Sentry), EXIT 3 (Sentry)
-    +0x08  fs_base    u64   stored at the stop, loaded before the return
-    +0x10  gs_base    u64
     +0x18  uc         u64   the ucontext address the handler was given (checked)
     +0x20  stack_t    24 B  the altstack, for the injected sigaltstack
     +0x40  tid        u32   CLONE_CHILD_CLEARTID word: 0 once the host thread is gone
+    +0x80  regs       216 B the registers in user_regs_struct's layout (arch.Registers)
     +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top)
 
 Everything in the region is writable by the application thread (and its siblings):
@@ -42,6 +41,8 @@ from __future__ import annotations
 import os
 import struct
 
+from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch.signal import frame_addresses
 from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_END,
                                                  STUB_SIZE, STUB_START, TASK_SIZE)
 
@@ -57,7 +58,10 @@ MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice 
 REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
 assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
 
-OFF_STATE, OFF_FS, OFF_GS, OFF_UC, OFF_STACK, OFF_TID = 0x00, 0x08, 0x10, 0x18, 0x20, 0x40
+OFF_STATE, OFF_UC, OFF_STACK, OFF_TID = 0x00, 0x18, 0x20, 0x40
+# Where the host kernel puts the signal frame and its XSAVE image in a region (the top of
+# the altstack; SS_AUTODISARM makes it the same place every time).
+FRAME_OFF, FP_OFF = frame_addresses(REGION_SIZE, fpu.FRAME_BYTES)
 STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT = 0, 1, 2, 3
 
 # The signals that stop an application thread.  SIGUSR2 is the Sentry's interrupt
@@ -67,45 +71,124 @@ SIG_INTERRUPT = SIGUSR2
 SIGNALS = (SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIG_INTERRUPT)
 _SA_SIGINFO, _SA_ONSTACK, _SA_RESTORER = 0x4, 0x08000000, 0x04000000
 
-# HANDLER, assembled with GNU as from this source (intel syntax); position independent.
-#
-#   handler: mov rbx, rsp                   ; rdi=sig rsi=&info rdx=&uc rsp=frame
-#            and rbx, -0x4000               ; the region (the altstack is inside it)
-#            mov [rbx+0x18], rdx
-#            rdfsbase rax ; mov [rbx+0x08], rax
-#            rdgsbase rax ; mov [rbx+0x10], rax
-#            mov dword ptr [rbx], 1         ; STOPPED
-#            mov eax, 1 ; mov edi, 6 ; lea rsi, [rip+one] ; mov edx, 8
-#            syscall                        ; write(WAKE_FD, &one, 8)
-#            mov ecx, SPIN                  ; spin a little before sleeping
-#   spin:    cmp dword ptr [rbx], 1 ; jne check ; pause ; dec ecx ; jnz spin
-#   wait:    mov eax, [rbx] ; cmp eax, 1 ; jne check
-#            mov eax, 202 ; mov rdi, rbx ; xor esi, esi ; mov edx, 1 ; xor r10d, r10d
-#            syscall                        ; futex(&state, FUTEX_WAIT, STOPPED, NULL)
-#            jmp wait
-#   check:   mov eax, [rbx] ; cmp eax, 2 ; jne leave
-#            mov rax, [rbx+0x08] ; wrfsbase rax
-#            mov rax, [rbx+0x10] ; wrgsbase rax
-#            ret                            ; into the frame's pretcode: RESTORER
-#   leave:   mov eax, 60 ; xor edi, edi ; syscall ; ud2      ; exit(0): released
-#   restorer: mov eax, 15 ; syscall ; ud2   ; rt_sigreturn
-#            .p2align 3
-#   one:     .quad 1
-_HANDLER = bytes.fromhex(
-    "4889e34881e300c0ffff48895318f3480faec048894308f3480faec848894310c70301000000"
-    "b801000000bf06000000488d3569000000ba080000000f05b964000000833b017523f390ffc9"
-    "75f58b0383f8017516b8ca0000004889df31f6ba010000004531d20f05ebe38b0383f8027513"
-    "488b4308f3480faed0488b4310f3480faed8c3b83c00000031ff0f050f0bb80f0000000f050f"
-    "0b0f1f80000000000100000000000000")
-_SPIN_IMM = 0x3F                 # the imm32 of `mov ecx, SPIN`
-# The handler's syscall instructions (offsets from HANDLER): what an application that
-# jumps into the handler can reach (tests/security/test_systrap.py tries each).
-SITE_WRITE, SITE_FUTEX, SITE_EXIT, SITE_SIGRETURN = 0x3C, 0x67, 0x8C, 0x95
-_RESTORER_OFF = 0x90
-_HANDLER_END = 0xA0              # every syscall of the handler lies before this
-assert len(_HANDLER) == 0xA8 and _HANDLER[_RESTORER_OFF:_RESTORER_OFF + 5] == b"\xb8\x0f\0\0\0"
-assert all(_HANDLER[o:o + 2] == b"\x0f\x05" for o in (SITE_WRITE, SITE_FUTEX, SITE_EXIT,
-                                                         SITE_SIGRETURN))
+# The registers, in user_regs_struct's layout (arch.Registers), at OFF_REGS: the handler
+# copies them out of the ucontext at a stop and back in before it returns, so the Sentry
+# moves them with one memmove each way (no field-by-field Python).
+OFF_REGS = 0x80
+_URS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+        "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+        "gs_base", "ds", "es", "fs", "gs")
+REGS_SIZE = 8 * len(_URS)
+_SC_GREGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+             "rdx", "rax", "rcx", "rsp", "rip", "eflags")    # struct sigcontext order
+_UC_MCONTEXT = 40                # ucontext.uc_mcontext
+_SC_CS, _SC_SS = 144, 150        # sigcontext.cs, .ss (u16)
+_UC_SIGMASK = 296                # ucontext.uc_sigmask
+assert OFF_REGS + REGS_SIZE <= ALTSTACK
+
+
+def _urs(name: str) -> int:
+    return OFF_REGS + 8 * _URS.index(name)
+
+
+def _handler(frame_off: int, spin: int) -> tuple[bytes, dict[str, int]]:
+    """HANDLER's code (position independent) and the offsets of its parts.
+
+    handler(sig, info, uc), on the region's altstack (rsp = the frame):
+        rbx = rsp & -REGION_SIZE                    the region
+        [rbx+OFF_UC] = uc                           (the Sentry checks it)
+        REGS = uc's general registers, cs, ss; fs/gs base (rdfsbase, rdgsbase)
+        [rbx] = STOPPED; write(WAKE_FD, &one, 8)
+        spin SPIN times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
+        until [rbx] != STOPPED
+        [rbx] == RUN:  uc (at its fixed place) = REGS, no host signal blocked;
+                       wrfsbase, wrgsbase; ret (into RESTORER: rt_sigreturn)
+        otherwise:     exit(0)                      (the Sentry released the thread)
+    """
+    c = bytearray()
+    fix: list[tuple[int, str, int]] = []        # (position, label, size) of rel jumps
+    at: dict[str, int] = {}
+
+    def d32(v: int) -> bytes:
+        return struct.pack("<i", v)
+
+    def jump(opcode: bytes, label: str, size: int) -> None:
+        c.extend(opcode)
+        fix.append((len(c), label, size))
+        c.extend(bytes(size))
+
+    c += b"\x48\x89\xe3"                                   # mov rbx, rsp
+    c += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
+    c += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    for i, name in enumerate(_SC_GREGS):
+        c += b"\x48\x8b\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov rax, [rdx+sc.reg]
+        c += b"\x48\x89\x83" + d32(_urs(name))             # mov [rbx+REGS.reg], rax
+    for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
+        c += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
+        c += b"\x48\x89\x83" + d32(_urs(name))
+    c += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
+    c += b"\x48\x89\x83" + d32(_urs("fs_base"))
+    c += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
+    c += b"\x48\x89\x83" + d32(_urs("gs_base"))
+    c += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    c += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
+    c += b"\xbf" + struct.pack("<I", WAKE_FD)
+    jump(b"\x48\x8d\x35", "one", 4)                        # lea rsi, [rip+one]
+    c += b"\xba\x08\0\0\0"
+    at["write"] = len(c)
+    c += b"\x0f\x05"
+    c += b"\xb9" + struct.pack("<I", spin)                   # mov ecx, SPIN
+    at["spin"] = len(c)
+    c += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
+    jump(b"\x75", "check", 1)                                # jne check
+    c += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
+    jump(b"\x75", "spin", 1)                                 # jnz spin
+    at["wait"] = len(c)
+    c += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
+    jump(b"\x75", "check", 1)
+    c += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
+    c += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
+    c += b"\xba" + struct.pack("<I", STATE_STOPPED)
+    c += b"\x45\x31\xd2"                                    # xor r10d, r10d
+    at["futex"] = len(c)
+    c += b"\x0f\x05"
+    jump(b"\xeb", "wait", 1)
+    at["check"] = len(c)
+    c += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    jump(b"\x0f\x85", "leave", 4)                           # jne leave
+    c += b"\x48\x8d\x93" + d32(frame_off + 8)              # lea rdx, [rbx+uc]
+    for i, name in enumerate(_SC_GREGS):
+        c += b"\x48\x8b\x83" + d32(_urs(name))             # mov rax, [rbx+REGS.reg]
+        c += b"\x48\x89\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov [rdx+sc.reg], rax
+    for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
+        c += b"\x48\x8b\x83" + d32(_urs(name))
+        c += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
+    c += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
+    c += b"\x48\x8b\x83" + d32(_urs("fs_base"))
+    c += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    c += b"\x48\x8b\x83" + d32(_urs("gs_base"))
+    c += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
+    c += b"\xc3"                                             # ret: into RESTORER
+    at["leave"] = len(c)
+    c += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
+    at["exit"] = len(c)
+    c += b"\x0f\x05\x0f\x0b"
+    at["restorer"] = len(c)
+    c += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
+    at["sigreturn"] = len(c)
+    c += b"\x0f\x05\x0f\x0b"
+    at["end"] = len(c)                                         # every syscall is before
+    while len(c) % 8:
+        c += b"\xcc"
+    at["one"] = len(c)
+    c += struct.pack("<Q", 1)
+    for pos, label, size in fix:
+        rel = at[label] - (pos + size)
+        c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
+    return bytes(c), at
+
+
+# How many times the handler looks at the state word before it sleeps on it.
 SPIN = int(os.environ.get("PYVISOR_SYSTRAP_SPIN", "0") or 0) or 1
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
@@ -326,15 +409,14 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     while len(a.c) % 16:
         a.c += b"\xcc"
     handler = len(a.c)
-    h = bytearray(_HANDLER)
-    h[_SPIN_IMM:_SPIN_IMM + 4] = struct.pack("<I", SPIN)
+    h, hat = _handler(FRAME_OFF, SPIN)
     a.c += h
     handler_lo = code_addr + handler
-    handler_end = code_addr + handler + _HANDLER_END
+    handler_end = code_addr + handler + hat["end"]
     # struct kernel_sigaction: handler, flags, restorer, mask (all blocked).
     act = len(a.c)
     a.c += struct.pack("<QQQQ", handler_lo, _SA_SIGINFO | _SA_ONSTACK | _SA_RESTORER,
-                       code_addr + handler + _RESTORER_OFF, 0xFFFFFFFFFFFFFFFF)
+                       code_addr + handler + hat["restorer"], 0xFFFFFFFFFFFFFFFF)
     for off in act_imms:
         a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
     base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
@@ -350,7 +432,8 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
             "setup_alt": code_addr + setup_alt_ip, "setup_seccomp": code_addr + setup_seccomp_ip,
             "handler": handler_lo, "handler_end": handler_end,
-            "restorer": code_addr + handler + _RESTORER_OFF, "app_fprog": code_addr + app_prog}
+            "restorer": code_addr + handler + hat["restorer"], "app_fprog": code_addr + app_prog,
+            "sites": (hat["write"], hat["futex"], hat["exit"], hat["sigreturn"])}
 
 
 _C = _code(STUB_START + _CODE_OFFSET)
@@ -364,6 +447,9 @@ SETUP_SECCOMP_IP = int(_C["setup_seccomp"])  # ... and of its seccomp
 HANDLER = int(_C["handler"])
 HANDLER_END = int(_C["handler_end"])
 RESTORER = int(_C["restorer"])
+# The handler's syscall instructions (offsets from HANDLER): what an application that
+# jumps into the handler can reach (tests/security/test_systrap.py tries each).
+SITE_WRITE, SITE_FUTEX, SITE_EXIT, SITE_SIGRETURN = _C["sites"]  # type: ignore[misc]
 APP_FPROG = int(_C["app_fprog"])       # struct sock_fprog of app_filter, in the stub page
 
 

@@ -49,8 +49,7 @@ from pyvisor.abi.linux.mman import MAP_FIXED, MAP_SHARED
 from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.registers import Registers
-from pyvisor.sentry.arch.signal import (SIGCONTEXT, UC_FP_XSTATE, UC_HEAD, UC_SIGCONTEXT_SS,
-                                        UC_STRICT_RESTORE_SS, frame_addresses)
+from pyvisor.sentry.arch.signal import SIGCONTEXT, UC_HEAD
 from pyvisor.sentry.platform.platform import Access, StopKind, StopReason
 from pyvisor.sentry.platform.ptrace import binding as B
 from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, StubError,
@@ -66,12 +65,15 @@ _FRAME_HEAD = 8 + UC_HEAD.size + SIGCONTEXT.size + 8 + 128   # pretcode .. sigin
 _SC_OFF = 8 + UC_HEAD.size        # sigcontext within the frame
 _MASK_OFF = _SC_OFF + SIGCONTEXT.size
 _INFO_OFF = _MASK_OFF + 8
-_SC = struct.Struct("<18Q HHHH QQQQ Q")
 _SC_FPSTATE = 184                 # sigcontext.fpstate
+_INFO = S.FRAME_OFF + _INFO_OFF   # the siginfo within a region
+_SC_ERR = S.FRAME_OFF + _SC_OFF + 152   # sigcontext.err, .trapno within a region
+_ERR_TRAPNO = struct.Struct("<QQ")
+_SIGINFO_HEAD = struct.Struct("<iii")
+_NEG_ENOSYS = (-38) & 0xFFFFFFFFFFFFFFFF
+_memmove = ctypes.memmove
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_CTRL = struct.Struct("<QQ")      # fs_base, gs_base at OFF_FS
-_UC_FLAGS = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS | (UC_FP_XSTATE if fpu.HAS_XSAVE else 0)
 _VSYSCALL_PAGE = 0xFFFFFFFFFF600000
 _TRAPNO_PF = 14
 _PF_WRITE, _PF_INSTR = 0x2, 0x10
@@ -99,8 +101,7 @@ class Timers(Protocol):
     def add_timer(self, deadline: int, callback: Callable[[], None]) -> object: ...
 
 
-# The frame the host kernel writes at the top of every region's altstack.
-_FRAME, _FP = frame_addresses(S.REGION_SIZE, fpu.FRAME_BYTES)   # offsets within a region
+_FRAME, _FP = S.FRAME_OFF, S.FP_OFF   # the frame and its XSAVE image, within a region
 
 
 @dataclass(eq=False, slots=True)
@@ -114,6 +115,7 @@ class AppThread:
     exited: bool = False
     released: bool = False          # the kernel let go while it ran: exit at its stop
     regs: Registers | None = None   # the task's registers, from its last switch
+    regs_addr: int = 0              # ctypes.addressof(regs)
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
 
     @property
@@ -238,7 +240,7 @@ class SystrapPlatform(PtracePlatform):
             proc._host(Sysno.mmap, addr, S.REGION_SIZE, _PROT_RW, MAP_SHARED | MAP_FIXED,
                        S.REGION_FD, off)
             proc._host(Sysno.madvise, addr, S.REGION_SIZE, _MADV_DONTFORK)
-        self.mem[off:off + 0x80] = bytes(0x80)
+        self.mem[off:off + S.OFF_REGS + S.REGS_SIZE] = bytes(S.OFF_REGS + S.REGS_SIZE)
         struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
         syscall_thread = proc.any_thread()
@@ -318,28 +320,19 @@ class SystrapPlatform(PtracePlatform):
         ctx.process.draining.append(ctx.slot)
 
     def switch(self, ctx: AppThread, regs: Registers) -> None:  # type: ignore[override]
-        """The registers into the ucontext, state RUN, FUTEX_WAKE: the handler returns
-        through rt_sigreturn into them."""
+        """The registers into the region, state RUN, FUTEX_WAKE: the handler copies them
+        into the ucontext and returns through rt_sigreturn into them."""
         if ctx.exited or ctx.process.dead:
             return
-        ctx.regs = regs
-        mem = self.mem
-        off = ctx.off
-        fo = off + _FRAME
-        addr = ctx.addr
-        _U64.pack_into(mem, fo, S.RESTORER)
-        UC_HEAD.pack_into(mem, fo + 8, _UC_FLAGS, 0, addr + S.ALTSTACK,
-                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
-        _SC.pack_into(mem, fo + _SC_OFF, regs.r8, regs.r9, regs.r10, regs.r11, regs.r12,
-                      regs.r13, regs.r14, regs.r15, regs.rdi, regs.rsi, regs.rbp, regs.rbx,
-                      regs.rdx, regs.rax, regs.rcx, regs.rsp, regs.rip, regs.eflags,
-                      regs.cs & 0xFFFF, 0, 0, regs.ss & 0xFFFF, 0, 0, 0, 0, addr + _FP)
-        _U64.pack_into(mem, fo + _MASK_OFF, 0)          # no host signal blocked
-        _CTRL.pack_into(mem, off + S.OFF_FS, regs.fs_base, regs.gs_base)
-        _U32.pack_into(mem, off, S.STATE_RUN)
+        if ctx.regs is not regs:
+            ctx.regs = regs
+            ctx.regs_addr = ctypes.addressof(regs)
+        addr = self.mem_addr + ctx.off
+        _memmove(addr + S.OFF_REGS, ctx.regs_addr, S.REGS_SIZE)
+        self.mem[ctx.off] = S.STATE_RUN
         ctx.running = True
         self.running.add(ctx)
-        _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAKE, 1, None, None, 0)
+        _syscall(Sysno.futex, addr, _FUTEX_WAKE, 1, None, None, 0)
         self._spin_armed = self.spin_ns > 0
 
     def interrupt(self, ctx: AppThread) -> None:  # type: ignore[override]
@@ -475,37 +468,30 @@ class SystrapPlatform(PtracePlatform):
                     yield ctx, StopReason(StopKind.EXIT, signo=status)
 
     def _decode(self, ctx: AppThread) -> StopReason | None:
-        """One stop, from one copy of the frame; registers into ctx.regs."""
+        """One stop: the registers (one copy, in the Sentry's layout) into ctx.regs."""
         off = ctx.off
-        raw = self.mem[off + _FRAME:off + _FRAME + _FRAME_HEAD]
-        ctl = self.mem[off:off + S.OFF_STACK]
         regs = ctx.regs
         if regs is None:
             regs = ctx.regs = Registers()
-        v = _SC.unpack_from(raw, _SC_OFF)
-        (regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
-         regs.rdi, regs.rsi, regs.rbp, regs.rbx, regs.rdx, regs.rax, regs.rcx, regs.rsp,
-         regs.rip, regs.eflags) = v[:18]
-        regs.cs = v[18]
-        regs.ss = v[21]
-        regs.fs_base, regs.gs_base = _CTRL.unpack_from(ctl, S.OFF_FS)
+            ctx.regs_addr = ctypes.addressof(regs)
+        _memmove(ctx.regs_addr, self.mem_addr + off + S.OFF_REGS, S.REGS_SIZE)
         regs.orig_rax = _M64
-        if _U64.unpack_from(ctl, S.OFF_UC)[0] != ctx.addr + _FRAME + 8:
+        uc, = _U64.unpack_from(self.mem, off + S.OFF_UC)
+        info = self.mem[off + _INFO:off + _INFO + 128]
+        if uc != ctx.addr + S.FRAME_OFF + 8:
             # Not where the host kernel puts the frame: the application moved its
             # altstack or forged a stop.  Only its own process pays.
             ctx.process.kill()
             return None
-        info = raw[_INFO_OFF:_INFO_OFF + 128]
-        signo, _, code = struct.unpack_from("<iii", info, 0)
+        signo, _, code = _SIGINFO_HEAD.unpack_from(info, 0)
         if signo == S.SIGSYS and code == _SYS_SECCOMP:
-            call_addr = _U64.unpack_from(info, 16)[0]
-            if call_addr & ~0xFFF == _VSYSCALL_PAGE:
+            if _U64.unpack_from(info, 16)[0] & ~0xFFF == _VSYSCALL_PAGE:
                 return StopReason(StopKind.SIGNAL, signo=signo, info=info)
             regs.orig_rax = regs.rax           # the host rolled rax back to the number
-            regs.rax = -_ENOSYS & _M64
+            regs.rax = _NEG_ENOSYS
             return _SYSCALL
         if signo in (S.SIGSEGV, S.SIGBUS):
-            err, trapno = v[22], v[23]
+            err, trapno = _ERR_TRAPNO.unpack_from(self.mem, off + _SC_ERR)
             access = Access.READ
             if trapno == _TRAPNO_PF:
                 if err & _PF_WRITE:

@@ -29,6 +29,8 @@ handler finds it from its stack pointer):
     +0x18  uc         u64   the ucontext address the handler was given (checked)
     +0x20  stack_t    24 B  the altstack, for the injected sigaltstack
     +0x40  tid        u32   CLONE_CHILD_CLEARTID word: 0 once the host thread is gone
+    +0x44  spin       u32   how many times the handler looks at the state word (pause
+                            between) before it sleeps on it; set by the Sentry
     +0x80  regs       216 B the registers in user_regs_struct's layout (arch.Registers)
     +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top)
 
@@ -58,7 +60,7 @@ MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice 
 REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
 assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
 
-OFF_STATE, OFF_UC, OFF_STACK, OFF_TID = 0x00, 0x18, 0x20, 0x40
+OFF_STATE, OFF_UC, OFF_STACK, OFF_TID, OFF_SPIN = 0x00, 0x18, 0x20, 0x40, 0x44
 # Where the host kernel puts the signal frame and its XSAVE image in a region (the top of
 # the altstack; SS_AUTODISARM makes it the same place every time).
 FRAME_OFF, FP_OFF = frame_addresses(REGION_SIZE, fpu.FRAME_BYTES)
@@ -91,7 +93,7 @@ def _urs(name: str) -> int:
     return OFF_REGS + 8 * _URS.index(name)
 
 
-def _handler(frame_off: int, spin: int) -> tuple[bytes, dict[str, int]]:
+def _handler(frame_off: int) -> tuple[bytes, dict[str, int]]:
     """HANDLER's code (position independent) and the offsets of its parts.
 
     handler(sig, info, uc), on the region's altstack (rsp = the frame):
@@ -99,7 +101,7 @@ def _handler(frame_off: int, spin: int) -> tuple[bytes, dict[str, int]]:
         [rbx+OFF_UC] = uc                           (the Sentry checks it)
         REGS = uc's general registers, cs, ss; fs/gs base (rdfsbase, rdgsbase)
         [rbx] = STOPPED; write(WAKE_FD, &one, 8)
-        spin SPIN times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
+        spin [rbx+OFF_SPIN] times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
         until [rbx] != STOPPED
         [rbx] == RUN:  uc (at its fixed place) = REGS, no host signal blocked;
                        wrfsbase, wrgsbase; ret (into RESTORER: rt_sigreturn)
@@ -137,7 +139,9 @@ def _handler(frame_off: int, spin: int) -> tuple[bytes, dict[str, int]]:
     c += b"\xba\x08\0\0\0"
     at["write"] = len(c)
     c += b"\x0f\x05"
-    c += b"\xb9" + struct.pack("<I", spin)                   # mov ecx, SPIN
+    c += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
+    c += b"\x85\xc9"                                         # test ecx, ecx
+    jump(b"\x74", "wait", 1)                                 # jz wait
     at["spin"] = len(c)
     c += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
     jump(b"\x75", "check", 1)                                # jne check
@@ -188,8 +192,6 @@ def _handler(frame_off: int, spin: int) -> tuple[bytes, dict[str, int]]:
     return bytes(c), at
 
 
-# How many times the handler looks at the state word before it sleeps on it.
-SPIN = int(os.environ.get("PYVISOR_SYSTRAP_SPIN", "0") or 0) or 1
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
 # stub.py).
@@ -409,7 +411,7 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     while len(a.c) % 16:
         a.c += b"\xcc"
     handler = len(a.c)
-    h, hat = _handler(FRAME_OFF, SPIN)
+    h, hat = _handler(FRAME_OFF)
     a.c += h
     handler_lo = code_addr + handler
     handler_end = code_addr + handler + hat["end"]

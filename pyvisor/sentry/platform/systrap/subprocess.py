@@ -85,6 +85,10 @@ _M64 = 0xFFFFFFFFFFFFFFFF
 INTERRUPT_GRACE_NS = 5_000_000_000
 # How long the Sentry polls the state words after a switch before it sleeps (stops_ready).
 SPIN_NS = int(os.environ.get("PYVISOR_SYSTRAP_SENTRY_SPIN_NS", "30000"))
+# How many times (a `pause` apart, ~17 ns here) a stopped thread's handler looks at its
+# state word before it sleeps on it, when the Sentry may run on another CPU: long enough
+# to cover the Sentry serving a simple syscall, so the thread needs no wake-up.
+HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -116,6 +120,7 @@ class AppThread:
     released: bool = False          # the kernel let go while it ran: exit at its stop
     regs: Registers | None = None   # the task's registers, from its last switch
     regs_addr: int = 0              # ctypes.addressof(regs)
+    spin: int = 0                   # what its region's spin word says (the handler's spin)
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
 
     @property
@@ -173,8 +178,11 @@ class SystrapPlatform(PtracePlatform):
         except OSError:
             cpus = 1
         self.spin_ns = SPIN_NS if cpus > 1 else 0
+        self.handler_spin = HANDLER_SPIN if cpus > 1 else 0
         self._spin_armed = False
         self._stop_seen = False
+        self._spin_ok = 8 if self.spin_ns else 0    # recent spins found a stop (adaptive)
+        self._switches = 0
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
@@ -251,6 +259,7 @@ class SystrapPlatform(PtracePlatform):
             proc.free.append(slot)
             raise StubError(f"cannot clone an application thread: {e}") from e
         _U32.pack_into(self.mem, off + S.OFF_TID, tid)
+        _U32.pack_into(self.mem, off + S.OFF_SPIN, 0)
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
         try:
@@ -329,11 +338,18 @@ class SystrapPlatform(PtracePlatform):
             ctx.regs_addr = ctypes.addressof(regs)
         addr = self.mem_addr + ctx.off
         _memmove(addr + S.OFF_REGS, ctx.regs_addr, S.REGS_SIZE)
+        if self.spin_ns:
+            # Spinning pays only while both sides find a CPU free: adaptive (stops_ready).
+            self._switches += 1
+            spin = self.handler_spin if self._spin_ok else 0
+            if ctx.spin != spin:
+                ctx.spin = spin
+                _U32.pack_into(self.mem, ctx.off + S.OFF_SPIN, spin)
+            self._spin_armed = self._spin_ok > 0 or not self._switches & 127
         self.mem[ctx.off] = S.STATE_RUN
         ctx.running = True
         self.running.add(ctx)
         _syscall(Sysno.futex, addr, _FUTEX_WAKE, 1, None, None, 0)
-        self._spin_armed = self.spin_ns > 0
 
     def interrupt(self, ctx: AppThread) -> None:  # type: ignore[override]
         """SIG_INTERRUPT to the running thread; its stop is reported as INTERRUPT."""
@@ -402,9 +418,13 @@ class SystrapPlatform(PtracePlatform):
             for ctx in running:
                 if mem[ctx.off] == S.STATE_STOPPED:
                     self._stop_seen = True      # until stops() runs
+                    self._spin_ok = min(self._spin_ok + 1, 8)
                     return True
             if time.perf_counter_ns() > deadline:
                 break
+        # A miss: the thread computes, or the CPUs are busy; four in a row stop the
+        # spinning (the Sentry's and the handlers') until a probe succeeds again.
+        self._spin_ok = max(self._spin_ok - 2, 0)
         return False
 
     def stops(self) -> Iterator[tuple[AppThread, StopReason]]:  # type: ignore[override]

@@ -280,13 +280,16 @@ class SystrapPlatform(PtracePlatform):
         """Waits for the new thread's first trap; checks the frame is where expected."""
         off = ctx.off
         deadline = time.monotonic() + 30
-        ts = (ctypes.c_long * 2)(0, 100_000_000)
+        # The handler wakes no futex (it writes the eventfd, which the loop owns): wait
+        # on the state word with short, growing timeouts (its set-up takes microseconds).
+        ts = (ctypes.c_long * 2)(0, 20_000)
         while _U32.unpack_from(self.mem, off)[0] != S.STATE_STOPPED:
             if time.monotonic() > deadline or ctx.process.dead:
                 ctx.process.kill()
                 raise StubError(f"application thread {ctx.tid} did not reach its handler")
             _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAIT, S.STATE_NEW,
                      ctypes.addressof(ts), None, 0)
+            ts[1] = min(ts[1] * 2, 10_000_000)
         # The first stop must be the set-up's mmap trapped at the injection point: only
         # the application filter traps it there, so the filter is in place.
         signo, _, code = struct.unpack_from("<iii", self.mem, off + _FRAME + _INFO_OFF)

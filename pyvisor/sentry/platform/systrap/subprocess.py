@@ -183,6 +183,7 @@ class SystrapPlatform(PtracePlatform):
         self._stop_seen = False
         self._spin_ok = 8 if self.spin_ns else 0    # recent spins found a stop (adaptive)
         self._switches = 0
+        self._calls = 0
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
@@ -435,14 +436,19 @@ class SystrapPlatform(PtracePlatform):
         # The wake eventfd first; the SIGCHLD signalfd only when the eventfd had nothing
         # (the epoll set is level-triggered: a pending death makes the loop call again),
         # so a syscall stop costs the Sentry one read.
+        self._calls += 1
         try:
             os.read(self.wake_fd, 8)
+            woken = True
         except OSError:
+            woken = False
+        if not woken or not self._calls & 63:     # (and now and then: no starvation)
             try:
                 os.read(self._sigfd, 1024)
-                yield from self._deaths()
             except OSError:
                 pass
+            else:
+                yield from self._deaths()
         while self.pending:
             yield self.pending.pop(0)
         mem = self.mem

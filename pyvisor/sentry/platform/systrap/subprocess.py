@@ -256,9 +256,9 @@ class SystrapPlatform(PtracePlatform):
         try:
             tid = self._clone_and_collect(syscall_thread, S.CLONE_APP_THREAD,
                                           ctid=addr + S.OFF_TID)
-        except OSError as e:
+        except OSError:
             proc.free.append(slot)
-            raise StubError(f"cannot clone an application thread: {e}") from e
+            raise                     # the host refused the thread (EAGAIN): clone fails
         _U32.pack_into(self.mem, off + S.OFF_TID, tid)
         _U32.pack_into(self.mem, off + S.OFF_SPIN, 0)
         ctx = AppThread(tid, proc, slot)

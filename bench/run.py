@@ -5,7 +5,9 @@ Every benchmark runs in each environment:
 
   native        the command as is
   pyvisor       python3 -m pyvisor do -- CMD          (PYTHONPATH = this repository;
-                --network=sandbox: pyvisor's own stack, netstack)
+                --network=sandbox: pyvisor's own stack, netstack; --platform=ptrace)
+  pyvisor-systrap  python3 -m pyvisor --platform=systrap do -- CMD  (every row but
+                the network ones)
   runsc         runsc --network=none --platform=ptrace do CMD   (optional: "n/a"
                 when runsc is not on PATH; loopback is served by gVisor's netstack)
 
@@ -64,7 +66,8 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 MICROBENCH_C = os.path.join(BENCH_DIR, "programs", "microbench.c")
 SERVERS_SH = os.path.join(BENCH_DIR, "programs", "servers.sh")
 
-ENVIRONMENTS = ("native", "pyvisor", "pyvisor-host", "runsc", "runsc-host")
+ENVIRONMENTS = ("native", "pyvisor", "pyvisor-systrap", "pyvisor-host", "runsc", "runsc-host")
+NET_ENVS = ("native", "pyvisor", "pyvisor-host", "runsc", "runsc-host")
 HOST_ENVS = ("pyvisor-host", "runsc-host")     # network rows only
 RATES = ("MiB/s", "req/s", "conn/s")           # units shown as 1e9 / (ns per unit)
 
@@ -251,11 +254,14 @@ def wrap(ctx: Context, env: str, argv: list[str]) -> tuple[list[str], dict[str, 
     pin = [] if ctx.args.no_pin else ["taskset", "-c", str(ctx.args.cpu)]
     if env == "native":
         return pin + argv, penv
-    if env in ("pyvisor", "pyvisor-host"):
+    if env in ("pyvisor", "pyvisor-host", "pyvisor-systrap"):
         old = penv.get("PYTHONPATH")
         penv["PYTHONPATH"] = REPO_ROOT + (os.pathsep + old if old else "")
+        penv.pop("PYVISOR_PLATFORM", None)
         net = ["--network=host"] if env == "pyvisor-host" else []
-        return pin + [sys.executable, "-m", "pyvisor", "do", *net, "--", *argv], penv
+        plat = "systrap" if env == "pyvisor-systrap" else "ptrace"
+        return pin + [sys.executable, "-m", "pyvisor", f"--platform={plat}", "do", *net, "--",
+                      *argv], penv
     assert ctx.runsc is not None
     if env == "runsc":
         return pin + [ctx.runsc, "--network=none", "--platform=ptrace", "do", *argv], penv
@@ -405,6 +411,8 @@ def run_script(ctx: Context, bench: Benchmark, env: str) -> Cell:
 def run_cell(ctx: Context, bench: Benchmark, env: str) -> Cell:
     if env in HOST_ENVS and not bench.net:
         return Cell(status="n/a", error="not a network benchmark")
+    if env == "pyvisor-systrap" and bench.net:
+        return Cell(status="n/a", error="network rows run on ptrace only")
     if env.startswith("runsc") and ctx.runsc is None:
         return Cell(status="n/a", error="runsc not on PATH")
     if ctx.timeouts.get(env, 0) >= 2:
@@ -469,15 +477,18 @@ def table_rows(results: dict[str, dict[str, Cell]], benches: list[Benchmark]) ->
                 b.description,
                 fmt_value(cells["native"], b.unit),
                 fmt_value(cells["pyvisor"], b.unit),
+                fmt_value(cells["pyvisor-systrap"], b.unit),
                 fmt_value(cells["runsc"], b.unit),
                 fmt_ratio(cells["pyvisor"], cells["native"]),
                 fmt_ratio(cells["pyvisor"], cells["runsc"]),
+                fmt_ratio(cells["pyvisor-systrap"], cells["runsc"]),
             ]
         )
     return rows
 
 
-HEADER = ["benchmark", "native", "pyvisor", "runsc", "pyvisor/native", "pyvisor/runsc"]
+HEADER = ["benchmark", "native", "pyvisor", "pyvisor-systrap", "runsc", "pyvisor/native",
+          "pyvisor/runsc", "systrap/runsc"]
 NET_HEADER = ["network benchmark", "native", "pyvisor", "pyvisor-host", "runsc", "runsc-host",
               "pyvisor/runsc", "pyvisor-host/runsc-host"]
 
@@ -491,7 +502,7 @@ def net_table_rows(results: dict[str, dict[str, Cell]],
         if not b.net:
             continue
         c = results[b.name]
-        rows.append([b.description, *(fmt_value(c[e], b.unit) for e in ENVIRONMENTS),
+        rows.append([b.description, *(fmt_value(c[e], b.unit) for e in NET_ENVS),
                      fmt_ratio(c["pyvisor"], c["runsc"]),
                      fmt_ratio(c["pyvisor-host"], c["runsc-host"])])
     return rows
@@ -536,7 +547,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--env",
         action="append",
         metavar="ENV",
-        help="run only this environment: native, pyvisor, pyvisor-host, runsc, runsc-host "
+        help="run only this environment: native, pyvisor, pyvisor-systrap, pyvisor-host, "
+        "runsc, runsc-host "
         "(repeatable or comma-separated)",
     )
     p.add_argument("--markdown", action="store_true", help="print a markdown table")

@@ -193,7 +193,9 @@ def _place_cpus(kernel: Kernel) -> None:
         allowed = frozenset(os.sched_getaffinity(0))
     except OSError:
         return
-    if isinstance(kernel.platform, PtracePlatform):
+    # systrap: no placement (application threads are not ptraced: they run wherever
+    # the host puts them, and wake the Sentry through a futex and an eventfd).
+    if isinstance(kernel.platform, PtracePlatform) and kernel.platform.name == "ptrace":
         kernel.platform.placement = Placement(kernel, allowed)
 
 
@@ -380,6 +382,9 @@ def new_platform(name: str, memfd: int) -> Platform:
     """The platform `name` (checked by check_platform), sharing the memory file `memfd`.
     Runs before the Sentry is confined: ptrace spawns its master stub here."""
     check_platform(name)
+    if name == "systrap":
+        from pyvisor.sentry.platform.systrap.subprocess import SystrapPlatform
+        return SystrapPlatform(memfd)
     return PtracePlatform(memfd)
 
 
@@ -389,6 +394,8 @@ def _new_kernel(cfg: SandboxConfig) -> Kernel:
     memfile = MemoryFile()
     platform = new_platform(cfg.platform, memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
+    if platform.name == "systrap":
+        platform.timers = kernel         # type: ignore[attr-defined]  (its watchdog)
     kernel.max_tasks = max_tasks
     kernel.memory.limit = sentry_memory_limit(cfg)
     if cfg.test_panic:
@@ -823,7 +830,8 @@ def cgroup_name_for(pid: int) -> str:
 SENTRY_SECCOMP = True    # the allow-list of pyvisor/seccomp/filters.py, installed last
 
 
-def _install_seccomp(control_fd: int | None = None, hostinet: bool = False) -> None:
+def _install_seccomp(control_fd: int | None = None, hostinet: bool = False,
+                     platform: str = "ptrace") -> None:
     """The Sentry's seccomp allow-list (accept4 on the control socket's fd, if any; the
     socket calls of hostinet for --network=host).
 
@@ -831,6 +839,6 @@ def _install_seccomp(control_fd: int | None = None, hostinet: bool = False) -> N
     if not SENTRY_SECCOMP:
         return
     from pyvisor.seccomp.filters import install_sentry_filter
-    install_sentry_filter(control_fd=control_fd, hostinet=hostinet)
+    install_sentry_filter(control_fd=control_fd, hostinet=hostinet, platform=platform)
 
 

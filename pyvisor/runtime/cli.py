@@ -103,9 +103,11 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    "interfaces of the OCI bundle's network namespace (taken over); none: "
                    "loopback only; host: the host's network through sockets the Sentry "
                    "proxies")
-    p.add_argument("--platform", default="ptrace",
-                   help="what runs application code (runsc's flag): ptrace, the only one so "
-                   "far (systrap is planned: sentry/platform/platform.py)")
+    p.add_argument("--platform", default=os.environ.get("PYVISOR_PLATFORM") or "ptrace",
+                   help="what runs application code (runsc's flag): ptrace (default; "
+                   "every application syscall is a ptrace stop) or systrap (a seccomp "
+                   "trap served through shared memory, no ptrace stop); the default "
+                   "comes from $PYVISOR_PLATFORM when set")
     p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
                    "(default: half the host's RAM)")
     p.add_argument("--pids-limit", type=int, default=None,

@@ -57,8 +57,11 @@ def make_cgroup(cfg: SandboxConfig, container: bool = False) -> Any:
     cpu and cpuacct (update, events) controllers."""
     from pyvisor.runtime.cgroup import Limits, SandboxCgroup
     memory, pids, _ = effective_limits(cfg)
+    # systrap: each address space has a host thread more than its tasks (its ptraced
+    # syscall thread), so up to twice as many host threads as tasks.
+    host_pids = pids * 2 if cfg.platform == "systrap" else pids
     cg = SandboxCgroup(cfg.cgroup_name or cgroup_name_for(os.getpid()), Limits(
-        memory=memory, pids=pids + 64,      # + the Sentry, Gofers and the master stub
+        memory=memory, pids=host_pids + 64,      # + the Sentry, Gofers and the master stub
         cpu_quota_us=int(cfg.cpus * 100_000) if cfg.cpus else None,
         extra=("cpu", "cpuacct", "freezer", "blkio") if container else (),
         blkio_weight=cfg.blkio_weight, cpu_shares=cfg.cpu_shares), path=cfg.cgroup_path)
@@ -295,7 +298,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
             confine.no_new_privs()
             mark("sentry", "pivoted, capabilities dropped")
             boot_mod._install_seccomp(cfg.control_fd if cfg.control_fd >= 0 else None,
-                                      hostinet=cfg.network == "host")
+                                      hostinet=cfg.network == "host", platform=cfg.platform)
             mark("sentry", "seccomp installed")
         except confine.ConfinementError as e:
             kernel.shutdown()

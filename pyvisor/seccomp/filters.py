@@ -318,6 +318,26 @@ SENTRY_RULES: dict[str, Spec] = {
     "exit_group": Spec("the Sentry exits (os._exit) when the sandbox is over"),
 }
 
+# -- systrap (--platform=systrap only) --------------------------------------------------------
+
+# From <linux/futex.h>: shared (not private) waits and wakes on the regions' mapping.
+FUTEX_WAIT, FUTEX_WAKE = 0, 1
+_ST = "systrap (--platform=systrap): "
+SYSTRAP_RULES: dict[str, Spec] = {
+    "futex": _only(_ST + "FUTEX_WAKE of a stub thread waiting in its handler (switch), "
+                   "FUTEX_WAIT for a new thread's first stop; never PI or requeue",
+                   eq32(1, FUTEX_WAKE, "op == FUTEX_WAKE"), eq32(1, FUTEX_WAIT, "op == FUTEX_WAIT")),
+    "tgkill": _only("SIGSTOP (ptrace) or SIGUSR2 (systrap) to interrupt a running stub thread "
+                    "(Kernel.signal_wakeup, group_exit, group_stop)",
+                    (positive_int(0, "0 <= tgid <= INT_MAX"),
+                     eq32(2, _signal.SIGSTOP, "sig == SIGSTOP")),
+                    (positive_int(0, "0 <= tgid <= INT_MAX"),
+                     eq32(2, _signal.SIGUSR2, "sig == SIGUSR2"))),
+}
+# PTRACE_DETACH: systrap lets a new application thread go once it is set up (it runs
+# untraced under its own seccomp filter from then on; platform/systrap).
+_SYSTRAP_PTRACE = {**_SENTRY_PTRACE, "PTRACE_DETACH": 17}
+
 # Refused with an errno rather than killing: probes of the file system.
 SENTRY_REFUSED: dict[str, tuple[int, str]] = {
     name: (_errno.EACCES, _PATH_PROBE)
@@ -527,11 +547,20 @@ def _build(rules: dict[str, Spec], refused: dict[str, tuple[int, str]], default_
 CONTROL_ONLY = ("accept4", "getsockname", "fcntl")
 
 
-def sentry_rules(hostinet: bool = False, control_fd: int | None = None) -> dict[str, Spec]:
+def sentry_rules(hostinet: bool = False, control_fd: int | None = None,
+                 platform: str = "ptrace") -> dict[str, Spec]:
     """The Sentry's list: CONTROL_ONLY only with a control socket; with `hostinet`, plus
     the socket calls of --network=host.  With both, accept4 is allowed on the control
-    socket (CPython's accept: SOCK_CLOEXEC) or with hostinet's flags."""
+    socket (CPython's accept: SOCK_CLOEXEC) or with hostinet's flags.  With
+    platform "systrap", plus SYSTRAP_RULES and PTRACE_DETACH."""
     rules = dict(SENTRY_RULES)
+    if platform == "systrap":
+        rules.update(SYSTRAP_RULES)
+        rules["ptrace"] = _only(
+            _ST + "as ptrace, and PTRACE_DETACH of a set-up application thread",
+            *_one_of(0, _SYSTRAP_PTRACE),
+            *((eq32(0, v, f"arg0 == {n}"), eq32(2, NT_X86_XSTATE, "arg2 == NT_X86_XSTATE"))
+              for n, v in _names("PTRACE_GETREGSET", "PTRACE_SETREGSET").items()))
     if control_fd is None:
         for name in CONTROL_ONLY:
             del rules[name]
@@ -551,10 +580,10 @@ def sentry_rules(hostinet: bool = False, control_fd: int | None = None) -> dict[
 
 
 def build_sentry_filter(default_action: str = "kill", control_fd: int | None = None,
-                        hostinet: bool = False) -> seccomp.SyscallFilter:
+                        hostinet: bool = False, platform: str = "ptrace") -> seccomp.SyscallFilter:
     """The Sentry's filter, not loaded.  Without hostinet, accept4 is allowed on control_fd
     only; without a control socket none of CONTROL_ONLY is allowed."""
-    rules = sentry_rules(hostinet, control_fd)
+    rules = sentry_rules(hostinet, control_fd, platform)
     if control_fd is not None and not hostinet:
         return _build(rules, SENTRY_REFUSED, default_action, {"accept4": control_fd})
     return _build(rules, SENTRY_REFUSED, default_action)
@@ -573,7 +602,7 @@ _installed: set[str] = set()
 
 
 def install_sentry_filter(default_action: str = "kill", control_fd: int | None = None,
-                          hostinet: bool = False) -> None:
+                          hostinet: bool = False, platform: str = "ptrace") -> None:
     """Loads the Sentry's filter into this process (and its threads).  Irreversible.
 
     Call it once start-up is over: after boot() and the confinement steps,
@@ -584,7 +613,7 @@ def install_sentry_filter(default_action: str = "kill", control_fd: int | None =
     """
     if "sentry" in _installed:
         return
-    build_sentry_filter(default_action, control_fd, hostinet).load()
+    build_sentry_filter(default_action, control_fd, hostinet, platform).load()
     _installed.add("sentry")
 
 

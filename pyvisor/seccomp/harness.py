@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             at_filter_point()
         return kernel
 
-    def at_filter_point(control_fd: int | None = None, hostinet: bool = False) -> None:
+    def at_filter_point(control_fd: int | None = None, hostinet: bool = False,
+                        platform: str = "ptrace") -> None:
         """Where production installs the Sentry filter (after boot and confinement)."""
         if a.go_fd >= 0:
             report.write(f"ready {state['host_pid']} {' '.join(map(str, state['gofers']))}\n")
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             os.read(a.go_fd, 1)
             os.close(a.go_fd)
         if a.sentry:
-            filters.install_sentry_filter(a.sentry, control_fd, hostinet=hostinet)
+            filters.install_sentry_filter(a.sentry, control_fd, hostinet=hostinet,
+                                          platform=platform)
             if state["status_fd"] >= 0:
                 st = os.pread(state["status_fd"], 65536, 0)
                 report.write(f"sentry-status {_status_line(st)}\n")

@@ -1,6 +1,7 @@
 """CPU placement seen from the host (platform/ptrace/placement.py): a stub thread making
 syscalls is bound to one CPU, beside the Sentry; once it computes, it may run on
-every CPU the sandbox was given."""
+every CPU the sandbox was given.  A policy of the ptrace platform: these run on ptrace
+whatever platform the suite was given (systrap threads are not placed)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_syscall_heavy_thread_bound_computing_thread_free(program: Builder) -> N
     if len(allowed) < 2:
         pytest.skip("placement needs two CPUs; this host gives the tests one")
     everything = _cpu_list(allowed)
-    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "do", "--", program("placement.c")],
+    p = subprocess.Popen([sys.executable, "-m", "pyvisor", "--platform=ptrace", "do", "--",
+                          program("placement.c")],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=pyvisor_env(None),
                          start_new_session=True)
     assert p.stdin is not None and p.stdout is not None

@@ -568,3 +568,46 @@ def test_hostinet_filter(call: str) -> None:
     rep = in_child(body)
     assert rep.lines == ["inet ok"], rep
     assert rep.sigsys, rep
+
+
+# -- systrap's additions (--platform=systrap) ------------------------------------------------
+
+SYS_futex = 202
+
+
+def test_systrap_rules_only_with_systrap() -> None:
+    assert "futex" not in F.sentry_rules()
+    rules = F.sentry_rules(platform="systrap")
+    assert "futex" in rules and "PTRACE_DETACH" in rules["ptrace"].describe()
+    assert "PTRACE_DETACH" not in F.sentry_rules()["ptrace"].describe()
+
+
+@pytest.mark.parametrize("bad", ["futex_requeue", "futex_lock_pi", "tgkill_sigkill"])
+def test_sentry_systrap_futex_and_tgkill(bad: str) -> None:
+    """With --platform=systrap the Sentry may FUTEX_WAKE/FUTEX_WAIT (shared, on the
+    regions) and tgkill SIGUSR2 (its interrupt); no other futex operation, no other
+    signal."""
+    def body(say: Callable[[str], None]) -> None:
+        target = os.fork()
+        if target == 0:
+            signal.signal(signal.SIGUSR2, lambda *_: None)
+            signal.pause()
+            os._exit(0)
+        word = ctypes.c_uint32(7)
+        addr = ctypes.addressof(word)
+        F.build_sentry_filter("kill", platform="systrap").load()
+        say(f"wake {raw(SYS_futex, addr, 1, 1, 0, 0, 0)}")
+        say(f"wait {raw(SYS_futex, addr, 0, 8, 0, 0, 0)}")     # value differs: EAGAIN
+        say(f"usr2 {raw(SYS_tgkill, target, target, signal.SIGUSR2)}")
+        raw(SYS_kill, target, signal.SIGKILL)
+        os.waitpid(target, 0)
+        if bad == "futex_requeue":
+            raw(SYS_futex, addr, 3, 1, 0, addr, 0)
+        elif bad == "futex_lock_pi":
+            raw(SYS_futex, addr, 6, 0, 0, 0, 0)
+        else:
+            raw(SYS_tgkill, os.getpid(), os.getpid(), signal.SIGKILL)
+        say("survived")
+
+    rep = in_child(body, pidns=True)
+    assert rep.lines == ["wake 0", f"wait {-errno.EAGAIN}", "usr2 0"] and rep.sigsys, rep

@@ -176,15 +176,14 @@ def name_host_stub(t: Task, sp: int) -> None:
     comm), so that the host's ps, `docker top` and `podman top` (which look up the host
     pids `pyvisor ps --format json` lists) show `[sleep]`, not the stub's memfd name.
     The name is written just below the fresh stack pointer (free at entry: the image
-    has not run) and set by an injected prctl(PR_SET_NAME) in the stopped stub."""
-    from pyvisor.abi.linux.sysno_amd64 import Sysno
+    has not run) and set by the platform (an injected prctl(PR_SET_NAME) in the stopped stub)."""
     name = t.tg.comm[:15] + b"\0"
     addr = (sp - 256) & ~15
     try:
         t.copy_out(addr, name)
     except SyscallError:
         return                  # no stack below sp to borrow: the stub keeps its name
-    t.kernel.platform.inject(t.thread, Sysno.prctl, 15, addr)    # PR_SET_NAME
+    t.kernel.platform.set_host_name(t.thread, addr)
 
 
 # Bytes read at once when collecting argv/envp strings: up to the end of the page after

@@ -386,6 +386,10 @@ class Kernel:
             if not t.exited:
                 log.warning("context of task %d died: status %#x", t.tid, why.signo)
                 self.group_exit(t.tg, Signal.SIGKILL, killed=True)
+                if not t.exited:
+                    # Its group was exiting already and waits for this context's
+                    # stop, which will never come: it exits now.
+                    self.task_exit(t)
             return
         if t.exit_pending:
             self.task_exit(t)

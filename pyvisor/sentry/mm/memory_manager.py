@@ -469,6 +469,10 @@ class MemoryManager:
     def madvise_dontneed(self, addr: int, length: int) -> None:
         """MADV_DONTNEED: private anonymous pages read back as zero."""
         length = page_round_up(length)
+        if addr + length > MAX_USER_ADDRESS:
+            # Not the application's: the platform's own pages lie above (its stub, and
+            # systrap's regions).  Linux: ENOMEM for an unmapped range.
+            raise SyscallError(Errno.ENOMEM)
         self._host(self.space.discard, addr, length)
 
     # -- life cycle -------------------------------------------------------------------

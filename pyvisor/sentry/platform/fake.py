@@ -243,6 +243,9 @@ class FakePlatform:
         r.eflags = 0x202
         return r
 
+    def set_host_name(self, ctx: FakeContext, addr: int) -> None:  # type: ignore[override]
+        """No host side to name."""
+
     def switch(self, ctx: FakeContext, regs: Registers) -> None:  # type: ignore[override]
         if ctx.exited:
             return

@@ -3,8 +3,8 @@
 gVisor: pkg/sentry/platform (Platform, AddressSpace, Context).  Linux analogue:
 the architecture's entry code and MMU, seen from the scheduler and mm.
 
-Everything below this line is a platform (platform/ptrace today; a systrap-style
-platform later; platform/fake.py for unit tests); everything above it (kernel,
+Everything below this line is a platform (platform/ptrace, platform/systrap;
+platform/fake.py for unit tests); everything above it (kernel,
 mm, syscalls, vfs) sees only these Protocols and the `arch` types:
 
 * `Platform` makes address spaces and contexts, switches a context into
@@ -180,6 +180,11 @@ class Platform(Protocol):
         """A register set a fresh task can start from (valid selectors and flags)."""
         ...
 
+    def set_host_name(self, ctx: Context, addr: int) -> None:
+        """Names the host side of `ctx` (its stub's comm, for the host's ps) after the
+        NUL-terminated string at `addr` in its address space (PR_SET_NAME)."""
+        ...
+
     def switch(self, ctx: Context, regs: Registers) -> None:
         """Runs `ctx` in application code from `regs` until it stops; the stop is
         reported by stops(), with `regs` then holding the stop-time registers.
@@ -219,5 +224,5 @@ class Platform(Protocol):
         ...
 
 
-PLATFORMS = ("ptrace",)       # what --platform accepts today
-PLANNED = ("systrap",)        # gVisor's names of platforms pyvisor does not have yet
+PLATFORMS = ("ptrace", "systrap")   # what --platform accepts (gVisor's names)
+PLANNED: tuple[str, ...] = ()       # gVisor's names of platforms pyvisor does not have yet

@@ -200,6 +200,20 @@ class PtracePlatform:
     """
 
     name = "ptrace"
+    # The stub this platform runs (a subclass may bring its own: platform/systrap).
+    _syscall_addr = SYSCALL_ADDR     # the injection point
+    _after_int3 = AFTER_INT3         # rip at the int3 that ends an injection
+
+    # Whether the stub keeps the Sentry's fds 0-2 (ptrace: unreachable, PTRACE_SYSEMU
+    # stops every application syscall; its start-up error message goes there).
+    _stub_keeps_stdio = True
+
+    def _new_stub_memfd(self) -> int:
+        return stub_memfd()
+
+    def _stub_fds(self) -> list[int]:
+        """Further fds the stub gets at 5, 6, ... (besides the memory file at 3)."""
+        return []
 
     def __init__(self, memfd: int) -> None:
         self.memfd = memfd
@@ -219,7 +233,8 @@ class PtracePlatform:
 
     def _spawn_master(self) -> StubProcess:
         """Forks and execs the master stub.  Runs before the Sentry is confined."""
-        sfd = stub_memfd()
+        sfd = self._new_stub_memfd()
+        extra = self._stub_fds()
         pid = os.fork()
         if pid == 0:  # child: becomes the stub
             try:
@@ -231,7 +246,12 @@ class PtracePlatform:
                 stub_hi = os.dup2(sfd, 1001)
                 os.dup2(mem_hi, STUB_MEMFD, inheritable=True)
                 os.dup2(stub_hi, 4, inheritable=False)
-                os.closerange(5, 65536)
+                his = [os.dup2(fd, 1002 + i) for i, fd in enumerate(extra)]
+                for i, fd in enumerate(his):
+                    os.dup2(fd, 5 + i, inheritable=True)
+                os.closerange(5 + len(his), 65536)
+                if not self._stub_keeps_stdio:
+                    os.closerange(0, 3)
                 host_signal.pthread_sigmask(host_signal.SIG_SETMASK, [])
                 # Stubs hold no capabilities (root's exec would otherwise grant them all)
                 # and few resources: they need only the memory file.
@@ -262,7 +282,7 @@ class PtracePlatform:
         if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == _SIGTRAP):
             raise StubError(f"stub failed to become ready: status {status:#x}")
         B.get_regs(pid, self._scratch)
-        if self._scratch.rip != SYSCALL_ADDR:
+        if self._scratch.rip != self._syscall_addr:
             raise StubError(f"stub ready at unexpected rip {self._scratch.rip:#x}")
         if self._scratch.rax != 0:
             raise StubError(f"stub could not install its seccomp filter: "
@@ -297,7 +317,7 @@ class PtracePlatform:
         r = self._scratch
         assert self._saved_template is not None
         ctypes.memmove(ctypes.addressof(r), ctypes.addressof(self._saved_template), B.REGS_SIZE)
-        r.rip = SYSCALL_ADDR
+        r.rip = self._syscall_addr
         r.rax = nr
         r.orig_rax = 0xFFFFFFFFFFFFFFFF
         r.rdi = a0 & 0xFFFFFFFFFFFFFFFF
@@ -331,23 +351,28 @@ class PtracePlatform:
                     events.append((event, B.get_event_msg(tid)))
                 B.resume(P.PTRACE_CONT, tid, 0)
                 continue
+            if sig == host_signal.SIGSYS:
+                # The stub's filter refused what the Sentry injected (a Sentry bug).
+                raise StubError(f"stub thread {tid}: injected syscall refused by its filter")
             if sig == _SIGTRAP:
                 B.get_regs(tid, self._scratch)
-                if self._scratch.rip == AFTER_INT3:
+                if self._scratch.rip == self._after_int3:
                     return
                 raise StubError(f"stub thread {tid} trapped at {self._scratch.rip:#x}")
             # Any other signal (e.g. SIGSTOP, SIGCHLD from a sibling): suppress it.
             B.resume(P.PTRACE_CONT, tid, 0)
 
-    def _clone_and_collect(self, th: StubThread, flags: int) -> int:
-        """Injects clone(flags) into `th` and waits for the new thread's first stop."""
+    def _clone_and_collect(self, th: StubThread, flags: int, ctid: int = 0) -> int:
+        """Injects clone(flags, 0, 0, ctid) into `th` and waits for the new thread's
+        first stop."""
         r = self._scratch
         assert self._saved_template is not None
         ctypes.memmove(ctypes.addressof(r), ctypes.addressof(self._saved_template), B.REGS_SIZE)
-        r.rip = SYSCALL_ADDR
+        r.rip = self._syscall_addr
         r.rax = Sysno.clone
         r.rdi = flags
-        r.rsi = r.rdx = r.r10 = r.r8 = r.r9 = 0
+        r.rsi = r.rdx = r.r8 = r.r9 = 0
+        r.r10 = ctid
         B.set_regs(th.tid, r)
         B.resume(P.PTRACE_CONT, th.tid, 0)
         events: list[tuple[int, int]] = []
@@ -432,7 +457,7 @@ class PtracePlatform:
         r = self._scratch
         assert self._saved_template is not None
         ctypes.memmove(ctypes.addressof(r), ctypes.addressof(self._saved_template), B.REGS_SIZE)
-        r.rip = SYSCALL_ADDR
+        r.rip = self._syscall_addr
         r.rax = Sysno.exit
         r.rdi = 0
         try:
@@ -464,6 +489,10 @@ class PtracePlatform:
 
     def initial_registers(self) -> Registers:
         return self.initial_regs()
+
+    def set_host_name(self, ctx: StubThread, addr: int) -> None:  # type: ignore[override]
+        """prctl(PR_SET_NAME, addr) in the stub thread: its comm on the host."""
+        self.inject(ctx, Sysno.prctl, _PR_SET_NAME, addr)
 
     def switch(self, ctx: StubThread, regs: Registers) -> None:  # type: ignore[override]
         """PTRACE_SETREGS, then PTRACE_SYSEMU: the thread runs until its next syscall,
@@ -598,6 +627,7 @@ _FAULT_SIGNALS = (host_signal.SIGSEGV, host_signal.SIGBUS)
 _SYNC_SIGNALS = (host_signal.SIGILL, host_signal.SIGFPE, host_signal.SIGTRAP, host_signal.SIGSYS)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
 _MADV_DONTNEED = 4
+_PR_SET_NAME = 15
 _MADV_WIPEONFORK, _MADV_KEEPONFORK = 18, 19
 _CPUCLOCK_PROF, _CPUCLOCK_VIRT = 0, 1     # include/linux/posix-timers_types.h
 

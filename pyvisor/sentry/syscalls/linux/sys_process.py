@@ -310,7 +310,7 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
             t.tg.comm = name
         # The stub thread takes the name on the host too (kernel/exec.py name_host_stub),
         # read by the host kernel from the same application buffer.
-        t.kernel.platform.inject(t.thread, 157, _PR_SET_NAME, arg2)
+        t.kernel.platform.set_host_name(t.thread, arg2)
         return 0
     if opt == _PR_GET_NAME:
         t.copy_out(arg2, t.name[:15].ljust(16, b"\0"))

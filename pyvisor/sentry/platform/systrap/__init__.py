@@ -1,0 +1,1 @@
+"""pyvisor.sentry.platform.systrap."""

@@ -1,0 +1,474 @@
+"""The systrap stub program: the ptrace stub's injection loop plus a signal handler
+through which application threads stop without ptrace.
+
+gVisor: pkg/sentry/platform/systrap/sysmsg (sighandler_amd64.c, sysmsg.h).
+
+Start-up (as the ptrace stub, platform/ptrace/stub.py): unmap everything but the
+stub page; install HANDLER for every signal that stops an application thread
+(SIGNALS: SA_SIGINFO|SA_ONSTACK|SA_RESTORER, every signal blocked while it runs);
+no_new_privs; the stub's seccomp filter (`base_filter`); int3.  Then the loop
+`syscall; int3` through which the Sentry injects host syscalls into the one
+*syscall thread* of each stub process, which stays ptraced for life.
+
+Application threads are further threads of the same process, set up by injection
+while still traced (an altstack inside their *region*, a second seccomp filter
+`app_filter`), then detached.  Every syscall an application thread makes is a
+SECCOMP_RET_TRAP: the host kernel delivers SIGSYS on the altstack, writing the
+whole ucontext (registers, XSAVE image) and siginfo into the region, which is a
+MAP_SHARED mapping of a memfd the Sentry has mapped too.  HANDLER (`_handler`) copies
+the registers and fs/gs base into the region in arch.Registers' layout, sets the region's state word to STOPPED, writes 8 bytes to the
+wake eventfd (WAKE_FD, the Sentry's platform event) and waits on the state word
+(FUTEX_WAIT) until the Sentry, having written the registers it wants, sets it to
+RUN; then it copies them into the ucontext, loads fs/gs base and returns into
+RESTORER, rt_sigreturn.  Faults and the Sentry's interrupt signal take the same path.
+
+Region of one application thread (REGION_SIZE bytes, REGION_SIZE-aligned, so the
+handler finds it from its stack pointer):
+
+    +0x00  state      u32   NEW 0, STOPPED 1 (handler), RUN 2 (Sentry), EXIT 3 (Sentry)
+    +0x18  uc         u64   the ucontext address the handler was given (checked)
+    +0x20  stack_t    24 B  the altstack, for the injected sigaltstack
+    +0x40  tid        u32   CLONE_CHILD_CLEARTID word: 0 once the host thread is gone
+    +0x44  spin       u32   how many times the handler looks at the state word (pause
+                            between) before it sleeps on it; set by the Sentry
+    +0x80  regs       216 B the registers in user_regs_struct's layout (arch.Registers)
+    +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top)
+
+Everything in the region is writable by the application thread (and its siblings):
+the Sentry copies once, validates, and never trusts it (SECURITY.md, *systrap*).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch.signal import frame_addresses
+from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_END,
+                                                 STUB_SIZE, STUB_START, TASK_SIZE)
+
+# Host fds in every systrap stub (besides the memory file at 3).
+REGION_FD = 5        # the regions' memfd
+WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
+
+REGION_SIZE = 0x4000
+ALTSTACK = 0x1000
+REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
+MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice the default
+                            # --pids-limit; a region's pages exist only once touched)
+REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
+assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
+
+OFF_STATE, OFF_UC, OFF_STACK, OFF_TID, OFF_SPIN = 0x00, 0x18, 0x20, 0x40, 0x44
+# Where the host kernel puts the signal frame and its XSAVE image in a region (the top of
+# the altstack; SS_AUTODISARM makes it the same place every time).
+FRAME_OFF, FP_OFF = frame_addresses(REGION_SIZE, fpu.FRAME_BYTES)
+STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT = 0, 1, 2, 3
+
+# The signals that stop an application thread.  SIGUSR2 is the Sentry's interrupt
+# (Platform.interrupt: tgkill); nothing else sends it (the application cannot).
+SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGUSR2, SIGSEGV, SIGSYS = 4, 5, 7, 8, 12, 11, 31
+SIG_INTERRUPT = SIGUSR2
+SIGNALS = (SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIG_INTERRUPT)
+_SA_SIGINFO, _SA_ONSTACK, _SA_RESTORER = 0x4, 0x08000000, 0x04000000
+
+# The registers, in user_regs_struct's layout (arch.Registers), at OFF_REGS: the handler
+# copies them out of the ucontext at a stop and back in before it returns, so the Sentry
+# moves them with one memmove each way (no field-by-field Python).
+OFF_REGS = 0x80
+_URS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+        "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+        "gs_base", "ds", "es", "fs", "gs")
+REGS_SIZE = 8 * len(_URS)
+_SC_GREGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+             "rdx", "rax", "rcx", "rsp", "rip", "eflags")    # struct sigcontext order
+_UC_MCONTEXT = 40                # ucontext.uc_mcontext
+_SC_CS, _SC_SS = 144, 150        # sigcontext.cs, .ss (u16)
+_UC_SIGMASK = 296                # ucontext.uc_sigmask
+assert OFF_REGS + REGS_SIZE <= ALTSTACK
+
+
+def _urs(name: str) -> int:
+    return OFF_REGS + 8 * _URS.index(name)
+
+
+def _handler(frame_off: int) -> tuple[bytes, dict[str, int]]:
+    """HANDLER's code (position independent) and the offsets of its parts.
+
+    handler(sig, info, uc), on the region's altstack (rsp = the frame):
+        rbx = rsp & -REGION_SIZE                    the region
+        [rbx+OFF_UC] = uc                           (the Sentry checks it)
+        REGS = uc's general registers, cs, ss; fs/gs base (rdfsbase, rdgsbase)
+        [rbx] = STOPPED; write(WAKE_FD, &one, 8)
+        spin [rbx+OFF_SPIN] times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
+        until [rbx] != STOPPED
+        [rbx] == RUN:  uc (at its fixed place) = REGS, no host signal blocked;
+                       wrfsbase, wrgsbase; ret (into RESTORER: rt_sigreturn)
+        otherwise:     exit(0)                      (the Sentry released the thread)
+    """
+    c = bytearray()
+    fix: list[tuple[int, str, int]] = []        # (position, label, size) of rel jumps
+    at: dict[str, int] = {}
+
+    def d32(v: int) -> bytes:
+        return struct.pack("<i", v)
+
+    def jump(opcode: bytes, label: str, size: int) -> None:
+        c.extend(opcode)
+        fix.append((len(c), label, size))
+        c.extend(bytes(size))
+
+    c += b"\x48\x89\xe3"                                   # mov rbx, rsp
+    c += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
+    c += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    for i, name in enumerate(_SC_GREGS):
+        c += b"\x48\x8b\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov rax, [rdx+sc.reg]
+        c += b"\x48\x89\x83" + d32(_urs(name))             # mov [rbx+REGS.reg], rax
+    for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
+        c += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
+        c += b"\x48\x89\x83" + d32(_urs(name))
+    c += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
+    c += b"\x48\x89\x83" + d32(_urs("fs_base"))
+    c += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
+    c += b"\x48\x89\x83" + d32(_urs("gs_base"))
+    c += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    c += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
+    c += b"\xbf" + struct.pack("<I", WAKE_FD)
+    jump(b"\x48\x8d\x35", "one", 4)                        # lea rsi, [rip+one]
+    c += b"\xba\x08\0\0\0"
+    at["write"] = len(c)
+    c += b"\x0f\x05"
+    c += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
+    c += b"\x85\xc9"                                         # test ecx, ecx
+    jump(b"\x74", "wait", 1)                                 # jz wait
+    at["spin"] = len(c)
+    c += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
+    jump(b"\x75", "check", 1)                                # jne check
+    c += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
+    jump(b"\x75", "spin", 1)                                 # jnz spin
+    at["wait"] = len(c)
+    c += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
+    jump(b"\x75", "check", 1)
+    c += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
+    c += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
+    c += b"\xba" + struct.pack("<I", STATE_STOPPED)
+    c += b"\x45\x31\xd2"                                    # xor r10d, r10d
+    at["futex"] = len(c)
+    c += b"\x0f\x05"
+    jump(b"\xeb", "wait", 1)
+    at["check"] = len(c)
+    c += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    jump(b"\x0f\x85", "leave", 4)                           # jne leave
+    c += b"\x48\x8d\x93" + d32(frame_off + 8)              # lea rdx, [rbx+uc]
+    for i, name in enumerate(_SC_GREGS):
+        c += b"\x48\x8b\x83" + d32(_urs(name))             # mov rax, [rbx+REGS.reg]
+        c += b"\x48\x89\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov [rdx+sc.reg], rax
+    for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
+        c += b"\x48\x8b\x83" + d32(_urs(name))
+        c += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
+    c += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
+    c += b"\x48\x8b\x83" + d32(_urs("fs_base"))
+    c += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    c += b"\x48\x8b\x83" + d32(_urs("gs_base"))
+    c += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
+    c += b"\xc3"                                             # ret: into RESTORER
+    at["leave"] = len(c)
+    c += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
+    at["exit"] = len(c)
+    c += b"\x0f\x05\x0f\x0b"
+    at["restorer"] = len(c)
+    c += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
+    at["sigreturn"] = len(c)
+    c += b"\x0f\x05\x0f\x0b"
+    at["end"] = len(c)                                         # every syscall is before
+    while len(c) % 8:
+        c += b"\xcc"
+    at["one"] = len(c)
+    c += struct.pack("<Q", 1)
+    for pos, label, size in fix:
+        rel = at[label] - (pos + size)
+        c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
+    return bytes(c), at
+
+
+
+# Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
+# stub.py).
+_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE = 9, 10, 11, 25, 28
+_NR_CLONE, _NR_EXIT, _NR_PRCTL, _NR_SIGALTSTACK, _NR_SECCOMP = 56, 60, 157, 131, 317
+_NR_WRITE, _NR_RT_SIGRETURN, _NR_FUTEX = 1, 15, 202
+INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT)
+PR_SET_NAME = 15
+CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT | SIGCHLD
+CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHAND|THREAD|CHILD_CLEARTID
+FUTEX_WAIT = 0
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW = 0x7FFF0000
+_RET_TRAP = 0x00030000
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_NR, _ARCH, _IP_LO, _IP_HI = 0, 4, 8, 12
+
+
+def _arg_lo(i: int) -> int:
+    return 16 + 8 * i
+
+
+def _arg_hi(i: int) -> int:
+    return 20 + 8 * i
+
+
+class _Bpf:
+    """A tiny classic-BPF assembler with forward labels (jumps are forward only)."""
+
+    def __init__(self) -> None:
+        self.prog: list[tuple[int, str | int, str | int, int]] = []
+        self.labels: dict[str, int] = {}
+
+    def ld(self, off: int) -> None:
+        self.prog.append((_LD_W_ABS, 0, 0, off))
+
+    def j(self, op: int, k: int, jt: str | int = 0, jf: str | int = 0) -> None:
+        self.prog.append((op, jt, jf, k))
+
+    def ret(self, k: int) -> None:
+        self.prog.append((_RET_K, 0, 0, k))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.prog)
+
+    def bytes(self) -> bytes:
+        out = []
+        for i, (code, jt, jf, k) in enumerate(self.prog):
+            t = self.labels[jt] - i - 1 if isinstance(jt, str) else jt
+            f = self.labels[jf] - i - 1 if isinstance(jf, str) else jf
+            assert 0 <= t < 256 and 0 <= f < 256
+            out.append(struct.pack("<HBBI", code, t, f, k))
+        return b"".join(out)
+
+
+def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
+    """ip (low half in A; the address after the syscall instruction) within the handler:
+    only its own four syscalls."""
+    b.j(_JGE_K, lo + 2, 0, "trap")
+    b.j(_JGE_K, end, "trap", 0)
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_FUTEX, "futex", 0)
+    b.j(_JEQ_K, _NR_WRITE, "write", 0)
+    b.j(_JEQ_K, _NR_RT_SIGRETURN, "allow", 0)
+    b.j(_JEQ_K, _NR_EXIT, "allow", "trap")
+    b.label("futex")                       # FUTEX_WAIT only (no wake, requeue, PI)
+    b.ld(_arg_lo(1))
+    b.j(_JEQ_K, FUTEX_WAIT, "allow", "trap")
+    b.label("write")                       # only to the wake eventfd
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, WAKE_FD, "allow", "trap")
+
+
+def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip: int,
+                setup_seccomp_ip: int) -> bytes:
+    """The stub process's filter (every thread).  Application syscalls are TRAPs
+    (SIGSYS to the handler) except: the handler's own calls from inside the handler;
+    a new thread's sigaltstack and seccomp from their two set-up instructions; and,
+    from the injection point only, the syscalls the Sentry injects.  Anything else
+    at the injection point traps too: an application thread that jumps there is served
+    by the Sentry, as on ptrace (and its own app_filter traps even the injected ones).  Another architecture (int 0x80, 32-bit
+    code) traps too: the Sentry answers ENOSYS."""
+    assert syscall_ip >> 32 == handler_lo >> 32 == (handler_end - 1) >> 32
+    b = _Bpf()
+    b.ld(_ARCH)
+    b.j(_JEQ_K, _AUDIT_ARCH_X86_64, 0, "trap")
+    b.ld(_IP_HI)
+    b.j(_JEQ_K, syscall_ip >> 32, 0, "trap")       # (the vsyscall page traps here too)
+    b.ld(_IP_LO)
+    b.j(_JEQ_K, syscall_ip & 0xFFFFFFFF, "inject", 0)
+    b.j(_JEQ_K, setup_alt_ip & 0xFFFFFFFF, "setup_alt", 0)
+    b.j(_JEQ_K, setup_seccomp_ip & 0xFFFFFFFF, "setup_seccomp", 0)
+    _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
+    b.label("setup_alt")                   # a new thread's set-up (before app_filter)
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_SIGALTSTACK, "allow", "trap")
+    b.label("setup_seccomp")
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_SECCOMP, "allow", "trap")
+    b.label("inject")
+    b.ld(_NR)
+    for nr in INJECTED_SYSCALLS:
+        b.j(_JEQ_K, nr, "allow", 0)
+    b.j(_JEQ_K, _NR_CLONE, "clone", 0)
+    b.j(_JEQ_K, _NR_PRCTL, "prctl", "trap")
+    b.label("clone")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, CLONE_PROCESS, "allow", 0)
+    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
+    b.label("prctl")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "trap")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, PR_SET_NAME, "allow", "trap")
+    b.label("trap")
+    b.ret(_RET_TRAP)
+    b.label("allow")
+    b.ret(_RET_ALLOW)
+    return b.bytes()
+
+
+def app_filter(handler_lo: int, handler_end: int) -> bytes:
+    """The second filter of every application thread: everything TRAPs except the
+    handler's own calls from inside the handler (futex wait, the wake write,
+    rt_sigreturn, exit)."""
+    b = _Bpf()
+    b.ld(_ARCH)
+    b.j(_JEQ_K, _AUDIT_ARCH_X86_64, 0, "trap")
+    b.ld(_IP_HI)
+    b.j(_JEQ_K, handler_lo >> 32, 0, "trap")
+    b.ld(_IP_LO)
+    _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
+    b.label("trap")
+    b.ret(_RET_TRAP)
+    b.label("allow")
+    b.ret(_RET_ALLOW)
+    return b.bytes()
+
+
+class _Asm:
+    def __init__(self) -> None:
+        self.c = bytearray()
+
+    def mov32(self, reg: int, imm: int) -> None:     # mov r32, imm32 (eax..edi)
+        self.c += bytes([0xB8 + reg]) + struct.pack("<I", imm)
+
+    def movabs(self, reg: int, imm: int) -> int:     # movabs r64, imm64; returns imm offset
+        self.c += bytes([0x48, 0xB8 + reg])
+        off = len(self.c)
+        self.c += struct.pack("<Q", imm)
+        return off
+
+    def syscall(self) -> None:
+        self.c += b"\x0f\x05"
+
+
+_EAX, _ECX, _EDX, _EBX, _ESP, _EBP, _ESI, _EDI = range(8)
+
+
+def _code(code_addr: int) -> dict[str, int | bytes]:
+    """The stub's code and data from `code_addr`, and the addresses that matter."""
+    a = _Asm()
+    # munmap(0, STUB_START); munmap(STUB_END, TASK_SIZE - STUB_END)
+    a.mov32(_EAX, 11)
+    a.c += b"\x31\xff"
+    a.movabs(_ESI, STUB_START)
+    a.syscall()
+    a.mov32(_EAX, 11)
+    a.movabs(_EDI, STUB_END)
+    a.movabs(_ESI, TASK_SIZE - STUB_END)
+    a.syscall()
+    # rt_sigaction(sig, &act, NULL, 8) for each stopping signal.
+    act_imms = []
+    for sig in SIGNALS:
+        a.mov32(_EAX, 13)
+        a.mov32(_EDI, sig)
+        act_imms.append(a.movabs(_ESI, 0))
+        a.c += b"\x31\xd2"                        # xor edx, edx
+        a.c += b"\x41\xba" + struct.pack("<I", 8)  # mov r10d, 8
+        a.syscall()
+    # prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    a.mov32(_EAX, 157)
+    a.mov32(_EDI, 38)
+    a.mov32(_ESI, 1)
+    a.c += b"\x31\xd2\x4d\x31\xd2\x4d\x31\xc0"
+    a.syscall()
+    # seccomp(SECCOMP_SET_MODE_FILTER, 0, &base); its result stays in rax for the Sentry.
+    a.mov32(_EAX, 317)
+    a.mov32(_EDI, 1)
+    a.c += b"\x31\xf6"
+    base_imm = a.movabs(_EDX, 0)
+    a.syscall()
+    a.c += b"\xcc"                                 # int3: ready
+    loop = len(a.c)
+    a.c += b"\x0f\x05\xcc\xeb\xfb"                 # syscall; int3; jmp loop
+    # A new application thread starts here, untraced, r12 = its stack_t in its region:
+    # sigaltstack(r12, NULL); seccomp(SET_MODE_FILTER, 0, &app); then mmap(0, 0) at the
+    # injection point, which only the application filter traps: its SIGSYS (the first
+    # stop the Sentry sees) proves the filter is in place.
+    setup = len(a.c)
+    a.mov32(_EAX, _NR_SIGALTSTACK)
+    a.c += b"\x4c\x89\xe7"                         # mov rdi, r12
+    a.c += b"\x31\xf6"                              # xor esi, esi
+    a.syscall()
+    setup_alt_ip = len(a.c)
+    a.mov32(_EAX, _NR_SECCOMP)
+    a.mov32(_EDI, 1)
+    a.c += b"\x31\xf6"
+    app_imm = a.movabs(_EDX, 0)
+    a.syscall()
+    setup_seccomp_ip = len(a.c)
+    a.mov32(_EAX, _NR_MMAP)
+    a.c += b"\x31\xff\x31\xf6"                      # xor edi, edi; xor esi, esi
+    a.c += b"\xe9" + struct.pack("<i", loop - (len(a.c) + 5))   # jmp loop
+    first = setup
+    while len(a.c) % 16:
+        a.c += b"\xcc"
+    handler = len(a.c)
+    h, hat = _handler(FRAME_OFF)
+    a.c += h
+    handler_lo = code_addr + handler
+    handler_end = code_addr + handler + hat["end"]
+    # struct kernel_sigaction: handler, flags, restorer, mask (all blocked).
+    act = len(a.c)
+    a.c += struct.pack("<QQQQ", handler_lo, _SA_SIGINFO | _SA_ONSTACK | _SA_RESTORER,
+                       code_addr + handler + hat["restorer"], 0xFFFFFFFFFFFFFFFF)
+    for off in act_imms:
+        a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
+    base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
+                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip)
+    app = app_filter(handler_lo, handler_end)
+    base_prog = len(a.c)
+    a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
+    app_prog = len(a.c)
+    a.c += struct.pack("<H6xQ", len(app) // 8, code_addr + base_prog + 32 + len(base))
+    a.c += base + app
+    a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
+    a.c[app_imm:app_imm + 8] = struct.pack("<Q", code_addr + app_prog)
+    return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
+            "setup_alt": code_addr + setup_alt_ip, "setup_seccomp": code_addr + setup_seccomp_ip,
+            "handler": handler_lo, "handler_end": handler_end,
+            "restorer": code_addr + handler + hat["restorer"], "app_fprog": code_addr + app_prog,
+            "sites": (hat["write"], hat["futex"], hat["exit"], hat["sigreturn"])}
+
+
+_C = _code(STUB_START + _CODE_OFFSET)
+_CODE = _C["code"]
+assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= STUB_SIZE
+SYSCALL_ADDR = int(_C["syscall"])     # the injection point
+AFTER_INT3 = SYSCALL_ADDR + 3
+FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)
+SETUP_ALT_IP = int(_C["setup_alt"])          # seccomp_data ip of the set-up's sigaltstack
+SETUP_SECCOMP_IP = int(_C["setup_seccomp"])  # ... and of its seccomp
+HANDLER = int(_C["handler"])
+HANDLER_END = int(_C["handler_end"])
+RESTORER = int(_C["restorer"])
+# The handler's syscall instructions (offsets from HANDLER): what an application that
+# jumps into the handler can reach (tests/security/test_systrap.py tries each).
+SITE_WRITE, SITE_FUTEX, SITE_EXIT, SITE_SIGRETURN = _C["sites"]  # type: ignore[misc]
+APP_FPROG = int(_C["app_fprog"])       # struct sock_fprog of app_filter, in the stub page
+
+
+def build_stub_elf() -> bytes:
+    """A complete static ELF executable holding the stub."""
+    size = _CODE_OFFSET + len(_CODE)
+    ehdr = _EHDR.pack(b"\x7fELF\x02\x01\x01" + bytes(9), 2, 62, 1, STUB_START + _CODE_OFFSET,
+                      _EHDR.size, 0, 0, _EHDR.size, _PHDR.size, 1, 0, 0, 0)
+    phdr = _PHDR.pack(1, 5, 0, STUB_START, STUB_START, size, size, 0x1000)  # PT_LOAD R+X
+    return ehdr + phdr + _CODE
+
+
+def stub_memfd() -> int:
+    """A sealed close-on-exec memfd holding the stub program, ready for fexecve."""
+    import fcntl
+    fd = os.memfd_create("pyvisor-stub", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, build_stub_elf())
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd

@@ -1,0 +1,320 @@
+/* Attacks on the systrap platform's own machinery (platform/systrap): the stub's
+ * signal handler, whose few syscall instructions the seccomp filters let through,
+ * and the per-thread region (ucontext, state word) the handler and the Sentry share.
+ *
+ * Usage: systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN
+ *                REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS]
+ * (addresses and offsets from pyvisor/sentry/platform/systrap/stub.py).  Each attack
+ * runs in a forked child (its own stub process); the parent reports the child's
+ * status, then its own getpid and raw getpid (1: the Sentry still serves it).
+ */
+#include "sec.h"
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <asm/prctl.h>
+
+static unsigned long handler, site_write, site_futex, site_exit, site_sigreturn;
+static unsigned long regions, region_size, fs_off;
+static const char *which;
+
+/* What the handler's tail reads through rbx when we jump into it: a region of our own
+ * with state RUN (2), so it copies registers into this buffer's frame, loads fs/gs
+ * base from it (ours) and `ret`s to the address we pushed. */
+static unsigned char fake[65536] __attribute__((aligned(65536)));
+
+static sigjmp_buf jb;
+static volatile long trap_rax;
+
+static void on_trap(int sig, siginfo_t *si, void *ucv)
+{
+    ucontext_t *uc = ucv;
+    (void)si;
+    trap_rax = uc->uc_mcontext.gregs[REG_RAX];
+    siglongjmp(jb, sig);
+}
+
+static void handle(int sig, void (*fn)(int, siginfo_t *, void *))
+{
+    struct sigaction sa = {0};
+    sa.sa_sigaction = fn;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(sig, &sa, NULL);
+}
+
+/* Jumps to `site` (a syscall instruction of the handler) with rax=nr and the given
+ * arguments; the handler's tail returns here (write and futex sites).  Sites followed
+ * by ud2 (exit, rt_sigreturn) come back as SIGILL: on_trap reads rax. */
+static void jump_site(unsigned long site, long nr, long a0, long a1, long a2)
+{
+    __asm__ volatile("sub $256, %%rsp\n\t"
+                     "mov %[fk], %%rbx\n\t"
+                     "lea 1f(%%rip), %%rcx\n\t"
+                     "push %%rcx\n\t"
+                     "xor %%r10d, %%r10d\n\t"
+                     "jmp *%[site]\n\t"
+                     "1:\n\t"
+                     "add $256, %%rsp\n\t"
+                     : "+a"(nr), "+D"(a0), "+S"(a1), "+d"(a2)
+                     : [fk] "r"(fake), [site] "r"(site)
+                     : "rbx", "rcx", "r8", "r9", "r10", "r11", "memory", "cc");
+}
+
+/* jump_site for a site followed by ud2: returns rax after the syscall. */
+static long jump_site_rax(unsigned long site, long nr, long a0, long a1, long a2)
+{
+    trap_rax = -99999;
+    handle(SIGILL, on_trap);
+    handle(SIGSEGV, on_trap);
+    if (sigsetjmp(jb, 1) == 0)
+        jump_site(site, nr, a0, a1, a2);
+    return trap_rax;
+}
+
+static long raw_getpid(void)
+{
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(39L) : "rcx", "r11", "memory");
+    return r;
+}
+
+static void spin_forever(void)
+{
+    for (;;)
+        __asm__ volatile("" ::: "memory");
+}
+
+static void getpid_then_spin(void)
+{
+    raw_getpid();
+    spin_forever();
+}
+
+/* rt_sigreturn through the handler's own instruction with a frame we wrote: rip and
+ * rsp ours, the host signal mask `mask`, the altstack `ss`. */
+static void forged_sigreturn(void (*rip)(void), unsigned long mask, stack_t ss)
+{
+    static char stack[65536] __attribute__((aligned(16)));
+    static struct { char *pretcode; ucontext_t uc; siginfo_t info; } frame
+        __attribute__((aligned(64)));
+    memset(&frame, 0, sizeof frame);
+    frame.uc.uc_flags = 2 | 4;           /* UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS */
+    frame.uc.uc_stack = ss;
+    greg_t *g = frame.uc.uc_mcontext.gregs;
+    g[REG_RIP] = (greg_t)rip;
+    g[REG_RSP] = (greg_t)(stack + sizeof stack - 8);
+    g[REG_EFL] = 0x202;
+    g[REG_CSGSFS] = 0x33 | (0x2bUL << 48);
+    frame.uc.uc_mcontext.fpregs = NULL;  /* FPU to its initial state */
+    memcpy(&frame.uc.uc_sigmask, &mask, sizeof mask);
+    __asm__ volatile("mov %0, %%rsp\n\t"
+                     "mov $15, %%eax\n\t"
+                     "jmp *%1"
+                     : : "r"((char *)&frame + 8), "r"(handler + site_sigreturn) : "rax", "memory");
+    __builtin_unreachable();
+}
+
+/* Regions mapped in this process: probed with loads (the host maps them; the
+ * Sentry's memory map does not list them). */
+static int probe_ok;
+static void on_probe(int sig, siginfo_t *si, void *uc)
+{
+    (void)si; (void)uc;
+    siglongjmp(jb, sig);
+}
+
+static int find_regions(unsigned long *out, int max)
+{
+    int n = 0;
+    handle(SIGSEGV, on_probe);
+    handle(SIGBUS, on_probe);
+    for (int i = 0; i < 512 && n < max; i++) {
+        volatile unsigned char *p = (unsigned char *)(regions + i * region_size);
+        probe_ok = 0;
+        if (sigsetjmp(jb, 1) == 0) {
+            (void)*p;
+            probe_ok = 1;
+        }
+        if (probe_ok)
+            out[n++] = (unsigned long)p;
+    }
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    return n;
+}
+
+static volatile int scribbling = 1;
+static unsigned long found[64];
+static int nfound;
+
+static void *scribbler(void *arg)
+{
+    (void)arg;
+    unsigned long x = 88172645463325252UL;
+    while (scribbling) {
+        for (int i = 0; i < nfound; i++) {
+            unsigned long *w = (unsigned long *)found[i];
+            for (unsigned long j = 0; j < region_size / 8; j += 7) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                w[j] = x;
+            }
+            ((volatile uint32_t *)w)[0] = 1;     /* STOPPED, to be believed */
+        }
+    }
+    return NULL;
+}
+
+static void child_main(void)
+{
+    const char *a = which;
+    long fs = 0;
+    syscall(SYS_arch_prctl, ARCH_GET_FS, &fs);
+    *(uint32_t *)fake = 2;
+    memcpy(fake + fs_off, &fs, 8);                 /* fs base; gs base (next) stays 0 */
+    if (!strcmp(a, "sites")) {
+        /* Every syscall instruction of the handler, with hostile registers. */
+        int p[2];
+        if (pipe(p))
+            die("pipe");
+        const char msg[] = "through-the-handler";
+        /* write site: write(pipe) is not the wake fd: trapped, served by the Sentry. */
+        jump_site(handler + site_write, 1, p[1], (long)msg, sizeof msg - 1);
+        /* write site: fd 3 is the memory file's number in the stub: trapped too. */
+        jump_site(handler + site_write, 1, 3, (long)msg, sizeof msg - 1);
+        char buf[64] = {0};
+        fcntl(p[0], F_SETFL, O_NONBLOCK);
+        long n = read(p[0], buf, sizeof buf - 1);
+        kv("pipe_read", "%ld", n);
+        kv("pipe_data", "%s", n > 0 ? buf : "");
+        /* futex site: FUTEX_WAKE / FUTEX_REQUEUE are not FUTEX_WAIT: trapped. */
+        static uint32_t word = 5;
+        jump_site(handler + site_futex, 202, (long)&word, 1 /* WAKE */, 1);
+        jump_site(handler + site_futex, 202, (long)&word, 3 /* REQUEUE */, 1);
+        /* futex site: FUTEX_WAIT on a word that differs: the host says EAGAIN. */
+        jump_site(handler + site_futex, 202, (long)&word, 0, 6);
+        /* getpid at the exit and rt_sigreturn sites: trapped, the sandbox's pid. */
+        kv("exit_site_getpid", "%ld", jump_site_rax(handler + site_exit, 39, 0, 0, 0));
+        kv("sigreturn_site_getpid", "%ld",
+           jump_site_rax(handler + site_sigreturn, 39, 0, 0, 0));
+        /* kill(getpid(), 0) and open at a site: trapped, Sentry answers. */
+        kv("exit_site_kill", "%ld",
+           jump_site_rax(handler + site_exit, 62, getpid(), 0, 0));
+        kv("sigreturn_site_open", "%ld",
+           jump_site_rax(handler + site_sigreturn, 2, (long)"/proc/self/exe", 0, 0));
+        /* The eventfd write itself is allowed: a spurious wake-up of the Sentry,
+         * even with the counter near its maximum. */
+        static uint64_t big = 0xfffffffffffffffeUL;
+        for (int i = 0; i < 200; i++)
+            jump_site(handler + site_write, 1, 6, (long)&big, 8);
+        kv("getpid_after", "%d", (int)getpid());
+        kv("raw_getpid_after", "%ld", raw_getpid());
+    } else if (!strcmp(a, "exit_group_site")) {
+        /* exit_group at the exit site: trapped, the Sentry ends the process (77). */
+        jump_site_rax(handler + site_exit, 231, 77, 0, 0);
+        kv("survived", "1");
+    } else if (!strcmp(a, "exit_site")) {
+        /* exit(0) at the exit site is allowed: the host thread ends under the
+         * Sentry, which sees it when it next asks the thread to stop. */
+        jump_site_rax(handler + site_exit, 60, 0, 0, 0);
+        kv("survived", "1");
+    } else if (!strcmp(a, "block_all_spin")) {
+        /* A forged frame blocks every host signal (the interrupt too), then spins. */
+        stack_t ss = {.ss_flags = SS_DISABLE};
+        forged_sigreturn(spin_forever, ~0UL, ss);
+    } else if (!strcmp(a, "block_all_syscall")) {
+        /* The same, then a syscall: SIGSYS is blocked, so the host kills the stub. */
+        stack_t ss = {.ss_flags = SS_DISABLE};
+        forged_sigreturn(getpid_then_spin, ~0UL, ss);
+    } else if (!strcmp(a, "move_altstack")) {
+        /* A forged frame moves the altstack into our own memory, then a syscall:
+         * the handler runs on memory the Sentry does not read. */
+        static char alt[1 << 17] __attribute__((aligned(16384)));
+        stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt, .ss_flags = 0};
+        forged_sigreturn(getpid_then_spin, 0, ss);
+    } else if (!strcmp(a, "find_regions")) {
+        nfound = find_regions(found, 64);
+        kv("regions", "%d", nfound);
+        kv("getpid_after", "%d", (int)getpid());
+    } else if (!strcmp(a, "scribble")) {
+        /* A thread overwrites every region of the process (ucontexts, state words,
+         * fs base) with noise while the main thread makes syscalls. */
+        nfound = find_regions(found, 64);
+        kv("regions", "%d", nfound);
+        pthread_t th;
+        pthread_create(&th, NULL, scribbler, NULL);
+        double end = now_mono() + 0.5;
+        long calls = 0;
+        while (now_mono() < end) {
+            raw_getpid();
+            calls++;
+        }
+        scribbling = 0;
+        pthread_join(th, NULL);
+        kv("calls", "%ld", calls);
+    } else if (!strcmp(a, "tamper")) {
+        /* The Sentry's mm refuses the stub page and the regions (above its top). */
+        nfound = find_regions(found, 64);
+        unsigned long r = nfound ? found[0] : regions;
+        kv("regions", "%d", nfound);
+        void *m = mmap((void *)r, region_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        kv("mmap_fixed", "%d", m == MAP_FAILED ? -1 : 0);
+        res("munmap", munmap((void *)r, region_size));
+        res("mprotect", mprotect((void *)r, region_size, PROT_READ));
+        res("madvise", madvise((void *)r, region_size, MADV_DONTNEED));
+        void *src = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *mr = mremap(src, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r);
+        kv("mremap_onto", "%d", mr == MAP_FAILED ? -1 : 0);
+        res("munmap_handler", munmap((void *)(handler & ~0xfffUL), 4096));
+        int fd = open("/proc/self/mem", O_RDWR);
+        long w = fd < 0 ? -1 : pwrite(fd, "\xcc\xcc", 2, (off_t)handler);
+        kv("pwrite_self_mem", "%ld", w);
+        unsigned long again[64];
+        kv("regions_after", "%d", find_regions(again, 64));
+        kv("getpid_after", "%d", (int)getpid());
+    } else if (!strcmp(a, "raise_sigsys")) {
+        /* SIGSYS sent by ourselves is the Sentry's signal, not the stub's trap. */
+        kill(getpid(), SIGSYS);
+        kv("survived", "1");
+    } else {
+        fprintf(stderr, "unknown attack %s\n", a);
+        _exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    USAGE(argc, 10, "systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN "
+                    "REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS]");
+    which = argv[1];
+    handler = strtoul(argv[2], NULL, 0);
+    site_write = strtoul(argv[3], NULL, 0);
+    site_futex = strtoul(argv[4], NULL, 0);
+    site_exit = strtoul(argv[5], NULL, 0);
+    site_sigreturn = strtoul(argv[6], NULL, 0);
+    regions = strtoul(argv[7], NULL, 0);
+    region_size = strtoul(argv[8], NULL, 0);
+    fs_off = strtoul(argv[9], NULL, 0);
+    double secs = argc > 10 ? atof(argv[10]) : 20;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        child_main();
+        fflush(stdout);
+        _exit(0);
+    }
+    double t0 = now_mono();
+    int timed_out = 0;
+    int status = wait_deadline(pid, secs, &timed_out);
+    kv("child_timeout", "%d", timed_out);
+    kv("child_seconds", "%.1f", now_mono() - t0);
+    status_kv("status", status);
+    kv("after_getpid", "%d", (int)getpid());
+    kv("after_raw_getpid", "%ld", raw_getpid());
+    return 0;
+}

@@ -177,8 +177,8 @@ class ISNGenerator:
     def cookie_hash(self, src: bytes, dst: bytes, sport: int, dport: int, count: int,
                     c: int) -> int:
         """cookie_hash: a keyed hash of the 4-tuple and a minute counter (two keys)."""
-        h = hashlib.blake2s(src + dst + struct.pack("!HHIB", sport, dport, count & MASK, c),
-                            key=self.secret, digest_size=4).digest()
+        h = blake2s(src + dst + struct.pack("!HHIB", sport, dport, count & MASK, c),
+                    key=self.secret, digest_size=4).digest()
         return int.from_bytes(h, "big")
 
     def isn(self, laddr: bytes, lport: int, raddr: bytes, rport: int, now_ns: int) -> int:

@@ -413,6 +413,11 @@ static void body_signals(void)
     sa.sa_flags = SA_SIGINFO;
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGUSR2, SIG_IGN);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    raise(SIGTERM);     /* stays pending: the tracer peeks at it */
     raise(SIGUSR1);     /* suppressed by the tracer */
     int a = usr1_count;
     raise(SIGUSR2);     /* ignored, but the tracer sees it and makes it SIGUSR1 */
@@ -429,6 +434,16 @@ static void t_signals(void)
     siginfo_t si;
     CHECK(ptrace(PTRACE_GETSIGINFO, pid, 0, &si) == 0);
     printf("siginfo: signo=%d code=%d\n", si.si_signo, si.si_code);
+    struct ptrace_peeksiginfo_args pa = {0, 0, 4};
+    siginfo_t q[4];
+    long n = ptrace(PTRACE_PEEKSIGINFO, pid, &pa, q);
+    printf("peeksiginfo: %ld queued, first signo=%d\n", n, n > 0 ? q[0].si_signo : 0);
+    pa.flags = PTRACE_PEEKSIGINFO_SHARED;
+    printf("peeksiginfo shared: %ld\n", ptrace(PTRACE_PEEKSIGINFO, pid, &pa, q));
+    unsigned long mask = 0;
+    CHECK(ptrace(PTRACE_GETSIGMASK, pid, sizeof mask, &mask) == 0);
+    printf("sigmask has SIGTERM=%d\n", !!(mask & (1UL << (SIGTERM - 1))));
+    CHECK_ERR(ptrace(PTRACE_GETSIGMASK, pid, 4, &mask), EINVAL);
     CHECK(ptrace(PTRACE_CONT, pid, 0, 0) == 0);              /* suppress */
     st = wait_stop(pid, 0);
     printf("stop: sig=%d\n", WSTOPSIG(st));

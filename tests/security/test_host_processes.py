@@ -140,10 +140,10 @@ def test_host_pid_is_unknown_inside(run, secprog, sleeper):
 
 
 def test_ptrace_host_pid(run, secprog, sleeper):
-    """PTRACE_ATTACH/SEIZE of a host PID (natively: it works) and of the sandbox's
-    init (the caller itself) are refused inside; the sleeper stays untraced.
-    PTRACE_TRACEME succeeds, as natively: the Sentry's ptrace emulation makes the
-    sandboxed parent the tracer, and no host ptrace is involved."""
+    """PTRACE_ATTACH/SEIZE of a host PID (natively: it works) and of the caller itself
+    (the sandbox's init) are refused inside; the sleeper is untraced.  PTRACE_TRACEME
+    succeeds, as natively, but only makes the sandboxed parent the tracer (the Sentry's
+    ptrace, kernel/ptrace.py): no host tracer changes."""
     n = assert_native_ran(run("native", [secprog("procs"), "ptrace", "native",
                                          str(sleeper.pid)], timeout=30))
     assert n["attach"] == "0" and n["seize"] == "0" and n["traceme"] == "0", n
@@ -154,7 +154,8 @@ def test_ptrace_host_pid(run, secprog, sleeper):
     s = assert_sandbox_ran(r)
     for k in ("attach", "seize", "attach_init", "peek_init"):
         assert s[k] == "-1", f"ptrace {k} succeeded in the sandbox\n{r.output}"
-    assert s["traceme"] == "0", r.output
+    assert s["attach_errno"] == "ESRCH" and s["seize_errno"] == "ESRCH", r.output
+    assert s["traceme"] == "0", r.output        # the sandbox's own ptrace
     assert alive(sleeper) and _tracer(sleeper.pid) == 0
     assert proc_state(sleeper.pid) in ("S", "R"), proc_state(sleeper.pid)
 

@@ -182,8 +182,7 @@ def detach(tracee: Task, sig: int) -> None:
     ps = _unlink(tracee)
     if ps is None or tracee.exited:
         return
-    if tracee.tg.stopped:
-        pass        # resume() parks it again as a plain job-control stop
+    # In a group stop that still holds, resume() parks it again as a plain stopped task.
     st = ps.stop
     ps.stop = None
     if st is not None:

@@ -17,6 +17,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.runtime.errors import BootError
 from pyvisor.runtime.phases import mark
+from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
@@ -67,6 +68,7 @@ class SandboxConfig:
     test_panic: str | None = None     # tests only: this syscall raises an internal error
     cgroup_name: str | None = None    # default: pyvisor-<launcher pid>-<random>
     groups: list[int] = field(default_factory=list)   # supplementary gids of the init
+    caps: dict[str, list[str]] | None = None   # process.capabilities (None: root's default)
     hold_init: bool = False           # create: the init is loaded, runs at `start`
     control_fd: int = -1              # the control socket's listening fd (inherited)
     ready_fd: int = -1                # create: the Sentry reports "ok" or an error here
@@ -227,6 +229,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     mark("sentry", "root mounted")
     creds = Credentials(cfg.uid, cfg.uid, cfg.uid, cfg.uid, cfg.gid, cfg.gid, cfg.gid, cfg.gid,
                         tuple(cfg.groups))
+    kcreds.from_spec(creds, cfg.caps)
     t = new_task(kernel, ns, creds, 1)
     devroot = _mount_all(kernel, ns, t, cfg)
     mark("sentry", "mounts made")

@@ -333,6 +333,7 @@ def _gofer_keeper(sd: StateDir, cid: str, cfg: SandboxConfig, gofers: list[Gofer
         stdio = [fd for fd in cfg.stdio if _is_open(fd)]
         params = {"id": cid, "argv": cfg.argv, "env": cfg.env, "cwd": cfg.cwd,
                   "uid": cfg.uid, "gid": cfg.gid, "groups": list(cfg.groups),
+                  "caps": cfg.caps,
                   "readonly": not cfg.overlay, "mounts": mounts,
                   "gofers": [{"root": g.root, "readonly": g.readonly} for g in gofers],
                   "stdio": [_is_open(fd) for fd in cfg.stdio]}

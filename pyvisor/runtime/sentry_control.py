@@ -23,6 +23,7 @@ from pyvisor.runtime.boot import (SandboxConfig, SpawnError, forget_exec_termina
 from pyvisor.runtime.sentry_files import FileService
 from pyvisor.sentry.fsimpl.host.host import TTYState
 from pyvisor.sentry.kernel import cputime
+from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel.task import Credentials, SigAction, ThreadGroup
 
@@ -197,6 +198,7 @@ class ControlService:
                 extra[n] = fd
         fds.clear()                      # spawn owns them now (closes them on failure)
         creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+        kcreds.from_spec(creds, params.get("caps"))
         try:
             tg = spawn(self.kernel, args, env, cwd, creds, stdio, extra)
         except SpawnError as e:

@@ -61,6 +61,7 @@ from pyvisor.sentry.fsimpl.gofer.client import GoferClient
 from pyvisor.sentry.fsimpl.gofer.goferfs import make_gofer_root
 from pyvisor.sentry.fsimpl.overlay.overlay import make_overlay_root
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import default_nr_inodes, parse_options
+from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Credentials, ThreadGroup
@@ -230,6 +231,7 @@ class PodService:
         if len(kernel.tasks_by_tid) >= kernel.max_tasks:
             raise SpawnError("the sandbox's task limit is reached", 126, errno.EAGAIN)
         creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+        kcreds.from_spec(creds, params.get("caps"))
         t = new_task(kernel, ns, creds, kernel.alloc_pid())
         tg = t.tg
         tg.container, tg.pod_init = cid, True
@@ -390,6 +392,7 @@ class PodService:
                   "no command to run" if not argv else "the sandbox's task limit is reached")
             return
         creds = Credentials(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+        kcreds.from_spec(creds, params.get("caps"))
         t = new_task(kernel, m.ns, creds, kernel.alloc_pid())
         t.tg.container = m.cid
         tg = t.tg

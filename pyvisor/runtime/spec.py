@@ -23,7 +23,13 @@ def parse_process(path: str, proc: Any) -> dict[str, Any]:
         raise BootError(f"{path}: {e}", 125) from None
     return {"args": list(p.args), "env": list(p.env), "cwd": p.cwd, "uid": p.user.uid,
             "gid": p.user.gid, "groups": list(p.user.additional_gids),
+            "caps": caps_param(p.capabilities),
             "terminal": p.terminal, "console_size": p.console_size}
+
+
+def caps_param(caps: dict[str, tuple[str, ...]] | None) -> dict[str, list[str]] | None:
+    """process.capabilities as the Sentry's control messages carry it."""
+    return None if caps is None else {k: list(v) for k, v in caps.items()}
 
 
 def check_dcache(n: object, what: str) -> int:
@@ -56,7 +62,8 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          mounts=mounts, overlay=not spec.root.readonly,
                          memory_limit=res.memory_limit, pids_limit=res.pids_limit,
                          cpus=res.cpus, uid=proc.user.uid, gid=proc.user.gid,
-                         groups=list(proc.user.additional_gids), terminal=proc.terminal,
+                         groups=list(proc.user.additional_gids),
+                         caps=caps_param(proc.capabilities), terminal=proc.terminal,
                          console_size=proc.console_size,
                          hostname=spec.hostname, netns_path=spec.netns_path,
                          annotations={str(k): str(v) for k, v in spec.annotations.items()},

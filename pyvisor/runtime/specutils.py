@@ -73,6 +73,9 @@ class Process:
     terminal: bool = False
     no_new_privileges: bool = False
     console_size: tuple[int, int] | None = None     # consoleSize (rows, columns), if given
+    # process.capabilities: set name (bounding, effective, ...) -> capability names; None
+    # when absent (the process then has what root has).
+    capabilities: dict[str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -386,8 +389,11 @@ def _process(p: dict[str, Any], path: str) -> Process:
     cs = p.get("consoleSize")
     # struct winsize holds unsigned shorts; runc converts with uint16() too.
     size = (cs.get("height", 0) & 0xFFFF, cs.get("width", 0) & 0xFFFF) if cs else None
+    caps = p.get("capabilities")
     return Process(args=args, env=env, cwd=cwd, user=user, terminal=bool(p.get("terminal")),
-                   no_new_privileges=bool(p.get("noNewPrivileges")), console_size=size)
+                   no_new_privileges=bool(p.get("noNewPrivileges")), console_size=size,
+                   capabilities=None if caps is None
+                   else {k: tuple(v or ()) for k, v in caps.items()})
 
 
 def parse_spec(doc: object) -> Spec:

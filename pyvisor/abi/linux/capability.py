@@ -44,6 +44,22 @@ CAP_CHECKPOINT_RESTORE = 40
 CAP_LAST_CAP = 40
 ALL_CAPS = (1 << (CAP_LAST_CAP + 1)) - 1
 
+# Names as the OCI runtime spec writes them ("CAP_CHOWN", ...), by number.
+CAP_NAMES = {name: value for name, value in globals().items()
+             if name.startswith("CAP_") and name != "CAP_LAST_CAP" and isinstance(value, int)}
+
+
+def cap_mask(names: "list[str] | tuple[str, ...]") -> int:
+    """The set of the named capabilities.  Names this kernel does not know are left
+    out, as runc leaves them out ("unknown or unavailable capabilities")."""
+    mask = 0
+    for name in names:
+        n = CAP_NAMES.get(name.upper())
+        if n is not None:
+            mask |= 1 << n
+    return mask
+
+
 # The capabilities that follow the fsuid (CAP_FS_SET).
 CAP_FS_MASK = (1 << CAP_CHOWN | 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH | 1 << CAP_FOWNER
                | 1 << CAP_FSETID | 1 << CAP_LINUX_IMMUTABLE | 1 << CAP_MAC_OVERRIDE

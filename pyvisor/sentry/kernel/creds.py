@@ -25,7 +25,7 @@ from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_FS_MASK, CAP_KILL, CAP_L
                                           PR_CAP_AMBIENT_RAISE, SECBIT_KEEP_CAPS,
                                           SECBIT_KEEP_CAPS_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE,
                                           SECBIT_NO_SETUID_FIXUP, SECBIT_NOROOT,
-                                          SECURE_ALL_BITS, SECURE_ALL_LOCKS)
+                                          SECURE_ALL_BITS, SECURE_ALL_LOCKS, cap_mask)
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 
@@ -40,6 +40,27 @@ def _default(c: Credentials) -> tuple[int, int, int]:
 def _store(c: Credentials, caps: tuple[int, int, int]) -> None:
     """Keeps the sets, as None when they are what the ids alone would give."""
     c.caps = None if caps == _default(c) and c.fsuid == c.euid else caps
+
+
+def from_spec(c: Credentials, caps: object) -> None:
+    """Gives `c` an OCI process.capabilities object ({"bounding": [names], "effective":
+    ..., "permitted": ..., "inheritable": ..., "ambient": ...}; None leaves root's
+    default), as runc sets them on the container's process before its execve: a set
+    that is absent is empty, names this kernel does not know are left out, and the
+    ambient set keeps only what is also permitted and inheritable (Linux's rule).  The
+    exec that starts the program then transforms them as Linux does (at_exec).
+    Raises ValueError for a malformed object (the control messages carry it)."""
+    if caps is None:
+        return
+    if not isinstance(caps, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in caps.values()):
+        raise ValueError("capabilities must map set names to lists of names")
+    def mask(key: str) -> int:
+        return cap_mask(caps.get(key) or ())
+    eff, prm, inh = mask("effective"), mask("permitted"), mask("inheritable")
+    c.bset = mask("bounding")
+    _store(c, (eff & prm, prm, inh))
+    c.ambient = mask("ambient") & prm & inh
 
 
 def fix_setuid(old: Credentials, new: Credentials) -> None:

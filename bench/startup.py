@@ -190,7 +190,8 @@ def _oci_bundle(base: Path) -> Path:
 OCI_VERBS = ("create", "start", "state", "delete")
 
 
-def bench_oci(base: Path, runs: int, timeout: float) -> dict[str, dict[str, tuple[Optional[float], str]]]:
+def bench_oci(base: Path, runs: int,
+              timeout: float) -> dict[str, dict[str, tuple[Optional[float], str]]]:
     """The runtimes' create/start/state/delete, each timed alone (median of `runs` after a
     warm-up).  Between start and state the init (/bin/true) is left to exit: state and
     delete see a stopped container, as an engine's `run --rm` does."""
@@ -274,7 +275,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 results[name] = BENCHES[name](base, args.runs, args.timeout)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    header = ["engine: run --rm IMG /bin/true (oci: the verb)", *RUNTIMES, "pyvisor/runc", "pyvisor/runsc"]
+    header = ["engine: run --rm IMG /bin/true (oci: the verb)", *RUNTIMES, "pyvisor/runc",
+              "pyvisor/runsc"]
     rows = []
     for name, cells in results.items():
         vals = {rt: cells.get(rt, (None, ""))[0] for rt in RUNTIMES}

@@ -47,6 +47,8 @@ SELF_CHECKING = [
     "memfd_seals.c",
     "mqueue.c",
     "getdents.c",
+    "mlock.c",
+    "mremap_vmas.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

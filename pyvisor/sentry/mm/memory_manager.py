@@ -37,6 +37,9 @@ TASK_SIZE = MAX_USER_ADDRESS
 _CHECK_VMAS_ABOVE = 1 << 16     # copy_in lengths beyond this are checked against the VMAs
 _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
+_MREMAP_DONTUNMAP = 4
+VM_LOCKED = 1                   # VMA lock flags (Linux: VM_LOCKED, VM_LOCKONFAULT)
+VM_LOCKONFAULT = 2
 
 
 class _SharedAnon:
@@ -61,14 +64,23 @@ class VMA:
     maxperms: int = PROT_READ | PROT_WRITE | PROT_EXEC
     extra: Any = field(default=None)  # keeps the file description alive
     dontexpand: bool = False         # mremap may not grow it (Linux: VM_DONTEXPAND; the vDSO)
+    # VM_LOCKED | VM_LOCKONFAULT: mlock(2)ed.  Accounted (RLIMIT_MEMLOCK, VmLck) and
+    # reported (msync MS_INVALIDATE is EBUSY, MADV_DONTNEED EINVAL), but host memory is
+    # not pinned: the stub's pages stay ordinary, swappable host memory.
+    locked: int = 0
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
-                   self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand)
+                   self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
+                   self.locked)
         self.end = at
         return tail
+
+    def copy(self, start: int, end: int, offset: int) -> VMA:
+        return VMA(start, end, self.perms, self.shared, self.mappable, offset, self.name,
+                   self.dev, self.ino, self.maxperms, self.extra, self.dontexpand, self.locked)
 
 
 class MemoryManager:
@@ -84,6 +96,10 @@ class MemoryManager:
         self.auxv: bytes = b""
         self.exe: Any = None
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
+        self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
+        # RLIMIT_MEMLOCK as (soft limit, CAP_IPC_LOCK): set by the syscall layer before an
+        # operation that may lock memory; None means unlimited.
+        self.lock_limit: int | None = None
 
     # -- host access ------------------------------------------------------------------
 
@@ -230,7 +246,7 @@ class MemoryManager:
                 break
             if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
                     a.mappable is b.mappable and a.maxperms == b.maxperms and \
-                    a.name == b.name and (a.mappable is None or
+                    a.name == b.name and a.locked == b.locked and (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
                 a.end = b.end
                 del vmas[i + 1]
@@ -262,11 +278,15 @@ class MemoryManager:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fixed: bool,
              mappable: Mappable | None = None, offset: int = 0, name: bytes = b"",
              dev: int = 0, ino: int = 0, extra: Any = None, noreplace: bool = False,
-             maxperms: int = 7, dontexpand: bool = False) -> int:
-        """Maps and returns the address.  Preconditions: length > 0, offset page-aligned."""
+             maxperms: int = 7, dontexpand: bool = False, locked: int = 0) -> int:
+        """Maps and returns the address.  Preconditions: length > 0, offset page-aligned.
+        `locked`: VM_LOCKED flags (MAP_LOCKED); mlockall(MCL_FUTURE)'s are added."""
         length = page_round_up(length)
         if length == 0 or length > TASK_SIZE:
             raise SyscallError(Errno.ENOMEM)
+        locked |= self.def_locked
+        if locked:
+            self.check_lock_limit(length)
         shared = flags & 0x0F in (MAP_SHARED, 0x03)
         if fixed:
             if addr % PAGE_SIZE:
@@ -287,7 +307,7 @@ class MemoryManager:
         for v in self._carve(addr, addr + length):
             self.vmas.remove(v)
         self._insert(VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
-                         maxperms, extra, dontexpand))
+                         maxperms, extra, dontexpand, locked))
         self._merge(addr, addr + length)
         return addr
 
@@ -339,6 +359,105 @@ class MemoryManager:
             v.perms = prot
         self._merge(addr, end)
 
+    # -- mlock ------------------------------------------------------------------------
+
+    def locked_vm(self) -> int:
+        """Bytes of locked mappings (Linux: mm->locked_vm; /proc/PID/status VmLck)."""
+        return sum(v.end - v.start for v in self.vmas if v.locked)
+
+    def check_lock_limit(self, extra: int, already: int = 0) -> None:
+        """EAGAIN unless `extra` more locked bytes fit RLIMIT_MEMLOCK (Linux:
+        mlock_future_ok); `already`: bytes of the range that are locked now."""
+        if self.lock_limit is not None and \
+                self.locked_vm() - already + extra > self.lock_limit:
+            raise SyscallError(Errno.EAGAIN)
+
+    def _require_mapped(self, start: int, end: int) -> list[VMA]:
+        cur = start
+        vmas = self._overlapping(start, end)
+        for v in vmas:
+            if v.start > cur:
+                raise SyscallError(Errno.ENOMEM)
+            cur = v.end
+        if cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        return vmas
+
+    def mlock(self, addr: int, length: int, flags: int) -> None:
+        """mlock/mlock2/munlock (flags 0) of [addr, addr+length).  Linux: do_mlock,
+        apply_vma_lock_flags; the caller checked can_do_mlock (EPERM)."""
+        start = addr & ~(PAGE_SIZE - 1)
+        end = page_round_up(addr + length)
+        if end < start or end > TASK_SIZE:
+            raise SyscallError(Errno.ENOMEM)
+        if end == start:
+            return
+        if flags and self.lock_limit is not None:
+            already = sum(min(v.end, end) - max(v.start, start)
+                          for v in self._overlapping(start, end) if v.locked)
+            total = sum(min(v.end, end) - max(v.start, start)
+                        for v in self._overlapping(start, end))
+            if self.locked_vm() - already + total > self.lock_limit:
+                raise SyscallError(Errno.ENOMEM)
+        # Linux locks the mapped VMAs up to the first hole, then fails with ENOMEM.
+        cur = start
+        hole = False
+        for v in self._overlapping(start, end):
+            if v.start > cur:
+                hole = True
+                break
+            cur = v.end
+        stop = min(cur, end)
+        if stop > start:
+            for v in self._carve(start, stop):
+                v.locked = flags
+            self._merge(start, stop)
+        if hole or cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        # Populating PROT_NONE pages fails (Linux: __mm_populate), yet they stay locked.
+        if flags & VM_LOCKED and not flags & VM_LOCKONFAULT and \
+                any(not v.perms for v in self._overlapping(start, end)):
+            raise SyscallError(Errno.ENOMEM)
+
+    def mlockall(self, current: int, future: int) -> None:
+        """mlockall(2): `current` lock flags for every mapping now (0: leave them),
+        `future` for mappings to come.  munlockall is mlockall(0, 0) with unlock_all."""
+        if current:
+            if self.lock_limit is not None and self.vm_size() > self.lock_limit:
+                raise SyscallError(Errno.ENOMEM)
+            for v in self.vmas:
+                v.locked = current
+        self.def_locked = future
+
+    def munlockall(self) -> None:
+        for v in self.vmas:
+            v.locked = 0
+        self.def_locked = 0
+        self._merge(0, TASK_SIZE)
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        """msync(2)'s checks (Linux: mm/msync.c).  Shared mappings share the Sentry's
+        page cache, so there is nothing to write back here."""
+        if flags & ~7 or addr % PAGE_SIZE or (flags & 1 and flags & 4):
+            raise SyscallError(Errno.EINVAL)
+        end = page_round_up(addr + length)
+        if end < addr or addr + length < addr:
+            raise SyscallError(Errno.ENOMEM)
+        if end == addr:
+            return
+        unmapped = False
+        cur = addr
+        for v in self._overlapping(addr, end):
+            if v.start > cur:
+                if flags == 1:             # MS_ASYNC alone stops at the first hole
+                    raise SyscallError(Errno.ENOMEM)
+                unmapped = True
+            if flags & 2 and v.locked:     # MS_INVALIDATE of locked pages
+                raise SyscallError(Errno.EBUSY)
+            cur = v.end
+        if unmapped or cur < end:
+            raise SyscallError(Errno.ENOMEM)
+
     def set_brk(self, new: int) -> int:
         """brk(2): returns the new break (the old one on failure)."""
         if new < self.brk_start:
@@ -362,69 +481,142 @@ class MemoryManager:
         return new
 
     def mremap(self, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
-        if old % PAGE_SIZE or flags & ~(_MREMAP_MAYMOVE | _MREMAP_FIXED | 4):
+        """mremap(2).  Linux: mm/mremap.c (the order of its checks and partial effects:
+        MREMAP_FIXED unmaps the destination and the shrunk tail before failing)."""
+        if flags & ~(_MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP) or old % PAGE_SIZE:
             raise SyscallError(Errno.EINVAL)
-        if flags & _MREMAP_FIXED and not flags & _MREMAP_MAYMOVE:
+        if flags & (_MREMAP_FIXED | _MREMAP_DONTUNMAP) and not flags & _MREMAP_MAYMOVE:
+            raise SyscallError(Errno.EINVAL)
+        if flags & _MREMAP_DONTUNMAP and old_size != new_size:
             raise SyscallError(Errno.EINVAL)
         old_size = page_round_up(old_size)
         new_size = page_round_up(new_size)
-        if new_size == 0:
+        if new_size == 0 or new_size > TASK_SIZE or old_size > TASK_SIZE:
             raise SyscallError(Errno.EINVAL)
         v = self.find(old)
-        if v is None or old_size == 0 or v.end < old + old_size:
+        if v is None:
             raise SyscallError(Errno.EFAULT)
-        if new_size > old_size and v.dontexpand:
-            raise SyscallError(Errno.EFAULT)        # Linux: vma_to_resize, VM_DONTEXPAND
-        # A file mapping grows by mapping more of the file, never by letting the host
-        # extend the memory-file mapping (that would show whatever lies next to it).
-        grow_file = v.mappable is not None and new_size > old_size
-        tail_offset = v.offset + (old - v.start) + old_size
-        if not flags & _MREMAP_FIXED:
-            if new_size <= old_size:
-                if new_size < old_size:
-                    self.munmap(old + new_size, old_size - new_size)
-                return old
-            # Grow in place if the following range is free.
-            if self.is_free(old + old_size, old + new_size) and old + new_size <= MMAP_BASE:
-                if grow_file:
-                    assert v.mappable is not None
-                    self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
-                                   v.mappable, tail_offset)
-                else:
-                    self._host(self.space.remap, old, old_size, new_size, None)
+        if old_size == 0 and not v.shared:
+            raise SyscallError(Errno.EINVAL)       # duplicating a private mapping
+        if flags & _MREMAP_DONTUNMAP and v.dontexpand:
+            raise SyscallError(Errno.EINVAL)
+        if flags & (_MREMAP_FIXED | _MREMAP_DONTUNMAP):
+            if flags & _MREMAP_FIXED:
+                if new_addr % PAGE_SIZE:
+                    raise SyscallError(Errno.EINVAL)
+            else:
+                new_addr = 0
+            if new_addr and (new_addr > TASK_SIZE - new_size or
+                             (old + old_size > new_addr and new_addr + new_size > old)):
+                raise SyscallError(Errno.EINVAL)
+            if flags & _MREMAP_FIXED and new_addr < MMAP_MIN_ADDR:
+                raise SyscallError(Errno.EPERM)
+            # Everything is checked before anything is unmapped (Linux 6.17+; older
+            # kernels unmapped the destination and the tail first).  A move without
+            # resizing may span several adjacent VMAs (6.17+), each moved in turn.
+            pieces = self._overlapping(old, old + old_size) if old_size else [v]
+            multi = len(pieces) > 1 and old_size == new_size and flags == \
+                _MREMAP_MAYMOVE | _MREMAP_FIXED
+            if multi:
+                self._require_mapped(old, old + old_size)
+            else:
+                v = self._resizable(old, old_size, new_size)
+            if flags & _MREMAP_FIXED:
+                self.munmap(new_addr, new_size)
+            if old_size > new_size:
+                self.munmap(old + new_size, old_size - new_size)
+                old_size = new_size
+            if multi:
                 self._carve(old, old + old_size)
-                vv = self.find(old)
-                assert vv is not None
-                vv.end = old + new_size
-                return old
-            if not flags & _MREMAP_MAYMOVE:
-                raise SyscallError(Errno.ENOMEM)
-            new_addr = self.find_gap(new_size)
+                for piece in list(self._overlapping(old, old + old_size)):
+                    self._move(piece, piece.start, piece.end - piece.start,
+                               piece.end - piece.start, new_addr + (piece.start - old), False)
+                return new_addr
+            if not flags & _MREMAP_FIXED:
+                new_addr = self.find_gap(new_size)
+            return self._move(v, old, old_size, new_size, new_addr,
+                              bool(flags & _MREMAP_DONTUNMAP))
+        if new_size <= old_size:
+            if new_size < old_size:
+                self.munmap(old + new_size, old_size - new_size)
+            return old
+        v = self._resizable(old, old_size, new_size)
+        if old + old_size == v.end and self.is_free(old + old_size, old + new_size) and \
+                old + new_size <= MMAP_BASE:
+            # Grow in place.  A file mapping grows by mapping more of the file, never by
+            # letting the host extend the memory-file mapping (that would show whatever
+            # lies next to it).
+            if v.mappable is not None:
+                self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
+                               v.mappable, v.offset + (old - v.start) + old_size)
+            else:
+                self._host(self.space.remap, old, old_size, new_size, None)
+            v.end = old + new_size
+            self._merge(old, old + new_size)
+            return old
+        if not flags & _MREMAP_MAYMOVE:
+            raise SyscallError(Errno.ENOMEM)
+        return self._move(v, old, old_size, new_size, self.find_gap(new_size), False)
+
+    def _resizable(self, old: int, old_size: int, new_size: int) -> VMA:
+        """The VMA [old, old+old_size) lies in, checked for growing to new_size.
+        Linux: vma_to_resize."""
+        v = self.find(old)
+        if v is None or old_size > v.end - old:
+            raise SyscallError(Errno.EFAULT)       # no remapping across VMAs
+        if new_size > old_size:
+            if v.dontexpand:
+                raise SyscallError(Errno.EFAULT)   # VM_DONTEXPAND (the vDSO)
+            if v.locked:
+                self.check_lock_limit(new_size - old_size)
+        return v
+
+    def _move(self, v: VMA, old: int, old_size: int, new_size: int, new_addr: int,
+              dontunmap: bool) -> int:
+        """Moves (old_size 0: duplicates, for shared mappings) [old, old+old_size) of `v`
+        to new_addr, grown to new_size.  Linux: move_vma."""
+        offset = v.offset + (old - v.start) if v.mappable is not None or v.shared else 0
+        grow_file = v.mappable is not None and new_size > old_size
+        if old_size == 0:
+            # A second mapping of the same shared object (Linux 4.14+: shared only).
+            if v.mappable is not None:
+                self._map_file(new_addr, new_size, v.perms, True, v.mappable, offset)
+            else:
+                self._host(self.space.remap, old, 0, new_size, new_addr)
         else:
-            if new_addr % PAGE_SIZE:
-                raise SyscallError(Errno.EINVAL)
-            if new_addr < old + old_size and old < new_addr + new_size:
-                raise SyscallError(Errno.EINVAL)
-            self.munmap(new_addr, new_size)
-        self._host(self.space.remap, old, old_size, old_size if grow_file else new_size,
-                   new_addr)
-        if grow_file:
-            assert v.mappable is not None
-            self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
-                           v.mappable, tail_offset)
-        moved = self._carve(old, old + old_size)
-        base = moved[0] if moved else None
-        for vv in moved:
-            self.vmas.remove(vv)
-        if base is not None:
-            self._insert(VMA(new_addr, new_addr + new_size, base.perms, base.shared,
-                             base.mappable, base.offset, base.name, base.dev, base.ino,
-                             base.maxperms, base.extra, base.dontexpand))
+            self._host(self.space.remap, old, old_size, old_size if grow_file else new_size,
+                       new_addr)
+            if grow_file:
+                assert v.mappable is not None
+                self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
+                               v.mappable, offset + old_size)
+        moved = v.copy(new_addr, new_addr + new_size, offset)
+        if old_size:
+            for vv in self._carve(old, old + old_size):
+                self.vmas.remove(vv)
+            if dontunmap:
+                # The old range stays mapped, empty: private anonymous memory reads
+                # zeros again; a file or shared mapping shows the object again.
+                kept = v.copy(old, old + old_size, offset)
+                kept.locked = 0
+                if kept.mappable is not None:
+                    self._map_file(old, old_size, kept.perms, kept.shared, kept.mappable,
+                                   offset)
+                elif kept.shared:
+                    self._host(self.space.remap, new_addr, 0, old_size, old)
+                else:
+                    self._host(self.space.map_anonymous, old, old_size, kept.perms, False)
+                self._insert(kept)
+        self._insert(moved)
+        self._merge(new_addr, new_addr + new_size)
         return new_addr
 
     def madvise_dontneed(self, addr: int, length: int) -> None:
-        """MADV_DONTNEED: private anonymous pages read back as zero."""
+        """MADV_DONTNEED: private anonymous pages read back as zero.  EINVAL for locked
+        pages (Linux: can_madv_lru_vma)."""
         length = page_round_up(length)
+        if any(v.locked for v in self._overlapping(addr, addr + length)):
+            raise SyscallError(Errno.EINVAL)
         self._host(self.space.discard, addr, length)
 
     # -- life cycle -------------------------------------------------------------------
@@ -436,8 +628,10 @@ class MemoryManager:
         except OSError as e:
             raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
         mm = MemoryManager(space)
+        # Locks are not inherited (Linux: dup_mmap clears VM_LOCKED; def_flags too).
         mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
                        v.ino, v.maxperms, v.extra, v.dontexpand) for v in self.vmas]
+        mm._merge(0, TASK_SIZE)
         mm.brk_start, mm.brk = self.brk_start, self.brk
         mm.argv_start, mm.argv_end = self.argv_start, self.argv_end
         mm.env_start, mm.env_end = self.env_start, self.env_end

@@ -651,7 +651,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         ms = _MemStats(mm)
         kb = lambda n: f"{n // 1024:8d} kB"
         lines += [
-            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(0)}",
+            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(mm.locked_vm())}",
             f"VmPin:\t{kb(0)}", f"VmHWM:\t{kb(ms.rss)}", f"VmRSS:\t{kb(ms.rss)}",
             f"RssAnon:\t{kb(ms.rss - ms.text - ms.shared if ms.rss > ms.text + ms.shared else 0)}",
             f"RssFile:\t{kb(ms.text)}", f"RssShmem:\t{kb(ms.shared)}",

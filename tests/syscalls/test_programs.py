@@ -49,6 +49,7 @@ SELF_CHECKING = [
     "getdents.c",
     "mlock.c",
     "mremap_vmas.c",
+    "getdents_old.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

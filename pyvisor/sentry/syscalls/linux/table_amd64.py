@@ -65,6 +65,7 @@ AMD64 = SyscallTable("amd64", {
     S.access: supported(F.sys_access),
     S.faccessat: supported(F.sys_faccessat),
     S.faccessat2: supported(F.sys_faccessat2),
+    S.getdents: supported(F.sys_getdents),
     S.getdents64: supported(F.sys_getdents64),
     S.mkdir: supported(F.sys_mkdir),
     S.mkdirat: supported(F.sys_mkdirat),

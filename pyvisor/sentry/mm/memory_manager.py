@@ -97,6 +97,7 @@ class MemoryManager:
         self.exe: Any = None
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
+        self.exec_fatal = 0                # errno of an exec that failed past its point of no return
         # RLIMIT_MEMLOCK as (soft limit, CAP_IPC_LOCK): set by the syscall layer before an
         # operation that may lock memory; None means unlimited.
         self.lock_limit: int | None = None

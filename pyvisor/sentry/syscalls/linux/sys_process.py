@@ -930,6 +930,11 @@ def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[byte
     mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
     old_tid = t.tid
     kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
+    if mm.exec_fatal:
+        # The image failed past the point of no return: the process dies of SIGSEGV
+        # before running any of it (Linux: bprm_execve's force_fatal_sig).
+        from pyvisor.sentry.kernel.signal import force_sig, kernel_info
+        force_sig(t, kernel_info(Signal.SIGSEGV))
     t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)

@@ -86,6 +86,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         ihead = elf.read_all(interp_fd, t, 4096, 0)
         if ihead and inotify._watches:
             inotify.file_event(interp_fd, inotify.IN_ACCESS)
+        if len(ihead) < elf.EHDR_SIZE:
+            raise SyscallError(Errno.EIO)       # Linux: elf_read's short read
         interp_info = elf.parse_elf(ihead, interp_fd, t, is_interp=True)
     elf.check_args(argv, envp)
     kernel = t.kernel

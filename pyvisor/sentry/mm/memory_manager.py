@@ -98,9 +98,12 @@ class MemoryManager:
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
         self.exec_fatal = 0                # errno of an exec that failed past its point of no return
-        # RLIMIT_MEMLOCK as (soft limit, CAP_IPC_LOCK): set by the syscall layer before an
-        # operation that may lock memory; None means unlimited.
+        # The caller's RLIMIT_MEMLOCK (None with CAP_IPC_LOCK), RLIMIT_AS and RLIMIT_DATA
+        # (for brk), set by the syscall layer before an operation that may need them;
+        # None means unlimited.
         self.lock_limit: int | None = None
+        self.as_limit: int | None = None
+        self.data_limit: int | None = None
 
     # -- host access ------------------------------------------------------------------
 
@@ -257,20 +260,22 @@ class MemoryManager:
     def is_free(self, start: int, end: int) -> bool:
         return not self._overlapping(start, end)
 
-    def find_gap(self, length: int, hint: int = 0) -> int:
-        """An unmapped range of `length` bytes: at `hint` if free, else top-down."""
-        if hint and MMAP_MIN_ADDR <= hint and hint + length <= MMAP_BASE and \
+    def find_gap(self, length: int, hint: int = 0, low: int = MMAP_MIN_ADDR,
+                 high: int = MMAP_BASE) -> int:
+        """An unmapped range of `length` bytes in [low, high): at `hint` if free, else
+        top-down."""
+        if hint and low <= hint and hint + length <= high and \
                 self.is_free(hint, hint + length):
             return hint
-        top = MMAP_BASE
+        top = high
         for v in reversed(self.vmas):
             if v.start >= top:
                 continue
             if v.end <= top - length:
-                if top - length >= MMAP_MIN_ADDR:
+                if top - length >= low:
                     return top - length
             top = min(top, v.start)
-        if top - length >= MMAP_MIN_ADDR:
+        if top - length >= low:
             return top - length
         raise SyscallError(Errno.ENOMEM)
 
@@ -288,6 +293,8 @@ class MemoryManager:
         locked |= self.def_locked
         if locked:
             self.check_lock_limit(length)
+        if self.as_limit is not None:
+            self.check_as_limit(length, addr if fixed else 0)
         shared = flags & 0x0F in (MAP_SHARED, 0x03)
         if fixed:
             if addr % PAGE_SIZE:
@@ -372,6 +379,17 @@ class MemoryManager:
         if self.lock_limit is not None and \
                 self.locked_vm() - already + extra > self.lock_limit:
             raise SyscallError(Errno.EAGAIN)
+
+    def check_as_limit(self, extra: int, replaced_at: int = 0) -> None:
+        """ENOMEM unless `extra` more bytes fit RLIMIT_AS (Linux: may_expand_vm); with
+        replaced_at, what is mapped in [replaced_at, +extra) now is replaced."""
+        if self.as_limit is None:
+            return
+        old = sum(min(v.end, replaced_at + extra) - max(v.start, replaced_at)
+                  for v in self._overlapping(replaced_at, replaced_at + extra)) \
+            if replaced_at else 0
+        if self.vm_size() - old + extra > self.as_limit:
+            raise SyscallError(Errno.ENOMEM)
 
     def _require_mapped(self, start: int, end: int) -> list[VMA]:
         cur = start
@@ -465,6 +483,9 @@ class MemoryManager:
             return self.brk
         old_top = page_round_up(self.brk)
         new_top = page_round_up(new)
+        if self.data_limit is not None and new > self.brk and \
+                new - self.brk_start > self.data_limit:
+            return self.brk                      # Linux: check_data_rlimit
         if new_top > old_top:
             if not self.is_free(old_top, new_top) or new_top > MMAP_BASE:
                 return self.brk
@@ -570,6 +591,7 @@ class MemoryManager:
                 raise SyscallError(Errno.EFAULT)   # VM_DONTEXPAND (the vDSO)
             if v.locked:
                 self.check_lock_limit(new_size - old_size)
+            self.check_as_limit(new_size - old_size)
         return v
 
     def _move(self, v: VMA, old: int, old_size: int, new_size: int, new_addr: int,

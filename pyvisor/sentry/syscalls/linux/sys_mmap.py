@@ -11,10 +11,17 @@ from pyvisor.abi.linux.mman import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLAC
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.kernel.task import RLIMIT_MEMLOCK, Task
+from pyvisor.sentry.kernel.task import (RLIM_INFINITY, RLIMIT_AS, RLIMIT_DATA, RLIMIT_MEMLOCK,
+                                        Task)
 from pyvisor.sentry.mm.memory_manager import VM_LOCKED, VM_LOCKONFAULT
 
 _KNOWN_FLAGS = 0x1FFFFF
+# Linux's LEGACY_MAP_MASK: what MAP_SHARED_VALIDATE accepts (MAP_SYNC needs DAX; not
+# even MAP_FIXED_NOREPLACE is in it).
+_LEGACY_MAP_MASK = 0x0F | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x800 | 0x1000 | 0x2000 | \
+    0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x4000000 | 0xFC000000
+_MAP_32BIT = 0x40
+_MAP_32BIT_LO, _MAP_32BIT_HI = 0x40000000, 0x80000000
 
 
 def sys_mmap(t: Task, r: SyscallArguments) -> int:
@@ -28,6 +35,11 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
     mtype = flags & MAP_TYPE
     if mtype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         raise SyscallError(Errno.EINVAL)
+    if mtype == MAP_SHARED_VALIDATE:
+        if flags & MAP_ANONYMOUS:
+            raise SyscallError(Errno.EINVAL)        # Linux: anonymous maps take only the two
+        if flags & 0xFFFFFFFF & ~_LEGACY_MAP_MASK:
+            raise SyscallError(Errno.EOPNOTSUPP)
     fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
     prot &= 7
     locked = 0
@@ -35,12 +47,23 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
         _can_do_mlock(t)
         locked = VM_LOCKED
     _lock_limit(t)
+    if not fixed and flags & _MAP_32BIT:
+        # x86-64: the first 2 GiB above 1 GiB (Linux: find_start_end).
+        addr = t.mm.find_gap(page_round_up(length), 0, _MAP_32BIT_LO, _MAP_32BIT_HI)
+        fixed = True
     if flags & MAP_ANONYMOUS:
         return t.mm.mmap(addr, length, prot, flags, fixed, noreplace=bool(flags & MAP_FIXED_NOREPLACE),
                          locked=locked)
     f = t.fd_table.get(fd)
     if f.flags & 0o10000000:      # O_PATH
         raise SyscallError(Errno.EBADF)
+    if getattr(f.impl, "anon_mmap", False):
+        # /dev/zero: anonymous memory (shared: a shared anonymous region).
+        if f.flags & O_ACCMODE == O_WRONLY:
+            raise SyscallError(Errno.EACCES)
+        return t.mm.mmap(addr, length, prot, flags, fixed,
+                         noreplace=bool(flags & MAP_FIXED_NOREPLACE), locked=locked,
+                         name=b"/dev/zero (deleted)" if mtype != MAP_PRIVATE else b"")
     acc = f.flags & O_ACCMODE
     if acc == O_WRONLY:
         raise SyscallError(Errno.EACCES)
@@ -55,8 +78,8 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.ENODEV)
     if shared:
         maxperms = seals.check_mmap(f.inode, prot, maxperms)
-    if off + page_round_up(length) > 1 << 46:
-        raise SyscallError(Errno.EOVERFLOW)
+    if off + page_round_up(length) > (1 << 63) - 1:
+        raise SyscallError(Errno.EOVERFLOW)        # beyond MAX_LFS_FILESIZE
     return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,
                      name=f.path(), dev=f.inode.fs.dev, ino=f.inode.ino, extra=f,
                      noreplace=bool(flags & MAP_FIXED_NOREPLACE), maxperms=maxperms,
@@ -154,9 +177,12 @@ _MCL_CURRENT, _MCL_FUTURE, _MCL_ONFAULT = 1, 2, 4
 
 
 def _lock_limit(t: Task) -> None:
-    """Gives the mm the caller's RLIMIT_MEMLOCK (None with CAP_IPC_LOCK)."""
-    t.mm.lock_limit = None if t.creds.capable(_CAP_IPC_LOCK) else \
-        t.tg.rlimits[RLIMIT_MEMLOCK][0]
+    """Gives the mm the caller's RLIMIT_MEMLOCK (None with CAP_IPC_LOCK), RLIMIT_AS and
+    RLIMIT_DATA (None: unlimited)."""
+    mm, lim = t.mm, t.tg.rlimits
+    mm.lock_limit = None if t.creds.capable(_CAP_IPC_LOCK) else lim[RLIMIT_MEMLOCK][0]
+    mm.as_limit = None if lim[RLIMIT_AS][0] == RLIM_INFINITY else lim[RLIMIT_AS][0]
+    mm.data_limit = None if lim[RLIMIT_DATA][0] == RLIM_INFINITY else lim[RLIMIT_DATA][0]
 
 
 def _can_do_mlock(t: Task) -> None:

@@ -50,6 +50,7 @@ SELF_CHECKING = [
     "mlock.c",
     "mremap_vmas.c",
     "getdents_old.c",
+    "mmap_sigbus.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

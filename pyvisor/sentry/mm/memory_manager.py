@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,7 +27,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED,
                                     PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace
+from pyvisor.sentry.mm.memfile import MEMFILE_SIZE
+from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace, PlatformError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable
@@ -40,6 +42,35 @@ _MREMAP_FIXED = 2
 _MREMAP_DONTUNMAP = 4
 VM_LOCKED = 1                   # VMA lock flags (Linux: VM_LOCKED, VM_LOCKONFAULT)
 VM_LOCKONFAULT = 2
+
+
+# File pages wholly past end of file are mapped on the host from the memory file
+# beyond its own end, so the host raises SIGBUS on any access (after its permission
+# check: a write to a read-only page is still SIGSEGV) and process_vm_readv/writev
+# (the Sentry's copy_in/copy_out) fail with EFAULT, as Linux's syscalls do there.
+SIGBUS_OFFSET = MEMFILE_SIZE
+
+# Every live address space, for truncate's invalidation of file pages (Linux:
+# unmap_mapping_range over the file's i_mmap).
+_LIVE: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
+
+
+def _file_size(mappable: Mappable) -> int | None:
+    """The size of a mapped file (pages past it SIGBUS); None for fixed ranges."""
+    size = getattr(mappable, "size", None)
+    return size() if callable(size) else None
+
+
+def truncate_mappings(mappable: Mappable, size: int) -> None:
+    """The file behind `mappable` shrank to `size`: its pages past the new end, in
+    every mapping (private copies too, as Linux's truncate_pagecache), now SIGBUS."""
+    end = page_round_up(size)
+    for mm in list(_LIVE):
+        for v in mm.vmas:
+            if v.mappable is mappable:
+                start = max(v.start, v.start + (end - v.offset))
+                if start < v.end:
+                    mm._sigbus_range(start, v.end - start, v.perms, v.shared, mappable)
 
 
 class _SharedAnon:
@@ -98,6 +129,10 @@ class MemoryManager:
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
         self.exec_fatal = 0                # errno of an exec that failed past its point of no return
+        # Files truncated while no thread of this address space was stopped: their
+        # pages past the end are made SIGBUS at its next stop.
+        self.pending_sigbus: list[Mappable] = []
+        _LIVE.add(self)
         # The caller's RLIMIT_MEMLOCK (None with CAP_IPC_LOCK), RLIMIT_AS and RLIMIT_DATA
         # (for brk), set by the syscall layer before an operation that may need them;
         # None means unlimited.
@@ -322,11 +357,68 @@ class MemoryManager:
     def _map_file(self, addr: int, length: int, prot: int, shared: bool, mappable: Mappable,
                   offset: int) -> None:
         """Maps [offset, offset+length) of `mappable` at `addr` on the host: only the
-        memory-file ranges its translate() gives, never the memory file's neighbours."""
-        ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
+        memory-file ranges its translate() gives, never the memory file's neighbours.
+        Pages wholly past end of file SIGBUS (SIGBUS_OFFSET)."""
+        size = _file_size(mappable)
+        valid = length if size is None else max(0, min(length, page_round_up(size) - offset))
+        writable = shared and bool(prot & PROT_WRITE)
+        try:
+            # The whole range is translated (reserved), so that the file growing into
+            # the mapping later keeps its pages where they are mapped.
+            ranges = mappable.translate(offset, length, writable)
+        except SyscallError:
+            if valid == length:
+                raise
+            ranges = mappable.translate(offset, valid, writable) if valid else []
         for rg in ranges:
-            self._host(self.space.map_file, addr + (rg.file_offset - offset), rg.length, prot,
-                       shared, rg.mem_offset)
+            n = min(rg.length, offset + valid - rg.file_offset)
+            if n > 0:
+                self._host(self.space.map_file, addr + (rg.file_offset - offset), n, prot,
+                           shared, rg.mem_offset)
+        if valid < length:
+            self._host(self.space.map_file, addr + valid, length - valid, prot, shared,
+                       SIGBUS_OFFSET)
+
+    def _sigbus_range(self, addr: int, length: int, prot: int, shared: bool,
+                      mappable: Mappable) -> None:
+        """Makes [addr, addr+length) SIGBUS on the host (now, or at the next stop of a
+        thread of this address space if none is stopped)."""
+        try:
+            self._host(self.space.map_file, addr, length, prot, shared, SIGBUS_OFFSET)
+        except PlatformError:
+            if mappable not in self.pending_sigbus:
+                self.pending_sigbus.append(mappable)
+
+    def apply_pending(self) -> None:
+        """Applies truncations seen while no thread of this address space was stopped
+        (the caller: a stop of one of its threads)."""
+        pending, self.pending_sigbus = self.pending_sigbus, []
+        for m in pending:
+            size = _file_size(m)
+            if size is None:
+                continue
+            end = page_round_up(size)
+            for v in self.vmas:
+                if v.mappable is m:
+                    start = max(v.start, v.start + (end - v.offset))
+                    if start < v.end:
+                        self._host(self.space.map_file, start, v.end - start, v.perms,
+                                   v.shared, SIGBUS_OFFSET)
+
+    def file_fault(self, addr: int) -> bool:
+        """A host SIGBUS at `addr`: True if it was a page past end of file that the file
+        has since grown over (now mapped: the access is retried); False if the
+        application gets the SIGBUS."""
+        v = self.find(addr)
+        if v is None or v.mappable is None:
+            return False
+        size = _file_size(v.mappable)
+        page = addr & ~(PAGE_SIZE - 1)
+        off = v.offset + (page - v.start)
+        if size is None or off >= page_round_up(size):
+            return False
+        self._map_file(page, PAGE_SIZE, v.perms, v.shared, v.mappable, off)
+        return True
 
     def munmap(self, addr: int, length: int) -> None:
         if addr % PAGE_SIZE or length == 0:

@@ -463,10 +463,13 @@ class _MemStats:
 
     def __init__(self, mm: Any) -> None:
         self.size = self.rss = self.data = self.stack = self.text = self.shared = 0
+        self.locked = 0          # mlock(2)ed (VmLck): counted, not pinned on the host
         for v in _vmas(mm):
             n = v.end - v.start
             perms = int(v.perms)
             self.size += n
+            if getattr(v, "locked", 0):
+                self.locked += n
             if perms:
                 self.rss += n
             name = v.name or b""
@@ -651,7 +654,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         ms = _MemStats(mm)
         kb = lambda n: f"{n // 1024:8d} kB"
         lines += [
-            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(mm.locked_vm())}",
+            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(ms.locked)}",
             f"VmPin:\t{kb(0)}", f"VmHWM:\t{kb(ms.rss)}", f"VmRSS:\t{kb(ms.rss)}",
             f"RssAnon:\t{kb(ms.rss - ms.text - ms.shared if ms.rss > ms.text + ms.shared else 0)}",
             f"RssFile:\t{kb(ms.text)}", f"RssShmem:\t{kb(ms.shared)}",

@@ -99,19 +99,21 @@ class VMA:
     # reported (msync MS_INVALIDATE is EBUSY, MADV_DONTNEED EINVAL), but host memory is
     # not pinned: the stub's pages stay ordinary, swappable host memory.
     locked: int = 0
+    anon_name: bytes | None = None   # prctl(PR_SET_VMA_ANON_NAME): [anon:NAME] in maps
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
                    self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
-                   self.locked)
+                   self.locked, self.anon_name)
         self.end = at
         return tail
 
     def copy(self, start: int, end: int, offset: int) -> VMA:
         return VMA(start, end, self.perms, self.shared, self.mappable, offset, self.name,
-                   self.dev, self.ino, self.maxperms, self.extra, self.dontexpand, self.locked)
+                   self.dev, self.ino, self.maxperms, self.extra, self.dontexpand, self.locked,
+                   self.anon_name)
 
 
 class MemoryManager:
@@ -285,7 +287,8 @@ class MemoryManager:
                 break
             if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
                     a.mappable is b.mappable and a.maxperms == b.maxperms and \
-                    a.name == b.name and a.locked == b.locked and (a.mappable is None or
+                    a.name == b.name and a.locked == b.locked and \
+                    a.anon_name == b.anon_name and (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
                 a.end = b.end
                 del vmas[i + 1]
@@ -546,6 +549,22 @@ class MemoryManager:
         self.def_locked = 0
         self._merge(0, TASK_SIZE)
 
+    def set_anon_name(self, addr: int, length: int, name: bytes | None) -> None:
+        """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME).  Linux: madvise_set_anon_name."""
+        if addr % PAGE_SIZE:
+            raise SyscallError(Errno.EINVAL)
+        end = page_round_up(addr + length)
+        if end < addr:
+            raise SyscallError(Errno.EINVAL)
+        if end == addr:
+            return
+        vmas = self._require_mapped(addr, end)
+        if any(v.mappable is not None for v in vmas):
+            raise SyscallError(Errno.EBADF)         # file mappings have their file's name
+        for v in self._carve(addr, end):
+            v.anon_name = name
+        self._merge(addr, end)
+
     def msync(self, addr: int, length: int, flags: int) -> None:
         """msync(2)'s checks (Linux: mm/msync.c).  Shared mappings share the Sentry's
         page cache, so there is nothing to write back here."""
@@ -745,7 +764,8 @@ class MemoryManager:
         mm = MemoryManager(space)
         # Locks are not inherited (Linux: dup_mmap clears VM_LOCKED; def_flags too).
         mm.vmas = [VMA(v.start, v.end, v.perms, v.shared, v.mappable, v.offset, v.name, v.dev,
-                       v.ino, v.maxperms, v.extra, v.dontexpand) for v in self.vmas]
+                       v.ino, v.maxperms, v.extra, v.dontexpand, 0, v.anon_name)
+                   for v in self.vmas]
         mm._merge(0, TASK_SIZE)
         mm.brk_start, mm.brk = self.brk_start, self.brk
         mm.argv_start, mm.argv_end = self.argv_start, self.argv_end

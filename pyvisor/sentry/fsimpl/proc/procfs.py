@@ -67,6 +67,13 @@ _FILESYSTEMS = b"".join(b"%s\t%s\n" % (b"nodev" if nodev else b"", name) for nod
     (True, b"devpts"), (True, b"overlay"), (True, b"9p"), (True, b"pipefs"),
     (True, b"sockfs"), (True, b"anon_inodefs"), (True, b"mqueue"), (False, b"ext4")])
 
+# /proc/cmdline: the sandbox's "kernel command line".
+_CMDLINE = b"BOOT_IMAGE=/pyvisor ro\n"
+
+# /proc/devices: the device majors the sandbox's nodes use (fs/proc/devices.c).
+_DEVICES = (b"Character devices:\n  1 mem\n  4 /dev/vc/0\n  4 tty\n  5 /dev/tty\n"
+            b"  5 /dev/console\n  5 /dev/ptmx\n136 pts\n\nBlock devices:\n")
+
 # Resource limit names and units.  From fs/proc/base.c (lnames).
 _LIMIT_NAMES: list[tuple[str, str]] = [
     ("Max cpu time", "seconds"), ("Max file size", "bytes"), ("Max data size", "bytes"),
@@ -174,17 +181,21 @@ Generator = Callable[[], bytes]
 class ProcFile(Inode):
     """A generated regular file.  Size 0, as Linux's proc files report."""
 
-    __slots__ = ("gen", "writer", "write_errno")
+    __slots__ = ("gen", "writer", "write_errno", "check")
 
     def __init__(self, fs: ProcFS, ino: int, gen: Generator, mode: int = 0o444,
                  writer: Callable[[bytes], int] | None = None,
-                 write_errno: int = Errno.EINVAL, uid: int = 0, gid: int = 0) -> None:
+                 write_errno: int = Errno.EINVAL, uid: int = 0, gid: int = 0,
+                 check: Callable[[], None] | None = None) -> None:
         super().__init__(fs, S_IFREG | mode, uid, gid, ino=ino)
         self.gen = gen
         self.writer = writer
         self.write_errno = write_errno
+        self.check = check           # at open: raises (EACCES) if the opener may not read it
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if self.check is not None:
+            self.check()
         acc = flags & O_ACCMODE
         if acc in (O_WRONLY, O_RDWR) and self.writer is None and \
                 self.write_errno == Errno.EACCES:
@@ -706,8 +717,46 @@ def _gen_statm(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
                                       ms.text // PAGE, (ms.data + ms.stack) // PAGE)
 
 
-def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
-    """/proc/PID/maps.  Linux: fs/proc/task_mmu.c show_map_vma."""
+def _vma_name(v: Any) -> bytes:
+    """The name maps shows.  Linux: show_map_vma (anonymous names, shared anonymous
+    memory as its shmem file)."""
+    name = bytes(v.name or b"")
+    anon = getattr(v, "anon_name", None)
+    if getattr(v, "mappable", None) is None and not name:
+        if anon is not None:
+            return b"[anon_shmem:%s]" % anon if v.shared else b"[anon:%s]" % anon
+        if v.shared:
+            return b"/dev/zero (deleted)"
+    return name
+
+
+def _smaps_fields(v: Any) -> bytes:
+    """The per-mapping counters of /proc/PID/smaps.  Residency is unknown to the
+    Sentry: every accessible page counts as resident, private, and dirty if writable."""
+    n = (v.end - v.start) // 1024
+    p = int(v.perms)
+    rss = n if p else 0
+    anon = rss if getattr(v, "mappable", None) is None and not v.shared else 0
+    dirty = rss if p & _PROT_WRITE else 0
+    shared = rss if v.shared else 0
+    locked = rss if getattr(v, "locked", 0) else 0
+    flags = [f for f, ok in (("rd", p & _PROT_READ), ("wr", p & _PROT_WRITE),
+                             ("ex", p & _PROT_EXEC), ("sh", v.shared), ("mr", True),
+                             ("mw", True), ("me", True), ("lo", locked)) if ok]
+    rows = [("Size", n), ("KernelPageSize", 4), ("MMUPageSize", 4), ("Rss", rss),
+            ("Pss", rss), ("Pss_Dirty", dirty), ("Shared_Clean", shared - min(shared, dirty)),
+            ("Shared_Dirty", min(shared, dirty)),
+            ("Private_Clean", rss - shared - (dirty - min(shared, dirty))),
+            ("Private_Dirty", dirty - min(shared, dirty)), ("Referenced", rss),
+            ("Anonymous", anon), ("KSM", 0), ("LazyFree", 0), ("AnonHugePages", 0),
+            ("ShmemPmdMapped", 0), ("FilePmdMapped", 0), ("Shared_Hugetlb", 0),
+            ("Private_Hugetlb", 0), ("Swap", 0), ("SwapPss", 0), ("Locked", locked)]
+    out = "".join("%-16s%8d kB\n" % (k + ":", val) for k, val in rows)
+    return (out + "THPeligible:    0\nVmFlags: %s \n" % " ".join(flags)).encode()
+
+
+def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False) -> bytes:
+    """/proc/PID/maps or smaps.  Linux: fs/proc/task_mmu.c show_map_vma, show_smap."""
     _check_alive(kernel, tg)
     out = []
     for v in _vmas(_mm(t)):
@@ -719,16 +768,79 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
         line = b"%08x-%08x %s %08x %02x:%02x %d " % (
             v.start, v.end, perms.encode(), int(getattr(v, "offset", 0) or 0), major, minor,
             int(getattr(v, "ino", 0) or 0))
-        name = v.name or b""
+        name = _vma_name(v)
         if name:
-            line = line.ljust(72) + b" " + bytes(name)
+            line = line.ljust(72) + b" " + name
         out.append(line + b"\n")
+        if smaps:
+            out.append(_smaps_fields(v))
     if out:
         # The legacy vsyscall page, as Linux's gate VMA (execute-only; the Sentry
         # emulates its three calls: kernel.py _vsyscall).
         out.append(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 +
                    b"[vsyscall]\n")
     return b"".join(out)
+
+
+def _gen_io(tg: ThreadGroup, t: Task | None) -> bytes:
+    """/proc/PID/io (the live threads' sum) or /proc/PID/task/TID/io.  Linux:
+    proc_pid_io_accounting.  Only the syscall-level counters are kept: storage-level
+    read_bytes/write_bytes are 0, as for a filesystem without block I/O."""
+    tasks = [t] if t is not None else _live_tasks(tg)
+    rchar = wchar = syscr = syscw = 0
+    for x in tasks:
+        io = getattr(x, "ioac", None) or [0, 0, 0, 0]
+        rchar, wchar, syscr, syscw = rchar + io[0], wchar + io[1], syscr + io[2], syscw + io[3]
+    return (b"rchar: %d\nwchar: %d\nsyscr: %d\nsyscw: %d\nread_bytes: 0\nwrite_bytes: 0\n"
+            b"cancelled_write_bytes: 0\n" % (rchar, wchar, syscr, syscw))
+
+
+# Namespace inode numbers: the sandbox has one namespace of each kind, numbered as
+# Linux numbers its initial ones (include/linux/proc_ns.h).
+_NAMESPACES = {b"cgroup": 0xEFFFFFFB, b"ipc": 0xEFFFFFFF, b"mnt": 0xF0000000,
+               b"net": 0xF0000001, b"pid": 0xEFFFFFFC, b"pid_for_children": 0xEFFFFFFC,
+               b"time": 0xEFFFFFFA, b"time_for_children": 0xEFFFFFFA,
+               b"user": 0xEFFFFFFD, b"uts": 0xEFFFFFFE}
+
+
+class NsFS(Filesystem):
+    """nsfs: the namespace inodes /proc/PID/ns/* links lead to."""
+
+    name = "nsfs"
+    magic = 0x6E736673
+
+
+_NSFS: dict[bytes, Location] = {}
+
+
+def _ns_location(kind: bytes) -> Location:
+    """The nsfs file of the sandbox's namespace of `kind` (made once)."""
+    loc = _NSFS.get(kind)
+    if loc is None:
+        from pyvisor.sentry.vfs.vfs import Dentry
+        fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
+        if not _NSFS_FS:
+            _NSFS_FS.append(fs)
+        name = b"%s:[%d]" % (kind.replace(b"_for_children", b""), _NAMESPACES[kind])
+        d = Dentry(name, None, Inode(fs, S_IFREG | 0o444, ino=_NAMESPACES[kind]))
+        loc = _NSFS[kind] = Location(Mount(fs, d, source="nsfs"), d)
+    return loc
+
+
+_NSFS_FS: list[NsFS] = []
+
+
+def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int) -> ProcDir:
+    """/proc/PID/ns: magic links named after each namespace ("pid:[4026531836]")."""
+    def table() -> dict[bytes, Factory]:
+        out: dict[bytes, Factory] = {}
+        for kind, ino in _NAMESPACES.items():
+            target = b"%s:[%d]" % (kind.replace(b"_for_children", b""), ino)
+            out[kind] = (lambda kind=kind, target=target: ProcMagicLink(
+                fs, fs.ino(f"{key}/ns/{kind.decode()}"), lambda: _ns_location(kind),
+                lambda: target, uid=uid, gid=gid))
+        return out
+    return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
 
 
 def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
@@ -912,9 +1024,18 @@ class PidDir(ProcDir):
         uid, gid = _owner(self.subject())
 
         def file(name: str, gen: Callable[[], bytes], mode: int = 0o444,
-                 writer: Callable[[bytes], int] | None = None) -> Factory:
+                 writer: Callable[[bytes], int] | None = None,
+                 check: Callable[[], None] | None = None) -> Factory:
             return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
-                                    uid=uid, gid=gid)
+                                    uid=uid, gid=gid, check=check)
+
+        def may_read() -> None:
+            """Files that show another process's memory or I/O need ptrace read access
+            (Linux: mm_access / ptrace_may_access, PTRACE_MODE_READ_FSCREDS)."""
+            opener, target = _current(kernel), self.subject()
+            if opener is not None and target is not None and \
+                    not ptrace.may_access(opener, target):
+                raise SyscallError(Errno.EACCES)
 
         def link(name: str, where: Callable[[], Location]) -> Factory:
             def target() -> bytes:
@@ -962,18 +1083,24 @@ class PidDir(ProcDir):
                 _bytes_list(getattr(tg, "argv", b"")))),
             b"environ": file("environ", alive_then(
                 lambda: b"" if getattr(tg, "zombie", False) else
-                _bytes_list(getattr(tg, "environ", b""))), 0o400),
+                _bytes_list(getattr(tg, "environ", b""))), 0o400, check=may_read),
             b"comm": file("comm", alive_then(lambda: _comm(tg, subj()) + b"\n"), 0o644,
                           _comm_writer(kernel, tg, subj(), per_thread)),
             b"auxv": file("auxv", alive_then(lambda: bytes(getattr(_mm(subj()), "auxv", b"")
-                                                           or b"")), 0o400),
+                                                           or b"")), 0o400, check=may_read),
             b"exe": link("exe", exe),
             b"cwd": link("cwd", fs_loc("cwd")),
             b"root": link("root", fs_loc("root")),
             b"fd": lambda: FdDir(fs, f"{key}/fd", tg, subj, info=False, uid=uid, gid=gid),
             b"fdinfo": lambda: FdDir(fs, f"{key}/fdinfo", tg, subj, info=True, uid=uid,
                                      gid=gid),
-            b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj())),
+            b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj()), check=may_read),
+            b"smaps": file("smaps", lambda: _gen_maps(kernel, tg, subj(), smaps=True),
+                           check=may_read),
+            b"io": file("io", alive_then(lambda: _gen_io(tg, self.thread if per_thread
+                                                         else None)),
+                        0o400, check=may_read),
+            b"ns": lambda: _ns_dir(fs, key, uid, gid),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
             b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
             b"mountinfo": file("mountinfo",
@@ -992,6 +1119,13 @@ class PidDir(ProcDir):
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
+        else:
+            # The children of this thread (Linux: task->children).  The Sentry records
+            # a child's parent process, not the thread that forked it: the leader's
+            # file lists them all, the other threads' none.
+            lead = self.thread is not None and self.thread is _leader(tg)
+            table[b"children"] = file("children", alive_then(lambda: b"".join(
+                b"%d " % c.tgid for c in getattr(tg, "children", ()) if lead)))
         return table
 
 
@@ -1117,6 +1251,8 @@ class ProcRoot(ProcDir):
             b"uptime": file("uptime", lambda: _gen_uptime(kernel, fs)),
             b"version": file("version", lambda: _gen_version(kernel)),
             b"filesystems": file("filesystems", lambda: _FILESYSTEMS),
+            b"cmdline": file("cmdline", lambda: _CMDLINE),
+            b"devices": file("devices", lambda: _DEVICES),
             b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
             b"sys": lambda: _static_dir(fs, "sys", sys_spec),
             b"net": lambda: _static_dir(fs, "net", _net_spec(kernel)),
@@ -1171,6 +1307,7 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"threads-max": b"63704\n",
             b"ngroups_max": b"65536\n",
             b"cap_last_cap": _line(CAP_LAST_CAP),
+            b"randomize_va_space": b"0\n",     # the Sentry places mappings deterministically
             b"overflowuid": b"65534\n",
             b"overflowgid": b"65534\n",
             # The IPC sysctls and net.* below: kernel/sysctl.py (config.json linux.sysctl).

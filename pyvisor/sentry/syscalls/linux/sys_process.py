@@ -274,6 +274,23 @@ _PR_SET_VMA = 0x53564D41
 _PR_GET_TID_ADDRESS = 40
 
 
+def _set_vma(t: Task, r: SyscallArguments) -> int:
+    """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name).  Linux: prctl_set_vma."""
+    if r.uint64(1) != 0:                       # PR_SET_VMA_ANON_NAME is the only one
+        raise SyscallError(Errno.EINVAL)
+    name = None
+    if r.pointer(4):
+        try:
+            name = t.copy_in_str(r.pointer(4), 80)      # ANON_VMA_NAME_MAX_LEN
+        except SyscallError as e:
+            raise SyscallError(Errno.EINVAL if e.errno == Errno.ENAMETOOLONG else e.errno) \
+                from None
+        if any(c < 0x20 or c > 0x7E or c in b"\\`$[]" for c in name):
+            raise SyscallError(Errno.EINVAL)
+    t.mm.set_anon_name(r.pointer(2), r.uint64(3), name)
+    return 0
+
+
 def sys_prctl(t: Task, r: SyscallArguments) -> int:
     """Implements prctl(2) for the options programs commonly use."""
     opt, arg2 = r.int32(0), r.uint64(1)
@@ -294,7 +311,9 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         t.tg.dumpable = int(arg2)       # 0 keeps tracers out (kernel/ptrace.py may_access)
         return 0
-    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_VMA):
+    if opt == _PR_SET_VMA:
+        return _set_vma(t, r)
+    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER):
         return 0
     if opt == _PR_GET_DUMPABLE:
         return t.tg.dumpable

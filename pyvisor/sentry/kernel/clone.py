@@ -91,6 +91,9 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                                container=tg.container)
         if parent is not None:
             parent.children.append(child_tg)
+        # The thread that forked it, for /proc/PID/task/TID/children (Linux: the
+        # child's real_parent is that thread).
+        child_tg.forked_by = t.tid if parent is tg else 0
         kernel.groups[tid] = child_tg
     child = Task(kernel, tid, child_tg, thread, mm,
                  t.fd_table if flags & CLONE_FILES else t.fd_table.fork(),

@@ -147,6 +147,9 @@ def _host_meminfo() -> dict[str, int]:
 # -- generic files -----------------------------------------------------------------------
 
 
+Generator = Callable[[], bytes]
+
+
 class SnapshotFileImpl(FileImpl):
     """An open generated file: bytes fixed at open, read at any offset.
 
@@ -155,16 +158,28 @@ class SnapshotFileImpl(FileImpl):
 
     seekable = True
 
-    def __init__(self, data: bytes, writer: Callable[[bytes], int] | None = None,
-                 write_errno: int = Errno.EINVAL) -> None:
-        self.data = data
+    def __init__(self, data: bytes | None, writer: Callable[[bytes], int] | None = None,
+                 write_errno: int = Errno.EINVAL, gen: Generator | None = None) -> None:
+        self.data = data             # None: made by `gen` at the first read (seq_file)
+        self.gen = gen
         self.writer = writer
         self.write_errno = write_errno
+
+    def _contents(self) -> bytes:
+        if self.data is None:
+            assert self.gen is not None
+            try:
+                self.data = self.gen()
+            except SyscallError as e:
+                # The process went away after the open: ESRCH, as Linux's readers.
+                raise SyscallError(Errno.ESRCH if e.errno == Errno.ENOENT else e.errno) \
+                    from None
+        return self.data
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         if n <= 0 or offset < 0:
             return b""
-        return self.data[offset:offset + n]
+        return self._contents()[offset:offset + n]
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         if self.writer is None:
@@ -172,10 +187,7 @@ class SnapshotFileImpl(FileImpl):
         return self.writer(data)
 
     def size(self, fd: FileDescription) -> int:
-        return len(self.data)
-
-
-Generator = Callable[[], bytes]
+        return len(self._contents())
 
 
 class ProcFile(Inode):
@@ -200,8 +212,9 @@ class ProcFile(Inode):
         if acc in (O_WRONLY, O_RDWR) and self.writer is None and \
                 self.write_errno == Errno.EACCES:
             raise SyscallError(Errno.EACCES)
-        data = self.gen() if acc in (O_RDONLY, O_RDWR) else b""
-        return SnapshotFileImpl(data, self.writer, self.write_errno)
+        if acc not in (O_RDONLY, O_RDWR):
+            return SnapshotFileImpl(b"", self.writer, self.write_errno)
+        return SnapshotFileImpl(None, self.writer, self.write_errno, self.gen)
 
     def truncate(self, size: int) -> None:
         """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
@@ -237,7 +250,7 @@ class MemFileImpl(FileImpl):
         return done
 
     def size(self, fd: FileDescription) -> int:
-        return 0
+        raise SyscallError(Errno.EINVAL)     # Linux: mem_lseek takes SEEK_SET/CUR only
 
 
 class ProcMemFile(Inode):
@@ -332,6 +345,12 @@ class ProcDir(Inode):
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         return DirectoryImpl()
+
+    def rmdir(self, name: bytes) -> None:
+        raise SyscallError(Errno.EACCES)     # as Linux reports for procfs entries
+
+    def unlink(self, name: bytes) -> None:
+        raise SyscallError(Errno.EACCES)
 
 
 def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
@@ -683,7 +702,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
     lines += [
         "CoreDumping:\t0",
         "THP_enabled:\t1",
-        f"Threads:\t{len(_live_tasks(tg))}",
+        f"Threads:\t{len(_live_tasks(tg)) or (1 if getattr(tg, 'zombie', False) else 0)}",
         f"SigQ:\t{npending}/{sigq_max}",
         f"SigPnd:\t{pnd:016x}",
         f"ShdPnd:\t{shd:016x}",
@@ -758,6 +777,8 @@ def _smaps_fields(v: Any) -> bytes:
 def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False) -> bytes:
     """/proc/PID/maps or smaps.  Linux: fs/proc/task_mmu.c show_map_vma, show_smap."""
     _check_alive(kernel, tg)
+    if getattr(tg, "zombie", False):
+        return b""                       # its mm is gone
     out = []
     for v in _vmas(_mm(t)):
         p = int(v.perms)
@@ -780,6 +801,24 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False)
         out.append(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 +
                    b"[vsyscall]\n")
     return b"".join(out)
+
+
+def _gen_children(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
+    """/proc/PID/task/TID/children: the processes this thread forked (Linux:
+    task->children); those of threads that have exited count as the leader's (Linux
+    reparents them to a live thread of the group)."""
+    if t is None:
+        return b""
+    live = {x.tid for x in _live_tasks(tg)}
+    leader = _leader(tg)
+    mine = []
+    for c in getattr(tg, "children", ()):
+        if not _alive(kernel, c):
+            continue
+        by = getattr(c, "forked_by", 0)
+        if by == t.tid or (by not in live and leader is t):
+            mine.append(c.tgid)
+    return b"".join(b"%d " % p for p in sorted(mine))
 
 
 def _gen_io(tg: ThreadGroup, t: Task | None) -> bytes:
@@ -830,15 +869,29 @@ def _ns_location(kind: bytes) -> Location:
 _NSFS_FS: list[NsFS] = []
 
 
-def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int) -> ProcDir:
+def _check_live_ns(kernel: Any, tg: ThreadGroup) -> None:
+    """A process's namespaces are gone once it is a zombie (Linux: exit_task_namespaces)."""
+    _check_alive(kernel, tg)
+    if getattr(tg, "zombie", False):
+        raise SyscallError(Errno.ENOENT)
+
+
+def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None]) -> ProcDir:
     """/proc/PID/ns: magic links named after each namespace ("pid:[4026531836]")."""
     def table() -> dict[bytes, Factory]:
         out: dict[bytes, Factory] = {}
         for kind, ino in _NAMESPACES.items():
             target = b"%s:[%d]" % (kind.replace(b"_for_children", b""), ino)
-            out[kind] = (lambda kind=kind, target=target: ProcMagicLink(
-                fs, fs.ino(f"{key}/ns/{kind.decode()}"), lambda: _ns_location(kind),
-                lambda: target, uid=uid, gid=gid))
+
+            def where(kind: bytes = kind) -> Location:
+                check()
+                return _ns_location(kind)
+
+            def text(target: bytes = target) -> bytes:
+                check()
+                return target
+            out[kind] = (lambda kind=kind, where=where, text=text: ProcMagicLink(
+                fs, fs.ino(f"{key}/ns/{kind.decode()}"), where, text, uid=uid, gid=gid))
         return out
     return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
 
@@ -962,11 +1015,30 @@ def _comm_writer(kernel: Any, tg: ThreadGroup, t: Task | None,
 
     def write(data: bytes) -> int:
         _check_alive(kernel, tg, t)
+        cur = _current(kernel)
+        if cur is not None and cur.tg is not tg:
+            raise SyscallError(Errno.EINVAL)     # Linux: comm_write, other thread groups
         name = data.split(b"\n", 1)[0][:15]
         if t is not None:
             t.name = name
         if not per_thread or (t is not None and t.tid == tg.tgid):
             tg.comm = name
+        return len(data)
+
+    return write
+
+
+def _coredump_filter_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
+    """A hexadecimal mask (Linux: proc_coredump_filter_write); kept, no cores are made."""
+
+    def write(data: bytes) -> int:
+        try:
+            v = int(data.strip() or b"x", 0 if data.strip()[:2].lower() == b"0x" else 16)
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+        if not 0 <= v < 1 << 32:
+            raise SyscallError(Errno.EINVAL)
+        tg.coredump_filter = v
         return len(data)
 
     return write
@@ -1016,6 +1088,8 @@ class PidDir(ProcDir):
 
     def children(self) -> dict[bytes, Factory]:
         fs, kernel, tg = self.pfs, self.pfs.kernel, self.tg
+        if not _alive(kernel, tg):
+            raise SyscallError(Errno.ESRCH)      # a directory kept open past the reaping
         _check_alive(kernel, tg, self.thread)
         per_thread = self.per_thread
         key = self.key
@@ -1047,6 +1121,8 @@ class PidDir(ProcDir):
 
         def exe() -> Location:
             _check_alive(kernel, tg)
+            if getattr(tg, "zombie", False):
+                raise SyscallError(Errno.ENOENT)   # a zombie has no mm, no exe
             loc = getattr(tg, "exe", None)
             if loc is None:
                 loc = getattr(_mm(subj()), "exe", None)
@@ -1100,7 +1176,7 @@ class PidDir(ProcDir):
             b"io": file("io", alive_then(lambda: _gen_io(tg, self.thread if per_thread
                                                          else None)),
                         0o400, check=may_read),
-            b"ns": lambda: _ns_dir(fs, key, uid, gid),
+            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg)),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
             b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
             b"mountinfo": file("mountinfo",
@@ -1110,22 +1186,20 @@ class PidDir(ProcDir):
                                    alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),
                                    0o644, _oom_writer(tg)),
             b"oom_score": file("oom_score", alive_then(lambda: b"0\n")),
+            b"coredump_filter": file("coredump_filter", alive_then(
+                lambda: b"%08x\n" % getattr(tg, "coredump_filter", 0x33)), 0o644,
+                _coredump_filter_writer(tg)),
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),
-            b"uid_map": file("uid_map", alive_then(lambda: b"%10d %10d %10d\n"
-                                                   % (0, 0, 4294967295))),
-            b"gid_map": file("gid_map", alive_then(lambda: b"%10d %10d %10d\n"
-                                                   % (0, 0, 4294967295))),
+            # The user namespace's maps outlive the process (Linux: its user_ns).
+            b"uid_map": file("uid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
+            b"gid_map": file("gid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
         else:
-            # The children of this thread (Linux: task->children).  The Sentry records
-            # a child's parent process, not the thread that forked it: the leader's
-            # file lists them all, the other threads' none.
-            lead = self.thread is not None and self.thread is _leader(tg)
-            table[b"children"] = file("children", alive_then(lambda: b"".join(
-                b"%d " % c.tgid for c in getattr(tg, "children", ()) if lead)))
+            table[b"children"] = file("children", alive_then(
+                lambda: _gen_children(kernel, tg, self.thread)))
         return table
 
 
@@ -1138,6 +1212,7 @@ class TaskDir(ProcDir):
         self.tg = tg
         self.key = key
         super().__init__(fs, fs.ino(key), None, 0o555, uid, gid)
+        self.nlink = 2 + len(_live_tasks(tg))      # ".", the parent's entry, each task/TID
 
     def children(self) -> dict[bytes, Factory]:
         fs, tg = self.pfs, self.tg
@@ -1195,8 +1270,16 @@ def _fd_link(fs: ProcFS, key: str, f: FileDescription, uid: int, gid: int) -> Pr
                          lambda: fd_link_name(kernel, f), perm, uid, gid)
 
 
+# Files not made by open(2) (pipe2, socket, eventfd, ...) lack the O_LARGEFILE that
+# open forces on 64-bit (Linux: force_o_largefile).
+_NOT_OPENED_FS = ("pipefs", "sockfs", "anon_inodefs")
+_O_LARGEFILE = 0o100000
+
+
 def _gen_fdinfo(kernel: Any, f: FileDescription, cloexec: bool) -> bytes:
     flags = f.flags | (O_CLOEXEC if cloexec else 0)
+    if getattr(getattr(f.inode, "fs", None), "name", "") not in _NOT_OPENED_FS:
+        flags |= _O_LARGEFILE
     extra = getattr(f.impl, "fdinfo", None)       # inotify's watches, ...
     return b"pos:\t%d\nflags:\t%s\nmnt_id:\t%d\nino:\t%d\n" % (
         f.offset, b"0%o" % flags if flags else b"0", _mount_id(kernel, f.mount) or 1,

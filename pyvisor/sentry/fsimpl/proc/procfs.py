@@ -1282,7 +1282,7 @@ def _gen_fdinfo(kernel: Any, f: FileDescription, cloexec: bool) -> bytes:
         flags |= _O_LARGEFILE
     extra = getattr(f.impl, "fdinfo", None)       # inotify's watches, ...
     return b"pos:\t%d\nflags:\t%s\nmnt_id:\t%d\nino:\t%d\n" % (
-        f.offset, b"0%o" % flags if flags else b"0", _mount_id(kernel, f.mount) or 1,
+        f.offset, b"0%o" % flags, _mount_id(kernel, f.mount) or 1,
         f.inode.ino) + (extra() if extra is not None else b"")
 
 

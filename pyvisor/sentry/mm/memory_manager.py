@@ -61,9 +61,18 @@ def _file_size(mappable: Mappable) -> int | None:
     return size() if callable(size) else None
 
 
+# Files that have been mapped: a truncate of any other needs no search of the VMAs.
+_EVER_MAPPED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def truncate_mappings(mappable: Mappable, size: int) -> None:
     """The file behind `mappable` shrank to `size`: its pages past the new end, in
     every mapping (private copies too, as Linux's truncate_pagecache), now SIGBUS."""
+    try:
+        if mappable not in _EVER_MAPPED:
+            return
+    except TypeError:
+        pass                                  # not weak-referenceable: search anyway
     end = page_round_up(size)
     for mm in list(_LIVE):
         for v in mm.vmas:
@@ -365,6 +374,11 @@ class MemoryManager:
         size = _file_size(mappable)
         valid = length if size is None else max(0, min(length, page_round_up(size) - offset))
         writable = shared and bool(prot & PROT_WRITE)
+        if size is not None:
+            try:
+                _EVER_MAPPED.add(mappable)
+            except TypeError:
+                pass
         try:
             # The whole range is translated (reserved), so that the file growing into
             # the mapping later keeps its pages where they are mapped.

@@ -139,7 +139,7 @@ class MemoryManager:
         self.exe: Any = None
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
-        self.exec_fatal = 0                # errno of an exec that failed past its point of no return
+        self.exec_fatal = 0                # errno of an exec failed past its point of no return
         # Files truncated while no thread of this address space was stopped: their
         # pages past the end are made SIGBUS at its next stop.
         self.pending_sigbus: list[Mappable] = []

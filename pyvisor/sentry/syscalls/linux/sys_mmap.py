@@ -52,8 +52,8 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
         addr = t.mm.find_gap(page_round_up(length), 0, _MAP_32BIT_LO, _MAP_32BIT_HI)
         fixed = True
     if flags & MAP_ANONYMOUS:
-        return t.mm.mmap(addr, length, prot, flags, fixed, noreplace=bool(flags & MAP_FIXED_NOREPLACE),
-                         locked=locked)
+        return t.mm.mmap(addr, length, prot, flags, fixed,
+                         noreplace=bool(flags & MAP_FIXED_NOREPLACE), locked=locked)
     f = t.fd_table.get(fd)
     if f.flags & 0o10000000:      # O_PATH
         raise SyscallError(Errno.EBADF)

@@ -25,6 +25,8 @@ from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
+_MLOCK_NOTE = "locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"
+
 AMD64 = SyscallTable("amd64", {
     # read/write
     S.read: supported(RW.sys_read),
@@ -145,11 +147,11 @@ AMD64 = SyscallTable("amd64", {
     S.madvise: partial(M.sys_madvise, note="DONTNEED/FREE honoured; other advice ignored"),
     S.msync: supported(M.sys_msync),
     S.mincore: partial(M.sys_mincore, note="reports every page resident"),
-    S.mlock: partial(M.sys_mlock, note="locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"),
+    S.mlock: partial(M.sys_mlock, note=_MLOCK_NOTE),
     S.munlock: supported(M.sys_munlock),
-    S.mlockall: partial(M.sys_mlockall, note="locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"),
+    S.mlockall: partial(M.sys_mlockall, note=_MLOCK_NOTE),
     S.munlockall: supported(M.sys_munlockall),
-    S.mlock2: partial(M.sys_mlock2, note="locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"),
+    S.mlock2: partial(M.sys_mlock2, note=_MLOCK_NOTE),
     # processes
     S.getpid: supported(P.sys_getpid),
     S.getppid: supported(P.sys_getppid),

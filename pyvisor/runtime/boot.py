@@ -685,6 +685,11 @@ def exec_program(t: Task, argv_s: list[str], env_s: list[str]) -> None:
         why = "no such file or directory" if e.errno == 2 else os.strerror(e.errno)
         raise SpawnError(f"cannot execute {argv_s[0]!r}: {why}",
                          127 if e.errno == 2 else 126, e.errno) from None
+    if new_mm.exec_fatal:           # a malformed image: nothing committed yet, say so
+        new_mm.space.release()
+        f.decref()
+        raise SpawnError(f"cannot execute {argv_s[0]!r}: {os.strerror(new_mm.exec_fatal)}",
+                         126, new_mm.exec_fatal)
     kexec.commit(t, new_mm, entry, sp, f, argv2, envp, path)
 
 

@@ -113,6 +113,16 @@ def make_variants(outdir: Path, static_elf: Path, stub_start: int, syscall_addr:
         "load-huge-memsz": with_load(true, memsz=1 << 46),
         "load-misaligned": with_load(true, vaddr=load[3] + 0x123),
         "load-align-3": with_load(true, align=3),
+        # Errors past exec's point of no return (a SIGSEGV, not an errno, in Linux).
+        "load-vaddr-near-2p64": with_load(true, vaddr=0xFFFFFFFFFFFFF000 - load[6]),
+        "load-memsz-2p64": with_load(true, memsz=(1 << 64) - 1),
+        "load-anon-only-odd-offset": with_load(true, filesz=0, offset=0x123),
+        "load-offset-below-vaddr-page": with_load(true, offset=0, vaddr=load[3] + 0x800),
+        "load-none": edit(true, lambda b: [_set_phdr(b, o, [4, *f[1:]])
+                                          for o, f in _phdrs(b) if f[0] == PT_LOAD]),
+        "interp-trailing-garbage": edit(true, lambda b: b.__setitem__(
+            slice(interp[2] + 1, interp[2] + 2), b"\0")),
+        "interp-short-file": bytes(_interp(true, b"/etc/hostname")),
         "static-load-at-stub": with_load(static, vaddr=stub_start, paddr=stub_start),
         "static-load-over-stub": with_load(static, vaddr=stub_start - 0x1000,
                                            paddr=stub_start - 0x1000, memsz=0x3000),

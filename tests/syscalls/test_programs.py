@@ -53,6 +53,11 @@ SELF_CHECKING = [
     "shm.c",
     "sigio.c",
     "caps.c",
+    "mlock.c",
+    "mremap_vmas.c",
+    "getdents_old.c",
+    "mmap_sigbus.c",
+    "proc_pid.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up
@@ -71,6 +76,14 @@ def test_program(name: str, where: str, program: Builder, run: Runner) -> None:
     result = run(where, [program(name)])
     assert result.returncode == 0, result.output
     assert "ok" in result.stdout.split(), result.output
+
+
+def test_proc_anon_vma_names(program: Builder, run: Runner) -> None:
+    """prctl(PR_SET_VMA_ANON_NAME) works in the sandbox whatever the host kernel was
+    built with (proc_pid.c checks it where supported, and says whether it was)."""
+    result = run("pyvisor", [program("proc_pid.c")])
+    assert result.returncode == 0, result.output
+    assert "anon_names=supported" in result.stdout.split(), result.output
 
 
 @pytest.mark.parametrize("where", WHERE)

@@ -93,6 +93,9 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
             parent.children.append(child_tg)
         if not flags & CLONE_PARENT:
             child_tg.parent_task = t
+        # The thread that forked it, for /proc/PID/task/TID/children (Linux: the
+        # child's real_parent is that thread).
+        child_tg.forked_by = t.tid if parent is tg else 0
         kernel.groups[tid] = child_tg
     child = Task(kernel, tid, child_tg, thread, mm,
                  t.fd_table if flags & CLONE_FILES else t.fd_table.fork(),

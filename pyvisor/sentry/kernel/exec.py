@@ -82,20 +82,29 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
     interp_fd = None
     interp_info = None
     if info.interp is not None:
+        if not info.interp:
+            # Linux opens "" as the working directory: not a regular file.
+            raise SyscallError(Errno.EACCES)
         interp_fd = open_exec(t, info.interp)
         ihead = elf.read_all(interp_fd, t, 4096, 0)
         if ihead and inotify._watches:
             inotify.file_event(interp_fd, inotify.IN_ACCESS)
-        interp_info = elf.parse_elf(ihead, interp_fd, t)
-        if interp_info.interp is not None:
-            raise SyscallError(Errno.ELIBBAD)
+        if len(ihead) < elf.EHDR_SIZE:
+            raise SyscallError(Errno.EIO)       # Linux: elf_read's short read
+        interp_info = elf.parse_elf(ihead, interp_fd, t, is_interp=True)
+    elf.check_args(argv, envp)
     kernel = t.kernel
     mm = MemoryManager(kernel.platform.new_address_space())
+    # The point of no return (Linux: begin_new_exec): from here an error does not
+    # return from execve; the new image is committed and killed by SIGSEGV
+    # (Linux: bprm_execve's force_fatal_sig).  It is recorded in mm.exec_fatal.
     try:
         bias, end, phdr = elf.map_elf(mm, fd, info, is_interp=False)
         entry = info.entry + bias
         interp_bias = 0
         if interp_info is not None and interp_fd is not None:
+            if interp_info.etype not in (elf.ET_EXEC, elf.ET_DYN):
+                raise SyscallError(Errno.EINVAL)    # Linux: load_elf_interp
             interp_bias, _, _ = elf.map_elf(mm, interp_fd, interp_info, is_interp=True)
             start = interp_info.entry + interp_bias
         else:
@@ -104,6 +113,9 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         sysinfo = vdso.get(kernel).map_into(mm)
         aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
         sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
+    except SyscallError as e:
+        mm.exec_fatal = e.errno
+        start = sp = 0
     except BaseException:
         mm.space.release()
         raise

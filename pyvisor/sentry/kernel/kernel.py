@@ -394,6 +394,8 @@ class Kernel:
         if t.exit_pending:
             self.task_exit(t)
             return
+        if t.mm.pending_sigbus:
+            t.mm.apply_pending()        # a truncate while none of its threads was stopped
         if t.ptrace is not None:
             ptrace.after_run(t)
         if kind is StopKind.SYSCALL:
@@ -405,7 +407,12 @@ class Kernel:
             # Our own interrupt (signal_wakeup), or a host signal: deliver signals.
             self.resume(t, None)
             return
-        # A fault or trap in application code: an application signal.
+        # A fault or trap in application code: an application signal, unless it was a
+        # file page past end of file that the file has grown over since (mm/).
+        if kind is StopKind.FAULT and why.signo == Signal.SIGBUS and \
+                t.mm.file_fault(why.address):
+            self.resume(t, None)
+            return
         info = ksignal.fault_info(why.signo, why.info)
         if why.signo == Signal.SIGSYS and self._vsyscall(t, info):
             return

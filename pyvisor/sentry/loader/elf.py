@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
+EHDR_SIZE = _EHDR.size
 PT_LOAD, PT_INTERP, PT_PHDR, PT_GNU_STACK = 1, 3, 6, 0x6474E551
 ET_EXEC, ET_DYN = 2, 3
 EM_X86_64 = 62
@@ -37,7 +38,7 @@ STACK_TOP = 0x7FEFFFFFE000
 STACK_SIZE = 8 << 20
 MAX_ARG_STRLEN = 32 * PAGE_SIZE
 MAX_ARGS_BYTES = 2 << 20               # a quarter of the 8 MiB stack, as Linux
-MAX_SCRIPT_DEPTH = 4
+MAX_SCRIPT_DEPTH = 5                   # #! levels (Linux: exec_binprm's depth > 5)
 
 # Auxiliary vector tags.  From <linux/auxvec.h>.
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
@@ -97,48 +98,70 @@ def read_all(fd: FileDescription, t: Any, n: int, offset: int) -> bytes:
     return out
 
 
-def parse_elf(head: bytes, fd: FileDescription, t: Any) -> ElfInfo:
-    """Validates the header and program headers.  ENOEXEC for anything off."""
+def parse_elf(head: bytes, fd: FileDescription, t: Any, is_interp: bool = False) -> ElfInfo:
+    """Validates what Linux validates before exec's point of no return: the header,
+    the program headers and PT_INTERP (ENOEXEC; ELIBBAD for an interpreter).  The
+    PT_LOAD segments are checked while mapping them (map_elf), after that point.
+    Linux: load_elf_binary, load_elf_phdrs."""
+    bad = Errno.ELIBBAD if is_interp else Errno.ENOEXEC
     if len(head) < _EHDR.size or head[:4] != b"\x7fELF":
-        raise SyscallError(Errno.ENOEXEC)
+        raise SyscallError(bad)
     (ident, etype, machine, _ver, entry, phoff, _shoff, _flags, ehsize, phentsize, phnum,
      _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(head)
-    if ident[4] != 2 or ident[5] != 1 or machine != EM_X86_64 or etype not in (ET_EXEC, ET_DYN):
+    if ident[4] != 2 or ident[5] != 1 or machine != EM_X86_64:
+        raise SyscallError(bad)
+    if etype not in (ET_EXEC, ET_DYN) and not is_interp:
         raise SyscallError(Errno.ENOEXEC)
     if phentsize != _PHDR.size or phnum == 0 or phnum > 65536 // _PHDR.size:
-        raise SyscallError(Errno.ENOEXEC)
-    if phoff > 1 << 40 or entry >= 1 << 47:
-        raise SyscallError(Errno.ENOEXEC)
+        raise SyscallError(bad)
     size = phnum * _PHDR.size
+    if phoff > 1 << 62:
+        raise SyscallError(bad)
     raw = head[phoff:phoff + size] if phoff + size <= len(head) else read_all(fd, t, size, phoff)
     if len(raw) != size:
-        raise SyscallError(Errno.ENOEXEC)
+        raise SyscallError(bad)
     phdrs = [_PHDR.unpack_from(raw, i * _PHDR.size) for i in range(phnum)]
     interp = None
-    for ptype, _pflags, poff, _vaddr, _paddr, filesz, memsz, _align in phdrs:
-        if ptype == PT_LOAD:
-            if memsz < filesz or filesz > 1 << 40 or memsz > 1 << 40 or poff > 1 << 40 \
-                    or _vaddr >= 1 << 47:
+    if not is_interp:
+        # The first PT_INTERP names the interpreter; an interpreter's own is ignored.
+        for ptype, _pflags, poff, _vaddr, _paddr, filesz, _memsz, _align in phdrs:
+            if ptype != PT_INTERP:
+                continue
+            if filesz < 2 or filesz > 4096:
                 raise SyscallError(Errno.ENOEXEC)
-        if ptype == PT_INTERP:
-            if filesz < 2 or filesz > 4096 or interp is not None or poff > 1 << 40:
+            data = read_all(fd, t, filesz, poff) if poff < 1 << 62 else b""
+            if len(data) != filesz:
+                raise SyscallError(Errno.EIO)       # Linux: elf_read's short read
+            if data[-1:] != b"\0":
                 raise SyscallError(Errno.ENOEXEC)
-            data = read_all(fd, t, filesz, poff)
-            if len(data) != filesz or data[-1:] != b"\0":
-                raise SyscallError(Errno.ENOEXEC)
-            interp = data[:-1]
-    if not any(p[0] == PT_LOAD for p in phdrs):
-        raise SyscallError(Errno.ENOEXEC)
+            interp = data[:data.index(b"\0")]      # what follows a NUL is ignored
+            break
     return ElfInfo(etype, entry, phoff, phnum, phdrs, interp)
 
 
+def check_args(argv: list[bytes], envp: list[bytes]) -> None:
+    """E2BIG before the point of no return, as Linux's copy_strings."""
+    total = sum(len(a) + 1 for a in argv) + sum(len(e) + 1 for e in envp)
+    if total > MAX_ARGS_BYTES or any(len(a) >= MAX_ARG_STRLEN for a in argv + envp):
+        raise SyscallError(Errno.E2BIG)
+
+
 def map_elf(mm: MemoryManager, fd: FileDescription, info: ElfInfo, is_interp: bool) -> tuple[int, int, int]:
-    """Maps PT_LOAD segments; returns (bias, end of image, address of the phdrs)."""
+    """Maps PT_LOAD segments; returns (bias, end of image, address of the phdrs).
+    Runs after exec's point of no return: an error here kills the process (SIGSEGV)
+    rather than returning from execve, as in Linux.  Linux: load_elf_binary, elf_load."""
     loads = [p for p in info.phdrs if p[0] == PT_LOAD]
+    if not loads:
+        raise SyscallError(Errno.EINVAL)
+    for _pt, _pf, _poff, vaddr, _pa, filesz, memsz, _al in loads:
+        # Linux checks the segment's own (unbiased) p_vaddr, even for ET_DYN.
+        if vaddr >= TASK_SIZE or filesz > memsz or memsz > TASK_SIZE or \
+                TASK_SIZE - memsz < vaddr:
+            raise SyscallError(Errno.EINVAL)
     lo = min(page_round_down(p[3]) for p in loads)
     hi = max(p[3] + p[6] for p in loads)
-    if hi <= lo or hi - lo > 1 << 40:
-        raise SyscallError(Errno.ENOEXEC)
+    if hi <= lo:
+        raise SyscallError(Errno.EINVAL)
     span = page_round_up(hi) - lo
     if info.etype == ET_DYN:
         if not is_interp and mm.is_free(ELF_ET_DYN_BASE, ELF_ET_DYN_BASE + span):
@@ -147,52 +170,57 @@ def map_elf(mm: MemoryManager, fd: FileDescription, info: ElfInfo, is_interp: bo
             bias = mm.find_gap(span) - lo
     else:
         bias = 0
-        if lo < 0x10000 or hi > TASK_SIZE:
-            raise SyscallError(Errno.ENOEXEC)
+        if lo < 0x10000:
+            raise SyscallError(Errno.EPERM)          # below mmap_min_addr
     inode = fd.inode
     mappable = inode.mappable()
     if mappable is None:
         raise SyscallError(Errno.EACCES)
     phdr_addr = 0
-    for ptype, pflags, poff, vaddr, _paddr, filesz, memsz, _align in loads:
-        if (vaddr - poff) % PAGE_SIZE:
-            raise SyscallError(Errno.ENOEXEC)
+    for _ptype, pflags, poff, vaddr, _paddr, filesz, memsz, _align in loads:
         prot = (PROT_READ if pflags & PF_R else 0) | (PROT_WRITE if pflags & PF_W else 0) | \
             (PROT_EXEC if pflags & PF_X else 0)
         start = page_round_down(vaddr + bias)
-        file_start = page_round_down(poff)
-        file_end = poff + filesz
-        map_end = page_round_up(vaddr + bias + filesz)
         if filesz:
-            mm.mmap(start, map_end - start, prot | PROT_WRITE if memsz > filesz else prot,
-                    MAP_PRIVATE, fixed=True, mappable=mappable, offset=file_start,
-                    name=fd.path(), dev=inode.fs.dev, ino=inode.ino, extra=fd)
-            if poff <= info.phoff < file_end:
+            if (vaddr - poff) % PAGE_SIZE or poff < vaddr % PAGE_SIZE or poff > 1 << 46:
+                raise SyscallError(Errno.EINVAL)    # vm_mmap: an unaligned offset
+            map_end = page_round_up(vaddr + bias + filesz)
+            mm.mmap(start, map_end - start, prot, MAP_PRIVATE, fixed=True, mappable=mappable,
+                    offset=page_round_down(poff), name=fd.path(), dev=inode.fs.dev,
+                    ino=inode.ino, extra=fd)
+            if poff <= info.phoff < poff + filesz:
                 phdr_addr = vaddr + bias + (info.phoff - poff)
+            zero_start = vaddr + bias + filesz
+            if memsz > filesz and prot & PROT_WRITE:
+                # Zero the rest of the last file page (Linux: padzero, whose failure
+                # is ignored when the segment is not writable: the page keeps what
+                # the file has there).
+                tail = page_round_up(zero_start) - zero_start
+                if tail:
+                    mm.copy_out(zero_start, bytes(tail))
+        else:
+            zero_start = start
         if memsz > filesz:
-            # Zero the tail of the last file page, then map anonymous pages for the bss.
-            bss_start = vaddr + bias + filesz
-            tail = page_round_up(bss_start) - bss_start
-            if filesz and tail:
-                mm.copy_out(bss_start, bytes(tail))
-            if filesz and not prot & PROT_WRITE:
-                mm.mprotect(start, map_end - start, prot)
-            anon_start = page_round_up(bss_start) if filesz else start
+            # The rest is anonymous memory, always writable (Linux: vm_brk_flags),
+            # executable if the segment is.
+            anon_start = page_round_up(zero_start)
             anon_end = page_round_up(vaddr + bias + memsz)
             if anon_end > anon_start:
-                mm.mmap(anon_start, anon_end - anon_start, prot, MAP_PRIVATE, fixed=True)
+                mm.mmap(anon_start, anon_end - anon_start,
+                        PROT_READ | PROT_WRITE | (prot & PROT_EXEC), MAP_PRIVATE, fixed=True)
     for p in info.phdrs:
         if p[0] == PT_PHDR:
             phdr_addr = p[3] + bias
+    entry = info.entry + bias
+    if not is_interp and info.interp is None and not 0 <= entry < TASK_SIZE:
+        raise SyscallError(Errno.EINVAL)
     return bias, page_round_up(hi + bias), phdr_addr
 
 
 def build_stack(mm: MemoryManager, argv: list[bytes], envp: list[bytes], execfn: bytes,
                 auxv: list[tuple[int, int]], creds: Any) -> int:
     """Maps the stack and writes argc/argv/envp/auxv; returns the initial rsp."""
-    total = sum(len(a) + 1 for a in argv) + sum(len(e) + 1 for e in envp)
-    if total > MAX_ARGS_BYTES or any(len(a) >= MAX_ARG_STRLEN for a in argv + envp):
-        raise SyscallError(Errno.E2BIG)
+    check_args(argv, envp)
     mm.mmap(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fixed=True,
             name=b"[stack]")
     sp = STACK_TOP

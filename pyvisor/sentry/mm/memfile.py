@@ -24,7 +24,10 @@ from typing import Protocol
 
 from pyvisor.abi.linux.mman import PAGE_SIZE
 
-MEMFILE_SIZE = 1 << 36   # 64 GiB of address space; sparse, so only used pages cost memory
+# 64 GiB of address space; sparse, so only used pages cost memory.  Never grown:
+# mm/memory_manager.py maps the range past it (SIGBUS_OFFSET) for file pages past
+# end of file, relying on every access there raising SIGBUS.
+MEMFILE_SIZE = 1 << 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _FALLOC_FL_KEEP_SIZE = 1

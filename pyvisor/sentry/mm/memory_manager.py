@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -26,7 +27,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import (MAP_PRIVATE, MAP_SHARED,
                                     PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_round_up)
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace
+from pyvisor.sentry.mm.memfile import MEMFILE_SIZE
+from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, AddressSpace, PlatformError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.mm.memfile import Mappable
@@ -37,6 +39,47 @@ TASK_SIZE = MAX_USER_ADDRESS
 _CHECK_VMAS_ABOVE = 1 << 16     # copy_in lengths beyond this are checked against the VMAs
 _MREMAP_MAYMOVE = 1
 _MREMAP_FIXED = 2
+_MREMAP_DONTUNMAP = 4
+VM_LOCKED = 1                   # VMA lock flags (Linux: VM_LOCKED, VM_LOCKONFAULT)
+VM_LOCKONFAULT = 2
+
+
+# File pages wholly past end of file are mapped on the host from the memory file
+# beyond its own end, so the host raises SIGBUS on any access (after its permission
+# check: a write to a read-only page is still SIGSEGV) and process_vm_readv/writev
+# (the Sentry's copy_in/copy_out) fail with EFAULT, as Linux's syscalls do there.
+SIGBUS_OFFSET = MEMFILE_SIZE
+
+# Every live address space, for truncate's invalidation of file pages (Linux:
+# unmap_mapping_range over the file's i_mmap).
+_LIVE: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
+
+
+def _file_size(mappable: Mappable) -> int | None:
+    """The size of a mapped file (pages past it SIGBUS); None for fixed ranges."""
+    size = getattr(mappable, "size", None)
+    return size() if callable(size) else None
+
+
+# Files that have been mapped: a truncate of any other needs no search of the VMAs.
+_EVER_MAPPED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def truncate_mappings(mappable: Mappable, size: int) -> None:
+    """The file behind `mappable` shrank to `size`: its pages past the new end, in
+    every mapping (private copies too, as Linux's truncate_pagecache), now SIGBUS."""
+    try:
+        if mappable not in _EVER_MAPPED:
+            return
+    except TypeError:
+        pass                                  # not weak-referenceable: search anyway
+    end = page_round_up(size)
+    for mm in list(_LIVE):
+        for v in mm.vmas:
+            if v.mappable is mappable:
+                start = max(v.start, v.start + (end - v.offset))
+                if start < v.end:
+                    mm._sigbus_range(start, v.end - start, v.perms, v.shared, mappable)
 
 
 class VMAOps(Protocol):
@@ -76,23 +119,38 @@ class VMA:
     extra: Any = field(default=None)  # keeps the file description alive
     dontexpand: bool = False         # mremap may not grow it (Linux: VM_DONTEXPAND; the vDSO)
     ops: VMAOps | None = None        # open/close callbacks (SysV shm attachments)
+    # VM_LOCKED | VM_LOCKONFAULT: mlock(2)ed.  Accounted (RLIMIT_MEMLOCK, VmLck) and
+    # reported (msync MS_INVALIDATE is EBUSY, MADV_DONTNEED EINVAL), but host memory is
+    # not pinned: the stub's pages stay ordinary, swappable host memory.
+    locked: int = 0
+    anon_name: bytes | None = None   # prctl(PR_SET_VMA_ANON_NAME): [anon:NAME] in maps
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
                    self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
-                   self.ops)
+                   self.ops, self.locked, self.anon_name)
         self.end = at
         if tail.ops is not None:
             tail.ops.opened(tail)
         return tail
 
-    def copy(self) -> VMA:
-        """The same mapping in another address space (fork): a new VMA for its ops."""
+    def fork_copy(self) -> VMA:
+        """The same mapping in another address space (fork): a new VMA for its ops.
+        mlock is not inherited (Linux: dup_mmap clears VM_LOCKED in the child)."""
         v = VMA(self.start, self.end, self.perms, self.shared, self.mappable, self.offset,
                 self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
-                self.ops)
+                self.ops, 0, self.anon_name)
+        if v.ops is not None:
+            v.ops.opened(v)
+        return v
+
+    def copy(self, start: int, end: int, offset: int) -> VMA:
+        """The same mapping over [start, end) of this address space (mremap), opened."""
+        v = VMA(start, end, self.perms, self.shared, self.mappable, offset, self.name,
+                self.dev, self.ino, self.maxperms, self.extra, self.dontexpand, self.ops,
+                self.locked, self.anon_name)
         if v.ops is not None:
             v.ops.opened(v)
         return v
@@ -116,6 +174,18 @@ class MemoryManager:
         self.auxv: bytes = b""
         self.exe: Any = None
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
+        self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
+        self.exec_fatal = 0                # errno of an exec failed past its point of no return
+        # Files truncated while no thread of this address space was stopped: their
+        # pages past the end are made SIGBUS at its next stop.
+        self.pending_sigbus: list[Mappable] = []
+        _LIVE.add(self)
+        # The caller's RLIMIT_MEMLOCK (None with CAP_IPC_LOCK), RLIMIT_AS and RLIMIT_DATA
+        # (for brk), set by the syscall layer before an operation that may need them;
+        # None means unlimited.
+        self.lock_limit: int | None = None
+        self.as_limit: int | None = None
+        self.data_limit: int | None = None
 
     # -- host access ------------------------------------------------------------------
 
@@ -263,7 +333,8 @@ class MemoryManager:
             if a.end == b.start and a.perms == b.perms and a.shared == b.shared and \
                     a.ops is None and b.ops is None and \
                     a.mappable is b.mappable and a.maxperms == b.maxperms and \
-                    a.name == b.name and (a.mappable is None or
+                    a.name == b.name and a.locked == b.locked and \
+                    a.anon_name == b.anon_name and (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
                 a.end = b.end
                 del vmas[i + 1]
@@ -273,20 +344,22 @@ class MemoryManager:
     def is_free(self, start: int, end: int) -> bool:
         return not self._overlapping(start, end)
 
-    def find_gap(self, length: int, hint: int = 0) -> int:
-        """An unmapped range of `length` bytes: at `hint` if free, else top-down."""
-        if hint and MMAP_MIN_ADDR <= hint and hint + length <= MMAP_BASE and \
+    def find_gap(self, length: int, hint: int = 0, low: int = MMAP_MIN_ADDR,
+                 high: int = MMAP_BASE) -> int:
+        """An unmapped range of `length` bytes in [low, high): at `hint` if free, else
+        top-down."""
+        if hint and low <= hint and hint + length <= high and \
                 self.is_free(hint, hint + length):
             return hint
-        top = MMAP_BASE
+        top = high
         for v in reversed(self.vmas):
             if v.start >= top:
                 continue
             if v.end <= top - length:
-                if top - length >= MMAP_MIN_ADDR:
+                if top - length >= low:
                     return top - length
             top = min(top, v.start)
-        if top - length >= MMAP_MIN_ADDR:
+        if top - length >= low:
             return top - length
         raise SyscallError(Errno.ENOMEM)
 
@@ -295,11 +368,18 @@ class MemoryManager:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fixed: bool,
              mappable: Mappable | None = None, offset: int = 0, name: bytes = b"",
              dev: int = 0, ino: int = 0, extra: Any = None, noreplace: bool = False,
-             maxperms: int = 7, dontexpand: bool = False, ops: VMAOps | None = None) -> int:
-        """Maps and returns the address.  Preconditions: length > 0, offset page-aligned."""
+             maxperms: int = 7, dontexpand: bool = False, ops: VMAOps | None = None,
+             locked: int = 0) -> int:
+        """Maps and returns the address.  Preconditions: length > 0, offset page-aligned.
+        `locked`: VM_LOCKED flags (MAP_LOCKED); mlockall(MCL_FUTURE)'s are added."""
         length = page_round_up(length)
         if length == 0 or length > TASK_SIZE:
             raise SyscallError(Errno.ENOMEM)
+        locked |= self.def_locked
+        if locked:
+            self.check_lock_limit(length)
+        if self.as_limit is not None:
+            self.check_as_limit(length, addr if fixed else 0)
         shared = flags & 0x0F in (MAP_SHARED, 0x03)
         if fixed:
             if addr % PAGE_SIZE:
@@ -321,7 +401,7 @@ class MemoryManager:
             self.vmas.remove(v)
             _closed(v)
         new = VMA(addr, addr + length, prot, shared, mappable, offset, name, dev, ino,
-                  maxperms, extra, dontexpand, ops)
+                  maxperms, extra, dontexpand, ops, locked)
         self._insert(new)
         if ops is not None:
             ops.opened(new)
@@ -331,11 +411,73 @@ class MemoryManager:
     def _map_file(self, addr: int, length: int, prot: int, shared: bool, mappable: Mappable,
                   offset: int) -> None:
         """Maps [offset, offset+length) of `mappable` at `addr` on the host: only the
-        memory-file ranges its translate() gives, never the memory file's neighbours."""
-        ranges = mappable.translate(offset, length, shared and bool(prot & PROT_WRITE))
+        memory-file ranges its translate() gives, never the memory file's neighbours.
+        Pages wholly past end of file SIGBUS (SIGBUS_OFFSET)."""
+        size = _file_size(mappable)
+        valid = length if size is None else max(0, min(length, page_round_up(size) - offset))
+        writable = shared and bool(prot & PROT_WRITE)
+        if size is not None:
+            try:
+                _EVER_MAPPED.add(mappable)
+            except TypeError:
+                pass
+        try:
+            # The whole range is translated (reserved), so that the file growing into
+            # the mapping later keeps its pages where they are mapped.
+            ranges = mappable.translate(offset, length, writable)
+        except SyscallError:
+            if valid == length:
+                raise
+            ranges = mappable.translate(offset, valid, writable) if valid else []
         for rg in ranges:
-            self._host(self.space.map_file, addr + (rg.file_offset - offset), rg.length, prot,
-                       shared, rg.mem_offset)
+            n = min(rg.length, offset + valid - rg.file_offset)
+            if n > 0:
+                self._host(self.space.map_file, addr + (rg.file_offset - offset), n, prot,
+                           shared, rg.mem_offset)
+        if valid < length:
+            self._host(self.space.map_file, addr + valid, length - valid, prot, shared,
+                       SIGBUS_OFFSET)
+
+    def _sigbus_range(self, addr: int, length: int, prot: int, shared: bool,
+                      mappable: Mappable) -> None:
+        """Makes [addr, addr+length) SIGBUS on the host (now, or at the next stop of a
+        thread of this address space if none is stopped)."""
+        try:
+            self._host(self.space.map_file, addr, length, prot, shared, SIGBUS_OFFSET)
+        except PlatformError:
+            if mappable not in self.pending_sigbus:
+                self.pending_sigbus.append(mappable)
+
+    def apply_pending(self) -> None:
+        """Applies truncations seen while no thread of this address space was stopped
+        (the caller: a stop of one of its threads)."""
+        pending, self.pending_sigbus = self.pending_sigbus, []
+        for m in pending:
+            size = _file_size(m)
+            if size is None:
+                continue
+            end = page_round_up(size)
+            for v in self.vmas:
+                if v.mappable is m:
+                    start = max(v.start, v.start + (end - v.offset))
+                    if start < v.end:
+                        self._host(self.space.map_file, start, v.end - start, v.perms,
+                                   v.shared, SIGBUS_OFFSET)
+
+    def file_fault(self, addr: int) -> bool:
+        """A host SIGBUS at `addr`: True if it was a page past end of file that the file
+        has since grown over (now mapped: the access is retried); False if the
+        application gets the SIGBUS."""
+        v = self.find(addr)
+        if v is None or v.mappable is None:
+            return False
+        size = _file_size(v.mappable)
+        page = addr & ~(PAGE_SIZE - 1)
+        off = v.offset + (page - v.start)
+        if size is None or off >= page_round_up(size):
+            return False
+        self._map_file(page, PAGE_SIZE, v.perms, v.shared, v.mappable, off)
+        return True
 
     def munmap(self, addr: int, length: int) -> None:
         if addr % PAGE_SIZE or length == 0:
@@ -379,12 +521,141 @@ class MemoryManager:
             v.perms = prot
         self._merge(addr, end)
 
+    # -- mlock ------------------------------------------------------------------------
+
+    def locked_vm(self) -> int:
+        """Bytes of locked mappings (Linux: mm->locked_vm; /proc/PID/status VmLck)."""
+        return sum(v.end - v.start for v in self.vmas if v.locked)
+
+    def check_lock_limit(self, extra: int, already: int = 0) -> None:
+        """EAGAIN unless `extra` more locked bytes fit RLIMIT_MEMLOCK (Linux:
+        mlock_future_ok); `already`: bytes of the range that are locked now."""
+        if self.lock_limit is not None and \
+                self.locked_vm() - already + extra > self.lock_limit:
+            raise SyscallError(Errno.EAGAIN)
+
+    def check_as_limit(self, extra: int, replaced_at: int = 0) -> None:
+        """ENOMEM unless `extra` more bytes fit RLIMIT_AS (Linux: may_expand_vm); with
+        replaced_at, what is mapped in [replaced_at, +extra) now is replaced."""
+        if self.as_limit is None:
+            return
+        old = sum(min(v.end, replaced_at + extra) - max(v.start, replaced_at)
+                  for v in self._overlapping(replaced_at, replaced_at + extra)) \
+            if replaced_at else 0
+        if self.vm_size() - old + extra > self.as_limit:
+            raise SyscallError(Errno.ENOMEM)
+
+    def _require_mapped(self, start: int, end: int) -> list[VMA]:
+        cur = start
+        vmas = self._overlapping(start, end)
+        for v in vmas:
+            if v.start > cur:
+                raise SyscallError(Errno.ENOMEM)
+            cur = v.end
+        if cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        return vmas
+
+    def mlock(self, addr: int, length: int, flags: int) -> None:
+        """mlock/mlock2/munlock (flags 0) of [addr, addr+length).  Linux: do_mlock,
+        apply_vma_lock_flags; the caller checked can_do_mlock (EPERM)."""
+        start = addr & ~(PAGE_SIZE - 1)
+        end = page_round_up(addr + length)
+        if end < start or end > TASK_SIZE:
+            raise SyscallError(Errno.ENOMEM)
+        if end == start:
+            return
+        if flags and self.lock_limit is not None:
+            already = sum(min(v.end, end) - max(v.start, start)
+                          for v in self._overlapping(start, end) if v.locked)
+            total = sum(min(v.end, end) - max(v.start, start)
+                        for v in self._overlapping(start, end))
+            if self.locked_vm() - already + total > self.lock_limit:
+                raise SyscallError(Errno.ENOMEM)
+        # Linux locks the mapped VMAs up to the first hole, then fails with ENOMEM.
+        cur = start
+        hole = False
+        for v in self._overlapping(start, end):
+            if v.start > cur:
+                hole = True
+                break
+            cur = v.end
+        stop = min(cur, end)
+        if stop > start:
+            for v in self._carve(start, stop):
+                v.locked = flags
+            self._merge(start, stop)
+        if hole or cur < end:
+            raise SyscallError(Errno.ENOMEM)
+        # Populating PROT_NONE pages fails (Linux: __mm_populate), yet they stay locked.
+        if flags & VM_LOCKED and not flags & VM_LOCKONFAULT and \
+                any(not v.perms for v in self._overlapping(start, end)):
+            raise SyscallError(Errno.ENOMEM)
+
+    def mlockall(self, current: int, future: int) -> None:
+        """mlockall(2): `current` lock flags for every mapping now (0: leave them),
+        `future` for mappings to come.  munlockall is mlockall(0, 0) with unlock_all."""
+        if current:
+            if self.lock_limit is not None and self.vm_size() > self.lock_limit:
+                raise SyscallError(Errno.ENOMEM)
+            for v in self.vmas:
+                v.locked = current
+        self.def_locked = future
+
+    def munlockall(self) -> None:
+        for v in self.vmas:
+            v.locked = 0
+        self.def_locked = 0
+        self._merge(0, TASK_SIZE)
+
+    def set_anon_name(self, addr: int, length: int, name: bytes | None) -> None:
+        """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME).  Linux: madvise_set_anon_name."""
+        if addr % PAGE_SIZE:
+            raise SyscallError(Errno.EINVAL)
+        end = page_round_up(addr + length)
+        if end < addr:
+            raise SyscallError(Errno.EINVAL)
+        if end == addr:
+            return
+        vmas = self._require_mapped(addr, end)
+        if any(v.mappable is not None for v in vmas):
+            raise SyscallError(Errno.EBADF)         # file mappings have their file's name
+        for v in self._carve(addr, end):
+            v.anon_name = name
+        self._merge(addr, end)
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        """msync(2)'s checks (Linux: mm/msync.c).  Shared mappings share the Sentry's
+        page cache, so there is nothing to write back here."""
+        if flags & ~7 or addr % PAGE_SIZE or (flags & 1 and flags & 4):
+            raise SyscallError(Errno.EINVAL)
+        end = page_round_up(addr + length)
+        if end < addr or addr + length < addr:
+            raise SyscallError(Errno.ENOMEM)
+        if end == addr:
+            return
+        unmapped = False
+        cur = addr
+        for v in self._overlapping(addr, end):
+            if v.start > cur:
+                if flags == 1:             # MS_ASYNC alone stops at the first hole
+                    raise SyscallError(Errno.ENOMEM)
+                unmapped = True
+            if flags & 2 and v.locked:     # MS_INVALIDATE of locked pages
+                raise SyscallError(Errno.EBUSY)
+            cur = v.end
+        if unmapped or cur < end:
+            raise SyscallError(Errno.ENOMEM)
+
     def set_brk(self, new: int) -> int:
         """brk(2): returns the new break (the old one on failure)."""
         if new < self.brk_start:
             return self.brk
         old_top = page_round_up(self.brk)
         new_top = page_round_up(new)
+        if self.data_limit is not None and new > self.brk and \
+                new - self.brk_start > self.data_limit:
+            return self.brk                      # Linux: check_data_rlimit
         if new_top > old_top:
             if not self.is_free(old_top, new_top) or new_top > MMAP_BASE:
                 return self.brk
@@ -402,77 +673,148 @@ class MemoryManager:
         return new
 
     def mremap(self, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
-        if old % PAGE_SIZE or flags & ~(_MREMAP_MAYMOVE | _MREMAP_FIXED | 4):
+        """mremap(2).  Linux: mm/mremap.c (the order of its checks and partial effects:
+        MREMAP_FIXED unmaps the destination and the shrunk tail before failing)."""
+        if flags & ~(_MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP) or old % PAGE_SIZE:
             raise SyscallError(Errno.EINVAL)
-        if flags & _MREMAP_FIXED and not flags & _MREMAP_MAYMOVE:
+        if flags & (_MREMAP_FIXED | _MREMAP_DONTUNMAP) and not flags & _MREMAP_MAYMOVE:
+            raise SyscallError(Errno.EINVAL)
+        if flags & _MREMAP_DONTUNMAP and old_size != new_size:
             raise SyscallError(Errno.EINVAL)
         old_size = page_round_up(old_size)
         new_size = page_round_up(new_size)
-        if new_size == 0:
+        if new_size == 0 or new_size > TASK_SIZE or old_size > TASK_SIZE:
             raise SyscallError(Errno.EINVAL)
         v = self.find(old)
-        if v is None or old_size == 0 or v.end < old + old_size:
+        if v is None:
             raise SyscallError(Errno.EFAULT)
-        if new_size > old_size and v.dontexpand:
-            raise SyscallError(Errno.EFAULT)        # Linux: vma_to_resize, VM_DONTEXPAND
-        # A file mapping grows by mapping more of the file, never by letting the host
-        # extend the memory-file mapping (that would show whatever lies next to it).
-        grow_file = v.mappable is not None and new_size > old_size
-        tail_offset = v.offset + (old - v.start) + old_size
-        if not flags & _MREMAP_FIXED:
-            if new_size <= old_size:
-                if new_size < old_size:
-                    self.munmap(old + new_size, old_size - new_size)
-                return old
-            # Grow in place if the following range is free.
-            if self.is_free(old + old_size, old + new_size) and old + new_size <= MMAP_BASE:
-                if grow_file:
-                    assert v.mappable is not None
-                    self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
-                                   v.mappable, tail_offset)
-                else:
-                    self._host(self.space.remap, old, old_size, new_size, None)
+        if old_size == 0 and not v.shared:
+            raise SyscallError(Errno.EINVAL)       # duplicating a private mapping
+        if flags & _MREMAP_DONTUNMAP and v.dontexpand:
+            raise SyscallError(Errno.EINVAL)
+        if flags & (_MREMAP_FIXED | _MREMAP_DONTUNMAP):
+            if flags & _MREMAP_FIXED:
+                if new_addr % PAGE_SIZE:
+                    raise SyscallError(Errno.EINVAL)
+            else:
+                new_addr = 0
+            if new_addr and (new_addr > TASK_SIZE - new_size or
+                             (old + old_size > new_addr and new_addr + new_size > old)):
+                raise SyscallError(Errno.EINVAL)
+            if flags & _MREMAP_FIXED and new_addr < MMAP_MIN_ADDR:
+                raise SyscallError(Errno.EPERM)
+            # Everything is checked before anything is unmapped (Linux 6.17+; older
+            # kernels unmapped the destination and the tail first).  A move without
+            # resizing may span several adjacent VMAs (6.17+), each moved in turn.
+            pieces = self._overlapping(old, old + old_size) if old_size else [v]
+            multi = len(pieces) > 1 and old_size == new_size and flags == \
+                _MREMAP_MAYMOVE | _MREMAP_FIXED
+            if multi:
+                self._require_mapped(old, old + old_size)
+            else:
+                v = self._resizable(old, old_size, new_size)
+            if flags & _MREMAP_FIXED:
+                self.munmap(new_addr, new_size)
+            if old_size > new_size:
+                self.munmap(old + new_size, old_size - new_size)
+                old_size = new_size
+            if multi:
                 self._carve(old, old + old_size)
-                vv = self.find(old)
-                assert vv is not None
-                vv.end = old + new_size
-                return old
-            if not flags & _MREMAP_MAYMOVE:
-                raise SyscallError(Errno.ENOMEM)
-            new_addr = self.find_gap(new_size)
+                for piece in list(self._overlapping(old, old + old_size)):
+                    self._move(piece, piece.start, piece.end - piece.start,
+                               piece.end - piece.start, new_addr + (piece.start - old), False)
+                return new_addr
+            if not flags & _MREMAP_FIXED:
+                new_addr = self.find_gap(new_size)
+            return self._move(v, old, old_size, new_size, new_addr,
+                              bool(flags & _MREMAP_DONTUNMAP))
+        if new_size <= old_size:
+            if new_size < old_size:
+                self.munmap(old + new_size, old_size - new_size)
+            return old
+        v = self._resizable(old, old_size, new_size)
+        if old + old_size == v.end and self.is_free(old + old_size, old + new_size) and \
+                old + new_size <= MMAP_BASE:
+            # Grow in place.  A file mapping grows by mapping more of the file, never by
+            # letting the host extend the memory-file mapping (that would show whatever
+            # lies next to it).
+            if v.mappable is not None:
+                self._map_file(old + old_size, new_size - old_size, v.perms, v.shared,
+                               v.mappable, v.offset + (old - v.start) + old_size)
+            else:
+                self._host(self.space.remap, old, old_size, new_size, None)
+            v.end = old + new_size
+            self._merge(old, old + new_size)
+            return old
+        if not flags & _MREMAP_MAYMOVE:
+            raise SyscallError(Errno.ENOMEM)
+        return self._move(v, old, old_size, new_size, self.find_gap(new_size), False)
+
+    def _resizable(self, old: int, old_size: int, new_size: int) -> VMA:
+        """The VMA [old, old+old_size) lies in, checked for growing to new_size.
+        Linux: vma_to_resize."""
+        v = self.find(old)
+        if v is None or old_size > v.end - old:
+            raise SyscallError(Errno.EFAULT)       # no remapping across VMAs
+        if new_size > old_size:
+            if v.dontexpand:
+                raise SyscallError(Errno.EFAULT)   # VM_DONTEXPAND (the vDSO)
+            if v.locked:
+                self.check_lock_limit(new_size - old_size)
+            self.check_as_limit(new_size - old_size)
+        return v
+
+    def _move(self, v: VMA, old: int, old_size: int, new_size: int, new_addr: int,
+              dontunmap: bool) -> int:
+        """Moves (old_size 0: duplicates, for shared mappings) [old, old+old_size) of `v`
+        to new_addr, grown to new_size.  Linux: move_vma."""
+        offset = v.offset + (old - v.start) if v.mappable is not None or v.shared else 0
+        grow_file = v.mappable is not None and new_size > old_size
+        if old_size == 0:
+            # A second mapping of the same shared object (Linux 4.14+: shared only).
+            if v.mappable is not None:
+                self._map_file(new_addr, new_size, v.perms, True, v.mappable, offset)
+            else:
+                self._host(self.space.remap, old, 0, new_size, new_addr)
         else:
-            if new_addr % PAGE_SIZE:
-                raise SyscallError(Errno.EINVAL)
-            if new_addr < old + old_size and old < new_addr + new_size:
-                raise SyscallError(Errno.EINVAL)
-            self.munmap(new_addr, new_size)
-        self._host(self.space.remap, old, old_size, old_size if grow_file else new_size,
-                   new_addr)
-        if grow_file:
-            assert v.mappable is not None
-            self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
-                           v.mappable, tail_offset)
-        moved = self._carve(old, old + old_size)
-        base = moved[0] if moved else None
-        for vv in moved:
-            self.vmas.remove(vv)
-            _closed(vv)
-        if base is not None:
-            new = VMA(new_addr, new_addr + new_size, base.perms, base.shared, base.mappable,
-                      base.offset, base.name, base.dev, base.ino, base.maxperms, base.extra,
-                      base.dontexpand, base.ops)
-            self._insert(new)
-            if new.ops is not None:
-                new.ops.opened(new)
+            self._host(self.space.remap, old, old_size, old_size if grow_file else new_size,
+                       new_addr)
+            if grow_file:
+                assert v.mappable is not None
+                self._map_file(new_addr + old_size, new_size - old_size, v.perms, v.shared,
+                               v.mappable, offset + old_size)
+        moved = v.copy(new_addr, new_addr + new_size, offset)
+        if old_size:
+            for vv in self._carve(old, old + old_size):
+                self.vmas.remove(vv)
+                _closed(vv)
+            if dontunmap:
+                # The old range stays mapped, empty: private anonymous memory reads
+                # zeros again; a file or shared mapping shows the object again.
+                kept = v.copy(old, old + old_size, offset)
+                kept.locked = 0
+                if kept.mappable is not None:
+                    self._map_file(old, old_size, kept.perms, kept.shared, kept.mappable,
+                                   offset)
+                elif kept.shared:
+                    self._host(self.space.remap, new_addr, 0, old_size, old)
+                else:
+                    self._host(self.space.map_anonymous, old, old_size, kept.perms, False)
+                self._insert(kept)
+        self._insert(moved)
+        self._merge(new_addr, new_addr + new_size)
         return new_addr
 
     def madvise_dontneed(self, addr: int, length: int) -> None:
-        """MADV_DONTNEED: private anonymous pages read back as zero."""
+        """MADV_DONTNEED: private anonymous pages read back as zero.  EINVAL for locked
+        pages (Linux: can_madv_lru_vma)."""
         length = page_round_up(length)
         if addr + length > MAX_USER_ADDRESS:
             # Not the application's: the platform's own pages lie above (its stub, and
             # systrap's regions).  Linux: ENOMEM for an unmapped range.
             raise SyscallError(Errno.ENOMEM)
+        if any(v.locked for v in self._overlapping(addr, addr + length)):
+            raise SyscallError(Errno.EINVAL)
         self._host(self.space.discard, addr, length)
 
     # -- life cycle -------------------------------------------------------------------
@@ -484,7 +826,9 @@ class MemoryManager:
         except OSError as e:
             raise SyscallError(Errno.EAGAIN if e.errno is None else e.errno) from None
         mm = MemoryManager(space)
-        mm.vmas = [v.copy() for v in self.vmas]
+        # Locks are not inherited (Linux: dup_mmap clears VM_LOCKED; def_flags too).
+        mm.vmas = [v.fork_copy() for v in self.vmas]
+        mm._merge(0, TASK_SIZE)
         mm.brk_start, mm.brk = self.brk_start, self.brk
         mm.argv_start, mm.argv_end = self.argv_start, self.argv_end
         mm.env_start, mm.env_end = self.env_start, self.env_end

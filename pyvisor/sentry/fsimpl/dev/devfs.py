@@ -65,9 +65,10 @@ class NullImpl(FileImpl):
 
 
 class ZeroImpl(FileImpl):
-    """/dev/zero: reads give zeros, writes vanish."""
+    """/dev/zero: reads give zeros, writes vanish; mmap gives anonymous memory."""
 
     seekable = True
+    anon_mmap = True        # Linux: mmap_zero (shared: shmem_zero_setup)
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         return bytes(max(0, min(n, MAX_DEVICE_READ)))
@@ -78,6 +79,8 @@ class ZeroImpl(FileImpl):
 
 class FullImpl(ZeroImpl):
     """/dev/full: reads give zeros, writes fail with ENOSPC."""
+
+    anon_mmap = False
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         raise SyscallError(Errno.ENOSPC)

@@ -53,6 +53,7 @@ from pyvisor.abi.linux.stat import (S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, 
 from pyvisor.gofer.protocol import SetattrMask, Stat
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
+from pyvisor.sentry.mm.memory_manager import truncate_mappings
 from pyvisor.sentry.vfs import dcache
 from pyvisor.sentry.vfs.dcache import WeakChildren
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
@@ -592,6 +593,7 @@ class GoferInode(Inode):
         """Keeps the page cache in step with a truncate that returned `st`."""
         if self._pc_off < 0:
             return
+        truncate_mappings(self, st.size)        # mapped pages past the end now SIGBUS
         if st.size > self._pc_cap:
             self._pc_drop()
             return

@@ -71,6 +71,13 @@ _FILESYSTEMS = b"".join(b"%s\t%s\n" % (b"nodev" if nodev else b"", name) for nod
     (True, b"devpts"), (True, b"overlay"), (True, b"9p"), (True, b"pipefs"),
     (True, b"sockfs"), (True, b"anon_inodefs"), (True, b"mqueue"), (False, b"ext4")])
 
+# /proc/cmdline: the sandbox's "kernel command line".
+_CMDLINE = b"BOOT_IMAGE=/pyvisor ro\n"
+
+# /proc/devices: the device majors the sandbox's nodes use (fs/proc/devices.c).
+_DEVICES = (b"Character devices:\n  1 mem\n  4 /dev/vc/0\n  4 tty\n  5 /dev/tty\n"
+            b"  5 /dev/console\n  5 /dev/ptmx\n136 pts\n\nBlock devices:\n")
+
 # Resource limit names and units.  From fs/proc/base.c (lnames).
 _LIMIT_NAMES: list[tuple[str, str]] = [
     ("Max cpu time", "seconds"), ("Max file size", "bytes"), ("Max data size", "bytes"),
@@ -154,6 +161,9 @@ def _host_meminfo() -> dict[str, int]:
 # -- generic files -----------------------------------------------------------------------
 
 
+Generator = Callable[[], bytes]
+
+
 class SnapshotFileImpl(FileImpl):
     """An open generated file: bytes fixed at open, read at any offset.
 
@@ -162,16 +172,28 @@ class SnapshotFileImpl(FileImpl):
 
     seekable = True
 
-    def __init__(self, data: bytes, writer: Callable[[bytes], int] | None = None,
-                 write_errno: int = Errno.EINVAL) -> None:
-        self.data = data
+    def __init__(self, data: bytes | None, writer: Callable[[bytes], int] | None = None,
+                 write_errno: int = Errno.EINVAL, gen: Generator | None = None) -> None:
+        self.data = data             # None: made by `gen` at the first read (seq_file)
+        self.gen = gen
         self.writer = writer
         self.write_errno = write_errno
+
+    def _contents(self) -> bytes:
+        if self.data is None:
+            assert self.gen is not None
+            try:
+                self.data = self.gen()
+            except SyscallError as e:
+                # The process went away after the open: ESRCH, as Linux's readers.
+                raise SyscallError(Errno.ESRCH if e.errno == Errno.ENOENT else e.errno) \
+                    from None
+        return self.data
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         if n <= 0 or offset < 0:
             return b""
-        return self.data[offset:offset + n]
+        return self._contents()[offset:offset + n]
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         if self.writer is None:
@@ -179,32 +201,34 @@ class SnapshotFileImpl(FileImpl):
         return self.writer(data)
 
     def size(self, fd: FileDescription) -> int:
-        return len(self.data)
-
-
-Generator = Callable[[], bytes]
+        return len(self._contents())
 
 
 class ProcFile(Inode):
     """A generated regular file.  Size 0, as Linux's proc files report."""
 
-    __slots__ = ("gen", "writer", "write_errno")
+    __slots__ = ("gen", "writer", "write_errno", "check")
 
     def __init__(self, fs: ProcFS, ino: int, gen: Generator, mode: int = 0o444,
                  writer: Callable[[bytes], int] | None = None,
-                 write_errno: int = Errno.EINVAL, uid: int = 0, gid: int = 0) -> None:
+                 write_errno: int = Errno.EINVAL, uid: int = 0, gid: int = 0,
+                 check: Callable[[], None] | None = None) -> None:
         super().__init__(fs, S_IFREG | mode, uid, gid, ino=ino)
         self.gen = gen
         self.writer = writer
         self.write_errno = write_errno
+        self.check = check           # at open: raises (EACCES) if the opener may not read it
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if self.check is not None:
+            self.check()
         acc = flags & O_ACCMODE
         if acc in (O_WRONLY, O_RDWR) and self.writer is None and \
                 self.write_errno == Errno.EACCES:
             raise SyscallError(Errno.EACCES)
-        data = self.gen() if acc in (O_RDONLY, O_RDWR) else b""
-        return SnapshotFileImpl(data, self.writer, self.write_errno)
+        if acc not in (O_RDONLY, O_RDWR):
+            return SnapshotFileImpl(b"", self.writer, self.write_errno)
+        return SnapshotFileImpl(None, self.writer, self.write_errno, self.gen)
 
     def truncate(self, size: int) -> None:
         """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
@@ -240,7 +264,7 @@ class MemFileImpl(FileImpl):
         return done
 
     def size(self, fd: FileDescription) -> int:
-        return 0
+        raise SyscallError(Errno.EINVAL)     # Linux: mem_lseek takes SEEK_SET/CUR only
 
 
 class ProcMemFile(Inode):
@@ -335,6 +359,12 @@ class ProcDir(Inode):
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         return DirectoryImpl()
+
+    def rmdir(self, name: bytes) -> None:
+        raise SyscallError(Errno.EACCES)     # as Linux reports for procfs entries
+
+    def unlink(self, name: bytes) -> None:
+        raise SyscallError(Errno.EACCES)
 
 
 def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
@@ -477,10 +507,13 @@ class _MemStats:
 
     def __init__(self, mm: Any) -> None:
         self.size = self.rss = self.data = self.stack = self.text = self.shared = 0
+        self.locked = 0          # mlock(2)ed (VmLck): counted, not pinned on the host
         for v in _vmas(mm):
             n = v.end - v.start
             perms = int(v.perms)
             self.size += n
+            if getattr(v, "locked", 0):
+                self.locked += n
             if perms:
                 self.rss += n
             name = v.name or b""
@@ -665,7 +698,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         ms = _MemStats(mm)
         kb = lambda n: f"{n // 1024:8d} kB"
         lines += [
-            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(0)}",
+            f"VmPeak:\t{kb(ms.size)}", f"VmSize:\t{kb(ms.size)}", f"VmLck:\t{kb(ms.locked)}",
             f"VmPin:\t{kb(0)}", f"VmHWM:\t{kb(ms.rss)}", f"VmRSS:\t{kb(ms.rss)}",
             f"RssAnon:\t{kb(ms.rss - ms.text - ms.shared if ms.rss > ms.text + ms.shared else 0)}",
             f"RssFile:\t{kb(ms.text)}", f"RssShmem:\t{kb(ms.shared)}",
@@ -683,7 +716,7 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
     lines += [
         "CoreDumping:\t0",
         "THP_enabled:\t1",
-        f"Threads:\t{len(_live_tasks(tg))}",
+        f"Threads:\t{len(_live_tasks(tg)) or (1 if getattr(tg, 'zombie', False) else 0)}",
         f"SigQ:\t{npending}/{sigq_max}",
         f"SigPnd:\t{pnd:016x}",
         f"ShdPnd:\t{shd:016x}",
@@ -717,9 +750,49 @@ def _gen_statm(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
                                       ms.text // PAGE, (ms.data + ms.stack) // PAGE)
 
 
-def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
-    """/proc/PID/maps.  Linux: fs/proc/task_mmu.c show_map_vma."""
+def _vma_name(v: Any) -> bytes:
+    """The name maps shows.  Linux: show_map_vma (anonymous names, shared anonymous
+    memory as its shmem file)."""
+    name = bytes(v.name or b"")
+    anon = getattr(v, "anon_name", None)
+    if getattr(v, "mappable", None) is None and not name:
+        if anon is not None:
+            return b"[anon_shmem:%s]" % anon if v.shared else b"[anon:%s]" % anon
+        if v.shared:
+            return b"/dev/zero (deleted)"
+    return name
+
+
+def _smaps_fields(v: Any) -> bytes:
+    """The per-mapping counters of /proc/PID/smaps.  Residency is unknown to the
+    Sentry: every accessible page counts as resident, private, and dirty if writable."""
+    n = (v.end - v.start) // 1024
+    p = int(v.perms)
+    rss = n if p else 0
+    anon = rss if getattr(v, "mappable", None) is None and not v.shared else 0
+    dirty = rss if p & _PROT_WRITE else 0
+    shared = rss if v.shared else 0
+    locked = rss if getattr(v, "locked", 0) else 0
+    flags = [f for f, ok in (("rd", p & _PROT_READ), ("wr", p & _PROT_WRITE),
+                             ("ex", p & _PROT_EXEC), ("sh", v.shared), ("mr", True),
+                             ("mw", True), ("me", True), ("lo", locked)) if ok]
+    rows = [("Size", n), ("KernelPageSize", 4), ("MMUPageSize", 4), ("Rss", rss),
+            ("Pss", rss), ("Pss_Dirty", dirty), ("Shared_Clean", shared - min(shared, dirty)),
+            ("Shared_Dirty", min(shared, dirty)),
+            ("Private_Clean", rss - shared - (dirty - min(shared, dirty))),
+            ("Private_Dirty", dirty - min(shared, dirty)), ("Referenced", rss),
+            ("Anonymous", anon), ("KSM", 0), ("LazyFree", 0), ("AnonHugePages", 0),
+            ("ShmemPmdMapped", 0), ("FilePmdMapped", 0), ("Shared_Hugetlb", 0),
+            ("Private_Hugetlb", 0), ("Swap", 0), ("SwapPss", 0), ("Locked", locked)]
+    out = "".join("%-16s%8d kB\n" % (k + ":", val) for k, val in rows)
+    return (out + "THPeligible:    0\nVmFlags: %s \n" % " ".join(flags)).encode()
+
+
+def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False) -> bytes:
+    """/proc/PID/maps or smaps.  Linux: fs/proc/task_mmu.c show_map_vma, show_smap."""
     _check_alive(kernel, tg)
+    if getattr(tg, "zombie", False):
+        return b""                       # its mm is gone
     out = []
     for v in _vmas(_mm(t)):
         p = int(v.perms)
@@ -730,16 +803,111 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
         line = b"%08x-%08x %s %08x %02x:%02x %d " % (
             v.start, v.end, perms.encode(), int(getattr(v, "offset", 0) or 0), major, minor,
             int(getattr(v, "ino", 0) or 0))
-        name = v.name or b""
+        name = _vma_name(v)
         if name:
-            line = line.ljust(72) + b" " + bytes(name)
+            line = line.ljust(72) + b" " + name
         out.append(line + b"\n")
+        if smaps:
+            out.append(_smaps_fields(v))
     if out:
         # The legacy vsyscall page, as Linux's gate VMA (execute-only; the Sentry
         # emulates its three calls: kernel.py _vsyscall).
         out.append(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 +
                    b"[vsyscall]\n")
     return b"".join(out)
+
+
+def _gen_children(kernel: Any, tg: ThreadGroup, t: Task | None) -> bytes:
+    """/proc/PID/task/TID/children: the processes this thread forked (Linux:
+    task->children); those of threads that have exited count as the leader's (Linux
+    reparents them to a live thread of the group)."""
+    if t is None:
+        return b""
+    live = {x.tid for x in _live_tasks(tg)}
+    leader = _leader(tg)
+    mine = []
+    for c in getattr(tg, "children", ()):
+        if not _alive(kernel, c):
+            continue
+        by = getattr(c, "forked_by", 0)
+        if by == t.tid or (by not in live and leader is t):
+            mine.append(c.tgid)
+    return b"".join(b"%d " % p for p in sorted(mine))
+
+
+def _gen_io(tg: ThreadGroup, t: Task | None) -> bytes:
+    """/proc/PID/io (the live threads' sum) or /proc/PID/task/TID/io.  Linux:
+    proc_pid_io_accounting.  Only the syscall-level counters are kept: storage-level
+    read_bytes/write_bytes are 0, as for a filesystem without block I/O."""
+    tasks = [t] if t is not None else _live_tasks(tg)
+    rchar = wchar = syscr = syscw = 0
+    for x in tasks:
+        io = getattr(x, "ioac", None) or [0, 0, 0, 0]
+        rchar, wchar, syscr, syscw = rchar + io[0], wchar + io[1], syscr + io[2], syscw + io[3]
+    return (b"rchar: %d\nwchar: %d\nsyscr: %d\nsyscw: %d\nread_bytes: 0\nwrite_bytes: 0\n"
+            b"cancelled_write_bytes: 0\n" % (rchar, wchar, syscr, syscw))
+
+
+# Namespace inode numbers: the sandbox has one namespace of each kind, numbered as
+# Linux numbers its initial ones (include/linux/proc_ns.h).
+_NAMESPACES = {b"cgroup": 0xEFFFFFFB, b"ipc": 0xEFFFFFFF, b"mnt": 0xF0000000,
+               b"net": 0xF0000001, b"pid": 0xEFFFFFFC, b"pid_for_children": 0xEFFFFFFC,
+               b"time": 0xEFFFFFFA, b"time_for_children": 0xEFFFFFFA,
+               b"user": 0xEFFFFFFD, b"uts": 0xEFFFFFFE}
+
+
+class NsFS(Filesystem):
+    """nsfs: the namespace inodes /proc/PID/ns/* links lead to."""
+
+    name = "nsfs"
+    magic = 0x6E736673
+
+
+_NSFS: dict[bytes, Location] = {}
+
+
+def _ns_location(kind: bytes) -> Location:
+    """The nsfs file of the sandbox's namespace of `kind` (made once)."""
+    loc = _NSFS.get(kind)
+    if loc is None:
+        from pyvisor.sentry.vfs.vfs import Dentry
+        fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
+        if not _NSFS_FS:
+            _NSFS_FS.append(fs)
+        name = b"%s:[%d]" % (kind.replace(b"_for_children", b""), _NAMESPACES[kind])
+        d = Dentry(name, None, Inode(fs, S_IFREG | 0o444, ino=_NAMESPACES[kind]))
+        loc = _NSFS[kind] = Location(Mount(fs, d, source="nsfs"), d)
+    return loc
+
+
+_NSFS_FS: list[NsFS] = []
+
+
+def _check_live_ns(kernel: Any, tg: ThreadGroup) -> None:
+    """A process's namespaces are gone once it is a zombie (Linux: exit_task_namespaces)."""
+    _check_alive(kernel, tg)
+    if getattr(tg, "zombie", False):
+        raise SyscallError(Errno.ENOENT)
+
+
+def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None]) -> ProcDir:
+    """/proc/PID/ns: magic links named after each namespace ("pid:[4026531836]")."""
+    def table() -> dict[bytes, Factory]:
+        out: dict[bytes, Factory] = {}
+        for kind, ino in _NAMESPACES.items():
+            target = b"%s:[%d]" % (kind.replace(b"_for_children", b""), ino)
+
+            def where(kind: bytes = kind) -> Location:
+                check()
+                return _ns_location(kind)
+
+            def text(target: bytes = target) -> bytes:
+                check()
+                return target
+            out[kind] = (lambda kind=kind, where=where, text=text: ProcMagicLink(
+                fs, fs.ino(f"{key}/ns/{kind.decode()}"), where, text, uid=uid, gid=gid))
+        return out
+    return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
 
 
 def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
@@ -882,11 +1050,30 @@ def _comm_writer(kernel: Any, tg: ThreadGroup, t: Task | None,
 
     def write(data: bytes) -> int:
         _check_alive(kernel, tg, t)
+        cur = _current(kernel)
+        if cur is not None and cur.tg is not tg:
+            raise SyscallError(Errno.EINVAL)     # Linux: comm_write, other thread groups
         name = data.split(b"\n", 1)[0][:15]
         if t is not None:
             t.name = name
         if not per_thread or (t is not None and t.tid == tg.tgid):
             tg.comm = name
+        return len(data)
+
+    return write
+
+
+def _coredump_filter_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
+    """A hexadecimal mask (Linux: proc_coredump_filter_write); kept, no cores are made."""
+
+    def write(data: bytes) -> int:
+        try:
+            v = int(data.strip() or b"x", 0 if data.strip()[:2].lower() == b"0x" else 16)
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+        if not 0 <= v < 1 << 32:
+            raise SyscallError(Errno.EINVAL)
+        tg.coredump_filter = v
         return len(data)
 
     return write
@@ -936,6 +1123,8 @@ class PidDir(ProcDir):
 
     def children(self) -> dict[bytes, Factory]:
         fs, kernel, tg = self.pfs, self.pfs.kernel, self.tg
+        if not _alive(kernel, tg):
+            raise SyscallError(Errno.ESRCH)      # a directory kept open past the reaping
         _check_alive(kernel, tg, self.thread)
         per_thread = self.per_thread
         key = self.key
@@ -944,9 +1133,18 @@ class PidDir(ProcDir):
         uid, gid = _owner(self.subject())
 
         def file(name: str, gen: Callable[[], bytes], mode: int = 0o444,
-                 writer: Callable[[bytes], int] | None = None) -> Factory:
+                 writer: Callable[[bytes], int] | None = None,
+                 check: Callable[[], None] | None = None) -> Factory:
             return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
-                                    uid=uid, gid=gid)
+                                    uid=uid, gid=gid, check=check)
+
+        def may_read() -> None:
+            """Files that show another process's memory or I/O need ptrace read access
+            (Linux: mm_access / ptrace_may_access, PTRACE_MODE_READ_FSCREDS)."""
+            opener, target = _current(kernel), self.subject()
+            if opener is not None and target is not None and \
+                    not ptrace.may_access(opener, target):
+                raise SyscallError(Errno.EACCES)
 
         def link(name: str, where: Callable[[], Location]) -> Factory:
             def target() -> bytes:
@@ -958,6 +1156,8 @@ class PidDir(ProcDir):
 
         def exe() -> Location:
             _check_alive(kernel, tg)
+            if getattr(tg, "zombie", False):
+                raise SyscallError(Errno.ENOENT)   # a zombie has no mm, no exe
             loc = getattr(tg, "exe", None)
             if loc is None:
                 loc = getattr(_mm(subj()), "exe", None)
@@ -994,18 +1194,24 @@ class PidDir(ProcDir):
                 _bytes_list(getattr(tg, "argv", b"")))),
             b"environ": file("environ", alive_then(
                 lambda: b"" if getattr(tg, "zombie", False) else
-                _bytes_list(getattr(tg, "environ", b""))), 0o400),
+                _bytes_list(getattr(tg, "environ", b""))), 0o400, check=may_read),
             b"comm": file("comm", alive_then(lambda: _comm(tg, subj()) + b"\n"), 0o644,
                           _comm_writer(kernel, tg, subj(), per_thread)),
             b"auxv": file("auxv", alive_then(lambda: bytes(getattr(_mm(subj()), "auxv", b"")
-                                                           or b"")), 0o400),
+                                                           or b"")), 0o400, check=may_read),
             b"exe": link("exe", exe),
             b"cwd": link("cwd", fs_loc("cwd")),
             b"root": link("root", fs_loc("root")),
             b"fd": lambda: FdDir(fs, f"{key}/fd", tg, subj, info=False, uid=uid, gid=gid),
             b"fdinfo": lambda: FdDir(fs, f"{key}/fdinfo", tg, subj, info=True, uid=uid,
                                      gid=gid),
-            b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj())),
+            b"maps": file("maps", lambda: _gen_maps(kernel, tg, subj()), check=may_read),
+            b"smaps": file("smaps", lambda: _gen_maps(kernel, tg, subj(), smaps=True),
+                           check=may_read),
+            b"io": file("io", alive_then(lambda: _gen_io(tg, self.thread if per_thread
+                                                         else None)),
+                        0o400, check=may_read),
+            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg)),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
             b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
             b"mountinfo": file("mountinfo",
@@ -1015,15 +1221,20 @@ class PidDir(ProcDir):
                                    alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),
                                    0o644, _oom_writer(tg)),
             b"oom_score": file("oom_score", alive_then(lambda: b"0\n")),
+            b"coredump_filter": file("coredump_filter", alive_then(
+                lambda: b"%08x\n" % getattr(tg, "coredump_filter", 0x33)), 0o644,
+                _coredump_filter_writer(tg)),
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),
-            b"uid_map": file("uid_map", alive_then(lambda: b"%10d %10d %10d\n"
-                                                   % (0, 0, 4294967295))),
-            b"gid_map": file("gid_map", alive_then(lambda: b"%10d %10d %10d\n"
-                                                   % (0, 0, 4294967295))),
+            # The user namespace's maps outlive the process (Linux: its user_ns).
+            b"uid_map": file("uid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
+            b"gid_map": file("gid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
+        else:
+            table[b"children"] = file("children", alive_then(
+                lambda: _gen_children(kernel, tg, self.thread)))
         return table
 
 
@@ -1036,6 +1247,7 @@ class TaskDir(ProcDir):
         self.tg = tg
         self.key = key
         super().__init__(fs, fs.ino(key), None, 0o555, uid, gid)
+        self.nlink = 2 + len(_live_tasks(tg))      # ".", the parent's entry, each task/TID
 
     def children(self) -> dict[bytes, Factory]:
         fs, tg = self.pfs, self.tg
@@ -1093,11 +1305,19 @@ def _fd_link(fs: ProcFS, key: str, f: FileDescription, uid: int, gid: int) -> Pr
                          lambda: fd_link_name(kernel, f), perm, uid, gid)
 
 
+# Files not made by open(2) (pipe2, socket, eventfd, ...) lack the O_LARGEFILE that
+# open forces on 64-bit (Linux: force_o_largefile).
+_NOT_OPENED_FS = ("pipefs", "sockfs", "anon_inodefs")
+_O_LARGEFILE = 0o100000
+
+
 def _gen_fdinfo(kernel: Any, f: FileDescription, cloexec: bool) -> bytes:
     flags = f.flags | (O_CLOEXEC if cloexec else 0)
+    if getattr(getattr(f.inode, "fs", None), "name", "") not in _NOT_OPENED_FS:
+        flags |= _O_LARGEFILE
     extra = getattr(f.impl, "fdinfo", None)       # inotify's watches, ...
     return b"pos:\t%d\nflags:\t%s\nmnt_id:\t%d\nino:\t%d\n" % (
-        f.offset, b"0%o" % flags if flags else b"0", _mount_id(kernel, f.mount) or 1,
+        f.offset, b"0%o" % flags, _mount_id(kernel, f.mount) or 1,
         f.inode.ino) + (extra() if extra is not None else b"")
 
 
@@ -1149,6 +1369,8 @@ class ProcRoot(ProcDir):
             b"uptime": file("uptime", lambda: _gen_uptime(kernel, fs)),
             b"version": file("version", lambda: _gen_version(kernel)),
             b"filesystems": file("filesystems", lambda: _FILESYSTEMS),
+            b"cmdline": file("cmdline", lambda: _CMDLINE),
+            b"devices": file("devices", lambda: _DEVICES),
             b"stat": file("stat", lambda: _gen_stat_global(kernel, fs)),
             b"sys": lambda: _static_dir(fs, "sys", sys_spec),
             b"net": lambda: _static_dir(fs, "net", _net_spec(kernel)),
@@ -1204,6 +1426,7 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"threads-max": b"63704\n",
             b"ngroups_max": b"65536\n",
             b"cap_last_cap": _line(CAP_LAST_CAP),
+            b"randomize_va_space": b"0\n",     # the Sentry places mappings deterministically
             b"overflowuid": b"65534\n",
             b"overflowgid": b"65534\n",
             # The IPC sysctls and net.* below: kernel/sysctl.py (config.json linux.sysctl).

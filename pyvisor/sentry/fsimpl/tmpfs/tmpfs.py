@@ -35,6 +35,7 @@ from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
 from pyvisor.sentry.mm.memfile import MappedRange, MemoryFile
+from pyvisor.sentry.mm.memory_manager import truncate_mappings
 from pyvisor.sentry.vfs.dirent import FIRST_CHILD_OFF, pack_dirents
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode, now_ns
@@ -570,8 +571,11 @@ class TmpfsFile(TmpfsInode):
                 self.charged = keep
         else:
             self._reserve(size)
+        shrunk = size < self._size
         self._size = size
         self.mtime_ns = self.ctime_ns = now_ns()
+        if shrunk:
+            truncate_mappings(self, size)       # mapped pages past the end now SIGBUS
 
     def unlinked(self) -> None:
         """The last name is gone.  Storage is freed when the inode is collected."""

@@ -518,10 +518,39 @@ def sys_faccessat2(t: Task, r: SyscallArguments) -> int:
 
 def sys_getdents64(t: Task, r: SyscallArguments) -> int:
     """Implements getdents64(2): the whole records from the file offset on that fit."""
+    return _getdents(t, r, False)
+
+
+def sys_getdents(t: Task, r: SyscallArguments) -> int:
+    """Implements getdents(2): struct linux_dirent, d_type in the record's last byte."""
+    return _getdents(t, r, True)
+
+
+def _old_dirents(image: bytes) -> bytes:
+    """linux_dirent64 records as linux_dirent ones.  Both are 8-byte aligned with room
+    for the name, a NUL and one byte more, so the lengths (and offsets) are the same;
+    the name moves up a byte and d_type goes last.  Linux: fs/readdir.c filldir."""
+    out = bytearray(len(image))
+    off = 0
+    while off < len(image):
+        reclen = image[off + 16] | image[off + 17] << 8
+        name = image[off + 19:off + reclen].split(b"\0", 1)[0]
+        out[off:off + 18] = image[off:off + 18]
+        out[off + 18:off + 18 + len(name)] = name
+        out[off + reclen - 1] = image[off + 18]
+        off += reclen
+    return bytes(out)
+
+
+def _getdents(t: Task, r: SyscallArguments, old: bool) -> int:
     f = t.fd_table.get(r.fd(0))
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)
     buf, size = r.pointer(1), r.uint32(2)
     if not isinstance(f.impl, DirectoryImpl):
         raise SyscallError(Errno.ENOTDIR)
+    if size > 0x7FFFFFFF:
+        raise SyscallError(Errno.EINVAL)
     image, ends = f.impl.records(f)
     i = f.offset                       # the index of the next record
     n = 0
@@ -531,7 +560,25 @@ def sys_getdents64(t: Task, r: SyscallArguments) -> int:
         if j == i:
             raise SyscallError(Errno.EINVAL)                # not even one record fits
         end = ends[j - 1]
-        t.copy_out(buf, image[start:end])
+        out = image[start:end]
+        if old:
+            out = _old_dirents(out)
+        try:
+            t.copy_out(buf, out)
+        except SyscallError:
+            # Linux writes record by record: a fault after the first returns the
+            # records written so far.
+            j = i
+            while j < len(ends) and ends[j] <= end:
+                try:
+                    t.copy_out(buf + (ends[j] - start) - 1, b"\0")
+                except SyscallError:
+                    break
+                j += 1
+            if j == i:
+                raise
+            end = ends[j - 1]
+            t.copy_out(buf, out[:end - start])
         f.offset = j
         n = end - start
     if inotify._watches:

@@ -300,6 +300,23 @@ _PR_SET_VMA = 0x53564D41
 _PR_GET_TID_ADDRESS = 40
 
 
+def _set_vma(t: Task, r: SyscallArguments) -> int:
+    """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name).  Linux: prctl_set_vma."""
+    if r.uint64(1) != 0:                       # PR_SET_VMA_ANON_NAME is the only one
+        raise SyscallError(Errno.EINVAL)
+    name = None
+    if r.pointer(4):
+        try:
+            name = t.copy_in_str(r.pointer(4), 80)      # ANON_VMA_NAME_MAX_LEN
+        except SyscallError as e:
+            raise SyscallError(Errno.EINVAL if e.errno == Errno.ENAMETOOLONG else e.errno) \
+                from None
+        if any(c < 0x20 or c > 0x7E or c in b"\\`$[]" for c in name):
+            raise SyscallError(Errno.EINVAL)
+    t.mm.set_anon_name(r.pointer(2), r.uint64(3), name)
+    return 0
+
+
 def sys_prctl(t: Task, r: SyscallArguments) -> int:
     """Implements prctl(2) for the options programs commonly use."""
     opt, arg2 = r.int32(0), r.uint64(1)
@@ -320,7 +337,9 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         t.tg.dumpable = int(arg2)       # 0 keeps tracers out (kernel/ptrace.py may_access)
         return 0
-    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_VMA):
+    if opt == _PR_SET_VMA:
+        return _set_vma(t, r)
+    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER):
         return 0
     if opt == _PR_GET_DUMPABLE:
         return t.tg.dumpable
@@ -1049,6 +1068,11 @@ async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: lis
     kexec.commit(t, mm, entry, sp, f, argv2, envp, path)
     if t.tid != tg.tgid and tg.tgid not in t.kernel.tasks_by_tid:
         _take_leader_tid(t)
+    if mm.exec_fatal:
+        # The image failed past the point of no return: the process dies of SIGSEGV
+        # before running any of it (Linux: bprm_execve's force_fatal_sig).
+        from pyvisor.sentry.kernel.signal import force_sig, kernel_info
+        force_sig(t, kernel_info(Signal.SIGSEGV))
     t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)

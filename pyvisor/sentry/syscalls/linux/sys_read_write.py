@@ -65,8 +65,11 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
     end under a blocked reader: the reader still counts, and writers do not
     get EPIPE until the read returns."""
     f.incref()
+    ioac = t.ioac
+    ioac[2] += 1                     # syscr (Linux: inc_syscr, /proc/PID/io)
     try:
         data = await _do_read(t, f, n, offset)
+        ioac[0] += len(data)         # rchar
         if data and inotify._watches:
             inotify.file_event(f, inotify.IN_ACCESS)
         return data
@@ -112,8 +115,11 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     while it sleeps returns the count written so far (EINTR/restart if none).
     """
     f.incref()                       # held while it runs, as do_read
+    ioac = t.ioac
+    ioac[3] += 1                     # syscw
     try:
         n = await _do_write(t, f, data, offset)
+        ioac[1] += n                 # wchar
         if n and inotify._watches:
             inotify.file_event(f, inotify.IN_MODIFY)
         return n

@@ -26,6 +26,8 @@ from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
+_MLOCK_NOTE = "locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"
+
 AMD64 = SyscallTable("amd64", {
     # read/write
     S.read: supported(RW.sys_read),
@@ -67,6 +69,7 @@ AMD64 = SyscallTable("amd64", {
     S.access: supported(F.sys_access),
     S.faccessat: supported(F.sys_faccessat),
     S.faccessat2: supported(F.sys_faccessat2),
+    S.getdents: supported(F.sys_getdents),
     S.getdents64: supported(F.sys_getdents64),
     S.mkdir: supported(F.sys_mkdir),
     S.mkdirat: supported(F.sys_mkdirat),
@@ -146,10 +149,11 @@ AMD64 = SyscallTable("amd64", {
     S.madvise: partial(M.sys_madvise, note="DONTNEED/FREE honoured; other advice ignored"),
     S.msync: supported(M.sys_msync),
     S.mincore: partial(M.sys_mincore, note="reports every page resident"),
-    S.mlock: partial(M.sys_mlock, note="no-op"),
-    S.munlock: partial(M.sys_mlock, note="no-op"),
-    S.mlockall: partial(M.sys_mlock, note="no-op"),
-    S.munlockall: partial(M.sys_mlock, note="no-op"),
+    S.mlock: partial(M.sys_mlock, note=_MLOCK_NOTE),
+    S.munlock: supported(M.sys_munlock),
+    S.mlockall: partial(M.sys_mlockall, note=_MLOCK_NOTE),
+    S.munlockall: supported(M.sys_munlockall),
+    S.mlock2: partial(M.sys_mlock2, note=_MLOCK_NOTE),
     # processes
     S.getpid: supported(P.sys_getpid),
     S.getppid: supported(P.sys_getppid),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import tarfile
@@ -101,7 +102,8 @@ def host_network_view() -> str:
             continue
         r = subprocess.run(argv, capture_output=True, text=True)
         # Counters and the save tools' timestamps change by themselves.
-        lines = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")]
+        lines = [re.sub(r"counter packets \d+ bytes \d+", "counter", ln)
+                 for ln in r.stdout.splitlines() if not ln.startswith("#")]
         parts.append(f"$ {' '.join(argv)}\n" + "\n".join(
             ln.split(" [", 1)[0] if ln.startswith(":") else ln for ln in lines))
     return "\n".join(parts)

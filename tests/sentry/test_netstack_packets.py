@@ -200,12 +200,17 @@ def test_udp_delivered_and_port_unreachable(wire: Wire) -> None:
     wire.send(ff.eth(MAC, PEER_MAC, 0x800, ff.ipv4(PEER, IP, 17, nocs)))
     assert len(s.rcvq) == 2 and s.rcvq[1].data == b"ok"
     assert wire.recv_all() == []
-    # A closed port: ICMP port unreachable quoting the header and 8 bytes.
+    # A closed port: ICMP port unreachable quoting the datagram, as much of it as fits in
+    # 576 bytes (icmp_send; RFC 1812 4.3.2.3): here all of it.
     pkt = ff.ipv4(PEER, IP, 17, udp(PEER, IP, 999, 5001, b"nobody"))
     wire.send(ff.eth(MAC, PEER_MAC, 0x800, pkt))
     [err] = wire.recv_all()
     icmp = err[34:]
-    assert (icmp[0], icmp[1]) == (3, 3) and checksum(icmp) == 0 and icmp[8:] == pkt[:28]
+    assert (icmp[0], icmp[1]) == (3, 3) and checksum(icmp) == 0 and icmp[8:] == pkt
+    big = ff.ipv4(PEER, IP, 17, udp(PEER, IP, 999, 5001, b"x" * 1000))
+    wire.send(ff.eth(MAC, PEER_MAC, 0x800, big))
+    [err] = wire.recv_all()
+    assert len(err) - 34 == 576 - 20 and err[34 + 8:] == big[:548]
     # ... but never for a broadcast.
     wire.send(ff.eth(b"\xff" * 6, PEER_MAC, 0x800,
                      ff.ipv4(PEER, IP[:3] + b"\xff", 17, udp(PEER, IP[:3] + b"\xff", 1, 5001, b""))))

@@ -345,15 +345,28 @@ def test_simultaneous_open() -> None:
     k.run_until(lambda: y.rcv_len == 2)
 
 
-def test_syn_flood_is_bounded() -> None:
+@pytest.mark.parametrize("cookies", [True, False])
+def test_syn_flood_is_bounded(cookies: bool) -> None:
+    """State is bounded either way: past the half-open bound SYNs get cookie SYN-ACKs
+    (net.ipv4.tcp_syncookies=1, no state kept) or, without cookies, are dropped."""
     k, wire, a, b = pair()
+    b.layer.syncookies = cookies
     lst = listener(b, 80, backlog=16)
     for i in range(20000):
         src = bytes([10, 1, i >> 8 & 255, i & 255])
         b.layer.input(src, B, w.build(src, B, 1024 + i % 60000, 80, i * 7919, 0, w.SYN, 1000,
                                       w.syn_options(1460, 7, True, None)))
     assert len(b.layer.half_open[lst]) <= 17 and len(b.layer.conns) <= 17
-    assert b.syn_drops >= 20000 - 17
+    if cookies:
+        assert b.layer.cookies_sent >= 20000 - 17 and b.syn_drops == 0
+        # A client gets in at once, through a cookie, while the flood's half-open
+        # connections still fill the table.
+        c = connect(a, B, 80)
+        k.run_until(lambda: bool(lst.acceptq), 5 * S)
+        assert b.layer.cookies_recv == 1
+        assert accept(lst).state == TCP_ESTABLISHED and c.state == TCP_ESTABLISHED
+        return
+    assert b.syn_drops >= 20000 - 17 and b.layer.cookies_sent == 0
     # The half-open endpoints give up after their SYN-ACK retries; then a client gets in.
     k.advance(200 * S)
     assert not b.layer.conns and not b.layer.half_open

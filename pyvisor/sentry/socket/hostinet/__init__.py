@@ -69,6 +69,12 @@ _I32 = struct.Struct("<i")
 SOCKADDR_MAX = 128
 CONTROL_MAX = 1024
 SIOCATMARK = 0x8905
+READ_MAX = 1 << 22          # one read(2) of a host socket (sys_read's CHUNK)
+RX_BUFFER = 1 << 16         # the kept recvmsg buffer; larger receives get their own
+_POLL_ALL = select.POLLIN | select.POLLPRI | select.POLLOUT | select.POLLRDHUP
+# Options after which the host attaches control messages to stream data: SO_TIMESTAMP,
+# SO_TIMESTAMPNS, TCP_INQ.
+_CMSG_OPTIONS = frozenset(((1, 29), (1, 35), (6, 36)))
 # TCP states (<net/tcp_states.h>): those a lingering close waits through, and those in
 # which close(2) sends a FIN at all.
 _CLOSING_STATES = frozenset((4, 11, 9))            # FIN_WAIT1, CLOSING, LAST_ACK
@@ -121,6 +127,14 @@ class HostSocket(Socket):
         self.family = family                    # type: ignore[misc]
         self.hostfd = fd                        # owned; closed on release
         self.wq = WaitQueue()
+        # A poll set of this one fd, kept (readiness is asked on every poll/epoll pass).
+        self._poll = select.poll()
+        self._poll.register(fd, _POLL_ALL)
+        # Buffers for recvmsg(2), made on the first receive that needs them.
+        self._rx: tuple[Any, Any, Any, Any, Any] | None = None
+        # Whether an option that makes the host attach control messages to received
+        # data was set (timestamps, TCP_INQ): then reads go through recvmsg.
+        self.cmsg_opts = False
         stack.kernel.watch_fd_edges(fd, select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP
                                     | select.EPOLLPRI, self._edge)
 
@@ -130,23 +144,26 @@ class HostSocket(Socket):
     # -- FileImpl ----------------------------------------------------------------------------
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
-        p = select.poll()
-        p.register(self.hostfd, (mask & (EVENT_IN | EVENT_PRI | EVENT_OUT | EVENT_RDHUP))
-                   or EVENT_IN)
         try:
-            res = p.poll(0)
+            res = self._poll.poll(0)
         except OSError:
             return EVENT_ERR
-        ev = 0
-        for _, e in res:
-            ev |= e
-        return ev & (mask | EVENT_HUP | EVENT_ERR)
+        if not res:
+            return 0
+        return res[0][1] & (mask | EVENT_HUP | EVENT_ERR)
 
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
-        return self._recv(t, n, 0, False).data
+        """read(2) is recv(2) without flags, whose address and control messages nobody
+        sees: one read(2) of the non-blocking host socket."""
+        try:
+            return os.read(self.hostfd, min(n, READ_MAX))
+        except BlockingIOError:
+            raise WouldBlock() from None
+        except OSError as e:
+            raise SyscallError.from_host(e) from None
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         return self._send(data, 0, None)       # do_write raises SIGPIPE for EPIPE
@@ -349,16 +366,31 @@ class HostSocket(Socket):
                 raise
 
     def _recv(self, t: Task, n: int, flags: int, want_addr: bool) -> Received:
-        data = ctypes.create_string_buffer(max(n, 1))
-        name = ctypes.create_string_buffer(SOCKADDR_MAX)
-        ctl = ctypes.create_string_buffer(CONTROL_MAX)
-        iov = _Iovec(ctypes.cast(data, ctypes.c_void_p), n)
-        mh = _Msghdr(ctypes.cast(name, ctypes.c_void_p), SOCKADDR_MAX, ctypes.pointer(iov), 1,
-                     ctypes.cast(ctl, ctypes.c_void_p), CONTROL_MAX, 0)
+        if not flags & _RECV_FLAGS and self.stype == SOCK_STREAM and not self.cmsg_opts:
+            # A stream socket without control messages: what recvmsg would add is
+            # nothing (TCP has no source address per read), so a plain read.
+            d = self.read(None, t, n, 0)            # type: ignore[arg-type]
+            return Received(d, len(d))
+        rx = self._rx
+        if rx is None:
+            name = ctypes.create_string_buffer(SOCKADDR_MAX)
+            ctl = ctypes.create_string_buffer(CONTROL_MAX)
+            iov = _Iovec()
+            mh = _Msghdr(ctypes.cast(name, ctypes.c_void_p), SOCKADDR_MAX,
+                         ctypes.pointer(iov), 1, ctypes.cast(ctl, ctypes.c_void_p),
+                         CONTROL_MAX, 0)
+            rx = self._rx = (name, ctl, iov, mh, ctypes.create_string_buffer(RX_BUFFER))
+        name, ctl, iov, mh, small = rx
+        data = small if n <= RX_BUFFER else ctypes.create_string_buffer(n)
+        iov.base = ctypes.addressof(data)
+        iov.len = n
+        mh.namelen = SOCKADDR_MAX
+        mh.controllen = CONTROL_MAX
+        mh.flags = 0
         hflags = (flags & _RECV_FLAGS) | MSG_DONTWAIT | MSG_CMSG_CLOEXEC
         got = _check(_libc.recvmsg(self.hostfd, ctypes.byref(mh), hflags))
         cmsgs: list[tuple[int, int, bytes]] = []
-        raw = ctl.raw[:mh.controllen]
+        raw = ctypes.string_at(ctl, mh.controllen) if mh.controllen else b""
         off = 0
         while len(raw) - off >= CMSGHDR.size:
             ln, level, ctype = CMSGHDR.unpack_from(raw, off)
@@ -367,8 +399,9 @@ class HostSocket(Socket):
             if level != SOL_SOCKET or ctype not in (1, 2):     # never host fds or creds
                 cmsgs.append((level, ctype, raw[off + CMSGHDR.size:off + ln]))
             off += cmsg_align(ln)
-        addr = name.raw[:min(mh.namelen, SOCKADDR_MAX)] if want_addr and mh.namelen else None
-        body = data.raw[:min(got, n)]
+        addr = ctypes.string_at(name, min(mh.namelen, SOCKADDR_MAX)) \
+            if want_addr and mh.namelen else None
+        body = ctypes.string_at(data, min(got, n))
         return Received(body, got, mh.flags & (MSG_TRUNC | MSG_EOR | MSG_OOB | MSG_ERRQUEUE),
                         addr, cmsgs=cmsgs or None)
 
@@ -433,6 +466,8 @@ class HostSocket(Socket):
             super().setsockopt(t, level, name, optval)
             return
         self._allowed(level, name)
+        if (level, name) in _CMSG_OPTIONS:
+            self.cmsg_opts = True          # received data may carry control messages
         if level == SOL_SOCKET and name in (SO_ERROR, SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
                                             SO_ACCEPTCONN):
             raise SyscallError(Errno.ENOPROTOOPT)

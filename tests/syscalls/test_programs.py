@@ -80,6 +80,9 @@ def test_isolation(where: str, program: Builder, run: Runner) -> None:
     result = run(where, [program("isolation.c"), mode])
     assert result.returncode == 0, result.output
     assert "ok" in result.stdout.split(), result.output
+    # The sandbox's mount of /mnt stayed in the Sentry: the host has none there.
+    mounts = open("/proc/self/mountinfo").read().splitlines()
+    assert not [m for m in mounts if m.split()[4] == "/mnt"], mounts
 
 
 @pytest.mark.parametrize("where", WHERE)

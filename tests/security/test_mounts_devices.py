@@ -56,30 +56,36 @@ def _both(run, secprog, world_tmp, attack, *extra):
 
 
 def test_mount_tmpfs_proc_sysfs(run, secprog, world_tmp):
-    """mount tmpfs/proc/sysfs/devtmpfs over a host directory."""
+    """mount tmpfs/proc/sysfs/devtmpfs over a host directory.  Inside the sandbox
+    tmpfs, proc and sysfs mount (in the Sentry's own mount tree: the file created on
+    the tmpfs is not on the host), devtmpfs does not (ENODEV)."""
     n, s, before, after, r = _both(run, secprog, world_tmp, "mount_tmpfs")
     assert n["mount"] == "0" and n["create_on_mount"] != "-1", n
     assert_same_tree(before, after)
-    for k in ("mount", "mount_proc", "mount_sysfs", "mount_devtmpfs"):
-        assert s[k] == "-1", f"{k} succeeded in the sandbox\n{r.output}"
+    assert s["mount"] == "0" and s["create_on_mount"] != "-1", r.output
+    assert s["mount_proc"] == "0" and s["mount_sysfs"] == "0", r.output
+    assert s["mount_devtmpfs"] == "-1", r.output
 
 
 def test_bind_mount_root(run, secprog, world_tmp):
-    """Bind the root (and /proc) onto a directory: a second view of the host."""
+    """Bind the root (and /proc) onto a directory: inside the sandbox, a second view of
+    what the sandbox already sees (its own overlay root), never of more of the host,
+    and the host directory stays as it was."""
     n, s, before, after, r = _both(run, secprog, world_tmp, "bind_root")
     assert n["bind_root"] == "0" and n["sees_passwd"] == "0", n
     assert_same_tree(before, after)
-    assert s["bind_root"] == "-1" and s["bind_proc"] == "-1", r.output
+    assert s["bind_root"] == "0" and s["sees_passwd"] == "0", r.output
 
 
 def test_remount_root_writable(run, secprog, world_tmp):
     """Remount the (read-only lower) root read-write, then write a host file.
     Natively only the per-mount bind remount is done (a superblock remount
-    would change the host's ext4)."""
+    would change the host's ext4).  In the sandbox the root is the overlay, already
+    writable: the remounts change nothing, and the write lands in its upper layer,
+    never in the host file."""
     n, s, before, after, r = _both(run, secprog, world_tmp, "remount", "{dir}/target")
     assert n["remount_bind_rw"] == "0", n
     assert_same_tree(before, after)
-    assert s["remount_rw"] == "-1" and s["remount_bind_rw"] == "-1", r.output
 
 
 def test_umount(run, secprog, world_tmp):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pathlib import Path
-
 import pytest
 
 if TYPE_CHECKING:
@@ -97,16 +95,12 @@ def test_program_static(name: str, where: str, program: Builder, run: Runner) ->
 @pytest.mark.parametrize("where", WHERE)
 def test_isolation(where: str, program: Builder, run: Runner) -> None:
     mode = "native" if where == "native" else "sandbox"
-    def host_mnt() -> list[str]:
-        # Other work on the machine may mount elsewhere: only /mnt is ours to watch.
-        return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                if ln.split()[4] == "/mnt"]
-    before = host_mnt()
     result = run(where, [program("isolation.c"), mode])
     assert result.returncode == 0, result.output
     assert "ok" in result.stdout.split(), result.output
-    if where == "pyvisor":
-        assert host_mnt() == before, "a mount inside the sandbox reached the host's /mnt"
+    # The sandbox's mount of /mnt stayed in the Sentry: the host has none there.
+    mounts = open("/proc/self/mountinfo").read().splitlines()
+    assert not [m for m in mounts if m.split()[4] == "/mnt"], mounts
 
 
 @pytest.mark.parametrize("where", WHERE)

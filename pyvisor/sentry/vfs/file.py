@@ -12,7 +12,7 @@ layer waits on `waitq` for the events `readiness` reports.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_APPEND, O_NONBLOCK, O_PATH, O_RDONLY, O_WRONLY
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from pyvisor.sentry.vfs.vfs import Mount, Dentry
 
 _NEVER = WaitQueue()  # files that are always ready never notify
+
+# Called with a description whose last reference went, before its release (set by
+# vfs/inotify.py: IN_CLOSE_* and a deferred IN_DELETE_SELF; Linux: __fput's fsnotify_close).
+on_last_close: Callable[[FileDescription], None] | None = None
 
 # The `offset` do_read/do_write pass to an impl that keeps its own position:
 # "at the current position, advancing it" (preadv2's -1).
@@ -167,8 +171,9 @@ class FileDescription:
     def decref(self) -> None:
         self.refs -= 1
         if self.refs == 0:
-            if _inotify._watches:
-                _inotify.closed(self)
+            hook = on_last_close
+            if hook is not None:
+                hook(self)
             if self.fown is not None:
                 from pyvisor.sentry.kernel.fasync import release
                 release(self)
@@ -181,6 +186,3 @@ class FileDescription:
         """The absolute path of the file as /proc/PID/fd shows it."""
         from pyvisor.sentry.vfs.vfs import path_of
         return path_of(self.mount, self.dentry)
-
-
-from pyvisor.sentry.vfs import inotify as _inotify  # noqa: E402 - it builds on this module

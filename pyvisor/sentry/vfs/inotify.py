@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.vfs import file as _file_module
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.waitqueue import EVENT_IN, WaitQueue
 
@@ -473,6 +474,14 @@ def closed(f: FileDescription) -> None:
     if inode is not None and not _in_use(d, skip=f):
         del _pending[d]
         _delete_self(inode)
+
+
+def _on_last_close(f: FileDescription) -> None:
+    if _watches:
+        closed(f)
+
+
+_file_module.on_last_close = _on_last_close
 
 
 def unmounted(inodes: list[Inode]) -> None:

@@ -16,7 +16,6 @@ stays the one object for its name as long as it lives.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -91,13 +90,10 @@ class Mount:
     options: str = "rw"
     flags_readonly: bool = False
     children: dict[int, Mount] = field(default_factory=dict)  # id(mountpoint dentry) -> mount
-    id: int = field(default_factory=lambda: next(_mount_ids))  # /proc/PID/mountinfo's
+    id: int = 0          # /proc/PID/mountinfo's, given by the namespace (0: anonymous)
     # The filesystem's own options, apart from `options` (then the mount's own: ro/rw,
     # nosuid, ..., relatime), for mounts made with mount(2); None: `options` has both.
     super_options: str | None = None
-
-
-_mount_ids = itertools.count(1)
 
 
 class MountNamespace:
@@ -106,8 +102,14 @@ class MountNamespace:
     def __init__(self, root_fs: Filesystem, root_inode: Inode, source: str = "none",
                  options: str = "rw") -> None:
         self.root = Mount(root_fs, Dentry(b"/", None, root_inode), source=source,
-                          options=options)
+                          options=options, id=1)
         self.mounts: list[Mount] = [self.root]
+        self.last_id = 1
+
+    def new_id(self) -> int:
+        """A mount id never given before in this namespace (stable while mounted)."""
+        self.last_id += 1
+        return self.last_id
 
     def mount(self, parent: Mount, mountpoint: Dentry, fs: Filesystem, root_inode: Inode,
               source: str = "none", options: str = "rw") -> Mount:
@@ -116,7 +118,7 @@ class MountNamespace:
             parent = parent.children[id(mountpoint)]
             mountpoint = parent.root
         m = Mount(fs, Dentry(mountpoint.name, None, root_inode), parent, mountpoint,
-                  source=source, options=options)
+                  source=source, options=options, id=self.new_id())
         parent.children[id(mountpoint)] = m
         self.mounts.append(m)
         return m

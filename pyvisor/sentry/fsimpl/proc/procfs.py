@@ -599,7 +599,7 @@ def _mounts(kernel: Any) -> list[Mount]:
 
 def _mount_id(kernel: Any, m: Mount) -> int:
     mid = getattr(m, "id", None)
-    if isinstance(mid, int):
+    if isinstance(mid, int) and mid:
         return mid
     for i, x in enumerate(_mounts(kernel)):
         if x is m:

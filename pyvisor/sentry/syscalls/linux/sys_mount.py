@@ -339,7 +339,7 @@ def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
         parent = parent.children[id(mountpoint)]
         mountpoint = parent.root
     m = Mount(src_mount.fs, root, parent, mountpoint, source=src_mount.source,
-              options=options)
+              options=options, id=ns.new_id())
     m.super_options = src_mount.super_options
     parent.children[id(mountpoint)] = m
     ns.mounts.append(m)

@@ -47,6 +47,7 @@ SELF_CHECKING = [
     "memfd_seals.c",
     "mqueue.c",
     "getdents.c",
+    "pty.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -43,7 +43,7 @@ from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
-                                       WaitQueue)
+                                       EVENT_PRI, WaitQueue)
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -453,10 +453,11 @@ class _End(FileImpl):
             flush_out = arg in (TCOFLUSH, TCIOFLUSH)
             if self.master:
                 flush_in, flush_out = flush_out, flush_in
+            # Only the slave's flushes reach a packet-mode master's status.
             if flush_in:
-                ldisc.flush_input()
+                ldisc.flush_input(report=not self.master)
             if flush_out:
-                ldisc.flush_output()
+                ldisc.flush_output(report=not self.master)
             return 0
         if cmd == TIOCGETD:
             t.copy_out(arg, _I32.pack(0))      # N_TTY
@@ -603,8 +604,10 @@ class MasterImpl(_End):
         pty = self.pty
         ldisc = pty.ldisc
         ev = 0
-        if ldisc.outq or (pty.packet and ldisc.packet_status):
+        if ldisc.outq:
             ev |= EVENT_IN
+        if pty.packet and ldisc.packet_status:
+            ev |= EVENT_IN | EVENT_PRI
         if ldisc.input_room() > 0:
             ev |= EVENT_OUT
         if pty.other_closed:

@@ -74,7 +74,7 @@ class Termios:
 
     iflag: int = ICRNL | IXON
     oflag: int = OPOST | ONLCR
-    cflag: int = B38400 | CS8 | CREAD | HUPCL
+    cflag: int = B38400 | CS8 | CREAD        # a pty slave's (pty_unix98_install): no HUPCL
     lflag: int = ISIG | ICANON | ECHO | ECHOE | ECHOK | ECHOCTL | ECHOKE | IEXTEN
     line: int = 0
     cc: bytearray = field(default_factory=lambda: bytearray(_INIT_CC))
@@ -147,9 +147,10 @@ class LineDiscipline:
             self.eof_at.clear()
             self.canon_start = len(self.inq)
         elif not was_canon and new.lflag & ICANON:
-            self.line_ends.clear()
+            # What was received raw becomes one line, readable at once (n_tty's push).
+            self.line_ends = [len(self.inq)] if self.inq else []
             self.eof_at.clear()
-            self.canon_start = 0
+            self.canon_start = len(self.inq)
         if old.iflag & IXON and not new.iflag & IXON and self.stopped:
             self.start_output()
         self.process_pending()
@@ -327,7 +328,7 @@ class LineDiscipline:
     def _isig(self, sig: int, c: int) -> None:
         """^C ^\\ ^Z: flush (unless NOFLSH), echo, signal the foreground group."""
         if not self.termios.lflag & NOFLSH:
-            self.flush_input()
+            self.flush_input(pending=False)
             self.flush_output()
         if self.stopped and self.termios.iflag & IXON:
             self.start_output()
@@ -353,15 +354,23 @@ class LineDiscipline:
                     self._echo_out(b"\n")
                 return
         seen_alnum = False
+        utf8 = self.termios.iflag & IUTF8
         while len(self.inq) > self.canon_start:
-            b = self.inq[-1]
+            # One character: with IUTF8 its continuation bytes go with it, and a
+            # character whose start is not in the line is not erased at all.
+            start = len(self.inq) - 1
+            while utf8 and self.inq[start] & 0xC0 == 0x80 and start > self.canon_start:
+                start -= 1
+            b = self.inq[start]
+            if utf8 and b & 0xC0 == 0x80:
+                break
             if kind == "werase":
-                alnum = chr(b).isalnum() or b == 0x5F
+                alnum = (b < 0x80 and chr(b).isalnum()) or b == 0x5F
                 if alnum:
                     seen_alnum = True
                 elif seen_alnum:
                     break
-            del self.inq[-1]
+            del self.inq[start:]
             if lfl & ECHO:
                 if kind == "erase" and not lfl & ECHOE:
                     self._echo_char(self._cc(VERASE))
@@ -494,20 +503,25 @@ class LineDiscipline:
             self.packet_status = (self.packet_status & ~TIOCPKT_STOP) | TIOCPKT_START
             self.on_output()
 
-    def flush_input(self) -> None:
-        """The slave's unread input goes (TCIFLUSH on the slave)."""
+    def flush_input(self, report: bool = True, pending: bool = True) -> None:
+        """The slave's unread input goes (TCIFLUSH on the slave; with `report`, a
+        packet-mode master is told).  `pending`: master writes not yet received too
+        (tty_buffer_flush); a signal character flushes only what was received."""
         self.inq.clear()
-        self.pending.clear()
+        if pending:
+            self.pending.clear()
         self.line_ends.clear()
         self.eof_at.clear()
         self.canon_start = 0
         self.lnext = False
-        self.packet_status |= TIOCPKT_FLUSHREAD
+        if report:
+            self.packet_status |= TIOCPKT_FLUSHREAD
         self.on_input()
         self.on_output()
 
-    def flush_output(self) -> None:
+    def flush_output(self, report: bool = True) -> None:
         """Output the master has not read goes (TCOFLUSH on the slave)."""
         self.outq.clear()
-        self.packet_status |= TIOCPKT_FLUSHWRITE
+        if report:
+            self.packet_status |= TIOCPKT_FLUSHWRITE
         self.on_output()

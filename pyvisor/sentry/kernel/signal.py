@@ -100,7 +100,7 @@ def send_to_group(tg: ThreadGroup, info: SigInfo) -> None:
         tg.pending.pop(Signal.SIGCONT, None)
         tg.pending_mask &= ~sigmask(Signal.SIGCONT)
     if is_ignored(tg, sig) and sig != Signal.SIGCONT and \
-            not tg.leader.sigmask & sigmask(sig) and \
+            not (tg.leader.sigmask | tg.leader.real_blocked) & sigmask(sig) and \
             not any(x.ptrace is not None for x in tg.tasks):
         return      # blocked (signalfd) or traced, even ignored signals queue (sig_ignored)
     if sig < 32 and tg.pending_mask & sigmask(sig):
@@ -127,7 +127,7 @@ def send_to_task(t: Task, info: SigInfo) -> None:
     if sig == Signal.SIGCONT:
         _continue_group(tg)
     if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS) and t.ptrace is None \
-            and not t.sigmask & sigmask(sig):
+            and not (t.sigmask | t.real_blocked) & sigmask(sig):
         return
     if sig < 32 and t.pending_mask & sigmask(sig):
         return

@@ -136,19 +136,22 @@ class Registry:
         raise SyscallError(Errno.ENOSPC)
 
 
-_registries: weakref.WeakKeyDictionary[Any, Registry] = weakref.WeakKeyDictionary()
-
-
 def registry(kernel: Any) -> Registry:
-    reg = _registries.get(kernel)
+    """The kernel's registry, made on first use (kept on the kernel object)."""
+    reg = getattr(kernel, "_devpts", None)
     if reg is None:
-        reg = _registries[kernel] = Registry(kernel)
+        reg = Registry(kernel)
+        setattr(kernel, "_devpts", reg)
     return reg
+
+
+def _existing(kernel: Any) -> Registry | None:
+    return getattr(kernel, "_devpts", None)
 
 
 def new_session(tg: ThreadGroup) -> None:
     """sys_setsid's hook: the new session starts without a terminal."""
-    reg = _registries.get(tg.kernel)
+    reg = _existing(tg.kernel)
     if reg is not None:
         reg.new_session(tg)
 
@@ -156,7 +159,7 @@ def new_session(tg: ThreadGroup) -> None:
 def session_leader_exit(tg: ThreadGroup) -> None:
     """A session leader died (disassociate_ctty(1)): the foreground group of the pty it
     controlled gets SIGHUP, and the session loses its terminal."""
-    reg = _registries.get(tg.kernel)
+    reg = _existing(tg.kernel)
     if reg is None:
         return
     for p in list(reg.ptys.values()):

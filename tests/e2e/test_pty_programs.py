@@ -105,3 +105,45 @@ def test_tmux(run: Runner, world_tmp: Path) -> None:
     script.write_text(TMUX)
     out = _same(run, ["sh", str(script)])
     assert "hi from tmux" in out and "10 40" in out and out.count("typed") == 2
+
+
+BASH_JOBS = r'''
+set timeout 30
+spawn env PS1=PROMPT> TERM=dumb bash --norc --noprofile -i
+expect "PROMPT>"
+send "sleep 100\r"
+sleep 0.5
+send "\003"
+expect "PROMPT>"
+send "echo status=\$?\r"
+expect -re "status=(\[0-9]+)" { puts "\nINT $expect_out(1,string)" }
+expect "PROMPT>"
+send "sleep 100\r"
+sleep 0.5
+send "\032"
+expect -re "Stopped.*PROMPT>" { puts "\nSTOPPED" }
+send "jobs\r"
+expect -re "\\\[1\\\]\\+ *Stopped" { puts "\nJOBS" }
+expect "PROMPT>"
+send "fg\r"
+expect "sleep 100"
+sleep 0.5
+send "\003"
+expect "PROMPT>"
+send "exit 7\r"
+expect eof
+puts "\nEXIT [lindex [wait] 3]"
+'''
+
+
+@pytest.mark.skipif(shutil.which("expect") is None, reason="expect missing: scripts/install.sh")
+def test_bash_job_control_on_inner_pty(run: Runner, world_tmp: Path) -> None:
+    """An interactive bash on a pty that expect makes inside the sandbox: ^C a sleep
+    (status 130), ^Z one (Stopped, jobs), fg and ^C it, exit 7."""
+    script = world_tmp / "bash.exp"
+    script.write_text(BASH_JOBS)
+    for where in ("native", "pyvisor"):
+        res = run(where, ["expect", str(script)], timeout=120)
+        marks = [ln for ln in res.stdout.splitlines()
+                 if ln.startswith(("INT ", "STOPPED", "JOBS", "EXIT "))]
+        assert marks == ["INT 130", "STOPPED", "JOBS", "EXIT 7"], f"{where}\n{res.output}"

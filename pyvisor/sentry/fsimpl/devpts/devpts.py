@@ -40,6 +40,7 @@ from pyvisor.abi.linux.stat import S_IFCHR
 from pyvisor.sentry.errors import Interrupted, SyscallError, WouldBlock
 from pyvisor.sentry.fsimpl.devpts import ldisc as ld
 from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel.memacct import Kind
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
@@ -52,7 +53,9 @@ if TYPE_CHECKING:
 TTYAUX_MAJOR, PTMX_MINOR = 5, 2
 UNIX98_PTY_SLAVE_MAJOR = 136
 TTY_GID = 5                # devpts's gid=5 (Debian's "tty" group, as mounted by runc)
-MAX_PTYS = 4096            # /proc/sys/kernel/pty/max is larger; bounds the Sentry
+MAX_PTYS = 4096            # Linux's default /proc/sys/kernel/pty/max
+# What one pty may hold: its queues' bounds and its objects (charged to the Sentry).
+PTY_COST = ld.PENDING_MAX + ld.OUTQ_MAX + 2 * ld.N_TTY_BUF_SIZE + 4096
 
 # Terminal ioctls.  From <asm-generic/ioctls.h>.
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
@@ -225,6 +228,7 @@ class Pty:
         self.fg_pgrp: int | None = None
         self.pts_dentry = pts_dentry
         self.mount = mount
+        self.acct: Any = None             # the Sentry memory account charged PTY_COST
         self.inode = PtsInode(reg.pts_dir.fs if reg.pts_dir is not None else _PtsFS(),
                               self, uid)
 
@@ -282,6 +286,9 @@ class Pty:
         if self.master_opens == 0 and self.slave_opens == 0:
             if self.reg.ptys.get(self.index) is self:
                 del self.reg.ptys[self.index]
+            if self.acct is not None:
+                self.acct.uncharge(Kind.TTY, PTY_COST)
+                self.acct = None
 
     def open_slave(self, t: Task | None, flags: int) -> FileImpl:
         """An open of /dev/pts/N (pty_open; tty_open's controlling-terminal rule)."""
@@ -357,7 +364,12 @@ class PtmxDevice(Inode):
                 except SyscallError:
                     pts_dentry = None
         index = reg.free_index()
+        # Each pty may buffer up to its queues' bounds: charged whole, up front.
+        acct = getattr(self.kernel, "memory", None)
+        if acct is not None and not acct.try_charge(Kind.TTY, PTY_COST):
+            raise SyscallError(Errno.ENOSPC)
         pty = Pty(reg, index, uid, pts_dentry, fd.mount)
+        pty.acct = acct
         reg.pts_dir.add_child(pty.name, pty.inode)
         if pts_dentry is not None:
             pts_dentry.forget(pty.name)

@@ -177,8 +177,7 @@ class LineDiscipline:
         if self.canonical:
             if not self.line_ends:
                 return 0
-            end = self.line_ends[-1]
-            return end
+            return self.line_ends[-1] - len(self.eof_at)     # VEOFs are not data
         return len(self.inq)
 
     def read_input(self, n: int) -> bytes:

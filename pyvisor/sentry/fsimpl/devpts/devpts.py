@@ -763,6 +763,3 @@ class SlaveImpl(_End):
         self.pty.slave_closed()
 
 
-def is_pty_slave(inode: Inode) -> bool:
-    return isinstance(inode, PtsInode)
-

@@ -740,6 +740,9 @@ class Kernel:
             table.release()
         tg.zombie = True
         tg.exit_wq.notify()
+        if tg.sid == tg.tgid:
+            from pyvisor.sentry.fsimpl.devpts.devpts import session_leader_exit
+            session_leader_exit(tg)     # its terminal's foreground group: SIGHUP
         ksignal.flush_all(tg)
         if tg.itimer_real is not None:
             tg.itimer_real.cancelled = True

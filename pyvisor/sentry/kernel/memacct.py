@@ -41,6 +41,7 @@ class Kind(enum.Enum):
     NETSTACK = "netstack"       # netstack sockets (with their accept-queue children) and
                                 # TCP TIME_WAIT remnants, a fixed cost each
     IPC = "ipc"                 # System V message queue contents
+    TTY = "tty"                 # pseudo-terminals made inside: their queues' bound each
 
 
 # Fixed per-object costs, from sys.getsizeof of the Python objects involved.

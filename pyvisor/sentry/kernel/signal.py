@@ -100,8 +100,9 @@ def send_to_group(tg: ThreadGroup, info: SigInfo) -> None:
         tg.pending.pop(Signal.SIGCONT, None)
         tg.pending_mask &= ~sigmask(Signal.SIGCONT)
     if is_ignored(tg, sig) and sig != Signal.SIGCONT and \
+            not (tg.leader.sigmask | tg.leader.real_blocked) & sigmask(sig) and \
             not any(x.ptrace is not None for x in tg.tasks):
-        return      # a tracer sees even ignored signals (Linux: sig_ignored)
+        return      # blocked (signalfd) or traced, even ignored signals queue (sig_ignored)
     if sig < 32 and tg.pending_mask & sigmask(sig):
         return      # standard signals do not queue
     if not _enqueue(tg, tg, info):
@@ -125,7 +126,8 @@ def send_to_task(t: Task, info: SigInfo) -> None:
         return
     if sig == Signal.SIGCONT:
         _continue_group(tg)
-    if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS) and t.ptrace is None:
+    if is_ignored(tg, sig) and not (sigmask(sig) & _SYNC_SIGNALS) and t.ptrace is None \
+            and not (t.sigmask | t.real_blocked) & sigmask(sig):
         return
     if sig < 32 and t.pending_mask & sigmask(sig):
         return

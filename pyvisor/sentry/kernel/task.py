@@ -230,6 +230,7 @@ class Task:
     pending: dict[int, list[SigInfo]] = field(default_factory=dict)
     pending_mask: int = 0
     saved_sigmask: int | None = None     # restored after a sigsuspend/pselect handler
+    real_blocked: int = 0             # the mask rt_sigtimedwait lifted while it waits
     altstack: tuple[int, int, int] = (0, 2, 0)   # (sp, flags=SS_DISABLE, size)
     clear_child_tid: int = 0
     robust_list: int = 0

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_IFCHR, S_IFDIR
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.fsimpl.devpts import devpts
 from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir, TmpfsSymlink
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 # Largest single read served by zero and (u)random; larger reads are short,
 # which is legal for character devices and bounds the Sentry's memory use.
 MAX_DEVICE_READ = 16 << 20
+O_NOCTTY = 0o400
 
 # Major/minor numbers.  From Documentation/admin-guide/devices.txt.
 MEM_MAJOR = 1
@@ -149,21 +151,28 @@ class TtyDevice(CharDevice):
 
     def set_terminal(self, inode: Inode | None) -> None:
         self.terminal = inode
+        if self.kernel is not None:
+            devpts.registry(self.kernel).console = inode
 
     def set_session_terminal(self, sid: int, inode: Inode | None) -> None:
         if inode is None:
             self.sessions.pop(sid, None)
         else:
             self.sessions[sid] = inode
+        if self.kernel is not None:
+            devpts.registry(self.kernel).set_session_terminal(sid, inode)
 
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        # The caller's controlling terminal: its session's (a pty made inside, an exec'd
+        # process's), else the console unless its session was made inside (setsid).
         cur = getattr(self.kernel, "current", None)
-        term = self.sessions.get(cur.tg.sid) if cur is not None and self.sessions else None
-        if term is None:
+        if cur is not None and self.kernel is not None:
+            term = devpts.registry(self.kernel).terminal_of(cur.tg)
+        else:
             term = self.terminal
         if term is None:
             raise SyscallError(Errno.ENXIO)
-        return term.open(fd, flags)
+        return term.open(fd, flags | O_NOCTTY)
 
 
 # Name -> (minor, FileImpl factory) for the memory devices.
@@ -204,5 +213,12 @@ def new_devfs(kernel: object, memfile: MemoryFile) -> tuple[TmpFS, TmpfsDir]:
     for name, target in DEV_SYMLINKS.items():
         root.add_child(name, TmpfsSymlink(fs, target, 0, 0))
     root.add_child(b"shm", TmpfsDir(fs, S_IFDIR | 0o1777, 0, 0))
-    root.add_child(b"pts", TmpfsDir(fs, S_IFDIR | 0o755, 0, 0))
+    # devpts (fsimpl/devpts): /dev/ptmx and /dev/pts/ptmx open new ptys, whose slaves
+    # appear in /dev/pts (mode 0666 for both, as runc mounts devpts: ptmxmode=0666).
+    pts = TmpfsDir(fs, S_IFDIR | 0o755, 0, 0)
+    root.add_child(b"pts", pts)
+    root.add_child(b"ptmx", devpts.PtmxDevice(fs, kernel))
+    pts.add_child(b"ptmx", devpts.PtmxDevice(fs, kernel))
+    if kernel is not None:
+        devpts.registry(kernel).pts_dir = pts
     return fs, root

@@ -15,6 +15,7 @@ from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID
                                      WNOTHREAD)
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_TRAPPED
 from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
+from pyvisor.sentry.fsimpl.devpts import devpts
 from pyvisor.sentry.arch.registers import valid_segment_base
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import clone as kclone
@@ -565,6 +566,7 @@ def sys_setsid(t: Task, r: SyscallArguments) -> int:
             tg.pgid == tg.tgid:
         raise SyscallError(Errno.EPERM)
     tg.sid = tg.pgid = tg.tgid
+    devpts.new_session(tg)          # no controlling terminal in the new session
     return tg.tgid
 
 

@@ -99,7 +99,14 @@ async def _do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> b
         except WouldBlock:
             if f.nonblocking or timeo == 0:
                 raise
-        await _wait_timed(t, f, EVENT_IN | EVENT_HUP | EVENT_ERR, timeo, deadline)
+        try:
+            await _wait_timed(t, f, EVENT_IN | EVENT_HUP | EVENT_ERR, timeo, deadline)
+        except WouldBlock:
+            expired = getattr(f.impl, "read_expired", None)
+            if expired is None:
+                raise
+            data = expired(f, t, n)     # a terminal's VTIME: what is there, maybe nothing
+            break
     if offset is None and f.impl.seekable and not keeps:
         f.offset += len(data)
     return data

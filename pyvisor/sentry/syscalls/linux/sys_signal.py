@@ -273,6 +273,7 @@ async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
                 return sig
         old = t.sigmask
         t.sigmask &= ~mask
+        t.real_blocked = old
         try:
             await t.kernel.block_on(t, None, deadline=deadline)
         except TimedOut:
@@ -283,6 +284,7 @@ async def sys_rt_sigtimedwait(t: Task, r: SyscallArguments) -> int:
                 raise
         finally:
             t.sigmask = old
+            t.real_blocked = 0
 
 
 def _itimer_fire(tg) -> None:  # type: ignore[no-untyped-def]

@@ -69,12 +69,18 @@ static void owners(void)
     CHECK(fcntl(p[0], F_SETOWN, 0) == 0 && fcntl(p[0], F_GETOWN) == 0);
     CHECK_ERR(fcntl(p[0], F_SETSIG, 65), EINVAL);
     CHECK(fcntl(p[0], F_SETSIG, SIGRTMIN + 2) == 0 && fcntl(p[0], F_GETSIG) == SIGRTMIN + 2);
-    /* A dead owner reads back as 0. */
+    /* A zombie can still be named (its pid is in use until it is reaped); a reaped
+     * owner reads back as 0. */
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0)
         _exit(0);
+    siginfo_t zombie;
+    CHECK(waitid(P_PID, pid, &zombie, WEXITED | WNOWAIT) == 0 && zombie.si_pid == pid);
     CHECK(fcntl(p[0], F_SETOWN, pid) == 0 && fcntl(p[0], F_GETOWN) == pid);
+    ex.type = F_OWNER_PID;
+    ex.pid = pid;
+    CHECK(fcntl(p[0], F_SETOWN_EX, &ex) == 0 && fcntl(p[0], F_GETOWN) == pid);
     CHECK(waitpid(pid, NULL, 0) == pid);
     CHECK(fcntl(p[0], F_GETOWN) == 0);
     close(p[0]);

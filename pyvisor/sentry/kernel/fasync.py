@@ -126,11 +126,32 @@ def _targets(kernel: Kernel, own: FileOwner) -> list[tuple[ThreadGroup, Task | N
 
 
 def _exists(t: Task, kind: int, pid: int) -> bool:
-    """find_vpid: does any task of the caller's view use `pid` (as tid, tgid or pgid)?"""
+    """find_vpid: does any task of the caller's view use `pid` (as tid, tgid or pgid)?
+    A zombie's pid is in use until it is reaped."""
     k = t.kernel
     if pid in k.tasks_by_tid and sees(t.tg, k.tasks_by_tid[pid].tg):
         return True
-    return any(tg.pgid == pid and sees(t.tg, tg) for tg in k.groups.values())
+    tg = k.groups.get(pid)
+    if tg is not None and not tg.reaped and sees(t.tg, tg):
+        return True
+    return any(tg.pgid == pid and not tg.reaped and sees(t.tg, tg)
+               for tg in k.groups.values())
+
+
+def _named(kernel: Kernel, own: FileOwner) -> bool:
+    """Whether the owner's pid still names something (F_GETOWN: pid_vnr of f_owner.pid,
+    0 once the process is reaped; a zombie still counts)."""
+    if own.pid <= 0:
+        return False
+    if own.kind == F_OWNER_TID:
+        return own.pid in kernel.tasks_by_tid or _group_in_use(kernel.groups.get(own.pid))
+    if own.kind == F_OWNER_PID:
+        return _group_in_use(kernel.groups.get(own.pid))
+    return any(tg.pgid == own.pid and not tg.reaped for tg in kernel.groups.values())
+
+
+def _group_in_use(tg: ThreadGroup | None) -> bool:
+    return tg is not None and not tg.reaped
 
 
 def set_owner(t: Task, f: FileDescription, kind: int, pid: int) -> None:
@@ -155,7 +176,7 @@ def f_setown(t: Task, f: FileDescription, who: int) -> None:
 def f_getown(t: Task, f: FileDescription) -> int:
     """F_GETOWN: the owner's pid, -pgid for a group, 0 if none or it is gone."""
     own = f.fown
-    if own is None or not _targets(t.kernel, own):
+    if own is None or not _named(t.kernel, own):
         return 0
     return -own.pid if own.kind == F_OWNER_PGRP else own.pid
 
@@ -172,7 +193,7 @@ def f_getown_ex(t: Task, f: FileDescription) -> tuple[int, int]:
     own = f.fown
     if own is None:
         return F_OWNER_TID, 0
-    return own.kind, own.pid if _targets(t.kernel, own) else 0
+    return own.kind, own.pid if _named(t.kernel, own) else 0
 
 
 def f_setsig(f: FileDescription, sig: int) -> None:

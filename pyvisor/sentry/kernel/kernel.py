@@ -340,19 +340,25 @@ class Kernel:
             events = self.epoll.poll(timeout)
         except InterruptedError:
             return
-        if self.platform.stops_ready():
-            self._drain_stops()
+        # Ordering: host fd events first, then the stops.  A stop (a syscall) may ask
+        # about readiness that host events already in this batch changed: a host
+        # socket's edges that happened before an epoll_wait must reach its wait queue
+        # before that epoll_wait collects, or they arrive after it as a spurious new
+        # edge (EPOLLET on a hostinet listener).
+        stops = False
         for fd, ev in events:
             if fd == self._platform_fd:
-                self._drain_stops()
-            else:
-                edge = self.fd_edge_watchers.get(fd)
-                if edge is not None:
-                    edge(ev)
-                    continue
-                w = self.fd_watchers.pop(fd, None)
-                if w is not None:
-                    w[1](ev)
+                stops = True
+                continue
+            edge = self.fd_edge_watchers.get(fd)
+            if edge is not None:
+                edge(ev)
+                continue
+            w = self.fd_watchers.pop(fd, None)
+            if w is not None:
+                w[1](ev)
+        if stops or self.platform.stops_ready():
+            self._drain_stops()
 
     def _drain_stops(self) -> None:
         for ctx, why in self.platform.stops():

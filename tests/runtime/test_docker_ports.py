@@ -23,7 +23,6 @@ import random
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +30,7 @@ import pytest
 
 from engines import (EngineHostDirs, kill_leftovers, stop_process, unmount_under,
                      wait_for_socket, write_launcher)
-from test_podman_ports import PAGE, host_network_view, nginx_image_tar
+from test_podman_ports import PAGE, fetch, host_network_view, nginx_image_tar
 
 pytestmark = pytest.mark.engines
 
@@ -107,16 +106,6 @@ def docker_net() -> Iterator[DockerNet]:
     assert after == before, "the host's network namespace changed"
 
 
-def _fetch(d: DockerNet, url: str, tries: int = 60) -> subprocess.CompletedProcess[str]:
-    r = d.inside("curl", "-sS", "--max-time", "10", url)
-    for _ in range(tries):
-        if r.returncode == 0:
-            break
-        time.sleep(0.5)
-        r = d.inside("curl", "-sS", "--max-time", "10", url)
-    return r
-
-
 def test_docker_publish_serves_nginx(docker_net: DockerNet) -> None:
     d = docker_net
     r = d("run", "-d", "--runtime=pyvisor", "--name", "web", "-p", "8080:80", IMAGE)
@@ -127,7 +116,7 @@ def test_docker_publish_serves_nginx(docker_net: DockerNet) -> None:
     ip, gateway, status = r.stdout.split()
     assert status == "running", r.stdout
     for url in ("http://127.0.0.1:8080/", f"http://{gateway}:8080/", f"http://{ip}/"):
-        r = _fetch(d, url)
+        r = fetch(d.inside, url)
         assert r.returncode == 0 and r.stdout == PAGE, (url, r.stdout, r.stderr,
                                                          d("logs", "web").stderr)
     # Inside, eth0 is the Sentry's; the namespace's own kernel holds no address on it.

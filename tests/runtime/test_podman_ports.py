@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -167,14 +167,16 @@ def podman_net() -> Iterator[PodmanNet]:
     assert after == before, "the host's network namespace changed"
 
 
-def _fetch(pm: PodmanNet, url: str, tries: int = 60) -> subprocess.CompletedProcess[str]:
-    """curl in the test's namespace, retried while nginx starts in the sandbox."""
-    r = pm.inside("curl", "-sS", "--max-time", "10", url)
+def fetch(inside: Callable[..., subprocess.CompletedProcess[str]], url: str,
+          tries: int = 60) -> subprocess.CompletedProcess[str]:
+    """curl in the test's namespace (through `inside`), retried while nginx starts in
+    the sandbox.  The Docker test uses it too."""
+    r = inside("curl", "-sS", "--max-time", "10", url)
     for _ in range(tries):
         if r.returncode == 0:
             break
         time.sleep(0.5)
-        r = pm.inside("curl", "-sS", "--max-time", "10", url)
+        r = inside("curl", "-sS", "--max-time", "10", url)
     return r
 
 
@@ -188,7 +190,7 @@ def test_podman_publish_serves_nginx(podman_net: PodmanNet) -> None:
     assert status == "running", r.stdout
     gateway = pm("inspect", "--format", "{{.NetworkSettings.Gateway}}", "web").stdout.strip()
     for url in ("http://127.0.0.1:8080/", f"http://{gateway}:8080/", f"http://{ip}/"):
-        r = _fetch(pm, url)
+        r = fetch(pm.inside, url)
         assert r.returncode == 0 and r.stdout == PAGE, (url, r.stdout, r.stderr,
                                                          pm("logs", "web").stderr)
     # The sandbox answered, not the container namespace's kernel: inside, eth0 has the

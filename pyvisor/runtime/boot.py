@@ -81,6 +81,7 @@ class SandboxConfig:
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     netns_path: str = ""              # the OCI network namespace whose interfaces to take over
     platform: str = "ptrace"          # what runs application code (--platform; check_platform)
+    file_access: str = "exclusive"    # the root image: exclusive (cached) | shared (--file-access)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
@@ -437,7 +438,8 @@ def _root_namespace(kernel: Kernel, cfg: SandboxConfig,
     # points missing from the image have been created in its upper layer (_seal_root):
     # runc creates them in the image on the host; here the host is never written.
     root_fs, root_inode = make_overlay_root(root_client, kernel.memfile,
-                                            new_tmpfs(kernel, cfg))
+                                            new_tmpfs(kernel, cfg),
+                                            exclusive=cfg.file_access == "exclusive")
     if cfg.overlay:
         ns = MountNamespace(root_fs, root_inode, source="none", options="rw")
     else:

@@ -109,6 +109,11 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    "every application syscall is a ptrace stop) or systrap (a seccomp "
                    "trap served through shared memory, no ptrace stop); the default "
                    "comes from $PYVISOR_PLATFORM when set")
+    p.add_argument("--file-access", default="exclusive", choices=["exclusive", "shared"],
+                   help="the root image (runsc's flag): exclusive (default): nothing on the "
+                   "host changes it while the sandbox runs, so its attributes, failed "
+                   "lookups and listings are cached; shared: every stat asks the host. "
+                   "Bind mounts are always shared")
     p.add_argument("--memory", default=None, help="memory limit for the sandbox, e.g. 2G "
                    "(default: half the host's RAM)")
     p.add_argument("--pids-limit", type=int, default=None,

@@ -226,7 +226,8 @@ class PodService:
             raise ValueError("uid, gid and groups must be 32-bit ids")
         if not clients:
             raise ValueError("no Gofer for the root")
-        fs, inode = make_overlay_root(clients[0], kernel.memfile, new_tmpfs(kernel, self.cfg))
+        fs, inode = make_overlay_root(clients[0], kernel.memfile, new_tmpfs(kernel, self.cfg),
+                                      exclusive=self.cfg.file_access == "exclusive")
         ns = MountNamespace(fs, inode, source="none", options="rw")
         if len(kernel.tasks_by_tid) >= kernel.max_tasks:
             raise SpawnError("the sandbox's task limit is reached", 126, errno.EAGAIN)

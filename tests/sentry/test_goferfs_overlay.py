@@ -173,6 +173,38 @@ def test_gofer_stat_refreshes(ro_client: GoferClient, memfile: MemoryFile,
     assert stat_of(f)[8] == len(b"changed on the host\n")
 
 
+def test_gofer_exclusive_caches(ro_client: GoferClient, memfile: MemoryFile,
+                                tree: Path) -> None:
+    """--file-access=exclusive (the root image): stat answers from the cache, a failed
+    lookup and a listing are asked once; the same calls on a shared filesystem see
+    the host's changes (test_gofer_stat_refreshes)."""
+    from pyvisor.sentry.fsimpl.gofer.goferfs import GoferFS
+    fs = GoferFS(ro_client, memfile, readonly=True, exclusive=True)
+    root = fs.root
+    calls: dict[str, int] = {}
+    for name in ("walk", "stat", "readdir"):
+        real = getattr(ro_client, name)
+
+        def counting(*a: object, _real: Callable[..., object] = real,
+                     _name: str = name) -> object:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*a)
+        setattr(ro_client, name, counting)
+    f = walk(root, "etc/hostname")
+    size = stat_of(f)[8]
+    (tree / "etc" / "hostname").write_bytes(b"changed on the host, not seen\n")
+    assert stat_of(f)[8] == size and calls.get("stat", 0) == 0
+    for _ in range(3):
+        assert errno_of(root.lookup, b"nope") == Errno.ENOENT
+    etc = root.lookup(b"etc")
+    first = sorted(e.name for e in etc.readdir())
+    (tree / "etc" / "new").write_bytes(b"")
+    assert sorted(e.name for e in etc.readdir()) == first
+    assert calls["readdir"] == 1 and calls["walk"] == 2 + 1     # etc, hostname, nope once
+    # A writable filesystem is never exclusive: the sandbox itself changes it.
+    assert not GoferFS(ro_client, memfile, readonly=False, exclusive=True).exclusive
+
+
 def test_gofer_readonly_rejects_writes(ro_client: GoferClient, memfile: MemoryFile,
                                        tree: Path) -> None:
     fs, root = make_gofer_root(ro_client, memfile, readonly=True)

@@ -41,6 +41,7 @@ def parse_signal(text: str) -> int:
 def apply_limit_flags(cfg: SandboxConfig, args: argparse.Namespace) -> None:
     """--memory/--pids-limit/--cpus/--tmpfs-size/--dcache override the bundle's values."""
     cfg.platform = getattr(args, "platform", cfg.platform)
+    cfg.file_access = getattr(args, "file_access", cfg.file_access)
     if all(getattr(args, a) is None for a in ("memory", "tmpfs_size", "sentry_memory",
                                               "pids_limit", "cpus", "dcache")):
         _resolve_cgroup_path(cfg, args)

@@ -9,7 +9,14 @@ File data never goes through the gofer socket: opening a file asks the Gofer
 for a host fd, and reads and writes are pread/pwrite on it.
 
 Attributes: `refresh()` (called by stat) re-stats over RPC; opening a file
-re-stats it for free with fstat on the donated fd. Inode numbers are the
+re-stats it for free with fstat on the donated fd.
+
+Exclusive access (runsc's --file-access=exclusive, its default for the root): the
+filesystem assumes nothing but this sandbox changes the files behind it, as for the
+read-only image below the root overlay. Then attributes are never re-fetched (stat
+answers from the cache), failed lookups are remembered per directory (an import
+probing sys.path asks once per name) and a directory's listing is read once. Bind
+mounts are shared (runsc's --file-access-mounts default): every stat asks the host. Inode numbers are the
 host's; the device number is this filesystem's own. Owners are the host's
 (no uid mapping here).
 
@@ -73,6 +80,7 @@ _ST_RDONLY = 1
 
 # Released fids sent to the Gofer in one CLOSE once this many are queued.
 FID_BATCH = 64
+_ABSENT_MAX = 1024        # failed lookups remembered per directory (exclusive access)
 
 # Host errnos meaning "out of file descriptors" (the Gofer's or ours).
 _NO_FDS = (host_errno.EMFILE, host_errno.ENFILE)
@@ -89,11 +97,15 @@ class GoferFS(Filesystem):
     magic = V9FS_MAGIC
 
     def __init__(self, client: GoferClient, memfile: MemoryFile,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, exclusive: bool = False) -> None:
         super().__init__()
         self.client = client              # shared with nobody else
         self.memfile = memfile
         self.readonly = readonly
+        # Nothing outside the sandbox changes these files (module docstring): cached
+        # attributes, failed lookups and listings stay valid.  Only for a read-only
+        # filesystem, so nothing inside changes them either.
+        self.exclusive = exclusive and readonly
         self._dead_fids: list[int] = []   # queued by GoferInode.__del__
         self._chown_ok = True             # False once the Gofer refused a chown
         fid, st = self.call(client.attach)
@@ -162,7 +174,7 @@ class GoferFS(Filesystem):
 
 def make_gofer_root(client: GoferClient, memfile: MemoryFile,
                     readonly: bool = False) -> tuple[GoferFS, GoferInode]:
-    """Attaches to a Gofer; returns the filesystem and its root inode."""
+    """Attaches to a Gofer (shared access); returns the filesystem and its root inode."""
     fs = GoferFS(client, memfile, readonly)
     return fs, fs.root
 
@@ -174,7 +186,8 @@ class GoferInode(Inode):
     """
 
     __slots__ = ("fid", "parent", "_size", "_blocks", "children", "_link", "_donated", "_rofd",
-                 "_pc_off", "_pc_cap", "_pc_filled", "_pc_key", "_pc_stale")
+                 "_pc_off", "_pc_cap", "_pc_filled", "_pc_key", "_pc_stale", "_absent",
+                 "_listing")
 
     def __init__(self, fs: GoferFS, fid: int, st: Stat,
                  parent: GoferInode | None = None) -> None:
@@ -201,6 +214,10 @@ class GoferInode(Inode):
         self._pc_filled = 0
         self._pc_key: tuple[int, int] = (0, 0)
         self._pc_stale: list[tuple[int, int]] = []
+        # Exclusive filesystems only (GoferFS.exclusive): names known not to exist here
+        # (at most _ABSENT_MAX), and the directory's listing once read.
+        self._absent: set[bytes] | None = None
+        self._listing: tuple[DirEntry, ...] | None = None
         self.apply_stat(st)
 
     @property
@@ -246,8 +263,11 @@ class GoferInode(Inode):
         return self._blocks
 
     def refresh(self) -> None:
-        """Re-stats the file over RPC (one round trip)."""
-        self.apply_stat(self.gfs.call(self.gfs.client.stat, self.fid))
+        """Re-stats the file over RPC (one round trip); nothing on an exclusive
+        filesystem, whose cached attributes cannot have changed."""
+        fs = self.gfs
+        if not fs.exclusive:
+            self.apply_stat(fs.call(fs.client.stat, self.fid))
 
     def setattr(self, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None,
@@ -298,8 +318,19 @@ class GoferInode(Inode):
             return child
         if not self.is_dir():
             raise SyscallError(Errno.ENOTDIR)
+        absent = self._absent
+        if absent is not None and name in absent:
+            raise SyscallError(Errno.ENOENT)
         fs = self.gfs
-        fid, st = fs.call(fs.client.walk, self.fid, name)
+        try:
+            fid, st = fs.call(fs.client.walk, self.fid, name)
+        except SyscallError as e:
+            if e.errno == Errno.ENOENT and fs.exclusive:
+                if absent is None:
+                    absent = self._absent = set()
+                if len(absent) < _ABSENT_MAX:
+                    absent.add(name)
+            raise
         child = GoferInode(fs, fid, st, self)
         self.children[name] = child
         return child
@@ -307,8 +338,13 @@ class GoferInode(Inode):
     def readdir(self) -> Iterable[DirEntry]:
         if not self.is_dir():
             raise SyscallError(Errno.ENOTDIR)
+        if self._listing is not None:
+            return self._listing
         fs = self.gfs
-        return [DirEntry(n, ino, dt) for n, ino, dt in fs.call(fs.client.readdir, self.fid)]
+        out = tuple(DirEntry(n, ino, dt) for n, ino, dt in fs.call(fs.client.readdir, self.fid))
+        if fs.exclusive:
+            self._listing = out
+        return out
 
     def _new_child(self, name: bytes, fid: int, st: Stat, uid: int, gid: int) -> GoferInode:
         """Caches a just-created child and gives it the caller's owner if it can."""

@@ -136,14 +136,18 @@ class OverlayFS(Filesystem):
 
 
 def make_overlay_root(client: GoferClient, memfile: MemoryFile,
-                      upper: TmpFS | None = None) -> tuple[OverlayFS, OverlayInode]:
+                      upper: TmpFS | None = None,
+                      exclusive: bool = True) -> tuple[OverlayFS, OverlayInode]:
     """The default container root: the Gofer's tree below (read only), tmpfs above.
 
     `upper` defaults to a new unlimited TmpFS on `memfile`. The Gofer behind
-    `client` should itself be read-only: nothing is written to it.
+    `client` should itself be read-only: nothing is written to it.  `exclusive`
+    (--file-access=exclusive, the default as in runsc): nothing on the host changes
+    the image while the sandbox runs, so the lower layer's attributes, failed lookups
+    and listings are cached (fsimpl/gofer/goferfs.py).
     """
     from pyvisor.sentry.fsimpl.gofer.goferfs import GoferFS
-    lower = GoferFS(client, memfile, readonly=True)
+    lower = GoferFS(client, memfile, readonly=True, exclusive=exclusive)
     if upper is None:
         upper = TmpFS(memfile)
     fs = OverlayFS(upper.new_root(), lower.root)

@@ -15,6 +15,10 @@ if sys.version_info < (3, 11):
                      "/usr/bin/python3\n" % sys.version.split()[0])
     raise SystemExit(125)
 
+from pyvisor.runtime import codecache  # noqa: E402
+
+codecache.install()     # before any dataclass is made: runtime/codecache.py
+
 from pyvisor.runtime.phases import mark  # noqa: E402
 
 mark("launcher", "interpreter up")

@@ -293,3 +293,5 @@ def preload() -> None:
                  "termios", "select", "socket", "random", "errno", "tokenize"):
         importlib.import_module(name)
     _preloaded = True
+    from pyvisor.runtime import codecache
+    codecache.save()        # every dataclass is made by now (a no-op if none was new)

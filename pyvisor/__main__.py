@@ -15,6 +15,16 @@ if sys.version_info < (3, 11):
                      "/usr/bin/python3\n" % sys.version.split()[0])
     raise SystemExit(125)
 
+# `python3 -m pyvisor` puts the working directory first on sys.path; run from inside the
+# package (or any directory holding a `seccomp` or `socket` of its own) that would
+# shadow the libseccomp binding and the standard library.  The package is found by now:
+# keep only its parent's entry.
+import os  # noqa: E402
+
+_here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path and sys.path[0] in ("", os.getcwd()) and os.path.abspath(sys.path[0]) != _here:
+    del sys.path[0]
+
 from pyvisor.runtime import codecache  # noqa: E402
 
 codecache.install()     # before any dataclass is made: runtime/codecache.py

@@ -22,6 +22,7 @@ import ctypes
 import errno
 import importlib
 import os
+import sys
 import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -275,15 +276,17 @@ def package_modules() -> list[str]:
 _preloaded = False
 
 
-def preload() -> None:
+def preload(skip: tuple[str, ...] = ()) -> None:
     """Imports every pyvisor module a Sentry may import and the standard modules imported
     lazily, so no import needs the host's files once the Sentry has pivoted into an empty
-    root.  Runs once per process; later calls return at once."""
+    root.  `skip`: packages this sandbox's configuration never uses (sandbox.preload_skip:
+    the other platform, hostinet).  Runs once per process; later calls return at once."""
     global _preloaded
     if _preloaded:
         return
     for name in package_modules():
-        if launcher_only(name):
+        if name in sys.modules or launcher_only(name) or any(
+                name == m or name.startswith(m + ".") for m in skip):
             continue
         try:
             importlib.import_module(name)

@@ -82,3 +82,25 @@ def test_checker_sees_imports_inside_functions() -> None:
         assert "pyvisor.runtime.container" in _imports(Path(f.name))
     finally:
         Path(f.name).unlink()
+
+
+# The packages sandbox.preload_skip() leaves out for some configurations, and the only
+# modules allowed to import them: each runs that import while the Sentry boots, before
+# the pivot, and only in the configuration that keeps the package (boot.new_platform for
+# --platform=systrap, the socket layer's stack for --network=host).
+SKIPPABLE = {
+    "pyvisor.sentry.platform.systrap": {"pyvisor.runtime.boot"},
+    "pyvisor.sentry.socket.hostinet": {"pyvisor.sentry.socket"},
+}
+
+
+def test_skipped_packages_are_imported_only_at_boot() -> None:
+    from pyvisor.runtime.boot import SandboxConfig
+    from pyvisor.runtime.sandbox import preload_skip
+    assert set(preload_skip(SandboxConfig())) == set(SKIPPABLE)
+    assert preload_skip(SandboxConfig(platform="systrap", network="host")) == ()
+    for pkg, allowed in SKIPPABLE.items():
+        importers = {name for name, path in MODULES.items()
+                     if not (name == pkg or name.startswith(pkg + "."))
+                     and any(m == pkg or m.startswith(pkg + ".") for m in _imports(path))}
+        assert importers == allowed, pkg

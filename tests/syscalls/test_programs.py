@@ -57,6 +57,7 @@ SELF_CHECKING = [
     "mmap_sigbus.c",
     "proc_pid.c",
     "pty.c",
+    "pipe_reopen.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -228,6 +228,13 @@ class PipeInode(Inode):
     def size(self) -> int:
         return self.pipe.nbytes
 
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        """Re-opening a pipe(2) end through /proc/PID/fd/N (or /dev/stdin): as Linux
+        (fs/pipe.c fifo_open with is_pipe), O_RDONLY, O_WRONLY and O_RDWR each get that
+        end of the same pipe, and never wait for a partner nor fail for the lack of one
+        (those rules are a named FIFO's)."""
+        return _open_end(self.pipe, flags, fifo=False)
+
 
 def new_pipe(flags: int) -> tuple[FileDescription, FileDescription]:
     """pipe2(2): a read end and a write end."""
@@ -254,11 +261,17 @@ def open_fifo(inode: Inode, fd: FileDescription, flags: int) -> FileImpl:
     pipe = _FIFOS.get(id(inode))
     if pipe is None:
         pipe = _FIFOS[id(inode)] = Pipe()
+    return _open_end(pipe, flags, fifo=True)
+
+
+def _open_end(pipe: Pipe, flags: int, fifo: bool) -> FileImpl:
+    """One end of `pipe` opened by name: a named FIFO's (open_fifo; `fifo`: the
+    rendezvous rules of fifo_wait and ENXIO apply) or a pipe(2)'s (PipeInode.open)."""
     acc = flags & O_ACCMODE
-    if acc == O_WRONLY and flags & O_NONBLOCK and pipe.readers == 0:
+    if fifo and acc == O_WRONLY and flags & O_NONBLOCK and pipe.readers == 0:
         raise SyscallError(Errno.ENXIO)
     impl = PipeImpl(pipe, acc in (O_RDONLY, O_RDWR), acc in (O_WRONLY, O_RDWR))
-    impl.fifo = True
+    impl.fifo = fifo
     return impl
 
 

@@ -22,6 +22,7 @@ never re-entering task code.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -159,6 +160,10 @@ def set_owner(t: Task, f: FileDescription, kind: int, pid: int) -> None:
     own = owner(f)
     own.kind, own.pid = kind, pid
     own.uid, own.euid = t.creds.uid, t.creds.euid
+    if hasattr(f.impl, "send_sigurg"):
+        # A socket: urgent data arriving signals the owner (send_sigurg below).  The
+        # reference cycle (file -> socket -> hook -> file) is cut by release().
+        f.impl.send_sigurg = functools.partial(send_sigurg, t.kernel, f)
 
 
 def f_setown(t: Task, f: FileDescription, who: int) -> None:
@@ -223,6 +228,8 @@ def release(f: FileDescription) -> None:
     if f.fown is not None and f.fown.watch is not None:
         f.fown.watch.cancel()
         f.fown.watch = None
+    if getattr(f.impl, "send_sigurg", None) is not None:
+        f.impl.send_sigurg = None
 
 
 def _perm(own: FileOwner, tg: ThreadGroup, t: Task | None) -> bool:
@@ -240,6 +247,23 @@ def _info(sig: int, reason: int, fd: int) -> ksignal.SigInfo:
     code = SI_SIGIO if sig != Signal.SIGIO and sig in _SPECIFIC else reason
     raw = struct.pack("<iii4xqi", sig, 0, code, _BAND[reason], fd).ljust(128, b"\0")
     return ksignal.SigInfo(sig, code, raw=raw)
+
+
+def send_sigurg(kernel: Kernel, f: FileDescription) -> None:
+    """send_sigurg (fs/fcntl.c): urgent data arrived on socket `f` (TCP's urgent
+    pointer moved): SIGURG, as the kernel's (SI_KERNEL), to every target the owner may
+    signal, whether or not O_ASYNC is set."""
+    own = f.fown
+    if own is None or not own.pid:
+        return
+    info = ksignal.SigInfo(Signal.SIGURG, SI_KERNEL)
+    for tg, t in _targets(kernel, own):
+        if not _perm(own, tg, t):
+            continue
+        if t is not None:
+            ksignal.send_to_task(t, info)
+        else:
+            ksignal.send_to_group(tg, info)
 
 
 def send_sigio(kernel: Kernel, f: FileDescription, fd: int, reason: int) -> None:

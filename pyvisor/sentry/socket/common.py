@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
@@ -402,6 +402,8 @@ class Socket(FileImpl):
     """
 
     fasync = True          # O_ASYNC sends SIGIO (kernel/fasync.py)
+    # Set by F_SETOWN (fasync.set_owner): called when urgent data arrives (TCP: SIGURG).
+    send_sigurg: Callable[[], None] | None = None
 
     family = AF_UNSPEC
 

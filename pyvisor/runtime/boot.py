@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,8 @@ from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.kernel import Kernel
-from pyvisor.sentry.kernel.task import (Credentials, FSContext, SignalHandlers, Task,
-                                        ThreadGroup)
+from pyvisor.sentry.kernel.task import (RLIM_INFINITY, Credentials, FSContext,
+                                        SignalHandlers, Task, ThreadGroup, default_rlimits)
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import MemoryManager
 from pyvisor.sentry.platform.platform import Platform
@@ -41,6 +42,11 @@ class MountSpec:
     type: str                      # bind | tmpfs | proc | devpts ...
     source: str = ""
     options: list[str] = field(default_factory=list)
+
+
+# Resources whose host limit the sandbox's processes get by default, as runsc's
+# (runsc/boot/limits.go): the files a process may open and the largest file it may write.
+_HOST_RLIMITS = (resource.RLIMIT_NOFILE, resource.RLIMIT_FSIZE)
 
 
 @dataclass
@@ -82,6 +88,11 @@ class SandboxConfig:
     netns_path: str = ""              # the OCI network namespace whose interfaces to take over
     platform: str = "ptrace"          # what runs application code (--platform; check_platform)
     file_access: str = "exclusive"    # the root image: exclusive (cached) | shared (--file-access)
+    rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)  # process.rlimits
+    # The launcher's own RLIMIT_NOFILE and RLIMIT_FSIZE, read when the configuration is
+    # made (before the Sentry sets its own fd budget): sandbox_rlimits.
+    caller_rlimits: dict[int, tuple[int, int]] = field(default_factory=lambda: {
+        res: resource.getrlimit(res) for res in _HOST_RLIMITS})
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
@@ -182,6 +193,20 @@ def _resolve_dirs(ns: MountNamespace, t: Task, comps: list[bytes]) -> Location:
     return Resolver(root).walk(t, root, b"/" + b"/".join(comps), True)[0]
 
 
+def sandbox_rlimits(cfg: SandboxConfig) -> list[list[int]]:
+    """The resource limits of every process the sandbox starts (the init, `exec`, pod
+    members): Linux's defaults (kernel/task.py), then the caller's own RLIMIT_NOFILE and
+    RLIMIT_FSIZE (so `pyvisor do` runs a command with the limits it would have had
+    outside, as `runsc do`), then the bundle's process.rlimits."""
+    lim = default_rlimits()
+    for res, (soft, hard) in cfg.caller_rlimits.items():
+        lim[res] = [RLIM_INFINITY if soft == resource.RLIM_INFINITY else soft,
+                    RLIM_INFINITY if hard == resource.RLIM_INFINITY else hard]
+    for res, (soft, hard) in cfg.rlimits.items():
+        lim[res] = [soft, hard]
+    return lim
+
+
 def _place_cpus(kernel: Kernel) -> None:
     """Lets platform/ptrace/placement.py keep syscall-heavy stub threads on the Sentry's CPU
     and computing ones on every CPU the sandbox was given (the affinity it starts
@@ -223,6 +248,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     early_gofer = start_gofer(cfg.root, True, confine=cfg.confine, nofile=cfg.gofer_nofile)
     mark("sentry", "root gofer forked")
     kernel = _new_kernel(cfg)
+    kernel.base_rlimits = sandbox_rlimits(cfg)    # type: ignore[attr-defined]
     mark("sentry", "kernel made (master stub)")
     if cfg.pin_cpu:
         _place_cpus(kernel)
@@ -392,9 +418,24 @@ def new_platform(name: str, memfd: int) -> Platform:
     return PtracePlatform(memfd)
 
 
+def _lift_fsize() -> None:
+    """The caller's RLIMIT_FSIZE is the application's (sandbox_rlimits), not the
+    Sentry's: its memory file is a sparse file of MEMFILE_SIZE bytes and the Gofers
+    write host files of any size the application may.  Raised to the hard limit; a
+    hard limit below the memory file's size is one clear error."""
+    from pyvisor.sentry.mm.memfile import MEMFILE_SIZE
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < MEMFILE_SIZE:
+        raise BootError(f"RLIMIT_FSIZE is {hard} bytes (ulimit -f); the sandbox needs it "
+                        "unlimited, its applications get the caller's limit", 125)
+
+
 def _new_kernel(cfg: SandboxConfig) -> Kernel:
     from pyvisor.sentry.syscalls.linux.table_amd64 import AMD64
     _, max_tasks, _ = effective_limits(cfg)
+    _lift_fsize()
     memfile = MemoryFile()
     platform = new_platform(cfg.platform, memfile.fd)
     kernel = Kernel(platform, memfile, AMD64, strace=cfg.strace)
@@ -469,6 +510,9 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
     mm = MemoryManager(space)
     tg = ThreadGroup(kernel, tgid, None, SignalHandlers(), pgid=tgid, sid=tgid,
                      start_ns=kernel.now())
+    base = getattr(kernel, "base_rlimits", None)        # set by boot(): sandbox_rlimits
+    if base is not None:
+        tg.rlimits = [list(x) for x in base]
     regs = kernel.platform.initial_registers()
     return Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
                 FSContext(rootloc, rootloc), creds, regs)

@@ -72,6 +72,8 @@ def load_bundle(bundle: str) -> SandboxConfig:
                          readonly_paths=list(spec.readonly_paths),
                          masked_paths=list(spec.masked_paths), sysctl=dict(spec.sysctl),
                          cgroup_path=spec.cgroups_path,     # resolved by apply_limit_flags
+                         rlimits={specutils.RLIMIT_NUMBERS[name]: (soft, hard)
+                                  for name, soft, hard in proc.rlimits},
                          blkio_weight=res.blkio_weight, cpu_shares=res.cpu_shares)
 
 

@@ -41,9 +41,11 @@ MOUNT_TYPES = frozenset({"bind", "rbind", "tmpfs", "proc", "devpts", "mqueue", "
                          "cgroup", "cgroup2", ""})
 NAMESPACE_TYPES = frozenset({"pid", "network", "mount", "ipc", "uts", "user", "cgroup",
                              "time"})
-RLIMIT_TYPES = frozenset("RLIMIT_" + n for n in (
-    "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE",
-    "NPROC", "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK"))
+# process.rlimits types and their resource numbers.  From <asm-generic/resource.h>.
+RLIMIT_NUMBERS = {"RLIMIT_" + n: i for i, n in enumerate((
+    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+    "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"))}
+RLIMIT_TYPES = frozenset(RLIMIT_NUMBERS)
 
 
 class SpecError(ValueError):
@@ -76,6 +78,8 @@ class Process:
     # process.capabilities: set name (bounding, effective, ...) -> capability names; None
     # when absent (the process then has what root has).
     capabilities: dict[str, tuple[str, ...]] | None = None
+    # process.rlimits: (RLIMIT_* name, soft, hard), in the spec's order.
+    rlimits: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -383,9 +387,13 @@ def _process(p: dict[str, Any], path: str) -> Process:
     u = p.get("user") or {}
     user = User(uid=u.get("uid") or 0, gid=u.get("gid") or 0,
                 additional_gids=tuple(u.get("additionalGids") or ()), umask=u.get("umask"))
+    rlimits = []
     for i, r in enumerate(p.get("rlimits") or ()):
         if r["type"] not in RLIMIT_TYPES:
             _fail(f"{path}.rlimits[{i}].type", "an RLIMIT_* name", r["type"])
+        if r["soft"] > r["hard"]:
+            _fail(f"{path}.rlimits[{i}]", "soft <= hard", f"{r['soft']} > {r['hard']}")
+        rlimits.append((r["type"], r["soft"], r["hard"]))
     cs = p.get("consoleSize")
     # struct winsize holds unsigned shorts; runc converts with uint16() too.
     size = (cs.get("height", 0) & 0xFFFF, cs.get("width", 0) & 0xFFFF) if cs else None
@@ -393,7 +401,8 @@ def _process(p: dict[str, Any], path: str) -> Process:
     return Process(args=args, env=env, cwd=cwd, user=user, terminal=bool(p.get("terminal")),
                    no_new_privileges=bool(p.get("noNewPrivileges")), console_size=size,
                    capabilities=None if caps is None
-                   else {k: tuple(v or ()) for k, v in caps.items()})
+                   else {k: tuple(v or ()) for k, v in caps.items()},
+                   rlimits=tuple(rlimits))
 
 
 def parse_spec(doc: object) -> Spec:

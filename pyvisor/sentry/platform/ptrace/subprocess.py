@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import signal as host_signal
 import time
@@ -241,12 +242,15 @@ class PtracePlatform:
                 os.setsid()                       # no terminal signals reach stubs
                 B.prctl(B.PR_SET_PDEATHSIG, host_signal.SIGKILL)
                 B.traceme()
-                # Move both fds out of the way first: dup3 refuses old == new.
-                mem_hi = os.dup2(self.memfd, 1000)
-                stub_hi = os.dup2(sfd, 1001)
+                # Move every fd above the numbers they go to first (dup3 refuses
+                # old == new), with F_DUPFD: fixed high numbers would exceed a low
+                # RLIMIT_NOFILE (`ulimit -n 777` with no CAP_SYS_RESOURCE to raise it).
+                above = 5 + len(extra)
+                mem_hi = fcntl.fcntl(self.memfd, fcntl.F_DUPFD, above)
+                stub_hi = fcntl.fcntl(sfd, fcntl.F_DUPFD, above)
+                his = [fcntl.fcntl(fd, fcntl.F_DUPFD, above) for fd in extra]
                 os.dup2(mem_hi, STUB_MEMFD, inheritable=True)
                 os.dup2(stub_hi, 4, inheritable=False)
-                his = [os.dup2(fd, 1002 + i) for i, fd in enumerate(extra)]
                 for i, fd in enumerate(his):
                     os.dup2(fd, 5 + i, inheritable=True)
                 os.closerange(5 + len(his), 65536)

@@ -12,6 +12,7 @@ kernel for the rest.
 | kernel.shmmax, shmall, shmmni     | shmget(2) and shmctl IPC_INFO (kernel/ipc/shm.py) |
 | kernel.msgmax, msgmnb, msgmni, sem | /proc/sys only (msg/sem use Linux's defaults) |
 | net.core.somaxconn                | listen(2)'s backlog clamp (TCP)           |
+| net.core.wmem_max, rmem_max       | SO_SNDBUF, SO_RCVBUF's ceiling (host's, read-only) |
 | net.ipv4.ip_local_port_range      | ephemeral ports (TCP, UDP)                |
 | net.ipv4.ip_unprivileged_port_start | bind(2) below it needs root            |
 | net.ipv4.ping_group_range         | socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) |
@@ -40,6 +41,31 @@ class NetSysctls:
     def may_ping(self, gids: tuple[int, ...]) -> bool:
         lo, hi = self.ping_group_range
         return any(lo <= g <= hi for g in gids)
+
+
+@dataclass
+class CoreSysctls:
+    """net.core.wmem_max and rmem_max: the ceilings of SO_SNDBUF and SO_RCVBUF.  Linux
+    keeps them global (init_net's table), so a container in a network namespace of its
+    own is bound by its host's values; the sandbox takes the host's at boot
+    (`from_host`), Linux's defaults where they cannot be read."""
+
+    wmem_max: int = 212992
+    rmem_max: int = 212992
+
+    @classmethod
+    def from_host(cls, root: str = "/proc/sys/net/core") -> CoreSysctls:
+        """The host's values.  Call before the Sentry is confined."""
+        out = cls()
+        for attr in ("wmem_max", "rmem_max"):
+            try:
+                with open(f"{root}/{attr}") as f:
+                    v = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if 0 < v <= 0x7FFFFFFF:
+                setattr(out, attr, v)
+        return out
 
 
 # Values of the IPC sysctls (Linux's defaults on 64-bit).

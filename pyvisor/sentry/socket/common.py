@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.abi.linux.stat import S_IFSOCK
@@ -137,7 +138,6 @@ SOCKADDR_STORAGE = 128
 HZ = 250                              # CONFIG_HZ: socket timeouts are kept in jiffies
 SOMAXCONN = 4096                      # net.core.somaxconn
 WMEM_DEFAULT = RMEM_DEFAULT = 212992  # net.core.{w,r}mem_default
-WMEM_MAX = RMEM_MAX = 212992          # net.core.{w,r}mem_max (Linux's defaults)
 SOCK_MIN_SNDBUF = 4608
 SOCK_MIN_RCVBUF = 2304
 UCRED_NOBODY = (0, 0xFFFFFFFF, 0xFFFFFFFF)   # what SO_PEERCRED gives without a peer
@@ -234,14 +234,33 @@ class Received:
 
 
 def check_creds(t: Task, pid: int, uid: int, gid: int) -> None:
-    """Explicit SCM_CREDENTIALS must be the sender's own unless it is privileged.
-    Linux: scm_check_creds (root in the sandbox stands for CAP_SYS_ADMIN/SETUID/SETGID)."""
+    """Explicit SCM_CREDENTIALS: ids of the sender's own unless it holds CAP_SYS_ADMIN
+    (another pid), CAP_SETUID (another uid), CAP_SETGID (another gid); EINVAL for the
+    invalid id -1; ESRCH for another pid that names no task.  Linux: scm_check_creds
+    and __scm_send's find_get_pid."""
     c = t.creds
-    root = c.euid == 0
-    if (pid == t.tg.tgid or root) and (uid in (c.uid, c.euid, c.suid) or root) and \
-            (gid in (c.gid, c.egid, c.sgid) or root):
+    if uid == 0xFFFFFFFF or gid == 0xFFFFFFFF:
+        raise SyscallError(Errno.EINVAL)
+    own_pid = pid == t.tg.tgid
+    if (own_pid or c.capable(CAP_SYS_ADMIN)) and \
+            (uid in (c.uid, c.euid, c.suid) or c.capable(CAP_SETUID)) and \
+            (gid in (c.gid, c.egid, c.sgid) or c.capable(CAP_SETGID)):
+        if not own_pid and not _pid_exists(t, pid):
+            raise SyscallError(Errno.ESRCH)
         return
     raise SyscallError(Errno.EPERM)
+
+
+def _pid_exists(t: Task, pid: int) -> bool:
+    """Whether `pid` names a thread or a process not yet reaped (a struct pid)."""
+    if pid <= 0:
+        return False
+    k = t.kernel
+    task = k.tasks_by_tid.get(pid)
+    if task is not None:
+        return True
+    tg = k.groups.get(pid)
+    return tg is not None and not tg.reaped
 
 
 def parse_control(t: Task, raw: bytes, rights_ok: bool) -> Control:
@@ -512,7 +531,7 @@ class Socket(FileImpl):
                 raise SyscallError(Errno.EPERM)
             v = val & 0xFFFFFFFF if name == SO_SNDBUF else val
             if name == SO_SNDBUF:
-                v = min(v, WMEM_MAX)
+                v = min(v, t.kernel.net_core.wmem_max)
             self.sndbuf = max(min(v, 0x7FFFFFFF // 2) * 2, SOCK_MIN_SNDBUF)
             self.buffers_changed()
             return
@@ -521,7 +540,7 @@ class Socket(FileImpl):
                 raise SyscallError(Errno.EPERM)
             v = val & 0xFFFFFFFF if name == SO_RCVBUF else val
             if name == SO_RCVBUF:
-                v = min(v, RMEM_MAX)
+                v = min(v, t.kernel.net_core.rmem_max)
             self.rcvbuf = max(min(v, 0x7FFFFFFF // 2) * 2, SOCK_MIN_RCVBUF)
             return
         if name in (SO_RCVTIMEO, SO_SNDTIMEO):

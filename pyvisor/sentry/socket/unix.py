@@ -28,9 +28,7 @@ Differences from Linux, for now:
     (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
     files in flight are capped (RLIMIT_NOFILE per user as Linux, and
     INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
-  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
-  * write(2) on a seqpacket socket whose peer is gone raises SIGPIPE
-    (do_write sends it for every EPIPE) where Linux only returns EPIPE.
+  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE.
 
 Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
 counted in `sender.wmem` until consumed or dropped.
@@ -325,9 +323,21 @@ class UnixSocket(Socket):
         r.drop_control()
         return r.data
 
+    @property
+    def epipe_sigpipe(self) -> bool:  # type: ignore[override]
+        """Only a stream socket's write(2) raises SIGPIPE with EPIPE
+        (unix_stream_sendmsg); unix_dgram_sendmsg never sends it."""
+        return self.stype == SOCK_STREAM
+
+    @property
+    def zero_writes(self) -> bool:  # type: ignore[override]
+        """write(2) of nothing sends an empty datagram (sock_write_iter has no
+        shortcut for it); on a stream it does nothing."""
+        return self.stype != SOCK_STREAM
+
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         control = Control()
-        # do_write sends SIGPIPE for EPIPE itself.
+        # do_write sends SIGPIPE for EPIPE itself where epipe_sigpipe says so.
         return self._try_send(t, data, MSG_NOSIGNAL, None, control)
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
@@ -667,6 +677,13 @@ class UnixSocket(Socket):
             self._autobind()
         if len(data) > self.sndbuf - 32:
             raise SyscallError(Errno.EMSGSIZE)
+        # sock_alloc_send_pskb: a pending error, then our own SHUT_WR (EPIPE, never
+        # SIGPIPE on a datagram or seqpacket socket), then room in our send buffer.
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        if self.shutdown_flags & SEND_SHUTDOWN:
+            raise SyscallError(Errno.EPIPE)
         if self.wmem >= self.sndbuf:
             raise WouldBlock()
         if other is None:

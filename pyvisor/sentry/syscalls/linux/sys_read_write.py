@@ -175,7 +175,7 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                     return done
                 raise
         except SyscallError as e:
-            if e.errno == Errno.EPIPE:
+            if e.errno == Errno.EPIPE and f.impl.epipe_sigpipe:
                 ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGPIPE, 0, pid=t.tg.tgid))
             if done:
                 return done
@@ -208,7 +208,7 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
     buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    if n == 0:
+    if n == 0 and not f.impl.zero_writes:
         return 0
     data = t.copy_in(buf, min(n, CHUNK))
     return await do_write(t, f, data, None)
@@ -283,7 +283,7 @@ async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     data = b"".join(t.copy_in(base, min(ln, CHUNK)) for base, ln in iovs if ln)
-    if not data:
+    if not data and not f.impl.zero_writes:
         return 0
     return await do_write(t, f, data, off)
 

@@ -12,6 +12,7 @@ kernel for the rest.
 | kernel.shmmax, shmall, shmmni     | shmget(2) and shmctl IPC_INFO (kernel/ipc/shm.py) |
 | kernel.msgmax, msgmnb, msgmni, sem | /proc/sys only (msg/sem use Linux's defaults) |
 | net.core.somaxconn                | listen(2)'s backlog clamp (TCP)           |
+|   (net.* of the sandbox's stack: writable through /proc/sys by root, `write_value`) |
 | net.core.wmem_max, rmem_max       | SO_SNDBUF, SO_RCVBUF's ceiling (host's, read-only) |
 | net.ipv4.ip_local_port_range      | ephemeral ports (TCP, UDP)                |
 | net.ipv4.ip_unprivileged_port_start | bind(2) below it needs root            |
@@ -23,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, PROT_SOCK
+from pyvisor.sentry.errors import SyscallError
 
 GID_MAX = 2147483647          # ping_group_range's bound (Linux: GID_T_MAX)
 
@@ -159,6 +162,38 @@ def set_value(kernel: Any, name: str, value: str) -> bool:
         return False
     setattr(net, attr, parsed)
     return True
+
+
+# The sysctls a privileged task may write through /proc/sys (each network stack's own,
+# as Linux's per-namespace net.* entries are).
+WRITABLE = tuple(_NET)
+
+
+def write_value(kernel: Any, name: str, data: bytes) -> int:
+    """A write(2) to /proc/sys/<name>: the whole buffer is the new value, as Linux's
+    proc_dointvec_minmax reads it.  EINVAL for a value Linux refuses (out of range,
+    not a number, a local port range reaching below ip_unprivileged_port_start or the
+    reverse); EACCES where the sandbox has no stack of its own (--network=host, whose
+    values are the host's).  Returns len(data)."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SyscallError(Errno.EINVAL) from None
+    net = _net(kernel)
+    if net is None:
+        raise SyscallError(Errno.EACCES)
+    try:
+        parse, attr, _ = _NET[name]
+        parsed = parse(text, getattr(net, attr)) if isinstance(parse, _Pair) else parse(text)
+    except ValueError:
+        raise SyscallError(Errno.EINVAL) from None
+    # ipv4_local_port_range / ipv4_privileged_ports: the two ranges may not overlap.
+    if attr == "port_range" and parsed[0] < net.unprivileged_port_start:
+        raise SyscallError(Errno.EINVAL)
+    if attr == "unprivileged_port_start" and parsed > net.port_range[0]:
+        raise SyscallError(Errno.EINVAL)
+    setattr(net, attr, parsed)
+    return len(data)
 
 
 def get_value(kernel: Any, name: str) -> bytes:

@@ -188,6 +188,22 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
             raise
 
 
+def _writable_prefix(t: Task, f: FileDescription, buf: int, n: int) -> int:
+    """How much of a read of `n` bytes into `buf` may be asked of `f`.  A regular file
+    fills the buffer up to its first unmapped or read-only byte (EFAULT only if not even
+    the first can land) and its position moves only by that, as filemap_read stops
+    where copy_to_user does.  Anything else (a pipe, a socket) is EFAULT for any bad
+    byte, before it consumes data it could not hand over (pipe_read)."""
+    want = min(n, CHUNK)
+    if not f.inode.is_regular():
+        t.mm.check_range(buf, want, 2)
+        return n
+    ok = t.mm.accessible(buf, want, 2)
+    if ok == 0:
+        raise SyscallError(Errno.EFAULT)
+    return n if ok == want else ok
+
+
 async def sys_read(t: Task, r: SyscallArguments) -> int:
     """Implements read(2)."""
     f = t.fd_table.get(r.fd(0))
@@ -196,7 +212,7 @@ async def sys_read(t: Task, r: SyscallArguments) -> int:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
-    t.mm.check_range(buf, min(n, CHUNK), 2)
+    n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, None)
     t.copy_out(buf, data)
     return len(data)
@@ -226,6 +242,8 @@ async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
+    if n:
+        n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, off)
     t.copy_out(buf, data)
     return len(data)
@@ -266,8 +284,23 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
-    for base, ln in iovs:
-        t.mm.check_range(base, min(ln, CHUNK), 2)
+    # A regular file is read as far as the buffers can take it: a buffer cut short by
+    # a fault ends the read there (EFAULT only if no byte at all can land).
+    if f.inode.is_regular():
+        total = 0
+        for base, ln in iovs:
+            if not ln:
+                continue
+            want = min(ln, CHUNK)
+            ok = t.mm.accessible(base, want, 2)
+            if ok == 0 and total == 0:
+                raise SyscallError(Errno.EFAULT)
+            total += ln if ok == want else ok
+            if ok < want:
+                break
+    else:
+        for base, ln in iovs:
+            t.mm.check_range(base, min(ln, CHUNK), 2)
     data = await do_read(t, f, total, off)
     pos = 0
     for base, ln in iovs:
@@ -283,8 +316,8 @@ async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     data = b"".join(t.copy_in(base, min(ln, CHUNK)) for base, ln in iovs if ln)
-    if not data and not f.impl.zero_writes:
-        return 0
+    if not data:
+        return 0                 # vfs_writev: nothing to write never reaches the file
     return await do_write(t, f, data, off)
 
 

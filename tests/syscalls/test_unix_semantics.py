@@ -1,0 +1,48 @@
+"""AF_UNIX details and reads into partly bad buffers, compared with Linux
+(tests/programs/unix_dgram_semantics.c, partial_read.c); and the network
+sysctls root may write through /proc/sys (tests/programs/sysctl_write.c), in
+the sandbox only, since natively it would change the host's."""
+
+from __future__ import annotations
+
+from pvtest import Builder, Comparer, Runner
+
+
+def test_unix_dgram_semantics(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("unix_dgram_semantics.c")])
+    assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
+    assert "dgram write after SHUT_WR: -1 EPIPE sigpipes 0" in sandboxed.stdout
+
+
+def test_partial_bad_buffer_reads(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("partial_read.c")])
+    assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
+    assert "read big: 1 byte h pos 1" in sandboxed.stdout
+
+
+def test_net_sysctls_written_by_root(program: Builder, run: Runner) -> None:
+    r = run("pyvisor", [program("sysctl_write.c")])
+    assert r.returncode == 0, r.output
+    expected = [
+        "default: 32768 60999",
+        "write 40000 40001: ok",
+        "now: 40000 40001",
+        "bind udp: port in range yes",
+        "bind udp: port in range yes",
+        "bind udp: EADDRINUSE",
+        "bind tcp: port in range yes",
+        "write 500 40001: EINVAL",
+        "write 40001 40000: EINVAL",
+        "write 70000 70001: EINVAL",
+        "write junk: EINVAL",
+        "still: 40000 40001",
+        "unprivileged start 50000: EINVAL",
+        "unprivileged start 80: ok now 80",
+        "somaxconn 77: ok now 77",
+        "wmem_max: open EACCES",
+        "as uid 1000: open EACCES",
+        "restore: ok",
+        "after: 32768 60999",
+        "ok",
+    ]
+    assert r.stdout.splitlines() == expected, r.output

@@ -1,5 +1,5 @@
-"""AF_UNIX details and reads into partly bad buffers, compared with Linux
-(tests/programs/unix_dgram_semantics.c, partial_read.c); and the network
+"""AF_UNIX details and transfers with partly bad buffers, compared with Linux
+(tests/programs/unix_dgram_semantics.c, partial_buffers.c); and the network
 sysctls root may write through /proc/sys (tests/programs/sysctl_write.c), in
 the sandbox only, since natively it would change the host's."""
 
@@ -14,10 +14,11 @@ def test_unix_dgram_semantics(program: Builder, compare: Comparer) -> None:
     assert "dgram write after SHUT_WR: -1 EPIPE sigpipes 0" in sandboxed.stdout
 
 
-def test_partial_bad_buffer_reads(program: Builder, compare: Comparer) -> None:
-    native, sandboxed = compare([program("partial_read.c")])
+def test_partial_bad_buffers(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("partial_buffers.c")])
     assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
     assert "read big: 1 byte h pos 1" in sandboxed.stdout
+    assert "pwritev second partly bad: 8192 size 8192" in sandboxed.stdout
 
 
 def test_net_sysctls_written_by_root(program: Builder, run: Runner) -> None:

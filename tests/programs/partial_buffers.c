@@ -1,8 +1,9 @@
-/* Reads into a buffer whose tail is unmapped (PROT_NONE): read, pread,
- * readv, preadv of a file and read of a pipe return what fits before the
- * fault, and the file position or the pipe's contents move only by that; a
- * buffer with no valid byte is EFAULT and consumes nothing.  Printed for
- * comparison with Linux (copy_to_user stops at the first fault). */
+/* Transfers with a buffer whose tail is unmapped (PROT_NONE): read, pread,
+ * readv, preadv of a regular file return what fits before the fault and the
+ * position moves only by that, writev/pwritev write the readable prefix; a
+ * buffer with no valid byte is EFAULT; a pipe read that would fault is EFAULT
+ * and consumes nothing; an iovec outside the address space is EFAULT even
+ * when empty.  Printed for comparison with Linux. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -50,6 +51,39 @@ int main(void)
     printf("preadv second bad: %s got %.2s\n", res(preadv(fd, bad, 2, 8)), map);
     struct iovec first_bad[1] = {{none, 10}};
     printf("preadv first bad: %s\n", res(preadv(fd, first_bad, 1, 0)));
+
+    /* Writes: the second iovec runs into the guard page. */
+    char wpath[] = "/tmp/partial-write-XXXXXX";
+    int wfd = mkstemp(wpath);
+    CHECK(wfd >= 0);
+    unlink(wpath);
+    memset(map, 'w', page);
+    struct iovec wv[2] = {{map, page}, {map, 2 * page}};
+    printf("pwritev second partly bad: %s", res(pwritev(wfd, wv, 2, 0)));
+    printf(" size %ld\n", (long)lseek(wfd, 0, SEEK_END));
+    printf("writev second partly bad: %s", res(writev(wfd, wv, 2)));
+    printf(" size %ld\n", (long)lseek(wfd, 0, SEEK_END));
+    struct iovec wbad[1] = {{none, 10}};
+    printf("writev all bad: %s\n", res(writev(wfd, wbad, 1)));
+    printf("write one good byte: %s", res(write(wfd, one, 10)));
+    printf(" size %ld\n", (long)lseek(wfd, 0, SEEK_END));
+    /* A file mapping past the file's end (SIGBUS to touch): the bytes before it. */
+    char mpath[] = "/tmp/partial-map-XXXXXX";
+    int mfd = mkstemp(mpath);
+    CHECK(mfd >= 0);
+    unlink(mpath);
+    CHECK(ftruncate(mfd, page) == 0);
+    char *fmap = mmap(NULL, 2 * page, PROT_READ, MAP_PRIVATE, mfd, 0);
+    CHECK(fmap != MAP_FAILED);
+    struct iovec mv[2] = {{fmap, page}, {fmap, 2 * page}};
+    printf("pwritev past a mapped file's end: %s\n", res(pwritev(wfd, mv, 2, 0)));
+    munmap(fmap, 2 * page);
+    close(mfd);
+    struct iovec outside[2] = {{(void *)~0UL, 0}, {map, 4}};
+    printf("readv empty iovec outside: %s\n", res(readv(fd, outside, 2)));
+    printf("writev empty iovec outside: %s\n", res(writev(wfd, outside, 2)));
+    struct iovec null0[2] = {{NULL, 0}, {map, 4}};
+    printf("readv empty NULL iovec: %s\n", res(preadv(fd, null0, 2, 0)));
 
     int p[2];
     CHECK(pipe(p) == 0);

@@ -2,7 +2,8 @@
  * SHUT_WR (EPIPE; SIGPIPE from write(2) only on a stream), zero-length
  * writes (an empty datagram; nothing on a stream), a shut-down sender of a
  * shared datagram receiver, SCM_CREDENTIALS checks (ESRCH, EINVAL, EPERM
- * without CAP_SYS_ADMIN) and SO_SNDBUF/SO_RCVBUF ceilings.  Run as root.
+ * without CAP_SYS_ADMIN), SO_SNDBUF/SO_RCVBUF ceilings, and the mode of a
+ * bound path (the socket's fchmod'ed mode less the umask).  Run as root.
  * Linux: net/unix/af_unix.c, net/core/scm.c, net/core/sock.c. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -212,6 +214,24 @@ static void buffers(void)
     close(fd);
 }
 
+static void bound_mode(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    CHECK(fchmod(fd, 0765) == 0);
+    mode_t old = umask(0123);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "/tmp/unix-mode-%d", (int)getpid());
+    unlink(sa.sun_path);
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    umask(old);
+    struct stat st;
+    CHECK(stat(sa.sun_path, &st) == 0);
+    printf("bound node mode: %o\n", (unsigned)st.st_mode);
+    CHECK(unlink(sa.sun_path) == 0);
+    close(fd);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -226,6 +246,7 @@ int main(void)
     shared_receiver();
     creds();
     buffers();
+    bound_mode();
     ok();
     return 0;
 }

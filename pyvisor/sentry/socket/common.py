@@ -181,6 +181,7 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl
     impl.ino = inode.ino
+    impl.inode = inode
     return f
 
 
@@ -435,6 +436,7 @@ class Socket(FileImpl):
         self.linger = (0, 0)
         self.opts: dict[int, int] = {}     # _STORED options that were set
         self.ino = 0                       # the socket inode's number (/proc/net, fdinfo)
+        self.inode: Inode | None = None    # the socket inode (fchmod sets its mode)
 
     def io_timeout(self, writing: bool) -> int | None:
         return self.sndtimeo if writing else self.rcvtimeo

@@ -444,7 +444,10 @@ class UnixSocket(Socket):
             raise SyscallError(Errno.EROFS)
         if not t.creds.fs_superuser():
             check_access(t, parent.inode, MAY_WRITE | MAY_EXEC)
-        mode = S_IFSOCK | (0o777 & ~t.fs.umask)
+        # The node's permissions are the socket inode's (fchmod may have changed
+        # them) less the umask, as unix_bind_bsd's SOCK_INODE(sock)->i_mode.
+        perm = self.inode.mode & 0o7777 if self.inode is not None else 0o777
+        mode = S_IFSOCK | (perm & ~t.fs.umask)
         try:
             inode = parent.inode.mknod(name, mode, 0, t.creds.fsuid, t.creds.fsgid)
         except SyscallError as e:

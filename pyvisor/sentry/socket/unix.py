@@ -28,7 +28,8 @@ Differences from Linux, for now:
     (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
     files in flight are capped (RLIMIT_NOFILE per user as Linux, and
     INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
-  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE.
+  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
+  * one table of abstract names for the sandbox (it has one network namespace).
 
 Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
 counted in `sender.wmem` until consumed or dropped.

@@ -1,7 +1,8 @@
 """AF_UNIX details and transfers with partly bad buffers, compared with Linux
-(tests/programs/unix_dgram_semantics.c, partial_buffers.c); and the network
-sysctls root may write through /proc/sys (tests/programs/sysctl_write.c), in
-the sandbox only, since natively it would change the host's."""
+(tests/programs/unix_dgram_semantics.c, unix_peek_off.c, partial_buffers.c);
+and the network sysctls root may write through /proc/sys
+(tests/programs/sysctl_write.c), in the sandbox only, since natively it would
+change the host's."""
 
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ def test_net_sysctls_written_by_root(program: Builder, run: Runner) -> None:
         "ok",
     ]
     assert r.stdout.splitlines() == expected, r.output
+
+
+def test_unix_peek_off(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("unix_peek_off.c")])
+    assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
+    assert 'peek 5 at 7: 4 "nopq" off 11' in sandboxed.stdout

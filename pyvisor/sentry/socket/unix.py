@@ -5,6 +5,10 @@ One `UnixSocket` is both Linux's struct socket and struct unix_sock: it is
 the FileImpl of an open socket file, or, before accept(2), an "embryo" that
 a connect(2) queued on a listener and that has no file yet.
 
+SO_PEEK_OFF (`peek_off`, -1: off) makes MSG_PEEK start that many bytes into
+the queue, whole datagrams skipped, and move on by what it returned; an
+ordinary receive moves it back by what it took (sk_peek_offset_fwd/bwd).
+
 Data moves as `Message`s queued on the receiver.  A stream send is cut into
 messages of at most half the send buffer; a receive glues them together
 (never across a change of sender credentials when SO_PASSCRED is on, and
@@ -28,7 +32,7 @@ Differences from Linux, for now:
     (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
     files in flight are capped (RLIMIT_NOFILE per user as Linux, and
     INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
-  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
+  * no MSG_OOB, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
   * one table of abstract names for the sandbox (it has one network namespace).
 
 Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
@@ -57,7 +61,8 @@ from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_
                                           MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
                                           RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
                                           SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
-                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SOCK_DGRAM,
+                                          SO_ERROR, SO_PASSCRED, SO_PEEK_OFF, SO_PEERCRED,
+                                          SOCK_DGRAM,
                                           SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
                                           SOCK_STREAM, SOL_SOCKET, SOMAXCONN, UCRED,
                                           UCRED_NOBODY, Control, Received, Socket,
@@ -156,6 +161,7 @@ class Message:
     off: int = 0                        # consumed bytes (stream)
     charge: int = 0                     # invariant: charge >= remaining
     rights_uid: int = -1                # whose in-flight count `rights` is in
+    peeked: bool = False                # an empty datagram seen by MSG_PEEK (skb->peeked)
 
     @property
     def remaining(self) -> int:
@@ -209,6 +215,7 @@ class UnixSocket(Socket):
         self.peercred: tuple[int, int, int] | None = None
         self.dead = False
         self.has_file = False                   # False for an embryo not yet accepted
+        self.peek_off = -1                      # SO_PEEK_OFF (sk_peek_off); -1: off
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -771,15 +778,19 @@ class UnixSocket(Socket):
         """unix_stream_read_generic, without the sleeping."""
         if self.state != TCP_ESTABLISHED:
             raise SyscallError(Errno.EINVAL)
-        if not self.queue:
-            return self._empty()
         peek = bool(flags & MSG_PEEK)
+        i = 0
+        skip = max(self.peek_off, 0) if peek else 0
+        while i < len(self.queue) and skip >= self.queue[i].remaining:
+            skip -= self.queue[i].remaining          # SO_PEEK_OFF: bytes already peeked
+            i += 1
+        if i >= len(self.queue):
+            return self._empty()
         out: list[bytes] = []
         copied = 0
         creds: tuple[int, int, int] | None = None
         rights: list[FileDescription] | None = None
         addr: bytes | None = None
-        i = 0
         refunded = False
         while True:
             if i >= len(self.queue):
@@ -792,7 +803,8 @@ class UnixSocket(Socket):
                 creds = m.creds
             if want_addr and addr is None and m.sender is not None:
                 addr = m.sender.addr
-            chunk = m.data[m.off:m.off + (n - copied)]
+            chunk = m.data[m.off + skip:m.off + skip + (n - copied)]
+            skip = 0
             out.append(chunk)
             copied += len(chunk)
             if not peek:
@@ -818,29 +830,54 @@ class UnixSocket(Socket):
                 break
         if refunded:
             self._wake_peer_waiters()
+        self._move_peek_off(peek, copied)
         data = b"".join(out)
         return Received(data, len(data), addr=addr, rights=rights, creds=creds)
+
+    def _move_peek_off(self, peek: bool, n: int) -> None:
+        """sk_peek_offset_fwd after a peek of `n` bytes, sk_peek_offset_bwd after a
+        receive that took `n`."""
+        if self.peek_off >= 0:
+            self.peek_off = self.peek_off + n if peek else max(self.peek_off - n, 0)
 
     def _try_recv_dgram(self, n: int, flags: int, want_addr: bool) -> Received:
         """__unix_dgram_recvmsg / unix_seqpacket_recvmsg, without the sleeping."""
         if self.stype == SOCK_SEQPACKET and self.state != TCP_ESTABLISHED:
             raise SyscallError(Errno.ENOTCONN)
-        if not self.queue:
+        peek = bool(flags & MSG_PEEK)
+        skip = 0
+        found: Message | None = None
+        if peek and self.peek_off >= 0:
+            # __skb_try_recv_from_queue: skip whole datagrams, then peek inside one.
+            skip = self.peek_off
+            for q in self.queue:
+                if skip >= len(q.data) and (skip or q.peeked):
+                    skip -= len(q.data)
+                    continue
+                found = q
+                break
+        elif self.queue:
+            found = self.queue[0]
+        if found is None:
             return self._empty()
-        m = self.queue[0]
+        m = found
         rights: list[FileDescription] | None
-        if flags & MSG_PEEK:
+        if peek:
             rights = list(m.rights) if m.rights else None
             for fd in rights or ():
                 fd.incref()
+            if not m.data:
+                m.peeked = True
         else:
             self.queue.popleft()
             rights = self._detach(m)
             self._refund(m, m.charge)
             self._wake_peer_waiters()
-        data = m.data[:n]
-        mflags = MSG_TRUNC if len(m.data) > n else 0
-        length = len(m.data) if flags & MSG_TRUNC else len(data)
+        data = m.data[skip:skip + n]
+        avail = len(m.data) - skip
+        mflags = MSG_TRUNC if avail > n else 0
+        length = avail if flags & MSG_TRUNC else len(data)
+        self._move_peek_off(peek, len(data) if peek else len(m.data))
         addr = m.sender.addr if want_addr and m.sender is not None else None
         return Received(data, length, mflags, addr, rights,
                         m.creds if self.passcred else None)
@@ -895,6 +932,8 @@ class UnixSocket(Socket):
                 return struct.pack("<i", int(self.state == TCP_LISTEN))
             if name == SO_PEERCRED:
                 return UCRED.pack(*(self.peercred or UCRED_NOBODY))
+            if name == SO_PEEK_OFF:
+                return struct.pack("<i", self.peek_off)
         return super().getsockopt(t, level, name)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
@@ -902,6 +941,12 @@ class UnixSocket(Socket):
             if len(optval) < 4:
                 raise SyscallError(Errno.EINVAL)
             self.passcred = struct.unpack_from("<i", optval)[0] != 0
+            return
+        if level == SOL_SOCKET and name == SO_PEEK_OFF:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            # unix_set_peek_off: any value; a negative one turns it off.
+            self.peek_off = struct.unpack_from("<i", optval)[0]
             return
         super().setsockopt(t, level, name, optval)
 

@@ -1,5 +1,6 @@
 """AF_UNIX details and transfers with partly bad buffers, compared with Linux
-(tests/programs/unix_dgram_semantics.c, unix_peek_off.c, partial_buffers.c);
+(tests/programs/unix_dgram_semantics.c, unix_peek_off.c, unix_pidfd.c,
+partial_buffers.c);
 and the network sysctls root may write through /proc/sys
 (tests/programs/sysctl_write.c), in the sandbox only, since natively it would
 change the host's."""
@@ -54,3 +55,40 @@ def test_unix_peek_off(program: Builder, compare: Comparer) -> None:
     native, sandboxed = compare([program("unix_peek_off.c")])
     assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
     assert 'peek 5 at 7: 4 "nopq" off 11' in sandboxed.stdout
+
+
+# unix_pidfd.c's transcript on Linux 6.18 (SO_PEERPIDFD came in 6.5, a reaped peer's
+# pidfd in 6.15): the sandbox must print it; so must the host when its kernel is new
+# enough, which makes it a comparison there.
+PIDFD_TRANSCRIPT = """\
+unconnected SO_PEERPIDFD: -1 ENODATA
+SO_PASSPIDFD default 0, set 1
+SO_PEERPIDFD: fd, cloexec 1
+waitid on it reaps: the child
+SO_PEERPIDFD of a reaped peer: fd
+pidfd only:
+  flags: SCM_PIDFD(fd, cloexec 1)
+waitid on the received pidfd: the child
+creds and pidfd:
+  flags: SCM_CREDENTIALS SCM_PIDFD(fd, cloexec 1)
+control of 16 bytes:
+  flags: MSG_CTRUNC SCM_CREDENTIALS
+room for creds only:
+  flags: MSG_CTRUNC SCM_CREDENTIALS
+no control:
+  flags: MSG_CTRUNC
+sender reaped:
+  flags: SCM_CREDENTIALS SCM_PIDFD(fd, cloexec 1)
+ok
+"""
+
+
+def test_unix_pidfds(program: Builder, run: Runner) -> None:
+    prog = program("unix_pidfd.c")
+    sandboxed = run("pyvisor", [prog])
+    assert sandboxed.returncode == 0, sandboxed.output
+    assert sandboxed.stdout == PIDFD_TRANSCRIPT, sandboxed.output
+    native = run("native", [prog])
+    if native.returncode == 0 and "ENOPROTOOPT" not in native.stdout and \
+            "reaped peer: ESRCH" not in native.stdout:
+        assert native.stdout == sandboxed.stdout, native.output

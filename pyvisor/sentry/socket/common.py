@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.capability import CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN
 from pyvisor.abi.linux.errno import Errno
@@ -98,6 +98,8 @@ SO_PROTOCOL = 38
 SO_DOMAIN = 39
 SO_RXQ_OVFL = 40
 SO_PEEK_OFF = 42
+SO_PASSPIDFD = 76
+SO_PEERPIDFD = 77
 SO_SELECT_ERR_QUEUE = 45
 SO_BUSY_POLL = 46
 SO_INCOMING_CPU = 49
@@ -121,6 +123,7 @@ MSG_CMSG_CLOEXEC = 0x40000000
 # Control messages.  From <linux/socket.h>, <net/scm.h>.
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
+SCM_PIDFD = 4
 SCM_MAX_FD = 253
 CMSGHDR = struct.Struct("<Qii")       # cmsg_len, cmsg_level, cmsg_type
 UCRED = struct.Struct("<iII")         # pid, uid, gid
@@ -216,6 +219,8 @@ class Received:
     rights: list[FileDescription] | None = None
     creds: tuple[int, int, int] | None = None
     cmsgs: list[tuple[int, int, bytes]] | None = None   # (level, type, data): IP_TTL, ...
+    want_pidfd: bool = False    # SO_PASSPIDFD: SCM_PIDFD is due (MSG_CTRUNC without room)
+    pidfd_for: Any = None       # the sender's ThreadGroup for SCM_PIDFD (None: no sender)
 
     def then(self, more: Received | None) -> Received:
         """This receive followed by `more` of the same call (MSG_WAITALL, a stream
@@ -228,7 +233,8 @@ class Received:
     def drop_control(self) -> int:
         """For receives without a control buffer: drops passed files; MSG_CTRUNC if any
         control message was lost."""
-        lost = bool(self.rights) or self.creds is not None or bool(self.cmsgs)
+        lost = bool(self.rights) or self.creds is not None or bool(self.cmsgs) or \
+            self.want_pidfd
         rights, self.rights = self.rights, None
         for f in rights or ():
             f.decref()
@@ -312,8 +318,8 @@ def parse_control(t: Task, raw: bytes, rights_ok: bool) -> Control:
 def deliver_control(t: Task, r: Received, controllen: int, flags: int
                     ) -> tuple[list[tuple[int, bytes]], int, int]:
     """Builds msg_control for recvmsg(2): SCM_CREDENTIALS first, then SCM_RIGHTS,
-    installing passed files in the receiver's fd table.  Linux: scm_recv,
-    put_cmsg, scm_detach_fds.
+    installing passed files in the receiver's fd table, then SCM_PIDFD.  Linux:
+    scm_recv_unix, put_cmsg, scm_detach_fds, scm_pidfd_recv.
 
     Returns (writes as (offset, bytes), bytes used, MSG_CTRUNC or 0).  Files that
     do not fit (space, EMFILE) are dropped and the message is flagged truncated.
@@ -372,6 +378,21 @@ def deliver_control(t: Task, r: Received, controllen: int, flags: int
         adv = min(cmsg_space(len(data)), space)
         pos += adv
         space -= adv
+    if r.want_pidfd:
+        # scm_pidfd_recv: last, only whole, a close-on-exec pidfd of the sender.
+        if space < CMSGHDR.size + 4:
+            trunc = MSG_CTRUNC
+        elif r.pidfd_for is not None:
+            from pyvisor.sentry.syscalls.linux.sys_signal import new_pidfd
+            try:
+                fd = new_pidfd(t, r.pidfd_for, False)
+            except SyscallError as e:
+                fd = -e.errno                  # as put_cmsg passes pidfd_prepare's error
+            writes.append((pos, CMSGHDR.pack(CMSGHDR.size + 4, SOL_SOCKET, SCM_PIDFD)
+                           + struct.pack("<i", fd)))
+            adv = min(cmsg_space(4), space)
+            pos += adv
+            space -= adv
     return writes, pos, trunc
 
 

@@ -95,6 +95,14 @@ int main(void)
     printf("somaxconn 77: %s", put("core/somaxconn", "77"));
     printf(" now %s\n", get("core/somaxconn"));
     printf("wmem_max: %s\n", put("core/wmem_max", "1"));
+    /* What the stack does, shown read-only. */
+    printf("ip_forward %s", get("ipv4/ip_forward"));
+    printf(" tcp_sack %s", get("ipv4/tcp_sack"));
+    printf(" write: %s\n", put("ipv4/ip_forward", "1"));
+    printf("ipv6: auto_flowlabels %s", get("ipv6/auto_flowlabels"));
+    printf(" bindv6only %s", get("ipv6/bindv6only"));
+    printf(" ip_nonlocal_bind %s", get("ipv6/ip_nonlocal_bind"));
+    printf(" ip6frag_time %s\n", get("ipv6/ip6frag_time"));
 
     pid_t pid = fork();
     CHECK(pid >= 0);

@@ -43,6 +43,8 @@ def test_net_sysctls_written_by_root(program: Builder, run: Runner) -> None:
         "unprivileged start 80: ok now 80",
         "somaxconn 77: ok now 77",
         "wmem_max: open EACCES",
+        "ip_forward 0 tcp_sack 1 write: open EACCES",
+        "ipv6: auto_flowlabels 1 bindv6only 0 ip_nonlocal_bind 0 ip6frag_time 30",
         "as uid 1000: open EACCES",
         "restore: ok",
         "after: 32768 60999",

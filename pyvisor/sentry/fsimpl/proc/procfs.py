@@ -42,6 +42,7 @@ from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
+from pyvisor.sentry.socket.netstack.ipv4 import FRAG_TIMEOUT_NS
 from pyvisor.sentry.kernel.ipc import proc as ipc_proc
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
@@ -1472,9 +1473,21 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             b"core": {b"somaxconn": _sysctl(kernel, "net.core.somaxconn"),
                       b"wmem_max": lambda: _line(kernel.net_core.wmem_max),
                       b"rmem_max": lambda: _line(kernel.net_core.rmem_max)},
-            b"ipv4": {n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
-                "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.ping_group_range")},
+            b"ipv4": {
+                **{n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
+                    "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                    "net.ipv4.ping_group_range")},
+                # What netstack does, read-only: it never forwards, and its TCP offers
+                # SACK (tcpseg.TCPLayer.sack).
+                b"ip_forward": b"0\n",
+                b"tcp_sack": b"1\n",
+            },
+            b"ipv6": {      # netstack's behaviour, read-only
+                b"auto_flowlabels": b"1\n",      # IPV6_AUTOFLOWLABEL's default (sock.py)
+                b"bindv6only": b"0\n",           # IPV6_V6ONLY's default
+                b"ip_nonlocal_bind": b"0\n",     # a foreign address is EADDRNOTAVAIL
+                b"ip6frag_time": _line(FRAG_TIMEOUT_NS // 10**9),   # reassembly's timeout
+            },
         },
     }
 

@@ -23,6 +23,7 @@ from pyvisor.sentry.kernel import exec as kexec
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.kernel import Kernel
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.kernel.task import (RLIM_INFINITY, Credentials, FSContext,
                                         SignalHandlers, Task, ThreadGroup, default_rlimits)
 from pyvisor.sentry.mm.memfile import MemoryFile
@@ -83,6 +84,9 @@ class SandboxConfig:
     console_size: tuple[int, int] | None = None   # process.consoleSize (rows, columns)
     console_fd: int = -1              # the slave of the pty sent to --console-socket
     preserve_fds: int = 0             # --preserve-fds: host fds 3..3+N-1 are the init's too
+    # net.core.{w,r}mem_max, read from the host before the launcher leaves its network
+    # namespace (they are visible only in the initial one); None: Linux's defaults.
+    net_core: CoreSysctls | None = None
     dcache: int | None = None         # dentries cached (--dcache); None: DEFAULT_DCACHE
     network: str = "sandbox"          # sandbox | none (netstack, loopback) | host (hostinet)
     netns_path: str = ""              # the OCI network namespace whose interfaces to take over
@@ -543,6 +547,8 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     shm = new_tmpfs(kernel, cfg)
     mount_at("/dev/shm", shm, shm.new_root(), "shm", "rw,nosuid,nodev")
     procfs, procroot = new_procfs(kernel)
+    if cfg.net_core is not None:
+        kernel.net_core = cfg.net_core
     mount_at("/proc", procfs, procroot, "proc", "rw,nosuid,nodev,noexec")
     sysfs, sysroot = new_sysfs(memfile)
     mount_at("/sys", sysfs, sysroot, "sysfs", "ro,nosuid,nodev,noexec")

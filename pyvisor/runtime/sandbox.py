@@ -121,6 +121,9 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
     if cfg.hold_init and cfg.confine:      # a detached container: podman top's view
         from pyvisor.runtime import procview
         proc_view = procview.monitor_namespace()
+    if cfg.net_core is None:
+        from pyvisor.sentry.kernel.sysctl import CoreSysctls
+        cfg.net_core = CoreSysctls.from_host()    # before unshare_net hides them
     try:
         if cfg.confine and cfg.network != "host":
             # The monitor's pid is the container's pid in `state`: OCI hooks (Docker's

@@ -88,3 +88,28 @@ def test_connect_reuses_time_wait_ports() -> None:
     with pytest.raises(SyscallError):
         t.bind(B(LO4), 0)
     assert EPHEMERAL_LOW <= t.bind(B(LO4), 0, connecting=True) <= EPHEMERAL_HIGH
+
+
+def test_ephemeral_parity_and_tcp_autobind() -> None:
+    """bind(0) prefers ports at an odd offset from the range's low end, connect(2) even
+    ones (Linux: inet_csk_find_open_port, __inet_hash_connect); a TCP bind(0) never
+    shares a port, SO_REUSEADDR or not (ip_autobind_reuse = 0), where UDP may."""
+    from pyvisor.sentry.kernel.sysctl import NetSysctls
+    sysctl = NetSysctls(port_range=(100, 109))
+    t = PortTable(tcp=True, sysctl=sysctl)
+    binds = [t.bind(B(LO4, reuse=True), 0) for _ in range(5)]
+    assert sorted(binds) == [101, 103, 105, 107, 109]
+    conns = [t.bind(B(LO4), 0, connecting=True) for _ in range(5)]
+    assert sorted(conns) == [100, 102, 104, 106, 108]
+    with pytest.raises(SyscallError) as e:
+        t.bind(B(LO4, reuse=True), 0)                   # every port is held
+    assert e.value.errno == Errno.EADDRINUSE
+    assert t.bind(B(OTHER4, reuse=True), 0) % 2 == 1    # no overlap: any port will do
+    u = PortTable(tcp=False, sysctl=NetSysctls(port_range=(100, 101)))
+    assert u.bind(B(LO4), 0) == 101
+    assert u.bind(B(LO4), 0) == 100
+    with pytest.raises(SyscallError):
+        u.bind(B(LO4), 0)
+    u2 = PortTable(tcp=False, sysctl=NetSysctls(port_range=(100, 100)))
+    u2.bind(B(LO4, reuse=True), 0)
+    assert u2.bind(B(LO4, reuse=True), 0) == 100        # UDP shares with SO_REUSEADDR

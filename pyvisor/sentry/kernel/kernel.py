@@ -41,6 +41,7 @@ from pyvisor.sentry.kernel import cputime, posix_timers
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.ipc import IPCNamespace
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
@@ -142,6 +143,8 @@ class Kernel:
         self.child_reaper: Callable[[ThreadGroup], ThreadGroup | None] | None = None
 
         self.ipc = IPCNamespace()          # System V IPC (kernel/ipc)
+        # net.core.{w,r}mem_max (global sysctls); boot sets the host's.
+        self.net_core = CoreSysctls()
         self.cpu_ticker: Any = None         # cputimers.CPUTimerTicker, made on first use
         self.network: Any = None            # socket.Network (the sandbox's network), from boot
         self.vdso: Any = None               # kernel/vdso.VDSO: the vDSO and its parameter page

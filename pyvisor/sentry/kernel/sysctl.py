@@ -12,6 +12,8 @@ kernel for the rest.
 | kernel.shmmax, shmall, shmmni     | shmget(2) and shmctl IPC_INFO (kernel/ipc/shm.py) |
 | kernel.msgmax, msgmnb, msgmni, sem | /proc/sys only (msg/sem use Linux's defaults) |
 | net.core.somaxconn                | listen(2)'s backlog clamp (TCP)           |
+|   (net.* of the sandbox's stack: writable through /proc/sys by root, `write_value`) |
+| net.core.wmem_max, rmem_max       | SO_SNDBUF, SO_RCVBUF's ceiling (host's, read-only) |
 | net.ipv4.ip_local_port_range      | ephemeral ports (TCP, UDP)                |
 | net.ipv4.ip_unprivileged_port_start | bind(2) below it needs root            |
 | net.ipv4.ping_group_range         | socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) |
@@ -22,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, PROT_SOCK
+from pyvisor.sentry.errors import SyscallError
 
 GID_MAX = 2147483647          # ping_group_range's bound (Linux: GID_T_MAX)
 
@@ -40,6 +44,31 @@ class NetSysctls:
     def may_ping(self, gids: tuple[int, ...]) -> bool:
         lo, hi = self.ping_group_range
         return any(lo <= g <= hi for g in gids)
+
+
+@dataclass
+class CoreSysctls:
+    """net.core.wmem_max and rmem_max: the ceilings of SO_SNDBUF and SO_RCVBUF.  Linux
+    keeps them global (init_net's table), so a container in a network namespace of its
+    own is bound by its host's values; the sandbox takes the host's at boot
+    (`from_host`), Linux's defaults where they cannot be read."""
+
+    wmem_max: int = 212992
+    rmem_max: int = 212992
+
+    @classmethod
+    def from_host(cls, root: str = "/proc/sys/net/core") -> CoreSysctls:
+        """The host's values.  Call before the Sentry is confined."""
+        out = cls()
+        for attr in ("wmem_max", "rmem_max"):
+            try:
+                with open(f"{root}/{attr}") as f:
+                    v = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if 0 < v <= 0x7FFFFFFF:
+                setattr(out, attr, v)
+        return out
 
 
 # Values of the IPC sysctls (Linux's defaults on 64-bit).
@@ -133,6 +162,38 @@ def set_value(kernel: Any, name: str, value: str) -> bool:
         return False
     setattr(net, attr, parsed)
     return True
+
+
+# The sysctls a privileged task may write through /proc/sys (each network stack's own,
+# as Linux's per-namespace net.* entries are).
+WRITABLE = tuple(_NET)
+
+
+def write_value(kernel: Any, name: str, data: bytes) -> int:
+    """A write(2) to /proc/sys/<name>: the whole buffer is the new value, as Linux's
+    proc_dointvec_minmax reads it.  EINVAL for a value Linux refuses (out of range,
+    not a number, a local port range reaching below ip_unprivileged_port_start or the
+    reverse); EACCES where the sandbox has no stack of its own (--network=host, whose
+    values are the host's).  Returns len(data)."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SyscallError(Errno.EINVAL) from None
+    net = _net(kernel)
+    if net is None:
+        raise SyscallError(Errno.EACCES)
+    try:
+        parse, attr, _ = _NET[name]
+        parsed = parse(text, getattr(net, attr)) if isinstance(parse, _Pair) else parse(text)
+    except ValueError:
+        raise SyscallError(Errno.EINVAL) from None
+    # ipv4_local_port_range / ipv4_privileged_ports: the two ranges may not overlap.
+    if attr == "port_range" and parsed[0] < net.unprivileged_port_start:
+        raise SyscallError(Errno.EINVAL)
+    if attr == "unprivileged_port_start" and parsed > net.port_range[0]:
+        raise SyscallError(Errno.EINVAL)
+    setattr(net, attr, parsed)
+    return len(data)
 
 
 def get_value(kernel: Any, name: str) -> bytes:

@@ -281,6 +281,20 @@ class MemoryManager:
         if cur < end:
             raise SyscallError(Errno.EFAULT)
 
+    def accessible(self, addr: int, n: int, prot: int) -> int:
+        """How many bytes from `addr` (at most `n`) are mapped with `prot` without a
+        gap: a read(2) into a buffer whose tail is unmapped fills that much and
+        returns its length, as Linux's copy_to_user stops at the first fault."""
+        if n <= 0 or addr < 0 or addr >= TASK_SIZE:
+            return 0
+        end = min(addr + n, TASK_SIZE)
+        cur = addr
+        for v in self._overlapping(addr, end):
+            if v.start > cur or v.perms & prot != prot:
+                break
+            cur = v.end
+        return max(0, min(cur, end) - addr)
+
     def read_u64(self, addr: int) -> int:
         return int(struct.unpack("<Q", self.copy_in(addr, 8))[0])
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from pyvisor.abi.linux.capability import CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
 from pyvisor.abi.linux.stat import S_IFSOCK
@@ -96,6 +97,9 @@ SO_MARK = 36
 SO_PROTOCOL = 38
 SO_DOMAIN = 39
 SO_RXQ_OVFL = 40
+SO_PEEK_OFF = 42
+SO_PASSPIDFD = 76
+SO_PEERPIDFD = 77
 SO_SELECT_ERR_QUEUE = 45
 SO_BUSY_POLL = 46
 SO_INCOMING_CPU = 49
@@ -119,6 +123,7 @@ MSG_CMSG_CLOEXEC = 0x40000000
 # Control messages.  From <linux/socket.h>, <net/scm.h>.
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
+SCM_PIDFD = 4
 SCM_MAX_FD = 253
 CMSGHDR = struct.Struct("<Qii")       # cmsg_len, cmsg_level, cmsg_type
 UCRED = struct.Struct("<iII")         # pid, uid, gid
@@ -137,7 +142,6 @@ SOCKADDR_STORAGE = 128
 HZ = 250                              # CONFIG_HZ: socket timeouts are kept in jiffies
 SOMAXCONN = 4096                      # net.core.somaxconn
 WMEM_DEFAULT = RMEM_DEFAULT = 212992  # net.core.{w,r}mem_default
-WMEM_MAX = RMEM_MAX = 212992          # net.core.{w,r}mem_max (Linux's defaults)
 SOCK_MIN_SNDBUF = 4608
 SOCK_MIN_RCVBUF = 2304
 UCRED_NOBODY = (0, 0xFFFFFFFF, 0xFFFFFFFF)   # what SO_PEERCRED gives without a peer
@@ -181,6 +185,7 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl
     impl.ino = inode.ino
+    impl.inode = inode
     return f
 
 
@@ -214,6 +219,8 @@ class Received:
     rights: list[FileDescription] | None = None
     creds: tuple[int, int, int] | None = None
     cmsgs: list[tuple[int, int, bytes]] | None = None   # (level, type, data): IP_TTL, ...
+    want_pidfd: bool = False    # SO_PASSPIDFD: SCM_PIDFD is due (MSG_CTRUNC without room)
+    pidfd_for: Any = None       # the sender's ThreadGroup for SCM_PIDFD (None: no sender)
 
     def then(self, more: Received | None) -> Received:
         """This receive followed by `more` of the same call (MSG_WAITALL, a stream
@@ -226,7 +233,8 @@ class Received:
     def drop_control(self) -> int:
         """For receives without a control buffer: drops passed files; MSG_CTRUNC if any
         control message was lost."""
-        lost = bool(self.rights) or self.creds is not None or bool(self.cmsgs)
+        lost = bool(self.rights) or self.creds is not None or bool(self.cmsgs) or \
+            self.want_pidfd
         rights, self.rights = self.rights, None
         for f in rights or ():
             f.decref()
@@ -234,14 +242,33 @@ class Received:
 
 
 def check_creds(t: Task, pid: int, uid: int, gid: int) -> None:
-    """Explicit SCM_CREDENTIALS must be the sender's own unless it is privileged.
-    Linux: scm_check_creds (root in the sandbox stands for CAP_SYS_ADMIN/SETUID/SETGID)."""
+    """Explicit SCM_CREDENTIALS: ids of the sender's own unless it holds CAP_SYS_ADMIN
+    (another pid), CAP_SETUID (another uid), CAP_SETGID (another gid); EINVAL for the
+    invalid id -1; ESRCH for another pid that names no task.  Linux: scm_check_creds
+    and __scm_send's find_get_pid."""
     c = t.creds
-    root = c.euid == 0
-    if (pid == t.tg.tgid or root) and (uid in (c.uid, c.euid, c.suid) or root) and \
-            (gid in (c.gid, c.egid, c.sgid) or root):
+    if uid == 0xFFFFFFFF or gid == 0xFFFFFFFF:
+        raise SyscallError(Errno.EINVAL)
+    own_pid = pid == t.tg.tgid
+    if (own_pid or c.capable(CAP_SYS_ADMIN)) and \
+            (uid in (c.uid, c.euid, c.suid) or c.capable(CAP_SETUID)) and \
+            (gid in (c.gid, c.egid, c.sgid) or c.capable(CAP_SETGID)):
+        if not own_pid and not _pid_exists(t, pid):
+            raise SyscallError(Errno.ESRCH)
         return
     raise SyscallError(Errno.EPERM)
+
+
+def _pid_exists(t: Task, pid: int) -> bool:
+    """Whether `pid` names a thread or a process not yet reaped (a struct pid)."""
+    if pid <= 0:
+        return False
+    k = t.kernel
+    task = k.tasks_by_tid.get(pid)
+    if task is not None:
+        return True
+    tg = k.groups.get(pid)
+    return tg is not None and not tg.reaped
 
 
 def parse_control(t: Task, raw: bytes, rights_ok: bool) -> Control:
@@ -291,8 +318,8 @@ def parse_control(t: Task, raw: bytes, rights_ok: bool) -> Control:
 def deliver_control(t: Task, r: Received, controllen: int, flags: int
                     ) -> tuple[list[tuple[int, bytes]], int, int]:
     """Builds msg_control for recvmsg(2): SCM_CREDENTIALS first, then SCM_RIGHTS,
-    installing passed files in the receiver's fd table.  Linux: scm_recv,
-    put_cmsg, scm_detach_fds.
+    installing passed files in the receiver's fd table, then SCM_PIDFD.  Linux:
+    scm_recv_unix, put_cmsg, scm_detach_fds, scm_pidfd_recv.
 
     Returns (writes as (offset, bytes), bytes used, MSG_CTRUNC or 0).  Files that
     do not fit (space, EMFILE) are dropped and the message is flagged truncated.
@@ -351,6 +378,21 @@ def deliver_control(t: Task, r: Received, controllen: int, flags: int
         adv = min(cmsg_space(len(data)), space)
         pos += adv
         space -= adv
+    if r.want_pidfd:
+        # scm_pidfd_recv: last, only whole, a close-on-exec pidfd of the sender.
+        if space < CMSGHDR.size + 4:
+            trunc = MSG_CTRUNC
+        elif r.pidfd_for is not None:
+            from pyvisor.sentry.syscalls.linux.sys_signal import new_pidfd
+            try:
+                fd = new_pidfd(t, r.pidfd_for, False)
+            except SyscallError as e:
+                fd = -e.errno                  # as put_cmsg passes pidfd_prepare's error
+            writes.append((pos, CMSGHDR.pack(CMSGHDR.size + 4, SOL_SOCKET, SCM_PIDFD)
+                           + struct.pack("<i", fd)))
+            adv = min(cmsg_space(4), space)
+            pos += adv
+            space -= adv
     return writes, pos, trunc
 
 
@@ -418,6 +460,7 @@ class Socket(FileImpl):
         self.linger = (0, 0)
         self.opts: dict[int, int] = {}     # _STORED options that were set
         self.ino = 0                       # the socket inode's number (/proc/net, fdinfo)
+        self.inode: Inode | None = None    # the socket inode (fchmod sets its mode)
 
     def io_timeout(self, writing: bool) -> int | None:
         return self.sndtimeo if writing else self.rcvtimeo
@@ -514,7 +557,7 @@ class Socket(FileImpl):
                 raise SyscallError(Errno.EPERM)
             v = val & 0xFFFFFFFF if name == SO_SNDBUF else val
             if name == SO_SNDBUF:
-                v = min(v, WMEM_MAX)
+                v = min(v, t.kernel.net_core.wmem_max)
             self.sndbuf = max(min(v, 0x7FFFFFFF // 2) * 2, SOCK_MIN_SNDBUF)
             self.buffers_changed()
             return
@@ -523,7 +566,7 @@ class Socket(FileImpl):
                 raise SyscallError(Errno.EPERM)
             v = val & 0xFFFFFFFF if name == SO_RCVBUF else val
             if name == SO_RCVBUF:
-                v = min(v, RMEM_MAX)
+                v = min(v, t.kernel.net_core.rmem_max)
             self.rcvbuf = max(min(v, 0x7FFFFFFF // 2) * 2, SOCK_MIN_RCVBUF)
             return
         if name in (SO_RCVTIMEO, SO_SNDTIMEO):

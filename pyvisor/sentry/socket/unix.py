@@ -5,6 +5,10 @@ One `UnixSocket` is both Linux's struct socket and struct unix_sock: it is
 the FileImpl of an open socket file, or, before accept(2), an "embryo" that
 a connect(2) queued on a listener and that has no file yet.
 
+SO_PEEK_OFF (`peek_off`, -1: off) makes MSG_PEEK start that many bytes into
+the queue, whole datagrams skipped, and move on by what it returned; an
+ordinary receive moves it back by what it took (sk_peek_offset_fwd/bwd).
+
 Data moves as `Message`s queued on the receiver.  A stream send is cut into
 messages of at most half the send buffer; a receive glues them together
 (never across a change of sender credentials when SO_PASSCRED is on, and
@@ -28,9 +32,8 @@ Differences from Linux, for now:
     (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
     files in flight are capped (RLIMIT_NOFILE per user as Linux, and
     INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
-  * no MSG_OOB, SO_PEEK_OFF, SO_PASSPIDFD/SCM_PIDFD, SO_PEERSEC, SIOCUNIXFILE;
-  * write(2) on a seqpacket socket whose peer is gone raises SIGPIPE
-    (do_write sends it for every EPIPE) where Linux only returns EPIPE.
+  * no MSG_OOB, SO_PEERSEC, SIOCUNIXFILE;
+  * one table of abstract names for the sandbox (it has one network namespace).
 
 Concurrency: Sentry loop only.  Invariant: a message's `charge` bytes are
 counted in `sender.wmem` until consumed or dropped.
@@ -58,7 +61,8 @@ from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_
                                           MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
                                           RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
                                           SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
-                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SOCK_DGRAM,
+                                          SO_ERROR, SO_PASSCRED, SO_PASSPIDFD, SO_PEEK_OFF,
+                                          SO_PEERCRED, SO_PEERPIDFD, SOCK_DGRAM,
                                           SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
                                           SOCK_STREAM, SOL_SOCKET, SOMAXCONN, UCRED,
                                           UCRED_NOBODY, Control, Received, Socket,
@@ -157,6 +161,8 @@ class Message:
     off: int = 0                        # consumed bytes (stream)
     charge: int = 0                     # invariant: charge >= remaining
     rights_uid: int = -1                # whose in-flight count `rights` is in
+    peeked: bool = False                # an empty datagram seen by MSG_PEEK (skb->peeked)
+    tg: Any = None                      # the process `creds` names (SCM_PIDFD); None: none
 
     @property
     def remaining(self) -> int:
@@ -178,6 +184,20 @@ def _path_of(addr: bytes) -> bytes:
 
 def _current_creds(t: Task) -> tuple[int, int, int]:
     return (t.tg.tgid, t.creds.uid, t.creds.gid)
+
+
+def _process_of(t: Task, pid: int) -> Any:
+    """The process a message's pid names (its sender's, or with explicit
+    SCM_CREDENTIALS another's): what SCM_PIDFD hands out.  None for pid 0."""
+    if pid == t.tg.tgid:
+        return t.tg
+    if pid <= 0:
+        return None
+    tg = t.kernel.groups.get(pid)
+    if tg is None:
+        task = t.kernel.tasks_by_tid.get(pid)
+        tg = task.tg if task is not None else None
+    return tg
 
 
 def _peer_creds(t: Task) -> tuple[int, int, int]:
@@ -205,13 +225,21 @@ class UnixSocket(Socket):
         self.shutdown_flags = 0                 # RCV_SHUTDOWN | SEND_SHUTDOWN
         self.err = 0                            # pending SO_ERROR
         self.passcred = False
+        self.passpidfd = False                  # SO_PASSPIDFD
         self.wmem = 0                           # our bytes queued on receivers
         self.backlog = MAX_DGRAM_QLEN           # sk_max_ack_backlog
         self.peercred: tuple[int, int, int] | None = None
+        self.peer_tg: Any = None                # the process of `peercred` (SO_PEERPIDFD)
         self.dead = False
         self.has_file = False                   # False for an embryo not yet accepted
+        self.peek_off = -1                      # SO_PEEK_OFF (sk_peek_off); -1: off
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def may_passcred(self) -> bool:
+        """unix_may_passcred: SO_PASSCRED or SO_PASSPIDFD."""
+        return self.passcred or self.passpidfd
 
     @property
     def connection_oriented(self) -> bool:
@@ -258,7 +286,8 @@ class UnixSocket(Socket):
     def _message(self, t: Task, data: bytes, other: UnixSocket, control: Control,
                  creds: tuple[int, int, int]) -> Message:
         """A message from us, charged to our wmem, taking `control`'s files."""
-        m = Message(data, self, creds, charge=len(data) + MSG_OVERHEAD)
+        m = Message(data, self, creds, charge=len(data) + MSG_OVERHEAD,
+                    tg=_process_of(t, creds[0]))
         acct = self.ns.acct
         if not acct.try_charge(Kind.SOCKET, m.charge):
             raise SyscallError(Errno.ENOBUFS)    # sock_alloc_send_pskb: no memory
@@ -314,7 +343,7 @@ class UnixSocket(Socket):
         """The credentials a message carries.  Linux: scm_send + maybe_add_creds."""
         if control.creds is not None:
             return control.creds
-        if self.passcred or other.passcred or not other.has_file:
+        if self.may_passcred or other.may_passcred or not other.has_file:
             return _current_creds(t)
         return NO_CREDS
 
@@ -325,9 +354,21 @@ class UnixSocket(Socket):
         r.drop_control()
         return r.data
 
+    @property
+    def epipe_sigpipe(self) -> bool:  # type: ignore[override]
+        """Only a stream socket's write(2) raises SIGPIPE with EPIPE
+        (unix_stream_sendmsg); unix_dgram_sendmsg never sends it."""
+        return self.stype == SOCK_STREAM
+
+    @property
+    def zero_writes(self) -> bool:  # type: ignore[override]
+        """write(2) of nothing sends an empty datagram (sock_write_iter has no
+        shortcut for it); on a stream it does nothing."""
+        return self.stype != SOCK_STREAM
+
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         control = Control()
-        # do_write sends SIGPIPE for EPIPE itself.
+        # do_write sends SIGPIPE for EPIPE itself where epipe_sigpipe says so.
         return self._try_send(t, data, MSG_NOSIGNAL, None, control)
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
@@ -434,7 +475,10 @@ class UnixSocket(Socket):
             raise SyscallError(Errno.EROFS)
         if not t.creds.fs_superuser():
             check_access(t, parent.inode, MAY_WRITE | MAY_EXEC)
-        mode = S_IFSOCK | (0o777 & ~t.fs.umask)
+        # The node's permissions are the socket inode's (fchmod may have changed
+        # them) less the umask, as unix_bind_bsd's SOCK_INODE(sock)->i_mode.
+        perm = self.inode.mode & 0o7777 if self.inode is not None else 0o777
+        mode = S_IFSOCK | (perm & ~t.fs.umask)
         try:
             inode = parent.inode.mknod(name, mode, 0, t.creds.fsuid, t.creds.fsgid)
         except SyscallError as e:
@@ -481,7 +525,7 @@ class UnixSocket(Socket):
             self._wake_peer_waiters()
         self.backlog = backlog
         self.state = TCP_LISTEN
-        self.peercred = _peer_creds(t)
+        self.peercred, self.peer_tg = _peer_creds(t), t.tg
 
     async def accept(self, t: Task, f: FileDescription, flags: int
                      ) -> tuple[FileDescription, bytes]:
@@ -503,7 +547,7 @@ class UnixSocket(Socket):
                        deadline_of(t, self.rcvtimeo), timed)
         new = self.pending.popleft()
         self._wake_peer_waiters()
-        new.passcred = self.passcred
+        new.passcred, new.passpidfd = self.passcred, self.passpidfd   # unix_sock_inherit_flags
         new.has_file = True
         nf = new_socket_file(new, flags & SOCK_NONBLOCK, t.creds.fsuid, t.creds.fsgid)
         peer = new.peer
@@ -518,7 +562,7 @@ class UnixSocket(Socket):
     async def _connect_stream(self, t: Task, f: FileDescription, addr: bytes) -> None:
         """unix_stream_connect: queue an embryo on the listener, connected to us."""
         _validate(addr)
-        if self.passcred and self.addr is None:
+        if self.may_passcred and self.addr is None:
             self._autobind()
         deadline = deadline_of(t, self.sndtimeo)
         while True:
@@ -537,9 +581,9 @@ class UnixSocket(Socket):
         new = UnixSocket(self.ns, self.stype)
         new.peer = self
         new.state = TCP_ESTABLISHED
-        new.peercred = _peer_creds(t)
+        new.peercred, new.peer_tg = _peer_creds(t), t.tg
         new.addr = other.addr
-        self.peercred = other.peercred
+        self.peercred, self.peer_tg = other.peercred, other.peer_tg
         self.state = TCP_ESTABLISHED
         self.peer = new
         other.pending.append(new)
@@ -552,7 +596,7 @@ class UnixSocket(Socket):
         other: UnixSocket | None = None
         if struct.unpack_from("<H", addr)[0] != AF_UNSPEC:
             _validate(addr)
-            if self.passcred and self.addr is None:
+            if self.may_passcred and self.addr is None:
                 self._autobind()
             other = self._find(t, addr)
             if other.peer is not None and other.peer is not self:
@@ -663,10 +707,17 @@ class UnixSocket(Socket):
             other = self.peer
             if other is None:
                 raise SyscallError(Errno.ENOTCONN)
-        if self.passcred and self.addr is None:
+        if self.may_passcred and self.addr is None:
             self._autobind()
         if len(data) > self.sndbuf - 32:
             raise SyscallError(Errno.EMSGSIZE)
+        # sock_alloc_send_pskb: a pending error, then our own SHUT_WR (EPIPE, never
+        # SIGPIPE on a datagram or seqpacket socket), then room in our send buffer.
+        if self.err:
+            err, self.err = self.err, 0
+            raise SyscallError(err)
+        if self.shutdown_flags & SEND_SHUTDOWN:
+            raise SyscallError(Errno.EPIPE)
         if self.wmem >= self.sndbuf:
             raise WouldBlock()
         if other is None:
@@ -750,16 +801,21 @@ class UnixSocket(Socket):
         """unix_stream_read_generic, without the sleeping."""
         if self.state != TCP_ESTABLISHED:
             raise SyscallError(Errno.EINVAL)
-        if not self.queue:
-            return self._empty()
         peek = bool(flags & MSG_PEEK)
+        i = 0
+        skip = max(self.peek_off, 0) if peek else 0
+        while i < len(self.queue) and skip >= self.queue[i].remaining:
+            skip -= self.queue[i].remaining          # SO_PEEK_OFF: bytes already peeked
+            i += 1
+        if i >= len(self.queue):
+            return self._empty()
         out: list[bytes] = []
         copied = 0
         creds: tuple[int, int, int] | None = None
         rights: list[FileDescription] | None = None
         addr: bytes | None = None
-        i = 0
         refunded = False
+        first: Message | None = None
         while True:
             if i >= len(self.queue):
                 break
@@ -767,11 +823,14 @@ class UnixSocket(Socket):
             if creds is not None:
                 if m.creds != creds:
                     break       # never glue messages from different writers
-            elif self.passcred:
+            elif self.may_passcred:
                 creds = m.creds
+            if first is None:
+                first = m
             if want_addr and addr is None and m.sender is not None:
                 addr = m.sender.addr
-            chunk = m.data[m.off:m.off + (n - copied)]
+            chunk = m.data[m.off + skip:m.off + skip + (n - copied)]
+            skip = 0
             out.append(chunk)
             copied += len(chunk)
             if not peek:
@@ -797,32 +856,68 @@ class UnixSocket(Socket):
                 break
         if refunded:
             self._wake_peer_waiters()
+        self._move_peek_off(peek, copied)
         data = b"".join(out)
-        return Received(data, len(data), addr=addr, rights=rights, creds=creds)
+        r = Received(data, len(data), addr=addr, rights=rights,
+                     creds=creds if self.passcred else None)
+        self._pidfd_for(r, first)
+        return r
+
+    def _pidfd_for(self, r: Received, m: Message | None) -> None:
+        """SO_PASSPIDFD: SCM_PIDFD is due, for the process `m` came from."""
+        if self.passpidfd:
+            r.want_pidfd = True
+            if m is not None and m.creds[0]:
+                r.pidfd_for = m.tg
+
+    def _move_peek_off(self, peek: bool, n: int) -> None:
+        """sk_peek_offset_fwd after a peek of `n` bytes, sk_peek_offset_bwd after a
+        receive that took `n`."""
+        if self.peek_off >= 0:
+            self.peek_off = self.peek_off + n if peek else max(self.peek_off - n, 0)
 
     def _try_recv_dgram(self, n: int, flags: int, want_addr: bool) -> Received:
         """__unix_dgram_recvmsg / unix_seqpacket_recvmsg, without the sleeping."""
         if self.stype == SOCK_SEQPACKET and self.state != TCP_ESTABLISHED:
             raise SyscallError(Errno.ENOTCONN)
-        if not self.queue:
+        peek = bool(flags & MSG_PEEK)
+        skip = 0
+        found: Message | None = None
+        if peek and self.peek_off >= 0:
+            # __skb_try_recv_from_queue: skip whole datagrams, then peek inside one.
+            skip = self.peek_off
+            for q in self.queue:
+                if skip >= len(q.data) and (skip or q.peeked):
+                    skip -= len(q.data)
+                    continue
+                found = q
+                break
+        elif self.queue:
+            found = self.queue[0]
+        if found is None:
             return self._empty()
-        m = self.queue[0]
+        m = found
         rights: list[FileDescription] | None
-        if flags & MSG_PEEK:
+        if peek:
             rights = list(m.rights) if m.rights else None
             for fd in rights or ():
                 fd.incref()
+            if not m.data:
+                m.peeked = True
         else:
             self.queue.popleft()
             rights = self._detach(m)
             self._refund(m, m.charge)
             self._wake_peer_waiters()
-        data = m.data[:n]
-        mflags = MSG_TRUNC if len(m.data) > n else 0
-        length = len(m.data) if flags & MSG_TRUNC else len(data)
+        data = m.data[skip:skip + n]
+        avail = len(m.data) - skip
+        mflags = MSG_TRUNC if avail > n else 0
+        length = avail if flags & MSG_TRUNC else len(data)
+        self._move_peek_off(peek, len(data) if peek else len(m.data))
         addr = m.sender.addr if want_addr and m.sender is not None else None
-        return Received(data, length, mflags, addr, rights,
-                        m.creds if self.passcred else None)
+        r = Received(data, length, mflags, addr, rights, m.creds if self.passcred else None)
+        self._pidfd_for(r, m)
+        return r
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
@@ -870,19 +965,43 @@ class UnixSocket(Socket):
                 return struct.pack("<i", err)
             if name == SO_PASSCRED:
                 return struct.pack("<i", int(self.passcred))
+            if name == SO_PASSPIDFD:
+                return struct.pack("<i", int(self.passpidfd))
+            if name == SO_PEERPIDFD:
+                return struct.pack("<i", self._peer_pidfd(t))
             if name == SO_ACCEPTCONN:
                 return struct.pack("<i", int(self.state == TCP_LISTEN))
             if name == SO_PEERCRED:
                 return UCRED.pack(*(self.peercred or UCRED_NOBODY))
+            if name == SO_PEEK_OFF:
+                return struct.pack("<i", self.peek_off)
         return super().getsockopt(t, level, name)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
-        if level == SOL_SOCKET and name == SO_PASSCRED:
+        if level == SOL_SOCKET and name in (SO_PASSCRED, SO_PASSPIDFD):
             if len(optval) < 4:
                 raise SyscallError(Errno.EINVAL)
-            self.passcred = struct.unpack_from("<i", optval)[0] != 0
+            on = struct.unpack_from("<i", optval)[0] != 0
+            if name == SO_PASSCRED:
+                self.passcred = on
+            else:
+                self.passpidfd = on
+            return
+        if level == SOL_SOCKET and name == SO_PEEK_OFF:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            # unix_set_peek_off: any value; a negative one turns it off.
+            self.peek_off = struct.unpack_from("<i", optval)[0]
             return
         super().setsockopt(t, level, name, optval)
+
+    def _peer_pidfd(self, t: Task) -> int:
+        """SO_PEERPIDFD: a new close-on-exec pidfd for the peer's process, even one
+        already reaped (Linux 6.15's PIDFD_STALE for AF_UNIX); ENODATA without a peer."""
+        if self.peercred is None or self.peer_tg is None:
+            raise SyscallError(Errno.ENODATA)
+        from pyvisor.sentry.syscalls.linux.sys_signal import new_pidfd
+        return new_pidfd(t, self.peer_tg, False)
 
     def buffers_changed(self) -> None:
         self._notify(EVENT_OUT)
@@ -918,6 +1037,7 @@ def new_socketpair(t: Task, stype: int, protocol: int, flags: int
     a.peer, b.peer = b, a
     a.state = b.state = TCP_ESTABLISHED
     a.peercred = b.peercred = _peer_creds(t)
+    a.peer_tg = b.peer_tg = t.tg
     a.has_file = b.has_file = True
     return (new_socket_file(a, flags, t.creds.fsuid, t.creds.fsgid),
             new_socket_file(b, flags, t.creds.fsuid, t.creds.fsgid))

@@ -53,6 +53,12 @@ class FileImpl:
     splice_read = True
     # Whether O_ASYNC makes it send SIGIO (Linux: f_op->fasync; kernel/fasync.py).
     fasync = False
+    # Whether write(2) failing with EPIPE raises SIGPIPE (pipes, stream sockets; a
+    # datagram socket only returns EPIPE).
+    epipe_sigpipe = True
+    # Whether write(2) of no bytes reaches `write` (a datagram socket sends an empty
+    # datagram); else it returns 0 at once, as pipe_write and regular files do.
+    zero_writes = False
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)

@@ -17,7 +17,8 @@ to the task being served, and we read it.  Magic links (exe, cwd, root,
 fd/N) resolve through `magic_link(t)` to the (mount, dentry) they name.
 
 Differences from Linux: no ptrace-access checks on magic links or environ
-beyond file modes; /proc/sys is read-only (EACCES on writes);
+beyond file modes; /proc/sys is read-only (EACCES on writes) but for the
+network stack's net.* sysctls (kernel/sysctl.py WRITABLE), which root may write;
 cmdline/environ come from the argv/envp given to execve, not from the
 process's memory, so setproctitle is not reflected.
 Concurrency: Sentry loop only.
@@ -41,6 +42,7 @@ from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
+from pyvisor.sentry.socket.netstack.ipv4 import FRAG_TIMEOUT_NS
 from pyvisor.sentry.kernel.ipc import proc as ipc_proc
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
@@ -367,9 +369,19 @@ class ProcDir(Inode):
         raise SyscallError(Errno.EACCES)
 
 
+class Writable:
+    """A /proc/sys entry root may write (mode 0644): its generator and its writer."""
+
+    __slots__ = ("gen", "writer")
+
+    def __init__(self, gen: Generator, writer: Callable[[bytes], int]) -> None:
+        self.gen, self.writer = gen, writer
+
+
 def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
     """A directory tree from a dict: bytes values are fixed file contents,
-    callables are generators, dicts are subdirectories.  Read-only (/proc/sys)."""
+    callables are generators, dicts are subdirectories, `Writable`s are files
+    with a writer.  The rest is read-only (EACCES on opening for writing)."""
 
     def table() -> dict[bytes, Factory]:
         out: dict[bytes, Factory] = {}
@@ -377,6 +389,9 @@ def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
             k = f"{key}/{name.decode()}"
             if isinstance(v, dict):
                 out[name] = (lambda k=k, v=v: _static_dir(fs, k, v))
+            elif isinstance(v, Writable):
+                out[name] = (lambda k=k, v=v: ProcFile(fs, fs.ino(k), v.gen, mode=0o644,
+                                                       writer=v.writer))
             else:
                 gen: Generator = v if callable(v) else (lambda v=v: v)
                 out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
@@ -1455,16 +1470,33 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             },
         },
         b"net": {
-            b"core": {b"somaxconn": _sysctl(kernel, "net.core.somaxconn")},
-            b"ipv4": {n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
-                "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.ping_group_range")},
+            b"core": {b"somaxconn": _sysctl(kernel, "net.core.somaxconn"),
+                      b"wmem_max": lambda: _line(kernel.net_core.wmem_max),
+                      b"rmem_max": lambda: _line(kernel.net_core.rmem_max)},
+            b"ipv4": {
+                **{n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
+                    "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                    "net.ipv4.ping_group_range")},
+                # What netstack does, read-only: it never forwards, and its TCP offers
+                # SACK (tcpseg.TCPLayer.sack).
+                b"ip_forward": b"0\n",
+                b"tcp_sack": b"1\n",
+            },
+            b"ipv6": {      # netstack's behaviour, read-only
+                b"auto_flowlabels": b"1\n",      # IPV6_AUTOFLOWLABEL's default (sock.py)
+                b"bindv6only": b"0\n",           # IPV6_V6ONLY's default
+                b"ip_nonlocal_bind": b"0\n",     # a foreign address is EADDRNOTAVAIL
+                b"ip6frag_time": _line(FRAG_TIMEOUT_NS // 10**9),   # reassembly's timeout
+            },
         },
     }
 
 
-def _sysctl(kernel: Any, name: str) -> Callable[[], bytes]:
-    return lambda: sysctl.get_value(kernel, name)
+def _sysctl(kernel: Any, name: str) -> Callable[[], bytes] | Writable:
+    gen: Generator = lambda: sysctl.get_value(kernel, name)     # noqa: E731
+    if name in sysctl.WRITABLE:
+        return Writable(gen, lambda data: sysctl.write_value(kernel, name, data))
+    return gen
 
 
 def _net_spec(kernel: Any) -> dict[bytes, Any]:

@@ -15,8 +15,9 @@ is Linux's rule:
   * UDP: no conflict if both set SO_REUSEADDR, or both SO_REUSEPORT with
     the same owner.
 
-Ephemeral ports come from 32768-60999 (net.ipv4.ip_local_port_range),
-starting at a random offset.  Concurrency: Sentry loop only.
+Ephemeral ports come from net.ipv4.ip_local_port_range (32768-60999),
+starting at a random offset, connect(2) and bind(2) each preferring a parity
+(`_ephemeral`).  Concurrency: Sentry loop only.
 """
 
 from __future__ import annotations
@@ -121,21 +122,43 @@ class PortTable:
         return port
 
     def _ephemeral(self, new: Binding, connecting: bool) -> int:
+        """A port from net.ipv4.ip_local_port_range, from a random one on.  As Linux,
+        connect(2) tries the ports of the range's low end's parity first and bind(2)
+        the others first (__inet_hash_connect, inet_csk_find_open_port), so that
+        connections cycling through TIME_WAIT in a small range leave ports for
+        listeners; and a TCP bind(2) takes only a port no overlapping socket holds,
+        whatever their SO_REUSEADDR (net.ipv4.ip_autobind_reuse = 0).  A TCP connect
+        takes a free port of a parity, else one of that parity held only by TIME_WAIT
+        remnants (tcp_tw_reuse), before the other parity."""
         low, high = self.sysctl.port_range if self.sysctl is not None else \
             (EPHEMERAL_LOW, EPHEMERAL_HIGH)
-        span = high - low + 1
-        start = self._rand.randrange(span)
-        for i in range(span):
-            port = low + (start + i) % span
-            if port not in self.ports or self.free(new, port):
-                return port
-        if connecting and self.tcp:
-            for i in range(span):
-                port = low + (start + i) % span
-                if all(b.tcp_state == TCP_TIME_WAIT or not self.conflict(new, b)
-                       for b in self.on(port)):
+        first = 0 if connecting else 1
+        strict = self.tcp and not connecting
+        for parity in (first, first ^ 1):
+            ports = list(self._scan(low, high, parity))
+            for port in ports:
+                if port not in self.ports:
                     return port
+                if strict:
+                    if not any(overlap(new, b) for b in self.on(port)):
+                        return port
+                elif self.free(new, port):
+                    return port
+            if connecting and self.tcp:
+                for port in ports:
+                    if all(b.tcp_state == TCP_TIME_WAIT or not self.conflict(new, b)
+                           for b in self.on(port)):
+                        return port
         raise SyscallError(Errno.EADDRINUSE)
+
+    def _scan(self, low: int, high: int, parity: int) -> Iterator[int]:
+        """The ports of [low, high] whose offset from `low` has `parity`, each once,
+        from a random one of them."""
+        offs = range(parity, high - low + 1, 2)
+        if offs:
+            k = self._rand.randrange(len(offs))
+            for i in range(len(offs)):
+                yield low + offs[(k + i) % len(offs)]
 
     def add(self, b: Binding) -> None:
         """Adds an entry on a port that is already owned (an accepted connection, a

@@ -16,6 +16,8 @@ from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
+TASK_SIZE_MAX = (1 << 47) - 4096     # Linux x86-64: the bound access_ok checks against
+PAGE_SIZE = 4096
 IOV_MAX = 1024
 # The largest file offset.  From <linux/fs.h> (MAX_LFS_FILESIZE on 64-bit).
 MAX_LFS_FILESIZE = (1 << 63) - 1
@@ -175,7 +177,7 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                     return done
                 raise
         except SyscallError as e:
-            if e.errno == Errno.EPIPE:
+            if e.errno == Errno.EPIPE and f.impl.epipe_sigpipe:
                 ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGPIPE, 0, pid=t.tg.tgid))
             if done:
                 return done
@@ -188,6 +190,63 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
             raise
 
 
+def _writable_prefix(t: Task, f: FileDescription, buf: int, n: int) -> int:
+    """How much of a read of `n` bytes into `buf` may be asked of `f`.  A regular file
+    fills the buffer up to its first unmapped or read-only byte (EFAULT only if not even
+    the first can land) and its position moves only by that, as filemap_read stops
+    where copy_to_user does.  Anything else (a pipe, a socket) is EFAULT for any bad
+    byte, before it consumes data it could not hand over (pipe_read)."""
+    want = min(n, CHUNK)
+    if not f.inode.is_regular():
+        t.mm.check_range(buf, want, 2)
+        return n
+    ok = t.mm.accessible(buf, want, 2)
+    if ok == 0:
+        raise SyscallError(Errno.EFAULT)
+    return n if ok == want else ok
+
+
+def _gather(t: Task, f: FileDescription, iovs: list[tuple[int, int]]) -> bytes:
+    """The bytes a write takes from user buffers.  For a regular file, as far as they
+    can be read: the first fault ends the data (EFAULT if not even one byte could be
+    read), as generic_perform_write writes what it copied.  Anything else is EFAULT
+    for any bad byte."""
+    if not f.inode.is_regular():
+        return b"".join(t.copy_in(base, min(ln, CHUNK)) for base, ln in iovs if ln)
+    parts: list[bytes] = []
+    for base, ln in iovs:
+        if not ln:
+            continue
+        want = min(ln, CHUNK)
+        ok = t.mm.accessible(base, want, 1)
+        try:
+            if ok:
+                parts.append(t.copy_in(base, ok))
+        except SyscallError:
+            # Mapped but unreadable further on (a file mapping past its end: SIGBUS
+            # in the application): keep the pages before the bad one.
+            ok = _copy_pages(t, base, ok, parts)
+        if ok < want:
+            if not parts:
+                raise SyscallError(Errno.EFAULT)
+            break
+    return b"".join(parts)
+
+
+def _copy_pages(t: Task, base: int, n: int, parts: list[bytes]) -> int:
+    """Copies [base, base+n) page by page into `parts` up to the first page that
+    cannot be read; returns the bytes copied."""
+    done = 0
+    while done < n:
+        step = min(n - done, PAGE_SIZE - (base + done) % PAGE_SIZE)
+        try:
+            parts.append(t.copy_in(base + done, step))
+        except SyscallError:
+            break
+        done += step
+    return done
+
+
 async def sys_read(t: Task, r: SyscallArguments) -> int:
     """Implements read(2)."""
     f = t.fd_table.get(r.fd(0))
@@ -196,7 +255,7 @@ async def sys_read(t: Task, r: SyscallArguments) -> int:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
-    t.mm.check_range(buf, min(n, CHUNK), 2)
+    n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, None)
     t.copy_out(buf, data)
     return len(data)
@@ -208,9 +267,9 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
     buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    if n == 0:
+    if n == 0 and not f.impl.zero_writes:
         return 0
-    data = t.copy_in(buf, min(n, CHUNK))
+    data = _gather(t, f, [(buf, n)]) if n else b""
     return await do_write(t, f, data, None)
 
 
@@ -226,6 +285,8 @@ async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
+    if n:
+        n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, off)
     t.copy_out(buf, data)
     return len(data)
@@ -238,7 +299,7 @@ async def sys_pwrite64(t: Task, r: SyscallArguments) -> int:
     _positional(f, off)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    return await do_write(t, f, t.copy_in(buf, min(n, CHUNK)), off)
+    return await do_write(t, f, _gather(t, f, [(buf, n)]) if n else b"", off)
 
 
 def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
@@ -257,6 +318,11 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
         if total > 1 << 63:
             raise SyscallError(Errno.EINVAL)
         iovs.append((base, ln))
+    # __import_iovec: access_ok on each, so an empty iovec outside the address space
+    # is EFAULT too.
+    for base, ln in iovs:
+        if base + min(ln, MAX_RW_COUNT) > TASK_SIZE_MAX:
+            raise SyscallError(Errno.EFAULT)
     return iovs
 
 
@@ -266,8 +332,23 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
-    for base, ln in iovs:
-        t.mm.check_range(base, min(ln, CHUNK), 2)
+    # A regular file is read as far as the buffers can take it: a buffer cut short by
+    # a fault ends the read there (EFAULT only if no byte at all can land).
+    if f.inode.is_regular():
+        total = 0
+        for base, ln in iovs:
+            if not ln:
+                continue
+            want = min(ln, CHUNK)
+            ok = t.mm.accessible(base, want, 2)
+            if ok == 0 and total == 0:
+                raise SyscallError(Errno.EFAULT)
+            total += ln if ok == want else ok
+            if ok < want:
+                break
+    else:
+        for base, ln in iovs:
+            t.mm.check_range(base, min(ln, CHUNK), 2)
     data = await do_read(t, f, total, off)
     pos = 0
     for base, ln in iovs:
@@ -282,9 +363,9 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
 async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: int | None) -> int:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    data = b"".join(t.copy_in(base, min(ln, CHUNK)) for base, ln in iovs if ln)
+    data = _gather(t, f, iovs)
     if not data:
-        return 0
+        return 0                 # vfs_writev: nothing to write never reaches the file
     return await do_write(t, f, data, off)
 
 

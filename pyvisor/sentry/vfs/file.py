@@ -53,6 +53,10 @@ class FileImpl:
     splice_read = True
     # Whether O_ASYNC makes it send SIGIO (Linux: f_op->fasync; kernel/fasync.py).
     fasync = False
+    # How lseek(2) moves a seekable file's position (Linux: f_op->llseek): "generic"
+    # (generic_file_llseek), "zero" (null_lseek: it stays 0), "noop" (noop_llseek:
+    # unchanged) or "noend" (seq_lseek: no SEEK_END, EINVAL).
+    llseek = "generic"
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)

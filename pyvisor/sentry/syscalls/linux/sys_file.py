@@ -437,13 +437,19 @@ def sys_newfstatat(t: Task, r: SyscallArguments) -> int:
 
 def sys_statx(t: Task, r: SyscallArguments) -> int:
     """Implements statx(2): the basic stats (no btime)."""
-    dirfd, addr, flags, _mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
-                                      r.pointer(4))
+    dirfd, addr, flags, mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
+                                     r.pointer(4))
+    # AT_STATX_FORCE_SYNC with AT_STATX_DONT_SYNC, or STATX__RESERVED: EINVAL.
+    if flags & 0x6000 == 0x6000 or mask & 0x80000000:
+        raise SyscallError(Errno.EINVAL)
     path = _path(t, addr) if addr else b""
     loc = _stat_loc(t, dirfd, path, flags)
-    data = loc.inode.statx_bytes()
+    data = bytearray(loc.inode.statx_bytes())
     assert len(data) == STATX.size
-    t.copy_out(buf, data)
+    if loc.mount.id:                # STATX_MNT_ID: stx_mnt_id, as mountinfo numbers it
+        struct.pack_into("<I", data, 0, struct.unpack_from("<I", data, 0)[0] | 0x1000)
+        struct.pack_into("<Q", data, 0x90, loc.mount.id)
+    t.copy_out(buf, bytes(data))
     return 0
 
 

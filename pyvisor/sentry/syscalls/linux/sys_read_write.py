@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
+from pyvisor.abi.linux.fcntl import O_PATH, SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
@@ -215,6 +215,8 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
 
 
 def _positional(f: FileDescription, off: int) -> None:
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)        # fdget: an O_PATH file is no file
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
     if off < 0:
@@ -341,6 +343,15 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
     off, whence = r.offset(1), r.uint32(2)
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
+    style = f.impl.llseek
+    if style != "generic" and whence in (SEEK_SET, SEEK_CUR, SEEK_END):
+        if style == "zero":
+            f.offset = 0
+            return 0
+        if style == "noop":
+            return f.offset
+        if whence == SEEK_END:
+            raise SyscallError(Errno.EINVAL)
     if whence == SEEK_SET:
         new = off
     elif whence == SEEK_CUR:
@@ -348,7 +359,9 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
             return f.offset
         new = f.offset + off
     elif whence == SEEK_END:
-        new = f.impl.size(f) + off
+        # A directory's end is ext4's htree EOF, the largest offset.
+        end = MAX_LFS_FILESIZE if isinstance(f.impl, DirectoryImpl) else f.impl.size(f)
+        new = end + off
     elif whence in (SEEK_DATA, SEEK_HOLE):
         size = f.impl.size(f)
         if off < 0 or off >= size:

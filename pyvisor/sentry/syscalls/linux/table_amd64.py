@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
 from pyvisor.sentry.syscalls.linux import sys_file as F
+from pyvisor.sentry.syscalls.linux import sys_fileio as FIO
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
@@ -103,11 +104,13 @@ AMD64 = SyscallTable("amd64", {
     S.fallocate: partial(F.sys_fallocate, note="mode 0 extends; others ignored"),
     S.utimensat: supported(F.sys_utimensat),
     S.utimes: supported(F.sys_utimes),
-    S.fsync: supported(F.sys_fsync),
-    S.fdatasync: supported(F.sys_fsync),
-    S.sync: supported(F.sys_sync),
-    S.syncfs: supported(F.sys_sync),
-    S.fadvise64: supported(F.sys_fadvise64),
+    S.fsync: supported(FIO.sys_fsync),
+    S.fdatasync: supported(FIO.sys_fsync),
+    S.sync: supported(FIO.sys_sync),
+    S.syncfs: supported(FIO.sys_syncfs),
+    S.sync_file_range: supported(FIO.sys_sync_file_range),
+    S.readahead: supported(FIO.sys_readahead),
+    S.fadvise64: supported(FIO.sys_fadvise64),
     S.setxattr: supported(XA.sys_setxattr),
     S.lsetxattr: supported(XA.sys_lsetxattr),
     S.fsetxattr: supported(XA.sys_fsetxattr),

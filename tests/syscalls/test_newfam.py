@@ -15,6 +15,7 @@ WHERE = ["native", "pyvisor"]
 
 PROGRAMS = [
     "fileio_tail.c",
+    "keys.c",
 ]
 
 

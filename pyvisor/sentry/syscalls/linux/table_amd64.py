@@ -12,6 +12,7 @@ from pyvisor.sentry.syscalls.linux import sys_fileio as FIO
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
+from pyvisor.sentry.syscalls.linux import sys_keys as KEY
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
@@ -331,9 +332,9 @@ AMD64 = SyscallTable("amd64", {
     S.userfaultfd: refused(Errno.ENOSYS, note="not supported"),
     S.io_uring_setup: refused(Errno.ENOSYS, note="not supported"),
     S.io_setup: refused(Errno.ENOSYS, note="not supported"),
-    S.keyctl: refused(Errno.ENOSYS, note="no keyrings"),
-    S.add_key: refused(Errno.ENOSYS, note="no keyrings"),
-    S.request_key: refused(Errno.ENOSYS, note="no keyrings"),
+    S.keyctl: partial(KEY.sys_keyctl, note="no thread or process keyrings"),
+    S.add_key: partial(KEY.sys_add_key, note="types keyring and user"),
+    S.request_key: partial(KEY.sys_request_key, note="existing keys only: no upcall"),
     S.modify_ldt: refused(Errno.EPERM, note="no 16/32-bit segments"),
     S.unshare: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
     S.setns: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),

@@ -16,6 +16,7 @@ WHERE = ["native", "pyvisor"]
 PROGRAMS = [
     "fileio_tail.c",
     "keys.c",
+    "io_uring.c",
 ]
 
 

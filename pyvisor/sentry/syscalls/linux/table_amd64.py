@@ -11,6 +11,7 @@ from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_fileio as FIO
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
+from pyvisor.sentry.syscalls.linux import sys_io_uring as IOU
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_keys as KEY
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
@@ -330,7 +331,9 @@ AMD64 = SyscallTable("amd64", {
     S.bpf: refused(Errno.EPERM, note="never inside a sandbox"),
     S.perf_event_open: refused(Errno.ENODEV, note="no performance counters"),
     S.userfaultfd: refused(Errno.ENOSYS, note="not supported"),
-    S.io_uring_setup: refused(Errno.ENOSYS, note="not supported"),
+    S.io_uring_setup: partial(IOU.sys_io_uring_setup, note="no SQPOLL/IOPOLL; see io_uring.py"),
+    S.io_uring_enter: partial(IOU.sys_io_uring_enter, note="NOP, (P)READ(V), (P)WRITE(V), FSYNC"),
+    S.io_uring_register: partial(IOU.sys_io_uring_register, note="eventfd and probe only"),
     S.io_setup: refused(Errno.ENOSYS, note="not supported"),
     S.keyctl: partial(KEY.sys_keyctl, note="no thread or process keyrings"),
     S.add_key: partial(KEY.sys_add_key, note="types keyring and user"),

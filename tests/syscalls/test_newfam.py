@@ -17,6 +17,7 @@ PROGRAMS = [
     "fileio_tail.c",
     "keys.c",
     "io_uring.c",
+    "aio.c",
 ]
 
 

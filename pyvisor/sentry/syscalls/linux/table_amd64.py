@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
+from pyvisor.sentry.syscalls.linux import sys_aio as AIO
 from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_fileio as FIO
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
@@ -334,7 +335,11 @@ AMD64 = SyscallTable("amd64", {
     S.io_uring_setup: partial(IOU.sys_io_uring_setup, note="no SQPOLL/IOPOLL; see io_uring.py"),
     S.io_uring_enter: partial(IOU.sys_io_uring_enter, note="NOP, (P)READ(V), (P)WRITE(V), FSYNC"),
     S.io_uring_register: partial(IOU.sys_io_uring_register, note="eventfd and probe only"),
-    S.io_setup: refused(Errno.ENOSYS, note="not supported"),
+    S.io_setup: supported(AIO.sys_io_setup),
+    S.io_destroy: supported(AIO.sys_io_destroy),
+    S.io_submit: partial(AIO.sys_io_submit, note="PREAD(V), PWRITE(V), FSYNC, FDSYNC; no POLL"),
+    S.io_getevents: supported(AIO.sys_io_getevents),
+    S.io_cancel: partial(AIO.sys_io_cancel, note="requests complete at submission: EINVAL"),
     S.keyctl: partial(KEY.sys_keyctl, note="no thread or process keyrings"),
     S.add_key: partial(KEY.sys_add_key, note="types keyring and user"),
     S.request_key: partial(KEY.sys_request_key, note="existing keys only: no upcall"),

@@ -18,6 +18,7 @@ PROGRAMS = [
     "keys.c",
     "io_uring.c",
     "aio.c",
+    "rseq.c",
 ]
 
 

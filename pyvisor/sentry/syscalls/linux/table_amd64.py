@@ -22,6 +22,7 @@ from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
+from pyvisor.sentry.syscalls.linux import sys_rseq as RSQ
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
@@ -305,7 +306,7 @@ AMD64 = SyscallTable("amd64", {
     S.pidfd_open: supported(SG.sys_pidfd_open),
     S.pidfd_send_signal: supported(SG.sys_pidfd_send_signal),
     S.pidfd_getfd: supported(SG.sys_pidfd_getfd),
-    S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),
+    S.rseq: partial(RSQ.sys_rseq, note="one CPU; not inherited by fork (kernel/rseq.py)"),
     S.mount: partial(MT.sys_mount, note="tmpfs, proc, sysfs, bind (MS_REC), remount, MS_MOVE; "
                      "propagation accepted (all private); the runtime's mounts locked"),
     S.umount2: supported(MT.sys_umount2),
@@ -355,5 +356,5 @@ AMD64 = SyscallTable("amd64", {
     S.fsmount: refused(Errno.EPERM, note="never inside a sandbox"),
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
-    S.membarrier: refused(Errno.ENOSYS, note="not supported"),
+    S.membarrier: supported(RSQ.sys_membarrier),
 })

@@ -15,6 +15,7 @@ WHERE = ["native", "pyvisor"]
 
 PROGRAMS = [
     "fileio_tail.c",
+    "fileio_tail2.c",
     "keys.c",
     "io_uring.c",
     "aio.c",

@@ -38,6 +38,8 @@ from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utime
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
+from pyvisor.sentry.vfs.atime import touch_atime
+from pyvisor.sentry.vfs.sticky import check_sticky
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access, owner_or_capable
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
@@ -558,6 +560,7 @@ def _getdents(t: Task, r: SyscallArguments, old: bool) -> int:
     if size > 0x7FFFFFFF:
         raise SyscallError(Errno.EINVAL)
     image, ends = f.impl.records(f)
+    touch_atime(f)                     # Linux: iterate_dir's file_accessed
     i = f.offset                       # the index of the next record
     n = 0
     if i < len(ends):
@@ -690,6 +693,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
+    check_sticky(t, parent.inode, inode)           # may_delete
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
     else:
@@ -771,6 +775,9 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     if not t.creds.fs_superuser():
         check_access(t, op.inode, MAY_WRITE | 1)
         check_access(t, np.inode, MAY_WRITE | 1)
+    check_sticky(t, op.inode, src.inode)            # may_delete of both names
+    if dst is not None:
+        check_sticky(t, np.inode, dst.inode)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
         raise SyscallError(Errno.EBUSY)
     if dst is not None and _same_file(dst.inode, src.inode):
@@ -1091,6 +1098,9 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
         raise SyscallError(Errno.EISDIR)
     if not inode.is_regular():
         raise SyscallError(Errno.EINVAL)
+    if length > inode.size():
+        from pyvisor.sentry.syscalls.linux.sys_fileio import new_size_ok
+        new_size_ok(t, length)              # RLIMIT_FSIZE: SIGXFSZ and EFBIG
     inode.setattr(size=length)
     return 0
 
@@ -1114,20 +1124,6 @@ def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
     _truncate(t, f.inode, r.int64(1))
     _attr_event(f, inotify.IN_MODIFY)
-    return 0
-
-
-def sys_fallocate(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.fd(0))
-    mode, off, ln = r.int32(1), r.int64(2), r.int64(3)
-    if off < 0 or ln <= 0:
-        raise SyscallError(Errno.EINVAL)
-    if not f.writable:
-        raise SyscallError(Errno.EBADF)
-    if mode == 0 and f.inode.size() < off + ln:
-        f.inode.setattr(size=off + ln)
-    if inotify._watches:
-        inotify.file_event(f, inotify.IN_MODIFY)
     return 0
 
 

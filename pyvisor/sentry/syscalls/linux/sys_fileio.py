@@ -1,5 +1,6 @@
-"""The file-I/O tail: sync, syncfs, fsync, sync_file_range, fadvise64, readahead.
-Linux: fs/sync.c, mm/fadvise.c, mm/readahead.c.
+"""The file-I/O tail: sync, syncfs, fsync, sync_file_range, fadvise64, readahead,
+fallocate and the size checks truncate shares with it.
+Linux: fs/sync.c, mm/fadvise.c, mm/readahead.c, fs/open.c (vfs_fallocate), fs/attr.c.
 
 The Sentry keeps no dirty page cache of its own beyond what `FileImpl.fsync`
 writes back, so the hints (fadvise, readahead) only validate their arguments,
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_PATH
+from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.kernel import signal as ksignal
+from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
+from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import FileDescription
 
 # From <linux/fadvise.h>.
@@ -103,4 +107,68 @@ def sys_readahead(t: Task, r: SyscallArguments) -> int:
     if _ftype(f) not in (_S_IFREG, _S_IFBLK):
         raise SyscallError(Errno.EINVAL)
     _fadvise(f, r.int64(2), 3)           # POSIX_FADV_WILLNEED
+    return 0
+
+
+# From <linux/falloc.h>.
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+FALLOC_FL_SUPPORTED_MASK = 0x7F
+MAX_LFS_FILESIZE = _INT64_MAX            # every filesystem's s_maxbytes here
+
+
+def new_size_ok(t: Task, size: int) -> None:
+    """A regular file may grow to `size`: past RLIMIT_FSIZE is SIGXFSZ and EFBIG, past
+    s_maxbytes EFBIG alone.  Linux: inode_newsize_ok."""
+    limit = t.tg.rlimits[RLIMIT_FSIZE][0]
+    if limit != RLIM_INFINITY and size > limit:
+        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0, pid=t.tg.tgid,
+                                                uid=t.creds.uid))
+        raise SyscallError(Errno.EFBIG)
+    if size > MAX_LFS_FILESIZE:
+        raise SyscallError(Errno.EFBIG)
+
+
+def sys_fallocate(t: Task, r: SyscallArguments) -> int:
+    """Implements fallocate(2), with the checks of vfs_fallocate in its order.  Files
+    are sparse in memory here, so allocating changes only the size: mode 0 extends
+    the file, FALLOC_FL_KEEP_SIZE alone does nothing more; hole punching and the
+    range operations are not supported (EOPNOTSUPP, as a filesystem without them)."""
+    f = t.fd_table.get(r.fd(0))
+    mode, off, ln = r.int32(1), r.int64(2), r.int64(3)
+    if off < 0 or ln <= 0:
+        raise SyscallError(Errno.EINVAL)
+    if mode & ~FALLOC_FL_SUPPORTED_MASK:
+        raise SyscallError(Errno.EOPNOTSUPP)
+    if mode & FALLOC_FL_PUNCH_HOLE and mode & FALLOC_FL_ZERO_RANGE:
+        raise SyscallError(Errno.EOPNOTSUPP)
+    if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+        raise SyscallError(Errno.EOPNOTSUPP)
+    if mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE) and \
+            mode & ~(FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE):
+        raise SyscallError(Errno.EINVAL)
+    if f.flags & O_PATH or not f.writable:
+        raise SyscallError(Errno.EBADF)
+    if mode & ~FALLOC_FL_KEEP_SIZE and f.append:
+        raise SyscallError(Errno.EPERM)
+    ftype = _ftype(f)
+    if ftype == _S_IFIFO:
+        raise SyscallError(Errno.ESPIPE)
+    if ftype == _S_IFDIR:
+        raise SyscallError(Errno.EISDIR)
+    if ftype not in (_S_IFREG, _S_IFBLK):
+        raise SyscallError(Errno.ENODEV)
+    end = off + ln
+    if end > MAX_LFS_FILESIZE:
+        raise SyscallError(Errno.EFBIG)
+    if mode & ~FALLOC_FL_KEEP_SIZE:
+        raise SyscallError(Errno.EOPNOTSUPP)
+    if not mode and f.inode.size() < end:
+        new_size_ok(t, end)
+        f.inode.setattr(size=end)
+        if inotify._watches:
+            inotify.file_event(f, inotify.IN_MODIFY)
     return 0

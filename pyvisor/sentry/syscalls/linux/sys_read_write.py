@@ -13,6 +13,7 @@ from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBloc
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs import inotify
+from pyvisor.sentry.vfs.atime import touch_atime
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -70,6 +71,8 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
     try:
         data = await _do_read(t, f, n, offset)
         ioac[0] += len(data)         # rchar
+        if f.impl.seekable:
+            touch_atime(f)           # regular files and devices, not pipes or sockets
         if data and inotify._watches:
             inotify.file_event(f, inotify.IN_ACCESS)
         return data
@@ -381,12 +384,16 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
     """Implements sendfile(2) by staging through the Sentry.  The input is read at
     its position without moving it, and the position then advances by what was
     written: a short or refused write (EAGAIN) consumes nothing more (as
-    splice_direct_to_actor)."""
+    splice_direct_to_actor).  Chunks go until `count`, the input's end or a
+    short write, so a file sent to itself grows as it is read (Linux too)."""
     out_f = t.fd_table.get(r.fd(0))
     in_f = t.fd_table.get(r.fd(1))
-    off_addr, count = r.pointer(2), r.count(3)
+    off_addr, raw_count = r.pointer(2), r.uint64(3)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
+    if raw_count >> 63:
+        raise SyscallError(Errno.EINVAL)         # rw_verify_area: a negative count
+    count = min(raw_count, MAX_RW_COUNT)
     pos: int | None
     if off_addr:
         (pos,) = struct.unpack("<q", t.copy_in(off_addr, 8))
@@ -400,10 +407,25 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if pos is not None and pos < 0:
         raise SyscallError(Errno.EINVAL)
-    data = await do_read(t, in_f, min(count, CHUNK), pos)
-    if not data:
+    if out_f.append:
+        raise SyscallError(Errno.EINVAL)         # do_splice_direct: no O_APPEND output
+    n = 0
+    while n < count:
+        try:
+            data = await do_read(t, in_f, min(count - n, CHUNK),
+                                 None if pos is None else pos + n)
+            if not data:
+                break
+            done = await do_write(t, out_f, data, None)
+        except SyscallError:
+            if n:
+                break                            # what was sent so far counts
+            raise
+        n += done
+        if done < len(data) or pos is None:
+            break                                # a short write; a stream read once
+    if not n:
         return 0
-    n = await do_write(t, out_f, data, None)
     if off_addr:
         t.copy_out(off_addr, struct.pack("<q", pos + n))
     elif pos is not None:

@@ -105,7 +105,7 @@ AMD64 = SyscallTable("amd64", {
     S.fchownat: supported(F.sys_fchownat),
     S.truncate: supported(F.sys_truncate),
     S.ftruncate: supported(F.sys_ftruncate),
-    S.fallocate: partial(F.sys_fallocate, note="mode 0 extends; others ignored"),
+    S.fallocate: partial(FIO.sys_fallocate, note="mode 0 and KEEP_SIZE; no hole punching"),
     S.utimensat: supported(F.sys_utimensat),
     S.utimes: supported(F.sys_utimes),
     S.fsync: supported(FIO.sys_fsync),

@@ -14,9 +14,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include "check.h"
+
+#define KERNEL_O_LARGEFILE 0100000   /* glibc defines O_LARGEFILE as 0 on 64-bit */
 
 static long long atime_of(const char *p, int follow)
 {
@@ -146,6 +149,33 @@ int main(void)
     CHECK(waitpid(pid, &ws, 0) == pid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
     CHECK(unlink(victim) == 0);
     CHECK(rmdir(sdir) == 0);
+
+    /* readv/writev stop at the first fault: a partial count, or EFAULT */
+    char *two = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(two != MAP_FAILED);
+    memset(two, 'a', 8192);
+    CHECK(mprotect(two + 4096, 4096, PROT_NONE) == 0);
+    struct iovec pv[2] = {{two, 4096}, {two, 8192}};
+    CHECK(pwritev(fd, pv, 2, 0) == 8192);
+    CHECK(lseek(fd, 0, SEEK_SET) == 0);
+    CHECK(readv(fd, pv, 2) == 8192);
+    CHECK(lseek(fd, 0, SEEK_CUR) == 8192);
+    struct iovec none[1] = {{two + 4096, 10}};
+    CHECK_ERR(pwritev(fd, none, 1, 0), EFAULT);
+    CHECK_ERR(preadv(fd, none, 1, 0), EFAULT);
+    struct iovec wild[2] = {{(void *)~0UL, 0}, {two, 10}};
+    CHECK_ERR(preadv(fd, wild, 2, 0), EFAULT);
+
+    /* F_GETFL: open forces O_LARGEFILE; O_PATH keeps only its own flags */
+    int gf = open(path, O_RDWR | O_APPEND | O_NONBLOCK);
+    CHECK(fcntl(gf, F_GETFL) == (O_RDWR | O_APPEND | O_NONBLOCK | KERNEL_O_LARGEFILE));
+    CHECK(fcntl(gf, F_SETFL, O_RDONLY | O_DIRECT) == 0);
+    CHECK(fcntl(gf, F_GETFL) == (O_RDWR | O_DIRECT | KERNEL_O_LARGEFILE));
+    int pf = open(dir, O_RDWR | O_APPEND | O_PATH | O_NOFOLLOW | O_DIRECTORY);
+    CHECK(fcntl(pf, F_GETFL) == (O_PATH | O_NOFOLLOW | O_DIRECTORY));
+    int pp[2];
+    CHECK(pipe(pp) == 0);
+    CHECK(fcntl(pp[0], F_GETFL) == O_RDONLY);
 
     unlink(link);
     unlink(path);

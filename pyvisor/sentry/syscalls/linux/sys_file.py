@@ -21,7 +21,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
                                      F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ, F_SETSIG, FD_CLOEXEC,
                                      MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, O_ASYNC,
-                                     O_CLOEXEC, O_CREAT, O_PATH,
+                                     O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
                                      RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
@@ -63,7 +63,11 @@ async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     if flags & O_CREAT and flags & O_DIRECTORY and flags & O_TMPFILE != O_TMPFILE:
         raise SyscallError(Errno.EINVAL)     # Linux 6.4+: no regular file from O_DIRECTORY
     f = ops.open_at(t, dirfd, path, flags, mode, resolve)
-    f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
+    if flags & O_PATH:
+        f.flags = flags & (O_PATH | O_DIRECTORY | O_NOFOLLOW)     # the rest is ignored
+    else:
+        # O_LARGEFILE: forced on 64-bit (Linux: force_o_largefile), so F_GETFL shows it.
+        f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400) | 0o100000
     if getattr(f.impl, "fifo", False):
         try:
             await fifo_wait(t, f)

@@ -17,6 +17,8 @@ from pyvisor.sentry.vfs.atime import touch_atime
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
+PAGE_SIZE = 4096
+_TASK_SIZE = 0x7FFFFFFFF000   # the end of user space (Linux: TASK_SIZE_MAX)
 IOV_MAX = 1024
 # The largest file offset.  From <linux/fs.h> (MAX_LFS_FILESIZE on 64-bit).
 MAX_LFS_FILESIZE = (1 << 63) - 1
@@ -261,8 +263,23 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
         total += ln
         if total > 1 << 63:
             raise SyscallError(Errno.EINVAL)
+        if base + ln >= 1 << 63 or (ln and base + ln > _TASK_SIZE):
+            raise SyscallError(Errno.EFAULT)     # import_iovec's access_ok, any segment
         iovs.append((base, ln))
     return iovs
+
+
+def _writable_prefix(t: Task, base: int, n: int) -> int:
+    """How much of [base, base+n) is mapped writable from its start, page by page."""
+    done = 0
+    while done < n:
+        step = min(n - done, PAGE_SIZE - (base + done) % PAGE_SIZE)
+        try:
+            t.mm.check_range(base + done, step, 2)
+        except SyscallError:
+            break
+        done += step
+    return done
 
 
 async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: int | None) -> int:
@@ -271,8 +288,24 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
+    # Only the buffers' writable prefix is read, as Linux's copy stops at a fault:
+    # a partial read, or EFAULT if not even one byte could be stored.
+    usable: list[tuple[int, int]] = []
     for base, ln in iovs:
-        t.mm.check_range(base, min(ln, CHUNK), 2)
+        try:
+            t.mm.check_range(base, min(ln, CHUNK), 2)
+            usable.append((base, ln))
+        except SyscallError:
+            ok = _writable_prefix(t, base, min(ln, CHUNK))
+            if ok:
+                usable.append((base, ok))
+            break
+    total = sum(ln for _, ln in usable)
+    if not total:
+        if not f.readable:
+            raise SyscallError(Errno.EBADF)
+        raise SyscallError(Errno.EFAULT)
+    iovs = usable
     data = await do_read(t, f, total, off)
     pos = 0
     for base, ln in iovs:
@@ -287,7 +320,22 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
 async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: int | None) -> int:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    data = b"".join(t.copy_in(base, min(ln, CHUNK)) for base, ln in iovs if ln)
+    # The buffers are taken up to the first fault, as Linux's copy stops there: a
+    # partial write, or EFAULT if not even one byte could be read.
+    parts: list[bytes] = []
+    for base, ln in iovs:
+        if not ln:
+            continue
+        try:
+            parts.append(t.copy_in(base, min(ln, CHUNK)))
+        except SyscallError:
+            part = t.mm.copy_in_partial(base, min(ln, CHUNK))
+            if part:
+                parts.append(part)
+            elif not parts:
+                raise
+            break
+    data = b"".join(parts)
     if not data:
         return 0
     return await do_write(t, f, data, off)

@@ -281,6 +281,9 @@ SENTRY_RULES: dict[str, Spec] = {
                                  _errno.EACCES),)),
     "ftruncate": Spec("truncates host files (HostInode.truncate) and donated files"),
     "fsync": Spec("fsync of host and donated files"),
+    "membarrier": _only("membarrier(2) of the sandbox: a host MEMBARRIER_CMD_GLOBAL "
+                        "(syscalls/linux/sys_rseq.py)",
+                        eq32(0, 1, "cmd == MEMBARRIER_CMD_GLOBAL")),
     "fallocate": _only("punches freed extents out of the memory file (MemoryFile.free)",
                        eq32(1, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                             "mode == PUNCH_HOLE|KEEP_SIZE")),

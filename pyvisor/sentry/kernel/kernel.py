@@ -35,7 +35,7 @@ from pyvisor.abi.linux.signal import (CLD_STOPPED, NSIG, SA_NOCLDSTOP, SA_NOCLDW
                                       Signal)
 from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
-from pyvisor.sentry.kernel import ptrace, seccomp
+from pyvisor.sentry.kernel import ptrace, rseq, seccomp
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.kernel import cputime, posix_timers
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
@@ -407,6 +407,8 @@ class Kernel:
             t.mm.apply_pending()        # a truncate while none of its threads was stopped
         if t.ptrace is not None:
             ptrace.after_run(t)
+        if kind is not StopKind.SYSCALL and rseq.active():
+            rseq.preempted(t)           # stopped in user code: abort its rseq section
         if kind is StopKind.SYSCALL:
             c0 = time.thread_time_ns()
             self._syscall(t)

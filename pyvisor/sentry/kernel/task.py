@@ -71,11 +71,12 @@ class Credentials:
     bset: int = ALL_CAPS              # the bounding set (PR_CAPBSET_DROP)
     ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
     securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
+    session_keyring: Any = None       # kernel/keys.Key; None: the sandbox's "_ses"
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
                            self.sgid, self.fsgid, self.groups, self.caps, self.bset,
-                           self.ambient, self.securebits)
+                           self.ambient, self.securebits, self.session_keyring)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""

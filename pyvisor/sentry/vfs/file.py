@@ -59,6 +59,10 @@ class FileImpl:
     # Whether write(2) of no bytes reaches `write` (a datagram socket sends an empty
     # datagram); else it returns 0 at once, as pipe_write and regular files do.
     zero_writes = False
+    # How lseek(2) moves a seekable file's position (Linux: f_op->llseek): "generic"
+    # (generic_file_llseek), "zero" (null_lseek: it stays 0), "noop" (noop_llseek:
+    # unchanged) or "noend" (seq_lseek: no SEEK_END, EINVAL).
+    llseek = "generic"
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)

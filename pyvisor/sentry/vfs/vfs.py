@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.vfs import atime
 from pyvisor.sentry.vfs.dcache import WeakChildren, dcache
 from pyvisor.sentry.vfs.inode import Filesystem, Inode
 
@@ -306,6 +307,7 @@ class Resolver:
         target = ld.inode.readlink()
         if not target:
             raise SyscallError(Errno.ENOENT)
+        atime.touch_inode(ld.inode, mnt)     # Linux: pick_link's touch_atime
         if target[:1] == b"/":
             self._jump_root(Location(mnt, d))
         loc, _ = self.walk(t, Location(mnt, d), target, True)

@@ -58,6 +58,7 @@ class NullImpl(FileImpl):
     """/dev/null: reads see EOF, writes vanish."""
 
     seekable = True
+    llseek = "zero"         # Linux: null_lseek
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         return b""
@@ -70,6 +71,7 @@ class ZeroImpl(FileImpl):
     """/dev/zero: reads give zeros, writes vanish; mmap gives anonymous memory."""
 
     seekable = True
+    llseek = "zero"         # Linux: null_lseek (zero and full too)
     anon_mmap = True        # Linux: mmap_zero (shared: shmem_zero_setup)
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
@@ -96,6 +98,7 @@ class RandomImpl(FileImpl):
     """
 
     seekable = True
+    llseek = "noop"         # Linux: random_fops' noop_llseek
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         n = max(0, min(n, MAX_DEVICE_READ))

@@ -173,6 +173,7 @@ class SnapshotFileImpl(FileImpl):
     """
 
     seekable = True
+    llseek = "noend"             # Linux: seq_lseek
 
     def __init__(self, data: bytes | None, writer: Callable[[bytes], int] | None = None,
                  write_errno: int = Errno.EINVAL, gen: Generator | None = None) -> None:

@@ -21,7 +21,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
                                      F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ, F_SETSIG, FD_CLOEXEC,
                                      MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, O_ASYNC,
-                                     O_CLOEXEC, O_CREAT, O_PATH,
+                                     O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
                                      RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
@@ -38,6 +38,8 @@ from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utime
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
+from pyvisor.sentry.vfs.atime import touch_atime
+from pyvisor.sentry.vfs.sticky import check_sticky
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
 from pyvisor.sentry.vfs.perms import MAY_WRITE, check_access, may_access, owner_or_capable
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, path_of
@@ -61,7 +63,11 @@ async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
     if flags & O_CREAT and flags & O_DIRECTORY and flags & O_TMPFILE != O_TMPFILE:
         raise SyscallError(Errno.EINVAL)     # Linux 6.4+: no regular file from O_DIRECTORY
     f = ops.open_at(t, dirfd, path, flags, mode, resolve)
-    f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
+    if flags & O_PATH:
+        f.flags = flags & (O_PATH | O_DIRECTORY | O_NOFOLLOW)     # the rest is ignored
+    else:
+        # O_LARGEFILE: forced on 64-bit (Linux: force_o_largefile), so F_GETFL shows it.
+        f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400) | 0o100000
     if getattr(f.impl, "fifo", False):
         try:
             await fifo_wait(t, f)
@@ -437,13 +443,19 @@ def sys_newfstatat(t: Task, r: SyscallArguments) -> int:
 
 def sys_statx(t: Task, r: SyscallArguments) -> int:
     """Implements statx(2): the basic stats (no btime)."""
-    dirfd, addr, flags, _mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
-                                      r.pointer(4))
+    dirfd, addr, flags, mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
+                                     r.pointer(4))
+    # AT_STATX_FORCE_SYNC with AT_STATX_DONT_SYNC, or STATX__RESERVED: EINVAL.
+    if flags & 0x6000 == 0x6000 or mask & 0x80000000:
+        raise SyscallError(Errno.EINVAL)
     path = _path(t, addr) if addr else b""
     loc = _stat_loc(t, dirfd, path, flags)
-    data = loc.inode.statx_bytes()
+    data = bytearray(loc.inode.statx_bytes())
     assert len(data) == STATX.size
-    t.copy_out(buf, data)
+    if loc.mount.id:                # STATX_MNT_ID: stx_mnt_id, as mountinfo numbers it
+        struct.pack_into("<I", data, 0, struct.unpack_from("<I", data, 0)[0] | 0x1000)
+        struct.pack_into("<Q", data, 0x90, loc.mount.id)
+    t.copy_out(buf, bytes(data))
     return 0
 
 
@@ -552,6 +564,7 @@ def _getdents(t: Task, r: SyscallArguments, old: bool) -> int:
     if size > 0x7FFFFFFF:
         raise SyscallError(Errno.EINVAL)
     image, ends = f.impl.records(f)
+    touch_atime(f)                     # Linux: iterate_dir's file_accessed
     i = f.offset                       # the index of the next record
     n = 0
     if i < len(ends):
@@ -684,6 +697,7 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
+    check_sticky(t, parent.inode, inode)           # may_delete
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
     else:
@@ -765,6 +779,9 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     if not t.creds.fs_superuser():
         check_access(t, op.inode, MAY_WRITE | 1)
         check_access(t, np.inode, MAY_WRITE | 1)
+    check_sticky(t, op.inode, src.inode)            # may_delete of both names
+    if dst is not None:
+        check_sticky(t, np.inode, dst.inode)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
         raise SyscallError(Errno.EBUSY)
     if dst is not None and _same_file(dst.inode, src.inode):
@@ -1085,6 +1102,9 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
         raise SyscallError(Errno.EISDIR)
     if not inode.is_regular():
         raise SyscallError(Errno.EINVAL)
+    if length > inode.size():
+        from pyvisor.sentry.syscalls.linux.sys_fileio import new_size_ok
+        new_size_ok(t, length)              # RLIMIT_FSIZE: SIGXFSZ and EFBIG
     inode.setattr(size=length)
     return 0
 
@@ -1108,20 +1128,6 @@ def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
     _truncate(t, f.inode, r.int64(1))
     _attr_event(f, inotify.IN_MODIFY)
-    return 0
-
-
-def sys_fallocate(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.fd(0))
-    mode, off, ln = r.int32(1), r.int64(2), r.int64(3)
-    if off < 0 or ln <= 0:
-        raise SyscallError(Errno.EINVAL)
-    if not f.writable:
-        raise SyscallError(Errno.EBADF)
-    if mode == 0 and f.inode.size() < off + ln:
-        f.inode.setattr(size=off + ln)
-    if inotify._watches:
-        inotify.file_event(f, inotify.IN_MODIFY)
     return 0
 
 

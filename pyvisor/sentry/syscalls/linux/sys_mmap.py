@@ -119,6 +119,9 @@ def sys_madvise(t: Task, r: SyscallArguments) -> int:
     addr, length, advice = r.pointer(0), r.uint64(1), r.int32(2)
     if addr % PAGE_SIZE:
         raise SyscallError(Errno.EINVAL)
+    if length and (page_round_up(length) & ((1 << 64) - 1) == 0 or
+                   addr + page_round_up(length) >= 1 << 64):
+        raise SyscallError(Errno.EINVAL)        # the rounded length or the end wraps
     if advice in (4, 8):       # MADV_DONTNEED, MADV_FREE
         if length:
             t.mm.madvise_dontneed(addr, length)

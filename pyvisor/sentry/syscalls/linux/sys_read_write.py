@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from pyvisor.abi.linux.errno import Errno
-from pyvisor.abi.linux.fcntl import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
+from pyvisor.abi.linux.fcntl import O_PATH, SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
 from pyvisor.abi.linux.signal import Signal
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
@@ -13,6 +13,7 @@ from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBloc
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs import inotify
+from pyvisor.sentry.vfs.atime import touch_atime
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -72,6 +73,8 @@ async def do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> by
     try:
         data = await _do_read(t, f, n, offset)
         ioac[0] += len(data)         # rchar
+        if f.impl.seekable:
+            touch_atime(f)           # regular files and devices, not pipes or sockets
         if data and inotify._watches:
             inotify.file_event(f, inotify.IN_ACCESS)
         return data
@@ -274,6 +277,8 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
 
 
 def _positional(f: FileDescription, off: int) -> None:
+    if f.flags & O_PATH:
+        raise SyscallError(Errno.EBADF)        # fdget: an O_PATH file is no file
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
     if off < 0:
@@ -317,6 +322,8 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
         total += ln
         if total > 1 << 63:
             raise SyscallError(Errno.EINVAL)
+        if base + ln >= 1 << 63 or (ln and base + ln > TASK_SIZE_MAX):
+            raise SyscallError(Errno.EFAULT)     # import_iovec's access_ok, any segment
         iovs.append((base, ln))
     # __import_iovec: access_ok on each, so an empty iovec outside the address space
     # is EFAULT too.
@@ -422,6 +429,15 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
     off, whence = r.offset(1), r.uint32(2)
     if not f.impl.seekable:
         raise SyscallError(Errno.ESPIPE)
+    style = f.impl.llseek
+    if style != "generic" and whence in (SEEK_SET, SEEK_CUR, SEEK_END):
+        if style == "zero":
+            f.offset = 0
+            return 0
+        if style == "noop":
+            return f.offset
+        if whence == SEEK_END:
+            raise SyscallError(Errno.EINVAL)
     if whence == SEEK_SET:
         new = off
     elif whence == SEEK_CUR:
@@ -429,7 +445,9 @@ def sys_lseek(t: Task, r: SyscallArguments) -> int:
             return f.offset
         new = f.offset + off
     elif whence == SEEK_END:
-        new = f.impl.size(f) + off
+        # A directory's end is ext4's htree EOF, the largest offset.
+        end = MAX_LFS_FILESIZE if isinstance(f.impl, DirectoryImpl) else f.impl.size(f)
+        new = end + off
     elif whence in (SEEK_DATA, SEEK_HOLE):
         size = f.impl.size(f)
         if off < 0 or off >= size:
@@ -449,12 +467,16 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
     """Implements sendfile(2) by staging through the Sentry.  The input is read at
     its position without moving it, and the position then advances by what was
     written: a short or refused write (EAGAIN) consumes nothing more (as
-    splice_direct_to_actor)."""
+    splice_direct_to_actor).  Chunks go until `count`, the input's end or a
+    short write, so a file sent to itself grows as it is read (Linux too)."""
     out_f = t.fd_table.get(r.fd(0))
     in_f = t.fd_table.get(r.fd(1))
-    off_addr, count = r.pointer(2), r.count(3)
+    off_addr, raw_count = r.pointer(2), r.uint64(3)
     if not in_f.readable or not out_f.writable:
         raise SyscallError(Errno.EBADF)
+    if raw_count >> 63:
+        raise SyscallError(Errno.EINVAL)         # rw_verify_area: a negative count
+    count = min(raw_count, MAX_RW_COUNT)
     pos: int | None
     if off_addr:
         (pos,) = struct.unpack("<q", t.copy_in(off_addr, 8))
@@ -468,10 +490,25 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if pos is not None and pos < 0:
         raise SyscallError(Errno.EINVAL)
-    data = await do_read(t, in_f, min(count, CHUNK), pos)
-    if not data:
+    if out_f.append:
+        raise SyscallError(Errno.EINVAL)         # do_splice_direct: no O_APPEND output
+    n = 0
+    while n < count:
+        try:
+            data = await do_read(t, in_f, min(count - n, CHUNK),
+                                 None if pos is None else pos + n)
+            if not data:
+                break
+            done = await do_write(t, out_f, data, None)
+        except SyscallError:
+            if n:
+                break                            # what was sent so far counts
+            raise
+        n += done
+        if done < len(data) or pos is None:
+            break                                # a short write; a stream read once
+    if not n:
         return 0
-    n = await do_write(t, out_f, data, None)
     if off_addr:
         t.copy_out(off_addr, struct.pack("<q", pos + n))
     elif pos is not None:

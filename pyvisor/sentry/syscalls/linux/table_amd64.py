@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.sysno_amd64 import Sysno as S
+from pyvisor.sentry.syscalls.linux import sys_aio as AIO
 from pyvisor.sentry.syscalls.linux import sys_file as F
+from pyvisor.sentry.syscalls.linux import sys_fileio as FIO
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
+from pyvisor.sentry.syscalls.linux import sys_io_uring as IOU
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
+from pyvisor.sentry.syscalls.linux import sys_keys as KEY
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
@@ -18,6 +22,7 @@ from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
+from pyvisor.sentry.syscalls.linux import sys_rseq as RSQ
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
@@ -100,14 +105,16 @@ AMD64 = SyscallTable("amd64", {
     S.fchownat: supported(F.sys_fchownat),
     S.truncate: supported(F.sys_truncate),
     S.ftruncate: supported(F.sys_ftruncate),
-    S.fallocate: partial(F.sys_fallocate, note="mode 0 extends; others ignored"),
+    S.fallocate: partial(FIO.sys_fallocate, note="mode 0 and KEEP_SIZE; no hole punching"),
     S.utimensat: supported(F.sys_utimensat),
     S.utimes: supported(F.sys_utimes),
-    S.fsync: supported(F.sys_fsync),
-    S.fdatasync: supported(F.sys_fsync),
-    S.sync: supported(F.sys_sync),
-    S.syncfs: supported(F.sys_sync),
-    S.fadvise64: supported(F.sys_fadvise64),
+    S.fsync: supported(FIO.sys_fsync),
+    S.fdatasync: supported(FIO.sys_fsync),
+    S.sync: supported(FIO.sys_sync),
+    S.syncfs: supported(FIO.sys_syncfs),
+    S.sync_file_range: supported(FIO.sys_sync_file_range),
+    S.readahead: supported(FIO.sys_readahead),
+    S.fadvise64: supported(FIO.sys_fadvise64),
     S.setxattr: supported(XA.sys_setxattr),
     S.lsetxattr: supported(XA.sys_lsetxattr),
     S.fsetxattr: supported(XA.sys_fsetxattr),
@@ -299,7 +306,7 @@ AMD64 = SyscallTable("amd64", {
     S.pidfd_open: supported(SG.sys_pidfd_open),
     S.pidfd_send_signal: supported(SG.sys_pidfd_send_signal),
     S.pidfd_getfd: supported(SG.sys_pidfd_getfd),
-    S.rseq: refused(Errno.ENOSYS, note="restartable sequences not supported"),
+    S.rseq: partial(RSQ.sys_rseq, note="one CPU; not inherited by fork (kernel/rseq.py)"),
     S.mount: partial(MT.sys_mount, note="tmpfs, proc, sysfs, bind (MS_REC), remount, MS_MOVE; "
                      "propagation accepted (all private); the runtime's mounts locked"),
     S.umount2: supported(MT.sys_umount2),
@@ -326,11 +333,17 @@ AMD64 = SyscallTable("amd64", {
     S.bpf: refused(Errno.EPERM, note="never inside a sandbox"),
     S.perf_event_open: refused(Errno.ENODEV, note="no performance counters"),
     S.userfaultfd: refused(Errno.ENOSYS, note="not supported"),
-    S.io_uring_setup: refused(Errno.ENOSYS, note="not supported"),
-    S.io_setup: refused(Errno.ENOSYS, note="not supported"),
-    S.keyctl: refused(Errno.ENOSYS, note="no keyrings"),
-    S.add_key: refused(Errno.ENOSYS, note="no keyrings"),
-    S.request_key: refused(Errno.ENOSYS, note="no keyrings"),
+    S.io_uring_setup: partial(IOU.sys_io_uring_setup, note="no SQPOLL/IOPOLL; see io_uring.py"),
+    S.io_uring_enter: partial(IOU.sys_io_uring_enter, note="NOP, (P)READ(V), (P)WRITE(V), FSYNC"),
+    S.io_uring_register: partial(IOU.sys_io_uring_register, note="eventfd and probe only"),
+    S.io_setup: supported(AIO.sys_io_setup),
+    S.io_destroy: supported(AIO.sys_io_destroy),
+    S.io_submit: partial(AIO.sys_io_submit, note="PREAD(V), PWRITE(V), FSYNC, FDSYNC; no POLL"),
+    S.io_getevents: supported(AIO.sys_io_getevents),
+    S.io_cancel: partial(AIO.sys_io_cancel, note="requests complete at submission: EINVAL"),
+    S.keyctl: partial(KEY.sys_keyctl, note="no thread or process keyrings"),
+    S.add_key: partial(KEY.sys_add_key, note="types keyring and user"),
+    S.request_key: partial(KEY.sys_request_key, note="existing keys only: no upcall"),
     S.modify_ldt: refused(Errno.EPERM, note="no 16/32-bit segments"),
     S.unshare: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
     S.setns: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
@@ -343,5 +356,5 @@ AMD64 = SyscallTable("amd64", {
     S.fsmount: refused(Errno.EPERM, note="never inside a sandbox"),
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
-    S.membarrier: refused(Errno.ENOSYS, note="not supported"),
+    S.membarrier: supported(RSQ.sys_membarrier),
 })

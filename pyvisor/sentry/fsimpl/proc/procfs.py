@@ -377,6 +377,9 @@ def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
             k = f"{key}/{name.decode()}"
             if isinstance(v, dict):
                 out[name] = (lambda k=k, v=v: _static_dir(fs, k, v))
+            elif isinstance(v, tuple):          # (generator, writer): a writable sysctl
+                out[name] = (lambda k=k, v=v: ProcFile(fs, fs.ino(k), v[0], 0o644,
+                                                       writer=v[1]))
             else:
                 gen: Generator = v if callable(v) else (lambda v=v: v)
                 out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
@@ -1415,7 +1418,7 @@ class ProcRoot(ProcDir):
 def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     """/proc/sys: read-only sysctls (bytes: fixed contents, callables: generated)."""
     kernel = fs.kernel
-    return {
+    spec: dict[bytes, Any] = {
         b"kernel": {
             b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
             b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
@@ -1461,6 +1464,22 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
                 "net.ipv4.ping_group_range")},
         },
     }
+    spec[b"net"][b"ipv4"][b"conf"] = {b"lo": {
+        n.encode(): (_sysctl(kernel, f"net.ipv4.conf.lo.{n}"),
+                     _sysctl_writer(kernel, f"net.ipv4.conf.lo.{n}"))
+        for n in sysctl.LO_CONF}}
+    return spec
+
+
+def _sysctl_writer(kernel: Any, name: str) -> Callable[[bytes], int]:
+    """A write to a writable /proc/sys file: the whole write is the value (proc_dointvec)."""
+    def write(data: bytes) -> int:
+        try:
+            sysctl.set_value(kernel, name, data.decode("ascii", "replace"))
+        except ValueError:
+            raise SyscallError(Errno.EINVAL) from None
+        return len(data)
+    return write
 
 
 def _sysctl(kernel: Any, name: str) -> Callable[[], bytes]:

@@ -277,6 +277,9 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
+        if stack.packet_socks:
+            from pyvisor.sentry.socket.netstack.packet import lo_udp
+            lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos())
         if dst == INADDR_BROADCAST:
             udp_deliver_all(stack, data, src, self.lport, dst, dport, stack.lo.index,
                             self._tos())

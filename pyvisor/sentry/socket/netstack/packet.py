@@ -16,8 +16,9 @@ host's: lo, and the NICs the stack took over.
              without its 14-byte header; both learn a struct sockaddr_ll.
              What crosses lo is synthesised where the stack short-circuits it:
              a UDP datagram between two sockets of the sandbox is given a real
-             IP and UDP header (checksums included) only when a packet socket
-             exists (`lo_udp`); the ICMP and raw traffic of the IP layer's
+             IP and UDP header only when a packet socket exists (`lo_udp`; the
+             UDP checksum left partial, the pseudo-header's sum, as Linux's lo
+             leaves it to the device that never completes it); the ICMP and raw traffic of the IP layer's
              loop (Stack._loop) likewise.  TCP between sockets of the sandbox
              is a method call and is not seen.
   sending    a frame (SOCK_RAW: with its Ethernet header; SOCK_DGRAM: the
@@ -103,7 +104,7 @@ class PacketSocket(Socket):
     family = AF_PACKET
 
     def __init__(self, stack: Stack, stype: int, protocol: int) -> None:
-        super().__init__(stype, protocol)
+        super().__init__(stype, 0)          # packet_create leaves sk_protocol 0 (SO_PROTOCOL)
         self.stack = stack
         self.wq = WaitQueue()
         self.num = protocol & 0xFFFF        # bound protocol, network byte order (po->num)
@@ -417,7 +418,8 @@ def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: b
     ulen = 8 + len(data)
     seg = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + ulen.to_bytes(2, "big") \
         + b"\0\0" + data
-    c = checksum(pseudo_header(src, dst, IPPROTO_UDP, ulen) + seg) or 0xFFFF
+    # CHECKSUM_PARTIAL, as lo carries it: only the pseudo-header's sum (udp4_hwcsum).
+    c = ~checksum(pseudo_header(src, dst, IPPROTO_UDP, ulen)) & 0xFFFF
     seg = seg[:6] + c.to_bytes(2, "big") + seg[8:]
     header = _synthetic_header(IPPROTO_UDP, src, dst, ulen, ttl, tos)
     if len(src) == 4:

@@ -17,6 +17,7 @@ kernel for the rest.
 | net.ipv4.ip_local_port_range      | ephemeral ports (TCP, UDP)                |
 | net.ipv4.ip_unprivileged_port_start | bind(2) below it needs root            |
 | net.ipv4.ping_group_range         | socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) |
+| net.ipv4.conf.lo.accept_local, route_localnet | /proc/sys only (writable by root) |
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class NetSysctls:
     port_range: tuple[int, int] = (EPHEMERAL_LOW, EPHEMERAL_HIGH)
     unprivileged_port_start: int = PROT_SOCK
     ping_group_range: tuple[int, int] = (0, GID_MAX)
+    # net.ipv4.conf.lo.*: stored and reported (lo takes its own addresses either way).
+    lo_accept_local: int = 0
+    lo_route_localnet: int = 0
 
     def may_ping(self, gids: tuple[int, ...]) -> bool:
         lo, hi = self.ping_group_range
@@ -135,6 +139,12 @@ _NET: dict[str, tuple[Any, str, Callable[[Any], str]]] = {
     "net.ipv4.ping_group_range": (_Pair(0, GID_MAX, False), "ping_group_range",
                                   lambda v: f"{v[0]}\t{v[1]}"),
 }
+
+
+LO_CONF = ("accept_local", "route_localnet")
+for _n in LO_CONF:
+    _NET[f"net.ipv4.conf.lo.{_n}"] = (_int(-2147483648, 2147483647), f"lo_{_n}",
+                                      lambda v: str(v))
 
 
 def known(name: str) -> bool:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_MAX, AF_NETLINK, AF_UNIX
+from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_MAX, AF_NETLINK, AF_PACKET,
+                                          AF_UNIX)
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -89,6 +90,8 @@ class Network:
             ns = Stack(kernel)
             self.stack = ns
             self.families[AF_INET] = self.families[AF_INET6] = ns
+            from pyvisor.sentry.socket.netstack.packet import PacketFamily
+            self.families[AF_PACKET] = PacketFamily(ns)     # the sandbox's own frames only
         from pyvisor.sentry.socket.netlink import NetlinkFamily
         self.families[AF_NETLINK] = NetlinkFamily(self.stack)
 

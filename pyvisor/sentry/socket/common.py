@@ -198,6 +198,9 @@ class Control:
 
     rights: list[FileDescription] | None = None   # one reference each, owned here
     creds: tuple[int, int, int] | None = None     # explicit SCM_CREDENTIALS (pid, uid, gid)
+    # SOL_IP/SOL_IPV6 messages (IP_TTL, IP_TOS, IPV6_HOPLIMIT, ...) as (level, type, data),
+    # for the inet families to check and use (ip_cmsg_send, ip6_datagram_send_ctl).
+    ip: list[tuple[int, int, bytes]] | None = None
 
     def release(self) -> None:
         """Drops the references this object still holds."""
@@ -308,6 +311,10 @@ def parse_control(t: Task, raw: bytes, rights_ok: bool) -> Control:
                     ctl.creds = (pid, uid, gid)
                 else:
                     raise SyscallError(Errno.EINVAL)
+            elif level in (0, 41):                             # SOL_IP, SOL_IPV6
+                if ctl.ip is None:
+                    ctl.ip = []
+                ctl.ip.append((level, ctype, raw[off + CMSGHDR.size:off + cmlen]))
             off += cmsg_align(cmlen)
     except SyscallError:
         ctl.release()

@@ -1431,7 +1431,7 @@ class ProcRoot(ProcDir):
 def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     """/proc/sys: read-only sysctls (bytes: fixed contents, callables: generated)."""
     kernel = fs.kernel
-    return {
+    spec: dict[bytes, Any] = {
         b"kernel": {
             b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
             b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
@@ -1491,6 +1491,9 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             },
         },
     }
+    spec[b"net"][b"ipv4"][b"conf"] = {b"lo": {
+        n.encode(): _sysctl(kernel, f"net.ipv4.conf.lo.{n}") for n in sysctl.LO_CONF}}
+    return spec
 
 
 def _sysctl(kernel: Any, name: str) -> Callable[[], bytes] | Writable:

@@ -329,6 +329,7 @@ class Stack:
         self.route_table = RouteTable()
         self.mc_groups: dict[tuple[int, bytes], int] = {}   # (ifindex, group) -> members
         self.raw_socks: list[Any] = []                       # raw.RawSocket, in creation order
+        self.packet_socks: list[Any] = []                    # packet.PacketSocket (AF_PACKET)
         # Transport protocols served elsewhere, by IP protocol number: {6: tcpseg's input}.
         self.transport_handlers: dict[int, Callable[[bytes, bytes, bytes, NIC | None], None]] = {}
         self.frags4 = Reassembler(self)
@@ -420,6 +421,11 @@ class Stack:
         if dst_mac != nic.mac and dst_mac != BROADCAST and not dst_mac[0] & 1:
             nic.rx_dropped += 1          # PACKET_OTHERHOST
             return
+        if self.packet_socks:
+            from pyvisor.sentry.socket.netstack import packet
+            pkttype = packet.PACKET_HOST if dst_mac == nic.mac else \
+                packet.PACKET_BROADCAST if dst_mac == BROADCAST else packet.PACKET_MULTICAST
+            packet.tap(self, nic.index, frame, False, pkttype)
         etype = int.from_bytes(frame[12:14], "big")
         body = frame[ETH_HLEN:]
         if etype == ETH_P_IP:
@@ -522,9 +528,12 @@ class Stack:
         from pyvisor.sentry.socket.netstack import ipv4, ipv6
         if self.is_local(dst_ip):
             header = None
-            if self.raw_socks:          # what a raw socket reads carries the real TTL/TOS
+            if self.raw_socks or self.packet_socks:   # they read the real TTL/TOS
                 header = _synthetic_header(proto, src_ip, dst_ip, len(payload),
                                            64 if ttl is None else ttl, tos)
+            if self.packet_socks:
+                from pyvisor.sentry.socket.netstack import packet
+                packet.lo_ip(self, header, payload)
             self._loop(proto, src_ip, dst_ip, payload, header)
             return
         r = self.route_table.lookup(dst_ip)
@@ -560,9 +569,13 @@ class Stack:
             self.kernel.add_timer(self.kernel.now(), self._drain_loop)
 
     def loop_packet(self, proto: int, src: bytes, dst: bytes, payload: bytes,
-                    header: bytes) -> None:
+                    header: bytes, tap: bool = True) -> None:
         """A datagram for this host with the IP header it was built with (a raw socket's
-        IP_HDRINCL): delivered from the loop like any other."""
+        IP_HDRINCL, a frame a packet socket wrote to lo): delivered from the loop like any
+        other.  `tap`: packet sockets still have to see it cross lo."""
+        if tap and self.packet_socks:
+            from pyvisor.sentry.socket.netstack import packet
+            packet.lo_ip(self, header, payload)
         self._loop(proto, src, dst, payload, header)
 
     def _drain_loop(self) -> None:

@@ -285,6 +285,18 @@ class NIC:
         if self.closed:
             return
         frame = dst_mac + self.mac + ethertype.to_bytes(2, "big") + payload
+        if self.stack.packet_socks:
+            from pyvisor.sentry.socket.netstack import packet
+            packet.tap(self.stack, self.index, frame, True)
+        self._write(frame)
+
+    def transmit_frame(self, frame: bytes) -> None:
+        """Sends a whole frame an AF_PACKET socket of the sandbox wrote."""
+        if self.closed:
+            return
+        self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
         if self.vnet_hdr:
             frame = VNET_NONE + frame
         try:

@@ -530,7 +530,8 @@ class NetSocket(Socket):
 
     # -- what a received packet carries (IP_RECVTTL, IP_PKTINFO, ...) ------------------------
 
-    def ip_cmsgs(self, src: bytes, dst: bytes, tos: int = 0) -> list[tuple[int, int, bytes]]:
+    def ip_cmsgs(self, src: bytes, dst: bytes, tos: int = 0, ttl: int = 64
+                 ) -> list[tuple[int, int, bytes]]:
         """Control messages for a received datagram.  Linux: ip_cmsg_recv, ip6_datagram_recv_ctl."""
         from pyvisor.abi.linux.inet import IN6_PKTINFO, IN_PKTINFO, IPV6_HOPLIMIT, IPV6_PKTINFO
         out: list[tuple[int, int, bytes]] = []
@@ -538,14 +539,14 @@ class NetSocket(Socket):
             if self.ip.get(IP_PKTINFO):
                 out.append((SOL_IP, IP_PKTINFO, IN_PKTINFO.pack(1, dst, dst)))
             if self.ip.get(IP_RECVTTL):
-                out.append((SOL_IP, IP_TTL, _I32.pack(64)))
+                out.append((SOL_IP, IP_TTL, _I32.pack(ttl)))
             if self.ip.get(IP_RECVTOS):
                 out.append((SOL_IP, IP_TOS, bytes([tos & 0xFF])))
         elif self.family == AF_INET6:
             if self.ip6.get(IPV6_RECVPKTINFO):
                 out.append((SOL_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(dst, 1)))
             if self.ip6.get(IPV6_RECVHOPLIMIT):
-                out.append((SOL_IPV6, IPV6_HOPLIMIT, _I32.pack(64)))
+                out.append((SOL_IPV6, IPV6_HOPLIMIT, _I32.pack(ttl)))
             if self.ip6.get(IPV6_RECVTCLASS):
                 out.append((SOL_IPV6, IPV6_TCLASS, _I32.pack(tos)))
         return out

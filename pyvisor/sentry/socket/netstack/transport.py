@@ -52,9 +52,13 @@ def _hops(sock: UDPSocket, v4: bool) -> tuple[int, int]:
     """(TTL or hop limit, TOS or traffic class) for a datagram of `sock`."""
     if v4:
         ttl = sock.ip.get(IP_TTL, -1)
-        return (ipv4.DEFAULT_TTL if ttl < 0 else ttl), sock.ip.get(IP_TOS, 0)
-    hops = sock.ip6.get(IPV6_UNICAST_HOPS, -1)
-    return (ipv6.DEFAULT_HOPS if hops < 0 else hops), sock.ip6.get(IPV6_TCLASS, 0)
+        ttl, tos = (ipv4.DEFAULT_TTL if ttl < 0 else ttl), sock.ip.get(IP_TOS, 0)
+    else:
+        hops = sock.ip6.get(IPV6_UNICAST_HOPS, -1)
+        ttl, tos = (ipv6.DEFAULT_HOPS if hops < 0 else hops), sock.ip6.get(IPV6_TCLASS, 0)
+    # The control messages of the sendmsg(2) in progress (IP_TTL, IPV6_TCLASS, ...) win.
+    return (ttl if sock.cm_ttl is None else sock.cm_ttl), \
+        (tos if sock.cm_tos is None else sock.cm_tos)
 
 
 # -- UDP ----------------------------------------------------------------------------------------
@@ -110,7 +114,8 @@ def udp_receive(stack: Stack, src: bytes, dst: bytes, seg: bytes, header: bytes,
         from pyvisor.sentry.socket.netstack.udp import udp_deliver_all
         tos = header[1] if v4 else (int.from_bytes(header[0:4], "big") >> 20) & 0xFF
         udp_deliver_all(stack, seg[8:], src, sport, dst, dport,
-                        nic.index if nic is not None else stack.lo.index, tos)
+                        nic.index if nic is not None else stack.lo.index, tos,
+                        (header[8] if v4 else header[7]) if len(header) > 8 else 64)
         return
     rcv = stack.udp_receiver(dst, dport, src, sport)
     if rcv is None:
@@ -119,8 +124,10 @@ def udp_receive(stack: Stack, src: bytes, dst: bytes, seg: bytes, header: bytes,
             _unreachable(stack, header, seg)
         return
     tos = header[1] if v4 else (int.from_bytes(header[0:4], "big") >> 20) & 0xFF
+    ttl = (header[8] if v4 else header[7]) if len(header) > 8 else 64
     data = seg[8:]
-    rcv.deliver(Datagram(data, src, sport, dst, tos, time.time_ns(), truesize(len(data))))
+    rcv.deliver(Datagram(data, src, sport, dst, tos, time.time_ns(), truesize(len(data)),
+                         ttl, dport))
 
 
 def _unreachable(stack: Stack, header: bytes, seg: bytes) -> None:

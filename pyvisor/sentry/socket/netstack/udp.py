@@ -29,7 +29,10 @@ from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY
                                     IPPROTO_ICMPV6, IPPROTO_UDP, SCM_TIMESTAMP, SCM_TIMESTAMPNS,
                                     SOL_UDP, UDP_CORK, UDP_GRO, UDP_MAX_V4, UDP_MAX_V6,
                                     UDP_NO_CHECK6_RX, UDP_NO_CHECK6_TX, UDP_SEGMENT,
-                                    IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP)
+                                    IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP, SIOCGSTAMP,
+                                    SIOCGSTAMPNS, SOL_IP, SOL_IPV6, IP_TTL, IP_TOS,
+                                    IP_PKTINFO, IPV6_HOPLIMIT, IPV6_TCLASS, IPV6_PKTINFO,
+                                    IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS)
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_RDHUP)
@@ -75,6 +78,8 @@ class Datagram:
     tos: int
     stamp_ns: int
     charge: int
+    ttl: int = 64            # TTL / hop limit as received (IP_RECVTTL, IPV6_RECVHOPLIMIT)
+    dport: int = 0           # the destination port (IP_RECVORIGDSTADDR)
 
 
 def checksum(data: bytes) -> int:
@@ -100,11 +105,31 @@ class UDPSocket(NetSocket):
                                     UDP_NO_CHECK6_TX: 0, UDP_NO_CHECK6_RX: 0}
         self.drops = 0
         self.released = False
+        self.addr_locked = False        # bind(2) chose the address (SOCK_BINDADDR_LOCK)
+        # SIOCGSTAMP's sk_stamp: None before anything was read, 0 for "read, stamp at the
+        # ioctl", else the last datagram's receive time (once the ioctl asked for them).
+        self.sk_stamp: int | None = None
+        self.stamp_wanted = False       # SOCK_TIMESTAMP: set by the first SIOCGSTAMP
+        self.stamp_since = 0            # datagrams received before that carry no stamp
+        # The ipcm_cookie of the sendmsg(2) in progress: IP_TTL/IP_TOS/IPV6_HOPLIMIT/
+        # IPV6_TCLASS from its control messages (None: the socket's own).  Set and reset
+        # around one send, which never blocks.
+        self.cm_ttl: int | None = None
+        self.cm_tos: int | None = None
+
+    def bind(self, t: Task, addr: bytes) -> None:
+        super().bind(t, addr)
+        self.addr_locked = not inet.is_any(self.laddr)
 
     # -- FileImpl ----------------------------------------------------------------------------
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
-        return self._try_recv(n, 0, False).data
+        try:
+            return self._try_recv(n, 0, False).data
+        except WouldBlock:
+            if self.shut & RCV_SHUTDOWN and not fd.nonblocking:
+                return b""
+            raise
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         return self._try_send(t, data, 0, None)
@@ -127,6 +152,18 @@ class UDPSocket(NetSocket):
         if cmd == SIOCINQ:
             t.copy_out(arg, _I32.pack(len(self.rcvq[0].data) if self.rcvq else 0))
             return 0
+        if cmd in (SIOCGSTAMP, SIOCGSTAMPNS):
+            # sock_get_timestamp: ENOENT until a datagram was read.
+            if self.sk_stamp is None:
+                raise SyscallError(Errno.ENOENT)
+            if self.sk_stamp == 0:
+                self.sk_stamp = time.time_ns()
+            if not self.stamp_wanted:
+                self.stamp_wanted = True
+                self.stamp_since = time.time_ns()
+            sec, ns = divmod(self.sk_stamp, 10**9)
+            t.copy_out(arg, struct.pack("<qq", sec, ns if cmd == SIOCGSTAMPNS else ns // 1000))
+            return 0
         if cmd == SIOCOUTQ:
             t.copy_out(arg, _I32.pack(0))
             return 0
@@ -147,10 +184,14 @@ class UDPSocket(NetSocket):
         if len(addr) < 2:
             raise SyscallError(Errno.EINVAL)
         if inet.raw_family(addr) == AF_UNSPEC:
+            # __udp_disconnect: the address goes unless bind(2) chose it, the port unless
+            # bind(2) chose it.
             self.raddr, self.rport = inet.any_addr(self.family), 0
+            if not self.addr_locked:
+                self.laddr = inet.any_addr(self.family)
             if not self.user_bound:
                 self.unbind()
-                self.laddr = inet.any_addr(self.family)
+                self.lport = 0
             return
         ip, port = self._destination(addr)
         if is_multicast(ip) and self.protocol == IPPROTO_UDP:
@@ -252,7 +293,8 @@ class UDPSocket(NetSocket):
         if index == stack.lo.index:
             stack.lo.count(len(data) + 28)
             stack.udp_out += 1
-            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos())
+            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos(),
+                            self._mc_ttl(dst))
             return
         nic = stack.nic_by_index(index)
         if inet.is_any(src) and nic is not None:
@@ -263,10 +305,61 @@ class UDPSocket(NetSocket):
         loop = self.ip.get(IP_MULTICAST_LOOP, 1) if len(dst) == 4 \
             else self.ip6.get(IPV6_MULTICAST_LOOP, 1)
         if loop:
-            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos())
+            udp_deliver_all(stack, data, src, self.lport, dst, dport, index, self._tos(),
+                            self._mc_ttl(dst))
+
+    def _mc_ttl(self, dst: bytes) -> int:
+        if self.cm_ttl is not None:
+            return self.cm_ttl
+        return self.ip.get(IP_MULTICAST_TTL, 1) if len(dst) == 4 \
+            else self.ip6.get(IPV6_MULTICAST_HOPS, 1)
 
     def _tos(self) -> int:
+        if self.cm_tos is not None:
+            return self.cm_tos
         return self.ip.get(1, 0) if self.family == AF_INET else self.ip6.get(67, 0)
+
+    def ttl(self) -> int:
+        return self.cm_ttl if self.cm_ttl is not None else super().ttl()
+
+    def _send_control(self, control: Control) -> tuple[int | None, int | None]:
+        """(TTL, TOS) from sendmsg's SOL_IP/SOL_IPV6 control messages.  Linux:
+        ip_cmsg_send (IPv4 sockets: SOL_IP only) and ip6_datagram_send_ctl (IPv6 sockets:
+        SOL_IPV6; -1 means the socket's own)."""
+        ttl = tos = None
+        v4 = self.family == AF_INET
+        for level, ctype, data in control.ip or ():
+            if level != (SOL_IP if v4 else SOL_IPV6):
+                continue
+            if ctype in ((IP_TTL, IP_TOS, IP_PKTINFO) if v4 else
+                         (IPV6_HOPLIMIT, IPV6_TCLASS, IPV6_PKTINFO)):
+                if ctype in (IP_PKTINFO, IPV6_PKTINFO):
+                    want = 12 if v4 else 20
+                    if len(data) != want:
+                        raise SyscallError(Errno.EINVAL)
+                    continue                 # TODO(#10): the source address it names
+                if v4 and ctype == IP_TOS and len(data) == 1:
+                    val = data[0]
+                elif len(data) == 4:
+                    val = _I32.unpack(data)[0]
+                else:
+                    raise SyscallError(Errno.EINVAL)
+                if v4:
+                    if ctype == IP_TTL and not 1 <= val <= 255 or not 0 <= val <= 255:
+                        raise SyscallError(Errno.EINVAL)
+                elif not -1 <= val <= 255:
+                    raise SyscallError(Errno.EINVAL)
+                elif val == -1:
+                    continue
+                if ctype in (IP_TTL, IPV6_HOPLIMIT):
+                    ttl = val
+                else:
+                    tos = val
+            elif not v4:
+                raise SyscallError(Errno.EINVAL)     # ip6_datagram_send_ctl: unknown type
+            else:
+                raise SyscallError(Errno.EINVAL)     # ip_cmsg_send: unknown type
+        return ttl, tos
 
     def _transmit(self, data: bytes, src: bytes, dst: bytes, dport: int) -> None:
         stack = self.stack
@@ -277,9 +370,12 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
+        if stack.packet_socks:
+            from pyvisor.sentry.socket.netstack.packet import lo_udp
+            lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos())
         if dst == INADDR_BROADCAST:
             udp_deliver_all(stack, data, src, self.lport, dst, dport, stack.lo.index,
-                            self._tos())
+                            self._tos(), self.ttl())
             return
         rcv = stack.udp_receiver(dst, dport, src, self.lport)
         if rcv is None:
@@ -288,9 +384,8 @@ class UDPSocket(NetSocket):
                 self.err = Errno.ECONNREFUSED       # the ICMP port unreachable, at once
                 self.wq.notify(EVENT_ERR)
             return
-        tos = self.ip.get(1, 0) if len(dst) == 4 else self.ip6.get(67, 0)
-        rcv.deliver(Datagram(data, src, self.lport, dst, tos, time.time_ns(),
-                             truesize(len(data))))
+        rcv.deliver(Datagram(data, src, self.lport, dst, self._tos(), time.time_ns(),
+                             truesize(len(data)), self.ttl(), dport))
 
     def deliver(self, d: Datagram) -> None:
         """__udp_enqueue_schedule_skb: drop when the queue is already over SO_RCVBUF."""
@@ -308,7 +403,13 @@ class UDPSocket(NetSocket):
 
     async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
                       addr: bytes | None, control: Control) -> int:
-        return self._try_send(t, data, flags, addr)
+        if not control.ip:
+            return self._try_send(t, data, flags, addr)
+        self.cm_ttl, self.cm_tos = self._send_control(control)
+        try:
+            return self._try_send(t, data, flags, addr)
+        finally:
+            self.cm_ttl = self.cm_tos = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -319,9 +420,7 @@ class UDPSocket(NetSocket):
             err, self.err = self.err, 0
             raise SyscallError(err)
         if not self.rcvq:
-            if self.shut & RCV_SHUTDOWN:
-                return Received(b"", 0)
-            raise WouldBlock()
+            raise WouldBlock()          # recvmsg: 0 at RCV_SHUTDOWN, if it would block
         d = self.rcvq[0]
         if not flags & MSG_PEEK:
             self.rcvq.popleft()
@@ -331,6 +430,12 @@ class UDPSocket(NetSocket):
         mflags = MSG_TRUNC if len(d.data) > n else 0
         length = len(d.data) if flags & MSG_TRUNC else len(data)
         addr = inet.encode(self.family, d.src, d.sport) if want_addr else None
+        if self.opts.get(SO_TIMESTAMP) or self.opts.get(SO_TIMESTAMPNS):
+            pass                        # sock_recv_timestamp: the stamp goes in a cmsg
+        elif self.stamp_wanted:
+            self.sk_stamp = d.stamp_ns if d.stamp_ns >= self.stamp_since else 0
+        elif self.sk_stamp is None:
+            self.sk_stamp = 0
         return Received(data, length, mflags, addr, cmsgs=self._cmsgs(d) or None)
 
     def _cmsgs(self, d: Datagram) -> list[tuple[int, int, bytes]]:
@@ -341,7 +446,7 @@ class UDPSocket(NetSocket):
         elif self.opts.get(SO_TIMESTAMP):
             us = d.stamp_ns // 1000
             out.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6, us % 10**6)))
-        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos))
+        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos, d.ttl))
         return out
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
@@ -355,6 +460,8 @@ class UDPSocket(NetSocket):
             except WouldBlock:
                 if nonblock:
                     raise
+                if self.shut & RCV_SHUTDOWN:
+                    return Received(b"", 0)     # __skb_wait_for_more_packets
             await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline,
                        self.rcvtimeo is not None)
 
@@ -381,7 +488,7 @@ def is_multicast(ip: bytes) -> bool:
 
 
 def udp_deliver_all(stack: Stack, data: bytes, src: bytes, sport: int, dst: bytes, dport: int,
-                    ifindex: int, tos: int) -> int:
+                    ifindex: int, tos: int, ttl: int = 64) -> int:
     """A multicast or broadcast datagram: a copy to every socket on the port that takes
     it (__udp4_lib_mcast_deliver: bound to the wildcard or the destination, not connected
     elsewhere, and a member of the group, or IP_MULTICAST_ALL).  A group nobody on this
@@ -400,7 +507,7 @@ def udp_deliver_all(stack: Stack, data: bytes, src: bytes, sport: int, dst: byte
             continue
         if is_multicast(dst) and not b.mc_allows(dst, ifindex):
             continue
-        b.deliver(Datagram(data, src, sport, dst, tos, now, size))
+        b.deliver(Datagram(data, src, sport, dst, tos, now, size, ttl, dport))
         n += 1
     if not n:
         stack.udp_noport += 1

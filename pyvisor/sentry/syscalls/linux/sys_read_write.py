@@ -270,10 +270,17 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
     buf, n = r.pointer(1), min(r.uint64(2), MAX_RW_COUNT)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    if n == 0 and not f.impl.zero_writes:
-        return 0
+    if n == 0 and not (f.impl.zero_writes or _datagram_socket(f)):
+        return 0            # a datagram socket sends an empty datagram (sock_write_iter)
     data = _gather(t, f, [(buf, n)]) if n else b""
     return await do_write(t, f, data, None)
+
+
+def _datagram_socket(f: FileDescription) -> bool:
+    from pyvisor.sentry.socket.common import AF_UNIX, SOCK_DGRAM, SOCK_RAW, Socket
+    impl = f.impl
+    return isinstance(impl, Socket) and impl.family != AF_UNIX and impl.stype in (SOCK_DGRAM,
+                                                                             SOCK_RAW)
 
 
 def _positional(f: FileDescription, off: int) -> None:

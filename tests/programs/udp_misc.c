@@ -1,0 +1,238 @@
+/* UDP corners, IPv4 and IPv6 (argv[1] "4" or "6"): connect(AF_UNSPEC) keeps only what
+ * bind(2) chose (the address, the port), a read-shut socket gives 0 to a blocking read and
+ * EAGAIN to a non-blocking one, SIOCGSTAMP (ENOENT before anything was read, a stamp
+ * after), empty datagrams (write(fd, buf, 0) sends one), and IP_TTL/IP_TOS (IPV6_HOPLIMIT,
+ * IPV6_TCLASS) given as control messages to sendmsg and read back with IP_RECVTTL/
+ * IP_RECVTOS (IPV6_RECVHOPLIMIT/IPV6_RECVTCLASS).  Prints what it sees and "ok". */
+#define _GNU_SOURCE
+#include "check.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+static int fam;
+static socklen_t alen;
+
+static struct sockaddr_storage addr(int loopback, int port)
+{
+    struct sockaddr_storage ss = {0};
+    if (fam == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        a->sin_addr.s_addr = htonl(loopback ? INADDR_LOOPBACK : INADDR_ANY);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        if (loopback)
+            a->sin6_addr = in6addr_loopback;
+    }
+    return ss;
+}
+
+static void name(const char *what, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char buf[64];
+    CHECK(getsockname(fd, (struct sockaddr *)&ss, &len) == 0);
+    int port;
+    if (fam == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+        port = ntohs(a->sin_port);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+        port = ntohs(a->sin6_port);
+    }
+    printf("%s: %s port %s\n", what, buf, port == 0 ? "0" : port == 40200 ? "40200" : "ephemeral");
+}
+
+static void disconnect(int fd)
+{
+    struct sockaddr_storage u = {.ss_family = AF_UNSPEC};
+    CHECK(connect(fd, (struct sockaddr *)&u, sizeof(u)) == 0);
+    struct sockaddr_storage p;
+    socklen_t len = sizeof(p);
+    CHECK_ERR(getpeername(fd, (struct sockaddr *)&p, &len), ENOTCONN);
+}
+
+static void disconnects(void)
+{
+    struct sockaddr_storage peer = addr(1, 40201);
+    int s = socket(fam, SOCK_DGRAM, 0);
+    CHECK(connect(s, (struct sockaddr *)&peer, alen) == 0);
+    name("connected unbound", s);
+    disconnect(s);
+    name("  disconnected", s);
+    close(s);
+
+    s = socket(fam, SOCK_DGRAM, 0);
+    struct sockaddr_storage any = addr(0, 40200);
+    CHECK(bind(s, (struct sockaddr *)&any, alen) == 0);
+    CHECK(connect(s, (struct sockaddr *)&peer, alen) == 0);
+    name("bound to any:40200, connected", s);
+    disconnect(s);
+    name("  disconnected", s);
+    close(s);
+
+    s = socket(fam, SOCK_DGRAM, 0);
+    struct sockaddr_storage lo0 = addr(1, 0);
+    CHECK(bind(s, (struct sockaddr *)&lo0, alen) == 0);
+    CHECK(connect(s, (struct sockaddr *)&peer, alen) == 0);
+    disconnect(s);
+    name("bound to loopback:0, disconnected", s);
+    close(s);
+}
+
+static int pair(int *rx, int *tx)
+{
+    *rx = socket(fam, SOCK_DGRAM, 0);
+    *tx = socket(fam, SOCK_DGRAM, 0);
+    struct sockaddr_storage lo = addr(1, 0);
+    CHECK(bind(*rx, (struct sockaddr *)&lo, alen) == 0);
+    socklen_t len = alen;
+    CHECK(getsockname(*rx, (struct sockaddr *)&lo, &len) == 0);
+    CHECK(connect(*tx, (struct sockaddr *)&lo, alen) == 0);
+    return 0;
+}
+
+static void shutdowns(void)
+{
+    int rx, tx;
+    char buf[16];
+    pair(&rx, &tx);
+    CHECK_ERR(shutdown(rx, SHUT_RD), ENOTCONN);
+    CHECK_ERR(recv(rx, buf, sizeof(buf), MSG_DONTWAIT), EAGAIN);
+    printf("read-shut unconnected, blocking recv: %zd\n", recv(rx, buf, sizeof(buf), 0));
+    CHECK(write(tx, "abc", 3) == 3);
+    struct pollfd p = {.fd = rx, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    printf("queued datagram still read: %zd\n", recv(rx, buf, 2, 0));
+    CHECK_ERR(recv(rx, buf, sizeof(buf), MSG_DONTWAIT), EAGAIN);
+    int fl = fcntl(rx, F_GETFL);
+    CHECK(fcntl(rx, F_SETFL, fl | O_NONBLOCK) == 0);
+    CHECK_ERR(read(rx, buf, sizeof(buf)), EAGAIN);
+    CHECK(fcntl(rx, F_SETFL, fl) == 0);
+    printf("blocking read after: %zd\n", read(rx, buf, sizeof(buf)));
+    close(rx);
+    close(tx);
+}
+
+static void stamps(void)
+{
+    int rx, tx;
+    char buf[16];
+    struct timeval tv;
+    pair(&rx, &tx);
+    CHECK_ERR(ioctl(rx, SIOCGSTAMP, &tv), ENOENT);
+    CHECK(write(tx, "abc", 0) == 0);                     /* an empty datagram */
+    CHECK(write(tx, "abc", 3) == 3);
+    struct pollfd p = {.fd = rx, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    int n = -1;
+    CHECK(ioctl(rx, FIONREAD, &n) == 0);
+    printf("empty datagram: FIONREAD %d, read %zd\n", n, read(rx, buf, sizeof(buf)));
+    struct timeval before;
+    gettimeofday(&before, NULL);
+    CHECK(ioctl(rx, SIOCGSTAMP, &tv) == 0);
+    struct timespec ts;
+    CHECK(ioctl(rx, SIOCGSTAMPNS, &ts) == 0);
+    printf("SIOCGSTAMP after a read: set %d, SIOCGSTAMPNS agrees %d\n",
+           tv.tv_sec >= before.tv_sec - 5, ts.tv_sec == tv.tv_sec &&
+           ts.tv_nsec / 1000 == tv.tv_usec);
+    CHECK(recv(rx, buf, sizeof(buf), 0) == 3);
+    struct timeval tv2;
+    CHECK(ioctl(rx, SIOCGSTAMP, &tv2) == 0);
+    printf("SIOCGSTAMP after the next read: not before the first %d\n",
+           tv2.tv_sec > tv.tv_sec || (tv2.tv_sec == tv.tv_sec && tv2.tv_usec >= tv.tv_usec));
+    close(rx);
+    close(tx);
+}
+
+static void cmsgs(void)
+{
+    int rx, tx, one = 1;
+    pair(&rx, &tx);
+    int lvl = fam == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+    int recvttl = fam == AF_INET ? IP_RECVTTL : IPV6_RECVHOPLIMIT;
+    int recvtos = fam == AF_INET ? IP_RECVTOS : IPV6_RECVTCLASS;
+    int ttl_t = fam == AF_INET ? IP_TTL : IPV6_HOPLIMIT;
+    int tos_t = fam == AF_INET ? IP_TOS : IPV6_TCLASS;
+    CHECK(setsockopt(rx, lvl, recvttl, &one, sizeof(one)) == 0);
+    CHECK(setsockopt(rx, lvl, recvtos, &one, sizeof(one)) == 0);
+    for (int round = 0; round < 3; round++) {
+        char ctl[64] = {0};
+        struct iovec iov = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl};
+        struct cmsghdr *c = (struct cmsghdr *)ctl;
+        size_t used = 0;
+        if (round >= 1) {
+            c->cmsg_level = lvl;
+            c->cmsg_type = ttl_t;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            *(int *)CMSG_DATA(c) = 17;
+            used += CMSG_SPACE(sizeof(int));
+            c = (struct cmsghdr *)(ctl + used);
+        }
+        if (round == 2) {
+            c->cmsg_level = lvl;
+            c->cmsg_type = tos_t;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            *(int *)CMSG_DATA(c) = 0x28;
+            used += CMSG_SPACE(sizeof(int));
+        }
+        m.msg_controllen = used;
+        if (!used)
+            m.msg_control = NULL;
+        CHECK(sendmsg(tx, &m, 0) == 1);
+        char got[4], rctl[128];
+        struct iovec riov = {.iov_base = got, .iov_len = sizeof(got)};
+        struct msghdr r = {.msg_iov = &riov, .msg_iovlen = 1, .msg_control = rctl,
+                           .msg_controllen = sizeof(rctl)};
+        CHECK(recvmsg(rx, &r, 0) == 1);
+        printf("round %d:", round);
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&r); h; h = CMSG_NXTHDR(&r, h)) {
+            int v = h->cmsg_len >= CMSG_LEN(sizeof(int)) ? *(int *)CMSG_DATA(h) :
+                    *(unsigned char *)CMSG_DATA(h);
+            printf(" (%d,%d len %zu) %d", h->cmsg_level, h->cmsg_type,
+                   (size_t)h->cmsg_len, v);
+        }
+        printf("\n");
+    }
+    /* Bad values: EINVAL. */
+    char ctl[64] = {0};
+    struct iovec iov = {.iov_base = "x", .iov_len = 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                       .msg_controllen = CMSG_SPACE(sizeof(int))};
+    struct cmsghdr *c = (struct cmsghdr *)ctl;
+    c->cmsg_level = lvl;
+    c->cmsg_type = ttl_t;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    *(int *)CMSG_DATA(c) = 256;
+    CHECK_ERR(sendmsg(tx, &m, 0), EINVAL);
+    c->cmsg_len = CMSG_LEN(2);
+    CHECK_ERR(sendmsg(tx, &m, 0), EINVAL);
+    printf("bad TTL control messages: EINVAL\n");
+    close(rx);
+    close(tx);
+}
+
+int main(int argc, char **argv)
+{
+    fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
+    alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    disconnects();
+    shutdowns();
+    stamps();
+    cmsgs();
+    ok();
+    return 0;
+}

@@ -62,10 +62,10 @@ from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_
                                           RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
                                           SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
                                           SO_ERROR, SO_PASSCRED, SO_PASSPIDFD, SO_PEEK_OFF,
-                                          SO_PEERCRED, SO_PEERPIDFD, SOCK_DGRAM,
-                                          SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
+                                          SO_PEERCRED, SO_PEERGROUPS, SO_PEERPIDFD,
+                                          SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
                                           SOCK_STREAM, SOL_SOCKET, SOMAXCONN, UCRED,
-                                          UCRED_NOBODY, Control, Received, Socket,
+                                          UCRED_NOBODY, Control, Received, Socket, WholeValue,
                                           deadline_of, new_socket_file, wait)
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.perms import MAY_EXEC, MAY_WRITE, check_access
@@ -230,11 +230,17 @@ class UnixSocket(Socket):
         self.backlog = MAX_DGRAM_QLEN           # sk_max_ack_backlog
         self.peercred: tuple[int, int, int] | None = None
         self.peer_tg: Any = None                # the process of `peercred` (SO_PEERPIDFD)
+        self.peer_groups: tuple[int, ...] = ()  # its supplementary groups (SO_PEERGROUPS)
         self.dead = False
         self.has_file = False                   # False for an embryo not yet accepted
         self.peek_off = -1                      # SO_PEEK_OFF (sk_peek_off); -1: off
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _init_peercred(self, t: Task) -> None:
+        """init_peercred: the current task's ids, process and groups."""
+        self.peercred, self.peer_tg = _peer_creds(t), t.tg
+        self.peer_groups = tuple(t.creds.groups)
 
     @property
     def may_passcred(self) -> bool:
@@ -525,7 +531,7 @@ class UnixSocket(Socket):
             self._wake_peer_waiters()
         self.backlog = backlog
         self.state = TCP_LISTEN
-        self.peercred, self.peer_tg = _peer_creds(t), t.tg
+        self._init_peercred(t)
 
     async def accept(self, t: Task, f: FileDescription, flags: int
                      ) -> tuple[FileDescription, bytes]:
@@ -581,9 +587,10 @@ class UnixSocket(Socket):
         new = UnixSocket(self.ns, self.stype)
         new.peer = self
         new.state = TCP_ESTABLISHED
-        new.peercred, new.peer_tg = _peer_creds(t), t.tg
+        new._init_peercred(t)
         new.addr = other.addr
         self.peercred, self.peer_tg = other.peercred, other.peer_tg
+        self.peer_groups = other.peer_groups
         self.state = TCP_ESTABLISHED
         self.peer = new
         other.pending.append(new)
@@ -969,6 +976,13 @@ class UnixSocket(Socket):
                 return struct.pack("<i", int(self.passpidfd))
             if name == SO_PEERPIDFD:
                 return struct.pack("<i", self._peer_pidfd(t))
+            if name == SO_PEERGROUPS:
+                # ENODATA without a peer; ERANGE (with the length needed) if it does
+                # not fit, never cut short.
+                if self.peercred is None:
+                    raise SyscallError(Errno.ENODATA)
+                return WholeValue(struct.pack(f"<{len(self.peer_groups)}I",
+                                              *self.peer_groups))
             if name == SO_ACCEPTCONN:
                 return struct.pack("<i", int(self.state == TCP_LISTEN))
             if name == SO_PEERCRED:
@@ -1036,8 +1050,8 @@ def new_socketpair(t: Task, stype: int, protocol: int, flags: int
     a, b = UnixSocket(ns, stype), UnixSocket(ns, stype)
     a.peer, b.peer = b, a
     a.state = b.state = TCP_ESTABLISHED
-    a.peercred = b.peercred = _peer_creds(t)
-    a.peer_tg = b.peer_tg = t.tg
+    a._init_peercred(t)
+    b._init_peercred(t)
     a.has_file = b.has_file = True
     return (new_socket_file(a, flags, t.creds.fsuid, t.creds.fsgid),
             new_socket_file(b, flags, t.creds.fsuid, t.creds.fsgid))

@@ -27,11 +27,14 @@ by (address, type), as Linux hashes the type into the name.  A closed
 socket forgets its node and its abstract name, so connecting gets
 ECONNREFUSED while the node stays, as on Linux.
 
+Sockets kept alive only by their own files in flight (a socket sent over
+itself, two sent to each other, then closed) are found and freed by
+`UnixNamespace.collect` (Linux: unix_gc), run when a unix socket is released
+and before a sender is refused for having too many files in flight.
+
 Differences from Linux, for now:
-  * no garbage collection of sockets that are in flight in their own queues
-    (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
-    files in flight are capped (RLIMIT_NOFILE per user as Linux, and
-    INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
+  * files in flight are capped per sandbox (INFLIGHT_MAX, even for root) besides
+    Linux's RLIMIT_NOFILE per user, so they cannot grow the Sentry;
   * no MSG_OOB, SO_PEERSEC, SIOCUNIXFILE;
   * one table of abstract names for the sandbox (it has one network namespace).
 
@@ -102,20 +105,70 @@ class UnixNamespace:
         self.inflight: dict[int, int] = {}     # uid -> files in flight (user->unix_inflight)
         self.inflight_total = 0
         self.sockets: weakref.WeakSet[UnixSocket] = weakref.WeakSet()   # for /proc/net/unix
+        self.collecting = False     # collect() is running (releases it causes skip it)
 
     def charge_inflight(self, t: Task, n: int) -> int:
         """Counts `n` files going in flight for the sender's user; ETOOMANYREFS past
-        RLIMIT_NOFILE (unless root, as CAP_SYS_RESOURCE) or past INFLIGHT_MAX, which
-        bounds what cycles of sockets sent over themselves can pin, since there is no
-        garbage collector (Linux: too_many_unix_fds, net/unix/garbage.c)."""
+        RLIMIT_NOFILE (unless root, as CAP_SYS_RESOURCE) or past INFLIGHT_MAX, once
+        collecting garbage freed too little (Linux: too_many_unix_fds,
+        wait_for_unix_gc)."""
         uid = t.creds.uid
-        have = self.inflight.get(uid, 0)
         limit = t.tg.rlimits[RLIMIT_NOFILE][0]
-        if (have > limit and t.creds.euid != 0) or self.inflight_total + n > INFLIGHT_MAX:
-            raise SyscallError(Errno.ETOOMANYREFS)
+
+        def too_many() -> bool:
+            return (self.inflight.get(uid, 0) > limit and t.creds.euid != 0) or \
+                self.inflight_total + n > INFLIGHT_MAX
+        if too_many():
+            self.collect()
+            if too_many():
+                raise SyscallError(Errno.ETOOMANYREFS)
+        have = self.inflight.get(uid, 0)
         self.inflight[uid] = have + n
         self.inflight_total += n
         return uid
+
+    def collect(self) -> None:
+        """unix_gc: frees the sockets that only their own files in flight keep.
+
+        A unix socket whose every file reference is a queued SCM_RIGHTS is a
+        candidate.  Candidates reachable from the other sockets, through the files
+        queued on them (and on a listener's embryos), stay; the rest are garbage:
+        their queues are emptied, dropping the references that kept them, so they
+        and the files they held are released.  Linux: net/unix/garbage.c (the same
+        sets, found by scanning the queues rather than by counting on the fly).
+        """
+        if not self.inflight_total or self.collecting:
+            return
+        self.collecting = True
+        try:
+            sockets = list(self.sockets)
+            inflight: dict[FileDescription, int] = {}
+            for s in sockets:
+                for m in s.queue:           # every socket once, embryos included
+                    for f in m.rights or ():
+                        if isinstance(f.impl, UnixSocket):
+                            inflight[f] = inflight.get(f, 0) + 1
+            cand: dict[UnixSocket, FileDescription] = {
+                f.impl: f for f, k in inflight.items()
+                if f.refs == k and isinstance(f.impl, UnixSocket)}
+            if not cand:
+                return
+            todo = [s for s in sockets if s.has_file and not s.dead and s not in cand]
+            while todo and cand:
+                for m in todo.pop().queued():
+                    for f in m.rights or ():
+                        if f.impl in cand:
+                            del cand[f.impl]
+                            todo.append(f.impl)
+            hit: list[tuple[UnixSocket, Message]] = []
+            for s in cand:
+                for q in [s] + list(s.pending):
+                    hit.extend((q, m) for m in q.queue)
+                    q.queue.clear()
+            for q, m in hit:
+                q._drop(m)
+        finally:
+            self.collecting = False
 
     def uncharge_inflight(self, uid: int, n: int) -> None:
         left = self.inflight.get(uid, 0) - n
@@ -420,6 +473,14 @@ class UnixSocket(Socket):
 
     def release(self, fd: FileDescription) -> None:
         self._release(embryo=False)
+        self.ns.collect()
+
+    def queued(self) -> list[Message]:
+        """The messages queued on us and, on a listener, on its embryos."""
+        out = list(self.queue)
+        for e in self.pending:
+            out.extend(e.queue)
+        return out
 
     def _release(self, embryo: bool) -> None:
         """unix_release_sock: the last reference is gone (or an embryo is dropped)."""

@@ -1,6 +1,6 @@
 """AF_UNIX details and transfers with partly bad buffers, compared with Linux
 (tests/programs/unix_dgram_semantics.c, unix_peek_off.c, unix_pidfd.c,
-partial_buffers.c);
+unix_peergroups.c, unix_gc.c, partial_buffers.c);
 and the network sysctls root may write through /proc/sys
 (tests/programs/sysctl_write.c), in the sandbox only, since natively it would
 change the host's."""
@@ -51,6 +51,18 @@ def test_net_sysctls_written_by_root(program: Builder, run: Runner) -> None:
         "ok",
     ]
     assert r.stdout.splitlines() == expected, r.output
+
+
+def test_unix_peergroups(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("unix_peergroups.c")])
+    assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
+    assert "accepted sees the client's: len 4: 55" in sandboxed.stdout
+
+
+def test_unix_garbage_collection(program: Builder, compare: Comparer) -> None:
+    native, sandboxed = compare([program("unix_gc.c")], timeout=60)
+    assert native.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output
+    assert "two-socket cycle: EOF" in sandboxed.stdout and "reachable: open" in sandboxed.stdout
 
 
 def test_unix_peek_off(program: Builder, compare: Comparer) -> None:

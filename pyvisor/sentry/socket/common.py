@@ -98,6 +98,7 @@ SO_PROTOCOL = 38
 SO_DOMAIN = 39
 SO_RXQ_OVFL = 40
 SO_PEEK_OFF = 42
+SO_PEERGROUPS = 59
 SO_PASSPIDFD = 76
 SO_PEERPIDFD = 77
 SO_SELECT_ERR_QUEUE = 45
@@ -145,6 +146,11 @@ WMEM_DEFAULT = RMEM_DEFAULT = 212992  # net.core.{w,r}mem_default
 SOCK_MIN_SNDBUF = 4608
 SOCK_MIN_RCVBUF = 2304
 UCRED_NOBODY = (0, 0xFFFFFFFF, 0xFFFFFFFF)   # what SO_PEERCRED gives without a peer
+
+
+class WholeValue(bytes):
+    """A getsockopt(2) value that is never cut to the caller's buffer: one too small
+    gets ERANGE and the length needed in *optlen (SO_PEERGROUPS)."""
 
 
 def cmsg_align(n: int) -> int:

@@ -27,11 +27,14 @@ by (address, type), as Linux hashes the type into the name.  A closed
 socket forgets its node and its abstract name, so connecting gets
 ECONNREFUSED while the node stays, as on Linux.
 
+Sockets kept alive only by their own files in flight (a socket sent over
+itself, two sent to each other, then closed) are found and freed by
+`UnixNamespace.collect` (Linux: unix_gc), run when a unix socket is released
+and before a sender is refused for having too many files in flight.
+
 Differences from Linux, for now:
-  * no garbage collection of sockets that are in flight in their own queues
-    (Linux: net/unix/garbage.c); such cycles live until the sandbox ends, and
-    files in flight are capped (RLIMIT_NOFILE per user as Linux, and
-    INFLIGHT_MAX per sandbox even for root) so they cannot grow the Sentry;
+  * files in flight are capped per sandbox (INFLIGHT_MAX, even for root) besides
+    Linux's RLIMIT_NOFILE per user, so they cannot grow the Sentry;
   * no MSG_OOB, SO_PEERSEC, SIOCUNIXFILE;
   * one table of abstract names for the sandbox (it has one network namespace).
 
@@ -62,10 +65,10 @@ from pyvisor.sentry.socket.common import (AF_UNIX, AF_UNSPEC, MSG_DONTWAIT, MSG_
                                           RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
                                           SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
                                           SO_ERROR, SO_PASSCRED, SO_PASSPIDFD, SO_PEEK_OFF,
-                                          SO_PEERCRED, SO_PEERPIDFD, SOCK_DGRAM,
-                                          SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
+                                          SO_PEERCRED, SO_PEERGROUPS, SO_PEERPIDFD,
+                                          SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET,
                                           SOCK_STREAM, SOL_SOCKET, SOMAXCONN, UCRED,
-                                          UCRED_NOBODY, Control, Received, Socket,
+                                          UCRED_NOBODY, Control, Received, Socket, WholeValue,
                                           deadline_of, new_socket_file, wait)
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.perms import MAY_EXEC, MAY_WRITE, check_access
@@ -102,20 +105,70 @@ class UnixNamespace:
         self.inflight: dict[int, int] = {}     # uid -> files in flight (user->unix_inflight)
         self.inflight_total = 0
         self.sockets: weakref.WeakSet[UnixSocket] = weakref.WeakSet()   # for /proc/net/unix
+        self.collecting = False     # collect() is running (releases it causes skip it)
 
     def charge_inflight(self, t: Task, n: int) -> int:
         """Counts `n` files going in flight for the sender's user; ETOOMANYREFS past
-        RLIMIT_NOFILE (unless root, as CAP_SYS_RESOURCE) or past INFLIGHT_MAX, which
-        bounds what cycles of sockets sent over themselves can pin, since there is no
-        garbage collector (Linux: too_many_unix_fds, net/unix/garbage.c)."""
+        RLIMIT_NOFILE (unless root, as CAP_SYS_RESOURCE) or past INFLIGHT_MAX, once
+        collecting garbage freed too little (Linux: too_many_unix_fds,
+        wait_for_unix_gc)."""
         uid = t.creds.uid
-        have = self.inflight.get(uid, 0)
         limit = t.tg.rlimits[RLIMIT_NOFILE][0]
-        if (have > limit and t.creds.euid != 0) or self.inflight_total + n > INFLIGHT_MAX:
-            raise SyscallError(Errno.ETOOMANYREFS)
+
+        def too_many() -> bool:
+            return (self.inflight.get(uid, 0) > limit and t.creds.euid != 0) or \
+                self.inflight_total + n > INFLIGHT_MAX
+        if too_many():
+            self.collect()
+            if too_many():
+                raise SyscallError(Errno.ETOOMANYREFS)
+        have = self.inflight.get(uid, 0)
         self.inflight[uid] = have + n
         self.inflight_total += n
         return uid
+
+    def collect(self) -> None:
+        """unix_gc: frees the sockets that only their own files in flight keep.
+
+        A unix socket whose every file reference is a queued SCM_RIGHTS is a
+        candidate.  Candidates reachable from the other sockets, through the files
+        queued on them (and on a listener's embryos), stay; the rest are garbage:
+        their queues are emptied, dropping the references that kept them, so they
+        and the files they held are released.  Linux: net/unix/garbage.c (the same
+        sets, found by scanning the queues rather than by counting on the fly).
+        """
+        if not self.inflight_total or self.collecting:
+            return
+        self.collecting = True
+        try:
+            sockets = list(self.sockets)
+            inflight: dict[FileDescription, int] = {}
+            for s in sockets:
+                for m in s.queue:           # every socket once, embryos included
+                    for f in m.rights or ():
+                        if isinstance(f.impl, UnixSocket):
+                            inflight[f] = inflight.get(f, 0) + 1
+            cand: dict[UnixSocket, FileDescription] = {
+                f.impl: f for f, k in inflight.items()
+                if f.refs == k and isinstance(f.impl, UnixSocket)}
+            if not cand:
+                return
+            todo = [s for s in sockets if s.has_file and not s.dead and s not in cand]
+            while todo and cand:
+                for m in todo.pop().queued():
+                    for f in m.rights or ():
+                        if f.impl in cand:
+                            del cand[f.impl]
+                            todo.append(f.impl)
+            hit: list[tuple[UnixSocket, Message]] = []
+            for s in cand:
+                for q in [s] + list(s.pending):
+                    hit.extend((q, m) for m in q.queue)
+                    q.queue.clear()
+            for q, m in hit:
+                q._drop(m)
+        finally:
+            self.collecting = False
 
     def uncharge_inflight(self, uid: int, n: int) -> None:
         left = self.inflight.get(uid, 0) - n
@@ -230,11 +283,17 @@ class UnixSocket(Socket):
         self.backlog = MAX_DGRAM_QLEN           # sk_max_ack_backlog
         self.peercred: tuple[int, int, int] | None = None
         self.peer_tg: Any = None                # the process of `peercred` (SO_PEERPIDFD)
+        self.peer_groups: tuple[int, ...] = ()  # its supplementary groups (SO_PEERGROUPS)
         self.dead = False
         self.has_file = False                   # False for an embryo not yet accepted
         self.peek_off = -1                      # SO_PEEK_OFF (sk_peek_off); -1: off
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _init_peercred(self, t: Task) -> None:
+        """init_peercred: the current task's ids, process and groups."""
+        self.peercred, self.peer_tg = _peer_creds(t), t.tg
+        self.peer_groups = tuple(t.creds.groups)
 
     @property
     def may_passcred(self) -> bool:
@@ -414,6 +473,14 @@ class UnixSocket(Socket):
 
     def release(self, fd: FileDescription) -> None:
         self._release(embryo=False)
+        self.ns.collect()
+
+    def queued(self) -> list[Message]:
+        """The messages queued on us and, on a listener, on its embryos."""
+        out = list(self.queue)
+        for e in self.pending:
+            out.extend(e.queue)
+        return out
 
     def _release(self, embryo: bool) -> None:
         """unix_release_sock: the last reference is gone (or an embryo is dropped)."""
@@ -525,7 +592,7 @@ class UnixSocket(Socket):
             self._wake_peer_waiters()
         self.backlog = backlog
         self.state = TCP_LISTEN
-        self.peercred, self.peer_tg = _peer_creds(t), t.tg
+        self._init_peercred(t)
 
     async def accept(self, t: Task, f: FileDescription, flags: int
                      ) -> tuple[FileDescription, bytes]:
@@ -581,9 +648,10 @@ class UnixSocket(Socket):
         new = UnixSocket(self.ns, self.stype)
         new.peer = self
         new.state = TCP_ESTABLISHED
-        new.peercred, new.peer_tg = _peer_creds(t), t.tg
+        new._init_peercred(t)
         new.addr = other.addr
         self.peercred, self.peer_tg = other.peercred, other.peer_tg
+        self.peer_groups = other.peer_groups
         self.state = TCP_ESTABLISHED
         self.peer = new
         other.pending.append(new)
@@ -969,6 +1037,13 @@ class UnixSocket(Socket):
                 return struct.pack("<i", int(self.passpidfd))
             if name == SO_PEERPIDFD:
                 return struct.pack("<i", self._peer_pidfd(t))
+            if name == SO_PEERGROUPS:
+                # ENODATA without a peer; ERANGE (with the length needed) if it does
+                # not fit, never cut short.
+                if self.peercred is None:
+                    raise SyscallError(Errno.ENODATA)
+                return WholeValue(struct.pack(f"<{len(self.peer_groups)}I",
+                                              *self.peer_groups))
             if name == SO_ACCEPTCONN:
                 return struct.pack("<i", int(self.state == TCP_LISTEN))
             if name == SO_PEERCRED:
@@ -1036,8 +1111,8 @@ def new_socketpair(t: Task, stype: int, protocol: int, flags: int
     a, b = UnixSocket(ns, stype), UnixSocket(ns, stype)
     a.peer, b.peer = b, a
     a.state = b.state = TCP_ESTABLISHED
-    a.peercred = b.peercred = _peer_creds(t)
-    a.peer_tg = b.peer_tg = t.tg
+    a._init_peercred(t)
+    b._init_peercred(t)
     a.has_file = b.has_file = True
     return (new_socket_file(a, flags, t.creds.fsuid, t.creds.fsgid),
             new_socket_file(b, flags, t.creds.fsuid, t.creds.fsgid))

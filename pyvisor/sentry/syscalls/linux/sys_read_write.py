@@ -335,7 +335,7 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
     # __import_iovec: access_ok on each, so an empty iovec outside the address space
     # is EFAULT too.
     for base, ln in iovs:
-        if base + min(ln, MAX_RW_COUNT) > TASK_SIZE_MAX:
+        if base + ln > TASK_SIZE_MAX:
             raise SyscallError(Errno.EFAULT)
     return iovs
 

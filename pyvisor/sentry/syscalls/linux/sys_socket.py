@@ -19,7 +19,7 @@ from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,
                                           SOCK_STREAM, SOCK_TYPE_MASK, SOCKADDR_STORAGE,
-                                          AF_UNIX, Control, Received, Socket,
+                                          AF_UNIX, Control, Received, Socket, WholeValue,
                                           deliver_control, parse_control)
 from pyvisor.sentry.syscalls.linux.sys_read_write import read_iovecs
 from pyvisor.sentry.syscalls.linux.usertime import copy_in_timespec
@@ -199,6 +199,9 @@ def sys_getsockopt(t: Task, r: SyscallArguments) -> int:
     level, name, optval, lenp = r.int32(1), r.int32(2), r.pointer(3), r.pointer(4)
     avail = _read_addrlen(t, lenp)
     val = sock.getsockopt(t, level, name)
+    if isinstance(val, WholeValue) and len(val) > avail:
+        t.copy_out(lenp, _I32.pack(len(val)))
+        raise SyscallError(Errno.ERANGE)
     n = min(avail, len(val))
     if n:
         t.copy_out(optval, val[:n])

@@ -1,7 +1,8 @@
-/* Landlock (ABI 1-3): ruleset argument checks, path-beneath rules enforced on
+/* Landlock (ABI 1-5): ruleset argument checks, path-beneath rules enforced on
  * open (read, write, directories), creation, removal, rename between
  * directories (REFER: EXDEV), truncate, execve; layers only narrow; a fork
- * inherits the domain; files opened before keep working. */
+ * inherits the domain; files opened before keep working; device ioctls
+ * (IOCTL_DEV); TCP bind and connect by port (LANDLOCK_RULE_NET_PORT). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/landlock.h>
@@ -12,9 +13,76 @@
 #include <sys/wait.h>
 #include "check.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+
+/* ABI 3-5 names that older headers lack. */
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
-#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)   /* ABI 3; older headers lack it */
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
 #endif
+#define PV_ACCESS_FS_IOCTL_DEV (1ULL << 15)
+#define PV_ACCESS_NET_BIND_TCP (1ULL << 0)
+#define PV_ACCESS_NET_CONNECT_TCP (1ULL << 1)
+#define PV_RULE_NET_PORT 2
+struct pv_ruleset_attr { uint64_t fs, net, scoped; };
+struct pv_net_port_attr { uint64_t allowed_access, port; };
+
+static void enforce(int rs);
+
+static struct sockaddr_in loopback(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sa;
+}
+
+static void net_child(int listen_port)
+{
+    struct pv_ruleset_attr attr = {.net = PV_ACCESS_NET_BIND_TCP | PV_ACCESS_NET_CONNECT_TCP};
+    int rs = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    CHECK(rs >= 0);
+    struct pv_net_port_attr np = {PV_ACCESS_NET_BIND_TCP, 0};
+    CHECK(syscall(SYS_landlock_add_rule, rs, PV_RULE_NET_PORT, &np, 0) == 0);
+    np.allowed_access = PV_ACCESS_NET_CONNECT_TCP;
+    np.port = listen_port;
+    CHECK(syscall(SYS_landlock_add_rule, rs, PV_RULE_NET_PORT, &np, 0) == 0);
+    np.port = 70000;
+    CHECK_ERR(syscall(SYS_landlock_add_rule, rs, PV_RULE_NET_PORT, &np, 0), EINVAL);
+    enforce(rs);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = loopback(1);
+    CHECK_ERR(bind(s, (struct sockaddr *)&sa, sizeof sa), EACCES);
+    sa = loopback(0);
+    CHECK(bind(s, (struct sockaddr *)&sa, sizeof sa) == 0);      /* port 0 is allowed */
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    sa = loopback(1);
+    CHECK_ERR(connect(c, (struct sockaddr *)&sa, sizeof sa), EACCES);
+    sa = loopback(listen_port);
+    CHECK(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);                       /* UDP: not handled */
+    sa = loopback(0);
+    CHECK(bind(u, (struct sockaddr *)&sa, sizeof sa) == 0);
+    _exit(0);
+}
+
+static void ioctl_child(void)
+{
+    struct pv_ruleset_attr attr = {.fs = PV_ACCESS_FS_IOCTL_DEV};
+    int rs = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr.fs, 0);
+    CHECK(rs >= 0);
+    int before = open("/dev/null", O_RDONLY);
+    enforce(rs);
+    int fd = open("/dev/null", O_RDONLY);
+    CHECK(fd >= 0);
+    struct termios tio;
+    CHECK_ERR(ioctl(fd, TCGETS, &tio), EACCES);
+    CHECK(ioctl(fd, FIOCLEX) == 0);                               /* generic: allowed */
+    CHECK_ERR(ioctl(before, TCGETS, &tio), ENOTTY);               /* opened before */
+    _exit(0);
+}
 
 static int create_ruleset(uint64_t fs)
 {
@@ -120,7 +188,7 @@ static void child(int before)
 int main(void)
 {
     int abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
-    CHECK(abi >= 3);
+    CHECK(abi >= 5);
     struct landlock_ruleset_attr attr = {.handled_access_fs = LANDLOCK_ACCESS_FS_READ_FILE};
     CHECK_ERR(syscall(SYS_landlock_create_ruleset, &attr, sizeof attr.handled_access_fs, 0xffff),
               EINVAL);
@@ -163,6 +231,26 @@ int main(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     /* the parent is not restricted */
     CHECK(close(open(p, O_RDONLY)) == 0);
+
+    /* TCP ports */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = loopback(0);
+    socklen_t sl = sizeof sa;
+    CHECK(bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 4) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&sa, &sl) == 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        net_child(ntohs(sa.sin_port));
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(l);
+
+    /* device ioctls */
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        ioctl_child();
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     unlink(p);
     path(p, a, "f");

@@ -9,13 +9,14 @@ handles is granted only if, in every such layer, a rule on the file itself or
 on one of the directories above it (up through mount points to the root)
 allows it; otherwise the call fails with EACCES.
 
-Rights enforced (ABI 3): execute, read and write of files, reading
+Rights enforced (ABI 5): execute, read and write of files, reading
 directories, removing files and directories, making each kind of file
 (checked on the parent directory), REFER (a link or rename to another
-directory needs it on both directories), and TRUNCATE (truncate(2), O_TRUNC;
-for ftruncate(2) the right is taken when the file is opened, as Linux does).
-Network rules (ABI 4) and scopes (ABI 6) are not modelled, so the version
-reported is 3 and rulesets handling them are refused (EINVAL).
+directory needs it on both directories), TRUNCATE (truncate(2), O_TRUNC; for
+ftruncate(2) the right is taken when the file is opened, as Linux does),
+IOCTL_DEV (ioctls on device files, also taken at open), and TCP bind and
+connect by port (LANDLOCK_RULE_NET_PORT).  Scopes (ABI 6) are not modelled,
+so the version reported is 5 and rulesets with `scoped` are refused (EINVAL).
 Concurrency: Sentry loop only.
 """
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.vfs.vfs import Dentry, Mount
 
 # From <linux/landlock.h>.
-ABI_VERSION = 3
+ABI_VERSION = 5
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 LANDLOCK_RULE_NET_PORT = 2
@@ -54,10 +55,14 @@ ACCESS_FS_MAKE_BLOCK = 1 << 11
 ACCESS_FS_MAKE_SYM = 1 << 12
 ACCESS_FS_REFER = 1 << 13
 ACCESS_FS_TRUNCATE = 1 << 14
-ACCESS_FS_ALL = (1 << 15) - 1
+ACCESS_FS_IOCTL_DEV = 1 << 15
+ACCESS_FS_ALL = (1 << 16) - 1
 # Rights that make sense on a file (not a directory) in a path-beneath rule.
 ACCESS_FILE = ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | \
-    ACCESS_FS_TRUNCATE
+    ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
+ACCESS_NET_BIND_TCP = 1 << 0
+ACCESS_NET_CONNECT_TCP = 1 << 1
+ACCESS_NET_ALL = ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP
 MAX_LAYERS = 16
 MAX_RULES = 4096                   # per ruleset: the Sentry's bound, not Linux's
 
@@ -78,9 +83,11 @@ class Ruleset:
     """struct landlock_ruleset while it is being built (a ruleset fd's)."""
 
     handled_fs: int
+    handled_net: int = 0
     rules: dict[tuple[int, int], int] = field(default_factory=dict)
     # The rules' inodes, so a number is not reused for another file while it lives.
     pinned: list[Any] = field(default_factory=list)
+    ports: dict[int, int] = field(default_factory=dict)    # TCP port -> allowed rights
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,14 @@ class Layer:
     handled_fs: int
     rules: dict[tuple[int, int], int]
     pinned: tuple[Any, ...]
+    handled_net: int
+    ports: dict[int, int]
 
 
-# Files opened without the right to truncate them (ftruncate checks this).
+# Files opened without the right to truncate them (ftruncate checks this), and device
+# files opened without IOCTL_DEV.
 _no_truncate: weakref.WeakSet[FileDescription] = weakref.WeakSet()
+_no_ioctl: weakref.WeakSet[FileDescription] = weakref.WeakSet()
 
 
 def domain(t: Task) -> tuple[Layer, ...]:
@@ -101,11 +112,30 @@ def domain(t: Task) -> tuple[Layer, ...]:
 
 
 def create_ruleset(handled_fs: int, handled_net: int, scoped: int) -> Ruleset:
-    if handled_fs & ~ACCESS_FS_ALL or handled_net or scoped:
+    if handled_fs & ~ACCESS_FS_ALL or handled_net & ~ACCESS_NET_ALL or scoped:
         raise SyscallError(Errno.EINVAL)
-    if not handled_fs:
+    if not handled_fs and not handled_net:
         raise SyscallError(Errno.ENOMSG)      # an empty ruleset
-    return Ruleset(handled_fs)
+    return Ruleset(handled_fs, handled_net)
+
+
+def add_net_port(rs: Ruleset, port: int, allowed: int) -> None:
+    """Linux: add_rule_net_port."""
+    if not allowed:
+        raise SyscallError(Errno.ENOMSG)
+    if allowed & ~rs.handled_net or port > 0xFFFF:
+        raise SyscallError(Errno.EINVAL)
+    if port not in rs.ports and len(rs.ports) >= MAX_RULES:
+        raise SyscallError(Errno.E2BIG)
+    rs.ports[port] = rs.ports.get(port, 0) | allowed
+
+
+def check_net(t: Task, port: int, right: int) -> None:
+    """A TCP bind or connect to `port`: EACCES unless every layer handling the right
+    has a rule allowing it for the port.  Linux: current_check_access_socket."""
+    for layer in t.creds.landlock or ():
+        if layer.handled_net & right and not layer.ports.get(port, 0) & right:
+            raise SyscallError(Errno.EACCES)
 
 
 def add_path_beneath(rs: Ruleset, inode: Inode, allowed: int) -> None:
@@ -130,7 +160,8 @@ def restrict_self(t: Task, rs: Ruleset) -> None:
     if len(layers) >= MAX_LAYERS:
         raise SyscallError(Errno.E2BIG)
     new = t.creds.copy()
-    new.landlock = layers + (Layer(rs.handled_fs, dict(rs.rules), tuple(rs.pinned)),)
+    new.landlock = layers + (Layer(rs.handled_fs, dict(rs.rules), tuple(rs.pinned),
+                                   rs.handled_net, dict(rs.ports)),)
     t.creds = new
 
 
@@ -182,6 +213,13 @@ def check_open(t: Task, mount: Mount, dentry: Dentry, flags: int,
     check(t, mount, dentry, want)
     if is_dir:
         return True
+    ftype = dentry.inode.mode & _S_IFMT
+    if ftype in (0o020000, 0o060000):       # a device: IOCTL_DEV, kept by the description
+        try:
+            check(t, mount, dentry, ACCESS_FS_IOCTL_DEV)
+        except SyscallError:
+            return False
+        return True
     try:
         check(t, mount, dentry, ACCESS_FS_TRUNCATE)
     except SyscallError:
@@ -191,10 +229,20 @@ def check_open(t: Task, mount: Mount, dentry: Dentry, flags: int,
     return True
 
 
-def opened(f: FileDescription, may_truncate: bool) -> None:
-    """Remembers a description opened without the right to truncate."""
-    if not may_truncate:
-        _no_truncate.add(f)
+def opened(f: FileDescription, allowed: bool) -> None:
+    """Remembers a description opened without the right to truncate it (a regular
+    file) or to use ioctls on it (a device)."""
+    if not allowed:
+        if f.inode.is_regular():
+            _no_truncate.add(f)
+        else:
+            _no_ioctl.add(f)
+
+
+def check_ioctl(f: FileDescription) -> None:
+    """Device ioctls (past the generic ones) of a file opened without IOCTL_DEV."""
+    if f in _no_ioctl:
+        raise SyscallError(Errno.EACCES)
 
 
 def check_ftruncate(f: FileDescription) -> None:
@@ -249,3 +297,15 @@ def check_link(t: Task, new_parent: tuple[Mount, Dentry], old_parent: tuple[Moun
     om, od = old_parent
     if od is not nd or om is not nm:
         _check_refer(t, (om, od), (nm, nd))
+
+
+def landlock_tcp(t: Task, sock: Any, addr: bytes, bind: bool) -> None:
+    """bind(2) or connect(2) of an AF_INET/AF_INET6 stream socket to a port.
+    Other sockets and malformed addresses are left to the socket code.  Linux:
+    hook_socket_bind, hook_socket_connect."""
+    if getattr(sock, "family", 0) not in (2, 10) or getattr(sock, "stype", 0) & 0xF != 1:
+        return
+    if len(addr) < 4 or int.from_bytes(addr[:2], "little") not in (2, 10):
+        return
+    port = int.from_bytes(addr[2:4], "big")
+    check_net(t, port, ACCESS_NET_BIND_TCP if bind else ACCESS_NET_CONNECT_TCP)

@@ -400,6 +400,7 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
         # An int, as ioctl_fionread's put_user: truncated, negative past the end.
         t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
+    landlock.check_ioctl(f)                    # a device opened without IOCTL_DEV
     return f.impl.ioctl(f, t, cmd, arg)
 
 

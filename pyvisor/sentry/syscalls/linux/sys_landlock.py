@@ -1,5 +1,6 @@
 """landlock_create_ruleset, landlock_add_rule, landlock_restrict_self.
-Linux: security/landlock/syscalls.c.  The model and its checks: kernel/landlock.py."""
+Linux: security/landlock/syscalls.c.  The model and its checks: kernel/landlock.py.
+Rules: LANDLOCK_RULE_PATH_BENEATH and LANDLOCK_RULE_NET_PORT."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pyvisor.sentry.vfs.file import FileDescription, FileImpl
 
 _RULESET_ATTR = struct.Struct("<QQQ")         # handled_access_fs, handled_access_net, scoped
 _PATH_BENEATH_ATTR = struct.Struct("<Qi")     # allowed_access, parent_fd (packed)
+_NET_PORT_ATTR = struct.Struct("<QQ")         # allowed_access, port
 _CAP_SYS_ADMIN = 21
 _PAGE_SIZE = 4096
 
@@ -61,11 +63,15 @@ def sys_landlock_create_ruleset(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_landlock_add_rule(t: Task, r: SyscallArguments) -> int:
-    """Implements landlock_add_rule(2): LANDLOCK_RULE_PATH_BENEATH."""
+    """Implements landlock_add_rule(2)."""
     fd, rule_type, addr, flags = r.fd(0), r.uint32(1), r.pointer(2), r.uint32(3)
     if flags:
         raise SyscallError(Errno.EINVAL)
     rs = _ruleset_of(t, fd)
+    if rule_type == landlock.LANDLOCK_RULE_NET_PORT:
+        allowed, port = _NET_PORT_ATTR.unpack(t.copy_in(addr, _NET_PORT_ATTR.size))
+        landlock.add_net_port(rs, port, allowed)
+        return 0
     if rule_type != landlock.LANDLOCK_RULE_PATH_BENEATH:
         raise SyscallError(Errno.EINVAL)
     allowed, parent_fd = _PATH_BENEATH_ATTR.unpack(t.copy_in(addr, _PATH_BENEATH_ATTR.size))

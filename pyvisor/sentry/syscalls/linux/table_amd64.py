@@ -358,7 +358,7 @@ AMD64 = SyscallTable("amd64", {
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
     S.membarrier: supported(RSQ.sys_membarrier),
-    S.landlock_create_ruleset: partial(LL.sys_landlock_create_ruleset, note="ABI 3: no net, scopes"),
-    S.landlock_add_rule: partial(LL.sys_landlock_add_rule, note="path-beneath rules"),
+    S.landlock_create_ruleset: partial(LL.sys_landlock_create_ruleset, note="ABI 5: no scopes"),
+    S.landlock_add_rule: partial(LL.sys_landlock_add_rule, note="path-beneath and TCP port rules"),
     S.landlock_restrict_self: supported(LL.sys_landlock_restrict_self),
 })

@@ -14,6 +14,7 @@ from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.atime import touch_atime
+from pyvisor.sentry.vfs.killpriv import file_remove_privs
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -132,6 +133,8 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     try:
         n = await _do_write(t, f, data, offset)
         ioac[1] += n                 # wchar
+        if n and f.inode.is_regular():
+            file_remove_privs(t, f)  # setuid/setgid bits and file capabilities
         if n and inotify._watches:
             inotify.file_event(f, inotify.IN_MODIFY)
         return n

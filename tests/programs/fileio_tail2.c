@@ -90,6 +90,14 @@ int main(void)
     CHECK(sendfile(m, m, &off, 100000) == 100000);       /* the file grows as it is read */
     CHECK(off == 100000);
     CHECK(fstat(m, &st) == 0 && st.st_size == 100001);
+    char tail[4];
+    CHECK(pread(m, tail, 4, 99997) == 4 && memcmp(tail, "xxxx", 4) == 0);
+    int m3 = memfd_create("m3", 0);
+    CHECK(write(m3, "abc", 3) == 3);
+    off = 0;
+    CHECK(sendfile(m3, m3, &off, 10) == 10);              /* the pattern repeats */
+    char pat[14] = {0};
+    CHECK(pread(m3, pat, sizeof pat, 0) == 13 && memcmp(pat, "abcabcabcabca", 13) == 0);
     CHECK_ERR(sendfile(fd, m, NULL, (size_t)-1), EINVAL);
     int ap = open(path, O_WRONLY | O_APPEND);
     CHECK_ERR(sendfile(ap, m, NULL, 10), EINVAL);

@@ -467,6 +467,13 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
                                  None if pos is None else pos + n)
             if not data:
                 break
+            if pos is not None and in_f.inode is out_f.inode and not out_f.impl.keeps_position \
+                    and out_f.offset == pos + n + len(data) and len(data) < count - n:
+                # A file sent to itself just past what was read: every later read
+                # would return what was just written, so the result is this data
+                # repeated (what Linux gets one page at a time); write it at once.
+                want = min(count - n, CHUNK)
+                data = (data * (want // len(data) + 1))[:want]
             done = await do_write(t, out_f, data, None)
         except SyscallError:
             if n:

@@ -16,6 +16,7 @@
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include "check.h"
 
@@ -89,6 +90,14 @@ int main(void)
     CHECK(sendfile(m, m, &off, 100000) == 100000);       /* the file grows as it is read */
     CHECK(off == 100000);
     CHECK(fstat(m, &st) == 0 && st.st_size == 100001);
+    char tail[4];
+    CHECK(pread(m, tail, 4, 99997) == 4 && memcmp(tail, "xxxx", 4) == 0);
+    int m3 = memfd_create("m3", 0);
+    CHECK(write(m3, "abc", 3) == 3);
+    off = 0;
+    CHECK(sendfile(m3, m3, &off, 10) == 10);              /* the pattern repeats */
+    char pat[14] = {0};
+    CHECK(pread(m3, pat, sizeof pat, 0) == 13 && memcmp(pat, "abcabcabcabca", 13) == 0);
     CHECK_ERR(sendfile(fd, m, NULL, (size_t)-1), EINVAL);
     int ap = open(path, O_WRONLY | O_APPEND);
     CHECK_ERR(sendfile(ap, m, NULL, 10), EINVAL);
@@ -176,6 +185,36 @@ int main(void)
     int pp[2];
     CHECK(pipe(pp) == 0);
     CHECK(fcntl(pp[0], F_GETFL) == O_RDONLY);
+
+    /* a write by someone without CAP_FSETID drops setuid, setgid (with g+x) and the
+     * file capabilities */
+    char priv[256];
+    snprintf(priv, sizeof priv, "%s/priv", dir);
+    int pfd = open(priv, O_CREAT | O_WRONLY, 0777);
+    CHECK(pfd >= 0);
+    close(pfd);
+    CHECK(chmod(priv, 06777) == 0);
+    /* struct vfs_cap_data, revision 2: cap_net_raw permitted */
+    uint32_t cap[5] = {0x02000000, 1u << 13, 0, 0, 0};
+    CHECK(setxattr(priv, "security.capability", cap, sizeof cap, 0) == 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+            _exit(2);
+        int w = open(priv, O_WRONLY);
+        if (w < 0 || write(w, "x", 1) != 1)
+            _exit(3);
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &ws, 0) == pid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    CHECK(stat(priv, &st) == 0 && (st.st_mode & 07777) == 0777);
+    char capbuf[32];
+    CHECK_ERR(getxattr(priv, "security.capability", capbuf, sizeof capbuf), ENODATA);
+    CHECK(chmod(priv, 06777) == 0);
+    CHECK(write(open(priv, O_WRONLY), "y", 1) == 1);            /* root keeps them */
+    CHECK(stat(priv, &st) == 0 && (st.st_mode & 07777) == 06777);
+    unlink(priv);
 
     unlink(link);
     unlink(path);

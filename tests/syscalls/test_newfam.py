@@ -20,6 +20,7 @@ PROGRAMS = [
     "io_uring.c",
     "aio.c",
     "rseq.c",
+    "landlock.c",
 ]
 
 

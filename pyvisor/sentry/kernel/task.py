@@ -72,11 +72,12 @@ class Credentials:
     ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
     securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
     session_keyring: Any = None       # kernel/keys.Key; None: the sandbox's "_ses"
+    landlock: Any = None              # kernel/landlock: the domain's layers (a tuple)
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
                            self.sgid, self.fsgid, self.groups, self.caps, self.bset,
-                           self.ambient, self.securebits, self.session_keyring)
+                           self.ambient, self.securebits, self.session_keyring, self.landlock)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""

@@ -14,6 +14,7 @@ from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECT, O_D
                                      O_RDWR, RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV)
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.kernel import landlock
 from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
@@ -160,6 +161,8 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
             check_writable(parent.mount)
             if not t.creds.fs_superuser():
                 check_access(t, parent.inode, MAY_WRITE | 1)
+            if t.creds.landlock:
+                landlock.check(t, parent.mount, parent.dentry, landlock.ACCESS_FS_MAKE_REG)
             inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
                                         t.creds.fsgid)
             parent.dentry.forget(name)
@@ -201,9 +204,14 @@ def _open(t: Task, mount: Mount, dentry: Dentry, flags: int) -> FileDescription:
     """Opens a resolved file; with write access, ETXTBSY while it is being executed
     (checked before the open, which may copy it up or truncate it)."""
     writing = flags & O_ACCMODE in (O_WRONLY, O_RDWR) and not flags & O_PATH
+    may_truncate = True
+    if t.creds.landlock and not flags & O_PATH:
+        may_truncate = landlock.check_open(t, mount, dentry, flags)
     if writing:
         textbusy.check_write(t.kernel, dentry.inode)
     f = FileDescription.open(mount, dentry, flags)
+    if not may_truncate:
+        landlock.opened(f, False)
     if writing:
         textbusy.track_writer(t.kernel, f)
     if inotify._watches and not flags & O_PATH:

@@ -28,7 +28,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S_ISGID, STATFS, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
-from pyvisor.sentry.kernel import fasync, locks
+from pyvisor.sentry.kernel import fasync, landlock, locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.errors import SyscallError
@@ -400,6 +400,7 @@ def sys_ioctl(t: Task, r: SyscallArguments) -> int:
         # An int, as ioctl_fionread's put_user: truncated, negative past the end.
         t.copy_out(arg, struct.pack("<i", c_int(f.inode.size() - f.offset)))
         return 0
+    landlock.check_ioctl(f)                    # a device opened without IOCTL_DEV
     return f.impl.ioctl(f, t, cmd, arg)
 
 
@@ -615,6 +616,8 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     ops.check_writable(parent.mount)
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
+    if t.creds.landlock:
+        landlock.check(t, parent.mount, parent.dentry, landlock.ACCESS_FS_MAKE_DIR)
     parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     if inotify._watches:
@@ -643,6 +646,8 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     if ftype in (S_IFCHR, S_IFBLK) and not t.creds.capable(CAP_MKNOD):
         raise SyscallError(Errno.EPERM)
+    if t.creds.landlock:
+        landlock.check(t, parent.mount, parent.dentry, landlock.make_right(ftype or S_IFREG))
     perm = mode & ~t.fs.umask & 0o7777
     parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
@@ -698,6 +703,8 @@ def _unlink(t: Task, dirfd: int, path: bytes, flags: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = d.inode
     check_sticky(t, parent.inode, inode)           # may_delete
+    if t.creds.landlock:
+        landlock.check(t, parent.mount, parent.dentry, landlock.remove_right(inode))
     if flags & AT_REMOVEDIR:
         parent.inode.rmdir(name)
     else:
@@ -782,6 +789,8 @@ def _rename(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: byte
     check_sticky(t, op.inode, src.inode)            # may_delete of both names
     if dst is not None:
         check_sticky(t, np.inode, dst.inode)
+    landlock.check_reparent(t, (op.mount, op.dentry), (np.mount, np.dentry), src.inode,
+                            dst.inode if dst is not None else None, exchange)
     if id(src) in op.mount.children or (dst is not None and id(dst) in np.mount.children):
         raise SyscallError(Errno.EBUSY)
     if dst is not None and _same_file(dst.inode, src.inode):
@@ -852,6 +861,8 @@ def _symlink(t: Task, target: bytes, dirfd: int, path: bytes) -> int:
     ops.check_writable(parent.mount)
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)      # may_create
+    if t.creds.landlock:
+        landlock.check(t, parent.mount, parent.dentry, landlock.ACCESS_FS_MAKE_SYM)
     parent.inode.symlink(name, target, t.creds.fsuid, t.creds.fsgid)
     parent.dentry.forget(name)
     if inotify._watches:
@@ -911,6 +922,8 @@ def _link(t: Task, olddirfd: int, oldpath: bytes, newdirfd: int, newpath: bytes,
         check_access(t, parent.inode, MAY_WRITE | 1)
     inode = src.inode
     _may_linkat(t, inode)
+    landlock.check_link(t, (parent.mount, parent.dentry),
+                        (src.mount, src.dentry.parent or src.dentry), inode)
     if inode.nlink == 0 and inode not in ops.linkable:
         raise SyscallError(Errno.ENOENT)   # unlinked, or O_TMPFILE|O_EXCL (I_LINKABLE)
     parent.inode.link(name, inode)
@@ -1115,6 +1128,8 @@ def sys_truncate(t: Task, r: SyscallArguments) -> int:
     if not t.creds.fs_superuser():
         check_access(t, loc.inode, MAY_WRITE)
     ops.check_writable(loc.mount)
+    if t.creds.landlock:
+        landlock.check(t, loc.mount, loc.dentry, landlock.ACCESS_FS_TRUNCATE)
     textbusy.check_write(t.kernel, loc.inode)     # ETXTBSY while it is being executed
     _truncate(t, loc.inode, r.int64(1))
     _attr_event(loc, inotify.IN_MODIFY)
@@ -1126,6 +1141,7 @@ def sys_ftruncate(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     if not f.writable:
         raise SyscallError(Errno.EINVAL if f.readable else Errno.EBADF)
+    landlock.check_ftruncate(f)                   # the right was taken at open
     _truncate(t, f.inode, r.int64(1))
     _attr_event(f, inotify.IN_MODIFY)
     return 0

@@ -14,6 +14,7 @@ from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE, Task
 from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.atime import touch_atime
+from pyvisor.sentry.vfs.killpriv import file_remove_privs
 from pyvisor.sentry.vfs.file import AT_POSITION, DirectoryImpl, FileDescription
 
 CHUNK = 1 << 22          # largest single transfer we stage in the Sentry
@@ -132,6 +133,8 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     try:
         n = await _do_write(t, f, data, offset)
         ioac[1] += n                 # wchar
+        if n and f.inode.is_regular():
+            file_remove_privs(t, f)  # setuid/setgid bits and file capabilities
         if n and inotify._watches:
             inotify.file_event(f, inotify.IN_MODIFY)
         return n
@@ -506,6 +509,13 @@ async def sys_sendfile(t: Task, r: SyscallArguments) -> int:
                                  None if pos is None else pos + n)
             if not data:
                 break
+            if pos is not None and in_f.inode is out_f.inode and not out_f.impl.keeps_position \
+                    and out_f.offset == pos + n + len(data) and len(data) < count - n:
+                # A file sent to itself just past what was read: every later read
+                # would return what was just written, so the result is this data
+                # repeated (what Linux gets one page at a time); write it at once.
+                want = min(count - n, CHUNK)
+                data = (data * (want // len(data) + 1))[:want]
             done = await do_write(t, out_f, data, None)
         except SyscallError:
             if n:

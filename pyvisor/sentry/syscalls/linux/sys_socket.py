@@ -15,6 +15,7 @@ from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.errors import SyscallError, TimedOut
+from pyvisor.sentry.kernel.landlock import landlock_tcp
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,
@@ -118,7 +119,10 @@ def sys_socketpair(t: Task, r: SyscallArguments) -> int:
 def sys_bind(t: Task, r: SyscallArguments) -> int:
     """Implements bind(2)."""
     _, sock = _socket(t, r.int32(0))
-    sock.bind(t, _read_sockaddr(t, r.pointer(1), r.int32(2)))
+    addr = _read_sockaddr(t, r.pointer(1), r.int32(2))
+    if t.creds.landlock:
+        landlock_tcp(t, sock, addr, bind=True)
+    sock.bind(t, addr)
     return 0
 
 
@@ -161,7 +165,10 @@ async def sys_accept4(t: Task, r: SyscallArguments) -> int:
 async def sys_connect(t: Task, r: SyscallArguments) -> int:
     """Implements connect(2)."""
     f, sock = _socket(t, r.int32(0))
-    await sock.connect(t, f, _read_sockaddr(t, r.pointer(1), r.int32(2)))
+    addr = _read_sockaddr(t, r.pointer(1), r.int32(2))
+    if t.creds.landlock:
+        landlock_tcp(t, sock, addr, bind=False)
+    await sock.connect(t, f, addr)
     return 0
 
 

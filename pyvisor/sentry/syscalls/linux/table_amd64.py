@@ -15,6 +15,7 @@ from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_io_uring as IOU
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_keys as KEY
+from pyvisor.sentry.syscalls.linux import sys_landlock as LL
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
@@ -357,4 +358,7 @@ AMD64 = SyscallTable("amd64", {
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
     S.membarrier: supported(RSQ.sys_membarrier),
+    S.landlock_create_ruleset: partial(LL.sys_landlock_create_ruleset, note="ABI 5: no scopes"),
+    S.landlock_add_rule: partial(LL.sys_landlock_add_rule, note="path-beneath and TCP port rules"),
+    S.landlock_restrict_self: supported(LL.sys_landlock_restrict_self),
 })

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Timer
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.socket.netstack.ports import PortTable
     from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint
     from pyvisor.sentry.vfs.file import FileDescription
 
@@ -82,6 +83,7 @@ RCV_AUTO = 1 << 20            # receive window of an autotuned socket (no SO_RCV
 SND_AUTO = 1 << 18            # send buffer of an autotuned socket (no SO_SNDBUF)
 TIMEWAIT_NS = 60 * 10**9      # TCP_TIMEWAIT_LEN
 FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
+FIN_TIMEOUT_MIN_NS = 700 * 10**6   # tcp_fin_time's floor: 3.5 x TCP_RTO_MIN (200 ms)
 LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timestamp option
 SIOCATMARK = 0x8905
 SIOCOUTQNSD = 0x894B
@@ -107,6 +109,11 @@ def _defer_accept_secs(seconds: int) -> int:
     return period
 
 
+def _is_loopback(ip: bytes) -> bool:
+    """127.0.0.0/8 or ::1 (ipv4_is_loopback, ipv6_addr_loopback)."""
+    return ip[0] == 127 if len(ip) == 4 else ip == b"\0" * 15 + b"\1"
+
+
 class TimeWait:
     """What is left of a connection in TIME_WAIT: it only holds the port.
     Linux: struct inet_timewait_sock."""
@@ -120,6 +127,14 @@ class TimeWait:
         self.owner_uid = s.owner_uid
         self.family = s.family
         self.timer: Timer | None = None
+        self.born = s.stack.kernel.now()
+
+    def kill(self, ports: PortTable) -> None:
+        """inet_twsk_deschedule_put: the remnant goes before its time."""
+        if self.timer is not None:
+            self.timer.cancelled = True
+            self.timer = None
+        ports.remove(self)
 
 
 class TCPSocket(NetSocket):
@@ -346,12 +361,28 @@ class TCPSocket(NetSocket):
         self.err = err
         self._done()
 
+    def _fin_time_ns(self) -> int:
+        """tcp_fin_time: how long an orphan stays in FIN_WAIT2: TCP_LINGER2 when set,
+        else net.ipv4.tcp_fin_timeout, and never under 3.5 RTOs (700 ms on loopback)."""
+        secs = self.tcp[TCP_LINGER2]
+        ns = secs * 10**9 if secs > 0 else FIN_TIMEOUT_NS
+        return max(ns, FIN_TIMEOUT_MIN_NS)
+
     def _arm_fin_timeout(self) -> None:
+        """An orphan reached FIN_WAIT2: it holds its port until the peer's FIN or the FIN
+        timeout (tcp_close's and tcp_rcv_state_process's orphan case; Linux moves it to a
+        FIN_WAIT2 timewait remnant, which holds the port the same way).  TCP_LINGER2 < 0:
+        no FIN_WAIT2 at all: the connection is just gone (tcp_done, no reset: on
+        loopback the ACK of our FIN is taken before tcp_close looks at the state)."""
+        if self.tcp[TCP_LINGER2] < 0:
+            self._done()
+            return
+
         def expire() -> None:
             self.timer = None
             if self.state == TCP_FIN_WAIT2:
                 self._done()
-        self.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + FIN_TIMEOUT_NS,
+        self.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + self._fin_time_ns(),
                                                  expire)
 
     # -- what we send --------------------------------------------------------------------------
@@ -712,9 +743,17 @@ class TCPSocket(NetSocket):
         if len(ip) == 4 and self.family == 10 and self.v6only:
             raise SyscallError(Errno.ENETUNREACH)
         src = self.source_for(ip)
+        was_bound = self.bound
         self.autobind(connecting=True)
-        if inet.is_any(self.laddr):
+        wildcard = inet.is_any(self.laddr)
+        if wildcard:
             self.laddr = src
+        if was_bound and not self._tuple_free(ip, port):
+            # __inet_hash_connect's check_established on a bound port: the four-tuple
+            # is another connection's.  The socket stays bound, unconnected.
+            if wildcard:
+                self.laddr = inet.any_addr(self.family)
+            raise SyscallError(Errno.EADDRNOTAVAIL)
         self.raddr, self.rport = ip, port
         self.state = TCP_SYN_SENT
         self.ss = SS_CONNECTING
@@ -751,8 +790,49 @@ class TCPSocket(NetSocket):
             raise SyscallError(err or Errno.ECONNABORTED)
         self.ss = SS_CONNECTED
 
+    def _connection(self, laddr: bytes, lport: int, raddr: bytes, rport: int
+                    ) -> TCPSocket | TimeWait | None:
+        """The connection (or TIME_WAIT remnant) with this four-tuple, if any (Linux: the
+        established hash; here a walk of the port's bindings, so callers use it only for
+        explicitly bound ports)."""
+        for b in self.ports.on(lport):
+            if isinstance(b, (TCPSocket, TimeWait)) and b.lport == lport and \
+                    b.laddr == laddr and b.rport == rport and b.raddr == raddr and \
+                    b.tcp_state not in (TCP_CLOSE, TCP_LISTEN):
+                return b
+        return None
+
+    def _tuple_free(self, raddr: bytes, rport: int) -> bool:
+        """check_established: whether we may connect from our bound address to (raddr,
+        rport).  A TIME_WAIT remnant of the same four-tuple gives way to a loopback
+        connection once a second has ticked since it was made (net.ipv4.tcp_tw_reuse = 2
+        and tcp_twsk_unique's timestamp rule); a live connection never does."""
+        other = self._connection(self.laddr, self.lport, raddr, rport)
+        if other is None or other is self:
+            return True
+        if isinstance(other, TimeWait) and _is_loopback(raddr) and \
+                self.stack.kernel.now() // 10**9 > other.born // 10**9:
+            other.kill(self.ports)
+            return True
+        return False
+
     def _syn(self) -> None:
-        """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset."""
+        """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset.
+        From an explicitly bound port, the established hash comes first, as in Linux:
+        our own four-tuple is a self-connect (a simultaneous open with ourselves), a
+        stale connection of the same four-tuple is reset (its challenge ACK draws our
+        reset) and a TIME_WAIT remnant gives way to the new SYN."""
+        if self.rport == self.lport and self.raddr == self.laddr:
+            self.peer = self
+            self.segs_in += 1
+            self._on_established()
+            return
+        if self.user_bound:
+            old = self._connection(self.raddr, self.rport, self.laddr, self.lport)
+            if isinstance(old, TimeWait):
+                old.kill(self.ports)
+            elif old is not None and old.state != TCP_SYN_SENT:
+                old._on_rst()
         lst = self.stack.tcp_listener(self.raddr, self.rport, self.laddr, self.lport)
         if lst is None:
             self.stack.refused += 1

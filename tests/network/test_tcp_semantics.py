@@ -1,0 +1,29 @@
+"""TCP semantics of the sandbox's own stack, compared with Linux: the same C program
+(tests/programs) natively and under `pyvisor do` (--network=sandbox, loopback), with
+identical output.
+
+  inet_tcp_ports.c   FIN_WAIT2 orphans and TCP_LINGER2, connect(2) to a four-tuple in
+                     use (EADDRNOTAVAIL), self-connects, a SYN meeting a stale
+                     connection of its four-tuple.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pvtest import Builder, Comparer
+
+
+@pytest.mark.parametrize("args", [["4", "slow"], ["6"]])
+def test_tcp_ports(args: list[str], program: Builder, compare: Comparer) -> None:
+    native, _ = compare([program("inet_tcp_ports"), *args])
+    out = native.stdout
+    assert out.endswith("ok\n"), out
+    assert "fin_wait2: bind at once: EADDRINUSE" in out, out
+    assert "reuse: connect c2 to c1's peer: EADDRNOTAVAIL" in out, out
+    assert 'self: read 5 "hello"' in out, out
+    if "slow" in args:
+        assert "fin_wait2: bind after the linger2 timeout: 0" in out, out

@@ -5,6 +5,9 @@ identical output.
   inet_tcp_ports.c   FIN_WAIT2 orphans and TCP_LINGER2, connect(2) to a four-tuple in
                      use (EADDRNOTAVAIL), self-connects, a SYN meeting a stale
                      connection of its four-tuple.
+  inet_tcp_opts.c    TCP_CORK and MSG_MORE (held partial segments, the 200 ms ceiling),
+                     TCP_WINDOW_CLAMP's floor, shutdown(2) of a connecting socket,
+                     SO_PASSCRED on an inet socket.
 """
 
 from __future__ import annotations
@@ -27,3 +30,13 @@ def test_tcp_ports(args: list[str], program: Builder, compare: Comparer) -> None
     assert 'self: read 5 "hello"' in out, out
     if "slow" in args:
         assert "fin_wait2: bind after the linger2 timeout: 0" in out, out
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_tcp_opts(family: str, program: Builder, compare: Comparer) -> None:
+    native, _ = compare([program("inet_tcp_opts"), family])
+    out = native.stdout
+    assert out.endswith("ok\n"), out
+    assert "cork: held EAGAIN, outq 3" in out and "cork: after the ceiling 3 bytes" in out, out
+    assert "clamp 1: 0, reads 1152" in out, out
+    assert "revents HUP ERR, SO_ERROR ECONNRESET" in out, out

@@ -57,12 +57,13 @@ from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBloc
 from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_PRI, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB,
+from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_MORE, MSG_NOSIGNAL,
+                                          MSG_OOB,
                                           MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
                                           SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
                                           SIOCINQ, SIOCOUTQ, SO_OOBINLINE, SOCK_NONBLOCK,
-                                          SOCK_STREAM, Control, Received, deadline_of,
-                                          new_socket_file, wait)
+                                          SOCK_MIN_RCVBUF, SOCK_STREAM, Control, Received,
+                                          deadline_of, new_socket_file, wait)
 from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
@@ -84,6 +85,7 @@ SND_AUTO = 1 << 18            # send buffer of an autotuned socket (no SO_SNDBUF
 TIMEWAIT_NS = 60 * 10**9      # TCP_TIMEWAIT_LEN
 FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
 FIN_TIMEOUT_MIN_NS = 700 * 10**6   # tcp_fin_time's floor: 3.5 x TCP_RTO_MIN (200 ms)
+CORK_CEILING_NS = 200 * 10**6  # how long TCP_CORK or MSG_MORE may hold a partial segment
 LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timestamp option
 SIOCATMARK = 0x8905
 SIOCOUTQNSD = 0x894B
@@ -176,6 +178,11 @@ class TCPSocket(NetSocket):
                                     TCP_THIN_LINEAR_TIMEOUTS: 0, TCP_THIN_DUPACK: 0,
                                     TCP_FASTOPEN: 0, TCP_FASTOPEN_CONNECT: 0}
         self.congestion = b"cubic"
+        # Data held back by TCP_CORK or MSG_MORE: in our send queue, not yet at the peer
+        # (loopback only; an endpoint has its own queue).  Linux: the unsent tail of
+        # sk_write_queue that tcp_nagle_test holds while it is less than a segment.
+        self.corkq = bytearray()
+        self.cork_timer: Timer | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.segs_out = 0
@@ -199,7 +206,7 @@ class TCPSocket(NetSocket):
 
     def _send_room(self, peer: TCPSocket) -> int:
         cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
-        return min(cap - peer.rcv_len, self.stack.budget_left())
+        return min(cap - peer.rcv_len - len(self.corkq), self.stack.budget_left())
 
     def _set_error(self, err: int) -> None:
         self.err = err
@@ -215,6 +222,7 @@ class TCPSocket(NetSocket):
         ep, self.ep = self.ep, None
         if ep is not None:
             ep.socket_done()          # it may linger in TIME_WAIT without us
+        self._drop_corked()
         if self.timer is not None:
             self.timer.cancelled = True
             self.timer = None
@@ -398,6 +406,7 @@ class TCPSocket(NetSocket):
         if self.ep is not None:
             self.ep.send_fin()
             return
+        self._push_corked()               # the FIN goes after what was held
         self.segs_out += 1
         peer = self.peer
         if peer is not None and peer.state != TCP_CLOSE:
@@ -472,7 +481,7 @@ class TCPSocket(NetSocket):
         if cmd in (SIOCOUTQ, SIOCOUTQNSD):
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)
-            n = 0
+            n = len(self.corkq)       # loopback: only what TCP_CORK/MSG_MORE holds is unsent
             if self.ep is not None:
                 n = len(self.ep.sndq) if cmd == SIOCOUTQ else self.ep.info()["notsent"]
             t.copy_out(arg, _I32.pack(n))
@@ -887,8 +896,11 @@ class TCPSocket(NetSocket):
                 self._stop_listening()
                 self.ss = SS_UNCONNECTED
         elif st == TCP_SYN_SENT:
+            # tcp_disconnect of a connecting socket: it is closed, with ECONNRESET
+            # pending (poll: POLLHUP | POLLERR).
             self._cancel_syn()
             self._done()
+            self.err = Errno.ECONNRESET
             self.shut = 0
             if not self.user_bound:
                 self.laddr = inet.any_addr(self.family)
@@ -960,10 +972,59 @@ class TCPSocket(NetSocket):
         n = min(room, len(data))
         chunk = data[:n] if n < len(data) else data
         self.bytes_sent += n
-        self.segs_out += 1
-        self.stack.lo.count(n + 52)
-        peer._on_data(chunk, bool(flags & MSG_OOB))
+        urgent = bool(flags & MSG_OOB)
+        if (self.tcp[TCP_CORK] or flags & MSG_MORE) and not urgent:
+            # tcp_nagle_test with TCP_NAGLE_CORK: whole segments go, the rest waits for
+            # more data, the uncork, a FIN, or the 200 ms ceiling.
+            self.corkq += chunk
+            mss = self._loopback_mss()
+            full = len(self.corkq) // mss * mss
+            if full:
+                held = bytes(self.corkq[:full])
+                del self.corkq[:full]
+                self._deliver(peer, held, False)
+            if self.corkq and self.cork_timer is None:
+                kernel = self.stack.kernel
+                self.cork_timer = kernel.add_timer(kernel.now() + CORK_CEILING_NS,
+                                                   self._cork_expired)
+            return n
+        if self.corkq:
+            chunk = bytes(self.corkq) + chunk
+            self._drop_corked()
+        self._deliver(peer, chunk, urgent)
         return n
+
+    def _deliver(self, peer: TCPSocket, chunk: bytes, urgent: bool) -> None:
+        """Our segment(s) reach the peer's receive queue."""
+        self.segs_out += 1
+        self.stack.lo.count(len(chunk) + 52)
+        peer._on_data(chunk, urgent)
+
+    def _loopback_mss(self) -> int:
+        user = self.tcp[TCP_MAXSEG]
+        return min(user, LOOPBACK_MSS) if user else LOOPBACK_MSS
+
+    def _drop_corked(self) -> None:
+        self.corkq.clear()
+        if self.cork_timer is not None:
+            self.cork_timer.cancelled = True
+            self.cork_timer = None
+
+    def _push_corked(self) -> None:
+        """tcp_push_pending_frames: what TCP_CORK or MSG_MORE held goes now."""
+        if not self.corkq:
+            return
+        data = bytes(self.corkq)
+        self._drop_corked()
+        peer = self.peer
+        if peer is not None and peer.state != TCP_CLOSE and self.state in (
+                TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_LAST_ACK):
+            self._deliver(peer, data, False)
+        self._notify(EVENT_OUT)
+
+    def _cork_expired(self) -> None:
+        self.cork_timer = None
+        self._push_corked()
 
     async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
                       addr: bytes | None, control: Control) -> int:
@@ -1192,9 +1253,16 @@ class TCPSocket(NetSocket):
         elif name == TCP_SYNCNT:
             if not 1 <= val <= MAX_TCP_SYNCNT:
                 raise SyscallError(Errno.EINVAL)
-        elif name in (TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP):
+        elif name == TCP_USER_TIMEOUT:
             if val < 0:
                 raise SyscallError(Errno.EINVAL)
+        elif name == TCP_WINDOW_CLAMP:
+            # tcp_set_window_clamp: 0 (no clamp) only before a connection; any other
+            # value is raised to half the smallest receive buffer.
+            if val == 0 and self.state != TCP_CLOSE:
+                raise SyscallError(Errno.EINVAL)
+            if val:
+                val = max(val, SOCK_MIN_RCVBUF // 2)
         elif name == TCP_LINGER2:
             val = -1 if val < 0 else min(val, 120)
         elif name in (TCP_NODELAY, TCP_CORK, TCP_QUICKACK, TCP_THIN_LINEAR_TIMEOUTS,
@@ -1207,6 +1275,8 @@ class TCPSocket(NetSocket):
         self.tcp[name] = val
         if self.ep is not None:
             self.ep.options_changed()
+        elif (name == TCP_CORK and not val) or (name == TCP_NODELAY and val):
+            self._push_corked()       # Linux: tcp_push_pending_frames (NODELAY: TCP_NAGLE_PUSH)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
         super().setsockopt(t, level, name, optval)

@@ -7,7 +7,9 @@ identical output.
                      connection of its four-tuple.
   inet_tcp_opts.c    TCP_CORK and MSG_MORE (held partial segments, the 200 ms ceiling),
                      TCP_WINDOW_CLAMP's floor, shutdown(2) of a connecting socket,
-                     SO_PASSCRED on an inet socket.
+                     SO_PASSCRED on an inet socket, send and receive buffers (the
+                     autotuned send buffer, a peer that does not read, a reset
+                     cutting a blocking send short).
 """
 
 from __future__ import annotations
@@ -40,3 +42,5 @@ def test_tcp_opts(family: str, program: Builder, compare: Comparer) -> None:
     assert "cork: held EAGAIN, outq 3" in out and "cork: after the ceiling 3 bytes" in out, out
     assert "clamp 1: 0, reads 1152" in out, out
     assert "revents HUP ERR, SO_ERROR ECONNRESET" in out, out
+    assert "non-blocking send of 3 x sndbuf: partial 1" in out, out
+    assert "next send -1 ECONNRESET" in out, out

@@ -6,7 +6,11 @@
  *     (EINVAL) once connected;
  *   - shutdown(2) of a socket still connecting (its SYN dropped by a full accept
  *     queue) closes it with ECONNRESET pending: poll gives POLLHUP | POLLERR;
- *   - SO_PASSCRED is not an option of inet sockets (Linux 6.16+: EOPNOTSUPP).
+ *   - SO_PASSCRED is not an option of inet sockets (Linux 6.16+: EOPNOTSUPP);
+ *   - buffers: an autotuned send buffer grows once connected, a non-blocking write
+ *     of three times it is partial, a receiver that does not read holds about its
+ *     receive buffer, and a blocking write cut short by the peer's reset returns what
+ *     it sent, the next write the error.
  * Prints what it sees (compared with Linux by the test) and "ok".  argv[1]: "4"/"6". */
 #define _GNU_SOURCE
 #include "check.h"
@@ -16,6 +20,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -77,6 +83,7 @@ static const char *errname(int e)
     case EINVAL: return "EINVAL";
     case ECONNRESET: return "ECONNRESET";
     case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EPIPE: return "EPIPE";
     case ENOPROTOOPT: return "ENOPROTOOPT";
     default: return strerror(e);
     }
@@ -227,17 +234,96 @@ static void passcred(void)
     close(fd);
 }
 
+static int getint(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+    CHECK(getsockopt(fd, level, name, &v, &len) == 0);
+    return v;
+}
+
+struct blocked_write {
+    int fd;
+    size_t size;
+    ssize_t first, second;
+    int err;
+};
+
+static void *writer(void *arg)
+{
+    struct blocked_write *w = arg;
+    char *buf = calloc(1, w->size);
+    CHECK(buf != NULL);
+    w->first = send(w->fd, buf, w->size, 0);
+    errno = 0;
+    w->second = send(w->fd, buf, w->size, 0);
+    w->err = errno;
+    free(buf);
+    return NULL;
+}
+
+static void buffers(void)
+{
+    int fd = socket(family, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    int before = getint(fd, SOL_SOCKET, SO_SNDBUF);
+    printf("sndbuf before connect %d\n", before);
+    close(fd);
+    int c;
+    int s = pair(&c);
+    int after = getint(c, SOL_SOCKET, SO_SNDBUF);
+    printf("sndbuf grows once connected: %d, accepted end too: %d\n", after > before,
+           getint(s, SOL_SOCKET, SO_SNDBUF) > before);
+    size_t size = 3 * (size_t)after;
+    char *buf = calloc(1, size);
+    CHECK(buf != NULL);
+    ssize_t n = send(c, buf, size, MSG_DONTWAIT);
+    printf("non-blocking send of 3 x sndbuf: partial %d\n", n > 0 && (size_t)n < size);
+    free(buf);
+    close(c);
+    close(s);
+
+    /* A peer that never reads: a sender with a small buffer soon gets EAGAIN. */
+    s = pair(&c);
+    int v = 8192;
+    CHECK(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) == 0);
+    static char chunk[4096];
+    size_t total = 0;
+    while (send(c, chunk, sizeof(chunk), MSG_DONTWAIT) > 0)
+        total += sizeof(chunk);
+    printf("unread peer: EAGAIN after more than 64 KiB %d, less than 512 KiB %d\n",
+           total > 65536, total < 524288);
+    close(c);
+    close(s);
+
+    /* A blocking send the peer's reset cuts short: the reset is the next send's error. */
+    s = pair(&c);
+    v = 65536;
+    CHECK(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) == 0);
+    struct blocked_write w = {.fd = c, .size = 1 << 20};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, writer, &w) == 0);
+    pause_ms(300);
+    close(s);                   /* unread data: a reset */
+    CHECK(pthread_join(th, NULL) == 0);
+    printf("reset during a blocking send: partial %d, next send %zd %s\n",
+           w.first > 0 && w.first < (ssize_t)w.size, w.second, errname(w.err));
+    close(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "6") == 0)
         family = AF_INET6;
     setvbuf(stdout, NULL, _IONBF, 0);
+    signal(SIGPIPE, SIG_IGN);
     cork();
     window_clamp();
     shutdown_connecting(SHUT_RD);
     shutdown_connecting(SHUT_WR);
     shutdown_connecting(SHUT_RDWR);
     passcred();
+    buffers();
     ok();
     return 0;
 }

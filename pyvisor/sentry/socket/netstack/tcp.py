@@ -24,7 +24,11 @@ application can observe follows Linux:
   * the end that closes first goes through TIME_WAIT: a remnant holds the
     port for 60 s, so bind(2) without SO_REUSEADDR gets EADDRINUSE;
   * flow control: a sender may have its peer's receive window (SO_RCVBUF,
-    or RCV_AUTO when autotuned) plus its own send buffer unread at the peer.
+    or, autotuned, a window that starts at tcp_rmem[1] and doubles as the
+    application reads, up to RCV_AUTO) plus its own send buffer unread at the
+    peer; an autotuned send buffer (SND_AUTO) grows to that size when the
+    connection is established, as Linux's does (tcp_sndbuf_expand; on lo Linux
+    goes to some MiB, here to what this stack really lets a sender queue).
 
 A connection to another host (over a NIC, when the stack has one) has an
 `ep` (tcpendpoint.Endpoint) in place of `peer`: it turns these calls into
@@ -80,7 +84,7 @@ SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = 1, 2, 3, 4
 
 TCP_SNDBUF = 16384            # net.ipv4.tcp_wmem[1]
 TCP_RCVBUF = 131072           # net.ipv4.tcp_rmem[1]
-RCV_AUTO = 1 << 20            # receive window of an autotuned socket (no SO_RCVBUF)
+RCV_AUTO = 1 << 20            # largest receive window of an autotuned socket (no SO_RCVBUF)
 SND_AUTO = 1 << 18            # send buffer of an autotuned socket (no SO_SNDBUF)
 TIMEWAIT_NS = 60 * 10**9      # TCP_TIMEWAIT_LEN
 FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
@@ -153,6 +157,8 @@ class TCPSocket(NetSocket):
         self.rcvq: collections.deque[bytes] = collections.deque()
         self.rcv_off = 0                  # bytes of rcvq[0] already read
         self.rcv_len = 0                  # unread bytes in rcvq
+        self.rcv_wnd = TCP_RCVBUF         # autotuned receive window (grows as we read)
+        self.rcv_copied = 0               # bytes read since rcv_wnd last grew
         self.done = False                 # SOCK_DONE: the peer's FIN arrived
         # Urgent data (MSG_OOB), counted in stream bytes: rcv_nxt bytes ever queued,
         # copied_seq bytes ever consumed (read, or skipped urgent bytes), urg_seq the index
@@ -202,7 +208,25 @@ class TCPSocket(NetSocket):
 
     def window(self) -> int:
         """How much may sit unread in our receive queue."""
-        return self.rcvbuf if self.userlocks_rcv else RCV_AUTO
+        return self.rcvbuf if self.userlocks_rcv else self.rcv_wnd
+
+    def _rcv_space_adjust(self, copied: int) -> None:
+        """tcp_rcv_space_adjust, simplified: an autotuned receive window doubles each
+        time the application has read a whole window's worth, up to RCV_AUTO, so a
+        reader that keeps up gets a large window and one that does not read holds
+        about tcp_rmem[1], as on Linux."""
+        if self.userlocks_rcv or self.rcv_wnd >= RCV_AUTO:
+            return
+        self.rcv_copied += copied
+        if self.rcv_copied >= self.rcv_wnd:
+            self.rcv_copied = 0
+            self.rcv_wnd = min(self.rcv_wnd * 2, RCV_AUTO)
+
+    def _init_transfer(self) -> None:
+        """tcp_init_transfer: the connection is established; an autotuned send buffer
+        grows (tcp_sndbuf_expand) to what the send path allows it (SND_AUTO)."""
+        if not self.userlocks_snd:
+            self.sndbuf = max(self.sndbuf, SND_AUTO)
 
     def _send_room(self, peer: TCPSocket) -> int:
         cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
@@ -310,6 +334,7 @@ class TCPSocket(NetSocket):
         self.rcv_len -= k
         self.copied_seq += k
         self.stack.unbuffer(k)
+        self._rcv_space_adjust(k)
 
     def _on_fin(self) -> None:
         """tcp_fin."""
@@ -360,6 +385,7 @@ class TCPSocket(NetSocket):
     def _on_established(self) -> None:
         """The handshake finished (a SYN-ACK for our SYN, or the ACK of a child's)."""
         self.state = TCP_ESTABLISHED
+        self._init_transfer()
         self._notify(EVENT_OUT)
 
     def _on_error(self, err: int) -> None:
@@ -643,6 +669,8 @@ class TCPSocket(NetSocket):
         child.ss = SS_CONNECTED
         child.peer, client.peer = client, child
         client.state = TCP_ESTABLISHED
+        child._init_transfer()
+        client._init_transfer()
         child.segs_in = client.segs_out = 2
         child.segs_out = client.segs_in = 1
         self.stack.passive_opens += 1
@@ -694,6 +722,7 @@ class TCPSocket(NetSocket):
         child.state = TCP_ESTABLISHED
         child.ss = SS_CONNECTED
         child.ep = ep
+        child._init_transfer()
         self.acceptq.append(child)
         self.stack.passive_opens += 1
         self._notify(EVENT_IN)
@@ -1047,8 +1076,12 @@ class TCPSocket(NetSocket):
                     if sent:
                         return sent
                     raise
-            except SyscallError:
+            except SyscallError as e:
                 if sent:
+                    # tcp_sendmsg returns what it queued; a pending error (a reset) is
+                    # left for the next call, which reports it.
+                    if e.errno != Errno.EPIPE and not self.err:
+                        self.err = e.errno
                     return sent
                 raise
             try:
@@ -1125,6 +1158,7 @@ class TCPSocket(NetSocket):
             self.rcv_len -= got
             self.copied_seq += got
             self.stack.unbuffer(got)
+            self._rcv_space_adjust(got)
             peer = self.peer
             if peer is not None:
                 peer._notify(EVENT_OUT)

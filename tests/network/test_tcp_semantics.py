@@ -9,7 +9,8 @@ identical output.
                      TCP_WINDOW_CLAMP's floor, shutdown(2) of a connecting socket,
                      SO_PASSCRED on an inet socket, send and receive buffers (the
                      autotuned send buffer, a peer that does not read, a reset
-                     cutting a blocking send short).
+                     cutting a blocking send short), recvmsg's TCP_INQ and
+                     SO_TIMESTAMP control messages.
 """
 
 from __future__ import annotations
@@ -44,3 +45,5 @@ def test_tcp_opts(family: str, program: Builder, compare: Comparer) -> None:
     assert "revents HUP ERR, SO_ERROR ECONNRESET" in out, out
     assert "non-blocking send of 3 x sndbuf: partial 1" in out, out
     assert "next send -1 ECONNRESET" in out, out
+    assert "inq: recvmsg 512 flags 0: TCP_INQ 512 (len 20)" in out, out
+    assert "at EOF: recvmsg 0 flags 0: TCP_INQ 1" in out, out

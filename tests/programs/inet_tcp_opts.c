@@ -10,7 +10,9 @@
  *   - buffers: an autotuned send buffer grows once connected, a non-blocking write
  *     of three times it is partial, a receiver that does not read holds about its
  *     receive buffer, and a blocking write cut short by the peer's reset returns what
- *     it sent, the next write the error.
+ *     it sent, the next write the error;
+ *   - recvmsg's control messages: TCP_INQ (what is left; 1 at EOF) and
+ *     SO_TIMESTAMP (the last data's arrival) in that order.
  * Prints what it sees (compared with Linux by the test) and "ok".  argv[1]: "4"/"6". */
 #define _GNU_SOURCE
 #include "check.h"
@@ -24,6 +26,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 static int family = AF_INET;
@@ -311,6 +314,58 @@ static void buffers(void)
     close(c);
 }
 
+static void show_cmsgs(const char *what, int fd, size_t n)
+{
+    char buf[1024];
+    union {
+        char b[256];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b,
+                         .msg_controllen = sizeof(control.b)};
+    ssize_t r = recvmsg(fd, &msg, 0);
+    printf("%s: recvmsg %zd flags %#x:", what, r, msg.msg_flags);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_INQ) {
+            int inq;
+            memcpy(&inq, CMSG_DATA(c), sizeof(inq));
+            printf(" TCP_INQ %d (len %zu)", inq, (size_t)c->cmsg_len);
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMP) {
+            struct timeval tv, now;
+            memcpy(&tv, CMSG_DATA(c), sizeof(tv));
+            gettimeofday(&now, NULL);
+            long d = now.tv_sec - tv.tv_sec;
+            printf(" SO_TIMESTAMP within 10 s of now %d", d >= 0 && d < 10);
+        } else {
+            printf(" level %d type %d", c->cmsg_level, c->cmsg_type);
+        }
+    }
+    printf("\n");
+}
+
+static void control_messages(void)
+{
+    int c;
+    int s = pair(&c);
+    char buf[1024] = {0};
+    CHECK(setsockopt(s, SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0);
+    printf("TCP_INQ reads %d\n", getint(s, SOL_TCP, TCP_INQ));
+    CHECK(write(c, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+    pause_ms(50);
+    show_cmsgs("inq", s, 512);
+    show_cmsgs("inq", s, 512);
+    CHECK(setsockopt(s, SOL_SOCKET, SO_TIMESTAMP, &one, sizeof(one)) == 0);
+    CHECK(write(c, buf, 100) == 100);
+    pause_ms(50);
+    show_cmsgs("inq+timestamp", s, 60);
+    CHECK(shutdown(c, SHUT_WR) == 0);
+    show_cmsgs("inq+timestamp", s, 60);
+    show_cmsgs("inq+timestamp at EOF", s, 60);
+    close(c);
+    close(s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "6") == 0)
@@ -324,6 +379,7 @@ int main(int argc, char **argv)
     shutdown_connecting(SHUT_RDWR);
     passcred();
     buffers();
+    control_messages();
     ok();
     return 0;
 }

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
@@ -55,19 +56,20 @@ from pyvisor.abi.linux.inet import (IPPROTO_TCP, SOL_TCP, TCP_CLOSE, TCP_CLOSE_W
                                     TCP_THIN_DUPACK, TCP_THIN_LINEAR_TIMEOUTS, TCP_TIME_WAIT,
                                     TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP, MAX_TCP_KEEPCNT,
                                     MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_SYNCNT,
-                                    TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP)
+                                    TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP,
+                                    SCM_TIMESTAMP, SCM_TIMESTAMPNS)
 from pyvisor.abi.linux.inet import TCP_INFO_STRUCT
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_PRI, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_MORE, MSG_NOSIGNAL,
-                                          MSG_OOB,
-                                          MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
-                                          SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
-                                          SIOCINQ, SIOCOUTQ, SO_OOBINLINE, SOCK_NONBLOCK,
-                                          SOCK_MIN_RCVBUF, SOCK_STREAM, Control, Received,
-                                          deadline_of, new_socket_file, wait)
+                                          MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+                                          RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
+                                          SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_OOBINLINE,
+                                          SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_MIN_RCVBUF,
+                                          SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, Control,
+                                          Received, deadline_of, new_socket_file, wait)
 from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
@@ -155,6 +157,8 @@ class TCPSocket(NetSocket):
         self.peer: TCPSocket | None = None
         self.ep: Endpoint | None = None   # the connection to another host (tcpseg)
         self.rcvq: collections.deque[bytes] = collections.deque()
+        self.rcv_stamps: collections.deque[int] = collections.deque()  # arrival, per rcvq entry
+        self.read_stamp = 0               # arrival of the last data read (tcp_recv_timestamp)
         self.rcv_off = 0                  # bytes of rcvq[0] already read
         self.rcv_len = 0                  # unread bytes in rcvq
         self.rcv_wnd = TCP_RCVBUF         # autotuned receive window (grows as we read)
@@ -279,6 +283,7 @@ class TCPSocket(NetSocket):
             self.check_urg(self.rcv_nxt + len(data) - 1)
         start = self.rcv_nxt
         self.rcvq.append(data)
+        self.rcv_stamps.append(time.time_ns())
         self.rcv_len += len(data)
         self.rcv_nxt += len(data)
         if self.urg_data == URG_NOTYET and start <= self.urg_seq < self.rcv_nxt:
@@ -325,8 +330,10 @@ class TCPSocket(NetSocket):
             buf = q[0]
             take = min(left, len(buf) - off)
             left -= take
+            self.read_stamp = self.rcv_stamps[0]
             if off + take == len(buf):
                 q.popleft()
+                self.rcv_stamps.popleft()
                 off = 0
             else:
                 off += take
@@ -582,6 +589,7 @@ class TCPSocket(NetSocket):
         self.stack.unbuffer(self.rcv_len)
         self.copied_seq += self.rcv_len      # dropped bytes count as consumed
         self.rcvq.clear()
+        self.rcv_stamps.clear()
         self.rcv_len = self.rcv_off = 0
 
     # -- connections -------------------------------------------------------------------------
@@ -1144,12 +1152,14 @@ class TCPSocket(NetSocket):
             take = min(n - got, len(buf) - off)
             out.append(buf[off:off + take] if (off or take < len(buf)) else buf)
             got += take
+            self.read_stamp = self.rcv_stamps[i]
             if peek:
                 i += 1
                 off = 0
                 continue
             if off + take == len(buf):
                 q.popleft()
+                self.rcv_stamps.popleft()
                 off = 0
             else:
                 off += take
@@ -1203,6 +1213,29 @@ class TCPSocket(NetSocket):
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
+        """tcp_recvmsg, with its control messages: SO_TIMESTAMP(NS) of the last data
+        read, and TCP_INQ's count of what is left (tcp_inq_hint)."""
+        self.read_stamp = 0
+        r = await self._recvmsg(t, f, n, flags)
+        cmsgs: list[tuple[int, int, bytes]] = []
+        if self.read_stamp and self.opts.get(SO_TIMESTAMPNS):
+            ns = self.read_stamp
+            cmsgs.append((SOL_SOCKET, SCM_TIMESTAMPNS, struct.pack("<qq", ns // 10**9,
+                                                                  ns % 10**9)))
+        elif self.read_stamp and self.opts.get(SO_TIMESTAMP):
+            us = self.read_stamp // 1000
+            cmsgs.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6,
+                                                                 us % 10**6)))
+        if self.tcp[TCP_INQ]:
+            inq = self.rcv_len
+            if inq == 0 and self.done:
+                inq = 1                   # tcp_inq_hint: EOF reads as one byte
+            cmsgs.append((SOL_TCP, TCP_INQ, _I32.pack(inq)))
+        if cmsgs:
+            r.cmsgs = cmsgs
+        return r
+
+    async def _recvmsg(self, t: Task, f: FileDescription, n: int, flags: int) -> Received:
         """tcp_recvmsg: waits for at least SO_RCVLOWAT bytes (all `n` with MSG_WAITALL)."""
         if flags & MSG_OOB:
             return self._try_recv(n, flags)         # never blocks (tcp_recv_urg)

@@ -33,7 +33,8 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SO_ACCEPTCONN, SO_BINDTODEVICE,
-                                          SO_ERROR, SO_PEERCRED, SO_RCVBUF, SO_RCVBUFFORCE,
+                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SO_RCVBUF,
+                                          SO_RCVBUFFORCE,
                                           SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
                                           SO_SNDBUFFORCE, SOL_SOCKET, UCRED, UCRED_NOBODY,
                                           Socket)
@@ -222,6 +223,8 @@ class NetSocket(Socket):
                 return i32(int(self.tcp_state == 10))
             if name == SO_PEERCRED:
                 return UCRED.pack(*UCRED_NOBODY)
+            if name == SO_PASSCRED:
+                raise SyscallError(Errno.EOPNOTSUPP)    # sk_set_prot_passcred: Linux 6.16+
             if name == SO_BINDTODEVICE:
                 return self.bindtodevice + b"\0" if self.bindtodevice else b""
             return super().getsockopt(t, level, name)
@@ -285,6 +288,9 @@ class NetSocket(Socket):
         self.proto_setsockopt(t, level, name, optval)
 
     def _set_socket(self, t: Task, name: int, optval: bytes) -> None:
+        if name == SO_PASSCRED:
+            # Since Linux 6.16 only unix, netlink and bluetooth sockets take it.
+            raise SyscallError(Errno.EOPNOTSUPP)
         if name == SO_BINDTODEVICE:
             dev = optval[:16].split(b"\0", 1)[0]
             if dev and dev not in {i.name for i in self.stack.interfaces()}:

@@ -24,7 +24,11 @@ application can observe follows Linux:
   * the end that closes first goes through TIME_WAIT: a remnant holds the
     port for 60 s, so bind(2) without SO_REUSEADDR gets EADDRINUSE;
   * flow control: a sender may have its peer's receive window (SO_RCVBUF,
-    or RCV_AUTO when autotuned) plus its own send buffer unread at the peer.
+    or, autotuned, a window that starts at tcp_rmem[1] and doubles as the
+    application reads, up to RCV_AUTO) plus its own send buffer unread at the
+    peer; an autotuned send buffer (SND_AUTO) grows to that size when the
+    connection is established, as Linux's does (tcp_sndbuf_expand; on lo Linux
+    goes to some MiB, here to what this stack really lets a sender queue).
 
 A connection to another host (over a NIC, when the stack has one) has an
 `ep` (tcpendpoint.Endpoint) in place of `peer`: it turns these calls into
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
@@ -51,18 +56,20 @@ from pyvisor.abi.linux.inet import (IPPROTO_TCP, SOL_TCP, TCP_CLOSE, TCP_CLOSE_W
                                     TCP_THIN_DUPACK, TCP_THIN_LINEAR_TIMEOUTS, TCP_TIME_WAIT,
                                     TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP, MAX_TCP_KEEPCNT,
                                     MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_SYNCNT,
-                                    TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP)
+                                    TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_TIMESTAMP,
+                                    SCM_TIMESTAMP, SCM_TIMESTAMPNS)
 from pyvisor.abi.linux.inet import TCP_INFO_STRUCT
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_PRI, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB,
-                                          MSG_PEEK, MSG_TRUNC, MSG_WAITALL, RCV_SHUTDOWN,
-                                          SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUTDOWN_MASK,
-                                          SIOCINQ, SIOCOUTQ, SO_OOBINLINE, SOCK_NONBLOCK,
-                                          SOCK_STREAM, Control, Received, deadline_of,
-                                          new_socket_file, wait)
+from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_MORE, MSG_NOSIGNAL,
+                                          MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+                                          RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
+                                          SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_OOBINLINE,
+                                          SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_MIN_RCVBUF,
+                                          SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, Control,
+                                          Received, deadline_of, new_socket_file, wait)
 from pyvisor.sentry.socket.netstack import SOCKET_COST, TIMEWAIT_COST
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
@@ -70,6 +77,7 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.kernel import Timer
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket.netstack import Stack
+    from pyvisor.sentry.socket.netstack.ports import PortTable
     from pyvisor.sentry.socket.netstack.tcpendpoint import Endpoint
     from pyvisor.sentry.vfs.file import FileDescription
 
@@ -78,10 +86,12 @@ SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED, SS_DISCONNECTING = 1, 2, 3, 4
 
 TCP_SNDBUF = 16384            # net.ipv4.tcp_wmem[1]
 TCP_RCVBUF = 131072           # net.ipv4.tcp_rmem[1]
-RCV_AUTO = 1 << 20            # receive window of an autotuned socket (no SO_RCVBUF)
+RCV_AUTO = 1 << 20            # largest receive window of an autotuned socket (no SO_RCVBUF)
 SND_AUTO = 1 << 18            # send buffer of an autotuned socket (no SO_SNDBUF)
 TIMEWAIT_NS = 60 * 10**9      # TCP_TIMEWAIT_LEN
 FIN_TIMEOUT_NS = 60 * 10**9   # net.ipv4.tcp_fin_timeout: an orphan's FIN_WAIT2
+FIN_TIMEOUT_MIN_NS = 700 * 10**6   # tcp_fin_time's floor: 3.5 x TCP_RTO_MIN (200 ms)
+CORK_CEILING_NS = 200 * 10**6  # how long TCP_CORK or MSG_MORE may hold a partial segment
 LOOPBACK_MSS = 65483          # lo's MTU minus IP and TCP headers and the timestamp option
 SIOCATMARK = 0x8905
 SIOCOUTQNSD = 0x894B
@@ -107,6 +117,11 @@ def _defer_accept_secs(seconds: int) -> int:
     return period
 
 
+def _is_loopback(ip: bytes) -> bool:
+    """127.0.0.0/8 or ::1 (ipv4_is_loopback, ipv6_addr_loopback)."""
+    return ip[0] == 127 if len(ip) == 4 else ip == b"\0" * 15 + b"\1"
+
+
 class TimeWait:
     """What is left of a connection in TIME_WAIT: it only holds the port.
     Linux: struct inet_timewait_sock."""
@@ -120,6 +135,14 @@ class TimeWait:
         self.owner_uid = s.owner_uid
         self.family = s.family
         self.timer: Timer | None = None
+        self.born = s.stack.kernel.now()
+
+    def kill(self, ports: PortTable) -> None:
+        """inet_twsk_deschedule_put: the remnant goes before its time."""
+        if self.timer is not None:
+            self.timer.cancelled = True
+            self.timer = None
+        ports.remove(self)
 
 
 class TCPSocket(NetSocket):
@@ -134,8 +157,12 @@ class TCPSocket(NetSocket):
         self.peer: TCPSocket | None = None
         self.ep: Endpoint | None = None   # the connection to another host (tcpseg)
         self.rcvq: collections.deque[bytes] = collections.deque()
+        self.rcv_stamps: collections.deque[int] = collections.deque()  # arrival, per rcvq entry
+        self.read_stamp = 0               # arrival of the last data read (tcp_recv_timestamp)
         self.rcv_off = 0                  # bytes of rcvq[0] already read
         self.rcv_len = 0                  # unread bytes in rcvq
+        self.rcv_wnd = TCP_RCVBUF         # autotuned receive window (grows as we read)
+        self.rcv_copied = 0               # bytes read since rcv_wnd last grew
         self.done = False                 # SOCK_DONE: the peer's FIN arrived
         # Urgent data (MSG_OOB), counted in stream bytes: rcv_nxt bytes ever queued,
         # copied_seq bytes ever consumed (read, or skipped urgent bytes), urg_seq the index
@@ -161,6 +188,11 @@ class TCPSocket(NetSocket):
                                     TCP_THIN_LINEAR_TIMEOUTS: 0, TCP_THIN_DUPACK: 0,
                                     TCP_FASTOPEN: 0, TCP_FASTOPEN_CONNECT: 0}
         self.congestion = b"cubic"
+        # Data held back by TCP_CORK or MSG_MORE: in our send queue, not yet at the peer
+        # (loopback only; an endpoint has its own queue).  Linux: the unsent tail of
+        # sk_write_queue that tcp_nagle_test holds while it is less than a segment.
+        self.corkq = bytearray()
+        self.cork_timer: Timer | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.segs_out = 0
@@ -180,11 +212,29 @@ class TCPSocket(NetSocket):
 
     def window(self) -> int:
         """How much may sit unread in our receive queue."""
-        return self.rcvbuf if self.userlocks_rcv else RCV_AUTO
+        return self.rcvbuf if self.userlocks_rcv else self.rcv_wnd
+
+    def _rcv_space_adjust(self, copied: int) -> None:
+        """tcp_rcv_space_adjust, simplified: an autotuned receive window doubles each
+        time the application has read a whole window's worth, up to RCV_AUTO, so a
+        reader that keeps up gets a large window and one that does not read holds
+        about tcp_rmem[1], as on Linux."""
+        if self.userlocks_rcv or self.rcv_wnd >= RCV_AUTO:
+            return
+        self.rcv_copied += copied
+        if self.rcv_copied >= self.rcv_wnd:
+            self.rcv_copied = 0
+            self.rcv_wnd = min(self.rcv_wnd * 2, RCV_AUTO)
+
+    def _init_transfer(self) -> None:
+        """tcp_init_transfer: the connection is established; an autotuned send buffer
+        grows (tcp_sndbuf_expand) to what the send path allows it (SND_AUTO)."""
+        if not self.userlocks_snd:
+            self.sndbuf = max(self.sndbuf, SND_AUTO)
 
     def _send_room(self, peer: TCPSocket) -> int:
         cap = peer.window() + (self.sndbuf if self.userlocks_snd else SND_AUTO)
-        return min(cap - peer.rcv_len, self.stack.budget_left())
+        return min(cap - peer.rcv_len - len(self.corkq), self.stack.budget_left())
 
     def _set_error(self, err: int) -> None:
         self.err = err
@@ -200,6 +250,7 @@ class TCPSocket(NetSocket):
         ep, self.ep = self.ep, None
         if ep is not None:
             ep.socket_done()          # it may linger in TIME_WAIT without us
+        self._drop_corked()
         if self.timer is not None:
             self.timer.cancelled = True
             self.timer = None
@@ -232,6 +283,7 @@ class TCPSocket(NetSocket):
             self.check_urg(self.rcv_nxt + len(data) - 1)
         start = self.rcv_nxt
         self.rcvq.append(data)
+        self.rcv_stamps.append(time.time_ns())
         self.rcv_len += len(data)
         self.rcv_nxt += len(data)
         if self.urg_data == URG_NOTYET and start <= self.urg_seq < self.rcv_nxt:
@@ -278,8 +330,10 @@ class TCPSocket(NetSocket):
             buf = q[0]
             take = min(left, len(buf) - off)
             left -= take
+            self.read_stamp = self.rcv_stamps[0]
             if off + take == len(buf):
                 q.popleft()
+                self.rcv_stamps.popleft()
                 off = 0
             else:
                 off += take
@@ -287,6 +341,7 @@ class TCPSocket(NetSocket):
         self.rcv_len -= k
         self.copied_seq += k
         self.stack.unbuffer(k)
+        self._rcv_space_adjust(k)
 
     def _on_fin(self) -> None:
         """tcp_fin."""
@@ -337,6 +392,7 @@ class TCPSocket(NetSocket):
     def _on_established(self) -> None:
         """The handshake finished (a SYN-ACK for our SYN, or the ACK of a child's)."""
         self.state = TCP_ESTABLISHED
+        self._init_transfer()
         self._notify(EVENT_OUT)
 
     def _on_error(self, err: int) -> None:
@@ -346,12 +402,28 @@ class TCPSocket(NetSocket):
         self.err = err
         self._done()
 
+    def _fin_time_ns(self) -> int:
+        """tcp_fin_time: how long an orphan stays in FIN_WAIT2: TCP_LINGER2 when set,
+        else net.ipv4.tcp_fin_timeout, and never under 3.5 RTOs (700 ms on loopback)."""
+        secs = self.tcp[TCP_LINGER2]
+        ns = secs * 10**9 if secs > 0 else FIN_TIMEOUT_NS
+        return max(ns, FIN_TIMEOUT_MIN_NS)
+
     def _arm_fin_timeout(self) -> None:
+        """An orphan reached FIN_WAIT2: it holds its port until the peer's FIN or the FIN
+        timeout (tcp_close's and tcp_rcv_state_process's orphan case; Linux moves it to a
+        FIN_WAIT2 timewait remnant, which holds the port the same way).  TCP_LINGER2 < 0:
+        no FIN_WAIT2 at all: the connection is just gone (tcp_done, no reset: on
+        loopback the ACK of our FIN is taken before tcp_close looks at the state)."""
+        if self.tcp[TCP_LINGER2] < 0:
+            self._done()
+            return
+
         def expire() -> None:
             self.timer = None
             if self.state == TCP_FIN_WAIT2:
                 self._done()
-        self.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + FIN_TIMEOUT_NS,
+        self.timer = self.stack.kernel.add_timer(self.stack.kernel.now() + self._fin_time_ns(),
                                                  expire)
 
     # -- what we send --------------------------------------------------------------------------
@@ -367,6 +439,7 @@ class TCPSocket(NetSocket):
         if self.ep is not None:
             self.ep.send_fin()
             return
+        self._push_corked()               # the FIN goes after what was held
         self.segs_out += 1
         peer = self.peer
         if peer is not None and peer.state != TCP_CLOSE:
@@ -441,7 +514,7 @@ class TCPSocket(NetSocket):
         if cmd in (SIOCOUTQ, SIOCOUTQNSD):
             if self.state == TCP_LISTEN:
                 raise SyscallError(Errno.EINVAL)
-            n = 0
+            n = len(self.corkq)       # loopback: only what TCP_CORK/MSG_MORE holds is unsent
             if self.ep is not None:
                 n = len(self.ep.sndq) if cmd == SIOCOUTQ else self.ep.info()["notsent"]
             t.copy_out(arg, _I32.pack(n))
@@ -516,6 +589,7 @@ class TCPSocket(NetSocket):
         self.stack.unbuffer(self.rcv_len)
         self.copied_seq += self.rcv_len      # dropped bytes count as consumed
         self.rcvq.clear()
+        self.rcv_stamps.clear()
         self.rcv_len = self.rcv_off = 0
 
     # -- connections -------------------------------------------------------------------------
@@ -603,6 +677,8 @@ class TCPSocket(NetSocket):
         child.ss = SS_CONNECTED
         child.peer, client.peer = client, child
         client.state = TCP_ESTABLISHED
+        child._init_transfer()
+        client._init_transfer()
         child.segs_in = client.segs_out = 2
         child.segs_out = client.segs_in = 1
         self.stack.passive_opens += 1
@@ -654,6 +730,7 @@ class TCPSocket(NetSocket):
         child.state = TCP_ESTABLISHED
         child.ss = SS_CONNECTED
         child.ep = ep
+        child._init_transfer()
         self.acceptq.append(child)
         self.stack.passive_opens += 1
         self._notify(EVENT_IN)
@@ -712,9 +789,17 @@ class TCPSocket(NetSocket):
         if len(ip) == 4 and self.family == 10 and self.v6only:
             raise SyscallError(Errno.ENETUNREACH)
         src = self.source_for(ip)
+        was_bound = self.bound
         self.autobind(connecting=True)
-        if inet.is_any(self.laddr):
+        wildcard = inet.is_any(self.laddr)
+        if wildcard:
             self.laddr = src
+        if was_bound and not self._tuple_free(ip, port):
+            # __inet_hash_connect's check_established on a bound port: the four-tuple
+            # is another connection's.  The socket stays bound, unconnected.
+            if wildcard:
+                self.laddr = inet.any_addr(self.family)
+            raise SyscallError(Errno.EADDRNOTAVAIL)
         self.raddr, self.rport = ip, port
         self.state = TCP_SYN_SENT
         self.ss = SS_CONNECTING
@@ -751,8 +836,49 @@ class TCPSocket(NetSocket):
             raise SyscallError(err or Errno.ECONNABORTED)
         self.ss = SS_CONNECTED
 
+    def _connection(self, laddr: bytes, lport: int, raddr: bytes, rport: int
+                    ) -> TCPSocket | TimeWait | None:
+        """The connection (or TIME_WAIT remnant) with this four-tuple, if any (Linux: the
+        established hash; here a walk of the port's bindings, so callers use it only for
+        explicitly bound ports)."""
+        for b in self.ports.on(lport):
+            if isinstance(b, (TCPSocket, TimeWait)) and b.lport == lport and \
+                    b.laddr == laddr and b.rport == rport and b.raddr == raddr and \
+                    b.tcp_state not in (TCP_CLOSE, TCP_LISTEN):
+                return b
+        return None
+
+    def _tuple_free(self, raddr: bytes, rport: int) -> bool:
+        """check_established: whether we may connect from our bound address to (raddr,
+        rport).  A TIME_WAIT remnant of the same four-tuple gives way to a loopback
+        connection once a second has ticked since it was made (net.ipv4.tcp_tw_reuse = 2
+        and tcp_twsk_unique's timestamp rule); a live connection never does."""
+        other = self._connection(self.laddr, self.lport, raddr, rport)
+        if other is None or other is self:
+            return True
+        if isinstance(other, TimeWait) and _is_loopback(raddr) and \
+                self.stack.kernel.now() // 10**9 > other.born // 10**9:
+            other.kill(self.ports)
+            return True
+        return False
+
     def _syn(self) -> None:
-        """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset."""
+        """Our SYN reaches the stack: a listener takes it, drops it (full), or we are reset.
+        From an explicitly bound port, the established hash comes first, as in Linux:
+        our own four-tuple is a self-connect (a simultaneous open with ourselves), a
+        stale connection of the same four-tuple is reset (its challenge ACK draws our
+        reset) and a TIME_WAIT remnant gives way to the new SYN."""
+        if self.rport == self.lport and self.raddr == self.laddr:
+            self.peer = self
+            self.segs_in += 1
+            self._on_established()
+            return
+        if self.user_bound:
+            old = self._connection(self.raddr, self.rport, self.laddr, self.lport)
+            if isinstance(old, TimeWait):
+                old.kill(self.ports)
+            elif old is not None and old.state != TCP_SYN_SENT:
+                old._on_rst()
         lst = self.stack.tcp_listener(self.raddr, self.rport, self.laddr, self.lport)
         if lst is None:
             self.stack.refused += 1
@@ -807,8 +933,11 @@ class TCPSocket(NetSocket):
                 self._stop_listening()
                 self.ss = SS_UNCONNECTED
         elif st == TCP_SYN_SENT:
+            # tcp_disconnect of a connecting socket: it is closed, with ECONNRESET
+            # pending (poll: POLLHUP | POLLERR).
             self._cancel_syn()
             self._done()
+            self.err = Errno.ECONNRESET
             self.shut = 0
             if not self.user_bound:
                 self.laddr = inet.any_addr(self.family)
@@ -880,10 +1009,59 @@ class TCPSocket(NetSocket):
         n = min(room, len(data))
         chunk = data[:n] if n < len(data) else data
         self.bytes_sent += n
-        self.segs_out += 1
-        self.stack.lo.count(n + 52)
-        peer._on_data(chunk, bool(flags & MSG_OOB))
+        urgent = bool(flags & MSG_OOB)
+        if (self.tcp[TCP_CORK] or flags & MSG_MORE) and not urgent:
+            # tcp_nagle_test with TCP_NAGLE_CORK: whole segments go, the rest waits for
+            # more data, the uncork, a FIN, or the 200 ms ceiling.
+            self.corkq += chunk
+            mss = self._loopback_mss()
+            full = len(self.corkq) // mss * mss
+            if full:
+                held = bytes(self.corkq[:full])
+                del self.corkq[:full]
+                self._deliver(peer, held, False)
+            if self.corkq and self.cork_timer is None:
+                kernel = self.stack.kernel
+                self.cork_timer = kernel.add_timer(kernel.now() + CORK_CEILING_NS,
+                                                   self._cork_expired)
+            return n
+        if self.corkq:
+            chunk = bytes(self.corkq) + chunk
+            self._drop_corked()
+        self._deliver(peer, chunk, urgent)
         return n
+
+    def _deliver(self, peer: TCPSocket, chunk: bytes, urgent: bool) -> None:
+        """Our segment(s) reach the peer's receive queue."""
+        self.segs_out += 1
+        self.stack.lo.count(len(chunk) + 52)
+        peer._on_data(chunk, urgent)
+
+    def _loopback_mss(self) -> int:
+        user = self.tcp[TCP_MAXSEG]
+        return min(user, LOOPBACK_MSS) if user else LOOPBACK_MSS
+
+    def _drop_corked(self) -> None:
+        self.corkq.clear()
+        if self.cork_timer is not None:
+            self.cork_timer.cancelled = True
+            self.cork_timer = None
+
+    def _push_corked(self) -> None:
+        """tcp_push_pending_frames: what TCP_CORK or MSG_MORE held goes now."""
+        if not self.corkq:
+            return
+        data = bytes(self.corkq)
+        self._drop_corked()
+        peer = self.peer
+        if peer is not None and peer.state != TCP_CLOSE and self.state in (
+                TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_LAST_ACK):
+            self._deliver(peer, data, False)
+        self._notify(EVENT_OUT)
+
+    def _cork_expired(self) -> None:
+        self.cork_timer = None
+        self._push_corked()
 
     async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
                       addr: bytes | None, control: Control) -> int:
@@ -906,8 +1084,12 @@ class TCPSocket(NetSocket):
                     if sent:
                         return sent
                     raise
-            except SyscallError:
+            except SyscallError as e:
                 if sent:
+                    # tcp_sendmsg returns what it queued; a pending error (a reset) is
+                    # left for the next call, which reports it.
+                    if e.errno != Errno.EPIPE and not self.err:
+                        self.err = e.errno
                     return sent
                 raise
             try:
@@ -970,12 +1152,14 @@ class TCPSocket(NetSocket):
             take = min(n - got, len(buf) - off)
             out.append(buf[off:off + take] if (off or take < len(buf)) else buf)
             got += take
+            self.read_stamp = self.rcv_stamps[i]
             if peek:
                 i += 1
                 off = 0
                 continue
             if off + take == len(buf):
                 q.popleft()
+                self.rcv_stamps.popleft()
                 off = 0
             else:
                 off += take
@@ -984,6 +1168,7 @@ class TCPSocket(NetSocket):
             self.rcv_len -= got
             self.copied_seq += got
             self.stack.unbuffer(got)
+            self._rcv_space_adjust(got)
             peer = self.peer
             if peer is not None:
                 peer._notify(EVENT_OUT)
@@ -1028,6 +1213,29 @@ class TCPSocket(NetSocket):
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
+        """tcp_recvmsg, with its control messages: SO_TIMESTAMP(NS) of the last data
+        read, and TCP_INQ's count of what is left (tcp_inq_hint)."""
+        self.read_stamp = 0
+        r = await self._recvmsg(t, f, n, flags)
+        cmsgs: list[tuple[int, int, bytes]] = []
+        if self.read_stamp and self.opts.get(SO_TIMESTAMPNS):
+            ns = self.read_stamp
+            cmsgs.append((SOL_SOCKET, SCM_TIMESTAMPNS, struct.pack("<qq", ns // 10**9,
+                                                                  ns % 10**9)))
+        elif self.read_stamp and self.opts.get(SO_TIMESTAMP):
+            us = self.read_stamp // 1000
+            cmsgs.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6,
+                                                                 us % 10**6)))
+        if self.tcp[TCP_INQ]:
+            inq = self.rcv_len
+            if inq == 0 and self.done:
+                inq = 1                   # tcp_inq_hint: EOF reads as one byte
+            cmsgs.append((SOL_TCP, TCP_INQ, _I32.pack(inq)))
+        if cmsgs:
+            r.cmsgs = cmsgs
+        return r
+
+    async def _recvmsg(self, t: Task, f: FileDescription, n: int, flags: int) -> Received:
         """tcp_recvmsg: waits for at least SO_RCVLOWAT bytes (all `n` with MSG_WAITALL)."""
         if flags & MSG_OOB:
             return self._try_recv(n, flags)         # never blocks (tcp_recv_urg)
@@ -1112,9 +1320,16 @@ class TCPSocket(NetSocket):
         elif name == TCP_SYNCNT:
             if not 1 <= val <= MAX_TCP_SYNCNT:
                 raise SyscallError(Errno.EINVAL)
-        elif name in (TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP):
+        elif name == TCP_USER_TIMEOUT:
             if val < 0:
                 raise SyscallError(Errno.EINVAL)
+        elif name == TCP_WINDOW_CLAMP:
+            # tcp_set_window_clamp: 0 (no clamp) only before a connection; any other
+            # value is raised to half the smallest receive buffer.
+            if val == 0 and self.state != TCP_CLOSE:
+                raise SyscallError(Errno.EINVAL)
+            if val:
+                val = max(val, SOCK_MIN_RCVBUF // 2)
         elif name == TCP_LINGER2:
             val = -1 if val < 0 else min(val, 120)
         elif name in (TCP_NODELAY, TCP_CORK, TCP_QUICKACK, TCP_THIN_LINEAR_TIMEOUTS,
@@ -1127,6 +1342,8 @@ class TCPSocket(NetSocket):
         self.tcp[name] = val
         if self.ep is not None:
             self.ep.options_changed()
+        elif (name == TCP_CORK and not val) or (name == TCP_NODELAY and val):
+            self._push_corked()       # Linux: tcp_push_pending_frames (NODELAY: TCP_NAGLE_PUSH)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
         super().setsockopt(t, level, name, optval)

@@ -336,7 +336,9 @@ SYSTRAP_RULES: dict[str, Spec] = {
 }
 # PTRACE_DETACH: systrap lets a new application thread go once it is set up (it runs
 # untraced under its own seccomp filter from then on; platform/systrap).
-_SYSTRAP_PTRACE = {**_SENTRY_PTRACE, "PTRACE_DETACH": 17}
+# PTRACE_POKEDATA: systrap patches a syscall site (and its trampoline slot) through a
+# stub's traced syscall thread, which can write read-only private code (copy-on-write).
+_SYSTRAP_PTRACE = {**_SENTRY_PTRACE, "PTRACE_DETACH": 17, "PTRACE_POKEDATA": 5}
 
 # Refused with an errno rather than killing: probes of the file system.
 SENTRY_REFUSED: dict[str, tuple[int, str]] = {

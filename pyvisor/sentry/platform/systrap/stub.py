@@ -45,13 +45,16 @@ import struct
 
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.signal import frame_addresses
-from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_END,
-                                                 STUB_SIZE, STUB_START, TASK_SIZE)
+from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_START,
+                                                 TASK_SIZE)
 
 # Host fds in every systrap stub (besides the memory file at 3).
 REGION_FD = 5        # the regions' memfd
 WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
 
+SYS_STUB_SIZE = 0x3000       # the stub's pages (ptrace's one, and the trampolines' entries)
+SYS_STUB_END = STUB_START + SYS_STUB_SIZE
+_ENTRY = 10                  # bytes of one slot's entry
 REGION_SIZE = 0x4000
 ALTSTACK = 0x1000
 REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
@@ -61,10 +64,32 @@ REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
 assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
 
 OFF_STATE, OFF_UC, OFF_STACK, OFF_TID, OFF_SPIN = 0x00, 0x18, 0x20, 0x40, 0x44
+OFF_KIND, OFF_PEND, OFF_APPSP, OFF_RETIP = 0x48, 0x4C, 0x50, 0x58
+KIND_SIGNAL, KIND_FAST = 1, 2       # how the thread stopped: in the handler, in a trampoline
 # Where the host kernel puts the signal frame and its XSAVE image in a region (the top of
 # the altstack; SS_AUTODISARM makes it the same place every time).
 FRAME_OFF, FP_OFF = frame_addresses(REGION_SIZE, fpu.FRAME_BYTES)
-STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT = 0, 1, 2, 3
+STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT, STATE_ESCALATE = 0, 1, 2, 3, 4
+# The trampoline's stack (below the altstack: a signal there must not look nested), its
+# XSAVE image of the thread's FP state at a fast stop, and the FP image the Sentry wants
+# loaded at the next resume (PEND): between the altstack's bottom and the host's frame.
+FAST_TOP = 0xF00
+FASTFP_OFF = ALTSTACK
+PENDFP_OFF = ALTSTACK + ((fpu.FRAME_BYTES + 63) & ~63)
+assert PENDFP_OFF + fpu.FRAME_BYTES <= FRAME_OFF and FASTFP_OFF % 64 == 0
+
+# The trampoline table (syscall-site patching): below the lowest address mm lets the
+# application map (MMAP_MIN_ADDR, 0x10000), so it never collides with application memory,
+# and below 2 GiB, so a 7-byte `jmp *ABS32` reaches its slots.  TABLE holds one pointer
+# per slot (to the slot's entry in the stub, the same in every process: one page of the
+# regions memfd, mapped read-only and private); TABLE_INFO two words per slot, written
+# by the Sentry when it patches a site: the return address (the site + 7) and
+# (slot + 1) << 32 | syscall number.
+TABLE_ADDR = 0xC000
+MAX_SLOTS = 512
+TABLE_INFO = TABLE_ADDR + 8 * MAX_SLOTS
+TABLE_SIZE = 8 * MAX_SLOTS + 16 * MAX_SLOTS
+assert TABLE_SIZE % 0x1000 == 0 and TABLE_ADDR + TABLE_SIZE <= 0x10000
 
 # The signals that stop an application thread.  SIGUSR2 is the Sentry's interrupt
 # (Platform.interrupt: tgkill); nothing else sends it (the application cannot).
@@ -93,103 +118,315 @@ def _urs(name: str) -> int:
     return OFF_REGS + 8 * _URS.index(name)
 
 
+class _A:
+    """A tiny x86-64 assembler: raw bytes, rel8/rel32 jumps to labels, and the few
+    [base + disp32] moves the handler and the trampoline need."""
+
+    def __init__(self) -> None:
+        self.c = bytearray()
+        self.at: dict[str, int] = {}
+        self.fix: list[tuple[int, str, int]] = []
+        self.holes: list[tuple[int, str]] = []
+
+    def __iadd__(self, b: bytes) -> _A:
+        self.c += b
+        return self
+
+    def label(self, name: str) -> None:
+        self.at[name] = len(self.c)
+
+    def hole(self, label: str) -> None:
+        """A 32-bit immediate: label's offset from label "fast" (the trampoline)."""
+        self.holes.append((len(self.c), label))
+        self.c += bytes(4)
+
+    def jump(self, opcode: bytes, label: str, size: int = 4) -> None:
+        self.c += opcode
+        self.fix.append((len(self.c), label, size))
+        self.c += bytes(size)
+
+    def _mem(self, op: int, reg: int, base: int, disp: int, w: bool = True) -> None:
+        assert base & 7 != 4
+        rex = (0x48 if w else 0x40) | ((reg >> 3) << 2) | (base >> 3)
+        if rex != 0x40:
+            self.c.append(rex)
+        self.c += bytes([op, 0x80 | ((reg & 7) << 3) | (base & 7)]) + struct.pack("<i", disp)
+
+    def st(self, reg: int, base: int, disp: int) -> None:      # mov [base+disp], reg
+        self._mem(0x89, reg, base, disp)
+
+    def ld(self, reg: int, base: int, disp: int) -> None:      # mov reg, [base+disp]
+        self._mem(0x8B, reg, base, disp)
+
+    def lea(self, reg: int, base: int, disp: int) -> None:     # lea reg, [base+disp]
+        self._mem(0x8D, reg, base, disp)
+
+    def finish(self) -> bytes:
+        for pos, label, size in self.fix:
+            rel = self.at[label] - (pos + size)
+            self.c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
+        for pos, label in self.holes:
+            self.c[pos:pos + 4] = struct.pack("<i", self.at[label] - self.at["fast"])
+        return bytes(self.c)
+
+
+_RAX, _RCX, _RDX, _RBX, _RSP, _RBP, _RSI, _RDI = range(8)
+_R8, _R9, _R10, _R11, _R12, _R13, _R14, _R15 = range(8, 16)
+_GPR = {"rax": _RAX, "rcx": _RCX, "rdx": _RDX, "rbx": _RBX, "rbp": _RBP, "rsi": _RSI,
+        "rdi": _RDI, "r8": _R8, "r9": _R9, "r10": _R10, "r11": _R11, "r12": _R12,
+        "r13": _R13, "r14": _R14, "r15": _R15}
+
+
+def _wait_loop(a: _A, p: str) -> None:
+    """[rbx] = STOPPED is done; wake the Sentry (write WAKE_FD), spin, then FUTEX_WAIT
+    until [rbx] != STOPPED; falls through to label p+"check"."""
+    a += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
+    a += b"\xbf" + struct.pack("<I", WAKE_FD)
+    a.jump(b"\x48\x8d\x35", "one")                          # lea rsi, [rip+one]
+    a += b"\xba\x08\0\0\0"
+    a.label(p + "write")
+    a += b"\x0f\x05"
+    a += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
+    a += b"\x85\xc9"                                         # test ecx, ecx
+    a.jump(b"\x74", p + "wait", 1)                            # jz wait
+    a.label(p + "spin")
+    a += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
+    a.jump(b"\x75", p + "check", 1)                           # jne check
+    a += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
+    a.jump(b"\x75", p + "spin", 1)                            # jnz spin
+    a.label(p + "wait")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
+    a.jump(b"\x75", p + "check", 1)
+    a += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
+    a += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
+    a += b"\xba" + struct.pack("<I", STATE_STOPPED)
+    a += b"\x45\x31\xd2"                                    # xor r10d, r10d
+    a.label(p + "futex")
+    a += b"\x0f\x05"
+    a.jump(b"\xeb", p + "wait", 1)
+    a.label(p + "check")
+
+
 def _handler(frame_off: int) -> tuple[bytes, dict[str, int]]:
-    """HANDLER's code (position independent) and the offsets of its parts.
+    """HANDLER's code (position independent) and the offsets of its parts: the signal
+    handler, then the trampoline's common part (TRAMPOLINE), all within the range whose
+    syscall instructions the filters let through.
 
     handler(sig, info, uc), on the region's altstack (rsp = the frame):
         rbx = rsp & -REGION_SIZE                    the region
         [rbx+OFF_UC] = uc                           (the Sentry checks it)
-        REGS = uc's general registers, cs, ss; fs/gs base (rdfsbase, rdgsbase)
-        [rbx] = STOPPED; write(WAKE_FD, &one, 8)
+        interrupted inside the trampoline (uc's rip), see below; otherwise
+        REGS = uc's general registers, cs, ss; fs base; gs base (0 if it is the region)
+        KIND = SIGNAL; [rbx] = STOPPED; write(WAKE_FD, &one, 8)
         spin [rbx+OFF_SPIN] times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
         until [rbx] != STOPPED
-        [rbx] == RUN:  uc (at its fixed place) = REGS, no host signal blocked;
-                       wrfsbase, wrgsbase; ret (into RESTORER: rt_sigreturn)
+        [rbx] == RUN:  PEND: the FP image at PENDFP into uc's FP image, PEND = 0;
+                       uc (at its fixed place) = REGS, no host signal blocked;
+                       wrfsbase, wrgsbase (the region if REGS says 0); ret (into
+                       RESTORER: rt_sigreturn)
         otherwise:     exit(0)                      (the Sentry released the thread)
+
+    Signals inside the trampoline: before its [rbx] = STOPPED, the interrupt signal is
+    ignored (a stop follows at once); after it, while [rbx] is STOPPED, too; once the
+    Sentry has set RUN or ESCALATE (and through the trampoline's way back) REGS hold
+    the thread's registers: the stop reports them as they are (KIND = SIGNAL).  The
+    trampoline's ud2 (ESCALATE) resumes from REGS through the RUN path above.  Faults
+    take the ordinary path wherever they happen.
     """
-    c = bytearray()
-    fix: list[tuple[int, str, int]] = []        # (position, label, size) of rel jumps
-    at: dict[str, int] = {}
-
-    def d32(v: int) -> bytes:
-        return struct.pack("<i", v)
-
-    def jump(opcode: bytes, label: str, size: int) -> None:
-        c.extend(opcode)
-        fix.append((len(c), label, size))
-        c.extend(bytes(size))
-
-    c += b"\x48\x89\xe3"                                   # mov rbx, rsp
-    c += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
-    c += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    a = _A()
+    d32 = _d32
+    a += b"\x48\x89\xe3"                                   # mov rbx, rsp
+    a += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
+    a += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    a.ld(_RAX, _RDX, _UC_MCONTEXT + 8 * _SC_GREGS.index("rip"))
+    a.jump(b"\x48\x8d\x0d", "fast")                         # lea rcx, [rip+fast]
+    a += b"\x48\x29\xc8"                                    # sub rax, rcx
+    a += b"\x48\x3d"                                         # cmp rax, wait-fast
+    a.hole("fast_wait")
+    a.jump(b"\x0f\x82", "in_entry")                          # jb in_entry
+    a += b"\x48\x3d"                                         # cmp rax, exit_end-fast
+    a.hole("fast_exit_end")
+    a.jump(b"\x0f\x82", "in_wait")                           # jb in_wait
+    a.label("normal")
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_SIGNAL)
     for i, name in enumerate(_SC_GREGS):
-        c += b"\x48\x8b\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov rax, [rdx+sc.reg]
-        c += b"\x48\x89\x83" + d32(_urs(name))             # mov [rbx+REGS.reg], rax
+        a.ld(_RAX, _RDX, _UC_MCONTEXT + 8 * i)
+        a.st(_RAX, _RBX, _urs(name))
     for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
-        c += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
-        c += b"\x48\x89\x83" + d32(_urs(name))
-    c += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
-    c += b"\x48\x89\x83" + d32(_urs("fs_base"))
-    c += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
-    c += b"\x48\x89\x83" + d32(_urs("gs_base"))
-    c += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
-    c += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
-    c += b"\xbf" + struct.pack("<I", WAKE_FD)
-    jump(b"\x48\x8d\x35", "one", 4)                        # lea rsi, [rip+one]
-    c += b"\xba\x08\0\0\0"
-    at["write"] = len(c)
-    c += b"\x0f\x05"
-    c += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
-    c += b"\x85\xc9"                                         # test ecx, ecx
-    jump(b"\x74", "wait", 1)                                 # jz wait
-    at["spin"] = len(c)
-    c += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
-    jump(b"\x75", "check", 1)                                # jne check
-    c += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
-    jump(b"\x75", "spin", 1)                                 # jnz spin
-    at["wait"] = len(c)
-    c += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
-    jump(b"\x75", "check", 1)
-    c += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
-    c += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
-    c += b"\xba" + struct.pack("<I", STATE_STOPPED)
-    c += b"\x45\x31\xd2"                                    # xor r10d, r10d
-    at["futex"] = len(c)
-    c += b"\x0f\x05"
-    jump(b"\xeb", "wait", 1)
-    at["check"] = len(c)
-    c += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
-    jump(b"\x0f\x85", "leave", 4)                           # jne leave
-    c += b"\x48\x8d\x93" + d32(frame_off + 8)              # lea rdx, [rbx+uc]
+        a += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
+        a.st(_RAX, _RBX, _urs(name))
+    a += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
+    a.st(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
+    a += b"\x48\x39\xd8"                                    # cmp rax, rbx
+    a += b"\x75\x02\x31\xc0"                                # jne +2; xor eax, eax
+    a.st(_RAX, _RBX, _urs("gs_base"))
+    a.label("stop")
+    a += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    _wait_loop(a, "")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    a.jump(b"\x0f\x85", "leave")                             # jne leave
+    a.label("resume")
+    a += b"\x83\x7b" + bytes([OFF_PEND]) + b"\x00"           # cmp dword [rbx+OFF_PEND], 0
+    a.jump(b"\x74", "no_pend", 1)
+    a.lea(_RSI, _RBX, PENDFP_OFF)
+    a.lea(_RDI, _RBX, FP_OFF)
+    a += b"\xb9" + struct.pack("<I", fpu.FRAME_BYTES)        # mov ecx, FRAME_BYTES
+    a += b"\xf3\xa4"                                         # rep movsb
+    a += b"\xc7\x43" + bytes([OFF_PEND]) + struct.pack("<I", 0)
+    a.label("no_pend")
+    a.lea(_RDX, _RBX, frame_off + 8)                         # lea rdx, [rbx+uc]
     for i, name in enumerate(_SC_GREGS):
-        c += b"\x48\x8b\x83" + d32(_urs(name))             # mov rax, [rbx+REGS.reg]
-        c += b"\x48\x89\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov [rdx+sc.reg], rax
+        a.ld(_RAX, _RBX, _urs(name))
+        a.st(_RAX, _RDX, _UC_MCONTEXT + 8 * i)
     for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
-        c += b"\x48\x8b\x83" + d32(_urs(name))
-        c += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
-    c += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
-    c += b"\x48\x8b\x83" + d32(_urs("fs_base"))
-    c += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
-    c += b"\x48\x8b\x83" + d32(_urs("gs_base"))
-    c += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
-    c += b"\xc3"                                             # ret: into RESTORER
-    at["leave"] = len(c)
-    c += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
-    at["exit"] = len(c)
-    c += b"\x0f\x05\x0f\x0b"
-    at["restorer"] = len(c)
-    c += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
-    at["sigreturn"] = len(c)
-    c += b"\x0f\x05\x0f\x0b"
-    at["end"] = len(c)                                         # every syscall is before
-    while len(c) % 8:
-        c += b"\xcc"
-    at["one"] = len(c)
-    c += struct.pack("<Q", 1)
-    for pos, label, size in fix:
-        rel = at[label] - (pos + size)
-        c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
-    return bytes(c), at
+        a.ld(_RAX, _RBX, _urs(name))
+        a += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
+    a += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
+    a.ld(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    a.ld(_RAX, _RBX, _urs("gs_base"))
+    a += b"\x48\x85\xc0\x75\x03\x48\x89\xd8"                # test rax,rax; jnz +3; mov rax,rbx
+    a += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
+    a.label("ignore")
+    a += b"\xc3"                                             # ret: into RESTORER
+    # Interrupted in the trampoline before its stop: ignore the interrupt signal.
+    a.label("in_entry")
+    a += b"\x83\xff" + bytes([SIG_INTERRUPT])               # cmp edi, SIG_INTERRUPT
+    a.jump(b"\x0f\x84", "ignore")
+    a.jump(b"\xe9", "normal")
+    a.label("in_wait")
+    a += b"\x48\x3d"                                         # cmp rax, esc-fast
+    a.hole("esc")
+    a.jump(b"\x75", "not_esc", 1)
+    a += b"\x83\xff" + bytes([SIGILL])                      # cmp edi, SIGILL
+    a.jump(b"\x75", "not_esc", 1)
+    a += b"\x83\x3b" + bytes([STATE_ESCALATE])              # cmp dword [rbx], ESCALATE
+    a.jump(b"\x0f\x84", "resume")
+    a.label("not_esc")
+    a += b"\x83\xff" + bytes([SIG_INTERRUPT])
+    a.jump(b"\x0f\x85", "normal")
+    a += b"\x83\x3b" + bytes([STATE_STOPPED])
+    a.jump(b"\x0f\x84", "ignore")
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_SIGNAL)
+    a.jump(b"\xe9", "stop")                                  # REGS are the thread's: stop
+    a.label("leave")
+    a += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
+    a.label("exit")
+    a += b"\x0f\x05\x0f\x0b"
+    a.label("restorer")
+    a += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
+    a.label("sigreturn")
+    a += b"\x0f\x05\x0f\x0b"
+    _trampoline(a)
+    a.label("end")                                   # every syscall the filters allow is before
+    a += b"\x0f\x05"                                         # FALLBACK: syscall (traps)
+    a.label("fallback_end")
+    a += b"\x0f\x0b"                                         # ud2
+    while len(a.c) % 8:
+        a += b"\xcc"
+    a.label("one")
+    a += struct.pack("<Q", 1)
+    return a.finish(), a.at
+
+
+def _d32(v: int) -> bytes:
+    return struct.pack("<i", v)
+
+
+def _trampoline(a: _A) -> None:
+    """The trampolines' common part (label "fast").  A patched site jumps through its
+    slot (TABLE) to its entry, which sets ecx = 2 * slot and jumps here.  Entered with
+    the application's registers but rax, rcx, r11 (a syscall clobbers those) and flags.
+
+        ax = flags (lahf; seto al)
+        gs base not a region of this layout: flags back, rax = the slot's FALLBACK word
+            (slot+1 << 32 | nr), jump to FALLBACK: an ordinary trapping syscall
+        r11 = the region (gs base); [r11+APPSP] = rsp; rsp = FAST_TOP; pushfq
+        REGS = the registers; eflags (pushed, arithmetic flags from ax); rip = rcx =
+            the slot's return address; rax = nr; fs base; gs base 0; cs, ss
+        xsave64 FASTFP; KIND = FAST; [rbx] = STOPPED; wake, spin, wait as the handler
+        RUN:      fs base, rsp, eflags, rip, every other register from REGS; popfq;
+                  pop rsp; jmp [gs:RETIP]
+        ESCALATE: ud2 (the handler resumes from REGS through rt_sigreturn)
+        EXIT:     exit(0)
+    """
+    a.label("fast")
+    a += b"\x9f\x0f\x90\xc0"                                # lahf; seto al
+    a += b"\xf3\x49\x0f\xae\xcb"                            # rdgsbase r11
+    a += b"\x41\xf7\xc3" + struct.pack("<I", REGION_SIZE - 1)  # test r11d, REGION_SIZE-1
+    a.jump(b"\x0f\x85", "fallback")
+    a += b"\x49\xc1\xeb\x14"                                # shr r11, 20
+    a += b"\x49\x81\xeb" + struct.pack("<I", REGIONS_START >> 20)   # sub r11, START>>20
+    a += b"\x49\x81\xfb" + struct.pack("<I", (REGIONS_END - REGIONS_START) >> 20)
+    a.jump(b"\x0f\x83", "fallback")                          # jae fallback
+    a.jump(b"\xeb", "region", 1)
+    a.label("fallback")                  # (inside [TRAMPOLINE, FAST_WAIT): a stop follows)
+    a += b"\x04\x7f\x9e"                                     # add al, 0x7f; sahf: flags back
+    a += b"\x48\x8b\x04\xcd" + _d32(TABLE_INFO + 8)          # mov rax, [INFO+8 + rcx*8]
+    a.jump(b"\xe9", "end")                                   # jmp FALLBACK (a trapping syscall)
+    a.label("region")
+    a += b"\xf3\x49\x0f\xae\xcb"                            # rdgsbase r11
+    a.st(_RSP, _R11, OFF_APPSP)
+    a.lea(_RSP, _R11, FAST_TOP)
+    a += b"\x9c"                                             # pushfq
+    for name in ("r15", "r14", "r13", "r12", "rbp", "rbx", "r10", "r9", "r8", "rdx", "rsi",
+                 "rdi"):
+        a.st(_GPR[name], _R11, _urs(name))
+    a += b"\x4c\x89\xdb"                                    # mov rbx, r11
+    a += b"\x5a"                                             # pop rdx
+    a += b"\x48\x81\xe2" + _d32(~0x8D5)                     # and rdx, ~arith flags
+    a += b"\x0f\xb6\xf4\x81\xe6" + struct.pack("<I", 0xD5)  # movzx esi, ah; and esi, 0xd5
+    a += b"\x48\x09\xf2"                                    # or rdx, rsi
+    a += b"\x0f\xb6\xf0\xc1\xe6\x0b\x48\x09\xf2"            # movzx esi, al; shl esi, 11; or
+    a.st(_RDX, _RBX, _urs("eflags"))
+    a.st(_RDX, _RBX, _urs("r11"))
+    a += b"\x48\x8b\x14\xcd" + _d32(TABLE_INFO)             # mov rdx, [INFO + rcx*8]
+    a.st(_RDX, _RBX, _urs("rip"))
+    a.st(_RDX, _RBX, _urs("rcx"))
+    a += b"\x8b\x14\xcd" + _d32(TABLE_INFO + 8)               # mov edx, [INFO+8 + rcx*8]
+    a.st(_RDX, _RBX, _urs("rax"))
+    a.ld(_RDX, _RBX, OFF_APPSP)
+    a.st(_RDX, _RBX, _urs("rsp"))
+    a += b"\x8c\xca"                                         # mov edx, cs
+    a.st(_RDX, _RBX, _urs("cs"))
+    a += b"\x8c\xd2"                                         # mov edx, ss
+    a.st(_RDX, _RBX, _urs("ss"))
+    a += b"\xf3\x48\x0f\xae\xc2"                            # rdfsbase rdx
+    a.st(_RDX, _RBX, _urs("fs_base"))
+    a += b"\x31\xd2"                                         # xor edx, edx
+    a.st(_RDX, _RBX, _urs("gs_base"))
+    a += b"\xb8\xff\xff\xff\xff\xba\xff\xff\xff\xff"          # eax = edx = -1: every component
+    if fpu.HAS_XSAVE:
+        a += b"\x48\x0f\xae\xa3" + _d32(FASTFP_OFF)         # xsave64 [rbx+FASTFP]
+    else:
+        a += b"\x48\x0f\xae\x83" + _d32(FASTFP_OFF)         # fxsave64 [rbx+FASTFP]
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_FAST)
+    a += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    a.label("fast_wait")
+    _wait_loop(a, "f")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    a.jump(b"\x74", "fast_exit", 1)
+    a += b"\x83\xf8" + bytes([STATE_ESCALATE])
+    a.jump(b"\x0f\x85", "leave")
+    a.label("esc")
+    a += b"\x0f\x0b"                                         # ud2: resume by the handler
+    a.label("fast_exit")
+    a.ld(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    a.ld(_RAX, _RBX, _urs("rip"))
+    a.st(_RAX, _RBX, OFF_RETIP)
+    a.ld(_RAX, _RBX, _urs("rsp"))
+    a.st(_RAX, _RBX, FAST_TOP - 8)
+    a.ld(_RAX, _RBX, _urs("eflags"))
+    a.st(_RAX, _RBX, FAST_TOP - 16)
+    a.lea(_RSP, _RBX, FAST_TOP - 16)
+    for name in ("r15", "r14", "r13", "r12", "rbp", "r11", "r10", "r9", "r8", "rax", "rcx",
+                 "rdx", "rsi", "rdi", "rbx"):
+        a.ld(_GPR[name], _RBX, _urs(name))
+    a += b"\x9d\x5c"                                         # popfq; pop rsp
+    a += b"\x65\xff\x24\x25" + _d32(OFF_RETIP)              # jmp [gs:RETIP]
+    a.label("fast_exit_end")
 
 
 
@@ -355,14 +592,14 @@ _EAX, _ECX, _EDX, _EBX, _ESP, _EBP, _ESI, _EDI = range(8)
 def _code(code_addr: int) -> dict[str, int | bytes]:
     """The stub's code and data from `code_addr`, and the addresses that matter."""
     a = _Asm()
-    # munmap(0, STUB_START); munmap(STUB_END, TASK_SIZE - STUB_END)
+    # munmap(0, STUB_START); munmap(SYS_STUB_END, TASK_SIZE - SYS_STUB_END)
     a.mov32(_EAX, 11)
     a.c += b"\x31\xff"
     a.movabs(_ESI, STUB_START)
     a.syscall()
     a.mov32(_EAX, 11)
-    a.movabs(_EDI, STUB_END)
-    a.movabs(_ESI, TASK_SIZE - STUB_END)
+    a.movabs(_EDI, SYS_STUB_END)
+    a.movabs(_ESI, TASK_SIZE - SYS_STUB_END)
     a.syscall()
     # rt_sigaction(sig, &act, NULL, 8) for each stopping signal.
     act_imms = []
@@ -431,7 +668,23 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += base + app
     a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
     a.c[app_imm:app_imm + 8] = struct.pack("<Q", code_addr + app_prog)
-    return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
+    # The slots' entries: ecx = 2 * slot (the index of its TABLE_INFO words), then the
+    # trampoline.  No syscall instruction among them.
+    while len(a.c) % 16:
+        a.c += b"\xcc"
+    entries = len(a.c)
+    fast = handler + hat["fast"]
+    for i in range(MAX_SLOTS):
+        a.c += b"\xb9" + struct.pack("<I", 2 * i)
+        a.c += b"\xe9" + struct.pack("<i", fast - (len(a.c) + 5))
+    slots = b"".join(struct.pack("<Q", code_addr + entries + _ENTRY * i)
+                     for i in range(MAX_SLOTS))
+    return {"fast": code_addr + fast, "fast_wait": code_addr + handler + hat["fast_wait"],
+            "fast_end": code_addr + handler + hat["fast_exit_end"],
+            "esc": code_addr + handler + hat["esc"],
+            "fallback": code_addr + handler + hat["fallback_end"],
+            "entries": code_addr + entries, "slots": slots,
+"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
             "setup_alt": code_addr + setup_alt_ip, "setup_seccomp": code_addr + setup_seccomp_ip,
             "handler": handler_lo, "handler_end": handler_end,
             "restorer": code_addr + handler + hat["restorer"], "app_fprog": code_addr + app_prog,
@@ -440,7 +693,16 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
 
 _C = _code(STUB_START + _CODE_OFFSET)
 _CODE = _C["code"]
-assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= STUB_SIZE
+assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= SYS_STUB_SIZE
+# The trampoline (syscall-site patching, SECURITY.md *systrap*).
+TRAMPOLINE = int(_C["fast"])           # its common part: [TRAMPOLINE, FAST_WAIT) saves state
+FAST_WAIT = int(_C["fast_wait"])       # ... then waits, and returns by FAST_END
+FAST_END = int(_C["fast_end"])
+ESCALATE_IP = int(_C["esc"])           # its ud2: resume through the handler instead
+FALLBACK_END = int(_C["fallback"])     # after the syscall a trampoline falls back to
+ENTRIES = int(_C["entries"])           # slot i's entry: ENTRIES + _ENTRY * i
+TABLE_SLOTS = _C["slots"]               # TABLE's contents (the first 8 * MAX_SLOTS bytes)
+assert isinstance(TABLE_SLOTS, bytes)
 SYSCALL_ADDR = int(_C["syscall"])     # the injection point
 AFTER_INT3 = SYSCALL_ADDR + 3
 FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)

@@ -39,6 +39,7 @@ import os
 import select
 import signal as host_signal
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.arch.signal import SIGCONTEXT, UC_HEAD
-from pyvisor.sentry.platform.platform import Access, StopKind, StopReason
+from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, Access, StopKind, StopReason
 from pyvisor.sentry.platform.ptrace import binding as B
 from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, StubError,
                                                        StubProcess, StubThread)
@@ -89,6 +90,15 @@ SPIN_NS = int(os.environ.get("PYVISOR_SYSTRAP_SENTRY_SPIN_NS", "30000"))
 # state word before it sleeps on it, when the Sentry may run on another CPU: long enough
 # to cover the Sentry serving a simple syscall, so the thread needs no wake-up.
 HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
+# Syscall-site patching (trampolines, stub.py): on unless $PYVISOR_SYSTRAP_PATCHING is 0
+# (gVisor: --systrap-disable-syscall-patching).
+PATCHING = os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
+_MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
+_PROT_READ = 1
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_TF = 0x100                       # eflags.TF: single-stepping needs the full restore
+_USER_CS, _USER_SS = 0x33, 0x2B
+_SITE = b"\xb8"                   # mov $nr, %eax (then 4 bytes of nr, then syscall 0f 05)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -122,6 +132,8 @@ class AppThread:
     regs_addr: int = 0              # ctypes.addressof(regs)
     spin: int = 0                   # what its region's spin word says (the handler's spin)
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
+    fast: bool = False              # stopped in a trampoline (KIND_FAST), not the handler
+    fp_pending: bytes | None = None  # an FP frame image set_fpstate left for the resume
 
     @property
     def space(self) -> SysProcess:
@@ -147,6 +159,64 @@ class SysProcess(StubProcess):
     owned: list[int] = field(default_factory=list)      # regions mapped in this process
     free: list[int] = field(default_factory=list)       # ... whose thread is gone
     draining: list[int] = field(default_factory=list)   # ... whose thread was told to exit
+    # Syscall-site patching (owned by the platform; copied by fork: the host copies the
+    # patched code and the table with the rest of the address space).
+    patchable: bool = True          # False: the table could not be mapped, or patching off
+    table: bool = False             # the trampoline table is mapped at stub.TABLE_ADDR
+    sites: dict[int, int] = field(default_factory=dict)   # patched site -> its slot
+    mids: dict[int, int] = field(default_factory=dict)    # site + 5 -> site + 7
+    slots: list[int] = field(default_factory=list)        # slot -> its site
+    tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
+    shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
+
+    def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
+        if shared:
+            self.shared.append((addr, addr + length))
+        StubProcess.map_anonymous(self, addr, length, prot, shared)
+
+    def map_file(self, addr: int, length: int, prot: int, shared: bool,
+                 mem_offset: int) -> None:
+        if shared:
+            self.shared.append((addr, addr + length))
+        StubProcess.map_file(self, addr, length, prot, shared, mem_offset)
+
+    # mm never maps below MMAP_MIN_ADDR, but munmap, mprotect and madvise of a range that
+    # holds mappings reach the host for the whole range: the table is cut out of them,
+    # so the application can neither unmap it nor make it writable.
+    def _pieces(self, addr: int, length: int) -> list[tuple[int, int]]:
+        end = addr + length
+        if not self.table or end <= S.TABLE_ADDR or addr >= S.TABLE_ADDR + S.TABLE_SIZE:
+            return [(addr, length)]
+        out = []
+        if addr < S.TABLE_ADDR:
+            out.append((addr, S.TABLE_ADDR - addr))
+        if end > S.TABLE_ADDR + S.TABLE_SIZE:
+            out.append((S.TABLE_ADDR + S.TABLE_SIZE, end - S.TABLE_ADDR - S.TABLE_SIZE))
+        return out
+
+    def unmap(self, addr: int, length: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.unmap(self, a, n)
+
+    def protect(self, addr: int, length: int, prot: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.protect(self, a, n, prot)
+
+    def discard(self, addr: int, length: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.discard(self, a, n)
+
+    def set_wipe_on_fork(self, addr: int, length: int, wipe: bool) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.set_wipe_on_fork(self, a, n, wipe)
+
+    def remap(self, old: int, old_size: int, new_size: int, new_addr: int | None) -> None:
+        # A shared range moved: its new place is shared too (conservatively, everywhere).
+        for lo, hi in list(self.shared):
+            if lo < old + old_size and old < hi:
+                start = new_addr if new_addr is not None else old
+                self.shared.append((start, start + max(new_size, old_size)))
+        StubProcess.remap(self, old, old_size, new_size, new_addr)
 
 
 class SystrapPlatform(PtracePlatform):
@@ -158,11 +228,19 @@ class SystrapPlatform(PtracePlatform):
     _stub_keeps_stdio = False      # the stub holds only the memory file, regions, eventfd
 
     def __init__(self, memfd: int) -> None:
-        size = S.MAX_REGIONS * S.REGION_SIZE
+        self.table_off = S.MAX_REGIONS * S.REGION_SIZE    # the table's page after them
+        size = self.table_off + S.TABLE_SIZE
         self.regions_fd = os.memfd_create("pyvisor-regions", os.MFD_CLOEXEC)
         os.ftruncate(self.regions_fd, size)
         self.mem = mmap.mmap(self.regions_fd, size, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mem[self.table_off:self.table_off + len(S.TABLE_SLOTS)] = S.TABLE_SLOTS
+        self.patching = PATCHING
+        # What patching did, whole sandbox: sites patched, stops through a trampoline,
+        # resumes that needed the handler (ESCALATE), site + 5 resumes (restarts), gs
+        # fallbacks.  $PYVISOR_SYSTRAP_STATS=1 prints them at shutdown.
+        self.stats = {"patched": 0, "fast": 0, "escalated": 0, "restarted": 0,
+                      "fallback": 0}
         self.mem_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
         self.free_regions = list(range(S.MAX_REGIONS - 1, -1, -1))
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -202,6 +280,12 @@ class SystrapPlatform(PtracePlatform):
         MADV_DONTFORK).  It has only its syscall thread; contexts come by new_context."""
         pid = self._clone_and_collect(th, S.CLONE_PROCESS)
         proc = SysProcess(pid, self)
+        parent = th.process
+        if isinstance(parent, SysProcess) and parent is not self.master:
+            proc.patchable, proc.table = parent.patchable, parent.table
+            proc.sites, proc.mids = dict(parent.sites), dict(parent.mids)
+            proc.slots = list(parent.slots)
+            proc.tried, proc.shared = set(parent.tried), list(parent.shared)
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
         return proc
@@ -342,6 +426,15 @@ class SystrapPlatform(PtracePlatform):
             ctx.regs_addr = ctypes.addressof(regs)
         addr = self.mem_addr + ctx.off
         _memmove(addr + S.OFF_REGS, ctx.regs_addr, S.REGS_SIZE)
+        state = S.STATE_RUN
+        if ctx.fast:
+            # The trampoline's way back restores the general registers, rsp, rip, eflags
+            # and fs base, nothing else: anything more goes through the handler.
+            ctx.fast = False
+            if (ctx.fp_pending is not None or regs.eflags & _TF or regs.gs_base
+                    or regs.cs != _USER_CS or regs.ss != _USER_SS):
+                state = S.STATE_ESCALATE
+                self.stats["escalated"] += 1
         if self.spin_ns:
             # Spinning pays only while both sides find a CPU free: adaptive (stops_ready).
             self._switches += 1
@@ -350,7 +443,7 @@ class SystrapPlatform(PtracePlatform):
                 ctx.spin = spin
                 _U32.pack_into(self.mem, ctx.off + S.OFF_SPIN, spin)
             self._spin_armed = self._spin_ok > 0 or not self._switches & 127
-        self.mem[ctx.off] = S.STATE_RUN
+        self.mem[ctx.off] = state
         ctx.running = True
         self.running.add(ctx)
         _syscall(Sysno.futex, addr, _FUTEX_WAKE, 1, None, None, 0)
@@ -504,6 +597,17 @@ class SystrapPlatform(PtracePlatform):
             regs = ctx.regs = Registers()
             ctx.regs_addr = ctypes.addressof(regs)
         _memmove(ctx.regs_addr, self.mem_addr + off + S.OFF_REGS, S.REGS_SIZE)
+        if ctx.fp_pending is not None and not self.mem[off + S.OFF_PEND]:
+            ctx.fp_pending = None              # the handler loaded it
+        if self.mem[off + S.OFF_KIND] == S.KIND_FAST:
+            # A patched site's trampoline: rax holds the number, rip and rcx the return
+            # address (the site + 7), the FP state is at FASTFP.
+            ctx.fast = True
+            self.stats["fast"] += 1
+            regs.orig_rax = regs.rax
+            regs.rax = _NEG_ENOSYS
+            return _SYSCALL64
+        ctx.fast = False
         regs.orig_rax = _M64
         uc, = _U64.unpack_from(self.mem, off + S.OFF_UC)
         info = self.mem[off + _INFO:off + _INFO + 128]
@@ -516,9 +620,25 @@ class SystrapPlatform(PtracePlatform):
         if signo == S.SIGSYS and code == _SYS_SECCOMP:
             if _U64.unpack_from(info, 16)[0] & ~0xFFF == _VSYSCALL_PAGE:
                 return StopReason(StopKind.SIGNAL, signo=signo, info=info)
+            rip = regs.rip
+            if rip == S.FALLBACK_END:
+                self._fallback(ctx, regs)
+            elif rip < MAX_USER_ADDRESS and self.patching:
+                self._try_patch(ctx, regs)
             regs.orig_rax = regs.rax           # the host rolled rax back to the number
             regs.rax = _NEG_ENOSYS
+            # si_arch: the trap came from a 64-bit `syscall` (int 0x80 and sysenter say
+            # i386: the kernel then refuses them); one in the stub's code (not the
+            # application's: its handler's sites) is left to the kernel's check, which
+            # refuses it.
+            if regs.rip < MAX_USER_ADDRESS and \
+                    _U32.unpack_from(info, 28)[0] == _AUDIT_ARCH_X86_64:
+                return _SYSCALL64
             return _SYSCALL
+        if signo == S.SIGSEGV and regs.rip in ctx.process.mids and self._at_site(ctx, regs):
+            regs.orig_rax = regs.rax           # resumed at a patched site + 5: its syscall
+            regs.rax = _NEG_ENOSYS
+            return _SYSCALL64
         if signo in (S.SIGSEGV, S.SIGBUS):
             err, trapno = _ERR_TRAPNO.unpack_from(self.mem, off + _SC_ERR)
             access = Access.READ
@@ -536,15 +656,19 @@ class SystrapPlatform(PtracePlatform):
     # -- FP state: the XSAVE image in the frame -----------------------------------------
 
     def get_fpstate(self, ctx: AppThread) -> bytes:  # type: ignore[override]
-        o = ctx.off + _FP
+        if ctx.fp_pending is not None:
+            img = ctx.fp_pending
+        else:
+            o = ctx.off + (S.FASTFP_OFF if ctx.fast else _FP)
+            img = self.mem[o:o + fpu.FRAME_BYTES]
         if not fpu.HAS_XSAVE:
-            return self.mem[o:o + fpu.FXSAVE_SIZE]
-        img = self.mem[o:o + fpu.FRAME_SIZE]
-        return img + bytes(fpu.REGSET_SIZE - fpu.FRAME_SIZE)
+            return img[:fpu.FXSAVE_SIZE]
+        return img[:fpu.FRAME_SIZE] + bytes(fpu.REGSET_SIZE - fpu.FRAME_SIZE)
 
     def set_fpstate(self, ctx: AppThread, data: bytes) -> bool:  # type: ignore[override]
-        """Checks what XRSTOR (the host's rt_sigreturn) would refuse, then writes the
-        frame image the handler's return loads."""
+        """Checks what XRSTOR (the host's rt_sigreturn) would refuse, then leaves the
+        frame image at PENDFP: the handler's resume copies it into the frame it returns
+        through (a trampoline stop resumes through the handler then: ESCALATE)."""
         (mxcsr,) = _U32.unpack_from(data, fpu.MXCSR_OFFSET)
         if mxcsr & ~self.mxcsr_mask:
             return False
@@ -554,16 +678,110 @@ class SystrapPlatform(PtracePlatform):
                     data[fpu.XSAVE_HDR_OFFSET + 16:fpu.XSAVE_HDR_OFFSET + fpu.XSAVE_HDR_SIZE]):
                 return False
         img = fpu.to_frame(data)
-        o = ctx.off + _FP
+        o = ctx.off + S.PENDFP_OFF
         self.mem[o:o + len(img)] = img
+        _U32.pack_into(self.mem, ctx.off + S.OFF_PEND, 1)
+        ctx.fp_pending = bytes(img)
         return True
 
+    # -- syscall-site patching ----------------------------------------------------------
+
+    def _fallback(self, ctx: AppThread, regs: Registers) -> None:
+        """A trampoline that found no region in gs made an ordinary syscall with
+        rax = (slot + 1) << 32 | nr: the call of that slot's site."""
+        slot = (regs.rax >> 32) - 1
+        slots = ctx.process.slots
+        if 0 <= slot < len(slots):
+            regs.rax &= 0xFFFFFFFF
+            regs.rip = regs.rcx = slots[slot] + 7
+            self.stats["fallback"] += 1
+
+    def _at_site(self, ctx: AppThread, regs: Registers) -> bool:
+        """SIGSEGV at a patched site + 5 (the jmp's last bytes, 00 00: `add %al,(%rax)`
+        with rax a syscall number, so it always faults): a thread resumed between the
+        site's mov and syscall (a restart, or stopped there when the site was patched).
+        True (rip then after the site) if the site still holds the patch."""
+        proc = ctx.process
+        ret = proc.mids[regs.rip]
+        site = ret - 7
+        try:
+            code = B.vm_read(proc.pid, site, 7)
+        except OSError:
+            return False
+        if code != _jmp(proc.sites[site]):
+            return False
+        regs.rip = regs.rcx = ret
+        regs.r11 = regs.eflags
+        self.stats["restarted"] += 1
+        return True
+
+    def _try_patch(self, ctx: AppThread, regs: Registers) -> None:
+        """Rewrites the `mov $nr,%eax; syscall` that just trapped (7 bytes before rip)
+        into `jmp *TABLE+8*slot`, when that is safe: the bytes match and sit in one
+        page, the memory was never mapped shared, and no other thread of the address
+        space runs (so none can execute half-written code).  Once per site."""
+        proc = ctx.process
+        rip = regs.rip
+        site = rip - 7
+        if site in proc.tried or not proc.patchable or len(proc.slots) >= S.MAX_SLOTS:
+            return
+        if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
+            proc.tried.add(site)
+            return
+        for other in proc.apps:
+            if other.running and other is not ctx:
+                return                          # later, when they all stop
+        proc.tried.add(site)
+        for lo, hi in proc.shared:
+            if lo < rip and site < hi:
+                return
+        nr = regs.rax
+        if nr >> 32:
+            return                              # (not what `mov $nr, %eax` leaves)
+        try:
+            if B.vm_read(proc.pid, site, 7) != _SITE + struct.pack("<I", nr) + b"\x0f\x05":
+                return
+            if not proc.table:
+                r = proc.platform.inject(proc.any_thread(), Sysno.mmap, S.TABLE_ADDR,
+                                         S.TABLE_SIZE, _PROT_READ,
+                                         _MAP_PRIVATE | _MAP_FIXED_NOREPLACE, S.REGION_FD,
+                                         self.table_off)
+                if r != S.TABLE_ADDR:
+                    proc.patchable = False      # (the host's mmap_min_addr, ...)
+                    return
+                proc.table = True
+            slot = len(proc.slots)
+            info = S.TABLE_INFO + 16 * slot
+            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info, site + 7)
+            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info + 8, (slot + 1) << 32 | nr)
+            lo = site & ~7
+            words = bytearray(B.vm_read(proc.pid, lo, 16 if (site + 7) > lo + 8 else 8))
+            words[site - lo:site - lo + 7] = _jmp(slot)
+            for i in range(0, len(words), 8):
+                B.ptrace(P.PTRACE_POKEDATA, proc.pid, lo + i,
+                         _U64.unpack_from(words, i)[0])
+        except (OSError, StubError):
+            proc.patchable = False
+            return
+        proc.slots.append(site)
+        proc.sites[site] = slot
+        proc.mids[site + 5] = site + 7
+        self.stats["patched"] += 1
+
     def shutdown(self) -> None:
+        if os.environ.get("PYVISOR_SYSTRAP_STATS") == "1":
+            print(f"systrap: {self.stats}", file=sys.stderr)
         self.running.clear()
         super().shutdown()
 
 
 _SYSCALL = StopReason(StopKind.SYSCALL)
+_SYSCALL64 = StopReason(StopKind.SYSCALL, checked=True)
+
+
+def _jmp(slot: int) -> bytes:
+    """A patched site: jmp *(TABLE_ADDR + 8 * slot), 7 bytes."""
+    return b"\xff\x24\x25" + struct.pack("<I", S.TABLE_ADDR + 8 * slot)
 
 
 def _punch(fd: int, off: int, length: int) -> None:

@@ -52,16 +52,16 @@ from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STU
 REGION_FD = 5        # the regions' memfd
 WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
 
-SYS_STUB_SIZE = 0x3000       # the stub's pages (ptrace's one, and the trampolines' entries)
+SYS_STUB_SIZE = 0x4000       # the stub's pages (ptrace's one, and the trampolines' entries)
 SYS_STUB_END = STUB_START + SYS_STUB_SIZE
-_ENTRY = 10                  # bytes of one slot's entry
+_ENTRY = 16                  # bytes of one slot's entry
 REGION_SIZE = 0x4000
 ALTSTACK = 0x1000
-REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
+REGIONS_START = STUB_START + 0x8000000         # above MAX_USER_ADDRESS: mm never maps here
 MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice the default
                             # --pids-limit; a region's pages exist only once touched)
 REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
-assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
+assert REGIONS_END <= TASK_SIZE and REGIONS_START % (REGIONS_END - REGIONS_START) == 0
 
 OFF_STATE, OFF_UC, OFF_STACK, OFF_TID, OFF_SPIN = 0x00, 0x18, 0x20, 0x40, 0x44
 OFF_KIND, OFF_PEND, OFF_APPSP, OFF_RETIP = 0x48, 0x4C, 0x50, 0x58
@@ -87,6 +87,8 @@ assert PENDFP_OFF + fpu.FRAME_BYTES <= FRAME_OFF and FASTFP_OFF % 64 == 0
 # (slot + 1) << 32 | syscall number.
 TABLE_ADDR = 0xC000
 MAX_SLOTS = 512
+GEN_SLOTS = 128             # the last ones: for `mov 8(%rsp),%r9; syscall` (glibc's syscall())
+GEN_FLAG = 0x10000          # r11 of such a slot's entry: 2 * slot | GEN_FLAG
 TABLE_INFO = TABLE_ADDR + 8 * MAX_SLOTS
 TABLE_SIZE = 8 * MAX_SLOTS + 16 * MAX_SLOTS
 assert TABLE_SIZE % 0x1000 == 0 and TABLE_ADDR + TABLE_SIZE <= 0x10000
@@ -327,6 +329,12 @@ def _handler(frame_off: int) -> tuple[bytes, dict[str, int]]:
         a += b"\xcc"
     a.label("one")
     a += struct.pack("<Q", 1)
+    # A region's address: REGIONS_START's bits outside the region-number bits, low bits 0.
+    bits = (REGIONS_END - REGIONS_START - 1) & ~(REGION_SIZE - 1)
+    a.label("mask0")                     # bits a region's address has 0
+    a += struct.pack("<Q", ~bits & ~REGIONS_START & (1 << 64) - 1)
+    a.label("mask1")                     # bits it has 1
+    a += struct.pack("<Q", ~bits & REGIONS_START)
     return a.finish(), a.at
 
 
@@ -335,57 +343,66 @@ def _d32(v: int) -> bytes:
 
 
 def _trampoline(a: _A) -> None:
-    """The trampolines' common part (label "fast").  A patched site jumps through its
-    slot (TABLE) to its entry, which sets ecx = 2 * slot and jumps here.  Entered with
-    the application's registers but rax, rcx, r11 (a syscall clobbers those) and flags.
+    """The trampolines' common part (labels "fast" and "fast_gen").  A patched site jumps
+    through its slot (TABLE) to its entry, which sets r11d = 2 * slot and jumps here
+    ("fast" for a `mov $nr,%eax; syscall` site; "fast_gen" for glibc's syscall(3)
+    `mov 8(%rsp),%r9; syscall`, after doing that mov: rax holds the number).  Entered with
+    the application's registers but rcx, r11 (a syscall clobbers them) and rax (for
+    "fast"); flags untouched until pushfq.
 
-        ax = flags (lahf; seto al)
-        gs base not a region of this layout: flags back, rax = the slot's FALLBACK word
-            (slot+1 << 32 | nr), jump to FALLBACK: an ordinary trapping syscall
-        r11 = the region (gs base); [r11+APPSP] = rsp; rsp = FAST_TOP; pushfq
-        REGS = the registers; eflags (pushed, arithmetic flags from ax); rip = rcx =
-            the slot's return address; rax = nr; fs base; gs base 0; cs, ss
+        gs base not a region of this layout (checked without touching the flags:
+            rdgsbase, pext, jrcxz): rax = the slot's FALLBACK word ((slot + 1) << 32 |
+            nr; for "fast_gen" plus rax), jump to FALLBACK: an ordinary trapping syscall
+        rcx = the region (gs base); [rcx+APPSP] = rsp; rsp = FAST_TOP; pushfq
+        REGS = the registers; rip = rcx = the slot's return address; r11 = eflags;
+            rax = nr ("fast": the slot's; "fast_gen": rax); fs base; gs base 0; cs, ss
         xsave64 FASTFP; KIND = FAST; [rbx] = STOPPED; wake, spin, wait as the handler
         RUN:      fs base, rsp, eflags, rip, every other register from REGS; popfq;
                   pop rsp; jmp [gs:RETIP]
         ESCALATE: ud2 (the handler resumes from REGS through rt_sigreturn)
         EXIT:     exit(0)
     """
-    a.label("fast")
-    a += b"\x9f\x0f\x90\xc0"                                # lahf; seto al
-    a += b"\xf3\x49\x0f\xae\xcb"                            # rdgsbase r11
-    a += b"\x41\xf7\xc3" + struct.pack("<I", REGION_SIZE - 1)  # test r11d, REGION_SIZE-1
-    a.jump(b"\x0f\x85", "fallback")
-    a += b"\x49\xc1\xeb\x14"                                # shr r11, 20
-    a += b"\x49\x81\xeb" + struct.pack("<I", REGIONS_START >> 20)   # sub r11, START>>20
-    a += b"\x49\x81\xfb" + struct.pack("<I", (REGIONS_END - REGIONS_START) >> 20)
-    a.jump(b"\x0f\x83", "fallback")                          # jae fallback
-    a.jump(b"\xeb", "region", 1)
-    a.label("fallback")                  # (inside [TRAMPOLINE, FAST_WAIT): a stop follows)
-    a += b"\x04\x7f\x9e"                                     # add al, 0x7f; sahf: flags back
-    a += b"\x48\x8b\x04\xcd" + _d32(TABLE_INFO + 8)          # mov rax, [INFO+8 + rcx*8]
-    a.jump(b"\xe9", "end")                                   # jmp FALLBACK (a trapping syscall)
+    for kind in ("fast", "fast_gen"):
+        a.label(kind)
+        a += b"\xf3\x48\x0f\xae\xc9"                        # rdgsbase rcx
+        a.jump(b"\xc4\xe2\xf2\xf5\x0d", "mask0")             # pext rcx, rcx, [rip+mask0]
+        a += b"\xe3\x05"                                     # jrcxz +5
+        a.jump(b"\xe9", kind + "_fallback")
+        a += b"\xf3\x48\x0f\xae\xc9"                        # rdgsbase rcx
+        a += b"\x48\xf7\xd1"                                 # not rcx
+        a.jump(b"\xc4\xe2\xf2\xf5\x0d", "mask1")             # pext rcx, rcx, [rip+mask1]
+        a += b"\xe3\x05"                                     # jrcxz +5: a region
+        a.jump(b"\xe9", kind + "_fallback")
+        a.jump(b"\xe9", "region")
+        a.label(kind + "_fallback")      # (inside [TRAMPOLINE, FAST_WAIT): a stop follows)
+        a += b"\x41\x0f\xb7\xcb"                             # movzx ecx, r11w
+        if kind == "fast":
+            a += b"\x48\x8b\x04\xcd" + _d32(TABLE_INFO + 8)  # mov rax, [INFO+8 + rcx*8]
+        else:
+            a += b"\x48\x8b\x0c\xcd" + _d32(TABLE_INFO + 8)  # mov rcx, [INFO+8 + rcx*8]
+            a += b"\x48\x8d\x04\x01"                         # lea rax, [rcx+rax]
+        a.jump(b"\xe9", "end")                               # jmp FALLBACK (traps)
     a.label("region")
-    a += b"\xf3\x49\x0f\xae\xcb"                            # rdgsbase r11
-    a.st(_RSP, _R11, OFF_APPSP)
-    a.lea(_RSP, _R11, FAST_TOP)
+    a += b"\xf3\x48\x0f\xae\xc9"                            # rdgsbase rcx
+    a.st(_RSP, _RCX, OFF_APPSP)
+    a.lea(_RSP, _RCX, FAST_TOP)
     a += b"\x9c"                                             # pushfq
     for name in ("r15", "r14", "r13", "r12", "rbp", "rbx", "r10", "r9", "r8", "rdx", "rsi",
-                 "rdi"):
-        a.st(_GPR[name], _R11, _urs(name))
-    a += b"\x4c\x89\xdb"                                    # mov rbx, r11
+                 "rdi", "rax"):
+        a.st(_GPR[name], _RCX, _urs(name))
+    a += b"\x48\x89\xcb"                                    # mov rbx, rcx
     a += b"\x5a"                                             # pop rdx
-    a += b"\x48\x81\xe2" + _d32(~0x8D5)                     # and rdx, ~arith flags
-    a += b"\x0f\xb6\xf4\x81\xe6" + struct.pack("<I", 0xD5)  # movzx esi, ah; and esi, 0xd5
-    a += b"\x48\x09\xf2"                                    # or rdx, rsi
-    a += b"\x0f\xb6\xf0\xc1\xe6\x0b\x48\x09\xf2"            # movzx esi, al; shl esi, 11; or
     a.st(_RDX, _RBX, _urs("eflags"))
     a.st(_RDX, _RBX, _urs("r11"))
+    a += b"\x41\x0f\xb7\xcb"                                 # movzx ecx, r11w
     a += b"\x48\x8b\x14\xcd" + _d32(TABLE_INFO)             # mov rdx, [INFO + rcx*8]
     a.st(_RDX, _RBX, _urs("rip"))
     a.st(_RDX, _RBX, _urs("rcx"))
+    a += b"\x41\xf7\xc3" + struct.pack("<I", GEN_FLAG)      # test r11d, GEN_FLAG
+    a.jump(b"\x75", "have_nr", 1)                             # jnz: rax is the number
     a += b"\x8b\x14\xcd" + _d32(TABLE_INFO + 8)               # mov edx, [INFO+8 + rcx*8]
     a.st(_RDX, _RBX, _urs("rax"))
+    a.label("have_nr")
     a.ld(_RDX, _RBX, OFF_APPSP)
     a.st(_RDX, _RBX, _urs("rsp"))
     a += b"\x8c\xca"                                         # mov edx, cs
@@ -427,7 +444,6 @@ def _trampoline(a: _A) -> None:
     a += b"\x9d\x5c"                                         # popfq; pop rsp
     a += b"\x65\xff\x24\x25" + _d32(OFF_RETIP)              # jmp [gs:RETIP]
     a.label("fast_exit_end")
-
 
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
@@ -668,18 +684,23 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += base + app
     a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
     a.c[app_imm:app_imm + 8] = struct.pack("<Q", code_addr + app_prog)
-    # The slots' entries: ecx = 2 * slot (the index of its TABLE_INFO words), then the
+    # The slots' entries: r11d = 2 * slot (the index of its TABLE_INFO words), then the
     # trampoline.  No syscall instruction among them.
     while len(a.c) % 16:
         a.c += b"\xcc"
     entries = len(a.c)
-    fast = handler + hat["fast"]
     for i in range(MAX_SLOTS):
-        a.c += b"\xb9" + struct.pack("<I", 2 * i)
-        a.c += b"\xe9" + struct.pack("<i", fast - (len(a.c) + 5))
+        gen = i >= MAX_SLOTS - GEN_SLOTS
+        start = len(a.c)
+        if gen:
+            a.c += b"\x4c\x8b\x4c\x24\x08"                      # mov r9, [rsp+8]
+        a.c += b"\x41\xbb" + struct.pack("<I", 2 * i | (GEN_FLAG if gen else 0))  # mov r11d
+        target = handler + hat["fast_gen" if gen else "fast"]
+        a.c += b"\xe9" + struct.pack("<i", target - (len(a.c) + 5))
+        a.c += b"\xcc" * (_ENTRY - (len(a.c) - start))
     slots = b"".join(struct.pack("<Q", code_addr + entries + _ENTRY * i)
                      for i in range(MAX_SLOTS))
-    return {"fast": code_addr + fast, "fast_wait": code_addr + handler + hat["fast_wait"],
+    return {"fast": code_addr + handler + hat["fast"], "fast_wait": code_addr + handler + hat["fast_wait"],
             "fast_end": code_addr + handler + hat["fast_exit_end"],
             "esc": code_addr + handler + hat["esc"],
             "fallback": code_addr + handler + hat["fallback_end"],

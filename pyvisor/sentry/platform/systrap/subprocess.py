@@ -99,12 +99,24 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _TF = 0x100                       # eflags.TF: single-stepping needs the full restore
 _USER_CS, _USER_SS = 0x33, 0x2B
 _SITE = b"\xb8"                   # mov $nr, %eax (then 4 bytes of nr, then syscall 0f 05)
+_SITE_GEN = b"\x4c\x8b\x4c\x24\x08\x0f\x05"   # mov 8(%rsp), %r9; syscall (glibc's syscall())
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+
+
+# FUTEX_WAKE needs three arguments: a call that converts only those (switch's hot path).
+_futex_wake = _libc["syscall"]
+_futex_wake.restype = ctypes.c_long
+_futex_wake.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+_NR_FUTEX = int(Sysno.futex)
+_OFF_REGS, _REGS_SIZE = S.OFF_REGS, S.REGS_SIZE
+_RUN, _STOPPED = S.STATE_RUN, S.STATE_STOPPED
+_RESCANS = 64
+_OFF_KIND, _KIND_FAST = S.OFF_KIND, S.KIND_FAST
 
 
 class Timers(Protocol):
@@ -139,15 +151,13 @@ class AppThread:
     def space(self) -> SysProcess:
         return self.process
 
-    @property
-    def addr(self) -> int:
-        """The region's address in the stub."""
-        return S.REGIONS_START + self.slot * S.REGION_SIZE
+    off: int = 0                    # the region's offset in the regions memfd (and in the
+                                    # Sentry's mapping): slot * REGION_SIZE
+    addr: int = 0                   # the region's address in the stub
 
-    @property
-    def off(self) -> int:
-        """The region's offset in the regions memfd (and in the Sentry's mapping)."""
-        return self.slot * S.REGION_SIZE
+    def __post_init__(self) -> None:
+        self.off = self.slot * S.REGION_SIZE
+        self.addr = S.REGIONS_START + self.off
 
 
 @dataclass(eq=False, slots=True)
@@ -165,7 +175,9 @@ class SysProcess(StubProcess):
     table: bool = False             # the trampoline table is mapped at stub.TABLE_ADDR
     sites: dict[int, int] = field(default_factory=dict)   # patched site -> its slot
     mids: dict[int, int] = field(default_factory=dict)    # site + 5 -> site + 7
-    slots: list[int] = field(default_factory=list)        # slot -> its site
+    slots: dict[int, int] = field(default_factory=dict)   # slot -> its site
+    nimm: int = 0                   # slots given to `mov $nr,%eax` sites: 0, 1, ...
+    ngen: int = 0                   # ... to `mov 8(%rsp),%r9` sites: from the top down
     tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
     shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
 
@@ -284,7 +296,8 @@ class SystrapPlatform(PtracePlatform):
         if isinstance(parent, SysProcess) and parent is not self.master:
             proc.patchable, proc.table = parent.patchable, parent.table
             proc.sites, proc.mids = dict(parent.sites), dict(parent.mids)
-            proc.slots = list(parent.slots)
+            proc.slots = dict(parent.slots)
+            proc.nimm, proc.ngen = parent.nimm, parent.ngen
             proc.tried, proc.shared = set(parent.tried), list(parent.shared)
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
@@ -424,9 +437,10 @@ class SystrapPlatform(PtracePlatform):
         if ctx.regs is not regs:
             ctx.regs = regs
             ctx.regs_addr = ctypes.addressof(regs)
-        addr = self.mem_addr + ctx.off
-        _memmove(addr + S.OFF_REGS, ctx.regs_addr, S.REGS_SIZE)
-        state = S.STATE_RUN
+        off = ctx.off
+        addr = self.mem_addr + off
+        _memmove(addr + _OFF_REGS, ctx.regs_addr, _REGS_SIZE)
+        state = _RUN
         if ctx.fast:
             # The trampoline's way back restores the general registers, rsp, rip, eflags
             # and fs base, nothing else: anything more goes through the handler.
@@ -443,10 +457,10 @@ class SystrapPlatform(PtracePlatform):
                 ctx.spin = spin
                 _U32.pack_into(self.mem, ctx.off + S.OFF_SPIN, spin)
             self._spin_armed = self._spin_ok > 0 or not self._switches & 127
-        self.mem[ctx.off] = state
+        self.mem[off] = state
         ctx.running = True
         self.running.add(ctx)
-        _syscall(Sysno.futex, addr, _FUTEX_WAKE, 1, None, None, 0)
+        _futex_wake(_NR_FUTEX, addr, _FUTEX_WAKE, 1)
 
     def interrupt(self, ctx: AppThread) -> None:  # type: ignore[override]
         """SIG_INTERRUPT to the running thread; its stop is reported as INTERRUPT."""
@@ -545,18 +559,28 @@ class SystrapPlatform(PtracePlatform):
         while self.pending:
             yield self.pending.pop(0)
         mem = self.mem
-        for ctx in list(self.running):
-            if _U32.unpack_from(mem, ctx.off)[0] != S.STATE_STOPPED:
-                continue
-            ctx.running = False
-            ctx.interrupted_at = 0
-            self.running.discard(ctx)
-            if ctx.released:
-                self._exit_thread(ctx)
-                continue
-            why = self._decode(ctx)
-            if why is not None:
-                yield ctx, why
+        running = self.running
+        # Serving a stop switches its context back in, and a thread that makes syscalls
+        # stops again within microseconds (at once when it shares the Sentry's CPU: the
+        # wake-up preempts the Sentry): look again before going back to the loop, as
+        # ptrace's waitpid loop does, a bounded number of times.
+        for _ in range(_RESCANS):
+            found = False
+            for ctx in list(running):
+                if mem[ctx.off] != _STOPPED:
+                    continue
+                found = True
+                ctx.running = False
+                ctx.interrupted_at = 0
+                running.discard(ctx)
+                if ctx.released:
+                    self._exit_thread(ctx)
+                    continue
+                why = self._decode(ctx)
+                if why is not None:
+                    yield ctx, why
+            if not found:
+                break
 
     def _deaths(self) -> Iterator[tuple[AppThread, StopReason]]:
         """Wait statuses of stub processes: a death is an EXIT of each of its contexts."""
@@ -596,10 +620,10 @@ class SystrapPlatform(PtracePlatform):
         if regs is None:
             regs = ctx.regs = Registers()
             ctx.regs_addr = ctypes.addressof(regs)
-        _memmove(ctx.regs_addr, self.mem_addr + off + S.OFF_REGS, S.REGS_SIZE)
+        _memmove(ctx.regs_addr, self.mem_addr + off + _OFF_REGS, _REGS_SIZE)
         if ctx.fp_pending is not None and not self.mem[off + S.OFF_PEND]:
             ctx.fp_pending = None              # the handler loaded it
-        if self.mem[off + S.OFF_KIND] == S.KIND_FAST:
+        if self.mem[off + _OFF_KIND] == _KIND_FAST:
             # A patched site's trampoline: rax holds the number, rip and rcx the return
             # address (the site + 7), the FP state is at FASTFP.
             ctx.fast = True
@@ -689,11 +713,10 @@ class SystrapPlatform(PtracePlatform):
     def _fallback(self, ctx: AppThread, regs: Registers) -> None:
         """A trampoline that found no region in gs made an ordinary syscall with
         rax = (slot + 1) << 32 | nr: the call of that slot's site."""
-        slot = (regs.rax >> 32) - 1
-        slots = ctx.process.slots
-        if 0 <= slot < len(slots):
+        site = ctx.process.slots.get((regs.rax >> 32) - 1)
+        if site is not None:
             regs.rax &= 0xFFFFFFFF
-            regs.rip = regs.rcx = slots[slot] + 7
+            regs.rip = regs.rcx = site + 7
             self.stats["fallback"] += 1
 
     def _at_site(self, ctx: AppThread, regs: Registers) -> bool:
@@ -723,7 +746,7 @@ class SystrapPlatform(PtracePlatform):
         proc = ctx.process
         rip = regs.rip
         site = rip - 7
-        if site in proc.tried or not proc.patchable or len(proc.slots) >= S.MAX_SLOTS:
+        if site in proc.tried or not proc.patchable:
             return
         if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
             proc.tried.add(site)
@@ -737,9 +760,18 @@ class SystrapPlatform(PtracePlatform):
                 return
         nr = regs.rax
         if nr >> 32:
-            return                              # (not what `mov $nr, %eax` leaves)
+            return                              # (not what either kind of site leaves)
         try:
-            if B.vm_read(proc.pid, site, 7) != _SITE + struct.pack("<I", nr) + b"\x0f\x05":
+            code = B.vm_read(proc.pid, site, 7)
+            if code == _SITE_GEN:               # glibc's syscall(3): the number in rax
+                if proc.ngen >= S.GEN_SLOTS:
+                    return
+                slot, word = S.MAX_SLOTS - 1 - proc.ngen, 0
+            elif code == _SITE + struct.pack("<I", nr) + b"\x0f\x05":
+                if proc.nimm >= S.MAX_SLOTS - S.GEN_SLOTS:
+                    return
+                slot, word = proc.nimm, nr
+            else:
                 return
             if not proc.table:
                 r = proc.platform.inject(proc.any_thread(), Sysno.mmap, S.TABLE_ADDR,
@@ -750,10 +782,9 @@ class SystrapPlatform(PtracePlatform):
                     proc.patchable = False      # (the host's mmap_min_addr, ...)
                     return
                 proc.table = True
-            slot = len(proc.slots)
             info = S.TABLE_INFO + 16 * slot
             B.ptrace(P.PTRACE_POKEDATA, proc.pid, info, site + 7)
-            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info + 8, (slot + 1) << 32 | nr)
+            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info + 8, (slot + 1) << 32 | word)
             lo = site & ~7
             words = bytearray(B.vm_read(proc.pid, lo, 16 if (site + 7) > lo + 8 else 8))
             words[site - lo:site - lo + 7] = _jmp(slot)
@@ -763,7 +794,11 @@ class SystrapPlatform(PtracePlatform):
         except (OSError, StubError):
             proc.patchable = False
             return
-        proc.slots.append(site)
+        if slot < S.MAX_SLOTS - S.GEN_SLOTS:
+            proc.nimm += 1
+        else:
+            proc.ngen += 1
+        proc.slots[slot] = site
         proc.sites[site] = slot
         proc.mids[site + 5] = site + 7
         self.stats["patched"] += 1

@@ -48,7 +48,7 @@ from typing import Protocol
 from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.mman import MAP_FIXED, MAP_SHARED
 from pyvisor.abi.linux.sysno_amd64 import Sysno
-from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch import fpu, native
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.arch.signal import SIGCONTEXT, UC_HEAD
 from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, Access, StopKind, StopReason
@@ -92,7 +92,9 @@ SPIN_NS = int(os.environ.get("PYVISOR_SYSTRAP_SENTRY_SPIN_NS", "30000"))
 HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
 # Syscall-site patching (trampolines, stub.py): on unless $PYVISOR_SYSTRAP_PATCHING is 0
 # (gVisor: --systrap-disable-syscall-patching).
-PATCHING = os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
+# The trampoline checks its gs base with pext (BMI2): without it, no patching.
+PATCHING = (os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
+            and bool(native.cpuid(7)[1] & (1 << 8)))
 _MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
 _PROT_READ = 1
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -113,6 +115,7 @@ _futex_wake = _libc["syscall"]
 _futex_wake.restype = ctypes.c_long
 _futex_wake.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
 _NR_FUTEX = int(Sysno.futex)
+_sched_getcpu = _libc.sched_getcpu                 # the host's vDSO: no syscall
 _OFF_REGS, _REGS_SIZE = S.OFF_REGS, S.REGS_SIZE
 _RUN, _STOPPED = S.STATE_RUN, S.STATE_STOPPED
 _RESCANS = 64
@@ -171,6 +174,7 @@ class SysProcess(StubProcess):
     draining: list[int] = field(default_factory=list)   # ... whose thread was told to exit
     # Syscall-site patching (owned by the platform; copied by fork: the host copies the
     # patched code and the table with the rest of the address space).
+    bound_cpu: int = -1             # the CPU its syscall thread is bound to (-1: any)
     patchable: bool = True          # False: the table could not be mapped, or patching off
     table: bool = False             # the trampoline table is mapped at stub.TABLE_ADDR
     sites: dict[int, int] = field(default_factory=dict)   # patched site -> its slot
@@ -179,6 +183,7 @@ class SysProcess(StubProcess):
     nimm: int = 0                   # slots given to `mov $nr,%eax` sites: 0, 1, ...
     ngen: int = 0                   # ... to `mov 8(%rsp),%r9` sites: from the top down
     tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
+    seen: set[int] = field(default_factory=set)           # sites that trapped once
     shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
 
     def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
@@ -274,10 +279,41 @@ class SystrapPlatform(PtracePlatform):
         self._spin_ok = 8 if self.spin_ns else 0    # recent spins found a stop (adaptive)
         self._switches = 0
         self._calls = 0
+        # Injection is a ptrace round trip with a stub's syscall thread: ~15 µs when it
+        # runs on the Sentry's CPU, several times that as a wake-up on another CPU each
+        # way (a fork makes about ten).  So a syscall thread is bound to the CPU the
+        # Sentry is on when it injects (rebound if the Sentry moved: one sched_getcpu
+        # through the vDSO per injection); an application thread, cloned from it, is
+        # let go to every CPU of the sandbox once it is set up.
+        self._all_cpus = os.sched_getaffinity(0) if cpus > 1 else set()
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
         self._ep.register(self._sigfd, select.EPOLLIN)
+
+    def _colocate(self, th: StubThread) -> None:
+        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__)."""
+        proc = th.process
+        cpu = _sched_getcpu()
+        if getattr(proc, "bound_cpu", cpu) == cpu or proc.dead:
+            return
+        try:
+            os.sched_setaffinity(proc.pid, {cpu})
+        except OSError:
+            return
+        if isinstance(proc, SysProcess):
+            proc.bound_cpu = cpu
+
+    def inject(self, th: StubThread, nr: int, a0: int = 0, a1: int = 0, a2: int = 0,
+               a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+        if self._all_cpus:
+            self._colocate(th)
+        return super().inject(th, nr, a0, a1, a2, a3, a4, a5)
+
+    def _clone_and_collect(self, th: StubThread, flags: int, ctid: int = 0) -> int:
+        if self._all_cpus:
+            self._colocate(th)
+        return super()._clone_and_collect(th, flags, ctid)
 
     def _new_stub_memfd(self) -> int:
         return S.stub_memfd()
@@ -293,12 +329,14 @@ class SystrapPlatform(PtracePlatform):
         pid = self._clone_and_collect(th, S.CLONE_PROCESS)
         proc = SysProcess(pid, self)
         parent = th.process
+        proc.bound_cpu = getattr(parent, "bound_cpu", -1)     # its affinity is the parent's
         if isinstance(parent, SysProcess) and parent is not self.master:
             proc.patchable, proc.table = parent.patchable, parent.table
             proc.sites, proc.mids = dict(parent.sites), dict(parent.mids)
             proc.slots = dict(parent.slots)
             proc.nimm, proc.ngen = parent.nimm, parent.ngen
             proc.tried, proc.shared = set(parent.tried), list(parent.shared)
+            proc.seen = set(parent.seen)
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
         return proc
@@ -371,6 +409,11 @@ class SystrapPlatform(PtracePlatform):
             proc.kill()
             raise StubError(f"application thread set-up failed: {e}") from e
         self._await_first_stop(ctx)
+        if self._all_cpus and proc.bound_cpu >= 0:
+            try:
+                os.sched_setaffinity(tid, self._all_cpus)    # (cloned bound: see __init__)
+            except OSError:
+                pass
         self.contexts[tid] = ctx      # type: ignore[assignment]
         return ctx
 
@@ -739,7 +782,7 @@ class SystrapPlatform(PtracePlatform):
         return True
 
     def _try_patch(self, ctx: AppThread, regs: Registers) -> None:
-        """Rewrites the `mov $nr,%eax; syscall` that just trapped (7 bytes before rip)
+        """Rewrites the `mov $nr,%eax; syscall` that just trapped again (7 bytes before rip)
         into `jmp *TABLE+8*slot`, when that is safe: the bytes match and sit in one
         page, the memory was never mapped shared, and no other thread of the address
         space runs (so none can execute half-written code).  Once per site."""
@@ -747,6 +790,12 @@ class SystrapPlatform(PtracePlatform):
         rip = regs.rip
         site = rip - 7
         if site in proc.tried or not proc.patchable:
+            return
+        if site not in proc.seen:
+            # Only a site that traps twice is worth a patch (a few ptrace calls): not the
+            # exit_group of a child that runs once.
+            if len(proc.seen) < 65536:
+                proc.seen.add(site)
             return
         if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
             proc.tried.add(site)

@@ -454,7 +454,8 @@ _NR_WRITE, _NR_RT_SIGRETURN, _NR_FUTEX = 1, 15, 202
 INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT)
 PR_SET_NAME = 15
 CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT | SIGCHLD
-CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHAND|THREAD|CHILD_CLEARTID
+# VM | SIGHAND | THREAD | CHILD_CLEARTID | UNTRACED
+CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000 | 0x00800000
 FUTEX_WAIT = 0
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -520,7 +521,7 @@ def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
 
 
 def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip: int,
-                setup_seccomp_ip: int) -> bytes:
+                setup_seccomp_ip: int, clone_ip: int) -> bytes:
     """The stub process's filter (every thread).  Application syscalls are TRAPs
     (SIGSYS to the handler) except: the handler's own calls from inside the handler;
     a new thread's sigaltstack and seccomp from their two set-up instructions; and,
@@ -538,6 +539,7 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.j(_JEQ_K, syscall_ip & 0xFFFFFFFF, "inject", 0)
     b.j(_JEQ_K, setup_alt_ip & 0xFFFFFFFF, "setup_alt", 0)
     b.j(_JEQ_K, setup_seccomp_ip & 0xFFFFFFFF, "setup_seccomp", 0)
+    b.j(_JEQ_K, clone_ip & 0xFFFFFFFF, "clone_thread", 0)
     _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
     b.label("setup_alt")                   # a new thread's set-up (before app_filter)
     b.ld(_NR)
@@ -545,6 +547,13 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.label("setup_seccomp")
     b.ld(_NR)
     b.j(_JEQ_K, _NR_SECCOMP, "allow", "trap")
+    b.label("clone_thread")                # an application thread, from CLONE_ENTRY only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_CLONE, 0, "trap")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "trap")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
     b.label("inject")
     b.ld(_NR)
     for nr in INJECTED_SYSCALLS:
@@ -552,9 +561,10 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.j(_JEQ_K, _NR_CLONE, "clone", 0)
     b.j(_JEQ_K, _NR_PRCTL, "prctl", "trap")
     b.label("clone")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "trap")
     b.ld(_arg_lo(0))
-    b.j(_JEQ_K, CLONE_PROCESS, "allow", 0)
-    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
+    b.j(_JEQ_K, CLONE_PROCESS, "allow", "trap")
     b.label("prctl")
     b.ld(_arg_hi(0))
     b.j(_JEQ_K, 0, 0, "trap")
@@ -641,6 +651,14 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += b"\xcc"                                 # int3: ready
     loop = len(a.c)
     a.c += b"\x0f\x05\xcc\xeb\xfb"                 # syscall; int3; jmp loop
+    # The Sentry makes an application thread here: clone(CLONE_APP_THREAD, 0, 0, ctid)
+    # in the syscall thread, untraced (no event stop, no attach to undo); the syscall
+    # thread goes on to int3, the new thread (rax 0) to the set-up, r12 = its stack_t.
+    clone_entry = len(a.c)
+    a.syscall()
+    clone_ip = len(a.c)
+    a.c += b"\x48\x85\xc0\x74\x03"                 # test rax, rax; jz +3 (the set-up)
+    a.c += b"\xcc\xeb\xfd"                         # int3; jmp back (never resumed)
     # A new application thread starts here, untraced, r12 = its stack_t in its region:
     # sigaltstack(r12, NULL); seccomp(SET_MODE_FILTER, 0, &app); then mmap(0, 0) at the
     # injection point, which only the application filter traps: its SIGSYS (the first
@@ -674,8 +692,10 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
                        code_addr + handler + hat["restorer"], 0xFFFFFFFFFFFFFFFF)
     for off in act_imms:
         a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
+    assert setup == clone_ip + 8
     base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
-                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip)
+                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip,
+                       code_addr + clone_ip)
     app = app_filter(handler_lo, handler_end)
     base_prog = len(a.c)
     a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
@@ -700,7 +720,8 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
         a.c += b"\xcc" * (_ENTRY - (len(a.c) - start))
     slots = b"".join(struct.pack("<Q", code_addr + entries + _ENTRY * i)
                      for i in range(MAX_SLOTS))
-    return {"fast": code_addr + handler + hat["fast"], "fast_wait": code_addr + handler + hat["fast_wait"],
+    return {"clone_entry": code_addr + clone_entry, "clone_int3": code_addr + clone_ip + 5,
+            "fast": code_addr + handler + hat["fast"], "fast_wait": code_addr + handler + hat["fast_wait"],
             "fast_end": code_addr + handler + hat["fast_exit_end"],
             "esc": code_addr + handler + hat["esc"],
             "fallback": code_addr + handler + hat["fallback_end"],
@@ -725,6 +746,8 @@ ENTRIES = int(_C["entries"])           # slot i's entry: ENTRIES + _ENTRY * i
 TABLE_SLOTS = _C["slots"]               # TABLE's contents (the first 8 * MAX_SLOTS bytes)
 assert isinstance(TABLE_SLOTS, bytes)
 SYSCALL_ADDR = int(_C["syscall"])     # the injection point
+CLONE_ENTRY = int(_C["clone_entry"])   # where the Sentry clones an application thread
+CLONE_INT3 = int(_C["clone_int3"])     # ... and the syscall thread's int3 after it
 AFTER_INT3 = SYSCALL_ADDR + 3
 FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)
 SETUP_ALT_IP = int(_C["setup_alt"])          # seccomp_data ip of the set-up's sigaltstack

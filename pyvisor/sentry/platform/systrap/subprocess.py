@@ -387,27 +387,17 @@ class SystrapPlatform(PtracePlatform):
         self.mem[off:off + S.OFF_REGS + S.REGS_SIZE] = bytes(S.OFF_REGS + S.REGS_SIZE)
         struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
-        syscall_thread = proc.any_thread()
         try:
-            tid = self._clone_and_collect(syscall_thread, S.CLONE_APP_THREAD,
-                                          ctid=addr + S.OFF_TID)
+            tid = self._clone_thread(proc.any_thread(), addr + S.OFF_STACK, addr + S.OFF_TID)
         except OSError:
             proc.free.append(slot)
             raise                     # the host refused the thread (EAGAIN): clone fails
+        except StubError:
+            proc.kill()
+            raise
         _U32.pack_into(self.mem, off + S.OFF_TID, tid)
-        _U32.pack_into(self.mem, off + S.OFF_SPIN, 0)
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
-        try:
-            regs = self._scratch
-            B.get_regs(tid, regs)
-            regs.rip = S.FIRST_TRAP        # its own set-up code (stub.py), then a trap
-            regs.r12 = addr + S.OFF_STACK
-            B.set_regs(tid, regs)
-            B.ptrace(P.PTRACE_DETACH, tid, 0, 0)
-        except (OSError, StubError) as e:
-            proc.kill()
-            raise StubError(f"application thread set-up failed: {e}") from e
         self._await_first_stop(ctx)
         if self._all_cpus and proc.bound_cpu >= 0:
             try:
@@ -416,6 +406,36 @@ class SystrapPlatform(PtracePlatform):
                 pass
         self.contexts[tid] = ctx      # type: ignore[assignment]
         return ctx
+
+    def _clone_thread(self, th: StubThread, stack_t: int, ctid: int) -> int:
+        """A new application thread of `th`'s process, cloned (untraced) at CLONE_ENTRY:
+        it runs its set-up at once; one stop of `th` (its int3) for the Sentry."""
+        if self._all_cpus:
+            self._colocate(th)
+        r = self._scratch
+        assert self._saved_template is not None
+        ctypes.memmove(ctypes.addressof(r), ctypes.addressof(self._saved_template), B.REGS_SIZE)
+        r.rip = S.CLONE_ENTRY
+        r.rax = Sysno.clone
+        r.orig_rax = _M64
+        r.rdi = S.CLONE_APP_THREAD
+        r.rsi = r.rdx = r.r8 = r.r9 = 0
+        r.r10 = ctid
+        r.r12 = stack_t
+        try:
+            B.set_regs(th.tid, r)
+            B.resume(P.PTRACE_CONT, th.tid, 0)
+            self._after_int3 = S.CLONE_INT3 + 1     # (_wait_int3's expected stop)
+            try:
+                self._wait_int3(th)
+            finally:
+                del self._after_int3
+        except OSError as e:
+            raise StubError(f"application thread clone in {th.tid} failed: {e}") from e
+        res = r.rax
+        if res >= (1 << 63):
+            raise OSError(-(res - (1 << 64)), "clone of an application thread failed")
+        return int(res)
 
     def _await_first_stop(self, ctx: AppThread) -> None:
         """Waits for the new thread's first trap; checks the frame is where expected."""

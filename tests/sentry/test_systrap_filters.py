@@ -29,8 +29,9 @@ def _prog(raw: bytes) -> tuple[tuple[int, int, int, int], ...]:
     return verify([(c, jt, jf, k) for c, jt, jf, k in insns])
 
 
+CLONE = S.CLONE_ENTRY + 2              # after the application-thread clone's `syscall`
 BASE = _prog(S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                           S.SETUP_SECCOMP_IP))
+                           S.SETUP_SECCOMP_IP, CLONE))
 APP = _prog(S.app_filter(S.HANDLER, S.HANDLER_END))
 
 
@@ -58,7 +59,7 @@ def syscall_thread(nr: int, ip: int, *args: int, arch: int = X86_64) -> int:
 def test_the_stub_embeds_these_filters() -> None:
     code = S.build_stub_elf()
     assert S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                         S.SETUP_SECCOMP_IP) in code
+                         S.SETUP_SECCOMP_IP, CLONE) in code
     assert S.app_filter(S.HANDLER, S.HANDLER_END) in code
 
 
@@ -111,7 +112,7 @@ def test_syscall_thread_injection() -> None:
         assert syscall_thread(nr, INJ) == ALLOW, nr
         assert syscall_thread(nr, 0x401000) == TRAP, nr
     assert syscall_thread(56, INJ, S.CLONE_PROCESS) == ALLOW
-    assert syscall_thread(56, INJ, S.CLONE_APP_THREAD) == ALLOW
+    assert syscall_thread(56, INJ, S.CLONE_APP_THREAD) == TRAP       # only at its own site
     assert syscall_thread(56, INJ, 0x10000 | 0x100) == TRAP          # other clone flags
     assert syscall_thread(157, INJ, S.PR_SET_NAME) == ALLOW
     assert syscall_thread(157, INJ, 22) == TRAP                      # PR_SET_SECCOMP
@@ -132,3 +133,27 @@ def test_thread_setup() -> None:
     for ip in (S.SETUP_ALT_IP, S.SETUP_SECCOMP_IP):
         for nr in (131, 317, 9):
             assert app_thread(nr, ip) == TRAP
+
+
+def test_application_thread_clone_site() -> None:
+    """clone(CLONE_APP_THREAD) (untraced) from its own site in the stub only, with exactly
+    those flags; nothing else there; an application thread traps there."""
+    assert syscall_thread(56, CLONE, S.CLONE_APP_THREAD) == ALLOW
+    for flags in (S.CLONE_PROCESS, S.CLONE_APP_THREAD & ~0x00800000, 0x10000 | 0x100,
+                  (1 << 32) | S.CLONE_APP_THREAD):
+        assert syscall_thread(56, CLONE, flags) == TRAP, hex(flags)
+    for nr in (*S.INJECTED_SYSCALLS, 57, 131, 157, 317):
+        assert syscall_thread(nr, CLONE) == TRAP, nr
+    assert app_thread(56, CLONE, S.CLONE_APP_THREAD) == TRAP
+
+
+def test_trampoline_fallback_traps() -> None:
+    """The syscall a trampoline falls back to (and any call from the trampolines' entries)
+    lies outside the handler's range: it traps, even as the handler's own calls."""
+    assert not S.HANDLER < S.FALLBACK_END <= S.HANDLER_END
+    for ip in (S.FALLBACK_END, S.ENTRIES + 2, S.ENTRIES + 16 * (S.MAX_SLOTS - 1) + 2):
+        assert app_thread(1, ip, 6, 0, 8) == TRAP
+        assert app_thread(202, ip, 0, 0) == TRAP
+        assert app_thread(15, ip) == TRAP
+        assert app_thread(39, ip) == TRAP
+        assert syscall_thread(9, ip) == TRAP

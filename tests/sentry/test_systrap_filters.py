@@ -31,7 +31,7 @@ def _prog(raw: bytes) -> tuple[tuple[int, int, int, int], ...]:
 
 CLONE = S.CLONE_ENTRY + 2              # after the application-thread clone's `syscall`
 BASE = _prog(S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                           S.SETUP_SECCOMP_IP, CLONE))
+                           S.SETUP_SECCOMP_IP, CLONE, S.SETUP_MMAP_IP, S.SETUP_MADVISE_IP))
 APP = _prog(S.app_filter(S.HANDLER, S.HANDLER_END))
 
 
@@ -59,7 +59,7 @@ def syscall_thread(nr: int, ip: int, *args: int, arch: int = X86_64) -> int:
 def test_the_stub_embeds_these_filters() -> None:
     code = S.build_stub_elf()
     assert S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                         S.SETUP_SECCOMP_IP, CLONE) in code
+                         S.SETUP_SECCOMP_IP, CLONE, S.SETUP_MMAP_IP, S.SETUP_MADVISE_IP) in code
     assert S.app_filter(S.HANDLER, S.HANDLER_END) in code
 
 
@@ -157,3 +157,24 @@ def test_trampoline_fallback_traps() -> None:
         assert app_thread(15, ip) == TRAP
         assert app_thread(39, ip) == TRAP
         assert syscall_thread(9, ip) == TRAP
+
+
+def test_thread_maps_its_region() -> None:
+    """A new thread's mmap of its region and its MADV_DONTFORK, from their set-up
+    instructions only, with exactly those arguments (the regions memfd, shared, fixed,
+    one region's size, above the application's address space)."""
+    r = S.REGIONS_START + 5 * S.REGION_SIZE
+    ok = (r, S.REGION_SIZE, 3, 0x11, S.REGION_FD, 5 * S.REGION_SIZE)
+    assert syscall_thread(9, S.SETUP_MMAP_IP, *ok) == ALLOW
+    for i, bad in ((0, 0x400000), (1, 2 * S.REGION_SIZE), (2, 7), (3, 0x12), (3, 0x31),
+                   (4, 3), (4, (1 << 32) | S.REGION_FD)):
+        args = list(ok)
+        args[i] = bad
+        assert syscall_thread(9, S.SETUP_MMAP_IP, *args) == TRAP, (i, hex(bad))
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == ALLOW
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 4) == TRAP   # DONTNEED
+    for nr in (10, 11, 25, 56, 60, 131, 317):
+        assert syscall_thread(nr, S.SETUP_MMAP_IP) == TRAP, nr
+        assert syscall_thread(nr, S.SETUP_MADVISE_IP) == TRAP, nr
+    assert app_thread(9, S.SETUP_MMAP_IP, *ok) == TRAP
+    assert app_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == TRAP

@@ -457,6 +457,7 @@ CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT
 # VM | SIGHAND | THREAD | CHILD_CLEARTID | UNTRACED
 CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000 | 0x00800000
 FUTEX_WAIT = 0
+_PROT_RW, _MAP_SHARED_FIXED, _MADV_DONTFORK = 3, 0x01 | 0x10, 10
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_ALLOW = 0x7FFF0000
@@ -521,7 +522,8 @@ def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
 
 
 def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip: int,
-                setup_seccomp_ip: int, clone_ip: int) -> bytes:
+                setup_seccomp_ip: int, clone_ip: int, setup_mmap_ip: int,
+                setup_madvise_ip: int) -> bytes:
     """The stub process's filter (every thread).  Application syscalls are TRAPs
     (SIGSYS to the handler) except: the handler's own calls from inside the handler;
     a new thread's sigaltstack and seccomp from their two set-up instructions; and,
@@ -540,6 +542,8 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.j(_JEQ_K, setup_alt_ip & 0xFFFFFFFF, "setup_alt", 0)
     b.j(_JEQ_K, setup_seccomp_ip & 0xFFFFFFFF, "setup_seccomp", 0)
     b.j(_JEQ_K, clone_ip & 0xFFFFFFFF, "clone_thread", 0)
+    b.j(_JEQ_K, setup_mmap_ip & 0xFFFFFFFF, "setup_mmap", 0)
+    b.j(_JEQ_K, setup_madvise_ip & 0xFFFFFFFF, "setup_madvise", 0)
     _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
     b.label("setup_alt")                   # a new thread's set-up (before app_filter)
     b.ld(_NR)
@@ -547,6 +551,23 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.label("setup_seccomp")
     b.ld(_NR)
     b.j(_JEQ_K, _NR_SECCOMP, "allow", "trap")
+    b.label("setup_mmap")                  # a new thread's region: that mapping only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_MMAP, 0, "trap")
+    for i, v in ((0, REGIONS_START >> 32), (1, 0), (2, 0), (3, 0), (4, 0)):
+        b.ld(_arg_hi(i))
+        b.j(_JEQ_K, v, 0, "trap")
+    for i, v in ((1, REGION_SIZE), (2, _PROT_RW), (3, _MAP_SHARED_FIXED), (4, REGION_FD)):
+        b.ld(_arg_lo(i))
+        b.j(_JEQ_K, v, 0, "trap")
+    b.j(_JEQ_K, REGION_FD, "allow", "trap")
+    b.label("setup_madvise")               # ... and its MADV_DONTFORK only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_MADVISE, 0, "trap")
+    b.ld(_arg_hi(2))
+    b.j(_JEQ_K, 0, 0, "trap")
+    b.ld(_arg_lo(2))
+    b.j(_JEQ_K, _MADV_DONTFORK, "allow", "trap")
     b.label("clone_thread")                # an application thread, from CLONE_ENTRY only
     b.ld(_NR)
     b.j(_JEQ_K, _NR_CLONE, 0, "trap")
@@ -659,11 +680,35 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     clone_ip = len(a.c)
     a.c += b"\x48\x85\xc0\x74\x03"                 # test rax, rax; jz +3 (the set-up)
     a.c += b"\xcc\xeb\xfd"                         # int3; jmp back (never resumed)
-    # A new application thread starts here, untraced, r12 = its stack_t in its region:
+    # A new application thread starts here, untraced, r12 = its stack_t in its region,
+    # r13 = its region's address when the region is new to this process (else 0) and r14
+    # its offset in the regions memfd: it maps its region itself (MAP_SHARED, and
+    # MADV_DONTFORK so that a fork's child has none of it); then
     # sigaltstack(r12, NULL); seccomp(SET_MODE_FILTER, 0, &app); then mmap(0, 0) at the
     # injection point, which only the application filter traps: its SIGSYS (the first
     # stop the Sentry sees) proves the filter is in place.
     setup = len(a.c)
+    a.c += b"\x4d\x85\xed"                         # test r13, r13
+    a.c += b"\x74\x00"                             # jz skip: mapped already
+    skip_from = len(a.c)
+    a.mov32(_EAX, _NR_MMAP)
+    a.c += b"\x4c\x89\xef"                         # mov rdi, r13
+    a.mov32(_ESI, REGION_SIZE)
+    a.mov32(_EDX, _PROT_RW)
+    a.c += b"\x41\xba" + struct.pack("<I", _MAP_SHARED_FIXED)   # mov r10d, flags
+    a.c += b"\x41\xb8" + struct.pack("<I", REGION_FD)           # mov r8d, REGION_FD
+    a.c += b"\x4d\x89\xf1"                         # mov r9, r14
+    a.syscall()
+    setup_mmap_ip = len(a.c)
+    a.c += b"\x4c\x39\xe8\x74\x02\x0f\x0b"         # cmp rax, r13; je +2; ud2 (no altstack
+                                                   # yet: the host kills the process)
+    a.mov32(_EAX, _NR_MADVISE)
+    a.c += b"\x4c\x89\xef"                         # mov rdi, r13
+    a.mov32(_ESI, REGION_SIZE)
+    a.mov32(_EDX, _MADV_DONTFORK)
+    a.syscall()
+    setup_madvise_ip = len(a.c)
+    a.c[skip_from - 1] = len(a.c) - skip_from
     a.mov32(_EAX, _NR_SIGALTSTACK)
     a.c += b"\x4c\x89\xe7"                         # mov rdi, r12
     a.c += b"\x31\xf6"                              # xor esi, esi
@@ -695,7 +740,8 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     assert setup == clone_ip + 8
     base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
                        code_addr + setup_alt_ip, code_addr + setup_seccomp_ip,
-                       code_addr + clone_ip)
+                       code_addr + clone_ip, code_addr + setup_mmap_ip,
+                       code_addr + setup_madvise_ip)
     app = app_filter(handler_lo, handler_end)
     base_prog = len(a.c)
     a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
@@ -720,7 +766,9 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
         a.c += b"\xcc" * (_ENTRY - (len(a.c) - start))
     slots = b"".join(struct.pack("<Q", code_addr + entries + _ENTRY * i)
                      for i in range(MAX_SLOTS))
-    return {"clone_entry": code_addr + clone_entry, "clone_int3": code_addr + clone_ip + 5,
+    return {"setup_mmap": code_addr + setup_mmap_ip,
+            "setup_madvise": code_addr + setup_madvise_ip,
+            "clone_entry": code_addr + clone_entry, "clone_int3": code_addr + clone_ip + 5,
             "fast": code_addr + handler + hat["fast"], "fast_wait": code_addr + handler + hat["fast_wait"],
             "fast_end": code_addr + handler + hat["fast_exit_end"],
             "esc": code_addr + handler + hat["esc"],
@@ -752,6 +800,8 @@ AFTER_INT3 = SYSCALL_ADDR + 3
 FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)
 SETUP_ALT_IP = int(_C["setup_alt"])          # seccomp_data ip of the set-up's sigaltstack
 SETUP_SECCOMP_IP = int(_C["setup_seccomp"])  # ... and of its seccomp
+SETUP_MMAP_IP = int(_C["setup_mmap"])        # ... of the mmap of its region
+SETUP_MADVISE_IP = int(_C["setup_madvise"])  # ... and of its MADV_DONTFORK
 HANDLER = int(_C["handler"])
 HANDLER_END = int(_C["handler_end"])
 RESTORER = int(_C["restorer"])

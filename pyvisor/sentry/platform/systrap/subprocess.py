@@ -380,15 +380,13 @@ class SystrapPlatform(PtracePlatform):
         slot, fresh = self._region(proc)
         addr = S.REGIONS_START + slot * S.REGION_SIZE
         off = slot * S.REGION_SIZE
-        if fresh:
-            proc._host(Sysno.mmap, addr, S.REGION_SIZE, _PROT_RW, MAP_SHARED | MAP_FIXED,
-                       S.REGION_FD, off)
-            proc._host(Sysno.madvise, addr, S.REGION_SIZE, _MADV_DONTFORK)
         self.mem[off:off + S.OFF_REGS + S.REGS_SIZE] = bytes(S.OFF_REGS + S.REGS_SIZE)
         struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
         try:
-            tid = self._clone_thread(proc.any_thread(), addr + S.OFF_STACK, addr + S.OFF_TID)
+            # A region new to the process is mapped by the thread itself (stub.py).
+            tid = self._clone_thread(proc.any_thread(), addr + S.OFF_STACK, addr + S.OFF_TID,
+                                     addr if fresh else 0, off)
         except OSError:
             proc.free.append(slot)
             raise                     # the host refused the thread (EAGAIN): clone fails
@@ -407,7 +405,8 @@ class SystrapPlatform(PtracePlatform):
         self.contexts[tid] = ctx      # type: ignore[assignment]
         return ctx
 
-    def _clone_thread(self, th: StubThread, stack_t: int, ctid: int) -> int:
+    def _clone_thread(self, th: StubThread, stack_t: int, ctid: int, region: int,
+                      off: int) -> int:
         """A new application thread of `th`'s process, cloned (untraced) at CLONE_ENTRY:
         it runs its set-up at once; one stop of `th` (its int3) for the Sentry."""
         if self._all_cpus:
@@ -422,6 +421,8 @@ class SystrapPlatform(PtracePlatform):
         r.rsi = r.rdx = r.r8 = r.r9 = 0
         r.r10 = ctid
         r.r12 = stack_t
+        r.r13 = region
+        r.r14 = off
         try:
             B.set_regs(th.tid, r)
             B.resume(P.PTRACE_CONT, th.tid, 0)

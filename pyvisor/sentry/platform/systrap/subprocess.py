@@ -10,15 +10,17 @@ is one host stub process cloned by injection, and that process's first thread
 mprotect, clone, ... through it exactly as on ptrace, and sees the process die
 through it (waitpid).  Application threads (contexts) are further host threads:
 
-* made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID) in the
-  syscall thread, with a *region* (stub.py) of the regions memfd mapped
-  MAP_SHARED|MADV_DONTFORK at its fixed address in that one process only;
-* set up while still traced (auto-attached by PTRACE_O_TRACECLONE): sigaltstack
-  in the region (SS_AUTODISARM, so every frame lands at the same place), then the
-  application filter (stub.app_filter), injected into the thread itself;
-* pointed at FIRST_TRAP and PTRACE_DETACHed.  Its first syscall traps into the
-  handler, which reports STOPPED; from then on `switch` is: write the registers
-  into the ucontext the host kernel left in the region, state = RUN, FUTEX_WAKE.
+* made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID|CLONE_UNTRACED)
+  in the syscall thread, at the stub's clone site (stub.CLONE_ENTRY), so it is never
+  traced; it runs its set-up at once: maps its *region* (stub.py) of the regions
+  memfd MAP_SHARED|MADV_DONTFORK at its fixed address (in that one process only)
+  when the region is new to the process, sigaltstack in the region (SS_AUTODISARM,
+  so every frame lands at the same place), then the application filter
+  (stub.app_filter); its first syscall traps into the handler, which reports
+  STOPPED; from then on `switch` is: write the registers into the region, state =
+  RUN, FUTEX_WAKE (the handler copies them into the ucontext the host kernel left
+  in the region; a trampoline stop (syscall-site patching, README) restores them
+  itself).
 
 The Sentry's event fd is an epoll set of the wake eventfd (every handler writes
 it) and the SIGCHLD signalfd (a stub process died; an injected clone).  `stops`

@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pyvisor.abi.linux import ptrace as P
-from pyvisor.abi.linux.mman import MAP_FIXED, MAP_SHARED
 from pyvisor.abi.linux.sysno_amd64 import Sysno
 from pyvisor.sentry.arch import fpu, native
 from pyvisor.sentry.arch.registers import Registers
@@ -59,8 +58,6 @@ from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, Stu
                                                        StubProcess, StubThread)
 from pyvisor.sentry.platform.systrap import stub as S
 
-_PROT_RW = 3
-_MADV_DONTFORK = 10
 _SS_AUTODISARM = 1 << 31
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 _SYS_SECCOMP = 1                  # si_code of a seccomp trap

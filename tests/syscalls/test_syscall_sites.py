@@ -33,7 +33,7 @@ def test_syscall_sites(mode: str, program: Builder, run: Runner) -> None:
 
 @pytest.mark.parametrize("patching", ["1", "0"])
 def test_site_is_rewritten(patching: str, program: Builder, run: Runner) -> None:
-    """After two calls from a site, the program reads its own code there: on systrap with
+    """After a few calls from a site, the program reads its own code there: on systrap with
     patching, the jump (ff 24 25 ...: the one place a program can see the rewrite, as on
     gVisor); without, the mov it was built with (b8), as natively."""
     env = dict(os.environ, PYVISOR_PLATFORM="systrap", PYVISOR_SYSTRAP_PATCHING=patching)

@@ -172,7 +172,7 @@ static void *scribbler(void *arg)
 
 /* -- the trampolines (syscall-site patching) ---------------------------------------- */
 
-/* A `mov $39,%eax; syscall` site: patched after its first trap (with patching on). */
+/* A `mov $39,%eax; syscall` site: patched once it keeps trapping (with patching on). */
 extern char tsite_at[];
 __attribute__((noinline)) static long tsite(void)
 {
@@ -224,8 +224,8 @@ static void jump_hostile(unsigned long target)
 static void trampoline_jumps(void)
 {
     /* Into every fourth byte of the trampoline's common code, in a grandchild each. */
-    tsite();
-    tsite();
+    for (int i = 0; i < 10; i++)
+        tsite();
     int n = 0, ended = 0, sig = 0, exited = 0;
     for (unsigned long off = 0; trampoline + off < trampoline_end; off += 4, n++) {
         int st = in_grandchild(jump_hostile, trampoline + off);
@@ -263,7 +263,7 @@ static void overwrite_site(void)
     /* The program rewrites its patched site: back to the original instructions (the
      * site works as written), then into a jump through a slot never assigned (its
      * trampoline finds no site: the caller dies of a signal, nothing else). */
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 10; i++)
         tsite();
     kv("patched", "%d", patched());
     static const unsigned char orig[7] = {0xb8, 39, 0, 0, 0, 0x0f, 0x05};
@@ -291,7 +291,7 @@ static void table_attacks(void)
     /* The trampoline table lies below the lowest address mm maps: the program can
      * neither write it, nor make it writable, nor unmap or replace it, even with calls
      * on ranges around it that hold mappings of its own. */
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 10; i++)
         tsite();
     kv("patched", "%d", patched());
     status_kv("store", in_grandchild(store_table, 0));
@@ -351,7 +351,7 @@ static void gs_regions(void)
      * a region address of no thread of this process (a fault in the stub: the caller
      * dies), the region of a sibling blocked in read() (its state is this process's to
      * scribble on anyway): the Sentry goes on serving. */
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 10; i++)
         tsite();
     kv("patched", "%d", patched());
     unsigned long own = rdgsbase();

@@ -94,6 +94,8 @@ HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
 # The trampoline checks its gs base with pext (BMI2): without it, no patching.
 PATCHING = (os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
             and bool(native.cpuid(7)[1] & (1 << 8)))
+# A site is patched at its PATCH_AFTER-th trap in an address space.
+PATCH_AFTER = max(1, int(os.environ.get("PYVISOR_SYSTRAP_PATCH_AFTER", "4")))
 _MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
 _PROT_READ = 1
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -182,7 +184,7 @@ class SysProcess(StubProcess):
     nimm: int = 0                   # slots given to `mov $nr,%eax` sites: 0, 1, ...
     ngen: int = 0                   # ... to `mov 8(%rsp),%r9` sites: from the top down
     tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
-    seen: set[int] = field(default_factory=set)           # sites that trapped once
+    seen: dict[int, int] = field(default_factory=dict)    # site -> traps so far
     shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
 
     def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
@@ -335,7 +337,7 @@ class SystrapPlatform(PtracePlatform):
             proc.slots = dict(parent.slots)
             proc.nimm, proc.ngen = parent.nimm, parent.ngen
             proc.tried, proc.shared = set(parent.tried), list(parent.shared)
-            proc.seen = set(parent.seen)
+            proc.seen = dict(parent.seen)
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
         return proc
@@ -811,11 +813,13 @@ class SystrapPlatform(PtracePlatform):
         site = rip - 7
         if site in proc.tried or not proc.patchable:
             return
-        if site not in proc.seen:
-            # Only a site that traps twice is worth a patch (a few ptrace calls): not the
-            # exit_group of a child that runs once.
+        n = proc.seen.get(site, 0) + 1
+        if n < PATCH_AFTER:
+            # Only a site that keeps trapping is worth a patch (a few ptrace calls, and
+            # the table's mapping for the first): not the exit_group of a child that runs
+            # once, nor the dynamic loader's calls in a process that runs briefly.
             if len(proc.seen) < 65536:
-                proc.seen.add(site)
+                proc.seen[site] = n
             return
         if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
             proc.tried.add(site)

@@ -69,7 +69,8 @@ _SC_FPSTATE = 184                 # sigcontext.fpstate
 _INFO = S.FRAME_OFF + _INFO_OFF   # the siginfo within a region
 _SC_ERR = S.FRAME_OFF + _SC_OFF + 152   # sigcontext.err, .trapno within a region
 _ERR_TRAPNO = struct.Struct("<QQ")
-_SIGINFO_HEAD = struct.Struct("<iii")
+# signo, errno, code, call address, (syscall), arch: a seccomp trap's siginfo.
+_SIGSYS_INFO = struct.Struct("<iii4xQ4xI")
 _NEG_ENOSYS = (-38) & 0xFFFFFFFFFFFFFFFF
 _memmove = ctypes.memmove
 _U32 = struct.Struct("<I")
@@ -698,17 +699,18 @@ class SystrapPlatform(PtracePlatform):
             return _SYSCALL64
         ctx.fast = False
         regs.orig_rax = _M64
-        uc, = _U64.unpack_from(self.mem, off + S.OFF_UC)
-        info = self.mem[off + _INFO:off + _INFO + 128]
+        mem = self.mem
+        uc, = _U64.unpack_from(mem, off + S.OFF_UC)
         if uc != ctx.addr + S.FRAME_OFF + 8:
             # Not where the host kernel puts the frame: the application moved its
             # altstack or forged a stop.  Only its own process pays.
             ctx.process.kill()
             return None
-        signo, _, code = _SIGINFO_HEAD.unpack_from(info, 0)
+        signo, _, code, call_addr, arch = _SIGSYS_INFO.unpack_from(mem, off + _INFO)
         if signo == S.SIGSYS and code == _SYS_SECCOMP:
-            if _U64.unpack_from(info, 16)[0] & ~0xFFF == _VSYSCALL_PAGE:
-                return StopReason(StopKind.SIGNAL, signo=signo, info=info)
+            if call_addr & ~0xFFF == _VSYSCALL_PAGE:
+                return StopReason(StopKind.SIGNAL, signo=signo,
+                                  info=mem[off + _INFO:off + _INFO + 128])
             rip = regs.rip
             if rip == S.FALLBACK_END:
                 self._fallback(ctx, regs)
@@ -720,10 +722,10 @@ class SystrapPlatform(PtracePlatform):
             # i386: the kernel then refuses them); one in the stub's code (not the
             # application's: its handler's sites) is left to the kernel's check, which
             # refuses it.
-            if regs.rip < MAX_USER_ADDRESS and \
-                    _U32.unpack_from(info, 28)[0] == _AUDIT_ARCH_X86_64:
+            if regs.rip < MAX_USER_ADDRESS and arch == _AUDIT_ARCH_X86_64:
                 return _SYSCALL64
             return _SYSCALL
+        info = mem[off + _INFO:off + _INFO + 128]
         if signo == S.SIGSEGV and regs.rip in ctx.process.mids and self._at_site(ctx, regs):
             regs.orig_rax = regs.rax           # resumed at a patched site + 5: its syscall
             regs.rax = _NEG_ENOSYS

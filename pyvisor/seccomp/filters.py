@@ -337,9 +337,10 @@ SYSTRAP_RULES: dict[str, Spec] = {
                     (positive_int(0, "0 <= tgid <= INT_MAX"),
                      eq32(2, _signal.SIGUSR2, "sig == SIGUSR2"))),
 }
-# PTRACE_DETACH: systrap lets a new application thread go once it is set up (it runs
-# untraced under its own seccomp filter from then on; platform/systrap).
-_SYSTRAP_PTRACE = {**_SENTRY_PTRACE, "PTRACE_DETACH": 17}
+# PTRACE_POKEDATA: systrap patches a syscall site (and its trampoline slot) through a
+# stub's traced syscall thread, which can write read-only private code (copy-on-write).
+# (Its application threads are cloned untraced: nothing to detach.)
+_SYSTRAP_PTRACE = {**_SENTRY_PTRACE, "PTRACE_POKEDATA": 5}
 
 # Refused with an errno rather than killing: probes of the file system.
 SENTRY_REFUSED: dict[str, tuple[int, str]] = {
@@ -555,12 +556,12 @@ def sentry_rules(hostinet: bool = False, control_fd: int | None = None,
     """The Sentry's list: CONTROL_ONLY only with a control socket; with `hostinet`, plus
     the socket calls of --network=host.  With both, accept4 is allowed on the control
     socket (CPython's accept: SOCK_CLOEXEC) or with hostinet's flags.  With
-    platform "systrap", plus SYSTRAP_RULES and PTRACE_DETACH."""
+    platform "systrap", plus SYSTRAP_RULES and PTRACE_POKEDATA."""
     rules = dict(SENTRY_RULES)
     if platform == "systrap":
         rules.update(SYSTRAP_RULES)
         rules["ptrace"] = _only(
-            _ST + "as ptrace, and PTRACE_DETACH of a set-up application thread",
+            _ST + "as ptrace, and PTRACE_POKEDATA (syscall-site patching)",
             *_one_of(0, _SYSTRAP_PTRACE),
             *((eq32(0, v, f"arg0 == {n}"), eq32(2, NT_X86_XSTATE, "arg2 == NT_X86_XSTATE"))
               for n, v in _names("PTRACE_GETREGSET", "PTRACE_SETREGSET").items()))

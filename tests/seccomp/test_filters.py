@@ -578,8 +578,9 @@ SYS_futex = 202
 def test_systrap_rules_only_with_systrap() -> None:
     assert "futex" not in F.sentry_rules()
     rules = F.sentry_rules(platform="systrap")
-    assert "futex" in rules and "PTRACE_DETACH" in rules["ptrace"].describe()
-    assert "PTRACE_DETACH" not in F.sentry_rules()["ptrace"].describe()
+    assert "futex" in rules and "PTRACE_POKEDATA" in rules["ptrace"].describe()
+    assert "PTRACE_POKEDATA" not in F.sentry_rules()["ptrace"].describe()
+    assert "PTRACE_DETACH" not in rules["ptrace"].describe()
 
 
 @pytest.mark.parametrize("bad", ["futex_requeue", "futex_lock_pi", "tgkill_sigkill"])

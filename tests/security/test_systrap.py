@@ -1,7 +1,8 @@
 """Attacks on the systrap platform's own machinery (platform/systrap, SECURITY.md
 *systrap*): the stub's signal handler, whose few syscall instructions the stub's
-seccomp filters let through, and each application thread's region (ucontext, state
-word, fs base) that the handler and the Sentry share.
+seccomp filters let through, each application thread's region (ucontext, state
+word, fs base) that the handler and the Sentry share, and the trampolines of patched
+syscall sites (their code, the table, the gs base that names a thread's region).
 
 These run with --platform=systrap whatever platform the suite was given (they make
 sense on no other).  Each attack runs in a forked child of programs/systrap.c (its
@@ -28,7 +29,8 @@ WATCHDOG_S = 5
 def _args(attack: str, child_secs: float = 20) -> list[str]:
     return [attack, hex(S.HANDLER), str(S.SITE_WRITE), str(S.SITE_FUTEX), str(S.SITE_EXIT),
             str(S.SITE_SIGRETURN), hex(S.REGIONS_START), str(S.REGION_SIZE),
-            str(S.OFF_REGS + 8 * 21), str(child_secs)]            # REGS.fs_base
+            str(S.OFF_REGS + 8 * 21), str(child_secs),            # REGS.fs_base
+            hex(S.TRAMPOLINE), hex(S.FAST_END), hex(S.TABLE_ADDR), hex(S.TABLE_SIZE)]
 
 
 def _sandbox(pyvisor_cli, secprog, attack: str, child_secs: float = 20):  # noqa: ANN001, ANN202
@@ -124,3 +126,54 @@ def test_raise_sigsys(run, pyvisor_cli, secprog):
     n = assert_native_ran(run("native", [secprog("systrap"), *_args("raise_sigsys")]))
     rep, r = _sandbox(pyvisor_cli, secprog, "raise_sigsys")
     assert n["status"] == "signal:31" and rep["status"] == "signal:31", r.output
+
+
+def test_jumps_into_the_trampoline(pyvisor_cli, secprog):
+    """A jump to every fourth byte of the trampoline's code, each from its own process,
+    with hostile registers (rsp garbage, a huge slot index, a fake region in rbx): each
+    process dies of a signal (or of its 40 ms timer), none reaches the host (the
+    trampoline's only syscalls are the handler's, allowed by the same filter rule), the
+    Sentry goes on serving, and the patched site still works."""
+    rep, r = _sandbox(pyvisor_cli, secprog, "trampoline_jumps")
+    assert rep["status"] == "exit:0", r.output
+    assert int(rep["jumps"]) > 50 and rep["ended"] == rep["jumps"], r.output
+    assert rep["site_after"] == "1" and rep["getpid_after"] == "2", r.output
+
+
+def test_overwrite_patched_site(pyvisor_cli, secprog):
+    """The program writes the original instructions back over its patched site (they run
+    as written), then a jump through a slot never assigned (the caller dies of SIGSEGV:
+    the slot's trampoline has no site to return to)."""
+    rep, r = _sandbox(pyvisor_cli, secprog, "overwrite_site")
+    assert rep["status"] == "exit:0", r.output
+    assert rep["patched"] == "1" and rep["restored_ok"] == "1", r.output
+    assert rep["forged_slot"] == "signal:11", r.output
+    assert rep["site_after"] == "1", r.output
+
+
+def test_trampoline_table_is_out_of_reach(pyvisor_cli, secprog):
+    """The table (below MMAP_MIN_ADDR, not in the Sentry's memory map): a store to it
+    faults; mprotect, mmap(MAP_FIXED) and /proc/self/mem writes are refused; mprotect,
+    madvise(DONTNEED) and munmap of [0, 0x20000) around a page of the program's own at
+    0x10000 leave it alone (the platform cuts it out of what reaches the host): the
+    patched site still works."""
+    rep, r = _sandbox(pyvisor_cli, secprog, "table")
+    assert rep["status"] == "exit:0", r.output
+    assert rep["patched"] == "1" and rep["store"] == "signal:11", r.output
+    for k in ("mprotect", "mmap_fixed", "pwrite_self_mem"):
+        assert rep[k] == "-1", f"{k} reached the table\n{r.output}"
+    assert rep["low_page"] == "0" and rep["munmap_around"] == "0", r.output
+    assert rep["site_after"] == "1" and rep["getpid_after"] == "2", r.output
+
+
+def test_gs_base_games(pyvisor_cli, secprog):
+    """The program sets its own gs base (wrgsbase) before a patched site: garbage (the
+    trampoline falls back to an ordinary trapping syscall: the right pid), a region of
+    no thread of its process (it dies of SIGSEGV in the stub), the region of a sibling
+    blocked in read() (the caller waits on the sibling's state word: it has hung itself,
+    and is killed when its parent gives up).  The Sentry goes on serving."""
+    rep, r = _sandbox(pyvisor_cli, secprog, "gs_regions", child_secs=2)
+    assert rep["patched"] == "1" and rep["gs_is_region"] == "1", r.output
+    assert rep["garbage_gs_getpid"] == "1", r.output
+    assert rep["foreign_region"] == "signal:11", r.output
+    assert rep["status"] in ("exit:0", "signal:9"), r.output

@@ -29,8 +29,9 @@ def _prog(raw: bytes) -> tuple[tuple[int, int, int, int], ...]:
     return verify([(c, jt, jf, k) for c, jt, jf, k in insns])
 
 
+CLONE = S.CLONE_ENTRY + 2              # after the application-thread clone's `syscall`
 BASE = _prog(S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                           S.SETUP_SECCOMP_IP))
+                           S.SETUP_SECCOMP_IP, CLONE, S.SETUP_MMAP_IP, S.SETUP_MADVISE_IP))
 APP = _prog(S.app_filter(S.HANDLER, S.HANDLER_END))
 
 
@@ -58,7 +59,7 @@ def syscall_thread(nr: int, ip: int, *args: int, arch: int = X86_64) -> int:
 def test_the_stub_embeds_these_filters() -> None:
     code = S.build_stub_elf()
     assert S.base_filter(S.SYSCALL_ADDR + 2, S.HANDLER, S.HANDLER_END, S.SETUP_ALT_IP,
-                         S.SETUP_SECCOMP_IP) in code
+                         S.SETUP_SECCOMP_IP, CLONE, S.SETUP_MMAP_IP, S.SETUP_MADVISE_IP) in code
     assert S.app_filter(S.HANDLER, S.HANDLER_END) in code
 
 
@@ -111,7 +112,7 @@ def test_syscall_thread_injection() -> None:
         assert syscall_thread(nr, INJ) == ALLOW, nr
         assert syscall_thread(nr, 0x401000) == TRAP, nr
     assert syscall_thread(56, INJ, S.CLONE_PROCESS) == ALLOW
-    assert syscall_thread(56, INJ, S.CLONE_APP_THREAD) == ALLOW
+    assert syscall_thread(56, INJ, S.CLONE_APP_THREAD) == TRAP       # only at its own site
     assert syscall_thread(56, INJ, 0x10000 | 0x100) == TRAP          # other clone flags
     assert syscall_thread(157, INJ, S.PR_SET_NAME) == ALLOW
     assert syscall_thread(157, INJ, 22) == TRAP                      # PR_SET_SECCOMP
@@ -132,3 +133,48 @@ def test_thread_setup() -> None:
     for ip in (S.SETUP_ALT_IP, S.SETUP_SECCOMP_IP):
         for nr in (131, 317, 9):
             assert app_thread(nr, ip) == TRAP
+
+
+def test_application_thread_clone_site() -> None:
+    """clone(CLONE_APP_THREAD) (untraced) from its own site in the stub only, with exactly
+    those flags; nothing else there; an application thread traps there."""
+    assert syscall_thread(56, CLONE, S.CLONE_APP_THREAD) == ALLOW
+    for flags in (S.CLONE_PROCESS, S.CLONE_APP_THREAD & ~0x00800000, 0x10000 | 0x100,
+                  (1 << 32) | S.CLONE_APP_THREAD):
+        assert syscall_thread(56, CLONE, flags) == TRAP, hex(flags)
+    for nr in (*S.INJECTED_SYSCALLS, 57, 131, 157, 317):
+        assert syscall_thread(nr, CLONE) == TRAP, nr
+    assert app_thread(56, CLONE, S.CLONE_APP_THREAD) == TRAP
+
+
+def test_trampoline_fallback_traps() -> None:
+    """The syscall a trampoline falls back to (and any call from the trampolines' entries)
+    lies outside the handler's range: it traps, even as the handler's own calls."""
+    assert not S.HANDLER < S.FALLBACK_END <= S.HANDLER_END
+    for ip in (S.FALLBACK_END, S.ENTRIES + 2, S.ENTRIES + 16 * (S.MAX_SLOTS - 1) + 2):
+        assert app_thread(1, ip, 6, 0, 8) == TRAP
+        assert app_thread(202, ip, 0, 0) == TRAP
+        assert app_thread(15, ip) == TRAP
+        assert app_thread(39, ip) == TRAP
+        assert syscall_thread(9, ip) == TRAP
+
+
+def test_thread_maps_its_region() -> None:
+    """A new thread's mmap of its region and its MADV_DONTFORK, from their set-up
+    instructions only, with exactly those arguments (the regions memfd, shared, fixed,
+    one region's size, above the application's address space)."""
+    r = S.REGIONS_START + 5 * S.REGION_SIZE
+    ok = (r, S.REGION_SIZE, 3, 0x11, S.REGION_FD, 5 * S.REGION_SIZE)
+    assert syscall_thread(9, S.SETUP_MMAP_IP, *ok) == ALLOW
+    for i, bad in ((0, 0x400000), (1, 2 * S.REGION_SIZE), (2, 7), (3, 0x12), (3, 0x31),
+                   (4, 3), (4, (1 << 32) | S.REGION_FD)):
+        args = list(ok)
+        args[i] = bad
+        assert syscall_thread(9, S.SETUP_MMAP_IP, *args) == TRAP, (i, hex(bad))
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == ALLOW
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 4) == TRAP   # DONTNEED
+    for nr in (10, 11, 25, 56, 60, 131, 317):
+        assert syscall_thread(nr, S.SETUP_MMAP_IP) == TRAP, nr
+        assert syscall_thread(nr, S.SETUP_MADVISE_IP) == TRAP, nr
+    assert app_thread(9, S.SETUP_MMAP_IP, *ok) == TRAP
+    assert app_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == TRAP

@@ -411,7 +411,7 @@ class Kernel:
             rseq.preempted(t)           # stopped in user code: abort its rseq section
         if kind is StopKind.SYSCALL:
             c0 = time.thread_time_ns()
-            self._syscall(t)
+            self._syscall(t, why.checked)
             cputime.charge_sentry(t, time.thread_time_ns() - c0)   # the Sentry's system time
             return
         if kind is StopKind.INTERRUPT:
@@ -432,10 +432,10 @@ class Kernel:
 
     # -- syscalls ---------------------------------------------------------------------
 
-    def _syscall(self, t: Task) -> None:
+    def _syscall(self, t: Task, checked: bool = False) -> None:
         self.current = t
         regs = t.regs
-        if regs.cs != USER_CS or not self._is_syscall_insn(t, regs.rip):
+        if regs.cs != USER_CS or not (checked or self._is_syscall_insn(t, regs.rip)):
             # int 0x80, sysenter or 32-bit code: only the 64-bit ABI is served.
             self._complete(t, -Errno.ENOSYS)
             return

@@ -77,6 +77,10 @@ class StopReason:
     address: int = 0          # FAULT: the faulting address (si_addr)
     access: Access = Access.NONE   # FAULT: what was attempted, where the host says
     info: bytes = b""         # FAULT / SIGNAL: the raw 128-byte Linux siginfo
+    # SYSCALL: the platform knows a 64-bit `syscall` made it (systrap: the seccomp trap's
+    # arch, or a patched site), so the kernel need not read the instruction bytes (which
+    # a patched site no longer has).
+    checked: bool = False
 
 
 class Context(Protocol):

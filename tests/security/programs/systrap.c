@@ -3,7 +3,8 @@
  * and the per-thread region (ucontext, state word) the handler and the Sentry share.
  *
  * Usage: systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN
- *                REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS]
+ *                REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS
+ *                [TRAMPOLINE TRAMPOLINE_END TABLE_ADDR TABLE_SIZE]]
  * (addresses and offsets from pyvisor/sentry/platform/systrap/stub.py).  Each attack
  * runs in a forked child (its own stub process); the parent reports the child's
  * status, then its own getpid and raw getpid (1: the Sentry still serves it).
@@ -15,9 +16,12 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <asm/prctl.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 
 static unsigned long handler, site_write, site_futex, site_exit, site_sigreturn;
 static unsigned long regions, region_size, fs_off;
+static unsigned long trampoline, trampoline_end, table_addr, table_size;
 static const char *which;
 
 /* What the handler's tail reads through rbx when we jump into it: a region of our own
@@ -166,6 +170,215 @@ static void *scribbler(void *arg)
     return NULL;
 }
 
+/* -- the trampolines (syscall-site patching) ---------------------------------------- */
+
+/* A `mov $39,%eax; syscall` site: patched once it keeps trapping (with patching on). */
+extern char tsite_at[];
+__attribute__((noinline)) static long tsite(void)
+{
+    long r;
+    __asm__ volatile(".globl tsite_at\ntsite_at:\n\tmov $39, %%eax\n\tsyscall"
+                     : "=a"(r) : : "rcx", "r11", "memory");
+    return r;
+}
+
+static int patched(void)
+{
+    return (unsigned char)tsite_at[0] == 0xff;
+}
+
+/* Runs fn in a grandchild that a 40 ms timer ends if it hangs; its wait status. */
+static int in_grandchild(void (*fn)(unsigned long), unsigned long arg)
+{
+    pid_t c = fork();
+    if (c == 0) {
+        struct itimerval it = {{0, 0}, {0, 40000}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        fn(arg);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(c, &st, 0);
+    return st;
+}
+
+/* Jump to `target` with every register hostile: rsp garbage, rcx a huge slot index,
+ * rbx a region-like buffer of ours (state RUN), the rest a pattern. */
+static void jump_hostile(unsigned long target)
+{
+    *(uint32_t *)fake = 2;
+    __asm__ volatile("mov %0, %%r15\n\t"
+                     "mov %1, %%rbx\n\t"
+                     "mov $0x4141414141414141, %%rax\n\t"
+                     "mov $0x0004141414141414, %%rcx\n\t"
+                     "mov %%rax, %%rdx\n\tmov %%rax, %%rsi\n\tmov %%rax, %%rdi\n\t"
+                     "mov %%rax, %%r8\n\tmov %%rax, %%r9\n\tmov %%rax, %%r10\n\t"
+                     "mov %%rax, %%r11\n\tmov %%rax, %%r12\n\tmov %%rax, %%r13\n\t"
+                     "mov %%rax, %%rbp\n\t"
+                     "mov $0xdead0000, %%rsp\n\t"
+                     "jmp *%%r15"
+                     : : "r"(target), "r"(fake) : "memory");
+    __builtin_unreachable();
+}
+
+static void trampoline_jumps(void)
+{
+    /* Into every fourth byte of the trampoline's common code, in a grandchild each. */
+    for (int i = 0; i < 10; i++)
+        tsite();
+    int n = 0, ended = 0, sig = 0, exited = 0;
+    for (unsigned long off = 0; trampoline + off < trampoline_end; off += 4, n++) {
+        int st = in_grandchild(jump_hostile, trampoline + off);
+        ended++;
+        if (WIFSIGNALED(st))
+            sig++;
+        else if (WIFEXITED(st))
+            exited++;
+    }
+    kv("jumps", "%d", n);
+    kv("ended", "%d", ended);
+    kv("by_signal", "%d", sig);
+    kv("exited", "%d", exited);
+    kv("site_after", "%d", tsite() == getpid());
+    kv("getpid_after", "%d", (int)getpid());
+}
+
+static void write_code(const unsigned char *bytes, int n)
+{
+    unsigned long page = (unsigned long)tsite_at & ~0xfffUL;
+    unsigned long len = ((unsigned long)tsite_at + n + 0xfff - page) & ~0xfffUL;
+    mprotect((void *)page, len, PROT_READ | PROT_WRITE | PROT_EXEC);
+    memcpy(tsite_at, bytes, n);
+    mprotect((void *)page, len, PROT_READ | PROT_EXEC);
+}
+
+static void call_tsite(unsigned long unused)
+{
+    (void)unused;
+    tsite();
+}
+
+static void overwrite_site(void)
+{
+    /* The program rewrites its patched site: back to the original instructions (the
+     * site works as written), then into a jump through a slot never assigned (its
+     * trampoline finds no site: the caller dies of a signal, nothing else). */
+    for (int i = 0; i < 10; i++)
+        tsite();
+    kv("patched", "%d", patched());
+    static const unsigned char orig[7] = {0xb8, 39, 0, 0, 0, 0x0f, 0x05};
+    write_code(orig, 7);
+    kv("restored_ok", "%d", tsite() == getpid() && tsite() == getpid());
+    unsigned char forged[7] = {0xff, 0x24, 0x25};
+    uint32_t slot = (uint32_t)(table_addr + 8 * 400);
+    memcpy(forged + 3, &slot, 4);
+    write_code(forged, 7);
+    int st = in_grandchild(call_tsite, 0);
+    status_kv("forged_slot", st);
+    write_code(orig, 7);
+    kv("site_after", "%d", tsite() == getpid());
+    kv("getpid_after", "%d", (int)getpid());
+}
+
+static void store_table(unsigned long unused)
+{
+    (void)unused;
+    *(volatile uint64_t *)table_addr = (uint64_t)spin_forever;
+}
+
+static void table_attacks(void)
+{
+    /* The trampoline table lies below the lowest address mm maps: the program can
+     * neither write it, nor make it writable, nor unmap or replace it, even with calls
+     * on ranges around it that hold mappings of its own. */
+    for (int i = 0; i < 10; i++)
+        tsite();
+    kv("patched", "%d", patched());
+    status_kv("store", in_grandchild(store_table, 0));
+    res("mprotect", mprotect((void *)table_addr, table_size, PROT_READ | PROT_WRITE));
+    void *m = mmap((void *)table_addr, table_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    kv("mmap_fixed", "%d", m == MAP_FAILED ? -1 : 0);
+    int fd = open("/proc/self/mem", O_RDWR);
+    long w = fd < 0 ? -1 : pwrite(fd, "\\xcc\\xcc\\xcc\\xcc", 4, (off_t)table_addr);
+    kv("pwrite_self_mem", "%ld", w);
+    /* A page of ours at 0x10000, then calls over [0, 0x20000). */
+    void *low = mmap((void *)0x10000, 4096, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    kv("low_page", "%d", low == MAP_FAILED ? -1 : 0);
+    res("mprotect_around", mprotect((void *)0, 0x20000, PROT_READ | PROT_WRITE));
+    res("madvise_around", madvise((void *)0, 0x20000, MADV_DONTNEED));
+    res("munmap_around", munmap((void *)0, 0x20000));
+    int ok = 1;
+    for (int i = 0; i < 20; i++)
+        ok &= tsite() == getpid();
+    kv("site_after", "%d", ok);
+    kv("getpid_after", "%d", (int)getpid());
+}
+
+static unsigned long rdgsbase(void)
+{
+    unsigned long v;
+    __asm__ volatile("rdgsbase %0" : "=r"(v));
+    return v;
+}
+
+static void wrgsbase(unsigned long v)
+{
+    __asm__ volatile("wrgsbase %0" : : "r"(v) : "memory");
+}
+
+static void site_with_gs(unsigned long gs)
+{
+    wrgsbase(gs);
+    tsite();
+    wrgsbase(0);
+}
+
+static int pipefd[2];
+static void *blocked_reader(void *arg)
+{
+    (void)arg;
+    char c;
+    read(pipefd[0], &c, 1);
+    return NULL;
+}
+
+static void gs_regions(void)
+{
+    /* The gs base tells a trampoline its thread's region.  Set by the program (the
+     * wrgsbase instruction): garbage (the trampoline falls back to a trapping syscall),
+     * a region address of no thread of this process (a fault in the stub: the caller
+     * dies), the region of a sibling blocked in read() (its state is this process's to
+     * scribble on anyway): the Sentry goes on serving. */
+    for (int i = 0; i < 10; i++)
+        tsite();
+    kv("patched", "%d", patched());
+    unsigned long own = rdgsbase();
+    kv("gs_is_region", "%d", own >= regions && own < regions + 8192 * region_size);
+    wrgsbase(0x414141410000UL);
+    long r = tsite();
+    wrgsbase(own);
+    kv("garbage_gs_getpid", "%d", r == getpid());
+    status_kv("foreign_region", in_grandchild(site_with_gs, regions + 8000 * region_size));
+    if (pipe(pipefd))
+        die("pipe");
+    pthread_t th;
+    pthread_create(&th, NULL, blocked_reader, NULL);
+    usleep(50000);
+    nfound = find_regions(found, 64);
+    kv("regions", "%d", nfound);
+    for (int i = 0; i < nfound; i++) {
+        if (found[i] == own)
+            continue;
+        wrgsbase(found[i]);
+        tsite();
+        wrgsbase(own);
+    }
+    write(pipefd[1], "x", 1);
+    kv("getpid_after", "%d", (int)getpid());
+}
+
 static void child_main(void)
 {
     const char *a = which;
@@ -275,6 +488,14 @@ static void child_main(void)
         unsigned long again[64];
         kv("regions_after", "%d", find_regions(again, 64));
         kv("getpid_after", "%d", (int)getpid());
+    } else if (!strcmp(a, "trampoline_jumps")) {
+        trampoline_jumps();
+    } else if (!strcmp(a, "overwrite_site")) {
+        overwrite_site();
+    } else if (!strcmp(a, "table")) {
+        table_attacks();
+    } else if (!strcmp(a, "gs_regions")) {
+        gs_regions();
     } else if (!strcmp(a, "raise_sigsys")) {
         /* SIGSYS sent by ourselves is the Sentry's signal, not the stub's trap. */
         kill(getpid(), SIGSYS);
@@ -299,6 +520,12 @@ int main(int argc, char **argv)
     region_size = strtoul(argv[8], NULL, 0);
     fs_off = strtoul(argv[9], NULL, 0);
     double secs = argc > 10 ? atof(argv[10]) : 20;
+    if (argc > 14) {
+        trampoline = strtoul(argv[11], NULL, 0);
+        trampoline_end = strtoul(argv[12], NULL, 0);
+        table_addr = strtoul(argv[13], NULL, 0);
+        table_size = strtoul(argv[14], NULL, 0);
+    }
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0)

@@ -45,26 +45,53 @@ import struct
 
 from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.signal import frame_addresses
-from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_END,
-                                                 STUB_SIZE, STUB_START, TASK_SIZE)
+from pyvisor.sentry.platform.ptrace.stub import (_CODE_OFFSET, _EHDR, _PHDR, STUB_START,
+                                                 TASK_SIZE)
 
 # Host fds in every systrap stub (besides the memory file at 3).
 REGION_FD = 5        # the regions' memfd
 WAKE_FD = 6          # the eventfd HANDLER writes: the Sentry's event_fd()
 
+SYS_STUB_SIZE = 0x4000       # the stub's pages (ptrace's one, and the trampolines' entries)
+SYS_STUB_END = STUB_START + SYS_STUB_SIZE
+_ENTRY = 16                  # bytes of one slot's entry
 REGION_SIZE = 0x4000
 ALTSTACK = 0x1000
-REGIONS_START = STUB_START + 0x100000          # above MAX_USER_ADDRESS: mm never maps here
+REGIONS_START = STUB_START + 0x8000000         # above MAX_USER_ADDRESS: mm never maps here
 MAX_REGIONS = 8192          # application threads at once, whole sandbox (twice the default
                             # --pids-limit; a region's pages exist only once touched)
 REGIONS_END = REGIONS_START + MAX_REGIONS * REGION_SIZE
-assert REGIONS_END <= TASK_SIZE and REGIONS_START % REGION_SIZE == 0
+assert REGIONS_END <= TASK_SIZE and REGIONS_START % (REGIONS_END - REGIONS_START) == 0
 
 OFF_STATE, OFF_UC, OFF_STACK, OFF_TID, OFF_SPIN = 0x00, 0x18, 0x20, 0x40, 0x44
+OFF_KIND, OFF_PEND, OFF_APPSP, OFF_RETIP = 0x48, 0x4C, 0x50, 0x58
+KIND_SIGNAL, KIND_FAST = 1, 2       # how the thread stopped: in the handler, in a trampoline
 # Where the host kernel puts the signal frame and its XSAVE image in a region (the top of
 # the altstack; SS_AUTODISARM makes it the same place every time).
 FRAME_OFF, FP_OFF = frame_addresses(REGION_SIZE, fpu.FRAME_BYTES)
-STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT = 0, 1, 2, 3
+STATE_NEW, STATE_STOPPED, STATE_RUN, STATE_EXIT, STATE_ESCALATE = 0, 1, 2, 3, 4
+# The trampoline's stack (below the altstack: a signal there must not look nested), its
+# XSAVE image of the thread's FP state at a fast stop, and the FP image the Sentry wants
+# loaded at the next resume (PEND): between the altstack's bottom and the host's frame.
+FAST_TOP = 0xF00
+FASTFP_OFF = ALTSTACK
+PENDFP_OFF = ALTSTACK + ((fpu.FRAME_BYTES + 63) & ~63)
+assert PENDFP_OFF + fpu.FRAME_BYTES <= FRAME_OFF and FASTFP_OFF % 64 == 0
+
+# The trampoline table (syscall-site patching): below the lowest address mm lets the
+# application map (MMAP_MIN_ADDR, 0x10000), so it never collides with application memory,
+# and below 2 GiB, so a 7-byte `jmp *ABS32` reaches its slots.  TABLE holds one pointer
+# per slot (to the slot's entry in the stub, the same in every process: one page of the
+# regions memfd, mapped read-only and private); TABLE_INFO two words per slot, written
+# by the Sentry when it patches a site: the return address (the site + 7) and
+# (slot + 1) << 32 | syscall number.
+TABLE_ADDR = 0xC000
+MAX_SLOTS = 512
+GEN_SLOTS = 128             # the last ones: for `mov 8(%rsp),%r9; syscall` (glibc's syscall())
+GEN_FLAG = 0x10000          # r11 of such a slot's entry: 2 * slot | GEN_FLAG
+TABLE_INFO = TABLE_ADDR + 8 * MAX_SLOTS
+TABLE_SIZE = 8 * MAX_SLOTS + 16 * MAX_SLOTS
+assert TABLE_SIZE % 0x1000 == 0 and TABLE_ADDR + TABLE_SIZE <= 0x10000
 
 # The signals that stop an application thread.  SIGUSR2 is the Sentry's interrupt
 # (Platform.interrupt: tgkill); nothing else sends it (the application cannot).
@@ -93,104 +120,330 @@ def _urs(name: str) -> int:
     return OFF_REGS + 8 * _URS.index(name)
 
 
+class _A:
+    """A tiny x86-64 assembler: raw bytes, rel8/rel32 jumps to labels, and the few
+    [base + disp32] moves the handler and the trampoline need."""
+
+    def __init__(self) -> None:
+        self.c = bytearray()
+        self.at: dict[str, int] = {}
+        self.fix: list[tuple[int, str, int]] = []
+        self.holes: list[tuple[int, str]] = []
+
+    def __iadd__(self, b: bytes) -> _A:
+        self.c += b
+        return self
+
+    def label(self, name: str) -> None:
+        self.at[name] = len(self.c)
+
+    def hole(self, label: str) -> None:
+        """A 32-bit immediate: label's offset from label "fast" (the trampoline)."""
+        self.holes.append((len(self.c), label))
+        self.c += bytes(4)
+
+    def jump(self, opcode: bytes, label: str, size: int = 4) -> None:
+        self.c += opcode
+        self.fix.append((len(self.c), label, size))
+        self.c += bytes(size)
+
+    def _mem(self, op: int, reg: int, base: int, disp: int, w: bool = True) -> None:
+        assert base & 7 != 4
+        rex = (0x48 if w else 0x40) | ((reg >> 3) << 2) | (base >> 3)
+        if rex != 0x40:
+            self.c.append(rex)
+        self.c += bytes([op, 0x80 | ((reg & 7) << 3) | (base & 7)]) + struct.pack("<i", disp)
+
+    def st(self, reg: int, base: int, disp: int) -> None:      # mov [base+disp], reg
+        self._mem(0x89, reg, base, disp)
+
+    def ld(self, reg: int, base: int, disp: int) -> None:      # mov reg, [base+disp]
+        self._mem(0x8B, reg, base, disp)
+
+    def lea(self, reg: int, base: int, disp: int) -> None:     # lea reg, [base+disp]
+        self._mem(0x8D, reg, base, disp)
+
+    def finish(self) -> bytes:
+        for pos, label, size in self.fix:
+            rel = self.at[label] - (pos + size)
+            self.c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
+        for pos, label in self.holes:
+            self.c[pos:pos + 4] = struct.pack("<i", self.at[label] - self.at["fast"])
+        return bytes(self.c)
+
+
+_RAX, _RCX, _RDX, _RBX, _RSP, _RBP, _RSI, _RDI = range(8)
+_R8, _R9, _R10, _R11, _R12, _R13, _R14, _R15 = range(8, 16)
+_GPR = {"rax": _RAX, "rcx": _RCX, "rdx": _RDX, "rbx": _RBX, "rbp": _RBP, "rsi": _RSI,
+        "rdi": _RDI, "r8": _R8, "r9": _R9, "r10": _R10, "r11": _R11, "r12": _R12,
+        "r13": _R13, "r14": _R14, "r15": _R15}
+
+
+def _wait_loop(a: _A, p: str) -> None:
+    """[rbx] = STOPPED is done; wake the Sentry (write WAKE_FD), spin, then FUTEX_WAIT
+    until [rbx] != STOPPED; falls through to label p+"check"."""
+    a += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
+    a += b"\xbf" + struct.pack("<I", WAKE_FD)
+    a.jump(b"\x48\x8d\x35", "one")                          # lea rsi, [rip+one]
+    a += b"\xba\x08\0\0\0"
+    a.label(p + "write")
+    a += b"\x0f\x05"
+    a += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
+    a += b"\x85\xc9"                                         # test ecx, ecx
+    a.jump(b"\x74", p + "wait", 1)                            # jz wait
+    a.label(p + "spin")
+    a += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
+    a.jump(b"\x75", p + "check", 1)                           # jne check
+    a += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
+    a.jump(b"\x75", p + "spin", 1)                            # jnz spin
+    a.label(p + "wait")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
+    a.jump(b"\x75", p + "check", 1)
+    a += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
+    a += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
+    a += b"\xba" + struct.pack("<I", STATE_STOPPED)
+    a += b"\x45\x31\xd2"                                    # xor r10d, r10d
+    a.label(p + "futex")
+    a += b"\x0f\x05"
+    a.jump(b"\xeb", p + "wait", 1)
+    a.label(p + "check")
+
+
 def _handler(frame_off: int) -> tuple[bytes, dict[str, int]]:
-    """HANDLER's code (position independent) and the offsets of its parts.
+    """HANDLER's code (position independent) and the offsets of its parts: the signal
+    handler, then the trampoline's common part (TRAMPOLINE), all within the range whose
+    syscall instructions the filters let through.
 
     handler(sig, info, uc), on the region's altstack (rsp = the frame):
         rbx = rsp & -REGION_SIZE                    the region
         [rbx+OFF_UC] = uc                           (the Sentry checks it)
-        REGS = uc's general registers, cs, ss; fs/gs base (rdfsbase, rdgsbase)
-        [rbx] = STOPPED; write(WAKE_FD, &one, 8)
+        interrupted inside the trampoline (uc's rip), see below; otherwise
+        REGS = uc's general registers, cs, ss; fs base; gs base (0 if it is the region)
+        KIND = SIGNAL; [rbx] = STOPPED; write(WAKE_FD, &one, 8)
         spin [rbx+OFF_SPIN] times while [rbx] == STOPPED, then futex(rbx, FUTEX_WAIT, STOPPED)
         until [rbx] != STOPPED
-        [rbx] == RUN:  uc (at its fixed place) = REGS, no host signal blocked;
-                       wrfsbase, wrgsbase; ret (into RESTORER: rt_sigreturn)
+        [rbx] == RUN:  PEND: the FP image at PENDFP into uc's FP image, PEND = 0;
+                       uc (at its fixed place) = REGS, no host signal blocked;
+                       wrfsbase, wrgsbase (the region if REGS says 0); ret (into
+                       RESTORER: rt_sigreturn)
         otherwise:     exit(0)                      (the Sentry released the thread)
+
+    Signals inside the trampoline: before its [rbx] = STOPPED, the interrupt signal is
+    ignored (a stop follows at once); after it, while [rbx] is STOPPED, too; once the
+    Sentry has set RUN or ESCALATE (and through the trampoline's way back) REGS hold
+    the thread's registers: the stop reports them as they are (KIND = SIGNAL).  The
+    trampoline's ud2 (ESCALATE) resumes from REGS through the RUN path above.  Faults
+    take the ordinary path wherever they happen.
     """
-    c = bytearray()
-    fix: list[tuple[int, str, int]] = []        # (position, label, size) of rel jumps
-    at: dict[str, int] = {}
-
-    def d32(v: int) -> bytes:
-        return struct.pack("<i", v)
-
-    def jump(opcode: bytes, label: str, size: int) -> None:
-        c.extend(opcode)
-        fix.append((len(c), label, size))
-        c.extend(bytes(size))
-
-    c += b"\x48\x89\xe3"                                   # mov rbx, rsp
-    c += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
-    c += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    a = _A()
+    d32 = _d32
+    a += b"\x48\x89\xe3"                                   # mov rbx, rsp
+    a += b"\x48\x81\xe3" + d32(-REGION_SIZE)               # and rbx, -REGION_SIZE
+    a += b"\x48\x89\x53" + bytes([OFF_UC])                 # mov [rbx+OFF_UC], rdx
+    a.ld(_RAX, _RDX, _UC_MCONTEXT + 8 * _SC_GREGS.index("rip"))
+    a.jump(b"\x48\x8d\x0d", "fast")                         # lea rcx, [rip+fast]
+    a += b"\x48\x29\xc8"                                    # sub rax, rcx
+    a += b"\x48\x3d"                                         # cmp rax, wait-fast
+    a.hole("fast_wait")
+    a.jump(b"\x0f\x82", "in_entry")                          # jb in_entry
+    a += b"\x48\x3d"                                         # cmp rax, exit_end-fast
+    a.hole("fast_exit_end")
+    a.jump(b"\x0f\x82", "in_wait")                           # jb in_wait
+    a.label("normal")
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_SIGNAL)
     for i, name in enumerate(_SC_GREGS):
-        c += b"\x48\x8b\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov rax, [rdx+sc.reg]
-        c += b"\x48\x89\x83" + d32(_urs(name))             # mov [rbx+REGS.reg], rax
+        a.ld(_RAX, _RDX, _UC_MCONTEXT + 8 * i)
+        a.st(_RAX, _RBX, _urs(name))
     for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
-        c += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
-        c += b"\x48\x89\x83" + d32(_urs(name))
-    c += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
-    c += b"\x48\x89\x83" + d32(_urs("fs_base"))
-    c += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
-    c += b"\x48\x89\x83" + d32(_urs("gs_base"))
-    c += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
-    c += b"\xb8" + struct.pack("<I", _NR_WRITE)              # write(WAKE_FD, &one, 8)
-    c += b"\xbf" + struct.pack("<I", WAKE_FD)
-    jump(b"\x48\x8d\x35", "one", 4)                        # lea rsi, [rip+one]
-    c += b"\xba\x08\0\0\0"
-    at["write"] = len(c)
-    c += b"\x0f\x05"
-    c += b"\x8b\x4b" + bytes([OFF_SPIN])                    # mov ecx, [rbx+OFF_SPIN]
-    c += b"\x85\xc9"                                         # test ecx, ecx
-    jump(b"\x74", "wait", 1)                                 # jz wait
-    at["spin"] = len(c)
-    c += b"\x83\x3b" + bytes([STATE_STOPPED])               # cmp dword [rbx], STOPPED
-    jump(b"\x75", "check", 1)                                # jne check
-    c += b"\xf3\x90\xff\xc9"                                # pause; dec ecx
-    jump(b"\x75", "spin", 1)                                 # jnz spin
-    at["wait"] = len(c)
-    c += b"\x8b\x03\x83\xf8" + bytes([STATE_STOPPED])       # mov eax, [rbx]; cmp eax, 1
-    jump(b"\x75", "check", 1)
-    c += b"\xb8" + struct.pack("<I", _NR_FUTEX)              # futex(rbx, WAIT, STOPPED, 0)
-    c += b"\x48\x89\xdf\x31\xf6"                            # mov rdi, rbx; xor esi, esi
-    c += b"\xba" + struct.pack("<I", STATE_STOPPED)
-    c += b"\x45\x31\xd2"                                    # xor r10d, r10d
-    at["futex"] = len(c)
-    c += b"\x0f\x05"
-    jump(b"\xeb", "wait", 1)
-    at["check"] = len(c)
-    c += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
-    jump(b"\x0f\x85", "leave", 4)                           # jne leave
-    c += b"\x48\x8d\x93" + d32(frame_off + 8)              # lea rdx, [rbx+uc]
+        a += b"\x0f\xb7\x82" + d32(_UC_MCONTEXT + sc)      # movzx eax, word [rdx+sc.seg]
+        a.st(_RAX, _RBX, _urs(name))
+    a += b"\xf3\x48\x0f\xae\xc0"                            # rdfsbase rax
+    a.st(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xc8"                            # rdgsbase rax
+    a += b"\x48\x39\xd8"                                    # cmp rax, rbx
+    a += b"\x75\x02\x31\xc0"                                # jne +2; xor eax, eax
+    a.st(_RAX, _RBX, _urs("gs_base"))
+    a.label("stop")
+    a += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    _wait_loop(a, "")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    a.jump(b"\x0f\x85", "leave")                             # jne leave
+    a.label("resume")
+    a += b"\x83\x7b" + bytes([OFF_PEND]) + b"\x00"           # cmp dword [rbx+OFF_PEND], 0
+    a.jump(b"\x74", "no_pend", 1)
+    a.lea(_RSI, _RBX, PENDFP_OFF)
+    a.lea(_RDI, _RBX, FP_OFF)
+    a += b"\xb9" + struct.pack("<I", fpu.FRAME_BYTES)        # mov ecx, FRAME_BYTES
+    a += b"\xf3\xa4"                                         # rep movsb
+    a += b"\xc7\x43" + bytes([OFF_PEND]) + struct.pack("<I", 0)
+    a.label("no_pend")
+    a.lea(_RDX, _RBX, frame_off + 8)                         # lea rdx, [rbx+uc]
     for i, name in enumerate(_SC_GREGS):
-        c += b"\x48\x8b\x83" + d32(_urs(name))             # mov rax, [rbx+REGS.reg]
-        c += b"\x48\x89\x82" + d32(_UC_MCONTEXT + 8 * i)   # mov [rdx+sc.reg], rax
+        a.ld(_RAX, _RBX, _urs(name))
+        a.st(_RAX, _RDX, _UC_MCONTEXT + 8 * i)
     for sc, name in ((_SC_CS, "cs"), (_SC_SS, "ss")):
-        c += b"\x48\x8b\x83" + d32(_urs(name))
-        c += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
-    c += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
-    c += b"\x48\x8b\x83" + d32(_urs("fs_base"))
-    c += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
-    c += b"\x48\x8b\x83" + d32(_urs("gs_base"))
-    c += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
-    c += b"\xc3"                                             # ret: into RESTORER
-    at["leave"] = len(c)
-    c += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
-    at["exit"] = len(c)
-    c += b"\x0f\x05\x0f\x0b"
-    at["restorer"] = len(c)
-    c += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
-    at["sigreturn"] = len(c)
-    c += b"\x0f\x05\x0f\x0b"
-    at["end"] = len(c)                                         # every syscall is before
-    while len(c) % 8:
-        c += b"\xcc"
-    at["one"] = len(c)
-    c += struct.pack("<Q", 1)
-    for pos, label, size in fix:
-        rel = at[label] - (pos + size)
-        c[pos:pos + size] = struct.pack("<b" if size == 1 else "<i", rel)
-    return bytes(c), at
+        a.ld(_RAX, _RBX, _urs(name))
+        a += b"\x66\x89\x82" + d32(_UC_MCONTEXT + sc)      # mov [rdx+sc.seg], ax
+    a += b"\x48\xc7\x82" + d32(_UC_SIGMASK) + d32(0)      # no host signal blocked
+    a.ld(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    a.ld(_RAX, _RBX, _urs("gs_base"))
+    a += b"\x48\x85\xc0\x75\x03\x48\x89\xd8"                # test rax,rax; jnz +3; mov rax,rbx
+    a += b"\xf3\x48\x0f\xae\xd8"                            # wrgsbase rax
+    a.label("ignore")
+    a += b"\xc3"                                             # ret: into RESTORER
+    # Interrupted in the trampoline before its stop: ignore the interrupt signal.
+    a.label("in_entry")
+    a += b"\x83\xff" + bytes([SIG_INTERRUPT])               # cmp edi, SIG_INTERRUPT
+    a.jump(b"\x0f\x84", "ignore")
+    a.jump(b"\xe9", "normal")
+    a.label("in_wait")
+    a += b"\x48\x3d"                                         # cmp rax, esc-fast
+    a.hole("esc")
+    a.jump(b"\x75", "not_esc", 1)
+    a += b"\x83\xff" + bytes([SIGILL])                      # cmp edi, SIGILL
+    a.jump(b"\x75", "not_esc", 1)
+    a += b"\x83\x3b" + bytes([STATE_ESCALATE])              # cmp dword [rbx], ESCALATE
+    a.jump(b"\x0f\x84", "resume")
+    a.label("not_esc")
+    a += b"\x83\xff" + bytes([SIG_INTERRUPT])
+    a.jump(b"\x0f\x85", "normal")
+    a += b"\x83\x3b" + bytes([STATE_STOPPED])
+    a.jump(b"\x0f\x84", "ignore")
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_SIGNAL)
+    a.jump(b"\xe9", "stop")                                  # REGS are the thread's: stop
+    a.label("leave")
+    a += b"\xb8" + struct.pack("<I", _NR_EXIT) + b"\x31\xff"  # exit(0)
+    a.label("exit")
+    a += b"\x0f\x05\x0f\x0b"
+    a.label("restorer")
+    a += b"\xb8" + struct.pack("<I", _NR_RT_SIGRETURN)       # rt_sigreturn
+    a.label("sigreturn")
+    a += b"\x0f\x05\x0f\x0b"
+    _trampoline(a)
+    a.label("end")                                   # every syscall the filters allow is before
+    a += b"\x0f\x05"                                         # FALLBACK: syscall (traps)
+    a.label("fallback_end")
+    a += b"\x0f\x0b"                                         # ud2
+    while len(a.c) % 8:
+        a += b"\xcc"
+    a.label("one")
+    a += struct.pack("<Q", 1)
+    # A region's address: REGIONS_START's bits outside the region-number bits, low bits 0.
+    bits = (REGIONS_END - REGIONS_START - 1) & ~(REGION_SIZE - 1)
+    a.label("mask0")                     # bits a region's address has 0
+    a += struct.pack("<Q", ~bits & ~REGIONS_START & (1 << 64) - 1)
+    a.label("mask1")                     # bits it has 1
+    a += struct.pack("<Q", ~bits & REGIONS_START)
+    return a.finish(), a.at
 
+
+def _d32(v: int) -> bytes:
+    return struct.pack("<i", v)
+
+
+def _trampoline(a: _A) -> None:
+    """The trampolines' common part (labels "fast" and "fast_gen").  A patched site jumps
+    through its slot (TABLE) to its entry, which sets r11d = 2 * slot and jumps here
+    ("fast" for a `mov $nr,%eax; syscall` site; "fast_gen" for glibc's syscall(3)
+    `mov 8(%rsp),%r9; syscall`, after doing that mov: rax holds the number).  Entered with
+    the application's registers but rcx, r11 (a syscall clobbers them) and rax (for
+    "fast"); flags untouched until pushfq.
+
+        gs base not a region of this layout (checked without touching the flags:
+            rdgsbase, pext, jrcxz): rax = the slot's FALLBACK word ((slot + 1) << 32 |
+            nr; for "fast_gen" plus rax), jump to FALLBACK: an ordinary trapping syscall
+        rcx = the region (gs base); [rcx+APPSP] = rsp; rsp = FAST_TOP; pushfq
+        REGS = the registers; rip = rcx = the slot's return address; r11 = eflags;
+            rax = nr ("fast": the slot's; "fast_gen": rax); fs base; gs base 0; cs, ss
+        xsave64 FASTFP; KIND = FAST; [rbx] = STOPPED; wake, spin, wait as the handler
+        RUN:      fs base, rsp, eflags, rip, every other register from REGS; popfq;
+                  pop rsp; jmp [gs:RETIP]
+        ESCALATE: ud2 (the handler resumes from REGS through rt_sigreturn)
+        EXIT:     exit(0)
+    """
+    for kind in ("fast", "fast_gen"):
+        a.label(kind)
+        a += b"\xf3\x48\x0f\xae\xc9"                        # rdgsbase rcx
+        a.jump(b"\xc4\xe2\xf2\xf5\x0d", "mask0")             # pext rcx, rcx, [rip+mask0]
+        a += b"\xe3\x05"                                     # jrcxz +5
+        a.jump(b"\xe9", kind + "_fallback")
+        a += b"\xf3\x48\x0f\xae\xc9"                        # rdgsbase rcx
+        a += b"\x48\xf7\xd1"                                 # not rcx
+        a.jump(b"\xc4\xe2\xf2\xf5\x0d", "mask1")             # pext rcx, rcx, [rip+mask1]
+        a += b"\xe3\x05"                                     # jrcxz +5: a region
+        a.jump(b"\xe9", kind + "_fallback")
+        a.jump(b"\xe9", "region")
+        a.label(kind + "_fallback")      # (inside [TRAMPOLINE, FAST_WAIT): a stop follows)
+        a += b"\x41\x0f\xb7\xcb"                             # movzx ecx, r11w
+        if kind == "fast":
+            a += b"\x48\x8b\x04\xcd" + _d32(TABLE_INFO + 8)  # mov rax, [INFO+8 + rcx*8]
+        else:
+            a += b"\x48\x8b\x0c\xcd" + _d32(TABLE_INFO + 8)  # mov rcx, [INFO+8 + rcx*8]
+            a += b"\x48\x8d\x04\x01"                         # lea rax, [rcx+rax]
+        a.jump(b"\xe9", "end")                               # jmp FALLBACK (traps)
+    a.label("region")
+    a += b"\xf3\x48\x0f\xae\xc9"                            # rdgsbase rcx
+    a.st(_RSP, _RCX, OFF_APPSP)
+    a.lea(_RSP, _RCX, FAST_TOP)
+    a += b"\x9c"                                             # pushfq
+    for name in ("r15", "r14", "r13", "r12", "rbp", "rbx", "r10", "r9", "r8", "rdx", "rsi",
+                 "rdi", "rax"):
+        a.st(_GPR[name], _RCX, _urs(name))
+    a += b"\x48\x89\xcb"                                    # mov rbx, rcx
+    a += b"\x5a"                                             # pop rdx
+    a.st(_RDX, _RBX, _urs("eflags"))
+    a.st(_RDX, _RBX, _urs("r11"))
+    a += b"\x41\x0f\xb7\xcb"                                 # movzx ecx, r11w
+    a += b"\x48\x8b\x14\xcd" + _d32(TABLE_INFO)             # mov rdx, [INFO + rcx*8]
+    a.st(_RDX, _RBX, _urs("rip"))
+    a.st(_RDX, _RBX, _urs("rcx"))
+    a += b"\x41\xf7\xc3" + struct.pack("<I", GEN_FLAG)      # test r11d, GEN_FLAG
+    a.jump(b"\x75", "have_nr", 1)                             # jnz: rax is the number
+    a += b"\x8b\x14\xcd" + _d32(TABLE_INFO + 8)               # mov edx, [INFO+8 + rcx*8]
+    a.st(_RDX, _RBX, _urs("rax"))
+    a.label("have_nr")
+    a.ld(_RDX, _RBX, OFF_APPSP)
+    a.st(_RDX, _RBX, _urs("rsp"))
+    a += b"\x8c\xca"                                         # mov edx, cs
+    a.st(_RDX, _RBX, _urs("cs"))
+    a += b"\x8c\xd2"                                         # mov edx, ss
+    a.st(_RDX, _RBX, _urs("ss"))
+    a += b"\xf3\x48\x0f\xae\xc2"                            # rdfsbase rdx
+    a.st(_RDX, _RBX, _urs("fs_base"))
+    a += b"\x31\xd2"                                         # xor edx, edx
+    a.st(_RDX, _RBX, _urs("gs_base"))
+    a += b"\xb8\xff\xff\xff\xff\xba\xff\xff\xff\xff"          # eax = edx = -1: every component
+    if fpu.HAS_XSAVE:
+        a += b"\x48\x0f\xae\xa3" + _d32(FASTFP_OFF)         # xsave64 [rbx+FASTFP]
+    else:
+        a += b"\x48\x0f\xae\x83" + _d32(FASTFP_OFF)         # fxsave64 [rbx+FASTFP]
+    a += b"\xc7\x43" + bytes([OFF_KIND]) + struct.pack("<I", KIND_FAST)
+    a += b"\xc7\x03" + struct.pack("<I", STATE_STOPPED)     # mov dword [rbx], STOPPED
+    a.label("fast_wait")
+    _wait_loop(a, "f")
+    a += b"\x8b\x03\x83\xf8" + bytes([STATE_RUN])           # mov eax, [rbx]; cmp eax, RUN
+    a.jump(b"\x74", "fast_exit", 1)
+    a += b"\x83\xf8" + bytes([STATE_ESCALATE])
+    a.jump(b"\x0f\x85", "leave")
+    a.label("esc")
+    a += b"\x0f\x0b"                                         # ud2: resume by the handler
+    a.label("fast_exit")
+    a.ld(_RAX, _RBX, _urs("fs_base"))
+    a += b"\xf3\x48\x0f\xae\xd0"                            # wrfsbase rax
+    a.ld(_RAX, _RBX, _urs("rip"))
+    a.st(_RAX, _RBX, OFF_RETIP)
+    a.ld(_RAX, _RBX, _urs("rsp"))
+    a.st(_RAX, _RBX, FAST_TOP - 8)
+    a.ld(_RAX, _RBX, _urs("eflags"))
+    a.st(_RAX, _RBX, FAST_TOP - 16)
+    a.lea(_RSP, _RBX, FAST_TOP - 16)
+    for name in ("r15", "r14", "r13", "r12", "rbp", "r11", "r10", "r9", "r8", "rax", "rcx",
+                 "rdx", "rsi", "rdi", "rbx"):
+        a.ld(_GPR[name], _RBX, _urs(name))
+    a += b"\x9d\x5c"                                         # popfq; pop rsp
+    a += b"\x65\xff\x24\x25" + _d32(OFF_RETIP)              # jmp [gs:RETIP]
+    a.label("fast_exit_end")
 
 
 # Host syscalls the Sentry injects into the syscall thread: ptrace's (platform/ptrace/
@@ -201,8 +454,10 @@ _NR_WRITE, _NR_RT_SIGRETURN, _NR_FUTEX = 1, 15, 202
 INJECTED_SYSCALLS = (_NR_MMAP, _NR_MPROTECT, _NR_MUNMAP, _NR_MREMAP, _NR_MADVISE, _NR_EXIT)
 PR_SET_NAME = 15
 CLONE_PROCESS = 0x00008000 | 17                                   # CLONE_PARENT | SIGCHLD
-CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000  # VM|SIGHAND|THREAD|CHILD_CLEARTID
+# VM | SIGHAND | THREAD | CHILD_CLEARTID | UNTRACED
+CLONE_APP_THREAD = 0x00000100 | 0x00000800 | 0x00010000 | 0x00200000 | 0x00800000
 FUTEX_WAIT = 0
+_PROT_RW, _MAP_SHARED_FIXED, _MADV_DONTFORK = 3, 0x01 | 0x10, 10
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_ALLOW = 0x7FFF0000
@@ -267,7 +522,8 @@ def _handler_rules(b: _Bpf, lo: int, end: int) -> None:
 
 
 def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip: int,
-                setup_seccomp_ip: int) -> bytes:
+                setup_seccomp_ip: int, clone_ip: int, setup_mmap_ip: int,
+                setup_madvise_ip: int) -> bytes:
     """The stub process's filter (every thread).  Application syscalls are TRAPs
     (SIGSYS to the handler) except: the handler's own calls from inside the handler;
     a new thread's sigaltstack and seccomp from their two set-up instructions; and,
@@ -285,6 +541,9 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.j(_JEQ_K, syscall_ip & 0xFFFFFFFF, "inject", 0)
     b.j(_JEQ_K, setup_alt_ip & 0xFFFFFFFF, "setup_alt", 0)
     b.j(_JEQ_K, setup_seccomp_ip & 0xFFFFFFFF, "setup_seccomp", 0)
+    b.j(_JEQ_K, clone_ip & 0xFFFFFFFF, "clone_thread", 0)
+    b.j(_JEQ_K, setup_mmap_ip & 0xFFFFFFFF, "setup_mmap", 0)
+    b.j(_JEQ_K, setup_madvise_ip & 0xFFFFFFFF, "setup_madvise", 0)
     _handler_rules(b, handler_lo & 0xFFFFFFFF, handler_end & 0xFFFFFFFF)
     b.label("setup_alt")                   # a new thread's set-up (before app_filter)
     b.ld(_NR)
@@ -292,6 +551,30 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.label("setup_seccomp")
     b.ld(_NR)
     b.j(_JEQ_K, _NR_SECCOMP, "allow", "trap")
+    b.label("setup_mmap")                  # a new thread's region: that mapping only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_MMAP, 0, "trap")
+    for i, v in ((0, REGIONS_START >> 32), (1, 0), (2, 0), (3, 0), (4, 0)):
+        b.ld(_arg_hi(i))
+        b.j(_JEQ_K, v, 0, "trap")
+    for i, v in ((1, REGION_SIZE), (2, _PROT_RW), (3, _MAP_SHARED_FIXED), (4, REGION_FD)):
+        b.ld(_arg_lo(i))
+        b.j(_JEQ_K, v, 0, "trap")
+    b.j(_JEQ_K, REGION_FD, "allow", "trap")
+    b.label("setup_madvise")               # ... and its MADV_DONTFORK only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_MADVISE, 0, "trap")
+    b.ld(_arg_hi(2))
+    b.j(_JEQ_K, 0, 0, "trap")
+    b.ld(_arg_lo(2))
+    b.j(_JEQ_K, _MADV_DONTFORK, "allow", "trap")
+    b.label("clone_thread")                # an application thread, from CLONE_ENTRY only
+    b.ld(_NR)
+    b.j(_JEQ_K, _NR_CLONE, 0, "trap")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "trap")
+    b.ld(_arg_lo(0))
+    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
     b.label("inject")
     b.ld(_NR)
     for nr in INJECTED_SYSCALLS:
@@ -299,9 +582,10 @@ def base_filter(syscall_ip: int, handler_lo: int, handler_end: int, setup_alt_ip
     b.j(_JEQ_K, _NR_CLONE, "clone", 0)
     b.j(_JEQ_K, _NR_PRCTL, "prctl", "trap")
     b.label("clone")
+    b.ld(_arg_hi(0))
+    b.j(_JEQ_K, 0, 0, "trap")
     b.ld(_arg_lo(0))
-    b.j(_JEQ_K, CLONE_PROCESS, "allow", 0)
-    b.j(_JEQ_K, CLONE_APP_THREAD, "allow", "trap")
+    b.j(_JEQ_K, CLONE_PROCESS, "allow", "trap")
     b.label("prctl")
     b.ld(_arg_hi(0))
     b.j(_JEQ_K, 0, 0, "trap")
@@ -355,14 +639,14 @@ _EAX, _ECX, _EDX, _EBX, _ESP, _EBP, _ESI, _EDI = range(8)
 def _code(code_addr: int) -> dict[str, int | bytes]:
     """The stub's code and data from `code_addr`, and the addresses that matter."""
     a = _Asm()
-    # munmap(0, STUB_START); munmap(STUB_END, TASK_SIZE - STUB_END)
+    # munmap(0, STUB_START); munmap(SYS_STUB_END, TASK_SIZE - SYS_STUB_END)
     a.mov32(_EAX, 11)
     a.c += b"\x31\xff"
     a.movabs(_ESI, STUB_START)
     a.syscall()
     a.mov32(_EAX, 11)
-    a.movabs(_EDI, STUB_END)
-    a.movabs(_ESI, TASK_SIZE - STUB_END)
+    a.movabs(_EDI, SYS_STUB_END)
+    a.movabs(_ESI, TASK_SIZE - SYS_STUB_END)
     a.syscall()
     # rt_sigaction(sig, &act, NULL, 8) for each stopping signal.
     act_imms = []
@@ -388,11 +672,43 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += b"\xcc"                                 # int3: ready
     loop = len(a.c)
     a.c += b"\x0f\x05\xcc\xeb\xfb"                 # syscall; int3; jmp loop
-    # A new application thread starts here, untraced, r12 = its stack_t in its region:
+    # The Sentry makes an application thread here: clone(CLONE_APP_THREAD, 0, 0, ctid)
+    # in the syscall thread, untraced (no event stop, no attach to undo); the syscall
+    # thread goes on to int3, the new thread (rax 0) to the set-up, r12 = its stack_t.
+    clone_entry = len(a.c)
+    a.syscall()
+    clone_ip = len(a.c)
+    a.c += b"\x48\x85\xc0\x74\x03"                 # test rax, rax; jz +3 (the set-up)
+    a.c += b"\xcc\xeb\xfd"                         # int3; jmp back (never resumed)
+    # A new application thread starts here, untraced, r12 = its stack_t in its region,
+    # r13 = its region's address when the region is new to this process (else 0) and r14
+    # its offset in the regions memfd: it maps its region itself (MAP_SHARED, and
+    # MADV_DONTFORK so that a fork's child has none of it); then
     # sigaltstack(r12, NULL); seccomp(SET_MODE_FILTER, 0, &app); then mmap(0, 0) at the
     # injection point, which only the application filter traps: its SIGSYS (the first
     # stop the Sentry sees) proves the filter is in place.
     setup = len(a.c)
+    a.c += b"\x4d\x85\xed"                         # test r13, r13
+    a.c += b"\x74\x00"                             # jz skip: mapped already
+    skip_from = len(a.c)
+    a.mov32(_EAX, _NR_MMAP)
+    a.c += b"\x4c\x89\xef"                         # mov rdi, r13
+    a.mov32(_ESI, REGION_SIZE)
+    a.mov32(_EDX, _PROT_RW)
+    a.c += b"\x41\xba" + struct.pack("<I", _MAP_SHARED_FIXED)   # mov r10d, flags
+    a.c += b"\x41\xb8" + struct.pack("<I", REGION_FD)           # mov r8d, REGION_FD
+    a.c += b"\x4d\x89\xf1"                         # mov r9, r14
+    a.syscall()
+    setup_mmap_ip = len(a.c)
+    a.c += b"\x4c\x39\xe8\x74\x02\x0f\x0b"         # cmp rax, r13; je +2; ud2 (no altstack
+                                                   # yet: the host kills the process)
+    a.mov32(_EAX, _NR_MADVISE)
+    a.c += b"\x4c\x89\xef"                         # mov rdi, r13
+    a.mov32(_ESI, REGION_SIZE)
+    a.mov32(_EDX, _MADV_DONTFORK)
+    a.syscall()
+    setup_madvise_ip = len(a.c)
+    a.c[skip_from - 1] = len(a.c) - skip_from
     a.mov32(_EAX, _NR_SIGALTSTACK)
     a.c += b"\x4c\x89\xe7"                         # mov rdi, r12
     a.c += b"\x31\xf6"                              # xor esi, esi
@@ -421,8 +737,11 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
                        code_addr + handler + hat["restorer"], 0xFFFFFFFFFFFFFFFF)
     for off in act_imms:
         a.c[off:off + 8] = struct.pack("<Q", code_addr + act)
+    assert setup == clone_ip + 8
     base = base_filter(code_addr + loop + 2, handler_lo, handler_end,
-                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip)
+                       code_addr + setup_alt_ip, code_addr + setup_seccomp_ip,
+                       code_addr + clone_ip, code_addr + setup_mmap_ip,
+                       code_addr + setup_madvise_ip)
     app = app_filter(handler_lo, handler_end)
     base_prog = len(a.c)
     a.c += struct.pack("<H6xQ", len(base) // 8, code_addr + base_prog + 32)
@@ -431,7 +750,32 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
     a.c += base + app
     a.c[base_imm:base_imm + 8] = struct.pack("<Q", code_addr + base_prog)
     a.c[app_imm:app_imm + 8] = struct.pack("<Q", code_addr + app_prog)
-    return {"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
+    # The slots' entries: r11d = 2 * slot (the index of its TABLE_INFO words), then the
+    # trampoline.  No syscall instruction among them.
+    while len(a.c) % 16:
+        a.c += b"\xcc"
+    entries = len(a.c)
+    for i in range(MAX_SLOTS):
+        gen = i >= MAX_SLOTS - GEN_SLOTS
+        start = len(a.c)
+        if gen:
+            a.c += b"\x4c\x8b\x4c\x24\x08"                      # mov r9, [rsp+8]
+        a.c += b"\x41\xbb" + struct.pack("<I", 2 * i | (GEN_FLAG if gen else 0))  # mov r11d
+        target = handler + hat["fast_gen" if gen else "fast"]
+        a.c += b"\xe9" + struct.pack("<i", target - (len(a.c) + 5))
+        a.c += b"\xcc" * (_ENTRY - (len(a.c) - start))
+    slots = b"".join(struct.pack("<Q", code_addr + entries + _ENTRY * i)
+                     for i in range(MAX_SLOTS))
+    return {"setup_mmap": code_addr + setup_mmap_ip,
+            "setup_madvise": code_addr + setup_madvise_ip,
+            "clone_entry": code_addr + clone_entry, "clone_int3": code_addr + clone_ip + 5,
+            "fast": code_addr + handler + hat["fast"],
+            "fast_wait": code_addr + handler + hat["fast_wait"],
+            "fast_end": code_addr + handler + hat["fast_exit_end"],
+            "esc": code_addr + handler + hat["esc"],
+            "fallback": code_addr + handler + hat["fallback_end"],
+            "entries": code_addr + entries, "slots": slots,
+"code": bytes(a.c), "syscall": code_addr + loop, "first": code_addr + first,
             "setup_alt": code_addr + setup_alt_ip, "setup_seccomp": code_addr + setup_seccomp_ip,
             "handler": handler_lo, "handler_end": handler_end,
             "restorer": code_addr + handler + hat["restorer"], "app_fprog": code_addr + app_prog,
@@ -440,12 +784,25 @@ def _code(code_addr: int) -> dict[str, int | bytes]:
 
 _C = _code(STUB_START + _CODE_OFFSET)
 _CODE = _C["code"]
-assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= STUB_SIZE
+assert isinstance(_CODE, bytes) and _CODE_OFFSET + len(_CODE) <= SYS_STUB_SIZE
+# The trampoline (syscall-site patching, SECURITY.md *systrap*).
+TRAMPOLINE = int(_C["fast"])           # its common part: [TRAMPOLINE, FAST_WAIT) saves state
+FAST_WAIT = int(_C["fast_wait"])       # ... then waits, and returns by FAST_END
+FAST_END = int(_C["fast_end"])
+ESCALATE_IP = int(_C["esc"])           # its ud2: resume through the handler instead
+FALLBACK_END = int(_C["fallback"])     # after the syscall a trampoline falls back to
+ENTRIES = int(_C["entries"])           # slot i's entry: ENTRIES + _ENTRY * i
+TABLE_SLOTS = _C["slots"]               # TABLE's contents (the first 8 * MAX_SLOTS bytes)
+assert isinstance(TABLE_SLOTS, bytes)
 SYSCALL_ADDR = int(_C["syscall"])     # the injection point
+CLONE_ENTRY = int(_C["clone_entry"])   # where the Sentry clones an application thread
+CLONE_INT3 = int(_C["clone_int3"])     # ... and the syscall thread's int3 after it
 AFTER_INT3 = SYSCALL_ADDR + 3
 FIRST_TRAP = int(_C["first"])          # where a new application thread starts (set-up)
 SETUP_ALT_IP = int(_C["setup_alt"])          # seccomp_data ip of the set-up's sigaltstack
 SETUP_SECCOMP_IP = int(_C["setup_seccomp"])  # ... and of its seccomp
+SETUP_MMAP_IP = int(_C["setup_mmap"])        # ... of the mmap of its region
+SETUP_MADVISE_IP = int(_C["setup_madvise"])  # ... and of its MADV_DONTFORK
 HANDLER = int(_C["handler"])
 HANDLER_END = int(_C["handler_end"])
 RESTORER = int(_C["restorer"])

@@ -10,15 +10,17 @@ is one host stub process cloned by injection, and that process's first thread
 mprotect, clone, ... through it exactly as on ptrace, and sees the process die
 through it (waitpid).  Application threads (contexts) are further host threads:
 
-* made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID) in the
-  syscall thread, with a *region* (stub.py) of the regions memfd mapped
-  MAP_SHARED|MADV_DONTFORK at its fixed address in that one process only;
-* set up while still traced (auto-attached by PTRACE_O_TRACECLONE): sigaltstack
-  in the region (SS_AUTODISARM, so every frame lands at the same place), then the
-  application filter (stub.app_filter), injected into the thread itself;
-* pointed at FIRST_TRAP and PTRACE_DETACHed.  Its first syscall traps into the
-  handler, which reports STOPPED; from then on `switch` is: write the registers
-  into the ucontext the host kernel left in the region, state = RUN, FUTEX_WAKE.
+* made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID|CLONE_UNTRACED)
+  in the syscall thread, at the stub's clone site (stub.CLONE_ENTRY), so it is never
+  traced; it runs its set-up at once: maps its *region* (stub.py) of the regions
+  memfd MAP_SHARED|MADV_DONTFORK at its fixed address (in that one process only)
+  when the region is new to the process, sigaltstack in the region (SS_AUTODISARM,
+  so every frame lands at the same place), then the application filter
+  (stub.app_filter); its first syscall traps into the handler, which reports
+  STOPPED; from then on `switch` is: write the registers into the region, state =
+  RUN, FUTEX_WAKE (the handler copies them into the ucontext the host kernel left
+  in the region; a trampoline stop (syscall-site patching, README) restores them
+  itself).
 
 The Sentry's event fd is an epoll set of the wake eventfd (every handler writes
 it) and the SIGCHLD signalfd (a stub process died; an injected clone).  `stops`
@@ -39,25 +41,23 @@ import os
 import select
 import signal as host_signal
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pyvisor.abi.linux import ptrace as P
-from pyvisor.abi.linux.mman import MAP_FIXED, MAP_SHARED
 from pyvisor.abi.linux.sysno_amd64 import Sysno
-from pyvisor.sentry.arch import fpu
+from pyvisor.sentry.arch import fpu, native
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.arch.signal import SIGCONTEXT, UC_HEAD
-from pyvisor.sentry.platform.platform import Access, StopKind, StopReason
+from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, Access, StopKind, StopReason
 from pyvisor.sentry.platform.ptrace import binding as B
 from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, StubError,
                                                        StubProcess, StubThread)
 from pyvisor.sentry.platform.systrap import stub as S
 
-_PROT_RW = 3
-_MADV_DONTFORK = 10
 _SS_AUTODISARM = 1 << 31
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 _SYS_SECCOMP = 1                  # si_code of a seccomp trap
@@ -69,7 +69,8 @@ _SC_FPSTATE = 184                 # sigcontext.fpstate
 _INFO = S.FRAME_OFF + _INFO_OFF   # the siginfo within a region
 _SC_ERR = S.FRAME_OFF + _SC_OFF + 152   # sigcontext.err, .trapno within a region
 _ERR_TRAPNO = struct.Struct("<QQ")
-_SIGINFO_HEAD = struct.Struct("<iii")
+# signo, errno, code, call address, (syscall), arch: a seccomp trap's siginfo.
+_SIGSYS_INFO = struct.Struct("<iii4xQ4xI")
 _NEG_ENOSYS = (-38) & 0xFFFFFFFFFFFFFFFF
 _memmove = ctypes.memmove
 _U32 = struct.Struct("<I")
@@ -89,12 +90,38 @@ SPIN_NS = int(os.environ.get("PYVISOR_SYSTRAP_SENTRY_SPIN_NS", "30000"))
 # state word before it sleeps on it, when the Sentry may run on another CPU: long enough
 # to cover the Sentry serving a simple syscall, so the thread needs no wake-up.
 HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
+# Syscall-site patching (trampolines, stub.py): on unless $PYVISOR_SYSTRAP_PATCHING is 0
+# (gVisor: --systrap-disable-syscall-patching).
+# The trampoline checks its gs base with pext (BMI2): without it, no patching.
+PATCHING = (os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
+            and bool(native.cpuid(7)[1] & (1 << 8)))
+# A site is patched at its PATCH_AFTER-th trap in an address space.
+PATCH_AFTER = max(1, int(os.environ.get("PYVISOR_SYSTRAP_PATCH_AFTER", "4")))
+_MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
+_PROT_READ = 1
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_TF = 0x100                       # eflags.TF: single-stepping needs the full restore
+_USER_CS, _USER_SS = 0x33, 0x2B
+_SITE = b"\xb8"                   # mov $nr, %eax (then 4 bytes of nr, then syscall 0f 05)
+_SITE_GEN = b"\x4c\x8b\x4c\x24\x08\x0f\x05"   # mov 8(%rsp), %r9; syscall (glibc's syscall())
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+
+
+# FUTEX_WAKE needs three arguments: a call that converts only those (switch's hot path).
+_futex_wake = _libc["syscall"]
+_futex_wake.restype = ctypes.c_long
+_futex_wake.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+_NR_FUTEX = int(Sysno.futex)
+_sched_getcpu = _libc.sched_getcpu                 # the host's vDSO: no syscall
+_OFF_REGS, _REGS_SIZE = S.OFF_REGS, S.REGS_SIZE
+_RUN, _STOPPED = S.STATE_RUN, S.STATE_STOPPED
+_RESCANS = 64
+_OFF_KIND, _KIND_FAST = S.OFF_KIND, S.KIND_FAST
 
 
 class Timers(Protocol):
@@ -122,20 +149,20 @@ class AppThread:
     regs_addr: int = 0              # ctypes.addressof(regs)
     spin: int = 0                   # what its region's spin word says (the handler's spin)
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
+    fast: bool = False              # stopped in a trampoline (KIND_FAST), not the handler
+    fp_pending: bytes | None = None  # an FP frame image set_fpstate left for the resume
 
     @property
     def space(self) -> SysProcess:
         return self.process
 
-    @property
-    def addr(self) -> int:
-        """The region's address in the stub."""
-        return S.REGIONS_START + self.slot * S.REGION_SIZE
+    off: int = 0                    # the region's offset in the regions memfd (and in the
+                                    # Sentry's mapping): slot * REGION_SIZE
+    addr: int = 0                   # the region's address in the stub
 
-    @property
-    def off(self) -> int:
-        """The region's offset in the regions memfd (and in the Sentry's mapping)."""
-        return self.slot * S.REGION_SIZE
+    def __post_init__(self) -> None:
+        self.off = self.slot * S.REGION_SIZE
+        self.addr = S.REGIONS_START + self.off
 
 
 @dataclass(eq=False, slots=True)
@@ -147,6 +174,68 @@ class SysProcess(StubProcess):
     owned: list[int] = field(default_factory=list)      # regions mapped in this process
     free: list[int] = field(default_factory=list)       # ... whose thread is gone
     draining: list[int] = field(default_factory=list)   # ... whose thread was told to exit
+    # Syscall-site patching (owned by the platform; copied by fork: the host copies the
+    # patched code and the table with the rest of the address space).
+    bound_cpu: int = -1             # the CPU its syscall thread is bound to (-1: any)
+    patchable: bool = True          # False: the table could not be mapped, or patching off
+    table: bool = False             # the trampoline table is mapped at stub.TABLE_ADDR
+    sites: dict[int, int] = field(default_factory=dict)   # patched site -> its slot
+    mids: dict[int, int] = field(default_factory=dict)    # site + 5 -> site + 7
+    slots: dict[int, int] = field(default_factory=dict)   # slot -> its site
+    nimm: int = 0                   # slots given to `mov $nr,%eax` sites: 0, 1, ...
+    ngen: int = 0                   # ... to `mov 8(%rsp),%r9` sites: from the top down
+    tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
+    seen: dict[int, int] = field(default_factory=dict)    # site -> traps so far
+    shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
+
+    def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
+        if shared:
+            self.shared.append((addr, addr + length))
+        StubProcess.map_anonymous(self, addr, length, prot, shared)
+
+    def map_file(self, addr: int, length: int, prot: int, shared: bool,
+                 mem_offset: int) -> None:
+        if shared:
+            self.shared.append((addr, addr + length))
+        StubProcess.map_file(self, addr, length, prot, shared, mem_offset)
+
+    # mm never maps below MMAP_MIN_ADDR, but munmap, mprotect and madvise of a range that
+    # holds mappings reach the host for the whole range: the table is cut out of them,
+    # so the application can neither unmap it nor make it writable.
+    def _pieces(self, addr: int, length: int) -> list[tuple[int, int]]:
+        end = addr + length
+        if not self.table or end <= S.TABLE_ADDR or addr >= S.TABLE_ADDR + S.TABLE_SIZE:
+            return [(addr, length)]
+        out = []
+        if addr < S.TABLE_ADDR:
+            out.append((addr, S.TABLE_ADDR - addr))
+        if end > S.TABLE_ADDR + S.TABLE_SIZE:
+            out.append((S.TABLE_ADDR + S.TABLE_SIZE, end - S.TABLE_ADDR - S.TABLE_SIZE))
+        return out
+
+    def unmap(self, addr: int, length: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.unmap(self, a, n)
+
+    def protect(self, addr: int, length: int, prot: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.protect(self, a, n, prot)
+
+    def discard(self, addr: int, length: int) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.discard(self, a, n)
+
+    def set_wipe_on_fork(self, addr: int, length: int, wipe: bool) -> None:
+        for a, n in self._pieces(addr, length):
+            StubProcess.set_wipe_on_fork(self, a, n, wipe)
+
+    def remap(self, old: int, old_size: int, new_size: int, new_addr: int | None) -> None:
+        # A shared range moved: its new place is shared too (conservatively, everywhere).
+        for lo, hi in list(self.shared):
+            if lo < old + old_size and old < hi:
+                start = new_addr if new_addr is not None else old
+                self.shared.append((start, start + max(new_size, old_size)))
+        StubProcess.remap(self, old, old_size, new_size, new_addr)
 
 
 class SystrapPlatform(PtracePlatform):
@@ -158,11 +247,19 @@ class SystrapPlatform(PtracePlatform):
     _stub_keeps_stdio = False      # the stub holds only the memory file, regions, eventfd
 
     def __init__(self, memfd: int) -> None:
-        size = S.MAX_REGIONS * S.REGION_SIZE
+        self.table_off = S.MAX_REGIONS * S.REGION_SIZE    # the table's page after them
+        size = self.table_off + S.TABLE_SIZE
         self.regions_fd = os.memfd_create("pyvisor-regions", os.MFD_CLOEXEC)
         os.ftruncate(self.regions_fd, size)
         self.mem = mmap.mmap(self.regions_fd, size, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mem[self.table_off:self.table_off + len(S.TABLE_SLOTS)] = S.TABLE_SLOTS
+        self.patching = PATCHING
+        # What patching did, whole sandbox: sites patched, stops through a trampoline,
+        # resumes that needed the handler (ESCALATE), site + 5 resumes (restarts), gs
+        # fallbacks.  $PYVISOR_SYSTRAP_STATS=1 prints them at shutdown.
+        self.stats = {"patched": 0, "fast": 0, "escalated": 0, "restarted": 0,
+                      "fallback": 0}
         self.mem_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
         self.free_regions = list(range(S.MAX_REGIONS - 1, -1, -1))
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -184,10 +281,41 @@ class SystrapPlatform(PtracePlatform):
         self._spin_ok = 8 if self.spin_ns else 0    # recent spins found a stop (adaptive)
         self._switches = 0
         self._calls = 0
+        # Injection is a ptrace round trip with a stub's syscall thread: ~15 µs when it
+        # runs on the Sentry's CPU, several times that as a wake-up on another CPU each
+        # way (a fork makes about ten).  So a syscall thread is bound to the CPU the
+        # Sentry is on when it injects (rebound if the Sentry moved: one sched_getcpu
+        # through the vDSO per injection); an application thread, cloned from it, is
+        # let go to every CPU of the sandbox once it is set up.
+        self._all_cpus = os.sched_getaffinity(0) if cpus > 1 else set()
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
         self._ep.register(self._sigfd, select.EPOLLIN)
+
+    def _colocate(self, th: StubThread) -> None:
+        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__)."""
+        proc = th.process
+        cpu = _sched_getcpu()
+        if getattr(proc, "bound_cpu", cpu) == cpu or proc.dead:
+            return
+        try:
+            os.sched_setaffinity(proc.pid, {cpu})
+        except OSError:
+            return
+        if isinstance(proc, SysProcess):
+            proc.bound_cpu = cpu
+
+    def inject(self, th: StubThread, nr: int, a0: int = 0, a1: int = 0, a2: int = 0,
+               a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+        if self._all_cpus:
+            self._colocate(th)
+        return super().inject(th, nr, a0, a1, a2, a3, a4, a5)
+
+    def _clone_and_collect(self, th: StubThread, flags: int, ctid: int = 0) -> int:
+        if self._all_cpus:
+            self._colocate(th)
+        return super()._clone_and_collect(th, flags, ctid)
 
     def _new_stub_memfd(self) -> int:
         return S.stub_memfd()
@@ -202,6 +330,15 @@ class SystrapPlatform(PtracePlatform):
         MADV_DONTFORK).  It has only its syscall thread; contexts come by new_context."""
         pid = self._clone_and_collect(th, S.CLONE_PROCESS)
         proc = SysProcess(pid, self)
+        parent = th.process
+        proc.bound_cpu = getattr(parent, "bound_cpu", -1)     # its affinity is the parent's
+        if isinstance(parent, SysProcess) and parent is not self.master:
+            proc.patchable, proc.table = parent.patchable, parent.table
+            proc.sites, proc.mids = dict(parent.sites), dict(parent.mids)
+            proc.slots = dict(parent.slots)
+            proc.nimm, proc.ngen = parent.nimm, parent.ngen
+            proc.tried, proc.shared = set(parent.tried), list(parent.shared)
+            proc.seen = dict(parent.seen)
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
         return proc
@@ -245,37 +382,63 @@ class SystrapPlatform(PtracePlatform):
         slot, fresh = self._region(proc)
         addr = S.REGIONS_START + slot * S.REGION_SIZE
         off = slot * S.REGION_SIZE
-        if fresh:
-            proc._host(Sysno.mmap, addr, S.REGION_SIZE, _PROT_RW, MAP_SHARED | MAP_FIXED,
-                       S.REGION_FD, off)
-            proc._host(Sysno.madvise, addr, S.REGION_SIZE, _MADV_DONTFORK)
         self.mem[off:off + S.OFF_REGS + S.REGS_SIZE] = bytes(S.OFF_REGS + S.REGS_SIZE)
         struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
                          _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
-        syscall_thread = proc.any_thread()
         try:
-            tid = self._clone_and_collect(syscall_thread, S.CLONE_APP_THREAD,
-                                          ctid=addr + S.OFF_TID)
+            # A region new to the process is mapped by the thread itself (stub.py).
+            tid = self._clone_thread(proc.any_thread(), addr + S.OFF_STACK, addr + S.OFF_TID,
+                                     addr if fresh else 0, off)
         except OSError:
             proc.free.append(slot)
             raise                     # the host refused the thread (EAGAIN): clone fails
+        except StubError:
+            proc.kill()
+            raise
         _U32.pack_into(self.mem, off + S.OFF_TID, tid)
-        _U32.pack_into(self.mem, off + S.OFF_SPIN, 0)
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
-        try:
-            regs = self._scratch
-            B.get_regs(tid, regs)
-            regs.rip = S.FIRST_TRAP        # its own set-up code (stub.py), then a trap
-            regs.r12 = addr + S.OFF_STACK
-            B.set_regs(tid, regs)
-            B.ptrace(P.PTRACE_DETACH, tid, 0, 0)
-        except (OSError, StubError) as e:
-            proc.kill()
-            raise StubError(f"application thread set-up failed: {e}") from e
         self._await_first_stop(ctx)
+        if self._all_cpus and proc.bound_cpu >= 0:
+            try:
+                os.sched_setaffinity(tid, self._all_cpus)    # (cloned bound: see __init__)
+            except OSError:
+                pass
         self.contexts[tid] = ctx      # type: ignore[assignment]
         return ctx
+
+    def _clone_thread(self, th: StubThread, stack_t: int, ctid: int, region: int,
+                      off: int) -> int:
+        """A new application thread of `th`'s process, cloned (untraced) at CLONE_ENTRY:
+        it runs its set-up at once; one stop of `th` (its int3) for the Sentry."""
+        if self._all_cpus:
+            self._colocate(th)
+        r = self._scratch
+        assert self._saved_template is not None
+        ctypes.memmove(ctypes.addressof(r), ctypes.addressof(self._saved_template), B.REGS_SIZE)
+        r.rip = S.CLONE_ENTRY
+        r.rax = Sysno.clone
+        r.orig_rax = _M64
+        r.rdi = S.CLONE_APP_THREAD
+        r.rsi = r.rdx = r.r8 = r.r9 = 0
+        r.r10 = ctid
+        r.r12 = stack_t
+        r.r13 = region
+        r.r14 = off
+        try:
+            B.set_regs(th.tid, r)
+            B.resume(P.PTRACE_CONT, th.tid, 0)
+            self._after_int3 = S.CLONE_INT3 + 1     # (_wait_int3's expected stop)
+            try:
+                self._wait_int3(th)
+            finally:
+                del self._after_int3
+        except OSError as e:
+            raise StubError(f"application thread clone in {th.tid} failed: {e}") from e
+        res = r.rax
+        if res >= (1 << 63):
+            raise OSError(-(res - (1 << 64)), "clone of an application thread failed")
+        return int(res)
 
     def _await_first_stop(self, ctx: AppThread) -> None:
         """Waits for the new thread's first trap; checks the frame is where expected."""
@@ -340,8 +503,18 @@ class SystrapPlatform(PtracePlatform):
         if ctx.regs is not regs:
             ctx.regs = regs
             ctx.regs_addr = ctypes.addressof(regs)
-        addr = self.mem_addr + ctx.off
-        _memmove(addr + S.OFF_REGS, ctx.regs_addr, S.REGS_SIZE)
+        off = ctx.off
+        addr = self.mem_addr + off
+        _memmove(addr + _OFF_REGS, ctx.regs_addr, _REGS_SIZE)
+        state = _RUN
+        if ctx.fast:
+            # The trampoline's way back restores the general registers, rsp, rip, eflags
+            # and fs base, nothing else: anything more goes through the handler.
+            ctx.fast = False
+            if (ctx.fp_pending is not None or regs.eflags & _TF or regs.gs_base
+                    or regs.cs != _USER_CS or regs.ss != _USER_SS):
+                state = S.STATE_ESCALATE
+                self.stats["escalated"] += 1
         if self.spin_ns:
             # Spinning pays only while both sides find a CPU free: adaptive (stops_ready).
             self._switches += 1
@@ -350,10 +523,10 @@ class SystrapPlatform(PtracePlatform):
                 ctx.spin = spin
                 _U32.pack_into(self.mem, ctx.off + S.OFF_SPIN, spin)
             self._spin_armed = self._spin_ok > 0 or not self._switches & 127
-        self.mem[ctx.off] = S.STATE_RUN
+        self.mem[off] = state
         ctx.running = True
         self.running.add(ctx)
-        _syscall(Sysno.futex, addr, _FUTEX_WAKE, 1, None, None, 0)
+        _futex_wake(_NR_FUTEX, addr, _FUTEX_WAKE, 1)
 
     def interrupt(self, ctx: AppThread) -> None:  # type: ignore[override]
         """SIG_INTERRUPT to the running thread; its stop is reported as INTERRUPT."""
@@ -452,18 +625,28 @@ class SystrapPlatform(PtracePlatform):
         while self.pending:
             yield self.pending.pop(0)
         mem = self.mem
-        for ctx in list(self.running):
-            if _U32.unpack_from(mem, ctx.off)[0] != S.STATE_STOPPED:
-                continue
-            ctx.running = False
-            ctx.interrupted_at = 0
-            self.running.discard(ctx)
-            if ctx.released:
-                self._exit_thread(ctx)
-                continue
-            why = self._decode(ctx)
-            if why is not None:
-                yield ctx, why
+        running = self.running
+        # Serving a stop switches its context back in, and a thread that makes syscalls
+        # stops again within microseconds (at once when it shares the Sentry's CPU: the
+        # wake-up preempts the Sentry): look again before going back to the loop, as
+        # ptrace's waitpid loop does, a bounded number of times.
+        for _ in range(_RESCANS):
+            found = False
+            for ctx in list(running):
+                if mem[ctx.off] != _STOPPED:
+                    continue
+                found = True
+                ctx.running = False
+                ctx.interrupted_at = 0
+                running.discard(ctx)
+                if ctx.released:
+                    self._exit_thread(ctx)
+                    continue
+                why = self._decode(ctx)
+                if why is not None:
+                    yield ctx, why
+            if not found:
+                break
 
     def _deaths(self) -> Iterator[tuple[AppThread, StopReason]]:
         """Wait statuses of stub processes: a death is an EXIT of each of its contexts."""
@@ -503,22 +686,50 @@ class SystrapPlatform(PtracePlatform):
         if regs is None:
             regs = ctx.regs = Registers()
             ctx.regs_addr = ctypes.addressof(regs)
-        _memmove(ctx.regs_addr, self.mem_addr + off + S.OFF_REGS, S.REGS_SIZE)
+        _memmove(ctx.regs_addr, self.mem_addr + off + _OFF_REGS, _REGS_SIZE)
+        if ctx.fp_pending is not None and not self.mem[off + S.OFF_PEND]:
+            ctx.fp_pending = None              # the handler loaded it
+        if self.mem[off + _OFF_KIND] == _KIND_FAST:
+            # A patched site's trampoline: rax holds the number, rip and rcx the return
+            # address (the site + 7), the FP state is at FASTFP.
+            ctx.fast = True
+            self.stats["fast"] += 1
+            regs.orig_rax = regs.rax
+            regs.rax = _NEG_ENOSYS
+            return _SYSCALL64
+        ctx.fast = False
         regs.orig_rax = _M64
-        uc, = _U64.unpack_from(self.mem, off + S.OFF_UC)
-        info = self.mem[off + _INFO:off + _INFO + 128]
+        mem = self.mem
+        uc, = _U64.unpack_from(mem, off + S.OFF_UC)
         if uc != ctx.addr + S.FRAME_OFF + 8:
             # Not where the host kernel puts the frame: the application moved its
             # altstack or forged a stop.  Only its own process pays.
             ctx.process.kill()
             return None
-        signo, _, code = _SIGINFO_HEAD.unpack_from(info, 0)
+        signo, _, code, call_addr, arch = _SIGSYS_INFO.unpack_from(mem, off + _INFO)
         if signo == S.SIGSYS and code == _SYS_SECCOMP:
-            if _U64.unpack_from(info, 16)[0] & ~0xFFF == _VSYSCALL_PAGE:
-                return StopReason(StopKind.SIGNAL, signo=signo, info=info)
+            if call_addr & ~0xFFF == _VSYSCALL_PAGE:
+                return StopReason(StopKind.SIGNAL, signo=signo,
+                                  info=mem[off + _INFO:off + _INFO + 128])
+            rip = regs.rip
+            if rip == S.FALLBACK_END:
+                self._fallback(ctx, regs)
+            elif rip < MAX_USER_ADDRESS and self.patching:
+                self._try_patch(ctx, regs)
             regs.orig_rax = regs.rax           # the host rolled rax back to the number
             regs.rax = _NEG_ENOSYS
+            # si_arch: the trap came from a 64-bit `syscall` (int 0x80 and sysenter say
+            # i386: the kernel then refuses them); one in the stub's code (not the
+            # application's: its handler's sites) is left to the kernel's check, which
+            # refuses it.
+            if regs.rip < MAX_USER_ADDRESS and arch == _AUDIT_ARCH_X86_64:
+                return _SYSCALL64
             return _SYSCALL
+        info = mem[off + _INFO:off + _INFO + 128]
+        if signo == S.SIGSEGV and regs.rip in ctx.process.mids and self._at_site(ctx, regs):
+            regs.orig_rax = regs.rax           # resumed at a patched site + 5: its syscall
+            regs.rax = _NEG_ENOSYS
+            return _SYSCALL64
         if signo in (S.SIGSEGV, S.SIGBUS):
             err, trapno = _ERR_TRAPNO.unpack_from(self.mem, off + _SC_ERR)
             access = Access.READ
@@ -536,15 +747,19 @@ class SystrapPlatform(PtracePlatform):
     # -- FP state: the XSAVE image in the frame -----------------------------------------
 
     def get_fpstate(self, ctx: AppThread) -> bytes:  # type: ignore[override]
-        o = ctx.off + _FP
+        if ctx.fp_pending is not None:
+            img = ctx.fp_pending
+        else:
+            o = ctx.off + (S.FASTFP_OFF if ctx.fast else _FP)
+            img = self.mem[o:o + fpu.FRAME_BYTES]
         if not fpu.HAS_XSAVE:
-            return self.mem[o:o + fpu.FXSAVE_SIZE]
-        img = self.mem[o:o + fpu.FRAME_SIZE]
-        return img + bytes(fpu.REGSET_SIZE - fpu.FRAME_SIZE)
+            return img[:fpu.FXSAVE_SIZE]
+        return img[:fpu.FRAME_SIZE] + bytes(fpu.REGSET_SIZE - fpu.FRAME_SIZE)
 
     def set_fpstate(self, ctx: AppThread, data: bytes) -> bool:  # type: ignore[override]
-        """Checks what XRSTOR (the host's rt_sigreturn) would refuse, then writes the
-        frame image the handler's return loads."""
+        """Checks what XRSTOR (the host's rt_sigreturn) would refuse, then leaves the
+        frame image at PENDFP: the handler's resume copies it into the frame it returns
+        through (a trampoline stop resumes through the handler then: ESCALATE)."""
         (mxcsr,) = _U32.unpack_from(data, fpu.MXCSR_OFFSET)
         if mxcsr & ~self.mxcsr_mask:
             return False
@@ -554,16 +769,129 @@ class SystrapPlatform(PtracePlatform):
                     data[fpu.XSAVE_HDR_OFFSET + 16:fpu.XSAVE_HDR_OFFSET + fpu.XSAVE_HDR_SIZE]):
                 return False
         img = fpu.to_frame(data)
-        o = ctx.off + _FP
+        o = ctx.off + S.PENDFP_OFF
         self.mem[o:o + len(img)] = img
+        _U32.pack_into(self.mem, ctx.off + S.OFF_PEND, 1)
+        ctx.fp_pending = bytes(img)
         return True
 
+    # -- syscall-site patching ----------------------------------------------------------
+
+    def _fallback(self, ctx: AppThread, regs: Registers) -> None:
+        """A trampoline that found no region in gs made an ordinary syscall with
+        rax = (slot + 1) << 32 | nr: the call of that slot's site."""
+        site = ctx.process.slots.get((regs.rax >> 32) - 1)
+        if site is not None:
+            regs.rax &= 0xFFFFFFFF
+            regs.rip = regs.rcx = site + 7
+            self.stats["fallback"] += 1
+
+    def _at_site(self, ctx: AppThread, regs: Registers) -> bool:
+        """SIGSEGV at a patched site + 5 (the jmp's last bytes, 00 00: `add %al,(%rax)`
+        with rax a syscall number, so it always faults): a thread resumed between the
+        site's mov and syscall (a restart, or stopped there when the site was patched).
+        True (rip then after the site) if the site still holds the patch."""
+        proc = ctx.process
+        ret = proc.mids[regs.rip]
+        site = ret - 7
+        try:
+            code = B.vm_read(proc.pid, site, 7)
+        except OSError:
+            return False
+        if code != _jmp(proc.sites[site]):
+            return False
+        regs.rip = regs.rcx = ret
+        regs.r11 = regs.eflags
+        self.stats["restarted"] += 1
+        return True
+
+    def _try_patch(self, ctx: AppThread, regs: Registers) -> None:
+        """Rewrites the `mov $nr,%eax; syscall` that just trapped again (7 bytes before rip)
+        into `jmp *TABLE+8*slot`, when that is safe: the bytes match and sit in one
+        page, the memory was never mapped shared, and no other thread of the address
+        space runs (so none can execute half-written code).  Once per site."""
+        proc = ctx.process
+        rip = regs.rip
+        site = rip - 7
+        if site in proc.tried or not proc.patchable:
+            return
+        n = proc.seen.get(site, 0) + 1
+        if n < PATCH_AFTER:
+            # Only a site that keeps trapping is worth a patch (a few ptrace calls, and
+            # the table's mapping for the first): not the exit_group of a child that runs
+            # once, nor the dynamic loader's calls in a process that runs briefly.
+            if len(proc.seen) < 65536:
+                proc.seen[site] = n
+            return
+        if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
+            proc.tried.add(site)
+            return
+        for other in proc.apps:
+            if other.running and other is not ctx:
+                return                          # later, when they all stop
+        proc.tried.add(site)
+        for lo, hi in proc.shared:
+            if lo < rip and site < hi:
+                return
+        nr = regs.rax
+        if nr >> 32:
+            return                              # (not what either kind of site leaves)
+        try:
+            code = B.vm_read(proc.pid, site, 7)
+            if code == _SITE_GEN:               # glibc's syscall(3): the number in rax
+                if proc.ngen >= S.GEN_SLOTS:
+                    return
+                slot, word = S.MAX_SLOTS - 1 - proc.ngen, 0
+            elif code == _SITE + struct.pack("<I", nr) + b"\x0f\x05":
+                if proc.nimm >= S.MAX_SLOTS - S.GEN_SLOTS:
+                    return
+                slot, word = proc.nimm, nr
+            else:
+                return
+            if not proc.table:
+                r = proc.platform.inject(proc.any_thread(), Sysno.mmap, S.TABLE_ADDR,
+                                         S.TABLE_SIZE, _PROT_READ,
+                                         _MAP_PRIVATE | _MAP_FIXED_NOREPLACE, S.REGION_FD,
+                                         self.table_off)
+                if r != S.TABLE_ADDR:
+                    proc.patchable = False      # (the host's mmap_min_addr, ...)
+                    return
+                proc.table = True
+            info = S.TABLE_INFO + 16 * slot
+            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info, site + 7)
+            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info + 8, (slot + 1) << 32 | word)
+            lo = site & ~7
+            words = bytearray(B.vm_read(proc.pid, lo, 16 if (site + 7) > lo + 8 else 8))
+            words[site - lo:site - lo + 7] = _jmp(slot)
+            for i in range(0, len(words), 8):
+                B.ptrace(P.PTRACE_POKEDATA, proc.pid, lo + i,
+                         _U64.unpack_from(words, i)[0])
+        except (OSError, StubError):
+            proc.patchable = False
+            return
+        if slot < S.MAX_SLOTS - S.GEN_SLOTS:
+            proc.nimm += 1
+        else:
+            proc.ngen += 1
+        proc.slots[slot] = site
+        proc.sites[site] = slot
+        proc.mids[site + 5] = site + 7
+        self.stats["patched"] += 1
+
     def shutdown(self) -> None:
+        if os.environ.get("PYVISOR_SYSTRAP_STATS") == "1":
+            print(f"systrap: {self.stats}", file=sys.stderr)
         self.running.clear()
         super().shutdown()
 
 
 _SYSCALL = StopReason(StopKind.SYSCALL)
+_SYSCALL64 = StopReason(StopKind.SYSCALL, checked=True)
+
+
+def _jmp(slot: int) -> bytes:
+    """A patched site: jmp *(TABLE_ADDR + 8 * slot), 7 bytes."""
+    return b"\xff\x24\x25" + struct.pack("<I", S.TABLE_ADDR + 8 * slot)
 
 
 def _punch(fd: int, off: int, length: int) -> None:

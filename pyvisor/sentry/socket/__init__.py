@@ -90,7 +90,7 @@ class Network:
             self.stack = ns
             self.families[AF_INET] = self.families[AF_INET6] = ns
         from pyvisor.sentry.socket.netlink import NetlinkFamily
-        self.families[AF_NETLINK] = NetlinkFamily(self.stack)
+        self.families[AF_NETLINK] = NetlinkFamily(self.stack, self)
 
 
     def proc_net(self, name: str) -> bytes | None:
@@ -111,10 +111,20 @@ def network_of(kernel: Any) -> Network:
     return net
 
 
+def task_network(t: Task) -> Network:
+    """The network namespace of a task: its own after unshare(CLONE_NEWNET), else the
+    sandbox's."""
+    net = t.netns
+    if net is None:
+        return network_of(t.kernel)
+    assert isinstance(net, Network)
+    return net
+
+
 def _family(t: Task, family: int) -> Family:
     if family < 0 or family >= AF_MAX:
         raise SyscallError(Errno.EAFNOSUPPORT)
-    fam = network_of(t.kernel).families.get(family)
+    fam = task_network(t).families.get(family)
     if fam is None:
         raise SyscallError(Errno.EAFNOSUPPORT)
     return fam

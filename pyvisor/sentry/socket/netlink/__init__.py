@@ -1,0 +1,279 @@
+"""AF_NETLINK sockets talking to the Sentry.  Linux: net/netlink/af_netlink.c.
+gVisor: pkg/sentry/socket/netlink (socket.go, provider.go).
+
+The socket is generic; what a request means is its protocol's (a `NetlinkProtocol`):
+
+  NETLINK_ROUTE      route.py: interfaces, addresses, routes of the stack
+  NETLINK_NETFILTER  netfilter.py: nftables (tables, chains, rules) of the namespace
+
+A request is answered at once: the replies are queued as datagrams on the
+socket (several messages per datagram, a dump ending with NLMSG_DONE), read
+with recvmsg(2) as Linux delivers them.
+Concurrency: Sentry loop only.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from typing import TYPE_CHECKING, Protocol
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.socket.common import (AF_NETLINK, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
+                                          SOCK_RAW, Control, Received, Socket, deadline_of,
+                                          new_socket_file, wait)
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.socket import InetStack, Network
+    from pyvisor.sentry.vfs.file import FileDescription
+
+# From <linux/netlink.h>.
+NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT, NETLINK_NETFILTER = 0, 15, 12
+SOL_NETLINK = 270
+NLMSGHDR = struct.Struct("<IHHII")          # len, type, flags, seq, pid
+SOCKADDR_NL = struct.Struct("<HHII")        # family, pad, pid, groups
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_MIN_TYPE = 1, 2, 3, 0x10
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+NLM_F_CAPPED = 0x100                         # in an NLMSG_ERROR: the request was cut off
+NETLINK_CAP_ACK = 10
+NETLINK_OPTIONS = frozenset((1, 2, 3, 5, 8, 10, 11, 12))    # stored only
+DUMP_CHUNK = 16384                                         # bytes of messages per datagram
+RCVBUF_MAX_QUEUED = 1 << 20
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def rta(atype: int, data: bytes) -> bytes:
+    """One route attribute, padded."""
+    ln = 4 + len(data)
+    return struct.pack("<HH", ln, atype) + data + b"\0" * (_align(ln) - ln)
+
+
+def nlmsg(mtype: int, flags: int, seq: int, pid: int, body: bytes) -> bytes:
+    ln = NLMSGHDR.size + len(body)
+    return NLMSGHDR.pack(ln, mtype, flags, seq, pid) + body + b"\0" * (_align(ln) - ln)
+
+
+class NetlinkProtocol(Protocol):
+    """What one netlink protocol does with the requests sent to the kernel.  Linux:
+    the `input` of netlink_kernel_create; gVisor: netlink.Protocol."""
+
+    def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
+        """Handles one sendmsg's buffer, queueing the replies on `sock`."""
+        ...
+
+    def released(self, sock: NetlinkSocket) -> None:
+        """The socket is closed (NETLINK_URELEASE)."""
+        ...
+
+
+def messages(data: bytes) -> list[tuple[int, int, int, int, bytes, bytes]]:
+    """The well-formed messages of a buffer as (type, flags, seq, pid, body, whole),
+    stopping at the first truncated one, as netlink_rcv_skb does."""
+    out = []
+    off = 0
+    while len(data) - off >= NLMSGHDR.size:
+        ln, mtype, flags, seq, pid = NLMSGHDR.unpack_from(data, off)
+        if ln < NLMSGHDR.size or off + ln > len(data):
+            break
+        out.append((mtype, flags, seq, pid, data[off + NLMSGHDR.size:off + ln],
+                    data[off:off + ln]))
+        off += _align(ln)
+    return out
+
+
+class NetlinkSocket(Socket):
+    """An AF_NETLINK socket.  Linux: struct netlink_sock."""
+
+    family = AF_NETLINK
+
+    def __init__(self, stack: InetStack, stype: int, portid_hint: int,
+                 protocol: int = NETLINK_ROUTE, net: Network | None = None) -> None:
+        super().__init__(stype, protocol)
+        self.stack = stack
+        self.net = net                   # the network namespace the socket belongs to
+        self.handler: NetlinkProtocol = _protocol(protocol, net)
+        self.wq = WaitQueue()
+        self.rcvq: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.portid = 0
+        self.portid_hint = portid_hint
+        self.nlopts: dict[int, int] = {}
+
+    def _bind_auto(self) -> None:
+        if not self.portid:
+            self.portid = self.portid_hint
+
+    # -- FileImpl ----------------------------------------------------------------------------
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        return ((EVENT_IN if self.rcvq else 0) | EVENT_OUT) & mask
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return self.wq
+
+    def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
+        return self._recv(n, 0).data
+
+    def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
+        return self._request(data, t)
+
+    def release(self, fd: FileDescription) -> None:
+        self.handler.released(self)
+
+    # -- names -------------------------------------------------------------------------------
+
+    def bind(self, t: Task, addr: bytes) -> None:
+        if len(addr) < SOCKADDR_NL.size:
+            raise SyscallError(Errno.EINVAL)
+        fam, _, pid, groups = SOCKADDR_NL.unpack_from(addr)
+        if fam != AF_NETLINK:
+            raise SyscallError(Errno.EINVAL)
+        if groups and t.creds.euid != 0:
+            raise SyscallError(Errno.EPERM)
+        if pid and self.portid and pid != self.portid:
+            raise SyscallError(Errno.EINVAL)
+        self.portid = pid or self.portid or self.portid_hint
+
+    async def connect(self, t: Task, f: FileDescription, addr: bytes) -> None:
+        if len(addr) < 2:
+            raise SyscallError(Errno.EINVAL)
+        self._bind_auto()
+
+    def getsockname(self, t: Task) -> bytes:
+        return SOCKADDR_NL.pack(AF_NETLINK, 0, self.portid, 0)
+
+    def getpeername(self, t: Task) -> bytes:
+        return SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 0)
+
+    def shutdown(self, t: Task, how: int) -> None:
+        raise SyscallError(Errno.EOPNOTSUPP)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
+                      addr: bytes | None, control: Control) -> int:
+        if addr:
+            if len(addr) < SOCKADDR_NL.size or SOCKADDR_NL.unpack_from(addr)[0] != AF_NETLINK:
+                raise SyscallError(Errno.EINVAL)
+            if SOCKADDR_NL.unpack_from(addr)[2] != 0:
+                raise SyscallError(Errno.ECONNREFUSED)     # only the kernel answers here
+        return self._request(data, t)
+
+    def _request(self, data: bytes, t: Task | None = None) -> int:
+        self._bind_auto()
+        self.handler.receive(self, t, data)
+        self.wq.notify(EVENT_IN)
+        return len(data)
+
+    def ack_msg(self, request: bytes, err: int) -> bytes:
+        """The NLMSG_ERROR answering `request` (err 0: its acknowledgement).  Linux:
+        netlink_ack: an error quotes the whole request unless NETLINK_CAP_ACK is set."""
+        seq = NLMSGHDR.unpack_from(request)[3]
+        if err and not self.nlopts.get(NETLINK_CAP_ACK):
+            return nlmsg(NLMSG_ERROR, 0, seq, self.portid, struct.pack("<i", -err) + request)
+        body = struct.pack("<i", -err) + request[:NLMSGHDR.size]
+        return nlmsg(NLMSG_ERROR, NLM_F_CAPPED, seq, self.portid, body)
+
+    def _error(self, seq: int, err: int, request: bytes) -> None:
+        self._queue([self.ack_msg(request, err)])
+
+    def _dump(self, mtype: int, seq: int, bodies: list[bytes]) -> None:
+        msgs = [nlmsg(mtype, NLM_F_MULTI, seq, self.portid, b) for b in bodies]
+        msgs.append(nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, self.portid, struct.pack("<i", 0)))
+        self._queue(msgs)
+
+    def _queue(self, msgs: list[bytes]) -> None:
+        """Packs messages into datagrams of at most DUMP_CHUNK bytes (netlink_dump)."""
+        cur = b""
+        for m in msgs:
+            if cur and len(cur) + len(m) > DUMP_CHUNK:
+                self._push(cur)
+                cur = b""
+            cur += m
+        if cur:
+            self._push(cur)
+
+    def _push(self, dgram: bytes) -> None:
+        if self.queued + len(dgram) > max(self.rcvbuf, RCVBUF_MAX_QUEUED):
+            return                                   # dropped, as on an overrun
+        self.rcvq.append(dgram)
+        self.queued += len(dgram)
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def _recv(self, n: int, flags: int) -> Received:
+        if not self.rcvq:
+            raise WouldBlock()
+        d = self.rcvq[0]
+        if not flags & MSG_PEEK:
+            self.rcvq.popleft()
+            self.queued -= len(d)
+        data = d[:n]
+        length = len(d) if flags & MSG_TRUNC else len(data)
+        return Received(data, length, MSG_TRUNC if len(d) > n else 0,
+                        SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 0))
+
+    async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
+                      want_addr: bool) -> Received:
+        deadline = deadline_of(t, self.rcvtimeo)
+        while True:
+            try:
+                return self._recv(n, flags)
+            except WouldBlock:
+                if f.nonblocking or flags & MSG_DONTWAIT or self.rcvtimeo == 0:
+                    raise
+            await wait(t, self.wq, EVENT_IN, deadline, self.rcvtimeo is not None)
+
+    # -- options -----------------------------------------------------------------------------
+
+    def getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level == SOL_NETLINK:
+            if name not in NETLINK_OPTIONS:
+                raise SyscallError(Errno.ENOPROTOOPT)
+            return struct.pack("<i", self.nlopts.get(name, 0))
+        return super().getsockopt(t, level, name)
+
+    def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_NETLINK:
+            if name not in NETLINK_OPTIONS:
+                raise SyscallError(Errno.ENOPROTOOPT)
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            self.nlopts[name] = struct.unpack_from("<i", optval)[0]
+            return
+        super().setsockopt(t, level, name, optval)
+
+
+def _protocol(protocol: int, net: Network | None) -> NetlinkProtocol:
+    if protocol == NETLINK_NETFILTER:
+        from pyvisor.sentry.socket.netlink.netfilter import NetfilterProtocol
+        return NetfilterProtocol(net)
+    from pyvisor.sentry.socket.netlink.route import RouteProtocol
+    return RouteProtocol()
+
+
+class NetlinkFamily:
+    """The Family for AF_NETLINK: NETLINK_ROUTE and NETLINK_NETFILTER."""
+
+    def __init__(self, stack: InetStack, net: Network | None = None) -> None:
+        self.stack = stack
+        self.net = net
+
+    def socket(self, t: Task, family: int, stype: int, protocol: int, flags: int
+               ) -> FileDescription:
+        if stype not in (SOCK_RAW, SOCK_DGRAM):
+            raise SyscallError(Errno.ESOCKTNOSUPPORT)
+        if protocol not in (NETLINK_ROUTE, NETLINK_NETFILTER):
+            raise SyscallError(Errno.EPROTONOSUPPORT)
+        s = NetlinkSocket(self.stack, stype, t.tg.tgid, protocol, self.net)
+        return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)
+
+    def socketpair(self, t: Task, family: int, stype: int, protocol: int, flags: int
+                   ) -> tuple[FileDescription, FileDescription]:
+        raise SyscallError(Errno.EOPNOTSUPP)

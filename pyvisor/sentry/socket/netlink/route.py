@@ -1,0 +1,182 @@
+"""NETLINK_ROUTE: the stack's interfaces, addresses and routes as rtnetlink
+describes them.  Linux: net/core/rtnetlink.c, net/ipv4/devinet.c,
+net/ipv6/addrconf.c, net/ipv4/fib_frontend.c.  gVisor: pkg/sentry/socket/netlink/route.
+
+Answers RTM_GETLINK, RTM_GETADDR and RTM_GETROUTE (dumps and single
+requests) from the Network's stack (netstack's lo, or hostinet's snapshot of
+the host), so getifaddrs(3), if_nameindex(3), `ip link`, `ip addr` and
+`ip route` work.  Changes (RTM_NEW*/RTM_DEL*) are refused with EPERM, as for
+a process without CAP_NET_ADMIN.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.inet import IFF_LOOPBACK
+from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkSocket,
+                                           messages, nlmsg, rta)
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.socket import InetStack
+    from pyvisor.sentry.socket.inet import Interface
+
+# From <linux/rtnetlink.h>, <linux/if_link.h>, <linux/if_addr.h>.
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+IFINFOMSG = struct.Struct("<BxHiII")        # family, type, index, flags, change
+IFADDRMSG = struct.Struct("<BBBBi")         # family, prefixlen, flags, scope, index
+RTMSG = struct.Struct("<BBBBBBBBI")   # family dst_len src_len tos table proto scope type flags
+IFLA_ADDRESS, IFLA_BROADCAST, IFLA_IFNAME, IFLA_MTU, IFLA_QDISC = 1, 2, 3, 4, 6
+IFLA_STATS, IFLA_TXQLEN, IFLA_OPERSTATE, IFLA_LINKMODE, IFLA_STATS64 = 7, 13, 16, 17, 23
+IFLA_GROUP, IFLA_PROMISCUITY, IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES, IFLA_CARRIER = \
+    27, 30, 31, 32, 33
+IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
+IFA_F_PERMANENT = 0x80
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
+RTA_PREF = 20
+RT_TABLE_MAIN, RT_TABLE_LOCAL = 254, 255
+RTN_UNICAST, RTN_LOCAL = 1, 2
+RTPROT_KERNEL = 2
+IF_OPER_UP, IF_OPER_UNKNOWN = 6, 0
+
+
+def link_body(i: Interface) -> bytes:
+    """struct ifinfomsg + attributes for one interface (rtnl_fill_ifinfo)."""
+    stats = [i.rx_packets, i.tx_packets, i.rx_bytes, i.tx_bytes] + [0] * 20
+    up = i.flags & 1
+    body = IFINFOMSG.pack(AF_UNSPEC, i.hwtype, i.index, i.flags, 0)
+    body += rta(IFLA_IFNAME, i.name + b"\0")
+    body += rta(IFLA_TXQLEN, struct.pack("<I", i.txqlen))
+    body += rta(IFLA_OPERSTATE, bytes([IF_OPER_UNKNOWN if i.flags & IFF_LOOPBACK else
+                                       (IF_OPER_UP if up else 2)]))
+    body += rta(IFLA_LINKMODE, b"\0")
+    body += rta(IFLA_MTU, struct.pack("<I", i.mtu))
+    body += rta(IFLA_MIN_MTU, struct.pack("<I", 0 if i.flags & IFF_LOOPBACK else 68))
+    body += rta(IFLA_MAX_MTU, struct.pack("<I", 0))
+    body += rta(IFLA_GROUP, struct.pack("<I", 0))
+    body += rta(IFLA_PROMISCUITY, struct.pack("<I", 0))
+    body += rta(IFLA_NUM_TX_QUEUES, struct.pack("<I", 1))
+    body += rta(IFLA_NUM_RX_QUEUES, struct.pack("<I", 1))
+    body += rta(IFLA_CARRIER, bytes([1 if up else 0]))
+    body += rta(IFLA_QDISC, b"noqueue\0")
+    body += rta(IFLA_ADDRESS, i.hwaddr)
+    body += rta(IFLA_BROADCAST, i.hwaddr if i.flags & IFF_LOOPBACK else b"\xff" * 6)
+    body += rta(IFLA_STATS, struct.pack("<24I", *[v & 0xFFFFFFFF for v in stats]))
+    body += rta(IFLA_STATS64, struct.pack("<24Q", *stats))
+    return body
+
+
+def addr_bodies(i: Interface, family: int) -> list[bytes]:
+    """struct ifaddrmsg + attributes for each address of an interface (inet_fill_ifaddr,
+    inet6_fill_ifaddr)."""
+    out = []
+    loop = bool(i.flags & IFF_LOOPBACK)
+    cache = rta(IFA_CACHEINFO, struct.pack("<IIII", 0xFFFFFFFF, 0xFFFFFFFF, 0, 0))
+    if family in (AF_UNSPEC, AF_INET):
+        for ip, prefix in i.addrs4:
+            scope = RT_SCOPE_HOST if loop else RT_SCOPE_UNIVERSE
+            body = IFADDRMSG.pack(AF_INET, prefix, IFA_F_PERMANENT, scope, i.index)
+            body += rta(IFA_ADDRESS, ip) + rta(IFA_LOCAL, ip)
+            if not loop and prefix < 31:
+                host = int.from_bytes(ip, "big") | ((1 << (32 - prefix)) - 1)
+                body += rta(IFA_BROADCAST, host.to_bytes(4, "big"))
+            body += rta(IFA_LABEL, i.name + b"\0")
+            body += rta(IFA_FLAGS, struct.pack("<I", IFA_F_PERMANENT)) + cache
+            out.append(body)
+    if family in (AF_UNSPEC, AF_INET6):
+        for ip, prefix in i.addrs6:
+            scope = RT_SCOPE_HOST if loop else (RT_SCOPE_LINK if ip[:2] == b"\xfe\x80"
+                                                else RT_SCOPE_UNIVERSE)
+            body = IFADDRMSG.pack(AF_INET6, prefix, IFA_F_PERMANENT, scope, i.index)
+            body += rta(IFA_ADDRESS, ip)
+            body += rta(IFA_FLAGS, struct.pack("<I", IFA_F_PERMANENT)) + cache
+            out.append(body)
+    return out
+
+
+def route_bodies(stack: InetStack, family: int) -> list[bytes]:
+    """struct rtmsg + attributes for each route (fib_dump_info, rt6_fill_node)."""
+    out = []
+    for r in stack.routes():
+        if family not in (AF_UNSPEC, r.family):
+            continue
+        body = RTMSG.pack(r.family, r.prefix, 0, 0, r.table, RTPROT_KERNEL, r.scope, r.rtype, 0)
+        body += rta(RTA_TABLE, struct.pack("<I", r.table))
+        if r.prefix:
+            body += rta(RTA_DST, r.dst)
+        if r.prefsrc:
+            body += rta(RTA_PREFSRC, r.prefsrc)
+        if r.gateway:
+            body += rta(RTA_GATEWAY, r.gateway)
+        if r.family == AF_INET6 or r.metric:
+            body += rta(RTA_PRIORITY, struct.pack("<I", r.metric))
+        body += rta(RTA_OIF, struct.pack("<i", r.oif))
+        if r.family == AF_INET6:
+            body += rta(RTA_PREF, b"\0")          # ICMPV6_ROUTER_PREF_MEDIUM
+        out.append(body)
+    return out
+
+
+class RouteProtocol:
+    """rtnetlink_rcv: each request in the buffer is answered in turn."""
+
+    def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
+        for mtype, flags, seq, _pid, body, whole in messages(data):
+            if flags & NLM_F_REQUEST:
+                self._handle(sock, mtype, flags, seq, body, whole)
+
+    def released(self, sock: NetlinkSocket) -> None:
+        pass
+
+    def _handle(self, sock: NetlinkSocket, mtype: int, flags: int, seq: int, body: bytes,
+                request: bytes) -> None:
+        family = body[0] if body else AF_UNSPEC
+        stack = sock.stack
+        dump = flags & NLM_F_DUMP == NLM_F_DUMP
+        if mtype == RTM_GETLINK:
+            links = stack.interfaces()
+            if not dump and len(body) >= IFINFOMSG.size:
+                index = IFINFOMSG.unpack_from(body)[2]
+                name = _attr(body[IFINFOMSG.size:], IFLA_IFNAME)
+                match = [i for i in links if (index and i.index == index) or
+                         (not index and name is not None and i.name == name.rstrip(b"\0"))]
+                if not match:
+                    sock._error(seq, Errno.ENODEV, request)
+                    return
+                sock._queue([nlmsg(RTM_NEWLINK, 0, seq, sock.portid, link_body(match[0]))])
+                if flags & NLM_F_ACK:
+                    sock._error(seq, 0, request)
+                return
+            sock._dump(RTM_NEWLINK, seq, [link_body(i) for i in links])
+        elif mtype == RTM_GETADDR:
+            sock._dump(RTM_NEWADDR, seq, [b for i in stack.interfaces()
+                                          for b in addr_bodies(i, family)])
+        elif mtype == RTM_GETROUTE:
+            if not dump:
+                sock._error(seq, Errno.EOPNOTSUPP, request)
+                return
+            sock._dump(RTM_NEWROUTE, seq, route_bodies(stack, family))
+        elif mtype in (16, 17, 19, 20, 21, 24, 25):       # RTM_NEW*/DEL*/SET*
+            sock._error(seq, Errno.EPERM, request)
+        else:
+            sock._error(seq, Errno.EOPNOTSUPP, request)
+
+
+def _attr(attrs: bytes, want: int) -> bytes | None:
+    off = 0
+    while len(attrs) - off >= 4:
+        ln, atype = struct.unpack_from("<HH", attrs, off)
+        if ln < 4 or off + ln > len(attrs):
+            return None
+        if atype == want:
+            return attrs[off + 4:off + ln]
+        off += (ln + 3) & ~3
+    return None

@@ -78,6 +78,8 @@ class Network:
         self.mode = mode
         self.kernel = kernel
         self.families: dict[int, Family] = {AF_UNIX: _Unix()}
+        self.nftables: Any = None              # netlink/nftables.NFTables, made on first use
+        self.netlink_ports: dict[int, Any] = {}  # protocol -> netlink.PortTable
         self.stack: InetStack
         if mode == "host":
             from pyvisor.sentry.socket.hostinet import HostStack

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
-from pyvisor.sentry.socket.common import (AF_NETLINK, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
+from pyvisor.sentry.socket.common import (AF_NETLINK, SO_PASSCRED, SOL_SOCKET, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
                                           SOCK_RAW, Control, Received, Socket, deadline_of,
                                           new_socket_file, wait)
 
@@ -98,6 +98,8 @@ class NetlinkSocket(Socket):
         self.stack = stack
         self.net = net                   # the network namespace the socket belongs to
         self.handler: NetlinkProtocol = _protocol(protocol, net)
+        self.ports: PortTable = port_table(net, protocol)
+        self.passcred = 0
         self.wq = WaitQueue()
         self.rcvq: collections.deque[bytes] = collections.deque()
         self.queued = 0
@@ -107,7 +109,7 @@ class NetlinkSocket(Socket):
 
     def _bind_auto(self) -> None:
         if not self.portid:
-            self.portid = self.portid_hint
+            self.portid = self.ports.autobind(self, self.portid_hint)
 
     # -- FileImpl ----------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class NetlinkSocket(Socket):
 
     def release(self, fd: FileDescription) -> None:
         self.handler.released(self)
+        self.ports.release(self)
 
     # -- names -------------------------------------------------------------------------------
 
@@ -138,7 +141,9 @@ class NetlinkSocket(Socket):
             raise SyscallError(Errno.EPERM)
         if pid and self.portid and pid != self.portid:
             raise SyscallError(Errno.EINVAL)
-        self.portid = pid or self.portid or self.portid_hint
+        if not self.portid:
+            self.portid = self.ports.bind(self, pid) if pid else \
+                self.ports.autobind(self, self.portid_hint)
 
     async def connect(self, t: Task, f: FileDescription, addr: bytes) -> None:
         if len(addr) < 2:
@@ -233,6 +238,8 @@ class NetlinkSocket(Socket):
     # -- options -----------------------------------------------------------------------------
 
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level == SOL_SOCKET and name == SO_PASSCRED:
+            return struct.pack("<i", self.passcred)
         if level == SOL_NETLINK:
             if name not in NETLINK_OPTIONS:
                 raise SyscallError(Errno.ENOPROTOOPT)
@@ -240,6 +247,11 @@ class NetlinkSocket(Socket):
         return super().getsockopt(t, level, name)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_SOCKET and name == SO_PASSCRED:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            self.passcred = 1 if struct.unpack_from("<i", optval)[0] else 0
+            return
         if level == SOL_NETLINK:
             if name not in NETLINK_OPTIONS:
                 raise SyscallError(Errno.ENOPROTOOPT)
@@ -248,6 +260,46 @@ class NetlinkSocket(Socket):
             self.nlopts[name] = struct.unpack_from("<i", optval)[0]
             return
         super().setsockopt(t, level, name, optval)
+
+
+class PortTable:
+    """The port ids of one netlink protocol in one namespace.  Linux: nl_table[].hash
+    and netlink_autobind's rover."""
+
+    def __init__(self) -> None:
+        self.socks: dict[int, NetlinkSocket] = {}
+        self.rover = -4096
+
+    def bind(self, sock: NetlinkSocket, portid: int) -> int:
+        if portid in self.socks:
+            raise SyscallError(Errno.EADDRINUSE)
+        self.socks[portid] = sock
+        return portid
+
+    def autobind(self, sock: NetlinkSocket, hint: int) -> int:
+        """The process's id if free, else the next free negative id."""
+        portid = hint
+        while portid in self.socks or portid == 0:
+            self.rover -= 1
+            if self.rover > -4096 or self.rover < -(1 << 31):
+                self.rover = -4097
+            portid = self.rover & 0xFFFFFFFF
+        return self.bind(sock, portid)
+
+    def release(self, sock: NetlinkSocket) -> None:
+        if self.socks.get(sock.portid) is sock:
+            del self.socks[sock.portid]
+
+
+def port_table(net: Network | None, protocol: int) -> PortTable:
+    """The namespace's table for `protocol` (a private one without a namespace)."""
+    if net is None:
+        return PortTable()
+    table = net.netlink_ports.get(protocol)
+    if table is None:
+        table = net.netlink_ports[protocol] = PortTable()
+    assert isinstance(table, PortTable)
+    return table
 
 
 def _protocol(protocol: int, net: Network | None) -> NetlinkProtocol:

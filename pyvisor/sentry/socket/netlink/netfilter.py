@@ -70,7 +70,7 @@ def nftables_of(net: Network | None) -> NFTables:
     """The ruleset of a network namespace, made on first use."""
     if net is None:
         return NFTables()
-    state = getattr(net, "nftables", None)
+    state = net.nftables
     if state is None:
         state = NFTables()
         net.nftables = state
@@ -298,6 +298,10 @@ class NetfilterProtocol:
                 break
             elif mtype == NFNL_MSG_BATCH_END:
                 if not failed:
+                    if batch.state.unbound_chains():
+                        # An anonymous chain no rule jumps to (nf_tables_commit refuses).
+                        replies.append(sock.ack_msg(whole, Errno.EINVAL))
+                        break
                     self._commit(batch)
                     if flags & NLM_F_ACK:
                         replies.append(sock.ack_msg(whole, 0))
@@ -441,6 +445,13 @@ class NetfilterProtocol:
                 raise SyscallError(Errno.EEXIST)
             if flags & NLM_F_REPLACE:
                 raise SyscallError(Errno.EOPNOTSUPP)
+            if nft.NFTA_CHAIN_HOOK in attrs:
+                # A hook or priority that differs is refused before the update's checks.
+                if chain.hook is None:
+                    raise SyscallError(Errno.EEXIST)
+                hook = nft.parse_hook(family, attrs)
+                if hook.num != chain.hook.num or hook.priority != chain.hook.priority:
+                    raise SyscallError(Errno.EOPNOTSUPP)
             cflags |= chain.flags & nft.NFT_CHAIN_BASE
             self._update_chain(table, chain, family, policy, cflags, attrs)
             return

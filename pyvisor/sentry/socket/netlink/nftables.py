@@ -257,6 +257,11 @@ class NFTables:
                 self.delete_table(t)
                 self.genid += 1
 
+    def unbound_chains(self) -> list[Chain]:
+        """Binding chains no rule holds."""
+        return [c for t in self.tables for c in t.chains
+                if c.flags & NFT_CHAIN_BINDING and not c.bound]
+
     # -- chains -----------------------------------------------------------------------------
 
     def delete_rule(self, c: Chain, r: Rule) -> None:

@@ -213,9 +213,9 @@ class NetfilterProtocol:
     def _table_info(self, t: Table) -> bytes:
         """nf_tables_fill_table_info."""
         b = self._genmsg(t.family) + nlattr.attr_str(nft.NFTA_TABLE_NAME, t.name)
-        b += nlattr.attr_be32(nft.NFTA_TABLE_FLAGS, t.flags)
         b += nlattr.attr_be32(nft.NFTA_TABLE_USE, t.use)
         b += nlattr.attr_be64(nft.NFTA_TABLE_HANDLE, t.handle)
+        b += nlattr.attr_be32(nft.NFTA_TABLE_FLAGS, t.flags)
         if t.flags & nft.NFT_TABLE_F_OWNER:
             b += nlattr.attr_be32(nft.NFTA_TABLE_OWNER, t.owner)
         if t.udata is not None:
@@ -249,6 +249,9 @@ class NetfilterProtocol:
         b = self._genmsg(c.table.family) + nlattr.attr_str(nft.NFTA_RULE_TABLE, c.table.name)
         b += nlattr.attr_str(nft.NFTA_RULE_CHAIN, c.name)
         b += nlattr.attr_be64(nft.NFTA_RULE_HANDLE, r.handle)
+        at = c.rules.index(r)
+        if at:                                        # the handle of the rule before it
+            b += nlattr.attr_be64(nft.NFTA_RULE_POSITION, c.rules[at - 1].handle)
         b += nlattr.attr(nft.NFTA_RULE_EXPRESSIONS,
                          b"".join(nlattr.attr(nft.NFTA_LIST_ELEM, e) for e in r.exprs))
         if r.udata is not None:

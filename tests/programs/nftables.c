@@ -1,0 +1,297 @@
+/* NETLINK_NETFILTER (nftables) in a fresh network namespace: batches with acks and
+ * errors, atomic rollback, tables, base and regular chains, rules with immediate
+ * verdicts and jumps, use counts, handles, dumps, deletes and flushes.  Prints what
+ * the kernel answers so the output can be compared with Linux's.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "check.h"
+
+static int fd;
+static char req[8192];
+static size_t reqlen;
+static uint32_t seq = 100;
+
+static void *put(const void *p, size_t n)
+{
+    void *at = req + reqlen;
+    memcpy(at, p, n);
+    reqlen += NLMSG_ALIGN(n);
+    return at;
+}
+
+static struct nlmsghdr *cur;
+
+static void msg_begin(uint16_t type, uint16_t flags, uint8_t family)
+{
+    struct nlmsghdr h = {.nlmsg_type = type, .nlmsg_flags = NLM_F_REQUEST | flags,
+                         .nlmsg_seq = seq++};
+    cur = put(&h, sizeof(h));
+    struct nfgenmsg g = {.nfgen_family = family, .version = NFNETLINK_V0,
+                         .res_id = type >= 0x100 ? 0 : htons(NFNL_SUBSYS_NFTABLES)};
+    put(&g, sizeof(g));
+}
+
+static void msg_end(void) { cur->nlmsg_len = req + reqlen - (char *)cur; }
+
+static void attr(uint16_t type, const void *p, size_t n)
+{
+    struct nlattr a = {.nla_len = NLA_HDRLEN + n, .nla_type = type};
+    memcpy(req + reqlen, &a, sizeof(a));
+    memcpy(req + reqlen + NLA_HDRLEN, p, n);
+    memset(req + reqlen + NLA_HDRLEN + n, 0, NLA_ALIGN(n) - n);
+    reqlen += NLA_HDRLEN + NLA_ALIGN(n);
+}
+
+static void attr_str(uint16_t type, const char *s) { attr(type, s, strlen(s) + 1); }
+
+static void attr_u32(uint16_t type, uint32_t v)
+{
+    v = htonl(v);
+    attr(type, &v, 4);
+}
+
+static size_t nest_begin(uint16_t type)
+{
+    size_t at = reqlen;
+    struct nlattr a = {.nla_len = 0, .nla_type = type};
+    memcpy(req + reqlen, &a, sizeof(a));
+    reqlen += NLA_HDRLEN;
+    return at;
+}
+
+static void nest_end(size_t at) { ((struct nlattr *)(req + at))->nla_len = reqlen - at; }
+
+#define T(x) (NFNL_SUBSYS_NFTABLES << 8 | (x))
+
+static void immediate_verdict(int code, const char *chain)
+{
+    size_t e = nest_begin(NFTA_LIST_ELEM);
+    attr_str(NFTA_EXPR_NAME, "immediate");
+    size_t d = nest_begin(NFTA_EXPR_DATA);
+    attr_u32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+    size_t data = nest_begin(NFTA_IMMEDIATE_DATA);
+    size_t v = nest_begin(NFTA_DATA_VERDICT);
+    attr_u32(NFTA_VERDICT_CODE, code);
+    if (chain)
+        attr_str(NFTA_VERDICT_CHAIN, chain);
+    nest_end(v);
+    nest_end(data);
+    nest_end(d);
+    nest_end(e);
+}
+
+static void batch_begin(void)
+{
+    reqlen = 0;
+    msg_begin(NFNL_MSG_BATCH_BEGIN, NLM_F_ACK, AF_UNSPEC);
+    msg_end();
+}
+
+static void batch_end(void)
+{
+    msg_begin(NFNL_MSG_BATCH_END, NLM_F_ACK, AF_UNSPEC);
+    msg_end();
+}
+
+/* Sends req and prints every message answered until `want` NLMSG_ERRORs or a
+ * NLMSG_DONE arrived (the socket has a receive timeout, so a missing answer fails). */
+static void send_and_print(int want_errors)
+{
+    CHECK(send(fd, req, reqlen, 0) == (ssize_t)reqlen);
+    int errors = 0;
+    char buf[16384];
+    while (errors < want_errors) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        CHECK(n > 0);
+        for (struct nlmsghdr *h = (void *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                printf("  ack seq=%u error=%d\n", h->nlmsg_seq, e->error);
+                errors++;
+                continue;
+            }
+            if (h->nlmsg_type == NLMSG_DONE) {
+                printf("  done seq=%u\n", h->nlmsg_seq);
+                return;
+            }
+            struct nfgenmsg *g = NLMSG_DATA(h);
+            printf("  msg type=%d family=%d multi=%d:", h->nlmsg_type & 0xff, g->nfgen_family,
+                   !!(h->nlmsg_flags & NLM_F_MULTI));
+            struct nlattr *a = (void *)((char *)g + NLMSG_ALIGN(sizeof(*g)));
+            int rem = h->nlmsg_len - NLMSG_LENGTH(sizeof(*g));
+            for (; rem >= (int)sizeof(*a) && a->nla_len >= sizeof(*a) && a->nla_len <= rem;
+                 rem -= NLA_ALIGN(a->nla_len), a = (void *)((char *)a + NLA_ALIGN(a->nla_len))) {
+                int len = a->nla_len - NLA_HDRLEN;
+                unsigned char *p = (unsigned char *)a + NLA_HDRLEN;
+                int type = a->nla_type & NLA_TYPE_MASK;
+                /* The generation id differs between runs; everything else is printed. */
+                if ((h->nlmsg_type & 0xff) == NFT_MSG_NEWGEN && type != NFTA_GEN_PROC_NAME)
+                    continue;
+                printf(" %d=", type);
+                if (len > 0 && p[len - 1] == 0 && len > 1 && p[0] >= 'a' && p[0] <= 'z')
+                    printf("'%s'", p);
+                else
+                    for (int i = 0; i < len; i++)
+                        printf("%02x", p[i]);
+            }
+            printf("\n");
+        }
+    }
+}
+
+static void new_table(const char *name, int family, uint16_t flags)
+{
+    msg_begin(T(NFT_MSG_NEWTABLE), NLM_F_ACK | flags, family);
+    attr_str(NFTA_TABLE_NAME, name);
+    msg_end();
+}
+
+static void get(int type, int family, uint16_t flags, const char *table, const char *chain)
+{
+    reqlen = 0;
+    msg_begin(T(type), flags, family);
+    if (table)
+        attr_str(1, table);               /* NFTA_{CHAIN,RULE}_TABLE, NFTA_TABLE_NAME */
+    if (chain)
+        attr_str(type == NFT_MSG_GETCHAIN ? NFTA_CHAIN_NAME : NFTA_RULE_CHAIN, chain);
+    msg_end();
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IONBF, 0);
+    CHECK(unshare(CLONE_NEWNET) == 0);
+    fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER);
+    CHECK(fd >= 0);
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    struct timeval tv = {.tv_sec = 5};
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+    int one = 1;
+    CHECK(setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one)) == 0);
+
+    printf("build a ruleset\n");
+    batch_begin();
+    new_table("t1", NFPROTO_INET, NLM_F_CREATE);
+    msg_begin(T(NFT_MSG_NEWCHAIN), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_CHAIN_TABLE, "t1");
+    attr_str(NFTA_CHAIN_NAME, "input");
+    attr_str(NFTA_CHAIN_TYPE, "filter");
+    attr_u32(NFTA_CHAIN_POLICY, NF_DROP);
+    size_t hook = nest_begin(NFTA_CHAIN_HOOK);
+    attr_u32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
+    attr_u32(NFTA_HOOK_PRIORITY, 0);
+    nest_end(hook);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWCHAIN), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_CHAIN_TABLE, "t1");
+    attr_str(NFTA_CHAIN_NAME, "c2");
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET);
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "c2");
+    size_t exprs = nest_begin(NFTA_RULE_EXPRESSIONS);
+    immediate_verdict(NF_ACCEPT, NULL);
+    nest_end(exprs);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET);
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "input");
+    exprs = nest_begin(NFTA_RULE_EXPRESSIONS);
+    immediate_verdict(NFT_JUMP, "c2");
+    nest_end(exprs);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);  /* inserted first */
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "input");
+    exprs = nest_begin(NFTA_RULE_EXPRESSIONS);
+    immediate_verdict(NF_DROP, NULL);
+    nest_end(exprs);
+    msg_end();
+    batch_end();
+    send_and_print(8);
+
+    printf("read it back\n");
+    get(NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, "t1", NULL);
+    send_and_print(1);
+    get(NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, NULL, NULL);
+    send_and_print(1);
+    get(NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, "t1", NULL);
+    send_and_print(1);
+    get(NFT_MSG_GETGEN, NFPROTO_UNSPEC, NLM_F_ACK, NULL, NULL);
+    send_and_print(1);
+
+    printf("errors\n");
+    get(NFT_MSG_GETTABLE, NFPROTO_IPV4, 0, "t1", NULL);     /* other family */
+    send_and_print(1);
+    get(NFT_MSG_GETCHAIN, NFPROTO_INET, 0, "t1", NULL);     /* no chain name */
+    send_and_print(1);
+    get(NFT_MSG_GETCHAIN, NFPROTO_INET, 0, "t1", "nope");
+    send_and_print(1);
+    batch_begin();
+    new_table("t1", NFPROTO_INET, NLM_F_EXCL);               /* EEXIST */
+    new_table("t9", 99, 0);                                  /* bad family */
+    msg_begin(T(NFT_MSG_DELCHAIN), NLM_F_ACK, NFPROTO_INET); /* in use by a jump: EBUSY */
+    attr_str(NFTA_CHAIN_TABLE, "t1");
+    attr_str(NFTA_CHAIN_NAME, "c2");
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK, NFPROTO_INET);  /* no NLM_F_CREATE */
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "c2");
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "c2");
+    exprs = nest_begin(NFTA_RULE_EXPRESSIONS);
+    immediate_verdict(NFT_JUMP, "input");                    /* to a base chain */
+    nest_end(exprs);
+    msg_end();
+    new_table("t2", NFPROTO_IPV4, 0);                        /* rolled back with the rest */
+    batch_end();
+    send_and_print(7);
+    get(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, NULL, NULL);
+    send_and_print(1);
+
+    printf("delete\n");
+    batch_begin();
+    msg_begin(T(NFT_MSG_DELRULE), NLM_F_ACK, NFPROTO_INET);  /* every rule of input */
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "input");
+    msg_end();
+    msg_begin(T(NFT_MSG_DELCHAIN), NLM_F_ACK, NFPROTO_INET); /* now unused */
+    attr_str(NFTA_CHAIN_TABLE, "t1");
+    attr_str(NFTA_CHAIN_NAME, "c2");
+    msg_end();
+    msg_begin(T(27), NLM_F_ACK, NFPROTO_INET);  /* NFT_MSG_DESTROYCHAIN */
+    attr_str(NFTA_CHAIN_TABLE, "t1");
+    attr_str(NFTA_CHAIN_NAME, "gone");
+    msg_end();
+    new_table("t3", NFPROTO_IPV6, 0);
+    batch_end();
+    send_and_print(6);
+    get(NFT_MSG_GETCHAIN, NFPROTO_INET, NLM_F_DUMP, NULL, NULL);
+    send_and_print(1);
+    batch_begin();
+    msg_begin(T(NFT_MSG_DELTABLE), NLM_F_ACK, NFPROTO_UNSPEC);  /* flush everything */
+    msg_end();
+    batch_end();
+    send_and_print(3);
+    get(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, NULL, NULL);
+    send_and_print(1);
+
+    printf("outside a batch\n");
+    reqlen = 0;
+    new_table("t4", NFPROTO_INET, 0);
+    send_and_print(1);
+    ok();
+    return 0;
+}

@@ -8,9 +8,10 @@ their table's counter, base chains with a hook, priority, type and policy,
 `use` counts (a table's chains; a chain's rules and the jumps to it), owner
 tables bound to a netlink port, and anonymous (binding) chains bound by the
 one jump to them.  Rule expressions are kept as their dump: `immediate` is
-parsed and validated as nft_immediate.c does (registers, verdicts, jumps);
-other known expression types are kept as sent (their attributes parsed, not
-checked further: TODO(#10)).  Nothing evaluates rules on packets yet.
+parsed and validated as nft_immediate.c does (registers, verdicts, jumps); the
+common others are checked as their modules do (nft_exprs.py) and kept as sent;
+the remaining types Linux knows are kept as sent, unchecked (TODO(#10)).
+Nothing evaluates rules on packets yet.
 
 Changes come in batches (netfilter.py): a batch works on a deep copy that
 replaces the namespace's state only when every message in it succeeded, as
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import nlattr
+from pyvisor.sentry.socket.netlink import nft_exprs, nlattr
 from pyvisor.sentry.socket.netlink.nlattr import Kind, Policy, be32, be64, string
 
 # From <linux/netfilter.h>.
@@ -364,6 +365,10 @@ def parse_expr(ctx: ExprContext, elem: bytes) -> bytes:
     if name == b"immediate":
         data = immediate_init(ctx, data)
     else:
+        checked = nft_exprs.EXPRS.get(name)
+        if checked is not None:
+            policy, check = checked
+            check(ctx, nlattr.parse(data, policy))
         data = b"".join(nlattr.attr(t, p) for t, p in nlattr.split(data))
     out = nlattr.attr_str(NFTA_EXPR_NAME, name)
     if data:

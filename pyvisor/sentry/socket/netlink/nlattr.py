@@ -29,6 +29,7 @@ class Kind(enum.Enum):
     STRING = 0
     BINARY = -1
     NESTED = -2
+    BE32_MAX = -3              # a big-endian u32 no greater than the limit (NLA_POLICY_MAX)
 
 
 Policy = dict[int, tuple[Kind, int]]        # attribute type -> (kind, max length or 0)
@@ -62,6 +63,11 @@ def parse(data: bytes, policy: Policy) -> dict[int, bytes]:
         n = len(payload)
         if kind in (Kind.U8, Kind.U32, Kind.U64):
             if n < kind.value:
+                raise SyscallError(Errno.ERANGE)
+        elif kind is Kind.BE32_MAX:
+            if n < 4:
+                raise SyscallError(Errno.ERANGE)
+            if int.from_bytes(payload[:4], "big") > limit:
                 raise SyscallError(Errno.ERANGE)
         elif kind is Kind.STRING:
             if limit:

@@ -89,6 +89,63 @@ static void immediate_verdict(int code, const char *chain)
     nest_end(e);
 }
 
+
+/* An expression `name` with big-endian u32 attributes given as (type, value) pairs,
+ * type 0 ending the list. */
+static void expr_u32s(const char *name, const uint32_t *attrs)
+{
+    size_t e = nest_begin(NFTA_LIST_ELEM);
+    attr_str(NFTA_EXPR_NAME, name);
+    size_t d = nest_begin(NFTA_EXPR_DATA);
+    for (; attrs[0]; attrs += 2)
+        attr_u32(attrs[0], attrs[1]);
+    nest_end(d);
+    nest_end(e);
+}
+
+/* A rule in t1/input holding the expressions that `add` appends. */
+static void rule_with(void (*add)(const void *), const void *arg)
+{
+    msg_begin(T(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET);
+    attr_str(NFTA_RULE_TABLE, "t1");
+    attr_str(NFTA_RULE_CHAIN, "input");
+    size_t exprs = nest_begin(NFTA_RULE_EXPRESSIONS);
+    add(arg);
+    nest_end(exprs);
+    msg_end();
+}
+
+struct one_expr {
+    const char *name;
+    uint32_t attrs[16];
+};
+
+static void add_u32s(const void *arg)
+{
+    const struct one_expr *x = arg;
+    expr_u32s(x->name, x->attrs);
+}
+
+static void add_cmp(const void *arg)
+{
+    (void)arg;
+    uint32_t payload[] = {NFTA_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER, NFTA_PAYLOAD_OFFSET, 9,
+                          NFTA_PAYLOAD_LEN, 1, NFTA_PAYLOAD_DREG, NFT_REG_1, 0};
+    expr_u32s("payload", payload);
+    size_t e = nest_begin(NFTA_LIST_ELEM);
+    attr_str(NFTA_EXPR_NAME, "cmp");
+    size_t d = nest_begin(NFTA_EXPR_DATA);
+    attr_u32(NFTA_CMP_SREG, NFT_REG_1);
+    attr_u32(NFTA_CMP_OP, NFT_CMP_EQ);
+    size_t v = nest_begin(NFTA_CMP_DATA);
+    uint8_t tcp = 6;
+    attr(NFTA_DATA_VALUE, &tcp, 1);
+    nest_end(v);
+    nest_end(d);
+    nest_end(e);
+    immediate_verdict(NF_DROP, NULL);
+}
+
 static void batch_begin(void)
 {
     reqlen = 0;
@@ -259,6 +316,52 @@ int main(void)
     batch_end();
     send_and_print(7);
     get(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, NULL, NULL);
+    send_and_print(1);
+
+    printf("expressions\n");
+    static const struct one_expr bad[] = {
+        {"payload", {NFTA_PAYLOAD_BASE, 1, NFTA_PAYLOAD_OFFSET, 1, NFTA_PAYLOAD_LEN, 4,
+                     NFTA_PAYLOAD_SREG, NFT_REG_VERDICT}},
+        {"payload", {NFTA_PAYLOAD_BASE, 1, NFTA_PAYLOAD_OFFSET, 300, NFTA_PAYLOAD_LEN, 4,
+                     NFTA_PAYLOAD_DREG, NFT_REG_1}},
+        {"payload", {NFTA_PAYLOAD_BASE, 9, NFTA_PAYLOAD_OFFSET, 1, NFTA_PAYLOAD_LEN, 4,
+                     NFTA_PAYLOAD_DREG, NFT_REG_1}},
+        {"payload", {NFTA_PAYLOAD_BASE, 1, NFTA_PAYLOAD_OFFSET, 1, NFTA_PAYLOAD_LEN, 20,
+                     NFTA_PAYLOAD_DREG, NFT_REG_4}},
+        {"meta", {NFTA_META_KEY, 256, NFTA_META_DREG, NFT_REG_1}},
+        {"meta", {NFTA_META_KEY, NFT_META_MARK, NFTA_META_DREG, NFT_REG_1,
+                  NFTA_META_SREG, NFT_REG_2}},
+        {"meta", {NFTA_META_KEY, NFT_META_MARK, NFTA_META_DREG, 5}},
+        {"cmp", {NFTA_CMP_SREG, NFT_REG_1, NFTA_CMP_OP, 9}},
+        {"ct", {NFTA_CT_KEY, NFT_CT_SRC, NFTA_CT_DREG, NFT_REG_1}},
+        {"ct", {NFTA_CT_KEY, NFT_CT_STATE}},
+        {"fib", {NFTA_FIB_DREG, NFT_REG_1, NFTA_FIB_RESULT, NFT_FIB_RESULT_OIF,
+                 NFTA_FIB_FLAGS, NFTA_FIB_F_SADDR | NFTA_FIB_F_DADDR}},
+        {"masq", {0}},                                         /* not a nat chain */
+        {"nat", {NFTA_NAT_TYPE, NFT_NAT_SNAT, NFTA_NAT_FAMILY, NFPROTO_IPV4,
+                 NFTA_NAT_REG_ADDR_MIN, NFT_REG_1}},
+        {"lookup", {NFTA_LOOKUP_SREG, NFT_REG_1}},
+        {"bitwise", {NFTA_BITWISE_SREG, NFT_REG_1, NFTA_BITWISE_DREG, NFT_REG_2,
+                     NFTA_BITWISE_LEN, 4}},
+        {"nosuchexpr", {0}},
+    };
+    batch_begin();
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        rule_with(add_u32s, &bad[i]);
+    batch_end();
+    send_and_print(1 + sizeof(bad) / sizeof(bad[0]));
+    static const struct one_expr good[] = {
+        {"meta", {NFTA_META_KEY, NFT_META_L4PROTO, NFTA_META_DREG, NFT_REG32_00}},
+        {"ct", {NFTA_CT_KEY, NFT_CT_STATE, NFTA_CT_DREG, NFT_REG_2}},
+        {"counter", {0}},
+    };
+    batch_begin();
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        rule_with(add_u32s, &good[i]);
+    rule_with(add_cmp, NULL);
+    batch_end();
+    send_and_print(3 + sizeof(good) / sizeof(good[0]));
+    get(NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, "t1", "input");
     send_and_print(1);
 
     printf("delete\n");

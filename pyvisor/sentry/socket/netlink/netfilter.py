@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.capability import CAP_NET_ADMIN
@@ -85,9 +86,11 @@ def _mtype(msg: int) -> int:
 class Batch:
     """One batch's transaction: the copy it changes and the chain ids it made."""
 
-    def __init__(self, state: NFTables) -> None:
+    def __init__(self, state: NFTables, validate_now: bool) -> None:
         self.state = copy.deepcopy(state)
         self.chain_ids: dict[tuple[Table, int], Chain] = {}
+        self.validate_now = validate_now         # rules validated as they are added
+        self.deferred: list[Callable[[], None]] = []   # else at commit
 
 
 class NetfilterProtocol:
@@ -284,30 +287,48 @@ class NetfilterProtocol:
         if NFNL_BATCH_GENID in battrs and be32(battrs[NFNL_BATCH_GENID]) != self.state.genid:
             sock._queue([sock.ack_msg(begin[5], Errno.ERESTART)])
             return
+        # A batch whose ruleset fails validation at commit is run again with each rule
+        # validated as it is added, so the error names the rule (nf_tables_commit's
+        # -EAGAIN and nfnetlink's replay).
+        replies = self._run(sock, msgs, res_id, validate_now=False)
+        if replies is None:
+            replies = self._run(sock, msgs, res_id, validate_now=True)
+        assert replies is not None
+        sock._queue(replies)
+
+    def _run(self, sock: NetlinkSocket, msgs: list[tuple[int, int, int, int, bytes, bytes]],
+             res_id: int, validate_now: bool) -> list[bytes] | None:
+        """One pass over a batch: its replies, or None when it must be replayed."""
+        begin = msgs[0]
         replies: list[bytes] = []
         if begin[1] & NLM_F_ACK:
             replies.append(sock.ack_msg(begin[5], 0))
-        batch = Batch(self.state)
+        batch = Batch(self.state, validate_now)
         failed = False
         for mtype, flags, _seq, _pid, body, whole in msgs[1:]:
             if len(body) < NFGENMSG.size:
-                replies, failed = [], True          # malformed: the whole batch is dropped
-                break
+                return []                          # malformed: the whole batch is dropped
             err = 0
             if not flags & NLM_F_REQUEST:
                 err = Errno.EINVAL
             elif mtype == NFNL_MSG_BATCH_BEGIN:
-                replies, failed = [], True
-                break
+                return []
             elif mtype == NFNL_MSG_BATCH_END:
-                if not failed:
-                    if batch.state.unbound_chains():
-                        # An anonymous chain no rule jumps to (nf_tables_commit refuses).
-                        replies.append(sock.ack_msg(whole, Errno.EINVAL))
-                        break
-                    self._commit(batch)
-                    if flags & NLM_F_ACK:
-                        replies.append(sock.ack_msg(whole, 0))
+                if failed:
+                    break
+                if not validate_now:
+                    try:
+                        for check in batch.deferred:
+                            check()
+                    except SyscallError:
+                        return None
+                if batch.state.unbound_chains():
+                    # An anonymous chain no rule jumps to (nf_tables_commit refuses).
+                    replies.append(sock.ack_msg(whole, Errno.EINVAL))
+                    break
+                self._commit(batch)
+                if flags & NLM_F_ACK:
+                    replies.append(sock.ack_msg(whole, 0))
                 break
             elif mtype < NLMSG_MIN_TYPE or mtype >> 8 != res_id:
                 err = Errno.EINVAL
@@ -322,7 +343,7 @@ class NetfilterProtocol:
                 replies.append(sock.ack_msg(whole, err))
                 if err:
                     failed = True
-        sock._queue(replies)                       # without END the copy is dropped
+        return replies                             # without END the copy is dropped
 
     def _commit(self, batch: Batch) -> None:
         batch.state.genid += 1
@@ -478,16 +499,16 @@ class NetfilterProtocol:
                 raise SyscallError(Errno.EINVAL)
             if cflags & nft.NFT_CHAIN_HW_OFFLOAD:
                 raise SyscallError(Errno.EOPNOTSUPP)
+        handle = table.alloc_handle()                # taken even if the chain fails
         if nft.NFTA_CHAIN_NAME in attrs:
             name = string(attrs[nft.NFTA_CHAIN_NAME])
         else:
             if not cflags & nft.NFT_CHAIN_BINDING:
                 raise SyscallError(Errno.EINVAL)
-            batch.state.anon_chains += 1
-            name = b"__chain%d" % batch.state.anon_chains
+            name = b"__chain%d" % batch.state.anon_chains.next()
         if any(c.name == name for c in table.chains):
             raise SyscallError(Errno.EEXIST)
-        chain = Chain(table, name, table.alloc_handle(), cflags, hook, policy, counters,
+        chain = Chain(table, name, handle, cflags, hook, policy, counters,
                       attrs.get(nft.NFTA_CHAIN_USERDATA))
         table.chains.append(chain)
         if nft.NFTA_CHAIN_ID in attrs:
@@ -576,7 +597,7 @@ class NetfilterProtocol:
         else:
             if not flags & NLM_F_CREATE or flags & NLM_F_REPLACE:
                 raise SyscallError(Errno.EINVAL)
-            handle = 0
+            handle = table.alloc_handle()            # taken even if the rule fails
             if nft.NFTA_RULE_POSITION in attrs:
                 old = rule_by_handle(chain, attrs[nft.NFTA_RULE_POSITION])
             elif nft.NFTA_RULE_POSITION_ID in attrs:
@@ -592,15 +613,17 @@ class NetfilterProtocol:
         try:
             for e in elems:
                 exprs.append(nft.parse_expr(ctx, e))
+            if batch.validate_now:
+                for check in ctx.validations:
+                    check()
         except SyscallError:
             for target in ctx.targets:
                 target.use -= 1
                 target.bound = False
             raise
-        if not handle:
-            handle = table.alloc_handle()
         udata = attrs.get(nft.NFTA_RULE_USERDATA) or None
         rule = Rule(handle, exprs, udata, ctx.targets)
+        batch.deferred.extend(ctx.validations)
         if flags & NLM_F_REPLACE and old is not None:
             at = chain.rules.index(old)
             st.delete_rule(chain, old)

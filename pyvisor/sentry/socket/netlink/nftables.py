@@ -22,6 +22,7 @@ Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyvisor.abi.linux.errno import Errno
@@ -125,6 +126,21 @@ def _err(e: Errno) -> SyscallError:
     return SyscallError(e)
 
 
+class HandleCounter:
+    """A handle generator.  A batch's copy shares it with the ruleset (deepcopy
+    returns it), because Linux does not take back the handles of an aborted batch."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def __deepcopy__(self, memo: dict[int, object]) -> HandleCounter:
+        return self
+
+
 @dataclass(eq=False)
 class Hook:
     """A base chain's attachment.  Linux: struct nft_chain_hook."""
@@ -172,15 +188,14 @@ class Table:
     owner: int = 0                   # the netlink port of an NFT_TABLE_F_OWNER table
     udata: bytes | None = None
     chains: list[Chain] = field(default_factory=list)
-    hgenerator: int = 0              # the last chain or rule handle given out
+    hgenerator: HandleCounter = field(default_factory=HandleCounter)   # chains, rules
 
     @property
     def use(self) -> int:
         return len(self.chains)
 
     def alloc_handle(self) -> int:
-        self.hgenerator += 1
-        return self.hgenerator
+        return self.hgenerator.next()
 
 
 @dataclass(eq=False)
@@ -188,9 +203,9 @@ class NFTables:
     """One network namespace's ruleset.  Linux: struct nftables_pernet."""
 
     tables: list[Table] = field(default_factory=list)
-    table_handle: int = 0
+    table_handles: HandleCounter = field(default_factory=HandleCounter)
     genid: int = 1
-    anon_chains: int = 0             # for the names of anonymous chains
+    anon_chains: HandleCounter = field(default_factory=HandleCounter)  # their names
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -223,8 +238,8 @@ class NFTables:
 
     def new_table(self, family: int, name: bytes, flags: int, udata: bytes | None,
                   portid: int) -> Table:
-        self.table_handle += 1
-        t = Table(family, name, self.table_handle, flags & NFT_TABLE_F_MASK, udata=udata)
+        t = Table(family, name, self.table_handles.next(), flags & NFT_TABLE_F_MASK,
+                  udata=udata)
         if flags & NFT_TABLE_F_OWNER:
             t.owner = portid
         self.tables.append(t)
@@ -351,6 +366,8 @@ class ExprContext:
     chain: Chain
     chain_ids: dict[tuple[Table, int], Chain]      # NFTA_CHAIN_ID of this batch's chains
     targets: list[Chain] = field(default_factory=list)
+    inited: set[int] = field(default_factory=set)     # register words written so far
+    validations: list[Callable[[], None]] = field(default_factory=list)   # at commit
 
 
 def parse_expr(ctx: ExprContext, elem: bytes) -> bytes:
@@ -368,27 +385,13 @@ def parse_expr(ctx: ExprContext, elem: bytes) -> bytes:
         checked = nft_exprs.EXPRS.get(name)
         if checked is not None:
             policy, check = checked
-            check(ctx, nlattr.parse(data, policy))
-        data = b"".join(nlattr.attr(t, p) for t, p in nlattr.split(data))
+            data = check(ctx, nlattr.parse(data, policy))
+        else:
+            data = b"".join(nlattr.attr(t, p) for t, p in nlattr.split(data))
     out = nlattr.attr_str(NFTA_EXPR_NAME, name)
     if data:
         out += nlattr.attr(NFTA_EXPR_DATA, data)
     return out
-
-
-def _parse_register(payload: bytes) -> int:
-    """nft_parse_register: the register's index in 32-bit words."""
-    reg = be32(payload)
-    if reg <= NFT_REG_4:
-        return reg * 4
-    if NFT_REG32_00 <= reg <= NFT_REG32_15:
-        return reg - NFT_REG32_00 + 4
-    raise _err(Errno.ERANGE)
-
-
-def _dump_register(idx: int) -> int:
-    """nft_dump_register: a 16-byte register's number where the index allows it."""
-    return idx // 4 if idx % 4 == 0 else idx - 4 + NFT_REG32_00
 
 
 def immediate_init(ctx: ExprContext, data: bytes) -> bytes:
@@ -409,20 +412,17 @@ def immediate_init(ctx: ExprContext, data: bytes) -> bytes:
     else:
         raise _err(Errno.EINVAL)
     try:
-        idx = _parse_register(tb[NFTA_IMMEDIATE_DREG])
-        if idx == NFT_REG_VERDICT:
-            if verdict is None:
-                raise _err(Errno.EINVAL)
+        if verdict is None:
+            idx = nft_exprs.store(ctx, tb[NFTA_IMMEDIATE_DREG], len(value))
         else:
-            if verdict is not None or idx < 4:
+            idx = nft_exprs.register(tb[NFTA_IMMEDIATE_DREG])
+            if idx != NFT_REG_VERDICT:
                 raise _err(Errno.EINVAL)
-            if idx * 4 + len(value) > NFT_REGS_BYTES:
-                raise _err(Errno.ERANGE)
     except SyscallError:
         if verdict is not None and verdict[1] is not None:
             verdict[1].use -= 1              # nft_data_release
         raise
-    out = nlattr.attr_be32(NFTA_IMMEDIATE_DREG, _dump_register(idx))
+    out = nlattr.attr_be32(NFTA_IMMEDIATE_DREG, nft_exprs.dump_register(idx))
     if verdict is None:
         inner = nlattr.attr(NFTA_DATA_VALUE, value)
     else:

@@ -26,6 +26,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST,
                                            NLMSG_DONE, NLMSG_MIN_TYPE, NetlinkSocket, messages,
                                            nlmsg)
+from pyvisor.sentry.socket.netlink import nft_compat
 from pyvisor.sentry.socket.netlink import nftables as nft
 from pyvisor.sentry.socket.netlink import nlattr
 from pyvisor.sentry.socket.netlink.nftables import (NFPROTO_UNSPEC, NFTables, Chain, ExprContext,
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 NFGENMSG = struct.Struct(">BBH")            # family, version, res_id (big-endian)
 NFNETLINK_V0 = 0
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = NLMSG_MIN_TYPE, NLMSG_MIN_TYPE + 1
-NFNL_SUBSYS_NFTABLES, NFNL_SUBSYS_COUNT = 10, 12
+NFNL_SUBSYS_NFTABLES, NFNL_SUBSYS_NFT_COMPAT, NFNL_SUBSYS_COUNT = 10, 11, 12
+NFNL_MSG_COMPAT_GET = 0
 NFNL_BATCH_GENID = 1
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
 NLM_F_NONREC = 0x100
@@ -138,11 +140,22 @@ class NetfilterProtocol:
               whole: bytes) -> bool:
         """nfnetlink_rcv_msg for a message outside a batch; True if it was a dump (which
         Linux never acknowledges)."""
-        if mtype >> 8 != NFNL_SUBSYS_NFTABLES or len(body) < NFGENMSG.size:
+        if len(body) < NFGENMSG.size:
             raise SyscallError(Errno.EINVAL)
         msg = mtype & 0xFF
         family = body[0]
         seq = struct.unpack_from("<I", whole, 8)[0]
+        if mtype >> 8 == NFNL_SUBSYS_NFT_COMPAT and msg == NFNL_MSG_COMPAT_GET:
+            name, rev, kind = nft_compat.revision_reply(
+                family, nlattr.parse(body[NFGENMSG.size:], nft_compat.GET_POLICY))
+            b = NFGENMSG.pack(family, NFNETLINK_V0, 0)
+            b += nlattr.attr_str(nft_compat.NFTA_COMPAT_NAME, name)
+            b += nlattr.attr_be32(nft_compat.NFTA_COMPAT_REV, rev)
+            b += nlattr.attr_be32(nft_compat.NFTA_COMPAT_TYPE, kind)
+            sock._queue([nlmsg(mtype, 0, seq, sock.portid, b)])
+            return False
+        if mtype >> 8 != NFNL_SUBSYS_NFTABLES:
+            raise SyscallError(Errno.EINVAL)
         st = self.state
         dump = flags & NLM_F_DUMP == NLM_F_DUMP
         if msg in BATCH_TYPES or msg not in READ_TYPES:
@@ -608,7 +621,8 @@ class NetfilterProtocol:
                 if atype != nft.NFTA_LIST_ELEM or len(elems) == nft.NFT_RULE_MAXEXPRS:
                     raise SyscallError(Errno.EINVAL)
                 elems.append(payload)
-        ctx = ExprContext(table, chain, batch.chain_ids)
+        ctx = ExprContext(table, chain, batch.chain_ids,
+                          compat=attrs.get(nft.NFTA_RULE_COMPAT))
         exprs = []
         try:
             for e in elems:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import nft_exprs, nlattr
+from pyvisor.sentry.socket.netlink import nft_compat, nft_exprs, nlattr
 from pyvisor.sentry.socket.netlink.nlattr import Kind, Policy, be32, be64, string
 
 # From <linux/netfilter.h>.
@@ -366,6 +366,7 @@ class ExprContext:
     chain: Chain
     chain_ids: dict[tuple[Table, int], Chain]      # NFTA_CHAIN_ID of this batch's chains
     targets: list[Chain] = field(default_factory=list)
+    compat: bytes | None = None                       # the rule's NFTA_RULE_COMPAT
     inited: set[int] = field(default_factory=set)     # register words written so far
     validations: list[Callable[[], None]] = field(default_factory=list)   # at commit
 
@@ -383,7 +384,10 @@ def parse_expr(ctx: ExprContext, elem: bytes) -> bytes:
         data = immediate_init(ctx, data)
     else:
         checked = nft_exprs.EXPRS.get(name)
-        if checked is not None:
+        if name in (b"match", b"target"):
+            nft_compat.check(ctx, data, name == b"target")
+            data = b"".join(nlattr.attr(t, p) for t, p in nlattr.split(data))
+        elif checked is not None:
             policy, check = checked
             data = check(ctx, nlattr.parse(data, policy))
         else:

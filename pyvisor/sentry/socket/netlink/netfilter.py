@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.capability import CAP_NET_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST,
-                                           NLMSG_DONE, NLMSG_MIN_TYPE, NetlinkSocket, messages,
-                                           nlmsg)
-from pyvisor.sentry.socket.netlink import nft_compat
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+                                           NLM_F_EXCL, NLM_F_MULTI, NLM_F_NONREC, NLM_F_REPLACE,
+                                           NLM_F_REQUEST, NLMSG_DONE, NLMSG_MIN_TYPE,
+                                           NetlinkSocket, messages, nlmsg)
+from pyvisor.sentry.socket.netlink import nft_compat, nft_sets
 from pyvisor.sentry.socket.netlink import nftables as nft
 from pyvisor.sentry.socket.netlink import nlattr
 from pyvisor.sentry.socket.netlink.nftables import (NFPROTO_UNSPEC, NFTables, Chain, ExprContext,
@@ -45,8 +46,6 @@ NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = NLMSG_MIN_TYPE, NLMSG_MIN_TYPE + 1
 NFNL_SUBSYS_NFTABLES, NFNL_SUBSYS_NFT_COMPAT, NFNL_SUBSYS_COUNT = 10, 11, 12
 NFNL_MSG_COMPAT_GET = 0
 NFNL_BATCH_GENID = 1
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
-NLM_F_NONREC = 0x100
 # From <linux/netfilter/nf_tables.h>: enum nf_tables_msg_types.
 (NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN,
  NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE, NFT_MSG_NEWSET,
@@ -91,6 +90,7 @@ class Batch:
     def __init__(self, state: NFTables, validate_now: bool) -> None:
         self.state = copy.deepcopy(state)
         self.chain_ids: dict[tuple[Table, int], Chain] = {}
+        self.set_ids: dict[tuple[Table, int], nft_sets.Set] = {}
         self.validate_now = validate_now         # rules validated as they are added
         self.deferred: list[Callable[[], None]] = []   # else at commit
 
@@ -209,7 +209,29 @@ class NetfilterProtocol:
             rule = rule_by_handle(chain, attrs[nft.NFTA_RULE_HANDLE])
             self._reply(sock, seq, NFT_MSG_NEWRULE, self._rule_info(chain, rule))
             return False
-        # Sets, objects and flowtables are not modelled: none exist to read.
+        if msg == NFT_MSG_GETSET:
+            attrs = nlattr.parse(body[NFGENMSG.size:], nft_sets.SET_POLICY_ATTRS)
+            if dump:
+                tname = attrs.get(nft_sets.SET_TABLE)
+                self._dump(sock, seq, NFT_MSG_NEWSET,
+                           [self._genmsg(x.family) + nft_sets.set_info(s)
+                            for x in st.by_family(family)
+                            if tname is None or x.name == string(tname) for s in x.sets])
+                return True
+            table = st.table(attrs.get(nft_sets.SET_TABLE), family, 0)
+            s = nft_sets.find(table, attrs.get(nft_sets.SET_NAME))
+            self._reply(sock, seq, NFT_MSG_NEWSET, self._genmsg(family) + nft_sets.set_info(s))
+            return False
+        if msg == NFT_MSG_GETSETELEM:
+            attrs = nlattr.parse(body[NFGENMSG.size:], nft_sets.LIST_POLICY)
+            table = st.table(attrs.get(nft_sets.LIST_TABLE), family, 0)
+            s = nft_sets.find(table, attrs.get(nft_sets.LIST_SET))
+            if not dump:
+                raise SyscallError(Errno.EOPNOTSUPP)   # single elements: TODO(#10)
+            self._dump(sock, seq, NFT_MSG_NEWSETELEM,
+                       [self._genmsg(family) + nft_sets.elements_info(s)])
+            return True
+        # Objects and flowtables are not modelled: none exist to read.
         if dump:
             self._dump(sock, seq, msg, [])
             return True
@@ -383,8 +405,34 @@ class NetfilterProtocol:
             self._new_rule(batch, portid, family, flags, nlattr.parse(data, nft.RULE_POLICY))
         elif msg in (NFT_MSG_DELRULE, NFT_MSG_DESTROYRULE):
             self._del_rule(st, portid, family, msg, nlattr.parse(data, nft.RULE_POLICY))
+        elif msg == NFT_MSG_NEWSET:
+            attrs = nlattr.parse(data, nft_sets.SET_POLICY_ATTRS)
+            table = st.table(attrs.get(nft_sets.SET_TABLE), family, portid)
+            nft_sets.new_set(table, attrs, flags, batch.set_ids)
+        elif msg in (NFT_MSG_DELSET, NFT_MSG_DESTROYSET):
+            attrs = nlattr.parse(data, nft_sets.SET_POLICY_ATTRS)
+            table = st.table(attrs.get(nft_sets.SET_TABLE), family, portid)
+            nft_sets.del_set(table, attrs, flags, msg == NFT_MSG_DESTROYSET)
+        elif msg in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_DESTROYSETELEM):
+            attrs = nlattr.parse(data, nft_sets.LIST_POLICY)
+            table = st.table(attrs.get(nft_sets.LIST_TABLE), family, portid)
+            try:
+                s = nft_sets.find(table, attrs.get(nft_sets.LIST_SET))
+            except SyscallError:
+                found = batch.set_ids.get((table, be32(attrs[nft_sets.LIST_SET_ID]))) \
+                    if nft_sets.LIST_SET_ID in attrs else None
+                if found is None:
+                    raise
+                s = found
+            if msg == NFT_MSG_NEWSETELEM:
+                if nft_sets.LIST_ELEMENTS not in attrs:
+                    raise SyscallError(Errno.EINVAL)
+                nft_sets.add_elements(s, attrs[nft_sets.LIST_ELEMENTS], flags)
+            else:
+                nft_sets.del_elements(s, attrs.get(nft_sets.LIST_ELEMENTS),
+                                      msg == NFT_MSG_DESTROYSETELEM)
         else:
-            # Sets, set elements, objects, flowtables: not modelled yet (TODO(#10)).
+            # Objects and flowtables: not modelled yet (TODO(#10)).
             raise SyscallError(Errno.EOPNOTSUPP)
 
     # -- tables: nf_tables_newtable, nf_tables_updtable, nf_tables_deltable ----------------
@@ -621,7 +669,7 @@ class NetfilterProtocol:
                 if atype != nft.NFTA_LIST_ELEM or len(elems) == nft.NFT_RULE_MAXEXPRS:
                     raise SyscallError(Errno.EINVAL)
                 elems.append(payload)
-        ctx = ExprContext(table, chain, batch.chain_ids,
+        ctx = ExprContext(table, chain, batch.chain_ids, batch.set_ids,
                           compat=attrs.get(nft.NFTA_RULE_COMPAT))
         exprs = []
         try:
@@ -634,9 +682,11 @@ class NetfilterProtocol:
             for target in ctx.targets:
                 target.use -= 1
                 target.bound = False
+            for used in ctx.sets:
+                used.use -= 1
             raise
         udata = attrs.get(nft.NFTA_RULE_USERDATA) or None
-        rule = Rule(handle, exprs, udata, ctx.targets)
+        rule = Rule(handle, exprs, udata, ctx.targets, ctx.sets)
         batch.deferred.extend(ctx.validations)
         if flags & NLM_F_REPLACE and old is not None:
             at = chain.rules.index(old)

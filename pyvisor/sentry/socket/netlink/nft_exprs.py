@@ -395,10 +395,32 @@ LOOKUP_POLICY: Policy = {LOOKUP_SET: (Kind.STRING, 255), LOOKUP_SREG: (Kind.U32,
 
 
 def lookup(ctx: ExprContext, tb: dict[int, bytes]) -> bytes:
-    """nft_lookup_init: sets are not modelled, so none is ever found."""
+    """nft_lookup_init (nft_set_lookup_global, then the registers); nft_lookup_dump."""
+    from pyvisor.sentry.socket.netlink import nft_sets
     if LOOKUP_SET not in tb or LOOKUP_SREG not in tb:
         raise _err(Errno.EINVAL)
-    raise _err(Errno.ENOENT)
+    try:
+        s = nft_sets.find(ctx.table, tb[LOOKUP_SET])
+    except SyscallError:
+        found = ctx.set_ids.get((ctx.table, be32(tb[LOOKUP_SET_ID]))) \
+            if LOOKUP_SET_ID in tb else None
+        if found is None:
+            raise
+        s = found
+    sreg = load(ctx, tb[LOOKUP_SREG], s.klen)
+    flags = _u32(tb, LOOKUP_FLAGS) if LOOKUP_FLAGS in tb else 0
+    if flags & ~1:                                # NFT_LOOKUP_F_INV
+        raise _err(Errno.EOPNOTSUPP)
+    if flags and s.flags & nft_sets.F_MAP:
+        raise _err(Errno.EINVAL)
+    out = nlattr.attr_str(LOOKUP_SET, s.name) + areg(LOOKUP_SREG, sreg)
+    if LOOKUP_DREG in tb:
+        if flags or not s.flags & nft_sets.F_MAP:
+            raise _err(Errno.EINVAL)
+        out += areg(LOOKUP_DREG, store(ctx, tb[LOOKUP_DREG], s.dlen))
+    s.use += 1
+    ctx.sets.append(s)
+    return out + a32(LOOKUP_FLAGS, flags)
 
 
 FIB_DREG, FIB_RESULT, FIB_FLAGS = 1, 2, 3

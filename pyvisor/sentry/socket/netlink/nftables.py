@@ -24,11 +24,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netlink import nft_compat, nft_exprs, nlattr
 from pyvisor.sentry.socket.netlink.nlattr import Kind, Policy, be32, be64, string
+
+if TYPE_CHECKING:
+    from pyvisor.sentry.socket.netlink.nft_sets import Set
 
 # From <linux/netfilter.h>.
 NFPROTO_UNSPEC, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_ARP = 0, 1, 2, 3
@@ -158,6 +162,7 @@ class Rule:
     exprs: list[bytes]               # each NFTA_LIST_ELEM's payload as dumped
     udata: bytes | None = None
     targets: list[Chain] = field(default_factory=list)   # chains its verdicts jump to
+    sets: list[Set] = field(default_factory=list)        # sets its lookups use
 
 
 @dataclass(eq=False)
@@ -188,11 +193,12 @@ class Table:
     owner: int = 0                   # the netlink port of an NFT_TABLE_F_OWNER table
     udata: bytes | None = None
     chains: list[Chain] = field(default_factory=list)
+    sets: list[Set] = field(default_factory=list)
     hgenerator: HandleCounter = field(default_factory=HandleCounter)   # chains, rules
 
     @property
     def use(self) -> int:
-        return len(self.chains)
+        return len(self.chains) + len(self.sets)
 
     def alloc_handle(self) -> int:
         return self.hgenerator.next()
@@ -251,6 +257,7 @@ class NFTables:
             for r in list(c.rules):
                 self.delete_rule(c, r)
         t.chains.clear()
+        t.sets.clear()
         self.tables.remove(t)
 
     def flush(self, family: int, name: bytes | None, portid: int) -> None:
@@ -283,6 +290,8 @@ class NFTables:
     def delete_rule(self, c: Chain, r: Rule) -> None:
         c.rules.remove(r)
         c.use -= 1
+        for s in r.sets:
+            s.use -= 1
         for target in r.targets:
             target.use -= 1
             if target.flags & NFT_CHAIN_BINDING and target.bound:
@@ -365,7 +374,9 @@ class ExprContext:
     table: Table
     chain: Chain
     chain_ids: dict[tuple[Table, int], Chain]      # NFTA_CHAIN_ID of this batch's chains
+    set_ids: dict[tuple[Table, int], Set]          # NFTA_SET_ID of this batch's sets
     targets: list[Chain] = field(default_factory=list)
+    sets: list[Set] = field(default_factory=list)    # sets its lookups use
     compat: bytes | None = None                       # the rule's NFTA_RULE_COMPAT
     inited: set[int] = field(default_factory=set)     # register words written so far
     validations: list[Callable[[], None]] = field(default_factory=list)   # at commit

@@ -159,6 +159,35 @@ static void batch_end(void)
     msg_end();
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A set's elements, one per line, sorted: the order a kernel walks a set in is its
+ * backend's business. */
+static void print_elements(const unsigned char *p, int rem)
+{
+    char *lines[64];
+    int n = 0;
+    const struct nlattr *a = (const void *)p;
+    for (; rem >= (int)sizeof(*a) && a->nla_len >= sizeof(*a) && a->nla_len <= rem && n < 64;
+         rem -= NLA_ALIGN(a->nla_len), a = (const void *)((const char *)a + NLA_ALIGN(a->nla_len))) {
+        char *line = malloc(3 * a->nla_len + 16);
+        CHECK(line != NULL);
+        int at = sprintf(line, "    elem");
+        for (int i = NLA_HDRLEN; i < a->nla_len; i++)
+            at += sprintf(line + at, "%02x", ((const unsigned char *)a)[i]);
+        lines[n++] = line;
+    }
+    qsort(lines, n, sizeof(lines[0]), cmp_str);
+    printf(" elements:\n");
+    for (int i = 0; i < n; i++) {
+        printf("%s\n", lines[i]);
+        free(lines[i]);
+    }
+}
+
 /* Sends req and prints every message answered until `want` NLMSG_ERRORs or a
  * NLMSG_DONE arrived (the socket has a receive timeout, so a missing answer fails). */
 static void send_and_print(int want_errors)
@@ -190,9 +219,17 @@ static void send_and_print(int want_errors)
                 int len = a->nla_len - NLA_HDRLEN;
                 unsigned char *p = (unsigned char *)a + NLA_HDRLEN;
                 int type = a->nla_type & NLA_TYPE_MASK;
-                /* The generation id differs between runs; everything else is printed. */
+                /* The generation id differs between runs, a set's backend name holds a
+                 * kernel address; everything else is printed. */
                 if ((h->nlmsg_type & 0xff) == NFT_MSG_NEWGEN && type != NFTA_GEN_PROC_NAME)
                     continue;
+                if ((h->nlmsg_type & 0xff) == NFT_MSG_NEWSET && type == 19)  /* SET_TYPE */
+                    continue;
+                if ((h->nlmsg_type & 0xff) == NFT_MSG_NEWSETELEM &&
+                    type == NFTA_SET_ELEM_LIST_ELEMENTS) {
+                    print_elements(p, len);
+                    continue;
+                }
                 printf(" %d=", type);
                 if (len > 0 && p[len - 1] == 0 && len > 1 && p[0] >= 'a' && p[0] <= 'z')
                     printf("'%s'", p);
@@ -363,6 +400,150 @@ int main(void)
     send_and_print(3 + sizeof(good) / sizeof(good[0]));
     get(NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, "t1", "input");
     send_and_print(1);
+
+    printf("sets\n");
+    batch_begin();
+    msg_begin(T(NFT_MSG_NEWSET), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_TABLE, "t1");
+    attr_str(NFTA_SET_NAME, "ports");
+    attr_u32(NFTA_SET_KEY_LEN, 2);
+    attr_u32(NFTA_SET_ID, 7);
+    attr_u32(NFTA_SET_FLAGS, NFT_SET_MAP);
+    attr_u32(NFTA_SET_DATA_TYPE, 0);
+    attr_u32(NFTA_SET_DATA_LEN, 4);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWSETELEM), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    size_t elems = nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (int i = 0; i < 3; i++) {
+        size_t el = nest_begin(NFTA_LIST_ELEM);
+        if (i < 2) {
+            uint16_t port = htons(22 + i);
+            size_t k = nest_begin(NFTA_SET_ELEM_KEY);
+            attr(NFTA_DATA_VALUE, &port, 2);
+            nest_end(k);
+        } else {
+            attr_u32(NFTA_SET_ELEM_FLAGS, 2);                 /* NFT_SET_ELEM_CATCHALL */
+        }
+        uint32_t mark = htonl(100 + i);
+        size_t dv = nest_begin(NFTA_SET_ELEM_DATA);
+        attr(NFTA_DATA_VALUE, &mark, 4);
+        nest_end(dv);
+        nest_end(el);
+    }
+    nest_end(elems);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWSETELEM), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);  /* bad key */
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    elems = nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    size_t el = nest_begin(NFTA_LIST_ELEM);
+    uint32_t wide = 1;
+    size_t k = nest_begin(NFTA_SET_ELEM_KEY);
+    attr(NFTA_DATA_VALUE, &wide, 4);
+    nest_end(k);
+    nest_end(el);
+    nest_end(elems);
+    msg_end();
+    batch_end();
+    send_and_print(4);
+    batch_begin();
+    msg_begin(T(NFT_MSG_NEWSET), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_TABLE, "t1");
+    attr_str(NFTA_SET_NAME, "ports");
+    attr_u32(NFTA_SET_KEY_LEN, 2);
+    attr_u32(NFTA_SET_ID, 7);
+    attr_u32(NFTA_SET_FLAGS, NFT_SET_MAP);
+    attr_u32(NFTA_SET_DATA_TYPE, 0);
+    attr_u32(NFTA_SET_DATA_LEN, 4);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWSETELEM), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    elems = nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (int i = 0; i < 2; i++) {
+        el = nest_begin(NFTA_LIST_ELEM);
+        uint16_t port = htons(22 + i);
+        k = nest_begin(NFTA_SET_ELEM_KEY);
+        attr(NFTA_DATA_VALUE, &port, 2);
+        nest_end(k);
+        uint32_t mark = htonl(100 + i);
+        size_t dv = nest_begin(NFTA_SET_ELEM_DATA);
+        attr(NFTA_DATA_VALUE, &mark, 4);
+        nest_end(dv);
+        nest_end(el);
+    }
+    nest_end(elems);
+    msg_end();
+    static const struct one_expr lookups[] = {
+        {"lookup", {NFTA_LOOKUP_SREG, NFT_REG_1, NFTA_LOOKUP_DREG, NFT_REG_2}},  /* no set */
+    };
+    rule_with(add_u32s, &lookups[0]);
+    batch_end();
+    send_and_print(4);
+    batch_begin();                                   /* the same without the bad rule */
+    msg_begin(T(NFT_MSG_NEWSET), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_TABLE, "t1");
+    attr_str(NFTA_SET_NAME, "ports");
+    attr_u32(NFTA_SET_KEY_LEN, 2);
+    attr_u32(NFTA_SET_ID, 7);
+    attr_u32(NFTA_SET_FLAGS, NFT_SET_MAP);
+    attr_u32(NFTA_SET_DATA_TYPE, 0);
+    attr_u32(NFTA_SET_DATA_LEN, 4);
+    msg_end();
+    msg_begin(T(NFT_MSG_NEWSETELEM), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET);
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    elems = nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (int i = 0; i < 2; i++) {
+        el = nest_begin(NFTA_LIST_ELEM);
+        uint16_t port = htons(22 + i);
+        k = nest_begin(NFTA_SET_ELEM_KEY);
+        attr(NFTA_DATA_VALUE, &port, 2);
+        nest_end(k);
+        uint32_t mark = htonl(100 + i);
+        size_t dv = nest_begin(NFTA_SET_ELEM_DATA);
+        attr(NFTA_DATA_VALUE, &mark, 4);
+        nest_end(dv);
+        nest_end(el);
+    }
+    el = nest_begin(NFTA_LIST_ELEM);
+    attr_u32(NFTA_SET_ELEM_FLAGS, 2);                   /* NFT_SET_ELEM_CATCHALL */
+    uint32_t other = htonl(7);
+    size_t dv2 = nest_begin(NFTA_SET_ELEM_DATA);
+    attr(NFTA_DATA_VALUE, &other, 4);
+    nest_end(dv2);
+    nest_end(el);
+    nest_end(elems);
+    msg_end();
+    batch_end();
+    send_and_print(4);
+    reqlen = 0;
+    msg_begin(T(NFT_MSG_GETSET), NLM_F_DUMP, NFPROTO_INET);
+    msg_end();
+    send_and_print(1);
+    reqlen = 0;
+    msg_begin(T(NFT_MSG_GETSETELEM), NLM_F_DUMP, NFPROTO_INET);
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    msg_end();
+    send_and_print(1);
+    batch_begin();
+    msg_begin(T(NFT_MSG_DELSETELEM), NLM_F_ACK, NFPROTO_INET);
+    attr_str(NFTA_SET_ELEM_LIST_TABLE, "t1");
+    attr_str(NFTA_SET_ELEM_LIST_SET, "ports");
+    elems = nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    el = nest_begin(NFTA_LIST_ELEM);
+    uint16_t gone = htons(99);
+    k = nest_begin(NFTA_SET_ELEM_KEY);
+    attr(NFTA_DATA_VALUE, &gone, 2);
+    nest_end(k);
+    nest_end(el);
+    nest_end(elems);
+    msg_end();
+    batch_end();
+    send_and_print(2);
 
     printf("delete\n");
     batch_begin();

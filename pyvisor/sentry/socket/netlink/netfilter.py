@@ -229,7 +229,7 @@ class NetfilterProtocol:
             if not dump:
                 raise SyscallError(Errno.EOPNOTSUPP)   # single elements: TODO(#10)
             self._dump(sock, seq, NFT_MSG_NEWSETELEM,
-                       [self._genmsg(family) + nft_sets.elements_info(s)])
+                       [self._genmsg(family) + b for b in nft_sets.elements_info(s)])
             return True
         # Objects and flowtables are not modelled: none exist to read.
         if dump:

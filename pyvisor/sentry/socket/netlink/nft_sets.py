@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # From <linux/netfilter/nf_tables.h>.
 (SET_TABLE, SET_NAME, SET_FLAGS, SET_KEY_TYPE, SET_KEY_LEN, SET_DATA_TYPE, SET_DATA_LEN,
  SET_POLICY, SET_DESC, SET_ID, SET_TIMEOUT, SET_GC_INTERVAL, SET_USERDATA, SET_PAD,
- SET_OBJ_TYPE, SET_HANDLE, SET_EXPR, SET_EXPRESSIONS) = range(1, 19)
+ SET_OBJ_TYPE, SET_HANDLE, SET_EXPR, SET_EXPRESSIONS, SET_TYPE, SET_COUNT) = range(1, 21)
 F_ANONYMOUS, F_CONSTANT, F_INTERVAL, F_MAP, F_TIMEOUT, F_EVAL, F_OBJECT, F_CONCAT, F_EXPR = \
     1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100
 F_ALL = 0x1FF
@@ -208,7 +208,8 @@ def set_info(s: Set) -> bytes:
         b += nlattr.attr_be32(SET_POLICY, s.policy)
     if s.udata is not None:
         b += nlattr.attr(SET_USERDATA, s.udata)
-    return b + nlattr.attr(SET_DESC, b"")
+    b += nlattr.attr(SET_DESC, b"")
+    return b + nlattr.attr_be32(SET_COUNT, sum(1 for e in s.elements if e.key is not None))
 
 
 # -- elements ----------------------------------------------------------------------------
@@ -285,19 +286,28 @@ def del_elements(s: Set, elements: bytes | None, destroy: bool) -> None:
         s.elements.remove(found[0])
 
 
-def elements_info(s: Set) -> bytes:
-    """nf_tables_fill_setelem for every element (the catch-all last), in one list."""
-    items = b""
-    for e in sorted(s.elements, key=lambda e: e.key is None):
-        b = b""
-        if e.key is not None:
-            b += nlattr.attr(ELEM_KEY, nlattr.attr(NFTA_DATA_VALUE, e.key))
-        if e.data is not None:
-            b += nlattr.attr(ELEM_DATA, nlattr.attr(NFTA_DATA_VALUE, e.data))
-        if e.flags:
-            b += nlattr.attr_be32(ELEM_FLAGS, e.flags)
-        if e.udata is not None:
-            b += nlattr.attr(ELEM_USERDATA, e.udata)
-        items += nlattr.attr(NFTA_LIST_ELEM, b)
-    out = nlattr.attr_str(LIST_TABLE, s.table.name) + nlattr.attr_str(LIST_SET, s.name)
-    return out + nlattr.attr(LIST_ELEMENTS, items)
+def _element_info(e: Element) -> bytes:
+    b = b""
+    if e.key is not None:
+        b += nlattr.attr(ELEM_KEY, nlattr.attr(NFTA_DATA_VALUE, e.key))
+    if e.data is not None:
+        b += nlattr.attr(ELEM_DATA, nlattr.attr(NFTA_DATA_VALUE, e.data))
+    if e.flags:
+        b += nlattr.attr_be32(ELEM_FLAGS, e.flags)
+    if e.udata is not None:
+        b += nlattr.attr(ELEM_USERDATA, e.udata)
+    return nlattr.attr(NFTA_LIST_ELEM, b)
+
+
+def elements_info(s: Set) -> list[bytes]:
+    """nf_tables_dump_set: one message of the keyed elements (newest first, as a
+    list-backed set walks them), then one for the catch-all element."""
+    head = nlattr.attr_str(LIST_TABLE, s.table.name) + nlattr.attr_str(LIST_SET, s.name)
+    keyed = [e for e in reversed(s.elements) if e.key is not None]
+    catchall = [e for e in s.elements if e.key is None]
+    out = []
+    if keyed:
+        out.append(head + nlattr.attr(LIST_ELEMENTS, b"".join(map(_element_info, keyed))))
+    if catchall:
+        out.append(head + nlattr.attr(LIST_ELEMENTS, b"".join(map(_element_info, catchall))))
+    return out

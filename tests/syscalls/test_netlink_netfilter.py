@@ -1,5 +1,6 @@
-"""Netfilter: NETLINK_NETFILTER (pyvisor/sentry/socket/netlink/netfilter.py, nftables.py)
-and the iptables socket options.
+"""Netlink sockets and netfilter: NETLINK_NETFILTER (pyvisor/sentry/socket/netlink/
+netfilter.py, nftables.py), the iptables socket options, iptables-nft itself, and the
+sockets of every netlink protocol served.
 tests/programs/nftables.c builds, reads, breaks and deletes an nftables ruleset in a
 network namespace of its own (unshare(CLONE_NEWNET), so the host's ruleset is never
 touched) and prints every answer; Linux and pyvisor must print the same."""
@@ -64,3 +65,13 @@ def test_iptables_nft(run: Runner) -> None:
     assert "-A INPUT -p tcp -m tcp --dport 22 -j DROP" in native.stdout
     assert sandboxed.returncode == native.returncode, sandboxed.output
     assert sandboxed.output == native.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_sockets(program: Builder, compare: Comparer) -> None:
+    """Port ids, binds, peers and acks of NETLINK_ROUTE, NETLINK_NETFILTER and
+    NETLINK_KOBJECT_UEVENT sockets (pyvisor/sentry/socket/netlink/__init__.py)."""
+    native, _ = compare([program("netlink_sock.c")])
+    assert "second: port=negative" in native.stdout
+    assert native.stdout.endswith("ok\n")

@@ -65,6 +65,8 @@ class NetlinkProtocol(Protocol):
     """What one netlink protocol does with the requests sent to the kernel.  Linux:
     the `input` of netlink_kernel_create; gVisor: netlink.Protocol."""
 
+    nonroot_groups: bool             # NL_CFG_F_NONROOT_RECV: anyone may join its groups
+
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
         """Handles one sendmsg's buffer, queueing the replies on `sock`."""
         ...
@@ -139,7 +141,7 @@ class NetlinkSocket(Socket):
         fam, _, pid, groups = SOCKADDR_NL.unpack_from(addr)
         if fam != AF_NETLINK:
             raise SyscallError(Errno.EINVAL)
-        if groups and t.creds.euid != 0:
+        if groups and t.creds.euid != 0 and not self.handler.nonroot_groups:
             raise SyscallError(Errno.EPERM)
         if pid and self.portid and pid != self.portid:
             raise SyscallError(Errno.EINVAL)
@@ -304,7 +306,33 @@ def port_table(net: Network | None, protocol: int) -> PortTable:
     return table
 
 
+class UeventProtocol:
+    """NETLINK_KOBJECT_UEVENT: the sandbox has no devices that come and go, so no
+    event is ever sent; a message to the kernel is checked as uevent_net_rcv_skb
+    does (CAP_SYS_ADMIN) and, having no listener to reach, dropped.
+    Linux: lib/kobject_uevent.c."""
+
+    nonroot_groups = True            # NL_CFG_F_NONROOT_RECV: anyone may listen
+
+    def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
+        from pyvisor.abi.linux.capability import CAP_SYS_ADMIN
+        for mtype, flags, _seq, _pid, body, whole in messages(data):
+            if not flags & NLM_F_REQUEST or mtype < NLMSG_MIN_TYPE:
+                err = 0
+            elif t is not None and not t.creds.capable(CAP_SYS_ADMIN):
+                err = Errno.EPERM
+            else:
+                err = 0 if body else Errno.EINVAL
+            if err or flags & NLM_F_ACK:
+                sock._queue([sock.ack_msg(whole, err)])
+
+    def released(self, sock: NetlinkSocket) -> None:
+        pass
+
+
 def _protocol(protocol: int, net: Network | None) -> NetlinkProtocol:
+    if protocol == NETLINK_KOBJECT_UEVENT:
+        return UeventProtocol()
     if protocol == NETLINK_NETFILTER:
         from pyvisor.sentry.socket.netlink.netfilter import NetfilterProtocol
         return NetfilterProtocol(net)
@@ -313,7 +341,7 @@ def _protocol(protocol: int, net: Network | None) -> NetlinkProtocol:
 
 
 class NetlinkFamily:
-    """The Family for AF_NETLINK: NETLINK_ROUTE and NETLINK_NETFILTER."""
+    """The Family for AF_NETLINK: NETLINK_ROUTE, NETLINK_NETFILTER, NETLINK_KOBJECT_UEVENT."""
 
     def __init__(self, stack: InetStack, net: Network | None = None) -> None:
         self.stack = stack
@@ -323,7 +351,7 @@ class NetlinkFamily:
                ) -> FileDescription:
         if stype not in (SOCK_RAW, SOCK_DGRAM):
             raise SyscallError(Errno.ESOCKTNOSUPPORT)
-        if protocol not in (NETLINK_ROUTE, NETLINK_NETFILTER):
+        if protocol not in (NETLINK_ROUTE, NETLINK_NETFILTER, NETLINK_KOBJECT_UEVENT):
             raise SyscallError(Errno.EPROTONOSUPPORT)
         s = NetlinkSocket(self.stack, stype, t.tg.tgid, protocol, self.net)
         return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)

@@ -98,6 +98,8 @@ class Batch:
 class NetfilterProtocol:
     """nfnetlink with the nf_tables subsystem.  Linux: nfnetlink_rcv."""
 
+    nonroot_groups = False
+
     def __init__(self, net: Network | None) -> None:
         self.net = net
         self.own = NFTables()                 # used when the socket has no namespace

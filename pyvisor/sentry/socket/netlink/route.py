@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkSocket,
-                                           messages, nlmsg, rta)
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_MIN_TYPE,
+                                           NetlinkSocket, messages, nlmsg, rta)
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -128,10 +128,16 @@ def route_bodies(stack: InetStack, family: int) -> list[bytes]:
 class RouteProtocol:
     """rtnetlink_rcv: each request in the buffer is answered in turn."""
 
+    nonroot_groups = False
+
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
         for mtype, flags, seq, _pid, body, whole in messages(data):
-            if flags & NLM_F_REQUEST:
-                self._handle(sock, mtype, flags, seq, body, whole)
+            # netlink_rcv_skb: replies and control messages are only acknowledged.
+            if not flags & NLM_F_REQUEST or mtype < NLMSG_MIN_TYPE:
+                if flags & NLM_F_ACK:
+                    sock._error(seq, 0, whole)
+                continue
+            self._handle(sock, mtype, flags, seq, body, whole)
 
     def released(self, sock: NetlinkSocket) -> None:
         pass

@@ -469,6 +469,13 @@ class Socket(FileImpl):
 
     # -- options -----------------------------------------------------------------------------
 
+    def getsockopt_sized(self, t: Task, level: int, name: int, avail: int
+                         ) -> tuple[bytes, int] | None:
+        """For options whose reported length is not what is copied out (Linux writes
+        at most `avail` bytes but reports the full size, as NETLINK_LIST_MEMBERSHIPS
+        does): (bytes to copy, length to report), or None for an ordinary option."""
+        return None
+
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
         """The option's whole value; the caller truncates it to the user's optlen."""
         if level != SOL_SOCKET:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Protocol
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
-from pyvisor.sentry.socket.common import (AF_NETLINK, SO_PASSCRED, SOL_SOCKET, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
-                                          SOCK_RAW, Control, Received, Socket, deadline_of,
+from pyvisor.sentry.socket.common import (AF_NETLINK, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
+                                          SO_PASSCRED, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET,
+                                          Control, Received, Socket, deadline_of,
                                           new_socket_file, wait)
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
 NLM_F_CAPPED = 0x100                         # in an NLMSG_ERROR: the request was cut off
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800  # NEW
 NLM_F_NONREC = 0x100                                                                # DEL
+NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP, NETLINK_LIST_MEMBERSHIPS = 1, 2, 9
 NETLINK_CAP_ACK = 10
-NETLINK_OPTIONS = frozenset((1, 2, 3, 5, 8, 10, 11, 12))    # stored only
+NETLINK_OPTIONS = frozenset((1, 2, 3, 5, 8, 10, 11, 12))    # others stored only
 DUMP_CHUNK = 16384                                         # bytes of messages per datagram
 RCVBUF_MAX_QUEUED = 1 << 20
 
@@ -66,6 +68,7 @@ class NetlinkProtocol(Protocol):
     the `input` of netlink_kernel_create; gVisor: netlink.Protocol."""
 
     nonroot_groups: bool             # NL_CFG_F_NONROOT_RECV: anyone may join its groups
+    ngroups: int                     # its multicast groups (netlink_kernel_cfg.groups)
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
         """Handles one sendmsg's buffer, queueing the replies on `sock`."""
@@ -104,6 +107,8 @@ class NetlinkSocket(Socket):
         self.handler: NetlinkProtocol = _protocol(protocol, net)
         self.ports: PortTable = port_table(net, protocol)
         self.passcred = 0
+        self.groups = 0                  # bitmap of the multicast groups joined (bit g-1)
+        self.ngroups = 0                 # 0 until the socket first joins a group
         self.wq = WaitQueue()
         self.rcvq: collections.deque[bytes] = collections.deque()
         self.queued = 0
@@ -141,8 +146,12 @@ class NetlinkSocket(Socket):
         fam, _, pid, groups = SOCKADDR_NL.unpack_from(addr)
         if fam != AF_NETLINK:
             raise SyscallError(Errno.EINVAL)
-        if groups and t.creds.euid != 0 and not self.handler.nonroot_groups:
-            raise SyscallError(Errno.EPERM)
+        if groups:
+            if t.creds.euid != 0 and not self.handler.nonroot_groups:
+                raise SyscallError(Errno.EPERM)
+            self.ngroups = self.handler.ngroups
+            mask = (1 << min(self.ngroups, 32)) - 1
+            self.groups = (self.groups & ~0xFFFFFFFF) | (groups & mask)
         if pid and self.portid and pid != self.portid:
             raise SyscallError(Errno.EINVAL)
         if not self.portid:
@@ -193,9 +202,13 @@ class NetlinkSocket(Socket):
         self._queue([self.ack_msg(request, err)])
 
     def _dump(self, mtype: int, seq: int, bodies: list[bytes]) -> None:
-        msgs = [nlmsg(mtype, NLM_F_MULTI, seq, self.portid, b) for b in bodies]
-        msgs.append(nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, self.portid, struct.pack("<i", 0)))
+        self.dump_msgs(seq, [nlmsg(mtype, NLM_F_MULTI, seq, self.portid, b) for b in bodies])
+
+    def dump_msgs(self, seq: int, msgs: list[bytes]) -> None:
+        """A dump's messages, then NLMSG_DONE in a datagram of its own (netlink_dump
+        sends DONE on the round after the last entries)."""
         self._queue(msgs)
+        self._queue([nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, self.portid, struct.pack("<i", 0))])
 
     def _queue(self, msgs: list[bytes]) -> None:
         """Packs messages into datagrams of at most DUMP_CHUNK bytes (netlink_dump)."""
@@ -225,8 +238,11 @@ class NetlinkSocket(Socket):
             self.queued -= len(d)
         data = d[:n]
         length = len(d) if flags & MSG_TRUNC else len(data)
+        # With SO_PASSCRED every message carries its sender's credentials: the
+        # kernel's, pid 0 and root (netlink_recvmsg's scm_recv).
         return Received(data, length, MSG_TRUNC if len(d) > n else 0,
-                        SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 0))
+                        SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 0),
+                        creds=(0, 0, 0) if self.passcred else None)
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
@@ -240,6 +256,17 @@ class NetlinkSocket(Socket):
             await wait(t, self.wq, EVENT_IN, deadline, self.rcvtimeo is not None)
 
     # -- options -----------------------------------------------------------------------------
+
+    def getsockopt_sized(self, t: Task, level: int, name: int, avail: int
+                         ) -> tuple[bytes, int] | None:
+        """NETLINK_LIST_MEMBERSHIPS: the joined groups as u32 words, as many whole words
+        as fit; the length reported is the whole bitmap's."""
+        if level != SOL_NETLINK or name != NETLINK_LIST_MEMBERSHIPS:
+            return None
+        size = ((self.ngroups + 7) // 8 + 3) & ~3
+        words = b"".join(struct.pack("<I", (self.groups >> (32 * i)) & 0xFFFFFFFF)
+                         for i in range(size // 4))
+        return words[:avail & ~3], size
 
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
         if level == SOL_SOCKET and name == SO_PASSCRED:
@@ -261,7 +288,20 @@ class NetlinkSocket(Socket):
                 raise SyscallError(Errno.ENOPROTOOPT)
             if len(optval) < 4:
                 raise SyscallError(Errno.EINVAL)
-            self.nlopts[name] = struct.unpack_from("<i", optval)[0]
+            val = struct.unpack_from("<i", optval)[0]
+            if name in (NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP):
+                if t.creds.euid != 0 and not self.handler.nonroot_groups:
+                    raise SyscallError(Errno.EPERM)
+                self.ngroups = self.handler.ngroups
+                group = val & 0xFFFFFFFF
+                if group == 0 or group - 1 >= self.ngroups:
+                    raise SyscallError(Errno.EINVAL)
+                if name == NETLINK_ADD_MEMBERSHIP:
+                    self.groups |= 1 << (group - 1)
+                else:
+                    self.groups &= ~(1 << (group - 1))
+                return
+            self.nlopts[name] = val
             return
         super().setsockopt(t, level, name, optval)
 
@@ -313,6 +353,7 @@ class UeventProtocol:
     Linux: lib/kobject_uevent.c."""
 
     nonroot_groups = True            # NL_CFG_F_NONROOT_RECV: anyone may listen
+    ngroups = 1
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
         from pyvisor.abi.linux.capability import CAP_SYS_ADMIN

@@ -25,7 +25,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
                                            NLM_F_EXCL, NLM_F_MULTI, NLM_F_NONREC, NLM_F_REPLACE,
-                                           NLM_F_REQUEST, NLMSG_DONE, NLMSG_MIN_TYPE,
+                                           NLM_F_REQUEST, NLMSG_MIN_TYPE,
                                            NetlinkSocket, messages, nlmsg)
 from pyvisor.sentry.socket.netlink import nft_compat, nft_sets
 from pyvisor.sentry.socket.netlink import nftables as nft
@@ -98,7 +98,8 @@ class Batch:
 class NetfilterProtocol:
     """nfnetlink with the nf_tables subsystem.  Linux: nfnetlink_rcv."""
 
-    nonroot_groups = False
+    nonroot_groups = True            # NL_CFG_F_NONROOT_RECV
+    ngroups = 9                      # NFNLGRP_MAX
 
     def __init__(self, net: Network | None) -> None:
         self.net = net
@@ -159,7 +160,7 @@ class NetfilterProtocol:
         if mtype >> 8 != NFNL_SUBSYS_NFTABLES:
             raise SyscallError(Errno.EINVAL)
         st = self.state
-        dump = flags & NLM_F_DUMP == NLM_F_DUMP
+        dump = bool(flags & NLM_F_DUMP)           # NLM_F_ROOT or NLM_F_MATCH
         if msg in BATCH_TYPES or msg not in READ_TYPES:
             raise SyscallError(Errno.EINVAL)
         if msg == NFT_MSG_GETGEN:
@@ -243,9 +244,8 @@ class NetfilterProtocol:
         sock._queue([nlmsg(_mtype(msg), 0, seq, sock.portid, body)])
 
     def _dump(self, sock: NetlinkSocket, seq: int, msg: int, bodies: list[bytes]) -> None:
-        msgs = [nlmsg(_mtype(msg), NLM_F_MULTI, seq, sock.portid, b) for b in bodies]
-        msgs.append(nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, sock.portid, struct.pack("<i", 0)))
-        sock._queue(msgs)
+        sock.dump_msgs(seq, [nlmsg(_mtype(msg), NLM_F_MULTI, seq, sock.portid, b)
+                             for b in bodies])
 
     def _genmsg(self, family: int) -> bytes:
         return NFGENMSG.pack(family, NFNETLINK_V0, self.state.genid & 0xFFFF)

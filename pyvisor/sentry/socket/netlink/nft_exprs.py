@@ -323,7 +323,7 @@ def ct(ctx: ExprContext, tb: dict[int, bytes]) -> bytes:
     raise _err(Errno.EINVAL)
 
 
-# -- nat, masq --------------------------------------------------------------------------------------
+# -- nat, masq -------------------------------------------------------------------------------
 
 NAT_TYPE, NAT_FAMILY, NAT_ADDR_MIN, NAT_ADDR_MAX, NAT_PROTO_MIN, NAT_PROTO_MAX, NAT_FLAGS = \
     1, 2, 3, 4, 5, 6, 7

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_MIN_TYPE,
-                                           NetlinkSocket, messages, nlmsg, rta)
+from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
+                                           NLMSG_MIN_TYPE, NetlinkSocket, messages, nlmsg, rta)
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -42,7 +43,14 @@ IFA_F_PERMANENT = 0x80
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 RTA_PREF = 20
-RT_TABLE_MAIN, RT_TABLE_LOCAL = 254, 255
+RT_TABLE_DEFAULT, RT_TABLE_MAIN, RT_TABLE_LOCAL = 253, 254, 255
+RTM_DELLINK, RTM_NEWRULE, RTM_GETRULE = 17, 32, 34
+RTM_F_CLONED, RTM_F_LOOKUP_TABLE = 0x200, 0x1000
+RTNL_FAMILY_IPMR, RTNL_FAMILY_IP6MR = 128, 129
+FIB_RULE_HDR = struct.Struct("<BBBBBBBBI")  # family dst/src_len tos table res1 res2 action flags
+FR_ACT_TO_TBL = 1
+FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 6, 14, 15, 21
+IFF_UP = 1
 RTN_UNICAST, RTN_LOCAL = 1, 2
 RTPROT_KERNEL = 2
 IF_OPER_UP, IF_OPER_UNKNOWN = 6, 0
@@ -128,7 +136,8 @@ def route_bodies(stack: InetStack, family: int) -> list[bytes]:
 class RouteProtocol:
     """rtnetlink_rcv: each request in the buffer is answered in turn."""
 
-    nonroot_groups = False
+    nonroot_groups = True            # NL_CFG_F_NONROOT_RECV
+    ngroups = 36                     # RTNLGRP_MAX
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
         for mtype, flags, seq, _pid, body, whole in messages(data):
@@ -146,7 +155,7 @@ class RouteProtocol:
                 request: bytes) -> None:
         family = body[0] if body else AF_UNSPEC
         stack = sock.stack
-        dump = flags & NLM_F_DUMP == NLM_F_DUMP
+        dump = bool(flags & NLM_F_DUMP)           # NLM_F_ROOT or NLM_F_MATCH
         if mtype == RTM_GETLINK:
             links = stack.interfaces()
             if not dump and len(body) >= IFINFOMSG.size:
@@ -166,14 +175,65 @@ class RouteProtocol:
             sock._dump(RTM_NEWADDR, seq, [b for i in stack.interfaces()
                                           for b in addr_bodies(i, family)])
         elif mtype == RTM_GETROUTE:
+            if dump:
+                sock._dump(RTM_NEWROUTE, seq, route_bodies(stack, family))
+                return
+            try:
+                reply = route_get(stack, body)
+            except SyscallError as e:
+                sock._error(seq, e.errno, request)
+                return
+            sock._queue([nlmsg(RTM_NEWROUTE, 0, seq, sock.portid, reply)])
+            if flags & NLM_F_ACK:
+                sock._error(seq, 0, request)
+        elif mtype == RTM_GETRULE:
             if not dump:
                 sock._error(seq, Errno.EOPNOTSUPP, request)
                 return
-            sock._dump(RTM_NEWROUTE, seq, route_bodies(stack, family))
-        elif mtype in (16, 17, 19, 20, 21, 24, 25):       # RTM_NEW*/DEL*/SET*
+            sock._dump(RTM_NEWRULE, seq, rule_bodies(family))
+        elif mtype in (RTM_NEWLINK, RTM_DELLINK):
+            err = self._change_link(sock, mtype, flags, body)
+            if err or flags & NLM_F_ACK:
+                sock._error(seq, err, request)
+        elif mtype in (17, 19, 20, 21, 24, 25, 32, 33):   # RTM_SETLINK, NEW/DEL addr/route/rule
             sock._error(seq, Errno.EPERM, request)
         else:
             sock._error(seq, Errno.EOPNOTSUPP, request)
+
+    def _change_link(self, sock: NetlinkSocket, mtype: int, flags: int, body: bytes) -> int:
+        """rtnl_dellink / rtnl_newlink on the stack's interfaces.  The interfaces are
+        the stack's own: none can be deleted (they have no rtnl_link_ops), none made,
+        and a change is accepted only when it changes nothing (TODO(#10): set flags,
+        MTU and names through the stack)."""
+        if len(body) < IFINFOMSG.size:
+            return Errno.EINVAL
+        _fam, _type, index, iflags, change = IFINFOMSG.unpack_from(body)
+        attrs = body[IFINFOMSG.size:]
+        name = _attr(attrs, IFLA_IFNAME)
+        links = sock.stack.interfaces()
+        if index > 0:
+            match = [i for i in links if i.index == index]
+        elif name is not None:
+            match = [i for i in links if i.name == name.split(b"\0")[0]]
+        else:
+            match = []
+            if mtype == RTM_DELLINK:
+                return Errno.EINVAL
+        if mtype == RTM_DELLINK:
+            return Errno.EOPNOTSUPP if match else Errno.ENODEV
+        if not match:
+            if not flags & NLM_F_CREATE:
+                return Errno.ENODEV
+            return Errno.EOPNOTSUPP                    # no link kinds to create here
+        link = match[0]
+        mask = change if change else 0xFFFFFFFF
+        wanted = (iflags & mask) | (link.flags & ~mask)
+        settable = IFF_UP | 0x100 | 0x200 | 0x1000   # UP, PROMISC, ALLMULTI, MULTICAST...
+        if (wanted ^ link.flags) & settable and (iflags or change):
+            return Errno.EOPNOTSUPP
+        if any(t not in (IFLA_IFNAME,) for t, _ in _attrs(attrs)):
+            return Errno.EOPNOTSUPP
+        return 0
 
 
 def _attr(attrs: bytes, want: int) -> bytes | None:
@@ -186,3 +246,81 @@ def _attr(attrs: bytes, want: int) -> bytes | None:
             return attrs[off + 4:off + ln]
         off += (ln + 3) & ~3
     return None
+
+
+def _attrs(attrs: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    off = 0
+    while len(attrs) - off >= 4:
+        ln, atype = struct.unpack_from("<HH", attrs, off)
+        if ln < 4 or off + ln > len(attrs):
+            break
+        out.append((atype & 0x3FFF, attrs[off + 4:off + ln]))
+        off += (ln + 3) & ~3
+    return out
+
+
+def _matches(dst: bytes, net: bytes, prefix: int) -> bool:
+    want = int.from_bytes(dst, "big") >> (len(dst) * 8 - prefix) if prefix else 0
+    have = int.from_bytes(net, "big") >> (len(net) * 8 - prefix) if prefix else 0
+    return want == have
+
+
+def route_get(stack: InetStack, body: bytes) -> bytes:
+    """inet_rtm_getroute / inet6_rtm_getroute: the route a packet to RTA_DST takes, as
+    rt_fill_info describes it.  The local table is searched first, then main, as the
+    default rules order them; the longest prefix wins."""
+    if len(body) < RTMSG.size:
+        raise SyscallError(Errno.EINVAL)
+    family, _dl, _sl, tos, _table, _proto, _scope, _type, rflags = RTMSG.unpack_from(body)
+    if family not in (AF_INET, AF_INET6):
+        raise SyscallError(Errno.EAFNOSUPPORT)
+    size = 4 if family == AF_INET else 16
+    dst = _attr(body[RTMSG.size:], RTA_DST) or bytes(size)
+    if len(dst) < size:
+        raise SyscallError(Errno.EINVAL)
+    dst = dst[:size]
+    best = None
+    for table in (RT_TABLE_LOCAL, RT_TABLE_MAIN):
+        cands = [r for r in stack.routes() if r.family == family and r.table == table and
+                 r.rtype in (RTN_UNICAST, RTN_LOCAL) and _matches(dst, r.dst, r.prefix)]
+        if cands:
+            best = max(cands, key=lambda r: (r.prefix, -r.metric))
+            break
+    if best is None:
+        raise SyscallError(Errno.ENETUNREACH)
+    table = best.table if rflags & RTM_F_LOOKUP_TABLE else RT_TABLE_MAIN
+    prefsrc = best.prefsrc or (dst if best.rtype == RTN_LOCAL else b"")
+    out = RTMSG.pack(family, size * 8, 0, tos, table, 0, RT_SCOPE_UNIVERSE, best.rtype,
+                     RTM_F_CLONED)
+    out += rta(RTA_TABLE, struct.pack("<I", table)) + rta(RTA_DST, dst)
+    out += rta(RTA_OIF, struct.pack("<i", best.oif))
+    if best.gateway:
+        out += rta(RTA_GATEWAY, best.gateway)
+    if prefsrc and family == AF_INET:
+        out += rta(RTA_PREFSRC, prefsrc)
+    return out
+
+
+# The rules a fresh namespace has (fib_default_rules_init, and those of the multicast
+# routing families): (family, table, priority).
+DEFAULT_RULES = ((AF_INET, RT_TABLE_LOCAL, 0), (AF_INET, RT_TABLE_MAIN, 32766),
+                 (AF_INET, RT_TABLE_DEFAULT, 32767), (RTNL_FAMILY_IPMR, RT_TABLE_DEFAULT, 32767),
+                 (RTNL_FAMILY_IP6MR, RT_TABLE_MAIN, 32767), (AF_INET6, RT_TABLE_LOCAL, 0),
+                 (AF_INET6, RT_TABLE_MAIN, 32766))
+
+
+def rule_bodies(family: int) -> list[bytes]:
+    """fib_nl_fill_rule for each default rule of `family` (all for AF_UNSPEC)."""
+    out = []
+    for fam, table, prio in DEFAULT_RULES:
+        if family not in (AF_UNSPEC, fam):
+            continue
+        body = FIB_RULE_HDR.pack(fam, 0, 0, 0, table, 0, 0, FR_ACT_TO_TBL, 0)
+        body += rta(FRA_TABLE, struct.pack("<I", table))
+        body += rta(FRA_SUPPRESS_PREFIXLEN, struct.pack("<i", -1))
+        body += rta(FRA_PROTOCOL, bytes([RTPROT_KERNEL]))
+        if prio:
+            body += rta(FRA_PRIORITY, struct.pack("<I", prio))
+        out.append(body)
+    return out

@@ -208,6 +208,13 @@ def sys_getsockopt(t: Task, r: SyscallArguments) -> int:
             t.copy_out(optval, val[:avail])
         t.copy_out(lenp, _I32.pack(min(avail, len(val))))
         return ret
+    sized = sock.getsockopt_sized(t, level, name, avail)
+    if sized is not None:
+        data, reported = sized
+        if data:
+            t.copy_out(optval, data[:avail])
+        t.copy_out(lenp, _I32.pack(reported))
+        return 0
     val = sock.getsockopt(t, level, name)
     n = min(avail, len(val))
     if n:

@@ -75,3 +75,13 @@ def test_netlink_sockets(program: Builder, compare: Comparer) -> None:
     native, _ = compare([program("netlink_sock.c")])
     assert "second: port=negative" in native.stdout
     assert native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_route_requests(program: Builder, compare: Comparer) -> None:
+    """Route lookups, rules, link errors, memberships and credentials on NETLINK_ROUTE
+    (pyvisor/sentry/socket/netlink/route.py)."""
+    native, _ = compare([program("netlink_route.c")])
+    assert "route to 10.1.2.3 (flags 0)\n  error -101" in native.stdout
+    assert native.stdout.endswith("ok\n")

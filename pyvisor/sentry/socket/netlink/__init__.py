@@ -201,14 +201,20 @@ class NetlinkSocket(Socket):
     def _error(self, seq: int, err: int, request: bytes) -> None:
         self._queue([self.ack_msg(request, err)])
 
-    def _dump(self, mtype: int, seq: int, bodies: list[bytes]) -> None:
-        self.dump_msgs(seq, [nlmsg(mtype, NLM_F_MULTI, seq, self.portid, b) for b in bodies])
+    def _dump(self, mtype: int, seq: int, bodies: list[bytes], done_apart: bool = True) -> None:
+        self.dump_msgs(seq, [nlmsg(mtype, NLM_F_MULTI, seq, self.portid, b) for b in bodies],
+                       done_apart)
 
-    def dump_msgs(self, seq: int, msgs: list[bytes]) -> None:
-        """A dump's messages, then NLMSG_DONE in a datagram of its own (netlink_dump
-        sends DONE on the round after the last entries)."""
-        self._queue(msgs)
-        self._queue([nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, self.portid, struct.pack("<i", 0))])
+    def dump_msgs(self, seq: int, msgs: list[bytes], done_apart: bool = True) -> None:
+        """A dump's messages, then NLMSG_DONE: in a datagram of its own when the dump
+        function reports what it filled (netlink_dump sends DONE on the next round),
+        after the entries when it reports being done at once (`done_apart` False)."""
+        done = nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, self.portid, struct.pack("<i", 0))
+        if done_apart:
+            self._queue(msgs)
+            self._queue([done])
+        else:
+            self._queue(msgs + [done])
 
     def _queue(self, msgs: list[bytes]) -> None:
         """Packs messages into datagrams of at most DUMP_CHUNK bytes (netlink_dump)."""

@@ -45,7 +45,8 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6
 RTA_PREF = 20
 RT_TABLE_DEFAULT, RT_TABLE_MAIN, RT_TABLE_LOCAL = 253, 254, 255
 RTM_DELLINK, RTM_NEWRULE, RTM_GETRULE = 17, 32, 34
-RTM_F_CLONED, RTM_F_LOOKUP_TABLE = 0x200, 0x1000
+RTM_F_CLONED, RTM_F_LOOKUP_TABLE, RTCF_LOCAL = 0x200, 0x1000, 0x80000000
+RTA_UID = 25
 RTNL_FAMILY_IPMR, RTNL_FAMILY_IP6MR = 128, 129
 FIB_RULE_HDR = struct.Struct("<BBBBBBBBI")  # family dst/src_len tos table res1 res2 action flags
 FR_ACT_TO_TBL = 1
@@ -146,13 +147,13 @@ class RouteProtocol:
                 if flags & NLM_F_ACK:
                     sock._error(seq, 0, whole)
                 continue
-            self._handle(sock, mtype, flags, seq, body, whole)
+            self._handle(sock, t, mtype, flags, seq, body, whole)
 
     def released(self, sock: NetlinkSocket) -> None:
         pass
 
-    def _handle(self, sock: NetlinkSocket, mtype: int, flags: int, seq: int, body: bytes,
-                request: bytes) -> None:
+    def _handle(self, sock: NetlinkSocket, t: Task | None, mtype: int, flags: int, seq: int,
+                body: bytes, request: bytes) -> None:
         family = body[0] if body else AF_UNSPEC
         stack = sock.stack
         dump = bool(flags & NLM_F_DUMP)           # NLM_F_ROOT or NLM_F_MATCH
@@ -179,7 +180,7 @@ class RouteProtocol:
                 sock._dump(RTM_NEWROUTE, seq, route_bodies(stack, family))
                 return
             try:
-                reply = route_get(stack, body)
+                reply = route_get(stack, body, t.creds.uid if t is not None else 0)
             except SyscallError as e:
                 sock._error(seq, e.errno, request)
                 return
@@ -190,7 +191,7 @@ class RouteProtocol:
             if not dump:
                 sock._error(seq, Errno.EOPNOTSUPP, request)
                 return
-            sock._dump(RTM_NEWRULE, seq, rule_bodies(family))
+            sock._dump(RTM_NEWRULE, seq, rule_bodies(family), done_apart=False)
         elif mtype in (RTM_NEWLINK, RTM_DELLINK):
             err = self._change_link(sock, mtype, flags, body)
             if err or flags & NLM_F_ACK:
@@ -266,7 +267,7 @@ def _matches(dst: bytes, net: bytes, prefix: int) -> bool:
     return want == have
 
 
-def route_get(stack: InetStack, body: bytes) -> bytes:
+def route_get(stack: InetStack, body: bytes, uid: int) -> bytes:
     """inet_rtm_getroute / inet6_rtm_getroute: the route a packet to RTA_DST takes, as
     rt_fill_info describes it.  The local table is searched first, then main, as the
     default rules order them; the longest prefix wins."""
@@ -289,17 +290,20 @@ def route_get(stack: InetStack, body: bytes) -> bytes:
             break
     if best is None:
         raise SyscallError(Errno.ENETUNREACH)
-    table = best.table if rflags & RTM_F_LOOKUP_TABLE else RT_TABLE_MAIN
+    # Without rules of its own a namespace's local table is merged into main
+    # (fib_unmerge), so even RTM_F_LOOKUP_TABLE reports main.
+    table = RT_TABLE_MAIN
     prefsrc = best.prefsrc or (dst if best.rtype == RTN_LOCAL else b"")
+    rt_flags = RTCF_LOCAL if best.rtype == RTN_LOCAL and family == AF_INET else 0
     out = RTMSG.pack(family, size * 8, 0, tos, table, 0, RT_SCOPE_UNIVERSE, best.rtype,
-                     RTM_F_CLONED)
+                     rt_flags | RTM_F_CLONED)
     out += rta(RTA_TABLE, struct.pack("<I", table)) + rta(RTA_DST, dst)
     out += rta(RTA_OIF, struct.pack("<i", best.oif))
     if best.gateway:
         out += rta(RTA_GATEWAY, best.gateway)
     if prefsrc and family == AF_INET:
         out += rta(RTA_PREFSRC, prefsrc)
-    return out
+    return out + rta(RTA_UID, struct.pack("<I", uid))
 
 
 # The rules a fresh namespace has (fib_default_rules_init, and those of the multicast

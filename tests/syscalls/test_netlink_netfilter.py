@@ -85,3 +85,12 @@ def test_netlink_route_requests(program: Builder, compare: Comparer) -> None:
     native, _ = compare([program("netlink_route.c")])
     assert "route to 10.1.2.3 (flags 0)\n  error -101" in native.stdout
     assert native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_proc_net_snmp(program: Builder, compare: Comparer) -> None:
+    """/proc/net/snmp and netstat of the reader's namespace, and UDP counters moving
+    (pyvisor/sentry/socket/netstack/procnet.py)."""
+    native, _ = compare([program("proc_net_snmp.c")])
+    assert "udp: NoPorts +1 OutDatagrams +2 InDatagrams +1" in native.stdout

@@ -359,6 +359,10 @@ class NetfilterProtocol:
                             check()
                     except SyscallError:
                         return None
+                if batch.state.size() > nft.MAX_OBJECTS:
+                    # Bounded like everything the Sentry holds for the sandbox.
+                    replies.append(sock.ack_msg(whole, Errno.ENOMEM))
+                    break
                 if batch.state.unbound_chains():
                     # An anonymous chain no rule jumps to (nf_tables_commit refuses).
                     replies.append(sock.ack_msg(whole, Errno.EINVAL))

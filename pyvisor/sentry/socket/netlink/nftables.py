@@ -56,6 +56,7 @@ NFT_RULE_MAXEXPRS = 128
 NFT_NAME_MAXLEN, NFT_USERDATA_MAXLEN = 256, 256
 NFT_REGS_BYTES = 80                 # sizeof(struct nft_regs.data)
 NFT_DATA_VALUE_MAXLEN = 64
+MAX_OBJECTS = 1 << 16               # per namespace: what the Sentry holds for the sandbox
 
 NFTA_TABLE_NAME, NFTA_TABLE_FLAGS, NFTA_TABLE_USE, NFTA_TABLE_HANDLE = 1, 2, 3, 4
 NFTA_TABLE_USERDATA, NFTA_TABLE_OWNER = 6, 7
@@ -279,6 +280,14 @@ class NFTables:
                     not t.flags & NFT_TABLE_F_PERSIST:
                 self.delete_table(t)
                 self.genid += 1
+
+    def size(self) -> int:
+        """Objects held: tables, chains, rules, sets and set elements."""
+        n = 0
+        for t in self.tables:
+            n += 1 + len(t.chains) + sum(len(c.rules) for c in t.chains)
+            n += sum(1 + len(st.elements) for st in t.sets)
+        return n
 
     def unbound_chains(self) -> list[Chain]:
         """Binding chains no rule holds."""

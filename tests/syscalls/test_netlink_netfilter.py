@@ -94,3 +94,12 @@ def test_proc_net_snmp(program: Builder, compare: Comparer) -> None:
     (pyvisor/sentry/socket/netstack/procnet.py)."""
     native, _ = compare([program("proc_net_snmp.c")])
     assert "udp: NoPorts +1 OutDatagrams +2 InDatagrams +1" in native.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_socket_filters(program: Builder, compare: Comparer) -> None:
+    """SO_ATTACH_FILTER/SO_DETACH_FILTER/SO_LOCK_FILTER on netlink sockets
+    (pyvisor/sentry/socket/sockfilter.py)."""
+    native, _ = compare([program("netlink_filter.c")])
+    assert "without acks: [56 bytes, type 2, error -101]" in native.stdout

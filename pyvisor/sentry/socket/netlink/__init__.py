@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.socket import sockfilter
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 from pyvisor.sentry.socket.common import (AF_NETLINK, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
                                           SO_PASSCRED, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET,
@@ -107,6 +108,8 @@ class NetlinkSocket(Socket):
         self.handler: NetlinkProtocol = _protocol(protocol, net)
         self.ports: PortTable = port_table(net, protocol)
         self.passcred = 0
+        self.filter: sockfilter.Program | None = None   # SO_ATTACH_FILTER
+        self.filter_locked = False                       # SO_LOCK_FILTER
         self.groups = 0                  # bitmap of the multicast groups joined (bit g-1)
         self.ngroups = 0                 # 0 until the socket first joins a group
         self.wq = WaitQueue()
@@ -228,6 +231,11 @@ class NetlinkSocket(Socket):
             self._push(cur)
 
     def _push(self, dgram: bytes) -> None:
+        if self.filter is not None:
+            keep = sockfilter.run(self.filter, dgram)   # sk_filter_trim_cap
+            if keep == 0:
+                return
+            dgram = dgram[:keep]
         if self.queued + len(dgram) > max(self.rcvbuf, RCVBUF_MAX_QUEUED):
             return                                   # dropped, as on an overrun
         self.rcvq.append(dgram)
@@ -263,6 +271,24 @@ class NetlinkSocket(Socket):
 
     # -- options -----------------------------------------------------------------------------
 
+    def _filter_option(self, t: Task, name: int, optval: bytes) -> None:
+        """sock_setsockopt's SO_ATTACH_FILTER, SO_DETACH_FILTER and SO_LOCK_FILTER."""
+        if name == sockfilter.SO_LOCK_FILTER:
+            if len(optval) < 4:
+                raise SyscallError(Errno.EINVAL)
+            if self.filter_locked and not struct.unpack_from("<i", optval)[0]:
+                raise SyscallError(Errno.EPERM)
+            self.filter_locked = bool(struct.unpack_from("<i", optval)[0])
+            return
+        if self.filter_locked:
+            raise SyscallError(Errno.EPERM)
+        if name == sockfilter.SO_ATTACH_FILTER:
+            self.filter = sockfilter.attach(t, optval)
+            return
+        if self.filter is None:
+            raise SyscallError(Errno.ENOENT)
+        self.filter = None
+
     def getsockopt_sized(self, t: Task, level: int, name: int, avail: int
                          ) -> tuple[bytes, int] | None:
         """NETLINK_LIST_MEMBERSHIPS: the joined groups as u32 words, as many whole words
@@ -284,6 +310,11 @@ class NetlinkSocket(Socket):
         return super().getsockopt(t, level, name)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_SOCKET and name in (sockfilter.SO_ATTACH_FILTER,
+                                            sockfilter.SO_DETACH_FILTER,
+                                            sockfilter.SO_LOCK_FILTER):
+            self._filter_option(t, name, optval)
+            return
         if level == SOL_SOCKET and name == SO_PASSCRED:
             if len(optval) < 4:
                 raise SyscallError(Errno.EINVAL)

@@ -112,7 +112,11 @@ def test_random_requests_get_errnos(protocol: int) -> None:
     seeds = [_batch(_new_table(b"fuzz", 2), _new_chain(3), _new_rule(4)),
              _batch(_new_table(b"fuzz", 2)),
              _msg((10 << 8) | 1, NLM_F_REQUEST | 0x300, 5, NFGENMSG.pack(0, 0, 0)),
-             _msg(18, NLM_F_REQUEST | 0x300, 5, b"\0" * 16)]
+             _msg(18, NLM_F_REQUEST | 0x300, 5, b"\0" * 16),
+             _msg(32, NLM_F_REQUEST | 0x600, 6, struct.pack("<BBBBBBBBI", 2, 24, 0, 0, 99, 0,
+                                                             0, 1, 0) +
+                  attr(6, struct.pack("<I", 5)) + attr(1, b"\xc0\0\2\0")),
+             _msg(33, NLM_F_REQUEST, 7, struct.pack("<BBBBBBBBI", 2, 0, 0, 0, 0, 0, 0, 0, 0))]
     for _ in range(6000):
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randrange(1, 8)):

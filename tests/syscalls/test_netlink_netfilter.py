@@ -103,3 +103,11 @@ def test_netlink_socket_filters(program: Builder, compare: Comparer) -> None:
     (pyvisor/sentry/socket/sockfilter.py)."""
     native, _ = compare([program("netlink_filter.c")])
     assert "without acks: [56 bytes, type 2, error -101]" in native.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_rules(program: Builder, compare: Comparer) -> None:
+    """RTM_NEWRULE/RTM_DELRULE/RTM_GETRULE (pyvisor/sentry/socket/netlink/route.py)."""
+    native, _ = compare([program("netlink_rules.c")])
+    assert " err -17\n" in native.stdout and native.stdout.endswith("ok\n")

@@ -80,6 +80,7 @@ class Network:
         self.families: dict[int, Family] = {AF_UNIX: _Unix()}
         self.nftables: Any = None              # netlink/nftables.NFTables, made on first use
         self.netlink_ports: dict[int, Any] = {}  # protocol -> netlink.PortTable
+        self.fib_rules: Any = None             # netlink/route.RuleSet, made on first use
         self.stack: InetStack
         if mode == "host":
             from pyvisor.sentry.socket.hostinet import HostStack

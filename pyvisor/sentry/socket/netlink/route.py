@@ -12,13 +12,16 @@ a process without CAP_NET_ADMIN.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import CAP_NET_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+                                           NLM_F_REQUEST,
                                            NLMSG_MIN_TYPE, NetlinkSocket, messages, nlmsg, rta)
 
 if TYPE_CHECKING:
@@ -44,7 +47,9 @@ RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 RTA_PREF = 20
 RT_TABLE_DEFAULT, RT_TABLE_MAIN, RT_TABLE_LOCAL = 253, 254, 255
-RTM_DELLINK, RTM_NEWRULE, RTM_GETRULE = 17, 32, 34
+RTM_DELLINK, RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 17, 32, 33, 34
+RT_TABLE_COMPAT = 252
+FRA_DST, FRA_SRC = 1, 2
 RTM_F_CLONED, RTM_F_LOOKUP_TABLE, RTCF_LOCAL = 0x200, 0x1000, 0x80000000
 RTA_UID = 25
 RTNL_FAMILY_IPMR, RTNL_FAMILY_IP6MR = 128, 129
@@ -191,12 +196,27 @@ class RouteProtocol:
             if not dump:
                 sock._error(seq, Errno.EOPNOTSUPP, request)
                 return
-            sock._dump(RTM_NEWRULE, seq, rule_bodies(family), done_apart=False)
+            sock._dump(RTM_NEWRULE, seq, rule_bodies(ruleset_of(sock), family),
+                       done_apart=False)
+        elif mtype in (RTM_NEWRULE, RTM_DELRULE):
+            err = 0
+            if t is not None and not t.creds.capable(CAP_NET_ADMIN):
+                err = Errno.EPERM
+            else:
+                try:
+                    if mtype == RTM_NEWRULE:
+                        new_rule(ruleset_of(sock), body, flags)
+                    else:
+                        del_rule(ruleset_of(sock), body)
+                except SyscallError as e:
+                    err = e.errno
+            if err or flags & NLM_F_ACK:
+                sock._error(seq, err, request)
         elif mtype in (RTM_NEWLINK, RTM_DELLINK):
             err = self._change_link(sock, mtype, flags, body)
             if err or flags & NLM_F_ACK:
                 sock._error(seq, err, request)
-        elif mtype in (17, 19, 20, 21, 24, 25, 32, 33):   # RTM_SETLINK, NEW/DEL addr/route/rule
+        elif mtype in (19, 20, 21, 24, 25):      # RTM_SETLINK, RTM_NEW/DEL addresses, routes
             sock._error(seq, Errno.EPERM, request)
         else:
             sock._error(seq, Errno.EOPNOTSUPP, request)
@@ -312,19 +332,142 @@ DEFAULT_RULES = ((AF_INET, RT_TABLE_LOCAL, 0), (AF_INET, RT_TABLE_MAIN, 32766),
                  (AF_INET, RT_TABLE_DEFAULT, 32767), (RTNL_FAMILY_IPMR, RT_TABLE_DEFAULT, 32767),
                  (RTNL_FAMILY_IP6MR, RT_TABLE_MAIN, 32767), (AF_INET6, RT_TABLE_LOCAL, 0),
                  (AF_INET6, RT_TABLE_MAIN, 32766))
+RULE_FAMILIES = (AF_INET, RTNL_FAMILY_IPMR, RTNL_FAMILY_IP6MR, AF_INET6)   # dump order
+RULE_ATTRS = frozenset((FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE,
+                        FRA_PROTOCOL))
 
 
-def rule_bodies(family: int) -> list[bytes]:
-    """fib_nl_fill_rule for each default rule of `family` (all for AF_UNSPEC)."""
+@dataclass(eq=False)
+class Rule:
+    """A policy routing rule.  Linux: struct fib_rule (+ fib4_rule/fib6_rule)."""
+
+    family: int
+    table: int
+    pref: int
+    action: int = FR_ACT_TO_TBL
+    proto: int = 0
+    dst: bytes = b""
+    dst_len: int = 0
+    src: bytes = b""
+    src_len: int = 0
+    tos: int = 0
+    flags: int = 0
+    suppress_prefixlen: int = -1
+
+    def key(self) -> tuple[object, ...]:
+        return (self.family, self.action, self.table, self.pref, self.dst, self.dst_len,
+                self.src, self.src_len, self.tos, self.flags)
+
+
+class RuleSet:
+    """One namespace's rules, in priority order, and its routing tables' ids.
+    Linux: net->rules_ops[family]->rules_list."""
+
+    def __init__(self) -> None:
+        self.rules = [Rule(f, t, p, proto=RTPROT_KERNEL) for f, t, p in DEFAULT_RULES]
+        self.tables = {RT_TABLE_LOCAL, RT_TABLE_MAIN, RT_TABLE_DEFAULT}
+
+    def of(self, family: int) -> list[Rule]:
+        return [r for r in self.rules if r.family == family]
+
+
+def ruleset_of(sock: NetlinkSocket) -> RuleSet:
+    net = sock.net
+    if net is None:
+        return RuleSet()
+    if net.fib_rules is None:
+        net.fib_rules = RuleSet()
+    assert isinstance(net.fib_rules, RuleSet)
+    return net.fib_rules
+
+
+def _parse_rule(body: bytes) -> tuple[Rule, dict[int, bytes]]:
+    """fib_nl2rule's reading of a request (pref and table defaults left to the caller)."""
+    if len(body) < FIB_RULE_HDR.size:
+        raise SyscallError(Errno.EINVAL)
+    family, dst_len, src_len, tos, table, _r1, _r2, action, flags = \
+        FIB_RULE_HDR.unpack_from(body)
+    if family not in RULE_FAMILIES:
+        raise SyscallError(Errno.EAFNOSUPPORT)
+    attrs = dict(_attrs(body[FIB_RULE_HDR.size:]))
+    if any(t not in RULE_ATTRS for t in attrs if t):
+        raise SyscallError(Errno.EOPNOTSUPP)       # interfaces, marks, ports: not modelled
+    size = 16 if family in (AF_INET6, RTNL_FAMILY_IP6MR) else 4
+    if dst_len > size * 8 or src_len > size * 8:
+        raise SyscallError(Errno.EINVAL)
+    rule = Rule(family, struct.unpack("<I", attrs[FRA_TABLE][:4])[0]
+                if len(attrs.get(FRA_TABLE, b"")) >= 4 else table, 0, action, tos=tos,
+                flags=flags, dst_len=dst_len, src_len=src_len)
+    for atype, field in ((FRA_DST, "dst"), (FRA_SRC, "src")):
+        if atype in attrs:
+            if len(attrs[atype]) < size:
+                raise SyscallError(Errno.EINVAL)
+            setattr(rule, field, attrs[atype][:size])
+    if FRA_PROTOCOL in attrs and attrs[FRA_PROTOCOL]:
+        rule.proto = attrs[FRA_PROTOCOL][0]
+    if len(attrs.get(FRA_SUPPRESS_PREFIXLEN, b"")) >= 4:
+        rule.suppress_prefixlen = struct.unpack("<i", attrs[FRA_SUPPRESS_PREFIXLEN][:4])[0]
+    return rule, attrs
+
+
+def new_rule(rules: RuleSet, body: bytes, flags: int) -> None:
+    """fib_nl_newrule."""
+    rule, attrs = _parse_rule(body)
+    same = rules.of(rule.family)
+    if FRA_PRIORITY in attrs and len(attrs[FRA_PRIORITY]) >= 4:
+        rule.pref = struct.unpack("<I", attrs[FRA_PRIORITY][:4])[0]
+    elif len(same) >= 2 and same[1].pref:
+        rule.pref = same[1].pref - 1               # fib_default_rule_pref
+    if rule.table == 0 and rule.action == FR_ACT_TO_TBL:
+        rule.table = next(i for i in range(1, 1 << 32) if i not in rules.tables)
+        rules.tables.add(rule.table)                # fib_empty_table makes one
+    if flags & NLM_F_EXCL and any(r.key() == rule.key() for r in same):
+        raise SyscallError(Errno.EEXIST)
+    at = len(rules.rules)
+    for i, r in enumerate(rules.rules):
+        if r.family == rule.family and r.pref > rule.pref:
+            at = i
+            break
+    else:
+        last = [i for i, r in enumerate(rules.rules) if r.family == rule.family]
+        at = last[-1] + 1 if last else len(rules.rules)
+    rules.rules.insert(at, rule)
+
+
+def del_rule(rules: RuleSet, body: bytes) -> None:
+    """fib_nl_delrule: the first rule matching what the request specifies."""
+    want, attrs = _parse_rule(body)
+    has_pref = FRA_PRIORITY in attrs and len(attrs[FRA_PRIORITY]) >= 4
+    pref = struct.unpack("<I", attrs[FRA_PRIORITY][:4])[0] if has_pref else 0
+    for r in rules.of(want.family):
+        if (want.action and r.action != want.action) or (want.table and r.table != want.table) \
+                or (has_pref and r.pref != pref) or (want.tos and r.tos != want.tos) or \
+                (want.dst_len and (r.dst_len, r.dst) != (want.dst_len, want.dst)) or \
+                (want.src_len and (r.src_len, r.src) != (want.src_len, want.src)):
+            continue
+        rules.rules.remove(r)
+        return
+    raise SyscallError(Errno.ENOENT)
+
+
+def rule_bodies(rules: RuleSet, family: int) -> list[bytes]:
+    """fib_nl_fill_rule for each rule of `family` (all for AF_UNSPEC)."""
     out = []
-    for fam, table, prio in DEFAULT_RULES:
+    for fam in RULE_FAMILIES:
         if family not in (AF_UNSPEC, fam):
             continue
-        body = FIB_RULE_HDR.pack(fam, 0, 0, 0, table, 0, 0, FR_ACT_TO_TBL, 0)
-        body += rta(FRA_TABLE, struct.pack("<I", table))
-        body += rta(FRA_SUPPRESS_PREFIXLEN, struct.pack("<i", -1))
-        body += rta(FRA_PROTOCOL, bytes([RTPROT_KERNEL]))
-        if prio:
-            body += rta(FRA_PRIORITY, struct.pack("<I", prio))
-        out.append(body)
+        for r in rules.of(fam):
+            table = r.table if r.table < 256 else RT_TABLE_COMPAT
+            body = FIB_RULE_HDR.pack(fam, r.dst_len, r.src_len, r.tos, table, 0, 0, r.action,
+                                     r.flags)
+            body += rta(FRA_TABLE, struct.pack("<I", r.table))
+            body += rta(FRA_SUPPRESS_PREFIXLEN, struct.pack("<i", r.suppress_prefixlen))
+            body += rta(FRA_PROTOCOL, bytes([r.proto]))
+            if r.pref:
+                body += rta(FRA_PRIORITY, struct.pack("<I", r.pref))
+            if r.dst_len:
+                body += rta(FRA_DST, r.dst)
+            if r.src_len:
+                body += rta(FRA_SRC, r.src)
+            out.append(body)
     return out

@@ -14,6 +14,7 @@ PACKAGES=(
     strace gdb                        # tests/syscalls/test_ptrace_tools.py (run inside)
     inotify-tools                     # tests/e2e/test_inotify_tools.py
     bsdutils tmux expect              # tests/e2e/test_pty_programs.py (ptys made inside)
+    iptables                          # tests/syscalls/test_netlink_netfilter.py (own netns)
 )
 # The container engines the engine tests drive (tests/runtime/test_{podman,docker,
 # containerd}.py): the tests start daemons of their own, so the system services that

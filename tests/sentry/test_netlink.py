@@ -1,4 +1,4 @@
-"""NETLINK_ROUTE replies (pyvisor/sentry/socket/netlink.py) without ptrace: dumps end
+"""NETLINK_ROUTE replies (pyvisor/sentry/socket/netlink/route.py) without ptrace: dumps end
 with NLMSG_DONE, single requests are answered or refused with Linux's errno."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ import struct
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.netlink import (IFINFOMSG, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-                                           NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, RTM_GETADDR,
-                                           RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR,
-                                           RTM_NEWLINK, RTM_NEWROUTE, NetlinkSocket)
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
+                                           NLMSG_ERROR, NLMSGHDR, NetlinkSocket)
+from pyvisor.sentry.socket.netlink.route import (IFINFOMSG, RTM_GETADDR, RTM_GETLINK,
+                                                 RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK,
+                                                 RTM_NEWROUTE)
 
 
 class _Stack:

@@ -259,6 +259,9 @@ class Task:
     personality: int = 0                  # personality(2): PER_LINUX and its flags
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # The network namespace (socket.Network) after unshare(CLONE_NEWNET); None: the
+    # sandbox's own (kernel.network).  Inherited by clone.  Linux: nsproxy->net_ns.
+    netns: Any = None
 
     # -- memory access ----------------------------------------------------------------
 

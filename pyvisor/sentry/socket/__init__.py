@@ -79,6 +79,9 @@ class Network:
         self.mode = mode
         self.kernel = kernel
         self.families: dict[int, Family] = {AF_UNIX: _Unix()}
+        self.nftables: Any = None              # netlink/nftables.NFTables, made on first use
+        self.netlink_ports: dict[int, Any] = {}  # protocol -> netlink.PortTable
+        self.fib_rules: Any = None             # netlink/route.RuleSet, made on first use
         self.stack: InetStack
         if mode == "host":
             from pyvisor.sentry.socket.hostinet import HostStack
@@ -93,7 +96,7 @@ class Network:
             from pyvisor.sentry.socket.netstack.packet import PacketFamily
             self.families[AF_PACKET] = PacketFamily(ns)     # the sandbox's own frames only
         from pyvisor.sentry.socket.netlink import NetlinkFamily
-        self.families[AF_NETLINK] = NetlinkFamily(self.stack)
+        self.families[AF_NETLINK] = NetlinkFamily(self.stack, self)
 
 
     def proc_net(self, name: str) -> bytes | None:
@@ -114,10 +117,20 @@ def network_of(kernel: Any) -> Network:
     return net
 
 
+def task_network(t: Task) -> Network:
+    """The network namespace of a task: its own after unshare(CLONE_NEWNET), else the
+    sandbox's."""
+    net = t.netns
+    if net is None:
+        return network_of(t.kernel)
+    assert isinstance(net, Network)
+    return net
+
+
 def _family(t: Task, family: int) -> Family:
     if family < 0 or family >= AF_MAX:
         raise SyscallError(Errno.EAFNOSUPPORT)
-    fam = network_of(t.kernel).families.get(family)
+    fam = task_network(t).families.get(family)
     if fam is None:
         raise SyscallError(Errno.EAFNOSUPPORT)
     return fam

@@ -518,14 +518,21 @@ class Socket(FileImpl):
         passes them to dev_ioctl; the rest are the family's (`proto_ioctl`)."""
         from pyvisor.sentry.socket.inet import SIOCGIFS, interface_ioctl
         if cmd in SIOCGIFS:
-            from pyvisor.sentry.socket import network_of
-            return interface_ioctl(t, network_of(t.kernel).stack.interfaces(), cmd, arg)
+            from pyvisor.sentry.socket import task_network
+            return interface_ioctl(t, task_network(t).stack.interfaces(), cmd, arg)
         return self.proto_ioctl(t, cmd, arg)
 
     def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
         raise SyscallError(Errno.ENOTTY)
 
     # -- options -----------------------------------------------------------------------------
+
+    def getsockopt_sized(self, t: Task, level: int, name: int, avail: int
+                         ) -> tuple[bytes, int] | None:
+        """For options whose reported length is not what is copied out (Linux writes
+        at most `avail` bytes but reports the full size, as NETLINK_LIST_MEMBERSHIPS
+        does): (bytes to copy, length to report), or None for an ordinary option."""
+        return None
 
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
         """The option's whole value; the caller truncates it to the user's optlen."""

@@ -1504,18 +1504,20 @@ def _sysctl(kernel: Any, name: str) -> Callable[[], bytes] | Writable:
 
 
 def _net_spec(kernel: Any) -> dict[bytes, Any]:
-    """/proc/net: the sandbox network's own view (pyvisor/sentry/socket)."""
-    from pyvisor.sentry.socket import network_of
+    """/proc/net: the reading task's network namespace (pyvisor/sentry/socket)."""
+    from pyvisor.sentry.socket import network_of, task_network
 
     def gen(name: str) -> Generator:
         def g() -> bytes:
-            text = network_of(kernel).proc_net(name)
+            t = _current(kernel)
+            net = task_network(t) if t is not None else network_of(kernel)
+            text = net.proc_net(name)
             if text is None:
                 raise SyscallError(Errno.ENOENT)
             return text
         return g
     return {n.encode(): gen(n) for n in ("dev", "if_inet6", "route", "tcp", "tcp6", "udp",
-                                         "udp6", "unix")}
+                                         "udp6", "unix", "snmp", "netstat")}
 
 
 def new_procfs(kernel: Any) -> tuple[ProcFS, ProcRoot]:

@@ -1,6 +1,7 @@
 """/proc/net files of netstack.  Linux: net/ipv4/tcp_ipv4.c (tcp4_seq_show),
 net/ipv6/tcp_ipv6.c, net/ipv4/udp.c, net/core/net-procfs.c (dev), net/ipv6/addrconf.c
-(if_inet6), net/ipv4/fib_trie.c (route).
+(if_inet6), net/ipv4/fib_trie.c (route), net/ipv4/proc.c (snmp, netstat: every field
+Linux prints, the ones the stack counts filled in, the others 0).
 
 Rendered from the stack's port tables and interfaces on each open, in Linux's
 column layout, so netstat/ss-style readers parse them.
@@ -57,7 +58,115 @@ def _row(i: int, b: Any, v6: bool, state: int, rxq: int, width: int) -> str:
             f"{getattr(b, 'ino', 0)} 1 0000000000000000")
 
 
+SNMP_FIELDS = {
+    "Ip": ("Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams "
+           "InUnknownProtos InDiscards InDelivers OutRequests OutDiscards OutNoRoutes "
+           "ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates "
+           "OutTransmits"),
+    "Icmp": ("InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs "
+             "InSrcQuenchs InRedirects InEchos InEchoReps InTimestamps InTimestampReps "
+             "InAddrMasks InAddrMaskReps OutMsgs OutErrors OutRateLimitGlobal OutRateLimitHost "
+             "OutDestUnreachs OutTimeExcds OutParmProbs OutSrcQuenchs OutRedirects OutEchos "
+             "OutEchoReps OutTimestamps OutTimestampReps OutAddrMasks OutAddrMaskReps"),
+    "Tcp": ("RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails "
+            "EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors"),
+    "Udp": ("InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors "
+            "IgnoredMulti MemErrors"),
+    "UdpLite": ("InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors "
+                "InCsumErrors IgnoredMulti MemErrors"),
+}
+NETSTAT_FIELDS = {
+    "TcpExt": ("SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts PruneCalled "
+               "RcvPruned OfoPruned OutOfWindowIcmps LockDroppedIcmps ArpFilter TW TWRecycled "
+               "TWKilled PAWSActive PAWSEstab BeyondWindow TSEcrRejected PAWSOldAck "
+               "PAWSTimewait DelayedACKs DelayedACKLocked DelayedACKLost ListenOverflows "
+               "ListenDrops TCPHPHits TCPPureAcks TCPHPAcks TCPRenoRecovery TCPSackRecovery "
+               "TCPSACKReneging TCPSACKReorder TCPRenoReorder TCPTSReorder TCPFullUndo "
+               "TCPPartialUndo TCPDSACKUndo TCPLossUndo TCPLostRetransmit TCPRenoFailures "
+               "TCPSackFailures TCPLossFailures TCPFastRetrans TCPSlowStartRetrans TCPTimeouts "
+               "TCPLossProbes TCPLossProbeRecovery TCPRenoRecoveryFail TCPSackRecoveryFail "
+               "TCPRcvCollapsed TCPBacklogCoalesce TCPDSACKOldSent TCPDSACKOfoSent "
+               "TCPDSACKRecv TCPDSACKOfoRecv TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory "
+               "TCPAbortOnTimeout TCPAbortOnLinger TCPAbortFailed TCPMemoryPressures "
+               "TCPMemoryPressuresChrono TCPSACKDiscard TCPDSACKIgnoredOld "
+               "TCPDSACKIgnoredNoUndo TCPSpuriousRTOs TCPMD5NotFound TCPMD5Unexpected "
+               "TCPMD5Failure TCPSackShifted TCPSackMerged TCPSackShiftFallback "
+               "TCPBacklogDrop PFMemallocDrop TCPMinTTLDrop TCPDeferAcceptDrop "
+               "IPReversePathFilter TCPTimeWaitOverflow TCPReqQFullDoCookies TCPReqQFullDrop "
+               "TCPRetransFail TCPRcvCoalesce TCPOFOQueue TCPOFODrop TCPOFOMerge "
+               "TCPChallengeACK TCPSYNChallenge TCPFastOpenActive TCPFastOpenActiveFail "
+               "TCPFastOpenPassive TCPFastOpenPassiveFail TCPFastOpenListenOverflow "
+               "TCPFastOpenCookieReqd TCPFastOpenBlackhole TCPSpuriousRtxHostQueues "
+               "BusyPollRxPackets TCPAutoCorking TCPFromZeroWindowAdv TCPToZeroWindowAdv "
+               "TCPWantZeroWindowAdv TCPSynRetrans TCPOrigDataSent TCPHystartTrainDetect "
+               "TCPHystartTrainCwnd TCPHystartDelayDetect TCPHystartDelayCwnd "
+               "TCPACKSkippedSynRecv TCPACKSkippedPAWS TCPACKSkippedSeq TCPACKSkippedFinWait2 "
+               "TCPACKSkippedTimeWait TCPACKSkippedChallenge TCPWinProbe TCPKeepAlive "
+               "TCPMTUPFail TCPMTUPSuccess TCPDelivered TCPDeliveredCE TCPAckCompressed "
+               "TCPZeroWindowDrop TCPRcvQDrop TCPWqueueTooBig TCPFastOpenPassiveAltKey "
+               "TcpTimeoutRehash TcpDuplicateDataRehash TCPDSACKRecvSegs "
+               "TCPDSACKIgnoredDubious TCPMigrateReqSuccess TCPMigrateReqFailure "
+               "TCPPLBRehash"),
+    "IpExt": ("InNoRoutes InTruncatedPkts InMcastPkts OutMcastPkts InBcastPkts OutBcastPkts "
+              "InOctets OutOctets InMcastOctets OutMcastOctets InBcastOctets OutBcastOctets "
+              "InCsumErrors InNoECTPkts InECT1Pkts InECT0Pkts InCEPkts ReasmOverlaps"),
+}
+
+
+def _counter(obj: Any, name: str) -> int:
+    v = getattr(obj, name, 0)
+    return v if isinstance(v, int) else 0
+
+
+def _snmp_values(stack: Stack) -> dict[str, dict[str, int]]:
+    """The counters the stack keeps, by row and field; the rest read 0."""
+    seg = stack.tcpseg
+    estab = sum(1 for b in stack.tcp_ports if getattr(b, "tcp_state", 0) in (1, 8))
+    ip = {"Forwarding": 2, "DefaultTTL": 64,                 # 2: not a router
+          "InHdrErrors": stack.ip_in_hdr_errors, "InAddrErrors": stack.ip_in_addr_errors,
+          "InUnknownProtos": stack.unknown_protos, "InDelivers": stack.ip_in_delivers,
+          "OutRequests": stack.ip_out_requests, "OutNoRoutes": stack.ip_no_routes}
+    icmp = {"InMsgs": stack.icmp_in, "InErrors": stack.icmp_in_errors,
+            "OutMsgs": stack.icmp_out, "OutErrors": stack.icmp_out_errors}
+    tcp = {"RtoAlgorithm": 1, "RtoMin": 200, "RtoMax": 120000, "MaxConn": -1,
+           "ActiveOpens": stack.active_opens, "PassiveOpens": stack.passive_opens,
+           "AttemptFails": stack.refused, "EstabResets": stack.resets, "CurrEstab": estab,
+           "InSegs": _counter(seg, "in_segs"), "OutSegs": _counter(seg, "out_segs"),
+           "RetransSegs": _counter(seg, "retrans_segs"), "InErrs": _counter(seg, "in_errs"),
+           "OutRsts": stack.tcp_out_rsts + _counter(seg, "out_rsts"),
+           "InCsumErrors": stack.tcp_in_csum_errors}
+    udp = {"InDatagrams": stack.udp_in, "NoPorts": stack.udp_noport,
+           "InErrors": stack.udp_in_errors, "OutDatagrams": stack.udp_out,
+           "RcvbufErrors": stack.udp_rcvbuf_errors, "InCsumErrors": stack.udp_csum_errors}
+    tcpext = {"SyncookiesSent": _counter(seg, "cookies_sent"),
+              "SyncookiesRecv": _counter(seg, "cookies_recv"),
+              "SyncookiesFailed": _counter(seg, "cookies_failed"), "TW": stack.time_waits,
+              "ListenDrops": stack.syn_drops, "TCPAbortOnData": stack.aborts_on_data,
+              "TCPAbortOnClose": stack.aborts_on_close,
+              "TCPFastRetrans": _counter(seg, "fast_retrans"),
+              "TCPTimeouts": _counter(seg, "timeouts"),
+              "TCPSackRecovery": _counter(seg, "sack_recoveries"),
+              "TCPRenoRecovery": _counter(seg, "reno_recoveries"),
+              "TCPTimeWaitOverflow": stack.tw_overflows}
+    return {"Ip": ip, "Icmp": icmp, "Tcp": tcp, "Udp": udp, "UdpLite": {}, "TcpExt": tcpext,
+            "IpExt": {}}
+
+
+def _rows(fields: dict[str, str], values: dict[str, dict[str, int]]) -> bytes:
+    """Linux's layout: a line of names, then a line of values, per row."""
+    out = []
+    for row, names in fields.items():
+        have = values.get(row, {})
+        out.append(f"{row}: {names}\n")
+        out.append(f"{row}: " + " ".join(str(have.get(n, 0)) for n in names.split()) + "\n")
+    return "".join(out).encode()
+
+
 def render(stack: Stack, name: str) -> bytes | None:
+    if name == "snmp":
+        return _rows(SNMP_FIELDS, _snmp_values(stack))
+    if name == "netstat":
+        return _rows(NETSTAT_FIELDS, _snmp_values(stack))
     if name in ("tcp", "tcp6"):
         v6 = name == "tcp6"
         rows = [TCP6_HEADER if v6 else TCP_HEADER]

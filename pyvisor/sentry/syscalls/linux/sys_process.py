@@ -1007,6 +1007,32 @@ async def sys_vfork(t: Task, r: SyscallArguments) -> int:
     return await _clone(t, CLONE_VM | CLONE_VFORK | Signal.SIGCHLD, 0, 0, 0, 0)
 
 
+def sys_unshare(t: Task, r: SyscallArguments) -> int:
+    """Implements unshare(2) for CLONE_NEWNET: the caller gets a network namespace of
+    its own, a netstack with only loopback (and netfilter tables of its own).  Other
+    namespaces are not nested yet, nor is unsharing the fd table or fs context
+    (EPERM, TODO(#3)); CLONE_SYSVSEM is a no-op (no semaphore undo lists)."""
+    from pyvisor.abi.linux.sched import (CLONE_FILES, CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC,
+                                         CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
+                                         CLONE_NEWUSER, CLONE_NEWUTS, CLONE_SYSVSEM)
+    namespaces = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | \
+        CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+    shared = CLONE_THREAD | CLONE_SIGHAND | CLONE_VM | CLONE_FILES | CLONE_FS
+    flags = r.uint32(0)
+    if flags & ~(namespaces | shared | CLONE_SYSVSEM):
+        raise SyscallError(Errno.EINVAL)
+    if flags & (CLONE_THREAD | CLONE_SIGHAND | CLONE_VM) and len(t.tg.tasks) > 1:
+        raise SyscallError(Errno.EINVAL)    # would unshare what the threads share
+    if flags & ((namespaces & ~CLONE_NEWNET) | CLONE_FILES | CLONE_FS):
+        raise SyscallError(Errno.EPERM)     # TODO(#3): nested namespaces
+    if flags & CLONE_NEWNET:
+        if not t.creds.capable(CAP_SYS_ADMIN):
+            raise SyscallError(Errno.EPERM)
+        from pyvisor.sentry.socket import Network
+        t.netns = Network("sandbox", t.kernel)
+    return 0
+
+
 def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:
     return kexec.copy_strings(t, addr, limit)
 

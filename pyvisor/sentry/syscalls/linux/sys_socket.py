@@ -13,6 +13,7 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
+from pyvisor.sentry.socket import iptables
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.errors import SyscallError, TimedOut
 from pyvisor.sentry.kernel.landlock import landlock_tcp
@@ -205,6 +206,22 @@ def sys_getsockopt(t: Task, r: SyscallArguments) -> int:
     _, sock = _socket(t, r.int32(0))
     level, name, optval, lenp = r.int32(1), r.int32(2), r.pointer(3), r.pointer(4)
     avail = _read_addrlen(t, lenp)
+    version = iptables.version_of(sock.family, level, name)
+    if version:
+        # The iptables options read the caller's buffer (ip_tables.c, not the socket's).
+        data = t.copy_in(optval, min(avail, iptables.MAX_OPTLEN))
+        val, ret = iptables.getsockopt(t, version, name, data)
+        if val:
+            t.copy_out(optval, val[:avail])
+        t.copy_out(lenp, _I32.pack(min(avail, len(val))))
+        return ret
+    sized = sock.getsockopt_sized(t, level, name, avail)
+    if sized is not None:
+        data, reported = sized
+        if data:
+            t.copy_out(optval, data[:avail])
+        t.copy_out(lenp, _I32.pack(reported))
+        return 0
     val = sock.getsockopt(t, level, name)
     if isinstance(val, WholeValue) and len(val) > avail:
         t.copy_out(lenp, _I32.pack(len(val)))

@@ -578,6 +578,15 @@ class Stack:
             packet.lo_ip(self, header, payload)
         self._loop(proto, src, dst, payload, header)
 
+    def flush_loop(self) -> bool:
+        """Delivers what waits on lo now (Linux: the softirq that runs as the sending
+        syscall returns), for a reader that must know whether more is coming.  True if
+        anything was delivered."""
+        if not self._loopq:
+            return False
+        self._drain_loop()
+        return True
+
     def _drain_loop(self) -> None:
         q, self._loopq = self._loopq, []
         for proto, src, dst, payload, header in q:

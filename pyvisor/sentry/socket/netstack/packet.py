@@ -411,8 +411,8 @@ def lo_ip(stack: Stack, header: bytes, payload: bytes) -> None:
 
 def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: bytes,
            ttl: int, tos: int) -> None:
-    """A UDP datagram the stack short-circuits over lo, as the packet sockets would have
-    seen it: IP and UDP headers with their checksums."""
+    """A UDP datagram the stack short-circuits over lo, as the packet sockets and the raw
+    sockets (IPPROTO_UDP) would have seen it: with its IP and UDP headers."""
     from pyvisor.sentry.socket.netstack import _synthetic_header
     from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
     ulen = 8 + len(data)
@@ -427,7 +427,11 @@ def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: b
         from pyvisor.sentry.socket.netstack.ipv4 import checksum as csum
         h = header[:4] + ident + header[6:10] + b"\0\0" + header[12:]
         header = h[:10] + csum(h).to_bytes(2, "big") + h[12:]
-    lo_ip(stack, header, seg)
+    if stack.packet_socks:
+        lo_ip(stack, header, seg)
+    if stack.raw_socks:
+        from pyvisor.sentry.socket.netstack import raw
+        raw.deliver(stack, IPPROTO_UDP, src, dst, header, seg)
 
 
 class PacketFamily:

@@ -128,6 +128,8 @@ class UDPSocket(NetSocket):
             return self._try_recv(n, 0, False).data
         except WouldBlock:
             if self.shut & RCV_SHUTDOWN and not fd.nonblocking:
+                if self.stack.flush_loop():
+                    return self.read(fd, t, n, offset)
                 return b""
             raise
 
@@ -370,7 +372,7 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
-        if stack.packet_socks:
+        if stack.packet_socks or stack.raw_socks:
             from pyvisor.sentry.socket.netstack.packet import lo_udp
             lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos())
         if dst == INADDR_BROADCAST:
@@ -461,6 +463,8 @@ class UDPSocket(NetSocket):
                 if nonblock:
                     raise
                 if self.shut & RCV_SHUTDOWN:
+                    if self.stack.flush_loop():
+                        continue                # what this host sent before comes first
                     return Received(b"", 0)     # __skb_wait_for_more_packets
             await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline,
                        self.rcvtimeo is not None)

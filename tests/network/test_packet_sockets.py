@@ -43,3 +43,17 @@ def test_raw_sockets_more(program: Builder, run: Runner) -> None:
     assert boxed.returncode == native.returncode, detail
     assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
     assert "cmsg ttl 21" in native.stdout, detail
+
+
+def test_socket_filters(program: Builder, run: Runner) -> None:
+    """tests/programs/sock_filter.c: SO_ATTACH_FILTER programs on UDP, raw and packet
+    sockets (dropping, cutting short, SKF_NET_OFF and ancillary loads) and the programs
+    attach refuses."""
+    prog = program("sock_filter")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert 'source-port filter: [6 "from b"]\n' in native.stdout, detail

@@ -37,6 +37,7 @@ from pyvisor.abi.linux.inet import (IP_HDRINCL, IP_TOS, IPPROTO_ICMP, IPPROTO_IC
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC, MSG_OOB, SOCK_RAW
+from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.netstack.udp import Datagram, UDPSocket, truesize
 
 if TYPE_CHECKING:
@@ -221,6 +222,15 @@ class RawSocket(UDPSocket):
                     checksum(pseudo_header(src, dst, proto, len(payload)) + payload) != 0:
                 return False
         return True
+
+    def _filter_view(self, d: Datagram) -> tuple[sockfilter.Packet, int]:
+        """IPv4: from the IP header (which the datagram carries); IPv6: from the payload."""
+        if self.family == AF_INET:
+            return sockfilter.Packet(d.data, d.data, bytes(14) + d.data, 0x0800), 0
+        from pyvisor.sentry.socket.netstack import _synthetic_header
+        net = _synthetic_header(self.protocol, d.src, d.dst, len(d.data), d.ttl, d.tos) \
+            + d.data
+        return sockfilter.Packet(d.data, net, bytes(14) + net, 0x86DD), 0
 
     def raw_deliver(self, src: bytes, dst: bytes, data: bytes, tos: int, ttl: int = 64
                     ) -> None:

@@ -44,6 +44,7 @@ from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_UNSPEC, MSG_DONT
                                           SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_DGRAM, SOL_SOCKET,
                                           WMEM_DEFAULT, RMEM_DEFAULT, Control, Received,
                                           deadline_of, wait)
+from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
 if TYPE_CHECKING:
@@ -116,6 +117,43 @@ class UDPSocket(NetSocket):
         # around one send, which never blocks.
         self.cm_ttl: int | None = None
         self.cm_tos: int | None = None
+        self.sk_filter: sockfilter.Program | None = None    # SO_ATTACH_FILTER
+
+    # -- socket filters ----------------------------------------------------------------------
+
+    def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_SOCKET and name == sockfilter.SO_ATTACH_FILTER:
+            self.sk_filter = sockfilter.attach(t, optval)
+            return
+        if level == SOL_SOCKET and name == sockfilter.SO_DETACH_FILTER:
+            if self.sk_filter is None:
+                raise SyscallError(Errno.ENOENT)
+            self.sk_filter = None
+            return
+        super().setsockopt(t, level, name, optval)
+
+    def _filter_view(self, d: Datagram) -> tuple[sockfilter.Packet, int]:
+        """The packet a filter sees (from the UDP header on) and the bytes that may not be
+        trimmed (sk_filter_trim_cap's cap: the UDP header)."""
+        from pyvisor.sentry.socket.netstack import _synthetic_header
+        seg = d.sport.to_bytes(2, "big") + d.dport.to_bytes(2, "big") + \
+            (8 + len(d.data)).to_bytes(2, "big") + b"\0\0" + d.data
+        net = _synthetic_header(self.protocol, d.src, d.dst, len(seg), d.ttl, d.tos) + seg
+        return sockfilter.Packet(seg, net, bytes(14) + net,
+                                 0x0800 if len(d.src) == 4 else 0x86DD), 8
+
+    def _filter(self, d: Datagram) -> Datagram | None:
+        """sk_filter_trim_cap: None to drop `d`, else `d` cut to what the filter keeps."""
+        assert self.sk_filter is not None
+        p, head = self._filter_view(d)
+        keep = sockfilter.run(self.sk_filter, p)
+        if keep == 0:
+            return None
+        if keep >= len(p.data):
+            return d
+        cut = max(keep, head) - head
+        return Datagram(d.data[:cut], d.src, d.sport, d.dst, d.tos, d.stamp_ns, d.charge,
+                        d.ttl, d.dport)
 
     def bind(self, t: Task, addr: bytes) -> None:
         super().bind(t, addr)
@@ -393,6 +431,12 @@ class UDPSocket(NetSocket):
         """__udp_enqueue_schedule_skb: drop when the queue is already over SO_RCVBUF."""
         if self.released:
             return
+        if self.sk_filter is not None:
+            kept = self._filter(d)
+            if kept is None:
+                self.drops += 1
+                return
+            d = kept
         if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < d.charge:
             self.drops += 1
             self.stack.udp_rcvbuf_errors += 1

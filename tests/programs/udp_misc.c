@@ -225,6 +225,103 @@ static void cmsgs(void)
     close(tx);
 }
 
+/* Several sockets on one port with SO_REUSEADDR: the one bound last gets unicast
+ * datagrams.  IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR name where a datagram went. */
+static void reuse_and_origdst(void)
+{
+    int one = 1, s[3];
+    struct sockaddr_storage lo = addr(1, 40210);
+    for (int i = 0; i < 3; i++) {
+        s[i] = socket(fam, SOCK_DGRAM, 0);
+        CHECK(setsockopt(s[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0);
+        CHECK(bind(s[i], (struct sockaddr *)&lo, alen) == 0);
+    }
+    int lvl = fam == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+    int opt = fam == AF_INET ? IP_RECVORIGDSTADDR : IPV6_RECVORIGDSTADDR;
+    int v = -1;
+    socklen_t vl = sizeof(v);
+    CHECK(getsockopt(s[2], lvl, opt, &v, &vl) == 0 && v == 0);
+    CHECK(setsockopt(s[2], lvl, opt, &one, sizeof(one)) == 0);
+    CHECK(getsockopt(s[2], lvl, opt, &v, &vl) == 0 && v == 1);
+    int tx = socket(fam, SOCK_DGRAM, 0);
+    CHECK(sendto(tx, "r", 1, 0, (struct sockaddr *)&lo, alen) == 1);
+    struct pollfd p = {.fd = s[2], .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    char buf[8], ctl[128];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                       .msg_controllen = sizeof(ctl)};
+    CHECK(recvmsg(s[2], &m, 0) == 1);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    CHECK(c != NULL);
+    struct sockaddr_storage od = {0};
+    memcpy(&od, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0));
+    printf("last bound got it; origdst cmsg (%d,%d) len %zu same as target %d\n",
+           c->cmsg_level, c->cmsg_type, (size_t)c->cmsg_len, !memcmp(&od, &lo, alen));
+    char x;
+    CHECK_ERR(recv(s[0], &x, 1, MSG_DONTWAIT), EAGAIN);
+    CHECK_ERR(recv(s[1], &x, 1, MSG_DONTWAIT), EAGAIN);
+    for (int i = 0; i < 3; i++)
+        close(s[i]);
+    close(tx);
+    int pc = -1;
+    vl = sizeof(pc);
+    CHECK_ERR(getsockopt(tx = socket(fam, SOCK_DGRAM, 0), SOL_SOCKET, SO_PASSCRED, &pc, &vl),
+              EOPNOTSUPP);
+    close(tx);
+}
+
+/* IPv4: a socket bound to 255.255.255.255 takes broadcasts; a multicast from a socket
+ * bound to 127.0.0.1 leaves by lo and reaches a member there. */
+static void bcast_mcast(void)
+{
+    int one = 1;
+    int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons(40220),
+                            .sin_addr.s_addr = htonl(INADDR_BROADCAST)};
+    CHECK(bind(rx, (struct sockaddr *)&b, sizeof(b)) == 0);
+    CHECK(setsockopt(tx, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) == 0);
+    CHECK(sendto(tx, "bc", 2, 0, (struct sockaddr *)&b, sizeof(b)) == 2);
+    char buf[8];
+    struct pollfd p = {.fd = rx, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    printf("bound to broadcast, got %zd\n", recv(rx, buf, sizeof(buf), 0));
+    close(rx);
+    close(tx);
+
+    rx = socket(AF_INET, SOCK_DGRAM, 0);
+    tx = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons(40221)};
+    CHECK(bind(rx, (struct sockaddr *)&any, sizeof(any)) == 0);
+    struct ip_mreqn mr = {.imr_multiaddr.s_addr = inet_addr("224.0.2.1"),
+                          .imr_ifindex = 1};
+    CHECK(setsockopt(rx, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof(mr)) == 0);
+    CHECK(setsockopt(rx, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0);
+    struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(tx, (struct sockaddr *)&lo, sizeof(lo)) == 0);
+    struct sockaddr_in g = {.sin_family = AF_INET, .sin_port = htons(40221),
+                            .sin_addr.s_addr = inet_addr("224.0.2.1")};
+    CHECK(sendto(tx, "mc", 2, 0, (struct sockaddr *)&g, sizeof(g)) == 2);
+    p.fd = rx;
+    CHECK(poll(&p, 1, 5000) == 1);
+    char ctl[64];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                       .msg_controllen = sizeof(ctl)};
+    ssize_t n = recvmsg(rx, &m, 0);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    struct in_pktinfo pi;
+    CHECK(c && c->cmsg_type == IP_PKTINFO);
+    memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+    char a1[32], a2[32];
+    inet_ntop(AF_INET, &pi.ipi_spec_dst, a1, sizeof(a1));
+    inet_ntop(AF_INET, &pi.ipi_addr, a2, sizeof(a2));
+    printf("multicast from a bound source: %zd, pktinfo ifindex %d spec_dst %s addr %s\n",
+           n, pi.ipi_ifindex, a1, a2);
+    close(rx);
+    close(tx);
+}
+
 int main(int argc, char **argv)
 {
     fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
@@ -233,6 +330,9 @@ int main(int argc, char **argv)
     shutdowns();
     stamps();
     cmsgs();
+    reuse_and_origdst();
+    if (fam == AF_INET)
+        bcast_mcast();
     ok();
     return 0;
 }

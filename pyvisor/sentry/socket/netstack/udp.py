@@ -492,7 +492,7 @@ class UDPSocket(NetSocket):
         elif self.opts.get(SO_TIMESTAMP):
             us = d.stamp_ns // 1000
             out.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6, us % 10**6)))
-        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos, d.ttl))
+        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos, d.ttl, d.dport))
         return out
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,

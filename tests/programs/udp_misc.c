@@ -322,6 +322,31 @@ static void bcast_mcast(void)
     close(tx);
 }
 
+/* IPv6 sockets and IPv4-mapped addresses (udpv6_sendmsg). */
+static void mapped(void)
+{
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_port = htons(40230),
+                              .sin6_addr = in6addr_loopback};
+    struct sockaddr_in6 m = {.sin6_family = AF_INET6, .sin6_port = htons(40231)};
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &m.sin6_addr);
+    int a = socket(AF_INET6, SOCK_DGRAM, 0), b = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 a_addr = v6, b_addr = m;
+    a_addr.sin6_port = 0;
+    b_addr.sin6_port = 0;
+    CHECK(bind(a, (struct sockaddr *)&a_addr, sizeof(a_addr)) == 0);
+    CHECK(bind(b, (struct sockaddr *)&b_addr, sizeof(b_addr)) == 0);
+    ssize_t r1 = sendto(a, "x", 1, 0, (struct sockaddr *)&m, sizeof(m));
+    int e1 = errno;
+    ssize_t r2 = sendto(b, "x", 1, 0, (struct sockaddr *)&v6, sizeof(v6));
+    int e2 = errno;
+    printf("bound ::1 to a mapped address: %zd %s; bound mapped to ::1: %zd %s\n", r1,
+           r1 < 0 ? strerror(e1) : "", r2,
+           r2 < 0 ? (e2 == EINVAL || e2 == EAFNOSUPPORT ? "EINVAL/EAFNOSUPPORT" : strerror(e2))
+                  : "");
+    close(a);
+    close(b);
+}
+
 int main(int argc, char **argv)
 {
     fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
@@ -333,6 +358,8 @@ int main(int argc, char **argv)
     reuse_and_origdst();
     if (fam == AF_INET)
         bcast_mcast();
+    else
+        mapped();
     ok();
     return 0;
 }

@@ -298,6 +298,13 @@ class UDPSocket(NetSocket):
             ip, port = self._destination(addr)
             if port == 0 and self.protocol == IPPROTO_UDP:
                 raise SyscallError(Errno.EINVAL)
+            if self.family == AF_INET6 and self.protocol == IPPROTO_UDP:
+                # udpv6_sendmsg: a socket bound to an IPv6 address cannot reach an IPv4
+                # destination, nor one bound or connected on the IPv4 side an IPv6 one.
+                if len(ip) == 4 and len(self.laddr) == 16 and self.addr_locked:
+                    raise SyscallError(Errno.ENETUNREACH)
+                if len(ip) == 16 and len(self.laddr) == 4:
+                    raise SyscallError(Errno.EINVAL)
         else:
             if not self._connected():
                 raise SyscallError(Errno.EDESTADDRREQ)

@@ -3,12 +3,16 @@
  * EAGAIN to a non-blocking one, SIOCGSTAMP (ENOENT before anything was read, a stamp
  * after), empty datagrams (write(fd, buf, 0) sends one), and IP_TTL/IP_TOS (IPV6_HOPLIMIT,
  * IPV6_TCLASS) given as control messages to sendmsg and read back with IP_RECVTTL/
- * IP_RECVTOS (IPV6_RECVHOPLIMIT/IPV6_RECVTCLASS).  Prints what it sees and "ok". */
+ * IP_RECVTOS (IPV6_RECVHOPLIMIT/IPV6_RECVTCLASS), SO_REUSEADDR delivery, the original
+ * destination (IP_RECVORIGDSTADDR), broadcast and multicast corners, IPv4-mapped
+ * destinations of IPv6 sockets, and SIOCETHTOOL on lo.  Prints what it sees and "ok". */
 #define _GNU_SOURCE
 #include "check.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -347,6 +351,27 @@ static void mapped(void)
     close(b);
 }
 
+/* SIOCETHTOOL on lo: the timestamping capabilities; other commands unsupported. */
+static void ethtool(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ethtool_ts_info ti;
+    memset(&ti, 0xee, sizeof(ti));
+    ti.cmd = ETHTOOL_GET_TS_INFO;
+    struct ifreq r = {0};
+    strcpy(r.ifr_name, "lo");
+    r.ifr_data = (void *)&ti;
+    CHECK(ioctl(s, SIOCETHTOOL, &r) == 0);
+    printf("lo ts info: cmd 0x%x so_timestamping 0x%x phc %d tx %u rx %u\n", ti.cmd,
+           ti.so_timestamping, ti.phc_index, ti.tx_types, ti.rx_filters);
+    struct ethtool_cmd c = {.cmd = ETHTOOL_GSET};
+    r.ifr_data = (void *)&c;
+    CHECK_ERR(ioctl(s, SIOCETHTOOL, &r), EOPNOTSUPP);
+    strcpy(r.ifr_name, "nosuchdev0");
+    CHECK_ERR(ioctl(s, SIOCETHTOOL, &r), ENODEV);
+    close(s);
+}
+
 int main(int argc, char **argv)
 {
     fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
@@ -356,9 +381,11 @@ int main(int argc, char **argv)
     stamps();
     cmsgs();
     reuse_and_origdst();
-    if (fam == AF_INET)
+    if (fam == AF_INET) {
         bcast_mcast();
-    else
+        ethtool();
+    }
+    if (fam == AF_INET6)
         mapped();
     ok();
     return 0;

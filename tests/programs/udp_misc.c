@@ -10,6 +10,7 @@
 #include "check.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <net/if.h>
@@ -372,6 +373,63 @@ static void ethtool(void)
     close(s);
 }
 
+/* IP_RECVERR / IPV6_RECVERR: a port unreachable and (IPv6) a datagram too big are
+ * reported on the error queue, read with MSG_ERRQUEUE. */
+static void errqueue(void)
+{
+    int one = 1, s = socket(fam, SOCK_DGRAM, 0);
+    int lvl = fam == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+    int opt = fam == AF_INET ? IP_RECVERR : IPV6_RECVERR;
+    CHECK(setsockopt(s, lvl, opt, &one, sizeof(one)) == 0);
+    struct sockaddr_storage nobody = addr(1, 40240);      /* nobody listens there */
+    CHECK(sendto(s, "lost", 4, 0, (struct sockaddr *)&nobody, alen) == 4);
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    printf("errqueue: revents POLLERR %d POLLIN %d\n", !!(p.revents & POLLERR),
+           !!(p.revents & POLLIN));
+    for (int round = 0; round < 2; round++) {
+        char buf[16], ctl[128];
+        struct sockaddr_storage name;
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+        struct msghdr m = {.msg_name = &name, .msg_namelen = sizeof(name), .msg_iov = &iov,
+                           .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
+        ssize_t n = recvmsg(s, &m, MSG_ERRQUEUE);
+        if (n < 0) {
+            printf("  again: %s\n", errno == EAGAIN ? "EAGAIN" : strerror(errno));
+            break;
+        }
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        CHECK(c != NULL);
+        struct sock_extended_err ee;
+        memcpy(&ee, CMSG_DATA(c), sizeof(ee));
+        struct sockaddr *off = (struct sockaddr *)(CMSG_DATA(c) + sizeof(ee));
+        printf("  %zd bytes \"%.*s\" flags ERRQUEUE %d, cmsg (%d,%d) len %zu: errno %d origin %d"
+               " type %d code %d info %u offender family %d, name same %d\n", n, (int)n, buf,
+               !!(m.msg_flags & MSG_ERRQUEUE), c->cmsg_level, c->cmsg_type,
+               (size_t)c->cmsg_len, ee.ee_errno, ee.ee_origin, ee.ee_type, ee.ee_code,
+               ee.ee_info, off->sa_family, !memcmp(&name, &nobody, alen));
+    }
+    int err = -1;
+    socklen_t el = sizeof(err);
+    CHECK(getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el) == 0);
+    printf("  SO_ERROR after: %d\n", err);
+    if (fam == AF_INET6) {
+        static char big[0x10000];
+        struct sockaddr_storage peer = addr(1, 40241);
+        CHECK_ERR(sendto(s, big, sizeof(big), 0, (struct sockaddr *)&peer, alen), EMSGSIZE);
+        char ctl[128];
+        struct sockaddr_storage name;
+        struct msghdr m = {.msg_name = &name, .msg_namelen = sizeof(name), .msg_control = ctl,
+                           .msg_controllen = sizeof(ctl)};
+        ssize_t n = recvmsg(s, &m, MSG_ERRQUEUE);
+        struct sock_extended_err ee;
+        memcpy(&ee, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(ee));
+        printf("  too big: %zd, errno %d origin %d info %u name same %d\n", n, ee.ee_errno,
+               ee.ee_origin, ee.ee_info, !memcmp(&name, &peer, alen));
+    }
+    close(s);
+}
+
 int main(int argc, char **argv)
 {
     fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
@@ -381,6 +439,7 @@ int main(int argc, char **argv)
     stamps();
     cmsgs();
     reuse_and_origdst();
+    errqueue();
     if (fam == AF_INET) {
         bcast_mcast();
         ethtool();

@@ -32,7 +32,8 @@ from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY
                                     IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP, SIOCGSTAMP,
                                     SIOCGSTAMPNS, SOL_IP, SOL_IPV6, IP_TTL, IP_TOS,
                                     IP_PKTINFO, IPV6_HOPLIMIT, IPV6_TCLASS, IPV6_PKTINFO,
-                                    IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS)
+                                    IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS, IP_RECVERR,
+                                    IPV6_RECVERR)
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_RDHUP)
@@ -83,6 +84,28 @@ class Datagram:
     dport: int = 0           # the destination port (IP_RECVORIGDSTADDR)
 
 
+# The error queue (IP_RECVERR).  From <linux/errqueue.h>.
+SO_EE_ORIGIN_LOCAL, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 1, 2, 3
+SOCK_EXTENDED_ERR = struct.Struct("<IBBBBII")     # errno, origin, type, code, pad, info, data
+ERRQUEUE_MAX = 64                                 # reports a socket keeps (sk_rcvbuf-bound)
+
+
+@dataclass(slots=True)
+class ErrReport:
+    """One report on a socket's error queue.  Linux: an sk_buff with its
+    struct sock_exterr_skb."""
+
+    errno: int
+    origin: int
+    type: int
+    code: int
+    info: int
+    offender: bytes          # who reported it (SO_EE_OFFENDER); ignored for local errors
+    payload: bytes           # the datagram the error is about
+    dst: bytes               # where that datagram went (msg_name)
+    dport: int
+
+
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
@@ -118,6 +141,7 @@ class UDPSocket(NetSocket):
         self.cm_ttl: int | None = None
         self.cm_tos: int | None = None
         self.sk_filter: sockfilter.Program | None = None    # SO_ATTACH_FILTER
+        self.errq: collections.deque[ErrReport] = collections.deque()   # sk_error_queue
 
     # -- socket filters ----------------------------------------------------------------------
 
@@ -177,7 +201,7 @@ class UDPSocket(NetSocket):
     def readiness(self, fd: FileDescription, mask: int) -> int:
         """datagram_poll."""
         ev = 0
-        if self.err:
+        if self.err or self.errq:
             ev |= EVENT_ERR
         if self.shut & RCV_SHUTDOWN:
             ev |= EVENT_RDHUP | EVENT_IN
@@ -214,6 +238,7 @@ class UDPSocket(NetSocket):
         self.mc_drop_all()
         self.stack.unbuffer(self.rcv_mem)
         self.rcvq.clear()
+        self.errq.clear()
         self.rcv_mem = 0
         self.unbind()
 
@@ -310,6 +335,10 @@ class UDPSocket(NetSocket):
                 raise SyscallError(Errno.EDESTADDRREQ)
             ip, port = self.raddr, self.rport
         if len(data) > self._max_payload():
+            if len(ip) == 16 and self.protocol == IPPROTO_UDP and self._recverr(ip):
+                # ip6_append_data: ipv6_local_error with the path's MTU.
+                self._queue_error(ErrReport(Errno.EMSGSIZE, SO_EE_ORIGIN_LOCAL, 0, 0,
+                                            self.stack.mtu_for(ip), b"", b"", ip, port))
             raise SyscallError(Errno.EMSGSIZE)
         if self.shut & SEND_SHUTDOWN:
             raise SyscallError(Errno.EPIPE)
@@ -427,8 +456,16 @@ class UDPSocket(NetSocket):
         rcv = stack.udp_receiver(dst, dport, src, self.lport)
         if rcv is None:
             stack.udp_noport += 1
-            if self._connected():
-                self.err = Errno.ECONNREFUSED       # the ICMP port unreachable, at once
+            # The ICMP port unreachable, at once (__udp4_lib_err): the socket's error when
+            # connected or with IP_RECVERR, and with IP_RECVERR a queued report too.
+            recverr = self._recverr(dst)
+            if self._connected() or recverr:
+                self.err = Errno.ECONNREFUSED
+                if recverr:
+                    v4 = len(dst) == 4
+                    self._queue_error(ErrReport(
+                        Errno.ECONNREFUSED, SO_EE_ORIGIN_ICMP if v4 else SO_EE_ORIGIN_ICMP6,
+                        3 if v4 else 1, 3 if v4 else 4, 0, dst, data, dst, dport))
                 self.wq.notify(EVENT_ERR)
             return
         rcv.deliver(Datagram(data, src, self.lport, dst, self._tos(), time.time_ns(),
@@ -466,9 +503,40 @@ class UDPSocket(NetSocket):
 
     # -- receiving ---------------------------------------------------------------------------
 
+    def _recverr(self, dst: bytes) -> bool:
+        """IP_RECVERR (IPV6_RECVERR for an IPv6 destination) is on."""
+        if len(dst) == 4:
+            return bool(self.ip.get(IP_RECVERR))
+        return bool(self.ip6.get(IPV6_RECVERR))
+
+    def _queue_error(self, e: ErrReport) -> None:
+        """ip_icmp_error / ipv6_local_error: onto the error queue (bounded)."""
+        if len(self.errq) >= ERRQUEUE_MAX:
+            return
+        self.errq.append(e)
+        self.wq.notify(EVENT_ERR)
+
+    def _recv_error(self, n: int, want_addr: bool) -> Received:
+        """recvmsg(MSG_ERRQUEUE): ip_recv_err / ipv6_recv_error."""
+        if not self.errq:
+            raise WouldBlock()
+        e = self.errq.popleft()
+        # sock_dequeue_err_skb: the socket's error becomes the next report's, or none.
+        self.err = self.errq[0].errno if self.errq else 0
+        v4 = len(e.dst) == 4 and self.family == AF_INET
+        offender = bytes(16 if v4 else 28) if e.origin == SO_EE_ORIGIN_LOCAL else \
+            inet.encode(AF_INET if v4 else AF_INET6, e.offender, 0)
+        ext = SOCK_EXTENDED_ERR.pack(e.errno, e.origin, e.type, e.code, 0, e.info, 0)
+        cmsg = (SOL_IP, IP_RECVERR, ext + offender) if v4 else \
+            (SOL_IPV6, IPV6_RECVERR, ext + offender)
+        data = e.payload[:n]
+        flags = MSG_ERRQUEUE | (MSG_TRUNC if len(e.payload) > n else 0)
+        addr = inet.encode(self.family, e.dst, e.dport) if want_addr else None
+        return Received(data, len(data), flags, addr, cmsgs=[cmsg])
+
     def _try_recv(self, n: int, flags: int, want_addr: bool) -> Received:
         if flags & MSG_ERRQUEUE:
-            raise WouldBlock()                       # no queued errors (no IP_RECVERR path)
+            return self._recv_error(n, want_addr)
         if self.err:
             err, self.err = self.err, 0
             raise SyscallError(err)

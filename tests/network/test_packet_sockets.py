@@ -1,4 +1,4 @@
-"""Packet sockets (AF_PACKET) of the sandbox's own stack, compared with Linux.
+"""Packet sockets (AF_PACKET) and raw sockets of the sandbox's stack, compared with Linux.
 
 tests/programs/packet_sock.c runs natively only in a network namespace made for it
 (`unshare -n`, lo brought up and net.ipv4.conf.lo.accept_local/route_localnet set in
@@ -29,3 +29,31 @@ def test_packet_sockets_on_loopback(program: Builder, run: Runner) -> None:
     # The ETH_P_ALL socket sees a datagram crossing lo twice, sent then received.
     assert "all/raw 1: 54 bytes" in out and "pkttype OUTGOING" in out, out
     assert "udp socket got 12 \"from a frame\"" in out, out
+
+
+def test_raw_sockets_more(program: Builder, run: Runner) -> None:
+    """tests/programs/raw_more.c: raw socket names, a raw IPPROTO_UDP socket seeing UDP
+    between two sockets, TTL/traffic class control messages, IPV6_CHECKSUM.  Natively in a
+    namespace of its own too, so that no other loopback traffic of the host reaches it."""
+    prog = program("raw_more")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert "cmsg ttl 21" in native.stdout, detail
+
+
+def test_socket_filters(program: Builder, run: Runner) -> None:
+    """tests/programs/sock_filter.c: SO_ATTACH_FILTER programs on UDP, raw and packet
+    sockets (dropping, cutting short, SKF_NET_OFF and ancillary loads) and the programs
+    attach refuses."""
+    prog = program("sock_filter")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert 'source-port filter: [6 "from b"]\n' in native.stdout, detail

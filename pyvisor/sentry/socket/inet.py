@@ -163,9 +163,18 @@ def loopback() -> Interface:
                      addrs6=[(b"\0" * 15 + b"\1", 128)])
 
 
+SIOCETHTOOL = 0x8946          # <linux/sockios.h>
+ETHTOOL_GET_TS_INFO = 0x41    # <linux/ethtool.h>
+# struct ethtool_ts_info: cmd, so_timestamping, phc_index, tx_types, tx_reserved[3],
+# rx_filters, rx_reserved[3].
+ETHTOOL_TS_INFO = struct.Struct("<IIiI12xI12x")
+# What ethtool_op_get_ts_info reports: software timestamps only (SOF_TIMESTAMPING_TX_SOFTWARE
+# | RX_SOFTWARE | SOFTWARE), no PTP clock.
+SOF_SOFTWARE_ONLY = 0x2 | 0x8 | 0x10
+
 SIOCGIFS = frozenset((SIOCGIFCONF, SIOCGIFNAME, SIOCGIFFLAGS, SIOCGIFADDR, SIOCGIFDSTADDR,
                       SIOCGIFBRDADDR, SIOCGIFNETMASK, SIOCGIFMETRIC, SIOCGIFMTU, SIOCGIFHWADDR,
-                      SIOCGIFINDEX, SIOCGIFTXQLEN))
+                      SIOCGIFINDEX, SIOCGIFTXQLEN, SIOCETHTOOL))
 
 
 def _netmask(prefix: int) -> bytes:
@@ -197,7 +206,7 @@ def interface_ioctl(t: Task, ifaces: list[Interface], cmd: int, arg: int) -> int
         return 0
     if cmd not in (SIOCGIFNAME, SIOCGIFFLAGS, SIOCGIFADDR, SIOCGIFDSTADDR, SIOCGIFBRDADDR,
                    SIOCGIFNETMASK, SIOCGIFMETRIC, SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX,
-                   SIOCGIFTXQLEN):
+                   SIOCGIFTXQLEN, SIOCETHTOOL):
         raise SyscallError(Errno.ENOTTY)
     req = bytearray(t.copy_in(arg, IFREQ_SIZE))
     if cmd == SIOCGIFNAME:
@@ -212,6 +221,8 @@ def interface_ioctl(t: Task, ifaces: list[Interface], cmd: int, arg: int) -> int
     dev = next((i for i in ifaces if i.name == name), None)
     if dev is None:
         raise SyscallError(Errno.ENODEV)
+    if cmd == SIOCETHTOOL:
+        return _ethtool(t, struct.unpack_from("<Q", req, IFNAMSIZ)[0])
     body: bytes
     if cmd == SIOCGIFFLAGS:
         body = struct.pack("<H", dev.flags & 0xFFFF)
@@ -237,6 +248,17 @@ def interface_ioctl(t: Task, ifaces: list[Interface], cmd: int, arg: int) -> int
             body = _sin(ip)
     req[IFNAMSIZ:IFNAMSIZ + len(body)] = body
     t.copy_out(arg, bytes(req))
+    return 0
+
+
+def _ethtool(t: Task, data: int) -> int:
+    """SIOCETHTOOL (dev_ethtool): only ETHTOOL_GET_TS_INFO, answered as
+    ethtool_op_get_ts_info answers for lo and veth; every other command is EOPNOTSUPP,
+    as for a device whose driver lacks it."""
+    (cmd,) = struct.unpack("<I", t.copy_in(data, 4))
+    if cmd != ETHTOOL_GET_TS_INFO:
+        raise SyscallError(Errno.EOPNOTSUPP)
+    t.copy_out(data, ETHTOOL_TS_INFO.pack(cmd, SOF_SOFTWARE_ONLY, -1, 0, 0))
     return 0
 
 

@@ -578,6 +578,15 @@ class Stack:
             packet.lo_ip(self, header, payload)
         self._loop(proto, src, dst, payload, header)
 
+    def flush_loop(self) -> bool:
+        """Delivers what waits on lo now (Linux: the softirq that runs as the sending
+        syscall returns), for a reader that must know whether more is coming.  True if
+        anything was delivered."""
+        if not self._loopq:
+            return False
+        self._drain_loop()
+        return True
+
     def _drain_loop(self) -> None:
         q, self._loopq = self._loopq, []
         for proto, src, dst, payload, header in q:
@@ -688,8 +697,11 @@ class Stack:
 
     def udp_receiver(self, dst: bytes, port: int, src: bytes, sport: int) -> UDPSocket | None:
         """The socket a datagram for (dst, port) from (src, sport) goes to.  Linux:
-        __udp4_lib_lookup (connected sockets only take their peer's datagrams)."""
-        best: Any = None
+        __udp4_lib_lookup (connected sockets only take their peer's datagrams).  Among
+        equally good sockets the one bound last wins (SO_REUSEADDR), unless they form an
+        SO_REUSEPORT group, which shares the datagrams by a hash of the four-tuple
+        (reuseport_select_sock)."""
+        best: list[Any] = []
         score = 0
         for b in self.udp_ports.on(port):
             sc = _match(b, dst)
@@ -701,8 +713,17 @@ class Stack:
                     continue
                 sc += 4
             if sc > score:
-                best, score = b, sc
-        return best  # type: ignore[no-any-return]
+                best, score = [b], sc
+            elif sc == score:
+                best.append(b)
+        if not best:
+            return None
+        last = best[-1]
+        if len(best) > 1 and last.reuseport:
+            group = [b for b in best if b.reuseport and b.owner_uid == last.owner_uid]
+            h = zlib.crc32(b"%s%s%d:%d" % (src, dst, sport, port))
+            return group[h % len(group)]  # type: ignore[no-any-return]
+        return last  # type: ignore[no-any-return]
 
     def proc_net(self, name: str) -> bytes | None:
         from pyvisor.sentry.socket.netstack import procnet

@@ -30,7 +30,8 @@ host's: lo, and the NICs the stack took over.
              header checksum, total length) from the Sentry loop.  On a NIC it
              is written to the NIC's fd as is.
 
-No PACKET_RX_RING/TX_RING (mmap rings), no socket filters, no fanout: the
+Socket filters (SO_ATTACH_FILTER, sockfilter.py) run on each frame a socket
+would queue.  No PACKET_RX_RING/TX_RING (mmap rings), no fanout: the
 SOL_PACKET options other than PACKET_ADD/DROP_MEMBERSHIP, PACKET_AUXDATA and
 PACKET_VERSION (stored) give ENOPROTOOPT.
 Concurrency: Sentry loop only.
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import ARPHRD_LOOPBACK, IPPROTO_UDP
 from pyvisor.sentry.errors import SyscallError, WouldBlock
+from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.common import (AF_PACKET, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_PEEK,
                                           MSG_TRUNC, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
                                           SO_ERROR, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET, Control,
@@ -113,7 +115,7 @@ class PacketSocket(Socket):
         self.rcv_mem = 0
         self.drops = 0
         self.released = False
-        self.filter = False                 # SO_ATTACH_FILTER seen (not run)
+        self.sk_filter: sockfilter.Program | None = None     # SO_ATTACH_FILTER
         self.pkt_opts: dict[int, int] = {PACKET_VERSION: 0, PACKET_AUXDATA: 0,
                                          PACKET_RESERVE: 0}
         stack.packet_socks.append(self)
@@ -193,6 +195,20 @@ class PacketSocket(Socket):
         """packet_rcv: dropped when the queue is over SO_RCVBUF or the stack's budget."""
         if self.released:
             return
+        if self.sk_filter is not None:
+            # run_filter: from the Ethernet header (SOCK_RAW) or the network header; the
+            # result is the snap length.
+            off = 0 if self.stype == SOCK_RAW else ETH_HLEN
+            p = sockfilter.Packet(fr.data[off:], fr.data[ETH_HLEN:], fr.data,
+                                  int.from_bytes(fr.data[12:14], "big"), fr.pkttype,
+                                  fr.ifindex)
+            keep = sockfilter.run(self.sk_filter, p)
+            if keep == 0:
+                self.drops += 1
+                return
+            if keep < len(p.data):
+                fr = Frame(fr.data[:off + keep], fr.ifindex, fr.hatype, fr.pkttype,
+                           fr.stamp_ns)
         cost = len(fr.data) + 512
         if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < cost:
             self.drops += 1
@@ -274,7 +290,7 @@ class PacketSocket(Socket):
         if level == SOL_SOCKET:
             if name in (SO_ERROR, SO_ACCEPTCONN):
                 return _I32.pack(0)
-            if name in (SO_ATTACH_FILTER, SO_DETACH_FILTER):
+            if name == SO_DETACH_FILTER:
                 raise SyscallError(Errno.ENOPROTOOPT)
             return super().getsockopt(t, level, name)
         if level == SOL_PACKET:
@@ -288,12 +304,13 @@ class PacketSocket(Socket):
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
         if level == SOL_SOCKET:
             if name == SO_DETACH_FILTER:
-                if not self.filter:
+                if self.sk_filter is None:
                     raise SyscallError(Errno.ENOENT)
-                self.filter = False
+                self.sk_filter = None
                 return
             if name == SO_ATTACH_FILTER:
-                raise SyscallError(Errno.ENOPROTOOPT)   # no socket filters (see docstring)
+                self.sk_filter = sockfilter.attach(t, optval)
+                return
             super().setsockopt(t, level, name, optval)
             return
         if level == SOL_PACKET:
@@ -411,8 +428,8 @@ def lo_ip(stack: Stack, header: bytes, payload: bytes) -> None:
 
 def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: bytes,
            ttl: int, tos: int) -> None:
-    """A UDP datagram the stack short-circuits over lo, as the packet sockets would have
-    seen it: IP and UDP headers with their checksums."""
+    """A UDP datagram the stack short-circuits over lo, as the packet sockets and the raw
+    sockets (IPPROTO_UDP) would have seen it: with its IP and UDP headers."""
     from pyvisor.sentry.socket.netstack import _synthetic_header
     from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
     ulen = 8 + len(data)
@@ -427,7 +444,11 @@ def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: b
         from pyvisor.sentry.socket.netstack.ipv4 import checksum as csum
         h = header[:4] + ident + header[6:10] + b"\0\0" + header[12:]
         header = h[:10] + csum(h).to_bytes(2, "big") + h[12:]
-    lo_ip(stack, header, seg)
+    if stack.packet_socks:
+        lo_ip(stack, header, seg)
+    if stack.raw_socks:
+        from pyvisor.sentry.socket.netstack import raw
+        raw.deliver(stack, IPPROTO_UDP, src, dst, header, seg)
 
 
 class PacketFamily:

@@ -19,9 +19,10 @@ whose bits are set.  IPPROTO_RAW sockets receive nothing.
         ICMPv6 socket's checksum is computed by the stack (offset 2), and
         ICMP6_FILTER drops the types whose bits are set.
 
-Datagrams between sockets of the sandbox (the TCP and UDP short-circuits) do not
-pass through the IP layer, so raw sockets do not see them: only what the packet
-path carries (ICMP, and everything on a NIC).  Concurrency: Sentry loop only.
+Datagrams between sockets of the sandbox do not pass through the IP layer: a UDP
+datagram is given its IP and UDP headers for the raw sockets that would see it
+(packet.lo_udp), TCP segments are not seen at all.  An AF_INET6 IPPROTO_RAW socket
+cannot send (EINVAL).  Concurrency: Sentry loop only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pyvisor.abi.linux.inet import (IP_HDRINCL, IP_TOS, IPPROTO_ICMP, IPPROTO_IC
                                     IPPROTO_RAW, SOL_IP, SOL_IPV6)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.common import AF_INET, AF_INET6, MSG_OOB, SOCK_RAW
+from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC, MSG_OOB, SOCK_RAW
+from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.netstack.udp import Datagram, UDPSocket, truesize
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class RawSocket(UDPSocket):
         if not inet.is_any(ip) and not self.stack.is_local(ip):
             raise SyscallError(Errno.EADDRNOTAVAIL)
         self.laddr = ip if not inet.is_any(ip) else inet.any_addr(self.family)
+        self.addr_locked = not inet.is_any(ip)
 
     def autobind(self, connecting: bool = False) -> None:
         """Raw sockets hold no port."""
@@ -97,23 +100,34 @@ class RawSocket(UDPSocket):
         return ip, 0
 
     def getpeername(self, t: Task) -> bytes:
-        if not self._connected():
-            raise SyscallError(Errno.ENOTCONN)
-        return inet.encode(self.family, self.raddr, 0)
+        """inet_getname: a peer needs a port, and a raw socket's is always 0."""
+        raise SyscallError(Errno.ENOTCONN)
 
     def _connected(self) -> bool:
         return not inet.is_any(self.raddr)
 
     async def connect(self, t: Task, f: object, addr: bytes) -> None:  # type: ignore[override]
+        """ip4_datagram_connect / ip6_datagram_connect_v6_only (EAFNOSUPPORT for another
+        family); AF_UNSPEC dissolves the association."""
         if len(addr) < 2:
             raise SyscallError(Errno.EINVAL)
+        if inet.raw_family(addr) == AF_UNSPEC:
+            self.raddr = inet.any_addr(self.family)
+            if not self.addr_locked:
+                self.laddr = inet.any_addr(self.family)
+            return
+        if self.family == AF_INET6 and inet.raw_family(addr) != AF_INET6:
+            raise SyscallError(Errno.EAFNOSUPPORT)
         ip, _ = self._destination(addr)
         self.stack.check_route(ip)
+        if inet.is_any(self.laddr):
+            self.laddr = self.source_for(ip)
         self.raddr, self.rport = ip, 0
         self._notify_out()
 
     def getsockname(self, t: Task) -> bytes:
-        return inet.encode(self.family, self.laddr, 0)
+        """The port is the protocol (inet_num)."""
+        return inet.encode(self.family, self.laddr, self.protocol)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -135,6 +149,8 @@ class RawSocket(UDPSocket):
         stack = self.stack
         stack.check_route(dst)
         if self.family == AF_INET6:
+            if self.protocol == IPPROTO_RAW:
+                raise SyscallError(Errno.EINVAL)     # no IPV6_HDRINCL sending
             self._send6(data, dst)
             return len(data)
         if self.protocol == IPPROTO_RAW or self.ip.get(IP_HDRINCL):
@@ -198,10 +214,28 @@ class RawSocket(UDPSocket):
                 t = payload[0]
                 if self.icmp6_filter[t >> 3] >> (t & 7) & 1:
                     return False
+        if self.family == AF_INET6 and self.checksum_offset >= 0:
+            # rawv6_rcv: with IPV6_CHECKSUM set, a datagram whose checksum is wrong is
+            # dropped.
+            from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
+            if self.checksum_offset + 2 > len(payload) or \
+                    checksum(pseudo_header(src, dst, proto, len(payload)) + payload) != 0:
+                return False
         return True
 
-    def raw_deliver(self, src: bytes, dst: bytes, data: bytes, tos: int) -> None:
-        self.deliver(Datagram(data, src, 0, dst, tos, time.time_ns(), truesize(len(data))))
+    def _filter_view(self, d: Datagram) -> tuple[sockfilter.Packet, int]:
+        """IPv4: from the IP header (which the datagram carries); IPv6: from the payload."""
+        if self.family == AF_INET:
+            return sockfilter.Packet(d.data, d.data, bytes(14) + d.data, 0x0800), 0
+        from pyvisor.sentry.socket.netstack import _synthetic_header
+        net = _synthetic_header(self.protocol, d.src, d.dst, len(d.data), d.ttl, d.tos) \
+            + d.data
+        return sockfilter.Packet(d.data, net, bytes(14) + net, 0x86DD), 0
+
+    def raw_deliver(self, src: bytes, dst: bytes, data: bytes, tos: int, ttl: int = 64
+                    ) -> None:
+        self.deliver(Datagram(data, src, 0, dst, tos, time.time_ns(), truesize(len(data)),
+                              ttl))
 
     # -- options -----------------------------------------------------------------------------
 
@@ -239,6 +273,8 @@ class RawSocket(UDPSocket):
         raise SyscallError(Errno.ENOPROTOOPT)
 
     def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_IP and self.family == AF_INET6:
+            raise SyscallError(Errno.ENOPROTOOPT)    # rawv6_setsockopt: no SOL_IP
         if level == SOL_IP and name == IP_HDRINCL:
             if len(optval) < 1:
                 raise SyscallError(Errno.EINVAL)
@@ -261,6 +297,8 @@ class RawSocket(UDPSocket):
         self.checksum_offset = v if v >= 0 else -1
 
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
+        if level == SOL_IP and self.family == AF_INET6:
+            raise SyscallError(Errno.ENOPROTOOPT)
         if level == SOL_IP and name == IP_HDRINCL:
             return _I32.pack(int(self.protocol == IPPROTO_RAW or bool(self.ip.get(IP_HDRINCL))))
         if level == SOL_IPV6 and name == IPV6_CHECKSUM and self.family == AF_INET6:
@@ -277,7 +315,11 @@ def deliver(stack: Stack, proto: int, src: bytes, dst: bytes, header: bytes,
         if not s.takes(proto, src, dst, payload):
             continue
         if len(src) == 4:
-            s.raw_deliver(src, dst, header + payload, header[1] if len(header) > 1 else 0)
+            s.raw_deliver(src, dst, header + payload, header[1] if len(header) > 1 else 0,
+                          header[8] if len(header) > 8 else 64)
+        elif len(header) >= 8:
+            tclass = (int.from_bytes(header[0:4], "big") >> 20) & 0xFF
+            s.raw_deliver(src, dst, payload, tclass, header[7])
         else:
             s.raw_deliver(src, dst, payload, 0)
 

@@ -28,7 +28,7 @@ from pyvisor.abi.linux.inet import (IP_BIND_ADDRESS_NO_PORT, IP_CHECKSUM, IP_FRE
                                     IPV6_UNICAST_HOPS, IPV6_V6ONLY, LOOPBACK_MTU,
                                     SOL_IP, SOL_IPV6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                                     IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP, INADDR_ANY,
-                                    IPV6_MULTICAST_IF)
+                                    IPV6_MULTICAST_IF, IPV6_RECVORIGDSTADDR)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.socket import inet
@@ -56,7 +56,7 @@ _IP_BOOLS = {IP_RECVOPTS: 0, IP_RETOPTS: 0, IP_PKTINFO: 0, IP_RECVERR: 0, IP_REC
              IP_NODEFRAG: 0, IP_BIND_ADDRESS_NO_PORT: 0, IP_CHECKSUM: 0, IP_RECVFRAGSIZE: 0,
              IP_MULTICAST_ALL: 1, IP_MULTICAST_LOOP: 1, IP_RECVERR_RFC4884: 0}
 _IPV6_BOOLS = {IPV6_RECVPKTINFO: 0, IPV6_RECVHOPLIMIT: 0, IPV6_RECVTCLASS: 0, IPV6_RECVERR: 0,
-               IPV6_AUTOFLOWLABEL: 1, IPV6_FREEBIND: 0}
+               IPV6_AUTOFLOWLABEL: 1, IPV6_FREEBIND: 0, IPV6_RECVORIGDSTADDR: 0}
 
 
 def int_opt(optval: bytes, short_ok: bool) -> int:
@@ -146,6 +146,7 @@ class NetSocket(Socket):
         """Implements bind(2).  Linux: __inet_bind / __inet6_bind."""
         ip, port = self._decode_local(addr)
         multicast = 224 <= ip[0] < 240 if len(ip) == 4 else ip[0] == 0xFF
+        multicast = multicast or ip == b"\xff\xff\xff\xff"     # RTN_BROADCAST too
         if not inet.is_any(ip) and not self.stack.is_local(ip) and not multicast \
                 and not self.ip.get(IP_FREEBIND) and not self.ip.get(IP_TRANSPARENT):
             raise SyscallError(Errno.EADDRNOTAVAIL)
@@ -216,6 +217,8 @@ class NetSocket(Socket):
     def getsockopt(self, t: Task, level: int, name: int) -> bytes:
         i32 = _I32.pack
         if level == SOL_SOCKET:
+            if name == SO_PASSCRED:
+                raise SyscallError(Errno.EOPNOTSUPP)     # Linux 6.16: AF_UNIX/NETLINK only
             if name == SO_ERROR:
                 err, self.err = self.err, 0
                 return i32(err)
@@ -515,7 +518,11 @@ class NetSocket(Socket):
         """The interface index and source address a multicast datagram to `dst` leaves
         with (udp_sendmsg: mc_index/mc_addr, else the route)."""
         if len(dst) == 4:
-            index = self.mc_index or self.stack.route_index(dst)
+            index = self.mc_index
+            if not index and not inet.is_any(self.laddr) and len(self.laddr) == 4:
+                # __ip_route_output_key: a bound source names the device it leaves by.
+                index = self.stack.index_of_addr(self.laddr)
+            index = index or self.stack.route_index(dst)
             src = self.laddr if not inet.is_any(self.laddr) else self.mc_addr
             if inet.is_any(src) and index:
                 src = self.stack.index_source4(index)
@@ -536,18 +543,26 @@ class NetSocket(Socket):
 
     # -- what a received packet carries (IP_RECVTTL, IP_PKTINFO, ...) ------------------------
 
-    def ip_cmsgs(self, src: bytes, dst: bytes, tos: int = 0, ttl: int = 64
+    def ip_cmsgs(self, src: bytes, dst: bytes, tos: int = 0, ttl: int = 64, dport: int = 0
                  ) -> list[tuple[int, int, bytes]]:
         """Control messages for a received datagram.  Linux: ip_cmsg_recv, ip6_datagram_recv_ctl."""
         from pyvisor.abi.linux.inet import IN6_PKTINFO, IN_PKTINFO, IPV6_HOPLIMIT, IPV6_PKTINFO
         out: list[tuple[int, int, bytes]] = []
         if len(src) == 4:
             if self.ip.get(IP_PKTINFO):
-                out.append((SOL_IP, IP_PKTINFO, IN_PKTINFO.pack(1, dst, dst)))
+                # ipi_spec_dst: fib_compute_spec_dst, the interface's own address for a
+                # multicast or broadcast destination.
+                spec = dst
+                if 224 <= dst[0] < 240 or dst == b"\xff\xff\xff\xff":
+                    spec = self.stack.index_source4(self.stack.lo.index)
+                out.append((SOL_IP, IP_PKTINFO, IN_PKTINFO.pack(1, spec, dst)))
             if self.ip.get(IP_RECVTTL):
                 out.append((SOL_IP, IP_TTL, _I32.pack(ttl)))
             if self.ip.get(IP_RECVTOS):
                 out.append((SOL_IP, IP_TOS, bytes([tos & 0xFF])))
+            if self.ip.get(IP_RECVORIGDSTADDR):
+                out.append((SOL_IP, IP_RECVORIGDSTADDR,
+                            inet.encode(AF_INET, dst, dport)[:16]))
         elif self.family == AF_INET6:
             if self.ip6.get(IPV6_RECVPKTINFO):
                 out.append((SOL_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(dst, 1)))
@@ -555,6 +570,9 @@ class NetSocket(Socket):
                 out.append((SOL_IPV6, IPV6_HOPLIMIT, _I32.pack(ttl)))
             if self.ip6.get(IPV6_RECVTCLASS):
                 out.append((SOL_IPV6, IPV6_TCLASS, _I32.pack(tos)))
+            if self.ip6.get(IPV6_RECVORIGDSTADDR):
+                out.append((SOL_IPV6, IPV6_RECVORIGDSTADDR,
+                            inet.encode(AF_INET6, dst, dport)))
         return out
 
     def ttl(self) -> int:

@@ -32,7 +32,8 @@ from pyvisor.abi.linux.inet import (ICMP_ECHO, ICMP_ECHOREPLY, ICMPV6_ECHO_REPLY
                                     IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP, SIOCGSTAMP,
                                     SIOCGSTAMPNS, SOL_IP, SOL_IPV6, IP_TTL, IP_TOS,
                                     IP_PKTINFO, IPV6_HOPLIMIT, IPV6_TCLASS, IPV6_PKTINFO,
-                                    IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS)
+                                    IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS, IP_RECVERR,
+                                    IPV6_RECVERR)
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.waitqueue import (EVENT_ERR, EVENT_HUP, EVENT_IN, EVENT_OUT,
                                              EVENT_RDHUP)
@@ -44,6 +45,7 @@ from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_UNSPEC, MSG_DONT
                                           SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_DGRAM, SOL_SOCKET,
                                           WMEM_DEFAULT, RMEM_DEFAULT, Control, Received,
                                           deadline_of, wait)
+from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
 if TYPE_CHECKING:
@@ -82,6 +84,28 @@ class Datagram:
     dport: int = 0           # the destination port (IP_RECVORIGDSTADDR)
 
 
+# The error queue (IP_RECVERR).  From <linux/errqueue.h>.
+SO_EE_ORIGIN_LOCAL, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 1, 2, 3
+SOCK_EXTENDED_ERR = struct.Struct("<IBBBBII")     # errno, origin, type, code, pad, info, data
+ERRQUEUE_MAX = 64                                 # reports a socket keeps (sk_rcvbuf-bound)
+
+
+@dataclass(slots=True)
+class ErrReport:
+    """One report on a socket's error queue.  Linux: an sk_buff with its
+    struct sock_exterr_skb."""
+
+    errno: int
+    origin: int
+    type: int
+    code: int
+    info: int
+    offender: bytes          # who reported it (SO_EE_OFFENDER); ignored for local errors
+    payload: bytes           # the datagram the error is about
+    dst: bytes               # where that datagram went (msg_name)
+    dport: int
+
+
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
@@ -116,6 +140,44 @@ class UDPSocket(NetSocket):
         # around one send, which never blocks.
         self.cm_ttl: int | None = None
         self.cm_tos: int | None = None
+        self.sk_filter: sockfilter.Program | None = None    # SO_ATTACH_FILTER
+        self.errq: collections.deque[ErrReport] = collections.deque()   # sk_error_queue
+
+    # -- socket filters ----------------------------------------------------------------------
+
+    def setsockopt(self, t: Task, level: int, name: int, optval: bytes) -> None:
+        if level == SOL_SOCKET and name == sockfilter.SO_ATTACH_FILTER:
+            self.sk_filter = sockfilter.attach(t, optval)
+            return
+        if level == SOL_SOCKET and name == sockfilter.SO_DETACH_FILTER:
+            if self.sk_filter is None:
+                raise SyscallError(Errno.ENOENT)
+            self.sk_filter = None
+            return
+        super().setsockopt(t, level, name, optval)
+
+    def _filter_view(self, d: Datagram) -> tuple[sockfilter.Packet, int]:
+        """The packet a filter sees (from the UDP header on) and the bytes that may not be
+        trimmed (sk_filter_trim_cap's cap: the UDP header)."""
+        from pyvisor.sentry.socket.netstack import _synthetic_header
+        seg = d.sport.to_bytes(2, "big") + d.dport.to_bytes(2, "big") + \
+            (8 + len(d.data)).to_bytes(2, "big") + b"\0\0" + d.data
+        net = _synthetic_header(self.protocol, d.src, d.dst, len(seg), d.ttl, d.tos) + seg
+        return sockfilter.Packet(seg, net, bytes(14) + net,
+                                 0x0800 if len(d.src) == 4 else 0x86DD), 8
+
+    def _filter(self, d: Datagram) -> Datagram | None:
+        """sk_filter_trim_cap: None to drop `d`, else `d` cut to what the filter keeps."""
+        assert self.sk_filter is not None
+        p, head = self._filter_view(d)
+        keep = sockfilter.run(self.sk_filter, p)
+        if keep == 0:
+            return None
+        if keep >= len(p.data):
+            return d
+        cut = max(keep, head) - head
+        return Datagram(d.data[:cut], d.src, d.sport, d.dst, d.tos, d.stamp_ns, d.charge,
+                        d.ttl, d.dport)
 
     def bind(self, t: Task, addr: bytes) -> None:
         super().bind(t, addr)
@@ -128,6 +190,8 @@ class UDPSocket(NetSocket):
             return self._try_recv(n, 0, False).data
         except WouldBlock:
             if self.shut & RCV_SHUTDOWN and not fd.nonblocking:
+                if self.stack.flush_loop():
+                    return self.read(fd, t, n, offset)
                 return b""
             raise
 
@@ -137,7 +201,7 @@ class UDPSocket(NetSocket):
     def readiness(self, fd: FileDescription, mask: int) -> int:
         """datagram_poll."""
         ev = 0
-        if self.err:
+        if self.err or self.errq:
             ev |= EVENT_ERR
         if self.shut & RCV_SHUTDOWN:
             ev |= EVENT_RDHUP | EVENT_IN
@@ -174,6 +238,7 @@ class UDPSocket(NetSocket):
         self.mc_drop_all()
         self.stack.unbuffer(self.rcv_mem)
         self.rcvq.clear()
+        self.errq.clear()
         self.rcv_mem = 0
         self.unbind()
 
@@ -258,11 +323,22 @@ class UDPSocket(NetSocket):
             ip, port = self._destination(addr)
             if port == 0 and self.protocol == IPPROTO_UDP:
                 raise SyscallError(Errno.EINVAL)
+            if self.family == AF_INET6 and self.protocol == IPPROTO_UDP:
+                # udpv6_sendmsg: a socket bound to an IPv6 address cannot reach an IPv4
+                # destination, nor one bound or connected on the IPv4 side an IPv6 one.
+                if len(ip) == 4 and len(self.laddr) == 16 and self.addr_locked:
+                    raise SyscallError(Errno.ENETUNREACH)
+                if len(ip) == 16 and len(self.laddr) == 4:
+                    raise SyscallError(Errno.EINVAL)
         else:
             if not self._connected():
                 raise SyscallError(Errno.EDESTADDRREQ)
             ip, port = self.raddr, self.rport
         if len(data) > self._max_payload():
+            if len(ip) == 16 and self.protocol == IPPROTO_UDP and self._recverr(ip):
+                # ip6_append_data: ipv6_local_error with the path's MTU.
+                self._queue_error(ErrReport(Errno.EMSGSIZE, SO_EE_ORIGIN_LOCAL, 0, 0,
+                                            self.stack.mtu_for(ip), b"", b"", ip, port))
             raise SyscallError(Errno.EMSGSIZE)
         if self.shut & SEND_SHUTDOWN:
             raise SyscallError(Errno.EPIPE)
@@ -370,7 +446,7 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
-        if stack.packet_socks:
+        if stack.packet_socks or stack.raw_socks:
             from pyvisor.sentry.socket.netstack.packet import lo_udp
             lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos())
         if dst == INADDR_BROADCAST:
@@ -380,8 +456,16 @@ class UDPSocket(NetSocket):
         rcv = stack.udp_receiver(dst, dport, src, self.lport)
         if rcv is None:
             stack.udp_noport += 1
-            if self._connected():
-                self.err = Errno.ECONNREFUSED       # the ICMP port unreachable, at once
+            # The ICMP port unreachable, at once (__udp4_lib_err): the socket's error when
+            # connected or with IP_RECVERR, and with IP_RECVERR a queued report too.
+            recverr = self._recverr(dst)
+            if self._connected() or recverr:
+                self.err = Errno.ECONNREFUSED
+                if recverr:
+                    v4 = len(dst) == 4
+                    self._queue_error(ErrReport(
+                        Errno.ECONNREFUSED, SO_EE_ORIGIN_ICMP if v4 else SO_EE_ORIGIN_ICMP6,
+                        3 if v4 else 1, 3 if v4 else 4, 0, dst, data, dst, dport))
                 self.wq.notify(EVENT_ERR)
             return
         rcv.deliver(Datagram(data, src, self.lport, dst, self._tos(), time.time_ns(),
@@ -391,6 +475,12 @@ class UDPSocket(NetSocket):
         """__udp_enqueue_schedule_skb: drop when the queue is already over SO_RCVBUF."""
         if self.released:
             return
+        if self.sk_filter is not None:
+            kept = self._filter(d)
+            if kept is None:
+                self.drops += 1
+                return
+            d = kept
         if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < d.charge:
             self.drops += 1
             self.stack.udp_rcvbuf_errors += 1
@@ -413,9 +503,40 @@ class UDPSocket(NetSocket):
 
     # -- receiving ---------------------------------------------------------------------------
 
+    def _recverr(self, dst: bytes) -> bool:
+        """IP_RECVERR (IPV6_RECVERR for an IPv6 destination) is on."""
+        if len(dst) == 4:
+            return bool(self.ip.get(IP_RECVERR))
+        return bool(self.ip6.get(IPV6_RECVERR))
+
+    def _queue_error(self, e: ErrReport) -> None:
+        """ip_icmp_error / ipv6_local_error: onto the error queue (bounded)."""
+        if len(self.errq) >= ERRQUEUE_MAX:
+            return
+        self.errq.append(e)
+        self.wq.notify(EVENT_ERR)
+
+    def _recv_error(self, n: int, want_addr: bool) -> Received:
+        """recvmsg(MSG_ERRQUEUE): ip_recv_err / ipv6_recv_error."""
+        if not self.errq:
+            raise WouldBlock()
+        e = self.errq.popleft()
+        # sock_dequeue_err_skb: the socket's error becomes the next report's, or none.
+        self.err = self.errq[0].errno if self.errq else 0
+        v4 = len(e.dst) == 4 and self.family == AF_INET
+        offender = bytes(16 if v4 else 28) if e.origin == SO_EE_ORIGIN_LOCAL else \
+            inet.encode(AF_INET if v4 else AF_INET6, e.offender, 0)
+        ext = SOCK_EXTENDED_ERR.pack(e.errno, e.origin, e.type, e.code, 0, e.info, 0)
+        cmsg = (SOL_IP, IP_RECVERR, ext + offender) if v4 else \
+            (SOL_IPV6, IPV6_RECVERR, ext + offender)
+        data = e.payload[:n]
+        flags = MSG_ERRQUEUE | (MSG_TRUNC if len(e.payload) > n else 0)
+        addr = inet.encode(self.family, e.dst, e.dport) if want_addr else None
+        return Received(data, len(data), flags, addr, cmsgs=[cmsg])
+
     def _try_recv(self, n: int, flags: int, want_addr: bool) -> Received:
         if flags & MSG_ERRQUEUE:
-            raise WouldBlock()                       # no queued errors (no IP_RECVERR path)
+            return self._recv_error(n, want_addr)
         if self.err:
             err, self.err = self.err, 0
             raise SyscallError(err)
@@ -446,7 +567,7 @@ class UDPSocket(NetSocket):
         elif self.opts.get(SO_TIMESTAMP):
             us = d.stamp_ns // 1000
             out.append((SOL_SOCKET, SCM_TIMESTAMP, struct.pack("<qq", us // 10**6, us % 10**6)))
-        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos, d.ttl))
+        out.extend(self.ip_cmsgs(d.src, d.dst, d.tos, d.ttl, d.dport))
         return out
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
@@ -461,6 +582,8 @@ class UDPSocket(NetSocket):
                 if nonblock:
                     raise
                 if self.shut & RCV_SHUTDOWN:
+                    if self.stack.flush_loop():
+                        continue                # what this host sent before comes first
                     return Received(b"", 0)     # __skb_wait_for_more_packets
             await wait(t, self.wq, EVENT_IN | EVENT_HUP | EVENT_ERR, deadline,
                        self.rcvtimeo is not None)

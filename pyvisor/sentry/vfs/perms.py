@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pyvisor.abi.linux.capability import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.vfs import acl
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Credentials, Task
@@ -17,18 +18,22 @@ MAY_EXEC, MAY_WRITE, MAY_READ = 1, 2, 4
 
 def may_access(t: Task, inode: Inode, want: int) -> bool:
     """Whether the task's fs credentials grant `want` (MAY_* bits) on `inode`: the mode's
-    owner, group or other bits, else CAP_DAC_READ_SEARCH (reading, searching a
+    owner bits for the owner, else the access ACL if there is one (acl.py), else the
+    mode's group or other bits; failing that CAP_DAC_READ_SEARCH (reading, searching a
     directory) or CAP_DAC_OVERRIDE (anything but executing a file with no x bit).
     Linux: generic_permission."""
     creds = t.creds
     mode = inode.mode
+    granted = None
     if creds.fsuid == inode.uid:
         perm = (mode >> 6) & 7
-    elif creds.in_group(inode.gid):
-        perm = (mode >> 3) & 7
     else:
-        perm = mode & 7
-    if perm & want == want:
+        granted = acl.permission(creds, inode, want)
+        if creds.in_group(inode.gid):
+            perm = (mode >> 3) & 7
+        else:
+            perm = mode & 7
+    if granted or granted is None and perm & want == want:
         return True
     if inode.is_dir():
         if not want & MAY_WRITE and creds.capable(CAP_DAC_READ_SEARCH):

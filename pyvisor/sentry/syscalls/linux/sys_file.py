@@ -35,7 +35,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
                                                    utimens_omit_both)
-from pyvisor.sentry.vfs import inotify
+from pyvisor.sentry.vfs import acl, inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription
@@ -602,7 +602,9 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
     ops.check_writable(parent.mount)
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
-    parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
+    perm, a_acl, d_acl = acl.inherit(t, parent.inode, mode & 0o7777, True)
+    inode = parent.inode.mkdir(name, perm, t.creds.fsuid, t.creds.fsgid)
+    acl.apply_inherited(inode, a_acl, d_acl)
     parent.dentry.forget(name)
     if inotify._watches:
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name, child_is_dir=True)
@@ -630,8 +632,10 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     if ftype in (S_IFCHR, S_IFBLK) and not t.creds.capable(CAP_MKNOD):
         raise SyscallError(Errno.EPERM)
-    perm = mode & ~t.fs.umask & 0o7777
-    parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
+    perm, a_acl, _ = acl.inherit(t, parent.inode, mode & 0o7777, False)
+    inode = parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
+    if a_acl is not None and inode is not None:
+        acl.apply_inherited(inode, a_acl, None)
     parent.dentry.forget(name)
     if inotify._watches:
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
@@ -1001,6 +1005,7 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
             not t.creds.capable(CAP_FSETID):
         mode &= ~S_ISGID
     inode.setattr(mode=mode)
+    acl.chmod(inode)
     return 0
 
 

@@ -173,12 +173,92 @@ def _new_fs(t: Task, ns: MountNamespace, fstype: bytes, data: bytes, ro: bool
             from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
             fs, root = new_sysfs(k.memfile, proc.ncpu)
         sb = []
+    elif fstype == b"overlay":
+        fs, root, sb = _new_overlay(t, data)
     else:
         raise SyscallError(Errno.ENODEV)
     if ro:
         fs.readonly = True
     fs.sb_options = ",".join(sb)        # /proc/PID/mounts shows them (procfs.py)
     return fs, root, fs.sb_options
+
+
+def _overlay_dir(t: Task, path: bytes) -> Location:
+    if not path:
+        raise SyscallError(Errno.EINVAL)
+    loc = ops.lookup_at(t, AT_FDCWD, path, follow=True)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    return loc
+
+
+def _new_overlay(t: Task, data: bytes) -> tuple[Filesystem, Inode, list[str]]:
+    """An overlay of directories the sandbox sees: lowerdir=A[:B...], and
+    upperdir=U,workdir=W for a writable one.  Linux: fs/overlayfs/params.c.
+
+    The upper directory must be on a tmpfs (pyvisor's overlay keeps its whiteouts
+    and opaque flags beside the upper inodes, not in the upper filesystem).  Without
+    an upper directory the overlay is read-only.  Known gap: one lower directory
+    only (a list of them is EINVAL)."""
+    from pyvisor.sentry.fsimpl.overlay.overlay import OverlayFS
+    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS, TmpfsDir
+    opts: dict[str, bytes] = {}
+    for o in _split_opts(data):
+        key, eq, val = o.partition(b"=")
+        k = key.decode(errors="replace")
+        if k in ("lowerdir", "upperdir", "workdir"):
+            if not eq:
+                raise SyscallError(Errno.EINVAL)
+            opts[k] = val
+        elif k in ("redirect_dir", "index", "xino", "metacopy", "nfs_export", "volatile",
+                   "userxattr", "uuid", "default_permissions"):
+            continue                    # features pyvisor's overlay has or ignores
+        else:
+            raise SyscallError(Errno.EINVAL)
+    lower = opts.get("lowerdir")
+    if not lower or ("upperdir" in opts) != ("workdir" in opts):
+        raise SyscallError(Errno.EINVAL)
+    if b":" in lower.replace(b"\\:", b""):
+        raise SyscallError(Errno.EINVAL)    # one lower layer only (a known gap)
+    below = _overlay_dir(t, lower.replace(b"\\:", b":")).inode
+    memfile = t.kernel.memfile
+    if "upperdir" in opts:
+        up = _overlay_dir(t, opts["upperdir"])
+        work = _overlay_dir(t, opts["workdir"])
+        if not isinstance(up.inode, TmpfsDir) or not isinstance(up.inode.fs, TmpFS):
+            raise SyscallError(Errno.EINVAL)
+        if work.inode.fs is not up.inode.fs or work.inode is up.inode:
+            raise SyscallError(Errno.EINVAL)
+        if up.inode.fs.readonly or up.mount.flags_readonly:
+            raise SyscallError(Errno.EROFS)
+        fs: Any = OverlayFS(up.inode, below, adopt_lower=False)
+    else:
+        fs = OverlayFS(TmpFS(memfile, 1 << 20, 16).new_root(), below, adopt_lower=True)
+        fs.readonly = True
+    sb = ["lowerdir=" + lower.decode(errors="replace")]
+    if "upperdir" in opts:
+        sb += ["upperdir=" + opts["upperdir"].decode(errors="replace"),
+               "workdir=" + opts["workdir"].decode(errors="replace")]
+    return fs, fs.root, sb
+
+
+def _split_opts(data: bytes) -> list[bytes]:
+    """Comma-separated options; a backslash escapes a comma (Linux: ovl_next_opt)."""
+    out, cur, esc = [], bytearray(), False
+    for c in data:
+        if esc:
+            cur.append(c)
+            esc = False
+        elif c == 0x5C:
+            esc = True
+            cur.append(c)
+        elif c == 0x2C:
+            out.append(bytes(cur))
+            cur.clear()
+        else:
+            cur.append(c)
+    out.append(bytes(cur))
+    return [o for o in out if o]
 
 
 def _nr_blocks(opt: str) -> str:

@@ -24,3 +24,20 @@ def test_posix_acl(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.stdout == native.stdout, detail
     assert "named user read: ok" in sandboxed.stdout
     assert "mount overlay: 0" in sandboxed.stdout
+
+
+def test_namespaces(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """unshare/setns/clone with user, UTS, IPC and mount namespaces; uid_map, gid_map
+    and setgroups rules; what the parent still sees."""
+    prog = program("namespaces.c")
+    for d in ("n", "s"):
+        (world_tmp / d / "m").mkdir(parents=True)
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp / "n")], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp / "s")], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "mapped uid 0 gid 0" in sandboxed.stdout
+    assert "parent sees the child's mount: 0" in sandboxed.stdout

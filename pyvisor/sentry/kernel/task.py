@@ -50,6 +50,12 @@ def default_rlimits() -> list[list[int]]:
     return lim
 
 
+# Capabilities Linux checks against the caller's own user namespace, so a process in
+# a user namespace it made has them for its own ids (CAP_SETUID, CAP_SETGID,
+# CAP_SETPCAP, CAP_SYS_CHROOT; kernel/namespaces.py).
+_NS_LOCAL_CAPS = frozenset({6, 7, 8, 18})
+
+
 @dataclass(slots=True)
 class Credentials:
     """Sandbox credentials.  Linux: struct cred.  Copied on write (clone shares)."""
@@ -71,11 +77,14 @@ class Credentials:
     bset: int = ALL_CAPS              # the bounding set (PR_CAPBSET_DROP)
     ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
     securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
+    # The user namespace (kernel/namespaces.py); None: the sandbox's.  The ids above
+    # are always the sandbox's ("kernel ids").
+    userns: Any = None
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
                            self.sgid, self.fsgid, self.groups, self.caps, self.bset,
-                           self.ambient, self.securebits)
+                           self.ambient, self.securebits, self.userns)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""
@@ -87,13 +96,16 @@ class Credentials:
         """Whether `cap` is in the effective set.  Linux: capable(), in the sandbox's
         one user namespace."""
         caps = self.caps
+        if self.userns is not None and cap not in _NS_LOCAL_CAPS:
+            return False       # none in the sandbox's namespace (ns_capable for the rest)
         if caps is None:
             return self.euid == 0
         return bool(caps[0] >> cap & 1)
 
     def fs_superuser(self) -> bool:
         """fsuid 0 with every capability: no DAC check can refuse it (callers skip them)."""
-        return self.fsuid == 0 and self.caps is None and self.euid == 0
+        return self.fsuid == 0 and self.caps is None and self.euid == 0 and \
+            self.userns is None
 
     def in_group(self, gid: int) -> bool:
         """in_group_p: the fsgid or a supplementary group."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from pyvisor.abi.linux.capability import CAP_FOWNER, CAP_FSETID
+from pyvisor.abi.linux.capability import CAP_FSETID
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_ISGID
 from pyvisor.sentry.errors import SyscallError
@@ -155,11 +155,13 @@ def get_entries(inode: Inode, name: bytes = ACCESS) -> list[Entry] | None:
 
 
 def _in_group_or_capable(t: Task, inode: Inode) -> bool:
-    return t.creds.in_group(inode.gid) or t.creds.capable(CAP_FSETID)
+    from pyvisor.sentry.vfs.perms import capable_wrt_inode
+    return t.creds.in_group(inode.gid) or capable_wrt_inode(t.creds, inode, CAP_FSETID)
 
 
 def _owner_or_capable(t: Task, inode: Inode) -> bool:
-    return t.creds.fsuid == inode.uid or t.creds.capable(CAP_FOWNER)
+    from pyvisor.sentry.vfs.perms import owner_or_capable
+    return owner_or_capable(t, inode)
 
 
 def _put(inode: Inode, name: bytes, entries: list[Entry] | None) -> None:

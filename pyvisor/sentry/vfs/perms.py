@@ -36,20 +36,31 @@ def may_access(t: Task, inode: Inode, want: int) -> bool:
     if granted or granted is None and perm & want == want:
         return True
     if inode.is_dir():
-        if not want & MAY_WRITE and creds.capable(CAP_DAC_READ_SEARCH):
+        if not want & MAY_WRITE and capable_wrt_inode(creds, inode, CAP_DAC_READ_SEARCH):
             return True
-        return creds.capable(CAP_DAC_OVERRIDE)
+        return capable_wrt_inode(creds, inode, CAP_DAC_OVERRIDE)
     if want & (MAY_READ | MAY_WRITE | MAY_EXEC) == MAY_READ and \
-            creds.capable(CAP_DAC_READ_SEARCH):
+            capable_wrt_inode(creds, inode, CAP_DAC_READ_SEARCH):
         return True
-    if (not want & MAY_EXEC or mode & 0o111) and creds.capable(CAP_DAC_OVERRIDE):
+    if (not want & MAY_EXEC or mode & 0o111) and \
+            capable_wrt_inode(creds, inode, CAP_DAC_OVERRIDE):
         return True
     return False
 
 
+def capable_wrt_inode(creds: Credentials, inode: Inode, cap: int) -> bool:
+    """capable_wrt_inode_uidgid: `cap` in the caller's user namespace, and the inode's
+    owner and group mapped there (kernel/namespaces.py)."""
+    if creds.userns is None:
+        return creds.capable(cap)
+    from pyvisor.sentry.kernel import namespaces as N
+    return N.ns_capable(creds, creds.userns, cap) and N.has_mapping(creds, inode.uid) and \
+        N.has_mapping(creds, inode.gid, False)
+
+
 def owner_or_capable(t: Task, inode: Inode) -> bool:
     """inode_owner_or_capable: the fsuid owns it, or CAP_FOWNER."""
-    return t.creds.fsuid == inode.uid or t.creds.capable(CAP_FOWNER)
+    return t.creds.fsuid == inode.uid or capable_wrt_inode(t.creds, inode, CAP_FOWNER)
 
 
 def check_access(t: Task, inode: Inode, want: int) -> None:

@@ -560,6 +560,9 @@ def _namespace_of(kernel: Any, mount: Mount) -> Any:
     top = mount
     while top.parent is not None:
         top = top.parent
+    own = getattr(top, "ns", None)       # every MountNamespace's root names it
+    if own is not None and own.root is top:
+        return own
     for ns in _namespaces(kernel):
         if top is getattr(ns, "root", None):
             return ns
@@ -874,8 +877,10 @@ def _ns_location(kind: bytes) -> Location:
         fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
         if not _NSFS_FS:
             _NSFS_FS.append(fs)
-        name = b"%s:[%d]" % (kind.replace(b"_for_children", b""), _NAMESPACES[kind])
-        d = Dentry(name, None, Inode(fs, S_IFREG | 0o444, ino=_NAMESPACES[kind]))
+        base = kind.replace(b"_for_children", b"")
+        name = b"%s:[%d]" % (base, _NAMESPACES[kind])
+        from pyvisor.sentry.kernel.namespaces import StaticNs
+        d = Dentry(name, None, NsInode(fs, StaticNs(base, _NAMESPACES[kind])))
         loc = _NSFS[kind] = Location(Mount(fs, d, source="nsfs"), d)
     return loc
 
@@ -890,24 +895,107 @@ def _check_live_ns(kernel: Any, tg: ThreadGroup) -> None:
         raise SyscallError(Errno.ENOENT)
 
 
-def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None]) -> ProcDir:
+class NsInode(Inode):
+    """An nsfs inode: names one namespace object (kernel/namespaces.py), which
+    setns(2) takes from an open file of it."""
+
+    __slots__ = ("ns_object",)
+
+    def __init__(self, fs: Filesystem, obj: Any) -> None:
+        from pyvisor.sentry.kernel.namespaces import ino_of
+        super().__init__(fs, S_IFREG | 0o444, ino=ino_of(obj))
+        self.ns_object = obj
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        return FileImpl()
+
+
+def _ns_object_location(obj: Any) -> Location:
+    """The nsfs file of namespace object `obj` (made once, kept with it)."""
+    loc = getattr(obj, "_nsfs_loc", None)
+    if loc is None:
+        from pyvisor.sentry.kernel.namespaces import ino_of
+        from pyvisor.sentry.vfs.vfs import Dentry
+        fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
+        if not _NSFS_FS:
+            _NSFS_FS.append(fs)
+        name = b"%s:[%d]" % (obj.kind, ino_of(obj))
+        d = Dentry(name, None, NsInode(fs, obj))
+        loc = Location(Mount(fs, d, source="nsfs"), d)
+        obj._nsfs_loc = loc
+    return loc
+
+
+# The kinds a task's own namespace objects answer (the others are the sandbox's).
+_TASK_NS = (b"user", b"mnt", b"uts", b"ipc", b"net")
+
+
+def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None],
+            subj: Callable[[], Any] | None = None) -> ProcDir:
     """/proc/PID/ns: magic links named after each namespace ("pid:[4026531836]")."""
     def table() -> dict[bytes, Factory]:
         out: dict[bytes, Factory] = {}
         for kind, ino in _NAMESPACES.items():
             target = b"%s:[%d]" % (kind.replace(b"_for_children", b""), ino)
 
+            def obj(kind: bytes = kind) -> Any:
+                t = subj() if subj is not None and kind in _TASK_NS else None
+                if t is None:
+                    return None
+                from pyvisor.sentry.kernel.namespaces import of_task
+                return of_task(t, kind)
+
             def where(kind: bytes = kind) -> Location:
                 check()
-                return _ns_location(kind)
+                o = obj(kind)
+                return _ns_location(kind) if o is None else _ns_object_location(o)
 
-            def text(target: bytes = target) -> bytes:
+            def text(target: bytes = target, kind: bytes = kind) -> bytes:
                 check()
-                return target
+                o = obj(kind)
+                if o is None:
+                    return target
+                from pyvisor.sentry.kernel.namespaces import ino_of
+                return b"%s:[%d]" % (kind, ino_of(o))
             out[kind] = (lambda kind=kind, where=where, text=text: ProcMagicLink(
                 fs, fs.ino(f"{key}/ns/{kind.decode()}"), where, text, uid=uid, gid=gid))
         return out
     return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
+
+
+def _userns_of_subject(subj: Callable[[], Any]) -> Any:
+    from pyvisor.sentry.kernel.namespaces import userns_of
+    t = subj()
+    if t is None:
+        raise SyscallError(Errno.ESRCH)
+    return userns_of(t.creds)
+
+
+def _idmap(kernel: Any, subj: Callable[[], Any], uid: bool) -> bytes:
+    """/proc/PID/uid_map, gid_map: the extents, lower ids as the parent sees them."""
+    ns = _userns_of_subject(subj)
+    ext = ns.uid_map if uid else ns.gid_map
+    return b"".join(b"%10d %10d %10d\n" % e for e in ext)
+
+
+def _idmap_writer(kernel: Any, subj: Callable[[], Any], uid: bool) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        from pyvisor.sentry.kernel.namespaces import write_idmap
+        write_idmap(_current(kernel), _userns_of_subject(subj), data, uid)
+        return len(data)
+    return write
+
+
+def _setgroups(subj: Callable[[], Any]) -> bytes:
+    return b"allow\n" if _userns_of_subject(subj).setgroups_allowed else b"deny\n"
+
+
+def _setgroups_writer(kernel: Any, subj: Callable[[], Any]) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        from pyvisor.sentry.kernel.namespaces import write_setgroups
+        write_setgroups(_current(kernel), _userns_of_subject(subj), data)
+        return len(data)
+    return write
 
 
 def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
@@ -1211,7 +1299,7 @@ class PidDir(ProcDir):
             b"io": file("io", alive_then(lambda: _gen_io(tg, self.thread if per_thread
                                                          else None)),
                         0o400, check=may_read),
-            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg)),
+            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg), subj),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
             b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
             b"mountinfo": file("mountinfo",
@@ -1227,8 +1315,12 @@ class PidDir(ProcDir):
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),
             # The user namespace's maps outlive the process (Linux: its user_ns).
-            b"uid_map": file("uid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
-            b"gid_map": file("gid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
+            b"uid_map": file("uid_map", lambda: _idmap(kernel, subj, True), 0o644,
+                             _idmap_writer(kernel, subj, True)),
+            b"gid_map": file("gid_map", lambda: _idmap(kernel, subj, False), 0o644,
+                             _idmap_writer(kernel, subj, False)),
+            b"setgroups": file("setgroups", lambda: _setgroups(subj), 0o644,
+                               _setgroups_writer(kernel, subj)),
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)

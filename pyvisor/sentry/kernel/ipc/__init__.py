@@ -4,7 +4,8 @@ Linux: ipc/util.c (ipcget, ipcperms, ipc_buildid, ipcctl_obtain_check),
 ipc/namespace.c.  The families: msgqueue.py (ipc/msg.c), semaphore.py
 (ipc/sem.c), shm.py (ipc/shm.c).
 
-The sandbox is one IPC namespace (`IPCNamespace`, `kernel.ipc`), with one
+The sandbox's IPC namespace is `kernel.ipc` (an `IPCNamespace`); a task that
+unshares CLONE_NEWIPC gets a fresh one (kernel/namespaces.py).  Each has one
 `Registry` per family.  An object's id is seq * IPCMNI + index, as
 ipc_buildid makes it, so a removed object's id is not reused at once.
 Permissions follow ipcperms: the owner's, the group's or the other bits of
@@ -91,8 +92,9 @@ T = TypeVar("T", bound=IPCObject)
 class Registry(Generic[T]):
     """One kind of object (Linux: struct ipc_ids)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, owner: Any = None) -> None:
         self.limit = limit
+        self.owner = owner           # the IPCNamespace (an object remembers its own)
         self.by_index: dict[int, T] = {}
         self.by_key: dict[int, T] = {}
         self.seq = 0
@@ -105,6 +107,7 @@ class Registry(Generic[T]):
             raise SyscallError(Errno.ENOSPC)
         index = next(i for i in range(IPCMNI) if i not in self.by_index)
         obj.index, obj.seq = index, self.seq
+        obj.ipc_ns = self.owner      # type: ignore[attr-defined]
         self.seq = (self.seq + 1) % (0x7FFFFFFF // SEQ_MULTIPLIER)
         self.by_index[index] = obj
         if obj.key != IPC_PRIVATE:
@@ -140,16 +143,18 @@ class IPCNamespace:
     def __init__(self) -> None:
         from pyvisor.sentry.kernel.ipc.msgqueue import MSGMNI
         from pyvisor.sentry.kernel.ipc.semaphore import SEMMNI
-        self.msg: Registry[MsgQueue] = Registry(MSGMNI)
-        self.sem: Registry[SemSet] = Registry(SEMMNI)
-        self.shm: Registry[Segment] = Registry(IPCMNI)   # shmmni is checked by shmget
+        self.msg: Registry[MsgQueue] = Registry(MSGMNI, self)
+        self.sem: Registry[SemSet] = Registry(SEMMNI, self)
+        self.shm: Registry[Segment] = Registry(IPCMNI, self)   # shmmni: checked by shmget
         self.shm_tot = 0                                 # pages of every segment
         self.shm_mem = 0                                 # their memory-file extents, bytes
 
 
 def namespace(kernel: Any) -> IPCNamespace:
-    """The IPC namespace of the sandbox."""
-    ns: IPCNamespace = kernel.ipc
+    """The IPC namespace of the task being served: the sandbox's unless it made or
+    joined another (kernel/namespaces.py)."""
+    from pyvisor.sentry.kernel.namespaces import ipc_of
+    ns: IPCNamespace = ipc_of(kernel)
     return ns
 
 

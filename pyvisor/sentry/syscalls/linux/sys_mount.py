@@ -99,14 +99,16 @@ def _mount_flags(flags: int) -> list[str]:
 
 def _namespace(t: Task) -> MountNamespace:
     """The task's mount namespace: the one whose tree holds its root."""
-    top = t.fs.root.mount
-    while top.parent is not None:
-        top = top.parent
-    k = t.kernel
-    for ns in [getattr(k, "root_ns", None), *getattr(k, "mount_namespaces", ())]:
-        if ns is not None and ns.root is top:
-            return ns
-    raise SyscallError(Errno.EINVAL)
+    from pyvisor.sentry.kernel.namespaces import mount_ns_of
+    ns: MountNamespace = mount_ns_of(t)
+    return ns
+
+
+def _may_mount(t: Task, ns: MountNamespace) -> None:
+    """may_mount: CAP_SYS_ADMIN over the user namespace owning the mount namespace."""
+    from pyvisor.sentry.kernel.namespaces import ns_capable
+    if not ns_capable(t.creds, ns.userns, CAP_SYS_ADMIN):
+        raise SyscallError(Errno.EPERM)
 
 
 def _is_mount_root(loc: Location) -> bool:
@@ -315,9 +317,8 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
         flags &= ~MS_MGC_MSK
     if flags & MS_NOUSER:
         raise SyscallError(Errno.EINVAL)
-    if not t.creds.capable(CAP_SYS_ADMIN):
-        raise SyscallError(Errno.EPERM)
     ns = _namespace(t)
+    _may_mount(t, ns)
     if flags & (MS_REMOUNT | MS_BIND) == MS_REMOUNT | MS_BIND:
         return _reconfigure(target, flags, fs_too=False)
     if flags & MS_REMOUNT:
@@ -505,12 +506,11 @@ def sys_umount2(t: Task, r: SyscallArguments) -> int:
     # included, whose walk stays on the working directory itself).
     mnt, d = _step_down(loc.mount, loc.dentry)
     loc = Location(mnt, d)
-    if not t.creds.capable(CAP_SYS_ADMIN):
-        raise SyscallError(Errno.EPERM)
+    ns = _namespace(t)
+    _may_mount(t, ns)
     m = loc.mount
     if not _is_mount_root(loc):
         raise SyscallError(Errno.EINVAL)
-    ns = _namespace(t)
     if m not in ns.mounts or _locked(m):
         raise SyscallError(Errno.EINVAL)     # not mounted, or the runtime's (MNT_LOCKED)
     if flags & MNT_EXPIRE and flags & (MNT_FORCE | MNT_DETACH):

@@ -14,6 +14,7 @@ from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
+from pyvisor.sentry.syscalls.linux import sys_ns as NS
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
@@ -332,8 +333,10 @@ AMD64 = SyscallTable("amd64", {
     S.add_key: refused(Errno.ENOSYS, note="no keyrings"),
     S.request_key: refused(Errno.ENOSYS, note="no keyrings"),
     S.modify_ldt: refused(Errno.EPERM, note="no 16/32-bit segments"),
-    S.unshare: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
-    S.setns: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
+    S.unshare: partial(NS.sys_unshare, note="user, mount, UTS, IPC namespaces; no pid, "
+                       "cgroup or time namespaces (EINVAL)"),
+    S.setns: partial(NS.sys_setns, note="nsfs files and pidfds of user, mount, UTS, IPC, "
+                     "network namespaces"),
     S.quotactl: refused(Errno.EPERM, note="never inside a sandbox"),
     S.open_by_handle_at: refused(Errno.EPERM, note="never inside a sandbox"),
     S.name_to_handle_at: refused(Errno.EOPNOTSUPP, note="no file handles"),

@@ -41,3 +41,19 @@ def test_namespaces(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.stdout == native.stdout, detail
     assert "mapped uid 0 gid 0" in sandboxed.stdout
     assert "parent sees the child's mount: 0" in sandboxed.stdout
+
+
+def test_pivot_root(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """pivot_root(2) after chroot into a tmpfs: its errors, the old root under
+    put_old, the working directory following, the old root unmounted."""
+    prog = program("pivot_root.c")
+    for d in ("n", "s"):
+        (world_tmp / d).mkdir()
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp / "n")], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp / "s")], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "pivot: 0" in sandboxed.stdout

@@ -66,6 +66,8 @@ MOUNT_MAX = 10000      # mounts per namespace (Linux: fs.mount-max, 100000): ENO
 _app_made: weakref.WeakSet[Mount] = weakref.WeakSet()
 # App-made binds of a locked read-only mount inherit that lock (MNT_LOCK_READONLY).
 _ro_locked: weakref.WeakSet[Mount] = weakref.WeakSet()
+# Mounts made shared (MS_SHARED); pivot_root refuses to move them.
+_shared: weakref.WeakSet[Mount] = weakref.WeakSet()
 
 
 def _locked(m: Mount) -> bool:
@@ -560,3 +562,75 @@ def _umount_tree(ns: MountNamespace, m: Mount) -> None:
         for fs in {id(x.fs): x.fs for x in gone}.values():
             if not any(x.fs is fs for x in ns.mounts):
                 inotify.unmounted(inotify.watched_on(fs.dev))
+
+
+def _reachable(m: Mount, d: Any, root: Location) -> bool:
+    """is_path_reachable: (m, d) is at or below `root`, crossing mountpoints upward."""
+    while m is not root.mount:
+        if m.parent is None or m.mountpoint is None:
+            return False
+        m, d = m.parent, m.mountpoint
+    return _below(d, root.dentry)
+
+
+def _dir_at(t: Task, addr: int) -> Location:
+    loc = ops.lookup_at(t, AT_FDCWD, t.copy_in_str(addr, PATH_MAX), follow=True)
+    if not loc.inode.is_dir():
+        raise SyscallError(Errno.ENOTDIR)
+    return loc
+
+
+def sys_pivot_root(t: Task, r: SyscallArguments) -> int:
+    """Implements pivot_root(2): the mount at `new_root` becomes the caller's root
+    mount and the old root mount moves to `put_old`; every task whose root or
+    working directory was the old root follows.  Linux: fs/namespace.c, in its
+    order of checks."""
+    ns = _namespace(t)
+    _may_mount(t, ns)
+    new = _dir_at(t, r.pointer(0))
+    old = _dir_at(t, r.pointer(1))
+    root = t.fs.root
+    old_mnt, old_d = _step_down(old.mount, old.dentry)       # lock_mount: the top one
+    new_mnt, root_mnt = new.mount, root.mount
+    ex_parent, root_parent = new_mnt.parent, root_mnt.parent
+    if any(x is not None and x in _shared for x in (old_mnt, ex_parent, root_parent)):
+        raise SyscallError(Errno.EINVAL)
+    if new_mnt not in ns.mounts or root_mnt not in ns.mounts:
+        raise SyscallError(Errno.EINVAL)                     # check_mnt
+    if _locked(new_mnt):
+        raise SyscallError(Errno.EINVAL)                     # MNT_LOCKED
+    if new_mnt is root_mnt or old_mnt is root_mnt:
+        raise SyscallError(Errno.EBUSY)
+    if root.dentry is not root_mnt.root or root_parent is None or root_mnt.mountpoint is None:
+        raise SyscallError(Errno.EINVAL)     # the root is not a mount (or is the namespace's)
+    if new.dentry is not new_mnt.root or ex_parent is None or new_mnt.mountpoint is None:
+        raise SyscallError(Errno.EINVAL)     # new_root is not a mount
+    if not _reachable(old_mnt, old_d, Location(new_mnt, new_mnt.root)):
+        raise SyscallError(Errno.EINVAL)     # put_old is not under new_root
+    if not _reachable(new_mnt, new.dentry, root):
+        raise SyscallError(Errno.EINVAL)     # new_root is not under the root
+    root_mp = root_mnt.mountpoint
+    # umount_mnt(new_mnt), unhash_mnt(root_mnt).
+    ex_parent.children.pop(id(new_mnt.mountpoint), None)
+    root_parent.children.pop(id(root_mp), None)
+    if _locked(root_mnt):                    # the lock stays with the root's place
+        _app_made.discard(new_mnt)
+        _app_made.add(root_mnt)
+    # The old root goes on put_old (the top of what is mounted there), new_root on /.
+    root_mnt.parent, root_mnt.mountpoint = old_mnt, old_d
+    old_mnt.children[id(old_d)] = root_mnt
+    new_mnt.parent, new_mnt.mountpoint = root_parent, root_mp
+    root_parent.children[id(root_mp)] = new_mnt
+    # chroot_fs_refs: roots and working directories at the old root follow.
+    new_loc = Location(new_mnt, new_mnt.root)
+    seen: set[int] = set()
+    for task in list(t.kernel.tasks_by_tid.values()):
+        fs = task.fs
+        if id(fs) in seen:
+            continue
+        seen.add(id(fs))
+        if fs.root.mount is root_mnt and fs.root.dentry is root.dentry:
+            fs.root = new_loc
+        if fs.cwd.mount is root_mnt and fs.cwd.dentry is root.dentry:
+            fs.cwd = new_loc
+    return 0

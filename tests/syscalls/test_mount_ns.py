@@ -57,3 +57,19 @@ def test_pivot_root(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.returncode == 0, detail
     assert sandboxed.stdout == native.stdout, detail
     assert "pivot: 0" in sandboxed.stdout
+
+
+def test_propagation(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """Shared, slave, private and unbindable mounts: peer groups in mountinfo, mount
+    and unmount events between peers and to slaves, and into a new namespace."""
+    prog = program("propagation.c")
+    for d in ("n", "s"):
+        (world_tmp / d).mkdir()
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp / "n")], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp / "s")], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "  /s/c master:g2" in sandboxed.stdout

@@ -406,6 +406,11 @@ def prepare(t: Task, flags: int) -> tuple[Credentials, NsProxy | None, Any]:
         new, copies = src.clone(next(_inos), owner)
         less_privileged = owner is not src.userns
         _carry_locks(src, copies, less_privileged)
+        from pyvisor.sentry.vfs import propagation
+        for m in src.mounts:
+            twin = copies.get(id(m))
+            if twin is not None:
+                propagation.clone_relation(m, twin, slave=less_privileged)
 
         def remap(fs: Any, new: Any = new, copies: dict[int, Any] = copies) -> None:
             from pyvisor.sentry.vfs.vfs import Location

@@ -1049,9 +1049,11 @@ def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
             sb = getattr(m.fs, "sb_options", m.super_options)
             vfs_opts = opts
             opts = (b"ro" if m.fs.readonly else b"rw") + (b"," + sb.encode() if sb else b"")
-        out.append(b"%d %d 0:%d %s %s %s - %s %s %s\n" % (
+        from pyvisor.sentry.vfs.propagation import optional_fields
+        tags = optional_fields(m)
+        out.append(b"%d %d 0:%d %s %s %s %s- %s %s %s\n" % (
             mid, pid, m.fs.dev, _mangle(_fs_path(m.root)), _mangle(_mountpoint(m, root)),
-            vfs_opts,
+            vfs_opts, tags + b" " if tags else b"",
             m.fs.name.encode(), _mangle(str(m.source).encode()), opts))
     return b"".join(out)
 

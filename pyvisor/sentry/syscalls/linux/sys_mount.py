@@ -19,6 +19,7 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN, Task
 from pyvisor.sentry.vfs import inotify, ops
+from pyvisor.sentry.vfs import propagation as P
 from pyvisor.sentry.vfs.vfs import PATH_MAX, Location, Mount, MountNamespace, _step_down
 
 if TYPE_CHECKING:
@@ -333,7 +334,8 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         if not _is_mount_root(target):
             raise SyscallError(Errno.EINVAL)
-        return 0      # every mount of the sandbox is private to it: nothing to propagate
+        _change_type(target.mount, kinds, bool(flags & MS_REC))
+        return 0
     if flags & MS_MOVE:
         return _move(t, ns, source, target)
     if fstype is None:
@@ -348,6 +350,7 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
     m.super_options = sb
     m.flags_readonly = bool(flags & MS_RDONLY)
     _app_made.add(m)
+    _propagate(ns, m)
     return 0
 
 
@@ -395,12 +398,19 @@ def _bind(t: Task, ns: MountNamespace, source: bytes | None, target: Location,
                              _below(c.mountpoint, src.dentry)
                              for c in src.mount.children.values()):
         raise SyscallError(Errno.EINVAL)    # it would show what a locked mount covers
-    plan = _snapshot(src.mount, src.dentry) if recursive else []
+    if P.is_unbindable(src.mount):
+        raise SyscallError(Errno.EINVAL)
+    plan = [c for c in _snapshot(src.mount, src.dentry) if not P.is_unbindable(c)] \
+        if recursive else []
     _check_room(ns, 1 + len(plan))
     opts = str(src.mount.options)
     new = _graft(ns, target.mount, target.dentry, src.mount, src.dentry, opts)
     new.flags_readonly = src.mount.flags_readonly
-    _copy_submounts(ns, plan, src.mount, new)
+    P.clone_relation(src.mount, new)
+    copies = _copy_submounts(ns, plan, src.mount, new)
+    for child in plan:
+        P.clone_relation(child, copies[id(child)])
+    _propagate(ns, new)
     return 0
 
 
@@ -447,16 +457,117 @@ def _snapshot(src: Mount, src_root: Any) -> list[Mount]:
     return out
 
 
-def _copy_submounts(ns: MountNamespace, plan: list[Mount], src: Mount, new: Mount) -> None:
+def _copy_submounts(ns: MountNamespace, plan: list[Mount], src: Mount, new: Mount
+                    ) -> dict[int, Mount]:
     """MS_REC: the snapshot's mounts grafted at the same places under `new`, the copy
-    of `src` (Linux: copy_tree)."""
+    of `src` (Linux: copy_tree).  Returns id(original) -> copy."""
     copies = {id(src): new}
     for child in plan:
-        parent = copies[id(child.parent)]
+        parent = copies.get(id(child.parent))
+        if parent is None:
+            continue                    # below a skipped (unbindable) mount
         c = _graft(ns, parent, child.mountpoint, child, child.root, str(child.options),
                    locked=_locked(child))
         c.flags_readonly = child.flags_readonly
         copies[id(child)] = c
+    return copies
+
+
+def _subtree(m: Mount) -> list[Mount]:
+    """`m` and every mount below it, parents first."""
+    out, todo = [], [m]
+    while todo:
+        x = todo.pop(0)
+        out.append(x)
+        todo.extend(x.children.values())
+    return out
+
+
+def _change_type(m: Mount, kind: int, recursive: bool) -> None:
+    """MS_SHARED, MS_SLAVE, MS_PRIVATE, MS_UNBINDABLE (with MS_REC: the whole
+    subtree).  Linux: do_change_type."""
+    for x in (_subtree(m) if recursive else [m]):
+        if kind == MS_SHARED:
+            P.make_shared(x)
+            _shared.add(x)
+        elif kind == MS_SLAVE:
+            P.make_slave(x)
+        elif kind == MS_PRIVATE:
+            P.make_private(x)
+        else:
+            P.make_unbindable(x)
+        if not P.is_shared(x):
+            _shared.discard(x)
+
+
+def _ns_of(m: Mount) -> Any:
+    top = m
+    while top.parent is not None:
+        top = top.parent
+    return getattr(top, "ns", None)
+
+
+def _propagate(ns: MountNamespace, new: Mount) -> None:
+    """A tree just attached at (dest, mountpoint): below a shared dest it is shared
+    too, and copies of it go to every mount the dest propagates to where the
+    mountpoint is visible.  Linux: attach_recursive_mnt, propagate_mnt."""
+    dest, mp = new.parent, new.mountpoint
+    if dest is None or mp is None or not P.is_shared(dest):
+        return
+    tree = _subtree(new)
+    for x in tree:
+        P.make_shared(x)
+        _shared.add(x)
+    in_tree = {id(x) for x in tree}
+    groups: dict[tuple[int, int], Any] = {}
+    for target, key, via in P.targets(dest):
+        if id(target) in in_tree or not _below(mp, target.root):
+            continue
+        tns = _ns_of(target)
+        if tns is None:
+            continue
+        if len(tns.mounts) + len(tree) > MOUNT_MAX:
+            raise SyscallError(Errno.ENOSPC)
+        copies: dict[int, Mount] = {}
+        for x in tree:
+            if x is new:
+                c = _graft(tns, target, mp, x, x.root, str(x.options), locked=_locked(x))
+            else:
+                parent = copies[id(x.parent)]
+                c = _graft(tns, parent, x.mountpoint, x, x.root, str(x.options),
+                           locked=_locked(x))
+            c.flags_readonly = x.flags_readonly
+            copies[id(x)] = c
+            if key is None:
+                P.clone_relation(x, c)
+            else:
+                master = groups.get((id(via), id(x))) if via is not None else None
+                P.set_master(c, master if master is not None else x.group)
+                if isinstance(key, P.PeerGroup):
+                    g = groups.get((id(key), id(x)))
+                    if g is None:
+                        g = groups[(id(key), id(x))] = P.PeerGroup()
+                    P.join(c, g)
+            if P.is_shared(c):
+                _shared.add(c)
+
+
+def _propagate_umount(m: Mount) -> list[tuple[Any, Mount]]:
+    """The copies an unmount of `m` takes with it: at each mount its parent
+    propagates to, what is mounted at the same place, if nothing is mounted on or
+    below it.  Linux: propagate_umount."""
+    parent, mp = m.parent, m.mountpoint
+    out: list[tuple[Any, Mount]] = []
+    if parent is None or mp is None or not P.is_shared(parent):
+        return out
+    for target, _, _ in P.targets(parent):
+        c = target.children.get(id(mp))
+        if c is None or c is m or c.children or _locked(c):
+            continue
+        tns = _ns_of(c)
+        if tns is not None:
+            out.append((tns, c))
+    return out
 
 
 def _below(d: Any, top: Any) -> bool:
@@ -479,6 +590,8 @@ def _move(t: Task, ns: MountNamespace, source: bytes | None, target: Location) -
         raise SyscallError(Errno.ELOOP)     # into itself
     if src.inode.is_dir() != target.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
+    if P.is_shared(m.parent):
+        raise SyscallError(Errno.EINVAL)    # do_move_mount: a shared parent's child
     del m.parent.children[id(m.mountpoint)]
     parent, mountpoint = target.mount, target.dentry
     while id(mountpoint) in parent.children:
@@ -486,6 +599,7 @@ def _move(t: Task, ns: MountNamespace, source: bytes | None, target: Location) -
         mountpoint = parent.root
     m.parent, m.mountpoint = parent, mountpoint
     parent.children[id(mountpoint)] = m
+    _propagate(ns, m)
     return 0
 
 
@@ -544,8 +658,17 @@ def _busy(t: Task, m: Mount) -> bool:
     return False
 
 
-def _umount_tree(ns: MountNamespace, m: Mount) -> None:
-    """Detaches `m` and every mount below it (Linux: umount_tree)."""
+def _umount_tree(ns: MountNamespace, m: Mount, propagate: bool = True) -> None:
+    """Detaches `m` and every mount below it (Linux: umount_tree), and the copies its
+    peer group's events made."""
+    if propagate:
+        tree = _subtree(m)
+        in_tree = {id(x) for x in tree}
+        extra = [(tns, c) for x in tree for tns, c in _propagate_umount(x)
+                 if id(c) not in in_tree]
+        for tns, c in extra:
+            if c.parent is not None:          # not already gone with an earlier one
+                _umount_tree(tns, c, propagate=False)
     if m.parent is not None and m.mountpoint is not None:
         m.parent.children.pop(id(m.mountpoint), None)
     m.parent = m.mountpoint = None      # detached: a tree of its own (binds of it: EINVAL)
@@ -557,6 +680,9 @@ def _umount_tree(ns: MountNamespace, m: Mount) -> None:
         todo.extend(x.children.values())
     dead = {id(x) for x in gone}
     ns.mounts[:] = [x for x in ns.mounts if id(x) not in dead]
+    for x in gone:
+        P.forget(x)
+        _shared.discard(x)
     # A filesystem's last mount gone: watches on its files hear IN_UNMOUNT.
     if inotify._watches:
         for fs in {id(x.fs): x.fs for x in gone}.values():

@@ -112,6 +112,20 @@ class MountNamespace:
         self.ns_ino = 0xF0000000        # its nsfs inode number (kernel/namespaces.py)
         self.root.ns = self             # type: ignore[attr-defined]
 
+    @classmethod
+    def anonymous(cls, root: Mount, userns: object = None) -> MountNamespace:
+        """A detached tree of its own (Linux: an anonymous mount namespace, what
+        fsmount and open_tree(OPEN_TREE_CLONE) make), rooted at `root`."""
+        ns = cls.__new__(cls)
+        ns.root = root
+        ns.mounts = [root]
+        ns.last_id = 0
+        ns.userns = userns
+        ns.ns_ino = 0
+        ns.anon = True                  # type: ignore[attr-defined]
+        root.ns = ns                    # type: ignore[attr-defined]
+        return ns
+
     def clone(self, ino: int, userns: object) -> tuple[MountNamespace, dict[int, Mount]]:
         """A copy of the tree for a new mount namespace (Linux: copy_mnt_ns): the same
         filesystems and dentries, new Mount objects, new ids.  Returns it and a map

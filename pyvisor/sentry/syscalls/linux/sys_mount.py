@@ -582,7 +582,10 @@ def _move(t: Task, ns: MountNamespace, source: bytes | None, target: Location) -
     """MS_MOVE: the mount at `source` moves to `target`.  Linux: do_move_mount_old."""
     if not source:
         raise SyscallError(Errno.EINVAL if source is None else Errno.ENOENT)
-    src = ops.lookup_at(t, AT_FDCWD, source, follow=True)
+    return _move_loc(ns, ops.lookup_at(t, AT_FDCWD, source, follow=True), target)
+
+
+def _move_loc(ns: MountNamespace, src: Location, target: Location) -> int:
     m = src.mount
     if not _is_mount_root(src) or m.parent is None or m.mountpoint is None or _locked(m):
         raise SyscallError(Errno.EINVAL)

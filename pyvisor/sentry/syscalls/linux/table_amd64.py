@@ -13,6 +13,7 @@ from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
+from pyvisor.sentry.syscalls.linux import sys_mount_api as MA
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
 from pyvisor.sentry.syscalls.linux import sys_ns as NS
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
@@ -340,10 +341,12 @@ AMD64 = SyscallTable("amd64", {
     S.quotactl: refused(Errno.EPERM, note="never inside a sandbox"),
     S.open_by_handle_at: refused(Errno.EPERM, note="never inside a sandbox"),
     S.name_to_handle_at: refused(Errno.EOPNOTSUPP, note="no file handles"),
-    S.open_tree: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.move_mount: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.fsopen: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.fsmount: refused(Errno.EPERM, note="never inside a sandbox"),
+    S.open_tree: supported(MA.sys_open_tree),
+    S.move_mount: supported(MA.sys_move_mount),
+    S.fsopen: supported(MA.sys_fsopen),
+    S.fsmount: supported(MA.sys_fsmount),
+    S.fsconfig: partial(MA.sys_fsconfig, note="string and flag parameters; no binary, "
+                        "path or fd ones (EINVAL)"),
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
     S.membarrier: refused(Errno.ENOSYS, note="not supported"),

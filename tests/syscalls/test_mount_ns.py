@@ -89,3 +89,19 @@ def test_new_mount_api(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.returncode == 0, detail
     assert sandboxed.stdout == native.stdout, detail
     assert "copy's marker: ok" in sandboxed.stdout
+
+
+def test_chroot_view(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """A chrooted process: getcwd outside the root, mounts/mountinfo limited to the
+    root, maps paths relative to it."""
+    prog = program("chroot_view.c")
+    for d in ("n", "s"):
+        (world_tmp / d).mkdir()
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp / "n")], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp / "s")], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "self/mounts: / /inner" in sandboxed.stdout

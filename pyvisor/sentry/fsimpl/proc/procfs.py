@@ -622,9 +622,28 @@ def _mangle(b: bytes) -> bytes:
 
 
 def _mountpoint(m: Mount, root: Location | None) -> bytes:
+    if root is not None:
+        return path_of(m, m.root, root)     # d_path of the mount's root, below `root`
     if m.parent is None or m.mountpoint is None:
         return b"/"
     return path_of(m.parent, m.mountpoint, root)
+
+
+def _mount_visible(m: Mount, root: Location | None) -> bool:
+    """Whether mount `m` is at or below the reader's root (Linux: seq_path_root gives
+    SEQ_SKIP for the others, so a chroot hides the mounts outside it)."""
+    if root is None:
+        return True
+    x, d = m, m.root
+    while x is not root.mount:
+        if x.parent is None or x.mountpoint is None:
+            return False
+        x, d = x.parent, x.mountpoint
+    while d is not None:
+        if d is root.dentry:
+            return True
+        d = d.parent
+    return False
 
 
 # -- generated contents ------------------------------------------------------------------
@@ -1015,6 +1034,8 @@ def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
 def _gen_mounts(kernel: Any, root: Location | None) -> bytes:
     out = []
     for m in _mounts(kernel):
+        if not _mount_visible(m, root):
+            continue
         opts = str(m.options).encode()
         sb = getattr(m.fs, "sb_options", m.super_options)
         if m.super_options is not None:   # made by mount(2): the mount's, then the fs's
@@ -1040,6 +1061,8 @@ def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
     """/proc/PID/mountinfo.  Linux: fs/proc_namespace.c show_mountinfo (minimal)."""
     out = []
     for m in _mounts(kernel):
+        if not _mount_visible(m, root):
+            continue
         mid = _mount_id(kernel, m)
         pid = _mount_id(kernel, m.parent) if m.parent is not None else mid
         opts = str(m.options).encode()

@@ -965,11 +965,28 @@ def sys_chroot(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+def _reachable_from(loc: Location, root: Location) -> bool:
+    """Whether `loc` is at or below `root`, crossing mounts upward."""
+    m, d = loc.mount, loc.dentry
+    while m is not root.mount:
+        if m.parent is None or m.mountpoint is None:
+            return False
+        m, d = m.parent, m.mountpoint
+    while d is not None:
+        if d is root.dentry:
+            return True
+        d = d.parent
+    return False
+
+
 def sys_getcwd(t: Task, r: SyscallArguments) -> int:
     """Implements getcwd(2)."""
     buf, size = r.pointer(0), r.uint64(1)
     cwd = t.fs.cwd
     path = path_of(cwd.mount, cwd.dentry, t.fs.root)
+    if not _reachable_from(cwd, t.fs.root):
+        # Linux: a working directory outside the root (left there by chroot).
+        path = b"(unreachable)" + path_of(cwd.mount, cwd.dentry)
     if len(path) + 1 > size:
         raise SyscallError(Errno.ERANGE)
     t.copy_out(buf, path + b"\0")

@@ -8,7 +8,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <grp.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/msg.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -100,7 +104,7 @@ int main(int argc, char **argv)
     printf("unshare(0): %s\n", err(unshare(0)));
     printf("unshare(bad): %s\n", err(unshare(0x100)));
     ino_t user0 = ns_ino("user"), uts0 = ns_ino("uts"), ipc0 = ns_ino("ipc");
-    ino_t mnt0 = ns_ino("mnt");
+    ino_t mnt0 = ns_ino("mnt"), net0 = ns_ino("net");
     int fd_user = open("/proc/self/ns/user", O_RDONLY);
     CHECK(fd_user >= 0);
     printf("setns own userns: %s\n", err(setns(fd_user, CLONE_NEWUSER)));
@@ -204,6 +208,36 @@ int main(int argc, char **argv)
     put(p, "deny");                                     /* after gid_map */
     kill(pid, SIGKILL);
     printf("child: %d\n", wait_ok(pid));
+
+    /* A network namespace: a stack of its own (ports free there), a loopback, and
+     * setns back to the first. */
+    int lst = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(lst >= 0 && bind(lst, (struct sockaddr *)&sin, sizeof sin) == 0 && listen(lst, 1) == 0);
+    socklen_t sl = sizeof sin;
+    CHECK(getsockname(lst, (struct sockaddr *)&sin, &sl) == 0);
+    int fd_net = open("/proc/self/ns/net", O_RDONLY);
+    CHECK(fd_net >= 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = sin.sin_port};
+        int s1 = socket(AF_INET, SOCK_STREAM, 0);
+        printf("bind the port here: %s\n", err(bind(s1, (struct sockaddr *)&any, sizeof any)));
+        CHECK(unshare(CLONE_NEWNET) == 0);
+        printf("net differs: %d, lo has an index: %d\n", ns_ino("net") != net0,
+               if_nametoindex("lo") > 0);
+        int s2 = socket(AF_INET, SOCK_STREAM, 0);
+        printf("bind the port in the new ns: %s\n",
+               err(bind(s2, (struct sockaddr *)&any, sizeof any)));
+        printf("setns net back: %s\n", err(setns(fd_net, CLONE_NEWNET)));
+        int s3 = socket(AF_INET, SOCK_STREAM, 0);
+        printf("connect to the first ns's listener: %s\n",
+               err(connect(s3, (struct sockaddr *)&sin, sizeof sin)));
+        _exit(0);
+    }
+    printf("child: %d\n", wait_ok(pid));
+    close(lst);
 
     /* clone(CLONE_NEWUSER). */
     static char stack[65536];

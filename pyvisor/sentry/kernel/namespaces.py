@@ -197,7 +197,8 @@ class IPCNamespaceRef:
 
 
 class NetNamespace:
-    """A network namespace made inside: its own Sentry network stack."""
+    """A network namespace made inside: its own Sentry network (`stack`, a
+    socket.Network)."""
 
     kind = b"net"
     flag = CLONE_NEWNET
@@ -363,18 +364,10 @@ def new_userns(t: Task, c: Credentials) -> Credentials:
 
 
 def _new_net(t: Task, userns: UserNamespace | None) -> NetNamespace:
-    """A fresh Sentry network stack (loopback only), if the stack can make one."""
-    stack = None
-    try:
-        from pyvisor.sentry.socket import netstack as ns_mod     # type: ignore[attr-defined]
-        make = getattr(ns_mod, "new_namespace_stack", None)
-        if make is not None:
-            stack = make(t.kernel)
-    except ImportError:
-        pass
-    if stack is None:
-        raise SyscallError(Errno.EINVAL)
-    return NetNamespace(userns, stack)
+    """A fresh Sentry network (socket/__init__.py's Network): a netstack of its own
+    with only its loopback, AF_UNIX and netlink, whatever the sandbox's mode."""
+    from pyvisor.sentry.socket import Network
+    return NetNamespace(userns, Network("sandbox", t.kernel))
 
 
 def prepare(t: Task, flags: int) -> tuple[Credentials, NsProxy | None, Any]:

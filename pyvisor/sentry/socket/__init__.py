@@ -111,10 +111,20 @@ def network_of(kernel: Any) -> Network:
     return net
 
 
+def network_for(t: Task) -> Network:
+    """The network of the task's network namespace (kernel/namespaces.py): the
+    sandbox's unless it made or joined another."""
+    p = getattr(t, "nsproxy", None)
+    if p is not None and p.net is not None:
+        net: Network = p.net.stack
+        return net
+    return network_of(t.kernel)
+
+
 def _family(t: Task, family: int) -> Family:
     if family < 0 or family >= AF_MAX:
         raise SyscallError(Errno.EAFNOSUPPORT)
-    fam = network_of(t.kernel).families.get(family)
+    fam = network_for(t).families.get(family)
     if fam is None:
         raise SyscallError(Errno.EAFNOSUPPORT)
     return fam

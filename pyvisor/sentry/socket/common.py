@@ -461,7 +461,8 @@ class Socket(FileImpl):
         from pyvisor.sentry.socket.inet import SIOCGIFS, interface_ioctl
         if cmd in SIOCGIFS:
             from pyvisor.sentry.socket import network_of
-            return interface_ioctl(t, network_of(t.kernel).stack.interfaces(), cmd, arg)
+            from pyvisor.sentry.socket import network_for
+            return interface_ioctl(t, network_for(t).stack.interfaces(), cmd, arg)
         return self.proto_ioctl(t, cmd, arg)
 
     def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:

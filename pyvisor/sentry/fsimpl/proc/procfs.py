@@ -1586,11 +1586,13 @@ def _sysctl(kernel: Any, name: str) -> Callable[[], bytes]:
 
 def _net_spec(kernel: Any) -> dict[bytes, Any]:
     """/proc/net: the sandbox network's own view (pyvisor/sentry/socket)."""
-    from pyvisor.sentry.socket import network_of
+    from pyvisor.sentry.socket import network_for, network_of
 
     def gen(name: str) -> Generator:
         def g() -> bytes:
-            text = network_of(kernel).proc_net(name)
+            cur = _current(kernel)          # the reader's network namespace
+            net = network_for(cur) if cur is not None else network_of(kernel)
+            text = net.proc_net(name)
             if text is None:
                 raise SyscallError(Errno.ENOENT)
             return text

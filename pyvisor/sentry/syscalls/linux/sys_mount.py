@@ -392,7 +392,8 @@ def _bind(t: Task, ns: MountNamespace, source: bytes | None, target: Location,
     src = ops.lookup_at(t, AT_FDCWD, source, follow=True)
     if src.inode.is_dir() != target.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
-    if _namespace_of_mount(src.mount) is not ns.root:
+    nsfs = getattr(src.inode, "ns_object", None) is not None
+    if _namespace_of_mount(src.mount) is not ns.root and not nsfs:
         raise SyscallError(Errno.EINVAL)        # a detached mount, a pipe, a socket
     if not recursive and any(_locked(c) and c.mountpoint is not None and
                              _below(c.mountpoint, src.dentry)

@@ -105,3 +105,19 @@ def test_chroot_view(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.returncode == 0, detail
     assert sandboxed.stdout == native.stdout, detail
     assert "self/mounts: / /inner" in sandboxed.stdout
+
+
+def test_tmpfs_size(program: Builder, run: Runner, world_tmp: Path) -> None:
+    """tmpfs size= charges the pages a file holds: holes are free, fallocate and
+    writes charge, a write stops at the first page that does not fit."""
+    prog = program("tmpfs_size.c")
+    for d in ("n", "s"):
+        (world_tmp / d).mkdir()
+    native = run("native", ["unshare", "-m", "--propagation", "private", prog,
+                            str(world_tmp / "n")], timeout=60)
+    sandboxed = run("pyvisor", [prog, str(world_tmp / "s")], timeout=120)
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{sandboxed.output}"
+    assert native.returncode == 0 and "ok" in native.stdout.split(), detail
+    assert sandboxed.returncode == 0, detail
+    assert sandboxed.stdout == native.stdout, detail
+    assert "truncate to 1M: 0 free 3" in sandboxed.stdout

@@ -1140,7 +1140,9 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    if mode == 0 and f.inode.size() < off + ln:
+    if mode == 0 and hasattr(f.inode, "allocate"):
+        f.inode.allocate(off, ln)        # tmpfs: the pages are charged (ENOSPC)
+    elif mode == 0 and f.inode.size() < off + ln:
         f.inode.setattr(size=off + ln)
     if inotify._watches:
         inotify.file_event(f, inotify.IN_MODIFY)

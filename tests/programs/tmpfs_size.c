@@ -1,0 +1,72 @@
+/* tmpfs size= accounting: holes (truncate, seek) cost nothing, fallocate and writes
+ * charge their pages, a write stops at the first page that does not fit.  Prints
+ * what it sees; the test compares it with Linux.
+ *
+ * Usage: tmpfs_size DIR.  Run as root; natively in a mount namespace of its own
+ * (unshare -m --propagation private): it mounts things.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static const char *err(long r)
+{
+    static char b[64];
+    if (r >= 0) {
+        snprintf(b, sizeof b, "%ld", r);
+        return b;
+    }
+    return strerrorname_np(errno);
+}
+
+static long freeb(const char *dir)
+{
+    struct statfs st;
+    CHECK(statfs(dir, &st) == 0);
+    return (long)st.f_bfree;
+}
+
+int main(int argc, char **argv)
+{
+    char f1[1100], f2[1100];
+    static char buf[3 * 4096];
+    long r;
+    CHECK(argc == 2);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    CHECK(mount("none", argv[1], "tmpfs", 0, "size=12288") == 0);
+    snprintf(f1, sizeof f1, "%s/a", argv[1]);
+    snprintf(f2, sizeof f2, "%s/b", argv[1]);
+    int fd = open(f1, O_CREAT | O_RDWR, 0644);
+    CHECK(fd >= 0);
+    r = ftruncate(fd, 1 << 20);
+    printf("truncate to 1M: %s free %ld\n", err(r), freeb(argv[1]));
+    r = pwrite(fd, buf, 10, 512 << 10);
+    printf("write at 512k: %s free %ld\n", err(r), freeb(argv[1]));
+    r = fallocate(fd, 0, 0, 8192);
+    printf("fallocate 2 pages: %s free %ld\n", err(r), freeb(argv[1]));
+    r = fallocate(fd, 0, 8192, 8192);
+    printf("fallocate 2 more: %s free %ld\n", err(r), freeb(argv[1]));
+    int fd2 = open(f2, O_CREAT | O_RDWR, 0644);
+    CHECK(fd2 >= 0);
+    printf("write 2 pages: %s\n", err(pwrite(fd2, buf, 8192, 100)));
+    printf("write again: %s\n", err(pwrite(fd2, buf, 10, 9000)));
+    r = ftruncate(fd, 0);
+    printf("truncate a to 0: %s free %ld\n", err(r), freeb(argv[1]));
+    printf("write 3 pages at 4000: %s\n", err(pwrite(fd2, buf, 3 * 4096, 4000)));
+    struct stat st;
+    CHECK(fstat(fd2, &st) == 0);
+    printf("b size %ld free %ld\n", (long)st.st_size, freeb(argv[1]));
+    close(fd);
+    close(fd2);
+    CHECK(umount(argv[1]) == 0);
+    ok();
+    return 0;
+}

@@ -9,10 +9,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -82,10 +84,19 @@ int main(int argc, char **argv)
     CHECK(argc == 2);
     setvbuf(stdout, NULL, _IONBF, 0);
     snprintf(base, sizeof base, "%s", argv[1]);
+    /* mountinfo polls EPOLLPRI|EPOLLERR once per change of the namespace. */
+    int mi = open("/proc/self/mountinfo", O_RDONLY);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLPRI | EPOLLERR}, got;
+    CHECK(mi >= 0 && ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, mi, &ev) == 0);
     const char *dirs[] = {"a", "b", "s", "p", "u", "x", "mv"};
     for (unsigned i = 0; i < sizeof dirs / sizeof *dirs; i++)
         CHECK(mkdir(path(dirs[i]), 0755) == 0);
+    printf("mountinfo events before: %d\n", epoll_wait(ep, &got, 1, 0));
     CHECK(mount("none", path("a"), "tmpfs", 0, NULL) == 0);
+    int n = epoll_wait(ep, &got, 1, 0);
+    printf("after a mount: %d pri %d, then: %d\n", n, n == 1 && (got.events & EPOLLPRI),
+           epoll_wait(ep, &got, 1, 0));
     CHECK(mkdir(path("a/c"), 0755) == 0 && mkdir(path("a/d"), 0755) == 0);
     printf("make a shared: %s\n", err(mount(NULL, path("a"), NULL, MS_SHARED, NULL)));
     printf("two kinds at once: %s\n",

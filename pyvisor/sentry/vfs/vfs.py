@@ -170,6 +170,14 @@ class MountNamespace:
             todo.extend(m.children.values())
         return out
 
+    def touch(self) -> None:
+        """A mount, unmount, remount or move happened (Linux: touch_mnt_namespace):
+        open mounts/mountinfo files poll with EPOLLPRI|EPOLLERR once."""
+        self.event = getattr(self, "event", 0) + 1
+        wq = getattr(self, "event_wq", None)
+        if wq is not None:
+            wq.notify(0x00A)                # EVENT_PRI | EVENT_ERR
+
     def new_id(self) -> int:
         """A mount id never given before in this namespace (stable while mounted)."""
         self.last_id += 1

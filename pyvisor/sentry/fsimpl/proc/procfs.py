@@ -234,6 +234,62 @@ class ProcFile(Inode):
         """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
 
 
+class MountsFileImpl(SnapshotFileImpl):
+    """An open /proc/PID/mounts or mountinfo: pollable; EPOLLPRI|EPOLLERR once per
+    change of the mount namespace it was opened in (Linux: mounts_poll)."""
+
+    pollable = True
+
+    def __init__(self, gen: Generator, ns: Any) -> None:
+        super().__init__(None, None, Errno.EINVAL, gen)
+        self.ns = ns
+        self.seen = getattr(ns, "event", 0)
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_IN, EVENT_PRI
+        ev = EVENT_IN
+        now = getattr(self.ns, "event", 0)
+        if now != self.seen:
+            self.seen = now
+            ev |= EVENT_ERR | EVENT_PRI
+        return ev & (mask | EVENT_ERR)
+
+    def waitq(self, fd: FileDescription) -> Any:
+        wq = getattr(self.ns, "event_wq", None)
+        if wq is None:
+            from pyvisor.sentry.waitqueue import WaitQueue
+            wq = self.ns.event_wq = WaitQueue()
+        return wq
+
+
+class ProcMountsFile(ProcFile):
+    """/proc/PID/mounts and mountinfo (see MountsFileImpl)."""
+
+    __slots__ = ("kernel", "subject", "info")
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        """The subject task's mount namespace and root, taken now (Linux:
+        mounts_open_common), so the file keeps showing them."""
+        if self.check is not None:
+            self.check()
+        if flags & O_ACCMODE != O_RDONLY:
+            raise SyscallError(Errno.EACCES)
+        t = self.subject()
+        ns = None
+        if t is not None:
+            from pyvisor.sentry.kernel.namespaces import mount_ns_of
+            try:
+                ns = mount_ns_of(t)
+            except SyscallError:
+                ns = None
+        if ns is None:
+            return SnapshotFileImpl(None, None, Errno.EINVAL, self.gen)
+        root = t.fs.root
+        kernel = self.kernel
+        make = _gen_mountinfo if self.info else _gen_mounts
+        return MountsFileImpl(lambda: make(kernel, root, ns), ns)
+
+
 class MemFileImpl(FileImpl):
     """An open /proc/PID/mem: the offset is the address; reads and writes reach the
     process's memory as a tracer's (kernel/ptrace.py access_vm, FOLL_FORCE)."""
@@ -1031,9 +1087,9 @@ def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _gen_mounts(kernel: Any, root: Location | None) -> bytes:
+def _gen_mounts(kernel: Any, root: Location | None, ns: Any = None) -> bytes:
     out = []
-    for m in _mounts(kernel):
+    for m in (list(ns.mounts) if ns is not None else _mounts(kernel)):
         if not _mount_visible(m, root):
             continue
         opts = str(m.options).encode()
@@ -1057,10 +1113,10 @@ def _fs_path(d: Any) -> bytes:
     return b"/" + b"/".join(reversed(parts))
 
 
-def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
+def _gen_mountinfo(kernel: Any, root: Location | None, ns: Any = None) -> bytes:
     """/proc/PID/mountinfo.  Linux: fs/proc_namespace.c show_mountinfo (minimal)."""
     out = []
-    for m in _mounts(kernel):
+    for m in (list(ns.mounts) if ns is not None else _mounts(kernel)):
         if not _mount_visible(m, root):
             continue
         mid = _mount_id(kernel, m)
@@ -1251,6 +1307,14 @@ class PidDir(ProcDir):
             return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
                                     uid=uid, gid=gid, check=check)
 
+        def mounts_file(name: str, gen: Callable[[], bytes], info: bool = False) -> Factory:
+            def make() -> Inode:
+                f = ProcMountsFile(fs, fs.ino(f"{key}/{name}"), gen, uid=uid, gid=gid,
+                                   check=lambda: _check_alive(kernel, tg))
+                f.kernel, f.subject, f.info = kernel, subj, info
+                return f
+            return make
+
         def may_read() -> None:
             """Files that show another process's memory or I/O need ptrace read access
             (Linux: mm_access / ptrace_may_access, PTRACE_MODE_READ_FSCREDS)."""
@@ -1326,9 +1390,10 @@ class PidDir(ProcDir):
                         0o400, check=may_read),
             b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg), subj),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
-            b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
-            b"mountinfo": file("mountinfo",
-                               alive_then(lambda: _gen_mountinfo(kernel, root_of()))),
+            b"mounts": mounts_file("mounts", alive_then(
+                lambda: _gen_mounts(kernel, root_of()))),
+            b"mountinfo": mounts_file("mountinfo", alive_then(
+                lambda: _gen_mountinfo(kernel, root_of())), info=True),
             b"limits": file("limits", lambda: _gen_limits(kernel, tg)),
             b"oom_score_adj": file("oom_score_adj",
                                    alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),

@@ -323,11 +323,11 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
     ns = _namespace(t)
     _may_mount(t, ns)
     if flags & (MS_REMOUNT | MS_BIND) == MS_REMOUNT | MS_BIND:
-        return _reconfigure(target, flags, fs_too=False)
+        return _touched(ns, _reconfigure(target, flags, fs_too=False))
     if flags & MS_REMOUNT:
-        return _reconfigure(target, flags, fs_too=True, data=data)
+        return _touched(ns, _reconfigure(target, flags, fs_too=True, data=data))
     if flags & MS_BIND:
-        return _bind(t, ns, source, target, bool(flags & MS_REC))
+        return _touched(ns, _bind(t, ns, source, target, bool(flags & MS_REC)))
     if flags & _PROPAGATION:
         kinds = flags & _PROPAGATION
         if flags & ~(_PROPAGATION | MS_REC | MS_SILENT) or kinds & (kinds - 1):
@@ -337,7 +337,7 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
         _change_type(target.mount, kinds, bool(flags & MS_REC))
         return 0
     if flags & MS_MOVE:
-        return _move(t, ns, source, target)
+        return _touched(ns, _move(t, ns, source, target))
     if fstype is None:
         raise SyscallError(Errno.EINVAL)
     _check_room(ns, 1)
@@ -351,7 +351,13 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
     m.flags_readonly = bool(flags & MS_RDONLY)
     _app_made.add(m)
     _propagate(ns, m)
-    return 0
+    return _touched(ns, 0)
+
+
+def _touched(ns: MountNamespace, result: int) -> int:
+    """The namespace changed: readers polling its mounts files hear it."""
+    ns.touch()
+    return result
 
 
 def _set_flags(m: Mount, flags: int, fs_too: bool) -> None:
@@ -551,6 +557,7 @@ def _propagate(ns: MountNamespace, new: Mount) -> None:
                     P.join(c, g)
             if P.is_shared(c):
                 _shared.add(c)
+        tns.touch()
 
 
 def _propagate_umount(m: Mount) -> list[tuple[Any, Mount]]:
@@ -642,6 +649,7 @@ def sys_umount2(t: Task, r: SyscallArguments) -> int:
     if flags & MNT_EXPIRE:
         raise SyscallError(Errno.EAGAIN)      # first call marks it: never "expired" yet
     _umount_tree(ns, m)
+    ns.touch()
     return 0
 
 
@@ -673,6 +681,7 @@ def _umount_tree(ns: MountNamespace, m: Mount, propagate: bool = True) -> None:
         for tns, c in extra:
             if c.parent is not None:          # not already gone with an earlier one
                 _umount_tree(tns, c, propagate=False)
+                tns.touch()
     if m.parent is not None and m.mountpoint is not None:
         m.parent.children.pop(id(m.mountpoint), None)
     m.parent = m.mountpoint = None      # detached: a tree of its own (binds of it: EINVAL)
@@ -751,6 +760,7 @@ def sys_pivot_root(t: Task, r: SyscallArguments) -> int:
     old_mnt.children[id(old_d)] = root_mnt
     new_mnt.parent, new_mnt.mountpoint = root_parent, root_mp
     root_parent.children[id(root_mp)] = new_mnt
+    ns.touch()
     # chroot_fs_refs: roots and working directories at the old root follow.
     new_loc = Location(new_mnt, new_mnt.root)
     seen: set[int] = set()

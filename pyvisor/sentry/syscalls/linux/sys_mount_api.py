@@ -221,8 +221,8 @@ def sys_move_mount(t: Task, r: SyscallArguments) -> int:
     if src.inode.is_dir() != dst.inode.is_dir():
         raise SyscallError(Errno.ENOTDIR)
     if attached:
-        return SM._move_loc(ns, src, dst)
-    return _attach(dst_ns, src_anon, dst)
+        return SM._touched(ns, SM._move_loc(ns, src, dst))
+    return SM._touched(dst_ns, _attach(dst_ns, src_anon, dst))
 
 
 def _attach(ns: MountNamespace, anon: MountNamespace, dst: Location) -> int:

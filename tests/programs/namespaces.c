@@ -110,6 +110,11 @@ int main(int argc, char **argv)
     printf("setns own userns: %s\n", err(setns(fd_user, CLONE_NEWUSER)));
     printf("setns wrong type: %s\n", err(setns(fd_user, CLONE_NEWUTS)));
 
+    char lkdir[1200];
+    snprintf(lkdir, sizeof lkdir, "%s/lk", argv[1]);
+    CHECK(mkdir(lkdir, 0755) == 0 && mount("none", lkdir, "tmpfs", 0, NULL) == 0);
+    CHECK(mount("", lkdir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC |
+                MS_NODEV, NULL) == 0);
     /* A user namespace: unmapped ids, then maps written by the process itself. */
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -148,6 +153,17 @@ int main(int argc, char **argv)
         char mnt[1200];
         snprintf(mnt, sizeof mnt, "%s/m", argv[1]);
         printf("mount tmpfs: %s\n", err(mount("none", mnt, "tmpfs", 0, NULL)));
+        /* The parent's mount, copied into this less privileged namespace: its flags
+         * and its place are locked. */
+        char lk[1200];
+        snprintf(lk, sizeof lk, "%s/lk", argv[1]);
+        printf("clear nodev of a locked mount: %s\n",
+               err(mount("", lk, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID |
+                         MS_NOEXEC, NULL)));
+        printf("keep its flags: %s\n",
+               err(mount("", lk, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID |
+                         MS_NOEXEC | MS_NODEV, NULL)));
+        printf("umount it: %s\n", err(umount2(lk, 0)));
         printf("setns back to the parent's userns: %s\n",
                err(setns(fd_user, CLONE_NEWUSER)));
         fflush(stdout);

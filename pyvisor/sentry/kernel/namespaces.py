@@ -428,6 +428,10 @@ def _carry_locks(src: Any, copies: dict[int, Any], lock_all: bool) -> None:
             SM._ro_locked.add(c)
         if m in SM._app_made and not lock_all:
             SM._app_made.add(c)
+        if lock_all:
+            SM.lock_flags(c, m)
+        elif m in SM._locked_flags:
+            SM._locked_flags[c] = SM._locked_flags[m]
 
 
 def install(t: Task, creds: Credentials, p: NsProxy | None, remap: Any) -> None:

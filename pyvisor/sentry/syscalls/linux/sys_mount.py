@@ -67,6 +67,30 @@ MOUNT_MAX = 10000      # mounts per namespace (Linux: fs.mount-max, 100000): ENO
 _app_made: weakref.WeakSet[Mount] = weakref.WeakSet()
 # App-made binds of a locked read-only mount inherit that lock (MNT_LOCK_READONLY).
 _ro_locked: weakref.WeakSet[Mount] = weakref.WeakSet()
+# The per-mount flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) a mount copied
+# into a less privileged user namespace keeps set (Linux: MNT_LOCK_*), and its
+# binds inherit.
+_locked_flags: weakref.WeakKeyDictionary[Mount, int] = weakref.WeakKeyDictionary()
+_LOCKABLE = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def _flags_of(m: Mount) -> int:
+    """The lockable MS_* flags the mount has now."""
+    opts = str(m.options).split(",")
+    out = MS_RDONLY if m.flags_readonly or opts[0] == "ro" else 0
+    for name, bit in (("nosuid", MS_NOSUID), ("nodev", MS_NODEV), ("noexec", MS_NOEXEC)):
+        if name in opts:
+            out |= bit
+    return out
+
+
+def lock_flags(copy: Mount, src: Mount) -> None:
+    """`copy` (of `src`, into a less privileged namespace) keeps src's flags set."""
+    f = _flags_of(src) | _locked_flags.get(src, 0)
+    if f:
+        _locked_flags[copy] = f
+
+
 # Mounts made shared (MS_SHARED); pivot_root refuses to move them.
 _shared: weakref.WeakSet[Mount] = weakref.WeakSet()
 
@@ -322,6 +346,8 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     ns = _namespace(t)
     _may_mount(t, ns)
+    if _ns_of(target.mount) is not ns:
+        raise SyscallError(Errno.EINVAL)     # not in our tree (an anon inode, a pipe)
     if flags & (MS_REMOUNT | MS_BIND) == MS_REMOUNT | MS_BIND:
         return _touched(ns, _reconfigure(target, flags, fs_too=False))
     if flags & MS_REMOUNT:
@@ -381,6 +407,8 @@ def _reconfigure(target: Location, flags: int, fs_too: bool, data: bytes = b"") 
     m = target.mount
     if not flags & MS_RDONLY and _ro_lock(m):
         raise SyscallError(Errno.EPERM)      # can_change_locked_flags
+    if _locked_flags.get(m, 0) & ~flags:
+        raise SyscallError(Errno.EPERM)      # MNT_LOCK_NOSUID, _NODEV, _NOEXEC, ...
     if fs_too and _locked(m) and not flags & MS_RDONLY != (not m.fs.readonly):
         raise SyscallError(Errno.EPERM)      # the runtime's filesystems keep their state
     if fs_too:
@@ -447,6 +475,8 @@ def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
         _app_made.add(m)
     if _ro_lock(src_mount):
         _ro_locked.add(m)
+    if src_mount in _locked_flags:
+        _locked_flags[m] = _locked_flags[src_mount]
     return m
 
 

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <grp.h>
+#include <mqueue.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -110,6 +111,8 @@ int main(int argc, char **argv)
     printf("setns own userns: %s\n", err(setns(fd_user, CLONE_NEWUSER)));
     printf("setns wrong type: %s\n", err(setns(fd_user, CLONE_NEWUTS)));
 
+    mqd_t pq = mq_open("/ns_parent_q", O_CREAT | O_RDWR, 0600, NULL);
+    CHECK(pq >= 0);
     char lkdir[1200];
     snprintf(lkdir, sizeof lkdir, "%s/lk", argv[1]);
     CHECK(mkdir(lkdir, 0755) == 0 && mount("none", lkdir, "tmpfs", 0, NULL) == 0);
@@ -153,6 +156,18 @@ int main(int argc, char **argv)
         char mnt[1200];
         snprintf(mnt, sizeof mnt, "%s/m", argv[1]);
         printf("mount tmpfs: %s\n", err(mount("none", mnt, "tmpfs", 0, NULL)));
+        /* POSIX message queues follow the IPC namespace; an mqueue mount shows them. */
+        char mqd[1300];
+        snprintf(mqd, sizeof mqd, "%s/mq", mnt);
+        CHECK(mkdir(mqd, 0755) == 0);
+        printf("mount mqueue: %s\n", err(mount("none", mqd, "mqueue", 0, NULL)));
+        mqd_t cq = mq_open("/ns_child_q", O_CREAT | O_RDWR, 0600, NULL);
+        printf("mq_open here: %s, the parent's: %s\n", err(cq),
+               err(mq_open("/ns_parent_q", O_RDWR)));
+        char ent[1400];
+        snprintf(ent, sizeof ent, "%s/ns_child_q", mqd);
+        struct stat mst;
+        printf("queue file in the mount: %s\n", err(stat(ent, &mst)));
         /* The parent's mount, copied into this less privileged namespace: its flags
          * and its place are locked. */
         char lk[1200];
@@ -174,6 +189,8 @@ int main(int argc, char **argv)
     CHECK(uname(&u) == 0);
     printf("parent hostname unchanged: %d\n", strcmp(u.nodename, "inner") != 0);
     printf("parent msgget 0x1234: %s\n", err(msgget(0x1234, 0)));
+    printf("parent mq_open of the child's: %s\n", err(mq_open("/ns_child_q", O_RDWR)));
+    mq_unlink("/ns_parent_q");
     char probe[1200];
     snprintf(probe, sizeof probe, "%s/m", argv[1]);
     struct stat a, b;

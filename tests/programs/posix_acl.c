@@ -236,6 +236,21 @@ int main(int argc, char **argv)
     CHECK(mkdir(t, 0755) == 0);
     suite(t, "tmpfs");
 
+    /* security.capability goes with a write or a change of owner. */
+    struct { uint32_t magic, p0, i0, p1, i1; } vcap = {0x02000001, 1u << 7, 0, 0, 0};
+    char capf[800];
+    snprintf(capf, sizeof capf, "%s/capfile", t);
+    int cfd = open(capf, O_CREAT | O_RDWR, 0755);
+    CHECK(cfd >= 0);
+    printf("set security.capability: %s\n",
+           err(setxattr(capf, "security.capability", &vcap, sizeof vcap, 0)));
+    printf("after a write: %s\n", err(write(cfd, "x", 1) == 1 ?
+           getxattr(capf, "security.capability", NULL, 0) : -1));
+    CHECK(setxattr(capf, "security.capability", &vcap, sizeof vcap, 0) == 0);
+    printf("after chown: %s\n", err(chown(capf, 1, 1) == 0 ?
+           getxattr(capf, "security.capability", NULL, 0) : -1));
+    close(cfd);
+
     /* An overlay: a lower file with an ACL, copied up by a chmod; an upper file. */
     snprintf(lower, sizeof lower, "%s/lower", layers);
     snprintf(upper, sizeof upper, "%s/upper", layers);

@@ -670,7 +670,18 @@ class TmpfsFileImpl(FileImpl):
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         inode = fd.inode
         assert isinstance(inode, TmpfsFile)
-        return inode.write_at(data, offset)
+        n = inode.write_at(data, offset)
+        if n and inode._xattrs is not None:
+            kill_priv(inode)
+        return n
+
+
+def kill_priv(inode: Inode) -> None:
+    """A write or a change of owner drops the file's capabilities (Linux:
+    file_remove_privs / notify_change's ATTR_KILL_PRIV, cap_inode_killpriv)."""
+    store = inode.xattr_store(False)
+    if store is not None and b"security.capability" in store.attrs:
+        store.remove(b"security.capability")
 
 
 # -- mount options ------------------------------------------------------------------------

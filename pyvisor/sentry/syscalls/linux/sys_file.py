@@ -1069,6 +1069,9 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
         if c.fsuid != inode.uid and (uid != -1 or gid != -1):
             raise SyscallError(Errno.EPERM)
     inode.setattr(uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
+    if uid != -1 or gid != -1:
+        from pyvisor.sentry.fsimpl.tmpfs.tmpfs import kill_priv
+        kill_priv(inode)                 # security.capability goes (cap_inode_killpriv)
     return 0
 
 

@@ -204,6 +204,12 @@ def _new_fs(t: Task, ns: MountNamespace, fstype: bytes, data: bytes, ro: bool
         sb = []
     elif fstype == b"overlay":
         fs, root, sb = _new_overlay(t, data)
+    elif fstype == b"mqueue":
+        # The queues of the caller's IPC namespace (Linux: mq_init_ns's mount).
+        from pyvisor.sentry.kernel.mqueue import MqueueDir
+        root = MqueueDir(k)
+        fs = root.fs
+        sb = []
     else:
         raise SyscallError(Errno.ENODEV)
     if ro:

@@ -44,7 +44,7 @@ MOVE_MOUNT__MASK = 0x77
 OPEN_TREE_CLONE = 1
 AT_NO_AUTOMOUNT = 0x800
 AT_RECURSIVE = 0x8000
-_KNOWN_TYPES = (b"tmpfs", b"proc", b"sysfs", b"overlay")
+_KNOWN_TYPES = (b"tmpfs", b"proc", b"sysfs", b"overlay", b"mqueue")
 _SB_FLAGS = {b"ro", b"rw", b"sync", b"dirsync", b"lazytime", b"nolazytime", b"mand",
              b"nomand", b"silent", b"async"}
 _PARAM_MAX = 256

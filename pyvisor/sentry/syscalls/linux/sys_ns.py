@@ -70,6 +70,9 @@ def sys_setns(t: Task, r: SyscallArguments) -> int:
         target = next((x for x in f.impl.tg.tasks if not getattr(x, "exited", False)), None)
         if target is None:
             raise SyscallError(Errno.ESRCH)
+        from pyvisor.sentry.kernel import ptrace
+        if not ptrace.may_access(t, target):
+            raise SyscallError(Errno.EPERM)       # PTRACE_MODE_READ_REALCREDS
         # Every namespace is checked before any is joined (Linux: prepare_nsset).
         order = [(CLONE_NEWUSER, b"user"), (CLONE_NEWNS, b"mnt"), (CLONE_NEWUTS, b"uts"),
                  (CLONE_NEWIPC, b"ipc"), (CLONE_NEWNET, b"net")]

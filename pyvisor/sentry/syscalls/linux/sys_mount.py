@@ -550,7 +550,7 @@ def _ns_of(m: Mount) -> Any:
     return getattr(top, "ns", None)
 
 
-def _propagate(ns: MountNamespace, new: Mount) -> None:
+def _propagate(ns: MountNamespace, new: Mount, undo: bool = True) -> None:
     """A tree just attached at (dest, mountpoint): below a shared dest it is shared
     too, and copies of it go to every mount the dest propagates to where the
     mountpoint is visible.  Linux: attach_recursive_mnt, propagate_mnt."""
@@ -563,14 +563,23 @@ def _propagate(ns: MountNamespace, new: Mount) -> None:
         _shared.add(x)
     in_tree = {id(x) for x in tree}
     groups: dict[tuple[int, int], Any] = {}
+    plan = []
+    extra: dict[int, int] = {}
     for target, key, via in P.targets(dest):
         if id(target) in in_tree or not _below(mp, target.root):
             continue
         tns = _ns_of(target)
         if tns is None:
             continue
-        if len(tns.mounts) + len(tree) > MOUNT_MAX:
+        plan.append((target, key, via, tns))
+        extra[id(tns)] = extra.get(id(tns), 0) + len(tree)
+    # Room in every namespace first (Linux: count_mounts), so nothing is half done.
+    for target, key, via, tns in plan:
+        if len(tns.mounts) + extra[id(tns)] > MOUNT_MAX:
+            if undo:                         # the mount itself does not happen either
+                _umount_tree(ns, new, propagate=False)
             raise SyscallError(Errno.ENOSPC)
+    for target, key, via, tns in plan:
         copies: dict[int, Mount] = {}
         for x in tree:
             if x is new:
@@ -646,7 +655,7 @@ def _move_loc(ns: MountNamespace, src: Location, target: Location) -> int:
         mountpoint = parent.root
     m.parent, m.mountpoint = parent, mountpoint
     parent.children[id(mountpoint)] = m
-    _propagate(ns, m)
+    _propagate(ns, m, undo=False)
     return 0
 
 
@@ -712,8 +721,20 @@ def _umount_tree(ns: MountNamespace, m: Mount, propagate: bool = True) -> None:
     if propagate:
         tree = _subtree(m)
         in_tree = {id(x) for x in tree}
-        extra = [(tns, c) for x in tree for tns, c in _propagate_umount(x)
-                 if id(c) not in in_tree]
+        # One walk of the propagation targets per (peer group, mountpoint): a stack of
+        # peers (binds of a shared mount onto itself) is then linear, not quadratic.
+        done: set[tuple[int, int]] = set()
+        extra = []
+        for x in tree:
+            par, mp = x.parent, x.mountpoint
+            if par is None or mp is None or not P.is_shared(par):
+                continue
+            key = (id(par.group), id(mp))    # type: ignore[attr-defined]
+            if key in done:
+                continue
+            done.add(key)
+            extra.extend((tns, c) for tns, c in _propagate_umount(x)
+                         if id(c) not in in_tree)
         for tns, c in extra:
             if c.parent is not None:          # not already gone with an earlier one
                 _umount_tree(tns, c, propagate=False)

@@ -246,7 +246,7 @@ def _attach(ns: MountNamespace, anon: MountNamespace, dst: Location) -> int:
             x.id = ns.new_id()
             ns.mounts.append(x)
     anon.mounts = []
-    SM._propagate(ns, root)
+    SM._propagate(ns, root, undo=False)
     return 0
 
 

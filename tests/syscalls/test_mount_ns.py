@@ -121,3 +121,14 @@ def test_tmpfs_size(program: Builder, run: Runner, world_tmp: Path) -> None:
     assert sandboxed.returncode == 0, detail
     assert sandboxed.stdout == native.stdout, detail
     assert "truncate to 1M: 0 free 3" in sandboxed.stdout
+
+
+def test_namespace_bounds(program: Builder, run: Runner) -> None:
+    """Namespaces kept alive by nsfs files stop at the sandbox's bound (ENOSPC, as
+    Linux's user.max_*_namespaces), and the process goes on (sandbox only: the
+    bound is pyvisor's)."""
+    from pyvisor.sentry.kernel.namespaces import NS_MAX
+    r = run("pyvisor", [program("ns_limits.c")], timeout=120)
+    assert r.returncode == 0, r.output
+    assert f"stopped after {NS_MAX[b'net']}: ENOSPC" in r.stdout, r.output
+    assert "still working: 1" in r.stdout, r.output

@@ -29,6 +29,7 @@ Concurrency: Sentry loop only.
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.capability import CAP_SYS_ADMIN
@@ -39,6 +40,25 @@ from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Credentials, Task
+
+# Live namespaces made inside, per kind, and how many may live at once (Linux:
+# user.max_*_namespaces, ENOSPC past them): a network namespace is a whole Sentry
+# network stack, the others are small but held by nsfs files too.
+_LIVE: dict[bytes, weakref.WeakSet[Any]] = {}
+NS_MAX = {b"user": 1024, b"mnt": 1024, b"uts": 1024, b"ipc": 1024, b"net": 128}
+
+
+def _count(kind: bytes) -> weakref.WeakSet[Any]:
+    ws = _LIVE.get(kind)
+    if ws is None:
+        ws = _LIVE[kind] = weakref.WeakSet()
+    if len(ws) >= NS_MAX[kind]:
+        import gc
+        gc.collect()                  # namespaces unreachable but in reference cycles
+        if len(ws) >= NS_MAX[kind]:
+            raise SyscallError(Errno.ENOSPC)
+    return ws
+
 
 # Inode numbers of namespaces made inside (Linux: proc_alloc_inum, above the fixed
 # PROC_*_INIT_INO ones).
@@ -360,7 +380,10 @@ def new_userns(t: Task, c: Credentials) -> Credentials:
         raise SyscallError(Errno.EPERM)
     if not has_mapping(c, c.euid) or not has_mapping(c, c.egid, False):
         raise SyscallError(Errno.EPERM)
-    return _enter_userns(c, UserNamespace(parent, c.euid, c.egid))
+    live = _count(b"user")
+    ns = UserNamespace(parent, c.euid, c.egid)
+    live.add(ns)
+    return _enter_userns(c, ns)
 
 
 def _new_net(t: Task, userns: UserNamespace | None) -> NetNamespace:
@@ -384,19 +407,30 @@ def prepare(t: Task, flags: int) -> tuple[Credentials, NsProxy | None, Any]:
     owner = c.userns
     if not ns_capable(c, owner, CAP_SYS_ADMIN):
         raise SyscallError(Errno.EPERM)
+    for bit, kind in ((CLONE_NEWUTS, b"uts"), (CLONE_NEWIPC, b"ipc"), (CLONE_NEWNET, b"net"),
+                      (CLONE_NEWNS, b"mnt")):
+        if flags & bit:
+            _count(kind)                 # ENOSPC before anything is made
     old = nsproxy(t)
     p = old.copy()
     if flags & CLONE_NEWUTS:
         host, dom = uts_names(t)
         p.uts = UTSNamespace(owner, host, dom)
+        _LIVE[b"uts"].add(p.uts)
     if flags & CLONE_NEWIPC:
         p.ipc = IPCNamespaceRef(owner)
+        _LIVE[b"ipc"].add(p.ipc)
     if flags & CLONE_NEWNET:
         p.net = _new_net(t, owner)
+        _LIVE[b"net"].add(p.net)
     remap = None
     if flags & CLONE_NEWNS:
         src = mount_ns_of(t)
+        from pyvisor.sentry.syscalls.linux import sys_mount as SM
+        SM.check_total(len(src.mounts))
         new, copies = src.clone(next(_inos), owner)
+        SM.track(new.mounts)
+        _LIVE[b"mnt"].add(new)
         less_privileged = owner is not src.userns
         _carry_locks(src, copies, less_privileged)
         from pyvisor.sentry.vfs import propagation

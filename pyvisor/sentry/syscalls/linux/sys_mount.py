@@ -60,6 +60,26 @@ UMOUNT_NOFOLLOW = 8
 
 PAGE = 4096
 MOUNT_MAX = 10000      # mounts per namespace (Linux: fs.mount-max, 100000): ENOSPC past it
+# Mounts the application's calls made, in every namespace and detached tree together:
+# namespaces, open_tree copies and nsfs-held namespaces cannot multiply the Sentry's
+# memory past this (ENOSPC).
+TOTAL_MOUNTS_MAX = 50000
+_live: weakref.WeakSet[Mount] = weakref.WeakSet()
+
+
+def check_total(n: int) -> None:
+    """ENOSPC unless `n` more mounts fit under TOTAL_MOUNTS_MAX."""
+    if len(_live) + n > TOTAL_MOUNTS_MAX:
+        import gc
+        gc.collect()                  # trees unreachable but in reference cycles
+        if len(_live) + n > TOTAL_MOUNTS_MAX:
+            raise SyscallError(Errno.ENOSPC)
+
+
+def track(ms: Any) -> None:
+    """Counts mounts just made against TOTAL_MOUNTS_MAX."""
+    for m in ms:
+        _live.add(m)
 
 # Mounts the application made; the others (the runtime's: the root, /proc, /dev, the
 # spec's mounts and masks) are locked, as Linux locks a container's mounts in a user
@@ -382,6 +402,7 @@ def sys_mount(t: Task, r: SyscallArguments) -> int:
     m.super_options = sb
     m.flags_readonly = bool(flags & MS_RDONLY)
     _app_made.add(m)
+    _live.add(m)
     _propagate(ns, m)
     return _touched(ns, 0)
 
@@ -458,6 +479,7 @@ def _bind(t: Task, ns: MountNamespace, source: bytes | None, target: Location,
 def _check_room(ns: MountNamespace, n: int) -> None:
     if len(ns.mounts) + n > MOUNT_MAX:
         raise SyscallError(Errno.ENOSPC)
+    check_total(n)
 
 
 def _namespace_of_mount(m: Mount) -> Mount:
@@ -477,6 +499,7 @@ def _graft(ns: MountNamespace, parent: Mount, mountpoint: Any, src_mount: Mount,
     m.super_options = src_mount.super_options
     parent.children[id(mountpoint)] = m
     ns.mounts.append(m)
+    _live.add(m)
     if not locked:                   # copies of locked submounts stay locked (copy_tree)
         _app_made.add(m)
     if _ro_lock(src_mount):
@@ -575,7 +598,8 @@ def _propagate(ns: MountNamespace, new: Mount, undo: bool = True) -> None:
         extra[id(tns)] = extra.get(id(tns), 0) + len(tree)
     # Room in every namespace first (Linux: count_mounts), so nothing is half done.
     for target, key, via, tns in plan:
-        if len(tns.mounts) + extra[id(tns)] > MOUNT_MAX:
+        if len(tns.mounts) + extra[id(tns)] > MOUNT_MAX or \
+                len(_live) + sum(extra.values()) > TOTAL_MOUNTS_MAX:
             if undo:                         # the mount itself does not happen either
                 _umount_tree(ns, new, propagate=False)
             raise SyscallError(Errno.ENOSPC)

@@ -162,12 +162,14 @@ def sys_fsmount(t: Task, r: SyscallArguments) -> int:
         (SM.MS_NOATIME if atime == MOUNT_ATTR_NOATIME else 0) | \
         (SM.MS_STRICTATIME if atime == MOUNT_ATTR_STRICTATIME else 0)
     from pyvisor.sentry.vfs.vfs import Dentry
+    SM.check_total(1)
     m = Mount(fs, Dentry(b"/", None, root), source=(fc.source or b"none").decode(
         errors="replace"), options=",".join(SM._mount_flags(ms)))
     m.super_options = sb
     m.flags_readonly = bool(ms & SM.MS_RDONLY)
     MountNamespace.anonymous(m, ns.userns)
     SM._app_made.add(m)
+    SM.track([m])
     fc.mounted = True
     return _o_path(t, m, bool(flags & FSMOUNT_CLOEXEC))
 
@@ -280,10 +282,12 @@ def sys_open_tree(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     plan = [c for c in SM._snapshot(src, loc.dentry) if not P.is_unbindable(c)] \
         if flags & AT_RECURSIVE else []
+    SM.check_total(1 + len(plan))
     new = Mount(src.fs, loc.dentry, source=src.source, options=src.options,
                 flags_readonly=src.flags_readonly, super_options=src.super_options)
     anon = MountNamespace.anonymous(new, ns.userns)
     SM._app_made.add(new)
+    SM.track([new])
     P.clone_relation(src, new)
     copies = SM._copy_submounts(anon, plan, src, new)
     for child in plan:

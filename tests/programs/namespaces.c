@@ -22,6 +22,8 @@
 #include <sys/mount.h>
 #include <sys/msg.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <stddef.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -251,6 +253,11 @@ int main(int argc, char **argv)
     CHECK(getsockname(lst, (struct sockaddr *)&sin, &sl) == 0);
     int fd_net = open("/proc/self/ns/net", O_RDONLY);
     CHECK(fd_net >= 0);
+    int ulst = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un pua = {.sun_family = AF_UNIX};
+    memcpy(pua.sun_path, "\0pyvisor-ns-test", 17);
+    CHECK(bind(ulst, (struct sockaddr *)&pua, offsetof(struct sockaddr_un, sun_path) + 17) == 0);
+    CHECK(listen(ulst, 1) == 0);
     pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -260,6 +267,14 @@ int main(int argc, char **argv)
         CHECK(unshare(CLONE_NEWNET) == 0);
         printf("net differs: %d, lo has an index: %d\n", ns_ino("net") != net0,
                if_nametoindex("lo") > 0);
+        struct sockaddr_un ua = {.sun_family = AF_UNIX};
+        memcpy(ua.sun_path, "\0pyvisor-ns-test", 17);
+        socklen_t ul = offsetof(struct sockaddr_un, sun_path) + 17;
+        int u1 = socket(AF_UNIX, SOCK_STREAM, 0);
+        printf("abstract name of the first ns: %s\n",
+               err(connect(u1, (struct sockaddr *)&ua, ul)));
+        int u2 = socket(AF_UNIX, SOCK_STREAM, 0);
+        printf("bind it here: %s\n", err(bind(u2, (struct sockaddr *)&ua, ul)));
         int s2 = socket(AF_INET, SOCK_STREAM, 0);
         printf("bind the port in the new ns: %s\n",
                err(bind(s2, (struct sockaddr *)&any, sizeof any)));

@@ -122,6 +122,39 @@ int main(int argc, char **argv)
     snprintf(p, sizeof p, "%s/sub", a);
     printf("move into itself: %s\n", err(move_mount_(AT_FDCWD, a, AT_FDCWD, p, 0)));
 
+    /* mount_setattr: flags and propagation; fspick: the filesystem's options. */
+    struct { unsigned long long set, clr, prop, userns; } ma = {ATTR_RDONLY | ATTR_NODEV, 0, 0, 0};
+    printf("mount_setattr short: %s\n", err(syscall(SYS_mount_setattr, AT_FDCWD, a, 0, &ma, 16)));
+    printf("mount_setattr ro,nodev: %s\n", err(syscall(SYS_mount_setattr, AT_FDCWD, a, 0, &ma,
+                                                          sizeof ma)));
+    struct statfs sfa;
+    CHECK(statfs(a, &sfa) == 0);
+    printf("  rdonly %d nodev %d\n", !!(sfa.f_flags & ST_RDONLY), !!(sfa.f_flags & ST_NODEV));
+    ma.set = 0;
+    ma.clr = ATTR_RDONLY;
+    ma.prop = MS_SHARED;
+    printf("mount_setattr -ro shared: %s\n", err(syscall(SYS_mount_setattr, AT_FDCWD, a, 0,
+                                                        &ma, sizeof ma)));
+    CHECK(statfs(a, &sfa) == 0);
+    printf("  rdonly %d nodev %d\n", !!(sfa.f_flags & ST_RDONLY), !!(sfa.f_flags & ST_NODEV));
+    snprintf(p, sizeof p, "%s/sub", a);
+    printf("mount_setattr not a mount root: %s\n",
+           err(syscall(SYS_mount_setattr, AT_FDCWD, argv[1], 0, &ma, sizeof ma)));
+    int pk = syscall(SYS_fspick, AT_FDCWD, a, 0);
+    printf("fspick: %s\n", err(pk));
+    printf("ro: %s\n", err(fsconfig_(pk, FSCONFIG_SET_FLAG, "ro", NULL, 0)));
+    printf("reconfigure: %s\n", err(fsconfig_(pk, 7, NULL, NULL, 0)));
+    CHECK(statfs(a, &sfa) == 0);
+    printf("  rdonly %d\n", !!(sfa.f_flags & ST_RDONLY));
+    CHECK(fsconfig_(pk, FSCONFIG_SET_FLAG, "rw", NULL, 0) == 0);
+    CHECK(fsconfig_(pk, 7, NULL, NULL, 0) == 0);
+    CHECK(statfs(a, &sfa) == 0);
+    printf("  rdonly after rw %d\n", !!(sfa.f_flags & ST_RDONLY));
+    close(pk);
+    ma.prop = MS_PRIVATE;
+    ma.clr = 0;
+    CHECK(syscall(SYS_mount_setattr, AT_FDCWD, a, 0, &ma, sizeof ma) == 0);
+
     /* open_tree: plain, a copy, a recursive copy. */
     printf("recursive without clone: %s\n", err(open_tree_(AT_FDCWD, a, AT_RECURSIVE)));
     int t0 = open_tree_(AT_FDCWD, a, 0);

@@ -60,9 +60,10 @@ NATIVE_SKIP = {
 SERVED_INSIDE = {
     "unshare": ("unshare_user",),
     "setns": ("setns", "setns_init_mnt"),
-    "open_tree": ("open_tree",),              # a detached copy of the Sentry's tree
+    "open_tree": ("open_tree", "fspick"),     # a detached copy of the Sentry's tree
     "fsopen": ("fsopen", "fsopen_proc"),      # a context for a Sentry tmpfs/proc
     "move_mount": ("move_mount",),            # a Sentry tmpfs in the Sentry's tree
+    "mount_setattr": ("mount_setattr",),      # in the Sentry's own mount namespace
 }
 
 CAD = Path("/proc/sys/kernel/ctrl-alt-del")

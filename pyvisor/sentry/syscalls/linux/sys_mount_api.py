@@ -62,6 +62,7 @@ class FsContext(FileImpl):
         self.readonly = False
         self.made: Any = None           # (fs, root inode, superblock options) once created
         self.mounted = False
+        self.ro_change: bool | None = None   # fspick: "ro"/"rw" for the next RECONFIGURE
 
 
 def _context(t: Task, fd: int) -> FsContext:
@@ -100,6 +101,11 @@ def sys_fsconfig(t: Task, r: SyscallArguments) -> int:
         key = t.copy_in_str(key_addr, _PARAM_MAX)
         value = t.copy_in_str(value_addr, _PARAM_MAX) if value_addr else None
         if fc.made is not None and fc.mounted:
+            if getattr(fc, "picked", None) is not None:     # fspick: kept for RECONFIGURE
+                if value is None and key in (b"ro", b"rw"):
+                    fc.ro_change = key == b"ro"
+                elif key != b"source":
+                    fc.params.append(key if value is None else key + b"=" + value)
             return 0        # a reconfiguration's parameters (FSCONFIG_CMD_RECONFIGURE)
         if key == b"source":
             if value is None:
@@ -130,7 +136,16 @@ def sys_fsconfig(t: Task, r: SyscallArguments) -> int:
     if cmd == FSCONFIG_CMD_RECONFIGURE:
         if fc.made is None:
             raise SyscallError(Errno.EBUSY)
-        return 0             # parameters given after fsmount are not applied here
+        picked = getattr(fc, "picked", None)
+        if picked is not None:          # fspick: the filesystem's options change
+            SM._may_mount(t, SM._namespace(t))
+            SM._remount_fs(picked.fs, b",".join(fc.params))
+            if fc.ro_change is not None:
+                if SM._locked(picked) and fc.ro_change != picked.fs.readonly:
+                    raise SyscallError(Errno.EPERM)
+                picked.fs.readonly = fc.ro_change
+            fc.params, fc.ro_change = [], None
+        return 0             # an fsmount'ed context: parameters are not applied here
     raise SyscallError(Errno.EOPNOTSUPP)
 
 
@@ -295,3 +310,90 @@ def sys_open_tree(t: Task, r: SyscallArguments) -> int:
         if c is not None:
             P.clone_relation(child, c)
     return _o_path(t, new, cloexec)
+
+
+# From <linux/mount.h>.
+FSPICK_CLOEXEC, FSPICK_SYMLINK_NOFOLLOW, FSPICK_NO_AUTOMOUNT, FSPICK_EMPTY_PATH = 1, 2, 4, 8
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_SIZE_VER0 = 32
+_SETATTR_FLAGS = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | \
+    MOUNT_ATTR_NOEXEC | MOUNT_ATTR__ATIME | MOUNT_ATTR_NODIRATIME | MOUNT_ATTR_NOSYMFOLLOW
+
+
+def sys_fspick(t: Task, r: SyscallArguments) -> int:
+    """Implements fspick(2): a context to reconfigure the filesystem of a mount."""
+    dfd, addr, flags = r.int32(0), r.pointer(1), r.uint32(2)
+    if flags & ~(FSPICK_CLOEXEC | FSPICK_SYMLINK_NOFOLLOW | FSPICK_NO_AUTOMOUNT |
+                 FSPICK_EMPTY_PATH):
+        raise SyscallError(Errno.EINVAL)
+    ns = SM._namespace(t)
+    SM._may_mount(t, ns)
+    loc = _loc(t, dfd, addr, bool(flags & FSPICK_EMPTY_PATH),
+               not flags & FSPICK_SYMLINK_NOFOLLOW)
+    if not SM._is_mount_root(loc):
+        raise SyscallError(Errno.EINVAL)
+    fc = FsContext(loc.mount.fs.name.encode())
+    fc.picked = loc.mount                          # type: ignore[attr-defined]
+    fc.made = (loc.mount.fs, loc.inode, None)
+    fc.mounted = True
+    from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
+    f = anon_file(b"[fscontext]", fc, O_RDWR)
+    return t.fd_table.install(f, cloexec=bool(flags & FSPICK_CLOEXEC))
+
+
+def sys_mount_setattr(t: Task, r: SyscallArguments) -> int:
+    """Implements mount_setattr(2): per-mount flags and propagation of a mount (with
+    AT_RECURSIVE, of its subtree), all checked before any changes."""
+    dfd, addr, flags, uattr, size = r.int32(0), r.pointer(1), r.uint32(2), r.pointer(3), \
+        r.uint64(4)
+    if flags & ~(AT_EMPTY_PATH | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT):
+        raise SyscallError(Errno.EINVAL)
+    if size < MOUNT_ATTR_SIZE_VER0 or size > 4096:
+        raise SyscallError(Errno.EINVAL if size < MOUNT_ATTR_SIZE_VER0 else Errno.E2BIG)
+    import struct
+    raw = t.copy_in(uattr, size)
+    if any(raw[MOUNT_ATTR_SIZE_VER0:]):
+        raise SyscallError(Errno.E2BIG)
+    attr_set, attr_clr, propagation, userns_fd = struct.unpack_from("<QQQQ", raw)
+    if (attr_set | attr_clr) & MOUNT_ATTR_IDMAP:
+        raise SyscallError(Errno.EINVAL)       # no idmapped mounts
+    if (attr_set | attr_clr) & ~_SETATTR_FLAGS or userns_fd:
+        raise SyscallError(Errno.EINVAL)
+    if propagation not in (0, SM.MS_SHARED, SM.MS_SLAVE, SM.MS_PRIVATE, SM.MS_UNBINDABLE):
+        raise SyscallError(Errno.EINVAL)
+    if attr_set & MOUNT_ATTR__ATIME and attr_clr & MOUNT_ATTR__ATIME != MOUNT_ATTR__ATIME:
+        raise SyscallError(Errno.EINVAL)       # an atime mode replaces the whole field
+    ns = SM._namespace(t)
+    SM._may_mount(t, ns)
+    loc = _loc(t, dfd, addr, bool(flags & AT_EMPTY_PATH), not flags & AT_SYMLINK_NOFOLLOW)
+    if not SM._is_mount_root(loc) or SM._ns_of(loc.mount) is not ns:
+        raise SyscallError(Errno.EINVAL)
+    mounts = SM._subtree(loc.mount) if flags & AT_RECURSIVE else [loc.mount]
+    bits = ((MOUNT_ATTR_RDONLY, SM.MS_RDONLY), (MOUNT_ATTR_NOSUID, SM.MS_NOSUID),
+            (MOUNT_ATTR_NODEV, SM.MS_NODEV), (MOUNT_ATTR_NOEXEC, SM.MS_NOEXEC))
+    plans = []
+    for m in mounts:
+        cur = SM._flags_of(m)
+        opts = str(m.options).split(",")
+        atime = SM.MS_NOATIME if "noatime" in opts else \
+            SM.MS_STRICTATIME if "strictatime" in opts else 0
+        new = cur
+        for a, ms in bits:
+            if attr_clr & a:
+                new &= ~ms
+            if attr_set & a:
+                new |= ms
+        if attr_clr & MOUNT_ATTR__ATIME == MOUNT_ATTR__ATIME:
+            mode = attr_set & MOUNT_ATTR__ATIME
+            atime = SM.MS_NOATIME if mode == MOUNT_ATTR_NOATIME else \
+                SM.MS_STRICTATIME if mode == MOUNT_ATTR_STRICTATIME else 0
+        if (cur & ~new) & (SM._locked_flags.get(m, 0) |
+                           (SM.MS_RDONLY if SM._ro_lock(m) else 0)):
+            raise SyscallError(Errno.EPERM)        # can_change_locked_flags
+        plans.append((m, new | atime))
+    for m, ms in plans:
+        SM._set_flags(m, ms, fs_too=False)
+    if propagation:
+        SM._change_type(loc.mount, propagation, bool(flags & AT_RECURSIVE))
+    ns.touch()
+    return 0

@@ -345,6 +345,8 @@ AMD64 = SyscallTable("amd64", {
     S.move_mount: supported(MA.sys_move_mount),
     S.fsopen: supported(MA.sys_fsopen),
     S.fsmount: supported(MA.sys_fsmount),
+    S.fspick: partial(MA.sys_fspick, note="reconfigures ro/rw and tmpfs size, nr_inodes"),
+    S.mount_setattr: partial(MA.sys_mount_setattr, note="no idmapped mounts (EINVAL)"),
     S.fsconfig: partial(MA.sys_fsconfig, note="string and flag parameters; no binary, "
                         "path or fd ones (EINVAL)"),
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),

@@ -137,9 +137,11 @@ def _mount_flags(flags: int) -> list[str]:
     for bit, name in ((MS_NOSUID, "nosuid"), (MS_NODEV, "nodev"), (MS_NOEXEC, "noexec")):
         if flags & bit:
             out.append(name)
-    if flags & MS_NOATIME:
+    if flags & MS_STRICTATIME:
+        pass                  # strictatime overrides noatime (Linux: do_new_mount)
+    elif flags & MS_NOATIME:
         out.append("noatime")
-    elif not flags & MS_STRICTATIME:
+    else:
         out.append("relatime")
     return out
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/msg.h>
@@ -205,8 +206,19 @@ int main(int argc, char **argv)
     pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
+        int hf = open("/proc/sys/kernel/hostname", O_RDONLY);
+        int hep = epoll_create1(0);
+        struct epoll_event hev = {.events = 0}, hgot;
+        CHECK(hf >= 0 && hep >= 0 && epoll_ctl(hep, EPOLL_CTL_ADD, hf, &hev) == 0);
         CHECK(unshare(CLONE_NEWUTS) == 0);
         CHECK(sethostname("other", 5) == 0);
+        int hn = epoll_wait(hep, &hgot, 1, 1000);
+        printf("hostname readers polled: %d err %d, then %d\n", hn,
+               hn == 1 && (hgot.events & EPOLLERR) != 0, epoll_wait(hep, &hgot, 1, 0));
+        char hb[80] = "";
+        int h2 = open("/proc/sys/kernel/hostname", O_RDONLY);
+        CHECK(h2 >= 0 && read(h2, hb, sizeof hb - 1) > 0);
+        printf("/proc/sys/kernel/hostname: %s", hb);
         ino_t mine = ns_ino("uts");
         printf("setns uts back: %s\n", err(setns(fd_uts, CLONE_NEWUTS)));
         printf("back in the first: %d left the second: %d\n", ns_ino("uts") == uts0,

@@ -262,6 +262,23 @@ def uts_names(t: Task) -> tuple[bytes, bytes]:
     return uts.hostname, uts.domainname
 
 
+class Event:
+    """A change counter readers poll (MountsFileImpl in procfs): for the UTS names,
+    Linux's uts_proc_notify on /proc/sys/kernel/{hostname,domainname}."""
+
+    def __init__(self) -> None:
+        self.event = 0
+        self.event_wq: Any = None
+
+    def touch(self) -> None:
+        self.event += 1
+        if self.event_wq is not None:
+            self.event_wq.notify(0x00A)          # EVENT_PRI | EVENT_ERR
+
+
+UTS_EVENTS = {"hostname": Event(), "domainname": Event()}
+
+
 def set_uts_name(t: Task, which: str, value: bytes | None) -> None:
     """sethostname/setdomainname: CAP_SYS_ADMIN over the UTS namespace's owner
     (`value` None: only that check)."""
@@ -270,6 +287,7 @@ def set_uts_name(t: Task, which: str, value: bytes | None) -> None:
         raise SyscallError(Errno.EPERM)
     if value is not None:
         setattr(uts if uts is not None else t.kernel, which, value)
+        UTS_EVENTS[which].touch()
 
 
 def ipc_of(kernel: Any) -> Any:

@@ -42,6 +42,7 @@ from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.kernel.ipc import proc as ipc_proc
+from pyvisor.sentry.kernel.namespaces import UTS_EVENTS
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -262,6 +263,28 @@ class MountsFileImpl(SnapshotFileImpl):
         return wq
 
 
+class _PolledSysctl:
+    """A /proc/sys entry whose readers poll EPOLLERR|EPOLLPRI after a change (Linux:
+    proc_sys_poll): contents from `gen`, changes counted by `source`."""
+
+    def __init__(self, gen: Generator, source: Any) -> None:
+        self.gen, self.source = gen, source
+
+
+class _PolledFile(ProcFile):
+    __slots__ = ("source",)
+
+    def __init__(self, fs: ProcFS, ino: int, gen: Generator, source: Any,
+                 write_errno: int = Errno.EINVAL) -> None:
+        super().__init__(fs, ino, gen, write_errno=write_errno)
+        self.source = source
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if flags & O_ACCMODE != O_RDONLY:
+            raise SyscallError(self.write_errno)
+        return MountsFileImpl(self.gen, self.source)
+
+
 class ProcMountsFile(ProcFile):
     """/proc/PID/mounts and mountinfo (see MountsFileImpl)."""
 
@@ -433,6 +456,9 @@ def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
             k = f"{key}/{name.decode()}"
             if isinstance(v, dict):
                 out[name] = (lambda k=k, v=v: _static_dir(fs, k, v))
+            elif isinstance(v, _PolledSysctl):
+                out[name] = (lambda k=k, v=v: _PolledFile(fs, fs.ino(k), v.gen, v.source,
+                                                          write_errno=Errno.EACCES))
             else:
                 gen: Generator = v if callable(v) else (lambda v=v: v)
                 out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
@@ -1038,37 +1064,28 @@ def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None],
     return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
 
 
-def _userns_of_subject(subj: Callable[[], Any]) -> Any:
-    from pyvisor.sentry.kernel.namespaces import userns_of
-    t = subj()
-    if t is None:
-        raise SyscallError(Errno.ESRCH)
-    return userns_of(t.creds)
-
-
-def _idmap(kernel: Any, subj: Callable[[], Any], uid: bool) -> bytes:
+def _idmap(ns: Any, uid: bool) -> bytes:
     """/proc/PID/uid_map, gid_map: the extents, lower ids as the parent sees them."""
-    ns = _userns_of_subject(subj)
     ext = ns.uid_map if uid else ns.gid_map
     return b"".join(b"%10d %10d %10d\n" % e for e in ext)
 
 
-def _idmap_writer(kernel: Any, subj: Callable[[], Any], uid: bool) -> Callable[[bytes], int]:
+def _idmap_writer(kernel: Any, ns: Any, uid: bool) -> Callable[[bytes], int]:
     def write(data: bytes) -> int:
         from pyvisor.sentry.kernel.namespaces import write_idmap
-        write_idmap(_current(kernel), _userns_of_subject(subj), data, uid)
+        write_idmap(_current(kernel), ns, data, uid)
         return len(data)
     return write
 
 
-def _setgroups(subj: Callable[[], Any]) -> bytes:
-    return b"allow\n" if _userns_of_subject(subj).setgroups_allowed else b"deny\n"
+def _setgroups(ns: Any) -> bytes:
+    return b"allow\n" if ns.setgroups_allowed else b"deny\n"
 
 
-def _setgroups_writer(kernel: Any, subj: Callable[[], Any]) -> Callable[[bytes], int]:
+def _setgroups_writer(kernel: Any, ns: Any) -> Callable[[bytes], int]:
     def write(data: bytes) -> int:
         from pyvisor.sentry.kernel.namespaces import write_setgroups
-        write_setgroups(_current(kernel), _userns_of_subject(subj), data)
+        write_setgroups(_current(kernel), ns, data)
         return len(data)
     return write
 
@@ -1307,6 +1324,21 @@ class PidDir(ProcDir):
             return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
                                     uid=uid, gid=gid, check=check)
 
+        def userns_file(name: str, gen: Callable[[Any], bytes],
+                        writer: Callable[[Any], Callable[[bytes], int]]) -> Factory:
+            """A file of the subject's user namespace, taken when it is looked up (Linux:
+            proc_id_map_open), so it reads the same after the process exits."""
+            def make() -> Inode:
+                _check_alive(kernel, tg)
+                t = subj()
+                if t is None:
+                    raise SyscallError(Errno.ENOENT)
+                from pyvisor.sentry.kernel.namespaces import userns_of
+                ns = userns_of(t.creds)
+                return ProcFile(fs, fs.ino(f"{key}/{name}"), lambda: gen(ns), 0o644,
+                                writer(ns), uid=uid, gid=gid)
+            return make
+
         def mounts_file(name: str, gen: Callable[[], bytes], info: bool = False) -> Factory:
             def make() -> Inode:
                 f = ProcMountsFile(fs, fs.ino(f"{key}/{name}"), gen, uid=uid, gid=gid,
@@ -1405,12 +1437,12 @@ class PidDir(ProcDir):
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),
             # The user namespace's maps outlive the process (Linux: its user_ns).
-            b"uid_map": file("uid_map", lambda: _idmap(kernel, subj, True), 0o644,
-                             _idmap_writer(kernel, subj, True)),
-            b"gid_map": file("gid_map", lambda: _idmap(kernel, subj, False), 0o644,
-                             _idmap_writer(kernel, subj, False)),
-            b"setgroups": file("setgroups", lambda: _setgroups(subj), 0o644,
-                               _setgroups_writer(kernel, subj)),
+            b"uid_map": userns_file("uid_map", lambda ns: _idmap(ns, True),
+                                    lambda ns: _idmap_writer(kernel, ns, True)),
+            b"gid_map": userns_file("gid_map", lambda ns: _idmap(ns, False),
+                                    lambda ns: _idmap_writer(kernel, ns, False)),
+            b"setgroups": userns_file("setgroups", _setgroups,
+                                      lambda ns: _setgroups_writer(kernel, ns)),
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
@@ -1599,8 +1631,10 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     kernel = fs.kernel
     return {
         b"kernel": {
-            b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
-            b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
+            b"hostname": _PolledSysctl(lambda: _line(_uts(kernel)[0]),
+                                       UTS_EVENTS["hostname"]),
+            b"domainname": _PolledSysctl(lambda: _line(_uts(kernel)[1]),
+                                         UTS_EVENTS["domainname"]),
             b"ostype": _line(OSTYPE),
             b"osrelease": _line(OSRELEASE),
             b"version": _line(KVERSION),
@@ -1643,6 +1677,16 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
                 "net.ipv4.ping_group_range")},
         },
     }
+
+
+def _uts(kernel: Any) -> tuple[bytes, bytes]:
+    """The reader's UTS names (kernel/namespaces.py)."""
+    cur = _current(kernel)
+    if cur is None:
+        return getattr(kernel, "hostname", b"localhost"), getattr(kernel, "domainname",
+                                                                  b"(none)")
+    from pyvisor.sentry.kernel.namespaces import uts_names
+    return uts_names(cur)
 
 
 def _sysctl(kernel: Any, name: str) -> Callable[[], bytes]:

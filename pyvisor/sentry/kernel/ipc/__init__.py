@@ -98,6 +98,7 @@ class Registry(Generic[T]):
         self.by_index: dict[int, T] = {}
         self.by_key: dict[int, T] = {}
         self.seq = 0
+        self.hint = 0                # no free index below it (ids: lowest free, as idr)
 
     def find_key(self, key: int) -> T | None:
         return self.by_key.get(key) if key != IPC_PRIVATE else None
@@ -105,7 +106,12 @@ class Registry(Generic[T]):
     def add(self, obj: T) -> T:
         if len(self.by_index) >= self.limit:
             raise SyscallError(Errno.ENOSPC)
-        index = next(i for i in range(IPCMNI) if i not in self.by_index)
+        index = self.hint
+        while index in self.by_index:
+            index += 1
+        if index >= IPCMNI:
+            raise SyscallError(Errno.ENOSPC)
+        self.hint = index + 1
         obj.index, obj.seq = index, self.seq
         obj.ipc_ns = self.owner      # type: ignore[attr-defined]
         self.seq = (self.seq + 1) % (0x7FFFFFFF // SEQ_MULTIPLIER)
@@ -125,7 +131,9 @@ class Registry(Generic[T]):
 
     def remove(self, obj: T) -> None:
         obj.removed = True
-        self.by_index.pop(obj.index, None)
+        if self.by_index.get(obj.index) is obj:
+            del self.by_index[obj.index]
+            self.hint = min(self.hint, obj.index)
         self.forget_key(obj)
 
     def forget_key(self, obj: T) -> None:
@@ -153,8 +161,12 @@ class IPCNamespace:
 def namespace(kernel: Any) -> IPCNamespace:
     """The IPC namespace of the task being served: the sandbox's unless it made or
     joined another (kernel/namespaces.py)."""
-    from pyvisor.sentry.kernel.namespaces import ipc_of
-    ns: IPCNamespace = ipc_of(kernel)
+    cur = getattr(kernel, "current", None)
+    p = getattr(cur, "nsproxy", None) if cur is not None else None
+    if p is None or p.ipc is None:
+        root: IPCNamespace = kernel.ipc
+        return root
+    ns: IPCNamespace = p.ipc.ipc
     return ns
 
 

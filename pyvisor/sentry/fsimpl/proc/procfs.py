@@ -241,8 +241,8 @@ class MountsFileImpl(SnapshotFileImpl):
 
     pollable = True
 
-    def __init__(self, gen: Generator, ns: Any) -> None:
-        super().__init__(None, None, Errno.EINVAL, gen)
+    def __init__(self, gen: Generator, ns: Any, write_errno: int = Errno.EINVAL) -> None:
+        super().__init__(None, None, write_errno, gen)
         self.ns = ns
         self.seen = getattr(ns, "event", 0)
 
@@ -282,7 +282,7 @@ class _PolledFile(ProcFile):
     def open(self, fd: FileDescription, flags: int) -> FileImpl:
         if flags & O_ACCMODE != O_RDONLY:
             raise SyscallError(self.write_errno)
-        return MountsFileImpl(self.gen, self.source)
+        return MountsFileImpl(self.gen, self.source, self.write_errno)
 
 
 class ProcMountsFile(ProcFile):

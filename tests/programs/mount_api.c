@@ -122,6 +122,25 @@ int main(int argc, char **argv)
     snprintf(p, sizeof p, "%s/sub", a);
     printf("move into itself: %s\n", err(move_mount_(AT_FDCWD, a, AT_FDCWD, p, 0)));
 
+    /* statx: STATX_MNT_ID is mountinfo's id; reserved bits and both sync flags fail. */
+    struct statx sx;
+    CHECK(statx(AT_FDCWD, a, 0, STATX_BASIC_STATS | STATX_MNT_ID, &sx) == 0);
+    long mi_id = -1;
+    FILE *mi = fopen("/proc/self/mountinfo", "r");
+    char line[4096];
+    while (mi && fgets(line, sizeof line, mi)) {
+        long id;
+        char mp[2048];
+        if (sscanf(line, "%ld %*d %*s %*s %2047s", &id, mp) == 2 && !strcmp(mp, a))
+            mi_id = id;
+    }
+    fclose(mi);
+    printf("statx mnt_id: %d, is mountinfo's: %d\n", !!(sx.stx_mask & STATX_MNT_ID),
+           (long)sx.stx_mnt_id == mi_id);
+    printf("statx reserved mask: %s\n", err(statx(AT_FDCWD, a, 0, 0x80000000u, &sx)));
+    printf("statx both sync flags: %s\n",
+           err(statx(AT_FDCWD, a, AT_STATX_FORCE_SYNC | AT_STATX_DONT_SYNC, 0, &sx)));
+
     /* mount_setattr: flags and propagation; fspick: the filesystem's options. */
     struct { unsigned long long set, clr, prop, userns; } ma = {ATTR_RDONLY | ATTR_NODEV, 0, 0, 0};
     printf("mount_setattr short: %s\n", err(syscall(SYS_mount_setattr, AT_FDCWD, a, 0, &ma, 16)));

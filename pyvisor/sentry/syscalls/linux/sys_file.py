@@ -437,13 +437,20 @@ def sys_newfstatat(t: Task, r: SyscallArguments) -> int:
 
 def sys_statx(t: Task, r: SyscallArguments) -> int:
     """Implements statx(2): the basic stats (no btime)."""
-    dirfd, addr, flags, _mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
-                                      r.pointer(4))
+    dirfd, addr, flags, mask, buf = (r.int32(0), r.pointer(1), r.int32(2), r.uint32(3),
+                                     r.pointer(4))
+    if mask & 0x80000000 or flags & 0x6000 == 0x6000:
+        raise SyscallError(Errno.EINVAL)    # STATX__RESERVED; FORCE_SYNC with DONT_SYNC
     path = _path(t, addr) if addr else b""
     loc = _stat_loc(t, dirfd, path, flags)
-    data = loc.inode.statx_bytes()
+    data = bytearray(loc.inode.statx_bytes())
     assert len(data) == STATX.size
-    t.copy_out(buf, data)
+    mnt_id = getattr(loc.mount, "id", 0)
+    if mnt_id:
+        # STATX_MNT_ID: the id /proc/PID/mountinfo gives the mount.
+        struct.pack_into("<I", data, 0, struct.unpack_from("<I", data, 0)[0] | 0x1000)
+        struct.pack_into("<Q", data, 0x90, mnt_id)
+    t.copy_out(buf, bytes(data))
     return 0
 
 

@@ -10,7 +10,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -66,6 +69,34 @@ int main(int argc, char **argv)
     printf("b size %ld free %ld\n", (long)st.st_size, freeb(argv[1]));
     close(fd);
     close(fd2);
+    CHECK(umount(argv[1]) == 0);
+
+    /* fallocate on what is not a regular file; RLIMIT_FSIZE on growing. */
+    int pp[2];
+    CHECK(pipe(pp) == 0);
+    r = fallocate(pp[1], 0, 0, 10);
+    printf("fallocate pipe: %s\n", err(r));
+    int efd = eventfd(0, 0);
+    r = fallocate(efd, 0, 0, 10);
+    printf("fallocate eventfd: %s\n", err(r));
+    sigset_t xf;
+    sigemptyset(&xf);
+    sigaddset(&xf, SIGXFSZ);
+    CHECK(sigprocmask(SIG_BLOCK, &xf, NULL) == 0);
+    struct rlimit old_fs, lim = {1024, RLIM_INFINITY};
+    CHECK(getrlimit(RLIMIT_FSIZE, &old_fs) == 0 && setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(mount("none", argv[1], "tmpfs", 0, NULL) == 0);
+    fd = open(f1, O_CREAT | O_RDWR, 0644);
+    r = ftruncate(fd, 1025);
+    printf("ftruncate past RLIMIT_FSIZE: %s\n", err(r));
+    r = fallocate(fd, 0, 0, 2048);
+    printf("fallocate past it: %s\n", err(r));
+    r = ftruncate(fd, 1000);
+    printf("ftruncate below it: %s\n", err(r));
+    struct timespec zero = {0, 0};
+    printf("SIGXFSZ pending: %d\n", sigtimedwait(&xf, NULL, &zero) == SIGXFSZ);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old_fs) == 0);
+    close(fd);
     CHECK(umount(argv[1]) == 0);
 
     /* Reads and the atime modes: strictatime (over noatime), noatime, relatime. */

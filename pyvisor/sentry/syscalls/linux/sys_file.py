@@ -1117,8 +1117,21 @@ def _truncate(t: Task, inode, length: int) -> int:  # type: ignore[no-untyped-de
         raise SyscallError(Errno.EISDIR)
     if not inode.is_regular():
         raise SyscallError(Errno.EINVAL)
+    _newsize_ok(t, inode, length)
     inode.setattr(size=length)
     return 0
+
+
+def _newsize_ok(t: Task, inode, size: int) -> None:  # type: ignore[no-untyped-def]
+    """inode_newsize_ok: growing a file past RLIMIT_FSIZE sends SIGXFSZ, EFBIG."""
+    from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIMIT_FSIZE
+    limit = t.tg.rlimits[RLIMIT_FSIZE][0]
+    if limit != RLIM_INFINITY and size > inode.size() and size > limit:
+        from pyvisor.abi.linux.signal import Signal
+        from pyvisor.sentry.kernel import signal as ksignal
+        ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGXFSZ, 0, pid=t.tg.tgid,
+                                                uid=t.creds.uid))
+        raise SyscallError(Errno.EFBIG)
 
 
 def sys_truncate(t: Task, r: SyscallArguments) -> int:
@@ -1150,6 +1163,15 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EINVAL)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
+    ftype = f.inode.mode & S_IFMT
+    if ftype == 0o010000:
+        raise SyscallError(Errno.ESPIPE)         # vfs_fallocate: a FIFO or pipe
+    if ftype == S_IFDIR:
+        raise SyscallError(Errno.EISDIR)
+    if ftype not in (S_IFREG, S_IFBLK):
+        raise SyscallError(Errno.ENODEV)
+    if mode == 0 and f.inode.is_regular():
+        _newsize_ok(t, f.inode, off + ln)
     if mode == 0 and hasattr(f.inode, "allocate"):
         f.inode.allocate(off, ln)        # tmpfs: the pages are charged (ENOSPC)
     elif mode == 0 and f.inode.size() < off + ln:

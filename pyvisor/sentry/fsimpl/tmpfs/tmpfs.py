@@ -446,6 +446,11 @@ class TmpfsSymlink(TmpfsInode):
         super().__del__()
 
     def readlink(self) -> bytes:
+        """The target; reading or following it touches the atime, as relatime does
+        (Linux: touch_atime in pick_link and readlinkat)."""
+        a = self.atime_ns
+        if not self.fs.readonly and (a <= self.mtime_ns or a <= self.ctime_ns):
+            self.atime_ns = now_ns()
         return self.target
 
     def size(self) -> int:

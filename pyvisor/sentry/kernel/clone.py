@@ -47,8 +47,12 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         raise SyscallError(Errno.EINVAL)
     if flags & CLONE_PIDFD and flags & (CLONE_DETACHED | CLONE_THREAD):
         raise SyscallError(Errno.EINVAL)
+    if flags & (CLONE_NEWPID | CLONE_NEWCGROUP):
+        raise SyscallError(Errno.EPERM)   # TODO(#10): pid and cgroup namespaces
+    ns_new = None
     if flags & _NS_FLAGS:
-        raise SyscallError(Errno.EPERM)   # TODO(#3): nested namespaces
+        from pyvisor.sentry.kernel import namespaces
+        ns_new = namespaces.prepare(t, flags & _NS_FLAGS)
     if flags & CLONE_SETTLS and not valid_segment_base(tls):
         raise SyscallError(Errno.EPERM)   # Linux: do_arch_prctl_64(ARCH_SET_FS)
     kernel = t.kernel
@@ -112,8 +116,10 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         # A process sharing the caller's stub: only what it runs from now on is its own.
         cputime.attach(child_tg, thread.space, fresh=False)
     child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
+    child.nsproxy = getattr(t, "nsproxy", None)
+    if ns_new is not None:
+        namespaces.install(child, *ns_new)
     child.personality = t.personality
-    child.netns = t.netns
     child.nice = t.nice
     child_tg.tasks.append(child)
     kernel.register(child)

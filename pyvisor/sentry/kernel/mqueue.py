@@ -144,9 +144,18 @@ class Registry:
 
 
 def registry(kernel: Kernel) -> Registry:
-    reg = getattr(kernel, "mqueues", None)
+    """The queues of the current task's IPC namespace (kernel/namespaces.py): the
+    sandbox's (kernel.mqueues) unless it made or joined another."""
+    from pyvisor.sentry.kernel.namespaces import ipc_of
+    ns = ipc_of(kernel)
+    if ns is getattr(kernel, "ipc", None):
+        reg = getattr(kernel, "mqueues", None)
+        if reg is None:
+            reg = kernel.mqueues = Registry()
+        return reg
+    reg = getattr(ns, "mqueues", None)
     if reg is None:
-        reg = kernel.mqueues = Registry()
+        reg = ns.mqueues = Registry()
     return reg
 
 

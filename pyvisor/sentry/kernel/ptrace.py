@@ -124,6 +124,12 @@ def may_access(t: Task, target: Task) -> bool:
         return False
     if target.tg.dumpable != 1 and not c.capable(CAP_SYS_PTRACE):
         return False
+    if c.userns is not tc.userns:
+        # cap_ptrace_access_check: across user namespaces, CAP_SYS_PTRACE over the
+        # target's (kernel/namespaces.py).
+        from pyvisor.sentry.kernel.namespaces import ns_capable
+        if not ns_capable(c, tc.userns, CAP_SYS_PTRACE):
+            return False
     return True
 
 

@@ -50,6 +50,12 @@ def default_rlimits() -> list[list[int]]:
     return lim
 
 
+# Capabilities Linux checks against the caller's own user namespace, so a process in
+# a user namespace it made has them for its own ids (CAP_SETUID, CAP_SETGID,
+# CAP_SETPCAP, CAP_SYS_CHROOT; kernel/namespaces.py).
+_NS_LOCAL_CAPS = frozenset({6, 7, 8, 18})
+
+
 @dataclass(slots=True)
 class Credentials:
     """Sandbox credentials.  Linux: struct cred.  Copied on write (clone shares)."""
@@ -73,11 +79,15 @@ class Credentials:
     securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
     session_keyring: Any = None       # kernel/keys.Key; None: the sandbox's "_ses"
     landlock: Any = None              # kernel/landlock: the domain's layers (a tuple)
+    # The user namespace (kernel/namespaces.py); None: the sandbox's.  The ids above
+    # are always the sandbox's ("kernel ids").
+    userns: Any = None
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,
                            self.sgid, self.fsgid, self.groups, self.caps, self.bset,
-                           self.ambient, self.securebits, self.session_keyring, self.landlock)
+                           self.ambient, self.securebits, self.session_keyring, self.landlock,
+                           self.userns)
 
     def cap_sets(self) -> tuple[int, int, int]:
         """(effective, permitted, inheritable)."""
@@ -89,13 +99,16 @@ class Credentials:
         """Whether `cap` is in the effective set.  Linux: capable(), in the sandbox's
         one user namespace."""
         caps = self.caps
+        if self.userns is not None and cap not in _NS_LOCAL_CAPS:
+            return False       # none in the sandbox's namespace (ns_capable for the rest)
         if caps is None:
             return self.euid == 0
         return bool(caps[0] >> cap & 1)
 
     def fs_superuser(self) -> bool:
         """fsuid 0 with every capability: no DAC check can refuse it (callers skip them)."""
-        return self.fsuid == 0 and self.caps is None and self.euid == 0
+        return self.fsuid == 0 and self.caps is None and self.euid == 0 and \
+            self.userns is None
 
     def in_group(self, gid: int) -> bool:
         """in_group_p: the fsgid or a supplementary group."""
@@ -259,9 +272,6 @@ class Task:
     personality: int = 0                  # personality(2): PER_LINUX and its flags
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    # The network namespace (socket.Network) after unshare(CLONE_NEWNET); None: the
-    # sandbox's own (kernel.network).  Inherited by clone.  Linux: nsproxy->net_ns.
-    netns: Any = None
 
     # -- memory access ----------------------------------------------------------------
 

@@ -117,20 +117,24 @@ def network_of(kernel: Any) -> Network:
     return net
 
 
-def task_network(t: Task) -> Network:
-    """The network namespace of a task: its own after unshare(CLONE_NEWNET), else the
-    sandbox's."""
-    net = t.netns
-    if net is None:
-        return network_of(t.kernel)
-    assert isinstance(net, Network)
-    return net
+def network_for(t: Task) -> Network:
+    """The network of the task's network namespace (kernel/namespaces.py): the
+    sandbox's unless it made or joined another."""
+    p = getattr(t, "nsproxy", None)
+    if p is not None and p.net is not None:
+        net: Network = p.net.stack
+        return net
+    return network_of(t.kernel)
+
+
+# The network of a task's namespace, by the name the netfilter and /proc/net code uses.
+task_network = network_for
 
 
 def _family(t: Task, family: int) -> Family:
     if family < 0 or family >= AF_MAX:
         raise SyscallError(Errno.EAFNOSUPPORT)
-    fam = task_network(t).families.get(family)
+    fam = network_for(t).families.get(family)
     if fam is None:
         raise SyscallError(Errno.EAFNOSUPPORT)
     return fam

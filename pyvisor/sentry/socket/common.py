@@ -518,8 +518,8 @@ class Socket(FileImpl):
         passes them to dev_ioctl; the rest are the family's (`proto_ioctl`)."""
         from pyvisor.sentry.socket.inet import SIOCGIFS, interface_ioctl
         if cmd in SIOCGIFS:
-            from pyvisor.sentry.socket import task_network
-            return interface_ioctl(t, task_network(t).stack.interfaces(), cmd, arg)
+            from pyvisor.sentry.socket import network_for
+            return interface_ioctl(t, network_for(t).stack.interfaces(), cmd, arg)
         return self.proto_ioctl(t, cmd, arg)
 
     def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:

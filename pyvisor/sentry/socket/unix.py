@@ -1096,9 +1096,25 @@ def _check_type(stype: int, protocol: int) -> int:
     return stype
 
 
+def namespace_for(t: Task) -> UnixNamespace:
+    """The abstract names of the task's network namespace (kernel/namespaces.py); a
+    namespace made inside shares the sandbox's in-flight file bound."""
+    p = getattr(t, "nsproxy", None)
+    net = p.net if p is not None else None
+    if net is None:
+        return namespace_of(t.kernel)
+    ns = getattr(net, "unix", None)
+    if ns is None:
+        root = namespace_of(t.kernel)
+        ns = net.unix = UnixNamespace(t.kernel.memory)
+        ns.charge_inflight = root.charge_inflight        # type: ignore[method-assign]
+        ns.uncharge_inflight = root.uncharge_inflight    # type: ignore[method-assign]
+    return ns
+
+
 def new_socket(t: Task, stype: int, protocol: int, flags: int) -> FileDescription:
     """socket(AF_UNIX, ...)."""
-    s = UnixSocket(namespace_of(t.kernel), _check_type(stype, protocol))
+    s = UnixSocket(namespace_for(t), _check_type(stype, protocol))
     s.has_file = True
     return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)
 
@@ -1107,7 +1123,7 @@ def new_socketpair(t: Task, stype: int, protocol: int, flags: int
                    ) -> tuple[FileDescription, FileDescription]:
     """socketpair(AF_UNIX, ...): two sockets connected back to back."""
     stype = _check_type(stype, protocol)
-    ns = namespace_of(t.kernel)
+    ns = namespace_for(t)
     a, b = UnixSocket(ns, stype), UnixSocket(ns, stype)
     a.peer, b.peer = b, a
     a.state = b.state = TCP_ESTABLISHED

@@ -192,7 +192,8 @@ class FileDescription:
                 release_description(self)
             self.impl.release(self)
 
-    def path(self) -> bytes:
-        """The absolute path of the file as /proc/PID/fd shows it."""
+    def path(self, root: object = None) -> bytes:
+        """The absolute path of the file as /proc/PID/fd shows it (below `root`, a
+        Location, if given: a chrooted task's view)."""
         from pyvisor.sentry.vfs.vfs import path_of
-        return path_of(self.mount, self.dentry)
+        return path_of(self.mount, self.dentry, root)  # type: ignore[arg-type]

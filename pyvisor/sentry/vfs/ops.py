@@ -15,7 +15,7 @@ from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECT, O_D
                                      RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV)
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import landlock
-from pyvisor.sentry.vfs import inotify, textbusy
+from pyvisor.sentry.vfs import acl, inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access
 from pyvisor.sentry.vfs.vfs import Dentry, Location, Mount, Resolver
@@ -163,8 +163,10 @@ def open_at(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
                 check_access(t, parent.inode, MAY_WRITE | 1)
             if t.creds.landlock:
                 landlock.check(t, parent.mount, parent.dentry, landlock.ACCESS_FS_MAKE_REG)
-            inode = parent.inode.create(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid,
-                                        t.creds.fsgid)
+            perm, a_acl, d_acl = acl.inherit(t, parent.inode, mode & 0o7777, False)
+            inode = parent.inode.create(name, perm, t.creds.fsuid, t.creds.fsgid)
+            if a_acl is not None:
+                acl.apply_inherited(inode, a_acl, None)
             parent.dentry.forget(name)
             d = parent.dentry.child(name)
             if inotify._watches:

@@ -100,12 +100,84 @@ class Mount:
 class MountNamespace:
     """The tree of mounts.  Linux: struct mnt_namespace."""
 
+    kind = b"mnt"              # for nsfs and setns (kernel/namespaces.py)
+    flag = 0x00020000          # CLONE_NEWNS
+
     def __init__(self, root_fs: Filesystem, root_inode: Inode, source: str = "none",
                  options: str = "rw") -> None:
         self.root = Mount(root_fs, Dentry(b"/", None, root_inode), source=source,
                           options=options, id=1)
         self.mounts: list[Mount] = [self.root]
         self.last_id = 1
+        self.userns = None              # the owning user namespace (None: the sandbox's)
+        self.ns_ino = 0xF0000000        # its nsfs inode number (kernel/namespaces.py)
+        self.root.ns = self             # type: ignore[attr-defined]
+
+    @classmethod
+    def anonymous(cls, root: Mount, userns: object = None) -> MountNamespace:
+        """A detached tree of its own (Linux: an anonymous mount namespace, what
+        fsmount and open_tree(OPEN_TREE_CLONE) make), rooted at `root`."""
+        ns = cls.__new__(cls)
+        ns.root = root
+        ns.mounts = [root]
+        ns.last_id = 0
+        ns.userns = userns
+        ns.ns_ino = 0
+        ns.anon = True                  # type: ignore[attr-defined]
+        root.ns = ns                    # type: ignore[attr-defined]
+        return ns
+
+    def clone(self, ino: int, userns: object) -> tuple[MountNamespace, dict[int, Mount]]:
+        """A copy of the tree for a new mount namespace (Linux: copy_mnt_ns): the same
+        filesystems and dentries, new Mount objects, new ids.  Returns it and a map
+        from id(old mount) to its copy.  Iterative (nesting is bounded by the tree)."""
+        new = MountNamespace.__new__(MountNamespace)
+        new.last_id = self.last_id
+        new.userns = userns
+        new.ns_ino = ino
+        old_root = self.root
+        root = Mount(old_root.fs, old_root.root, source=old_root.source,
+                     options=old_root.options, flags_readonly=old_root.flags_readonly,
+                     id=new.new_id(), super_options=old_root.super_options)
+        root.ns = new                   # type: ignore[attr-defined]
+        new.root = root
+        new.mounts = [root]
+        copies = {id(old_root): root}
+        todo = [old_root]
+        while todo:
+            p = todo.pop()
+            parent = copies[id(p)]
+            for key, m in p.children.items():
+                c = Mount(m.fs, m.root, parent, m.mountpoint, source=m.source,
+                          options=m.options, flags_readonly=m.flags_readonly,
+                          super_options=m.super_options)
+                parent.children[key] = c
+                copies[id(m)] = c
+                todo.append(m)
+        order = {id(m): i for i, m in enumerate(self.mounts)}
+        rest = sorted((m for m in self._walk() if m is not old_root),
+                      key=lambda m: order.get(id(m), len(order)))
+        for m in rest:
+            c = copies[id(m)]
+            c.id = new.new_id()
+            new.mounts.append(c)
+        return new, copies
+
+    def _walk(self) -> list[Mount]:
+        out, todo = [], [self.root]
+        while todo:
+            m = todo.pop()
+            out.append(m)
+            todo.extend(m.children.values())
+        return out
+
+    def touch(self) -> None:
+        """A mount, unmount, remount or move happened (Linux: touch_mnt_namespace):
+        open mounts/mountinfo files poll with EPOLLPRI|EPOLLERR once."""
+        self.event = getattr(self, "event", 0) + 1
+        wq = getattr(self, "event_wq", None)
+        if wq is not None:
+            wq.notify(0x00A)                # EVENT_PRI | EVENT_ERR
 
     def new_id(self) -> int:
         """A mount id never given before in this namespace (stable while mounted)."""

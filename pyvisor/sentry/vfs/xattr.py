@@ -3,7 +3,8 @@ fs/xattr.c's simple_xattr (tmpfs's in-memory store).
 
 Names are "namespace.name": user.* (regular files and directories only),
 trusted.* and security.* (CAP_SYS_ADMIN to change, and trusted.* to see);
-other prefixes are EOPNOTSUPP, system.* included (no POSIX ACLs).  Values
+system.posix_acl_access and system.posix_acl_default are POSIX ACLs (acl.py);
+other prefixes are EOPNOTSUPP.  Values
 are at most XATTR_SIZE_MAX bytes; an inode holds at most XATTR_SPACE bytes of
 names and values (Linux bounds tmpfs user xattrs by the inode space too), so
 they cannot grow the Sentry without bound.  Filesystems that keep xattrs
@@ -20,6 +21,7 @@ from pyvisor.abi.linux.capability import CAP_SYS_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.stat import S_ISVTX
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.vfs import acl
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access, owner_or_capable
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ def _permission(t: Task, inode: Inode, name: bytes, mask: int) -> None:
 
 
 def getxattr(t: Task, inode: Inode, name: bytes) -> bytes:
+    if acl.is_acl_name(name):
+        return acl.get_acl(inode, name)
     check_name(name)
     _permission(t, inode, name, MAY_READ)
     store = inode.xattr_store(False)
@@ -117,6 +121,11 @@ def getxattr(t: Task, inode: Inode, name: bytes) -> bytes:
 
 
 def setxattr(t: Task, inode: Inode, name: bytes, value: bytes, flags: int) -> None:
+    if acl.is_acl_name(name):
+        if inode.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        acl.set_acl(t, inode, name, value)      # XATTR_CREATE/REPLACE: ignored, as Linux
+        return
     check_name(name)
     _permission(t, inode, name, MAY_WRITE)
     store = inode.xattr_store(True)
@@ -126,6 +135,11 @@ def setxattr(t: Task, inode: Inode, name: bytes, value: bytes, flags: int) -> No
 
 
 def removexattr(t: Task, inode: Inode, name: bytes) -> None:
+    if acl.is_acl_name(name):
+        if inode.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        acl.set_acl(t, inode, name, None)
+        return
     check_name(name)
     _permission(t, inode, name, MAY_WRITE)
     store = inode.xattr_store(True)
@@ -140,5 +154,7 @@ def listxattr(t: Task, inode: Inode) -> bytes:
     if store is None:
         return b""
     admin = _capable_admin(t)
-    return b"".join(n + b"\0" for n in store.names()
-                    if admin or not n.startswith(b"trusted."))
+    # The ACLs first (Linux: posix_acl_listxattr before simple_xattr_list's walk).
+    return b"".join(n + b"\0" for n in acl.NAMES if n in store.attrs) + \
+        b"".join(n + b"\0" for n in store.names()
+                 if not acl.is_acl_name(n) and (admin or not n.startswith(b"trusted.")))

@@ -101,7 +101,7 @@ class OverlayFS(Filesystem):
     name = "overlay"
     magic = OVERLAYFS_SUPER_MAGIC
 
-    def __init__(self, upper: TmpfsDir, lower: Inode) -> None:
+    def __init__(self, upper: TmpfsDir, lower: Inode, adopt_lower: bool = True) -> None:
         super().__init__()
         if not isinstance(upper.fs, TmpFS):
             raise TypeError("the overlay's upper layer must be a tmpfs directory")
@@ -111,7 +111,7 @@ class OverlayFS(Filesystem):
         self.lower_root = lower             # immutable
         # Keyed weakly by upper inode: dies with the upper file.
         self.meta: weakref.WeakKeyDictionary[Inode, UpperMeta] = weakref.WeakKeyDictionary()
-        if not upper.entries:
+        if adopt_lower and not upper.entries:
             # A fresh upper root takes the image root's attributes, as a
             # copy-up would give it.
             upper.mode = S_IFDIR | (lower.mode & 0o7777)
@@ -688,10 +688,17 @@ class OverlayInode(Inode):
 
 
 def _copy_attrs(lower: Inode, up: Inode) -> None:
-    """Gives a copied-up inode the lower's mode, owner and times (ctime is now)."""
+    """Gives a copied-up inode the lower's mode, owner, times (ctime is now) and
+    extended attributes, POSIX ACLs included (Linux: ovl_copy_xattr)."""
     up.mode = (up.mode & S_IFMT) | (lower.mode & 0o7777)
     up.uid, up.gid = lower.uid, lower.gid
     up.atime_ns, up.mtime_ns = lower.atime_ns, lower.mtime_ns
+    src = lower.xattr_store(False)
+    if src is not None and src.attrs:
+        dst = up.xattr_store(True)
+        if dst is not None:
+            for name, value in src.attrs.items():
+                dst.set(name, value, 0)
 
 
 def _copy_data(lower: Inode, up: Inode) -> None:

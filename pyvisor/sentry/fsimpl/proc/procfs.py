@@ -44,6 +44,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel import sysctl
 from pyvisor.sentry.socket.netstack.ipv4 import FRAG_TIMEOUT_NS
 from pyvisor.sentry.kernel.ipc import proc as ipc_proc
+from pyvisor.sentry.kernel.namespaces import UTS_EVENTS
 from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
@@ -237,6 +238,84 @@ class ProcFile(Inode):
         """O_TRUNC on a proc file is accepted and does nothing, as on Linux."""
 
 
+class MountsFileImpl(SnapshotFileImpl):
+    """An open /proc/PID/mounts or mountinfo: pollable; EPOLLPRI|EPOLLERR once per
+    change of the mount namespace it was opened in (Linux: mounts_poll)."""
+
+    pollable = True
+
+    def __init__(self, gen: Generator, ns: Any, write_errno: int = Errno.EINVAL) -> None:
+        super().__init__(None, None, write_errno, gen)
+        self.ns = ns
+        self.seen = getattr(ns, "event", 0)
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_IN, EVENT_PRI
+        ev = EVENT_IN
+        now = getattr(self.ns, "event", 0)
+        if now != self.seen:
+            self.seen = now
+            ev |= EVENT_ERR | EVENT_PRI
+        return ev & (mask | EVENT_ERR)
+
+    def waitq(self, fd: FileDescription) -> Any:
+        wq = getattr(self.ns, "event_wq", None)
+        if wq is None:
+            from pyvisor.sentry.waitqueue import WaitQueue
+            wq = self.ns.event_wq = WaitQueue()
+        return wq
+
+
+class _PolledSysctl:
+    """A /proc/sys entry whose readers poll EPOLLERR|EPOLLPRI after a change (Linux:
+    proc_sys_poll): contents from `gen`, changes counted by `source`."""
+
+    def __init__(self, gen: Generator, source: Any) -> None:
+        self.gen, self.source = gen, source
+
+
+class _PolledFile(ProcFile):
+    __slots__ = ("source",)
+
+    def __init__(self, fs: ProcFS, ino: int, gen: Generator, source: Any,
+                 write_errno: int = Errno.EINVAL) -> None:
+        super().__init__(fs, ino, gen, write_errno=write_errno)
+        self.source = source
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if flags & O_ACCMODE != O_RDONLY:
+            raise SyscallError(self.write_errno)
+        return MountsFileImpl(self.gen, self.source, self.write_errno)
+
+
+class ProcMountsFile(ProcFile):
+    """/proc/PID/mounts and mountinfo (see MountsFileImpl)."""
+
+    __slots__ = ("kernel", "subject", "info")
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        """The subject task's mount namespace and root, taken now (Linux:
+        mounts_open_common), so the file keeps showing them."""
+        if self.check is not None:
+            self.check()
+        if flags & O_ACCMODE != O_RDONLY:
+            raise SyscallError(Errno.EACCES)
+        t = self.subject()
+        ns = None
+        if t is not None:
+            from pyvisor.sentry.kernel.namespaces import mount_ns_of
+            try:
+                ns = mount_ns_of(t)
+            except SyscallError:
+                ns = None
+        if ns is None:
+            return SnapshotFileImpl(None, None, Errno.EINVAL, self.gen)
+        root = t.fs.root
+        kernel = self.kernel
+        make = _gen_mountinfo if self.info else _gen_mounts
+        return MountsFileImpl(lambda: make(kernel, root, ns), ns)
+
+
 class MemFileImpl(FileImpl):
     """An open /proc/PID/mem: the offset is the address; reads and writes reach the
     process's memory as a tracer's (kernel/ptrace.py access_vm, FOLL_FORCE)."""
@@ -393,6 +472,9 @@ def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
             elif isinstance(v, Writable):
                 out[name] = (lambda k=k, v=v: ProcFile(fs, fs.ino(k), v.gen, mode=0o644,
                                                        writer=v.writer))
+            elif isinstance(v, _PolledSysctl):
+                out[name] = (lambda k=k, v=v: _PolledFile(fs, fs.ino(k), v.gen, v.source,
+                                                          write_errno=Errno.EACCES))
             else:
                 gen: Generator = v if callable(v) else (lambda v=v: v)
                 out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
@@ -576,6 +658,9 @@ def _namespace_of(kernel: Any, mount: Mount) -> Any:
     top = mount
     while top.parent is not None:
         top = top.parent
+    own = getattr(top, "ns", None)       # every MountNamespace's root names it
+    if own is not None and own.root is top:
+        return own
     for ns in _namespaces(kernel):
         if top is getattr(ns, "root", None):
             return ns
@@ -635,9 +720,28 @@ def _mangle(b: bytes) -> bytes:
 
 
 def _mountpoint(m: Mount, root: Location | None) -> bytes:
+    if root is not None:
+        return path_of(m, m.root, root)     # d_path of the mount's root, below `root`
     if m.parent is None or m.mountpoint is None:
         return b"/"
     return path_of(m.parent, m.mountpoint, root)
+
+
+def _mount_visible(m: Mount, root: Location | None) -> bool:
+    """Whether mount `m` is at or below the reader's root (Linux: seq_path_root gives
+    SEQ_SKIP for the others, so a chroot hides the mounts outside it)."""
+    if root is None:
+        return True
+    x, d = m, m.root
+    while x is not root.mount:
+        if x.parent is None or x.mountpoint is None:
+            return False
+        x, d = x.parent, x.mountpoint
+    while d is not None:
+        if d is root.dentry:
+            return True
+        d = d.parent
+    return False
 
 
 # -- generated contents ------------------------------------------------------------------
@@ -890,8 +994,10 @@ def _ns_location(kind: bytes) -> Location:
         fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
         if not _NSFS_FS:
             _NSFS_FS.append(fs)
-        name = b"%s:[%d]" % (kind.replace(b"_for_children", b""), _NAMESPACES[kind])
-        d = Dentry(name, None, Inode(fs, S_IFREG | 0o444, ino=_NAMESPACES[kind]))
+        base = kind.replace(b"_for_children", b"")
+        name = b"%s:[%d]" % (base, _NAMESPACES[kind])
+        from pyvisor.sentry.kernel.namespaces import StaticNs
+        d = Dentry(name, None, NsInode(fs, StaticNs(base, _NAMESPACES[kind])))
         loc = _NSFS[kind] = Location(Mount(fs, d, source="nsfs"), d)
     return loc
 
@@ -906,24 +1012,98 @@ def _check_live_ns(kernel: Any, tg: ThreadGroup) -> None:
         raise SyscallError(Errno.ENOENT)
 
 
-def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None]) -> ProcDir:
+class NsInode(Inode):
+    """An nsfs inode: names one namespace object (kernel/namespaces.py), which
+    setns(2) takes from an open file of it."""
+
+    __slots__ = ("ns_object",)
+
+    def __init__(self, fs: Filesystem, obj: Any) -> None:
+        from pyvisor.sentry.kernel.namespaces import ino_of
+        super().__init__(fs, S_IFREG | 0o444, ino=ino_of(obj))
+        self.ns_object = obj
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        return FileImpl()
+
+
+def _ns_object_location(obj: Any) -> Location:
+    """The nsfs file of namespace object `obj` (made once, kept with it)."""
+    loc = getattr(obj, "_nsfs_loc", None)
+    if loc is None:
+        from pyvisor.sentry.kernel.namespaces import ino_of
+        from pyvisor.sentry.vfs.vfs import Dentry
+        fs = _NSFS_FS[0] if _NSFS_FS else NsFS()
+        if not _NSFS_FS:
+            _NSFS_FS.append(fs)
+        name = b"%s:[%d]" % (obj.kind, ino_of(obj))
+        d = Dentry(name, None, NsInode(fs, obj))
+        loc = Location(Mount(fs, d, source="nsfs"), d)
+        obj._nsfs_loc = loc
+    return loc
+
+
+# The kinds a task's own namespace objects answer (the others are the sandbox's).
+_TASK_NS = (b"user", b"mnt", b"uts", b"ipc", b"net")
+
+
+def _ns_dir(fs: ProcFS, key: str, uid: int, gid: int, check: Callable[[], None],
+            subj: Callable[[], Any] | None = None) -> ProcDir:
     """/proc/PID/ns: magic links named after each namespace ("pid:[4026531836]")."""
     def table() -> dict[bytes, Factory]:
         out: dict[bytes, Factory] = {}
         for kind, ino in _NAMESPACES.items():
             target = b"%s:[%d]" % (kind.replace(b"_for_children", b""), ino)
 
+            def obj(kind: bytes = kind) -> Any:
+                t = subj() if subj is not None and kind in _TASK_NS else None
+                if t is None:
+                    return None
+                from pyvisor.sentry.kernel.namespaces import of_task
+                return of_task(t, kind)
+
             def where(kind: bytes = kind) -> Location:
                 check()
-                return _ns_location(kind)
+                o = obj(kind)
+                return _ns_location(kind) if o is None else _ns_object_location(o)
 
-            def text(target: bytes = target) -> bytes:
+            def text(target: bytes = target, kind: bytes = kind) -> bytes:
                 check()
-                return target
+                o = obj(kind)
+                if o is None:
+                    return target
+                from pyvisor.sentry.kernel.namespaces import ino_of
+                return b"%s:[%d]" % (kind, ino_of(o))
             out[kind] = (lambda kind=kind, where=where, text=text: ProcMagicLink(
                 fs, fs.ino(f"{key}/ns/{kind.decode()}"), where, text, uid=uid, gid=gid))
         return out
     return ProcDir(fs, fs.ino(f"{key}/ns"), table, 0o511, uid, gid)
+
+
+def _idmap(ns: Any, uid: bool) -> bytes:
+    """/proc/PID/uid_map, gid_map: the extents, lower ids as the parent sees them."""
+    ext = ns.uid_map if uid else ns.gid_map
+    return b"".join(b"%10d %10d %10d\n" % e for e in ext)
+
+
+def _idmap_writer(kernel: Any, ns: Any, uid: bool) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        from pyvisor.sentry.kernel.namespaces import write_idmap
+        write_idmap(_current(kernel), ns, data, uid)
+        return len(data)
+    return write
+
+
+def _setgroups(ns: Any) -> bytes:
+    return b"allow\n" if ns.setgroups_allowed else b"deny\n"
+
+
+def _setgroups_writer(kernel: Any, ns: Any) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        from pyvisor.sentry.kernel.namespaces import write_setgroups
+        write_setgroups(_current(kernel), ns, data)
+        return len(data)
+    return write
 
 
 def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
@@ -940,9 +1120,11 @@ def _gen_limits(kernel: Any, tg: ThreadGroup) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _gen_mounts(kernel: Any, root: Location | None) -> bytes:
+def _gen_mounts(kernel: Any, root: Location | None, ns: Any = None) -> bytes:
     out = []
-    for m in _mounts(kernel):
+    for m in (list(ns.mounts) if ns is not None else _mounts(kernel)):
+        if not _mount_visible(m, root):
+            continue
         opts = str(m.options).encode()
         sb = getattr(m.fs, "sb_options", m.super_options)
         if m.super_options is not None:   # made by mount(2): the mount's, then the fs's
@@ -964,10 +1146,12 @@ def _fs_path(d: Any) -> bytes:
     return b"/" + b"/".join(reversed(parts))
 
 
-def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
+def _gen_mountinfo(kernel: Any, root: Location | None, ns: Any = None) -> bytes:
     """/proc/PID/mountinfo.  Linux: fs/proc_namespace.c show_mountinfo (minimal)."""
     out = []
-    for m in _mounts(kernel):
+    for m in (list(ns.mounts) if ns is not None else _mounts(kernel)):
+        if not _mount_visible(m, root):
+            continue
         mid = _mount_id(kernel, m)
         pid = _mount_id(kernel, m.parent) if m.parent is not None else mid
         opts = str(m.options).encode()
@@ -977,9 +1161,11 @@ def _gen_mountinfo(kernel: Any, root: Location | None) -> bytes:
             sb = getattr(m.fs, "sb_options", m.super_options)
             vfs_opts = opts
             opts = (b"ro" if m.fs.readonly else b"rw") + (b"," + sb.encode() if sb else b"")
-        out.append(b"%d %d 0:%d %s %s %s - %s %s %s\n" % (
+        from pyvisor.sentry.vfs.propagation import optional_fields
+        tags = optional_fields(m)
+        out.append(b"%d %d 0:%d %s %s %s %s- %s %s %s\n" % (
             mid, pid, m.fs.dev, _mangle(_fs_path(m.root)), _mangle(_mountpoint(m, root)),
-            vfs_opts,
+            vfs_opts, tags + b" " if tags else b"",
             m.fs.name.encode(), _mangle(str(m.source).encode()), opts))
     return b"".join(out)
 
@@ -1154,6 +1340,29 @@ class PidDir(ProcDir):
             return lambda: ProcFile(fs, fs.ino(f"{key}/{name}"), gen, mode, writer,
                                     uid=uid, gid=gid, check=check)
 
+        def userns_file(name: str, gen: Callable[[Any], bytes],
+                        writer: Callable[[Any], Callable[[bytes], int]]) -> Factory:
+            """A file of the subject's user namespace, taken when it is looked up (Linux:
+            proc_id_map_open), so it reads the same after the process exits."""
+            def make() -> Inode:
+                _check_alive(kernel, tg)
+                t = subj()
+                if t is None:
+                    raise SyscallError(Errno.ENOENT)
+                from pyvisor.sentry.kernel.namespaces import userns_of
+                ns = userns_of(t.creds)
+                return ProcFile(fs, fs.ino(f"{key}/{name}"), lambda: gen(ns), 0o644,
+                                writer(ns), uid=uid, gid=gid)
+            return make
+
+        def mounts_file(name: str, gen: Callable[[], bytes], info: bool = False) -> Factory:
+            def make() -> Inode:
+                f = ProcMountsFile(fs, fs.ino(f"{key}/{name}"), gen, uid=uid, gid=gid,
+                                   check=lambda: _check_alive(kernel, tg))
+                f.kernel, f.subject, f.info = kernel, subj, info
+                return f
+            return make
+
         def may_read() -> None:
             """Files that show another process's memory or I/O need ptrace read access
             (Linux: mm_access / ptrace_may_access, PTRACE_MODE_READ_FSCREDS)."""
@@ -1227,11 +1436,12 @@ class PidDir(ProcDir):
             b"io": file("io", alive_then(lambda: _gen_io(tg, self.thread if per_thread
                                                          else None)),
                         0o400, check=may_read),
-            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg)),
+            b"ns": lambda: _ns_dir(fs, key, uid, gid, lambda: _check_live_ns(kernel, tg), subj),
             b"mem": lambda: ProcMemFile(fs, fs.ino(f"{key}/mem"), subj, uid, gid),
-            b"mounts": file("mounts", alive_then(lambda: _gen_mounts(kernel, root_of()))),
-            b"mountinfo": file("mountinfo",
-                               alive_then(lambda: _gen_mountinfo(kernel, root_of()))),
+            b"mounts": mounts_file("mounts", alive_then(
+                lambda: _gen_mounts(kernel, root_of()))),
+            b"mountinfo": mounts_file("mountinfo", alive_then(
+                lambda: _gen_mountinfo(kernel, root_of())), info=True),
             b"limits": file("limits", lambda: _gen_limits(kernel, tg)),
             b"oom_score_adj": file("oom_score_adj",
                                    alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),
@@ -1243,8 +1453,12 @@ class PidDir(ProcDir):
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),
             # The user namespace's maps outlive the process (Linux: its user_ns).
-            b"uid_map": file("uid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
-            b"gid_map": file("gid_map", lambda: b"%10d %10d %10d\n" % (0, 0, 4294967295)),
+            b"uid_map": userns_file("uid_map", lambda ns: _idmap(ns, True),
+                                    lambda ns: _idmap_writer(kernel, ns, True)),
+            b"gid_map": userns_file("gid_map", lambda ns: _idmap(ns, False),
+                                    lambda ns: _idmap_writer(kernel, ns, False)),
+            b"setgroups": userns_file("setgroups", _setgroups,
+                                      lambda ns: _setgroups_writer(kernel, ns)),
         }
         if not per_thread:
             table[b"task"] = lambda: TaskDir(fs, f"{key}/task", tg, uid, gid)
@@ -1433,8 +1647,10 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     kernel = fs.kernel
     spec: dict[bytes, Any] = {
         b"kernel": {
-            b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
-            b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
+            b"hostname": _PolledSysctl(lambda: _line(_uts(kernel)[0]),
+                                       UTS_EVENTS["hostname"]),
+            b"domainname": _PolledSysctl(lambda: _line(_uts(kernel)[1]),
+                                         UTS_EVENTS["domainname"]),
             b"ostype": _line(OSTYPE),
             b"osrelease": _line(OSRELEASE),
             b"version": _line(KVERSION),
@@ -1496,6 +1712,16 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     return spec
 
 
+def _uts(kernel: Any) -> tuple[bytes, bytes]:
+    """The reader's UTS names (kernel/namespaces.py)."""
+    cur = _current(kernel)
+    if cur is None:
+        return getattr(kernel, "hostname", b"localhost"), getattr(kernel, "domainname",
+                                                                  b"(none)")
+    from pyvisor.sentry.kernel.namespaces import uts_names
+    return uts_names(cur)
+
+
 def _sysctl(kernel: Any, name: str) -> Callable[[], bytes] | Writable:
     gen: Generator = lambda: sysctl.get_value(kernel, name)     # noqa: E731
     if name in sysctl.WRITABLE:
@@ -1505,12 +1731,12 @@ def _sysctl(kernel: Any, name: str) -> Callable[[], bytes] | Writable:
 
 def _net_spec(kernel: Any) -> dict[bytes, Any]:
     """/proc/net: the reading task's network namespace (pyvisor/sentry/socket)."""
-    from pyvisor.sentry.socket import network_of, task_network
+    from pyvisor.sentry.socket import network_for, network_of
 
     def gen(name: str) -> Generator:
         def g() -> bytes:
-            t = _current(kernel)
-            net = task_network(t) if t is not None else network_of(kernel)
+            cur = _current(kernel)          # the reader's network namespace
+            net = network_for(cur) if cur is not None else network_of(kernel)
             text = net.proc_net(name)
             if text is None:
                 raise SyscallError(Errno.ENOENT)

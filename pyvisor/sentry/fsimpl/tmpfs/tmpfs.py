@@ -9,9 +9,10 @@ by truncate or by a write past EOF never exposes old data.
 
 Limits, as Linux's tmpfs (mount options `size=` and `nr_inodes=`), ENOSPC past
 either:
-  * size: the pages of file data (a file is charged for the pages up to its
-    largest size since it was last truncated down) and one page per symlink
-    whose target does not fit inline (SHORT_SYMLINK_LEN);
+  * size: the pages of file data a file holds (those written, fallocated or
+    mapped; a hole left by truncate or a seek costs nothing, as Linux's sparse
+    tmpfs files) and one page per symlink whose target does not fit inline
+    (SHORT_SYMLINK_LEN);
   * nr_inodes: every inode (the root directory too) until it is freed, and
     every extra hard link (Linux: shmem_reserve_inode in shmem_link).
 What lives in the Sentry's heap rather than in the memory file (inode objects,
@@ -445,6 +446,11 @@ class TmpfsSymlink(TmpfsInode):
         super().__del__()
 
     def readlink(self) -> bytes:
+        """The target; reading or following it touches the atime, as relatime does
+        (Linux: touch_atime in pick_link and readlinkat)."""
+        a = self.atime_ns
+        if not self.fs.readonly and (a <= self.mtime_ns or a <= self.ctime_ns):
+            self.atime_ns = now_ns()
         return self.target
 
     def size(self) -> int:
@@ -471,7 +477,7 @@ class TmpfsSpecial(TmpfsInode):
 class TmpfsFile(TmpfsInode):
     """A regular tmpfs file: bytes in one memory-file extent."""
 
-    __slots__ = ("_size", "extent", "cap", "stale", "seals", "charged")
+    __slots__ = ("_size", "extent", "cap", "stale", "seals", "pages")
 
     def __init__(self, fs: TmpFS, mode: int, uid: int, gid: int) -> None:
         super().__init__(fs, mode, uid, gid)
@@ -480,7 +486,7 @@ class TmpfsFile(TmpfsInode):
         self.cap = 0
         self.stale: list[tuple[int, int]] = []   # old extents possibly still mapped
         self.seals = F_SEAL_SEAL     # memfd_create(MFD_ALLOW_SEALING) clears it (seals.py)
-        self.charged = 0        # bytes (whole pages) charged to fs.used
+        self.pages: set[int] = set()   # indices of the pages charged to fs.used
 
     @property
     def memfile(self) -> MemoryFile:
@@ -491,17 +497,73 @@ class TmpfsFile(TmpfsInode):
     def size(self) -> int:
         return self._size
 
-    def _reserve(self, n: int) -> None:
-        """Ensures the extent holds at least `n` bytes, moving it if it must grow, and
-        that the file's pages up to `n` are charged to the filesystem's size."""
-        if n > MAX_FILE_SIZE:
-            raise SyscallError(Errno.EFBIG)
+    @property
+    def charged(self) -> int:
+        """Bytes (whole pages) charged to the filesystem's size."""
+        return len(self.pages) * PAGE_SIZE
+
+    def _charge(self, start: int, end: int, partial: bool) -> int:
+        """Charges the pages holding bytes [start, end) that are not yet charged.  With
+        `partial`, stops at the first page the size limit refuses and returns where
+        (Linux's shmem_write_begin failing at that page); otherwise all or ENOSPC.
+        A filesystem without a size limit tracks nothing (its pages cost the memory
+        file only).  Work is bounded by the pages the limit allows, not the range."""
         fs = self.fs
         assert isinstance(fs, TmpFS)
-        need = page_round_up(n)
-        if need > self.charged:
-            fs.reserve_space(need - self.charged)      # ENOSPC past the size limit
-            self.charged = need
+        if not fs.size_limit or end <= start:
+            return end
+        first, last = start // PAGE_SIZE, (end + PAGE_SIZE - 1) // PAGE_SIZE
+        room = max(0, (fs.size_limit - fs.used) // PAGE_SIZE)
+        already = sum(1 for i in self.pages if first <= i < last)
+        if last - first - already <= room:
+            new = [i for i in range(first, last) if i not in self.pages]
+        elif not partial:
+            raise SyscallError(Errno.ENOSPC)
+        else:
+            new = []
+            i = first
+            while i < last:
+                if i not in self.pages:
+                    if len(new) == room:
+                        end = i * PAGE_SIZE          # the refused page
+                        break
+                    new.append(i)
+                i += 1
+        fs.reserve_space(len(new) * PAGE_SIZE)
+        self.pages.update(new)
+        return end
+
+    def allocate(self, offset: int, length: int) -> None:
+        """fallocate(mode 0): the pages are charged, the size covers them."""
+        end = offset + length
+        if end > MAX_FILE_SIZE:
+            raise SyscallError(Errno.EFBIG)
+        if self.fs.readonly:
+            raise SyscallError(Errno.EROFS)
+        if self.seals & ~F_SEAL_SEAL:
+            from pyvisor.abi.linux.fcntl import F_SEAL_FUTURE_WRITE, F_SEAL_WRITE
+            if self.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+                raise SyscallError(Errno.EPERM)     # shmem_fallocate
+            if end > self._size:
+                seals.check_truncate(self, end)
+        self._charge(offset, end, partial=False)
+        self._grow(end)
+        if end > self._size:
+            self._size = end
+        self.ctime_ns = now_ns()
+
+    def _reserve(self, n: int) -> None:
+        """Ensures the extent holds at least `n` bytes and every page up to `n` is
+        charged (a mapping's pages)."""
+        if n > MAX_FILE_SIZE:
+            raise SyscallError(Errno.EFBIG)
+        self._charge(0, n, partial=False)
+        self._grow(n)
+
+    def _grow(self, n: int) -> None:
+        """Ensures the extent holds at least `n` bytes, moving it if it must grow."""
+        if n > MAX_FILE_SIZE:
+            raise SyscallError(Errno.EFBIG)
         if n <= self.cap:
             return
         mf = self.memfile
@@ -531,21 +593,15 @@ class TmpfsFile(TmpfsInode):
         if self.seals & ~F_SEAL_SEAL:
             n = seals.check_write(self, offset, n)
         end = offset + n
-        try:
-            self._reserve(end)
-        except SyscallError as e:
-            # Write what fits in the pages still free (Linux writes up to the first page
-            # it cannot allocate); nothing fits: ENOSPC.
-            fs = self.fs
-            assert isinstance(fs, TmpFS)
-            if e.errno != Errno.ENOSPC or not fs.size_limit:
-                raise
-            room = max(self.charged, fs.size_limit - fs.used + self.charged) & ~(PAGE_SIZE - 1)
-            if room <= offset:
-                raise
-            end = min(end, room)
-            n = end - offset
-            self._reserve(end)
+        if end > MAX_FILE_SIZE:
+            raise SyscallError(Errno.EFBIG)
+        # Write what fits in the pages still free (Linux writes up to the first page it
+        # cannot allocate); nothing fits: ENOSPC.
+        end = self._charge(offset, end, partial=True)
+        if end <= offset:
+            raise SyscallError(Errno.ENOSPC)
+        n = end - offset
+        self._grow(end)
         base = self.extent
         self.memfile.map[base + offset:base + end] = data[:n]
         if end > self._size:
@@ -563,14 +619,15 @@ class TmpfsFile(TmpfsInode):
         if size < self._size:
             self.memfile.zero(self.extent + size, self._size - size)
             # The pages past the new end are freed (their charge too).
-            keep = page_round_up(size)
-            if self.charged > keep:
+            keep = page_round_up(size) // PAGE_SIZE
+            gone = [i for i in self.pages if i >= keep]
+            if gone:
                 fs = self.fs
                 assert isinstance(fs, TmpFS)
-                fs.free_space(self.charged - keep)
-                self.charged = keep
+                fs.free_space(len(gone) * PAGE_SIZE)
+                self.pages.difference_update(gone)
         else:
-            self._reserve(size)
+            self._grow(size)              # a hole: no page is charged for it
         shrunk = size < self._size
         self._size = size
         self.mtime_ns = self.ctime_ns = now_ns()
@@ -589,7 +646,7 @@ class TmpfsFile(TmpfsInode):
                     for off, cap in self.stale:
                         fs.memfile.free(off, cap)
                 fs.free_space(self.charged)
-                self.charged = 0
+                self.pages = set()
         except Exception:  # noqa: BLE001 - a half-built inode, or interpreter shutdown
             pass
         super().__del__()
@@ -613,12 +670,46 @@ class TmpfsFileImpl(FileImpl):
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         inode = fd.inode
         assert isinstance(inode, TmpfsFile)
-        return inode.read_at(n, offset)
+        data = inode.read_at(n, offset)
+        touch_atime(fd, inode)
+        return data
+
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         inode = fd.inode
         assert isinstance(inode, TmpfsFile)
-        return inode.write_at(data, offset)
+        n = inode.write_at(data, offset)
+        if n and inode._xattrs is not None:
+            kill_priv(inode)
+        return n
+
+
+_DAY_NS = 86400 * 10**9
+
+
+def touch_atime(fd: FileDescription, inode: Inode) -> None:
+    """A read's access time, by the mount's atime mode (Linux: touch_atime,
+    relatime_need_update): none with noatime (or O_NOATIME), always with
+    strictatime, else (relatime) when the atime is not after the mtime or ctime, or
+    a day old."""
+    m = fd.mount
+    opts = str(m.options) if m is not None else "relatime"
+    if "noatime" in opts or fd.flags & 0o1000000 or inode.fs.readonly:
+        return
+    now = now_ns()
+    a = inode.atime_ns
+    if "relatime" in opts and a > inode.mtime_ns and a > inode.ctime_ns and \
+            now - a < _DAY_NS:
+        return
+    inode.atime_ns = now
+
+
+def kill_priv(inode: Inode) -> None:
+    """A write or a change of owner drops the file's capabilities (Linux:
+    file_remove_privs / notify_change's ATTR_KILL_PRIV, cap_inode_killpriv)."""
+    store = inode.xattr_store(False)
+    if store is not None and b"security.capability" in store.attrs:
+        store.remove(b"security.capability")
 
 
 # -- mount options ------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Linux: ipc/util.c (ipcget, ipcperms, ipc_buildid, ipcctl_obtain_check),
 ipc/namespace.c.  The families: msgqueue.py (ipc/msg.c), semaphore.py
 (ipc/sem.c), shm.py (ipc/shm.c).
 
-The sandbox is one IPC namespace (`IPCNamespace`, `kernel.ipc`), with one
+The sandbox's IPC namespace is `kernel.ipc` (an `IPCNamespace`); a task that
+unshares CLONE_NEWIPC gets a fresh one (kernel/namespaces.py).  Each has one
 `Registry` per family.  An object's id is seq * IPCMNI + index, as
 ipc_buildid makes it, so a removed object's id is not reused at once.
 Permissions follow ipcperms: the owner's, the group's or the other bits of
@@ -91,11 +92,13 @@ T = TypeVar("T", bound=IPCObject)
 class Registry(Generic[T]):
     """One kind of object (Linux: struct ipc_ids)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, owner: Any = None) -> None:
         self.limit = limit
+        self.owner = owner           # the IPCNamespace (an object remembers its own)
         self.by_index: dict[int, T] = {}
         self.by_key: dict[int, T] = {}
         self.seq = 0
+        self.hint = 0                # no free index below it (ids: lowest free, as idr)
 
     def find_key(self, key: int) -> T | None:
         return self.by_key.get(key) if key != IPC_PRIVATE else None
@@ -103,8 +106,14 @@ class Registry(Generic[T]):
     def add(self, obj: T) -> T:
         if len(self.by_index) >= self.limit:
             raise SyscallError(Errno.ENOSPC)
-        index = next(i for i in range(IPCMNI) if i not in self.by_index)
+        index = self.hint
+        while index in self.by_index:
+            index += 1
+        if index >= IPCMNI:
+            raise SyscallError(Errno.ENOSPC)
+        self.hint = index + 1
         obj.index, obj.seq = index, self.seq
+        obj.ipc_ns = self.owner      # type: ignore[attr-defined]
         self.seq = (self.seq + 1) % (0x7FFFFFFF // SEQ_MULTIPLIER)
         self.by_index[index] = obj
         if obj.key != IPC_PRIVATE:
@@ -122,7 +131,9 @@ class Registry(Generic[T]):
 
     def remove(self, obj: T) -> None:
         obj.removed = True
-        self.by_index.pop(obj.index, None)
+        if self.by_index.get(obj.index) is obj:
+            del self.by_index[obj.index]
+            self.hint = min(self.hint, obj.index)
         self.forget_key(obj)
 
     def forget_key(self, obj: T) -> None:
@@ -140,16 +151,22 @@ class IPCNamespace:
     def __init__(self) -> None:
         from pyvisor.sentry.kernel.ipc.msgqueue import MSGMNI
         from pyvisor.sentry.kernel.ipc.semaphore import SEMMNI
-        self.msg: Registry[MsgQueue] = Registry(MSGMNI)
-        self.sem: Registry[SemSet] = Registry(SEMMNI)
-        self.shm: Registry[Segment] = Registry(IPCMNI)   # shmmni is checked by shmget
+        self.msg: Registry[MsgQueue] = Registry(MSGMNI, self)
+        self.sem: Registry[SemSet] = Registry(SEMMNI, self)
+        self.shm: Registry[Segment] = Registry(IPCMNI, self)   # shmmni: checked by shmget
         self.shm_tot = 0                                 # pages of every segment
         self.shm_mem = 0                                 # their memory-file extents, bytes
 
 
 def namespace(kernel: Any) -> IPCNamespace:
-    """The IPC namespace of the sandbox."""
-    ns: IPCNamespace = kernel.ipc
+    """The IPC namespace of the task being served: the sandbox's unless it made or
+    joined another (kernel/namespaces.py)."""
+    cur = getattr(kernel, "current", None)
+    p = getattr(cur, "nsproxy", None) if cur is not None else None
+    if p is None or p.ipc is None:
+        root: IPCNamespace = kernel.ipc
+        return root
+    ns: IPCNamespace = p.ipc.ipc
     return ns
 
 

@@ -120,7 +120,7 @@ def _limit(kernel: Kernel, name: str) -> int:
 
 def _destroy(kernel: Kernel, s: Segment) -> None:
     """shm_destroy: the id goes and the pages return to the host."""
-    ns = namespace(kernel)
+    ns = getattr(s, "ipc_ns", None) or namespace(kernel)
     if not s.removed:
         ns.shm.remove(s)
     if s.mem >= 0:

@@ -35,7 +35,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
                                                    utimens_omit_both)
-from pyvisor.sentry.vfs import inotify
+from pyvisor.sentry.vfs import acl, inotify
 from pyvisor.sentry.vfs import textbusy
 from pyvisor.sentry.vfs import ops
 from pyvisor.sentry.vfs.atime import touch_atime
@@ -618,7 +618,9 @@ def _mkdir(t: Task, dirfd: int, path: bytes, mode: int) -> int:
         check_access(t, parent.inode, MAY_WRITE | 1)
     if t.creds.landlock:
         landlock.check(t, parent.mount, parent.dentry, landlock.ACCESS_FS_MAKE_DIR)
-    parent.inode.mkdir(name, mode & ~t.fs.umask & 0o7777, t.creds.fsuid, t.creds.fsgid)
+    perm, a_acl, d_acl = acl.inherit(t, parent.inode, mode & 0o7777, True)
+    inode = parent.inode.mkdir(name, perm, t.creds.fsuid, t.creds.fsgid)
+    acl.apply_inherited(inode, a_acl, d_acl)
     parent.dentry.forget(name)
     if inotify._watches:
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name, child_is_dir=True)
@@ -642,14 +644,14 @@ def _mknod(t: Task, dirfd: int, path: bytes, mode: int, dev: int) -> int:
     if not t.creds.fs_superuser():
         check_access(t, parent.inode, MAY_WRITE | 1)
     ftype = mode & S_IFMT
-    if not t.creds.fs_superuser():
-        check_access(t, parent.inode, MAY_WRITE | 1)
     if ftype in (S_IFCHR, S_IFBLK) and not t.creds.capable(CAP_MKNOD):
         raise SyscallError(Errno.EPERM)
     if t.creds.landlock:
         landlock.check(t, parent.mount, parent.dentry, landlock.make_right(ftype or S_IFREG))
-    perm = mode & ~t.fs.umask & 0o7777
-    parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
+    perm, a_acl, _ = acl.inherit(t, parent.inode, mode & 0o7777, False)
+    inode = parent.inode.mknod(name, ftype | perm, dev, t.creds.fsuid, t.creds.fsgid)
+    if a_acl is not None and inode is not None:
+        acl.apply_inherited(inode, a_acl, None)
     parent.dentry.forget(name)
     if inotify._watches:
         inotify.dir_event(parent.inode, inotify.IN_CREATE, name)
@@ -991,11 +993,28 @@ def sys_chroot(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
+def _reachable_from(loc: Location, root: Location) -> bool:
+    """Whether `loc` is at or below `root`, crossing mounts upward."""
+    m, d = loc.mount, loc.dentry
+    while m is not root.mount:
+        if m.parent is None or m.mountpoint is None:
+            return False
+        m, d = m.parent, m.mountpoint
+    while d is not None:
+        if d is root.dentry:
+            return True
+        d = d.parent
+    return False
+
+
 def sys_getcwd(t: Task, r: SyscallArguments) -> int:
     """Implements getcwd(2)."""
     buf, size = r.pointer(0), r.uint64(1)
     cwd = t.fs.cwd
     path = path_of(cwd.mount, cwd.dentry, t.fs.root)
+    if not _reachable_from(cwd, t.fs.root):
+        # Linux: a working directory outside the root (left there by chroot).
+        path = b"(unreachable)" + path_of(cwd.mount, cwd.dentry)
     if len(path) + 1 > size:
         raise SyscallError(Errno.ERANGE)
     t.copy_out(buf, path + b"\0")
@@ -1031,6 +1050,7 @@ def _chmod(t: Task, inode, mode: int) -> int:  # type: ignore[no-untyped-def]
             not t.creds.capable(CAP_FSETID):
         mode &= ~S_ISGID
     inode.setattr(mode=mode)
+    acl.chmod(inode)
     return 0
 
 
@@ -1077,6 +1097,9 @@ def _chown(t: Task, inode, uid: int, gid: int) -> int:  # type: ignore[no-untype
         if c.fsuid != inode.uid and (uid != -1 or gid != -1):
             raise SyscallError(Errno.EPERM)
     inode.setattr(uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
+    if uid != -1 or gid != -1:
+        from pyvisor.sentry.fsimpl.tmpfs.tmpfs import kill_priv
+        kill_priv(inode)                 # security.capability goes (cap_inode_killpriv)
     return 0
 
 

@@ -85,7 +85,7 @@ def sys_mmap(t: Task, r: SyscallArguments) -> int:
     if off + page_round_up(length) > (1 << 63) - 1:
         raise SyscallError(Errno.EOVERFLOW)        # beyond MAX_LFS_FILESIZE
     return t.mm.mmap(addr, length, prot, flags, fixed, mappable=mappable, offset=off,
-                     name=f.path(), dev=f.inode.fs.dev, ino=f.inode.ino, extra=f,
+                     name=f.path(t.fs.root), dev=f.inode.fs.dev, ino=f.inode.ino, extra=f,
                      noreplace=bool(flags & MAP_FIXED_NOREPLACE), maxperms=maxperms,
                      locked=locked)
 

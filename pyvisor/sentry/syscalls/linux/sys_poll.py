@@ -452,8 +452,8 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(fd)
     if f is ep:
         raise SyscallError(Errno.EINVAL)
-    if f.inode.is_regular() or f.inode.is_dir():
-        raise SyscallError(Errno.EPERM)
+    if (f.inode.is_regular() or f.inode.is_dir()) and not getattr(f.impl, "pollable", False):
+        raise SyscallError(Errno.EPERM)     # no f_op->poll (/proc/PID/mounts has one)
     key = (id(f), fd)
     impl = ep.impl
     if op == 1:   # ADD

@@ -31,6 +31,7 @@ from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_LAST_CAP, CAP_SETGID, CA
                                           PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_SET_KEEPCAPS,
                                           PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)
 from pyvisor.sentry.kernel import creds as kcreds
+from pyvisor.sentry.kernel import namespaces as NS
 from pyvisor.sentry.kernel.task import RLIM_INFINITY, RLIM_NLIMITS, RLIMIT_NOFILE, Task, ThreadGroup
 
 _ARCH_SET_GS, _ARCH_SET_FS, _ARCH_GET_FS, _ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -53,40 +54,44 @@ def sys_gettid(t: Task, r: SyscallArguments) -> int:
     return t.tid
 
 
+# Ids go in and out through the caller's user namespace (kernel/namespaces.py: the
+# identity in the sandbox's).
+
+
 def sys_getuid(t: Task, r: SyscallArguments) -> int:
-    return t.creds.uid
+    return NS.show_id(t.creds, t.creds.uid)
 
 
 def sys_geteuid(t: Task, r: SyscallArguments) -> int:
-    return t.creds.euid
+    return NS.show_id(t.creds, t.creds.euid)
 
 
 def sys_getgid(t: Task, r: SyscallArguments) -> int:
-    return t.creds.gid
+    return NS.show_id(t.creds, t.creds.gid, False)
 
 
 def sys_getegid(t: Task, r: SyscallArguments) -> int:
-    return t.creds.egid
+    return NS.show_id(t.creds, t.creds.egid, False)
 
 
 def sys_getresuid(t: Task, r: SyscallArguments) -> int:
     c = t.creds
     for i, v in enumerate((c.uid, c.euid, c.suid)):
-        t.copy_out(r.pointer(i), struct.pack("<I", v))
+        t.copy_out(r.pointer(i), struct.pack("<I", NS.show_id(c, v)))
     return 0
 
 
 def sys_getresgid(t: Task, r: SyscallArguments) -> int:
     c = t.creds
     for i, v in enumerate((c.gid, c.egid, c.sgid)):
-        t.copy_out(r.pointer(i), struct.pack("<I", v))
+        t.copy_out(r.pointer(i), struct.pack("<I", NS.show_id(c, v, False)))
     return 0
 
 
 def sys_getgroups(t: Task, r: SyscallArguments) -> int:
     """Implements getgroups(2)."""
     n, addr = r.int32(0), r.pointer(1)
-    groups = t.creds.groups
+    groups = tuple(NS.show_id(t.creds, g, False) for g in t.creds.groups)
     if n < 0:
         raise SyscallError(Errno.EINVAL)
     if n == 0:
@@ -104,6 +109,8 @@ def _set_ids(t: Task, uid: bool, vals: tuple[int, int, int], checked: bool = Fal
     cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
     # ids are unsigned 32-bit; -1 (0xffffffff) means "leave unchanged".
     vals = tuple(-1 if v & 0xFFFFFFFF == 0xFFFFFFFF else v & 0xFFFFFFFF for v in vals)
+    if not checked:
+        vals = tuple(NS.take_id(c, v, uid) for v in vals)
     privileged = checked or c.capable(CAP_SETUID if uid else CAP_SETGID)
     for v in vals:
         if v != -1 and not privileged and v not in cur:
@@ -155,7 +162,7 @@ def _set_re(t: Task, uid: bool, real: int, eff: int) -> int:
     c = t.creds
     old_r, old_e = (c.uid, c.euid) if uid else (c.gid, c.egid)
     cur = (c.uid, c.euid, c.suid) if uid else (c.gid, c.egid, c.sgid)
-    real, eff = (-1 if v == -1 else v & 0xFFFFFFFF for v in (real, eff))
+    real, eff = (-1 if v == -1 else NS.take_id(c, v & 0xFFFFFFFF, uid) for v in (real, eff))
     if not c.capable(CAP_SETUID if uid else CAP_SETGID):
         if real != -1 and real not in (old_r, old_e) or eff != -1 and eff not in cur:
             raise SyscallError(Errno.EPERM)
@@ -174,11 +181,12 @@ def sys_setregid(t: Task, r: SyscallArguments) -> int:
 
 def sys_setgroups(t: Task, r: SyscallArguments) -> int:
     n, addr = r.int32(0), r.pointer(1)
-    if not t.creds.capable(CAP_SETGID):
+    if not t.creds.capable(CAP_SETGID) or not NS.may_setgroups(t.creds):
         raise SyscallError(Errno.EPERM)
     if n < 0 or n > 65536:
         raise SyscallError(Errno.EINVAL)
     groups = struct.unpack(f"<{n}I", t.copy_in(addr, 4 * n)) if n else ()
+    groups = tuple(NS.take_id(t.creds, g, False) for g in groups)
     new = t.creds.copy()
     new.groups = tuple(groups)
     t.creds = new
@@ -189,6 +197,10 @@ def sys_setfsuid(t: Task, r: SyscallArguments) -> int:
     """Implements setfsuid(2): the old fsuid, whether or not the change is allowed."""
     c = t.creds
     old, v = c.fsuid, r.uint32(0)
+    if c.userns is not None and v != 0xFFFFFFFF:
+        k = NS.make_kid(c.userns, v, True)
+        v = k if k is not None else 0xFFFFFFFF         # unmapped: no change
+        old = NS.show_id(c, old, True)
     if v != 0xFFFFFFFF and v != old and \
             (v in (c.uid, c.euid, c.suid, c.fsuid) or c.capable(CAP_SETUID)):
         new = c.copy()
@@ -202,6 +214,10 @@ def sys_setfsgid(t: Task, r: SyscallArguments) -> int:
     """Implements setfsgid(2)."""
     c = t.creds
     old, v = c.fsgid, r.uint32(0)
+    if c.userns is not None and v != 0xFFFFFFFF:
+        k = NS.make_kid(c.userns, v, False)
+        v = k if k is not None else 0xFFFFFFFF         # unmapped: no change
+        old = NS.show_id(c, old, False)
     if v != 0xFFFFFFFF and v != old and \
             (v in (c.gid, c.egid, c.sgid, c.fsgid) or c.capable(CAP_SETGID)):
         new = c.copy()
@@ -405,30 +421,27 @@ _UTS_FIELD = 65
 
 def sys_uname(t: Task, r: SyscallArguments) -> int:
     """Implements uname(2)."""
-    k = t.kernel
-    fields = [b"Linux", k.hostname, b"6.0.0-pyvisor", b"#1 SMP PREEMPT pyvisor", b"x86_64",
-              k.domainname]
+    host, dom = NS.uts_names(t)
+    fields = [b"Linux", host, b"6.0.0-pyvisor", b"#1 SMP PREEMPT pyvisor", b"x86_64", dom]
     t.copy_out(r.pointer(0), b"".join(f[:64].ljust(_UTS_FIELD, b"\0") for f in fields))
     return 0
 
 
 def sys_sethostname(t: Task, r: SyscallArguments) -> int:
     addr, n = r.pointer(0), r.int32(1)
-    if not t.creds.capable(CAP_SYS_ADMIN):
-        raise SyscallError(Errno.EPERM)
+    NS.set_uts_name(t, "hostname", None)          # EPERM first
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
-    t.kernel.hostname = t.copy_in(addr, n)
+    NS.set_uts_name(t, "hostname", t.copy_in(addr, n))
     return 0
 
 
 def sys_setdomainname(t: Task, r: SyscallArguments) -> int:
     addr, n = r.pointer(0), r.int32(1)
-    if not t.creds.capable(CAP_SYS_ADMIN):
-        raise SyscallError(Errno.EPERM)
+    NS.set_uts_name(t, "domainname", None)        # EPERM first
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
-    t.kernel.domainname = t.copy_in(addr, n)
+    NS.set_uts_name(t, "domainname", t.copy_in(addr, n))
     return 0
 
 
@@ -1005,32 +1018,6 @@ async def sys_fork(t: Task, r: SyscallArguments) -> int:
 
 async def sys_vfork(t: Task, r: SyscallArguments) -> int:
     return await _clone(t, CLONE_VM | CLONE_VFORK | Signal.SIGCHLD, 0, 0, 0, 0)
-
-
-def sys_unshare(t: Task, r: SyscallArguments) -> int:
-    """Implements unshare(2) for CLONE_NEWNET: the caller gets a network namespace of
-    its own, a netstack with only loopback (and netfilter tables of its own).  Other
-    namespaces are not nested yet, nor is unsharing the fd table or fs context
-    (EPERM, TODO(#3)); CLONE_SYSVSEM is a no-op (no semaphore undo lists)."""
-    from pyvisor.abi.linux.sched import (CLONE_FILES, CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC,
-                                         CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-                                         CLONE_NEWUSER, CLONE_NEWUTS, CLONE_SYSVSEM)
-    namespaces = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | \
-        CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
-    shared = CLONE_THREAD | CLONE_SIGHAND | CLONE_VM | CLONE_FILES | CLONE_FS
-    flags = r.uint32(0)
-    if flags & ~(namespaces | shared | CLONE_SYSVSEM):
-        raise SyscallError(Errno.EINVAL)
-    if flags & (CLONE_THREAD | CLONE_SIGHAND | CLONE_VM) and len(t.tg.tasks) > 1:
-        raise SyscallError(Errno.EINVAL)    # would unshare what the threads share
-    if flags & ((namespaces & ~CLONE_NEWNET) | CLONE_FILES | CLONE_FS):
-        raise SyscallError(Errno.EPERM)     # TODO(#3): nested namespaces
-    if flags & CLONE_NEWNET:
-        if not t.creds.capable(CAP_SYS_ADMIN):
-            raise SyscallError(Errno.EPERM)
-        from pyvisor.sentry.socket import Network
-        t.netns = Network("sandbox", t.kernel)
-    return 0
 
 
 def _read_ptr_array(t: Task, addr: int, limit: int = 1 << 17) -> list[bytes]:

@@ -18,7 +18,9 @@ from pyvisor.sentry.syscalls.linux import sys_keys as KEY
 from pyvisor.sentry.syscalls.linux import sys_landlock as LL
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
+from pyvisor.sentry.syscalls.linux import sys_mount_api as MA
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
+from pyvisor.sentry.syscalls.linux import sys_ns as NS
 from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
@@ -311,7 +313,7 @@ AMD64 = SyscallTable("amd64", {
     S.mount: partial(MT.sys_mount, note="tmpfs, proc, sysfs, bind (MS_REC), remount, MS_MOVE; "
                      "propagation accepted (all private); the runtime's mounts locked"),
     S.umount2: supported(MT.sys_umount2),
-    S.pivot_root: refused(Errno.EPERM, note="never inside a sandbox"),
+    S.pivot_root: supported(MT.sys_pivot_root),
     S.reboot: refused(Errno.EPERM, note="never inside a sandbox"),
     S.kexec_load: refused(Errno.EPERM, note="never inside a sandbox"),
     S.kexec_file_load: refused(Errno.EPERM, note="never inside a sandbox"),
@@ -346,16 +348,21 @@ AMD64 = SyscallTable("amd64", {
     S.add_key: partial(KEY.sys_add_key, note="types keyring and user"),
     S.request_key: partial(KEY.sys_request_key, note="existing keys only: no upcall"),
     S.modify_ldt: refused(Errno.EPERM, note="no 16/32-bit segments"),
-    S.unshare: partial(P.sys_unshare, note="CLONE_NEWNET (a loopback-only stack), CLONE_FILES,"
-                       " CLONE_FS, CLONE_SYSVSEM; other namespaces EPERM (TODO(#3))"),
-    S.setns: refused(Errno.EPERM, note="TODO(#3): nested namespaces"),
+    S.unshare: partial(NS.sys_unshare, note="user, mount, UTS, IPC, network namespaces; "
+                       "no pid, cgroup or time namespaces (EINVAL)"),
+    S.setns: partial(NS.sys_setns, note="nsfs files and pidfds of user, mount, UTS, IPC, "
+                     "network namespaces"),
     S.quotactl: refused(Errno.EPERM, note="never inside a sandbox"),
     S.open_by_handle_at: refused(Errno.EPERM, note="never inside a sandbox"),
     S.name_to_handle_at: refused(Errno.EOPNOTSUPP, note="no file handles"),
-    S.open_tree: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.move_mount: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.fsopen: refused(Errno.EPERM, note="never inside a sandbox"),
-    S.fsmount: refused(Errno.EPERM, note="never inside a sandbox"),
+    S.open_tree: supported(MA.sys_open_tree),
+    S.move_mount: supported(MA.sys_move_mount),
+    S.fsopen: supported(MA.sys_fsopen),
+    S.fsmount: supported(MA.sys_fsmount),
+    S.fspick: partial(MA.sys_fspick, note="reconfigures ro/rw and tmpfs size, nr_inodes"),
+    S.mount_setattr: partial(MA.sys_mount_setattr, note="no idmapped mounts (EINVAL)"),
+    S.fsconfig: partial(MA.sys_fsconfig, note="string and flag parameters; no binary, "
+                        "path or fd ones (EINVAL)"),
     S.vhangup: refused(Errno.EPERM, note="never inside a sandbox"),
     S.syslog: refused(Errno.EPERM, note="no kernel log"),
     S.membarrier: supported(RSQ.sys_membarrier),

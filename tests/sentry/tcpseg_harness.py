@@ -29,9 +29,11 @@ class FakeKernel:
     """now() and add_timer() as the Sentry's Kernel has them, on a clock tests move."""
 
     def __init__(self) -> None:
+        from pyvisor.sentry.kernel.sysctl import CoreSysctls
         self.t = 10 * S
         self.heap: list[tuple[int, int, Timer]] = []
         self.n = 0
+        self.net_core = CoreSysctls()       # SO_SNDBUF/SO_RCVBUF caps, as Kernel's
 
     def now(self) -> int:
         return self.t

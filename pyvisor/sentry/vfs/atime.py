@@ -1,7 +1,7 @@
 """Access times on reads.  Linux: fs/inode.c (touch_atime, relatime_need_update).
 
-A read of a file or a listing of a directory moves its atime to now under the
-relatime rule Linux mounts use by default: only when the atime is not after
+A read of a file or a listing of a directory moves its atime to now: always on a
+strictatime mount, else under the relatime rule Linux mounts use by default: only when the atime is not after
 the mtime or the ctime, or is a day old.  O_NOATIME, noatime mounts and
 nodiratime (for directories) leave it alone.  Host-backed inodes take the
 host's own update at their next refresh; the value set here only bridges.
@@ -32,8 +32,11 @@ def touch_inode(inode: Inode, mount: Mount) -> None:
     """After `inode` was read through `mount` (a symlink followed, too)."""
     if inode.fs.readonly:
         return
-    opts = mount.options
-    if opts and "noatime" in str(opts).split(","):
+    opts = str(mount.options).split(",") if mount is not None and mount.options else []
+    if "noatime" in opts:
+        return
+    if "strictatime" in opts:               # every access (MS_STRICTATIME)
+        inode.atime_ns = now_ns()
         return
     at = inode.atime_ns
     if at <= inode.mtime_ns or at <= inode.ctime_ns:

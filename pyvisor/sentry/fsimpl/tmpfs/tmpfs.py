@@ -670,10 +670,7 @@ class TmpfsFileImpl(FileImpl):
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         inode = fd.inode
         assert isinstance(inode, TmpfsFile)
-        data = inode.read_at(n, offset)
-        touch_atime(fd, inode)
-        return data
-
+        return inode.read_at(n, offset)     # the atime: vfs/atime.py, after the read
 
     def write(self, fd: FileDescription, t: Task, data: bytes, offset: int) -> int:
         inode = fd.inode
@@ -684,24 +681,6 @@ class TmpfsFileImpl(FileImpl):
         return n
 
 
-_DAY_NS = 86400 * 10**9
-
-
-def touch_atime(fd: FileDescription, inode: Inode) -> None:
-    """A read's access time, by the mount's atime mode (Linux: touch_atime,
-    relatime_need_update): none with noatime (or O_NOATIME), always with
-    strictatime, else (relatime) when the atime is not after the mtime or ctime, or
-    a day old."""
-    m = fd.mount
-    opts = str(m.options) if m is not None else "relatime"
-    if "noatime" in opts or fd.flags & 0o1000000 or inode.fs.readonly:
-        return
-    now = now_ns()
-    a = inode.atime_ns
-    if "relatime" in opts and a > inode.mtime_ns and a > inode.ctime_ns and \
-            now - a < _DAY_NS:
-        return
-    inode.atime_ns = now
 
 
 def kill_priv(inode: Inode) -> None:

@@ -166,9 +166,14 @@ def sys_fallocate(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EFBIG)
     if mode & ~FALLOC_FL_KEEP_SIZE:
         raise SyscallError(Errno.EOPNOTSUPP)
-    if not mode and f.inode.size() < end:
-        new_size_ok(t, end)
-        f.inode.setattr(size=end)
+    if not mode:
+        if f.inode.size() < end:
+            new_size_ok(t, end)
+        allocate = getattr(f.inode, "allocate", None)
+        if allocate is not None:
+            allocate(off, ln)              # tmpfs: the pages are charged (ENOSPC)
+        elif f.inode.size() < end:
+            f.inode.setattr(size=end)
         if inotify._watches:
             inotify.file_event(f, inotify.IN_MODIFY)
     return 0

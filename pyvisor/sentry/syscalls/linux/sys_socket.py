@@ -16,7 +16,7 @@ from pyvisor.sentry import socket as ksocket
 from pyvisor.sentry.socket import iptables
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.errors import SyscallError, TimedOut
-from pyvisor.sentry.kernel.landlock import landlock_tcp
+from pyvisor.sentry.security.landlock import landlock_tcp
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,

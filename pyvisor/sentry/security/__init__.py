@@ -1,0 +1,1 @@
+"""Linux security modules of the Sentry (Linux: security/): Landlock."""

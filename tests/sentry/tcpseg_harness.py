@@ -20,6 +20,7 @@ from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import tcpseg
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcp import TCPSocket
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -30,6 +31,7 @@ class FakeKernel:
 
     def __init__(self) -> None:
         self.t = 10 * S
+        self.net_core = CoreSysctls()       # net.core.{w,r}mem_max: Linux's defaults
         self.heap: list[tuple[int, int, Timer]] = []
         self.n = 0
 

@@ -32,6 +32,7 @@ from pyvisor.sentry.socket.netstack.udp import checksum as ref_checksum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "network"))
 import framefuzz as ff  # noqa: E402
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 
 MAC = bytes.fromhex("020000000002")
 PEER_MAC = bytes.fromhex("020000000001")
@@ -51,6 +52,7 @@ class _Timer:
 class FakeKernel:
     def __init__(self) -> None:
         self.t = 10**15
+        self.net_core = CoreSysctls()       # net.core.{w,r}mem_max: Linux's defaults
         self.timers: list[_Timer] = []
         self.watch: dict[int, Callable[[int], None]] = {}
 

@@ -14,13 +14,13 @@ from pyvisor.sentry.kernel.task import Credentials
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.kernel import Timer
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, MSG_NOSIGNAL
 from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import tcpseg
 from pyvisor.sentry.socket.netstack import tcpwire as w
 from pyvisor.sentry.socket.netstack.tcp import TCPSocket
-from pyvisor.sentry.kernel.sysctl import CoreSysctls
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -22,6 +22,7 @@ import pytest
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IPPROTO_ICMP, IPPROTO_UDP
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.socket.inet import Route
 from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import ipv4 as ip4mod
@@ -32,7 +33,6 @@ from pyvisor.sentry.socket.netstack.udp import checksum as ref_checksum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "network"))
 import framefuzz as ff  # noqa: E402
-from pyvisor.sentry.kernel.sysctl import CoreSysctls
 
 MAC = bytes.fromhex("020000000002")
 PEER_MAC = bytes.fromhex("020000000001")

@@ -14,6 +14,7 @@ from pyvisor.sentry.kernel.task import Credentials
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.kernel.kernel import Timer
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, MSG_NOSIGNAL
 from pyvisor.sentry.socket.netstack import Stack
@@ -31,6 +32,7 @@ class FakeKernel:
     def __init__(self) -> None:
         from pyvisor.sentry.kernel.sysctl import CoreSysctls
         self.t = 10 * S
+        self.net_core = CoreSysctls()       # net.core.{w,r}mem_max: Linux's defaults
         self.heap: list[tuple[int, int, Timer]] = []
         self.n = 0
         self.net_core = CoreSysctls()       # SO_SNDBUF/SO_RCVBUF caps, as Kernel's

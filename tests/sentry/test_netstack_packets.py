@@ -22,6 +22,7 @@ import pytest
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IPPROTO_ICMP, IPPROTO_UDP
 from pyvisor.sentry.errors import SyscallError
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.socket.inet import Route
 from pyvisor.sentry.socket.netstack import Stack
 from pyvisor.sentry.socket.netstack import ipv4 as ip4mod
@@ -51,6 +52,7 @@ class _Timer:
 class FakeKernel:
     def __init__(self) -> None:
         self.t = 10**15
+        self.net_core = CoreSysctls()       # net.core.{w,r}mem_max: Linux's defaults
         self.timers: list[_Timer] = []
         self.watch: dict[int, Callable[[int], None]] = {}
 

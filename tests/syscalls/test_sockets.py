@@ -14,6 +14,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.memacct import Kind, SentryMemory
+from pyvisor.sentry.kernel.sysctl import CoreSysctls
 from pyvisor.sentry.kernel.task import RLIMIT_NOFILE, Credentials, default_rlimits
 from pyvisor.sentry.waitqueue import EVENT_OUT
 from pyvisor.sentry.socket.common import (MSG_DONTWAIT, MSG_NOSIGNAL, SHUTDOWN_MASK, SOCK_DGRAM,
@@ -104,6 +105,7 @@ class _Kernel:
 
     def __init__(self) -> None:
         self.memory = SentryMemory()
+        self.net_core = CoreSysctls()       # net.core.{w,r}mem_max: Linux's defaults
 
     def now(self) -> int:
         return 0

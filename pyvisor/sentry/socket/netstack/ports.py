@@ -108,6 +108,15 @@ class PortTable:
     def free(self, new: Binding, port: int) -> bool:
         return not any(self.conflict(new, b) for b in self.on(port))
 
+    def _free_strict(self, new: Binding, port: int) -> bool:
+        """Whether an ephemeral port may be picked: TCP never picks a port another socket
+        holds, even one both could share through SO_REUSEADDR or SO_REUSEPORT
+        (inet_csk_find_open_port's bind conflict with relax off; __inet_hash_connect skips
+        ports bind(2) took); UDP shares as bind(2) would."""
+        if not self.tcp:
+            return self.free(new, port)
+        return not any(b is not new and overlap(new, b) for b in self.on(port))
+
     def bind(self, new: Binding, port: int, connecting: bool = False) -> int:
         """Reserves `port` (0: an ephemeral one) for `new`; EADDRINUSE if taken.
         `connecting`: an ephemeral port for connect(2), which may reuse a port held only
@@ -127,7 +136,7 @@ class PortTable:
         start = self._rand.randrange(span)
         for i in range(span):
             port = low + (start + i) % span
-            if port not in self.ports or self.free(new, port):
+            if port not in self.ports or self._free_strict(new, port):
                 return port
         if connecting and self.tcp:
             for i in range(span):

@@ -4,7 +4,7 @@ identical output.
 
   inet_tcp_ports.c   FIN_WAIT2 orphans and TCP_LINGER2, connect(2) to a four-tuple in
                      use (EADDRNOTAVAIL), self-connects, a SYN meeting a stale
-                     connection of its four-tuple.
+                     connection of its four-tuple, IPv6/IPv4 address-family mismatches.
   inet_tcp_opts.c    TCP_CORK and MSG_MORE (held partial segments, the 200 ms ceiling),
                      TCP_WINDOW_CLAMP's floor, shutdown(2) of a connecting socket,
                      SO_PASSCRED on an inet socket, send and receive buffers (the
@@ -31,6 +31,8 @@ def test_tcp_ports(args: list[str], program: Builder, compare: Comparer) -> None
     assert "fin_wait2: bind at once: EADDRINUSE" in out, out
     assert "reuse: connect c2 to c1's peer: EADDRNOTAVAIL" in out, out
     assert 'self: read 5 "hello"' in out, out
+    if "6" in args:
+        assert "connect to a v4-mapped address: ENETUNREACH" in out, out
     if "slow" in args:
         assert "fin_wait2: bind after the linger2 timeout: 0" in out, out
 

@@ -355,7 +355,9 @@ static void control_messages(void)
     pause_ms(50);
     show_cmsgs("inq", s, 512);
     show_cmsgs("inq", s, 512);
+    /* Linux turns receive timestamps on in a work queue: give it time. */
     CHECK(setsockopt(s, SOL_SOCKET, SO_TIMESTAMP, &one, sizeof(one)) == 0);
+    pause_ms(200);
     CHECK(write(c, buf, 100) == 100);
     pause_ms(50);
     show_cmsgs("inq+timestamp", s, 60);

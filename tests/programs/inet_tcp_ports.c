@@ -9,7 +9,9 @@
  *   - a socket connected to its own address and port (a self-connect) talks to
  *     itself, and shutdown(SHUT_WR) gives it EOF;
  *   - a SYN from a bound port to a listener whose side still has a connection of
- *     that four-tuple (CLOSE_WAIT) connects: the stale connection is reset.
+ *     that four-tuple (CLOSE_WAIT) connects: the stale connection is reset;
+ *   - an AF_INET6 socket bound to ::1 cannot connect to a v4-mapped address
+ *     (ENETUNREACH), one bound to a v4-mapped address not to ::1 (EAFNOSUPPORT).
  * Prints what it sees (compared with Linux by the test) and "ok".
  * argv[1]: "4" or "6"; argv[2] "slow": also the FIN_WAIT2 timeout (sleeps 2 s). */
 #define _GNU_SOURCE
@@ -85,6 +87,8 @@ static const char *err(int r)
     case ECONNREFUSED: return "ECONNREFUSED";
     case ECONNRESET: return "ECONNRESET";
     case EPIPE: return "EPIPE";
+    case ENETUNREACH: return "ENETUNREACH";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
     default: return strerror(errno);
     }
 }
@@ -237,6 +241,28 @@ static void stale_close_wait(void)
     close(l);
 }
 
+static void af_mismatch(void)
+{
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr_in6 mapped = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &mapped.sin6_addr);
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    CHECK(bind(fd, (struct sockaddr *)&v6, sizeof(v6)) == 0);
+    mapped.sin6_port = htons(9);
+    printf("bound to ::1, connect to a v4-mapped address: %s\n",
+           err(connect(fd, (struct sockaddr *)&mapped, sizeof(mapped))));
+    close(fd);
+    fd = socket(AF_INET6, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    mapped.sin6_port = 0;
+    CHECK(bind(fd, (struct sockaddr *)&mapped, sizeof(mapped)) == 0);
+    v6.sin6_port = htons(9);
+    printf("bound to a v4-mapped address, connect to ::1: %s\n",
+           err(connect(fd, (struct sockaddr *)&v6, sizeof(v6))));
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "6") == 0)
@@ -248,6 +274,8 @@ int main(int argc, char **argv)
     reuse_conflict();
     self_connect();
     stale_close_wait();
+    if (family == AF_INET6)
+        af_mismatch();
     ok();
     return 0;
 }

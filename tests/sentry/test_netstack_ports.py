@@ -113,3 +113,24 @@ def test_ephemeral_parity_and_tcp_autobind() -> None:
     u2 = PortTable(tcp=False, sysctl=NetSysctls(port_range=(100, 100)))
     u2.bind(B(LO4, reuse=True), 0)
     assert u2.bind(B(LO4, reuse=True), 0) == 100        # UDP shares with SO_REUSEADDR
+@dataclass
+class Range:
+    port_range: tuple[int, int]
+
+
+@pytest.mark.parametrize("tcp", [True, False])
+def test_ephemeral_ports_avoid_shared_ports(tcp: bool) -> None:
+    """bind(port 0) with SO_REUSEADDR: TCP never picks a port another SO_REUSEADDR socket
+    holds (inet_csk_find_open_port), so a full range is EADDRINUSE; UDP shares it (gVisor's
+    TCPBindAvoidsOtherBoundPortsReuseAddr and UDPBindMayBindOtherBoundPortsReuseAddr)."""
+    t = PortTable(tcp=tcp, sysctl=Range((40000, 40009)))
+    ports = {t.bind(B(LO4, reuse=True), 0) for _ in range(10)}
+    assert ports <= set(range(40000, 40010))
+    if tcp:
+        assert len(ports) == 10
+        with pytest.raises(SyscallError) as e:
+            t.bind(B(LO4, reuse=True), 0)
+        assert e.value.errno == Errno.EADDRINUSE
+        assert 40000 <= t.bind(B(OTHER4, reuse=True), 0) <= 40009   # no overlap: fine
+    else:
+        assert 40000 <= t.bind(B(LO4, reuse=True), 0) <= 40009

@@ -109,6 +109,15 @@ class PortTable:
     def free(self, new: Binding, port: int) -> bool:
         return not any(self.conflict(new, b) for b in self.on(port))
 
+    def _free_strict(self, new: Binding, port: int) -> bool:
+        """Whether an ephemeral port may be picked: TCP never picks a port another socket
+        holds, even one both could share through SO_REUSEADDR or SO_REUSEPORT
+        (inet_csk_find_open_port's bind conflict with relax off; __inet_hash_connect skips
+        ports bind(2) took); UDP shares as bind(2) would."""
+        if not self.tcp:
+            return self.free(new, port)
+        return not any(b is not new and overlap(new, b) for b in self.on(port))
+
     def bind(self, new: Binding, port: int, connecting: bool = False) -> int:
         """Reserves `port` (0: an ephemeral one) for `new`; EADDRINUSE if taken.
         `connecting`: an ephemeral port for connect(2), which may reuse a port held only
@@ -126,23 +135,17 @@ class PortTable:
         connect(2) tries the ports of the range's low end's parity first and bind(2)
         the others first (__inet_hash_connect, inet_csk_find_open_port), so that
         connections cycling through TIME_WAIT in a small range leave ports for
-        listeners; and a TCP bind(2) takes only a port no overlapping socket holds,
-        whatever their SO_REUSEADDR (net.ipv4.ip_autobind_reuse = 0).  A TCP connect
-        takes a free port of a parity, else one of that parity held only by TIME_WAIT
-        remnants (tcp_tw_reuse), before the other parity."""
+        listeners; and TCP takes only a port no overlapping socket holds, whatever
+        their SO_REUSEADDR (_free_strict; net.ipv4.ip_autobind_reuse = 0).  A TCP
+        connect takes a free port of a parity, else one of that parity held only by
+        TIME_WAIT remnants (tcp_tw_reuse), before the other parity."""
         low, high = self.sysctl.port_range if self.sysctl is not None else \
             (EPHEMERAL_LOW, EPHEMERAL_HIGH)
         first = 0 if connecting else 1
-        strict = self.tcp and not connecting
         for parity in (first, first ^ 1):
             ports = list(self._scan(low, high, parity))
             for port in ports:
-                if port not in self.ports:
-                    return port
-                if strict:
-                    if not any(overlap(new, b) for b in self.on(port)):
-                        return port
-                elif self.free(new, port):
+                if port not in self.ports or self._free_strict(new, port):
                     return port
             if connecting and self.tcp:
                 for port in ports:

@@ -63,7 +63,7 @@ from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBloc
 from pyvisor.sentry.waitqueue import (EVENT_ALL, EVENT_ERR, EVENT_HUP, EVENT_IN,
                                              EVENT_OUT, EVENT_PRI, EVENT_RDHUP)
 from pyvisor.sentry.socket import inet
-from pyvisor.sentry.socket.common import (AF_UNSPEC, MSG_DONTWAIT, MSG_MORE, MSG_NOSIGNAL,
+from pyvisor.sentry.socket.common import (AF_INET6, AF_UNSPEC, MSG_DONTWAIT, MSG_MORE, MSG_NOSIGNAL,
                                           MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
                                           RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR,
                                           SHUTDOWN_MASK, SIOCINQ, SIOCOUTQ, SO_OOBINLINE,
@@ -785,8 +785,16 @@ class TCPSocket(NetSocket):
         if self.state != TCP_CLOSE:
             raise SyscallError(Errno.EISCONN)
         ip, port = self._decode_remote(addr)
+        if self.family == AF_INET6 and self.bound and not inet.is_any(self.laddr):
+            # tcp_v6_connect: a socket bound to an IPv6 address reaches no IPv4 one (its
+            # IPv4 source is a placeholder no route takes), and one bound to a
+            # v4-mapped address no IPv6 one.
+            if len(ip) == 4 and len(self.laddr) == 16:
+                raise SyscallError(Errno.ENETUNREACH)
+            if len(ip) == 16 and len(self.laddr) == 4:
+                raise SyscallError(Errno.EAFNOSUPPORT)
         self.stack.check_route(ip)
-        if len(ip) == 4 and self.family == 10 and self.v6only:
+        if len(ip) == 4 and self.family == AF_INET6 and self.v6only:
             raise SyscallError(Errno.ENETUNREACH)
         src = self.source_for(ip)
         was_bound = self.bound

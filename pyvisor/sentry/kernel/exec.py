@@ -47,7 +47,7 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
         from pyvisor.sentry.vfs.perms import check_access
         check_access(t, inode, 1)
     if t.creds.landlock:
-        from pyvisor.sentry.kernel import landlock
+        from pyvisor.sentry.security import landlock
         landlock.check_open(t, loc.mount, loc.dentry, O_RDONLY, exec_=True)
     textbusy.check_exec(t.kernel, inode)      # ETXTBSY while open for writing
     f = FileDescription.open(loc.mount, loc.dentry, O_RDONLY)

@@ -72,7 +72,7 @@ class Credentials:
     ambient: int = 0                  # PR_CAP_AMBIENT; within permitted & inheritable
     securebits: int = 0               # PR_SET_SECUREBITS, PR_SET_KEEPCAPS
     session_keyring: Any = None       # kernel/keys.Key; None: the sandbox's "_ses"
-    landlock: Any = None              # kernel/landlock: the domain's layers (a tuple)
+    landlock: Any = None              # security/landlock: the domain's layers (a tuple)
 
     def copy(self) -> Credentials:
         return Credentials(self.uid, self.euid, self.suid, self.fsuid, self.gid, self.egid,

@@ -14,7 +14,7 @@ from pyvisor.abi.linux.fcntl import (AT_FDCWD, O_ACCMODE, O_CREAT, O_DIRECT, O_D
                                      O_RDWR, RESOLVE_BENEATH, RESOLVE_CACHED, RESOLVE_IN_ROOT,
                                      RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV)
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.kernel import landlock
+from pyvisor.sentry.security import landlock
 from pyvisor.sentry.vfs import inotify, textbusy
 from pyvisor.sentry.vfs.file import FileDescription
 from pyvisor.sentry.vfs.perms import MAY_READ, MAY_WRITE, check_access

@@ -28,7 +28,8 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      SETFL_MASK)
 from pyvisor.abi.linux.stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S_ISGID, STATFS, STATX
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
-from pyvisor.sentry.kernel import fasync, landlock, locks
+from pyvisor.sentry.kernel import fasync, locks
+from pyvisor.sentry.security import landlock
 from pyvisor.sentry.fsimpl.tmpfs import seals
 from pyvisor.sentry.kernel.pipe import fifo_wait
 from pyvisor.sentry.errors import SyscallError

@@ -1,5 +1,5 @@
 """landlock_create_ruleset, landlock_add_rule, landlock_restrict_self.
-Linux: security/landlock/syscalls.c.  The model and its checks: kernel/landlock.py.
+Linux: security/landlock/syscalls.c.  The model and its checks: security/landlock.py.
 Rules: LANDLOCK_RULE_PATH_BENEATH and LANDLOCK_RULE_NET_PORT."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDWR
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.kernel import landlock
-from pyvisor.sentry.kernel.landlock import Ruleset
+from pyvisor.sentry.security import landlock
+from pyvisor.sentry.security.landlock import Ruleset
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.sys_poll import anon_file
 from pyvisor.sentry.vfs.file import FileDescription, FileImpl

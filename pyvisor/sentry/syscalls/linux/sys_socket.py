@@ -15,8 +15,8 @@ from pyvisor.abi.linux.mman import PROT_WRITE
 from pyvisor.sentry import socket as ksocket
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.errors import SyscallError, TimedOut
-from pyvisor.sentry.kernel.landlock import landlock_tcp
 from pyvisor.sentry.kernel.task import Task
+from pyvisor.sentry.security.landlock import landlock_tcp
 from pyvisor.sentry.socket.common import (MSG_CMSG_CLOEXEC, MSG_DONTWAIT,
                                           MSG_WAITFORONE, SOCK_CLOEXEC, SOCK_NONBLOCK,
                                           SOCK_STREAM, SOCK_TYPE_MASK, SOCKADDR_STORAGE,

@@ -1,0 +1,1 @@
+"""Security modules the VFS and the kernel consult.  Linux: security/."""

@@ -1,1 +1,1 @@
-"""Linux security modules of the Sentry (Linux: security/): Landlock."""
+"""Security modules the VFS and the kernel consult.  Linux: security/."""

@@ -12,6 +12,7 @@
  *              at the site and gets the data written later
  *   threads    four threads loop on their sites at once
  *   fork       a child runs the sites its parent used, then exec's itself to run them
+ *   mremap     a site in a page that moves still returns to its new place
  *   gs         with a gs base of its own (arch_prctl(ARCH_SET_GS)), the sites still work
  *              and %gs:0 reads the program's memory
  *
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -293,6 +295,31 @@ static void check_fork(const char *self) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exec'd child: status %#x", st);
 }
 
+/* -- a site whose code moves (mremap) -------------------------------------------------- */
+static void check_mremap(void) {
+    /* getpid as its own little function in a page of its own: mov $39,%eax; syscall; ret */
+    static const unsigned char code[] = {0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xc3};
+    unsigned char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *q = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || q == MAP_FAILED) {
+        CHECK(0, "mmap");
+        return;
+    }
+    memcpy(p + 100, code, sizeof code);
+    long (*f)(void) = (long (*)(void))(p + 100);
+    long pid = getpid(), bad = 0;
+    for (int i = 0; i < 10; i++)
+        bad += f() != pid;
+    unsigned char *r = mremap(p, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, q);
+    CHECK(r == q, "mremap");
+    f = (long (*)(void))(r + 100);
+    for (int i = 0; i < 10; i++)
+        bad += f() != pid;
+    CHECK(bad == 0, "%ld wrong getpid from a moved site", bad);
+    munmap(r, 4096);
+}
+
 /* -- a gs base of the program's own ------------------------------------------------ */
 static void check_gs(void) {
     static uint64_t block[4] = {0xfeedfacecafebeefULL};
@@ -331,6 +358,7 @@ int main(int argc, char **argv) {
     check_restart();
     check_threads();
     check_fork(argv[0]);
+    check_mremap();
     check_gs();
     if (failures == 0)
         printf("ok\n");

@@ -10,29 +10,41 @@ no_new_privs; the stub's seccomp filter (`base_filter`); int3.  Then the loop
 `syscall; int3` through which the Sentry injects host syscalls into the one
 *syscall thread* of each stub process, which stays ptraced for life.
 
-Application threads are further threads of the same process, set up by injection
-while still traced (an altstack inside their *region*, a second seccomp filter
-`app_filter`), then detached.  Every syscall an application thread makes is a
+Application threads are further threads of the same process, cloned untraced by
+one injection at CLONE_ENTRY; each sets itself up from stub code (its *region*
+mapped, an altstack inside it, a second seccomp filter `app_filter`) before it runs
+any application code.  Every syscall an application thread makes is a
 SECCOMP_RET_TRAP: the host kernel delivers SIGSYS on the altstack, writing the
 whole ucontext (registers, XSAVE image) and siginfo into the region, which is a
 MAP_SHARED mapping of a memfd the Sentry has mapped too.  HANDLER (`_handler`) copies
-the registers and fs/gs base into the region in arch.Registers' layout, sets the region's state word to STOPPED, writes 8 bytes to the
-wake eventfd (WAKE_FD, the Sentry's platform event) and waits on the state word
-(FUTEX_WAIT) until the Sentry, having written the registers it wants, sets it to
-RUN; then it copies them into the ucontext, loads fs/gs base and returns into
-RESTORER, rt_sigreturn.  Faults and the Sentry's interrupt signal take the same path.
+the registers and fs/gs base into the region in arch.Registers' layout, sets the
+region's state word to STOPPED, writes 8 bytes to the wake eventfd (WAKE_FD, the
+Sentry's platform event) and waits on the state word (FUTEX_WAIT) until the Sentry,
+having written the registers it wants, sets it to RUN; then it copies them into the
+ucontext, loads fs/gs base and returns into RESTORER, rt_sigreturn.  Faults and the
+Sentry's interrupt signal take the same path.  A patched syscall site jumps through
+the table (TABLE_ADDR) to a trampoline (`_trampoline`) that stops the same way
+without a signal (README, *Syscall-site patching*).
 
 Region of one application thread (REGION_SIZE bytes, REGION_SIZE-aligned, so the
-handler finds it from its stack pointer):
+handler finds it from its stack pointer, and the trampoline from the gs base):
 
-    +0x00  state      u32   NEW 0, STOPPED 1 (handler), RUN 2 (Sentry), EXIT 3 (Sentry)
+    +0x00  state      u32   NEW 0, STOPPED 1 (handler, trampoline), RUN 2 (Sentry),
+                            EXIT 3 (Sentry), ESCALATE 4 (Sentry: resume a trampoline
+                            stop through the handler)
     +0x18  uc         u64   the ucontext address the handler was given (checked)
-    +0x20  stack_t    24 B  the altstack, for the injected sigaltstack
+    +0x20  stack_t    24 B  the altstack, for the set-up's sigaltstack
     +0x40  tid        u32   CLONE_CHILD_CLEARTID word: 0 once the host thread is gone
     +0x44  spin       u32   how many times the handler looks at the state word (pause
                             between) before it sleeps on it; set by the Sentry
+    +0x48  kind       u32   how the thread stopped: SIGNAL 1 (handler), FAST 2
+    +0x4c  pend       u32   1: the Sentry left an FP image at PENDFP for the resume
+    +0x50  appsp      u64   the trampoline's save of the application's rsp
+    +0x58  retip      u64   where the trampoline's way back jumps
     +0x80  regs       216 B the registers in user_regs_struct's layout (arch.Registers)
-    +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top)
+    ..FAST_TOP              the trampoline's stack (below the altstack)
+    +ALTSTACK .. +REGION_SIZE: the altstack (the frame lands at its top); its bottom
+                            holds FASTFP (the trampoline's XSAVE image) and PENDFP
 
 Everything in the region is writable by the application thread (and its siblings):
 the Sentry copies once, validates, and never trusts it (SECURITY.md, *systrap*).

@@ -121,6 +121,8 @@ _sched_getcpu = _libc.sched_getcpu                 # the host's vDSO: no syscall
 _OFF_REGS, _REGS_SIZE = S.OFF_REGS, S.REGS_SIZE
 _RUN, _STOPPED = S.STATE_RUN, S.STATE_STOPPED
 _RESCANS = 64
+_MAX_SHARED = 4096          # shared ranges tracked per address space (then no patching)
+_MAX_TRIED = 1 << 16        # sites looked at per address space (then no more)
 _OFF_KIND, _KIND_FAST = S.OFF_KIND, S.KIND_FAST
 
 
@@ -190,13 +192,13 @@ class SysProcess(StubProcess):
 
     def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
         if shared:
-            self.shared.append((addr, addr + length))
+            self._add_shared(addr, addr + length)
         StubProcess.map_anonymous(self, addr, length, prot, shared)
 
     def map_file(self, addr: int, length: int, prot: int, shared: bool,
                  mem_offset: int) -> None:
         if shared:
-            self.shared.append((addr, addr + length))
+            self._add_shared(addr, addr + length)
         StubProcess.map_file(self, addr, length, prot, shared, mem_offset)
 
     # mm never maps below MMAP_MIN_ADDR, but munmap, mprotect and madvise of a range that
@@ -234,8 +236,33 @@ class SysProcess(StubProcess):
         for lo, hi in list(self.shared):
             if lo < old + old_size and old < hi:
                 start = new_addr if new_addr is not None else old
-                self.shared.append((start, start + max(new_size, old_size)))
+                self._add_shared(start, start + max(new_size, old_size))
         StubProcess.remap(self, old, old_size, new_size, new_addr)
+        if new_addr is not None and new_addr != old and self.sites:
+            self._move_sites(old, min(old_size, new_size), new_addr)
+
+    def _add_shared(self, lo: int, hi: int) -> None:
+        if len(self.shared) >= _MAX_SHARED:
+            self.patchable = False        # (too many to track: no more patching here)
+        else:
+            self.shared.append((lo, hi))
+
+    def _move_sites(self, old: int, size: int, new: int) -> None:
+        """Patched sites moved with their pages (mremap): their slots' return addresses
+        follow (a patched jump is position independent, its slot's words are not)."""
+        moved = [site for site in self.sites if old <= site and site + 7 <= old + size]
+        for site in moved:
+            slot = self.sites.pop(site)
+            self.mids.pop(site + 5, None)
+            to = site - old + new
+            try:
+                B.ptrace(P.PTRACE_POKEDATA, self.pid, S.TABLE_INFO + 16 * slot, to + 7)
+            except OSError:
+                self.patchable = False
+                continue
+            self.sites[to] = slot
+            self.mids[to + 5] = to + 7
+            self.slots[slot] = to
 
 
 class SystrapPlatform(PtracePlatform):
@@ -822,6 +849,9 @@ class SystrapPlatform(PtracePlatform):
             # once, nor the dynamic loader's calls in a process that runs briefly.
             if len(proc.seen) < 65536:
                 proc.seen[site] = n
+            return
+        if len(proc.tried) >= _MAX_TRIED:
+            proc.patchable = False            # (code without end: JIT output)
             return
         if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
             proc.tried.add(site)

@@ -17,7 +17,8 @@ to the task being served, and we read it.  Magic links (exe, cwd, root,
 fd/N) resolve through `magic_link(t)` to the (mount, dentry) they name.
 
 Differences from Linux: no ptrace-access checks on magic links or environ
-beyond file modes; /proc/sys is read-only (EACCES on writes);
+beyond file modes; /proc/sys is read-only (EACCES on writes) but for
+net.ipv4.ip_local_port_range and net.ipv4.conf.lo.{accept_local,route_localnet};
 cmdline/environ come from the argv/envp given to execve, not from the
 process's memory, so setproctitle is not reflected.
 Concurrency: Sentry loop only.
@@ -1460,10 +1461,13 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
         b"net": {
             b"core": {b"somaxconn": _sysctl(kernel, "net.core.somaxconn")},
             b"ipv4": {n.split(".")[2].encode(): _sysctl(kernel, n) for n in (
-                "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.ping_group_range")},
+                "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ping_group_range")},
         },
     }
+    # Writable (by root: mode 0644), as in a network namespace of one's own.
+    spec[b"net"][b"ipv4"][b"ip_local_port_range"] = (
+        _sysctl(kernel, "net.ipv4.ip_local_port_range"),
+        _sysctl_writer(kernel, "net.ipv4.ip_local_port_range"))
     spec[b"net"][b"ipv4"][b"conf"] = {b"lo": {
         n.encode(): (_sysctl(kernel, f"net.ipv4.conf.lo.{n}"),
                      _sysctl_writer(kernel, f"net.ipv4.conf.lo.{n}"))

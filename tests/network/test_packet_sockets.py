@@ -71,3 +71,17 @@ def test_udp_port_range_exhaustion(program: Builder, run: Runner) -> None:
     assert boxed.returncode == native.returncode, detail
     assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
     assert "bind: 51 sockets, then EADDRINUSE" in native.stdout, detail
+
+
+def test_packet_rx_ring(program: Builder, run: Runner) -> None:
+    """tests/programs/packet_ring.c: PACKET_RX_RING (TPACKET_V1/V2) mapped from the socket,
+    frames handed back and forth, drops counted by PACKET_STATISTICS; the port unreachables
+    that cross lo are in the ring as natively."""
+    prog = program("packet_ring")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert 'after handing back: "again!!"' in native.stdout, detail

@@ -1,4 +1,4 @@
-"""Packet sockets (AF_PACKET) and raw sockets of the sandbox's stack, compared with Linux.
+"""AF_PACKET, raw sockets and ephemeral ports of the sandbox's stack, compared with Linux.
 
 tests/programs/packet_sock.c runs natively only in a network namespace made for it
 (`unshare -n`, lo brought up and net.ipv4.conf.lo.accept_local/route_localnet set in
@@ -57,3 +57,31 @@ def test_socket_filters(program: Builder, run: Runner) -> None:
     assert boxed.returncode == native.returncode, detail
     assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
     assert 'source-port filter: [6 "from b"]\n' in native.stdout, detail
+
+
+def test_udp_port_range_exhaustion(program: Builder, run: Runner) -> None:
+    """tests/programs/udp_ports.c: net.ipv4.ip_local_port_range written through /proc/sys
+    (natively in a namespace of its own: the range is per namespace), then bind and connect
+    running out of ephemeral ports."""
+    prog = program("udp_ports")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert "bind: 51 sockets, then EADDRINUSE" in native.stdout, detail
+
+
+def test_packet_rx_ring(program: Builder, run: Runner) -> None:
+    """tests/programs/packet_ring.c: PACKET_RX_RING (TPACKET_V1/V2) mapped from the socket,
+    frames handed back and forth, drops counted by PACKET_STATISTICS; the port unreachables
+    that cross lo are in the ring as natively."""
+    prog = program("packet_ring")
+    native = run("native", ["unshare", "-n", "sh", "-c", NETNS_SETUP, prog])
+    boxed = run("pyvisor", [prog])
+    detail = f"=== native ===\n{native.output}=== pyvisor ===\n{boxed.output}"
+    assert native.returncode == 0 and native.stdout.endswith("ok\n"), detail
+    assert boxed.returncode == native.returncode, detail
+    assert boxed.stdout == native.stdout, f"stdout differs\n{detail}"
+    assert 'after handing back: "again!!"' in native.stdout, detail

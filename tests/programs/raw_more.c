@@ -3,7 +3,8 @@
  * between two UDP sockets (IPv4: with its IP header), IP_RECVTTL / IPV6_RECVTCLASS /
  * IPV6_RECVHOPLIMIT on what a raw socket reads, IPV6_CHECKSUM computed on send and checked
  * on receipt, SOL_IP refused on an IPv6 raw socket, an IPv6 IPPROTO_RAW socket that cannot
- * send, and shutdown(SHUT_RD) leaving reads alone.  Run as root.  Prints what it sees
+ * send, shutdown(SHUT_RD) leaving reads alone, IP_HDRINCL routed by the sendto address,
+ * and an IPv6 UDP datagram from source port 0.  Run as root.  Prints what it sees
  * and "ok". */
 #define _GNU_SOURCE
 #include "check.h"
@@ -143,12 +144,52 @@ static void v6(void)
     printf("v6 IPPROTO_RAW send: EINVAL\n");
 }
 
+/* IP_HDRINCL: the datagram goes where sendto(2) says, whatever its header names; an IPv6
+ * UDP datagram from source port 0 is taken. */
+static void routing_and_port0(void)
+{
+    int raw = socket(AF_INET, SOCK_RAW, IPPROTO_RAW), rd = socket(AF_INET, SOCK_RAW, IPPROTO_UDP);
+    CHECK(raw >= 0 && rd >= 0);
+    unsigned char pkt[20 + 8 + 4] = {0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, IPPROTO_UDP, 0, 0,
+                                     127, 0, 0, 1, 0, 0, 0, 42,
+                                     0x9c, 0x41, 0x9c, 0x42, 0, 12, 0, 0, 't', 'o', 't', 'o'};
+    CHECK(sendto(raw, pkt, sizeof(pkt), 0, (struct sockaddr *)&lo4, sizeof(lo4)) == 32);
+    CHECK(readable(rd));
+    unsigned char buf[64];
+    ssize_t n = recv(rd, buf, sizeof(buf), 0);
+    printf("hdrincl to 0.0.0.42 via lo: read %zd, header daddr %d.%d.%d.%d\n", n, buf[16],
+           buf[17], buf[18], buf[19]);
+    close(raw);
+    close(rd);
+
+    struct sockaddr_in6 lo6 = {.sin6_family = AF_INET6, .sin6_addr = in6addr_loopback};
+    int u = socket(AF_INET6, SOCK_DGRAM, 0), r6 = socket(AF_INET6, SOCK_RAW, IPPROTO_UDP);
+    CHECK(u >= 0 && r6 >= 0 && bind(u, (struct sockaddr *)&lo6, sizeof(lo6)) == 0);
+    socklen_t len = sizeof(lo6);
+    struct sockaddr_in6 ua;
+    CHECK(getsockname(u, (struct sockaddr *)&ua, &len) == 0);
+    unsigned char d[10] = {0, 0, 0, 0, 0, 10, 0, 0, 'h', 'i'};
+    memcpy(d + 2, &ua.sin6_port, 2);
+    int off = 6;
+    CHECK(setsockopt(r6, IPPROTO_IPV6, IPV6_CHECKSUM, &off, sizeof(off)) == 0);
+    CHECK(sendto(r6, d, sizeof(d), 0, (struct sockaddr *)&lo6, sizeof(lo6)) == 10);
+    CHECK(readable(u));
+    struct sockaddr_in6 from;
+    len = sizeof(from);
+    char got[8];
+    n = recvfrom(u, got, sizeof(got), 0, (struct sockaddr *)&from, &len);
+    printf("IPv6 UDP from port 0: %zd bytes from port %d\n", n, ntohs(from.sin6_port));
+    close(u);
+    close(r6);
+}
+
 int main(void)
 {
     names(AF_INET);
     names(AF_INET6);
     udp_seen();
     v6();
+    routing_and_port0();
     ok();
     return 0;
 }

@@ -430,6 +430,36 @@ static void errqueue(void)
     close(s);
 }
 
+/* A dual-stack socket receiving an IPv4 datagram with IP_PKTINFO and IPV6_RECVPKTINFO on
+ * gets both control messages. */
+static void dualstack_pktinfo(void)
+{
+    int on = 1, s = socket(AF_INET6, SOCK_DGRAM, 0), c = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6};
+    CHECK(bind(s, (struct sockaddr *)&a, sizeof(a)) == 0);
+    socklen_t l = sizeof(a);
+    CHECK(getsockname(s, (struct sockaddr *)&a, &l) == 0);
+    CHECK(setsockopt(s, SOL_IP, IP_PKTINFO, &on, sizeof(on)) == 0);
+    CHECK(setsockopt(s, SOL_IPV6, IPV6_RECVPKTINFO, &on, sizeof(on)) == 0);
+    struct sockaddr_in t = {.sin_family = AF_INET, .sin_port = a.sin6_port,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(sendto(c, "x", 1, 0, (struct sockaddr *)&t, sizeof(t)) == 1);
+    char b[8], ctl[256];
+    struct iovec v = {.iov_base = b, .iov_len = sizeof(b)};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl,
+                       .msg_controllen = sizeof(ctl)};
+    CHECK(recvmsg(s, &m, 0) == 1);
+    printf("dual-stack pktinfo: controllen %zu:", (size_t)m.msg_controllen);
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        printf(" (%d,%d) ", h->cmsg_level, h->cmsg_type);
+        for (size_t i = 0; i < h->cmsg_len - CMSG_LEN(0); i++)
+            printf("%02x", CMSG_DATA(h)[i]);
+    }
+    printf("\n");
+    close(s);
+    close(c);
+}
+
 int main(int argc, char **argv)
 {
     fam = argc > 1 && argv[1][0] == '6' ? AF_INET6 : AF_INET;
@@ -444,8 +474,10 @@ int main(int argc, char **argv)
         bcast_mcast();
         ethtool();
     }
-    if (fam == AF_INET6)
+    if (fam == AF_INET6) {
         mapped();
+        dualstack_pktinfo();
+    }
     ok();
     return 0;
 }

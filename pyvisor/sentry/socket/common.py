@@ -36,6 +36,7 @@ from pyvisor.sentry.vfs.vfs import Dentry, Mount
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.mm.memfile import Mappable
 
 # TODO(#2): these belong in pyvisor/abi/linux/socket.py (data only); they are
 # here until that module exists.
@@ -177,7 +178,12 @@ _SOCKFS: SockFS | None = None
 class SocketInode(Inode):
     """A socket's inode: fstat reports S_IFSOCK|0777 owned by the creator."""
 
-    __slots__ = ()
+    __slots__ = ("sock",)
+
+    def mappable(self) -> Mappable | None:
+        """mmap of a socket: what the socket offers (an AF_PACKET ring), else ENODEV."""
+        sock: Socket = self.sock      # set by new_socket_file, the only maker
+        return sock.mappable()
 
 
 def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescription:
@@ -187,6 +193,7 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     if _SOCKFS is None:
         _SOCKFS = SockFS()
     inode = SocketInode(_SOCKFS, S_IFSOCK | 0o777, uid, gid)
+    inode.sock = impl
     d = Dentry(b"socket:[%d]" % inode.ino, None, inode)
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl
@@ -629,6 +636,10 @@ class Socket(FileImpl):
             self.opts[name] = (1 if val else 0) if _STORED[name] else val
             return
         raise SyscallError(Errno.ENOPROTOOPT)
+
+    def mappable(self) -> Mappable | None:
+        """What mmap(2) of this socket maps (sock_mmap); None: ENODEV."""
+        return None
 
     def buffers_changed(self) -> None:
         """SO_SNDBUF changed: writers may wake (families override)."""

@@ -1707,6 +1707,7 @@ def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
             },
         },
     }
+    # Writable (by root: mode 0644), as in a network namespace of one's own.
     spec[b"net"][b"ipv4"][b"conf"] = {b"lo": {
         n.encode(): _sysctl(kernel, f"net.ipv4.conf.lo.{n}") for n in sysctl.LO_CONF}}
     return spec

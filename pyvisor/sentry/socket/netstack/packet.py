@@ -31,9 +31,14 @@ host's: lo, and the NICs the stack took over.
              is written to the NIC's fd as is.
 
 Socket filters (SO_ATTACH_FILTER, sockfilter.py) run on each frame a socket
-would queue.  No PACKET_RX_RING/TX_RING (mmap rings), no fanout: the
-SOL_PACKET options other than PACKET_ADD/DROP_MEMBERSHIP, PACKET_AUXDATA and
-PACKET_VERSION (stored) give ENOPROTOOPT.
+would queue.  PACKET_RX_RING (TPACKET_V1 and V2) puts frames in a ring of
+frames in the memory file that the application maps (mmap of the socket):
+each frame is written whole, its tp_status set to TP_STATUS_USER last, and a
+frame the application has not handed back (TP_STATUS_KERNEL) is not
+overwritten: the packet is dropped and counted (PACKET_STATISTICS).  The
+ring cannot change once mapped (EBUSY), for the socket's life: munmap is
+not tracked.  No TPACKET_V3, no TX_RING, no fanout; SOL_PACKET options other
+than those named here give ENOPROTOOPT.
 Concurrency: Sentry loop only.
 """
 
@@ -43,7 +48,7 @@ import collections
 import struct
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import ARPHRD_LOOPBACK, IPPROTO_UDP
@@ -57,6 +62,7 @@ from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
+    from pyvisor.sentry.mm.memfile import MappedRange
     from pyvisor.sentry.socket.netstack import Stack
     from pyvisor.sentry.vfs.file import FileDescription
 
@@ -72,9 +78,18 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_AUXDATA = 8
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_HDRLEN = 11
 PACKET_RESERVE = 12
+TPACKET_V1, TPACKET_V2 = 0, 1
+TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_LOSING = 0, 1, 4
+TPACKET_ALIGNMENT = 16
+TPACKET_REQ = struct.Struct("<IIII")      # block_size, block_nr, frame_size, frame_nr
+TPACKET_HDR = struct.Struct("<QIIHHII")   # V1: status, len, snaplen, mac, net, sec, usec
+TPACKET2_HDR = struct.Struct("<IIIHHIIHH4x")   # V2: ... sec, nsec, vlan_tci, vlan_tpid
+RING_MAX = 256 << 20                      # bytes a ring may take from the memory file
 ARPHRD_ETHER = 1
 SO_ATTACH_FILTER = 26
 SO_DETACH_FILTER = 27
@@ -118,6 +133,8 @@ class PacketSocket(Socket):
         self.sk_filter: sockfilter.Program | None = None     # SO_ATTACH_FILTER
         self.pkt_opts: dict[int, int] = {PACKET_VERSION: 0, PACKET_AUXDATA: 0,
                                          PACKET_RESERVE: 0}
+        self.ring: Ring | None = None       # PACKET_RX_RING
+        self.stat_packets = self.stat_drops = 0     # PACKET_STATISTICS, since last read
         stack.packet_socks.append(self)
 
     def waitq(self, fd: FileDescription) -> WaitQueue:
@@ -132,10 +149,21 @@ class PacketSocket(Socket):
         self.stack.unbuffer(self.rcv_mem)
         self.rcvq.clear()
         self.rcv_mem = 0
+        if self.ring is not None and not self.ring.mapped:
+            self.ring.free()
+        # A mapped ring stays in the memory file: the mapping may outlive the socket.
+        self.ring = None
+
+    def mappable(self) -> Ring | None:
+        """packet_mmap: the ring, if there is one."""
+        if self.ring is None:
+            return None
+        self.ring.mapped = True
+        return self.ring
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
         ev = EVENT_OUT
-        if self.rcvq:
+        if self.rcvq or (self.ring is not None and self.ring.user_ready()):
             ev |= EVENT_IN
         return ev & mask
 
@@ -195,6 +223,7 @@ class PacketSocket(Socket):
         """packet_rcv: dropped when the queue is over SO_RCVBUF or the stack's budget."""
         if self.released:
             return
+        self.stat_packets += 1
         if self.sk_filter is not None:
             # run_filter: from the Ethernet header (SOCK_RAW) or the network header; the
             # result is the snap length.
@@ -209,9 +238,15 @@ class PacketSocket(Socket):
             if keep < len(p.data):
                 fr = Frame(fr.data[:off + keep], fr.ifindex, fr.hatype, fr.pkttype,
                            fr.stamp_ns)
+        if self.ring is not None:
+            if not self.ring.put(self, fr):
+                self.stat_drops += 1
+            self.wq.notify(EVENT_IN)
+            return
         cost = len(fr.data) + 512
         if self.rcv_mem > self.rcvbuf or self.stack.budget_left() < cost:
             self.drops += 1
+            self.stat_drops += 1
             return
         self.rcvq.append(fr)
         self.rcv_mem += cost
@@ -294,6 +329,11 @@ class PacketSocket(Socket):
                 raise SyscallError(Errno.ENOPROTOOPT)
             return super().getsockopt(t, level, name)
         if level == SOL_PACKET:
+            if name == PACKET_STATISTICS:
+                # packet_getsockopt: tp_packets counts the drops too; both restart.
+                out = struct.pack("<II", self.stat_packets, self.stat_drops)
+                self.stat_packets = self.stat_drops = 0
+                return out
             if name in self.pkt_opts:
                 return _I32.pack(self.pkt_opts[name])
             if name == PACKET_HDRLEN:
@@ -320,16 +360,54 @@ class PacketSocket(Socket):
                 ifindex = _I32.unpack_from(optval)[0]
                 self._device(ifindex)
                 return                   # every frame of lo and of a NIC is seen already
+            if name == PACKET_RX_RING:
+                self._set_ring(optval)
+                return
             if name in self.pkt_opts:
                 if len(optval) < 4:
                     raise SyscallError(Errno.EINVAL)
                 v = _I32.unpack_from(optval)[0]
+                if name in (PACKET_VERSION, PACKET_RESERVE) and self.ring is not None:
+                    raise SyscallError(Errno.EBUSY)
                 if name == PACKET_VERSION and v not in (0, 1, 2):
                     raise SyscallError(Errno.EINVAL)
                 self.pkt_opts[name] = v
                 return
             raise SyscallError(Errno.ENOPROTOOPT)
         raise SyscallError(Errno.ENOPROTOOPT)
+
+    def _set_ring(self, optval: bytes) -> None:
+        """packet_set_ring for the receive ring (TPACKET_V1/V2)."""
+        if len(optval) < TPACKET_REQ.size:
+            raise SyscallError(Errno.EINVAL)
+        if self.pkt_opts[PACKET_VERSION] not in (TPACKET_V1, TPACKET_V2):
+            raise SyscallError(Errno.EINVAL)
+        block_size, block_nr, frame_size, frame_nr = TPACKET_REQ.unpack_from(optval)
+        if self.ring is not None and self.ring.mapped:
+            raise SyscallError(Errno.EBUSY)
+        if block_nr == 0:
+            if frame_nr:
+                raise SyscallError(Errno.EINVAL)
+            if self.ring is not None:
+                self.ring.free()
+            self.ring = None
+            return
+        hdrlen = _align(TPACKET_HDR.size if self.pkt_opts[PACKET_VERSION] == TPACKET_V1
+                        else TPACKET2_HDR.size) + SOCKADDR_LL.size
+        if block_size == 0 or block_size >= 1 << 31 or block_size % 4096:
+            raise SyscallError(Errno.EINVAL)
+        if frame_size < hdrlen + self.pkt_opts[PACKET_RESERVE] \
+                or frame_size % TPACKET_ALIGNMENT:
+            raise SyscallError(Errno.EINVAL)
+        per_block = block_size // frame_size
+        if per_block == 0 or per_block * block_nr != frame_nr:
+            raise SyscallError(Errno.EINVAL)
+        if block_size * block_nr > RING_MAX:
+            raise SyscallError(Errno.ENOMEM)
+        if self.ring is not None:
+            self.ring.free()
+        self.ring = Ring(self.stack.kernel.memfile, block_size, block_nr, frame_size,
+                         per_block, self.pkt_opts[PACKET_VERSION], hdrlen)
 
     def proto_ioctl(self, t: Task, cmd: int, arg: int) -> int:
         if cmd == SIOCINQ:
@@ -341,6 +419,86 @@ class PacketSocket(Socket):
             t.copy_out(arg, _I32.pack(0))
             return 0
         raise SyscallError(Errno.ENOTTY)
+
+
+def _align(n: int) -> int:
+    return (n + TPACKET_ALIGNMENT - 1) & ~(TPACKET_ALIGNMENT - 1)
+
+
+class Ring:
+    """A PACKET_RX_RING: frames in a memory-file extent the application maps.
+    Linux: struct packet_ring_buffer.  The application owns a frame whose tp_status has
+    TP_STATUS_USER; it hands it back by writing TP_STATUS_KERNEL, which is read from the
+    shared memory before each frame is filled."""
+
+    def __init__(self, memfile: Any, block_size: int, block_nr: int, frame_size: int,
+                 per_block: int, version: int, hdrlen: int) -> None:
+        self.memfile = memfile
+        self.size = block_size * block_nr
+        self.off, self.cap = memfile.allocate(self.size)
+        self.block_size, self.frame_size, self.per_block = block_size, frame_size, per_block
+        self.frame_nr = per_block * block_nr
+        self.version = version
+        self.hdrlen = hdrlen
+        self.head = 0
+        self.mapped = False
+
+    def free(self) -> None:
+        self.memfile.free(self.off, self.cap)
+
+    def _frame(self, i: int) -> int:
+        return self.off + (i // self.per_block) * self.block_size + \
+            (i % self.per_block) * self.frame_size
+
+    def _status(self, i: int) -> int:
+        at = self._frame(i)
+        return int.from_bytes(self.memfile.map[at:at + 4], "little")
+
+    def user_ready(self) -> bool:
+        """packet_poll: the frame before the head is the application's."""
+        return self._status((self.head - 1) % self.frame_nr) != TP_STATUS_KERNEL
+
+    def put(self, sock: PacketSocket, fr: Frame) -> bool:
+        """tpacket_rcv: False (a drop) when the head frame is still the application's."""
+        if self._status(self.head) != TP_STATUS_KERNEL:
+            return False
+        reserve = sock.pkt_opts[PACKET_RESERVE]
+        if sock.stype == SOCK_DGRAM:
+            data = fr.data[ETH_HLEN:]
+            macoff = netoff = _align(self.hdrlen) + 16 + reserve
+        else:
+            data = fr.data
+            netoff = _align(self.hdrlen + 16) + reserve
+            macoff = netoff - ETH_HLEN
+        snap = max(0, min(len(data), self.frame_size - macoff))
+        at = self._frame(self.head)
+        m = self.memfile.map
+        m[at + macoff:at + macoff + snap] = data[:snap]
+        proto = int.from_bytes(fr.data[12:14], "little")
+        sll = SOCKADDR_LL.pack(AF_PACKET, proto, fr.ifindex, fr.hatype, fr.pkttype,
+                               ETH_ALEN, fr.data[6:12] + b"\0\0")
+        hsize = TPACKET_HDR.size if self.version == TPACKET_V1 else TPACKET2_HDR.size
+        m[at + _align(hsize):at + _align(hsize) + len(sll)] = sll
+        sec, ns = divmod(fr.stamp_ns, 10**9)
+        status = TP_STATUS_USER | (TP_STATUS_LOSING if sock.stat_drops else 0)
+        if self.version == TPACKET_V1:
+            hdr = TPACKET_HDR.pack(0, len(data), snap, macoff, netoff, sec, ns // 1000)
+            m[at + 8:at + TPACKET_HDR.size] = hdr[8:]
+            m[at:at + 8] = status.to_bytes(8, "little")    # last: the frame is ready
+        else:
+            hdr = TPACKET2_HDR.pack(0, len(data), snap, macoff, netoff, sec, ns, 0, 0)
+            m[at + 4:at + TPACKET2_HDR.size] = hdr[4:]
+            m[at:at + 4] = status.to_bytes(4, "little")
+        self.head = (self.head + 1) % self.frame_nr
+        return True
+
+    # -- Mappable ----------------------------------------------------------------------------
+
+    def translate(self, offset: int, length: int, writable_shared: bool) -> list[MappedRange]:
+        from pyvisor.sentry.mm.memfile import MappedRange
+        if offset < 0 or offset + length > self.cap:
+            raise SyscallError(Errno.EINVAL)
+        return [MappedRange(offset, self.off + offset, length)]
 
 
 # -- the stack's side ---------------------------------------------------------------------------
@@ -427,9 +585,11 @@ def lo_ip(stack: Stack, header: bytes, payload: bytes) -> None:
 
 
 def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: bytes,
-           ttl: int, tos: int) -> None:
+           ttl: int, tos: int, unreachable: bool = False) -> None:
     """A UDP datagram the stack short-circuits over lo, as the packet sockets and the raw
-    sockets (IPPROTO_UDP) would have seen it: with its IP and UDP headers."""
+    sockets (IPPROTO_UDP) would have seen it: with its IP and UDP headers.
+    `unreachable`: nobody holds the port, so the port unreachable that answers it crosses
+    lo too (the stack's sender learns of it directly)."""
     from pyvisor.sentry.socket.netstack import _synthetic_header
     from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
     ulen = 8 + len(data)
@@ -449,6 +609,34 @@ def lo_udp(stack: Stack, src: bytes, sport: int, dst: bytes, dport: int, data: b
     if stack.raw_socks:
         from pyvisor.sentry.socket.netstack import raw
         raw.deliver(stack, IPPROTO_UDP, src, dst, header, seg)
+    if unreachable:
+        _lo_port_unreachable(stack, src, dst, header + seg)
+
+
+def _lo_port_unreachable(stack: Stack, src: bytes, dst: bytes, quoted: bytes) -> None:
+    """icmp_send / icmp6_send of a port unreachable from `dst` back to `src`, quoting the
+    datagram (up to 576 / 1280 bytes in all), with the TOS of an ICMP error (0xc0)."""
+    from pyvisor.sentry.socket.netstack import _synthetic_header, raw
+    from pyvisor.sentry.socket.netstack.ipv4 import checksum, pseudo_header
+    v4 = len(src) == 4
+    if v4:
+        body = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + quoted[:576 - 28]
+        msg = body[:2] + checksum(body).to_bytes(2, "big") + body[4:]
+        h = _synthetic_header(1, dst, src, len(msg), 64, 0xC0)
+        h = h[:4] + stack.next_ip_id().to_bytes(2, "big") + b"\0\0" + h[8:10] + b"\0\0" \
+            + h[12:]
+        header = h[:10] + checksum(h).to_bytes(2, "big") + h[12:]
+        proto = 1
+    else:
+        body = bytes([1, 4, 0, 0, 0, 0, 0, 0]) + quoted[:1280 - 48]
+        c = checksum(pseudo_header(dst, src, 58, len(body)) + body)
+        msg = body[:2] + c.to_bytes(2, "big") + body[4:]
+        header = _synthetic_header(58, dst, src, len(msg), 64, 0)
+        proto = 58
+    if stack.packet_socks:
+        lo_ip(stack, header, msg)
+    if stack.raw_socks:
+        raw.deliver(stack, proto, dst, src, header, msg)
 
 
 class PacketFamily:

@@ -178,7 +178,9 @@ class RawSocket(UDPSocket):
         hdr[10:12] = checksum(bytes(hdr)).to_bytes(2, "big")
         src, hdst, proto = bytes(hdr[12:16]), bytes(hdr[16:20]), hdr[9]
         payload = data[ihl:]
-        if self.stack.is_local(hdst):
+        if self.stack.is_local(dst):
+            # raw_sendmsg routes by the address given to sendto(2), not by the header's:
+            # on lo the datagram arrives whatever destination its header names.
             self.stack.loop_packet(proto, src, hdst, payload, bytes(hdr))
         else:
             self.stack.send_ip(proto, src, hdst, payload, ttl=hdr[8], tos=hdr[1])

@@ -563,6 +563,10 @@ class NetSocket(Socket):
             if self.ip.get(IP_RECVORIGDSTADDR):
                 out.append((SOL_IP, IP_RECVORIGDSTADDR,
                             inet.encode(AF_INET, dst, dport)[:16]))
+            if self.family == AF_INET6 and self.ip6.get(IPV6_RECVPKTINFO):
+                # ip6_datagram_recv_common_ctl: a dual-stack socket gets both, this first.
+                out.insert(0, (SOL_IPV6, IPV6_PKTINFO,
+                               IN6_PKTINFO.pack(b"\0" * 10 + b"\xff\xff" + dst, 1)))
         elif self.family == AF_INET6:
             if self.ip6.get(IPV6_RECVPKTINFO):
                 out.append((SOL_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(dst, 1)))

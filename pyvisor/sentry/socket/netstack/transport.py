@@ -107,7 +107,7 @@ def udp_receive(stack: Stack, src: bytes, dst: bytes, seg: bytes, header: bytes,
             stack.udp_in_errors += 1
             stack.udp_csum_errors += 1
             return
-    if dport == 0 or sport == 0 and not v4:
+    if dport == 0:                      # (a zero source port is fine, for IPv6 too)
         stack.udp_in_errors += 1
         return
     if not unicast:

@@ -448,7 +448,9 @@ class UDPSocket(NetSocket):
         stack.udp_out += 1
         if stack.packet_socks or stack.raw_socks:
             from pyvisor.sentry.socket.netstack.packet import lo_udp
-            lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos())
+            lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos(),
+                   dst != INADDR_BROADCAST
+                   and stack.udp_receiver(dst, dport, src, self.lport) is None)
         if dst == INADDR_BROADCAST:
             udp_deliver_all(stack, data, src, self.lport, dst, dport, stack.lo.index,
                             self._tos(), self.ttl())

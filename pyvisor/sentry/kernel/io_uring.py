@@ -113,12 +113,9 @@ class Ring:
         self.sq_array = (CQES + cq_entries * CQE.size + 63) & ~63
         self.rings_size = self.sq_array + 4 * sq_entries
         self.sqes_size = SQE.size * sq_entries
+        self.sqes, self.sqes_cap = -1, 0
         self.rings, self.rings_cap = memfile.allocate(self.rings_size)
-        try:
-            self.sqes, self.sqes_cap = memfile.allocate(self.sqes_size)
-        except MemoryError:
-            memfile.free(self.rings, self.rings_cap)
-            raise
+        self.sqes, self.sqes_cap = memfile.allocate(self.sqes_size)   # __del__ frees both
         self.sq_head = 0               # owned by the Sentry; published at SQ_HEAD
         self.cq_tail = 0               # owned by the Sentry; published at CQ_TAIL
         self.dropped = 0
@@ -132,7 +129,8 @@ class Ring:
     def __del__(self) -> None:
         try:
             self.memfile.free(self.rings, self.rings_cap)
-            self.memfile.free(self.sqes, self.sqes_cap)
+            if self.sqes >= 0:
+                self.memfile.free(self.sqes, self.sqes_cap)
         except Exception:  # noqa: BLE001 - a half-built ring, or interpreter shutdown
             pass
 
@@ -146,15 +144,17 @@ class Ring:
 
     def translate(self, offset: int, length: int, writable_shared: bool) -> list[MappedRange]:
         """Mappable: the rings at IORING_OFF_SQ_RING and IORING_OFF_CQ_RING, the SQEs
-        at IORING_OFF_SQES; a mapping larger than its region is EINVAL (Linux:
+        at IORING_OFF_SQES (pages further into a region for a split or moved
+        mapping); a mapping past its region is EINVAL (Linux:
         io_uring_validate_mmap_request)."""
         for base, mem, size in ((IORING_OFF_SQ_RING, self.rings, self.rings_size),
                                 (IORING_OFF_CQ_RING, self.rings, self.rings_size),
                                 (IORING_OFF_SQES, self.sqes, self.sqes_size)):
-            if offset == base:
-                if length > page_round_up(size):
+            end = page_round_up(size)
+            if base <= offset < base + end:
+                if offset - base + length > end:
                     raise SyscallError(Errno.EINVAL)
-                return [MappedRange(offset, mem, length)]
+                return [MappedRange(offset, mem + offset - base, length)]
         raise SyscallError(Errno.EINVAL)
 
     # -- submission -----------------------------------------------------------------

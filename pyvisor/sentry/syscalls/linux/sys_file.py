@@ -1229,23 +1229,6 @@ def sys_utimes(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def sys_fsync(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.fd(0))
-    f.impl.fsync(f)
-    return 0
-
-
-def sys_sync(t: Task, r: SyscallArguments) -> int:
-    return 0
-
-
-def sys_fadvise64(t: Task, r: SyscallArguments) -> int:
-    f = t.fd_table.get(r.fd(0))
-    if getattr(f.impl, "pipe", None) is not None:
-        raise SyscallError(Errno.ESPIPE)
-    return 0
-
-
 def sys_memfd_create(t: Task, r: SyscallArguments) -> int:
     """Implements memfd_create(2): a tmpfs file with no name in any directory."""
     name = t.copy_in_str(r.pointer(0), 250)

@@ -21,6 +21,7 @@ from pyvisor.abi.linux.fcntl import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_REM
                                      F_OFD_SETLKW, F_SETFD, F_SETFL, F_SETLK, F_SETLKW,
                                      F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ, F_SETSIG, FD_CLOEXEC,
                                      MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, O_ASYNC,
+                                     O_LARGEFILE,
                                      O_CLOEXEC, O_CREAT, O_PATH,
                                      O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_NOREPLACE,
                                      RENAME_WHITEOUT, O_DIRECTORY, O_TMPFILE, O_VALID,
@@ -30,7 +31,7 @@ from pyvisor.abi.linux.stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S
 from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import fasync, locks
 from pyvisor.sentry.fsimpl.tmpfs import seals
-from pyvisor.sentry.kernel.pipe import fifo_wait
+from pyvisor.sentry.kernel.pipe import fifo_wait, pipe_set_size
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
@@ -62,6 +63,8 @@ async def _do_open(t: Task, dirfd: int, path: bytes, flags: int, mode: int,
         raise SyscallError(Errno.EINVAL)     # Linux 6.4+: no regular file from O_DIRECTORY
     f = ops.open_at(t, dirfd, path, flags, mode, resolve)
     f.flags = flags & ~(O_CREAT | O_TRUNC | O_CLOEXEC | 0o200 | 0o400)
+    if not flags & O_PATH:
+        f.flags |= O_LARGEFILE        # forced on 64-bit (force_o_largefile); F_GETFL shows it
     if getattr(f.impl, "fifo", False):
         try:
             await fifo_wait(t, f)
@@ -314,11 +317,7 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         pipe = getattr(f.impl, "pipe", None)
         if pipe is None:
             raise SyscallError(Errno.EBADF)
-        size = max(4096, 1 << max(0, (int(arg) - 1).bit_length()))
-        if size > 1 << 20:
-            raise SyscallError(Errno.EPERM)
-        pipe.resize(size)
-        return size
+        return pipe_set_size(t, pipe, arg & 0xFFFFFFFF)    # pipe_fcntl's unsigned int
     if cmd == F_GET_SEALS:
         return seals.get_seals(f.inode)
     if cmd == F_ADD_SEALS:

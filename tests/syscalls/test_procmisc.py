@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 PROGRAMS = [
     "pipe_reopen.c",
+    "poll_timeouts.c",
 ]
 
 

@@ -576,19 +576,30 @@ def sys_umask(t: Task, r: SyscallArguments) -> int:
     return old
 
 
-_ADDR_NO_RANDOMIZE = 0x0040000
-_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE
+# personality(2) flags that change nothing here, or nothing pyvisor does differently:
+# the sandbox's layout is not randomized, inode numbers and timestamps are never
+# shortened; STICKY_TIMEOUTS keeps select/ppoll from writing their timeouts back.
+# From <linux/personality.h>.
+_UNAME26, _ADDR_NO_RANDOMIZE, _FDPIC_FUNCPTRS = 0x0020000, 0x0040000, 0x0080000
+_MMAP_PAGE_ZERO, _ADDR_COMPAT_LAYOUT, _READ_IMPLIES_EXEC = 0x0100000, 0x0200000, 0x0400000
+_ADDR_LIMIT_32BIT, _SHORT_INODE, _WHOLE_SECONDS = 0x0800000, 0x1000000, 0x2000000
+_STICKY_TIMEOUTS, _ADDR_LIMIT_3GB = 0x4000000, 0x8000000
+_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE | _SHORT_INODE | _WHOLE_SECONDS | _STICKY_TIMEOUTS
+_PER_MASK = 0xFF
+_PER_LINUX32 = 0x0008
 
 
 def sys_personality(t: Task, r: SyscallArguments) -> int:
-    """Implements personality(2) for PER_LINUX, alone or with ADDR_NO_RANDOMIZE (gdb sets
-    it; the sandbox's layout is not randomized anyway).  Other personas and flags
-    (READ_IMPLIES_EXEC, ...): EINVAL."""
+    """Implements personality(2).  Any persona is kept and inherited, as Linux keeps
+    it (none changes what a 64-bit task sees) but PER_LINUX32, whose uname would
+    have to say i686; flags that would change the address space or uname
+    (READ_IMPLIES_EXEC, MMAP_PAGE_ZERO, ADDR_LIMIT_*, ADDR_COMPAT_LAYOUT, UNAME26,
+    FDPIC_FUNCPTRS) are refused with EINVAL rather than silently ignored."""
     p = r.uint32(0)
     old = t.personality
     if p == 0xFFFFFFFF:
         return old
-    if p & ~_PERSONALITY_FLAGS:
+    if p & ~(_PERSONALITY_FLAGS | _PER_MASK) or p & _PER_MASK == _PER_LINUX32:
         raise SyscallError(Errno.EINVAL)
     t.personality = p
     return old

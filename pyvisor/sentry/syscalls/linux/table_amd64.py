@@ -203,7 +203,8 @@ AMD64 = SyscallTable("amd64", {
     S.getsid: supported(P.sys_getsid),
     S.setsid: supported(P.sys_setsid),
     S.umask: supported(P.sys_umask),
-    S.personality: partial(P.sys_personality, note="only PER_LINUX"),
+    S.personality: partial(P.sys_personality, note="personas and no-op flags kept; "
+                           "READ_IMPLIES_EXEC, ADDR_LIMIT_*, UNAME26, PER_LINUX32: EINVAL"),
     S.sched_yield: supported(P.sys_sched_yield),
     S.sched_getaffinity: supported(P.sys_sched_getaffinity),
     S.sched_setaffinity: partial(P.sys_sched_setaffinity, note="accepted, not applied"),

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 PROGRAMS = [
     "pipe_reopen.c",
     "poll_timeouts.c",
+    "mempolicy.c",
 ]
 
 

@@ -113,6 +113,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
         cputime.attach(child_tg, thread.space, fresh=False)
     child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
     child.personality = t.personality
+    child.mempolicy = t.mempolicy         # immutable: sharing is copying
     child.nice = t.nice
     child_tg.tasks.append(child)
     kernel.register(child)

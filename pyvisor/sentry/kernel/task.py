@@ -255,6 +255,7 @@ class Task:
     tracees: list[Task] = field(default_factory=list)
     exit_code: int | None = None          # this thread's own exit(2) status (wait format)
     personality: int = 0                  # personality(2): PER_LINUX and its flags
+    mempolicy: Any = None                 # set_mempolicy(2) (mm/mempolicy.py); None: default
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 

@@ -11,6 +11,7 @@ from pyvisor.sentry.syscalls.linux import sys_file as F
 from pyvisor.sentry.syscalls.linux import sys_futex as FX
 from pyvisor.sentry.syscalls.linux import sys_inotify as IN
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
+from pyvisor.sentry.syscalls.linux import sys_mempolicy as MP
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mqueue as MQ
@@ -147,6 +148,9 @@ AMD64 = SyscallTable("amd64", {
     S.brk: supported(M.sys_brk),
     S.mremap: supported(M.sys_mremap),
     S.madvise: partial(M.sys_madvise, note="DONTNEED/FREE honoured; other advice ignored"),
+    S.get_mempolicy: supported(MP.sys_get_mempolicy),
+    S.set_mempolicy: partial(MP.sys_set_mempolicy, note="one memory node: kept, not applied"),
+    S.mbind: partial(MP.sys_mbind, note="one memory node: kept per mapping, not applied"),
     S.msync: supported(M.sys_msync),
     S.mincore: partial(M.sys_mincore, note="reports every page resident"),
     S.mlock: partial(M.sys_mlock, note=_MLOCK_NOTE),

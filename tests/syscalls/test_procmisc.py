@@ -15,6 +15,7 @@ PROGRAMS = [
     "pipe_reopen.c",
     "poll_timeouts.c",
     "mempolicy.c",
+    "sched_attrs.c",
 ]
 
 

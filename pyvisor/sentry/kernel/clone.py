@@ -18,7 +18,7 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.kernel import cputime, cputimers
+from pyvisor.sentry.kernel import cputime, cputimers, sched
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.waitqueue import WaitQueue
@@ -114,7 +114,7 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     child.no_new_privs, child.seccomp = t.no_new_privs, t.seccomp
     child.personality = t.personality
     child.mempolicy = t.mempolicy         # immutable: sharing is copying
-    child.nice = t.nice
+    child.sched, child.nice = sched.at_fork(t.sched, t.nice)
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

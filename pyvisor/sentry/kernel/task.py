@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Coroutine
 from pyvisor.abi.linux.capability import ALL_CAPS, CAP_LAST_CAP, CAP_SYS_ADMIN  # noqa: F401
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.kernel.sched import DEFAULT as SCHED_DEFAULT
+from pyvisor.sentry.kernel.sched import SchedAttrs
 from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -256,6 +258,7 @@ class Task:
     exit_code: int | None = None          # this thread's own exit(2) status (wait format)
     personality: int = 0                  # personality(2): PER_LINUX and its flags
     mempolicy: Any = None                 # set_mempolicy(2) (mm/mempolicy.py); None: default
+    sched: SchedAttrs = SCHED_DEFAULT     # policy, affinity, ioprio (kernel/sched.py)
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 

@@ -35,6 +35,7 @@ except ImportError:     # pragma: no cover - an interpreter without CPython's ow
     from hashlib import blake2b
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import SCHED_DEADLINE, SCHED_FIFO, SCHED_RR
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel import cputime
@@ -627,6 +628,42 @@ def _mountpoint(m: Mount, root: Location | None) -> bytes:
 # -- generated contents ------------------------------------------------------------------
 
 
+def _prio_nice(t: Task | None) -> tuple[int, int]:
+    """stat's priority and nice: task_prio (prio - MAX_RT_PRIO) and task_nice."""
+    if t is None:
+        return 20, 0
+    s = t.sched
+    if s.policy == SCHED_DEADLINE:
+        return -101, t.nice
+    if s.policy in (SCHED_FIFO, SCHED_RR):
+        return -1 - s.rt_priority, t.nice
+    return 20 + t.nice, t.nice
+
+
+def _affinity(t: Task | None, ncpu: int) -> int:
+    return (1 << ncpu) - 1 if t is None else t.sched.affinity & ((1 << ncpu) - 1)
+
+
+def _cpu_list(mask: int) -> str:
+    """A CPU mask as ranges ("0-2,5"), as bitmap_print_list_to_buf prints it."""
+    out, i = [], 0
+    while mask >> i:
+        if mask >> i & 1:
+            j = i
+            while mask >> (j + 1) & 1:
+                j += 1
+            out.append(str(i) if i == j else f"{i}-{j}")
+            i = j + 1
+        else:
+            i += 1
+    return ",".join(out)
+
+
+def _rt_policy(t: Task | None) -> tuple[int, int]:
+    """stat's rt_priority and policy."""
+    return (0, 0) if t is None else (t.sched.rt_priority, t.sched.policy)
+
+
 def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
     """/proc/PID/stat: 52 fields.  Linux: fs/proc/array.c do_task_stat."""
     _check_alive(kernel, tg)
@@ -648,11 +685,11 @@ def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
         0, 0, 0, 0,                               # minflt cminflt majflt cmajflt
         utime // _NS_PER_TICK, stime // _NS_PER_TICK,
         tg.children_utime_ns // _NS_PER_TICK, tg.children_stime_ns // _NS_PER_TICK,
-        20, 0, len(_live_tasks(tg)), 0, start,    # priority nice threads itrealvalue start
+        *_prio_nice(t), len(_live_tasks(tg)), 0, start,   # ... threads itrealvalue start
         ms.size, ms.rss // PAGE, RLIM_INFINITY,
         g("start_code"), g("end_code"), g("start_stack"), 0, 0,
         pnd | shd, blk, ign, cgt,
-        0, 0, 0, int(getattr(tg, "exit_signal", 17)), 0, 0, 0, 0, 0, 0,
+        0, 0, 0, int(getattr(tg, "exit_signal", 17)), 0, *_rt_policy(t), 0, 0, 0,
         g("start_data"), g("end_data"), g("brk_start"),
         g("argv_start"), g("argv_end"), g("env_start"), g("env_end"),
         exit_code if exit_code is not None and getattr(tg, "zombie", False) else 0,
@@ -733,8 +770,8 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"Seccomp_filters:\t{sc.count}",
         "Speculation_Store_Bypass:\tthread vulnerable",
         "SpeculationIndirectBranch:\tconditional enabled",
-        f"Cpus_allowed:\t{(1 << ncpu) - 1:x}",
-        f"Cpus_allowed_list:\t{'0' if ncpu == 1 else f'0-{ncpu - 1}'}",
+        f"Cpus_allowed:\t{_affinity(t, ncpu):x}",
+        f"Cpus_allowed_list:\t{_cpu_list(_affinity(t, ncpu))}",
         "Mems_allowed:\t00000001",
         "Mems_allowed_list:\t0",
         "voluntary_ctxt_switches:\t0",

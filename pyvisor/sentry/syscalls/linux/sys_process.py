@@ -221,7 +221,7 @@ def sys_capget(t: Task, r: SyscallArguments) -> int:
         return 0
     if pid < 0:
         raise SyscallError(Errno.EINVAL)
-    target = t if pid in (0, t.tid) else _sched_target(t, pid)
+    target = t if pid in (0, t.tid) else sched_target(t, pid)
     if data:
         sets = target.creds.cap_sets()             # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
@@ -609,7 +609,7 @@ def sys_sched_yield(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def _sched_target(t: Task, pid: int) -> Task:
+def sched_target(t: Task, pid: int) -> Task:
     """The task a sched_*/priority call names: 0 is the caller; others must exist here."""
     if pid < 0:
         raise SyscallError(Errno.EINVAL)
@@ -621,71 +621,17 @@ def _sched_target(t: Task, pid: int) -> Task:
     return target
 
 
-# The host's CPU count, read once (after confinement /sys may not be reachable).
-_NCPU = os.cpu_count() or 1
-
-
-def sys_sched_getaffinity(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_getaffinity(2): the host's CPUs, as the sandbox sees them."""
-    _sched_target(t, r.int32(0))
-    n, addr = r.uint64(1), r.pointer(2)
-    need = max(8, ((_NCPU + 63) // 64) * 8)
-    if n < need or n % 8:
-        raise SyscallError(Errno.EINVAL)
-    mask = (1 << _NCPU) - 1
-    t.copy_out(addr, mask.to_bytes(need, "little"))
-    return need
-
-
-def sys_sched_setaffinity(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_setaffinity(2): validated, not applied (the Sentry places stubs)."""
-    _sched_target(t, r.int32(0))
-    n, addr = r.uint64(1), r.pointer(2)
-    mask = int.from_bytes(t.copy_in(addr, min(n, 128)), "little")
-    if not mask & ((1 << _NCPU) - 1):
-        raise SyscallError(Errno.EINVAL)
-    return 0
-
-
-def sys_sched_getparam(t: Task, r: SyscallArguments) -> int:
-    _sched_target(t, r.int32(0))
-    t.copy_out(r.pointer(1), bytes(4))
-    return 0
-
-
-def sys_sched_getscheduler(t: Task, r: SyscallArguments) -> int:
-    _sched_target(t, r.int32(0))
-    return 0
-
-
-def sys_sched_setscheduler(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_setscheduler(2): SCHED_OTHER/BATCH/IDLE accepted, not applied."""
-    _sched_target(t, r.int32(0))
-    policy = r.int32(1) & ~0x40000000          # SCHED_RESET_ON_FORK
-    if policy not in (0, 3, 5):
-        raise SyscallError(Errno.EPERM if policy in (1, 2, 6) else Errno.EINVAL)
-    return 0
-
-
-def sys_sched_get_priority_max(t: Task, r: SyscallArguments) -> int:
-    return 99 if r.int32(0) in (1, 2) else 0
-
-
-def sys_sched_get_priority_min(t: Task, r: SyscallArguments) -> int:
-    return 1 if r.int32(0) in (1, 2) else 0
-
-
 _RLIMIT_NICE = 13
 
 
-def _prio_targets(t: Task, which: int, who: int) -> list[Task]:
+def prio_targets(t: Task, which: int, who: int) -> list[Task]:
     """The threads a get/setpriority names (PRIO_PROCESS: one thread; PRIO_PGRP: the
     group's; PRIO_USER: those of a real uid); ESRCH if none."""
     k = t.kernel
     if which == 0:                               # PRIO_PROCESS
         if who < 0:
             raise SyscallError(Errno.ESRCH)
-        return [_sched_target(t, who)]
+        return [sched_target(t, who)]
     if which == 1:                               # PRIO_PGRP
         pgid = who or t.tg.pgid
         out = [x for g in k.groups.values() if g.pgid == pgid and not g.zombie
@@ -703,7 +649,7 @@ def _prio_targets(t: Task, which: int, who: int) -> list[Task]:
 
 def sys_getpriority(t: Task, r: SyscallArguments) -> int:
     """Implements getpriority(2): 20 - the highest nice value (nice_to_rlimit)."""
-    return max(20 - x.nice for x in _prio_targets(t, r.int32(0), r.int32(1)))
+    return max(20 - x.nice for x in prio_targets(t, r.int32(0), r.int32(1)))
 
 
 def sys_setpriority(t: Task, r: SyscallArguments) -> int:
@@ -714,7 +660,7 @@ def sys_setpriority(t: Task, r: SyscallArguments) -> int:
     nice = max(-20, min(19, nice))
     c = t.creds
     err = None
-    for x in _prio_targets(t, which, who):
+    for x in prio_targets(t, which, who):
         if x.creds.uid != c.euid and x.creds.euid != c.euid and not c.capable(CAP_SYS_NICE):
             err = Errno.EPERM
             continue

@@ -19,6 +19,7 @@ from pyvisor.sentry.syscalls.linux import sys_poll as PO
 from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
+from pyvisor.sentry.syscalls.linux import sys_sched as SC
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
@@ -27,6 +28,7 @@ from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
+_SCHED_NOTE = "checked and kept per thread, not applied to the host"
 _MLOCK_NOTE = "locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"
 
 AMD64 = SyscallTable("amd64", {
@@ -210,13 +212,18 @@ AMD64 = SyscallTable("amd64", {
     S.personality: partial(P.sys_personality, note="personas and no-op flags kept; "
                            "READ_IMPLIES_EXEC, ADDR_LIMIT_*, UNAME26, PER_LINUX32: EINVAL"),
     S.sched_yield: supported(P.sys_sched_yield),
-    S.sched_getaffinity: supported(P.sys_sched_getaffinity),
-    S.sched_setaffinity: partial(P.sys_sched_setaffinity, note="accepted, not applied"),
-    S.sched_getparam: supported(P.sys_sched_getparam),
-    S.sched_getscheduler: supported(P.sys_sched_getscheduler),
-    S.sched_setscheduler: partial(P.sys_sched_setscheduler, note="accepted, not applied"),
-    S.sched_get_priority_max: supported(P.sys_sched_get_priority_max),
-    S.sched_get_priority_min: supported(P.sys_sched_get_priority_min),
+    S.sched_getaffinity: supported(SC.sys_sched_getaffinity),
+    S.sched_setaffinity: partial(SC.sys_sched_setaffinity, note=_SCHED_NOTE),
+    S.sched_getparam: supported(SC.sys_sched_getparam),
+    S.sched_setparam: partial(SC.sys_sched_setparam, note=_SCHED_NOTE),
+    S.sched_getscheduler: supported(SC.sys_sched_getscheduler),
+    S.sched_setscheduler: partial(SC.sys_sched_setscheduler, note=_SCHED_NOTE),
+    S.sched_getattr: supported(SC.sys_sched_getattr),
+    S.sched_setattr: partial(SC.sys_sched_setattr, note=_SCHED_NOTE),
+    S.sched_get_priority_max: supported(SC.sys_sched_get_priority_max),
+    S.sched_get_priority_min: supported(SC.sys_sched_get_priority_min),
+    S.ioprio_get: supported(SC.sys_ioprio_get),
+    S.ioprio_set: partial(SC.sys_ioprio_set, note=_SCHED_NOTE),
     S.getpriority: supported(P.sys_getpriority),
     S.setpriority: partial(P.sys_setpriority, note="nice kept and checked, not applied"),
     S.getcpu: supported(P.sys_getcpu),

@@ -16,6 +16,8 @@ PROGRAMS = [
     "poll_timeouts.c",
     "mempolicy.c",
     "sched_attrs.c",
+    "futex_robust.c",
+    "prctl_parent.c",
 ]
 
 

@@ -17,7 +17,7 @@ from pyvisor.abi.linux.mman import PAGE_SIZE
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
 from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
-from pyvisor.sentry.kernel import cputime, posix_timers, vdso
+from pyvisor.sentry.kernel import cputime, futex, posix_timers, vdso
 from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.loader import elf
@@ -137,6 +137,7 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
                 kernel.signal_wakeup(other)
             if not other.thread.running:
                 kernel.task_exit(other)
+    futex.exit_robust_list(t)              # with the old image (Linux: exec_mm_release)
     old_mm = t.mm
     old_thread = t.thread
     kernel.tasks_by_context.pop(old_thread, None)

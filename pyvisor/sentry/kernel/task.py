@@ -194,6 +194,7 @@ class ThreadGroup:
     # The thread that forked it (Linux: real_parent), for __WNOTHREAD; None: any thread of
     # the parent (CLONE_PARENT, adopted orphans).
     parent_task: Task | None = None
+    child_subreaper: bool = False     # PR_SET_CHILD_SUBREAPER: adopts orphans below it
 
     @property
     def leader(self) -> Task:
@@ -258,6 +259,7 @@ class Task:
     exit_code: int | None = None          # this thread's own exit(2) status (wait format)
     personality: int = 0                  # personality(2): PER_LINUX and its flags
     mempolicy: Any = None                 # set_mempolicy(2) (mm/mempolicy.py); None: default
+    pdeath_signal: int = 0                # PR_SET_PDEATHSIG; not inherited
     sched: SchedAttrs = SCHED_DEFAULT     # policy, affinity, ioprio (kernel/sched.py)
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])

@@ -26,7 +26,8 @@ from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_LAST_CAP, CAP_SETGID, CAP_SETUID,
-                                          CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_RESOURCE,
+                                          CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_PTRACE,
+                                          CAP_SYS_RESOURCE,
                                           PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ,
                                           PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_SET_KEEPCAPS,
                                           PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)
@@ -263,8 +264,19 @@ def sys_set_robust_list(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_get_robust_list(t: Task, r: SyscallArguments) -> int:
-    t.copy_out(r.pointer(1), struct.pack("<Q", t.robust_list))
+    """Implements get_robust_list(2): any thread's head, for whoever may ptrace-read
+    it (the caller's uid or CAP_SYS_PTRACE)."""
+    pid = r.int32(0)
+    p = t if pid == 0 else t.kernel.tasks_by_tid.get(pid)
+    if p is None or p.exited or not sees(t.tg, p.tg):
+        raise SyscallError(Errno.ESRCH)
+    c = t.creds
+    if p.tg is not t.tg and not c.capable(CAP_SYS_PTRACE) and not (
+            c.uid == p.creds.euid == p.creds.suid == p.creds.uid and
+            c.gid == p.creds.egid == p.creds.sgid == p.creds.gid):
+        raise SyscallError(Errno.EPERM)
     t.copy_out(r.pointer(2), struct.pack("<Q", 24))
+    t.copy_out(r.pointer(1), struct.pack("<Q", p.robust_list))
     return 0
 
 
@@ -340,13 +352,24 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         return 0
     if opt == _PR_SET_VMA:
         return _set_vma(t, r)
-    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER):
+    if opt == _PR_SET_PDEATHSIG:
+        if arg2 > NSIG:
+            raise SyscallError(Errno.EINVAL)
+        t.pdeath_signal = int(arg2)     # sent when the thread that forked it exits
         return 0
+    if opt == _PR_GET_PDEATHSIG:
+        t.copy_out(arg2, struct.pack("<i", t.pdeath_signal))
+        return 0
+    if opt == _PR_SET_CHILD_SUBREAPER:
+        t.tg.child_subreaper = bool(arg2)   # orphans below it come to it (kernel.py)
+        return 0
+    if opt == _PR_GET_CHILD_SUBREAPER:
+        t.copy_out(arg2, struct.pack("<i", int(t.tg.child_subreaper)))
+        return 0
+    if opt == _PR_SET_MM:
+        return _prctl_set_mm(t, int(arg2), r)
     if opt == _PR_GET_DUMPABLE:
         return t.tg.dumpable
-    if opt == _PR_GET_PDEATHSIG:
-        t.copy_out(arg2, struct.pack("<i", 0))
-        return 0
     if opt == _PR_SET_NO_NEW_PRIVS:
         if arg2 != 1 or r.uint64(2) or r.uint64(3) or r.uint64(4):
             raise SyscallError(Errno.EINVAL)
@@ -363,6 +386,25 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
         return seccomp.prctl_set(t, int(arg2), r.pointer(2))
+    raise SyscallError(Errno.EINVAL)
+
+
+_PR_SET_MM = 35
+_PR_SET_MM_MAP, _PR_SET_MM_MAP_SIZE = 14, 15
+_PRCTL_MM_MAP_SIZE = 104                # sizeof(struct prctl_mm_map)
+
+
+def _prctl_set_mm(t: Task, sub: int, r: SyscallArguments) -> int:
+    """PR_SET_MM: its checks (prctl_set_mm), then EINVAL: pyvisor does not let a
+    process rewrite its own memory map's bounds (a checkpoint/restore tool's need).
+    PR_SET_MM_MAP_SIZE answers."""
+    if sub not in (_PR_SET_MM_MAP, _PR_SET_MM_MAP_SIZE) and (r.uint64(3) or r.uint64(4)):
+        raise SyscallError(Errno.EINVAL)
+    if sub == _PR_SET_MM_MAP_SIZE:
+        t.copy_out(r.pointer(2), struct.pack("<I", _PRCTL_MM_MAP_SIZE))
+        return 0
+    if not t.creds.capable(CAP_SYS_RESOURCE):
+        raise SyscallError(Errno.EPERM)
     raise SyscallError(Errno.EINVAL)
 
 

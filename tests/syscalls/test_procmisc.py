@@ -18,6 +18,7 @@ PROGRAMS = [
     "sched_attrs.c",
     "futex_robust.c",
     "prctl_parent.c",
+    "exec_at.c",
 ]
 
 

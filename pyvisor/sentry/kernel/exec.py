@@ -15,7 +15,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.mman import PAGE_SIZE
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
-from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
+from pyvisor.abi.linux.stat import S_IFLNK, S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
 from pyvisor.sentry.kernel import cputime, futex, posix_timers, vdso
 from pyvisor.sentry.kernel import creds as kcreds
@@ -30,11 +30,17 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
 
-def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescription:
-    """Opens a program for execution: a regular file with execute permission."""
+def open_exec(t: Task, path: bytes, dirloc: Location | None = None, follow: bool = True,
+              loc: Location | None = None) -> FileDescription:
+    """Opens a program for execution: a regular file with execute permission.  `loc`:
+    the file itself (execveat's AT_EMPTY_PATH); `follow` False: a symlink at the end
+    of `path` is ELOOP (AT_SYMLINK_NOFOLLOW)."""
     from pyvisor.sentry.vfs.ops import lookup
-    loc = lookup(t, dirloc, path, follow=True)
+    if loc is None:
+        loc = lookup(t, dirloc, path, follow=follow)
     inode = loc.dentry.inode
+    if inode.mode & S_IFMT == S_IFLNK:
+        raise SyscallError(Errno.ELOOP)
     if inode.is_dir():
         raise SyscallError(Errno.EACCES)
     if inode.mode & S_IFMT != S_IFREG:
@@ -54,9 +60,16 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
 
 
 def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
-         dirloc: Location | None = None) -> tuple[MemoryManager, int, int, FileDescription, list[bytes]]:
-    """Builds a new address space running `path`.  Returns (mm, entry, sp, file, argv)."""
-    fd = open_exec(t, path, dirloc)
+         dirloc: Location | None = None, *, follow: bool = True, loc: Location | None = None,
+         filename: bytes | None = None, path_inaccessible: bool = False,
+         ) -> tuple[MemoryManager, int, int, FileDescription, list[bytes]]:
+    """Builds a new address space running `path`.  Returns (mm, entry, sp, file, argv).
+    `filename`: the name execve was given (AT_EXECFN, and a script's interpreter's
+    argument; execveat's /dev/fd/N[/path]); `path_inaccessible`: that name dies with a
+    close-on-exec fd, so a script cannot be run by it (ENOENT; Linux:
+    BINPRM_FLAGS_PATH_INACCESSIBLE)."""
+    fd = open_exec(t, path, dirloc, follow, loc)
+    execfn = path = filename if filename is not None else path
     for _ in range(elf.MAX_SCRIPT_DEPTH + 1):
         head = elf.read_all(fd, t, 4096, 0)
         if head and inotify._watches:
@@ -64,6 +77,9 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         if head[:2] != b"#!":
             break
         line = head[2:].split(b"\n", 1)[0]
+        if path_inaccessible:
+            fd.decref()
+            raise SyscallError(Errno.ENOENT)
         if b"\n" not in head[2:] and len(head) >= 256:
             line = line[:254]
         line = line.replace(b"\t", b" ").strip()
@@ -112,7 +128,7 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         mm.brk_start = mm.brk = end
         sysinfo = vdso.get(kernel).map_into(mm)
         aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
-        sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
+        sp = elf.build_stack(mm, argv, envp, execfn, aux, t.creds)
     except SyscallError as e:
         mm.exec_fatal = e.errno
         start = sp = 0
@@ -157,6 +173,9 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     regs.rip = entry
     regs.rsp = sp
     t.regs = regs
+    tg.did_exec = True                     # its parent may no longer setpgid it (EACCES)
+    if any(x.fd_table is t.fd_table for x in kernel.tasks_by_tid.values() if x is not t):
+        t.fd_table = t.fd_table.fork()     # CLONE_FILES sharers keep theirs (unshare_files)
     t.fd_table.close_on_exec()
     for a in tg.sighand.actions[1:]:
         if a.handler not in (SIG_DFL, SIG_IGN):

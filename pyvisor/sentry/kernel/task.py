@@ -195,6 +195,7 @@ class ThreadGroup:
     # the parent (CLONE_PARENT, adopted orphans).
     parent_task: Task | None = None
     child_subreaper: bool = False     # PR_SET_CHILD_SUBREAPER: adopts orphans below it
+    did_exec: bool = False            # it has called execve (Linux: no PF_FORKNOEXEC)
 
     @property
     def leader(self) -> Task:

@@ -13,6 +13,7 @@ from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_
 from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
                                      WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
                                      WNOTHREAD)
+from pyvisor.abi.linux.fcntl import AT_FDCWD
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_TRAPPED
 from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
 from pyvisor.sentry.fsimpl.devpts import devpts
@@ -583,14 +584,29 @@ def sys_getpgrp(t: Task, r: SyscallArguments) -> int:
 def sys_setpgid(t: Task, r: SyscallArguments) -> int:
     """Implements setpgid(2)."""
     pid, pgid = r.int32(0), r.int32(1)
+    k = t.kernel
+    pid = pid or t.tg.tgid
+    pgid = pgid or pid
     if pgid < 0:
         raise SyscallError(Errno.EINVAL)
-    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
-    if tg is None or (tg is not t.tg and tg.parent is not t.tg):
+    tg = k.groups.get(pid)
+    if tg is None or not sees(t.tg, tg):
+        if pid in k.tasks_by_tid:
+            raise SyscallError(Errno.EINVAL)        # a thread, not a process
         raise SyscallError(Errno.ESRCH)
+    if tg is not t.tg:
+        if tg.parent is not t.tg:
+            raise SyscallError(Errno.ESRCH)
+        if tg.sid != t.tg.sid:
+            raise SyscallError(Errno.EPERM)
+        if tg.did_exec:
+            raise SyscallError(Errno.EACCES)
     if tg.sid == tg.tgid:
-        raise SyscallError(Errno.EPERM)
-    tg.pgid = pgid or tg.tgid
+        raise SyscallError(Errno.EPERM)             # a session leader
+    if pgid != pid and not any(g.pgid == pgid and g.sid == t.tg.sid and not g.reaped
+                               for g in k.groups.values()):
+        raise SyscallError(Errno.EPERM)             # no such group in the caller's session
+    tg.pgid = pgid
     return 0
 
 
@@ -1043,21 +1059,36 @@ def _take_leader_tid(t: Task) -> None:
     k._free_pid(old)
 
 
+_AT_SYMLINK_NOFOLLOW, _AT_EMPTY_PATH = 0x100, 0x1000
+
+
 async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
                   flags: int) -> SyscallControl:
     from pyvisor.sentry.vfs.ops import dir_location
-    dirloc = None
-    if path[:1] != b"/":
-        dirloc = dir_location(t, dirfd)
+    from pyvisor.sentry.vfs.vfs import Location
+    if flags & ~(_AT_SYMLINK_NOFOLLOW | _AT_EMPTY_PATH):
+        raise SyscallError(Errno.EINVAL)
+    dirloc = loc = None
+    filename = path
+    inaccessible = False
+    if path[:1] != b"/" and dirfd != AT_FDCWD:
+        # Linux names the program /dev/fd/N[/path] (alloc_bprm); a name that a
+        # close-on-exec fd takes away cannot be a script's (execve sees ENOENT).
+        filename = b"/dev/fd/%d" % dirfd + (b"/" + path if path else b"")
+        inaccessible = t.fd_table.get_cloexec(dirfd)        # EBADF
     if not path:
-        if flags & 0x1000:   # AT_EMPTY_PATH: exec the fd itself
-            f = t.fd_table.get(dirfd)
-            from pyvisor.sentry.vfs.vfs import path_of
-            path = path_of(f.mount, f.dentry)
-            dirloc = None
-        else:
+        if not flags & _AT_EMPTY_PATH:
             raise SyscallError(Errno.ENOENT)
-    mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
+        if dirfd == AT_FDCWD:
+            loc = t.fs.cwd
+        else:
+            f = t.fd_table.get(dirfd)
+            loc = Location(f.mount, f.dentry)           # the fd itself
+    elif path[:1] != b"/":
+        dirloc = dir_location(t, dirfd)
+    mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc,
+                                         follow=not flags & _AT_SYMLINK_NOFOLLOW, loc=loc,
+                                         filename=filename, path_inaccessible=inaccessible)
     old_tid = t.tid
     tg = t.tg
     if len(tg.tasks) > 1 and (t.tid != tg.tgid or ptrace.exit_stops_pending(tg)):

@@ -19,6 +19,7 @@ PROGRAMS = [
     "futex_robust.c",
     "prctl_parent.c",
     "exec_at.c",
+    "proc_mmflags.c",
 ]
 
 

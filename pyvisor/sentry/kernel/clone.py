@@ -88,7 +88,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                                rlimits=[list(x) for x in tg.rlimits],
                                exit_signal=exit_signal, start_ns=kernel.now(),
                                comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ,
-                               container=tg.container)
+                               container=tg.container, coredump_filter=tg.coredump_filter,
+                               oom_score_adj=tg.oom_score_adj)
         if parent is not None:
             parent.children.append(child_tg)
         if not flags & CLONE_PARENT:

@@ -196,6 +196,8 @@ class ThreadGroup:
     parent_task: Task | None = None
     child_subreaper: bool = False     # PR_SET_CHILD_SUBREAPER: adopts orphans below it
     did_exec: bool = False            # it has called execve (Linux: no PF_FORKNOEXEC)
+    coredump_filter: int = 0x33       # /proc/PID/coredump_filter (kept in the mm in Linux)
+    oom_score_adj: int = 0            # /proc/PID/oom_score_adj; both inherited at fork
 
     @property
     def leader(self) -> Task:

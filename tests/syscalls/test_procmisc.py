@@ -20,6 +20,7 @@ PROGRAMS = [
     "prctl_parent.c",
     "exec_at.c",
     "proc_mmflags.c",
+    "timer_sigev.c",
 ]
 
 

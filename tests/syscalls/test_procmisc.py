@@ -21,6 +21,7 @@ PROGRAMS = [
     "exec_at.c",
     "proc_mmflags.c",
     "timer_sigev.c",
+    "epoll_nest.c",
 ]
 
 

@@ -120,9 +120,7 @@ async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
         queues: list[WaitQueue] = []
         for f, _ in items:
             if f is not None:
-                q = f.impl.waitq(f)
-                if q not in queues:
-                    queues.append(q)
+                _add_queues(f, queues)
         try:
             await t.kernel.block_on(t, queues, deadline=deadline)
         except TimedOut:
@@ -484,6 +482,37 @@ _EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes
 _EPOLLEXCLUSIVE_OK = 0x1 | 0x4 | 0x8 | 0x10 | (1 << 29) | _EPOLLET | _EPOLLEXCLUSIVE
 
 
+EP_MAX_NESTS = 4
+
+
+def _add_queues(f: FileDescription, queues: list[WaitQueue], depth: int = 0) -> None:
+    """The wait queues that tell a waiter `f` may have become ready: its own, and for
+    an epoll file those of what it watches, nested epolls included (Linux wakes a
+    nested epoll's waiters from ep_poll_callback through its poll_wait)."""
+    q = f.impl.waitq(f)
+    if q in queues:
+        return
+    queues.append(q)
+    if isinstance(f.impl, EpollImpl) and depth <= EP_MAX_NESTS:
+        for g, _, _, _, _ in f.impl.interest.values():
+            _add_queues(g, queues, depth + 1)
+
+
+def _epoll_depth(f: FileDescription, target: FileDescription, depth: int = 0) -> int:
+    """How deep epolls nest below `f`; ELOOP if `target` is among them (a cycle) or
+    they nest past EP_MAX_NESTS.  Linux: ep_loop_check."""
+    if f is target:
+        raise SyscallError(Errno.ELOOP)
+    if depth > EP_MAX_NESTS:
+        raise SyscallError(Errno.ELOOP)
+    deepest = depth
+    assert isinstance(f.impl, EpollImpl)
+    for g, _, _, _, _ in f.impl.interest.values():
+        if isinstance(g.impl, EpollImpl):
+            deepest = max(deepest, _epoll_depth(g, target, depth + 1))
+    return deepest
+
+
 def _edge_watch(f: FileDescription, events: int) -> _EdgeWatch | None:
     return _EdgeWatch(f.impl.waitq(f)) if events & _EPOLLET else None
 
@@ -528,6 +557,8 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
+        if isinstance(f.impl, EpollImpl):
+            _epoll_depth(f, ep)
         impl.add(key, [f, events, data, fd, _edge_watch(f, events)])
     elif op == 2:  # DEL
         if key not in impl.interest:
@@ -588,11 +619,8 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
             return len(out)
         if deadline is not None and deadline <= t.kernel.now():
             return 0
-        queues = [impl.wq]
-        for f, _, _, _, _ in impl.interest.values():
-            q = f.impl.waitq(f)
-            if q not in queues:
-                queues.append(q)
+        queues: list[WaitQueue] = []
+        _add_queues(ep, queues)
         try:
             await t.kernel.block_on(t, queues, deadline=deadline)
         except TimedOut:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Builder, Comparer
+    from conftest import Builder, Comparer, Runner
 
 PROGRAMS = [
     "pipe_reopen.c",
@@ -30,3 +30,13 @@ def test_procmisc(name: str, program: Builder, compare: Comparer) -> None:
     native, sandboxed = compare([program(name)])
     assert native.returncode == 0, native.output
     assert "ok" in sandboxed.stdout.split(), sandboxed.output
+
+
+def test_uts_poll(program: Builder, run: Runner) -> None:
+    """uts_poll.c sets the hostname: natively only inside a UTS namespace of its own
+    (unshare --uts; the host's name is never touched), in the sandbox as it is."""
+    prog = program("uts_poll.c")
+    native = run("native", ["unshare", "--uts", prog])
+    sandboxed = run("pyvisor", [prog])
+    assert native.returncode == 0 and "ok" in native.stdout.split(), native.output
+    assert sandboxed.returncode == 0 and "ok" in sandboxed.stdout.split(), sandboxed.output

@@ -37,7 +37,7 @@ from pyvisor.sentry.arch.registers import USER_CS, VSYSCALL_START
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.kernel import signal as ksignal
-from pyvisor.sentry.kernel import cputime, posix_timers
+from pyvisor.sentry.kernel import cputime, posix_timers, sysctl
 from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, TimedOut
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.ipc import IPCNamespace
@@ -126,6 +126,8 @@ class Kernel:
         self.boot_ns = time.monotonic_ns()
         self.hostname = b"pyvisor"
         self.domainname = b"(none)"
+        self.hostname_poll = sysctl.PollEvent()      # uts_proc_notify
+        self.domainname_poll = sysctl.PollEvent()
         self.unknown_logged: set[int] = set()
         self.root_ns: Any = None    # the mount namespace, set by the sandbox set-up
         self.mount_namespaces: list[Any] = []   # pod members' (runtime/sentry_pod.py)

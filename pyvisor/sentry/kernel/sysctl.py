@@ -23,8 +23,24 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pyvisor.abi.linux.inet import EPHEMERAL_HIGH, EPHEMERAL_LOW, PROT_SOCK
+from pyvisor.sentry.waitqueue import EVENT_ALL, WaitQueue
 
 GID_MAX = 2147483647          # ping_group_range's bound (Linux: GID_T_MAX)
+
+
+class PollEvent:
+    """A sysctl that pollers of its /proc/sys file hear change (kernel.hostname,
+    kernel.domainname).  Linux: struct ctl_table_poll, proc_sys_poll_notify."""
+
+    __slots__ = ("event", "wq")
+
+    def __init__(self) -> None:
+        self.event = 0
+        self.wq = WaitQueue()
+
+    def notify(self) -> None:
+        self.event += 1
+        self.wq.notify(EVENT_ALL)
 
 
 @dataclass

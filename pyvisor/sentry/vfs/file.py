@@ -53,6 +53,9 @@ class FileImpl:
     splice_read = True
     # Whether O_ASYNC makes it send SIGIO (Linux: f_op->fasync; kernel/fasync.py).
     fasync = False
+    # Whether epoll may watch it though it is a regular file (Linux: f_op->poll;
+    # /proc/sys files have one).
+    pollable = False
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)

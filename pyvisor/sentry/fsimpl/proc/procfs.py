@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -48,6 +49,7 @@ from pyvisor.sentry.vfs import inotify
 from pyvisor.sentry.vfs.file import DirectoryImpl, FileDescription, FileImpl
 from pyvisor.sentry.vfs.inode import DirEntry, Filesystem, Inode
 from pyvisor.sentry.vfs.vfs import Location, Mount, path_of
+from pyvisor.sentry.waitqueue import EVENT_ERR, EVENT_IN, EVENT_OUT, EVENT_PRI, WaitQueue
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task, ThreadGroup
@@ -204,6 +206,54 @@ class SnapshotFileImpl(FileImpl):
 
     def size(self, fd: FileDescription) -> int:
         return len(self._contents())
+
+
+class SysctlPollImpl(SnapshotFileImpl):
+    """An open /proc/sys file whose sysctl pollers hear change (hostname, domainname):
+    POLLERR|POLLPRI once per change since it was opened or last reported.  Linux:
+    proc_sys_poll."""
+
+    pollable = True
+
+    def __init__(self, gen: Generator, poll: sysctl.PollEvent) -> None:
+        super().__init__(None, None, Errno.EINVAL, gen)
+        self.poll = poll
+        self.seen = poll.event
+
+    def readiness(self, fd: FileDescription, mask: int) -> int:
+        ev = EVENT_IN | EVENT_OUT
+        if self.seen != self.poll.event:
+            self.seen = self.poll.event          # latched: reported once
+            ev = EVENT_IN | EVENT_ERR | EVENT_PRI
+        return ev & (mask | EVENT_ERR)
+
+    def waitq(self, fd: FileDescription) -> WaitQueue:
+        return self.poll.wq
+
+
+class SysctlPollFile(Inode):
+    """/proc/sys/kernel/{hostname,domainname}: read-only here (set by sethostname
+    and setdomainname), pollable."""
+
+    __slots__ = ("gen", "poll")
+
+    def __init__(self, fs: ProcFS, ino: int, gen: Generator, poll: sysctl.PollEvent) -> None:
+        super().__init__(fs, S_IFREG | 0o444, 0, 0, ino=ino)
+        self.gen = gen
+        self.poll = poll
+
+    def open(self, fd: FileDescription, flags: int) -> FileImpl:
+        if flags & O_ACCMODE != O_RDONLY:
+            raise SyscallError(Errno.EACCES)
+        return SysctlPollImpl(self.gen, self.poll)
+
+
+@dataclass(frozen=True)
+class _Polled:
+    """A /proc/sys entry of _static_dir that pollers hear change."""
+
+    gen: Generator
+    poll: sysctl.PollEvent
 
 
 class ProcFile(Inode):
@@ -379,6 +429,8 @@ def _static_dir(fs: ProcFS, key: str, spec: dict[bytes, Any]) -> ProcDir:
             k = f"{key}/{name.decode()}"
             if isinstance(v, dict):
                 out[name] = (lambda k=k, v=v: _static_dir(fs, k, v))
+            elif isinstance(v, _Polled):
+                out[name] = (lambda k=k, v=v: SysctlPollFile(fs, fs.ino(k), v.gen, v.poll))
             else:
                 gen: Generator = v if callable(v) else (lambda v=v: v)
                 out[name] = (lambda k=k, gen=gen: ProcFile(fs, fs.ino(k), gen,
@@ -1500,13 +1552,20 @@ class ProcRoot(ProcDir):
         return out
 
 
+def _polled(kernel: Any, name: str, default: bytes) -> Any:
+    """A UTS name's /proc/sys entry: pollable where the kernel keeps its PollEvent."""
+    gen: Generator = lambda: _line(getattr(kernel, name, default))      # noqa: E731
+    poll = getattr(kernel, name + "_poll", None)
+    return gen if poll is None else _Polled(gen, poll)
+
+
 def _sys_spec(fs: ProcFS) -> dict[bytes, Any]:
     """/proc/sys: read-only sysctls (bytes: fixed contents, callables: generated)."""
     kernel = fs.kernel
     return {
         b"kernel": {
-            b"hostname": lambda: _line(getattr(kernel, "hostname", b"localhost")),
-            b"domainname": lambda: _line(getattr(kernel, "domainname", b"(none)")),
+            b"hostname": _polled(kernel, "hostname", b"localhost"),
+            b"domainname": _polled(kernel, "domainname", b"(none)"),
             b"ostype": _line(OSTYPE),
             b"osrelease": _line(OSRELEASE),
             b"version": _line(KVERSION),

@@ -546,7 +546,7 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(fd)
     if f is ep:
         raise SyscallError(Errno.EINVAL)
-    if f.inode.is_regular() or f.inode.is_dir():
+    if (f.inode.is_regular() or f.inode.is_dir()) and not f.impl.pollable:
         raise SyscallError(Errno.EPERM)
     key = (id(f), fd)
     impl = ep.impl

@@ -462,6 +462,7 @@ def sys_sethostname(t: Task, r: SyscallArguments) -> int:
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
     t.kernel.hostname = t.copy_in(addr, n)
+    t.kernel.hostname_poll.notify()
     return 0
 
 
@@ -472,6 +473,7 @@ def sys_setdomainname(t: Task, r: SyscallArguments) -> int:
     if n < 0 or n > 64:
         raise SyscallError(Errno.EINVAL)
     t.kernel.domainname = t.copy_in(addr, n)
+    t.kernel.domainname_poll.notify()
     return 0
 
 

@@ -22,6 +22,7 @@ PROGRAMS = [
     "proc_mmflags.c",
     "timer_sigev.c",
     "epoll_nest.c",
+    "altstack_overflow.c",
 ]
 
 

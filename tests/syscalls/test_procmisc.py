@@ -23,6 +23,7 @@ PROGRAMS = [
     "timer_sigev.c",
     "epoll_nest.c",
     "altstack_overflow.c",
+    "sleep_restart.c",
 ]
 
 

@@ -282,6 +282,8 @@ AMD64 = SyscallTable("amd64", {
     S.gettimeofday: supported(TM.sys_gettimeofday),
     S.time: supported(TM.sys_time),
     S.nanosleep: supported(TM.sys_nanosleep),
+    S.restart_syscall: partial(TM.sys_restart_syscall, note="restarts nanosleep and "
+                               "clock_nanosleep; other calls restart by themselves"),
     S.clock_nanosleep: supported(TM.sys_clock_nanosleep),
     S.futex: partial(FX.sys_futex, note="no PI futexes; shared futexes keyed per address space"),
     # sockets

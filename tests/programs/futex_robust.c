@@ -22,8 +22,10 @@ static long futex(atomic_int *a, int op, int val, struct timespec *ts)
 
 static void *waiter(void *arg)
 {
-    int op = (int)(long)arg;
-    struct timespec ts = {0, 300000000};
+    int op = (int)(long)arg & ~1;
+    /* Long enough for the right wake to come, even on a loaded machine; short for
+     * the wrong one, which must time out. */
+    struct timespec ts = {(long)arg & 1 ? 10 : 0, 300000000};
     long r = futex(&word, FUTEX_WAIT | op, 1, &ts);
     return (void *)(r == 0 ? 0L : (long)errno);
 }
@@ -59,9 +61,9 @@ int main(void)
         CHECK(pthread_join(th, &res) == 0);
         CHECK((long)res == ETIMEDOUT);
         /* The right kind wakes it. */
-        CHECK(pthread_create(&th, NULL, waiter, (void *)(long)op) == 0);
+        CHECK(pthread_create(&th, NULL, waiter, (void *)(long)(op | 1)) == 0);
         long n = 0;
-        for (int i = 0; i < 200 && n == 0; i++) {
+        for (int i = 0; i < 2000 && n == 0; i++) {
             usleep(5000);
             n = futex(&word, FUTEX_WAKE | op, 1, NULL);
         }

@@ -179,6 +179,8 @@ int main(void)
     CHECK(pthread_create(&th, NULL, thread_main, NULL) == 0);
     CHECK(pthread_join(th, NULL) == 0);
 
+    int sync[2];
+    CHECK(pipe(sync) == 0);
     pid_t c = fork();
     if (c == 0) {
         cpu_set_t g;
@@ -188,9 +190,12 @@ int main(void)
         CHECK(ioprio_get(1, 0) == IOPRIO(3, 0));
         struct attr ca;
         CHECK(getattr(0, &ca, sizeof ca, 0) == 0 && ca.flags == 0 && ca.nice == 0);
+        CHECK(write(sync[1], "c", 1) == 1);
         pause();
         _exit(0);
     }
+    char ch;
+    CHECK(read(sync[0], &ch, 1) == 1);         /* the child has checked what it got */
     /* The parent may change its child. */
     struct attr ca = {.size = sizeof ca, .policy = SCHED_IDLE};
     CHECK(setattr(c, &ca, 0) == 0);

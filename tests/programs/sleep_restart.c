@@ -51,13 +51,15 @@ int main(void)
     pid_t me = getpid();
     c = fork();
     if (c == 0) {
-        usleep(200000);
-        kill(me, SIGUSR1);
-        _exit(0);
+        for (;;) {                       /* until the parent's sleep has seen one */
+            usleep(200000);
+            kill(me, SIGUSR1);
+        }
     }
-    struct timespec req = {5, 0}, rem = {0, 0};
+    struct timespec req = {30, 0}, rem = {0, 0};
     CHECK_ERR(nanosleep(&req, &rem), EINTR);
-    CHECK(rem.tv_sec > 0 && rem.tv_sec < 5);
+    CHECK(rem.tv_sec > 0 && rem.tv_sec < 30);
+    CHECK(kill(c, SIGKILL) == 0);
     CHECK(waitpid(c, &st, 0) == c);
     ok();
     return 0;

@@ -24,6 +24,7 @@ PROGRAMS = [
     "epoll_nest.c",
     "altstack_overflow.c",
     "sleep_restart.c",
+    "vsyscall_fault.c",
 ]
 
 

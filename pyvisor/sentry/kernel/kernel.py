@@ -502,6 +502,10 @@ class Kernel:
             ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS
         except SyscallError as e:
             ret = -e.errno
+        if ret == -Errno.EFAULT:
+            # A bad pointer given to a vsyscall: SIGSEGV, not an errno (Linux:
+            # emulate_vsyscall's check_fault).
+            ksignal.force_sig(t, ksignal.kernel_info(Signal.SIGSEGV))
         self._complete(t, ret)
         return True
 

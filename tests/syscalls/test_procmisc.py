@@ -25,6 +25,7 @@ PROGRAMS = [
     "altstack_overflow.c",
     "sleep_restart.c",
     "vsyscall_fault.c",
+    "setid_exec.c",
 ]
 
 

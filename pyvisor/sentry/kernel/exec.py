@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyvisor.abi.linux.capability import ALL_CAPS
+from pyvisor.abi.linux.capability import CAP_SYS_PTRACE
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.mman import PAGE_SIZE
@@ -110,7 +110,16 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         interp_info = elf.parse_elf(ihead, interp_fd, t, is_interp=True)
     elf.check_args(argv, envp)
     kernel = t.kernel
+    inode = fd.inode
+    may_setid = not t.no_new_privs and "nosuid" not in fd.mount.options.split(",")
+    # An unsafe exec gains nothing (Linux: check_unsafe_exec): traced by a tracer
+    # without CAP_SYS_PTRACE, or sharing its fs context (CLONE_FS) with another process.
+    unsafe = t.ptrace is not None and not t.ptrace.tracer.creds.capable(CAP_SYS_PTRACE) or \
+        any(x.fs is t.fs and x.tg is not t.tg for x in kernel.tasks_by_tid.values())
+    creds, secure = kcreds.exec_creds(t.creds, inode.mode, inode.uid, inode.gid, may_setid,
+                                      unsafe)
     mm = MemoryManager(kernel.platform.new_address_space())
+    mm.exec_creds = (creds, secure)
     # The point of no return (Linux: begin_new_exec): from here an error does not
     # return from execve; the new image is committed and killed by SIGSEGV
     # (Linux: bprm_execve's force_fatal_sig).  It is recorded in mm.exec_fatal.
@@ -127,8 +136,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
             start = entry
         mm.brk_start = mm.brk = end
         sysinfo = vdso.get(kernel).map_into(mm)
-        aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
-        sp = elf.build_stack(mm, argv, envp, execfn, aux, t.creds)
+        aux = elf.make_auxv(info, bias, phdr, interp_bias, creds, sysinfo, secure)
+        sp = elf.build_stack(mm, argv, envp, execfn, aux, creds)
     except SyscallError as e:
         mm.exec_fatal = e.errno
         start = sp = 0
@@ -183,11 +192,14 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
     c = t.creds
-    if c.caps is not None or c.securebits or c.ambient or c.bset != ALL_CAPS:
-        # Recomputed as for a binary without file capabilities (kernel/creds.py).
-        creds = c.copy()
-        kcreds.at_exec(creds)
-        t.creds = creds
+    creds, secure = mm.exec_creds or kcreds.exec_creds(c, 0, 0, 0, False, False)
+    if creds != c:
+        t.creds = creds               # set-id bits and capabilities (kernel/creds.py)
+    # Dumpable only if the ids are not mixed (Linux: begin_new_exec, suid_dumpable 0).
+    tg.dumpable = 0 if creds.euid != creds.uid or creds.egid != creds.gid else 1
+    if secure:
+        t.pdeath_signal = 0
+        t.personality &= ~0x0740000   # PER_CLEAR_ON_SETID
     # Linux (begin_new_exec): the last component of the path given to execve (a symlink's
     # own name: /bin/sleep -> busybox is "sleep"), truncated to 15 bytes.
     base = filename.rstrip(b"/").rsplit(b"/", 1)[-1] if filename else b""

@@ -177,6 +177,9 @@ class MemoryManager:
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
         self.exec_fatal = 0                # errno of an exec failed past its point of no return
+        # (credentials, secure) an exec in progress will run the image with (set-id files;
+        # kernel/creds.exec_creds), applied at its commit.  Linux: bprm->cred.
+        self.exec_creds: Any = None
         # Files truncated while no thread of this address space was stopped: their
         # pages past the end are made SIGBUS at its next stop.
         self.pending_sigbus: list[Mappable] = []

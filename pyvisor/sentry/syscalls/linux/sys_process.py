@@ -1107,7 +1107,6 @@ async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: lis
         # before running any of it (Linux: bprm_execve's force_fatal_sig).
         from pyvisor.sentry.kernel.signal import force_sig, kernel_info
         force_sig(t, kernel_info(Signal.SIGSEGV))
-    t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)
     return SyscallControl.EXECED

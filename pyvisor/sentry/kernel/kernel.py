@@ -749,11 +749,11 @@ class Kernel:
         """Its children's parent thread is gone: each gets its PR_SET_PDEATHSIG signal
         and another thread of the process as parent (Linux: forget_original_parent,
         which fires per thread, not per process)."""
-        others = [x for x in t.tg.tasks if x is not t and not x.exited]
         for c in t.tg.children:
             if c.parent_task is not t:
                 continue
-            c.parent_task = others[0] if others else None
+            c.parent_task = next((x for x in t.tg.tasks if x is not t and not x.exited),
+                                 None)
             for x in list(c.tasks):
                 if x.pdeath_signal and not x.exited:
                     try:

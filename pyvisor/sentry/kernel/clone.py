@@ -18,7 +18,7 @@ from pyvisor.abi.linux.sched import (CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, C
                                      CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK,
                                      CLONE_VM, CSIGNAL)
 from pyvisor.sentry.arch.registers import valid_segment_base
-from pyvisor.sentry.kernel import cputime, cputimers
+from pyvisor.sentry.kernel import cputime, cputimers, sched
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task, ThreadGroup
 from pyvisor.sentry.waitqueue import WaitQueue
@@ -92,7 +92,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
                                rlimits=[list(x) for x in tg.rlimits],
                                exit_signal=exit_signal, start_ns=kernel.now(),
                                comm=tg.comm, exe=tg.exe, argv=tg.argv, environ=tg.environ,
-                               container=tg.container)
+                               container=tg.container, coredump_filter=tg.coredump_filter,
+                               oom_score_adj=tg.oom_score_adj)
         if parent is not None:
             parent.children.append(child_tg)
         if not flags & CLONE_PARENT:
@@ -120,7 +121,8 @@ def do_clone(t: Task, flags: int, stack: int, ptid: int, ctid: int, tls: int) ->
     if ns_new is not None:
         namespaces.install(child, *ns_new)
     child.personality = t.personality
-    child.nice = t.nice
+    child.mempolicy = t.mempolicy         # immutable: sharing is copying
+    child.sched, child.nice = sched.at_fork(t.sched, t.nice)
     child_tg.tasks.append(child)
     kernel.register(child)
     try:

@@ -20,13 +20,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_FS_MASK, CAP_KILL, CAP_LAST_CAP,
-                                          CAP_SETPCAP, PR_CAP_AMBIENT_CLEAR_ALL,
+                                          CAP_SETPCAP, CAP_SETUID, PR_CAP_AMBIENT_CLEAR_ALL,
                                           PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_LOWER,
                                           PR_CAP_AMBIENT_RAISE, SECBIT_KEEP_CAPS,
                                           SECBIT_KEEP_CAPS_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE,
                                           SECBIT_NO_SETUID_FIXUP, SECBIT_NOROOT,
                                           SECURE_ALL_BITS, SECURE_ALL_LOCKS, cap_mask)
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.stat import S_ISGID, S_ISUID
 from pyvisor.sentry.errors import SyscallError
 
 if TYPE_CHECKING:
@@ -109,6 +110,37 @@ def at_exec(c: Credentials) -> None:
     eff = prm if full else c.ambient
     c.securebits &= ~SECBIT_KEEP_CAPS
     _store(c, (eff, prm, inh))
+
+
+def exec_creds(old: Credentials, mode: int, file_uid: int, file_gid: int, may_setid: bool,
+               unsafe: bool) -> tuple[Credentials, bool]:
+    """The credentials an execve runs the new image with, and whether it is a
+    secure exec (AT_SECURE).  A set-user-ID file makes its owner the euid, a
+    set-group-ID one (with group execute) its group the egid, unless `may_setid`
+    is False (a nosuid mount, no_new_privs).  Under an `unsafe` exec (traced by a
+    tracer without CAP_SYS_PTRACE) the ids stay unless the caller has CAP_SETUID,
+    and no capability is gained.  Set-id cancels the ambient set; saved and fs ids
+    follow the effective ones.  Linux: bprm_fill_uid, cap_bprm_creds_from_file."""
+    new = old.copy()
+    if may_setid:
+        if mode & S_ISUID:
+            new.euid = file_uid
+        if mode & (S_ISGID | 0o010) == S_ISGID | 0o010:      # and S_IXGRP
+            new.egid = file_gid
+    id_changed = new.euid != old.euid or new.egid != old.egid
+    if id_changed and unsafe and not old.capable(CAP_SETUID):
+        new.euid, new.egid = new.uid, new.gid
+    is_setid = new.euid != old.uid or new.egid != old.gid
+    if is_setid:
+        new.ambient = 0
+    new.suid = new.fsuid = new.euid
+    new.sgid = new.fsgid = new.egid
+    _old_eff, old_prm, _inh = old.cap_sets()
+    at_exec(new)
+    if unsafe:
+        eff, prm, inh = new.cap_sets()
+        _store(new, (eff & old_prm, prm & old_prm, inh))
+    return new, is_setid or id_changed
 
 
 def capset(c: Credentials, eff: int, prm: int, inh: int) -> None:

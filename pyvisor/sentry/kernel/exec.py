@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyvisor.abi.linux.capability import ALL_CAPS
+from pyvisor.abi.linux.capability import CAP_SYS_PTRACE
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_RDONLY
 from pyvisor.abi.linux.mman import PAGE_SIZE
 from pyvisor.abi.linux.signal import SIG_DFL, SIG_IGN
-from pyvisor.abi.linux.stat import S_IFMT, S_IFREG
+from pyvisor.abi.linux.stat import S_IFLNK, S_IFMT, S_IFREG
 from pyvisor.sentry.arch.fpu import initial_state
-from pyvisor.sentry.kernel import cputime, posix_timers, vdso
+from pyvisor.sentry.kernel import cputime, futex, posix_timers, vdso
 from pyvisor.sentry.kernel import creds as kcreds
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.loader import elf
@@ -30,11 +30,17 @@ if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
 
-def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescription:
-    """Opens a program for execution: a regular file with execute permission."""
+def open_exec(t: Task, path: bytes, dirloc: Location | None = None, follow: bool = True,
+              loc: Location | None = None) -> FileDescription:
+    """Opens a program for execution: a regular file with execute permission.  `loc`:
+    the file itself (execveat's AT_EMPTY_PATH); `follow` False: a symlink at the end
+    of `path` is ELOOP (AT_SYMLINK_NOFOLLOW)."""
     from pyvisor.sentry.vfs.ops import lookup
-    loc = lookup(t, dirloc, path, follow=True)
+    if loc is None:
+        loc = lookup(t, dirloc, path, follow=follow)
     inode = loc.dentry.inode
+    if inode.mode & S_IFMT == S_IFLNK:
+        raise SyscallError(Errno.ELOOP)
     if inode.is_dir():
         raise SyscallError(Errno.EACCES)
     if inode.mode & S_IFMT != S_IFREG:
@@ -57,9 +63,16 @@ def open_exec(t: Task, path: bytes, dirloc: Location | None = None) -> FileDescr
 
 
 def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
-         dirloc: Location | None = None) -> tuple[MemoryManager, int, int, FileDescription, list[bytes]]:
-    """Builds a new address space running `path`.  Returns (mm, entry, sp, file, argv)."""
-    fd = open_exec(t, path, dirloc)
+         dirloc: Location | None = None, *, follow: bool = True, loc: Location | None = None,
+         filename: bytes | None = None, path_inaccessible: bool = False,
+         ) -> tuple[MemoryManager, int, int, FileDescription, list[bytes]]:
+    """Builds a new address space running `path`.  Returns (mm, entry, sp, file, argv).
+    `filename`: the name execve was given (AT_EXECFN, and a script's interpreter's
+    argument; execveat's /dev/fd/N[/path]); `path_inaccessible`: that name dies with a
+    close-on-exec fd, so a script cannot be run by it (ENOENT; Linux:
+    BINPRM_FLAGS_PATH_INACCESSIBLE)."""
+    fd = open_exec(t, path, dirloc, follow, loc)
+    execfn = path = filename if filename is not None else path
     for _ in range(elf.MAX_SCRIPT_DEPTH + 1):
         head = elf.read_all(fd, t, 4096, 0)
         if head and inotify._watches:
@@ -67,6 +80,9 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         if head[:2] != b"#!":
             break
         line = head[2:].split(b"\n", 1)[0]
+        if path_inaccessible:
+            fd.decref()
+            raise SyscallError(Errno.ENOENT)
         if b"\n" not in head[2:] and len(head) >= 256:
             line = line[:254]
         line = line.replace(b"\t", b" ").strip()
@@ -97,7 +113,16 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
         interp_info = elf.parse_elf(ihead, interp_fd, t, is_interp=True)
     elf.check_args(argv, envp)
     kernel = t.kernel
+    inode = fd.inode
+    may_setid = not t.no_new_privs and "nosuid" not in fd.mount.options.split(",")
+    # An unsafe exec gains nothing (Linux: check_unsafe_exec): traced by a tracer
+    # without CAP_SYS_PTRACE, or sharing its fs context (CLONE_FS) with another process.
+    unsafe = t.ptrace is not None and not t.ptrace.tracer.creds.capable(CAP_SYS_PTRACE) or \
+        any(x.fs is t.fs and x.tg is not t.tg for x in kernel.tasks_by_tid.values())
+    creds, secure = kcreds.exec_creds(t.creds, inode.mode, inode.uid, inode.gid, may_setid,
+                                      unsafe)
     mm = MemoryManager(kernel.platform.new_address_space())
+    mm.exec_creds = (creds, secure)
     # The point of no return (Linux: begin_new_exec): from here an error does not
     # return from execve; the new image is committed and killed by SIGSEGV
     # (Linux: bprm_execve's force_fatal_sig).  It is recorded in mm.exec_fatal.
@@ -114,8 +139,8 @@ def load(t: Task, path: bytes, argv: list[bytes], envp: list[bytes],
             start = entry
         mm.brk_start = mm.brk = end
         sysinfo = vdso.get(kernel).map_into(mm)
-        aux = elf.make_auxv(info, bias, phdr, interp_bias, t.creds, sysinfo)
-        sp = elf.build_stack(mm, argv, envp, path, aux, t.creds)
+        aux = elf.make_auxv(info, bias, phdr, interp_bias, creds, sysinfo, secure)
+        sp = elf.build_stack(mm, argv, envp, execfn, aux, creds)
     except SyscallError as e:
         mm.exec_fatal = e.errno
         start = sp = 0
@@ -140,6 +165,7 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
                 kernel.signal_wakeup(other)
             if not other.thread.running:
                 kernel.task_exit(other)
+    futex.exit_robust_list(t)              # with the old image (Linux: exec_mm_release)
     old_mm = t.mm
     old_thread = t.thread
     kernel.tasks_by_context.pop(old_thread, None)
@@ -159,6 +185,9 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     regs.rip = entry
     regs.rsp = sp
     t.regs = regs
+    tg.did_exec = True                     # its parent may no longer setpgid it (EACCES)
+    if any(x.fd_table is t.fd_table for x in kernel.tasks_by_tid.values() if x is not t):
+        t.fd_table = t.fd_table.fork()     # CLONE_FILES sharers keep theirs (unshare_files)
     t.fd_table.close_on_exec()
     for a in tg.sighand.actions[1:]:
         if a.handler not in (SIG_DFL, SIG_IGN):
@@ -166,11 +195,14 @@ def commit(t: Task, mm: MemoryManager, entry: int, sp: int, fd: FileDescription,
     t.altstack = (0, 2, 0)
     t.clear_child_tid = 0
     c = t.creds
-    if c.caps is not None or c.securebits or c.ambient or c.bset != ALL_CAPS:
-        # Recomputed as for a binary without file capabilities (kernel/creds.py).
-        creds = c.copy()
-        kcreds.at_exec(creds)
-        t.creds = creds
+    creds, secure = mm.exec_creds or kcreds.exec_creds(c, 0, 0, 0, False, False)
+    if creds != c:
+        t.creds = creds               # set-id bits and capabilities (kernel/creds.py)
+    # Dumpable only if the ids are not mixed (Linux: begin_new_exec, suid_dumpable 0).
+    tg.dumpable = 0 if creds.euid != creds.uid or creds.egid != creds.gid else 1
+    if secure:
+        t.pdeath_signal = 0
+        t.personality &= ~0x0740000   # PER_CLEAR_ON_SETID
     # Linux (begin_new_exec): the last component of the path given to execve (a symlink's
     # own name: /bin/sleep -> busybox is "sleep"), truncated to 15 bytes.
     base = filename.rstrip(b"/").rsplit(b"/", 1)[-1] if filename else b""

@@ -42,7 +42,8 @@ from pyvisor.sentry.errors import Interrupted, SyscallControl, SyscallError, Tim
 from pyvisor.sentry.kernel.memacct import SentryMemory
 from pyvisor.sentry.kernel.ipc import IPCNamespace
 from pyvisor.sentry.kernel.sysctl import CoreSysctls
-from pyvisor.sentry.kernel.task import Task, ThreadGroup
+
+from pyvisor.sentry.kernel.task import Task, ThreadGroup, is_init
 from pyvisor.sentry.waitqueue import EVENT_ALL, WaitQueue, Waiter
 from pyvisor.sentry.platform.platform import (Context, Platform, PlatformError, StopKind,
                                               StopReason)
@@ -505,6 +506,10 @@ class Kernel:
             ret = entry.fn(t, SyscallArguments(t.regs)) if entry is not None else -Errno.ENOSYS
         except SyscallError as e:
             ret = -e.errno
+        if ret == -Errno.EFAULT:
+            # A bad pointer given to a vsyscall: SIGSEGV, not an errno (Linux:
+            # emulate_vsyscall's check_fault).
+            ksignal.force_sig(t, ksignal.kernel_info(Signal.SIGSEGV))
         self._complete(t, ret)
         return True
 
@@ -700,6 +705,10 @@ class Kernel:
         if t.wake is not None:
             t.wake = None
         tg = t.tg
+        self._forget_parent_thread(t)
+        if t.robust_list:
+            from pyvisor.sentry.kernel import futex
+            futex.exit_robust_list(t)
         if t.clear_child_tid:
             try:
                 t.copy_out(t.clear_child_tid, b"\0\0\0\0")
@@ -740,6 +749,34 @@ class Kernel:
         if q is not None:
             q.notify()
 
+    def _forget_parent_thread(self, t: Task) -> None:
+        """Its children's parent thread is gone: each gets its PR_SET_PDEATHSIG signal
+        and another thread of the process as parent (Linux: forget_original_parent,
+        which fires per thread, not per process)."""
+        for c in t.tg.children:
+            if c.parent_task is not t:
+                continue
+            c.parent_task = next((x for x in t.tg.tasks if x is not t and not x.exited),
+                                 None)
+            for x in list(c.tasks):
+                if x.pdeath_signal and not x.exited:
+                    try:
+                        ksignal.send_to_group(c, ksignal.SigInfo(
+                            x.pdeath_signal, pid=t.tg.tgid, uid=t.creds.uid))
+                    except SyscallError:
+                        pass
+
+    def _new_reaper(self, tg: ThreadGroup) -> ThreadGroup | None:
+        """Who adopts a dying process's children: the nearest live ancestor that is a
+        child subreaper, else init (a pod member's own init).  Linux: find_new_reaper."""
+        a = tg.parent
+        while a is not None and not is_init(a):
+            if a.child_subreaper and not a.zombie and not a.exiting and \
+                    any(not x.exited for x in a.tasks):
+                return a
+            a = a.parent
+        return self.init if self.child_reaper is None else self.child_reaper(tg)
+
     def _group_dead(self, tg: ThreadGroup, last: Task) -> None:
         """The last thread of a process is gone: zombie, reparent, notify."""
         if tg.exit_code is None:
@@ -763,7 +800,7 @@ class Kernel:
             exit_undo(tg)
         # Orphans go to init (we are PID namespace init's reaper); a pod member's to its own
         # init, as if it were its PID namespace's (child_reaper, runtime/sentry_pod.py).
-        init = self.init if self.child_reaper is None else self.child_reaper(tg)
+        init = self._new_reaper(tg)
         for c in list(tg.children):
             c.exit_signal = Signal.SIGCHLD      # "we don't want people slaying init" (reparent_leader)
             c.parent = init if init is not None and init is not tg else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING
 
+from pyvisor.abi.linux.capability import CAP_SYS_RESOURCE
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import S_IFIFO
@@ -234,6 +235,20 @@ class PipeInode(Inode):
         end of the same pipe, and never wait for a partner nor fail for the lack of one
         (those rules are a named FIFO's)."""
         return _open_end(self.pipe, flags, fifo=False)
+
+
+def pipe_set_size(t: Task, pipe: Pipe, arg: int) -> int:
+    """F_SETPIPE_SZ: the size rounded up to a power-of-two number of pages; EINVAL
+    past 2 GiB, EPERM past /proc/sys/fs/pipe-max-size without CAP_SYS_RESOURCE.
+    Linux: fs/pipe.c pipe_set_size, round_pipe_size."""
+    if arg > 1 << 31:
+        raise SyscallError(Errno.EINVAL)
+    size = max(PAGE_SIZE, 1 << max(0, (arg - 1).bit_length()))
+    if size > MAX_CAPACITY and not t.creds.capable(CAP_SYS_RESOURCE):
+        raise SyscallError(Errno.EPERM)
+    # (Buffered bytes, not capacity, are charged to the Sentry's memory account.)
+    pipe.resize(size)
+    return size
 
 
 def new_pipe(flags: int) -> tuple[FileDescription, FileDescription]:

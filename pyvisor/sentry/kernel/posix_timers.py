@@ -110,7 +110,9 @@ def create(t: Task, now: Callable[[], int], cpu_clock: bool, notify: int, signo:
     """timer_create: validates the sigevent (good_sigevent) and returns the new id."""
     tg = t.tg
     target = None
-    if notify not in (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID):
+    # SIGEV_THREAD is libc's (a thread it starts on the signal): to the kernel it is
+    # SIGEV_SIGNAL.
+    if notify not in (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_THREAD_ID):
         raise SyscallError(Errno.EINVAL)
     if notify == SIGEV_THREAD_ID:
         target = t.kernel.tasks_by_tid.get(tid)

@@ -160,11 +160,15 @@ def _unlink(tracee: Task) -> PtraceState | None:
 
 
 def traceme(t: Task) -> None:
-    """PTRACE_TRACEME: the parent (its oldest thread) becomes the tracer."""
+    """PTRACE_TRACEME: the parent thread (Linux: real_parent, the thread that forked
+    it; else the parent's oldest thread) becomes the tracer."""
     parent = t.tg.parent
     if t.ptrace is not None or parent is None or not parent.tasks:
         raise SyscallError(Errno.EPERM)
-    _link(t, parent.leader, seized=False, options=0)
+    tracer = t.tg.parent_task
+    if tracer is None or tracer.exited or tracer.tg is not parent:
+        tracer = parent.leader
+    _link(t, tracer, seized=False, options=0)
 
 
 def attach(t: Task, target: Task, seize: bool, options: int) -> None:

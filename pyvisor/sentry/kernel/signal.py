@@ -332,12 +332,18 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
     sp = regs.rsp
     ss_sp, ss_flags, ss_size = t.altstack
     on_alt = ss_size and not ss_flags & SS_DISABLE and ss_sp < sp <= ss_sp + ss_size
+    entering = False
     if act.flags & SA_ONSTACK and ss_size and not ss_flags & SS_DISABLE and not on_alt:
         sp = ss_sp + ss_size
+        entering = True
     else:
         sp -= arch_signal.RED_ZONE
     fp = fpu.to_frame(t.kernel.get_fpregs(t))
     frame, fp_addr = arch_signal.frame_addresses(sp, len(fp))
+    if (on_alt or entering) and not ss_sp < frame <= ss_sp + ss_size:
+        # The frame would run off the bottom of the alternate stack: no frame, the
+        # task dies of SIGSEGV rather than scribble below it.  Linux: get_sigframe.
+        return False
     saved_mask = t.sigmask if t.saved_sigmask is None else t.saved_sigmask
     t.saved_sigmask = None
     alt_flags = SS_ONSTACK if on_alt else (ss_flags if ss_size else SS_DISABLE)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Coroutine
 from pyvisor.abi.linux.capability import ALL_CAPS, CAP_LAST_CAP, CAP_SYS_ADMIN  # noqa: F401
 from pyvisor.abi.linux.signal import NSIG
 from pyvisor.sentry.arch.registers import Registers
+from pyvisor.sentry.kernel.sched import DEFAULT as SCHED_DEFAULT
+from pyvisor.sentry.kernel.sched import SchedAttrs
 from pyvisor.sentry.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -207,6 +209,10 @@ class ThreadGroup:
     # The thread that forked it (Linux: real_parent), for __WNOTHREAD; None: any thread of
     # the parent (CLONE_PARENT, adopted orphans).
     parent_task: Task | None = None
+    child_subreaper: bool = False     # PR_SET_CHILD_SUBREAPER: adopts orphans below it
+    did_exec: bool = False            # it has called execve (Linux: no PF_FORKNOEXEC)
+    coredump_filter: int = 0x33       # /proc/PID/coredump_filter (kept in the mm in Linux)
+    oom_score_adj: int = 0            # /proc/PID/oom_score_adj; both inherited at fork
 
     @property
     def leader(self) -> Task:
@@ -270,6 +276,9 @@ class Task:
     tracees: list[Task] = field(default_factory=list)
     exit_code: int | None = None          # this thread's own exit(2) status (wait format)
     personality: int = 0                  # personality(2): PER_LINUX and its flags
+    mempolicy: Any = None                 # set_mempolicy(2) (mm/mempolicy.py); None: default
+    pdeath_signal: int = 0                # PR_SET_PDEATHSIG; not inherited
+    sched: SchedAttrs = SCHED_DEFAULT     # policy, affinity, ioprio (kernel/sched.py)
     # I/O accounting for /proc/PID/io: rchar, wchar, syscr, syscw (Linux: task_io_accounting)
     ioac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 

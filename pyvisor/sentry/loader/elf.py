@@ -264,13 +264,14 @@ def build_stack(mm: MemoryManager, argv: list[bytes], envp: list[bytes], execfn:
 
 
 def make_auxv(info: ElfInfo, bias: int, phdr_addr: int, interp_bias: int, creds: Any,
-              sysinfo_ehdr: int = 0) -> list[tuple[int, int]]:
+              sysinfo_ehdr: int = 0, secure: bool = False) -> list[tuple[int, int]]:
     # AT_SYSINFO_EHDR first, as Linux's ARCH_DLINFO puts it.
     aux = [(AT_SYSINFO_EHDR, sysinfo_ehdr)] if sysinfo_ehdr else []
     aux += [(AT_PHDR, phdr_addr), (AT_PHENT, _PHDR.size), (AT_PHNUM, info.phnum),
            (AT_PAGESZ, PAGE_SIZE), (AT_BASE, interp_bias), (AT_FLAGS, 0),
            (AT_ENTRY, info.entry + bias), (AT_UID, creds.uid), (AT_EUID, creds.euid),
-           (AT_GID, creds.gid), (AT_EGID, creds.egid), (AT_SECURE, 0), (AT_CLKTCK, 100),
+           (AT_GID, creds.gid), (AT_EGID, creds.egid), (AT_SECURE, int(secure)),
+           (AT_CLKTCK, 100),
            (AT_HWCAP, _HOST_AUXV.get(AT_HWCAP, 0)), (AT_HWCAP2, _HOST_AUXV.get(AT_HWCAP2, 0))]
     if AT_MINSIGSTKSZ in _HOST_AUXV:
         aux.append((AT_MINSIGSTKSZ, _HOST_AUXV[AT_MINSIGSTKSZ]))

@@ -124,13 +124,14 @@ class VMA:
     # not pinned: the stub's pages stay ordinary, swappable host memory.
     locked: int = 0
     anon_name: bytes | None = None   # prctl(PR_SET_VMA_ANON_NAME): [anon:NAME] in maps
+    mempolicy: Any = None            # mbind(2)'s mm/mempolicy.Mempolicy; None: the default
 
     def split(self, at: int) -> VMA:
         """Cuts at `at`; self keeps [start, at), returns [at, end)."""
         tail = VMA(at, self.end, self.perms, self.shared, self.mappable,
                    self.offset + (at - self.start) if self.mappable is not None or self.shared else 0,
                    self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
-                   self.ops, self.locked, self.anon_name)
+                   self.ops, self.locked, self.anon_name, self.mempolicy)
         self.end = at
         if tail.ops is not None:
             tail.ops.opened(tail)
@@ -141,7 +142,7 @@ class VMA:
         mlock is not inherited (Linux: dup_mmap clears VM_LOCKED in the child)."""
         v = VMA(self.start, self.end, self.perms, self.shared, self.mappable, self.offset,
                 self.name, self.dev, self.ino, self.maxperms, self.extra, self.dontexpand,
-                self.ops, 0, self.anon_name)
+                self.ops, 0, self.anon_name, self.mempolicy)
         if v.ops is not None:
             v.ops.opened(v)
         return v
@@ -150,7 +151,7 @@ class VMA:
         """The same mapping over [start, end) of this address space (mremap), opened."""
         v = VMA(start, end, self.perms, self.shared, self.mappable, offset, self.name,
                 self.dev, self.ino, self.maxperms, self.extra, self.dontexpand, self.ops,
-                self.locked, self.anon_name)
+                self.locked, self.anon_name, self.mempolicy)
         if v.ops is not None:
             v.ops.opened(v)
         return v
@@ -176,6 +177,9 @@ class MemoryManager:
         self.syscall_sites: set[int] = set()   # rips verified to follow a `syscall`
         self.def_locked = 0                # mlockall(MCL_FUTURE): lock flags of new mappings
         self.exec_fatal = 0                # errno of an exec failed past its point of no return
+        # (credentials, secure) an exec in progress will run the image with (set-id files;
+        # kernel/creds.exec_creds), applied at its commit.  Linux: bprm->cred.
+        self.exec_creds: Any = None
         # Files truncated while no thread of this address space was stopped: their
         # pages past the end are made SIGBUS at its next stop.
         self.pending_sigbus: list[Mappable] = []
@@ -348,7 +352,8 @@ class MemoryManager:
                     a.ops is None and b.ops is None and \
                     a.mappable is b.mappable and a.maxperms == b.maxperms and \
                     a.name == b.name and a.locked == b.locked and \
-                    a.anon_name == b.anon_name and (a.mappable is None or
+                    a.anon_name == b.anon_name and a.mempolicy == b.mempolicy and \
+                    (a.mappable is None or
                                           a.offset + (a.end - a.start) == b.offset):
                 a.end = b.end
                 del vmas[i + 1]
@@ -559,15 +564,15 @@ class MemoryManager:
         if self.vm_size() - old + extra > self.as_limit:
             raise SyscallError(Errno.ENOMEM)
 
-    def _require_mapped(self, start: int, end: int) -> list[VMA]:
+    def _require_mapped(self, start: int, end: int, err: int = Errno.ENOMEM) -> list[VMA]:
         cur = start
         vmas = self._overlapping(start, end)
         for v in vmas:
             if v.start > cur:
-                raise SyscallError(Errno.ENOMEM)
+                raise SyscallError(err)
             cur = v.end
         if cur < end:
-            raise SyscallError(Errno.ENOMEM)
+            raise SyscallError(err)
         return vmas
 
     def mlock(self, addr: int, length: int, flags: int) -> None:
@@ -637,6 +642,14 @@ class MemoryManager:
         for v in self._carve(addr, end):
             v.anon_name = name
         self._merge(addr, end)
+
+    def set_mempolicy(self, start: int, end: int, policy: Any) -> None:
+        """mbind(2)'s change of [start, end), page-aligned: EFAULT, changing nothing,
+        if part of it is unmapped (queue_pages_range, then mbind_range)."""
+        self._require_mapped(start, end, Errno.EFAULT)
+        for v in self._carve(start, end):
+            v.mempolicy = policy
+        self._merge(start, end)
 
     def msync(self, addr: int, length: int, flags: int) -> None:
         """msync(2)'s checks (Linux: mm/msync.c).  Shared mappings share the Sentry's

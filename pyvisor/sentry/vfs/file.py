@@ -63,6 +63,9 @@ class FileImpl:
     # (generic_file_llseek), "zero" (null_lseek: it stays 0), "noop" (noop_llseek:
     # unchanged) or "noend" (seq_lseek: no SEEK_END, EINVAL).
     llseek = "generic"
+    # Whether epoll may watch it though it is a regular file (Linux: f_op->poll;
+    # /proc/sys files have one).
+    pollable = False
 
     def read(self, fd: FileDescription, t: Task, n: int, offset: int) -> bytes:
         raise SyscallError(Errno.EINVAL)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 try:    # hashlib.blake2b itself, without hashlib's load of OpenSSL (~3 ms of every start-up)
@@ -36,6 +37,7 @@ except ImportError:     # pragma: no cover - an interpreter without CPython's ow
     from hashlib import blake2b
 
 from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.sched import SCHED_DEADLINE, SCHED_FIFO, SCHED_RR
 from pyvisor.abi.linux.fcntl import O_ACCMODE, O_CLOEXEC, O_RDONLY, O_RDWR, O_WRONLY
 from pyvisor.abi.linux.stat import PROC_SUPER_MAGIC, S_IFDIR, S_IFLNK, S_IFREG, dtype_of
 from pyvisor.sentry.kernel import cputime
@@ -747,6 +749,42 @@ def _mount_visible(m: Mount, root: Location | None) -> bool:
 # -- generated contents ------------------------------------------------------------------
 
 
+def _prio_nice(t: Task | None) -> tuple[int, int]:
+    """stat's priority and nice: task_prio (prio - MAX_RT_PRIO) and task_nice."""
+    if t is None:
+        return 20, 0
+    s = t.sched
+    if s.policy == SCHED_DEADLINE:
+        return -101, t.nice
+    if s.policy in (SCHED_FIFO, SCHED_RR):
+        return -1 - s.rt_priority, t.nice
+    return 20 + t.nice, t.nice
+
+
+def _affinity(t: Task | None, ncpu: int) -> int:
+    return (1 << ncpu) - 1 if t is None else t.sched.affinity & ((1 << ncpu) - 1)
+
+
+def _cpu_list(mask: int) -> str:
+    """A CPU mask as ranges ("0-2,5"), as bitmap_print_list_to_buf prints it."""
+    out, i = [], 0
+    while mask >> i:
+        if mask >> i & 1:
+            j = i
+            while mask >> (j + 1) & 1:
+                j += 1
+            out.append(str(i) if i == j else f"{i}-{j}")
+            i = j + 1
+        else:
+            i += 1
+    return ",".join(out)
+
+
+def _rt_policy(t: Task | None) -> tuple[int, int]:
+    """stat's rt_priority and policy."""
+    return (0, 0) if t is None else (t.sched.rt_priority, t.sched.policy)
+
+
 def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
     """/proc/PID/stat: 52 fields.  Linux: fs/proc/array.c do_task_stat."""
     _check_alive(kernel, tg)
@@ -768,11 +806,11 @@ def _gen_stat(kernel: Any, tg: ThreadGroup, t: Task | None, pid: int) -> bytes:
         0, 0, 0, 0,                               # minflt cminflt majflt cmajflt
         utime // _NS_PER_TICK, stime // _NS_PER_TICK,
         tg.children_utime_ns // _NS_PER_TICK, tg.children_stime_ns // _NS_PER_TICK,
-        20, 0, len(_live_tasks(tg)), 0, start,    # priority nice threads itrealvalue start
+        *_prio_nice(t), len(_live_tasks(tg)), 0, start,   # ... threads itrealvalue start
         ms.size, ms.rss // PAGE, RLIM_INFINITY,
         g("start_code"), g("end_code"), g("start_stack"), 0, 0,
         pnd | shd, blk, ign, cgt,
-        0, 0, 0, int(getattr(tg, "exit_signal", 17)), 0, 0, 0, 0, 0, 0,
+        0, 0, 0, int(getattr(tg, "exit_signal", 17)), 0, *_rt_policy(t), 0, 0, 0,
         g("start_data"), g("end_data"), g("brk_start"),
         g("argv_start"), g("argv_end"), g("env_start"), g("env_end"),
         exit_code if exit_code is not None and getattr(tg, "zombie", False) else 0,
@@ -853,8 +891,8 @@ def _gen_status(kernel: Any, fs: ProcFS, tg: ThreadGroup, t: Task | None, pid: i
         f"Seccomp_filters:\t{sc.count}",
         "Speculation_Store_Bypass:\tthread vulnerable",
         "SpeculationIndirectBranch:\tconditional enabled",
-        f"Cpus_allowed:\t{(1 << ncpu) - 1:x}",
-        f"Cpus_allowed_list:\t{'0' if ncpu == 1 else f'0-{ncpu - 1}'}",
+        f"Cpus_allowed:\t{_affinity(t, ncpu):x}",
+        f"Cpus_allowed_list:\t{_cpu_list(_affinity(t, ncpu))}",
         "Mems_allowed:\t00000001",
         "Mems_allowed_list:\t0",
         "voluntary_ctxt_switches:\t0",
@@ -883,29 +921,56 @@ def _vma_name(v: Any) -> bytes:
     return name
 
 
-def _smaps_fields(v: Any) -> bytes:
+def _smaps_fields(v: Any, resident: bool = True, mappers: int = 1) -> bytes:
     """The per-mapping counters of /proc/PID/smaps.  Residency is unknown to the
-    Sentry: every accessible page counts as resident, private, and dirty if writable."""
+    Sentry: every accessible page counts as resident, and dirty if writable; pages
+    count as shared when `mappers` (address spaces mapping the same object) > 1."""
     n = (v.end - v.start) // 1024
     p = int(v.perms)
-    rss = n if p else 0
+    mx = int(getattr(v, "maxperms", 7))
+    rss = n if p and resident else 0
     anon = rss if getattr(v, "mappable", None) is None and not v.shared else 0
     dirty = rss if p & _PROT_WRITE else 0
-    shared = rss if v.shared else 0
+    shared = rss if mappers > 1 else 0
+    private = rss - shared
     locked = rss if getattr(v, "locked", 0) else 0
+    # VM_SHARED only where writes could reach the object (do_mmap clears it for a
+    # read-only file); VM_MAYSHARE for every MAP_SHARED mapping.
     flags = [f for f, ok in (("rd", p & _PROT_READ), ("wr", p & _PROT_WRITE),
-                             ("ex", p & _PROT_EXEC), ("sh", v.shared), ("mr", True),
-                             ("mw", True), ("me", True), ("lo", locked)) if ok]
+                             ("ex", p & _PROT_EXEC), ("sh", v.shared and mx & _PROT_WRITE),
+                             ("mr", mx & _PROT_READ), ("mw", mx & _PROT_WRITE),
+                             ("me", mx & _PROT_EXEC), ("ms", v.shared),
+                             ("lo", locked)) if ok]
     rows = [("Size", n), ("KernelPageSize", 4), ("MMUPageSize", 4), ("Rss", rss),
-            ("Pss", rss), ("Pss_Dirty", dirty), ("Shared_Clean", shared - min(shared, dirty)),
-            ("Shared_Dirty", min(shared, dirty)),
-            ("Private_Clean", rss - shared - (dirty - min(shared, dirty))),
-            ("Private_Dirty", dirty - min(shared, dirty)), ("Referenced", rss),
+            ("Pss", rss // max(mappers, 1)), ("Pss_Dirty", dirty // max(mappers, 1)),
+            ("Shared_Clean", shared if not dirty else 0), ("Shared_Dirty", shared if dirty else 0),
+            ("Private_Clean", private if not dirty else 0),
+            ("Private_Dirty", private if dirty else 0), ("Referenced", rss),
             ("Anonymous", anon), ("KSM", 0), ("LazyFree", 0), ("AnonHugePages", 0),
             ("ShmemPmdMapped", 0), ("FilePmdMapped", 0), ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0), ("Swap", 0), ("SwapPss", 0), ("Locked", locked)]
     out = "".join("%-16s%8d kB\n" % (k + ":", val) for k, val in rows)
     return (out + "THPeligible:    0\nVmFlags: %s \n" % " ".join(flags)).encode()
+
+
+def _object_of(v: Any) -> Any:
+    """What a mapping's pages belong to, if other address spaces can map it too."""
+    if getattr(v, "mappable", None) is not None:
+        return v.mappable
+    return v.extra if v.shared else None
+
+
+def _mappers(kernel: Any) -> dict[int, int]:
+    """id(object) -> how many address spaces map it (for smaps' shared pages)."""
+    seen: dict[int, set[int]] = {}
+    mms = {id(x.mm): x.mm for x in getattr(kernel, "tasks_by_tid", {}).values()
+           if getattr(x, "mm", None) is not None}
+    for mm in mms.values():
+        for v in _vmas(mm):
+            obj = _object_of(v)
+            if obj is not None:
+                seen.setdefault(id(obj), set()).add(id(mm))
+    return {k: len(x) for k, x in seen.items()}
 
 
 def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False) -> bytes:
@@ -914,6 +979,7 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False)
     if getattr(tg, "zombie", False):
         return b""                       # its mm is gone
     out = []
+    mappers = _mappers(kernel) if smaps else {}
     for v in _vmas(_mm(t)):
         p = int(v.perms)
         perms = ("r" if p & _PROT_READ else "-") + ("w" if p & _PROT_WRITE else "-") + \
@@ -928,12 +994,18 @@ def _gen_maps(kernel: Any, tg: ThreadGroup, t: Task | None, smaps: bool = False)
             line = line.ljust(72) + b" " + name
         out.append(line + b"\n")
         if smaps:
-            out.append(_smaps_fields(v))
+            obj = _object_of(v)
+            out.append(_smaps_fields(v, mappers=mappers.get(id(obj), 1) if obj is not None
+                                     else 1))
     if out:
         # The legacy vsyscall page, as Linux's gate VMA (execute-only; the Sentry
         # emulates its three calls: kernel.py _vsyscall).
         out.append(b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 +
                    b"[vsyscall]\n")
+        if smaps:
+            gate = SimpleNamespace(start=0xFFFFFFFFFF600000, end=0xFFFFFFFFFF601000,
+                                   perms=_PROT_EXEC, shared=False, mappable=None, locked=0)
+            out.append(_smaps_fields(gate, resident=False))
     return b"".join(out)
 
 
@@ -1265,14 +1337,32 @@ def _comm_writer(kernel: Any, tg: ThreadGroup, t: Task | None,
     return write
 
 
+def _kstrto(data: bytes, strip: bool = False) -> int:
+    """An integer as kstrtoint/kstrtouint read one written to a proc file: up to the
+    first NUL, one trailing newline allowed (or all outer space with `strip`), base
+    0 ("0x" hex, leading "0" octal, else decimal), an optional sign; EINVAL else."""
+    text = data.split(b"\0", 1)[0]
+    text = text.strip() if strip else text.removesuffix(b"\n")
+    sign = 1
+    if text[:1] in (b"+", b"-"):
+        sign, text = (-1 if text[:1] == b"-" else 1), text[1:]
+    base = 10
+    if text[:2].lower() == b"0x":
+        base, text = 16, text[2:]
+    elif text[:1] == b"0" and len(text) > 1:
+        base, text = 8, text[1:]
+    digits = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}[base]
+    if not text or not all(chr(c) in digits for c in text):
+        raise SyscallError(Errno.EINVAL)
+    return sign * int(text, base)
+
+
 def _coredump_filter_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
-    """A hexadecimal mask (Linux: proc_coredump_filter_write); kept, no cores are made."""
+    """A mask, read as kstrtouint does (Linux: proc_coredump_filter_write); kept and
+    inherited at fork, no cores are made."""
 
     def write(data: bytes) -> int:
-        try:
-            v = int(data.strip() or b"x", 0 if data.strip()[:2].lower() == b"0x" else 16)
-        except ValueError:
-            raise SyscallError(Errno.EINVAL) from None
+        v = _kstrto(data)
         if not 0 <= v < 1 << 32:
             raise SyscallError(Errno.EINVAL)
         tg.coredump_filter = v
@@ -1282,15 +1372,13 @@ def _coredump_filter_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
 
 
 def _oom_writer(tg: ThreadGroup) -> Callable[[bytes], int]:
+    """oom_score_adj (Linux: oom_score_adj_write: at most 23 bytes, stripped)."""
+
     def write(data: bytes) -> int:
-        try:
-            v = int(data.strip() or b"x")
-        except ValueError:
-            raise SyscallError(Errno.EINVAL) from None
+        v = _kstrto(data[:23], strip=True)
         if not -1000 <= v <= 1000:
             raise SyscallError(Errno.EINVAL)
-        # Kept on the group (ThreadGroup has no declared field for it yet).
-        setattr(tg, "oom_score_adj", v)
+        tg.oom_score_adj = v
         return len(data)
 
     return write
@@ -1444,11 +1532,11 @@ class PidDir(ProcDir):
                 lambda: _gen_mountinfo(kernel, root_of())), info=True),
             b"limits": file("limits", lambda: _gen_limits(kernel, tg)),
             b"oom_score_adj": file("oom_score_adj",
-                                   alive_then(lambda: _line(getattr(tg, "oom_score_adj", 0))),
+                                   alive_then(lambda: _line(tg.oom_score_adj)),
                                    0o644, _oom_writer(tg)),
             b"oom_score": file("oom_score", alive_then(lambda: b"0\n")),
             b"coredump_filter": file("coredump_filter", alive_then(
-                lambda: b"%08x\n" % getattr(tg, "coredump_filter", 0x33)), 0o644,
+                lambda: b"%08x\n" % tg.coredump_filter), 0o644,
                 _coredump_filter_writer(tg)),
             b"cgroup": file("cgroup", alive_then(lambda: b"0::/\n")),
             b"wchan": file("wchan", alive_then(lambda: b"0")),

@@ -31,7 +31,7 @@ from pyvisor.sentry.arch.syscall_args import SyscallArguments, c_int
 from pyvisor.sentry.kernel import fasync, locks
 from pyvisor.sentry.security import landlock
 from pyvisor.sentry.fsimpl.tmpfs import seals
-from pyvisor.sentry.kernel.pipe import fifo_wait
+from pyvisor.sentry.kernel.pipe import fifo_wait, pipe_set_size
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.task import Task
 from pyvisor.sentry.syscalls.linux.usertime import (copy_in_utimes, decode_utimens,
@@ -321,11 +321,7 @@ async def sys_fcntl(t: Task, r: SyscallArguments) -> int:
         pipe = getattr(f.impl, "pipe", None)
         if pipe is None:
             raise SyscallError(Errno.EBADF)
-        size = max(4096, 1 << max(0, (int(arg) - 1).bit_length()))
-        if size > 1 << 20:
-            raise SyscallError(Errno.EPERM)
-        pipe.resize(size)
-        return size
+        return pipe_set_size(t, pipe, arg & 0xFFFFFFFF)    # pipe_fcntl's unsigned int
     if cmd == F_GET_SEALS:
         return seals.get_seals(f.inode)
     if cmd == F_ADD_SEALS:

@@ -16,7 +16,7 @@ FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 
 
-def _wake_op(t: Task, uaddr: int, n: int, uaddr2: int, n2: int, op: int) -> int:
+def _wake_op(t: Task, uaddr: int, n: int, uaddr2: int, n2: int, op: int, private: bool) -> int:
     """FUTEX_WAKE_OP: *uaddr2 = *uaddr2 OP oparg; wake uaddr; maybe wake uaddr2."""
     kind, cmp_, oparg, cmparg = (op >> 28) & 7, (op >> 24) & 15, (op >> 12) & 0xFFF, op & 0xFFF
     if op & (8 << 28):
@@ -26,11 +26,11 @@ def _wake_op(t: Task, uaddr: int, n: int, uaddr2: int, n2: int, op: int) -> int:
     if new is None:
         raise SyscallError(Errno.ENOSYS)
     t.copy_out(uaddr2, struct.pack("<I", new & 0xFFFFFFFF))
-    woken = futex.wake(t, uaddr, n)  # WAKE_OP callers use shared or private alike
+    woken = futex.wake(t, uaddr, n, private=private)
     ok = {0: old == cmparg, 1: old != cmparg, 2: old < cmparg, 3: old <= cmparg,
           4: old > cmparg, 5: old >= cmparg}.get(cmp_, False)
     if ok:
-        woken += futex.wake(t, uaddr2, n2)
+        woken += futex.wake(t, uaddr2, n2, private=private)
     return woken
 
 
@@ -67,7 +67,7 @@ async def sys_futex(t: Task, r: SyscallArguments) -> int:
     if cmd == FUTEX_CMP_REQUEUE:
         return futex.requeue(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3, private)
     if cmd == FUTEX_WAKE_OP:
-        return _wake_op(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3)
+        return _wake_op(t, uaddr, val, uaddr2, utime & 0x7FFFFFFF, val3, private)
     raise SyscallError(Errno.ENOSYS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any, Coroutine
 
 from pyvisor.abi.linux.errno import ERESTARTNOHAND, Errno
 from pyvisor.abi.linux.fcntl import O_CLOEXEC, O_NONBLOCK, O_RDWR
@@ -90,6 +91,15 @@ def _deadline_ts(t: Task, addr: int) -> int | None:
     return t.kernel.now() + copy_in_timespec(t, addr)
 
 
+def _timeout_ts(t: Task, addr: int) -> tuple[int | None, int]:
+    """A ppoll/pselect6 timeout: its deadline, and where to write the time left
+    (0 for none: no timeout, or a zero one, which poll_select_finish leaves)."""
+    if not addr:
+        return None, 0
+    timeout = copy_in_timespec(t, addr)
+    return t.kernel.now() + timeout, addr if timeout else 0
+
+
 async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
                       deadline: int | None) -> list[int]:
     """Waits until some file is ready; returns revents per item (0 = not ready)."""
@@ -110,9 +120,7 @@ async def _poll_files(t: Task, items: list[tuple[FileDescription | None, int]],
         queues: list[WaitQueue] = []
         for f, _ in items:
             if f is not None:
-                q = f.impl.waitq(f)
-                if q not in queues:
-                    queues.append(q)
+                _add_queues(f, queues)
         try:
             await t.kernel.block_on(t, queues, deadline=deadline)
         except TimedOut:
@@ -169,27 +177,88 @@ async def sys_poll(t: Task, r: SyscallArguments) -> int:
     return await _do_poll(t, r.pointer(0), r.int32(1), _deadline_ms(t, r.int32(2)))
 
 
+STICKY_TIMEOUTS = 0x4000000     # personality(2): select/ppoll leave the timeout alone
+SIGSET_SIZE = 8
+
+
+def _set_sigmask(t: Task, addr: int, size: int) -> int | None:
+    """The mask a ppoll/pselect6 waits under (set_user_sigmask): EINVAL unless the
+    size is a sigset_t's; None: no mask given (the task's own stays)."""
+    if not addr:
+        return None
+    if size != SIGSET_SIZE:
+        raise SyscallError(Errno.EINVAL)
+    (m,) = struct.unpack("<Q", t.copy_in(addr, 8))
+    old = t.sigmask
+    t.sigmask = m & ~((1 << 8) | (1 << 18))
+    return old
+
+
+def _restore_sigmask(t: Task, old: int | None) -> None:
+    """After the wait: the old mask comes back now, or after the handler of a
+    signal that arrived under the temporary one (restore_saved_sigmask_unless)."""
+    if old is None:
+        return
+    t.saved_sigmask = old
+    from pyvisor.sentry.kernel.signal import has_deliverable
+    if not has_deliverable(t):
+        t.sigmask, t.saved_sigmask = old, None
+
+
+async def _timed(t: Task, call: Coroutine[Any, Any, int], addr: int, deadline: int | None,
+                 usec: bool) -> int:
+    """Runs a poll or select and writes the time left back to its timeout, as
+    poll_select_finish does: not for a zero or absent timeout, nor under
+    STICKY_TIMEOUTS; an interrupted call whose timeout cannot be written is not
+    restarted (EINTR) and a finished one ignores the fault."""
+    try:
+        n = await call
+    except SyscallError as e:
+        if e.errno != ERESTARTNOHAND or not _write_left(t, addr, deadline, usec):
+            raise
+        raise SyscallError(Errno.EINTR) from None
+    _write_left(t, addr, deadline, usec)
+    return n
+
+
+def _write_left(t: Task, addr: int, deadline: int | None, usec: bool) -> bool:
+    """False if all went well (or there was nothing to write); True if the write
+    faulted."""
+    if not addr or deadline is None or t.personality & STICKY_TIMEOUTS:
+        return False
+    left = max(0, deadline - t.kernel.now())
+    sec, ns = divmod(left, 10**9)
+    try:
+        t.copy_out(addr, struct.pack("<qq", sec, ns // 1000 if usec else ns))
+    except SyscallError:
+        return True
+    return False
+
+
 async def sys_ppoll(t: Task, r: SyscallArguments) -> int:
     """Implements ppoll(2)."""
     addr, nfds, ts, sigmask = r.pointer(0), r.int32(1), r.pointer(2), r.pointer(3)
-    deadline = _deadline_ts(t, ts)
-    old = t.sigmask
-    if sigmask:
-        (m,) = struct.unpack("<Q", t.copy_in(sigmask, 8))
-        t.sigmask = m & ~((1 << 8) | (1 << 18))
+    deadline, ts = _timeout_ts(t, ts)
+    old = _set_sigmask(t, sigmask, r.uint64(4))
     try:
-        return await _do_poll(t, addr, nfds, deadline)
+        return await _timed(t, _do_poll(t, addr, nfds, deadline), ts, deadline, False)
     finally:
-        if sigmask:
-            t.saved_sigmask = old
-            from pyvisor.sentry.kernel.signal import has_deliverable
-            if not has_deliverable(t):
-                t.sigmask, t.saved_sigmask = old, None
+        _restore_sigmask(t, old)
+
+
+def _max_fds(t: Task) -> int:
+    """The size of the fd table's bitmaps (fdtable.max_fds): select looks no further.
+    Linux grows them to cover the highest fd, in steps of powers of two."""
+    top = max(t.fd_table.files, default=0) + 1
+    if top <= 64:
+        return 64
+    return 128 * (1 << (top // 128).bit_length()) if top > 128 else 128
 
 
 async def _do_select(t: Task, nfds: int, rp: int, wp: int, ep: int, deadline: int | None) -> int:
-    if nfds < 0 or nfds > t.fd_table.limit:
+    if nfds < 0:
         raise SyscallError(Errno.EINVAL)
+    nfds = min(nfds, _max_fds(t))           # core_sys_select; not RLIMIT_NOFILE
     nbytes = ((nfds + 63) // 64) * 8
     sets = []
     for p in (rp, wp, ep):
@@ -235,33 +304,27 @@ async def sys_select(t: Task, r: SyscallArguments) -> int:
     tv = r.pointer(4)
     deadline = None
     if tv:
-        deadline = t.kernel.now() + copy_in_select_timeval(t, tv)
-    n = await _do_select(t, r.int32(0), r.pointer(1), r.pointer(2), r.pointer(3), deadline)
-    if tv:
-        left = max(0, deadline - t.kernel.now()) if deadline else 0
-        t.copy_out(tv, struct.pack("<qq", left // 10**9, (left % 10**9) // 1000))
-    return n
+        timeout = copy_in_select_timeval(t, tv)
+        deadline = t.kernel.now() + timeout
+        if not timeout:
+            tv = 0                  # a zero timeout is not written back
+    return await _timed(t, _do_select(t, r.int32(0), r.pointer(1), r.pointer(2),
+                                      r.pointer(3), deadline), tv, deadline, True)
 
 
 async def sys_pselect6(t: Task, r: SyscallArguments) -> int:
-    """Implements pselect6(2)."""
-    deadline = _deadline_ts(t, r.pointer(4))
+    """Implements pselect6(2).  Its sixth argument points at {sigset pointer, size}."""
+    deadline, ts = _timeout_ts(t, r.pointer(4))
     sm = r.pointer(5)
-    old = t.sigmask
+    old = None
     if sm:
         ptr, size = struct.unpack("<QQ", t.copy_in(sm, 16))
-        if ptr:
-            (m,) = struct.unpack("<Q", t.copy_in(ptr, 8))
-            t.sigmask = m & ~((1 << 8) | (1 << 18))
+        old = _set_sigmask(t, ptr, size)
     try:
-        return await _do_select(t, r.int32(0), r.pointer(1), r.pointer(2), r.pointer(3),
-                                deadline)
+        return await _timed(t, _do_select(t, r.int32(0), r.pointer(1), r.pointer(2),
+                                          r.pointer(3), deadline), ts, deadline, False)
     finally:
-        if t.sigmask != old:
-            t.saved_sigmask = old
-            from pyvisor.sentry.kernel.signal import has_deliverable
-            if not has_deliverable(t):
-                t.sigmask, t.saved_sigmask = old, None
+        _restore_sigmask(t, old)
 
 
 # -- anonymous files (eventfd, epoll) ------------------------------------------------------
@@ -419,6 +482,37 @@ _EPOLL_EVENT = struct.Struct("<IQ")   # packed on amd64: 12 bytes
 _EPOLLEXCLUSIVE_OK = 0x1 | 0x4 | 0x8 | 0x10 | (1 << 29) | _EPOLLET | _EPOLLEXCLUSIVE
 
 
+EP_MAX_NESTS = 4
+
+
+def _add_queues(f: FileDescription, queues: list[WaitQueue], depth: int = 0) -> None:
+    """The wait queues that tell a waiter `f` may have become ready: its own, and for
+    an epoll file those of what it watches, nested epolls included (Linux wakes a
+    nested epoll's waiters from ep_poll_callback through its poll_wait)."""
+    q = f.impl.waitq(f)
+    if q in queues:
+        return
+    queues.append(q)
+    if isinstance(f.impl, EpollImpl) and depth <= EP_MAX_NESTS:
+        for g, _, _, _, _ in f.impl.interest.values():
+            _add_queues(g, queues, depth + 1)
+
+
+def _epoll_depth(f: FileDescription, target: FileDescription, depth: int = 0) -> int:
+    """How deep epolls nest below `f`; ELOOP if `target` is among them (a cycle) or
+    they nest past EP_MAX_NESTS.  Linux: ep_loop_check."""
+    if f is target:
+        raise SyscallError(Errno.ELOOP)
+    if depth > EP_MAX_NESTS:
+        raise SyscallError(Errno.ELOOP)
+    deepest = depth
+    assert isinstance(f.impl, EpollImpl)
+    for g, _, _, _, _ in f.impl.interest.values():
+        if isinstance(g.impl, EpollImpl):
+            deepest = max(deepest, _epoll_depth(g, target, depth + 1))
+    return deepest
+
+
 def _edge_watch(f: FileDescription, events: int) -> _EdgeWatch | None:
     return _EdgeWatch(f.impl.waitq(f)) if events & _EPOLLET else None
 
@@ -463,6 +557,8 @@ def sys_epoll_ctl(t: Task, r: SyscallArguments) -> int:
             raise SyscallError(Errno.EINVAL)
         if key in impl.interest:
             raise SyscallError(Errno.EEXIST)
+        if isinstance(f.impl, EpollImpl):
+            _epoll_depth(f, ep)
         impl.add(key, [f, events, data, fd, _edge_watch(f, events)])
     elif op == 2:  # DEL
         if key not in impl.interest:
@@ -523,11 +619,8 @@ async def _epoll_wait(t: Task, epfd: int, evp: int, maxev: int, deadline: int | 
             return len(out)
         if deadline is not None and deadline <= t.kernel.now():
             return 0
-        queues = [impl.wq]
-        for f, _, _, _, _ in impl.interest.values():
-            q = f.impl.waitq(f)
-            if q not in queues:
-                queues.append(q)
+        queues: list[WaitQueue] = []
+        _add_queues(ep, queues)
         try:
             await t.kernel.block_on(t, queues, deadline=deadline)
         except TimedOut:

@@ -13,6 +13,7 @@ from pyvisor.abi.linux.sched import (CLONE_CLEAR_SIGHAND, CLONE_DETACHED, CLONE_
 from pyvisor.abi.linux.sched import (CLONE_VFORK, CLONE_VM, P_ALL, P_PGID, P_PID, WCONTINUED,
                                      WEXITED, WNOHANG, WNOWAIT, WSTOPPED, WUNTRACED, WALL, WCLONE,
                                      WNOTHREAD)
+from pyvisor.abi.linux.fcntl import AT_FDCWD
 from pyvisor.abi.linux.signal import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_TRAPPED
 from pyvisor.abi.linux.signal import CLD_STOPPED, NSIG, SIG_DFL, SIG_IGN, Signal
 from pyvisor.sentry.fsimpl.devpts import devpts
@@ -26,7 +27,8 @@ from pyvisor.sentry.kernel import ptrace, seccomp
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import sees
 from pyvisor.abi.linux.capability import (ALL_CAPS, CAP_LAST_CAP, CAP_SETGID, CAP_SETUID,
-                                          CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_RESOURCE,
+                                          CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_PTRACE,
+                                          CAP_SYS_RESOURCE,
                                           PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_CAPBSET_READ,
                                           PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_SET_KEEPCAPS,
                                           PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)
@@ -237,7 +239,7 @@ def sys_capget(t: Task, r: SyscallArguments) -> int:
         return 0
     if pid < 0:
         raise SyscallError(Errno.EINVAL)
-    target = t if pid in (0, t.tid) else _sched_target(t, pid)
+    target = t if pid in (0, t.tid) else sched_target(t, pid)
     if data:
         sets = target.creds.cap_sets()             # effective, permitted, inheritable
         n = 1 if version == 0x19980330 else 2
@@ -279,8 +281,19 @@ def sys_set_robust_list(t: Task, r: SyscallArguments) -> int:
 
 
 def sys_get_robust_list(t: Task, r: SyscallArguments) -> int:
-    t.copy_out(r.pointer(1), struct.pack("<Q", t.robust_list))
+    """Implements get_robust_list(2): any thread's head, for whoever may ptrace-read
+    it (the caller's uid or CAP_SYS_PTRACE)."""
+    pid = r.int32(0)
+    p = t if pid == 0 else t.kernel.tasks_by_tid.get(pid)
+    if p is None or p.exited or not sees(t.tg, p.tg):
+        raise SyscallError(Errno.ESRCH)
+    c = t.creds
+    if p.tg is not t.tg and not c.capable(CAP_SYS_PTRACE) and not (
+            c.uid == p.creds.euid == p.creds.suid == p.creds.uid and
+            c.gid == p.creds.egid == p.creds.sgid == p.creds.gid):
+        raise SyscallError(Errno.EPERM)
     t.copy_out(r.pointer(2), struct.pack("<Q", 24))
+    t.copy_out(r.pointer(1), struct.pack("<Q", p.robust_list))
     return 0
 
 
@@ -356,13 +369,24 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         return 0
     if opt == _PR_SET_VMA:
         return _set_vma(t, r)
-    if opt in (_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER):
+    if opt == _PR_SET_PDEATHSIG:
+        if arg2 > NSIG:
+            raise SyscallError(Errno.EINVAL)
+        t.pdeath_signal = int(arg2)     # sent when the thread that forked it exits
         return 0
+    if opt == _PR_GET_PDEATHSIG:
+        t.copy_out(arg2, struct.pack("<i", t.pdeath_signal))
+        return 0
+    if opt == _PR_SET_CHILD_SUBREAPER:
+        t.tg.child_subreaper = bool(arg2)   # orphans below it come to it (kernel.py)
+        return 0
+    if opt == _PR_GET_CHILD_SUBREAPER:
+        t.copy_out(arg2, struct.pack("<i", int(t.tg.child_subreaper)))
+        return 0
+    if opt == _PR_SET_MM:
+        return _prctl_set_mm(t, int(arg2), r)
     if opt == _PR_GET_DUMPABLE:
         return t.tg.dumpable
-    if opt == _PR_GET_PDEATHSIG:
-        t.copy_out(arg2, struct.pack("<i", 0))
-        return 0
     if opt == _PR_SET_NO_NEW_PRIVS:
         if arg2 != 1 or r.uint64(2) or r.uint64(3) or r.uint64(4):
             raise SyscallError(Errno.EINVAL)
@@ -379,6 +403,25 @@ def sys_prctl(t: Task, r: SyscallArguments) -> int:
         return seccomp.state(t).mode
     if opt == _PR_SET_SECCOMP:
         return seccomp.prctl_set(t, int(arg2), r.pointer(2))
+    raise SyscallError(Errno.EINVAL)
+
+
+_PR_SET_MM = 35
+_PR_SET_MM_MAP, _PR_SET_MM_MAP_SIZE = 14, 15
+_PRCTL_MM_MAP_SIZE = 104                # sizeof(struct prctl_mm_map)
+
+
+def _prctl_set_mm(t: Task, sub: int, r: SyscallArguments) -> int:
+    """PR_SET_MM: its checks (prctl_set_mm), then EINVAL: pyvisor does not let a
+    process rewrite its own memory map's bounds (a checkpoint/restore tool's need).
+    PR_SET_MM_MAP_SIZE answers."""
+    if sub not in (_PR_SET_MM_MAP, _PR_SET_MM_MAP_SIZE) and (r.uint64(3) or r.uint64(4)):
+        raise SyscallError(Errno.EINVAL)
+    if sub == _PR_SET_MM_MAP_SIZE:
+        t.copy_out(r.pointer(2), struct.pack("<I", _PRCTL_MM_MAP_SIZE))
+        return 0
+    if not t.creds.capable(CAP_SYS_RESOURCE):
+        raise SyscallError(Errno.EPERM)
     raise SyscallError(Errno.EINVAL)
 
 
@@ -554,14 +597,29 @@ def sys_getpgrp(t: Task, r: SyscallArguments) -> int:
 def sys_setpgid(t: Task, r: SyscallArguments) -> int:
     """Implements setpgid(2)."""
     pid, pgid = r.int32(0), r.int32(1)
+    k = t.kernel
+    pid = pid or t.tg.tgid
+    pgid = pgid or pid
     if pgid < 0:
         raise SyscallError(Errno.EINVAL)
-    tg = t.tg if pid == 0 else t.kernel.groups.get(pid)
-    if tg is None or (tg is not t.tg and tg.parent is not t.tg):
+    tg = k.groups.get(pid)
+    if tg is None or not sees(t.tg, tg):
+        if pid in k.tasks_by_tid:
+            raise SyscallError(Errno.EINVAL)        # a thread, not a process
         raise SyscallError(Errno.ESRCH)
+    if tg is not t.tg:
+        if tg.parent is not t.tg:
+            raise SyscallError(Errno.ESRCH)
+        if tg.sid != t.tg.sid:
+            raise SyscallError(Errno.EPERM)
+        if tg.did_exec:
+            raise SyscallError(Errno.EACCES)
     if tg.sid == tg.tgid:
-        raise SyscallError(Errno.EPERM)
-    tg.pgid = pgid or tg.tgid
+        raise SyscallError(Errno.EPERM)             # a session leader
+    if pgid != pid and not any(g.pgid == pgid and g.sid == t.tg.sid and not g.reaped
+                               for g in k.groups.values()):
+        raise SyscallError(Errno.EPERM)             # no such group in the caller's session
+    tg.pgid = pgid
     return 0
 
 
@@ -589,19 +647,30 @@ def sys_umask(t: Task, r: SyscallArguments) -> int:
     return old
 
 
-_ADDR_NO_RANDOMIZE = 0x0040000
-_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE
+# personality(2) flags that change nothing here, or nothing pyvisor does differently:
+# the sandbox's layout is not randomized, inode numbers and timestamps are never
+# shortened; STICKY_TIMEOUTS keeps select/ppoll from writing their timeouts back.
+# From <linux/personality.h>.
+_UNAME26, _ADDR_NO_RANDOMIZE, _FDPIC_FUNCPTRS = 0x0020000, 0x0040000, 0x0080000
+_MMAP_PAGE_ZERO, _ADDR_COMPAT_LAYOUT, _READ_IMPLIES_EXEC = 0x0100000, 0x0200000, 0x0400000
+_ADDR_LIMIT_32BIT, _SHORT_INODE, _WHOLE_SECONDS = 0x0800000, 0x1000000, 0x2000000
+_STICKY_TIMEOUTS, _ADDR_LIMIT_3GB = 0x4000000, 0x8000000
+_PERSONALITY_FLAGS = _ADDR_NO_RANDOMIZE | _SHORT_INODE | _WHOLE_SECONDS | _STICKY_TIMEOUTS
+_PER_MASK = 0xFF
+_PER_LINUX32 = 0x0008
 
 
 def sys_personality(t: Task, r: SyscallArguments) -> int:
-    """Implements personality(2) for PER_LINUX, alone or with ADDR_NO_RANDOMIZE (gdb sets
-    it; the sandbox's layout is not randomized anyway).  Other personas and flags
-    (READ_IMPLIES_EXEC, ...): EINVAL."""
+    """Implements personality(2).  Any persona is kept and inherited, as Linux keeps
+    it (none changes what a 64-bit task sees) but PER_LINUX32, whose uname would
+    have to say i686; flags that would change the address space or uname
+    (READ_IMPLIES_EXEC, MMAP_PAGE_ZERO, ADDR_LIMIT_*, ADDR_COMPAT_LAYOUT, UNAME26,
+    FDPIC_FUNCPTRS) are refused with EINVAL rather than silently ignored."""
     p = r.uint32(0)
     old = t.personality
     if p == 0xFFFFFFFF:
         return old
-    if p & ~_PERSONALITY_FLAGS:
+    if p & ~(_PERSONALITY_FLAGS | _PER_MASK) or p & _PER_MASK == _PER_LINUX32:
         raise SyscallError(Errno.EINVAL)
     t.personality = p
     return old
@@ -611,7 +680,7 @@ def sys_sched_yield(t: Task, r: SyscallArguments) -> int:
     return 0
 
 
-def _sched_target(t: Task, pid: int) -> Task:
+def sched_target(t: Task, pid: int) -> Task:
     """The task a sched_*/priority call names: 0 is the caller; others must exist here."""
     if pid < 0:
         raise SyscallError(Errno.EINVAL)
@@ -623,71 +692,17 @@ def _sched_target(t: Task, pid: int) -> Task:
     return target
 
 
-# The host's CPU count, read once (after confinement /sys may not be reachable).
-_NCPU = os.cpu_count() or 1
-
-
-def sys_sched_getaffinity(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_getaffinity(2): the host's CPUs, as the sandbox sees them."""
-    _sched_target(t, r.int32(0))
-    n, addr = r.uint64(1), r.pointer(2)
-    need = max(8, ((_NCPU + 63) // 64) * 8)
-    if n < need or n % 8:
-        raise SyscallError(Errno.EINVAL)
-    mask = (1 << _NCPU) - 1
-    t.copy_out(addr, mask.to_bytes(need, "little"))
-    return need
-
-
-def sys_sched_setaffinity(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_setaffinity(2): validated, not applied (the Sentry places stubs)."""
-    _sched_target(t, r.int32(0))
-    n, addr = r.uint64(1), r.pointer(2)
-    mask = int.from_bytes(t.copy_in(addr, min(n, 128)), "little")
-    if not mask & ((1 << _NCPU) - 1):
-        raise SyscallError(Errno.EINVAL)
-    return 0
-
-
-def sys_sched_getparam(t: Task, r: SyscallArguments) -> int:
-    _sched_target(t, r.int32(0))
-    t.copy_out(r.pointer(1), bytes(4))
-    return 0
-
-
-def sys_sched_getscheduler(t: Task, r: SyscallArguments) -> int:
-    _sched_target(t, r.int32(0))
-    return 0
-
-
-def sys_sched_setscheduler(t: Task, r: SyscallArguments) -> int:
-    """Implements sched_setscheduler(2): SCHED_OTHER/BATCH/IDLE accepted, not applied."""
-    _sched_target(t, r.int32(0))
-    policy = r.int32(1) & ~0x40000000          # SCHED_RESET_ON_FORK
-    if policy not in (0, 3, 5):
-        raise SyscallError(Errno.EPERM if policy in (1, 2, 6) else Errno.EINVAL)
-    return 0
-
-
-def sys_sched_get_priority_max(t: Task, r: SyscallArguments) -> int:
-    return 99 if r.int32(0) in (1, 2) else 0
-
-
-def sys_sched_get_priority_min(t: Task, r: SyscallArguments) -> int:
-    return 1 if r.int32(0) in (1, 2) else 0
-
-
 _RLIMIT_NICE = 13
 
 
-def _prio_targets(t: Task, which: int, who: int) -> list[Task]:
+def prio_targets(t: Task, which: int, who: int) -> list[Task]:
     """The threads a get/setpriority names (PRIO_PROCESS: one thread; PRIO_PGRP: the
     group's; PRIO_USER: those of a real uid); ESRCH if none."""
     k = t.kernel
     if which == 0:                               # PRIO_PROCESS
         if who < 0:
             raise SyscallError(Errno.ESRCH)
-        return [_sched_target(t, who)]
+        return [sched_target(t, who)]
     if which == 1:                               # PRIO_PGRP
         pgid = who or t.tg.pgid
         out = [x for g in k.groups.values() if g.pgid == pgid and not g.zombie
@@ -705,7 +720,7 @@ def _prio_targets(t: Task, which: int, who: int) -> list[Task]:
 
 def sys_getpriority(t: Task, r: SyscallArguments) -> int:
     """Implements getpriority(2): 20 - the highest nice value (nice_to_rlimit)."""
-    return max(20 - x.nice for x in _prio_targets(t, r.int32(0), r.int32(1)))
+    return max(20 - x.nice for x in prio_targets(t, r.int32(0), r.int32(1)))
 
 
 def sys_setpriority(t: Task, r: SyscallArguments) -> int:
@@ -716,7 +731,7 @@ def sys_setpriority(t: Task, r: SyscallArguments) -> int:
     nice = max(-20, min(19, nice))
     c = t.creds
     err = None
-    for x in _prio_targets(t, which, who):
+    for x in prio_targets(t, which, who):
         if x.creds.uid != c.euid and x.creds.euid != c.euid and not c.capable(CAP_SYS_NICE):
             err = Errno.EPERM
             continue
@@ -1057,21 +1072,36 @@ def _take_leader_tid(t: Task) -> None:
     k._free_pid(old)
 
 
+_AT_SYMLINK_NOFOLLOW, _AT_EMPTY_PATH = 0x100, 0x1000
+
+
 async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: list[bytes],
                   flags: int) -> SyscallControl:
     from pyvisor.sentry.vfs.ops import dir_location
-    dirloc = None
-    if path[:1] != b"/":
-        dirloc = dir_location(t, dirfd)
+    from pyvisor.sentry.vfs.vfs import Location
+    if flags & ~(_AT_SYMLINK_NOFOLLOW | _AT_EMPTY_PATH):
+        raise SyscallError(Errno.EINVAL)
+    dirloc = loc = None
+    filename = path
+    inaccessible = False
+    if path[:1] != b"/" and dirfd != AT_FDCWD:
+        # Linux names the program /dev/fd/N[/path] (alloc_bprm); a name that a
+        # close-on-exec fd takes away cannot be a script's (execve sees ENOENT).
+        filename = b"/dev/fd/%d" % dirfd + (b"/" + path if path else b"")
+        inaccessible = t.fd_table.get_cloexec(dirfd)        # EBADF
     if not path:
-        if flags & 0x1000:   # AT_EMPTY_PATH: exec the fd itself
-            f = t.fd_table.get(dirfd)
-            from pyvisor.sentry.vfs.vfs import path_of
-            path = path_of(f.mount, f.dentry)
-            dirloc = None
-        else:
+        if not flags & _AT_EMPTY_PATH:
             raise SyscallError(Errno.ENOENT)
-    mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc)
+        if dirfd == AT_FDCWD:
+            loc = t.fs.cwd
+        else:
+            f = t.fd_table.get(dirfd)
+            loc = Location(f.mount, f.dentry)           # the fd itself
+    elif path[:1] != b"/":
+        dirloc = dir_location(t, dirfd)
+    mm, entry, sp, f, argv2 = kexec.load(t, path, argv, envp, dirloc,
+                                         follow=not flags & _AT_SYMLINK_NOFOLLOW, loc=loc,
+                                         filename=filename, path_inaccessible=inaccessible)
     old_tid = t.tid
     tg = t.tg
     if len(tg.tasks) > 1 and (t.tid != tg.tgid or ptrace.exit_stops_pending(tg)):
@@ -1088,7 +1118,6 @@ async def _execve(t: Task, dirfd: int, path: bytes, argv: list[bytes], envp: lis
         # before running any of it (Linux: bprm_execve's force_fatal_sig).
         from pyvisor.sentry.kernel.signal import force_sig, kernel_info
         force_sig(t, kernel_info(Signal.SIGSEGV))
-    t.tg.dumpable = 1
     if t.ptrace is not None:
         ptrace.exec_event(t, old_tid)
     return SyscallControl.EXECED

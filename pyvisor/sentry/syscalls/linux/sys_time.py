@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import time
 
-from pyvisor.abi.linux.errno import Errno
+from pyvisor.abi.linux.errno import ERESTART_RESTARTBLOCK, Errno
 from pyvisor.sentry.arch.syscall_args import SyscallArguments
 from pyvisor.sentry.kernel import cputime
 from pyvisor.sentry.kernel.cputime import CPUCLOCK_SCHED, CPUCLOCK_VIRT
@@ -103,6 +103,11 @@ def sys_time(t: Task, r: SyscallArguments) -> int:
 
 
 async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
+    """Sleeps until `deadline_mono`.  A signal with a handler ends it with EINTR and
+    the time left in `rem_addr`; one without (a stop, then SIGCONT) restarts it
+    through restart_syscall(2) toward the same deadline, so time spent stopped
+    counts as slept.  Linux: do_nanosleep's ERESTART_RESTARTBLOCK,
+    hrtimer_nanosleep_restart."""
     try:
         await t.kernel.block_on(t, None, deadline=deadline_mono)
     except TimedOut:
@@ -111,8 +116,19 @@ async def _sleep(t: Task, deadline_mono: int, rem_addr: int) -> int:
         left = max(0, deadline_mono - t.kernel.now())
         if rem_addr:
             t.copy_out(rem_addr, _TS.pack(left // 10**9, left % 10**9))
-        raise SyscallError(Errno.EINTR) from None
+        t.restart_block = lambda t: _sleep(t, deadline_mono, rem_addr)
+        raise SyscallError(ERESTART_RESTARTBLOCK) from None
     return 0
+
+
+async def sys_restart_syscall(t: Task, r: SyscallArguments) -> int:
+    """Implements restart_syscall(2): continues the call a stop interrupted (its
+    restart block); EINTR if there is none."""
+    resume = t.restart_block
+    t.restart_block = None
+    if resume is None:
+        raise SyscallError(Errno.EINTR)
+    return int(await resume(t))
 
 
 async def sys_nanosleep(t: Task, r: SyscallArguments) -> int:

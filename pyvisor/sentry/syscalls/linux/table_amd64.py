@@ -16,6 +16,7 @@ from pyvisor.sentry.syscalls.linux import sys_io_uring as IOU
 from pyvisor.sentry.syscalls.linux import sys_ipc as IPC
 from pyvisor.sentry.syscalls.linux import sys_keys as KEY
 from pyvisor.sentry.syscalls.linux import sys_landlock as LL
+from pyvisor.sentry.syscalls.linux import sys_mempolicy as MP
 from pyvisor.sentry.syscalls.linux import sys_mmap as M
 from pyvisor.sentry.syscalls.linux import sys_mount as MT
 from pyvisor.sentry.syscalls.linux import sys_mount_api as MA
@@ -26,6 +27,7 @@ from pyvisor.sentry.syscalls.linux import sys_process as P
 from pyvisor.sentry.syscalls.linux import sys_ptrace as PT
 from pyvisor.sentry.syscalls.linux import sys_read_write as RW
 from pyvisor.sentry.syscalls.linux import sys_rseq as RSQ
+from pyvisor.sentry.syscalls.linux import sys_sched as SC
 from pyvisor.sentry.syscalls.linux import sys_signal as SG
 from pyvisor.sentry.syscalls.linux import sys_socket as SO
 from pyvisor.sentry.syscalls.linux import sys_splice as SP
@@ -34,6 +36,7 @@ from pyvisor.sentry.syscalls.linux import sys_timer as TI
 from pyvisor.sentry.syscalls.linux import sys_xattr as XA
 from pyvisor.sentry.syscalls.linux.table import SyscallTable, partial, refused, supported
 
+_SCHED_NOTE = "checked and kept per thread, not applied to the host"
 _MLOCK_NOTE = "locks counted (RLIMIT_MEMLOCK, VmLck), host memory not pinned"
 
 AMD64 = SyscallTable("amd64", {
@@ -157,6 +160,9 @@ AMD64 = SyscallTable("amd64", {
     S.brk: supported(M.sys_brk),
     S.mremap: supported(M.sys_mremap),
     S.madvise: partial(M.sys_madvise, note="DONTNEED/FREE honoured; other advice ignored"),
+    S.get_mempolicy: supported(MP.sys_get_mempolicy),
+    S.set_mempolicy: partial(MP.sys_set_mempolicy, note="one memory node: kept, not applied"),
+    S.mbind: partial(MP.sys_mbind, note="one memory node: kept per mapping, not applied"),
     S.msync: supported(M.sys_msync),
     S.mincore: partial(M.sys_mincore, note="reports every page resident"),
     S.mlock: partial(M.sys_mlock, note=_MLOCK_NOTE),
@@ -213,15 +219,21 @@ AMD64 = SyscallTable("amd64", {
     S.getsid: supported(P.sys_getsid),
     S.setsid: supported(P.sys_setsid),
     S.umask: supported(P.sys_umask),
-    S.personality: partial(P.sys_personality, note="only PER_LINUX"),
+    S.personality: partial(P.sys_personality, note="personas and no-op flags kept; "
+                           "READ_IMPLIES_EXEC, ADDR_LIMIT_*, UNAME26, PER_LINUX32: EINVAL"),
     S.sched_yield: supported(P.sys_sched_yield),
-    S.sched_getaffinity: supported(P.sys_sched_getaffinity),
-    S.sched_setaffinity: partial(P.sys_sched_setaffinity, note="accepted, not applied"),
-    S.sched_getparam: supported(P.sys_sched_getparam),
-    S.sched_getscheduler: supported(P.sys_sched_getscheduler),
-    S.sched_setscheduler: partial(P.sys_sched_setscheduler, note="accepted, not applied"),
-    S.sched_get_priority_max: supported(P.sys_sched_get_priority_max),
-    S.sched_get_priority_min: supported(P.sys_sched_get_priority_min),
+    S.sched_getaffinity: supported(SC.sys_sched_getaffinity),
+    S.sched_setaffinity: partial(SC.sys_sched_setaffinity, note=_SCHED_NOTE),
+    S.sched_getparam: supported(SC.sys_sched_getparam),
+    S.sched_setparam: partial(SC.sys_sched_setparam, note=_SCHED_NOTE),
+    S.sched_getscheduler: supported(SC.sys_sched_getscheduler),
+    S.sched_setscheduler: partial(SC.sys_sched_setscheduler, note=_SCHED_NOTE),
+    S.sched_getattr: supported(SC.sys_sched_getattr),
+    S.sched_setattr: partial(SC.sys_sched_setattr, note=_SCHED_NOTE),
+    S.sched_get_priority_max: supported(SC.sys_sched_get_priority_max),
+    S.sched_get_priority_min: supported(SC.sys_sched_get_priority_min),
+    S.ioprio_get: supported(SC.sys_ioprio_get),
+    S.ioprio_set: partial(SC.sys_ioprio_set, note=_SCHED_NOTE),
     S.getpriority: supported(P.sys_getpriority),
     S.setpriority: partial(P.sys_setpriority, note="nice kept and checked, not applied"),
     S.getcpu: supported(P.sys_getcpu),
@@ -280,6 +292,8 @@ AMD64 = SyscallTable("amd64", {
     S.gettimeofday: supported(TM.sys_gettimeofday),
     S.time: supported(TM.sys_time),
     S.nanosleep: supported(TM.sys_nanosleep),
+    S.restart_syscall: partial(TM.sys_restart_syscall, note="restarts nanosleep and "
+                               "clock_nanosleep; other calls restart by themselves"),
     S.clock_nanosleep: supported(TM.sys_clock_nanosleep),
     S.futex: partial(FX.sys_futex, note="no PI futexes; shared futexes keyed per address space"),
     # sockets

@@ -1,0 +1,30 @@
+"""NUMA memory policies.  From <linux/mempolicy.h>."""
+
+from __future__ import annotations
+
+# Policy modes.
+MPOL_DEFAULT = 0
+MPOL_PREFERRED = 1
+MPOL_BIND = 2
+MPOL_INTERLEAVE = 3
+MPOL_LOCAL = 4
+MPOL_PREFERRED_MANY = 5
+MPOL_WEIGHTED_INTERLEAVE = 6
+MPOL_MAX = 7
+
+# Mode flags, ORed into the mode.
+MPOL_F_NUMA_BALANCING = 1 << 13
+MPOL_F_RELATIVE_NODES = 1 << 14
+MPOL_F_STATIC_NODES = 1 << 15
+MPOL_MODE_FLAGS = MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES | MPOL_F_NUMA_BALANCING
+
+# get_mempolicy flags.
+MPOL_F_NODE = 1 << 0
+MPOL_F_ADDR = 1 << 1
+MPOL_F_MEMS_ALLOWED = 1 << 2
+
+# mbind flags.
+MPOL_MF_STRICT = 1 << 0
+MPOL_MF_MOVE = 1 << 1
+MPOL_MF_MOVE_ALL = 1 << 2
+MPOL_MF_VALID = MPOL_MF_STRICT | MPOL_MF_MOVE | MPOL_MF_MOVE_ALL

@@ -97,6 +97,9 @@ class SandboxConfig:
     # made (before the Sentry sets its own fd budget): sandbox_rlimits.
     caller_rlimits: dict[int, tuple[int, int]] = field(default_factory=lambda: {
         res: resource.getrlimit(res) for res in _HOST_RLIMITS})
+    # The launcher's nice value: the sandbox's processes start with it, as a command run
+    # by `nice` or by an engine under it would (Task.nice; the host schedules nothing by it).
+    caller_nice: int = field(default_factory=lambda: os.getpriority(os.PRIO_PROCESS, 0))
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)
@@ -253,6 +256,7 @@ def boot(cfg: SandboxConfig) -> Kernel:
     mark("sentry", "root gofer forked")
     kernel = _new_kernel(cfg)
     kernel.base_rlimits = sandbox_rlimits(cfg)    # type: ignore[attr-defined]
+    kernel.base_nice = cfg.caller_nice            # type: ignore[attr-defined]
     mark("sentry", "kernel made (master stub)")
     if cfg.pin_cpu:
         _place_cpus(kernel)
@@ -518,8 +522,10 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
     if base is not None:
         tg.rlimits = [list(x) for x in base]
     regs = kernel.platform.initial_registers()
-    return Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
-                FSContext(rootloc, rootloc), creds, regs)
+    t = Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
+             FSContext(rootloc, rootloc), creds, regs)
+    t.nice = getattr(kernel, "base_nice", 0)            # set by boot(): the caller's
+    return t
 
 
 def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) -> Any:

@@ -82,3 +82,14 @@ def test_bundle_soft_above_hard_is_refused(world_tmp: Path) -> None:
     bad = [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}]
     r = pv("run", "--bundle", str(_bundle(world_tmp / "bad", bad)), _cid())
     assert r.returncode != 0 and "rlimits" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_do_gets_the_callers_nice() -> None:
+    """Like its limits, the command's nice value is the caller's (Task.nice)."""
+    native = subprocess.run(["nice", "-n", "7", "/bin/sh", "-c", "nice"], capture_output=True,
+                            text=True, timeout=60)
+    got = subprocess.run(["nice", "-n", "7", sys.executable, "-m", "pyvisor", "do", "--",
+                          "/bin/sh", "-c", "nice"], capture_output=True, text=True,
+                         env=pyvisor_env(None), timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == native.stdout

@@ -33,8 +33,8 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.waitqueue import WaitQueue
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, SO_ACCEPTCONN, SO_BINDTODEVICE,
-                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SO_RCVBUF, SO_RCVBUFFORCE,
-                                          SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
+                                          SO_ERROR, SO_PASSCRED, SO_PEERCRED, SO_RCVBUF,
+                                          SO_RCVBUFFORCE, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
                                           SO_SNDBUFFORCE, SOL_SOCKET, UCRED, UCRED_NOBODY,
                                           Socket)
 

@@ -18,8 +18,9 @@ host's: lo, and the NICs the stack took over.
              a UDP datagram between two sockets of the sandbox is given a real
              IP and UDP header only when a packet socket exists (`lo_udp`; the
              UDP checksum left partial, the pseudo-header's sum, as Linux's lo
-             leaves it to the device that never completes it); the ICMP and raw traffic of the IP layer's
-             loop (Stack._loop) likewise.  TCP between sockets of the sandbox
+             leaves it to a device that never completes it), and so is the
+             port unreachable a closed port draws; the ICMP and raw traffic of
+             the IP layer's loop (Stack._loop) likewise.  TCP between sockets of the sandbox
              is a method call and is not seen.
   sending    a frame (SOCK_RAW: with its Ethernet header; SOCK_DGRAM: the
              header is built from sll_protocol and sll_addr) goes to the
@@ -669,4 +670,5 @@ def new_packet_socket(stack: Stack, t: Task, stype: int, protocol: int) -> Packe
     return PacketSocket(stack, stype, protocol & 0xFFFF)
 
 
-__all__ = ["PacketFamily", "PacketSocket", "lo_ip", "lo_udp", "new_packet_socket", "tap", "transmit"]
+__all__ = ["PacketFamily", "PacketSocket", "Ring", "lo_ip", "lo_udp", "new_packet_socket",
+           "tap", "transmit"]

@@ -99,6 +99,18 @@ static void pause_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* bind(2) to a port a closing connection frees "soon": Linux's peer acknowledges the
+ * FIN with a delayed ACK (tens of ms, more under load), so try for up to 5 s. */
+static int bind_soon(int fd, int port)
+{
+    for (int i = 0;; i++) {
+        int r = bind_port(fd, port);
+        if (r == 0 || errno != EADDRINUSE || i == 50)
+            return r;
+        pause_ms(100);
+    }
+}
+
 static int linger2(int fd)
 {
     int v;
@@ -159,10 +171,9 @@ static void fin_wait2(int slow)
     port = port_of(c, 0);
     set_linger2(c, -1);
     close(c);
-    pause_ms(300);      /* Linux's peer acknowledges a FIN with a delayed ACK */
     n = socket(family, SOCK_STREAM, 0);
     CHECK(n >= 0);
-    printf("linger2 -1: bind soon after close: %s\n", err(bind_port(n, port)));
+    printf("linger2 -1: bind soon after close: %s\n", err(bind_soon(n, port)));
     close(n);
     close(s);
     close(l);
@@ -220,12 +231,11 @@ static void stale_close_wait(void)
     int port = port_of(c, 0);
     set_linger2(c, -1);
     close(c);                       /* soon gone; s stays in CLOSE_WAIT */
-    pause_ms(300);
     char buf[4];
     printf("stale: old end reads %zd\n", read(s, buf, sizeof(buf)));
     int n = socket(family, SOCK_STREAM, 0);
     CHECK(n >= 0);
-    CHECK(bind_port(n, port) == 0);
+    CHECK(bind_soon(n, port) == 0);
     printf("stale: connect from the same port: %s\n", err(connect_to(n, port_of(l, 0))));
     int a = accept(l, NULL, NULL);
     CHECK(a >= 0);

@@ -134,7 +134,9 @@ def test_loss_reorder_duplication_recover(sack: bool, cc: bytes) -> None:
     options, rto_us, snd_mss, rtt_us, cwnd, total_retrans = \
         info[5], info[8], info[10], info[23], info[26], info[31]
     assert options & 1 and bool(options & 2) == sack
-    assert snd_mss == 1448 and rtt_us >= 1000 and rto_us >= 200_000 and cwnd >= 2
+    # cwnd: at least the loss window (one segment, RFC 5681 3.1), where a tail loss at the
+    # end of the transfer leaves it after the RTO.
+    assert snd_mss == 1448 and rtt_us >= 1000 and rto_us >= 200_000 and cwnd >= 1
     assert total_retrans == c.ep.total_retrans > 0
 
 

@@ -59,6 +59,7 @@ SELF_CHECKING = [
     "pty.c",
     "pipe_reopen.c",
     "inet_sigurg.c",
+    "netns_userns_caps.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

@@ -131,6 +131,17 @@ def network_for(t: Task) -> Network:
 task_network = network_for
 
 
+def net_capable(t: Task, cap: int) -> bool:
+    """Whether `t` has `cap` over its network namespace: in the user namespace that owns
+    it (Linux: ns_capable(net->user_ns, cap), as netlink_net_capable and the raw and
+    packet socket checks ask), so the creator of a user namespace administers the
+    network namespaces it made."""
+    from pyvisor.sentry.kernel.namespaces import ns_capable
+    p = getattr(t, "nsproxy", None)
+    owner = p.net.userns if p is not None and p.net is not None else None
+    return ns_capable(t.creds, owner, cap)
+
+
 def _family(t: Task, family: int) -> Family:
     if family < 0 or family >= AF_MAX:
         raise SyscallError(Errno.EAFNOSUPPORT)

@@ -22,6 +22,7 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import SOL_IP, SOL_IPV6
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6
+from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -144,7 +145,7 @@ def initial_entries(version: int, hooks: int) -> tuple[bytes, list[int], int]:
 def getsockopt(t: Task, version: int, name: int, optval: bytes) -> tuple[bytes, int]:
     """do_ipt_get_ctl / do_ip6t_get_ctl.  `optval` is the caller's whole buffer (its
     length is the optlen given).  Returns (bytes to copy out, getsockopt's return value)."""
-    if not t.creds.capable(CAP_NET_ADMIN):
+    if not net_capable(t, CAP_NET_ADMIN):
         raise SyscallError(Errno.EPERM)
     if name == IPT_SO_GET_INFO:
         if len(optval) != GETINFO.size:

@@ -34,6 +34,7 @@ from pyvisor.sentry.socket.netlink.nftables import (NFPROTO_UNSPEC, NFTables, Ch
                                                     Rule, Table, chain_by_handle, chain_by_name,
                                                     rule_by_handle)
 from pyvisor.sentry.socket.netlink.nlattr import be32, string
+from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -114,7 +115,7 @@ class NetfilterProtocol:
         if not msgs:
             return
         first = msgs[0]
-        if t is not None and not t.creds.capable(CAP_NET_ADMIN):
+        if t is not None and not net_capable(t, CAP_NET_ADMIN):
             sock._queue([sock.ack_msg(first[5], Errno.EPERM)])
             return
         if first[0] == NFNL_MSG_BATCH_BEGIN:

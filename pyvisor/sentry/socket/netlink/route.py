@@ -23,6 +23,7 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                                            NLM_F_REQUEST,
                                            NLMSG_MIN_TYPE, NetlinkSocket, messages, nlmsg, rta)
+from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -200,7 +201,7 @@ class RouteProtocol:
                        done_apart=False)
         elif mtype in (RTM_NEWRULE, RTM_DELRULE):
             err = 0
-            if t is not None and not t.creds.capable(CAP_NET_ADMIN):
+            if t is not None and not net_capable(t, CAP_NET_ADMIN):
                 err = Errno.EPERM
             else:
                 try:

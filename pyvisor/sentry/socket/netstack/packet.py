@@ -60,6 +60,7 @@ from pyvisor.sentry.socket.common import (AF_PACKET, MSG_DONTWAIT, MSG_ERRQUEUE,
                                           SO_ERROR, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET, Control,
                                           Received, Socket, deadline_of, wait)
 from pyvisor.sentry.waitqueue import EVENT_IN, EVENT_OUT, WaitQueue
+from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -663,7 +664,7 @@ class PacketFamily:
 
 def new_packet_socket(stack: Stack, t: Task, stype: int, protocol: int) -> PacketSocket:
     """packet_create: CAP_NET_RAW, SOCK_RAW or SOCK_DGRAM."""
-    if not t.creds.capable(CAP_NET_RAW):
+    if not net_capable(t, CAP_NET_RAW):
         raise SyscallError(Errno.EPERM)
     if stype not in (SOCK_RAW, SOCK_DGRAM):
         raise SyscallError(Errno.ESOCKTNOSUPPORT)

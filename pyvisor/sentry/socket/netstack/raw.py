@@ -39,6 +39,7 @@ from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC, MSG_OOB, SOCK_RAW
 from pyvisor.sentry.socket.netstack import sockfilter
 from pyvisor.sentry.socket.netstack.udp import Datagram, UDPSocket, truesize
+from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
@@ -328,7 +329,7 @@ def deliver(stack: Stack, proto: int, src: bytes, dst: bytes, header: bytes,
 
 def new_raw_socket(stack: Stack, t: Task, family: int, protocol: int) -> RawSocket:
     """inet_create for SOCK_RAW: CAP_NET_RAW, and a protocol."""
-    if not t.creds.capable(CAP_NET_RAW):
+    if not net_capable(t, CAP_NET_RAW):
         raise SyscallError(Errno.EPERM)
     if protocol == 0:
         raise SyscallError(Errno.EPROTONOSUPPORT)

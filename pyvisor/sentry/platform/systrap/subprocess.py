@@ -96,7 +96,8 @@ HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
 PATCHING = (os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
             and bool(native.cpuid(7)[1] & (1 << 8)))
 # A site is patched at its PATCH_AFTER-th trap in an address space.
-PATCH_AFTER = max(1, int(os.environ.get("PYVISOR_SYSTRAP_PATCH_AFTER", "4")))
+_after = os.environ.get("PYVISOR_SYSTRAP_PATCH_AFTER", "4")
+PATCH_AFTER = max(1, int(_after)) if _after.isdigit() else 4     # a bad value: the default
 _MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
 _PROT_READ = 1
 _AUDIT_ARCH_X86_64 = 0xC000003E

@@ -24,8 +24,9 @@ from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.kernel.fd_table import FDTable
 from pyvisor.sentry.kernel.kernel import Kernel
 from pyvisor.sentry.kernel.sysctl import CoreSysctls
-from pyvisor.sentry.kernel.task import (RLIM_INFINITY, Credentials, FSContext,
-                                        SignalHandlers, Task, ThreadGroup, default_rlimits)
+from pyvisor.sentry.kernel.task import (RLIM_INFINITY, RLIMIT_NOFILE, Credentials,
+                                        FSContext, SignalHandlers, Task, ThreadGroup,
+                                        default_rlimits)
 from pyvisor.sentry.mm.memfile import MemoryFile
 from pyvisor.sentry.mm.memory_manager import MemoryManager
 from pyvisor.sentry.platform.platform import Platform
@@ -525,6 +526,8 @@ def new_task(kernel: Kernel, ns: MountNamespace, creds: Credentials, tgid: int) 
     t = Task(kernel, tgid, tg, kernel.platform.new_context(space), mm, FDTable(),
              FSContext(rootloc, rootloc), creds, regs)
     t.nice = getattr(kernel, "base_nice", 0)            # set by boot(): the caller's
+    # The fd table enforces RLIMIT_NOFILE's soft limit (as setrlimit keeps it in step).
+    t.fd_table.limit = min(tg.rlimits[RLIMIT_NOFILE][0], 1 << 20)
     return t
 
 

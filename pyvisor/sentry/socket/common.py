@@ -21,6 +21,7 @@ sleep only in `wait` (through Kernel.block_on).
 from __future__ import annotations
 
 import struct
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -182,8 +183,8 @@ class SocketInode(Inode):
 
     def mappable(self) -> Mappable | None:
         """mmap of a socket: what the socket offers (an AF_PACKET ring), else ENODEV."""
-        sock: Socket = self.sock      # set by new_socket_file, the only maker
-        return sock.mappable()
+        sock: Socket | None = self.sock()     # set by new_socket_file, the only maker
+        return sock.mappable() if sock is not None else None
 
 
 def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescription:
@@ -193,7 +194,9 @@ def new_socket_file(impl: Socket, flags: int, uid: int, gid: int) -> FileDescrip
     if _SOCKFS is None:
         _SOCKFS = SockFS()
     inode = SocketInode(_SOCKFS, S_IFSOCK | 0o777, uid, gid)
-    inode.sock = impl
+    # Weakly: the inode lives in a cycle with its dentry, and a socket must be freed
+    # (its Sentry memory charge returned, netstack.charge) as soon as its file closes.
+    inode.sock = weakref.ref(impl)
     d = Dentry(b"socket:[%d]" % inode.ino, None, inode)
     f = FileDescription(Mount(_SOCKFS, d, source="sockfs"), d, O_RDWR | (flags & O_NONBLOCK))
     f.impl = impl

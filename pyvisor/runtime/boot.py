@@ -49,6 +49,11 @@ class MountSpec:
 # Resources whose host limit the sandbox's processes get by default, as runsc's
 # (runsc/boot/limits.go): the files a process may open and the largest file it may write.
 _HOST_RLIMITS = (resource.RLIMIT_NOFILE, resource.RLIMIT_FSIZE)
+# Read when this module is imported, in the launcher: a configuration made later inside
+# the confined Sentry (a pod member's) must not ask the host (prlimit64 and getpriority
+# are not in the Sentry's seccomp list) and should see the launcher's values anyway.
+_CALLER_RLIMITS = {res: resource.getrlimit(res) for res in _HOST_RLIMITS}
+_CALLER_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 
 
 @dataclass
@@ -96,11 +101,11 @@ class SandboxConfig:
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)  # process.rlimits
     # The launcher's own RLIMIT_NOFILE and RLIMIT_FSIZE, read when the configuration is
     # made (before the Sentry sets its own fd budget): sandbox_rlimits.
-    caller_rlimits: dict[int, tuple[int, int]] = field(default_factory=lambda: {
-        res: resource.getrlimit(res) for res in _HOST_RLIMITS})
+    caller_rlimits: dict[int, tuple[int, int]] = field(
+        default_factory=lambda: dict(_CALLER_RLIMITS))
     # The launcher's nice value: the sandbox's processes start with it, as a command run
     # by `nice` or by an engine under it would (Task.nice; the host schedules nothing by it).
-    caller_nice: int = field(default_factory=lambda: os.getpriority(os.PRIO_PROCESS, 0))
+    caller_nice: int = field(default_factory=lambda: _CALLER_NICE)
     sentry_memory: int | None = None  # what the Sentry holds for the application (memacct.py)
     gofer_nofile: int | None = None   # set by boot(): each Gofer's RLIMIT_NOFILE (None: keep)
     # linux.readonlyPaths, linux.maskedPaths (runtime/masks.py), linux.sysctl (sysctl.py)

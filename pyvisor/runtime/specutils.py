@@ -391,9 +391,10 @@ def _process(p: dict[str, Any], path: str) -> Process:
     for i, r in enumerate(p.get("rlimits") or ()):
         if r["type"] not in RLIMIT_TYPES:
             _fail(f"{path}.rlimits[{i}].type", "an RLIMIT_* name", r["type"])
-        if r["soft"] > r["hard"]:
-            _fail(f"{path}.rlimits[{i}]", "soft <= hard", f"{r['soft']} > {r['hard']}")
-        rlimits.append((r["type"], r["soft"], r["hard"]))
+        soft, hard = r.get("soft", 0), r.get("hard", 0)       # absent: 0, as runc
+        if soft > hard:
+            _fail(f"{path}.rlimits[{i}]", "soft <= hard", f"{soft} > {hard}")
+        rlimits.append((r["type"], soft, hard))
     cs = p.get("consoleSize")
     # struct winsize holds unsigned shorts; runc converts with uint16() too.
     size = (cs.get("height", 0) & 0xFFFF, cs.get("width", 0) & 0xFFFF) if cs else None

@@ -45,8 +45,11 @@ SECONDS = float(os.environ.get("PYVISOR_FUZZ_SECONDS", "40"))
 BASE_SEED = int(os.environ.get("PYVISOR_FUZZ_SEED", str(int(time.time()) % 1_000_000)))
 MARGIN = 120.0                  # start-up, the final reaping, a loaded machine
 
-# What a Sentry failure looks like on its stderr.
-SENTRY_FAILURE = re.compile(r"internal error|Traceback \(most recent call last\)|"
+# What a Sentry failure looks like on its stderr: its own one-line report
+# (kernel.py: "pyvisor: internal error in syscall ..."), a traceback, or the launcher's
+# "sandbox failed".  Not a bare "internal error": the fuzzer writes random memory to
+# stderr, and the static binary's glibc holds that string (ld.so's "internal error").
+SENTRY_FAILURE = re.compile(r"pyvisor: internal error|Traceback \(most recent call last\)|"
                             r"sandbox failed", re.IGNORECASE)
 
 _libc = ctypes.CDLL(None, use_errno=True)

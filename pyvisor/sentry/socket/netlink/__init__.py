@@ -232,7 +232,7 @@ class NetlinkSocket(Socket):
 
     def _push(self, dgram: bytes) -> None:
         if self.filter is not None:
-            keep = sockfilter.run(self.filter, dgram)   # sk_filter_trim_cap
+            keep = sockfilter.run(self.filter, sockfilter.Packet(dgram))   # sk_filter_trim_cap
             if keep == 0:
                 return
             dgram = dgram[:keep]

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import ARPHRD_LOOPBACK, IPPROTO_UDP
 from pyvisor.sentry.errors import SyscallError, WouldBlock
-from pyvisor.sentry.socket.netstack import sockfilter
+from pyvisor.sentry.socket import sockfilter
 from pyvisor.sentry.socket.common import (AF_PACKET, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_PEEK,
                                           MSG_TRUNC, SIOCINQ, SIOCOUTQ, SO_ACCEPTCONN,
                                           SO_ERROR, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET, Control,

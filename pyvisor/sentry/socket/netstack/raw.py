@@ -37,7 +37,7 @@ from pyvisor.abi.linux.inet import (IP_HDRINCL, IP_TOS, IPPROTO_ICMP, IPPROTO_IC
 from pyvisor.sentry.errors import SyscallError
 from pyvisor.sentry.socket import inet
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC, MSG_OOB, SOCK_RAW
-from pyvisor.sentry.socket.netstack import sockfilter
+from pyvisor.sentry.socket import sockfilter
 from pyvisor.sentry.socket.netstack.udp import Datagram, UDPSocket, truesize
 from pyvisor.sentry.socket import net_capable
 

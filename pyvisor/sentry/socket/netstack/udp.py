@@ -45,7 +45,7 @@ from pyvisor.sentry.socket.common import (AF_INET, AF_INET6, AF_UNSPEC, MSG_DONT
                                           SO_TIMESTAMP, SO_TIMESTAMPNS, SOCK_DGRAM, SOL_SOCKET,
                                           WMEM_DEFAULT, RMEM_DEFAULT, Control, Received,
                                           deadline_of, wait)
-from pyvisor.sentry.socket.netstack import sockfilter
+from pyvisor.sentry.socket import sockfilter
 from pyvisor.sentry.socket.netstack.sock import NetSocket
 
 if TYPE_CHECKING:

@@ -237,7 +237,10 @@ def _place_cpus(kernel: Kernel) -> None:
     # systrap: no placement (application threads are not ptraced: they run wherever
     # the host puts them, and wake the Sentry through a futex and an eventfd).
     if isinstance(kernel.platform, PtracePlatform) and kernel.platform.name == "ptrace":
-        kernel.platform.placement = Placement(kernel, allowed)
+        placement = Placement(kernel, allowed)
+        kernel.platform.placement = placement
+        if os.environ.get("PYVISOR_PIN_SENTRY", "1") != "0":
+            placement.pin_sentry()
 
 
 def _check_config(cfg: SandboxConfig) -> None:

@@ -140,3 +140,82 @@ def test_created_is_a_no_op_with_one_cpu(setup: Any) -> None:
     th = StubThread(106, _Proc())  # type: ignore[arg-type]
     p.created(th)
     assert not th.bound and 106 not in affinity
+
+
+def _sentry(p: PL.Placement, delay: list[int]) -> int:
+    """Pins the Sentry with a fake run-delay reader; returns its tid."""
+    p.pin_sentry(lambda: delay[0])
+    return p.sentry_tid
+
+
+def _fire(p: PL.Placement) -> None:
+    """Runs the Sentry's armed contention check (not the freeing tick)."""
+    k = p.kernel
+    assert isinstance(k, _Kernel)
+    [i] = [i for i, (_, cb) in enumerate(k.timers) if cb == p._check]
+    k.timers.pop(i)[1]()
+
+
+def test_sentry_pinned_and_waiting_behind_its_own_stubs_stays(setup: Any) -> None:
+    """The Sentry is pinned to its CPU; waiting for it while a bound stub ran there is
+    its own work (the resumed stub preempts it), not contention."""
+    p, clock, affinity = setup
+    delay = [0]
+    tid = _sentry(p, delay)
+    assert p.sentry_pinned and affinity[tid] == {1}
+    th = StubThread(107, _Proc())  # type: ignore[arg-type]
+    p.created(th)
+    for _ in range(100):                         # 100 × 100 µs runs of a bound stub
+        _run(p, th, clock, 100_000)
+        delay[0] += 90_000                       # ... the Sentry waiting behind each
+    clock.ns += PL.CHECK_NS - 10_000_000
+    _fire(p)
+    assert p.sentry_pinned and affinity[tid] == {1}
+    assert all(cb != p._check for _, cb in p.kernel.timers), \
+        "not re-armed until a stub runs again"  # type: ignore[union-attr]
+
+
+def test_sentry_on_a_busy_cpu_frees_itself_then_pins_again(setup: Any) -> None:
+    """Waiting for its CPU beyond its own stubs' runs (something else computes there):
+    the Sentry frees itself to every CPU, and FREE_NS later pins itself to the CPU the
+    host has moved it to."""
+    _, clock, affinity = setup
+    where = [1]
+    p = PL.Placement(_Kernel(clock), frozenset({0, 1}), lambda: where[0])  # type: ignore[arg-type]
+    delay = [0]
+    tid = _sentry(p, delay)
+    th = StubThread(108, _Proc())  # type: ignore[arg-type]
+    p.created(th)
+    _run(p, th, clock, 1_000_000)
+    p.resumed(th)                                # the check is armed while stubs run
+    clock.ns += PL.CHECK_NS
+    delay[0] += int(PL.CONTENDED * PL.CHECK_NS) + 2_000_000
+    _fire(p)
+    assert not p.sentry_pinned and affinity[tid] == {0, 1} and p.sentry_frees == 1
+    where[0] = 0                                 # the host moves it to the idle CPU
+    _run(p, th, clock, 10_000)
+    assert affinity[108] == {0}, "its bound stub follows it"
+    p.resumed(th)
+    clock.ns += PL.FREE_NS
+    _fire(p)
+    assert p.sentry_pinned and affinity[tid] == {0} and p.sentry_pins == 2
+
+
+def test_sentry_left_free_without_a_run_delay(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No schedstat on the host: no escape from a busy CPU, so no pinning."""
+    p, _, affinity = setup
+    monkeypatch.setattr(PL, "schedstat_run_delay", lambda: None)
+    p.pin_sentry()
+    assert not p.sentry_pinned and not affinity
+
+
+def test_schedstat_run_delay_reads_this_threads_wait(tmp_path: Any) -> None:
+    read = PL.schedstat_run_delay()
+    if read is None:
+        pytest.skip("the host has no /proc/thread-self/schedstat (CONFIG_SCHED_INFO)")
+    assert read() >= 0
+    fake = tmp_path / "schedstat"
+    fake.write_text("123 456 7\n")
+    assert PL.schedstat_run_delay(str(fake))() == 456  # type: ignore[misc]
+    fake.write_text("garbage\n")
+    assert PL.schedstat_run_delay(str(fake)) is None

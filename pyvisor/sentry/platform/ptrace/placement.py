@@ -23,10 +23,21 @@ So:
   by a tick every TICK_NS while bound threads run, so a computing thread that makes
   no syscalls at all is freed too.
 
-Affinity changes are host sched_setaffinity calls on the stub's thread (the Sentry's
-seccomp filter allows them for pid > 0), a few per thread life, never per syscall
-unless the Sentry keeps moving.  Measurements and the alternatives compared:
-README.md, *CPU placement*.
+The Sentry itself is pinned to the CPU it runs on (pin_sentry()), with an escape: left
+free, the host wakes it on whichever CPU is idle when a stub stops (select_idle_sibling
+prefers an idle CPU to the waker's), so the stubs bound to its old CPU are a cross-CPU
+round trip away until their next stop moves them, and an exec's ~60 round trips cross
+CPUs (fork+exec+wait, not pinned by the caller: ~4.4 ms free, ~3.1 ms pinned).  But a
+Sentry pinned to a CPU that something else computes on waits for it: so every
+CHECK_NS while the sandbox runs, it reads its own run delay (the time it spent runnable
+but waiting for its CPU, /proc/thread-self/schedstat, opened at boot) and, if that was
+more than CONTENDED of the window, frees itself to every allowed CPU; FREE_NS later it
+pins itself again to wherever the host has put it.
+
+Affinity changes are host sched_setaffinity calls on the stub's thread or the
+Sentry's own (the Sentry's seccomp filter allows them for pid > 0), a few per thread
+life, never per syscall unless the Sentry keeps moving.  Measurements and the
+alternatives compared: README.md, *CPU placement*.
 
 Concurrency: Sentry loop only.
 """
@@ -35,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -53,6 +65,9 @@ SHORT_RUN_NS = 200_000
 BIND_AFTER = 4
 LONG_RUN_NS = 2_000_000
 TICK_NS = 5_000_000
+CHECK_NS = 20_000_000       # a pinned Sentry's look at its own run delay, while stubs run
+CONTENDED = 0.15            # share of a window spent waiting for others that frees it
+FREE_NS = 200_000_000       # how long a freed Sentry stays free before pinning again
 
 _sched_getcpu = ctypes.CDLL(None).sched_getcpu     # the host's vDSO: no syscall
 
@@ -70,6 +85,76 @@ class Placement:
         self.bound: set[StubThread] = set()     # threads bound to the Sentry's CPU
         self._tick_armed = False
         self.binds = self.frees = 0             # counters, for tests and --debug
+        # The Sentry's own pinning (pin_sentry): its thread, its run-delay reader, and
+        # whether it is pinned now or free since `_freed_at`.
+        self.sentry_tid = 0
+        self.run_delay: Callable[[], int] | None = None
+        self.sentry_pinned = False
+        self._freed_at = 0
+        self._check_armed = False
+        self._check_from = (0, 0)               # (monotonic ns, run delay ns) of the window
+        self.bound_run_ns = 0                   # bound threads' runs (resume to stop), summed
+        self.sentry_pins = self.sentry_frees = 0
+
+    def pin_sentry(self, run_delay: Callable[[], int] | None = None) -> None:
+        """Pins the calling thread, the Sentry, to the CPU it runs on, if its run delay
+        can be read (`run_delay`, default: its schedstat); without it, the Sentry stays
+        free (there would be no escape from a busy CPU)."""
+        if not self.enabled:
+            return
+        if run_delay is None:
+            run_delay = schedstat_run_delay()
+        if run_delay is None:
+            return
+        self.run_delay = run_delay
+        self.sentry_tid = threading.get_native_id()
+        self._pin_sentry()
+
+    def _pin_sentry(self) -> None:
+        cpu = self.getcpu()
+        if cpu not in self.allowed:
+            return
+        try:
+            os.sched_setaffinity(self.sentry_tid, {cpu})
+        except OSError:
+            return
+        self.sentry_pinned = True
+        self.sentry_pins += 1
+
+    def _free_sentry(self) -> None:
+        try:
+            os.sched_setaffinity(self.sentry_tid, self.allowed)
+        except OSError:
+            return
+        self.sentry_pinned = False
+        self._freed_at = time.monotonic_ns()
+        self.sentry_frees += 1
+
+    def _arm_check(self) -> None:
+        assert self.kernel is not None and self.run_delay is not None
+        self._check_armed = True
+        now = self.kernel.now()
+        self._check_from = (now, self.run_delay())
+        self.bound_run_ns = 0
+        self.kernel.add_timer(now + CHECK_NS, self._check)
+
+    def _check(self) -> None:
+        """Frees a pinned Sentry that waited for its CPU more than CONTENDED of the
+        window; pins a free one again FREE_NS after it was freed.  Not re-armed here:
+        the next resume arms it, so an idle sandbox has no timer."""
+        assert self.kernel is not None and self.run_delay is not None
+        self._check_armed = False
+        start, delay0 = self._check_from
+        window = self.kernel.now() - start
+        # The Sentry waits for its CPU while a bound stub it resumed runs there (the
+        # stub, woken, preempts it): its own work, not contention; what is left over
+        # is time something else held its CPU.
+        waited = self.run_delay() - delay0 - self.bound_run_ns
+        if self.sentry_pinned:
+            if window > 0 and waited > CONTENDED * window:
+                self._free_sentry()
+        elif time.monotonic_ns() - self._freed_at >= FREE_NS:
+            self._pin_sentry()
 
     def _set(self, th: StubThread, cpus: frozenset[int] | set[int]) -> bool:
         try:
@@ -109,6 +194,7 @@ class Placement:
             return
         run = time.monotonic_ns() - th.resumed_at
         if th.bound:
+            self.bound_run_ns += run
             if run > LONG_RUN_NS:
                 self._free(th)
                 return
@@ -134,6 +220,8 @@ class Placement:
         if not self.enabled:
             return
         th.resumed_at = time.monotonic_ns()
+        if self.run_delay is not None and not self._check_armed:
+            self._arm_check()
         if th.bound and not self._tick_armed and self.kernel is not None:
             self._tick_armed = True
             self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)
@@ -161,3 +249,27 @@ class Placement:
         if running and self.kernel is not None:
             self._tick_armed = True
             self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)
+
+
+def schedstat_run_delay(path: str = "/proc/thread-self/schedstat") -> Callable[[], int] | None:
+    """A reader of the calling thread's run delay (ns spent runnable, waiting for a CPU:
+    the second field of its schedstat), from an fd opened now, before the Sentry's
+    confinement forbids opens; None if the host has no schedstat (CONFIG_SCHED_INFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+    def read() -> int:
+        try:
+            return int(os.pread(fd, 128, 0).split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+    try:
+        read_ok = len(os.pread(fd, 128, 0).split()) >= 2
+    except OSError:
+        read_ok = False
+    if not read_ok:
+        os.close(fd)
+        return None
+    return read

@@ -544,7 +544,6 @@ def _mount_all(kernel: Kernel, ns: MountNamespace, t: Task, cfg: SandboxConfig) 
     from pyvisor.sentry.fsimpl.dev.devfs import new_devfs
     from pyvisor.sentry.fsimpl.proc.procfs import new_procfs
     from pyvisor.sentry.fsimpl.sys.sysfs import new_sysfs
-    from pyvisor.sentry.fsimpl.tmpfs.tmpfs import TmpFS
     memfile = kernel.memfile
     _, _, tmpfs_size = effective_limits(cfg)
 

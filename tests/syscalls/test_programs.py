@@ -60,6 +60,7 @@ SELF_CHECKING = [
     "pipe_reopen.c",
     "inet_sigurg.c",
     "netns_userns_caps.c",
+    "big_writes.c",
 ]
 
 # Also run statically linked: no dynamic loader, glibc's static start-up

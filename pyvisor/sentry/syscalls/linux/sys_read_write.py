@@ -7,6 +7,7 @@ import struct
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_PATH, SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
 from pyvisor.abi.linux.signal import Signal
+from pyvisor.abi.linux.stat import S_IFSOCK
 from pyvisor.sentry.arch.syscall_args import MAX_RW_COUNT, SyscallArguments
 from pyvisor.sentry.kernel import signal as ksignal
 from pyvisor.sentry.errors import Interrupted, SyscallError, TimedOut, WouldBlock
@@ -118,7 +119,8 @@ async def _do_read(t: Task, f: FileDescription, n: int, offset: int | None) -> b
     return data
 
 
-async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None) -> int:
+async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None,
+                   prior: int = 0) -> int:
     """Writes `data` as Linux's pipe_write and its kin do.
 
     The file's write takes what fits now (all of a write of at most PIPE_BUF
@@ -126,12 +128,14 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
     partial count, or EAGAIN if it took nothing.  A blocking one writes again at
     once after partial progress and sleeps only when nothing fits; a signal
     while it sleeps returns the count written so far (EINTR/restart if none).
+    `prior`: bytes this write(2) already wrote in earlier CHUNKs (write_chunked).
     """
     f.incref()                       # held while it runs, as do_read
     ioac = t.ioac
-    ioac[3] += 1                     # syscw
+    if not prior:
+        ioac[3] += 1                 # syscw
     try:
-        n = await _do_write(t, f, data, offset)
+        n = await _do_write(t, f, data, offset, prior)
         ioac[1] += n                 # wchar
         if n and f.inode.is_regular():
             file_remove_privs(t, f)  # setuid/setgid bits and file capabilities
@@ -142,7 +146,8 @@ async def do_write(t: Task, f: FileDescription, data: bytes, offset: int | None)
         f.decref()
 
 
-async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None) -> int:
+async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None,
+                    prior: int) -> int:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
     done = 0
@@ -166,7 +171,7 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                 off = offset + done
             chunk = data[done:] if done else data
             if fsize_limited and off != AT_POSITION:
-                if done and off >= t.tg.rlimits[RLIMIT_FSIZE][0]:
+                if (done or prior) and off >= t.tg.rlimits[RLIMIT_FSIZE][0]:
                     return done          # cut short at the limit: no signal for the rest
                 chunk = _fsize_limit(t, off, chunk)
             n = f.impl.write(f, t, chunk, off)
@@ -183,7 +188,10 @@ async def _do_write(t: Task, f: FileDescription, data: bytes, offset: int | None
                     return done
                 raise
         except SyscallError as e:
-            if e.errno == Errno.EPIPE and f.impl.epipe_sigpipe:
+            # A pipe's EPIPE raises SIGPIPE always (pipe_write); a stream socket's
+            # only if this call sent nothing (sk_stream_error, unix_stream_sendmsg).
+            if e.errno == Errno.EPIPE and f.impl.epipe_sigpipe and not (
+                    (done or prior) and f.inode.ftype == S_IFSOCK):
                 ksignal.send_to_task(t, ksignal.SigInfo(Signal.SIGPIPE, 0, pid=t.tg.tgid))
             if done:
                 return done
@@ -261,6 +269,8 @@ async def sys_read(t: Task, r: SyscallArguments) -> int:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
+    if n > CHUNK and f.inode.is_regular():
+        return await _readv(t, f, [(buf, n)], None)
     n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, None)
     t.copy_out(buf, data)
@@ -275,8 +285,60 @@ async def sys_write(t: Task, r: SyscallArguments) -> int:
         raise SyscallError(Errno.EBADF)
     if n == 0 and not (f.impl.zero_writes or _datagram_socket(f)):
         return 0            # a datagram socket sends an empty datagram (sock_write_iter)
-    data = _gather(t, f, [(buf, n)]) if n else b""
-    return await do_write(t, f, data, None)
+    if not n:
+        return await do_write(t, f, b"", None)
+    return await write_chunked(t, f, [(buf, n)], None)
+
+
+async def write_chunked(t: Task, f: FileDescription, iovs: list[tuple[int, int]],
+                        offset: int | None) -> int:
+    """A write of any size, staged CHUNK bytes at a time.  Linux copies from the user's
+    buffers as the file takes them, so a blocking write to a pipe or a stream socket
+    writes all of it, sleeping while the reader drains, and a regular file takes all
+    of it; a count short of the whole comes only from a cut: a signal, the peer gone,
+    a fault, a full non-blocking file, RLIMIT_FSIZE.  Each chunk is one do_write;
+    what the earlier ones wrote is returned if a later one fails.  A message socket's
+    datagram goes as one piece (one gather, no chunks)."""
+    if _message_socket(f):
+        return await do_write(t, f, _gather(t, f, iovs), offset)
+    total = 0
+    for part in _chunks(iovs, CHUNK):
+        want = sum(ln for _, ln in part)
+        try:
+            data = _gather(t, f, part)
+            n = await do_write(t, f, data, None if offset is None else offset + total, total)
+        except SyscallError:
+            if total:
+                return total
+            raise
+        total += n
+        if n < want:
+            break
+    return total
+
+
+def _chunks(iovs: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """`iovs` cut into runs of at most `size` bytes each (an iovec split where it must)."""
+    out: list[list[tuple[int, int]]] = [[]]
+    room = size
+    for base, ln in iovs:
+        while ln:
+            take = min(ln, room)
+            out[-1].append((base, take))
+            base, ln, room = base + take, ln - take, room - take
+            if not room:
+                out.append([])
+                room = size
+    if not out[-1]:
+        out.pop()
+    return out
+
+
+def _message_socket(f: FileDescription) -> bool:
+    """A socket whose writes are messages (any but SOCK_STREAM): never cut in chunks."""
+    from pyvisor.sentry.socket.common import SOCK_STREAM, Socket
+    impl = f.impl
+    return isinstance(impl, Socket) and impl.stype != SOCK_STREAM
 
 
 def _datagram_socket(f: FileDescription) -> bool:
@@ -300,6 +362,8 @@ async def sys_pread64(t: Task, r: SyscallArguments) -> int:
     f = t.fd_table.get(r.fd(0))
     buf, n, off = r.pointer(1), r.uint64(2), r.int64(3)
     _positional(f, off)
+    if n > CHUNK and f.inode.is_regular():
+        return await _readv(t, f, [(buf, n)], off)
     if n:
         n = _writable_prefix(t, f, buf, n)
     data = await do_read(t, f, n, off)
@@ -314,7 +378,9 @@ async def sys_pwrite64(t: Task, r: SyscallArguments) -> int:
     _positional(f, off)
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    return await do_write(t, f, _gather(t, f, [(buf, n)]) if n else b"", off)
+    if not n:
+        return await do_write(t, f, b"", off)
+    return await write_chunked(t, f, [(buf, n)], off)
 
 
 def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
@@ -344,11 +410,36 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
 
 
 async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: int | None) -> int:
+    """A read into `iovs`.  A regular file is read CHUNK bytes at a time until it has
+    filled them all (generic_file_read_iter reads as far as it can), or ends short at
+    its end or a fault; anything else gives what one read has (a pipe, a socket: a
+    short read is theirs to give)."""
     total = sum(ln for _, ln in iovs)
     if total == 0:
         if not f.readable:
             raise SyscallError(Errno.EBADF)
         return 0
+    if total <= CHUNK or not f.inode.is_regular():
+        return await _read_part(t, f, iovs, off)
+    done = 0
+    for part in _chunks(iovs, CHUNK):
+        want = sum(ln for _, ln in part)
+        try:
+            n = await _read_part(t, f, part, None if off is None else off + done)
+        except SyscallError:
+            if done:
+                return done
+            raise
+        done += n
+        if n < want:
+            break
+    return done
+
+
+async def _read_part(t: Task, f: FileDescription, iovs: list[tuple[int, int]],
+                     off: int | None) -> int:
+    """One read of at most CHUNK bytes into `iovs`."""
+    total = sum(ln for _, ln in iovs)
     # A regular file is read as far as the buffers can take it: a buffer cut short by
     # a fault ends the read there (EFAULT only if no byte at all can land).
     if f.inode.is_regular():
@@ -380,10 +471,9 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
 async def _writev(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: int | None) -> int:
     if not f.writable:
         raise SyscallError(Errno.EBADF)
-    data = _gather(t, f, iovs)
-    if not data:
+    if not any(ln for _, ln in iovs):
         return 0                 # vfs_writev: nothing to write never reaches the file
-    return await do_write(t, f, data, off)
+    return await write_chunked(t, f, iovs, off)
 
 
 async def sys_readv(t: Task, r: SyscallArguments) -> int:

@@ -1,5 +1,5 @@
-"""Application seccomp filters, evaluated by the Sentry.  Linux: kernel/seccomp.c,
-net/core/filter.c (bpf_check_classic), kernel/bpf/core.c (the classic interpreter).
+"""Application seccomp filters, evaluated by the Sentry.  Linux: kernel/seccomp.c; the
+classic BPF checks and interpreter are sentry/bpf.py's, shared with socket filters.
 
 A task's filters are an immutable linked list (newest first, `Filter.prev` the older
 ones), shared by every task that inherited them: clone and fork copy the reference,
@@ -28,13 +28,13 @@ from pyvisor.abi.linux import seccomp as S
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.signal import SYS_SECCOMP, Signal
 from pyvisor.abi.linux.sysno_amd64 import Sysno
+from pyvisor.sentry import bpf
 from pyvisor.sentry.errors import SyscallControl, SyscallError
 from pyvisor.sentry.kernel.task import CAP_SYS_ADMIN
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
 
-_M32 = 0xFFFFFFFF
 _MAX_ERRNO = 4095
 _INSN = struct.Struct("<HBBI")        # struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }
 _FPROG = struct.Struct("<H6xQ")       # struct sock_fprog { u16 len; <pad>; filter * }
@@ -85,49 +85,19 @@ def state(t: Task) -> SeccompState:
 
 # -- verification ---------------------------------------------------------------------
 
-def _codes(*groups: tuple[int, ...]) -> frozenset[int]:
-    return frozenset(c for g in groups for c in g)
-
-
-_ALU_OPS = (S.BPF_ADD, S.BPF_SUB, S.BPF_MUL, S.BPF_DIV, S.BPF_AND, S.BPF_OR, S.BPF_XOR,
-            S.BPF_LSH, S.BPF_RSH)
-_COND_JUMPS = frozenset(S.BPF_JMP | op | src for op in (S.BPF_JEQ, S.BPF_JGE, S.BPF_JGT,
-                                                        S.BPF_JSET) for src in (S.BPF_K, S.BPF_X))
-# What seccomp_check_filter lets through (a subset of what bpf_check_classic allows:
-# no MOD, no packet loads, no ancillary data).
-_SECCOMP_CODES = _codes(
-    tuple(S.BPF_ALU | op | src for op in _ALU_OPS for src in (S.BPF_K, S.BPF_X)),
-    (S.BPF_ALU | S.BPF_NEG, S.BPF_LD | S.BPF_W | S.BPF_ABS, S.BPF_LD | S.BPF_W | S.BPF_LEN,
-     S.BPF_LDX | S.BPF_W | S.BPF_LEN, S.BPF_LD | S.BPF_IMM, S.BPF_LDX | S.BPF_IMM,
-     S.BPF_MISC | S.BPF_TAX, S.BPF_MISC | S.BPF_TXA, S.BPF_LD | S.BPF_MEM,
-     S.BPF_LDX | S.BPF_MEM, S.BPF_ST, S.BPF_STX, S.BPF_RET | S.BPF_K, S.BPF_RET | S.BPF_A,
-     S.BPF_JMP | S.BPF_JA),
-    tuple(_COND_JUMPS))
-_MEM_CODES = (S.BPF_LD | S.BPF_MEM, S.BPF_LDX | S.BPF_MEM, S.BPF_ST, S.BPF_STX)
+# What seccomp_check_filter lets through: the common classic opcodes and word loads of
+# seccomp_data (no MOD, no packet loads, no ancillary data).
+_SECCOMP_CODES = bpf.COMMON_CODES | {S.BPF_LD | S.BPF_W | S.BPF_ABS, S.BPF_LD | S.BPF_W | S.BPF_LEN,
+                                     S.BPF_LDX | S.BPF_W | S.BPF_LEN}
 
 
 def verify(insns: list[tuple[int, int, int, int]]) -> tuple[tuple[int, int, int, int], ...]:
     """Checks a classic BPF program as bpf_check_classic and seccomp_check_filter do
     and returns it with BPF_LEN loads rewritten to the constant sizeof(seccomp_data).
     EINVAL on anything Linux refuses."""
-    n = len(insns)
-    if n == 0 or n > S.BPF_MAXINSNS:
-        raise SyscallError(Errno.EINVAL)
+    bpf.verify(insns, _SECCOMP_CODES)
     out = []
-    for pc, (code, jt, jf, k) in enumerate(insns):
-        if code not in _SECCOMP_CODES:
-            raise SyscallError(Errno.EINVAL)
-        if code in (S.BPF_ALU | S.BPF_DIV | S.BPF_K,) and k == 0:
-            raise SyscallError(Errno.EINVAL)
-        if code in (S.BPF_ALU | S.BPF_LSH | S.BPF_K, S.BPF_ALU | S.BPF_RSH | S.BPF_K) \
-                and k >= 32:
-            raise SyscallError(Errno.EINVAL)
-        if code in _MEM_CODES and k >= S.BPF_MEMWORDS:
-            raise SyscallError(Errno.EINVAL)
-        if code == S.BPF_JMP | S.BPF_JA and k >= n - pc - 1:
-            raise SyscallError(Errno.EINVAL)
-        if code in _COND_JUMPS and (pc + jt + 1 >= n or pc + jf + 1 >= n):
-            raise SyscallError(Errno.EINVAL)
+    for code, jt, jf, k in insns:
         if code == S.BPF_LD | S.BPF_W | S.BPF_ABS and (k >= S.SECCOMP_DATA_SIZE or k & 3):
             raise SyscallError(Errno.EINVAL)     # aligned, inside seccomp_data
         if code == S.BPF_LD | S.BPF_W | S.BPF_LEN:
@@ -135,107 +105,27 @@ def verify(insns: list[tuple[int, int, int, int]]) -> tuple[tuple[int, int, int,
         elif code == S.BPF_LDX | S.BPF_W | S.BPF_LEN:
             code, k = S.BPF_LDX | S.BPF_IMM, S.SECCOMP_DATA_SIZE
         out.append((code, jt, jf, k))
-    if out[-1][0] not in (S.BPF_RET | S.BPF_K, S.BPF_RET | S.BPF_A):
-        raise SyscallError(Errno.EINVAL)
-    _check_load_and_stores(out)
     return tuple(out)
-
-
-def _check_load_and_stores(insns: list[tuple[int, int, int, int]]) -> None:
-    """A scratch word may be loaded only if every path to the load stored it first.
-    Linux: check_load_and_stores."""
-    masks = [0xFFFF] * len(insns)
-    valid = 0
-    for pc, (code, jt, jf, k) in enumerate(insns):
-        valid &= masks[pc]
-        if code in (S.BPF_ST, S.BPF_STX):
-            valid |= 1 << k
-        elif code in (S.BPF_LD | S.BPF_MEM, S.BPF_LDX | S.BPF_MEM):
-            if not valid & (1 << k):
-                raise SyscallError(Errno.EINVAL)
-        elif code == S.BPF_JMP | S.BPF_JA:
-            masks[pc + 1 + k] &= valid
-            valid = 0xFFFF
-        elif code in _COND_JUMPS:
-            masks[pc + 1 + jt] &= valid
-            masks[pc + 1 + jf] &= valid
-            valid = 0xFFFF
 
 
 # -- evaluation -----------------------------------------------------------------------
 
+class _Data:
+    """A packed seccomp_data as a program's input: aligned little-endian words."""
+
+    __slots__ = ("data",)
+    length = S.SECCOMP_DATA_SIZE
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def load(self, mode: int, k: int, x: int, size: int) -> int:
+        return int.from_bytes(self.data[k:k + 4], "little")
+
+
 def run_filter(insns: tuple[tuple[int, int, int, int], ...], data: bytes) -> int:
-    """Runs one verified program over a packed seccomp_data; the 32-bit return value.
-    Jumps only go forward, so it ends within len(insns) steps."""
-    a = x = 0
-    mem = [0] * S.BPF_MEMWORDS
-    pc = 0
-    while True:
-        code, jt, jf, k = insns[pc]
-        pc += 1
-        cls = code & 7
-        if cls == S.BPF_RET:
-            return k if code & S.BPF_A == 0 else a
-        if cls == S.BPF_LD:
-            mode = code & 0xE0
-            if mode == S.BPF_ABS:
-                a = int.from_bytes(data[k:k + 4], "little")
-            elif mode == S.BPF_IMM:
-                a = k
-            else:
-                a = mem[k]
-        elif cls == S.BPF_LDX:
-            x = k if code & 0xE0 == S.BPF_IMM else mem[k]
-        elif cls == S.BPF_ST:
-            mem[k] = a
-        elif cls == S.BPF_STX:
-            mem[k] = x
-        elif cls == S.BPF_JMP:
-            op = code & 0xF0
-            if op == S.BPF_JA:
-                pc += k
-                continue
-            v = x if code & S.BPF_X else k
-            if op == S.BPF_JEQ:
-                cond = a == v
-            elif op == S.BPF_JGT:
-                cond = a > v
-            elif op == S.BPF_JGE:
-                cond = a >= v
-            else:
-                cond = bool(a & v)
-            pc += jt if cond else jf
-        elif cls == S.BPF_ALU:
-            op = code & 0xF0
-            if op == S.BPF_NEG:
-                a = -a & _M32
-                continue
-            v = x if code & S.BPF_X else k
-            if op == S.BPF_ADD:
-                a = (a + v) & _M32
-            elif op == S.BPF_SUB:
-                a = (a - v) & _M32
-            elif op == S.BPF_MUL:
-                a = (a * v) & _M32
-            elif op == S.BPF_DIV:
-                if v == 0:
-                    return 0          # classic BPF: division by X == 0 returns 0
-                a //= v
-            elif op == S.BPF_AND:
-                a &= v
-            elif op == S.BPF_OR:
-                a |= v
-            elif op == S.BPF_XOR:
-                a ^= v
-            elif op == S.BPF_LSH:
-                a = (a << (v & 31)) & _M32
-            else:
-                a >>= v & 31
-        else:      # BPF_MISC
-            if code & 0xF8 == S.BPF_TXA:
-                a = x
-            else:
-                x = a
+    """Runs one verified program over a packed seccomp_data; the 32-bit return value."""
+    return bpf.run(insns, _Data(data))
 
 
 class _ArgsUnknown(Exception):
@@ -246,14 +136,15 @@ class _NrOnly:
     """seccomp_data with only nr and arch known: loading anything else is unknown."""
 
     __slots__ = ("head",)
+    length = S.SECCOMP_DATA_SIZE
 
     def __init__(self, nr: int) -> None:
         self.head = struct.pack("<iI", nr, S.AUDIT_ARCH_X86_64)
 
-    def __getitem__(self, sl: slice) -> bytes:
-        if sl.start >= 8:
+    def load(self, mode: int, k: int, x: int, size: int) -> int:
+        if k >= 8:
             raise _ArgsUnknown()
-        return self.head[sl]
+        return int.from_bytes(self.head[k:k + 4], "little")
 
 
 _CACHE_NRS = 512            # above every amd64 syscall number
@@ -268,7 +159,7 @@ def _const_allowed(insns: tuple[tuple[int, int, int, int], ...]) -> frozenset[in
     out = []
     for nr in range(_CACHE_NRS):
         try:
-            if run_filter(insns, _NrOnly(nr)) == S.SECCOMP_RET_ALLOW:  # type: ignore[arg-type]
+            if bpf.run(insns, _NrOnly(nr)) == S.SECCOMP_RET_ALLOW:
                 out.append(nr)
         except _ArgsUnknown:
             pass

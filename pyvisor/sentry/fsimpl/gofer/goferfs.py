@@ -563,37 +563,39 @@ class GoferInode(Inode):
         old one (still mapped, perhaps) until the inode dies.
         """
         mf = self.gfs.memfile
-        hostfd = self.open_host(O_RDONLY)
-        try:
-            size = self._size
-            want = page_round_up(max(need, size, 1))
-            if self._pc_off < 0 or want > self._pc_cap:
-                try:
-                    off, cap = mf.allocate(want)
-                except MemoryError:
-                    raise SyscallError(Errno.ENOMEM) from None
-                if self._pc_off >= 0:
-                    self._pc_stale.append((self._pc_off, self._pc_cap))
-                self._pc_off, self._pc_cap, self._pc_filled = off, cap, 0
-            base = self._pc_off
-            got = 0
-            view = memoryview(mf.map)
+        # The inode's shared read-only fd, kept until it dies: an mmap'd file was
+        # mostly open(O_RDONLY)'d just before (the dynamic loader's open, fstat, mmap),
+        # so this saves the Gofer an open per mapped file.
+        if self._rofd < 0:
+            self._rofd = self.open_host(O_RDONLY)
+        hostfd = self._rofd
+        size = self._size
+        want = page_round_up(max(need, size, 1))
+        if self._pc_off < 0 or want > self._pc_cap:
             try:
-                dst = view[base:base + size]
-                try:
-                    while got < size:
-                        n = os.preadv(hostfd, [dst[got:]], got)
-                        if n == 0:
-                            break       # shrank meanwhile: the rest reads as zero
-                        got += n
-                finally:
-                    dst.release()
-            except OSError as e:
-                raise SyscallError.from_host(e) from None
+                off, cap = mf.allocate(want)
+            except MemoryError:
+                raise SyscallError(Errno.ENOMEM) from None
+            if self._pc_off >= 0:
+                self._pc_stale.append((self._pc_off, self._pc_cap))
+            self._pc_off, self._pc_cap, self._pc_filled = off, cap, 0
+        base = self._pc_off
+        got = 0
+        view = memoryview(mf.map)
+        try:
+            dst = view[base:base + size]
+            try:
+                while got < size:
+                    n = os.preadv(hostfd, [dst[got:]], got)
+                    if n == 0:
+                        break       # shrank meanwhile: the rest reads as zero
+                    got += n
             finally:
-                view.release()
+                dst.release()
+        except OSError as e:
+            raise SyscallError.from_host(e) from None
         finally:
-            self.gfs.close_fd(hostfd)
+            view.release()
         if got < self._pc_filled:
             mf.zero(base + got, self._pc_filled - got)
         self._pc_filled = got

@@ -31,8 +31,9 @@ CPUs (fork+exec+wait, not pinned by the caller: ~4.4 ms free, ~3.1 ms pinned).  
 Sentry pinned to a CPU that something else computes on waits for it: so every
 CHECK_NS while the sandbox runs, it reads its own run delay (the time it spent runnable
 but waiting for its CPU, /proc/thread-self/schedstat, opened at boot) and, if that was
-more than CONTENDED of the window, frees itself to every allowed CPU; FREE_NS later it
-pins itself again to wherever the host has put it.
+more than CONTENDED of the window beyond the time its own bound stubs ran there (a
+resumed stub preempts it), frees itself to every allowed CPU; FREE_NS later it pins
+itself again to wherever the host has put it.
 
 Affinity changes are host sched_setaffinity calls on the stub's thread or the
 Sentry's own (the Sentry's seccomp filter allows them for pid > 0), a few per thread
@@ -139,8 +140,9 @@ class Placement:
         self.kernel.add_timer(now + CHECK_NS, self._check)
 
     def _check(self) -> None:
-        """Frees a pinned Sentry that waited for its CPU more than CONTENDED of the
-        window; pins a free one again FREE_NS after it was freed.  Not re-armed here:
+        """Frees a pinned Sentry that waited for its CPU, beyond its bound stubs' runs,
+        more than CONTENDED of the window; pins a free one again FREE_NS after it was
+        freed.  Not re-armed here:
         the next resume arms it, so an idle sandbox has no timer."""
         assert self.kernel is not None and self.run_delay is not None
         self._check_armed = False

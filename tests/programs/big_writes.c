@@ -80,6 +80,20 @@ static void test_pipe_and_socket(void)
     CHECK(fcntl(p[1], F_SETFL, O_NONBLOCK) == 0);
     CHECK(write(p[1], buf, 12 * MiB) == 65536);
     CHECK_ERR(write(p[1], buf, 12 * MiB), EAGAIN);
+    /* absurd lengths (1 GiB each, far past the buffer; 3 GiB in all): cut to MAX_RW_COUNT; the
+     * pipe, drained, takes what fits before any byte past the buffer is needed */
+    char sink[65536];
+    CHECK(read(p[0], sink, sizeof(sink)) == sizeof(sink));
+    struct iovec huge[3] = {{buf, 1UL << 30}, {buf, 1UL << 30}, {buf, 1UL << 30}};
+    CHECK(writev(p[1], huge, 3) == 65536);
+    /* 1024 segments of 64 TiB each at an unmapped address: 2^56 bytes asked, EFAULT */
+    static struct iovec many[1024];
+    for (int i = 0; i < 1024; i++) {
+        many[i].iov_base = (void *)0x10000;
+        many[i].iov_len = 1UL << 46;
+    }
+    CHECK(read(p[0], sink, sizeof(sink)) == sizeof(sink));
+    CHECK_ERR(writev(p[1], many, 1024), EFAULT);
     close(p[0]);
     close(p[1]);
 

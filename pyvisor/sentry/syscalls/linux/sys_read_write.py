@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Iterator
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_PATH, SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
@@ -317,21 +318,21 @@ async def write_chunked(t: Task, f: FileDescription, iovs: list[tuple[int, int]]
     return total
 
 
-def _chunks(iovs: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """`iovs` cut into runs of at most `size` bytes each (an iovec split where it must)."""
-    out: list[list[tuple[int, int]]] = [[]]
+def _chunks(iovs: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    """`iovs` cut into runs of at most `size` bytes each (an iovec split where it must),
+    made as they are asked for."""
+    part: list[tuple[int, int]] = []
     room = size
     for base, ln in iovs:
         while ln:
             take = min(ln, room)
-            out[-1].append((base, take))
+            part.append((base, take))
             base, ln, room = base + take, ln - take, room - take
             if not room:
-                out.append([])
-                room = size
-    if not out[-1]:
-        out.pop()
-    return out
+                yield part
+                part, room = [], size
+    if part:
+        yield part
 
 
 def _message_socket(f: FileDescription) -> bool:
@@ -406,6 +407,12 @@ def read_iovecs(t: Task, addr: int, cnt: int) -> list[tuple[int, int]]:
     for base, ln in iovs:
         if base + ln > TASK_SIZE_MAX:
             raise SyscallError(Errno.EFAULT)
+    if total > MAX_RW_COUNT:
+        # __import_iovec: the segments are cut so that they add up to MAX_RW_COUNT.
+        room = MAX_RW_COUNT
+        for i, (base, ln) in enumerate(iovs):
+            iovs[i] = (base, min(ln, room))
+            room -= iovs[i][1]
     return iovs
 
 

@@ -62,6 +62,7 @@ from pyvisor.sentry.platform.systrap import region as R
 from pyvisor.sentry.platform.systrap import stub as S
 from pyvisor.sentry.platform.systrap import trampolines as T
 from pyvisor.sentry.platform.systrap.patching import PATCHING, Patcher, SitePatches
+from pyvisor.sentry.platform.systrap.placement import ThreadPlacement
 
 _SS_AUTODISARM = 1 << 31
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
@@ -145,6 +146,13 @@ class AppThread:
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
     fast: bool = False              # stopped in a trampoline (KIND_FAST), not the handler
     fp_pending: bytes | None = None  # an FP frame image set_fpstate left for the resume
+    # CPU placement (systrap/placement.py): bound to the Sentry's CPU (`cpu`), its quick
+    # round trips in a row, when it last resumed and stopped (while bound).
+    bound: bool = False
+    cpu: int = -1
+    quick: int = 0
+    resumed_at: int = 0
+    stopped_at: int = 0
 
     @property
     def space(self) -> SysProcess:
@@ -253,19 +261,27 @@ class SystrapPlatform(PtracePlatform):
         # runs on the Sentry's CPU, several times that as a wake-up on another CPU each
         # way (a fork makes about ten).  So a syscall thread is bound to the CPU the
         # Sentry is on when it injects (rebound if the Sentry moved: one sched_getcpu
-        # through the vDSO per injection); an application thread, cloned from it, is
-        # let go to every CPU of the sandbox once it is set up.
+        # through the vDSO per injection), and so is the master stub's (an exec clones
+        # it); an application thread, cloned from it, starts there: placement
+        # (systrap/placement.py) keeps it there for its first round trips, or, without
+        # placement, it is let go to every CPU of the sandbox once it is set up.
         self._all_cpus = os.sched_getaffinity(0) if cpus > 1 else set()
+        self._master_cpu = -1           # the CPU the master's syscall thread is bound to
+        # Where application threads run (systrap/placement.py; set by boot,
+        # runtime/boot.py): without it each is freed to every CPU once set up.
+        self.app_placement: ThreadPlacement | None = None
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
         self._ep.register(self._sigfd, select.EPOLLIN)
 
     def _colocate(self, th: StubThread) -> None:
-        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__)."""
+        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__); the
+        master stub's too (an exec's new address space is cloned from it)."""
         proc = th.process
         cpu = _sched_getcpu()
-        if getattr(proc, "bound_cpu", cpu) == cpu or proc.dead:
+        bound = proc.bound_cpu if isinstance(proc, SysProcess) else self._master_cpu
+        if bound == cpu or proc.dead:
             return
         try:
             os.sched_setaffinity(proc.pid, {cpu})
@@ -273,6 +289,8 @@ class SystrapPlatform(PtracePlatform):
             return
         if isinstance(proc, SysProcess):
             proc.bound_cpu = cpu
+        else:
+            self._master_cpu = cpu
 
     def inject(self, th: StubThread, nr: int, a0: int = 0, a1: int = 0, a2: int = 0,
                a3: int = 0, a4: int = 0, a5: int = 0) -> int:
@@ -299,7 +317,9 @@ class SystrapPlatform(PtracePlatform):
         pid = self._clone_and_collect(th, S.CLONE_PROCESS)
         proc = SysProcess(pid, self)
         parent = th.process
-        proc.bound_cpu = getattr(parent, "bound_cpu", -1)     # its affinity is the parent's
+        # Its affinity is the parent's.
+        proc.bound_cpu = (parent.bound_cpu if isinstance(parent, SysProcess)
+                          else self._master_cpu)
         if isinstance(parent, SysProcess) and parent is not self.master:
             proc.patches = parent.patches.copy()
         self.processes[pid] = proc
@@ -362,9 +382,13 @@ class SystrapPlatform(PtracePlatform):
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
         self._await_first_stop(ctx)
-        if self._all_cpus and proc.bound_cpu >= 0:
+        # Cloned bound to the Sentry's CPU (see __init__): placement keeps it there for
+        # its first round trips; without placement it is freed now.
+        placement = self.app_placement
+        if (self._all_cpus and proc.bound_cpu >= 0
+                and (placement is None or not placement.created(ctx))):
             try:
-                os.sched_setaffinity(tid, self._all_cpus)    # (cloned bound: see __init__)
+                os.sched_setaffinity(tid, self._all_cpus)
             except OSError:
                 pass
         self.contexts[tid] = ctx      # type: ignore[assignment]
@@ -437,6 +461,8 @@ class SystrapPlatform(PtracePlatform):
 
     def release_context(self, ctx: AppThread) -> None:  # type: ignore[override]
         self.contexts.pop(ctx.tid, None)
+        if ctx.bound and self.app_placement is not None:
+            self.app_placement.forget(ctx)
         proc = ctx.process
         proc.apps.discard(ctx)
         if ctx.exited or proc.dead:
@@ -466,6 +492,13 @@ class SystrapPlatform(PtracePlatform):
         if ctx.regs is not regs:
             ctx.regs = regs
             ctx.regs_addr = ctypes.addressof(regs)
+        placement = self.app_placement
+        if placement is not None:
+            if ctx.bound:
+                placement.resumed(ctx)          # (may free it)
+            pin = placement.sentry
+            if pin is not None and not pin.check_armed:
+                pin.stubs_running()             # (the pinned Sentry's escape: its check)
         off = ctx.off
         addr = self.mem_addr + off
         _memmove(addr + _OFF_REGS, ctx.regs_addr, _REGS_SIZE)
@@ -479,13 +512,14 @@ class SystrapPlatform(PtracePlatform):
                 state = R.STATE_ESCALATE
                 self.stats["escalated"] += 1
         if self.spin_ns:
-            # Spinning pays only while both sides find a CPU free: adaptive (stops_ready).
+            # Spinning pays only while both sides find a CPU free: adaptive (stops_ready);
+            # never with a thread bound to the Sentry's CPU.
             self._switches += 1
-            spin = self.handler_spin if self._spin_ok else 0
+            spin = self.handler_spin if self._spin_ok and not ctx.bound else 0
             if ctx.spin != spin:
                 ctx.spin = spin
                 _U32.pack_into(self.mem, ctx.off + R.OFF_SPIN, spin)
-            self._spin_armed = self._spin_ok > 0 or not self._switches & 127
+            self._spin_armed = (self._spin_ok > 0 or not self._switches & 127) and not ctx.bound
         self.mem[off] = state
         ctx.running = True
         self.running.add(ctx)
@@ -602,6 +636,8 @@ class SystrapPlatform(PtracePlatform):
                 ctx.running = False
                 ctx.interrupted_at = 0
                 running.discard(ctx)
+                if ctx.bound and self.app_placement is not None:
+                    self.app_placement.stopped(ctx)
                 if ctx.released:
                     self._exit_thread(ctx)
                     continue
@@ -742,6 +778,12 @@ class SystrapPlatform(PtracePlatform):
     def shutdown(self) -> None:
         if os.environ.get("PYVISOR_SYSTRAP_STATS") == "1":
             print(f"systrap: {self.stats}", file=sys.stderr)
+            pl = self.app_placement
+            if pl is not None:
+                pin = pl.sentry
+                print(f"systrap placement: {pl.frees} threads freed of {pl.created_n}"
+                      + (f"; Sentry pinned {pin.sentry_pins}, freed {pin.sentry_frees}"
+                         if pin is not None else ""), file=sys.stderr)
         self.running.clear()
         super().shutdown()
 

@@ -226,8 +226,8 @@ class Placement:
             self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)
 
     def stubs_running(self) -> None:
-        """Stubs run from now: arms the pinned Sentry's check (`resumed` does; a platform
-        that places its threads itself calls it at each resume: systrap/placement.py)."""
+        """Stubs run from now: arms the pinned Sentry's check (`resumed` does; systrap,
+        which places its threads itself, calls it from its stops now and then)."""
         if self.run_delay is not None and not self.check_armed:
             self._arm_check()
 

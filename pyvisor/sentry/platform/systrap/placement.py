@@ -23,8 +23,9 @@ mostly that kind (an exec's loader, a child's fork and exit), so:
 * a bound thread follows the Sentry when the host moved it (checked at its stops).
 
 The Sentry itself is pinned to its CPU with the ptrace platform's escape
-(ptrace/placement.py, Placement.pin_sentry), which this policy keeps informed: stubs
-run (`Placement.stubs_running`) and how long bound threads ran on its CPU.
+(ptrace/placement.py, Placement.pin_sentry): the platform arms its check while stubs
+stop and run (`Placement.stubs_running`), and this policy tells it how long bound
+threads ran on its CPU (its own work, not contention).
 Measurements: README.md, *CPU placement*.
 
 Concurrency: Sentry loop only.

@@ -461,8 +461,10 @@ class SystrapPlatform(PtracePlatform):
 
     def release_context(self, ctx: AppThread) -> None:  # type: ignore[override]
         self.contexts.pop(ctx.tid, None)
-        if ctx.bound and self.app_placement is not None:
-            self.app_placement.forget(ctx)
+        if ctx.bound:
+            placement = self.app_placement
+            assert placement is not None
+            placement.forget(ctx)
         proc = ctx.process
         proc.apps.discard(ctx)
         if ctx.exited or proc.dead:
@@ -492,13 +494,10 @@ class SystrapPlatform(PtracePlatform):
         if ctx.regs is not regs:
             ctx.regs = regs
             ctx.regs_addr = ctypes.addressof(regs)
-        placement = self.app_placement
-        if placement is not None:
-            if ctx.bound:
-                placement.resumed(ctx)          # (may free it)
-            pin = placement.sentry
-            if pin is not None and not pin.check_armed:
-                pin.stubs_running()             # (the pinned Sentry's escape: its check)
+        if ctx.bound:                   # (only placement binds a thread)
+            placement = self.app_placement
+            assert placement is not None
+            placement.resumed(ctx)      # (may free it)
         off = ctx.off
         addr = self.mem_addr + off
         _memmove(addr + _OFF_REGS, ctx.regs_addr, _REGS_SIZE)
@@ -612,6 +611,11 @@ class SystrapPlatform(PtracePlatform):
             woken = True
         except OSError:
             woken = False
+        if not self._calls & 15 and self.app_placement is not None:
+            pin = self.app_placement.sentry
+            if pin is not None and not pin.check_armed:
+                pin.stubs_running()     # (the pinned Sentry's escape: its check, while
+                                        # stubs stop and run)
         if not woken or not self._calls & 63:     # (and now and then: no starvation)
             try:
                 os.read(self._sigfd, 1024)
@@ -636,8 +640,10 @@ class SystrapPlatform(PtracePlatform):
                 ctx.running = False
                 ctx.interrupted_at = 0
                 running.discard(ctx)
-                if ctx.bound and self.app_placement is not None:
-                    self.app_placement.stopped(ctx)
+                if ctx.bound:
+                    placement = self.app_placement
+                    assert placement is not None
+                    placement.stopped(ctx)
                 if ctx.released:
                     self._exit_thread(ctx)
                     continue

@@ -3,7 +3,7 @@ jump to a trampoline, when, and how; and the stops a patched site adds.  The stu
 side (the table, the slots' entries, the trampoline code) is trampolines.py.
 README, *Syscall-site patching*; SECURITY.md, *systrap*.
 
-gVisor: the x86-64 syscall patching of pkg/sentry/platform/systrap.
+gVisor: pkg/sentry/platform/systrap/usertrap (usertrap_amd64.go).
 
 A site that keeps trapping (its PATCH_AFTER-th SIGSYS in an address space) is
 rewritten when that is safe (`Patcher.try_patch`): its 7 bytes match one of the two

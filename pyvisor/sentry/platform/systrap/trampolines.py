@@ -2,8 +2,8 @@
 the trampolines' common code, through which a patched syscall site stops without a
 signal (README, *Syscall-site patching*; the Sentry's side is patching.py).
 
-gVisor: pkg/sentry/platform/systrap (sysmsg/syshandler_amd64.S, the trampolines;
-stub_amd64.go, the table).
+gVisor: pkg/sentry/platform/systrap/usertrap (the trap table) and its sysmsg (the
+handler a patched site reaches).
 
 A patched site is `jmp *(TABLE_ADDR + 8 * slot)`.  The table's first part (one pointer
 per slot, the same in every process) points each slot at its 16-byte entry in the

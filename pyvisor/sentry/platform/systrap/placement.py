@@ -73,8 +73,8 @@ class Placed(Protocol):
 
 class ThreadPlacement:
     """The systrap platform's placement of application threads (SystrapPlatform.
-    placement).  Disabled (threads freed after their set-up, as without it) when made
-    with a single allowed CPU."""
+    app_placement).  Disabled (threads freed after their set-up, as without it) when
+    made with a single allowed CPU."""
 
     def __init__(self, timers: Timers, allowed: frozenset[int],
                  getcpu: Callable[[], int] = _sched_getcpu,

@@ -223,8 +223,10 @@ def sandbox_rlimits(cfg: SandboxConfig) -> list[list[int]]:
 def _place_cpus(kernel: Kernel) -> None:
     """Lets platform/ptrace/placement.py keep syscall-heavy stub threads on the Sentry's CPU
     and computing ones on every CPU the sandbox was given (the affinity it starts
-    with: `taskset`, a cgroup cpuset).  Nothing is pinned for good: the host may move
-    the Sentry off a busy CPU, and bound threads follow it.
+    with: `taskset`, a cgroup cpuset), and pins the Sentry with its escape; on systrap,
+    platform/systrap/placement.py keeps new application threads beside the Sentry
+    until spinning covers their round trips.  Nothing is pinned for good: the Sentry
+    leaves a busy CPU, and bound threads follow it.
 
     Measured on these VMs: a ptrace round trip is ~8-15 µs when tracer and
     tracee share a CPU and several times that across CPUs; every syscall makes one.
@@ -234,13 +236,22 @@ def _place_cpus(kernel: Kernel) -> None:
         allowed = frozenset(os.sched_getaffinity(0))
     except OSError:
         return
-    # systrap: no placement (application threads are not ptraced: they run wherever
-    # the host puts them, and wake the Sentry through a futex and an eventfd).
-    if isinstance(kernel.platform, PtracePlatform) and kernel.platform.name == "ptrace":
-        placement = Placement(kernel, allowed)
+    if not isinstance(kernel.platform, PtracePlatform):
+        return
+    placement = Placement(kernel, allowed)
+    if os.environ.get("PYVISOR_PIN_SENTRY", "1") != "0":
+        placement.pin_sentry()
+    if kernel.platform.name == "ptrace":
         kernel.platform.placement = placement
-        if os.environ.get("PYVISOR_PIN_SENTRY", "1") != "0":
-            placement.pin_sentry()
+    elif kernel.platform.name == "systrap":
+        # systrap places its application threads itself (systrap/placement.py: beside
+        # the Sentry at first, free once spinning covers their round trips); the
+        # Placement above is only the Sentry's pin and its escape.
+        from pyvisor.sentry.platform.systrap.placement import ThreadPlacement
+        from pyvisor.sentry.platform.systrap.subprocess import SystrapPlatform
+        assert isinstance(kernel.platform, SystrapPlatform)
+        kernel.platform.app_placement = ThreadPlacement(
+            kernel, allowed, sentry=placement if placement.run_delay is not None else None)
 
 
 def _check_config(cfg: SandboxConfig) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import pytest
 
 from seclib import assert_native_ran, assert_no_internal_error, kvs
+from pyvisor.sentry.platform.systrap import region as R
 from pyvisor.sentry.platform.systrap import stub as S
+from pyvisor.sentry.platform.systrap import trampolines as T
 
 ENOSYS = "-38"
 # The platform's grace before it kills a process that ignores interrupts
@@ -28,9 +30,9 @@ WATCHDOG_S = 5
 
 def _args(attack: str, child_secs: float = 20) -> list[str]:
     return [attack, hex(S.HANDLER), str(S.SITE_WRITE), str(S.SITE_FUTEX), str(S.SITE_EXIT),
-            str(S.SITE_SIGRETURN), hex(S.REGIONS_START), str(S.REGION_SIZE),
-            str(S.OFF_REGS + 8 * 21), str(child_secs),            # REGS.fs_base
-            hex(S.TRAMPOLINE), hex(S.FAST_END), hex(S.TABLE_ADDR), hex(S.TABLE_SIZE)]
+            str(S.SITE_SIGRETURN), hex(R.REGIONS_START), str(R.REGION_SIZE),
+            str(R.OFF_REGS + 8 * 21), str(child_secs),            # REGS.fs_base
+            hex(S.TRAMPOLINE), hex(S.FAST_END), hex(T.TABLE_ADDR), hex(T.TABLE_SIZE)]
 
 
 def _sandbox(pyvisor_cli, secprog, attack: str, child_secs: float = 20):  # noqa: ANN001, ANN202

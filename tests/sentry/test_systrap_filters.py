@@ -14,7 +14,9 @@ import struct
 import pytest
 
 from pyvisor.sentry.kernel.seccomp import run_filter, verify
+from pyvisor.sentry.platform.systrap import region as R
 from pyvisor.sentry.platform.systrap import stub as S
+from pyvisor.sentry.platform.systrap import trampolines as T
 
 X86_64, I386 = 0xC000003E, 0x40000003
 ALLOW, TRAP = 0x7FFF0000, 0x00030000
@@ -151,7 +153,7 @@ def test_trampoline_fallback_traps() -> None:
     """The syscall a trampoline falls back to (and any call from the trampolines' entries)
     lies outside the handler's range: it traps, even as the handler's own calls."""
     assert not S.HANDLER < S.FALLBACK_END <= S.HANDLER_END
-    for ip in (S.FALLBACK_END, S.ENTRIES + 2, S.ENTRIES + 16 * (S.MAX_SLOTS - 1) + 2):
+    for ip in (S.FALLBACK_END, S.ENTRIES + 2, S.ENTRIES + T.ENTRY_SIZE * (T.MAX_SLOTS - 1) + 2):
         assert app_thread(1, ip, 6, 0, 8) == TRAP
         assert app_thread(202, ip, 0, 0) == TRAP
         assert app_thread(15, ip) == TRAP
@@ -163,18 +165,18 @@ def test_thread_maps_its_region() -> None:
     """A new thread's mmap of its region and its MADV_DONTFORK, from their set-up
     instructions only, with exactly those arguments (the regions memfd, shared, fixed,
     one region's size, above the application's address space)."""
-    r = S.REGIONS_START + 5 * S.REGION_SIZE
-    ok = (r, S.REGION_SIZE, 3, 0x11, S.REGION_FD, 5 * S.REGION_SIZE)
+    r = R.REGIONS_START + 5 * R.REGION_SIZE
+    ok = (r, R.REGION_SIZE, 3, 0x11, R.REGION_FD, 5 * R.REGION_SIZE)
     assert syscall_thread(9, S.SETUP_MMAP_IP, *ok) == ALLOW
-    for i, bad in ((0, 0x400000), (1, 2 * S.REGION_SIZE), (2, 7), (3, 0x12), (3, 0x31),
-                   (4, 3), (4, (1 << 32) | S.REGION_FD)):
+    for i, bad in ((0, 0x400000), (1, 2 * R.REGION_SIZE), (2, 7), (3, 0x12), (3, 0x31),
+                   (4, 3), (4, (1 << 32) | R.REGION_FD)):
         args = list(ok)
         args[i] = bad
         assert syscall_thread(9, S.SETUP_MMAP_IP, *args) == TRAP, (i, hex(bad))
-    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == ALLOW
-    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 4) == TRAP   # DONTNEED
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, R.REGION_SIZE, 10) == ALLOW
+    assert syscall_thread(28, S.SETUP_MADVISE_IP, r, R.REGION_SIZE, 4) == TRAP   # DONTNEED
     for nr in (10, 11, 25, 56, 60, 131, 317):
         assert syscall_thread(nr, S.SETUP_MMAP_IP) == TRAP, nr
         assert syscall_thread(nr, S.SETUP_MADVISE_IP) == TRAP, nr
     assert app_thread(9, S.SETUP_MMAP_IP, *ok) == TRAP
-    assert app_thread(28, S.SETUP_MADVISE_IP, r, S.REGION_SIZE, 10) == TRAP
+    assert app_thread(28, S.SETUP_MADVISE_IP, r, R.REGION_SIZE, 10) == TRAP

@@ -5,9 +5,10 @@
  * Usage: systrap ATTACK HANDLER SITE_WRITE SITE_FUTEX SITE_EXIT SITE_SIGRETURN
  *                REGIONS_START REGION_SIZE FS_OFF [CHILD_SECONDS
  *                [TRAMPOLINE TRAMPOLINE_END TABLE_ADDR TABLE_SIZE]]
- * (addresses and offsets from pyvisor/sentry/platform/systrap/stub.py).  Each attack
- * runs in a forked child (its own stub process); the parent reports the child's
- * status, then its own getpid and raw getpid (1: the Sentry still serves it).
+ * (addresses and offsets from pyvisor/sentry/platform/systrap/stub.py, region.py and
+ * trampolines.py).  Each attack runs in a forked child (its own stub process); the
+ * parent reports the child's status, then its own getpid and raw getpid (1: the
+ * Sentry still serves it).
  */
 #include "sec.h"
 #include <pthread.h>

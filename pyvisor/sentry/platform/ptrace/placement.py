@@ -92,7 +92,7 @@ class Placement:
         self.run_delay: Callable[[], int] | None = None
         self.sentry_pinned = False
         self._freed_at = 0
-        self._check_armed = False
+        self.check_armed = False                # the check's timer is set (stubs run)
         self._check_from = (0, 0)               # (monotonic ns, run delay ns) of the window
         self.bound_run_ns = 0                   # bound threads' runs (resume to stop), summed
         self.sentry_pins = self.sentry_frees = 0
@@ -133,7 +133,7 @@ class Placement:
 
     def _arm_check(self) -> None:
         assert self.kernel is not None and self.run_delay is not None
-        self._check_armed = True
+        self.check_armed = True
         now = self.kernel.now()
         self._check_from = (now, self.run_delay())
         self.bound_run_ns = 0
@@ -145,7 +145,7 @@ class Placement:
         freed.  Not re-armed here:
         the next resume arms it, so an idle sandbox has no timer."""
         assert self.kernel is not None and self.run_delay is not None
-        self._check_armed = False
+        self.check_armed = False
         start, delay0 = self._check_from
         window = self.kernel.now() - start
         # The Sentry waits for its CPU while a bound stub it resumed runs there (the
@@ -222,11 +222,16 @@ class Placement:
         if not self.enabled:
             return
         th.resumed_at = time.monotonic_ns()
-        if self.run_delay is not None and not self._check_armed:
-            self._arm_check()
+        self.stubs_running()
         if th.bound and not self._tick_armed and self.kernel is not None:
             self._tick_armed = True
             self.kernel.add_timer(self.kernel.now() + TICK_NS, self._tick)
+
+    def stubs_running(self) -> None:
+        """Stubs run from now: arms the pinned Sentry's check (`resumed` does; systrap,
+        which places its threads itself, calls it from its stops now and then)."""
+        if self.run_delay is not None and not self.check_armed:
+            self._arm_check()
 
     def _free(self, th: StubThread) -> None:
         self.bound.discard(th)

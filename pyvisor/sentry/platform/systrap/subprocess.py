@@ -1,8 +1,10 @@
 """The systrap platform: application threads stop through a signal handler in the
 stub and shared memory, with no ptrace stop on the syscall path.
 
-gVisor: pkg/sentry/platform/systrap (subprocess.go, sysmsg).  The stub, the
-handler and the region layout are described in systrap/stub.py.
+gVisor: pkg/sentry/platform/systrap (subprocess.go, sysmsg).  The stub and its
+handler are described in systrap/stub.py, the region an application thread stops
+through in systrap/region.py; syscall-site patching is systrap/patching.py (the
+Sentry's side) and systrap/trampolines.py (the stub's).
 
 Process model: as on ptrace (platform/ptrace/subprocess.py), every address space
 is one host stub process cloned by injection, and that process's first thread
@@ -12,7 +14,7 @@ through it (waitpid).  Application threads (contexts) are further host threads:
 
 * made by an injected clone(CLONE_VM|CLONE_THREAD|CLONE_CHILD_CLEARTID|CLONE_UNTRACED)
   in the syscall thread, at the stub's clone site (stub.CLONE_ENTRY), so it is never
-  traced; it runs its set-up at once: maps its *region* (stub.py) of the regions
+  traced; it runs its set-up at once: maps its *region* (region.py) of the regions
   memfd MAP_SHARED|MADV_DONTFORK at its fixed address (in that one process only)
   when the region is new to the process, sigaltstack in the region (SS_AUTODISARM,
   so every frame lands at the same place), then the application filter
@@ -49,14 +51,18 @@ from typing import Protocol
 
 from pyvisor.abi.linux import ptrace as P
 from pyvisor.abi.linux.sysno_amd64 import Sysno
-from pyvisor.sentry.arch import fpu, native
+from pyvisor.sentry.arch import fpu
 from pyvisor.sentry.arch.registers import Registers
 from pyvisor.sentry.arch.signal import SIGCONTEXT, UC_HEAD
 from pyvisor.sentry.platform.platform import MAX_USER_ADDRESS, Access, StopKind, StopReason
 from pyvisor.sentry.platform.ptrace import binding as B
 from pyvisor.sentry.platform.ptrace.subprocess import (WALL, PtracePlatform, StubError,
                                                        StubProcess, StubThread)
+from pyvisor.sentry.platform.systrap import region as R
 from pyvisor.sentry.platform.systrap import stub as S
+from pyvisor.sentry.platform.systrap import trampolines as T
+from pyvisor.sentry.platform.systrap.patching import PATCHING, Patcher, SitePatches
+from pyvisor.sentry.platform.systrap.placement import ThreadPlacement
 
 _SS_AUTODISARM = 1 << 31
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
@@ -66,8 +72,8 @@ _SC_OFF = 8 + UC_HEAD.size        # sigcontext within the frame
 _MASK_OFF = _SC_OFF + SIGCONTEXT.size
 _INFO_OFF = _MASK_OFF + 8
 _SC_FPSTATE = 184                 # sigcontext.fpstate
-_INFO = S.FRAME_OFF + _INFO_OFF   # the siginfo within a region
-_SC_ERR = S.FRAME_OFF + _SC_OFF + 152   # sigcontext.err, .trapno within a region
+_INFO = R.FRAME_OFF + _INFO_OFF   # the siginfo within a region
+_SC_ERR = R.FRAME_OFF + _SC_OFF + 152   # sigcontext.err, .trapno within a region
 _ERR_TRAPNO = struct.Struct("<QQ")
 # signo, errno, code, call address, (syscall), arch: a seccomp trap's siginfo.
 _SIGSYS_INFO = struct.Struct("<iii4xQ4xI")
@@ -90,21 +96,9 @@ SPIN_NS = int(os.environ.get("PYVISOR_SYSTRAP_SENTRY_SPIN_NS", "30000"))
 # state word before it sleeps on it, when the Sentry may run on another CPU: long enough
 # to cover the Sentry serving a simple syscall, so the thread needs no wake-up.
 HANDLER_SPIN = int(os.environ.get("PYVISOR_SYSTRAP_HANDLER_SPIN", "3000"))
-# Syscall-site patching (trampolines, stub.py): on unless $PYVISOR_SYSTRAP_PATCHING is 0
-# (gVisor: --systrap-disable-syscall-patching).
-# The trampoline checks its gs base with pext (BMI2): without it, no patching.
-PATCHING = (os.environ.get("PYVISOR_SYSTRAP_PATCHING", "1") != "0"
-            and bool(native.cpuid(7)[1] & (1 << 8)))
-# A site is patched at its PATCH_AFTER-th trap in an address space.
-_after = os.environ.get("PYVISOR_SYSTRAP_PATCH_AFTER", "4")
-PATCH_AFTER = max(1, int(_after)) if _after.isdigit() else 4     # a bad value: the default
-_MAP_PRIVATE, _MAP_FIXED_NOREPLACE = 0x02, 0x100000
-_PROT_READ = 1
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _TF = 0x100                       # eflags.TF: single-stepping needs the full restore
 _USER_CS, _USER_SS = 0x33, 0x2B
-_SITE = b"\xb8"                   # mov $nr, %eax (then 4 bytes of nr, then syscall 0f 05)
-_SITE_GEN = b"\x4c\x8b\x4c\x24\x08\x0f\x05"   # mov 8(%rsp), %r9; syscall (glibc's syscall())
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -119,12 +113,10 @@ _futex_wake.restype = ctypes.c_long
 _futex_wake.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
 _NR_FUTEX = int(Sysno.futex)
 _sched_getcpu = _libc.sched_getcpu                 # the host's vDSO: no syscall
-_OFF_REGS, _REGS_SIZE = S.OFF_REGS, S.REGS_SIZE
-_RUN, _STOPPED = S.STATE_RUN, S.STATE_STOPPED
+_OFF_REGS, _REGS_SIZE = R.OFF_REGS, R.REGS_SIZE
+_RUN, _STOPPED = R.STATE_RUN, R.STATE_STOPPED
 _RESCANS = 64
-_MAX_SHARED = 4096          # shared ranges tracked per address space (then no patching)
-_MAX_TRIED = 1 << 16        # sites looked at per address space (then no more)
-_OFF_KIND, _KIND_FAST = S.OFF_KIND, S.KIND_FAST
+_OFF_KIND, _KIND_FAST = R.OFF_KIND, R.KIND_FAST
 
 
 class Timers(Protocol):
@@ -135,7 +127,7 @@ class Timers(Protocol):
     def add_timer(self, deadline: int, callback: Callable[[], None]) -> object: ...
 
 
-_FRAME, _FP = S.FRAME_OFF, S.FP_OFF   # the frame and its XSAVE image, within a region
+_FRAME, _FP = R.FRAME_OFF, R.FP_OFF   # the frame and its XSAVE image, within a region
 
 
 @dataclass(eq=False, slots=True)
@@ -154,6 +146,13 @@ class AppThread:
     interrupted_at: int = 0         # monotonic ns of the first unanswered interrupt
     fast: bool = False              # stopped in a trampoline (KIND_FAST), not the handler
     fp_pending: bytes | None = None  # an FP frame image set_fpstate left for the resume
+    # CPU placement (systrap/placement.py): bound to the Sentry's CPU (`cpu`), its quick
+    # round trips in a row, when it last resumed and stopped (while bound).
+    bound: bool = False
+    cpu: int = -1
+    quick: int = 0
+    resumed_at: int = 0
+    stopped_at: int = 0
 
     @property
     def space(self) -> SysProcess:
@@ -164,8 +163,8 @@ class AppThread:
     addr: int = 0                   # the region's address in the stub
 
     def __post_init__(self) -> None:
-        self.off = self.slot * S.REGION_SIZE
-        self.addr = S.REGIONS_START + self.off
+        self.off = self.slot * R.REGION_SIZE
+        self.addr = R.REGIONS_START + self.off
 
 
 @dataclass(eq=False, slots=True)
@@ -177,93 +176,42 @@ class SysProcess(StubProcess):
     owned: list[int] = field(default_factory=list)      # regions mapped in this process
     free: list[int] = field(default_factory=list)       # ... whose thread is gone
     draining: list[int] = field(default_factory=list)   # ... whose thread was told to exit
-    # Syscall-site patching (owned by the platform; copied by fork: the host copies the
-    # patched code and the table with the rest of the address space).
     bound_cpu: int = -1             # the CPU its syscall thread is bound to (-1: any)
-    patchable: bool = True          # False: the table could not be mapped, or patching off
-    table: bool = False             # the trampoline table is mapped at stub.TABLE_ADDR
-    sites: dict[int, int] = field(default_factory=dict)   # patched site -> its slot
-    mids: dict[int, int] = field(default_factory=dict)    # site + 5 -> site + 7
-    slots: dict[int, int] = field(default_factory=dict)   # slot -> its site
-    nimm: int = 0                   # slots given to `mov $nr,%eax` sites: 0, 1, ...
-    ngen: int = 0                   # ... to `mov 8(%rsp),%r9` sites: from the top down
-    tried: set[int] = field(default_factory=set)          # sites looked at (patched or not)
-    seen: dict[int, int] = field(default_factory=dict)    # site -> traps so far
-    shared: list[tuple[int, int]] = field(default_factory=list)  # ranges ever mapped shared
+    patches: SitePatches = field(default_factory=SitePatches)    # (patching.py)
 
     def map_anonymous(self, addr: int, length: int, prot: int, shared: bool) -> None:
         if shared:
-            self._add_shared(addr, addr + length)
+            self.patches.add_shared(addr, addr + length)
         StubProcess.map_anonymous(self, addr, length, prot, shared)
 
     def map_file(self, addr: int, length: int, prot: int, shared: bool,
                  mem_offset: int) -> None:
         if shared:
-            self._add_shared(addr, addr + length)
+            self.patches.add_shared(addr, addr + length)
         StubProcess.map_file(self, addr, length, prot, shared, mem_offset)
 
-    # mm never maps below MMAP_MIN_ADDR, but munmap, mprotect and madvise of a range that
-    # holds mappings reach the host for the whole range: the table is cut out of them,
-    # so the application can neither unmap it nor make it writable.
-    def _pieces(self, addr: int, length: int) -> list[tuple[int, int]]:
-        end = addr + length
-        if not self.table or end <= S.TABLE_ADDR or addr >= S.TABLE_ADDR + S.TABLE_SIZE:
-            return [(addr, length)]
-        out = []
-        if addr < S.TABLE_ADDR:
-            out.append((addr, S.TABLE_ADDR - addr))
-        if end > S.TABLE_ADDR + S.TABLE_SIZE:
-            out.append((S.TABLE_ADDR + S.TABLE_SIZE, end - S.TABLE_ADDR - S.TABLE_SIZE))
-        return out
-
+    # The trampoline table is cut out of what reaches the host (SitePatches.pieces).
     def unmap(self, addr: int, length: int) -> None:
-        for a, n in self._pieces(addr, length):
+        for a, n in self.patches.pieces(addr, length):
             StubProcess.unmap(self, a, n)
 
     def protect(self, addr: int, length: int, prot: int) -> None:
-        for a, n in self._pieces(addr, length):
+        for a, n in self.patches.pieces(addr, length):
             StubProcess.protect(self, a, n, prot)
 
     def discard(self, addr: int, length: int) -> None:
-        for a, n in self._pieces(addr, length):
+        for a, n in self.patches.pieces(addr, length):
             StubProcess.discard(self, a, n)
 
     def set_wipe_on_fork(self, addr: int, length: int, wipe: bool) -> None:
-        for a, n in self._pieces(addr, length):
+        for a, n in self.patches.pieces(addr, length):
             StubProcess.set_wipe_on_fork(self, a, n, wipe)
 
     def remap(self, old: int, old_size: int, new_size: int, new_addr: int | None) -> None:
-        # A shared range moved: its new place is shared too (conservatively, everywhere).
-        for lo, hi in list(self.shared):
-            if lo < old + old_size and old < hi:
-                start = new_addr if new_addr is not None else old
-                self._add_shared(start, start + max(new_size, old_size))
+        self.patches.remap_shared(old, old_size, new_size, new_addr)
         StubProcess.remap(self, old, old_size, new_size, new_addr)
-        if new_addr is not None and new_addr != old and self.sites:
-            self._move_sites(old, min(old_size, new_size), new_addr)
-
-    def _add_shared(self, lo: int, hi: int) -> None:
-        if len(self.shared) >= _MAX_SHARED:
-            self.patchable = False        # (too many to track: no more patching here)
-        else:
-            self.shared.append((lo, hi))
-
-    def _move_sites(self, old: int, size: int, new: int) -> None:
-        """Patched sites moved with their pages (mremap): their slots' return addresses
-        follow (a patched jump is position independent, its slot's words are not)."""
-        moved = [site for site in self.sites if old <= site and site + 7 <= old + size]
-        for site in moved:
-            slot = self.sites.pop(site)
-            self.mids.pop(site + 5, None)
-            to = site - old + new
-            try:
-                B.ptrace(P.PTRACE_POKEDATA, self.pid, S.TABLE_INFO + 16 * slot, to + 7)
-            except OSError:
-                self.patchable = False
-                continue
-            self.sites[to] = slot
-            self.mids[to + 5] = to + 7
-            self.slots[slot] = to
+        if new_addr is not None and new_addr != old and self.patches.sites:
+            self.patches.move_sites(self.pid, old, min(old_size, new_size), new_addr)
 
 
 class SystrapPlatform(PtracePlatform):
@@ -275,21 +223,21 @@ class SystrapPlatform(PtracePlatform):
     _stub_keeps_stdio = False      # the stub holds only the memory file, regions, eventfd
 
     def __init__(self, memfd: int) -> None:
-        self.table_off = S.MAX_REGIONS * S.REGION_SIZE    # the table's page after them
-        size = self.table_off + S.TABLE_SIZE
+        self.table_off = R.MAX_REGIONS * R.REGION_SIZE    # the table's page after them
+        size = self.table_off + T.TABLE_SIZE
         self.regions_fd = os.memfd_create("pyvisor-regions", os.MFD_CLOEXEC)
         os.ftruncate(self.regions_fd, size)
         self.mem = mmap.mmap(self.regions_fd, size, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.mem[self.table_off:self.table_off + len(S.TABLE_SLOTS)] = S.TABLE_SLOTS
-        self.patching = PATCHING
         # What patching did, whole sandbox: sites patched, stops through a trampoline,
         # resumes that needed the handler (ESCALATE), site + 5 resumes (restarts), gs
         # fallbacks.  $PYVISOR_SYSTRAP_STATS=1 prints them at shutdown.
         self.stats = {"patched": 0, "fast": 0, "escalated": 0, "restarted": 0,
                       "fallback": 0}
+        self.patcher = Patcher(PATCHING, self.table_off, self.stats)
         self.mem_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
-        self.free_regions = list(range(S.MAX_REGIONS - 1, -1, -1))
+        self.free_regions = list(range(R.MAX_REGIONS - 1, -1, -1))
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.running: set[AppThread] = set()
         self.pending: list[tuple[AppThread, StopReason]] = []
@@ -313,19 +261,27 @@ class SystrapPlatform(PtracePlatform):
         # runs on the Sentry's CPU, several times that as a wake-up on another CPU each
         # way (a fork makes about ten).  So a syscall thread is bound to the CPU the
         # Sentry is on when it injects (rebound if the Sentry moved: one sched_getcpu
-        # through the vDSO per injection); an application thread, cloned from it, is
-        # let go to every CPU of the sandbox once it is set up.
+        # through the vDSO per injection), and so is the master stub's (an exec clones
+        # it); an application thread, cloned from it, starts there: placement
+        # (systrap/placement.py) keeps it there for its first round trips, or, without
+        # placement, it is let go to every CPU of the sandbox once it is set up.
         self._all_cpus = os.sched_getaffinity(0) if cpus > 1 else set()
+        self._master_cpu = -1           # the CPU the master's syscall thread is bound to
+        # Where application threads run (systrap/placement.py; set by boot,
+        # runtime/boot.py): without it each is freed to every CPU once set up.
+        self.app_placement: ThreadPlacement | None = None
         super().__init__(memfd)
         self._ep = select.epoll()
         self._ep.register(self.wake_fd, select.EPOLLIN)
         self._ep.register(self._sigfd, select.EPOLLIN)
 
     def _colocate(self, th: StubThread) -> None:
-        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__)."""
+        """Binds `th`'s process's syscall thread to the Sentry's CPU (see __init__); the
+        master stub's too (an exec's new address space is cloned from it)."""
         proc = th.process
         cpu = _sched_getcpu()
-        if getattr(proc, "bound_cpu", cpu) == cpu or proc.dead:
+        bound = proc.bound_cpu if isinstance(proc, SysProcess) else self._master_cpu
+        if bound == cpu or proc.dead:
             return
         try:
             os.sched_setaffinity(proc.pid, {cpu})
@@ -333,6 +289,8 @@ class SystrapPlatform(PtracePlatform):
             return
         if isinstance(proc, SysProcess):
             proc.bound_cpu = cpu
+        else:
+            self._master_cpu = cpu
 
     def inject(self, th: StubThread, nr: int, a0: int = 0, a1: int = 0, a2: int = 0,
                a3: int = 0, a4: int = 0, a5: int = 0) -> int:
@@ -359,14 +317,11 @@ class SystrapPlatform(PtracePlatform):
         pid = self._clone_and_collect(th, S.CLONE_PROCESS)
         proc = SysProcess(pid, self)
         parent = th.process
-        proc.bound_cpu = getattr(parent, "bound_cpu", -1)     # its affinity is the parent's
+        # Its affinity is the parent's.
+        proc.bound_cpu = (parent.bound_cpu if isinstance(parent, SysProcess)
+                          else self._master_cpu)
         if isinstance(parent, SysProcess) and parent is not self.master:
-            proc.patchable, proc.table = parent.patchable, parent.table
-            proc.sites, proc.mids = dict(parent.sites), dict(parent.mids)
-            proc.slots = dict(parent.slots)
-            proc.nimm, proc.ngen = parent.nimm, parent.ngen
-            proc.tried, proc.shared = set(parent.tried), list(parent.shared)
-            proc.seen = dict(parent.seen)
+            proc.patches = parent.patches.copy()
         self.processes[pid] = proc
         proc.threads.add(StubThread(pid, proc))
         return proc
@@ -390,7 +345,7 @@ class SystrapPlatform(PtracePlatform):
         or a fresh one (True: to be mapped)."""
         still = []
         for slot in proc.draining:
-            if _U32.unpack_from(self.mem, slot * S.REGION_SIZE + S.OFF_TID)[0] == 0:
+            if _U32.unpack_from(self.mem, slot * R.REGION_SIZE + R.OFF_TID)[0] == 0:
                 proc.free.append(slot)
             else:
                 still.append(slot)
@@ -408,14 +363,14 @@ class SystrapPlatform(PtracePlatform):
         """A new application thread in `space`, stopped in the handler."""
         proc = space
         slot, fresh = self._region(proc)
-        addr = S.REGIONS_START + slot * S.REGION_SIZE
-        off = slot * S.REGION_SIZE
-        self.mem[off:off + S.OFF_REGS + S.REGS_SIZE] = bytes(S.OFF_REGS + S.REGS_SIZE)
-        struct.pack_into("<QiiQ", self.mem, off + S.OFF_STACK, addr + S.ALTSTACK,
-                         _SS_AUTODISARM - (1 << 32), 0, S.REGION_SIZE - S.ALTSTACK)
+        addr = R.REGIONS_START + slot * R.REGION_SIZE
+        off = slot * R.REGION_SIZE
+        self.mem[off:off + R.OFF_REGS + R.REGS_SIZE] = bytes(R.OFF_REGS + R.REGS_SIZE)
+        struct.pack_into("<QiiQ", self.mem, off + R.OFF_STACK, addr + R.ALTSTACK,
+                         _SS_AUTODISARM - (1 << 32), 0, R.REGION_SIZE - R.ALTSTACK)
         try:
             # A region new to the process is mapped by the thread itself (stub.py).
-            tid = self._clone_thread(proc.any_thread(), addr + S.OFF_STACK, addr + S.OFF_TID,
+            tid = self._clone_thread(proc.any_thread(), addr + R.OFF_STACK, addr + R.OFF_TID,
                                      addr if fresh else 0, off)
         except OSError:
             proc.free.append(slot)
@@ -423,13 +378,17 @@ class SystrapPlatform(PtracePlatform):
         except StubError:
             proc.kill()
             raise
-        _U32.pack_into(self.mem, off + S.OFF_TID, tid)
+        _U32.pack_into(self.mem, off + R.OFF_TID, tid)
         ctx = AppThread(tid, proc, slot)
         proc.apps.add(ctx)
         self._await_first_stop(ctx)
-        if self._all_cpus and proc.bound_cpu >= 0:
+        # Cloned bound to the Sentry's CPU (see __init__): placement keeps it there for
+        # its first round trips; without placement it is freed now.
+        placement = self.app_placement
+        if (self._all_cpus and proc.bound_cpu >= 0
+                and (placement is None or not placement.created(ctx))):
             try:
-                os.sched_setaffinity(tid, self._all_cpus)    # (cloned bound: see __init__)
+                os.sched_setaffinity(tid, self._all_cpus)
             except OSError:
                 pass
         self.contexts[tid] = ctx      # type: ignore[assignment]
@@ -475,11 +434,11 @@ class SystrapPlatform(PtracePlatform):
         # The handler wakes no futex (it writes the eventfd, which the loop owns): wait
         # on the state word with short, growing timeouts (its set-up takes microseconds).
         ts = (ctypes.c_long * 2)(0, 20_000)
-        while _U32.unpack_from(self.mem, off)[0] != S.STATE_STOPPED:
+        while _U32.unpack_from(self.mem, off)[0] != R.STATE_STOPPED:
             if time.monotonic() > deadline or ctx.process.dead:
                 ctx.process.kill()
                 raise StubError(f"application thread {ctx.tid} did not reach its handler")
-            _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAIT, S.STATE_NEW,
+            _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAIT, R.STATE_NEW,
                      ctypes.addressof(ts), None, 0)
             ts[1] = min(ts[1] * 2, 10_000_000)
         # The first stop must be the set-up's mmap trapped at the injection point: only
@@ -490,7 +449,7 @@ class SystrapPlatform(PtracePlatform):
             ctx.process.kill()
             raise StubError(f"application thread {ctx.tid} set-up failed: first stop "
                             f"signal {signo} code {code} nr {nr}")
-        uc = _U64.unpack_from(self.mem, off + S.OFF_UC)[0]
+        uc = _U64.unpack_from(self.mem, off + R.OFF_UC)[0]
         fp = _U64.unpack_from(self.mem, off + _FRAME + _SC_OFF + _SC_FPSTATE)[0]
         if uc != ctx.addr + _FRAME + 8 or fp != ctx.addr + _FP:
             ctx.process.kill()
@@ -502,6 +461,10 @@ class SystrapPlatform(PtracePlatform):
 
     def release_context(self, ctx: AppThread) -> None:  # type: ignore[override]
         self.contexts.pop(ctx.tid, None)
+        if ctx.bound:
+            placement = self.app_placement
+            assert placement is not None
+            placement.forget(ctx)
         proc = ctx.process
         proc.apps.discard(ctx)
         if ctx.exited or proc.dead:
@@ -519,7 +482,7 @@ class SystrapPlatform(PtracePlatform):
         ctx.exited = True
         self.running.discard(ctx)
         off = ctx.off
-        _U32.pack_into(self.mem, off, S.STATE_EXIT)
+        _U32.pack_into(self.mem, off, R.STATE_EXIT)
         _syscall(Sysno.futex, self.mem_addr + off, _FUTEX_WAKE, 1, None, None, 0)
         ctx.process.draining.append(ctx.slot)
 
@@ -531,6 +494,10 @@ class SystrapPlatform(PtracePlatform):
         if ctx.regs is not regs:
             ctx.regs = regs
             ctx.regs_addr = ctypes.addressof(regs)
+        if ctx.bound:                   # (only placement binds a thread)
+            placement = self.app_placement
+            assert placement is not None
+            placement.resumed(ctx)      # (may free it)
         off = ctx.off
         addr = self.mem_addr + off
         _memmove(addr + _OFF_REGS, ctx.regs_addr, _REGS_SIZE)
@@ -541,16 +508,17 @@ class SystrapPlatform(PtracePlatform):
             ctx.fast = False
             if (ctx.fp_pending is not None or regs.eflags & _TF or regs.gs_base
                     or regs.cs != _USER_CS or regs.ss != _USER_SS):
-                state = S.STATE_ESCALATE
+                state = R.STATE_ESCALATE
                 self.stats["escalated"] += 1
         if self.spin_ns:
-            # Spinning pays only while both sides find a CPU free: adaptive (stops_ready).
+            # Spinning pays only while both sides find a CPU free: adaptive (stops_ready);
+            # never with a thread bound to the Sentry's CPU.
             self._switches += 1
-            spin = self.handler_spin if self._spin_ok else 0
+            spin = self.handler_spin if self._spin_ok and not ctx.bound else 0
             if ctx.spin != spin:
                 ctx.spin = spin
-                _U32.pack_into(self.mem, ctx.off + S.OFF_SPIN, spin)
-            self._spin_armed = self._spin_ok > 0 or not self._switches & 127
+                _U32.pack_into(self.mem, ctx.off + R.OFF_SPIN, spin)
+            self._spin_armed = (self._spin_ok > 0 or not self._switches & 127) and not ctx.bound
         self.mem[off] = state
         ctx.running = True
         self.running.add(ctx)
@@ -621,7 +589,7 @@ class SystrapPlatform(PtracePlatform):
         deadline = time.perf_counter_ns() + self.spin_ns
         while running:
             for ctx in running:
-                if mem[ctx.off] == S.STATE_STOPPED:
+                if mem[ctx.off] == R.STATE_STOPPED:
                     self._stop_seen = True      # until stops() runs
                     self._spin_ok = min(self._spin_ok + 1, 8)
                     return True
@@ -643,6 +611,11 @@ class SystrapPlatform(PtracePlatform):
             woken = True
         except OSError:
             woken = False
+        if not self._calls & 15 and self.app_placement is not None:
+            pin = self.app_placement.sentry
+            if pin is not None and not pin.check_armed:
+                pin.stubs_running()     # (the pinned Sentry's escape: its check, while
+                                        # stubs stop and run)
         if not woken or not self._calls & 63:     # (and now and then: no starvation)
             try:
                 os.read(self._sigfd, 1024)
@@ -667,6 +640,10 @@ class SystrapPlatform(PtracePlatform):
                 ctx.running = False
                 ctx.interrupted_at = 0
                 running.discard(ctx)
+                if ctx.bound:
+                    placement = self.app_placement
+                    assert placement is not None
+                    placement.stopped(ctx)
                 if ctx.released:
                     self._exit_thread(ctx)
                     continue
@@ -693,7 +670,7 @@ class SystrapPlatform(PtracePlatform):
             proc.dead = True
             for slot in proc.owned:        # nothing maps them any more: reusable
                 try:
-                    _punch(self.regions_fd, slot * S.REGION_SIZE, S.REGION_SIZE)
+                    _punch(self.regions_fd, slot * R.REGION_SIZE, R.REGION_SIZE)
                 except OSError:
                     pass
                 self.free_regions.append(slot)
@@ -715,7 +692,7 @@ class SystrapPlatform(PtracePlatform):
             regs = ctx.regs = Registers()
             ctx.regs_addr = ctypes.addressof(regs)
         _memmove(ctx.regs_addr, self.mem_addr + off + _OFF_REGS, _REGS_SIZE)
-        if ctx.fp_pending is not None and not self.mem[off + S.OFF_PEND]:
+        if ctx.fp_pending is not None and not self.mem[off + R.OFF_PEND]:
             ctx.fp_pending = None              # the handler loaded it
         if self.mem[off + _OFF_KIND] == _KIND_FAST:
             # A patched site's trampoline: rax holds the number, rip and rcx the return
@@ -728,8 +705,8 @@ class SystrapPlatform(PtracePlatform):
         ctx.fast = False
         regs.orig_rax = _M64
         mem = self.mem
-        uc, = _U64.unpack_from(mem, off + S.OFF_UC)
-        if uc != ctx.addr + S.FRAME_OFF + 8:
+        uc, = _U64.unpack_from(mem, off + R.OFF_UC)
+        if uc != ctx.addr + R.FRAME_OFF + 8:
             # Not where the host kernel puts the frame: the application moved its
             # altstack or forged a stop.  Only its own process pays.
             ctx.process.kill()
@@ -741,9 +718,9 @@ class SystrapPlatform(PtracePlatform):
                                   info=mem[off + _INFO:off + _INFO + 128])
             rip = regs.rip
             if rip == S.FALLBACK_END:
-                self._fallback(ctx, regs)
-            elif rip < MAX_USER_ADDRESS and self.patching:
-                self._try_patch(ctx, regs)
+                self.patcher.fallback(ctx, regs)
+            elif rip < MAX_USER_ADDRESS and self.patcher.enabled:
+                self.patcher.try_patch(ctx, regs)
             regs.orig_rax = regs.rax           # the host rolled rax back to the number
             regs.rax = _NEG_ENOSYS
             # si_arch: the trap came from a 64-bit `syscall` (int 0x80 and sysenter say
@@ -754,7 +731,8 @@ class SystrapPlatform(PtracePlatform):
                 return _SYSCALL64
             return _SYSCALL
         info = mem[off + _INFO:off + _INFO + 128]
-        if signo == S.SIGSEGV and regs.rip in ctx.process.mids and self._at_site(ctx, regs):
+        if (signo == S.SIGSEGV and regs.rip in ctx.process.patches.mids
+                and self.patcher.at_site(ctx, regs)):
             regs.orig_rax = regs.rax           # resumed at a patched site + 5: its syscall
             regs.rax = _NEG_ENOSYS
             return _SYSCALL64
@@ -778,7 +756,7 @@ class SystrapPlatform(PtracePlatform):
         if ctx.fp_pending is not None:
             img = ctx.fp_pending
         else:
-            o = ctx.off + (S.FASTFP_OFF if ctx.fast else _FP)
+            o = ctx.off + (R.FASTFP_OFF if ctx.fast else _FP)
             img = self.mem[o:o + fpu.FRAME_BYTES]
         if not fpu.HAS_XSAVE:
             return img[:fpu.FXSAVE_SIZE]
@@ -797,132 +775,27 @@ class SystrapPlatform(PtracePlatform):
                     data[fpu.XSAVE_HDR_OFFSET + 16:fpu.XSAVE_HDR_OFFSET + fpu.XSAVE_HDR_SIZE]):
                 return False
         img = fpu.to_frame(data)
-        o = ctx.off + S.PENDFP_OFF
+        o = ctx.off + R.PENDFP_OFF
         self.mem[o:o + len(img)] = img
-        _U32.pack_into(self.mem, ctx.off + S.OFF_PEND, 1)
+        _U32.pack_into(self.mem, ctx.off + R.OFF_PEND, 1)
         ctx.fp_pending = bytes(img)
         return True
-
-    # -- syscall-site patching ----------------------------------------------------------
-
-    def _fallback(self, ctx: AppThread, regs: Registers) -> None:
-        """A trampoline that found no region in gs made an ordinary syscall with
-        rax = (slot + 1) << 32 | nr: the call of that slot's site."""
-        site = ctx.process.slots.get((regs.rax >> 32) - 1)
-        if site is not None:
-            regs.rax &= 0xFFFFFFFF
-            regs.rip = regs.rcx = site + 7
-            self.stats["fallback"] += 1
-
-    def _at_site(self, ctx: AppThread, regs: Registers) -> bool:
-        """SIGSEGV at a patched site + 5 (the jmp's last bytes, 00 00: `add %al,(%rax)`
-        with rax a syscall number, so it always faults): a thread resumed between the
-        site's mov and syscall (a restart, or stopped there when the site was patched).
-        True (rip then after the site) if the site still holds the patch."""
-        proc = ctx.process
-        ret = proc.mids[regs.rip]
-        site = ret - 7
-        try:
-            code = B.vm_read(proc.pid, site, 7)
-        except OSError:
-            return False
-        if code != _jmp(proc.sites[site]):
-            return False
-        regs.rip = regs.rcx = ret
-        regs.r11 = regs.eflags
-        self.stats["restarted"] += 1
-        return True
-
-    def _try_patch(self, ctx: AppThread, regs: Registers) -> None:
-        """Rewrites the `mov $nr,%eax; syscall` that just trapped again (7 bytes before rip)
-        into `jmp *TABLE+8*slot`, when that is safe: the bytes match and sit in one
-        page, the memory was never mapped shared, and no other thread of the address
-        space runs (so none can execute half-written code).  Once per site."""
-        proc = ctx.process
-        rip = regs.rip
-        site = rip - 7
-        if site in proc.tried or not proc.patchable:
-            return
-        n = proc.seen.get(site, 0) + 1
-        if n < PATCH_AFTER:
-            # Only a site that keeps trapping is worth a patch (a few ptrace calls, and
-            # the table's mapping for the first): not the exit_group of a child that runs
-            # once, nor the dynamic loader's calls in a process that runs briefly.
-            if len(proc.seen) < 65536:
-                proc.seen[site] = n
-            return
-        if len(proc.tried) >= _MAX_TRIED:
-            proc.patchable = False            # (code without end: JIT output)
-            return
-        if site < 0x10000 or site >> 12 != (rip - 1) >> 12:
-            proc.tried.add(site)
-            return
-        for other in proc.apps:
-            if other.running and other is not ctx:
-                return                          # later, when they all stop
-        proc.tried.add(site)
-        for lo, hi in proc.shared:
-            if lo < rip and site < hi:
-                return
-        nr = regs.rax
-        if nr >> 32:
-            return                              # (not what either kind of site leaves)
-        try:
-            code = B.vm_read(proc.pid, site, 7)
-            if code == _SITE_GEN:               # glibc's syscall(3): the number in rax
-                if proc.ngen >= S.GEN_SLOTS:
-                    return
-                slot, word = S.MAX_SLOTS - 1 - proc.ngen, 0
-            elif code == _SITE + struct.pack("<I", nr) + b"\x0f\x05":
-                if proc.nimm >= S.MAX_SLOTS - S.GEN_SLOTS:
-                    return
-                slot, word = proc.nimm, nr
-            else:
-                return
-            if not proc.table:
-                r = proc.platform.inject(proc.any_thread(), Sysno.mmap, S.TABLE_ADDR,
-                                         S.TABLE_SIZE, _PROT_READ,
-                                         _MAP_PRIVATE | _MAP_FIXED_NOREPLACE, S.REGION_FD,
-                                         self.table_off)
-                if r != S.TABLE_ADDR:
-                    proc.patchable = False      # (the host's mmap_min_addr, ...)
-                    return
-                proc.table = True
-            info = S.TABLE_INFO + 16 * slot
-            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info, site + 7)
-            B.ptrace(P.PTRACE_POKEDATA, proc.pid, info + 8, (slot + 1) << 32 | word)
-            lo = site & ~7
-            words = bytearray(B.vm_read(proc.pid, lo, 16 if (site + 7) > lo + 8 else 8))
-            words[site - lo:site - lo + 7] = _jmp(slot)
-            for i in range(0, len(words), 8):
-                B.ptrace(P.PTRACE_POKEDATA, proc.pid, lo + i,
-                         _U64.unpack_from(words, i)[0])
-        except (OSError, StubError):
-            proc.patchable = False
-            return
-        if slot < S.MAX_SLOTS - S.GEN_SLOTS:
-            proc.nimm += 1
-        else:
-            proc.ngen += 1
-        proc.slots[slot] = site
-        proc.sites[site] = slot
-        proc.mids[site + 5] = site + 7
-        self.stats["patched"] += 1
 
     def shutdown(self) -> None:
         if os.environ.get("PYVISOR_SYSTRAP_STATS") == "1":
             print(f"systrap: {self.stats}", file=sys.stderr)
+            pl = self.app_placement
+            if pl is not None:
+                pin = pl.sentry
+                print(f"systrap placement: {pl.frees} threads freed of {pl.created_n}"
+                      + (f"; Sentry pinned {pin.sentry_pins}, freed {pin.sentry_frees}"
+                         if pin is not None else ""), file=sys.stderr)
         self.running.clear()
         super().shutdown()
 
 
 _SYSCALL = StopReason(StopKind.SYSCALL)
 _SYSCALL64 = StopReason(StopKind.SYSCALL, checked=True)
-
-
-def _jmp(slot: int) -> bytes:
-    """A patched site: jmp *(TABLE_ADDR + 8 * slot), 7 bytes."""
-    return b"\xff\x24\x25" + struct.pack("<I", S.TABLE_ADDR + 8 * slot)
 
 
 def _punch(fd: int, off: int, length: int) -> None:

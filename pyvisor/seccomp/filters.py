@@ -243,7 +243,8 @@ SENTRY_RULES: dict[str, Spec] = {
                       for n, v in _names("PTRACE_GETREGSET", "PTRACE_SETREGSET").items())),
     "sched_setaffinity": _only("places stub threads beside the Sentry or on every CPU, and "
                                "pins or frees the Sentry's own thread by its tid "
-                               "(platform/ptrace/placement.py); never pid 0 nor a negative pid",
+                               "(platform/ptrace/placement.py, platform/systrap/placement.py); never pid 0 "
+                               "nor a negative pid",
                                (positive_int(0, "0 <= pid <= INT_MAX"),),
                                deny=((eq32(0, 0, "pid == 0"),), (_NEGATIVE_PID,))),
     "process_vm_readv": Spec("copies application memory in (mm/memory_manager.py)"),

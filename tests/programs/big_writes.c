@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -117,6 +118,23 @@ static void test_regular_file(void)
     CHECK(pread(fd, back, 9 * MiB, 1) == 9 * MiB);
     CHECK(memcmp(back, buf, 9 * MiB) == 0);
     CHECK(lseek(fd, 0, SEEK_CUR) == 9 * MiB);
+    close(fd);
+
+    /* RLIMIT_FSIZE on a chunk boundary (8 MiB): a 12 MiB write stops there without a
+     * signal; the next write gets EFBIG (SIGXFSZ ignored). */
+    char path2[] = "/tmp/big_writes.XXXXXX";
+    fd = mkstemp(path2);
+    CHECK(fd >= 0);
+    CHECK(unlink(path2) == 0);
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = 8 * MiB;
+    CHECK(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(write(fd, buf, 12 * MiB) == 8 * MiB);
+    CHECK_ERR(write(fd, buf, 1), EFBIG);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
     close(fd);
 }
 

@@ -111,3 +111,18 @@ def test_netlink_rules(program: Builder, compare: Comparer) -> None:
     """RTM_NEWRULE/RTM_DELRULE/RTM_GETRULE (pyvisor/sentry/socket/netlink/route.py)."""
     native, _ = compare([program("netlink_rules.c")])
     assert " err -17\n" in native.stdout and native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_route_changes(program: Builder, compare: Comparer) -> None:
+    """RTM_NEWADDR/DELADDR, RTM_NEWROUTE/DELROUTE, RTM_NEWLINK/SETLINK/DELLINK and their
+    notifications (pyvisor/sentry/socket/netlink/route_change.py, route_link.py and
+    netstack/devinet.py, vlink.py): addresses that work for bind/send, routes that
+    connect meets, a veth carrying UDP between two namespaces, Linux's errnos for bad
+    requests."""
+    native, _ = compare([program("netlink_route_changes.c")])
+    assert "datagram on lo's subnet from 10.1.2.3\n" in native.stdout
+    assert "type 7 route: 0, connect: -113, del: 0\n" in native.stdout
+    assert "echo over the veth: 6 across\n" in native.stdout
+    assert native.stdout.endswith("ok\n")

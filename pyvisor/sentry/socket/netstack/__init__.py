@@ -239,10 +239,10 @@ class Stack:
             if not devinet.has_source6(self):
                 raise SyscallError(Errno.EADDRNOTAVAIL)
         r = self.route_table.lookup(dst)
+        err = _ROUTE_ERRORS.get(r.rtype) if r is not None else None
+        if err is not None:
+            raise SyscallError(err)
         if r is not None and self.iface_by_index(r.oif) is not None:
-            err = _ROUTE_ERRORS.get(r.rtype)
-            if err is not None:
-                raise SyscallError(err)
             return
         raise SyscallError(Errno.ENETUNREACH)
 

@@ -260,7 +260,7 @@ def add6(stack: Stack, i: Interface, ip: bytes, prefix: int, info: AddrInfo,
         i.addr_info[(a, p)] = new
         return new
     if ip == bytes(16) or ip[0] == 0xFF and not info.flags & IFA_F_MCAUTOJOIN:
-        raise SyscallError(Errno.EADDRNOTAVAIL if ip == bytes(16) else Errno.EINVAL)
+        raise SyscallError(Errno.EADDRNOTAVAIL)       # ipv6_add_addr
     if ip == bytes(15) + b"\1" and not i.flags & IFF_LOOPBACK:
         raise SyscallError(Errno.EADDRNOTAVAIL)
     if len(i.addrs6) >= MAX_ADDRS:

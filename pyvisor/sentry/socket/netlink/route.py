@@ -78,14 +78,16 @@ def link_body(i: Interface) -> bytes:
                                        (IF_OPER_UP if up else 2)]))
     body += rta(IFLA_LINKMODE, b"\0")
     body += rta(IFLA_MTU, struct.pack("<I", i.mtu))
-    body += rta(IFLA_MIN_MTU, struct.pack("<I", 0 if i.flags & IFF_LOOPBACK else 68))
-    body += rta(IFLA_MAX_MTU, struct.pack("<I", 0))
+    body += rta(IFLA_MIN_MTU, struct.pack("<I", 0 if i.flags & IFF_LOOPBACK or
+                                          i.kind == b"dummy" else 68))
+    body += rta(IFLA_MAX_MTU, struct.pack("<I", 65535 if i.kind in (b"veth", b"bridge")
+                                          else 0))
     body += rta(IFLA_GROUP, struct.pack("<I", 0))
     body += rta(IFLA_PROMISCUITY, struct.pack("<I", 0))
     body += rta(IFLA_NUM_TX_QUEUES, struct.pack("<I", 1))
     body += rta(IFLA_NUM_RX_QUEUES, struct.pack("<I", 1))
     body += rta(IFLA_CARRIER, bytes([1 if up else 0]))
-    body += rta(IFLA_QDISC, b"noqueue\0")
+    body += rta(IFLA_QDISC, b"noqueue\0" if up else b"noop\0")
     if i.peer_index and i.peer_index != i.index:
         body += rta(IFLA_LINK, struct.pack("<I", i.peer_index))
     if i.kind:
@@ -362,7 +364,15 @@ def route_get(stack: InetStack, body: bytes, uid: int) -> bytes:
     # (fib_unmerge), so even RTM_F_LOOKUP_TABLE reports main.
     table = RT_TABLE_MAIN
     prefsrc = best.prefsrc or (dst if best.rtype == RTN_LOCAL else b"")
-    rt_flags = RTCF_LOCAL if best.rtype == RTN_LOCAL and family == AF_INET else 0
+    if not prefsrc and family == AF_INET:
+        from pyvisor.sentry.socket.netstack import Stack, devinet
+        if isinstance(stack, Stack):
+            src = devinet.select_addr(stack, stack.iface_by_index(best.oif),
+                                      best.gateway or dst, best.scope)
+            prefsrc = src if src != bytes(4) else b""
+    lo = best.rtype == RTN_LOCAL or any(                 # __mkroute_output: out through lo
+        i.index == best.oif and i.flags & IFF_LOOPBACK for i in stack.interfaces())
+    rt_flags = RTCF_LOCAL if lo and family == AF_INET else 0
     out = RTMSG.pack(family, size * 8, 0, tos, table, 0, RT_SCOPE_UNIVERSE, best.rtype,
                      rt_flags | RTM_F_CLONED)
     out += rta(RTA_TABLE, struct.pack("<I", table)) + rta(RTA_DST, dst)

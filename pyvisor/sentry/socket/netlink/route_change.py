@@ -119,8 +119,8 @@ def change_addr(stack: Stack, mtype: int, nlflags: int, body: bytes) -> list[Not
         label = nlattr.string(a[IFA_LABEL]) if IFA_LABEL in a else None
         if mtype == RTM_DELADDR:
             i = _iface(stack, index)
-            ip, p, _info = devinet.del4(stack, i, local, label, address, plen)
-            return [(RTNLGRP_IPV4_IFADDR, RTM_DELADDR, _deleted4(i, ip, p, _info))]
+            return [(RTNLGRP_IPV4_IFADDR, RTM_DELADDR, _deleted4(i, ip, p, info))
+                    for ip, p, info in devinet.del4(stack, i, local, label, address, plen)]
         if plen > 32 or local is None:
             raise SyscallError(Errno.EINVAL)
         i = _iface(stack, index)
@@ -249,18 +249,17 @@ def change_route(stack: Stack, mtype: int, nlflags: int, body: bytes) -> list[No
 
 def _nexthop_dev(stack: Stack, oif: int, gw: bytes, scope: int) -> int:
     """fib_check_nh: the device a route leaves by, which must exist (ENODEV) and be up
-    (ENETDOWN); a gateway must be reachable by a route of wider scope (ENETUNREACH)."""
+    (ENETDOWN); a gateway must be an address of ours or reachable by a unicast route
+    (ENETUNREACH), through `oif` if one is named."""
     if gw:
-        if stack.is_local(gw):
-            raise SyscallError(Errno.EINVAL)             # a gateway of ours
+        local = stack.index_of_addr(gw)
         r = stack.route_table.lookup(gw)
-        if oif:
-            i = _iface(stack, oif)
-        elif r is None or r.gateway or r.rtype != RTN_UNICAST:
+        via = local or (r.oif if r is not None and r.rtype == RTN_UNICAST and
+                        not r.gateway else 0)
+        if not via or (oif and local == 0 and via != oif):
             raise SyscallError(Errno.ENETUNREACH)
-        else:
-            i = _iface(stack, r.oif)
-            oif = r.oif
+        i = _iface(stack, oif or via)
+        oif = i.index
     else:
         i = _iface(stack, oif)
     if not i.flags & IFF_UP:

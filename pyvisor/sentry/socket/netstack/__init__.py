@@ -261,8 +261,10 @@ class Stack:
             i = self.iface_by_index(r.oif) if r is not None else None
             if i is not None and len(dst) == 16 and i.addrs6:
                 return i.addrs6[0][0]
-            if i is not None and len(dst) == 4 and i.addrs4:
-                return i.addrs4[0][0]
+            if i is not None and len(dst) == 4 and r is not None:
+                src = devinet.select_addr(self, i, r.gateway or dst, r.scope)
+                if src != bytes(4):
+                    return src
             if len(dst) == 4 and self.nics and self.nics[0].iface.addrs4:
                 return self.nics[0].iface.addrs4[0][0]   # 255.255.255.255
             return b"\x7f\0\0\1" if len(dst) == 4 else IN6ADDR_LOOPBACK

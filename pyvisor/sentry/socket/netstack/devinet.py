@@ -124,26 +124,59 @@ def has_source6(stack: Stack) -> bool:
 
 
 def local_routes(i: Interface) -> list[Route]:
-    """The local-table routes interface `i`'s addresses make (fib_add_ifaddr,
-    addrconf's local /128 routes), in the order `ip route show table local` lists
-    those of lo."""
+    """The local-table routes interface `i`'s addresses make (fib_add_ifaddr, whose
+    prefsrc is the subnet's primary address; a route it adds twice is there once), in
+    the trie's key order, then addrconf's local /128 routes."""
     out: list[Route] = []
     up = bool(i.flags & IFF_UP)
     for a, p in i.addrs4:
         info = info_of(i, a, p)
-        if i.flags & IFF_LOOPBACK and up and p < 32 and not info.flags & IFA_F_SECONDARY:
-            out.append(Route(AF_INET, network_of(a, p), p, i.index, RT_TABLE_LOCAL, RTN_LOCAL,
-                             RT_SCOPE_HOST, a))
-        out.append(Route(AF_INET, a, 32, i.index, RT_TABLE_LOCAL, RTN_LOCAL, RT_SCOPE_HOST, a))
+        prim = a
+        if info.flags & IFA_F_SECONDARY:
+            prim = next((x for x, q in i.addrs4 if q == p and prefix_match(a, x, p) and
+                         not info_of(i, x, q).flags & IFA_F_SECONDARY), a)
+        cand = [Route(AF_INET, a, 32, i.index, RT_TABLE_LOCAL, RTN_LOCAL, RT_SCOPE_HOST,
+                      prim)]
         if up and info.broadcast and info.broadcast != b"\xff" * 4:
-            out.append(Route(AF_INET, info.broadcast, 32, i.index, RT_TABLE_LOCAL,
-                             RTN_BROADCAST, RT_SCOPE_LINK, a))
-        elif up and p < 31 and not info.flags & IFA_F_SECONDARY:
-            out.append(Route(AF_INET, subnet_broadcast(a, p), 32, i.index, RT_TABLE_LOCAL,
-                             RTN_BROADCAST, RT_SCOPE_LINK, a))
+            cand.append(Route(AF_INET, info.broadcast, 32, i.index, RT_TABLE_LOCAL,
+                              RTN_BROADCAST, RT_SCOPE_LINK, prim))
+        if up and not info.flags & IFA_F_SECONDARY and p < 32:
+            if i.flags & IFF_LOOPBACK:
+                cand.append(Route(AF_INET, network_of(a, p), p, i.index, RT_TABLE_LOCAL,
+                                  RTN_LOCAL, RT_SCOPE_HOST, a))
+            if p < 31:
+                cand.append(Route(AF_INET, subnet_broadcast(a, p), 32, i.index,
+                                  RT_TABLE_LOCAL, RTN_BROADCAST, RT_SCOPE_LINK, a))
+        out += [r for r in cand if r not in out]
+    out.sort(key=lambda r: (r.dst, -r.prefix))
     for a, p in i.addrs6:
         out.append(Route(AF_INET6, a, 128, i.index, RT_TABLE_LOCAL, RTN_LOCAL, 0))
     return out
+
+
+def scope6(ip: bytes) -> int:
+    """ipv6_addr_src_scope: node 1 (::1), link 2 (fe80::/10), global 14."""
+    if ip == bytes(15) + b"\1":
+        return 1
+    return 2 if ip[0] == 0xFE and ip[1] & 0xC0 == 0x80 else 14
+
+
+def select_addr(stack: Stack, i: Interface | None, dst: bytes, scope: int) -> bytes:
+    """inet_select_addr: a primary IPv4 address of `i` no wider than `scope`, the one on
+    `dst`'s subnet first; else one of another interface; 0.0.0.0 if none."""
+    cands = [(a, p) for a, p in (i.addrs4 if i is not None else [])
+             if info_of(i, a, p).scope <= scope and  # type: ignore[arg-type]
+             not info_of(i, a, p).flags & IFA_F_SECONDARY]  # type: ignore[arg-type]
+    for a, p in cands:
+        if prefix_match(dst, a, p):
+            return a
+    if cands:
+        return cands[0][0]
+    for j in stack.interfaces():
+        for a, p in j.addrs4:
+            if info_of(j, a, p).scope <= scope:
+                return a
+    return bytes(4)
 
 
 # -- changes ---------------------------------------------------------------------------------
@@ -206,10 +239,11 @@ def add4(stack: Stack, i: Interface, ip: bytes, prefix: int, info: AddrInfo,
 
 
 def del4(stack: Stack, i: Interface, local: bytes | None, label: bytes | None,
-         address: bytes | None, prefix: int) -> tuple[bytes, int, AddrInfo]:
+         address: bytes | None, prefix: int) -> list[tuple[bytes, int, AddrInfo]]:
     """inet_rtm_deladdr: removes the first address of `i` that matches what the request
-    names; EADDRNOTAVAIL if none does.  A primary's secondaries stay and the first of
-    them becomes primary (promote_secondaries)."""
+    names (EADDRNOTAVAIL if none does), and with a primary its secondaries, as
+    __inet_del_ifa does without promote_secondaries (a fresh namespace's default).
+    Returns what went, the secondaries first."""
     for a, p in i.addrs4:
         info = info_of(i, a, p)
         if local is not None and a != local:
@@ -218,30 +252,20 @@ def del4(stack: Stack, i: Interface, local: bytes | None, label: bytes | None,
             continue
         if address is not None and (p != prefix or not prefix_match(address, a, p)):
             continue
-        i.addrs4.remove((a, p))
-        i.addr_info.pop((a, p), None)
+        gone = []
+        if not info.flags & IFA_F_SECONDARY:
+            gone = [(x, q, info_of(i, x, q)) for x, q in i.addrs4
+                    if q == p and prefix_match(x, a, p) and
+                    info_of(i, x, q).flags & IFA_F_SECONDARY]
+        gone.append((a, p, info))
+        for x, q, _ in gone:
+            i.addrs4.remove((x, q))
+            i.addr_info.pop((x, q), None)
         r = _prefix_route4(i, a, p, info.metric)
         if r is not None:
             stack.route_table.remove(r)
-        if not info.flags & IFA_F_SECONDARY:
-            _promote(stack, i, a, p)
-        return a, p, info
+        return gone
     raise SyscallError(Errno.EADDRNOTAVAIL)
-
-
-def _promote(stack: Stack, i: Interface, ip: bytes, prefix: int) -> None:
-    for a, p in i.addrs4:
-        info = info_of(i, a, p)
-        if p == prefix and prefix_match(a, ip, prefix) and info.flags & IFA_F_SECONDARY:
-            i.addr_info[(a, p)] = AddrInfo(info.label, info.flags & ~IFA_F_SECONDARY,
-                                           info.scope, info.broadcast, info.peer,
-                                           info.metric, info.proto)
-            i.addrs4.remove((a, p))
-            i.addrs4.insert(0, (a, p))
-            r = _prefix_route4(i, a, p, info.metric)
-            if r is not None and i.flags & IFF_UP:
-                stack.route_table.add(r)
-            return
 
 
 def add6(stack: Stack, i: Interface, ip: bytes, prefix: int, info: AddrInfo,
@@ -269,8 +293,10 @@ def add6(stack: Stack, i: Interface, ip: bytes, prefix: int, info: AddrInfo,
         RT_SCOPE_LINK if ip[:2] == b"\xfe\x80" else RT_SCOPE_UNIVERSE
     new = AddrInfo(b"", (info.flags & ~IFA_F_SECONDARY) | IFA_F_PERMANENT, scope, b"",
                    info.peer, info.metric, info.proto)
-    # Linux lists an interface's IPv6 addresses newest first (ipv6_link_dev_addr).
-    i.addrs6.insert(0, (ip, prefix))
+    # ipv6_link_dev_addr: before the first address of no wider scope.
+    at = next((n for n, (a, _) in enumerate(i.addrs6) if scope6(ip) >= scope6(a)),
+              len(i.addrs6))
+    i.addrs6.insert(at, (ip, prefix))
     i.addr_info[(ip, prefix)] = new
     if not info.flags & IFA_F_NOPREFIXROUTE:
         r = _prefix_route6(i, ip, prefix, info.metric)

@@ -176,7 +176,8 @@ static const char *attr_name(struct ifinfomsg *i, int len, char *kind)
     return name;
 }
 
-/* Prints the links (name, kind, the UP/RUNNING/LOWER_UP flags) and the IPv4 addresses. */
+/* Prints the links (name, kind, the UP and LOWER_UP flags: RUNNING follows the carrier
+ * later, from Linux's linkwatch work) and the IPv4 addresses. */
 static void dump(void)
 {
     char buf[16384];
@@ -199,7 +200,7 @@ static void dump(void)
                     struct ifinfomsg *i = NLMSG_DATA(h);
                     const char *name = attr_name(i, IFLA_PAYLOAD(h), kind);
                     printf("  link %s kind=%s flags=%#x\n", name, kind,
-                           i->ifi_flags & (IFF_UP | IFF_RUNNING | IFF_LOWER_UP));
+                           i->ifi_flags & (IFF_UP | IFF_LOWER_UP));
                 } else if (h->nlmsg_type == RTM_NEWADDR) {
                     struct ifaddrmsg *a = NLMSG_DATA(h);
                     int len = IFA_PAYLOAD(h);

@@ -3,10 +3,13 @@ describes them.  Linux: net/core/rtnetlink.c, net/ipv4/devinet.c,
 net/ipv6/addrconf.c, net/ipv4/fib_frontend.c.  gVisor: pkg/sentry/socket/netlink/route.
 
 Answers RTM_GETLINK, RTM_GETADDR and RTM_GETROUTE (dumps and single
-requests) from the Network's stack (netstack's lo, or hostinet's snapshot of
-the host), so getifaddrs(3), if_nameindex(3), `ip link`, `ip addr` and
-`ip route` work.  Changes (RTM_NEW*/RTM_DEL*) are refused with EPERM, as for
-a process without CAP_NET_ADMIN.
+requests) from the Network's stack (netstack's interfaces, or hostinet's snapshot
+of the host), so getifaddrs(3), if_nameindex(3), `ip link`, `ip addr` and
+`ip route` work.  Changes need CAP_NET_ADMIN over the socket's namespace
+(rtnetlink_rcv_msg's netlink_net_capable) and are made to the namespace's
+netstack: addresses and routes by route_change.py, links by route_link.py, rules
+here; each change is announced to the sockets in its RTNLGRP group.  Under
+--network=host nothing can be changed (EOPNOTSUPP).
 """
 
 from __future__ import annotations
@@ -20,10 +23,8 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-                                           NLM_F_REQUEST,
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
                                            NLMSG_MIN_TYPE, NetlinkSocket, messages, nlmsg, rta)
-from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task

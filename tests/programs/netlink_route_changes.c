@@ -331,7 +331,10 @@ static void addresses(int lo)
     int b6 = bind(s6, (struct sockaddr *)&a6, sizeof(a6));
     printf("bind 2001:db8::2: %d errno %d\n", b6, b6 < 0 ? errno : 0);
     inet_pton(AF_INET6, "2001:db8::1", &a6.sin6_addr);
-    printf("bind 2001:db8::1: %d\n", bind(s6, (struct sockaddr *)&a6, sizeof(a6)));
+    /* Linux's address is tentative until its DAD work has run, even on lo: retry. */
+    for (int i = 0; (b6 = bind(s6, (struct sockaddr *)&a6, sizeof(a6))) != 0 && i < 100; i++)
+        usleep(20000);
+    printf("bind 2001:db8::1: %d\n", b6);
     close(s6);
     printf("IPv6 again: %d\n", addr(RTM_NEWADDR, 0, AF_INET6, lo, 64, "2001:db8::1"));
     printf("IPv6 del: %d\n", addr(RTM_DELADDR, 0, AF_INET6, lo, 64, "2001:db8::1"));

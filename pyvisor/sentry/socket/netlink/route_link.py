@@ -59,7 +59,7 @@ INFO_POLICY: nlattr.Policy = {IFLA_INFO_KIND: (Kind.STRING, 0),
                               IFLA_INFO_SLAVE_DATA: (Kind.NESTED, 0)}
 # What do_setlink would do that netstack has nothing for: refused, not pretended.
 _UNMODELLED = (IFLA_MAP, IFLA_PROTINFO, IFLA_MASTER, IFLA_TARGET_NETNSID, IFLA_NEW_IFINDEX,
-               IFLA_ALT_IFNAME)
+               IFLA_ALT_IFNAME, IFLA_IFALIAS, IFLA_CARRIER)
 
 
 def _u32(v: bytes) -> int:
@@ -182,7 +182,7 @@ def _newlink(sock: NetlinkSocket, t: Task | None, stack: Stack, kind: bytes,
     from pyvisor.sentry.socket.netstack import vlink
     if kind not in vlink.KINDS:
         raise SyscallError(Errno.EOPNOTSUPP)             # "Unknown device type"
-    if any(x in a for x in _UNMODELLED):
+    if any(x in a for x in _UNMODELLED) or _u32(a.get(IFLA_GROUP, bytes(4))):
         raise SyscallError(Errno.EOPNOTSUPP)
     home = _netstack(target) if target is not None else stack
     peer_name = b""
@@ -253,7 +253,7 @@ def _setlink(sock: NetlinkSocket, stack: Stack, dev: Interface, index: int,
     RTM_DELLINK here and an RTM_NEWLINK in the namespace it went to."""
     from pyvisor.sentry.socket.netlink.route import link_body
     from pyvisor.sentry.socket.netstack import vlink
-    if any(x in a for x in _UNMODELLED):
+    if any(x in a for x in _UNMODELLED) or _u32(a.get(IFLA_GROUP, bytes(4))):
         raise SyscallError(Errno.EOPNOTSUPP)
     if IFLA_ADDRESS in a and len(a[IFLA_ADDRESS]) < len(dev.hwaddr):
         raise SyscallError(Errno.EINVAL)                 # validate_linkmsg

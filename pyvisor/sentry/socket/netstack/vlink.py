@@ -121,7 +121,8 @@ def create(stack: Stack, kind: bytes, name: bytes, peer_stack: Stack | None,
         raise SyscallError(Errno.EOPNOTSUPP)            # "Unknown device type"
     if len(stack.nics) >= MAX_LINKS:
         raise SyscallError(Errno.ENOBUFS)
-    name = check_name(stack, name or kind + b"%d")
+    pattern = name or kind + b"%d"
+    name = check_name(stack, pattern)
     if kind != b"veth":
         nic = VirtualNIC(stack, new_ifindex(stack), name, kind, random_mac())
         _attach(stack, nic)
@@ -130,10 +131,17 @@ def create(stack: Stack, kind: bytes, name: bytes, peer_stack: Stack | None,
     if len(pstack.nics) >= MAX_LINKS:
         raise SyscallError(Errno.ENOBUFS)
     pname = check_name(pstack, peer_name or b"veth%d")
-    if pstack is stack and pname == name:
+    if pstack is stack and pname == name and b"%" not in pattern:
         raise SyscallError(Errno.EEXIST)
     peer = VirtualNIC(pstack, new_ifindex(pstack), pname, kind, random_mac())
     _attach(pstack, peer)
+    try:
+        # The device's own `%d` is resolved after its peer took a name (veth_newlink
+        # registers the peer first).
+        name = check_name(stack, pattern)
+    except SyscallError:
+        _detach(pstack, peer)
+        raise
     nic = VirtualNIC(stack, new_ifindex(stack), name, kind, random_mac())
     _attach(stack, nic)
     nic.peer, peer.peer = peer, nic

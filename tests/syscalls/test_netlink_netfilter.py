@@ -126,3 +126,14 @@ def test_netlink_route_changes(program: Builder, compare: Comparer) -> None:
     assert "type 7 route: 0, connect: -113, del: 0\n" in native.stdout
     assert "echo over the veth: 6 across\n" in native.stdout
     assert native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side drops to uid 65534 first")
+def test_netlink_route_in_own_user_namespace(program: Builder, compare: Comparer) -> None:
+    """An unprivileged `unshare -Urn` by hand: refused (EPERM) outside, root after the
+    exec inside (kernel/creds.py at_exec: root is uid 0 of the credentials' namespace),
+    so lo comes up and an address is added and bound (netlink's CAP_NET_ADMIN over the
+    socket's namespace)."""
+    native, _ = compare([program("netlink_userns.c")])
+    assert "unprivileged: lo up -1\n" in native.stdout
+    assert "inside: add 10.0.0.1/8 0\n" in native.stdout and native.stdout.endswith("ok\n")

@@ -41,7 +41,8 @@ def _batch(*msgs: bytes) -> bytes:
 
 def _errors(s: NetlinkSocket) -> list[int]:
     out = []
-    for dgram in s.rcvq:
+    for q in s.rcvq:
+        dgram = q.data
         off = 0
         while off < len(dgram):
             ln, t, _, _, _ = NLMSGHDR.unpack_from(dgram, off)

@@ -111,3 +111,29 @@ def test_netlink_rules(program: Builder, compare: Comparer) -> None:
     """RTM_NEWRULE/RTM_DELRULE/RTM_GETRULE (pyvisor/sentry/socket/netlink/route.py)."""
     native, _ = compare([program("netlink_rules.c")])
     assert " err -17\n" in native.stdout and native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs CAP_SYS_ADMIN for "
+                    "a network namespace of its own")
+def test_netlink_route_changes(program: Builder, compare: Comparer) -> None:
+    """RTM_NEWADDR/DELADDR, RTM_NEWROUTE/DELROUTE, RTM_NEWLINK/SETLINK/DELLINK and their
+    notifications (pyvisor/sentry/socket/netlink/route_change.py, route_link.py and
+    netstack/devinet.py, vlink.py): addresses that work for bind/send, routes that
+    connect meets, a veth carrying UDP between two namespaces, Linux's errnos for bad
+    requests."""
+    native, _ = compare([program("netlink_route_changes.c")])
+    assert "datagram on lo's subnet from 10.1.2.3\n" in native.stdout
+    assert "type 7 route: 0, connect: -113, del: 0\n" in native.stdout
+    assert "echo over the veth: 6 across\n" in native.stdout
+    assert native.stdout.endswith("ok\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the native side drops to uid 65534 first")
+def test_netlink_route_in_own_user_namespace(program: Builder, compare: Comparer) -> None:
+    """An unprivileged `unshare -Urn` by hand: refused (EPERM) outside, root after the
+    exec inside (kernel/creds.py at_exec: root is uid 0 of the credentials' namespace),
+    so lo comes up and an address is added and bound (netlink's CAP_NET_ADMIN over the
+    socket's namespace)."""
+    native, _ = compare([program("netlink_userns.c")])
+    assert "unprivileged: lo up -1\n" in native.stdout
+    assert "inside: add 10.0.0.1/8 0\n" in native.stdout and native.stdout.endswith("ok\n")

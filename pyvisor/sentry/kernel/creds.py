@@ -101,11 +101,16 @@ def at_exec(c: Credentials) -> None:
     inheritable set, effective only if the euid is 0; everyone keeps the ambient set,
     in the permitted set and, where nothing else is, as the effective set.
     SECBIT_KEEP_CAPS is cleared."""
+    from pyvisor.sentry.kernel.namespaces import make_kid, userns_of
     _eff, _prm, inh = c.cap_sets()
     prm, full = 0, False
-    if not c.securebits & SECBIT_NOROOT and (c.euid == 0 or c.uid == 0):
+    # Root is the id 0 of the credentials' user namespace (root_uid = make_kuid(ns, 0)):
+    # uid 0 of an `unshare -Ur` namespace is its creator's kernel id.
+    root = make_kid(userns_of(c), 0, True)
+    if not c.securebits & SECBIT_NOROOT and root is not None and \
+            (c.euid == root or c.uid == root):
         prm = c.bset | inh
-        full = c.euid == 0
+        full = c.euid == root
     prm |= c.ambient
     eff = prm if full else c.ambient
     c.securebits &= ~SECBIT_KEEP_CAPS

@@ -408,7 +408,9 @@ def _new_net(t: Task, userns: UserNamespace | None) -> NetNamespace:
     """A fresh Sentry network (socket/__init__.py's Network): a netstack of its own
     with only its loopback, AF_UNIX and netlink, whatever the sandbox's mode."""
     from pyvisor.sentry.socket import Network
-    return NetNamespace(userns, Network("sandbox", t.kernel))
+    net = Network("sandbox", t.kernel)
+    net.userns = userns
+    return NetNamespace(userns, net)
 
 
 def prepare(t: Task, flags: int) -> tuple[Credentials, NsProxy | None, Any]:

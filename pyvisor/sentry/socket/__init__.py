@@ -82,6 +82,7 @@ class Network:
         self.nftables: Any = None              # netlink/nftables.NFTables, made on first use
         self.netlink_ports: dict[int, Any] = {}  # protocol -> netlink.PortTable
         self.fib_rules: Any = None             # netlink/route.RuleSet, made on first use
+        self.userns: Any = None                # the owning user namespace (None: the sandbox's)
         self.stack: InetStack
         if mode == "host":
             from pyvisor.sentry.socket.hostinet import HostStack
@@ -91,6 +92,7 @@ class Network:
         else:
             from pyvisor.sentry.socket.netstack import Stack
             ns = Stack(kernel)
+            ns.network = self
             self.stack = ns
             self.families[AF_INET] = self.families[AF_INET6] = ns
             from pyvisor.sentry.socket.netstack.packet import PacketFamily

@@ -119,6 +119,8 @@ class Route:
     prefsrc: bytes = b""
     metric: int = 0
     gateway: bytes = b""
+    proto: int = 2              # RTPROT_KERNEL; 3 RTPROT_BOOT (ip route add), ...
+    tos: int = 0
 
 
 def loopback_routes() -> list[Route]:
@@ -128,6 +130,21 @@ def loopback_routes() -> list[Route]:
             Route(AF_INET, lo4, 32, 1, 255, 2, 254, lo4),
             Route(AF_INET, b"\x7f\xff\xff\xff", 32, 1, 255, 3, 253, lo4),
             Route(AF_INET6, b"\0" * 15 + b"\1", 128, 1, 255, 2, 0)]
+
+
+@dataclass(frozen=True, slots=True)
+class AddrInfo:
+    """What an interface address carries beyond (ip, prefix).  Linux: struct in_ifaddr
+    (ifa_label, ifa_flags, ifa_scope, ifa_broadcast, ifa_rt_priority, ifa_proto) and
+    struct inet6_ifaddr."""
+
+    label: bytes = b""          # b"": the interface's name
+    flags: int = 0x80           # IFA_F_PERMANENT
+    scope: int = 0              # RT_SCOPE_UNIVERSE
+    broadcast: bytes = b""
+    peer: bytes = b""           # IFA_ADDRESS when it differs from IFA_LOCAL
+    metric: int = 0             # IFA_RT_PRIORITY
+    proto: int = 0              # IFA_PROTO
 
 
 @dataclass(slots=True)
@@ -147,6 +164,11 @@ class Interface:
     rx_packets: int = 0
     tx_bytes: int = 0
     tx_packets: int = 0
+    kind: bytes = b""           # IFLA_INFO_KIND of a link made through netlink (veth, ...)
+    peer_index: int = 0         # IFLA_LINK: a veth's peer's index (0: none)
+    # What RTM_NEWADDR said about an address beyond (ip, prefix): label, flags, scope,
+    # broadcast.  Absent: the defaults an address the stack was given at boot has.
+    addr_info: dict[tuple[bytes, int], AddrInfo] = field(default_factory=dict)
 
     def count(self, n: int) -> None:
         """One packet of `n` bytes sent and received (loopback)."""

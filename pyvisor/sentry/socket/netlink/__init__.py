@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import collections
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pyvisor.abi.linux.capability import CAP_NET_ADMIN
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.sentry.errors import SyscallError, WouldBlock
 from pyvisor.sentry.socket import sockfilter
@@ -28,6 +30,7 @@ from pyvisor.sentry.socket.common import (AF_NETLINK, MSG_DONTWAIT, MSG_PEEK, MS
                                           new_socket_file, wait)
 
 if TYPE_CHECKING:
+    from pyvisor.sentry.kernel.task import Credentials
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket import InetStack, Network
     from pyvisor.sentry.vfs.file import FileDescription
@@ -43,10 +46,11 @@ NLM_F_CAPPED = 0x100                         # in an NLMSG_ERROR: the request wa
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800  # NEW
 NLM_F_NONREC = 0x100                                                                # DEL
 NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP, NETLINK_LIST_MEMBERSHIPS = 1, 2, 9
-NETLINK_CAP_ACK = 10
+NETLINK_NO_ENOBUFS, NETLINK_CAP_ACK = 5, 10
 NETLINK_OPTIONS = frozenset((1, 2, 3, 5, 8, 10, 11, 12))    # others stored only
 DUMP_CHUNK = 16384                                         # bytes of messages per datagram
 RCVBUF_MAX_QUEUED = 1 << 20
+SKB_OVERHEAD = 320           # what a queued datagram costs beyond its bytes (skb truesize)
 
 
 def _align(n: int) -> int:
@@ -69,6 +73,7 @@ class NetlinkProtocol(Protocol):
     the `input` of netlink_kernel_create; gVisor: netlink.Protocol."""
 
     nonroot_groups: bool             # NL_CFG_F_NONROOT_RECV: anyone may join its groups
+    nonroot_send: bool               # NL_CFG_F_NONROOT_SEND: anyone may send to groups
     ngroups: int                     # its multicast groups (netlink_kernel_cfg.groups)
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
@@ -95,15 +100,29 @@ def messages(data: bytes) -> list[tuple[int, int, int, int, bytes, bytes]]:
     return out
 
 
+@dataclass(slots=True)
+class Queued:
+    """One datagram waiting on a socket, with who sent it (NETLINK_CB(skb))."""
+
+    data: bytes
+    portid: int = 0                          # the sender: 0 the kernel
+    group: int = 0                           # the multicast group it went to (0: unicast)
+    creds: tuple[int, int, int] = (0, 0, 0)  # the sender's pid, uid, gid
+
+
 class NetlinkSocket(Socket):
     """An AF_NETLINK socket.  Linux: struct netlink_sock."""
 
     family = AF_NETLINK
 
     def __init__(self, stack: InetStack, stype: int, portid_hint: int,
-                 protocol: int = NETLINK_ROUTE, net: Network | None = None) -> None:
+                 protocol: int = NETLINK_ROUTE, net: Network | None = None,
+                 creds: Credentials | None = None) -> None:
         super().__init__(stype, protocol)
         self.stack = stack
+        self.opener = creds              # the file's credentials (file_ns_capable)
+        self.sk_err = 0                  # a pending error (ENOBUFS after an overrun)
+        self.explicit_dst = False        # the message in hand named its destination
         self.net = net                   # the network namespace the socket belongs to
         self.handler: NetlinkProtocol = _protocol(protocol, net)
         self.ports: PortTable = port_table(net, protocol)
@@ -113,7 +132,7 @@ class NetlinkSocket(Socket):
         self.groups = 0                  # bitmap of the multicast groups joined (bit g-1)
         self.ngroups = 0                 # 0 until the socket first joins a group
         self.wq = WaitQueue()
-        self.rcvq: collections.deque[bytes] = collections.deque()
+        self.rcvq: collections.deque[Queued] = collections.deque()
         self.queued = 0
         self.portid = 0
         self.portid_hint = portid_hint
@@ -126,7 +145,7 @@ class NetlinkSocket(Socket):
     # -- FileImpl ----------------------------------------------------------------------------
 
     def readiness(self, fd: FileDescription, mask: int) -> int:
-        return ((EVENT_IN if self.rcvq else 0) | EVENT_OUT) & mask
+        return ((EVENT_IN if self.rcvq or self.sk_err else 0) | EVENT_OUT) & mask
 
     def waitq(self, fd: FileDescription) -> WaitQueue:
         return self.wq
@@ -140,6 +159,7 @@ class NetlinkSocket(Socket):
     def release(self, fd: FileDescription) -> None:
         self.handler.released(self)
         self.ports.release(self)
+        self.ports.members.discard(self)
 
     # -- names -------------------------------------------------------------------------------
 
@@ -155,6 +175,7 @@ class NetlinkSocket(Socket):
             self.ngroups = self.handler.ngroups
             mask = (1 << min(self.ngroups, 32)) - 1
             self.groups = (self.groups & ~0xFFFFFFFF) | (groups & mask)
+            self._membership()
         if pid and self.portid and pid != self.portid:
             raise SyscallError(Errno.EINVAL)
         if not self.portid:
@@ -177,14 +198,76 @@ class NetlinkSocket(Socket):
 
     # -- requests ----------------------------------------------------------------------------
 
+    def _membership(self) -> None:
+        if self.groups:
+            self.ports.members.add(self)
+        else:
+            self.ports.members.discard(self)
+
     async def sendmsg(self, t: Task, f: FileDescription, data: bytes, flags: int,
                       addr: bytes | None, control: Control) -> int:
+        """netlink_sendmsg: to the kernel, or (with CAP_NET_ADMIN unless the protocol
+        lets anyone send) to another socket's port and to the lowest group named."""
+        dst_portid = dst_group = 0
+        self.explicit_dst = False
         if addr:
             if len(addr) < SOCKADDR_NL.size or SOCKADDR_NL.unpack_from(addr)[0] != AF_NETLINK:
                 raise SyscallError(Errno.EINVAL)
-            if SOCKADDR_NL.unpack_from(addr)[2] != 0:
-                raise SyscallError(Errno.ECONNREFUSED)     # only the kernel answers here
-        return self._request(data, t)
+            _, _, dst_portid, groups = SOCKADDR_NL.unpack_from(addr)
+            dst_group = (groups & -groups).bit_length()         # ffs
+            if (dst_group or dst_portid) and not self.handler.nonroot_send and \
+                    not self.capable(t, CAP_NET_ADMIN, False):
+                raise SyscallError(Errno.EPERM)
+            self.explicit_dst = True
+        self._bind_auto()
+        creds = (t.tg.tgid, t.creds.uid, t.creds.gid)
+        if dst_group:
+            broadcast(self.ports, dst_group, [data], exclude=self, portid=self.portid,
+                      creds=creds)
+        if dst_portid:
+            peer = self.ports.socks.get(dst_portid)
+            if peer is None:
+                raise SyscallError(Errno.ECONNREFUSED)
+            peer.deliver(Queued(data, self.portid, 0, creds))
+            return len(data)
+        try:
+            return self._request(data, t)
+        finally:
+            self.explicit_dst = False
+
+    def capable(self, t: Task | None, cap: int, check_opener: bool = True) -> bool:
+        """netlink_net_capable / netlink_ns_capable: `cap` over the socket's network
+        namespace, held by the caller and (unless the message named its destination) by
+        whoever opened the socket."""
+        if t is None:
+            return True
+        from pyvisor.sentry.kernel.namespaces import ns_capable
+        owner = getattr(self.net, "userns", None)
+        if not ns_capable(t.creds, owner, cap):
+            return False
+        if check_opener and not self.explicit_dst and \
+                self.opener is not None:
+            return ns_capable(self.opener, owner, cap)
+        return True
+
+    def deliver(self, q: Queued) -> bool:
+        """A datagram from another socket or a kernel notification: queued if the
+        receive buffer has room (netlink_broadcast_deliver), else an overrun: dropped,
+        and the next receive fails with ENOBUFS unless NETLINK_NO_ENOBUFS is set."""
+        if self.queued + len(q.data) + SKB_OVERHEAD > self.rcvbuf:
+            if not self.nlopts.get(NETLINK_NO_ENOBUFS):
+                self.sk_err = Errno.ENOBUFS
+                self.wq.notify(EVENT_IN)
+            return False
+        if self.filter is not None:
+            keep = sockfilter.run(self.filter, sockfilter.Packet(q.data))
+            if keep == 0:
+                return False
+            q.data = q.data[:keep]
+        self.rcvq.append(q)
+        self.queued += len(q.data) + SKB_OVERHEAD
+        self.wq.notify(EVENT_IN)
+        return True
 
     def _request(self, data: bytes, t: Task | None = None) -> int:
         self._bind_auto()
@@ -238,25 +321,30 @@ class NetlinkSocket(Socket):
             dgram = dgram[:keep]
         if self.queued + len(dgram) > max(self.rcvbuf, RCVBUF_MAX_QUEUED):
             return                                   # dropped, as on an overrun
-        self.rcvq.append(dgram)
-        self.queued += len(dgram)
+        self.rcvq.append(Queued(dgram))
+        self.queued += len(dgram) + SKB_OVERHEAD
 
     # -- replies -----------------------------------------------------------------------------
 
     def _recv(self, n: int, flags: int) -> Received:
+        if self.sk_err:                  # sock_error, before the queue (netlink_recvmsg)
+            err, self.sk_err = self.sk_err, 0
+            raise SyscallError(err)
         if not self.rcvq:
             raise WouldBlock()
-        d = self.rcvq[0]
+        q = self.rcvq[0]
+        d = q.data
         if not flags & MSG_PEEK:
             self.rcvq.popleft()
-            self.queued -= len(d)
+            self.queued -= len(d) + SKB_OVERHEAD
         data = d[:n]
         length = len(d) if flags & MSG_TRUNC else len(data)
         # With SO_PASSCRED every message carries its sender's credentials: the
-        # kernel's, pid 0 and root (netlink_recvmsg's scm_recv).
+        # kernel's are pid 0 and root (netlink_recvmsg's scm_recv).
+        group = 1 << (q.group - 1) if q.group else 0
         return Received(data, length, MSG_TRUNC if len(d) > n else 0,
-                        SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 0),
-                        creds=(0, 0, 0) if self.passcred else None)
+                        SOCKADDR_NL.pack(AF_NETLINK, 0, q.portid, group),
+                        creds=q.creds if self.passcred else None)
 
     async def recvmsg(self, t: Task, f: FileDescription, n: int, flags: int,
                       want_addr: bool) -> Received:
@@ -337,6 +425,7 @@ class NetlinkSocket(Socket):
                     self.groups |= 1 << (group - 1)
                 else:
                     self.groups &= ~(1 << (group - 1))
+                self._membership()
                 return
             self.nlopts[name] = val
             return
@@ -349,6 +438,7 @@ class PortTable:
 
     def __init__(self) -> None:
         self.socks: dict[int, NetlinkSocket] = {}
+        self.members: set[NetlinkSocket] = set()     # sockets in a group (nl_table mc_list)
         self.rover = -4096
 
     def bind(self, sock: NetlinkSocket, portid: int) -> int:
@@ -383,6 +473,29 @@ def port_table(net: Network | None, protocol: int) -> PortTable:
     return table
 
 
+def broadcast(ports: PortTable, group: int, msgs: list[bytes],
+              exclude: NetlinkSocket | None = None, portid: int = 0,
+              creds: tuple[int, int, int] = (0, 0, 0)) -> None:
+    """netlink_broadcast: `msgs` as one datagram to every socket of the table in
+    `group` (1-based) but `exclude`, each getting it or an overrun."""
+    if not msgs:
+        return
+    data = b"".join(msgs)
+    for s in list(ports.members):
+        if s is exclude or not s.groups >> (group - 1) & 1:
+            continue
+        s.deliver(Queued(data, portid, group, creds))
+
+
+def notify(net: Network | None, protocol: int, group: int, msgs: list[bytes]) -> None:
+    """A kernel notification to the namespace's sockets in `group` (rtnl_notify)."""
+    if net is None:
+        return
+    table = net.netlink_ports.get(protocol)
+    if table is not None:
+        broadcast(table, group, msgs)
+
+
 class UeventProtocol:
     """NETLINK_KOBJECT_UEVENT: the sandbox has no devices that come and go, so no
     event is ever sent; a message to the kernel is checked as uevent_net_rcv_skb
@@ -390,6 +503,7 @@ class UeventProtocol:
     Linux: lib/kobject_uevent.c."""
 
     nonroot_groups = True            # NL_CFG_F_NONROOT_RECV: anyone may listen
+    nonroot_send = False
     ngroups = 1
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
@@ -431,7 +545,7 @@ class NetlinkFamily:
             raise SyscallError(Errno.ESOCKTNOSUPPORT)
         if protocol not in (NETLINK_ROUTE, NETLINK_NETFILTER, NETLINK_KOBJECT_UEVENT):
             raise SyscallError(Errno.EPROTONOSUPPORT)
-        s = NetlinkSocket(self.stack, stype, t.tg.tgid, protocol, self.net)
+        s = NetlinkSocket(self.stack, stype, t.tg.tgid, protocol, self.net, t.creds)
         return new_socket_file(s, flags, t.creds.fsuid, t.creds.fsgid)
 
     def socketpair(self, t: Task, family: int, stype: int, protocol: int, flags: int

@@ -100,6 +100,7 @@ class NetfilterProtocol:
     """nfnetlink with the nf_tables subsystem.  Linux: nfnetlink_rcv."""
 
     nonroot_groups = True            # NL_CFG_F_NONROOT_RECV
+    nonroot_send = False             # NL_CFG_F_NONROOT_SEND not set
     ngroups = 9                      # NFNLGRP_MAX
 
     def __init__(self, net: Network | None) -> None:

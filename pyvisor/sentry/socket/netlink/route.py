@@ -3,10 +3,13 @@ describes them.  Linux: net/core/rtnetlink.c, net/ipv4/devinet.c,
 net/ipv6/addrconf.c, net/ipv4/fib_frontend.c.  gVisor: pkg/sentry/socket/netlink/route.
 
 Answers RTM_GETLINK, RTM_GETADDR and RTM_GETROUTE (dumps and single
-requests) from the Network's stack (netstack's lo, or hostinet's snapshot of
-the host), so getifaddrs(3), if_nameindex(3), `ip link`, `ip addr` and
-`ip route` work.  Changes (RTM_NEW*/RTM_DEL*) are refused with EPERM, as for
-a process without CAP_NET_ADMIN.
+requests) from the Network's stack (netstack's interfaces, or hostinet's snapshot
+of the host), so getifaddrs(3), if_nameindex(3), `ip link`, `ip addr` and
+`ip route` work.  Changes need CAP_NET_ADMIN over the socket's namespace
+(rtnetlink_rcv_msg's netlink_net_capable) and are made to the namespace's
+netstack: addresses and routes by route_change.py, links by route_link.py, rules
+here; each change is announced to the sockets in its RTNLGRP group.  Under
+--network=host nothing can be changed (EOPNOTSUPP).
 """
 
 from __future__ import annotations
@@ -20,20 +23,21 @@ from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.inet import IFF_LOOPBACK
 from pyvisor.sentry.socket.common import AF_INET, AF_INET6, AF_UNSPEC
 from pyvisor.sentry.errors import SyscallError
-from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-                                           NLM_F_REQUEST,
+from pyvisor.sentry.socket.netlink import (NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
                                            NLMSG_MIN_TYPE, NetlinkSocket, messages, nlmsg, rta)
-from pyvisor.sentry.socket import net_capable
 
 if TYPE_CHECKING:
     from pyvisor.sentry.kernel.task import Task
     from pyvisor.sentry.socket import InetStack
-    from pyvisor.sentry.socket.inet import Interface
+    from pyvisor.sentry.socket.inet import Interface, Route
 
 # From <linux/rtnetlink.h>, <linux/if_link.h>, <linux/if_addr.h>.
-RTM_NEWLINK, RTM_GETLINK = 16, 18
-RTM_NEWADDR, RTM_GETADDR = 20, 22
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK = 16, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_MAX = 123
+RTNLGRP_LINK = 1
+IFLA_LINK, IFLA_LINKINFO, IFLA_INFO_KIND = 5, 18, 1
 IFINFOMSG = struct.Struct("<BxHiII")        # family, type, index, flags, change
 IFADDRMSG = struct.Struct("<BBBBi")         # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("<BBBBBBBBI")   # family dst_len src_len tos table proto scope type flags
@@ -43,6 +47,7 @@ IFLA_GROUP, IFLA_PROMISCUITY, IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES, IFLA_CARRI
     27, 30, 31, 32, 33
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
+IFA_RT_PRIORITY, IFA_PROTO = 9, 11
 IFA_F_PERMANENT = 0x80
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
@@ -74,14 +79,20 @@ def link_body(i: Interface) -> bytes:
                                        (IF_OPER_UP if up else 2)]))
     body += rta(IFLA_LINKMODE, b"\0")
     body += rta(IFLA_MTU, struct.pack("<I", i.mtu))
-    body += rta(IFLA_MIN_MTU, struct.pack("<I", 0 if i.flags & IFF_LOOPBACK else 68))
-    body += rta(IFLA_MAX_MTU, struct.pack("<I", 0))
+    body += rta(IFLA_MIN_MTU, struct.pack("<I", 0 if i.flags & IFF_LOOPBACK or
+                                          i.kind == b"dummy" else 68))
+    body += rta(IFLA_MAX_MTU, struct.pack("<I", 65535 if i.kind in (b"veth", b"bridge")
+                                          else 0))
     body += rta(IFLA_GROUP, struct.pack("<I", 0))
     body += rta(IFLA_PROMISCUITY, struct.pack("<I", 0))
     body += rta(IFLA_NUM_TX_QUEUES, struct.pack("<I", 1))
     body += rta(IFLA_NUM_RX_QUEUES, struct.pack("<I", 1))
     body += rta(IFLA_CARRIER, bytes([1 if up else 0]))
-    body += rta(IFLA_QDISC, b"noqueue\0")
+    body += rta(IFLA_QDISC, b"noqueue\0" if up else b"noop\0")
+    if i.peer_index and i.peer_index != i.index:
+        body += rta(IFLA_LINK, struct.pack("<I", i.peer_index))
+    if i.kind:
+        body += rta(IFLA_LINKINFO, rta(IFLA_INFO_KIND, i.kind))
     body += rta(IFLA_ADDRESS, i.hwaddr)
     body += rta(IFLA_BROADCAST, i.hwaddr if i.flags & IFF_LOOPBACK else b"\xff" * 6)
     body += rta(IFLA_STATS, struct.pack("<24I", *[v & 0xFFFFFFFF for v in stats]))
@@ -89,61 +100,91 @@ def link_body(i: Interface) -> bytes:
     return body
 
 
+def addr4_body(i: Interface, ip: bytes, prefix: int) -> bytes:
+    """inet_fill_ifaddr for one IPv4 address of `i`."""
+    from pyvisor.sentry.socket.netstack.devinet import info_of
+    loop = bool(i.flags & IFF_LOOPBACK)
+    info = info_of(i, ip, prefix)
+    flags = info.flags | IFA_F_PERMANENT
+    body = IFADDRMSG.pack(AF_INET, prefix, flags & 0xFF, info.scope, i.index)
+    body += rta(IFA_ADDRESS, info.peer or ip) + rta(IFA_LOCAL, ip)
+    if (ip, prefix) in i.addr_info:
+        if info.broadcast:
+            body += rta(IFA_BROADCAST, info.broadcast)
+    elif not loop and prefix < 31:                  # as the namespace had it at boot
+        host = int.from_bytes(ip, "big") | ((1 << (32 - prefix)) - 1)
+        body += rta(IFA_BROADCAST, host.to_bytes(4, "big"))
+    body += rta(IFA_LABEL, (info.label or i.name) + b"\0")
+    body += rta(IFA_FLAGS, struct.pack("<I", flags))
+    if info.metric:
+        body += rta(IFA_RT_PRIORITY, struct.pack("<I", info.metric))
+    if info.proto:
+        body += rta(IFA_PROTO, bytes([info.proto]))
+    return body + _CACHEINFO
+
+
+def addr6_body(i: Interface, ip: bytes, prefix: int) -> bytes:
+    """inet6_fill_ifaddr for one IPv6 address of `i`."""
+    from pyvisor.sentry.socket.netstack.devinet import info_of
+    info = info_of(i, ip, prefix)
+    flags = info.flags | IFA_F_PERMANENT
+    body = IFADDRMSG.pack(AF_INET6, prefix, flags & 0xFF, info.scope, i.index)
+    if info.peer:
+        body += rta(IFA_LOCAL, ip) + rta(IFA_ADDRESS, info.peer)
+    else:
+        body += rta(IFA_ADDRESS, ip)
+    body += rta(IFA_FLAGS, struct.pack("<I", flags)) + _CACHEINFO
+    if info.metric:
+        body += rta(IFA_RT_PRIORITY, struct.pack("<I", info.metric))
+    if info.proto:
+        body += rta(IFA_PROTO, bytes([info.proto]))
+    return body
+
+
+_CACHEINFO = rta(IFA_CACHEINFO, struct.pack("<IIII", 0xFFFFFFFF, 0xFFFFFFFF, 0, 0))
+
+
 def addr_bodies(i: Interface, family: int) -> list[bytes]:
     """struct ifaddrmsg + attributes for each address of an interface (inet_fill_ifaddr,
     inet6_fill_ifaddr)."""
     out = []
-    loop = bool(i.flags & IFF_LOOPBACK)
-    cache = rta(IFA_CACHEINFO, struct.pack("<IIII", 0xFFFFFFFF, 0xFFFFFFFF, 0, 0))
     if family in (AF_UNSPEC, AF_INET):
-        for ip, prefix in i.addrs4:
-            scope = RT_SCOPE_HOST if loop else RT_SCOPE_UNIVERSE
-            body = IFADDRMSG.pack(AF_INET, prefix, IFA_F_PERMANENT, scope, i.index)
-            body += rta(IFA_ADDRESS, ip) + rta(IFA_LOCAL, ip)
-            if not loop and prefix < 31:
-                host = int.from_bytes(ip, "big") | ((1 << (32 - prefix)) - 1)
-                body += rta(IFA_BROADCAST, host.to_bytes(4, "big"))
-            body += rta(IFA_LABEL, i.name + b"\0")
-            body += rta(IFA_FLAGS, struct.pack("<I", IFA_F_PERMANENT)) + cache
-            out.append(body)
+        out += [addr4_body(i, ip, prefix) for ip, prefix in i.addrs4]
     if family in (AF_UNSPEC, AF_INET6):
-        for ip, prefix in i.addrs6:
-            scope = RT_SCOPE_HOST if loop else (RT_SCOPE_LINK if ip[:2] == b"\xfe\x80"
-                                                else RT_SCOPE_UNIVERSE)
-            body = IFADDRMSG.pack(AF_INET6, prefix, IFA_F_PERMANENT, scope, i.index)
-            body += rta(IFA_ADDRESS, ip)
-            body += rta(IFA_FLAGS, struct.pack("<I", IFA_F_PERMANENT)) + cache
-            out.append(body)
+        out += [addr6_body(i, ip, prefix) for ip, prefix in i.addrs6]
     return out
+
+
+def route_body(r: Route) -> bytes:
+    """fib_dump_info / rt6_fill_node for one route."""
+    body = RTMSG.pack(r.family, r.prefix, 0, r.tos, r.table if r.table < 256 else
+                      RT_TABLE_COMPAT, r.proto, r.scope, r.rtype, 0)
+    body += rta(RTA_TABLE, struct.pack("<I", r.table))
+    if r.prefix:
+        body += rta(RTA_DST, r.dst)
+    if r.prefsrc:
+        body += rta(RTA_PREFSRC, r.prefsrc)
+    if r.gateway:
+        body += rta(RTA_GATEWAY, r.gateway)
+    if r.family == AF_INET6 or r.metric:
+        body += rta(RTA_PRIORITY, struct.pack("<I", r.metric))
+    if r.oif:
+        body += rta(RTA_OIF, struct.pack("<i", r.oif))
+    if r.family == AF_INET6:
+        body += rta(RTA_PREF, b"\0")          # ICMPV6_ROUTER_PREF_MEDIUM
+    return body
 
 
 def route_bodies(stack: InetStack, family: int) -> list[bytes]:
     """struct rtmsg + attributes for each route (fib_dump_info, rt6_fill_node)."""
-    out = []
-    for r in stack.routes():
-        if family not in (AF_UNSPEC, r.family):
-            continue
-        body = RTMSG.pack(r.family, r.prefix, 0, 0, r.table, RTPROT_KERNEL, r.scope, r.rtype, 0)
-        body += rta(RTA_TABLE, struct.pack("<I", r.table))
-        if r.prefix:
-            body += rta(RTA_DST, r.dst)
-        if r.prefsrc:
-            body += rta(RTA_PREFSRC, r.prefsrc)
-        if r.gateway:
-            body += rta(RTA_GATEWAY, r.gateway)
-        if r.family == AF_INET6 or r.metric:
-            body += rta(RTA_PRIORITY, struct.pack("<I", r.metric))
-        body += rta(RTA_OIF, struct.pack("<i", r.oif))
-        if r.family == AF_INET6:
-            body += rta(RTA_PREF, b"\0")          # ICMPV6_ROUTER_PREF_MEDIUM
-        out.append(body)
-    return out
+    return [route_body(r) for r in stack.routes() if family in (AF_UNSPEC, r.family)]
 
 
 class RouteProtocol:
     """rtnetlink_rcv: each request in the buffer is answered in turn."""
 
     nonroot_groups = True            # NL_CFG_F_NONROOT_RECV
+    nonroot_send = False             # NL_CFG_F_NONROOT_SEND not set
     ngroups = 36                     # RTNLGRP_MAX
 
     def receive(self, sock: NetlinkSocket, t: Task | None, data: bytes) -> None:
@@ -160,6 +201,70 @@ class RouteProtocol:
 
     def _handle(self, sock: NetlinkSocket, t: Task | None, mtype: int, flags: int, seq: int,
                 body: bytes, request: bytes) -> None:
+        """rtnetlink_rcv_msg: an empty message is ignored; anything but a GET needs
+        CAP_NET_ADMIN over the socket's namespace; then the family's handler."""
+        if mtype > RTM_MAX:
+            sock._error(seq, Errno.EOPNOTSUPP, request)
+            return
+        if not body:
+            if flags & NLM_F_ACK:
+                sock._error(seq, 0, request)
+            return
+        if mtype & 3 != 2 and not sock.capable(t, CAP_NET_ADMIN):
+            sock._error(seq, Errno.EPERM, request)
+            return
+        if mtype & 3 == 2:
+            self._get(sock, t, mtype, flags, seq, body, request)
+            return
+        err = 0
+        try:
+            notices = self._change(sock, t, mtype, flags, body)
+        except SyscallError as e:
+            err, notices = e.errno, []
+        if err or flags & NLM_F_ACK:
+            sock._error(seq, err, request)
+        for group, ntype, nbody in notices:
+            # Link events come from the device (rtmsg_ifinfo: pid 0, seq 0); address and
+            # route events name the request that made them (rtmsg_ifa, rtmsg_fib).
+            if group == RTNLGRP_LINK:
+                self.announce(sock, group, ntype, nbody)
+            else:
+                self.announce(sock, group, ntype, nbody, seq, sock.portid)
+
+    @staticmethod
+    def announce(sock: NetlinkSocket, group: int, mtype: int, body: bytes, seq: int = 0,
+                 portid: int = 0) -> None:
+        """rtnl_notify: one message to the namespace's sockets in `group`."""
+        from pyvisor.sentry.socket.netlink import NETLINK_ROUTE, notify
+        notify(sock.net, NETLINK_ROUTE, group, [nlmsg(mtype, 0, seq, portid, body)])
+
+    def _change(self, sock: NetlinkSocket, t: Task | None, mtype: int, flags: int,
+                body: bytes) -> list[tuple[int, int, bytes]]:
+        """The NEW/DEL/SET requests, each raising Linux's errno; returns notifications."""
+        family = body[0]
+        if mtype in (RTM_NEWRULE, RTM_DELRULE):
+            if mtype == RTM_NEWRULE:
+                new_rule(ruleset_of(sock), body, flags)
+            else:
+                del_rule(ruleset_of(sock), body)
+            return []
+        if mtype in (RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK):
+            from pyvisor.sentry.socket.netlink import route_link
+            return route_link.change_link(sock, t, mtype, flags, body)
+        if mtype in (RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE):
+            if family not in (AF_INET, AF_INET6):
+                raise SyscallError(Errno.EOPNOTSUPP)
+            from pyvisor.sentry.socket.netstack import Stack
+            if not isinstance(sock.stack, Stack):
+                raise SyscallError(Errno.EOPNOTSUPP)   # --network=host: the host's own
+            from pyvisor.sentry.socket.netlink import route_change
+            if mtype in (RTM_NEWADDR, RTM_DELADDR):
+                return route_change.change_addr(sock.stack, mtype, flags, body)
+            return route_change.change_route(sock.stack, mtype, flags, body)
+        raise SyscallError(Errno.EOPNOTSUPP)
+
+    def _get(self, sock: NetlinkSocket, t: Task | None, mtype: int, flags: int, seq: int,
+             body: bytes, request: bytes) -> None:
         family = body[0] if body else AF_UNSPEC
         stack = sock.stack
         dump = bool(flags & NLM_F_DUMP)           # NLM_F_ROOT or NLM_F_MATCH
@@ -199,63 +304,8 @@ class RouteProtocol:
                 return
             sock._dump(RTM_NEWRULE, seq, rule_bodies(ruleset_of(sock), family),
                        done_apart=False)
-        elif mtype in (RTM_NEWRULE, RTM_DELRULE):
-            err = 0
-            if t is not None and not net_capable(t, CAP_NET_ADMIN):
-                err = Errno.EPERM
-            else:
-                try:
-                    if mtype == RTM_NEWRULE:
-                        new_rule(ruleset_of(sock), body, flags)
-                    else:
-                        del_rule(ruleset_of(sock), body)
-                except SyscallError as e:
-                    err = e.errno
-            if err or flags & NLM_F_ACK:
-                sock._error(seq, err, request)
-        elif mtype in (RTM_NEWLINK, RTM_DELLINK):
-            err = self._change_link(sock, mtype, flags, body)
-            if err or flags & NLM_F_ACK:
-                sock._error(seq, err, request)
-        elif mtype in (19, 20, 21, 24, 25):      # RTM_SETLINK, RTM_NEW/DEL addresses, routes
-            sock._error(seq, Errno.EPERM, request)
         else:
             sock._error(seq, Errno.EOPNOTSUPP, request)
-
-    def _change_link(self, sock: NetlinkSocket, mtype: int, flags: int, body: bytes) -> int:
-        """rtnl_dellink / rtnl_newlink on the stack's interfaces.  The interfaces are
-        the stack's own: none can be deleted (they have no rtnl_link_ops), none made,
-        and a change is accepted only when it changes nothing (TODO(#10): set flags,
-        MTU and names through the stack)."""
-        if len(body) < IFINFOMSG.size:
-            return Errno.EINVAL
-        _fam, _type, index, iflags, change = IFINFOMSG.unpack_from(body)
-        attrs = body[IFINFOMSG.size:]
-        name = _attr(attrs, IFLA_IFNAME)
-        links = sock.stack.interfaces()
-        if index > 0:
-            match = [i for i in links if i.index == index]
-        elif name is not None:
-            match = [i for i in links if i.name == name.split(b"\0")[0]]
-        else:
-            match = []
-            if mtype == RTM_DELLINK:
-                return Errno.EINVAL
-        if mtype == RTM_DELLINK:
-            return Errno.EOPNOTSUPP if match else Errno.ENODEV
-        if not match:
-            if not flags & NLM_F_CREATE:
-                return Errno.ENODEV
-            return Errno.EOPNOTSUPP                    # no link kinds to create here
-        link = match[0]
-        mask = change if change else 0xFFFFFFFF
-        wanted = (iflags & mask) | (link.flags & ~mask)
-        settable = IFF_UP | 0x100 | 0x200 | 0x1000   # UP, PROMISC, ALLMULTI, MULTICAST...
-        if (wanted ^ link.flags) & settable and (iflags or change):
-            return Errno.EOPNOTSUPP
-        if any(t not in (IFLA_IFNAME,) for t, _ in _attrs(attrs)):
-            return Errno.EOPNOTSUPP
-        return 0
 
 
 def _attr(attrs: bytes, want: int) -> bytes | None:
@@ -315,7 +365,15 @@ def route_get(stack: InetStack, body: bytes, uid: int) -> bytes:
     # (fib_unmerge), so even RTM_F_LOOKUP_TABLE reports main.
     table = RT_TABLE_MAIN
     prefsrc = best.prefsrc or (dst if best.rtype == RTN_LOCAL else b"")
-    rt_flags = RTCF_LOCAL if best.rtype == RTN_LOCAL and family == AF_INET else 0
+    if not prefsrc and family == AF_INET:
+        from pyvisor.sentry.socket.netstack import Stack, devinet
+        if isinstance(stack, Stack):
+            src = devinet.select_addr(stack, stack.iface_by_index(best.oif),
+                                      best.gateway or dst, best.scope)
+            prefsrc = src if src != bytes(4) else b""
+    lo = best.rtype == RTN_LOCAL or any(                 # __mkroute_output: out through lo
+        i.index == best.oif and i.flags & IFF_LOOPBACK for i in stack.interfaces())
+    rt_flags = RTCF_LOCAL if lo and family == AF_INET else 0
     out = RTMSG.pack(family, size * 8, 0, tos, table, 0, RT_SCOPE_UNIVERSE, best.rtype,
                      rt_flags | RTM_F_CLONED)
     out += rta(RTA_TABLE, struct.pack("<I", table)) + rta(RTA_DST, dst)

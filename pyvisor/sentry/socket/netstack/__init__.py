@@ -119,6 +119,7 @@ class Stack:
     def __init__(self, kernel: Any) -> None:
         from pyvisor.sentry.kernel.sysctl import NetSysctls
         self.kernel = kernel
+        self.network: Any = None       # the socket.Network (namespace) this stack serves
         self.lo: Interface = inet.loopback()
         self.sysctl = NetSysctls()          # net.* (kernel/sysctl.py)
         self.tcp_ports = PortTable(tcp=True, sysctl=self.sysctl)
@@ -216,39 +217,57 @@ class Stack:
     # -- addresses and routes ----------------------------------------------------------------
 
     def is_local(self, ip: bytes) -> bool:
-        """An address of this host (lo: all of 127.0.0.0/8, and ::1; the NICs' addresses)."""
-        if len(ip) == 4:
-            if ip[0] == 127:
-                return True
-            return any(ip == a for n in self.nics for a, _ in n.iface.addrs4)
-        if ip == IN6ADDR_LOOPBACK:
-            return True
-        return any(ip == a for n in self.nics for a, _ in n.iface.addrs6)
+        """An address of this host: one an interface holds, lo's whole prefixes
+        (127.0.0.0/8), or a broadcast address of an up interface (devinet.py)."""
+        from pyvisor.sentry.socket.netstack import devinet
+        return devinet.local_iface(self, ip) is not None
+
+    def is_broadcast(self, ip: bytes) -> bool:
+        """255.255.255.255 or a subnet broadcast of an up interface (RTN_BROADCAST)."""
+        from pyvisor.sentry.socket.netstack import devinet
+        return ip == b"\xff\xff\xff\xff" or devinet.broadcast_iface(self, ip) is not None
 
     def check_route(self, dst: bytes) -> None:
-        """ENETUNREACH for a destination no interface reaches."""
+        """ENETUNREACH for a destination no interface reaches (EADDRNOTAVAIL for IPv6
+        when no interface has an address to send from, as ip6_dst_lookup_tail picks the
+        source first); EHOSTUNREACH, EINVAL, EACCES for unreachable, blackhole and
+        prohibit routes (fib_props)."""
         if self.is_local(dst) or dst == b"\xff\xff\xff\xff":
             return
-        if self.nics and self.route_table.lookup(dst) is not None:
+        if len(dst) == 16:
+            from pyvisor.sentry.socket.netstack import devinet
+            if not devinet.has_source6(self):
+                raise SyscallError(Errno.EADDRNOTAVAIL)
+        r = self.route_table.lookup(dst)
+        err = _ROUTE_ERRORS.get(r.rtype) if r is not None else None
+        if err is not None:
+            raise SyscallError(err)
+        if r is not None and self.iface_by_index(r.oif) is not None:
             return
         raise SyscallError(Errno.ENETUNREACH)
 
     def route_source(self, dst: bytes) -> bytes:
         """The source address of a packet to `dst`.  Linux: inet_select_addr via the route's
         prefsrc, ipv6_dev_get_saddr."""
+        from pyvisor.sentry.socket.netstack import devinet
         self.check_route(dst)
         if self.is_local(dst):
-            if len(dst) == 4:
-                return b"\x7f\0\0\1" if dst[0] == 127 else dst
-            return dst
-        r = self.route_table.lookup(dst) if self.nics else None
+            return devinet.local_source(self, dst)
+        r = self.route_table.lookup(dst)
+        if r is not None and r.prefsrc:
+            return r.prefsrc
         nic = self.nic_by_index(r.oif) if r is not None else None
         if r is None or nic is None:
+            i = self.iface_by_index(r.oif) if r is not None else None
+            if i is not None and len(dst) == 16 and i.addrs6:
+                return i.addrs6[0][0]
+            if i is not None and len(dst) == 4 and r is not None:
+                src = devinet.select_addr(self, i, r.gateway or dst, r.scope)
+                if src != bytes(4):
+                    return src
             if len(dst) == 4 and self.nics and self.nics[0].iface.addrs4:
                 return self.nics[0].iface.addrs4[0][0]   # 255.255.255.255
             return b"\x7f\0\0\1" if len(dst) == 4 else IN6ADDR_LOOPBACK
-        if r.prefsrc:
-            return r.prefsrc
         if len(dst) == 4:
             return self.nic_source4(nic, r.gateway or dst)
         return self.nic_source6(nic, dst) or IN6ADDR_LOOPBACK
@@ -266,23 +285,18 @@ class Stack:
 
     def index_of_addr(self, ip: bytes) -> int:
         """__ip_dev_find: the interface holding address `ip` (0: none)."""
-        if len(ip) == 4 and ip[0] == 127 or ip == IN6ADDR_LOOPBACK:
-            return self.lo.index
-        for n in self.nics:
-            if any(ip == a for a, _ in (n.iface.addrs4 if len(ip) == 4 else n.iface.addrs6)):
-                return n.index
-        return 0
+        from pyvisor.sentry.socket.netstack import devinet
+        i = devinet.local_iface(self, ip)
+        return i.index if i is not None else 0
 
     def route_index(self, dst: bytes) -> int:
         """The interface the route to `dst` leaves by (0: no route)."""
         if self.is_local(dst):
             return self.lo.index
-        if not self.nics:
-            return 0
         if dst[0] == 0xFF and len(dst) == 16:
-            return self.nics[0].index          # ff00::/8 dev eth0 (the local table)
+            return self.nics[0].index if self.nics else 0  # ff00::/8 dev eth0 (local table)
         r = self.route_table.lookup(dst)
-        return r.oif if r is not None and self.nic_by_index(r.oif) is not None else 0
+        return r.oif if r is not None and self.iface_by_index(r.oif) is not None else 0
 
     def index_source4(self, index: int) -> bytes:
         """inet_select_addr for an interface: its first address."""
@@ -311,12 +325,12 @@ class Stack:
         return (index, group) in self.mc_groups
 
     def routes(self) -> list[inet.Route]:
-        out = inet.loopback_routes() + list(self.route_table.routes)
+        """The main table's routes (and other tables' made through netlink) after lo's
+        local ones, then the NICs' local routes (devinet.local_routes)."""
+        from pyvisor.sentry.socket.netstack import devinet
+        out = devinet.local_routes(self.lo) + list(self.route_table.routes)
         for n in self.nics:
-            for ip, prefix in n.iface.addrs4:
-                out.append(inet.Route(AF_INET, ip, 32, n.index, 255, 2, 254, ip))
-            for ip, prefix in n.iface.addrs6:
-                out.append(inet.Route(AF_INET6, ip, 128, n.index, 255, 2, 0))
+            out += devinet.local_routes(n.iface)
         return out
 
     # -- the packet path: NICs ---------------------------------------------------------------
@@ -325,7 +339,8 @@ class Stack:
         from pyvisor.sentry.socket.netstack.ipv4 import Reassembler, initial_ident
         from pyvisor.sentry.socket.netstack.ipv6 import initial_ident as initial_ident6
         from pyvisor.sentry.socket.netstack.route import RouteTable
-        self.nics: list[NIC] = []
+        self.nics: list[NIC] = []              # in index order
+        self.last_ifindex = 1                  # the last index given (vlink.new_ifindex)
         self.route_table = RouteTable()
         self.mc_groups: dict[tuple[int, bytes], int] = {}   # (ifindex, group) -> members
         self.raw_socks: list[Any] = []                       # raw.RawSocket, in creation order
@@ -396,7 +411,7 @@ class Stack:
         a route.  No path MTU cache: a segment-level TCP keeps what ICMP tells it."""
         if self.is_local(dst):
             return self.lo.mtu
-        r = self.route_table.lookup(dst) if self.nics else None
+        r = self.route_table.lookup(dst)
         nic = self.nic_by_index(r.oif) if r is not None else None
         return nic.mtu if nic is not None else 1500
 
@@ -542,6 +557,8 @@ class Stack:
             nic, r = self.nic_by_index(oif), None
         elif len(dst_ip) == 16 and dst_ip[0] == 0xFF and self.nics and nic is None:
             nic = self.nics[0]
+        if r is not None and r.rtype != 1 and nic is not None and not oif:
+            nic = None                           # blackhole, unreachable, prohibit
         if nic is None:
             if dst_ip == b"\xff\xff\xff\xff" and self.nics:
                 nic = self.nics[0]
@@ -647,7 +664,9 @@ class Stack:
     def leaves(self, dst: bytes) -> bool:
         """Whether a datagram to `dst` goes out through a NIC rather than to a socket of
         this stack (a limited broadcast does both)."""
-        return bool(self.nics) and not self.is_local(dst)
+        if self.is_local(dst):
+            return False
+        return bool(self.nics) or dst != b"\xff\xff\xff\xff"
 
     def close_nics(self) -> None:
         for n in self.nics:
@@ -728,6 +747,10 @@ class Stack:
     def proc_net(self, name: str) -> bytes | None:
         from pyvisor.sentry.socket.netstack import procnet
         return procnet.render(self, name)
+
+
+# What a connect or send meets on a route of these types (fib_props[].error).
+_ROUTE_ERRORS = {6: Errno.EINVAL, 7: Errno.EHOSTUNREACH, 8: Errno.EACCES}   # blackhole, ...
 
 
 def _synthetic_header(proto: int, src: bytes, dst: bytes, length: int, ttl: int = 64,

@@ -241,7 +241,10 @@ class NIC:
 
     def input(self, frame: bytes) -> None:
         """One frame from the wire (with its virtio_net_hdr if the NIC has them).  Never
-        raises."""
+        raises.  A link set down takes nothing (`ip link set dev X down`)."""
+        if not self.iface.flags & IFF_UP:
+            self.rx_dropped += 1
+            return
         try:
             if self.vnet_hdr:
                 frame = self._offload(frame)
@@ -281,8 +284,9 @@ class NIC:
     # -- writing ----------------------------------------------------------------------------
 
     def transmit(self, dst_mac: bytes, ethertype: int, payload: bytes) -> None:
-        """Sends one frame; a full device queue drops it."""
-        if self.closed:
+        """Sends one frame; a full device queue drops it, as does a link set down."""
+        if self.closed or not self.iface.flags & IFF_UP:
+            self.tx_dropped += not self.closed
             return
         frame = dst_mac + self.mac + ethertype.to_bytes(2, "big") + payload
         if self.stack.packet_socks:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pyvisor.sentry.socket.inet import Route
 
+RT_TABLE_MAIN = 254
+
 
 def prefix_match(ip: bytes, net: bytes, prefix: int) -> bool:
     """Whether `ip` is in `net`/`prefix` (both of one family)."""
@@ -45,13 +47,19 @@ class RouteTable:
         if r not in self.routes:
             self.routes.append(r)
 
+    def remove(self, r: Route) -> None:
+        if r in self.routes:
+            self.routes.remove(r)
+
     def remove_oif(self, oif: int) -> None:
         self.routes = [r for r in self.routes if r.oif != oif]
 
     def lookup(self, dst: bytes) -> Route | None:
+        """The main table's best route to `dst` (its type may be unreachable,
+        blackhole or prohibit: the caller answers those)."""
         best: Route | None = None
         for r in self.routes:
-            if not prefix_match(dst, r.dst, r.prefix):
+            if r.table != RT_TABLE_MAIN or not prefix_match(dst, r.dst, r.prefix):
                 continue
             if best is None or r.prefix > best.prefix or \
                     (r.prefix == best.prefix and r.metric < best.metric):

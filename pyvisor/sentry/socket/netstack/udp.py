@@ -288,7 +288,7 @@ class UDPSocket(NetSocket):
         return self._decode_remote(addr)
 
     def _check_broadcast(self, ip: bytes) -> None:
-        if ip == INADDR_BROADCAST and not self.opts.get(SO_BROADCAST):
+        if len(ip) == 4 and not self.opts.get(SO_BROADCAST) and self.stack.is_broadcast(ip):
             raise SyscallError(Errno.EACCES)
 
     def getpeername(self, t: Task) -> bytes:
@@ -446,12 +446,12 @@ class UDPSocket(NetSocket):
                 return
         stack.lo.count(len(data) + (28 if len(dst) == 4 else 48))
         stack.udp_out += 1
+        bcast = len(dst) == 4 and stack.is_broadcast(dst)    # 255.255.255.255 or lo's
         if stack.packet_socks or stack.raw_socks:
             from pyvisor.sentry.socket.netstack.packet import lo_udp
             lo_udp(stack, src, self.lport, dst, dport, data, self.ttl(), self._tos(),
-                   dst != INADDR_BROADCAST
-                   and stack.udp_receiver(dst, dport, src, self.lport) is None)
-        if dst == INADDR_BROADCAST:
+                   not bcast and stack.udp_receiver(dst, dport, src, self.lport) is None)
+        if bcast:
             udp_deliver_all(stack, data, src, self.lport, dst, dport, stack.lo.index,
                             self._tos(), self.ttl())
             return

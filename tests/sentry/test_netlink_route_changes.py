@@ -130,8 +130,9 @@ def test_fuzzed_requests_always_answered() -> None:
         (RTM_SETLINK, IFINFOMSG.pack(0, 0, 1, 1, 1) + rta(4, b"\0\x10\0\0") +
          rta(28, b"\0\0\0\0")),
     ]
-    for _ in range(3000):
-        net, s = _socket() if rng.random() < 0.05 or _ == 0 else (net, s)
+    for i in range(3000):
+        if rng.random() < 0.05 or i == 0:      # now and then a fresh namespace
+            net, s = _socket()
         mtype, body = rng.choice(templates)
         b = bytearray(body)
         for _m in range(rng.randint(0, 4)):

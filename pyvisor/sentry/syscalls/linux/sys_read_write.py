@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from typing import Awaitable, Callable, Iterator
 
 from pyvisor.abi.linux.errno import Errno
 from pyvisor.abi.linux.fcntl import O_PATH, SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET
@@ -302,12 +302,21 @@ async def write_chunked(t: Task, f: FileDescription, iovs: list[tuple[int, int]]
     datagram goes as one piece (one gather, no chunks)."""
     if _message_socket(f):
         return await do_write(t, f, _gather(t, f, iovs), offset)
+    return await _by_chunks(iovs, offset, lambda part, off, prior: do_write(
+        t, f, _gather(t, f, part), off, prior))
+
+
+async def _by_chunks(iovs: list[tuple[int, int]], offset: int | None,
+                     op: Callable[[list[tuple[int, int]], int | None, int],
+                                  Awaitable[int]]) -> int:
+    """Runs `op(part, offset of the part or None, bytes done before it)` over `iovs`
+    cut into CHUNKs, until one falls short; an error after progress returns the
+    progress, as a cut short read or write does."""
     total = 0
     for part in _chunks(iovs, CHUNK):
         want = sum(ln for _, ln in part)
         try:
-            data = _gather(t, f, part)
-            n = await do_write(t, f, data, None if offset is None else offset + total, total)
+            n = await op(part, None if offset is None else offset + total, total)
         except SyscallError:
             if total:
                 return total
@@ -428,19 +437,8 @@ async def _readv(t: Task, f: FileDescription, iovs: list[tuple[int, int]], off: 
         return 0
     if total <= CHUNK or not f.inode.is_regular():
         return await _read_part(t, f, iovs, off)
-    done = 0
-    for part in _chunks(iovs, CHUNK):
-        want = sum(ln for _, ln in part)
-        try:
-            n = await _read_part(t, f, part, None if off is None else off + done)
-        except SyscallError:
-            if done:
-                return done
-            raise
-        done += n
-        if n < want:
-            break
-    return done
+    return await _by_chunks(iovs, off, lambda part, part_off, _: _read_part(
+        t, f, part, part_off))
 
 
 async def _read_part(t: Task, f: FileDescription, iovs: list[tuple[int, int]],

@@ -3,32 +3,15 @@ Sentry's CPU, computing ones freed to every CPU of the sandbox, without a proces
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from placement_fakes import FakeClock, FakeKernel
 from pyvisor.sentry.platform.ptrace import placement as PL
 from pyvisor.sentry.platform.ptrace.subprocess import StubThread
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.ns = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.ns
-
-
-class _Kernel:
-    def __init__(self, clock: _Clock) -> None:
-        self.clock = clock
-        self.timers: list[tuple[int, Callable[[], None]]] = []
-
-    def now(self) -> int:
-        return self.clock.ns
-
-    def add_timer(self, deadline: int, callback: Callable[[], None]) -> None:
-        self.timers.append((deadline, callback))
 
 
 class _Proc:
@@ -36,19 +19,19 @@ class _Proc:
 
 
 @pytest.fixture
-def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[PL.Placement, _Clock, dict[int, Any]]:
-    clock = _Clock()
+def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[PL.Placement, FakeClock, dict[int, Any]]:
+    clock = FakeClock()
     monkeypatch.setattr(PL.time, "monotonic_ns", clock)
     affinity: dict[int, Any] = {}
 
     def fake_set(tid: int, cpus: Any) -> None:
         affinity[tid] = set(cpus)
     monkeypatch.setattr(PL.os, "sched_setaffinity", fake_set)
-    p = PL.Placement(_Kernel(clock), frozenset({0, 1}), lambda: 1)  # type: ignore[arg-type]
+    p = PL.Placement(FakeKernel(clock), frozenset({0, 1}), lambda: 1)  # type: ignore[arg-type]
     return p, clock, affinity
 
 
-def _run(p: PL.Placement, th: StubThread, clock: _Clock, ns: int) -> None:
+def _run(p: PL.Placement, th: StubThread, clock: FakeClock, ns: int) -> None:
     p.resumed(th)
     th.running = True
     clock.ns += ns
@@ -99,7 +82,7 @@ def test_tick_frees_a_bound_thread_that_never_stops(setup: Any) -> None:
 
 def test_disabled_with_one_cpu(setup: Any) -> None:
     _, clock, affinity = setup
-    p = PL.Placement(_Kernel(clock), frozenset({0}), lambda: 0)  # type: ignore[arg-type]
+    p = PL.Placement(FakeKernel(clock), frozenset({0}), lambda: 0)  # type: ignore[arg-type]
     th = StubThread(103, _Proc())  # type: ignore[arg-type]
     for _ in range(10):
         _run(p, th, clock, 1000)
@@ -109,7 +92,7 @@ def test_disabled_with_one_cpu(setup: Any) -> None:
 def test_bound_thread_follows_the_sentry(setup: Any) -> None:
     _, clock, affinity = setup
     where = [1]
-    p = PL.Placement(_Kernel(clock), frozenset({0, 1}), lambda: where[0])  # type: ignore[arg-type]
+    p = PL.Placement(FakeKernel(clock), frozenset({0, 1}), lambda: where[0])  # type: ignore[arg-type]
     th = StubThread(104, _Proc())  # type: ignore[arg-type]
     p.stopped(th)
     for _ in range(PL.BIND_AFTER):
@@ -136,7 +119,7 @@ def test_new_thread_starts_beside_the_sentry_and_is_freed_when_it_computes(setup
 
 def test_created_is_a_no_op_with_one_cpu(setup: Any) -> None:
     _, clock, affinity = setup
-    p = PL.Placement(_Kernel(clock), frozenset({0}), lambda: 0)  # type: ignore[arg-type]
+    p = PL.Placement(FakeKernel(clock), frozenset({0}), lambda: 0)  # type: ignore[arg-type]
     th = StubThread(106, _Proc())  # type: ignore[arg-type]
     p.created(th)
     assert not th.bound and 106 not in affinity
@@ -151,7 +134,7 @@ def _sentry(p: PL.Placement, delay: list[int]) -> int:
 def _fire(p: PL.Placement) -> None:
     """Runs the Sentry's armed contention check (not the freeing tick)."""
     k = p.kernel
-    assert isinstance(k, _Kernel)
+    assert isinstance(k, FakeKernel)
     [i] = [i for i, (_, cb) in enumerate(k.timers) if cb == p._check]
     k.timers.pop(i)[1]()
 
@@ -181,7 +164,7 @@ def test_sentry_on_a_busy_cpu_frees_itself_then_pins_again(setup: Any) -> None:
     host has moved it to."""
     _, clock, affinity = setup
     where = [1]
-    p = PL.Placement(_Kernel(clock), frozenset({0, 1}), lambda: where[0])  # type: ignore[arg-type]
+    p = PL.Placement(FakeKernel(clock), frozenset({0, 1}), lambda: where[0])  # type: ignore[arg-type]
     delay = [0]
     tid = _sentry(p, delay)
     th = StubThread(108, _Proc())  # type: ignore[arg-type]

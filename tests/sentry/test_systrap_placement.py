@@ -5,32 +5,15 @@ spinning covers, or once it computes; without a process."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from placement_fakes import FakeClock, FakeKernel
 from pyvisor.sentry.platform.ptrace import placement as PP
 from pyvisor.sentry.platform.systrap import placement as SP
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.ns = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.ns
-
-
-class _Kernel:
-    def __init__(self, clock: _Clock) -> None:
-        self.clock = clock
-        self.timers: list[tuple[int, Callable[[], None]]] = []
-
-    def now(self) -> int:
-        return self.clock.ns
-
-    def add_timer(self, deadline: int, callback: Callable[[], None]) -> None:
-        self.timers.append((deadline, callback))
 
 
 @dataclass(eq=False)
@@ -48,8 +31,8 @@ class _Thread:
 
 
 @pytest.fixture
-def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[SP.ThreadPlacement, _Clock, dict[int, Any]]:
-    clock = _Clock()
+def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[SP.ThreadPlacement, FakeClock, dict[int, Any]]:
+    clock = FakeClock()
     monkeypatch.setattr(SP.time, "monotonic_ns", clock)
     monkeypatch.setattr(PP.time, "monotonic_ns", clock)
     affinity: dict[int, Any] = {}
@@ -58,11 +41,11 @@ def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[SP.ThreadPlacement, _Clock, 
         affinity[tid] = set(cpus)
     monkeypatch.setattr(SP.os, "sched_setaffinity", fake_set)
     monkeypatch.setattr(PP.os, "sched_setaffinity", fake_set)
-    p = SP.ThreadPlacement(_Kernel(clock), frozenset({0, 1}), lambda: 1)
+    p = SP.ThreadPlacement(FakeKernel(clock), frozenset({0, 1}), lambda: 1)
     return p, clock, affinity
 
 
-def _round_trip(p: SP.ThreadPlacement, th: _Thread, clock: _Clock, run: int,
+def _round_trip(p: SP.ThreadPlacement, th: _Thread, clock: FakeClock, run: int,
                 service: int) -> None:
     """The Sentry serves a stop in `service` ns, resumes the thread, which runs `run` ns
     to its next stop (placement is told of bound threads only, as the platform does)."""
@@ -149,7 +132,7 @@ def test_tick_frees_a_bound_thread_that_never_stops(setup: Any) -> None:
 def test_bound_thread_follows_the_sentry(setup: Any) -> None:
     _, clock, affinity = setup
     where = [1]
-    p = SP.ThreadPlacement(_Kernel(clock), frozenset({0, 1}), lambda: where[0])
+    p = SP.ThreadPlacement(FakeKernel(clock), frozenset({0, 1}), lambda: where[0])
     th = _Thread(106)
     p.created(th)
     where[0] = 0                                 # the host moved the Sentry
@@ -168,7 +151,7 @@ def test_exited_thread_is_forgotten(setup: Any) -> None:
 def test_disabled_with_one_cpu(setup: Any) -> None:
     """One CPU: created() says no (the platform frees nothing to: nothing happens)."""
     _, clock, affinity = setup
-    p = SP.ThreadPlacement(_Kernel(clock), frozenset({0}), lambda: 0)
+    p = SP.ThreadPlacement(FakeKernel(clock), frozenset({0}), lambda: 0)
     th = _Thread(108)
     assert not p.created(th)
     assert not th.bound and not affinity
@@ -178,7 +161,7 @@ def test_pinned_sentry_counts_bound_runs_as_its_own_work(setup: Any) -> None:
     """With the Sentry pinned (ptrace/placement.py's escape), runs of bound threads on its
     CPU are its own work in its contention check, and a resume arms the check."""
     _, clock, affinity = setup
-    k = _Kernel(clock)
+    k = FakeKernel(clock)
     pin = PP.Placement(k, frozenset({0, 1}), lambda: 1)  # type: ignore[arg-type]
     delay = [0]
     pin.pin_sentry(lambda: delay[0])

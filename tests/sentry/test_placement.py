@@ -12,8 +12,6 @@ from pyvisor.sentry.platform.ptrace import placement as PL
 from pyvisor.sentry.platform.ptrace.subprocess import StubThread
 
 
-
-
 class _Proc:
     dead = False
 

@@ -14,8 +14,6 @@ from pyvisor.sentry.platform.ptrace import placement as PP
 from pyvisor.sentry.platform.systrap import placement as SP
 
 
-
-
 @dataclass(eq=False)
 class _Thread:
     """What placement reads of an AppThread (subprocess.py)."""

@@ -300,8 +300,8 @@ async def write_chunked(t: Task, f: FileDescription, iovs: list[tuple[int, int]]
     a fault, a full non-blocking file, RLIMIT_FSIZE.  Each chunk is one do_write;
     what the earlier ones wrote is returned if a later one fails.  A message socket's
     datagram goes as one piece (one gather, no chunks)."""
-    if _message_socket(f):
-        return await do_write(t, f, _gather(t, f, iovs), offset)
+    if sum(ln for _, ln in iovs) <= CHUNK or _message_socket(f):
+        return await do_write(t, f, _gather(t, f, iovs), offset)     # one piece
     return await _by_chunks(iovs, offset, lambda part, off, prior: do_write(
         t, f, _gather(t, f, part), off, prior))
 

@@ -32,6 +32,9 @@ codecache.install()     # before any dataclass is made: runtime/codecache.py
 from pyvisor.runtime.phases import mark  # noqa: E402
 
 mark("launcher", "interpreter up")
+from pyvisor.runtime import prefork  # noqa: E402
+
+prefork.start(sys.argv[1:])     # `do`: the Sentry starts importing now (runtime/prefork.py)
 from pyvisor.runtime.cli import exit_fast, main  # noqa: E402
 
 exit_fast(main())

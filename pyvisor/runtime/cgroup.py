@@ -112,6 +112,13 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
+def join_dirs(dirs: list[str]) -> None:
+    """Moves the calling process into the cgroups `dirs` (a SandboxCgroup's, made by the
+    launcher: prefork.py joins them knowing only their paths)."""
+    for d in dirs:
+        _write(os.path.join(d, "cgroup.procs"), "0")
+
+
 class SandboxCgroup:
     """The cgroup(s) of one sandbox."""
 
@@ -218,8 +225,7 @@ class SandboxCgroup:
 
     def join(self) -> None:
         """Moves the calling process in ("0": the writer, whatever its PID namespace)."""
-        for d in self.dirs:
-            _write(os.path.join(d, "cgroup.procs"), "0")
+        join_dirs(self.dirs)
 
     def remove(self) -> None:
         """Removes the cgroups; their tasks are gone (or going: on a loaded machine the

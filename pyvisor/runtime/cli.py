@@ -14,15 +14,14 @@ container's own status stays recognisable), never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from importlib import import_module
 from typing import Any, NoReturn
 
 from pyvisor.runtime.errors import BootError
+from pyvisor.runtime.logsetup import LogSetup, configure
 
 DEFAULT_ROOT = "/run/pyvisor"
 VERSION = "0.2.0"
@@ -144,32 +143,18 @@ def _verb_module(verb: str) -> object:
     return import_module(f"pyvisor.runtime.cmd.{ALIASES.get(verb, verb)}")
 
 
-class _JSONFormatter(logging.Formatter):
-    """logrus-style JSON lines, as runc writes with --log-format json (engines parse them)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
-        return json.dumps({"level": record.levelname.lower(), "msg": record.getMessage(),
-                           "time": t})
+def log_setup(args: argparse.Namespace) -> LogSetup:
+    """The logging flags of `args` (runtime/logsetup.py)."""
+    return LogSetup(debug=bool(args.debug or args.debug_log),
+                    paths=tuple(p for p in (args.log, args.debug_log) if p),
+                    json_format=args.log_format == "json")
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.debug or args.debug_log else logging.WARNING
-    handlers: list[logging.Handler] = []
-    for path in (args.log, args.debug_log):
-        if path:
-            try:
-                handlers.append(logging.FileHandler(path))
-            except (OSError, ValueError) as e:
-                raise BootError(f"log file {path!r}: {getattr(e, 'strerror', None) or e}",
-                                125) from None
-    if not handlers:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    fmt: logging.Formatter = _JSONFormatter() if args.log_format == "json" else \
-        logging.Formatter("pyvisor %(levelname)s %(name)s: %(message)s")
-    for h in handlers:
-        h.setFormatter(fmt)
-    logging.basicConfig(level=level, handlers=handlers, force=True)
+    setup = log_setup(args)
+    configure(setup)
+    from pyvisor.runtime import prefork
+    prefork.note_logging(setup)     # an early Sentry logs the same way
     log = logging.getLogger("pyvisor.cli")
     for flag, value in (("--rootless", args.rootless), ("--criu", args.criu)):
         if value:
@@ -181,6 +166,9 @@ def exit_fast(code: int) -> NoReturn:
     interpreter's teardown, which frees every module and object one by one (~20 ms
     after a sandbox ran here).  Nothing the CLI holds needs that teardown: it registers
     no atexit handler and starts no thread."""
+    if "pyvisor.runtime.prefork" in sys.modules:
+        from pyvisor.runtime import prefork
+        prefork.cancel()        # an early Sentry nothing claimed (a no-op otherwise)
     try:
         if "logging" in sys.modules:
             logging.shutdown()
@@ -207,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             from pyvisor.runtime.phases import startup_done
             startup_done()      # a sandbox's launcher enables it after forking the Sentry
         if args.verb in SANDBOX_VERBS:
-            from pyvisor.runtime.boot import check_platform
+            from pyvisor.runtime.config import check_platform
             check_platform(args.platform)
             from pyvisor.runtime.interp import InterpreterError, ensure_seccomp
             try:

@@ -273,16 +273,19 @@ def package_modules() -> list[str]:
     return out
 
 
-_preloaded = False
+# The packages the last preload() left out; None: none has run in this process.
+_preloaded: frozenset[str] | None = None
 
 
 def preload(skip: tuple[str, ...] = ()) -> None:
     """Imports every pyvisor module a Sentry may import and the standard modules imported
     lazily, so no import needs the host's files once the Sentry has pivoted into an empty
     root.  `skip`: packages this sandbox's configuration never uses (sandbox.preload_skip:
-    the other platform, hostinet).  Runs once per process; later calls return at once."""
+    the other platform, hostinet).  A later call returns at once unless it skips less (a
+    Sentry forked before its configuration was known, prefork.py, preloads the common
+    set first and the rest of its configuration's after)."""
     global _preloaded
-    if _preloaded:
+    if _preloaded is not None and _preloaded.issuperset(skip):
         return
     for name in package_modules():
         if name in sys.modules or launcher_only(name) or any(
@@ -295,6 +298,6 @@ def preload(skip: tuple[str, ...] = ()) -> None:
     for name in ("time", "traceback", "linecache", "json", "struct", "fcntl",
                  "termios", "select", "socket", "random", "errno", "tokenize"):
         importlib.import_module(name)
-    _preloaded = True
+    _preloaded = frozenset(skip) if _preloaded is None else _preloaded & frozenset(skip)
     from pyvisor.runtime import codecache
     codecache.save()        # every dataclass is made by now (a no-op if none was new)

@@ -200,7 +200,7 @@ class Container:
             cfg.control_fd = listener.detach()
             cfg.ready_fd = w
             cfg.hold_init = True
-            from pyvisor.runtime.boot import cgroup_name_for
+            from pyvisor.runtime.config import cgroup_name_for
             cfg.cgroup_name = cgroup_name_for(os.getpid())
             code = run_sandbox(cfg, on_exit=lambda c: self.sd.write_exit(c), container=True,
                                after_fork=_quiet_stdio)
@@ -218,7 +218,7 @@ class Container:
         """`run` without --detach: this process is the monitor; the container is deleted
         when it ends (as runc's run)."""
         from pyvisor.runtime import pod
-        from pyvisor.runtime.boot import cgroup_name_for
+        from pyvisor.runtime.config import cgroup_name_for
         from pyvisor.runtime.sandbox import run_sandbox
         if pod.is_member(cfg.annotations):
             return pod.run_member(root, cid, bundle, cfg, pid_file)

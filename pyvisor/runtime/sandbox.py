@@ -30,12 +30,11 @@ import logging
 import os
 import signal as host_signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
-from pyvisor.runtime import boot as boot_mod
-from pyvisor.runtime.boot import BootError, SandboxConfig, cgroup_name_for, effective_limits
+from pyvisor.runtime.config import SandboxConfig, cgroup_name_for, effective_limits
+from pyvisor.runtime.errors import BootError
 from pyvisor.runtime.phases import mark, start_profile, startup_done, stop_profile
-from pyvisor.sentry.errors import SyscallError
 
 log = logging.getLogger("pyvisor.sandbox")
 
@@ -93,7 +92,7 @@ def run_sandbox(cfg: SandboxConfig, on_exit: Callable[[int], None] | None = None
     report(cfg.ready_fd, "cgroup " + json.dumps(cg.dirs))
     code = 128 + 9
     try:
-        code = launch(cfg, cg, after_fork)
+        code = launch(cfg, cg, after_fork, container)
     finally:
         mark("launcher", "sentry exited")
         cg.remove()
@@ -108,14 +107,18 @@ def _takes_netns(cfg: SandboxConfig) -> bool:
     return cfg.network == "sandbox" and bool(cfg.netns_path)
 
 
-def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = None) -> int:
-    """Forks the Sentry as PID 1 of a new PID namespace and waits for it.
+def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = None,
+           container: bool = False) -> int:
+    """Forks the Sentry as PID 1 of a new PID namespace and waits for it.  For `do`, the
+    Sentry forked before the command line was parsed (prefork.py) gets the configuration
+    instead.
 
     A foreground sandbox (`do`, `run`) whose stdio is a terminal gets a pty of its own
     (runtime/console.py): the launcher copies between the two and restores the user's
     terminal however the sandbox ends.  A detached container (`create`) never does.
     """
-    from pyvisor.runtime import confine
+    from pyvisor.runtime import confine, prefork
+    early = prefork.claim(cfg, container, after_fork)
     console = _foreground_console(cfg)
     proc_view = False
     if cfg.hold_init and cfg.confine:      # a detached container: podman top's view
@@ -135,28 +138,21 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
                 netns.join(cfg.netns_path)
             else:
                 confine.unshare_net()
-        confine.unshare_pid()
+        if early is None:
+            confine.unshare_pid()
     except (confine.ConfinementError, BootError) as e:
         if console is not None:
             console.close_unused()
+        if early is not None:
+            prefork.cancel(early)
         if isinstance(e, BootError):      # netns.join: the bundle's namespace refused
             raise
         raise BootError(str(e), 125) from None
     mark("launcher", "namespaces unshared")
-    pid = os.fork()
-    if pid == 0:
-        mark("sentry", "forked")
-        start_profile()
-        if proc_view:
-            from pyvisor.runtime import procview
-            procview.mount_sandbox_proc()
-        if console is not None:
-            console.attach_sentry()
-        elif cfg.console_fd >= 0:       # the pty sent to --console-socket (terminal.py)
-            from pyvisor.runtime.console import take_terminal
-            take_terminal(cfg.console_fd, cfg.stdio)
-            cfg.console_fd = -1
-        _sentry_child(cfg, cg)
+    if early is not None:
+        pid = prefork.hand_over(early, cfg, cg.dirs, console)
+    else:
+        pid = _fork_sentry(cfg, cg, console, proc_view)
     report(cfg.ready_fd, f"sentry {pid}")
     startup_done()       # the monitor's start-up is over (the Sentry has its own)
     # The Sentry's now: the monitor keeps none of the container's fds (a preserved
@@ -205,23 +201,51 @@ def _foreground_console(cfg: SandboxConfig) -> Any:
     return console
 
 
-def _sentry_child(cfg: SandboxConfig, cg: Any) -> None:
-    """The forked Sentry: never returns."""
-    from pyvisor.runtime import confine
+def _fork_sentry(cfg: SandboxConfig, cg: Any, console: Any, proc_view: bool) -> int:
+    """Forks the Sentry (the launcher has unshared the PID namespace); returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        mark("sentry", "forked")
+        start_profile()
+        if proc_view:
+            from pyvisor.runtime import procview
+            procview.mount_sandbox_proc()
+        if console is not None:
+            console.attach_sentry()
+        elif cfg.console_fd >= 0:       # the pty sent to --console-socket (terminal.py)
+            from pyvisor.runtime.console import take_terminal
+            take_terminal(cfg.console_fd, cfg.stdio)
+            cfg.console_fd = -1
+
+        def prepare() -> SandboxConfig:
+            from pyvisor.runtime import confine
+            # If the monitor dies (even by SIGKILL), the Sentry dies, and with it, as
+            # PID 1 of its namespace, every stub and Gofer.
+            confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+            _join_cgroup_preloading(cg, preload_skip(cfg))    # before any fork: Gofers and stubs inherit the cgroup
+            return cfg
+        run_sentry(prepare, cfg.ready_fd)
+    return pid
+
+
+def run_sentry(prepare: Callable[[], SandboxConfig | None], ready_fd: int = -1) -> NoReturn:
+    """The forked Sentry, from `prepare()` (cgroup joined, modules imported: the
+    configuration to run, or None for nothing to do) to its exit.  Never returns."""
     code = 125
     try:
-        # If the monitor dies (even by SIGKILL), the Sentry dies, and with it, as
-        # PID 1 of its namespace, every stub and Gofer.
-        confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
-        _join_cgroup_preloading(cg, preload_skip(cfg))    # before any fork: Gofers and stubs inherit the cgroup
-        mark("sentry", "cgroup joined, modules preloaded")
-        code = sentry_main(cfg)
+        cfg = prepare()
+        if cfg is None:
+            code = 0
+        else:
+            ready_fd = cfg.ready_fd
+            mark("sentry", "cgroup joined, modules preloaded")
+            code = sentry_main(cfg)
     except BootError as e:
-        _fail(cfg, str(e), e.code)
+        _fail(ready_fd, str(e), e.code)
         code = e.code
     except BaseException as e:  # noqa: BLE001 - report, never a traceback to the user
         log.error("sandbox failed: %r", e, exc_info=True)
-        _fail(cfg, f"sandbox failed: {e}", 125)
+        _fail(ready_fd, f"sandbox failed: {e}", 125)
     finally:
         try:
             stop_profile()
@@ -270,17 +294,19 @@ def preload_skip(cfg: SandboxConfig) -> tuple[str, ...]:
     return tuple(skip)
 
 
-def _fail(cfg: SandboxConfig, message: str, code: int) -> None:
-    if cfg.ready_fd >= 0:
-        report(cfg.ready_fd, f"error {code} {message}")
+def _fail(ready_fd: int, message: str, code: int) -> None:
+    if ready_fd >= 0:
+        report(ready_fd, f"error {code} {message}")
     else:
         print(f"pyvisor: {message}", file=sys.stderr)
 
 
 def sentry_main(cfg: SandboxConfig) -> int:
     """The Sentry process: confine, boot, serve the control socket, run, clean up."""
+    from pyvisor.runtime import boot as boot_mod
     from pyvisor.runtime import confine
     from pyvisor.runtime.cgroup import protect_from_oom
+    from pyvisor.sentry.errors import SyscallError
     take_net = cfg.confine and _takes_netns(cfg)
     if cfg.confine:
         protect_from_oom()    # inherited by the Gofers; the master stub resets it

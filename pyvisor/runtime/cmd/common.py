@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pyvisor.runtime.errors import BootError
 
 if TYPE_CHECKING:
-    from pyvisor.runtime.boot import SandboxConfig
+    from pyvisor.runtime.config import SandboxConfig
 
 
 def parse_signal(text: str) -> int:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pyvisor.runtime.cmd.common import apply_limit_flags, bundle_dir, preserve_fds
 
 if TYPE_CHECKING:
-    from pyvisor.runtime.boot import SandboxConfig
+    from pyvisor.runtime.config import SandboxConfig
 
 log = logging.getLogger("pyvisor.cli")
 

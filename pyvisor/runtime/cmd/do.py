@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    from pyvisor.runtime.boot import SandboxConfig
+    from pyvisor.runtime.config import SandboxConfig
     from pyvisor.runtime.sandbox import run_sandbox
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

@@ -177,7 +177,9 @@ def hand_over(early: Prefork, cfg: SandboxConfig, cgroup_dirs: list[str],
               console: Any) -> int:
     """Sends the configuration, the cgroup, the launcher's network namespace and the
     console's pty slave (if any) to the early Sentry; returns its pid, which the caller
-    waits for.  If the Sentry is gone already, its exit status says why when reaped."""
+    waits for.  A Sentry that died before (killed, or failed to import) is reaped and
+    reported as a BootError."""
+    from pyvisor.runtime.errors import BootError
     from pyvisor.runtime.logsetup import LogSetup
     netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     fds = [netns]
@@ -188,11 +190,17 @@ def hand_over(early: Prefork, cfg: SandboxConfig, cgroup_dirs: list[str],
     msg = pickle.dumps(Handover(cfg, early.log or LogSetup(), cgroup_dirs, stdio))
     data = _LEN.pack(len(msg)) + msg
     try:
+        # MSG_NOSIGNAL: the launcher has SIGPIPE at its default (run_sandbox) by now.
         sent = early.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                            struct.pack(f"{len(fds)}i", *fds))])
-        early.sock.sendall(data[sent:])
-    except OSError:
-        pass        # it died (its exit status, reaped by the caller, tells how)
+                                            struct.pack(f"{len(fds)}i", *fds))],
+                                  socket.MSG_NOSIGNAL)
+        early.sock.sendall(data[sent:], socket.MSG_NOSIGNAL)
+    except OSError as e:
+        _, status = os.waitpid(early.pid, 0)
+        how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"status {os.WEXITSTATUS(status)}")
+        raise BootError(f"the sandbox's Sentry ended ({how}) before its configuration "
+                        f"reached it: {e.strerror or e}", 125) from None
     finally:
         os.close(netns)
         early.sock.close()
@@ -257,6 +265,8 @@ def _sentry(sock: socket.socket) -> NoReturn:
     from pyvisor.runtime.phases import start_profile
     start_profile()
     mark("sentry", "forked")
+    if os.environ.get("PYVISOR_TEST_PREFORK_DIE"):    # tests only: gone before the hand-over
+        os._exit(70)
     # If the launcher dies (even by SIGKILL), so does the Sentry and, as PID 1 of its
     # namespace, everything it starts.  Died already: the socket reads as closed.
     confine._libc.prctl(PR_SET_PDEATHSIG, host_signal.SIGKILL, 0, 0, 0)

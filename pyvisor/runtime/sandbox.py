@@ -150,7 +150,12 @@ def launch(cfg: SandboxConfig, cg: Any, after_fork: Callable[[], None] | None = 
         raise BootError(str(e), 125) from None
     mark("launcher", "namespaces unshared")
     if early is not None:
-        pid = prefork.hand_over(early, cfg, cg.dirs, console)
+        try:
+            pid = prefork.hand_over(early, cfg, cg.dirs, console)
+        except BootError:
+            if console is not None:
+                console.close_unused()
+            raise
     else:
         pid = _fork_sentry(cfg, cg, console, proc_view)
     report(cfg.ready_fd, f"sentry {pid}")

@@ -9,6 +9,7 @@ leave no process behind.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -122,3 +123,26 @@ def test_one_cpu_forks_after_parsing() -> None:
     assert r.returncode == 0, r.output
     order = [p for _, p in _phases(r.stderr)]
     assert order.index("sentry: forked") > order.index("launcher: namespaces unshared")
+
+
+@needs_two_cpus
+def test_early_sentry_dead_before_hand_over() -> None:
+    """An early Sentry that died before its configuration reached it: the launcher
+    neither dies of SIGPIPE nor leaves its cgroup behind, and says what happened."""
+    proc = subprocess.Popen([*PV, "do", "/bin/true"],
+                            env=_env(True, PYVISOR_TEST_PREFORK_DIE="1"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    out, err = proc.communicate(timeout=60)
+    text = err.decode(errors="replace")
+    # Usually the Sentry is gone before the launcher sends (125 and the line below); on a
+    # loaded machine the send may still land in the socket first (then its own status).
+    assert proc.returncode in (125, 70), text
+    if proc.returncode == 125:
+        assert "Sentry ended (status 70) before its configuration reached it" in text, text
+    assert "Traceback" not in text, text
+    left = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        left += [os.path.join(root, d) for d in dirs if d.startswith(f"pyvisor-{proc.pid}-")]
+        if root.count("/") > 5:
+            dirs[:] = []
+    assert not left, left

@@ -10,7 +10,9 @@ The Python API (pyvisor/api) is importable from here without loading the Sentry:
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:        # typing itself is left to the modules that need it at run time
+    from typing import Any
 
 __version__ = "0.1.0"
 

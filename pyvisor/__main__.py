@@ -25,16 +25,25 @@ _here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path and sys.path[0] in ("", os.getcwd()) and os.path.abspath(sys.path[0]) != _here:
     del sys.path[0]
 
-from pyvisor.runtime import codecache  # noqa: E402
+try:
+    from pyvisor.runtime import codecache
 
-codecache.install()     # before any dataclass is made: runtime/codecache.py
+    codecache.install()     # before any dataclass is made: runtime/codecache.py
 
-from pyvisor.runtime.phases import mark  # noqa: E402
+    from pyvisor.runtime.phases import mark
 
-mark("launcher", "interpreter up")
-from pyvisor.runtime import prefork  # noqa: E402
+    mark("launcher", "interpreter up")
+    from pyvisor.runtime import prefork
 
-prefork.start(sys.argv[1:])     # `do`: the Sentry starts importing now (runtime/prefork.py)
-from pyvisor.runtime.cli import exit_fast, main  # noqa: E402
+    prefork.start(sys.argv[1:])     # `do`: the Sentry starts importing now (runtime/prefork.py)
+    from pyvisor.runtime.cli import exit_fast, main
+except KeyboardInterrupt:
+    # ^C before the command line is up: quietly, as a shell tool (an early Sentry dies
+    # with us: PR_SET_PDEATHSIG).
+    os._exit(130)
 
-exit_fast(main())
+try:
+    code = main()
+except KeyboardInterrupt:       # ^C outside the verbs' own handling (parsing, say)
+    code = 130
+exit_fast(code)

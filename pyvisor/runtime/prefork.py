@@ -31,6 +31,7 @@ guard) are then made as without.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal as host_signal
@@ -51,6 +52,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 _LEN = struct.Struct("!Q")
+TERMINAL_TAKEN = b"t"         # the early Sentry's reply once the console's pty is its own
 MAX_FDS = 2                  # the network namespace, the console's pty slave
 # What the launcher's `do` needs that the Sentry needs too: imported before the fork, so
 # that neither process imports it again (the CLI itself, argparse, stays the launcher's).
@@ -124,6 +126,10 @@ def start(argv: list[str]) -> None:
             parent_end.close()
             child_end.close()
             return
+        # ^C is held while forking (CPython's fork handlers are no place for a
+        # KeyboardInterrupt).  The launcher takes it again at once; the Sentry holds it
+        # until its handlers pass it to the sandbox (sandbox.sentry_main).
+        host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGINT])
         try:
             pid = os.fork()
         except OSError:
@@ -138,6 +144,7 @@ def start(argv: list[str]) -> None:
     if pid == 0:
         parent_end.close()
         _sentry(child_end)
+    host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, [host_signal.SIGINT])
     child_end.close()
     if pid < 0:
         parent_end.close()
@@ -195,6 +202,11 @@ def hand_over(early: Prefork, cfg: SandboxConfig, cgroup_dirs: list[str],
                                             struct.pack(f"{len(fds)}i", *fds))],
                                   socket.MSG_NOSIGNAL)
         early.sock.sendall(data[sent:], socket.MSG_NOSIGNAL)
+        if console is not None:
+            # Ordering: the launcher copies the user's keys into the pty once it serves
+            # the console; a ^C copied before the Sentry holds the pty would be lost.
+            if early.sock.recv(1) != TERMINAL_TAKEN:
+                raise OSError(errno.EPIPE, "no reply")
     except OSError as e:
         _, status = os.waitpid(early.pid, 0)
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
@@ -252,6 +264,12 @@ def _receive(sock: socket.socket, out: dict[str, Any]) -> None:
             buf += more
         handover: Handover = pickle.loads(bytes(buf))
         out["handover"] = (handover, fds)
+        if handover.console_stdio is not None and len(fds) > 1:
+            # At once: the launcher copies the user's keys (^C among them) into this pty
+            # from now on, so it must be our terminal before the imports are done.
+            from pyvisor.runtime.console import take_terminal
+            take_terminal(fds[1], handover.console_stdio)
+            sock.sendall(TERMINAL_TAKEN)     # the launcher may make the user's raw now
         from pyvisor.runtime.cgroup import join_dirs
         join_dirs(handover.cgroup_dirs)     # before any fork: Gofers and stubs inherit it
     except BaseException as e:  # noqa: BLE001 - the main thread reports it
@@ -295,9 +313,6 @@ def _sentry(sock: socket.socket) -> NoReturn:
         if not fds:
             raise BootError("the launcher's network namespace did not arrive", 125)
         _join_netns(fds[0])
-        if handover.console_stdio is not None and len(fds) > 1:
-            from pyvisor.runtime.console import take_terminal
-            take_terminal(fds[1], handover.console_stdio)
         host_signal.signal(host_signal.SIGPIPE, host_signal.SIG_DFL)
         return cfg
 

@@ -208,6 +208,10 @@ def _foreground_console(cfg: SandboxConfig) -> Any:
 
 def _fork_sentry(cfg: SandboxConfig, cg: Any, console: Any, proc_view: bool) -> int:
     """Forks the Sentry (the launcher has unshared the PID namespace); returns its pid."""
+    # ^C is held while forking (CPython's fork handlers are no place for a
+    # KeyboardInterrupt).  The launcher takes it again at once; the Sentry holds it
+    # until its handlers pass it to the sandbox (sentry_main).
+    host_signal.pthread_sigmask(host_signal.SIG_BLOCK, [host_signal.SIGINT])
     pid = os.fork()
     if pid == 0:
         mark("sentry", "forked")
@@ -230,6 +234,7 @@ def _fork_sentry(cfg: SandboxConfig, cg: Any, console: Any, proc_view: bool) -> 
             _join_cgroup_preloading(cg, preload_skip(cfg))    # before any fork: Gofers and stubs inherit the cgroup
             return cfg
         run_sentry(prepare, cfg.ready_fd)
+    host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, [host_signal.SIGINT])
     return pid
 
 
@@ -248,6 +253,8 @@ def run_sentry(prepare: Callable[[], SandboxConfig | None], ready_fd: int = -1) 
     except BootError as e:
         _fail(ready_fd, str(e), e.code)
         code = e.code
+    except KeyboardInterrupt:   # ^C before the Sentry forwards it: the launcher got it too
+        code = 130
     except BaseException as e:  # noqa: BLE001 - report, never a traceback to the user
         log.error("sandbox failed: %r", e, exc_info=True)
         _fail(ready_fd, f"sandbox failed: {e}", 125)
@@ -331,6 +338,8 @@ def sentry_main(cfg: SandboxConfig) -> int:
     from pyvisor.runtime.console import forward_signals
     # Before seccomp: the handlers wake the loop through a pipe made here.
     forward_signals(kernel)     # host signals to the sandbox's foreground process group
+    # A ^C held since the fork (_fork_sentry, prefork.py) now reaches the sandbox.
+    host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, [host_signal.SIGINT])
     service = None
     if cfg.control_fd >= 0:     # before seccomp: it wraps the inherited socket
         from pyvisor.runtime.sentry_control import ControlService

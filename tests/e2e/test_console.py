@@ -58,7 +58,7 @@ class Terminal:
     out: bytearray = field(default_factory=bytearray)
 
     @classmethod
-    def start(cls, argv: list[str]) -> Terminal:
+    def start(cls, argv: list[str], env: dict[str, str] | None = None) -> Terminal:
         master, slave = os.openpty()
         _setup_terminal(slave)
         before = _state(slave)
@@ -68,7 +68,7 @@ class Terminal:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                preexec_fn=make_ctty, env=pyvisor_env(None), cwd=REPO)
+                                preexec_fn=make_ctty, env=pyvisor_env(env), cwd=REPO)
         return cls(master, slave, proc, before)
 
     def pump(self, seconds: float) -> None:
@@ -319,3 +319,25 @@ def test_background_launcher_leaves_the_terminal_alone(program: Builder) -> None
         assert during == term.before and _state(term.slave) == term.before
     finally:
         term.close()
+
+
+@pytest.mark.parametrize("prefork", ["1", "0"])
+@pytest.mark.parametrize("delay", [i / 100 for i in range(11)])
+def test_ctrl_c_during_start_up(prefork: str, delay: float) -> None:
+    """^C typed at any moment of start-up, from the launcher's first mark on (before
+    it, the interpreter itself is starting): the run ends with 130, the program does
+    not go on as if nothing was typed, nothing prints a traceback, and the user's
+    terminal is as before."""
+    env = dict(os.environ, PYVISOR_PHASES="1", PYVISOR_PREFORK=prefork)
+    t = Terminal.start([*PV, "/bin/sleep", "20"], env=env)
+    try:
+        t.expect(b"interpreter up")
+        time.sleep(delay)
+        t.type(b"\x03")
+        rc = t.wait(timeout=15)
+        out = bytes(t.out)
+        assert rc == 130, out
+        assert b"Traceback" not in out and b"Exception ignored" not in out, out
+        assert _state(t.slave) == t.before
+    finally:
+        t.close()

@@ -274,7 +274,11 @@ SENTRY_RULES: dict[str, Spec] = {
     "pread64": Spec("reads of host regular files and Gofer-donated files"),
     "pwrite64": Spec("writes to host regular files and Gofer-donated files"),
     "preadv2": Spec("CPython's os.preadv uses preadv2"),
-    "lseek": Spec("a host stdio file's own offset (HostFileDescription.offset, lseek(2))"),
+    "lseek": Spec("a host stdio file's own offset (HostFileDescription.offset, lseek(2)); "
+                  "the memory file's, before a sendfile into it"),
+    "sendfile": Spec("fills a mapped Gofer file's page cache in the memory file from the "
+                     "file's donated fd (GoferInode._pc_load): fds the Sentry already reads "
+                     "and writes"),
     "close": Spec("closes donated fds, host fds and the gofer sockets"),
     "newfstatat": _only("fstat of held fds (glibc's fstat is newfstatat(fd, \"\", AT_EMPTY_PATH))",
                         eq32(3, AT_EMPTY_PATH, "flags == AT_EMPTY_PATH"),

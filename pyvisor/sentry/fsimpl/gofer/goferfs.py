@@ -581,21 +581,19 @@ class GoferInode(Inode):
             self._pc_off, self._pc_cap, self._pc_filled = off, cap, 0
         base = self._pc_off
         got = 0
-        view = memoryview(mf.map)
         try:
-            dst = view[base:base + size]
-            try:
-                while got < size:
-                    n = os.preadv(hostfd, [dst[got:]], got)
-                    if n == 0:
-                        break       # shrank meanwhile: the rest reads as zero
-                    got += n
-            finally:
-                dst.release()
+            # sendfile: the host kernel copies straight into the memory file's pages,
+            # about twice as fast as preadv into the Sentry's mapping of them, which
+            # takes a page fault (and zeroes a page) per 4 KiB first.  Nothing else
+            # uses the memory file's own offset (its users map it or give offsets).
+            os.lseek(mf.fd, base, os.SEEK_SET)
+            while got < size:
+                n = os.sendfile(mf.fd, hostfd, got, size - got)
+                if n == 0:
+                    break       # shrank meanwhile: the rest reads as zero
+                got += n
         except OSError as e:
             raise SyscallError.from_host(e) from None
-        finally:
-            view.release()
         if got < self._pc_filled:
             mf.zero(base + got, self._pc_filled - got)
         self._pc_filled = got

@@ -19,9 +19,9 @@ the Sentry over a socket when it is ready (docs/startup.md).
 The Sentry is the same process as without this (PID 1 of its PID namespace, the
 monitor's child, dying with it by PR_SET_PDEATHSIG), in the same cgroup and network
 namespace, with the same configuration: only the order of the work differs.  Whatever
-makes the configuration unfit (a verb other than `do` after all, `--unconfined`-style
-settings, an error before launch) cancels it: the launcher kills and reaps its child and
-goes on as without.  PYVISOR_PREFORK=0 turns it off.
+makes it unfit (a verb other than `do` after all, a configuration it cannot take, an
+error before launch) cancels it: the launcher kills and reaps its child and goes on as
+without.  PYVISOR_PREFORK=0 turns it off.
 
 Only the launcher's own restore of its PID namespace is subtle: unshare(CLONE_NEWPID)
 applies to the caller's next children, so start() sets its children's namespace back
@@ -87,11 +87,13 @@ _early: Prefork | None = None
 
 
 def wanted(argv: list[str]) -> bool:
-    """Whether this command line is `do` (a cheap look before parsing: options before the
-    verb are skipped, a misjudgement costs only the cancelled child), run as root with
-    the seccomp module importable (else the CLI may re-exec another interpreter), with
-    a second CPU to do it on: on one CPU the two processes would only take turns, and
-    the fork costs ~2 ms of CPU."""
+    """Whether this command line is `do`, run as root with the seccomp module importable
+    (else the CLI may re-exec another interpreter) and a second CPU to do it on (on one
+    CPU the two processes would only take turns, and the fork costs ~2 ms of CPU).
+
+    A cheap look before parsing: the first word that is not an option.  An option's
+    separate value (`--root DIR do`) makes it miss, and then there is no early fork; a
+    misjudgement the other way costs only a cancelled child."""
     if os.environ.get("PYVISOR_PREFORK", "1") == "0" or os.geteuid() != 0:
         return False
     if len(os.sched_getaffinity(0)) < 2:
@@ -121,7 +123,10 @@ def start(argv: list[str]) -> None:
     except OSError:
         return
     try:
-        parent_end, child_end = socket.socketpair()
+        try:
+            parent_end, child_end = socket.socketpair()
+        except OSError:
+            return              # out of fds, say: the CLI forks its Sentry as without
         if libc.unshare(CLONE_NEWPID) != 0:
             parent_end.close()
             child_end.close()
@@ -242,6 +247,7 @@ def _receive(sock: socket.socket, out: dict[str, Any]) -> None:
     """The early Sentry's hand-over thread: reads the configuration (nothing: cancelled)
     and joins the sandbox's cgroup, in the kernel for ~15 ms without a CPU, while the
     main thread imports."""
+    stage = "receive the configuration"
     try:
         data, anc, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * 4))
         fds: list[int] = []
@@ -267,13 +273,15 @@ def _receive(sock: socket.socket, out: dict[str, Any]) -> None:
         if handover.console_stdio is not None and len(fds) > 1:
             # At once: the launcher copies the user's keys (^C among them) into this pty
             # from now on, so it must be our terminal before the imports are done.
+            stage = "take the console"
             from pyvisor.runtime.console import take_terminal
             take_terminal(fds[1], handover.console_stdio)
             sock.sendall(TERMINAL_TAKEN)     # the launcher may make the user's raw now
+        stage = "join the sandbox's cgroup"
         from pyvisor.runtime.cgroup import join_dirs
         join_dirs(handover.cgroup_dirs)     # before any fork: Gofers and stubs inherit it
     except BaseException as e:  # noqa: BLE001 - the main thread reports it
-        out["error"] = e
+        out["error"] = (stage, e)
 
 
 def _sentry(sock: socket.socket) -> NoReturn:
@@ -299,9 +307,9 @@ def _sentry(sock: socket.socket) -> NoReturn:
             taker.join()
         sock.close()
         if "error" in got:
-            e = got["error"]
-            if isinstance(e, OSError) and "handover" in got:
-                raise BootError(f"cannot join the sandbox's cgroup: {e}", 125) from None
+            stage, e = got["error"]
+            if isinstance(e, (OSError, ValueError, pickle.UnpicklingError)):
+                raise BootError(f"cannot {stage}: {e}", 125) from None
             raise e
         if "handover" not in got:
             return None          # cancelled: the launcher runs no sandbox through us

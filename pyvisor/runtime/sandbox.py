@@ -231,7 +231,8 @@ def _fork_sentry(cfg: SandboxConfig, cg: Any, console: Any, proc_view: bool) -> 
             # If the monitor dies (even by SIGKILL), the Sentry dies, and with it, as
             # PID 1 of its namespace, every stub and Gofer.
             confine._libc.prctl(1, host_signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
-            _join_cgroup_preloading(cg, preload_skip(cfg))    # before any fork: Gofers and stubs inherit the cgroup
+            # Before any fork: the Gofers and stubs inherit the cgroup.
+            _join_cgroup_preloading(cg, preload_skip(cfg))
             return cfg
         run_sentry(prepare, cfg.ready_fd)
     host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, [host_signal.SIGINT])

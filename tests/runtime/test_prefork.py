@@ -130,7 +130,8 @@ def test_early_sentry_dead_before_hand_over() -> None:
     """An early Sentry that died before its configuration reached it: the launcher
     neither dies of SIGPIPE nor leaves its cgroup behind, and says what happened."""
     proc = subprocess.Popen([*PV, "do", "/bin/true"],
-                            env=_env(True, PYVISOR_TEST_PREFORK_DIE="1"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            env=_env(True, PYVISOR_TEST_PREFORK_DIE="1"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     out, err = proc.communicate(timeout=60)
     text = err.decode(errors="replace")

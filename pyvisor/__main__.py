@@ -34,8 +34,10 @@ try:
 
     mark("launcher", "interpreter up")
     from pyvisor.runtime import prefork
+    from pyvisor.runtime.interp import seccomp_here
 
-    prefork.start(sys.argv[1:])     # `do`: the Sentry starts importing now (runtime/prefork.py)
+    # `do`: the Sentry starts importing now (runtime/prefork.py).
+    prefork.start(sys.argv[1:], seccomp_ok=seccomp_here)
     from pyvisor.runtime.cli import exit_fast, main
 except KeyboardInterrupt:
     # ^C before the command line is up: quietly, as a shell tool (an early Sentry dies

@@ -51,14 +51,19 @@ def _load_from_system() -> bool:
     return False
 
 
-def ensure_seccomp(argv: list[str]) -> None:
-    """Returns when `import seccomp` works here; may re-exec; raises InterpreterError."""
+def seccomp_here() -> bool:
+    """Whether `import seccomp` works in this interpreter (steps 1 and 2), never
+    re-executing: the early fork of `do` (runtime/prefork.py) asks before parsing."""
     try:
         import seccomp  # noqa: F401
-        return
+        return True
     except ImportError:
-        pass
-    if _load_from_system():
+        return _load_from_system()
+
+
+def ensure_seccomp(argv: list[str]) -> None:
+    """Returns when `import seccomp` works here; may re-exec; raises InterpreterError."""
+    if seccomp_here():
         return
     here = os.path.realpath(sys.executable or "")
     system = os.path.realpath(SYSTEM_PYTHON)

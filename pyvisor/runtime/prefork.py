@@ -40,7 +40,7 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from pyvisor.runtime.phases import mark
 
@@ -86,9 +86,9 @@ class Prefork:
 _early: Prefork | None = None
 
 
-def wanted(argv: list[str]) -> bool:
+def wanted(argv: list[str], seccomp_ok: Callable[[], bool]) -> bool:
     """Whether this command line is `do`, run as root with the seccomp module importable
-    (else the CLI may re-exec another interpreter) and a second CPU to do it on (on one
+    (`seccomp_ok()`; else the CLI may re-exec another interpreter) and a second CPU to do it on (on one
     CPU the two processes would only take turns, and the fork costs ~2 ms of CPU).
 
     A cheap look before parsing: the first word that is not an option.  An option's
@@ -99,19 +99,15 @@ def wanted(argv: list[str]) -> bool:
     if len(os.sched_getaffinity(0)) < 2:
         return False
     verb = next((a for a in argv if not a.startswith("-")), None)
-    if verb != "do":
-        return False
-    try:
-        import seccomp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return verb == "do" and seccomp_ok()
 
 
-def start(argv: list[str]) -> None:
-    """In the launcher, first thing: forks the Sentry if this is a `do` (see wanted)."""
+def start(argv: list[str], seccomp_ok: Callable[[], bool]) -> None:
+    """In the launcher, first thing: forks the Sentry if this is a `do` (see wanted).
+    `seccomp_ok()`: whether the seccomp module is importable here (interp.seccomp_here;
+    asked only of a `do`)."""
     global _early
-    if not wanted(argv):
+    if not wanted(argv, seccomp_ok):
         return
     import importlib
     for name in SHARED:

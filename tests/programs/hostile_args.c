@@ -206,6 +206,61 @@ static void sigreturns(void)
     munmap(unmapped, 4096);
 }
 
+/* ---- a signal frame that cannot go below the stack pointer -------------------------- */
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    _exit(44);
+}
+
+/* In a child with a SIGUSR1 handler: rsp = sp, then kill(self, SIGUSR1) from a bare
+ * syscall instruction; returns the child's wait status. */
+static int signal_with_sp(unsigned long sp)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        signal(SIGUSR1, on_usr1);
+        long me = getpid();
+        __asm__ volatile("mov %0, %%rsp\n\t"
+                         "mov %1, %%rdi\n\t"
+                         "mov $10, %%esi\n\t"
+                         "mov $62, %%eax\n\t"
+                         "syscall\n\t"
+                         "ud2"
+                         :
+                         : "r"(sp), "r"(me)
+                         : "memory", "rax", "rdi", "rsi", "rcx", "r11");
+    }
+    return status_of(pid);
+}
+
+static void signal_frames(void)
+{
+    /* The frame (red zone, FP image, rt_sigframe) would start below address 0, in the
+     * first page, at or above the kernel's half, or non-canonical: SIGSEGV, no handler. */
+    static const unsigned long sps[] = {0, 64, 4096, KERNEL_ADDR, NONCANONICAL + 64,
+                                        0xffffffffffffffffUL};
+    for (size_t i = 0; i < sizeof sps / sizeof *sps; i++) {
+        int st = signal_with_sp(sps[i]);
+        CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+    }
+    /* An alternate stack whose end wraps past 2^64, for an SA_ONSTACK handler. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        stack_t ss = {.ss_sp = (void *)0xfffffffffffff000UL, .ss_size = 0x10000};
+        CHECK(sigaltstack(&ss, NULL) == 0);
+        struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_ONSTACK};
+        CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+        raise(SIGUSR1);
+        _exit(45);
+    }
+    int st = status_of(pid);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+}
+
 /* ---- segment bases ----------------------------------------------------------------- */
 
 static void segment_bases(void)
@@ -368,6 +423,7 @@ int main(int argc, char **argv)
     fionread();
     unlink("/dev/shm/hostile_args");
     sigreturns();
+    signal_frames();
     segment_bases();
     times();
     signal_numbers();

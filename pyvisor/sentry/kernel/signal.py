@@ -340,6 +340,11 @@ def setup_frame(t: Task, info: SigInfo, act: object) -> bool:
         sp -= arch_signal.RED_ZONE
     fp = fpu.to_frame(t.kernel.get_fpregs(t))
     frame, fp_addr = arch_signal.frame_addresses(sp, len(fp))
+    if frame < 0 or fp_addr + len(fp) > 1 << 64:
+        # The frame would start below address 0 (rsp near 0) or end past 2^64 (an
+        # alternate stack at the top of the address space): Linux's unsigned sp wraps,
+        # access_ok refuses the frame and the task dies of SIGSEGV.
+        return False
     if (on_alt or entering) and not ss_sp < frame <= ss_sp + ss_size:
         # The frame would run off the bottom of the alternate stack: no frame, the
         # task dies of SIGSEGV rather than scribble below it.  Linux: get_sigframe.

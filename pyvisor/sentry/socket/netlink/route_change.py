@@ -295,15 +295,9 @@ def _new4(stack: Stack, nlflags: int, dst: bytes, plen: int, tos: int, table: in
     new = Route(AF_INET, dst, plen, oif, table, rtype, scope, prefsrc, metric, gw, proto, tos)
     same = [r for r in stack.route_table.routes if r.family == AF_INET and r.dst == dst and
             r.prefix == plen and r.table == table and r.tos == tos and r.metric == metric]
-    if same:
-        if nlflags & NLM_F_EXCL:
-            raise SyscallError(Errno.EEXIST)
-        if nlflags & NLM_F_REPLACE:
-            at = stack.route_table.routes.index(same[0])
-            stack.route_table.routes[at] = new
-            return new
-        if any((r.rtype, r.scope, r.oif, r.gateway) == (rtype, scope, oif, gw) for r in same):
-            raise SyscallError(Errno.EEXIST)
+    if same and _replaced(stack, new, same, nlflags, any(
+            (r.rtype, r.scope, r.oif, r.gateway) == (rtype, scope, oif, gw) for r in same)):
+        return new
     if not nlflags & NLM_F_CREATE:
         raise SyscallError(Errno.ENOENT)
     _limit(stack)
@@ -312,6 +306,22 @@ def _new4(stack: Stack, nlflags: int, dst: bytes, plen: int, tos: int, table: in
     else:
         stack.route_table.routes.append(new)
     return new
+
+
+def _replaced(stack: Stack, new: Route, same: list[Route], nlflags: int,
+              duplicate: bool) -> bool:
+    """A new route whose key (`same`: the routes with it) is taken: EEXIST with
+    NLM_F_EXCL or for a `duplicate`; with NLM_F_REPLACE it takes the first one's place
+    (True).  False: the caller adds it beside them."""
+    if nlflags & NLM_F_EXCL:
+        raise SyscallError(Errno.EEXIST)
+    if nlflags & NLM_F_REPLACE:
+        routes = stack.route_table.routes
+        routes[routes.index(same[0])] = new
+        return True
+    if duplicate:
+        raise SyscallError(Errno.EEXIST)
+    return False
 
 
 def _new6(stack: Stack, nlflags: int, dst: bytes, plen: int, table: int, proto: int,
@@ -332,14 +342,10 @@ def _new6(stack: Stack, nlflags: int, dst: bytes, plen: int, table: int, proto: 
     same = [r for r in stack.route_table.routes if r.family == AF_INET6 and r.dst == dst and
             r.prefix == plen and r.table == table and r.metric == metric]
     if same:
-        if nlflags & NLM_F_EXCL:
-            raise SyscallError(Errno.EEXIST)
-        if nlflags & NLM_F_REPLACE:
-            at = stack.route_table.routes.index(same[0])
-            stack.route_table.routes[at] = new
+        # rt6_duplicate_nexthop: the same device and gateway
+        if _replaced(stack, new, same, nlflags,
+                     any((r.oif, r.gateway) == (oif, gw) for r in same)):
             return new
-        if any((r.oif, r.gateway) == (oif, gw) for r in same):
-            raise SyscallError(Errno.EEXIST)             # rt6_duplicate_nexthop
     elif nlflags & NLM_F_REPLACE and not nlflags & NLM_F_CREATE:
         raise SyscallError(Errno.ENOENT)
     _limit(stack)

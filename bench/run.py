@@ -595,6 +595,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Without .pyc files (PYTHONDONTWRITEBYTECODE=1) every start-up recompiles ~90 modules.
     subprocess.run([python, "-m", "compileall", "-q", os.path.join(REPO_ROOT, "pyvisor")],
                    stdout=subprocess.DEVNULL, check=False)
+    subprocess.run([python, "-m", "pyvisor.runtime.modcache"], cwd=REPO_ROOT, check=False)
     workdir = tempfile.mkdtemp(prefix="pyvisor-bench-")
     try:
         os.chmod(workdir, 0o755)  # the sandboxes must be able to reach it

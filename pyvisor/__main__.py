@@ -26,6 +26,9 @@ if sys.path and sys.path[0] in ("", os.getcwd()) and os.path.abspath(sys.path[0]
     del sys.path[0]
 
 try:
+    from pyvisor.runtime import modcache
+
+    modcache.install()      # pyvisor's byte code from one file: runtime/modcache.py
     from pyvisor.runtime import codecache
 
     codecache.install()     # before any dataclass is made: runtime/codecache.py

@@ -137,3 +137,5 @@ fi
 # Byte-compile the package: start-up imports ~60 modules, and without .pyc files
 # (e.g. under PYTHONDONTWRITEBYTECODE=1) compiling them costs ~100 ms per sandbox.
 /usr/bin/python3 -m compileall -q "$REPO/pyvisor" >/dev/null
+# ... and bundle the .pyc files in one (pyvisor/runtime/modcache.py: ~6 ms per start).
+(cd "$REPO" && /usr/bin/python3 -m pyvisor.runtime.modcache)

@@ -169,6 +169,9 @@ def exit_fast(code: int) -> NoReturn:
     if "pyvisor.runtime.prefork" in sys.modules:
         from pyvisor.runtime import prefork
         prefork.cancel()        # an early Sentry nothing claimed (a no-op otherwise)
+    if "pyvisor.runtime.modcache" in sys.modules:
+        from pyvisor.runtime import modcache
+        modcache.save()         # a module of the launcher's that the bundle lacked
     try:
         if "logging" in sys.modules:
             logging.shutdown()

@@ -299,5 +299,6 @@ def preload(skip: tuple[str, ...] = ()) -> None:
                  "termios", "select", "socket", "random", "errno", "tokenize"):
         importlib.import_module(name)
     _preloaded = frozenset(skip) if _preloaded is None else _preloaded & frozenset(skip)
-    from pyvisor.runtime import codecache
+    from pyvisor.runtime import codecache, modcache
     codecache.save()        # every dataclass is made by now (a no-op if none was new)
+    modcache.save()         # and every module imported (a no-op if none was missed)

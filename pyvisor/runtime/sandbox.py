@@ -33,6 +33,7 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from pyvisor.runtime.config import SandboxConfig, cgroup_name_for, effective_limits
+from pyvisor.runtime import modcache
 from pyvisor.runtime.errors import BootError
 from pyvisor.runtime.phases import mark, start_profile, startup_done, stop_profile
 
@@ -348,6 +349,7 @@ def sentry_main(cfg: SandboxConfig) -> int:
     if cfg.confine:
         try:
             confine.preload(preload_skip(cfg))
+            modcache.release()      # no host file stays open past the pivot
             mark("sentry", "modules preloaded")
             confine.pivot_to_empty()
             confine.drop_capabilities()

@@ -59,6 +59,12 @@ MAX_FDS = 2                  # the network namespace, the console's pty slave
 SHARED = ("json", "logging", "pyvisor.runtime.sandbox", "pyvisor.runtime.config",
           "pyvisor.runtime.cgroup", "pyvisor.runtime.console", "pyvisor.runtime.logsetup",
           "pyvisor.sentry.kernel.sysctl", "pyvisor.sentry.platform.platform")
+# The command line's global options whose value may be the next word (cli._parser; a
+# test keeps the two in step).  `--rootless` takes one only optionally: not counted.
+VALUE_OPTIONS = frozenset((
+    "--root", "--log", "--log-format", "--debug-log", "--criu", "--network",
+    "--platform", "--file-access", "--memory", "--pids-limit", "--cpus", "--tmpfs-size",
+    "--sentry-memory", "--dcache"))
 # What the Sentry imports before its configuration arrives: the default configuration's
 # set (ptrace, its own network stack); a configuration that needs more adds it after.
 FIRST_SKIP = ("pyvisor.sentry.platform.systrap", "pyvisor.sentry.socket.hostinet")
@@ -91,15 +97,27 @@ def wanted(argv: list[str], seccomp_ok: Callable[[], bool]) -> bool:
     (`seccomp_ok()`; else the CLI may re-exec another interpreter) and a second CPU to do it on (on one
     CPU the two processes would only take turns, and the fork costs ~2 ms of CPU).
 
-    A cheap look before parsing: the first word that is not an option.  An option's
-    separate value (`--root DIR do`) makes it miss, and then there is no early fork; a
-    misjudgement the other way costs only a cancelled child."""
+    A cheap look before parsing: the first word that is neither an option nor the
+    separate value of one of VALUE_OPTIONS (`--root DIR do`); a misjudgement costs only
+    a cancelled child, or no early fork."""
     if os.environ.get("PYVISOR_PREFORK", "1") == "0" or os.geteuid() != 0:
         return False
     if len(os.sched_getaffinity(0)) < 2:
         return False
-    verb = next((a for a in argv if not a.startswith("-")), None)
-    return verb == "do" and seccomp_ok()
+    return verb_of(argv) == "do" and seccomp_ok()
+
+
+def verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line, as argparse will find it (cli._parser)."""
+    it = iter(argv)
+    for a in it:
+        if a == "--":
+            return next(it, None)
+        if not a.startswith("-"):
+            return a
+        if a in VALUE_OPTIONS:
+            next(it, None)      # its value, in the next word
+    return None
 
 
 def start(argv: list[str], seccomp_ok: Callable[[], bool]) -> None:

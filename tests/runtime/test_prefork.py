@@ -56,6 +56,32 @@ def test_sentry_forked_before_or_after_parsing(prefork: bool) -> None:
     assert ("launcher: configuration handed over" in order) == prefork, order
 
 
+@needs_two_cpus
+@pytest.mark.parametrize("globals_", [["--root", "{root}"], ["--platform", "ptrace", "--log-format",
+                                                             "text"], ["--root={root}", "--debug"]])
+def test_global_options_with_separate_values(globals_: list[str], tmp_path: Path) -> None:
+    """`--root DIR do` is a `do` too: the Sentry is forked before parsing."""
+    argv = [a.format(root=tmp_path) for a in globals_]
+    r = execute([*PV, *argv, "do", "/bin/true"], env=_env(True, PYVISOR_PHASES="1"))
+    assert r.returncode == 0, r.output
+    order = [p for _, p in _phases(r.stderr)]
+    assert order.index("sentry: forked") < order.index("launcher: arguments parsed"), order
+
+
+def test_value_options_match_the_parser() -> None:
+    """prefork.VALUE_OPTIONS is every global option argparse gives exactly one value."""
+    from pyvisor.runtime import cli, prefork
+    parser = cli._parser(["do"])
+    taking = {o for a in parser._actions if a.nargs is None and a.option_strings
+              and a.const is None and not isinstance(a, cli.argparse._VersionAction)
+              and a.__class__.__name__ == "_StoreAction" for o in a.option_strings}
+    assert taking == prefork.VALUE_OPTIONS
+    assert prefork.verb_of(["--root", "do", "run"]) == "run"
+    assert prefork.verb_of(["--root=/x", "--debug", "do", "x"]) == "do"
+    assert prefork.verb_of(["--", "do"]) == "do"
+    assert prefork.verb_of(["--root"]) is None
+
+
 @pytest.mark.parametrize("prefork", [True, False])
 @pytest.mark.parametrize("argv, code, out", [
     (["/bin/sh", "-c", "echo $$ $PPID; pwd; echo err >&2"], 0, "1 0\n{cwd}\n"),

@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import signal as host_signal
-import socket
 import struct
 import sys
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from pyvisor.runtime.phases import mark
 
+# Every other verb imports this module too (to ask wanted()): socket, pickle and threading
+# are imported where a `do` needs them.
 if TYPE_CHECKING:
+    import socket
+
     from pyvisor.runtime.config import SandboxConfig
     from pyvisor.runtime.logsetup import LogSetup
 
@@ -130,6 +131,8 @@ def start(argv: list[str], seccomp_ok: Callable[[], bool]) -> None:
     import importlib
     for name in SHARED:
         importlib.import_module(name)
+    import socket
+
     from pyvisor.runtime import confine
     libc = confine._libc
     try:
@@ -205,6 +208,9 @@ def hand_over(early: Prefork, cfg: SandboxConfig, cgroup_dirs: list[str],
     console's pty slave (if any) to the early Sentry; returns its pid, which the caller
     waits for.  A Sentry that died before (killed, or failed to import) is reaped and
     reported as a BootError."""
+    import pickle
+    import socket
+
     from pyvisor.runtime.errors import BootError
     from pyvisor.runtime.logsetup import LogSetup
     netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -261,6 +267,8 @@ def _receive(sock: socket.socket, out: dict[str, Any]) -> None:
     """The early Sentry's hand-over thread: reads the configuration (nothing: cancelled)
     and joins the sandbox's cgroup, in the kernel for ~15 ms without a CPU, while the
     main thread imports."""
+    import pickle
+    import socket
     stage = "receive the configuration"
     try:
         data, anc, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * 4))
@@ -300,6 +308,9 @@ def _receive(sock: socket.socket, out: dict[str, Any]) -> None:
 
 def _sentry(sock: socket.socket) -> NoReturn:
     """The early Sentry: imports, takes the hand-over, then runs as sandbox.py's Sentry."""
+    import pickle
+    import threading
+
     from pyvisor.runtime import confine, sandbox
     from pyvisor.runtime.errors import BootError
     from pyvisor.runtime.phases import start_profile

@@ -84,7 +84,17 @@
 #define SLOT 512UL           /* the hostile page holds 8 structs of up to SLOT bytes */
 #define STALL_SECONDS 2.0   /* a thread making no progress this long: its worker is replaced */
 
-/* ---- shared between the supervisor and the workers (MAP_SHARED) ---------------- */
+/* ---- shared between the supervisor and the workers (MAP_SHARED) ----------------
+ *
+ * Placed at SHARED_AT, far from every other mapping, with nothing mapped on either
+ * side.  A worker may write its own memory through /proc/self/mem (one of the paths),
+ * and such a write, as a tracer's (FOLL_FORCE), goes on through PROT_NONE guard pages
+ * into whatever is mapped next, as on Linux (tests/programs/proc_mem_guard.c).  Mapped
+ * by the kernel's top-down choice, this region sat right above a worker's scratch
+ * area and its upper guard page: a long write starting in scratch overwrote the
+ * statistics and the workers' pids (seen as negative call counts, and as the
+ * supervisor killing a garbage pid).  An unmapped hole stops such a write. */
+#define SHARED_AT 0x2a5000000000UL
 
 struct thread_slot {
     atomic_int tid;
@@ -1130,7 +1140,12 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("sysfuzz: seed=%llu seconds=%g workers=%d threads=%d pid=%d\n",
            (unsigned long long)seed, seconds, workers, nthreads, getpid());
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    sh = mmap((void *)SHARED_AT, sizeof *sh, PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS | 0x100000 /* MAP_FIXED_NOREPLACE */, -1, 0);
+    if (sh != MAP_FAILED && sh != (void *)SHARED_AT) {
+        munmap(sh, sizeof *sh);     /* a kernel without NOREPLACE took it as a hint */
+        sh = MAP_FAILED;
+    }
     if (sh == MAP_FAILED) {
         perror("sysfuzz: mmap");
         return 2;

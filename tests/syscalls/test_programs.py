@@ -44,6 +44,7 @@ SELF_CHECKING = [
     "cputimers.c",
     "fifo_open.c",
     "wipeonfork.c",
+    "proc_mem_guard.c",
     "seccomp.c",
     "memfd_seals.c",
     "mqueue.c",

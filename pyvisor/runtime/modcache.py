@@ -106,7 +106,8 @@ class BundleFinder:
             return None
         entry = self._index.get(name)
         if entry is None:
-            self.dirty = self._fd >= 0 or self.dirty
+            if self._fd >= 0:       # not after release(): the Sentry's late imports
+                self.dirty = True
             return None
         origin, is_pkg, mtime, size, off, n = entry
         home = os.path.dirname(origin)
@@ -118,8 +119,7 @@ class BundleFinder:
         except OSError:
             self.dirty = True
             return None
-        # The test the standard import makes of a timestamp .pyc.
-        if mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+        if (mtime, size) != _stamp(st):     # the standard import's test of a .pyc
             self.dirty = True
             return None
         return spec_from_file_location(name, origin,
@@ -146,13 +146,18 @@ class BundleFinder:
             write(self.package, self.package_dir, self.path)
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    """A source's (mtime, size) as a timestamp .pyc records them."""
+    return int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF
+
+
 def _pyc_stamp(pyc: bytes, st: os.stat_result) -> tuple[int, int] | None:
     """The (mtime, size) a timestamp .pyc of this interpreter records, if it still
     matches its source's `st` (importlib's own test); None otherwise."""
     if len(pyc) <= _HEADER or pyc[:4] != MAGIC_NUMBER:
         return None
     flags, mtime, size = struct.unpack_from("<III", pyc, 4)
-    if flags != 0 or mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+    if flags != 0 or (mtime, size) != _stamp(st):
         return None
     return mtime, size
 
